@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test test-fast migrate lint format lock bench clean
+
+$(STAMP): requirements.lock shared/pyproject.toml services/crm-service/pyproject.toml services/cem-service/pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e shared -e services/crm-service -e services/cem-service
+	@touch $(STAMP)
+
+install: $(STAMP) ## venv + pinned dependencies + the three local packages
+
+run: install ## broker + both services on SQLite; prints the URLs and a dev API key
+	$(BIN)/python scripts/dev_run.py
+
+test: install ## every test, against real PostgreSQL and a real broker
+	bash scripts/ensure_test_deps.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+migrate: install ## apply both services' migrations to the databases in CRM_/CEM_DATABASE_URL
+	$(BIN)/crm migrate
+	$(BIN)/cem migrate
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lock: ## re-pin requirements.lock from requirements.in
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.lock --no-header
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,18 @@
+"""Fixtures every suite shares: a real broker (Tansu) started once per run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from cxkit.dev_broker import DevBroker
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevBroker]:
+    """A Kafka-compatible broker on a free port for the whole run."""
+    instance = DevBroker(log_path=tmp_path_factory.mktemp("broker") / "broker.log")
+    instance.start()
+    yield instance
+    instance.stop()

@@ -1,0 +1,122 @@
+"""`make run`: the local broker, both databases migrated (SQLite), both services with their
+relays and consumers; prints the URLs and a dev API key. Ctrl-C stops all it started.
+Data lives in ./var, so a second run keeps the first one's (the broker keeps nothing)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from cxkit.dev_broker import DevBroker, port_open
+
+ROOT = Path(__file__).resolve().parents[1]
+VAR = ROOT / "var"
+BIN = Path(sys.executable).parent
+SERVICES = [("crm", "CRM", int(os.environ.get("CRM_PORT", "8001"))), ("cem", "CEM", int(os.environ.get("CEM_PORT", "8002")))]
+
+
+def main() -> int:
+    VAR.mkdir(exist_ok=True)
+    kafka_port = int(os.environ.get("KAFKA_PORT", "9092"))
+    broker = DevBroker(port=kafka_port, log_path=VAR / "broker.log")
+    children: list[subprocess.Popen[bytes]] = []
+
+    def shutdown(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        broker.stop()
+
+    if port_open("127.0.0.1", kafka_port):
+        print(f"port {kafka_port} is taken (another `make run`?). Stop it, or set KAFKA_PORT.", file=sys.stderr)
+        return 1
+    for _, _, port in SERVICES:
+        if port_open("127.0.0.1", port):
+            print(f"port {port} is taken. Stop what uses it, or set CRM_PORT / CEM_PORT.", file=sys.stderr)
+            return 1
+
+    print(f"starting the dev broker on 127.0.0.1:{kafka_port} (memory only) ...", flush=True)
+    broker.start()
+    key_file = VAR / "dev-api-key"
+    if not key_file.exists():
+        key_file.write_text("cx_dev_" + secrets.token_urlsafe(24) + "\n")
+    dev_key = key_file.read_text().strip()
+    try:
+        for name, prefix, port in SERVICES:
+            env = {
+                **os.environ,
+                f"{prefix}_DATABASE_URL": os.environ.get(f"{prefix}_DATABASE_URL", f"sqlite+aiosqlite:///{VAR}/{name}.db"),
+                f"{prefix}_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                f"{prefix}_KAFKA_ENABLE_IDEMPOTENCE": "false",
+                f"{prefix}_LOG_JSON": os.environ.get(f"{prefix}_LOG_JSON", "false"),
+                f"{prefix}_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            }
+            if name == "crm":
+                env.setdefault("CRM_DOCUMENTS_DIR", str(VAR / "documents"))
+            subprocess.run([str(BIN / name), "migrate"], env=env, check=True)
+            subprocess.run(
+                [str(BIN / name), "api-keys", "create", "--name", "dev", "--scopes", "admin", "--key", dev_key],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            children.append(
+                subprocess.Popen(
+                    [str(BIN / "uvicorn"), "--factory", f"{name}.main:create_app", "--host", "127.0.0.1", "--port", str(port)],
+                    env=env,
+                )
+            )
+        for _, _, port in SERVICES:
+            wait_healthy(f"http://127.0.0.1:{port}/health")
+    except BaseException:
+        shutdown()
+        raise
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    print(
+        "\n"
+        f"  crm-service  http://127.0.0.1:{SERVICES[0][2]}/docs\n"
+        f"  cem-service  http://127.0.0.1:{SERVICES[1][2]}/docs\n"
+        f"  broker       {broker.bootstrap}\n"
+        f"  dev API key  {dev_key}   (scope admin; also in var/dev-api-key)\n\n"
+        f"  try: curl -H 'Authorization: Bearer {dev_key}' http://127.0.0.1:{SERVICES[0][2]}/v1/customers\n"
+        "  Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        print("a service exited; stopping the rest", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        shutdown()
+
+
+def wait_healthy(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# What the tests need beyond the venv: a running PostgreSQL (started if it is down) and
+# Debian's headless Chromium with its driver (for the respondent-page browser test).
+set -euo pipefail
+
+pg_up() { pg_isready -h "${CX_TEST_PG_HOST:-127.0.0.1}" -p "${CX_TEST_PG_PORT:-5432}" -q 2>/dev/null; }
+if ! pg_up; then
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "PostgreSQL is down; starting it"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  for _ in $(seq 1 60); do pg_up && break; sleep 0.5; done
+  pg_up || { echo "PostgreSQL is not reachable at ${CX_TEST_PG_HOST:-127.0.0.1}:${CX_TEST_PG_PORT:-5432}" >&2; exit 1; }
+fi
+
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian chromium + chromium-driver for the browser test"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "chromium/chromedriver missing and cannot be installed here; the browser test will be skipped" >&2
+  fi
+fi

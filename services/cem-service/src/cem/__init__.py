@@ -1,0 +1,3 @@
+"""cem-service: the customer's view of the company."""
+
+__version__ = "1.0.0"

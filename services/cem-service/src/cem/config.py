@@ -1,0 +1,21 @@
+"""cem-service settings: environment variables prefixed `CEM_`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from cxkit.settings import ServiceSettings
+
+
+class CEMSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="CEM_", extra="ignore")
+
+    service_name: str = "cem-service"
+    database_url: str = "sqlite+aiosqlite:///./var/cem.db"
+    public_base_url: str = Field("http://127.0.0.1:8002", description="Base of respondent links (`/r/{token}`).")
+    consumer_group: str = Field("cem-service", description="Kafka consumer group of this service.")
+    invitation_ttl_days: int = Field(30, description="Days an invitation link stays valid.")
+    fatigue_days: int = Field(
+        7, description="At most one invitation per customer per this many days, across all surveys (0 disables)."
+    )

@@ -1,0 +1,34 @@
+"""The CEM's local projection of CRM customers, fed by `crm.customers.v1`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+from sqlalchemy import Boolean, Integer, Numeric, String, Uuid, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cem.db import Base
+from cxkit.db import PortableJSON, UTCDateTime, utcnow
+
+
+class CustomerProfile(Base):
+    """The customer as the CRM last announced it. `crm_version` only moves forward."""
+
+    __tablename__ = "customer_profiles"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    company: Mapped[str | None] = mapped_column(String(200))
+    lifecycle_stage: Mapped[str | None] = mapped_column(String(20))
+    owner: Mapped[str | None] = mapped_column(String(200))
+    tags: Mapped[list[str]] = mapped_column(PortableJSON, default=list)
+    survey_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    open_deal_value: Mapped[Decimal] = mapped_column(Numeric(18, 2), default=Decimal("0"), server_default=text("0"))
+    crm_version: Mapped[int] = mapped_column(Integer, default=0)
+    crm_created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    crm_updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,30 @@
+"""A touchpoint: a moment where the customer meets the company (checkout, support call...)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import Float, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cem.db import Base
+from cxkit.db import UTCDateTime, new_id, utcnow
+
+
+class Touchpoint(Base):
+    __tablename__ = "touchpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    key: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str | None] = mapped_column(String(50))
+    journey_stage: Mapped[str | None] = mapped_column(String(50))
+    description: Mapped[str | None] = mapped_column(Text)
+    target_metric: Mapped[str | None] = mapped_column(String(10))
+    target_score: Mapped[float | None] = mapped_column(Float)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_touchpoints_key_id", "key", "id"),)

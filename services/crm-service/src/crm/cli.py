@@ -1,0 +1,16 @@
+"""`crm` admin CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crm.config import CRMSettings
+from crm.db import ApiKey
+from cxkit.cli import build_cli
+
+ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
+
+app = build_cli("crm", CRMSettings, ALEMBIC_INI, ApiKey)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,41 @@
+"""A customer (contact) record."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import Boolean, Index, Integer, String, Uuid, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from crm.db import Base
+from cxkit.db import PortableJSON, UTCDateTime, new_id, utcnow
+
+LIFECYCLE_STAGES = ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist", "churned")
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    email: Mapped[str | None] = mapped_column(String(320))
+    # lower(email), unique: the database itself refuses a case-insensitive duplicate.
+    email_normalized: Mapped[str | None] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    company: Mapped[str | None] = mapped_column(String(200))
+    lifecycle_stage: Mapped[str] = mapped_column(String(20), default="lead", index=True)
+    owner: Mapped[str | None] = mapped_column(String(200), index=True)
+    tags: Mapped[list[str]] = mapped_column(PortableJSON, default=list)
+    attributes: Mapped[dict[str, Any]] = mapped_column(PortableJSON, default=dict)
+    source: Mapped[str | None] = mapped_column(String(100))
+    campaign_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    survey_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    erased_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    merged_into_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+    __table_args__ = (Index("ix_customers_created_at_id", "created_at", "id"),)

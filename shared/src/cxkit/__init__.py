@@ -1,0 +1,1 @@
+"""cxkit: the parts crm-service and cem-service share, and nothing service-specific."""

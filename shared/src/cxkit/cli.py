@@ -1,0 +1,117 @@
+"""Admin commands both services share (`crm ...`, `cem ...`): migrate, API keys."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from cxkit.db import make_engine, make_session_factory, utcnow
+from cxkit.http.auth import create_api_key
+from cxkit.migrations import upgrade
+from cxkit.settings import ServiceSettings
+
+console = Console(stderr=True)
+
+
+def build_cli(
+    name: str, settings_factory: Callable[[], ServiceSettings], alembic_ini: Path, api_key_model: type[Any]
+) -> typer.Typer:
+    app = typer.Typer(name=name, help=f"{name} administration.", no_args_is_help=True, add_completion=False)
+
+    @app.command()
+    def migrate(revision: Annotated[str, typer.Option(help="Target revision.")] = "heads") -> None:
+        """Apply the database migrations (run before starting the service)."""
+        settings = settings_factory()
+        upgrade(alembic_ini, settings.database_url, revision)
+        console.print(f"[green]{name}: database at {revision}[/green]")
+
+    keys = typer.Typer(help="API keys.", no_args_is_help=True)
+    app.add_typer(keys, name="api-keys")
+
+    @keys.command("create")
+    def create_key(
+        name_: Annotated[str, typer.Option("--name", help="Who or what uses the key.")],
+        scopes: Annotated[str, typer.Option(help="Comma-separated: read,write,admin.")] = "read",
+        key: Annotated[str | None, typer.Option(help="Store this exact key (dev set-ups); a new random one otherwise.")] = None,
+    ) -> None:
+        """Create an API key and print it once (only its hash is stored)."""
+
+        async def run() -> str:
+            settings = settings_factory()
+            engine = make_engine(settings.database_url)
+            try:
+                async with make_session_factory(engine)() as session:
+                    if key is not None:
+                        from cxkit.http.auth import hash_key
+
+                        found = await session.scalar(select(api_key_model).where(api_key_model.key_hash == hash_key(key)))
+                        if found is not None:
+                            return key
+                    _, plaintext = await create_api_key(
+                        session, api_key_model, name=name_, scopes=[s.strip() for s in scopes.split(",") if s.strip()], key=key
+                    )
+                    await session.commit()
+                    return plaintext
+            finally:
+                await engine.dispose()
+
+        try:
+            plaintext = asyncio.run(run())
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        print(plaintext)
+
+    @keys.command("list")
+    def list_keys() -> None:
+        """List keys (name, prefix, scopes, revoked)."""
+
+        async def run() -> list[Any]:
+            engine = make_engine(settings_factory().database_url)
+            try:
+                async with make_session_factory(engine)() as session:
+                    return list((await session.scalars(select(api_key_model).order_by(api_key_model.created_at))).all())
+            finally:
+                await engine.dispose()
+
+        table = Table("id", "name", "prefix", "scopes", "created", "revoked")
+        for row in asyncio.run(run()):
+            table.add_row(
+                str(row.id),
+                row.name,
+                row.prefix,
+                ",".join(row.scopes),
+                row.created_at.isoformat(),
+                row.revoked_at.isoformat() if row.revoked_at else "",
+            )
+        Console().print(table)
+
+    @keys.command("revoke")
+    def revoke_key(prefix: Annotated[str, typer.Argument(help="The key's prefix, as `list` shows it.")]) -> None:
+        """Revoke every key with this prefix."""
+
+        async def run() -> int:
+            engine = make_engine(settings_factory().database_url)
+            try:
+                async with make_session_factory(engine)() as session:
+                    rows = (await session.scalars(select(api_key_model).where(api_key_model.prefix == prefix))).all()
+                    for row in rows:
+                        row.revoked_at = utcnow()
+                    await session.commit()
+                    return len(rows)
+            finally:
+                await engine.dispose()
+
+        count = asyncio.run(run())
+        console.print(f"revoked {count} key(s)")
+        if not count:
+            raise typer.Exit(1)
+
+    return app

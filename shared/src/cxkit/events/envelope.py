@@ -1,0 +1,90 @@
+"""CloudEvents 1.0 in JSON structured mode: the whole event is the Kafka message value."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cxkit.tracing import current_traceparent
+
+
+class InvalidEvent(Exception):
+    """A message that is not a valid event of a known type; the reason goes to the DLQ header."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CloudEvent(BaseModel):
+    """The envelope. Unknown extension attributes are kept (CloudEvents allows them)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    subject: str | None = None
+    time: dt.datetime | None = None
+    datacontenttype: str | None = "application/json"
+    dataschema: str | None = None
+    traceparent: str | None = None
+    data: Any = None
+
+
+def new_event(
+    event_type: str, *, source: str, subject: str | None, data: BaseModel, event_id: uuid.UUID | None = None
+) -> CloudEvent:
+    """A new event carrying the current trace context, so the trace follows it through Kafka."""
+    return CloudEvent(
+        id=str(event_id or uuid.uuid4()),
+        source=source,
+        type=event_type,
+        subject=subject,
+        time=dt.datetime.now(dt.UTC),
+        traceparent=current_traceparent(),
+        data=data.model_dump(mode="json"),
+    )
+
+
+def encode_event(event: CloudEvent) -> bytes:
+    return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+
+
+def decode_event(raw: bytes | None) -> tuple[CloudEvent, BaseModel]:
+    """Parse and validate a message value; raises InvalidEvent with a readable reason."""
+    from cxkit.events.registry import payload_model
+
+    if raw is None:
+        raise InvalidEvent("empty message value")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidEvent("not a JSON object")
+    try:
+        event = CloudEvent.model_validate(doc)
+    except ValidationError as exc:
+        raise InvalidEvent(f"not a CloudEvent: {_short(exc)}") from None
+    model = payload_model(event.type)
+    if model is None:
+        raise InvalidEvent(f"unknown event type {event.type!r}")
+    try:
+        payload = model.model_validate(event.data)
+    except ValidationError as exc:
+        raise InvalidEvent(f"invalid {event.type} data: {_short(exc)}") from None
+    return event, payload
+
+
+def _short(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

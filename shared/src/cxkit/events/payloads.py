@@ -1,0 +1,175 @@
+"""Typed `data` of every event type. Within a version only additive changes are allowed;
+consumers ignore fields they do not know; a breaking change is a new `.v2` type."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- crm.customers.v1 -------------------------------------------------------------------
+
+
+class CustomerSnapshot(Payload):
+    """The customer as the CRM holds it after the change (personal fields null once erased)."""
+
+    id: uuid.UUID
+    email: str | None = None
+    name: str | None = None
+    phone: str | None = None
+    company: str | None = None
+    lifecycle_stage: str = "lead"
+    owner: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    source: str | None = None
+    survey_opt_out: bool = False
+    open_deal_value: Decimal = Decimal("0")
+    version: int = 1
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+
+
+class CustomerCreated(CustomerSnapshot):
+    pass
+
+
+class CustomerUpdated(CustomerSnapshot):
+    changed: list[str] = Field(default_factory=list, description="Names of the fields that changed.")
+
+
+class CustomerMerged(Payload):
+    survivor_id: uuid.UUID
+    duplicate_id: uuid.UUID
+    survivor: CustomerSnapshot
+
+
+class CustomerErased(Payload):
+    customer_id: uuid.UUID
+    erased_at: dt.datetime
+
+
+class LeadConverted(Payload):
+    lead_id: uuid.UUID
+    customer_id: uuid.UUID
+    deal_id: uuid.UUID | None = None
+    campaign_id: uuid.UUID | None = None
+
+
+class DealStageChanged(Payload):
+    deal_id: uuid.UUID
+    customer_id: uuid.UUID
+    pipeline_id: uuid.UUID
+    title: str | None = None
+    from_stage: str | None = None
+    to_stage: str
+    status: Literal["open", "won", "lost"]
+    amount: Decimal | None = None
+    currency: str | None = None
+    changed_by: str | None = None
+    changed_at: dt.datetime
+    customer_open_deal_value: Decimal = Decimal("0")
+
+
+class TaskCompleted(Payload):
+    task_id: uuid.UUID
+    customer_id: uuid.UUID
+    origin: str | None = None
+    origin_ref: str | None = Field(None, description="For follow-ups: the followup id from CEM.")
+    completed_at: dt.datetime
+    completed_by: str | None = None
+
+
+# --- cx.interactions.v1 -----------------------------------------------------------------
+
+
+class InteractionRecorded(Payload):
+    """Any system may publish this. Either `customer_id` or `customer_email` is required."""
+
+    interaction_id: uuid.UUID | None = None
+    customer_id: uuid.UUID | None = None
+    customer_email: str | None = Field(None, max_length=320)
+    type: str = Field(min_length=1, max_length=100)
+    channel: str | None = Field(None, max_length=100)
+    touchpoint: str | None = Field(None, max_length=100)
+    occurred_at: dt.datetime
+    summary: str | None = Field(None, max_length=10_000)
+    amount: Decimal | None = None
+    currency: str | None = Field(None, min_length=3, max_length=3)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _needs_customer(self) -> InteractionRecorded:
+        if self.customer_id is None and not self.customer_email:
+            raise ValueError("customer_id or customer_email is required")
+        if self.occurred_at.tzinfo is None:
+            raise ValueError("occurred_at must carry a timezone")
+        return self
+
+
+# --- cem.feedback.v1 ---------------------------------------------------------------------
+
+
+class SurveyInvited(Payload):
+    invitation_id: uuid.UUID
+    survey_id: uuid.UUID
+    survey_name: str | None = None
+    survey_kind: str | None = None
+    customer_id: uuid.UUID
+    touchpoint: str | None = None
+    url: str | None = None
+    expires_at: dt.datetime | None = None
+
+
+class SurveyThrottled(Payload):
+    survey_id: uuid.UUID
+    customer_id: uuid.UUID
+    reason: str
+    touchpoint: str | None = None
+    interaction_id: uuid.UUID | None = None
+
+
+class SurveyResponseSubmitted(Payload):
+    response_id: uuid.UUID
+    survey_id: uuid.UUID
+    survey_kind: str
+    invitation_id: uuid.UUID | None = None
+    customer_id: uuid.UUID | None = None
+    touchpoint: str | None = None
+    score: float | None = None
+    scale_min: int | None = None
+    scale_max: int | None = None
+    category: str | None = Field(None, description="nps: promoter/passive/detractor; csat/ces: positive/neutral/negative")
+    comment: str | None = None
+    submitted_at: dt.datetime
+
+
+class FeedbackReceived(Payload):
+    feedback_id: uuid.UUID
+    customer_id: uuid.UUID | None = None
+    touchpoint: str | None = None
+    channel: str | None = None
+    text: str | None = None
+    rating: float | None = None
+    sentiment_label: str | None = None
+    sentiment_score: float | None = None
+    received_at: dt.datetime
+
+
+class FollowupRequested(Payload):
+    followup_id: uuid.UUID
+    customer_id: uuid.UUID
+    response_id: uuid.UUID
+    survey_id: uuid.UUID
+    survey_kind: str
+    score: float | None = None
+    reason: str
+    touchpoint: str | None = None
+    comment: str | None = None

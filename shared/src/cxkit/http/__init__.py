@@ -1,0 +1,1 @@
+"""The HTTP contract both services keep: problem+json, pagination, auth, idempotency, ETags."""

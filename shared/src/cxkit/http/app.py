@@ -1,0 +1,135 @@
+"""What every app gets: request id + trace middleware with metrics, problem handlers,
+`/health`, `/ready`, `/metrics`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from sqlalchemy import text
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cxkit.http.problems import install_problem_handlers, problem_response
+from cxkit.http.responses import JSONBytesResponse
+from cxkit.logs import request_id_var
+from cxkit.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from cxkit.tracing import start_span
+
+
+class RequestContextMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware overhead): request id, trace context, metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:100] or uuid.uuid4().hex
+        incoming = headers.get(b"traceparent")
+        traceparent = start_span(incoming.decode("latin-1") if incoming else None)
+        request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_ids(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                    (b"traceparent", traceparent.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_ids)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            HTTP_REQUESTS.labels(scope["method"], path, str(status)).inc()
+            HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+
+class Health(BaseModel):
+    status: str
+    service: str
+    checks: dict[str, str] = {}
+
+
+def ops_router(service: str) -> APIRouter:
+    router = APIRouter(tags=["ops"])
+
+    @router.get("/health", summary="Liveness", description="The process is up. Needs no key.", response_model=Health)
+    async def health() -> Health:
+        return Health(status="ok", service=service)
+
+    @router.get(
+        "/ready",
+        summary="Readiness",
+        description="The database and the broker are reachable (503 with the failing check otherwise). Needs no key.",
+        response_model=Health,
+        responses={503: {"description": "A dependency is unreachable."}},
+    )
+    async def ready(request: Request) -> Any:
+        checks = {"database": await _check_database(request), "broker": await _check_broker(request)}
+        if all(v == "ok" for v in checks.values()):
+            return Health(status="ok", service=service, checks=checks)
+        return problem_response(
+            503,
+            "Not ready",
+            slug="not-ready",
+            detail=", ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"),
+            extra={"checks": checks},
+        )
+
+    @router.get(
+        "/metrics", summary="Prometheus metrics", description="Prometheus text format. Needs no key.", include_in_schema=True
+    )
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def _check_database(request: Request) -> str:
+    try:
+        async with request.app.state.session_factory() as session:
+            await asyncio.wait_for(session.execute(text("SELECT 1")), 2.0)
+        return "ok"
+    except Exception as exc:
+        return f"unreachable ({type(exc).__name__})"
+
+
+async def _check_broker(request: Request) -> str:
+    servers = request.app.state.settings.kafka_bootstrap_servers.split(",")
+    for server in servers:
+        host, _, port = server.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host or "127.0.0.1", int(port)), 1.0)
+            writer.close()
+            return "ok"
+        except (OSError, TimeoutError, ValueError):
+            continue
+    return "unreachable"
+
+
+def install_platform(app: FastAPI, service: str) -> None:
+    app.add_middleware(RequestContextMiddleware)
+    install_problem_handlers(app)
+    app.include_router(ops_router(service))
+
+
+def json_response(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Serialize with pydantic's Rust encoder straight to bytes."""
+    return JSONBytesResponse(model.model_dump_json().encode(), status_code=status_code, headers=headers)

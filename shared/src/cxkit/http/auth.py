@@ -1,0 +1,108 @@
+"""API keys: `Authorization: Bearer <key>`, scopes read < write < admin, keys stored hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cxkit.db import utcnow
+from cxkit.http.problems import Forbidden, Unauthorized
+
+SCOPES = ("read", "write", "admin")
+_RANK = {s: i for i, s in enumerate(SCOPES)}
+KEY_PREFIX = "cx_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: uuid.UUID
+    name: str
+    scopes: frozenset[str]
+
+    def has(self, scope: str) -> bool:
+        """admin implies write, write implies read."""
+        need = _RANK[scope]
+        return any(_RANK.get(s, -1) >= need for s in self.scopes)
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def create_api_key(
+    session: AsyncSession, model: type[Any], *, name: str, scopes: list[str], key: str | None = None
+) -> tuple[Any, str]:
+    """Store a new key (or a given one, for dev set-ups) and return (row, plaintext key)."""
+    bad = [s for s in scopes if s not in _RANK]
+    if bad or not scopes:
+        raise ValueError(f"scopes must be among {SCOPES}, got {scopes}")
+    plaintext = key or generate_key()
+    row = model(name=name, prefix=plaintext[:10], key_hash=hash_key(plaintext), scopes=sorted(set(scopes)), created_at=utcnow())
+    session.add(row)
+    return row, plaintext
+
+
+class ApiKeyAuth:
+    """Verifies keys against the service's api_keys table, with a short in-process cache
+    so a hot read path does not pay a query per request."""
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], model: type[Any], ttl_s: float = 30.0) -> None:
+        self.session_factory = session_factory
+        self.model = model
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def verify(self, key: str) -> Principal | None:
+        digest = hash_key(key)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit and hit[0] > now:
+            return hit[1]
+        async with self.session_factory() as session:
+            row = await session.scalar(select(self.model).where(self.model.key_hash == digest))
+        principal = None
+        if row is not None and row.revoked_at is None:
+            principal = Principal(row.id, row.name, frozenset(row.scopes))
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now + self.ttl_s, principal)
+        return principal
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer cx_...`.")
+
+
+def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+            raise Unauthorized("send an API key as `Authorization: Bearer <key>`", headers={"WWW-Authenticate": "Bearer"})
+        principal = await request.app.state.auth.verify(credentials.credentials)
+        if principal is None:
+            raise Unauthorized("unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        if not principal.has(scope):
+            raise Forbidden(f"this operation needs the `{scope}` scope")
+        request.state.principal = principal
+        return principal
+
+    return dependency
+
+
+Reader = Annotated[Principal, Depends(require_scope("read"))]
+Writer = Annotated[Principal, Depends(require_scope("write"))]
+Admin = Annotated[Principal, Depends(require_scope("admin"))]

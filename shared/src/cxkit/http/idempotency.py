@@ -1,0 +1,93 @@
+"""`Idempotency-Key` on writes: a retried request gets the first answer; the same key with
+another body is refused; two concurrent requests with one key make one change."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from cxkit.db import utcnow
+from cxkit.http.auth import Writer
+from cxkit.http.problems import Unprocessable
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+_KEPT_HEADERS = ("etag", "location", "content-type")
+
+
+class Idempotency:
+    def __init__(self, model: type[Any] | None, key: str | None, principal: str, request_hash: str) -> None:
+        self.model = model
+        self.key = key
+        self.principal = principal
+        self.request_hash = request_hash
+
+    def _replay(self, row: Any) -> Response:
+        if row.request_hash != self.request_hash:
+            raise Unprocessable("this Idempotency-Key was already used with a different request")
+        headers = dict(row.response_headers or {})
+        headers[REPLAYED_HEADER] = "true"
+        media_type = headers.pop("content-type", "application/json")
+        return Response(content=row.response_body, status_code=row.status_code, headers=headers, media_type=media_type)
+
+    async def execute(self, session: AsyncSession, operation: Callable[[], Awaitable[Response]]) -> Response:
+        """Run the write and commit it (with the stored answer, if a key was sent)."""
+        if not self.key or self.model is None:
+            response = await operation()
+            await session.commit()
+            return response
+        pk = (self.principal, self.key)
+        existing = await session.get(self.model, pk)
+        if existing is not None:
+            return self._replay(existing)
+        record = self.model(
+            principal=self.principal,
+            key=self.key,
+            request_hash=self.request_hash,
+            status_code=0,
+            response_body=b"",
+            response_headers={},
+            created_at=utcnow(),
+        )
+        session.add(record)
+        try:
+            # Claims the key: a concurrent request with the same key waits here on the
+            # unique index until this transaction ends, then replays its answer.
+            await session.flush()
+        except IntegrityError:
+            await session.rollback()
+            existing = await session.get(self.model, pk, populate_existing=True)
+            if existing is None:  # the first attempt failed and rolled back: run it ourselves
+                return await self.execute(session, operation)
+            return self._replay(existing)
+        response = await operation()
+        record.status_code = response.status_code
+        record.response_body = bytes(response.body)
+        record.response_headers = {k: v for k, v in response.headers.items() if k.lower() in _KEPT_HEADERS}
+        await session.commit()
+        return response
+
+
+async def idempotency(
+    request: Request,
+    principal: Writer,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="Any unique string (e.g. a UUID). A retry with the same key and body returns the first answer.",
+        ),
+    ] = None,
+) -> Idempotency:
+    body = await request.body()
+    digest = hashlib.sha256(b"\n".join([request.method.encode(), request.url.path.encode(), body])).hexdigest()
+    return Idempotency(getattr(request.app.state, "idempotency_model", None), idempotency_key, str(principal.key_id), digest)
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]

@@ -1,0 +1,191 @@
+"""RFC 9457 problem+json: typed business errors and the handlers that render every error."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cxkit.http.responses import JSONBytesResponse
+
+log = logging.getLogger(__name__)
+PROBLEM_TYPE_BASE = "https://cx.example.org/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int] = Field(description="Where the problem is, e.g. ['body', 'email'].")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """The error body of every 4xx/5xx answer."""
+
+    type: str = Field(examples=[PROBLEM_TYPE_BASE + "not-found"])
+    title: str = Field(examples=["Not found"])
+    status: int = Field(examples=[404])
+    detail: str | None = Field(None, examples=["customer 3f1c... does not exist"])
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+class ProblemError(Exception):
+    """Base of business errors; the handler renders it as problem+json."""
+
+    status: int = 400
+    title: str = "Bad request"
+    slug: str = "bad-request"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+
+class Unauthorized(ProblemError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+
+class Forbidden(ProblemError):
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class NotFound(ProblemError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class Conflict(ProblemError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class PreconditionFailed(ProblemError):
+    status, title, slug = 412, "Precondition failed", "precondition-failed"
+
+
+class PreconditionRequired(ProblemError):
+    status, title, slug = 428, "Precondition required", "precondition-required"
+
+
+class PayloadTooLarge(ProblemError):
+    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+
+class UnsupportedMediaType(ProblemError):
+    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
+class Unprocessable(ProblemError):
+    """Input that is well-formed but breaks a rule (the request can never succeed as sent)."""
+
+    status, title, slug = 422, "Unprocessable content", "unprocessable"
+
+
+class ServiceUnavailable(ProblemError):
+    status, title, slug = 503, "Service unavailable", "unavailable"
+
+
+def problem_response(
+    status: int,
+    title: str,
+    *,
+    slug: str,
+    detail: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    instance: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONBytesResponse:
+    body: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    if errors is not None:
+        body["errors"] = errors
+    if extra:
+        body.update(extra)
+    return JSONBytesResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _clean_errors(raw: list[Any]) -> list[dict[str, Any]]:
+    errors = []
+    for err in raw:
+        errors.append(
+            {
+                "loc": [str(p) if not isinstance(p, int) else p for p in err.get("loc", ())],
+                "msg": err.get("msg", ""),
+                "type": err.get("type", ""),
+            }
+        )
+    return errors
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Every error leaves as problem+json, including Starlette's 404/405 and crashes."""
+
+    async def on_problem(request: Request, exc: Exception) -> JSONBytesResponse:
+        assert isinstance(exc, ProblemError)
+        return problem_response(
+            exc.status,
+            exc.title,
+            slug=exc.slug,
+            detail=exc.detail,
+            headers=exc.headers,
+            instance=request.url.path,
+            extra=exc.extra or None,
+        )
+
+    async def on_validation(request: Request, exc: Exception) -> JSONBytesResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = _clean_errors(list(exc.errors()))
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+        return problem_response(
+            422, "Invalid request", slug="validation", detail=detail, errors=errors, instance=request.url.path
+        )
+
+    async def on_http(request: Request, exc: Exception) -> JSONBytesResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden"}
+        return problem_response(
+            exc.status_code,
+            titles.get(exc.status_code, "HTTP error"),
+            slug=str(exc.status_code),
+            detail=str(exc.detail) if exc.detail else None,
+            headers=getattr(exc, "headers", None),
+            instance=request.url.path,
+        )
+
+    async def on_crash(request: Request, exc: Exception) -> JSONBytesResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem_response(
+            500, "Internal error", slug="internal", detail="An unexpected error occurred.", instance=request.url.path
+        )
+
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_crash)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting the problem+json answers of a route."""
+    descriptions = {
+        401: "No or unknown API key.",
+        403: "The key lacks the scope this operation needs.",
+        404: "No such resource.",
+        409: "Conflicts with existing data.",
+        412: "`If-Match` does not match the current version.",
+        413: "Body too large.",
+        415: "Unsupported content type.",
+        422: "Invalid input; `errors` lists each field problem.",
+        428: "`If-Match` required.",
+    }
+    return {
+        s: {"model": Problem, "description": descriptions.get(s, "Error."), "content": {PROBLEM_MEDIA_TYPE: {}}} for s in statuses
+    }

@@ -1,0 +1,1 @@
+"""Kafka plumbing: producer factory, topic creation, outbox relay, consumer runner with DLQ."""

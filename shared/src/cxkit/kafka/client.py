@@ -1,0 +1,58 @@
+"""Producer factory and explicit topic creation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from cxkit.events.registry import dlq_topic
+from cxkit.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+TOPIC_ALREADY_EXISTS = 36
+
+
+def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
+    """acks=all always; idempotence is a setting because the dev broker refuses it."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=settings.kafka_client_id or settings.service_name,
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=2,
+        request_timeout_ms=10_000,
+        retry_backoff_ms=200,
+    )
+
+
+async def ensure_topics(settings: ServiceSettings, topics: Iterable[str], *, with_dlq: bool = True) -> None:
+    """Create the topics (and their DLQs) if missing; existing ones are left as they are."""
+    names: list[str] = []
+    for topic in topics:
+        names.append(topic)
+        if with_dlq:
+            names.append(dlq_topic(topic))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"{settings.kafka_client_id or settings.service_name}-admin",
+        request_timeout_ms=10_000,
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        if not missing:
+            return
+        response = await admin.create_topics(
+            [NewTopic(name, settings.kafka_topic_partitions, settings.kafka_topic_replication) for name in missing]
+        )
+        for topic_error in getattr(response, "topic_errors", []):
+            name, code = topic_error[0], topic_error[1]
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                raise RuntimeError(f"could not create topic {name}: error code {code}")
+        log.info("topics created", extra={"topics": missing})
+    finally:
+        await admin.close()

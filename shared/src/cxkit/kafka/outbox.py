@@ -1,0 +1,203 @@
+"""Transactional outbox: `add_event` writes the event beside the change; `OutboxRelay`
+sends unsent rows in order and marks only what the broker acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from pydantic import BaseModel
+from sqlalchemy import event, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+
+from cxkit.db import utcnow
+from cxkit.events import encode_event, new_event, topic_for
+from cxkit.kafka.client import ensure_topics, make_producer
+from cxkit.metrics import OUTBOX_BACKLOG, OUTBOX_FAILURES, OUTBOX_SENT
+from cxkit.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+# Set after any commit that wrote an outbox row, so the relay sends at once instead of
+# waiting for its next poll (this keeps write-to-visible latency low).
+# One event per running loop (tests may run several loops in one process).
+_wakeups: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
+
+
+def _relay_wakeup() -> asyncio.Event:
+    loop = asyncio.get_running_loop()
+    wakeup = _wakeups.get(loop)
+    if wakeup is None:
+        for stale in [lp for lp in _wakeups if lp.is_closed()]:
+            del _wakeups[stale]
+        wakeup = _wakeups[loop] = asyncio.Event()
+    return wakeup
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_relay_after_commit(session: Session) -> None:
+    if session.info.pop("outbox_written", False):
+        with contextlib.suppress(RuntimeError):
+            _relay_wakeup().set()
+
+
+def add_event(
+    session: AsyncSession,
+    outbox_model: type[Any],
+    event_type: str,
+    *,
+    source: str,
+    subject: uuid.UUID | str | None,
+    data: BaseModel,
+    key: str | None = None,
+    event_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Add an outbox row for `event_type` in the session's transaction; returns the event id.
+
+    The message key defaults to the subject (the customer id), so one customer's events stay
+    in one partition, in order."""
+    ce = new_event(event_type, source=source, subject=str(subject) if subject else None, data=data, event_id=event_id)
+    headers = {"content-type": "application/cloudevents+json", "ce_type": event_type}
+    if ce.traceparent:
+        headers["traceparent"] = ce.traceparent
+    row = outbox_model(
+        event_id=uuid.UUID(ce.id),
+        topic=topic_for(event_type),
+        key=key if key is not None else ce.subject,
+        event_type=event_type,
+        value=encode_event(ce),
+        headers=headers,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    session.sync_session.info["outbox_written"] = True
+    return uuid.UUID(ce.id)
+
+
+class OutboxRelay:
+    """Sends outbox rows to Kafka. Safe to run in several processes: on PostgreSQL rows are
+    claimed with FOR UPDATE SKIP LOCKED, so no two relays send the same row."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        session_factory: async_sessionmaker[AsyncSession],
+        outbox_model: type[Any],
+        topics: list[str],
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.model = outbox_model
+        self.topics = topics
+        self._producer: AIOKafkaProducer | None = None
+        self._stopping = False
+        self.connected = False
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            await ensure_topics(self.settings, self.topics)
+            producer = make_producer(self.settings)
+            try:
+                await producer.start()
+            except Exception:
+                await producer.stop()
+                raise
+            self._producer = producer
+            self.connected = True
+        return self._producer
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        self.connected = False
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def relay_once(self) -> int:
+        """Send one batch; returns the number of rows the broker acknowledged."""
+        producer = await self._ensure_producer()
+        model = self.model
+        async with self.session_factory() as session, session.begin():
+            stmt = select(model).where(model.sent_at.is_(None)).order_by(model.id).limit(self.settings.outbox_batch_size)
+            if session.get_bind().dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            rows = list((await session.scalars(stmt)).all())
+            if not rows:
+                OUTBOX_BACKLOG.set(0)
+                return 0
+            futures = []
+            failure: BaseException | None = None
+            for row in rows:
+                try:
+                    futures.append(
+                        await producer.send(
+                            row.topic,
+                            value=row.value,
+                            key=row.key.encode() if row.key else None,
+                            headers=[(k, str(v).encode()) for k, v in (row.headers or {}).items()],
+                        )
+                    )
+                except Exception as exc:
+                    failure = exc
+                    break
+            acked: list[int] = []
+            for row, fut in zip(rows, futures, strict=False):
+                try:
+                    await fut
+                except Exception as exc:
+                    failure = failure or exc
+                    break
+                acked.append(row.id)
+                OUTBOX_SENT.labels(row.topic).inc()
+            if acked:
+                await session.execute(update(model).where(model.id.in_(acked)).values(sent_at=utcnow()))
+            if failure is not None:
+                first_unsent = rows[len(acked)]
+                await session.execute(
+                    update(model)
+                    .where(model.id == first_unsent.id)
+                    .values(attempts=model.attempts + 1, last_error=str(failure)[:2000])
+                )
+        if failure is not None:
+            raise failure
+        return len(acked)
+
+    async def backlog(self) -> int:
+        async with self.session_factory() as session:
+            return int(
+                await session.scalar(select(func.count()).select_from(self.model).where(self.model.sent_at.is_(None))) or 0
+            )
+
+    async def run(self) -> None:
+        """Relay until cancelled; a broker outage only delays events, it never loses them."""
+        wakeup = _relay_wakeup()
+        backoff = 0.2
+        poll = self.settings.outbox_poll_interval_ms / 1000
+        while not self._stopping:
+            try:
+                wakeup.clear()
+                sent = await self.relay_once()
+                backoff = 0.2
+                if sent >= self.settings.outbox_batch_size:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), poll)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                OUTBOX_FAILURES.inc()
+                log.warning("outbox relay round failed, retrying", extra={"error": repr(exc), "retry_in_s": backoff})
+                await self._drop_producer()
+                with contextlib.suppress(Exception):
+                    OUTBOX_BACKLOG.set(await self.backlog())
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await self._drop_producer()

@@ -1,0 +1,62 @@
+"""Alembic plumbing both services use: async env.py body and a programmatic upgrade."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import MetaData, pool, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite") and ":///" in url:
+        path = url.split(":///", 1)[1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def run_env(target_metadata: MetaData, default_url: str) -> None:
+    """The body of a service's migrations/env.py (online mode, async engine)."""
+    config = context.config
+    url = config.get_main_option("sqlalchemy.url") or default_url
+    _ensure_sqlite_dir(url)
+
+    def do_run(connection: Connection) -> None:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Never queue behind a long transaction and block the app's traffic.
+                connection.execute(text("SET lock_timeout = '5s'"))
+            context.run_migrations()
+
+    async def run_async() -> None:
+        engine = create_async_engine(url, poolclass=pool.NullPool)
+        async with engine.connect() as connection:
+            await connection.run_sync(do_run)
+        await engine.dispose()
+
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    else:
+        asyncio.run(run_async())
+
+
+def alembic_config(ini_path: Path, database_url: str) -> Config:
+    cfg = Config(str(ini_path))
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(ini_path: Path, database_url: str, revision: str = "heads") -> None:
+    command.upgrade(alembic_config(ini_path, database_url), revision)

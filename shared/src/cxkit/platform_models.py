@@ -1,0 +1,87 @@
+"""Tables every service carries in its own database: API keys, idempotency records, outbox,
+processed events. Each service mixes these into its own declarative Base, so its Alembic
+migrations own them like any other table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Text, Uuid, text
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+from cxkit.db import PortableJSON, UTCDateTime, new_id, utcnow
+
+# SQLite only auto-increments INTEGER PRIMARY KEY, PostgreSQL wants BIGINT identity.
+AutoIncrementBigInt = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class ApiKeyMixin:
+    """An API key, stored as the SHA-256 of its secret (keys are 256-bit random, so a fast
+    hash is the right one); the prefix lets people tell keys apart without the secret."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(PortableJSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class IdempotencyKeyMixin:
+    """The first answer to a write sent with an `Idempotency-Key`, replayed on retries."""
+
+    __tablename__ = "idempotency_keys"
+
+    principal: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[bytes] = mapped_column(LargeBinary)
+    response_headers: Mapped[dict[str, str]] = mapped_column(PortableJSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class OutboxMixin:
+    """An event written in the same transaction as the change it announces; the relay sends
+    unsent rows in id order and stamps `sent_at` once the broker acknowledged them."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(AutoIncrementBigInt, primary_key=True, autoincrement=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    event_type: Mapped[str] = mapped_column(String(255))
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, str]] = mapped_column(PortableJSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> Any:
+        # The relay only ever scans unsent rows; a partial index keeps that scan tiny.
+        return (
+            Index(
+                "ix_outbox_unsent",
+                "id",
+                postgresql_where=text("sent_at IS NULL"),
+                sqlite_where=text("sent_at IS NULL"),
+            ),
+        )
+
+
+class ProcessedEventMixin:
+    """(consumer, event id) of every event a consumer applied: a redelivery changes nothing."""
+
+    __tablename__ = "processed_events"
+
+    consumer: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    processed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

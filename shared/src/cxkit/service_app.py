@@ -1,0 +1,66 @@
+"""The lifespan both services share: engine, sessions, auth, relay and consumers as tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from cxkit.db import make_engine, make_session_factory
+from cxkit.http.auth import ApiKeyAuth
+from cxkit.kafka.consumer import EventConsumer
+from cxkit.kafka.outbox import OutboxRelay
+from cxkit.settings import ServiceSettings
+
+ConsumerFactory = Callable[[Any], list[EventConsumer]]
+
+
+def service_lifespan(
+    settings: ServiceSettings,
+    *,
+    api_key_model: type[Any],
+    idempotency_model: type[Any],
+    outbox_model: type[Any],
+    produced_topics: list[str],
+    consumers: Callable[[Any], list[EventConsumer]] | None = None,
+) -> Callable[[FastAPI], Any]:
+    """Builds the app's state on start-up; the broker may be down: relay and consumers
+    retry in the background, so the HTTP API serves regardless."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+        session_factory = make_session_factory(engine)
+        app.state.engine = engine
+        app.state.session_factory = session_factory
+        app.state.auth = ApiKeyAuth(session_factory, api_key_model)
+        app.state.idempotency_model = idempotency_model
+        workers: list[Any] = []
+        tasks: list[asyncio.Task[None]] = []
+        if settings.run_relay:
+            relay = OutboxRelay(settings, session_factory, outbox_model, produced_topics)
+            app.state.relay = relay
+            workers.append(relay)
+            tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+        if settings.run_consumers and consumers is not None:
+            for consumer in consumers(session_factory):
+                workers.append(consumer)
+                tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{consumer.name}"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            for worker in workers:
+                with contextlib.suppress(Exception):
+                    await worker.stop()
+            await engine.dispose()
+
+    return lifespan

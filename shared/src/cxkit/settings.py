@@ -1,0 +1,40 @@
+"""Settings common to both services; each service subclasses with its own env prefix."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Everything a service reads from its environment (prefix set by the subclass)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+
+    service_name: str = "service"
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./var/service.db",
+        description="SQLAlchemy async URL: postgresql+asyncpg://... or sqlite+aiosqlite:///path",
+    )
+    db_pool_size: int = Field(10, description="Connections kept open per process (PostgreSQL).")
+    db_max_overflow: int = Field(10, description="Extra connections allowed under bursts (PostgreSQL).")
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    kafka_enable_idempotence: bool = Field(
+        True, description="Idempotent producer: on for Apache Kafka, off for the dev broker (Tansu)."
+    )
+    kafka_client_id: str | None = None
+    kafka_topic_partitions: int = Field(3, description="Partitions for topics this service creates.")
+    kafka_topic_replication: int = Field(1, description="Replication factor for topics this service creates.")
+    run_relay: bool = Field(True, description="Run the outbox relay inside the web process.")
+    run_consumers: bool = Field(True, description="Run the event consumers inside the web process.")
+    outbox_poll_interval_ms: int = Field(200, description="Relay poll interval when no write woke it.")
+    outbox_batch_size: int = Field(500, description="Outbox rows sent per relay round.")
+    consumer_max_records: int = Field(1000, description="Messages fetched per consumer poll (one DB transaction).")
+    consumer_max_retries: int = Field(5, description="Attempts for a failing message before it goes to the DLQ.")
+    log_level: str = "INFO"
+    log_json: bool = Field(True, description="JSON logs (production); false for readable terminal logs.")
+    public_base_url: str = Field("http://127.0.0.1:8000", description="Base URL used in links this service hands out.")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

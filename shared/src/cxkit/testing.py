@@ -1,0 +1,165 @@
+"""Test support both services' suites use: fresh PostgreSQL databases built by the
+migrations, table truncation between tests, API keys, services as real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cxkit.dev_broker import free_port
+
+PG_ADMIN_DSN = os.environ.get("CX_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def asyncpg_url(dsn: str) -> str:
+    return dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def database_dsn(name: str) -> str:
+    base, _, _ = PG_ADMIN_DSN.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def create_database(prefix: str) -> str:
+    """A new, empty database with a unique name; returns its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name
+
+
+async def drop_database(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def migrate(alembic_ini: Path, database_url: str) -> None:
+    """Build the schema with the service's Alembic migrations, in a child process (Alembic's
+    env.py runs its own event loop, which cannot nest in the test loop)."""
+    code = "import sys; from cxkit.migrations import upgrade; from pathlib import Path; upgrade(Path(sys.argv[1]), sys.argv[2])"
+    subprocess.run([sys.executable, "-c", code, str(alembic_ini), database_url], check=True)
+
+
+async def truncate_all(engine: AsyncEngine, metadata: MetaData, keep: tuple[str, ...] = ("api_keys",)) -> None:
+    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables if t.name not in keep)
+    if names:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+class ServiceProcess:
+    """A service as a real uvicorn process on a free port."""
+
+    def __init__(self, factory: str, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+        self.factory = factory
+        self.env = env
+        self.log_path = log_path
+        self.port = port or free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                self.factory,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+            ],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"{self.factory} exited early; see {self.log_path}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.factory} did not become healthy; see {self.log_path}")
+
+    def stop(self, kill: bool = False) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def wait_for(probe: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:  # noqa: ASYNC109
+    """Await `probe()` until it returns something truthy; raise on timeout."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+async def migrated_database(prefix: str, alembic_ini: Path) -> tuple[str, str]:
+    """(name, async URL) of a fresh database built by the migrations."""
+    name = await create_database(prefix)
+    url = asyncpg_url(database_dsn(name))
+    migrate(alembic_ini, url)
+    return name, url
+
+
+async def make_keys(session_factory: Any, model: type[Any]) -> dict[str, str]:
+    """One key per scope, plus `none` (a key that was revoked)."""
+    from cxkit.db import utcnow
+    from cxkit.http.auth import create_api_key
+
+    keys: dict[str, str] = {}
+    async with session_factory() as session:
+        for scope in ("read", "write", "admin"):
+            _, keys[scope] = await create_api_key(session, model, name=f"test-{scope}", scopes=[scope])
+        row, keys["revoked"] = await create_api_key(session, model, name="test-revoked", scopes=["admin"])
+        row.revoked_at = utcnow()
+        await session.commit()
+    return keys
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
