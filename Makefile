@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast migrate lint format lock bench clean
+.PHONY: install run test test-fast migrate lint format lock bench clean docs
 
 $(STAMP): requirements.lock shared/pyproject.toml services/crm-service/pyproject.toml services/cem-service/pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,9 @@ format: install
 lock: ## re-pin requirements.lock from requirements.in
 	$(BIN)/python -m pip install -q uv
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.lock --no-header
+
+docs: install ## regenerate README.md's configuration table from the settings classes
+	$(BIN)/python scripts/settings_table.py --write
 
 clean:
 	rm -rf $(VENV) var

@@ -126,6 +126,8 @@ class SurveyInvited(Payload):
     touchpoint: str | None = None
     url: str | None = None
     expires_at: dt.datetime | None = None
+    email: str | None = Field(None, description="The address the link is for, when known.")
+    channel: str | None = Field(None, description="How the link is delivered, e.g. email, sms.")
 
 
 class SurveyThrottled(Payload):
@@ -149,6 +151,7 @@ class SurveyResponseSubmitted(Payload):
     category: str | None = Field(None, description="nps: promoter/passive/detractor; csat/ces: positive/neutral/negative")
     comment: str | None = None
     submitted_at: dt.datetime
+    metric: str | None = Field(None, description="What `score` measures: nps, csat or ces (a custom survey may carry one).")
 
 
 class FeedbackReceived(Payload):
@@ -161,6 +164,8 @@ class FeedbackReceived(Payload):
     sentiment_label: str | None = None
     sentiment_score: float | None = None
     received_at: dt.datetime
+    rating_scale_min: int | None = Field(None, description="Lowest value of the rating's scale.")
+    rating_scale_max: int | None = Field(None, description="Highest value of the rating's scale.")
 
 
 class FollowupRequested(Payload):
@@ -173,3 +178,4 @@ class FollowupRequested(Payload):
     reason: str
     touchpoint: str | None = None
     comment: str | None = None
+    metric: str | None = Field(None, description="What `score` measures: nps, csat or ces.")
