@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from cxkit.settings import ServiceSettings
+
+DEFAULT_DOCUMENT_TYPES = [
+    "application/pdf",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "text/plain",
+    "text/csv",
+    "application/msword",
+    "application/vnd.ms-excel",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.text",
+    "application/vnd.oasis.opendocument.spreadsheet",
+    "application/zip",
+    "message/rfc822",
+]
 
 
 class CRMSettings(ServiceSettings):
@@ -15,5 +35,16 @@ class CRMSettings(ServiceSettings):
     database_url: str = "sqlite+aiosqlite:///./var/crm.db"
     public_base_url: str = "http://127.0.0.1:8001"
     consumer_group: str = Field("crm-service", description="Kafka consumer group of this service.")
+    default_currency: str = Field("EUR", min_length=3, max_length=3, description="Currency of deals created without one.")
     documents_dir: str = Field("./var/documents", description="Where uploaded documents are stored.")
     documents_max_bytes: int = Field(10 * 1024 * 1024, description="Largest document accepted (bytes).")
+    documents_allowed_types: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DOCUMENT_TYPES),
+        description="Content types accepted for documents (JSON list in the environment).",
+    )
+    documents_signing_secret: SecretStr | None = Field(
+        None,
+        description="HMAC secret of shared document links. Unset: a random one per process start "
+        "(links then die on restart and differ between replicas; set it in production).",
+    )
+    documents_share_max_seconds: int = Field(7 * 24 * 3600, description="Longest lifetime of a shared document link.")

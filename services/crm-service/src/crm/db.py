@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from sqlalchemy import Numeric
 from sqlalchemy.orm import DeclarativeBase
 
 from cxkit.db import new_metadata
 from cxkit.platform_models import ApiKeyMixin, IdempotencyKeyMixin, OutboxMixin, ProcessedEventMixin
 
 SOURCE = "urn:cx:crm-service"
+
+# Money: exact decimals, up to 16 digits before the point (validated at the API edge).
+Money = Numeric(18, 2)
 
 
 class Base(DeclarativeBase):

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 import crm
+from crm.campaigns.router import router as campaigns_router
 from crm.config import CRMSettings
+from crm.consumers import interactions as interaction_events
+from crm.customer_view.router import router as customer_view_router
+from crm.customers.router import on_merged_away
 from crm.customers.router import router as customers_router
-from crm.db import ApiKey, IdempotencyKey, OutboxMessage
+from crm.customers.service import CustomerMergedAway
+from crm.db import SOURCE, ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent
+from crm.deals.router import router as deals_router
+from crm.documents.links import LinkSigner
+from crm.documents.router import router as documents_router
+from crm.documents.router import shared_router as shared_documents_router
+from crm.funnel.router import router as funnel_router
+from crm.interactions.router import router as interactions_router
+from crm.leads.router import router as leads_router
+from crm.pipelines.router import router as pipelines_router
+from crm.tasks.router import router as tasks_router
 from cxkit.events.registry import CRM_CUSTOMERS, CX_INTERACTIONS
 from cxkit.http.app import install_platform
+from cxkit.kafka.consumer import EventConsumer
 from cxkit.logs import configure_logging
 from cxkit.service_app import service_lifespan
 
@@ -17,12 +34,34 @@ DESCRIPTION = """
 The company's view of the customer: customers, leads, the sales funnel (pipelines, deals),
 interactions, follow-up tasks, campaigns and documents.
 
-**Auth**: `Authorization: Bearer <api key>`; scopes `read`, `write`, `admin`.
+**Auth**: `Authorization: Bearer <api key>`; scopes `read`, `write`, `admin` (pipeline set-up and
+GDPR erasure need `admin`).
 **Errors**: RFC 9457 `application/problem+json`.
 **Lists**: `?limit=` (default 50, max 200) and the opaque `?cursor=` from `next_cursor`.
 **Writes**: send `Idempotency-Key` to make retries safe; `PATCH` honours `If-Match`.
-Every change is announced on Kafka topic `crm.customers.v1` (CloudEvents 1.0).
+**Merged customers**: reading a duplicate that was merged answers 308 to its survivor.
+Every change is announced on Kafka topic `crm.customers.v1` (CloudEvents 1.0); interactions
+recorded here are published on `cx.interactions.v1`, and those other systems publish there are
+consumed.
 """
+
+
+def build_consumers(settings: CRMSettings) -> Any:
+    def factory(session_factory: Any) -> list[EventConsumer]:
+        return [
+            EventConsumer(
+                name=f"{settings.consumer_group}.interactions",
+                topics=[CX_INTERACTIONS],
+                handlers=dict(interaction_events.HANDLERS),
+                settings=settings,
+                session_factory=session_factory,
+                processed_model=ProcessedEvent,
+                # Interactions recorded over HTTP here are stored before they are published.
+                skip_sources=frozenset({SOURCE}),
+            )
+        ]
+
+    return factory
 
 
 def create_app(settings: CRMSettings | None = None) -> FastAPI:
@@ -38,10 +77,26 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
             idempotency_model=IdempotencyKey,
             outbox_model=OutboxMessage,
             produced_topics=[CRM_CUSTOMERS, CX_INTERACTIONS],
-            consumers=None,
+            consumers=build_consumers(settings),
         ),
     )
     app.state.settings = settings
+    secret = settings.documents_signing_secret
+    app.state.document_links = LinkSigner(secret.get_secret_value().encode() if secret else None)
     install_platform(app, settings.service_name)
-    app.include_router(customers_router, prefix="/v1")
+    app.add_exception_handler(CustomerMergedAway, on_merged_away)
+    for router in (
+        customers_router,
+        customer_view_router,
+        leads_router,
+        pipelines_router,
+        deals_router,
+        funnel_router,
+        interactions_router,
+        tasks_router,
+        campaigns_router,
+        documents_router,
+        shared_documents_router,
+    ):
+        app.include_router(router, prefix="/v1")
     return app

@@ -1,6 +1,30 @@
 """Imports every model so `Base.metadata` is complete (Alembic and tests use this)."""
 
+from crm.campaigns.models import Campaign, CampaignMember
 from crm.customers.models import Customer
 from crm.db import ApiKey, Base, IdempotencyKey, OutboxMessage, ProcessedEvent
+from crm.deals.models import Deal, DealStageChange
+from crm.documents.models import Document
+from crm.interactions.models import Interaction
+from crm.leads.models import Lead
+from crm.pipelines.models import Pipeline, PipelineStage
+from crm.tasks.models import Task
 
-__all__ = ["ApiKey", "Base", "Customer", "IdempotencyKey", "OutboxMessage", "ProcessedEvent"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Campaign",
+    "CampaignMember",
+    "Customer",
+    "Deal",
+    "DealStageChange",
+    "Document",
+    "IdempotencyKey",
+    "Interaction",
+    "Lead",
+    "OutboxMessage",
+    "Pipeline",
+    "PipelineStage",
+    "ProcessedEvent",
+    "Task",
+]

@@ -2,34 +2,107 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+import orjson
+from sqlalchemy import ColumnElement, Select, cast, literal, or_, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm import keyset
 from crm.customers.models import Customer
+from cxkit.db import dialect_of, insert_new
+from cxkit.http.pagination import PageParams
+
+SORT_KEYS = (
+    keyset.SortKey("created_at", Customer.created_at, "datetime"),
+    keyset.SortKey("updated_at", Customer.updated_at, "datetime"),
+    keyset.SortKey("name", Customer.name, "str", nullable=True),
+    keyset.SortKey("email", Customer.email_normalized, "str", nullable=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerFilters:
+    q: str | None = None
+    lifecycle_stage: str | None = None
+    tag: str | None = None
+    owner: str | None = None
+    campaign_id: uuid.UUID | None = None
+
+
+def _like_pattern(q: str) -> str:
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 class CustomerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, customer_id: uuid.UUID) -> Customer | None:
+    async def get(self, customer_id: uuid.UUID, *, for_update: bool = False) -> Customer | None:
+        if for_update:
+            stmt = select(Customer).where(Customer.id == customer_id).with_for_update()
+            return await self.session.scalar(stmt.execution_options(populate_existing=True))
         return await self.session.get(Customer, customer_id)
 
     async def get_by_email(self, email: str) -> Customer | None:
         return await self.session.scalar(select(Customer).where(Customer.email_normalized == email.strip().lower()))
 
-    async def list_page(self, *, limit: int, after: tuple[dt.datetime, uuid.UUID] | None) -> list[Customer]:
-        """Newest first, keyset on (created_at, id); one row more than asked tells if a next page exists."""
-        stmt = select(Customer).where(Customer.merged_into_id.is_(None))
-        if after is not None:
-            created, cid = after
-            stmt = stmt.where(or_(Customer.created_at < created, and_(Customer.created_at == created, Customer.id < cid)))
-        stmt = stmt.order_by(Customer.created_at.desc(), Customer.id.desc()).limit(limit + 1)
+    async def by_emails(self, normalized: list[str]) -> dict[str, tuple[uuid.UUID, uuid.UUID | None]]:
+        """email -> (id, merged_into_id) for the emails that have a customer; one query."""
+        if not normalized:
+            return {}
+        rows = await self.session.execute(
+            select(Customer.email_normalized, Customer.id, Customer.merged_into_id).where(
+                Customer.email_normalized.in_(normalized)
+            )
+        )
+        return {email: (cid, merged) for email, cid, merged in rows}
+
+    async def by_ids(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID | None]:
+        """id -> merged_into_id for the ids that exist; one query."""
+        if not ids:
+            return {}
+        rows = await self.session.execute(select(Customer.id, Customer.merged_into_id).where(Customer.id.in_(ids)))
+        return {cid: merged for cid, merged in rows}
+
+    def _tag_condition(self, tag: str) -> ColumnElement[bool]:
+        if dialect_of(self.session) == "postgresql":
+            # JSONB containment: answered by the GIN index on tags.
+            return Customer.tags.op("@>")(cast(literal(orjson.dumps([tag]).decode()), JSONB))
+        return text("EXISTS (SELECT 1 FROM json_each(customers.tags) WHERE json_each.value = :tag)").bindparams(tag=tag)
+
+    def _filtered(self, filters: CustomerFilters) -> Select[Any]:
+        stmt = select(Customer).where(Customer.merged_into_id.is_(None), Customer.erased_at.is_(None))
+        if filters.q:
+            pattern = _like_pattern(filters.q)
+            stmt = stmt.where(
+                or_(
+                    Customer.name.ilike(pattern, escape="\\"),
+                    Customer.email_normalized.like(pattern.lower(), escape="\\"),
+                    Customer.company.ilike(pattern, escape="\\"),
+                )
+            )
+        if filters.lifecycle_stage:
+            stmt = stmt.where(Customer.lifecycle_stage == filters.lifecycle_stage)
+        if filters.owner:
+            stmt = stmt.where(Customer.owner == filters.owner)
+        if filters.campaign_id:
+            stmt = stmt.where(Customer.campaign_id == filters.campaign_id)
+        if filters.tag:
+            stmt = stmt.where(self._tag_condition(filters.tag))
+        return stmt
+
+    async def list_page(self, filters: CustomerFilters, sort: keyset.Sort, page: PageParams) -> list[Customer]:
+        stmt = keyset.apply(self._filtered(filters), sort, Customer.id, page)
         return list((await self.session.scalars(stmt)).all())
+
+    async def insert_new_ignoring_taken_emails(self, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+        """One multi-row insert; rows whose email is taken are skipped. Returns the ids inserted."""
+        return await insert_new(self.session, Customer.__table__, rows, "id")
 
     def add(self, customer: Customer) -> None:
         self.session.add(customer)
@@ -37,6 +110,9 @@ class CustomerRepository:
     async def flush(self) -> None:
         await self.session.flush()
 
-    async def exists(self, **filters: Any) -> bool:
-        stmt = select(Customer.id).filter_by(**filters).limit(1)
-        return (await self.session.scalar(stmt)) is not None
+    async def repoint_merged(self, old: uuid.UUID, new: uuid.UUID) -> None:
+        """Customers merged earlier into `old` now point at `new`: one hop, always."""
+        await self.session.execute(update(Customer).where(Customer.merged_into_id == old).values(merged_into_id=new))
+
+    async def merged_into(self, survivor_id: uuid.UUID) -> list[Customer]:
+        return list((await self.session.scalars(select(Customer).where(Customer.merged_into_id == survivor_id))).all())

@@ -3,22 +3,70 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
+from crm import keyset
 from crm.customers import service
-from crm.customers.schemas import CustomerCreate, CustomerRead
+from crm.customers.repository import SORT_KEYS, CustomerFilters
+from crm.customers.schemas import (
+    CustomerCreate,
+    CustomerMerge,
+    CustomerPage,
+    CustomerRead,
+    CustomerUpdate,
+    LifecycleStage,
+    MergedAwayProblem,
+)
+from crm.customers.service import CustomerMergedAway
+from crm.deps import SettingsDep
+from crm.documents.storage import DocumentStore
+from crm.fields import CustomerIdPath, IfMatch, SearchText
 from cxkit.http.app import json_response
-from cxkit.http.auth import Reader
+from cxkit.http.auth import Admin, Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
-from cxkit.http.pagination import Page, PageParams, page_params
-from cxkit.http.problems import problem_responses
+from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.problems import PROBLEM_MEDIA_TYPE, problem_response, problem_responses
 
 router = APIRouter(prefix="/customers", tags=["customers"])
+
+MERGED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    308: {
+        "model": MergedAwayProblem,
+        "description": "The customer was merged into another: `Location` (and `merged_into`) name the survivor.",
+        "content": {PROBLEM_MEDIA_TYPE: {}},
+    }
+}
+
+
+async def on_merged_away(request: Request, exc: Exception) -> Response:
+    """A read of a merged duplicate is redirected (308) to the same path on its survivor:
+    clients that follow redirects get the survivor; others read `merged_into`."""
+    assert isinstance(exc, CustomerMergedAway)
+    location = request.url.path.replace(str(exc.customer_id), str(exc.survivor_id), 1)
+    if request.url.query:
+        location += "?" + request.url.query
+    return problem_response(
+        308,
+        "Merged into another customer",
+        slug="merged",
+        detail=f"customer {exc.customer_id} was merged into {exc.survivor_id}",
+        headers={"Location": location},
+        instance=request.url.path,
+        extra={"merged_into": str(exc.survivor_id)},
+    )
+
+
+def _answer(customer: object, status: int = 200) -> Response:
+    body = CustomerRead.model_validate(customer)
+    headers = {"ETag": etag_for(body.version)}
+    if status == 201:
+        headers["Location"] = f"/v1/customers/{body.id}"
+    return json_response(body, status, headers=headers)
 
 
 @router.post(
@@ -27,17 +75,13 @@ router = APIRouter(prefix="/customers", tags=["customers"])
     response_model=CustomerRead,
     summary="Create a customer",
     description="Creates a customer and announces `customer.created` on `crm.customers.v1`. "
-    "The email is unique, compared case-insensitively (409 on a duplicate). Needs `write`.",
+    "The email is unique, compared case-insensitively (409 on a duplicate). A customer from a campaign "
+    "(`campaign_id`, which must exist) remembers it and counts as a member that responded. Needs `write`.",
     responses=problem_responses(401, 403, 409, 422),
 )
 async def create_customer(body: CustomerCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
     async def operation() -> Response:
-        customer = await service.create_customer(session, body)
-        return json_response(
-            CustomerRead.model_validate(customer),
-            201,
-            headers={"ETag": etag_for(customer.version), "Location": f"/v1/customers/{customer.id}"},
-        )
+        return _answer(await service.create_customer(session, body), 201)
 
     return await idem.execute(session, operation)
 
@@ -46,21 +90,97 @@ async def create_customer(body: CustomerCreate, session: SessionDep, idem: Idemp
     "/{customer_id}",
     response_model=CustomerRead,
     summary="Get a customer",
-    description="One customer by id, with its `ETag` (its version). Needs `read`.",
-    responses=problem_responses(401, 403, 404, 422),
+    description="One customer by id, with its `ETag` (its version). An erased customer is returned anonymous (personal "
+    "fields null, `erased_at` set). A duplicate merged into another customer answers 308 with `Location` pointing at "
+    "the survivor and `merged_into` in the body. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422) | MERGED_RESPONSE,
 )
-async def get_customer(customer_id: uuid.UUID, session: SessionDep, _: Reader) -> Response:
-    customer = await service.get_customer(session, customer_id)
-    return json_response(CustomerRead.model_validate(customer), headers={"ETag": etag_for(customer.version)})
+async def get_customer(customer_id: CustomerIdPath, session: SessionDep, _: Reader) -> Response:
+    return _answer(await service.get_customer(session, customer_id))
 
 
 @router.get(
     "",
-    response_model=Page[CustomerRead],
-    summary="List customers",
-    description="Newest first, paginated with `limit` and the opaque `cursor` of the previous page. Needs `read`.",
+    response_model=CustomerPage,
+    summary="List and search customers",
+    description="Filters: `q` searches name, email and company (case-insensitive substring), `lifecycle_stage`, `tag`, "
+    "`owner`, `campaign_id`. `sort`: `created_at`, `updated_at`, `name` or `email`, `-` for descending (default "
+    "`-created_at`); customers without the sorted value come last. Merged duplicates and erased customers are left "
+    "out. Paginated with `limit` and the opaque `cursor` of the previous page. Needs `read`.",
     responses=problem_responses(401, 403, 422),
 )
-async def list_customers(session: SessionDep, _: Reader, page: Annotated[PageParams, Depends(page_params)]) -> Response:
-    rows, next_cursor = await service.list_customers(session, page)
-    return json_response(Page[CustomerRead](items=[CustomerRead.model_validate(r) for r in rows], next_cursor=next_cursor))
+async def list_customers(
+    session: SessionDep,
+    _: Reader,
+    page: Annotated[PageParams, Depends(page_params)],
+    q: Annotated[SearchText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
+    lifecycle_stage: LifecycleStage | None = None,
+    tag: Annotated[SearchText | None, Query(min_length=1, max_length=50)] = None,
+    owner: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
+    campaign_id: uuid.UUID | None = None,
+    sort: Annotated[
+        str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")
+    ] = "-created_at",
+) -> Response:
+    filters = CustomerFilters(q=q, lifecycle_stage=lifecycle_stage, tag=tag, owner=owner, campaign_id=campaign_id)
+    rows, next_cursor = await service.list_customers(session, filters, sort, page)
+    return json_response(CustomerPage(items=[CustomerRead.model_validate(r) for r in rows], next_cursor=next_cursor))
+
+
+@router.patch(
+    "/{customer_id}",
+    response_model=CustomerRead,
+    summary="Change a customer",
+    description="Changes the fields sent (`tags` and `attributes` are replaced whole), bumps `version` and announces "
+    "`customer.updated` with the names of the fields that `changed` (nothing changed: no new version, no event). "
+    "With `If-Match`, a stale version is refused with 412. A new email taken by another customer: 409. A merged or "
+    "erased customer: 409. Needs `write`.",
+    responses=problem_responses(401, 403, 404, 409, 412, 422),
+)
+async def update_customer(
+    customer_id: CustomerIdPath, body: CustomerUpdate, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
+) -> Response:
+    async def operation() -> Response:
+        return _answer(await service.update_customer(session, customer_id, body, if_match))
+
+    return await idem.execute(session, operation)
+
+
+@router.delete(
+    "/{customer_id}",
+    status_code=204,
+    summary="Erase a customer (GDPR)",
+    description="Erases the customer's personal data: email, name, phone, company and attributes; the free text of their "
+    "interactions and tasks; their documents (files deleted); the leads they came from; duplicates merged into them. "
+    "The record and its anonymous history (amounts, dates, stage changes) stay, so reports still add up. Announces "
+    "`customer.erased`. Erasing again changes nothing (204). Needs `admin`.",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def erase_customer(
+    customer_id: CustomerIdPath, session: SessionDep, idem: IdempotencyDep, _: Admin, settings: SettingsDep
+) -> Response:
+    async def operation() -> Response:
+        await service.erase_customer(session, customer_id, DocumentStore(settings.documents_dir))
+        return Response(status_code=204)
+
+    return await idem.execute(session, operation)
+
+
+@router.post(
+    "/{customer_id}/merge",
+    response_model=CustomerRead,
+    summary="Merge a duplicate into this customer",
+    description="In one transaction the customer in the path (the survivor) keeps its values, takes the duplicate's where "
+    "it has none, unites the tags and attributes, keeps a survey opt-out from either, and takes over the duplicate's "
+    "interactions, deals, tasks, documents, campaign memberships and converted leads. The duplicate is marked "
+    "`merged_into_id` and its email freed; reads of it redirect (308) to the survivor. Announces `customer.merged` so "
+    "the CEM side re-keys its data. `If-Match` applies to the survivor. Needs `write`.",
+    responses=problem_responses(401, 403, 404, 409, 412, 422),
+)
+async def merge_customers(
+    customer_id: CustomerIdPath, body: CustomerMerge, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
+) -> Response:
+    async def operation() -> Response:
+        return _answer(await service.merge_customers(session, customer_id, body.duplicate_id, if_match))
+
+    return await idem.execute(session, operation)

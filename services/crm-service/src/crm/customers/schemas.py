@@ -6,10 +6,12 @@ import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+from crm.fields import EXAMPLE_IDS, FreeJSON, InputModel, Tag
+from cxkit.http.pagination import Page
 
 LifecycleStage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist", "churned"]
-Tag = Field(min_length=1, max_length=50)
 
 EXAMPLE = {
     "email": "ada@example.com",
@@ -22,10 +24,21 @@ EXAMPLE = {
     "attributes": {"plan": "pro"},
     "source": "webshop",
 }
+READ_EXAMPLE = {
+    **EXAMPLE,
+    "id": EXAMPLE_IDS["customer"],
+    "campaign_id": None,
+    "survey_opt_out": False,
+    "version": 1,
+    "created_at": "2026-11-23T10:00:00Z",
+    "updated_at": "2026-11-23T10:00:00Z",
+    "erased_at": None,
+    "merged_into_id": None,
+}
 
 
-class CustomerCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
+class CustomerCreate(InputModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
 
     email: EmailStr = Field(description="Unique, compared case-insensitively.")
     name: str = Field(min_length=1, max_length=200)
@@ -33,28 +46,52 @@ class CustomerCreate(BaseModel):
     company: str | None = Field(None, max_length=200)
     lifecycle_stage: LifecycleStage = "lead"
     owner: str | None = Field(None, max_length=200, description="Who in the company owns this customer.")
-    tags: list[str] = Field(default_factory=list, max_length=50)
-    attributes: dict[str, Any] = Field(default_factory=dict, description="Free JSON.")
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    attributes: FreeJSON = Field(default_factory=dict, description="Free JSON (at most 16 KiB).")
     source: str | None = Field(None, max_length=100)
-    campaign_id: uuid.UUID | None = None
+    campaign_id: uuid.UUID | None = Field(None, description="The campaign the customer came from (must exist).")
     survey_opt_out: bool = Field(False, description="True: never invite this customer to surveys.")
 
 
-class CustomerRead(BaseModel):
+# Fields a PATCH may not set to null (they always have a value).
+_NOT_NULL = ("email", "name", "lifecycle_stage", "tags", "attributes", "survey_opt_out")
+
+
+class CustomerUpdate(InputModel):
+    """Only the fields sent are changed; `tags` and `attributes` are replaced as a whole."""
+
     model_config = ConfigDict(
-        from_attributes=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    **EXAMPLE,
-                    "id": "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10",
-                    "version": 1,
-                    "created_at": "2026-11-23T10:00:00Z",
-                    "updated_at": "2026-11-23T10:00:00Z",
-                }
-            ]
-        },
+        json_schema_extra={"examples": [{"lifecycle_stage": "customer", "tags": ["vip"], "owner": "kim@yourcompany.example"}]}
     )
+
+    email: EmailStr | None = None
+    name: str | None = Field(None, min_length=1, max_length=200)
+    phone: str | None = Field(None, max_length=50)
+    company: str | None = Field(None, max_length=200)
+    lifecycle_stage: LifecycleStage | None = None
+    owner: str | None = Field(None, max_length=200)
+    tags: list[Tag] | None = Field(None, max_length=50)
+    attributes: FreeJSON | None = None
+    source: str | None = Field(None, max_length=100)
+    campaign_id: uuid.UUID | None = None
+    survey_opt_out: bool | None = None
+
+    @model_validator(mode="after")
+    def _required_stay_set(self) -> CustomerUpdate:
+        nulled = [f for f in _NOT_NULL if f in self.model_fields_set and getattr(self, f) is None]
+        if nulled:
+            raise ValueError(f"{', '.join(nulled)} cannot be null")
+        return self
+
+
+class CustomerMerge(InputModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"duplicate_id": "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"}]})
+
+    duplicate_id: uuid.UUID = Field(description="The customer folded into this one (the survivor).")
+
+
+class CustomerRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [READ_EXAMPLE]})
 
     id: uuid.UUID
     email: str | None
@@ -71,5 +108,35 @@ class CustomerRead(BaseModel):
     version: int
     created_at: dt.datetime
     updated_at: dt.datetime
-    erased_at: dt.datetime | None = None
-    merged_into_id: uuid.UUID | None = None
+    erased_at: dt.datetime | None = Field(None, description="Set once personal data was erased (GDPR).")
+    merged_into_id: uuid.UUID | None = Field(None, description="Set on a duplicate folded into another customer.")
+
+
+class CustomerPage(Page[CustomerRead]):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [READ_EXAMPLE], "next_cursor": "WyItY3JlYXRlZF9hdCIsIC..."}]}
+    )
+
+
+class MergedAwayProblem(BaseModel):
+    """Answer to a GET of a customer that was merged into another one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "https://cx.example.org/problems/merged",
+                    "title": "Merged into another customer",
+                    "status": 308,
+                    "detail": "this customer was merged into 0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10",
+                    "merged_into": EXAMPLE_IDS["customer"],
+                }
+            ]
+        }
+    )
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    merged_into: uuid.UUID

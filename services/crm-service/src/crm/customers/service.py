@@ -1,25 +1,53 @@
-"""Customer business rules."""
+"""Customer business rules: create, change, search, merge duplicates, erase (GDPR).
+
+Every change is announced on `crm.customers.v1` through the outbox, in the same transaction."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.customers.models import Customer
-from crm.customers.repository import CustomerRepository
-from crm.customers.schemas import CustomerCreate
+from crm import keyset
+from crm.campaigns.repository import CampaignRepository
+from crm.customers.models import LIFECYCLE_STAGES, Customer
+from crm.customers.repository import SORT_KEYS, CustomerFilters, CustomerRepository
+from crm.customers.schemas import CustomerCreate, CustomerUpdate
 from crm.db import SOURCE, OutboxMessage
+from crm.deals.repository import DealRepository
+from crm.documents.repository import DocumentRepository
+from crm.documents.storage import DocumentStore
+from crm.interactions.repository import InteractionRepository
+from crm.leads.repository import LeadRepository
+from crm.privacy import IdempotencyRecordRepository
+from crm.tasks.repository import TaskRepository
 from cxkit.db import utcnow
-from cxkit.events.payloads import CustomerCreated, CustomerSnapshot
-from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerMerged, CustomerSnapshot, CustomerUpdated
+from cxkit.http.etag import check_if_match
+from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event
 
+# Lifecycle stages a customer moves through as they buy; `churned` stands apart.
+_PROGRESSION = [s for s in LIFECYCLE_STAGES if s != "churned"]
+# Fields a merge copies from the duplicate when the survivor has none.
+_FILLABLE = ("name", "phone", "company", "owner", "source", "campaign_id")
+_PERSONAL = ("email", "email_normalized", "name", "phone", "company")
 
-def snapshot(customer: Customer) -> dict[str, object]:
+
+class CustomerMergedAway(Exception):
+    """A read of a customer that was merged into another: the client is sent there."""
+
+    def __init__(self, customer_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        super().__init__(f"customer {customer_id} was merged into {survivor_id}")
+        self.customer_id = customer_id
+        self.survivor_id = survivor_id
+
+
+def snapshot(customer: Customer, open_deal_value: Decimal = Decimal("0")) -> dict[str, Any]:
     """The customer as announced on `crm.customers.v1`."""
     return CustomerSnapshot(
         id=customer.id,
@@ -32,71 +60,361 @@ def snapshot(customer: Customer) -> dict[str, object]:
         tags=list(customer.tags or []),
         source=customer.source,
         survey_opt_out=customer.survey_opt_out,
+        open_deal_value=open_deal_value,
         version=customer.version,
         created_at=customer.created_at,
         updated_at=customer.updated_at,
     ).model_dump()
 
 
-async def create_customer(session: AsyncSession, data: CustomerCreate) -> Customer:
-    repo = CustomerRepository(session)
-    email = str(data.email)
-    if await repo.get_by_email(email):
-        raise Conflict(f"a customer with email {email} already exists")
-    now = utcnow()
-    customer = Customer(
-        id=uuid.uuid4(),
-        email=email,
-        email_normalized=email.lower(),
-        name=data.name,
-        phone=data.phone,
-        company=data.company,
-        lifecycle_stage=data.lifecycle_stage,
-        owner=data.owner,
-        tags=sorted(set(data.tags)),
-        attributes=data.attributes,
-        source=data.source,
-        campaign_id=data.campaign_id,
-        survey_opt_out=data.survey_opt_out,
-        version=1,
-        created_at=now,
-        updated_at=now,
-    )
-    repo.add(customer)
-    try:
-        # Flushed here so a concurrent duplicate surfaces as 409, not at commit time.
-        await repo.flush()
-    except IntegrityError:
-        raise Conflict(f"a customer with email {email} already exists") from None
+async def current_snapshot(session: AsyncSession, customer: Customer) -> dict[str, Any]:
+    """The snapshot with the customer's current sum of open deal amounts (one SQL sum)."""
+    return snapshot(customer, await DealRepository(session).open_value(customer.id))
+
+
+async def announce_created(session: AsyncSession, customer: Customer) -> None:
     add_event(
         session,
         OutboxMessage,
         "customer.created",
         source=SOURCE,
         subject=customer.id,
-        data=CustomerCreated(**snapshot(customer)),
+        data=CustomerCreated(**await current_snapshot(session, customer)),
     )
+
+
+async def announce_updated(session: AsyncSession, customer: Customer, changed: list[str]) -> None:
+    add_event(
+        session,
+        OutboxMessage,
+        "customer.updated",
+        source=SOURCE,
+        subject=customer.id,
+        data=CustomerUpdated(**await current_snapshot(session, customer), changed=changed),
+    )
+
+
+def _touch(customer: Customer) -> None:
+    customer.version += 1
+    customer.updated_at = utcnow()
+
+
+async def _require_campaign(session: AsyncSession, campaign_id: uuid.UUID | None) -> None:
+    if campaign_id is not None and not await CampaignRepository(session).exists(campaign_id):
+        raise Unprocessable(f"campaign_id {campaign_id} does not exist", errors=[_field_error("campaign_id")])
+
+
+def _field_error(field: str, msg: str = "unknown id") -> dict[str, Any]:
+    return {"loc": ["body", field], "msg": msg, "type": "reference"}
+
+
+async def create_customer(session: AsyncSession, data: CustomerCreate) -> Customer:
+    email = str(data.email)
+    if await CustomerRepository(session).get_by_email(email):
+        raise Conflict(f"a customer with email {email} already exists")
+    return await insert_customer(session, **data.model_dump(exclude={"email"}), email=email)
+
+
+async def insert_customer(
+    session: AsyncSession,
+    *,
+    email: str | None,
+    name: str | None = None,
+    lifecycle_stage: str = "lead",
+    tags: list[str] | None = None,
+    attributes: dict[str, Any] | None = None,
+    campaign_id: uuid.UUID | None = None,
+    survey_opt_out: bool = False,
+    savepoint: bool = False,
+    **fields: Any,
+) -> Customer:
+    """Insert a new customer and announce `customer.created`. A customer from a campaign
+    becomes a member of it that responded. A duplicate email is a 409 (with `savepoint`, the
+    IntegrityError is raised instead, and the transaction stays usable)."""
+    await _require_campaign(session, campaign_id)
+    repo = CustomerRepository(session)
+    now = utcnow()
+    customer = Customer(
+        id=uuid.uuid4(),
+        email=email,
+        email_normalized=email.lower() if email else None,
+        name=name,
+        lifecycle_stage=lifecycle_stage,
+        tags=sorted(set(tags or [])),
+        attributes=attributes or {},
+        campaign_id=campaign_id,
+        survey_opt_out=survey_opt_out,
+        version=1,
+        created_at=now,
+        updated_at=now,
+        **fields,
+    )
+    repo.add(customer)
+    if savepoint:
+        async with session.begin_nested():
+            await repo.flush()
+    else:
+        try:
+            # Flushed here so a concurrent duplicate surfaces as 409, not at commit time.
+            await repo.flush()
+        except IntegrityError:
+            raise Conflict(f"a customer with email {email} already exists") from None
+    if campaign_id is not None:
+        await CampaignRepository(session).add_member(campaign_id, customer_id=customer.id, responded_at=now, response="created")
+    await announce_created(session, customer)
     return customer
+
+
+async def find_or_create_by_email(session: AsyncSession, email: str, *, source: str | None) -> tuple[Customer, bool]:
+    """The customer with this email (case-insensitive; a merged duplicate resolves to its
+    survivor), or a new lead-stage one, announced. Returns (customer, created)."""
+    repo = CustomerRepository(session)
+    normalized = email.strip().lower()
+    found = await repo.get_by_email(normalized)
+    if found is None:
+        try:
+            return await insert_customer(session, email=email.strip(), source=source, savepoint=True), True
+        except IntegrityError:
+            # Someone created it a moment ago: use theirs.
+            found = await repo.get_by_email(normalized)
+            if found is None:
+                raise
+    return await _follow_merges(session, found), False
+
+
+async def _follow_merges(session: AsyncSession, customer: Customer) -> Customer:
+    if customer.merged_into_id is None:
+        return customer
+    survivor = await CustomerRepository(session).get(customer.merged_into_id)
+    return survivor if survivor is not None else customer
 
 
 async def get_customer(session: AsyncSession, customer_id: uuid.UUID) -> Customer:
+    """For reads: a merged duplicate raises CustomerMergedAway (the client is redirected)."""
     customer = await CustomerRepository(session).get(customer_id)
     if customer is None:
         raise NotFound(f"customer {customer_id} does not exist")
+    if customer.merged_into_id is not None:
+        raise CustomerMergedAway(customer.id, customer.merged_into_id)
     return customer
 
 
-async def list_customers(session: AsyncSession, page: PageParams) -> tuple[list[Customer], str | None]:
-    after = None
-    if page.cursor is not None:
-        try:
-            after = (dt.datetime.fromisoformat(page.cursor[0]), uuid.UUID(page.cursor[1]))
-        except (ValueError, IndexError, TypeError):
-            raise Unprocessable("cursor is not valid; use the next_cursor of a previous page") from None
-    rows = await CustomerRepository(session).list_page(limit=page.limit, after=after)
-    next_cursor = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
-        last = rows[-1]
-        next_cursor = encode_cursor([last.created_at.isoformat(), str(last.id)])
-    return rows, next_cursor
+async def live_customer_for_update(session: AsyncSession, customer_id: uuid.UUID) -> Customer:
+    """For writes on the customer itself: locked, neither merged away nor erased."""
+    customer = await CustomerRepository(session).get(customer_id, for_update=True)
+    if customer is None:
+        raise NotFound(f"customer {customer_id} does not exist")
+    if customer.merged_into_id is not None:
+        raise Conflict(
+            f"customer {customer_id} was merged into {customer.merged_into_id}; change that one",
+            merged_into=str(customer.merged_into_id),
+        )
+    if customer.erased_at is not None:
+        raise Conflict(f"customer {customer_id} was erased")
+    return customer
+
+
+async def live_customer_or_none(session: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
+    """The customer, locked, if it is neither merged away nor erased (for side effects such
+    as a lifecycle move that only apply to a live record)."""
+    customer = await CustomerRepository(session).get(customer_id, for_update=True)
+    if customer is None or customer.merged_into_id is not None or customer.erased_at is not None:
+        return None
+    return customer
+
+
+async def resolve_reference(session: AsyncSession, customer_id: uuid.UUID, field: str = "customer_id") -> Customer:
+    """A customer named in a request body: unknown or erased is a 422; a merged duplicate
+    resolves to its survivor, so stale ids held by clients keep working."""
+    customer = await CustomerRepository(session).get(customer_id)
+    if customer is None:
+        raise Unprocessable(f"{field} {customer_id} does not exist", errors=[_field_error(field)])
+    customer = await _follow_merges(session, customer)
+    if customer.erased_at is not None:
+        raise Unprocessable(f"{field} {customer_id} was erased", errors=[_field_error(field, "erased")])
+    return customer
+
+
+async def update_customer(session: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate, if_match: str | None) -> Customer:
+    repo = CustomerRepository(session)
+    customer = await live_customer_for_update(session, customer_id)
+    check_if_match(if_match, customer.version)
+    changed: list[str] = []
+    for field in data.model_fields_set:
+        value = getattr(data, field)
+        if field == "email":
+            value = str(value)
+            if value.lower() != customer.email_normalized:
+                other = await repo.get_by_email(value)
+                if other is not None and other.id != customer.id:
+                    raise Conflict(f"a customer with email {value} already exists")
+                customer.email_normalized = value.lower()
+        elif field == "tags":
+            value = sorted(set(value))
+        elif field == "campaign_id" and value != customer.campaign_id:
+            await _require_campaign(session, value)
+        if getattr(customer, field) != value:
+            setattr(customer, field, value)
+            changed.append(field)
+    if not changed:
+        return customer
+    _touch(customer)
+    try:
+        await repo.flush()
+    except IntegrityError:
+        raise Conflict(f"a customer with email {customer.email} already exists") from None
+    await announce_updated(session, customer, sorted(changed))
+    return customer
+
+
+async def advance_lifecycle(session: AsyncSession, customer: Customer, target: str) -> bool:
+    """Move the customer forward to `target` (never back, never out of `churned`) and
+    announce it. Returns whether it moved."""
+    current = customer.lifecycle_stage
+    if current == "churned" or current not in _PROGRESSION:
+        return False
+    if _PROGRESSION.index(target) <= _PROGRESSION.index(current):
+        return False
+    customer.lifecycle_stage = target
+    _touch(customer)
+    await announce_updated(session, customer, ["lifecycle_stage"])
+    return True
+
+
+async def announce_open_deal_value(session: AsyncSession, customer_id: uuid.UUID) -> None:
+    """The customer's open deal value changed without a stage change (an amount was edited,
+    a deal deleted): a new version of the customer carries the new sum."""
+    customer = await CustomerRepository(session).get(customer_id, for_update=True)
+    if customer is None or customer.erased_at is not None or customer.merged_into_id is not None:
+        return
+    _touch(customer)
+    await announce_updated(session, customer, ["open_deal_value"])
+
+
+async def list_customers(
+    session: AsyncSession, filters: CustomerFilters, sort_token: str, page: PageParams
+) -> tuple[list[Customer], str | None]:
+    sort = keyset.parse_sort(sort_token, SORT_KEYS)
+    rows = await CustomerRepository(session).list_page(filters, sort, page)
+    return keyset.cut(rows, sort, page, lambda c: (getattr(c, _attr(sort)), c.id))
+
+
+def _attr(sort: keyset.Sort) -> str:
+    return sort.key.column.key
+
+
+async def merge_customers(
+    session: AsyncSession, survivor_id: uuid.UUID, duplicate_id: uuid.UUID, if_match: str | None
+) -> Customer:
+    """Fold the duplicate into the survivor in one transaction: the survivor keeps its values,
+    gains the duplicate's where it has none, unites tags, and takes over all history."""
+    if survivor_id == duplicate_id:
+        raise Unprocessable("a customer cannot be merged into itself", errors=[_field_error("duplicate_id", "same as survivor")])
+    repo = CustomerRepository(session)
+    # Lock both rows, always in id order, so two crossing merges cannot deadlock.
+    locked: dict[uuid.UUID, Customer | None] = {}
+    for cid in sorted((survivor_id, duplicate_id)):
+        locked[cid] = await repo.get(cid, for_update=True)
+    survivor, duplicate = locked[survivor_id], locked[duplicate_id]
+    if survivor is None:
+        raise NotFound(f"customer {survivor_id} does not exist")
+    if duplicate is None:
+        raise Unprocessable(f"duplicate_id {duplicate_id} does not exist", errors=[_field_error("duplicate_id")])
+    if survivor.merged_into_id is not None:
+        raise Conflict(
+            f"customer {survivor_id} was itself merged into {survivor.merged_into_id}", merged_into=str(survivor.merged_into_id)
+        )
+    if duplicate.merged_into_id is not None:
+        raise Conflict(
+            f"customer {duplicate_id} was already merged into {duplicate.merged_into_id}",
+            merged_into=str(duplicate.merged_into_id),
+        )
+    if survivor.erased_at is not None or duplicate.erased_at is not None:
+        raise Conflict("an erased customer cannot take part in a merge")
+    check_if_match(if_match, survivor.version)
+
+    for field in _FILLABLE:
+        if getattr(survivor, field) in (None, "") and getattr(duplicate, field) not in (None, ""):
+            setattr(survivor, field, getattr(duplicate, field))
+    survivor.attributes = {**(duplicate.attributes or {}), **(survivor.attributes or {})}
+    survivor.tags = sorted(set(survivor.tags or []) | set(duplicate.tags or []))
+    # Consent: an opt-out on either record is honoured.
+    survivor.survey_opt_out = survivor.survey_opt_out or duplicate.survey_opt_out
+
+    duplicate.email_normalized = None  # frees the address for the survivor or a new record
+    duplicate.merged_into_id = survivor.id
+    _touch(duplicate)
+    _touch(survivor)
+    await repo.flush()
+
+    await InteractionRepository(session).repoint_customer(duplicate.id, survivor.id)
+    await DealRepository(session).repoint_customer(duplicate.id, survivor.id)
+    await TaskRepository(session).repoint_customer(duplicate.id, survivor.id)
+    await DocumentRepository(session).repoint_customer(duplicate.id, survivor.id)
+    await CampaignRepository(session).repoint_member_customer(duplicate.id, survivor.id)
+    await LeadRepository(session).repoint_converted_customer(duplicate.id, survivor.id)
+    await repo.repoint_merged(duplicate.id, survivor.id)
+
+    add_event(
+        session,
+        OutboxMessage,
+        "customer.merged",
+        source=SOURCE,
+        subject=survivor.id,
+        data=CustomerMerged(
+            survivor_id=survivor.id,
+            duplicate_id=duplicate.id,
+            survivor=CustomerSnapshot(**await current_snapshot(session, survivor)),
+        ),
+    )
+    return survivor
+
+
+async def erase_customer(session: AsyncSession, customer_id: uuid.UUID, store: DocumentStore) -> bool:
+    """GDPR erasure: personal fields and free text go, files are deleted; the record, its
+    amounts, dates and stage changes stay, anonymous. Duplicates merged into this customer
+    are erased with it. Returns False when it was already erased (nothing to do)."""
+    repo = CustomerRepository(session)
+    customer = await repo.get(customer_id, for_update=True)
+    if customer is None:
+        raise NotFound(f"customer {customer_id} does not exist")
+    if customer.merged_into_id is not None:
+        raise Conflict(
+            f"customer {customer_id} was merged into {customer.merged_into_id}; erase that one",
+            merged_into=str(customer.merged_into_id),
+        )
+    if customer.erased_at is not None:
+        return False
+    now = utcnow()
+    targets = [customer, *await repo.merged_into(customer.id)]
+    needles: list[str] = []
+    paths: list[str] = []
+    for target in targets:
+        needles.append(str(target.id))
+        if target.email:
+            needles.append(target.email)
+        for field in _PERSONAL:
+            setattr(target, field, None)
+        target.attributes = {}
+        target.erased_at = now
+        _touch(target)
+        await InteractionRepository(session).erase_customer(target.id)
+        await TaskRepository(session).erase_customer(target.id)
+        await LeadRepository(session).erase_converted(target.id)
+        paths += await DocumentRepository(session).delete_for_customer(target.id)
+    await IdempotencyRecordRepository(session).forget_answers_mentioning(needles)
+    await repo.flush()
+    # Files go before the commit: if the commit then failed, a retried erase finds the rows
+    # again and the missing files are skipped. Erasing too early beats keeping too long.
+    for path in paths:
+        store.delete(path)
+    for target in targets:
+        add_event(
+            session,
+            OutboxMessage,
+            "customer.erased",
+            source=SOURCE,
+            subject=target.id,
+            data=CustomerErased(customer_id=target.id, erased_at=now),
+        )
+    return True

@@ -1,0 +1,54 @@
+"""/v1/customers/{id}/view and /v1/customers/{id}/timeline"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from crm.customer_view import service
+from crm.customer_view.schemas import TIMELINE_KINDS, CustomerView, Timeline, TimelineKind
+from crm.customers.router import MERGED_RESPONSE
+from crm.fields import CustomerIdPath
+from cxkit.http.app import json_response
+from cxkit.http.auth import Reader
+from cxkit.http.deps import SessionDep
+from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.problems import problem_responses
+
+router = APIRouter(prefix="/customers", tags=["customers"])
+
+
+@router.get(
+    "/{customer_id}/view",
+    response_model=CustomerView,
+    summary="The joined customer view",
+    description="Everything a salesperson needs on one screen: the record, open deals and their total, interaction stats "
+    "(count, last interaction, last contacted, purchases, average order value, purchase frequency per 30 days), open "
+    "tasks, and `experience` from the CEM service. A merged duplicate redirects (308) to its survivor's view. "
+    "Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422) | MERGED_RESPONSE,
+)
+async def customer_view(customer_id: CustomerIdPath, session: SessionDep, _: Reader) -> Response:
+    return json_response(await service.customer_view(session, customer_id))
+
+
+@router.get(
+    "/{customer_id}/timeline",
+    response_model=Timeline,
+    summary="The customer's timeline",
+    description="Interactions, deal stage changes, tasks created and completed, and documents added, newest first, "
+    "paginated with `limit` and `cursor`. `kind` (repeatable) keeps only those kinds. A merged duplicate redirects "
+    "(308) to its survivor's timeline, which holds its history. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422) | MERGED_RESPONSE,
+)
+async def customer_timeline(
+    customer_id: CustomerIdPath,
+    session: SessionDep,
+    _: Reader,
+    page: Annotated[PageParams, Depends(page_params)],
+    kind: Annotated[list[TimelineKind] | None, Query(description="Only these kinds (repeat the parameter).")] = None,
+) -> Response:
+    kinds = list(dict.fromkeys(kind)) if kind else list(TIMELINE_KINDS)
+    return json_response(await service.customer_timeline(session, customer_id, kinds, page))

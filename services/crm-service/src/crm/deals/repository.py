@@ -1,0 +1,105 @@
+"""Every deal and stage-history query."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm import keyset
+from crm.deals.models import Deal, DealStageChange
+from crm.pipelines.models import PipelineStage
+from cxkit.http.pagination import PageParams
+
+SORT_KEYS = (
+    keyset.SortKey("created_at", Deal.created_at, "datetime"),
+    keyset.SortKey("amount", Deal.amount, "decimal", nullable=True),
+    keyset.SortKey("expected_close_date", Deal.expected_close_date, "date", nullable=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DealFilters:
+    customer_id: uuid.UUID | None = None
+    pipeline_id: uuid.UUID | None = None
+    stage_id: uuid.UUID | None = None
+    status: str | None = None
+    owner: str | None = None
+
+
+class DealRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, deal_id: uuid.UUID, *, for_update: bool = False) -> Deal | None:
+        if for_update:
+            stmt = select(Deal).where(Deal.id == deal_id).with_for_update()
+            return await self.session.scalar(stmt.execution_options(populate_existing=True))
+        return await self.session.get(Deal, deal_id)
+
+    async def get_with_stage(self, deal_id: uuid.UUID) -> tuple[Deal, PipelineStage] | None:
+        row = (
+            await self.session.execute(
+                select(Deal, PipelineStage).join(PipelineStage, PipelineStage.id == Deal.stage_id).where(Deal.id == deal_id)
+            )
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    def _filtered(self, filters: DealFilters) -> Select[Any]:
+        stmt = select(Deal, PipelineStage).join(PipelineStage, PipelineStage.id == Deal.stage_id)
+        for column, value in (
+            (Deal.customer_id, filters.customer_id),
+            (Deal.pipeline_id, filters.pipeline_id),
+            (Deal.stage_id, filters.stage_id),
+            (Deal.status, filters.status),
+            (Deal.owner, filters.owner),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        return stmt
+
+    async def list_page(self, filters: DealFilters, sort: keyset.Sort, page: PageParams) -> list[tuple[Deal, PipelineStage]]:
+        stmt = keyset.apply(self._filtered(filters), sort, Deal.id, page)
+        return [(d, s) for d, s in (await self.session.execute(stmt)).all()]
+
+    async def open_deals(self, customer_id: uuid.UUID, limit: int) -> list[tuple[Deal, PipelineStage]]:
+        stmt = (
+            self._filtered(DealFilters(customer_id=customer_id, status="open"))
+            .order_by(Deal.expected_close_date.asc().nulls_last(), Deal.created_at)
+            .limit(limit)
+        )
+        return [(d, s) for d, s in (await self.session.execute(stmt)).all()]
+
+    async def open_value(self, customer_id: uuid.UUID) -> Decimal:
+        """The customer's current sum of open deal amounts."""
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(Deal.amount), 0)).where(Deal.customer_id == customer_id, Deal.status == "open")
+        )
+        return Decimal(total or 0).quantize(Decimal("0.01"))
+
+    def add(self, row: Any) -> None:
+        self.session.add(row)
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    async def next_seq(self, deal_id: uuid.UUID) -> int:
+        last = await self.session.scalar(select(func.max(DealStageChange.seq)).where(DealStageChange.deal_id == deal_id))
+        return int(last or 0) + 1
+
+    async def history_page(self, deal_id: uuid.UUID, page: PageParams, after_seq: int | None) -> list[DealStageChange]:
+        stmt = select(DealStageChange).where(DealStageChange.deal_id == deal_id)
+        if after_seq is not None:
+            stmt = stmt.where(DealStageChange.seq > after_seq)
+        stmt = stmt.order_by(DealStageChange.seq).limit(page.limit + 1)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def delete(self, deal: Deal) -> None:
+        await self.session.delete(deal)
+
+    async def repoint_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
+        await self.session.execute(update(Deal).where(Deal.customer_id == old).values(customer_id=new))

@@ -1,0 +1,145 @@
+"""/v1/deals"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from crm import keyset
+from crm.deals import service
+from crm.deals.repository import SORT_KEYS, DealFilters
+from crm.deals.schemas import DealCreate, DealHistoryPage, DealPage, DealRead, DealStageChangeRead, DealStatus, DealUpdate
+from crm.deps import ActorDep, SettingsDep
+from crm.fields import DealIdPath, IfMatch, SearchText
+from cxkit.http.app import json_response
+from cxkit.http.auth import Reader
+from cxkit.http.deps import SessionDep
+from cxkit.http.etag import etag_for
+from cxkit.http.idempotency import IdempotencyDep
+from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.problems import problem_responses
+
+router = APIRouter(prefix="/deals", tags=["deals"])
+
+
+def _answer(deal: object, stage: object, status: int = 200) -> Response:
+    body = DealRead.of(deal, stage)
+    headers = {"ETag": etag_for(body.version)}
+    if status == 201:
+        headers["Location"] = f"/v1/deals/{body.id}"
+    return json_response(body, status, headers=headers)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DealRead,
+    summary="Create a deal",
+    description="A deal for a customer, in a pipeline (the default one if omitted) and stage (the first if omitted). "
+    "Its owner defaults to the customer's owner. The creation is the first entry of the deal's stage history and is "
+    "announced as `deal.stage_changed` (from no stage); the customer becomes an `opportunity` if they were earlier "
+    "in their lifecycle. Unknown `customer_id`/`pipeline_id`/`stage`: 422. Needs `write`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def create_deal(
+    body: DealCreate, session: SessionDep, idem: IdempotencyDep, actor: ActorDep, settings: SettingsDep
+) -> Response:
+    async def operation() -> Response:
+        deal, stage = await service.create_deal(session, body, actor, settings.default_currency)
+        return _answer(deal, stage, 201)
+
+    return await idem.execute(session, operation)
+
+
+@router.get(
+    "",
+    response_model=DealPage,
+    summary="List deals",
+    description="Filter by `customer_id`, `pipeline_id`, `stage` (a stage name; needs `pipeline_id`), `status`, `owner`. "
+    "`sort`: `created_at`, `amount` or `expected_close_date`, `-` for descending (default `-created_at`); "
+    "deals without the sorted value come last. Needs `read`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_deals(
+    session: SessionDep,
+    _: Reader,
+    page: Annotated[PageParams, Depends(page_params)],
+    customer_id: uuid.UUID | None = None,
+    pipeline_id: uuid.UUID | None = None,
+    stage: Annotated[SearchText | None, Query(min_length=1, max_length=100)] = None,
+    status: DealStatus | None = None,
+    owner: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
+    sort: Annotated[
+        str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")
+    ] = "-created_at",
+) -> Response:
+    stage_id = await service.stage_id_for_filter(session, pipeline_id, stage) if stage is not None else None
+    filters = DealFilters(customer_id=customer_id, pipeline_id=pipeline_id, stage_id=stage_id, status=status, owner=owner)
+    rows, cursor = await service.list_deals(session, filters, sort, page)
+    return json_response(DealPage(items=[DealRead.of(d, s) for d, s in rows], next_cursor=cursor))
+
+
+@router.get(
+    "/{deal_id}",
+    response_model=DealRead,
+    summary="Get a deal",
+    description="One deal with its stage name, the stage's probability and its `ETag`. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_deal(deal_id: DealIdPath, session: SessionDep, _: Reader) -> Response:
+    deal, stage = await service.get_deal(session, deal_id)
+    return _answer(deal, stage)
+
+
+@router.patch(
+    "/{deal_id}",
+    response_model=DealRead,
+    summary="Change or move a deal",
+    description="Change fields, or move the deal with `stage` (a name) or `status` (`won`/`lost` go to the pipeline's "
+    "won/lost stage; a lost deal needs a `lost_reason`). Each move is appended to the history (who, when, from, to) "
+    "and announced as `deal.stage_changed`; a won deal makes its customer a `customer`. Honours `If-Match`. "
+    "Needs `write`.",
+    responses=problem_responses(401, 403, 404, 412, 422),
+)
+async def update_deal(
+    deal_id: DealIdPath, body: DealUpdate, session: SessionDep, idem: IdempotencyDep, actor: ActorDep, if_match: IfMatch = None
+) -> Response:
+    async def operation() -> Response:
+        deal, stage = await service.update_deal(session, deal_id, body, if_match, actor)
+        return _answer(deal, stage)
+
+    return await idem.execute(session, operation)
+
+
+@router.delete(
+    "/{deal_id}",
+    status_code=204,
+    summary="Delete a deal",
+    description="Deletes the deal and its history; its tasks and documents stay with the customer. Honours `If-Match`. "
+    "Needs `write`.",
+    responses=problem_responses(401, 403, 404, 412, 422),
+)
+async def delete_deal(deal_id: DealIdPath, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None) -> Response:
+    async def operation() -> Response:
+        await service.delete_deal(session, deal_id, if_match)
+        return Response(status_code=204)
+
+    return await idem.execute(session, operation)
+
+
+@router.get(
+    "/{deal_id}/history",
+    response_model=DealHistoryPage,
+    summary="A deal's stage history",
+    description="Every move of the deal in order, oldest first (append-only: who, when, from, to, the amount then). "
+    "Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def deal_history(
+    deal_id: DealIdPath, session: SessionDep, _: Reader, page: Annotated[PageParams, Depends(page_params)]
+) -> Response:
+    rows, cursor = await service.deal_history(session, deal_id, page)
+    return json_response(DealHistoryPage(items=[DealStageChangeRead.model_validate(r) for r in rows], next_cursor=cursor))

@@ -1,0 +1,24 @@
+"""Request dependencies of the CRM's routers: its settings and who is acting."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from crm.config import CRMSettings
+from cxkit.http.auth import Writer
+
+
+def get_settings(request: Request) -> CRMSettings:
+    settings: CRMSettings = request.app.state.settings
+    return settings
+
+
+def get_actor(principal: Writer) -> str:
+    """The name of the API key making a change (recorded as `changed_by`, `completed_by`...)."""
+    return principal.name
+
+
+SettingsDep = Annotated[CRMSettings, Depends(get_settings)]
+ActorDep = Annotated[str, Depends(get_actor)]

@@ -1,0 +1,51 @@
+"""Every document query."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm import keyset
+from crm.documents.models import Document
+from cxkit.http.pagination import PageParams
+
+SORT_KEYS = (keyset.SortKey("created_at", Document.created_at, "datetime"),)
+
+
+class DocumentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, document_id: uuid.UUID) -> Document | None:
+        return await self.session.get(Document, document_id)
+
+    def add(self, document: Document) -> None:
+        self.session.add(document)
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    async def delete(self, document: Document) -> None:
+        await self.session.delete(document)
+
+    async def list_page(
+        self, customer_id: uuid.UUID | None, deal_id: uuid.UUID | None, sort: keyset.Sort, page: PageParams
+    ) -> list[Document]:
+        stmt = select(Document)
+        if customer_id is not None:
+            stmt = stmt.where(Document.customer_id == customer_id)
+        if deal_id is not None:
+            stmt = stmt.where(Document.deal_id == deal_id)
+        return list((await self.session.scalars(keyset.apply(stmt, sort, Document.id, page))).all())
+
+    async def repoint_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
+        await self.session.execute(update(Document).where(Document.customer_id == old).values(customer_id=new))
+
+    async def delete_for_customer(self, customer_id: uuid.UUID) -> list[str]:
+        """Delete the customer's document rows; returns their storage paths."""
+        result = await self.session.execute(
+            delete(Document).where(Document.customer_id == customer_id).returning(Document.storage_path)
+        )
+        return [row[0] for row in result]

@@ -1,0 +1,197 @@
+"""/v1/documents and the open /v1/shared/documents links"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from starlette.responses import FileResponse, Response
+
+from crm.deps import SettingsDep
+from crm.documents import service
+from crm.documents.links import LinkSigner
+from crm.documents.schemas import UPLOAD_EXAMPLE, UPLOAD_SCHEMA, DocumentPage, DocumentRead, ShareLink, ShareRequest
+from crm.documents.storage import DocumentStore
+from crm.documents.upload import receive_upload
+from crm.fields import DocumentIdPath
+from cxkit.http.app import json_response
+from cxkit.http.auth import Reader, Writer
+from cxkit.http.deps import SessionDep
+from cxkit.http.idempotency import REPLAYED_HEADER, Idempotency, IdempotencyDep
+from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.problems import problem_responses
+
+router = APIRouter(prefix="/documents", tags=["documents"])
+shared_router = APIRouter(prefix="/shared/documents", tags=["documents"])
+
+
+def _store(settings: SettingsDep) -> DocumentStore:
+    return DocumentStore(settings.documents_dir)
+
+
+def _signer(request: Request) -> LinkSigner:
+    signer: LinkSigner = request.app.state.document_links
+    return signer
+
+
+StoreDep = Annotated[DocumentStore, Depends(_store)]
+SignerDep = Annotated[LinkSigner, Depends(_signer)]
+
+
+def _download(store: DocumentStore, document: object) -> FileResponse:
+    path = service.stored_file(store, document)  # type: ignore[arg-type]
+    return FileResponse(
+        path,
+        media_type=document.content_type,  # type: ignore[attr-defined]
+        filename=document.filename,  # type: ignore[attr-defined]
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store"},
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DocumentRead,
+    summary="Upload a document",
+    description="`multipart/form-data` with a `file` part and `customer_id` or `deal_id` (a deal's document also belongs "
+    "to its customer), optionally a `description`. The file is streamed to the document store; one larger than the "
+    "configured limit is refused with 413 as soon as it passes it, a content type not on the allowed list with 415 "
+    "(checked on the part's Content-Type, or its file name when that is `application/octet-stream`). "
+    "`Idempotency-Key` works as for every write. Needs `write`.",
+    responses=problem_responses(401, 403, 413, 415, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": UPLOAD_SCHEMA, "example": UPLOAD_EXAMPLE}},
+        }
+    },
+)
+async def upload_document(
+    request: Request,
+    session: SessionDep,
+    principal: Writer,
+    settings: SettingsDep,
+    store: StoreDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key", max_length=255, description="A retry with the same key and body returns the first answer."
+        ),
+    ] = None,
+) -> Response:
+    incoming = store.new_incoming()
+    try:
+        upload = await receive_upload(request, incoming, settings.documents_max_bytes, settings.documents_allowed_types)
+        # The body was hashed while it streamed, so the idempotency check never buffers it.
+        idem = Idempotency(request.app.state.idempotency_model, idempotency_key, str(principal.key_id), upload.request_digest)
+
+        async def operation() -> Response:
+            document = await service.create_document(session, upload, store, principal.name)
+            return json_response(DocumentRead.of(document), 201, headers={"Location": f"/v1/documents/{document.id}"})
+
+        return await idem.execute(session, operation)
+    finally:
+        store.discard(incoming)
+
+
+@router.get(
+    "",
+    response_model=DocumentPage,
+    summary="List documents",
+    description="Newest first; filter by `customer_id` and/or `deal_id`. Needs `read`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_documents(
+    session: SessionDep,
+    _: Reader,
+    page: Annotated[PageParams, Depends(page_params)],
+    customer_id: uuid.UUID | None = None,
+    deal_id: uuid.UUID | None = None,
+) -> Response:
+    rows, cursor = await service.list_documents(session, customer_id, deal_id, page)
+    return json_response(DocumentPage(items=[DocumentRead.of(d) for d in rows], next_cursor=cursor))
+
+
+@router.get(
+    "/{document_id}",
+    response_model=DocumentRead,
+    summary="Get a document's details",
+    description="Name, content type, size, SHA-256 and where to download it. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_document(document_id: DocumentIdPath, session: SessionDep, _: Reader) -> Response:
+    return json_response(DocumentRead.of(await service.get_document(session, document_id)))
+
+
+@router.get(
+    "/{document_id}/content",
+    summary="Download a document",
+    description="The file with its stored Content-Type and `Content-Disposition: attachment` carrying its name "
+    "(RFC 6266, UTF-8 names encoded); byte ranges are supported. Needs `read`.",
+    responses={200: {"description": "The file.", "content": {"application/octet-stream": {"example": "(binary)"}}}}
+    | problem_responses(401, 403, 404, 422),
+    response_class=FileResponse,
+)
+async def download_document(document_id: DocumentIdPath, session: SessionDep, _: Reader, store: StoreDep) -> Response:
+    return _download(store, await service.get_document(session, document_id))
+
+
+@router.delete(
+    "/{document_id}",
+    status_code=204,
+    summary="Delete a document",
+    description="Deletes the record and then its file. Needs `write`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def delete_document(document_id: DocumentIdPath, session: SessionDep, idem: IdempotencyDep, store: StoreDep) -> Response:
+    deleted: list[str] = []
+
+    async def operation() -> Response:
+        deleted.append(await service.delete_document(session, document_id))
+        return Response(status_code=204)
+
+    response = await idem.execute(session, operation)
+    if REPLAYED_HEADER not in response.headers:
+        for path in deleted:  # only after the commit: a failed delete keeps its file
+            store.delete(path)
+    return response
+
+
+@router.post(
+    "/{document_id}/share",
+    response_model=ShareLink,
+    summary="Share a document by link",
+    description="A time-limited download link (HMAC-signed) that works without an API key until it expires (410 after; "
+    "403 if tampered with). Deleting the document ends every link to it. Needs `write`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def share_document(
+    document_id: DocumentIdPath, body: ShareRequest, session: SessionDep, _: Writer, settings: SettingsDep, signer: SignerDep
+) -> Response:
+    document = await service.get_document(session, document_id)
+    url, expires_at = service.share_link(
+        document, signer, settings.public_base_url, body.expires_in, settings.documents_share_max_seconds
+    )
+    return json_response(ShareLink(url=url, expires_at=expires_at))
+
+
+@shared_router.get(
+    "/{document_id}",
+    summary="Download a shared document",
+    description="The target of a share link: no API key, the signature and expiry in the query do. 403 for a bad "
+    "signature, 410 once expired, 404 once the document was deleted.",
+    responses={200: {"description": "The file.", "content": {"application/octet-stream": {"example": "(binary)"}}}}
+    | problem_responses(403, 404, 422),
+    response_class=FileResponse,
+)
+async def download_shared_document(
+    document_id: DocumentIdPath,
+    session: SessionDep,
+    store: StoreDep,
+    signer: SignerDep,
+    expires: Annotated[int, Query(ge=0, le=2**40, description="Unix time the link expires.")],
+    signature: Annotated[str, Query(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$")],
+) -> Response:
+    service.check_link(document_id, expires, signature, signer)
+    return _download(store, await service.get_document(session, document_id))

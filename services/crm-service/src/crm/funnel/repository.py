@@ -1,0 +1,104 @@
+"""The funnel's aggregate queries: every figure is computed by the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm.deals.models import Deal, DealStageChange
+from cxkit.db import dialect_of
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelScope:
+    """Which deals count: those now in the pipeline, optionally by owner, currency and
+    creation time (`created_from` inclusive, `created_to` exclusive)."""
+
+    pipeline_id: uuid.UUID
+    owner: str | None = None
+    currency: str | None = None
+    created_from: dt.datetime | None = None
+    created_to: dt.datetime | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = [Deal.pipeline_id == self.pipeline_id]
+        if self.owner is not None:
+            found.append(Deal.owner == self.owner)
+        if self.currency is not None:
+            found.append(Deal.currency == self.currency)
+        if self.created_from is not None:
+            found.append(Deal.created_at >= self.created_from)
+        if self.created_to is not None:
+            found.append(Deal.created_at < self.created_to)
+        return found
+
+
+class FunnelRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def totals_by_stage_and_status(self, scope: FunnelScope) -> list[tuple[uuid.UUID, str, int, Decimal]]:
+        """(stage id, status, count, sum of amounts) of the deals in scope."""
+        stmt = (
+            select(Deal.stage_id, Deal.status, func.count(), func.coalesce(func.sum(Deal.amount), 0))
+            .where(*scope.conditions())
+            .group_by(Deal.stage_id, Deal.status)
+        )
+        return [(sid, status, int(n), Decimal(total)) for sid, status, n, total in await self.session.execute(stmt)]
+
+    async def furthest_reached(self, scope: FunnelScope, ranks: dict[uuid.UUID, int]) -> dict[int, int]:
+        """rank -> number of deals whose furthest stage (by rank) in this pipeline was that one.
+        `ranks` gives the open stages 0..n-1 and the won stage n; the lost stage has none."""
+        if not ranks:
+            return {}
+        rank = case(ranks, value=DealStageChange.to_stage_id)
+        per_deal = (
+            select(func.max(rank).label("furthest"))
+            .select_from(DealStageChange)
+            .join(Deal, Deal.id == DealStageChange.deal_id)
+            .where(
+                *scope.conditions(),
+                DealStageChange.pipeline_id == scope.pipeline_id,
+                DealStageChange.to_stage_id.in_(list(ranks)),
+            )
+            .group_by(DealStageChange.deal_id)
+            .subquery()
+        )
+        stmt = select(per_deal.c.furthest, func.count()).group_by(per_deal.c.furthest)
+        return {int(r): int(n) for r, n in await self.session.execute(stmt)}
+
+    def _days_between(self, start: Any, end: Any) -> ColumnElement[Any]:
+        if dialect_of(self.session) == "postgresql":
+            return func.extract("epoch", end - start) / 86400.0
+        return func.julianday(end) - func.julianday(start)
+
+    async def average_days_in_stage(self, scope: FunnelScope, stage_ids: list[uuid.UUID]) -> dict[uuid.UUID, float]:
+        """stage id -> mean days between entering the stage and the next move, over the stays
+        that ended. The next move is found over the deal's whole history (LEAD by seq)."""
+        if not stage_ids:
+            return {}
+        stays: Select[Any] = (
+            select(
+                DealStageChange.to_stage_id.label("stage_id"),
+                DealStageChange.pipeline_id.label("pipeline_id"),
+                DealStageChange.changed_at.label("entered"),
+                func.lead(DealStageChange.changed_at)
+                .over(partition_by=DealStageChange.deal_id, order_by=DealStageChange.seq)
+                .label("left"),
+            )
+            .join(Deal, Deal.id == DealStageChange.deal_id)
+            .where(*scope.conditions())
+        )
+        sub = stays.subquery()
+        stmt = (
+            select(sub.c.stage_id, func.avg(self._days_between(sub.c.entered, sub.c.left)))
+            .where(sub.c.left.is_not(None), sub.c.pipeline_id == scope.pipeline_id, sub.c.stage_id.in_(stage_ids))
+            .group_by(sub.c.stage_id)
+        )
+        return {sid: float(days) for sid, days in await self.session.execute(stmt) if days is not None}

@@ -1,0 +1,43 @@
+"""An interaction: something the customer did or the company did with them (a purchase, a
+call, a closed support ticket...), recorded over HTTP or consumed from `cx.interactions.v1`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from crm.db import Base, Money
+from cxkit.db import PortableJSON, UTCDateTime, utcnow
+
+PURCHASE = "purchase"
+# Interaction types that count as the company contacting the customer ("last contacted").
+CONTACT_TYPES = ("call", "email", "meeting", "chat", "sms", "visit", "demo")
+
+
+class Interaction(Base):
+    __tablename__ = "interactions"
+
+    # The event's `interaction_id`: a re-published event finds its row and adds nothing.
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("customers.id"))
+    type: Mapped[str] = mapped_column(String(100), index=True)
+    channel: Mapped[str | None] = mapped_column(String(100))
+    touchpoint: Mapped[str | None] = mapped_column(String(100))
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    summary: Mapped[str | None] = mapped_column(Text)
+    amount: Mapped[Decimal | None] = mapped_column(Money)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    # `metadata` is reserved on declarative classes; the column keeps the contract's name.
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", PortableJSON, default=dict)
+    source: Mapped[str] = mapped_column(String(255))
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_interactions_customer_id_occurred_at_id", "customer_id", "occurred_at", "id"),
+        Index("ix_interactions_occurred_at_id", "occurred_at", "id"),
+    )

@@ -1,0 +1,91 @@
+"""/v1/interactions"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from crm import keyset
+from crm.fields import InteractionIdPath, SearchText, Timestamp
+from crm.interactions import service
+from crm.interactions.repository import SORT_KEYS, InteractionFilters
+from crm.interactions.schemas import InteractionCreate, InteractionPage, InteractionRead
+from cxkit.http.app import json_response
+from cxkit.http.auth import Reader
+from cxkit.http.deps import SessionDep
+from cxkit.http.idempotency import IdempotencyDep
+from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.problems import Unprocessable, problem_responses
+
+router = APIRouter(prefix="/interactions", tags=["interactions"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=InteractionRead,
+    summary="Record an interaction",
+    description="Something the customer did or the company did with them (purchase, support_ticket_closed, call, email, "
+    "meeting, bill_paid...). `customer_email` is resolved case-insensitively; an unknown email makes a lead-stage "
+    "customer (announced as `customer.created`). The interaction is published on `cx.interactions.v1` as "
+    "`interaction.recorded` (the CEM service invites to surveys from it). Unknown `customer_id`: 422. Needs `write`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def record_interaction(body: InteractionCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
+    async def operation() -> Response:
+        interaction = await service.record_interaction(session, body)
+        return json_response(
+            InteractionRead.model_validate(interaction), 201, headers={"Location": f"/v1/interactions/{interaction.id}"}
+        )
+
+    return await idem.execute(session, operation)
+
+
+@router.get(
+    "",
+    response_model=InteractionPage,
+    summary="List interactions",
+    description="Newest first (`sort=occurred_at` for oldest first). Filter by `customer_id`, `type`, `channel`, "
+    "`touchpoint` and a time window (`occurred_from` inclusive, `occurred_to` exclusive). Needs `read`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_interactions(
+    session: SessionDep,
+    _: Reader,
+    page: Annotated[PageParams, Depends(page_params)],
+    customer_id: uuid.UUID | None = None,
+    type: Annotated[SearchText | None, Query(min_length=1, max_length=100)] = None,
+    channel: Annotated[SearchText | None, Query(min_length=1, max_length=100)] = None,
+    touchpoint: Annotated[SearchText | None, Query(min_length=1, max_length=100)] = None,
+    occurred_from: Annotated[Timestamp | None, Query(description="RFC 3339, inclusive.")] = None,
+    occurred_to: Annotated[Timestamp | None, Query(description="RFC 3339, exclusive.")] = None,
+    sort: Annotated[
+        str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")
+    ] = "-occurred_at",
+) -> Response:
+    if occurred_from and occurred_to and occurred_from >= occurred_to:
+        raise Unprocessable("occurred_from must be before occurred_to")
+    filters = InteractionFilters(
+        customer_id=customer_id,
+        type=type,
+        channel=channel,
+        touchpoint=touchpoint,
+        occurred_from=occurred_from,
+        occurred_to=occurred_to,
+    )
+    rows, cursor = await service.list_interactions(session, filters, sort, page)
+    return json_response(InteractionPage(items=[InteractionRead.model_validate(r) for r in rows], next_cursor=cursor))
+
+
+@router.get(
+    "/{interaction_id}",
+    response_model=InteractionRead,
+    summary="Get an interaction",
+    description="One interaction by id (its `interaction_id` on the event). Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_interaction(interaction_id: InteractionIdPath, session: SessionDep, _: Reader) -> Response:
+    return json_response(InteractionRead.model_validate(await service.get_interaction(session, interaction_id)))

@@ -1,0 +1,218 @@
+"""Interaction rules: record one over HTTP (and publish it), or apply a batch of
+`interaction.recorded` events from any system with a handful of statements."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm import keyset
+from crm.customers import service as customers
+from crm.customers.repository import CustomerRepository
+from crm.db import SOURCE, OutboxMessage
+from crm.fields import bounded_json, has_nul
+from crm.interactions.models import Interaction
+from crm.interactions.repository import SORT_KEYS, InteractionFilters, InteractionRepository
+from crm.interactions.schemas import InteractionCreate
+from cxkit.db import utcnow
+from cxkit.events.payloads import CustomerCreated, InteractionRecorded
+from cxkit.http.pagination import PageParams
+from cxkit.http.problems import NotFound
+from cxkit.kafka.consumer import Delivery, PermanentEventError
+from cxkit.kafka.outbox import add_event
+
+HTTP_SOURCE = "api"
+# An event without `interaction_id` gets one derived from its own id, so a redelivery of
+# that event (even to another consumer group) maps to the same row.
+_EVENT_NAMESPACE = uuid.UUID("2f0c6a57-3d1e-4f7b-9a55-6c2b8e1d4a90")
+
+
+def interaction_id_for(payload: InteractionRecorded, event_source: str, event_id: str) -> uuid.UUID:
+    return payload.interaction_id or uuid.uuid5(_EVENT_NAMESPACE, f"{event_source}\n{event_id}")
+
+
+async def record_interaction(session: AsyncSession, data: InteractionCreate) -> Interaction:
+    """Resolve the customer (an unknown email makes a lead-stage one), store the row and
+    publish it on `cx.interactions.v1` through the outbox."""
+    if data.customer_id is not None:
+        customer = await customers.resolve_reference(session, data.customer_id)
+    else:
+        customer, _ = await customers.find_or_create_by_email(session, str(data.customer_email), source=HTTP_SOURCE)
+    interaction = Interaction(
+        id=uuid.uuid4(),
+        customer_id=customer.id,
+        type=data.type,
+        channel=data.channel,
+        touchpoint=data.touchpoint,
+        occurred_at=data.occurred_at or utcnow(),
+        summary=data.summary,
+        amount=data.amount,
+        currency=data.currency,
+        metadata_=data.metadata,
+        source=HTTP_SOURCE,
+        recorded_at=utcnow(),
+    )
+    repo = InteractionRepository(session)
+    repo.add(interaction)
+    await repo.flush()
+    add_event(
+        session,
+        OutboxMessage,
+        "interaction.recorded",
+        source=SOURCE,
+        subject=customer.id,
+        data=InteractionRecorded(
+            interaction_id=interaction.id,
+            customer_id=customer.id,
+            customer_email=customer.email,
+            type=interaction.type,
+            channel=interaction.channel,
+            touchpoint=interaction.touchpoint,
+            occurred_at=interaction.occurred_at,
+            summary=interaction.summary,
+            amount=interaction.amount,
+            currency=interaction.currency,
+            metadata=interaction.metadata_,
+        ),
+    )
+    return interaction
+
+
+async def get_interaction(session: AsyncSession, interaction_id: uuid.UUID) -> Interaction:
+    interaction = await InteractionRepository(session).get(interaction_id)
+    if interaction is None:
+        raise NotFound(f"interaction {interaction_id} does not exist")
+    return interaction
+
+
+async def list_interactions(
+    session: AsyncSession, filters: InteractionFilters, sort_token: str, page: PageParams
+) -> tuple[list[Interaction], str | None]:
+    sort = keyset.parse_sort(sort_token, SORT_KEYS)
+    rows = await InteractionRepository(session).list_page(filters, sort, page)
+    return keyset.cut(rows, sort, page, lambda i: (i.occurred_at, i.id))
+
+
+def _normalized_email(raw: str) -> str:
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise PermanentEventError(f"customer_email {raw!r} is not an email address: {exc}") from None
+
+
+_MAX_AMOUNT = Decimal(10) ** 16
+
+
+def _check_storable(p: InteractionRecorded) -> None:
+    """What the event schema allows but a row cannot hold is refused up front (to the DLQ)."""
+    if has_nul([p.type, p.channel, p.touchpoint, p.summary, p.customer_email, p.currency, p.metadata]):
+        raise PermanentEventError("text must not contain NUL characters")
+    try:
+        bounded_json(p.metadata)
+    except ValueError as exc:
+        raise PermanentEventError(f"metadata: {exc}") from None
+    if p.amount is not None and not (p.amount.is_finite() and abs(p.amount) < _MAX_AMOUNT):
+        raise PermanentEventError(f"amount {p.amount} is out of range")
+
+
+async def apply_interaction_events(session: AsyncSession, deliveries: Sequence[Delivery]) -> int:
+    """Apply a run of `interaction.recorded` events: one query resolves the batch's customer
+    ids, one its emails, one multi-row insert makes the missing lead-stage customers and one
+    inserts every interaction (a row whose interaction id exists is skipped). Returns the
+    number of interactions inserted."""
+    repo = CustomerRepository(session)
+    payloads: list[tuple[Delivery, InteractionRecorded]] = [(d, d.payload) for d in deliveries]
+
+    known_ids = await repo.by_ids(list({p.customer_id for _, p in payloads if p.customer_id is not None}))
+    unknown = sorted(str(p.customer_id) for _, p in payloads if p.customer_id is not None and p.customer_id not in known_ids)
+    if unknown:
+        raise PermanentEventError(f"unknown customer_id: {', '.join(unknown)}")
+
+    for _, p in payloads:
+        _check_storable(p)
+    emails = {
+        p.customer_email: _normalized_email(p.customer_email) for _, p in payloads if p.customer_id is None and p.customer_email
+    }
+    by_email = await repo.by_emails(sorted(set(emails.values())))
+    missing = sorted(set(emails.values()) - set(by_email))
+    if missing:
+        sources = {emails[p.customer_email]: d.event.source for d, p in payloads if p.customer_id is None and p.customer_email}
+        by_email |= await _create_lead_customers(session, missing, sources)
+
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for delivery, p in payloads:
+        if p.customer_id is not None:
+            customer_id = known_ids[p.customer_id] or p.customer_id  # a merged duplicate's events go to its survivor
+        else:
+            assert p.customer_email is not None
+            cid, merged_into = by_email[emails[p.customer_email]]
+            customer_id = merged_into or cid
+        rows.append(
+            {
+                "id": interaction_id_for(p, delivery.event.source, delivery.event.id),
+                "customer_id": customer_id,
+                "type": p.type,
+                "channel": p.channel,
+                "touchpoint": p.touchpoint,
+                "occurred_at": p.occurred_at,
+                "summary": p.summary,
+                "amount": p.amount,
+                "currency": p.currency,
+                "metadata": p.metadata,
+                "source": delivery.event.source[:255],
+                "recorded_at": now,
+            }
+        )
+    return await InteractionRepository(session).insert_many(rows)
+
+
+async def _create_lead_customers(
+    session: AsyncSession, emails: list[str], sources: dict[str, str]
+) -> dict[str, tuple[uuid.UUID, uuid.UUID | None]]:
+    """Lead-stage customers for unknown emails, in one insert, each announced. An email a
+    concurrent writer just took is looked up again instead."""
+    now = utcnow()
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "email": email,
+            "email_normalized": email,
+            "lifecycle_stage": "lead",
+            "tags": [],
+            "attributes": {},
+            "source": sources.get(email, "")[:100] or None,
+            "survey_opt_out": False,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for email in emails
+    ]
+    inserted = await CustomerRepository(session).insert_new_ignoring_taken_emails(rows)
+    for row in rows:
+        if row["id"] in inserted:
+            add_event(
+                session,
+                OutboxMessage,
+                "customer.created",
+                source=SOURCE,
+                subject=row["id"],
+                data=CustomerCreated(
+                    id=row["id"],
+                    email=row["email"],
+                    lifecycle_stage="lead",
+                    source=row["source"],
+                    version=1,
+                    created_at=now,
+                    updated_at=now,
+                ),
+            )
+    created = {row["email"]: (row["id"], None) for row in rows if row["id"] in inserted}
+    taken = [row["email"] for row in rows if row["id"] not in inserted]
+    return created | await CustomerRepository(session).by_emails(taken)

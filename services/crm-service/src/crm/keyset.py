@@ -1,0 +1,128 @@
+"""Keyset pagination over a client-chosen sort column (`?sort=name`, `?sort=-created_at`).
+
+The opaque cursor carries (sort, last value, last id), so a page is found by an index range
+scan instead of an OFFSET, and a cursor reused with another sort is refused (422)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import Select, or_, tuple_
+from sqlalchemy.orm import InstrumentedAttribute
+
+from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.http.problems import Unprocessable
+
+Kind = Literal["datetime", "date", "str", "decimal", "int"]
+T = TypeVar("T")
+BAD_CURSOR = "cursor is not valid for this list and sort; use the next_cursor of a previous page"
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    """One sortable column: its public name, the column, how to (de)serialise its values,
+    and whether it can be NULL (NULLs always come last, in both directions)."""
+
+    name: str
+    column: InstrumentedAttribute[Any]
+    kind: Kind
+    nullable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sort:
+    key: SortKey
+    descending: bool
+
+    @property
+    def token(self) -> str:
+        return f"-{self.key.name}" if self.descending else self.key.name
+
+
+def sort_pattern(keys: Sequence[SortKey]) -> str:
+    """A regex for the `sort` query parameter, so a wrong value is a 422 with the choices."""
+    return "^-?(" + "|".join(k.name for k in keys) + ")$"
+
+
+def parse_sort(value: str, keys: Sequence[SortKey]) -> Sort:
+    name = value.removeprefix("-")
+    for key in keys:
+        if key.name == name:
+            return Sort(key, value.startswith("-"))
+    raise Unprocessable(f"sort must be one of {', '.join(k.name for k in keys)} (prefix - for descending)")
+
+
+def _encode(kind: Kind, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind in ("datetime", "date"):
+        return value.isoformat()
+    if kind == "decimal":
+        return str(value)
+    return value
+
+
+def _decode(kind: Kind, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "datetime":
+        parsed = dt.datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            raise ValueError("naive")
+        return parsed
+    if kind == "date":
+        return dt.date.fromisoformat(value)
+    if kind == "decimal":
+        return Decimal(value)
+    if kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError("not an int")
+        return value
+    if not isinstance(value, str) or "\x00" in value:
+        raise ValueError("not a string")
+    return value
+
+
+def apply(stmt: Select[Any], sort: Sort, id_column: InstrumentedAttribute[Any], page: PageParams) -> Select[Any]:
+    """Add the cursor's WHERE, the ORDER BY and the LIMIT (one row more than asked)."""
+    col, desc = sort.key.column, sort.descending
+    if page.cursor is not None:
+        try:
+            token, raw_value, raw_id = page.cursor
+            if token != sort.token:
+                raise ValueError("another sort")
+            value = _decode(sort.key.kind, raw_value)
+            last_id = uuid.UUID(raw_id)
+        except (ValueError, TypeError, InvalidOperation, AttributeError):
+            raise Unprocessable(BAD_CURSOR) from None
+        if value is None:
+            # Already inside the NULLs at the end: only the id order is left.
+            if not sort.key.nullable:
+                raise Unprocessable(BAD_CURSOR)
+            stmt = stmt.where(col.is_(None), id_column < last_id if desc else id_column > last_id)
+        else:
+            after = tuple_(col, id_column) < tuple_(value, last_id) if desc else tuple_(col, id_column) > tuple_(value, last_id)
+            stmt = stmt.where(or_(after, col.is_(None)) if sort.key.nullable else after)
+    if desc:
+        first = col.desc().nulls_last() if sort.key.nullable else col.desc()
+        stmt = stmt.order_by(first, id_column.desc())
+    else:
+        first = col.asc().nulls_last() if sort.key.nullable else col.asc()
+        stmt = stmt.order_by(first, id_column.asc())
+    return stmt.limit(page.limit + 1)
+
+
+def cut(
+    rows: Sequence[T], sort: Sort, page: PageParams, value_of: Callable[[T], tuple[Any, uuid.UUID]]
+) -> tuple[list[T], str | None]:
+    """Trim the extra row and build the cursor of the next page (None on the last page)."""
+    if len(rows) <= page.limit:
+        return list(rows), None
+    kept = list(rows[: page.limit])
+    value, last_id = value_of(kept[-1])
+    return kept, encode_cursor([sort.token, _encode(sort.key.kind, value), str(last_id)])

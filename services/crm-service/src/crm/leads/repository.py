@@ -1,0 +1,85 @@
+"""Every lead query."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm import keyset
+from crm.leads.models import Lead
+from cxkit.http.pagination import PageParams
+
+SORT_KEYS = (keyset.SortKey("created_at", Lead.created_at, "datetime"), keyset.SortKey("score", Lead.score, "int"))
+
+
+@dataclass(frozen=True, slots=True)
+class LeadFilters:
+    q: str | None = None
+    status: str | None = None
+    owner: str | None = None
+    campaign_id: uuid.UUID | None = None
+    converted: bool | None = None
+
+
+def _like(q: str) -> str:
+    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class LeadRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, lead_id: uuid.UUID, *, for_update: bool = False) -> Lead | None:
+        if for_update:
+            stmt = select(Lead).where(Lead.id == lead_id).with_for_update()
+            return await self.session.scalar(stmt.execution_options(populate_existing=True))
+        return await self.session.get(Lead, lead_id)
+
+    def _filtered(self, filters: LeadFilters) -> Select[Any]:
+        stmt = select(Lead)
+        if filters.q:
+            pattern = _like(filters.q)
+            stmt = stmt.where(
+                or_(
+                    Lead.name.ilike(pattern, escape="\\"),
+                    Lead.email_normalized.like(pattern.lower(), escape="\\"),
+                    Lead.company.ilike(pattern, escape="\\"),
+                )
+            )
+        if filters.status:
+            stmt = stmt.where(Lead.status == filters.status)
+        if filters.owner:
+            stmt = stmt.where(Lead.owner == filters.owner)
+        if filters.campaign_id:
+            stmt = stmt.where(Lead.campaign_id == filters.campaign_id)
+        if filters.converted is not None:
+            stmt = stmt.where(Lead.converted_at.is_not(None) if filters.converted else Lead.converted_at.is_(None))
+        return stmt
+
+    async def list_page(self, filters: LeadFilters, sort: keyset.Sort, page: PageParams) -> list[Lead]:
+        stmt = keyset.apply(self._filtered(filters), sort, Lead.id, page)
+        return list((await self.session.scalars(stmt)).all())
+
+    def add(self, lead: Lead) -> None:
+        self.session.add(lead)
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    async def delete(self, lead: Lead) -> None:
+        await self.session.delete(lead)
+
+    async def repoint_converted_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
+        await self.session.execute(update(Lead).where(Lead.converted_customer_id == old).values(converted_customer_id=new))
+
+    async def erase_converted(self, customer_id: uuid.UUID) -> None:
+        """The personal fields of the leads that became this customer."""
+        await self.session.execute(
+            update(Lead)
+            .where(Lead.converted_customer_id == customer_id)
+            .values(email=None, email_normalized=None, name=None, company=None, phone=None, job_title=None, notes=None)
+        )

@@ -1,0 +1,147 @@
+"""/v1/leads"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from crm import keyset
+from crm.customers.schemas import CustomerRead
+from crm.deals.schemas import DealRead
+from crm.deps import ActorDep, SettingsDep
+from crm.fields import IfMatch, LeadIdPath, SearchText
+from crm.leads import service
+from crm.leads.repository import SORT_KEYS, LeadFilters
+from crm.leads.schemas import LeadConversion, LeadConvert, LeadCreate, LeadPage, LeadRead, LeadStatus, LeadUpdate
+from cxkit.http.app import json_response
+from cxkit.http.auth import Reader
+from cxkit.http.deps import SessionDep
+from cxkit.http.etag import etag_for
+from cxkit.http.idempotency import IdempotencyDep
+from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.problems import problem_responses
+
+router = APIRouter(prefix="/leads", tags=["leads"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=LeadRead,
+    summary="Create a lead",
+    description="A prospect with an email or a name, a `status` (new, working, qualified, disqualified) and a `score` "
+    "(0..100). A lead from a campaign (`campaign_id`, which must exist) is recorded as a member of it that responded. "
+    "Needs `write`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def create_lead(body: LeadCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
+    async def operation() -> Response:
+        lead = await service.create_lead(session, body)
+        return json_response(
+            LeadRead.model_validate(lead), 201, headers={"ETag": etag_for(lead.version), "Location": f"/v1/leads/{lead.id}"}
+        )
+
+    return await idem.execute(session, operation)
+
+
+@router.get(
+    "",
+    response_model=LeadPage,
+    summary="List leads",
+    description="Filter by `q` (name, email, company), `status`, `owner`, `campaign_id`, `converted`. `sort`: "
+    "`created_at` or `score`, `-` for descending (default `-created_at`; `-score` puts the hottest first). Needs `read`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_leads(
+    session: SessionDep,
+    _: Reader,
+    page: Annotated[PageParams, Depends(page_params)],
+    q: Annotated[SearchText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
+    status: LeadStatus | None = None,
+    owner: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
+    campaign_id: uuid.UUID | None = None,
+    converted: bool | None = None,
+    sort: Annotated[
+        str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")
+    ] = "-created_at",
+) -> Response:
+    filters = LeadFilters(q=q, status=status, owner=owner, campaign_id=campaign_id, converted=converted)
+    rows, cursor = await service.list_leads(session, filters, sort, page)
+    return json_response(LeadPage(items=[LeadRead.model_validate(r) for r in rows], next_cursor=cursor))
+
+
+@router.get(
+    "/{lead_id}",
+    response_model=LeadRead,
+    summary="Get a lead",
+    description="One lead with its `ETag`; a converted lead names its customer and deal. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_lead(lead_id: LeadIdPath, session: SessionDep, _: Reader) -> Response:
+    lead = await service.get_lead(session, lead_id)
+    return json_response(LeadRead.model_validate(lead), headers={"ETag": etag_for(lead.version)})
+
+
+@router.patch(
+    "/{lead_id}",
+    response_model=LeadRead,
+    summary="Change a lead",
+    description="Change status, score and details; a converted lead is read-only (409). Honours `If-Match`. Needs `write`.",
+    responses=problem_responses(401, 403, 404, 409, 412, 422),
+)
+async def update_lead(
+    lead_id: LeadIdPath, body: LeadUpdate, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
+) -> Response:
+    async def operation() -> Response:
+        lead = await service.update_lead(session, lead_id, body, if_match)
+        return json_response(LeadRead.model_validate(lead), headers={"ETag": etag_for(lead.version)})
+
+    return await idem.execute(session, operation)
+
+
+@router.delete(
+    "/{lead_id}",
+    status_code=204,
+    summary="Delete a lead",
+    description="Deletes the lead and its campaign memberships (for a lead this is the GDPR erasure). Honours `If-Match`. "
+    "Needs `write`.",
+    responses=problem_responses(401, 403, 404, 412, 422),
+)
+async def delete_lead(lead_id: LeadIdPath, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None) -> Response:
+    async def operation() -> Response:
+        await service.delete_lead(session, lead_id, if_match)
+        return Response(status_code=204)
+
+    return await idem.execute(session, operation)
+
+
+@router.post(
+    "/{lead_id}/convert",
+    response_model=LeadConversion,
+    summary="Convert a lead",
+    description="In one transaction: links the lead to `customer_id`, or to the customer with the lead's email, or makes "
+    "a new customer from the lead (announced as `customer.created`); optionally opens a `deal` for that customer "
+    "(announced as `deal.stage_changed`); marks the lead qualified and converted; announces `lead.converted`. A linked "
+    "customer keeps its values, gains the lead's where it has none, and moves forward in its lifecycle (to `opportunity` "
+    "with a deal, `sql` without, unless `lifecycle_stage` says otherwise). A converted or disqualified lead: 409. "
+    "Needs `write`.",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def convert_lead(
+    lead_id: LeadIdPath, body: LeadConvert, session: SessionDep, idem: IdempotencyDep, actor: ActorDep, settings: SettingsDep
+) -> Response:
+    async def operation() -> Response:
+        lead, customer, created, deal = await service.convert_lead(session, lead_id, body, actor, settings.default_currency)
+        return json_response(
+            LeadConversion(
+                lead=LeadRead.model_validate(lead),
+                customer=CustomerRead.model_validate(customer),
+                customer_created=created,
+                deal=DealRead.of(*deal) if deal else None,
+            )
+        )
+
+    return await idem.execute(session, operation)

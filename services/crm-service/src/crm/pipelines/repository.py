@@ -1,0 +1,98 @@
+"""Every pipeline and stage query."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm import keyset
+from crm.deals.models import Deal
+from crm.pipelines.models import Pipeline, PipelineStage
+from cxkit.db import dialect_of, insert_ignoring_conflicts
+from cxkit.http.pagination import PageParams
+
+SORT_KEYS = (keyset.SortKey("name", Pipeline.name, "str"), keyset.SortKey("created_at", Pipeline.created_at, "datetime"))
+
+
+class PipelineRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, pipeline_id: uuid.UUID, *, for_update: bool = False) -> Pipeline | None:
+        if for_update:
+            stmt = select(Pipeline).where(Pipeline.id == pipeline_id).with_for_update()
+            return await self.session.scalar(stmt.execution_options(populate_existing=True))
+        return await self.session.get(Pipeline, pipeline_id)
+
+    async def get_default(self) -> Pipeline | None:
+        return await self.session.scalar(select(Pipeline).where(Pipeline.is_default.is_(True)))
+
+    async def name_taken(self, name: str, *, other_than: uuid.UUID | None = None) -> bool:
+        stmt = select(Pipeline.id).where(func.lower(Pipeline.name) == name.lower())
+        if other_than is not None:
+            stmt = stmt.where(Pipeline.id != other_than)
+        return (await self.session.scalar(stmt.limit(1))) is not None
+
+    async def stages(self, pipeline_id: uuid.UUID) -> list[PipelineStage]:
+        stmt = select(PipelineStage).where(PipelineStage.pipeline_id == pipeline_id).order_by(PipelineStage.position)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def stages_of(self, pipeline_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[PipelineStage]]:
+        """Stages of several pipelines in one query (for a list page)."""
+        found: dict[uuid.UUID, list[PipelineStage]] = defaultdict(list)
+        if pipeline_ids:
+            stmt = (
+                select(PipelineStage)
+                .where(PipelineStage.pipeline_id.in_(pipeline_ids))
+                .order_by(PipelineStage.pipeline_id, PipelineStage.position)
+            )
+            for stage in (await self.session.scalars(stmt)).all():
+                found[stage.pipeline_id].append(stage)
+        return found
+
+    async def stage(self, stage_id: uuid.UUID) -> PipelineStage | None:
+        return await self.session.get(PipelineStage, stage_id)
+
+    async def list_page(self, sort: keyset.Sort, page: PageParams) -> list[Pipeline]:
+        stmt = keyset.apply(select(Pipeline), sort, Pipeline.id, page)
+        return list((await self.session.scalars(stmt)).all())
+
+    def add(self, row: Any) -> None:
+        self.session.add(row)
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    async def insert_if_absent(self, pipeline: dict[str, Any], stages: list[dict[str, Any]]) -> None:
+        """Insert a pipeline and its stages unless its id exists (safe under concurrency)."""
+        dialect = dialect_of(self.session)
+        await self.session.execute(insert_ignoring_conflicts(dialect, Pipeline.__table__).values(pipeline))
+        await self.session.execute(insert_ignoring_conflicts(dialect, PipelineStage.__table__).values(stages))
+
+    async def clear_default(self, except_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(Pipeline).where(Pipeline.is_default.is_(True), Pipeline.id != except_id).values(is_default=False)
+        )
+
+    async def deal_counts_by_stage(self, stage_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        if not stage_ids:
+            return {}
+        rows = await self.session.execute(
+            select(Deal.stage_id, func.count()).where(Deal.stage_id.in_(stage_ids)).group_by(Deal.stage_id)
+        )
+        return {stage_id: count for stage_id, count in rows}
+
+    async def has_deals(self, pipeline_id: uuid.UUID) -> bool:
+        return (await self.session.scalar(select(Deal.id).where(Deal.pipeline_id == pipeline_id).limit(1))) is not None
+
+    async def delete_stages(self, stage_ids: list[uuid.UUID]) -> None:
+        if stage_ids:
+            await self.session.execute(delete(PipelineStage).where(PipelineStage.id.in_(stage_ids)))
+
+    async def delete(self, pipeline: Pipeline) -> None:
+        await self.session.execute(delete(PipelineStage).where(PipelineStage.pipeline_id == pipeline.id))
+        await self.session.delete(pipeline)

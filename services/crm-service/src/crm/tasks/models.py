@@ -1,0 +1,44 @@
+"""A task: a follow-up someone in the company owes a customer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from crm.db import Base
+from cxkit.db import UTCDateTime, new_id, utcnow
+
+TASK_STATUSES = ("open", "completed", "cancelled")
+TASK_PRIORITIES = ("low", "normal", "high")
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("customers.id"))
+    deal_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("deals.id", ondelete="SET NULL"), index=True)
+    title: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str | None] = mapped_column(Text)
+    due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    priority: Mapped[str] = mapped_column(String(10), default="normal")
+    owner: Mapped[str | None] = mapped_column(String(200))
+    # Where the task came from: `manual`, or e.g. `cem.followup` with the follow-up id as ref.
+    origin: Mapped[str] = mapped_column(String(100), default="manual")
+    origin_ref: Mapped[str | None] = mapped_column(String(255), index=True)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    completed_by: Mapped[str | None] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_tasks_customer_id_status", "customer_id", "status"),
+        Index("ix_tasks_owner_status", "owner", "status"),
+        Index("ix_tasks_created_at_id", "created_at", "id"),
+        Index("ix_tasks_due_at_id", "due_at", "id"),
+    )

@@ -1,0 +1,85 @@
+"""Every task query."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm import keyset
+from crm.tasks.models import Task
+from cxkit.http.pagination import PageParams
+
+SORT_KEYS = (
+    keyset.SortKey("due_at", Task.due_at, "datetime", nullable=True),
+    keyset.SortKey("created_at", Task.created_at, "datetime"),
+)
+ERASED_TITLE = "[erased]"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilters:
+    customer_id: uuid.UUID | None = None
+    deal_id: uuid.UUID | None = None
+    owner: str | None = None
+    status: str | None = None
+    origin: str | None = None
+    origin_ref: str | None = None
+    due_before: dt.datetime | None = None
+
+
+class TaskRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, task_id: uuid.UUID, *, for_update: bool = False) -> Task | None:
+        if for_update:
+            stmt = select(Task).where(Task.id == task_id).with_for_update()
+            return await self.session.scalar(stmt.execution_options(populate_existing=True))
+        return await self.session.get(Task, task_id)
+
+    async def list_page(self, filters: TaskFilters, sort: keyset.Sort, page: PageParams) -> list[Task]:
+        stmt = select(Task)
+        for column, value in (
+            (Task.customer_id, filters.customer_id),
+            (Task.deal_id, filters.deal_id),
+            (Task.owner, filters.owner),
+            (Task.status, filters.status),
+            (Task.origin, filters.origin),
+            (Task.origin_ref, filters.origin_ref),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if filters.due_before is not None:
+            stmt = stmt.where(Task.due_at < filters.due_before)
+        return list((await self.session.scalars(keyset.apply(stmt, sort, Task.id, page))).all())
+
+    async def open_for_customer(self, customer_id: uuid.UUID, limit: int) -> list[Task]:
+        stmt = (
+            select(Task)
+            .where(Task.customer_id == customer_id, Task.status == "open")
+            .order_by(Task.due_at.asc().nulls_last(), Task.created_at)
+            .limit(limit)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    def add(self, task: Task) -> None:
+        self.session.add(task)
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    async def delete(self, task: Task) -> None:
+        await self.session.delete(task)
+
+    async def repoint_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
+        await self.session.execute(update(Task).where(Task.customer_id == old).values(customer_id=new))
+
+    async def erase_customer(self, customer_id: uuid.UUID) -> None:
+        """Free text goes; dates, status, owner and origin stay."""
+        await self.session.execute(
+            update(Task).where(Task.customer_id == customer_id).values(title=ERASED_TITLE, description=None)
+        )

@@ -1,0 +1,129 @@
+"""/v1/tasks"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from crm import keyset
+from crm.deps import ActorDep
+from crm.fields import IfMatch, SearchText, TaskIdPath, Timestamp
+from crm.tasks import service
+from crm.tasks.repository import SORT_KEYS, TaskFilters
+from crm.tasks.schemas import TaskCreate, TaskPage, TaskRead, TaskStatus, TaskUpdate
+from cxkit.http.app import json_response
+from cxkit.http.auth import Reader
+from cxkit.http.deps import SessionDep
+from cxkit.http.etag import etag_for
+from cxkit.http.idempotency import IdempotencyDep
+from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.problems import problem_responses
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+def _answer(task: object, status: int = 200) -> Response:
+    body = TaskRead.model_validate(task)
+    headers = {"ETag": etag_for(body.version)}
+    if status == 201:
+        headers["Location"] = f"/v1/tasks/{body.id}"
+    return json_response(body, status, headers=headers)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=TaskRead,
+    summary="Create a task",
+    description="A follow-up for a customer (or for a deal, whose customer it then belongs to), with a due time, a "
+    "priority and an owner (default: the customer's owner). `origin`/`origin_ref` say where it came from (e.g. "
+    "`cem.followup` and the follow-up id) and travel on `task.completed`. Needs `write`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def create_task(body: TaskCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
+    async def operation() -> Response:
+        return _answer(await service.create_task(session, body), 201)
+
+    return await idem.execute(session, operation)
+
+
+@router.get(
+    "",
+    response_model=TaskPage,
+    summary="List tasks",
+    description="Most urgent first by default (`sort=due_at`; tasks without a due time last; `created_at` and `-` "
+    "also work). Filter by `customer_id`, `deal_id`, `owner`, `status`, `origin`, `origin_ref`, and `due_before` "
+    "(with `status=open`: the overdue list). Needs `read`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_tasks(
+    session: SessionDep,
+    _: Reader,
+    page: Annotated[PageParams, Depends(page_params)],
+    customer_id: uuid.UUID | None = None,
+    deal_id: uuid.UUID | None = None,
+    owner: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
+    status: TaskStatus | None = None,
+    origin: Annotated[SearchText | None, Query(min_length=1, max_length=100)] = None,
+    origin_ref: Annotated[SearchText | None, Query(min_length=1, max_length=255)] = None,
+    due_before: Annotated[Timestamp | None, Query(description="RFC 3339, exclusive.")] = None,
+    sort: Annotated[str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")] = "due_at",
+) -> Response:
+    filters = TaskFilters(
+        customer_id=customer_id,
+        deal_id=deal_id,
+        owner=owner,
+        status=status,
+        origin=origin,
+        origin_ref=origin_ref,
+        due_before=due_before,
+    )
+    rows, cursor = await service.list_tasks(session, filters, sort, page)
+    return json_response(TaskPage(items=[TaskRead.model_validate(t) for t in rows], next_cursor=cursor))
+
+
+@router.get(
+    "/{task_id}",
+    response_model=TaskRead,
+    summary="Get a task",
+    description="One task with its `ETag`. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_task(task_id: TaskIdPath, session: SessionDep, _: Reader) -> Response:
+    return _answer(await service.get_task(session, task_id))
+
+
+@router.patch(
+    "/{task_id}",
+    response_model=TaskRead,
+    summary="Change, complete or reopen a task",
+    description="Change its details; `status: completed` completes it (who and when are recorded, and `task.completed` is "
+    "announced with its origin, so the CEM can count the follow-up as done), `open` reopens it, `cancelled` drops it. "
+    "Completing a completed task changes nothing. Honours `If-Match`. Needs `write`.",
+    responses=problem_responses(401, 403, 404, 412, 422),
+)
+async def update_task(
+    task_id: TaskIdPath, body: TaskUpdate, session: SessionDep, idem: IdempotencyDep, actor: ActorDep, if_match: IfMatch = None
+) -> Response:
+    async def operation() -> Response:
+        return _answer(await service.update_task(session, task_id, body, if_match, actor))
+
+    return await idem.execute(session, operation)
+
+
+@router.delete(
+    "/{task_id}",
+    status_code=204,
+    summary="Delete a task",
+    description="Removes the task for good (cancel it instead to keep the record). Honours `If-Match`. Needs `write`.",
+    responses=problem_responses(401, 403, 404, 412, 422),
+)
+async def delete_task(task_id: TaskIdPath, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None) -> Response:
+    async def operation() -> Response:
+        await service.delete_task(session, task_id, if_match)
+        return Response(status_code=204)
+
+    return await idem.execute(session, operation)

@@ -1,0 +1,131 @@
+"""Task rules: follow-ups owned by someone (the customer's owner unless told), completed
+once, and every completion announced as `task.completed`."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm import keyset
+from crm.customers import service as customers
+from crm.db import SOURCE, OutboxMessage
+from crm.deals.models import Deal
+from crm.deals.repository import DealRepository
+from crm.tasks.models import Task
+from crm.tasks.repository import SORT_KEYS, TaskFilters, TaskRepository
+from crm.tasks.schemas import TaskCreate, TaskUpdate
+from cxkit.db import utcnow
+from cxkit.events.payloads import TaskCompleted
+from cxkit.http.etag import check_if_match
+from cxkit.http.pagination import PageParams
+from cxkit.http.problems import NotFound, Unprocessable
+from cxkit.kafka.outbox import add_event
+
+
+def _body_error(field: str, msg: str) -> Unprocessable:
+    return Unprocessable(f"{field}: {msg}", errors=[{"loc": ["body", field], "msg": msg, "type": "reference"}])
+
+
+async def _deal(session: AsyncSession, deal_id: uuid.UUID) -> Deal:
+    deal = await DealRepository(session).get(deal_id)
+    if deal is None:
+        raise _body_error("deal_id", f"deal {deal_id} does not exist")
+    return deal
+
+
+async def create_task(session: AsyncSession, data: TaskCreate) -> Task:
+    deal = await _deal(session, data.deal_id) if data.deal_id is not None else None
+    customer = await customers.resolve_reference(session, data.customer_id or deal.customer_id)  # type: ignore[union-attr]
+    if deal is not None and deal.customer_id != customer.id:
+        raise _body_error("deal_id", "the deal belongs to another customer")
+    now = utcnow()
+    task = Task(
+        id=uuid.uuid4(),
+        customer_id=customer.id,
+        deal_id=deal.id if deal else None,
+        title=data.title,
+        description=data.description,
+        due_at=data.due_at,
+        status="open",
+        priority=data.priority,
+        owner=data.owner if "owner" in data.model_fields_set else customer.owner,
+        origin=data.origin,
+        origin_ref=data.origin_ref,
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    TaskRepository(session).add(task)
+    await TaskRepository(session).flush()
+    return task
+
+
+async def get_task(session: AsyncSession, task_id: uuid.UUID, *, for_update: bool = False) -> Task:
+    task = await TaskRepository(session).get(task_id, for_update=for_update)
+    if task is None:
+        raise NotFound(f"task {task_id} does not exist")
+    return task
+
+
+async def list_tasks(
+    session: AsyncSession, filters: TaskFilters, sort_token: str, page: PageParams
+) -> tuple[list[Task], str | None]:
+    sort = keyset.parse_sort(sort_token, SORT_KEYS)
+    rows = await TaskRepository(session).list_page(filters, sort, page)
+    return keyset.cut(rows, sort, page, lambda t: (getattr(t, sort.key.column.key), t.id))
+
+
+async def update_task(
+    session: AsyncSession, task_id: uuid.UUID, data: TaskUpdate, if_match: str | None, actor: str | None
+) -> Task:
+    task = await get_task(session, task_id, for_update=True)
+    check_if_match(if_match, task.version)
+    changed = False
+    if "deal_id" in data.model_fields_set and data.deal_id != task.deal_id:
+        if data.deal_id is not None and (await _deal(session, data.deal_id)).customer_id != task.customer_id:
+            raise _body_error("deal_id", "the deal belongs to another customer")
+        task.deal_id = data.deal_id
+        changed = True
+    for field in ("title", "description", "due_at", "priority", "owner"):
+        if field in data.model_fields_set and getattr(data, field) != getattr(task, field):
+            setattr(task, field, getattr(data, field))
+            changed = True
+    completed_now = False
+    if data.status is not None and data.status != task.status:
+        now = utcnow()
+        task.status = data.status
+        task.completed_at = now if data.status == "completed" else None
+        task.completed_by = actor if data.status == "completed" else None
+        completed_now = data.status == "completed"
+        changed = True
+    if not changed:
+        return task
+    task.version += 1
+    task.updated_at = utcnow()
+    await TaskRepository(session).flush()
+    if completed_now:
+        assert task.completed_at is not None
+        add_event(
+            session,
+            OutboxMessage,
+            "task.completed",
+            source=SOURCE,
+            subject=task.customer_id,
+            data=TaskCompleted(
+                task_id=task.id,
+                customer_id=task.customer_id,
+                origin=task.origin,
+                origin_ref=task.origin_ref,
+                completed_at=task.completed_at,
+                completed_by=actor,
+            ),
+        )
+    return task
+
+
+async def delete_task(session: AsyncSession, task_id: uuid.UUID, if_match: str | None) -> None:
+    task = await get_task(session, task_id, for_update=True)
+    check_if_match(if_match, task.version)
+    await TaskRepository(session).delete(task)
+    await TaskRepository(session).flush()
