@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -133,6 +134,13 @@ class EventConsumer:
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
+            except KafkaError as exc:
+                # The client reconnects and rejoins the group by itself (after a failed commit
+                # it takes its positions from the committed offsets again, so nothing is skipped).
+                # Tearing it down mid-rejoin would leave a ghost member that stalls the rebalance.
+                log.warning("consumer round failed (broker), retrying", extra={"consumer": self.name, "error": repr(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
             except Exception as exc:
                 log.warning("consumer round failed, retrying", extra={"consumer": self.name, "error": repr(exc)})
                 if not _is_transient(exc):

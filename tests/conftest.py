@@ -1,0 +1,119 @@
+"""Cross-service fixtures: both services as real uvicorn processes on fresh PostgreSQL
+databases built by their migrations, talking through a real broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cem.cli import ALEMBIC_INI as CEM_ALEMBIC
+from cem.db import ApiKey as CemApiKey
+from crm.cli import ALEMBIC_INI as CRM_ALEMBIC
+from crm.db import ApiKey as CrmApiKey
+from cxkit import testing
+from cxkit.db import make_engine, make_session_factory
+from cxkit.dev_broker import DevBroker
+from cxkit.http.auth import create_api_key, generate_key
+
+
+@dataclass
+class Stack:
+    """Both services, their databases and one admin key valid on both."""
+
+    crm_db: str
+    cem_db: str
+    key: str
+    logs: Path
+    bootstrap: str
+    crm: testing.ServiceProcess | None = None
+    cem: testing.ServiceProcess | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self, prefix: str, db: str) -> dict[str, str]:
+        env = {
+            f"{prefix}_DATABASE_URL": db,
+            f"{prefix}_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            f"{prefix}_KAFKA_ENABLE_IDEMPOTENCE": "false",
+            f"{prefix}_OUTBOX_POLL_INTERVAL_MS": "100",
+            f"{prefix}_LOG_JSON": "true",
+            **self.extra_env,
+        }
+        if prefix == "CRM":
+            env["CRM_DOCUMENTS_DIR"] = str(self.logs / "crm-documents")
+        return env
+
+    def start_crm(self) -> testing.ServiceProcess:
+        port = self.crm.port if self.crm else None
+        self.crm = testing.ServiceProcess("crm.main:create_app", self.env("CRM", self.crm_db), self.logs / "crm.log", port)
+        self.crm.start()
+        return self.crm
+
+    def start_cem(self) -> testing.ServiceProcess:
+        port = self.cem.port if self.cem else None
+        self.cem = testing.ServiceProcess("cem.main:create_app", self.env("CEM", self.cem_db), self.logs / "cem.log", port)
+        self.cem.start()
+        return self.cem
+
+    def stop(self) -> None:
+        for proc in (self.crm, self.cem):
+            if proc is not None:
+                proc.stop()
+
+    def crm_client(self) -> httpx.AsyncClient:
+        assert self.crm is not None
+        return httpx.AsyncClient(base_url=self.crm.url, headers=testing.bearer(self.key), timeout=10)
+
+    def cem_client(self) -> httpx.AsyncClient:
+        assert self.cem is not None
+        return httpx.AsyncClient(base_url=self.cem.url, headers=testing.bearer(self.key), timeout=10)
+
+
+async def _add_key(url: str, model: type, key: str) -> None:
+    engine = make_engine(url)
+    try:
+        async with make_session_factory(engine)() as session:
+            await create_api_key(session, model, name="e2e", scopes=["admin"], key=key)
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def databases() -> AsyncIterator[tuple[str, str]]:
+    """Fresh, migrated databases for one test (the services run out of process)."""
+    crm_name, crm_url = await testing.migrated_database("e2e_crm", CRM_ALEMBIC)
+    cem_name, cem_url = await testing.migrated_database("e2e_cem", CEM_ALEMBIC)
+    yield crm_url, cem_url
+    await testing.drop_database(crm_name)
+    await testing.drop_database(cem_name)
+
+
+@pytest.fixture
+async def stack_factory(databases: tuple[str, str], tmp_path: Path) -> AsyncIterator[Callable[[str], Stack]]:
+    """Call with a bootstrap address to get a Stack (services not started yet)."""
+    key = generate_key()
+    await _add_key(databases[0], CrmApiKey, key)
+    await _add_key(databases[1], CemApiKey, key)
+    made: list[Stack] = []
+
+    def make(bootstrap: str) -> Stack:
+        stack = Stack(crm_db=databases[0], cem_db=databases[1], key=key, logs=tmp_path, bootstrap=bootstrap)
+        made.append(stack)
+        return stack
+
+    yield make
+    for stack in made:
+        stack.stop()
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[DevBroker]:
+    """A broker of the test's own, so it may be stopped and started."""
+    instance = DevBroker(log_path=tmp_path / "private-broker.log")
+    instance.start()
+    yield instance
+    instance.stop()
