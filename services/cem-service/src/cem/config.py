@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Depends, Request
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -19,3 +22,12 @@ class CEMSettings(ServiceSettings):
     fatigue_days: int = Field(
         7, description="At most one invitation per customer per this many days, across all surveys (0 disables)."
     )
+
+
+def get_settings(request: Request) -> CEMSettings:
+    """The settings the running app was built with."""
+    settings: CEMSettings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[CEMSettings, Depends(get_settings)]

@@ -5,12 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 import cem
+from cem.analytics.router import router as analytics_router
 from cem.config import CEMSettings
 from cem.consumers import crm_customers
 from cem.customers.router import router as customers_router
 from cem.db import ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent
+from cem.feedback.router import router as feedback_router
+from cem.feedback.sentiment import analyzer
+from cem.invitations.router import router as invitations_router
+from cem.journeys.router import router as journeys_router
+from cem.respondent.router import router as respondent_router
+from cem.responses.router import router as responses_router
+from cem.surveys.router import router as surveys_router
 from cem.touchpoints.router import router as touchpoints_router
 from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS
 from cxkit.http.app import install_platform
@@ -26,6 +35,9 @@ invitations, the respondent page, feedback and experience analytics.
 **Errors**: RFC 9457 `application/problem+json`.
 **Lists**: `?limit=` (default 50, max 200) and the opaque `?cursor=` from `next_cursor`.
 **Writes**: send `Idempotency-Key` to make retries safe; `PATCH` honours `If-Match`.
+**Respondent page**: `/r/{token}` (no key: the invitation's token is the secret) serves plain HTML forms.
+**Scores**: NPS 0-10, CSAT 1-5, CES 1-7 where 1 = very difficult and 7 = very easy; every score is stored
+with its scale. Detractors (NPS 0-6, CSAT 1-2, CES 1-2) raise `followup.requested` for the CRM.
 Keeps a local copy of CRM customers from `crm.customers.v1`, so it answers while the CRM is down.
 """
 
@@ -64,6 +76,35 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_platform(app, settings.service_name)
-    app.include_router(touchpoints_router, prefix="/v1")
-    app.include_router(customers_router, prefix="/v1")
+    for router in (
+        touchpoints_router,
+        journeys_router,
+        surveys_router,
+        invitations_router,
+        responses_router,
+        feedback_router,
+        analytics_router,
+        customers_router,
+    ):
+        app.include_router(router, prefix="/v1")
+    app.include_router(respondent_router)
+    document_ops_routes(app)
+    analyzer()  # load the sentiment lexicon now rather than on the first feedback
     return app
+
+
+OPS_EXAMPLES: dict[str, dict[str, Any]] = {
+    "/health": {"application/json": {"example": {"status": "ok", "service": "cem-service", "checks": {}}}},
+    "/ready": {
+        "application/json": {"example": {"status": "ok", "service": "cem-service", "checks": {"database": "ok", "broker": "ok"}}}
+    },
+    "/metrics": {"text/plain": {"example": 'http_requests_total{method="GET",path="/health",status="200"} 3.0'}},
+}
+
+
+def document_ops_routes(app: FastAPI) -> None:
+    """Give the platform's /health, /ready and /metrics an example answer in the OpenAPI document."""
+    for route in app.routes:
+        path = getattr(route, "path", None)
+        if isinstance(route, APIRoute) and path in OPS_EXAMPLES:
+            route.openapi_extra = {"responses": {"200": {"content": OPS_EXAMPLES[path]}}}

@@ -2,6 +2,30 @@
 
 from cem.customers.models import CustomerProfile
 from cem.db import ApiKey, Base, IdempotencyKey, OutboxMessage, ProcessedEvent
-from cem.touchpoints.models import Touchpoint
+from cem.feedback.models import Feedback
+from cem.followups.models import Followup
+from cem.invitations.models import Invitation
+from cem.journeys.models import Journey, JourneyStage, JourneyStep
+from cem.responses.models import Score, SurveyResponse
+from cem.surveys.models import Survey
+from cem.touchpoints.models import Touchpoint, TouchpointInteraction
 
-__all__ = ["ApiKey", "Base", "CustomerProfile", "IdempotencyKey", "OutboxMessage", "ProcessedEvent", "Touchpoint"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "CustomerProfile",
+    "Feedback",
+    "Followup",
+    "IdempotencyKey",
+    "Invitation",
+    "Journey",
+    "JourneyStage",
+    "JourneyStep",
+    "OutboxMessage",
+    "ProcessedEvent",
+    "Score",
+    "Survey",
+    "SurveyResponse",
+    "Touchpoint",
+    "TouchpointInteraction",
+]

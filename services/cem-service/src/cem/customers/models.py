@@ -20,6 +20,8 @@ class CustomerProfile(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320), index=True)
+    # Lower-cased email: invitations and feedback find a customer by email case-insensitively.
+    email_lower: Mapped[str | None] = mapped_column(String(320), index=True)
     name: Mapped[str | None] = mapped_column(String(200))
     phone: Mapped[str | None] = mapped_column(String(50))
     company: Mapped[str | None] = mapped_column(String(200))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.models import CustomerProfile
@@ -12,6 +13,7 @@ from cxkit.db import upsert
 
 SNAPSHOT_COLUMNS = [
     "email",
+    "email_lower",
     "name",
     "phone",
     "company",
@@ -32,6 +34,16 @@ class CustomerProfileRepository:
 
     async def get(self, customer_id: uuid.UUID) -> CustomerProfile | None:
         return await self.session.get(CustomerProfile, customer_id)
+
+    async def get_by_email(self, email: str) -> CustomerProfile | None:
+        """The customer with this email (case-insensitive); the most recently updated one if several."""
+        stmt = (
+            select(CustomerProfile)
+            .where(CustomerProfile.email_lower == email.strip().lower())
+            .order_by(CustomerProfile.crm_updated_at.desc().nulls_last(), CustomerProfile.id)
+            .limit(1)
+        )
+        return await self.session.scalar(stmt)
 
     async def apply_snapshots(self, rows: list[dict[str, Any]]) -> None:
         """Upsert many snapshots in one statement; an older version never overwrites a newer one."""

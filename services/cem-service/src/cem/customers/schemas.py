@@ -8,6 +8,14 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cem.feedback.schemas import EXAMPLE_READ as FEEDBACK_EXAMPLE
+from cem.feedback.schemas import FeedbackRead
+from cem.followups.schemas import FollowupRead
+from cem.invitations.schemas import EXAMPLE_READ as INVITATION_EXAMPLE
+from cem.invitations.schemas import InvitationRead
+from cem.responses.schemas import EXAMPLE_READ as RESPONSE_EXAMPLE
+from cem.responses.schemas import ResponseRead
+
 
 class CustomerAsAnnounced(BaseModel):
     """The customer as the CRM last announced it on `crm.customers.v1`."""
@@ -27,6 +35,36 @@ class CustomerAsAnnounced(BaseModel):
     synced_at: dt.datetime = Field(description="When this copy was last updated from an event.")
 
 
+class LatestScore(BaseModel):
+    score: int
+    scale_min: int
+    scale_max: int
+    category: str | None
+    survey_id: uuid.UUID
+    touchpoint: str | None
+    submitted_at: dt.datetime
+
+
+class ExperienceSummary(BaseModel):
+    responses: int = Field(description="Survey responses in all.")
+    latest_nps: LatestScore | None = Field(description="The customer's latest NPS answer and its category.")
+    nps_average: float | None = Field(description="Average of their NPS answers (0-10).")
+    csat_average: float | None = Field(description="Average of their CSAT answers (1-5).")
+    ces_average: float | None = Field(description="Average of their CES answers (1-7, 7 = very easy).")
+    feedback: int = Field(description="Pieces of feedback in all.")
+    open_followups: int = Field(description="Follow-ups asked of the CRM and not done yet.")
+
+
+class TouchpointVisit(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    interaction_id: uuid.UUID
+    touchpoint: str | None
+    type: str
+    channel: str | None
+    occurred_at: dt.datetime
+
+
 class CustomerExperience(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -44,10 +82,46 @@ class CustomerExperience(BaseModel):
                         "open_deal_value": "12000.00",
                         "crm_version": 3,
                         "synced_at": "2026-11-23T10:00:01Z",
-                    }
+                    },
+                    "summary": {
+                        "responses": 1,
+                        "latest_nps": {
+                            "score": 9,
+                            "scale_min": 0,
+                            "scale_max": 10,
+                            "category": "promoter",
+                            "survey_id": "2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c",
+                            "touchpoint": "checkout",
+                            "submitted_at": "2026-11-23T10:12:00Z",
+                        },
+                        "nps_average": 9.0,
+                        "csat_average": None,
+                        "ces_average": None,
+                        "feedback": 1,
+                        "open_followups": 0,
+                    },
+                    "invitations": [{**INVITATION_EXAMPLE, "status": "answered", "answered_at": "2026-11-23T10:12:00Z"}],
+                    "responses": [RESPONSE_EXAMPLE],
+                    "feedback": [FEEDBACK_EXAMPLE],
+                    "followups": [],
+                    "touchpoint_history": [
+                        {
+                            "interaction_id": "6e5d4c3b-2a19-4f8e-9d7c-6b5a4f3e2d1c",
+                            "touchpoint": "checkout",
+                            "type": "purchase",
+                            "channel": "web",
+                            "occurred_at": "2026-11-23T09:58:00Z",
+                        }
+                    ],
                 }
             ]
         }
     )
 
     customer: CustomerAsAnnounced
+    summary: ExperienceSummary
+    invitations: list[InvitationRead] = Field(description="Latest invitations, newest first.")
+    responses: list[ResponseRead] = Field(description="Latest answers, newest first.")
+    feedback: list[FeedbackRead] = Field(description="Latest feedback, newest first.")
+    followups: list[FollowupRead] = Field(description="Latest follow-ups, newest first.")
+    touchpoint_history: list[TouchpointVisit] = Field(description="Latest interactions at touchpoints, newest first.")

@@ -28,3 +28,23 @@ class Touchpoint(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_touchpoints_key_id", "key", "id"),)
+
+
+class TouchpointInteraction(Base):
+    """An interaction the CEM heard about on `cx.interactions.v1` (a purchase, a closed ticket...),
+    kept narrow for per-touchpoint counts and the customer's touchpoint history."""
+
+    __tablename__ = "touchpoint_interactions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    interaction_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    touchpoint: Mapped[str | None] = mapped_column(String(100))
+    type: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str | None] = mapped_column(String(100))
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_touchpoint_interactions_touchpoint_occurred", "touchpoint", "occurred_at"),
+        Index("ix_touchpoint_interactions_customer_occurred", "customer_id", "occurred_at"),
+    )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
+from cem.fields import IfMatch, id_path
 from cem.touchpoints import service
-from cem.touchpoints.schemas import TouchpointCreate, TouchpointRead
+from cem.touchpoints.schemas import TouchpointCreate, TouchpointRead, TouchpointUpdate
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
@@ -18,6 +20,15 @@ from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.problems import problem_responses
 
 router = APIRouter(prefix="/touchpoints", tags=["touchpoints"])
+TouchpointId = Annotated[uuid.UUID, id_path("touchpoint", "5d2b6a0e-8c1f-4a57-b1d2-0c9e8f7a6b5c")]
+
+
+def _one(touchpoint: object, status: int = 200) -> Response:
+    read = TouchpointRead.model_validate(touchpoint)
+    headers = {"ETag": etag_for(read.version)}
+    if status == 201:
+        headers["Location"] = f"/v1/touchpoints/{read.id}"
+    return json_response(read, status, headers=headers)
 
 
 @router.post(
@@ -31,12 +42,7 @@ router = APIRouter(prefix="/touchpoints", tags=["touchpoints"])
 )
 async def create_touchpoint(body: TouchpointCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
     async def operation() -> Response:
-        touchpoint = await service.create_touchpoint(session, body)
-        return json_response(
-            TouchpointRead.model_validate(touchpoint),
-            201,
-            headers={"ETag": etag_for(touchpoint.version), "Location": f"/v1/touchpoints/{touchpoint.id}"},
-        )
+        return _one(await service.create_touchpoint(session, body), 201)
 
     return await idem.execute(session, operation)
 
@@ -45,9 +51,64 @@ async def create_touchpoint(body: TouchpointCreate, session: SessionDep, idem: I
     "",
     response_model=Page[TouchpointRead],
     summary="List touchpoints",
-    description="Ordered by key, paginated with `limit` and `cursor`. Needs `read`.",
+    description="Ordered by key, paginated with `limit` and `cursor`; filter by `channel` or `journey_stage`. Needs `read`.",
     responses=problem_responses(401, 403, 422),
 )
-async def list_touchpoints(session: SessionDep, _: Reader, page: Annotated[PageParams, Depends(page_params)]) -> Response:
-    rows, next_cursor = await service.list_touchpoints(session, page)
+async def list_touchpoints(
+    session: SessionDep,
+    _: Reader,
+    page: Annotated[PageParams, Depends(page_params)],
+    channel: Annotated[str | None, Query(max_length=50, description="Only this channel.", examples=["web"])] = None,
+    journey_stage: Annotated[
+        str | None, Query(max_length=50, description="Only this journey stage.", examples=["purchase"])
+    ] = None,
+) -> Response:
+    rows, next_cursor = await service.list_touchpoints(session, page, channel=channel, journey_stage=journey_stage)
     return json_response(Page[TouchpointRead](items=[TouchpointRead.model_validate(r) for r in rows], next_cursor=next_cursor))
+
+
+@router.get(
+    "/{touchpoint_id}",
+    response_model=TouchpointRead,
+    summary="Get a touchpoint",
+    description="One touchpoint by id, with its `ETag`. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_touchpoint(touchpoint_id: TouchpointId, session: SessionDep, _: Reader) -> Response:
+    return _one(await service.get_touchpoint(session, touchpoint_id))
+
+
+@router.patch(
+    "/{touchpoint_id}",
+    response_model=TouchpointRead,
+    summary="Update a touchpoint",
+    description="Changes the fields sent (null clears an optional one); the key cannot change. "
+    "`target_metric` and `target_score` must stay together and in range. Send `If-Match` with the "
+    "`ETag` you read to avoid overwriting someone else's change (412 if stale). Needs `write`.",
+    responses=problem_responses(401, 403, 404, 412, 422),
+)
+async def update_touchpoint(
+    touchpoint_id: TouchpointId, body: TouchpointUpdate, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
+) -> Response:
+    async def operation() -> Response:
+        return _one(await service.update_touchpoint(session, touchpoint_id, body, if_match))
+
+    return await idem.execute(session, operation)
+
+
+@router.delete(
+    "/{touchpoint_id}",
+    status_code=204,
+    summary="Delete a touchpoint",
+    description="Deletes a touchpoint no journey or survey uses (409 names those that do). Answers, "
+    "invitations and feedback keep its key. Honours `If-Match`. Needs `write`.",
+    responses=problem_responses(401, 403, 404, 409, 412, 422),
+)
+async def delete_touchpoint(
+    touchpoint_id: TouchpointId, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
+) -> Response:
+    async def operation() -> Response:
+        await service.delete_touchpoint(session, touchpoint_id, if_match)
+        return Response(status_code=204)
+
+    return await idem.execute(session, operation)

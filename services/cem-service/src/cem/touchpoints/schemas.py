@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cem.fields import Text
+
 EXAMPLE = {
     "key": "checkout",
     "name": "Web shop checkout",
@@ -19,28 +21,54 @@ EXAMPLE = {
 }
 
 TARGET_RANGES = {"nps": (-100.0, 100.0), "csat": (0.0, 100.0), "ces": (1.0, 7.0)}
+TargetMetric = Literal["nps", "csat", "ces"]
+
+
+def check_target(metric: str | None, score: float | None) -> str | None:
+    """The reason a target is invalid, or None when it is fine."""
+    if (score is None) != (metric is None):
+        return "target_metric and target_score go together"
+    if metric is not None and score is not None:
+        low, high = TARGET_RANGES[metric]
+        if not low <= score <= high:
+            return f"target_score for {metric} must be within {low:g}..{high:g}"
+    return None
 
 
 class TouchpointCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
 
     key: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Unique slug, e.g. `checkout`.")
-    name: str = Field(min_length=1, max_length=200)
-    channel: str | None = Field(None, max_length=50, description="e.g. web, store, phone, email, app.")
-    journey_stage: str | None = Field(None, max_length=50, description="e.g. awareness, purchase, onboarding, support.")
-    description: str | None = Field(None, max_length=5000)
-    target_metric: Literal["nps", "csat", "ces"] | None = Field(None, description="Which score the brand promise is measured in.")
+    name: Text = Field(min_length=1, max_length=200)
+    channel: Text | None = Field(None, max_length=50, description="e.g. web, store, phone, email, app.")
+    journey_stage: Text | None = Field(None, max_length=50, description="e.g. awareness, purchase, onboarding, support.")
+    description: Text | None = Field(None, max_length=5000)
+    target_metric: TargetMetric | None = Field(None, description="Which score the brand promise is measured in.")
     target_score: float | None = Field(None, description="The brand promise: NPS -100..100, CSAT % 0..100, CES 1..7.")
 
     @model_validator(mode="after")
     def _target_in_range(self) -> TouchpointCreate:
-        if (self.target_score is None) != (self.target_metric is None):
-            raise ValueError("target_metric and target_score go together")
-        if self.target_metric is not None and self.target_score is not None:
-            low, high = TARGET_RANGES[self.target_metric]
-            if not low <= self.target_score <= high:
-                raise ValueError(f"target_score for {self.target_metric} must be within {low}..{high}")
+        problem = check_target(self.target_metric, self.target_score)
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+class TouchpointUpdate(BaseModel):
+    """Only the fields sent change; send null to clear an optional field. The key never changes:
+    answers, invitations and interactions refer to it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "Checkout (web shop)", "target_metric": "nps", "target_score": 45}]},
+    )
+
+    name: Text | None = Field(None, min_length=1, max_length=200)
+    channel: Text | None = Field(None, max_length=50)
+    journey_stage: Text | None = Field(None, max_length=50)
+    description: Text | None = Field(None, max_length=5000)
+    target_metric: TargetMetric | None = None
+    target_score: float | None = Field(None, allow_inf_nan=False)
 
 
 class TouchpointRead(BaseModel):

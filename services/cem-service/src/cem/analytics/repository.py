@@ -1,0 +1,226 @@
+"""Analytics queries: every number is aggregated by the database (GROUP BY per time bucket or
+touchpoint); Python only sees one row per bucket."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, DateTime, Integer, cast, func, literal_column, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.invitations.models import Invitation
+from cem.responses.models import Score, SurveyResponse
+from cem.surveys.models import Survey
+from cem.touchpoints.models import TouchpointInteraction
+from cxkit.db import dialect_of
+
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "nps": ("promoter", "passive", "detractor"),
+    "csat": ("positive", "neutral", "negative"),
+    "ces": ("positive", "neutral", "negative"),
+}
+INTERVALS = ("day", "week", "month")
+
+
+def day_bucket(dialect: str, interval: str, day: Any) -> ColumnElement[Any]:
+    """The start of the day / ISO week (Monday) / month holding the date `day`, per backend."""
+    if interval not in INTERVALS:
+        raise ValueError(interval)
+    if dialect == "postgresql":
+        # A timestamp without time zone, so the session's TimeZone plays no part; the unit is a
+        # literal so the SELECT and GROUP BY expressions are identical.
+        return func.date_trunc(literal_column(f"'{interval}'"), cast(day, DateTime()))
+    if interval == "day":
+        return func.date(day)
+    if interval == "week":
+        # 'weekday 0' moves forward to Sunday (or stays on it); six days back is that week's Monday.
+        return func.date(day, literal_column("'weekday 0'"), literal_column("'-6 days'"))
+    return func.strftime(literal_column("'%Y-%m-01'"), day)
+
+
+def bucket_start(value: Any) -> dt.datetime:
+    """A bucket as the database returned it (a timestamp, or text on SQLite) as an aware UTC time."""
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(str(value)).replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class Aggregate:
+    """What the database hands back for one group of scores."""
+
+    n: int
+    skipped: int
+    counts: dict[str, int]
+    total: int
+    total_sq: int
+
+    @classmethod
+    def empty(cls, metric: str) -> Aggregate:
+        return cls(0, 0, dict.fromkeys(CATEGORIES[metric], 0), 0, 0)
+
+    def add(self, other: Aggregate) -> None:
+        self.n += other.n
+        self.skipped += other.skipped
+        self.total += other.total
+        self.total_sq += other.total_sq
+        for k, v in other.counts.items():
+            self.counts[k] = self.counts.get(k, 0) + v
+
+
+def _score_columns(metric: str, source: Any) -> list[Any]:
+    """Aggregates over `source`, a per-(group, category) pre-aggregation with cnt, total, total_sq."""
+    return [
+        func.coalesce(func.sum(source.c.cnt).filter(source.c.category.is_not(None)), 0).label("n"),
+        func.coalesce(func.sum(source.c.cnt).filter(source.c.category.is_(None)), 0).label("skipped"),
+        *[func.coalesce(func.sum(source.c.cnt).filter(source.c.category == c), 0).label(f"c_{c}") for c in CATEGORIES[metric]],
+        func.coalesce(func.sum(source.c.total), 0).label("total"),
+        func.coalesce(func.sum(source.c.total_sq), 0).label("total_sq"),
+    ]
+
+
+def _per_category(group: Any, metric: str, conditions: list[Any]) -> Any:
+    """Scores grouped by `group` and category: the one pass over the rows. Everything else folds
+    these few rows."""
+    score = cast(Score.score, Integer)
+    return (
+        select(
+            group.label("grp"),
+            Score.category.label("category"),
+            func.count().label("cnt"),
+            func.sum(score).label("total"),
+            func.sum(score * score).label("total_sq"),
+        )
+        .where(Score.metric == metric, *conditions)
+        .group_by(group, Score.category)
+        .subquery("per_category")
+    )
+
+
+def _window(column: Any, since: dt.datetime | None, until: dt.datetime | None) -> list[Any]:
+    conditions = []
+    if since is not None:
+        conditions.append(column >= since)
+    if until is not None:
+        conditions.append(column < until)
+    return conditions
+
+
+def _aggregate(metric: str, row: Any) -> Aggregate:
+    return Aggregate(
+        n=int(row.n),
+        skipped=int(row.skipped),
+        counts={c: int(getattr(row, f"c_{c}")) for c in CATEGORIES[metric]},
+        total=int(row.total),
+        total_sq=int(row.total_sq),
+    )
+
+
+class AnalyticsRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def score_series(
+        self,
+        metric: str,
+        interval: str,
+        *,
+        survey_id: uuid.UUID | None,
+        touchpoint: str | None,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+    ) -> list[tuple[dt.datetime, Aggregate]]:
+        """One aggregate per time bucket, oldest first."""
+        conditions = _window(Score.submitted_at, since, until)
+        if survey_id is not None:
+            conditions.append(Score.survey_id == survey_id)
+        if touchpoint is not None:
+            conditions.append(Score.touchpoint == touchpoint)
+        daily = _per_category(Score.submitted_on, metric, conditions)
+        bucket = day_bucket(dialect_of(self.session), interval, daily.c.grp).label("bucket")
+        stmt = select(bucket, *_score_columns(metric, daily)).group_by(bucket).order_by(bucket)
+        rows = (await self.session.execute(stmt)).all()
+        return [(bucket_start(row.bucket), _aggregate(metric, row)) for row in rows]
+
+    async def invitation_counts(
+        self,
+        metric: str,
+        *,
+        survey_id: uuid.UUID | None,
+        touchpoint: str | None,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+    ) -> tuple[int, int]:
+        """(invitations made in the window to surveys measuring `metric`, how many of them were answered)."""
+        stmt = (
+            select(func.count(), func.count(Invitation.answered_at))
+            .select_from(Invitation)
+            .join(Survey, Survey.id == Invitation.survey_id)
+            .where(Survey.metric == metric)
+        )
+        if survey_id is not None:
+            stmt = stmt.where(Invitation.survey_id == survey_id)
+        if touchpoint is not None:
+            stmt = stmt.where(Invitation.touchpoint == touchpoint)
+        if since is not None:
+            stmt = stmt.where(Invitation.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(Invitation.created_at < until)
+        row = (await self.session.execute(stmt)).one()
+        return int(row[0]), int(row[1])
+
+    async def interactions_per_touchpoint(
+        self, keys: Sequence[str], since: dt.datetime | None, until: dt.datetime | None
+    ) -> dict[str, int]:
+        stmt = (
+            select(TouchpointInteraction.touchpoint, func.count())
+            .where(TouchpointInteraction.touchpoint.in_(keys))
+            .group_by(TouchpointInteraction.touchpoint)
+        )
+        if since is not None:
+            stmt = stmt.where(TouchpointInteraction.occurred_at >= since)
+        if until is not None:
+            stmt = stmt.where(TouchpointInteraction.occurred_at < until)
+        return {k: int(c) for k, c in (await self.session.execute(stmt)).all()}
+
+    async def invitations_per_touchpoint(
+        self, keys: Sequence[str], since: dt.datetime | None, until: dt.datetime | None
+    ) -> dict[str, tuple[int, int]]:
+        stmt = (
+            select(Invitation.touchpoint, func.count(), func.count(Invitation.answered_at))
+            .where(Invitation.touchpoint.in_(keys))
+            .group_by(Invitation.touchpoint)
+        )
+        if since is not None:
+            stmt = stmt.where(Invitation.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(Invitation.created_at < until)
+        return {k: (int(c), int(a)) for k, c, a in (await self.session.execute(stmt)).all()}
+
+    async def responses_per_touchpoint(
+        self, keys: Sequence[str], since: dt.datetime | None, until: dt.datetime | None
+    ) -> dict[str, int]:
+        stmt = (
+            select(SurveyResponse.touchpoint, func.count())
+            .where(SurveyResponse.touchpoint.in_(keys))
+            .group_by(SurveyResponse.touchpoint)
+        )
+        if since is not None:
+            stmt = stmt.where(SurveyResponse.submitted_at >= since)
+        if until is not None:
+            stmt = stmt.where(SurveyResponse.submitted_at < until)
+        return {k: int(c) for k, c in (await self.session.execute(stmt)).all()}
+
+    async def scores_per_touchpoint(
+        self, metric: str, keys: Sequence[str], since: dt.datetime | None, until: dt.datetime | None
+    ) -> dict[str, Aggregate]:
+        conditions = [Score.touchpoint.in_(keys), *_window(Score.submitted_at, since, until)]
+        per = _per_category(Score.touchpoint, metric, conditions)
+        stmt = select(per.c.grp, *_score_columns(metric, per)).group_by(per.c.grp)
+        return {row.grp: _aggregate(metric, row) for row in (await self.session.execute(stmt)).all()}

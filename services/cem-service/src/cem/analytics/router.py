@@ -1,0 +1,138 @@
+"""/v1/analytics"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from cem.analytics import service
+from cem.analytics.schemas import Interval, MetricReport, TouchpointReport
+from cem.fields import From, To
+from cxkit.http.app import json_response
+from cxkit.http.auth import Reader
+from cxkit.http.deps import SessionDep
+from cxkit.http.pagination import Page, PageParams, page_params
+from cxkit.http.problems import problem_responses
+
+router = APIRouter(prefix="/analytics", tags=["analytics"])
+
+SurveyFilter = Annotated[
+    uuid.UUID | None,
+    Query(
+        description="Only answers to this survey (it must measure this metric).",
+        examples=["2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c"],
+    ),
+]
+TouchpointFilter = Annotated[
+    str | None, Query(max_length=100, description="Only answers about this touchpoint (key).", examples=["checkout"])
+]
+IntervalParam = Annotated[
+    Interval, Query(description="Bucket size of the series (UTC; weeks start on Monday).", examples=["week"])
+]
+
+COMMON = (
+    "Filter by `survey_id`, `touchpoint` and a window on the answer time (`from` inclusive, `to` exclusive). "
+    "Skipped answers are left out of the denominator and counted in `skipped`. The response rate counts the "
+    "invitations made in the window and how many were answered. `series` has one point per `interval` with "
+    "its sample size and 95% confidence interval. Computed by the database. Needs `read`."
+)
+
+
+async def _report(
+    session: SessionDep,
+    metric: str,
+    survey_id: uuid.UUID | None,
+    touchpoint: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    interval: str,
+) -> Response:
+    report = await service.metric_report(
+        session,
+        metric,
+        survey_id=survey_id,
+        touchpoint=touchpoint,
+        since=since,
+        until=until,
+        interval=interval,
+    )
+    return json_response(report)
+
+
+@router.get(
+    "/nps",
+    response_model=MetricReport,
+    summary="Net Promoter Score",
+    description="NPS = % promoters (9-10) - % detractors (0-6), -100 to 100; the interval uses the standard error "
+    "of that difference (none below 2 answers). " + COMMON,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def nps(
+    session: SessionDep,
+    _: Reader,
+    since: From = None,
+    until: To = None,
+    survey_id: SurveyFilter = None,
+    touchpoint: TouchpointFilter = None,
+    interval: IntervalParam = "week",
+) -> Response:
+    return await _report(session, "nps", survey_id, touchpoint, since, until, interval)
+
+
+@router.get(
+    "/csat",
+    response_model=MetricReport,
+    summary="Customer satisfaction (CSAT)",
+    description="CSAT = % of answers 4-5 on the 1-5 scale, 0 to 100, with the Wilson score interval. " + COMMON,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def csat(
+    session: SessionDep,
+    _: Reader,
+    since: From = None,
+    until: To = None,
+    survey_id: SurveyFilter = None,
+    touchpoint: TouchpointFilter = None,
+    interval: IntervalParam = "week",
+) -> Response:
+    return await _report(session, "csat", survey_id, touchpoint, since, until, interval)
+
+
+@router.get(
+    "/ces",
+    response_model=MetricReport,
+    summary="Customer effort score (CES)",
+    description="CES = mean of the 1-7 effort scores (1 = very difficult, 7 = very easy), with mean +- 1.96 sd / "
+    "sqrt(n) (none below 2 answers). " + COMMON,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def ces(
+    session: SessionDep,
+    _: Reader,
+    since: From = None,
+    until: To = None,
+    survey_id: SurveyFilter = None,
+    touchpoint: TouchpointFilter = None,
+    interval: IntervalParam = "week",
+) -> Response:
+    return await _report(session, "ces", survey_id, touchpoint, since, until, interval)
+
+
+@router.get(
+    "/touchpoints",
+    response_model=Page[TouchpointReport],
+    summary="Touchpoints against their targets",
+    description="Per touchpoint (by key, paginated with `limit` and `cursor`): interactions, invitations, "
+    "responses, response rate, NPS, CSAT and CES, and the gap between the score and the touchpoint's target "
+    "(its brand promise). The window (`from`, `to`) applies to each count's own time. Needs `read`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def touchpoints(
+    session: SessionDep, _: Reader, page: Annotated[PageParams, Depends(page_params)], since: From = None, until: To = None
+) -> Response:
+    rows, next_cursor = await service.touchpoint_reports(session, page, since=since, until=until)
+    return json_response(Page[TouchpointReport](items=rows, next_cursor=next_cursor))

@@ -1,0 +1,41 @@
+"""Unsolicited feedback from any channel, with its sentiment."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import Float, Index, SmallInteger, String, Text, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cem.db import Base
+from cxkit.db import UTCDateTime, new_id, utcnow
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    email: Mapped[str | None] = mapped_column(String(320))
+    touchpoint: Mapped[str | None] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(50))
+    text: Mapped[str] = mapped_column(Text)
+    rating: Mapped[float | None] = mapped_column(Float)
+    rating_scale_min: Mapped[int | None] = mapped_column(SmallInteger)
+    rating_scale_max: Mapped[int | None] = mapped_column(SmallInteger)
+    sentiment_label: Mapped[str] = mapped_column(String(10))
+    sentiment_score: Mapped[float] = mapped_column(Float)
+    external_ref: Mapped[str | None] = mapped_column(String(200))
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_feedback_received_id", "received_at", "id"),
+        Index("ix_feedback_customer_received", "customer_id", "received_at"),
+        Index("ix_feedback_touchpoint_received", "touchpoint", "received_at"),
+        Index("ix_feedback_sentiment_received", "sentiment_label", "received_at"),
+        Index("ix_feedback_channel_received", "channel", "received_at"),
+        # The same review or ticket imported twice is one piece of feedback.
+        UniqueConstraint("channel", "external_ref", name="uq_feedback_channel_external_ref"),
+    )

@@ -1,0 +1,65 @@
+"""Every feedback query."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.feedback.models import Feedback
+
+
+class FeedbackRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, feedback_id: uuid.UUID) -> Feedback | None:
+        return await self.session.get(Feedback, feedback_id)
+
+    async def get_by_external_ref(self, channel: str, external_ref: str) -> Feedback | None:
+        return await self.session.scalar(
+            select(Feedback).where(Feedback.channel == channel, Feedback.external_ref == external_ref)
+        )
+
+    async def list_page(
+        self,
+        *,
+        customer_id: uuid.UUID | None,
+        touchpoint: str | None,
+        channel: str | None,
+        sentiment: str | None,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        limit: int,
+        after: tuple[dt.datetime, uuid.UUID] | None,
+    ) -> list[Feedback]:
+        """Newest first, keyset on (received_at, id)."""
+        stmt = select(Feedback)
+        if customer_id is not None:
+            stmt = stmt.where(Feedback.customer_id == customer_id)
+        if touchpoint is not None:
+            stmt = stmt.where(Feedback.touchpoint == touchpoint)
+        if channel is not None:
+            stmt = stmt.where(Feedback.channel == channel)
+        if sentiment is not None:
+            stmt = stmt.where(Feedback.sentiment_label == sentiment)
+        if since is not None:
+            stmt = stmt.where(Feedback.received_at >= since)
+        if until is not None:
+            stmt = stmt.where(Feedback.received_at < until)
+        if after is not None:
+            moment, fid = after
+            stmt = stmt.where(or_(Feedback.received_at < moment, and_(Feedback.received_at == moment, Feedback.id < fid)))
+        stmt = stmt.order_by(Feedback.received_at.desc(), Feedback.id.desc()).limit(limit + 1)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def count_for_customer(self, customer_id: uuid.UUID) -> int:
+        return int(await self.session.scalar(select(func.count()).where(Feedback.customer_id == customer_id)) or 0)
+
+    def add(self, feedback: Feedback) -> None:
+        self.session.add(feedback)
+
+    async def flush(self) -> None:
+        await self.session.flush()

@@ -1,0 +1,136 @@
+"""Feedback rules: linked to a customer when we know them, scored for sentiment locally, announced."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.db import SOURCE, OutboxMessage
+from cem.feedback.models import Feedback
+from cem.feedback.repository import FeedbackRepository
+from cem.feedback.schemas import FeedbackCreate, FeedbackRead, SentimentRead
+from cem.feedback.sentiment import sentiment_of
+from cem.fields import check_window, field_problem
+from cem.invitations.service import resolve_recipient
+from cem.paging import after_time
+from cem.responses.service import CLOCK_SKEW
+from cem.touchpoints.repository import TouchpointRepository
+from cxkit.db import utcnow
+from cxkit.events.payloads import FeedbackReceived
+from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.http.problems import Conflict, NotFound
+from cxkit.kafka.outbox import add_event
+
+
+def to_read(feedback: Feedback) -> FeedbackRead:
+    return FeedbackRead(
+        id=feedback.id,
+        customer_id=feedback.customer_id,
+        email=feedback.email,
+        touchpoint=feedback.touchpoint,
+        channel=feedback.channel,
+        text=feedback.text,
+        rating=feedback.rating,
+        rating_scale_min=feedback.rating_scale_min,
+        rating_scale_max=feedback.rating_scale_max,
+        sentiment=SentimentRead(label=feedback.sentiment_label, score=feedback.sentiment_score),  # type: ignore[arg-type]
+        external_ref=feedback.external_ref,
+        received_at=feedback.received_at,
+        recorded_at=feedback.recorded_at,
+    )
+
+
+async def record_feedback(session: AsyncSession, data: FeedbackCreate) -> Feedback:
+    now = utcnow()
+    if data.received_at is not None and data.received_at > now + CLOCK_SKEW:
+        raise field_problem(["body", "received_at"], "received_at is in the future")
+    if data.touchpoint and not await TouchpointRepository(session).existing_keys([data.touchpoint]):
+        raise field_problem(["body", "touchpoint"], f"no touchpoint with key {data.touchpoint!r}")
+    repo = FeedbackRepository(session)
+    duplicate = f"feedback {data.external_ref!r} from {data.channel} was already recorded"
+    if data.external_ref and await repo.get_by_external_ref(data.channel, data.external_ref):
+        raise Conflict(duplicate)
+    profile, email = await resolve_recipient(session, data.customer_id, str(data.email) if data.email else None)
+    sentiment = sentiment_of(data.text)
+    has_rating = data.rating is not None
+    feedback = Feedback(
+        id=uuid.uuid4(),
+        customer_id=profile.id if profile else None,
+        email=email,
+        touchpoint=data.touchpoint,
+        channel=data.channel,
+        text=data.text,
+        rating=data.rating,
+        rating_scale_min=data.rating_scale_min if has_rating else None,
+        rating_scale_max=data.rating_scale_max if has_rating else None,
+        sentiment_label=sentiment.label,
+        sentiment_score=sentiment.score,
+        external_ref=data.external_ref,
+        received_at=data.received_at or now,
+        recorded_at=now,
+    )
+    repo.add(feedback)
+    try:
+        await repo.flush()
+    except IntegrityError:
+        raise Conflict(duplicate) from None
+    add_event(
+        session,
+        OutboxMessage,
+        "feedback.received",
+        source=SOURCE,
+        subject=feedback.customer_id,
+        data=FeedbackReceived(
+            feedback_id=feedback.id,
+            customer_id=feedback.customer_id,
+            touchpoint=feedback.touchpoint,
+            channel=feedback.channel,
+            text=feedback.text,
+            rating=feedback.rating,
+            sentiment_label=feedback.sentiment_label,
+            sentiment_score=feedback.sentiment_score,
+            received_at=feedback.received_at,
+            rating_scale_min=feedback.rating_scale_min,
+            rating_scale_max=feedback.rating_scale_max,
+        ),
+    )
+    return feedback
+
+
+async def get_feedback(session: AsyncSession, feedback_id: uuid.UUID) -> Feedback:
+    feedback = await FeedbackRepository(session).get(feedback_id)
+    if feedback is None:
+        raise NotFound(f"feedback {feedback_id} does not exist")
+    return feedback
+
+
+async def list_feedback(
+    session: AsyncSession,
+    page: PageParams,
+    *,
+    customer_id: uuid.UUID | None,
+    touchpoint: str | None,
+    channel: str | None,
+    sentiment: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+) -> tuple[list[Feedback], str | None]:
+    check_window(since, until)
+    rows = await FeedbackRepository(session).list_page(
+        customer_id=customer_id,
+        touchpoint=touchpoint,
+        channel=channel,
+        sentiment=sentiment,
+        since=since,
+        until=until,
+        limit=page.limit,
+        after=after_time(page),
+    )
+    next_cursor = None
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        next_cursor = encode_cursor([rows[-1].received_at.isoformat(), str(rows[-1].id)])
+    return rows, next_cursor

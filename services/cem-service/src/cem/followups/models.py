@@ -1,0 +1,35 @@
+"""Closing the loop: a detractor answer asks the CRM for a follow-up task."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cem.db import Base
+from cxkit.db import UTCDateTime, new_id, utcnow
+
+
+class Followup(Base):
+    """Opened with `followup.requested`; closed when the CRM announces the task as done."""
+
+    __tablename__ = "followups"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    response_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("responses.id", ondelete="CASCADE"), unique=True)
+    survey_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    metric: Mapped[str] = mapped_column(String(10))
+    score: Mapped[int] = mapped_column(SmallInteger)
+    touchpoint: Mapped[str | None] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(10), default="open")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_followups_customer_status", "customer_id", "status"),
+        Index("ix_followups_status_created", "status", "created_at"),
+    )

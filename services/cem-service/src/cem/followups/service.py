@@ -1,0 +1,60 @@
+"""Opening a follow-up when a customer answers as a detractor."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.db import SOURCE, OutboxMessage
+from cem.followups.models import Followup
+from cem.followups.repository import FollowupRepository
+from cem.responses.models import SurveyResponse
+from cem.surveys.models import Survey
+from cem.surveys.questions import MetricAnswer
+from cxkit.events.payloads import FollowupRequested
+from cxkit.kafka.outbox import add_event
+
+
+async def request_followup(
+    session: AsyncSession, survey: Survey, response: SurveyResponse, answer: MetricAnswer, comment: str | None
+) -> Followup:
+    """Record an open follow-up and ask the CRM for a task (`followup.requested`)."""
+    assert response.customer_id is not None and answer.score is not None
+    reason = (
+        f"{answer.metric.upper()} {answer.score} on {answer.scale_min}-{answer.scale_max} ({answer.category}) "
+        f"in survey {survey.name!r}"
+    )
+    followup = Followup(
+        id=uuid.uuid4(),
+        customer_id=response.customer_id,
+        response_id=response.id,
+        survey_id=survey.id,
+        metric=answer.metric,
+        score=answer.score,
+        touchpoint=response.touchpoint,
+        reason=reason,
+        status="open",
+        created_at=response.recorded_at,
+    )
+    FollowupRepository(session).add(followup)
+    add_event(
+        session,
+        OutboxMessage,
+        "followup.requested",
+        source=SOURCE,
+        subject=response.customer_id,
+        data=FollowupRequested(
+            followup_id=followup.id,
+            customer_id=response.customer_id,
+            response_id=response.id,
+            survey_id=survey.id,
+            survey_kind=survey.kind,
+            score=answer.score,
+            reason=reason,
+            touchpoint=response.touchpoint,
+            comment=comment,
+            metric=answer.metric,
+        ),
+    )
+    return followup

@@ -1,0 +1,93 @@
+"""Invitation input and output shapes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+from cem.fields import Channel, Slug
+
+InvitationStatus = Literal["sent", "opened", "answered", "expired"]
+
+
+class InvitationCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"customer_id": "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10", "channel": "email"},
+                {"email": "guest@example.com", "touchpoint": "checkout", "expires_in_days": 7},
+            ]
+        },
+    )
+
+    customer_id: uuid.UUID | None = Field(None, description="A customer the CRM announced. Give this or `email`.")
+    email: EmailStr | None = Field(
+        None, description="Invite by email: linked to the customer with that email if known, otherwise to the bare address."
+    )
+    touchpoint: Slug | None = Field(None, description="The touchpoint (key) the answer is about; default: the survey's.")
+    channel: Channel | None = Field(None, description="How the link reaches the customer: email, sms, qr...")
+    expires_in_days: int | None = Field(
+        None, ge=1, le=365, description="Days the link stays valid; default: the service's `CEM_INVITATION_TTL_DAYS`."
+    )
+
+    @model_validator(mode="after")
+    def _one_recipient(self) -> InvitationCreate:
+        if (self.customer_id is None) == (self.email is None):
+            raise ValueError("give either customer_id or email")
+        return self
+
+
+EXAMPLE_READ = {
+    "id": "7c9e1a3b-5d7f-4b2a-8c4e-6f8a0b2c4d6e",
+    "survey_id": "2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c",
+    "customer_id": "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10",
+    "email": None,
+    "touchpoint": "checkout",
+    "channel": "email",
+    "status": "sent",
+    "created_at": "2026-11-23T10:00:00Z",
+    "expires_at": "2026-12-23T10:00:00Z",
+    "opened_at": None,
+    "answered_at": None,
+}
+
+
+class InvitationRead(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_READ]})
+
+    id: uuid.UUID
+    survey_id: uuid.UUID
+    customer_id: uuid.UUID | None
+    email: str | None
+    touchpoint: str | None
+    channel: str | None
+    status: InvitationStatus = Field(
+        description="sent (not opened yet), opened (the page was viewed), answered, or expired (not answered in time)."
+    )
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    opened_at: dt.datetime | None
+    answered_at: dt.datetime | None
+
+
+class InvitationCreated(InvitationRead):
+    """The new invitation with its link. The token is shown this once: only its hash is stored."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    **EXAMPLE_READ,
+                    "token": "q8Yb3k0n2ZfJx4mQp7Rv1sTu9wXy5AaBcDeFgHiJkLm",
+                    "url": "https://cx.example.com/r/q8Yb3k0n2ZfJx4mQp7Rv1sTu9wXy5AaBcDeFgHiJkLm",
+                }
+            ]
+        }
+    )
+
+    token: str = Field(description="256 random bits, URL-safe. Shown once.")
+    url: str = Field(description="The respondent page for this invitation.")

@@ -1,0 +1,162 @@
+"""Invitation rules: only for active surveys, never to customers who opted out, one link each
+with 256 random bits whose hash alone is stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.config import CEMSettings
+from cem.customers.models import CustomerProfile
+from cem.customers.repository import CustomerProfileRepository
+from cem.db import SOURCE, OutboxMessage
+from cem.fields import field_problem
+from cem.invitations.models import Invitation
+from cem.invitations.repository import InvitationRepository
+from cem.invitations.schemas import InvitationCreate, InvitationCreated, InvitationRead
+from cem.paging import after_time
+from cem.surveys.models import Survey
+from cem.surveys.service import get_survey
+from cem.touchpoints.repository import TouchpointRepository
+from cxkit.db import utcnow
+from cxkit.events.payloads import SurveyInvited
+from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.http.problems import Conflict, NotFound
+from cxkit.kafka.outbox import add_event
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def status_of(invitation: Invitation, now: dt.datetime | None = None) -> str:
+    if invitation.answered_at is not None:
+        return "answered"
+    if invitation.expires_at <= (now or utcnow()):
+        return "expired"
+    return "opened" if invitation.opened_at is not None else "sent"
+
+
+def to_read(invitation: Invitation, now: dt.datetime | None = None) -> InvitationRead:
+    return InvitationRead(
+        id=invitation.id,
+        survey_id=invitation.survey_id,
+        customer_id=invitation.customer_id,
+        email=invitation.email,
+        touchpoint=invitation.touchpoint,
+        channel=invitation.channel,
+        status=status_of(invitation, now),  # type: ignore[arg-type]
+        created_at=invitation.created_at,
+        expires_at=invitation.expires_at,
+        opened_at=invitation.opened_at,
+        answered_at=invitation.answered_at,
+    )
+
+
+def respondent_url(settings: CEMSettings, token: str) -> str:
+    return f"{settings.public_base_url.rstrip('/')}/r/{token}"
+
+
+def ensure_open_for_answers(survey: Survey) -> None:
+    if survey.status != "active":
+        raise Conflict(f"survey {survey.name!r} is {survey.status}; only an active survey takes invitations and answers")
+
+
+async def resolve_recipient(
+    session: AsyncSession, customer_id: uuid.UUID | None, email: str | None
+) -> tuple[CustomerProfile | None, str | None]:
+    """The customer profile behind `customer_id` (422 if unknown) or behind `email` (None when the
+    address belongs to nobody we know), and the email to keep."""
+    profiles = CustomerProfileRepository(session)
+    if customer_id is not None:
+        profile = await profiles.get(customer_id)
+        if profile is None:
+            raise field_problem(
+                ["body", "customer_id"], f"customer {customer_id} is not known here (the CRM has not announced it)"
+            )
+        return profile, email
+    assert email is not None
+    return await profiles.get_by_email(email), email
+
+
+async def create_invitation(
+    session: AsyncSession, survey_id: uuid.UUID, data: InvitationCreate, settings: CEMSettings
+) -> InvitationCreated:
+    survey = await get_survey(session, survey_id)
+    ensure_open_for_answers(survey)
+    profile, email = await resolve_recipient(session, data.customer_id, str(data.email) if data.email else None)
+    if profile is not None and profile.survey_opt_out:
+        raise Conflict(f"customer {profile.id} opted out of surveys; they are never invited")
+    touchpoint = data.touchpoint or survey.touchpoint
+    if data.touchpoint and not await TouchpointRepository(session).existing_keys([data.touchpoint]):
+        raise field_problem(["body", "touchpoint"], f"no touchpoint with key {data.touchpoint!r}")
+    now = utcnow()
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation(
+        id=uuid.uuid4(),
+        survey_id=survey.id,
+        customer_id=profile.id if profile else None,
+        email=email,
+        token_hash=hash_token(token),
+        touchpoint=touchpoint,
+        channel=data.channel,
+        created_at=now,
+        expires_at=now + dt.timedelta(days=data.expires_in_days or settings.invitation_ttl_days),
+    )
+    repo = InvitationRepository(session)
+    repo.add(invitation)
+    await repo.flush()
+    url = respondent_url(settings, token)
+    # The CRM keys everything by customer: an invitation to a bare email has no one to attach to.
+    if invitation.customer_id is not None:
+        add_event(
+            session,
+            OutboxMessage,
+            "survey.invited",
+            source=SOURCE,
+            subject=invitation.customer_id,
+            data=SurveyInvited(
+                invitation_id=invitation.id,
+                survey_id=survey.id,
+                survey_name=survey.name,
+                survey_kind=survey.kind,
+                customer_id=invitation.customer_id,
+                touchpoint=touchpoint,
+                url=url,
+                expires_at=invitation.expires_at,
+                email=email or (profile.email if profile else None),
+                channel=invitation.channel,
+            ),
+        )
+    return InvitationCreated(**to_read(invitation, now).model_dump(), token=token, url=url)
+
+
+async def get_invitation(session: AsyncSession, invitation_id: uuid.UUID) -> Invitation:
+    invitation = await InvitationRepository(session).get(invitation_id)
+    if invitation is None:
+        raise NotFound(f"invitation {invitation_id} does not exist")
+    return invitation
+
+
+async def list_invitations(
+    session: AsyncSession,
+    page: PageParams,
+    *,
+    survey_id: uuid.UUID,
+    customer_id: uuid.UUID | None,
+    status: str | None,
+) -> tuple[list[InvitationRead], str | None]:
+    await get_survey(session, survey_id)
+    now = utcnow()
+    rows = await InvitationRepository(session).list_page(
+        survey_id=survey_id, customer_id=customer_id, status=status, now=now, limit=page.limit, after=after_time(page)
+    )
+    next_cursor = None
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        next_cursor = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)])
+    return [to_read(r, now) for r in rows], next_cursor

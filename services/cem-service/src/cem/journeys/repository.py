@@ -1,0 +1,95 @@
+"""Every journey query."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.journeys.models import Journey, JourneyStage, JourneyStep
+from cem.touchpoints.models import Touchpoint
+
+
+class JourneyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, journey_id: uuid.UUID, *, for_update: bool = False) -> Journey | None:
+        return await self.session.get(Journey, journey_id, with_for_update=for_update or None)
+
+    async def list_page(self, *, limit: int, after: tuple[str, uuid.UUID] | None, name: str | None) -> list[Journey]:
+        """Ordered by name, keyset on (name, id)."""
+        stmt = select(Journey)
+        if name is not None:
+            stmt = stmt.where(Journey.name == name)
+        if after is not None:
+            last_name, last_id = after
+            stmt = stmt.where(or_(Journey.name > last_name, and_(Journey.name == last_name, Journey.id > last_id)))
+        stmt = stmt.order_by(Journey.name, Journey.id).limit(limit + 1)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def stages_of(self, journey_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[tuple[JourneyStage, list[Touchpoint]]]]:
+        """Each journey's stages in order with their touchpoints in order: two queries for any number of journeys."""
+        if not journey_ids:
+            return {}
+        stages = (
+            await self.session.scalars(
+                select(JourneyStage)
+                .where(JourneyStage.journey_id.in_(journey_ids))
+                .order_by(JourneyStage.journey_id, JourneyStage.position)
+            )
+        ).all()
+        steps = await self.session.execute(
+            select(JourneyStep.stage_id, Touchpoint)
+            .join(Touchpoint, Touchpoint.id == JourneyStep.touchpoint_id)
+            .where(JourneyStep.journey_id.in_(journey_ids))
+            .order_by(JourneyStep.stage_id, JourneyStep.position)
+        )
+        by_stage: dict[uuid.UUID, list[Touchpoint]] = defaultdict(list)
+        for stage_id, touchpoint in steps.all():
+            by_stage[stage_id].append(touchpoint)
+        result: dict[uuid.UUID, list[tuple[JourneyStage, list[Touchpoint]]]] = defaultdict(list)
+        for stage in stages:
+            result[stage.journey_id].append((stage, by_stage.get(stage.id, [])))
+        return result
+
+    async def replace_stages(self, journey_id: uuid.UUID, stages: list[dict[str, Any]]) -> None:
+        """Drop the journey's stages and steps and write `stages` ({name, description, touchpoint_ids}) in order."""
+        await self.session.execute(delete(JourneyStep).where(JourneyStep.journey_id == journey_id))
+        await self.session.execute(delete(JourneyStage).where(JourneyStage.journey_id == journey_id))
+        stage_rows: list[dict[str, Any]] = []
+        step_rows: list[dict[str, Any]] = []
+        for position, stage in enumerate(stages):
+            stage_id = uuid.uuid4()
+            stage_rows.append(
+                {
+                    "id": stage_id,
+                    "journey_id": journey_id,
+                    "position": position,
+                    "name": stage["name"],
+                    "description": stage["description"],
+                }
+            )
+            step_rows.extend(
+                {"stage_id": stage_id, "position": i, "journey_id": journey_id, "touchpoint_id": tid}
+                for i, tid in enumerate(stage["touchpoint_ids"])
+            )
+        if stage_rows:
+            await self.session.execute(insert(JourneyStage), stage_rows)
+        if step_rows:
+            await self.session.execute(insert(JourneyStep), step_rows)
+
+    def add(self, journey: Journey) -> None:
+        self.session.add(journey)
+
+    async def delete(self, journey_id: uuid.UUID) -> None:
+        await self.session.execute(delete(JourneyStep).where(JourneyStep.journey_id == journey_id))
+        await self.session.execute(delete(JourneyStage).where(JourneyStage.journey_id == journey_id))
+        await self.session.execute(delete(Journey).where(Journey.id == journey_id))
+
+    async def flush(self) -> None:
+        await self.session.flush()

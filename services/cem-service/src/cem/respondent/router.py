@@ -1,0 +1,198 @@
+"""The respondent page: `GET /r/{token}` shows the survey as plain HTML (no JavaScript needed),
+`POST /r/{token}` records the answer once and thanks the respondent."""
+
+from __future__ import annotations
+
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException
+from starlette.responses import HTMLResponse
+
+from cem.responses.service import (
+    AlreadyAnswered,
+    LinkExpired,
+    OpenInvitation,
+    SurveyNotOpen,
+    UnknownLink,
+    mark_opened,
+    open_invitation,
+    record_response,
+)
+from cem.surveys.questions import check_answers
+from cxkit.http.deps import SessionDep
+
+router = APIRouter(prefix="/r", tags=["respondent page"])
+
+TEMPLATES = Environment(
+    loader=FileSystemLoader(FilePath(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+# The token is the only secret: never leak it through referrers, caches or frames.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex, nofollow",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'",
+}
+FORM_LIMITS = {"max_files": 0, "max_fields": 500, "max_part_size": 64 * 1024}
+MAX_BODY = 512 * 1024
+
+PAGES: dict[type[Exception], tuple[int, str, str]] = {
+    UnknownLink: (404, "Link not found", "This survey link is not valid. Please check that you copied the whole link."),
+    LinkExpired: (410, "This link has expired", "The time to answer this survey is over. Thank you for your interest."),
+    AlreadyAnswered: (409, "Already answered", "This survey was already answered with this link. Thank you for your feedback!"),
+}
+
+HTML_EXAMPLE = '<!doctype html>\n<html lang="en">\n<head><meta name="viewport" content="width=device-width, initial-scale=1">'
+
+
+def _page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    html = TEMPLATES.get_template(template).render(lang="en", **context)
+    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+
+def _problem_page(exc: Exception) -> HTMLResponse:
+    if isinstance(exc, SurveyNotOpen):
+        if exc.extra.get("reason") == "survey_closed":
+            return _page("message.html", 410, title="This survey is closed", message="This survey no longer takes answers.")
+        return _page("message.html", 409, title="Not open yet", message="This survey does not take answers yet.")
+    status, title, message = PAGES[type(exc)]
+    return _page("message.html", status, title=title, message=message)
+
+
+def _survey_page(
+    request: Request, target: OpenInvitation, values: dict[str, Any], errors: dict[str, str], status: int = 200
+) -> HTMLResponse:
+    questions = target.survey.questions
+    return _page(
+        "survey.html",
+        status,
+        survey=target.survey,
+        questions=questions,
+        question_ids={q["id"] for q in questions},
+        has_required=any(q["required"] for q in questions),
+        values=values,
+        errors=errors,
+        action=request.url.path,
+    )
+
+
+async def _open(session: AsyncSession, token: str) -> OpenInvitation | HTMLResponse:
+    try:
+        return await open_invitation(session, token)
+    except (UnknownLink, LinkExpired, AlreadyAnswered, SurveyNotOpen) as exc:
+        return _problem_page(exc)
+
+
+PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {"example": HTML_EXAMPLE}}, "description": "The page."},
+    404: {"content": {"text/html": {"example": HTML_EXAMPLE}}, "description": "No invitation has this token."},
+    409: {"content": {"text/html": {"example": HTML_EXAMPLE}}, "description": "Already answered (or not open yet)."},
+    410: {"content": {"text/html": {"example": HTML_EXAMPLE}}, "description": "The link expired or the survey closed."},
+}
+Token = Annotated[
+    str, Path(description="The invitation's token, from its link.", examples=["q8Yb3k0n2ZfJx4mQp7Rv1sTu9wXy5AaBcDeFgHiJkLm"])
+]
+
+
+@router.get(
+    "/{token}",
+    response_class=HTMLResponse,
+    summary="Respondent page",
+    description="The survey behind an invitation link as an accessible, mobile-friendly HTML form that works "
+    "without JavaScript. `?score=` (e.g. from a 0-10 row of links in an email) pre-selects the score. Unknown "
+    "links are a 404 page, expired links or closed surveys a 410 page, answered links a 409 page. Needs no key: "
+    "the token is the secret.",
+    responses=PAGE_RESPONSES,
+)
+async def show_survey(token: Token, request: Request, session: SessionDep) -> HTMLResponse:
+    target = await _open(session, token)
+    if isinstance(target, HTMLResponse):
+        return target
+    await mark_opened(session, target.invitation)
+    await session.commit()
+    values: dict[str, Any] = {}
+    preset = request.query_params.get("score", "")
+    metric_question = next((q for q in target.survey.questions if q.get("metric")), None)
+    if metric_question and preset.isdigit() and metric_question["scale_min"] <= int(preset) <= metric_question["scale_max"]:
+        values[metric_question["id"]] = str(int(preset))
+    return _survey_page(request, target, values, {})
+
+
+@router.post(
+    "/{token}",
+    response_class=HTMLResponse,
+    summary="Send answers from the respondent page",
+    description="Takes the page's form (`application/x-www-form-urlencoded`, fields `q_<question id>`), records "
+    "the answer once and shows the thank-you page. Invalid answers re-show the form with a message per question "
+    "(422); the same error pages as `GET` otherwise. Needs no key.",
+    responses={
+        **PAGE_RESPONSES,
+        422: {"content": {"text/html": {"example": HTML_EXAMPLE}}, "description": "The form again, with errors."},
+    },
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "example": {"q_nps": "9", "q_reason": "Fast delivery"},
+                }
+            }
+        },
+    },
+)
+async def submit_survey(token: Token, request: Request, session: SessionDep) -> HTMLResponse:
+    target = await _open(session, token)
+    if isinstance(target, HTMLResponse):
+        return target
+    form = await _read_form(request)
+    if form is None:
+        return _survey_page(request, target, {}, {"form": "We could not read your answers; please try again."}, 400)
+    questions = target.survey.questions
+    raw: dict[str, Any] = {}
+    for q in questions:
+        name = f"q_{q['id']}"
+        raw[q["id"]] = form.getlist(name) if q["type"] == "multi_choice" else form.get(name)
+    checked = check_answers(questions, raw, from_form=True)
+    if not checked.ok:
+        values = {k: v for k, v in raw.items() if isinstance(v, str | list)}
+        return _survey_page(request, target, values, checked.errors, 422)
+    invitation = target.invitation
+    try:
+        await record_response(
+            session,
+            target.survey,
+            checked,
+            invitation=invitation,
+            customer_id=invitation.customer_id,
+            email=invitation.email,
+            touchpoint=invitation.touchpoint,
+            source="web",
+        )
+        await session.commit()
+    except AlreadyAnswered as exc:
+        await session.rollback()
+        return _problem_page(exc)
+    message = target.survey.thank_you or "Your answers were recorded. We appreciate you taking the time."
+    return _page("thanks.html", 200, message=message)
+
+
+async def _read_form(request: Request) -> FormData | None:
+    """The posted form, or None when it is too large or cannot be parsed."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        return None
+    try:
+        return await request.form(**FORM_LIMITS)
+    except (MultiPartException, ValueError, UnicodeDecodeError):
+        return None

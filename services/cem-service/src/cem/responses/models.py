@@ -1,0 +1,69 @@
+"""Answers to surveys: the whole response, and the narrow `scores` table analytics read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import Date, ForeignKey, Index, SmallInteger, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cem.db import Base
+from cxkit.db import PortableJSON, UTCDateTime, new_id, utcnow
+
+
+class SurveyResponse(Base):
+    """One submitted answer to a survey; `invitation_id` is unique, so an invitation is answered once."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    survey_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("surveys.id", ondelete="RESTRICT"))
+    invitation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("invitations.id", ondelete="RESTRICT"), unique=True)
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    email: Mapped[str | None] = mapped_column(String(320))
+    touchpoint: Mapped[str | None] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(10))
+    # [{question_id, type, text, value, scale_min, scale_max}], a copy of each question's wording
+    # so a response reads the same after the survey is edited.
+    answers: Mapped[list[dict[str, Any]]] = mapped_column(PortableJSON, default=list)
+    submitted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_responses_submitted_id", "submitted_at", "id"),
+        Index("ix_responses_survey_submitted", "survey_id", "submitted_at", "id"),
+        Index("ix_responses_customer_submitted", "customer_id", "submitted_at"),
+        Index("ix_responses_touchpoint_submitted", "touchpoint", "submitted_at"),
+    )
+
+
+class Score(Base):
+    """The answer to a response's metric question (NPS, CSAT or CES), one row per response,
+    with its scale and its category worked out at write time. `score` is null when the
+    question was skipped: analytics leave it out of the denominator and count it apart."""
+
+    __tablename__ = "scores"
+
+    response_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("responses.id", ondelete="CASCADE"), primary_key=True)
+    survey_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    metric: Mapped[str] = mapped_column(String(10))
+    touchpoint: Mapped[str | None] = mapped_column(String(100))
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    score: Mapped[int | None] = mapped_column(SmallInteger)
+    scale_min: Mapped[int] = mapped_column(SmallInteger)
+    scale_max: Mapped[int] = mapped_column(SmallInteger)
+    # nps: promoter / passive / detractor; csat and ces: positive / neutral / negative.
+    category: Mapped[str | None] = mapped_column(String(10))
+    submitted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # The UTC day of `submitted_at`: series group by this plain column first (the planner knows its
+    # few distinct values, so it hash-aggregates in parallel), then fold days into weeks or months.
+    submitted_on: Mapped[dt.date] = mapped_column(Date)
+
+    __table_args__ = (
+        Index("ix_scores_metric_submitted", "metric", "submitted_at"),
+        Index("ix_scores_survey_submitted", "survey_id", "submitted_at"),
+        Index("ix_scores_touchpoint_submitted", "touchpoint", "submitted_at"),
+        Index("ix_scores_customer_metric_submitted", "customer_id", "metric", "submitted_at"),
+    )

@@ -1,0 +1,88 @@
+"""Every response query."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.followups.models import Followup
+from cem.responses.models import Score, SurveyResponse
+
+
+class ResponseRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, response: SurveyResponse) -> None:
+        self.session.add(response)
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    async def add_score(self, row: dict[str, Any]) -> None:
+        await self.session.execute(insert(Score), [row])
+
+    async def customer_summary(self, customer_id: uuid.UUID) -> tuple[int, dict[str, tuple[int, float | None]]]:
+        """(number of responses, {metric: (answers, average score)}) for one customer."""
+        count = await self.session.scalar(select(func.count()).where(SurveyResponse.customer_id == customer_id))
+        rows = await self.session.execute(
+            select(Score.metric, func.count(Score.score), func.avg(Score.score))
+            .where(Score.customer_id == customer_id)
+            .group_by(Score.metric)
+        )
+        return int(count or 0), {m: (int(n), None if avg is None else float(avg)) for m, n, avg in rows.all()}
+
+    async def latest_score(self, customer_id: uuid.UUID, metric: str) -> Score | None:
+        stmt = (
+            select(Score)
+            .where(Score.customer_id == customer_id, Score.metric == metric, Score.score.is_not(None))
+            .order_by(Score.submitted_at.desc())
+            .limit(1)
+        )
+        return await self.session.scalar(stmt)
+
+    def _with_score(self) -> Any:
+        return (
+            select(SurveyResponse, Score, Followup.id)
+            .outerjoin(Score, Score.response_id == SurveyResponse.id)
+            .outerjoin(Followup, Followup.response_id == SurveyResponse.id)
+        )
+
+    async def get(self, response_id: uuid.UUID) -> tuple[SurveyResponse, Score | None, uuid.UUID | None] | None:
+        row = (await self.session.execute(self._with_score().where(SurveyResponse.id == response_id))).first()
+        return None if row is None else (row[0], row[1], row[2])
+
+    async def list_page(
+        self,
+        *,
+        survey_id: uuid.UUID | None,
+        customer_id: uuid.UUID | None,
+        touchpoint: str | None,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        limit: int,
+        after: tuple[dt.datetime, uuid.UUID] | None,
+    ) -> list[tuple[SurveyResponse, Score | None, uuid.UUID | None]]:
+        """Newest first, keyset on (submitted_at, id), each with its score and follow-up id."""
+        stmt = self._with_score()
+        if survey_id is not None:
+            stmt = stmt.where(SurveyResponse.survey_id == survey_id)
+        if customer_id is not None:
+            stmt = stmt.where(SurveyResponse.customer_id == customer_id)
+        if touchpoint is not None:
+            stmt = stmt.where(SurveyResponse.touchpoint == touchpoint)
+        if since is not None:
+            stmt = stmt.where(SurveyResponse.submitted_at >= since)
+        if until is not None:
+            stmt = stmt.where(SurveyResponse.submitted_at < until)
+        if after is not None:
+            moment, rid = after
+            stmt = stmt.where(
+                or_(SurveyResponse.submitted_at < moment, and_(SurveyResponse.submitted_at == moment, SurveyResponse.id < rid))
+            )
+        stmt = stmt.order_by(SurveyResponse.submitted_at.desc(), SurveyResponse.id.desc()).limit(limit + 1)
+        return [(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()]

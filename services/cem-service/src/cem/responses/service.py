@@ -1,0 +1,289 @@
+"""Recording answers, once per invitation, from the respondent page and from API clients."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.db import SOURCE, OutboxMessage
+from cem.fields import check_window, field_problem
+from cem.followups.service import request_followup
+from cem.invitations.models import Invitation
+from cem.invitations.repository import InvitationRepository
+from cem.invitations.service import hash_token, resolve_recipient
+from cem.paging import after_time
+from cem.responses.models import Score, SurveyResponse
+from cem.responses.repository import ResponseRepository
+from cem.responses.schemas import AnswerRead, ResponseCreate, ResponseRead, ScoreRead
+from cem.surveys.models import Survey
+from cem.surveys.questions import CheckedAnswers, check_answers, needs_followup
+from cem.surveys.repository import SurveyRepository
+from cem.surveys.service import get_survey
+from cem.touchpoints.repository import TouchpointRepository
+from cxkit.db import utcnow
+from cxkit.events.payloads import SurveyResponseSubmitted
+from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.http.problems import Conflict, NotFound, Unprocessable
+from cxkit.kafka.outbox import add_event
+
+# Clocks of API clients drift a little; an answer "from the future" beyond this is refused.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+class UnknownLink(Unprocessable):
+    """No invitation has this token."""
+
+
+class LinkExpired(Conflict):
+    """The invitation was not answered before it expired."""
+
+
+class AlreadyAnswered(Conflict):
+    """The invitation has its answer."""
+
+
+class SurveyNotOpen(Conflict):
+    """The survey is a draft or closed."""
+
+
+@dataclass
+class OpenInvitation:
+    invitation: Invitation
+    survey: Survey
+
+
+async def open_invitation(session: AsyncSession, token: str, now: dt.datetime | None = None) -> OpenInvitation:
+    """The invitation behind a link, if it can still be answered; otherwise the reason why not."""
+    invitation = await InvitationRepository(session).get_by_token_hash(hash_token(token)) if len(token) <= 200 else None
+    if invitation is None:
+        raise UnknownLink("no invitation has this token", reason="unknown_link")
+    survey = await SurveyRepository(session).get(invitation.survey_id)
+    assert survey is not None
+    if invitation.answered_at is not None:
+        raise AlreadyAnswered("this invitation was already answered", reason="already_answered")
+    if invitation.expires_at <= (now or utcnow()):
+        raise LinkExpired(f"this invitation expired at {invitation.expires_at.isoformat()}", reason="expired")
+    if survey.status != "active":
+        raise SurveyNotOpen(f"the survey is {survey.status} and takes no answers", reason=f"survey_{survey.status}")
+    return OpenInvitation(invitation, survey)
+
+
+async def mark_opened(session: AsyncSession, invitation: Invitation) -> None:
+    if invitation.opened_at is None:
+        await InvitationRepository(session).mark_opened(invitation.id, utcnow())
+
+
+async def record_response(
+    session: AsyncSession,
+    survey: Survey,
+    checked: CheckedAnswers,
+    *,
+    invitation: Invitation | None,
+    customer_id: uuid.UUID | None,
+    email: str | None,
+    touchpoint: str | None,
+    source: str,
+    submitted_at: dt.datetime | None = None,
+) -> tuple[SurveyResponse, bool]:
+    """Store a checked answer with its score, announce it, and ask for a follow-up when a known
+    customer answered as a detractor. Returns the response and whether a follow-up was requested."""
+    now = utcnow()
+    if invitation is not None and not await InvitationRepository(session).claim_for_answer(invitation.id, now):
+        raise AlreadyAnswered("this invitation was already answered", reason="already_answered")
+    response = SurveyResponse(
+        id=uuid.uuid4(),
+        survey_id=survey.id,
+        invitation_id=invitation.id if invitation else None,
+        customer_id=customer_id,
+        email=email,
+        touchpoint=touchpoint,
+        source=source,
+        answers=checked.answers,
+        submitted_at=submitted_at or now,
+        recorded_at=now,
+    )
+    repo = ResponseRepository(session)
+    repo.add(response)
+    try:
+        await repo.flush()
+    except IntegrityError:
+        raise AlreadyAnswered("this invitation was already answered", reason="already_answered") from None
+    answer = checked.metric
+    if answer is not None:
+        await repo.add_score(
+            {
+                "response_id": response.id,
+                "survey_id": survey.id,
+                "metric": answer.metric,
+                "touchpoint": touchpoint,
+                "customer_id": customer_id,
+                "score": answer.score,
+                "scale_min": answer.scale_min,
+                "scale_max": answer.scale_max,
+                "category": answer.category,
+                "submitted_at": response.submitted_at,
+                "submitted_on": response.submitted_at.astimezone(dt.UTC).date(),
+            }
+        )
+    _announce(session, survey, response, checked)
+    followup = False
+    if (
+        answer is not None
+        and answer.score is not None
+        and customer_id is not None
+        and needs_followup(answer.metric, answer.score)
+    ):
+        await request_followup(session, survey, response, answer, checked.comment)
+        followup = True
+    return response, followup
+
+
+def _announce(session: AsyncSession, survey: Survey, response: SurveyResponse, checked: CheckedAnswers) -> None:
+    answer = checked.metric
+    add_event(
+        session,
+        OutboxMessage,
+        "survey.response.submitted",
+        source=SOURCE,
+        subject=response.customer_id,
+        data=SurveyResponseSubmitted(
+            response_id=response.id,
+            survey_id=survey.id,
+            survey_kind=survey.kind,
+            invitation_id=response.invitation_id,
+            customer_id=response.customer_id,
+            touchpoint=response.touchpoint,
+            score=answer.score if answer else None,
+            scale_min=answer.scale_min if answer else None,
+            scale_max=answer.scale_max if answer else None,
+            category=answer.category if answer else None,
+            comment=checked.comment,
+            submitted_at=response.submitted_at,
+            metric=answer.metric if answer else None,
+        ),
+    )
+
+
+def answers_problem(checked: CheckedAnswers) -> Unprocessable:
+    errors = [{"loc": ["body", "answers", qid], "msg": msg, "type": "answer"} for qid, msg in checked.errors.items()]
+    detail = "; ".join(f"{qid}: {msg}" for qid, msg in checked.errors.items())
+    return Unprocessable(detail, errors=errors)
+
+
+async def submit_from_api(session: AsyncSession, data: ResponseCreate) -> ResponseRead:
+    now = utcnow()
+    if data.submitted_at is not None and data.submitted_at > now + CLOCK_SKEW:
+        raise field_problem(["body", "submitted_at"], "submitted_at is in the future")
+    if data.token is not None:
+        try:
+            target = await open_invitation(session, data.token, now)
+        except UnknownLink as exc:
+            raise field_problem(["body", "token"], str(exc.detail)) from None
+        survey, invitation = target.survey, target.invitation
+        customer_id, email, touchpoint = invitation.customer_id, invitation.email, invitation.touchpoint
+    else:
+        assert data.survey_id is not None
+        try:
+            survey = await get_survey(session, data.survey_id)
+        except NotFound as exc:
+            raise field_problem(["body", "survey_id"], str(exc.detail)) from None
+        if survey.status != "active":
+            raise SurveyNotOpen(f"the survey is {survey.status} and takes no answers", reason=f"survey_{survey.status}")
+        profile, email = await resolve_recipient(session, data.customer_id, str(data.email) if data.email else None)
+        customer_id = profile.id if profile else None
+        touchpoint = data.touchpoint or survey.touchpoint
+        if data.touchpoint and not await TouchpointRepository(session).existing_keys([data.touchpoint]):
+            raise field_problem(["body", "touchpoint"], f"no touchpoint with key {data.touchpoint!r}")
+        # A customer answering a survey they were invited to answers that invitation.
+        invitation = await InvitationRepository(session).open_for(survey.id, customer_id, now) if customer_id else None
+        if invitation is not None and not data.touchpoint:
+            touchpoint = invitation.touchpoint
+    checked = check_answers(survey.questions, data.answers, from_form=False)
+    if not checked.ok:
+        raise answers_problem(checked)
+    response, followup = await record_response(
+        session,
+        survey,
+        checked,
+        invitation=invitation,
+        customer_id=customer_id,
+        email=email,
+        touchpoint=touchpoint,
+        source="api",
+        submitted_at=data.submitted_at,
+    )
+    score = None
+    if checked.metric is not None:
+        m = checked.metric
+        score = ScoreRead(metric=m.metric, value=m.score, scale_min=m.scale_min, scale_max=m.scale_max, category=m.category)
+    return _read(response, score, followup)
+
+
+def _read(response: SurveyResponse, score: ScoreRead | None, followup: bool) -> ResponseRead:
+    return ResponseRead(
+        id=response.id,
+        survey_id=response.survey_id,
+        invitation_id=response.invitation_id,
+        customer_id=response.customer_id,
+        email=response.email,
+        touchpoint=response.touchpoint,
+        source=response.source,
+        score=score,
+        answers=[AnswerRead.model_validate(a) for a in response.answers],
+        submitted_at=response.submitted_at,
+        followup_requested=followup,
+    )
+
+
+def to_read(row: tuple[SurveyResponse, Score | None, Any]) -> ResponseRead:
+    response, score, followup_id = row
+    score_read = None
+    if score is not None:
+        score_read = ScoreRead(
+            metric=score.metric,
+            value=score.score,
+            scale_min=score.scale_min,
+            scale_max=score.scale_max,
+            category=score.category,
+        )
+    return _read(response, score_read, followup_id is not None)
+
+
+async def get_response(session: AsyncSession, response_id: uuid.UUID) -> ResponseRead:
+    row = await ResponseRepository(session).get(response_id)
+    if row is None:
+        raise NotFound(f"response {response_id} does not exist")
+    return to_read(row)
+
+
+async def list_responses(
+    session: AsyncSession,
+    page: PageParams,
+    *,
+    survey_id: uuid.UUID | None,
+    customer_id: uuid.UUID | None,
+    touchpoint: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+) -> tuple[list[ResponseRead], str | None]:
+    check_window(since, until)
+    rows = await ResponseRepository(session).list_page(
+        survey_id=survey_id,
+        customer_id=customer_id,
+        touchpoint=touchpoint,
+        since=since,
+        until=until,
+        limit=page.limit,
+        after=after_time(page),
+    )
+    next_cursor = None
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        last = rows[-1][0]
+        next_cursor = encode_cursor([last.submitted_at.isoformat(), str(last.id)])
+    return [to_read(r) for r in rows], next_cursor

@@ -1,0 +1,46 @@
+"""A survey: its questions, its status, and the trigger and recurrence that send it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cem.db import Base
+from cxkit.db import PortableJSON, UTCDateTime, new_id, utcnow
+
+
+class Survey(Base):
+    __tablename__ = "surveys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(10), default="draft")
+    # The score this survey measures (nps, csat, ces), or null for a custom survey without one.
+    metric: Mapped[str | None] = mapped_column(String(10))
+    touchpoint: Mapped[str | None] = mapped_column(String(100))
+    questions: Mapped[list[dict[str, Any]]] = mapped_column(PortableJSON, default=list)
+    intro: Mapped[str | None] = mapped_column(Text)
+    thank_you: Mapped[str | None] = mapped_column(Text)
+    trigger_interaction_type: Mapped[str | None] = mapped_column(String(100))
+    trigger_touchpoint: Mapped[str | None] = mapped_column(String(100))
+    trigger_delay_minutes: Mapped[int | None] = mapped_column(Integer)
+    trigger_throttle_days: Mapped[int | None] = mapped_column(Integer)
+    recurrence_days: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    activated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_surveys_created_id", "created_at", "id"),
+        # The interaction consumer looks up active surveys by the interaction's type.
+        Index("ix_surveys_status_trigger", "status", "trigger_interaction_type"),
+        Index("ix_surveys_touchpoint", "touchpoint"),
+        Index("ix_surveys_trigger_touchpoint", "trigger_touchpoint"),
+    )

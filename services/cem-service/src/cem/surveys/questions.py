@@ -1,0 +1,318 @@
+"""Survey questions: their shapes, the defaults of NPS/CSAT/CES surveys, and how answers are
+checked and scored. Used by the API (`POST /v1/responses`) and the respondent page alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+
+from cem.fields import Text, field_problem
+
+Metric = Literal["nps", "csat", "ces"]
+METRICS: tuple[str, ...] = ("nps", "csat", "ces")
+METRIC_SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
+METRIC_LABELS: dict[str, tuple[str, str]] = {
+    "nps": ("Not at all likely", "Extremely likely"),
+    "csat": ("Very dissatisfied", "Very satisfied"),
+    # CES in this product: 1 = very difficult, 7 = very easy (higher is better), so CES 1-2 is the
+    # unhappy end that raises a follow-up, like NPS 0-6 and CSAT 1-2.
+    "ces": ("Very difficult", "Very easy"),
+}
+DEFAULT_QUESTIONS: dict[str, list[dict[str, Any]]] = {
+    "nps": [
+        {"type": "rating", "id": "nps", "metric": "nps", "text": "How likely are you to recommend us to a friend or colleague?"},
+        {"type": "text", "id": "reason", "text": "What is the main reason for your score?"},
+    ],
+    "csat": [
+        {"type": "rating", "id": "csat", "metric": "csat", "text": "How satisfied were you with your experience?"},
+        {"type": "text", "id": "improve", "text": "What could we have done better?"},
+    ],
+    "ces": [
+        {"type": "rating", "id": "ces", "metric": "ces", "text": "How easy was it to get what you needed today?"},
+        {"type": "text", "id": "reason", "text": "What made it easy or difficult?"},
+    ],
+}
+
+QuestionId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class _Question(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: QuestionId | None = Field(
+        None, description="Stable key of the question (answers refer to it); `q1`, `q2`... if left out."
+    )
+    text: Text = Field(min_length=1, max_length=500, description="The question as respondents read it.")
+    help_text: Text | None = Field(None, max_length=500, description="A hint shown under the question.")
+    required: bool | None = Field(
+        None, description="Must be answered. Default: true for the score question of an NPS/CSAT/CES survey, false otherwise."
+    )
+
+
+class RatingQuestion(_Question):
+    type: Literal["rating"]
+    scale_min: int | None = Field(
+        None, ge=0, le=10, description="Lowest score (default 1; a metric's own scale for nps/csat/ces)."
+    )
+    scale_max: int | None = Field(
+        None, ge=1, le=10, description="Highest score (default 5; a metric's own scale for nps/csat/ces)."
+    )
+    min_label: Text | None = Field(None, max_length=100, description="Label of the lowest score, e.g. `Very difficult`.")
+    max_label: Text | None = Field(None, max_length=100, description="Label of the highest score, e.g. `Very easy`.")
+    metric: Metric | None = Field(
+        None,
+        description="The score this question measures: nps (0-10), csat (1-5) or ces (1-7, 1 = very difficult, "
+        "7 = very easy). At most one per survey; analytics read it.",
+    )
+
+
+class TextQuestion(_Question):
+    type: Literal["text"]
+    max_length: int = Field(2000, ge=1, le=5000, description="Longest answer accepted.")
+
+
+ChoiceOption = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class SingleChoiceQuestion(_Question):
+    type: Literal["single_choice"]
+    options: list[ChoiceOption] = Field(min_length=2, max_length=30, description="The choices, in display order.")
+
+
+class MultiChoiceQuestion(_Question):
+    type: Literal["multi_choice"]
+    options: list[ChoiceOption] = Field(min_length=2, max_length=30, description="The choices, in display order.")
+
+
+Question = Annotated[
+    RatingQuestion | TextQuestion | SingleChoiceQuestion | MultiChoiceQuestion,
+    Field(discriminator="type"),
+]
+
+
+def _loc(i: int, name: str | None = None) -> list[str | int]:
+    loc: list[str | int] = ["body", "questions", i]
+    return [*loc, name] if name else loc
+
+
+def normalize_questions(kind: str, questions: list[Any] | None) -> tuple[list[dict[str, Any]], str | None]:
+    """Questions as stored (every default filled in) and the metric the survey measures.
+
+    NPS/CSAT/CES surveys have exactly one score question on the metric's scale, required; any other
+    questions may come with it. Custom surveys have any questions, at most one of them a metric."""
+    if not questions:
+        if kind == "custom":
+            raise field_problem(["body", "questions"], "a custom survey needs at least one question")
+        questions = [_parse(q) for q in DEFAULT_QUESTIONS[kind]]
+    given_ids = {q.id for q in questions if q.id}
+    ids: list[str] = []
+    counter = 0
+    for i, q in enumerate(questions):
+        qid = q.id
+        if qid is None:
+            counter += 1
+            while f"q{counter}" in given_ids or f"q{counter}" in ids:
+                counter += 1
+            qid = f"q{counter}"
+        elif qid in ids:
+            raise field_problem(_loc(i, "id"), f"question id {qid!r} is used twice")
+        ids.append(qid)
+
+    ratings = [i for i, q in enumerate(questions) if isinstance(q, RatingQuestion)]
+    tagged = [i for i in ratings if questions[i].metric is not None]
+    metric_index: int | None = None
+    if kind in METRICS:
+        wrong = [i for i in tagged if questions[i].metric != kind]
+        if wrong:
+            raise field_problem(_loc(wrong[0], "metric"), f"a {kind} survey measures {kind} only")
+        if len(tagged) > 1:
+            raise field_problem(_loc(tagged[1], "metric"), f"a {kind} survey has one {kind} question")
+        if tagged:
+            metric_index = tagged[0]
+        elif len(ratings) == 1:
+            metric_index = ratings[0]
+        else:
+            raise field_problem(
+                ["body", "questions"],
+                f"a {kind} survey needs one rating question with metric {kind!r} on the {kind} scale "
+                f"{METRIC_SCALES[kind][0]}-{METRIC_SCALES[kind][1]}",
+            )
+    elif tagged:
+        if len(tagged) > 1:
+            raise field_problem(_loc(tagged[1], "metric"), "a survey measures at most one metric")
+        metric_index = tagged[0]
+
+    stored: list[dict[str, Any]] = []
+    metric: str | None = None
+    for i, (q, qid) in enumerate(zip(questions, ids, strict=True)):
+        base = {"id": qid, "type": q.type, "text": q.text, "help_text": q.help_text}
+        if isinstance(q, RatingQuestion):
+            if i == metric_index:
+                metric = kind if kind in METRICS else q.metric
+                assert metric is not None
+                low, high = METRIC_SCALES[metric]
+                if (q.scale_min is not None and q.scale_min != low) or (q.scale_max is not None and q.scale_max != high):
+                    raise field_problem(_loc(i, "scale_min"), f"{metric} is measured on {low}-{high}")
+                if kind in METRICS and q.required is False:
+                    raise field_problem(_loc(i, "required"), f"the {kind} question of a {kind} survey is required")
+                min_label, max_label = METRIC_LABELS[metric]
+                stored.append(
+                    {
+                        **base,
+                        "required": True if q.required is None and kind in METRICS else bool(q.required),
+                        "scale_min": low,
+                        "scale_max": high,
+                        "min_label": q.min_label or min_label,
+                        "max_label": q.max_label or max_label,
+                        "metric": metric,
+                    }
+                )
+                continue
+            low = 1 if q.scale_min is None else q.scale_min
+            high = 5 if q.scale_max is None else q.scale_max
+            if low >= high:
+                raise field_problem(_loc(i, "scale_max"), "scale_max must be greater than scale_min")
+            stored.append(
+                {
+                    **base,
+                    "required": bool(q.required),
+                    "scale_min": low,
+                    "scale_max": high,
+                    "min_label": q.min_label,
+                    "max_label": q.max_label,
+                    "metric": None,
+                }
+            )
+        elif isinstance(q, TextQuestion):
+            stored.append({**base, "required": bool(q.required), "max_length": q.max_length})
+        else:
+            folded = [o.casefold() for o in q.options]
+            if len(set(folded)) != len(folded):
+                raise field_problem(_loc(i, "options"), "options must be different from each other")
+            stored.append({**base, "required": bool(q.required), "options": list(q.options)})
+    return stored, metric
+
+
+_QUESTION = TypeAdapter(Question)
+
+
+def _parse(raw: dict[str, Any]) -> Any:
+    return _QUESTION.validate_python(raw)
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+
+def category(metric: str, score: int) -> str:
+    """nps: promoter (9-10) / passive (7-8) / detractor (0-6); csat: positive (4-5) / neutral (3) /
+    negative (1-2); ces: positive (5-7, easy) / neutral (3-4) / negative (1-2, difficult)."""
+    if metric == "nps":
+        return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
+    if metric == "csat":
+        return "positive" if score >= 4 else "neutral" if score == 3 else "negative"
+    return "positive" if score >= 5 else "neutral" if score >= 3 else "negative"
+
+
+def needs_followup(metric: str, score: int) -> bool:
+    """Detractor NPS (0-6), CSAT 1-2, CES 1-2."""
+    return category(metric, score) in ("detractor", "negative")
+
+
+@dataclass
+class MetricAnswer:
+    metric: str
+    question_id: str
+    score: int | None
+    scale_min: int
+    scale_max: int
+
+    @property
+    def category(self) -> str | None:
+        return None if self.score is None else category(self.metric, self.score)
+
+
+@dataclass
+class CheckedAnswers:
+    """Answers ready to store, or the problem with each question that was answered badly."""
+
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    metric: MetricAnswer | None = None
+    comment: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value)
+
+
+def check_answers(questions: list[dict[str, Any]], raw: dict[str, Any], *, from_form: bool) -> CheckedAnswers:
+    """Validate `raw` ({question id: value}) against the questions. Form values are strings (and
+    lists of strings for multi choice); API values are JSON: an integer for a rating, a string for
+    text and single choice, a list of strings for multi choice, null or absent when skipped."""
+    result = CheckedAnswers()
+    known = {q["id"] for q in questions}
+    for qid in raw:
+        if qid not in known:
+            result.errors[str(qid)[:40]] = "there is no such question in this survey"
+    for q in questions:
+        value = raw.get(q["id"])
+        stored: Any = None
+        if _is_blank(value):
+            if q["required"]:
+                result.errors[q["id"]] = "please answer this question"
+        else:
+            stored, problem = _check_one(q, value, from_form)
+            if problem:
+                result.errors[q["id"]] = problem
+                stored = None
+        answer: dict[str, Any] = {"question_id": q["id"], "type": q["type"], "text": q["text"], "value": stored}
+        if q["type"] == "rating":
+            answer["scale_min"], answer["scale_max"] = q["scale_min"], q["scale_max"]
+            if q.get("metric"):
+                result.metric = MetricAnswer(q["metric"], q["id"], stored, q["scale_min"], q["scale_max"])
+        elif q["type"] == "text" and stored is not None and result.comment is None:
+            result.comment = stored
+        result.answers.append(answer)
+    return result
+
+
+def _check_one(q: dict[str, Any], value: Any, from_form: bool) -> tuple[Any, str | None]:
+    kind = q["type"]
+    if kind == "rating":
+        score: int | None = None
+        if from_form and isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value.strip()) <= 3:
+            score = int(value.strip())
+        elif not from_form and isinstance(value, int) and not isinstance(value, bool):
+            score = value
+        if score is None:
+            return None, "pick a whole number on the scale"
+        if not q["scale_min"] <= score <= q["scale_max"]:
+            return None, f"pick a number from {q['scale_min']} to {q['scale_max']}"
+        return score, None
+    if kind == "text":
+        if not isinstance(value, str):
+            return None, "answer with text"
+        text = value.strip()
+        if "\x00" in text:
+            return None, "the answer contains characters that are not allowed"
+        if len(text) > q["max_length"]:
+            return None, f"please keep the answer under {q['max_length']} characters (it has {len(text)})"
+        return text, None
+    if kind == "single_choice":
+        if isinstance(value, list) and from_form and len(value) == 1:
+            value = value[0]
+        if not isinstance(value, str) or value not in q["options"]:
+            return None, "pick one of the options"
+        return value, None
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in values) or any(v not in q["options"] for v in values):
+        return None, "pick among the options"
+    if len(set(values)) != len(values):
+        return None, "each option can be picked once"
+    return [o for o in q["options"] if o in values], None

@@ -1,0 +1,59 @@
+"""Every survey query."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import and_, delete, exists, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.invitations.models import Invitation
+from cem.responses.models import SurveyResponse
+from cem.surveys.models import Survey
+
+
+class SurveyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, survey_id: uuid.UUID, *, for_update: bool = False) -> Survey | None:
+        return await self.session.get(Survey, survey_id, with_for_update=for_update or None)
+
+    async def list_page(
+        self,
+        *,
+        limit: int,
+        after: tuple[dt.datetime, uuid.UUID] | None,
+        status: str | None,
+        kind: str | None,
+        touchpoint: str | None,
+    ) -> list[Survey]:
+        """Newest first, keyset on (created_at, id)."""
+        stmt = select(Survey)
+        if status is not None:
+            stmt = stmt.where(Survey.status == status)
+        if kind is not None:
+            stmt = stmt.where(Survey.kind == kind)
+        if touchpoint is not None:
+            stmt = stmt.where(Survey.touchpoint == touchpoint)
+        if after is not None:
+            created, sid = after
+            stmt = stmt.where(or_(Survey.created_at < created, and_(Survey.created_at == created, Survey.id < sid)))
+        stmt = stmt.order_by(Survey.created_at.desc(), Survey.id.desc()).limit(limit + 1)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def has_responses(self, survey_id: uuid.UUID) -> bool:
+        return bool(await self.session.scalar(select(exists().where(SurveyResponse.survey_id == survey_id))))
+
+    async def has_invitations(self, survey_id: uuid.UUID) -> bool:
+        return bool(await self.session.scalar(select(exists().where(Invitation.survey_id == survey_id))))
+
+    def add(self, survey: Survey) -> None:
+        self.session.add(survey)
+
+    async def delete(self, survey_id: uuid.UUID) -> None:
+        await self.session.execute(delete(Survey).where(Survey.id == survey_id))
+
+    async def flush(self) -> None:
+        await self.session.flush()

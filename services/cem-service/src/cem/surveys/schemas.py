@@ -1,0 +1,194 @@
+"""Survey input and output shapes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cem.fields import Name, Slug, Text
+from cem.surveys.questions import Question
+
+Kind = Literal["nps", "csat", "ces", "custom"]
+Status = Literal["draft", "active", "closed"]
+
+EXAMPLE_QUESTIONS = [
+    {
+        "id": "nps",
+        "type": "rating",
+        "metric": "nps",
+        "text": "How likely are you to recommend Acme to a friend or colleague?",
+        "scale_min": 0,
+        "scale_max": 10,
+    },
+    {"id": "reason", "type": "text", "text": "What is the main reason for your score?"},
+    {"id": "topics", "type": "multi_choice", "text": "What stood out?", "options": ["Price", "Delivery", "Support"]},
+]
+EXAMPLE_TRIGGER = {"interaction_type": "purchase", "touchpoint": "checkout", "delay_minutes": 60, "throttle_days": 30}
+
+
+class TriggerInput(BaseModel):
+    """When an interaction event makes an invitation by itself."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_TRIGGER]})
+
+    interaction_type: Slug = Field(description="The interaction `type` that sends the survey, e.g. `purchase`.")
+    touchpoint: Slug | None = Field(None, description="Only interactions at this touchpoint (a touchpoint key).")
+    delay_minutes: int = Field(0, ge=0, le=43_200, description="Wait this long after the interaction (up to 30 days).")
+    throttle_days: int = Field(
+        30, ge=0, le=3650, description="A customer is not invited again by this survey within this many days (0: no limit)."
+    )
+
+
+class TriggerRead(BaseModel):
+    interaction_type: str
+    touchpoint: str | None
+    delay_minutes: int
+    throttle_days: int
+
+
+class SurveyCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Checkout NPS",
+                    "kind": "nps",
+                    "touchpoint": "checkout",
+                    "questions": EXAMPLE_QUESTIONS,
+                    "trigger": EXAMPLE_TRIGGER,
+                    "intro": "Thanks for your order! Two quick questions.",
+                    "thank_you": "Thank you, your answer helps us improve.",
+                },
+                {"name": "Quarterly relationship NPS", "kind": "nps", "recurrence_days": 90},
+            ]
+        },
+    )
+
+    name: Name
+    kind: Kind = Field(
+        description="nps, csat or ces (one required score question, made for you if `questions` is left out), or custom."
+    )
+    questions: list[Question] | None = Field(None, max_length=50, description="In display order.")
+    touchpoint: Slug | None = Field(None, description="The touchpoint (key) this survey measures.")
+    trigger: TriggerInput | None = Field(None, description="Send automatically after matching interactions; null: by API only.")
+    recurrence_days: int | None = Field(
+        None, ge=1, le=3650, description="Relationship surveys: invite each customer again at this interval (days)."
+    )
+    intro: Text | None = Field(None, max_length=2000, description="Shown above the questions.")
+    thank_you: Text | None = Field(None, max_length=2000, description="Shown after the answer is recorded.")
+
+
+class SurveyUpdate(BaseModel):
+    """Only the fields sent change; null clears an optional one. `questions` change only while the
+    survey is a draft. `status` moves draft -> active -> closed; a closed survey may be reopened
+    (active), and a survey goes back to draft only while nobody has answered it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"status": "active"}, {"name": "Checkout NPS (web)", "trigger": None}]},
+    )
+
+    name: Name | None = None
+    status: Status | None = None
+    questions: list[Question] | None = Field(None, max_length=50)
+    touchpoint: Slug | None = None
+    trigger: TriggerInput | None = None
+    recurrence_days: int | None = Field(None, ge=1, le=3650)
+    intro: Text | None = Field(None, max_length=2000)
+    thank_you: Text | None = Field(None, max_length=2000)
+
+
+class _QuestionRead(BaseModel):
+    id: str
+    text: str
+    help_text: str | None
+    required: bool
+
+
+class RatingQuestionRead(_QuestionRead):
+    type: Literal["rating"]
+    scale_min: int
+    scale_max: int
+    min_label: str | None
+    max_label: str | None
+    metric: str | None
+
+
+class TextQuestionRead(_QuestionRead):
+    type: Literal["text"]
+    max_length: int
+
+
+class ChoiceQuestionRead(_QuestionRead):
+    type: Literal["single_choice", "multi_choice"]
+    options: list[str]
+
+
+QuestionRead = Annotated[RatingQuestionRead | TextQuestionRead | ChoiceQuestionRead, Field(discriminator="type")]
+
+EXAMPLE_READ = {
+    "id": "2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c",
+    "name": "Checkout NPS",
+    "kind": "nps",
+    "metric": "nps",
+    "status": "active",
+    "touchpoint": "checkout",
+    "questions": [
+        {
+            "id": "nps",
+            "type": "rating",
+            "text": "How likely are you to recommend Acme to a friend or colleague?",
+            "help_text": None,
+            "required": True,
+            "scale_min": 0,
+            "scale_max": 10,
+            "min_label": "Not at all likely",
+            "max_label": "Extremely likely",
+            "metric": "nps",
+        },
+        {
+            "id": "reason",
+            "type": "text",
+            "text": "What is the main reason for your score?",
+            "help_text": None,
+            "required": False,
+            "max_length": 2000,
+        },
+    ],
+    "trigger": EXAMPLE_TRIGGER,
+    "recurrence_days": None,
+    "intro": "Thanks for your order! Two quick questions.",
+    "thank_you": "Thank you, your answer helps us improve.",
+    "version": 2,
+    "created_at": "2026-11-23T10:00:00Z",
+    "updated_at": "2026-11-23T10:05:00Z",
+    "activated_at": "2026-11-23T10:05:00Z",
+    "closed_at": None,
+}
+
+
+class SurveyRead(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_READ]})
+
+    id: uuid.UUID
+    name: str
+    kind: str
+    metric: str | None = Field(
+        description="The score the survey measures (nps, csat, ces), null for a custom survey without one."
+    )
+    status: str
+    touchpoint: str | None
+    questions: list[QuestionRead]
+    trigger: TriggerRead | None
+    recurrence_days: int | None
+    intro: str | None
+    thank_you: str | None
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    activated_at: dt.datetime | None
+    closed_at: dt.datetime | None

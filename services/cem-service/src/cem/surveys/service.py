@@ -1,0 +1,211 @@
+"""Survey rules: questions per kind, the status life cycle, trigger and recurrence settings."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.fields import field_problem
+from cem.paging import after_time
+from cem.surveys.models import Survey
+from cem.surveys.questions import normalize_questions
+from cem.surveys.repository import SurveyRepository
+from cem.surveys.schemas import SurveyCreate, SurveyRead, SurveyUpdate, TriggerInput, TriggerRead
+from cem.touchpoints.repository import TouchpointRepository
+from cxkit.db import utcnow
+from cxkit.http.etag import check_if_match
+from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.http.problems import Conflict, NotFound
+
+# (from, to) moves a survey may make; going back to draft is checked further (no answers yet).
+TRANSITIONS = {
+    ("draft", "active"),
+    ("draft", "closed"),
+    ("active", "closed"),
+    ("closed", "active"),
+    ("active", "draft"),
+    ("closed", "draft"),
+}
+
+
+def to_read(survey: Survey) -> SurveyRead:
+    trigger = None
+    if survey.trigger_interaction_type is not None:
+        trigger = TriggerRead(
+            interaction_type=survey.trigger_interaction_type,
+            touchpoint=survey.trigger_touchpoint,
+            delay_minutes=survey.trigger_delay_minutes or 0,
+            throttle_days=survey.trigger_throttle_days or 0,
+        )
+    return SurveyRead.model_validate(
+        {
+            "id": survey.id,
+            "name": survey.name,
+            "kind": survey.kind,
+            "metric": survey.metric,
+            "status": survey.status,
+            "touchpoint": survey.touchpoint,
+            "questions": survey.questions,
+            "trigger": trigger,
+            "recurrence_days": survey.recurrence_days,
+            "intro": survey.intro,
+            "thank_you": survey.thank_you,
+            "version": survey.version,
+            "created_at": survey.created_at,
+            "updated_at": survey.updated_at,
+            "activated_at": survey.activated_at,
+            "closed_at": survey.closed_at,
+        }
+    )
+
+
+def _trigger_columns(trigger: TriggerInput | None) -> dict[str, Any]:
+    if trigger is None:
+        return {
+            "trigger_interaction_type": None,
+            "trigger_touchpoint": None,
+            "trigger_delay_minutes": None,
+            "trigger_throttle_days": None,
+        }
+    return {
+        "trigger_interaction_type": trigger.interaction_type,
+        "trigger_touchpoint": trigger.touchpoint,
+        "trigger_delay_minutes": trigger.delay_minutes,
+        "trigger_throttle_days": trigger.throttle_days,
+    }
+
+
+async def _check_touchpoints(session: AsyncSession, refs: dict[tuple[str, ...], str | None]) -> None:
+    """Every touchpoint key a survey refers to must exist (422 names the field)."""
+    wanted = [key for key in refs.values() if key is not None]
+    known = await TouchpointRepository(session).existing_keys(wanted)
+    for loc, key in refs.items():
+        if key is not None and key not in known:
+            raise field_problem(["body", *loc], f"no touchpoint with key {key!r}")
+
+
+async def create_survey(session: AsyncSession, data: SurveyCreate) -> Survey:
+    questions, metric = normalize_questions(data.kind, data.questions)
+    await _check_touchpoints(
+        session, {("touchpoint",): data.touchpoint, ("trigger", "touchpoint"): data.trigger.touchpoint if data.trigger else None}
+    )
+    now = utcnow()
+    survey = Survey(
+        id=uuid.uuid4(),
+        name=data.name,
+        kind=data.kind,
+        status="draft",
+        metric=metric,
+        touchpoint=data.touchpoint,
+        questions=questions,
+        intro=data.intro,
+        thank_you=data.thank_you,
+        recurrence_days=data.recurrence_days,
+        **_trigger_columns(data.trigger),
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    repo = SurveyRepository(session)
+    repo.add(survey)
+    await repo.flush()
+    return survey
+
+
+async def get_survey(session: AsyncSession, survey_id: uuid.UUID, *, for_update: bool = False) -> Survey:
+    survey = await SurveyRepository(session).get(survey_id, for_update=for_update)
+    if survey is None:
+        raise NotFound(f"survey {survey_id} does not exist")
+    return survey
+
+
+async def update_survey(session: AsyncSession, survey_id: uuid.UUID, data: SurveyUpdate, if_match: str | None) -> Survey:
+    repo = SurveyRepository(session)
+    survey = await get_survey(session, survey_id, for_update=True)
+    check_if_match(if_match, survey.version)
+    sent = data.model_fields_set
+    for required in ("name", "status", "questions"):
+        if required in sent and getattr(data, required) is None:
+            raise field_problem(["body", required], f"{required} cannot be cleared")
+    changes: dict[str, Any] = {}
+    if "name" in sent:
+        changes["name"] = data.name
+    for name in ("touchpoint", "recurrence_days", "intro", "thank_you"):
+        if name in sent:
+            changes[name] = getattr(data, name)
+    if "trigger" in sent:
+        changes.update(_trigger_columns(data.trigger))
+    await _check_touchpoints(
+        session,
+        {
+            ("touchpoint",): changes.get("touchpoint"),
+            ("trigger", "touchpoint"): changes.get("trigger_touchpoint"),
+        },
+    )
+    target_status = data.status if "status" in sent else survey.status
+    if "questions" in sent:
+        # Questions are fixed once people may answer them: answers must keep meaning what they meant.
+        if survey.status != "draft" and target_status != "draft":
+            raise Conflict("questions can change only while the survey is a draft; set status to draft in the same request")
+        questions, metric = normalize_questions(survey.kind, data.questions)
+        changes["questions"] = questions
+        changes["metric"] = metric
+    if target_status != survey.status:
+        assert target_status is not None
+        await _check_transition(repo, survey, target_status)
+        now = utcnow()
+        changes["status"] = target_status
+        if target_status == "active":
+            changes["activated_at"] = now
+            changes["closed_at"] = None
+        elif target_status == "closed":
+            changes["closed_at"] = now
+        else:
+            changes["activated_at"] = None
+            changes["closed_at"] = None
+    changed = {k: v for k, v in changes.items() if getattr(survey, k) != v}
+    if changed:
+        for name, value in changed.items():
+            setattr(survey, name, value)
+        survey.version += 1
+        survey.updated_at = utcnow()
+        await repo.flush()
+    return survey
+
+
+async def _check_transition(repo: SurveyRepository, survey: Survey, target: str) -> None:
+    if (survey.status, target) not in TRANSITIONS:
+        raise Conflict(f"a survey cannot go from {survey.status} to {target}")
+    if target == "draft" and await repo.has_responses(survey.id):
+        raise Conflict("this survey has answers, so it cannot go back to draft; close it and create a new one")
+
+
+async def delete_survey(session: AsyncSession, survey_id: uuid.UUID, if_match: str | None) -> None:
+    """Only a survey nobody was invited to can go; otherwise close it (its history stays)."""
+    repo = SurveyRepository(session)
+    survey = await get_survey(session, survey_id, for_update=True)
+    check_if_match(if_match, survey.version)
+    if await repo.has_invitations(survey.id) or await repo.has_responses(survey.id):
+        raise Conflict("this survey has invitations or answers; close it instead of deleting it")
+    try:
+        await repo.delete(survey.id)
+        await repo.flush()
+    except IntegrityError:
+        raise Conflict("this survey was just used; close it instead of deleting it") from None
+
+
+async def list_surveys(
+    session: AsyncSession, page: PageParams, *, status: str | None, kind: str | None, touchpoint: str | None
+) -> tuple[list[Survey], str | None]:
+    after = after_time(page)
+    rows = await SurveyRepository(session).list_page(
+        limit=page.limit, after=after, status=status, kind=kind, touchpoint=touchpoint
+    )
+    next_cursor = None
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        next_cursor = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)])
+    return rows, next_cursor
