@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast migrate lint format lock bench clean docs
+.PHONY: install run test migrate lint format lock clean docs
 
 $(STAMP): requirements.lock shared/pyproject.toml services/crm-service/pyproject.toml services/cem-service/pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from cxkit.dev_broker import DevBroker
+
+# Every event any test makes (in-process or in a service process started by a test) is
+# checked against the published JSON Schema of its type; see cxkit.kafka.outbox.add_event.
+os.environ["CX_VALIDATE_EVENTS"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,16 @@
 # Debian's headless Chromium with its driver (for the respondent-page browser test).
 set -euo pipefail
 
-pg_up() { pg_isready -h "${CX_TEST_PG_HOST:-127.0.0.1}" -p "${CX_TEST_PG_PORT:-5432}" -q 2>/dev/null; }
+# Same server the tests use (cxkit.testing reads CX_TEST_PG_DSN too).
+PG_DSN="${CX_TEST_PG_DSN:-postgresql://postgres@127.0.0.1:5432/postgres}"
+pg_up() { pg_isready -d "$PG_DSN" -q 2>/dev/null; }
 if ! pg_up; then
   if command -v pg_ctlcluster >/dev/null 2>&1; then
     echo "PostgreSQL is down; starting it"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
   fi
   for _ in $(seq 1 60); do pg_up && break; sleep 0.5; done
-  pg_up || { echo "PostgreSQL is not reachable at ${CX_TEST_PG_HOST:-127.0.0.1}:${CX_TEST_PG_PORT:-5432}" >&2; exit 1; }
+  pg_up || { echo "PostgreSQL is not reachable at $PG_DSN" >&2; exit 1; }
 fi
 
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then

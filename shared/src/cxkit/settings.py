@@ -11,7 +11,7 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", env_file=None)
 
-    service_name: str = "service"
+    service_name: str = Field("service", description="Name in logs, metrics and Kafka client ids.")
     database_url: str = Field(
         "sqlite+aiosqlite:///./var/service.db",
         description="SQLAlchemy async URL: postgresql+asyncpg://... or sqlite+aiosqlite:///path",
@@ -22,7 +22,7 @@ class ServiceSettings(BaseSettings):
     kafka_enable_idempotence: bool = Field(
         True, description="Idempotent producer: on for Apache Kafka, off for the dev broker (Tansu)."
     )
-    kafka_client_id: str | None = None
+    kafka_client_id: str | None = Field(None, description="Kafka client id (defaults to the service name).")
     kafka_topic_partitions: int = Field(3, description="Partitions for topics this service creates.")
     kafka_topic_replication: int = Field(1, description="Replication factor for topics this service creates.")
     run_relay: bool = Field(True, description="Run the outbox relay inside the web process.")
@@ -31,7 +31,7 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(500, description="Outbox rows sent per relay round.")
     consumer_max_records: int = Field(1000, description="Messages fetched per consumer poll (one DB transaction).")
     consumer_max_retries: int = Field(5, description="Attempts for a failing message before it goes to the DLQ.")
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(True, description="JSON logs (production); false for readable terminal logs.")
     public_base_url: str = Field("http://127.0.0.1:8000", description="Base URL used in links this service hands out.")
 

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cxkit.http.problems import install_problem_handlers, problem_response
+from cxkit.http.problems import NotFound, install_problem_handlers, problem_response
 from cxkit.http.responses import JSONBytesResponse
 from cxkit.logs import request_id_var
 from cxkit.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -98,6 +98,34 @@ def ops_router(service: str) -> APIRouter:
     )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get(
+        "/asyncapi.yaml",
+        summary="Event contract (AsyncAPI 3)",
+        description="The Kafka topics, event types and their schemas, as an AsyncAPI 3 document. Needs no key.",
+        response_class=Response,
+        responses={200: {"content": {"application/yaml": {}}}},
+    )
+    async def asyncapi() -> Response:
+        from cxkit.events.contract import render_asyncapi
+
+        return Response(render_asyncapi(), media_type="application/yaml")
+
+    @router.get(
+        "/schemas/events/{event_type}.json",
+        summary="JSON Schema of one event type",
+        description="The whole CloudEvent (`data` included) as JSON Schema 2020-12, e.g. "
+        "`/schemas/events/interaction.recorded.json`. Needs no key.",
+        response_class=Response,
+        responses={200: {"content": {"application/schema+json": {}}}, 404: {"description": "No such event type."}},
+    )
+    async def event_schema(event_type: str) -> Response:
+        from cxkit.events.contract import render_schema
+        from cxkit.events.registry import EVENT_TYPES
+
+        if event_type not in EVENT_TYPES:
+            raise NotFound(f"no event type {event_type!r}; known: {', '.join(EVENT_TYPES)}")
+        return Response(render_schema(event_type), media_type="application/schema+json")
 
     return router
 

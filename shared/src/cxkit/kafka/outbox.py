@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 from sqlalchemy import event, func, select, update
@@ -62,6 +64,14 @@ def add_event(
     The message key defaults to the subject (the customer id), so one customer's events stay
     in one partition, in order."""
     ce = new_event(event_type, source=source, subject=str(subject) if subject else None, data=data, event_id=event_id)
+    value = encode_event(ce)
+    if os.environ.get("CX_VALIDATE_EVENTS") == "1":
+        # Switched on by the test suite: every event any test makes must match the published schema.
+        from cxkit.events.contract import validation_errors
+
+        errors = validation_errors(orjson.loads(value))
+        if errors:
+            raise RuntimeError(f"{event_type} breaks its published schema: {errors}")
     headers = {"content-type": "application/cloudevents+json", "ce_type": event_type}
     if ce.traceparent:
         headers["traceparent"] = ce.traceparent
@@ -70,7 +80,7 @@ def add_event(
         topic=topic_for(event_type),
         key=key if key is not None else ce.subject,
         event_type=event_type,
-        value=encode_event(ce),
+        value=value,
         headers=headers,
         created_at=utcnow(),
     )

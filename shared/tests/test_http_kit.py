@@ -1,0 +1,71 @@
+"""Pure pieces of the HTTP kit: cursors, ETags, trace context, event decoding."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+
+from cxkit.events import InvalidEvent, decode_event, encode_event, new_event
+from cxkit.events.payloads import CustomerCreated
+from cxkit.http.auth import Principal
+from cxkit.http.etag import check_if_match, etag_for
+from cxkit.http.pagination import decode_cursor, encode_cursor
+from cxkit.http.problems import PreconditionFailed, Unprocessable
+from cxkit.tracing import parse_traceparent, start_span, trace_id_of
+
+
+def test_cursor_round_trips_and_garbage_is_422() -> None:
+    values = ["2026-11-23T10:00:00+00:00", str(uuid.uuid4()), 3]
+    assert decode_cursor(encode_cursor(values)) == values
+    for bad in ["%%%", "bm90IGpzb24", encode_cursor([1])[:-3] + "!!", "eyJhIjoxfQ"]:
+        with pytest.raises(Unprocessable):
+            decode_cursor(bad)
+
+
+def test_if_match_accepts_current_weak_and_star_and_refuses_stale() -> None:
+    check_if_match(None, 3)
+    check_if_match('"3"', 3)
+    check_if_match('W/"3"', 3)
+    check_if_match('"1", "3"', 3)
+    check_if_match("*", 3)
+    with pytest.raises(PreconditionFailed) as info:
+        check_if_match('"2"', 3)
+    assert info.value.headers == {"ETag": etag_for(3)}
+
+
+def test_scopes_are_ordered_admin_write_read() -> None:
+    admin = Principal(uuid.uuid4(), "a", frozenset({"admin"}))
+    reader = Principal(uuid.uuid4(), "r", frozenset({"read"}))
+    assert admin.has("read") and admin.has("write") and admin.has("admin")
+    assert reader.has("read") and not reader.has("write")
+
+
+def test_trace_context_continues_an_incoming_trace() -> None:
+    incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    mine = start_span(incoming)
+    assert trace_id_of(mine) == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert parse_traceparent(mine)[1] != "00f067aa0ba902b7"  # a new span of the same trace
+    assert trace_id_of(start_span("garbage")) is not None
+    assert parse_traceparent("00-" + "0" * 32 + "-00f067aa0ba902b7-01") is None
+
+
+def test_decode_event_explains_what_is_wrong() -> None:
+    cid = uuid.uuid4()
+    good = encode_event(new_event("customer.created", source="s", subject=str(cid), data=CustomerCreated(id=cid)))
+    event, payload = decode_event(good)
+    assert event.type == "customer.created" and payload.id == cid
+    cases = {
+        None: "empty message value",
+        b"[1]": "not a JSON object",
+        b"\xff": "not JSON",
+        orjson.dumps({"specversion": "0.3", "id": "1", "source": "s", "type": "t"}): "not a CloudEvent",
+        orjson.dumps(
+            {"specversion": "1.0", "id": "1", "source": "s", "type": "customer.created", "data": {}}
+        ): "invalid customer.created data",
+    }
+    for raw, reason in cases.items():
+        with pytest.raises(InvalidEvent) as info:
+            decode_event(raw)
+        assert info.value.reason.startswith(reason), info.value.reason
