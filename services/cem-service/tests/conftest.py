@@ -3,20 +3,27 @@ tables truncated after every test."""
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from cem.cli import ALEMBIC_INI
 from cem.config import CEMSettings
-from cem.db import ApiKey
+from cem.customers.service import apply_customer_snapshots
+from cem.db import ApiKey, OutboxMessage
 from cem.main import create_app
 from cem.models import Base
 from cxkit import testing
 from cxkit.dev_broker import DevBroker
+from cxkit.events.payloads import CustomerCreated
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +72,84 @@ def session_factory(cem_app: FastAPI):  # type: ignore[no-untyped-def]
 
 
 ALEMBIC = Path(ALEMBIC_INI)
+
+
+class Factory:
+    """Small builders for test data, over the HTTP API where one exists."""
+
+    def __init__(self, client: httpx.AsyncClient, session_factory: Any) -> None:
+        self.client = client
+        self.session_factory = session_factory
+
+    async def customer(self, **fields: Any) -> uuid.UUID:
+        """A customer as if the CRM had announced it on crm.customers.v1."""
+        cid = fields.pop("id", None) or uuid.uuid4()
+        now = dt.datetime.now(dt.UTC)
+        snapshot = CustomerCreated(
+            **{
+                "id": cid,
+                "email": f"{cid.hex[:8]}@example.com",
+                "name": "Ada Lovelace",
+                "owner": "sam@example.com",
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
+                **fields,
+            }
+        )
+        async with self.session_factory() as session:
+            await apply_customer_snapshots(session, [snapshot])
+            await session.commit()
+        return cid
+
+    async def touchpoint(self, key: str = "checkout", **fields: Any) -> dict[str, Any]:
+        r = await self.client.post("/v1/touchpoints", json={"key": key, "name": key.replace("-", " ").title(), **fields})
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    async def survey(self, kind: str = "nps", *, status: str = "active", **fields: Any) -> dict[str, Any]:
+        r = await self.client.post("/v1/surveys", json={"name": f"{kind.upper()} survey", "kind": kind, **fields})
+        assert r.status_code == 201, r.text
+        survey = dict(r.json())
+        if status != "draft":
+            r = await self.client.patch(f"/v1/surveys/{survey['id']}", json={"status": status})
+            assert r.status_code == 200, r.text
+            survey = dict(r.json())
+        return survey
+
+    async def invitation(self, survey_id: str, **fields: Any) -> dict[str, Any]:
+        if "customer_id" not in fields and "email" not in fields:
+            fields["customer_id"] = str(await self.customer())
+        r = await self.client.post(f"/v1/surveys/{survey_id}/invitations", json=orjson.loads(orjson.dumps(fields)))
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    async def answer(self, survey_id: str, answers: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """An answer over the API, without an invitation (anonymous unless a customer or email is given)."""
+        body = {"survey_id": survey_id, "answers": answers, **fields}
+        r = await self.client.post("/v1/responses", json=orjson.loads(orjson.dumps(body)))
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+
+@pytest.fixture
+def make(client: httpx.AsyncClient, session_factory: Any) -> Factory:
+    return Factory(client, session_factory)
+
+
+async def outbox_events(session_factory: Any, event_type: str | None = None) -> list[dict[str, Any]]:
+    """The CloudEvents written to the outbox, oldest first."""
+    async with session_factory() as session:
+        stmt = select(OutboxMessage).order_by(OutboxMessage.id)
+        if event_type is not None:
+            stmt = stmt.where(OutboxMessage.event_type == event_type)
+        rows = (await session.scalars(stmt)).all()
+    return [orjson.loads(r.value) for r in rows]
+
+
+@pytest.fixture
+def outbox(session_factory: Any) -> Any:
+    async def read(event_type: str | None = None) -> list[dict[str, Any]]:
+        return await outbox_events(session_factory, event_type)
+
+    return read

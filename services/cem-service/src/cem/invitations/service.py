@@ -70,7 +70,7 @@ async def resolve_recipient(
     session: AsyncSession, customer_id: uuid.UUID | None, email: str | None
 ) -> tuple[CustomerProfile | None, str | None]:
     """The customer profile behind `customer_id` (422 if unknown) or behind `email` (None when the
-    address belongs to nobody we know), and the email to keep."""
+    address belongs to nobody we know, or when neither is given), and the email to keep."""
     profiles = CustomerProfileRepository(session)
     if customer_id is not None:
         profile = await profiles.get(customer_id)
@@ -79,7 +79,8 @@ async def resolve_recipient(
                 ["body", "customer_id"], f"customer {customer_id} is not known here (the CRM has not announced it)"
             )
         return profile, email
-    assert email is not None
+    if email is None:
+        return None, None
     return await profiles.get_by_email(email), email
 
 

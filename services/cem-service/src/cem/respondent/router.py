@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.responses import HTMLResponse
 
@@ -194,5 +195,5 @@ async def _read_form(request: Request) -> FormData | None:
         return None
     try:
         return await request.form(**FORM_LIMITS)
-    except (MultiPartException, ValueError, UnicodeDecodeError):
+    except (MultiPartException, HTTPException, ValueError, UnicodeDecodeError):
         return None
