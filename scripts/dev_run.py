@@ -84,7 +84,9 @@ def main() -> int:
         shutdown()
         raise
 
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Explicit handlers: a shell that starts us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     print(
         "\n"
         f"  crm-service  http://127.0.0.1:{SERVICES[0][2]}/docs\n"
@@ -104,6 +106,10 @@ def main() -> int:
         return 0
     finally:
         shutdown()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def wait_healthy(url: str, timeout: float = 60) -> None:
