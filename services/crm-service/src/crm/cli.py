@@ -1,16 +1,101 @@
-"""`crm` admin CLI."""
+"""`crm` admin CLI: migrations and API keys (shared), and the CRM's own commands."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
 from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from crm.config import CRMSettings
+from crm.customers.csv_import import ImportFileError, ImportReport, count_rows, import_customers
 from crm.db import ApiKey
 from cxkit.cli import build_cli
+from cxkit.db import make_engine, make_session_factory
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
+ERRORS_SHOWN = 50
 
 app = build_cli("crm", CRMSettings, ALEMBIC_INI, ApiKey)
+console = Console(stderr=True)
+
+
+@app.command("import-customers")
+def import_customers_command(
+    file: Annotated[Path, typer.Argument(help="CSV with a header: email,name[,phone,company,lifecycle_stage,owner,tags,...]")],
+    errors_csv: Annotated[Path | None, typer.Option(help="Write every failed row (line, email, reason) to this CSV.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Rows per transaction.")] = 200,
+    dry_run: Annotated[bool, typer.Option(help="Validate every row, create nothing.")] = False,
+) -> None:
+    """Import customers from CSV: each row is created and announced like `POST /v1/customers`.
+
+    Columns: email and name (required), phone, company, lifecycle_stage, owner, source,
+    campaign_id, survey_opt_out (true/false), tags (separated by ; or |), and
+    attributes.<key> for free attributes. Rows that fail (invalid, duplicate email, unknown
+    campaign) are reported with their line number; the others are imported. Exit code 1 if
+    any row failed, 2 if the file could not be read."""
+    try:
+        total = count_rows(file)
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
+        console.print(f"[red]cannot read {file}: {exc}[/red]")
+        raise typer.Exit(2) from None
+
+    async def run() -> ImportReport:
+        engine = make_engine(CRMSettings().database_url)
+        try:
+            with Progress(
+                TextColumn("[bold]importing customers"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("rows", total=total)
+                return await import_customers(
+                    make_session_factory(engine),
+                    file,
+                    on_row=lambda: progress.advance(task),
+                    batch_size=batch_size,
+                    dry_run=dry_run,
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        report = asyncio.run(run())
+    except ImportFileError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    _print_report(report, dry_run, errors_csv)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+def _print_report(report: ImportReport, dry_run: bool, errors_csv: Path | None) -> None:
+    verb = "valid" if dry_run else "created"
+    console.print(f"{report.total} rows: {report.created} {verb}, {len(report.errors)} failed")
+    if report.ignored_columns:
+        console.print(f"[yellow]ignored columns: {', '.join(report.ignored_columns)}[/yellow]")
+    if report.errors:
+        table = Table("line", "email", "reason", title="rows not imported")
+        for error in report.errors[:ERRORS_SHOWN]:
+            table.add_row(str(error.line), error.email or "", error.reason)
+        console.print(table)
+        if len(report.errors) > ERRORS_SHOWN:
+            console.print(f"... and {len(report.errors) - ERRORS_SHOWN} more" + ("" if errors_csv else " (see --errors-csv)"))
+    if errors_csv is not None:
+        with errors_csv.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["line", "email", "reason"])
+            writer.writerows([e.line, e.email or "", e.reason] for e in report.errors)
+        console.print(f"failed rows written to {errors_csv}")
+
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,205 @@
+"""Pipelines and deals: ordered stages, a default pipeline, deals moving with append-only
+history, won/lost with a lost reason, `deal.stage_changed` and the customer's open value."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from crm.pipelines.models import Pipeline
+from cxkit.testing import bearer
+
+SPEC_STAGES = [
+    ("Qualification", "0.100"),
+    ("Needs analysis", "0.200"),
+    ("Proposal", "0.500"),
+    ("Negotiation", "0.800"),
+    ("Closed won", "1.000"),
+    ("Closed lost", "0.000"),
+]
+
+
+async def test_the_default_pipeline_has_the_spec_stages_and_is_created_once(
+    client: httpx.AsyncClient, session_factory: Any
+) -> None:
+    pages = await asyncio.gather(*[client.get("/v1/pipelines") for _ in range(5)])
+    assert {p.status_code for p in pages} == {200}
+    [pipeline] = pages[0].json()["items"]
+    assert pipeline["is_default"] is True and pipeline["name"] == "Sales pipeline"
+    assert [(s["name"], s["probability"]) for s in pipeline["stages"]] == SPEC_STAGES
+    assert [s["position"] for s in pipeline["stages"]] == list(range(6))
+    assert [s["is_won"] for s in pipeline["stages"]][-2:] == [True, False]
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).select_from(Pipeline)) == 1
+
+
+async def test_pipeline_rules_one_won_one_lost_unique_names_admin_only(
+    client: httpx.AsyncClient, keys: dict[str, str], make: Any
+) -> None:
+    base = [
+        {"name": "A", "probability": "0.3"},
+        {"name": "W", "probability": "1", "is_won": True},
+        {"name": "L", "probability": "0", "is_lost": True},
+    ]
+    bad_stage_lists = [
+        [
+            {"name": "A", "probability": "0.3"},
+            {"name": "W", "probability": "1", "is_won": True},
+            {"name": "W2", "probability": "1", "is_won": True},
+        ],
+        [{"name": "A", "probability": "0.3"}, {"name": "a", "probability": "0.4"}, *base[1:]],
+        [{"name": "A", "probability": "1.5"}, *base[1:]],
+        [{"name": "A", "probability": "0.3"}, {"name": "W", "probability": "0.9", "is_won": True}, base[2]],
+        [{"name": "A", "probability": "0.3", "is_won": True, "is_lost": True}, *base[1:]],
+    ]
+    for stages in bad_stage_lists:
+        assert (await client.post("/v1/pipelines", json={"name": "P", "stages": stages})).status_code == 422, stages
+    assert (
+        await client.post("/v1/pipelines", json={"name": "P", "stages": base}, headers=bearer(keys["write"]))
+    ).status_code == 403
+    made = await make.pipeline(name="P2")
+    assert (await client.post("/v1/pipelines", json={"name": "p2", "stages": base})).status_code == 409
+    assert made["is_default"] is False
+
+
+async def test_making_a_pipeline_default_unsets_the_previous_one(client: httpx.AsyncClient, make: Any) -> None:
+    await client.get("/v1/pipelines")
+    other = await make.pipeline()
+    r = await client.patch(f"/v1/pipelines/{other['id']}", json={"is_default": True}, headers={"If-Match": '"1"'})
+    assert r.status_code == 200 and r.json()["is_default"] is True and r.json()["version"] == 2
+    defaults = [p for p in (await client.get("/v1/pipelines")).json()["items"] if p["is_default"]]
+    assert [p["id"] for p in defaults] == [other["id"]]
+    deal = await make.deal()
+    assert deal["pipeline_id"] == other["id"] and deal["stage"] == "Lead in"
+    assert (await client.delete(f"/v1/pipelines/{other['id']}")).status_code == 409
+
+
+async def test_stages_can_be_renamed_and_reordered_but_not_removed_under_a_deal(client: httpx.AsyncClient, make: Any) -> None:
+    pipeline = await make.pipeline()
+    lead_in, demo, won, lost = pipeline["stages"]
+    deal = await make.deal(pipeline_id=pipeline["id"], stage="Demo")
+    path = f"/v1/pipelines/{pipeline['id']}"
+    keep = [
+        {"id": demo["id"], "name": "Lead in", "probability": "0.6"},
+        {"id": lead_in["id"], "name": "Demo", "probability": "0.2"},
+        {"id": won["id"], "name": "Won", "probability": "1", "is_won": True},
+        {"id": lost["id"], "name": "Lost", "probability": "0", "is_lost": True},
+    ]
+    r = await client.patch(path, json={"stages": keep})
+    assert r.status_code == 200, r.text
+    assert [s["name"] for s in r.json()["stages"]] == ["Lead in", "Demo", "Won", "Lost"]
+    assert (await client.get(f"/v1/deals/{deal['id']}")).json()["stage"] == "Lead in"  # the same stage, renamed
+    without_demo_stage = [keep[1], keep[2], keep[3], {"name": "New", "probability": "0.5"}]
+    removed = await client.patch(path, json={"stages": without_demo_stage})
+    assert removed.status_code == 409 and "Lead in" in removed.json()["detail"]
+
+
+async def test_deal_defaults_and_references(client: httpx.AsyncClient, make: Any) -> None:
+    customer = await make.customer(owner="kim")
+    deal = await make.deal(customer["id"], amount="1200.50")
+    assert (deal["stage"], deal["probability"], deal["status"], deal["owner"], deal["currency"]) == (
+        "Qualification",
+        "0.100",
+        "open",
+        "kim",
+        "EUR",
+    )
+    assert deal["amount"] == "1200.50" and deal["version"] == 1
+    for bad in (
+        {"customer_id": str(uuid.uuid4()), "title": "x"},
+        {"customer_id": customer["id"], "title": "x", "pipeline_id": str(uuid.uuid4())},
+        {"customer_id": customer["id"], "title": "x", "stage": "Nope"},
+        {"customer_id": customer["id"], "title": "x", "amount": "1e30"},
+        {"customer_id": customer["id"], "title": "x", "amount": "-5"},
+        {"customer_id": customer["id"], "title": "x", "amount": "1.001"},
+        {"customer_id": customer["id"], "title": "x", "currency": "euro"},
+        {"customer_id": customer["id"], "title": ""},
+        {"customer_id": customer["id"], "title": "x", "expected_close_date": "2026-02-30"},
+    ):
+        assert (await client.post("/v1/deals", json=bad)).status_code == 422, bad
+
+
+async def test_moves_are_kept_as_append_only_history_and_announced(
+    client: httpx.AsyncClient, make: Any, events: Any, keys: dict[str, str]
+) -> None:
+    customer = await make.customer(lifecycle_stage="lead")
+    deal = await make.deal(customer["id"], amount="500.00")
+    moved = await client.patch(f"/v1/deals/{deal['id']}", json={"stage": "proposal"}, headers=bearer(keys["write"]))
+    assert moved.status_code == 200 and moved.json()["stage"] == "Proposal" and moved.json()["version"] == 2
+    history = (await client.get(f"/v1/deals/{deal['id']}/history")).json()["items"]
+    assert [(h["seq"], h["from_stage"], h["to_stage"], h["to_status"]) for h in history] == [
+        (1, None, "Qualification", "open"),
+        (2, "Qualification", "Proposal", "open"),
+    ]
+    assert history[1]["changed_by"] == "test-write" and history[1]["amount"] == "500.00"
+    announced = await events("deal.stage_changed")
+    assert [(e["data"]["from_stage"], e["data"]["to_stage"]) for e in announced] == [
+        (None, "Qualification"),
+        ("Qualification", "Proposal"),
+    ]
+    assert announced[1]["subject"] == customer["id"] and announced[1]["data"]["customer_open_deal_value"] == "500.00"
+    assert (await client.get(f"/v1/customers/{customer['id']}")).json()["lifecycle_stage"] == "opportunity"
+    # There is no route that changes or deletes history entries.
+    assert (await client.delete(f"/v1/deals/{deal['id']}/history")).status_code == 405
+
+
+async def test_lost_needs_a_reason_won_makes_the_customer_a_customer(client: httpx.AsyncClient, make: Any, events: Any) -> None:
+    customer = await make.customer()
+    lost_deal = await make.deal(customer["id"], amount="100.00")
+    no_reason = await client.patch(f"/v1/deals/{lost_deal['id']}", json={"status": "lost"})
+    assert no_reason.status_code == 422 and no_reason.json()["errors"][0]["loc"] == ["body", "lost_reason"]
+    lost = await make.move(lost_deal["id"], status="lost", lost_reason="Too expensive")
+    assert (lost["status"], lost["stage"], lost["lost_reason"]) == ("lost", "Closed lost", "Too expensive") and lost["closed_at"]
+
+    won_deal = await make.deal(customer["id"], amount="300.00")
+    won = await make.move(won_deal["id"], status="won")
+    assert (won["status"], won["stage"], won["lost_reason"]) == ("won", "Closed won", None)
+    assert (await client.get(f"/v1/customers/{customer['id']}")).json()["lifecycle_stage"] == "customer"
+    assert (await client.patch(f"/v1/deals/{won_deal['id']}", json={"status": "open"})).status_code == 422
+    reopened = await make.move(won_deal["id"], stage="Negotiation")
+    assert (reopened["status"], reopened["closed_at"]) == ("open", None)
+    assert (await client.patch(f"/v1/deals/{won_deal['id']}", json={"stage": "Closed won", "status": "lost"})).status_code == 422
+    assert [e["data"]["status"] for e in await events("deal.stage_changed")] == ["open", "lost", "open", "won", "open"]
+
+
+async def test_amount_change_of_an_open_deal_announces_the_customers_new_open_value(
+    client: httpx.AsyncClient, make: Any, events: Any
+) -> None:
+    customer = await make.customer()
+    deal = await make.deal(customer["id"], amount="100.00")
+    await make.deal(customer["id"], amount="50.00")
+    await make.move(deal["id"], amount="250.00")
+    [update] = [e for e in await events("customer.updated") if e["data"]["changed"] == ["open_deal_value"]]
+    assert update["data"]["open_deal_value"] == "300.00"
+    assert (await client.delete(f"/v1/deals/{deal['id']}")).status_code == 204
+    last = (await events("customer.updated"))[-1]["data"]
+    assert last["changed"] == ["open_deal_value"] and last["open_deal_value"] == "50.00"
+
+
+async def test_deal_list_filters_by_stage_status_and_sorts_by_amount(client: httpx.AsyncClient, make: Any) -> None:
+    customer = await make.customer()
+    small = await make.deal(customer["id"], amount="10.00")
+    big = await make.deal(customer["id"], amount="99.00", stage="Proposal")
+    none = await make.deal(customer["id"])
+    pipeline_id = small["pipeline_id"]
+    items = (await client.get("/v1/deals", params={"sort": "-amount", "limit": 2})).json()
+    assert [d["id"] for d in items["items"]] == [big["id"], small["id"]]
+    rest = (await client.get("/v1/deals", params={"sort": "-amount", "cursor": items["next_cursor"]})).json()["items"]
+    assert [d["id"] for d in rest] == [none["id"]]
+    in_proposal = (await client.get("/v1/deals", params={"pipeline_id": pipeline_id, "stage": "Proposal"})).json()["items"]
+    assert [d["id"] for d in in_proposal] == [big["id"]]
+    assert (await client.get("/v1/deals", params={"stage": "Proposal"})).status_code == 422
+    assert (await client.get("/v1/deals", params={"status": "won"})).json()["items"] == []
+    assert (await client.get("/v1/deals", params={"status": "maybe"})).status_code == 422
+
+
+async def test_stale_if_match_on_a_deal_is_412(client: httpx.AsyncClient, make: Any) -> None:
+    deal = await make.deal()
+    await make.move(deal["id"], title="Renamed")
+    r = await client.patch(f"/v1/deals/{deal['id']}", json={"stage": "Proposal"}, headers={"If-Match": '"1"'})
+    assert r.status_code == 412
+    assert len((await client.get(f"/v1/deals/{deal['id']}/history")).json()["items"]) == 1

@@ -1,0 +1,272 @@
+"""Interactions over HTTP (published through the outbox) and from `cx.interactions.v1` on the
+real broker (batched, idempotent, bad events to the DLQ)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from fastapi import FastAPI
+from sqlalchemy import event, func, select
+
+from crm.config import CRMSettings
+from crm.customers.models import Customer
+from crm.db import SOURCE
+from crm.interactions.models import Interaction
+from crm.interactions.service import apply_interaction_events
+from crm.main import build_consumers
+from cxkit.dev_broker import DevBroker
+from cxkit.events import encode_event, new_event
+from cxkit.events.payloads import InteractionRecorded
+from cxkit.kafka.client import ensure_topics
+from cxkit.kafka.consumer import Delivery
+from cxkit.testing import wait_for
+
+TOPIC = "cx.interactions.v1"
+
+# --- HTTP ----------------------------------------------------------------------------------
+
+
+async def test_an_unknown_email_makes_a_lead_customer_and_both_are_announced(client: httpx.AsyncClient, events: Any) -> None:
+    r = await client.post(
+        "/v1/interactions",
+        json={
+            "customer_email": "New.Buyer@Example.com",
+            "type": "purchase",
+            "amount": "19.90",
+            "currency": "EUR",
+            "touchpoint": "checkout",
+        },
+    )
+    assert r.status_code == 201, r.text
+    interaction = r.json()
+    customer = (await client.get(f"/v1/customers/{interaction['customer_id']}")).json()
+    assert customer["lifecycle_stage"] == "lead" and customer["email"].lower() == "new.buyer@example.com"
+    assert customer["source"] == "api"
+    [created] = await events("customer.created")
+    assert created["subject"] == customer["id"]
+    [recorded] = await events("interaction.recorded")
+    assert recorded["_topic"] == TOPIC and recorded["_key"] == customer["id"] and recorded["source"] == SOURCE
+    assert recorded["data"]["interaction_id"] == interaction["id"] and recorded["data"]["customer_id"] == customer["id"]
+    assert recorded["data"]["amount"] == "19.90" and recorded["data"]["touchpoint"] == "checkout"
+
+    again = await client.post("/v1/interactions", json={"customer_email": "new.buyer@EXAMPLE.com", "type": "call"})
+    assert again.json()["customer_id"] == customer["id"]
+    assert len(await events("customer.created")) == 1
+
+
+async def test_interaction_input_is_validated(client: httpx.AsyncClient, make: Any) -> None:
+    customer = await make.customer()
+    cid = customer["id"]
+    bad_bodies = [
+        {"type": "call"},
+        {"customer_id": cid, "customer_email": customer["email"], "type": "call"},
+        {"customer_id": cid, "type": "Not A Slug"},
+        {"customer_id": cid, "type": "call", "occurred_at": "2026-01-01T10:00:00"},
+        {"customer_id": cid, "type": "purchase", "amount": "1e20"},
+        {"customer_id": cid, "type": "call", "metadata": {"n": 2**70}},
+        {"customer_id": cid, "type": "call", "metadata": {"big": "x" * 20_000}},
+        {"customer_id": cid, "type": "call", "summary": "nul\x00byte"},
+        {"customer_id": cid, "type": "call", "metadata": {"k": "nul\x00"}},
+        {"customer_email": "not-an-email", "type": "call"},
+        {"customer_id": cid, "type": "call", "currency": "eur"},
+    ]
+    for body in bad_bodies:
+        r = await client.post("/v1/interactions", json=body)
+        assert r.status_code == 422, (body, r.status_code, r.text)
+    unknown = await client.post("/v1/interactions", json={"customer_id": str(uuid.uuid4()), "type": "call"})
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["loc"] == ["body", "customer_id"]
+    assert (await client.get(f"/v1/interactions/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_interaction_list_filters_by_customer_type_and_time_window(client: httpx.AsyncClient, make: Any) -> None:
+    a, b = await make.customer(), await make.customer()
+    days = [dt.datetime(2026, 3, d, 12, tzinfo=dt.UTC) for d in (1, 2, 3, 4)]
+    ids = [
+        (await make.interaction(customer_id=a["id"], type=t, occurred_at=at.isoformat()))["id"]
+        for t, at in zip(("call", "purchase", "call", "email"), days, strict=True)
+    ]
+    await make.interaction(customer_id=b["id"], type="call", occurred_at=days[1].isoformat())
+    newest_first = (await client.get("/v1/interactions", params={"customer_id": a["id"]})).json()["items"]
+    assert [i["id"] for i in newest_first] == list(reversed(ids))
+    calls = (await client.get("/v1/interactions", params={"customer_id": a["id"], "type": "call", "sort": "occurred_at"})).json()
+    assert [i["id"] for i in calls["items"]] == [ids[0], ids[2]]
+    window = {"customer_id": a["id"], "occurred_from": days[1].isoformat(), "occurred_to": days[3].isoformat()}
+    assert [i["id"] for i in (await client.get("/v1/interactions", params=window)).json()["items"]] == [ids[2], ids[1]]
+    assert (await client.get(f"/v1/interactions/{ids[1]}")).json()["type"] == "purchase"
+
+
+# --- the consumer on the real broker -------------------------------------------------------
+
+
+def interaction_event(source: str = "urn:pos:store-12", event_id: str | None = None, **data: Any) -> bytes:
+    payload = InteractionRecorded(**{"type": "purchase", "occurred_at": dt.datetime(2026, 5, 1, 10, tzinfo=dt.UTC), **data})
+    event = new_event("interaction.recorded", source=source, subject=None, data=payload)
+    if event_id:
+        event.id = event_id
+    return encode_event(event)
+
+
+async def produce(broker: DevBroker, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value=value, key=b"k")
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture
+async def interactions_consumer(
+    crm_app: FastAPI, crm_settings: CRMSettings, client: httpx.AsyncClient
+) -> AsyncIterator[tuple[str, str]]:
+    """The consumer as crm.main registers it, under a fresh group name, reading a topic of
+    its own (so events of earlier tests do not reach this one's emptied database).
+    Yields (consumer name, topic)."""
+    settings = crm_settings.model_copy(update={"consumer_group": f"test-{uuid.uuid4().hex[:8]}"})
+    [consumer] = build_consumers(settings)(crm_app.state.session_factory)
+    assert consumer.name == f"{settings.consumer_group}.interactions" and consumer.topics == [TOPIC]
+    assert consumer.skip_sources == {SOURCE} and set(consumer.handlers) == {"interaction.recorded"}
+    consumer.topics = [f"{TOPIC}.test-{uuid.uuid4().hex[:8]}"]
+    await ensure_topics(settings, consumer.topics)
+    task = asyncio.create_task(consumer.run())
+    yield consumer.name, consumer.topics[0]
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await consumer.stop()
+
+
+async def test_consumed_events_resolve_customers_create_unknown_ones_once_and_never_double_a_row(
+    client: httpx.AsyncClient, broker: DevBroker, interactions_consumer: tuple[str, str], session_factory: Any, events: Any
+) -> None:
+    known = await make_customer(client, "known@example.com")
+    shared_id = uuid.uuid4()
+    marker = uuid.uuid4()
+    await produce(
+        broker,
+        interactions_consumer[1],
+        [
+            interaction_event(customer_id=uuid.UUID(known), amount="10.00"),
+            interaction_event(customer_email="Stranger@Example.com", type="support_ticket_closed"),
+            interaction_event(customer_email="stranger@example.com"),
+            interaction_event(customer_email="KNOWN@example.com"),
+            interaction_event(customer_email="x@example.com", interaction_id=shared_id),
+            interaction_event(customer_email="x@example.com", interaction_id=shared_id),  # re-published: same interaction
+            interaction_event(source=SOURCE, customer_id=uuid.UUID(known)),  # the CRM's own: already stored
+            interaction_event(customer_id=uuid.UUID(known), interaction_id=marker),
+        ],
+    )
+
+    async def marker_stored() -> bool:
+        return (await client.get(f"/v1/interactions/{marker}")).status_code == 200
+
+    await wait_for(marker_stored, 15)
+    async with session_factory() as session:
+        per_email = dict(
+            (
+                await session.execute(
+                    select(Customer.email_normalized, func.count(Interaction.id))
+                    .join(Interaction, Interaction.customer_id == Customer.id)
+                    .group_by(Customer.email_normalized)
+                )
+            ).all()
+        )
+        stranger = await session.scalar(select(Customer).where(Customer.email_normalized == "stranger@example.com"))
+    assert per_email == {"known@example.com": 3, "stranger@example.com": 2, "x@example.com": 1}
+    assert stranger.lifecycle_stage == "lead" and stranger.source == "urn:pos:store-12"
+    assert sorted(e["data"]["email"] for e in await events("customer.created")) == [
+        "known@example.com",
+        "stranger@example.com",
+        "x@example.com",
+    ]
+    assert (await client.get(f"/v1/interactions/{shared_id}")).json()["source"] == "urn:pos:store-12"
+
+
+async def test_an_event_for_an_unknown_customer_goes_to_the_dlq_and_the_rest_applies(
+    client: httpx.AsyncClient, broker: DevBroker, interactions_consumer: tuple[str, str]
+) -> None:
+    name, topic = interactions_consumer
+    known = await make_customer(client, "fine@example.com")
+    good = uuid.uuid4()
+    missing = uuid.uuid4()
+    bad_values = [
+        interaction_event(customer_id=missing),
+        interaction_event(customer_email="not an email"),
+        interaction_event(customer_email="nul@example.com", summary="a\x00b"),
+    ]
+    await produce(broker, topic, [*bad_values, interaction_event(customer_id=uuid.UUID(known), interaction_id=good)])
+
+    async def stored() -> bool:
+        return (await client.get(f"/v1/interactions/{good}")).status_code == 200
+
+    await wait_for(stored, 15)
+    reasons = await dlq_reasons(broker, f"{topic}.dlq", name, expected=3)
+    assert set(reasons) == set(bad_values)
+    assert f"unknown customer_id: {missing}" in reasons[bad_values[0]]
+    assert "not an email address" in reasons[bad_values[1]]
+    assert "NUL" in reasons[bad_values[2]]
+
+
+async def test_a_batch_is_applied_with_a_handful_of_statements(client: httpx.AsyncClient, crm_app: FastAPI, make: Any) -> None:
+    """200 events, 50 of them for unknown emails: the statement count does not grow with the batch."""
+    known = [uuid.UUID((await make.customer())["id"]) for _ in range(5)]
+    deliveries = []
+    for i in range(200):
+        data = {"customer_id": known[i % 5]} if i % 4 else {"customer_email": f"new-{i}@example.com"}
+        payload = InteractionRecorded(type="purchase", occurred_at=dt.datetime(2026, 5, 1, tzinfo=dt.UTC), **data)
+        deliveries.append(
+            Delivery(new_event("interaction.recorded", source="urn:shop", subject=None, data=payload), payload, None)
+        )  # type: ignore[arg-type]
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    engine = crm_app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        async with crm_app.state.session_factory() as session, session.begin():
+            inserted = await apply_interaction_events(session, deliveries)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert inserted == 200
+    writes = [s for s in statements if not s.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "BEGIN"))]
+    assert len(writes) <= 8, writes
+
+
+async def make_customer(client: httpx.AsyncClient, email: str) -> str:
+    r = await client.post("/v1/customers", json={"email": email, "name": "N"})
+    assert r.status_code == 201
+    customer_id: str = r.json()["id"]
+    return customer_id
+
+
+async def dlq_reasons(broker: DevBroker, dlq_topic: str, consumer_name: str, expected: int) -> dict[bytes, str]:
+    """The DLQ's messages from this consumer (value -> reason), read without a consumer group."""
+    dlq = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+    await dlq.start()
+    found: dict[bytes, str] = {}
+    try:
+        await dlq.topics()  # loads the cluster metadata
+        partitions = [TopicPartition(dlq_topic, p) for p in sorted(dlq.partitions_for_topic(dlq_topic) or [])]
+        dlq.assign(partitions)
+        await dlq.seek_to_beginning(*partitions)
+        deadline = asyncio.get_running_loop().time() + 15
+        while len(found) < expected and asyncio.get_running_loop().time() < deadline:
+            for records in (await dlq.getmany(timeout_ms=200)).values():
+                for rec in records:
+                    headers = dict(rec.headers)
+                    if headers.get("dlq.consumer", b"").decode() == consumer_name:
+                        found[rec.value] = headers["dlq.reason"].decode()
+    finally:
+        await dlq.stop()
+    return found
