@@ -44,3 +44,49 @@ async def test_touchpoints_need_keys_and_scopes(client: httpx.AsyncClient, keys:
     assert (await client.get("/v1/touchpoints", headers={"Authorization": ""})).status_code == 401
     r = await client.post("/v1/touchpoints", json={"key": "a", "name": "A"}, headers=bearer(keys["read"]))
     assert r.status_code == 403
+
+
+async def test_get_patch_with_if_match_and_version_bump(client: httpx.AsyncClient) -> None:
+    created = (await client.post("/v1/touchpoints", json={"key": "checkout", "name": "Checkout"})).json()
+    url = f"/v1/touchpoints/{created['id']}"
+    got = await client.get(url)
+    assert got.status_code == 200 and got.headers["etag"] == '"1"'
+    r = await client.patch(
+        url, json={"name": "Web checkout", "target_metric": "nps", "target_score": 45}, headers={"If-Match": '"1"'}
+    )
+    assert r.status_code == 200 and r.json()["version"] == 2 and r.headers["etag"] == '"2"'
+    stale = await client.patch(url, json={"name": "Other"}, headers={"If-Match": '"1"'})
+    assert stale.status_code == 412 and stale.headers["etag"] == '"2"'
+    same = await client.patch(url, json={"name": "Web checkout"})
+    assert same.json()["version"] == 2, "a PATCH that changes nothing keeps the version"
+    cleared = await client.patch(url, json={"target_metric": None, "target_score": None, "channel": None})
+    assert cleared.json()["target_score"] is None and cleared.json()["version"] == 3
+
+
+async def test_patch_validates_against_the_stored_values(client: httpx.AsyncClient) -> None:
+    tid = (await client.post("/v1/touchpoints", json={"key": "checkout", "name": "Checkout"})).json()["id"]
+    url = f"/v1/touchpoints/{tid}"
+    for body in [
+        {"target_score": 40},  # no metric stored or sent
+        {"target_metric": "ces", "target_score": 9},
+        {"key": "renamed"},
+        {"name": None},
+        {"name": ""},
+        {"name": "a\u0000b"},
+        {"target_score": "high"},
+    ]:
+        r = await client.patch(url, json=body)
+        assert r.status_code == 422, (body, r.text)
+    assert (await client.get("/v1/touchpoints/not-a-uuid")).status_code == 422
+    assert (await client.get("/v1/touchpoints/5d2b6a0e-8c1f-4a57-b1d2-0c9e8f7a6b5c")).status_code == 404
+
+
+async def test_delete_refuses_a_touchpoint_in_use_and_deletes_a_free_one(client: httpx.AsyncClient) -> None:
+    used = (await client.post("/v1/touchpoints", json={"key": "checkout", "name": "Checkout"})).json()
+    free = (await client.post("/v1/touchpoints", json={"key": "kiosk", "name": "Kiosk"})).json()
+    await client.post("/v1/surveys", json={"name": "Checkout NPS", "kind": "nps", "touchpoint": "checkout"})
+    r = await client.delete(f"/v1/touchpoints/{used['id']}")
+    assert r.status_code == 409 and "Checkout NPS" in r.json()["detail"]
+    assert (await client.delete(f"/v1/touchpoints/{free['id']}", headers={"If-Match": '"7"'})).status_code == 412
+    assert (await client.delete(f"/v1/touchpoints/{free['id']}", headers={"If-Match": '"1"'})).status_code == 204
+    assert (await client.get(f"/v1/touchpoints/{free['id']}")).status_code == 404

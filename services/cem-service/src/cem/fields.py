@@ -22,10 +22,13 @@ def _to_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
-Text = Annotated[str, AfterValidator(_storable)]
+NoNul = AfterValidator(_storable)
+"""Put after any StringConstraints (constraints placed after a validator do not see stripped text)."""
+
+Text = Annotated[str, NoNul]
 """Free text (no NUL characters)."""
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_storable)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
 """A display name: 1-200 characters after trimming."""
 
 Slug = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
-from cem.fields import Channel, Slug, Text, UTCTime
+from cem.fields import Channel, NoNul, Slug, UTCTime
 
 SentimentLabel = Literal["positive", "neutral", "negative"]
 
@@ -43,11 +43,11 @@ class FeedbackCreate(BaseModel):
     email: EmailStr | None = Field(None, description="Linked to the customer with this email when known.")
     touchpoint: Slug | None = Field(None, description="The touchpoint (key) the feedback is about.")
     channel: Channel = Field(description="Where it came from: email, chat, phone, app_store, social, store...")
-    text: Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000), NoNul]
     rating: float | None = Field(None, allow_inf_nan=False, description="A rating given with the feedback, on its scale.")
     rating_scale_min: int = Field(1, ge=0, le=100, description="Lowest possible rating.")
     rating_scale_max: int = Field(5, ge=1, le=100, description="Highest possible rating.")
-    external_ref: Annotated[Text, StringConstraints(min_length=1, max_length=200)] | None = Field(
+    external_ref: Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul] | None = Field(
         None, description="Id in the source system (ticket, review); the same channel and ref twice is a 409."
     )
     received_at: UTCTime | None = Field(None, description="When it was given; default now. Never in the future.")

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
-from cem.fields import Text, field_problem
+from cem.fields import NoNul, Text, field_problem
 
 Metric = Literal["nps", "csat", "ces"]
 METRICS: tuple[str, ...] = ("nps", "csat", "ces")
@@ -44,7 +44,9 @@ class _Question(BaseModel):
     id: QuestionId | None = Field(
         None, description="Stable key of the question (answers refer to it); `q1`, `q2`... if left out."
     )
-    text: Text = Field(min_length=1, max_length=500, description="The question as respondents read it.")
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), NoNul] = Field(
+        description="The question as respondents read it."
+    )
     help_text: Text | None = Field(None, max_length=500, description="A hint shown under the question.")
     required: bool | None = Field(
         None, description="Must be answered. Default: true for the score question of an NPS/CSAT/CES survey, false otherwise."
@@ -73,7 +75,7 @@ class TextQuestion(_Question):
     max_length: int = Field(2000, ge=1, le=5000, description="Longest answer accepted.")
 
 
-ChoiceOption = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ChoiceOption = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
 
 
 class SingleChoiceQuestion(_Question):
@@ -310,7 +312,11 @@ def _check_one(q: dict[str, Any], value: Any, from_form: bool) -> tuple[Any, str
         if not isinstance(value, str) or value not in q["options"]:
             return None, "pick one of the options"
         return value, None
-    values = value if isinstance(value, list) else [value]
+    if not isinstance(value, list):
+        if not from_form:
+            return None, "answer with a list of options"
+        value = [value]
+    values = value
     if not all(isinstance(v, str) for v in values) or any(v not in q["options"] for v in values):
         return None, "pick among the options"
     if len(set(values)) != len(values):

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cem.fields import Text
+from cem.fields import Name, Text
 
 EXAMPLE = {
     "key": "checkout",
@@ -39,7 +39,7 @@ class TouchpointCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
 
     key: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Unique slug, e.g. `checkout`.")
-    name: Text = Field(min_length=1, max_length=200)
+    name: Name
     channel: Text | None = Field(None, max_length=50, description="e.g. web, store, phone, email, app.")
     journey_stage: Text | None = Field(None, max_length=50, description="e.g. awareness, purchase, onboarding, support.")
     description: Text | None = Field(None, max_length=5000)
@@ -63,7 +63,7 @@ class TouchpointUpdate(BaseModel):
         json_schema_extra={"examples": [{"name": "Checkout (web shop)", "target_metric": "nps", "target_score": 45}]},
     )
 
-    name: Text | None = Field(None, min_length=1, max_length=200)
+    name: Name | None = None
     channel: Text | None = Field(None, max_length=50)
     journey_stage: Text | None = Field(None, max_length=50)
     description: Text | None = Field(None, max_length=5000)

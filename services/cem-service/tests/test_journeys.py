@@ -1,0 +1,93 @@
+"""Journeys: ordered stages with ordered touchpoints, referenced by key or id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+async def _touchpoints(make: Any, *keys: str) -> dict[str, str]:
+    return {key: (await make.touchpoint(key))["id"] for key in keys}
+
+
+def _shape(journey: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    return [(s["name"], [t["key"] for t in s["touchpoints"]]) for s in journey["stages"]]
+
+
+async def test_create_keeps_stage_and_touchpoint_order_with_keys_or_ids(client: httpx.AsyncClient, make: Any) -> None:
+    ids = await _touchpoints(make, "product-page", "checkout", "delivery", "support-call")
+    body = {
+        "name": "Online order",
+        "stages": [
+            {"name": "Purchase", "touchpoints": ["product-page", ids["checkout"]]},
+            {"name": "Delivery", "description": "Parcel on its way", "touchpoints": ["delivery"]},
+            {"name": "Support", "touchpoints": []},
+        ],
+    }
+    r = await client.post("/v1/journeys", json=body)
+    assert r.status_code == 201, r.text
+    journey = r.json()
+    assert r.headers["etag"] == '"1"' and r.headers["location"] == f"/v1/journeys/{journey['id']}"
+    assert _shape(journey) == [("Purchase", ["product-page", "checkout"]), ("Delivery", ["delivery"]), ("Support", [])]
+    assert journey["stages"][1]["description"] == "Parcel on its way"
+    assert (await client.get(f"/v1/journeys/{journey['id']}")).json() == journey
+
+
+async def test_reordering_stages_and_touchpoints_keeps_the_new_order(client: httpx.AsyncClient, make: Any) -> None:
+    await _touchpoints(make, "a", "b", "c")
+    journey = (
+        await client.post(
+            "/v1/journeys",
+            json={"name": "J", "stages": [{"name": "One", "touchpoints": ["a", "b"]}, {"name": "Two", "touchpoints": ["c"]}]},
+        )
+    ).json()
+    url = f"/v1/journeys/{journey['id']}"
+    new_order = {"stages": [{"name": "Two", "touchpoints": ["c", "b"]}, {"name": "One", "touchpoints": ["a"]}]}
+    r = await client.patch(url, json=new_order, headers={"If-Match": '"1"'})
+    assert r.status_code == 200 and r.json()["version"] == 2
+    assert _shape(r.json()) == [("Two", ["c", "b"]), ("One", ["a"])]
+    assert _shape((await client.get(url)).json()) == [("Two", ["c", "b"]), ("One", ["a"])]
+    same = await client.patch(url, json=new_order)
+    assert same.json()["version"] == 2
+    assert (await client.patch(url, json={"name": "K"}, headers={"If-Match": '"1"'})).status_code == 412
+
+
+async def test_bad_stage_references_are_422(client: httpx.AsyncClient, make: Any) -> None:
+    await _touchpoints(make, "a")
+    bad = [
+        [{"name": "S", "touchpoints": ["nope"]}],
+        [{"name": "S", "touchpoints": ["5d2b6a0e-8c1f-4a57-b1d2-0c9e8f7a6b5c"]}],
+        [{"name": "S", "touchpoints": ["a"]}, {"name": "T", "touchpoints": ["a"]}],
+        [{"name": "S"}, {"name": "s"}],
+        [{"name": ""}],
+        [{"name": "S", "touchpoints": [""]}],
+        [{"name": "S", "touchpoints": [7]}],
+        "not a list",
+    ]
+    for stages in bad:
+        r = await client.post("/v1/journeys", json={"name": "J", "stages": stages})
+        assert r.status_code == 422, (stages, r.text)
+        assert r.json()["errors"]
+
+
+async def test_touchpoint_in_a_journey_cannot_be_deleted_and_journey_delete_frees_it(
+    client: httpx.AsyncClient, make: Any
+) -> None:
+    ids = await _touchpoints(make, "a")
+    journey = (await client.post("/v1/journeys", json={"name": "J", "stages": [{"name": "S", "touchpoints": ["a"]}]})).json()
+    r = await client.delete(f"/v1/touchpoints/{ids['a']}")
+    assert r.status_code == 409 and "journey 'J'" in r.json()["detail"]
+    assert (await client.delete(f"/v1/journeys/{journey['id']}")).status_code == 204
+    assert (await client.get(f"/v1/journeys/{journey['id']}")).status_code == 404
+    assert (await client.delete(f"/v1/touchpoints/{ids['a']}")).status_code == 204
+
+
+async def test_list_journeys_by_name_with_pagination(client: httpx.AsyncClient) -> None:
+    for name in ["Onboarding", "Churn", "Online order"]:
+        assert (await client.post("/v1/journeys", json={"name": name})).status_code == 201
+    first = (await client.get("/v1/journeys", params={"limit": 2})).json()
+    assert [j["name"] for j in first["items"]] == ["Churn", "Onboarding"]
+    second = (await client.get("/v1/journeys", params={"limit": 2, "cursor": first["next_cursor"]})).json()
+    assert [j["name"] for j in second["items"]] == ["Online order"] and second["next_cursor"] is None
+    assert (await client.get("/v1/journeys", params={"cursor": "garbage!"})).status_code == 422
