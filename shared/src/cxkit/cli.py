@@ -21,9 +21,51 @@ console = Console(stderr=True)
 
 
 def build_cli(
-    name: str, settings_factory: Callable[[], ServiceSettings], alembic_ini: Path, api_key_model: type[Any]
+    name: str,
+    settings_factory: Callable[[], ServiceSettings],
+    alembic_ini: Path,
+    api_key_model: type[Any],
+    *,
+    processed_model: type[Any] | None = None,
+    projections: Callable[[Any], list[Any]] | None = None,
 ) -> typer.Typer:
     app = typer.Typer(name=name, help=f"{name} administration.", no_args_is_help=True, add_completion=False)
+
+    if projections is not None and processed_model is not None:
+
+        @app.command()
+        def replay(
+            yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+        ) -> None:
+            """Rebuild this service's projections from the Kafka topics, from the beginning.
+            Stop the service (or its consumers) first."""
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            from cxkit.replay import replay as run_replay
+
+            settings = settings_factory()
+            chosen = projections(settings)
+            if not yes:
+                names = ", ".join(p.consumer_name for p in chosen)
+                typer.confirm(f"Reset and rebuild {names} from {settings.kafka_bootstrap_servers}?", abort=True)
+
+            async def run() -> dict[str, int]:
+                engine = make_engine(settings.database_url)
+                try:
+                    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+                        tasks: dict[str, Any] = {}
+
+                        def report(consumer: str, done: int, total: int) -> None:
+                            if consumer not in tasks:
+                                tasks[consumer] = bar.add_task(consumer, total=total)
+                            bar.update(tasks[consumer], completed=done, total=total)
+
+                        return await run_replay(settings, make_session_factory(engine), processed_model, chosen, report)
+                finally:
+                    await engine.dispose()
+
+            for consumer, count in asyncio.run(run()).items():
+                console.print(f"[green]{consumer}: {count} messages replayed[/green]")
 
     @app.command()
     def migrate(revision: Annotated[str, typer.Option(help="Target revision.")] = "heads") -> None:

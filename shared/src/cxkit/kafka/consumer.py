@@ -73,6 +73,8 @@ class EventConsumer:
     session_factory: async_sessionmaker[AsyncSession]
     processed_model: type[Any]
     skip_sources: frozenset[str] = frozenset()
+    # Off during a replay: bad messages were sent to the DLQ when they first came.
+    send_dead_letters: bool = True
     _consumer: AIOKafkaConsumer | None = field(default=None, init=False)
     _producer: AIOKafkaProducer | None = field(default=None, init=False)
     connected: bool = field(default=False, init=False)
@@ -180,7 +182,13 @@ class EventConsumer:
                     if reason is not None:
                         dead.append((delivery.record, reason))
         for record, reason in dead:
-            await self._send_to_dlq(record, reason)
+            if self.send_dead_letters:
+                await self._send_to_dlq(record, reason)
+            else:
+                log.info(
+                    "skipping a bad message during replay",
+                    extra={"topic": record.topic, "offset": record.offset, "reason": reason},
+                )
 
     async def _apply(self, deliveries: list[Delivery]) -> None:
         """All events of the poll in one transaction; duplicates are filtered by the

@@ -1,0 +1,114 @@
+"""Rebuild a service's projections from the topics, from the beginning.
+
+A projection names the consumer whose processed-events rows it owns, the topics and the
+handlers that build it, and how to reset it. Only projection handlers run: a replay never
+repeats side effects such as invitations or tasks, which are the service's own data."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cxkit.kafka.consumer import BatchHandler, EventConsumer
+from cxkit.settings import ServiceSettings
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """What a replay rebuilds. `consumer_name` is the live consumer's name, so after the
+    replay the live consumer treats the replayed events as already applied."""
+
+    consumer_name: str
+    topics: list[str]
+    handlers: dict[str, BatchHandler]
+    reset: Callable[[AsyncSession], Awaitable[None]]
+    description: str = ""
+
+
+async def replay(
+    settings: ServiceSettings,
+    session_factory: async_sessionmaker[AsyncSession],
+    processed_model: type[Any],
+    projections: list[Projection],
+    progress: ProgressCallback | None = None,
+) -> dict[str, int]:
+    """Reset each projection and apply its topics from offset 0 up to their current end.
+    Returns the number of messages read per projection. Stop the service's consumers first."""
+    counts: dict[str, int] = {}
+    for projection in projections:
+        async with session_factory() as session, session.begin():
+            await projection.reset(session)
+            await session.execute(delete(processed_model).where(processed_model.consumer == projection.consumer_name))
+        counts[projection.consumer_name] = await _apply_from_start(
+            settings, session_factory, processed_model, projection, progress
+        )
+    return counts
+
+
+async def _apply_from_start(
+    settings: ServiceSettings,
+    session_factory: async_sessionmaker[AsyncSession],
+    processed_model: type[Any],
+    projection: Projection,
+    progress: ProgressCallback | None,
+) -> int:
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id=f"{projection.consumer_name}-replay",
+        max_poll_records=settings.consumer_max_records,
+    )
+    await reader.start()
+    try:
+        known = await reader.topics()
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in projection.topics
+            if topic in known
+            for p in sorted(reader.partitions_for_topic(topic) or [])
+        ]
+        if not partitions:
+            return 0
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        end = await reader.end_offsets(partitions)
+        start = await reader.beginning_offsets(partitions)
+        total = sum(end[tp] - start[tp] for tp in partitions)
+        applier = EventConsumer(
+            name=projection.consumer_name,
+            topics=projection.topics,
+            handlers=projection.handlers,
+            settings=settings,
+            session_factory=session_factory,
+            processed_model=processed_model,
+            send_dead_letters=False,
+        )
+        done = 0
+        if progress:
+            progress(projection.consumer_name, done, total)
+        while True:
+            pending = [tp for tp in partitions if await reader.position(tp) < end[tp]]
+            if not pending:
+                break
+            batches = await reader.getmany(*pending, timeout_ms=1000, max_records=settings.consumer_max_records)
+            trimmed = {tp: [r for r in records if r.offset < end[tp]] for tp, records in batches.items()}
+            trimmed = {tp: records for tp, records in trimmed.items() if records}
+            if not trimmed:
+                continue
+            await applier.process(trimmed)
+            done += sum(len(r) for r in trimmed.values())
+            if progress:
+                progress(projection.consumer_name, done, total)
+        return done
+    finally:
+        with contextlib.suppress(Exception):
+            await reader.stop()
