@@ -5,6 +5,7 @@ and money has a fixed precision: all three are caught here, at the edge."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from decimal import Decimal
 from typing import Annotated, Any
@@ -61,7 +62,17 @@ class InputModel(BaseModel):
 FreeJSON = Annotated[dict[str, Any], AfterValidator(bounded_json)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2, examples=["12500.00"])]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR.", examples=["EUR"])]
-Timestamp = AwareDatetime
+
+
+def in_utc(value: dt.datetime) -> dt.datetime:
+    """Aware times are stored in UTC; one that leaves the calendar when shifted is invalid."""
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(in_utc)]
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
 Probability = Annotated[Decimal, Field(ge=0, le=1, max_digits=4, decimal_places=3)]
 

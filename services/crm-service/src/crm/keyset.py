@@ -74,13 +74,16 @@ def _decode(kind: Kind, value: Any) -> Any:
         parsed = dt.datetime.fromisoformat(value)
         if parsed.tzinfo is None:
             raise ValueError("naive")
-        return parsed
+        return parsed.astimezone(dt.UTC)
     if kind == "date":
         return dt.date.fromisoformat(value)
     if kind == "decimal":
-        return Decimal(value)
+        number = Decimal(value)
+        if not number.is_finite():
+            raise ValueError("not a number")
+        return number
     if kind == "int":
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not isinstance(value, int) or isinstance(value, bool) or not -(2**31) <= value < 2**31:
             raise ValueError("not an int")
         return value
     if not isinstance(value, str) or "\x00" in value:
@@ -98,7 +101,7 @@ def apply(stmt: Select[Any], sort: Sort, id_column: InstrumentedAttribute[Any], 
                 raise ValueError("another sort")
             value = _decode(sort.key.kind, raw_value)
             last_id = uuid.UUID(raw_id)
-        except (ValueError, TypeError, InvalidOperation, AttributeError):
+        except (ValueError, TypeError, InvalidOperation, AttributeError, OverflowError):
             raise Unprocessable(BAD_CURSOR) from None
         if value is None:
             # Already inside the NULLs at the end: only the id order is left.

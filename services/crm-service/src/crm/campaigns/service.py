@@ -4,6 +4,7 @@ the campaign brought in."""
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +29,7 @@ def stats_of(raw: dict[str, Any]) -> CampaignStats:
         response_rate=round(responded / members, 4) if members else None,
         leads=raw["leads"],
         customers=raw["customers"],
-        won_amount=raw["won_amount"],
+        won_amount=Decimal(raw["won_amount"]).quantize(Decimal("0.01")),
     )
 
 

@@ -82,8 +82,8 @@ def _decode_cursor(raw: list[object] | None) -> Cursor | None:
         parsed = dt.datetime.fromisoformat(str(at))
         if parsed.tzinfo is None or not isinstance(kind, str) or "\x00" in kind:
             raise ValueError("bad cursor")
-        return parsed, kind, uuid.UUID(str(entry_id))
-    except (ValueError, TypeError):
+        return parsed.astimezone(dt.UTC), kind, uuid.UUID(str(entry_id))
+    except (ValueError, TypeError, OverflowError):
         raise Unprocessable(keyset.BAD_CURSOR) from None
 
 

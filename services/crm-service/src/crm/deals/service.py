@@ -221,7 +221,8 @@ async def deal_history(session: AsyncSession, deal_id: uuid.UUID, page: PagePara
         raise NotFound(f"deal {deal_id} does not exist")
     after = None
     if page.cursor is not None:
-        if len(page.cursor) != 1 or not isinstance(page.cursor[0], int) or isinstance(page.cursor[0], bool):
+        seq = page.cursor[0] if len(page.cursor) == 1 else None
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**31:
             raise Unprocessable(keyset.BAD_CURSOR)
         after = page.cursor[0]
     rows = await repo.history_page(deal_id, page, after)

@@ -83,7 +83,7 @@ async def upload_document(
     incoming = store.new_incoming()
     try:
         upload = await receive_upload(request, incoming, settings.documents_max_bytes, settings.documents_allowed_types)
-        # The body was hashed while it streamed, so the idempotency check never buffers it.
+        # Compared on the upload's fields and file hash, so the body is never buffered.
         idem = Idempotency(request.app.state.idempotency_model, idempotency_key, str(principal.key_id), upload.request_digest)
 
         async def operation() -> Response:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import anyio
+import orjson
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
@@ -141,13 +142,11 @@ async def receive_upload(request: Request, incoming: Path, max_bytes: int, allow
     if declared_length and declared_length.isdigit() and int(declared_length) > max_bytes + 64 * 1024:
         raise PayloadTooLarge(f"documents are at most {max_bytes} bytes")
 
-    digest = hashlib.sha256(request.method.encode() + b"\n" + request.url.path.encode() + b"\n")
     with incoming.open("wb") as target:
         reader = _Reader(target, max_bytes, {t.lower() for t in allowed_types})
         try:
             parser = MultipartParser(boundary, reader.callbacks())
             async for chunk in request.stream():
-                digest.update(chunk)
                 parser.write(chunk)
                 if reader.pending:
                     data, reader.pending = b"".join(reader.pending), []
@@ -163,12 +162,18 @@ async def receive_upload(request: Request, incoming: Path, max_bytes: int, allow
         )
     if reader.size == 0:
         raise Unprocessable("the file is empty")
+    sha256 = reader.file_hash.hexdigest()
+    # What the request means, not its bytes: a retry's multipart boundary may differ.
+    meaning = orjson.dumps(
+        [request.method, request.url.path, reader.result_fields, reader.filename, reader.content_type, sha256],
+        option=orjson.OPT_SORT_KEYS,
+    )
     return ParsedUpload(
         incoming=incoming,
         fields=reader.result_fields,
         filename=reader.filename,
         content_type=reader.content_type,
         size=reader.size,
-        sha256=reader.file_hash.hexdigest(),
-        request_digest=digest.hexdigest(),
+        sha256=sha256,
+        request_digest=hashlib.sha256(meaning).hexdigest(),
     )

@@ -15,7 +15,7 @@ from crm import keyset
 from crm.customers import service as customers
 from crm.customers.repository import CustomerRepository
 from crm.db import SOURCE, OutboxMessage
-from crm.fields import bounded_json, has_nul
+from crm.fields import bounded_json, has_nul, in_utc
 from crm.interactions.models import Interaction
 from crm.interactions.repository import SORT_KEYS, InteractionFilters, InteractionRepository
 from crm.interactions.schemas import InteractionCreate
@@ -118,6 +118,10 @@ def _check_storable(p: InteractionRecorded) -> None:
         raise PermanentEventError(f"metadata: {exc}") from None
     if p.amount is not None and not (p.amount.is_finite() and abs(p.amount) < _MAX_AMOUNT):
         raise PermanentEventError(f"amount {p.amount} is out of range")
+    try:
+        in_utc(p.occurred_at)
+    except ValueError as exc:
+        raise PermanentEventError(f"occurred_at: {exc}") from None
 
 
 async def apply_interaction_events(session: AsyncSession, deliveries: Sequence[Delivery]) -> int:

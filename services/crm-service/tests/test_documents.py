@@ -1,0 +1,154 @@
+"""Documents: streamed uploads with a size limit and allowed types, downloads with the right
+headers, deletion, and time-limited share links that need no API key."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from crm.config import CRMSettings
+from crm.documents.models import Document
+from cxkit.testing import bearer
+
+PDF = b"%PDF-1.4\n" + b"x" * 5000
+
+
+def stored_files(settings: CRMSettings) -> list[Path]:
+    return [p for p in Path(settings.documents_dir).rglob("*") if p.is_file()]
+
+
+async def upload(
+    client: httpx.AsyncClient,
+    data: dict[str, str],
+    name: str = "offer.pdf",
+    content: bytes = PDF,
+    ctype: str = "application/pdf",
+    **kw: Any,
+) -> httpx.Response:
+    return await client.post("/v1/documents", data=data, files={"file": (name, content, ctype)}, **kw)
+
+
+async def test_upload_then_download_returns_the_same_bytes_with_type_and_name(client: httpx.AsyncClient, make: Any) -> None:
+    customer = await make.customer()
+    r = await upload(client, {"customer_id": customer["id"], "description": "Signed offer"}, name="Angebot Müller.pdf")
+    assert r.status_code == 201, r.text
+    doc = r.json()
+    assert (doc["filename"], doc["content_type"], doc["size_bytes"]) == ("Angebot Müller.pdf", "application/pdf", len(PDF))
+    assert doc["sha256"] == hashlib.sha256(PDF).hexdigest() and doc["uploaded_by"] == "test-admin"
+    assert r.headers["location"] == f"/v1/documents/{doc['id']}"
+    got = await client.get(doc["download_url"])
+    assert got.status_code == 200 and got.content == PDF
+    assert got.headers["content-type"] == "application/pdf"
+    assert got.headers["content-disposition"] == "attachment; filename*=utf-8''Angebot%20M%C3%BCller.pdf"
+    assert got.headers["x-content-type-options"] == "nosniff"
+    listed = (await client.get("/v1/documents", params={"customer_id": customer["id"]})).json()["items"]
+    assert [d["id"] for d in listed] == [doc["id"]]
+
+
+async def test_a_deals_document_belongs_to_the_deals_customer(client: httpx.AsyncClient, make: Any) -> None:
+    deal = await make.deal()
+    doc = (
+        await upload(client, {"deal_id": deal["id"]}, name="../../etc/passwd.txt", content=b"hello", ctype="text/plain")
+    ).json()
+    assert doc["customer_id"] == deal["customer_id"] and doc["deal_id"] == deal["id"]
+    assert doc["filename"] == "passwd.txt"
+    assert [d["id"] for d in (await client.get("/v1/documents", params={"deal_id": deal["id"]})).json()["items"]] == [doc["id"]]
+
+
+async def test_too_large_is_413_and_leaves_no_file(
+    client: httpx.AsyncClient, make: Any, crm_settings: CRMSettings, monkeypatch: pytest.MonkeyPatch, session_factory: Any
+) -> None:
+    customer = await make.customer()
+    before = stored_files(crm_settings)
+    monkeypatch.setattr(crm_settings, "documents_max_bytes", 4096)
+    r = await upload(client, {"customer_id": customer["id"]})
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    assert stored_files(crm_settings) == before
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).select_from(Document)) == 0
+
+
+async def test_content_types_are_checked_against_the_allowed_list(client: httpx.AsyncClient, make: Any) -> None:
+    cid = (await make.customer())["id"]
+    assert (
+        await upload(client, {"customer_id": cid}, name="page.html", content=b"<script>", ctype="text/html")
+    ).status_code == 415
+    guessed = await upload(client, {"customer_id": cid}, name="scan.pdf", ctype="application/octet-stream")
+    assert guessed.status_code == 201 and guessed.json()["content_type"] == "application/pdf"
+    assert (await upload(client, {"customer_id": cid}, name="tool.exe", ctype="application/octet-stream")).status_code == 415
+    not_multipart = await client.post("/v1/documents", json={"customer_id": cid})
+    assert not_multipart.status_code == 415
+
+
+async def test_bad_upload_requests_are_422(client: httpx.AsyncClient, make: Any) -> None:
+    cid = (await make.customer())["id"]
+    no_file = await client.post("/v1/documents", files={"customer_id": (None, cid)})  # multipart, but no file part
+    assert no_file.status_code == 422 and no_file.json()["errors"][0]["loc"] == ["body", "file"]
+    assert (await client.post("/v1/documents", data={"customer_id": cid})).status_code == 415  # urlencoded
+    assert (await upload(client, {})).status_code == 422
+    assert (await upload(client, {"customer_id": "not-a-uuid"})).status_code == 422
+    assert (await upload(client, {"customer_id": str(uuid.uuid4())})).status_code == 422
+    assert (await upload(client, {"deal_id": str(uuid.uuid4())})).status_code == 422
+    assert (await upload(client, {"customer_id": cid}, content=b"")).status_code == 422
+    broken = await client.post(
+        "/v1/documents", content=b"--b\r\nnonsense", headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert broken.status_code == 422
+
+
+async def test_delete_removes_the_record_and_the_file(client: httpx.AsyncClient, make: Any, crm_settings: CRMSettings) -> None:
+    doc = (await upload(client, {"customer_id": (await make.customer())["id"]})).json()
+    assert len(stored_files(crm_settings)) >= 1
+    count = len(stored_files(crm_settings))
+    assert (await client.delete(f"/v1/documents/{doc['id']}")).status_code == 204
+    assert len(stored_files(crm_settings)) == count - 1
+    assert (await client.get(doc["download_url"])).status_code == 404
+    assert (await client.delete(f"/v1/documents/{doc['id']}")).status_code == 404
+
+
+async def test_upload_with_an_idempotency_key_stores_one_document(
+    client: httpx.AsyncClient, make: Any, session_factory: Any
+) -> None:
+    cid = (await make.customer())["id"]
+    first = await upload(client, {"customer_id": cid}, headers={"Idempotency-Key": "up-1"})
+    again = await upload(client, {"customer_id": cid}, headers={"Idempotency-Key": "up-1"})
+    assert first.status_code == again.status_code == 201 and again.json()["id"] == first.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    other_file = await upload(client, {"customer_id": cid}, content=b"%PDF other", headers={"Idempotency-Key": "up-1"})
+    assert other_file.status_code == 422
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).select_from(Document)) == 1
+
+
+async def test_a_share_link_works_without_a_key_until_it_expires(
+    client: httpx.AsyncClient, make: Any, keys: dict[str, str], crm_app: FastAPI
+) -> None:
+    doc = (await upload(client, {"customer_id": (await make.customer())["id"]})).json()
+    share = f"/v1/documents/{doc['id']}/share"
+    assert (await client.post(share, json={}, headers=bearer(keys["read"]))).status_code == 403
+    assert (await client.post(share, json={"expires_in": 10**9})).status_code == 422
+    link = (await client.post(share, json={"expires_in": 600})).json()
+    url = httpx.URL(link["url"])
+    assert url.path == f"/v1/shared/documents/{doc['id']}"
+    open_get = await client.get(url.path, params=dict(url.params), headers={"Authorization": ""})
+    assert open_get.status_code == 200 and open_get.content == PDF
+    assert open_get.headers["content-disposition"] == 'attachment; filename="offer.pdf"'
+
+    tampered = dict(url.params) | {"expires": str(int(url.params["expires"]) + 3600)}
+    assert (await client.get(url.path, params=tampered, headers={"Authorization": ""})).status_code == 403
+    past = int(time.time()) - 10
+    signature = crm_app.state.document_links.signature(uuid.UUID(doc["id"]), past)
+    expired = await client.get(url.path, params={"expires": past, "signature": signature}, headers={"Authorization": ""})
+    assert expired.status_code == 410
+    assert (await client.get(url.path, params={"expires": "x", "signature": "y"})).status_code == 422
+
+    await client.delete(f"/v1/documents/{doc['id']}")
+    assert (await client.get(url.path, params=dict(url.params), headers={"Authorization": ""})).status_code == 404

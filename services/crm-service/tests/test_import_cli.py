@@ -1,0 +1,88 @@
+"""`crm import-customers FILE.csv`: the real command in a child process, against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CSV = """email,name,company,lifecycle_stage,tags,attributes.plan,survey_opt_out,shoe_size
+ada@example.com,Ada Lovelace,Engines,customer,vip;b2b,pro,no,40
+not-an-email,Bad Row,,,,,,
+ADA@example.com,Ada Again,,,,,,
+taken@example.com,Already There,,,,,,
+bob@example.com,Bob,,king,,,,
+carol@example.com,Carol,,,a;b|c,,yes,
+dave@example.com,Dave,,,,,maybe,
+"""
+
+
+async def run_cli(database_url: str, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "crm.cli",
+        *args,
+        env={**os.environ, "CRM_DATABASE_URL": database_url, "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_import_creates_valid_rows_and_reports_the_others_by_line(
+    client: httpx.AsyncClient, make: Any, events: Any, crm_database_url: str, tmp_path: Path
+) -> None:
+    await make.customer(email="taken@example.com")
+    source = tmp_path / "customers.csv"
+    source.write_text(CSV, encoding="utf-8")
+    report = tmp_path / "errors.csv"
+    code, output = await run_cli(crm_database_url, "import-customers", str(source), "--errors-csv", str(report))
+    assert code == 1, output
+    assert "7 rows: 2 created, 5 failed" in output and "ignored columns: shoe_size" in output
+
+    with report.open(encoding="utf-8") as handle:
+        failed = {int(r["line"]): r for r in csv.DictReader(handle)}
+    assert sorted(failed) == [3, 4, 5, 6, 8]
+    assert "email" in failed[3]["reason"]
+    assert failed[4]["reason"] == "duplicate of line 2 in this file"
+    assert "already exists" in failed[5]["reason"]
+    assert "lifecycle_stage" in failed[6]["reason"]
+    assert "survey_opt_out" in failed[8]["reason"]
+
+    ada = (await client.get("/v1/customers", params={"q": "ada@example.com"})).json()["items"][0]
+    assert (ada["name"], ada["company"], ada["lifecycle_stage"], ada["tags"], ada["attributes"]) == (
+        "Ada Lovelace",
+        "Engines",
+        "customer",
+        ["b2b", "vip"],
+        {"plan": "pro"},
+    )
+    carol = (await client.get("/v1/customers", params={"q": "carol"})).json()["items"][0]
+    assert carol["tags"] == ["a", "b", "c"] and carol["survey_opt_out"] is True
+    created = {e["data"]["email"] for e in await events("customer.created")}
+    assert created == {"taken@example.com", "ada@example.com", "carol@example.com"}
+
+
+async def test_dry_run_creates_nothing_and_a_bad_header_is_exit_2(
+    client: httpx.AsyncClient, crm_database_url: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "customers.csv"
+    source.write_text("email,name\nx@example.com,X\n", encoding="utf-8")
+    code, output = await run_cli(crm_database_url, "import-customers", str(source), "--dry-run")
+    assert code == 0 and "1 rows: 1 valid, 0 failed" in output
+    assert (await client.get("/v1/customers")).json()["items"] == []
+
+    headerless = tmp_path / "bad.csv"
+    headerless.write_text("mail,fullname\nx@example.com,X\n", encoding="utf-8")
+    code, output = await run_cli(crm_database_url, "import-customers", str(headerless))
+    assert code == 2 and "lacks the column(s) email, name" in output
+    code, output = await run_cli(crm_database_url, "import-customers", str(tmp_path / "missing.csv"))
+    assert code == 2
