@@ -19,7 +19,10 @@ def _storable(value: str) -> str:
 
 
 def _to_utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("time out of range") from None
 
 
 NoNul = AfterValidator(_storable)
@@ -27,6 +30,9 @@ NoNul = AfterValidator(_storable)
 
 Text = Annotated[str, NoNul]
 """Free text (no NUL characters)."""
+
+QueryText = Annotated[str, NoNul]
+"""A text query parameter (`Annotated[QueryText | None, Query(...)]`): PostgreSQL cannot compare NUL either."""
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
 """A display name: 1-200 characters after trimming."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 import cem
 from cem.analytics.router import router as analytics_router
@@ -99,12 +98,31 @@ OPS_EXAMPLES: dict[str, dict[str, Any]] = {
         "application/json": {"example": {"status": "ok", "service": "cem-service", "checks": {"database": "ok", "broker": "ok"}}}
     },
     "/metrics": {"text/plain": {"example": 'http_requests_total{method="GET",path="/health",status="200"} 3.0'}},
+    "/asyncapi.yaml": {"application/yaml": {"example": "asyncapi: 3.0.0\ninfo:\n  title: CX events\nchannels:\n  ..."}},
+    "/schemas/events/{event_type}.json": {
+        "application/schema+json": {
+            "example": {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "title": "survey.response.submitted",
+                "type": "object",
+            }
+        }
+    },
 }
 
 
 def document_ops_routes(app: FastAPI) -> None:
-    """Give the platform's /health, /ready and /metrics an example answer in the OpenAPI document."""
-    for route in app.routes:
-        path = getattr(route, "path", None)
-        if isinstance(route, APIRoute) and path in OPS_EXAMPLES:
-            route.openapi_extra = {"responses": {"200": {"content": OPS_EXAMPLES[path]}}}
+    """Give the platform's routes (health, readiness, metrics, event contract) an example answer in
+    the OpenAPI document, as every operation of this service has."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        for path, content in OPS_EXAMPLES.items():
+            response = schema["paths"].get(path, {}).get("get", {}).get("responses", {}).get("200")
+            if response is not None:
+                for media, example in content.items():
+                    response.setdefault("content", {}).setdefault(media, {}).update(example)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

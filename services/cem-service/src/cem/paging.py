@@ -34,6 +34,6 @@ def after_text(page: PageParams) -> tuple[str, uuid.UUID] | None:
         last_id = uuid.UUID(page.cursor[1])
     except (ValueError, IndexError, TypeError, AttributeError):
         raise Unprocessable(BAD_CURSOR) from None
-    if not isinstance(text, str):
+    if not isinstance(text, str) or "\x00" in text:
         raise Unprocessable(BAD_CURSOR)
     return text, last_id

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from cem.analytics import service
 from cem.analytics.schemas import Interval, MetricReport, TouchpointReport
-from cem.fields import From, To
+from cem.fields import From, QueryText, To
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
@@ -28,7 +28,7 @@ SurveyFilter = Annotated[
     ),
 ]
 TouchpointFilter = Annotated[
-    str | None, Query(max_length=100, description="Only answers about this touchpoint (key).", examples=["checkout"])
+    QueryText | None, Query(max_length=100, description="Only answers about this touchpoint (key).", examples=["checkout"])
 ]
 IntervalParam = Annotated[
     Interval, Query(description="Bucket size of the series (UTC; weeks start on Monday).", examples=["week"])

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from cem.feedback import service
 from cem.feedback.schemas import FeedbackCreate, FeedbackRead, SentimentLabel
-from cem.fields import From, To, id_path
+from cem.fields import From, QueryText, To, id_path
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
@@ -56,8 +56,10 @@ async def list_feedback(
     since: From = None,
     until: To = None,
     customer_id: Annotated[uuid.UUID | None, Query(description="Only this customer's feedback.")] = None,
-    touchpoint: Annotated[str | None, Query(max_length=100, description="Only feedback about this touchpoint (key).")] = None,
-    channel: Annotated[str | None, Query(max_length=50, description="Only feedback from this channel.")] = None,
+    touchpoint: Annotated[
+        QueryText | None, Query(max_length=100, description="Only feedback about this touchpoint (key).")
+    ] = None,
+    channel: Annotated[QueryText | None, Query(max_length=50, description="Only feedback from this channel.")] = None,
     sentiment: Annotated[SentimentLabel | None, Query(description="Only this sentiment.", examples=["negative"])] = None,
 ) -> Response:
     rows, next_cursor = await service.list_feedback(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from cem.fields import IfMatch, id_path
+from cem.fields import IfMatch, QueryText, id_path
 from cem.journeys import service
 from cem.journeys.models import Journey
 from cem.journeys.schemas import JourneyCreate, JourneyRead, JourneyUpdate
@@ -60,7 +60,7 @@ async def list_journeys(
     session: SessionDep,
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
-    name: Annotated[str | None, Query(max_length=200, description="Only journeys with this exact name.")] = None,
+    name: Annotated[QueryText | None, Query(max_length=200, description="Only journeys with this exact name.")] = None,
 ) -> Response:
     rows, next_cursor = await service.list_journeys(session, page, name=name)
     return json_response(Page[JourneyRead](items=rows, next_cursor=next_cursor))

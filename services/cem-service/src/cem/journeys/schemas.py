@@ -8,9 +8,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from cem.fields import Name, Text
+from cem.fields import Name, NoNul, Text
 
-TouchpointRef = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+TouchpointRef = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul]
 
 EXAMPLE_STAGES = [
     {"name": "Purchase", "description": "Choosing and paying.", "touchpoints": ["product-page", "checkout"]},

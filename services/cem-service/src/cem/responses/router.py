@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from cem.fields import From, To, id_path
+from cem.fields import From, QueryText, To, id_path
 from cem.responses import service
 from cem.responses.schemas import ResponseCreate, ResponseRead
 from cxkit.http.app import json_response
@@ -59,7 +59,9 @@ async def list_responses(
     until: To = None,
     survey_id: Annotated[uuid.UUID | None, Query(description="Only answers to this survey.")] = None,
     customer_id: Annotated[uuid.UUID | None, Query(description="Only this customer's answers.")] = None,
-    touchpoint: Annotated[str | None, Query(max_length=100, description="Only answers about this touchpoint (key).")] = None,
+    touchpoint: Annotated[
+        QueryText | None, Query(max_length=100, description="Only answers about this touchpoint (key).")
+    ] = None,
 ) -> Response:
     rows, next_cursor = await service.list_responses(
         session, page, survey_id=survey_id, customer_id=customer_id, touchpoint=touchpoint, since=since, until=until

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from cem.fields import IfMatch, id_path
+from cem.fields import IfMatch, QueryText, id_path
 from cem.surveys import service
 from cem.surveys.models import Survey
 from cem.surveys.schemas import Kind, Status, SurveyCreate, SurveyRead, SurveyUpdate
@@ -63,7 +63,7 @@ async def list_surveys(
     page: Annotated[PageParams, Depends(page_params)],
     status: Annotated[Status | None, Query(description="Only surveys in this status.", examples=["active"])] = None,
     kind: Annotated[Kind | None, Query(description="Only surveys of this kind.", examples=["nps"])] = None,
-    touchpoint: Annotated[str | None, Query(max_length=100, description="Only surveys of this touchpoint (key).")] = None,
+    touchpoint: Annotated[QueryText | None, Query(max_length=100, description="Only surveys of this touchpoint (key).")] = None,
 ) -> Response:
     rows, next_cursor = await service.list_surveys(session, page, status=status, kind=kind, touchpoint=touchpoint)
     return json_response(Page[SurveyRead](items=[service.to_read(r) for r in rows], next_cursor=next_cursor))

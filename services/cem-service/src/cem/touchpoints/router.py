@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from cem.fields import IfMatch, id_path
+from cem.fields import IfMatch, QueryText, id_path
 from cem.touchpoints import service
 from cem.touchpoints.schemas import TouchpointCreate, TouchpointRead, TouchpointUpdate
 from cxkit.http.app import json_response
@@ -58,9 +58,9 @@ async def list_touchpoints(
     session: SessionDep,
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
-    channel: Annotated[str | None, Query(max_length=50, description="Only this channel.", examples=["web"])] = None,
+    channel: Annotated[QueryText | None, Query(max_length=50, description="Only this channel.", examples=["web"])] = None,
     journey_stage: Annotated[
-        str | None, Query(max_length=50, description="Only this journey stage.", examples=["purchase"])
+        QueryText | None, Query(max_length=50, description="Only this journey stage.", examples=["purchase"])
     ] = None,
 ) -> Response:
     rows, next_cursor = await service.list_touchpoints(session, page, channel=channel, journey_stage=journey_stage)
