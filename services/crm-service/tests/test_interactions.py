@@ -62,6 +62,19 @@ async def test_an_unknown_email_makes_a_lead_customer_and_both_are_announced(cli
     assert len(await events("customer.created")) == 1
 
 
+async def test_concurrent_interactions_for_one_unknown_email_make_one_customer(
+    client: httpx.AsyncClient, session_factory: Any
+) -> None:
+    answers = await asyncio.gather(
+        *[client.post("/v1/interactions", json={"customer_email": "rush@example.com", "type": "call"}) for _ in range(6)]
+    )
+    assert {a.status_code for a in answers} == {201}
+    assert len({a.json()["customer_id"] for a in answers}) == 1
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).select_from(Customer)) == 1
+        assert await session.scalar(select(func.count()).select_from(Interaction)) == 6
+
+
 async def test_interaction_input_is_validated(client: httpx.AsyncClient, make: Any) -> None:
     customer = await make.customer()
     cid = customer["id"]

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Header, Path, Query
+from fastapi import Header, Path
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 MAX_JSON_BYTES = 16 * 1024
@@ -78,10 +78,6 @@ Probability = Annotated[Decimal, Field(ge=0, le=1, max_digits=4, decimal_places=
 
 # Query parameters.
 SearchText = Annotated[str, AfterValidator(no_nul)]
-
-
-def text_query(description: str, max_length: int = 200) -> Any:
-    return Query(min_length=1, max_length=max_length, description=description)
 
 
 EXAMPLE_IDS = {

@@ -149,11 +149,13 @@ async def insert_customer(
         updated_at=now,
         **fields,
     )
-    repo.add(customer)
     if savepoint:
+        # Added inside the savepoint: begin_nested() flushes what is pending before it.
         async with session.begin_nested():
+            repo.add(customer)
             await repo.flush()
     else:
+        repo.add(customer)
         try:
             # Flushed here so a concurrent duplicate surfaces as 409, not at commit time.
             await repo.flush()
