@@ -61,6 +61,8 @@ async def test_pipeline_rules_one_won_one_lost_unique_names_admin_only(
     assert (
         await client.post("/v1/pipelines", json={"name": "P", "stages": base}, headers=bearer(keys["write"]))
     ).status_code == 403
+    taken = await client.post("/v1/pipelines", json={"name": "Sales pipeline", "stages": base})
+    assert taken.status_code == 409  # the built-in default exists before any other pipeline
     made = await make.pipeline(name="P2")
     assert (await client.post("/v1/pipelines", json={"name": "p2", "stages": base})).status_code == 409
     assert made["is_default"] is False

@@ -44,6 +44,8 @@ async def create_lead(session: AsyncSession, data: LeadCreate) -> Lead:
     await _require_campaign(session, data.campaign_id)
     now = utcnow()
     fields = data.model_dump()
+    if data.status != "disqualified":
+        fields["disqualified_reason"] = None
     email = str(data.email) if data.email else None
     lead = Lead(
         id=uuid.uuid4(),

@@ -106,6 +106,8 @@ def _stage_row(pipeline_id: uuid.UUID, position: int, data: StageIn) -> Pipeline
 
 async def create_pipeline(session: AsyncSession, data: PipelineCreate) -> tuple[Pipeline, list[PipelineStage]]:
     repo = PipelineRepository(session)
+    # The built-in default comes first, so its name and its default role are never in doubt.
+    await ensure_default_pipeline(session)
     if await repo.name_taken(data.name):
         raise Conflict(f"a pipeline named {data.name!r} already exists")
     if any(s.id is not None for s in data.stages):
