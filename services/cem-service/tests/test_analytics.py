@@ -267,3 +267,27 @@ async def _interactions(session_factory: Any, rows: list[tuple[str, str]]) -> No
                 )
             )
         await session.commit()
+
+
+@pytest.mark.parametrize(
+    ("metric", "single", "expected_single"),
+    [("nps", 6, -100.0), ("csat", 2, 0.0), ("ces", 6, 6.0)],
+)
+async def test_each_metric_with_no_answers_only_skipped_then_one_answer(
+    client: httpx.AsyncClient, make: Any, metric: str, single: int, expected_single: float
+) -> None:
+    survey = await _custom_with_optional(make, metric)
+    url = f"/v1/analytics/{metric}"
+    empty = (await client.get(url)).json()
+    assert (empty["n"], empty["skipped"], empty["score"], empty["ci95"], empty["series"]) == (0, 0, None, None, [])
+    await make.answer(survey["id"], {"why": "skipped it"}, submitted_at=NOV.format(9))
+    skipped = (await client.get(url)).json()
+    assert (skipped["n"], skipped["skipped"], skipped["score"], skipped["ci95"]) == (0, 1, None, None)
+    await make.answer(survey["id"], {"score": single}, submitted_at=NOV.format(9))
+    one = (await client.get(url)).json()
+    assert (one["n"], one["skipped"], one["score"], one["mean"]) == (1, 1, expected_single, float(single))
+    if metric == "csat":  # Wilson still bounds a single answer: 0 of 1 -> [0, 79.35]
+        assert one["ci95"] == {"low": 0.0, "high": approx(79.3456)}
+    else:
+        assert one["ci95"] is None
+    assert [(p["n"], p["skipped"]) for p in one["series"]] == [(1, 1)]
