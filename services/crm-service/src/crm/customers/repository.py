@@ -44,6 +44,8 @@ class CustomerRepository:
 
     async def get(self, customer_id: uuid.UUID, *, for_update: bool = False) -> Customer | None:
         if for_update:
+            # The locked read refreshes the row in the session: pending changes go out first.
+            await self.session.flush()
             stmt = select(Customer).where(Customer.id == customer_id).with_for_update()
             return await self.session.scalar(stmt.execution_options(populate_existing=True))
         return await self.session.get(Customer, customer_id)

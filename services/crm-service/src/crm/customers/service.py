@@ -269,14 +269,22 @@ async def update_customer(session: AsyncSession, customer_id: uuid.UUID, data: C
     return customer
 
 
+def _moves_forward(current: str, target: str) -> bool:
+    if current == "churned" or current not in _PROGRESSION:
+        return False
+    return _PROGRESSION.index(target) > _PROGRESSION.index(current)
+
+
 async def advance_lifecycle(session: AsyncSession, customer: Customer, target: str) -> bool:
     """Move the customer forward to `target` (never back, never out of `churned`) and
     announce it. Returns whether it moved."""
-    current = customer.lifecycle_stage
-    if current == "churned" or current not in _PROGRESSION:
+    if not _moves_forward(customer.lifecycle_stage, target):
         return False
-    if _PROGRESSION.index(target) <= _PROGRESSION.index(current):
+    # Locked (and refreshed) before the version is bumped, so concurrent moves serialise.
+    locked = await CustomerRepository(session).get(customer.id, for_update=True)
+    if locked is None or not _moves_forward(locked.lifecycle_stage, target):
         return False
+    customer = locked
     customer.lifecycle_stage = target
     _touch(customer)
     await announce_updated(session, customer, ["lifecycle_stage"])
