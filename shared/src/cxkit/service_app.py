@@ -4,19 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import delete
 
-from cxkit.db import make_engine, make_session_factory
+from cxkit.db import make_engine, make_session_factory, utcnow
 from cxkit.http.auth import ApiKeyAuth
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.kafka.outbox import OutboxRelay
 from cxkit.settings import ServiceSettings
 
 ConsumerFactory = Callable[[Any], list[EventConsumer]]
+log = logging.getLogger(__name__)
+HOUSEKEEPING_INTERVAL_S = 600
+
+
+async def _housekeeping(
+    settings: ServiceSettings, session_factory: Any, outbox_model: type[Any], idempotency_model: type[Any]
+) -> None:
+    """Every few minutes: drop sent outbox rows and idempotency answers past their retention."""
+    while True:
+        try:
+            now = utcnow()
+            async with session_factory() as session, session.begin():
+                await session.execute(
+                    delete(outbox_model).where(
+                        outbox_model.sent_at.is_not(None),
+                        outbox_model.sent_at < now - dt.timedelta(hours=settings.outbox_retention_hours),
+                    )
+                )
+                await session.execute(
+                    delete(idempotency_model).where(
+                        idempotency_model.created_at < now - dt.timedelta(hours=settings.idempotency_ttl_hours)
+                    )
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("housekeeping failed", extra={"error": repr(exc)})
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
 
 def service_lifespan(
@@ -50,6 +81,9 @@ def service_lifespan(
             for consumer in consumers(session_factory):
                 workers.append(consumer)
                 tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{consumer.name}"))
+        tasks.append(
+            asyncio.create_task(_housekeeping(settings, session_factory, outbox_model, idempotency_model), name="housekeeping")
+        )
         try:
             yield
         finally:

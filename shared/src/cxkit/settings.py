@@ -29,6 +29,8 @@ class ServiceSettings(BaseSettings):
     run_consumers: bool = Field(True, description="Run the event consumers inside the web process.")
     outbox_poll_interval_ms: int = Field(200, description="Relay poll interval when no write woke it.")
     outbox_batch_size: int = Field(500, description="Outbox rows sent per relay round.")
+    outbox_retention_hours: int = Field(24, description="Sent outbox rows are deleted after this many hours.")
+    idempotency_ttl_hours: int = Field(24, description="How long a write's `Idempotency-Key` answer is kept and replayed.")
     consumer_max_records: int = Field(1000, description="Messages fetched per consumer poll (one DB transaction).")
     consumer_max_retries: int = Field(5, description="Attempts for a failing message before it goes to the DLQ.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")

@@ -3,6 +3,7 @@ another body is refused; two concurrent requests with one key make one change.""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -21,8 +22,9 @@ _KEPT_HEADERS = ("etag", "location", "content-type")
 
 
 class Idempotency:
-    def __init__(self, model: type[Any] | None, key: str | None, principal: str, request_hash: str) -> None:
+    def __init__(self, model: type[Any] | None, key: str | None, principal: str, request_hash: str, ttl_hours: int = 24) -> None:
         self.model = model
+        self.ttl_hours = ttl_hours
         self.key = key
         self.principal = principal
         self.request_hash = request_hash
@@ -44,7 +46,10 @@ class Idempotency:
         pk = (self.principal, self.key)
         existing = await session.get(self.model, pk)
         if existing is not None:
-            return self._replay(existing)
+            if existing.created_at >= utcnow() - dt.timedelta(hours=self.ttl_hours):
+                return self._replay(existing)
+            await session.delete(existing)  # expired: the key may be used afresh
+            await session.flush()
         record = self.model(
             principal=self.principal,
             key=self.key,
@@ -87,7 +92,14 @@ async def idempotency(
 ) -> Idempotency:
     body = await request.body()
     digest = hashlib.sha256(b"\n".join([request.method.encode(), request.url.path.encode(), body])).hexdigest()
-    return Idempotency(getattr(request.app.state, "idempotency_model", None), idempotency_key, str(principal.key_id), digest)
+    settings = getattr(request.app.state, "settings", None)
+    return Idempotency(
+        getattr(request.app.state, "idempotency_model", None),
+        idempotency_key,
+        str(principal.key_id),
+        digest,
+        ttl_hours=getattr(settings, "idempotency_ttl_hours", 24),
+    )
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]
