@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -62,6 +62,10 @@ class RequestContextMiddleware:
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "ok", "service": "crm-service", "checks": {"database": "ok", "broker": "ok"}}]}
+    )
+
     status: str
     service: str
     checks: dict[str, str] = {}
@@ -70,7 +74,13 @@ class Health(BaseModel):
 def ops_router(service: str) -> APIRouter:
     router = APIRouter(tags=["ops"])
 
-    @router.get("/health", summary="Liveness", description="The process is up. Needs no key.", response_model=Health)
+    @router.get(
+        "/health",
+        summary="Liveness",
+        description="The process is up. Needs no key.",
+        response_model=Health,
+        responses={200: {"content": {"application/json": {"example": {"status": "ok", "service": service, "checks": {}}}}}},
+    )
     async def health() -> Health:
         return Health(status="ok", service=service)
 
@@ -79,7 +89,29 @@ def ops_router(service: str) -> APIRouter:
         summary="Readiness",
         description="The database and the broker are reachable (503 with the failing check otherwise). Needs no key.",
         response_model=Health,
-        responses={503: {"description": "A dependency is unreachable."}},
+        responses={
+            200: {
+                "content": {
+                    "application/json": {
+                        "example": {"status": "ok", "service": service, "checks": {"database": "ok", "broker": "ok"}}
+                    }
+                }
+            },
+            503: {
+                "description": "A dependency is unreachable.",
+                "content": {
+                    "application/problem+json": {
+                        "example": {
+                            "type": "https://cx.example.org/problems/not-ready",
+                            "title": "Not ready",
+                            "status": 503,
+                            "detail": "broker: unreachable",
+                            "checks": {"database": "ok", "broker": "unreachable"},
+                        }
+                    }
+                },
+            },
+        },
     )
     async def ready(request: Request) -> Any:
         checks = {"database": await _check_database(request), "broker": await _check_broker(request)}
@@ -94,7 +126,20 @@ def ops_router(service: str) -> APIRouter:
         )
 
     @router.get(
-        "/metrics", summary="Prometheus metrics", description="Prometheus text format. Needs no key.", include_in_schema=True
+        "/metrics",
+        summary="Prometheus metrics",
+        description="Prometheus text format: HTTP requests and latency, outbox backlog, consumer lag, events handled, "
+        "skipped as duplicates and sent to the DLQ. Needs no key.",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {
+                    "text/plain": {
+                        "example": 'outbox_backlog 0.0\nevents_handled_total{consumer="x",type="customer.created"} 3.0'
+                    }
+                }
+            }
+        },
     )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -104,7 +149,9 @@ def ops_router(service: str) -> APIRouter:
         summary="Event contract (AsyncAPI 3)",
         description="The Kafka topics, event types and their schemas, as an AsyncAPI 3 document. Needs no key.",
         response_class=Response,
-        responses={200: {"content": {"application/yaml": {}}}},
+        responses={
+            200: {"content": {"application/yaml": {"example": "asyncapi: 3.0.0\ninfo:\n  title: CX platform events\n..."}}}
+        },
     )
     async def asyncapi() -> Response:
         from cxkit.events.contract import render_asyncapi
@@ -117,7 +164,20 @@ def ops_router(service: str) -> APIRouter:
         description="The whole CloudEvent (`data` included) as JSON Schema 2020-12, e.g. "
         "`/schemas/events/interaction.recorded.json`. Needs no key.",
         response_class=Response,
-        responses={200: {"content": {"application/schema+json": {}}}, 404: {"description": "No such event type."}},
+        responses={
+            200: {
+                "content": {
+                    "application/schema+json": {
+                        "example": {
+                            "$schema": "https://json-schema.org/draft/2020-12/schema",
+                            "title": "interaction.recorded",
+                            "type": "object",
+                        }
+                    }
+                }
+            },
+            404: {"description": "No such event type."},
+        },
     )
     async def event_schema(event_type: str) -> Response:
         from cxkit.events.contract import render_schema
