@@ -122,7 +122,9 @@ class SurveyInvited(Payload):
     survey_id: uuid.UUID
     survey_name: str | None = None
     survey_kind: str | None = None
-    customer_id: uuid.UUID
+    customer_id: uuid.UUID | None = Field(
+        None, description="The invited customer; null for an invitation to a bare email address (see `email`)."
+    )
     touchpoint: str | None = None
     url: str | None = None
     expires_at: dt.datetime | None = None
