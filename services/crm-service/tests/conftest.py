@@ -3,6 +3,8 @@ tables truncated after every test."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fastapi import FastAPI
 
 from crm.cli import ALEMBIC_INI
@@ -20,6 +23,9 @@ from crm.main import create_app
 from crm.models import Base
 from cxkit import testing
 from cxkit.dev_broker import DevBroker
+from cxkit.events import CloudEvent, decode_event, encode_event, new_event
+from cxkit.events import payloads as p
+from cxkit.kafka.consumer import Delivery
 
 
 @pytest.fixture(scope="session")
@@ -152,3 +158,201 @@ def events(session_factory: Any) -> Any:
         return await outbox_events(session_factory, event_type)
 
     return read
+
+
+class Kafka:
+    """Plain aiokafka on the test broker: what another system would do."""
+
+    def __init__(self, broker: DevBroker) -> None:
+        self.broker = broker
+
+    async def produce(self, topic: str, values: list[bytes]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.broker.bootstrap, enable_idempotence=False)
+        await producer.start()
+        try:
+            for value in values:
+                await producer.send_and_wait(topic, value=value, key=b"k")
+        finally:
+            await producer.stop()
+
+    async def dlq_reasons(self, dlq_topic: str, consumer_name: str, expected: int) -> dict[bytes, str]:
+        """The DLQ's messages from this consumer (value -> reason), read without a consumer group."""
+        dlq = AIOKafkaConsumer(bootstrap_servers=self.broker.bootstrap, enable_auto_commit=False)
+        await dlq.start()
+        found: dict[bytes, str] = {}
+        try:
+            await dlq.topics()  # loads the cluster metadata
+            partitions = [TopicPartition(dlq_topic, p) for p in sorted(dlq.partitions_for_topic(dlq_topic) or [])]
+            dlq.assign(partitions)
+            await dlq.seek_to_beginning(*partitions)
+            deadline = asyncio.get_running_loop().time() + 15
+            while len(found) < expected and asyncio.get_running_loop().time() < deadline:
+                for records in (await dlq.getmany(timeout_ms=200)).values():
+                    for rec in records:
+                        headers = dict(rec.headers)
+                        if headers.get("dlq.consumer", b"").decode() == consumer_name:
+                            found[rec.value] = headers["dlq.reason"].decode()
+        finally:
+            await dlq.stop()
+        return found
+
+
+@pytest.fixture
+def kafka(broker: DevBroker) -> Kafka:
+    return Kafka(broker)
+
+
+# --- what the CEM service announces on cem.feedback.v1 ----------------------------------------
+
+CEM_SOURCE = "urn:cx:cem-service"
+SURVEY_ID = uuid.UUID("b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d5e")
+
+
+class CemEvents:
+    """Hand-made `cem.feedback.v1` events, as the CEM service would publish them. Each method
+    returns a CloudEvent; `at` sets its `time` (and the payload's own time where it has one)."""
+
+    survey_id = SURVEY_ID
+
+    @staticmethod
+    def _event(event_type: str, data: Any, at: dt.datetime | None, event_id: str | None) -> CloudEvent:
+        event = new_event(event_type, source=CEM_SOURCE, subject=str(getattr(data, "customer_id", None) or "") or None, data=data)
+        if at is not None:
+            event.time = at
+        if event_id is not None:
+            event.id = event_id
+        return event
+
+    def invited(
+        self, customer_id: Any, *, at: dt.datetime | None = None, event_id: str | None = None, **fields: Any
+    ) -> CloudEvent:
+        data = p.SurveyInvited(
+            **{
+                "invitation_id": uuid.uuid4(),
+                "survey_id": SURVEY_ID,
+                "survey_name": "Checkout NPS",
+                "survey_kind": "nps",
+                "customer_id": customer_id,
+                "touchpoint": "checkout",
+                "channel": "email",
+                **fields,
+            }
+        )
+        return self._event("survey.invited", data, at, event_id)
+
+    def throttled(
+        self, customer_id: Any, reason: str = "survey_throttle", *, at: dt.datetime | None = None, **fields: Any
+    ) -> CloudEvent:
+        data = p.SurveyThrottled(
+            **{"survey_id": SURVEY_ID, "customer_id": customer_id, "reason": reason, "touchpoint": "checkout", **fields}
+        )
+        return self._event("survey.throttled", data, at, None)
+
+    def response(
+        self,
+        customer_id: Any,
+        score: float | None,
+        metric: str = "nps",
+        *,
+        at: dt.datetime | None = None,
+        event_id: str | None = None,
+        **fields: Any,
+    ) -> CloudEvent:
+        scales = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
+        low, high = scales.get(metric, (1, 5))
+        data = p.SurveyResponseSubmitted(
+            **{
+                "response_id": uuid.uuid4(),
+                "survey_id": SURVEY_ID,
+                "survey_kind": metric,
+                "customer_id": customer_id,
+                "touchpoint": "checkout",
+                "score": score,
+                "scale_min": low,
+                "scale_max": high,
+                "category": _category(metric, score),
+                "submitted_at": at or dt.datetime.now(dt.UTC),
+                "metric": metric,
+                **fields,
+            }
+        )
+        return self._event("survey.response.submitted", data, at, event_id)
+
+    def feedback(
+        self, customer_id: Any, text: str = "Great service", *, at: dt.datetime | None = None, **fields: Any
+    ) -> CloudEvent:
+        data = p.FeedbackReceived(
+            **{
+                "feedback_id": uuid.uuid4(),
+                "customer_id": customer_id,
+                "touchpoint": "delivery",
+                "channel": "email",
+                "text": text,
+                "sentiment_label": "positive",
+                "sentiment_score": 0.62,
+                "received_at": at or dt.datetime.now(dt.UTC),
+                **fields,
+            }
+        )
+        return self._event("feedback.received", data, at, None)
+
+    def followup(
+        self,
+        customer_id: Any,
+        score: float = 3,
+        *,
+        at: dt.datetime | None = None,
+        event_id: str | None = None,
+        **fields: Any,
+    ) -> CloudEvent:
+        data = p.FollowupRequested(
+            **{
+                "followup_id": uuid.uuid4(),
+                "customer_id": customer_id,
+                "response_id": uuid.uuid4(),
+                "survey_id": SURVEY_ID,
+                "survey_kind": "nps",
+                "score": score,
+                "reason": f"NPS {score:g} on 0-10 (detractor) in survey 'Checkout NPS'",
+                "touchpoint": "checkout",
+                "comment": "Delivery was late",
+                "metric": "nps",
+                **fields,
+            }
+        )
+        return self._event("followup.requested", data, at, event_id)
+
+
+def _category(metric: str, score: float | None) -> str | None:
+    if score is None:
+        return None
+    if metric == "nps":
+        return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
+    high = 4 if metric == "csat" else 6
+    return "positive" if score >= high else "neutral" if score >= high - 1 else "negative"
+
+
+def delivery(event: CloudEvent) -> Delivery:
+    """A consumed event as the consumer hands it to a handler (no Kafka record needed)."""
+    decoded, payload = decode_event(encode_event(event))
+    return Delivery(decoded, payload, None)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def cem() -> CemEvents:
+    return CemEvents()
+
+
+@pytest.fixture
+def apply_cem(session_factory: Any, crm_settings: CRMSettings) -> Any:
+    """`await apply_cem(*events)`: the live consumer's handler on these events, in one transaction
+    (as one poll would); returns the number of rows stored."""
+    from crm.experience.service import apply_experience_events
+
+    async def run(
+        *events: CloudEvent, followup_due: dt.timedelta | None = dt.timedelta(hours=crm_settings.followup_due_hours)
+    ) -> int:
+        async with session_factory() as session, session.begin():
+            return await apply_experience_events(session, [delivery(e) for e in events], followup_due=followup_due)
+
+    return run

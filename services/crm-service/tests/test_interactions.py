@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fastapi import FastAPI
 from sqlalchemy import event, func, select
 
@@ -22,7 +21,6 @@ from crm.db import SOURCE
 from crm.interactions.models import Interaction
 from crm.interactions.service import apply_interaction_events
 from crm.main import build_consumers
-from cxkit.dev_broker import DevBroker
 from cxkit.events import encode_event, new_event
 from cxkit.events.payloads import InteractionRecorded
 from cxkit.kafka.client import ensure_topics
@@ -127,16 +125,6 @@ def interaction_event(source: str = "urn:pos:store-12", event_id: str | None = N
     return encode_event(event)
 
 
-async def produce(broker: DevBroker, topic: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send_and_wait(topic, value=value, key=b"k")
-    finally:
-        await producer.stop()
-
-
 @pytest.fixture
 async def interactions_consumer(
     crm_app: FastAPI, crm_settings: CRMSettings, client: httpx.AsyncClient
@@ -145,8 +133,9 @@ async def interactions_consumer(
     its own (so events of earlier tests do not reach this one's emptied database).
     Yields (consumer name, topic)."""
     settings = crm_settings.model_copy(update={"consumer_group": f"test-{uuid.uuid4().hex[:8]}"})
-    [consumer] = build_consumers(settings)(crm_app.state.session_factory)
-    assert consumer.name == f"{settings.consumer_group}.interactions" and consumer.topics == [TOPIC]
+    consumers = {c.name: c for c in build_consumers(settings)(crm_app.state.session_factory)}
+    consumer = consumers[f"{settings.consumer_group}.interactions"]
+    assert consumer.topics == [TOPIC]
     assert consumer.skip_sources == {SOURCE} and set(consumer.handlers) == {"interaction.recorded"}
     consumer.topics = [f"{TOPIC}.test-{uuid.uuid4().hex[:8]}"]
     await ensure_topics(settings, consumer.topics)
@@ -159,13 +148,12 @@ async def interactions_consumer(
 
 
 async def test_consumed_events_resolve_customers_create_unknown_ones_once_and_never_double_a_row(
-    client: httpx.AsyncClient, broker: DevBroker, interactions_consumer: tuple[str, str], session_factory: Any, events: Any
+    client: httpx.AsyncClient, kafka: Any, interactions_consumer: tuple[str, str], session_factory: Any, events: Any
 ) -> None:
     known = await make_customer(client, "known@example.com")
     shared_id = uuid.uuid4()
     marker = uuid.uuid4()
-    await produce(
-        broker,
+    await kafka.produce(
         interactions_consumer[1],
         [
             interaction_event(customer_id=uuid.UUID(known), amount="10.00"),
@@ -205,7 +193,7 @@ async def test_consumed_events_resolve_customers_create_unknown_ones_once_and_ne
 
 
 async def test_an_event_for_an_unknown_customer_goes_to_the_dlq_and_the_rest_applies(
-    client: httpx.AsyncClient, broker: DevBroker, interactions_consumer: tuple[str, str]
+    client: httpx.AsyncClient, kafka: Any, interactions_consumer: tuple[str, str]
 ) -> None:
     name, topic = interactions_consumer
     known = await make_customer(client, "fine@example.com")
@@ -216,13 +204,13 @@ async def test_an_event_for_an_unknown_customer_goes_to_the_dlq_and_the_rest_app
         interaction_event(customer_email="not an email"),
         interaction_event(customer_email="nul@example.com", summary="a\x00b"),
     ]
-    await produce(broker, topic, [*bad_values, interaction_event(customer_id=uuid.UUID(known), interaction_id=good)])
+    await kafka.produce(topic, [*bad_values, interaction_event(customer_id=uuid.UUID(known), interaction_id=good)])
 
     async def stored() -> bool:
         return (await client.get(f"/v1/interactions/{good}")).status_code == 200
 
     await wait_for(stored, 15)
-    reasons = await dlq_reasons(broker, f"{topic}.dlq", name, expected=3)
+    reasons = await kafka.dlq_reasons(f"{topic}.dlq", name, expected=3)
     assert set(reasons) == set(bad_values)
     assert f"unknown customer_id: {missing}" in reasons[bad_values[0]]
     assert "not an email address" in reasons[bad_values[1]]
@@ -261,25 +249,3 @@ async def make_customer(client: httpx.AsyncClient, email: str) -> str:
     assert r.status_code == 201
     customer_id: str = r.json()["id"]
     return customer_id
-
-
-async def dlq_reasons(broker: DevBroker, dlq_topic: str, consumer_name: str, expected: int) -> dict[bytes, str]:
-    """The DLQ's messages from this consumer (value -> reason), read without a consumer group."""
-    dlq = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
-    await dlq.start()
-    found: dict[bytes, str] = {}
-    try:
-        await dlq.topics()  # loads the cluster metadata
-        partitions = [TopicPartition(dlq_topic, p) for p in sorted(dlq.partitions_for_topic(dlq_topic) or [])]
-        dlq.assign(partitions)
-        await dlq.seek_to_beginning(*partitions)
-        deadline = asyncio.get_running_loop().time() + 15
-        while len(found) < expected and asyncio.get_running_loop().time() < deadline:
-            for records in (await dlq.getmany(timeout_ms=200)).values():
-                for rec in records:
-                    headers = dict(rec.headers)
-                    if headers.get("dlq.consumer", b"").decode() == consumer_name:
-                        found[rec.value] = headers["dlq.reason"].decode()
-    finally:
-        await dlq.stop()
-    return found

@@ -1,4 +1,4 @@
-"""`crm` admin CLI: migrations and API keys (shared), and the CRM's own commands."""
+"""`crm` admin CLI: migrations, API keys and `replay` (shared), and the CRM's own commands."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ from rich.table import Table
 
 from crm.config import CRMSettings
 from crm.customers.csv_import import ImportFileError, ImportReport, count_rows, import_customers
-from crm.db import ApiKey
+from crm.db import ApiKey, ProcessedEvent
+from crm.projections import projections
 from cxkit.cli import build_cli
 from cxkit.db import make_engine, make_session_factory
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 ERRORS_SHOWN = 50
 
-app = build_cli("crm", CRMSettings, ALEMBIC_INI, ApiKey)
+app = build_cli("crm", CRMSettings, ALEMBIC_INI, ApiKey, processed_model=ProcessedEvent, projections=projections)
 console = Console(stderr=True)
 
 

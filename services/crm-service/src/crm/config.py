@@ -47,4 +47,11 @@ class CRMSettings(ServiceSettings):
         description="HMAC secret of shared document links. Unset: a random one per process start "
         "(links then die on restart and differ between replicas; set it in production).",
     )
+    followup_due_hours: int = Field(
+        24,
+        ge=1,
+        le=24 * 365,
+        description="A follow-up task made for a CEM follow-up request (a detractor, an unhappy CSAT or CES answer) is "
+        "due this many hours after the request.",
+    )
     documents_share_max_seconds: int = Field(7 * 24 * 3600, description="Longest lifetime of a shared document link.")

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 import crm
 from crm.campaigns.router import router as campaigns_router
 from crm.config import CRMSettings
+from crm.consumers import cem_feedback
 from crm.consumers import interactions as interaction_events
 from crm.customer_view.router import router as customer_view_router
 from crm.customers.router import on_merged_away
@@ -23,8 +24,9 @@ from crm.funnel.router import router as funnel_router
 from crm.interactions.router import router as interactions_router
 from crm.leads.router import router as leads_router
 from crm.pipelines.router import router as pipelines_router
+from crm.projections import cem_feedback_consumer_name
 from crm.tasks.router import router as tasks_router
-from cxkit.events.registry import CRM_CUSTOMERS, CX_INTERACTIONS
+from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
 from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.logs import configure_logging
@@ -42,7 +44,10 @@ GDPR erasure need `admin`).
 **Merged customers**: reading a duplicate that was merged answers 308 to its survivor.
 Every change is announced on Kafka topic `crm.customers.v1` (CloudEvents 1.0); interactions
 recorded here are published on `cx.interactions.v1`, and those other systems publish there are
-consumed.
+consumed. What the CEM service reports on `cem.feedback.v1` (survey invitations and suppressions,
+answers, feedback, follow-up requests) is kept locally: it fills the customer view's `experience`
+and the timeline, and every follow-up request becomes a high-priority task for the customer's
+owner (`origin` `followup`), whose completion the CEM service learns from `task.completed`.
 """
 
 
@@ -58,7 +63,15 @@ def build_consumers(settings: CRMSettings) -> Any:
                 processed_model=ProcessedEvent,
                 # Interactions recorded over HTTP here are stored before they are published.
                 skip_sources=frozenset({SOURCE}),
-            )
+            ),
+            EventConsumer(
+                name=cem_feedback_consumer_name(settings),
+                topics=[CEM_FEEDBACK],
+                handlers=cem_feedback.live_handlers(settings),
+                settings=settings,
+                session_factory=session_factory,
+                processed_model=ProcessedEvent,
+            ),
         ]
 
     return factory

@@ -5,6 +5,7 @@ from crm.customers.models import Customer
 from crm.db import ApiKey, Base, IdempotencyKey, OutboxMessage, ProcessedEvent
 from crm.deals.models import Deal, DealStageChange
 from crm.documents.models import Document
+from crm.experience.models import ExperienceEvent
 from crm.interactions.models import Interaction
 from crm.leads.models import Lead
 from crm.pipelines.models import Pipeline, PipelineStage
@@ -19,6 +20,7 @@ __all__ = [
     "Deal",
     "DealStageChange",
     "Document",
+    "ExperienceEvent",
     "IdempotencyKey",
     "Interaction",
     "Lead",

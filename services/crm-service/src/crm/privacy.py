@@ -1,4 +1,7 @@
-"""Personal data kept outside the domain tables: the stored answers of idempotent writes."""
+"""Personal data kept outside the domain tables: the stored answers of idempotent writes that
+name a person by email only. Answers naming the customer's id (and sent events about them)
+go with `cxkit.erasure.erase_platform_traces`; this catches what was written before the person
+was a customer, such as the answer to creating the lead they were converted from."""
 
 from __future__ import annotations
 
@@ -14,8 +17,8 @@ class IdempotencyRecordRepository:
         self.session = session
 
     async def forget_answers_mentioning(self, needles: list[str]) -> None:
-        """A replayable answer (e.g. the JSON of a created customer) holds personal data; an
-        erasure removes the answers that mention the person. Erasures are rare: a scan is fine."""
+        """A replayable answer (e.g. the JSON of a created lead) holds personal data; an erasure
+        removes the answers that mention the person's emails. Erasures are rare: a scan is fine."""
         table = IdempotencyKey.__table__
         body = table.c.response_body
         conditions = []

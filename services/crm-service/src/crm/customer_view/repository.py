@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.deals.models import Deal, DealStageChange
 from crm.documents.models import Document
+from crm.experience.models import EXPERIENCE_KINDS, ExperienceEvent
 from crm.interactions.models import Interaction
 from crm.tasks.models import Task
 from cxkit.db import UTCDateTime
@@ -23,7 +24,14 @@ def _branches(customer_id: uuid.UUID) -> dict[str, Select[Any]]:
     def row(kind: str, id_col: Any, at_col: Any) -> list[Any]:
         return [literal(kind).label("kind"), id_col.label("id"), at_col.label("at")]
 
-    return {
+    experience = {
+        # One branch per kind, each answered by the (customer_id, kind, occurred_at) index.
+        kind: select(*row(kind, ExperienceEvent.id, ExperienceEvent.occurred_at)).where(
+            ExperienceEvent.customer_id == customer_id, ExperienceEvent.kind == kind
+        )
+        for kind in EXPERIENCE_KINDS
+    }
+    return experience | {
         "interaction": select(*row("interaction", Interaction.id, Interaction.occurred_at)).where(
             Interaction.customer_id == customer_id
         ),

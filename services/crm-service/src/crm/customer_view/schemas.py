@@ -47,16 +47,100 @@ class InteractionStats(BaseModel):
     )
 
 
-class ExperienceSummary(BaseModel):
-    """What the CEM service tells about this customer's experience (from `cem.feedback.v1`)."""
+SURVEY_EXAMPLE_ID = "b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d5e"
+EXPERIENCE_EXAMPLE = {
+    "latest_nps": {
+        "score": 3,
+        "category": "detractor",
+        "scale_min": 0,
+        "scale_max": 10,
+        "answered_at": "2026-11-22T17:02:00Z",
+        "survey_id": SURVEY_EXAMPLE_ID,
+        "touchpoint": "checkout",
+        "comment": "Delivery was two days late.",
+    },
+    "csat": {"average": 3.5, "satisfied_percent": 50.0, "answers": 2},
+    "ces": None,
+    "responses": 4,
+    "last_response_at": "2026-11-22T17:02:00Z",
+    "last_feedback": {
+        "text": "The courier left the parcel in the rain.",
+        "sentiment_label": "negative",
+        "sentiment_score": -0.6,
+        "rating": None,
+        "touchpoint": "delivery",
+        "channel": "email",
+        "received_at": "2026-11-21T08:15:00Z",
+    },
+    "feedback": 1,
+    "open_followups": 1,
+    "invitations": {
+        "sent": 3,
+        "last_sent_at": "2026-11-22T16:40:00Z",
+        "suppressed": 1,
+        "last_suppressed_at": "2026-11-22T18:00:00Z",
+        "last_suppression_reason": "survey_throttle",
+    },
+    "updated_at": "2026-11-22T18:00:00Z",
+}
 
-    latest_nps_score: float | None = None
-    latest_nps_category: str | None = None
-    csat_average: float | None = None
-    responses: int = 0
-    last_feedback_at: dt.datetime | None = None
-    last_feedback: str | None = None
-    open_followups: int = 0
+
+class NpsAnswer(BaseModel):
+    score: float = Field(description="0-10.")
+    category: str | None = Field(description="promoter (9-10), passive (7-8) or detractor (0-6).")
+    scale_min: int | None
+    scale_max: int | None
+    answered_at: dt.datetime
+    survey_id: uuid.UUID | None
+    touchpoint: str | None
+    comment: str | None = Field(description="What the customer wrote with the score (null once erased).")
+
+
+class CsatSummary(BaseModel):
+    average: float = Field(description="Mean CSAT score (1-5).")
+    satisfied_percent: float = Field(description="Share of answers of 4 or 5, in percent: the CSAT score.")
+    answers: int = Field(description="Scored CSAT answers (skipped ones are left out).")
+
+
+class CesSummary(BaseModel):
+    average: float = Field(description="Mean customer effort score (1-7).")
+    answers: int = Field(description="Scored CES answers (skipped ones are left out).")
+
+
+class FeedbackSummary(BaseModel):
+    text: str | None = Field(description="The feedback text (null once erased).")
+    sentiment_label: str | None = Field(description="positive, neutral or negative, worked out by the CEM service.")
+    sentiment_score: float | None = Field(description="-1 (most negative) to 1 (most positive).")
+    rating: float | None
+    touchpoint: str | None
+    channel: str | None
+    received_at: dt.datetime
+
+
+class InvitationSummary(BaseModel):
+    sent: int = Field(description="Survey invitations made for the customer.")
+    last_sent_at: dt.datetime | None
+    suppressed: int = Field(description="Invitations not made (throttle, fatigue rule, opt-out...), each with a reason.")
+    last_suppressed_at: dt.datetime | None
+    last_suppression_reason: str | None
+
+
+class ExperienceSummary(BaseModel):
+    """What the CEM service reported about this customer's experience (from `cem.feedback.v1`,
+    kept locally, so it is shown even while the CEM service is down)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXPERIENCE_EXAMPLE]})
+
+    latest_nps: NpsAnswer | None = Field(description="The latest scored NPS answer.")
+    csat: CsatSummary | None = Field(description="All the customer's scored CSAT answers; null without any.")
+    ces: CesSummary | None = Field(description="All the customer's scored CES answers; null without any.")
+    responses: int = Field(description="Survey responses of any kind (skipped scores included).")
+    last_response_at: dt.datetime | None
+    last_feedback: FeedbackSummary | None = Field(description="The latest free feedback from any channel.")
+    feedback: int = Field(description="Feedback items received.")
+    open_followups: int = Field(description="Follow-up tasks (origin `followup`) not yet completed or cancelled.")
+    invitations: InvitationSummary
+    updated_at: dt.datetime = Field(description="When the latest of these events happened.")
 
 
 class CustomerView(BaseModel):
@@ -69,7 +153,7 @@ class CustomerView(BaseModel):
                     "open_deal_value": "12500.00",
                     "interaction_stats": STATS_EXAMPLE,
                     "open_tasks": [TASK_EXAMPLE],
-                    "experience": None,
+                    "experience": EXPERIENCE_EXAMPLE,
                 }
             ]
         }
@@ -81,7 +165,9 @@ class CustomerView(BaseModel):
     interaction_stats: InteractionStats
     open_tasks: list[TaskRead] = Field(description="Open tasks, soonest due first (at most 20).")
     experience: ExperienceSummary | None = Field(
-        None, description="The customer's experience as the CEM service reports it; null while nothing has been reported."
+        None,
+        description="The customer's experience as the CEM service reports it (kept locally); null while the CEM "
+        "service has reported nothing about this customer.",
     )
 
 
@@ -90,7 +176,10 @@ class CustomerView(BaseModel):
 
 class _Entry(BaseModel):
     at: dt.datetime = Field(description="When it happened.")
-    id: uuid.UUID = Field(description="The id of the interaction, stage change, task or document.")
+    id: uuid.UUID = Field(
+        description="The id of the interaction, stage change, task or document; for the CEM's events, the CRM's id of "
+        "the event (the CEM's own ids are in the entry's other fields)."
+    )
 
 
 class InteractionEntry(_Entry):
@@ -137,11 +226,102 @@ class DocumentEntry(_Entry):
     deal_id: uuid.UUID | None
 
 
+class SurveyInvitedEntry(_Entry):
+    kind: Literal["survey.invited"] = "survey.invited"
+    invitation_id: uuid.UUID | None
+    survey_id: uuid.UUID | None
+    survey_name: str | None
+    survey_kind: str | None
+    touchpoint: str | None
+    channel: str | None
+    expires_at: dt.datetime | None
+
+
+class SurveyThrottledEntry(_Entry):
+    kind: Literal["survey.throttled"] = "survey.throttled"
+    survey_id: uuid.UUID | None
+    reason: str | None = Field(description="Why no invitation was made, e.g. survey_throttle, fatigue, opted_out.")
+    touchpoint: str | None
+
+
+class SurveyResponseEntry(_Entry):
+    kind: Literal["survey.response.submitted"] = "survey.response.submitted"
+    response_id: uuid.UUID | None
+    survey_id: uuid.UUID | None
+    survey_kind: str | None
+    metric: str | None
+    score: float | None
+    scale_min: int | None
+    scale_max: int | None
+    category: str | None
+    comment: str | None
+    touchpoint: str | None
+
+
+class FeedbackEntry(_Entry):
+    kind: Literal["feedback.received"] = "feedback.received"
+    feedback_id: uuid.UUID | None
+    text: str | None
+    rating: float | None
+    rating_scale_min: int | None
+    rating_scale_max: int | None
+    sentiment_label: str | None
+    sentiment_score: float | None
+    touchpoint: str | None
+    channel: str | None
+
+
+class FollowupRequestedEntry(_Entry):
+    kind: Literal["followup.requested"] = "followup.requested"
+    followup_id: uuid.UUID | None
+    survey_id: uuid.UUID | None
+    response_id: uuid.UUID | None
+    metric: str | None
+    score: float | None
+    reason: str | None
+    comment: str | None
+    touchpoint: str | None
+    task_id: uuid.UUID | None = Field(description="The task made for it (null for an erased customer).")
+    task_status: str | None
+
+
 TimelineEntry = Annotated[
-    InteractionEntry | DealStageEntry | TaskCreatedEntry | TaskCompletedEntry | DocumentEntry, Field(discriminator="kind")
+    InteractionEntry
+    | DealStageEntry
+    | TaskCreatedEntry
+    | TaskCompletedEntry
+    | DocumentEntry
+    | SurveyInvitedEntry
+    | SurveyThrottledEntry
+    | SurveyResponseEntry
+    | FeedbackEntry
+    | FollowupRequestedEntry,
+    Field(discriminator="kind"),
 ]
-TIMELINE_KINDS = ("interaction", "deal_stage_changed", "task_created", "task_completed", "document_added")
-TimelineKind = Literal["interaction", "deal_stage_changed", "task_created", "task_completed", "document_added"]
+TIMELINE_KINDS = (
+    "interaction",
+    "deal_stage_changed",
+    "task_created",
+    "task_completed",
+    "document_added",
+    "survey.invited",
+    "survey.throttled",
+    "survey.response.submitted",
+    "feedback.received",
+    "followup.requested",
+)
+TimelineKind = Literal[
+    "interaction",
+    "deal_stage_changed",
+    "task_created",
+    "task_completed",
+    "document_added",
+    "survey.invited",
+    "survey.throttled",
+    "survey.response.submitted",
+    "feedback.received",
+    "followup.requested",
+]
 
 
 class Timeline(BaseModel):
@@ -150,6 +330,21 @@ class Timeline(BaseModel):
             "examples": [
                 {
                     "items": [
+                        {
+                            "kind": "survey.response.submitted",
+                            "at": "2026-11-23T12:05:00Z",
+                            "id": "c4d5e6f7-a8b9-4c0d-9e1f-2a3b4c5d6e7f",
+                            "response_id": "d5e6f7a8-b9c0-4d1e-8f2a-3b4c5d6e7f80",
+                            "survey_id": SURVEY_EXAMPLE_ID,
+                            "survey_kind": "nps",
+                            "metric": "nps",
+                            "score": 9,
+                            "scale_min": 0,
+                            "scale_max": 10,
+                            "category": "promoter",
+                            "comment": "Quick and friendly.",
+                            "touchpoint": "checkout",
+                        },
                         {
                             "kind": "deal_stage_changed",
                             "at": "2026-11-23T11:00:00Z",

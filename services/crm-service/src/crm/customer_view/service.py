@@ -12,11 +12,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm import keyset
 from crm.customer_view.repository import Cursor, TimelineRepository
 from crm.customer_view.schemas import (
+    CesSummary,
+    CsatSummary,
     CustomerView,
     DealStageEntry,
     DocumentEntry,
+    ExperienceSummary,
+    FeedbackEntry,
+    FeedbackSummary,
+    FollowupRequestedEntry,
     InteractionEntry,
     InteractionStats,
+    InvitationSummary,
+    NpsAnswer,
+    SurveyInvitedEntry,
+    SurveyResponseEntry,
+    SurveyThrottledEntry,
     TaskCompletedEntry,
     TaskCreatedEntry,
     Timeline,
@@ -25,7 +36,17 @@ from crm.customers import service as customers
 from crm.customers.schemas import CustomerRead
 from crm.deals.repository import DealRepository
 from crm.deals.schemas import DealRead
+from crm.experience.models import (
+    EXPERIENCE_KINDS,
+    FEEDBACK_RECEIVED,
+    FOLLOWUP_REQUESTED,
+    RESPONSE_SUBMITTED,
+    SURVEY_INVITED,
+    ExperienceEvent,
+)
+from crm.experience.repository import ExperienceRepository
 from crm.interactions.repository import InteractionRepository
+from crm.tasks.models import Task
 from crm.tasks.repository import TaskRepository
 from crm.tasks.schemas import TaskRead
 from cxkit.db import utcnow
@@ -70,7 +91,65 @@ async def customer_view(session: AsyncSession, customer_id: uuid.UUID) -> Custom
             purchase_frequency_per_30d=purchase_frequency(stats.purchases, stats.first_purchase_at, utcnow()),
         ),
         open_tasks=[TaskRead.model_validate(t) for t in open_tasks],
-        experience=None,
+        experience=await experience_summary(session, customer.id),
+    )
+
+
+async def experience_summary(session: AsyncSession, customer_id: uuid.UUID) -> ExperienceSummary | None:
+    """From the local projection of `cem.feedback.v1` (never a call to the CEM service): one
+    aggregate and one query for the latest rows. Null when nothing was ever reported."""
+    repo = ExperienceRepository(session)
+    totals = await repo.totals(customer_id)
+    if not totals.events or totals.last_event_at is None:
+        return None
+    latest = await repo.latest(customer_id)
+    nps, feedback, throttled = latest.get("nps"), latest.get("feedback"), latest.get("throttled")
+    return ExperienceSummary(
+        latest_nps=NpsAnswer(
+            score=nps.score,
+            category=nps.category,
+            scale_min=nps.scale_min,
+            scale_max=nps.scale_max,
+            answered_at=nps.occurred_at,
+            survey_id=nps.survey_id,
+            touchpoint=nps.touchpoint,
+            comment=nps.text,
+        )
+        if nps is not None and nps.score is not None
+        else None,
+        csat=CsatSummary(
+            average=round(totals.csat_mean, 2),
+            satisfied_percent=round(100 * totals.csat_satisfied / totals.csat_answers, 1),
+            answers=totals.csat_answers,
+        )
+        if totals.csat_answers and totals.csat_mean is not None
+        else None,
+        ces=CesSummary(average=round(totals.ces_mean, 2), answers=totals.ces_answers)
+        if totals.ces_answers and totals.ces_mean is not None
+        else None,
+        responses=totals.responses,
+        last_response_at=totals.last_response_at,
+        last_feedback=FeedbackSummary(
+            text=feedback.text,
+            sentiment_label=feedback.sentiment_label,
+            sentiment_score=feedback.sentiment_score,
+            rating=feedback.score,
+            touchpoint=feedback.touchpoint,
+            channel=feedback.channel,
+            received_at=feedback.occurred_at,
+        )
+        if feedback is not None
+        else None,
+        feedback=totals.feedback,
+        open_followups=totals.open_followups,
+        invitations=InvitationSummary(
+            sent=totals.invitations,
+            last_sent_at=totals.last_invited_at,
+            suppressed=totals.throttled,
+            last_suppressed_at=totals.last_throttled_at,
+            last_suppression_reason=throttled.reason if throttled is not None else None,
+        ),
+        updated_at=totals.last_event_at,
     )
 
 
@@ -106,6 +185,11 @@ async def customer_timeline(session: AsyncSession, customer_id: uuid.UUID, kinds
     changes = await repo.stage_changes(ids("deal_stage_changed"))
     tasks = await repo.tasks(ids("task_created") + ids("task_completed"))
     documents = await repo.documents(ids("document_added"))
+    experience_repo = ExperienceRepository(session)
+    experience = await experience_repo.by_ids([i for _, k, i in keys if k in EXPERIENCE_KINDS])
+    followup_tasks = await experience_repo.followup_tasks(
+        [e.ref_id for e in experience.values() if e.kind == FOLLOWUP_REQUESTED and e.ref_id is not None]
+    )
 
     items: list[object] = []
     for at, kind, entry_id in keys:
@@ -148,7 +232,70 @@ async def customer_timeline(session: AsyncSession, customer_id: uuid.UUID, kinds
                     at=at, id=t.id, title=t.title, completed_by=t.completed_by, origin=t.origin, origin_ref=t.origin_ref
                 )
             )
-        else:
+        elif kind == "document_added":
             d = documents[entry_id]
             items.append(DocumentEntry(at=at, id=d.id, filename=d.filename, content_type=d.content_type, deal_id=d.deal_id))
+        else:
+            items.append(_experience_entry(experience[entry_id], followup_tasks))
     return Timeline(items=items, next_cursor=next_cursor)  # type: ignore[arg-type]
+
+
+def _experience_entry(e: ExperienceEvent, followup_tasks: dict[str, Task]) -> object:
+    if e.kind == SURVEY_INVITED:
+        return SurveyInvitedEntry(
+            at=e.occurred_at,
+            id=e.id,
+            invitation_id=e.invitation_id,
+            survey_id=e.survey_id,
+            survey_name=e.survey_name,
+            survey_kind=e.survey_kind,
+            touchpoint=e.touchpoint,
+            channel=e.channel,
+            expires_at=e.expires_at,
+        )
+    if e.kind == RESPONSE_SUBMITTED:
+        return SurveyResponseEntry(
+            at=e.occurred_at,
+            id=e.id,
+            response_id=e.response_id,
+            survey_id=e.survey_id,
+            survey_kind=e.survey_kind,
+            metric=e.metric,
+            score=e.score,
+            scale_min=e.scale_min,
+            scale_max=e.scale_max,
+            category=e.category,
+            comment=e.text,
+            touchpoint=e.touchpoint,
+        )
+    if e.kind == FEEDBACK_RECEIVED:
+        return FeedbackEntry(
+            at=e.occurred_at,
+            id=e.id,
+            feedback_id=e.ref_id,
+            text=e.text,
+            rating=e.score,
+            rating_scale_min=e.scale_min,
+            rating_scale_max=e.scale_max,
+            sentiment_label=e.sentiment_label,
+            sentiment_score=e.sentiment_score,
+            touchpoint=e.touchpoint,
+            channel=e.channel,
+        )
+    if e.kind == FOLLOWUP_REQUESTED:
+        task = followup_tasks.get(str(e.ref_id))
+        return FollowupRequestedEntry(
+            at=e.occurred_at,
+            id=e.id,
+            followup_id=e.ref_id,
+            survey_id=e.survey_id,
+            response_id=e.response_id,
+            metric=e.metric,
+            score=e.score,
+            reason=e.reason,
+            comment=e.text,
+            touchpoint=e.touchpoint,
+            task_id=task.id if task else None,
+            task_status=task.status if task else None,
+        )
+    return SurveyThrottledEntry(at=e.occurred_at, id=e.id, survey_id=e.survey_id, reason=e.reason, touchpoint=e.touchpoint)

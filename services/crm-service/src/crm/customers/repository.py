@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import ColumnElement, Select, cast, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from crm import keyset
 from crm.customers.models import Customer
@@ -22,6 +23,16 @@ SORT_KEYS = (
     keyset.SortKey("name", Customer.name, "str", nullable=True),
     keyset.SortKey("email", Customer.email_normalized, "str", nullable=True),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class EventTarget:
+    """The live record an event about a customer id lands on (the survivor for a merged
+    duplicate), whether it was erased, and its owner."""
+
+    customer_id: uuid.UUID
+    erased: bool
+    owner: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +81,25 @@ class CustomerRepository:
             return {}
         rows = await self.session.execute(select(Customer.id, Customer.merged_into_id).where(Customer.id.in_(ids)))
         return {cid: merged for cid, merged in rows}
+
+    async def event_targets(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, EventTarget]:
+        """id -> where its events go, for the ids that exist; one query (merges are one hop)."""
+        if not ids:
+            return {}
+        survivor = aliased(Customer)
+        stmt = (
+            select(Customer.id, survivor.id, Customer.erased_at, survivor.erased_at, Customer.owner, survivor.owner)
+            .outerjoin(survivor, survivor.id == Customer.merged_into_id)
+            .where(Customer.id.in_(ids))
+        )
+        return {
+            cid: EventTarget(
+                customer_id=sid or cid,
+                erased=(s_erased if sid else erased) is not None,
+                owner=s_owner if sid else owner,
+            )
+            for cid, sid, erased, s_erased, owner, s_owner in await self.session.execute(stmt)
+        }
 
     def _tag_condition(self, tag: str) -> ColumnElement[bool]:
         if dialect_of(self.session) == "postgresql":

@@ -151,9 +151,11 @@ async def update_customer(
     status_code=204,
     summary="Erase a customer (GDPR)",
     description="Erases the customer's personal data: email, name, phone, company and attributes; the free text of their "
-    "interactions and tasks; their documents (files deleted); the leads they came from; duplicates merged into them. "
-    "The record and its anonymous history (amounts, dates, stage changes) stay, so reports still add up. Announces "
-    "`customer.erased`. Erasing again changes nothing (204). Needs `admin`.",
+    "interactions, tasks and deals; what they wrote in survey answers and feedback (as reported by the CEM service); "
+    "their documents (files deleted); the leads they came from; duplicates merged into them; the events already sent "
+    "about them and the stored answers of idempotent requests that mention them. The record and its anonymous history "
+    "(amounts, dates, stage changes, scores) stay, so reports still add up. Announces `customer.erased`, so the CEM "
+    "service erases them too. Erasing again changes nothing (204). Needs `admin`.",
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def erase_customer(
@@ -172,7 +174,8 @@ async def erase_customer(
     summary="Merge a duplicate into this customer",
     description="In one transaction the customer in the path (the survivor) keeps its values, takes the duplicate's where "
     "it has none, unites the tags and attributes, keeps a survey opt-out from either, and takes over the duplicate's "
-    "interactions, deals, tasks, documents, campaign memberships and converted leads. The duplicate is marked "
+    "interactions, deals, tasks, documents, campaign memberships, converted leads and experience data (survey answers, "
+    "feedback, follow-ups reported by the CEM service). The duplicate is marked "
     "`merged_into_id` and its email freed; reads of it redirect (308) to the survivor. Announces `customer.merged` so "
     "the CEM side re-keys its data. `If-Match` applies to the survivor. Needs `write`.",
     responses=problem_responses(401, 403, 404, 409, 412, 422),

@@ -16,15 +16,17 @@ from crm.campaigns.repository import CampaignRepository
 from crm.customers.models import LIFECYCLE_STAGES, Customer
 from crm.customers.repository import SORT_KEYS, CustomerFilters, CustomerRepository
 from crm.customers.schemas import CustomerCreate, CustomerUpdate
-from crm.db import SOURCE, OutboxMessage
+from crm.db import SOURCE, IdempotencyKey, OutboxMessage
 from crm.deals.repository import DealRepository
 from crm.documents.repository import DocumentRepository
 from crm.documents.storage import DocumentStore
+from crm.experience.repository import ExperienceRepository
 from crm.interactions.repository import InteractionRepository
 from crm.leads.repository import LeadRepository
 from crm.privacy import IdempotencyRecordRepository
 from crm.tasks.repository import TaskRepository
 from cxkit.db import utcnow
+from cxkit.erasure import erase_platform_traces
 from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerMerged, CustomerSnapshot, CustomerUpdated
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
@@ -363,6 +365,7 @@ async def merge_customers(
     await DocumentRepository(session).repoint_customer(duplicate.id, survivor.id)
     await CampaignRepository(session).repoint_member_customer(duplicate.id, survivor.id)
     await LeadRepository(session).repoint_converted_customer(duplicate.id, survivor.id)
+    await ExperienceRepository(session).repoint_customer(duplicate.id, survivor.id)
     await repo.repoint_merged(duplicate.id, survivor.id)
 
     add_event(
@@ -381,9 +384,11 @@ async def merge_customers(
 
 
 async def erase_customer(session: AsyncSession, customer_id: uuid.UUID, store: DocumentStore) -> bool:
-    """GDPR erasure: personal fields and free text go, files are deleted; the record, its
-    amounts, dates and stage changes stay, anonymous. Duplicates merged into this customer
-    are erased with it. Returns False when it was already erased (nothing to do)."""
+    """GDPR erasure: personal fields and free text go (the customer's own words in survey
+    answers and feedback too), files are deleted, and so are the sent events and stored
+    idempotent answers that mention them; the record, its amounts, dates, stage changes and
+    scores stay, anonymous. Duplicates merged into this customer are erased with it. Returns
+    False when it was already erased (nothing to do)."""
     repo = CustomerRepository(session)
     customer = await repo.get(customer_id, for_update=True)
     if customer is None:
@@ -397,12 +402,11 @@ async def erase_customer(session: AsyncSession, customer_id: uuid.UUID, store: D
         return False
     now = utcnow()
     targets = [customer, *await repo.merged_into(customer.id)]
-    needles: list[str] = []
+    emails: list[str] = []
     paths: list[str] = []
     for target in targets:
-        needles.append(str(target.id))
         if target.email:
-            needles.append(target.email)
+            emails.append(target.email)
         for field in _PERSONAL:
             setattr(target, field, None)
         target.attributes = {}
@@ -411,8 +415,11 @@ async def erase_customer(session: AsyncSession, customer_id: uuid.UUID, store: D
         await InteractionRepository(session).erase_customer(target.id)
         await TaskRepository(session).erase_customer(target.id)
         await LeadRepository(session).erase_converted(target.id)
+        await DealRepository(session).erase_customer(target.id)
+        await ExperienceRepository(session).erase_customer(target.id)
         paths += await DocumentRepository(session).delete_for_customer(target.id)
-    await IdempotencyRecordRepository(session).forget_answers_mentioning(needles)
+        await erase_platform_traces(session, target.id, outbox_model=OutboxMessage, idempotency_model=IdempotencyKey)
+    await IdempotencyRecordRepository(session).forget_answers_mentioning(emails)
     await repo.flush()
     # Files go before the commit: if the commit then failed, a retried erase finds the rows
     # again and the missing files are skipped. Erasing too early beats keeping too long.

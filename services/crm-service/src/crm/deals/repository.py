@@ -15,6 +15,7 @@ from crm.deals.models import Deal, DealStageChange
 from crm.pipelines.models import PipelineStage
 from cxkit.http.pagination import PageParams
 
+ERASED_TITLE = "[erased]"
 SORT_KEYS = (
     keyset.SortKey("created_at", Deal.created_at, "datetime"),
     keyset.SortKey("amount", Deal.amount, "decimal", nullable=True),
@@ -103,3 +104,10 @@ class DealRepository:
 
     async def repoint_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
         await self.session.execute(update(Deal).where(Deal.customer_id == old).values(customer_id=new))
+
+    async def erase_customer(self, customer_id: uuid.UUID) -> None:
+        """Free text goes (a title or lost reason may name the person); amounts, stages,
+        dates and history stay for the funnel."""
+        await self.session.execute(
+            update(Deal).where(Deal.customer_id == customer_id).values(title=ERASED_TITLE, lost_reason=None)
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm.db import Base
@@ -13,6 +13,8 @@ from cxkit.db import UTCDateTime, new_id, utcnow
 
 TASK_STATUSES = ("open", "completed", "cancelled")
 TASK_PRIORITIES = ("low", "normal", "high")
+# Tasks made for the CEM's follow-up requests; `origin_ref` is the follow-up id.
+FOLLOWUP_ORIGIN = "followup"
 
 
 class Task(Base):
@@ -27,7 +29,7 @@ class Task(Base):
     status: Mapped[str] = mapped_column(String(20), default="open")
     priority: Mapped[str] = mapped_column(String(10), default="normal")
     owner: Mapped[str | None] = mapped_column(String(200))
-    # Where the task came from: `manual`, or e.g. `cem.followup` with the follow-up id as ref.
+    # Where the task came from: `manual`, or `followup` with the CEM's follow-up id as ref.
     origin: Mapped[str] = mapped_column(String(100), default="manual")
     origin_ref: Mapped[str | None] = mapped_column(String(255), index=True)
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -41,4 +43,12 @@ class Task(Base):
         Index("ix_tasks_owner_status", "owner", "status"),
         Index("ix_tasks_created_at_id", "created_at", "id"),
         Index("ix_tasks_due_at_id", "due_at", "id"),
+        # One task per CEM follow-up, however often its request arrives.
+        Index(
+            "uq_tasks_followup_origin_ref",
+            "origin_ref",
+            unique=True,
+            postgresql_where=text("origin = 'followup'"),
+            sqlite_where=text("origin = 'followup'"),
+        ),
     )

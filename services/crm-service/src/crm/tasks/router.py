@@ -40,8 +40,9 @@ def _answer(task: object, status: int = 200) -> Response:
     summary="Create a task",
     description="A follow-up for a customer (or for a deal, whose customer it then belongs to), with a due time, a "
     "priority and an owner (default: the customer's owner). `origin`/`origin_ref` say where it came from (e.g. "
-    "`cem.followup` and the follow-up id) and travel on `task.completed`. Needs `write`.",
-    responses=problem_responses(401, 403, 422),
+    "`followup` and the CEM follow-up id; tasks for CEM follow-up requests are made this way automatically) and "
+    "travel on `task.completed`. There is at most one `followup` task per follow-up id (409 otherwise). Needs `write`.",
+    responses=problem_responses(401, 403, 409, 422),
 )
 async def create_task(body: TaskCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
     async def operation() -> Response:

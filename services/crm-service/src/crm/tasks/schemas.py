@@ -20,7 +20,7 @@ EXAMPLE = {
     "description": "Gave NPS 3 after checkout; mentioned shipping.",
     "due_at": "2026-11-25T12:00:00Z",
     "priority": "high",
-    "origin": "cem.followup",
+    "origin": "followup",
     "origin_ref": "b7e9c2d4-1f3a-4c5e-8d7b-9a0c1e2f3d4b",
 }
 READ_EXAMPLE = {
@@ -54,7 +54,7 @@ class TaskCreate(InputModel):
         "manual",
         pattern=r"^[a-z0-9][a-z0-9_.-]*$",
         max_length=100,
-        description="Where it came from, e.g. manual, cem.followup.",
+        description="Where it came from, e.g. manual, or followup (made from a CEM follow-up request, one per follow-up id).",
     )
     origin_ref: str | None = Field(None, max_length=255, description="An id in the origin, e.g. the CEM follow-up id.")
 

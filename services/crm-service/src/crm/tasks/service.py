@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import keyset
@@ -19,7 +20,7 @@ from cxkit.db import utcnow
 from cxkit.events.payloads import TaskCompleted
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import NotFound, Unprocessable
+from cxkit.http.problems import Conflict, NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event
 
 
@@ -57,7 +58,11 @@ async def create_task(session: AsyncSession, data: TaskCreate) -> Task:
         updated_at=now,
     )
     TaskRepository(session).add(task)
-    await TaskRepository(session).flush()
+    try:
+        await TaskRepository(session).flush()
+    except IntegrityError:
+        # The only unique rule on tasks: one `followup` task per follow-up id.
+        raise Conflict(f"a {task.origin} task for {task.origin_ref} already exists") from None
     return task
 
 

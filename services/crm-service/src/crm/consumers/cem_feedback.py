@@ -1,0 +1,37 @@
+"""Applies `cem.feedback.v1` (published by the CEM service) to the CRM's experience projection,
+and turns follow-up requests into tasks for the customer's owner."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm.config import CRMSettings
+from crm.experience.models import EXPERIENCE_KINDS
+from crm.experience.repository import ExperienceRepository
+from crm.experience.service import apply_experience_events
+from cxkit.kafka.consumer import BatchHandler, Delivery
+
+
+def live_handlers(settings: CRMSettings) -> dict[str, BatchHandler]:
+    """The live consumer's: store every event; a `followup.requested` also makes its task."""
+    due = dt.timedelta(hours=settings.followup_due_hours)
+
+    async def on_experience_events(session: AsyncSession, deliveries: list[Delivery]) -> None:
+        await apply_experience_events(session, deliveries, followup_due=due)
+
+    return dict.fromkeys(EXPERIENCE_KINDS, on_experience_events)
+
+
+async def on_experience_events_replayed(session: AsyncSession, deliveries: list[Delivery]) -> None:
+    """A replay's: the projection only. Tasks are the CRM's own data: a replay never makes one."""
+    await apply_experience_events(session, deliveries, followup_due=None)
+
+
+PROJECTION_HANDLERS: dict[str, BatchHandler] = dict.fromkeys(EXPERIENCE_KINDS, on_experience_events_replayed)
+
+
+async def reset_projection(session: AsyncSession) -> None:
+    """Before a replay: the projection is emptied (follow-up tasks stay)."""
+    await ExperienceRepository(session).delete_all()

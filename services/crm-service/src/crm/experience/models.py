@@ -1,0 +1,63 @@
+"""The CRM's local copy of what the CEM service reports about its customers (`cem.feedback.v1`):
+invitations, suppressed invitations, survey answers, feedback and follow-up requests. The
+customer view and timeline read it, so they keep answering while the CEM service is down."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from crm.db import Base
+from cxkit.db import UTCDateTime, utcnow
+
+SURVEY_INVITED = "survey.invited"
+SURVEY_THROTTLED = "survey.throttled"
+RESPONSE_SUBMITTED = "survey.response.submitted"
+FEEDBACK_RECEIVED = "feedback.received"
+FOLLOWUP_REQUESTED = "followup.requested"
+EXPERIENCE_KINDS = (SURVEY_INVITED, SURVEY_THROTTLED, RESPONSE_SUBMITTED, FEEDBACK_RECEIVED, FOLLOWUP_REQUESTED)
+
+
+class ExperienceEvent(Base):
+    """One CEM event about one customer; `kind` is the event type."""
+
+    __tablename__ = "experience_events"
+
+    # The CEM object the event is about (invitation, response, feedback, follow-up) in the
+    # kind's namespace, so the same object announced twice under two event ids is one row.
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("customers.id"))
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # The CEM's id of the invitation, response, feedback or follow-up.
+    ref_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    survey_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    survey_name: Mapped[str | None] = mapped_column(String(200))
+    survey_kind: Mapped[str | None] = mapped_column(String(20))
+    invitation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    response_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    touchpoint: Mapped[str | None] = mapped_column(String(100))
+    channel: Mapped[str | None] = mapped_column(String(100))
+    metric: Mapped[str | None] = mapped_column(String(20))
+    score: Mapped[float | None] = mapped_column(Float)
+    scale_min: Mapped[int | None] = mapped_column(Integer)
+    scale_max: Mapped[int | None] = mapped_column(Integer)
+    category: Mapped[str | None] = mapped_column(String(20))
+    # The customer's own words (a survey comment, a feedback text): personal, gone on erasure.
+    text: Mapped[str | None] = mapped_column(Text)
+    sentiment_label: Mapped[str | None] = mapped_column(String(20))
+    sentiment_score: Mapped[float | None] = mapped_column(Float)
+    # Why an invitation was suppressed, or why a follow-up was asked for.
+    reason: Mapped[str | None] = mapped_column(String(500))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        # The timeline's keyset order and the view's per-kind aggregates.
+        Index("ix_experience_events_customer_id_occurred_at_id", "customer_id", "occurred_at", "id"),
+        Index("ix_experience_events_customer_id_kind_occurred_at", "customer_id", "kind", "occurred_at"),
+    )

@@ -1,0 +1,198 @@
+"""Every query on the experience projection."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Float, case, cast, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm.experience.models import (
+    FEEDBACK_RECEIVED,
+    RESPONSE_SUBMITTED,
+    SURVEY_INVITED,
+    SURVEY_THROTTLED,
+    ExperienceEvent,
+)
+from crm.tasks.models import FOLLOWUP_ORIGIN, Task
+from cxkit.db import dialect_of, insert_ignoring_conflicts
+
+# Rows per INSERT: PostgreSQL allows 32767 bind parameters, an experience row uses 25.
+_CHUNK = 1000
+# On a 1-5 CSAT scale, 4 and 5 are "satisfied" (the SPEC's CSAT definition).
+CSAT_SATISFIED_FROM = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ExperienceTotals:
+    events: int
+    last_event_at: dt.datetime | None
+    responses: int
+    last_response_at: dt.datetime | None
+    csat_answers: int
+    csat_mean: float | None
+    csat_satisfied: int
+    ces_answers: int
+    ces_mean: float | None
+    feedback: int
+    invitations: int
+    last_invited_at: dt.datetime | None
+    throttled: int
+    last_throttled_at: dt.datetime | None
+    open_followups: int
+
+
+class ExperienceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert_new(self, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+        """Multi-row INSERT ... ON CONFLICT DO NOTHING (a known object or event id is skipped);
+        returns the ids inserted."""
+        table = ExperienceEvent.__table__
+        inserted: set[uuid.UUID] = set()
+        for start in range(0, len(rows), _CHUNK):
+            stmt = insert_ignoring_conflicts(dialect_of(self.session), table).values(rows[start : start + _CHUNK])
+            inserted |= {row[0] for row in await self.session.execute(stmt.returning(table.c.id))}
+        return inserted
+
+    async def insert_tasks_once(self, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+        """Follow-up tasks in one insert; one whose follow-up already has a task is skipped
+        (the partial unique index on `origin_ref`). Returns the ids of the tasks made."""
+        if not rows:
+            return set()
+        table = Task.__table__
+        stmt = insert_ignoring_conflicts(dialect_of(self.session), table).values(rows)
+        return {row[0] for row in await self.session.execute(stmt.returning(table.c.id))}
+
+    async def totals(self, customer_id: uuid.UUID) -> ExperienceTotals:
+        """Every count and average of the view in one aggregate over the customer's rows
+        (index on customer_id), with the open follow-up tasks as a scalar subquery."""
+        e = ExperienceEvent
+        response = e.kind == RESPONSE_SUBMITTED
+        csat = response & (e.metric == "csat") & e.score.is_not(None)
+        ces = response & (e.metric == "ces") & e.score.is_not(None)
+        open_followups = (
+            select(func.count())
+            .select_from(Task)
+            .where(Task.customer_id == customer_id, Task.status == "open", Task.origin == FOLLOWUP_ORIGIN)
+            .scalar_subquery()
+        )
+        stmt = select(
+            func.count(),
+            func.max(e.occurred_at),
+            func.count().filter(response),
+            func.max(e.occurred_at).filter(response),
+            func.count().filter(csat),
+            func.avg(cast(e.score, Float)).filter(csat),
+            func.sum(case((e.score >= CSAT_SATISFIED_FROM, 1), else_=0)).filter(csat),
+            func.count().filter(ces),
+            func.avg(cast(e.score, Float)).filter(ces),
+            func.count().filter(e.kind == FEEDBACK_RECEIVED),
+            func.count().filter(e.kind == SURVEY_INVITED),
+            func.max(e.occurred_at).filter(e.kind == SURVEY_INVITED),
+            func.count().filter(e.kind == SURVEY_THROTTLED),
+            func.max(e.occurred_at).filter(e.kind == SURVEY_THROTTLED),
+            open_followups,
+        ).where(e.customer_id == customer_id)
+        (
+            events,
+            last_event,
+            responses,
+            last_response,
+            csat_n,
+            csat_mean,
+            csat_ok,
+            ces_n,
+            ces_mean,
+            feedback,
+            invited,
+            last_invited,
+            throttled,
+            last_throttled,
+            followups,
+        ) = (await self.session.execute(stmt)).one()
+        return ExperienceTotals(
+            events=int(events),
+            last_event_at=_aware(last_event),
+            responses=int(responses),
+            last_response_at=_aware(last_response),
+            csat_answers=int(csat_n),
+            csat_mean=float(csat_mean) if csat_mean is not None else None,
+            csat_satisfied=int(csat_ok or 0),
+            ces_answers=int(ces_n),
+            ces_mean=float(ces_mean) if ces_mean is not None else None,
+            feedback=int(feedback),
+            invitations=int(invited),
+            last_invited_at=_aware(last_invited),
+            throttled=int(throttled),
+            last_throttled_at=_aware(last_throttled),
+            open_followups=int(followups or 0),
+        )
+
+    async def latest(self, customer_id: uuid.UUID) -> dict[str, ExperienceEvent]:
+        """The latest scored NPS answer, feedback and suppressed invitation, in one query:
+        keys `nps`, `feedback`, `throttled` (absent when there is none)."""
+        e = ExperienceEvent
+
+        def newest(*conditions: Any) -> Any:
+            return (
+                select(e.id)
+                .where(e.customer_id == customer_id, *conditions)
+                .order_by(e.occurred_at.desc(), e.id.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+
+        wanted = {
+            "nps": newest(e.kind == RESPONSE_SUBMITTED, e.metric == "nps", e.score.is_not(None)),
+            "feedback": newest(e.kind == FEEDBACK_RECEIVED),
+            "throttled": newest(e.kind == SURVEY_THROTTLED),
+        }
+        rows = (await self.session.scalars(select(e).where(or_(*(e.id == sub for sub in wanted.values()))))).all()
+        found: dict[str, ExperienceEvent] = {}
+        for row in rows:
+            if row.kind == RESPONSE_SUBMITTED:
+                found["nps"] = row
+            elif row.kind == FEEDBACK_RECEIVED:
+                found["feedback"] = row
+            else:
+                found["throttled"] = row
+        return found
+
+    async def by_ids(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, ExperienceEvent]:
+        if not ids:
+            return {}
+        rows = (await self.session.scalars(select(ExperienceEvent).where(ExperienceEvent.id.in_(ids)))).all()
+        return {r.id: r for r in rows}
+
+    async def followup_tasks(self, followup_ids: list[uuid.UUID]) -> dict[str, Task]:
+        """origin_ref -> the task made for that follow-up."""
+        if not followup_ids:
+            return {}
+        refs = [str(f) for f in followup_ids]
+        stmt = select(Task).where(Task.origin == FOLLOWUP_ORIGIN, Task.origin_ref.in_(refs))
+        return {t.origin_ref: t for t in (await self.session.scalars(stmt)).all() if t.origin_ref}
+
+    async def repoint_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
+        await self.session.execute(update(ExperienceEvent).where(ExperienceEvent.customer_id == old).values(customer_id=new))
+
+    async def erase_customer(self, customer_id: uuid.UUID) -> None:
+        """The customer's own words go; scores, categories, sentiment and times stay (anonymous)."""
+        await self.session.execute(update(ExperienceEvent).where(ExperienceEvent.customer_id == customer_id).values(text=None))
+
+    async def delete_all(self) -> None:
+        """Empties the projection (a replay rebuilds it from the topic)."""
+        await self.session.execute(delete(ExperienceEvent))
+
+
+def _aware(value: Any) -> dt.datetime | None:
+    """Aggregates bypass the column type: SQLite hands back naive text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)

@@ -1,0 +1,265 @@
+"""Applies what the CEM service announces on `cem.feedback.v1` to the CRM: every event is kept
+in the experience projection, and a `followup.requested` also becomes a task for the
+customer's owner (once per follow-up, never on a replay).
+
+Rules: an event without a customer (an invitation to a bare email, an anonymous answer) is
+ignored; one for a merged duplicate lands on its survivor; one for an erased customer is
+kept without the customer's words and makes no task; one for a customer the CRM never had
+is refused (dead-letter queue)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm.customers.repository import CustomerRepository, EventTarget
+from crm.experience.models import FOLLOWUP_REQUESTED
+from crm.experience.repository import ExperienceRepository
+from crm.fields import has_nul
+from crm.tasks.models import FOLLOWUP_ORIGIN
+from cxkit.db import utcnow
+from cxkit.events.payloads import (
+    FeedbackReceived,
+    FollowupRequested,
+    SurveyInvited,
+    SurveyResponseSubmitted,
+    SurveyThrottled,
+)
+from cxkit.kafka.consumer import Delivery, PermanentEventError
+
+# Row ids are derived from the CEM object an event is about, so the same invitation, answer,
+# feedback or follow-up announced again under a new event id is still one row.
+_ROW_NAMESPACE = uuid.UUID("6d0f3c1e-8b2a-4e57-9c4d-1a7e5f2b3c90")
+METRICS = ("nps", "csat", "ces")
+# What a follow-up's score says, for the task title.
+_FOLLOWUP_LABELS = {"nps": "detractor", "csat": "dissatisfied", "ces": "high effort"}
+# Column sizes of the projection: longer values are refused up front (to the DLQ), not by the database.
+_LIMITS = {
+    "survey_name": 200,
+    "survey_kind": 20,
+    "touchpoint": 100,
+    "channel": 100,
+    "metric": 20,
+    "category": 20,
+    "sentiment_label": 20,
+    "reason": 500,
+}
+_INT_RANGE = 2**31
+
+
+def row_id(kind: str, ref: uuid.UUID | str) -> uuid.UUID:
+    return uuid.uuid5(_ROW_NAMESPACE, f"{kind}\n{ref}")
+
+
+def _metric(metric: str | None, survey_kind: str | None) -> str | None:
+    if metric:
+        return metric
+    return survey_kind if survey_kind in METRICS else None
+
+
+def _aware(value: dt.datetime | None, field: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise PermanentEventError(f"{field} must carry a timezone")
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise PermanentEventError(f"{field} is out of range once converted to UTC") from None
+
+
+def _row(delivery: Delivery, target: EventTarget, now: dt.datetime) -> dict[str, Any]:
+    """The projection row of one event (every column, so one multi-row insert takes them all)."""
+    p = delivery.payload
+    kind = delivery.event.type
+    at = _aware(delivery.event.time, "time") or now
+    row: dict[str, Any] = dict.fromkeys(
+        (
+            "ref_id",
+            "survey_id",
+            "survey_name",
+            "survey_kind",
+            "invitation_id",
+            "response_id",
+            "touchpoint",
+            "channel",
+            "metric",
+            "score",
+            "scale_min",
+            "scale_max",
+            "category",
+            "text",
+            "sentiment_label",
+            "sentiment_score",
+            "reason",
+            "expires_at",
+        )
+    )
+    row |= {"event_id": delivery.event.id, "kind": kind, "customer_id": target.customer_id, "recorded_at": now}
+    if isinstance(p, SurveyInvited):
+        ref: uuid.UUID | str = p.invitation_id
+        row |= {
+            "ref_id": p.invitation_id,
+            "invitation_id": p.invitation_id,
+            "survey_id": p.survey_id,
+            "survey_name": p.survey_name,
+            "survey_kind": p.survey_kind,
+            "touchpoint": p.touchpoint,
+            "channel": p.channel,
+            "expires_at": _aware(p.expires_at, "expires_at"),
+            "occurred_at": at,
+        }
+    elif isinstance(p, SurveyThrottled):
+        # A suppression has no id of its own: each announcement is one.
+        ref = f"{delivery.event.source}\n{delivery.event.id}"
+        row |= {"survey_id": p.survey_id, "touchpoint": p.touchpoint, "reason": p.reason, "occurred_at": at}
+    elif isinstance(p, SurveyResponseSubmitted):
+        ref = p.response_id
+        row |= {
+            "ref_id": p.response_id,
+            "response_id": p.response_id,
+            "invitation_id": p.invitation_id,
+            "survey_id": p.survey_id,
+            "survey_kind": p.survey_kind,
+            "touchpoint": p.touchpoint,
+            "metric": _metric(p.metric, p.survey_kind),
+            "score": p.score,
+            "scale_min": p.scale_min,
+            "scale_max": p.scale_max,
+            "category": p.category,
+            "text": p.comment,
+            "occurred_at": _aware(p.submitted_at, "submitted_at"),
+        }
+    elif isinstance(p, FeedbackReceived):
+        ref = p.feedback_id
+        row |= {
+            "ref_id": p.feedback_id,
+            "touchpoint": p.touchpoint,
+            "channel": p.channel,
+            "score": p.rating,
+            "scale_min": p.rating_scale_min,
+            "scale_max": p.rating_scale_max,
+            "text": p.text,
+            "sentiment_label": p.sentiment_label,
+            "sentiment_score": p.sentiment_score,
+            "occurred_at": _aware(p.received_at, "received_at"),
+        }
+    else:
+        assert isinstance(p, FollowupRequested)
+        ref = p.followup_id
+        row |= {
+            "ref_id": p.followup_id,
+            "response_id": p.response_id,
+            "survey_id": p.survey_id,
+            "survey_kind": p.survey_kind,
+            "touchpoint": p.touchpoint,
+            "metric": _metric(p.metric, p.survey_kind),
+            "score": p.score,
+            "text": p.comment,
+            "reason": p.reason,
+            "occurred_at": at,
+        }
+    row["id"] = row_id(kind, ref)
+    if target.erased:
+        row["text"] = None  # what reaches the CRM after an erasure keeps nothing the customer wrote
+    _check_storable(row)
+    return row
+
+
+def _check_storable(row: dict[str, Any]) -> None:
+    """What the event schema allows but a row cannot hold is refused before any statement."""
+    if has_nul([v for v in row.values() if isinstance(v, str)]):
+        raise PermanentEventError("text must not contain NUL characters")
+    for column, limit in _LIMITS.items():
+        value = row.get(column)
+        if value is not None and len(value) > limit:
+            raise PermanentEventError(f"{column} is longer than {limit} characters")
+    for column in ("score", "sentiment_score"):
+        value = row.get(column)
+        if value is not None and not math.isfinite(value):
+            raise PermanentEventError(f"{column} is not a finite number")
+    for column in ("scale_min", "scale_max"):
+        value = row.get(column)
+        if value is not None and abs(value) >= _INT_RANGE:
+            raise PermanentEventError(f"{column} is out of range")
+
+
+def followup_title(p: FollowupRequested) -> str:
+    """E.g. `Call back: NPS 3 (detractor) at checkout`."""
+    metric = _metric(p.metric, p.survey_kind)
+    parts = ["Call back:", metric.upper() if metric else "survey answer"]
+    if p.score is not None:
+        parts.append(f"{p.score:g}")
+    if metric in _FOLLOWUP_LABELS:
+        parts.append(f"({_FOLLOWUP_LABELS[metric]})")
+    if p.touchpoint:
+        parts.append(f"at {p.touchpoint}")
+    return " ".join(parts)[:300]
+
+
+def followup_description(p: FollowupRequested) -> str:
+    lines = [p.reason.rstrip(".") + "."]
+    if p.comment:
+        lines.append(f"The customer wrote: “{p.comment}”")
+    lines.append("Completing this task tells the experience team the customer was followed up.")
+    return "\n\n".join(lines)
+
+
+def _followup_task(delivery: Delivery, target: EventTarget, due: dt.timedelta, now: dt.datetime) -> dict[str, Any]:
+    p: FollowupRequested = delivery.payload
+    requested_at = _aware(delivery.event.time, "time") or now
+    return {
+        "id": uuid.uuid4(),
+        "customer_id": target.customer_id,
+        "deal_id": None,
+        "title": followup_title(p),
+        "description": followup_description(p),
+        # The promise runs from when the customer answered, not from when the CRM heard of it.
+        "due_at": requested_at + due,
+        "status": "open",
+        "priority": "high",
+        "owner": target.owner,
+        "origin": FOLLOWUP_ORIGIN,
+        "origin_ref": str(p.followup_id),
+        "completed_at": None,
+        "completed_by": None,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def apply_experience_events(
+    session: AsyncSession, deliveries: Sequence[Delivery], *, followup_due: dt.timedelta | None
+) -> int:
+    """Apply a run of `cem.feedback.v1` events with a handful of statements: one query finds
+    where each customer's events go, one multi-row insert stores them (a known one is
+    skipped), and one insert makes the follow-up tasks (when `followup_due` is given; a
+    replay passes None and makes none). Returns the number of rows stored."""
+    about = [d for d in deliveries if getattr(d.payload, "customer_id", None) is not None]
+    if not about:
+        return 0
+    targets = await CustomerRepository(session).event_targets(list({d.payload.customer_id for d in about}))
+    unknown = sorted({str(d.payload.customer_id) for d in about if d.payload.customer_id not in targets})
+    if unknown:
+        raise PermanentEventError(f"unknown customer_id: {', '.join(unknown)}")
+
+    now = utcnow()
+    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    tasks: dict[str, dict[str, Any]] = {}
+    for delivery in about:
+        target = targets[delivery.payload.customer_id]
+        row = _row(delivery, target, now)
+        rows.setdefault(row["id"], row)
+        if followup_due is not None and delivery.event.type == FOLLOWUP_REQUESTED and not target.erased:
+            task = _followup_task(delivery, target, followup_due, now)
+            tasks.setdefault(task["origin_ref"], task)
+    repo = ExperienceRepository(session)
+    stored = await repo.insert_new(list(rows.values()))
+    await repo.insert_tasks_once(list(tasks.values()))
+    return len(stored)

@@ -1,0 +1,28 @@
+"""What `crm replay` rebuilds from the topics: the experience projection from `cem.feedback.v1`.
+
+The consumer name is the live consumer's, so after a replay the live consumer treats the
+replayed events as applied (and makes no second task for a follow-up)."""
+
+from __future__ import annotations
+
+from crm.config import CRMSettings
+from crm.consumers import cem_feedback
+from cxkit.events.registry import CEM_FEEDBACK
+from cxkit.replay import Projection
+
+
+def cem_feedback_consumer_name(settings: CRMSettings) -> str:
+    return f"{settings.consumer_group}.cem-feedback"
+
+
+def projections(settings: CRMSettings) -> list[Projection]:
+    return [
+        Projection(
+            consumer_name=cem_feedback_consumer_name(settings),
+            topics=[CEM_FEEDBACK],
+            handlers=dict(cem_feedback.PROJECTION_HANDLERS),
+            reset=cem_feedback.reset_projection,
+            description="survey invitations, suppressions, answers, feedback and follow-up requests per customer "
+            "(customer view and timeline); follow-up tasks are kept, never made again",
+        )
+    ]
