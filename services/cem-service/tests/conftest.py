@@ -41,6 +41,7 @@ def cem_settings(cem_database_url: str, broker: DevBroker, tmp_path_factory: pyt
         kafka_enable_idempotence=False,
         run_relay=False,
         run_consumers=False,
+        run_scheduler=False,
         log_json=False,
     )
 

@@ -59,6 +59,9 @@ async def test_experience_joins_invitations_answers_feedback_followups_and_touch
             "type": "purchase",
             "channel": "web",
             "occurred_at": "2026-11-20T09:00:00Z",
+            "summary": None,
+            "amount": None,
+            "currency": None,
         }
     ]
     limited = (await client.get(f"/v1/customers/{cid}/experience", params={"limit": 2})).json()

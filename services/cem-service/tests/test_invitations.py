@@ -58,8 +58,12 @@ async def test_invitation_by_email_links_the_customer_case_insensitively(
     assert expires - created == dt.timedelta(days=3)
     stranger = await make.invitation(survey["id"], email="walk-in@example.net")
     assert stranger["customer_id"] is None and stranger["email"] == "walk-in@example.net"
-    # The CRM keys everything by customer: only the known customer's invitation is announced.
-    assert [e["data"]["invitation_id"] for e in await outbox("survey.invited")] == [inv["id"]]
+    # Both are announced; the bare address's without a customer (and without a message key).
+    announced = {e["data"]["invitation_id"]: e for e in await outbox("survey.invited")}
+    assert set(announced) == {inv["id"], stranger["id"]}
+    assert announced[inv["id"]]["subject"] == str(customer)
+    bare = announced[stranger["id"]]
+    assert "subject" not in bare and bare["data"]["customer_id"] is None and bare["data"]["email"] == "walk-in@example.net"
 
 
 async def test_opted_out_customers_are_never_invited(client: httpx.AsyncClient, make: Any) -> None:

@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+from rich.console import Console
+
 from cem.config import CEMSettings
-from cem.db import ApiKey
+from cem.db import ApiKey, ProcessedEvent
+from cem.projections import projections
+from cem.triggers.scheduler import InvitationScheduler, SchedulerRound
 from cxkit.cli import build_cli
+from cxkit.db import make_engine, make_session_factory
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
-app = build_cli("cem", CEMSettings, ALEMBIC_INI, ApiKey)
+app = build_cli("cem", CEMSettings, ALEMBIC_INI, ApiKey, processed_model=ProcessedEvent, projections=projections)
+console = Console(stderr=True)
+
+
+@app.command("run-scheduler-once")
+def run_scheduler_once() -> None:
+    """Send the scheduled invitations that are due and re-invite recurring surveys' customers
+    who are due again, once (the web process does this every CEM_SCHEDULER_INTERVAL_S)."""
+
+    async def run() -> SchedulerRound:
+        settings = CEMSettings()
+        engine = make_engine(settings.database_url)
+        try:
+            return await InvitationScheduler(settings, make_session_factory(engine)).run_once()
+        finally:
+            await engine.dispose()
+
+    done = asyncio.run(run())
+    suppressed = ", ".join(f"{reason} {n}" for reason, n in sorted(done.suppressed.items())) or "none"
+    console.print(
+        f"[green]sent {done.sent}, cancelled {done.cancelled}, re-invited {done.reinvited}; suppressed: {suppressed}[/green]"
+    )
+
 
 if __name__ == "__main__":
     app()

@@ -22,6 +22,15 @@ class CEMSettings(ServiceSettings):
     fatigue_days: int = Field(
         7, description="At most one invitation per customer per this many days, across all surveys (0 disables)."
     )
+    run_scheduler: bool = Field(
+        True,
+        description="Run the invitation scheduler inside the web process: sends delayed invitations when due and "
+        "re-invites at each survey's `recurrence_days`.",
+    )
+    scheduler_interval_s: float = Field(15.0, gt=0, description="Seconds between two rounds of the invitation scheduler.")
+    scheduler_batch_size: int = Field(
+        500, ge=1, description="Invitations the scheduler sends (or customers it re-invites per survey) per transaction."
+    )
 
 
 def get_settings(request: Request) -> CEMSettings:

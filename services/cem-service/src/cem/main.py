@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -9,7 +13,7 @@ from fastapi import FastAPI
 import cem
 from cem.analytics.router import router as analytics_router
 from cem.config import CEMSettings
-from cem.consumers import crm_customers
+from cem.consumers import crm_customers, interactions
 from cem.customers.router import router as customers_router
 from cem.db import ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent
 from cem.feedback.router import router as feedback_router
@@ -20,7 +24,9 @@ from cem.respondent.router import router as respondent_router
 from cem.responses.router import router as responses_router
 from cem.surveys.router import router as surveys_router
 from cem.touchpoints.router import router as touchpoints_router
-from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS
+from cem.triggers.router import router as suppressions_router
+from cem.triggers.scheduler import InvitationScheduler
+from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
 from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.logs import configure_logging
@@ -36,8 +42,12 @@ invitations, the respondent page, feedback and experience analytics.
 **Writes**: send `Idempotency-Key` to make retries safe; `PATCH` honours `If-Match`.
 **Respondent page**: `/r/{token}` (no key: the invitation's token is the secret) serves plain HTML forms.
 **Scores**: NPS 0-10, CSAT 1-5, CES 1-7 where 1 = very difficult and 7 = very easy; every score is stored
-with its scale. Detractors (NPS 0-6, CSAT 1-2, CES 1-2) raise `followup.requested` for the CRM.
-Keeps a local copy of CRM customers from `crm.customers.v1`, so it answers while the CRM is down.
+with its scale. Detractors (NPS 0-6, CSAT 1-2, CES 1-2) raise `followup.requested` for the CRM; when the CRM
+reports the follow-up task done, the follow-up closes and counts in the recovery rate.
+**Events**: keeps a local copy of CRM customers from `crm.customers.v1` (merges and erasures included), so it
+answers while the CRM is down; hears interactions on `cx.interactions.v1` and invites to the surveys whose
+trigger they match, within the throttle, fatigue and opt-out rules (a suppressed invitation is recorded and
+announced as `survey.throttled`).
 """
 
 
@@ -51,10 +61,40 @@ def build_consumers(settings: CEMSettings) -> Any:
                 settings=settings,
                 session_factory=session_factory,
                 processed_model=ProcessedEvent,
-            )
+            ),
+            EventConsumer(
+                name=f"{settings.consumer_group}.interactions",
+                topics=[CX_INTERACTIONS],
+                handlers=interactions.handlers(settings),
+                settings=settings,
+                session_factory=session_factory,
+                processed_model=ProcessedEvent,
+            ),
         ]
 
     return factory
+
+
+def with_scheduler(settings: CEMSettings, lifespan: Callable[[FastAPI], Any]) -> Callable[[FastAPI], Any]:
+    """The platform lifespan plus the invitation scheduler as a task beside the relay and the
+    consumers (when `CEM_RUN_SCHEDULER` is on)."""
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan(app):
+            task = None
+            if settings.run_scheduler:
+                app.state.scheduler = InvitationScheduler(settings, app.state.session_factory)
+                task = asyncio.create_task(app.state.scheduler.run(), name="invitation-scheduler")
+            try:
+                yield
+            finally:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    return run
 
 
 def create_app(settings: CEMSettings | None = None) -> FastAPI:
@@ -64,13 +104,16 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
         title="cem-service",
         version=cem.__version__,
         description=DESCRIPTION,
-        lifespan=service_lifespan(
+        lifespan=with_scheduler(
             settings,
-            api_key_model=ApiKey,
-            idempotency_model=IdempotencyKey,
-            outbox_model=OutboxMessage,
-            produced_topics=[CEM_FEEDBACK],
-            consumers=build_consumers(settings),
+            service_lifespan(
+                settings,
+                api_key_model=ApiKey,
+                idempotency_model=IdempotencyKey,
+                outbox_model=OutboxMessage,
+                produced_topics=[CEM_FEEDBACK],
+                consumers=build_consumers(settings),
+            ),
         ),
     )
     app.state.settings = settings
@@ -83,6 +126,7 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
         responses_router,
         feedback_router,
         analytics_router,
+        suppressions_router,
         customers_router,
     ):
         app.include_router(router, prefix="/v1")

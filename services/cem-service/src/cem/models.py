@@ -9,6 +9,7 @@ from cem.journeys.models import Journey, JourneyStage, JourneyStep
 from cem.responses.models import Score, SurveyResponse
 from cem.surveys.models import Survey
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
+from cem.triggers.models import Suppression
 
 __all__ = [
     "ApiKey",
@@ -24,6 +25,7 @@ __all__ = [
     "OutboxMessage",
     "ProcessedEvent",
     "Score",
+    "Suppression",
     "Survey",
     "SurveyResponse",
     "Touchpoint",

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Integer, cast, func, literal_column, select
+from sqlalchemy import ColumnElement, DateTime, Integer, case, cast, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.followups.models import Followup
 from cem.invitations.models import Invitation
 from cem.responses.models import Score, SurveyResponse
 from cem.surveys.models import Survey
@@ -49,6 +50,16 @@ def bucket_start(value: Any) -> dt.datetime:
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
     return dt.datetime.fromisoformat(str(value)).replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class Recovery:
+    """Counts of one metric's detractor follow-ups."""
+
+    detractors: int
+    followed_up: int
+    answered_again: int
+    recovered: int
 
 
 @dataclass
@@ -162,7 +173,7 @@ class AnalyticsRepository:
             select(func.count(), func.count(Invitation.answered_at))
             .select_from(Invitation)
             .join(Survey, Survey.id == Invitation.survey_id)
-            .where(Survey.metric == metric)
+            .where(Survey.metric == metric, Invitation.sent_at.is_not(None), Invitation.cancelled_at.is_(None))
         )
         if survey_id is not None:
             stmt = stmt.where(Invitation.survey_id == survey_id)
@@ -194,7 +205,7 @@ class AnalyticsRepository:
     ) -> dict[str, tuple[int, int]]:
         stmt = (
             select(Invitation.touchpoint, func.count(), func.count(Invitation.answered_at))
-            .where(Invitation.touchpoint.in_(keys))
+            .where(Invitation.touchpoint.in_(keys), Invitation.sent_at.is_not(None), Invitation.cancelled_at.is_(None))
             .group_by(Invitation.touchpoint)
         )
         if since is not None:
@@ -224,3 +235,55 @@ class AnalyticsRepository:
         per = _per_category(Score.touchpoint, metric, conditions)
         stmt = select(per.c.grp, *_score_columns(metric, per)).group_by(per.c.grp)
         return {row.grp: _aggregate(metric, row) for row in (await self.session.execute(stmt)).all()}
+
+    async def recovery(
+        self,
+        *,
+        survey_id: uuid.UUID | None,
+        touchpoint: str | None,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+    ) -> dict[str, Recovery]:
+        """Per metric: follow-ups raised for detractor answers (in the window, by when they were
+        raised), how many were followed up (closed by the CRM), how many of those customers
+        answered the same metric again after the follow-up was closed, and how many of those
+        next answers were better (not a detractor / negative any more). One grouped query; the
+        next answer is an indexed lookup per follow-up (scores by customer, metric, time)."""
+        next_category = (
+            select(Score.category)
+            .where(
+                Score.customer_id == Followup.customer_id,
+                Score.metric == Followup.metric,
+                Score.score.is_not(None),
+                Score.submitted_at > Followup.closed_at,
+            )
+            .order_by(Score.submitted_at, Score.response_id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        conditions = _window(Followup.created_at, since, until)
+        if survey_id is not None:
+            conditions.append(Followup.survey_id == survey_id)
+        if touchpoint is not None:
+            conditions.append(Followup.touchpoint == touchpoint)
+        per_followup = (
+            select(
+                Followup.metric.label("metric"),
+                Followup.closed_at.label("closed_at"),
+                case((Followup.closed_at.is_(None), None), else_=next_category).label("next_category"),
+            )
+            .where(*conditions)
+            .subquery("per_followup")
+        )
+        better = per_followup.c.next_category.not_in(("detractor", "negative"))
+        stmt = select(
+            per_followup.c.metric,
+            func.count(),
+            func.count(per_followup.c.closed_at),
+            func.count(per_followup.c.next_category),
+            func.coalesce(func.sum(case((better, 1), else_=0)), 0),
+        ).group_by(per_followup.c.metric)
+        return {
+            metric: Recovery(int(raised), int(closed), int(again), int(recovered))
+            for metric, raised, closed, again, recovered in (await self.session.execute(stmt)).all()
+        }

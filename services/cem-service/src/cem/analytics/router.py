@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from cem.analytics import service
-from cem.analytics.schemas import Interval, MetricReport, TouchpointReport
+from cem.analytics.schemas import Interval, MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
 from cem.fields import From, QueryText, To
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
@@ -136,3 +136,53 @@ async def touchpoints(
 ) -> Response:
     rows, next_cursor = await service.touchpoint_reports(session, page, since=since, until=until)
     return json_response(Page[TouchpointReport](items=rows, next_cursor=next_cursor))
+
+
+@router.get(
+    "/recovery",
+    response_model=RecoveryReport,
+    summary="Recovery of detractors (close the loop)",
+    description="How many detractor answers raised a follow-up (`followup.requested`), how many of those the CRM "
+    "reported done (the task was completed: `task.completed`), and how many of those customers answered better "
+    "on their next answer to the same metric (NPS 7 or more, CSAT or CES 3 or more), with the rates, in all and "
+    "per metric. Filter by the detractor answer's `survey_id` and `touchpoint`, and a window on when the "
+    "follow-up was raised (`from` inclusive, `to` exclusive). Computed by the database. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def recovery(
+    session: SessionDep,
+    _: Reader,
+    since: From = None,
+    until: To = None,
+    survey_id: Annotated[
+        uuid.UUID | None,
+        Query(description="Only follow-ups of answers to this survey.", examples=["2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c"]),
+    ] = None,
+    touchpoint: TouchpointFilter = None,
+) -> Response:
+    report = await service.recovery_report(session, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
+    return json_response(report)
+
+
+@router.get(
+    "/suppressions",
+    response_model=SuppressionReport,
+    summary="Suppressed invitations by reason",
+    description="How many invitations the survey rules suppressed, per reason (opted_out, erased, survey_throttle, "
+    "fatigue). Filter by `survey_id`, `touchpoint` and a window on when it happened (`from` inclusive, `to` "
+    "exclusive). The suppressions themselves are listed at `/v1/suppressions`. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def suppressions(
+    session: SessionDep,
+    _: Reader,
+    since: From = None,
+    until: To = None,
+    survey_id: Annotated[
+        uuid.UUID | None,
+        Query(description="Only this survey's suppressions.", examples=["2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c"]),
+    ] = None,
+    touchpoint: TouchpointFilter = None,
+) -> Response:
+    report = await service.suppression_report(session, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
+    return json_response(report)

@@ -140,3 +140,71 @@ class TouchpointReport(BaseModel):
         description="Score minus target in the target's metric (higher is better for all three): negative means "
         "the promise is not met. Null without a target or without answers."
     )
+
+
+class RecoveryCounts(BaseModel):
+    detractors: int = Field(description="Follow-ups raised for detractor answers (NPS 0-6, CSAT 1-2, CES 1-2).")
+    followed_up: int = Field(description="Of those, how many the CRM reported done (the follow-up task was completed).")
+    answered_again: int = Field(description="Of those followed up, how many answered the same metric again afterwards.")
+    recovered: int = Field(
+        description="Of those followed up, how many answered better next time: NPS 7 or more, CSAT or CES 3 or more."
+    )
+    followup_rate: float | None = Field(description="followed_up / detractors (0-1); null without detractors.")
+    recovery_rate: float | None = Field(description="recovered / followed_up (0-1); null when nobody was followed up.")
+
+
+class RecoveryFilters(BaseModel):
+    survey_id: uuid.UUID | None
+    touchpoint: str | None
+    from_: dt.datetime | None = Field(alias="from")
+    to: dt.datetime | None
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+EXAMPLE_RECOVERY_COUNTS = {
+    "detractors": 12,
+    "followed_up": 10,
+    "answered_again": 6,
+    "recovered": 4,
+    "followup_rate": 0.8333,
+    "recovery_rate": 0.4,
+}
+
+
+class RecoveryReport(RecoveryCounts):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "definition": "Detractor follow-ups raised in the window; followed up = the CRM task was completed; "
+                    "recovered = the customer's next answer to the same metric after that was better.",
+                    "filters": {"survey_id": None, "touchpoint": "checkout", "from": "2026-11-01T00:00:00Z", "to": None},
+                    **EXAMPLE_RECOVERY_COUNTS,
+                    "by_metric": {"nps": EXAMPLE_RECOVERY_COUNTS},
+                }
+            ]
+        }
+    )
+
+    definition: str = Field(description="How the numbers are counted.")
+    filters: RecoveryFilters
+    by_metric: dict[str, RecoveryCounts] = Field(description="The same counts per metric (nps, csat, ces) that has follow-ups.")
+
+
+class SuppressionReport(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "filters": {"survey_id": None, "touchpoint": None, "from": "2026-11-01T00:00:00Z", "to": None},
+                    "total": 17,
+                    "reasons": {"opted_out": 2, "erased": 0, "survey_throttle": 11, "fatigue": 4},
+                }
+            ]
+        }
+    )
+
+    filters: RecoveryFilters
+    total: int = Field(description="Invitations suppressed in the window.")
+    reasons: dict[str, int] = Field(description="Per reason: opted_out, erased, survey_throttle, fatigue.")

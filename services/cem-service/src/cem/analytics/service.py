@@ -9,15 +9,19 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.analytics import stats
-from cem.analytics.repository import Aggregate, AnalyticsRepository
+from cem.analytics.repository import Aggregate, AnalyticsRepository, Recovery
 from cem.analytics.schemas import (
     Filters,
     Interval95,
     MetricReport,
     MetricSummary,
+    RecoveryCounts,
+    RecoveryFilters,
+    RecoveryReport,
     ResponseRate,
     Scale,
     SeriesPoint,
+    SuppressionReport,
     Target,
     TouchpointReport,
 )
@@ -26,6 +30,7 @@ from cem.paging import after_text
 from cem.surveys.questions import METRIC_SCALES
 from cem.surveys.repository import SurveyRepository
 from cem.touchpoints.repository import TouchpointRepository
+from cem.triggers.repository import SuppressionRepository
 from cxkit.http.pagination import PageParams, encode_cursor
 from cxkit.http.problems import NotFound
 
@@ -164,3 +169,75 @@ async def touchpoint_reports(
             )
         )
     return reports, next_cursor
+
+
+RECOVERY_DEFINITION = (
+    "Detractor follow-ups raised in the window (NPS 0-6, CSAT 1-2, CES 1-2 answers of known customers); "
+    "followed up = the CRM reported the follow-up task done; recovered = the customer's next answer to the same "
+    "metric after that was better (NPS 7 or more, CSAT or CES 3 or more)."
+)
+SUPPRESSION_REASONS = ("opted_out", "erased", "survey_throttle", "fatigue")
+
+
+def _recovery_counts(r: Recovery) -> RecoveryCounts:
+    return RecoveryCounts(
+        detractors=r.detractors,
+        followed_up=r.followed_up,
+        answered_again=r.answered_again,
+        recovered=r.recovered,
+        followup_rate=stats.rounded(r.followed_up / r.detractors if r.detractors else None),
+        recovery_rate=stats.rounded(r.recovered / r.followed_up if r.followed_up else None),
+    )
+
+
+async def _check_survey(session: AsyncSession, survey_id: uuid.UUID | None) -> None:
+    if survey_id is not None and await SurveyRepository(session).get(survey_id) is None:
+        raise NotFound(f"survey {survey_id} does not exist")
+
+
+async def recovery_report(
+    session: AsyncSession,
+    *,
+    survey_id: uuid.UUID | None,
+    touchpoint: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+) -> RecoveryReport:
+    check_window(since, until)
+    await _check_survey(session, survey_id)
+    per_metric = await AnalyticsRepository(session).recovery(survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
+    total = Recovery(0, 0, 0, 0)
+    for r in per_metric.values():
+        total = Recovery(
+            total.detractors + r.detractors,
+            total.followed_up + r.followed_up,
+            total.answered_again + r.answered_again,
+            total.recovered + r.recovered,
+        )
+    return RecoveryReport(
+        definition=RECOVERY_DEFINITION,
+        filters=RecoveryFilters(survey_id=survey_id, touchpoint=touchpoint, from_=since, to=until),
+        **_recovery_counts(total).model_dump(),
+        by_metric={m: _recovery_counts(r) for m, r in sorted(per_metric.items())},
+    )
+
+
+async def suppression_report(
+    session: AsyncSession,
+    *,
+    survey_id: uuid.UUID | None,
+    touchpoint: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+) -> SuppressionReport:
+    check_window(since, until)
+    await _check_survey(session, survey_id)
+    counts = await SuppressionRepository(session).counts_by_reason(
+        survey_id=survey_id, touchpoint=touchpoint, since=since, until=until
+    )
+    reasons = {reason: counts.get(reason, 0) for reason in SUPPRESSION_REASONS}
+    return SuppressionReport(
+        filters=RecoveryFilters(survey_id=survey_id, touchpoint=touchpoint, from_=since, to=until),
+        total=sum(counts.values()),
+        reasons=reasons,
+    )

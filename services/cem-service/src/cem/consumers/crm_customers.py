@@ -1,11 +1,22 @@
-"""Applies `crm.customers.v1` to the local customer projection."""
+"""Applies `crm.customers.v1` to the local customer projection, and closes follow-ups whose CRM
+task was completed. Every handler is idempotent: a redelivered or replayed event changes nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cem.customers.service import apply_customer_snapshots
-from cxkit.kafka.consumer import Delivery
+from cem.customers.service import (
+    apply_customer_snapshots,
+    apply_deal_changes,
+    erase_customer,
+    merge_customers,
+    record_conversions,
+)
+from cem.followups.service import close_followups
+from cxkit.db import utcnow
+from cxkit.kafka.consumer import BatchHandler, Delivery
 
 
 async def on_customer_snapshots(session: AsyncSession, deliveries: list[Delivery]) -> None:
@@ -13,7 +24,46 @@ async def on_customer_snapshots(session: AsyncSession, deliveries: list[Delivery
     await apply_customer_snapshots(session, [d.payload for d in deliveries])
 
 
-HANDLERS = {
+async def on_customers_merged(session: AsyncSession, deliveries: list[Delivery]) -> None:
+    for d in deliveries:
+        await merge_customers(session, d.payload)
+
+
+async def on_customers_erased(session: AsyncSession, deliveries: list[Delivery]) -> None:
+    for d in deliveries:
+        await erase_customer(session, d.payload)
+
+
+async def on_deal_stages_changed(session: AsyncSession, deliveries: list[Delivery]) -> None:
+    await apply_deal_changes(session, [d.payload for d in deliveries])
+
+
+async def on_leads_converted(session: AsyncSession, deliveries: list[Delivery]) -> None:
+    await record_conversions(session, [(d.payload, _event_time(d)) for d in deliveries])
+
+
+async def on_tasks_completed(session: AsyncSession, deliveries: list[Delivery]) -> None:
+    await close_followups(session, [d.payload for d in deliveries])
+
+
+def _event_time(delivery: Delivery) -> dt.datetime:
+    """The event's own time (a replay records the same moment again), in UTC."""
+    at = delivery.event.time
+    if at is None:
+        return utcnow()
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at
+
+
+HANDLERS: dict[str, BatchHandler] = {
     "customer.created": on_customer_snapshots,
     "customer.updated": on_customer_snapshots,
+    "customer.merged": on_customers_merged,
+    "customer.erased": on_customers_erased,
+    "deal.stage_changed": on_deal_stages_changed,
+    "lead.converted": on_leads_converted,
+    "task.completed": on_tasks_completed,
 }
+
+# A replay rebuilds the projection with the same handlers: closing a follow-up is idempotent
+# and creates nothing, so a replay may re-close one whose closing was lost.
+PROJECTION_HANDLERS: dict[str, BatchHandler] = dict(HANDLERS)

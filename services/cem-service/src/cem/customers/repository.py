@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from collections.abc import Collection
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.models import CustomerProfile
-from cxkit.db import upsert
+from cxkit.db import dialect_of
 
 SNAPSHOT_COLUMNS = [
     "email",
@@ -26,6 +30,29 @@ SNAPSHOT_COLUMNS = [
     "crm_updated_at",
     "synced_at",
 ]
+PERSONAL_COLUMNS = ("email", "email_lower", "name", "phone", "company")
+
+
+def _insert(session: AsyncSession) -> Any:
+    dialect = dialect_of(session)
+    if dialect == "postgresql":
+        return postgresql.insert
+    if dialect == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(dialect)
+
+
+def _stub(customer_id: uuid.UUID, now: dt.datetime, **fields: Any) -> dict[str, Any]:
+    """A profile row for a customer the CRM has not announced here (yet)."""
+    return {
+        "id": customer_id,
+        "tags": [],
+        "survey_opt_out": False,
+        "open_deal_value": Decimal("0"),
+        "crm_version": 0,
+        "synced_at": now,
+        **fields,
+    }
 
 
 class CustomerProfileRepository:
@@ -37,16 +64,35 @@ class CustomerProfileRepository:
 
     async def get_by_email(self, email: str) -> CustomerProfile | None:
         """The customer with this email (case-insensitive); the most recently updated one if several."""
+        found = await self.by_emails([email.strip().lower()])
+        return found.get(email.strip().lower())
+
+    async def by_ids(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, CustomerProfile]:
+        if not ids:
+            return {}
+        rows = await self.session.scalars(select(CustomerProfile).where(CustomerProfile.id.in_(set(ids))))
+        return {p.id: p for p in rows.all()}
+
+    async def by_emails(self, emails_lower: Collection[str]) -> dict[str, CustomerProfile]:
+        """Lower-cased email -> the customer announced with it (the most recently updated one if
+        several); merged duplicates and erased customers have no email here."""
+        if not emails_lower:
+            return {}
         stmt = (
             select(CustomerProfile)
-            .where(CustomerProfile.email_lower == email.strip().lower())
+            .where(CustomerProfile.email_lower.in_(set(emails_lower)))
             .order_by(CustomerProfile.crm_updated_at.desc().nulls_last(), CustomerProfile.id)
-            .limit(1)
         )
-        return await self.session.scalar(stmt)
+        found: dict[str, CustomerProfile] = {}
+        for profile in (await self.session.scalars(stmt)).all():
+            assert profile.email_lower is not None
+            found.setdefault(profile.email_lower, profile)
+        return found
 
     async def apply_snapshots(self, rows: list[dict[str, Any]]) -> None:
-        """Upsert many snapshots in one statement; an older version never overwrites a newer one."""
+        """Upsert many snapshots in one statement. An older version never overwrites a newer one,
+        nor does any snapshot change a merged duplicate or bring an erased customer's data back.
+        The open deal value moves only forward in CRM time (deal events set it too)."""
         if not rows:
             return
         # One statement cannot touch the same row twice: keep each customer's newest snapshot.
@@ -55,12 +101,85 @@ class CustomerProfileRepository:
             seen = newest.get(row["id"])
             if seen is None or row["crm_version"] >= seen["crm_version"]:
                 newest[row["id"]] = row
-        stmt = upsert(
-            self.session,
-            CustomerProfile.__table__,
-            list(newest.values()),
-            index_elements=["id"],
-            update_columns=SNAPSHOT_COLUMNS,
-            only_if_newer="crm_version",
+        table = CustomerProfile.__table__
+        stmt = _insert(self.session)(table).values(list(newest.values()))
+        new, old = stmt.excluded, table.c
+        newer_value = or_(old.open_deal_value_at.is_(None), new.open_deal_value_at >= old.open_deal_value_at)
+        set_: dict[str, Any] = {c: new[c] for c in SNAPSHOT_COLUMNS}
+        set_["open_deal_value"] = case((newer_value, new.open_deal_value), else_=old.open_deal_value)
+        set_["open_deal_value_at"] = case((newer_value, new.open_deal_value_at), else_=old.open_deal_value_at)
+        where = and_(old.crm_version < new.crm_version, old.erased_at.is_(None), old.merged_into.is_(None))
+        await self.session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=set_, where=where))
+
+    async def mark_merged(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID, now: dt.datetime) -> None:
+        """The duplicate becomes a pointer to the survivor; its email no longer finds anyone."""
+        table = CustomerProfile.__table__
+        stmt = _insert(self.session)(table).values(_stub(duplicate_id, now, merged_into=survivor_id))
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["id"],
+                set_={"merged_into": stmt.excluded.merged_into, "email_lower": None, "synced_at": stmt.excluded.synced_at},
+            )
         )
-        await self.session.execute(stmt)
+        # Customers merged into the duplicate earlier now point at the survivor directly.
+        await self.session.execute(
+            update(CustomerProfile).where(CustomerProfile.merged_into == duplicate_id).values(merged_into=survivor_id)
+        )
+
+    async def erase(self, customer_id: uuid.UUID, erased_at: dt.datetime, now: dt.datetime) -> None:
+        """Keep the id and anonymous fields, drop the personal ones; the first erasure time stays."""
+        table = CustomerProfile.__table__
+        stmt = _insert(self.session)(table).values(_stub(customer_id, now, erased_at=erased_at))
+        set_: dict[str, Any] = dict.fromkeys(PERSONAL_COLUMNS)
+        set_["tags"] = stmt.excluded.tags
+        set_["erased_at"] = case((table.c.erased_at.is_(None), stmt.excluded.erased_at), else_=table.c.erased_at)
+        set_["synced_at"] = stmt.excluded.synced_at
+        await self.session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=set_))
+
+    async def set_open_deal_value(self, customer_id: uuid.UUID, value: Decimal, at: dt.datetime, now: dt.datetime) -> None:
+        """The customer's open deal value as of CRM time `at`, unless a later one is known."""
+        await self.session.execute(
+            update(CustomerProfile)
+            .where(
+                CustomerProfile.id == customer_id,
+                or_(CustomerProfile.open_deal_value_at.is_(None), CustomerProfile.open_deal_value_at < at),
+            )
+            .values(open_deal_value=value, open_deal_value_at=at, synced_at=now)
+        )
+
+    async def record_conversion(
+        self, customer_id: uuid.UUID, lead_id: uuid.UUID, deal_id: uuid.UUID | None, at: dt.datetime, now: dt.datetime
+    ) -> None:
+        """The lead the customer was converted from; the latest conversion wins."""
+        await self.session.execute(
+            update(CustomerProfile)
+            .where(
+                CustomerProfile.id == customer_id,
+                or_(CustomerProfile.converted_at.is_(None), CustomerProfile.converted_at <= at),
+            )
+            .values(converted_lead_id=lead_id, converted_deal_id=deal_id, converted_at=at, synced_at=now)
+        )
+
+    async def reset_versions(self) -> None:
+        """Let a replay apply every snapshot and deal value again (rows stay: other data points at them)."""
+        await self.session.execute(
+            update(CustomerProfile).values(
+                crm_version=0, open_deal_value_at=None, converted_lead_id=None, converted_deal_id=None, converted_at=None
+            )
+        )
+
+
+def announced_customer_with(email_lower: Any) -> Any:
+    """A correlated subquery: the id of the live customer announced with this lower-cased email
+    (for linking rows that were kept under an email until the CRM announced its owner)."""
+    return (
+        select(CustomerProfile.id)
+        .where(
+            CustomerProfile.email_lower == email_lower,
+            CustomerProfile.merged_into.is_(None),
+            CustomerProfile.erased_at.is_(None),
+        )
+        .order_by(CustomerProfile.crm_updated_at.desc().nulls_last(), CustomerProfile.id)
+        .limit(1)
+        .scalar_subquery()
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from cem.customers import service
@@ -25,15 +25,39 @@ CustomerId = Annotated[uuid.UUID, id_path("customer", "0b6f3c8e-2f7e-4a53-9d1b-2
     response_model=CustomerExperience,
     summary="A customer's experience",
     description="The joined view from the CEM side: the customer as the CRM announced it (kept locally, so this "
-    "answers while the CRM is down), a summary (responses, latest NPS and its category, CSAT/CES averages, "
-    "feedback, open follow-ups), and their latest invitations, answers, feedback, follow-ups and touchpoint "
-    "history (`limit` of each, newest first). 404 until the CRM has announced the customer. Needs `read`.",
-    responses=problem_responses(401, 403, 404, 422),
+    "answers while the CRM is down: lifecycle stage, open deal value, the lead they were converted from), a "
+    "summary (responses, latest NPS and its category, CSAT/CES averages, feedback, open follow-ups, suppressed "
+    "invitations), and their latest invitations, answers, feedback, follow-ups, suppressions and touchpoint "
+    "history (`limit` of each, newest first). 404 until the CRM has announced the customer. A customer merged "
+    "into another answers 308 with `Location` (the survivor's view) and `merged_into`, as the CRM does: clients "
+    "that follow redirects get the survivor's view, which holds all the answers. An erased customer's view has "
+    "no personal data (and `erased_at`). Needs `read`.",
+    responses={
+        **problem_responses(401, 403, 404, 422),
+        308: {
+            "description": "Merged into another customer: `Location` is the survivor's view; the problem body "
+            "carries `merged_into`.",
+            "content": {
+                "application/problem+json": {
+                    "example": {
+                        "type": "https://cx.example.org/problems/merged",
+                        "title": "Merged into another customer",
+                        "status": 308,
+                        "detail": "customer 0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10 was merged into "
+                        "5a1f0c2e-7b3d-4c8e-9f1a-2b3c4d5e6f70",
+                        "merged_into": "5a1f0c2e-7b3d-4c8e-9f1a-2b3c4d5e6f70",
+                    }
+                }
+            },
+        },
+    },
 )
 async def get_experience(
     customer_id: CustomerId,
+    request: Request,
     session: SessionDep,
     _: Reader,
     limit: Annotated[int, Query(ge=1, le=100, description="Items in each list (1-100).")] = 20,
 ) -> Response:
-    return json_response(await service.experience(session, customer_id, limit))
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return json_response(await service.experience(session, customer_id, limit, path))

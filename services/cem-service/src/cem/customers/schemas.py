@@ -15,6 +15,14 @@ from cem.invitations.schemas import EXAMPLE_READ as INVITATION_EXAMPLE
 from cem.invitations.schemas import InvitationRead
 from cem.responses.schemas import EXAMPLE_READ as RESPONSE_EXAMPLE
 from cem.responses.schemas import ResponseRead
+from cem.triggers.schemas import EXAMPLE_READ as SUPPRESSION_EXAMPLE
+from cem.triggers.schemas import SuppressionRead
+
+
+class ConvertedLead(BaseModel):
+    lead_id: uuid.UUID = Field(description="The CRM lead this customer was converted from.")
+    deal_id: uuid.UUID | None = Field(description="The deal made with the conversion, if any.")
+    converted_at: dt.datetime
 
 
 class CustomerAsAnnounced(BaseModel):
@@ -30,7 +38,11 @@ class CustomerAsAnnounced(BaseModel):
     owner: str | None
     tags: list[str]
     survey_opt_out: bool
-    open_deal_value: Decimal
+    open_deal_value: Decimal = Field(description="The sum of the customer's open deals, as the CRM last announced it.")
+    converted_from: ConvertedLead | None = Field(description="The lead the customer was converted from (`lead.converted`).")
+    erased_at: dt.datetime | None = Field(
+        description="When the customer's personal data was erased (GDPR); their scores still count, anonymously."
+    )
     crm_version: int = Field(description="The CRM record version this copy reflects.")
     synced_at: dt.datetime = Field(description="When this copy was last updated from an event.")
 
@@ -53,6 +65,7 @@ class ExperienceSummary(BaseModel):
     ces_average: float | None = Field(description="Average of their CES answers (1-7, 7 = very easy).")
     feedback: int = Field(description="Pieces of feedback in all.")
     open_followups: int = Field(description="Follow-ups asked of the CRM and not done yet.")
+    suppressions: int = Field(description="Invitations suppressed by the survey rules (throttle, fatigue, opt-out).")
 
 
 class TouchpointVisit(BaseModel):
@@ -63,6 +76,9 @@ class TouchpointVisit(BaseModel):
     type: str
     channel: str | None
     occurred_at: dt.datetime
+    summary: str | None = Field(description="As the reporting system described it (gone once the customer was erased).")
+    amount: Decimal | None
+    currency: str | None
 
 
 class CustomerExperience(BaseModel):
@@ -80,6 +96,12 @@ class CustomerExperience(BaseModel):
                         "tags": ["vip"],
                         "survey_opt_out": False,
                         "open_deal_value": "12000.00",
+                        "converted_from": {
+                            "lead_id": "8d7c6b5a-4f3e-4d2c-9b1a-0f9e8d7c6b5a",
+                            "deal_id": None,
+                            "converted_at": "2026-11-01T09:00:00Z",
+                        },
+                        "erased_at": None,
                         "crm_version": 3,
                         "synced_at": "2026-11-23T10:00:01Z",
                     },
@@ -99,11 +121,13 @@ class CustomerExperience(BaseModel):
                         "ces_average": None,
                         "feedback": 1,
                         "open_followups": 0,
+                        "suppressions": 1,
                     },
                     "invitations": [{**INVITATION_EXAMPLE, "status": "answered", "answered_at": "2026-11-23T10:12:00Z"}],
                     "responses": [RESPONSE_EXAMPLE],
                     "feedback": [FEEDBACK_EXAMPLE],
                     "followups": [],
+                    "suppressions": [SUPPRESSION_EXAMPLE],
                     "touchpoint_history": [
                         {
                             "interaction_id": "6e5d4c3b-2a19-4f8e-9d7c-6b5a4f3e2d1c",
@@ -111,6 +135,9 @@ class CustomerExperience(BaseModel):
                             "type": "purchase",
                             "channel": "web",
                             "occurred_at": "2026-11-23T09:58:00Z",
+                            "summary": "Order 10023",
+                            "amount": "49.90",
+                            "currency": "EUR",
                         }
                     ],
                 }
@@ -124,4 +151,5 @@ class CustomerExperience(BaseModel):
     responses: list[ResponseRead] = Field(description="Latest answers, newest first.")
     feedback: list[FeedbackRead] = Field(description="Latest feedback, newest first.")
     followups: list[FollowupRead] = Field(description="Latest follow-ups, newest first.")
+    suppressions: list[SuppressionRead] = Field(description="Latest suppressed invitations with their reasons, newest first.")
     touchpoint_history: list[TouchpointVisit] = Field(description="Latest interactions at touchpoints, newest first.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -9,19 +10,31 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.models import CustomerProfile
 from cem.customers.repository import CustomerProfileRepository
-from cem.customers.schemas import CustomerAsAnnounced, CustomerExperience, ExperienceSummary, LatestScore, TouchpointVisit
+from cem.customers.schemas import (
+    ConvertedLead,
+    CustomerAsAnnounced,
+    CustomerExperience,
+    ExperienceSummary,
+    LatestScore,
+    TouchpointVisit,
+)
 from cem.feedback.repository import FeedbackRepository
 from cem.feedback.service import to_read as feedback_read
 from cem.followups.repository import FollowupRepository
 from cem.followups.schemas import FollowupRead
 from cem.invitations.repository import InvitationRepository
 from cem.invitations.service import to_read as invitation_read
+from cem.privacy import PersonalDataRepository
 from cem.responses.repository import ResponseRepository
+from cem.responses.service import erase_answers
 from cem.responses.service import to_read as response_read
 from cem.touchpoints.repository import TouchpointRepository
+from cem.triggers.repository import SuppressionRepository
+from cem.triggers.schemas import SuppressionRead
 from cxkit.db import utcnow
-from cxkit.events.payloads import CustomerSnapshot
-from cxkit.http.problems import NotFound
+from cxkit.events.payloads import CustomerErased, CustomerMerged, CustomerSnapshot, DealStageChanged, LeadConverted
+from cxkit.http.problems import NotFound, ProblemError
+from cxkit.kafka.consumer import PermanentEventError
 
 
 def profile_row(snapshot: CustomerSnapshot) -> dict[str, Any]:
@@ -37,6 +50,7 @@ def profile_row(snapshot: CustomerSnapshot) -> dict[str, Any]:
         "tags": list(snapshot.tags),
         "survey_opt_out": snapshot.survey_opt_out,
         "open_deal_value": snapshot.open_deal_value,
+        "open_deal_value_at": snapshot.updated_at,
         "crm_version": snapshot.version,
         "crm_created_at": snapshot.created_at,
         "crm_updated_at": snapshot.updated_at,
@@ -45,13 +59,105 @@ def profile_row(snapshot: CustomerSnapshot) -> dict[str, Any]:
 
 
 async def apply_customer_snapshots(session: AsyncSession, snapshots: list[CustomerSnapshot]) -> None:
-    await CustomerProfileRepository(session).apply_snapshots([profile_row(s) for s in snapshots])
+    """customer.created / customer.updated: one upsert, then what was kept under the announced
+    addresses (interactions, invitations, suppressions) is linked to its customer."""
+    rows = [profile_row(s) for s in snapshots]
+    await CustomerProfileRepository(session).apply_snapshots(rows)
+    emails = {row["email_lower"] for row in rows if row["email_lower"]}
+    if emails:
+        await TouchpointRepository(session).link_emails(emails)
+        await InvitationRepository(session).link_emails(emails)
+        await SuppressionRepository(session).link_emails(emails)
 
 
-async def experience(session: AsyncSession, customer_id: uuid.UUID, limit: int) -> CustomerExperience:
-    """The customer with their latest invitations, answers, feedback, follow-ups and touchpoint
-    visits (`limit` of each) and a summary; a fixed number of indexed queries."""
+async def merge_customers(session: AsyncSession, merged: CustomerMerged) -> None:
+    """customer.merged: the survivor takes the CRM's merged record and every piece of CEM data
+    of the duplicate (invitations, answers and scores, follow-ups, feedback, interactions,
+    suppressions); the duplicate's profile stays as a pointer. Analytics do not change: the
+    same answers, under one customer. Applying it twice changes nothing more."""
+    if merged.survivor_id == merged.duplicate_id:
+        raise PermanentEventError("a customer cannot be merged into itself")
+    await apply_customer_snapshots(session, [merged.survivor])
+    survivor, duplicate = merged.survivor_id, merged.duplicate_id
+    await CustomerProfileRepository(session).mark_merged(duplicate, survivor, utcnow())
+    await InvitationRepository(session).repoint_customer(duplicate, survivor)
+    await ResponseRepository(session).repoint_customer(duplicate, survivor)
+    await FollowupRepository(session).repoint_customer(duplicate, survivor)
+    await FeedbackRepository(session).repoint_customer(duplicate, survivor)
+    await TouchpointRepository(session).repoint_customer(duplicate, survivor)
+    await SuppressionRepository(session).repoint_customer(duplicate, survivor)
+
+
+async def erase_customer(session: AsyncSession, erased: CustomerErased) -> None:
+    """customer.erased: no personal data of the customer stays in the CEM (name, email, phone,
+    company and tags of the profile; addresses of invitations, answers, feedback, interactions
+    and suppressions; free text of answers and feedback; interaction summaries and metadata;
+    stored answers of idempotent writes; personal fields of their outbox events). Their scores,
+    ratings and sentiment still count, anonymously. Scheduled invitations are cancelled and the
+    customer is never invited again. Applying it twice changes nothing more."""
+    customer_id = erased.customer_id
+    profiles = CustomerProfileRepository(session)
+    profile = await profiles.get(customer_id)
+    email = profile.email_lower if profile else None
+    needles = [str(customer_id), *([profile.email] if profile and profile.email else [])]
+    now = utcnow()
+    await profiles.erase(customer_id, erased.erased_at, now)
+    unkeyed = await InvitationRepository(session).erase_customer(customer_id, email, now)
+    unkeyed += await erase_answers(session, customer_id, email)
+    unkeyed += await FeedbackRepository(session).erase_customer(customer_id, email)
+    await TouchpointRepository(session).erase_customer(customer_id, email)
+    await SuppressionRepository(session).erase_customer(customer_id, email)
+    personal = PersonalDataRepository(session)
+    await personal.forget_answers_mentioning(needles)
+    await personal.scrub_events(customer_id, unkeyed)
+
+
+async def apply_deal_changes(session: AsyncSession, changes: list[DealStageChanged]) -> None:
+    """deal.stage_changed: the customer's open deal value as the CRM computed it, only ever
+    moving forward in CRM time (the newest change per customer in the run, one update each)."""
+    newest: dict[uuid.UUID, DealStageChanged] = {}
+    for change in changes:
+        seen = newest.get(change.customer_id)
+        if seen is None or change.changed_at >= seen.changed_at:
+            newest[change.customer_id] = change
+    repo = CustomerProfileRepository(session)
+    now = utcnow()
+    for change in newest.values():
+        await repo.set_open_deal_value(change.customer_id, change.customer_open_deal_value, change.changed_at, now)
+
+
+async def record_conversions(session: AsyncSession, conversions: list[tuple[LeadConverted, dt.datetime]]) -> None:
+    """lead.converted: which lead (and deal) the customer came from, and when."""
+    repo = CustomerProfileRepository(session)
+    now = utcnow()
+    for conversion, at in conversions:
+        await repo.record_conversion(conversion.customer_id, conversion.lead_id, conversion.deal_id, at, now)
+
+
+async def reset_projection(session: AsyncSession) -> None:
+    """Before a replay: every snapshot, deal value and conversion may apply again. Rows stay
+    (answers point at them), and so do merges and erasures: an erasure is never undone."""
+    await CustomerProfileRepository(session).reset_versions()
+
+
+class MergedAway(ProblemError):
+    """The customer was merged into another: the answer points there (308, `Location` and
+    `merged_into`), as the CRM answers for a merged duplicate."""
+
+    status, title, slug = 308, "Merged into another customer", "merged"
+
+
+async def experience(session: AsyncSession, customer_id: uuid.UUID, limit: int, path: str) -> CustomerExperience:
+    """The customer with their latest invitations, answers, feedback, follow-ups, suppressions
+    and touchpoint visits (`limit` of each) and a summary; a fixed number of indexed queries."""
     profile = await get_profile(session, customer_id)
+    if profile.merged_into is not None:
+        survivor = str(profile.merged_into)
+        raise MergedAway(
+            f"customer {customer_id} was merged into {survivor}",
+            headers={"Location": path.replace(str(customer_id), survivor, 1)},
+            merged_into=survivor,
+        )
     now = utcnow()
     invitations = await InvitationRepository(session).list_page(customer_id=customer_id, now=now, limit=limit, after=None)
     responses = await ResponseRepository(session).list_page(
@@ -70,11 +176,15 @@ async def experience(session: AsyncSession, customer_id: uuid.UUID, limit: int) 
     )
     followups_repo = FollowupRepository(session)
     followups = await followups_repo.for_customer(customer_id, limit)
+    suppressions_repo = SuppressionRepository(session)
+    suppressions = await suppressions_repo.list_page(
+        survey_id=None, customer_id=customer_id, reason=None, since=None, until=None, limit=limit, after=None
+    )
     history = await TouchpointRepository(session).history(customer_id, limit)
     response_count, averages = await ResponseRepository(session).customer_summary(customer_id)
     latest = await ResponseRepository(session).latest_score(customer_id, "nps")
     return CustomerExperience(
-        customer=CustomerAsAnnounced.model_validate(profile),
+        customer=_as_announced(profile),
         summary=ExperienceSummary(
             responses=response_count,
             latest_nps=None
@@ -93,12 +203,37 @@ async def experience(session: AsyncSession, customer_id: uuid.UUID, limit: int) 
             ces_average=_average(averages, "ces"),
             feedback=await feedback_repo.count_for_customer(customer_id),
             open_followups=await followups_repo.count_open(customer_id),
+            suppressions=await suppressions_repo.count_for_customer(customer_id),
         ),
         invitations=[invitation_read(i, now) for i in invitations[:limit]],
         responses=[response_read(r) for r in responses[:limit]],
         feedback=[feedback_read(f) for f in feedback[:limit]],
         followups=[FollowupRead.model_validate(f) for f in followups],
+        suppressions=[SuppressionRead.model_validate(s) for s in suppressions[:limit]],
         touchpoint_history=[TouchpointVisit.model_validate(v) for v in history],
+    )
+
+
+def _as_announced(profile: CustomerProfile) -> CustomerAsAnnounced:
+    converted = None
+    if profile.converted_lead_id is not None and profile.converted_at is not None:
+        converted = ConvertedLead(
+            lead_id=profile.converted_lead_id, deal_id=profile.converted_deal_id, converted_at=profile.converted_at
+        )
+    return CustomerAsAnnounced(
+        id=profile.id,
+        email=profile.email,
+        name=profile.name,
+        company=profile.company,
+        lifecycle_stage=profile.lifecycle_stage,
+        owner=profile.owner,
+        tags=profile.tags or [],
+        survey_opt_out=profile.survey_opt_out,
+        open_deal_value=profile.open_deal_value,
+        converted_from=converted,
+        erased_at=profile.erased_at,
+        crm_version=profile.crm_version,
+        synced_at=profile.synced_at,
     )
 
 

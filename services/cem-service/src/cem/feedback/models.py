@@ -20,7 +20,8 @@ class Feedback(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     touchpoint: Mapped[str | None] = mapped_column(String(100))
     channel: Mapped[str] = mapped_column(String(50))
-    text: Mapped[str] = mapped_column(Text)
+    # Null once the customer's personal data was erased (the sentiment and rating stay).
+    text: Mapped[str | None] = mapped_column(Text)
     rating: Mapped[float | None] = mapped_column(Float)
     rating_scale_min: Mapped[int | None] = mapped_column(SmallInteger)
     rating_scale_max: Mapped[int | None] = mapped_column(SmallInteger)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.feedback.models import Feedback
@@ -63,3 +63,32 @@ class FeedbackRepository:
 
     async def flush(self) -> None:
         await self.session.flush()
+
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(Feedback)
+            .where(Feedback.customer_id == duplicate_id)
+            .values(customer_id=survivor_id)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def erase_customer(self, customer_id: uuid.UUID, email_lower: str | None) -> list[uuid.UUID]:
+        """The customer's feedback keeps its sentiment, rating and times; its text and address go.
+        Feedback given under their address without a customer is theirs too (their ids are returned)."""
+        linked: list[uuid.UUID] = []
+        if email_lower:
+            result = await self.session.execute(
+                update(Feedback)
+                .where(Feedback.customer_id.is_(None), func.lower(Feedback.email) == email_lower)
+                .values(customer_id=customer_id)
+                .returning(Feedback.id)
+                .execution_options(synchronize_session=False)
+            )
+            linked = list(result.scalars().all())
+        await self.session.execute(
+            update(Feedback)
+            .where(Feedback.customer_id == customer_id)
+            .values(text=None, email=None)
+            .execution_options(synchronize_session=False)
+        )
+        return linked

@@ -93,7 +93,7 @@ class FeedbackRead(BaseModel):
     email: str | None
     touchpoint: str | None
     channel: str
-    text: str
+    text: str | None = Field(description="Null once the customer's personal data was erased.")
     rating: float | None
     rating_scale_min: int | None
     rating_scale_max: int | None

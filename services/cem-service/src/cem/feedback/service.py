@@ -56,13 +56,15 @@ async def record_feedback(session: AsyncSession, data: FeedbackCreate) -> Feedba
     profile, email = await resolve_recipient(session, data.customer_id, str(data.email) if data.email else None)
     sentiment = sentiment_of(data.text)
     has_rating = data.rating is not None
+    # An erased customer's feedback still counts (sentiment, rating), without its text or address.
+    erased = profile is not None and profile.erased_at is not None
     feedback = Feedback(
         id=uuid.uuid4(),
         customer_id=profile.id if profile else None,
-        email=email,
+        email=None if erased else email,
         touchpoint=data.touchpoint,
         channel=data.channel,
-        text=data.text,
+        text=None if erased else data.text,
         rating=data.rating,
         rating_scale_min=data.rating_scale_min if has_rating else None,
         rating_scale_max=data.rating_scale_max if has_rating else None,

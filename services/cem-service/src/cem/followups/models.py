@@ -28,8 +28,13 @@ class Followup(Base):
     status: Mapped[str] = mapped_column(String(10), default="open")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Who completed the CRM task that closed it, and which task (from `task.completed`).
+    closed_by: Mapped[str | None] = mapped_column(String(200))
+    task_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     __table_args__ = (
         Index("ix_followups_customer_status", "customer_id", "status"),
         Index("ix_followups_status_created", "status", "created_at"),
+        Index("ix_followups_survey_created", "survey_id", "created_at"),
+        Index("ix_followups_created", "created_at"),
     )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.followups.models import Followup
@@ -24,3 +25,22 @@ class FollowupRepository:
     async def count_open(self, customer_id: uuid.UUID) -> int:
         stmt = select(func.count()).where(Followup.customer_id == customer_id, Followup.status == "open")
         return int(await self.session.scalar(stmt) or 0)
+
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(Followup)
+            .where(Followup.customer_id == duplicate_id)
+            .values(customer_id=survivor_id)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def close(self, followup_id: uuid.UUID, *, at: dt.datetime, by: str | None, task_id: uuid.UUID) -> bool:
+        """Close an open follow-up; False when there is none open with this id."""
+        result = await self.session.execute(
+            update(Followup)
+            .where(Followup.id == followup_id, Followup.status == "open")
+            .values(status="closed", closed_at=at, closed_by=by, task_id=task_id)
+            .returning(Followup.id)
+            .execution_options(synchronize_session=False)
+        )
+        return result.first() is not None

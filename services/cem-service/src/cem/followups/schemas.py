@@ -20,4 +20,6 @@ class FollowupRead(BaseModel):
     reason: str
     status: str = Field(description="open until the CRM reports the follow-up task done, then closed.")
     created_at: dt.datetime
-    closed_at: dt.datetime | None
+    closed_at: dt.datetime | None = Field(description="When the CRM task was completed.")
+    closed_by: str | None = Field(description="Who completed the CRM task.")
+    task_id: uuid.UUID | None = Field(description="The CRM task that closed it.")

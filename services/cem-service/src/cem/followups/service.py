@@ -12,7 +12,7 @@ from cem.followups.repository import FollowupRepository
 from cem.responses.models import SurveyResponse
 from cem.surveys.models import Survey
 from cem.surveys.questions import MetricAnswer
-from cxkit.events.payloads import FollowupRequested
+from cxkit.events.payloads import FollowupRequested, TaskCompleted
 from cxkit.kafka.outbox import add_event
 
 
@@ -58,3 +58,30 @@ async def request_followup(
         ),
     )
     return followup
+
+
+# The CRM makes a follow-up's task with this origin and the follow-up's id as `origin_ref`.
+FOLLOWUP_ORIGINS = frozenset({"followup", "cem.followup"})
+
+
+def followup_closed_by(task: TaskCompleted) -> uuid.UUID | None:
+    """The follow-up a completed CRM task closes, if it is one."""
+    if task.origin not in FOLLOWUP_ORIGINS or not task.origin_ref:
+        return None
+    try:
+        return uuid.UUID(task.origin_ref)
+    except ValueError:
+        return None
+
+
+async def close_followups(session: AsyncSession, tasks: list[TaskCompleted]) -> int:
+    """task.completed: a follow-up's task done closes the follow-up (once: a later completion of
+    a reopened task leaves the first closing time). Returns how many were closed."""
+    repo = FollowupRepository(session)
+    closed = 0
+    for task in tasks:
+        followup_id = followup_closed_by(task)
+        if followup_id is not None:
+            by = task.completed_by[:200] if task.completed_by else None
+            closed += await repo.close(followup_id, at=task.completed_at, by=by, task_id=task.task_id)
+    return closed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import ForeignKey, Index, String, Uuid
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cem.db import Base
@@ -13,24 +13,46 @@ from cxkit.db import UTCDateTime, new_id, utcnow
 
 
 class Invitation(Base):
+    """Made by the API, by an interaction that matched a survey's trigger, or by a survey's
+    recurrence. A delayed one is `scheduled` (no link yet, `sent_at` null) until the scheduler
+    sends it at `send_at`; it may be cancelled before that (the customer opted out or was erased)."""
+
     __tablename__ = "invitations"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     survey_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("surveys.id", ondelete="RESTRICT"))
     customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     email: Mapped[str | None] = mapped_column(String(320))
-    # SHA-256 of the link's token: the token itself is handed out once and never stored.
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Lower-cased email: throttling by address, and linking to the customer once the CRM announces them.
+    email_lower: Mapped[str | None] = mapped_column(String(320))
+    # SHA-256 of the link's token: the token itself is handed out once and never stored. Null
+    # while the invitation is scheduled: its link is made when it is sent.
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     touchpoint: Mapped[str | None] = mapped_column(String(100))
     channel: Mapped[str | None] = mapped_column(String(50))
+    # api, trigger (an interaction) or recurrence.
+    origin: Mapped[str] = mapped_column(String(20), default="api", server_default=text("'api'"))
+    # The interaction that triggered it: a survey invites once per interaction.
+    interaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When it is (or was) due to go out; throttling and fatigue count invitations by this time.
+    send_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     opened_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     answered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    cancel_reason: Mapped[str | None] = mapped_column(String(30))
 
     __table_args__ = (
         Index("ix_invitations_survey_created", "survey_id", "created_at", "id"),
         Index("ix_invitations_customer_created", "customer_id", "created_at"),
         Index("ix_invitations_touchpoint_created", "touchpoint", "created_at"),
         Index("ix_invitations_created", "created_at"),
+        # Throttling and fatigue: a recipient's recent invitations.
+        Index("ix_invitations_customer_send", "customer_id", "send_at"),
+        Index("ix_invitations_email_lower_send", "email_lower", "send_at"),
+        # The scheduler: unsent invitations by due time.
+        Index("ix_invitations_sent_send", "sent_at", "send_at"),
+        UniqueConstraint("survey_id", "interaction_id", name="uq_invitations_survey_interaction"),
     )

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from cem.customers.repository import announced_customer_with
 from cem.invitations.models import Invitation
+from cxkit.db import dialect_of, insert_new
 
 
 def status_condition(status: str, now: dt.datetime) -> ColumnElement[bool]:
-    """The SQL condition of a derived invitation status."""
+    """The SQL condition of a derived invitation status (see `service.status_of`)."""
+    if status == "cancelled":
+        return Invitation.cancelled_at.is_not(None)
+    live = Invitation.cancelled_at.is_(None)
     if status == "answered":
-        return Invitation.answered_at.is_not(None)
+        return and_(live, Invitation.answered_at.is_not(None))
+    if status == "scheduled":
+        return and_(live, Invitation.answered_at.is_(None), Invitation.sent_at.is_(None))
+    sent = and_(live, Invitation.answered_at.is_(None), Invitation.sent_at.is_not(None))
     if status == "expired":
-        return and_(Invitation.answered_at.is_(None), Invitation.expires_at <= now)
-    open_ = and_(Invitation.answered_at.is_(None), Invitation.expires_at > now)
+        return and_(sent, Invitation.expires_at <= now)
+    open_ = and_(sent, Invitation.expires_at > now)
     if status == "opened":
         return and_(open_, Invitation.opened_at.is_not(None))
     return and_(open_, Invitation.opened_at.is_(None))
@@ -42,6 +52,8 @@ class InvitationRepository:
                 Invitation.survey_id == survey_id,
                 Invitation.customer_id == customer_id,
                 Invitation.answered_at.is_(None),
+                Invitation.sent_at.is_not(None),
+                Invitation.cancelled_at.is_(None),
                 Invitation.expires_at > now,
             )
             .order_by(Invitation.created_at.desc())
@@ -88,6 +100,91 @@ class InvitationRepository:
             .returning(Invitation.id)
         )
         return result.first() is not None
+
+    async def recent_sends(
+        self, customer_ids: Collection[uuid.UUID], emails_lower: Collection[str], since: dt.datetime
+    ) -> list[tuple[uuid.UUID, uuid.UUID | None, str | None, dt.datetime]]:
+        """(survey_id, customer_id, email_lower, send_at) of the invitations to these customers or
+        addresses that went out (or are due) after `since`, cancelled ones left out: what the
+        throttle and fatigue rules count."""
+        conditions = []
+        if customer_ids:
+            conditions.append(Invitation.customer_id.in_(set(customer_ids)))
+        if emails_lower:
+            conditions.append(Invitation.email_lower.in_(set(emails_lower)))
+        if not conditions:
+            return []
+        stmt = select(Invitation.survey_id, Invitation.customer_id, Invitation.email_lower, Invitation.send_at).where(
+            or_(*conditions), Invitation.send_at > since, Invitation.cancelled_at.is_(None)
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in (await self.session.execute(stmt)).all()]
+
+    async def insert_new(self, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
+        """Insert invitations, skipping any whose (survey, interaction) already has one; returns the ids inserted."""
+        return await insert_new(self.session, Invitation.__table__, rows, "id")
+
+    async def claim_due(self, now: dt.datetime, limit: int) -> list[Invitation]:
+        """Scheduled invitations whose time has come, oldest first, locked so that two schedulers
+        never send one twice (PostgreSQL skips rows another transaction holds)."""
+        stmt = (
+            select(Invitation)
+            .where(
+                Invitation.sent_at.is_(None),
+                Invitation.send_at <= now,
+                Invitation.cancelled_at.is_(None),
+                Invitation.answered_at.is_(None),
+            )
+            .order_by(Invitation.send_at, Invitation.id)
+            .limit(limit)
+        )
+        if dialect_of(self.session) == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def link_emails(self, emails_lower: Collection[str]) -> None:
+        """Invitations to an address nobody was known by go to the customer now announced with it."""
+        if emails_lower:
+            await self.session.execute(
+                update(Invitation)
+                .where(Invitation.customer_id.is_(None), Invitation.email_lower.in_(set(emails_lower)))
+                .values(customer_id=announced_customer_with(Invitation.email_lower))
+                .execution_options(synchronize_session=False)
+            )
+
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(Invitation)
+            .where(Invitation.customer_id == duplicate_id)
+            .values(customer_id=survivor_id)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def erase_customer(self, customer_id: uuid.UUID, email_lower: str | None, now: dt.datetime) -> list[uuid.UUID]:
+        """Drop the addresses of an erased customer's invitations (those made to their address
+        before the CRM announced them too: their ids are returned) and cancel the ones not sent yet."""
+        linked: list[uuid.UUID] = []
+        if email_lower:
+            result = await self.session.execute(
+                update(Invitation)
+                .where(Invitation.customer_id.is_(None), Invitation.email_lower == email_lower)
+                .values(customer_id=customer_id)
+                .returning(Invitation.id)
+                .execution_options(synchronize_session=False)
+            )
+            linked = list(result.scalars().all())
+        await self.session.execute(
+            update(Invitation)
+            .where(Invitation.customer_id == customer_id, Invitation.sent_at.is_(None), Invitation.cancelled_at.is_(None))
+            .values(cancelled_at=now, cancel_reason="erased")
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(
+            update(Invitation)
+            .where(Invitation.customer_id == customer_id)
+            .values(email=None, email_lower=None)
+            .execution_options(synchronize_session=False)
+        )
+        return linked
 
     def add(self, invitation: Invitation) -> None:
         self.session.add(invitation)

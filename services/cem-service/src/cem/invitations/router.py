@@ -31,8 +31,10 @@ InvitationId = Annotated[uuid.UUID, id_path("invitation", "7c9e1a3b-5d7f-4b2a-8c
     summary="Invite someone to a survey",
     description="Makes a one-time link to the survey's respondent page for a customer (`customer_id`) or an "
     "email address (linked to the customer with that email when known). The survey must be active (409 otherwise); "
-    "customers who opted out of surveys are never invited (409). The answer carries the `token` and `url` once: "
-    "only a hash of the token is stored. Announces `survey.invited` for known customers. Needs `write`.",
+    "customers who opted out of surveys or were erased are never invited (409). A request made by a person is not "
+    "throttled; it counts towards the throttle and fatigue rules of automatic invitations. The answer carries the "
+    "`token` and `url` once: only a hash of the token is stored. Announces `survey.invited` (with `email`, and "
+    "`customer_id` when known). Needs `write`.",
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def create_invitation(
@@ -49,7 +51,8 @@ async def create_invitation(
     "/surveys/{survey_id}/invitations",
     response_model=Page[InvitationRead],
     summary="List a survey's invitations",
-    description="Newest first; filter by `customer_id` or `status` (sent, opened, answered, expired); paginated "
+    description="Newest first (by creation); filter by `customer_id` or `status` (scheduled, sent, opened, answered, "
+    "expired, cancelled); paginated "
     "with `limit` and `cursor`. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )

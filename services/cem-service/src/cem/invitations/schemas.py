@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from cem.fields import Channel, Slug
 
-InvitationStatus = Literal["sent", "opened", "answered", "expired"]
+InvitationStatus = Literal["scheduled", "sent", "opened", "answered", "expired", "cancelled"]
 
 
 class InvitationCreate(BaseModel):
@@ -48,11 +48,16 @@ EXAMPLE_READ = {
     "email": None,
     "touchpoint": "checkout",
     "channel": "email",
+    "origin": "api",
+    "interaction_id": None,
     "status": "sent",
     "created_at": "2026-11-23T10:00:00Z",
+    "send_at": "2026-11-23T10:00:00Z",
+    "sent_at": "2026-11-23T10:00:00Z",
     "expires_at": "2026-12-23T10:00:00Z",
     "opened_at": None,
     "answered_at": None,
+    "cancel_reason": None,
 }
 
 
@@ -65,13 +70,24 @@ class InvitationRead(BaseModel):
     email: str | None
     touchpoint: str | None
     channel: str | None
+    origin: str = Field(
+        description="api (made by a client), trigger (an interaction matched the survey's trigger) or recurrence "
+        "(the survey's interval came round)."
+    )
+    interaction_id: uuid.UUID | None = Field(description="The interaction that triggered it, if any.")
     status: InvitationStatus = Field(
-        description="sent (not opened yet), opened (the page was viewed), answered, or expired (not answered in time)."
+        description="scheduled (waits for `send_at`; no link yet), sent (not opened yet), opened (the page was viewed), "
+        "answered, expired (not answered in time), or cancelled (the customer opted out or was erased before it was due)."
     )
     created_at: dt.datetime
+    send_at: dt.datetime = Field(
+        description="When it went out, or is due to (a trigger's `delay_minutes` after the interaction)."
+    )
+    sent_at: dt.datetime | None = Field(description="When it went out; null while scheduled.")
     expires_at: dt.datetime
     opened_at: dt.datetime | None
     answered_at: dt.datetime | None
+    cancel_reason: str | None = Field(description="Why a scheduled invitation was cancelled: opted_out or erased.")
 
 
 class InvitationCreated(InvitationRead):

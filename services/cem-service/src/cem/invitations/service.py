@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import secrets
 import uuid
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,8 +35,12 @@ def hash_token(token: str) -> str:
 
 
 def status_of(invitation: Invitation, now: dt.datetime | None = None) -> str:
+    if invitation.cancelled_at is not None:
+        return "cancelled"
     if invitation.answered_at is not None:
         return "answered"
+    if invitation.sent_at is None:
+        return "scheduled"
     if invitation.expires_at <= (now or utcnow()):
         return "expired"
     return "opened" if invitation.opened_at is not None else "sent"
@@ -49,12 +54,51 @@ def to_read(invitation: Invitation, now: dt.datetime | None = None) -> Invitatio
         email=invitation.email,
         touchpoint=invitation.touchpoint,
         channel=invitation.channel,
+        origin=invitation.origin,
+        interaction_id=invitation.interaction_id,
         status=status_of(invitation, now),  # type: ignore[arg-type]
         created_at=invitation.created_at,
+        send_at=invitation.send_at,
+        sent_at=invitation.sent_at,
         expires_at=invitation.expires_at,
         opened_at=invitation.opened_at,
         answered_at=invitation.answered_at,
+        cancel_reason=invitation.cancel_reason,
     )
+
+
+def new_link() -> tuple[str, str]:
+    """(token, its hash): 256 random bits, URL-safe; only the hash is stored."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def announce_invitation(session: AsyncSession, row: dict[str, Any], survey: Survey, url: str, email: str | None) -> None:
+    """`survey.invited` for an invitation `row` (its column values), keyed by the customer (or by
+    nobody for a bare address), with the link."""
+    add_event(
+        session,
+        OutboxMessage,
+        "survey.invited",
+        source=SOURCE,
+        subject=row["customer_id"],
+        data=SurveyInvited(
+            invitation_id=row["id"],
+            survey_id=survey.id,
+            survey_name=survey.name,
+            survey_kind=survey.kind,
+            customer_id=row["customer_id"],
+            touchpoint=row["touchpoint"],
+            url=url,
+            expires_at=row["expires_at"],
+            email=email,
+            channel=row["channel"],
+        ),
+    )
+
+
+def columns_of(invitation: Invitation) -> dict[str, Any]:
+    return {c.key: getattr(invitation, c.key) for c in Invitation.__table__.columns}
 
 
 def respondent_url(settings: CEMSettings, token: str) -> str:
@@ -69,11 +113,14 @@ def ensure_open_for_answers(survey: Survey) -> None:
 async def resolve_recipient(
     session: AsyncSession, customer_id: uuid.UUID | None, email: str | None
 ) -> tuple[CustomerProfile | None, str | None]:
-    """The customer profile behind `customer_id` (422 if unknown) or behind `email` (None when the
-    address belongs to nobody we know, or when neither is given), and the email to keep."""
+    """The customer profile behind `customer_id` (422 if unknown; a merged duplicate's survivor)
+    or behind `email` (None when the address belongs to nobody we know, or when neither is
+    given), and the email to keep."""
     profiles = CustomerProfileRepository(session)
     if customer_id is not None:
         profile = await profiles.get(customer_id)
+        if profile is not None and profile.merged_into is not None:
+            profile = await profiles.get(profile.merged_into)
         if profile is None:
             raise field_problem(
                 ["body", "customer_id"], f"customer {customer_id} is not known here (the CRM has not announced it)"
@@ -90,49 +137,35 @@ async def create_invitation(
     survey = await get_survey(session, survey_id)
     ensure_open_for_answers(survey)
     profile, email = await resolve_recipient(session, data.customer_id, str(data.email) if data.email else None)
+    if profile is not None and profile.erased_at is not None:
+        raise Conflict(f"customer {profile.id} was erased; they are never invited again")
     if profile is not None and profile.survey_opt_out:
         raise Conflict(f"customer {profile.id} opted out of surveys; they are never invited")
     touchpoint = data.touchpoint or survey.touchpoint
     if data.touchpoint and not await TouchpointRepository(session).existing_keys([data.touchpoint]):
         raise field_problem(["body", "touchpoint"], f"no touchpoint with key {data.touchpoint!r}")
     now = utcnow()
-    token = secrets.token_urlsafe(32)
+    token, token_hash = new_link()
     invitation = Invitation(
         id=uuid.uuid4(),
         survey_id=survey.id,
         customer_id=profile.id if profile else None,
         email=email,
-        token_hash=hash_token(token),
+        email_lower=email.strip().lower() if email else None,
+        token_hash=token_hash,
         touchpoint=touchpoint,
         channel=data.channel,
+        origin="api",
         created_at=now,
+        send_at=now,
+        sent_at=now,
         expires_at=now + dt.timedelta(days=data.expires_in_days or settings.invitation_ttl_days),
     )
     repo = InvitationRepository(session)
     repo.add(invitation)
     await repo.flush()
     url = respondent_url(settings, token)
-    # The CRM keys everything by customer: an invitation to a bare email has no one to attach to.
-    if invitation.customer_id is not None:
-        add_event(
-            session,
-            OutboxMessage,
-            "survey.invited",
-            source=SOURCE,
-            subject=invitation.customer_id,
-            data=SurveyInvited(
-                invitation_id=invitation.id,
-                survey_id=survey.id,
-                survey_name=survey.name,
-                survey_kind=survey.kind,
-                customer_id=invitation.customer_id,
-                touchpoint=touchpoint,
-                url=url,
-                expires_at=invitation.expires_at,
-                email=email or (profile.email if profile else None),
-                channel=invitation.channel,
-            ),
-        )
+    announce_invitation(session, columns_of(invitation), survey, url, email or (profile.email if profile else None))
     return InvitationCreated(**to_read(invitation, now).model_dump(), token=token, url=url)
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.followups.models import Followup
@@ -86,3 +86,31 @@ class ResponseRepository:
             )
         stmt = stmt.order_by(SurveyResponse.submitted_at.desc(), SurveyResponse.id.desc()).limit(limit + 1)
         return [(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()]
+
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        for model in (SurveyResponse, Score):
+            await self.session.execute(
+                update(model)
+                .where(model.customer_id == duplicate_id)
+                .values(customer_id=survivor_id)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def of_customer_or_email(self, customer_id: uuid.UUID, email_lower: str | None) -> list[SurveyResponse]:
+        """Every response of the customer, and those given under their address without a customer
+        (erasures are rare: the address part is a scan)."""
+        condition = SurveyResponse.customer_id == customer_id
+        if email_lower:
+            condition = or_(
+                condition, and_(SurveyResponse.customer_id.is_(None), func.lower(SurveyResponse.email) == email_lower)
+            )
+        return list((await self.session.scalars(select(SurveyResponse).where(condition))).all())
+
+    async def link_to_customer(self, response_ids: list[uuid.UUID], customer_id: uuid.UUID) -> None:
+        if response_ids:
+            await self.session.execute(
+                update(Score)
+                .where(Score.response_id.in_(response_ids), Score.customer_id.is_(None))
+                .values(customer_id=customer_id)
+                .execution_options(synchronize_session=False)
+            )

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.customers.repository import CustomerProfileRepository
 from cem.db import SOURCE, OutboxMessage
 from cem.fields import check_window, field_problem
 from cem.followups.service import request_followup
@@ -95,6 +96,14 @@ async def record_response(
     now = utcnow()
     if invitation is not None and not await InvitationRepository(session).claim_for_answer(invitation.id, now):
         raise AlreadyAnswered("this invitation was already answered", reason="already_answered")
+    erased = False
+    if customer_id is not None:
+        profile = await CustomerProfileRepository(session).get(customer_id)
+        erased = profile is not None and profile.erased_at is not None
+    if erased:
+        # An erased customer's answer still counts, anonymously: without free text or address.
+        checked = CheckedAnswers(answers=without_free_text(checked.answers), metric=checked.metric, comment=None)
+        email = None
     response = SurveyResponse(
         id=uuid.uuid4(),
         survey_id=survey.id,
@@ -136,11 +145,34 @@ async def record_response(
         answer is not None
         and answer.score is not None
         and customer_id is not None
+        and not erased
         and needs_followup(answer.metric, answer.score)
     ):
         await request_followup(session, survey, response, answer, checked.comment)
         followup = True
     return response, followup
+
+
+def without_free_text(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The answers with every text answer blanked (ratings and choices stay)."""
+    return [{**a, "value": None} if a.get("type") == "text" else a for a in answers]
+
+
+async def erase_answers(session: AsyncSession, customer_id: uuid.UUID, email_lower: str | None) -> list[uuid.UUID]:
+    """An erased customer's answers keep their scores (they still count) but lose their free
+    text and address; answers given under their address without a customer become theirs
+    (their ids are returned). Erasures are rare and a customer has few answers: rewritten here."""
+    repo = ResponseRepository(session)
+    linked = []
+    for response in await repo.of_customer_or_email(customer_id, email_lower):
+        if response.customer_id is None:
+            response.customer_id = customer_id
+            linked.append(response.id)
+        response.email = None
+        response.answers = without_free_text(response.answers)
+    await repo.flush()
+    await repo.link_to_customer(linked, customer_id)
+    return linked
 
 
 def _announce(session: AsyncSession, survey: Survey, response: SurveyResponse, checked: CheckedAnswers) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection
 
 from sqlalchemy import and_, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +20,11 @@ class SurveyRepository:
 
     async def get(self, survey_id: uuid.UUID, *, for_update: bool = False) -> Survey | None:
         return await self.session.get(Survey, survey_id, with_for_update=for_update or None)
+
+    async def by_ids(self, ids: Collection[uuid.UUID]) -> list[Survey]:
+        if not ids:
+            return []
+        return list((await self.session.scalars(select(Survey).where(Survey.id.in_(set(ids))))).all())
 
     async def list_page(
         self,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.customers.models import CustomerProfile
+from cem.customers.repository import announced_customer_with
 from cem.journeys.models import Journey, JourneyStep
 from cem.surveys.models import Survey
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
+from cxkit.db import insert_new
 
 
 class TouchpointRepository:
@@ -91,6 +95,56 @@ class TouchpointRepository:
             .limit(limit)
         )
         return list((await self.session.scalars(stmt)).all())
+
+    async def insert_interactions(self, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
+        """One insert for a run of interactions; one already stored is skipped. Returns the
+        interaction ids actually inserted."""
+        return await insert_new(self.session, TouchpointInteraction.__table__, rows, "interaction_id")
+
+    async def link_emails(self, emails_lower: Collection[str]) -> None:
+        """Interactions kept under an address go to the customer now announced with it."""
+        if emails_lower:
+            await self.session.execute(
+                update(TouchpointInteraction)
+                .where(TouchpointInteraction.customer_id.is_(None), TouchpointInteraction.email_lower.in_(set(emails_lower)))
+                .values(customer_id=announced_customer_with(TouchpointInteraction.email_lower))
+                .execution_options(synchronize_session=False)
+            )
+
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(TouchpointInteraction)
+            .where(TouchpointInteraction.customer_id == duplicate_id)
+            .values(customer_id=survivor_id)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def erase_customer(self, customer_id: uuid.UUID, email_lower: str | None) -> None:
+        """An erased customer's interactions keep their type, touchpoint, time and amount; the
+        summary, metadata and address go."""
+        if email_lower:
+            await self.session.execute(
+                update(TouchpointInteraction)
+                .where(TouchpointInteraction.customer_id.is_(None), TouchpointInteraction.email_lower == email_lower)
+                .values(customer_id=customer_id)
+                .execution_options(synchronize_session=False)
+            )
+        await self.session.execute(
+            update(TouchpointInteraction)
+            .where(TouchpointInteraction.customer_id == customer_id)
+            .values(summary=None, details={}, email=None, email_lower=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def delete_rebuildable_interactions(self) -> None:
+        """Before a replay: every interaction except an erased customer's (the topic still holds
+        their personal data, so theirs are kept as they are and the replay skips them)."""
+        erased = select(CustomerProfile.id).where(CustomerProfile.erased_at.is_not(None))
+        await self.session.execute(
+            delete(TouchpointInteraction).where(
+                or_(TouchpointInteraction.customer_id.is_(None), TouchpointInteraction.customer_id.not_in(erased))
+            )
+        )
 
     def add(self, touchpoint: Touchpoint) -> None:
         self.session.add(touchpoint)

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from decimal import Decimal
+from typing import Any
 
+import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.customers.models import CustomerProfile
+from cem.customers.repository import CustomerProfileRepository
 from cem.fields import field_problem
 from cem.paging import after_text
 from cem.touchpoints.models import Touchpoint
 from cem.touchpoints.repository import TouchpointRepository
 from cem.touchpoints.schemas import TouchpointCreate, TouchpointUpdate, check_target
+from cem.triggers.service import Recipient, StoredInteraction
 from cxkit.db import utcnow
+from cxkit.events.payloads import InteractionRecorded
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams, encode_cursor
 from cxkit.http.problems import Conflict, NotFound
+from cxkit.kafka.consumer import Delivery, PermanentEventError
+
+# The CRM derives the id of an interaction event that carries none from the CloudEvent's source
+# and id in this namespace; using the same one, both services name such an interaction alike.
+_EVENT_NAMESPACE = uuid.UUID("2f0c6a57-3d1e-4f7b-9a55-6c2b8e1d4a90")
+_AMOUNT_LIMIT = Decimal("1e16")  # Numeric(18, 2)
 
 
 async def create_touchpoint(session: AsyncSession, data: TouchpointCreate) -> Touchpoint:
@@ -91,3 +105,103 @@ async def list_touchpoints(
         rows = rows[: page.limit]
         next_cursor = encode_cursor([rows[-1].key, str(rows[-1].id)])
     return rows, next_cursor
+
+
+def interaction_id_for(payload: InteractionRecorded, event_source: str, event_id: str) -> uuid.UUID:
+    """The interaction's own id, or one derived from the event (a redelivery gets the same)."""
+    return payload.interaction_id or uuid.uuid5(_EVENT_NAMESPACE, f"{event_source}\n{event_id}")
+
+
+def _check_storable(payload: InteractionRecorded) -> None:
+    """Refuse (to the DLQ) what the database could never store, instead of failing the batch."""
+    texts = [payload.type, payload.channel, payload.touchpoint, payload.summary, payload.customer_email, payload.currency]
+    if any(t is not None and "\x00" in t for t in texts) or b"\\u0000" in orjson.dumps(payload.metadata):
+        raise PermanentEventError("text with NUL characters cannot be stored")
+    if payload.amount is not None and abs(payload.amount) >= _AMOUNT_LIMIT:
+        raise PermanentEventError(f"amount {payload.amount} is out of range")
+    try:
+        payload.occurred_at.astimezone(dt.UTC)
+    except OverflowError:
+        raise PermanentEventError("occurred_at is out of range") from None
+
+
+def _recipient(
+    payload: InteractionRecorded, by_id: dict[uuid.UUID, CustomerProfile], by_email: dict[str, CustomerProfile]
+) -> Recipient:
+    """The customer an interaction is about: by id (a merged duplicate's survivor), else by
+    email; an address nobody was announced with stays a bare address."""
+    if payload.customer_id is not None:
+        profile = by_id.get(payload.customer_id)
+        customer_id = payload.customer_id
+        if profile is not None and profile.merged_into is not None:
+            customer_id = profile.merged_into
+            profile = by_id.get(customer_id)
+        return Recipient(customer_id=customer_id, email=None, profile=profile)
+    assert payload.customer_email is not None
+    email = payload.customer_email.strip()
+    profile = by_email.get(email.lower())
+    if profile is not None:
+        return Recipient(customer_id=profile.id, email=None, profile=profile)
+    return Recipient(customer_id=None, email=email, profile=None)
+
+
+async def record_interactions(session: AsyncSession, deliveries: list[Delivery]) -> list[StoredInteraction]:
+    """Store a run of `interaction.recorded` events with a few statements: one query for the
+    customers by id, one for their survivors, one by email, one insert. An interaction already
+    stored is skipped; an erased customer's is stored without its summary, metadata or address.
+    Returns the interactions stored now, in event order."""
+    payloads: list[tuple[Delivery, InteractionRecorded]] = [(d, d.payload) for d in deliveries]
+    for _, payload in payloads:
+        _check_storable(payload)
+    profiles = CustomerProfileRepository(session)
+    by_id = await profiles.by_ids({p.customer_id for _, p in payloads if p.customer_id is not None})
+    by_id |= await profiles.by_ids({p.merged_into for p in by_id.values() if p.merged_into is not None} - set(by_id))
+    by_email = await profiles.by_emails(
+        {p.customer_email.strip().lower() for _, p in payloads if p.customer_id is None and p.customer_email}
+    )
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    stored: list[StoredInteraction] = []
+    seen: set[uuid.UUID] = set()
+    for delivery, payload in payloads:
+        interaction_id = interaction_id_for(payload, delivery.event.source, delivery.event.id)
+        if interaction_id in seen:
+            continue
+        seen.add(interaction_id)
+        recipient = _recipient(payload, by_id, by_email)
+        erased = recipient.profile is not None and recipient.profile.erased_at is not None
+        rows.append(
+            {
+                "id": uuid.uuid4(),
+                "interaction_id": interaction_id,
+                "customer_id": recipient.customer_id,
+                "email": recipient.email,
+                "email_lower": recipient.email_lower,
+                "touchpoint": payload.touchpoint,
+                "type": payload.type,
+                "channel": payload.channel,
+                "occurred_at": payload.occurred_at,
+                "summary": None if erased else payload.summary,
+                "amount": payload.amount,
+                "currency": payload.currency,
+                "metadata": {} if erased else payload.metadata,
+                "source": delivery.event.source[:255],
+                "recorded_at": now,
+            }
+        )
+        stored.append(
+            StoredInteraction(
+                interaction_id=interaction_id,
+                type=payload.type,
+                touchpoint=payload.touchpoint,
+                occurred_at=payload.occurred_at,
+                recipient=recipient,
+            )
+        )
+    inserted = await TouchpointRepository(session).insert_interactions(rows)
+    return [s for s in stored if s.interaction_id in inserted]
+
+
+async def reset_interactions(session: AsyncSession) -> None:
+    """Before a replay rebuilds the interactions from the topic."""
+    await TouchpointRepository(session).delete_rebuildable_interactions()

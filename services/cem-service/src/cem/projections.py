@@ -1,0 +1,33 @@
+"""What `cem replay` rebuilds from the topics: the customer projection (from
+`crm.customers.v1`) and the interactions heard on `cx.interactions.v1`. A replay runs the
+projection handlers only: it never makes invitations, suppressions or follow-ups."""
+
+from __future__ import annotations
+
+from cem.config import CEMSettings
+from cem.consumers import crm_customers, interactions
+from cem.customers.service import reset_projection
+from cem.touchpoints.service import reset_interactions
+from cxkit.events.registry import CRM_CUSTOMERS, CX_INTERACTIONS
+from cxkit.replay import Projection
+
+
+def projections(settings: CEMSettings) -> list[Projection]:
+    """Customers first: interactions are then linked to the customers as announced."""
+    return [
+        Projection(
+            consumer_name=f"{settings.consumer_group}.crm-customers",
+            topics=[CRM_CUSTOMERS],
+            handlers=dict(crm_customers.PROJECTION_HANDLERS),
+            reset=reset_projection,
+            description="customer profiles: snapshots, merges, erasures, open deal values, lead conversions, "
+            "follow-ups closed by CRM tasks",
+        ),
+        Projection(
+            consumer_name=f"{settings.consumer_group}.interactions",
+            topics=[CX_INTERACTIONS],
+            handlers=dict(interactions.PROJECTION_HANDLERS),
+            reset=reset_interactions,
+            description="touchpoint interactions (rows only, no survey triggers)",
+        ),
+    ]

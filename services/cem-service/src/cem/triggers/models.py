@@ -1,0 +1,44 @@
+"""An invitation that was not made, and why: kept so nobody is suppressed silently."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cem.db import Base
+from cxkit.db import UTCDateTime, new_id, utcnow
+
+
+class Suppression(Base):
+    """A survey would have invited someone (after an interaction, at its recurrence, or when a
+    scheduled invitation fell due) but a rule said no: `reason` is opted_out, erased,
+    survey_throttle or fatigue. Announced as `survey.throttled` when the recipient is a customer."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    survey_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("surveys.id", ondelete="CASCADE"))
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_lower: Mapped[str | None] = mapped_column(String(320))
+    interaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # A scheduled invitation cancelled when it fell due.
+    invitation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    touchpoint: Mapped[str | None] = mapped_column(String(100))
+    # trigger, recurrence or schedule.
+    origin: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(30))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_suppressions_created_id", "created_at", "id"),
+        Index("ix_suppressions_customer_created", "customer_id", "created_at"),
+        Index("ix_suppressions_survey_created", "survey_id", "created_at"),
+        Index("ix_suppressions_touchpoint_created", "touchpoint", "created_at"),
+        Index("ix_suppressions_email_lower", "email_lower"),
+        # An interaction is judged once per survey, however often it is delivered.
+        UniqueConstraint("survey_id", "interaction_id", name="uq_suppressions_survey_interaction"),
+    )

@@ -1,0 +1,49 @@
+"""/v1/suppressions"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from cem.fields import From, To
+from cem.triggers import service
+from cem.triggers.schemas import SuppressionRead, SuppressionReason
+from cxkit.http.app import json_response
+from cxkit.http.auth import Reader
+from cxkit.http.deps import SessionDep
+from cxkit.http.pagination import Page, PageParams, page_params
+from cxkit.http.problems import problem_responses
+
+router = APIRouter(prefix="/suppressions", tags=["invitations"])
+
+
+@router.get(
+    "",
+    response_model=Page[SuppressionRead],
+    summary="List suppressed invitations",
+    description="Invitations a survey's trigger, its recurrence or the scheduler would have made but a rule "
+    "suppressed, with the reason: opted_out, erased, survey_throttle or fatigue. Each was also announced as "
+    "`survey.throttled` (when the recipient is a customer). Newest first; filter by `survey_id`, `customer_id`, "
+    "`reason` and a window on when it happened (`from` inclusive, `to` exclusive); paginated with `limit` and "
+    "`cursor`. Needs `read`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_suppressions(
+    session: SessionDep,
+    _: Reader,
+    page: Annotated[PageParams, Depends(page_params)],
+    survey_id: Annotated[
+        uuid.UUID | None, Query(description="Only this survey's.", examples=["2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c"])
+    ] = None,
+    customer_id: Annotated[uuid.UUID | None, Query(description="Only this customer's.")] = None,
+    reason: Annotated[SuppressionReason | None, Query(description="Only this reason.", examples=["fatigue"])] = None,
+    since: From = None,
+    until: To = None,
+) -> Response:
+    rows, next_cursor = await service.list_suppressions(
+        session, page, survey_id=survey_id, customer_id=customer_id, reason=reason, since=since, until=until
+    )
+    return json_response(Page[SuppressionRead](items=[SuppressionRead.model_validate(r) for r in rows], next_cursor=next_cursor))

@@ -1,0 +1,79 @@
+"""The invitation scheduler: sends delayed invitations when they fall due and re-invites at each
+relationship survey's `recurrence_days`. Runs as a task in the web process (`CEM_RUN_SCHEDULER`)
+or once from the CLI (`cem run-scheduler-once`); several may run at once (rows and surveys are
+locked with SKIP LOCKED on PostgreSQL, so nothing is sent twice)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cem.config import CEMSettings
+from cem.triggers.service import recurring_surveys, reinvite_recurring, send_due_invitations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SchedulerRound:
+    """What one round did."""
+
+    sent: int = 0
+    cancelled: int = 0
+    reinvited: int = 0
+    suppressed: dict[str, int] = field(default_factory=dict)
+
+
+class InvitationScheduler:
+    def __init__(self, settings: CEMSettings, session_factory: async_sessionmaker[AsyncSession]) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+
+    async def run_once(self) -> SchedulerRound:
+        """Send everything due, in batches of one transaction each, then re-invite every recurring
+        survey's customers who are due again (one transaction per survey and batch)."""
+        done = SchedulerRound()
+        batch = self.settings.scheduler_batch_size
+        while True:
+            async with self.session_factory() as session, session.begin():
+                sending = await send_due_invitations(session, self.settings, batch)
+            done.sent += sending.sent
+            done.cancelled += sending.cancelled
+            if sending.sent + sending.cancelled < batch:
+                break
+        async with self.session_factory() as session:
+            surveys = await recurring_surveys(session)
+        for survey_id in surveys:
+            while True:
+                async with self.session_factory() as session, session.begin():
+                    outcome = await reinvite_recurring(session, self.settings, survey_id, batch)
+                done.reinvited += outcome.invited
+                for reason, n in outcome.suppressed.items():
+                    done.suppressed[reason] = done.suppressed.get(reason, 0) + n
+                if outcome.invited + sum(outcome.suppressed.values()) < batch:
+                    break
+        return done
+
+    async def run(self) -> None:
+        """Rounds every `CEM_SCHEDULER_INTERVAL_S` until cancelled; a failed round is logged and retried."""
+        while True:
+            try:
+                done = await self.run_once()
+                if done.sent or done.cancelled or done.reinvited or done.suppressed:
+                    log.info(
+                        "scheduler round",
+                        extra={
+                            "sent": done.sent,
+                            "cancelled": done.cancelled,
+                            "reinvited": done.reinvited,
+                            "suppressed": done.suppressed,
+                        },
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("scheduler round failed, retrying", extra={"error": repr(exc)})
+            await asyncio.sleep(self.settings.scheduler_interval_s)

@@ -1,0 +1,45 @@
+"""Suppression output shape."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SuppressionReason = Literal["opted_out", "erased", "survey_throttle", "fatigue"]
+
+EXAMPLE_READ = {
+    "id": "4a6c8e0f-2b4d-4f6a-8c0e-2b4d6f8a0c2e",
+    "survey_id": "2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c",
+    "customer_id": "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10",
+    "email": None,
+    "interaction_id": "6e5d4c3b-2a19-4f8e-9d7c-6b5a4f3e2d1c",
+    "invitation_id": None,
+    "touchpoint": "checkout",
+    "origin": "trigger",
+    "reason": "survey_throttle",
+    "created_at": "2026-11-24T09:30:00Z",
+}
+
+
+class SuppressionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [EXAMPLE_READ]})
+
+    id: uuid.UUID
+    survey_id: uuid.UUID
+    customer_id: uuid.UUID | None
+    email: str | None = Field(description="The address, when nobody was announced with it yet.")
+    interaction_id: uuid.UUID | None = Field(description="The interaction that would have sent the survey.")
+    invitation_id: uuid.UUID | None = Field(description="The scheduled invitation cancelled when it fell due.")
+    touchpoint: str | None
+    origin: str = Field(
+        description="trigger (an interaction), recurrence (the survey came round) or schedule (a delayed invitation fell due)."
+    )
+    reason: SuppressionReason = Field(
+        description="opted_out (the customer opted out of surveys), erased (their personal data was erased), "
+        "survey_throttle (this survey invited them within its `throttle_days`) or fatigue (any survey invited "
+        "them within `CEM_FATIGUE_DAYS`)."
+    )
+    created_at: dt.datetime

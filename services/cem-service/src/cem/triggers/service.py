@@ -1,0 +1,395 @@
+"""The invitation rules: which interaction invites to which survey, when a survey comes round
+again, and when an invitation is suppressed instead (and why).
+
+For each candidate, in order: an erased customer or one who opted out is never invited
+(`erased`, `opted_out`); a survey does not invite the same recipient twice within its
+`throttle_days` (`survey_throttle`); nobody gets more than one invitation per
+`CEM_FATIGUE_DAYS` across all surveys (`fatigue`). Scheduled invitations count. A suppressed
+invitation is stored with its reason and announced as `survey.throttled`.
+
+A run of candidates is judged against a ledger of the recipients' recent invitations loaded
+with one query, and every decision is added to it at once, so the second of two matching
+interactions in one poll sees the first one's invitation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.config import CEMSettings
+from cem.customers.models import CustomerProfile
+from cem.customers.repository import CustomerProfileRepository
+from cem.db import SOURCE, OutboxMessage
+from cem.fields import check_window
+from cem.invitations.repository import InvitationRepository
+from cem.invitations.service import announce_invitation, new_link, respondent_url
+from cem.paging import after_time
+from cem.surveys.models import Survey
+from cem.surveys.repository import SurveyRepository
+from cem.triggers.models import Suppression
+from cem.triggers.repository import SuppressionRepository, TriggerRepository
+from cxkit.db import utcnow
+from cxkit.events.payloads import SurveyThrottled
+from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.kafka.outbox import add_event
+
+RecipientKey = tuple[str, Any]
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who would be invited: a customer (known here or not yet), or a bare address."""
+
+    customer_id: uuid.UUID | None
+    email: str | None
+    profile: CustomerProfile | None
+
+    @property
+    def email_lower(self) -> str | None:
+        return self.email.strip().lower() if self.email else None
+
+    @property
+    def key(self) -> RecipientKey:
+        return ("customer", self.customer_id) if self.customer_id is not None else ("email", self.email_lower)
+
+    @property
+    def address(self) -> str | None:
+        """The address the link goes to: the one given, else the one the CRM announced."""
+        return self.email or (self.profile.email if self.profile else None)
+
+
+@dataclass
+class Candidate:
+    """An invitation a rule would make: `survey` to `recipient`, due at `due_at`."""
+
+    survey: Survey
+    recipient: Recipient
+    due_at: dt.datetime
+    origin: str
+    touchpoint: str | None
+    interaction_id: uuid.UUID | None = None
+
+
+@dataclass
+class Ledger:
+    """Recent invitations (and suppressions, for recurrence) per recipient: (survey_id, time)."""
+
+    entries: dict[RecipientKey, list[tuple[uuid.UUID, dt.datetime]]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, key: RecipientKey, survey_id: uuid.UUID, at: dt.datetime) -> None:
+        self.entries[key].append((survey_id, at))
+
+    def invited_by(self, key: RecipientKey, survey_id: uuid.UUID, after: dt.datetime) -> bool:
+        return any(s == survey_id and t > after for s, t in self.entries.get(key, ()))
+
+    def invited(self, key: RecipientKey, after: dt.datetime) -> bool:
+        return any(t > after for _, t in self.entries.get(key, ()))
+
+
+def verdict(candidate: Candidate, send_at: dt.datetime, ledger: Ledger, fatigue_days: int) -> str | None:
+    """Why the candidate must not be invited, or None."""
+    profile = candidate.recipient.profile
+    if profile is not None and profile.erased_at is not None:
+        return "erased"
+    if profile is not None and profile.survey_opt_out:
+        return "opted_out"
+    throttle = candidate.survey.trigger_throttle_days or 0
+    key = candidate.recipient.key
+    if throttle and ledger.invited_by(key, candidate.survey.id, send_at - dt.timedelta(days=throttle)):
+        return "survey_throttle"
+    if fatigue_days and ledger.invited(key, send_at - dt.timedelta(days=fatigue_days)):
+        return "fatigue"
+    return None
+
+
+async def load_ledger(session: AsyncSession, recipients: Iterable[Recipient], since: dt.datetime) -> Ledger:
+    """The recipients' invitations due after `since`, in one query."""
+    recipients = list(recipients)
+    customer_ids = {r.customer_id for r in recipients if r.customer_id is not None}
+    emails = {r.email_lower for r in recipients if r.customer_id is None and r.email_lower}
+    ledger = Ledger()
+    for survey_id, customer_id, email_lower, at in await InvitationRepository(session).recent_sends(customer_ids, emails, since):
+        if customer_id in customer_ids:
+            ledger.add(("customer", customer_id), survey_id, at)
+        if email_lower in emails:
+            ledger.add(("email", email_lower), survey_id, at)
+    return ledger
+
+
+@dataclass
+class Outcome:
+    invited: int = 0
+    scheduled: int = 0
+    suppressed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+async def decide(
+    session: AsyncSession, settings: CEMSettings, candidates: list[Candidate], ledger: Ledger, now: dt.datetime
+) -> Outcome:
+    """Judge the candidates in order and write the invitations (due now: sent and announced;
+    later: scheduled) and suppressions (stored and announced) with one insert each. A candidate
+    whose (survey, interaction) was judged before is skipped by those inserts."""
+    outcome = Outcome()
+    invitations: list[dict[str, Any]] = []
+    links: dict[uuid.UUID, tuple[str, Candidate]] = {}
+    suppressions: list[dict[str, Any]] = []
+    judged: dict[uuid.UUID, Candidate] = {}
+    ttl = dt.timedelta(days=settings.invitation_ttl_days)
+    for candidate in candidates:
+        recipient = candidate.recipient
+        send_at = max(candidate.due_at, now)
+        reason = verdict(candidate, send_at, ledger, settings.fatigue_days)
+        row_id = uuid.uuid4()
+        judged[row_id] = candidate
+        if reason is not None:
+            suppressions.append(
+                {
+                    "id": row_id,
+                    "survey_id": candidate.survey.id,
+                    "customer_id": recipient.customer_id,
+                    "email": recipient.email if recipient.customer_id is None else None,
+                    "email_lower": recipient.email_lower if recipient.customer_id is None else None,
+                    "interaction_id": candidate.interaction_id,
+                    "touchpoint": candidate.touchpoint,
+                    "origin": candidate.origin,
+                    "reason": reason,
+                    "created_at": now,
+                }
+            )
+            continue
+        ledger.add(recipient.key, candidate.survey.id, send_at)
+        due_now = candidate.due_at <= now
+        token_hash = None
+        if due_now:
+            token, token_hash = new_link()
+            links[row_id] = (token, candidate)
+        invitations.append(
+            {
+                "id": row_id,
+                "survey_id": candidate.survey.id,
+                "customer_id": recipient.customer_id,
+                "email": recipient.email,
+                "email_lower": recipient.email_lower,
+                "token_hash": token_hash,
+                "touchpoint": candidate.touchpoint,
+                "channel": None,
+                "origin": candidate.origin,
+                "interaction_id": candidate.interaction_id,
+                "created_at": now,
+                "send_at": send_at,
+                "sent_at": now if due_now else None,
+                "expires_at": send_at + ttl,
+            }
+        )
+    inserted = await InvitationRepository(session).insert_new(invitations)
+    for row in invitations:
+        if row["id"] not in inserted:
+            continue
+        if row["id"] in links:
+            token, candidate = links[row["id"]]
+            announce_invitation(session, row, candidate.survey, respondent_url(settings, token), candidate.recipient.address)
+            outcome.invited += 1
+        else:
+            outcome.scheduled += 1
+    stored = await SuppressionRepository(session).insert_new(suppressions)
+    for row in suppressions:
+        if row["id"] in stored:
+            outcome.suppressed[row["reason"]] += 1
+            announce_suppression(session, row)
+    return outcome
+
+
+def announce_suppression(session: AsyncSession, row: dict[str, Any]) -> None:
+    """`survey.throttled` for a customer's suppression; one for a bare address stays local
+    (the CRM keys everything by customer)."""
+    if row["customer_id"] is None:
+        return
+    add_event(
+        session,
+        OutboxMessage,
+        "survey.throttled",
+        source=SOURCE,
+        subject=row["customer_id"],
+        data=SurveyThrottled(
+            survey_id=row["survey_id"],
+            customer_id=row["customer_id"],
+            reason=row["reason"],
+            touchpoint=row["touchpoint"],
+            interaction_id=row["interaction_id"],
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class StoredInteraction:
+    """A newly stored interaction, as the rules need it."""
+
+    interaction_id: uuid.UUID
+    type: str
+    touchpoint: str | None
+    occurred_at: dt.datetime
+    recipient: Recipient
+
+
+def _matches(survey: Survey, interaction: StoredInteraction) -> bool:
+    return survey.trigger_interaction_type == interaction.type and (
+        survey.trigger_touchpoint is None or survey.trigger_touchpoint == interaction.touchpoint
+    )
+
+
+async def invite_for_interactions(session: AsyncSession, settings: CEMSettings, interactions: list[StoredInteraction]) -> Outcome:
+    """Every active survey whose trigger matches an interaction (its type, and its touchpoint
+    when the trigger names one) invites the interaction's customer `delay_minutes` after it,
+    unless a rule suppresses it. Interactions are judged in the order given."""
+    surveys = await TriggerRepository(session).active_triggered_by({i.type for i in interactions})
+    if not surveys:
+        return Outcome()
+    now = utcnow()
+    candidates = [
+        Candidate(
+            survey=survey,
+            recipient=interaction.recipient,
+            due_at=_due(interaction.occurred_at, survey.trigger_delay_minutes or 0),
+            origin="trigger",
+            touchpoint=survey.touchpoint or interaction.touchpoint,
+            interaction_id=interaction.interaction_id,
+        )
+        for interaction in interactions
+        for survey in surveys
+        if _matches(survey, interaction)
+    ]
+    if not candidates:
+        return Outcome()
+    window = max([settings.fatigue_days, *(s.trigger_throttle_days or 0 for s in surveys)])
+    earliest = min(max(c.due_at, now) for c in candidates)
+    ledger = await load_ledger(session, (c.recipient for c in candidates), earliest - dt.timedelta(days=window))
+    return await decide(session, settings, candidates, ledger, now)
+
+
+def _due(occurred_at: dt.datetime, delay_minutes: int) -> dt.datetime:
+    try:
+        return occurred_at + dt.timedelta(minutes=delay_minutes)
+    except OverflowError:
+        return occurred_at
+
+
+async def reinvite_recurring(session: AsyncSession, settings: CEMSettings, survey_id: uuid.UUID, limit: int) -> Outcome:
+    """A relationship survey comes round: each customer whose latest invitation or suppression
+    from it is older than its `recurrence_days` is invited again (or suppressed, by the same
+    rules). The survey row is locked, so two schedulers never re-invite twice."""
+    triggers = TriggerRepository(session)
+    survey = await triggers.lock_survey(survey_id)
+    if survey is None or not survey.recurrence_days:
+        return Outcome()
+    now = utcnow()
+    due = await triggers.customers_due_again(survey.id, now - dt.timedelta(days=survey.recurrence_days), limit)
+    if not due:
+        return Outcome()
+    profiles = await CustomerProfileRepository(session).by_ids(due)
+    recipients = [Recipient(customer_id=cid, email=None, profile=profiles.get(cid)) for cid in due]
+    window = max(settings.fatigue_days, survey.trigger_throttle_days or 0)
+    ledger = await load_ledger(session, recipients, now - dt.timedelta(days=window))
+    candidates = [
+        Candidate(survey=survey, recipient=r, due_at=now, origin="recurrence", touchpoint=survey.touchpoint) for r in recipients
+    ]
+    return await decide(session, settings, candidates, ledger, now)
+
+
+async def recurring_surveys(session: AsyncSession) -> list[uuid.UUID]:
+    return await TriggerRepository(session).active_recurring()
+
+
+@dataclass
+class Sending:
+    sent: int = 0
+    cancelled: int = 0
+
+
+async def send_due_invitations(session: AsyncSession, settings: CEMSettings, limit: int) -> Sending:
+    """Send the scheduled invitations whose time has come (a link each, `survey.invited`). One
+    whose customer opted out or was erased meanwhile is cancelled and recorded as suppressed."""
+    now = utcnow()
+    due = await InvitationRepository(session).claim_due(now, limit)
+    result = Sending()
+    if not due:
+        return result
+    profiles = await CustomerProfileRepository(session).by_ids({i.customer_id for i in due if i.customer_id})
+    surveys = {s.id: s for s in await SurveyRepository(session).by_ids({i.survey_id for i in due})}
+    suppressions: list[dict[str, Any]] = []
+    ttl = dt.timedelta(days=settings.invitation_ttl_days)
+    for invitation in due:
+        profile = profiles.get(invitation.customer_id) if invitation.customer_id else None
+        reason = None
+        if profile is not None and profile.erased_at is not None:
+            reason = "erased"
+        elif profile is not None and profile.survey_opt_out:
+            reason = "opted_out"
+        if reason is not None:
+            invitation.cancelled_at = now
+            invitation.cancel_reason = reason
+            suppressions.append(
+                {
+                    "id": uuid.uuid4(),
+                    "survey_id": invitation.survey_id,
+                    "customer_id": invitation.customer_id,
+                    "email": None,
+                    "email_lower": None,
+                    "interaction_id": None,
+                    "invitation_id": invitation.id,
+                    "touchpoint": invitation.touchpoint,
+                    "origin": "schedule",
+                    "reason": reason,
+                    "created_at": now,
+                }
+            )
+            result.cancelled += 1
+            continue
+        token, invitation.token_hash = new_link()
+        invitation.sent_at = now
+        invitation.expires_at = now + ttl
+        row = {c.key: getattr(invitation, c.key) for c in invitation.__table__.columns}
+        address = invitation.email or (profile.email if profile else None)
+        announce_invitation(session, row, surveys[invitation.survey_id], respondent_url(settings, token), address)
+        result.sent += 1
+    await session.flush()
+    for row in await _stored(session, suppressions):
+        announce_suppression(session, row)
+    return result
+
+
+async def _stored(session: AsyncSession, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    inserted = await SuppressionRepository(session).insert_new(rows)
+    return [r for r in rows if r["id"] in inserted]
+
+
+async def list_suppressions(
+    session: AsyncSession,
+    page: PageParams,
+    *,
+    survey_id: uuid.UUID | None,
+    customer_id: uuid.UUID | None,
+    reason: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+) -> tuple[list[Suppression], str | None]:
+    check_window(since, until)
+    rows = await SuppressionRepository(session).list_page(
+        survey_id=survey_id,
+        customer_id=customer_id,
+        reason=reason,
+        since=since,
+        until=until,
+        limit=page.limit,
+        after=after_time(page),
+    )
+    next_cursor = None
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        next_cursor = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)])
+    return rows, next_cursor
