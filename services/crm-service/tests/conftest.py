@@ -4,6 +4,7 @@ tables truncated after every test."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -19,13 +20,15 @@ from fastapi import FastAPI
 from crm.cli import ALEMBIC_INI
 from crm.config import CRMSettings
 from crm.db import ApiKey
-from crm.main import create_app
+from crm.experience.models import EXPERIENCE_KINDS
+from crm.main import build_consumers, create_app
 from crm.models import Base
 from cxkit import testing
 from cxkit.dev_broker import DevBroker
 from cxkit.events import CloudEvent, decode_event, encode_event, new_event
 from cxkit.events import payloads as p
-from cxkit.kafka.consumer import Delivery
+from cxkit.kafka.client import ensure_topics
+from cxkit.kafka.consumer import Delivery, EventConsumer
 
 
 @pytest.fixture(scope="session")
@@ -330,6 +333,43 @@ def _category(metric: str, score: float | None) -> str | None:
         return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
     high = 4 if metric == "csat" else 6
     return "positive" if score >= high else "neutral" if score >= high - 1 else "negative"
+
+
+class RunningConsumer:
+    """A consumer running as a task; `stop()` ends it (also done at teardown)."""
+
+    def __init__(self, consumer: EventConsumer, settings: CRMSettings) -> None:
+        self.consumer = consumer
+        self.settings = settings
+        self.name = consumer.name
+        self.topic = consumer.topics[0]
+        self._task: asyncio.Task[None] | None = asyncio.create_task(consumer.run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self.consumer.stop()
+
+
+@pytest.fixture
+async def feedback_consumer(
+    crm_app: FastAPI, crm_settings: CRMSettings, client: httpx.AsyncClient
+) -> AsyncIterator[RunningConsumer]:
+    """The cem.feedback.v1 consumer as crm.main registers it, under a fresh consumer group,
+    reading a topic of its own (so events of other tests never reach this one's database)."""
+    settings = crm_settings.model_copy(update={"consumer_group": f"test-{uuid.uuid4().hex[:8]}"})
+    consumers = {c.name: c for c in build_consumers(settings)(crm_app.state.session_factory)}
+    consumer = consumers[f"{settings.consumer_group}.cem-feedback"]
+    assert consumer.topics == ["cem.feedback.v1"]
+    assert set(consumer.handlers) == set(EXPERIENCE_KINDS)
+    consumer.topics = [f"cem.feedback.v1.test-{uuid.uuid4().hex[:8]}"]
+    await ensure_topics(settings, consumer.topics)
+    running = RunningConsumer(consumer, settings)
+    yield running
+    await running.stop()
 
 
 def delivery(event: CloudEvent) -> Delivery:

@@ -4,11 +4,8 @@ merges and stripped of the customer's words by erasure."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -20,11 +17,9 @@ from sqlalchemy import event, func, select, update
 from crm.config import CRMSettings
 from crm.db import OutboxMessage
 from crm.experience.models import ExperienceEvent
-from crm.main import build_consumers
 from crm.tasks.models import Task
 from cxkit.db import utcnow
 from cxkit.events import encode_event
-from cxkit.kafka.client import ensure_topics
 from cxkit.kafka.consumer import PermanentEventError
 from cxkit.testing import wait_for
 
@@ -174,7 +169,8 @@ async def test_events_without_a_customer_are_ignored_and_unknown_customers_are_r
     client: httpx.AsyncClient, make: Any, cem: Any, apply_cem: Any, session_factory: Any
 ) -> None:
     cid = uuid.UUID((await make.customer())["id"])
-    assert await apply_cem(cem.response(None, 8), cem.feedback(None, "anonymous words")) == 0
+    anonymous = (cem.invited(None, email="someone@example.com"), cem.response(None, 8), cem.feedback(None, "anonymous words"))
+    assert await apply_cem(*anonymous) == 0
     missing = uuid.uuid4()
     with pytest.raises(PermanentEventError, match=f"unknown customer_id: {missing}"):
         await apply_cem(cem.response(cid, 9), cem.followup(missing))
@@ -232,12 +228,15 @@ async def test_values_no_row_can_hold_are_refused_before_anything_is_written(
     cid = uuid.UUID((await make.customer())["id"])
     naive = cem.response(cid, 9)
     naive.data["submitted_at"] = "2026-11-01T10:00:00"
+    long_id = cem.feedback(cid)
+    long_id.id = "e" * 256
     for bad, reason in (
         (cem.feedback(cid, "a\x00b"), "NUL"),
         (cem.response(cid, 9, touchpoint="t" * 101), "touchpoint is longer than 100"),
         (cem.throttled(cid, "r" * 501), "reason is longer than 500"),
         (cem.response(cid, 9, scale_max=2**40), "scale_max is out of range"),
         (naive, "submitted_at must carry a timezone"),
+        (long_id, "event_id is longer than 255"),
     ):
         with pytest.raises(PermanentEventError, match=reason):
             await apply_cem(bad)
@@ -415,42 +414,15 @@ async def columns_holding(database_url: str, needle: str) -> list[str]:
 # --- the consumer on the real broker ----------------------------------------------------------
 
 
-@pytest.fixture
-async def feedback_consumer(
-    crm_app: FastAPI, crm_settings: CRMSettings, client: httpx.AsyncClient
-) -> AsyncIterator[tuple[str, str]]:
-    """The cem.feedback.v1 consumer as crm.main registers it, under a fresh group name, reading a
-    topic of its own. Yields (consumer name, topic)."""
-    settings = crm_settings.model_copy(update={"consumer_group": f"test-{uuid.uuid4().hex[:8]}"})
-    consumers = {c.name: c for c in build_consumers(settings)(crm_app.state.session_factory)}
-    consumer = consumers[f"{settings.consumer_group}.cem-feedback"]
-    assert consumer.topics == ["cem.feedback.v1"]
-    assert set(consumer.handlers) == {
-        "survey.invited",
-        "survey.throttled",
-        "survey.response.submitted",
-        "feedback.received",
-        "followup.requested",
-    }
-    consumer.topics = [f"cem.feedback.v1.test-{uuid.uuid4().hex[:8]}"]
-    await ensure_topics(settings, consumer.topics)
-    task = asyncio.create_task(consumer.run())
-    yield consumer.name, consumer.topics[0]
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await consumer.stop()
-
-
 async def test_the_consumer_applies_cem_events_from_the_broker_once_and_dead_letters_unknown_customers(
     client: httpx.AsyncClient,
     make: Any,
     cem: Any,
     kafka: Any,
-    feedback_consumer: tuple[str, str],
+    feedback_consumer: Any,
     session_factory: Any,
 ) -> None:
-    name, topic = feedback_consumer
+    name, topic = feedback_consumer.name, feedback_consumer.topic
     cid = uuid.UUID((await make.customer(owner="kim@ourco.example"))["id"])
     followup = cem.followup(cid, 2, at=at(1))
     unknown = cem.response(uuid.uuid4(), 5)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.customers.repository import CustomerRepository, EventTarget
-from crm.experience.models import FOLLOWUP_REQUESTED
+from crm.experience.models import FOLLOWUP_REQUESTED, ExperienceEvent
 from crm.experience.repository import ExperienceRepository
 from crm.fields import has_nul
 from crm.tasks.models import FOLLOWUP_ORIGIN
@@ -40,6 +40,7 @@ METRICS = ("nps", "csat", "ces")
 _FOLLOWUP_LABELS = {"nps": "detractor", "csat": "dissatisfied", "ces": "high effort"}
 # Column sizes of the projection: longer values are refused up front (to the DLQ), not by the database.
 _LIMITS = {
+    "event_id": 255,
     "survey_name": 200,
     "survey_kind": 20,
     "touchpoint": 100,
@@ -74,32 +75,12 @@ def _aware(value: dt.datetime | None, field: str) -> dt.datetime | None:
 
 
 def _row(delivery: Delivery, target: EventTarget, now: dt.datetime) -> dict[str, Any]:
-    """The projection row of one event (every column, so one multi-row insert takes them all)."""
+    """The projection row of one event."""
     p = delivery.payload
     kind = delivery.event.type
     at = _aware(delivery.event.time, "time") or now
-    row: dict[str, Any] = dict.fromkeys(
-        (
-            "ref_id",
-            "survey_id",
-            "survey_name",
-            "survey_kind",
-            "invitation_id",
-            "response_id",
-            "touchpoint",
-            "channel",
-            "metric",
-            "score",
-            "scale_min",
-            "scale_max",
-            "category",
-            "text",
-            "sentiment_label",
-            "sentiment_score",
-            "reason",
-            "expires_at",
-        )
-    )
+    # Every column present (null unless the kind sets it), so one multi-row insert takes all rows.
+    row: dict[str, Any] = dict.fromkeys(c.name for c in ExperienceEvent.__table__.columns)
     row |= {"event_id": delivery.event.id, "kind": kind, "customer_id": target.customer_id, "recorded_at": now}
     if isinstance(p, SurveyInvited):
         ref: uuid.UUID | str = p.invitation_id
