@@ -17,13 +17,16 @@ from sqlalchemy import select
 
 from cem.cli import ALEMBIC_INI
 from cem.config import CEMSettings
+from cem.consumers import crm_customers, interactions
 from cem.customers.service import apply_customer_snapshots
 from cem.db import ApiKey, OutboxMessage
 from cem.main import create_app
 from cem.models import Base
 from cxkit import testing
 from cxkit.dev_broker import DevBroker
-from cxkit.events.payloads import CustomerCreated
+from cxkit.events import new_event
+from cxkit.events.payloads import CustomerCreated, InteractionRecorded
+from cxkit.kafka.consumer import Delivery
 
 
 @pytest.fixture(scope="session")
@@ -154,3 +157,61 @@ def outbox(session_factory: Any) -> Any:
         return await outbox_events(session_factory, event_type)
 
     return read
+
+
+def delivery(event_type: str, data: Any, *, source: str = "urn:cx:crm-service", event_id: str | None = None) -> Delivery:
+    """An event as the consumer hands it to a handler (the Kafka record itself plays no part)."""
+    event = new_event(event_type, source=source, subject=None, data=data)
+    if event_id is not None:
+        event = event.model_copy(update={"id": event_id})
+    return Delivery(event=event, payload=data, record=None)  # type: ignore[arg-type]
+
+
+class EventApplier:
+    """Runs the live consumers' handlers on events inside one transaction, as a poll would."""
+
+    def __init__(self, session_factory: Any, settings: CEMSettings) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+
+    async def __call__(self, *deliveries: Delivery, settings: CEMSettings | None = None) -> None:
+        handlers = {**crm_customers.HANDLERS, **interactions.handlers(settings or self.settings)}
+        async with self.session_factory() as session, session.begin():
+            runs: list[list[Delivery]] = []
+            for d in deliveries:
+                if runs and runs[-1][0].event.type == d.event.type:
+                    runs[-1].append(d)
+                else:
+                    runs.append([d])
+            for run in runs:
+                await handlers[run[0].event.type](session, run)
+
+
+@pytest.fixture
+def apply(client: httpx.AsyncClient, session_factory: Any, cem_settings: CEMSettings) -> EventApplier:
+    return EventApplier(session_factory, cem_settings)
+
+
+def interaction(customer_id: uuid.UUID | None = None, **fields: Any) -> Delivery:
+    """An `interaction.recorded` delivery (a purchase at checkout, now, unless told otherwise)."""
+    data: dict[str, Any] = {"type": "purchase", "touchpoint": "checkout", "occurred_at": dt.datetime.now(dt.UTC), **fields}
+    if customer_id is not None:
+        data["customer_id"] = customer_id
+    source = data.pop("source", "urn:cx:crm-service")
+    event_id = data.pop("event_id", None)
+    return delivery("interaction.recorded", InteractionRecorded(**data), source=source, event_id=event_id)
+
+
+def snapshot(customer_id: uuid.UUID, version: int = 1, **fields: Any) -> dict[str, Any]:
+    now = dt.datetime.now(dt.UTC)
+    return {
+        "id": customer_id,
+        "email": f"{customer_id.hex[:8]}@example.com",
+        "name": "Ada Lovelace",
+        "owner": "sam@example.com",
+        "lifecycle_stage": "customer",
+        "version": version,
+        "created_at": now,
+        "updated_at": now,
+        **fields,
+    }

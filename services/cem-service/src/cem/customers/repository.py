@@ -161,11 +161,15 @@ class CustomerProfileRepository:
         )
 
     async def reset_versions(self) -> None:
-        """Let a replay apply every snapshot and deal value again (rows stay: other data points at them)."""
+        """Let a replay apply every snapshot, deal value and conversion again. Rows stay (other data
+        points at them); erased customers and merged duplicates take no snapshots, so theirs stay too."""
         await self.session.execute(
-            update(CustomerProfile).values(
-                crm_version=0, open_deal_value_at=None, converted_lead_id=None, converted_deal_id=None, converted_at=None
-            )
+            update(CustomerProfile)
+            .where(CustomerProfile.erased_at.is_(None), CustomerProfile.merged_into.is_(None))
+            .values(crm_version=0, open_deal_value_at=None)
+        )
+        await self.session.execute(
+            update(CustomerProfile).values(converted_lead_id=None, converted_deal_id=None, converted_at=None)
         )
 
 

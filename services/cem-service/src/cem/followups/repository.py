@@ -19,7 +19,12 @@ class FollowupRepository:
         self.session.add(followup)
 
     async def for_customer(self, customer_id: uuid.UUID, limit: int) -> list[Followup]:
-        stmt = select(Followup).where(Followup.customer_id == customer_id).order_by(Followup.created_at.desc()).limit(limit)
+        stmt = (
+            select(Followup)
+            .where(Followup.customer_id == customer_id)
+            .order_by(Followup.created_at.desc(), Followup.id.desc())
+            .limit(limit)
+        )
         return list((await self.session.scalars(stmt)).all())
 
     async def count_open(self, customer_id: uuid.UUID) -> int:

@@ -40,7 +40,7 @@ class ResponseRepository:
         stmt = (
             select(Score)
             .where(Score.customer_id == customer_id, Score.metric == metric, Score.score.is_not(None))
-            .order_by(Score.submitted_at.desc())
+            .order_by(Score.submitted_at.desc(), Score.response_id.desc())
             .limit(1)
         )
         return await self.session.scalar(stmt)

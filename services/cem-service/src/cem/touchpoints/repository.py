@@ -91,7 +91,7 @@ class TouchpointRepository:
         stmt = (
             select(TouchpointInteraction)
             .where(TouchpointInteraction.customer_id == customer_id)
-            .order_by(TouchpointInteraction.occurred_at.desc())
+            .order_by(TouchpointInteraction.occurred_at.desc(), TouchpointInteraction.interaction_id.desc())
             .limit(limit)
         )
         return list((await self.session.scalars(stmt)).all())

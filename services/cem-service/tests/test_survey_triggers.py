@@ -1,0 +1,273 @@
+"""Interactions from `cx.interactions.v1`: stored once each, and survey triggers with their rules
+(throttle, fatigue, opt-out, erasure), each suppression stored and announced."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from cem.config import CEMSettings
+from cem.invitations.models import Invitation
+from cem.touchpoints.models import TouchpointInteraction
+from cem.touchpoints.service import interaction_id_for
+from cem.triggers.models import Suppression
+from cxkit.events.payloads import CustomerCreated, CustomerErased
+from cxkit.kafka.consumer import PermanentEventError
+
+from .conftest import delivery, interaction, snapshot
+
+TRIGGER = {"interaction_type": "purchase", "touchpoint": "checkout", "delay_minutes": 0, "throttle_days": 30}
+
+
+@pytest.fixture
+async def checkout_nps(make: Any) -> dict[str, Any]:
+    """An active NPS survey sent right after every purchase at checkout (30 days' throttle)."""
+    await make.touchpoint("checkout")
+    return dict(await make.survey("nps", touchpoint="checkout", trigger=TRIGGER))
+
+
+async def backdate_invitations(session_factory: Any, days: int, *where: Any) -> None:
+    """Move invitations back in time, as if they had been sent `days` ago."""
+    then = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    async with session_factory() as session, session.begin():
+        await session.execute(update(Invitation).where(*where).values(created_at=then, send_at=then, sent_at=then))
+
+
+async def rows(session_factory: Any, model: Any, *where: Any) -> list[Any]:
+    async with session_factory() as session:
+        order = model.recorded_at if model is TouchpointInteraction else model.created_at
+        return list((await session.scalars(select(model).where(*where).order_by(order))).all())
+
+
+async def test_a_matching_interaction_invites_at_once_and_announces_the_link(
+    client: httpx.AsyncClient, make: Any, apply: Any, checkout_nps: dict[str, Any], outbox: Any, cem_settings: CEMSettings
+) -> None:
+    customer = await make.customer(email="ada@example.com")
+    event = interaction(customer, summary="Order 10023", amount="49.90", currency="EUR")
+    await apply(event)
+
+    invitations = (await client.get(f"/v1/surveys/{checkout_nps['id']}/invitations")).json()["items"]
+    assert len(invitations) == 1
+    invitation = invitations[0]
+    assert invitation["customer_id"] == str(customer) and invitation["status"] == "sent"
+    assert invitation["origin"] == "trigger" and invitation["touchpoint"] == "checkout"
+    assert invitation["interaction_id"] == str(interaction_id_for(event.payload, event.event.source, event.event.id))
+    (announced,) = await outbox("survey.invited")
+    assert announced["subject"] == str(customer) and announced["data"]["email"] == "ada@example.com"
+    assert announced["data"]["url"].startswith(f"{cem_settings.public_base_url}/r/")
+    # The link works: the respondent page opens it.
+    token = announced["data"]["url"].rsplit("/", 1)[1]
+    assert (await client.get(f"/r/{token}")).status_code == 200
+    history = (await client.get(f"/v1/customers/{customer}/experience")).json()["touchpoint_history"]
+    assert [(h["type"], h["summary"], h["amount"], h["currency"]) for h in history] == [
+        ("purchase", "Order 10023", "49.90", "EUR")
+    ]
+
+
+async def test_trigger_matches_type_and_its_touchpoint_only(
+    client: httpx.AsyncClient, make: Any, apply: Any, checkout_nps: dict[str, Any]
+) -> None:
+    await make.touchpoint("store")
+    anywhere = await make.survey("csat", trigger={"interaction_type": "support_ticket_closed"})
+    customer = await make.customer()
+    await apply(
+        interaction(customer, touchpoint="store"),  # purchase, but not at checkout
+        interaction(customer, type="call", touchpoint="checkout"),  # checkout, but not a purchase
+    )
+    assert (await client.get(f"/v1/surveys/{checkout_nps['id']}/invitations")).json()["items"] == []
+    await apply(interaction(customer, type="support_ticket_closed", touchpoint="store"))
+    (invited,) = (await client.get(f"/v1/surveys/{anywhere['id']}/invitations")).json()["items"]
+    assert invited["touchpoint"] == "store"  # the survey names none: the interaction's
+
+
+async def test_second_matching_interaction_in_the_same_poll_is_throttled_and_announced(
+    client: httpx.AsyncClient, make: Any, apply: Any, checkout_nps: dict[str, Any], outbox: Any, session_factory: Any
+) -> None:
+    customer = await make.customer()
+    first, second = interaction(customer), interaction(customer)
+    await apply(first, second)
+
+    assert len((await client.get(f"/v1/surveys/{checkout_nps['id']}/invitations")).json()["items"]) == 1
+    (suppression,) = await rows(session_factory, Suppression)
+    second_id = interaction_id_for(second.payload, second.event.source, second.event.id)
+    assert (suppression.reason, suppression.origin, suppression.interaction_id) == ("survey_throttle", "trigger", second_id)
+    (throttled,) = await outbox("survey.throttled")
+    assert throttled["subject"] == str(customer)
+    assert throttled["data"] == {
+        "survey_id": checkout_nps["id"],
+        "customer_id": str(customer),
+        "reason": "survey_throttle",
+        "touchpoint": "checkout",
+        "interaction_id": str(second_id),
+    }
+    view = (await client.get(f"/v1/customers/{customer}/experience")).json()
+    assert view["summary"]["suppressions"] == 1
+    assert [(s["survey_id"], s["reason"]) for s in view["suppressions"]] == [(checkout_nps["id"], "survey_throttle")]
+
+
+async def test_a_later_interaction_inside_the_throttle_window_is_throttled_and_after_it_invites_again(
+    client: httpx.AsyncClient, make: Any, apply: Any, checkout_nps: dict[str, Any], session_factory: Any
+) -> None:
+    customer = await make.customer()
+    await apply(interaction(customer))
+    await apply(interaction(customer))
+    assert [s.reason for s in await rows(session_factory, Suppression)] == ["survey_throttle"]
+    # 31 days on (the first invitation moved back in time), the survey may invite again.
+    await backdate_invitations(session_factory, days=31)
+    await apply(interaction(customer))
+    assert len((await client.get(f"/v1/surveys/{checkout_nps['id']}/invitations")).json()["items"]) == 2
+
+
+async def test_fatigue_stops_a_second_survey_within_the_fatigue_days_and_zero_disables_it(
+    client: httpx.AsyncClient, make: Any, apply: Any, checkout_nps: dict[str, Any], session_factory: Any, cem_settings: Any
+) -> None:
+    other = await make.survey("csat", trigger={"interaction_type": "purchase", "throttle_days": 0})
+    customer = await make.customer()
+    await apply(interaction(customer))
+    assert [s.reason for s in await rows(session_factory, Suppression)] == ["fatigue"]
+    assert (await client.get(f"/v1/surveys/{other['id']}/invitations")).json()["items"] == []
+
+    relaxed = cem_settings.model_copy(update={"fatigue_days": 0})
+    second = await make.customer()
+    await apply(interaction(second), settings=relaxed)
+    assert len((await client.get(f"/v1/surveys/{other['id']}/invitations")).json()["items"]) == 1
+    # throttle_days 0 means no per-survey limit either: a second purchase invites again.
+    await apply(interaction(second), settings=relaxed)
+    assert len((await client.get(f"/v1/surveys/{other['id']}/invitations")).json()["items"]) == 2
+
+
+async def test_opted_out_and_erased_customers_are_suppressed_with_their_reason_before_any_throttle(
+    client: httpx.AsyncClient, make: Any, apply: Any, checkout_nps: dict[str, Any], session_factory: Any, outbox: Any
+) -> None:
+    opted_out = await make.customer(survey_opt_out=True)
+    erased = await make.customer()
+    await apply(delivery("customer.erased", CustomerErased(customer_id=erased, erased_at=dt.datetime.now(dt.UTC))))
+    await apply(interaction(opted_out), interaction(erased, summary="Bought a hat"))
+
+    assert (await client.get(f"/v1/surveys/{checkout_nps['id']}/invitations")).json()["items"] == []
+    reasons = {s.customer_id: s.reason for s in await rows(session_factory, Suppression)}
+    assert reasons == {opted_out: "opted_out", erased: "erased"}
+    assert {e["data"]["reason"] for e in await outbox("survey.throttled")} == {"opted_out", "erased"}
+    (stored,) = await rows(session_factory, TouchpointInteraction, TouchpointInteraction.customer_id == erased)
+    assert stored.summary is None  # an erased customer's interaction keeps no personal data
+
+
+async def test_a_redelivered_interaction_never_invites_or_suppresses_twice(
+    client: httpx.AsyncClient, make: Any, apply: Any, checkout_nps: dict[str, Any], session_factory: Any
+) -> None:
+    customer = await make.customer()
+    first, second = interaction(customer), interaction(customer)
+    await apply(first, second)
+    # The same events delivered again, and other events naming the same interactions.
+    await apply(first, second)
+    await apply(
+        *[
+            interaction(customer, interaction_id=interaction_id_for(d.payload, d.event.source, d.event.id))
+            for d in (first, second)
+        ]
+    )
+    assert len(await rows(session_factory, TouchpointInteraction)) == 2
+    assert len(await rows(session_factory, Invitation)) == 1
+    assert len(await rows(session_factory, Suppression)) == 1
+
+
+async def test_an_event_without_interaction_id_is_keyed_by_its_cloudevent(make: Any, apply: Any, session_factory: Any) -> None:
+    customer = await make.customer()
+    one = interaction(customer, source="urn:pos:store-17", event_id="pos-1")
+    same_id_other_source = interaction(customer, source="urn:web:shop", event_id="pos-1")
+    await apply(one, same_id_other_source)
+    await apply(interaction(customer, source="urn:pos:store-17", event_id="pos-1"))
+    stored = await rows(session_factory, TouchpointInteraction)
+    assert len(stored) == 2 and {s.source for s in stored} == {"urn:pos:store-17", "urn:web:shop"}
+    assert interaction_id_for(one.payload, "urn:pos:store-17", "pos-1") in {s.interaction_id for s in stored}
+
+
+async def test_a_bare_email_is_invited_and_throttled_by_address_then_linked_when_the_crm_announces_it(
+    client: httpx.AsyncClient, make: Any, apply: Any, checkout_nps: dict[str, Any], session_factory: Any, outbox: Any
+) -> None:
+    await apply(interaction(customer_email="Walk-In@Example.com"))
+    await apply(interaction(customer_email="walk-in@example.com"))
+
+    (invitation,) = await rows(session_factory, Invitation)
+    assert invitation.customer_id is None and invitation.email == "Walk-In@Example.com"
+    (suppression,) = await rows(session_factory, Suppression)
+    assert (suppression.customer_id, suppression.email_lower, suppression.reason) == (
+        None,
+        "walk-in@example.com",
+        "survey_throttle",
+    )
+    (announced,) = await outbox("survey.invited")
+    assert "subject" not in announced and announced["data"]["customer_id"] is None
+    assert announced["data"]["email"] == "Walk-In@Example.com"
+    assert await outbox("survey.throttled") == []  # the CRM keys by customer: a bare address stays local
+
+    customer = uuid.uuid4()
+    await apply(delivery("customer.created", CustomerCreated(**snapshot(customer, email="WALK-IN@example.com"))))
+    view = (await client.get(f"/v1/customers/{customer}/experience")).json()
+    assert len(view["touchpoint_history"]) == 2
+    assert [i["id"] for i in view["invitations"]] == [str(invitation.id)]
+    assert view["summary"]["suppressions"] == 1
+    # From now on the customer is throttled by id, counting what was sent to the address.
+    await apply(interaction(customer))
+    assert len(await rows(session_factory, Invitation)) == 1
+    assert len(await rows(session_factory, Suppression, Suppression.customer_id == customer)) == 2
+
+
+async def test_interaction_by_email_of_a_known_customer_and_by_a_merged_duplicate_goes_to_the_customer(
+    make: Any, apply: Any, session_factory: Any
+) -> None:
+    from cxkit.events.payloads import CustomerMerged, CustomerSnapshot
+
+    survivor = await make.customer(email="grace@example.com")
+    duplicate = await make.customer(email="g.hopper@example.com")
+    await apply(
+        delivery(
+            "customer.merged",
+            CustomerMerged(
+                survivor_id=survivor,
+                duplicate_id=duplicate,
+                survivor=CustomerSnapshot(**snapshot(survivor, 2, email="grace@example.com")),
+            ),
+        )
+    )
+    await apply(interaction(customer_email="GRACE@example.com"), interaction(duplicate))
+    stored = await rows(session_factory, TouchpointInteraction)
+    assert [s.customer_id for s in stored] == [survivor, survivor]
+    assert all(s.email is None for s in stored)
+
+
+async def test_unknown_customer_id_is_invited_by_id(client: httpx.AsyncClient, apply: Any, checkout_nps: dict[str, Any]) -> None:
+    stranger = uuid.uuid4()  # the CRM's customer.created may arrive after its interaction
+    await apply(interaction(stranger))
+    (invited,) = (await client.get(f"/v1/surveys/{checkout_nps['id']}/invitations")).json()["items"]
+    assert invited["customer_id"] == str(stranger) and invited["email"] is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"summary": "nul \x00 byte"},
+        {"metadata": {"note": "nul \x00"}},
+        {"amount": "1e20"},
+        {"occurred_at": dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=14)))},
+    ],
+)
+async def test_an_interaction_the_database_cannot_hold_is_refused_for_the_dlq(
+    make: Any, apply: Any, fields: dict[str, Any]
+) -> None:
+    customer = await make.customer()
+    with pytest.raises(PermanentEventError):
+        await apply(interaction(customer, **fields))
+
+
+async def test_customer_id_wins_over_customer_email(make: Any, apply: Any, session_factory: Any) -> None:
+    customer = await make.customer(email="one@example.com")
+    await make.customer(email="two@example.com")
+    await apply(interaction(customer, customer_email="two@example.com"))
+    (stored,) = await rows(session_factory, TouchpointInteraction)
+    assert stored.customer_id == customer and stored.email is None
