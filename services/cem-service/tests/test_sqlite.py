@@ -3,6 +3,8 @@ the analytics buckets, which use SQLite's date functions instead of date_trunc."
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,11 @@ from cem.config import CEMSettings
 from cem.customers.service import apply_customer_snapshots
 from cem.db import ApiKey
 from cem.main import create_app
+from cem.triggers.scheduler import InvitationScheduler
 from cxkit import testing
-from cxkit.events.payloads import CustomerCreated
+from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerMerged, CustomerSnapshot, TaskCompleted
+
+from .conftest import EventApplier, delivery, interaction, snapshot
 
 
 @pytest.fixture
@@ -77,3 +82,57 @@ async def test_survey_to_analytics_on_sqlite(sqlite_client: tuple[httpx.AsyncCli
     assert experience["summary"]["open_followups"] == 1 and experience["summary"]["latest_nps"]["category"] == "detractor"
     feedback = await client.post("/v1/feedback", json={"email": "ADA@example.com", "channel": "chat", "text": "Great!"})
     assert feedback.status_code == 201 and feedback.json()["sentiment"]["label"] == "positive"
+
+
+async def test_event_flows_on_sqlite(sqlite_client: tuple[httpx.AsyncClient, Any], tmp_path: Path) -> None:
+    """Triggers with their rules, the scheduler, merge, erasure, a closed follow-up and the
+    recovery rate, on SQLite."""
+    client, session_factory = sqlite_client
+    settings = CEMSettings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'cem.db'}")
+    apply = EventApplier(session_factory, settings)
+    survivor, duplicate = uuid.uuid4(), uuid.uuid4()
+    await apply(*[delivery("customer.created", CustomerCreated(**snapshot(c))) for c in (survivor, duplicate)])
+    now = dt.datetime.now(dt.UTC).isoformat()
+    for body in (
+        {"name": "Now", "kind": "nps", "trigger": {"interaction_type": "purchase"}},
+        {"name": "Later", "kind": "csat", "trigger": {"interaction_type": "call", "delay_minutes": 5}},
+    ):
+        survey = (await client.post("/v1/surveys", json=body)).json()
+        await client.patch(f"/v1/surveys/{survey['id']}", json={"status": "active"})
+    await apply(interaction(duplicate), interaction(duplicate), interaction(customer_email="walk-in@example.com"))
+    await apply(interaction(survivor, type="call"))  # due in 5 minutes: scheduled
+    suppressions = (await client.get("/v1/analytics/suppressions")).json()
+    assert suppressions["reasons"]["survey_throttle"] == 1
+    assert (await InvitationScheduler(settings, session_factory).run_once()).sent == 0
+
+    await apply(
+        delivery(
+            "customer.merged",
+            CustomerMerged(survivor_id=survivor, duplicate_id=duplicate, survivor=CustomerSnapshot(**snapshot(survivor, 2))),
+        )
+    )
+    nps = (await client.get("/v1/surveys", params={"kind": "nps"})).json()["items"][0]
+    answer = await client.post(
+        "/v1/responses", json={"survey_id": nps["id"], "customer_id": str(duplicate), "answers": {"nps": 2}, "submitted_at": now}
+    )
+    assert answer.status_code == 201 and answer.json()["customer_id"] == str(survivor)
+    view = (await client.get(f"/v1/customers/{survivor}/experience")).json()
+    assert len(view["touchpoint_history"]) == 3 and view["summary"]["suppressions"] == 1
+    assert (await client.get(f"/v1/customers/{duplicate}/experience")).status_code == 308
+    followup_id = view["followups"][0]["id"]
+    done = TaskCompleted(
+        task_id=uuid.uuid4(),
+        customer_id=survivor,
+        origin="followup",
+        origin_ref=followup_id,
+        completed_at=dt.datetime.now(dt.UTC),
+    )
+    await apply(delivery("task.completed", done))
+    await client.post("/v1/responses", json={"survey_id": nps["id"], "customer_id": str(survivor), "answers": {"nps": 8}})
+    recovery = (await client.get("/v1/analytics/recovery")).json()
+    assert (recovery["detractors"], recovery["followed_up"], recovery["recovered"]) == (1, 1, 1)
+
+    await apply(delivery("customer.erased", CustomerErased(customer_id=survivor, erased_at=dt.datetime.now(dt.UTC))))
+    view = (await client.get(f"/v1/customers/{survivor}/experience")).json()
+    assert view["customer"]["email"] is None and view["summary"]["responses"] == 2
+    assert {i["status"] for i in view["invitations"] if i["survey_id"] != nps["id"]} == {"cancelled"}
