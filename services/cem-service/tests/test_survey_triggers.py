@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from cem.config import CEMSettings
+from cem.consumers import interactions
 from cem.invitations.models import Invitation
 from cem.touchpoints.models import TouchpointInteraction
 from cem.touchpoints.service import interaction_id_for
@@ -271,3 +272,17 @@ async def test_customer_id_wins_over_customer_email(make: Any, apply: Any, sessi
     await apply(interaction(customer, customer_email="two@example.com"))
     (stored,) = await rows(session_factory, TouchpointInteraction)
     assert stored.customer_id == customer and stored.email is None
+
+
+async def test_an_interaction_a_replay_stored_first_still_invites_once_when_the_live_consumer_reaches_it(
+    client: httpx.AsyncClient, make: Any, apply: Any, checkout_nps: dict[str, Any], session_factory: Any
+) -> None:
+    customer = await make.customer()
+    event = interaction(customer)
+    async with session_factory() as session, session.begin():
+        await interactions.store_interactions(session, [event])  # what `cem replay` does: rows only
+    assert len(await rows(session_factory, Invitation)) == 0
+    await apply(event)
+    await apply(event)
+    assert len(await rows(session_factory, Invitation)) == 1
+    assert len(await rows(session_factory, Suppression)) == 0

@@ -149,7 +149,8 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
     """Store a run of `interaction.recorded` events with a few statements: one query for the
     customers by id, one for their survivors, one by email, one insert. An interaction already
     stored is skipped; an erased customer's is stored without its summary, metadata or address.
-    Returns the interactions stored now, in event order."""
+    Returns the run's interactions (each once, in event order), stored now or before: the
+    survey triggers judge each (survey, interaction) pair once by themselves."""
     payloads: list[tuple[Delivery, InteractionRecorded]] = [(d, d.payload) for d in deliveries]
     for _, payload in payloads:
         _check_storable(payload)
@@ -198,8 +199,8 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
                 recipient=recipient,
             )
         )
-    inserted = await TouchpointRepository(session).insert_interactions(rows)
-    return [s for s in stored if s.interaction_id in inserted]
+    await TouchpointRepository(session).insert_interactions(rows)
+    return stored
 
 
 async def reset_interactions(session: AsyncSession) -> None:

@@ -150,6 +150,15 @@ class TriggerRepository:
         )
         return list((await self.session.scalars(stmt)).all())
 
+    async def judged(self, interaction_ids: Collection[uuid.UUID]) -> set[tuple[uuid.UUID, uuid.UUID]]:
+        """(survey, interaction) pairs that already made an invitation or a suppression."""
+        if not interaction_ids:
+            return set()
+        ids = set(interaction_ids)
+        invited = select(Invitation.survey_id, Invitation.interaction_id).where(Invitation.interaction_id.in_(ids))
+        suppressed = select(Suppression.survey_id, Suppression.interaction_id).where(Suppression.interaction_id.in_(ids))
+        return {(r[0], r[1]) for r in (await self.session.execute(union_all(invited, suppressed))).all()}
+
     async def lock_survey(self, survey_id: uuid.UUID) -> Survey | None:
         """The survey, locked for this transaction; None if another scheduler holds it (PostgreSQL)
         or it is no longer active."""

@@ -246,10 +246,15 @@ def _matches(survey: Survey, interaction: StoredInteraction) -> bool:
 async def invite_for_interactions(session: AsyncSession, settings: CEMSettings, interactions: list[StoredInteraction]) -> Outcome:
     """Every active survey whose trigger matches an interaction (its type, and its touchpoint
     when the trigger names one) invites the interaction's customer `delay_minutes` after it,
-    unless a rule suppresses it. Interactions are judged in the order given."""
-    surveys = await TriggerRepository(session).active_triggered_by({i.type for i in interactions})
+    unless a rule suppresses it. Interactions are judged in the order given, each once per
+    survey: a pair that already made an invitation or a suppression (a redelivery, or an event
+    the live consumer reaches after a replay stored it) is left alone."""
+    triggers = TriggerRepository(session)
+    surveys = await triggers.active_triggered_by({i.type for i in interactions})
     if not surveys:
         return Outcome()
+    pairs = [(survey, i) for i in interactions for survey in surveys if _matches(survey, i)]
+    judged = await triggers.judged({i.interaction_id for _, i in pairs})
     now = utcnow()
     candidates = [
         Candidate(
@@ -260,9 +265,8 @@ async def invite_for_interactions(session: AsyncSession, settings: CEMSettings, 
             touchpoint=survey.touchpoint or interaction.touchpoint,
             interaction_id=interaction.interaction_id,
         )
-        for interaction in interactions
-        for survey in surveys
-        if _matches(survey, interaction)
+        for survey, interaction in pairs
+        if (survey.id, interaction.interaction_id) not in judged
     ]
     if not candidates:
         return Outcome()
