@@ -3,6 +3,7 @@ databases built by their migrations, talking through a real broker."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,12 @@ class Stack:
     crm: testing.ServiceProcess | None = None
     cem: testing.ServiceProcess | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Consumer groups of this stack's own, so stacks that share a broker never wait on each
+    # other's group membership or inherit each other's committed offsets.
+    group_suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def group(self, prefix: str) -> str:
+        return f"{prefix.lower()}-service-{self.group_suffix}"
 
     def env(self, prefix: str, db: str) -> dict[str, str]:
         env = {
@@ -40,6 +47,7 @@ class Stack:
             f"{prefix}_KAFKA_ENABLE_IDEMPOTENCE": "false",
             f"{prefix}_OUTBOX_POLL_INTERVAL_MS": "100",
             f"{prefix}_LOG_JSON": "true",
+            f"{prefix}_CONSUMER_GROUP": self.group(prefix),
             **self.extra_env,
         }
         if prefix == "CRM":

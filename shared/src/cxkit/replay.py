@@ -23,14 +23,20 @@ ProgressCallback = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class Projection:
-    """What a replay rebuilds. `consumer_name` is the live consumer's name, so after the
-    replay the live consumer treats the replayed events as already applied."""
+    """What a replay rebuilds. `consumer_name` is the live consumer's name; the replay records
+    its own progress as `<consumer_name>.replay`, so the live consumer still applies (with its
+    side effects) every event it has not reached itself. Projection handlers must therefore be
+    idempotent per row (upserts, ON CONFLICT DO NOTHING), which they are for redeliveries anyway."""
 
     consumer_name: str
     topics: list[str]
     handlers: dict[str, BatchHandler]
     reset: Callable[[AsyncSession], Awaitable[None]]
     description: str = ""
+
+
+def replay_name(projection: Projection) -> str:
+    return f"{projection.consumer_name}.replay"
 
 
 async def replay(
@@ -46,7 +52,7 @@ async def replay(
     for projection in projections:
         async with session_factory() as session, session.begin():
             await projection.reset(session)
-            await session.execute(delete(processed_model).where(processed_model.consumer == projection.consumer_name))
+            await session.execute(delete(processed_model).where(processed_model.consumer == replay_name(projection)))
         counts[projection.consumer_name] = await _apply_from_start(
             settings, session_factory, processed_model, projection, progress
         )
@@ -84,7 +90,7 @@ async def _apply_from_start(
         start = await reader.beginning_offsets(partitions)
         total = sum(end[tp] - start[tp] for tp in partitions)
         applier = EventConsumer(
-            name=projection.consumer_name,
+            name=replay_name(projection),
             topics=projection.topics,
             handlers=projection.handlers,
             settings=settings,
