@@ -132,7 +132,7 @@ async def test_replay_rebuilds_a_damaged_projection_to_the_same_views_and_never_
         await session.execute(
             update(CustomerProfile)
             .where(CustomerProfile.id == ada)
-            .values(company="Damaged", open_deal_value=0, converted_lead_id=None, converted_at=None, crm_version=1)
+            .values(company="Damaged", open_deal_value=0, converted_lead_id=None, converted_at=None)
         )
         await session.execute(delete(TouchpointInteraction))
         await session.execute(update(Followup).values(status="open", closed_at=None))

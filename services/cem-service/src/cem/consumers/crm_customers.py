@@ -64,6 +64,22 @@ HANDLERS: dict[str, BatchHandler] = {
     "task.completed": on_tasks_completed,
 }
 
-# A replay rebuilds the projection with the same handlers: closing a follow-up is idempotent
-# and creates nothing, so a replay may re-close one whose closing was lost.
-PROJECTION_HANDLERS: dict[str, BatchHandler] = dict(HANDLERS)
+
+async def on_customer_snapshots_replayed(session: AsyncSession, deliveries: list[Delivery]) -> None:
+    """A replay re-applies snapshots of the version the copy already has, restoring a damaged copy."""
+    await apply_customer_snapshots(session, [d.payload for d in deliveries], replaying=True)
+
+
+async def on_customers_merged_replayed(session: AsyncSession, deliveries: list[Delivery]) -> None:
+    for d in deliveries:
+        await merge_customers(session, d.payload, replaying=True)
+
+
+# A replay rebuilds the projection with the same rules. Closing a follow-up is idempotent and
+# creates nothing, so a replay may re-close one whose closing was lost.
+PROJECTION_HANDLERS: dict[str, BatchHandler] = {
+    **HANDLERS,
+    "customer.created": on_customer_snapshots_replayed,
+    "customer.updated": on_customer_snapshots_replayed,
+    "customer.merged": on_customers_merged_replayed,
+}

@@ -89,10 +89,11 @@ class CustomerProfileRepository:
             found.setdefault(profile.email_lower, profile)
         return found
 
-    async def apply_snapshots(self, rows: list[dict[str, Any]]) -> None:
-        """Upsert many snapshots in one statement. An older version never overwrites a newer one,
-        nor does any snapshot change a merged duplicate or bring an erased customer's data back.
-        The open deal value moves only forward in CRM time (deal events set it too)."""
+    async def apply_snapshots(self, rows: list[dict[str, Any]], *, replaying: bool = False) -> None:
+        """Upsert many snapshots in one statement. An older version never overwrites a newer one
+        (a replay re-applies the same version too, restoring a damaged copy), nor does any
+        snapshot change a merged duplicate or bring an erased customer's data back. The open
+        deal value moves only forward in CRM time (deal events set it too)."""
         if not rows:
             return
         # One statement cannot touch the same row twice: keep each customer's newest snapshot.
@@ -108,7 +109,8 @@ class CustomerProfileRepository:
         set_: dict[str, Any] = {c: new[c] for c in SNAPSHOT_COLUMNS}
         set_["open_deal_value"] = case((newer_value, new.open_deal_value), else_=old.open_deal_value)
         set_["open_deal_value_at"] = case((newer_value, new.open_deal_value_at), else_=old.open_deal_value_at)
-        where = and_(old.crm_version < new.crm_version, old.erased_at.is_(None), old.merged_into.is_(None))
+        newer = old.crm_version <= new.crm_version if replaying else old.crm_version < new.crm_version
+        where = and_(newer, old.erased_at.is_(None), old.merged_into.is_(None))
         await self.session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=set_, where=where))
 
     async def mark_merged(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID, now: dt.datetime) -> None:
@@ -160,16 +162,14 @@ class CustomerProfileRepository:
             .values(converted_lead_id=lead_id, converted_deal_id=deal_id, converted_at=at, synced_at=now)
         )
 
-    async def reset_versions(self) -> None:
-        """Let a replay apply every snapshot, deal value and conversion again. Rows stay (other data
-        points at them); erased customers and merged duplicates take no snapshots, so theirs stay too."""
+    async def reset_deal_value_times(self) -> None:
+        """Before a replay: deal events and snapshots set the open deal value again, in CRM-time
+        order. Nothing else is cleared: replayed snapshots of the same version apply again, so a
+        damaged copy is restored and an event the replay does not reach leaves the copy as it was."""
         await self.session.execute(
             update(CustomerProfile)
             .where(CustomerProfile.erased_at.is_(None), CustomerProfile.merged_into.is_(None))
-            .values(crm_version=0, open_deal_value_at=None)
-        )
-        await self.session.execute(
-            update(CustomerProfile).values(converted_lead_id=None, converted_deal_id=None, converted_at=None)
+            .values(open_deal_value_at=None)
         )
 
 

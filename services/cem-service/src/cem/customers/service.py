@@ -58,11 +58,11 @@ def profile_row(snapshot: CustomerSnapshot) -> dict[str, Any]:
     }
 
 
-async def apply_customer_snapshots(session: AsyncSession, snapshots: list[CustomerSnapshot]) -> None:
+async def apply_customer_snapshots(session: AsyncSession, snapshots: list[CustomerSnapshot], *, replaying: bool = False) -> None:
     """customer.created / customer.updated: one upsert, then what was kept under the announced
     addresses (interactions, invitations, suppressions) is linked to its customer."""
     rows = [profile_row(s) for s in snapshots]
-    await CustomerProfileRepository(session).apply_snapshots(rows)
+    await CustomerProfileRepository(session).apply_snapshots(rows, replaying=replaying)
     emails = {row["email_lower"] for row in rows if row["email_lower"]}
     if emails:
         await TouchpointRepository(session).link_emails(emails)
@@ -70,14 +70,14 @@ async def apply_customer_snapshots(session: AsyncSession, snapshots: list[Custom
         await SuppressionRepository(session).link_emails(emails)
 
 
-async def merge_customers(session: AsyncSession, merged: CustomerMerged) -> None:
+async def merge_customers(session: AsyncSession, merged: CustomerMerged, *, replaying: bool = False) -> None:
     """customer.merged: the survivor takes the CRM's merged record and every piece of CEM data
     of the duplicate (invitations, answers and scores, follow-ups, feedback, interactions,
     suppressions); the duplicate's profile stays as a pointer. Analytics do not change: the
     same answers, under one customer. Applying it twice changes nothing more."""
     if merged.survivor_id == merged.duplicate_id:
         raise PermanentEventError("a customer cannot be merged into itself")
-    await apply_customer_snapshots(session, [merged.survivor])
+    await apply_customer_snapshots(session, [merged.survivor], replaying=replaying)
     survivor, duplicate = merged.survivor_id, merged.duplicate_id
     await CustomerProfileRepository(session).mark_merged(duplicate, survivor, utcnow())
     await InvitationRepository(session).repoint_customer(duplicate, survivor)
@@ -135,9 +135,9 @@ async def record_conversions(session: AsyncSession, conversions: list[tuple[Lead
 
 
 async def reset_projection(session: AsyncSession) -> None:
-    """Before a replay: every snapshot, deal value and conversion may apply again. Rows stay
-    (answers point at them), and so do merges and erasures: an erasure is never undone."""
-    await CustomerProfileRepository(session).reset_versions()
+    """Before a replay: rows stay (answers point at them), and so do merges and erasures (an
+    erasure is never undone); the replay re-applies every snapshot, deal value and conversion."""
+    await CustomerProfileRepository(session).reset_deal_value_times()
 
 
 class MergedAway(ProblemError):
