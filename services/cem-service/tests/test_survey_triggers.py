@@ -256,6 +256,8 @@ async def test_unknown_customer_id_is_invited_by_id(client: httpx.AsyncClient, a
         {"metadata": {"note": "nul \x00"}},
         {"amount": "1e20"},
         {"occurred_at": dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=14)))},
+        {"occurred_at": dt.datetime(9999, 12, 31, tzinfo=dt.UTC)},
+        {"customer_id": None, "customer_email": "   "},
     ],
 )
 async def test_an_interaction_the_database_cannot_hold_is_refused_for_the_dlq(
@@ -263,7 +265,7 @@ async def test_an_interaction_the_database_cannot_hold_is_refused_for_the_dlq(
 ) -> None:
     customer = await make.customer()
     with pytest.raises(PermanentEventError):
-        await apply(interaction(customer, **fields))
+        await apply(interaction(**{"customer_id": customer, **fields}))
 
 
 async def test_customer_id_wins_over_customer_email(make: Any, apply: Any, session_factory: Any) -> None:

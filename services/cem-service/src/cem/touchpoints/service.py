@@ -119,10 +119,14 @@ def _check_storable(payload: InteractionRecorded) -> None:
         raise PermanentEventError("text with NUL characters cannot be stored")
     if payload.amount is not None and abs(payload.amount) >= _AMOUNT_LIMIT:
         raise PermanentEventError(f"amount {payload.amount} is out of range")
+    if payload.customer_id is None and not (payload.customer_email or "").strip():
+        raise PermanentEventError("customer_email is blank")
     try:
-        payload.occurred_at.astimezone(dt.UTC)
+        in_range = payload.occurred_at.astimezone(dt.UTC).year < 9000
     except OverflowError:
-        raise PermanentEventError("occurred_at is out of range") from None
+        in_range = False
+    if not in_range:
+        raise PermanentEventError("occurred_at is out of range")
 
 
 def _recipient(

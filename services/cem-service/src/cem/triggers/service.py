@@ -133,20 +133,18 @@ async def decide(
     session: AsyncSession, settings: CEMSettings, candidates: list[Candidate], ledger: Ledger, now: dt.datetime
 ) -> Outcome:
     """Judge the candidates in order and write the invitations (due now: sent and announced;
-    later: scheduled) and suppressions (stored and announced) with one insert each. A candidate
-    whose (survey, interaction) was judged before is skipped by those inserts."""
+    later: scheduled) and suppressions (stored and announced) with one insert each. Should a
+    concurrent writer have judged a (survey, interaction) meanwhile, those inserts skip it."""
     outcome = Outcome()
     invitations: list[dict[str, Any]] = []
     links: dict[uuid.UUID, tuple[str, Candidate]] = {}
     suppressions: list[dict[str, Any]] = []
-    judged: dict[uuid.UUID, Candidate] = {}
     ttl = dt.timedelta(days=settings.invitation_ttl_days)
     for candidate in candidates:
         recipient = candidate.recipient
         send_at = max(candidate.due_at, now)
         reason = verdict(candidate, send_at, ledger, settings.fatigue_days)
         row_id = uuid.uuid4()
-        judged[row_id] = candidate
         if reason is not None:
             suppressions.append(
                 {
