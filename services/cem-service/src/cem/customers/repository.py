@@ -103,7 +103,7 @@ class CustomerProfileRepository:
             if seen is None or row["crm_version"] >= seen["crm_version"]:
                 newest[row["id"]] = row
         table = CustomerProfile.__table__
-        stmt = _insert(self.session)(table).values(list(newest.values()))
+        stmt = _insert(self.session)(table)
         new, old = stmt.excluded, table.c
         newer_value = or_(old.open_deal_value_at.is_(None), new.open_deal_value_at >= old.open_deal_value_at)
         set_: dict[str, Any] = {c: new[c] for c in SNAPSHOT_COLUMNS}
@@ -111,7 +111,10 @@ class CustomerProfileRepository:
         set_["open_deal_value_at"] = case((newer_value, new.open_deal_value_at), else_=old.open_deal_value_at)
         newer = old.crm_version <= new.crm_version if replaying else old.crm_version < new.crm_version
         where = and_(newer, old.erased_at.is_(None), old.merged_into.is_(None))
-        await self.session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=set_, where=where))
+        # Many rows as one executemany: compiled once, sent as multi-row statements.
+        await self.session.execute(
+            stmt.on_conflict_do_update(index_elements=["id"], set_=set_, where=where), list(newest.values())
+        )
 
     async def mark_merged(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID, now: dt.datetime) -> None:
         """The duplicate becomes a pointer to the survivor; its email no longer finds anyone."""
