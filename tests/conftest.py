@@ -58,12 +58,14 @@ class Stack:
         port = self.crm.port if self.crm else None
         self.crm = testing.ServiceProcess("crm.main:create_app", self.env("CRM", self.crm_db), self.logs / "crm.log", port)
         self.crm.start()
+        self.crm.wait_ready()
         return self.crm
 
     def start_cem(self) -> testing.ServiceProcess:
         port = self.cem.port if self.cem else None
         self.cem = testing.ServiceProcess("cem.main:create_app", self.env("CEM", self.cem_db), self.logs / "cem.log", port)
         self.cem.start()
+        self.cem.wait_ready()
         return self.cem
 
     def stop(self) -> None:

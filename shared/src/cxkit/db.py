@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, DateTime, MetaData, Table, event, insert
+from sqlalchemy import JSON, DateTime, MetaData, Table, event, insert, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -150,3 +150,13 @@ def upsert(
     set_ = {c: stmt.excluded[c] for c in update_columns}
     where = table.c[only_if_newer] < stmt.excluded[only_if_newer] if only_if_newer else None
     return stmt.on_conflict_do_update(index_elements=index_elements, set_=set_, where=where)
+
+
+async def lock_keys(session: AsyncSession, namespace: str, keys: Iterable[str]) -> None:
+    """Serialize transactions that touch the same keys (e.g. an email address that two
+    consumers both look up and write): PostgreSQL transaction-scoped advisory locks, taken in
+    sorted order so two holders never deadlock. SQLite already runs one writer at a time."""
+    if dialect_of(session) != "postgresql":
+        return
+    for key in sorted(set(keys)):
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"{namespace}:{key}"})

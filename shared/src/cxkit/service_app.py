@@ -77,8 +77,10 @@ def service_lifespan(
             app.state.relay = relay
             workers.append(relay)
             tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+        app.state.consumers = []
         if settings.run_consumers and consumers is not None:
             for consumer in consumers(session_factory):
+                app.state.consumers.append(consumer)
                 workers.append(consumer)
                 tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{consumer.name}"))
         tasks.append(

@@ -109,6 +109,21 @@ class ServiceProcess:
             time.sleep(0.1)
         raise RuntimeError(f"{self.factory} did not become healthy; see {self.log_path}")
 
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until /ready says the database, the broker and the consumers are all ok."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(self.url + "/ready", timeout=2)
+                if r.status_code == 200:
+                    return
+                last = r.text
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.factory} not ready within {timeout}s: {last}")
+
     def stop(self, kill: bool = False) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:

@@ -87,7 +87,8 @@ def ops_router(service: str) -> APIRouter:
     @router.get(
         "/ready",
         summary="Readiness",
-        description="The database and the broker are reachable (503 with the failing check otherwise). Needs no key.",
+        description="The database and the broker are reachable and the event consumers (where the process runs any) "
+        "have joined their groups; 503 naming the failing check otherwise. Needs no key.",
         response_model=Health,
         responses={
             200: {
@@ -115,6 +116,10 @@ def ops_router(service: str) -> APIRouter:
     )
     async def ready(request: Request) -> Any:
         checks = {"database": await _check_database(request), "broker": await _check_broker(request)}
+        consumers = getattr(request.app.state, "consumers", [])
+        if consumers:
+            # Joined their groups and reading: events written now will be applied.
+            checks["consumers"] = "ok" if all(c.assigned for c in consumers) else "joining"
         if all(v == "ok" for v in checks.values()):
             return Health(status="ok", service=service, checks=checks)
         return problem_response(

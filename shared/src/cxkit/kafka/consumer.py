@@ -79,6 +79,11 @@ class EventConsumer:
     _producer: AIOKafkaProducer | None = field(default=None, init=False)
     connected: bool = field(default=False, init=False)
 
+    @property
+    def assigned(self) -> bool:
+        """Joined its group and holds partitions (so new events are being read)."""
+        return self._consumer is not None and bool(self._consumer.assignment())
+
     async def _start(self) -> None:
         await ensure_topics(self.settings, self.topics)
         consumer = AIOKafkaConsumer(

@@ -31,7 +31,7 @@ from cem.responses.service import to_read as response_read
 from cem.touchpoints.repository import TouchpointRepository
 from cem.triggers.repository import SuppressionRepository
 from cem.triggers.schemas import SuppressionRead
-from cxkit.db import utcnow
+from cxkit.db import lock_keys, utcnow
 from cxkit.events.payloads import CustomerErased, CustomerMerged, CustomerSnapshot, DealStageChanged, LeadConverted
 from cxkit.http.problems import NotFound, ProblemError
 from cxkit.kafka.consumer import PermanentEventError
@@ -62,8 +62,11 @@ async def apply_customer_snapshots(session: AsyncSession, snapshots: list[Custom
     """customer.created / customer.updated: one upsert, then what was kept under the announced
     addresses (interactions, invitations, suppressions) is linked to its customer."""
     rows = [profile_row(s) for s in snapshots]
-    await CustomerProfileRepository(session).apply_snapshots(rows, replaying=replaying)
     emails = {row["email_lower"] for row in rows if row["email_lower"]}
+    # Taken before the upsert, as the interactions consumer takes it before its lookup: of two
+    # concurrent transactions about one address, the later sees the earlier's committed rows.
+    await lock_keys(session, "email", emails)
+    await CustomerProfileRepository(session).apply_snapshots(rows, replaying=replaying)
     if emails:
         await TouchpointRepository(session).link_emails(emails)
         await InvitationRepository(session).link_emails(emails)

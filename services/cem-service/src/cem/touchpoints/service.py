@@ -19,7 +19,7 @@ from cem.touchpoints.models import Touchpoint
 from cem.touchpoints.repository import TouchpointRepository
 from cem.touchpoints.schemas import TouchpointCreate, TouchpointUpdate, check_target
 from cem.triggers.service import Recipient, StoredInteraction
-from cxkit.db import utcnow
+from cxkit.db import lock_keys, utcnow
 from cxkit.events.payloads import InteractionRecorded
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams, encode_cursor
@@ -158,12 +158,14 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
     payloads: list[tuple[Delivery, InteractionRecorded]] = [(d, d.payload) for d in deliveries]
     for _, payload in payloads:
         _check_storable(payload)
+    emails = {p.customer_email.strip().lower() for _, p in payloads if p.customer_id is None and p.customer_email}
+    # The customer consumer links rows kept under an address when the CRM announces it; the
+    # same lock on both sides makes one of the two transactions see the other's rows.
+    await lock_keys(session, "email", emails)
     profiles = CustomerProfileRepository(session)
     by_id = await profiles.by_ids({p.customer_id for _, p in payloads if p.customer_id is not None})
     by_id |= await profiles.by_ids({p.merged_into for p in by_id.values() if p.merged_into is not None} - set(by_id))
-    by_email = await profiles.by_emails(
-        {p.customer_email.strip().lower() for _, p in payloads if p.customer_id is None and p.customer_email}
-    )
+    by_email = await profiles.by_emails(emails)
     now = utcnow()
     rows: list[dict[str, Any]] = []
     stored: list[StoredInteraction] = []
