@@ -123,11 +123,14 @@ def insert_ignoring_conflicts(dialect_name: str, table: Table) -> Any:
 
 
 async def insert_new(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], returning_column: str) -> set[Any]:
-    """Insert rows, skip those that already exist, and return the key values actually inserted."""
+    """Insert rows, skip those that already exist, and return the key values actually inserted.
+
+    Sent as one executemany, which SQLAlchemy turns into a few multi-row statements compiled
+    once (a `values([...])` statement would be compiled anew for every batch: ~4x slower)."""
     if not rows:
         return set()
-    stmt = insert_ignoring_conflicts(dialect_of(session), table).values(list(rows))
-    result = await session.execute(stmt.returning(table.c[returning_column]))
+    stmt = insert_ignoring_conflicts(dialect_of(session), table).returning(table.c[returning_column])
+    result = await session.execute(stmt, list(rows))
     return {row[0] for row in result}
 
 

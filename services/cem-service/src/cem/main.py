@@ -131,42 +131,5 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(respondent_router)
-    document_ops_routes(app)
     analyzer()  # load the sentiment lexicon now rather than on the first feedback
     return app
-
-
-OPS_EXAMPLES: dict[str, dict[str, Any]] = {
-    "/health": {"application/json": {"example": {"status": "ok", "service": "cem-service", "checks": {}}}},
-    "/ready": {
-        "application/json": {"example": {"status": "ok", "service": "cem-service", "checks": {"database": "ok", "broker": "ok"}}}
-    },
-    "/metrics": {"text/plain": {"example": 'http_requests_total{method="GET",path="/health",status="200"} 3.0'}},
-    "/asyncapi.yaml": {"application/yaml": {"example": "asyncapi: 3.0.0\ninfo:\n  title: CX events\nchannels:\n  ..."}},
-    "/schemas/events/{event_type}.json": {
-        "application/schema+json": {
-            "example": {
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "title": "survey.response.submitted",
-                "type": "object",
-            }
-        }
-    },
-}
-
-
-def document_ops_routes(app: FastAPI) -> None:
-    """Give the platform's routes (health, readiness, metrics, event contract) an example answer in
-    the OpenAPI document, as every operation of this service has."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        schema = generate()
-        for path, content in OPS_EXAMPLES.items():
-            response = schema["paths"].get(path, {}).get("get", {}).get("responses", {}).get("200")
-            if response is not None:
-                for media, example in content.items():
-                    response.setdefault("content", {}).setdefault(media, {}).update(example)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -12,9 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from cem.customers.repository import announced_customer_with
-from cem.db import insert_skipping_existing
 from cem.invitations.models import Invitation
-from cxkit.db import dialect_of
+from cxkit.db import dialect_of, insert_new
 
 
 def status_condition(status: str, now: dt.datetime) -> ColumnElement[bool]:
@@ -122,7 +121,7 @@ class InvitationRepository:
 
     async def insert_new(self, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
         """Insert invitations, skipping any whose (survey, interaction) already has one; returns the ids inserted."""
-        return await insert_skipping_existing(self.session, Invitation.__table__, rows, "id")
+        return await insert_new(self.session, Invitation.__table__, rows, "id")
 
     async def claim_due(self, now: dt.datetime, limit: int) -> list[Invitation]:
         """Scheduled invitations whose time has come, oldest first, locked so that two schedulers

@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.models import CustomerProfile
 from cem.customers.repository import announced_customer_with
-from cem.db import insert_skipping_existing
 from cem.journeys.models import Journey, JourneyStep
 from cem.surveys.models import Survey
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
+from cxkit.db import insert_new
 
 
 class TouchpointRepository:
@@ -99,7 +99,7 @@ class TouchpointRepository:
     async def insert_interactions(self, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
         """One insert for a run of interactions; one already stored is skipped. Returns the
         interaction ids actually inserted."""
-        return await insert_skipping_existing(self.session, TouchpointInteraction.__table__, rows, "interaction_id")
+        return await insert_new(self.session, TouchpointInteraction.__table__, rows, "interaction_id")
 
     async def link_emails(self, emails_lower: Collection[str]) -> None:
         """Interactions kept under an address go to the customer now announced with it."""

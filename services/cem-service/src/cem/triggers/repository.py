@@ -12,11 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.models import CustomerProfile
 from cem.customers.repository import announced_customer_with
-from cem.db import insert_skipping_existing
 from cem.invitations.models import Invitation
 from cem.surveys.models import Survey
 from cem.triggers.models import Suppression
-from cxkit.db import dialect_of
+from cxkit.db import dialect_of, insert_new
 
 
 class SuppressionRepository:
@@ -25,7 +24,7 @@ class SuppressionRepository:
 
     async def insert_new(self, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
         """Insert suppressions, skipping any whose (survey, interaction) was judged already; returns the ids inserted."""
-        return await insert_skipping_existing(self.session, Suppression.__table__, rows, "id")
+        return await insert_new(self.session, Suppression.__table__, rows, "id")
 
     async def recent(
         self, customer_ids: Collection[uuid.UUID], emails_lower: Collection[str], since: dt.datetime
