@@ -102,6 +102,7 @@ async def test_second_matching_interaction_in_the_same_poll_is_throttled_and_ann
     assert throttled["data"] == {
         "survey_id": checkout_nps["id"],
         "customer_id": str(customer),
+        "email": None,
         "reason": "survey_throttle",
         "touchpoint": "checkout",
         "interaction_id": str(second_id),
@@ -205,7 +206,9 @@ async def test_a_bare_email_is_invited_and_throttled_by_address_then_linked_when
     (announced,) = await outbox("survey.invited")
     assert "subject" not in announced and announced["data"]["customer_id"] is None
     assert announced["data"]["email"] == "Walk-In@Example.com"
-    assert await outbox("survey.throttled") == []  # the CRM keys by customer: a bare address stays local
+    (throttled,) = await outbox("survey.throttled")  # announced too, by address
+    assert throttled["data"]["customer_id"] is None and throttled["data"]["reason"] == "survey_throttle"
+    assert throttled["data"]["email"].lower() == "walk-in@example.com"
 
     customer = uuid.uuid4()
     await apply(delivery("customer.created", CustomerCreated(**snapshot(customer, email="WALK-IN@example.com"))))

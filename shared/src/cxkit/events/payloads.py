@@ -133,8 +133,13 @@ class SurveyInvited(Payload):
 
 
 class SurveyThrottled(Payload):
+    """An invitation that was not made, and why (opted_out, erased, survey_throttle, fatigue)."""
+
     survey_id: uuid.UUID
-    customer_id: uuid.UUID
+    customer_id: uuid.UUID | None = Field(
+        None, description="The customer; null for a suppression of a bare email address (see `email`)."
+    )
+    email: str | None = Field(None, description="The address, for a suppression of a bare email address.")
     reason: str
     touchpoint: str | None = None
     interaction_id: uuid.UUID | None = None

@@ -204,10 +204,7 @@ async def decide(
 
 
 def announce_suppression(session: AsyncSession, row: dict[str, Any]) -> None:
-    """`survey.throttled` for a customer's suppression; one for a bare address stays local
-    (the CRM keys everything by customer)."""
-    if row["customer_id"] is None:
-        return
+    """`survey.throttled` for every suppression: a customer's, or a bare address's (with `email`)."""
     add_event(
         session,
         OutboxMessage,
@@ -217,6 +214,7 @@ def announce_suppression(session: AsyncSession, row: dict[str, Any]) -> None:
         data=SurveyThrottled(
             survey_id=row["survey_id"],
             customer_id=row["customer_id"],
+            email=row.get("email") if row["customer_id"] is None else None,
             reason=row["reason"],
             touchpoint=row["touchpoint"],
             interaction_id=row["interaction_id"],
