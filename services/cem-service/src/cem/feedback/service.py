@@ -20,7 +20,7 @@ from cem.responses.service import CLOCK_SKEW
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit.db import utcnow
 from cxkit.events.payloads import FeedbackReceived
-from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.http.pagination import PageParams, trim_page
 from cxkit.http.problems import Conflict, NotFound
 from cxkit.kafka.outbox import add_event
 
@@ -131,8 +131,5 @@ async def list_feedback(
         limit=page.limit,
         after=after_time(page),
     )
-    next_cursor = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
-        next_cursor = encode_cursor([rows[-1].received_at.isoformat(), str(rows[-1].id)])
+    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row.received_at.isoformat(), str(row.id)])
     return rows, next_cursor

@@ -25,7 +25,7 @@ from cem.surveys.service import get_survey
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit.db import utcnow
 from cxkit.events.payloads import SurveyInvited
-from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.http.pagination import PageParams, trim_page
 from cxkit.http.problems import Conflict, NotFound
 from cxkit.kafka.outbox import add_event
 
@@ -189,8 +189,5 @@ async def list_invitations(
     rows = await InvitationRepository(session).list_page(
         survey_id=survey_id, customer_id=customer_id, status=status, now=now, limit=page.limit, after=after_time(page)
     )
-    next_cursor = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
-        next_cursor = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)])
+    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row.created_at.isoformat(), str(row.id)])
     return [to_read(r, now) for r in rows], next_cursor

@@ -17,7 +17,7 @@ from cem.paging import after_text
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit.db import utcnow
 from cxkit.http.etag import check_if_match
-from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.http.pagination import PageParams, trim_page
 from cxkit.http.problems import Conflict, NotFound
 
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -153,8 +153,5 @@ async def read_journeys(session: AsyncSession, journeys: list[Journey]) -> list[
 async def list_journeys(session: AsyncSession, page: PageParams, *, name: str | None) -> tuple[list[JourneyRead], str | None]:
     after = after_text(page)
     rows = await JourneyRepository(session).list_page(limit=page.limit, after=after, name=name)
-    next_cursor = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
-        next_cursor = encode_cursor([rows[-1].name, str(rows[-1].id)])
+    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row.name, str(row.id)])
     return await read_journeys(session, rows), next_cursor

@@ -28,7 +28,7 @@ from cem.surveys.service import get_survey
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit.db import utcnow
 from cxkit.events.payloads import SurveyResponseSubmitted
-from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.http.pagination import PageParams, trim_page
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event
 
@@ -313,9 +313,5 @@ async def list_responses(
         limit=page.limit,
         after=after_time(page),
     )
-    next_cursor = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
-        last = rows[-1][0]
-        next_cursor = encode_cursor([last.submitted_at.isoformat(), str(last.id)])
+    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row[0].submitted_at.isoformat(), str(row[0].id)])
     return [to_read(r) for r in rows], next_cursor

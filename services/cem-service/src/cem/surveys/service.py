@@ -17,7 +17,7 @@ from cem.surveys.schemas import SurveyCreate, SurveyRead, SurveyUpdate, TriggerI
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit.db import utcnow
 from cxkit.http.etag import check_if_match
-from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.http.pagination import PageParams, trim_page
 from cxkit.http.problems import Conflict, NotFound
 
 # (from, to) moves a survey may make; going back to draft is checked further (no answers yet).
@@ -204,8 +204,5 @@ async def list_surveys(
     rows = await SurveyRepository(session).list_page(
         limit=page.limit, after=after, status=status, kind=kind, touchpoint=touchpoint
     )
-    next_cursor = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
-        next_cursor = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)])
+    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row.created_at.isoformat(), str(row.id)])
     return rows, next_cursor

@@ -22,7 +22,7 @@ from cem.triggers.service import Recipient, StoredInteraction
 from cxkit.db import lock_keys, utcnow
 from cxkit.events.payloads import InteractionRecorded
 from cxkit.http.etag import check_if_match
-from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.http.pagination import PageParams, trim_page
 from cxkit.http.problems import Conflict, NotFound
 from cxkit.kafka.consumer import Delivery, PermanentEventError
 
@@ -100,10 +100,7 @@ async def list_touchpoints(
     rows = await TouchpointRepository(session).list_page(
         limit=page.limit, after=after, channel=channel, journey_stage=journey_stage
     )
-    next_cursor = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
-        next_cursor = encode_cursor([rows[-1].key, str(rows[-1].id)])
+    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row.key, str(row.id)])
     return rows, next_cursor
 
 

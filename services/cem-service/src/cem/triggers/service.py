@@ -36,7 +36,7 @@ from cem.triggers.models import Suppression
 from cem.triggers.repository import SuppressionRepository, TriggerRepository
 from cxkit.db import utcnow
 from cxkit.events.payloads import SurveyThrottled
-from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.http.pagination import PageParams, trim_page
 from cxkit.kafka.outbox import add_event
 
 RecipientKey = tuple[str, Any]
@@ -388,8 +388,5 @@ async def list_suppressions(
         limit=page.limit,
         after=after_time(page),
     )
-    next_cursor = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
-        next_cursor = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)])
+    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row.created_at.isoformat(), str(row.id)])
     return rows, next_cursor
