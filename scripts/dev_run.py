@@ -72,6 +72,9 @@ def main() -> int:
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
+            # The dev broker keeps nothing across runs: send the events of the last day again
+            # (consumers skip those they already applied), so none is lost between two runs.
+            subprocess.run([str(BIN / name), "outbox-requeue"], env=env, check=True)
             children.append(
                 subprocess.Popen(
                     [str(BIN / "uvicorn"), "--factory", f"{name}.main:create_app", "--host", "127.0.0.1", "--port", str(port)],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from cxkit.db import make_engine, make_session_factory, utcnow
 from cxkit.http.auth import create_api_key
@@ -28,8 +29,35 @@ def build_cli(
     *,
     processed_model: type[Any] | None = None,
     projections: Callable[[Any], list[Any]] | None = None,
+    outbox_model: type[Any] | None = None,
 ) -> typer.Typer:
     app = typer.Typer(name=name, help=f"{name} administration.", no_args_is_help=True, add_completion=False)
+
+    if outbox_model is not None:
+
+        @app.command("outbox-requeue")
+        def outbox_requeue(
+            since_hours: Annotated[
+                float | None, typer.Option(help="Only events written in the last N hours (default: all still kept).")
+            ] = None,
+        ) -> None:
+            """Send already-sent events again: after the broker lost messages (a restored cluster,
+            the memory-only dev broker). Consumers skip the events they already applied."""
+
+            async def run() -> int:
+                engine = make_engine(settings_factory().database_url)
+                try:
+                    async with make_session_factory(engine)() as session:
+                        stmt = update(outbox_model).where(outbox_model.sent_at.is_not(None)).values(sent_at=None)
+                        if since_hours is not None:
+                            stmt = stmt.where(outbox_model.created_at >= utcnow() - dt.timedelta(hours=since_hours))
+                        count = (await session.execute(stmt)).rowcount
+                        await session.commit()
+                        return int(count or 0)
+                finally:
+                    await engine.dispose()
+
+            console.print(f"{name}: {asyncio.run(run())} event(s) queued to be sent again")
 
     if projections is not None and processed_model is not None:
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cem.config import CEMSettings
-from cem.db import ApiKey, ProcessedEvent
+from cem.db import ApiKey, OutboxMessage, ProcessedEvent
 from cem.projections import projections
 from cem.triggers.scheduler import InvitationScheduler, SchedulerRound
 from cxkit.cli import build_cli
@@ -16,7 +16,9 @@ from cxkit.db import make_engine, make_session_factory
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
-app = build_cli("cem", CEMSettings, ALEMBIC_INI, ApiKey, processed_model=ProcessedEvent, projections=projections)
+app = build_cli(
+    "cem", CEMSettings, ALEMBIC_INI, ApiKey, processed_model=ProcessedEvent, projections=projections, outbox_model=OutboxMessage
+)
 console = Console(stderr=True)
 
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from crm.config import CRMSettings
 from crm.customers.csv_import import ImportFileError, ImportReport, count_rows, import_customers
-from crm.db import ApiKey, ProcessedEvent
+from crm.db import ApiKey, OutboxMessage, ProcessedEvent
 from crm.projections import projections
 from cxkit.cli import build_cli
 from cxkit.db import make_engine, make_session_factory
@@ -22,7 +22,9 @@ from cxkit.db import make_engine, make_session_factory
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 ERRORS_SHOWN = 50
 
-app = build_cli("crm", CRMSettings, ALEMBIC_INI, ApiKey, processed_model=ProcessedEvent, projections=projections)
+app = build_cli(
+    "crm", CRMSettings, ALEMBIC_INI, ApiKey, processed_model=ProcessedEvent, projections=projections, outbox_model=OutboxMessage
+)
 console = Console(stderr=True)
 
 
