@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -42,23 +43,39 @@ COMMON = (
 )
 
 
-async def _report(
-    session: SessionDep,
-    metric: str,
-    survey_id: uuid.UUID | None,
-    touchpoint: str | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-    interval: str,
-) -> Response:
+@dataclass(frozen=True)
+class MetricQuery:
+    """The filters the nps, csat and ces reports share."""
+
+    since: dt.datetime | None
+    until: dt.datetime | None
+    survey_id: uuid.UUID | None
+    touchpoint: str | None
+    interval: str
+
+
+def metric_query(
+    since: From = None,
+    until: To = None,
+    survey_id: SurveyFilter = None,
+    touchpoint: TouchpointFilter = None,
+    interval: IntervalParam = "week",
+) -> MetricQuery:
+    return MetricQuery(since, until, survey_id, touchpoint, interval)
+
+
+MetricQueryDep = Annotated[MetricQuery, Depends(metric_query)]
+
+
+async def _report(session: SessionDep, metric: str, query: MetricQuery) -> Response:
     report = await service.metric_report(
         session,
         metric,
-        survey_id=survey_id,
-        touchpoint=touchpoint,
-        since=since,
-        until=until,
-        interval=interval,
+        survey_id=query.survey_id,
+        touchpoint=query.touchpoint,
+        since=query.since,
+        until=query.until,
+        interval=query.interval,
     )
     return json_response(report)
 
@@ -71,16 +88,8 @@ async def _report(
     "of that difference (none below 2 answers). " + COMMON,
     responses=problem_responses(401, 403, 404, 422),
 )
-async def nps(
-    session: SessionDep,
-    _: Reader,
-    since: From = None,
-    until: To = None,
-    survey_id: SurveyFilter = None,
-    touchpoint: TouchpointFilter = None,
-    interval: IntervalParam = "week",
-) -> Response:
-    return await _report(session, "nps", survey_id, touchpoint, since, until, interval)
+async def nps(session: SessionDep, _: Reader, query: MetricQueryDep) -> Response:
+    return await _report(session, "nps", query)
 
 
 @router.get(
@@ -90,16 +99,8 @@ async def nps(
     description="CSAT = % of answers 4-5 on the 1-5 scale, 0 to 100, with the Wilson score interval. " + COMMON,
     responses=problem_responses(401, 403, 404, 422),
 )
-async def csat(
-    session: SessionDep,
-    _: Reader,
-    since: From = None,
-    until: To = None,
-    survey_id: SurveyFilter = None,
-    touchpoint: TouchpointFilter = None,
-    interval: IntervalParam = "week",
-) -> Response:
-    return await _report(session, "csat", survey_id, touchpoint, since, until, interval)
+async def csat(session: SessionDep, _: Reader, query: MetricQueryDep) -> Response:
+    return await _report(session, "csat", query)
 
 
 @router.get(
@@ -110,16 +111,8 @@ async def csat(
     "sqrt(n) (none below 2 answers). " + COMMON,
     responses=problem_responses(401, 403, 404, 422),
 )
-async def ces(
-    session: SessionDep,
-    _: Reader,
-    since: From = None,
-    until: To = None,
-    survey_id: SurveyFilter = None,
-    touchpoint: TouchpointFilter = None,
-    interval: IntervalParam = "week",
-) -> Response:
-    return await _report(session, "ces", survey_id, touchpoint, since, until, interval)
+async def ces(session: SessionDep, _: Reader, query: MetricQueryDep) -> Response:
+    return await _report(session, "ces", query)
 
 
 @router.get(
