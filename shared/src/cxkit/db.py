@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, DateTime, MetaData, Table, event, insert, text
+from sqlalchemy import JSON, DateTime, MetaData, Select, Table, and_, event, insert, or_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -163,3 +163,25 @@ async def lock_keys(session: AsyncSession, namespace: str, keys: Iterable[str]) 
         return
     for key in sorted(set(keys)):
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"{namespace}:{key}"})
+
+
+def newest_first(
+    stmt: Select[Any],
+    at: Any,
+    row_id: Any,
+    *,
+    limit: int,
+    after: tuple[dt.datetime, Any] | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> Select[Any]:
+    """A list query newest first: the window [since, until) on `at`, keyset after the
+    (at, id) of the previous page's last row, and one row more than `limit` (see trim_page)."""
+    if since is not None:
+        stmt = stmt.where(at >= since)
+    if until is not None:
+        stmt = stmt.where(at < until)
+    if after is not None:
+        moment, last_id = after
+        stmt = stmt.where(or_(at < moment, and_(at == moment, row_id < last_id)))
+    return stmt.order_by(at.desc(), row_id.desc()).limit(limit + 1)

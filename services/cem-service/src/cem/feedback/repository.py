@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.feedback.models import Feedback
+from cxkit.db import newest_first
 
 
 class FeedbackRepository:
@@ -45,14 +46,7 @@ class FeedbackRepository:
             stmt = stmt.where(Feedback.channel == channel)
         if sentiment is not None:
             stmt = stmt.where(Feedback.sentiment_label == sentiment)
-        if since is not None:
-            stmt = stmt.where(Feedback.received_at >= since)
-        if until is not None:
-            stmt = stmt.where(Feedback.received_at < until)
-        if after is not None:
-            moment, fid = after
-            stmt = stmt.where(or_(Feedback.received_at < moment, and_(Feedback.received_at == moment, Feedback.id < fid)))
-        stmt = stmt.order_by(Feedback.received_at.desc(), Feedback.id.desc()).limit(limit + 1)
+        stmt = newest_first(stmt, Feedback.received_at, Feedback.id, limit=limit, after=after, since=since, until=until)
         return list((await self.session.scalars(stmt)).all())
 
     async def count_for_customer(self, customer_id: uuid.UUID) -> int:

@@ -13,7 +13,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from cem.customers.repository import announced_customer_with
 from cem.invitations.models import Invitation
-from cxkit.db import dialect_of, insert_new
+from cxkit.db import dialect_of, insert_new, newest_first
 
 
 def status_condition(status: str, now: dt.datetime) -> ColumnElement[bool]:
@@ -79,10 +79,7 @@ class InvitationRepository:
             stmt = stmt.where(Invitation.customer_id == customer_id)
         if status is not None:
             stmt = stmt.where(status_condition(status, now))
-        if after is not None:
-            created, iid = after
-            stmt = stmt.where(or_(Invitation.created_at < created, and_(Invitation.created_at == created, Invitation.id < iid)))
-        stmt = stmt.order_by(Invitation.created_at.desc(), Invitation.id.desc()).limit(limit + 1)
+        stmt = newest_first(stmt, Invitation.created_at, Invitation.id, limit=limit, after=after)
         return list((await self.session.scalars(stmt)).all())
 
     async def mark_opened(self, invitation_id: uuid.UUID, now: dt.datetime) -> None:

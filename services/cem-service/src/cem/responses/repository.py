@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.followups.models import Followup
 from cem.responses.models import Score, SurveyResponse
+from cxkit.db import newest_first
 
 
 class ResponseRepository:
@@ -75,16 +76,9 @@ class ResponseRepository:
             stmt = stmt.where(SurveyResponse.customer_id == customer_id)
         if touchpoint is not None:
             stmt = stmt.where(SurveyResponse.touchpoint == touchpoint)
-        if since is not None:
-            stmt = stmt.where(SurveyResponse.submitted_at >= since)
-        if until is not None:
-            stmt = stmt.where(SurveyResponse.submitted_at < until)
-        if after is not None:
-            moment, rid = after
-            stmt = stmt.where(
-                or_(SurveyResponse.submitted_at < moment, and_(SurveyResponse.submitted_at == moment, SurveyResponse.id < rid))
-            )
-        stmt = stmt.order_by(SurveyResponse.submitted_at.desc(), SurveyResponse.id.desc()).limit(limit + 1)
+        stmt = newest_first(
+            stmt, SurveyResponse.submitted_at, SurveyResponse.id, limit=limit, after=after, since=since, until=until
+        )
         return [(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()]
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:

@@ -6,12 +6,13 @@ import datetime as dt
 import uuid
 from collections.abc import Collection
 
-from sqlalchemy import and_, delete, exists, or_, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.invitations.models import Invitation
 from cem.responses.models import SurveyResponse
 from cem.surveys.models import Survey
+from cxkit.db import newest_first
 
 
 class SurveyRepository:
@@ -43,10 +44,7 @@ class SurveyRepository:
             stmt = stmt.where(Survey.kind == kind)
         if touchpoint is not None:
             stmt = stmt.where(Survey.touchpoint == touchpoint)
-        if after is not None:
-            created, sid = after
-            stmt = stmt.where(or_(Survey.created_at < created, and_(Survey.created_at == created, Survey.id < sid)))
-        stmt = stmt.order_by(Survey.created_at.desc(), Survey.id.desc()).limit(limit + 1)
+        stmt = newest_first(stmt, Survey.created_at, Survey.id, limit=limit, after=after)
         return list((await self.session.scalars(stmt)).all())
 
     async def has_responses(self, survey_id: uuid.UUID) -> bool:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, union_all, update
+from sqlalchemy import func, literal, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.models import CustomerProfile
@@ -15,7 +15,7 @@ from cem.customers.repository import announced_customer_with
 from cem.invitations.models import Invitation
 from cem.surveys.models import Survey
 from cem.triggers.models import Suppression
-from cxkit.db import dialect_of, insert_new
+from cxkit.db import dialect_of, insert_new, newest_first
 
 
 class SuppressionRepository:
@@ -61,14 +61,7 @@ class SuppressionRepository:
             stmt = stmt.where(Suppression.customer_id == customer_id)
         if reason is not None:
             stmt = stmt.where(Suppression.reason == reason)
-        if since is not None:
-            stmt = stmt.where(Suppression.created_at >= since)
-        if until is not None:
-            stmt = stmt.where(Suppression.created_at < until)
-        if after is not None:
-            moment, sid = after
-            stmt = stmt.where(or_(Suppression.created_at < moment, and_(Suppression.created_at == moment, Suppression.id < sid)))
-        stmt = stmt.order_by(Suppression.created_at.desc(), Suppression.id.desc()).limit(limit + 1)
+        stmt = newest_first(stmt, Suppression.created_at, Suppression.id, limit=limit, after=after, since=since, until=until)
         return list((await self.session.scalars(stmt)).all())
 
     async def count_for_customer(self, customer_id: uuid.UUID) -> int:
