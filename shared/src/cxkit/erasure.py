@@ -5,10 +5,29 @@ answers of idempotent writes that mention them."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, literal, or_
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from cxkit.db import dialect_of
+
+
+def bytes_mention(session: AsyncSession, column: Any, needle: str) -> Any:
+    """`column` (binary) contains the UTF-8 bytes of `needle`, on PostgreSQL and SQLite."""
+    raw = literal(needle.encode())
+    if dialect_of(session) == "postgresql":
+        return func.position(raw.op("IN")(column)) > 0
+    return func.instr(column, raw) > 0
+
+
+async def forget_answers_mentioning(session: AsyncSession, idempotency_model: type[Any], needles: Iterable[str]) -> None:
+    """Delete the stored answers of idempotent writes that mention any of `needles` (an id, an
+    email). Erasures are rare: a scan of the table is fine."""
+    conditions = [bytes_mention(session, idempotency_model.response_body, n) for n in dict.fromkeys(needles) if n]
+    if conditions:
+        await session.execute(delete(idempotency_model).where(or_(*conditions)))
 
 
 async def erase_platform_traces(
@@ -19,5 +38,4 @@ async def erase_platform_traces(
     cleanup removes them once sent)."""
     key = str(customer_id)
     await session.execute(delete(outbox_model).where(outbox_model.key == key, outbox_model.sent_at.is_not(None)))
-    # The stored answer is JSON bytes; the customer's id appears in it as text.
-    await session.execute(delete(idempotency_model).where(idempotency_model.response_body.contains(key.encode())))
+    await forget_answers_mentioning(session, idempotency_model, [key])

@@ -7,22 +7,15 @@ import uuid
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, literal, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.db import IdempotencyKey, OutboxMessage
-from cxkit.db import dialect_of
+from cxkit.erasure import bytes_mention, forget_answers_mentioning
 
 # The free-text and address fields of the CEM's events; an erased customer's events keep
 # their ids, scores and times without these.
 PERSONAL_EVENT_FIELDS = ("email", "comment", "text")
-
-
-def _mentions(session: AsyncSession, column: Any, needle: str) -> Any:
-    raw = literal(needle.encode())
-    if dialect_of(session) == "postgresql":
-        return func.position(raw.op("IN")(column)) > 0
-    return func.instr(column, raw) > 0
 
 
 class PersonalDataRepository:
@@ -30,11 +23,8 @@ class PersonalDataRepository:
         self.session = session
 
     async def forget_answers_mentioning(self, needles: list[str]) -> None:
-        """A replayable answer (e.g. the JSON of recorded feedback) holds personal data; an
-        erasure removes the answers that mention the person. Erasures are rare: a scan is fine."""
-        conditions = [_mentions(self.session, IdempotencyKey.response_body, n) for n in dict.fromkeys(needles) if n]
-        if conditions:
-            await self.session.execute(delete(IdempotencyKey).where(or_(*conditions)))
+        """A replayable answer (e.g. the JSON of recorded feedback) holds personal data."""
+        await forget_answers_mentioning(self.session, IdempotencyKey, needles)
 
     async def scrub_events(self, customer_id: uuid.UUID, unkeyed_ids: list[uuid.UUID]) -> None:
         """Blank the personal fields of the customer's outbox events, sent or not (what is still
@@ -42,7 +32,7 @@ class PersonalDataRepository:
         invitations, answers and feedback made under their address before anyone knew it was
         theirs (`unkeyed_ids`), which carry no key."""
         condition: Any = OutboxMessage.key == str(customer_id)
-        mentions = [_mentions(self.session, OutboxMessage.value, str(i)) for i in unkeyed_ids]
+        mentions = [bytes_mention(self.session, OutboxMessage.value, str(i)) for i in unkeyed_ids]
         if mentions:
             condition = or_(condition, and_(OutboxMessage.key.is_(None), or_(*mentions)))
         rows = (await self.session.scalars(select(OutboxMessage).where(condition))).all()

@@ -23,10 +23,9 @@ from crm.documents.storage import DocumentStore
 from crm.experience.repository import ExperienceRepository
 from crm.interactions.repository import InteractionRepository
 from crm.leads.repository import LeadRepository
-from crm.privacy import IdempotencyRecordRepository
 from crm.tasks.repository import TaskRepository
 from cxkit.db import utcnow
-from cxkit.erasure import erase_platform_traces
+from cxkit.erasure import erase_platform_traces, forget_answers_mentioning
 from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerMerged, CustomerSnapshot, CustomerUpdated
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
@@ -419,7 +418,8 @@ async def erase_customer(session: AsyncSession, customer_id: uuid.UUID, store: D
         await ExperienceRepository(session).erase_customer(target.id)
         paths += await DocumentRepository(session).delete_for_customer(target.id)
         await erase_platform_traces(session, target.id, outbox_model=OutboxMessage, idempotency_model=IdempotencyKey)
-    await IdempotencyRecordRepository(session).forget_answers_mentioning(emails)
+    # Answers written before the person was a customer (e.g. their lead) name them by email only.
+    await forget_answers_mentioning(session, IdempotencyKey, emails)
     await repo.flush()
     # Files go before the commit: if the commit then failed, a retried erase finds the rows
     # again and the missing files are skipped. Erasing too early beats keeping too long.

@@ -12,7 +12,7 @@ from crm.campaigns.repository import CampaignRepository
 from crm.customers import service as customers
 from crm.customers.models import Customer
 from crm.customers.repository import CustomerRepository
-from crm.db import SOURCE, OutboxMessage
+from crm.db import SOURCE, IdempotencyKey, OutboxMessage
 from crm.deals import service as deals
 from crm.deals.models import Deal
 from crm.deals.schemas import DealCreate
@@ -20,8 +20,8 @@ from crm.leads.models import Lead
 from crm.leads.repository import SORT_KEYS, LeadFilters, LeadRepository
 from crm.leads.schemas import LeadConvert, LeadCreate, LeadUpdate
 from crm.pipelines.models import PipelineStage
-from crm.privacy import IdempotencyRecordRepository
 from cxkit.db import utcnow
+from cxkit.erasure import forget_answers_mentioning
 from cxkit.events.payloads import LeadConverted
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
@@ -111,7 +111,7 @@ async def delete_lead(session: AsyncSession, lead_id: uuid.UUID, if_match: str |
     mention it: for a lead, deletion is the GDPR erasure."""
     lead = await get_lead(session, lead_id, for_update=True)
     check_if_match(if_match, lead.version)
-    await IdempotencyRecordRepository(session).forget_answers_mentioning([str(lead.id), lead.email or ""])
+    await forget_answers_mentioning(session, IdempotencyKey, [str(lead.id), lead.email or ""])
     await LeadRepository(session).delete(lead)
     await LeadRepository(session).flush()
 
