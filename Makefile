@@ -15,12 +15,16 @@ $(STAMP): requirements.lock shared/pyproject.toml services/crm-service/pyproject
 
 install: $(STAMP) ## venv + pinned dependencies + the three local packages
 
-run: install ## broker + both services on SQLite; prints the URLs and a dev API key
+run: install ## broker + embedded PostgreSQL + both services; prints the URLs and a dev API key
 	$(BIN)/python scripts/dev_run.py
 
 test: install ## every test, against real PostgreSQL and a real broker
 	bash scripts/ensure_test_deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: install ## SPEC §6 targets next to their baselines, one table + var/bench/results.json (not part of `make test`)
+	$(BIN)/python -m scripts.bench
 
 migrate: install ## apply both services' migrations to the databases in CRM_/CEM_DATABASE_URL
 	$(BIN)/crm migrate

@@ -1,4 +1,5 @@
-"""Fixtures every suite shares: a real broker (Tansu) started once per run."""
+"""Fixtures every suite shares: a PostgreSQL server for the run (the configured one, else an
+embedded one) and a real broker (Tansu) started once per run."""
 
 from __future__ import annotations
 
@@ -7,11 +8,32 @@ from collections.abc import Iterator
 
 import pytest
 
+from cxkit import testing
 from cxkit.dev_broker import DevBroker
 
 # Every event any test makes (in-process or in a service process started by a test) is
 # checked against the published JSON Schema of its type; see cxkit.kafka.outbox.add_event.
 os.environ["CX_VALIDATE_EVENTS"] = "1"
+
+_EMBEDDED_POSTGRES = pytest.StashKey[testing.EmbeddedTestPostgres | None]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before collection: CX_TEST_PG_DSN must be final before any fixture reads it.
+    config.stash[_EMBEDDED_POSTGRES] = testing.start_test_postgres()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    embedded = config.stash.get(_EMBEDDED_POSTGRES, None)
+    if embedded is None:
+        return f"postgres: {testing.admin_dsn()}"
+    return f"postgres: embedded at {testing.admin_dsn()} (nothing answered at {embedded.instead_of})"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    embedded = config.stash.get(_EMBEDDED_POSTGRES, None)
+    if embedded is not None:
+        embedded.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
-"""`make run`: the local broker, both databases migrated (SQLite), both services with their
-relays and consumers; prints the URLs and a dev API key. Ctrl-C stops all it started.
-Data lives in ./var, so a second run keeps the first one's (the broker keeps nothing)."""
+"""`make run`: the local broker, an embedded PostgreSQL with both databases migrated, both
+services with their relays and consumers; prints the URLs and a dev API key. Ctrl-C stops all
+it started. Data lives in ./var, so a second run keeps the first one's (the broker keeps
+nothing). CRM_DATABASE_URL / CEM_DATABASE_URL point a service at another server instead."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from cxkit.dev_broker import DevBroker, port_open
+from cxkit.dev_postgres import DevPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var"
@@ -26,6 +28,10 @@ def main() -> int:
     VAR.mkdir(exist_ok=True)
     kafka_port = int(os.environ.get("KAFKA_PORT", "9092"))
     broker = DevBroker(port=kafka_port, log_path=VAR / "broker.log")
+    # Only for the services whose database URL is not set.
+    embedded = [(name, prefix) for name, prefix, _ in SERVICES if not os.environ.get(f"{prefix}_DATABASE_URL")]
+    pg_port = int(os.environ.get("PG_PORT", "5488"))
+    postgres = DevPostgres(VAR / "pgdata", port=pg_port, log_path=VAR / "postgres.log") if embedded else None
     children: list[subprocess.Popen[bytes]] = []
 
     def shutdown(*_: object) -> None:
@@ -38,6 +44,8 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
         broker.stop()
+        if postgres is not None:
+            postgres.stop()
 
     if port_open("127.0.0.1", kafka_port):
         print(f"port {kafka_port} is taken (another `make run`?). Stop it, or set KAFKA_PORT.", file=sys.stderr)
@@ -46,9 +54,27 @@ def main() -> int:
         if port_open("127.0.0.1", port):
             print(f"port {port} is taken. Stop what uses it, or set CRM_PORT / CEM_PORT.", file=sys.stderr)
             return 1
+    if postgres is not None and port_open("127.0.0.1", pg_port) and not postgres.running:
+        print(f"port {pg_port} is taken. Stop what uses it, or set PG_PORT.", file=sys.stderr)
+        return 1
 
+    database_urls = {prefix: os.environ.get(f"{prefix}_DATABASE_URL", "") for _, prefix, _ in SERVICES}
+    if postgres is not None:
+        print(f"starting PostgreSQL on 127.0.0.1:{pg_port} (data in var/pgdata) ...", flush=True)
+        try:
+            postgres.start()
+            for name, prefix in embedded:
+                postgres.ensure_database(name)
+                database_urls[prefix] = postgres.async_url(name)
+        except BaseException:
+            postgres.stop()
+            raise
     print(f"starting the dev broker on 127.0.0.1:{kafka_port} (memory only) ...", flush=True)
-    broker.start()
+    try:
+        broker.start()
+    except BaseException:
+        shutdown()
+        raise
     key_file = VAR / "dev-api-key"
     if not key_file.exists():
         key_file.write_text("cx_dev_" + secrets.token_urlsafe(24) + "\n")
@@ -57,7 +83,7 @@ def main() -> int:
         for name, prefix, port in SERVICES:
             env = {
                 **os.environ,
-                f"{prefix}_DATABASE_URL": os.environ.get(f"{prefix}_DATABASE_URL", f"sqlite+aiosqlite:///{VAR}/{name}.db"),
+                f"{prefix}_DATABASE_URL": database_urls[prefix],
                 f"{prefix}_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                 f"{prefix}_KAFKA_ENABLE_IDEMPOTENCE": "false",
                 f"{prefix}_LOG_JSON": os.environ.get(f"{prefix}_LOG_JSON", "false"),
@@ -90,11 +116,17 @@ def main() -> int:
     # Explicit handlers: a shell that starts us in the background leaves SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    database = (
+        f"  postgres     {', '.join(postgres.dsn(name) for name, _ in embedded)}  (data in var/pgdata)\n"
+        if postgres is not None
+        else "  postgres     as set in CRM_DATABASE_URL / CEM_DATABASE_URL\n"
+    )
     print(
         "\n"
         f"  crm-service  http://127.0.0.1:{SERVICES[0][2]}/docs\n"
         f"  cem-service  http://127.0.0.1:{SERVICES[1][2]}/docs\n"
         f"  broker       {broker.bootstrap}\n"
+        f"{database}"
         f"  dev API key  {dev_key}   (scope admin; also in var/dev-api-key)\n\n"
         f"  try: curl -H 'Authorization: Bearer {dev_key}' http://127.0.0.1:{SERVICES[0][2]}/v1/customers\n"
         "  Ctrl-C stops everything.\n",

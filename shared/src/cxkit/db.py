@@ -1,4 +1,4 @@
-"""Async SQLAlchemy engine, sessions and portable column types for PostgreSQL and SQLite."""
+"""Async SQLAlchemy engine, sessions, column types and statement builders for PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, DateTime, MetaData, Select, Table, and_, event, insert, or_, text
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import DateTime, MetaData, Select, Table, and_, or_, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
@@ -37,7 +36,7 @@ def new_id() -> uuid.UUID:
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
-    """A timezone-aware UTC timestamp on both backends (SQLite stores naive text)."""
+    """A timezone-aware UTC timestamp (`timestamptz`): refuses naive datetimes, returns UTC."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -47,8 +46,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.astimezone(dt.UTC)
 
     def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
         if value is None:
@@ -56,49 +54,22 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-class PortableJSON(TypeDecorator[Any]):
-    """JSON that is JSONB (indexable) on PostgreSQL and JSON text on SQLite."""
-
-    impl = JSON
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> Any:
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(JSONB())
-        return dialect.type_descriptor(JSON())
-
-
 def _json_serializer(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False) -> AsyncEngine:
-    """Engine for either backend; SQLite gets WAL and foreign keys, PostgreSQL a sized pool."""
-    if url.startswith("sqlite"):
-        engine = create_async_engine(
-            url,
-            echo=echo,
-            json_serializer=_json_serializer,
-            json_deserializer=orjson.loads,
-            connect_args={"timeout": 30},
-        )
+    """Engine for a postgresql+asyncpg URL, with a sized pool.
 
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        return engine
+    No pre-ping (a round trip on every checkout): a connection the server dropped fails its
+    first statement, which invalidates every older connection of the pool at once, so after a
+    database restart one request fails instead of every request paying a round trip."""
     return create_async_engine(
         url,
         echo=echo,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_recycle=1800,
         json_serializer=_json_serializer,
         json_deserializer=orjson.loads,
         connect_args={"server_settings": {"application_name": "cxkit", "jit": "off"}},
@@ -109,17 +80,9 @@ def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-def dialect_of(session: AsyncSession) -> str:
-    return session.get_bind().dialect.name
-
-
-def insert_ignoring_conflicts(dialect_name: str, table: Table) -> Any:
-    """`INSERT ... ON CONFLICT DO NOTHING` for the session's backend."""
-    if dialect_name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect_name == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    return insert(table)
+def insert_ignoring_conflicts(table: Table) -> Any:
+    """`INSERT ... ON CONFLICT DO NOTHING`."""
+    return insert(table).on_conflict_do_nothing()
 
 
 async def insert_new(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], returning_column: str) -> set[Any]:
@@ -129,13 +92,12 @@ async def insert_new(session: AsyncSession, table: Table, rows: Sequence[dict[st
     once (a `values([...])` statement would be compiled anew for every batch: ~4x slower)."""
     if not rows:
         return set()
-    stmt = insert_ignoring_conflicts(dialect_of(session), table).returning(table.c[returning_column])
+    stmt = insert_ignoring_conflicts(table).returning(table.c[returning_column])
     result = await session.execute(stmt, list(rows))
     return {row[0] for row in result}
 
 
 def upsert(
-    session: AsyncSession,
     table: Table,
     values: dict[str, Any] | list[dict[str, Any]],
     *,
@@ -143,13 +105,10 @@ def upsert(
     update_columns: list[str],
     only_if_newer: str | None = None,
 ) -> Any:
-    """`INSERT ... ON CONFLICT DO UPDATE` for PostgreSQL and SQLite. With `only_if_newer`
-    (a version column) an older or equal incoming row leaves the stored one alone, so a
-    replayed or reordered event cannot roll a projection back."""
-    dialect = dialect_of(session)
-    if dialect not in ("postgresql", "sqlite"):
-        raise NotImplementedError(dialect)
-    stmt = (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)).values(values)
+    """`INSERT ... ON CONFLICT DO UPDATE`. With `only_if_newer` (a version column) an older or
+    equal incoming row leaves the stored one alone, so a replayed or reordered event cannot
+    roll a projection back."""
+    stmt = insert(table).values(values)
     set_ = {c: stmt.excluded[c] for c in update_columns}
     where = table.c[only_if_newer] < stmt.excluded[only_if_newer] if only_if_newer else None
     return stmt.on_conflict_do_update(index_elements=index_elements, set_=set_, where=where)
@@ -157,10 +116,8 @@ def upsert(
 
 async def lock_keys(session: AsyncSession, namespace: str, keys: Iterable[str]) -> None:
     """Serialize transactions that touch the same keys (e.g. an email address that two
-    consumers both look up and write): PostgreSQL transaction-scoped advisory locks, taken in
-    sorted order so two holders never deadlock. SQLite already runs one writer at a time."""
-    if dialect_of(session) != "postgresql":
-        return
+    consumers both look up and write): transaction-scoped advisory locks, taken in sorted
+    order so two holders never deadlock."""
     for key in sorted(set(keys)):
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"{namespace}:{key}"})
 

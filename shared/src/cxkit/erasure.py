@@ -11,21 +11,16 @@ from typing import Any
 from sqlalchemy import delete, func, literal, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cxkit.db import dialect_of
 
-
-def bytes_mention(session: AsyncSession, column: Any, needle: str) -> Any:
-    """`column` (binary) contains the UTF-8 bytes of `needle`, on PostgreSQL and SQLite."""
-    raw = literal(needle.encode())
-    if dialect_of(session) == "postgresql":
-        return func.position(raw.op("IN")(column)) > 0
-    return func.instr(column, raw) > 0
+def bytes_mention(column: Any, needle: str) -> Any:
+    """`column` (bytea) contains the UTF-8 bytes of `needle`."""
+    return func.position(literal(needle.encode()).op("IN")(column)) > 0
 
 
 async def forget_answers_mentioning(session: AsyncSession, idempotency_model: type[Any], needles: Iterable[str]) -> None:
     """Delete the stored answers of idempotent writes that mention any of `needles` (an id, an
     email). Erasures are rare: a scan of the table is fine."""
-    conditions = [bytes_mention(session, idempotency_model.response_body, n) for n in dict.fromkeys(needles) if n]
+    conditions = [bytes_mention(idempotency_model.response_body, n) for n in dict.fromkeys(needles) if n]
     if conditions:
         await session.execute(delete(idempotency_model).where(or_(*conditions)))
 

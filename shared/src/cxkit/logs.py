@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
+import os
 import sys
 from contextvars import ContextVar
 from typing import Any
 
+import orjson
 import structlog
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -51,11 +55,66 @@ def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -
     root.setLevel(level.upper())
     for noisy in ("aiokafka", "kafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # The access line is written by our middleware (AccessLog): formatted once, one write.
+    # A `uvicorn.access` logger with no handler anywhere makes uvicorn skip its own line.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False
+    ACCESS_LOG.configure(service, json=json, enabled=root.level <= logging.INFO)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
+
+
+class AccessLog:
+    """One line per HTTP request, rendered once and written with a single `write` call.
+
+    Going through stdlib logging + structlog costs about 13% of a fast request; this writes
+    the same fields (JSON in production, a short readable line in a terminal) directly."""
+
+    def __init__(self) -> None:
+        self.service = "service"
+        self.json = True
+        self.enabled = False
+        self.fd = 2
+
+    def configure(self, service: str, *, json: bool, enabled: bool, fd: int | None = None) -> None:
+        self.service, self.json, self.enabled = service, json, enabled
+        self.fd = sys.stderr.fileno() if fd is None else fd
+
+    def emit(
+        self, method: str, path: str, status: int, duration_s: float, request_id: str, trace_id: str, client: str | None
+    ) -> None:
+        if not self.enabled:
+            return
+        ms = round(duration_s * 1000, 2)
+        if self.json:
+            line = orjson.dumps(
+                {
+                    "event": "request",
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": ms,
+                    "client": client,
+                    "request_id": request_id,
+                    "trace_id": trace_id,
+                    "level": "info",
+                    "logger": "access",
+                    "timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+                    "service": self.service,
+                }
+            )
+        else:
+            stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+            line = f"{stamp} [access] {method} {path} {status} {ms}ms request_id={request_id}".encode()
+        with contextlib.suppress(OSError):  # a closed or full stderr must never fail a request
+            os.write(self.fd, line + b"\n")
+
+
+ACCESS_LOG = AccessLog()

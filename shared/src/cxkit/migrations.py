@@ -12,30 +12,20 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 
-def _ensure_sqlite_dir(url: str) -> None:
-    if url.startswith("sqlite") and ":///" in url:
-        path = url.split(":///", 1)[1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-
-
 def run_env(target_metadata: MetaData, default_url: str) -> None:
     """The body of a service's migrations/env.py (online mode, async engine)."""
     config = context.config
     url = config.get_main_option("sqlalchemy.url") or default_url
-    _ensure_sqlite_dir(url)
 
     def do_run(connection: Connection) -> None:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
         )
         with context.begin_transaction():
-            if connection.dialect.name == "postgresql":
-                # Never queue behind a long transaction and block the app's traffic.
-                connection.execute(text("SET lock_timeout = '5s'"))
+            # Never queue behind a long transaction and block the app's traffic.
+            connection.execute(text("SET lock_timeout = '5s'"))
             context.run_migrations()
 
     async def run_async() -> None:

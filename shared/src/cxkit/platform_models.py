@@ -9,12 +9,10 @@ import uuid
 from typing import Any
 
 from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Text, Uuid, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
-from cxkit.db import PortableJSON, UTCDateTime, new_id, utcnow
-
-# SQLite only auto-increments INTEGER PRIMARY KEY, PostgreSQL wants BIGINT identity.
-AutoIncrementBigInt = BigInteger().with_variant(Integer(), "sqlite")
+from cxkit.db import UTCDateTime, new_id, utcnow
 
 
 class ApiKeyMixin:
@@ -27,7 +25,7 @@ class ApiKeyMixin:
     name: Mapped[str] = mapped_column(String(200))
     prefix: Mapped[str] = mapped_column(String(32))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    scopes: Mapped[list[str]] = mapped_column(PortableJSON)
+    scopes: Mapped[list[str]] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
@@ -42,7 +40,7 @@ class IdempotencyKeyMixin:
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     response_body: Mapped[bytes] = mapped_column(LargeBinary)
-    response_headers: Mapped[dict[str, str]] = mapped_column(PortableJSON, default=dict)
+    response_headers: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
@@ -52,13 +50,13 @@ class OutboxMixin:
 
     __tablename__ = "outbox"
 
-    id: Mapped[int] = mapped_column(AutoIncrementBigInt, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     event_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
     topic: Mapped[str] = mapped_column(String(255))
     key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     event_type: Mapped[str] = mapped_column(String(255))
     value: Mapped[bytes] = mapped_column(LargeBinary)
-    headers: Mapped[dict[str, str]] = mapped_column(PortableJSON, default=dict)
+    headers: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
@@ -67,14 +65,7 @@ class OutboxMixin:
     @declared_attr.directive
     def __table_args__(cls) -> Any:
         # The relay only ever scans unsent rows; a partial index keeps that scan tiny.
-        return (
-            Index(
-                "ix_outbox_unsent",
-                "id",
-                postgresql_where=text("sent_at IS NULL"),
-                sqlite_where=text("sent_at IS NULL"),
-            ),
-        )
+        return (Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),)
 
 
 class ProcessedEventMixin:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,11 +18,13 @@ from cxkit.db import make_engine, make_session_factory, utcnow
 from cxkit.http.auth import ApiKeyAuth
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.kafka.outbox import OutboxRelay
+from cxkit.pg_pool import create_pg_pool
 from cxkit.settings import ServiceSettings
 
 ConsumerFactory = Callable[[Any], list[EventConsumer]]
 log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL_S = 600
+GC_GEN0_THRESHOLD = 20_000
 
 
 async def _housekeeping(
@@ -50,6 +53,16 @@ async def _housekeeping(
         await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
 
+def _settle_garbage_collector() -> None:
+    """Move everything built at start-up (modules, routes, schemas) out of the collector's
+    reach and collect the young generation less often: a request allocates a few hundred
+    short-lived objects, and full collections over the start-up heap showed up as the slowest
+    1% of requests."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
+
+
 def service_lifespan(
     settings: ServiceSettings,
     *,
@@ -68,7 +81,10 @@ def service_lifespan(
         session_factory = make_session_factory(engine)
         app.state.engine = engine
         app.state.session_factory = session_factory
-        app.state.auth = ApiKeyAuth(session_factory, api_key_model)
+        app.state.pg_pool = await create_pg_pool(
+            settings.database_url, max_size=settings.db_pool_size, application_name=settings.service_name
+        )
+        app.state.auth = ApiKeyAuth(session_factory, api_key_model, ttl_s=settings.api_key_cache_seconds)
         app.state.idempotency_model = idempotency_model
         workers: list[Any] = []
         tasks: list[asyncio.Task[None]] = []
@@ -86,6 +102,7 @@ def service_lifespan(
         tasks.append(
             asyncio.create_task(_housekeeping(settings, session_factory, outbox_model, idempotency_model), name="housekeeping")
         )
+        _settle_garbage_collector()
         try:
             yield
         finally:
@@ -97,6 +114,7 @@ def service_lifespan(
             for worker in workers:
                 with contextlib.suppress(Exception):
                     await worker.stop()
+            await app.state.pg_pool.close()
             await engine.dispose()
 
     return lifespan

@@ -13,11 +13,20 @@ class ServiceSettings(BaseSettings):
 
     service_name: str = Field("service", description="Name in logs, metrics and Kafka client ids.")
     database_url: str = Field(
-        "sqlite+aiosqlite:///./var/service.db",
-        description="SQLAlchemy async URL: postgresql+asyncpg://... or sqlite+aiosqlite:///path",
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/service",
+        description=(
+            "SQLAlchemy async URL of the service's PostgreSQL database (postgresql+asyncpg://...); "
+            "`make run` points it at its embedded server unless set."
+        ),
     )
-    db_pool_size: int = Field(10, description="Connections kept open per process (PostgreSQL).")
-    db_max_overflow: int = Field(10, description="Extra connections allowed under bursts (PostgreSQL).")
+    db_pool_size: int = Field(10, description="Connections kept open per process.")
+    db_max_overflow: int = Field(10, description="Extra connections allowed under bursts.")
+    api_key_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long a verified API key is trusted without looking it up again; a revoked key stops working "
+        "within this time (0: look it up on every request).",
+    )
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
     kafka_enable_idempotence: bool = Field(
         True, description="Idempotent producer: on for Apache Kafka, off for the dev broker (Tansu)."
@@ -36,7 +45,3 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(True, description="JSON logs (production); false for readable terminal logs.")
     public_base_url: str = Field("http://127.0.0.1:8000", description="Base URL used in links this service hands out.")
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")

@@ -1,11 +1,14 @@
-"""Test support both services' suites use: fresh PostgreSQL databases built by the
-migrations, table truncation between tests, API keys, services as real processes."""
+"""Test support both services' suites use: a PostgreSQL server (the configured one, else an
+embedded one), fresh databases built by the migrations, table truncation between tests, API
+keys, services as real processes."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -17,8 +20,58 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cxkit.dev_broker import free_port
+from cxkit.dev_postgres import NOT_DURABLE, DevPostgres, answers
 
-PG_ADMIN_DSN = os.environ.get("CX_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+DEFAULT_PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def admin_dsn() -> str:
+    """The admin DSN of the tests' server: CX_TEST_PG_DSN, else the local default. Read at each
+    call, since start_test_postgres() may set CX_TEST_PG_DSN after this module was imported."""
+    return os.environ.get("CX_TEST_PG_DSN") or DEFAULT_PG_ADMIN_DSN
+
+
+def __getattr__(name: str) -> str:
+    # `testing.PG_ADMIN_DSN` keeps working, and follows CX_TEST_PG_DSN.
+    if name == "PG_ADMIN_DSN":
+        return admin_dsn()
+    raise AttributeError(name)
+
+
+class EmbeddedTestPostgres:
+    """The embedded server a test run started because no configured one answered: a fresh
+    throwaway data directory, not durable (fsync off), removed again by stop()."""
+
+    def __init__(self, instead_of: str) -> None:
+        self.instead_of = instead_of
+        self.base = Path(tempfile.mkdtemp(prefix="cx-test-pg-"))
+        self.server = DevPostgres(self.base / "data", settings=NOT_DURABLE)
+
+    def start(self) -> str:
+        try:
+            return self.server.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        try:
+            self.server.stop()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+def start_test_postgres() -> EmbeddedTestPostgres | None:
+    """Make sure the tests have a server. The configured one (CX_TEST_PG_DSN, else
+    127.0.0.1:5432) is used when it answers; otherwise an embedded one is started and
+    CX_TEST_PG_DSN is set to it for this process and the service processes it starts. Returns
+    the embedded server, which the caller stops at the end of the run, or None."""
+    configured = admin_dsn()
+    if answers(configured):
+        return None
+    embedded = EmbeddedTestPostgres(instead_of=configured)
+    os.environ["CX_TEST_PG_DSN"] = embedded.start()
+    return embedded
 
 
 def asyncpg_url(dsn: str) -> str:
@@ -26,14 +79,14 @@ def asyncpg_url(dsn: str) -> str:
 
 
 def database_dsn(name: str) -> str:
-    base, _, _ = PG_ADMIN_DSN.rpartition("/")
+    base, _, _ = admin_dsn().rpartition("/")
     return f"{base}/{name}"
 
 
 async def create_database(prefix: str) -> str:
     """A new, empty database with a unique name; returns its name."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    conn = await asyncpg.connect(admin_dsn())
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -42,7 +95,7 @@ async def create_database(prefix: str) -> str:
 
 
 async def drop_database(name: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    conn = await asyncpg.connect(admin_dsn())
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from contextvars import ContextVar
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -23,8 +23,9 @@ def parse_traceparent(value: str | None) -> tuple[str, str] | None:
 def start_span(incoming: str | None) -> str:
     """Continue the incoming trace (or start one) with a new span; becomes the current context."""
     parsed = parse_traceparent(incoming)
-    trace_id = parsed[0] if parsed else secrets.token_hex(16)
-    traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    # Ids need to be unique, not secret: the fast PRNG, as OpenTelemetry's own id generator.
+    trace_id = parsed[0] if parsed else f"{random.getrandbits(128):032x}"
+    traceparent = f"00-{trace_id}-{random.getrandbits(64):016x}-01"
     _current.set(traceparent)
     return traceparent
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import cxkit.db
 
@@ -29,7 +30,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("prefix", sa.String(length=32), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
-        sa.Column("scopes", cxkit.db.PortableJSON(), nullable=False),
+        sa.Column("scopes", postgresql.JSONB(), nullable=False),
         sa.Column("created_at", cxkit.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", cxkit.db.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
@@ -44,7 +45,7 @@ def upgrade() -> None:
         sa.Column("company", sa.String(length=200), nullable=True),
         sa.Column("lifecycle_stage", sa.String(length=20), nullable=True),
         sa.Column("owner", sa.String(length=200), nullable=True),
-        sa.Column("tags", cxkit.db.PortableJSON(), nullable=False),
+        sa.Column("tags", postgresql.JSONB(), nullable=False),
         sa.Column("survey_opt_out", sa.Boolean(), server_default=sa.text("(false)"), nullable=False),
         sa.Column("open_deal_value", sa.Numeric(precision=18, scale=2), server_default=sa.text("0"), nullable=False),
         sa.Column("crm_version", sa.Integer(), nullable=False),
@@ -63,7 +64,7 @@ def upgrade() -> None:
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=False),
         sa.Column("response_body", sa.LargeBinary(), nullable=False),
-        sa.Column("response_headers", cxkit.db.PortableJSON(), nullable=False),
+        sa.Column("response_headers", postgresql.JSONB(), nullable=False),
         sa.Column("created_at", cxkit.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("principal", "key", name=op.f("pk_idempotency_keys")),
     )
@@ -72,13 +73,13 @@ def upgrade() -> None:
 
     op.create_table(
         "outbox",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("event_id", sa.Uuid(), nullable=False),
         sa.Column("topic", sa.String(length=255), nullable=False),
         sa.Column("key", sa.String(length=255), nullable=True),
         sa.Column("event_type", sa.String(length=255), nullable=False),
         sa.Column("value", sa.LargeBinary(), nullable=False),
-        sa.Column("headers", cxkit.db.PortableJSON(), nullable=False),
+        sa.Column("headers", postgresql.JSONB(), nullable=False),
         sa.Column("created_at", cxkit.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("sent_at", cxkit.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
@@ -92,7 +93,6 @@ def upgrade() -> None:
             ["id"],
             unique=False,
             postgresql_where=sa.text("sent_at IS NULL"),
-            sqlite_where=sa.text("sent_at IS NULL"),
         )
 
     op.create_table(
@@ -133,9 +133,7 @@ def downgrade() -> None:
     op.drop_table("touchpoints")
     op.drop_table("processed_events")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
-        batch_op.drop_index(
-            "ix_outbox_unsent", postgresql_where=sa.text("sent_at IS NULL"), sqlite_where=sa.text("sent_at IS NULL")
-        )
+        batch_op.drop_index("ix_outbox_unsent", postgresql_where=sa.text("sent_at IS NULL"))
 
     op.drop_table("outbox")
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:

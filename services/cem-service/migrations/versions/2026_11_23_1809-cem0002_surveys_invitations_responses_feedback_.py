@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import cxkit.db
 
@@ -70,7 +71,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=10), nullable=False),
         sa.Column("metric", sa.String(length=10), nullable=True),
         sa.Column("touchpoint", sa.String(length=100), nullable=True),
-        sa.Column("questions", cxkit.db.PortableJSON(), nullable=False),
+        sa.Column("questions", postgresql.JSONB(), nullable=False),
         sa.Column("intro", sa.Text(), nullable=True),
         sa.Column("thank_you", sa.Text(), nullable=True),
         sa.Column("trigger_interaction_type", sa.String(length=100), nullable=True),
@@ -176,7 +177,7 @@ def upgrade() -> None:
         sa.Column("email", sa.String(length=320), nullable=True),
         sa.Column("touchpoint", sa.String(length=100), nullable=True),
         sa.Column("source", sa.String(length=10), nullable=False),
-        sa.Column("answers", cxkit.db.PortableJSON(), nullable=False),
+        sa.Column("answers", postgresql.JSONB(), nullable=False),
         sa.Column("submitted_at", cxkit.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("recorded_at", cxkit.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(

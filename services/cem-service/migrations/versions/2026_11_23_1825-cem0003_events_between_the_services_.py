@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import cxkit.db
 
@@ -92,12 +93,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("summary", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("amount", sa.Numeric(precision=18, scale=2), nullable=True))
         batch_op.add_column(sa.Column("currency", sa.String(length=3), nullable=True))
-        batch_op.add_column(sa.Column("metadata", cxkit.db.PortableJSON(), nullable=True))
+        batch_op.add_column(sa.Column("metadata", postgresql.JSONB(), nullable=True))
         batch_op.add_column(sa.Column("source", sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column("recorded_at", cxkit.db.UTCDateTime(timezone=True), nullable=True))
     op.execute("UPDATE touchpoint_interactions SET metadata = '{}', recorded_at = occurred_at")
     with op.batch_alter_table("touchpoint_interactions", schema=None) as batch_op:
-        batch_op.alter_column("metadata", existing_type=cxkit.db.PortableJSON(), nullable=False)
+        batch_op.alter_column("metadata", existing_type=postgresql.JSONB(), nullable=False)
         batch_op.alter_column("recorded_at", existing_type=cxkit.db.UTCDateTime(timezone=True), nullable=False)
         batch_op.create_index("ix_touchpoint_interactions_email_lower", ["email_lower"], unique=False)
 

@@ -15,7 +15,7 @@ class CEMSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CEM_", extra="ignore")
 
     service_name: str = "cem-service"
-    database_url: str = "sqlite+aiosqlite:///./var/cem.db"
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/cem"
     public_base_url: str = Field("http://127.0.0.1:8002", description="Base of respondent links (`/r/{token}`).")
     consumer_group: str = Field("cem-service", description="Kafka consumer group of this service.")
     invitation_ttl_days: int = Field(30, description="Days an invitation link stays valid.")
@@ -33,7 +33,7 @@ class CEMSettings(ServiceSettings):
     )
 
 
-def get_settings(request: Request) -> CEMSettings:
+async def get_settings(request: Request) -> CEMSettings:
     """The settings the running app was built with."""
     settings: CEMSettings = request.app.state.settings
     return settings

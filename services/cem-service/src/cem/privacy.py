@@ -32,7 +32,7 @@ class PersonalDataRepository:
         invitations, answers and feedback made under their address before anyone knew it was
         theirs (`unkeyed_ids`), which carry no key."""
         condition: Any = OutboxMessage.key == str(customer_id)
-        mentions = [bytes_mention(self.session, OutboxMessage.value, str(i)) for i in unkeyed_ids]
+        mentions = [bytes_mention(OutboxMessage.value, str(i)) for i in unkeyed_ids]
         if mentions:
             condition = or_(condition, and_(OutboxMessage.key.is_(None), or_(*mentions)))
         rows = (await self.session.scalars(select(OutboxMessage).where(condition))).all()

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import cxkit.db
 
@@ -61,7 +62,6 @@ def upgrade() -> None:
             ["is_default"],
             unique=True,
             postgresql_where=sa.text("is_default"),
-            sqlite_where=sa.text("is_default"),
         )
 
     op.create_table(
@@ -75,7 +75,7 @@ def upgrade() -> None:
         sa.Column("summary", sa.Text(), nullable=True),
         sa.Column("amount", sa.Numeric(precision=18, scale=2), nullable=True),
         sa.Column("currency", sa.String(length=3), nullable=True),
-        sa.Column("metadata", cxkit.db.PortableJSON(), nullable=False),
+        sa.Column("metadata", postgresql.JSONB(), nullable=False),
         sa.Column("source", sa.String(length=255), nullable=False),
         sa.Column("recorded_at", cxkit.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["customer_id"], ["customers.id"], name=op.f("fk_interactions_customer_id_customers")),
@@ -273,10 +273,9 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_campaign_members_customer_id"), ["customer_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_campaign_members_lead_id"), ["lead_id"], unique=False)
 
-    if op.get_bind().dialect.name == "postgresql":
-        # Trigram indexes serve the customer search (`ILIKE '%...%'`); pg_trgm is a trusted
-        # extension, so the database owner may create it.
-        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    # Trigram indexes serve the customer search (`ILIKE '%...%'`); pg_trgm is a trusted
+    # extension, so the database owner may create it.
+    op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.create_index(
             "ix_customers_company_trgm",
@@ -374,9 +373,7 @@ def downgrade() -> None:
 
     op.drop_table("interactions")
     with op.batch_alter_table("pipelines", schema=None) as batch_op:
-        batch_op.drop_index(
-            "ix_pipelines_single_default", postgresql_where=sa.text("is_default"), sqlite_where=sa.text("is_default")
-        )
+        batch_op.drop_index("ix_pipelines_single_default", postgresql_where=sa.text("is_default"))
 
     op.drop_table("pipelines")
     with op.batch_alter_table("campaigns", schema=None) as batch_op:

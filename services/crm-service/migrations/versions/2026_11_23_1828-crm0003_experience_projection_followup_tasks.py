@@ -70,7 +70,6 @@ def upgrade() -> None:
             ["origin_ref"],
             unique=True,
             postgresql_where=sa.text("origin = 'followup'"),
-            sqlite_where=sa.text("origin = 'followup'"),
         )
 
     # ### end Alembic commands ###
@@ -83,7 +82,6 @@ def downgrade() -> None:
         batch_op.drop_index(
             "uq_tasks_followup_origin_ref",
             postgresql_where=sa.text("origin = 'followup'"),
-            sqlite_where=sa.text("origin = 'followup'"),
         )
 
     with op.batch_alter_table("experience_events", schema=None) as batch_op:

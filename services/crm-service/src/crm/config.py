@@ -32,7 +32,7 @@ class CRMSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CRM_", extra="ignore")
 
     service_name: str = "crm-service"
-    database_url: str = "sqlite+aiosqlite:///./var/crm.db"
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/crm"
     public_base_url: str = "http://127.0.0.1:8001"
     consumer_group: str = Field("crm-service", description="Kafka consumer group of this service.")
     default_currency: str = Field("EUR", min_length=3, max_length=3, description="Currency of deals created without one.")

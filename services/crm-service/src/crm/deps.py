@@ -10,12 +10,12 @@ from crm.config import CRMSettings
 from cxkit.http.auth import Writer
 
 
-def get_settings(request: Request) -> CRMSettings:
+async def get_settings(request: Request) -> CRMSettings:
     settings: CRMSettings = request.app.state.settings
     return settings
 
 
-def get_actor(principal: Writer) -> str:
+async def get_actor(principal: Writer) -> str:
     """The name of the API key making a change (recorded as `changed_by`, `completed_by`...)."""
     return principal.name
 

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -17,26 +17,37 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cxkit.http.problems import NotFound, install_problem_handlers, problem_response
 from cxkit.http.responses import JSONBytesResponse
-from cxkit.logs import request_id_var
+from cxkit.logs import ACCESS_LOG, request_id_var
 from cxkit.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from cxkit.tracing import start_span
 
 
 class RequestContextMiddleware:
-    """Pure ASGI (no BaseHTTPMiddleware overhead): request id, trace context, metrics."""
+    """Pure ASGI: request id, trace context, metrics and the access line.
+
+    Per request it does only what it must: one pass over the headers, two headers added to
+    the response start, metric children cached per (method, route, status)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:100] or uuid.uuid4().hex
-        incoming = headers.get(b"traceparent")
-        traceparent = start_span(incoming.decode("latin-1") if incoming else None)
+        request_id = ""
+        incoming = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:100]
+            elif name == b"traceparent":
+                incoming = value.decode("latin-1")
+        request_id = request_id or f"{random.getrandbits(128):032x}"
+        traceparent = start_span(incoming)
         request_id_var.set(request_id)
+        added = [(b"x-request-id", request_id.encode("latin-1")), (b"traceparent", traceparent.encode())]
         started = time.perf_counter()
         status = 500
 
@@ -44,21 +55,29 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"],
-                    (b"x-request-id", request_id.encode()),
-                    (b"traceparent", traceparent.encode()),
-                ]
+                message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_ids)
         finally:
+            elapsed = time.perf_counter() - started
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(scope["method"], path, str(status)).inc()
-            HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
+            method = scope["method"]
+            self._count(method, path, status, elapsed)
+            client = scope.get("client")
+            ACCESS_LOG.emit(method, scope["path"], status, elapsed, request_id, traceparent[3:35], client[0] if client else None)
+
+    def _count(self, method: str, path: str, status: int, elapsed: float) -> None:
+        counter = self._counters.get((method, path, status))
+        if counter is None:
+            counter = self._counters[(method, path, status)] = HTTP_REQUESTS.labels(method, path, str(status))
+        histogram = self._histograms.get((method, path))
+        if histogram is None:
+            histogram = self._histograms[(method, path)] = HTTP_LATENCY.labels(method, path)
+        counter.inc()
+        histogram.observe(elapsed)
 
 
 class Health(BaseModel):

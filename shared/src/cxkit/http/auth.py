@@ -58,9 +58,10 @@ async def create_api_key(
 
 class ApiKeyAuth:
     """Verifies keys against the service's api_keys table, with a short in-process cache
-    so a hot read path does not pay a query per request."""
+    (`api_key_cache_seconds`, default 5 s) so a hot path does not pay a query per request. A
+    revoked key is refused by every process within that time."""
 
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession], model: type[Any], ttl_s: float = 30.0) -> None:
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], model: type[Any], ttl_s: float = 5.0) -> None:
         self.session_factory = session_factory
         self.model = model
         self.ttl_s = ttl_s

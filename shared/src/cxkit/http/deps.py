@@ -1,10 +1,11 @@
-"""Dependencies both services use: one DB session per request."""
+"""Dependencies both services use: one DB session per request, the asyncpg pool."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,3 +17,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_pg_pool(request: Request) -> asyncpg.Pool:
+    """The asyncpg pool for hot paths (see cxkit.pg_pool)."""
+    pool: asyncpg.Pool = request.app.state.pg_pool
+    return pool
+
+
+PgPoolDep = Annotated[asyncpg.Pool, Depends(get_pg_pool)]

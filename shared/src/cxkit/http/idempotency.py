@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import Depends, Header, Request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +21,15 @@ from cxkit.http.problems import Unprocessable
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 _KEPT_HEADERS = ("etag", "location", "content-type")
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredAnswer:
+    request_hash: str
+    status_code: int
+    response_body: bytes
+    response_headers: dict[str, str]
+    created_at: dt.datetime
 
 
 class Idempotency:
@@ -36,6 +47,55 @@ class Idempotency:
         headers[REPLAYED_HEADER] = "true"
         media_type = headers.pop("content-type", "application/json")
         return Response(content=row.response_body, status_code=row.status_code, headers=headers, media_type=media_type)
+
+    async def execute_on(self, pool: asyncpg.Pool, operation: Callable[[asyncpg.Connection], Awaitable[Response]]) -> Response:
+        """`execute` for a hot write made with plain asyncpg statements (no ORM): the same
+        rules, in one transaction on a connection of `pool` that `operation` writes with."""
+        async with pool.acquire() as conn, conn.transaction():
+            if not self.key or self.model is None:
+                return await operation(conn)
+            replay = await self._claim_on(conn)
+            if replay is not None:
+                return replay
+            response = await operation(conn)
+            await conn.execute(
+                f"UPDATE {self.model.__tablename__} SET status_code = $3, response_body = $4, response_headers = $5 "
+                "WHERE principal = $1 AND key = $2",
+                self.principal,
+                self.key,
+                response.status_code,
+                bytes(response.body),
+                {k: v for k, v in response.headers.items() if k.lower() in _KEPT_HEADERS},
+            )
+        return response
+
+    async def _claim_on(self, conn: asyncpg.Connection) -> Response | None:
+        """Claim the key (None), or the stored answer to replay. A concurrent request with the
+        same key waits on the primary key until the first transaction ends."""
+        table = self.model.__tablename__  # type: ignore[union-attr]
+        while True:
+            claimed = await conn.fetchval(
+                f"INSERT INTO {table} (principal, key, request_hash, status_code, response_body, response_headers, created_at) "
+                "VALUES ($1, $2, $3, 0, ''::bytea, '{}'::jsonb, $4) ON CONFLICT DO NOTHING RETURNING true",
+                self.principal,
+                self.key,
+                self.request_hash,
+                utcnow(),
+            )
+            if claimed:
+                return None
+            existing = await conn.fetchrow(
+                f"SELECT request_hash, status_code, response_body, response_headers, created_at FROM {table} "
+                "WHERE principal = $1 AND key = $2",
+                self.principal,
+                self.key,
+            )
+            if existing is None:  # the first attempt failed and rolled back: claim it ourselves
+                continue
+            if existing["created_at"] >= utcnow() - dt.timedelta(hours=self.ttl_hours):
+                return self._replay(_StoredAnswer(**dict(existing)))
+            # expired: the key may be used afresh
+            await conn.execute(f"DELETE FROM {table} WHERE principal = $1 AND key = $2", self.principal, self.key)
 
     async def execute(self, session: AsyncSession, operation: Callable[[], Awaitable[Response]]) -> Response:
         """Run the write and commit it (with the stored answer, if a key was sent)."""

@@ -1,23 +1,36 @@
 """Consumer runner: one DB transaction per poll, per-event idempotency, offsets committed
-only after the DB commit, bad messages to `<topic>.dlq` with the reason, and the loop goes on."""
+only after the DB commit, bad messages to `<topic>.dlq` with the reason, and the loop goes on.
+
+The runner's own statements per poll do not grow with its size: BEGIN, one processed-events
+insert (`INSERT ... SELECT FROM unnest(...)`, prepared once per connection), COMMIT. Handlers
+get the poll's runs of events and do likewise: `batch_connection(session)` gives them the
+asyncpg connection under the session, inside the poll's transaction, for `unnest`/COPY
+statements that asyncpg prepares once and SQLAlchemy never compiles. While a poll is being
+applied, the next one is fetched and decoded (see `EventConsumer._rounds`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from pydantic import BaseModel, ValidationError, create_model
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cxkit.db import insert_new
+from cxkit.db import utcnow
 from cxkit.events import CloudEvent, InvalidEvent, decode_event
-from cxkit.events.registry import dlq_topic
+from cxkit.events.registry import dlq_topic, payload_model
 from cxkit.kafka.client import ensure_topics, make_producer
 from cxkit.metrics import CONSUMER_LAG, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_HANDLED
 from cxkit.settings import ServiceSettings
@@ -32,6 +45,29 @@ class Delivery:
     event: CloudEvent
     payload: Any
     record: ConsumerRecord[bytes, bytes]
+
+    @property
+    def may_hold_nul(self) -> bool:
+        """Whether some text of the event may contain a NUL character (which PostgreSQL refuses
+        in text and JSONB). JSON carries one only as the escape `\\u0000`, so a message without
+        that sequence holds none; a delivery made without its message may."""
+        return self.record is None or self.record.value is None or b"\\u0000" in self.record.value
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A poll's messages: the valid events this consumer applies, and the invalid ones (with
+    the reason) for the DLQ. Valid events of other types or skipped sources are left out."""
+
+    deliveries: list[Delivery] = field(default_factory=list)
+    dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Poll:
+    batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    decoded: Decoded = field(default_factory=Decoded)
+    applied: bool = False  # its transaction committed (its offsets may not be yet)
 
 
 # A handler applies a run of consecutive events of one type, inside the batch's transaction.
@@ -53,13 +89,82 @@ class PermanentEventError(Exception):
     """The event is valid but can never be applied (e.g. it contradicts our data): DLQ it."""
 
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, ConnectionError, OSError, TimeoutError)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+    # The same outages met on the asyncpg connection itself (see batch_connection): the
+    # connection is gone, or the server is shutting down or not yet accepting connections.
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
 
 
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
+    if isinstance(exc, asyncpg.exceptions.InterfaceError) and "connection is closed" in str(exc):
+        return True
     return isinstance(exc, TRANSIENT_ERRORS)
+
+
+async def batch_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `session`, inside the session's transaction (begun here if
+    no statement has run yet), for statements a batch handler sends without SQLAlchemy: they
+    commit or roll back with everything else the session does in that transaction."""
+    connection = await session.connection()
+    raw: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+    if not raw.is_in_transaction():
+        # SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs.
+        await session.execute(text("SELECT 1"))
+    if not raw.is_in_transaction():  # pragma: no cover - an engine in autocommit mode
+        raise RuntimeError("batch_connection needs a session inside a transaction")
+    return raw
+
+
+@functools.cache
+def _typed_envelope(event_type: str) -> type[CloudEvent] | None:
+    """The envelope with `data` typed as the event type's payload: the envelope and its
+    payload validated in one pass."""
+    model = payload_model(event_type)
+    if model is None:
+        return None
+    name = "".join(part.title() for part in event_type.replace(".", "_").split("_")) + "Envelope"
+    envelope: type[CloudEvent] = create_model(name, __base__=CloudEvent, data=(model, ...))
+    return envelope
+
+
+class EventDecoder:
+    """`decode_event` for the event types a consumer handles, in one validation per event.
+
+    Parsing stays orjson's and validation stays pydantic's in Python mode, as in
+    `decode_event`, so exactly the same messages are accepted; anything that fails here is
+    decoded again by `decode_event`, which names the reason."""
+
+    def __init__(self, event_types: Iterable[str]) -> None:
+        self._envelopes = {t: e for t in event_types if (e := _typed_envelope(t)) is not None}
+
+    def decode(self, raw: bytes | None) -> tuple[CloudEvent, BaseModel]:
+        if raw is not None:
+            try:
+                doc = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                doc = None
+            if isinstance(doc, dict):
+                envelope = self._envelopes.get(doc.get("type"))  # type: ignore[arg-type]
+                if envelope is not None:
+                    try:
+                        event = envelope.model_validate(doc)
+                    except ValidationError:
+                        pass
+                    else:
+                        return event, event.data
+        return decode_event(raw)
 
 
 @dataclass
@@ -78,6 +183,18 @@ class EventConsumer:
     _consumer: AIOKafkaConsumer | None = field(default=None, init=False)
     _producer: AIOKafkaProducer | None = field(default=None, init=False)
     connected: bool = field(default=False, init=False)
+    _decoder: EventDecoder = field(init=False)
+    _insert_processed: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._decoder = EventDecoder(self.handlers)
+        # One statement for the whole poll; its text never changes, so asyncpg prepares it
+        # once per connection.
+        table = self.processed_model.__table__.name
+        self._insert_processed = (
+            f"INSERT INTO {table} (consumer, event_id, processed_at) "
+            "SELECT $1, e, $3 FROM unnest($2::text[]) AS e ON CONFLICT DO NOTHING RETURNING event_id"
+        )
 
     @property
     def assigned(self) -> bool:
@@ -121,24 +238,17 @@ class EventConsumer:
     async def run(self) -> None:
         """Consume until cancelled, reconnecting after broker or database outages."""
         backoff = 0.2
+
+        def committed() -> None:
+            nonlocal backoff
+            backoff = 0.2
+
         while True:
             try:
                 if self._consumer is None:
                     await self._start()
                 assert self._consumer is not None
-                batches = await self._consumer.getmany(timeout_ms=200, max_records=self.settings.consumer_max_records)
-                if not batches:
-                    continue
-                try:
-                    await self.process(batches)
-                except Exception:
-                    # Nothing was committed: rewind so the same messages come again.
-                    for tp, records in batches.items():
-                        self._consumer.seek(tp, records[0].offset)
-                    raise
-                await self._consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
-                self._record_lag(batches)
-                backoff = 0.2
+                await self._rounds(self._consumer, committed)
             except asyncio.CancelledError:
                 raise
             except KafkaError as exc:
@@ -155,6 +265,64 @@ class EventConsumer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    async def _rounds(self, consumer: AIOKafkaConsumer, committed: Callable[[], None]) -> None:
+        """Poll, decode, apply and commit (calling `committed` after each poll) until a round
+        fails: then rewind to the first message not applied, and raise.
+
+        Polls are applied one after the other, each in its own transaction followed by its
+        offset commit. While one poll is being applied (mostly waiting for the database), the
+        next one is fetched and decoded: that work does not depend on the database."""
+        in_flight: asyncio.Task[None] | None = None
+        pending: list[_Poll] = []  # fetched, offsets not committed yet; oldest first
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.consumer_max_records)
+                if batches:
+                    poll = _Poll(batches)
+                    pending.append(poll)  # from here on, rewound should anything fail
+                if in_flight is not None and in_flight.done():
+                    in_flight, done = None, in_flight
+                    done.result()  # its failure, if it failed
+                    committed()
+                if not batches:
+                    continue
+                poll.decoded = self.decode(batches)
+                if in_flight is not None:
+                    in_flight, previous = None, in_flight
+                    await previous
+                    committed()
+                in_flight = asyncio.create_task(self._finish(consumer, poll, pending))
+        except BaseException as exc:
+            if in_flight is not None:
+                if isinstance(exc, asyncio.CancelledError):
+                    in_flight.cancel()
+                # Let it end before rewinding: once its transaction committed it must not be
+                # applied again by this member (a redelivery would do nothing, but cost a round).
+                with contextlib.suppress(BaseException):
+                    await in_flight
+            self._rewind(consumer, [p for p in pending if not p.applied])
+            raise
+
+    async def _finish(self, consumer: AIOKafkaConsumer, poll: _Poll, pending: list[_Poll]) -> None:
+        """Apply a decoded poll (one transaction), then commit its offsets."""
+        await self.apply(poll.decoded)
+        poll.applied = True
+        await consumer.commit({tp: records[-1].offset + 1 for tp, records in poll.batches.items()})
+        pending.remove(poll)
+        self._record_lag(poll.batches)
+
+    def _rewind(self, consumer: AIOKafkaConsumer, polls: list[_Poll]) -> None:
+        """Seek back to the first message of these polls, so they come again."""
+        first: dict[TopicPartition, int] = {}
+        for poll in polls:
+            for tp, records in poll.batches.items():
+                first[tp] = min(first.get(tp, records[0].offset), records[0].offset)
+        assigned = consumer.assignment()
+        for tp, offset in first.items():
+            if tp in assigned:  # a partition taken away in a rebalance restarts from its committed offset
+                with contextlib.suppress(Exception):
+                    consumer.seek(tp, offset)
+
     def _record_lag(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         assert self._consumer is not None
         for tp, records in batches.items():
@@ -164,17 +332,28 @@ class EventConsumer:
 
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Apply one poll's messages. Raises only for transient failures (caller rewinds)."""
-        deliveries: list[Delivery] = []
-        dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        await self.apply(self.decode(batches))
+
+    def decode(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> Decoded:
+        """A poll's messages as the events to apply and the messages that are not valid events."""
+        decoded = Decoded()
         for records in batches.values():
             for record in records:
                 try:
-                    event, payload = decode_event(record.value)
+                    event, payload = self._decoder.decode(record.value)
                 except InvalidEvent as exc:
-                    dead.append((record, exc.reason))
+                    decoded.dead.append((record, exc.reason))
                     continue
                 if event.type in self.handlers and event.source not in self.skip_sources:
-                    deliveries.append(Delivery(event, payload, record))
+                    decoded.deliveries.append(Delivery(event, payload, record))
+        return decoded
+
+    async def apply(self, decoded: Decoded) -> None:
+        """Apply a decoded poll in one transaction (event by event, a bounded number of times
+        each, should the whole fail), then send the bad messages to the DLQ. Raises only for
+        transient failures (the caller rewinds)."""
+        deliveries = decoded.deliveries
+        dead = list(decoded.dead)
         if deliveries:
             try:
                 await self._apply(deliveries)
@@ -199,8 +378,9 @@ class EventConsumer:
         """All events of the poll in one transaction; duplicates are filtered by the
         processed-events insert, which commits atomically with their effects."""
         async with self.session_factory() as session, session.begin():
-            rows = {d.event.id: {"consumer": self.name, "event_id": d.event.id} for d in deliveries}
-            fresh = await insert_new(session, self.processed_model.__table__, list(rows.values()), "event_id")
+            conn = await batch_connection(session)
+            event_ids = list(dict.fromkeys(d.event.id for d in deliveries))
+            fresh = {row[0] for row in await conn.fetch(self._insert_processed, self.name, event_ids, utcnow())}
             todo: list[Delivery] = []
             for d in deliveries:
                 if d.event.id in fresh:
@@ -211,8 +391,8 @@ class EventConsumer:
                 EVENTS_DUPLICATE.labels(self.name).inc(skipped)
             for run in _runs_by_type(todo):
                 await self.handlers[run[0].event.type](session, run)
-        for d in todo:
-            EVENTS_HANDLED.labels(self.name, d.event.type).inc()
+        for event_type, count in Counter(d.event.type for d in todo).items():
+            EVENTS_HANDLED.labels(self.name, event_type).inc(count)
 
     async def _apply_alone(self, delivery: Delivery) -> str | None:
         """Retry one event a bounded number of times; returns the DLQ reason if it never applies."""

@@ -10,6 +10,7 @@ import os
 import uuid
 from typing import Any
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
@@ -48,9 +49,7 @@ def _wake_relay_after_commit(session: Session) -> None:
             _relay_wakeup().set()
 
 
-def add_event(
-    session: AsyncSession,
-    outbox_model: type[Any],
+def outbox_row(
     event_type: str,
     *,
     source: str,
@@ -58,8 +57,8 @@ def add_event(
     data: BaseModel,
     key: str | None = None,
     event_id: uuid.UUID | None = None,
-) -> uuid.UUID:
-    """Add an outbox row for `event_type` in the session's transaction; returns the event id.
+) -> dict[str, Any]:
+    """The outbox row (column -> value) of a new `event_type` event.
 
     The message key defaults to the subject (the customer id), so one customer's events stay
     in one partition, in order."""
@@ -75,23 +74,55 @@ def add_event(
     headers = {"content-type": "application/cloudevents+json", "ce_type": event_type}
     if ce.traceparent:
         headers["traceparent"] = ce.traceparent
-    row = outbox_model(
-        event_id=uuid.UUID(ce.id),
-        topic=topic_for(event_type),
-        key=key if key is not None else ce.subject,
-        event_type=event_type,
-        value=value,
-        headers=headers,
-        created_at=utcnow(),
-    )
-    session.add(row)
+    return {
+        "event_id": uuid.UUID(ce.id),
+        "topic": topic_for(event_type),
+        "key": key if key is not None else ce.subject,
+        "event_type": event_type,
+        "value": value,
+        "headers": headers,
+        "created_at": utcnow(),
+    }
+
+
+def add_event(
+    session: AsyncSession,
+    outbox_model: type[Any],
+    event_type: str,
+    *,
+    source: str,
+    subject: uuid.UUID | str | None,
+    data: BaseModel,
+    key: str | None = None,
+    event_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Add an outbox row for `event_type` in the session's transaction; returns the event id."""
+    row = outbox_row(event_type, source=source, subject=subject, data=data, key=key, event_id=event_id)
+    session.add(outbox_model(**row))
     session.sync_session.info["outbox_written"] = True
-    return uuid.UUID(ce.id)
+    return row["event_id"]
+
+
+_OUTBOX_COLUMNS = ("event_id", "topic", "key", "event_type", "value", "headers", "created_at")
+
+
+async def insert_outbox_row(conn: asyncpg.Connection, table: str, row: dict[str, Any]) -> None:
+    """`add_event` for a write made on a plain asyncpg connection (a hot path): insert the
+    row in that connection's transaction, then call `wake_relay()` once it committed."""
+    columns = ", ".join(_OUTBOX_COLUMNS)
+    params = ", ".join(f"${i}" for i in range(1, len(_OUTBOX_COLUMNS) + 1))
+    await conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({params})", *(row[c] for c in _OUTBOX_COLUMNS))
+
+
+def wake_relay() -> None:
+    """Have the relay send at once (after a commit that wrote outbox rows outside the ORM)."""
+    with contextlib.suppress(RuntimeError):
+        _relay_wakeup().set()
 
 
 class OutboxRelay:
-    """Sends outbox rows to Kafka. Safe to run in several processes: on PostgreSQL rows are
-    claimed with FOR UPDATE SKIP LOCKED, so no two relays send the same row."""
+    """Sends outbox rows to Kafka. Safe to run in several processes: rows are claimed with
+    FOR UPDATE SKIP LOCKED, so no two relays send the same row."""
 
     def __init__(
         self,
@@ -133,9 +164,13 @@ class OutboxRelay:
         producer = await self._ensure_producer()
         model = self.model
         async with self.session_factory() as session, session.begin():
-            stmt = select(model).where(model.sent_at.is_(None)).order_by(model.id).limit(self.settings.outbox_batch_size)
-            if session.get_bind().dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
+            stmt = (
+                select(model)
+                .where(model.sent_at.is_(None))
+                .order_by(model.id)
+                .limit(self.settings.outbox_batch_size)
+                .with_for_update(skip_locked=True)
+            )
             rows = list((await session.scalars(stmt)).all())
             if not rows:
                 OUTBOX_BACKLOG.set(0)

@@ -17,7 +17,6 @@ from cem.invitations.models import Invitation
 from cem.responses.models import Score, SurveyResponse
 from cem.surveys.models import Survey
 from cem.touchpoints.models import TouchpointInteraction
-from cxkit.db import dialect_of
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "nps": ("promoter", "passive", "detractor"),
@@ -27,29 +26,18 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 INTERVALS = ("day", "week", "month")
 
 
-def day_bucket(dialect: str, interval: str, day: Any) -> ColumnElement[Any]:
-    """The start of the day / ISO week (Monday) / month holding the date `day`, per backend."""
+def day_bucket(interval: str, day: Any) -> ColumnElement[Any]:
+    """The start of the day / ISO week (Monday) / month holding the date `day`."""
     if interval not in INTERVALS:
         raise ValueError(interval)
-    if dialect == "postgresql":
-        # A timestamp without time zone, so the session's TimeZone plays no part; the unit is a
-        # literal so the SELECT and GROUP BY expressions are identical.
-        return func.date_trunc(literal_column(f"'{interval}'"), cast(day, DateTime()))
-    if interval == "day":
-        return func.date(day)
-    if interval == "week":
-        # 'weekday 0' moves forward to Sunday (or stays on it); six days back is that week's Monday.
-        return func.date(day, literal_column("'weekday 0'"), literal_column("'-6 days'"))
-    return func.strftime(literal_column("'%Y-%m-01'"), day)
+    # A timestamp without time zone, so the session's TimeZone plays no part; the unit is a
+    # literal so the SELECT and GROUP BY expressions are identical.
+    return func.date_trunc(literal_column(f"'{interval}'"), cast(day, DateTime()))
 
 
-def bucket_start(value: Any) -> dt.datetime:
-    """A bucket as the database returned it (a timestamp, or text on SQLite) as an aware UTC time."""
-    if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
-    return dt.datetime.fromisoformat(str(value)).replace(tzinfo=dt.UTC)
+def bucket_start(value: dt.datetime) -> dt.datetime:
+    """A bucket as the database returned it (a timestamp without time zone) as an aware UTC time."""
+    return value.replace(tzinfo=dt.UTC)
 
 
 @dataclass
@@ -154,7 +142,7 @@ class AnalyticsRepository:
         if touchpoint is not None:
             conditions.append(Score.touchpoint == touchpoint)
         daily = _per_category(Score.submitted_on, metric, conditions)
-        bucket = day_bucket(dialect_of(self.session), interval, daily.c.grp).label("bucket")
+        bucket = day_bucket(interval, daily.c.grp).label("bucket")
         stmt = select(bucket, *_score_columns(metric, daily)).group_by(bucket).order_by(bucket)
         rows = (await self.session.execute(stmt)).all()
         return [(bucket_start(row.bucket), _aggregate(metric, row)) for row in rows]

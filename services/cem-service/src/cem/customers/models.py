@@ -7,10 +7,11 @@ import uuid
 from decimal import Decimal
 
 from sqlalchemy import Boolean, Index, Integer, Numeric, String, Uuid, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cem.db import Base
-from cxkit.db import PortableJSON, UTCDateTime, utcnow
+from cxkit.db import UTCDateTime, utcnow
 
 
 class CustomerProfile(Base):
@@ -30,7 +31,7 @@ class CustomerProfile(Base):
     company: Mapped[str | None] = mapped_column(String(200))
     lifecycle_stage: Mapped[str | None] = mapped_column(String(20))
     owner: Mapped[str | None] = mapped_column(String(200))
-    tags: Mapped[list[str]] = mapped_column(PortableJSON, default=list)
+    tags: Mapped[list[str]] = mapped_column(JSONB, default=list)
     survey_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     open_deal_value: Mapped[Decimal] = mapped_column(Numeric(18, 2), default=Decimal("0"), server_default=text("0"))
     # The CRM time `open_deal_value` reflects: deal events and snapshots only move it forward.

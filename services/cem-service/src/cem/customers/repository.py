@@ -9,11 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, case, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.models import CustomerProfile
-from cxkit.db import dialect_of
 
 SNAPSHOT_COLUMNS = [
     "email",
@@ -31,15 +30,6 @@ SNAPSHOT_COLUMNS = [
     "synced_at",
 ]
 PERSONAL_COLUMNS = ("email", "email_lower", "name", "phone", "company")
-
-
-def _insert(session: AsyncSession) -> Any:
-    dialect = dialect_of(session)
-    if dialect == "postgresql":
-        return postgresql.insert
-    if dialect == "sqlite":
-        return sqlite.insert
-    raise NotImplementedError(dialect)
 
 
 def _stub(customer_id: uuid.UUID, now: dt.datetime, **fields: Any) -> dict[str, Any]:
@@ -103,7 +93,7 @@ class CustomerProfileRepository:
             if seen is None or row["crm_version"] >= seen["crm_version"]:
                 newest[row["id"]] = row
         table = CustomerProfile.__table__
-        stmt = _insert(self.session)(table)
+        stmt = insert(table)
         new, old = stmt.excluded, table.c
         newer_value = or_(old.open_deal_value_at.is_(None), new.open_deal_value_at >= old.open_deal_value_at)
         set_: dict[str, Any] = {c: new[c] for c in SNAPSHOT_COLUMNS}
@@ -119,7 +109,7 @@ class CustomerProfileRepository:
     async def mark_merged(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID, now: dt.datetime) -> None:
         """The duplicate becomes a pointer to the survivor; its email no longer finds anyone."""
         table = CustomerProfile.__table__
-        stmt = _insert(self.session)(table).values(_stub(duplicate_id, now, merged_into=survivor_id))
+        stmt = insert(table).values(_stub(duplicate_id, now, merged_into=survivor_id))
         await self.session.execute(
             stmt.on_conflict_do_update(
                 index_elements=["id"],
@@ -134,7 +124,7 @@ class CustomerProfileRepository:
     async def erase(self, customer_id: uuid.UUID, erased_at: dt.datetime, now: dt.datetime) -> None:
         """Keep the id and anonymous fields, drop the personal ones; the first erasure time stays."""
         table = CustomerProfile.__table__
-        stmt = _insert(self.session)(table).values(_stub(customer_id, now, erased_at=erased_at))
+        stmt = insert(table).values(_stub(customer_id, now, erased_at=erased_at))
         set_: dict[str, Any] = dict.fromkeys(PERSONAL_COLUMNS)
         set_["tags"] = stmt.excluded.tags
         set_["erased_at"] = case((table.c.erased_at.is_(None), stmt.excluded.erased_at), else_=table.c.erased_at)

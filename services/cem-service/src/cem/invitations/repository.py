@@ -13,7 +13,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from cem.customers.repository import announced_customer_with
 from cem.invitations.models import Invitation
-from cxkit.db import dialect_of, insert_new, newest_first
+from cxkit.db import insert_new, newest_first
 
 
 def status_condition(status: str, now: dt.datetime) -> ColumnElement[bool]:
@@ -122,7 +122,7 @@ class InvitationRepository:
 
     async def claim_due(self, now: dt.datetime, limit: int) -> list[Invitation]:
         """Scheduled invitations whose time has come, oldest first, locked so that two schedulers
-        never send one twice (PostgreSQL skips rows another transaction holds)."""
+        never send one twice (SKIP LOCKED passes over rows another transaction holds)."""
         stmt = (
             select(Invitation)
             .where(
@@ -133,9 +133,8 @@ class InvitationRepository:
             )
             .order_by(Invitation.send_at, Invitation.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-        if dialect_of(self.session) == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
         return list((await self.session.scalars(stmt)).all())
 
     async def link_emails(self, emails_lower: Collection[str]) -> None:

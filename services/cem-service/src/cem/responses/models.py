@@ -7,10 +7,11 @@ import uuid
 from typing import Any
 
 from sqlalchemy import Date, ForeignKey, Index, SmallInteger, String, Uuid
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cem.db import Base
-from cxkit.db import PortableJSON, UTCDateTime, new_id, utcnow
+from cxkit.db import UTCDateTime, new_id, utcnow
 
 
 class SurveyResponse(Base):
@@ -27,7 +28,7 @@ class SurveyResponse(Base):
     source: Mapped[str] = mapped_column(String(10))
     # [{question_id, type, text, value, scale_min, scale_max}], a copy of each question's wording
     # so a response reads the same after the survey is edited.
-    answers: Mapped[list[dict[str, Any]]] = mapped_column(PortableJSON, default=list)
+    answers: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     submitted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -7,10 +7,11 @@ import uuid
 from typing import Any
 
 from sqlalchemy import Index, Integer, String, Text, Uuid
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cem.db import Base
-from cxkit.db import PortableJSON, UTCDateTime, new_id, utcnow
+from cxkit.db import UTCDateTime, new_id, utcnow
 
 
 class Survey(Base):
@@ -23,7 +24,7 @@ class Survey(Base):
     # The score this survey measures (nps, csat, ces), or null for a custom survey without one.
     metric: Mapped[str | None] = mapped_column(String(10))
     touchpoint: Mapped[str | None] = mapped_column(String(100))
-    questions: Mapped[list[dict[str, Any]]] = mapped_column(PortableJSON, default=list)
+    questions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     intro: Mapped[str | None] = mapped_column(Text)
     thank_you: Mapped[str | None] = mapped_column(Text)
     trigger_interaction_type: Mapped[str | None] = mapped_column(String(100))

@@ -8,10 +8,11 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Float, Index, Integer, Numeric, String, Text, Uuid
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cem.db import Base
-from cxkit.db import PortableJSON, UTCDateTime, new_id, utcnow
+from cxkit.db import UTCDateTime, new_id, utcnow
 
 
 class Touchpoint(Base):
@@ -54,7 +55,7 @@ class TouchpointInteraction(Base):
     summary: Mapped[str | None] = mapped_column(Text)
     amount: Mapped[Decimal | None] = mapped_column(Numeric(18, 2))
     currency: Mapped[str | None] = mapped_column(String(3))
-    details: Mapped[dict[str, Any]] = mapped_column("metadata", PortableJSON, default=dict)
+    details: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
     # The CloudEvent's source: which system reported it.
     source: Mapped[str | None] = mapped_column(String(255))
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

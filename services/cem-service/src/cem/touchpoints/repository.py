@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +17,6 @@ from cem.customers.repository import announced_customer_with
 from cem.journeys.models import Journey, JourneyStep
 from cem.surveys.models import Survey
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
-from cxkit.db import insert_new
 
 
 class TouchpointRepository:
@@ -96,11 +98,6 @@ class TouchpointRepository:
         )
         return list((await self.session.scalars(stmt)).all())
 
-    async def insert_interactions(self, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
-        """One insert for a run of interactions; one already stored is skipped. Returns the
-        interaction ids actually inserted."""
-        return await insert_new(self.session, TouchpointInteraction.__table__, rows, "interaction_id")
-
     async def link_emails(self, emails_lower: Collection[str]) -> None:
         """Interactions kept under an address go to the customer now announced with it."""
         if emails_lower:
@@ -154,3 +151,65 @@ class TouchpointRepository:
 
     async def flush(self) -> None:
         await self.session.flush()
+
+
+# --- a poll's worth of `interaction.recorded` events (the consumer's hot path) -----------------
+# Statements on the consumer's asyncpg connection (`cxkit.kafka.consumer.batch_connection`):
+# one per poll whatever its size, each prepared once per connection.
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRow:
+    """The columns of a customer profile that storing an interaction and the survey rules read."""
+
+    id: uuid.UUID
+    email: str | None
+    survey_opt_out: bool
+    erased_at: dt.datetime | None
+    merged_into: uuid.UUID | None
+
+
+_PROFILES = "SELECT id, email, survey_opt_out, erased_at, merged_into FROM customer_profiles WHERE id = ANY($1::uuid[])"
+
+# The columns of an interaction batch, in order; `recorded_at` is one value for the batch and
+# each row's own `id` is made by the server.
+BATCH_COLUMNS = (
+    "interaction_id",
+    "customer_id",
+    "email",
+    "email_lower",
+    "touchpoint",
+    "type",
+    "channel",
+    "occurred_at",
+    "summary",
+    "amount",
+    "currency",
+    "metadata",
+    "source",
+)
+_INSERT_BATCH = (
+    f"INSERT INTO touchpoint_interactions (id, {', '.join(BATCH_COLUMNS)}, recorded_at) "
+    "SELECT gen_random_uuid(), ii, c, e, el, tp, t, ch, o, s, a, cur, m::jsonb, src, $14 FROM unnest("
+    "$1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
+    "$8::timestamptz[], $9::text[], $10::numeric[], $11::text[], $12::text[], $13::text[]) "
+    "AS u(ii, c, e, el, tp, t, ch, o, s, a, cur, m, src) "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+async def profiles_by_ids(conn: asyncpg.Connection, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, ProfileRow]:
+    """The profiles with these ids, in one query."""
+    if not ids:
+        return {}
+    return {row[0]: ProfileRow(*row) for row in await conn.fetch(_PROFILES, list(ids))}
+
+
+async def insert_interaction_batch(conn: asyncpg.Connection, columns: Sequence[Sequence[Any]], recorded_at: dt.datetime) -> int:
+    """Insert interactions given column-wise (`BATCH_COLUMNS`; `metadata` as JSON text) with one
+    `INSERT ... SELECT FROM unnest(...)`; one already stored is skipped. Returns the number of
+    rows inserted."""
+    if not columns[0]:
+        return 0
+    status = await conn.execute(_INSERT_BATCH, *columns, recorded_at)
+    return int(status.rsplit(" ", 1)[1])

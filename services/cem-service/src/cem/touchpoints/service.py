@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -11,20 +12,19 @@ import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cem.customers.models import CustomerProfile
 from cem.customers.repository import CustomerProfileRepository
 from cem.fields import field_problem
 from cem.paging import after_text
 from cem.touchpoints.models import Touchpoint
-from cem.touchpoints.repository import TouchpointRepository
+from cem.touchpoints.repository import BATCH_COLUMNS, TouchpointRepository, insert_interaction_batch, profiles_by_ids
 from cem.touchpoints.schemas import TouchpointCreate, TouchpointUpdate, check_target
-from cem.triggers.service import Recipient, StoredInteraction
+from cem.triggers.service import ProfileFacts, Recipient, StoredInteraction
 from cxkit.db import lock_keys, utcnow
 from cxkit.events.payloads import InteractionRecorded
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams, trim_page
 from cxkit.http.problems import Conflict, NotFound
-from cxkit.kafka.consumer import Delivery, PermanentEventError
+from cxkit.kafka.consumer import Delivery, PermanentEventError, batch_connection
 
 # The CRM derives the id of an interaction event that carries none from the CloudEvent's source
 # and id in this namespace; using the same one, both services name such an interaction alike.
@@ -109,11 +109,15 @@ def interaction_id_for(payload: InteractionRecorded, event_source: str, event_id
     return payload.interaction_id or uuid.uuid5(_EVENT_NAMESPACE, f"{event_source}\n{event_id}")
 
 
-def _check_storable(payload: InteractionRecorded) -> None:
-    """Refuse (to the DLQ) what the database could never store, instead of failing the batch."""
-    texts = [payload.type, payload.channel, payload.touchpoint, payload.summary, payload.customer_email, payload.currency]
-    if any(t is not None and "\x00" in t for t in texts) or b"\\u0000" in orjson.dumps(payload.metadata):
-        raise PermanentEventError("text with NUL characters cannot be stored")
+def _check_storable(payload: InteractionRecorded, may_hold_nul: bool = True) -> str:
+    """Refuse (to the DLQ) what the database could never store, instead of failing the batch.
+    Returns the metadata as JSON text, as it is stored. `may_hold_nul=False` (the message has
+    no `\\u0000` escape, see `Delivery.may_hold_nul`) skips looking for NUL characters."""
+    metadata = orjson.dumps(payload.metadata)
+    if may_hold_nul:
+        texts = [payload.type, payload.channel, payload.touchpoint, payload.summary, payload.customer_email, payload.currency]
+        if any(t is not None and "\x00" in t for t in texts) or b"\\u0000" in metadata:
+            raise PermanentEventError("text with NUL characters cannot be stored")
     if payload.amount is not None and abs(payload.amount) >= _AMOUNT_LIMIT:
         raise PermanentEventError(f"amount {payload.amount} is out of range")
     if payload.customer_id is None and not (payload.customer_email or "").strip():
@@ -124,10 +128,11 @@ def _check_storable(payload: InteractionRecorded) -> None:
         in_range = False
     if not in_range:
         raise PermanentEventError("occurred_at is out of range")
+    return metadata.decode()
 
 
 def _recipient(
-    payload: InteractionRecorded, by_id: dict[uuid.UUID, CustomerProfile], by_email: dict[str, CustomerProfile]
+    payload: InteractionRecorded, by_id: Mapping[uuid.UUID, ProfileFacts], by_email: Mapping[str, ProfileFacts]
 ) -> Recipient:
     """The customer an interaction is about: by id (a merged duplicate's survivor), else by
     email; an address nobody was announced with stays a bare address."""
@@ -148,51 +153,63 @@ def _recipient(
 
 async def record_interactions(session: AsyncSession, deliveries: list[Delivery]) -> list[StoredInteraction]:
     """Store a run of `interaction.recorded` events with a few statements: one query for the
-    customers by id, one for their survivors, one by email, one insert. An interaction already
-    stored is skipped; an erased customer's is stored without its summary, metadata or address.
-    Returns the run's interactions (each once, in event order), stored now or before: the
-    survey triggers judge each (survey, interaction) pair once by themselves."""
+    customers by id (and one for their survivors, if any was merged), one by email, one
+    `INSERT ... SELECT FROM unnest(...)`. An interaction already stored is skipped; an erased
+    customer's is stored without its summary, metadata or address. Returns the run's
+    interactions (each once, in event order), stored now or before: the survey triggers judge
+    each (survey, interaction) pair once by themselves."""
     payloads: list[tuple[Delivery, InteractionRecorded]] = [(d, d.payload) for d in deliveries]
-    for _, payload in payloads:
-        _check_storable(payload)
+    metadata_json = [_check_storable(payload, delivery.may_hold_nul) for delivery, payload in payloads]
     emails = {p.customer_email.strip().lower() for _, p in payloads if p.customer_id is None and p.customer_email}
     # The customer consumer links rows kept under an address when the CRM announces it; the
     # same lock on both sides makes one of the two transactions see the other's rows.
     await lock_keys(session, "email", emails)
-    profiles = CustomerProfileRepository(session)
-    by_id = await profiles.by_ids({p.customer_id for _, p in payloads if p.customer_id is not None})
-    by_id |= await profiles.by_ids({p.merged_into for p in by_id.values() if p.merged_into is not None} - set(by_id))
-    by_email = await profiles.by_emails(emails)
-    now = utcnow()
-    rows: list[dict[str, Any]] = []
+    conn = await batch_connection(session)
+    by_id: dict[uuid.UUID, ProfileFacts] = dict(
+        await profiles_by_ids(conn, {p.customer_id for _, p in payloads if p.customer_id is not None})
+    )
+    survivors = {p.merged_into for p in by_id.values() if p.merged_into is not None} - set(by_id)
+    if survivors:
+        by_id |= await profiles_by_ids(conn, survivors)
+    by_email: dict[str, ProfileFacts] = dict(await CustomerProfileRepository(session).by_emails(emails)) if emails else {}
+    columns: tuple[list[Any], ...] = tuple([] for _ in BATCH_COLUMNS)
+    (
+        interaction_ids,
+        customer_ids,
+        addresses,
+        addresses_lower,
+        touchpoints,
+        types,
+        channels,
+        occurred,
+        summaries,
+        amounts,
+        currencies,
+        metadata,
+        sources,
+    ) = columns
     stored: list[StoredInteraction] = []
     seen: set[uuid.UUID] = set()
-    for delivery, payload in payloads:
+    for (delivery, payload), details in zip(payloads, metadata_json, strict=True):
         interaction_id = interaction_id_for(payload, delivery.event.source, delivery.event.id)
         if interaction_id in seen:
             continue
         seen.add(interaction_id)
         recipient = _recipient(payload, by_id, by_email)
         erased = recipient.profile is not None and recipient.profile.erased_at is not None
-        rows.append(
-            {
-                "id": uuid.uuid4(),
-                "interaction_id": interaction_id,
-                "customer_id": recipient.customer_id,
-                "email": recipient.email,
-                "email_lower": recipient.email_lower,
-                "touchpoint": payload.touchpoint,
-                "type": payload.type,
-                "channel": payload.channel,
-                "occurred_at": payload.occurred_at,
-                "summary": None if erased else payload.summary,
-                "amount": payload.amount,
-                "currency": payload.currency,
-                "metadata": {} if erased else payload.metadata,
-                "source": delivery.event.source[:255],
-                "recorded_at": now,
-            }
-        )
+        interaction_ids.append(interaction_id)
+        customer_ids.append(recipient.customer_id)
+        addresses.append(recipient.email)
+        addresses_lower.append(recipient.email_lower)
+        touchpoints.append(payload.touchpoint)
+        types.append(payload.type)
+        channels.append(payload.channel)
+        occurred.append(payload.occurred_at)
+        summaries.append(None if erased else payload.summary)
+        amounts.append(payload.amount)
+        currencies.append(payload.currency)
+        metadata.append("{}" if erased else details)
+        sources.append(delivery.event.source[:255])
         stored.append(
             StoredInteraction(
                 interaction_id=interaction_id,
@@ -202,7 +219,7 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
                 recipient=recipient,
             )
         )
-    await TouchpointRepository(session).insert_interactions(rows)
+    await insert_interaction_batch(conn, columns, utcnow())
     return stored
 
 

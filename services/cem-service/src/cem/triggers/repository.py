@@ -15,7 +15,7 @@ from cem.customers.repository import announced_customer_with
 from cem.invitations.models import Invitation
 from cem.surveys.models import Survey
 from cem.triggers.models import Suppression
-from cxkit.db import dialect_of, insert_new, newest_first
+from cxkit.db import insert_new, newest_first
 
 
 class SuppressionRepository:
@@ -153,11 +153,9 @@ class TriggerRepository:
         return {(r[0], r[1]) for r in (await self.session.execute(union_all(invited, suppressed))).all()}
 
     async def lock_survey(self, survey_id: uuid.UUID) -> Survey | None:
-        """The survey, locked for this transaction; None if another scheduler holds it (PostgreSQL)
-        or it is no longer active."""
-        stmt = select(Survey).where(Survey.id == survey_id, Survey.status == "active")
-        if dialect_of(self.session) == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
+        """The survey, locked for this transaction; None if another scheduler holds it or it is
+        no longer active."""
+        stmt = select(Survey).where(Survey.id == survey_id, Survey.status == "active").with_for_update(skip_locked=True)
         return await self.session.scalar(stmt)
 
     async def customers_due_again(self, survey_id: uuid.UUID, before: dt.datetime, limit: int) -> list[uuid.UUID]:

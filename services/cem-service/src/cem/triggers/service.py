@@ -18,12 +18,11 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.config import CEMSettings
-from cem.customers.models import CustomerProfile
 from cem.customers.repository import CustomerProfileRepository
 from cem.db import SOURCE, OutboxMessage
 from cem.fields import check_window
@@ -42,13 +41,29 @@ from cxkit.kafka.outbox import add_event
 RecipientKey = tuple[str, Any]
 
 
+class ProfileFacts(Protocol):
+    """What the rules read of a customer's profile: a `CustomerProfile` row, or the few columns
+    a consumer's batch reads (`cem.touchpoints.repository.ProfileRow`)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def survey_opt_out(self) -> bool: ...
+    @property
+    def erased_at(self) -> dt.datetime | None: ...
+    @property
+    def merged_into(self) -> uuid.UUID | None: ...
+
+
 @dataclass(frozen=True)
 class Recipient:
     """Who would be invited: a customer (known here or not yet), or a bare address."""
 
     customer_id: uuid.UUID | None
     email: str | None
-    profile: CustomerProfile | None
+    profile: ProfileFacts | None
 
     @property
     def email_lower(self) -> str | None:

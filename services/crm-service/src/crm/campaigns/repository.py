@@ -17,7 +17,7 @@ from crm.campaigns.models import Campaign, CampaignMember
 from crm.customers.models import Customer
 from crm.deals.models import Deal
 from crm.leads.models import Lead
-from cxkit.db import dialect_of, insert_ignoring_conflicts, utcnow
+from cxkit.db import insert_ignoring_conflicts, utcnow
 from cxkit.http.pagination import PageParams
 
 SORT_KEYS = (keyset.SortKey("created_at", Campaign.created_at, "datetime"), keyset.SortKey("name", Campaign.name, "str"))
@@ -119,9 +119,7 @@ class CampaignRepository:
             "added_at": utcnow(),
         }
         table = CampaignMember.__table__
-        result = await self.session.execute(
-            insert_ignoring_conflicts(dialect_of(self.session), table).values(row).returning(table.c.id)
-        )
+        result = await self.session.execute(insert_ignoring_conflicts(table).values(row).returning(table.c.id))
         return result.first() is not None
 
     async def get_member(self, campaign_id: uuid.UUID, member_id: uuid.UUID) -> CampaignMember | None:

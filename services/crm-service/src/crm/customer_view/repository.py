@@ -1,23 +1,33 @@
-"""The timeline's queries: one UNION ALL finds a page of (kind, id, time) across the
-customer's history, then one query per kind on the page loads the details."""
+"""The view's and the timeline's queries. The view runs the domains' own statements, compiled
+once, on a plain asyncpg connection. For the timeline, one UNION ALL finds a page of (kind,
+id, time) across the customer's history, then one query per kind on the page loads the details."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, literal, select, tuple_, type_coerce, union_all
+import asyncpg
+from sqlalchemy import Select, Uuid, bindparam, literal, select, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.deals.models import Deal, DealStageChange
+from crm.deals.repository import as_money, open_deals_query, open_value_query
 from crm.documents.models import Document
 from crm.experience.models import EXPERIENCE_KINDS, ExperienceEvent
+from crm.experience.repository import ExperienceTotals, latest_by_key, latest_condition, totals_of, totals_query
 from crm.interactions.models import Interaction
+from crm.interactions.repository import InteractionStats, stats_of, stats_query
 from crm.tasks.models import Task
-from cxkit.db import UTCDateTime
+from crm.tasks.repository import open_for_customer_query
+from cxkit.pg_pool import CompiledQuery, Row
 
 Cursor = tuple[dt.datetime, str, uuid.UUID]
+OPEN_DEALS_SHOWN = 50
+OPEN_TASKS_SHOWN = 20
 
 
 def _branches(customer_id: uuid.UUID) -> dict[str, Select[Any]]:
@@ -56,8 +66,7 @@ class TimelineRepository:
         """Newest first, keyset on (at, kind, id); one row more than asked."""
         branches = [b for kind, b in _branches(customer_id).items() if kind in kinds]
         entries = union_all(*branches).subquery("entries")
-        at = type_coerce(entries.c.at, UTCDateTime)  # UTC handling on SQLite, no SQL cast
-        stmt = select(entries.c.kind, entries.c.id, at)
+        stmt = select(entries.c.kind, entries.c.id, entries.c.at)
         if before is not None:
             stmt = stmt.where(tuple_(entries.c.at, entries.c.kind, entries.c.id) < tuple_(*before))
         stmt = stmt.order_by(entries.c.at.desc(), entries.c.kind.desc(), entries.c.id.desc()).limit(limit + 1)
@@ -83,3 +92,37 @@ class TimelineRepository:
 
     async def documents(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Document]:
         return {r.id: r for r in (await self.session.scalars(select(Document).where(Document.id.in_(ids)))).all()} if ids else {}
+
+
+_CUSTOMER_ID = bindparam("customer_id", type_=Uuid)
+_STATS = CompiledQuery(stats_query(_CUSTOMER_ID))
+_OPEN_DEALS = CompiledQuery(open_deals_query(_CUSTOMER_ID, OPEN_DEALS_SHOWN))
+_OPEN_VALUE = CompiledQuery(open_value_query(_CUSTOMER_ID))
+_OPEN_TASKS = CompiledQuery(open_for_customer_query(_CUSTOMER_ID, OPEN_TASKS_SHOWN))
+_EXPERIENCE_TOTALS = CompiledQuery(totals_query(_CUSTOMER_ID))
+_EXPERIENCE_LATEST = CompiledQuery(select(ExperienceEvent.__table__).where(latest_condition(_CUSTOMER_ID)))
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRows:
+    """What the joined view shows besides the record, as plain rows."""
+
+    stats: InteractionStats
+    open_deals: list[asyncpg.Record]
+    open_value: Decimal
+    open_tasks: list[asyncpg.Record]
+    experience: ExperienceTotals
+    latest: dict[str, Row]
+
+
+async def read_view_rows(conn: asyncpg.Connection, customer_id: uuid.UUID) -> ViewRows:
+    """The view's queries, each compiled once, on one asyncpg connection (the same statements
+    the domain repositories run through the ORM)."""
+    return ViewRows(
+        stats=stats_of(await _STATS.fetchrow(conn, customer_id=customer_id)),
+        open_deals=await _OPEN_DEALS.fetch(conn, customer_id=customer_id),
+        open_value=as_money(await _OPEN_VALUE.fetchval(conn, customer_id=customer_id)),
+        open_tasks=await _OPEN_TASKS.fetch(conn, customer_id=customer_id),
+        experience=totals_of(await _EXPERIENCE_TOTALS.fetchrow(conn, customer_id=customer_id)),
+        latest=latest_by_key(Row(r) for r in await _EXPERIENCE_LATEST.fetch(conn, customer_id=customer_id)),
+    )

@@ -13,7 +13,7 @@ from crm.customers.router import MERGED_RESPONSE
 from crm.fields import CustomerIdPath
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
-from cxkit.http.deps import SessionDep
+from cxkit.http.deps import PgPoolDep, SessionDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import problem_responses
 
@@ -33,8 +33,8 @@ router = APIRouter(prefix="/customers", tags=["customers"])
     "A merged duplicate redirects (308) to its survivor's view. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422) | MERGED_RESPONSE,
 )
-async def customer_view(customer_id: CustomerIdPath, session: SessionDep, _: Reader) -> Response:
-    return json_response(await service.customer_view(session, customer_id))
+async def customer_view(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader) -> Response:
+    return json_response(await service.customer_view(pool, customer_id))
 
 
 @router.get(

@@ -7,10 +7,11 @@ import uuid
 from typing import Any
 
 from sqlalchemy import Boolean, Index, Integer, String, Uuid, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm.db import Base
-from cxkit.db import PortableJSON, UTCDateTime, new_id, utcnow
+from cxkit.db import UTCDateTime, new_id, utcnow
 
 LIFECYCLE_STAGES = ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist", "churned")
 
@@ -27,8 +28,8 @@ class Customer(Base):
     company: Mapped[str | None] = mapped_column(String(200))
     lifecycle_stage: Mapped[str] = mapped_column(String(20), default="lead", index=True)
     owner: Mapped[str | None] = mapped_column(String(200), index=True)
-    tags: Mapped[list[str]] = mapped_column(PortableJSON, default=list)
-    attributes: Mapped[dict[str, Any]] = mapped_column(PortableJSON, default=dict)
+    tags: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     source: Mapped[str | None] = mapped_column(String(100))
     campaign_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     survey_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
@@ -43,8 +44,8 @@ class Customer(Base):
         Index("ix_customers_updated_at_id", "updated_at", "id"),
         Index("ix_customers_name_id", "name", "id"),
         Index("ix_customers_merged_into_id", "merged_into_id"),
-        # PostgreSQL: `tags @> '["vip"]'` and `ILIKE '%ada%'` answered from GIN indexes, so the
-        # tag filter and the search stay fast at a million customers (SQLite gets plain indexes).
+        # `tags @> '["vip"]'` and `ILIKE '%ada%'` answered from GIN indexes, so the tag filter
+        # and the search stay fast at a million customers.
         Index("ix_customers_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
         Index("ix_customers_name_trgm", "name", postgresql_using="gin", postgresql_ops={"name": "gin_trgm_ops"}),
         Index(

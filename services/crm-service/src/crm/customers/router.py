@@ -26,7 +26,7 @@ from crm.documents.storage import DocumentStore
 from crm.fields import CustomerIdPath, IfMatch, SearchText
 from cxkit.http.app import json_response
 from cxkit.http.auth import Admin, Reader
-from cxkit.http.deps import SessionDep
+from cxkit.http.deps import PgPoolDep, SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
@@ -95,8 +95,8 @@ async def create_customer(body: CustomerCreate, session: SessionDep, idem: Idemp
     "the survivor and `merged_into` in the body. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422) | MERGED_RESPONSE,
 )
-async def get_customer(customer_id: CustomerIdPath, session: SessionDep, _: Reader) -> Response:
-    return _answer(await service.get_customer(session, customer_id))
+async def get_customer(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader) -> Response:
+    return _answer(await service.read_customer(pool, customer_id))
 
 
 @router.get(

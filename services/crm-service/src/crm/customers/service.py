@@ -8,11 +8,13 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import keyset
 from crm.campaigns.repository import CampaignRepository
+from crm.customers import repository
 from crm.customers.models import LIFECYCLE_STAGES, Customer
 from crm.customers.repository import SORT_KEYS, CustomerFilters, CustomerRepository
 from crm.customers.schemas import CustomerCreate, CustomerUpdate
@@ -202,6 +204,16 @@ async def get_customer(session: AsyncSession, customer_id: uuid.UUID) -> Custome
     return customer
 
 
+async def read_customer(db: asyncpg.Pool | asyncpg.Connection, customer_id: uuid.UUID) -> dict[str, Any]:
+    """`get_customer` for answering a GET: the same rules, read over the asyncpg pool."""
+    customer = await repository.read_customer(db, customer_id)
+    if customer is None:
+        raise NotFound(f"customer {customer_id} does not exist")
+    if customer["merged_into_id"] is not None:
+        raise CustomerMergedAway(customer["id"], customer["merged_into_id"])
+    return customer
+
+
 async def live_customer_for_update(session: AsyncSession, customer_id: uuid.UUID) -> Customer:
     """For writes on the customer itself: locked, neither merged away nor erased."""
     customer = await CustomerRepository(session).get(customer_id, for_update=True)
@@ -236,6 +248,23 @@ async def resolve_reference(session: AsyncSession, customer_id: uuid.UUID, field
     if customer.erased_at is not None:
         raise Unprocessable(f"{field} {customer_id} was erased", errors=[_field_error(field, "erased")])
     return customer
+
+
+async def resolve_reference_on(
+    conn: asyncpg.Connection, customer_id: uuid.UUID, field: str = "customer_id"
+) -> tuple[uuid.UUID, str | None]:
+    """`resolve_reference` on a plain asyncpg connection (hot paths): (id, email) of the live
+    customer behind `customer_id`, by the same rules."""
+    row = await repository.read_reference(conn, customer_id)
+    if row is None:
+        raise Unprocessable(f"{field} {customer_id} does not exist", errors=[_field_error(field)])
+    if row["survivor_id"] is not None:
+        resolved, email, erased_at = row["survivor_id"], row["survivor_email"], row["survivor_erased_at"]
+    else:
+        resolved, email, erased_at = row["id"], row["email"], row["erased_at"]
+    if erased_at is not None:
+        raise Unprocessable(f"{field} {customer_id} was erased", errors=[_field_error(field, "erased")])
+    return resolved, email
 
 
 async def update_customer(session: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate, if_match: str | None) -> Customer:

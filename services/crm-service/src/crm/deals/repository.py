@@ -32,6 +32,27 @@ class DealFilters:
     owner: str | None = None
 
 
+def open_value_query(customer_id: Any) -> Select[Any]:
+    """The sum of a customer's open deal amounts (a value or a `bindparam`)."""
+    return select(func.coalesce(func.sum(Deal.amount), 0)).where(Deal.customer_id == customer_id, Deal.status == "open")
+
+
+def open_deals_query(customer_id: Any, limit: int) -> Select[Any]:
+    """A customer's open deals as flat rows: the deal's columns, `stage` and `probability`
+    (the shape `DealRead` reads), soonest expected close first."""
+    return (
+        select(Deal.__table__, PipelineStage.name.label("stage"), PipelineStage.probability)
+        .join(PipelineStage, PipelineStage.id == Deal.stage_id)
+        .where(Deal.customer_id == customer_id, Deal.status == "open")
+        .order_by(Deal.expected_close_date.asc().nulls_last(), Deal.created_at)
+        .limit(limit)
+    )
+
+
+def as_money(total: Any) -> Decimal:
+    return Decimal(total or 0).quantize(Decimal("0.01"))
+
+
 class DealRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -77,10 +98,7 @@ class DealRepository:
 
     async def open_value(self, customer_id: uuid.UUID) -> Decimal:
         """The customer's current sum of open deal amounts."""
-        total = await self.session.scalar(
-            select(func.coalesce(func.sum(Deal.amount), 0)).where(Deal.customer_id == customer_id, Deal.status == "open")
-        )
-        return Decimal(total or 0).quantize(Decimal("0.01"))
+        return as_money(await self.session.scalar(open_value_query(customer_id)))
 
     def add(self, row: Any) -> None:
         self.session.add(row)

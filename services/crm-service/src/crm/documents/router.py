@@ -30,7 +30,7 @@ def _store(settings: SettingsDep) -> DocumentStore:
     return DocumentStore(settings.documents_dir)
 
 
-def _signer(request: Request) -> LinkSigner:
+async def _signer(request: Request) -> LinkSigner:
     signer: LinkSigner = request.app.state.document_links
     return signer
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Float, case, cast, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Float, Select, case, cast, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.experience.models import (
@@ -18,7 +19,7 @@ from crm.experience.models import (
     ExperienceEvent,
 )
 from crm.tasks.models import FOLLOWUP_ORIGIN, Task
-from cxkit.db import dialect_of, insert_ignoring_conflicts
+from cxkit.db import insert_ignoring_conflicts
 
 # Rows per INSERT: PostgreSQL allows 32767 bind parameters, an experience row uses 25.
 _CHUNK = 1000
@@ -45,6 +46,109 @@ class ExperienceTotals:
     open_followups: int
 
 
+def totals_query(customer_id: Any) -> Select[Any]:
+    """The view's experience figures of one customer (a value or a `bindparam`): one aggregate
+    over its rows, with the open follow-up tasks as a scalar subquery."""
+    e = ExperienceEvent
+    response = e.kind == RESPONSE_SUBMITTED
+    csat = response & (e.metric == "csat") & e.score.is_not(None)
+    ces = response & (e.metric == "ces") & e.score.is_not(None)
+    open_followups = (
+        select(func.count())
+        .select_from(Task)
+        .where(Task.customer_id == customer_id, Task.status == "open", Task.origin == FOLLOWUP_ORIGIN)
+        .scalar_subquery()
+    )
+    return select(
+        func.count(),
+        func.max(e.occurred_at),
+        func.count().filter(response),
+        func.max(e.occurred_at).filter(response),
+        func.count().filter(csat),
+        func.avg(cast(e.score, Float)).filter(csat),
+        func.sum(case((e.score >= CSAT_SATISFIED_FROM, 1), else_=0)).filter(csat),
+        func.count().filter(ces),
+        func.avg(cast(e.score, Float)).filter(ces),
+        func.count().filter(e.kind == FEEDBACK_RECEIVED),
+        func.count().filter(e.kind == SURVEY_INVITED),
+        func.max(e.occurred_at).filter(e.kind == SURVEY_INVITED),
+        func.count().filter(e.kind == SURVEY_THROTTLED),
+        func.max(e.occurred_at).filter(e.kind == SURVEY_THROTTLED),
+        open_followups,
+    ).where(e.customer_id == customer_id)
+
+
+def totals_of(row: Sequence[Any]) -> ExperienceTotals:
+    (
+        events,
+        last_event,
+        responses,
+        last_response,
+        csat_n,
+        csat_mean,
+        csat_ok,
+        ces_n,
+        ces_mean,
+        feedback,
+        invited,
+        last_invited,
+        throttled,
+        last_throttled,
+        followups,
+    ) = row
+    return ExperienceTotals(
+        events=int(events),
+        last_event_at=last_event,
+        responses=int(responses),
+        last_response_at=last_response,
+        csat_answers=int(csat_n),
+        csat_mean=float(csat_mean) if csat_mean is not None else None,
+        csat_satisfied=int(csat_ok or 0),
+        ces_answers=int(ces_n),
+        ces_mean=float(ces_mean) if ces_mean is not None else None,
+        feedback=int(feedback),
+        invitations=int(invited),
+        last_invited_at=last_invited,
+        throttled=int(throttled),
+        last_throttled_at=last_throttled,
+        open_followups=int(followups or 0),
+    )
+
+
+def latest_condition(customer_id: Any) -> ColumnElement[bool]:
+    """The rows `latest_by_key` sorts out: the customer's newest scored NPS answer, feedback
+    and suppressed invitation (a value or a `bindparam`)."""
+    e = ExperienceEvent
+
+    def newest(*conditions: Any) -> Any:
+        return (
+            select(e.id)
+            .where(e.customer_id == customer_id, *conditions)
+            .order_by(e.occurred_at.desc(), e.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    wanted = (
+        newest(e.kind == RESPONSE_SUBMITTED, e.metric == "nps", e.score.is_not(None)),
+        newest(e.kind == FEEDBACK_RECEIVED),
+        newest(e.kind == SURVEY_THROTTLED),
+    )
+    return or_(*(e.id == sub for sub in wanted))
+
+
+def latest_by_key(rows: Iterable[Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for row in rows:
+        if row.kind == RESPONSE_SUBMITTED:
+            found["nps"] = row
+        elif row.kind == FEEDBACK_RECEIVED:
+            found["feedback"] = row
+        else:
+            found["throttled"] = row
+    return found
+
+
 class ExperienceRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -55,7 +159,7 @@ class ExperienceRepository:
         table = ExperienceEvent.__table__
         inserted: set[uuid.UUID] = set()
         for start in range(0, len(rows), _CHUNK):
-            stmt = insert_ignoring_conflicts(dialect_of(self.session), table).values(rows[start : start + _CHUNK])
+            stmt = insert_ignoring_conflicts(table).values(rows[start : start + _CHUNK])
             inserted |= {row[0] for row in await self.session.execute(stmt.returning(table.c.id))}
         return inserted
 
@@ -65,103 +169,19 @@ class ExperienceRepository:
         if not rows:
             return set()
         table = Task.__table__
-        stmt = insert_ignoring_conflicts(dialect_of(self.session), table).values(rows)
+        stmt = insert_ignoring_conflicts(table).values(rows)
         return {row[0] for row in await self.session.execute(stmt.returning(table.c.id))}
 
     async def totals(self, customer_id: uuid.UUID) -> ExperienceTotals:
         """Every count and average of the view in one aggregate over the customer's rows
         (index on customer_id), with the open follow-up tasks as a scalar subquery."""
-        e = ExperienceEvent
-        response = e.kind == RESPONSE_SUBMITTED
-        csat = response & (e.metric == "csat") & e.score.is_not(None)
-        ces = response & (e.metric == "ces") & e.score.is_not(None)
-        open_followups = (
-            select(func.count())
-            .select_from(Task)
-            .where(Task.customer_id == customer_id, Task.status == "open", Task.origin == FOLLOWUP_ORIGIN)
-            .scalar_subquery()
-        )
-        stmt = select(
-            func.count(),
-            func.max(e.occurred_at),
-            func.count().filter(response),
-            func.max(e.occurred_at).filter(response),
-            func.count().filter(csat),
-            func.avg(cast(e.score, Float)).filter(csat),
-            func.sum(case((e.score >= CSAT_SATISFIED_FROM, 1), else_=0)).filter(csat),
-            func.count().filter(ces),
-            func.avg(cast(e.score, Float)).filter(ces),
-            func.count().filter(e.kind == FEEDBACK_RECEIVED),
-            func.count().filter(e.kind == SURVEY_INVITED),
-            func.max(e.occurred_at).filter(e.kind == SURVEY_INVITED),
-            func.count().filter(e.kind == SURVEY_THROTTLED),
-            func.max(e.occurred_at).filter(e.kind == SURVEY_THROTTLED),
-            open_followups,
-        ).where(e.customer_id == customer_id)
-        (
-            events,
-            last_event,
-            responses,
-            last_response,
-            csat_n,
-            csat_mean,
-            csat_ok,
-            ces_n,
-            ces_mean,
-            feedback,
-            invited,
-            last_invited,
-            throttled,
-            last_throttled,
-            followups,
-        ) = (await self.session.execute(stmt)).one()
-        return ExperienceTotals(
-            events=int(events),
-            last_event_at=_aware(last_event),
-            responses=int(responses),
-            last_response_at=_aware(last_response),
-            csat_answers=int(csat_n),
-            csat_mean=float(csat_mean) if csat_mean is not None else None,
-            csat_satisfied=int(csat_ok or 0),
-            ces_answers=int(ces_n),
-            ces_mean=float(ces_mean) if ces_mean is not None else None,
-            feedback=int(feedback),
-            invitations=int(invited),
-            last_invited_at=_aware(last_invited),
-            throttled=int(throttled),
-            last_throttled_at=_aware(last_throttled),
-            open_followups=int(followups or 0),
-        )
+        return totals_of((await self.session.execute(totals_query(customer_id))).one())
 
     async def latest(self, customer_id: uuid.UUID) -> dict[str, ExperienceEvent]:
         """The latest scored NPS answer, feedback and suppressed invitation, in one query:
         keys `nps`, `feedback`, `throttled` (absent when there is none)."""
-        e = ExperienceEvent
-
-        def newest(*conditions: Any) -> Any:
-            return (
-                select(e.id)
-                .where(e.customer_id == customer_id, *conditions)
-                .order_by(e.occurred_at.desc(), e.id.desc())
-                .limit(1)
-                .scalar_subquery()
-            )
-
-        wanted = {
-            "nps": newest(e.kind == RESPONSE_SUBMITTED, e.metric == "nps", e.score.is_not(None)),
-            "feedback": newest(e.kind == FEEDBACK_RECEIVED),
-            "throttled": newest(e.kind == SURVEY_THROTTLED),
-        }
-        rows = (await self.session.scalars(select(e).where(or_(*(e.id == sub for sub in wanted.values()))))).all()
-        found: dict[str, ExperienceEvent] = {}
-        for row in rows:
-            if row.kind == RESPONSE_SUBMITTED:
-                found["nps"] = row
-            elif row.kind == FEEDBACK_RECEIVED:
-                found["feedback"] = row
-            else:
-                found["throttled"] = row
-        return found
+        rows = (await self.session.scalars(select(ExperienceEvent).where(latest_condition(customer_id)))).all()
+        return latest_by_key(rows)
 
     async def by_ids(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, ExperienceEvent]:
         if not ids:
@@ -187,12 +207,3 @@ class ExperienceRepository:
     async def delete_all(self) -> None:
         """Empties the projection (a replay rebuilds it from the topic)."""
         await self.session.execute(delete(ExperienceEvent))
-
-
-def _aware(value: Any) -> dt.datetime | None:
-    """Aggregates bypass the column type: SQLite hands back naive text."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)

@@ -12,7 +12,6 @@ from sqlalchemy import ColumnElement, Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.deals.models import Deal, DealStageChange
-from cxkit.db import dialect_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +72,6 @@ class FunnelRepository:
         stmt = select(per_deal.c.furthest, func.count()).group_by(per_deal.c.furthest)
         return {int(r): int(n) for r, n in await self.session.execute(stmt)}
 
-    def _days_between(self, start: Any, end: Any) -> ColumnElement[Any]:
-        if dialect_of(self.session) == "postgresql":
-            return func.extract("epoch", end - start) / 86400.0
-        return func.julianday(end) - func.julianday(start)
-
     async def average_days_in_stage(self, scope: FunnelScope, stage_ids: list[uuid.UUID]) -> dict[uuid.UUID, float]:
         """stage id -> mean days between entering the stage and the next move, over the stays
         that ended. The next move is found over the deal's whole history (LEAD by seq)."""
@@ -97,7 +91,7 @@ class FunnelRepository:
         )
         sub = stays.subquery()
         stmt = (
-            select(sub.c.stage_id, func.avg(self._days_between(sub.c.entered, sub.c.left)))
+            select(sub.c.stage_id, func.avg(func.extract("epoch", sub.c.left - sub.c.entered) / 86400.0))
             .where(sub.c.left.is_not(None), sub.c.pipeline_id == scope.pipeline_id, sub.c.stage_id.in_(stage_ids))
             .group_by(sub.c.stage_id)
         )

@@ -9,10 +9,11 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text, Uuid
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm.db import Base, Money
-from cxkit.db import PortableJSON, UTCDateTime, utcnow
+from cxkit.db import UTCDateTime, utcnow
 
 PURCHASE = "purchase"
 # Interaction types that count as the company contacting the customer ("last contacted").
@@ -33,7 +34,7 @@ class Interaction(Base):
     amount: Mapped[Decimal | None] = mapped_column(Money)
     currency: Mapped[str | None] = mapped_column(String(3))
     # `metadata` is reserved on declarative classes; the column keeps the contract's name.
-    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", PortableJSON, default=dict)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
     source: Mapped[str] = mapped_column(String(255))
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

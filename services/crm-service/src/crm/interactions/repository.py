@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+import asyncpg
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import keyset
 from crm.interactions.models import CONTACT_TYPES, PURCHASE, Interaction
-from cxkit.db import dialect_of, insert_ignoring_conflicts
 from cxkit.http.pagination import PageParams
 
 SORT_KEYS = (keyset.SortKey("occurred_at", Interaction.occurred_at, "datetime"),)
-# Rows per INSERT: PostgreSQL allows 32767 bind parameters, an interaction row uses 13.
-_CHUNK = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +42,35 @@ class InteractionStats:
     average_order_value: Decimal | None
 
 
+def stats_query(customer_id: Any) -> Select[Any]:
+    """The view's interaction statistics of one customer (a value or a `bindparam`)."""
+    purchase = Interaction.type == PURCHASE
+    return select(
+        func.count(),
+        func.max(Interaction.occurred_at),
+        func.max(Interaction.occurred_at).filter(Interaction.type.in_(CONTACT_TYPES)),
+        func.count().filter(purchase),
+        func.min(Interaction.occurred_at).filter(purchase),
+        func.max(Interaction.occurred_at).filter(purchase),
+        func.sum(Interaction.amount).filter(purchase),
+        func.avg(Interaction.amount).filter(purchase),
+    ).where(Interaction.customer_id == customer_id)
+
+
+def stats_of(row: Sequence[Any]) -> InteractionStats:
+    count, last, contacted, purchases, first_p, last_p, total, average = row
+    return InteractionStats(
+        count=int(count),
+        last_interaction_at=last,
+        last_contacted_at=contacted,
+        purchases=int(purchases or 0),
+        first_purchase_at=first_p,
+        last_purchase_at=last_p,
+        purchase_total=Decimal(total) if total is not None else None,
+        average_order_value=Decimal(average) if average is not None else None,
+    )
+
+
 class InteractionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -55,16 +83,6 @@ class InteractionRepository:
 
     async def flush(self) -> None:
         await self.session.flush()
-
-    async def insert_many(self, rows: list[dict[str, Any]]) -> int:
-        """Multi-row INSERT ... ON CONFLICT DO NOTHING: a row whose id exists is skipped."""
-        table = Interaction.__table__
-        inserted = 0
-        for start in range(0, len(rows), _CHUNK):
-            stmt = insert_ignoring_conflicts(dialect_of(self.session), table).values(rows[start : start + _CHUNK])
-            result = await self.session.execute(stmt.returning(table.c.id))
-            inserted += len(result.all())
-        return inserted
 
     async def list_page(self, filters: InteractionFilters, sort: keyset.Sort, page: PageParams) -> list[Interaction]:
         stmt = select(Interaction)
@@ -84,32 +102,7 @@ class InteractionRepository:
 
     async def stats(self, customer_id: uuid.UUID) -> InteractionStats:
         """One aggregate over the customer's interactions (served by the customer index)."""
-        purchase = Interaction.type == PURCHASE
-        row = (
-            await self.session.execute(
-                select(
-                    func.count(),
-                    func.max(Interaction.occurred_at),
-                    func.max(Interaction.occurred_at).filter(Interaction.type.in_(CONTACT_TYPES)),
-                    func.count().filter(purchase),
-                    func.min(Interaction.occurred_at).filter(purchase),
-                    func.max(Interaction.occurred_at).filter(purchase),
-                    func.sum(Interaction.amount).filter(purchase),
-                    func.avg(Interaction.amount).filter(purchase),
-                ).where(Interaction.customer_id == customer_id)
-            )
-        ).one()
-        count, last, contacted, purchases, first_p, last_p, total, average = row
-        return InteractionStats(
-            count=int(count),
-            last_interaction_at=_aware(last),
-            last_contacted_at=_aware(contacted),
-            purchases=int(purchases or 0),
-            first_purchase_at=_aware(first_p),
-            last_purchase_at=_aware(last_p),
-            purchase_total=Decimal(total) if total is not None else None,
-            average_order_value=Decimal(average) if average is not None else None,
-        )
+        return stats_of((await self.session.execute(stats_query(customer_id))).one())
 
     async def repoint_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
         await self.session.execute(update(Interaction).where(Interaction.customer_id == old).values(customer_id=new))
@@ -121,10 +114,60 @@ class InteractionRepository:
         )
 
 
-def _aware(value: Any) -> dt.datetime | None:
-    """Aggregates bypass the column type: SQLite hands back naive text."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+_INTERACTION_COLUMNS = tuple(c.name for c in Interaction.__table__.columns)
+_INSERT_INTERACTION = (
+    f"INSERT INTO interactions ({', '.join(_INTERACTION_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_INTERACTION_COLUMNS) + 1))})"
+)
+
+
+async def insert_interaction(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
+    """One interaction (column -> value, `metadata` under its column name) on a plain asyncpg
+    connection, in its transaction (hot path: `POST /v1/interactions`)."""
+    await conn.execute(_INSERT_INTERACTION, *(row[c] for c in _INTERACTION_COLUMNS))
+
+
+# --- a poll's worth of `interaction.recorded` events (the consumer's hot path) -----------------
+# Statements on the consumer's asyncpg connection (`cxkit.kafka.consumer.batch_connection`):
+# one per poll whatever its size, each prepared once per connection.
+
+_CUSTOMER_TARGETS = "SELECT id, merged_into_id FROM customers WHERE id = ANY($1::uuid[])"
+
+# The columns of `InteractionBatch`, in order; `recorded_at` is one value for the batch.
+BATCH_COLUMNS = (
+    "id",
+    "customer_id",
+    "type",
+    "channel",
+    "touchpoint",
+    "occurred_at",
+    "summary",
+    "amount",
+    "currency",
+    "metadata",
+    "source",
+)
+_INSERT_BATCH = (
+    f"INSERT INTO interactions ({', '.join(BATCH_COLUMNS)}, recorded_at) "
+    "SELECT i, c, t, ch, tp, o, s, a, cur, m::jsonb, src, $12 FROM unnest("
+    "$1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::numeric[], "
+    "$9::text[], $10::text[], $11::text[]) AS u(i, c, t, ch, tp, o, s, a, cur, m, src) "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+async def customer_targets(conn: asyncpg.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID | None]:
+    """id -> merged_into_id for the customer ids that exist, in one query."""
+    if not ids:
+        return {}
+    return {row[0]: row[1] for row in await conn.fetch(_CUSTOMER_TARGETS, ids)}
+
+
+async def insert_interaction_batch(conn: asyncpg.Connection, columns: Sequence[Sequence[Any]], recorded_at: dt.datetime) -> int:
+    """Insert a batch given column-wise (`BATCH_COLUMNS`; `metadata` as JSON text) with one
+    `INSERT ... SELECT FROM unnest(...)`; a row whose id exists is skipped. Returns the
+    number of rows inserted."""
+    if not columns[0]:
+        return 0
+    status = await conn.execute(_INSERT_BATCH, *columns, recorded_at)
+    return int(status.rsplit(" ", 1)[1])

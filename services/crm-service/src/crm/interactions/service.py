@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
+import orjson
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,16 +17,24 @@ from crm import keyset
 from crm.customers import service as customers
 from crm.customers.repository import CustomerRepository
 from crm.db import SOURCE, OutboxMessage
-from crm.fields import bounded_json, has_nul, in_utc
+from crm.fields import MAX_JSON_BYTES, has_nul, in_utc
 from crm.interactions.models import Interaction
-from crm.interactions.repository import SORT_KEYS, InteractionFilters, InteractionRepository
+from crm.interactions.repository import (
+    BATCH_COLUMNS,
+    SORT_KEYS,
+    InteractionFilters,
+    InteractionRepository,
+    customer_targets,
+    insert_interaction,
+    insert_interaction_batch,
+)
 from crm.interactions.schemas import InteractionCreate
 from cxkit.db import utcnow
 from cxkit.events.payloads import CustomerCreated, InteractionRecorded
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound
-from cxkit.kafka.consumer import Delivery, PermanentEventError
-from cxkit.kafka.outbox import add_event
+from cxkit.kafka.consumer import Delivery, PermanentEventError, batch_connection
+from cxkit.kafka.outbox import add_event, insert_outbox_row, outbox_row
 
 HTTP_SOURCE = "api"
 # An event without `interaction_id` gets one derived from its own id, so a redelivery of
@@ -43,44 +53,62 @@ async def record_interaction(session: AsyncSession, data: InteractionCreate) -> 
         customer = await customers.resolve_reference(session, data.customer_id)
     else:
         customer, _ = await customers.find_or_create_by_email(session, str(data.customer_email), source=HTTP_SOURCE)
-    interaction = Interaction(
-        id=uuid.uuid4(),
-        customer_id=customer.id,
-        type=data.type,
-        channel=data.channel,
-        touchpoint=data.touchpoint,
-        occurred_at=data.occurred_at or utcnow(),
-        summary=data.summary,
-        amount=data.amount,
-        currency=data.currency,
-        metadata_=data.metadata,
-        source=HTTP_SOURCE,
-        recorded_at=utcnow(),
-    )
+    row = _new_row(customer.id, data)
+    interaction = Interaction(**{("metadata_" if k == "metadata" else k): v for k, v in row.items()})
     repo = InteractionRepository(session)
     repo.add(interaction)
     await repo.flush()
     add_event(
-        session,
-        OutboxMessage,
-        "interaction.recorded",
-        source=SOURCE,
-        subject=customer.id,
-        data=InteractionRecorded(
-            interaction_id=interaction.id,
-            customer_id=customer.id,
-            customer_email=customer.email,
-            type=interaction.type,
-            channel=interaction.channel,
-            touchpoint=interaction.touchpoint,
-            occurred_at=interaction.occurred_at,
-            summary=interaction.summary,
-            amount=interaction.amount,
-            currency=interaction.currency,
-            metadata=interaction.metadata_,
-        ),
+        session, OutboxMessage, "interaction.recorded", source=SOURCE, subject=customer.id, data=_recorded(row, customer.email)
     )
     return interaction
+
+
+async def record_interaction_for_id(conn: asyncpg.Connection, data: InteractionCreate) -> dict[str, Any]:
+    """`record_interaction` for a body naming `customer_id` (the hot path), with three plain
+    statements on `conn` in its transaction: the customer, the row, the outbox row. The
+    caller wakes the relay after the commit (`cxkit.kafka.outbox.wake_relay`)."""
+    assert data.customer_id is not None
+    customer_id, email = await customers.resolve_reference_on(conn, data.customer_id)
+    row = _new_row(customer_id, data)
+    await insert_interaction(conn, row)
+    event = outbox_row("interaction.recorded", source=SOURCE, subject=customer_id, data=_recorded(row, email))
+    await insert_outbox_row(conn, OutboxMessage.__tablename__, event)
+    return row
+
+
+def _new_row(customer_id: uuid.UUID, data: InteractionCreate) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "id": uuid.uuid4(),
+        "customer_id": customer_id,
+        "type": data.type,
+        "channel": data.channel,
+        "touchpoint": data.touchpoint,
+        "occurred_at": data.occurred_at or now,
+        "summary": data.summary,
+        "amount": data.amount,
+        "currency": data.currency,
+        "metadata": data.metadata,
+        "source": HTTP_SOURCE,
+        "recorded_at": now,
+    }
+
+
+def _recorded(row: dict[str, Any], customer_email: str | None) -> InteractionRecorded:
+    return InteractionRecorded(
+        interaction_id=row["id"],
+        customer_id=row["customer_id"],
+        customer_email=customer_email,
+        type=row["type"],
+        channel=row["channel"],
+        touchpoint=row["touchpoint"],
+        occurred_at=row["occurred_at"],
+        summary=row["summary"],
+        amount=row["amount"],
+        currency=row["currency"],
+        metadata=row["metadata"],
+    )
 
 
 async def get_interaction(session: AsyncSession, interaction_id: uuid.UUID) -> Interaction:
@@ -108,37 +136,42 @@ def _normalized_email(raw: str) -> str:
 _MAX_AMOUNT = Decimal(10) ** 16
 
 
-def _check_storable(p: InteractionRecorded) -> None:
-    """What the event schema allows but a row cannot hold is refused up front (to the DLQ)."""
-    if has_nul([p.type, p.channel, p.touchpoint, p.summary, p.customer_email, p.currency, p.metadata]):
+def _check_storable(p: InteractionRecorded, may_hold_nul: bool = True) -> str:
+    """What the event schema allows but a row cannot hold is refused up front (to the DLQ).
+    Returns the metadata as the JSON text stored. `may_hold_nul=False` (the message has no
+    `\\u0000` escape, see `Delivery.may_hold_nul`) skips the walk through every text."""
+    if may_hold_nul and has_nul([p.type, p.channel, p.touchpoint, p.summary, p.customer_email, p.currency, p.metadata]):
         raise PermanentEventError("text must not contain NUL characters")
     try:
-        bounded_json(p.metadata)
-    except ValueError as exc:
-        raise PermanentEventError(f"metadata: {exc}") from None
+        metadata = orjson.dumps(p.metadata)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise PermanentEventError(f"metadata: not storable as JSON: {exc}") from None
+    if len(metadata) > MAX_JSON_BYTES:
+        raise PermanentEventError(f"metadata: at most {MAX_JSON_BYTES} bytes of JSON")
     if p.amount is not None and not (p.amount.is_finite() and abs(p.amount) < _MAX_AMOUNT):
         raise PermanentEventError(f"amount {p.amount} is out of range")
     try:
         in_utc(p.occurred_at)
     except ValueError as exc:
         raise PermanentEventError(f"occurred_at: {exc}") from None
+    return metadata.decode()
 
 
 async def apply_interaction_events(session: AsyncSession, deliveries: Sequence[Delivery]) -> int:
     """Apply a run of `interaction.recorded` events: one query resolves the batch's customer
     ids, one its emails, one multi-row insert makes the missing lead-stage customers and one
-    inserts every interaction (a row whose interaction id exists is skipped). Returns the
-    number of interactions inserted."""
+    `INSERT ... SELECT FROM unnest(...)` inserts every interaction (a row whose interaction id
+    exists is skipped). Returns the number of interactions inserted."""
     repo = CustomerRepository(session)
+    conn = await batch_connection(session)
     payloads: list[tuple[Delivery, InteractionRecorded]] = [(d, d.payload) for d in deliveries]
 
-    known_ids = await repo.by_ids(list({p.customer_id for _, p in payloads if p.customer_id is not None}))
+    known_ids = await customer_targets(conn, list({p.customer_id for _, p in payloads if p.customer_id is not None}))
     unknown = sorted(str(p.customer_id) for _, p in payloads if p.customer_id is not None and p.customer_id not in known_ids)
     if unknown:
         raise PermanentEventError(f"unknown customer_id: {', '.join(unknown)}")
 
-    for _, p in payloads:
-        _check_storable(p)
+    metadata_json = [_check_storable(p, d.may_hold_nul) for d, p in payloads]
     emails = {
         p.customer_email: _normalized_email(p.customer_email) for _, p in payloads if p.customer_id is None and p.customer_email
     }
@@ -148,32 +181,27 @@ async def apply_interaction_events(session: AsyncSession, deliveries: Sequence[D
         sources = {emails[p.customer_email]: d.event.source for d, p in payloads if p.customer_id is None and p.customer_email}
         by_email |= await _create_lead_customers(session, missing, sources)
 
-    now = utcnow()
-    rows: list[dict[str, Any]] = []
-    for delivery, p in payloads:
+    columns: tuple[list[Any], ...] = tuple([] for _ in BATCH_COLUMNS)
+    ids, customer_ids, types, channels, touchpoints, occurred, summaries, amounts, currencies, metadata, sources = columns
+    for (delivery, p), details in zip(payloads, metadata_json, strict=True):
         if p.customer_id is not None:
             customer_id = known_ids[p.customer_id] or p.customer_id  # a merged duplicate's events go to its survivor
         else:
             assert p.customer_email is not None
             cid, merged_into = by_email[emails[p.customer_email]]
             customer_id = merged_into or cid
-        rows.append(
-            {
-                "id": interaction_id_for(p, delivery.event.source, delivery.event.id),
-                "customer_id": customer_id,
-                "type": p.type,
-                "channel": p.channel,
-                "touchpoint": p.touchpoint,
-                "occurred_at": p.occurred_at,
-                "summary": p.summary,
-                "amount": p.amount,
-                "currency": p.currency,
-                "metadata": p.metadata,
-                "source": delivery.event.source[:255],
-                "recorded_at": now,
-            }
-        )
-    return await InteractionRepository(session).insert_many(rows)
+        ids.append(interaction_id_for(p, delivery.event.source, delivery.event.id))
+        customer_ids.append(customer_id)
+        types.append(p.type)
+        channels.append(p.channel)
+        touchpoints.append(p.touchpoint)
+        occurred.append(p.occurred_at)
+        summaries.append(p.summary)
+        amounts.append(p.amount)
+        currencies.append(p.currency)
+        metadata.append(details)
+        sources.append(delivery.event.source[:255])
+    return await insert_interaction_batch(conn, columns, utcnow())
 
 
 async def _create_lead_customers(

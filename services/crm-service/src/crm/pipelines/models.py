@@ -25,13 +25,7 @@ class Pipeline(Base):
 
     __table_args__ = (
         # At most one default pipeline, enforced by the database.
-        Index(
-            "ix_pipelines_single_default",
-            "is_default",
-            unique=True,
-            postgresql_where=text("is_default"),
-            sqlite_where=text("is_default"),
-        ),
+        Index("ix_pipelines_single_default", "is_default", unique=True, postgresql_where=text("is_default")),
     )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm import keyset
 from crm.deals.models import Deal
 from crm.pipelines.models import Pipeline, PipelineStage
-from cxkit.db import dialect_of, insert_ignoring_conflicts
+from cxkit.db import insert_ignoring_conflicts
 from cxkit.http.pagination import PageParams
 
 SORT_KEYS = (keyset.SortKey("name", Pipeline.name, "str"), keyset.SortKey("created_at", Pipeline.created_at, "datetime"))
@@ -69,9 +69,8 @@ class PipelineRepository:
 
     async def insert_if_absent(self, pipeline: dict[str, Any], stages: list[dict[str, Any]]) -> None:
         """Insert a pipeline and its stages unless its id exists (safe under concurrency)."""
-        dialect = dialect_of(self.session)
-        await self.session.execute(insert_ignoring_conflicts(dialect, Pipeline.__table__).values(pipeline))
-        await self.session.execute(insert_ignoring_conflicts(dialect, PipelineStage.__table__).values(stages))
+        await self.session.execute(insert_ignoring_conflicts(Pipeline.__table__).values(pipeline))
+        await self.session.execute(insert_ignoring_conflicts(PipelineStage.__table__).values(stages))
 
     async def clear_default(self, except_id: uuid.UUID) -> None:
         await self.session.execute(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import keyset
@@ -29,6 +30,16 @@ class TaskFilters:
     origin: str | None = None
     origin_ref: str | None = None
     due_before: dt.datetime | None = None
+
+
+def open_for_customer_query(customer_id: Any, limit: int) -> Select[Any]:
+    """A customer's open tasks (a value or a `bindparam`), soonest due first."""
+    return (
+        select(Task.__table__)
+        .where(Task.customer_id == customer_id, Task.status == "open")
+        .order_by(Task.due_at.asc().nulls_last(), Task.created_at)
+        .limit(limit)
+    )
 
 
 class TaskRepository:
@@ -58,12 +69,7 @@ class TaskRepository:
         return list((await self.session.scalars(keyset.apply(stmt, sort, Task.id, page))).all())
 
     async def open_for_customer(self, customer_id: uuid.UUID, limit: int) -> list[Task]:
-        stmt = (
-            select(Task)
-            .where(Task.customer_id == customer_id, Task.status == "open")
-            .order_by(Task.due_at.asc().nulls_last(), Task.created_at)
-            .limit(limit)
-        )
+        stmt = select(Task).from_statement(open_for_customer_query(customer_id, limit))
         return list((await self.session.scalars(stmt)).all())
 
     def add(self, task: Task) -> None:

@@ -1,0 +1,22 @@
+"""One module per SPEC §6 target (or group of them). Each measures the product and, where there
+is one, its baseline, interleaved round by round (ours, baseline, ours, baseline...), and adds
+the median figures to the report (every round's figures go to `report.rounds`)."""
+
+from scripts.bench.scenarios.context import BenchContext, memory
+from scripts.bench.scenarios.customer_import import import_customers
+from scripts.bench.scenarios.http_api import customer_view, get_customer, nps_series, post_interactions, search
+from scripts.bench.scenarios.ingest import ingest
+from scripts.bench.scenarios.write_visible import write_visible
+
+__all__ = [
+    "BenchContext",
+    "customer_view",
+    "get_customer",
+    "import_customers",
+    "ingest",
+    "memory",
+    "nps_series",
+    "post_interactions",
+    "search",
+    "write_visible",
+]

@@ -1,0 +1,145 @@
+"""The hot paths written on the plain asyncpg pool keep the rules of the ORM paths they replace:
+`GET /v1/customers/{id}`, the view, and `POST /v1/interactions` (idempotency, merges, erasure,
+the outbox); plus the access line and the API-key cache window."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import Uuid, bindparam, func, select
+
+from crm.db import ApiKey, OutboxMessage
+from crm.interactions.models import Interaction
+from cxkit.db import utcnow
+from cxkit.http.auth import ApiKeyAuth, create_api_key
+from cxkit.logs import AccessLog, configure_logging
+from cxkit.pg_pool import CompiledQuery
+
+
+async def _count(session_factory: Any, stmt: Any) -> int:
+    async with session_factory() as session:
+        return int(await session.scalar(stmt))
+
+
+async def test_interaction_post_replays_its_first_answer_and_refuses_another_body(
+    client: httpx.AsyncClient, make: Any, session_factory: Any
+) -> None:
+    customer = await make.customer()
+    body = {"customer_id": customer["id"], "type": "purchase", "amount": "19.90", "currency": "EUR", "metadata": {"sku": "A1"}}
+    first = await client.post("/v1/interactions", json=body, headers={"Idempotency-Key": "hot-1"})
+    again = await client.post("/v1/interactions", json=body, headers={"Idempotency-Key": "hot-1"})
+    assert first.status_code == again.status_code == 201, first.text
+    assert again.content == first.content and again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Location"] == first.headers["Location"] == f"/v1/interactions/{first.json()['id']}"
+    other = await client.post("/v1/interactions", json={**body, "amount": "1.00"}, headers={"Idempotency-Key": "hot-1"})
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
+    assert await _count(session_factory, select(func.count()).select_from(Interaction)) == 1
+    events = await _count(session_factory, select(func.count()).where(OutboxMessage.event_type == "interaction.recorded"))
+    assert events == 1
+    stored = (await client.get(first.headers["Location"])).json()
+    assert stored == first.json() and stored["amount"] == "19.90" and stored["metadata"] == {"sku": "A1"}
+
+
+async def test_interaction_post_announces_the_row_it_stored(client: httpx.AsyncClient, make: Any, events: Any) -> None:
+    customer = await make.customer(email="hot.path@example.com")
+    posted = (await client.post("/v1/interactions", json={"customer_id": customer["id"], "type": "call"})).json()
+    (event,) = await events("interaction.recorded")
+    assert event["subject"] == customer["id"]
+    assert event["data"]["interaction_id"] == posted["id"] and event["data"]["customer_email"] == "hot.path@example.com"
+
+
+async def test_interaction_for_a_merged_duplicate_lands_on_the_survivor_and_erased_is_422(
+    client: httpx.AsyncClient, make: Any
+) -> None:
+    survivor, duplicate, erased = await make.customer(), await make.customer(), await make.customer()
+    assert (await client.post(f"/v1/customers/{survivor['id']}/merge", json={"duplicate_id": duplicate["id"]})).status_code == 200
+    moved = await client.post("/v1/interactions", json={"customer_id": duplicate["id"], "type": "call"})
+    assert moved.status_code == 201 and moved.json()["customer_id"] == survivor["id"]
+    assert (await client.delete(f"/v1/customers/{erased['id']}")).status_code in (200, 204)
+    refused = await client.post("/v1/interactions", json={"customer_id": erased["id"], "type": "call"})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["msg"] == "erased"
+    unknown = await client.post("/v1/interactions", json={"customer_id": str(uuid.uuid4()), "type": "call"})
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["loc"] == ["body", "customer_id"]
+
+
+async def test_failed_interaction_post_leaves_its_key_free(client: httpx.AsyncClient, make: Any) -> None:
+    missing = {"customer_id": str(uuid.uuid4()), "type": "call"}
+    assert (await client.post("/v1/interactions", json=missing, headers={"Idempotency-Key": "hot-2"})).status_code == 422
+    customer = await make.customer()
+    ok = await client.post(
+        "/v1/interactions", json={"customer_id": customer["id"], "type": "call"}, headers={"Idempotency-Key": "x"}
+    )
+    assert ok.status_code == 201
+    # the refused request rolled its claim back: the key works for a (new) request
+    retry = await client.post(
+        "/v1/interactions", json={"customer_id": customer["id"], "type": "call"}, headers={"Idempotency-Key": "hot-2"}
+    )
+    assert retry.status_code == 201 and "Idempotent-Replayed" not in retry.headers
+
+
+async def test_get_customer_after_a_write_shows_the_write(client: httpx.AsyncClient, make: Any) -> None:
+    customer = await make.customer(name="Before")
+    changed = await client.patch(f"/v1/customers/{customer['id']}", json={"name": "After"}, headers={"If-Match": '"1"'})
+    assert changed.status_code == 200
+    read = await client.get(f"/v1/customers/{customer['id']}")
+    assert read.json()["name"] == "After" and read.headers["ETag"] == '"2"'
+
+
+async def test_compiled_query_renders_literals_once_and_takes_named_values(crm_app: Any) -> None:
+    query = CompiledQuery(
+        select(func.count())
+        .select_from(Interaction)
+        .where(Interaction.customer_id == bindparam("customer_id", type_=Uuid), Interaction.type.in_(["call", "email"]))
+    )
+    assert "$1" in query.sql and "IN" in query.sql
+    async with crm_app.state.pg_pool.acquire() as conn:
+        assert await query.fetchval(conn, customer_id=uuid.uuid4()) == 0
+        with pytest.raises(TypeError):
+            await query.fetchval(conn)
+
+
+async def test_revoked_key_is_refused_within_the_cache_window(crm_app: Any) -> None:
+    factory = crm_app.state.session_factory
+    async with factory() as session:
+        row, key = await create_api_key(session, ApiKey, name="short-lived", scopes=["read"])
+        await session.commit()
+    auth = ApiKeyAuth(factory, ApiKey, ttl_s=0.2)
+    assert await auth.verify(key) is not None
+    async with factory() as session:
+        (await session.get(ApiKey, row.id)).revoked_at = utcnow()
+        await session.commit()
+    assert await auth.verify(key) is not None  # still inside the window
+    await asyncio.sleep(0.25)
+    assert await auth.verify(key) is None
+
+
+def test_access_line_is_one_json_object_per_request(tmp_path: Any) -> None:
+    path = tmp_path / "access.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        log = AccessLog()
+        log.configure("crm-service", json=True, enabled=True, fd=fd)
+        log.emit("GET", "/v1/customers/x", 200, 0.0042, "rid-1", "0" * 32, "127.0.0.1")
+        log.configure("crm-service", json=True, enabled=False, fd=fd)
+        log.emit("GET", "/v1/customers/y", 200, 0.001, "rid-2", "0" * 32, None)
+    finally:
+        os.close(fd)
+    (line,) = path.read_bytes().splitlines()
+    doc = orjson.loads(line)
+    assert doc["path"] == "/v1/customers/x" and doc["status"] == 200 and doc["duration_ms"] == 4.2
+    assert doc["request_id"] == "rid-1" and doc["service"] == "crm-service" and doc["logger"] == "access"
+
+
+def test_uvicorn_writes_no_second_access_line() -> None:
+    """uvicorn logs access lines only when `uvicorn.access` has a handler somewhere up its chain."""
+    import logging
+
+    configure_logging("crm-service", level="INFO", json=True)
+    access = logging.getLogger("uvicorn.access")
+    assert access.handlers == [] and access.propagate is False

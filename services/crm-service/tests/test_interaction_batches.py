@@ -1,0 +1,186 @@
+"""The `cx.interactions.v1` consumer applies whole polls with a few statements: a duplicate inside
+one poll or across polls changes nothing, and a poll that fails is fetched again with the ones
+after it (the next poll is read while one is being applied), so nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from crm.config import CRMSettings
+from crm.db import ProcessedEvent
+from crm.interactions.models import Interaction
+from crm.main import build_consumers
+from cxkit.dev_broker import DevBroker
+from cxkit.events import encode_event, new_event
+from cxkit.events.payloads import InteractionRecorded
+from cxkit.kafka.client import ensure_topics
+from cxkit.kafka.consumer import Delivery, EventConsumer
+from cxkit.testing import wait_for
+
+TOPIC = "cx.interactions.v1"
+
+
+def recorded(customer_id: str, *, event_id: str | None = None, **data: Any) -> bytes:
+    payload = InteractionRecorded(
+        **{"customer_id": customer_id, "type": "purchase", "occurred_at": dt.datetime(2026, 5, 1, tzinfo=dt.UTC), **data}
+    )
+    event = new_event("interaction.recorded", source="urn:pos:store-7", subject=customer_id, data=payload)
+    if event_id is not None:
+        event.id = event_id
+    return encode_event(event)
+
+
+def poll(*values: bytes, partition: int = 0, first_offset: int = 0) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    """One poll's worth of records, as aiokafka's `getmany` returns them."""
+    records = [
+        ConsumerRecord(TOPIC, partition, first_offset + i, 0, 0, b"k", value, None, 1, len(value), ())
+        for i, value in enumerate(values)
+    ]
+    return {TopicPartition(TOPIC, partition): records}
+
+
+def interactions_consumer(app: FastAPI, settings: CRMSettings) -> EventConsumer:
+    consumers = {c.name: c for c in build_consumers(settings)(app.state.session_factory)}
+    return consumers[f"{settings.consumer_group}.interactions"]
+
+
+async def counts(session_factory: Any, consumer: str) -> tuple[int, int]:
+    """(interactions stored, processed-event rows of `consumer`)."""
+    async with session_factory() as session:
+        stored = await session.scalar(select(func.count()).select_from(Interaction))
+        processed = await session.scalar(select(func.count()).where(ProcessedEvent.consumer == consumer))
+    return int(stored or 0), int(processed or 0)
+
+
+async def test_duplicates_inside_a_poll_and_across_polls_are_applied_once(
+    client: httpx.AsyncClient, make: Any, crm_app: FastAPI, crm_settings: CRMSettings, session_factory: Any
+) -> None:
+    settings = crm_settings.model_copy(update={"consumer_group": f"test-{uuid.uuid4().hex[:8]}"})
+    consumer = interactions_consumer(crm_app, settings)
+    customer = (await make.customer())["id"]
+    shared = uuid.uuid4()
+    first = recorded(customer, event_id="evt-1", interaction_id=shared, amount="10.00")
+    again_other_event = recorded(customer, event_id="evt-2", interaction_id=shared, amount="10.00")  # re-published
+    other = recorded(customer, event_id="evt-3", summary="second purchase")
+
+    # One poll holding the same message twice and a re-publication of its interaction.
+    await consumer.process(poll(first, first, again_other_event, other))
+    assert await counts(session_factory, consumer.name) == (2, 3)
+
+    # Redelivered in a later poll (with something new): only the new one applies.
+    late = recorded(customer, event_id="evt-4", metadata={"k": "v"})
+    await consumer.process(poll(other, first, late, first_offset=4))
+    assert await counts(session_factory, consumer.name) == (3, 4)
+
+    rows = (await client.get("/v1/interactions", params={"customer_id": customer, "sort": "occurred_at"})).json()["items"]
+    assert {r["id"] for r in rows} >= {str(shared)}
+    assert {r["summary"] for r in rows} == {None, "second purchase"}
+    assert [r["metadata"] for r in rows if r["metadata"]] == [{"k": "v"}]
+    assert {r["source"] for r in rows} == {"urn:pos:store-7"}
+
+
+async def test_a_poll_with_an_event_that_cannot_apply_goes_event_by_event_and_dead_letters_only_that_one(
+    client: httpx.AsyncClient, make: Any, crm_app: FastAPI, crm_settings: CRMSettings, session_factory: Any, kafka: Any
+) -> None:
+    settings = crm_settings.model_copy(update={"consumer_group": f"test-{uuid.uuid4().hex[:8]}"})
+    consumer = interactions_consumer(crm_app, settings)
+    consumer.topics = [f"{TOPIC}.test-{uuid.uuid4().hex[:8]}"]
+    await ensure_topics(settings, consumer.topics)
+    customer = (await make.customer())["id"]
+    good = [recorded(customer, summary=f"n{i}") for i in range(3)]
+    bad = recorded(str(uuid.uuid4()))  # an unknown customer
+    task = asyncio.create_task(consumer.run())
+    try:
+        await kafka.produce(consumer.topics[0], [good[0], bad, good[1], b"not json", good[2]])
+
+        async def all_good_stored() -> bool:
+            return (await counts(session_factory, consumer.name))[0] == 3
+
+        await wait_for(all_good_stored, 15)
+        reasons = await kafka.dlq_reasons(f"{consumer.topics[0]}.dlq", consumer.name, expected=2)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer.stop()
+    assert set(reasons) == {bad, b"not json"}
+    assert "unknown customer_id" in reasons[bad] and "not JSON" in reasons[b"not json"]
+
+
+class FailOnce:
+    """Wraps a handler: its first run fails with a transient error (as when the database goes
+    away mid-poll), slowly enough for the consumer to read and decode the next poll meanwhile."""
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+        self.failed = False
+
+    async def __call__(self, session: Any, deliveries: list[Delivery]) -> None:
+        if not self.failed:
+            self.failed = True
+            await asyncio.sleep(0.5)
+            raise ConnectionResetError("database went away")
+        await self.handler(session, deliveries)
+
+
+@pytest.fixture
+async def small_polls(crm_app: FastAPI, crm_settings: CRMSettings, client: httpx.AsyncClient) -> AsyncIterator[Any]:
+    """The interactions consumer on a topic of its own, two records per poll, its handler
+    failing once (`start()` runs it)."""
+    settings = crm_settings.model_copy(update={"consumer_group": f"test-{uuid.uuid4().hex[:8]}", "consumer_max_records": 2})
+    consumer = interactions_consumer(crm_app, settings)
+    consumer.topics = [f"{TOPIC}.test-{uuid.uuid4().hex[:8]}"]
+    await ensure_topics(settings, consumer.topics)
+    tasks: list[asyncio.Task[None]] = []
+
+    def start() -> FailOnce:
+        wrapper = FailOnce(consumer.handlers["interaction.recorded"])
+        consumer.handlers["interaction.recorded"] = wrapper
+        tasks.append(asyncio.create_task(consumer.run()))
+        return wrapper
+
+    yield consumer, start
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await consumer.stop()
+
+
+async def test_a_poll_failing_midway_is_read_again_with_the_polls_after_it_and_nothing_applies_twice(
+    make: Any, small_polls: Any, broker: DevBroker, session_factory: Any
+) -> None:
+    consumer, start = small_polls
+    customers = [(await make.customer())["id"] for _ in range(3)]
+    ids = [f"evt-{i}" for i in range(6)]
+    # Two events in each of the three partitions, a poll of two at a time: when the first
+    # poll fails, the poll read meanwhile (from another partition) must come again too.
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        for n, event_id in enumerate(ids):
+            customer = customers[n % 3]
+            value = recorded(customer, event_id=event_id, summary=event_id)
+            await producer.send_and_wait(consumer.topics[0], value, key=customer.encode(), partition=n % 3)
+    finally:
+        await producer.stop()
+    wrapper = start()
+
+    async def all_stored() -> bool:
+        return (await counts(session_factory, consumer.name)) == (6, 6)
+
+    await wait_for(all_stored, 20)
+    assert wrapper.failed
+    await asyncio.sleep(0.5)  # nothing more arrives
+    assert await counts(session_factory, consumer.name) == (6, 6)

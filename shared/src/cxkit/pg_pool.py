@@ -1,0 +1,110 @@
+"""A plain asyncpg pool beside the SQLAlchemy engine, for the hot paths.
+
+The ORM session stays the tool for most work. A read that only turns a row into JSON, or a
+write of a few rows, pays for SQLAlchemy's session, identity map, unit of work and statement
+compilation for nothing: about half the time of `GET /v1/customers/{id}` and most of
+`POST /v1/interactions`. Repositories run such statements on this pool; asyncpg prepares each
+statement once per connection and caches it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.engine import make_url
+from sqlalchemy.sql.expression import Executable
+
+_DIALECT = asyncpg_dialect()
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """`postgresql+asyncpg://...` (SQLAlchemy) as the `postgresql://...` DSN asyncpg takes."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # json/jsonb come back as Python values (as through SQLAlchemy), parsed by orjson.
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, format="text"
+        )
+
+
+async def _release(conn: asyncpg.Connection) -> None:
+    """On release, skip asyncpg's default reset query (advisory unlock, CLOSE ALL, UNLISTEN,
+    RESET ALL: one more round trip per request). Nothing on this pool uses SET, LISTEN,
+    cursors or session-level advisory locks; only a transaction left open is undone."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+async def create_pg_pool(database_url: str, *, max_size: int, application_name: str = "cxkit") -> asyncpg.Pool:
+    """A lazily filled pool (no connection is opened until it is first used), so a service
+    starts while its database is still coming up, like the SQLAlchemy engine."""
+    pool = asyncpg.create_pool(
+        asyncpg_dsn(database_url),
+        min_size=0,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_release,
+        server_settings={"application_name": application_name, "jit": "off"},
+        max_inactive_connection_lifetime=300,
+    )
+    return await pool
+
+
+async def fetch_one(pool: asyncpg.Pool, query: str, *args: Any) -> asyncpg.Record | None:
+    async with pool.acquire() as conn:
+        return await conn.fetchrow(query, *args)
+
+
+class CompiledQuery:
+    """A SQLAlchemy Core statement compiled once to PostgreSQL SQL with `$n` placeholders, to
+    run on an asyncpg connection: the query keeps being written (and typed) with SQLAlchemy,
+    without building, caching-key and compiling it again on every request.
+
+    Values are passed by bind parameter name: `bindparam("customer_id")` in the statement,
+    `await q.fetch(conn, customer_id=...)`."""
+
+    def __init__(self, stmt: Executable) -> None:
+        compiled = stmt.compile(dialect=_DIALECT)
+        # Literal values (including expanding IN lists) are rendered now; the `bindparam`s
+        # without a value are filled at each call.
+        self._required = frozenset(name for name, bind in compiled.binds.items() if bind.required)
+        expanded = compiled.construct_expanded_state(compiled.construct_params(dict.fromkeys(self._required)))
+        self.sql = expanded.statement
+        self._names = tuple(expanded.positiontup or ())
+        self._literals = dict(expanded.parameters)
+
+    def _args(self, params: dict[str, Any]) -> list[Any]:
+        if params.keys() != self._required:
+            raise TypeError(f"expected values for {sorted(self._required)}, got {sorted(params)}")
+        return [params[name] if name in params else self._literals[name] for name in self._names]
+
+    async def fetch(self, conn: asyncpg.Connection, **params: Any) -> list[asyncpg.Record]:
+        return await conn.fetch(self.sql, *self._args(params))
+
+    async def fetchrow(self, conn: asyncpg.Connection, **params: Any) -> asyncpg.Record | None:
+        return await conn.fetchrow(self.sql, *self._args(params))
+
+    async def fetchval(self, conn: asyncpg.Connection, **params: Any) -> Any:
+        return await conn.fetchval(self.sql, *self._args(params))
+
+
+class Row:
+    """Attribute access (`row.kind`) over an asyncpg record, for code written against ORM
+    objects; `pydantic`'s `from_attributes` reads it too."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: asyncpg.Record) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._record[name]
+        except KeyError:
+            raise AttributeError(name) from None

@@ -1,0 +1,76 @@
+"""`make bench` at a tiny scale: the whole machinery (fresh databases, seed, both services, the
+bare app, the load generator, the raw consumers, the import) runs against the test PostgreSQL
+and its JSON has a numeric figure for every SPEC §6 target."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from cxkit.testing import PG_ADMIN_DSN
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = 1000
+EXPECTED = [
+    "get_customer_rps", "get_customer_p99", "get_customer_vs_bare", "view_rps", "view_p99", "post_interactions_rps",
+    "post_interactions_p99", "search_common_p95", "search_rare_p95", "search_no_match_p95", "search_email_substring_p95",
+    "nps_week_ms", "write_visible_p50", "write_visible_p99", "ingest_crm_eps", "ingest_crm_vs_raw", "ingest_cem_eps",
+    "ingest_cem_vs_raw", "ingest_overlap_s", "import_rows_per_s", "rss_crm_mb", "rss_cem_mb",
+]  # fmt: skip
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+def test_bench_measures_every_target_with_numeric_figures(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    env = {
+        **os.environ,
+        "BENCH_PG_DSN": PG_ADMIN_DSN,
+        "BENCH_DB_PREFIX": f"bench_smoke_{uuid.uuid4().hex[:8]}",
+        "BENCH_DROP_AFTER": "true",
+        "BENCH_DIR": str(tmp_path),
+        "BENCH_OUT": str(out),
+        "BENCH_N": "2000",
+        "BENCH_SECONDS": "1",
+        "BENCH_ROUNDS": "1",
+        "BENCH_WARMUP_SECONDS": "0",
+        "BENCH_EVENTS": str(EVENTS),
+        "BENCH_RESPONSES": "3000",
+        "BENCH_IMPORT_ROWS": "200",
+        "BENCH_PACE_RATE": "40",
+        "BENCH_PACE_SECONDS": "1",
+        "BENCH_NPS_REQUESTS": "2",
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "scripts.bench"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=220, check=False
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = orjson.loads(out.read_bytes())
+
+    metrics = {m["key"]: m for m in result["metrics"]}
+    assert list(metrics) == EXPECTED
+    for key, metric in metrics.items():
+        assert _number(metric["ours"]), f"{key}: no figure ({metric['note']})"
+        assert isinstance(metric["passed"], bool), key
+        if metric["baseline_name"]:
+            assert _number(metric["baseline"]) and _number(metric["ratio"]), key
+    # The figures come from work really done, not from timeouts.
+    for round_ in result["rounds"]["ingest"]["ours"] + result["rounds"]["ingest"]["raw"]:
+        assert {r["applied"] for r in round_.values()} == {EVENTS}
+    assert all(n > 0 for n in result["rounds"]["search_rare"]["terms"].values())
+    assert result["rounds"]["write_visible"]["not_visible_after_30s"] == 0
+    assert all(r["rows"] > 0 for r in result["rounds"]["import"]["ours"])
+    assert result["rows"]["customers"] == 2000
+    assert result["load_generator"] and result["durations_s"]["measure"] > 0
+    assert "SPEC §6 targets" in run.stdout
