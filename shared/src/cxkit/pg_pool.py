@@ -9,10 +9,13 @@ statement once per connection and caches it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
+from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.expression import Executable
@@ -108,3 +111,68 @@ class Row:
             return self._record[name]
         except KeyError:
             raise AttributeError(name) from None
+
+
+@dataclass(frozen=True, slots=True)
+class RowInsert:
+    """One new row (column -> value) of `table`, for `insert_together`."""
+
+    table: Table
+    values: dict[str, Any]
+
+    @property
+    def shape(self) -> tuple[str, tuple[str, ...]]:
+        return self.table.name, tuple(self.values)
+
+
+async def insert_together(
+    db: asyncpg.Pool | asyncpg.Connection, rows: Sequence[RowInsert], *, claim: RowInsert | None = None
+) -> bool:
+    """Insert `rows` in ONE statement (a statement is atomic by itself: no BEGIN/COMMIT round
+    trips). With `claim`, that row goes first with `ON CONFLICT DO NOTHING` and the others are
+    inserted only if it was: returns whether it was (always True without a claim). A concurrent
+    statement claiming the same key waits until this one commits, then finds it taken."""
+    shapes = tuple(r.shape for r in rows)
+    sql = _together_sql(shapes, claim.shape if claim else None, _tables(rows, claim))
+    args = [v for r in ([claim] if claim else []) + list(rows) for v in r.values.values()]
+    return bool(await db.fetchval(sql, *args))
+
+
+def _tables(rows: Sequence[RowInsert], claim: RowInsert | None) -> dict[str, Table]:
+    return {r.table.name: r.table for r in ([claim] if claim else []) + list(rows)}
+
+
+_SQL_CACHE: dict[tuple[Any, ...], str] = {}
+
+
+def _together_sql(
+    shapes: tuple[tuple[str, tuple[str, ...]], ...], claim: tuple[str, tuple[str, ...]] | None, tables: dict[str, Table]
+) -> str:
+    key = (shapes, claim)
+    sql = _SQL_CACHE.get(key)
+    if sql is not None:
+        return sql
+    n = 0
+
+    def values(table: str, columns: tuple[str, ...]) -> str:
+        nonlocal n
+        cast = []
+        for column in columns:
+            n += 1
+            cast.append(f"${n}::{tables[table].c[column].type.compile(dialect=_DIALECT)}")
+        return ", ".join(cast)
+
+    parts = []
+    gate = ""
+    if claim is not None:
+        table, columns = claim
+        parts.append(
+            f"claim AS (INSERT INTO {table} ({', '.join(columns)}) VALUES ({values(table, columns)}) "
+            "ON CONFLICT DO NOTHING RETURNING 1)"
+        )
+        gate = " WHERE EXISTS (SELECT 1 FROM claim)"
+    for i, (table, columns) in enumerate(shapes):
+        parts.append(f"w{i} AS (INSERT INTO {table} ({', '.join(columns)}) SELECT {values(table, columns)}{gate})")
+    result = "EXISTS (SELECT 1 FROM claim)" if claim is not None else "true"
+    sql = _SQL_CACHE[key] = f"WITH {', '.join(parts)} SELECT {result}"
+    return sql

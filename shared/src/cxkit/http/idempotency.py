@@ -17,7 +17,8 @@ from starlette.responses import Response
 
 from cxkit.db import utcnow
 from cxkit.http.auth import Writer
-from cxkit.http.problems import Unprocessable
+from cxkit.http.problems import ProblemError, Unprocessable
+from cxkit.pg_pool import RowInsert, insert_together
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 _KEPT_HEADERS = ("etag", "location", "content-type")
@@ -48,54 +49,64 @@ class Idempotency:
         media_type = headers.pop("content-type", "application/json")
         return Response(content=row.response_body, status_code=row.status_code, headers=headers, media_type=media_type)
 
-    async def execute_on(self, pool: asyncpg.Pool, operation: Callable[[asyncpg.Connection], Awaitable[Response]]) -> Response:
-        """`execute` for a hot write made with plain asyncpg statements (no ORM): the same
-        rules, in one transaction on a connection of `pool` that `operation` writes with."""
-        async with pool.acquire() as conn, conn.transaction():
-            if not self.key or self.model is None:
-                return await operation(conn)
-            replay = await self._claim_on(conn)
-            if replay is not None:
-                return replay
-            response = await operation(conn)
-            await conn.execute(
-                f"UPDATE {self.model.__tablename__} SET status_code = $3, response_body = $4, response_headers = $5 "
-                "WHERE principal = $1 AND key = $2",
-                self.principal,
-                self.key,
-                response.status_code,
-                bytes(response.body),
-                {k: v for k, v in response.headers.items() if k.lower() in _KEPT_HEADERS},
-            )
+    async def write_rows(
+        self, pool: asyncpg.Pool, prepare: Callable[[asyncpg.Pool], Awaitable[tuple[Response, list[RowInsert]]]]
+    ) -> Response:
+        """`execute` for a hot write that only adds rows, on plain asyncpg (no ORM, no
+        transaction round trips). `prepare` reads what it needs and returns the answer and the
+        rows; the rows and the key's stored answer then go in as ONE statement, so either all
+        of them are written or, when the key was taken meanwhile, none. Same rules as
+        `execute`: a retry gets the first answer, another body with the key is refused, two
+        concurrent requests with one key write once."""
+        try:
+            response, rows = await prepare(pool)
+        except ProblemError:
+            stored = await self._stored(pool) if self.key and self.model is not None else None
+            if stored is not None:  # a retry of a request that succeeded before keeps its answer
+                return self._replay(stored)
+            raise
+        if not self.key or self.model is None:
+            await insert_together(pool, rows)
+            return response
+        claim = RowInsert(
+            self.model.__table__,
+            {
+                "principal": self.principal,
+                "key": self.key,
+                "request_hash": self.request_hash,
+                "status_code": response.status_code,
+                "response_body": bytes(response.body),
+                "response_headers": {k: v for k, v in response.headers.items() if k.lower() in _KEPT_HEADERS},
+                "created_at": utcnow(),
+            },
+        )
+        while not await insert_together(pool, rows, claim=claim):
+            stored = await self._stored(pool)
+            if stored is not None:
+                return self._replay(stored)
         return response
 
-    async def _claim_on(self, conn: asyncpg.Connection) -> Response | None:
-        """Claim the key (None), or the stored answer to replay. A concurrent request with the
-        same key waits on the primary key until the first transaction ends."""
+    async def _stored(self, pool: asyncpg.Pool) -> _StoredAnswer | None:
+        """The live answer stored under the key; an expired one is deleted (the key may be
+        used afresh), and None is returned."""
         table = self.model.__tablename__  # type: ignore[union-attr]
-        while True:
-            claimed = await conn.fetchval(
-                f"INSERT INTO {table} (principal, key, request_hash, status_code, response_body, response_headers, created_at) "
-                "VALUES ($1, $2, $3, 0, ''::bytea, '{}'::jsonb, $4) ON CONFLICT DO NOTHING RETURNING true",
-                self.principal,
-                self.key,
-                self.request_hash,
-                utcnow(),
-            )
-            if claimed:
-                return None
-            existing = await conn.fetchrow(
-                f"SELECT request_hash, status_code, response_body, response_headers, created_at FROM {table} "
-                "WHERE principal = $1 AND key = $2",
-                self.principal,
-                self.key,
-            )
-            if existing is None:  # the first attempt failed and rolled back: claim it ourselves
-                continue
-            if existing["created_at"] >= utcnow() - dt.timedelta(hours=self.ttl_hours):
-                return self._replay(_StoredAnswer(**dict(existing)))
-            # expired: the key may be used afresh
-            await conn.execute(f"DELETE FROM {table} WHERE principal = $1 AND key = $2", self.principal, self.key)
+        existing = await pool.fetchrow(
+            f"SELECT request_hash, status_code, response_body, response_headers, created_at FROM {table} "
+            "WHERE principal = $1 AND key = $2",
+            self.principal,
+            self.key,
+        )
+        if existing is None:
+            return None
+        if existing["created_at"] >= utcnow() - dt.timedelta(hours=self.ttl_hours):
+            return _StoredAnswer(**dict(existing))
+        await pool.execute(
+            f"DELETE FROM {table} WHERE principal = $1 AND key = $2 AND created_at = $3",
+            self.principal,
+            self.key,
+            existing["created_at"],
+        )
+        return None
 
     async def execute(self, session: AsyncSession, operation: Callable[[], Awaitable[Response]]) -> Response:
         """Run the write and commit it (with the stored answer, if a key was sent)."""

@@ -10,7 +10,6 @@ import os
 import uuid
 from typing import Any
 
-import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
@@ -101,17 +100,6 @@ def add_event(
     session.add(outbox_model(**row))
     session.sync_session.info["outbox_written"] = True
     return row["event_id"]
-
-
-_OUTBOX_COLUMNS = ("event_id", "topic", "key", "event_type", "value", "headers", "created_at")
-
-
-async def insert_outbox_row(conn: asyncpg.Connection, table: str, row: dict[str, Any]) -> None:
-    """`add_event` for a write made on a plain asyncpg connection (a hot path): insert the
-    row in that connection's transaction, then call `wake_relay()` once it committed."""
-    columns = ", ".join(_OUTBOX_COLUMNS)
-    params = ", ".join(f"${i}" for i in range(1, len(_OUTBOX_COLUMNS) + 1))
-    await conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({params})", *(row[c] for c in _OUTBOX_COLUMNS))
 
 
 def wake_relay() -> None:

@@ -172,6 +172,6 @@ _REFERENCE = (
 )
 
 
-async def read_reference(conn: asyncpg.Connection, customer_id: uuid.UUID) -> asyncpg.Record | None:
+async def read_reference(db: asyncpg.Pool | asyncpg.Connection, customer_id: uuid.UUID) -> asyncpg.Record | None:
     """A customer named by id with its survivor, if it was merged: one statement."""
-    return await conn.fetchrow(_REFERENCE, customer_id)
+    return await db.fetchrow(_REFERENCE, customer_id)

@@ -251,11 +251,11 @@ async def resolve_reference(session: AsyncSession, customer_id: uuid.UUID, field
 
 
 async def resolve_reference_on(
-    conn: asyncpg.Connection, customer_id: uuid.UUID, field: str = "customer_id"
+    db: asyncpg.Pool | asyncpg.Connection, customer_id: uuid.UUID, field: str = "customer_id"
 ) -> tuple[uuid.UUID, str | None]:
     """`resolve_reference` on a plain asyncpg connection (hot paths): (id, email) of the live
     customer behind `customer_id`, by the same rules."""
-    row = await repository.read_reference(conn, customer_id)
+    row = await repository.read_reference(db, customer_id)
     if row is None:
         raise Unprocessable(f"{field} {customer_id} does not exist", errors=[_field_error(field)])
     if row["survivor_id"] is not None:

@@ -114,19 +114,6 @@ class InteractionRepository:
         )
 
 
-_INTERACTION_COLUMNS = tuple(c.name for c in Interaction.__table__.columns)
-_INSERT_INTERACTION = (
-    f"INSERT INTO interactions ({', '.join(_INTERACTION_COLUMNS)}) "
-    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_INTERACTION_COLUMNS) + 1))})"
-)
-
-
-async def insert_interaction(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
-    """One interaction (column -> value, `metadata` under its column name) on a plain asyncpg
-    connection, in its transaction (hot path: `POST /v1/interactions`)."""
-    await conn.execute(_INSERT_INTERACTION, *(row[c] for c in _INTERACTION_COLUMNS))
-
-
 # --- a poll's worth of `interaction.recorded` events (the consumer's hot path) -----------------
 # Statements on the consumer's asyncpg connection (`cxkit.kafka.consumer.batch_connection`):
 # one per poll whatever its size, each prepared once per connection.

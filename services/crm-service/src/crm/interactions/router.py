@@ -21,6 +21,7 @@ from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import Unprocessable, problem_responses
 from cxkit.kafka.outbox import wake_relay
+from cxkit.pg_pool import RowInsert
 
 router = APIRouter(prefix="/interactions", tags=["interactions"])
 
@@ -38,12 +39,12 @@ router = APIRouter(prefix="/interactions", tags=["interactions"])
 )
 async def record_interaction(body: InteractionCreate, session: SessionDep, pool: PgPoolDep, idem: IdempotencyDep) -> Response:
     if body.customer_id is not None:
-        # The common case (a known customer) is written with three plain statements.
-        async def write(conn: asyncpg.Connection) -> Response:
-            row = await service.record_interaction_for_id(conn, body)
-            return json_response(_read(row), 201, headers={"Location": f"/v1/interactions/{row['id']}"})
+        # The common case (a known customer): one read, then the rows in one statement.
+        async def prepare(pool: asyncpg.Pool) -> tuple[Response, list[RowInsert]]:
+            row, rows = await service.plan_interaction_for_id(pool, body)
+            return json_response(_read(row), 201, headers={"Location": f"/v1/interactions/{row['id']}"}), rows
 
-        response = await idem.execute_on(pool, write)
+        response = await idem.write_rows(pool, prepare)
         wake_relay()
         return response
 

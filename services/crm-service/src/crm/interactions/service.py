@@ -25,7 +25,6 @@ from crm.interactions.repository import (
     InteractionFilters,
     InteractionRepository,
     customer_targets,
-    insert_interaction,
     insert_interaction_batch,
 )
 from crm.interactions.schemas import InteractionCreate
@@ -34,7 +33,8 @@ from cxkit.events.payloads import CustomerCreated, InteractionRecorded
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound
 from cxkit.kafka.consumer import Delivery, PermanentEventError, batch_connection
-from cxkit.kafka.outbox import add_event, insert_outbox_row, outbox_row
+from cxkit.kafka.outbox import add_event, outbox_row
+from cxkit.pg_pool import RowInsert
 
 HTTP_SOURCE = "api"
 # An event without `interaction_id` gets one derived from its own id, so a redelivery of
@@ -64,17 +64,16 @@ async def record_interaction(session: AsyncSession, data: InteractionCreate) -> 
     return interaction
 
 
-async def record_interaction_for_id(conn: asyncpg.Connection, data: InteractionCreate) -> dict[str, Any]:
-    """`record_interaction` for a body naming `customer_id` (the hot path), with three plain
-    statements on `conn` in its transaction: the customer, the row, the outbox row. The
-    caller wakes the relay after the commit (`cxkit.kafka.outbox.wake_relay`)."""
+async def plan_interaction_for_id(pool: asyncpg.Pool, data: InteractionCreate) -> tuple[dict[str, Any], list[RowInsert]]:
+    """`record_interaction` for a body naming `customer_id` (the hot path), on plain asyncpg:
+    resolves the customer (one statement) and returns the new row and the rows to insert
+    together, the interaction and its outbox row (see `Idempotency.write_rows`). The caller
+    wakes the relay once they are in (`cxkit.kafka.outbox.wake_relay`)."""
     assert data.customer_id is not None
-    customer_id, email = await customers.resolve_reference_on(conn, data.customer_id)
+    customer_id, email = await customers.resolve_reference_on(pool, data.customer_id)
     row = _new_row(customer_id, data)
-    await insert_interaction(conn, row)
     event = outbox_row("interaction.recorded", source=SOURCE, subject=customer_id, data=_recorded(row, email))
-    await insert_outbox_row(conn, OutboxMessage.__tablename__, event)
-    return row
+    return row, [RowInsert(Interaction.__table__, row), RowInsert(OutboxMessage.__table__, event)]
 
 
 def _new_row(customer_id: uuid.UUID, data: InteractionCreate) -> dict[str, Any]:
