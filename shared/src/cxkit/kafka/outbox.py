@@ -44,8 +44,7 @@ def _relay_wakeup() -> asyncio.Event:
 @event.listens_for(Session, "after_commit")
 def _wake_relay_after_commit(session: Session) -> None:
     if session.info.pop("outbox_written", False):
-        with contextlib.suppress(RuntimeError):
-            _relay_wakeup().set()
+        wake_relay()
 
 
 def outbox_row(
@@ -103,7 +102,7 @@ def add_event(
 
 
 def wake_relay() -> None:
-    """Have the relay send at once (after a commit that wrote outbox rows outside the ORM)."""
+    """Have the relay send at once (after a commit that wrote outbox rows)."""
     with contextlib.suppress(RuntimeError):
         _relay_wakeup().set()
 
