@@ -101,7 +101,12 @@ async def run(cfg: BenchConfig, console: Console) -> Report:
         loadgen.auth = f"Bearer {key}"
         ctx = scenarios.BenchContext(cfg, server, crm_db, cem_db, stack, loadgen, data, key, report, crm, cem)
         ctx.sample_rss()
+        unknown = set(cfg.only) - {scenario.__name__ for _, scenario, _ in SCENARIOS}
+        if unknown:
+            raise SystemExit(f"BENCH_ONLY names no scenario: {', '.join(sorted(unknown))}")
         for name, scenario, keys in SCENARIOS:
+            if cfg.only and scenario.__name__ not in cfg.only:
+                continue
             with clock.phase(name, "measure"):
                 try:
                     await scenario(ctx)

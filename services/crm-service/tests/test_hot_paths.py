@@ -91,6 +91,46 @@ async def test_get_customer_after_a_write_shows_the_write(client: httpx.AsyncCli
     assert read.json()["name"] == "After" and read.headers["ETag"] == '"2"'
 
 
+async def test_patch_replays_its_first_answer_and_two_at_once_with_one_key_change_once(
+    client: httpx.AsyncClient, make: Any, events: Any
+) -> None:
+    customer = await make.customer(name="Before")
+    path = f"/v1/customers/{customer['id']}"
+    first = await client.patch(path, json={"name": "After"}, headers={"Idempotency-Key": "patch-1"})
+    again = await client.patch(path, json={"name": "After"}, headers={"Idempotency-Key": "patch-1"})
+    assert first.status_code == again.status_code == 200, first.text
+    assert again.content == first.content and again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["ETag"] == first.headers["ETag"] == '"2"'
+    other = await client.patch(path, json={"name": "Other"}, headers={"Idempotency-Key": "patch-1"})
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
+    # Two at once with a new key (and a stale-proof If-Match): one change, one answer twice.
+    both = await asyncio.gather(
+        *(client.patch(path, json={"company": "Co"}, headers={"Idempotency-Key": "patch-2", "If-Match": '"2"'}) for _ in range(2))
+    )
+    assert [r.status_code for r in both] == [200, 200] and both[0].content == both[1].content
+    assert sorted(r.headers.get("Idempotent-Replayed", "") for r in both) == ["", "true"]
+    assert (await client.get(path)).headers["ETag"] == '"3"'
+    assert [e["data"]["changed"] for e in await events("customer.updated")] == [["name"], ["company"]]
+
+
+async def test_patch_announces_the_open_deal_value_and_refuses_merged_and_taken(
+    client: httpx.AsyncClient, make: Any, events: Any
+) -> None:
+    customer, other = await make.customer(), await make.customer(email="taken@example.com")
+    await make.deal(customer["id"], amount="1200.50")
+    changed = await client.patch(f"/v1/customers/{customer['id']}", json={"tags": ["b", "a", "b"], "email": "NEW@example.com"})
+    assert changed.status_code == 200 and changed.json()["tags"] == ["a", "b"] and changed.json()["email"] == "NEW@example.com"
+    event = (await events("customer.updated"))[-1]  # after the deal's own announcement
+    assert event["data"]["open_deal_value"] == "1200.50" and event["data"]["changed"] == ["email", "tags"]
+    assert event["data"]["version"] == changed.json()["version"]
+    taken = await client.patch(f"/v1/customers/{customer['id']}", json={"email": "Taken@Example.com"})
+    assert taken.status_code == 409
+    assert (await client.get(f"/v1/customers/{customer['id']}")).json()["email"] == "NEW@example.com"
+    assert (await client.post(f"/v1/customers/{other['id']}/merge", json={"duplicate_id": customer["id"]})).status_code == 200
+    merged = await client.patch(f"/v1/customers/{customer['id']}", json={"name": "x"})
+    assert merged.status_code == 409 and merged.json()["merged_into"] == other["id"]
+
+
 async def test_compiled_query_renders_literals_once_and_takes_named_values(crm_app: Any) -> None:
     query = CompiledQuery(
         select(func.count())

@@ -33,6 +33,10 @@ class _StoredAnswer:
     created_at: dt.datetime
 
 
+class _KeyTaken(Exception):
+    """The Idempotency-Key was claimed by another request meanwhile (undoes the transaction)."""
+
+
 class Idempotency:
     def __init__(self, model: type[Any] | None, key: str | None, principal: str, request_hash: str, ttl_hours: int = 24) -> None:
         self.model = model
@@ -68,7 +72,49 @@ class Idempotency:
         if not self.key or self.model is None:
             await insert_together(pool, rows)
             return response
-        claim = RowInsert(
+        claim = self._claim(response)
+        while not await insert_together(pool, rows, claim=claim):
+            stored = await self._stored(pool)
+            if stored is not None:
+                return self._replay(stored)
+        return response
+
+    async def write_locked(
+        self,
+        pool: asyncpg.Pool,
+        prepare: Callable[[asyncpg.Connection], Awaitable[tuple[Response, list[RowInsert]]]],
+    ) -> Response:
+        """`execute` for a hot write that reads and changes rows under a lock, on plain asyncpg:
+        `prepare` runs inside a transaction on one connection (it may lock, read and update)
+        and returns the answer and the rows to add; the rows and the key's stored answer go in
+        as one last statement before COMMIT. The key is claimed last: a concurrent request
+        with the same key is serialised by the locks `prepare` takes, and when the key turns
+        out to be taken the whole transaction is undone and the first answer replayed. Same
+        rules as `execute` otherwise."""
+        keyed = bool(self.key) and self.model is not None
+        while True:
+            async with pool.acquire() as conn:
+                try:
+                    async with conn.transaction():
+                        response, rows = await prepare(conn)
+                        if not keyed:
+                            if rows:
+                                await insert_together(conn, rows)
+                            return response
+                        if not await insert_together(conn, rows, claim=self._claim(response)):
+                            raise _KeyTaken
+                    return response
+                except (ProblemError, _KeyTaken) as exc:
+                    stored = await self._stored(conn) if keyed else None
+                    if stored is not None:
+                        return self._replay(stored)
+                    if isinstance(exc, ProblemError):
+                        raise
+                    # Taken by an answer that expired and was just deleted: run it again.
+
+    def _claim(self, response: Response) -> RowInsert:
+        assert self.model is not None
+        return RowInsert(
             self.model.__table__,
             {
                 "principal": self.principal,
@@ -80,13 +126,8 @@ class Idempotency:
                 "created_at": utcnow(),
             },
         )
-        while not await insert_together(pool, rows, claim=claim):
-            stored = await self._stored(pool)
-            if stored is not None:
-                return self._replay(stored)
-        return response
 
-    async def _stored(self, pool: asyncpg.Pool) -> _StoredAnswer | None:
+    async def _stored(self, pool: asyncpg.Pool | asyncpg.Connection) -> _StoredAnswer | None:
         """The live answer stored under the key; an expired one is deleted (the key may be
         used afresh), and None is returned."""
         table = self.model.__tablename__  # type: ignore[union-attr]

@@ -8,7 +8,8 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, select, update
+import asyncpg
+from sqlalchemy import and_, bindparam, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -19,9 +20,18 @@ from crm.deals.models import Deal
 from crm.leads.models import Lead
 from cxkit.db import insert_ignoring_conflicts, utcnow
 from cxkit.http.pagination import PageParams
+from cxkit.pg_pool import CompiledQuery
 
 SORT_KEYS = (keyset.SortKey("created_at", Campaign.created_at, "datetime"), keyset.SortKey("name", Campaign.name, "str"))
 MEMBER_SORT = keyset.SortKey("added_at", CampaignMember.added_at, "datetime")
+
+
+_CAMPAIGN_EXISTS = CompiledQuery(select(exists().where(Campaign.id == bindparam("campaign_id"))))
+
+
+async def campaign_exists(conn: asyncpg.Connection, campaign_id: uuid.UUID) -> bool:
+    """Whether the campaign exists (on a plain asyncpg connection, for hot writes)."""
+    return bool(await _CAMPAIGN_EXISTS.fetchval(conn, campaign_id=campaign_id))
 
 
 class CampaignRepository:

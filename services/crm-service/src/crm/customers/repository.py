@@ -8,15 +8,17 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import ColumnElement, Select, cast, literal, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, bindparam, cast, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from crm import keyset
 from crm.customers.models import Customer
+from crm.deals.repository import open_value_query
 from cxkit.db import insert_new
 from cxkit.http.pagination import PageParams
+from cxkit.pg_pool import CompiledQuery
 
 SORT_KEYS = (
     keyset.SortKey("created_at", Customer.created_at, "datetime"),
@@ -175,3 +177,37 @@ _REFERENCE = (
 async def read_reference(db: asyncpg.Pool | asyncpg.Connection, customer_id: uuid.UUID) -> asyncpg.Record | None:
     """A customer named by id with its survivor, if it was merged: one statement."""
     return await db.fetchrow(_REFERENCE, customer_id)
+
+
+_LOCK_CUSTOMER = CompiledQuery(select(Customer.__table__).where(Customer.id == bindparam("customer_id")).with_for_update())
+_ID_BY_EMAIL = CompiledQuery(select(Customer.id).where(Customer.email_normalized == bindparam("email")))
+_UPDATES: dict[tuple[str, ...], CompiledQuery] = {}
+
+
+async def lock_customer(conn: asyncpg.Connection, customer_id: uuid.UUID) -> asyncpg.Record | None:
+    """The customer's row, locked until the transaction ends (every column)."""
+    return await _LOCK_CUSTOMER.fetchrow(conn, customer_id=customer_id)
+
+
+async def id_by_email(conn: asyncpg.Connection, email: str) -> uuid.UUID | None:
+    """The id of the customer holding this email (compared case-insensitively), if any."""
+    return await _ID_BY_EMAIL.fetchval(conn, email=email.strip().lower())
+
+
+async def update_customer_row(conn: asyncpg.Connection, customer_id: uuid.UUID, values: dict[str, Any]) -> asyncpg.Record:
+    """Write `values` (column -> value) to the customer, bump its version, and return the row
+    with its current sum of open deal amounts (`open_deal_value`), read by the same statement
+    (so after any deal change that committed before this transaction took the customer's lock)."""
+    columns = tuple(sorted(values))
+    query = _UPDATES.get(columns)
+    if query is None:
+        stmt = (
+            update(Customer)
+            .where(Customer.id == bindparam("customer_id"))
+            .values({c: bindparam(f"v_{c}") for c in columns} | {"version": Customer.version + 1})
+            .returning(*Customer.__table__.columns, open_value_query(Customer.id).scalar_subquery().label("open_deal_value"))
+        )
+        query = _UPDATES[columns] = CompiledQuery(stmt)
+    row = await query.fetchrow(conn, customer_id=customer_id, **{f"v_{c}": v for c, v in values.items()})
+    assert row is not None, "update_customer_row on a customer that is not locked"
+    return row

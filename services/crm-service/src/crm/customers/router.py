@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
@@ -31,6 +32,8 @@ from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import PROBLEM_MEDIA_TYPE, problem_response, problem_responses
+from cxkit.kafka.outbox import wake_relay
+from cxkit.pg_pool import RowInsert
 
 router = APIRouter(prefix="/customers", tags=["customers"])
 
@@ -138,12 +141,15 @@ async def list_customers(
     responses=problem_responses(401, 403, 404, 409, 412, 422),
 )
 async def update_customer(
-    customer_id: CustomerIdPath, body: CustomerUpdate, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
+    customer_id: CustomerIdPath, body: CustomerUpdate, pool: PgPoolDep, idem: IdempotencyDep, if_match: IfMatch = None
 ) -> Response:
-    async def operation() -> Response:
-        return _answer(await service.update_customer(session, customer_id, body, if_match))
+    async def prepare(conn: asyncpg.Connection) -> tuple[Response, list[RowInsert]]:
+        customer, rows = await service.update_customer_on(conn, customer_id, body, if_match)
+        return _answer(customer), rows
 
-    return await idem.execute(session, operation)
+    response = await idem.write_locked(pool, prepare)
+    wake_relay()
+    return response
 
 
 @router.delete(

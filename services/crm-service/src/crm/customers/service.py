@@ -13,13 +13,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import keyset
-from crm.campaigns.repository import CampaignRepository
+from crm.campaigns.repository import CampaignRepository, campaign_exists
 from crm.customers import repository
 from crm.customers.models import LIFECYCLE_STAGES, Customer
 from crm.customers.repository import SORT_KEYS, CustomerFilters, CustomerRepository
 from crm.customers.schemas import CustomerCreate, CustomerUpdate
 from crm.db import SOURCE, IdempotencyKey, OutboxMessage
-from crm.deals.repository import DealRepository
+from crm.deals.repository import DealRepository, as_money
 from crm.documents.repository import DocumentRepository
 from crm.documents.storage import DocumentStore
 from crm.experience.repository import ExperienceRepository
@@ -32,7 +32,8 @@ from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerMerge
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
-from cxkit.kafka.outbox import add_event
+from cxkit.kafka.outbox import add_event, outbox_row
+from cxkit.pg_pool import Row, RowInsert
 
 # Lifecycle stages a customer moves through as they buy; `churned` stands apart.
 _PROGRESSION = [s for s in LIFECYCLE_STAGES if s != "churned"]
@@ -267,36 +268,50 @@ async def resolve_reference_on(
     return resolved, email
 
 
-async def update_customer(session: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate, if_match: str | None) -> Customer:
-    repo = CustomerRepository(session)
-    customer = await live_customer_for_update(session, customer_id)
-    check_if_match(if_match, customer.version)
-    changed: list[str] = []
+async def update_customer_on(
+    conn: asyncpg.Connection, customer_id: uuid.UUID, data: CustomerUpdate, if_match: str | None
+) -> tuple[dict[str, Any], list[RowInsert]]:
+    """`update_customer` on a plain asyncpg connection inside its transaction (the hot write):
+    the same rules, answers and event. Returns the customer as it is now and the outbox row of
+    its `customer.updated` (none when nothing changed)."""
+    row = await repository.lock_customer(conn, customer_id)
+    if row is None:
+        raise NotFound(f"customer {customer_id} does not exist")
+    if row["merged_into_id"] is not None:
+        raise Conflict(
+            f"customer {customer_id} was merged into {row['merged_into_id']}; change that one",
+            merged_into=str(row["merged_into_id"]),
+        )
+    if row["erased_at"] is not None:
+        raise Conflict(f"customer {customer_id} was erased")
+    check_if_match(if_match, row["version"])
+    values: dict[str, Any] = {}
     for field in data.model_fields_set:
         value = getattr(data, field)
         if field == "email":
             value = str(value)
-            if value.lower() != customer.email_normalized:
-                other = await repo.get_by_email(value)
-                if other is not None and other.id != customer.id:
+            if value.lower() != row["email_normalized"]:
+                other = await repository.id_by_email(conn, value)
+                if other is not None and other != customer_id:
                     raise Conflict(f"a customer with email {value} already exists")
-                customer.email_normalized = value.lower()
+                values["email_normalized"] = value.lower()
         elif field == "tags":
             value = sorted(set(value))
-        elif field == "campaign_id" and value != customer.campaign_id:
-            await _require_campaign(session, value)
-        if getattr(customer, field) != value:
-            setattr(customer, field, value)
-            changed.append(field)
+        elif field == "campaign_id" and value not in (None, row["campaign_id"]) and not await campaign_exists(conn, value):
+            raise Unprocessable(f"campaign_id {value} does not exist", errors=[_field_error("campaign_id")])
+        if row[field] != value:
+            values[field] = value
+    changed = sorted(values.keys() - {"email_normalized"})
     if not changed:
-        return customer
-    _touch(customer)
+        return dict(row), []
+    values["updated_at"] = utcnow()
     try:
-        await repo.flush()
-    except IntegrityError:
-        raise Conflict(f"a customer with email {customer.email} already exists") from None
-    await announce_updated(session, customer, sorted(changed))
-    return customer
+        updated = await repository.update_customer_row(conn, customer_id, values)
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"a customer with email {values.get('email')} already exists") from None
+    snap = snapshot(Row(updated), as_money(updated["open_deal_value"]))
+    event = outbox_row("customer.updated", source=SOURCE, subject=customer_id, data=CustomerUpdated(**snap, changed=changed))
+    return dict(updated), [RowInsert(OutboxMessage.__table__, event)]
 
 
 def _moves_forward(current: str, target: str) -> bool:
