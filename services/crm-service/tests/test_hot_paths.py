@@ -7,19 +7,22 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
-from sqlalchemy import Uuid, bindparam, func, select
+from sqlalchemy import Column, DateTime, MetaData, Numeric, String, Table, Uuid, bindparam, func, select
+from sqlalchemy.dialects.postgresql import JSONB
 
 from crm.db import ApiKey, OutboxMessage
 from crm.interactions.models import Interaction
 from cxkit.db import utcnow
 from cxkit.http.auth import ApiKeyAuth, create_api_key
 from cxkit.logs import AccessLog, configure_logging
-from cxkit.pg_pool import CompiledQuery
+from cxkit.pg_pool import CompiledQuery, UnnestInsert
 
 
 async def _count(session_factory: Any, stmt: Any) -> int:
@@ -142,6 +145,36 @@ async def test_compiled_query_renders_literals_once_and_takes_named_values(crm_a
         assert await query.fetchval(conn, customer_id=uuid.uuid4()) == 0
         with pytest.raises(TypeError):
             await query.fetchval(conn)
+
+
+async def test_unnest_insert_casts_from_the_table_skips_conflicts_and_refuses_too_long_text(crm_app: Any) -> None:
+    table = Table(
+        "unnest_probe",
+        MetaData(),
+        Column("id", Uuid, primary_key=True),
+        Column("label", String(5)),
+        Column("doc", JSONB),
+        Column("amount", Numeric(10, 2)),
+        Column("at", DateTime(timezone=True)),
+        Column("made", String(20)),
+    )
+    insert = UnnestInsert(table, ["id", "label", "doc", "amount"], per_batch=["at"], server={"made": "'server'"})
+    a, b = uuid.uuid4(), uuid.uuid4()
+    async with crm_app.state.pg_pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "CREATE TEMP TABLE unnest_probe (id uuid PRIMARY KEY, label varchar(5), doc jsonb, amount numeric(10, 2), "
+            "at timestamptz, made varchar(20)) ON COMMIT DROP"
+        )
+        now = utcnow()
+        columns = [[a, b], ["ab", None], ['{"k": [1]}', None], [Decimal("1.5"), Decimal("2")]]
+        assert await insert.execute(conn, columns, now) == 2
+        assert await insert.execute(conn, [[a], ["zz"], [None], [None]], now) == 0  # its id is taken: skipped
+        assert await insert.execute(conn, [[], [], [], []], now) == 0
+        rows = {r["id"]: r for r in await conn.fetch("SELECT * FROM unnest_probe")}
+        assert rows[a]["doc"] == {"k": [1]} and rows[a]["amount"] == Decimal("1.50") and rows[a]["label"] == "ab"
+        assert rows[b]["doc"] is None and rows[a]["at"] == now and rows[b]["made"] == "server"
+        with pytest.raises(asyncpg.StringDataRightTruncationError):
+            await insert.execute(conn, [[uuid.uuid4()], ["toolong"], [None], [None]], now)
 
 
 async def test_revoked_key_is_refused_within_the_cache_window(crm_app: Any) -> None:

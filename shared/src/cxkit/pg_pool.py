@@ -176,3 +176,52 @@ def _together_sql(
     result = "EXISTS (SELECT 1 FROM claim)" if claim is not None else "true"
     sql = _SQL_CACHE[key] = f"WITH {', '.join(parts)} SELECT {result}"
     return sql
+
+
+def _array_type(table: Table, column: str) -> str:
+    """The type the values of `column` are sent as: the column's own, except that strings go as
+    `text`, so a value too long for a `varchar(n)` is refused by the insert (an explicit cast to
+    `varchar(n)` would cut it silently)."""
+    sql_type = table.c[column].type.compile(dialect=_DIALECT)
+    return "text" if sql_type.startswith("VARCHAR") else sql_type
+
+
+class UnnestInsert:
+    """`INSERT ... SELECT ... FROM unnest($1::type[], $2::type[], ...)`: a whole batch of rows in
+    ONE statement, given column-wise (one list per column), built from the table's metadata so
+    the casts always match the columns. JSON columns travel as text (asyncpg sends no json
+    arrays) and are cast row by row. `per_batch` columns take one value for the whole batch
+    (passed after the lists); `server` columns get an SQL expression (`gen_random_uuid()`).
+    Rows that conflict are skipped (`ON CONFLICT DO NOTHING`)."""
+
+    def __init__(
+        self, table: Table, columns: Sequence[str], *, per_batch: Sequence[str] = (), server: dict[str, str] | None = None
+    ) -> None:
+        self.columns = tuple(columns)
+        server = server or {}
+        arrays, picks = [], []
+        for n, name in enumerate(self.columns, start=1):
+            sql_type = _array_type(table, name)
+            is_json = sql_type in ("JSON", "JSONB")
+            arrays.append(f"${n}::{'text' if is_json else sql_type}[]")
+            picks.append(f"u.c{n}::{sql_type}" if is_json else f"u.c{n}")
+        names = list(self.columns)
+        for offset, name in enumerate(per_batch, start=len(self.columns) + 1):
+            names.append(name)
+            picks.append(f"${offset}::{_array_type(table, name)}")
+        for name, expression in server.items():
+            names.append(name)
+            picks.append(expression)
+        aliases = ", ".join(f"c{n}" for n in range(1, len(self.columns) + 1))
+        self.sql = (
+            f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {', '.join(picks)} "
+            f"FROM unnest({', '.join(arrays)}) AS u({aliases}) ON CONFLICT DO NOTHING"
+        )
+
+    async def execute(self, conn: asyncpg.Connection, columns: Sequence[Sequence[Any]], *per_batch: Any) -> int:
+        """Insert the rows (one sequence per column, in `columns` order); returns how many were
+        inserted (conflicting rows are not counted)."""
+        if not columns or not columns[0]:
+            return 0
+        status = await conn.execute(self.sql, *columns, *per_batch)
+        return int(status.rsplit(" ", 1)[1])

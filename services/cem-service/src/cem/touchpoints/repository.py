@@ -17,6 +17,7 @@ from cem.customers.repository import announced_customer_with
 from cem.journeys.models import Journey, JourneyStep
 from cem.surveys.models import Survey
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
+from cxkit.pg_pool import UnnestInsert
 
 
 class TouchpointRepository:
@@ -188,13 +189,8 @@ BATCH_COLUMNS = (
     "metadata",
     "source",
 )
-_INSERT_BATCH = (
-    f"INSERT INTO touchpoint_interactions (id, {', '.join(BATCH_COLUMNS)}, recorded_at) "
-    "SELECT gen_random_uuid(), ii, c, e, el, tp, t, ch, o, s, a, cur, m::jsonb, src, $14 FROM unnest("
-    "$1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
-    "$8::timestamptz[], $9::text[], $10::numeric[], $11::text[], $12::text[], $13::text[]) "
-    "AS u(ii, c, e, el, tp, t, ch, o, s, a, cur, m, src) "
-    "ON CONFLICT DO NOTHING"
+_INSERT_BATCH = UnnestInsert(
+    TouchpointInteraction.__table__, BATCH_COLUMNS, per_batch=["recorded_at"], server={"id": "gen_random_uuid()"}
 )
 
 
@@ -206,10 +202,6 @@ async def profiles_by_ids(conn: asyncpg.Connection, ids: Collection[uuid.UUID]) 
 
 
 async def insert_interaction_batch(conn: asyncpg.Connection, columns: Sequence[Sequence[Any]], recorded_at: dt.datetime) -> int:
-    """Insert interactions given column-wise (`BATCH_COLUMNS`; `metadata` as JSON text) with one
-    `INSERT ... SELECT FROM unnest(...)`; one already stored is skipped. Returns the number of
-    rows inserted."""
-    if not columns[0]:
-        return 0
-    status = await conn.execute(_INSERT_BATCH, *columns, recorded_at)
-    return int(status.rsplit(" ", 1)[1])
+    """Insert interactions given column-wise (`BATCH_COLUMNS`; `metadata` as JSON text) in one
+    statement; one already stored is skipped. Returns the number of rows inserted."""
+    return await _INSERT_BATCH.execute(conn, columns, recorded_at)

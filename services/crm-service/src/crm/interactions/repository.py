@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm import keyset
 from crm.interactions.models import CONTACT_TYPES, PURCHASE, Interaction
 from cxkit.http.pagination import PageParams
+from cxkit.pg_pool import UnnestInsert
 
 SORT_KEYS = (keyset.SortKey("occurred_at", Interaction.occurred_at, "datetime"),)
 
@@ -134,13 +135,7 @@ BATCH_COLUMNS = (
     "metadata",
     "source",
 )
-_INSERT_BATCH = (
-    f"INSERT INTO interactions ({', '.join(BATCH_COLUMNS)}, recorded_at) "
-    "SELECT i, c, t, ch, tp, o, s, a, cur, m::jsonb, src, $12 FROM unnest("
-    "$1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::numeric[], "
-    "$9::text[], $10::text[], $11::text[]) AS u(i, c, t, ch, tp, o, s, a, cur, m, src) "
-    "ON CONFLICT DO NOTHING"
-)
+_INSERT_BATCH = UnnestInsert(Interaction.__table__, BATCH_COLUMNS, per_batch=["recorded_at"])
 
 
 async def customer_targets(conn: asyncpg.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID | None]:
@@ -151,10 +146,6 @@ async def customer_targets(conn: asyncpg.Connection, ids: Sequence[uuid.UUID]) -
 
 
 async def insert_interaction_batch(conn: asyncpg.Connection, columns: Sequence[Sequence[Any]], recorded_at: dt.datetime) -> int:
-    """Insert a batch given column-wise (`BATCH_COLUMNS`; `metadata` as JSON text) with one
-    `INSERT ... SELECT FROM unnest(...)`; a row whose id exists is skipped. Returns the
-    number of rows inserted."""
-    if not columns[0]:
-        return 0
-    status = await conn.execute(_INSERT_BATCH, *columns, recorded_at)
-    return int(status.rsplit(" ", 1)[1])
+    """Insert a batch given column-wise (`BATCH_COLUMNS`; `metadata` as JSON text) in one
+    statement; a row whose id exists is skipped. Returns the number of rows inserted."""
+    return await _INSERT_BATCH.execute(conn, columns, recorded_at)
