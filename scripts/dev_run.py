@@ -86,6 +86,8 @@ def main() -> int:
                 f"{prefix}_DATABASE_URL": database_urls[prefix],
                 f"{prefix}_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                 f"{prefix}_KAFKA_ENABLE_IDEMPOTENCE": "false",
+                # The dev broker holds each fetch for its whole wait, even when messages arrive meanwhile.
+                f"{prefix}_CONSUMER_FETCH_MAX_WAIT_MS": "20",
                 f"{prefix}_LOG_JSON": os.environ.get(f"{prefix}_LOG_JSON", "false"),
                 f"{prefix}_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
             }

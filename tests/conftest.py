@@ -45,6 +45,8 @@ class Stack:
             f"{prefix}_DATABASE_URL": db,
             f"{prefix}_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             f"{prefix}_KAFKA_ENABLE_IDEMPOTENCE": "false",
+            # The dev broker holds each fetch for its whole wait, even when messages arrive meanwhile.
+            f"{prefix}_CONSUMER_FETCH_MAX_WAIT_MS": "20",
             f"{prefix}_OUTBOX_POLL_INTERVAL_MS": "100",
             f"{prefix}_LOG_JSON": "true",
             f"{prefix}_CONSUMER_GROUP": self.group(prefix),

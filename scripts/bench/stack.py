@@ -92,6 +92,8 @@ def service_env(prefix: str, database_url: str, bootstrap: str, work_dir: Path) 
         f"{prefix}_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         # The dev broker refuses idempotent producers.
         f"{prefix}_KAFKA_ENABLE_IDEMPOTENCE": "false",
+        # The dev broker holds each fetch for its whole wait, even when messages arrive meanwhile.
+        f"{prefix}_CONSUMER_FETCH_MAX_WAIT_MS": "20",
     }
     if prefix == "CRM":
         env["CRM_DOCUMENTS_DIR"] = str(work_dir / "documents")

@@ -42,6 +42,7 @@ def cem_settings(cem_database_url: str, broker: DevBroker, tmp_path_factory: pyt
         database_url=cem_database_url,
         kafka_bootstrap_servers=broker.bootstrap,
         kafka_enable_idempotence=False,
+        consumer_fetch_max_wait_ms=20,
         run_relay=False,
         run_consumers=False,
         run_scheduler=False,

@@ -44,6 +44,7 @@ def crm_settings(crm_database_url: str, broker: DevBroker, tmp_path_factory: pyt
         database_url=crm_database_url,
         kafka_bootstrap_servers=broker.bootstrap,
         kafka_enable_idempotence=False,
+        consumer_fetch_max_wait_ms=20,
         run_relay=False,
         run_consumers=False,
         log_json=False,

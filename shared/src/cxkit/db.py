@@ -9,10 +9,13 @@ from typing import Any
 
 import orjson
 from sqlalchemy import DateTime, MetaData, Select, Table, and_, or_, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
+
+from cxkit.pg_pool import is_connection_error
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -74,6 +77,40 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: 
         json_deserializer=orjson.loads,
         connect_args={"server_settings": {"application_name": "cxkit", "jit": "off"}},
     )
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """PostgreSQL is away or the connection to it was lost (a retry may succeed): SQLAlchemy's
+    pool timeout, its wrappers of a lost connection (a `DBAPIError` that invalidated the
+    connection, or that wraps a connection error), and asyncpg's own errors from the plain
+    pool (see cxkit.pg_pool.is_connection_error)."""
+    if isinstance(exc, sa_exc.TimeoutError):  # no pool connection free within pool_timeout
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return any(is_connection_error(e) for e in _wrapped(exc))
+
+
+def database_error_cause(exc: BaseException) -> BaseException:
+    """The driver's exception under SQLAlchemy's wrappers: what one log line should name
+    (SQLAlchemy's own message would quote the SQL and its parameters)."""
+    for inner in _wrapped(exc):
+        if not type(inner).__module__.startswith("sqlalchemy"):
+            return inner
+    return exc
+
+
+def _wrapped(exc: BaseException) -> Iterable[BaseException]:
+    """`exc` and the exceptions it wraps, outermost first (a few levels at most)."""
+    current: BaseException | None = exc
+    for _ in range(5):
+        if current is None:
+            return
+        yield current
+        inner = current.__cause__
+        if inner is None and isinstance(current, sa_exc.DBAPIError):
+            inner = current.orig
+        current = inner
 
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

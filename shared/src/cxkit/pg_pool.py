@@ -23,6 +23,42 @@ from sqlalchemy.sql.expression import Executable
 _DIALECT = asyncpg_dialect()
 
 
+# The server is away (down, restarting, refusing, out of connections) or the connection to it
+# was lost: the request may succeed when retried, so these answer 503, not 500.
+_CONNECTION_LOST = (
+    asyncpg.exceptions.PostgresConnectionError,  # connection does not exist / failed / rejected
+    asyncpg.exceptions.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.exceptions.AdminShutdownError,  # terminated by an administrator (a fast shutdown)
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """The exception (as raised by asyncpg, unwrapped) means PostgreSQL cannot be reached now.
+
+    A refused, reset or timed-out connect comes from asyncpg as a plain OSError / TimeoutError:
+    those count only when raised inside asyncpg, so a file or HTTP error elsewhere stays a 500."""
+    if isinstance(exc, asyncpg.exceptions.ProtocolViolationError):
+        return False
+    if isinstance(exc, _CONNECTION_LOST):
+        return True
+    if isinstance(exc, asyncpg.exceptions.InterfaceError):
+        return "closed" in str(exc)  # "connection is closed", "pool is closed"
+    if isinstance(exc, OSError):  # TimeoutError and socket.gaierror included
+        return _raised_in_asyncpg(exc)
+    return False
+
+
+def _raised_in_asyncpg(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").startswith("asyncpg."):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def asyncpg_dsn(database_url: str) -> str:
     """`postgresql+asyncpg://...` (SQLAlchemy) as the `postgresql://...` DSN asyncpg takes."""
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -16,6 +16,7 @@ from sqlalchemy import delete
 
 from cxkit.db import make_engine, make_session_factory, utcnow
 from cxkit.http.auth import ApiKeyAuth
+from cxkit.http.ratelimit import RateLimits
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.kafka.outbox import OutboxRelay
 from cxkit.pg_pool import create_pg_pool
@@ -85,6 +86,7 @@ def service_lifespan(
             settings.database_url, max_size=settings.db_pool_size, application_name=settings.service_name
         )
         app.state.auth = ApiKeyAuth(session_factory, api_key_model, ttl_s=settings.api_key_cache_seconds)
+        app.state.rate_limits = RateLimits.from_settings(settings)
         app.state.idempotency_model = idempotency_model
         workers: list[Any] = []
         tasks: list[asyncio.Task[None]] = []
@@ -116,5 +118,8 @@ def service_lifespan(
                     await worker.stop()
             await app.state.pg_pool.close()
             await engine.dispose()
+            if app.state.rate_limits is not None:
+                with contextlib.suppress(Exception):
+                    await app.state.rate_limits.close()
 
     return lifespan

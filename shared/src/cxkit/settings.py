@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from limits import parse
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +30,37 @@ class ServiceSettings(BaseSettings):
         description="How long a verified API key is trusted without looking it up again; a revoked key stops working "
         "within this time (0: look it up on every request).",
     )
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1,
+        description="Largest request body accepted (bytes); a larger one gets 413 problem+json before it is read "
+        "(by Content-Length, or while a chunked body arrives). Multipart uploads (documents) have their own limit.",
+    )
+    rate_limit_enabled: bool = Field(True, description="Apply the rate limits below (429 problem+json with Retry-After).")
+    rate_limit_per_key: str = Field(
+        "200000/minute",
+        description="Requests per API key, all endpoints together, in `limits` notation (`600/minute`, "
+        "`100/10 seconds`). The default (about 3,300 req/s) only stops runaway clients and leaves `make bench` "
+        "(~2,000 req/s from one key) alone: set it to what one integration may use.",
+    )
+    rate_limit_failed_auth: str = Field(
+        "100/minute",
+        description="Requests with an unknown or revoked API key per client address; past it they get 429 instead of "
+        "401 (a valid key still passes).",
+    )
+    rate_limit_strategy: Literal["fixed-window", "moving-window", "sliding-window-counter"] = Field(
+        "fixed-window",
+        description="`limits` strategy: fixed-window costs one counter update per request; moving-window is exact "
+        "but keeps one entry per request in the window.",
+    )
+    rate_limit_storage_url: str | None = Field(
+        None,
+        description="Where the counts live: unset keeps them in the process; `async+redis://host:6379/0` shares them "
+        "between replicas (if Redis is unreachable, requests are let through and a warning is logged).",
+    )
+    rate_limit_key_prefix: str | None = Field(
+        None, description="Prefix of the rate-limit keys in shared storage (defaults to the service name)."
+    )
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
     kafka_enable_idempotence: bool = Field(
         True, description="Idempotent producer: on for Apache Kafka, off for the dev broker (Tansu)."
@@ -40,8 +74,24 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(500, description="Outbox rows sent per relay round.")
     outbox_retention_hours: int = Field(24, description="Sent outbox rows are deleted after this many hours.")
     idempotency_ttl_hours: int = Field(24, description="How long a write's `Idempotency-Key` answer is kept and replayed.")
+    consumer_fetch_max_wait_ms: int = Field(
+        500,
+        ge=0,
+        description="Longest a consumer's fetch waits at the broker for new messages. Apache Kafka answers as soon as one "
+        "arrives, so this only sets how often an idle consumer asks. The dev broker (Tansu) holds every fetch this long, "
+        "so it also delays each event: `make run`, the tests and `make bench` set 20 there.",
+    )
     consumer_max_records: int = Field(1000, description="Messages fetched per consumer poll (one DB transaction).")
     consumer_max_retries: int = Field(5, description="Attempts for a failing message before it goes to the DLQ.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(True, description="JSON logs (production); false for readable terminal logs.")
     public_base_url: str = Field("http://127.0.0.1:8000", description="Base URL used in links this service hands out.")
+
+    @field_validator("rate_limit_per_key", "rate_limit_failed_auth")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like `600/minute`: {value!r}") from exc
+        return value

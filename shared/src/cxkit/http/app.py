@@ -15,21 +15,37 @@ from sqlalchemy import text
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cxkit.http.body_limit import capped_receive, too_large_response
 from cxkit.http.problems import NotFound, install_problem_handlers, problem_response
+from cxkit.http.ratelimit import SCOPE_KEY as RATE_LIMIT_SCOPE_KEY
 from cxkit.http.responses import JSONBytesResponse
 from cxkit.logs import ACCESS_LOG, request_id_var
 from cxkit.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from cxkit.tracing import start_span
 
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _declared_length(value: bytes) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return -1  # the server refuses a malformed Content-Length before we see it
+
 
 class RequestContextMiddleware:
-    """Pure ASGI: request id, trace context, metrics and the access line.
+    """Pure ASGI: request id, trace context, metrics, the access line, the body cap
+    (`max_body_bytes`, see cxkit.http.body_limit) and the rate-limit fields of the answer.
 
-    Per request it does only what it must: one pass over the headers, two headers added to
-    the response start, metric children cached per (method, route, status)."""
+    Per request it does only what it must: one pass over the headers, the headers added to
+    the response start, metric children cached per (method, route, status). Metrics are
+    labelled with the route template (`/r/{token}`), never the raw path."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
+        self._max_digits = len(str(max_body_bytes))  # a shorter Content-Length is under the cap
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._histograms: dict[tuple[str, str], Any] = {}
 
@@ -39,11 +55,17 @@ class RequestContextMiddleware:
             return
         request_id = ""
         incoming = None
+        content_length = None
+        multipart = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")[:100]
             elif name == b"traceparent":
                 incoming = value.decode("latin-1")
+            elif name == b"content-length":
+                content_length = value
+            elif name == b"content-type":
+                multipart = value[:10].lower() == b"multipart/"
         request_id = request_id or f"{random.getrandbits(128):032x}"
         traceparent = start_span(incoming)
         request_id_var.set(request_id)
@@ -55,11 +77,25 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), *added]
+                headers = [*message.get("headers", ()), *added]
+                limits = scope.get(RATE_LIMIT_SCOPE_KEY)
+                if limits:  # set by the auth dependency (cxkit.http.ratelimit)
+                    headers += limits
+                message["headers"] = headers
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_ids)
+            if content_length is not None:  # the server delivers no more than declared
+                if len(content_length) < self._max_digits or _declared_length(content_length) <= self.max_body_bytes:
+                    await self.app(scope, receive, send_with_ids)
+                elif multipart:  # an upload, if the route takes them (see cxkit.http.body_limit)
+                    await self.app(scope, capped_receive(receive, self.max_body_bytes, scope), send_with_ids)
+                else:
+                    await too_large_response(self.max_body_bytes)(scope, receive, send_with_ids)
+            elif scope["method"] in _BODYLESS_METHODS:
+                await self.app(scope, receive, send_with_ids)
+            else:  # a chunked body: counted as it arrives
+                await self.app(scope, capped_receive(receive, self.max_body_bytes, scope if multipart else None), send_with_ids)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -237,7 +273,11 @@ async def _check_broker(request: Request) -> str:
 
 
 def install_platform(app: FastAPI, service: str) -> None:
-    app.add_middleware(RequestContextMiddleware)
+    """The middleware, the problem handlers and the ops routes. Reads `app.state.settings`
+    (set it first) for the body cap."""
+    settings = getattr(app.state, "settings", None)
+    max_body_bytes = settings.max_body_bytes if settings is not None else DEFAULT_MAX_BODY_BYTES
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
     install_problem_handlers(app)
     app.include_router(ops_router(service))
 

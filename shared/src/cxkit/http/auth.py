@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cxkit.db import utcnow
 from cxkit.http.problems import Forbidden, Unauthorized
+from cxkit.http.ratelimit import SCOPE_KEY
 
 SCOPES = ("read", "write", "admin")
 _RANK = {s: i for i, s in enumerate(SCOPES)}
@@ -28,6 +29,11 @@ class Principal:
     key_id: uuid.UUID
     name: str
     scopes: frozenset[str]
+    key_str: str = ""  # str(key_id), made once per verified key (rate-limit counts are keyed by it)
+
+    def __post_init__(self) -> None:
+        if not self.key_str:
+            object.__setattr__(self, "key_str", str(self.key_id))
 
     def has(self, scope: str) -> bool:
         """admin implies write, write implies read."""
@@ -88,14 +94,26 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 
 
 def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """The dependency that authenticates a request and checks its scope. It also applies the
+    rate limits (app.state.rate_limits, see cxkit.http.ratelimit): a known key is counted
+    against its own limit (429 past it), an unknown or revoked one against its client
+    address's failed-authentication limit (429 instead of 401 past it)."""
+
     async def dependency(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> Principal:
         if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
             raise Unauthorized("send an API key as `Authorization: Bearer <key>`", headers={"WWW-Authenticate": "Bearer"})
-        principal = await request.app.state.auth.verify(credentials.credentials)
+        state = request.app.state
+        principal = await state.auth.verify(credentials.credentials)
+        limits = getattr(state, "rate_limits", None)
         if principal is None:
+            if limits is not None:
+                await limits.check_failed_auth(request.scope)
             raise Unauthorized("unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        # Once per request, even where a route asks for the key twice (router and route).
+        if limits is not None and SCOPE_KEY not in request.scope:
+            await limits.check_key(request.scope, principal.key_str)
         if not principal.has(scope):
             raise Forbidden(f"this operation needs the `{scope}` scope")
         request.state.principal = principal

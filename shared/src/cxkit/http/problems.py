@@ -5,16 +5,32 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cxkit.db import database_error_cause, is_database_unavailable
 from cxkit.http.responses import JSONBytesResponse
+from cxkit.redaction import redact_path
 
 log = logging.getLogger(__name__)
 PROBLEM_TYPE_BASE = "https://cx.example.org/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# Seconds a client is asked to wait while the database is away (a restart takes a few).
+DATABASE_RETRY_AFTER_S = 5
+# Exceptions that may mean "the database is away": each is checked with is_database_unavailable,
+# and is a 500 otherwise. Handled in the ExceptionMiddleware, so the error is not raised again
+# to the server (which would log a second traceback).
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.DBAPIError,
+    sa_exc.TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+)
 
 
 class FieldProblem(BaseModel):
@@ -152,25 +168,56 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> JSONBytesResponse:
         assert isinstance(exc, StarletteHTTPException)
         titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden"}
+        if exc.status_code == 413:  # the body cap (cxkit.http.body_limit), as PayloadTooLarge renders
+            title, slug = PayloadTooLarge.title, PayloadTooLarge.slug
+        else:
+            title, slug = titles.get(exc.status_code, "HTTP error"), str(exc.status_code)
         return problem_response(
             exc.status_code,
-            titles.get(exc.status_code, "HTTP error"),
-            slug=str(exc.status_code),
+            title,
+            slug=slug,
             detail=str(exc.detail) if exc.detail else None,
             headers=getattr(exc, "headers", None),
             instance=request.url.path,
         )
 
-    async def on_crash(request: Request, exc: Exception) -> JSONBytesResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return problem_response(
-            500, "Internal error", slug="internal", detail="An unexpected error occurred.", instance=request.url.path
-        )
-
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, on_database_error)
     app.add_exception_handler(Exception, on_crash)
+
+
+async def on_crash(request: Request, exc: Exception) -> JSONBytesResponse:
+    log.exception("unhandled error", exc_info=exc, extra={"method": request.method, "path": redact_path(request.scope["path"])})
+    return problem_response(
+        500, "Internal error", slug="internal", detail="An unexpected error occurred.", instance=request.url.path
+    )
+
+
+async def on_database_error(request: Request, exc: Exception) -> JSONBytesResponse:
+    """503 with Retry-After while PostgreSQL is away, and one log line (no traceback) per failed
+    request; any other error of these types is a 500, as on_crash renders it."""
+    if not is_database_unavailable(exc):
+        return await on_crash(request, exc)
+    cause = database_error_cause(exc)
+    log.warning(
+        "database unavailable",
+        extra={
+            "method": request.method,
+            "path": redact_path(request.scope["path"]),
+            "error": f"{type(cause).__name__}: {cause}"[:300],
+        },
+    )
+    return problem_response(
+        503,
+        "Service unavailable",
+        slug="database-unavailable",
+        detail="The database cannot be reached right now; retry shortly.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        instance=request.url.path,
+    )
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -185,6 +232,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         415: "Unsupported content type.",
         422: "Invalid input; `errors` lists each field problem.",
         428: "`If-Match` required.",
+        429: "Too many requests for this key (or failed authentications from this address); see `Retry-After`.",
+        503: "The database is unreachable for now; see `Retry-After`.",
     }
     return {
         s: {"model": Problem, "description": descriptions.get(s, "Error."), "content": {PROBLEM_MEDIA_TYPE: {}}} for s in statuses

@@ -211,6 +211,7 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.consumer_max_records,
+            fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
             request_timeout_ms=15_000,
         )
         producer = make_producer(self.settings)
