@@ -9,17 +9,19 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from crm.config import CRMSettings
 from crm.db import ProcessedEvent
-from crm.interactions.models import Interaction
+from crm.interactions.models import CustomerInteractionStats, Interaction
+from crm.interactions.repository import rebuild_stats
 from crm.main import build_consumers
 from cxkit.dev_broker import DevBroker
 from cxkit.events import encode_event, new_event
@@ -184,3 +186,68 @@ async def test_a_poll_failing_midway_is_read_again_with_the_polls_after_it_and_n
     assert wrapper.failed
     await asyncio.sleep(0.5)  # nothing more arrives
     assert await counts(session_factory, consumer.name) == (6, 6)
+
+
+async def stats_mismatches(session_factory: Any) -> tuple[int, list[Any]]:
+    """(customers with statistics, rows where the kept figures and a recount from the
+    interactions differ, either way)."""
+    async with session_factory() as session:
+        kept = int(await session.scalar(select(func.count()).select_from(CustomerInteractionStats)) or 0)
+        differing = (
+            await session.execute(
+                text(
+                    "(SELECT 'kept', * FROM customer_interaction_stats EXCEPT SELECT 'kept', * FROM interaction_stats_from_rows) "
+                    "UNION ALL "
+                    "(SELECT 'rows', * FROM interaction_stats_from_rows EXCEPT SELECT 'rows', * FROM customer_interaction_stats)"
+                )
+            )
+        ).all()
+    return kept, list(differing)
+
+
+async def test_interaction_stats_kept_as_rows_arrive_equal_a_recount_after_merges_and_erasure(
+    crm_app: FastAPI, crm_settings: CRMSettings, client: httpx.AsyncClient, make: Any, session_factory: Any
+) -> None:
+    a, b, c = (await make.customer())["id"], (await make.customer())["id"], (await make.customer())["id"]
+    at = "2026-05-0{}T10:00:00Z"
+    # over HTTP: by id (the pool's one-statement write) and by email (the ORM path, a new lead)
+    await make.interaction(customer_id=a, type="purchase", amount="10.00", currency="EUR", occurred_at=at.format(1))
+    await make.interaction(customer_id=a, type="call", occurred_at=at.format(3))
+    await make.interaction(customer_id=b, type="purchase", occurred_at=at.format(2))  # a purchase without an amount
+    lead = (await make.interaction(customer_email="new.lead@example.com", type="purchase", amount="4.00", currency="EUR"))[
+        "customer_id"
+    ]
+    # from Kafka: one poll, one statement, a duplicate inside it
+    consumer = interactions_consumer(crm_app, crm_settings)
+    twice = str(uuid.uuid4())
+    await consumer.process(
+        poll(
+            recorded(a, amount=Decimal("5.50"), currency="EUR", event_id=twice, interaction_id=uuid.uuid4()),
+            recorded(b, type="meeting", occurred_at=dt.datetime(2026, 5, 4, tzinfo=dt.UTC)),
+            recorded(c, amount=Decimal("1.25"), currency="EUR"),
+            recorded(a, amount=Decimal("5.50"), currency="EUR", event_id=twice, interaction_id=uuid.uuid4()),
+        )
+    )
+    kept, differing = await stats_mismatches(session_factory)
+    assert (kept, differing) == (4, [])
+    stats = (await client.get(f"/v1/customers/{a}/view")).json()["interaction_stats"]
+    assert (stats["count"], stats["purchases"], stats["purchase_total"], stats["average_order_value"]) == (3, 2, "15.50", "7.75")
+    b_stats = (await client.get(f"/v1/customers/{b}/view")).json()["interaction_stats"]
+    assert b_stats["purchases"] == 1 and b_stats["purchase_total"] is None and b_stats["average_order_value"] is None
+
+    # a merge moves b's and the lead's rows onto a; an erasure scrubs c's text (figures stay)
+    assert (await client.post(f"/v1/customers/{a}/merge", json={"duplicate_id": b})).status_code == 200
+    assert (await client.post(f"/v1/customers/{a}/merge", json={"duplicate_id": lead})).status_code == 200
+    assert (await client.delete(f"/v1/customers/{c}")).status_code == 204
+    kept, differing = await stats_mismatches(session_factory)
+    assert (kept, differing) == (2, [])
+    merged = (await client.get(f"/v1/customers/{a}/view")).json()["interaction_stats"]
+    assert (merged["count"], merged["purchases"], merged["purchase_total"]) == (6, 4, "19.50")
+    assert merged["last_contacted_at"].startswith("2026-05-04")  # b's meeting
+
+    # the rebuild command's recount leaves every figure as it was kept
+    async with session_factory() as session, session.begin():
+        before = (await session.execute(text("SELECT * FROM customer_interaction_stats ORDER BY customer_id"))).all()
+        assert await rebuild_stats(session) == 2
+        after = (await session.execute(text("SELECT * FROM customer_interaction_stats ORDER BY customer_id"))).all()
+    assert before == after

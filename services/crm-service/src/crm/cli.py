@@ -16,8 +16,10 @@ from rich.table import Table
 from crm.config import CRMSettings
 from crm.customers.csv_import import ImportFileError, ImportReport, count_rows, import_customers
 from crm.db import ApiKey, OutboxMessage, ProcessedEvent
+from crm.interactions.repository import rebuild_stats
 from crm.projections import projections
 from cxkit.cli import build_cli
+from cxkit.db import make_engine, make_session_factory
 from cxkit.pg_pool import asyncpg_dsn
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
@@ -79,6 +81,23 @@ def import_customers_command(
     _print_report(report, dry_run, errors_csv)
     if report.errors:
         raise typer.Exit(1)
+
+
+@app.command("rebuild-interaction-stats")
+def rebuild_interaction_stats_command() -> None:
+    """Recompute every customer's interaction statistics (what the view shows) from the
+    interactions themselves. They are kept up to date as interactions are written; this is for
+    after a restore or a hand-made change. Writers wait while it runs."""
+
+    async def run() -> int:
+        engine = make_engine(CRMSettings().database_url)
+        try:
+            async with make_session_factory(engine)() as session, session.begin():
+                return await rebuild_stats(session)
+        finally:
+            await engine.dispose()
+
+    console.print(f"interaction statistics rebuilt for {asyncio.run(run())} customer(s)")
 
 
 def _print_report(report: ImportReport, dry_run: bool, errors_csv: Path | None) -> None:

@@ -30,32 +30,61 @@ OPEN_DEALS_SHOWN = 50
 OPEN_TASKS_SHOWN = 20
 
 
-def _branches(customer_id: uuid.UUID) -> dict[str, Select[Any]]:
-    def row(kind: str, id_col: Any, at_col: Any) -> list[Any]:
-        return [literal(kind).label("kind"), id_col.label("id"), at_col.label("at")]
+@dataclass(frozen=True, slots=True)
+class _Branch:
+    """One kind of timeline entry: the customer's rows of it, with their time and id columns."""
 
-    experience = {
+    kind: str
+    stmt: Select[Any]
+    at: Any
+    id: Any
+
+
+def _branches(customer_id: uuid.UUID) -> list[_Branch]:
+    experience = [
         # One branch per kind, each answered by the (customer_id, kind, occurred_at) index.
-        kind: select(*row(kind, ExperienceEvent.id, ExperienceEvent.occurred_at)).where(
-            ExperienceEvent.customer_id == customer_id, ExperienceEvent.kind == kind
+        _Branch(
+            kind,
+            select().where(ExperienceEvent.customer_id == customer_id, ExperienceEvent.kind == kind),
+            ExperienceEvent.occurred_at,
+            ExperienceEvent.id,
         )
         for kind in EXPERIENCE_KINDS
-    }
-    return experience | {
-        "interaction": select(*row("interaction", Interaction.id, Interaction.occurred_at)).where(
-            Interaction.customer_id == customer_id
+    ]
+    return [
+        *experience,
+        _Branch("interaction", select().where(Interaction.customer_id == customer_id), Interaction.occurred_at, Interaction.id),
+        _Branch(
+            "deal_stage_changed",
+            select().join_from(DealStageChange, Deal, Deal.id == DealStageChange.deal_id).where(Deal.customer_id == customer_id),
+            DealStageChange.changed_at,
+            DealStageChange.id,
         ),
-        "deal_stage_changed": select(*row("deal_stage_changed", DealStageChange.id, DealStageChange.changed_at))
-        .join(Deal, Deal.id == DealStageChange.deal_id)
-        .where(Deal.customer_id == customer_id),
-        "task_created": select(*row("task_created", Task.id, Task.created_at)).where(Task.customer_id == customer_id),
-        "task_completed": select(*row("task_completed", Task.id, Task.completed_at)).where(
-            Task.customer_id == customer_id, Task.completed_at.is_not(None)
+        _Branch("task_created", select().where(Task.customer_id == customer_id), Task.created_at, Task.id),
+        _Branch(
+            "task_completed",
+            select().where(Task.customer_id == customer_id, Task.completed_at.is_not(None)),
+            Task.completed_at,
+            Task.id,
         ),
-        "document_added": select(*row("document_added", Document.id, Document.created_at)).where(
-            Document.customer_id == customer_id
-        ),
-    }
+        _Branch("document_added", select().where(Document.customer_id == customer_id), Document.created_at, Document.id),
+    ]
+
+
+def _branch_page(branch: _Branch, before: Cursor | None, limit: int) -> Select[Any]:
+    """The branch's newest `limit` entries before the cursor, in the order of the whole
+    timeline (at, kind, id): the kind is fixed within a branch, so the cursor becomes a range
+    on (at, id) and the branch is one index range scan that stops after `limit` rows."""
+    stmt = branch.stmt.add_columns(literal(branch.kind).label("kind"), branch.id.label("id"), branch.at.label("at"))
+    if before is not None:
+        at, kind, entry_id = before
+        if branch.kind < kind:
+            stmt = stmt.where(branch.at <= at)
+        elif branch.kind == kind:
+            stmt = stmt.where(tuple_(branch.at, branch.id) < tuple_(at, entry_id))
+        else:
+            stmt = stmt.where(branch.at < at)
+    return stmt.order_by(branch.at.desc(), branch.id.desc()).limit(limit)
 
 
 class TimelineRepository:
@@ -63,13 +92,16 @@ class TimelineRepository:
         self.session = session
 
     async def page(self, customer_id: uuid.UUID, kinds: list[str], before: Cursor | None, limit: int) -> list[Cursor]:
-        """Newest first, keyset on (at, kind, id); one row more than asked."""
-        branches = [b for kind, b in _branches(customer_id).items() if kind in kinds]
-        entries = union_all(*branches).subquery("entries")
-        stmt = select(entries.c.kind, entries.c.id, entries.c.at)
-        if before is not None:
-            stmt = stmt.where(tuple_(entries.c.at, entries.c.kind, entries.c.id) < tuple_(*before))
-        stmt = stmt.order_by(entries.c.at.desc(), entries.c.kind.desc(), entries.c.id.desc()).limit(limit + 1)
+        """Newest first, keyset on (at, kind, id); one row more than asked. Each kind gives
+        at most that many of its own newest entries (an index range scan), and only those are
+        merged: a page costs the same at any depth and however long the history."""
+        branches = [_branch_page(b, before, limit + 1) for b in _branches(customer_id) if b.kind in kinds]
+        entries = union_all(*(b.subquery().select() for b in branches)).subquery("entries")
+        stmt = (
+            select(entries.c.kind, entries.c.id, entries.c.at)
+            .order_by(entries.c.at.desc(), entries.c.kind.desc(), entries.c.id.desc())
+            .limit(limit + 1)
+        )
         return [(a, k, i) for k, i, a in await self.session.execute(stmt)]
 
     async def interactions(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Interaction]:

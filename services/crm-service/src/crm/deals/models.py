@@ -38,6 +38,7 @@ class Deal(Base):
 
     __table_args__ = (
         Index("ix_deals_customer_id_status", "customer_id", "status"),
+        Index("ix_deals_customer_id_created_at_id", "customer_id", "created_at", "id"),
         Index("ix_deals_pipeline_id_stage_id_status", "pipeline_id", "stage_id", "status"),
         Index("ix_deals_created_at_id", "created_at", "id"),
         Index("ix_deals_amount_id", "amount", "id"),

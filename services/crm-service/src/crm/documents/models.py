@@ -29,6 +29,6 @@ class Document(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
-        Index("ix_documents_customer_id_created_at", "customer_id", "created_at"),
+        Index("ix_documents_customer_id_created_at_id", "customer_id", "created_at", "id"),
         Index("ix_documents_created_at_id", "created_at", "id"),
     )

@@ -59,5 +59,5 @@ class ExperienceEvent(Base):
     __table_args__ = (
         # The timeline's keyset order and the view's per-kind aggregates.
         Index("ix_experience_events_customer_id_occurred_at_id", "customer_id", "occurred_at", "id"),
-        Index("ix_experience_events_customer_id_kind_occurred_at", "customer_id", "kind", "occurred_at"),
+        Index("ix_experience_events_customer_id_kind_occurred_at_id", "customer_id", "kind", "occurred_at", "id"),
     )

@@ -8,7 +8,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, Uuid
+from sqlalchemy import BigInteger, ForeignKey, Index, Numeric, String, Text, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -42,3 +42,24 @@ class Interaction(Base):
         Index("ix_interactions_customer_id_occurred_at_id", "customer_id", "occurred_at", "id"),
         Index("ix_interactions_occurred_at_id", "occurred_at", "id"),
     )
+
+
+class CustomerInteractionStats(Base):
+    """A customer's interaction statistics, kept by the database as interactions arrive: the
+    triggers of migration crm0004 add each inserting statement's rows, and recompute the
+    customers whose rows an update or delete moved (a merge), in the same transaction. Reading
+    them costs one primary-key lookup, whatever the customer's history
+    (`crm rebuild-interaction-stats` recomputes every row from the interactions)."""
+
+    __tablename__ = "customer_interaction_stats"
+
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("customers.id"), primary_key=True)
+    interactions: Mapped[int] = mapped_column(BigInteger)
+    last_interaction_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_contacted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    purchases: Mapped[int] = mapped_column(BigInteger)
+    first_purchase_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_purchase_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Sum and number of the purchase amounts given (the mean is their quotient).
+    purchase_total: Mapped[Decimal] = mapped_column(Numeric)
+    purchase_amounts: Mapped[int] = mapped_column(BigInteger)

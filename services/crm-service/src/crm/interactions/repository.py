@@ -10,11 +10,11 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import keyset
-from crm.interactions.models import CONTACT_TYPES, PURCHASE, Interaction
+from crm.interactions.models import CustomerInteractionStats, Interaction
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import UnnestInsert
 
@@ -44,32 +44,47 @@ class InteractionStats:
 
 
 def stats_query(customer_id: Any) -> Select[Any]:
-    """The view's interaction statistics of one customer (a value or a `bindparam`)."""
-    purchase = Interaction.type == PURCHASE
+    """The view's interaction statistics of one customer (a value or a `bindparam`): one
+    primary-key lookup of the figures the database keeps (no row: no interactions yet)."""
+    s = CustomerInteractionStats
     return select(
-        func.count(),
-        func.max(Interaction.occurred_at),
-        func.max(Interaction.occurred_at).filter(Interaction.type.in_(CONTACT_TYPES)),
-        func.count().filter(purchase),
-        func.min(Interaction.occurred_at).filter(purchase),
-        func.max(Interaction.occurred_at).filter(purchase),
-        func.sum(Interaction.amount).filter(purchase),
-        func.avg(Interaction.amount).filter(purchase),
-    ).where(Interaction.customer_id == customer_id)
+        s.interactions,
+        s.last_interaction_at,
+        s.last_contacted_at,
+        s.purchases,
+        s.first_purchase_at,
+        s.last_purchase_at,
+        s.purchase_total,
+        s.purchase_amounts,
+    ).where(s.customer_id == customer_id)
 
 
-def stats_of(row: Sequence[Any]) -> InteractionStats:
-    count, last, contacted, purchases, first_p, last_p, total, average = row
+def stats_of(row: Sequence[Any] | None) -> InteractionStats:
+    if row is None:
+        return InteractionStats(0, None, None, 0, None, None, None, None)
+    count, last, contacted, purchases, first_p, last_p, total, amounts = row
     return InteractionStats(
         count=int(count),
         last_interaction_at=last,
         last_contacted_at=contacted,
-        purchases=int(purchases or 0),
+        purchases=int(purchases),
         first_purchase_at=first_p,
         last_purchase_at=last_p,
-        purchase_total=Decimal(total) if total is not None else None,
-        average_order_value=Decimal(average) if average is not None else None,
+        purchase_total=Decimal(total) if amounts else None,
+        average_order_value=Decimal(total) / amounts if amounts else None,
     )
+
+
+async def rebuild_stats(session: AsyncSession) -> int:
+    """Recompute every customer's statistics from the interactions (`crm
+    rebuild-interaction-stats`), writers held off meanwhile. Returns the customers counted."""
+    await session.execute(text("LOCK TABLE interactions IN SHARE MODE"))
+    await session.execute(delete(CustomerInteractionStats))
+    columns = ", ".join(c.name for c in CustomerInteractionStats.__table__.columns)
+    result = await session.execute(
+        text(f"INSERT INTO customer_interaction_stats ({columns}) SELECT * FROM interaction_stats_from_rows")
+    )
+    return int(result.rowcount)
 
 
 class InteractionRepository:
@@ -100,10 +115,6 @@ class InteractionRepository:
         if filters.occurred_to is not None:
             stmt = stmt.where(Interaction.occurred_at < filters.occurred_to)
         return list((await self.session.scalars(keyset.apply(stmt, sort, Interaction.id, page))).all())
-
-    async def stats(self, customer_id: uuid.UUID) -> InteractionStats:
-        """One aggregate over the customer's interactions (served by the customer index)."""
-        return stats_of((await self.session.execute(stats_query(customer_id))).one())
 
     async def repoint_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
         await self.session.execute(update(Interaction).where(Interaction.customer_id == old).values(customer_id=new))

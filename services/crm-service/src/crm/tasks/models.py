@@ -40,6 +40,16 @@ class Task(Base):
 
     __table_args__ = (
         Index("ix_tasks_customer_id_status", "customer_id", "status"),
+        # A customer's tasks by either sort and the timeline's task branches: index range scans.
+        Index("ix_tasks_customer_id_created_at_id", "customer_id", "created_at", "id"),
+        Index("ix_tasks_customer_id_due_at_id", "customer_id", "due_at", "id"),
+        Index(
+            "ix_tasks_customer_id_completed_at_id",
+            "customer_id",
+            "completed_at",
+            "id",
+            postgresql_where=text("completed_at IS NOT NULL"),
+        ),
         Index("ix_tasks_owner_status", "owner", "status"),
         Index("ix_tasks_created_at_id", "created_at", "id"),
         Index("ix_tasks_due_at_id", "due_at", "id"),
