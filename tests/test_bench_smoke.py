@@ -22,7 +22,9 @@ EXPECTED = [
     "get_customer_rps", "get_customer_p99", "get_customer_vs_bare", "view_rps", "view_p99", "post_interactions_rps",
     "post_interactions_p99", "search_common_p95", "search_rare_p95", "search_no_match_p95", "search_email_substring_p95",
     "nps_week_ms", "write_visible_p50", "write_visible_p99", "ingest_crm_eps", "ingest_crm_vs_raw", "ingest_cem_eps",
-    "ingest_cem_vs_raw", "ingest_overlap_s", "import_rows_per_s", "rss_crm_mb", "rss_cem_mb",
+    "ingest_cem_vs_raw", "ingest_overlap_s", "import_rows_per_s", "rss_crm_mb", "rss_cem_mb", "heavy_view_ms",
+    "heavy_timeline_first_ms",
+    "heavy_timeline_deep_ms", "heavy_interactions_first_ms", "heavy_interactions_deep_ms", "heavy_view_rps",
 ]  # fmt: skip
 
 
@@ -51,6 +53,7 @@ def test_bench_measures_every_target_with_numeric_figures(tmp_path: Path) -> Non
         "BENCH_PACE_RATE": "40",
         "BENCH_PACE_SECONDS": "1",
         "BENCH_NPS_REQUESTS": "2",
+        "BENCH_HEAVY_INTERACTIONS": "2000",
     }
     run = subprocess.run(
         [sys.executable, "-m", "scripts.bench"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=220, check=False

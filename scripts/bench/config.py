@@ -38,6 +38,7 @@ class BenchConfig:
     import_budget: float = field(default_factory=lambda: _float("BENCH_IMPORT_BUDGET", 60))
     pace_rate: float = field(default_factory=lambda: _float("BENCH_PACE_RATE", 200))
     pace_seconds: float = field(default_factory=lambda: _float("BENCH_PACE_SECONDS", 30))
+    heavy_interactions: int = field(default_factory=lambda: _int("BENCH_HEAVY_INTERACTIONS", 200_000))
     nps_requests: int = field(default_factory=lambda: _int("BENCH_NPS_REQUESTS", 10))
     # Customers the HTTP scenarios spread their requests over (and that get seeded interactions).
     http_ids: int = field(default_factory=lambda: _int("BENCH_HTTP_IDS", 50_000))

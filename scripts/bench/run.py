@@ -29,6 +29,18 @@ SCENARIOS: list[tuple[str, Scenario, list[str]]] = [
     ("search", scenarios.search, [f"search_{k}_p95" for k in ("common", "rare", "no_match", "email_substring")]),
     ("NPS weekly series", scenarios.nps_series, ["nps_week_ms"]),
     ("CRM write -> CEM view", scenarios.write_visible, ["write_visible_p50", "write_visible_p99"]),
+    (
+        "heavy customer",
+        scenarios.heavy_customer,
+        [
+            "heavy_view_ms",
+            "heavy_timeline_first_ms",
+            "heavy_timeline_deep_ms",
+            "heavy_interactions_first_ms",
+            "heavy_interactions_deep_ms",
+            "heavy_view_rps",
+        ],
+    ),
     ("ingest", scenarios.ingest, [f"ingest_{s}_{m}" for s in ("crm", "cem") for m in ("eps", "vs_raw")] + ["ingest_overlap_s"]),
     ("import", scenarios.import_customers, ["import_rows_per_s"]),
 ]

@@ -4,6 +4,7 @@ the median figures to the report (every round's figures go to `report.rounds`)."
 
 from scripts.bench.scenarios.context import BenchContext, memory
 from scripts.bench.scenarios.customer_import import import_customers
+from scripts.bench.scenarios.heavy_customer import heavy_customer
 from scripts.bench.scenarios.http_api import customer_view, get_customer, nps_series, post_interactions, search
 from scripts.bench.scenarios.ingest import ingest
 from scripts.bench.scenarios.write_visible import write_visible
@@ -12,6 +13,7 @@ __all__ = [
     "BenchContext",
     "customer_view",
     "get_customer",
+    "heavy_customer",
     "import_customers",
     "ingest",
     "memory",

@@ -5,14 +5,20 @@ customer's rows), so a page costs the same at any depth; the view reads kept sta
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
+
+from crm.customer_view.repository import page_query
+from crm.customer_view.schemas import TIMELINE_KINDS
 
 
 @contextlib.contextmanager
@@ -37,13 +43,18 @@ def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from nodes(child)
 
 
+async def priced_out(conn: asyncpg.Connection) -> None:
+    """Scans that are not by index, and sorts, priced out for the transaction: what a plan then
+    shows is whether an index alone yields the rows in the order served (tables are tiny here,
+    so the planner would otherwise rightly prefer to read them whole and sort)."""
+    for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort", "enable_incremental_sort"):
+        await conn.execute(f"SET LOCAL {setting} = off")
+
+
 async def plan_of(app: FastAPI, statement: str, parameters: tuple[Any, ...]) -> list[dict[str, Any]]:
-    """The plan's nodes, with scans that are not by index and sorts priced out: what remains
-    shows whether an index alone yields the rows in the order served (tables are tiny here, so
-    the planner would otherwise rightly prefer to read them whole and sort)."""
+    """The plan's nodes for the statement (see `priced_out`)."""
     async with app.state.pg_pool.acquire() as conn, conn.transaction():
-        for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort", "enable_incremental_sort"):
-            await conn.execute(f"SET LOCAL {setting} = off")
+        await priced_out(conn)
         raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + statement, *parameters)
     plan = (orjson.loads(raw) if isinstance(raw, str | bytes) else raw)[0]["Plan"]
     return list(nodes(plan))
@@ -81,31 +92,26 @@ async def test_a_customers_list_page_is_an_index_range_scan_at_any_depth(
         assert any(n.get("Index Name") == index for n in plan), [(n["Node Type"], n.get("Index Name")) for n in plan]
 
 
-async def test_the_timeline_reads_each_kind_by_index_and_merges_only_a_page(
-    crm_app: FastAPI, client: httpx.AsyncClient, make: Any
-) -> None:
+async def test_the_timeline_reads_each_kind_by_index_and_merges_only_a_page(crm_app: FastAPI, make: Any) -> None:
     customer = await make.customer()
-    for _ in range(3):
-        await make.interaction(customer_id=customer["id"], type="call")
-    first = (await client.get(f"/v1/customers/{customer['id']}/timeline?limit=2")).json()
-    with statements(crm_app) as seen:
-        url = f"/v1/customers/{customer['id']}/timeline?limit=2&cursor={first['next_cursor']}"
-        assert (await client.get(url)).status_code == 200
-    (statement, parameters) = next((s, p) for s, p in seen if "UNION ALL" in s)
-    plan = await plan_of(crm_app, statement, parameters)
+    cursor = (dt.datetime.now(dt.UTC), "interaction", uuid.uuid4())
+    query = page_query(tuple(sorted(TIMELINE_KINDS)), cursor[1])
+    async with crm_app.state.pg_pool.acquire() as conn, conn.transaction():
+        await priced_out(conn)
+        plan = list(
+            nodes(await query.explain(conn, customer_id=uuid.UUID(customer["id"]), at=cursor[0], entry_id=cursor[2], limit=3))
+        )
+    shown = "\n".join(f"{n['Node Type']} {n.get('Index Name')}" for n in plan)
     # Every branch stops after a page's worth (a Limit over an index scan); what is sorted is
     # the merge of those few rows at the top, and a deal's stage changes (they are found
     # through the customer's deals, so their own order needs one sort of that customer's).
-    limits = [n for n in plan if n["Node Type"] == "Limit"]
-    assert len(limits) >= 2
-    assert not any(n["Node Type"] == "Seq Scan" for n in plan)
+    assert [n["Node Type"] for n in plan].count("Limit") >= len(TIMELINE_KINDS), shown
+    assert [n["Node Type"] for n in plan].count("Sort") <= 2, shown
+    assert not any(n["Node Type"] == "Seq Scan" for n in plan), shown
     assert {n.get("Index Name") for n in plan} >= {
         "ix_interactions_customer_id_occurred_at_id",
         "ix_experience_events_customer_id_kind_occurred_at_id",
         "ix_tasks_customer_id_created_at_id",
         "ix_tasks_customer_id_completed_at_id",
         "ix_documents_customer_id_created_at_id",
-    }
-    shown = "\n".join(f"{n['Node Type']} {n.get('Index Name')}" for n in plan)
-    assert [n["Node Type"] for n in plan].count("Sort") <= 2, shown
-    assert any(n.get("Index Name") == "ix_interactions_customer_id_occurred_at_id" for n in plan)
+    }, shown

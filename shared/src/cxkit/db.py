@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import DateTime, MetaData, Select, Table, and_, or_, text
 from sqlalchemy import exc as sa_exc
@@ -179,3 +180,18 @@ def newest_first(
         moment, last_id = after
         stmt = stmt.where(or_(at < moment, and_(at == moment, row_id < last_id)))
     return stmt.order_by(at.desc(), row_id.desc()).limit(limit + 1)
+
+
+async def session_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `session`, inside the session's transaction (begun here if
+    no statement has run yet), for statements sent without SQLAlchemy (a consumer's batch
+    inserts, compiled hot queries): they see and commit or roll back with everything else the
+    session does in that transaction."""
+    connection = await session.connection()
+    raw: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+    if not raw.is_in_transaction():
+        # SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs.
+        await session.execute(text("SELECT 1"))
+    if not raw.is_in_transaction():  # pragma: no cover - an engine in autocommit mode
+        raise RuntimeError("session_connection needs a session inside a transaction")
+    return raw

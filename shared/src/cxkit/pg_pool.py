@@ -132,6 +132,12 @@ class CompiledQuery:
     async def fetchval(self, conn: asyncpg.Connection, **params: Any) -> Any:
         return await conn.fetchval(self.sql, *self._args(params))
 
+    async def explain(self, conn: asyncpg.Connection, **params: Any) -> dict[str, Any]:
+        """The plan PostgreSQL chooses for these values (`EXPLAIN (FORMAT JSON)`, its top node)."""
+        raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + self.sql, *self._args(params))
+        plan: dict[str, Any] = (orjson.loads(raw) if isinstance(raw, str | bytes) else raw)[0]["Plan"]
+        return plan
+
 
 class Row:
     """Attribute access (`row.kind`) over an asyncpg record, for code written against ORM

@@ -3,7 +3,7 @@ only after the DB commit, bad messages to `<topic>.dlq` with the reason, and the
 
 The runner's own statements per poll do not grow with its size: BEGIN, one processed-events
 insert (`INSERT ... SELECT FROM unnest(...)`, prepared once per connection), COMMIT. Handlers
-get the poll's runs of events and do likewise: `batch_connection(session)` gives them the
+get the poll's runs of events and do likewise: `session_connection(session)` gives them the
 asyncpg connection under the session, inside the poll's transaction, for `unnest`/COPY
 statements that asyncpg prepares once and SQLAlchemy never compiles. While a poll is being
 applied, the next one is fetched and decoded (see `EventConsumer._rounds`)."""
@@ -24,11 +24,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError, create_model
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cxkit.db import utcnow
+from cxkit.db import session_connection, utcnow
 from cxkit.events import CloudEvent, InvalidEvent, decode_event
 from cxkit.events.registry import dlq_topic, payload_model
 from cxkit.kafka.client import ensure_topics, make_producer
@@ -95,7 +94,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
     TimeoutError,
-    # The same outages met on the asyncpg connection itself (see batch_connection): the
+    # The same outages met on the asyncpg connection itself (see cxkit.db.session_connection): the
     # connection is gone, or the server is shutting down or not yet accepting connections.
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.PostgresConnectionError,
@@ -111,20 +110,6 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.exceptions.InterfaceError) and "connection is closed" in str(exc):
         return True
     return isinstance(exc, TRANSIENT_ERRORS)
-
-
-async def batch_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under `session`, inside the session's transaction (begun here if
-    no statement has run yet), for statements a batch handler sends without SQLAlchemy: they
-    commit or roll back with everything else the session does in that transaction."""
-    connection = await session.connection()
-    raw: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
-    if not raw.is_in_transaction():
-        # SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs.
-        await session.execute(text("SELECT 1"))
-    if not raw.is_in_transaction():  # pragma: no cover - an engine in autocommit mode
-        raise RuntimeError("batch_connection needs a session inside a transaction")
-    return raw
 
 
 @functools.cache
@@ -379,7 +364,7 @@ class EventConsumer:
         """All events of the poll in one transaction; duplicates are filtered by the
         processed-events insert, which commits atomically with their effects."""
         async with self.session_factory() as session, session.begin():
-            conn = await batch_connection(session)
+            conn = await session_connection(session)
             event_ids = list(dict.fromkeys(d.event.id for d in deliveries))
             fresh = {row[0] for row in await conn.fetch(self._insert_processed, self.name, event_ids, utcnow())}
             todo: list[Delivery] = []

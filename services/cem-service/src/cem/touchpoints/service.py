@@ -19,12 +19,12 @@ from cem.touchpoints.models import Touchpoint
 from cem.touchpoints.repository import BATCH_COLUMNS, TouchpointRepository, insert_interaction_batch, profiles_by_ids
 from cem.touchpoints.schemas import TouchpointCreate, TouchpointUpdate, check_target
 from cem.triggers.service import ProfileFacts, Recipient, StoredInteraction
-from cxkit.db import lock_keys, utcnow
+from cxkit.db import lock_keys, session_connection, utcnow
 from cxkit.events.payloads import InteractionRecorded
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams, trim_page
 from cxkit.http.problems import Conflict, NotFound
-from cxkit.kafka.consumer import Delivery, PermanentEventError, batch_connection
+from cxkit.kafka.consumer import Delivery, PermanentEventError
 
 # The CRM derives the id of an interaction event that carries none from the CloudEvent's source
 # and id in this namespace; using the same one, both services name such an interaction alike.
@@ -164,7 +164,7 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
     # The customer consumer links rows kept under an address when the CRM announces it; the
     # same lock on both sides makes one of the two transactions see the other's rows.
     await lock_keys(session, "email", emails)
-    conn = await batch_connection(session)
+    conn = await session_connection(session)
     by_id: dict[uuid.UUID, ProfileFacts] = dict(
         await profiles_by_ids(conn, {p.customer_id for _, p in payloads if p.customer_id is not None})
     )

@@ -5,13 +5,15 @@ id, time) across the customer's history, then one query per kind on the page loa
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Select, Uuid, bindparam, literal, select, tuple_, union_all
+from sqlalchemy import DateTime, Integer, Select, Uuid, any_, bindparam, literal, select, tuple_, union_all
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.deals.models import Deal, DealStageChange
@@ -23,11 +25,13 @@ from crm.interactions.models import Interaction
 from crm.interactions.repository import InteractionStats, stats_of, stats_query
 from crm.tasks.models import Task
 from crm.tasks.repository import open_for_customer_query
+from cxkit.db import session_connection
 from cxkit.pg_pool import CompiledQuery, Row
 
 Cursor = tuple[dt.datetime, str, uuid.UUID]
 OPEN_DEALS_SHOWN = 50
 OPEN_TASKS_SHOWN = 20
+_CUSTOMER_ID = bindparam("customer_id", type_=Uuid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,20 +75,51 @@ def _branches(customer_id: uuid.UUID) -> list[_Branch]:
     ]
 
 
-def _branch_page(branch: _Branch, before: Cursor | None, limit: int) -> Select[Any]:
-    """The branch's newest `limit` entries before the cursor, in the order of the whole
-    timeline (at, kind, id): the kind is fixed within a branch, so the cursor becomes a range
-    on (at, id) and the branch is one index range scan that stops after `limit` rows."""
+_AT = bindparam("at", type_=DateTime(timezone=True))
+_ENTRY_ID = bindparam("entry_id", type_=Uuid)
+_LIMIT = bindparam("limit", type_=Integer)
+
+
+def _branch_page(branch: _Branch, cursor_kind: str | None) -> Select[Any]:
+    """The branch's newest `limit` entries before the cursor (`at`, `cursor_kind`,
+    `entry_id`), in the order of the whole timeline (at, kind, id): the kind is fixed within a
+    branch, so the cursor becomes a range on (at, id) and the branch is one index range scan
+    that stops after `limit` rows."""
     stmt = branch.stmt.add_columns(literal(branch.kind).label("kind"), branch.id.label("id"), branch.at.label("at"))
-    if before is not None:
-        at, kind, entry_id = before
-        if branch.kind < kind:
-            stmt = stmt.where(branch.at <= at)
-        elif branch.kind == kind:
-            stmt = stmt.where(tuple_(branch.at, branch.id) < tuple_(at, entry_id))
+    if cursor_kind is not None:
+        if branch.kind < cursor_kind:
+            stmt = stmt.where(branch.at <= _AT)
+        elif branch.kind == cursor_kind:
+            stmt = stmt.where(tuple_(branch.at, branch.id) < tuple_(_AT, _ENTRY_ID))
         else:
-            stmt = stmt.where(branch.at < at)
-    return stmt.order_by(branch.at.desc(), branch.id.desc()).limit(limit)
+            stmt = stmt.where(branch.at < _AT)
+    return stmt.order_by(branch.at.desc(), branch.id.desc()).limit(_LIMIT)
+
+
+@functools.cache
+def page_query(kinds: tuple[str, ...], cursor_kind: str | None) -> CompiledQuery:
+    """A timeline page's statement for these kinds and the cursor's kind, built and compiled
+    once (there are a few such shapes)."""
+    branches = [_branch_page(b, cursor_kind) for b in _branches(_CUSTOMER_ID) if b.kind in kinds]
+    entries = union_all(*(b.subquery().select() for b in branches)).subquery("entries")
+    return CompiledQuery(
+        select(entries.c.kind, entries.c.id, entries.c.at)
+        .order_by(entries.c.at.desc(), entries.c.kind.desc(), entries.c.id.desc())
+        .limit(_LIMIT)
+    )
+
+
+_INTERACTION_ENTRIES = CompiledQuery(
+    select(
+        Interaction.id,
+        Interaction.type,
+        Interaction.channel,
+        Interaction.touchpoint,
+        Interaction.summary,
+        Interaction.amount,
+        Interaction.currency,
+    ).where(Interaction.id == any_(bindparam("ids", type_=ARRAY(Uuid))))
+)
 
 
 class TimelineRepository:
@@ -95,21 +130,19 @@ class TimelineRepository:
         """Newest first, keyset on (at, kind, id); one row more than asked. Each kind gives
         at most that many of its own newest entries (an index range scan), and only those are
         merged: a page costs the same at any depth and however long the history."""
-        branches = [_branch_page(b, before, limit + 1) for b in _branches(customer_id) if b.kind in kinds]
-        entries = union_all(*(b.subquery().select() for b in branches)).subquery("entries")
-        stmt = (
-            select(entries.c.kind, entries.c.id, entries.c.at)
-            .order_by(entries.c.at.desc(), entries.c.kind.desc(), entries.c.id.desc())
-            .limit(limit + 1)
-        )
-        return [(a, k, i) for k, i, a in await self.session.execute(stmt)]
+        conn = await session_connection(self.session)
+        query = page_query(tuple(sorted(kinds)), before[1] if before else None)
+        params: dict[str, Any] = {"customer_id": customer_id, "limit": limit + 1}
+        if before is not None:
+            params |= {"at": before[0], "entry_id": before[2]}
+        return [(r["at"], r["kind"], r["id"]) for r in await query.fetch(conn, **params)]
 
-    async def interactions(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Interaction]:
-        return (
-            {r.id: r for r in (await self.session.scalars(select(Interaction).where(Interaction.id.in_(ids)))).all()}
-            if ids
-            else {}
-        )
+    async def interactions(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
+        """The page's interactions, as the plain rows the entries are made of."""
+        if not ids:
+            return {}
+        conn = await session_connection(self.session)
+        return {r["id"]: r for r in await _INTERACTION_ENTRIES.fetch(conn, ids=ids)}
 
     async def stage_changes(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[DealStageChange, str]]:
         if not ids:
@@ -126,7 +159,6 @@ class TimelineRepository:
         return {r.id: r for r in (await self.session.scalars(select(Document).where(Document.id.in_(ids)))).all()} if ids else {}
 
 
-_CUSTOMER_ID = bindparam("customer_id", type_=Uuid)
 _STATS = CompiledQuery(stats_query(_CUSTOMER_ID))
 _OPEN_DEALS = CompiledQuery(open_deals_query(_CUSTOMER_ID, OPEN_DEALS_SHOWN))
 _OPEN_VALUE = CompiledQuery(open_value_query(_CUSTOMER_ID))

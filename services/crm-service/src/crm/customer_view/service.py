@@ -202,13 +202,13 @@ async def customer_timeline(session: AsyncSession, customer_id: uuid.UUID, kinds
             items.append(
                 InteractionEntry(
                     at=at,
-                    id=i.id,
-                    type=i.type,
-                    channel=i.channel,
-                    touchpoint=i.touchpoint,
-                    summary=i.summary,
-                    amount=i.amount,
-                    currency=i.currency,
+                    id=i["id"],
+                    type=i["type"],
+                    channel=i["channel"],
+                    touchpoint=i["touchpoint"],
+                    summary=i["summary"],
+                    amount=i["amount"],
+                    currency=i["currency"],
                 )
             )
         elif kind == "deal_stage_changed":

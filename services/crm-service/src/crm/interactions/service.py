@@ -28,11 +28,11 @@ from crm.interactions.repository import (
     insert_interaction_batch,
 )
 from crm.interactions.schemas import InteractionCreate
-from cxkit.db import utcnow
+from cxkit.db import session_connection, utcnow
 from cxkit.events.payloads import CustomerCreated, InteractionRecorded
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound
-from cxkit.kafka.consumer import Delivery, PermanentEventError, batch_connection
+from cxkit.kafka.consumer import Delivery, PermanentEventError
 from cxkit.kafka.outbox import add_event, outbox_row
 from cxkit.pg_pool import RowInsert
 
@@ -162,7 +162,7 @@ async def apply_interaction_events(session: AsyncSession, deliveries: Sequence[D
     `INSERT ... SELECT FROM unnest(...)` inserts every interaction (a row whose interaction id
     exists is skipped). Returns the number of interactions inserted."""
     repo = CustomerRepository(session)
-    conn = await batch_connection(session)
+    conn = await session_connection(session)
     payloads: list[tuple[Delivery, InteractionRecorded]] = [(d, d.payload) for d in deliveries]
 
     known_ids = await customer_targets(conn, list({p.customer_id for _, p in payloads if p.customer_id is not None}))
