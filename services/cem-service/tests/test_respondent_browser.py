@@ -4,21 +4,17 @@ survey through an invitation link served by the app over a real HTTP port."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from cem.config import CEMSettings
 from cem.main import create_app
+from cxkit import testing
 from cxkit.dev_broker import free_port
 from cxkit.testing import bearer
 
@@ -30,50 +26,16 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 def live_server(cem_settings: CEMSettings, client: httpx.AsyncClient) -> Iterator[str]:
     """The app (its own instance, same database) served by uvicorn on a free port in a thread."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    app: FastAPI = create_app(cem_settings.model_copy(update={"public_base_url": url}))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="cem-live-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the live server did not start")
-        time.sleep(0.05)
-    yield url
-    server.should_exit = True
-    thread.join(20)
+    app: FastAPI = create_app(cem_settings.model_copy(update={"public_base_url": f"http://127.0.0.1:{port}"}))
+    with testing.live_server(app, port) as url:
+        yield url
 
 
 @pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        pytest.skip(f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}); `make test` installs them")
-    from selenium import webdriver
-
-    monkeypatch.setenv("SE_AVOID_STATS", "true")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--window-size=390,844",  # a phone
-    ):
-        options.add_argument(flag)
-    # The page must work without JavaScript: switch it off.
-    options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
-    try:
+def browser(tmp_path: Path) -> Iterator[Any]:
+    # The page must work without JavaScript: switch it off. A phone's window.
+    with testing.chromium(tmp_path / "chromium-profile", javascript=False, window="390,844") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
 
 
 def _answer_in_browser(driver: Any, url: str) -> dict[str, str]:

@@ -307,3 +307,237 @@ def collected_logs() -> Iterator[Collected]:
         yield handler
     finally:
         logging.getLogger().removeHandler(handler)
+
+
+# --- Fault tests: writes that outlive the process they were sent to, outside events, exact counts ---
+
+
+async def db_rows(database_url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """The rows of one statement on a database given by its SQLAlchemy URL (or a plain DSN), on a
+    connection of its own: a fault test reads the truth straight from the database, whatever the
+    services it killed or cut off are doing."""
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+class Tally:
+    """What clients were answered: status code -> count, `"no answer"` for a request that got no
+    response (connection refused or reset, timeout)."""
+
+    def __init__(self) -> None:
+        import collections
+
+        self.counts: collections.Counter[int | str] = collections.Counter()
+
+    def record(self, outcome: int | str) -> None:
+        self.counts[outcome] += 1
+
+    def __getitem__(self, status: int | str) -> int:
+        return self.counts[status]
+
+    def __repr__(self) -> str:
+        return repr(dict(sorted(self.counts.items(), key=str)))
+
+
+async def write_until_acknowledged(
+    clients: list[httpx.AsyncClient],
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    tally: Tally,
+    *,
+    timeout: float = 60.0,  # noqa: ASYNC109
+    retry_statuses: tuple[int, ...] = (502, 503, 504),
+) -> dict[str, Any]:
+    """Send one write as a careful client does: with one `Idempotency-Key` for all its attempts,
+    again (on the next client, i.e. the next process of the service) after no answer or a
+    503, until it is acknowledged (2xx). Every attempt's outcome goes to `tally`; any other
+    status fails at once (a 500 is never retried)."""
+    key = uuid.uuid4().hex
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        client = clients[attempt % len(clients)]
+        attempt += 1
+        try:
+            answer = await client.request(method, path, json=body, headers={"Idempotency-Key": key})
+        except httpx.TransportError:
+            tally.record("no answer")
+        else:
+            tally.record(answer.status_code)
+            if answer.is_success:
+                result: dict[str, Any] = answer.json()
+                return result
+            if answer.status_code not in retry_statuses:
+                raise AssertionError(f"{method} {path} answered {answer.status_code}: {answer.text[:500]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{method} {path} not acknowledged within {timeout}s ({tally})")
+        await asyncio.sleep(min(0.05 * attempt, 0.5))
+
+
+def outside_interaction(customer_id: uuid.UUID | str, summary: str, *, source: str = "urn:test:pos") -> tuple[bytes, bytes]:
+    """(key, value) of an `interaction.recorded` CloudEvent as an outside system writes it by
+    hand (none of this project's code): keyed by the customer id, with a fresh event id."""
+    import orjson
+
+    value = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": source,
+        "type": "interaction.recorded",
+        "subject": str(customer_id),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "datacontenttype": "application/json",
+        "data": {
+            "customer_id": str(customer_id),
+            "type": "purchase",
+            "channel": "store",
+            "touchpoint": "checkout",
+            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "summary": summary,
+            "amount": 10,
+            "currency": "EUR",
+        },
+    }
+    return str(customer_id).encode(), orjson.dumps(value)
+
+
+class OutsidePublisher:
+    """An outside system publishing onto one topic with a plain aiokafka producer (acks=all, not
+    idempotent: the dev broker refuses that). `publish` retries a message until the broker
+    acknowledged it, reconnecting as needed, so a broker outage delays it and never drops it;
+    a retry after a lost acknowledgement may publish it twice (consumers must cope)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.acked = 0
+        self.failed_attempts = 0
+        self._producer: Any = None
+
+    async def _connected(self) -> Any:
+        from aiokafka import AIOKafkaProducer
+
+        if self._producer is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", request_timeout_ms=5000)
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def publish(self, key: bytes, value: bytes, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+        headers = [("content-type", b"application/cloudevents+json")]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                producer = await self._connected()
+                await producer.send_and_wait(self.topic, value=value, key=key, headers=headers)
+                self.acked += 1
+                return
+            except Exception:
+                self.failed_attempts += 1
+                await self.close()
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.3)
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+
+def metric_total(metrics_text: str, name: str, **labels: str) -> float:
+    """The sum of a Prometheus counter or gauge over the series whose labels include `labels`
+    (from a /metrics answer)."""
+    total = 0.0
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    for line in metrics_text.splitlines():
+        if line.startswith((name + "{", name + " ")) and all(w in line for w in wanted):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def marked(counts: dict[str, int], expected: set[str]) -> dict[str, int]:
+    """Lost / doubled / unexpected among rows counted per marker (e.g. per interaction summary):
+    `counts` maps each marker found to its number of rows, `expected` holds the markers of every
+    acknowledged write or published event."""
+    return {
+        "lost": len(expected - counts.keys()),
+        "doubled": sum(n - 1 for n in counts.values() if n > 1),
+        "unexpected": len(counts.keys() - expected),
+    }
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@contextlib.contextmanager
+def live_server(app: Any, port: int | None = None) -> Iterator[str]:
+    """The app served by uvicorn on a real port (a free one unless given) in a thread, with its
+    lifespan; yields its base URL."""
+    import threading
+
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the live server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+@contextlib.contextmanager
+def chromium(profile_dir: Path, *, javascript: bool = True, window: str = "1280,900", offline: bool = False) -> Iterator[Any]:
+    """Debian's headless Chromium driven by chromedriver (selenium); `offline`: every address
+    but loopback is unreachable (a proxy that answers nothing, loopback bypassing it), as on
+    a network without internet. Skips the test when Chromium is not installed."""
+    import pytest
+
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        pytest.skip(f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}); `make test` installs them")
+    from selenium import webdriver
+
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile_dir}",
+        f"--window-size={window}",
+    ]
+    if offline:
+        flags += [f"--proxy-server=http://127.0.0.1:{free_port()}", "--proxy-bypass-list=127.0.0.1"]
+    for flag in flags:
+        options.add_argument(flag)
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile_dir, ignore_errors=True)

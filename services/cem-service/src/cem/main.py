@@ -104,6 +104,9 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
         title="cem-service",
         version=cem.__version__,
         description=DESCRIPTION,
+        # /docs and /redoc come from install_platform, with their assets served here (no CDN).
+        docs_url=None,
+        redoc_url=None,
         lifespan=with_scheduler(
             settings,
             service_lifespan(

@@ -84,6 +84,9 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
         title="crm-service",
         version=crm.__version__,
         description=DESCRIPTION,
+        # /docs and /redoc come from install_platform, with their assets served here (no CDN).
+        docs_url=None,
+        redoc_url=None,
         lifespan=service_lifespan(
             settings,
             api_key_model=ApiKey,

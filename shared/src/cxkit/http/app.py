@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cxkit.http.body_limit import capped_receive, too_large_response
+from cxkit.http.docs import install_offline_docs
 from cxkit.http.problems import NotFound, install_problem_handlers, problem_response
 from cxkit.http.ratelimit import SCOPE_KEY as RATE_LIMIT_SCOPE_KEY
 from cxkit.http.responses import JSONBytesResponse
@@ -273,13 +274,15 @@ async def _check_broker(request: Request) -> str:
 
 
 def install_platform(app: FastAPI, service: str) -> None:
-    """The middleware, the problem handlers and the ops routes. Reads `app.state.settings`
-    (set it first) for the body cap."""
+    """The middleware, the problem handlers, the ops routes and the docs pages served offline
+    (create the app with `docs_url=None, redoc_url=None`). Reads `app.state.settings` (set it
+    first) for the body cap."""
     settings = getattr(app.state, "settings", None)
     max_body_bytes = settings.max_body_bytes if settings is not None else DEFAULT_MAX_BODY_BYTES
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
     install_problem_handlers(app)
     app.include_router(ops_router(service))
+    install_offline_docs(app)
 
 
 def json_response(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
