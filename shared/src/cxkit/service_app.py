@@ -22,7 +22,6 @@ from cxkit.kafka.outbox import OutboxRelay
 from cxkit.pg_pool import create_pg_pool
 from cxkit.settings import ServiceSettings
 
-ConsumerFactory = Callable[[Any], list[EventConsumer]]
 log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL_S = 600
 GC_GEN0_THRESHOLD = 20_000

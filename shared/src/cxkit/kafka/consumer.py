@@ -71,17 +71,6 @@ class _Poll:
 
 # A handler applies a run of consecutive events of one type, inside the batch's transaction.
 BatchHandler = Callable[[AsyncSession, list[Delivery]], Awaitable[None]]
-EventHandler = Callable[[AsyncSession, CloudEvent, Any], Awaitable[None]]
-
-
-def per_event(handler: EventHandler) -> BatchHandler:
-    """Adapt a one-event handler to the batch interface."""
-
-    async def run(session: AsyncSession, deliveries: list[Delivery]) -> None:
-        for d in deliveries:
-            await handler(session, d.event, d.payload)
-
-    return run
 
 
 class PermanentEventError(Exception):

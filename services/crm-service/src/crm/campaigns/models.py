@@ -12,9 +12,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crm.db import Base, Money
 from cxkit.db import UTCDateTime, new_id, utcnow
 
-CAMPAIGN_KINDS = ("email", "event", "webinar", "ads", "social", "content", "referral", "other")
-CAMPAIGN_STATUSES = ("planned", "active", "completed", "aborted")
-
 
 class Campaign(Base):
     __tablename__ = "campaigns"

@@ -12,8 +12,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crm.db import Base, Money
 from cxkit.db import UTCDateTime, new_id, utcnow
 
-DEAL_STATUSES = ("open", "won", "lost")
-
 
 class Deal(Base):
     __tablename__ = "deals"

@@ -127,7 +127,7 @@ class InteractionRepository:
 
 
 # --- a poll's worth of `interaction.recorded` events (the consumer's hot path) -----------------
-# Statements on the consumer's asyncpg connection (`cxkit.kafka.consumer.batch_connection`):
+# Statements on the consumer's asyncpg connection (`cxkit.db.session_connection`):
 # one per poll whatever its size, each prepared once per connection.
 
 _CUSTOMER_TARGETS = "SELECT id, merged_into_id FROM customers WHERE id = ANY($1::uuid[])"

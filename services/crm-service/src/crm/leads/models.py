@@ -11,8 +11,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crm.db import Base
 from cxkit.db import UTCDateTime, new_id, utcnow
 
-LEAD_STATUSES = ("new", "working", "qualified", "disqualified")
-
 
 class Lead(Base):
     __tablename__ = "leads"

@@ -11,8 +11,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crm.db import Base
 from cxkit.db import UTCDateTime, new_id, utcnow
 
-TASK_STATUSES = ("open", "completed", "cancelled")
-TASK_PRIORITIES = ("low", "normal", "high")
 # Tasks made for the CEM's follow-up requests; `origin_ref` is the follow-up id.
 FOLLOWUP_ORIGIN = "followup"
 
