@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from crm import keyset
@@ -37,7 +37,7 @@ router = APIRouter(prefix="/interactions", tags=["interactions"])
     "`interaction.recorded` (the CEM service invites to surveys from it). Unknown `customer_id`: 422. Needs `write`.",
     responses=problem_responses(401, 403, 422),
 )
-async def record_interaction(body: InteractionCreate, session: SessionDep, pool: PgPoolDep, idem: IdempotencyDep) -> Response:
+async def record_interaction(body: InteractionCreate, request: Request, pool: PgPoolDep, idem: IdempotencyDep) -> Response:
     if body.customer_id is not None:
         # The common case (a known customer): one read, then the rows in one statement.
         async def prepare(pool: asyncpg.Pool) -> tuple[Response, list[RowInsert]]:
@@ -48,13 +48,17 @@ async def record_interaction(body: InteractionCreate, session: SessionDep, pool:
         wake_relay()
         return response
 
-    async def operation() -> Response:
-        interaction = await service.record_interaction(session, body)
-        return json_response(
-            InteractionRead.model_validate(interaction), 201, headers={"Location": f"/v1/interactions/{interaction.id}"}
-        )
+    # By email (it may create the customer): the ORM path, with a session of its own (the hot
+    # path above opens none).
+    async with request.app.state.session_factory() as session:
 
-    return await idem.execute(session, operation)
+        async def operation() -> Response:
+            interaction = await service.record_interaction(session, body)
+            return json_response(
+                InteractionRead.model_validate(interaction), 201, headers={"Location": f"/v1/interactions/{interaction.id}"}
+            )
+
+        return await idem.execute(session, operation)
 
 
 @router.get(
