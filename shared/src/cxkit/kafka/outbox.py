@@ -13,11 +13,11 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from cxkit.db import utcnow
+from cxkit.db import lock_keys, session_connection, utcnow
 from cxkit.events import encode_event, new_event, topic_for
 from cxkit.kafka.client import ensure_topics, make_producer
 from cxkit.metrics import OUTBOX_BACKLOG, OUTBOX_FAILURES, OUTBOX_SENT
@@ -108,8 +108,11 @@ def wake_relay() -> None:
 
 
 class OutboxRelay:
-    """Sends outbox rows to Kafka. Safe to run in several processes: rows are claimed with
-    FOR UPDATE SKIP LOCKED, so no two relays send the same row."""
+    """Sends outbox rows to Kafka. Safe to run in several processes: their rounds take turns
+    (a transaction-scoped advisory lock), so no two relays send the same row, and one key's
+    events reach their partition in outbox order. Were rounds to overlap, a relay could send a
+    customer's newer event while another still held an older one it had claimed (SKIP LOCKED
+    passes it by), and the older would land after the newer."""
 
     def __init__(
         self,
@@ -149,16 +152,18 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Send one batch; returns the number of rows the broker acknowledged."""
         producer = await self._ensure_producer()
-        model = self.model
+        table = self.model.__tablename__
         async with self.session_factory() as session, session.begin():
-            stmt = (
-                select(model)
-                .where(model.sent_at.is_(None))
-                .order_by(model.id)
-                .limit(self.settings.outbox_batch_size)
-                .with_for_update(skip_locked=True)
+            # Waits while another relay's round is sending; released when this round commits.
+            await lock_keys(session, "outbox-relay", [table])
+            # Plain statements on the session's connection: the relay runs once per burst of
+            # writes, in the web process, so loading ORM objects here taxes every write.
+            conn = await session_connection(session)
+            rows = await conn.fetch(
+                f"SELECT id, topic, key, value, headers FROM {table} WHERE sent_at IS NULL "
+                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self.settings.outbox_batch_size,
             )
-            rows = list((await session.scalars(stmt)).all())
             if not rows:
                 OUTBOX_BACKLOG.set(0)
                 return 0
@@ -168,10 +173,10 @@ class OutboxRelay:
                 try:
                     futures.append(
                         await producer.send(
-                            row.topic,
-                            value=row.value,
-                            key=row.key.encode() if row.key else None,
-                            headers=[(k, str(v).encode()) for k, v in (row.headers or {}).items()],
+                            row["topic"],
+                            value=row["value"],
+                            key=row["key"].encode() if row["key"] else None,
+                            headers=[(k, str(v).encode()) for k, v in (row["headers"] or {}).items()],
                         )
                     )
                 except Exception as exc:
@@ -184,16 +189,15 @@ class OutboxRelay:
                 except Exception as exc:
                     failure = failure or exc
                     break
-                acked.append(row.id)
-                OUTBOX_SENT.labels(row.topic).inc()
+                acked.append(row["id"])
+                OUTBOX_SENT.labels(row["topic"]).inc()
             if acked:
-                await session.execute(update(model).where(model.id.in_(acked)).values(sent_at=utcnow()))
+                await conn.execute(f"UPDATE {table} SET sent_at = $1 WHERE id = ANY($2::bigint[])", utcnow(), acked)
             if failure is not None:
-                first_unsent = rows[len(acked)]
-                await session.execute(
-                    update(model)
-                    .where(model.id == first_unsent.id)
-                    .values(attempts=model.attempts + 1, last_error=str(failure)[:2000])
+                await conn.execute(
+                    f"UPDATE {table} SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                    rows[len(acked)]["id"],
+                    str(failure)[:2000],
                 )
         if failure is not None:
             raise failure
