@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cem.config import CEMSettings
+from cem.customers.service import rebuild_experience_totals
 from cem.db import ApiKey, OutboxMessage, ProcessedEvent
 from cem.projections import projections
 from cem.triggers.scheduler import InvitationScheduler, SchedulerRound
@@ -40,6 +41,26 @@ def run_scheduler_once() -> None:
     console.print(
         f"[green]sent {done.sent}, cancelled {done.cancelled}, re-invited {done.reinvited}; suppressed: {suppressed}[/green]"
     )
+
+
+@app.command("rebuild-experience-totals")
+def rebuild_experience_totals_command() -> None:
+    """Recompute every customer's experience totals (the counts and score averages the
+    experience view shows) from the responses, scores, feedback, follow-ups and suppressions
+    themselves. The database keeps them up to date as those rows are written; this is for after
+    a restore or a change made by hand. Writers of those tables wait while it runs."""
+
+    async def run() -> tuple[int, int]:
+        engine = make_engine(CEMSettings().database_url)
+        try:
+            async with make_session_factory(engine)() as session, session.begin():
+                with console.status("recomputing experience totals from the rows"):
+                    return await rebuild_experience_totals(session)
+        finally:
+            await engine.dispose()
+
+    customers, corrected = asyncio.run(run())
+    console.print(f"[green]experience totals rebuilt for {customers} customer(s); {corrected} were wrong[/green]")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Imports every model so `Base.metadata` is complete (Alembic and tests use this)."""
 
-from cem.customers.models import CustomerProfile
+from cem.customers.models import CustomerExperienceTotals, CustomerProfile
 from cem.db import ApiKey, Base, IdempotencyKey, OutboxMessage, ProcessedEvent
 from cem.feedback.models import Feedback
 from cem.followups.models import Followup
@@ -14,6 +14,7 @@ from cem.triggers.models import Suppression
 __all__ = [
     "ApiKey",
     "Base",
+    "CustomerExperienceTotals",
     "CustomerProfile",
     "Feedback",
     "Followup",

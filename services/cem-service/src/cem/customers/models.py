@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import Boolean, Index, Integer, Numeric, String, Uuid, text
+from sqlalchemy import BigInteger, Boolean, Index, Integer, Numeric, String, Uuid, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -48,3 +48,36 @@ class CustomerProfile(Base):
     synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_customer_profiles_merged_into", "merged_into"),)
+
+
+def _total() -> Mapped[int]:
+    return mapped_column(BigInteger, default=0, server_default=text("0"))
+
+
+class CustomerExperienceTotals(Base):
+    """What the experience view's summary counts for one customer, so that reading it costs the
+    same for a customer with a handful of answers and one with 200,000: their responses, the sum
+    and number of their answered NPS/CSAT/CES scores (averages are sum / answers), their
+    feedback, open follow-ups and suppressed invitations.
+
+    Kept by the database, not by the code that writes those rows: statement-level triggers on
+    `responses`, `scores`, `feedback`, `followups` and `suppressions` (migration cem0004) add each
+    statement's net change per customer in the same transaction, whatever the statement is (a
+    consumer's batch insert, an answer, a merge re-pointing rows, an erasure linking rows kept
+    under an address, a follow-up closed, a survey deleted with its suppressions). Rows without
+    a customer count nowhere until they are linked. `cem rebuild-experience-totals` recomputes
+    every row from the tables (see `ExperienceTotalsRepository.rebuild`)."""
+
+    __tablename__ = "customer_experience_totals"
+
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    responses: Mapped[int] = _total()
+    nps_answers: Mapped[int] = _total()
+    nps_score_sum: Mapped[int] = _total()
+    csat_answers: Mapped[int] = _total()
+    csat_score_sum: Mapped[int] = _total()
+    ces_answers: Mapped[int] = _total()
+    ces_score_sum: Mapped[int] = _total()
+    feedback: Mapped[int] = _total()
+    open_followups: Mapped[int] = _total()
+    suppressions: Mapped[int] = _total()

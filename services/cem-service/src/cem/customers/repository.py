@@ -8,11 +8,11 @@ from collections.abc import Collection
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import and_, case, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cem.customers.models import CustomerProfile
+from cem.customers.models import CustomerExperienceTotals, CustomerProfile
 
 SNAPSHOT_COLUMNS = [
     "email",
@@ -180,3 +180,53 @@ def announced_customer_with(email_lower: Any) -> Any:
         .limit(1)
         .scalar_subquery()
     )
+
+
+# Every figure of `customer_experience_totals`, in table order.
+TOTALS_COLUMNS = [c.name for c in CustomerExperienceTotals.__table__.columns if c.name != "customer_id"]
+_NONZERO = " OR ".join(f"{c} <> 0" for c in TOTALS_COLUMNS)
+
+
+class ExperienceTotalsRepository:
+    """The per-customer figures the experience view's summary shows. The database keeps them
+    (triggers of migration cem0004); `experience_totals_from_rows` is the same figures computed
+    from the rows, for rebuilding and checking them."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def for_customer(self, customer_id: uuid.UUID) -> CustomerExperienceTotals:
+        """The customer's totals (all zero when nothing of theirs was ever counted)."""
+        found = await self.session.scalar(
+            select(CustomerExperienceTotals).where(CustomerExperienceTotals.customer_id == customer_id)
+        )
+        return found or CustomerExperienceTotals(customer_id=customer_id, **dict.fromkeys(TOTALS_COLUMNS, 0))
+
+    async def differing_from_rows(self) -> int:
+        """How many customers' kept figures differ from their rows (a missing row is all zero)."""
+        columns = ", ".join(TOTALS_COLUMNS)
+        stmt = text(
+            f"SELECT count(*) FROM (SELECT customer_id, {columns} FROM customer_experience_totals WHERE {_NONZERO}) AS kept "
+            f"FULL JOIN (SELECT customer_id, {columns} FROM experience_totals_from_rows WHERE {_NONZERO}) AS fresh "
+            f"USING (customer_id) WHERE (kept.customer_id IS NULL OR fresh.customer_id IS NULL "
+            f"OR ({', '.join(f'kept.{c}' for c in TOTALS_COLUMNS)}) IS DISTINCT FROM "
+            f"({', '.join(f'fresh.{c}' for c in TOTALS_COLUMNS)}))"
+        )
+        return int(await self.session.scalar(stmt) or 0)
+
+    async def rebuild(self) -> tuple[int, int]:
+        """Recompute every customer's figures from the rows. Writers of the counted tables wait
+        until the transaction ends (their triggers queue on the lock; readers do not), so
+        nothing written meanwhile is lost or counted twice. Returns (customers with figures,
+        customers whose kept figures were wrong)."""
+        await self.session.execute(text("LOCK TABLE customer_experience_totals IN SHARE ROW EXCLUSIVE MODE"))
+        wrong = await self.differing_from_rows()
+        await self.session.execute(text("DELETE FROM customer_experience_totals"))
+        columns = ", ".join(TOTALS_COLUMNS)
+        result = await self.session.execute(
+            text(
+                f"INSERT INTO customer_experience_totals (customer_id, {columns}) "
+                f"SELECT customer_id, {columns} FROM experience_totals_from_rows WHERE {_NONZERO} ORDER BY customer_id"
+            )
+        )
+        return int(result.rowcount or 0), wrong  # type: ignore[attr-defined]

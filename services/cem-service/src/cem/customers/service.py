@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.models import CustomerProfile
-from cem.customers.repository import CustomerProfileRepository
+from cem.customers.repository import CustomerProfileRepository, ExperienceTotalsRepository
 from cem.customers.schemas import (
     ConvertedLead,
     CustomerAsAnnounced,
@@ -152,7 +152,9 @@ class MergedAway(ProblemError):
 
 async def experience(session: AsyncSession, customer_id: uuid.UUID, limit: int, path: str) -> CustomerExperience:
     """The customer with their latest invitations, answers, feedback, follow-ups, suppressions
-    and touchpoint visits (`limit` of each) and a summary; a fixed number of indexed queries."""
+    and touchpoint visits (`limit` of each) and a summary: a fixed number of queries, each an
+    index range scan of at most `limit` rows or a primary-key lookup (the summary's figures are
+    kept per customer), so it costs the same for a customer with 200,000 visits as for a new one."""
     profile = await get_profile(session, customer_id)
     if profile.merged_into is not None:
         survivor = str(profile.merged_into)
@@ -163,11 +165,11 @@ async def experience(session: AsyncSession, customer_id: uuid.UUID, limit: int, 
         )
     now = utcnow()
     invitations = await InvitationRepository(session).list_page(customer_id=customer_id, now=now, limit=limit, after=None)
-    responses = await ResponseRepository(session).list_page(
+    responses_repo = ResponseRepository(session)
+    responses = await responses_repo.list_page(
         survey_id=None, customer_id=customer_id, touchpoint=None, since=None, until=None, limit=limit, after=None
     )
-    feedback_repo = FeedbackRepository(session)
-    feedback = await feedback_repo.list_page(
+    feedback = await FeedbackRepository(session).list_page(
         customer_id=customer_id,
         touchpoint=None,
         channel=None,
@@ -177,19 +179,17 @@ async def experience(session: AsyncSession, customer_id: uuid.UUID, limit: int, 
         limit=limit,
         after=None,
     )
-    followups_repo = FollowupRepository(session)
-    followups = await followups_repo.for_customer(customer_id, limit)
-    suppressions_repo = SuppressionRepository(session)
-    suppressions = await suppressions_repo.list_page(
+    followups = await FollowupRepository(session).for_customer(customer_id, limit)
+    suppressions = await SuppressionRepository(session).list_page(
         survey_id=None, customer_id=customer_id, reason=None, since=None, until=None, limit=limit, after=None
     )
     history = await TouchpointRepository(session).history(customer_id, limit)
-    response_count, averages = await ResponseRepository(session).customer_summary(customer_id)
-    latest = await ResponseRepository(session).latest_score(customer_id, "nps")
+    totals = await ExperienceTotalsRepository(session).for_customer(customer_id)
+    latest = await responses_repo.latest_score(customer_id, "nps")
     return CustomerExperience(
         customer=_as_announced(profile),
         summary=ExperienceSummary(
-            responses=response_count,
+            responses=totals.responses,
             latest_nps=None
             if latest is None or latest.score is None
             else LatestScore(
@@ -201,12 +201,12 @@ async def experience(session: AsyncSession, customer_id: uuid.UUID, limit: int, 
                 touchpoint=latest.touchpoint,
                 submitted_at=latest.submitted_at,
             ),
-            nps_average=_average(averages, "nps"),
-            csat_average=_average(averages, "csat"),
-            ces_average=_average(averages, "ces"),
-            feedback=await feedback_repo.count_for_customer(customer_id),
-            open_followups=await followups_repo.count_open(customer_id),
-            suppressions=await suppressions_repo.count_for_customer(customer_id),
+            nps_average=_average(totals.nps_score_sum, totals.nps_answers),
+            csat_average=_average(totals.csat_score_sum, totals.csat_answers),
+            ces_average=_average(totals.ces_score_sum, totals.ces_answers),
+            feedback=totals.feedback,
+            open_followups=totals.open_followups,
+            suppressions=totals.suppressions,
         ),
         invitations=[invitation_read(i, now) for i in invitations[:limit]],
         responses=[response_read(r) for r in responses[:limit]],
@@ -215,6 +215,12 @@ async def experience(session: AsyncSession, customer_id: uuid.UUID, limit: int, 
         suppressions=[SuppressionRead.model_validate(s) for s in suppressions[:limit]],
         touchpoint_history=[TouchpointVisit.model_validate(v) for v in history],
     )
+
+
+async def rebuild_experience_totals(session: AsyncSession) -> tuple[int, int]:
+    """Recompute every customer's experience totals from the rows (after a restore, or a change
+    made by hand with the triggers off). Returns (customers with figures, customers corrected)."""
+    return await ExperienceTotalsRepository(session).rebuild()
 
 
 def _as_announced(profile: CustomerProfile) -> CustomerAsAnnounced:
@@ -240,9 +246,8 @@ def _as_announced(profile: CustomerProfile) -> CustomerAsAnnounced:
     )
 
 
-def _average(averages: dict[str, tuple[int, float | None]], metric: str) -> float | None:
-    value = averages.get(metric, (0, None))[1]
-    return None if value is None else round(value, 2)
+def _average(score_sum: int, answers: int) -> float | None:
+    return round(score_sum / answers, 2) if answers else None
 
 
 async def get_profile(session: AsyncSession, customer_id: uuid.UUID) -> CustomerProfile:

@@ -33,7 +33,7 @@ class Feedback(Base):
 
     __table_args__ = (
         Index("ix_feedback_received_id", "received_at", "id"),
-        Index("ix_feedback_customer_received", "customer_id", "received_at"),
+        Index("ix_feedback_customer_received_id", "customer_id", "received_at", "id"),
         Index("ix_feedback_touchpoint_received", "touchpoint", "received_at"),
         Index("ix_feedback_sentiment_received", "sentiment_label", "received_at"),
         Index("ix_feedback_channel_received", "channel", "received_at"),

@@ -49,9 +49,6 @@ class FeedbackRepository:
         stmt = newest_first(stmt, Feedback.received_at, Feedback.id, limit=limit, after=after, since=since, until=until)
         return list((await self.session.scalars(stmt)).all())
 
-    async def count_for_customer(self, customer_id: uuid.UUID) -> int:
-        return int(await self.session.scalar(select(func.count()).where(Feedback.customer_id == customer_id)) or 0)
-
     def add(self, feedback: Feedback) -> None:
         self.session.add(feedback)
 

@@ -33,7 +33,7 @@ class Followup(Base):
     task_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     __table_args__ = (
-        Index("ix_followups_customer_status", "customer_id", "status"),
+        Index("ix_followups_customer_created_id", "customer_id", "created_at", "id"),
         Index("ix_followups_status_created", "status", "created_at"),
         Index("ix_followups_survey_created", "survey_id", "created_at"),
         Index("ix_followups_created", "created_at"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.followups.models import Followup
@@ -26,10 +26,6 @@ class FollowupRepository:
             .limit(limit)
         )
         return list((await self.session.scalars(stmt)).all())
-
-    async def count_open(self, customer_id: uuid.UUID) -> int:
-        stmt = select(func.count()).where(Followup.customer_id == customer_id, Followup.status == "open")
-        return int(await self.session.scalar(stmt) or 0)
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         await self.session.execute(

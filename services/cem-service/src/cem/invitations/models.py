@@ -46,7 +46,10 @@ class Invitation(Base):
 
     __table_args__ = (
         Index("ix_invitations_survey_created", "survey_id", "created_at", "id"),
-        Index("ix_invitations_customer_created", "customer_id", "created_at"),
+        # A customer's invitations (and one survey's to a customer) newest first, keyset on
+        # (created_at, id): range scans in the order they are read, at any page.
+        Index("ix_invitations_customer_created_id", "customer_id", "created_at", "id"),
+        Index("ix_invitations_survey_customer_created_id", "survey_id", "customer_id", "created_at", "id"),
         Index("ix_invitations_touchpoint_created", "touchpoint", "created_at"),
         Index("ix_invitations_created", "created_at"),
         # Throttling and fatigue: a recipient's recent invitations.

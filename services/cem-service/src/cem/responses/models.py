@@ -35,7 +35,7 @@ class SurveyResponse(Base):
     __table_args__ = (
         Index("ix_responses_submitted_id", "submitted_at", "id"),
         Index("ix_responses_survey_submitted", "survey_id", "submitted_at", "id"),
-        Index("ix_responses_customer_submitted", "customer_id", "submitted_at"),
+        Index("ix_responses_customer_submitted_id", "customer_id", "submitted_at", "id"),
         Index("ix_responses_touchpoint_submitted", "touchpoint", "submitted_at"),
     )
 
@@ -66,5 +66,6 @@ class Score(Base):
         Index("ix_scores_metric_submitted", "metric", "submitted_at"),
         Index("ix_scores_survey_submitted", "survey_id", "submitted_at"),
         Index("ix_scores_touchpoint_submitted", "touchpoint", "submitted_at"),
-        Index("ix_scores_customer_metric_submitted", "customer_id", "metric", "submitted_at"),
+        # A customer's latest (and next) score of a metric, in (submitted_at, response_id) order.
+        Index("ix_scores_customer_metric_submitted_response", "customer_id", "metric", "submitted_at", "response_id"),
     )

@@ -27,16 +27,6 @@ class ResponseRepository:
     async def add_score(self, row: dict[str, Any]) -> None:
         await self.session.execute(insert(Score), [row])
 
-    async def customer_summary(self, customer_id: uuid.UUID) -> tuple[int, dict[str, tuple[int, float | None]]]:
-        """(number of responses, {metric: (answers, average score)}) for one customer."""
-        count = await self.session.scalar(select(func.count()).where(SurveyResponse.customer_id == customer_id))
-        rows = await self.session.execute(
-            select(Score.metric, func.count(Score.score), func.avg(Score.score))
-            .where(Score.customer_id == customer_id)
-            .group_by(Score.metric)
-        )
-        return int(count or 0), {m: (int(n), None if avg is None else float(avg)) for m, n, avg in rows.all()}
-
     async def latest_score(self, customer_id: uuid.UUID, metric: str) -> Score | None:
         stmt = (
             select(Score)

@@ -62,6 +62,7 @@ class TouchpointInteraction(Base):
 
     __table_args__ = (
         Index("ix_touchpoint_interactions_touchpoint_occurred", "touchpoint", "occurred_at"),
-        Index("ix_touchpoint_interactions_customer_occurred", "customer_id", "occurred_at"),
+        # A customer's history, newest first: a range scan in the order it is read.
+        Index("ix_touchpoint_interactions_customer_occurred_interaction", "customer_id", "occurred_at", "interaction_id"),
         Index("ix_touchpoint_interactions_email_lower", "email_lower"),
     )

@@ -155,7 +155,7 @@ class TouchpointRepository:
 
 
 # --- a poll's worth of `interaction.recorded` events (the consumer's hot path) -----------------
-# Statements on the consumer's asyncpg connection (`cxkit.kafka.consumer.batch_connection`):
+# Statements on the consumer's asyncpg connection (`cxkit.db.session_connection`):
 # one per poll whatever its size, each prepared once per connection.
 
 

@@ -35,7 +35,7 @@ class Suppression(Base):
 
     __table_args__ = (
         Index("ix_suppressions_created_id", "created_at", "id"),
-        Index("ix_suppressions_customer_created", "customer_id", "created_at"),
+        Index("ix_suppressions_customer_created_id", "customer_id", "created_at", "id"),
         Index("ix_suppressions_survey_created", "survey_id", "created_at"),
         Index("ix_suppressions_touchpoint_created", "touchpoint", "created_at"),
         Index("ix_suppressions_email_lower", "email_lower"),

@@ -64,9 +64,6 @@ class SuppressionRepository:
         stmt = newest_first(stmt, Suppression.created_at, Suppression.id, limit=limit, after=after, since=since, until=until)
         return list((await self.session.scalars(stmt)).all())
 
-    async def count_for_customer(self, customer_id: uuid.UUID) -> int:
-        return int(await self.session.scalar(select(func.count()).where(Suppression.customer_id == customer_id)) or 0)
-
     async def counts_by_reason(
         self,
         *,
