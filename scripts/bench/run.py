@@ -38,6 +38,7 @@ SCENARIOS: list[tuple[str, Scenario, list[str]]] = [
             "heavy_timeline_deep_ms",
             "heavy_interactions_first_ms",
             "heavy_interactions_deep_ms",
+            "heavy_cem_experience_ms",
             "heavy_view_rps",
         ],
     ),

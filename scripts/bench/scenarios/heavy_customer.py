@@ -5,11 +5,14 @@ the ones asked for."""
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import time
 import uuid
+from types import ModuleType
 
 import httpx
+from scripts.bench.config import ROOT
 from scripts.bench.loadgen import Plan
 from scripts.bench.report import Metric, at_least, at_most
 from scripts.bench.scenarios.context import BenchContext, errors_note, interleaved, median_of
@@ -36,6 +39,27 @@ async def _seed_crm(ctx: BenchContext, customer_id: uuid.UUID) -> None:
         ctx.cfg.heavy_interactions,
     )
     await ctx.crm.execute("ANALYZE interactions")
+
+
+def _cem_seed() -> ModuleType:
+    """The CEM's heavy-customer seed, shared with its plan tests (services/cem-service/tests)."""
+    path = ROOT / "services" / "cem-service" / "tests" / "heavy_seed.py"
+    spec = importlib.util.spec_from_file_location("cem_heavy_seed", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def _seed_cem(ctx: BenchContext, customer_id: uuid.UUID) -> None:
+    """As many touchpoint visits on the CEM side, and a tenth as many invitations, answers and
+    suppressions (feedback and follow-ups fewer still)."""
+    seed = _cem_seed()
+    n = ctx.cfg.heavy_interactions
+    await seed.seed_heavy_customer(
+        ctx.cem, customer_id, visits=n, invitations=n // 10, responses=n // 10, feedback=n // 40, suppressions=n // 10
+    )
+    await seed.analyze(ctx.cem)
 
 
 async def _median_ms(client: httpx.AsyncClient, path: str) -> float:
@@ -77,19 +101,27 @@ async def heavy_customer(ctx: BenchContext) -> None:
     light = ctx.data.http_ids[0]
     started = time.perf_counter()
     await _seed_crm(ctx, heavy)
+    await _seed_cem(ctx, heavy)
     seeded_s = time.perf_counter() - started
     headers = {"Authorization": f"Bearer {ctx.key}"}
     async with httpx.AsyncClient(base_url=ctx.stack.crm.url, headers=headers, timeout=30) as client:
         heavy_ms = await _figures(client, heavy)
         light_ms = await _figures(client, light)
+    async with httpx.AsyncClient(base_url=ctx.stack.cem.url, headers=headers, timeout=30) as client:
+        for figures, cid in ((heavy_ms, heavy), (light_ms, light)):
+            figures["cem_experience"] = await _median_ms(client, f"/v1/customers/{cid}/experience")
     ctx.report.rounds["heavy_customer"] = {"heavy": heavy_ms, "light": light_ms, "seed_s": seeded_s}
-    note = f"one request at a time, median of {SAMPLES}; {ctx.cfg.heavy_interactions:,} interactions on the heavy customer"
+    note = (
+        f"one request at a time, median of {SAMPLES}; the heavy customer: {ctx.cfg.heavy_interactions:,} interactions "
+        f"(CRM) and as many touchpoint visits, a tenth as many invitations, answers and suppressions (CEM)"
+    )
     rows = [
         ("view", "heavy customer: view", "view"),
         ("timeline_first", "heavy customer: timeline, 1st page of 100", "timeline_first"),
         ("timeline_deep", f"heavy customer: timeline, page {DEEP_PAGE}", "timeline_deep"),
         ("interactions_first", "heavy customer: interactions, 1st page of 100", "interactions_first"),
         ("interactions_deep", f"heavy customer: interactions, page {DEEP_PAGE}", "interactions_deep"),
+        ("cem_experience", "heavy customer: CEM experience view", "cem_experience"),
     ]
     ctx.report.add(
         *(
