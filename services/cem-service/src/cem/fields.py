@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, ClassVar
 
 from fastapi import Header, Path, Query
-from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StringConstraints,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from cxkit.http.problems import Unprocessable
 
@@ -18,6 +30,25 @@ def _storable(value: str) -> str:
     return value
 
 
+_RFC3339_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    # pydantic would also read a number (`to=0.5`, `20260101`) as seconds since 1970.
+    if isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339_TIME.fullmatch(value):
+        raise ValueError("an RFC 3339 time with an offset, e.g. 2026-11-23T10:00:00Z")
+    return value
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's integer: a whole number (2.0 included), never `true` or `"2"` (pydantic's lax mode takes both).
+    if isinstance(value, (bool, str)):
+        raise ValueError("Input should be a valid integer")
+    return value
+
+
 def _to_utc(value: dt.datetime) -> dt.datetime:
     try:
         return value.astimezone(dt.UTC)
@@ -25,7 +56,32 @@ def _to_utc(value: dt.datetime) -> dt.datetime:
         raise ValueError("time out of range") from None
 
 
-NoNul = AfterValidator(_storable)
+# JSON Schema patterns (ECMA 262) for what _NoNul enforces. "Blank" is what str.strip() removes,
+# which is not quite ECMA's \s (it also takes \x1c-\x1f and \x85, and leaves \ufeff).
+NO_NUL = "^[^\\u0000]*$"
+_KEPT_BY_STRIP = "[^\\u0000\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+NOT_BLANK_NO_NUL = f"^[^\\u0000]*{_KEPT_BY_STRIP}[^\\u0000]*$"
+
+
+class _NoNul:
+    """Refuses NUL characters, and says so in the JSON Schema with a pattern (one that also asks
+    for a non-blank character when the text is stripped and may not be empty)."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(_storable, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        text: Any = schema
+        while text.get("type") != "str" and "schema" in text:  # under the validators (and constraints)
+            text = text["schema"]
+        if json_schema.get("type") == "string" and "pattern" not in json_schema:
+            stripped_not_empty = text.get("strip_whitespace") and text.get("min_length", 0) >= 1
+            json_schema["pattern"] = NOT_BLANK_NO_NUL if stripped_not_empty else NO_NUL
+        return json_schema
+
+
+NoNul = _NoNul()
 """Put after any StringConstraints (constraints placed after a validator do not see stripped text)."""
 
 Text = Annotated[str, NoNul]
@@ -40,11 +96,54 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Slug = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 """A lower-case key such as `checkout` or `support_ticket_closed`."""
 
-UTCTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-"""An RFC 3339 time with an offset, normalised to UTC (a time without offset is refused)."""
+UTCTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_to_utc)]
+"""An RFC 3339 time with an offset, normalised to UTC (a time without offset, or a number, is refused)."""
+
+JsonInteger = BeforeValidator(_json_integer)
+"""Put after the bounds: `Annotated[int, Field(ge=0), JsonInteger] | None` (bounds after it are lost from the JSON Schema)."""
+Integer = Annotated[int, JsonInteger]
+"""An integer in a request body: a JSON number without fraction, not a boolean or a string."""
 
 Channel = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[a-z0-9][a-z0-9_.-]*$", examples=["email"])]
 """Where something happened: web, store, phone, email, app, chat, social..."""
+
+
+class PatchBody(BaseModel):
+    """A PATCH body: only the fields sent change, and null clears an optional field. The fields
+    named in `not_null` always have a value: the service refuses null for them, and the OpenAPI
+    document shows them without a null branch (and without the `null` default)."""
+
+    not_null: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        properties = handler.resolve_ref_schema(json_schema).get("properties", {})
+        for name in cls.not_null:
+            prop = properties[name]
+            prop.pop("default", None)
+            branches = [b for b in prop.get("anyOf", ()) if b != {"type": "null"}]
+            if len(branches) == 1:
+                del prop["anyOf"]
+                prop.update(branches[0])
+            elif branches:
+                prop["anyOf"] = branches
+        return json_schema
+
+
+def present(name: str) -> dict[str, Any]:
+    """JSON Schema: `name` is sent, and not as null."""
+    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+
+
+def exactly_one_of(*names: str) -> dict[str, Any]:
+    """Model `json_schema_extra` for "give exactly one of these"."""
+    return {"oneOf": [present(n) for n in names]}
+
+
+def not_both(first: str, second: str) -> dict[str, Any]:
+    """Model `json_schema_extra` for "one of these, the other or neither, not both"."""
+    return {"not": {"allOf": [present(first), present(second)]}}
 
 
 def field_problem(loc: list[str | int], msg: str, kind: str = "value_error") -> Unprocessable:

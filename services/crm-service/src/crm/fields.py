@@ -6,13 +6,29 @@ and money has a fixed precision: all three are caught here, at the edge."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import orjson
 from fastapi import Header, Path
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    TypeAdapter,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+from typing_extensions import TypeAliasType
 
 MAX_JSON_BYTES = 16 * 1024
 
@@ -35,8 +51,29 @@ def no_nul(value: str) -> str:
     return value
 
 
+# The numbers free JSON may hold: orjson (and so the JSONB column) takes integers of 64 bits; the
+# bound is 10**18, within that and exact as a double, so a validator that compares numbers as
+# doubles draws the line where this one does. A float as large is refused too: JSON Schema
+# cannot tell 1e30 from 10**30.
+JSON_NUMBER_MIN, JSON_NUMBER_MAX = -(10**18), 10**18
+
+
+def _number_out_of_range(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return not JSON_NUMBER_MIN <= value <= JSON_NUMBER_MAX
+    if depth > 20:
+        return False
+    if isinstance(value, dict):
+        return any(_number_out_of_range(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_number_out_of_range(v, depth + 1) for v in value)
+    return False
+
+
 def bounded_json(value: dict[str, Any]) -> dict[str, Any]:
-    """Free JSON that fits a row: serialisable, at most 16 KiB."""
+    """Free JSON that fits a row: serialisable, numbers within ±10**18, at most 16 KiB."""
+    if _number_out_of_range(value):
+        raise ValueError(f"not storable as JSON: a number outside {JSON_NUMBER_MIN}..{JSON_NUMBER_MAX}")
     try:
         size = len(orjson.dumps(value))
     except (TypeError, orjson.JSONEncodeError) as exc:
@@ -46,8 +83,43 @@ def bounded_json(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+# JSON Schema for "no NUL character" (PostgreSQL text and JSONB cannot hold one).
+NO_NUL = "^[^\\u0000]*$"
+
+
+def forbid_nul(schema: dict[str, Any]) -> None:
+    """Write into a JSON Schema what InputModel enforces: no free-text string holds NUL. Strings
+    with a pattern, format or fixed values cannot hold one anyway."""
+    if schema.get("type") == "string" and not {"pattern", "format", "enum", "const"} & schema.keys():
+        schema["pattern"] = NO_NUL
+    for key in ("anyOf", "oneOf", "allOf"):
+        for branch in schema.get(key, ()):
+            forbid_nul(branch)
+    for prop in schema.get("properties", {}).values():
+        forbid_nul(prop)
+    for key in ("items", "additionalProperties", "propertyNames"):
+        if isinstance(schema.get(key), dict):
+            forbid_nul(schema[key])
+
+
+def present(name: str) -> dict[str, Any]:
+    """JSON Schema: `name` is sent, and not as null."""
+    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+
+
+def exactly_one_of(*names: str) -> dict[str, Any]:
+    """Model `json_schema_extra` for "give exactly one of these"."""
+    return {"oneOf": [present(n) for n in names]}
+
+
+def at_least_one_of(*names: str) -> dict[str, Any]:
+    """Model `json_schema_extra` for "give one of these (or more)"."""
+    return {"anyOf": [present(n) for n in names]}
+
+
 class InputModel(BaseModel):
-    """Base of request bodies: unknown fields refused, no NUL characters anywhere."""
+    """Base of request bodies: unknown fields refused, no NUL characters anywhere (and the
+    OpenAPI document says so with a pattern on every free-text string)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -58,10 +130,132 @@ class InputModel(BaseModel):
             raise ValueError("text must not contain NUL characters")
         return data
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler(core_schema)
+        forbid_nul(handler.resolve_ref_schema(json_schema))
+        return json_schema
 
-FreeJSON = Annotated[dict[str, Any], AfterValidator(bounded_json)]
-Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2, examples=["12500.00"])]
+
+class PatchModel(InputModel):
+    """A PATCH body: only the fields sent change, and `null` clears an optional field. The fields
+    named in `not_null` always have a value: they may be left out but not sent as null, and the
+    OpenAPI document shows them without a null branch (and without the `null` default)."""
+
+    not_null: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _refuse_null(self) -> Any:
+        nulled = [f for f in self.not_null if f in self.model_fields_set and getattr(self, f) is None]
+        if nulled:
+            raise ValueError(f"{', '.join(nulled)} cannot be null")
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = super().__get_pydantic_json_schema__(core_schema, handler)
+        properties = handler.resolve_ref_schema(json_schema).get("properties", {})
+        for name in cls.not_null:
+            prop = properties[name]
+            prop.pop("default", None)
+            branches = [b for b in prop.get("anyOf", ()) if b != {"type": "null"}]
+            if len(branches) == 1:
+                del prop["anyOf"]
+                prop.update(branches[0])
+            elif branches:
+                prop["anyOf"] = branches
+        return json_schema
+
+
+def decimal_text(pattern: str, example: str) -> Callable[[Any], Any]:
+    """A decimal sent as a string must be written plainly (`12500.00`): no exponent, spaces,
+    underscores or sign that Python's Decimal would also take, so the documented pattern is
+    exactly what is accepted."""
+    written = re.compile(pattern)
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and not written.fullmatch(value):
+            raise ValueError(f"a decimal written like {example}")
+        return value
+
+    return check
+
+
+def decimal_input_schema(number: dict[str, Any], pattern: str, example: str) -> WithJsonSchema:
+    """The request-side schema of a decimal: a JSON number or a plain decimal string."""
+    return WithJsonSchema(
+        {"anyOf": [{"type": "number", **number}, {"type": "string", "pattern": pattern}], "examples": [example]},
+        mode="validation",
+    )
+
+
+def _keys_by_name(schema: dict[str, Any]) -> None:
+    # pydantic writes dict[_Text, V] as patternProperties, which leaves keys that miss the pattern
+    # unconstrained; say instead that every key matches and every value is a V.
+    patterns = schema.pop("patternProperties", None)
+    if patterns:
+        ((pattern, values),) = patterns.items()
+        schema["propertyNames"] = {"pattern": pattern}
+        schema["additionalProperties"] = values
+
+
+class _KeysByName:
+    def __get_pydantic_json_schema__(self, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler(core_schema)
+        _keys_by_name(json_schema)
+        return json_schema
+
+
+class _DocumentedAs:
+    """Document a field (request side) as another type whose JSON Schema says more than its
+    validator's, while the validation stays the cheap one."""
+
+    def __init__(self, documented: Any) -> None:
+        self.documented = documented
+
+    def __get_pydantic_json_schema__(self, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        if handler.mode != "validation":
+            return handler(core_schema)
+        return handler(TypeAdapter(self.documented).core_schema)
+
+
+# What free JSON may hold, for the OpenAPI document (bounded_json and InputModel enforce it).
+_Int64 = Annotated[int, Field(ge=JSON_NUMBER_MIN, le=JSON_NUMBER_MAX)]
+# Every float past 2**53 is a whole number, so the integer branch covers those (exactly).
+_Number = Annotated[float, Field(ge=-(2**53), le=2**53)]
+_Text = Annotated[str, Field(pattern=NO_NUL)]
+_JsonObject = Annotated[dict[_Text, "JsonValue"], _KeysByName()]
+JsonValue = TypeAliasType("JsonValue", "bool | _Int64 | _Number | _Text | list[JsonValue] | _JsonObject | None")  # type: ignore[misc]
+
+
+FreeJSON = Annotated[dict[str, Any], AfterValidator(bounded_json), _DocumentedAs(_JsonObject)]
+# numeric(18, 2): at most 16 digits before the point and 2 after.
+MONEY_TEXT = r"^[0-9]{1,16}(\.[0-9]{1,2})?$"
+Money = Annotated[
+    Decimal,
+    BeforeValidator(decimal_text(MONEY_TEXT, "12500.00")),
+    Field(ge=0, max_digits=18, decimal_places=2),
+    decimal_input_schema({"minimum": 0, "exclusiveMaximum": 1e16, "multipleOf": 0.01}, MONEY_TEXT, "12500.00"),
+]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR.", examples=["EUR"])]
+DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
+DecimalText = Annotated[
+    Decimal, WithJsonSchema({"type": "string", "pattern": DECIMAL_TEXT, "examples": ["12500.00"]}, mode="serialization")
+]
+"""A decimal in an answer: a string such as `12500.00` (exact, unlike a JSON number)."""
+
+
+def json_integer(value: Any) -> Any:
+    """JSON Schema's integer: a whole number (2.0 included), never `true` or `"2"`, which
+    pydantic's lax mode would take."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("Input should be a valid integer")
+    return value
+
+
+JsonInteger = BeforeValidator(json_integer)
+"""Put after the bounds: `Annotated[int, Field(ge=0), JsonInteger] | None` (bounds after it are lost from the JSON Schema)."""
+Integer = Annotated[int, JsonInteger]
 
 
 def in_utc(value: dt.datetime) -> dt.datetime:
@@ -72,12 +266,53 @@ def in_utc(value: dt.datetime) -> dt.datetime:
         raise ValueError("out of range once converted to UTC") from None
 
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(in_utc)]
+_RFC3339_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+_RFC3339_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def rfc3339_time(value: Any) -> Any:
+    """Only RFC 3339 text is a time here: pydantic would also read a number (`0.5`, `20260101`)
+    as seconds since 1970."""
+    if isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339_TIME.fullmatch(value):
+        raise ValueError("an RFC 3339 time with an offset, e.g. 2026-11-23T10:00:00Z")
+    return value
+
+
+def rfc3339_date(value: Any) -> Any:
+    """Only `YYYY-MM-DD` is a date here: pydantic would also read a number of seconds, or a
+    midnight time."""
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str) or not _RFC3339_DATE.fullmatch(value):
+        raise ValueError("a date written YYYY-MM-DD")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(rfc3339_time), AfterValidator(in_utc)]
+Day = Annotated[dt.date, BeforeValidator(rfc3339_date)]
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
-Probability = Annotated[Decimal, Field(ge=0, le=1, max_digits=4, decimal_places=3)]
+PROBABILITY_TEXT = r"^(0(\.[0-9]{1,3})?|1(\.0{1,3})?)$"
+Probability = Annotated[
+    Decimal,
+    BeforeValidator(decimal_text(PROBABILITY_TEXT, "0.25")),
+    Field(ge=0, le=1, max_digits=4, decimal_places=3),
+    decimal_input_schema({"minimum": 0, "maximum": 1, "multipleOf": 0.001}, PROBABILITY_TEXT, "0.25"),
+]
+
+
+class _NulFreeInSchema:
+    """Say in the JSON Schema what `no_nul` enforces."""
+
+    def __get_pydantic_json_schema__(self, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler(core_schema)
+        forbid_nul(json_schema)
+        return json_schema
+
 
 # Query parameters.
-SearchText = Annotated[str, AfterValidator(no_nul)]
+SearchText = Annotated[str, AfterValidator(no_nul), _NulFreeInSchema()]
 
 
 EXAMPLE_IDS = {

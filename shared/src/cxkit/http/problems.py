@@ -8,9 +8,11 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from cxkit.db import database_error_cause, is_database_unavailable
 from cxkit.http.responses import JSONBytesResponse
@@ -167,17 +169,22 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONBytesResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:  # FastAPI/Starlette could not parse the body at all
+            return unreadable_body_problem(request, exc)
         titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden"}
+        headers = getattr(exc, "headers", None)
         if exc.status_code == 413:  # the body cap (cxkit.http.body_limit), as PayloadTooLarge renders
             title, slug = PayloadTooLarge.title, PayloadTooLarge.slug
         else:
             title, slug = titles.get(exc.status_code, "HTTP error"), str(exc.status_code)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request) or (headers or {}).get("Allow", "")}
         return problem_response(
             exc.status_code,
             title,
             slug=slug,
             detail=str(exc.detail) if exc.detail else None,
-            headers=getattr(exc, "headers", None),
+            headers=headers,
             instance=request.url.path,
         )
 
@@ -187,6 +194,33 @@ def install_problem_handlers(app: FastAPI) -> None:
     for error in DATABASE_ERRORS:
         app.add_exception_handler(error, on_database_error)
     app.add_exception_handler(Exception, on_crash)
+
+
+def allowed_methods(request: Request) -> str:
+    """The `Allow` of a 405: every method some route of this path takes (RFC 9110 15.5.6).
+    Starlette names only the methods of the first route whose path matched, and FastAPI makes
+    one route per operation, so `GET` and `POST /v1/campaigns` are two routes. Walks the routes
+    as FastAPI's OpenAPI generation does (included routers expanded); runs only on a 405."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        if route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+def unreadable_body_problem(request: Request, exc: StarletteHTTPException) -> JSONBytesResponse:
+    """A body that cannot be parsed at all (JSON that is not UTF-8, a broken multipart body) is
+    invalid input like any other: 422 problem+json with the body as the field at fault, as a
+    malformed JSON text already is (FastAPI's `json_invalid`), instead of Starlette's bare 400."""
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        msg, kind = "the body is not valid UTF-8", "body_encoding"
+    else:
+        msg, kind = str(exc.detail) if exc.detail else "the body could not be parsed", "body_invalid"
+    errors = [{"loc": ["body"], "msg": msg, "type": kind}]
+    return problem_response(
+        422, "Invalid request", slug="validation", detail=f"body: {msg}", errors=errors, instance=request.url.path
+    )
 
 
 async def on_crash(request: Request, exc: Exception) -> JSONBytesResponse:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
-from cem.fields import Channel, NoNul, Slug, UTCTime
+from cem.fields import Channel, Integer, NoNul, Slug, UTCTime, not_both
 
 SentimentLabel = Literal["positive", "neutral", "negative"]
 
@@ -35,7 +35,8 @@ class FeedbackCreate(BaseModel):
                     "external_ref": "review-88121",
                     "received_at": "2026-11-22T18:30:00Z",
                 },
-            ]
+            ],
+            **not_both("customer_id", "email"),
         },
     )
 
@@ -44,9 +45,11 @@ class FeedbackCreate(BaseModel):
     touchpoint: Slug | None = Field(None, description="The touchpoint (key) the feedback is about.")
     channel: Channel = Field(description="Where it came from: email, chat, phone, app_store, social, store...")
     text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000), NoNul]
-    rating: float | None = Field(None, allow_inf_nan=False, description="A rating given with the feedback, on its scale.")
-    rating_scale_min: int = Field(1, ge=0, le=100, description="Lowest possible rating.")
-    rating_scale_max: int = Field(5, ge=1, le=100, description="Highest possible rating.")
+    rating: float | None = Field(
+        None, allow_inf_nan=False, strict=True, description="A rating given with the feedback, on its scale."
+    )
+    rating_scale_min: Integer = Field(1, ge=0, le=100, description="Lowest possible rating.")
+    rating_scale_max: Integer = Field(5, ge=1, le=100, description="Highest possible rating.")
     external_ref: Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul] | None = Field(
         None, description="Id in the source system (ticket, review); the same channel and ref twice is a 409."
     )

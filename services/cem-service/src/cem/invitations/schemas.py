@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
-from cem.fields import Channel, Slug
+from cem.fields import Channel, JsonInteger, Slug, exactly_one_of
 
 InvitationStatus = Literal["scheduled", "sent", "opened", "answered", "expired", "cancelled"]
 
@@ -20,7 +20,8 @@ class InvitationCreate(BaseModel):
             "examples": [
                 {"customer_id": "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10", "channel": "email"},
                 {"email": "guest@example.com", "touchpoint": "checkout", "expires_in_days": 7},
-            ]
+            ],
+            **exactly_one_of("customer_id", "email"),
         },
     )
 
@@ -30,8 +31,9 @@ class InvitationCreate(BaseModel):
     )
     touchpoint: Slug | None = Field(None, description="The touchpoint (key) the answer is about; default: the survey's.")
     channel: Channel | None = Field(None, description="How the link reaches the customer: email, sms, qr...")
-    expires_in_days: int | None = Field(
-        None, ge=1, le=365, description="Days the link stays valid; default: the service's `CEM_INVITATION_TTL_DAYS`."
+    expires_in_days: Annotated[int, Field(ge=1, le=365), JsonInteger] | None = Field(
+        None,
+        description="Days the link stays valid; default: the service's `CEM_INVITATION_TTL_DAYS`.",
     )
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from cem.fields import Name, NoNul, Text
+from cem.fields import Name, NoNul, PatchBody, Text
 
 TouchpointRef = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul]
 
@@ -44,7 +44,7 @@ class JourneyCreate(BaseModel):
     stages: list[StageInput] = Field(default_factory=list, max_length=50, description="Stages in order.")
 
 
-class JourneyUpdate(BaseModel):
+class JourneyUpdate(PatchBody):
     """Only the fields sent change. `stages`, when sent, replaces every stage in the order given
     (this is how stages and touchpoints are reordered)."""
 
@@ -58,6 +58,8 @@ class JourneyUpdate(BaseModel):
     name: Name | None = None
     description: Text | None = Field(None, max_length=5000)
     stages: list[StageInput] | None = Field(None, max_length=50)
+
+    not_null = ("name", "stages")
 
 
 class JourneyTouchpoint(BaseModel):

@@ -8,7 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
-from cem.fields import Slug, UTCTime
+from cem.fields import Slug, UTCTime, not_both, present
+
+_ABSENT_WITH_TOKEN = {name: {"type": "null"} for name in ("survey_id", "customer_id", "email", "touchpoint")}
 
 
 class ResponseCreate(BaseModel):
@@ -29,7 +31,13 @@ class ResponseCreate(BaseModel):
                     "answers": {"nps": 6, "reason": None},
                     "submitted_at": "2026-11-20T15:04:05Z",
                 },
-            ]
+            ],
+            # A token, or a survey_id (with customer_id or email, not both): what _one_target checks.
+            "oneOf": [
+                {**present("token"), "properties": {"token": {"not": {"type": "null"}}, **_ABSENT_WITH_TOKEN}},
+                {**present("survey_id"), "properties": {"survey_id": {"not": {"type": "null"}}, "token": {"type": "null"}}},
+            ],
+            **not_both("customer_id", "email"),
         },
     )
 

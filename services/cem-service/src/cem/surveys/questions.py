@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
-from cem.fields import NoNul, Text, field_problem
+from cem.fields import Integer, JsonInteger, NoNul, Text, field_problem
 
 Metric = Literal["nps", "csat", "ces"]
 METRICS: tuple[str, ...] = ("nps", "csat", "ces")
@@ -49,17 +49,19 @@ class _Question(BaseModel):
     )
     help_text: Text | None = Field(None, max_length=500, description="A hint shown under the question.")
     required: bool | None = Field(
-        None, description="Must be answered. Default: true for the score question of an NPS/CSAT/CES survey, false otherwise."
+        None,
+        strict=True,
+        description="Must be answered. Default: true for the score question of an NPS/CSAT/CES survey, false otherwise.",
     )
 
 
 class RatingQuestion(_Question):
     type: Literal["rating"]
-    scale_min: int | None = Field(
-        None, ge=0, le=10, description="Lowest score (default 1; a metric's own scale for nps/csat/ces)."
+    scale_min: Annotated[int, Field(ge=0, le=10), JsonInteger] | None = Field(
+        None, description="Lowest score (default 1; a metric's own scale for nps/csat/ces)."
     )
-    scale_max: int | None = Field(
-        None, ge=1, le=10, description="Highest score (default 5; a metric's own scale for nps/csat/ces)."
+    scale_max: Annotated[int, Field(ge=1, le=10), JsonInteger] | None = Field(
+        None, description="Highest score (default 5; a metric's own scale for nps/csat/ces)."
     )
     min_label: Text | None = Field(None, max_length=100, description="Label of the lowest score, e.g. `Very difficult`.")
     max_label: Text | None = Field(None, max_length=100, description="Label of the highest score, e.g. `Very easy`.")
@@ -72,7 +74,7 @@ class RatingQuestion(_Question):
 
 class TextQuestion(_Question):
     type: Literal["text"]
-    max_length: int = Field(2000, ge=1, le=5000, description="Longest answer accepted.")
+    max_length: Integer = Field(2000, ge=1, le=5000, description="Longest answer accepted.")
 
 
 ChoiceOption = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]

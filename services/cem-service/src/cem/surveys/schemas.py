@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cem.fields import Name, Slug, Text
+from cem.fields import Integer, JsonInteger, Name, PatchBody, Slug, Text
 from cem.surveys.questions import Question
 
 Kind = Literal["nps", "csat", "ces", "custom"]
@@ -36,9 +36,12 @@ class TriggerInput(BaseModel):
 
     interaction_type: Slug = Field(description="The interaction `type` that sends the survey, e.g. `purchase`.")
     touchpoint: Slug | None = Field(None, description="Only interactions at this touchpoint (a touchpoint key).")
-    delay_minutes: int = Field(0, ge=0, le=43_200, description="Wait this long after the interaction (up to 30 days).")
-    throttle_days: int = Field(
-        30, ge=0, le=3650, description="A customer is not invited again by this survey within this many days (0: no limit)."
+    delay_minutes: Integer = Field(0, ge=0, le=43_200, description="Wait this long after the interaction (up to 30 days).")
+    throttle_days: Integer = Field(
+        30,
+        ge=0,
+        le=3650,
+        description="A customer is not invited again by this survey within this many days (0: no limit).",
     )
 
 
@@ -75,14 +78,14 @@ class SurveyCreate(BaseModel):
     questions: list[Question] | None = Field(None, max_length=50, description="In display order.")
     touchpoint: Slug | None = Field(None, description="The touchpoint (key) this survey measures.")
     trigger: TriggerInput | None = Field(None, description="Send automatically after matching interactions; null: by API only.")
-    recurrence_days: int | None = Field(
-        None, ge=1, le=3650, description="Relationship surveys: invite each customer again at this interval (days)."
+    recurrence_days: Annotated[int, Field(ge=1, le=3650), JsonInteger] | None = Field(
+        None, description="Relationship surveys: invite each customer again at this interval (days)."
     )
     intro: Text | None = Field(None, max_length=2000, description="Shown above the questions.")
     thank_you: Text | None = Field(None, max_length=2000, description="Shown after the answer is recorded.")
 
 
-class SurveyUpdate(BaseModel):
+class SurveyUpdate(PatchBody):
     """Only the fields sent change; null clears an optional one. `questions` change only while the
     survey is a draft. `status` moves draft -> active -> closed; a closed survey may be reopened
     (active), and a survey goes back to draft only while nobody has answered it."""
@@ -97,9 +100,11 @@ class SurveyUpdate(BaseModel):
     questions: list[Question] | None = Field(None, max_length=50)
     touchpoint: Slug | None = None
     trigger: TriggerInput | None = None
-    recurrence_days: int | None = Field(None, ge=1, le=3650)
+    recurrence_days: Annotated[int, Field(ge=1, le=3650), JsonInteger] | None = None
     intro: Text | None = Field(None, max_length=2000)
     thank_you: Text | None = Field(None, max_length=2000)
+
+    not_null = ("name", "status", "questions")
 
 
 class _QuestionRead(BaseModel):

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cem.fields import Name, Text
+from cem.fields import Name, PatchBody, Text
 
 EXAMPLE = {
     "key": "checkout",
@@ -44,7 +44,9 @@ class TouchpointCreate(BaseModel):
     journey_stage: Text | None = Field(None, max_length=50, description="e.g. awareness, purchase, onboarding, support.")
     description: Text | None = Field(None, max_length=5000)
     target_metric: TargetMetric | None = Field(None, description="Which score the brand promise is measured in.")
-    target_score: float | None = Field(None, description="The brand promise: NPS -100..100, CSAT % 0..100, CES 1..7.")
+    target_score: float | None = Field(
+        None, strict=True, description="The brand promise: NPS -100..100, CSAT % 0..100, CES 1..7."
+    )
 
     @model_validator(mode="after")
     def _target_in_range(self) -> TouchpointCreate:
@@ -54,7 +56,7 @@ class TouchpointCreate(BaseModel):
         return self
 
 
-class TouchpointUpdate(BaseModel):
+class TouchpointUpdate(PatchBody):
     """Only the fields sent change; send null to clear an optional field. The key never changes:
     answers, invitations and interactions refer to it."""
 
@@ -68,7 +70,9 @@ class TouchpointUpdate(BaseModel):
     journey_stage: Text | None = Field(None, max_length=50)
     description: Text | None = Field(None, max_length=5000)
     target_metric: TargetMetric | None = None
-    target_score: float | None = Field(None, allow_inf_nan=False)
+    target_score: float | None = Field(None, allow_inf_nan=False, strict=True)
+
+    not_null = ("name",)
 
 
 class TouchpointRead(BaseModel):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crm.fields import EXAMPLE_IDS, Currency, InputModel, Money, Timestamp
+from crm.fields import EXAMPLE_IDS, Currency, Day, DecimalText, InputModel, Money, PatchModel, Timestamp, exactly_one_of
 from cxkit.http.pagination import Page
 
 CampaignKind = Literal["email", "event", "webinar", "ads", "social", "content", "referral", "other"]
@@ -67,8 +66,8 @@ class CampaignCreate(InputModel):
     status: CampaignStatus = "planned"
     description: str | None = Field(None, max_length=10_000)
     owner: str | None = Field(None, max_length=200)
-    start_date: dt.date | None = None
-    end_date: dt.date | None = None
+    start_date: Day | None = None
+    end_date: Day | None = None
     budget: Money | None = None
     currency: Currency | None = None
 
@@ -78,7 +77,7 @@ class CampaignCreate(InputModel):
         return self
 
 
-class CampaignUpdate(InputModel):
+class CampaignUpdate(PatchModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"status": "completed", "end_date": "2026-12-16"}]})
 
     name: str | None = Field(None, min_length=1, max_length=200)
@@ -86,17 +85,12 @@ class CampaignUpdate(InputModel):
     status: CampaignStatus | None = None
     description: str | None = Field(None, max_length=10_000)
     owner: str | None = Field(None, max_length=200)
-    start_date: dt.date | None = None
-    end_date: dt.date | None = None
+    start_date: Day | None = None
+    end_date: Day | None = None
     budget: Money | None = None
     currency: Currency | None = None
 
-    @model_validator(mode="after")
-    def _valid(self) -> CampaignUpdate:
-        for field in ("name", "kind", "status"):
-            if field in self.model_fields_set and getattr(self, field) is None:
-                raise ValueError(f"{field} cannot be null")
-        return self
+    not_null = ("name", "kind", "status")
 
 
 class CampaignStats(BaseModel):
@@ -105,7 +99,7 @@ class CampaignStats(BaseModel):
     response_rate: float | None = Field(description="responded / members; null without members.")
     leads: int = Field(description="Leads that came from the campaign.")
     customers: int = Field(description="Customers that came from the campaign.")
-    won_amount: Decimal = Field(description="Won deal amounts of customers that came from the campaign (as stored).")
+    won_amount: DecimalText = Field(description="Won deal amounts of customers that came from the campaign (as stored).")
 
 
 class CampaignRead(BaseModel):
@@ -119,7 +113,7 @@ class CampaignRead(BaseModel):
     owner: str | None
     start_date: dt.date | None
     end_date: dt.date | None
-    budget: Decimal | None
+    budget: DecimalText | None
     currency: str | None
     stats: CampaignStats
     version: int
@@ -134,7 +128,8 @@ class CampaignPage(Page[CampaignRead]):
 class MemberCreate(InputModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"customer_id": EXAMPLE_IDS["customer"]}, {"lead_id": EXAMPLE_IDS["lead"], "response": "registered"}]
+            "examples": [{"customer_id": EXAMPLE_IDS["customer"]}, {"lead_id": EXAMPLE_IDS["lead"], "response": "registered"}],
+            **exactly_one_of("customer_id", "lead_id"),
         }
     )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,7 +12,7 @@ from crm.customers.schemas import READ_EXAMPLE as CUSTOMER_EXAMPLE
 from crm.customers.schemas import CustomerRead
 from crm.deals.schemas import READ_EXAMPLE as DEAL_EXAMPLE
 from crm.deals.schemas import DealRead
-from crm.fields import EXAMPLE_IDS
+from crm.fields import EXAMPLE_IDS, DecimalText
 from crm.tasks.schemas import READ_EXAMPLE as TASK_EXAMPLE
 from crm.tasks.schemas import TaskRead
 
@@ -39,8 +38,8 @@ class InteractionStats(BaseModel):
     purchases: int = Field(description="Interactions of type `purchase`.")
     first_purchase_at: dt.datetime | None
     last_purchase_at: dt.datetime | None
-    purchase_total: Decimal | None = Field(description="Sum of purchase amounts (as stored).")
-    average_order_value: Decimal | None = Field(description="Mean amount of the purchases that carry one.")
+    purchase_total: DecimalText | None = Field(description="Sum of purchase amounts (as stored).")
+    average_order_value: DecimalText | None = Field(description="Mean amount of the purchases that carry one.")
     purchase_frequency_per_30d: float | None = Field(
         description="Purchases per 30 days over the customer's purchase history: purchases / max(days since the first "
         "purchase, 30) x 30, so a new buyer is measured over at least one 30-day window. Null before a purchase."
@@ -161,7 +160,7 @@ class CustomerView(BaseModel):
 
     customer: CustomerRead
     open_deals: list[DealRead] = Field(description="Open deals, soonest expected close first (at most 50).")
-    open_deal_value: Decimal = Field(description="Sum of the open deals' amounts.")
+    open_deal_value: DecimalText = Field(description="Sum of the open deals' amounts.")
     interaction_stats: InteractionStats
     open_tasks: list[TaskRead] = Field(description="Open tasks, soonest due first (at most 20).")
     experience: ExperienceSummary | None = Field(
@@ -188,7 +187,7 @@ class InteractionEntry(_Entry):
     channel: str | None
     touchpoint: str | None
     summary: str | None
-    amount: Decimal | None
+    amount: DecimalText | None
     currency: str | None
 
 
@@ -199,7 +198,7 @@ class DealStageEntry(_Entry):
     from_stage: str | None
     to_stage: str
     status: str
-    amount: Decimal | None
+    amount: DecimalText | None
     changed_by: str | None
 
 

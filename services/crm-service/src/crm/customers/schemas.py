@@ -6,9 +6,9 @@ import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from crm.fields import EXAMPLE_IDS, FreeJSON, InputModel, Tag
+from crm.fields import EXAMPLE_IDS, FreeJSON, InputModel, PatchModel, Tag
 from cxkit.http.pagination import Page
 
 LifecycleStage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist", "churned"]
@@ -50,14 +50,14 @@ class CustomerCreate(InputModel):
     attributes: FreeJSON = Field(default_factory=dict, description="Free JSON (at most 16 KiB).")
     source: str | None = Field(None, max_length=100)
     campaign_id: uuid.UUID | None = Field(None, description="The campaign the customer came from (must exist).")
-    survey_opt_out: bool = Field(False, description="True: never invite this customer to surveys.")
+    survey_opt_out: bool = Field(False, strict=True, description="True: never invite this customer to surveys.")
 
 
 # Fields a PATCH may not set to null (they always have a value).
 _NOT_NULL = ("email", "name", "lifecycle_stage", "tags", "attributes", "survey_opt_out")
 
 
-class CustomerUpdate(InputModel):
+class CustomerUpdate(PatchModel):
     """Only the fields sent are changed; `tags` and `attributes` are replaced as a whole."""
 
     model_config = ConfigDict(
@@ -74,14 +74,9 @@ class CustomerUpdate(InputModel):
     attributes: FreeJSON | None = None
     source: str | None = Field(None, max_length=100)
     campaign_id: uuid.UUID | None = None
-    survey_opt_out: bool | None = None
+    survey_opt_out: bool | None = Field(None, strict=True)
 
-    @model_validator(mode="after")
-    def _required_stay_set(self) -> CustomerUpdate:
-        nulled = [f for f in _NOT_NULL if f in self.model_fields_set and getattr(self, f) is None]
-        if nulled:
-            raise ValueError(f"{', '.join(nulled)} cannot be null")
-        return self
+    not_null = _NOT_NULL
 
 
 class CustomerMerge(InputModel):

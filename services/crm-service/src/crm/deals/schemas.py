@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crm.fields import EXAMPLE_IDS, Currency, InputModel, Money
+from crm.fields import EXAMPLE_IDS, Currency, Day, DecimalText, InputModel, Money, PatchModel
 from cxkit.http.pagination import Page
 
 DealStatus = Literal["open", "won", "lost"]
@@ -60,19 +59,20 @@ class DealCreate(InputModel):
     currency: Currency | None = Field(None, description="Defaults to the service's default currency.")
     pipeline_id: uuid.UUID | None = Field(None, description="Defaults to the default pipeline.")
     stage: str | None = Field(None, min_length=1, max_length=100, description="Stage name; defaults to the first stage.")
-    expected_close_date: dt.date | None = None
+    expected_close_date: Day | None = None
     owner: str | None = Field(None, max_length=200, description="Defaults to the customer's owner.")
     lost_reason: str | None = Field(None, min_length=1, max_length=500, description="Required when created in the lost stage.")
 
 
-class DealUpdate(InputModel):
+class DealUpdate(PatchModel):
     """Move a deal with `stage` (a stage name) or `status` (`won`/`lost` go to the pipeline's
     won/lost stage; `open` needs a `stage`). Moving to lost needs a `lost_reason`. Every move
     is appended to the deal's history and announced as `deal.stage_changed`."""
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"stage": "Proposal", "amount": "14000.00"}, {"status": "lost", "lost_reason": "Chose a competitor"}]
+            "examples": [{"stage": "Proposal", "amount": "14000.00"}, {"status": "lost", "lost_reason": "Chose a competitor"}],
+            "dependentRequired": {"pipeline_id": ["stage"]},
         }
     )
 
@@ -83,14 +83,13 @@ class DealUpdate(InputModel):
     stage: str | None = Field(None, min_length=1, max_length=100)
     status: DealStatus | None = None
     lost_reason: str | None = Field(None, min_length=1, max_length=500)
-    expected_close_date: dt.date | None = None
+    expected_close_date: Day | None = None
     owner: str | None = Field(None, max_length=200)
+
+    not_null = ("title", "currency", "pipeline_id", "stage", "status")
 
     @model_validator(mode="after")
     def _valid(self) -> DealUpdate:
-        for field in ("title", "currency", "pipeline_id", "stage", "status"):
-            if field in self.model_fields_set and getattr(self, field) is None:
-                raise ValueError(f"{field} cannot be null")
         if self.pipeline_id is not None and self.stage is None:
             raise ValueError("moving to another pipeline needs the stage to go to")
         return self
@@ -102,12 +101,12 @@ class DealRead(BaseModel):
     id: uuid.UUID
     customer_id: uuid.UUID
     title: str
-    amount: Decimal | None
+    amount: DecimalText | None
     currency: str
     pipeline_id: uuid.UUID
     stage_id: uuid.UUID
     stage: str
-    probability: Decimal = Field(description="The stage's win probability.")
+    probability: DecimalText = Field(description="The stage's win probability.")
     status: str
     lost_reason: str | None
     expected_close_date: dt.date | None
@@ -156,7 +155,7 @@ class DealStageChangeRead(BaseModel):
     from_stage: str | None
     to_stage: str
     to_status: str
-    amount: Decimal | None = Field(description="The deal's amount at the time of the move.")
+    amount: DecimalText | None = Field(description="The deal's amount at the time of the move.")
     changed_by: str | None
     changed_at: dt.datetime
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import FileResponse, Response
 
+from crm.config import DEFAULT_DOCUMENT_TYPES
 from crm.deps import SettingsDep
 from crm.documents import service
 from crm.documents.links import LinkSigner
@@ -63,7 +64,14 @@ def _download(store: DocumentStore, document: object) -> FileResponse:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"multipart/form-data": {"schema": UPLOAD_SCHEMA, "example": UPLOAD_EXAMPLE}},
+            "content": {
+                "multipart/form-data": {
+                    "schema": UPLOAD_SCHEMA,
+                    "example": UPLOAD_EXAMPLE,
+                    # The default list (CRM_DOCUMENTS_ALLOWED_TYPES may change it).
+                    "encoding": {"file": {"contentType": ", ".join(DEFAULT_DOCUMENT_TYPES)}},
+                }
+            },
         }
     },
 )

@@ -7,7 +7,7 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crm.fields import EXAMPLE_IDS, InputModel
+from crm.fields import EXAMPLE_IDS, InputModel, Integer
 from cxkit.http.pagination import Page
 
 READ_EXAMPLE = {
@@ -26,8 +26,14 @@ READ_EXAMPLE = {
 UPLOAD_SCHEMA = {
     "type": "object",
     "required": ["file"],
+    "anyOf": [{"required": ["customer_id"]}, {"required": ["deal_id"]}],
     "properties": {
-        "file": {"type": "string", "format": "binary", "description": "The file; its part's Content-Type is checked."},
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "minLength": 1,
+            "description": "The file (not empty); its part's Content-Type is checked.",
+        },
         "customer_id": {"type": "string", "format": "uuid", "description": "The customer it belongs to."},
         "deal_id": {"type": "string", "format": "uuid", "description": "Or a deal (its customer is implied)."},
         "description": {"type": "string", "maxLength": 10000},
@@ -64,7 +70,7 @@ class DocumentPage(Page[DocumentRead]):
 class ShareRequest(InputModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"expires_in": 86400}]})
 
-    expires_in: int = Field(3600, ge=60, description="Seconds the link works (at most the configured maximum).")
+    expires_in: Integer = Field(3600, ge=60, description="Seconds the link works (at most the configured maximum).")
 
 
 class ShareLink(BaseModel):

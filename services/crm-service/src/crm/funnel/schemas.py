@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crm.fields import EXAMPLE_IDS
+from crm.fields import EXAMPLE_IDS, DecimalText
 
 EXAMPLE = {
     "pipeline_id": EXAMPLE_IDS["pipeline"],
@@ -38,10 +37,10 @@ class FunnelStage(BaseModel):
     stage_id: uuid.UUID
     name: str
     position: int
-    probability: Decimal
+    probability: DecimalText
     open_count: int = Field(description="Open deals in this stage now.")
-    amount: Decimal = Field(description="Sum of their amounts.")
-    weighted_amount: Decimal = Field(description="amount x the stage's probability.")
+    amount: DecimalText = Field(description="Sum of their amounts.")
+    weighted_amount: DecimalText = Field(description="amount x the stage's probability.")
     reached: int = Field(
         description="Deals that ever reached this stage or a later one (skipping stages counts as passing them)."
     )
@@ -57,13 +56,13 @@ class FunnelStage(BaseModel):
 
 class OpenTotals(BaseModel):
     count: int
-    amount: Decimal
-    weighted_amount: Decimal = Field(description="The forecast: sum over stages of amount x probability.")
+    amount: DecimalText
+    weighted_amount: DecimalText = Field(description="The forecast: sum over stages of amount x probability.")
 
 
 class ClosedTotals(BaseModel):
     count: int
-    amount: Decimal
+    amount: DecimalText
 
 
 class Funnel(BaseModel):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
-from crm.fields import EXAMPLE_IDS, Currency, FreeJSON, InputModel, Money, Timestamp
+from crm.fields import EXAMPLE_IDS, Currency, DecimalText, FreeJSON, InputModel, Money, Timestamp, exactly_one_of
 from cxkit.http.pagination import Page
 
 EXAMPLE = {
@@ -35,7 +34,7 @@ READ_EXAMPLE = {
 class InteractionCreate(InputModel):
     """Give `customer_id`, or `customer_email`: an unknown email makes a lead-stage customer."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE], **exactly_one_of("customer_id", "customer_email")})
 
     customer_id: uuid.UUID | None = None
     customer_email: EmailStr | None = None
@@ -72,7 +71,7 @@ class InteractionRead(BaseModel):
     touchpoint: str | None
     occurred_at: dt.datetime
     summary: str | None
-    amount: Decimal | None
+    amount: DecimalText | None
     currency: str | None
     metadata: dict[str, Any] = Field(validation_alias="metadata_")
     source: str = Field(description="`api` for HTTP, else the CloudEvents `source` of the system that published it.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
@@ -12,7 +12,7 @@ from crm.customers.schemas import READ_EXAMPLE as CUSTOMER_EXAMPLE
 from crm.customers.schemas import CustomerRead, LifecycleStage
 from crm.deals.schemas import READ_EXAMPLE as DEAL_EXAMPLE
 from crm.deals.schemas import DealRead
-from crm.fields import EXAMPLE_IDS, Currency, InputModel, Money
+from crm.fields import EXAMPLE_IDS, Currency, Day, InputModel, Integer, JsonInteger, Money, PatchModel, at_least_one_of
 from cxkit.http.pagination import Page
 
 LeadStatus = Literal["new", "working", "qualified", "disqualified"]
@@ -44,7 +44,7 @@ READ_EXAMPLE = {
 
 
 class LeadCreate(InputModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE], **at_least_one_of("email", "name")})
 
     email: EmailStr | None = None
     name: str | None = Field(None, min_length=1, max_length=200)
@@ -54,7 +54,7 @@ class LeadCreate(InputModel):
     source: str | None = Field(None, max_length=100)
     campaign_id: uuid.UUID | None = Field(None, description="The campaign the lead came from (must exist).")
     status: LeadStatus = "new"
-    score: int = Field(0, ge=0, le=100, description="0..100, higher is hotter.")
+    score: Integer = Field(0, ge=0, le=100, description="0..100, higher is hotter.")
     owner: str | None = Field(None, max_length=200)
     notes: str | None = Field(None, max_length=10_000)
     disqualified_reason: str | None = Field(None, max_length=500)
@@ -66,7 +66,7 @@ class LeadCreate(InputModel):
         return self
 
 
-class LeadUpdate(InputModel):
+class LeadUpdate(PatchModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"status": "working", "score": 65}]})
 
     email: EmailStr | None = None
@@ -77,17 +77,12 @@ class LeadUpdate(InputModel):
     source: str | None = Field(None, max_length=100)
     campaign_id: uuid.UUID | None = None
     status: LeadStatus | None = None
-    score: int | None = Field(None, ge=0, le=100)
+    score: Annotated[int, Field(ge=0, le=100), JsonInteger] | None = None
     owner: str | None = Field(None, max_length=200)
     notes: str | None = Field(None, max_length=10_000)
     disqualified_reason: str | None = Field(None, max_length=500)
 
-    @model_validator(mode="after")
-    def _not_null(self) -> LeadUpdate:
-        for field in ("status", "score"):
-            if field in self.model_fields_set and getattr(self, field) is None:
-                raise ValueError(f"{field} cannot be null")
-        return self
+    not_null = ("status", "score")
 
 
 class LeadRead(BaseModel):
@@ -124,7 +119,7 @@ class ConversionDeal(InputModel):
     currency: Currency | None = None
     pipeline_id: uuid.UUID | None = Field(None, description="Defaults to the default pipeline.")
     stage: str | None = Field(None, min_length=1, max_length=100, description="Defaults to the first stage.")
-    expected_close_date: dt.date | None = None
+    expected_close_date: Day | None = None
 
 
 class LeadConvert(InputModel):

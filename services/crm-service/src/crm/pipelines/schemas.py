@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crm.fields import EXAMPLE_IDS, InputModel, Probability
+from crm.fields import EXAMPLE_IDS, DecimalText, InputModel, PatchModel, Probability
 from cxkit.http.pagination import Page
 
 DEFAULT_STAGES: list[dict[str, Any]] = [
@@ -36,11 +35,17 @@ READ_EXAMPLE = {
 
 
 class StageIn(InputModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {"required": ["is_won", "is_lost"], "properties": {"is_won": {"const": True}, "is_lost": {"const": True}}}
+        }
+    )
+
     id: uuid.UUID | None = Field(None, description="On update: the stage kept (renamed, moved); omit for a new stage.")
     name: str = Field(min_length=1, max_length=100)
     probability: Probability = Field(description="Chance a deal in this stage is won, 0..1 (weights the forecast).")
-    is_won: bool = False
-    is_lost: bool = False
+    is_won: bool = Field(False, strict=True)
+    is_lost: bool = Field(False, strict=True)
 
     @model_validator(mode="after")
     def _closed_stage_probability(self) -> StageIn:
@@ -72,7 +77,9 @@ class PipelineCreate(InputModel):
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
 
     name: str = Field(min_length=1, max_length=200)
-    is_default: bool = Field(False, description="True: deals without a pipeline go here (the previous default stops being it).")
+    is_default: bool = Field(
+        False, strict=True, description="True: deals without a pipeline go here (the previous default stops being it)."
+    )
     stages: list[StageIn] = Field(min_length=3, max_length=30)
 
     @model_validator(mode="after")
@@ -81,21 +88,25 @@ class PipelineCreate(InputModel):
         return self
 
 
-class PipelineUpdate(InputModel):
+class PipelineUpdate(PatchModel):
     """`stages` replaces the list: send kept stages with their `id`; a stage left out is
     removed (refused while deals are in it)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Sales (EMEA)", "is_default": True}]})
 
     name: str | None = Field(None, min_length=1, max_length=200)
-    is_default: bool | None = Field(None, description="Only `true`: make another pipeline the default to change it.")
+    is_default: bool | None = Field(
+        None,
+        strict=True,
+        description="Only `true`: make another pipeline the default to change it.",
+        json_schema_extra={"enum": [True]},
+    )
     stages: list[StageIn] | None = Field(None, min_length=3, max_length=30)
+
+    not_null = ("name", "stages", "is_default")
 
     @model_validator(mode="after")
     def _valid(self) -> PipelineUpdate:
-        for field in ("name", "stages", "is_default"):
-            if field in self.model_fields_set and getattr(self, field) is None:
-                raise ValueError(f"{field} cannot be null")
         if self.is_default is False:
             raise ValueError("is_default can only be set to true; make another pipeline the default instead")
         if self.stages is not None:
@@ -109,7 +120,7 @@ class StageRead(BaseModel):
     id: uuid.UUID
     name: str
     position: int
-    probability: Decimal
+    probability: DecimalText
     is_won: bool
     is_lost: bool
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crm.fields import EXAMPLE_IDS, InputModel, Timestamp
+from crm.fields import EXAMPLE_IDS, InputModel, PatchModel, Timestamp, at_least_one_of
 from cxkit.http.pagination import Page
 
 TaskStatus = Literal["open", "completed", "cancelled"]
@@ -41,7 +41,7 @@ class TaskCreate(InputModel):
     """A follow-up for a customer (`customer_id`, or implied by `deal_id`). The owner defaults
     to the customer's owner."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE], **at_least_one_of("customer_id", "deal_id")})
 
     customer_id: uuid.UUID | None = None
     deal_id: uuid.UUID | None = None
@@ -65,7 +65,7 @@ class TaskCreate(InputModel):
         return self
 
 
-class TaskUpdate(InputModel):
+class TaskUpdate(PatchModel):
     """`status: completed` completes the task (announced as `task.completed`); `open` reopens it."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"status": "completed"}, {"due_at": "2026-11-27T09:00:00Z"}]})
@@ -78,12 +78,7 @@ class TaskUpdate(InputModel):
     status: TaskStatus | None = None
     deal_id: uuid.UUID | None = None
 
-    @model_validator(mode="after")
-    def _not_null(self) -> TaskUpdate:
-        for field in ("title", "priority", "status"):
-            if field in self.model_fields_set and getattr(self, field) is None:
-                raise ValueError(f"{field} cannot be null")
-        return self
+    not_null = ("title", "priority", "status")
 
 
 class TaskRead(BaseModel):

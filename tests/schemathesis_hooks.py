@@ -1,0 +1,144 @@
+"""Schemathesis hooks for both services (loaded by tests/schemathesis.toml).
+
+- A fresh `Idempotency-Key` per request: the services answer a key reused with a different
+  request with 422, as the IETF Idempotency-Key draft says; the generator would otherwise send
+  the same few short keys with every request.
+- `refusal_is_a_listed_rule`: the built-in `positive_data_acceptance` is told (in the toml) that
+  a schema-valid request may get 412 or 422, because some rules cannot be written in JSON Schema
+  (a referenced id that must exist, an opaque cursor, the current ETag). This check takes the
+  precision back: such a refusal passes only when it is one of the rules listed below; any other
+  412/422 to schema-valid data (above all a `validation` problem, which means the document
+  promised something the validator refuses) fails.
+- `allow_names_the_methods`: every 405 lists the path's methods in `Allow`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import schemathesis
+from schemathesis import Case, CheckContext, HookContext, Response
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
+# Refusals of schema-valid requests that are rules JSON Schema cannot state. Each entry:
+# (status, problem `type` slug, pattern of its `detail`, the rule).
+REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
+    (412, "precondition-failed", r"^the resource is at version \d+", "If-Match must be the current ETag"),
+    (422, "unprocessable", r"^cursor is not valid", "a cursor is opaque: only a next_cursor decodes"),
+    # A referenced resource must exist (and be of the right kind).
+    (422, "unprocessable", r"(^|: )\w+ [0-9a-f-]{36} does not exist$", "a referenced id must exist"),
+    (422, "unprocessable", r"^(body|query)\.[\w.]+: (survey|touchpoint|customer) [0-9a-f-]{36} does not exist$", "ditto"),
+    (422, "unprocessable", r"^body\.[\w.]+: no touchpoint with (key|id) ", "a referenced touchpoint must exist"),
+    (422, "unprocessable", r"^body\.token: no invitation has this token$", "an invitation token must exist"),
+    (422, "unprocessable", r"^body\.customer_id: customer [0-9a-f-]{36} is not known here", "the CRM must have announced it"),
+    (422, "unprocessable", r"^pipeline [0-9a-f-]{36} has no stage ", "a stage name must be one of the pipeline's"),
+    (422, "unprocessable", r"^stage: .* is not a stage of pipeline ", "ditto"),
+    (422, "unprocessable", r"^query\.survey_id: survey .* measures \w+, not \w+$", "the survey must measure that metric"),
+    # Order between two fields.
+    (422, "unprocessable", r"^query\.to: `to` must be after `from`$", "a window's end after its start"),
+    (422, "unprocessable", r"^\w+_from must be before \w+_to$", "a window's end after its start"),
+    (422, "validation|unprocessable", r"end_date is before start_date$", "a campaign ends after it starts"),
+    (422, "validation", r"rating_scale_max must be greater than rating_scale_min$", "a scale's max above its min"),
+    (422, "validation", r"rating must be within -?[\d.]+\.\.-?[\d.]+$", "a rating within the scale sent with it"),
+    # A value that depends on another field's value.
+    (422, "validation", r"a (won|lost) stage has probability [01]", "won stages have probability 1, lost ones 0"),
+    (422, "validation|unprocessable", r"target_metric and target_score go together", "a target needs its metric"),
+    (422, "validation|unprocessable", r"target_score .*(between|within|from)", "the target on the metric's scale"),
+    # What a survey's questions must be for its kind, and rules between them (cem.surveys.questions).
+    (
+        422,
+        "unprocessable",
+        r"^body\.questions(\.\d+\.\w+)?: (a custom survey needs at least one question|question id .* is used twice"
+        r"|an? \w+ survey (needs|measures \w+ only|has one \w+ question)|a survey measures at most one metric"
+        r"|\w+ is measured on \d+-\d+|the \w+ question of an? \w+ survey is required"
+        r"|scale_max must be greater than scale_min|options must be different from each other)",
+        "the questions a survey of its kind has",
+    ),
+    (422, "unprocessable", r"^deal_id: (deal [0-9a-f-]{36} does not exist|the deal belongs to another customer)$", "ditto"),
+    (422, "unprocessable", r"^(new stages have no id|stage ids not in this pipeline: )", "a kept stage's id must be one of its"),
+    # What the stored record already holds (its state).
+    (422, "unprocessable", r"^a lead needs an email or a name$", "a PATCH may not clear both of a lead's email and name"),
+    (422, "unprocessable", r"^\w+ [0-9a-f-]{36} was erased$", "an erased customer takes nothing new"),
+    (422, "unprocessable", r"^a customer cannot be merged into itself$", "the duplicate is another customer"),
+    (
+        422,
+        "unprocessable",
+        r"^(lost_reason: (only a lost deal has a lost reason|required when a deal is lost)"
+        r"|stage: reopening a deal needs the open stage it goes back to|status: stage .* means status '\w+')$",
+        "how a deal moves between stages and statuses",
+    ),
+    # A limit set by configuration.
+    (422, "unprocessable", r"^expires_in is at most \d+ seconds$", "CRM_DOCUMENTS_SHARE_MAX_SECONDS"),
+    # Relative to the clock.
+    (422, "unprocessable", r"^body\.(submitted_at|received_at): \w+ is in the future$", "a past time, not a future one"),
+    # Rules over a list's items.
+    (422, "validation", r"stage names must be unique within a pipeline$", "unique names among the stages"),
+    (422, "unprocessable", r"^body\.stages\.\d+\.name: stage name .* is used twice$", "unique names among the stages"),
+    (
+        422,
+        "unprocessable",
+        r"^body\.stages\.\d+\.touchpoints\.\d+: touchpoint .* is already in ",
+        "a touchpoint once per journey",
+    ),
+    (422, "validation", r"a stage id appears twice$", "unique ids among the stages"),
+    (422, "validation", r"exactly one won stage and one lost stage$", "one won and one lost stage"),
+    (422, "validation", r"a pipeline needs at least one open stage$", "an open stage"),
+    # A query parameter that needs another one (OpenAPI cannot tie parameters together).
+    (422, "unprocessable", r"^filtering by stage needs pipeline_id", "stage names are per pipeline"),
+    # email-validator refuses addresses JSON Schema's `email` format allows (special-use and
+    # dotless domains such as `.test`, `localhost`): mail must be deliverable.
+    (422, "validation", r"value is not a valid email address: The (part after the @-sign|domain name)", "deliverable"),
+]
+
+
+# The respondent page answers a form that does not fit the survey's questions (which the
+# invitation's survey decides) with the form again, its errors marked: HTML, not problem+json.
+FORM_PAGES_WITH_ERRORS = {("POST", "/r/{token}"): "Please check your answers"}
+
+
+@schemathesis.hook
+def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> None:
+    if case.headers and IDEMPOTENCY_KEY in case.headers:
+        case.headers[IDEMPOTENCY_KEY] = str(uuid.uuid4())
+
+
+def _listed(status: int, problem: dict[str, Any]) -> bool:
+    slug = str(problem.get("type", "")).rsplit("/", 1)[-1]
+    detail = str(problem.get("detail", ""))
+    return any(
+        status == s and re.fullmatch(slugs, slug) and re.search(pattern, detail)
+        for s, slugs, pattern, _ in REFUSALS_OF_VALID_INPUT
+    )
+
+
+@schemathesis.check
+def refusal_is_a_listed_rule(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or response.status_code not in (412, 422):
+        return None
+    marker = FORM_PAGES_WITH_ERRORS.get((case.method.upper(), case.path))
+    if marker is not None and response.status_code == 422 and marker in response.text:
+        return None
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {}
+    if not isinstance(problem, dict) or not _listed(response.status_code, problem):
+        raise AssertionError(
+            f"Schema-valid request refused with {response.status_code} for a reason not listed in "
+            f"tests/schemathesis_hooks.py: {problem.get('detail') if isinstance(problem, dict) else problem!r}"
+        )
+    return None
+
+
+@schemathesis.check
+def allow_names_the_methods(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """A 405 says in `Allow` which methods the path takes (RFC 9110 15.5.6). The built-in
+    allow_header_conformance compares a non-empty `Allow` with the document and passes an
+    empty one; this check refuses the empty one."""
+    if response.status_code == 405 and not ",".join(response.headers.get("allow", [])).strip():
+        raise AssertionError(f"405 for {case.method} {case.path} without the methods the path takes in `Allow`")
+    return None
