@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Annotated, Any, ClassVar
 
 from fastapi import Header, Path, Query
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
-    BeforeValidator,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
@@ -20,6 +16,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
+from cxkit.fields import Timestamp, without_null
 from cxkit.http.problems import Unprocessable
 
 
@@ -28,32 +25,6 @@ def _storable(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     return value
-
-
-_RFC3339_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
-
-
-def _rfc3339(value: Any) -> Any:
-    # pydantic would also read a number (`to=0.5`, `20260101`) as seconds since 1970.
-    if isinstance(value, dt.datetime):
-        return value
-    if not isinstance(value, str) or not _RFC3339_TIME.fullmatch(value):
-        raise ValueError("an RFC 3339 time with an offset, e.g. 2026-11-23T10:00:00Z")
-    return value
-
-
-def _json_integer(value: Any) -> Any:
-    # JSON Schema's integer: a whole number (2.0 included), never `true` or `"2"` (pydantic's lax mode takes both).
-    if isinstance(value, (bool, str)):
-        raise ValueError("Input should be a valid integer")
-    return value
-
-
-def _to_utc(value: dt.datetime) -> dt.datetime:
-    try:
-        return value.astimezone(dt.UTC)
-    except OverflowError:
-        raise ValueError("time out of range") from None
 
 
 # JSON Schema patterns (ECMA 262) for what _NoNul enforces. "Blank" is what str.strip() removes,
@@ -96,14 +67,6 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Slug = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 """A lower-case key such as `checkout` or `support_ticket_closed`."""
 
-UTCTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_to_utc)]
-"""An RFC 3339 time with an offset, normalised to UTC (a time without offset, or a number, is refused)."""
-
-JsonInteger = BeforeValidator(_json_integer)
-"""Put after the bounds: `Annotated[int, Field(ge=0), JsonInteger] | None` (bounds after it are lost from the JSON Schema)."""
-Integer = Annotated[int, JsonInteger]
-"""An integer in a request body: a JSON number without fraction, not a boolean or a string."""
-
 Channel = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[a-z0-9][a-z0-9_.-]*$", examples=["email"])]
 """Where something happened: web, store, phone, email, app, chat, social..."""
 
@@ -118,32 +81,8 @@ class PatchBody(BaseModel):
     @classmethod
     def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         json_schema = handler(schema)
-        properties = handler.resolve_ref_schema(json_schema).get("properties", {})
-        for name in cls.not_null:
-            prop = properties[name]
-            prop.pop("default", None)
-            branches = [b for b in prop.get("anyOf", ()) if b != {"type": "null"}]
-            if len(branches) == 1:
-                del prop["anyOf"]
-                prop.update(branches[0])
-            elif branches:
-                prop["anyOf"] = branches
+        without_null(handler.resolve_ref_schema(json_schema).get("properties", {}), cls.not_null)
         return json_schema
-
-
-def present(name: str) -> dict[str, Any]:
-    """JSON Schema: `name` is sent, and not as null."""
-    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
-
-
-def exactly_one_of(*names: str) -> dict[str, Any]:
-    """Model `json_schema_extra` for "give exactly one of these"."""
-    return {"oneOf": [present(n) for n in names]}
-
-
-def not_both(first: str, second: str) -> dict[str, Any]:
-    """Model `json_schema_extra` for "one of these, the other or neither, not both"."""
-    return {"not": {"allOf": [present(first), present(second)]}}
 
 
 def field_problem(loc: list[str | int], msg: str, kind: str = "value_error") -> Unprocessable:
@@ -168,13 +107,13 @@ IfMatch = Annotated[
 
 
 From = Annotated[
-    UTCTime | None,
+    Timestamp | None,
     Query(
         alias="from", description="Start of the window, inclusive (RFC 3339 with an offset).", examples=["2026-11-01T00:00:00Z"]
     ),
 ]
 To = Annotated[
-    UTCTime | None,
+    Timestamp | None,
     Query(alias="to", description="End of the window, exclusive (RFC 3339 with an offset).", examples=["2026-12-01T00:00:00Z"]),
 ]
 

@@ -5,7 +5,6 @@ and money has a fixed precision: all three are caught here, at the edge."""
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import uuid
 from collections.abc import Callable
@@ -16,7 +15,6 @@ import orjson
 from fastapi import Header, Path
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -29,6 +27,8 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 from typing_extensions import TypeAliasType
+
+from cxkit.fields import without_null
 
 MAX_JSON_BYTES = 16 * 1024
 
@@ -102,21 +102,6 @@ def forbid_nul(schema: dict[str, Any]) -> None:
             forbid_nul(schema[key])
 
 
-def present(name: str) -> dict[str, Any]:
-    """JSON Schema: `name` is sent, and not as null."""
-    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
-
-
-def exactly_one_of(*names: str) -> dict[str, Any]:
-    """Model `json_schema_extra` for "give exactly one of these"."""
-    return {"oneOf": [present(n) for n in names]}
-
-
-def at_least_one_of(*names: str) -> dict[str, Any]:
-    """Model `json_schema_extra` for "give one of these (or more)"."""
-    return {"anyOf": [present(n) for n in names]}
-
-
 class InputModel(BaseModel):
     """Base of request bodies: unknown fields refused, no NUL characters anywhere (and the
     OpenAPI document says so with a pattern on every free-text string)."""
@@ -154,16 +139,7 @@ class PatchModel(InputModel):
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         json_schema = super().__get_pydantic_json_schema__(core_schema, handler)
-        properties = handler.resolve_ref_schema(json_schema).get("properties", {})
-        for name in cls.not_null:
-            prop = properties[name]
-            prop.pop("default", None)
-            branches = [b for b in prop.get("anyOf", ()) if b != {"type": "null"}]
-            if len(branches) == 1:
-                del prop["anyOf"]
-                prop.update(branches[0])
-            elif branches:
-                prop["anyOf"] = branches
+        without_null(handler.resolve_ref_schema(json_schema).get("properties", {}), cls.not_null)
         return json_schema
 
 
@@ -245,53 +221,6 @@ DecimalText = Annotated[
 """A decimal in an answer: a string such as `12500.00` (exact, unlike a JSON number)."""
 
 
-def json_integer(value: Any) -> Any:
-    """JSON Schema's integer: a whole number (2.0 included), never `true` or `"2"`, which
-    pydantic's lax mode would take."""
-    if isinstance(value, (bool, str)):
-        raise ValueError("Input should be a valid integer")
-    return value
-
-
-JsonInteger = BeforeValidator(json_integer)
-"""Put after the bounds: `Annotated[int, Field(ge=0), JsonInteger] | None` (bounds after it are lost from the JSON Schema)."""
-Integer = Annotated[int, JsonInteger]
-
-
-def in_utc(value: dt.datetime) -> dt.datetime:
-    """Aware times are stored in UTC; one that leaves the calendar when shifted is invalid."""
-    try:
-        return value.astimezone(dt.UTC)
-    except OverflowError:
-        raise ValueError("out of range once converted to UTC") from None
-
-
-_RFC3339_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
-_RFC3339_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
-
-def rfc3339_time(value: Any) -> Any:
-    """Only RFC 3339 text is a time here: pydantic would also read a number (`0.5`, `20260101`)
-    as seconds since 1970."""
-    if isinstance(value, dt.datetime):
-        return value
-    if not isinstance(value, str) or not _RFC3339_TIME.fullmatch(value):
-        raise ValueError("an RFC 3339 time with an offset, e.g. 2026-11-23T10:00:00Z")
-    return value
-
-
-def rfc3339_date(value: Any) -> Any:
-    """Only `YYYY-MM-DD` is a date here: pydantic would also read a number of seconds, or a
-    midnight time."""
-    if isinstance(value, dt.date):
-        return value
-    if not isinstance(value, str) or not _RFC3339_DATE.fullmatch(value):
-        raise ValueError("a date written YYYY-MM-DD")
-    return value
-
-
-Timestamp = Annotated[AwareDatetime, BeforeValidator(rfc3339_time), AfterValidator(in_utc)]
-Day = Annotated[dt.date, BeforeValidator(rfc3339_date)]
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
 PROBABILITY_TEXT = r"^(0(\.[0-9]{1,3})?|1(\.0{1,3})?)$"
 Probability = Annotated[

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
-from cem.fields import Channel, Integer, NoNul, Slug, UTCTime, not_both
+from cem.fields import Channel, NoNul, Slug
+from cxkit.fields import Integer, Timestamp, not_both
 
 SentimentLabel = Literal["positive", "neutral", "negative"]
 
@@ -53,7 +54,7 @@ class FeedbackCreate(BaseModel):
     external_ref: Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul] | None = Field(
         None, description="Id in the source system (ticket, review); the same channel and ref twice is a 409."
     )
-    received_at: UTCTime | None = Field(None, description="When it was given; default now. Never in the future.")
+    received_at: Timestamp | None = Field(None, description="When it was given; default now. Never in the future.")
 
     @model_validator(mode="after")
     def _consistent(self) -> FeedbackCreate:

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
-from cem.fields import Channel, JsonInteger, Slug, exactly_one_of
+from cem.fields import Channel, Slug
+from cxkit.fields import JsonInteger, exactly_one_of
 
 InvitationStatus = Literal["scheduled", "sent", "opened", "answered", "expired", "cancelled"]
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
-from cem.fields import Slug, UTCTime, not_both, present
+from cem.fields import Slug
+from cxkit.fields import Timestamp, not_both, present
 
 _ABSENT_WITH_TOKEN = {name: {"type": "null"} for name in ("survey_id", "customer_id", "email", "touchpoint")}
 
@@ -53,7 +54,7 @@ class ResponseCreate(BaseModel):
         description="Question id -> answer: an integer on the scale for a rating, a string for text and single "
         "choice, a list of strings for multi choice; null or left out when skipped.",
     )
-    submitted_at: UTCTime | None = Field(None, description="When it was answered (imports); default now. Never in the future.")
+    submitted_at: Timestamp | None = Field(None, description="When it was answered (imports); default now. Never in the future.")
 
     @model_validator(mode="after")
     def _one_target(self) -> ResponseCreate:

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
-from cem.fields import Integer, JsonInteger, NoNul, Text, field_problem
+from cem.fields import NoNul, Text, field_problem
+from cxkit.fields import Integer, JsonInteger
 
 Metric = Literal["nps", "csat", "ces"]
 METRICS: tuple[str, ...] = ("nps", "csat", "ces")

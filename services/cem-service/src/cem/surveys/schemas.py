@@ -8,8 +8,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cem.fields import Integer, JsonInteger, Name, PatchBody, Slug, Text
+from cem.fields import Name, PatchBody, Slug, Text
 from cem.surveys.questions import Question
+from cxkit.fields import Integer, JsonInteger
 
 Kind = Literal["nps", "csat", "ces", "custom"]
 Status = Literal["draft", "active", "closed"]

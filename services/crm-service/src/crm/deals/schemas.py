@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crm.fields import EXAMPLE_IDS, Currency, Day, DecimalText, InputModel, Money, PatchModel
+from crm.fields import EXAMPLE_IDS, Currency, DecimalText, InputModel, Money, PatchModel
+from cxkit.fields import Day
 from cxkit.http.pagination import Page
 
 DealStatus = Literal["open", "won", "lost"]

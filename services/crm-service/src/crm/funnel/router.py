@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from crm.fields import Currency, SearchText, Timestamp
+from crm.fields import Currency, SearchText
 from crm.funnel.repository import FunnelScope
 from crm.funnel.schemas import Funnel
 from crm.funnel.service import build_funnel
 from crm.pipelines.service import get_pipeline, resolve_pipeline
+from cxkit.fields import Timestamp
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep

@@ -17,7 +17,7 @@ from crm import keyset
 from crm.customers import service as customers
 from crm.customers.repository import CustomerRepository
 from crm.db import SOURCE, OutboxMessage
-from crm.fields import MAX_JSON_BYTES, has_nul, in_utc
+from crm.fields import MAX_JSON_BYTES, has_nul
 from crm.interactions.models import Interaction
 from crm.interactions.repository import (
     BATCH_COLUMNS,
@@ -30,6 +30,7 @@ from crm.interactions.repository import (
 from crm.interactions.schemas import InteractionCreate
 from cxkit.db import session_connection, utcnow
 from cxkit.events.payloads import CustomerCreated, InteractionRecorded
+from cxkit.fields import in_utc
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound
 from cxkit.kafka.consumer import Delivery, PermanentEventError
