@@ -33,6 +33,8 @@ class Stack:
     crm: testing.ServiceProcess | None = None
     cem: testing.ServiceProcess | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # More processes of either service (see replica()), stopped with the stack.
+    replicas: list[testing.ServiceProcess] = field(default_factory=list)
     # Consumer groups of this stack's own, so stacks that share a broker never wait on each
     # other's group membership or inherit each other's committed offsets.
     group_suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -70,8 +72,22 @@ class Stack:
         self.cem.wait_ready()
         return self.cem
 
+    def replica(self, prefix: str, start: bool = True) -> testing.ServiceProcess:
+        """One more process of the service (`CRM` or `CEM`): the same database, settings and
+        consumer group, on its own port and log (`crm-2.log`, ...). Started and ready unless
+        `start` is false; stopped with the stack."""
+        factory = "crm.main:create_app" if prefix == "CRM" else "cem.main:create_app"
+        db = self.crm_db if prefix == "CRM" else self.cem_db
+        log = self.logs / f"{prefix.lower()}-{2 + sum(r.factory == factory for r in self.replicas)}.log"
+        proc = testing.ServiceProcess(factory, self.env(prefix, db), log)
+        self.replicas.append(proc)
+        if start:
+            proc.start()
+            proc.wait_ready()
+        return proc
+
     def stop(self) -> None:
-        for proc in (self.crm, self.cem):
+        for proc in (self.crm, self.cem, *self.replicas):
             if proc is not None:
                 proc.stop()
 
@@ -104,6 +120,28 @@ async def databases() -> AsyncIterator[tuple[str, str]]:
     await testing.drop_database(cem_name)
 
 
+@pytest.fixture(scope="session")
+async def migrated_templates() -> AsyncIterator[tuple[str, str]]:
+    """Both services' databases built once by their migrations, as templates for
+    `cloned_databases` (nobody connects to them)."""
+    crm_name, _ = await testing.migrated_database("e2e_crm_template", CRM_ALEMBIC)
+    cem_name, _ = await testing.migrated_database("e2e_cem_template", CEM_ALEMBIC)
+    yield crm_name, cem_name
+    await testing.drop_database(crm_name)
+    await testing.drop_database(cem_name)
+
+
+@pytest.fixture
+async def cloned_databases(migrated_templates: tuple[str, str]) -> AsyncIterator[tuple[str, str]]:
+    """Like `databases` (fresh, migrated), copied from the templates: for suites that start many
+    stacks (a module overrides `databases` with it)."""
+    crm_name, crm_url = await testing.clone_database(migrated_templates[0], "e2e_crm")
+    cem_name, cem_url = await testing.clone_database(migrated_templates[1], "e2e_cem")
+    yield crm_url, cem_url
+    await testing.drop_database(crm_name)
+    await testing.drop_database(cem_name)
+
+
 @pytest.fixture
 async def stack_factory(databases: tuple[str, str], tmp_path: Path) -> AsyncIterator[Callable[[str], Stack]]:
     """Call with a bootstrap address to get a Stack (services not started yet)."""
@@ -129,3 +167,13 @@ def private_broker(tmp_path: Path) -> Iterator[DevBroker]:
     instance.start()
     yield instance
     instance.stop()
+
+
+@pytest.fixture
+async def broker_behind_proxy(tmp_path: Path) -> AsyncIterator[testing.BrokerBehindProxy]:
+    """A broker of the test's own that clients reach through a proxy, so it may be made
+    unreachable while keeping its data, or restarted empty."""
+    instance = testing.BrokerBehindProxy(log_path=tmp_path / "proxied-broker.log")
+    await instance.start()
+    yield instance
+    await instance.stop()

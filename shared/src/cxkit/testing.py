@@ -541,3 +541,105 @@ def chromium(profile_dir: Path, *, javascript: bool = True, window: str = "1280,
     finally:
         driver.quit()
         shutil.rmtree(profile_dir, ignore_errors=True)
+
+
+class BrokerBehindProxy:
+    """The dev broker as clients reach it: through a `TcpProxy`, which the broker advertises as
+    its address. `cut()` makes it unreachable (every connection dropped, new ones refused) while
+    it keeps what it holds, as an Apache Kafka broker that restarts (or a network partition)
+    would; `restore()` brings it back on the same address. `restart_empty()` restarts the dev
+    broker process itself, which then holds nothing (memory only)."""
+
+    def __init__(self, log_path: Path | None = None) -> None:
+        self.listen_port = free_port()
+        self.proxy = TcpProxy("127.0.0.1", self.listen_port)
+        self.proxy.port = free_port()
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.proxy.port}"
+
+    def _run_broker(self) -> None:
+        from cxkit.dev_broker import broker_binary, port_open
+
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 - the child writes to it
+        self._proc = subprocess.Popen(
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                f"tcp://127.0.0.1:{self.listen_port}",
+                "--advertised-listener-url",
+                f"tcp://127.0.0.1:{self.proxy.port}",
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        )
+        if log is not subprocess.DEVNULL:
+            log.close()
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", self.listen_port):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the dev broker did not listen on {self.listen_port}")
+            time.sleep(0.05)
+
+    def _stop_broker(self) -> None:
+        from cxkit.dev_broker import port_open
+
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        deadline = time.monotonic() + 10
+        while port_open("127.0.0.1", self.listen_port, 0.2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._run_broker)
+        await self.proxy.start()
+
+    async def cut(self) -> None:
+        await self.proxy.cut()
+
+    async def restore(self) -> None:
+        await self.proxy.start()
+
+    async def restart_empty(self) -> None:
+        await asyncio.to_thread(self._stop_broker)
+        await asyncio.to_thread(self._run_broker)
+
+    async def stop(self) -> None:
+        if self.proxy._server is not None and self.proxy._server.is_serving():
+            await self.proxy.cut()
+        await asyncio.to_thread(self._stop_broker)
+
+
+async def clone_database(template: str, prefix: str) -> tuple[str, str]:
+    """(name, async URL) of a new database copied from `template` (a database nobody is
+    connected to, e.g. one built once by the migrations): much faster than migrating again."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin_dsn())
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await conn.close()
+    return name, asyncpg_url(database_dsn(name))
+
+
+async def settles(probe: Any, timeout: float = 10.0, interval: float = 0.2) -> bool:  # noqa: ASYNC109
+    """Like `wait_for`, but answers False on timeout instead of raising: a fault test then goes on
+    to count (and report) exactly what is missing before it fails."""
+    try:
+        await wait_for(probe, timeout=timeout, interval=interval)
+    except AssertionError:
+        return False
+    return True
