@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
-from cxkit.pg_pool import asyncpg_dsn
+from cxkit.pg_pool import CompiledQuery, asyncpg_dsn
 
 from .heavy_seed import HeavyCustomer, seed_heavy_customer
 
@@ -28,18 +28,28 @@ DEPTH = 20  # the page whose plan is checked as well as the first
 
 @asynccontextmanager
 async def statements_run(app: FastAPI) -> AsyncIterator[list[tuple[str, Any]]]:
-    """The SQL statements (and their parameters) the app sends while the block runs."""
+    """The SQL statements (and their parameters) the app sends while the block runs, through
+    its engine or as compiled statements on its asyncpg pool."""
     seen: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         seen.append((statement, parameters))
 
+    compiled_args = CompiledQuery._args
+
+    def capture_compiled(query: CompiledQuery, params: dict[str, Any]) -> list[Any]:
+        args = compiled_args(query, params)
+        seen.append((query.sql, args))
+        return args
+
     engine = app.state.engine.sync_engine
     event.listen(engine, "before_cursor_execute", capture)
+    CompiledQuery._args = capture_compiled  # type: ignore[method-assign]
     try:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", capture)
+        CompiledQuery._args = compiled_args  # type: ignore[method-assign]
 
 
 async def plans(dsn: str, statement: str, parameters: Any) -> dict[str, dict[str, Any]]:

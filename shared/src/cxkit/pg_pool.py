@@ -15,9 +15,10 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import Table
+from sqlalchemy import Table, inspect
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql.elements import Label
 from sqlalchemy.sql.expression import Executable
 
 _DIALECT = asyncpg_dialect()
@@ -139,18 +140,27 @@ class CompiledQuery:
         return plan
 
 
+def row_columns(entity: Any, prefix: str = "") -> list[Label[Any]]:
+    """Every mapped column of an ORM class, labelled with its attribute name (the Python one,
+    `details` for a column named `metadata`) after `prefix`: selected on the pool, a record of
+    them reads like the ORM object through `Row` (`Row(record, prefix)` for a joined entity)."""
+    return [getattr(entity, attr.key).label(prefix + attr.key) for attr in inspect(entity).column_attrs]
+
+
 class Row:
     """Attribute access (`row.kind`) over an asyncpg record, for code written against ORM
-    objects; `pydantic`'s `from_attributes` reads it too."""
+    objects; `pydantic`'s `from_attributes` reads it too. With `prefix`, `row.x` is the
+    record's `prefix + "x"` (one entity's columns of a join, see `row_columns`)."""
 
-    __slots__ = ("_record",)
+    __slots__ = ("_prefix", "_record")
 
-    def __init__(self, record: asyncpg.Record) -> None:
+    def __init__(self, record: asyncpg.Record, prefix: str = "") -> None:
         self._record = record
+        self._prefix = prefix
 
     def __getattr__(self, name: str) -> Any:
         try:
-            return self._record[name]
+            return self._record[self._prefix + name]
         except KeyError:
             raise AttributeError(name) from None
 

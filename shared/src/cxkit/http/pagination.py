@@ -40,7 +40,7 @@ def decode_cursor(cursor: str) -> list[Any]:
     return values
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=200, description="Items per page (1-200).")] = 50,
     cursor: Annotated[str | None, Query(max_length=2000, description="Opaque cursor from `next_cursor`.")] = None,
 ) -> PageParams:

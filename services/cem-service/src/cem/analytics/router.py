@@ -54,7 +54,7 @@ class MetricQuery:
     interval: str
 
 
-def metric_query(
+async def metric_query(
     since: From = None,
     until: To = None,
     survey_id: SurveyFilter = None,

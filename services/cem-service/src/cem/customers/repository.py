@@ -195,13 +195,6 @@ class ExperienceTotalsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def for_customer(self, customer_id: uuid.UUID) -> CustomerExperienceTotals:
-        """The customer's totals (all zero when nothing of theirs was ever counted)."""
-        found = await self.session.scalar(
-            select(CustomerExperienceTotals).where(CustomerExperienceTotals.customer_id == customer_id)
-        )
-        return found or CustomerExperienceTotals(customer_id=customer_id, **dict.fromkeys(TOTALS_COLUMNS, 0))
-
     async def differing_from_rows(self) -> int:
         """How many customers' kept figures differ from their rows (a missing row is all zero)."""
         columns = ", ".join(TOTALS_COLUMNS)

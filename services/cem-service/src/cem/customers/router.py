@@ -13,7 +13,7 @@ from cem.customers.schemas import CustomerExperience
 from cem.fields import id_path
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
-from cxkit.http.deps import SessionDep
+from cxkit.http.deps import PgPoolDep
 from cxkit.http.problems import problem_responses
 
 router = APIRouter(prefix="/customers", tags=["customers"])
@@ -55,9 +55,9 @@ CustomerId = Annotated[uuid.UUID, id_path("customer", "0b6f3c8e-2f7e-4a53-9d1b-2
 async def get_experience(
     customer_id: CustomerId,
     request: Request,
-    session: SessionDep,
+    pool: PgPoolDep,
     _: Reader,
     limit: Annotated[int, Query(ge=1, le=100, description="Items in each list (1-100).")] = 20,
 ) -> Response:
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return json_response(await service.experience(session, customer_id, limit, path))
+    return json_response(await service.experience(pool, customer_id, limit, path))

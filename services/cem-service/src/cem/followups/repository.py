@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.followups.models import Followup
@@ -17,15 +17,6 @@ class FollowupRepository:
 
     def add(self, followup: Followup) -> None:
         self.session.add(followup)
-
-    async def for_customer(self, customer_id: uuid.UUID, limit: int) -> list[Followup]:
-        stmt = (
-            select(Followup)
-            .where(Followup.customer_id == customer_id)
-            .order_by(Followup.created_at.desc(), Followup.id.desc())
-            .limit(limit)
-        )
-        return list((await self.session.scalars(stmt)).all())
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         await self.session.execute(

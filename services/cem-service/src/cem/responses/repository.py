@@ -27,15 +27,6 @@ class ResponseRepository:
     async def add_score(self, row: dict[str, Any]) -> None:
         await self.session.execute(insert(Score), [row])
 
-    async def latest_score(self, customer_id: uuid.UUID, metric: str) -> Score | None:
-        stmt = (
-            select(Score)
-            .where(Score.customer_id == customer_id, Score.metric == metric, Score.score.is_not(None))
-            .order_by(Score.submitted_at.desc(), Score.response_id.desc())
-            .limit(1)
-        )
-        return await self.session.scalar(stmt)
-
     def _with_score(self) -> Any:
         return (
             select(SurveyResponse, Score, Followup.id)

@@ -89,16 +89,6 @@ class TouchpointRepository:
         )
         return list((await self.session.scalars(stmt)).all())
 
-    async def history(self, customer_id: uuid.UUID, limit: int) -> list[TouchpointInteraction]:
-        """A customer's latest interactions at touchpoints, newest first."""
-        stmt = (
-            select(TouchpointInteraction)
-            .where(TouchpointInteraction.customer_id == customer_id)
-            .order_by(TouchpointInteraction.occurred_at.desc(), TouchpointInteraction.interaction_id.desc())
-            .limit(limit)
-        )
-        return list((await self.session.scalars(stmt)).all())
-
     async def link_emails(self, emails_lower: Collection[str]) -> None:
         """Interactions kept under an address go to the customer now announced with it."""
         if emails_lower:

@@ -12,9 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-from sqlalchemy import DateTime, Integer, Select, Uuid, any_, bindparam, literal, select, tuple_, union_all
+from sqlalchemy import DateTime, Integer, Select, String, Uuid, any_, bindparam, literal, select, tuple_, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.deals.models import Deal, DealStageChange
 from crm.deals.repository import as_money, open_deals_query, open_value_query
@@ -23,10 +22,9 @@ from crm.experience.models import EXPERIENCE_KINDS, ExperienceEvent
 from crm.experience.repository import ExperienceTotals, latest_by_key, latest_condition, totals_of, totals_query
 from crm.interactions.models import Interaction
 from crm.interactions.repository import InteractionStats, stats_of, stats_query
-from crm.tasks.models import Task
+from crm.tasks.models import FOLLOWUP_ORIGIN, Task
 from crm.tasks.repository import open_for_customer_query
-from cxkit.db import session_connection
-from cxkit.pg_pool import CompiledQuery, Row
+from cxkit.pg_pool import CompiledQuery, Row, row_columns
 
 Cursor = tuple[dt.datetime, str, uuid.UUID]
 OPEN_DEALS_SHOWN = 50
@@ -109,6 +107,7 @@ def page_query(kinds: tuple[str, ...], cursor_kind: str | None) -> CompiledQuery
     )
 
 
+_IDS = bindparam("ids", type_=ARRAY(Uuid))
 _INTERACTION_ENTRIES = CompiledQuery(
     select(
         Interaction.id,
@@ -118,45 +117,66 @@ _INTERACTION_ENTRIES = CompiledQuery(
         Interaction.summary,
         Interaction.amount,
         Interaction.currency,
-    ).where(Interaction.id == any_(bindparam("ids", type_=ARRAY(Uuid))))
+    ).where(Interaction.id == any_(_IDS))
+)
+_STAGE_CHANGES = CompiledQuery(
+    select(*row_columns(DealStageChange), Deal.title.label("deal_title"))
+    .join(Deal, Deal.id == DealStageChange.deal_id)
+    .where(DealStageChange.id == any_(_IDS))
+)
+_TASKS = CompiledQuery(select(*row_columns(Task)).where(Task.id == any_(_IDS)))
+_DOCUMENTS = CompiledQuery(select(*row_columns(Document)).where(Document.id == any_(_IDS)))
+_EXPERIENCE_EVENTS = CompiledQuery(select(*row_columns(ExperienceEvent)).where(ExperienceEvent.id == any_(_IDS)))
+_FOLLOWUP_TASKS = CompiledQuery(
+    select(*row_columns(Task)).where(
+        Task.origin == FOLLOWUP_ORIGIN, Task.origin_ref == any_(bindparam("refs", type_=ARRAY(String)))
+    )
 )
 
 
 class TimelineRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    """The timeline's statements, compiled once, on one connection of the asyncpg pool; the
+    detail rows read like the ORM objects (`Row`)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
 
     async def page(self, customer_id: uuid.UUID, kinds: list[str], before: Cursor | None, limit: int) -> list[Cursor]:
         """Newest first, keyset on (at, kind, id); one row more than asked. Each kind gives
         at most that many of its own newest entries (an index range scan), and only those are
         merged: a page costs the same at any depth and however long the history."""
-        conn = await session_connection(self.session)
         query = page_query(tuple(sorted(kinds)), before[1] if before else None)
         params: dict[str, Any] = {"customer_id": customer_id, "limit": limit + 1}
         if before is not None:
             params |= {"at": before[0], "entry_id": before[2]}
-        return [(r["at"], r["kind"], r["id"]) for r in await query.fetch(conn, **params)]
+        return [(r["at"], r["kind"], r["id"]) for r in await query.fetch(self.conn, **params)]
+
+    async def _by_id(self, query: CompiledQuery, ids: list[uuid.UUID]) -> dict[uuid.UUID, Row]:
+        return {r["id"]: Row(r) for r in await query.fetch(self.conn, ids=ids)} if ids else {}
 
     async def interactions(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
         """The page's interactions, as the plain rows the entries are made of."""
-        if not ids:
+        return {r["id"]: r for r in await _INTERACTION_ENTRIES.fetch(self.conn, ids=ids)} if ids else {}
+
+    async def stage_changes(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Row]:
+        """Each with its deal's title (`deal_title`)."""
+        return await self._by_id(_STAGE_CHANGES, ids)
+
+    async def tasks(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Row]:
+        return await self._by_id(_TASKS, ids)
+
+    async def documents(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Row]:
+        return await self._by_id(_DOCUMENTS, ids)
+
+    async def experience(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Row]:
+        return await self._by_id(_EXPERIENCE_EVENTS, ids)
+
+    async def followup_tasks(self, followup_ids: list[uuid.UUID]) -> dict[str, Row]:
+        """origin_ref -> the task made for that follow-up."""
+        if not followup_ids:
             return {}
-        conn = await session_connection(self.session)
-        return {r["id"]: r for r in await _INTERACTION_ENTRIES.fetch(conn, ids=ids)}
-
-    async def stage_changes(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[DealStageChange, str]]:
-        if not ids:
-            return {}
-        stmt = (
-            select(DealStageChange, Deal.title).join(Deal, Deal.id == DealStageChange.deal_id).where(DealStageChange.id.in_(ids))
-        )
-        return {h.id: (h, title) for h, title in await self.session.execute(stmt)}
-
-    async def tasks(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Task]:
-        return {r.id: r for r in (await self.session.scalars(select(Task).where(Task.id.in_(ids)))).all()} if ids else {}
-
-    async def documents(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Document]:
-        return {r.id: r for r in (await self.session.scalars(select(Document).where(Document.id.in_(ids)))).all()} if ids else {}
+        rows = await _FOLLOWUP_TASKS.fetch(self.conn, refs=[str(f) for f in followup_ids])
+        return {r["origin_ref"]: Row(r) for r in rows}
 
 
 _STATS = CompiledQuery(stats_query(_CUSTOMER_ID))

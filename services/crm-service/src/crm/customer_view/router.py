@@ -13,7 +13,7 @@ from crm.customers.router import MERGED_RESPONSE
 from crm.fields import CustomerIdPath
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
-from cxkit.http.deps import PgPoolDep, SessionDep
+from cxkit.http.deps import PgPoolDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import problem_responses
 
@@ -50,10 +50,10 @@ async def customer_view(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader)
 )
 async def customer_timeline(
     customer_id: CustomerIdPath,
-    session: SessionDep,
+    pool: PgPoolDep,
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
     kind: Annotated[list[TimelineKind] | None, Query(description="Only these kinds (repeat the parameter).")] = None,
 ) -> Response:
     kinds = list(dict.fromkeys(kind)) if kind else list(TIMELINE_KINDS)
-    return json_response(await service.customer_timeline(session, customer_id, kinds, page))
+    return json_response(await service.customer_timeline(pool, customer_id, kinds, page))

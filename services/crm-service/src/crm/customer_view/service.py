@@ -46,11 +46,11 @@ from crm.experience.models import (
     ExperienceEvent,
 )
 from crm.experience.repository import ExperienceRepository, ExperienceTotals
-from crm.tasks.models import Task
 from crm.tasks.schemas import TaskRead
 from cxkit.db import utcnow
 from cxkit.http.pagination import PageParams, encode_cursor
 from cxkit.http.problems import Unprocessable
+from cxkit.pg_pool import Row
 
 _WINDOW_DAYS = 30
 
@@ -170,30 +170,31 @@ def _decode_cursor(raw: list[object] | None) -> Cursor | None:
         raise Unprocessable(keyset.BAD_CURSOR) from None
 
 
-async def customer_timeline(session: AsyncSession, customer_id: uuid.UUID, kinds: list[str], page: PageParams) -> Timeline:
+async def customer_timeline(pool: asyncpg.Pool, customer_id: uuid.UUID, kinds: list[str], page: PageParams) -> Timeline:
     """Newest first. A page is found with one UNION ALL over the sources, then each kind's
-    details with one query for the page."""
-    customer = await customers.get_customer(session, customer_id)
-    repo = TimelineRepository(session)
-    keys = await repo.page(customer.id, kinds, _decode_cursor(page.cursor), page.limit)
-    next_cursor = None
-    if len(keys) > page.limit:
-        keys = keys[: page.limit]
-        at, kind, last_id = keys[-1]
-        next_cursor = encode_cursor([at.isoformat(), kind, str(last_id)])
+    details with one query for the page, all on one pooled connection."""
+    before = _decode_cursor(page.cursor)
+    async with pool.acquire() as conn:
+        customer = await customers.read_customer(conn, customer_id)
+        repo = TimelineRepository(conn)
+        keys = await repo.page(customer["id"], kinds, before, page.limit)
+        next_cursor = None
+        if len(keys) > page.limit:
+            keys = keys[: page.limit]
+            at, kind, last_id = keys[-1]
+            next_cursor = encode_cursor([at.isoformat(), kind, str(last_id)])
 
-    def ids(kind: str) -> list[uuid.UUID]:
-        return [i for _, k, i in keys if k == kind]
+        def ids(kind: str) -> list[uuid.UUID]:
+            return [i for _, k, i in keys if k == kind]
 
-    interactions = await repo.interactions(ids("interaction"))
-    changes = await repo.stage_changes(ids("deal_stage_changed"))
-    tasks = await repo.tasks(ids("task_created") + ids("task_completed"))
-    documents = await repo.documents(ids("document_added"))
-    experience_repo = ExperienceRepository(session)
-    experience = await experience_repo.by_ids([i for _, k, i in keys if k in EXPERIENCE_KINDS])
-    followup_tasks = await experience_repo.followup_tasks(
-        [e.ref_id for e in experience.values() if e.kind == FOLLOWUP_REQUESTED and e.ref_id is not None]
-    )
+        interactions = await repo.interactions(ids("interaction"))
+        changes = await repo.stage_changes(ids("deal_stage_changed"))
+        tasks = await repo.tasks(ids("task_created") + ids("task_completed"))
+        documents = await repo.documents(ids("document_added"))
+        experience = await repo.experience([i for _, k, i in keys if k in EXPERIENCE_KINDS])
+        followup_tasks = await repo.followup_tasks(
+            [e.ref_id for e in experience.values() if e.kind == FOLLOWUP_REQUESTED and e.ref_id is not None]
+        )
 
     items: list[object] = []
     for at, kind, entry_id in keys:
@@ -212,13 +213,13 @@ async def customer_timeline(session: AsyncSession, customer_id: uuid.UUID, kinds
                 )
             )
         elif kind == "deal_stage_changed":
-            change, title = changes[entry_id]
+            change = changes[entry_id]
             items.append(
                 DealStageEntry(
                     at=at,
                     id=change.id,
                     deal_id=change.deal_id,
-                    deal_title=title,
+                    deal_title=change.deal_title,
                     from_stage=change.from_stage,
                     to_stage=change.to_stage,
                     status=change.to_status,
@@ -244,7 +245,7 @@ async def customer_timeline(session: AsyncSession, customer_id: uuid.UUID, kinds
     return Timeline(items=items, next_cursor=next_cursor)  # type: ignore[arg-type]
 
 
-def _experience_entry(e: ExperienceEvent, followup_tasks: dict[str, Task]) -> object:
+def _experience_entry(e: ExperienceEvent | Row, followup_tasks: dict[str, Row]) -> object:
     if e.kind == SURVEY_INVITED:
         return SurveyInvitedEntry(
             at=e.occurred_at,

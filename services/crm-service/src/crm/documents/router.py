@@ -27,7 +27,7 @@ router = APIRouter(prefix="/documents", tags=["documents"])
 shared_router = APIRouter(prefix="/shared/documents", tags=["documents"])
 
 
-def _store(settings: SettingsDep) -> DocumentStore:
+async def _store(settings: SettingsDep) -> DocumentStore:
     return DocumentStore(settings.documents_dir)
 
 
