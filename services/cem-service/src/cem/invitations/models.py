@@ -57,5 +57,7 @@ class Invitation(Base):
         Index("ix_invitations_email_lower_send", "email_lower", "send_at"),
         # The scheduler: unsent invitations by due time.
         Index("ix_invitations_sent_send", "sent_at", "send_at"),
-        UniqueConstraint("survey_id", "interaction_id", name="uq_invitations_survey_interaction"),
+        # One invitation per (interaction, survey); interaction first, so the consumer's "which of
+        # these interactions were judged already" is an index lookup, not a scan of the table.
+        UniqueConstraint("interaction_id", "survey_id", name="uq_invitations_interaction_survey"),
     )

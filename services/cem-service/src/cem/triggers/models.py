@@ -39,6 +39,7 @@ class Suppression(Base):
         Index("ix_suppressions_survey_created", "survey_id", "created_at"),
         Index("ix_suppressions_touchpoint_created", "touchpoint", "created_at"),
         Index("ix_suppressions_email_lower", "email_lower"),
-        # An interaction is judged once per survey, however often it is delivered.
-        UniqueConstraint("survey_id", "interaction_id", name="uq_suppressions_survey_interaction"),
+        # An interaction is judged once per survey, however often it is delivered (interaction
+        # first: the consumer looks the judged ones up by interaction).
+        UniqueConstraint("interaction_id", "survey_id", name="uq_suppressions_interaction_survey"),
     )
