@@ -7,8 +7,6 @@ Checked with EXPLAIN ANALYZE on the very statements, captured from the app's eng
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -16,40 +14,14 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event
 
-from cxkit.pg_pool import CompiledQuery, asyncpg_dsn
+from cxkit.pg_pool import asyncpg_dsn
+from cxkit.testing import plan_nodes, statements_sent
 
 from .heavy_seed import HeavyCustomer, seed_heavy_customer
 
 PAGE = 10
 DEPTH = 20  # the page whose plan is checked as well as the first
-
-
-@asynccontextmanager
-async def statements_run(app: FastAPI) -> AsyncIterator[list[tuple[str, Any]]]:
-    """The SQL statements (and their parameters) the app sends while the block runs, through
-    its engine or as compiled statements on its asyncpg pool."""
-    seen: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        seen.append((statement, parameters))
-
-    compiled_args = CompiledQuery._args
-
-    def capture_compiled(query: CompiledQuery, params: dict[str, Any]) -> list[Any]:
-        args = compiled_args(query, params)
-        seen.append((query.sql, args))
-        return args
-
-    engine = app.state.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", capture)
-    CompiledQuery._args = capture_compiled  # type: ignore[method-assign]
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
-        CompiledQuery._args = compiled_args  # type: ignore[method-assign]
 
 
 async def plans(dsn: str, statement: str, parameters: Any) -> dict[str, dict[str, Any]]:
@@ -73,18 +45,12 @@ async def plans(dsn: str, statement: str, parameters: Any) -> dict[str, dict[str
     return {"custom": orjson.loads(custom)[0]["Plan"], "generic": orjson.loads(generic)[0]["Plan"]}
 
 
-def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from nodes(child)
-
-
 def assert_reads_only_what_it_returns(plan: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     """No sort or aggregate, every scan an index scan that read at most one row more than a page
     and dropped none. Returns the scans."""
-    kinds = [n["Node Type"] for n in nodes(plan)]
+    kinds = [n["Node Type"] for n in plan_nodes(plan)]
     assert not [k for k in kinds if "Sort" in k or "Aggregate" in k], kinds
-    scans = [n for n in nodes(plan) if "Scan" in n["Node Type"]]
+    scans = [n for n in plan_nodes(plan) if "Scan" in n["Node Type"]]
     for scan in scans:
         assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan
         assert scan["Actual Rows"] * scan["Actual Loops"] <= limit + 1, scan
@@ -133,7 +99,7 @@ async def test_a_customers_list_pages_are_index_range_scans_at_any_depth(
     url = path.format(customer=heavy.customer_id, survey=heavy.survey_id) + f"&limit={PAGE}"
     cursor = None
     for page in range(1, DEPTH + 1):
-        async with statements_run(cem_app) as seen:
+        with statements_sent(cem_app) as seen:
             r = await client.get(url + (f"&cursor={cursor}" if cursor else ""))
         assert r.status_code == 200, r.text
         assert len(r.json()["items"]) == PAGE
@@ -153,7 +119,7 @@ async def test_the_experience_view_reads_a_page_of_each_list_and_one_row_of_tota
     client: httpx.AsyncClient, cem_app: FastAPI, cem_database_url: str, heavy: HeavyCustomer
 ) -> None:
     limit = 20
-    async with statements_run(cem_app) as seen:
+    with statements_sent(cem_app) as seen:
         r = await client.get(f"/v1/customers/{heavy.customer_id}/experience", params={"limit": limit})
     assert r.status_code == 200, r.text
     view = r.json()

@@ -4,10 +4,8 @@ customer's rows), so a page costs the same at any depth; the view reads kept sta
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -15,32 +13,10 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event
 
 from crm.customer_view.repository import page_query
 from crm.customer_view.schemas import TIMELINE_KINDS
-
-
-@contextlib.contextmanager
-def statements(app: FastAPI) -> Iterator[list[tuple[str, tuple[Any, ...]]]]:
-    """Every SQL statement the app's engine runs meanwhile, with its parameters."""
-    seen: list[tuple[str, tuple[Any, ...]]] = []
-
-    def hook(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        seen.append((statement, tuple(parameters or ())))
-
-    engine = app.state.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", hook)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", hook)
-
-
-def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from nodes(child)
+from cxkit.testing import plan_nodes, statements_sent
 
 
 async def priced_out(conn: asyncpg.Connection) -> None:
@@ -57,7 +33,7 @@ async def plan_of(app: FastAPI, statement: str, parameters: tuple[Any, ...]) -> 
         await priced_out(conn)
         raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + statement, *parameters)
     plan = (orjson.loads(raw) if isinstance(raw, str | bytes) else raw)[0]["Plan"]
-    return list(nodes(plan))
+    return list(plan_nodes(plan))
 
 
 @pytest.mark.parametrize(
@@ -83,7 +59,7 @@ async def test_a_customers_list_page_is_an_index_range_scan_at_any_depth(
     cursor = first.json()["next_cursor"]
     assert cursor is not None
     for page_url in (url, f"{url}&cursor={cursor}"):
-        with statements(crm_app) as seen:
+        with statements_sent(crm_app) as seen:
             assert (await client.get(page_url)).status_code == 200
         (statement, parameters) = next((s, p) for s, p in seen if f"FROM {table}" in s and "LIMIT" in s)
         plan = await plan_of(crm_app, statement, parameters)
@@ -99,7 +75,9 @@ async def test_the_timeline_reads_each_kind_by_index_and_merges_only_a_page(crm_
     async with crm_app.state.pg_pool.acquire() as conn, conn.transaction():
         await priced_out(conn)
         plan = list(
-            nodes(await query.explain(conn, customer_id=uuid.UUID(customer["id"]), at=cursor[0], entry_id=cursor[2], limit=3))
+            plan_nodes(
+                await query.explain(conn, customer_id=uuid.UUID(customer["id"]), at=cursor[0], entry_id=cursor[2], limit=3)
+            )
         )
     shown = "\n".join(f"{n['Node Type']} {n.get('Index Name')}" for n in plan)
     # Every branch stops after a page's worth (a Limit over an index scan); what is sorted is

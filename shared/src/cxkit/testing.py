@@ -643,3 +643,41 @@ async def settles(probe: Any, timeout: float = 10.0, interval: float = 0.2) -> b
     except AssertionError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def statements_sent(app: Any) -> Iterator[list[tuple[str, tuple[Any, ...]]]]:
+    """Every SQL statement (with its parameters) the app sends while the block runs: through
+    its SQLAlchemy engine, and as `CompiledQuery` statements on its asyncpg pool. For checking
+    the plans of the very statements a request runs."""
+    from sqlalchemy import event
+
+    from cxkit.pg_pool import CompiledQuery
+
+    seen: list[tuple[str, tuple[Any, ...]]] = []
+
+    def on_engine(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        seen.append((statement, tuple(parameters or ())))
+
+    compiled_args = CompiledQuery._args
+
+    def on_pool(query: CompiledQuery, params: dict[str, Any]) -> list[Any]:
+        args = compiled_args(query, params)
+        seen.append((query.sql, tuple(args)))
+        return args
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", on_engine)
+    CompiledQuery._args = on_pool  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", on_engine)
+        CompiledQuery._args = compiled_args  # type: ignore[method-assign]
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of an `EXPLAIN (FORMAT JSON)` plan, the top one first."""
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Select, or_, tuple_
+from sqlalchemy import Integer, Select, bindparam, or_, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from cxkit.http.pagination import PageParams, encode_cursor
@@ -91,33 +91,77 @@ def _decode(kind: Kind, value: Any) -> Any:
     return value
 
 
-def apply(stmt: Select[Any], sort: Sort, id_column: InstrumentedAttribute[Any], page: PageParams) -> Select[Any]:
-    """Add the cursor's WHERE, the ORDER BY and the LIMIT (one row more than asked)."""
+CursorKind = Literal["none", "value", "null"]
+
+
+@dataclass(frozen=True, slots=True)
+class After:
+    """A decoded cursor: where the previous page ended (`kind` "value": after (value, id);
+    "null": inside the NULLs at the end, after id; "none": the first page)."""
+
+    kind: CursorKind
+    value: Any = None
+    last_id: uuid.UUID | None = None
+
+
+def decode_cursor(sort: Sort, page: PageParams) -> After:
+    """The page's cursor for this sort; 422 when it was made for another list or sort."""
+    if page.cursor is None:
+        return After("none")
+    try:
+        token, raw_value, raw_id = page.cursor
+        if token != sort.token:
+            raise ValueError("another sort")
+        value = _decode(sort.key.kind, raw_value)
+        last_id = uuid.UUID(raw_id)
+    except (ValueError, TypeError, InvalidOperation, AttributeError, OverflowError):
+        raise Unprocessable(BAD_CURSOR) from None
+    if value is None and not sort.key.nullable:
+        raise Unprocessable(BAD_CURSOR)
+    return After("null" if value is None else "value", value, last_id)
+
+
+def page_of(
+    stmt: Select[Any], sort: Sort, id_column: InstrumentedAttribute[Any], after: After, *, bound: bool = True
+) -> Select[Any]:
+    """Add the cursor's WHERE, the ORDER BY and the LIMIT (one row more than asked) as bind
+    parameters `after_value`, `after_id` and `limit`: with `bound`, holding the cursor's
+    values (the limit is left to fill); without, all left to fill, so the statement can be
+    compiled once per shape (`CompiledQuery`) and run with `after_params`."""
     col, desc = sort.key.column, sort.descending
-    if page.cursor is not None:
-        try:
-            token, raw_value, raw_id = page.cursor
-            if token != sort.token:
-                raise ValueError("another sort")
-            value = _decode(sort.key.kind, raw_value)
-            last_id = uuid.UUID(raw_id)
-        except (ValueError, TypeError, InvalidOperation, AttributeError, OverflowError):
-            raise Unprocessable(BAD_CURSOR) from None
-        if value is None:
-            # Already inside the NULLs at the end: only the id order is left.
-            if not sort.key.nullable:
-                raise Unprocessable(BAD_CURSOR)
-            stmt = stmt.where(col.is_(None), id_column < last_id if desc else id_column > last_id)
-        else:
-            after = tuple_(col, id_column) < tuple_(value, last_id) if desc else tuple_(col, id_column) > tuple_(value, last_id)
-            stmt = stmt.where(or_(after, col.is_(None)) if sort.key.nullable else after)
+
+    def param(name: str, value: Any, type_: Any) -> Any:
+        return bindparam(name, value, type_=type_) if bound else bindparam(name, type_=type_)
+
+    if after.kind == "null":
+        last_id = param("after_id", after.last_id, id_column.type)
+        stmt = stmt.where(col.is_(None), id_column < last_id if desc else id_column > last_id)
+    elif after.kind == "value":
+        value, last_id = param("after_value", after.value, col.type), param("after_id", after.last_id, id_column.type)
+        key = tuple_(col, id_column) < tuple_(value, last_id) if desc else tuple_(col, id_column) > tuple_(value, last_id)
+        stmt = stmt.where(or_(key, col.is_(None)) if sort.key.nullable else key)
     if desc:
         first = col.desc().nulls_last() if sort.key.nullable else col.desc()
         stmt = stmt.order_by(first, id_column.desc())
     else:
         first = col.asc().nulls_last() if sort.key.nullable else col.asc()
         stmt = stmt.order_by(first, id_column.asc())
-    return stmt.limit(page.limit + 1)
+    return stmt.limit(bindparam("limit", type_=Integer))
+
+
+def after_params(after: After, page: PageParams) -> dict[str, Any]:
+    """The values of `page_of`'s parameters for a statement built without `bound`."""
+    params: dict[str, Any] = {"limit": page.limit + 1}
+    if after.kind != "none":
+        params["after_id"] = after.last_id
+    if after.kind == "value":
+        params["after_value"] = after.value
+    return params
+
+
+def apply(stmt: Select[Any], sort: Sort, id_column: InstrumentedAttribute[Any], page: PageParams) -> Select[Any]:
+    """Add the cursor's WHERE, the ORDER BY and the LIMIT (one row more than asked), for the ORM."""
+    return page_of(stmt, sort, id_column, decode_cursor(sort, page)).params(limit=page.limit + 1)
 
 
 def cut(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,13 +12,13 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Select, delete, select, text, update
+from sqlalchemy import Select, bindparam, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import keyset
 from crm.interactions.models import CustomerInteractionStats, Interaction
 from cxkit.http.pagination import PageParams
-from cxkit.pg_pool import UnnestInsert
+from cxkit.pg_pool import CompiledQuery, UnnestInsert, row_columns
 
 SORT_KEYS = (keyset.SortKey("occurred_at", Interaction.occurred_at, "datetime"),)
 
@@ -29,6 +31,36 @@ class InteractionFilters:
     touchpoint: str | None = None
     occurred_from: dt.datetime | None = None
     occurred_to: dt.datetime | None = None
+
+
+_EQUAL = {"customer_id": Interaction.customer_id, "type": Interaction.type, "channel": Interaction.channel}
+_EQUAL["touchpoint"] = Interaction.touchpoint
+
+
+@functools.cache
+def _page_query(given: tuple[str, ...], sort_token: str, after: keyset.CursorKind) -> CompiledQuery:
+    """The list statement for these filters (by name), sort and kind of cursor, compiled once
+    (the values are parameters)."""
+    sort = keyset.parse_sort(sort_token, SORT_KEYS)
+    stmt = select(*row_columns(Interaction))
+    for name in given:
+        if name in _EQUAL:
+            stmt = stmt.where(_EQUAL[name] == bindparam(name, type_=_EQUAL[name].type))
+        elif name == "occurred_from":
+            stmt = stmt.where(Interaction.occurred_at >= bindparam(name, type_=Interaction.occurred_at.type))
+        else:
+            stmt = stmt.where(Interaction.occurred_at < bindparam(name, type_=Interaction.occurred_at.type))
+    return CompiledQuery(keyset.page_of(stmt, sort, Interaction.id, keyset.After(after), bound=False))
+
+
+async def list_page(pool: asyncpg.Pool, filters: InteractionFilters, sort: keyset.Sort, page: PageParams) -> list[asyncpg.Record]:
+    """A page of interactions (one row more than asked), on the asyncpg pool: each record holds
+    the model's attributes by name (`metadata_` included)."""
+    after = keyset.decode_cursor(sort, page)
+    values = {k: v for k, v in dataclasses.asdict(filters).items() if v is not None}
+    query = _page_query(tuple(values), sort.token, after.kind)
+    async with pool.acquire() as conn:
+        return await query.fetch(conn, **values, **keyset.after_params(after, page))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,22 +131,6 @@ class InteractionRepository:
 
     async def flush(self) -> None:
         await self.session.flush()
-
-    async def list_page(self, filters: InteractionFilters, sort: keyset.Sort, page: PageParams) -> list[Interaction]:
-        stmt = select(Interaction)
-        for column, value in (
-            (Interaction.customer_id, filters.customer_id),
-            (Interaction.type, filters.type),
-            (Interaction.channel, filters.channel),
-            (Interaction.touchpoint, filters.touchpoint),
-        ):
-            if value is not None:
-                stmt = stmt.where(column == value)
-        if filters.occurred_from is not None:
-            stmt = stmt.where(Interaction.occurred_at >= filters.occurred_from)
-        if filters.occurred_to is not None:
-            stmt = stmt.where(Interaction.occurred_at < filters.occurred_to)
-        return list((await self.session.scalars(keyset.apply(stmt, sort, Interaction.id, page))).all())
 
     async def repoint_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
         await self.session.execute(update(Interaction).where(Interaction.customer_id == old).values(customer_id=new))

@@ -26,6 +26,7 @@ from crm.interactions.repository import (
     InteractionRepository,
     customer_targets,
     insert_interaction_batch,
+    list_page,
 )
 from crm.interactions.schemas import InteractionCreate
 from cxkit.db import session_connection, utcnow
@@ -119,11 +120,12 @@ async def get_interaction(session: AsyncSession, interaction_id: uuid.UUID) -> I
 
 
 async def list_interactions(
-    session: AsyncSession, filters: InteractionFilters, sort_token: str, page: PageParams
-) -> tuple[list[Interaction], str | None]:
+    pool: asyncpg.Pool, filters: InteractionFilters, sort_token: str, page: PageParams
+) -> tuple[list[asyncpg.Record], str | None]:
+    """A page, on the asyncpg pool (no session: the list is read often, by customer)."""
     sort = keyset.parse_sort(sort_token, SORT_KEYS)
-    rows = await InteractionRepository(session).list_page(filters, sort, page)
-    return keyset.cut(rows, sort, page, lambda i: (i.occurred_at, i.id))
+    rows = await list_page(pool, filters, sort, page)
+    return keyset.cut(rows, sort, page, lambda i: (i["occurred_at"], i["id"]))
 
 
 def _normalized_email(raw: str) -> str:
