@@ -255,7 +255,10 @@ async def on_database_error(request: Request, exc: Exception) -> JSONBytesRespon
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries documenting the problem+json answers of a route."""
+    """OpenAPI `responses=` entries documenting the problem+json answers of a route. Every
+    such route reads the database, so 503 is documented for each; a route that takes an API key
+    (401 listed) is rate limited, so 429 comes with it."""
+    statuses = tuple(dict.fromkeys((*statuses, *((429,) if 401 in statuses else ()), 503)))
     descriptions = {
         401: "No or unknown API key.",
         403: "The key lacks the scope this operation needs.",
