@@ -33,6 +33,7 @@ migrate: install ## apply both services' migrations to the databases in CRM_/CEM
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports pyproject.toml --no-cache
 
 format: install
 	$(BIN)/ruff format .
