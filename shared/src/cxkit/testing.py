@@ -23,7 +23,7 @@ import httpx
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cxkit.dev_broker import free_port
+from cxkit.dev_broker import free_port, stop_process
 from cxkit.dev_postgres import NOT_DURABLE, DevPostgres, answers
 
 DEFAULT_PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -183,17 +183,7 @@ class ServiceProcess:
 
     def stop(self, kill: bool = False) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        if kill:
-            proc.kill()
-        else:
-            proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 15, kill=kill)
 
 
 async def wait_for(probe: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:  # noqa: ASYNC109
@@ -592,13 +582,7 @@ class BrokerBehindProxy:
         from cxkit.dev_broker import port_open
 
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         deadline = time.monotonic() + 10
         while port_open("127.0.0.1", self.listen_port, 0.2) and time.monotonic() < deadline:
             time.sleep(0.05)

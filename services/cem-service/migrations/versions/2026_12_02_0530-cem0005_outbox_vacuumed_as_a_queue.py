@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from cxkit.platform_models import OUTBOX_STORAGE
+from cxkit.migrations import outbox_storage_sql
 
 revision: str = "cem0005"
 down_revision: str | Sequence[str] | None = "cem0004"
@@ -19,8 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE outbox SET (" + ", ".join(f"{k} = {v}" for k, v in OUTBOX_STORAGE.items()) + ")")
+    op.execute(outbox_storage_sql())
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE outbox RESET (" + ", ".join(OUTBOX_STORAGE) + ")")
+    op.execute(outbox_storage_sql(reset=True))
