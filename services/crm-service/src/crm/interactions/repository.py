@@ -33,8 +33,13 @@ class InteractionFilters:
     occurred_to: dt.datetime | None = None
 
 
-_EQUAL = {"customer_id": Interaction.customer_id, "type": Interaction.type, "channel": Interaction.channel}
-_EQUAL["touchpoint"] = Interaction.touchpoint
+# The list's equality filters, by query parameter name.
+_EQUAL = {
+    "customer_id": Interaction.customer_id,
+    "type": Interaction.type,
+    "channel": Interaction.channel,
+    "touchpoint": Interaction.touchpoint,
+}
 
 
 @functools.cache
