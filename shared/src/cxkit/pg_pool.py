@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import Table, inspect
+from sqlalchemy import ColumnElement, Select, Table, func, inspect
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.elements import Label
@@ -65,12 +65,20 @@ def asyncpg_dsn(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+_JSONB_VERSION = b"\x01"  # jsonb's binary form: a version byte, then the JSON text
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    # json/jsonb come back as Python values (as through SQLAlchemy), parsed by orjson.
-    for name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            name, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, format="text"
-        )
+    # json/jsonb come back as Python values (as through SQLAlchemy), parsed by orjson. In binary,
+    # so a json value inside a row (`Nested`) or an array decodes as well as a column does.
+    await conn.set_type_codec("json", schema="pg_catalog", encoder=orjson.dumps, decoder=orjson.loads, format="binary")
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=lambda v: _JSONB_VERSION + orjson.dumps(v),
+        decoder=lambda b: orjson.loads(b[1:]),
+        format="binary",
+    )
 
 
 async def _release(conn: asyncpg.Connection) -> None:
@@ -145,6 +153,30 @@ def row_columns(entity: Any, prefix: str = "") -> list[Label[Any]]:
     `details` for a column named `metadata`) after `prefix`: selected on the pool, a record of
     them reads like the ORM object through `Row` (`Row(record, prefix)` for a joined entity)."""
     return [getattr(entity, attr.key).label(prefix + attr.key) for attr in inspect(entity).column_attrs]
+
+
+class Nested:
+    """A select's rows as one column of another statement, `ARRAY(SELECT ROW(...) ... ORDER BY
+    ... LIMIT ...)` (or with `one=True` the first row, `(SELECT ROW(...) ... LIMIT 1)`), read back
+    as dicts keyed by the select's labels (`row_columns`). A view made of several lists then costs
+    one round trip instead of one per list, and each list is still its own index range scan in
+    its own order. Values keep their types (rows come in PostgreSQL's binary form)."""
+
+    def __init__(self, stmt: Select[Any], name: str, *, one: bool = False) -> None:
+        labels = list(stmt.selected_columns)
+        self.name = name
+        self.names = tuple(c.key for c in labels)
+        rows = stmt.with_only_columns(func.row(*(c.element if isinstance(c, Label) else c for c in labels)))
+        subquery = rows.scalar_subquery()
+        self.column: ColumnElement[Any] = (subquery if one else func.array(subquery)).label(name)
+
+    def rows(self, record: asyncpg.Record) -> list[dict[str, Any]]:
+        names = self.names
+        return [dict(zip(names, values, strict=True)) for values in record[self.name]]
+
+    def row(self, record: asyncpg.Record) -> dict[str, Any] | None:
+        values = record[self.name]
+        return None if values is None else dict(zip(self.names, values, strict=True))
 
 
 class Row:

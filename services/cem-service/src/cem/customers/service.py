@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cem.customers.experience_reads import ExperienceRows, read_experience, read_profile
+from cem.customers.experience_reads import ExperienceRows, read_experience
 from cem.customers.models import CustomerProfile
 from cem.customers.repository import CustomerProfileRepository, ExperienceTotalsRepository
 from cem.customers.schemas import (
@@ -148,26 +148,25 @@ class MergedAway(ProblemError):
 
 async def experience(pool: asyncpg.Pool, customer_id: uuid.UUID, limit: int, path: str) -> CustomerExperience:
     """The customer with their latest invitations, answers, feedback, follow-ups, suppressions
-    and touchpoint visits (`limit` of each) and a summary: a fixed number of statements on one
-    pooled connection, each an index range scan of at most `limit` rows or a primary-key lookup
-    (the summary's figures are kept per customer), so it costs the same for a customer with
-    200,000 visits as for a new one."""
+    and touchpoint visits (`limit` of each) and a summary: one statement on the pool, whose parts
+    are each an index range scan of at most `limit` rows or a primary-key lookup (the summary's
+    figures are kept per customer), so it costs the same for a customer with 200,000 visits as
+    for a new one."""
     async with pool.acquire() as conn:
-        profile = await read_profile(conn, customer_id)
-        if profile is None:
-            raise NotFound(f"customer {customer_id} is not known here (yet): the CRM has not announced it")
-        if profile.merged_into is not None:
-            survivor = str(profile.merged_into)
-            raise MergedAway(
-                f"customer {customer_id} was merged into {survivor}",
-                headers={"Location": path.replace(str(customer_id), survivor, 1)},
-                merged_into=survivor,
-            )
         rows = await read_experience(conn, customer_id, limit)
-    return CustomerExperience.model_validate(_experience_fields(profile, rows, utcnow()))
+    if rows is None:
+        raise NotFound(f"customer {customer_id} is not known here (yet): the CRM has not announced it")
+    if rows.profile.merged_into is not None:
+        survivor = str(rows.profile.merged_into)
+        raise MergedAway(
+            f"customer {customer_id} was merged into {survivor}",
+            headers={"Location": path.replace(str(customer_id), survivor, 1)},
+            merged_into=survivor,
+        )
+    return CustomerExperience.model_validate(_experience_fields(rows, utcnow()))
 
 
-def _experience_fields(profile: Row, rows: ExperienceRows, now: dt.datetime) -> dict[str, Any]:
+def _experience_fields(rows: ExperienceRows, now: dt.datetime) -> dict[str, Any]:
     """The view as plain values, validated into `CustomerExperience` in one call (building a
     model per row took two thirds of the view's time). Rows keep their column names, which are
     the read schemas' field names; the few derived fields are as the lists derive them."""
@@ -177,7 +176,7 @@ def _experience_fields(profile: Row, rows: ExperienceRows, now: dt.datetime) -> 
         return int(totals.get(name, 0))
 
     return {
-        "customer": _as_announced(profile),
+        "customer": _as_announced(rows.profile),
         "summary": {
             "responses": total("responses"),
             "latest_nps": latest,
