@@ -46,9 +46,7 @@ class CustomerDataRegistry(Generic[Ctx]):
     def __init__(self) -> None:
         self._owners: dict[str, tuple[Callable[[AsyncSession], CustomerData[Ctx]], tuple[str, ...]]] = {}
 
-    def register(
-        self, name: str, owner: Callable[[AsyncSession], CustomerData[Ctx]], *, tables: Iterable[str]
-    ) -> None:
+    def register(self, name: str, owner: Callable[[AsyncSession], CustomerData[Ctx]], *, tables: Iterable[str]) -> None:
         if name in self._owners:
             raise ValueError(f"{name!r} already registered its customer data")
         self._owners[name] = (owner, tuple(tables))
