@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 from sqlalchemy import Numeric
 from sqlalchemy.orm import DeclarativeBase
 
@@ -12,6 +15,11 @@ SOURCE = "urn:cx:crm-service"
 
 # Money: exact decimals, up to 16 digits before the point (validated at the API edge).
 Money = Numeric(18, 2)
+
+
+def as_money(total: Any) -> Decimal:
+    """A sum of Money (or nothing, for no rows) at its two decimal places, as answers state it."""
+    return Decimal(total or 0).quantize(Decimal("0.01"))
 
 
 class Base(DeclarativeBase):

@@ -11,6 +11,7 @@ from crm.campaigns.router import router as campaigns_router
 from crm.config import CRMSettings
 from crm.consumers import cem_feedback
 from crm.consumers import interactions as interaction_events
+from crm.customer_data import other_domains
 from crm.customer_view.router import router as customer_view_router
 from crm.customers.router import on_merged_away
 from crm.customers.router import router as customers_router
@@ -97,6 +98,7 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
         ),
     )
     app.state.settings = settings
+    app.state.customer_other_domains = other_domains(settings)
     secret = settings.documents_signing_secret
     app.state.document_links = LinkSigner(secret.get_secret_value().encode() if secret else None)
     install_platform(app, settings.service_name)

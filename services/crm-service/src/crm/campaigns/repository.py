@@ -15,6 +15,7 @@ from sqlalchemy.orm import aliased
 
 from crm import keyset
 from crm.campaigns.models import Campaign, CampaignMember
+from crm.customers.lifecycle import CustomerErasure
 from crm.customers.models import Customer
 from crm.deals.models import Deal
 from crm.leads.models import Lead
@@ -151,20 +152,28 @@ class CampaignRepository:
     async def delete_member(self, member: CampaignMember) -> None:
         await self.session.delete(member)
 
-    async def repoint_member_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         """Memberships move to the survivor; where both were members of a campaign, the
         survivor's membership stays and takes the duplicate's response if it had none."""
         cm, dup = CampaignMember, aliased(CampaignMember)
-        same_campaign = and_(dup.customer_id == old, dup.campaign_id == cm.campaign_id)
+        same_campaign = and_(dup.customer_id == duplicate_id, dup.campaign_id == cm.campaign_id)
         await self.session.execute(
             update(cm)
-            .where(cm.customer_id == new, cm.responded_at.is_(None), exists().where(same_campaign, dup.responded_at.is_not(None)))
+            .where(
+                cm.customer_id == survivor_id,
+                cm.responded_at.is_(None),
+                exists().where(same_campaign, dup.responded_at.is_not(None)),
+            )
             .values(
                 responded_at=select(dup.responded_at).where(same_campaign).scalar_subquery(),
                 response=select(dup.response).where(same_campaign).scalar_subquery(),
             )
         )
         survivor = aliased(CampaignMember)
-        survivor_campaigns = select(survivor.campaign_id).where(survivor.customer_id == new)
-        await self.session.execute(delete(cm).where(cm.customer_id == old, cm.campaign_id.in_(survivor_campaigns)))
-        await self.session.execute(update(cm).where(cm.customer_id == old).values(customer_id=new))
+        survivor_campaigns = select(survivor.campaign_id).where(survivor.customer_id == survivor_id)
+        await self.session.execute(delete(cm).where(cm.customer_id == duplicate_id, cm.campaign_id.in_(survivor_campaigns)))
+        await self.session.execute(update(cm).where(cm.customer_id == duplicate_id).values(customer_id=survivor_id))
+
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
+        """Nothing to erase: a membership holds no personal data (a campaign, dates and a
+        response code), and it stays so that campaign figures still add up."""

@@ -15,8 +15,9 @@ import asyncpg
 from sqlalchemy import DateTime, Integer, Select, String, Uuid, any_, bindparam, literal, select, tuple_, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from crm.db import as_money
 from crm.deals.models import Deal, DealStageChange
-from crm.deals.repository import as_money, open_deals_query, open_value_query
+from crm.deals.repository import open_deals_query, open_value_query
 from crm.documents.models import Document
 from crm.experience.models import EXPERIENCE_KINDS, ExperienceEvent
 from crm.experience.repository import ExperienceTotals, latest_by_key, latest_condition, totals_of, totals_query

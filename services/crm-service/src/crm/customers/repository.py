@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from crm import keyset
+from crm.customers.lifecycle import OpenDealValue
 from crm.customers.models import Customer
-from crm.deals.repository import open_value_query
 from cxkit.db import insert_new
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery
@@ -149,9 +149,11 @@ class CustomerRepository:
     async def flush(self) -> None:
         await self.session.flush()
 
-    async def repoint_merged(self, old: uuid.UUID, new: uuid.UUID) -> None:
-        """Customers merged earlier into `old` now point at `new`: one hop, always."""
-        await self.session.execute(update(Customer).where(Customer.merged_into_id == old).values(merged_into_id=new))
+    async def repoint_merged(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        """Customers merged earlier into the duplicate now point at the survivor: one hop, always."""
+        await self.session.execute(
+            update(Customer).where(Customer.merged_into_id == duplicate_id).values(merged_into_id=survivor_id)
+        )
 
     async def merged_into(self, survivor_id: uuid.UUID) -> list[Customer]:
         return list((await self.session.scalars(select(Customer).where(Customer.merged_into_id == survivor_id))).all())
@@ -181,7 +183,7 @@ async def read_reference(db: asyncpg.Pool | asyncpg.Connection, customer_id: uui
 
 _LOCK_CUSTOMER = CompiledQuery(select(Customer.__table__).where(Customer.id == bindparam("customer_id")).with_for_update())
 _ID_BY_EMAIL = CompiledQuery(select(Customer.id).where(Customer.email_normalized == bindparam("email")))
-_UPDATES: dict[tuple[str, ...], CompiledQuery] = {}
+_UPDATES: dict[tuple[OpenDealValue, tuple[str, ...]], CompiledQuery] = {}
 
 
 async def lock_customer(conn: asyncpg.Connection, customer_id: uuid.UUID) -> asyncpg.Record | None:
@@ -194,20 +196,22 @@ async def id_by_email(conn: asyncpg.Connection, email: str) -> uuid.UUID | None:
     return await _ID_BY_EMAIL.fetchval(conn, email=email.strip().lower())
 
 
-async def update_customer_row(conn: asyncpg.Connection, customer_id: uuid.UUID, values: dict[str, Any]) -> asyncpg.Record:
+async def update_customer_row(
+    conn: asyncpg.Connection, customer_id: uuid.UUID, values: dict[str, Any], open_deal_value: OpenDealValue
+) -> asyncpg.Record:
     """Write `values` (column -> value) to the customer, bump its version, and return the row
     with its current sum of open deal amounts (`open_deal_value`), read by the same statement
     (so after any deal change that committed before this transaction took the customer's lock)."""
     columns = tuple(sorted(values))
-    query = _UPDATES.get(columns)
+    query = _UPDATES.get((open_deal_value, columns))
     if query is None:
         stmt = (
             update(Customer)
             .where(Customer.id == bindparam("customer_id"))
             .values({c: bindparam(f"v_{c}") for c in columns} | {"version": Customer.version + 1})
-            .returning(*Customer.__table__.columns, open_value_query(Customer.id).scalar_subquery().label("open_deal_value"))
+            .returning(*Customer.__table__.columns, open_deal_value(Customer.id).scalar_subquery().label("open_deal_value"))
         )
-        query = _UPDATES[columns] = CompiledQuery(stmt)
+        query = _UPDATES[open_deal_value, columns] = CompiledQuery(stmt)
     row = await query.fetchrow(conn, customer_id=customer_id, **{f"v_{c}": v for c, v in values.items()})
     assert row is not None, "update_customer_row on a customer that is not locked"
     return row

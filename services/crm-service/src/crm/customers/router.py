@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from crm import keyset
 from crm.customers import service
+from crm.customers.lifecycle import OtherDomains
 from crm.customers.repository import SORT_KEYS, CustomerFilters
 from crm.customers.schemas import (
     CustomerCreate,
@@ -22,8 +23,6 @@ from crm.customers.schemas import (
     MergedAwayProblem,
 )
 from crm.customers.service import CustomerMergedAway
-from crm.deps import SettingsDep
-from crm.documents.storage import DocumentStore
 from crm.fields import CustomerIdPath, IfMatch, SearchText
 from cxkit.http.app import json_response
 from cxkit.http.auth import Admin, Reader
@@ -36,6 +35,15 @@ from cxkit.kafka.outbox import wake_relay
 from cxkit.pg_pool import RowInsert
 
 router = APIRouter(prefix="/customers", tags=["customers"])
+
+
+async def get_other_domains(request: Request) -> OtherDomains:
+    """What the customers service asks of the other domains, as `crm.main` composed it."""
+    other_domains: OtherDomains = request.app.state.customer_other_domains
+    return other_domains
+
+
+OtherDomainsDep = Annotated[OtherDomains, Depends(get_other_domains)]
 
 MERGED_RESPONSE: dict[int | str, dict[str, Any]] = {
     308: {
@@ -82,9 +90,9 @@ def _answer(customer: object, status: int = 200) -> Response:
     "(`campaign_id`, which must exist) remembers it and counts as a member that responded. Needs `write`.",
     responses=problem_responses(401, 403, 409, 422),
 )
-async def create_customer(body: CustomerCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
+async def create_customer(body: CustomerCreate, session: SessionDep, idem: IdempotencyDep, others: OtherDomainsDep) -> Response:
     async def operation() -> Response:
-        return _answer(await service.create_customer(session, body), 201)
+        return _answer(await service.create_customer(session, body, others.campaigns(session)), 201)
 
     return await idem.execute(session, operation)
 
@@ -141,10 +149,17 @@ async def list_customers(
     responses=problem_responses(401, 403, 404, 409, 412, 422),
 )
 async def update_customer(
-    customer_id: CustomerIdPath, body: CustomerUpdate, pool: PgPoolDep, idem: IdempotencyDep, if_match: IfMatch = None
+    customer_id: CustomerIdPath,
+    body: CustomerUpdate,
+    pool: PgPoolDep,
+    idem: IdempotencyDep,
+    others: OtherDomainsDep,
+    if_match: IfMatch = None,
 ) -> Response:
     async def prepare(conn: asyncpg.Connection) -> tuple[Response, list[RowInsert]]:
-        customer, rows = await service.update_customer_on(conn, customer_id, body, if_match)
+        customer, rows = await service.update_customer_on(
+            conn, customer_id, body, if_match, campaign_exists=others.campaign_exists, open_deal_value=others.open_deal_value
+        )
         return _answer(customer), rows
 
     response = await idem.write_locked(pool, prepare)
@@ -165,10 +180,10 @@ async def update_customer(
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def erase_customer(
-    customer_id: CustomerIdPath, session: SessionDep, idem: IdempotencyDep, _: Admin, settings: SettingsDep
+    customer_id: CustomerIdPath, session: SessionDep, idem: IdempotencyDep, _: Admin, others: OtherDomainsDep
 ) -> Response:
     async def operation() -> Response:
-        await service.erase_customer(session, customer_id, DocumentStore(settings.documents_dir))
+        await service.erase_customer(session, customer_id, customer_data=others.customer_data, stored_files=others.stored_files)
         return Response(status_code=204)
 
     return await idem.execute(session, operation)
@@ -187,9 +202,22 @@ async def erase_customer(
     responses=problem_responses(401, 403, 404, 409, 412, 422),
 )
 async def merge_customers(
-    customer_id: CustomerIdPath, body: CustomerMerge, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
+    customer_id: CustomerIdPath,
+    body: CustomerMerge,
+    session: SessionDep,
+    idem: IdempotencyDep,
+    others: OtherDomainsDep,
+    if_match: IfMatch = None,
 ) -> Response:
     async def operation() -> Response:
-        return _answer(await service.merge_customers(session, customer_id, body.duplicate_id, if_match))
+        merged = await service.merge_customers(
+            session,
+            customer_id,
+            body.duplicate_id,
+            if_match,
+            customer_data=others.customer_data,
+            open_deal_value=others.open_deal_value,
+        )
+        return _answer(merged)
 
     return await idem.execute(session, operation)

@@ -13,19 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import keyset
-from crm.campaigns.repository import CampaignRepository, campaign_exists
 from crm.customers import repository
+from crm.customers.lifecycle import CampaignExists, CampaignMembership, CustomerErasure, OpenDealValue, StoredFiles
 from crm.customers.models import LIFECYCLE_STAGES, Customer
 from crm.customers.repository import SORT_KEYS, CustomerFilters, CustomerRepository
 from crm.customers.schemas import CustomerCreate, CustomerUpdate
-from crm.db import SOURCE, IdempotencyKey, OutboxMessage
-from crm.deals.repository import DealRepository, as_money
-from crm.documents.repository import DocumentRepository
-from crm.documents.storage import DocumentStore
-from crm.experience.repository import ExperienceRepository
-from crm.interactions.repository import InteractionRepository
-from crm.leads.repository import LeadRepository
-from crm.tasks.repository import TaskRepository
+from crm.db import SOURCE, IdempotencyKey, OutboxMessage, as_money
 from cxkit.db import utcnow
 from cxkit.erasure import erase_platform_traces, forget_answers_mentioning
 from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerMerged, CustomerSnapshot, CustomerUpdated
@@ -33,6 +26,7 @@ from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event, outbox_row
+from cxkit.lifecycle import CustomerDataRegistry
 from cxkit.pg_pool import Row, RowInsert
 
 # Lifecycle stages a customer moves through as they buy; `churned` stands apart.
@@ -71,30 +65,32 @@ def snapshot(customer: Customer, open_deal_value: Decimal = Decimal("0")) -> dic
     ).model_dump()
 
 
-async def current_snapshot(session: AsyncSession, customer: Customer) -> dict[str, Any]:
+async def current_snapshot(session: AsyncSession, customer: Customer, open_deal_value: OpenDealValue) -> dict[str, Any]:
     """The snapshot with the customer's current sum of open deal amounts (one SQL sum)."""
-    return snapshot(customer, await DealRepository(session).open_value(customer.id))
+    return snapshot(customer, as_money(await session.scalar(open_deal_value(customer.id))))
 
 
-async def announce_created(session: AsyncSession, customer: Customer) -> None:
+def announce_created(session: AsyncSession, customer: Customer) -> None:
+    """`customer.created` for a customer just inserted: nothing can refer to its new id yet, so
+    it has no deals (no query needed to say so)."""
     add_event(
         session,
         OutboxMessage,
         "customer.created",
         source=SOURCE,
         subject=customer.id,
-        data=CustomerCreated(**await current_snapshot(session, customer)),
+        data=CustomerCreated(**snapshot(customer, as_money(0))),
     )
 
 
-async def announce_updated(session: AsyncSession, customer: Customer, changed: list[str]) -> None:
+async def announce_updated(session: AsyncSession, customer: Customer, changed: list[str], open_deal_value: OpenDealValue) -> None:
     add_event(
         session,
         OutboxMessage,
         "customer.updated",
         source=SOURCE,
         subject=customer.id,
-        data=CustomerUpdated(**await current_snapshot(session, customer), changed=changed),
+        data=CustomerUpdated(**await current_snapshot(session, customer, open_deal_value), changed=changed),
     )
 
 
@@ -103,8 +99,12 @@ def _touch(customer: Customer) -> None:
     customer.updated_at = utcnow()
 
 
-async def _require_campaign(session: AsyncSession, campaign_id: uuid.UUID | None) -> None:
-    if campaign_id is not None and not await CampaignRepository(session).exists(campaign_id):
+async def _require_campaign(campaigns: CampaignMembership | None, campaign_id: uuid.UUID | None) -> None:
+    if campaign_id is None:
+        return
+    if campaigns is None:
+        raise TypeError("a customer from a campaign is inserted with `campaigns`")
+    if not await campaigns.exists(campaign_id):
         raise Unprocessable(f"campaign_id {campaign_id} does not exist", errors=[_field_error("campaign_id")])
 
 
@@ -112,11 +112,11 @@ def _field_error(field: str, msg: str = "unknown id") -> dict[str, Any]:
     return {"loc": ["body", field], "msg": msg, "type": "reference"}
 
 
-async def create_customer(session: AsyncSession, data: CustomerCreate) -> Customer:
+async def create_customer(session: AsyncSession, data: CustomerCreate, campaigns: CampaignMembership) -> Customer:
     email = str(data.email)
     if await CustomerRepository(session).get_by_email(email):
         raise Conflict(f"a customer with email {email} already exists")
-    return await insert_customer(session, **data.model_dump(exclude={"email"}), email=email)
+    return await insert_customer(session, **data.model_dump(exclude={"email"}), email=email, campaigns=campaigns)
 
 
 async def insert_customer(
@@ -130,12 +130,13 @@ async def insert_customer(
     campaign_id: uuid.UUID | None = None,
     survey_opt_out: bool = False,
     savepoint: bool = False,
+    campaigns: CampaignMembership | None = None,
     **fields: Any,
 ) -> Customer:
-    """Insert a new customer and announce `customer.created`. A customer from a campaign
-    becomes a member of it that responded. A duplicate email is a 409 (with `savepoint`, the
-    IntegrityError is raised instead, and the transaction stays usable)."""
-    await _require_campaign(session, campaign_id)
+    """Insert a new customer and announce `customer.created`. A customer from a campaign (which
+    needs `campaigns`) becomes a member of it that responded. A duplicate email is a 409 (with
+    `savepoint`, the IntegrityError is raised instead, and the transaction stays usable)."""
+    await _require_campaign(campaigns, campaign_id)
     repo = CustomerRepository(session)
     now = utcnow()
     customer = Customer(
@@ -166,8 +167,9 @@ async def insert_customer(
         except IntegrityError:
             raise Conflict(f"a customer with email {email} already exists") from None
     if campaign_id is not None:
-        await CampaignRepository(session).add_member(campaign_id, customer_id=customer.id, responded_at=now, response="created")
-    await announce_created(session, customer)
+        assert campaigns is not None  # _require_campaign refused it otherwise
+        await campaigns.add_member(campaign_id, customer_id=customer.id, responded_at=now, response="created")
+    announce_created(session, customer)
     return customer
 
 
@@ -269,7 +271,13 @@ async def resolve_reference_on(
 
 
 async def update_customer_on(
-    conn: asyncpg.Connection, customer_id: uuid.UUID, data: CustomerUpdate, if_match: str | None
+    conn: asyncpg.Connection,
+    customer_id: uuid.UUID,
+    data: CustomerUpdate,
+    if_match: str | None,
+    *,
+    campaign_exists: CampaignExists,
+    open_deal_value: OpenDealValue,
 ) -> tuple[dict[str, Any], list[RowInsert]]:
     """`update_customer` on a plain asyncpg connection inside its transaction (the hot write):
     the same rules, answers and event. Returns the customer as it is now and the outbox row of
@@ -306,7 +314,7 @@ async def update_customer_on(
         return dict(row), []
     values["updated_at"] = utcnow()
     try:
-        updated = await repository.update_customer_row(conn, customer_id, values)
+        updated = await repository.update_customer_row(conn, customer_id, values, open_deal_value)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"a customer with email {values.get('email')} already exists") from None
     snap = snapshot(Row(updated), as_money(updated["open_deal_value"]))
@@ -320,7 +328,7 @@ def _moves_forward(current: str, target: str) -> bool:
     return _PROGRESSION.index(target) > _PROGRESSION.index(current)
 
 
-async def advance_lifecycle(session: AsyncSession, customer: Customer, target: str) -> bool:
+async def advance_lifecycle(session: AsyncSession, customer: Customer, target: str, open_deal_value: OpenDealValue) -> bool:
     """Move the customer forward to `target` (never back, never out of `churned`) and
     announce it. Returns whether it moved."""
     if not _moves_forward(customer.lifecycle_stage, target):
@@ -332,18 +340,18 @@ async def advance_lifecycle(session: AsyncSession, customer: Customer, target: s
     customer = locked
     customer.lifecycle_stage = target
     _touch(customer)
-    await announce_updated(session, customer, ["lifecycle_stage"])
+    await announce_updated(session, customer, ["lifecycle_stage"], open_deal_value)
     return True
 
 
-async def announce_open_deal_value(session: AsyncSession, customer_id: uuid.UUID) -> None:
+async def announce_open_deal_value(session: AsyncSession, customer_id: uuid.UUID, open_deal_value: OpenDealValue) -> None:
     """The customer's open deal value changed without a stage change (an amount was edited,
     a deal deleted): a new version of the customer carries the new sum."""
     customer = await CustomerRepository(session).get(customer_id, for_update=True)
     if customer is None or customer.erased_at is not None or customer.merged_into_id is not None:
         return
     _touch(customer)
-    await announce_updated(session, customer, ["open_deal_value"])
+    await announce_updated(session, customer, ["open_deal_value"], open_deal_value)
 
 
 async def list_customers(
@@ -359,10 +367,17 @@ def _attr(sort: keyset.Sort) -> str:
 
 
 async def merge_customers(
-    session: AsyncSession, survivor_id: uuid.UUID, duplicate_id: uuid.UUID, if_match: str | None
+    session: AsyncSession,
+    survivor_id: uuid.UUID,
+    duplicate_id: uuid.UUID,
+    if_match: str | None,
+    *,
+    customer_data: CustomerDataRegistry[CustomerErasure],
+    open_deal_value: OpenDealValue,
 ) -> Customer:
     """Fold the duplicate into the survivor in one transaction: the survivor keeps its values,
-    gains the duplicate's where it has none, unites tags, and takes over all history."""
+    gains the duplicate's where it has none, unites tags, and takes over all history (the rows
+    of every domain in `customer_data`)."""
     if survivor_id == duplicate_id:
         raise Unprocessable("a customer cannot be merged into itself", errors=[_field_error("duplicate_id", "same as survivor")])
     repo = CustomerRepository(session)
@@ -402,13 +417,7 @@ async def merge_customers(
     _touch(survivor)
     await repo.flush()
 
-    await InteractionRepository(session).repoint_customer(duplicate.id, survivor.id)
-    await DealRepository(session).repoint_customer(duplicate.id, survivor.id)
-    await TaskRepository(session).repoint_customer(duplicate.id, survivor.id)
-    await DocumentRepository(session).repoint_customer(duplicate.id, survivor.id)
-    await CampaignRepository(session).repoint_member_customer(duplicate.id, survivor.id)
-    await LeadRepository(session).repoint_converted_customer(duplicate.id, survivor.id)
-    await ExperienceRepository(session).repoint_customer(duplicate.id, survivor.id)
+    await customer_data.repoint(session, duplicate.id, survivor.id)
     await repo.repoint_merged(duplicate.id, survivor.id)
 
     add_event(
@@ -420,18 +429,24 @@ async def merge_customers(
         data=CustomerMerged(
             survivor_id=survivor.id,
             duplicate_id=duplicate.id,
-            survivor=CustomerSnapshot(**await current_snapshot(session, survivor)),
+            survivor=CustomerSnapshot(**await current_snapshot(session, survivor, open_deal_value)),
         ),
     )
     return survivor
 
 
-async def erase_customer(session: AsyncSession, customer_id: uuid.UUID, store: DocumentStore) -> bool:
+async def erase_customer(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    customer_data: CustomerDataRegistry[CustomerErasure],
+    stored_files: StoredFiles,
+) -> bool:
     """GDPR erasure: personal fields and free text go (the customer's own words in survey
-    answers and feedback too), files are deleted, and so are the sent events and stored
-    idempotent answers that mention them; the record, its amounts, dates, stage changes and
-    scores stay, anonymous. Duplicates merged into this customer are erased with it. Returns
-    False when it was already erased (nothing to do)."""
+    answers and feedback too; what each domain in `customer_data` holds of them), files are
+    deleted, and so are the sent events and stored idempotent answers that mention them; the
+    record, its amounts, dates, stage changes and scores stay, anonymous. Duplicates merged into
+    this customer are erased with it. Returns False when it was already erased (nothing to do)."""
     repo = CustomerRepository(session)
     customer = await repo.get(customer_id, for_update=True)
     if customer is None:
@@ -446,7 +461,7 @@ async def erase_customer(session: AsyncSession, customer_id: uuid.UUID, store: D
     now = utcnow()
     targets = [customer, *await repo.merged_into(customer.id)]
     emails: list[str] = []
-    paths: list[str] = []
+    erasures: list[CustomerErasure] = []
     for target in targets:
         if target.email:
             emails.append(target.email)
@@ -455,20 +470,18 @@ async def erase_customer(session: AsyncSession, customer_id: uuid.UUID, store: D
         target.attributes = {}
         target.erased_at = now
         _touch(target)
-        await InteractionRepository(session).erase_customer(target.id)
-        await TaskRepository(session).erase_customer(target.id)
-        await LeadRepository(session).erase_converted(target.id)
-        await DealRepository(session).erase_customer(target.id)
-        await ExperienceRepository(session).erase_customer(target.id)
-        paths += await DocumentRepository(session).delete_for_customer(target.id)
+        erasure = CustomerErasure(customer_id=target.id, erased_at=now)
+        await customer_data.erase(session, erasure)
+        erasures.append(erasure)
         await erase_platform_traces(session, target.id, outbox_model=OutboxMessage, idempotency_model=IdempotencyKey)
     # Answers written before the person was a customer (e.g. their lead) name them by email only.
     await forget_answers_mentioning(session, IdempotencyKey, emails)
     await repo.flush()
     # Files go before the commit: if the commit then failed, a retried erase finds the rows
     # again and the missing files are skipped. Erasing too early beats keeping too long.
-    for path in paths:
-        store.delete(path)
+    for erasure in erasures:
+        for path in erasure.files:
+            stored_files.delete(path)
     for target in targets:
         add_event(
             session,

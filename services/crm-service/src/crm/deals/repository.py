@@ -11,6 +11,8 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import keyset
+from crm.customers.lifecycle import CustomerErasure
+from crm.db import as_money
 from crm.deals.models import Deal, DealStageChange
 from crm.pipelines.models import PipelineStage
 from cxkit.http.pagination import PageParams
@@ -47,10 +49,6 @@ def open_deals_query(customer_id: Any, limit: int) -> Select[Any]:
         .order_by(Deal.expected_close_date.asc().nulls_last(), Deal.created_at)
         .limit(limit)
     )
-
-
-def as_money(total: Any) -> Decimal:
-    return Decimal(total or 0).quantize(Decimal("0.01"))
 
 
 class DealRepository:
@@ -120,12 +118,12 @@ class DealRepository:
     async def delete(self, deal: Deal) -> None:
         await self.session.delete(deal)
 
-    async def repoint_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
-        await self.session.execute(update(Deal).where(Deal.customer_id == old).values(customer_id=new))
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        await self.session.execute(update(Deal).where(Deal.customer_id == duplicate_id).values(customer_id=survivor_id))
 
-    async def erase_customer(self, customer_id: uuid.UUID) -> None:
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
         """Free text goes (a title or lost reason may name the person); amounts, stages,
         dates and history stay for the funnel."""
         await self.session.execute(
-            update(Deal).where(Deal.customer_id == customer_id).values(title=ERASED_TITLE, lost_reason=None)
+            update(Deal).where(Deal.customer_id == erasure.customer_id).values(title=ERASED_TITLE, lost_reason=None)
         )

@@ -12,7 +12,7 @@ from crm import keyset
 from crm.customers import service as customers
 from crm.db import SOURCE, OutboxMessage
 from crm.deals.models import Deal, DealStageChange
-from crm.deals.repository import SORT_KEYS, DealFilters, DealRepository
+from crm.deals.repository import SORT_KEYS, DealFilters, DealRepository, open_value_query
 from crm.deals.schemas import DealCreate, DealUpdate
 from crm.pipelines.models import Pipeline, PipelineStage
 from crm.pipelines.repository import PipelineRepository
@@ -128,7 +128,7 @@ async def create_deal(
     await DealRepository(session).flush()
     await _record_move(session, deal, pipeline, None, stage, actor)
     # As in HubSpot: a deal makes its contact an opportunity, a won deal makes them a customer.
-    await customers.advance_lifecycle(session, customer, "customer" if deal.status == "won" else "opportunity")
+    await customers.advance_lifecycle(session, customer, "customer" if deal.status == "won" else "opportunity", open_value_query)
     return deal, stage
 
 
@@ -187,9 +187,9 @@ async def update_deal(
         if deal.status == "won":
             customer = await customers.live_customer_or_none(session, deal.customer_id)
             if customer is not None:
-                await customers.advance_lifecycle(session, customer, "customer")
+                await customers.advance_lifecycle(session, customer, "customer", open_value_query)
     elif deal.status == "open" and deal.amount != open_amount_before:
-        await customers.announce_open_deal_value(session, deal.customer_id)
+        await customers.announce_open_deal_value(session, deal.customer_id, open_value_query)
     return deal, target
 
 
@@ -204,7 +204,7 @@ async def delete_deal(session: AsyncSession, deal_id: uuid.UUID, if_match: str |
     await repo.delete(deal)
     await repo.flush()
     if was_open_value:
-        await customers.announce_open_deal_value(session, customer_id)
+        await customers.announce_open_deal_value(session, customer_id, open_value_query)
 
 
 async def list_deals(

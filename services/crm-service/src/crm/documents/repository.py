@@ -8,6 +8,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import keyset
+from crm.customers.lifecycle import CustomerErasure
 from crm.documents.models import Document
 from cxkit.http.pagination import PageParams
 
@@ -40,12 +41,13 @@ class DocumentRepository:
             stmt = stmt.where(Document.deal_id == deal_id)
         return list((await self.session.scalars(keyset.apply(stmt, sort, Document.id, page))).all())
 
-    async def repoint_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
-        await self.session.execute(update(Document).where(Document.customer_id == old).values(customer_id=new))
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        await self.session.execute(update(Document).where(Document.customer_id == duplicate_id).values(customer_id=survivor_id))
 
-    async def delete_for_customer(self, customer_id: uuid.UUID) -> list[str]:
-        """Delete the customer's document rows; returns their storage paths."""
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
+        """Delete the customer's document rows; their storage paths go to `erasure.files`, for the
+        files to be deleted once the rows are flushed."""
         result = await self.session.execute(
-            delete(Document).where(Document.customer_id == customer_id).returning(Document.storage_path)
+            delete(Document).where(Document.customer_id == erasure.customer_id).returning(Document.storage_path)
         )
-        return [row[0] for row in result]
+        erasure.files += [row[0] for row in result]

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Float, Select, case, cast, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm.customers.lifecycle import CustomerErasure
 from crm.experience.models import (
     FEEDBACK_RECEIVED,
     RESPONSE_SUBMITTED,
@@ -197,12 +198,16 @@ class ExperienceRepository:
         stmt = select(Task).where(Task.origin == FOLLOWUP_ORIGIN, Task.origin_ref.in_(refs))
         return {t.origin_ref: t for t in (await self.session.scalars(stmt)).all() if t.origin_ref}
 
-    async def repoint_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
-        await self.session.execute(update(ExperienceEvent).where(ExperienceEvent.customer_id == old).values(customer_id=new))
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(ExperienceEvent).where(ExperienceEvent.customer_id == duplicate_id).values(customer_id=survivor_id)
+        )
 
-    async def erase_customer(self, customer_id: uuid.UUID) -> None:
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
         """The customer's own words go; scores, categories, sentiment and times stay (anonymous)."""
-        await self.session.execute(update(ExperienceEvent).where(ExperienceEvent.customer_id == customer_id).values(text=None))
+        await self.session.execute(
+            update(ExperienceEvent).where(ExperienceEvent.customer_id == erasure.customer_id).values(text=None)
+        )
 
     async def delete_all(self) -> None:
         """Empties the projection (a replay rebuilds it from the topic)."""

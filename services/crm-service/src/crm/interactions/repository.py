@@ -16,6 +16,7 @@ from sqlalchemy import Select, bindparam, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import keyset
+from crm.customers.lifecycle import CustomerErasure
 from crm.interactions.models import CustomerInteractionStats, Interaction
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery, UnnestInsert, row_columns
@@ -137,13 +138,17 @@ class InteractionRepository:
     async def flush(self) -> None:
         await self.session.flush()
 
-    async def repoint_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
-        await self.session.execute(update(Interaction).where(Interaction.customer_id == old).values(customer_id=new))
-
-    async def erase_customer(self, customer_id: uuid.UUID) -> None:
-        """Free text and free JSON go; type, time, channel, touchpoint and amount stay."""
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        """The statistics follow: the triggers on interactions recompute both customers'."""
         await self.session.execute(
-            update(Interaction).where(Interaction.customer_id == customer_id).values(summary=None, metadata_={})
+            update(Interaction).where(Interaction.customer_id == duplicate_id).values(customer_id=survivor_id)
+        )
+
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
+        """Free text and free JSON go; type, time, channel, touchpoint and amount stay (and so
+        do the statistics, which hold no personal data)."""
+        await self.session.execute(
+            update(Interaction).where(Interaction.customer_id == erasure.customer_id).values(summary=None, metadata_={})
         )
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import keyset
+from crm.customers.lifecycle import CustomerErasure
 from crm.leads.models import Lead
 from cxkit.http.pagination import PageParams
 
@@ -73,13 +74,16 @@ class LeadRepository:
     async def delete(self, lead: Lead) -> None:
         await self.session.delete(lead)
 
-    async def repoint_converted_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
-        await self.session.execute(update(Lead).where(Lead.converted_customer_id == old).values(converted_customer_id=new))
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        """The leads that became the duplicate became the survivor."""
+        await self.session.execute(
+            update(Lead).where(Lead.converted_customer_id == duplicate_id).values(converted_customer_id=survivor_id)
+        )
 
-    async def erase_converted(self, customer_id: uuid.UUID) -> None:
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
         """The personal fields of the leads that became this customer."""
         await self.session.execute(
             update(Lead)
-            .where(Lead.converted_customer_id == customer_id)
+            .where(Lead.converted_customer_id == erasure.customer_id)
             .values(email=None, email_normalized=None, name=None, company=None, phone=None, job_title=None, notes=None)
         )

@@ -15,6 +15,7 @@ from crm.customers.repository import CustomerRepository
 from crm.db import SOURCE, IdempotencyKey, OutboxMessage
 from crm.deals import service as deals
 from crm.deals.models import Deal
+from crm.deals.repository import open_value_query
 from crm.deals.schemas import DealCreate
 from crm.leads.models import Lead
 from crm.leads.repository import SORT_KEYS, LeadFilters, LeadRepository
@@ -150,10 +151,11 @@ async def convert_lead(
             source=lead.source,
             campaign_id=lead.campaign_id,
             lifecycle_stage=target_stage,
+            campaigns=CampaignRepository(session),
         )
     else:
         await _fill_from_lead(session, customer, lead)
-        await customers.advance_lifecycle(session, customer, target_stage)
+        await customers.advance_lifecycle(session, customer, target_stage, open_value_query)
 
     deal = None
     if data.deal is not None:
@@ -195,4 +197,4 @@ async def _fill_from_lead(session: AsyncSession, customer: Customer, lead: Lead)
     if changed:
         locked.version += 1
         locked.updated_at = utcnow()
-        await customers.announce_updated(session, locked, changed)
+        await customers.announce_updated(session, locked, changed, open_value_query)

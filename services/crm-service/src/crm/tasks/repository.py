@@ -11,6 +11,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import keyset
+from crm.customers.lifecycle import CustomerErasure
 from crm.tasks.models import Task
 from cxkit.http.pagination import PageParams
 
@@ -81,11 +82,11 @@ class TaskRepository:
     async def delete(self, task: Task) -> None:
         await self.session.delete(task)
 
-    async def repoint_customer(self, old: uuid.UUID, new: uuid.UUID) -> None:
-        await self.session.execute(update(Task).where(Task.customer_id == old).values(customer_id=new))
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        await self.session.execute(update(Task).where(Task.customer_id == duplicate_id).values(customer_id=survivor_id))
 
-    async def erase_customer(self, customer_id: uuid.UUID) -> None:
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
         """Free text goes; dates, status, owner and origin stay."""
         await self.session.execute(
-            update(Task).where(Task.customer_id == customer_id).values(title=ERASED_TITLE, description=None)
+            update(Task).where(Task.customer_id == erasure.customer_id).values(title=ERASED_TITLE, description=None)
         )
