@@ -18,6 +18,7 @@ from sqlalchemy import select
 from cem.cli import ALEMBIC_INI
 from cem.config import CEMSettings
 from cem.consumers import crm_customers, interactions
+from cem.customers.lifecycle import CustomerErasure
 from cem.customers.service import apply_customer_snapshots
 from cem.db import ApiKey, OutboxMessage
 from cem.main import create_app
@@ -27,6 +28,7 @@ from cxkit.dev_broker import DevBroker
 from cxkit.events import new_event
 from cxkit.events.payloads import CustomerCreated, InteractionRecorded
 from cxkit.kafka.consumer import Delivery
+from cxkit.lifecycle import CustomerDataRegistry
 
 
 @pytest.fixture(scope="session")
@@ -82,9 +84,12 @@ ALEMBIC = Path(ALEMBIC_INI)
 class Factory:
     """Small builders for test data, over the HTTP API where one exists."""
 
-    def __init__(self, client: httpx.AsyncClient, session_factory: Any) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, session_factory: Any, customer_data: CustomerDataRegistry[CustomerErasure]
+    ) -> None:
         self.client = client
         self.session_factory = session_factory
+        self.customer_data = customer_data
 
     async def customer(self, **fields: Any) -> uuid.UUID:
         """A customer as if the CRM had announced it on crm.customers.v1."""
@@ -103,7 +108,7 @@ class Factory:
             }
         )
         async with self.session_factory() as session:
-            await apply_customer_snapshots(session, [snapshot])
+            await apply_customer_snapshots(session, [snapshot], self.customer_data)
             await session.commit()
         return cid
 
@@ -138,8 +143,8 @@ class Factory:
 
 
 @pytest.fixture
-def make(client: httpx.AsyncClient, session_factory: Any) -> Factory:
-    return Factory(client, session_factory)
+def make(client: httpx.AsyncClient, session_factory: Any, cem_app: FastAPI) -> Factory:
+    return Factory(client, session_factory, cem_app.state.customer_data)
 
 
 async def outbox_events(session_factory: Any, event_type: str | None = None) -> list[dict[str, Any]]:
@@ -171,12 +176,13 @@ def delivery(event_type: str, data: Any, *, source: str = "urn:cx:crm-service", 
 class EventApplier:
     """Runs the live consumers' handlers on events inside one transaction, as a poll would."""
 
-    def __init__(self, session_factory: Any, settings: CEMSettings) -> None:
+    def __init__(self, session_factory: Any, settings: CEMSettings, customer_data: CustomerDataRegistry[CustomerErasure]) -> None:
         self.session_factory = session_factory
         self.settings = settings
+        self.customer_data = customer_data
 
     async def __call__(self, *deliveries: Delivery, settings: CEMSettings | None = None) -> None:
-        handlers = {**crm_customers.HANDLERS, **interactions.handlers(settings or self.settings)}
+        handlers = {**crm_customers.handlers(self.customer_data), **interactions.handlers(settings or self.settings)}
         async with self.session_factory() as session, session.begin():
             runs: list[list[Delivery]] = []
             for d in deliveries:
@@ -189,8 +195,8 @@ class EventApplier:
 
 
 @pytest.fixture
-def apply(client: httpx.AsyncClient, session_factory: Any, cem_settings: CEMSettings) -> EventApplier:
-    return EventApplier(session_factory, cem_settings)
+def apply(client: httpx.AsyncClient, session_factory: Any, cem_settings: CEMSettings, cem_app: FastAPI) -> EventApplier:
+    return EventApplier(session_factory, cem_settings, cem_app.state.customer_data)
 
 
 def interaction(customer_id: uuid.UUID | None = None, **fields: Any) -> Delivery:

@@ -53,10 +53,11 @@ async def running_consumer(
 ) -> AsyncIterator[dict[str, Any]]:
     """The CEM's customer consumer on the real broker, with a counter around its handler."""
     calls: list[str] = []
+    on_customer_snapshots = crm_customers.handlers(cem_app.state.customer_data)["customer.created"]
 
     async def counting(session: Any, deliveries: list[Delivery]) -> None:
         calls.extend(d.event.id for d in deliveries)
-        await crm_customers.on_customer_snapshots(session, deliveries)
+        await on_customer_snapshots(session, deliveries)
 
     group = f"test-{uuid.uuid4().hex[:8]}"
     consumer = EventConsumer(

@@ -33,7 +33,7 @@ from .conftest import snapshot
 async def consumers(cem_app: FastAPI, cem_settings: CEMSettings, client: httpx.AsyncClient) -> AsyncIterator[CEMSettings]:
     """The app's consumers under a consumer group of this test's own."""
     settings = cem_settings.model_copy(update={"consumer_group": f"cem-test-{uuid.uuid4().hex[:8]}"})
-    running = build_consumers(settings)(cem_app.state.session_factory)
+    running = build_consumers(settings, cem_app.state.customer_data)(cem_app.state.session_factory)
     tasks = [asyncio.create_task(c.run()) for c in running]
     yield settings
     for task in tasks:

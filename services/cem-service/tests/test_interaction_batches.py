@@ -53,7 +53,7 @@ def poll(*values: bytes, first_offset: int = 0) -> dict[TopicPartition, list[Con
 
 def interactions_consumer(app: FastAPI, settings: CEMSettings) -> EventConsumer:
     settings = settings.model_copy(update={"consumer_group": f"cem-test-{uuid.uuid4().hex[:8]}"})
-    consumers = {c.name: c for c in build_consumers(settings)(app.state.session_factory)}
+    consumers = {c.name: c for c in build_consumers(settings, app.state.customer_data)(app.state.session_factory)}
     return consumers[f"{settings.consumer_group}.interactions"]
 
 

@@ -14,7 +14,9 @@ import cem
 from cem.analytics.router import router as analytics_router
 from cem.config import CEMSettings
 from cem.consumers import crm_customers, interactions
-from cem.customers.router import router as customers_router
+from cem.customer_data import customer_data
+from cem.customer_view.router import router as customer_view_router
+from cem.customers.lifecycle import CustomerErasure
 from cem.db import ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent
 from cem.feedback.router import router as feedback_router
 from cem.feedback.sentiment import analyzer
@@ -29,6 +31,7 @@ from cem.triggers.scheduler import InvitationScheduler
 from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
 from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import EventConsumer
+from cxkit.lifecycle import CustomerDataRegistry
 from cxkit.logs import configure_logging
 from cxkit.service_app import service_lifespan
 
@@ -51,13 +54,15 @@ announced as `survey.throttled`).
 """
 
 
-def build_consumers(settings: CEMSettings) -> Any:
+def build_consumers(settings: CEMSettings, customer_data: CustomerDataRegistry[CustomerErasure]) -> Any:
+    """The live consumers; merges and erasures on `crm.customers.v1` walk `customer_data`."""
+
     def factory(session_factory: Any) -> list[EventConsumer]:
         return [
             EventConsumer(
                 name=f"{settings.consumer_group}.crm-customers",
                 topics=[CRM_CUSTOMERS],
-                handlers=dict(crm_customers.HANDLERS),
+                handlers=crm_customers.handlers(customer_data),
                 settings=settings,
                 session_factory=session_factory,
                 processed_model=ProcessedEvent,
@@ -99,6 +104,7 @@ def with_scheduler(settings: CEMSettings, lifespan: Callable[[FastAPI], Any]) ->
 
 def create_app(settings: CEMSettings | None = None) -> FastAPI:
     settings = settings or CEMSettings()
+    owners = customer_data()
     configure_logging(settings.service_name, level=settings.log_level, json=settings.log_json)
     app = FastAPI(
         title="cem-service",
@@ -115,11 +121,13 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
                 idempotency_model=IdempotencyKey,
                 outbox_model=OutboxMessage,
                 produced_topics=[CEM_FEEDBACK],
-                consumers=build_consumers(settings),
+                consumers=build_consumers(settings, owners),
             ),
         ),
     )
     app.state.settings = settings
+    # The registry merges and erasures walk, for whatever applies one in this process (tests too).
+    app.state.customer_data = owners
     install_platform(app, settings.service_name)
     for router in (
         touchpoints_router,
@@ -130,7 +138,7 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
         feedback_router,
         analytics_router,
         suppressions_router,
-        customers_router,
+        customer_view_router,
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(respondent_router)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from cem.config import CEMSettings
 from cem.consumers import crm_customers, interactions
+from cem.customer_data import customer_data
 from cem.customers.service import reset_projection
 from cem.touchpoints.service import reset_interactions
 from cxkit.events.registry import CRM_CUSTOMERS, CX_INTERACTIONS
@@ -18,7 +19,7 @@ def projections(settings: CEMSettings) -> list[Projection]:
         Projection(
             consumer_name=f"{settings.consumer_group}.crm-customers",
             topics=[CRM_CUSTOMERS],
-            handlers=dict(crm_customers.PROJECTION_HANDLERS),
+            handlers=crm_customers.projection_handlers(customer_data()),
             reset=reset_projection,
             description="customer profiles: snapshots, merges, erasures, open deal values, lead conversions, "
             "follow-ups closed by CRM tasks",

@@ -7,6 +7,7 @@ import datetime as dt
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.customers.lifecycle import CustomerErasure
 from cem.customers.service import (
     apply_customer_snapshots,
     apply_deal_changes,
@@ -17,21 +18,44 @@ from cem.customers.service import (
 from cem.followups.service import close_followups
 from cxkit.db import utcnow
 from cxkit.kafka.consumer import BatchHandler, Delivery
+from cxkit.lifecycle import CustomerDataRegistry
 
 
-async def on_customer_snapshots(session: AsyncSession, deliveries: list[Delivery]) -> None:
-    """customer.created / customer.updated: one upsert for the whole run of events."""
-    await apply_customer_snapshots(session, [d.payload for d in deliveries])
+def handlers(customer_data: CustomerDataRegistry[CustomerErasure]) -> dict[str, BatchHandler]:
+    """The live consumer's handlers; merges, erasures and snapshots reach every domain's rows
+    through `customer_data` (`cem.customer_data`)."""
+    return _handlers(customer_data, replaying=False)
 
 
-async def on_customers_merged(session: AsyncSession, deliveries: list[Delivery]) -> None:
-    for d in deliveries:
-        await merge_customers(session, d.payload)
+def projection_handlers(customer_data: CustomerDataRegistry[CustomerErasure]) -> dict[str, BatchHandler]:
+    """A replay rebuilds the projection with the same rules, but re-applies snapshots of the
+    version the copy already has, restoring a damaged copy. Closing a follow-up is idempotent and
+    creates nothing, so a replay may re-close one whose closing was lost."""
+    return _handlers(customer_data, replaying=True)
 
 
-async def on_customers_erased(session: AsyncSession, deliveries: list[Delivery]) -> None:
-    for d in deliveries:
-        await erase_customer(session, d.payload)
+def _handlers(customer_data: CustomerDataRegistry[CustomerErasure], *, replaying: bool) -> dict[str, BatchHandler]:
+    async def on_customer_snapshots(session: AsyncSession, deliveries: list[Delivery]) -> None:
+        """customer.created / customer.updated: one upsert for the whole run of events."""
+        await apply_customer_snapshots(session, [d.payload for d in deliveries], customer_data, replaying=replaying)
+
+    async def on_customers_merged(session: AsyncSession, deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            await merge_customers(session, d.payload, customer_data, replaying=replaying)
+
+    async def on_customers_erased(session: AsyncSession, deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            await erase_customer(session, d.payload, customer_data)
+
+    return {
+        "customer.created": on_customer_snapshots,
+        "customer.updated": on_customer_snapshots,
+        "customer.merged": on_customers_merged,
+        "customer.erased": on_customers_erased,
+        "deal.stage_changed": on_deal_stages_changed,
+        "lead.converted": on_leads_converted,
+        "task.completed": on_tasks_completed,
+    }
 
 
 async def on_deal_stages_changed(session: AsyncSession, deliveries: list[Delivery]) -> None:
@@ -52,34 +76,3 @@ def _event_time(delivery: Delivery) -> dt.datetime:
     if at is None:
         return utcnow()
     return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at
-
-
-HANDLERS: dict[str, BatchHandler] = {
-    "customer.created": on_customer_snapshots,
-    "customer.updated": on_customer_snapshots,
-    "customer.merged": on_customers_merged,
-    "customer.erased": on_customers_erased,
-    "deal.stage_changed": on_deal_stages_changed,
-    "lead.converted": on_leads_converted,
-    "task.completed": on_tasks_completed,
-}
-
-
-async def on_customer_snapshots_replayed(session: AsyncSession, deliveries: list[Delivery]) -> None:
-    """A replay re-applies snapshots of the version the copy already has, restoring a damaged copy."""
-    await apply_customer_snapshots(session, [d.payload for d in deliveries], replaying=True)
-
-
-async def on_customers_merged_replayed(session: AsyncSession, deliveries: list[Delivery]) -> None:
-    for d in deliveries:
-        await merge_customers(session, d.payload, replaying=True)
-
-
-# A replay rebuilds the projection with the same rules. Closing a follow-up is idempotent and
-# creates nothing, so a replay may re-close one whose closing was lost.
-PROJECTION_HANDLERS: dict[str, BatchHandler] = {
-    **HANDLERS,
-    "customer.created": on_customer_snapshots_replayed,
-    "customer.updated": on_customer_snapshots_replayed,
-    "customer.merged": on_customers_merged_replayed,
-}

@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.customers.lifecycle import CustomerErasure
 from cem.feedback.models import Feedback
 from cxkit.db import newest_first
 
@@ -63,23 +64,22 @@ class FeedbackRepository:
             .execution_options(synchronize_session=False)
         )
 
-    async def erase_customer(self, customer_id: uuid.UUID, email_lower: str | None) -> list[uuid.UUID]:
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
         """The customer's feedback keeps its sentiment, rating and times; its text and address go.
-        Feedback given under their address without a customer is theirs too (their ids are returned)."""
-        linked: list[uuid.UUID] = []
-        if email_lower:
+        Feedback given under their address without a customer is theirs too (their ids join
+        `erasure.unkeyed_ids`)."""
+        if erasure.email_lower:
             result = await self.session.execute(
                 update(Feedback)
-                .where(Feedback.customer_id.is_(None), func.lower(Feedback.email) == email_lower)
-                .values(customer_id=customer_id)
+                .where(Feedback.customer_id.is_(None), func.lower(Feedback.email) == erasure.email_lower)
+                .values(customer_id=erasure.customer_id)
                 .returning(Feedback.id)
                 .execution_options(synchronize_session=False)
             )
-            linked = list(result.scalars().all())
+            erasure.unkeyed_ids.extend(result.scalars().all())
         await self.session.execute(
             update(Feedback)
-            .where(Feedback.customer_id == customer_id)
+            .where(Feedback.customer_id == erasure.customer_id)
             .values(text=None, email=None)
             .execution_options(synchronize_session=False)
         )
-        return linked

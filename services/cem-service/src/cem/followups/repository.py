@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.customers.lifecycle import CustomerErasure
 from cem.followups.models import Followup
 
 
@@ -25,6 +26,11 @@ class FollowupRepository:
             .values(customer_id=survivor_id)
             .execution_options(synchronize_session=False)
         )
+
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
+        """Nothing to erase: a follow-up holds the score, the survey's name and who at the company
+        closed it, nothing personal of the customer (the answer's comment went only into the
+        `followup.requested` event, whose personal fields the erasure blanks)."""
 
     async def close(self, followup_id: uuid.UUID, *, at: dt.datetime, by: str | None, task_id: uuid.UUID) -> bool:
         """Close an open follow-up; False when there is none open with this id."""

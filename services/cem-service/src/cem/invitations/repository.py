@@ -11,6 +11,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from cem.customers.lifecycle import CustomerErasure
 from cem.customers.repository import announced_customer_with
 from cem.invitations.models import Invitation
 from cxkit.db import insert_new, newest_first
@@ -155,23 +156,24 @@ class InvitationRepository:
             .execution_options(synchronize_session=False)
         )
 
-    async def erase_customer(self, customer_id: uuid.UUID, email_lower: str | None, now: dt.datetime) -> list[uuid.UUID]:
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
         """Drop the addresses of an erased customer's invitations (those made to their address
-        before the CRM announced them too: their ids are returned) and cancel the ones not sent yet."""
-        linked: list[uuid.UUID] = []
-        if email_lower:
+        before the CRM announced them too: their ids join `erasure.unkeyed_ids`) and cancel the
+        ones not sent yet."""
+        customer_id = erasure.customer_id
+        if erasure.email_lower:
             result = await self.session.execute(
                 update(Invitation)
-                .where(Invitation.customer_id.is_(None), Invitation.email_lower == email_lower)
+                .where(Invitation.customer_id.is_(None), Invitation.email_lower == erasure.email_lower)
                 .values(customer_id=customer_id)
                 .returning(Invitation.id)
                 .execution_options(synchronize_session=False)
             )
-            linked = list(result.scalars().all())
+            erasure.unkeyed_ids.extend(result.scalars().all())
         await self.session.execute(
             update(Invitation)
             .where(Invitation.customer_id == customer_id, Invitation.sent_at.is_(None), Invitation.cancelled_at.is_(None))
-            .values(cancelled_at=now, cancel_reason="erased")
+            .values(cancelled_at=erasure.at, cancel_reason="erased")
             .execution_options(synchronize_session=False)
         )
         await self.session.execute(
@@ -180,7 +182,6 @@ class InvitationRepository:
             .values(email=None, email_lower=None)
             .execution_options(synchronize_session=False)
         )
-        return linked
 
     def add(self, invitation: Invitation) -> None:
         self.session.add(invitation)

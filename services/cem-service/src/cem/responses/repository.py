@@ -9,8 +9,10 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.customers.lifecycle import CustomerErasure
 from cem.followups.models import Followup
 from cem.responses.models import Score, SurveyResponse
+from cem.surveys.questions import without_free_text
 from cxkit.db import newest_first
 
 
@@ -70,6 +72,22 @@ class ResponseRepository:
                 .values(customer_id=survivor_id)
                 .execution_options(synchronize_session=False)
             )
+
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
+        """An erased customer's answers keep their scores (they still count) but lose their free
+        text and address; answers given under their address without a customer become theirs
+        (their ids join `erasure.unkeyed_ids`), and so do their scores. Erasures are rare and a
+        customer has few answers: rewritten here, row by row."""
+        linked = []
+        for response in await self.of_customer_or_email(erasure.customer_id, erasure.email_lower):
+            if response.customer_id is None:
+                response.customer_id = erasure.customer_id
+                linked.append(response.id)
+            response.email = None
+            response.answers = without_free_text(response.answers)
+        await self.flush()
+        await self.link_to_customer(linked, erasure.customer_id)
+        erasure.unkeyed_ids.extend(linked)
 
     async def of_customer_or_email(self, customer_id: uuid.UUID, email_lower: str | None) -> list[SurveyResponse]:
         """Every response of the customer, and those given under their address without a customer

@@ -22,7 +22,7 @@ from cem.responses.models import Score, SurveyResponse
 from cem.responses.repository import ResponseRepository
 from cem.responses.schemas import AnswerRead, ResponseCreate, ResponseRead, ScoreRead
 from cem.surveys.models import Survey
-from cem.surveys.questions import CheckedAnswers, check_answers, needs_followup
+from cem.surveys.questions import CheckedAnswers, check_answers, needs_followup, without_free_text
 from cem.surveys.repository import SurveyRepository
 from cem.surveys.service import get_survey
 from cem.touchpoints.repository import TouchpointRepository
@@ -151,28 +151,6 @@ async def record_response(
         await request_followup(session, survey, response, answer, checked.comment)
         followup = True
     return response, followup
-
-
-def without_free_text(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The answers with every text answer blanked (ratings and choices stay)."""
-    return [{**a, "value": None} if a.get("type") == "text" else a for a in answers]
-
-
-async def erase_answers(session: AsyncSession, customer_id: uuid.UUID, email_lower: str | None) -> list[uuid.UUID]:
-    """An erased customer's answers keep their scores (they still count) but lose their free
-    text and address; answers given under their address without a customer become theirs
-    (their ids are returned). Erasures are rare and a customer has few answers: rewritten here."""
-    repo = ResponseRepository(session)
-    linked = []
-    for response in await repo.of_customer_or_email(customer_id, email_lower):
-        if response.customer_id is None:
-            response.customer_id = customer_id
-            linked.append(response.id)
-        response.email = None
-        response.answers = without_free_text(response.answers)
-    await repo.flush()
-    await repo.link_to_customer(linked, customer_id)
-    return linked
 
 
 def _announce(session: AsyncSession, survey: Survey, response: SurveyResponse, checked: CheckedAnswers) -> None:

@@ -287,6 +287,12 @@ def check_answers(questions: list[dict[str, Any]], raw: dict[str, Any], *, from_
     return result
 
 
+def without_free_text(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored answers with every text answer blanked (ratings and choices stay): what an erased
+    customer's answers keep."""
+    return [{**a, "value": None} if a.get("type") == "text" else a for a in answers]
+
+
 def _check_one(q: dict[str, Any], value: Any, from_form: bool) -> tuple[Any, str | None]:
     kind = q["type"]
     if kind == "rating":

@@ -12,6 +12,7 @@ import asyncpg
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.customers.lifecycle import CustomerErasure
 from cem.customers.models import CustomerProfile
 from cem.customers.repository import announced_customer_with
 from cem.journeys.models import Journey, JourneyStep
@@ -107,19 +108,19 @@ class TouchpointRepository:
             .execution_options(synchronize_session=False)
         )
 
-    async def erase_customer(self, customer_id: uuid.UUID, email_lower: str | None) -> None:
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
         """An erased customer's interactions keep their type, touchpoint, time and amount; the
         summary, metadata and address go."""
-        if email_lower:
+        if erasure.email_lower:
             await self.session.execute(
                 update(TouchpointInteraction)
-                .where(TouchpointInteraction.customer_id.is_(None), TouchpointInteraction.email_lower == email_lower)
-                .values(customer_id=customer_id)
+                .where(TouchpointInteraction.customer_id.is_(None), TouchpointInteraction.email_lower == erasure.email_lower)
+                .values(customer_id=erasure.customer_id)
                 .execution_options(synchronize_session=False)
             )
         await self.session.execute(
             update(TouchpointInteraction)
-            .where(TouchpointInteraction.customer_id == customer_id)
+            .where(TouchpointInteraction.customer_id == erasure.customer_id)
             .values(summary=None, details={}, email=None, email_lower=None)
             .execution_options(synchronize_session=False)
         )

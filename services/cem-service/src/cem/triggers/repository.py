@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, literal, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.customers.lifecycle import CustomerErasure
 from cem.customers.models import CustomerProfile
 from cem.customers.repository import announced_customer_with
 from cem.invitations.models import Invitation
@@ -100,17 +101,18 @@ class SuppressionRepository:
             .execution_options(synchronize_session=False)
         )
 
-    async def erase_customer(self, customer_id: uuid.UUID, email_lower: str | None) -> None:
-        if email_lower:
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
+        """An erased customer's suppressions keep their survey, reason and time; the address goes."""
+        if erasure.email_lower:
             await self.session.execute(
                 update(Suppression)
-                .where(Suppression.customer_id.is_(None), Suppression.email_lower == email_lower)
-                .values(customer_id=customer_id)
+                .where(Suppression.customer_id.is_(None), Suppression.email_lower == erasure.email_lower)
+                .values(customer_id=erasure.customer_id)
                 .execution_options(synchronize_session=False)
             )
         await self.session.execute(
             update(Suppression)
-            .where(Suppression.customer_id == customer_id)
+            .where(Suppression.customer_id == erasure.customer_id)
             .values(email=None, email_lower=None)
             .execution_options(synchronize_session=False)
         )

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from cem.customers import service
-from cem.customers.schemas import CustomerExperience
+from cem.customer_view import service
+from cem.customer_view.schemas import CustomerExperience
 from cem.fields import id_path
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader

@@ -1,0 +1,180 @@
+"""The consumer runner on its own (cxkit.kafka.consumer.EventConsumer) against the dev broker:
+good events applied once each and in order, bad ones sent to `<topic>.dlq` with their
+original bytes, headers and the reason while the loop goes on, and a failing database: no
+offset committed past what it holds, the events retried until applied, none lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from cxkit.db import make_session_factory
+from cxkit.events import encode_event, new_event
+from cxkit.events.payloads import CustomerErased
+from cxkit.events.registry import dlq_topic
+from cxkit.kafka.consumer import Delivery, EventConsumer, PermanentEventError
+from cxkit.settings import ServiceSettings
+from cxkit.testing import wait_for
+
+from .conftest import SOURCE, ProcessedEvent, applied, applying, committed_offsets, customer_event, publish, read_topic, settle
+
+Sessions = async_sessionmaker[AsyncSession]
+ECHO = "urn:cxkit:echo"  # a source the consumer skips (its own service's events)
+
+
+class Handler:
+    """Records each `customer.updated` it is given, but misbehaves by the customer's name:
+    `reject` is refused for good, `broken` fails every time (a bug), `stuck` fails as when the
+    database connection drops, until `stuck` is set False."""
+
+    def __init__(self, applier: str) -> None:
+        self.record = applying(applier)
+        self.calls: Counter[str] = Counter()
+        self.stuck = True
+
+    async def __call__(self, session: AsyncSession, deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            self.calls[d.payload.name] += 1
+            if d.payload.name == "reject":
+                raise PermanentEventError("refuses this customer")
+            if d.payload.name == "broken":
+                raise ValueError("handler bug")
+            if d.payload.name == "stuck" and self.stuck:
+                raise ConnectionResetError("connection reset by peer")
+        await self.record(session, deliveries)
+
+
+class Running:
+    """One EventConsumer (one group) for the module, reading a topic per test, as a task: the
+    dev broker takes seconds to form a group, so the tests share one."""
+
+    def __init__(self, settings: ServiceSettings, sessions: Sessions, purposes: list[str]) -> None:
+        self.name = f"kit-test-{uuid.uuid4().hex[:8]}"
+        self.topics = {purpose: f"cxkit-test.{purpose}.{uuid.uuid4().hex[:8]}" for purpose in purposes}
+        self.handler = Handler(self.name)
+        self.consumer = EventConsumer(
+            name=self.name,
+            topics=list(self.topics.values()),
+            handlers={"customer.updated": self.handler},
+            settings=settings,
+            session_factory=sessions,
+            processed_model=ProcessedEvent,
+            skip_sources=frozenset({ECHO}),
+        )
+        self.bootstrap = settings.kafka_bootstrap_servers
+        self.task = asyncio.create_task(self.consumer.run())
+
+    async def committed(self, topic: str) -> int:
+        """The group's committed offset on the topic's one used partition (0 for none)."""
+        return max((o or 0) for o in (await committed_offsets(self.bootstrap, self.name, topic)).values())
+
+    async def caught_up(self, topic: str, messages: int) -> None:
+        """Until the group committed offsets past all `messages` (sent to one partition)."""
+
+        async def done() -> bool:
+            return await self.committed(topic) >= messages
+
+        await wait_for(done, timeout=20, interval=0.1)
+
+    async def stop(self) -> None:
+        await settle(self.task)
+        await self.consumer.stop()
+
+
+@pytest.fixture(scope="module")
+async def running(kit_settings: ServiceSettings, kit_engine: AsyncEngine) -> AsyncIterator[Running]:
+    consumer = Running(kit_settings, make_session_factory(kit_engine), ["dead-letters", "transient"])
+    yield consumer
+    await consumer.stop()
+
+
+def envelope(event_type: str, data: object) -> bytes:
+    return orjson.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "source": SOURCE, "type": event_type, "data": data})
+
+
+async def processed_ids(sessions: Sessions, consumer: str) -> set[str]:
+    async with sessions() as session:
+        return set((await session.scalars(select(ProcessedEvent.event_id).where(ProcessedEvent.consumer == consumer))).all())
+
+
+async def test_bad_messages_go_to_the_dlq_with_their_reason_and_the_good_ones_are_applied_once(
+    running: Running, sessions: Sessions
+) -> None:
+    topic = running.topics["dead-letters"]
+    ada, bob = uuid.uuid4(), uuid.uuid4()
+    first = customer_event(ada, 1, "Ada")
+    erased = encode_event(
+        new_event(
+            "customer.erased",
+            source=SOURCE,
+            subject=str(ada),
+            data=CustomerErased(customer_id=ada, erased_at=dt.datetime.now(dt.UTC)),
+        )
+    )
+    dead = {
+        b'{"not json': "not JSON",
+        envelope("no.such.type", {}): "unknown event type 'no.such.type'",
+        envelope("customer.updated", {"version": 2}): "invalid customer.updated data: id: Field required",
+        customer_event(ada, 2, "reject"): "rejected by handler: refuses this customer",
+        customer_event(bob, 1, "broken"): "handler failed after 2 attempts: ValueError('handler bug')",
+    }
+    messages = [
+        first,
+        *list(dead)[:3],
+        erased,  # a valid event of a type this consumer does not handle: neither applied nor dead
+        *list(dead)[3:],
+        first,  # delivered again: applied once
+        customer_event(bob, 1, "echo", source=ECHO),  # from a skipped source
+        customer_event(ada, 3, "Grace"),
+    ]
+    await publish(running.bootstrap, topic, [(b"k", m) for m in messages], origin=b"kit-test")
+    await running.caught_up(topic, len(messages))
+
+    rows = [r for r in await applied(sessions, running.name) if r.customer_id in (ada, bob)]
+    assert [(r.customer_id, r.version, r.name) for r in rows] == [(ada, 1, "Ada"), (ada, 3, "Grace")]
+    assert await processed_ids(sessions, running.name) == {r.event_id for r in rows}
+
+    originals = {r.value: r for r in await read_topic(running.bootstrap, topic, at_least=len(messages))}
+    dlq = await read_topic(running.bootstrap, dlq_topic(topic), at_least=len(dead))
+    assert Counter(r.value for r in dlq) == Counter(list(dead))  # the original bytes, each once
+    for record in dlq:
+        headers = dict(record.headers)
+        assert headers["dlq.reason"].decode().startswith(dead[record.value]), headers["dlq.reason"]
+        assert record.key == b"k" and headers["origin"] == b"kit-test"  # the original key and headers, kept
+        assert headers["dlq.original_topic"] == topic.encode()
+        assert headers["dlq.original_offset"] == str(originals[record.value].offset).encode()
+        assert headers["dlq.original_partition"] == str(originals[record.value].partition).encode()
+        assert headers["dlq.consumer"] == running.name.encode()
+
+
+async def test_offsets_never_pass_an_event_the_database_has_not_applied_and_it_is_retried_without_loss(
+    running: Running, sessions: Sessions
+) -> None:
+    topic = running.topics["transient"]
+    customer = uuid.uuid4()
+    names = ["Ada", "stuck", "Grace", "Hopper"]
+    messages = [customer_event(customer, v, name) for v, name in enumerate(names, start=1)]
+    await publish(running.bootstrap, topic, [(str(customer).encode(), m) for m in messages])
+
+    async def retried() -> bool:
+        return running.handler.calls["stuck"] >= 3
+
+    await wait_for(retried, timeout=20)  # the database keeps failing on the second event
+    before = [r.name for r in await applied(sessions, running.name) if r.customer_id == customer]
+    assert before in ([], ["Ada"])  # the first, at most (if it came in a poll of its own)
+    assert await running.committed(topic) == len(before)  # no offset past what the database holds
+
+    running.handler.stuck = False  # the database is back
+    await running.caught_up(topic, len(messages))
+    rows = [r for r in await applied(sessions, running.name) if r.customer_id == customer]
+    assert [(r.version, r.name) for r in rows] == [(1, "Ada"), (2, "stuck"), (3, "Grace"), (4, "Hopper")]
+    assert await processed_ids(sessions, running.name) >= {r.event_id for r in rows}
+    assert await read_topic(running.bootstrap, dlq_topic(topic), timeout=1) == []  # a transient failure is never dead

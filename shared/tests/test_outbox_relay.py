@@ -1,0 +1,277 @@
+"""The transactional outbox on its own (cxkit.kafka.outbox): rows written with `add_event` reach
+the broker exactly once, each key's in outbox order, whether sent in batches, after a failed
+round, by a running relay woken by the commit, or by two relays at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaTimeoutError, RequestTimedOutError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cxkit.events.payloads import CustomerUpdated
+from cxkit.kafka.outbox import OutboxRelay, add_event
+from cxkit.settings import ServiceSettings
+from cxkit.testing import wait_for
+from cxkit.tracing import start_span
+
+from .conftest import SOURCE, Outbox, read_topic, settle
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def diverted_to(topic: str) -> Callable[..., Outbox]:
+    """The outbox model as `add_event` calls it (`model(**row)`), with the row's topic replaced
+    by the test's own, so the relay sends to a topic no other test reads."""
+
+    def build(**row: Any) -> Outbox:
+        return Outbox(**{**row, "topic": topic})
+
+    return build
+
+
+async def write_events(sessions: Sessions, topic: str, versions: list[tuple[uuid.UUID, int]]) -> list[uuid.UUID]:
+    """One transaction adding a `customer.updated` event per (customer, version); their ids."""
+    async with sessions() as session, session.begin():
+        return [
+            add_event(
+                session,
+                diverted_to(topic),
+                "customer.updated",
+                source=SOURCE,
+                subject=customer_id,
+                data=CustomerUpdated(id=customer_id, version=version, changed=["name"]),
+            )
+            for customer_id, version in versions
+        ]
+
+
+async def outbox_rows(sessions: Sessions) -> list[Outbox]:
+    async with sessions() as session:
+        return list((await session.scalars(select(Outbox).order_by(Outbox.id))).all())
+
+
+def interleaved(customers: list[uuid.UUID], versions: int) -> list[tuple[uuid.UUID, int]]:
+    """Every customer's versions 1..n, the customers taking turns."""
+    return [(c, v) for v in range(1, versions + 1) for c in customers]
+
+
+async def assert_sent_once_in_order(
+    settings: ServiceSettings, sessions: Sessions, topic: str, written: list[tuple[uuid.UUID, int]]
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The topic holds every outbox row's event exactly once, and each customer's versions in
+    the order written, keyed by the customer (so on one partition)."""
+    records = await read_topic(settings.kafka_bootstrap_servers, topic, at_least=len(written))
+    events = [orjson.loads(r.value) for r in records]
+    assert Counter(e["id"] for e in events) == Counter(str(r.event_id) for r in await outbox_rows(sessions))
+    assert len(events) == len(written)
+    for customer_id in {c for c, _ in written}:
+        mine = [(e["data"]["version"], r.key) for e, r in zip(events, records, strict=True) if e["subject"] == str(customer_id)]
+        assert [v for v, _ in mine] == [v for c, v in written if c == customer_id]
+        assert {k for _, k in mine} == {str(customer_id).encode()}
+    return records
+
+
+async def all_sent(sessions: Sessions) -> bool:
+    rows = await outbox_rows(sessions)
+    return bool(rows) and all(r.sent_at is not None for r in rows)
+
+
+@pytest.fixture
+def relay_settings(kit_settings: ServiceSettings) -> ServiceSettings:
+    return kit_settings.model_copy(update={"outbox_batch_size": 5})
+
+
+class BrokerTrouble:
+    """Broker trouble as the relay's producer meets it, from its `nth` send on (only for
+    messages keyed `key`, if given: that key's partition is away): `send` itself raises (no
+    metadata for the topic, buffer full), or the message is taken but its acknowledgement never
+    comes (the future fails; nothing reached the broker), or each send is just slow."""
+
+    def __init__(self, producer: AIOKafkaProducer, nth: int, how: str, key: bytes | None = None) -> None:
+        self.producer = producer
+        self.real_send = producer.send
+        self.nth = nth
+        self.how = how
+        self.key = key
+        self.calls = 0
+        producer.send = self.send  # type: ignore[method-assign]
+
+    async def send(self, topic: str, **message: Any) -> asyncio.Future[Any]:
+        self.calls += 1
+        if self.calls < self.nth or (self.key is not None and message.get("key") != self.key):
+            return await self.real_send(topic, **message)
+        if self.how == "slow":
+            await asyncio.sleep(0.05)
+            return await self.real_send(topic, **message)
+        if self.how == "send raises":
+            raise KafkaTimeoutError("no metadata for the topic")
+        lost: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        lost.set_exception(RequestTimedOutError("no acknowledgement"))
+        lost.add_done_callback(lambda f: f.exception())  # those after the first are never awaited
+        return lost
+
+    def end(self) -> None:
+        self.producer.send = self.real_send  # type: ignore[method-assign]
+
+
+async def drain(relay: OutboxRelay) -> int:
+    """Relay rounds until one finds nothing to send; the rows this relay sent."""
+    total = 0
+    while sent := await relay.relay_once():
+        total += sent
+    return total
+
+
+async def test_relay_sends_each_row_once_batch_by_batch_in_outbox_order(
+    relay_settings: ServiceSettings, sessions: Sessions, topic: str
+) -> None:
+    written = interleaved([uuid.uuid4() for _ in range(3)], versions=4)
+    request = contextvars.copy_context()  # the writes run in a request's trace
+    traceparent = request.run(start_span, None)
+    await asyncio.create_task(write_events(sessions, topic, written), context=request)
+    relay = OutboxRelay(relay_settings, sessions, Outbox, [topic])
+    try:
+        assert [await relay.relay_once() for _ in range(4)] == [5, 5, 2, 0]  # batches of 5, then nothing left
+    finally:
+        await relay.stop()
+
+    rows = await outbox_rows(sessions)
+    assert all(r.sent_at is not None and r.attempts == 0 and r.last_error is None for r in rows)
+    stored = {str(r.event_id): r.value for r in rows}
+    for record in await assert_sent_once_in_order(relay_settings, sessions, topic, written):
+        assert record.value == stored[orjson.loads(record.value)["id"]]  # the stored bytes, as they are
+        assert dict(record.headers) == {
+            "content-type": b"application/cloudevents+json",
+            "ce_type": b"customer.updated",
+            "traceparent": traceparent.encode(),  # the trace goes on through the broker
+        }
+
+
+@pytest.mark.parametrize("how", ["send raises", "no acknowledgement"])
+async def test_a_failed_send_stops_the_round_and_the_next_round_sends_the_rest_once(
+    relay_settings: ServiceSettings, sessions: Sessions, topic: str, how: str
+) -> None:
+    customer = uuid.uuid4()
+    written = interleaved([customer], versions=5)
+    await write_events(sessions, topic, written)
+    relay = OutboxRelay(relay_settings, sessions, Outbox, [topic])
+    try:
+        trouble = BrokerTrouble(await relay._ensure_producer(), nth=3, how=how)
+        with pytest.raises((KafkaTimeoutError, RequestTimedOutError)):
+            await relay.relay_once()
+        rows = await outbox_rows(sessions)
+        assert [r.sent_at is not None for r in rows] == [True, True, False, False, False]  # what was acknowledged
+        assert [r.attempts for r in rows] == [0, 0, 1, 0, 0]  # the row that failed, and only it
+        assert rows[2].last_error and ("no metadata" in rows[2].last_error or "acknowledgement" in rows[2].last_error)
+
+        trouble.end()  # the broker is back
+        assert await relay.relay_once() == 3
+        assert await relay.relay_once() == 0
+    finally:
+        await relay.stop()
+    await assert_sent_once_in_order(relay_settings, sessions, topic, written)
+
+
+async def test_when_one_keys_messages_fail_nothing_is_lost_and_each_key_stays_in_order(
+    relay_settings: ServiceSettings, sessions: Sessions, topic: str
+) -> None:
+    ada, bob = uuid.uuid4(), uuid.uuid4()
+    written = interleaved([ada, bob], versions=3)  # ada 1, bob 1, ada 2, bob 2, ada 3, bob 3
+    await write_events(sessions, topic, written)
+    relay = OutboxRelay(relay_settings.model_copy(update={"outbox_batch_size": 10}), sessions, Outbox, [topic])
+    try:
+        # Ada's partition goes away after her first event; Bob's stays.
+        trouble = BrokerTrouble(await relay._ensure_producer(), nth=2, how="no acknowledgement", key=str(ada).encode())
+        with pytest.raises(RequestTimedOutError):
+            await relay.relay_once()
+        assert [r.sent_at is not None for r in await outbox_rows(sessions)] == [True, True, False, False, False, False]
+        trouble.end()
+        assert await drain(relay) == 4
+    finally:
+        await relay.stop()
+
+    records = await read_topic(relay_settings.kafka_bootstrap_servers, topic, at_least=len(written))
+    events = [orjson.loads(r.value) for r in records]
+    for customer in (ada, bob):
+        versions = [e["data"]["version"] for e in events if e["subject"] == str(customer)]
+        assert list(dict.fromkeys(versions)) == [1, 2, 3]  # every event, first seen in order
+    assert [e["data"]["version"] for e in events if e["subject"] == str(ada)] == [1, 2, 3]  # the failed key: once each
+    # Bob's events after the failed one were acknowledged but not marked (a round stops at its first
+    # failure), so they went again: at least once, never lost; consumers drop repeats by event id.
+    twice = [e["data"]["version"] for e in events if e["subject"] == str(bob)][3:]
+    assert twice in ([], [2, 3])
+
+
+async def test_a_running_relay_sends_a_commit_at_once_and_nothing_of_a_rollback(
+    relay_settings: ServiceSettings, sessions: Sessions, topic: str
+) -> None:
+    # Polling once a minute: only the commit's wake-up can have it sent within seconds.
+    relay = OutboxRelay(relay_settings.model_copy(update={"outbox_poll_interval_ms": 60_000}), sessions, Outbox, [topic])
+    running = asyncio.create_task(relay.run())
+    customer = uuid.uuid4()
+
+    async def connected() -> bool:
+        return relay.connected
+
+    try:
+        await wait_for(connected, timeout=10)
+        await asyncio.sleep(0.1)  # its first (empty) round is done: it waits for a wake-up
+        async with sessions() as session:
+            data = CustomerUpdated(id=customer, version=1, changed=["name"])
+            add_event(session, diverted_to(topic), "customer.updated", source=SOURCE, subject=customer, data=data)
+            await session.flush()  # the row exists inside the transaction...
+            await session.rollback()  # ...which is then undone
+        committed = await write_events(sessions, topic, [(customer, 2)])
+        await wait_for(lambda: all_sent(sessions), timeout=5)
+    finally:
+        await settle(running)
+        await relay.stop()
+    records = await read_topic(relay_settings.kafka_bootstrap_servers, topic, at_least=1)
+    assert [orjson.loads(r.value)["id"] for r in records] == [str(committed[0])]
+    assert len(await outbox_rows(sessions)) == 1
+
+
+async def test_a_running_relay_retries_a_failed_round_without_loss_or_duplicate(
+    relay_settings: ServiceSettings, sessions: Sessions, topic: str
+) -> None:
+    written = interleaved([uuid.uuid4(), uuid.uuid4()], versions=3)
+    await write_events(sessions, topic, written)
+    relay = OutboxRelay(relay_settings, sessions, Outbox, [topic])
+    BrokerTrouble(await relay._ensure_producer(), nth=2, how="no acknowledgement")  # its first round fails
+    running = asyncio.create_task(relay.run())
+    try:
+        await wait_for(lambda: all_sent(sessions), timeout=10)
+    finally:
+        await settle(running)
+        await relay.stop()
+    rows = await outbox_rows(sessions)
+    assert [r.attempts for r in rows] == [0, 1, 0, 0, 0, 0]
+    await assert_sent_once_in_order(relay_settings, sessions, topic, written)
+
+
+async def test_two_relays_on_one_outbox_take_turns_never_sending_a_row_twice_or_out_of_order(
+    relay_settings: ServiceSettings, sessions: Sessions, topic: str
+) -> None:
+    written = interleaved([uuid.uuid4() for _ in range(4)], versions=5)
+    await write_events(sessions, topic, written)
+    slow, fast = (OutboxRelay(relay_settings, sessions, Outbox, [topic]) for _ in range(2))
+    BrokerTrouble(await slow._ensure_producer(), nth=1, how="slow")
+    try:
+        slow_share = asyncio.create_task(drain(slow))
+        await asyncio.sleep(0.1)  # the slow relay holds the oldest rows, not yet sent
+        shares = [await drain(fast), await slow_share]
+    finally:
+        await slow.stop()
+        await fast.stop()
+    assert sum(shares) == len(written) and all(shares)
+    await assert_sent_once_in_order(relay_settings, sessions, topic, written)
