@@ -31,6 +31,7 @@ from cxkit.db import session_connection, utcnow
 from cxkit.events import CloudEvent, InvalidEvent, decode_event
 from cxkit.events.registry import dlq_topic, payload_model
 from cxkit.kafka.client import ensure_topics, make_producer
+from cxkit.memory import release_freed_memory
 from cxkit.metrics import CONSUMER_LAG, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_HANDLED
 from cxkit.settings import ServiceSettings
 
@@ -157,6 +158,7 @@ class EventConsumer:
     _consumer: AIOKafkaConsumer | None = field(default=None, init=False)
     _producer: AIOKafkaProducer | None = field(default=None, init=False)
     connected: bool = field(default=False, init=False)
+    _trim_due: bool = field(default=False, init=False)  # polls applied since memory was last given back
     _decoder: EventDecoder = field(init=False)
     _insert_processed: str = field(init=False)
 
@@ -260,6 +262,8 @@ class EventConsumer:
                     done.result()  # its failure, if it failed
                     committed()
                 if not batches:
+                    if in_flight is None and self._trim_due:
+                        self._trim_due = not release_freed_memory(interval_s=0)
                     continue
                 poll.decoded = self.decode(batches)
                 if in_flight is not None:
@@ -285,6 +289,10 @@ class EventConsumer:
         await consumer.commit({tp: records[-1].offset + 1 for tp, records in poll.batches.items()})
         pending.remove(poll)
         self._record_lag(poll.batches)
+        # What the poll allocated is free now: give it back, or the service keeps the peak of
+        # every burst it has lived through (at most once a second during a burst, and once
+        # when it ends: see _rounds).
+        self._trim_due = not release_freed_memory()
 
     def _rewind(self, consumer: AIOKafkaConsumer, polls: list[_Poll]) -> None:
         """Seek back to the first message of these polls, so they come again."""
