@@ -309,3 +309,15 @@ class UnnestInsert:
             return 0
         status = await conn.execute(self.sql, *columns, *per_batch)
         return int(status.rsplit(" ", 1)[1])
+
+    def column_lists(self, rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+        """Rows given as dicts (column -> value), as the column-wise lists `execute` takes."""
+        return [[row[name] for row in rows] for name in self.columns]
+
+    async def inserted(self, conn: asyncpg.Connection, column: str, rows: Sequence[dict[str, Any]], *per_batch: Any) -> list[Any]:
+        """Insert rows given as dicts; returns `column` of each row inserted (a conflicting row
+        is skipped and not returned)."""
+        if not rows:
+            return []
+        records = await conn.fetch(f"{self.sql} RETURNING {column}", *self.column_lists(rows), *per_batch)
+        return [r[0] for r in records]
