@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ from cxkit.db import lock_keys, session_connection, utcnow
 from cxkit.events import encode_event, new_event, topic_for
 from cxkit.kafka.client import ensure_topics, make_producer
 from cxkit.metrics import OUTBOX_BACKLOG, OUTBOX_FAILURES, OUTBOX_SENT
+from cxkit.pg_pool import UnnestInsert
 from cxkit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -94,11 +96,49 @@ def add_event(
     key: str | None = None,
     event_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    """Add an outbox row for `event_type` in the session's transaction; returns the event id."""
+    """Add an outbox row for `event_type` in the session's transaction; returns the event id.
+    Inside `outbox_batch`, the row waits to be written with the batch's others."""
     row = outbox_row(event_type, source=source, subject=subject, data=data, key=key, event_id=event_id)
-    session.add(outbox_model(**row))
-    session.sync_session.info["outbox_written"] = True
+    info = session.sync_session.info
+    batch = info.get(_BATCH)
+    if batch is not None and batch[0] is outbox_model:
+        batch[1].append(row)
+    else:
+        session.add(outbox_model(**row))
+    info["outbox_written"] = True
     return row["event_id"]
+
+
+_BATCH = "outbox_batch"
+_OUTBOX_COLUMNS = ("event_id", "topic", "key", "event_type", "value", "headers", "created_at")
+_batch_inserts: dict[str, UnnestInsert] = {}
+
+
+@contextlib.asynccontextmanager
+async def outbox_batch(session: AsyncSession, outbox_model: type[Any]) -> AsyncIterator[None]:
+    """The events `add_event` adds inside the block are written together when it ends: one
+    prepared `INSERT ... SELECT FROM unnest(...)` instead of an ORM object each (a consumer
+    poll announcing a thousand invitations or suppressions flushed a thousand objects). Rows
+    the session holds already are flushed first, so outbox ids keep the order of the calls."""
+    info = session.sync_session.info
+    if info.get(_BATCH) is not None:  # nested: the outer block writes them
+        yield
+        return
+    rows: list[dict[str, Any]] = []
+    info[_BATCH] = (outbox_model, rows)
+    try:
+        yield
+    finally:
+        del info[_BATCH]
+    if rows:
+        table = outbox_model.__table__
+        insert = _batch_inserts.get(table.name)
+        if insert is None:
+            insert = _batch_inserts[table.name] = UnnestInsert(table, _OUTBOX_COLUMNS)
+        await session.flush()
+        for row in rows:
+            row["headers"] = orjson.dumps(row["headers"]).decode()  # JSON travels as text
+        await insert.execute(await session_connection(session), insert.column_lists(rows))
 
 
 def wake_relay() -> None:

@@ -36,7 +36,7 @@ from cem.triggers.repository import SuppressionRepository, TriggerRepository
 from cxkit.db import utcnow
 from cxkit.events.payloads import SurveyThrottled
 from cxkit.http.pagination import PageParams, trim_page
-from cxkit.kafka.outbox import add_event
+from cxkit.kafka.outbox import add_event, outbox_batch
 
 RecipientKey = tuple[str, Any]
 
@@ -201,20 +201,21 @@ async def decide(
             }
         )
     inserted = await InvitationRepository(session).insert_new(invitations)
-    for row in invitations:
-        if row["id"] not in inserted:
-            continue
-        if row["id"] in links:
-            token, candidate = links[row["id"]]
-            announce_invitation(session, row, candidate.survey, respondent_url(settings, token), candidate.recipient.address)
-            outcome.invited += 1
-        else:
-            outcome.scheduled += 1
     stored = await SuppressionRepository(session).insert_new(suppressions)
-    for row in suppressions:
-        if row["id"] in stored:
-            outcome.suppressed[row["reason"]] += 1
-            announce_suppression(session, row)
+    async with outbox_batch(session, OutboxMessage):  # the announcements in one insert
+        for row in invitations:
+            if row["id"] not in inserted:
+                continue
+            if row["id"] in links:
+                token, candidate = links[row["id"]]
+                announce_invitation(session, row, candidate.survey, respondent_url(settings, token), candidate.recipient.address)
+                outcome.invited += 1
+            else:
+                outcome.scheduled += 1
+        for row in suppressions:
+            if row["id"] in stored:
+                outcome.suppressed[row["reason"]] += 1
+                announce_suppression(session, row)
     return outcome
 
 
