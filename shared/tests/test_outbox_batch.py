@@ -45,7 +45,7 @@ async def test_a_batch_writes_what_add_event_writes_in_the_order_added(sessions:
         one_by_one.append(_add(session, customer, 5))
     rows = await _rows(sessions)
     assert [r.event_id for r in rows] == [one_by_one[0], *batched, one_by_one[1]]
-    plain, *in_batch, last = rows
+    plain, *in_batch, _ = rows
     for row in in_batch:
         assert (row.topic, row.key, row.event_type) == (plain.topic, plain.key, plain.event_type)
         assert row.headers == plain.headers and row.headers["ce_type"] == "customer.updated"
@@ -55,8 +55,7 @@ async def test_a_batch_writes_what_add_event_writes_in_the_order_added(sessions:
 
 async def test_a_failed_block_writes_nothing(sessions: Sessions) -> None:
     with pytest.raises(RuntimeError):
-        async with sessions() as session, session.begin():
-            async with outbox_batch(session, Outbox):
-                _add(session, uuid.uuid4(), 1)
-                raise RuntimeError("the poll failed")
+        async with sessions() as session, session.begin(), outbox_batch(session, Outbox):
+            _add(session, uuid.uuid4(), 1)
+            raise RuntimeError("the poll failed")
     assert await _rows(sessions) == []
