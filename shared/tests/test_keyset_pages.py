@@ -1,7 +1,7 @@
-"""Keyset pages newest first (`cxkit.db.newest_first` + `cxkit.http.pagination.trim_page`) on real
-PostgreSQL: every row exactly once, in (time, id) order, when page boundaries fall inside runs
-of equal times; a last page that is exactly full says so; the window is [since, until); a row
-written between two pages does not shift the next one."""
+"""Keyset pages newest first (`cxkit.keyset`: `within` a window, `apply`, `cut`), as the CEM's
+lists page, on real PostgreSQL: every row exactly once, in (time, id) order, when page
+boundaries fall inside runs of equal times; a last page that is exactly full says so; the
+window is [since, until); a row written between two pages does not shift the next one."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cxkit.db import newest_first
-from cxkit.http.pagination import decode_cursor, trim_page
+from cxkit import keyset
+from cxkit.http.pagination import PageParams, decode_cursor
 
 from .conftest import Note
 
 Sessions = async_sessionmaker[AsyncSession]
 T0 = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
+NEWEST_FIRST = keyset.Sort(keyset.SortKey("at", Note.at, "datetime"), descending=True)
 
 
 def minute(n: float) -> dt.datetime:
@@ -33,17 +34,15 @@ async def add_notes(sessions: Sessions, minutes: list[float]) -> list[Note]:
     return sorted(made, key=lambda n: (n.at, n.id), reverse=True)
 
 
-async def page(sessions: Sessions, limit: int, cursor: str | None = None, **window: Any) -> tuple[list[Note], str | None]:
+async def page(
+    sessions: Sessions, limit: int, cursor: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None
+) -> tuple[list[Note], str | None]:
     """One page as a list endpoint makes it: the cursor as a client sends it back, decoded."""
-    after = None
-    if cursor is not None:
-        at, last_id = decode_cursor(cursor)
-        after = (dt.datetime.fromisoformat(at), uuid.UUID(last_id))
+    params = PageParams(limit=limit, cursor=decode_cursor(cursor) if cursor is not None else None)
+    stmt = keyset.apply(keyset.within(select(Note), Note.at, since, until), NEWEST_FIRST, Note.id, params)
     async with sessions() as session:
-        rows = list(
-            (await session.scalars(newest_first(select(Note), Note.at, Note.id, limit=limit, after=after, **window))).all()
-        )
-    return trim_page(rows, limit, lambda n: [n.at.isoformat(), str(n.id)])
+        rows = list((await session.scalars(stmt)).all())
+    return keyset.cut(rows, NEWEST_FIRST, params)
 
 
 async def every_page(sessions: Sessions, limit: int, **window: Any) -> list[list[Note]]:
