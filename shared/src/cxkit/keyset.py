@@ -208,10 +208,12 @@ def cut(
     """Trim the extra row and build the cursor of the next page (None on the last page) from
     the last row's (sort value, id): by `value_of`, or the row's attribute named like the sort
     column and its `id`."""
-    values = value_of or _by_attribute(sort)
-    if sort.key.unique:
-        return trim(rows, page.limit, ("str", sort.key.kind), lambda row: (sort.token, values(row)[0]))
-    return trim(rows, page.limit, ("str", sort.key.kind, "uuid"), lambda row: (sort.token, *values(row)))
+    if len(rows) <= page.limit:
+        return list(rows), None
+    kept = list(rows[: page.limit])
+    value, last_id = (value_of or _by_attribute(sort))(kept[-1])
+    value = _encode(sort.key.kind, value)
+    return kept, encode_cursor([sort.token, value] if sort.key.unique else [sort.token, value, str(last_id)])
 
 
 def _by_attribute(sort: Sort) -> Callable[[Any], tuple[Any, uuid.UUID]]:
