@@ -13,12 +13,12 @@ from sqlalchemy import and_, bindparam, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from crm import keyset
 from crm.campaigns.models import Campaign, CampaignMember
 from crm.customers.lifecycle import CustomerErasure
 from crm.customers.models import Customer
 from crm.deals.models import Deal
 from crm.leads.models import Lead
+from cxkit import keyset
 from cxkit.db import insert_ignoring_conflicts, utcnow
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from crm import keyset
 from crm.campaigns import service
 from crm.campaigns.models import Campaign
 from crm.campaigns.repository import SORT_KEYS
@@ -24,6 +23,7 @@ from crm.campaigns.schemas import (
     MemberResponse,
 )
 from crm.fields import CampaignIdPath, IfMatch, MemberIdPath
+from cxkit import keyset
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep

@@ -9,12 +9,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.campaigns.models import Campaign, CampaignMember
 from crm.campaigns.repository import MEMBER_SORT, SORT_KEYS, CampaignRepository
 from crm.campaigns.schemas import CampaignCreate, CampaignStats, CampaignUpdate, MemberCreate, MemberResponse
 from crm.customers import service as customers
 from crm.leads.repository import LeadRepository
+from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
@@ -61,7 +61,7 @@ async def list_campaigns(
 ) -> tuple[list[Campaign], str | None]:
     sort = keyset.parse_sort(sort_token, SORT_KEYS)
     rows = await CampaignRepository(session).list_page(status, sort, page)
-    return keyset.cut(rows, sort, page, lambda c: (getattr(c, sort.key.column.key), c.id))
+    return keyset.cut(rows, sort, page)
 
 
 async def update_campaign(session: AsyncSession, campaign_id: uuid.UUID, data: CampaignUpdate, if_match: str | None) -> Campaign:
@@ -150,4 +150,4 @@ async def list_members(
     await get_campaign(session, campaign_id)
     sort = keyset.Sort(MEMBER_SORT, descending=False)
     rows = await CampaignRepository(session).list_members(campaign_id, responded, sort, page)
-    return keyset.cut(rows, sort, page, lambda m: (m.added_at, m.id))
+    return keyset.cut(rows, sort, page)

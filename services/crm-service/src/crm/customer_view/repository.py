@@ -25,9 +25,11 @@ from crm.interactions.models import Interaction
 from crm.interactions.repository import InteractionStats, stats_of, stats_query
 from crm.tasks.models import FOLLOWUP_ORIGIN, Task
 from crm.tasks.repository import open_for_customer_query
+from cxkit.keyset import Kind
 from cxkit.pg_pool import CompiledQuery, Row, row_columns
 
 Cursor = tuple[dt.datetime, str, uuid.UUID]
+CURSOR_KINDS: tuple[Kind, ...] = ("datetime", "str", "uuid")  # (at, kind, id) of the previous page's last entry
 OPEN_DEALS_SHOWN = 50
 OPEN_TASKS_SHOWN = 20
 _CUSTOMER_ID = bindparam("customer_id", type_=Uuid)

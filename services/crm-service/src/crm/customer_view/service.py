@@ -11,8 +11,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
-from crm.customer_view.repository import Cursor, TimelineRepository, read_view_rows
+from crm.customer_view.repository import CURSOR_KINDS, Cursor, TimelineRepository, read_view_rows
 from crm.customer_view.schemas import (
     CesSummary,
     CsatSummary,
@@ -47,9 +46,9 @@ from crm.experience.models import (
 )
 from crm.experience.repository import ExperienceRepository, ExperienceTotals
 from crm.tasks.schemas import TaskRead
+from cxkit import keyset
 from cxkit.db import utcnow
-from cxkit.http.pagination import PageParams, encode_cursor
-from cxkit.http.problems import Unprocessable
+from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import Row
 
 _WINDOW_DAYS = 30
@@ -157,32 +156,15 @@ def experience_summary_of(totals: ExperienceTotals, latest: dict[str, Any]) -> E
     )
 
 
-def _decode_cursor(raw: list[object] | None) -> Cursor | None:
-    if raw is None:
-        return None
-    try:
-        at, kind, entry_id = raw
-        parsed = dt.datetime.fromisoformat(str(at))
-        if parsed.tzinfo is None or not isinstance(kind, str) or "\x00" in kind:
-            raise ValueError("bad cursor")
-        return parsed.astimezone(dt.UTC), kind, uuid.UUID(str(entry_id))
-    except (ValueError, TypeError, OverflowError):
-        raise Unprocessable(keyset.BAD_CURSOR) from None
-
-
 async def customer_timeline(pool: asyncpg.Pool, customer_id: uuid.UUID, kinds: list[str], page: PageParams) -> Timeline:
     """Newest first. A page is found with one UNION ALL over the sources, then each kind's
     details with one query for the page, all on one pooled connection."""
-    before = _decode_cursor(page.cursor)
+    before: Cursor | None = keyset.read_cursor(page, CURSOR_KINDS)
     async with pool.acquire() as conn:
         customer = await customers.read_customer(conn, customer_id)
         repo = TimelineRepository(conn)
-        keys = await repo.page(customer["id"], kinds, before, page.limit)
-        next_cursor = None
-        if len(keys) > page.limit:
-            keys = keys[: page.limit]
-            at, kind, last_id = keys[-1]
-            next_cursor = encode_cursor([at.isoformat(), kind, str(last_id)])
+        found = await repo.page(customer["id"], kinds, before, page.limit)
+        keys, next_cursor = keyset.trim(found, page.limit, CURSOR_KINDS, lambda key: key)
 
         def ids(kind: str) -> list[uuid.UUID]:
             return [i for _, k, i in keys if k == kind]

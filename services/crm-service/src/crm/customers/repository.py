@@ -13,9 +13,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from crm import keyset
 from crm.customers.lifecycle import OpenDealValue
 from crm.customers.models import Customer
+from cxkit import keyset
 from cxkit.db import insert_new
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery

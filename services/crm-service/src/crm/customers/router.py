@@ -9,7 +9,6 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from crm import keyset
 from crm.customers import service
 from crm.customers.lifecycle import OtherDomains
 from crm.customers.repository import SORT_KEYS, CustomerFilters
@@ -24,6 +23,7 @@ from crm.customers.schemas import (
 )
 from crm.customers.service import CustomerMergedAway
 from crm.fields import CustomerIdPath, IfMatch, SearchText
+from cxkit import keyset
 from cxkit.http.app import json_response
 from cxkit.http.auth import Admin, Reader
 from cxkit.http.deps import PgPoolDep, SessionDep

@@ -12,13 +12,13 @@ import asyncpg
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.customers import repository
 from crm.customers.lifecycle import CampaignExists, CampaignMembership, CustomerErasure, OpenDealValue, StoredFiles
 from crm.customers.models import LIFECYCLE_STAGES, Customer
 from crm.customers.repository import SORT_KEYS, CustomerFilters, CustomerRepository
 from crm.customers.schemas import CustomerCreate, CustomerUpdate
 from crm.db import SOURCE, IdempotencyKey, OutboxMessage, as_money
+from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.erasure import erase_platform_traces, forget_answers_mentioning
 from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerMerged, CustomerSnapshot, CustomerUpdated
@@ -359,11 +359,7 @@ async def list_customers(
 ) -> tuple[list[Customer], str | None]:
     sort = keyset.parse_sort(sort_token, SORT_KEYS)
     rows = await CustomerRepository(session).list_page(filters, sort, page)
-    return keyset.cut(rows, sort, page, lambda c: (getattr(c, _attr(sort)), c.id))
-
-
-def _attr(sort: keyset.Sort) -> str:
-    return sort.key.column.key
+    return keyset.cut(rows, sort, page)
 
 
 async def merge_customers(

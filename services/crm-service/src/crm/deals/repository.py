@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.customers.lifecycle import CustomerErasure
 from crm.db import as_money
 from crm.deals.models import Deal, DealStageChange
 from crm.pipelines.models import PipelineStage
+from cxkit import keyset
 from cxkit.http.pagination import PageParams
 
 ERASED_TITLE = "[erased]"
@@ -23,6 +23,8 @@ SORT_KEYS = (
     keyset.SortKey("amount", Deal.amount, "decimal", nullable=True),
     keyset.SortKey("expected_close_date", Deal.expected_close_date, "date", nullable=True),
 )
+# A deal's history in the order it was made: `seq` counts a deal's changes, so needs no id.
+HISTORY_ORDER = keyset.Sort(keyset.SortKey("seq", DealStageChange.seq, "int", unique=True), descending=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +110,9 @@ class DealRepository:
         last = await self.session.scalar(select(func.max(DealStageChange.seq)).where(DealStageChange.deal_id == deal_id))
         return int(last or 0) + 1
 
-    async def history_page(self, deal_id: uuid.UUID, page: PageParams, after_seq: int | None) -> list[DealStageChange]:
+    async def history_page(self, deal_id: uuid.UUID, page: PageParams) -> list[DealStageChange]:
         stmt = select(DealStageChange).where(DealStageChange.deal_id == deal_id)
-        if after_seq is not None:
-            stmt = stmt.where(DealStageChange.seq > after_seq)
-        stmt = stmt.order_by(DealStageChange.seq).limit(page.limit + 1)
-        return list((await self.session.scalars(stmt)).all())
+        return list((await self.session.scalars(keyset.apply(stmt, HISTORY_ORDER, DealStageChange.id, page))).all())
 
     async def delete(self, deal: Deal) -> None:
         await self.session.delete(deal)

@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from crm import keyset
 from crm.deals import service
 from crm.deals.repository import SORT_KEYS, DealFilters
 from crm.deals.schemas import DealCreate, DealHistoryPage, DealPage, DealRead, DealStageChangeRead, DealStatus, DealUpdate
 from crm.deps import ActorDep, SettingsDep
 from crm.fields import DealIdPath, IfMatch, SearchText
+from cxkit import keyset
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep

@@ -8,19 +8,19 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.customers import service as customers
 from crm.db import SOURCE, OutboxMessage
 from crm.deals.models import Deal, DealStageChange
-from crm.deals.repository import SORT_KEYS, DealFilters, DealRepository, open_value_query
+from crm.deals.repository import HISTORY_ORDER, SORT_KEYS, DealFilters, DealRepository, open_value_query
 from crm.deals.schemas import DealCreate, DealUpdate
 from crm.pipelines.models import Pipeline, PipelineStage
 from crm.pipelines.repository import PipelineRepository
 from crm.pipelines.service import resolve_pipeline
+from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.events.payloads import DealStageChanged
 from cxkit.http.etag import check_if_match
-from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event
 
@@ -219,17 +219,7 @@ async def deal_history(session: AsyncSession, deal_id: uuid.UUID, page: PagePara
     repo = DealRepository(session)
     if await repo.get(deal_id) is None:
         raise NotFound(f"deal {deal_id} does not exist")
-    after = None
-    if page.cursor is not None:
-        seq = page.cursor[0] if len(page.cursor) == 1 else None
-        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**31:
-            raise Unprocessable(keyset.BAD_CURSOR)
-        after = page.cursor[0]
-    rows = await repo.history_page(deal_id, page, after)
-    if len(rows) <= page.limit:
-        return rows, None
-    rows = rows[: page.limit]
-    return rows, encode_cursor([rows[-1].seq])
+    return keyset.cut(await repo.history_page(deal_id, page), HISTORY_ORDER, page)
 
 
 async def stage_id_for_filter(session: AsyncSession, pipeline_id: uuid.UUID | None, stage: str) -> uuid.UUID:

@@ -7,9 +7,9 @@ import uuid
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.customers.lifecycle import CustomerErasure
 from crm.documents.models import Document
+from cxkit import keyset
 from cxkit.http.pagination import PageParams
 
 SORT_KEYS = (keyset.SortKey("created_at", Document.created_at, "datetime"),)

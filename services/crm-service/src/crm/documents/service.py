@@ -9,7 +9,6 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.customers import service as customers
 from crm.deals.repository import DealRepository
 from crm.documents.links import LinkSigner
@@ -17,6 +16,7 @@ from crm.documents.models import Document
 from crm.documents.repository import SORT_KEYS, DocumentRepository
 from crm.documents.storage import DocumentStore
 from crm.documents.upload import ParsedUpload
+from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Forbidden, NotFound, ProblemError, Unprocessable
@@ -100,7 +100,7 @@ async def list_documents(
 ) -> tuple[list[Document], str | None]:
     sort = keyset.parse_sort("-created_at", SORT_KEYS)
     rows = await DocumentRepository(session).list_page(customer_id, deal_id, sort, page)
-    return keyset.cut(rows, sort, page, lambda d: (d.created_at, d.id))
+    return keyset.cut(rows, sort, page)
 
 
 async def delete_document(session: AsyncSession, document_id: uuid.UUID) -> str:

@@ -15,9 +15,9 @@ import asyncpg
 from sqlalchemy import Select, bindparam, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.customers.lifecycle import CustomerErasure
 from crm.interactions.models import CustomerInteractionStats, Interaction
+from cxkit import keyset
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery, UnnestInsert, row_columns
 
@@ -52,17 +52,15 @@ def _page_query(given: tuple[str, ...], sort_token: str, after: keyset.CursorKin
     for name in given:
         if name in _EQUAL:
             stmt = stmt.where(_EQUAL[name] == bindparam(name, type_=_EQUAL[name].type))
-        elif name == "occurred_from":
-            stmt = stmt.where(Interaction.occurred_at >= bindparam(name, type_=Interaction.occurred_at.type))
-        else:
-            stmt = stmt.where(Interaction.occurred_at < bindparam(name, type_=Interaction.occurred_at.type))
-    return CompiledQuery(keyset.page_of(stmt, sort, Interaction.id, keyset.After(after), bound=False))
+    at = Interaction.occurred_at
+    since, until = (bindparam(name, type_=at.type) if name in given else None for name in ("occurred_from", "occurred_to"))
+    return CompiledQuery(keyset.page_of(keyset.within(stmt, at, since, until), sort, Interaction.id, keyset.After(after)))
 
 
 async def list_page(pool: asyncpg.Pool, filters: InteractionFilters, sort: keyset.Sort, page: PageParams) -> list[asyncpg.Record]:
     """A page of interactions (one row more than asked), on the asyncpg pool: each record holds
     the model's attributes by name (`metadata_` included)."""
-    after = keyset.decode_cursor(sort, page)
+    after = keyset.decode_after(sort, page)
     values = {k: v for k, v in dataclasses.asdict(filters).items() if v is not None}
     query = _page_query(tuple(values), sort.token, after.kind)
     async with pool.acquire() as conn:

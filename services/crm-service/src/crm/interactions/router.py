@@ -9,11 +9,11 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from crm import keyset
 from crm.fields import InteractionIdPath, SearchText
 from crm.interactions import service
 from crm.interactions.repository import SORT_KEYS, InteractionFilters
 from crm.interactions.schemas import InteractionCreate, InteractionPage, InteractionRead
+from cxkit import keyset
 from cxkit.fields import Timestamp
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader

@@ -13,7 +13,6 @@ import orjson
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.customers import service as customers
 from crm.customers.repository import CustomerRepository
 from crm.db import SOURCE, OutboxMessage
@@ -29,6 +28,7 @@ from crm.interactions.repository import (
     list_page,
 )
 from crm.interactions.schemas import InteractionCreate
+from cxkit import keyset
 from cxkit.db import session_connection, utcnow
 from cxkit.events.payloads import CustomerCreated, InteractionRecorded
 from cxkit.fields import in_utc

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.customers.lifecycle import CustomerErasure
 from crm.leads.models import Lead
+from cxkit import keyset
 from cxkit.http.pagination import PageParams
 
 SORT_KEYS = (keyset.SortKey("created_at", Lead.created_at, "datetime"), keyset.SortKey("score", Lead.score, "int"))

@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from crm import keyset
 from crm.customers.schemas import CustomerRead
 from crm.deals.schemas import DealRead
 from crm.deps import ActorDep, SettingsDep
@@ -16,6 +15,7 @@ from crm.fields import IfMatch, LeadIdPath, SearchText
 from crm.leads import service
 from crm.leads.repository import SORT_KEYS, LeadFilters
 from crm.leads.schemas import LeadConversion, LeadConvert, LeadCreate, LeadPage, LeadRead, LeadStatus, LeadUpdate
+from cxkit import keyset
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep

@@ -7,7 +7,6 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.campaigns.repository import CampaignRepository
 from crm.customers import service as customers
 from crm.customers.models import Customer
@@ -21,6 +20,7 @@ from crm.leads.models import Lead
 from crm.leads.repository import SORT_KEYS, LeadFilters, LeadRepository
 from crm.leads.schemas import LeadConvert, LeadCreate, LeadUpdate
 from crm.pipelines.models import PipelineStage
+from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.erasure import forget_answers_mentioning
 from cxkit.events.payloads import LeadConverted
@@ -77,7 +77,7 @@ async def list_leads(
 ) -> tuple[list[Lead], str | None]:
     sort = keyset.parse_sort(sort_token, SORT_KEYS)
     rows = await LeadRepository(session).list_page(filters, sort, page)
-    return keyset.cut(rows, sort, page, lambda lead: (getattr(lead, sort.key.column.key), lead.id))
+    return keyset.cut(rows, sort, page)
 
 
 async def update_lead(session: AsyncSession, lead_id: uuid.UUID, data: LeadUpdate, if_match: str | None) -> Lead:

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.deals.models import Deal
 from crm.pipelines.models import Pipeline, PipelineStage
+from cxkit import keyset
 from cxkit.db import insert_ignoring_conflicts
 from cxkit.http.pagination import PageParams
 

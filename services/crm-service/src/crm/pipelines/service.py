@@ -8,10 +8,10 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.pipelines.models import Pipeline, PipelineStage
 from crm.pipelines.repository import SORT_KEYS, PipelineRepository
 from crm.pipelines.schemas import DEFAULT_STAGES, PipelineCreate, PipelineUpdate, StageIn
+from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
@@ -87,7 +87,7 @@ async def list_pipelines(
     await ensure_default_pipeline(session)
     repo = PipelineRepository(session)
     sort = keyset.parse_sort("name", SORT_KEYS)
-    rows, cursor = keyset.cut(await repo.list_page(sort, page), sort, page, lambda p: (p.name, p.id))
+    rows, cursor = keyset.cut(await repo.list_page(sort, page), sort, page)
     stages = await repo.stages_of([p.id for p in rows])
     return [(p, stages.get(p.id, [])) for p in rows], cursor
 

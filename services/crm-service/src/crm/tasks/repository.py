@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.customers.lifecycle import CustomerErasure
 from crm.tasks.models import Task
+from cxkit import keyset
 from cxkit.http.pagination import PageParams
 
 SORT_KEYS = (

@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from crm import keyset
 from crm.deps import ActorDep
 from crm.fields import IfMatch, SearchText, TaskIdPath
 from crm.tasks import service
 from crm.tasks.repository import SORT_KEYS, TaskFilters
 from crm.tasks.schemas import TaskCreate, TaskPage, TaskRead, TaskStatus, TaskUpdate
+from cxkit import keyset
 from cxkit.fields import Timestamp
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader

@@ -8,7 +8,6 @@ import uuid
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import keyset
 from crm.customers import service as customers
 from crm.db import SOURCE, OutboxMessage
 from crm.deals.models import Deal
@@ -16,6 +15,7 @@ from crm.deals.repository import DealRepository
 from crm.tasks.models import Task
 from crm.tasks.repository import SORT_KEYS, TaskFilters, TaskRepository
 from crm.tasks.schemas import TaskCreate, TaskUpdate
+from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.events.payloads import TaskCompleted
 from cxkit.http.etag import check_if_match
@@ -78,7 +78,7 @@ async def list_tasks(
 ) -> tuple[list[Task], str | None]:
     sort = keyset.parse_sort(sort_token, SORT_KEYS)
     rows = await TaskRepository(session).list_page(filters, sort, page)
-    return keyset.cut(rows, sort, page, lambda t: (getattr(t, sort.key.column.key), t.id))
+    return keyset.cut(rows, sort, page)
 
 
 async def update_task(
