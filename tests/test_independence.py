@@ -151,7 +151,7 @@ async def test_outbox_requeue_recovers_events_a_broker_lost_without_applying_any
         lost = await new_customer(crm)  # relayed to the broker, then lost with it
 
         async def relayed() -> bool:
-            return "outbox_backlog 0.0" in (await crm.get("/metrics")).text
+            return 'outbox_backlog{service="crm-service"} 0.0' in (await crm.get("/metrics")).text
 
         await wait_for(relayed, timeout=15)
     stack.stop()

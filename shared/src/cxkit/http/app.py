@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from starlette.responses import Response
@@ -21,7 +20,7 @@ from cxkit.http.problems import NotFound, install_problem_handlers, problem_resp
 from cxkit.http.ratelimit import SCOPE_KEY as RATE_LIMIT_SCOPE_KEY
 from cxkit.http.responses import JSONBytesResponse
 from cxkit.logs import ACCESS_LOG, request_id_var
-from cxkit.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from cxkit.metrics import HTTP_LATENCY, HTTP_REQUESTS, exposition
 from cxkit.tracing import start_span
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
@@ -40,15 +39,15 @@ class RequestContextMiddleware:
     (`max_body_bytes`, see cxkit.http.body_limit) and the rate-limit fields of the answer.
 
     Per request it does only what it must: one pass over the headers, the headers added to
-    the response start, metric children cached per (method, route, status). Metrics are
-    labelled with the route template (`/r/{token}`), never the raw path."""
+    the response start, metric children cached per (method, route, status) in one lookup.
+    Metrics are labelled with the route template (`/r/{token}`), never the raw path, so no id
+    or token becomes a label; a path no route matched is `unmatched`."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self._max_digits = len(str(max_body_bytes))  # a shorter Content-Length is under the cap
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._histograms: dict[tuple[str, str], Any] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,14 +106,14 @@ class RequestContextMiddleware:
             ACCESS_LOG.emit(method, scope["path"], status, elapsed, request_id, traceparent[3:35], client[0] if client else None)
 
     def _count(self, method: str, path: str, status: int, elapsed: float) -> None:
-        counter = self._counters.get((method, path, status))
-        if counter is None:
-            counter = self._counters[(method, path, status)] = HTTP_REQUESTS.labels(method, path, str(status))
-        histogram = self._histograms.get((method, path))
-        if histogram is None:
-            histogram = self._histograms[(method, path)] = HTTP_LATENCY.labels(method, path)
-        counter.inc()
-        histogram.observe(elapsed)
+        children = self._children.get((method, path, status))
+        if children is None:
+            children = self._children[(method, path, status)] = (
+                HTTP_REQUESTS.labels(method, path, str(status)),
+                HTTP_LATENCY.labels(method, path, f"{status // 100}xx"),
+            )
+        children[0].inc()
+        children[1].observe(elapsed)
 
 
 class Health(BaseModel):
@@ -189,21 +188,25 @@ def ops_router(service: str) -> APIRouter:
     @router.get(
         "/metrics",
         summary="Prometheus metrics",
-        description="Prometheus text format: HTTP requests and latency, outbox backlog, consumer lag, events handled, "
-        "skipped as duplicates and sent to the DLQ. Needs no key.",
+        description="Prometheus text format: HTTP requests and latency per route template, the outbox backlog and "
+        "the age of its oldest unsent row, relay and consumer errors, consumer lag per partition, events handled, "
+        "skipped as duplicates and sent to the DLQ. With several workers (`PROMETHEUS_MULTIPROC_DIR` set), every "
+        "worker's figures added up. Needs no key.",
         response_class=Response,
         responses={
             200: {
                 "content": {
                     "text/plain": {
-                        "example": 'outbox_backlog 0.0\nevents_handled_total{consumer="x",type="customer.created"} 3.0'
+                        "example": 'outbox_backlog{service="crm-service"} 0.0\n'
+                        'events_handled_total{consumer="x",type="customer.created"} 3.0'
                     }
                 }
             }
         },
     )
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
 
     @router.get(
         "/asyncapi.yaml",

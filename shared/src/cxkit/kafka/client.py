@@ -1,18 +1,32 @@
-"""Producer factory and explicit topic creation."""
+"""Producer factory, explicit topic creation, and what kind of failure a relay or consumer
+round met (the `kind` label of their error counters)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import SQLAlchemyError
 
 from cxkit.events.registry import dlq_topic
 from cxkit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
+
+
+def failure_kind(exc: BaseException) -> str:
+    """`broker`, `database` or `other` (one of cxkit.metrics.ERROR_KINDS): a bounded label,
+    where the exception's text is not."""
+    if isinstance(exc, KafkaError):
+        return "broker"
+    if isinstance(exc, SQLAlchemyError | asyncpg.PostgresError | asyncpg.InterfaceError):
+        return "database"
+    return "other"
 
 
 def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,9 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cxkit.db import session_connection, utcnow
 from cxkit.events import CloudEvent, InvalidEvent, decode_event
 from cxkit.events.registry import dlq_topic, payload_model
-from cxkit.kafka.client import ensure_topics, make_producer
+from cxkit.kafka.client import ensure_topics, failure_kind, make_producer
 from cxkit.memory import release_freed_memory
-from cxkit.metrics import CONSUMER_LAG, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_HANDLED
+from cxkit.metrics import CONSUMER_ERRORS, CONSUMER_LAG, DLQ_MESSAGES, EVENTS_DUPLICATE, EVENTS_HANDLED
 from cxkit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,9 @@ class EventConsumer:
     _producer: AIOKafkaProducer | None = field(default=None, init=False)
     connected: bool = field(default=False, init=False)
     _trim_due: bool = field(default=False, init=False)  # polls applied since memory was last given back
+    # Per assigned partition, the offset of the first message not applied yet (see _record_lag).
+    _applied_to: dict[TopicPartition, int] = field(default_factory=dict, init=False)
+    _lag_recorded: float = field(default=-float("inf"), init=False)  # time.monotonic()
     _decoder: EventDecoder = field(init=False)
     _insert_processed: str = field(init=False)
 
@@ -229,6 +233,7 @@ class EventConsumer:
             except asyncio.CancelledError:
                 raise
             except KafkaError as exc:
+                CONSUMER_ERRORS.labels(self.name, "broker").inc()
                 # The client reconnects and rejoins the group by itself (after a failed commit
                 # it takes its positions from the committed offsets again, so nothing is skipped).
                 # Tearing it down mid-rejoin would leave a ghost member that stalls the rebalance.
@@ -236,6 +241,7 @@ class EventConsumer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             except Exception as exc:
+                CONSUMER_ERRORS.labels(self.name, failure_kind(exc)).inc()
                 log.warning("consumer round failed, retrying", extra={"consumer": self.name, "error": repr(exc)})
                 if not _is_transient(exc):
                     await self._close()
@@ -257,6 +263,11 @@ class EventConsumer:
                 if batches:
                     poll = _Poll(batches)
                     pending.append(poll)  # from here on, rewound should anything fail
+                    for tp, records in batches.items():
+                        self._applied_to.setdefault(tp, records[0].offset)
+                if time.monotonic() - self._lag_recorded >= LAG_INTERVAL_S:
+                    # Also while nothing commits (idle, or the database away), so lag shows there.
+                    self._record_lag(consumer)
                 if in_flight is not None and in_flight.done():
                     in_flight, done = None, in_flight
                     done.result()  # its failure, if it failed
@@ -286,9 +297,11 @@ class EventConsumer:
         """Apply a decoded poll (one transaction), then commit its offsets."""
         await self.apply(poll.decoded)
         poll.applied = True
-        await consumer.commit({tp: records[-1].offset + 1 for tp, records in poll.batches.items()})
+        offsets = {tp: records[-1].offset + 1 for tp, records in poll.batches.items()}
+        await consumer.commit(offsets)
         pending.remove(poll)
-        self._record_lag(poll.batches)
+        self._applied_to.update(offsets)
+        self._record_lag(consumer)
         # What the poll allocated is free now: give it back, or the service keeps the peak of
         # every burst it has lived through (at most once a second during a burst, and once
         # when it ends: see _rounds).
@@ -306,12 +319,22 @@ class EventConsumer:
                 with contextlib.suppress(Exception):
                     consumer.seek(tp, offset)
 
-    def _record_lag(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        assert self._consumer is not None
-        for tp, records in batches.items():
-            highwater = self._consumer.highwater(tp)
+    def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """`consumer_lag` of every partition this member holds: the partition's end (as the
+        last fetch saw it) less the first offset not applied. A partition no message came from
+        since it was assigned is caught up. Partitions taken away in a rebalance lose their
+        series here (their new owner reports them)."""
+        self._lag_recorded = time.monotonic()
+        assigned = consumer.assignment()
+        for tp in [tp for tp in self._applied_to if tp not in assigned]:
+            del self._applied_to[tp]
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(self.name, tp.topic, str(tp.partition))
+        for tp in assigned:
+            highwater = consumer.highwater(tp)
             if highwater is not None:
-                CONSUMER_LAG.labels(self.name, tp.topic, tp.partition).set(max(highwater - records[-1].offset - 1, 0))
+                lag = max(highwater - self._applied_to.get(tp, highwater), 0)
+                CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(lag)
 
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Apply one poll's messages. Raises only for transient failures (caller rewinds)."""
@@ -405,11 +428,32 @@ class EventConsumer:
             ("dlq.consumer", self.name.encode()),
         ]
         await self._producer.send_and_wait(dlq_topic(record.topic), value=record.value, key=record.key, headers=headers)
-        EVENTS_FAILED.labels(self.name, record.topic).inc()
+        DLQ_MESSAGES.labels(self.name, record.topic, dlq_reason_kind(reason)).inc()
         log.warning("message sent to DLQ", extra={"consumer": self.name, "topic": record.topic, "reason": reason})
 
     async def stop(self) -> None:
         await self._close()
+
+
+# How often `consumer_lag` is refreshed while no poll commits (each commit refreshes it too).
+LAG_INTERVAL_S = 1.0
+
+# The reasons' beginnings (decode_event's and this module's) -> the DLQ counter's `reason`.
+_DLQ_REASON_KINDS = (
+    ("rejected by handler", "rejected"),
+    ("handler failed", "handler_failed"),
+    ("unknown event type", "unknown_type"),
+    ("invalid ", "invalid_data"),
+)
+
+
+def dlq_reason_kind(reason: str) -> str:
+    """The bounded `reason` label (cxkit.metrics.DLQ_REASONS) of a DLQ reason's free text;
+    `malformed` for a message that is no event at all (not JSON, not a CloudEvent, empty)."""
+    for prefix, kind in _DLQ_REASON_KINDS:
+        if reason.startswith(prefix):
+            return kind
+    return "malformed"
 
 
 def _runs_by_type(deliveries: list[Delivery]) -> list[list[Delivery]]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,14 +16,14 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
-from sqlalchemy import event, func, select
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from cxkit.db import lock_keys, session_connection, utcnow
 from cxkit.events import encode_event, new_event, topic_for
-from cxkit.kafka.client import ensure_topics, make_producer
-from cxkit.metrics import OUTBOX_BACKLOG, OUTBOX_FAILURES, OUTBOX_SENT
+from cxkit.kafka.client import ensure_topics, failure_kind, make_producer
+from cxkit.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_RELAY_ERRORS, OUTBOX_SENT
 from cxkit.pg_pool import UnnestInsert
 from cxkit.settings import ServiceSettings
 
@@ -152,7 +154,13 @@ class OutboxRelay:
     (a transaction-scoped advisory lock), so no two relays send the same row, and one key's
     events reach their partition in outbox order. Were rounds to overlap, a relay could send a
     customer's newer event while another still held an older one it had claimed (SKIP LOCKED
-    passes it by), and the older would land after the newer."""
+    passes it by), and the older would land after the newer.
+
+    It keeps `outbox_backlog` and `outbox_oldest_unsent_age_seconds` current without a query of
+    their own per round: a round that empties the outbox sets both to 0, and they are counted
+    (one indexed statement) at most every `backlog_interval_s` while rows wait or rounds fail."""
+
+    backlog_interval_s = 5.0
 
     def __init__(
         self,
@@ -168,6 +176,9 @@ class OutboxRelay:
         self._producer: AIOKafkaProducer | None = None
         self._stopping = False
         self.connected = False
+        self._backlog = OUTBOX_BACKLOG.labels(settings.service_name)
+        self._oldest_age = OUTBOX_OLDEST_AGE.labels(settings.service_name)
+        self._backlog_measured = -float("inf")  # time.monotonic() of the last count
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -205,7 +216,7 @@ class OutboxRelay:
                 self.settings.outbox_batch_size,
             )
             if not rows:
-                OUTBOX_BACKLOG.set(0)
+                self._set_backlog(0, None)
                 return 0
             futures = []
             failure: BaseException | None = None
@@ -241,13 +252,36 @@ class OutboxRelay:
                 )
         if failure is not None:
             raise failure
+        if len(rows) < self.settings.outbox_batch_size:
+            self._set_backlog(0, None)  # all it found is sent (rows committed since wait for the next round)
+        else:
+            await self.measure_backlog()
         return len(acked)
 
-    async def backlog(self) -> int:
+    async def backlog(self) -> tuple[int, dt.datetime | None]:
+        """The unsent rows: how many, and when the oldest was written (None for none)."""
+        table = self.model.__tablename__
         async with self.session_factory() as session:
-            return int(
-                await session.scalar(select(func.count()).select_from(self.model).where(self.model.sent_at.is_(None))) or 0
+            conn = await session_connection(session)
+            # Both from the partial index on unsent ids; the oldest is the lowest id.
+            row = await conn.fetchrow(
+                f"SELECT (SELECT count(*) FROM {table} WHERE sent_at IS NULL) AS n, "
+                f"(SELECT created_at FROM {table} WHERE sent_at IS NULL ORDER BY id LIMIT 1) AS oldest"
             )
+        assert row is not None
+        return int(row["n"]), row["oldest"]
+
+    async def measure_backlog(self, *, force: bool = False) -> None:
+        """Count the backlog into the gauges, unless it was counted less than
+        `backlog_interval_s` ago."""
+        if not force and time.monotonic() - self._backlog_measured < self.backlog_interval_s:
+            return
+        self._set_backlog(*await self.backlog())
+
+    def _set_backlog(self, count: int, oldest: dt.datetime | None) -> None:
+        self._backlog_measured = time.monotonic()
+        self._backlog.set(count)
+        self._oldest_age.set(max((utcnow() - oldest).total_seconds(), 0.0) if oldest is not None else 0.0)
 
     async def run(self) -> None:
         """Relay until cancelled; a broker outage only delays events, it never loses them."""
@@ -266,11 +300,11 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                OUTBOX_FAILURES.inc()
+                OUTBOX_RELAY_ERRORS.labels(self.settings.service_name, failure_kind(exc)).inc()
                 log.warning("outbox relay round failed, retrying", extra={"error": repr(exc), "retry_in_s": backoff})
                 await self._drop_producer()
-                with contextlib.suppress(Exception):
-                    OUTBOX_BACKLOG.set(await self.backlog())
+                with contextlib.suppress(Exception):  # the database may be what failed
+                    await self.measure_backlog()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
