@@ -15,6 +15,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if os.environ.get(MULTIPROC_DIR_ENV):
+    # A process the image's start command did not prepare the directory for (a CLI command, a
+    # migration Job) would otherwise fail at its first metric. Emptying it is the start
+    # command's job: a worker cannot tell stale files from its siblings'.
+    os.makedirs(os.environ[MULTIPROC_DIR_ENV], exist_ok=True)
 
 # Labels are bounded sets: `route` is the route template (`/r/{token}`, never the raw path, so
 # no id or token becomes a label), `status_class` is 2xx..5xx, `reason` and `kind` are the
