@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import DateTime, MetaData, Select, Table, literal, text, tuple_
+from sqlalchemy import DateTime, MetaData, Table, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Dialect
@@ -158,33 +158,6 @@ async def lock_keys(session: AsyncSession, namespace: str, keys: Iterable[str]) 
     order so two holders never deadlock."""
     for key in sorted(set(keys)):
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"{namespace}:{key}"})
-
-
-def newest_first(
-    stmt: Select[Any],
-    at: Any,
-    row_id: Any,
-    *,
-    limit: int,
-    after: tuple[dt.datetime, Any] | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-) -> Select[Any]:
-    """A list query newest first: the window [since, until) on `at`, keyset after the
-    (at, id) of the previous page's last row, and one row more than `limit` (see trim_page).
-
-    The keyset is a row comparison, `(at, id) < (last at, last id)`: PostgreSQL makes that a
-    bound of an index on (filter columns..., at, id), so a page starts where the previous one
-    ended (`at < t OR (at = t AND id < i)` is only a filter there: the 20th page read and
-    dropped the 19 before it)."""
-    if since is not None:
-        stmt = stmt.where(at >= since)
-    if until is not None:
-        stmt = stmt.where(at < until)
-    if after is not None:
-        moment, last_id = after
-        stmt = stmt.where(tuple_(at, row_id) < tuple_(literal(moment, at.type), literal(last_id, row_id.type)))
-    return stmt.order_by(at.desc(), row_id.desc()).limit(limit + 1)
 
 
 async def session_connection(session: AsyncSession) -> asyncpg.Connection:

@@ -1,9 +1,9 @@
-"""Cursor pagination: `?limit=` (default 50, max 200) and an opaque `?cursor=` (keyset)."""
+"""Cursor pagination: `?limit=` (default 50, max 200) and an opaque `?cursor=` (keyset: what a
+cursor holds and how a list pages by it is `cxkit.keyset`)."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
@@ -45,12 +45,3 @@ async def page_params(
     cursor: Annotated[str | None, Query(max_length=2000, description="Opaque cursor from `next_cursor`.")] = None,
 ) -> PageParams:
     return PageParams(limit=limit, cursor=decode_cursor(cursor) if cursor else None)
-
-
-def trim_page(rows: list[T], limit: int, cursor_values: Callable[[T], list[Any]]) -> tuple[list[T], str | None]:
-    """Rows fetched with `limit + 1`: keep `limit`, and if there were more, the cursor that
-    continues after the last kept row (its keyset values)."""
-    if len(rows) <= limit:
-        return rows, None
-    rows = rows[:limit]
-    return rows, encode_cursor(cursor_values(rows[-1]))

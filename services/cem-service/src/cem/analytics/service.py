@@ -26,12 +26,12 @@ from cem.analytics.schemas import (
     TouchpointReport,
 )
 from cem.fields import check_window, field_problem
-from cem.paging import after_text
 from cem.surveys.questions import METRIC_SCALES
 from cem.surveys.repository import SurveyRepository
-from cem.touchpoints.repository import TouchpointRepository
+from cem.touchpoints.repository import BY_KEY, TouchpointRepository
 from cem.triggers.repository import SuppressionRepository
-from cxkit.http.pagination import PageParams, encode_cursor
+from cxkit import keyset
+from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound
 
 DEFINITIONS = {
@@ -128,11 +128,7 @@ async def touchpoint_reports(
     """A page of touchpoints (by key) with their counts and scores: a fixed number of grouped
     queries per page, whatever its size."""
     check_window(since, until)
-    touchpoints = await TouchpointRepository(session).list_page(limit=page.limit, after=after_text(page))
-    next_cursor = None
-    if len(touchpoints) > page.limit:
-        touchpoints = touchpoints[: page.limit]
-        next_cursor = encode_cursor([touchpoints[-1].key, str(touchpoints[-1].id)])
+    touchpoints, next_cursor = keyset.cut(await TouchpointRepository(session).list_page(page=page), BY_KEY, page)
     keys = [t.key for t in touchpoints]
     if not keys:
         return [], None

@@ -10,7 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.feedback.models import Feedback
-from cxkit.db import newest_first
+from cxkit import keyset
+from cxkit.http.pagination import PageParams
+
+NEWEST_FIRST = keyset.Sort(keyset.SortKey("received_at", Feedback.received_at, "datetime"), descending=True)
 
 
 class FeedbackRepository:
@@ -34,10 +37,9 @@ class FeedbackRepository:
         sentiment: str | None,
         since: dt.datetime | None,
         until: dt.datetime | None,
-        limit: int,
-        after: tuple[dt.datetime, uuid.UUID] | None,
+        page: PageParams,
     ) -> list[Feedback]:
-        """Newest first, keyset on (received_at, id)."""
+        """Newest first, keyset on (received_at, id); one row more than a page."""
         stmt = select(Feedback)
         if customer_id is not None:
             stmt = stmt.where(Feedback.customer_id == customer_id)
@@ -47,7 +49,7 @@ class FeedbackRepository:
             stmt = stmt.where(Feedback.channel == channel)
         if sentiment is not None:
             stmt = stmt.where(Feedback.sentiment_label == sentiment)
-        stmt = newest_first(stmt, Feedback.received_at, Feedback.id, limit=limit, after=after, since=since, until=until)
+        stmt = keyset.apply(keyset.within(stmt, Feedback.received_at, since, until), NEWEST_FIRST, Feedback.id, page)
         return list((await self.session.scalars(stmt)).all())
 
     def add(self, feedback: Feedback) -> None:

@@ -10,17 +10,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.db import SOURCE, OutboxMessage
 from cem.feedback.models import Feedback
-from cem.feedback.repository import FeedbackRepository
+from cem.feedback.repository import NEWEST_FIRST, FeedbackRepository
 from cem.feedback.schemas import FeedbackCreate, FeedbackRead, SentimentRead
 from cem.feedback.sentiment import sentiment_of
 from cem.fields import check_window, field_problem
 from cem.invitations.service import resolve_recipient
-from cem.paging import after_time
 from cem.responses.service import CLOCK_SKEW
 from cem.touchpoints.repository import TouchpointRepository
+from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.events.payloads import FeedbackReceived
-from cxkit.http.pagination import PageParams, trim_page
+from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound
 from cxkit.kafka.outbox import add_event
 
@@ -128,8 +128,6 @@ async def list_feedback(
         sentiment=sentiment,
         since=since,
         until=until,
-        limit=page.limit,
-        after=after_time(page),
+        page=page,
     )
-    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row.received_at.isoformat(), str(row.id)])
-    return rows, next_cursor
+    return keyset.cut(rows, NEWEST_FIRST, page)

@@ -14,7 +14,11 @@ from sqlalchemy.sql.elements import ColumnElement
 from cem.customers.lifecycle import CustomerErasure
 from cem.customers.repository import announced_customer_with
 from cem.invitations.models import Invitation
-from cxkit.db import insert_new, newest_first
+from cxkit import keyset
+from cxkit.db import insert_new
+from cxkit.http.pagination import PageParams
+
+NEWEST_FIRST = keyset.Sort(keyset.SortKey("created_at", Invitation.created_at, "datetime"), descending=True)
 
 
 def status_condition(status: str, now: dt.datetime) -> ColumnElement[bool]:
@@ -69,10 +73,9 @@ class InvitationRepository:
         customer_id: uuid.UUID | None = None,
         status: str | None = None,
         now: dt.datetime,
-        limit: int,
-        after: tuple[dt.datetime, uuid.UUID] | None,
+        page: PageParams,
     ) -> list[Invitation]:
-        """Newest first, keyset on (created_at, id)."""
+        """Newest first, keyset on (created_at, id); one row more than a page."""
         stmt = select(Invitation)
         if survey_id is not None:
             stmt = stmt.where(Invitation.survey_id == survey_id)
@@ -80,7 +83,7 @@ class InvitationRepository:
             stmt = stmt.where(Invitation.customer_id == customer_id)
         if status is not None:
             stmt = stmt.where(status_condition(status, now))
-        stmt = newest_first(stmt, Invitation.created_at, Invitation.id, limit=limit, after=after)
+        stmt = keyset.apply(stmt, NEWEST_FIRST, Invitation.id, page)
         return list((await self.session.scalars(stmt)).all())
 
     async def mark_opened(self, invitation_id: uuid.UUID, now: dt.datetime) -> None:
@@ -157,31 +160,32 @@ class InvitationRepository:
         )
 
     async def erase_customer(self, erasure: CustomerErasure) -> None:
-        """Drop the addresses of an erased customer's invitations (those made to their address
-        before the CRM announced them too: their ids join `erasure.unkeyed_ids`) and cancel the
-        ones not sent yet."""
+        """Drop the addresses of an erased customer's invitations and cancel the ones not sent
+        yet. Those with an address may have been made to it before the CRM announced them
+        (linked now, or when it did): their events carry no key, and their ids join
+        `erasure.unkeyed_ids`."""
         customer_id = erasure.customer_id
         if erasure.email_lower:
-            result = await self.session.execute(
+            await self.session.execute(
                 update(Invitation)
                 .where(Invitation.customer_id.is_(None), Invitation.email_lower == erasure.email_lower)
                 .values(customer_id=customer_id)
-                .returning(Invitation.id)
                 .execution_options(synchronize_session=False)
             )
-            erasure.unkeyed_ids.extend(result.scalars().all())
         await self.session.execute(
             update(Invitation)
             .where(Invitation.customer_id == customer_id, Invitation.sent_at.is_(None), Invitation.cancelled_at.is_(None))
             .values(cancelled_at=erasure.at, cancel_reason="erased")
             .execution_options(synchronize_session=False)
         )
-        await self.session.execute(
+        result = await self.session.execute(
             update(Invitation)
-            .where(Invitation.customer_id == customer_id)
+            .where(Invitation.customer_id == customer_id, Invitation.email.is_not(None))
             .values(email=None, email_lower=None)
+            .returning(Invitation.id)
             .execution_options(synchronize_session=False)
         )
+        erasure.unkeyed_ids.extend(result.scalars().all())
 
     def add(self, invitation: Invitation) -> None:
         self.session.add(invitation)

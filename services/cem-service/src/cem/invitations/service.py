@@ -17,15 +17,15 @@ from cem.customers.repository import CustomerProfileRepository
 from cem.db import SOURCE, OutboxMessage
 from cem.fields import field_problem
 from cem.invitations.models import Invitation
-from cem.invitations.repository import InvitationRepository
+from cem.invitations.repository import NEWEST_FIRST, InvitationRepository
 from cem.invitations.schemas import InvitationCreate, InvitationCreated, InvitationRead
-from cem.paging import after_time
 from cem.surveys.models import Survey
 from cem.surveys.service import get_survey
 from cem.touchpoints.repository import TouchpointRepository
+from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.events.payloads import SurveyInvited
-from cxkit.http.pagination import PageParams, trim_page
+from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound
 from cxkit.kafka.outbox import add_event
 
@@ -187,7 +187,7 @@ async def list_invitations(
     await get_survey(session, survey_id)
     now = utcnow()
     rows = await InvitationRepository(session).list_page(
-        survey_id=survey_id, customer_id=customer_id, status=status, now=now, limit=page.limit, after=after_time(page)
+        survey_id=survey_id, customer_id=customer_id, status=status, now=now, page=page
     )
-    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row.created_at.isoformat(), str(row.id)])
+    rows, next_cursor = keyset.cut(rows, NEWEST_FIRST, page)
     return [to_read(r, now) for r in rows], next_cursor

@@ -7,11 +7,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.journeys.models import Journey, JourneyStage, JourneyStep
 from cem.touchpoints.models import Touchpoint
+from cxkit import keyset
+from cxkit.http.pagination import PageParams
+
+BY_NAME = keyset.Sort(keyset.SortKey("name", Journey.name, "str"), descending=False)
 
 
 class JourneyRepository:
@@ -21,16 +25,12 @@ class JourneyRepository:
     async def get(self, journey_id: uuid.UUID, *, for_update: bool = False) -> Journey | None:
         return await self.session.get(Journey, journey_id, with_for_update=for_update or None)
 
-    async def list_page(self, *, limit: int, after: tuple[str, uuid.UUID] | None, name: str | None) -> list[Journey]:
-        """Ordered by name, keyset on (name, id)."""
+    async def list_page(self, *, page: PageParams, name: str | None) -> list[Journey]:
+        """Ordered by name, keyset on (name, id); one row more than a page."""
         stmt = select(Journey)
         if name is not None:
             stmt = stmt.where(Journey.name == name)
-        if after is not None:
-            last_name, last_id = after
-            stmt = stmt.where(or_(Journey.name > last_name, and_(Journey.name == last_name, Journey.id > last_id)))
-        stmt = stmt.order_by(Journey.name, Journey.id).limit(limit + 1)
-        return list((await self.session.scalars(stmt)).all())
+        return list((await self.session.scalars(keyset.apply(stmt, BY_NAME, Journey.id, page))).all())
 
     async def stages_of(self, journey_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[tuple[JourneyStage, list[Touchpoint]]]]:
         """Each journey's stages in order with their touchpoints in order: two queries for any number of journeys."""

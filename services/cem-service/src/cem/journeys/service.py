@@ -11,13 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.fields import field_problem
 from cem.journeys.models import Journey
-from cem.journeys.repository import JourneyRepository
+from cem.journeys.repository import BY_NAME, JourneyRepository
 from cem.journeys.schemas import JourneyCreate, JourneyRead, JourneyTouchpoint, JourneyUpdate, StageInput, StageRead
-from cem.paging import after_text
 from cem.touchpoints.repository import TouchpointRepository
+from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.http.etag import check_if_match
-from cxkit.http.pagination import PageParams, trim_page
+from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound
 
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -151,7 +151,5 @@ async def read_journeys(session: AsyncSession, journeys: list[Journey]) -> list[
 
 
 async def list_journeys(session: AsyncSession, page: PageParams, *, name: str | None) -> tuple[list[JourneyRead], str | None]:
-    after = after_text(page)
-    rows = await JourneyRepository(session).list_page(limit=page.limit, after=after, name=name)
-    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row.name, str(row.id)])
+    rows, next_cursor = keyset.cut(await JourneyRepository(session).list_page(page=page, name=name), BY_NAME, page)
     return await read_journeys(session, rows), next_cursor

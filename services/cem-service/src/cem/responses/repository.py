@@ -13,7 +13,10 @@ from cem.customers.lifecycle import CustomerErasure
 from cem.followups.models import Followup
 from cem.responses.models import Score, SurveyResponse
 from cem.surveys.questions import without_free_text
-from cxkit.db import newest_first
+from cxkit import keyset
+from cxkit.http.pagination import PageParams
+
+NEWEST_FIRST = keyset.Sort(keyset.SortKey("submitted_at", SurveyResponse.submitted_at, "datetime"), descending=True)
 
 
 class ResponseRepository:
@@ -48,10 +51,10 @@ class ResponseRepository:
         touchpoint: str | None,
         since: dt.datetime | None,
         until: dt.datetime | None,
-        limit: int,
-        after: tuple[dt.datetime, uuid.UUID] | None,
+        page: PageParams,
     ) -> list[tuple[SurveyResponse, Score | None, uuid.UUID | None]]:
-        """Newest first, keyset on (submitted_at, id), each with its score and follow-up id."""
+        """Newest first, keyset on (submitted_at, id), each with its score and follow-up id; one
+        row more than a page."""
         stmt = self._with_score()
         if survey_id is not None:
             stmt = stmt.where(SurveyResponse.survey_id == survey_id)
@@ -59,9 +62,7 @@ class ResponseRepository:
             stmt = stmt.where(SurveyResponse.customer_id == customer_id)
         if touchpoint is not None:
             stmt = stmt.where(SurveyResponse.touchpoint == touchpoint)
-        stmt = newest_first(
-            stmt, SurveyResponse.submitted_at, SurveyResponse.id, limit=limit, after=after, since=since, until=until
-        )
+        stmt = keyset.apply(keyset.within(stmt, SurveyResponse.submitted_at, since, until), NEWEST_FIRST, SurveyResponse.id, page)
         return [(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()]
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:

@@ -17,18 +17,18 @@ from cem.followups.service import request_followup
 from cem.invitations.models import Invitation
 from cem.invitations.repository import InvitationRepository
 from cem.invitations.service import hash_token, resolve_recipient
-from cem.paging import after_time
 from cem.responses.models import Score, SurveyResponse
-from cem.responses.repository import ResponseRepository
+from cem.responses.repository import NEWEST_FIRST, ResponseRepository
 from cem.responses.schemas import AnswerRead, ResponseCreate, ResponseRead, ScoreRead
 from cem.surveys.models import Survey
 from cem.surveys.questions import CheckedAnswers, check_answers, needs_followup, without_free_text
 from cem.surveys.repository import SurveyRepository
 from cem.surveys.service import get_survey
 from cem.touchpoints.repository import TouchpointRepository
+from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.events.payloads import SurveyResponseSubmitted
-from cxkit.http.pagination import PageParams, trim_page
+from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event
 
@@ -288,8 +288,7 @@ async def list_responses(
         touchpoint=touchpoint,
         since=since,
         until=until,
-        limit=page.limit,
-        after=after_time(page),
+        page=page,
     )
-    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row[0].submitted_at.isoformat(), str(row[0].id)])
+    rows, next_cursor = keyset.cut(rows, NEWEST_FIRST, page, lambda row: (row[0].submitted_at, row[0].id))
     return [to_read(r) for r in rows], next_cursor

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Collection
 
@@ -12,7 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cem.invitations.models import Invitation
 from cem.responses.models import SurveyResponse
 from cem.surveys.models import Survey
-from cxkit.db import newest_first
+from cxkit import keyset
+from cxkit.http.pagination import PageParams
+
+NEWEST_FIRST = keyset.Sort(keyset.SortKey("created_at", Survey.created_at, "datetime"), descending=True)
 
 
 class SurveyRepository:
@@ -30,13 +32,12 @@ class SurveyRepository:
     async def list_page(
         self,
         *,
-        limit: int,
-        after: tuple[dt.datetime, uuid.UUID] | None,
+        page: PageParams,
         status: str | None,
         kind: str | None,
         touchpoint: str | None,
     ) -> list[Survey]:
-        """Newest first, keyset on (created_at, id)."""
+        """Newest first, keyset on (created_at, id); one row more than a page."""
         stmt = select(Survey)
         if status is not None:
             stmt = stmt.where(Survey.status == status)
@@ -44,7 +45,7 @@ class SurveyRepository:
             stmt = stmt.where(Survey.kind == kind)
         if touchpoint is not None:
             stmt = stmt.where(Survey.touchpoint == touchpoint)
-        stmt = newest_first(stmt, Survey.created_at, Survey.id, limit=limit, after=after)
+        stmt = keyset.apply(stmt, NEWEST_FIRST, Survey.id, page)
         return list((await self.session.scalars(stmt)).all())
 
     async def has_responses(self, survey_id: uuid.UUID) -> bool:

@@ -9,15 +9,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.fields import field_problem
-from cem.paging import after_time
 from cem.surveys.models import Survey
 from cem.surveys.questions import normalize_questions
-from cem.surveys.repository import SurveyRepository
+from cem.surveys.repository import NEWEST_FIRST, SurveyRepository
 from cem.surveys.schemas import SurveyCreate, SurveyRead, SurveyUpdate, TriggerInput, TriggerRead
 from cem.touchpoints.repository import TouchpointRepository
+from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.http.etag import check_if_match
-from cxkit.http.pagination import PageParams, trim_page
+from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound
 
 # (from, to) moves a survey may make; going back to draft is checked further (no answers yet).
@@ -200,9 +200,5 @@ async def delete_survey(session: AsyncSession, survey_id: uuid.UUID, if_match: s
 async def list_surveys(
     session: AsyncSession, page: PageParams, *, status: str | None, kind: str | None, touchpoint: str | None
 ) -> tuple[list[Survey], str | None]:
-    after = after_time(page)
-    rows = await SurveyRepository(session).list_page(
-        limit=page.limit, after=after, status=status, kind=kind, touchpoint=touchpoint
-    )
-    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row.created_at.isoformat(), str(row.id)])
-    return rows, next_cursor
+    rows = await SurveyRepository(session).list_page(page=page, status=status, kind=kind, touchpoint=touchpoint)
+    return keyset.cut(rows, NEWEST_FIRST, page)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.lifecycle import CustomerErasure
@@ -18,7 +18,11 @@ from cem.customers.repository import announced_customer_with
 from cem.journeys.models import Journey, JourneyStep
 from cem.surveys.models import Survey
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
+from cxkit import keyset
+from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import UnnestInsert
+
+BY_KEY = keyset.Sort(keyset.SortKey("key", Touchpoint.key, "str"), descending=False)
 
 
 class TouchpointRepository:
@@ -54,22 +58,17 @@ class TouchpointRepository:
     async def list_page(
         self,
         *,
-        limit: int,
-        after: tuple[str, uuid.UUID] | None,
+        page: PageParams,
         channel: str | None = None,
         journey_stage: str | None = None,
     ) -> list[Touchpoint]:
-        """Ordered by key, keyset on (key, id)."""
+        """Ordered by key, keyset on (key, id); one row more than a page."""
         stmt = select(Touchpoint)
         if channel is not None:
             stmt = stmt.where(Touchpoint.channel == channel)
         if journey_stage is not None:
             stmt = stmt.where(Touchpoint.journey_stage == journey_stage)
-        if after is not None:
-            key, tid = after
-            stmt = stmt.where(or_(Touchpoint.key > key, and_(Touchpoint.key == key, Touchpoint.id > tid)))
-        stmt = stmt.order_by(Touchpoint.key, Touchpoint.id).limit(limit + 1)
-        return list((await self.session.scalars(stmt)).all())
+        return list((await self.session.scalars(keyset.apply(stmt, BY_KEY, Touchpoint.id, page))).all())
 
     async def journeys_using(self, touchpoint_id: uuid.UUID) -> list[str]:
         stmt = (

@@ -14,15 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.repository import CustomerProfileRepository
 from cem.fields import field_problem
-from cem.paging import after_text
 from cem.touchpoints.models import Touchpoint
-from cem.touchpoints.repository import BATCH_COLUMNS, TouchpointRepository, insert_interaction_batch, profiles_by_ids
+from cem.touchpoints.repository import BATCH_COLUMNS, BY_KEY, TouchpointRepository, insert_interaction_batch, profiles_by_ids
 from cem.touchpoints.schemas import TouchpointCreate, TouchpointUpdate, check_target
 from cem.triggers.service import ProfileFacts, Recipient, StoredInteraction
+from cxkit import keyset
 from cxkit.db import lock_keys, session_connection, utcnow
 from cxkit.events.payloads import InteractionRecorded
 from cxkit.http.etag import check_if_match
-from cxkit.http.pagination import PageParams, trim_page
+from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound
 from cxkit.kafka.consumer import Delivery, PermanentEventError
 
@@ -96,12 +96,8 @@ async def delete_touchpoint(session: AsyncSession, touchpoint_id: uuid.UUID, if_
 async def list_touchpoints(
     session: AsyncSession, page: PageParams, *, channel: str | None = None, journey_stage: str | None = None
 ) -> tuple[list[Touchpoint], str | None]:
-    after = after_text(page)
-    rows = await TouchpointRepository(session).list_page(
-        limit=page.limit, after=after, channel=channel, journey_stage=journey_stage
-    )
-    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row.key, str(row.id)])
-    return rows, next_cursor
+    rows = await TouchpointRepository(session).list_page(page=page, channel=channel, journey_stage=journey_stage)
+    return keyset.cut(rows, BY_KEY, page)
 
 
 def interaction_id_for(payload: InteractionRecorded, event_source: str, event_id: str) -> uuid.UUID:

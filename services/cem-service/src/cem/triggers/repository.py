@@ -15,8 +15,12 @@ from cem.customers.models import CustomerProfile
 from cem.customers.repository import announced_customer_with
 from cem.invitations.models import Invitation
 from cem.surveys.models import Survey
-from cem.triggers.models import Suppression
-from cxkit.db import insert_new, newest_first
+from cem.triggers.models import Suppression, throttled_event_id
+from cxkit import keyset
+from cxkit.db import insert_new
+from cxkit.http.pagination import PageParams
+
+NEWEST_FIRST = keyset.Sort(keyset.SortKey("created_at", Suppression.created_at, "datetime"), descending=True)
 
 
 class SuppressionRepository:
@@ -51,10 +55,9 @@ class SuppressionRepository:
         reason: str | None,
         since: dt.datetime | None,
         until: dt.datetime | None,
-        limit: int,
-        after: tuple[dt.datetime, uuid.UUID] | None,
+        page: PageParams,
     ) -> list[Suppression]:
-        """Newest first, keyset on (created_at, id)."""
+        """Newest first, keyset on (created_at, id); one row more than a page."""
         stmt = select(Suppression)
         if survey_id is not None:
             stmt = stmt.where(Suppression.survey_id == survey_id)
@@ -62,7 +65,7 @@ class SuppressionRepository:
             stmt = stmt.where(Suppression.customer_id == customer_id)
         if reason is not None:
             stmt = stmt.where(Suppression.reason == reason)
-        stmt = newest_first(stmt, Suppression.created_at, Suppression.id, limit=limit, after=after, since=since, until=until)
+        stmt = keyset.apply(keyset.within(stmt, Suppression.created_at, since, until), NEWEST_FIRST, Suppression.id, page)
         return list((await self.session.scalars(stmt)).all())
 
     async def counts_by_reason(
@@ -102,7 +105,10 @@ class SuppressionRepository:
         )
 
     async def erase_customer(self, erasure: CustomerErasure) -> None:
-        """An erased customer's suppressions keep their survey, reason and time; the address goes."""
+        """An erased customer's suppressions keep their survey, reason and time; the address goes.
+        Those that have one were made under it before the CRM announced the customer (linked
+        now, or when it did): their events carry it and no key, and join `erasure.unkeyed_ids`
+        by their event ids."""
         if erasure.email_lower:
             await self.session.execute(
                 update(Suppression)
@@ -110,12 +116,14 @@ class SuppressionRepository:
                 .values(customer_id=erasure.customer_id)
                 .execution_options(synchronize_session=False)
             )
-        await self.session.execute(
+        result = await self.session.execute(
             update(Suppression)
-            .where(Suppression.customer_id == erasure.customer_id)
+            .where(Suppression.customer_id == erasure.customer_id, Suppression.email.is_not(None))
             .values(email=None, email_lower=None)
+            .returning(Suppression.id)
             .execution_options(synchronize_session=False)
         )
+        erasure.unkeyed_ids.extend(throttled_event_id(i) for i in result.scalars().all())
 
 
 class TriggerRepository:

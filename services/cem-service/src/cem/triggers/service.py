@@ -28,14 +28,14 @@ from cem.db import SOURCE, OutboxMessage
 from cem.fields import check_window
 from cem.invitations.repository import InvitationRepository
 from cem.invitations.service import announce_invitation, new_link, respondent_url
-from cem.paging import after_time
 from cem.surveys.models import Survey
 from cem.surveys.repository import SurveyRepository
-from cem.triggers.models import Suppression
-from cem.triggers.repository import SuppressionRepository, TriggerRepository
+from cem.triggers.models import Suppression, throttled_event_id
+from cem.triggers.repository import NEWEST_FIRST, SuppressionRepository, TriggerRepository
+from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.events.payloads import SurveyThrottled
-from cxkit.http.pagination import PageParams, trim_page
+from cxkit.http.pagination import PageParams
 from cxkit.kafka.outbox import add_event, outbox_batch
 
 RecipientKey = tuple[str, Any]
@@ -227,6 +227,7 @@ def announce_suppression(session: AsyncSession, row: dict[str, Any]) -> None:
         "survey.throttled",
         source=SOURCE,
         subject=row["customer_id"],
+        event_id=throttled_event_id(row["id"]),
         data=SurveyThrottled(
             survey_id=row["survey_id"],
             customer_id=row["customer_id"],
@@ -401,8 +402,6 @@ async def list_suppressions(
         reason=reason,
         since=since,
         until=until,
-        limit=page.limit,
-        after=after_time(page),
+        page=page,
     )
-    rows, next_cursor = trim_page(rows, page.limit, lambda row: [row.created_at.isoformat(), str(row.id)])
-    return rows, next_cursor
+    return keyset.cut(rows, NEWEST_FIRST, page)
