@@ -12,9 +12,10 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from cem.customer_data import customer_data
+from cem.db import OutboxMessage
 from cem.followups.models import Followup
 from cem.models import Base
 from cxkit.events.payloads import (
@@ -243,6 +244,31 @@ async def test_erasure_blanks_the_personal_fields_of_outbox_events_but_keeps_the
     requested = await outbox("followup.requested")
     assert [(e["data"]["score"], e["data"]["comment"]) for e in submitted] == [(2, None)]
     assert [e["data"]["comment"] for e in requested] == [None]
+
+
+async def test_erasure_scrubs_the_address_from_events_about_it_from_before_the_crm_announced_it(
+    client: httpx.AsyncClient, make: Any, apply: Any, cem_database_url: str, session_factory: Any, outbox: Any
+) -> None:
+    marker = uuid.uuid4().hex[:10]
+    email = f"walk-in-{marker}@example.com"
+    await make.touchpoint("checkout")
+    await make.survey("nps", touchpoint="checkout", trigger={"interaction_type": "purchase", "throttle_days": 30})
+    await apply(interaction(customer_email=email))  # invited by address
+    await apply(interaction(customer_email=email))  # throttled by address: a suppression
+    (invited,) = await outbox("survey.invited")
+    (throttled,) = await outbox("survey.throttled")
+    assert (invited["data"]["email"], throttled["data"]["email"]) == (email, email)
+    async with session_factory() as session, session.begin():  # relayed already: sent rows are scrubbed too
+        await session.execute(update(OutboxMessage).values(sent_at=NOW))
+
+    customer = await make.customer(email=email)  # links what was kept under the address
+    await apply(erased(customer))
+
+    assert [e["type"] for e in await outbox() if marker in orjson.dumps(e).decode()] == []
+    assert await personal_data_left(cem_database_url, marker) == []
+    assert [e["data"]["reason"] for e in await outbox("survey.throttled")] == ["survey_throttle"]
+    view = (await client.get(f"/v1/customers/{customer}/experience")).json()
+    assert view["summary"]["suppressions"] == 1 and len(view["invitations"]) == 1  # still counted, anonymously
 
 
 async def test_deal_values_move_only_forward_in_crm_time(client: httpx.AsyncClient, make: Any, apply: Any) -> None:

@@ -26,8 +26,9 @@ class CustomerErasure:
     customer_id: uuid.UUID
     email_lower: str | None
     at: dt.datetime
-    # Rows kept under the address and now linked to the customer: their outbox events carry no
-    # key, so the personal fields of these are scrubbed by id (`PersonalDataRepository.scrub_events`).
+    # Ids named by the outbox events of rows kept under the address (a row's id, or the event's own
+    # id where the event names no row): these events carry no key, so their personal fields are
+    # scrubbed by id (`PersonalDataRepository.scrub_events`).
     unkeyed_ids: list[uuid.UUID] = field(default_factory=list)
 
 

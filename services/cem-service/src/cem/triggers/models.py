@@ -11,6 +11,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from cem.db import Base
 from cxkit.db import UTCDateTime, new_id, utcnow
 
+_THROTTLED_EVENTS = uuid.UUID("8d3f5e2a-6b1c-4c7e-9f04-2a7d1b9e6c35")
+
+
+def throttled_event_id(suppression_id: uuid.UUID) -> uuid.UUID:
+    """The id of the `survey.throttled` event announcing a suppression. The event names no
+    suppression, and one of a bare address carries no key: an erasure finds it by this id."""
+    return uuid.uuid5(_THROTTLED_EVENTS, str(suppression_id))
+
 
 class Suppression(Base):
     """A survey would have invited someone (after an interaction, at its recurrence, or when a
