@@ -123,14 +123,17 @@ async def test_bad_messages_go_to_the_dlq_with_their_reason_and_the_good_ones_ar
         b'{"not json': "not JSON",
         envelope("no.such.type", {}): "unknown event type 'no.such.type'",
         envelope("customer.updated", {"version": 2}): "invalid customer.updated data: id: Field required",
+        envelope("customer.updated", {"id": str(bob), "updated_at": "2026-11-23T10:00:00"}): (
+            "invalid customer.updated data: updated_at: Input should be an RFC 3339 time with an offset"
+        ),
         customer_event(ada, 2, "reject"): "rejected by handler: refuses this customer",
         customer_event(bob, 1, "broken"): "handler failed after 2 attempts: ValueError('handler bug')",
     }
     messages = [
         first,
-        *list(dead)[:3],
+        *list(dead)[:4],
         erased,  # a valid event of a type this consumer does not handle: neither applied nor dead
-        *list(dead)[3:],
+        *list(dead)[4:],
         first,  # delivered again: applied once
         customer_event(bob, 1, "echo", source=ECHO),  # from a skipped source
         customer_event(ada, 3, "Grace"),

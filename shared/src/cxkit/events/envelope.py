@@ -9,6 +9,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cxkit.fields import TimestampAsSent
 from cxkit.tracing import current_traceparent
 
 
@@ -30,7 +31,7 @@ class CloudEvent(BaseModel):
     source: str = Field(min_length=1)
     type: str = Field(min_length=1)
     subject: str | None = None
-    time: dt.datetime | None = None
+    time: TimestampAsSent | None = None
     datacontenttype: str | None = "application/json"
     dataschema: str | None = None
     traceparent: str | None = None

@@ -3,12 +3,13 @@ consumers ignore fields they do not know; a breaking change is a new `.v2` type.
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cxkit.fields import TimestampAsSent
 
 
 class Payload(BaseModel):
@@ -33,8 +34,8 @@ class CustomerSnapshot(Payload):
     survey_opt_out: bool = False
     open_deal_value: Decimal = Decimal("0")
     version: int = 1
-    created_at: dt.datetime | None = None
-    updated_at: dt.datetime | None = None
+    created_at: TimestampAsSent | None = None
+    updated_at: TimestampAsSent | None = None
 
 
 class CustomerCreated(CustomerSnapshot):
@@ -53,7 +54,7 @@ class CustomerMerged(Payload):
 
 class CustomerErased(Payload):
     customer_id: uuid.UUID
-    erased_at: dt.datetime
+    erased_at: TimestampAsSent
 
 
 class LeadConverted(Payload):
@@ -74,7 +75,7 @@ class DealStageChanged(Payload):
     amount: Decimal | None = None
     currency: str | None = None
     changed_by: str | None = None
-    changed_at: dt.datetime
+    changed_at: TimestampAsSent
     customer_open_deal_value: Decimal = Decimal("0")
 
 
@@ -83,7 +84,7 @@ class TaskCompleted(Payload):
     customer_id: uuid.UUID
     origin: str | None = None
     origin_ref: str | None = Field(None, description="For follow-ups: the followup id from CEM.")
-    completed_at: dt.datetime
+    completed_at: TimestampAsSent
     completed_by: str | None = None
 
 
@@ -99,7 +100,7 @@ class InteractionRecorded(Payload):
     type: str = Field(min_length=1, max_length=100)
     channel: str | None = Field(None, max_length=100)
     touchpoint: str | None = Field(None, max_length=100)
-    occurred_at: dt.datetime
+    occurred_at: TimestampAsSent
     summary: str | None = Field(None, max_length=10_000)
     amount: Decimal | None = None
     currency: str | None = Field(None, min_length=3, max_length=3)
@@ -109,8 +110,6 @@ class InteractionRecorded(Payload):
     def _needs_customer(self) -> InteractionRecorded:
         if self.customer_id is None and not self.customer_email:
             raise ValueError("customer_id or customer_email is required")
-        if self.occurred_at.tzinfo is None:
-            raise ValueError("occurred_at must carry a timezone")
         return self
 
 
@@ -127,7 +126,7 @@ class SurveyInvited(Payload):
     )
     touchpoint: str | None = None
     url: str | None = None
-    expires_at: dt.datetime | None = None
+    expires_at: TimestampAsSent | None = None
     email: str | None = Field(None, description="The address the link is for, when known.")
     channel: str | None = Field(None, description="How the link is delivered, e.g. email, sms.")
 
@@ -157,7 +156,7 @@ class SurveyResponseSubmitted(Payload):
     scale_max: int | None = None
     category: str | None = Field(None, description="nps: promoter/passive/detractor; csat/ces: positive/neutral/negative")
     comment: str | None = None
-    submitted_at: dt.datetime
+    submitted_at: TimestampAsSent
     metric: str | None = Field(None, description="What `score` measures: nps, csat or ces (a custom survey may carry one).")
 
 
@@ -170,7 +169,7 @@ class FeedbackReceived(Payload):
     rating: float | None = None
     sentiment_label: str | None = None
     sentiment_score: float | None = None
-    received_at: dt.datetime
+    received_at: TimestampAsSent
     rating_scale_min: int | None = Field(None, description="Lowest value of the rating's scale.")
     rating_scale_max: int | None = Field(None, description="Highest value of the rating's scale.")
 
