@@ -152,3 +152,15 @@ async def test_a_share_link_works_without_a_key_until_it_expires(
 
     await client.delete(f"/v1/documents/{doc['id']}")
     assert (await client.get(url.path, params=dict(url.params), headers={"Authorization": ""})).status_code == 404
+
+
+async def test_a_share_link_only_opens_the_document_it_was_signed_for(client: httpx.AsyncClient, make: Any) -> None:
+    customer_id = (await make.customer())["id"]
+    first = (await upload(client, {"customer_id": customer_id})).json()
+    second = (await upload(client, {"customer_id": customer_id}, content=b"%PDF other")).json()
+    link = httpx.URL((await client.post(f"/v1/documents/{first['id']}/share", json={"expires_in": 600})).json()["url"])
+    borrowed = await client.get(f"/v1/shared/documents/{second['id']}", params=dict(link.params), headers={"Authorization": ""})
+    assert borrowed.status_code == 403
+    assert borrowed.headers["content-type"].startswith("application/problem+json")
+    forged = dict(link.params) | {"signature": "A" * len(link.params["signature"])}
+    assert (await client.get(link.path, params=forged, headers={"Authorization": ""})).status_code == 403

@@ -199,7 +199,9 @@ async def download_shared_document(
     store: StoreDep,
     signer: SignerDep,
     expires: Annotated[int, Query(ge=0, le=2**40, description="Unix time the link expires.")],
-    signature: Annotated[str, Query(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$")],
+    signature: Annotated[
+        str, Query(min_length=43, max_length=43, pattern="^[A-Za-z0-9_-]{43}$", description="The link's signature.")
+    ],
 ) -> Response:
     service.check_link(document_id, expires, signature, signer)
     return _download(store, await service.get_document(session, document_id))

@@ -79,7 +79,7 @@ class ShareLink(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "url": f"http://127.0.0.1:8001/v1/shared/documents/{EXAMPLE_IDS['document']}?expires=1795000000&signature=3f1c...",
+                    "url": f"http://127.0.0.1:8001/v1/shared/documents/{EXAMPLE_IDS['document']}?expires=1795000000&signature=U852dvThVMd8...",
                     "expires_at": "2026-11-24T10:00:00Z",
                 }
             ]
