@@ -17,8 +17,8 @@ from cem.config import CEMSettings
 from cem.db import ProcessedEvent
 from cem.invitations.models import Invitation
 from cem.main import build_consumers
+from cem.suppressions.models import Suppression
 from cem.touchpoints.models import TouchpointInteraction
-from cem.triggers.models import Suppression
 from cxkit.events import encode_event, new_event
 from cxkit.events.payloads import CustomerErased, CustomerMerged, CustomerSnapshot, InteractionRecorded
 from cxkit.kafka.consumer import EventConsumer

@@ -21,8 +21,8 @@ from cem.db import ProcessedEvent
 from cem.followups.models import Followup
 from cem.invitations.models import Invitation
 from cem.projections import projections
+from cem.suppressions.models import Suppression
 from cem.touchpoints.models import TouchpointInteraction
-from cem.triggers.models import Suppression
 from cxkit.dev_broker import DevBroker
 from cxkit.events import encode_event, new_event
 from cxkit.events.payloads import (

@@ -17,8 +17,8 @@ from sqlalchemy import select, update
 from cem.config import CEMSettings
 from cem.invitations.models import Invitation
 from cem.main import create_app
-from cem.triggers.models import Suppression
-from cem.triggers.scheduler import InvitationScheduler
+from cem.scheduler import InvitationScheduler
+from cem.suppressions.models import Suppression
 from cxkit.events.payloads import CustomerUpdated
 from cxkit.testing import wait_for
 

@@ -14,9 +14,9 @@ from sqlalchemy import select, update
 from cem.config import CEMSettings
 from cem.consumers import interactions
 from cem.invitations.models import Invitation
+from cem.suppressions.models import Suppression
 from cem.touchpoints.models import TouchpointInteraction
 from cem.touchpoints.service import interaction_id_for
-from cem.triggers.models import Suppression
 from cxkit.events.payloads import CustomerCreated, CustomerErased
 from cxkit.kafka.consumer import PermanentEventError
 

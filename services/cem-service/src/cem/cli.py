@@ -11,7 +11,7 @@ from cem.config import CEMSettings
 from cem.customers.service import rebuild_experience_totals
 from cem.db import ApiKey, OutboxMessage, ProcessedEvent
 from cem.projections import projections
-from cem.triggers.scheduler import InvitationScheduler, SchedulerRound
+from cem.scheduler import InvitationScheduler, SchedulerRound
 from cxkit.cli import build_cli
 from cxkit.db import make_engine, make_session_factory
 

@@ -13,8 +13,8 @@ from cem.feedback.repository import FeedbackRepository
 from cem.followups.repository import FollowupRepository
 from cem.invitations.repository import InvitationRepository
 from cem.responses.repository import ResponseRepository
+from cem.suppressions.repository import SuppressionRepository
 from cem.touchpoints.repository import TouchpointRepository
-from cem.triggers.repository import SuppressionRepository
 from cxkit.lifecycle import CustomerDataRegistry
 
 
@@ -28,5 +28,5 @@ def customer_data() -> CustomerDataRegistry[CustomerErasure]:
     registry.register("followups", FollowupRepository, tables=["followups"])
     registry.register("feedback", FeedbackRepository, tables=["feedback"])
     registry.register("touchpoints", TouchpointRepository, tables=["touchpoint_interactions"])
-    registry.register("triggers", SuppressionRepository, tables=["suppressions"])
+    registry.register("suppressions", SuppressionRepository, tables=["suppressions"])
     return registry

@@ -19,6 +19,10 @@ from pydantic_core import CoreSchema, core_schema
 from cxkit.fields import Timestamp, without_null
 from cxkit.http.problems import Unprocessable
 
+# Clocks of API clients drift a little; a time "from the future" beyond this (an answer's
+# `submitted_at`, feedback's `received_at`) is refused.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
 
 def _storable(value: str) -> str:
     # PostgreSQL text and JSONB cannot hold NUL; refuse it here instead of failing at INSERT.

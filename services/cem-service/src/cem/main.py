@@ -24,10 +24,10 @@ from cem.invitations.router import router as invitations_router
 from cem.journeys.router import router as journeys_router
 from cem.respondent.router import router as respondent_router
 from cem.responses.router import router as responses_router
+from cem.scheduler import InvitationScheduler
+from cem.suppressions.router import router as suppressions_router
 from cem.surveys.router import router as surveys_router
 from cem.touchpoints.router import router as touchpoints_router
-from cem.triggers.router import router as suppressions_router
-from cem.triggers.scheduler import InvitationScheduler
 from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
 from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import EventConsumer

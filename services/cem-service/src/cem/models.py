@@ -7,9 +7,9 @@ from cem.followups.models import Followup
 from cem.invitations.models import Invitation
 from cem.journeys.models import Journey, JourneyStage, JourneyStep
 from cem.responses.models import Score, SurveyResponse
+from cem.suppressions.models import Suppression
 from cem.surveys.models import Survey
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
-from cem.triggers.models import Suppression
 
 __all__ = [
     "ApiKey",

@@ -26,10 +26,10 @@ from cem.analytics.schemas import (
     TouchpointReport,
 )
 from cem.fields import check_window, field_problem
+from cem.suppressions.repository import SuppressionRepository
 from cem.surveys.questions import METRIC_SCALES
 from cem.surveys.repository import SurveyRepository
 from cem.touchpoints.repository import BY_KEY, TouchpointRepository
-from cem.triggers.repository import SuppressionRepository
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound

@@ -18,8 +18,8 @@ from cem.feedback.models import Feedback
 from cem.followups.models import Followup
 from cem.invitations.models import Invitation
 from cem.responses.models import Score, SurveyResponse
+from cem.suppressions.models import Suppression
 from cem.touchpoints.models import TouchpointInteraction
-from cem.triggers.models import Suppression
 from cxkit.pg_pool import CompiledQuery, Nested, Row, row_columns
 
 _CUSTOMER = bindparam("customer_id", type_=Uuid)

@@ -15,8 +15,8 @@ from cem.invitations.schemas import EXAMPLE_READ as INVITATION_EXAMPLE
 from cem.invitations.schemas import InvitationRead
 from cem.responses.schemas import EXAMPLE_READ as RESPONSE_EXAMPLE
 from cem.responses.schemas import ResponseRead
-from cem.triggers.schemas import EXAMPLE_READ as SUPPRESSION_EXAMPLE
-from cem.triggers.schemas import SuppressionRead
+from cem.suppressions.schemas import EXAMPLE_READ as SUPPRESSION_EXAMPLE
+from cem.suppressions.schemas import SuppressionRead
 
 
 class ConvertedLead(BaseModel):

@@ -13,9 +13,8 @@ from cem.feedback.models import Feedback
 from cem.feedback.repository import NEWEST_FIRST, FeedbackRepository
 from cem.feedback.schemas import FeedbackCreate, FeedbackRead, SentimentRead
 from cem.feedback.sentiment import sentiment_of
-from cem.fields import check_window, field_problem
+from cem.fields import CLOCK_SKEW, check_window, field_problem
 from cem.invitations.service import resolve_recipient
-from cem.responses.service import CLOCK_SKEW
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
 from cxkit.db import utcnow

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.repository import CustomerProfileRepository
 from cem.db import SOURCE, OutboxMessage
-from cem.fields import check_window, field_problem
+from cem.fields import CLOCK_SKEW, check_window, field_problem
 from cem.followups.service import request_followup
 from cem.invitations.models import Invitation
 from cem.invitations.repository import InvitationRepository
@@ -31,9 +31,6 @@ from cxkit.events.payloads import SurveyResponseSubmitted
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event
-
-# Clocks of API clients drift a little; an answer "from the future" beyond this is refused.
-CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
 class UnknownLink(Unprocessable):

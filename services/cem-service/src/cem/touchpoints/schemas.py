@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cem.fields import Name, PatchBody, Text
+from cem.recipients import Recipient
 
 EXAMPLE = {
     "key": "checkout",
@@ -102,3 +104,14 @@ class TouchpointRead(BaseModel):
     version: int
     created_at: dt.datetime
     updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class StoredInteraction:
+    """An interaction `record_interactions` stored (now or before), as the invitation rules judge it."""
+
+    interaction_id: uuid.UUID
+    type: str
+    touchpoint: str | None
+    occurred_at: dt.datetime
+    recipient: Recipient

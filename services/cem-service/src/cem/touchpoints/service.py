@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.repository import CustomerProfileRepository
 from cem.fields import field_problem
+from cem.recipients import ProfileFacts, Recipient
 from cem.touchpoints.models import Touchpoint
 from cem.touchpoints.repository import BATCH_COLUMNS, BY_KEY, TouchpointRepository, insert_interaction_batch, profiles_by_ids
-from cem.touchpoints.schemas import TouchpointCreate, TouchpointUpdate, check_target
-from cem.triggers.service import ProfileFacts, Recipient, StoredInteraction
+from cem.touchpoints.schemas import StoredInteraction, TouchpointCreate, TouchpointUpdate, check_target
 from cxkit import keyset
 from cxkit.db import lock_keys, session_connection, utcnow
 from cxkit.events.payloads import InteractionRecorded

@@ -18,65 +18,24 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.config import CEMSettings
 from cem.customers.repository import CustomerProfileRepository
-from cem.db import SOURCE, OutboxMessage
-from cem.fields import check_window
+from cem.db import OutboxMessage
 from cem.invitations.repository import InvitationRepository
 from cem.invitations.service import announce_invitation, new_link, respondent_url
+from cem.recipients import Recipient, RecipientKey
+from cem.suppressions.repository import SuppressionRepository
+from cem.suppressions.service import announce_suppression
 from cem.surveys.models import Survey
 from cem.surveys.repository import SurveyRepository
-from cem.triggers.models import Suppression, throttled_event_id
-from cem.triggers.repository import NEWEST_FIRST, SuppressionRepository, TriggerRepository
-from cxkit import keyset
+from cem.touchpoints.schemas import StoredInteraction
+from cem.triggers.repository import TriggerRepository
 from cxkit.db import utcnow
-from cxkit.events.payloads import SurveyThrottled
-from cxkit.http.pagination import PageParams
-from cxkit.kafka.outbox import add_event, outbox_batch
-
-RecipientKey = tuple[str, Any]
-
-
-class ProfileFacts(Protocol):
-    """What the rules read of a customer's profile: a `CustomerProfile` row, or the few columns
-    a consumer's batch reads (`cem.touchpoints.repository.ProfileRow`)."""
-
-    @property
-    def id(self) -> uuid.UUID: ...
-    @property
-    def email(self) -> str | None: ...
-    @property
-    def survey_opt_out(self) -> bool: ...
-    @property
-    def erased_at(self) -> dt.datetime | None: ...
-    @property
-    def merged_into(self) -> uuid.UUID | None: ...
-
-
-@dataclass(frozen=True)
-class Recipient:
-    """Who would be invited: a customer (known here or not yet), or a bare address."""
-
-    customer_id: uuid.UUID | None
-    email: str | None
-    profile: ProfileFacts | None
-
-    @property
-    def email_lower(self) -> str | None:
-        return self.email.strip().lower() if self.email else None
-
-    @property
-    def key(self) -> RecipientKey:
-        return ("customer", self.customer_id) if self.customer_id is not None else ("email", self.email_lower)
-
-    @property
-    def address(self) -> str | None:
-        """The address the link goes to: the one given, else the one the CRM announced."""
-        return self.email or (self.profile.email if self.profile else None)
+from cxkit.kafka.outbox import outbox_batch
 
 
 @dataclass
@@ -219,37 +178,6 @@ async def decide(
     return outcome
 
 
-def announce_suppression(session: AsyncSession, row: dict[str, Any]) -> None:
-    """`survey.throttled` for every suppression: a customer's, or a bare address's (with `email`)."""
-    add_event(
-        session,
-        OutboxMessage,
-        "survey.throttled",
-        source=SOURCE,
-        subject=row["customer_id"],
-        event_id=throttled_event_id(row["id"]),
-        data=SurveyThrottled(
-            survey_id=row["survey_id"],
-            customer_id=row["customer_id"],
-            email=row.get("email") if row["customer_id"] is None else None,
-            reason=row["reason"],
-            touchpoint=row["touchpoint"],
-            interaction_id=row["interaction_id"],
-        ),
-    )
-
-
-@dataclass(frozen=True)
-class StoredInteraction:
-    """A newly stored interaction, as the rules need it."""
-
-    interaction_id: uuid.UUID
-    type: str
-    touchpoint: str | None
-    occurred_at: dt.datetime
-    recipient: Recipient
-
-
 def _matches(survey: Survey, interaction: StoredInteraction) -> bool:
     return survey.trigger_interaction_type == interaction.type and (
         survey.trigger_touchpoint is None or survey.trigger_touchpoint == interaction.touchpoint
@@ -383,25 +311,3 @@ async def send_due_invitations(session: AsyncSession, settings: CEMSettings, lim
 async def _stored(session: AsyncSession, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     inserted = await SuppressionRepository(session).insert_new(rows)
     return [r for r in rows if r["id"] in inserted]
-
-
-async def list_suppressions(
-    session: AsyncSession,
-    page: PageParams,
-    *,
-    survey_id: uuid.UUID | None,
-    customer_id: uuid.UUID | None,
-    reason: str | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-) -> tuple[list[Suppression], str | None]:
-    check_window(since, until)
-    rows = await SuppressionRepository(session).list_page(
-        survey_id=survey_id,
-        customer_id=customer_id,
-        reason=reason,
-        since=since,
-        until=until,
-        page=page,
-    )
-    return keyset.cut(rows, NEWEST_FIRST, page)

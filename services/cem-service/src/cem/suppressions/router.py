@@ -9,15 +9,15 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from cem.fields import From, To
-from cem.triggers import service
-from cem.triggers.schemas import SuppressionRead, SuppressionReason
+from cem.suppressions import service
+from cem.suppressions.schemas import SuppressionRead, SuppressionReason
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.problems import problem_responses
 
-router = APIRouter(prefix="/suppressions", tags=["invitations"])
+router = APIRouter(prefix="/suppressions", tags=["suppressions"])
 
 
 @router.get(

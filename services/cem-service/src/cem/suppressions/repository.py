@@ -1,0 +1,123 @@
+"""Every query of the suppressions: stored, listed, counted, linked, re-pointed and erased."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.customers.lifecycle import CustomerErasure
+from cem.customers.repository import announced_customer_with
+from cem.suppressions.models import Suppression, throttled_event_id
+from cxkit import keyset
+from cxkit.db import insert_new
+from cxkit.http.pagination import PageParams
+
+NEWEST_FIRST = keyset.Sort(keyset.SortKey("created_at", Suppression.created_at, "datetime"), descending=True)
+
+
+class SuppressionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert_new(self, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
+        """Insert suppressions, skipping any whose (survey, interaction) was judged already; returns the ids inserted."""
+        return await insert_new(self.session, Suppression.__table__, rows, "id")
+
+    async def recent(
+        self, customer_ids: Collection[uuid.UUID], emails_lower: Collection[str], since: dt.datetime
+    ) -> list[tuple[uuid.UUID, uuid.UUID | None, str | None, dt.datetime]]:
+        """(survey_id, customer_id, email_lower, created_at) of suppressions of these recipients after `since`."""
+        conditions = []
+        if customer_ids:
+            conditions.append(Suppression.customer_id.in_(set(customer_ids)))
+        if emails_lower:
+            conditions.append(Suppression.email_lower.in_(set(emails_lower)))
+        if not conditions:
+            return []
+        stmt = select(Suppression.survey_id, Suppression.customer_id, Suppression.email_lower, Suppression.created_at).where(
+            or_(*conditions), Suppression.created_at > since
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in (await self.session.execute(stmt)).all()]
+
+    async def list_page(
+        self,
+        *,
+        survey_id: uuid.UUID | None,
+        customer_id: uuid.UUID | None,
+        reason: str | None,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        page: PageParams,
+    ) -> list[Suppression]:
+        """Newest first, keyset on (created_at, id); one row more than a page."""
+        stmt = select(Suppression)
+        if survey_id is not None:
+            stmt = stmt.where(Suppression.survey_id == survey_id)
+        if customer_id is not None:
+            stmt = stmt.where(Suppression.customer_id == customer_id)
+        if reason is not None:
+            stmt = stmt.where(Suppression.reason == reason)
+        stmt = keyset.apply(keyset.within(stmt, Suppression.created_at, since, until), NEWEST_FIRST, Suppression.id, page)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def counts_by_reason(
+        self,
+        *,
+        survey_id: uuid.UUID | None,
+        touchpoint: str | None,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+    ) -> dict[str, int]:
+        stmt = select(Suppression.reason, func.count()).group_by(Suppression.reason)
+        if survey_id is not None:
+            stmt = stmt.where(Suppression.survey_id == survey_id)
+        if touchpoint is not None:
+            stmt = stmt.where(Suppression.touchpoint == touchpoint)
+        if since is not None:
+            stmt = stmt.where(Suppression.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(Suppression.created_at < until)
+        return {reason: int(n) for reason, n in (await self.session.execute(stmt)).all()}
+
+    async def link_emails(self, emails_lower: Collection[str]) -> None:
+        if emails_lower:
+            await self.session.execute(
+                update(Suppression)
+                .where(Suppression.customer_id.is_(None), Suppression.email_lower.in_(set(emails_lower)))
+                .values(customer_id=announced_customer_with(Suppression.email_lower))
+                .execution_options(synchronize_session=False)
+            )
+
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(Suppression)
+            .where(Suppression.customer_id == duplicate_id)
+            .values(customer_id=survivor_id)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
+        """An erased customer's suppressions keep their survey, reason and time; the address goes.
+        Those that have one were made under it before the CRM announced the customer (linked
+        now, or when it did): their events carry it and no key, and join `erasure.unkeyed_ids`
+        by their event ids."""
+        if erasure.email_lower:
+            await self.session.execute(
+                update(Suppression)
+                .where(Suppression.customer_id.is_(None), Suppression.email_lower == erasure.email_lower)
+                .values(customer_id=erasure.customer_id)
+                .execution_options(synchronize_session=False)
+            )
+        result = await self.session.execute(
+            update(Suppression)
+            .where(Suppression.customer_id == erasure.customer_id, Suppression.email.is_not(None))
+            .values(email=None, email_lower=None)
+            .returning(Suppression.id)
+            .execution_options(synchronize_session=False)
+        )
+        erasure.unkeyed_ids.extend(throttled_event_id(i) for i in result.scalars().all())
