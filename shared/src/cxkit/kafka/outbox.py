@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from cxkit.db import lock_keys, session_connection, utcnow
 from cxkit.events import encode_event, new_event, topic_for
 from cxkit.kafka.client import ensure_topics, failure_kind, make_producer
+from cxkit.memory import release_freed_memory
 from cxkit.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_RELAY_ERRORS, OUTBOX_SENT
 from cxkit.pg_pool import UnnestInsert
 from cxkit.settings import ServiceSettings
@@ -293,6 +294,8 @@ class OutboxRelay:
                 wakeup.clear()
                 sent = await self.relay_once()
                 backoff = 0.2
+                if sent:
+                    release_freed_memory()  # what the sent rounds freed (at most once a second)
                 if sent >= self.settings.outbox_batch_size:
                     continue
                 with contextlib.suppress(TimeoutError):
