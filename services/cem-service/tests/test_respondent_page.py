@@ -188,3 +188,12 @@ async def test_bad_links_get_clear_pages_with_the_right_status(
     assert (await client.patch(f"/v1/surveys/{survey['id']}", json={"status": "closed"})).status_code == 200
     r = await client.post(f"/r/{open_one['token']}", data={"q_nps": "9"})
     assert r.status_code == 410 and "closed" in r.text
+
+
+async def test_pages_keep_no_blank_lines_or_tags_from_their_templates(client: httpx.AsyncClient, make: Any) -> None:
+    # The templates rely on trim_blocks/lstrip_blocks: block tags leave no empty lines behind.
+    survey = await _survey_with_all_question_types(make)
+    invitation = await make.invitation(survey["id"])
+    for r in (await client.get(f"/r/{invitation['token']}"), await client.get("/r/not-a-real-token")):
+        assert r.text.startswith("<!doctype html>") and "\n\n" not in r.text and "{%" not in r.text
+        assert "\n  {% " not in r.text and not any(line.isspace() for line in r.text.splitlines())

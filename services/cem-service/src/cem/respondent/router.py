@@ -7,7 +7,7 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -29,12 +29,11 @@ from cxkit.http.deps import SessionDep
 
 router = APIRouter(prefix="/r", tags=["respondent page"])
 
-TEMPLATES = Environment(
-    loader=FileSystemLoader(FilePath(__file__).parent / "templates"),
-    autoescape=select_autoescape(["html"]),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+TEMPLATES = Jinja2Templates(directory=FilePath(__file__).parent / "templates")
+# The templates are written for block tags that leave no blank lines or indentation behind;
+# set before the first template loads (Jinja2Templates takes no environment options).
+TEMPLATES.env.trim_blocks = True
+TEMPLATES.env.lstrip_blocks = True
 # The token is the only secret: never leak it through referrers, caches or frames.
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -57,18 +56,19 @@ PAGES: dict[type[Exception], tuple[int, str, str]] = {
 HTML_EXAMPLE = '<!doctype html>\n<html lang="en">\n<head><meta name="viewport" content="width=device-width, initial-scale=1">'
 
 
-def _page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    html = TEMPLATES.get_template(template).render(lang="en", **context)
-    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return TEMPLATES.TemplateResponse(request, template, {"lang": "en", **context}, status_code=status, headers=PAGE_HEADERS)
 
 
-def _problem_page(exc: Exception) -> HTMLResponse:
+def _problem_page(request: Request, exc: Exception) -> HTMLResponse:
     if isinstance(exc, SurveyNotOpen):
         if exc.extra.get("reason") == "survey_closed":
-            return _page("message.html", 410, title="This survey is closed", message="This survey no longer takes answers.")
-        return _page("message.html", 409, title="Not open yet", message="This survey does not take answers yet.")
+            return _page(
+                request, "message.html", 410, title="This survey is closed", message="This survey no longer takes answers."
+            )
+        return _page(request, "message.html", 409, title="Not open yet", message="This survey does not take answers yet.")
     status, title, message = PAGES[type(exc)]
-    return _page("message.html", status, title=title, message=message)
+    return _page(request, "message.html", status, title=title, message=message)
 
 
 def _survey_page(
@@ -76,6 +76,7 @@ def _survey_page(
 ) -> HTMLResponse:
     questions = target.survey.questions
     return _page(
+        request,
         "survey.html",
         status,
         survey=target.survey,
@@ -88,11 +89,11 @@ def _survey_page(
     )
 
 
-async def _open(session: AsyncSession, token: str) -> OpenInvitation | HTMLResponse:
+async def _open(request: Request, session: AsyncSession, token: str) -> OpenInvitation | HTMLResponse:
     try:
         return await open_invitation(session, token)
     except (UnknownLink, LinkExpired, AlreadyAnswered, SurveyNotOpen) as exc:
-        return _problem_page(exc)
+        return _problem_page(request, exc)
 
 
 PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -117,7 +118,7 @@ Token = Annotated[
     responses=PAGE_RESPONSES,
 )
 async def show_survey(token: Token, request: Request, session: SessionDep) -> HTMLResponse:
-    target = await _open(session, token)
+    target = await _open(request, session, token)
     if isinstance(target, HTMLResponse):
         return target
     await mark_opened(session, target.invitation)
@@ -153,7 +154,7 @@ async def show_survey(token: Token, request: Request, session: SessionDep) -> HT
     },
 )
 async def submit_survey(token: Token, request: Request, session: SessionDep) -> HTMLResponse:
-    target = await _open(session, token)
+    target = await _open(request, session, token)
     if isinstance(target, HTMLResponse):
         return target
     form = await _read_form(request)
@@ -183,9 +184,9 @@ async def submit_survey(token: Token, request: Request, session: SessionDep) -> 
         await session.commit()
     except AlreadyAnswered as exc:
         await session.rollback()
-        return _problem_page(exc)
+        return _problem_page(request, exc)
     message = target.survey.thank_you or "Your answers were recorded. We appreciate you taking the time."
-    return _page("thanks.html", 200, message=message)
+    return _page(request, "thanks.html", 200, message=message)
 
 
 async def _read_form(request: Request) -> FormData | None:
