@@ -9,7 +9,8 @@ drop the rows before it). A cursor made for another sort is refused (422).
 
 - `parse_sort` / `sort_pattern`: the `sort` parameter; `Sort(SortKey(...), descending)` a fixed one.
 - `apply` (ORM), or `page_of` + `after_params` (a statement compiled once per shape, run on the
-  asyncpg pool): the page's query, one row more than asked; `within` the [since, until) window.
+  asyncpg pool): the page's query, one row more than asked; `within` the [since, until) window;
+  `ordered` every row in the list's order, unpaged (exports).
 - `cut`: the page and the `next_cursor` from the rows fetched.
 - `read_cursor` / `trim`: the same cursors for a list whose order is not one key and an id (the
   CRM's timeline merges several tables)."""
@@ -170,11 +171,17 @@ def page_of(
         # A row comparison: PostgreSQL makes it a bound of the (..., key, id) index.
         row = tuple_(col, id_column) < tuple_(value, last_id) if desc else tuple_(col, id_column) > tuple_(value, last_id)
         stmt = stmt.where(or_(row, col.is_(None)) if key.nullable else row)
+    return ordered(stmt, sort, id_column).limit(param("limit", None if limit is None else limit + 1, Integer))
+
+
+def ordered(stmt: Select[Any], sort: Sort, id_column: InstrumentedAttribute[Any]) -> Select[Any]:
+    """The list's ORDER BY (the key, NULLs last, then the id) without paging: every row in the
+    order the pages give them (an export)."""
+    col, desc = sort.key.column, sort.descending
     first = col.desc() if desc else col.asc()
-    if key.nullable:
+    if sort.key.nullable:
         first = first.nulls_last()
-    stmt = stmt.order_by(first) if key.unique else stmt.order_by(first, id_column.desc() if desc else id_column.asc())
-    return stmt.limit(param("limit", None if limit is None else limit + 1, Integer))
+    return stmt.order_by(first) if sort.key.unique else stmt.order_by(first, id_column.desc() if desc else id_column.asc())
 
 
 def after_params(after: After, page: PageParams) -> dict[str, Any]:

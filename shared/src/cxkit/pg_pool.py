@@ -83,8 +83,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def _release(conn: asyncpg.Connection) -> None:
     """On release, skip asyncpg's default reset query (advisory unlock, CLOSE ALL, UNLISTEN,
-    RESET ALL: one more round trip per request). Nothing on this pool uses SET, LISTEN,
-    cursors or session-level advisory locks; only a transaction left open is undone."""
+    RESET ALL: one more round trip per request). Nothing on this pool uses SET, LISTEN or
+    session-level advisory locks, and its cursors (CSV exports) and SET LOCALs live inside a
+    transaction; only a transaction left open is undone."""
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
 
@@ -131,6 +132,10 @@ class CompiledQuery:
         if params.keys() != self._required:
             raise TypeError(f"expected values for {sorted(self._required)}, got {sorted(params)}")
         return [params[name] if name in params else self._literals[name] for name in self._names]
+
+    def arguments(self, **params: Any) -> list[Any]:
+        """The positional values of `sql` for these parameters, to run it another way (a cursor)."""
+        return self._args(params)
 
     async def fetch(self, conn: asyncpg.Connection, **params: Any) -> list[asyncpg.Record]:
         return await conn.fetch(self.sql, *self._args(params))

@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -665,3 +666,116 @@ def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield plan
     for child in plan.get("Plans", []):
         yield from plan_nodes(child)
+
+
+async def stream_get(
+    app: Any, path: str, headers: dict[str, str], on_chunk: Any, *, disconnect_after: int | None = None
+) -> tuple[int, dict[str, str]]:
+    """GET `path` from the ASGI `app` in-process, handing each body part to `on_chunk(bytes)` as
+    it is sent and keeping none of it (httpx's ASGITransport collects the whole body before
+    answering, so it cannot show that a response streams). With `disconnect_after`, the client
+    goes away after that many body parts. Returns the status and the headers."""
+    target, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": target,
+        "raw_path": target.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+    gone = asyncio.Event()
+    requested = False
+    status, answer_headers, parts = 0, {}, 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, answer_headers, parts
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            answer_headers = {k.decode().lower(): v.decode() for k, v in message.get("headers", [])}
+        elif message["type"] == "http.response.body":
+            if gone.is_set():
+                raise OSError("client gone")
+            if message.get("body"):
+                on_chunk(message["body"])
+                parts += 1
+                if disconnect_after is not None and parts >= disconnect_after:
+                    gone.set()
+                    await asyncio.sleep(0)  # the disconnect is noticed while the app streams on
+            if not message.get("more_body", False):
+                gone.set()
+
+    await app(scope, receive, send)
+    return status, answer_headers
+
+
+def resident_bytes() -> int:
+    """The process's resident memory now (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class StreamedBody:
+    """What `stream_measured` saw: the status, the body's size, its parts and CRLF line ends,
+    and how far the process's resident memory rose above where it started while they came."""
+
+    status: int = 0
+    size: int = 0
+    parts: int = 0
+    line_ends: int = 0
+    growth_bytes: int = 0
+
+
+async def stream_measured(app: Any, path: str, headers: dict[str, str]) -> StreamedBody:
+    """GET `path` through `stream_get`, keeping nothing of the body but counts, and the
+    resident memory read at every part received."""
+    seen = StreamedBody()
+    before = resident_bytes()
+
+    def consume(chunk: bytes) -> None:
+        seen.size += len(chunk)
+        seen.parts += 1
+        seen.line_ends += chunk.count(b"\r\n")
+        seen.growth_bytes = max(seen.growth_bytes, resident_bytes() - before)
+
+    seen.status, _ = await stream_get(app, path, headers, consume)
+    return seen
+
+
+async def key_without_read_scope(session_factory: Any, model: type[Any]) -> str:
+    """A stored key whose scopes reach none the service knows (so not even `read`): the way to
+    see a read route answer 403."""
+    from cxkit.db import utcnow
+    from cxkit.http.auth import hash_key
+
+    plaintext = f"cx_{uuid.uuid4().hex}"
+    async with session_factory() as session:
+        session.add(model(name="no-scope", prefix=plaintext[:10], key_hash=hash_key(plaintext), scopes=[], created_at=utcnow()))
+        await session.commit()
+    return plaintext
+
+
+def csv_records(response: httpx.Response, header: list[str]) -> list[dict[str, str]]:
+    """A CSV answer's lines after its header (which must be `header`), as dicts."""
+    import csv
+    import io
+
+    assert response.status_code == 200, response.text
+    lines = list(csv.reader(io.StringIO(response.content.decode("utf-8"), newline="")))
+    assert lines[0] == header, lines[0]
+    return [dict(zip(header, line, strict=True)) for line in lines[1:]]

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import asyncpg
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
@@ -206,6 +206,24 @@ def allowed_methods(request: Request) -> str:
         if route.methods and route.matches(request.scope)[0] is not Match.NONE:
             methods |= route.methods
     return ", ".join(sorted(methods))
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+
+
+def only_these_methods(router: APIRouter, path: str, methods: tuple[str, ...] = ("GET", "HEAD")) -> None:
+    """A literal path (`/customers/export`) beside an id template of the same depth
+    (`/customers/{customer_id}`) is matched by the id's routes too: a PATCH of it would be taken
+    for a PATCH of a customer whose id is "export" (422), and a 405 would name the id's methods.
+    Registered before the id's routes, this answers every other method on the literal path with
+    405 and an `Allow` naming only its own."""
+    allow = ", ".join(m for m in methods if m != "HEAD")
+
+    async def method_not_allowed(request: Request) -> JSONBytesResponse:
+        return problem_response(405, "Method not allowed", slug="405", headers={"Allow": allow}, instance=request.url.path)
+
+    others = [m for m in _METHODS if m not in methods]
+    router.add_api_route(path, method_not_allowed, methods=others, include_in_schema=False)
 
 
 def unreadable_body_problem(request: Request, exc: StarletteHTTPException) -> JSONBytesResponse:

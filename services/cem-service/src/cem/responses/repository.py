@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.lifecycle import CustomerErasure
@@ -15,8 +16,61 @@ from cem.responses.models import Score, SurveyResponse
 from cem.surveys.questions import without_free_text
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
+from cxkit.pg_pool import CompiledQuery
 
 NEWEST_FIRST = keyset.Sort(keyset.SortKey("submitted_at", SurveyResponse.submitted_at, "datetime"), descending=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFilters:
+    survey_id: uuid.UUID | None = None
+    customer_id: uuid.UUID | None = None
+    touchpoint: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+def matching(filters: ResponseFilters) -> list[ColumnElement[bool]]:
+    """The WHERE of the responses a list (or an export) with these filters shows; the window is
+    [since, until) on `submitted_at`."""
+    conditions: list[ColumnElement[bool]] = []
+    if filters.survey_id is not None:
+        conditions.append(SurveyResponse.survey_id == filters.survey_id)
+    if filters.customer_id is not None:
+        conditions.append(SurveyResponse.customer_id == filters.customer_id)
+    if filters.touchpoint is not None:
+        conditions.append(SurveyResponse.touchpoint == filters.touchpoint)
+    if filters.since is not None:
+        conditions.append(SurveyResponse.submitted_at >= filters.since)
+    if filters.until is not None:
+        conditions.append(SurveyResponse.submitted_at < filters.until)
+    return conditions
+
+
+# One line of a response export: the response, its score, and its answers.
+EXPORT_COLUMNS = (
+    SurveyResponse.id,
+    SurveyResponse.submitted_at,
+    SurveyResponse.survey_id,
+    SurveyResponse.touchpoint,
+    SurveyResponse.customer_id,
+    SurveyResponse.email,
+    SurveyResponse.source,
+    Score.metric,
+    Score.score,
+    Score.scale_min,
+    Score.scale_max,
+    Score.category,
+    SurveyResponse.answers,
+)
+EXPORT_HEADER = ("response_id", *(column.key for column in EXPORT_COLUMNS[1:]))
+
+
+def export_query(filters: ResponseFilters) -> CompiledQuery:
+    """Every response the list shows with these filters, newest first, unpaged, with its score
+    (`EXPORT_COLUMNS`), for a CSV export through a cursor on the pool."""
+    stmt = select(*EXPORT_COLUMNS).outerjoin(Score, Score.response_id == SurveyResponse.id).where(*matching(filters))
+    return CompiledQuery(keyset.ordered(stmt, NEWEST_FIRST, SurveyResponse.id))
 
 
 class ResponseRepository:
@@ -44,25 +98,11 @@ class ResponseRepository:
         return None if row is None else (row[0], row[1], row[2])
 
     async def list_page(
-        self,
-        *,
-        survey_id: uuid.UUID | None,
-        customer_id: uuid.UUID | None,
-        touchpoint: str | None,
-        since: dt.datetime | None,
-        until: dt.datetime | None,
-        page: PageParams,
+        self, filters: ResponseFilters, page: PageParams
     ) -> list[tuple[SurveyResponse, Score | None, uuid.UUID | None]]:
         """Newest first, keyset on (submitted_at, id), each with its score and follow-up id; one
         row more than a page."""
-        stmt = self._with_score()
-        if survey_id is not None:
-            stmt = stmt.where(SurveyResponse.survey_id == survey_id)
-        if customer_id is not None:
-            stmt = stmt.where(SurveyResponse.customer_id == customer_id)
-        if touchpoint is not None:
-            stmt = stmt.where(SurveyResponse.touchpoint == touchpoint)
-        stmt = keyset.apply(keyset.within(stmt, SurveyResponse.submitted_at, since, until), NEWEST_FIRST, SurveyResponse.id, page)
+        stmt = keyset.apply(self._with_score().where(*matching(filters)), NEWEST_FIRST, SurveyResponse.id, page)
         return [(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()]
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:

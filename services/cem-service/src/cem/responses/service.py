@@ -12,13 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.repository import CustomerProfileRepository
 from cem.db import SOURCE, OutboxMessage
-from cem.fields import CLOCK_SKEW, check_window, field_problem
+from cem.fields import CLOCK_SKEW, field_problem
 from cem.followups.service import request_followup
 from cem.invitations.models import Invitation
 from cem.invitations.repository import InvitationRepository
 from cem.invitations.service import hash_token, resolve_recipient
+from cem.responses import repository
 from cem.responses.models import Score, SurveyResponse
-from cem.responses.repository import NEWEST_FIRST, ResponseRepository
+from cem.responses.repository import NEWEST_FIRST, ResponseFilters, ResponseRepository
 from cem.responses.schemas import AnswerRead, ResponseCreate, ResponseRead, ScoreRead
 from cem.surveys.models import Survey
 from cem.surveys.questions import CheckedAnswers, check_answers, needs_followup, without_free_text
@@ -31,6 +32,7 @@ from cxkit.events.payloads import SurveyResponseSubmitted
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event
+from cxkit.pg_pool import CompiledQuery
 
 
 class UnknownLink(Unprocessable):
@@ -268,24 +270,14 @@ async def get_response(session: AsyncSession, response_id: uuid.UUID) -> Respons
     return to_read(row)
 
 
+def export_query(filters: ResponseFilters) -> CompiledQuery:
+    """The statement of a response export: what `list_responses` shows, unpaged."""
+    return repository.export_query(filters)
+
+
 async def list_responses(
-    session: AsyncSession,
-    page: PageParams,
-    *,
-    survey_id: uuid.UUID | None,
-    customer_id: uuid.UUID | None,
-    touchpoint: str | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
+    session: AsyncSession, page: PageParams, filters: ResponseFilters
 ) -> tuple[list[ResponseRead], str | None]:
-    check_window(since, until)
-    rows = await ResponseRepository(session).list_page(
-        survey_id=survey_id,
-        customer_id=customer_id,
-        touchpoint=touchpoint,
-        since=since,
-        until=until,
-        page=page,
-    )
+    rows = await ResponseRepository(session).list_page(filters, page)
     rows, next_cursor = keyset.cut(rows, NEWEST_FIRST, page, lambda row: (row[0].submitted_at, row[0].id))
     return [to_read(r) for r in rows], next_cursor

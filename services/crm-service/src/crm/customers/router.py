@@ -22,15 +22,16 @@ from crm.customers.schemas import (
     MergedAwayProblem,
 )
 from crm.customers.service import CustomerMergedAway
-from crm.fields import CustomerIdPath, IfMatch, SearchText
+from crm.fields import EXAMPLE_IDS, CustomerIdPath, IfMatch, SearchText
 from cxkit import keyset
 from cxkit.http.app import json_response
 from cxkit.http.auth import Admin, Reader
+from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
 from cxkit.http.deps import PgPoolDep, SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
-from cxkit.http.problems import PROBLEM_MEDIA_TYPE, problem_response, problem_responses
+from cxkit.http.problems import PROBLEM_MEDIA_TYPE, only_these_methods, problem_response, problem_responses
 from cxkit.kafka.outbox import wake_relay
 from cxkit.pg_pool import RowInsert
 
@@ -97,6 +98,59 @@ async def create_customer(body: CustomerCreate, session: SessionDep, idem: Idemp
     return await idem.execute(session, operation)
 
 
+def customer_filters(
+    q: Annotated[SearchText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
+    lifecycle_stage: LifecycleStage | None = None,
+    tag: Annotated[SearchText | None, Query(min_length=1, max_length=50)] = None,
+    owner: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
+    campaign_id: uuid.UUID | None = None,
+) -> CustomerFilters:
+    """The filters of the customer list, read from the query (the export takes the same)."""
+    return CustomerFilters(q=q, lifecycle_stage=lifecycle_stage, tag=tag, owner=owner, campaign_id=campaign_id)
+
+
+FiltersDep = Annotated[CustomerFilters, Depends(customer_filters)]
+SortParam = Annotated[str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")]
+
+EXPORT_COLUMNS = tuple(CustomerRead.model_fields)
+_TAGS = EXPORT_COLUMNS.index("tags")
+EXPORT_EXAMPLE = (
+    ",".join(EXPORT_COLUMNS)
+    + "\r\n"
+    + f"{EXAMPLE_IDS['customer']},ada@example.com,Ada Lovelace,'+44 20 7946 0018,Analytical Engines Ltd,lead,"
+    'sam@yourcompany.example,vip;newsletter,"{""plan"":""pro""}",webshop,,false,1,'
+    "2026-11-23T10:00:00+00:00,2026-11-23T10:00:00+00:00,,\r\n"
+)
+
+
+def _export_row(record: asyncpg.Record) -> list[Any]:
+    row = list(record.values())
+    row[_TAGS] = ";".join(row[_TAGS])
+    return row
+
+
+@router.get(
+    "/export",
+    status_code=200,
+    summary="Export customers as CSV",
+    description="Every customer the list shows with the same filters (`q`, `lifecycle_stage`, `tag`, `owner`, "
+    "`campaign_id`) and in the same order (`sort`), unpaged, as a streamed `text/csv` attachment "
+    "(`customers-<UTC timestamp>.csv`): a header row, then one line per customer with the fields of a customer read "
+    "(`tags` joined with `;`, `attributes` as compact JSON). Merged duplicates and erased customers are left out, as "
+    "in the list. Spreadsheet-safe: a text cell beginning with `=`, `+`, `-`, `@`, a tab or a carriage return gets "
+    "a leading `'`; numbers are left as numbers. Needs `read`.",
+    response_class=CsvExport,
+    responses=csv_response_doc("The customers, one per line after the header.", EXPORT_EXAMPLE)
+    | problem_responses(401, 403, 422),
+)
+async def export_customers(pool: PgPoolDep, _: Reader, filters: FiltersDep, sort: SortParam = "-created_at") -> Response:
+    query = service.export_query(filters, sort, EXPORT_COLUMNS)
+    return await csv_export(pool, query.sql, query.arguments(), header=EXPORT_COLUMNS, row_of=_export_row, name="customers")
+
+
+only_these_methods(router, "/export")
+
+
 @router.get(
     "/{customer_id}",
     response_model=CustomerRead,
@@ -124,16 +178,9 @@ async def list_customers(
     session: SessionDep,
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
-    q: Annotated[SearchText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
-    lifecycle_stage: LifecycleStage | None = None,
-    tag: Annotated[SearchText | None, Query(min_length=1, max_length=50)] = None,
-    owner: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
-    campaign_id: uuid.UUID | None = None,
-    sort: Annotated[
-        str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")
-    ] = "-created_at",
+    filters: FiltersDep,
+    sort: SortParam = "-created_at",
 ) -> Response:
-    filters = CustomerFilters(q=q, lifecycle_stage=lifecycle_stage, tag=tag, owner=owner, campaign_id=campaign_id)
     rows, next_cursor = await service.list_customers(session, filters, sort, page)
     return json_response(CustomerPage(items=[CustomerRead.model_validate(r) for r in rows], next_cursor=next_cursor))
 

@@ -5,6 +5,7 @@ Every change is announced on `crm.customers.v1` through the outbox, in the same 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -27,7 +28,7 @@ from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event, outbox_row
 from cxkit.lifecycle import CustomerDataRegistry
-from cxkit.pg_pool import Row, RowInsert
+from cxkit.pg_pool import CompiledQuery, Row, RowInsert
 
 # Lifecycle stages a customer moves through as they buy; `churned` stands apart.
 _PROGRESSION = [s for s in LIFECYCLE_STAGES if s != "churned"]
@@ -360,6 +361,11 @@ async def list_customers(
     sort = keyset.parse_sort(sort_token, SORT_KEYS)
     rows = await CustomerRepository(session).list_page(filters, sort, page)
     return keyset.cut(rows, sort, page)
+
+
+def export_query(filters: CustomerFilters, sort_token: str, columns: Sequence[str]) -> CompiledQuery:
+    """The statement of a customer export: what `list_customers` shows, unpaged."""
+    return repository.export_query(filters, keyset.parse_sort(sort_token, SORT_KEYS), columns)
 
 
 async def merge_customers(
