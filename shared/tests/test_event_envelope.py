@@ -20,7 +20,7 @@ from cxkit.events import EVENT_TYPES, InvalidEvent, decode_event, encode_event, 
 from cxkit.events import payloads as p
 from cxkit.events.contract import validation_errors
 from cxkit.kafka.consumer import EventDecoder
-from cxkit.tracing import start_span
+from cxkit.testing import enter_request_span
 
 from .conftest import SOURCE
 
@@ -62,7 +62,7 @@ def doc(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("event_type", list(PAYLOADS))
 def test_an_event_decodes_to_what_was_encoded_with_its_trace(event_type: str) -> None:
     request = contextvars.copy_context()  # as a request's span would be (and not leak into other tests)
-    traceparent = request.run(start_span, None)
+    traceparent = request.run(enter_request_span)
     data = PAYLOADS[event_type]
     made = request.run(new_event, event_type, source=SOURCE, subject=str(CID), data=data, event_id=uuid.uuid4())
     event, payload = decode_event(encode_event(made))

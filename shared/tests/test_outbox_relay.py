@@ -21,8 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cxkit.events.payloads import CustomerUpdated
 from cxkit.kafka.outbox import OutboxRelay, add_event
 from cxkit.settings import ServiceSettings
-from cxkit.testing import wait_for
-from cxkit.tracing import start_span
+from cxkit.testing import enter_request_span, wait_for
 
 from .conftest import SOURCE, Outbox, read_topic, settle
 
@@ -137,7 +136,7 @@ async def test_relay_sends_each_row_once_batch_by_batch_in_outbox_order(
 ) -> None:
     written = interleaved([uuid.uuid4() for _ in range(3)], versions=4)
     request = contextvars.copy_context()  # the writes run in a request's trace
-    traceparent = request.run(start_span, None)
+    traceparent = request.run(enter_request_span)
     await asyncio.create_task(write_events(sessions, topic, written), context=request)
     relay = OutboxRelay(relay_settings, sessions, Outbox, [topic])
     try:

@@ -19,12 +19,12 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 def _add_context(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    from cxkit.tracing import current_traceparent, trace_id_of
+    from cxkit.tracing import current_trace_id
 
     rid = request_id_var.get()
     if rid:
         event.setdefault("request_id", rid)
-    trace_id = trace_id_of(current_traceparent())
+    trace_id = current_trace_id()
     if trace_id:
         event.setdefault("trace_id", trace_id)
     return event
@@ -103,7 +103,7 @@ class AccessLog:
         self.fd = sys.stderr.fileno() if fd is None else fd
 
     def emit(
-        self, method: str, path: str, status: int, duration_s: float, request_id: str, trace_id: str, client: str | None
+        self, method: str, path: str, status: int, duration_s: float, request_id: str, trace_id: str | None, client: str | None
     ) -> None:
         if not self.enabled:
             return

@@ -21,6 +21,7 @@ from cxkit.kafka.consumer import EventConsumer
 from cxkit.kafka.outbox import OutboxRelay
 from cxkit.pg_pool import create_pg_pool
 from cxkit.settings import ServiceSettings
+from cxkit.tracing import instrument_engine, shutdown_tracing
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL_S = 600
@@ -78,6 +79,7 @@ def service_lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+        instrument_engine(engine)  # query spans, when spans are recorded (cxkit.tracing)
         session_factory = make_session_factory(engine)
         app.state.engine = engine
         app.state.session_factory = session_factory
@@ -117,6 +119,7 @@ def service_lifespan(
                     await worker.stop()
             await app.state.pg_pool.close()
             await engine.dispose()
+            shutdown_tracing()
             if app.state.rate_limits is not None:
                 with contextlib.suppress(Exception):
                     await app.state.rate_limits.close()

@@ -779,3 +779,18 @@ def csv_records(response: httpx.Response, header: list[str]) -> list[dict[str, s
     lines = list(csv.reader(io.StringIO(response.content.decode("utf-8"), newline="")))
     assert lines[0] == header, lines[0]
     return [dict(zip(header, line, strict=True)) for line in lines[1:]]
+
+
+def enter_request_span() -> str:
+    """Make a new span (not recorded) the current context, as a request's would be, and return
+    its `traceparent`. Run it in a copied context (`contextvars.copy_context().run`) so it does
+    not leak into other tests."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    span = TracerProvider(sampler=ALWAYS_OFF).get_tracer("cxkit.testing").start_span("request")
+    otel_context.attach(trace.set_span_in_context(span))
+    traceparent = trace.get_current_span().get_span_context()
+    return f"00-{traceparent.trace_id:032x}-{traceparent.span_id:016x}-{int(traceparent.trace_flags):02x}"

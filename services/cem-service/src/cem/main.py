@@ -34,6 +34,7 @@ from cxkit.kafka.consumer import EventConsumer
 from cxkit.lifecycle import CustomerDataRegistry
 from cxkit.logs import configure_logging
 from cxkit.service_app import service_lifespan
+from cxkit.tracing import configure_tracing, fastapi_telemetry
 
 DESCRIPTION = """
 The customer's view of the company: touchpoints and journeys, surveys (NPS, CSAT, CES),
@@ -106,7 +107,10 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
     settings = settings or CEMSettings()
     owners = customer_data()
     configure_logging(settings.service_name, level=settings.log_level, json=settings.log_json)
+    tracer_provider = configure_tracing(settings.service_name)
     app = FastAPI(
+        # OpenTelemetry server spans (cxkit.tracing: recorded and exported only with an OTLP endpoint)
+        telemetry=fastapi_telemetry(tracer_provider),
         title="cem-service",
         version=cem.__version__,
         description=DESCRIPTION,

@@ -32,6 +32,7 @@ from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.logs import configure_logging
 from cxkit.service_app import service_lifespan
+from cxkit.tracing import configure_tracing, fastapi_telemetry
 
 DESCRIPTION = """
 The company's view of the customer: customers, leads, the sales funnel (pipelines, deals),
@@ -81,7 +82,10 @@ def build_consumers(settings: CRMSettings) -> Any:
 def create_app(settings: CRMSettings | None = None) -> FastAPI:
     settings = settings or CRMSettings()
     configure_logging(settings.service_name, level=settings.log_level, json=settings.log_json)
+    tracer_provider = configure_tracing(settings.service_name)
     app = FastAPI(
+        # OpenTelemetry server spans (cxkit.tracing: recorded and exported only with an OTLP endpoint)
+        telemetry=fastapi_telemetry(tracer_provider),
         title="crm-service",
         version=crm.__version__,
         description=DESCRIPTION,

@@ -21,7 +21,7 @@ from cxkit.http.ratelimit import SCOPE_KEY as RATE_LIMIT_SCOPE_KEY
 from cxkit.http.responses import JSONBytesResponse
 from cxkit.logs import ACCESS_LOG, request_id_var
 from cxkit.metrics import HTTP_LATENCY, HTTP_REQUESTS, exposition
-from cxkit.tracing import start_span
+from cxkit.tracing import request_span
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -35,7 +35,7 @@ def _declared_length(value: bytes) -> int:
 
 
 class RequestContextMiddleware:
-    """Pure ASGI: request id, trace context, metrics, the access line, the body cap
+    """Pure ASGI: request id, the trace context in the answer, metrics, the access line, the body cap
     (`max_body_bytes`, see cxkit.http.body_limit) and the rate-limit fields of the answer.
 
     Per request it does only what it must: one pass over the headers, the headers added to
@@ -67,9 +67,23 @@ class RequestContextMiddleware:
             elif name == b"content-type":
                 multipart = value[:10].lower() == b"multipart/"
         request_id = request_id or f"{random.getrandbits(128):032x}"
-        traceparent = start_span(incoming)
+        with request_span(incoming, scope["path"]) as traceparent:  # cxkit.tracing
+            await self._handle(scope, receive, send, request_id, traceparent, content_length, multipart)
+
+    async def _handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        traceparent: str | None,
+        content_length: bytes | None,
+        multipart: bool,
+    ) -> None:
         request_id_var.set(request_id)
-        added = [(b"x-request-id", request_id.encode("latin-1")), (b"traceparent", traceparent.encode())]
+        added = [(b"x-request-id", request_id.encode("latin-1"))]
+        if traceparent is not None:
+            added.append((b"traceparent", traceparent.encode()))
         started = time.perf_counter()
         status = 500
 
@@ -103,7 +117,15 @@ class RequestContextMiddleware:
             method = scope["method"]
             self._count(method, path, status, elapsed)
             client = scope.get("client")
-            ACCESS_LOG.emit(method, scope["path"], status, elapsed, request_id, traceparent[3:35], client[0] if client else None)
+            ACCESS_LOG.emit(
+                method,
+                scope["path"],
+                status,
+                elapsed,
+                request_id,
+                traceparent[3:35] if traceparent else None,
+                client[0] if client else None,
+            )
 
     def _count(self, method: str, path: str, status: int, elapsed: float) -> None:
         children = self._children.get((method, path, status))

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError, create_model
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cxkit import tracing
 from cxkit.db import session_connection, utcnow
 from cxkit.events import CloudEvent, InvalidEvent, decode_event
 from cxkit.events.registry import dlq_topic, payload_model
@@ -383,20 +384,24 @@ class EventConsumer:
     async def _apply(self, deliveries: list[Delivery]) -> None:
         """All events of the poll in one transaction; duplicates are filtered by the
         processed-events insert, which commits atomically with their effects."""
-        async with self.session_factory() as session, session.begin():
-            conn = await session_connection(session)
-            event_ids = list(dict.fromkeys(d.event.id for d in deliveries))
-            fresh = {row[0] for row in await conn.fetch(self._insert_processed, self.name, event_ids, utcnow())}
-            todo: list[Delivery] = []
-            for d in deliveries:
-                if d.event.id in fresh:
-                    fresh.discard(d.event.id)  # a duplicate inside the same poll runs once
-                    todo.append(d)
-            skipped = len(deliveries) - len(todo)
-            if skipped:
-                EVENTS_DUPLICATE.labels(self.name).inc(skipped)
-            for run in _runs_by_type(todo):
-                await self.handlers[run[0].event.type](session, run)
+        # A span around the poll's transaction when spans are recorded (cxkit.tracing)
+        with tracing.consuming(
+            f"{self.name} process", deliveries, _traceparent_of, **{"messaging.batch.message_count": len(deliveries)}
+        ):
+            async with self.session_factory() as session, session.begin():
+                conn = await session_connection(session)
+                event_ids = list(dict.fromkeys(d.event.id for d in deliveries))
+                fresh = {row[0] for row in await conn.fetch(self._insert_processed, self.name, event_ids, utcnow())}
+                todo: list[Delivery] = []
+                for d in deliveries:
+                    if d.event.id in fresh:
+                        fresh.discard(d.event.id)  # a duplicate inside the same poll runs once
+                        todo.append(d)
+                skipped = len(deliveries) - len(todo)
+                if skipped:
+                    EVENTS_DUPLICATE.labels(self.name).inc(skipped)
+                for run in _runs_by_type(todo):
+                    await self.handlers[run[0].event.type](session, run)
         for event_type, count in Counter(d.event.type for d in todo).items():
             EVENTS_HANDLED.labels(self.name, event_type).inc(count)
 
@@ -454,6 +459,16 @@ def dlq_reason_kind(reason: str) -> str:
         if reason.startswith(prefix):
             return kind
     return "malformed"
+
+
+def _traceparent_of(delivery: Delivery) -> str | None:
+    """The trace a delivery continues: the context its producer put in the message headers
+    (the relay's send), else the one the event carries (the change that caused it)."""
+    if delivery.record is not None:
+        for name, value in delivery.record.headers or ():
+            if name == "traceparent" and value:
+                return value.decode("latin-1")
+    return delivery.event.traceparent
 
 
 def _runs_by_type(deliveries: list[Delivery]) -> list[list[Delivery]]:

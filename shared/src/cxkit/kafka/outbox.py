@@ -20,6 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from cxkit import tracing
 from cxkit.db import lock_keys, session_connection, utcnow
 from cxkit.events import encode_event, new_event, topic_for
 from cxkit.kafka.client import ensure_topics, failure_kind, make_producer
@@ -221,16 +222,21 @@ class OutboxRelay:
                 return 0
             futures = []
             failure: BaseException | None = None
+            traced = tracing.recording()
             for row in rows:
+                headers = row["headers"] or {}
+                # Traced: sent within its request's trace, and aiokafka's instrumentation puts the
+                # send's own context in the headers instead of the stored one.
+                within = tracing.attached(headers.get("traceparent")) if traced else contextlib.nullcontext()
                 try:
-                    futures.append(
-                        await producer.send(
+                    with within:
+                        sending = producer.send(
                             row["topic"],
                             value=row["value"],
                             key=row["key"].encode() if row["key"] else None,
-                            headers=[(k, str(v).encode()) for k, v in (row["headers"] or {}).items()],
+                            headers=[(k, str(v).encode()) for k, v in headers.items() if not (traced and k == "traceparent")],
                         )
-                    )
+                        futures.append(await sending)
                 except Exception as exc:
                     failure = exc
                     break
