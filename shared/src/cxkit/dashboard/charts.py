@@ -17,11 +17,12 @@ from markupsafe import Markup
 
 from cxkit.dashboard.formats import number
 
-WIDTH = 480
-LINE_HEIGHT = 220
+# About the width a chart gets on a phone and in a desktop card alike, so its text keeps its size.
+WIDTH = 400
+LINE_HEIGHT = 210
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 44, 12, 12, 30
 BAR_ROW = 30
-BAR_LABEL = 150
+BAR_LABEL = 128
 # Colours chosen for at least 4.5:1 against white (text) and 3:1 (shapes).
 INK = "#1f2937"
 MUTED = "#4b5563"
@@ -138,11 +139,14 @@ def line_chart(
         if len(segment) > 1:
             body.append(f'<polyline points="{" ".join(segment)}" fill="none" stroke="{LINE}" stroke-width="2.5"/>')
         segment = []
-    label_every = max(1, -(-len(points) // 6))
+    shown_labels = min(len(points), 4)  # at most four dates fit under the axis without overlapping
+    labelled = {round(k * (len(points) - 1) / (shown_labels - 1)) for k in range(shown_labels)} if shown_labels > 1 else {0}
     for i, p in enumerate(points):
-        if i % label_every == 0 or i == len(points) - 1:
+        if i in labelled:
+            # The first and last labels lean inwards so they are not cut at the edges.
+            anchor = "start" if i == 0 and len(points) > 1 else "end" if i == len(points) - 1 and len(points) > 1 else "middle"
             body.append(
-                f'<text x="{_f(x(i))}" y="{LINE_HEIGHT - 10}" text-anchor="middle" font-size="12" fill="{MUTED}">{escape(p.label)}</text>'
+                f'<text x="{_f(x(i))}" y="{LINE_HEIGHT - 10}" text-anchor="{anchor}" font-size="12" fill="{MUTED}">{escape(p.label)}</text>'
             )
         if p.value is None:
             continue
@@ -197,7 +201,7 @@ def bar_chart(
     body = [f'<line x1="{_f(zero)}" x2="{_f(zero)}" y1="{PAD_TOP - 4}" y2="{height - 4}" stroke="{MUTED}" stroke-width="1"/>']
     for i, b in enumerate(bars):
         top = PAD_TOP + i * BAR_ROW
-        label = b.label if len(b.label) <= 22 else b.label[:21] + "…"
+        label = b.label if len(b.label) <= 18 else b.label[:17] + "…"
         body.append(
             f'<text x="{left - 8}" y="{top + 17}" text-anchor="end" font-size="13" fill="{INK}">{escape(label)}</text>'
         )
