@@ -183,7 +183,13 @@ async def test_charts_hold_the_numbers_of_the_json_api(
     assert recovery["detractors"] == 0 or "Recovered" in page.text
 
     # Filters: a survey, a touchpoint and a period, as the API takes them (`to` is a day, included).
-    params = {"survey_id": surveys["nps"]["id"], "touchpoint": "checkout", "from": "2026-11-03", "to": "2026-11-17", "interval": "day"}
+    params = {
+        "survey_id": surveys["nps"]["id"],
+        "touchpoint": "checkout",
+        "from": "2026-11-03",
+        "to": "2026-11-17",
+        "interval": "day",
+    }
     page = await browser.get("/dashboard", params=params)
     assert page.status_code == 200
     api = {"survey_id": params["survey_id"], "touchpoint": "checkout", "from": "2026-11-03T00:00:00Z",

@@ -45,7 +45,12 @@ def _visit(driver: Any, base: str, key: str, pipeline_id: str) -> dict[str, Any]
     # Choose the pipeline in the form, as a person would.
     Select(driver.find_element(By.ID, "f-pipeline")).select_by_value(pipeline_id)
     driver.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
-    seen: dict[str, Any] = {"url": driver.current_url, "h1": driver.find_element(By.TAG_NAME, "h1").text, "widths": {}, "shots": []}
+    seen: dict[str, Any] = {
+        "url": driver.current_url,
+        "h1": driver.find_element(By.TAG_NAME, "h1").text,
+        "widths": {},
+        "shots": [],
+    }
     seen["funnel"] = [
         (m.get_attribute("data-label"), m.get_attribute("data-value"))
         for m in driver.find_elements(By.CSS_SELECTOR, "#chart-funnel .bar")

@@ -801,7 +801,9 @@ async def dashboard_sign_in(client: httpx.AsyncClient, key: str) -> httpx.Respon
     """Signs in through the form as a browser would (the cookie stays in the client's jar)."""
     page = await client.get("/dashboard/sign-in")
     assert page.status_code == 200, page.text
-    return await client.post("/dashboard/sign-in", data={"api_key": key, "form_token": form_token(page.text), "next": "/dashboard"})
+    return await client.post(
+        "/dashboard/sign-in", data={"api_key": key, "form_token": form_token(page.text), "next": "/dashboard"}
+    )
 
 
 def chart_values(html: str, chart_id: str) -> list[dict[str, str]]:

@@ -29,8 +29,8 @@ from cem.scheduler import InvitationScheduler
 from cem.suppressions.router import router as suppressions_router
 from cem.surveys.router import router as surveys_router
 from cem.touchpoints.router import router as touchpoints_router
-from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
 from cxkit.dashboard.pages import install_dashboard
+from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
 from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.lifecycle import CustomerDataRegistry

@@ -28,8 +28,8 @@ from crm.leads.router import router as leads_router
 from crm.pipelines.router import router as pipelines_router
 from crm.projections import cem_feedback_consumer_name
 from crm.tasks.router import router as tasks_router
-from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
 from cxkit.dashboard.pages import install_dashboard
+from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
 from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.logs import configure_logging

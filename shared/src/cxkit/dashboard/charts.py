@@ -74,6 +74,11 @@ def ticks(low: float, high: float, count: int = 5) -> list[float]:
     return out
 
 
+def _text(x: float, y: float, content: str, *, anchor: str = "start", size: int = 13, fill: str = INK) -> str:
+    """An SVG text element; `content` is escaped here."""
+    return f'<text x="{_f(x)}" y="{_f(y)}" text-anchor="{anchor}" font-size="{size}" fill="{fill}">{escape(content)}</text>'
+
+
 def _svg(chart_id: str, height: float, title: str, desc: str, body: list[str], kind: str) -> Markup:
     head = (
         f'<svg class="chart chart-{kind}" id="{chart_id}" viewBox="0 0 {WIDTH} {_f(height)}" role="img" '
@@ -110,7 +115,7 @@ def line_chart(
     for t in ticks(y_min, y_max):
         body.append(
             f'<line x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" y1="{_f(y(t))}" y2="{_f(y(t))}" stroke="{GRID}" stroke-width="1"/>'
-            f'<text x="{PAD_LEFT - 6}" y="{_f(y(t) + 4)}" text-anchor="end" font-size="12" fill="{MUTED}">{_f(t)}{escape(unit)}</text>'
+            + _text(PAD_LEFT - 6, y(t) + 4, f"{_f(t)}{unit}", anchor="end", size=12, fill=MUTED)
         )
     # The band, one polygon per run of points that have an interval.
     run: list[int] = []
@@ -144,10 +149,8 @@ def line_chart(
     for i, p in enumerate(points):
         if i in labelled:
             # The first and last labels lean inwards so they are not cut at the edges.
-            anchor = "start" if i == 0 and len(points) > 1 else "end" if i == len(points) - 1 and len(points) > 1 else "middle"
-            body.append(
-                f'<text x="{_f(x(i))}" y="{LINE_HEIGHT - 10}" text-anchor="{anchor}" font-size="12" fill="{MUTED}">{escape(p.label)}</text>'
-            )
+            edge = {0: "start", len(points) - 1: "end"} if len(points) > 1 else {}
+            body.append(_text(x(i), LINE_HEIGHT - 10, p.label, anchor=edge.get(i, "middle"), size=12, fill=MUTED))
         if p.value is None:
             continue
         interval = f", 95% interval {number(p.low)} to {number(p.high)}" if p.low is not None and p.high is not None else ""
@@ -156,7 +159,8 @@ def line_chart(
         if p.low is not None and p.high is not None:
             attrs += f' data-low="{p.low}" data-high="{p.high}"'
         body.append(
-            f'<circle class="point" cx="{_f(x(i))}" cy="{_f(y(p.value))}" r="4" fill="{LINE}" stroke="#fff" stroke-width="1.5" {attrs}>'
+            f'<circle class="point" cx="{_f(x(i))}" cy="{_f(y(p.value))}" r="4" fill="{LINE}" stroke="#fff" '
+            f'stroke-width="1.5" {attrs}>'
             f"<title>{escape(p.label)}: {number(p.value)}{escape(unit)}{interval}"
             f"{f', n = {p.n}' if p.n is not None else ''}</title></circle>"
         )
@@ -202,11 +206,9 @@ def bar_chart(
     for i, b in enumerate(bars):
         top = PAD_TOP + i * BAR_ROW
         label = b.label if len(b.label) <= 18 else b.label[:17] + "…"
-        body.append(
-            f'<text x="{left - 8}" y="{top + 17}" text-anchor="end" font-size="13" fill="{INK}">{escape(label)}</text>'
-        )
+        body.append(_text(left - 8, top + 17, label, anchor="end"))
         if b.value is None:
-            body.append(f'<text x="{_f(zero + 6)}" y="{top + 17}" font-size="13" fill="{MUTED}">no data</text>')
+            body.append(_text(zero + 6, top + 17, "no data", fill=MUTED))
             continue
         start, end = sorted((zero, x(b.value)))
         colour = BAR_NEGATIVE if b.value < 0 else BAR
@@ -218,8 +220,7 @@ def bar_chart(
             f'<rect class="bar" x="{_f(start)}" y="{top + 4}" width="{_f(max(end - start, 1))}" height="{BAR_ROW - 10}" '
             f'fill="{colour}" data-label="{escape(b.label)}" data-value="{b.value}"><title>{escape(b.label)}: '
             f"{number(b.value)}{escape(unit)}{f' ({escape(b.note)})' if b.note else ''}</title></rect>"
-            f'<text x="{_f(text_x)}" y="{top + 17}" text-anchor="{anchor}" font-size="13" fill="{INK}">'
-            f"{number(b.value)}{escape(unit)}</text>"
+            + _text(text_x, top + 17, f"{number(b.value)}{unit}", anchor=anchor)
         )
     shown = [f"{b.label} {number(b.value)}{unit}" for b in bars if b.value is not None]
     desc = ("; ".join(shown) + ".") if shown else "No values."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-NONE = "–"
+NONE = "\u2013"  # an en dash: "no value"
 
 
 def number(value: float | int | Decimal | None, digits: int = 1) -> str:

@@ -75,9 +75,7 @@ class DashboardSessions:
 
     @staticmethod
     def clear(response: Response, request: Request) -> None:
-        response.delete_cookie(
-            COOKIE, path=COOKIE_PATH, secure=request.url.scheme == "https", httponly=True, samesite="lax"
-        )
+        response.delete_cookie(COOKIE, path=COOKIE_PATH, secure=request.url.scheme == "https", httponly=True, samesite="lax")
 
     def form_token(self, session: DashboardSession) -> str:
         """The token a POST form of this session carries: the session id, signed."""

@@ -10,8 +10,8 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
-from cem.dashboard.service import METRIC_NAMES, METRIC_RANGES, METRICS, DashboardFilters, build_dashboard
 from cem.analytics.schemas import MetricReport, RecoveryReport, TouchpointReport
+from cem.dashboard.service import METRIC_NAMES, METRIC_RANGES, METRICS, DashboardFilters, build_dashboard
 from cxkit.dashboard.charts import Bar, Point
 from cxkit.dashboard.pages import DashboardUser, dashboard_templates, render_page
 from cxkit.http.deps import SessionDep

@@ -49,9 +49,7 @@ class CemDashboard:
         return not self.surveys
 
 
-async def touchpoints_all(
-    session: AsyncSession, since: dt.datetime | None, until: dt.datetime | None
-) -> list[TouchpointReport]:
+async def touchpoints_all(session: AsyncSession, since: dt.datetime | None, until: dt.datetime | None) -> list[TouchpointReport]:
     """Every touchpoint's report, page by page as `/v1/analytics/touchpoints` gives them."""
     rows: list[TouchpointReport] = []
     cursor: list[object] | None = None

@@ -53,10 +53,7 @@ async def experience_overview(session: AsyncSession) -> ExperienceOverview:
     ces = scored & (e.metric == "ces")
     feedback = e.kind == FEEDBACK_RECEIVED
     open_followups = (
-        select(func.count())
-        .select_from(Task)
-        .where(Task.status == "open", Task.origin == FOLLOWUP_ORIGIN)
-        .scalar_subquery()
+        select(func.count()).select_from(Task).where(Task.status == "open", Task.origin == FOLLOWUP_ORIGIN).scalar_subquery()
     )
     row = (
         await session.execute(
