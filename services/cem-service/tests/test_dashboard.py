@@ -216,3 +216,35 @@ async def test_bad_filters_show_a_message_not_an_error(
         page = await browser.get("/dashboard", params=params)
         assert page.status_code == status, (params, page.text[:300])
         assert text in page.text and "Showing everything instead" in page.text
+
+
+async def test_a_revoked_key_ends_its_session(browser: httpx.AsyncClient, cem_app: FastAPI) -> None:
+    from sqlalchemy import update
+
+    from cem.db import ApiKey
+    from cxkit.db import utcnow
+    from cxkit.http.auth import create_api_key
+
+    async with cem_app.state.session_factory() as session:
+        row, key = await create_api_key(session, ApiKey, name="dashboard", scopes=["read"])
+        await session.commit()
+    await dashboard_sign_in(browser, key)
+    assert (await browser.get("/dashboard")).status_code == 200
+    async with cem_app.state.session_factory() as session:
+        await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(revoked_at=utcnow()))
+        await session.commit()
+    cem_app.state.auth._cache.clear()  # as if the key cache's few seconds had passed
+    assert (await browser.get("/dashboard")).status_code == 303
+
+
+async def test_sign_in_returns_only_to_a_dashboard_page(browser: httpx.AsyncClient, keys: dict[str, str]) -> None:
+    for wanted, lands in [
+        ("/dashboard?interval=month", "/dashboard?interval=month"),
+        ("//evil.example/dashboard", "/dashboard"),
+        ("https://evil.example/dashboard", "/dashboard"),
+        ("/dashboardx", "/dashboard"),
+        ("/v1/surveys", "/dashboard"),
+    ]:
+        token = form_token((await browser.get("/dashboard/sign-in")).text)
+        r = await browser.post("/dashboard/sign-in", data={"api_key": keys["read"], "form_token": token, "next": wanted})
+        assert r.status_code == 303 and r.headers["location"] == lands, wanted
