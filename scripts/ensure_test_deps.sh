@@ -27,10 +27,11 @@ fi
 
 # axe-core (the accessibility check the dashboard browser tests inject), pinned by
 # tests/browser/package-lock.json; installed once into tests/browser/node_modules.
-if [ -f tests/browser/package-lock.json ] && [ ! -f tests/browser/node_modules/axe-core/axe.min.js ]; then
+BROWSER_DEPS="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+if [ -f "$BROWSER_DEPS/package-lock.json" ] && [ ! -f "$BROWSER_DEPS/node_modules/axe-core/axe.min.js" ]; then
   if command -v npm >/dev/null 2>&1; then
     echo "installing axe-core for the dashboard accessibility check"
-    npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+    npm ci --prefix "$BROWSER_DEPS" --no-audit --no-fund --loglevel=error
   else
     echo "npm missing: the dashboard accessibility check will be skipped" >&2
   fi
