@@ -32,6 +32,7 @@ BAND = "#93c5fd"
 BAR = "#1d4ed8"
 BAR_NEGATIVE = "#b91c1c"
 TARGET = "#b45309"
+N_LABELS_UP_TO = 12  # points that get their n written beside them (more would crowd the chart)
 _ids = itertools.count(1)
 
 
@@ -137,7 +138,7 @@ def line_chart(
             run = []
     # The line, broken where a point has no value.
     segment: list[str] = []
-    for p, i in zip([*points, None], itertools.count()):
+    for i, p in enumerate([*points, None]):
         if p is not None and p.value is not None:
             segment.append(f"{_f(x(i))},{_f(y(p.value))}")
             continue
@@ -146,10 +147,10 @@ def line_chart(
         segment = []
     shown_labels = min(len(points), 4)  # at most four dates fit under the axis without overlapping
     labelled = {round(k * (len(points) - 1) / (shown_labels - 1)) for k in range(shown_labels)} if shown_labels > 1 else {0}
+    # Texts at the first and last points lean inwards so they are neither cut nor over the axis.
+    edge = {0: "start", len(points) - 1: "end"} if len(points) > 1 else {}
     for i, p in enumerate(points):
         if i in labelled:
-            # The first and last labels lean inwards so they are not cut at the edges.
-            edge = {0: "start", len(points) - 1: "end"} if len(points) > 1 else {}
             body.append(_text(x(i), LINE_HEIGHT - 10, p.label, anchor=edge.get(i, "middle"), size=12, fill=MUTED))
         if p.value is None:
             continue
@@ -164,6 +165,12 @@ def line_chart(
             f"<title>{escape(p.label)}: {number(p.value)}{escape(unit)}{interval}"
             f"{f', n = {p.n}' if p.n is not None else ''}</title></circle>"
         )
+        if p.n is not None and len(points) <= N_LABELS_UP_TO:
+            # The sample size beside each point (above it, or below near the top of the plot).
+            near_top = y(p.value) < PAD_TOP + 16
+            body.append(
+                _text(x(i), y(p.value) + (16 if near_top else -9), f"n={p.n}", anchor=edge.get(i, "middle"), size=10, fill=MUTED)
+            )
     shown = [p for p in points if p.value is not None]
     if shown:
         desc = (
