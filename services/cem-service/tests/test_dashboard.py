@@ -253,3 +253,24 @@ async def test_sign_in_returns_only_to_a_dashboard_page(browser: httpx.AsyncClie
         token = form_token((await browser.get("/dashboard/sign-in")).text)
         r = await browser.post("/dashboard/sign-in", data={"api_key": keys["read"], "form_token": token, "next": wanted})
         assert r.status_code == 303 and r.headers["location"] == lands, wanted
+
+
+def test_recovery_figures_added_later_are_shown_as_they_come() -> None:
+    from cem.analytics.schemas import RecoveryReport
+    from cem.dashboard.router import recovery_extras
+
+    class WithSla(RecoveryReport):
+        within_sla_share: float | None
+        time_to_close_hours: dict[str, float | None]
+
+    base = {"detractors": 2, "followed_up": 1, "answered_again": 1, "recovered": 1, "followup_rate": 0.5}
+    report = WithSla(
+        **base,
+        recovery_rate=1.0,
+        definition="d",
+        filters={"survey_id": None, "touchpoint": None, "from": None, "to": None},
+        by_metric={},
+        within_sla_share=0.75,
+        time_to_close_hours={"p50": 20.0, "p90": None},
+    )
+    assert recovery_extras(report) == {"within_sla_share": 0.75, "time_to_close_hours p50": 20.0, "time_to_close_hours p90": None}

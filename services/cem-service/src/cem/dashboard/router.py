@@ -56,8 +56,17 @@ RECOVERY_KNOWN = {*(k for k, _ in RECOVERY_STEPS), "followup_rate", "recovery_ra
 
 def recovery_extras(report: RecoveryReport) -> dict[str, object]:
     """Figures the recovery report has beyond the counts and rates (the follow-up SLA figures,
-    where the service reports them), shown as they come."""
-    return {k: v for k, v in report.model_dump().items() if k not in RECOVERY_KNOWN and not isinstance(v, dict | list)}
+    where the service reports them), shown as they come; a group of figures (a nested object)
+    is shown one figure a line."""
+    extras: dict[str, object] = {}
+    for key, value in report.model_dump().items():
+        if key in RECOVERY_KNOWN or isinstance(value, list):
+            continue
+        if isinstance(value, dict):
+            extras.update({f"{key} {k}": v for k, v in value.items() if not isinstance(v, dict | list)})
+        else:
+            extras[key] = value
+    return extras
 
 
 def parse_filters(params: dict[str, str]) -> tuple[DashboardFilters, list[str]]:
