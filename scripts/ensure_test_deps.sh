@@ -24,3 +24,15 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     echo "chromium/chromedriver missing and cannot be installed here; the browser test will be skipped" >&2
   fi
 fi
+
+# axe-core (the accessibility check the dashboard browser tests inject), pinned by
+# tests/browser/package-lock.json; installed once into tests/browser/node_modules.
+BROWSER_DEPS="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+if [ -f "$BROWSER_DEPS/package-lock.json" ] && [ ! -f "$BROWSER_DEPS/node_modules/axe-core/axe.min.js" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "installing axe-core for the dashboard accessibility check"
+    npm ci --prefix "$BROWSER_DEPS" --no-audit --no-fund --loglevel=error
+  else
+    echo "npm missing: the dashboard accessibility check will be skipped" >&2
+  fi
+fi

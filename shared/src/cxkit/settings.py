@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from limits import parse
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -86,6 +86,14 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(True, description="JSON logs (production); false for readable terminal logs.")
     public_base_url: str = Field("http://127.0.0.1:8000", description="Base URL used in links this service hands out.")
+    dashboard_session_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs the `/dashboard` session cookie and its form tokens. Unset: a random one per process "
+        "start (sessions then end on restart and differ between replicas; set it in production).",
+    )
+    dashboard_session_hours: float = Field(
+        8.0, gt=0, description="How long a `/dashboard` sign-in lasts before the API key must be entered again."
+    )
 
     @field_validator("rate_limit_per_key", "rate_limit_failed_auth")
     @classmethod

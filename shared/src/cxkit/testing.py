@@ -794,3 +794,100 @@ def enter_request_span() -> str:
     otel_context.attach(trace.set_span_in_context(span))
     traceparent = trace.get_current_span().get_span_context()
     return f"00-{traceparent.trace_id:032x}-{traceparent.span_id:016x}-{int(traceparent.trace_flags):02x}"
+
+
+# --- dashboards (cxkit.dashboard) ---------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+AXE_SOURCE = REPO_ROOT / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
+DASHBOARD_ARTIFACTS = REPO_ROOT / "var" / "test-artifacts" / "dashboard"
+
+
+def form_token(html: str) -> str:
+    """The `form_token` hidden field of a dashboard page."""
+    import re
+
+    found = re.search(r'name="form_token" value="([^"]+)"', html)
+    assert found, "no form token on the page"
+    return found.group(1)
+
+
+async def dashboard_sign_in(client: httpx.AsyncClient, key: str) -> httpx.Response:
+    """Signs in through the form as a browser would (the cookie stays in the client's jar)."""
+    page = await client.get("/dashboard/sign-in")
+    assert page.status_code == 200, page.text
+    return await client.post(
+        "/dashboard/sign-in", data={"api_key": key, "form_token": form_token(page.text), "next": "/dashboard"}
+    )
+
+
+def chart_values(html: str, chart_id: str) -> list[dict[str, str]]:
+    """The `data-*` attributes of each plotted value (class `point` or `bar`) in the inline SVG
+    chart `chart_id`, in document order."""
+    from html.parser import HTMLParser
+
+    class Reader(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.depth = 0
+            self.found: list[dict[str, str]] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            values = {k: v or "" for k, v in attrs}
+            if tag == "svg" and values.get("id") == chart_id:
+                self.depth = 1
+            elif self.depth and tag == "svg":
+                self.depth += 1
+            elif self.depth and set(values.get("class", "").split()) & {"point", "bar"}:
+                self.found.append({k[5:]: v for k, v in values.items() if k.startswith("data-")})
+
+        def handle_endtag(self, tag: str) -> None:
+            if self.depth and tag == "svg":
+                self.depth -= 1
+
+    reader = Reader()
+    reader.feed(html)
+    return reader.found
+
+
+def axe_serious(driver: Any) -> list[dict[str, Any]]:
+    """Runs axe-core (tests/browser, installed by scripts/ensure_test_deps.sh) on the page open
+    in `driver` and returns its serious and critical violations. Skips the test without it."""
+    import pytest
+
+    if not AXE_SOURCE.is_file():
+        pytest.skip(f"needs axe-core at {AXE_SOURCE}; `make test` installs it (npm ci in tests/browser)")
+    driver.execute_script(AXE_SOURCE.read_text(encoding="utf-8"))
+    driver.set_script_timeout(60)
+    result = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations), e => done({error: String(e)}));"
+    )
+    assert isinstance(result, list), result
+    return [
+        {"id": v["id"], "impact": v["impact"], "help": v["help"], "nodes": [n["target"] for n in v["nodes"]][:5]}
+        for v in result
+        if v.get("impact") in ("serious", "critical")
+    ]
+
+
+def at_width(driver: Any, width: int, *, mobile: bool = False) -> int:
+    """Lays the open page out `width` CSS pixels wide (as a phone when `mobile`); returns the
+    viewport width the page itself sees."""
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": mobile}
+    )
+    return int(driver.execute_script("return window.innerWidth"))
+
+
+def full_page_screenshot(driver: Any, path: Path, width: int, *, mobile: bool = False) -> Path:
+    """The page at `width` CSS pixels wide, its whole height, saved as PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    at_width(driver, width, mobile=mobile)
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": min(height, 16000), "deviceScaleFactor": 1, "mobile": mobile},
+    )
+    driver.save_screenshot(str(path))
+    return path

@@ -17,6 +17,7 @@ from cem.consumers import crm_customers, interactions
 from cem.customer_data import customer_data
 from cem.customer_view.router import router as customer_view_router
 from cem.customers.lifecycle import CustomerErasure
+from cem.dashboard.router import router as dashboard_router
 from cem.db import ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent
 from cem.feedback.router import router as feedback_router
 from cem.feedback.sentiment import analyzer
@@ -28,6 +29,7 @@ from cem.scheduler import InvitationScheduler
 from cem.suppressions.router import router as suppressions_router
 from cem.surveys.router import router as surveys_router
 from cem.touchpoints.router import router as touchpoints_router
+from cxkit.dashboard.pages import install_dashboard
 from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
 from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import EventConsumer
@@ -146,5 +148,6 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(respondent_router)
+    install_dashboard(app, dashboard_router)  # /dashboard: sign in with an API key, charts of the analytics above
     analyzer()  # load the sentiment lexicon now rather than on the first feedback
     return app

@@ -16,6 +16,7 @@ from crm.customer_view.router import router as customer_view_router
 from crm.customers.router import on_merged_away
 from crm.customers.router import router as customers_router
 from crm.customers.service import CustomerMergedAway
+from crm.dashboard.router import router as dashboard_router
 from crm.db import SOURCE, ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent
 from crm.deals.router import router as deals_router
 from crm.documents.links import LinkSigner
@@ -27,6 +28,7 @@ from crm.leads.router import router as leads_router
 from crm.pipelines.router import router as pipelines_router
 from crm.projections import cem_feedback_consumer_name
 from crm.tasks.router import router as tasks_router
+from cxkit.dashboard.pages import install_dashboard
 from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
 from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import EventConsumer
@@ -121,4 +123,5 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
         shared_documents_router,
     ):
         app.include_router(router, prefix="/v1")
+    install_dashboard(app, dashboard_router)  # /dashboard: sign in with an API key, the funnel as charts
     return app

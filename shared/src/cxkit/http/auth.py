@@ -74,7 +74,11 @@ class ApiKeyAuth:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     async def verify(self, key: str) -> Principal | None:
-        digest = hash_key(key)
+        return await self.verify_digest(hash_key(key))
+
+    async def verify_digest(self, digest: str) -> Principal | None:
+        """The same check by the key's stored digest (a dashboard session keeps the digest, never
+        the key itself)."""
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit and hit[0] > now:

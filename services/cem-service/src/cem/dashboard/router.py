@@ -1,0 +1,131 @@
+"""`GET /dashboard`: the experience scores, touchpoints against their promises, response rate,
+suppressions and recovery, as charts with their tables, for people signed in with an API key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from starlette.responses import HTMLResponse
+
+from cem.analytics.schemas import MetricReport, RecoveryReport, TouchpointReport
+from cem.dashboard.service import METRIC_NAMES, METRIC_RANGES, METRICS, DashboardFilters, build_dashboard
+from cxkit.dashboard.charts import Bar, Point
+from cxkit.dashboard.pages import DashboardUser, dashboard_templates, render_page
+from cxkit.http.deps import SessionDep
+from cxkit.http.problems import ProblemError
+
+router = APIRouter(include_in_schema=False)
+TEMPLATES = dashboard_templates(Path(__file__).parent / "templates")
+INTERVALS = ("day", "week", "month")
+
+
+def bucket_label(start: dt.datetime, interval: str) -> str:
+    return start.strftime("%Y-%m") if interval == "month" else start.strftime("%Y-%m-%d")
+
+
+def series_points(report: MetricReport) -> list[Point]:
+    """The report's series as chart points: one per bucket, in order, as the API lists them."""
+    return [
+        Point(
+            label=bucket_label(p.start, report.interval),
+            value=p.score,
+            low=p.ci95.low if p.ci95 else None,
+            high=p.ci95.high if p.ci95 else None,
+            n=p.n,
+        )
+        for p in report.series
+    ]
+
+
+def gap_bars(touchpoints: list[TouchpointReport]) -> list[Bar]:
+    """Touchpoints with a target: score minus target (negative: the promise is not kept)."""
+    return [
+        Bar(t.name, t.gap, note=f"{METRIC_NAMES[t.target.metric]} target {t.target.score:g}")
+        for t in touchpoints
+        if t.target is not None
+    ]
+
+
+RECOVERY_STEPS = (("detractors", "Detractors"), ("followed_up", "Followed up"), ("answered_again", "Answered again"),
+                  ("recovered", "Recovered"))  # fmt: skip
+RECOVERY_KNOWN = {*(k for k, _ in RECOVERY_STEPS), "followup_rate", "recovery_rate", "definition", "filters", "by_metric"}
+
+
+def recovery_extras(report: RecoveryReport) -> dict[str, object]:
+    """Figures the recovery report has beyond the counts and rates (the follow-up SLA figures,
+    where the service reports them), shown as they come; a group of figures (a nested object)
+    is shown one figure a line."""
+    extras: dict[str, object] = {}
+    for key, value in report.model_dump().items():
+        if key in RECOVERY_KNOWN or isinstance(value, list):
+            continue
+        if isinstance(value, dict):
+            extras.update({f"{key} {k}": v for k, v in value.items() if not isinstance(v, dict | list)})
+        else:
+            extras[key] = value
+    return extras
+
+
+def parse_filters(params: dict[str, str]) -> tuple[DashboardFilters, list[str]]:
+    """The filter form's fields (all optional, empty = all); `to` is a day, included."""
+    errors = []
+    survey_id = None
+    if raw := params.get("survey_id", "").strip():
+        try:
+            survey_id = uuid.UUID(raw)
+        except ValueError:
+            errors.append("The survey is not a valid id: choose one from the list.")
+    touchpoint = params.get("touchpoint", "").strip()[:100] or None
+    days: dict[str, dt.date | None] = {}
+    for name in ("from", "to"):
+        days[name] = None
+        if raw := params.get(name, "").strip():
+            try:
+                days[name] = dt.date.fromisoformat(raw)
+            except ValueError:
+                errors.append(f"“{name}” is not a date like 2026-11-30.")
+    since = dt.datetime.combine(days["from"], dt.time(), dt.UTC) if days["from"] else None
+    until = dt.datetime.combine(days["to"] + dt.timedelta(days=1), dt.time(), dt.UTC) if days["to"] else None
+    if since and until and since >= until:
+        errors.append("“From” must be on or before “to”.")
+        since = until = None
+    interval = params.get("interval", "week")
+    if interval not in INTERVALS:
+        errors.append("Group by day, week or month.")
+        interval = "week"
+    if errors:
+        return DashboardFilters(interval=interval), errors
+    return DashboardFilters(survey_id, touchpoint, since, until, interval), []
+
+
+@router.get("/dashboard")
+async def cem_dashboard(request: Request, session: SessionDep, user: DashboardUser) -> HTMLResponse:
+    filters, errors = parse_filters(dict(request.query_params))
+    status = 422 if errors else 200
+    try:
+        data = await build_dashboard(session, filters)
+    except ProblemError as exc:
+        errors.append(str(exc.detail or exc))
+        status = exc.status
+        data = await build_dashboard(session, DashboardFilters(interval=filters.interval))
+    return render_page(
+        request,
+        TEMPLATES,
+        "cem_dashboard.html",
+        status=status,
+        user=user,
+        data=data,
+        errors=errors,
+        form=dict(request.query_params),
+        metrics=METRICS,
+        metric_names=METRIC_NAMES,
+        metric_ranges=METRIC_RANGES,
+        base_url=str(request.base_url).rstrip("/"),
+        series_points=series_points,
+        gap_bars=gap_bars,
+        recovery_steps=RECOVERY_STEPS,
+        recovery_extras=recovery_extras,
+    )

@@ -1,0 +1,106 @@
+"""What the CEM dashboard shows, gathered through the same analytics functions the JSON
+endpoints (`/v1/analytics/...`) call, so a number on the page is the number the API gives."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.analytics import service as analytics
+from cem.analytics.schemas import MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
+from cem.surveys.models import Survey
+from cem.surveys.repository import SurveyRepository
+from cxkit.http.pagination import PageParams, decode_cursor
+
+METRICS = ("nps", "csat", "ces")
+METRIC_NAMES = {"nps": "NPS", "csat": "CSAT", "ces": "CES"}
+# The y axis of each metric's chart: its whole range, so charts compare by eye.
+METRIC_RANGES = {"nps": (-100.0, 100.0), "csat": (0.0, 100.0), "ces": (1.0, 7.0)}
+SURVEY_CHOICES = 200
+TOUCHPOINT_PAGES = 5  # x 200 touchpoints: beyond that the page would be unreadable anyway
+
+
+@dataclass(frozen=True)
+class DashboardFilters:
+    survey_id: uuid.UUID | None = None
+    touchpoint: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    interval: str = "week"
+
+
+@dataclass
+class CemDashboard:
+    filters: DashboardFilters
+    surveys: list[Survey]
+    survey: Survey | None
+    reports: dict[str, MetricReport | None]
+    touchpoints: list[TouchpointReport]
+    recovery: RecoveryReport
+    suppressions: SuppressionReport
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        """No survey at all yet: the page explains how to make one."""
+        return not self.surveys
+
+
+async def touchpoints_all(session: AsyncSession, since: dt.datetime | None, until: dt.datetime | None) -> list[TouchpointReport]:
+    """Every touchpoint's report, page by page as `/v1/analytics/touchpoints` gives them."""
+    rows: list[TouchpointReport] = []
+    cursor: list[object] | None = None
+    for _ in range(TOUCHPOINT_PAGES):
+        page, next_cursor = await analytics.touchpoint_reports(
+            session, PageParams(limit=200, cursor=cursor), since=since, until=until
+        )
+        rows.extend(page)
+        if next_cursor is None:
+            break
+        cursor = decode_cursor(next_cursor)
+    return rows
+
+
+async def build_dashboard(session: AsyncSession, filters: DashboardFilters) -> CemDashboard:
+    """Raises the analytics problems (unknown survey 404, window 422) for the page to show."""
+    surveys = await SurveyRepository(session).list_page(
+        page=PageParams(limit=SURVEY_CHOICES, cursor=None), status=None, kind=None, touchpoint=None
+    )
+    survey = None
+    notes = []
+    wanted: tuple[str, ...] = METRICS
+    if filters.survey_id is not None:
+        survey = await SurveyRepository(session).get(filters.survey_id)
+        if survey is not None:
+            wanted = (survey.metric,) if survey.metric in METRICS else ()
+            notes.append(
+                f"Survey “{survey.name}” measures {METRIC_NAMES[survey.metric]}: the other scores are hidden while it is "
+                "selected."
+                if survey.metric in METRICS
+                else f"Survey “{survey.name}” has no NPS, CSAT or CES question: no score to chart."
+            )
+    reports: dict[str, MetricReport | None] = {m: None for m in METRICS}
+    for metric in wanted:
+        reports[metric] = await analytics.metric_report(
+            session,
+            metric,
+            survey_id=filters.survey_id,
+            touchpoint=filters.touchpoint,
+            since=filters.since,
+            until=filters.until,
+            interval=filters.interval,
+        )
+    scope = {"survey_id": filters.survey_id, "touchpoint": filters.touchpoint, "since": filters.since, "until": filters.until}
+    return CemDashboard(
+        filters=filters,
+        surveys=surveys,
+        survey=survey,
+        reports=reports,
+        touchpoints=await touchpoints_all(session, filters.since, filters.until),
+        recovery=await analytics.recovery_report(session, **scope),
+        suppressions=await analytics.suppression_report(session, **scope),
+        notes=notes,
+    )

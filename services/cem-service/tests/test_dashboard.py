@@ -1,0 +1,276 @@
+"""The CEM dashboard over HTTP (no browser): sign-in with an API key, a bad key, sign-out, forms
+refused without their token, the session cookie refused by the JSON API, the empty state, and
+the charts holding the numbers `/v1/analytics/...` gives."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from cxkit.dashboard.sessions import COOKIE
+from cxkit.testing import chart_values, dashboard_sign_in, form_token
+
+NOV = "2026-11-{:02d}T10:00:00Z"
+
+
+@pytest.fixture
+async def browser(cem_app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
+    """A client without an API key that keeps cookies, as a browser does (after `client`, so the
+    tables are emptied after the test)."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=cem_app), base_url="http://cem") as c:
+        yield c
+
+
+async def test_dashboard_asks_to_sign_in_first(browser: httpx.AsyncClient) -> None:
+    r = await browser.get("/dashboard", params={"interval": "month"})
+    assert r.status_code == 303
+    assert r.headers["location"] == "/dashboard/sign-in?next=%2Fdashboard%3Finterval%3Dmonth"
+    page = await browser.get(r.headers["location"])
+    assert page.status_code == 200 and "<script" not in page.text
+    assert 'name="next" value="/dashboard?interval=month"' in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+
+
+async def test_sign_in_with_a_read_key_keeps_a_signed_http_only_cookie(browser: httpx.AsyncClient, keys: dict[str, str]) -> None:
+    r = await dashboard_sign_in(browser, keys["read"])
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard"
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
+    attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
+    assert {"httponly", "path", "max-age"} <= attributes and "secure" not in attributes  # served over http here
+    assert "samesite=lax" in cookie.lower() and "path=/dashboard" in cookie.lower()
+    assert keys["read"] not in cookie  # the key itself never goes into the cookie
+    page = await browser.get("/dashboard")
+    assert page.status_code == 200
+    assert "Sign out" in page.text and page.headers["cache-control"] == "no-store"
+
+
+async def test_cookie_is_secure_when_served_over_https(cem_app: FastAPI, keys: dict[str, str]) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=cem_app), base_url="https://cem") as c:
+        r = await dashboard_sign_in(c, keys["read"])
+    assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
+
+
+async def test_bad_key_is_refused_and_signs_nobody_in(browser: httpx.AsyncClient, keys: dict[str, str]) -> None:
+    r = await dashboard_sign_in(browser, "cx_not-a-key")
+    assert r.status_code == 401
+    assert "unknown or revoked" in r.text and 'aria-invalid="true"' in r.text
+    r = await dashboard_sign_in(browser, "   ")
+    assert r.status_code == 422 and "Enter an API key" in r.text
+    assert (await browser.get("/dashboard")).status_code == 303
+
+
+async def test_key_without_read_scope_is_refused(browser: httpx.AsyncClient, cem_app: FastAPI) -> None:
+    from cem.db import ApiKey
+    from cxkit.testing import key_without_read_scope
+
+    key = await key_without_read_scope(cem_app.state.session_factory, ApiKey)
+    r = await dashboard_sign_in(browser, key)
+    assert r.status_code == 403 and "read" in r.text
+    assert (await browser.get("/dashboard")).status_code == 303
+
+
+async def test_forms_without_their_session_token_are_refused(browser: httpx.AsyncClient, keys: dict[str, str]) -> None:
+    # Sign-in: no token, a made-up one, and one from another browser's session.
+    for token in ("", "forged"):
+        await browser.get("/dashboard/sign-in")
+        r = await browser.post("/dashboard/sign-in", data={"api_key": keys["read"], "form_token": token})
+        assert r.status_code == 403 and "Form refused" in r.text
+    async with httpx.AsyncClient(transport=browser._transport, base_url="http://cem") as other:
+        foreign = form_token((await other.get("/dashboard/sign-in")).text)
+    await browser.get("/dashboard/sign-in")
+    r = await browser.post("/dashboard/sign-in", data={"api_key": keys["read"], "form_token": foreign})
+    assert r.status_code == 403
+    assert (await browser.get("/dashboard")).status_code == 303
+    # Sign-out without the page's token changes nothing.
+    await dashboard_sign_in(browser, keys["read"])
+    r = await browser.post("/dashboard/sign-out", data={"form_token": foreign})
+    assert r.status_code == 403
+    assert (await browser.get("/dashboard")).status_code == 200
+
+
+async def test_sign_out_ends_the_session(browser: httpx.AsyncClient, keys: dict[str, str]) -> None:
+    await dashboard_sign_in(browser, keys["read"])
+    page = await browser.get("/dashboard")
+    r = await browser.post("/dashboard/sign-out", data={"form_token": form_token(page.text)})
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard/sign-in"
+    assert f'{COOKIE}=""' in r.headers["set-cookie"] and "max-age=0" in r.headers["set-cookie"].lower()
+    assert (await browser.get("/dashboard")).status_code == 303
+
+
+async def test_the_session_cookie_does_not_authenticate_the_json_api(browser: httpx.AsyncClient, keys: dict[str, str]) -> None:
+    r = await dashboard_sign_in(browser, keys["admin"])
+    session = r.cookies[COOKIE]
+    for path in ("/v1/analytics/nps", "/v1/surveys", "/v1/analytics/touchpoints"):
+        answer = await browser.get(path, headers={"Cookie": f"{COOKIE}={session}"})
+        assert answer.status_code == 401, path
+        assert answer.headers["content-type"] == "application/problem+json"
+    write = await browser.post("/v1/surveys", json={"name": "x", "kind": "nps"}, headers={"Cookie": f"{COOKIE}={session}"})
+    assert write.status_code == 401
+
+
+async def test_a_forged_or_tampered_cookie_is_not_a_session(browser: httpx.AsyncClient, keys: dict[str, str]) -> None:
+    r = await dashboard_sign_in(browser, keys["read"])
+    good = r.cookies[COOKIE]
+    browser.cookies.clear()
+    tampered = good[:5] + ("x" if good[5] != "x" else "y") + good[6:]
+    for value in (tampered, "eyJzaWQiOiJ4Iiwia2V5IjoiYSJ9.x.y"):
+        answer = await browser.get("/dashboard", headers={"Cookie": f"{COOKIE}={value}"})
+        assert answer.status_code == 303
+
+
+async def test_empty_state_says_how_to_create_a_survey(browser: httpx.AsyncClient, keys: dict[str, str]) -> None:
+    await dashboard_sign_in(browser, keys["read"])
+    page = await browser.get("/dashboard")
+    assert page.status_code == 200
+    assert "No surveys yet" in page.text
+    assert "curl -X POST http://cem/v1/surveys" in page.text and "make demo" in page.text
+    assert chart_values(page.text, "chart-nps") == []
+
+
+async def _seed(client: httpx.AsyncClient, make: Any) -> dict[str, Any]:
+    await make.touchpoint("checkout", target_metric="nps", target_score=40)
+    await make.touchpoint("delivery", target_metric="csat", target_score=90)
+    nps = await make.survey("nps", name="Checkout NPS", touchpoint="checkout")
+    csat = await make.survey("csat", name="Delivery CSAT", touchpoint="delivery")
+    ces = await make.survey("ces", name="Support CES")
+    for day, score in [(2, 10), (3, 9), (3, 3), (10, 8), (11, 10), (17, 6), (18, 2), (24, 9)]:
+        await make.answer(nps["id"], {"nps": score}, touchpoint="checkout", submitted_at=NOV.format(day))
+    # A known customer's detractor answer: a follow-up, counted in the recovery figures.
+    who = str(await make.customer())
+    await make.answer(nps["id"], {"nps": 4}, touchpoint="checkout", customer_id=who, submitted_at=NOV.format(25))
+    for day, score in [(4, 5), (5, 4), (12, 2), (19, 5)]:
+        await make.answer(csat["id"], {"csat": score}, touchpoint="delivery", submitted_at=NOV.format(day))
+    for day, score in [(6, 7), (6, 5), (20, 3)]:
+        await make.answer(ces["id"], {"ces": score}, submitted_at=NOV.format(day))
+    await make.invitation(nps["id"])
+    return {"nps": nps, "csat": csat, "ces": ces}
+
+
+def _points(report: dict[str, Any]) -> list[dict[str, str]]:
+    """What the chart should hold for an API report: one point per bucket with a score."""
+    return [
+        {
+            "label": p["start"][:10],
+            "value": str(p["score"]),
+            "n": str(p["n"]),
+            **({"low": str(p["ci95"]["low"]), "high": str(p["ci95"]["high"])} if p["ci95"] else {}),
+        }
+        for p in report["series"]
+        if p["score"] is not None
+    ]
+
+
+async def test_charts_hold_the_numbers_of_the_json_api(
+    client: httpx.AsyncClient, browser: httpx.AsyncClient, make: Any, keys: dict[str, str]
+) -> None:
+    surveys = await _seed(client, make)
+    await dashboard_sign_in(browser, keys["read"])
+    page = await browser.get("/dashboard")
+    assert page.status_code == 200
+    assert "<script" not in page.text  # works with JavaScript off: there is none (and the CSP allows none)
+    for metric in ("nps", "csat", "ces"):
+        report = (await client.get(f"/v1/analytics/{metric}")).json()
+        assert len(report["series"]) >= 2
+        assert chart_values(page.text, f"chart-{metric}") == _points(report), metric
+    touchpoints = (await client.get("/v1/analytics/touchpoints")).json()["items"]
+    gaps = [{"label": t["name"], "value": str(t["gap"])} for t in touchpoints if t["target"]]
+    assert chart_values(page.text, "chart-gap") == gaps and len(gaps) == 2
+    suppressions = (await client.get("/v1/analytics/suppressions")).json()
+    assert [int(b["value"]) for b in chart_values(page.text, "chart-suppressions")] == list(suppressions["reasons"].values())
+    recovery = (await client.get("/v1/analytics/recovery")).json()
+    steps = ["detractors", "followed_up", "answered_again", "recovered"]
+    assert [int(b["value"]) for b in chart_values(page.text, "chart-recovery")] == [recovery[s] for s in steps]
+    assert recovery["detractors"] == 1
+
+    # Filters: a survey, a touchpoint and a period, as the API takes them (`to` is a day, included).
+    params = {
+        "survey_id": surveys["nps"]["id"],
+        "touchpoint": "checkout",
+        "from": "2026-11-03",
+        "to": "2026-11-17",
+        "interval": "day",
+    }
+    page = await browser.get("/dashboard", params=params)
+    assert page.status_code == 200
+    api = {"survey_id": params["survey_id"], "touchpoint": "checkout", "from": "2026-11-03T00:00:00Z",
+           "to": "2026-11-18T00:00:00Z", "interval": "day"}  # fmt: skip
+    report = (await client.get("/v1/analytics/nps", params=api)).json()
+    assert report["n"] == 5  # 9, 3, 8, 10, 6
+    assert chart_values(page.text, "chart-nps") == _points(report)
+    assert chart_values(page.text, "chart-csat") == [] and 'id="chart-csat"' not in page.text
+    assert "measures NPS" in page.text
+
+
+async def test_bad_filters_show_a_message_not_an_error(
+    client: httpx.AsyncClient, browser: httpx.AsyncClient, make: Any, keys: dict[str, str]
+) -> None:
+    await make.survey("nps")
+    await dashboard_sign_in(browser, keys["read"])
+    for params, status, text in [
+        ({"survey_id": "nope"}, 422, "not a valid id"),
+        ({"from": "2026-13-01"}, 422, "not a date"),
+        ({"from": "2026-11-10", "to": "2026-11-01"}, 422, "on or before"),
+        ({"interval": "year"}, 422, "day, week or month"),
+        ({"survey_id": "00000000-0000-4000-8000-000000000000"}, 404, "does not exist"),
+    ]:
+        page = await browser.get("/dashboard", params=params)
+        assert page.status_code == status, (params, page.text[:300])
+        assert text in page.text and "Showing everything instead" in page.text
+
+
+async def test_a_revoked_key_ends_its_session(browser: httpx.AsyncClient, cem_app: FastAPI) -> None:
+    from sqlalchemy import update
+
+    from cem.db import ApiKey
+    from cxkit.db import utcnow
+    from cxkit.http.auth import create_api_key
+
+    async with cem_app.state.session_factory() as session:
+        row, key = await create_api_key(session, ApiKey, name="dashboard", scopes=["read"])
+        await session.commit()
+    await dashboard_sign_in(browser, key)
+    assert (await browser.get("/dashboard")).status_code == 200
+    async with cem_app.state.session_factory() as session:
+        await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(revoked_at=utcnow()))
+        await session.commit()
+    cem_app.state.auth._cache.clear()  # as if the key cache's few seconds had passed
+    assert (await browser.get("/dashboard")).status_code == 303
+
+
+async def test_sign_in_returns_only_to_a_dashboard_page(browser: httpx.AsyncClient, keys: dict[str, str]) -> None:
+    for wanted, lands in [
+        ("/dashboard?interval=month", "/dashboard?interval=month"),
+        ("//evil.example/dashboard", "/dashboard"),
+        ("https://evil.example/dashboard", "/dashboard"),
+        ("/dashboardx", "/dashboard"),
+        ("/v1/surveys", "/dashboard"),
+    ]:
+        token = form_token((await browser.get("/dashboard/sign-in")).text)
+        r = await browser.post("/dashboard/sign-in", data={"api_key": keys["read"], "form_token": token, "next": wanted})
+        assert r.status_code == 303 and r.headers["location"] == lands, wanted
+
+
+def test_recovery_figures_added_later_are_shown_as_they_come() -> None:
+    from cem.analytics.schemas import RecoveryReport
+    from cem.dashboard.router import recovery_extras
+
+    class WithSla(RecoveryReport):
+        within_sla_share: float | None
+        time_to_close_hours: dict[str, float | None]
+
+    base = {"detractors": 2, "followed_up": 1, "answered_again": 1, "recovered": 1, "followup_rate": 0.5}
+    report = WithSla(
+        **base,
+        recovery_rate=1.0,
+        definition="d",
+        filters={"survey_id": None, "touchpoint": None, "from": None, "to": None},
+        by_metric={},
+        within_sla_share=0.75,
+        time_to_close_hours={"p50": 20.0, "p90": None},
+    )
+    assert recovery_extras(report) == {"within_sla_share": 0.75, "time_to_close_hours p50": 20.0, "time_to_close_hours p90": None}
