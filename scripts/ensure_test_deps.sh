@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the tests need beyond the venv: PostgreSQL (the local cluster, started if it is down;
 # when none answers, the test run starts an embedded one itself, see cxkit.testing) and
-# Debian's headless Chromium with its driver (for the respondent-page browser test).
+# Debian's headless Chromium with its driver (for the respondent-page browser test), and kcat
+# (the outside-system test publishes with it, on the confluent-kafka wheel's librdkafka).
 set -euo pipefail
 
 # Same server the tests use (cxkit.testing reads CX_TEST_PG_DSN too).
@@ -22,5 +23,15 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
   else
     echo "chromium/chromedriver missing and cannot be installed here; the browser test will be skipped" >&2
+  fi
+fi
+
+if ! command -v kcat >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian kcat for the outside-system test"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+  else
+    echo "kcat missing and cannot be installed here; the outside-system test publishes with confluent-kafka only" >&2
   fi
 fi
