@@ -8,10 +8,11 @@ import datetime as dt
 from typing import Any
 
 import pytest
-
-from cxkit.dev_broker import DevBroker
 from scripts.demo.__main__ import KINDS, fill
 from scripts.demo.fill import Target
+
+from cxkit.dev_broker import DevBroker
+from cxkit.testing import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +26,17 @@ async def test_the_demo_fills_every_view_once(stack_factory: Any, broker: DevBro
     anchor = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
 
     first = await fill(target, 40, anchor)
-    for kind in ("customers", "leads", "deals", "stage changes", "interactions", "outside events", "surveys", "invitations", "responses"):
+    for kind in (
+        "customers",
+        "leads",
+        "deals",
+        "stage changes",
+        "interactions",
+        "outside events",
+        "surveys",
+        "invitations",
+        "responses",
+    ):
         assert first.created[kind] > 0, kind
     assert first.created["customers"] == 40
 
@@ -42,8 +53,13 @@ async def test_the_demo_fills_every_view_once(stack_factory: Any, broker: DevBro
         touchpoints = (await cem.get("/v1/analytics/touchpoints")).json()["items"]
         assert sum(t["interactions"] for t in touchpoints) > 0 and sum(t["responses"] for t in touchpoints) > 0
         assert (await cem.get("/v1/feedback")).json()["items"]
-        recovery = (await cem.get("/v1/analytics/recovery")).json()
-        assert recovery["detractors"] > 0 and recovery["followed_up"] > 0, recovery
+
+        async def recovery() -> Any:
+            # The CEM hears of the follow-ups done from the CRM's task.completed events.
+            report = (await cem.get("/v1/analytics/recovery")).json()
+            return report["detractors"] > 0 and report["followed_up"] > 0 and report["answered_again"] > 0 and report
+
+        assert await wait_for(recovery, timeout=20)
         assert (await cem.get("/v1/analytics/suppressions")).status_code == 200
         counts_before = await _totals(crm, cem)
 

@@ -459,34 +459,61 @@ class Filler:
 
     async def followups(self, timeout: float = 60) -> None:  # noqa: ASYNC109
         """Detractors' answers made follow-up tasks in the CRM (followup.requested); the owners
-        close about 60% of them, which the CEM counts as recovery."""
-        expected = sum(
-            1
-            for plan in self.world.plans
-            for a in plan.invitations
-            if isinstance(a, W.Answer) and a.value <= DETRACTOR[a.survey_kind]
-        )
+        of about 60% of those customers close them, and most of the NPS detractors among those
+        answer the NPS survey again, better: the CEM's recovery report counts both."""
+        expected = sum(1 for plan in self.world.plans for a in plan.invitations if _detractor(a))
         progress = Progress("follow-ups", expected)
         deadline = time.monotonic() + timeout
-        ours = set(self.customer_ids.values())
+        plans = {self.customer_ids[plan.person.index]: plan for plan in self.world.plans}
         while True:
-            tasks = [t for t in await self.crm.all_items("/v1/tasks", origin="followup") if t["customer_id"] in ours]
+            tasks = [t for t in await self.crm.all_items("/v1/tasks", origin="followup") if t["customer_id"] in plans]
             if len(tasks) >= expected or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
+        followed_up: set[str] = set()
         for task in tasks:
             progress.step()
-            if not stable_share(task["origin_ref"] or task["id"], 60):
+            plan = plans[task["customer_id"]]
+            if not stable_share(plan.person.email, 60):
                 continue
+            followed_up.add(task["customer_id"])
             if task["status"] != "open":
                 self.tally.existing["follow-ups done"] += 1
                 continue
-            await self.crm.write(
-                "follow-ups done",
-                "PATCH",
-                f"/v1/tasks/{task['id']}",
-                f"demo-followup-{task['origin_ref']}",
-                {"status": "completed"},
-            )
+            body = {"status": "completed"}
+            await self.crm.write("follow-ups done", "PATCH", f"/v1/tasks/{task['id']}", f"demo-followup-{task['id']}", body)
         self.tally.existing["follow-ups"] = len(tasks)
         progress.finish(f"{len(tasks)} follow-up tasks (of {expected} detractor answers); {self.tally.line(['follow-ups done'])}")
+        again = [
+            plans[cid]
+            for cid in sorted(followed_up)
+            if any(_detractor(a) and a.survey_kind == "nps" for a in plans[cid].invitations)
+            and stable_share(plans[cid].person.email + "/again", 70)
+        ]
+        await each("answered again", again, self.answer_again, lambda: self.tally.line(["invitations", "responses"]))
+
+    async def answer_again(self, plan: W.Plan) -> None:
+        """After the call, the customer is invited to the NPS survey once more and answers on the
+        respondent page, better than before."""
+        i, cid, sid = plan.person.index, self.customer_ids[plan.person.index], self.survey_ids["nps"]
+        planned = sum(1 for x in plan.invitations if (x if isinstance(x, str) else x.survey_kind) == "nps")
+        made = [
+            x for x in await self.cem.all_items(f"/v1/surveys/{sid}/invitations", customer_id=cid) if x.get("origin") == "api"
+        ]
+        if len(made) > planned:
+            self.tally.existing["invitations"] += 1
+            return
+        key = f"demo-invitation-{i:04d}-nps-again"
+        invitation = await self.cem.write(
+            "invitations", "POST", f"/v1/surveys/{sid}/invitations", key, {"customer_id": cid, "channel": "email"}
+        )
+        if invitation is not None:
+            value = 7 + int(hashlib.sha256(plan.person.email.encode()).hexdigest()[:4], 16) % 4
+            answer = W.Answer(
+                "nps", value, "Thanks for calling me back, the problem is solved.", dt.datetime.now(dt.UTC), on_page=True
+            )
+            await self.answer(invitation, answer, f"demo-response-{i:04d}-nps-again")
+
+
+def _detractor(item: W.Answer | str) -> bool:
+    return isinstance(item, W.Answer) and item.value <= DETRACTOR[item.survey_kind]
