@@ -67,9 +67,9 @@ class Api:
             async with self.limit:
                 try:
                     r = await self.client.request(method, path, **kwargs)
-                except httpx.TransportError:
+                except httpx.TransportError as exc:
                     if attempt == 7:
-                        raise
+                        raise DemoError(f"{method} {self.client.base_url}{path}: {exc!r}; is `make run` up?") from None
                     await asyncio.sleep(0.2 * (attempt + 1))
                     continue
             if r.status_code not in (429, 502, 503):
