@@ -22,6 +22,10 @@ test: install ## every test, against real PostgreSQL and a real broker
 	bash scripts/ensure_test_deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+.PHONY: demo
+demo: install ## fill a running `make run` stack with ~500 customers and 90 days of history (again: adds nothing)
+	$(BIN)/python -m scripts.demo $(DEMO_ARGS)
+
 .PHONY: bench
 bench: install ## SPEC §6 targets next to their baselines, one table + var/bench/results.json (not part of `make test`)
 	$(BIN)/python -m scripts.bench

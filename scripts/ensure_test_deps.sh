@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the tests need beyond the venv: PostgreSQL (the local cluster, started if it is down;
 # when none answers, the test run starts an embedded one itself, see cxkit.testing) and
-# Debian's headless Chromium with its driver (for the respondent-page browser test).
+# Debian's headless Chromium with its driver (for the respondent-page browser test), and kcat
+# (the outside-system test publishes with it, on the confluent-kafka wheel's librdkafka).
 set -euo pipefail
 
 # Same server the tests use (cxkit.testing reads CX_TEST_PG_DSN too).
@@ -34,5 +35,15 @@ if [ -f "$BROWSER_DEPS/package-lock.json" ] && [ ! -f "$BROWSER_DEPS/node_module
     npm ci --prefix "$BROWSER_DEPS" --no-audit --no-fund --loglevel=error
   else
     echo "npm missing: the dashboard accessibility check will be skipped" >&2
+  fi
+fi
+
+if ! command -v kcat >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian kcat for the outside-system test"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+  else
+    echo "kcat missing and cannot be installed here; the outside-system test publishes with confluent-kafka only" >&2
   fi
 fi

@@ -1,12 +1,19 @@
 """An outside system publishes onto cx.interactions.v1 with a plain aiokafka producer and a
-hand-written CloudEvent (none of this project's code); both services apply it. A malformed
-message goes to the DLQ with its reason, and consumption goes on."""
+hand-written CloudEvent (none of this project's code); both services apply it. So they do when
+it publishes with a librdkafka client (confluent-kafka, kcat). A malformed message goes to the
+DLQ with its reason, and consumption goes on."""
 
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
+import os
+import shutil
+import subprocess
 import uuid
+import warnings
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,17 +36,42 @@ async def publish(bootstrap: str, key: bytes, value: bytes) -> None:
         await producer.stop()
 
 
-async def customer_by_email(crm: httpx.AsyncClient, email: str) -> dict[str, Any] | None:
-    items = (await crm.get("/v1/customers", params={"q": email})).json()["items"]
-    return items[0] if items else None
+def wheel_librdkafka() -> str:
+    """The librdkafka that the confluent-kafka wheel bundles (2.16): the one to run kcat with,
+    as Debian 12's (2.0.2) cannot read the dev broker's ApiVersions answer."""
+    import confluent_kafka
+
+    libs = glob.glob(str(Path(confluent_kafka.__file__).parents[1] / "confluent_kafka.libs" / "librdkafka*.so*"))
+    assert libs, "the confluent-kafka wheel ships no librdkafka"
+    return libs[0]
 
 
-async def test_a_point_of_sale_purchase_reaches_both_services(stack_factory: Any, broker: DevBroker) -> None:
-    stack = stack_factory(broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
-    email = f"walk-in-{uuid.uuid4().hex[:8]}@example.com"
-    event = {
+async def publish_with_confluent_kafka(bootstrap: str, key: bytes, value: bytes) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    outcome: list[Any] = []
+    producer.produce(
+        TOPIC,
+        value=value,
+        key=key,
+        headers=[("content-type", b"application/cloudevents+json")],
+        on_delivery=lambda e, m: outcome.append(e),
+    )
+    assert await asyncio.to_thread(producer.flush, 20) == 0, "not delivered within 20 s"
+    assert outcome == [None], outcome
+
+
+async def publish_with_kcat(bootstrap: str, key: bytes, value: bytes) -> None:
+    cmd = ["kcat", "-P", "-b", bootstrap, "-t", TOPIC, "-k", key.decode(), "-H", "content-type=application/cloudevents+json"]
+    env = {**os.environ, "LD_PRELOAD": wheel_librdkafka()}
+    done = await asyncio.to_thread(subprocess.run, cmd, input=value, env=env, capture_output=True, timeout=30)
+    assert done.returncode == 0 and not done.stderr, done.stderr.decode()
+
+
+def purchase(email: str) -> dict[str, Any]:
+    """A till's purchase as the outside system writes it: a CloudEvent naming the customer by email."""
+    return {
         "specversion": "1.0",
         "id": f"pos-{uuid.uuid4()}",
         "source": "urn:pos:store-17",
@@ -58,6 +90,19 @@ async def test_a_point_of_sale_purchase_reaches_both_services(stack_factory: Any
             "currency": "EUR",
         },
     }
+
+
+async def customer_by_email(crm: httpx.AsyncClient, email: str) -> dict[str, Any] | None:
+    items = (await crm.get("/v1/customers", params={"q": email})).json()["items"]
+    return items[0] if items else None
+
+
+async def test_a_point_of_sale_purchase_reaches_both_services(stack_factory: Any, broker: DevBroker) -> None:
+    stack = stack_factory(broker.bootstrap)
+    stack.start_crm()
+    stack.start_cem()
+    email = f"walk-in-{uuid.uuid4().hex[:8]}@example.com"
+    event = purchase(email)
     async with stack.crm_client() as crm, stack.cem_client() as cem:
         await publish(broker.bootstrap, email.encode(), json.dumps(event).encode())
 
@@ -85,6 +130,29 @@ async def test_a_point_of_sale_purchase_reaches_both_services(stack_factory: Any
         await wait_for(lambda: _cem_knows(cem, marked["id"]), timeout=20)
         assert len((await crm.get("/v1/interactions", params={"customer_id": customer["id"]})).json()["items"]) == 1
         assert len((await cem.get(f"/v1/customers/{customer['id']}/experience")).json()["touchpoint_history"]) == 1
+
+
+async def test_librdkafka_clients_publish_purchases_both_services_apply(stack_factory: Any, broker: DevBroker) -> None:
+    """confluent-kafka always; kcat (run on the wheel's librdkafka) where it is installed."""
+    publishers = {"confluent-kafka": publish_with_confluent_kafka}
+    if shutil.which("kcat"):
+        publishers["kcat"] = publish_with_kcat
+    else:
+        warnings.warn("kcat is not installed (Debian package kcat; scripts/ensure_test_deps.sh installs it)", stacklevel=1)
+    stack = stack_factory(broker.bootstrap)
+    stack.start_crm()
+    stack.start_cem()
+    emails = {client: f"{client}-{uuid.uuid4().hex[:8]}@example.com" for client in publishers}
+    async with stack.crm_client() as crm, stack.cem_client() as cem:
+        for client, publish in publishers.items():
+            await publish(broker.bootstrap, emails[client].encode(), json.dumps(purchase(emails[client])).encode())
+        for client, email in emails.items():
+            customer = await wait_for(lambda email=email: customer_by_email(crm, email), timeout=20)
+            interactions = (await crm.get("/v1/interactions", params={"customer_id": customer["id"]})).json()["items"]
+            assert [(i["type"], i["touchpoint"], i["amount"]) for i in interactions] == [("purchase", "checkout", "42.50")], (
+                client
+            )
+            assert await wait_for(lambda customer=customer: _cem_knows(cem, customer["id"]), timeout=20), client
 
 
 async def _cem_knows(cem: httpx.AsyncClient, customer_id: str) -> bool:

@@ -1,0 +1,92 @@
+"""`make demo` against both services as processes: a small world goes in through the public
+APIs and outside-system events, every analytics answer then has data, and a second run adds
+nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from scripts.demo.__main__ import KINDS, fill
+from scripts.demo.fill import Target
+
+from cxkit.dev_broker import DevBroker
+from cxkit.testing import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_the_demo_fills_every_view_once(stack_factory: Any, broker: DevBroker) -> None:
+    stack = stack_factory(broker.bootstrap)
+    stack.start_crm()
+    stack.start_cem()
+    assert stack.crm is not None and stack.cem is not None
+    target = Target(crm_url=stack.crm.url, cem_url=stack.cem.url, api_key=stack.key, kafka_bootstrap=broker.bootstrap)
+    anchor = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+
+    first = await fill(target, 40, anchor)
+    for kind in (
+        "customers",
+        "leads",
+        "deals",
+        "stage changes",
+        "interactions",
+        "outside events",
+        "surveys",
+        "invitations",
+        "responses",
+    ):
+        assert first.created[kind] > 0, kind
+    assert first.created["customers"] == 40
+
+    async with stack.crm_client() as crm, stack.cem_client() as cem:
+        # Interactions are spread over 90 days, some of them from outside systems.
+        interactions = (await crm.get("/v1/interactions", params={"limit": 200})).json()["items"]
+        times = sorted(dt.datetime.fromisoformat(i["occurred_at"]) for i in interactions)
+        assert times[-1] - times[0] > dt.timedelta(days=45)
+        funnel = (await crm.get("/v1/funnel")).json()
+        assert sum(s["open_count"] for s in funnel["stages"]) > 0
+        for metric in ("nps", "csat", "ces"):
+            report = (await cem.get(f"/v1/analytics/{metric}", params={"interval": "month"})).json()
+            assert report["n"] > 0 and report["score"] is not None and report["series"], (metric, report)
+        touchpoints = (await cem.get("/v1/analytics/touchpoints")).json()["items"]
+        assert sum(t["interactions"] for t in touchpoints) > 0 and sum(t["responses"] for t in touchpoints) > 0
+        assert (await cem.get("/v1/feedback")).json()["items"]
+
+        async def recovery() -> Any:
+            # The CEM hears of the follow-ups done from the CRM's task.completed events.
+            report = (await cem.get("/v1/analytics/recovery")).json()
+            return report["detractors"] > 0 and report["followed_up"] > 0 and report["answered_again"] > 0 and report
+
+        assert await wait_for(recovery, timeout=20)
+        assert (await cem.get("/v1/analytics/suppressions")).status_code == 200
+        counts_before = await _totals(crm, cem)
+
+        second = await fill(target, 40, anchor)
+        assert {k: second.created[k] for k in KINDS if second.created[k]} == {}
+        assert second.existing["customers"] == 40
+        assert await _totals(crm, cem) == counts_before
+
+
+async def _count(client: Any, path: str, **params: Any) -> int:
+    total, cursor = 0, None
+    while True:
+        page = (await client.get(path, params={"limit": 200, **params, **({"cursor": cursor} if cursor else {})})).json()
+        total += len(page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            return total
+
+
+async def _totals(crm: Any, cem: Any) -> dict[str, int]:
+    return {
+        "customers": await _count(crm, "/v1/customers"),
+        "leads": await _count(crm, "/v1/leads"),
+        "deals": await _count(crm, "/v1/deals"),
+        "interactions": await _count(crm, "/v1/interactions"),
+        "tasks": await _count(crm, "/v1/tasks"),
+        "responses": await _count(cem, "/v1/responses"),
+        "feedback": await _count(cem, "/v1/feedback"),
+        "surveys": await _count(cem, "/v1/surveys"),
+    }
