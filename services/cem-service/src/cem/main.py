@@ -17,7 +17,7 @@ from cem.consumers import crm_customers, interactions
 from cem.customer_data import customer_data
 from cem.customer_view.router import router as customer_view_router
 from cem.customers.lifecycle import CustomerErasure
-from cem.db import ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent
+from cem.db import ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent, WebhookDelivery, WebhookSubscription
 from cem.feedback.router import router as feedback_router
 from cem.feedback.sentiment import analyzer
 from cem.invitations.router import router as invitations_router
@@ -28,12 +28,14 @@ from cem.scheduler import InvitationScheduler
 from cem.suppressions.router import router as suppressions_router
 from cem.surveys.router import router as surveys_router
 from cem.touchpoints.router import router as touchpoints_router
-from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
+from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS, event_types_on
 from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.lifecycle import CustomerDataRegistry
 from cxkit.logs import configure_logging
 from cxkit.service_app import service_lifespan
+from cxkit.webhooks.delivery import Webhooks
+from cxkit.webhooks.router import webhooks_router
 
 DESCRIPTION = """
 The customer's view of the company: touchpoints and journeys, surveys (NPS, CSAT, CES),
@@ -105,6 +107,7 @@ def with_scheduler(settings: CEMSettings, lifespan: Callable[[FastAPI], Any]) ->
 def create_app(settings: CEMSettings | None = None) -> FastAPI:
     settings = settings or CEMSettings()
     owners = customer_data()
+    webhooks = Webhooks(WebhookSubscription, WebhookDelivery, event_types_on([CEM_FEEDBACK]), settings)
     configure_logging(settings.service_name, level=settings.log_level, json=settings.log_json)
     app = FastAPI(
         title="cem-service",
@@ -122,6 +125,7 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
                 outbox_model=OutboxMessage,
                 produced_topics=[CEM_FEEDBACK],
                 consumers=build_consumers(settings, owners),
+                webhooks=webhooks,
             ),
         ),
     )
@@ -139,6 +143,7 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
         analytics_router,
         suppressions_router,
         customer_view_router,
+        webhooks_router(webhooks),
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(respondent_router)

@@ -16,7 +16,7 @@ from crm.customer_view.router import router as customer_view_router
 from crm.customers.router import on_merged_away
 from crm.customers.router import router as customers_router
 from crm.customers.service import CustomerMergedAway
-from crm.db import SOURCE, ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent
+from crm.db import SOURCE, ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent, WebhookDelivery, WebhookSubscription
 from crm.deals.router import router as deals_router
 from crm.documents.links import LinkSigner
 from crm.documents.router import router as documents_router
@@ -27,11 +27,13 @@ from crm.leads.router import router as leads_router
 from crm.pipelines.router import router as pipelines_router
 from crm.projections import cem_feedback_consumer_name
 from crm.tasks.router import router as tasks_router
-from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
+from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS, event_types_on
 from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.logs import configure_logging
 from cxkit.service_app import service_lifespan
+from cxkit.webhooks.delivery import Webhooks
+from cxkit.webhooks.router import webhooks_router
 
 DESCRIPTION = """
 The company's view of the customer: customers, leads, the sales funnel (pipelines, deals),
@@ -80,6 +82,8 @@ def build_consumers(settings: CRMSettings) -> Any:
 
 def create_app(settings: CRMSettings | None = None) -> FastAPI:
     settings = settings or CRMSettings()
+    produced = [CRM_CUSTOMERS, CX_INTERACTIONS]
+    webhooks = Webhooks(WebhookSubscription, WebhookDelivery, event_types_on(produced), settings)
     configure_logging(settings.service_name, level=settings.log_level, json=settings.log_json)
     app = FastAPI(
         title="crm-service",
@@ -93,8 +97,9 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
             api_key_model=ApiKey,
             idempotency_model=IdempotencyKey,
             outbox_model=OutboxMessage,
-            produced_topics=[CRM_CUSTOMERS, CX_INTERACTIONS],
+            produced_topics=produced,
             consumers=build_consumers(settings),
+            webhooks=webhooks,
         ),
     )
     app.state.settings = settings
@@ -115,6 +120,7 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
         campaigns_router,
         documents_router,
         shared_documents_router,
+        webhooks_router(webhooks),
     ):
         app.include_router(router, prefix="/v1")
     return app
