@@ -19,6 +19,8 @@ from cxkit.http.problems import problem_responses
 from cxkit.webhooks import service
 from cxkit.webhooks.delivery import Webhooks
 from cxkit.webhooks.schemas import (
+    EXAMPLE_DELIVERY_ID,
+    EXAMPLE_ID,
     DeliveryPage,
     DeliveryRead,
     DeliveryStatus,
@@ -29,8 +31,10 @@ from cxkit.webhooks.schemas import (
     WebhookWithSecret,
 )
 
-WebhookIdPath = Annotated[uuid.UUID, Path(description="The webhook subscription's id.")]
-DeliveryIdPath = Annotated[uuid.UUID, Path(description="The delivery's id (from the delivery log).")]
+WebhookIdPath = Annotated[uuid.UUID, Path(description="The webhook subscription's id.", examples=[EXAMPLE_ID])]
+DeliveryIdPath = Annotated[
+    uuid.UUID, Path(description="The delivery's id (from the delivery log).", examples=[EXAMPLE_DELIVERY_ID])
+]
 IfMatch = Annotated[str | None, Header(alias="If-Match", description="The `ETag` last read; 412 if it changed since.")]
 
 HOW_IT_WORKS = (

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cxkit.http.pagination import Page
 
@@ -51,8 +51,25 @@ EXAMPLE_DELIVERY: dict[str, Any] = {
 }
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class _Input(BaseModel):
+    """Unknown fields refused, and NUL characters (PostgreSQL text cannot hold them)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(_has_nul(v) for v in data.values()):
+            raise ValueError("text must not contain NUL characters")
+        return data
 
 
 URL_FIELD = Field(

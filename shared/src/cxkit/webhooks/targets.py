@@ -7,9 +7,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+RESOLVE_TIMEOUT_S = 3.0
+RESOLVE_CACHE_S = 30.0  # a host is looked up at most this often (the worker checks before every delivery)
+_resolved: dict[tuple[str, int], tuple[float, list[IPAddress] | str]] = {}
 
 
 class TargetRefused(ValueError):
@@ -27,15 +31,15 @@ def is_public(address: IPAddress) -> bool:
 
 def check_url_form(url: str) -> tuple[str, int]:
     """(host, port) of an http(s) URL without credentials; TargetRefused otherwise."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise TargetRefused("the URL is not valid (host or port)") from None
     if parts.scheme not in ("http", "https"):
         raise TargetRefused("the URL must be http or https")
     if parts.username or parts.password:
         raise TargetRefused("the URL must not carry credentials")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise TargetRefused("the URL's port is not valid") from None
     if not parts.hostname:
         raise TargetRefused("the URL has no host")
     return parts.hostname, port
@@ -47,12 +51,25 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
         return [ipaddress.ip_address(host)]
     except ValueError:
         pass
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise TargetRefused(f"the host {host} does not resolve ({exc.strerror or exc})") from None
-    # Zone ids (fe80::1%eth0) are dropped: the address decides.
-    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    now = time.monotonic()
+    hit = _resolved.get((host, port))
+    if hit is None or hit[0] < now:
+        try:
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S
+            )
+            # Zone ids (fe80::1%eth0) are dropped: the address decides.
+            answer: list[IPAddress] | str = [ipaddress.ip_address(str(i[4][0]).split("%", 1)[0]) for i in infos]
+        except TimeoutError:
+            answer = "no answer in time"
+        except (OSError, UnicodeError, ValueError) as exc:  # UnicodeError: a label IDNA refuses
+            answer = str(getattr(exc, "strerror", None) or exc)[:200]
+        if len(_resolved) > 10_000:
+            _resolved.clear()
+        hit = _resolved[(host, port)] = (now + RESOLVE_CACHE_S, answer)
+    if isinstance(hit[1], str):
+        raise TargetRefused(f"the host {host} does not resolve ({hit[1]})")
+    return hit[1]
 
 
 async def check_target(url: str, *, allow_private: bool) -> None:
