@@ -53,6 +53,9 @@ reports the follow-up task done, the follow-up closes and counts in the recovery
 answers while the CRM is down; hears interactions on `cx.interactions.v1` and invites to the surveys whose
 trigger they match, within the throttle, fatigue and opt-out rules (a suppressed invitation is recorded and
 announced as `survey.throttled`).
+**Webhooks** (`/v1/webhooks`, `admin`): every event announced here is also POSTed to the subscribed URLs,
+signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`), retried with backoff for
+up to 24 h, each customer's in order; the delivery log shows every attempt.
 """
 
 

@@ -51,6 +51,9 @@ consumed. What the CEM service reports on `cem.feedback.v1` (survey invitations 
 answers, feedback, follow-up requests) is kept locally: it fills the customer view's `experience`
 and the timeline, and every follow-up request becomes a high-priority task for the customer's
 owner (`origin` `followup`), whose completion the CEM service learns from `task.completed`.
+**Webhooks** (`/v1/webhooks`, `admin`): every event announced here is also POSTed to the subscribed URLs,
+signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`), retried with backoff for
+up to 24 h, each customer's in order; the delivery log shows every attempt.
 """
 
 
