@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -72,9 +72,13 @@ class _Input(BaseModel):
         return data
 
 
+URL_PATTERN = r"^https?://[^\x00\s]+$"
+TEXT_PATTERN = r"^[^\x00]*$"
+EVENT_TYPE = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", max_length=255)]
 URL_FIELD = Field(
     min_length=1,
     max_length=2000,
+    pattern=URL_PATTERN,
     description="Where deliveries are POSTed (http or https). Private, loopback and link-local targets are refused "
     "unless the service allows them (`WEBHOOK_ALLOW_PRIVATE_TARGETS`).",
 )
@@ -91,8 +95,8 @@ class WebhookCreate(_Input):
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_CREATE]})
 
     url: str = URL_FIELD
-    event_types: list[str] = EVENT_TYPES_FIELD
-    description: str | None = Field(None, max_length=1000)
+    event_types: list[EVENT_TYPE] = EVENT_TYPES_FIELD
+    description: str | None = Field(None, max_length=1000, pattern=TEXT_PATTERN)
     enabled: bool = True
 
 
@@ -102,9 +106,9 @@ class WebhookUpdate(_Input):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": True}, {"event_types": ["customer.erased"]}]})
 
-    url: str | None = Field(None, min_length=1, max_length=2000)
-    event_types: list[str] | None = Field(None, max_length=50)
-    description: str | None = Field(None, max_length=1000)
+    url: str | None = Field(None, min_length=1, max_length=2000, pattern=URL_PATTERN)
+    event_types: list[EVENT_TYPE] | None = Field(None, max_length=50)
+    description: str | None = Field(None, max_length=1000, pattern=TEXT_PATTERN)
     enabled: bool | None = None
 
 
