@@ -19,7 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cxkit.db import session_connection, utcnow
 from cxkit.events.payloads import CustomerUpdated
 from cxkit.kafka.outbox import OutboxRelay, outbox_row
+from cxkit.metrics import exposition
 from cxkit.settings import ServiceSettings
+from cxkit.testing import metric_total
 from cxkit.webhooks import service
 from cxkit.webhooks.delivery import WebhookFanout, Webhooks, WebhookWorker, backoff_seconds
 from cxkit.webhooks.schemas import WebhookCreate
@@ -192,6 +194,10 @@ async def test_410_gives_up_and_disables_the_subscription(
     assert (second.status, second.attempts) == ("pending", 0)  # waits for the subscription to come back
     disabled = await subscription(sessions, sub.id)
     assert "410" in disabled.disabled_reason
+    await worker.measure_backlog(force=True)
+    metrics = exposition()[0].decode()
+    assert metric_total(metrics, "webhook_backlog", service=webhooks.settings.service_name) == 1
+    assert metric_total(metrics, "webhook_delivery_attempts_total", outcome="failed") >= 1
     assert len(receiver.received) == 1
 
 

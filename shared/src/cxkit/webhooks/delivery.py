@@ -237,10 +237,7 @@ class WebhookWorker:
                 attempts = await asyncio.gather(*(self._attempt(row) for row in claimed))
                 for attempt in attempts:
                     await self._record(conn, attempt)
-        if claimed:
-            await self.measure_backlog()
-        else:
-            self._set_backlog(0)
+        await self.measure_backlog()  # deliveries waiting for a retry count too
         return len(claimed)
 
     async def _attempt(self, delivery: asyncpg.Record) -> Attempt:
@@ -337,8 +334,9 @@ class WebhookWorker:
             count = await conn.fetchval(f"SELECT count(*) FROM {self.webhooks.deliveries_table} WHERE status = '{PENDING}'")
         return int(count)
 
-    async def measure_backlog(self) -> None:
-        if time.monotonic() - self._backlog_measured >= self.backlog_interval_s:
+    async def measure_backlog(self, *, force: bool = False) -> None:
+        """Count the backlog into `webhook_backlog`, at most every `backlog_interval_s`."""
+        if force or time.monotonic() - self._backlog_measured >= self.backlog_interval_s:
             self._set_backlog(await self.backlog())
 
     def _set_backlog(self, count: int) -> None:
