@@ -44,8 +44,8 @@ async def test_subscribing_shows_the_secret_once_and_needs_admin(client: httpx.A
     rotated = (await client.post(f"/v1/webhooks/{hook['id']}/secret")).json()
     assert rotated["secret"].startswith("whsec_") and rotated["secret"] != hook["secret"]
     assert (await client.get(f"/v1/webhooks/{hook['id']}/deliveries")).json() == {"items": [], "next_cursor": None}
-    missing = await client.post(f"/v1/webhooks/{hook['id']}/deliveries/{uuid.uuid4()}/retry")
-    assert missing.status_code == 409  # disabled: enable it first
+    while_disabled = await client.post(f"/v1/webhooks/{hook['id']}/deliveries/{uuid.uuid4()}/retry")
+    assert while_disabled.status_code == 409  # disabled: enable it first
     assert (await client.delete(f"/v1/webhooks/{hook['id']}")).status_code == 204
     gone = await client.get(f"/v1/webhooks/{hook['id']}/deliveries")
     assert gone.status_code == 404 and gone.headers["content-type"] == "application/problem+json"
