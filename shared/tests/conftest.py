@@ -28,6 +28,7 @@ from cxkit.kafka.client import ensure_topics
 from cxkit.kafka.consumer import BatchHandler, Delivery
 from cxkit.platform_models import ApiKeyMixin, IdempotencyKeyMixin, OutboxMixin, ProcessedEventMixin
 from cxkit.settings import ServiceSettings
+from cxkit.webhooks.models import WebhookDeliveryMixin, WebhookSubscriptionMixin
 
 SOURCE = "urn:cxkit:kit-tests"
 
@@ -49,6 +50,14 @@ class Outbox(OutboxMixin, Base):
 
 
 class ProcessedEvent(ProcessedEventMixin, Base):
+    pass
+
+
+class WebhookSubscription(WebhookSubscriptionMixin, Base):
+    pass
+
+
+class WebhookDelivery(WebhookDeliveryMixin, Base):
     pass
 
 

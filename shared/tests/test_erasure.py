@@ -16,7 +16,7 @@ from cxkit.erasure import erase_platform_traces, forget_answers_mentioning
 from cxkit.events.payloads import CustomerUpdated
 from cxkit.kafka.outbox import outbox_row
 
-from .conftest import SOURCE, IdempotencyKey, Outbox
+from .conftest import SOURCE, IdempotencyKey, Outbox, WebhookDelivery, WebhookSubscription
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -90,3 +90,39 @@ async def test_answers_are_forgotten_by_exact_bytes_and_blank_or_wildcard_needle
     async with sessions() as session, session.begin():
         await forget_answers_mentioning(session, IdempotencyKey, ["zoë@example.com", "100% done"])
     assert (await remaining(sessions))[1] == ["other", "zoe-upper"]  # UTF-8 matched; another spelling is not
+
+
+async def test_erasure_removes_the_customers_finished_webhook_deliveries(sessions: Sessions) -> None:
+    """Their bodies are the customer's events: finished ones go, pending ones still owed to a
+    receiver stay, and nobody else's are touched."""
+    ada, bob, sub = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    now = utcnow()
+
+    def delivery(customer_id: uuid.UUID, status: str) -> WebhookDelivery:
+        return WebhookDelivery(
+            id=uuid.uuid4(),
+            subscription_id=sub,
+            webhook_id=str(uuid.uuid4()),
+            event_type="customer.updated",
+            ordering_key=str(customer_id),
+            payload=b"{}",
+            status=status,
+            attempt_log=[],
+            created_at=now,
+            updated_at=now,
+            expires_at=now,
+        )
+
+    async with sessions() as session, session.begin():
+        session.add(WebhookSubscription(id=sub, url="https://93.184.216.34/", event_types=[], secret="whsec_x", enabled=True))
+        await session.flush()
+        session.add_all(
+            [delivery(ada, "succeeded"), delivery(ada, "failed"), delivery(ada, "pending"), delivery(bob, "succeeded")]
+        )
+    async with sessions() as session, session.begin():
+        await erase_platform_traces(
+            session, ada, outbox_model=Outbox, idempotency_model=IdempotencyKey, webhook_delivery_model=WebhookDelivery
+        )
+    async with sessions() as session:
+        left = (await session.execute(select(WebhookDelivery.ordering_key, WebhookDelivery.status))).all()
+    assert sorted(left) == sorted([(str(ada), "pending"), (str(bob), "succeeded")])

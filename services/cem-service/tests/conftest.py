@@ -47,6 +47,7 @@ def cem_settings(cem_database_url: str, broker: DevBroker, tmp_path_factory: pyt
         consumer_fetch_max_wait_ms=20,
         run_relay=False,
         run_consumers=False,
+        run_webhook_worker=False,
         run_scheduler=False,
         log_json=False,
     )

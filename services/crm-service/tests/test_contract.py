@@ -85,6 +85,8 @@ async def world(client: httpx.AsyncClient, make: Any) -> dict[str, str]:
         "campaign_id": campaign["id"],
         "member_id": member["id"],
         "document_id": document["id"],
+        "webhook_id": (await client.post("/v1/webhooks", json={"url": "https://93.184.216.34/hook"})).json()["id"],
+        "delivery_id": str(uuid.uuid4()),
     }
 
 

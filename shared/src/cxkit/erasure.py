@@ -25,12 +25,28 @@ async def forget_answers_mentioning(session: AsyncSession, idempotency_model: ty
         await session.execute(delete(idempotency_model).where(or_(*conditions)))
 
 
+async def forget_webhook_deliveries(session: AsyncSession, delivery_model: type[Any], customer_id: uuid.UUID) -> None:
+    """Delete the finished webhook deliveries of the customer's events (their bodies are the
+    events, personal data included). Pending ones stay: they still have to reach their receiver,
+    and go with the delivery log's retention once finished."""
+    await session.execute(
+        delete(delivery_model).where(delivery_model.ordering_key == str(customer_id), delivery_model.status != "pending")
+    )
+
+
 async def erase_platform_traces(
-    session: AsyncSession, customer_id: uuid.UUID, *, outbox_model: type[Any], idempotency_model: type[Any]
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    outbox_model: type[Any],
+    idempotency_model: type[Any],
+    webhook_delivery_model: type[Any] | None = None,
 ) -> None:
-    """Delete sent outbox rows keyed by the customer and idempotency records whose stored answer
-    names them. Unsent rows stay: they still have to reach the broker (the relay's retention
-    cleanup removes them once sent)."""
+    """Delete sent outbox rows keyed by the customer, idempotency records whose stored answer
+    names them, and their finished webhook deliveries. Unsent rows stay: they still have to
+    reach the broker (the relay's retention cleanup removes them once sent)."""
     key = str(customer_id)
     await session.execute(delete(outbox_model).where(outbox_model.key == key, outbox_model.sent_at.is_not(None)))
     await forget_answers_mentioning(session, idempotency_model, [key])
+    if webhook_delivery_model is not None:
+        await forget_webhook_deliveries(session, webhook_delivery_model, customer_id)

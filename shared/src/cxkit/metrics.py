@@ -55,6 +55,14 @@ CONSUMER_LAG = Gauge(
     ["consumer", "topic", "partition"],
     multiprocess_mode="mostrecent",
 )
+WEBHOOK_DELIVERIES = Counter(
+    "webhook_delivery_attempts_total",
+    "Webhook delivery attempts, by outcome: succeeded, retried (will be tried again), failed (given up).",
+    ["service", "outcome"],
+)
+WEBHOOK_BACKLOG = Gauge(
+    "webhook_backlog", "Webhook deliveries not yet received nor given up.", ["service"], multiprocess_mode="mostrecent"
+)
 
 # `kind` of OUTBOX_RELAY_ERRORS and CONSUMER_ERRORS.
 ERROR_KINDS = ("broker", "database", "other")

@@ -22,6 +22,7 @@ from cxkit.kafka.outbox import OutboxRelay
 from cxkit.pg_pool import create_pg_pool
 from cxkit.settings import ServiceSettings
 from cxkit.tracing import instrument_engine, shutdown_tracing
+from cxkit.webhooks.delivery import WebhookFanout, Webhooks, WebhookWorker
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL_S = 600
@@ -29,9 +30,14 @@ GC_GEN0_THRESHOLD = 20_000
 
 
 async def _housekeeping(
-    settings: ServiceSettings, session_factory: Any, outbox_model: type[Any], idempotency_model: type[Any]
+    settings: ServiceSettings,
+    session_factory: Any,
+    outbox_model: type[Any],
+    idempotency_model: type[Any],
+    webhooks: Webhooks | None = None,
 ) -> None:
-    """Every few minutes: drop sent outbox rows and idempotency answers past their retention."""
+    """Every few minutes: drop sent outbox rows, idempotency answers and finished webhook
+    deliveries past their retention."""
     while True:
         try:
             now = utcnow()
@@ -47,6 +53,14 @@ async def _housekeeping(
                         idempotency_model.created_at < now - dt.timedelta(hours=settings.idempotency_ttl_hours)
                     )
                 )
+                if webhooks is not None:
+                    deliveries = webhooks.delivery_model
+                    await session.execute(
+                        delete(deliveries).where(
+                            deliveries.status != "pending",
+                            deliveries.updated_at < now - dt.timedelta(days=settings.webhook_log_retention_days),
+                        )
+                    )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -72,9 +86,11 @@ def service_lifespan(
     outbox_model: type[Any],
     produced_topics: list[str],
     consumers: Callable[[Any], list[EventConsumer]] | None = None,
+    webhooks: Webhooks | None = None,
 ) -> Callable[[FastAPI], Any]:
     """Builds the app's state on start-up; the broker may be down: relay and consumers
-    retry in the background, so the HTTP API serves regardless."""
+    retry in the background, so the HTTP API serves regardless. With `webhooks`, the relay
+    queues a delivery per sent event and matching subscription, and a worker sends them."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,11 +107,18 @@ def service_lifespan(
         app.state.idempotency_model = idempotency_model
         workers: list[Any] = []
         tasks: list[asyncio.Task[None]] = []
+        app.state.webhooks = webhooks
         if settings.run_relay:
-            relay = OutboxRelay(settings, session_factory, outbox_model, produced_topics)
+            fanout = WebhookFanout(webhooks) if webhooks is not None else None
+            relay = OutboxRelay(settings, session_factory, outbox_model, produced_topics, on_sent=fanout)
             app.state.relay = relay
             workers.append(relay)
             tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+        if webhooks is not None and settings.run_webhook_worker:
+            worker = WebhookWorker(webhooks, session_factory)
+            app.state.webhook_worker = worker
+            workers.append(worker)
+            tasks.append(asyncio.create_task(worker.run(), name="webhook-worker"))
         app.state.consumers = []
         if settings.run_consumers and consumers is not None:
             for consumer in consumers(session_factory):
@@ -103,7 +126,9 @@ def service_lifespan(
                 workers.append(consumer)
                 tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{consumer.name}"))
         tasks.append(
-            asyncio.create_task(_housekeeping(settings, session_factory, outbox_model, idempotency_model), name="housekeeping")
+            asyncio.create_task(
+                _housekeeping(settings, session_factory, outbox_model, idempotency_model, webhooks), name="housekeeping"
+            )
         )
         _settle_garbage_collector()
         try:

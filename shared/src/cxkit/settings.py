@@ -83,6 +83,44 @@ class ServiceSettings(BaseSettings):
     )
     consumer_max_records: int = Field(1000, description="Messages fetched per consumer poll (one DB transaction).")
     consumer_max_retries: int = Field(5, description="Attempts for a failing message before it goes to the DLQ.")
+    run_webhook_worker: bool = Field(True, description="Run the webhook delivery worker inside the web process.")
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="Longest a webhook receiver may take to answer one delivery (then it is retried)."
+    )
+    webhook_retry_base_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="First retry delay of a failed webhook delivery; each further retry waits twice as long (with "
+        "jitter: between half and all of it), up to `webhook_retry_max_seconds`.",
+    )
+    webhook_retry_max_seconds: float = Field(3600.0, gt=0, description="Longest wait between two attempts of a delivery.")
+    webhook_max_age_hours: float = Field(
+        24.0, gt=0, description="A webhook delivery still failing this long after it was queued is given up."
+    )
+    webhook_failures_before_disable: int = Field(
+        100,
+        ge=1,
+        description="Consecutive failed attempts (no success between them, any event) after which a webhook subscription "
+        "is disabled; its undelivered events wait until it is enabled again. A 410 answer disables it at once.",
+    )
+    webhook_allow_private_targets: bool = Field(
+        False,
+        description="Let webhooks target private, loopback and link-local addresses (refused by default, so a "
+        "subscription cannot reach the internal network); the tests and a local set-up turn it on.",
+    )
+    webhook_poll_interval_ms: int = Field(
+        1000, ge=10, description="How often the webhook worker looks for retries that came due (new events wake it)."
+    )
+    webhook_batch_size: int = Field(100, ge=1, le=1000, description="Webhook deliveries sent at once per worker round.")
+    webhook_log_retention_days: int = Field(
+        7, ge=1, description="Delivered and given-up webhook deliveries (the delivery log) are deleted after this many days."
+    )
+    webhook_subscription_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long the outbox relay trusts its list of enabled webhook subscriptions; a change made on "
+        "another replica applies to events relayed after this time.",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(True, description="JSON logs (production); false for readable terminal logs.")
     public_base_url: str = Field("http://127.0.0.1:8000", description="Base URL used in links this service hands out.")

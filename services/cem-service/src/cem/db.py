@@ -6,6 +6,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from cxkit.db import new_metadata
 from cxkit.platform_models import ApiKeyMixin, IdempotencyKeyMixin, OutboxMixin, ProcessedEventMixin
+from cxkit.webhooks.models import WebhookDeliveryMixin, WebhookSubscriptionMixin
 
 SOURCE = "urn:cx:cem-service"
 
@@ -27,4 +28,12 @@ class OutboxMessage(OutboxMixin, Base):
 
 
 class ProcessedEvent(ProcessedEventMixin, Base):
+    pass
+
+
+class WebhookSubscription(WebhookSubscriptionMixin, Base):
+    pass
+
+
+class WebhookDelivery(WebhookDeliveryMixin, Base):
     pass

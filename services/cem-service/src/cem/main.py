@@ -18,7 +18,7 @@ from cem.customer_data import customer_data
 from cem.customer_view.router import router as customer_view_router
 from cem.customers.lifecycle import CustomerErasure
 from cem.dashboard.router import router as dashboard_router
-from cem.db import ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent
+from cem.db import ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent, WebhookDelivery, WebhookSubscription
 from cem.feedback.router import router as feedback_router
 from cem.feedback.sentiment import analyzer
 from cem.invitations.router import router as invitations_router
@@ -30,13 +30,15 @@ from cem.suppressions.router import router as suppressions_router
 from cem.surveys.router import router as surveys_router
 from cem.touchpoints.router import router as touchpoints_router
 from cxkit.dashboard.pages import install_dashboard
-from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
+from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS, event_types_on
 from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.lifecycle import CustomerDataRegistry
 from cxkit.logs import configure_logging
 from cxkit.service_app import service_lifespan
 from cxkit.tracing import configure_tracing, fastapi_telemetry
+from cxkit.webhooks.delivery import Webhooks
+from cxkit.webhooks.router import webhooks_router
 
 DESCRIPTION = """
 The customer's view of the company: touchpoints and journeys, surveys (NPS, CSAT, CES),
@@ -54,6 +56,9 @@ reports the follow-up task done, the follow-up closes and counts in the recovery
 answers while the CRM is down; hears interactions on `cx.interactions.v1` and invites to the surveys whose
 trigger they match, within the throttle, fatigue and opt-out rules (a suppressed invitation is recorded and
 announced as `survey.throttled`).
+**Webhooks** (`/v1/webhooks`, `admin`): every event announced here is also POSTed to the subscribed URLs,
+signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`), retried with backoff for
+up to 24 h, each customer's in order; the delivery log shows every attempt.
 """
 
 
@@ -108,6 +113,7 @@ def with_scheduler(settings: CEMSettings, lifespan: Callable[[FastAPI], Any]) ->
 def create_app(settings: CEMSettings | None = None) -> FastAPI:
     settings = settings or CEMSettings()
     owners = customer_data()
+    webhooks = Webhooks(WebhookSubscription, WebhookDelivery, event_types_on([CEM_FEEDBACK]), settings)
     configure_logging(settings.service_name, level=settings.log_level, json=settings.log_json)
     tracer_provider = configure_tracing(settings.service_name)
     app = FastAPI(
@@ -128,6 +134,7 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
                 outbox_model=OutboxMessage,
                 produced_topics=[CEM_FEEDBACK],
                 consumers=build_consumers(settings, owners),
+                webhooks=webhooks,
             ),
         ),
     )
@@ -145,6 +152,7 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
         analytics_router,
         suppressions_router,
         customer_view_router,
+        webhooks_router(webhooks),
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(respondent_router)

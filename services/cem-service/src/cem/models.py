@@ -1,7 +1,7 @@
 """Imports every model so `Base.metadata` is complete (Alembic and tests use this)."""
 
 from cem.customers.models import CustomerExperienceTotals, CustomerProfile
-from cem.db import ApiKey, Base, IdempotencyKey, OutboxMessage, ProcessedEvent
+from cem.db import ApiKey, Base, IdempotencyKey, OutboxMessage, ProcessedEvent, WebhookDelivery, WebhookSubscription
 from cem.feedback.models import Feedback
 from cem.followups.models import Followup
 from cem.invitations.models import Invitation
@@ -31,4 +31,6 @@ __all__ = [
     "SurveyResponse",
     "Touchpoint",
     "TouchpointInteraction",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

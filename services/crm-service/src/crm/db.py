@@ -10,6 +10,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from cxkit.db import new_metadata
 from cxkit.platform_models import ApiKeyMixin, IdempotencyKeyMixin, OutboxMixin, ProcessedEventMixin
+from cxkit.webhooks.models import WebhookDeliveryMixin, WebhookSubscriptionMixin
 
 SOURCE = "urn:cx:crm-service"
 
@@ -39,4 +40,12 @@ class OutboxMessage(OutboxMixin, Base):
 
 
 class ProcessedEvent(ProcessedEventMixin, Base):
+    pass
+
+
+class WebhookSubscription(WebhookSubscriptionMixin, Base):
+    pass
+
+
+class WebhookDelivery(WebhookDeliveryMixin, Base):
     pass

@@ -17,7 +17,7 @@ from crm.customers.router import on_merged_away
 from crm.customers.router import router as customers_router
 from crm.customers.service import CustomerMergedAway
 from crm.dashboard.router import router as dashboard_router
-from crm.db import SOURCE, ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent
+from crm.db import SOURCE, ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent, WebhookDelivery, WebhookSubscription
 from crm.deals.router import router as deals_router
 from crm.documents.links import LinkSigner
 from crm.documents.router import router as documents_router
@@ -29,12 +29,14 @@ from crm.pipelines.router import router as pipelines_router
 from crm.projections import cem_feedback_consumer_name
 from crm.tasks.router import router as tasks_router
 from cxkit.dashboard.pages import install_dashboard
-from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
+from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS, event_types_on
 from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.logs import configure_logging
 from cxkit.service_app import service_lifespan
 from cxkit.tracing import configure_tracing, fastapi_telemetry
+from cxkit.webhooks.delivery import Webhooks
+from cxkit.webhooks.router import webhooks_router
 
 DESCRIPTION = """
 The company's view of the customer: customers, leads, the sales funnel (pipelines, deals),
@@ -52,6 +54,9 @@ consumed. What the CEM service reports on `cem.feedback.v1` (survey invitations 
 answers, feedback, follow-up requests) is kept locally: it fills the customer view's `experience`
 and the timeline, and every follow-up request becomes a high-priority task for the customer's
 owner (`origin` `followup`), whose completion the CEM service learns from `task.completed`.
+**Webhooks** (`/v1/webhooks`, `admin`): every event announced here is also POSTed to the subscribed URLs,
+signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`), retried with backoff for
+up to 24 h, each customer's in order; the delivery log shows every attempt.
 """
 
 
@@ -83,6 +88,8 @@ def build_consumers(settings: CRMSettings) -> Any:
 
 def create_app(settings: CRMSettings | None = None) -> FastAPI:
     settings = settings or CRMSettings()
+    produced = [CRM_CUSTOMERS, CX_INTERACTIONS]
+    webhooks = Webhooks(WebhookSubscription, WebhookDelivery, event_types_on(produced), settings)
     configure_logging(settings.service_name, level=settings.log_level, json=settings.log_json)
     tracer_provider = configure_tracing(settings.service_name)
     app = FastAPI(
@@ -99,8 +106,9 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
             api_key_model=ApiKey,
             idempotency_model=IdempotencyKey,
             outbox_model=OutboxMessage,
-            produced_topics=[CRM_CUSTOMERS, CX_INTERACTIONS],
+            produced_topics=produced,
             consumers=build_consumers(settings),
+            webhooks=webhooks,
         ),
     )
     app.state.settings = settings
@@ -121,6 +129,7 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
         campaigns_router,
         documents_router,
         shared_documents_router,
+        webhooks_router(webhooks),
     ):
         app.include_router(router, prefix="/v1")
     install_dashboard(app, dashboard_router)  # /dashboard: sign in with an API key, the funnel as charts

@@ -2,7 +2,7 @@
 
 from crm.campaigns.models import Campaign, CampaignMember
 from crm.customers.models import Customer
-from crm.db import ApiKey, Base, IdempotencyKey, OutboxMessage, ProcessedEvent
+from crm.db import ApiKey, Base, IdempotencyKey, OutboxMessage, ProcessedEvent, WebhookDelivery, WebhookSubscription
 from crm.deals.models import Deal, DealStageChange
 from crm.documents.models import Document
 from crm.experience.models import ExperienceEvent
@@ -29,4 +29,6 @@ __all__ = [
     "PipelineStage",
     "ProcessedEvent",
     "Task",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

@@ -37,5 +37,10 @@ def topic_for(event_type: str) -> str:
     return EVENT_TYPES[event_type][0]
 
 
+def event_types_on(topics: list[str]) -> list[str]:
+    """The event types carried by `topics` (what a service producing them announces)."""
+    return [event_type for event_type, (topic, _) in EVENT_TYPES.items() if topic in topics]
+
+
 def dlq_topic(topic: str) -> str:
     return f"{topic}.dlq"

@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -151,6 +151,15 @@ def wake_relay() -> None:
         _relay_wakeup().set()
 
 
+class SentRows(Protocol):
+    """Told, inside the relay's transaction, which rows the broker acknowledged (webhook
+    fan-out), and after the commit that they are committed."""
+
+    async def add(self, conn: Any, rows: list[Any]) -> int: ...
+
+    def committed(self) -> None: ...
+
+
 class OutboxRelay:
     """Sends outbox rows to Kafka. Safe to run in several processes: their rounds take turns
     (a transaction-scoped advisory lock), so no two relays send the same row, and one key's
@@ -170,8 +179,10 @@ class OutboxRelay:
         session_factory: async_sessionmaker[AsyncSession],
         outbox_model: type[Any],
         topics: list[str],
+        on_sent: SentRows | None = None,
     ) -> None:
         self.settings = settings
+        self.on_sent = on_sent
         self.session_factory = session_factory
         self.model = outbox_model
         self.topics = topics
@@ -213,7 +224,7 @@ class OutboxRelay:
             # writes, in the web process, so loading ORM objects here taxes every write.
             conn = await session_connection(session)
             rows = await conn.fetch(
-                f"SELECT id, topic, key, value, headers FROM {table} WHERE sent_at IS NULL "
+                f"SELECT id, event_id, event_type, topic, key, value, headers FROM {table} WHERE sent_at IS NULL "
                 "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self.settings.outbox_batch_size,
             )
@@ -251,12 +262,16 @@ class OutboxRelay:
                 OUTBOX_SENT.labels(row["topic"]).inc()
             if acked:
                 await conn.execute(f"UPDATE {table} SET sent_at = $1 WHERE id = ANY($2::bigint[])", utcnow(), acked)
+                if self.on_sent is not None:
+                    await self.on_sent.add(conn, rows[: len(acked)])
             if failure is not None:
                 await conn.execute(
                     f"UPDATE {table} SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
                     rows[len(acked)]["id"],
                     str(failure)[:2000],
                 )
+        if self.on_sent is not None:
+            self.on_sent.committed()
         if failure is not None:
             raise failure
         if len(rows) < self.settings.outbox_batch_size:

@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.lifecycle import CustomerErasure, link_addresses
 from cem.customers.repository import CustomerProfileRepository, ExperienceTotalsRepository
+from cem.db import WebhookDelivery
 from cem.privacy import PersonalDataRepository
 from cxkit.db import lock_keys, utcnow
+from cxkit.erasure import forget_webhook_deliveries
 from cxkit.events.payloads import CustomerErased, CustomerMerged, CustomerSnapshot, DealStageChanged, LeadConverted
 from cxkit.kafka.consumer import PermanentEventError
 from cxkit.lifecycle import CustomerDataRegistry
@@ -99,6 +101,7 @@ async def erase_customer(
     personal = PersonalDataRepository(session)
     await personal.forget_answers_mentioning(needles)
     await personal.scrub_events(customer_id, erasure.unkeyed_ids)
+    await forget_webhook_deliveries(session, WebhookDelivery, customer_id)
 
 
 async def apply_deal_changes(session: AsyncSession, changes: list[DealStageChanged]) -> None:

@@ -18,7 +18,7 @@ from crm.customers.lifecycle import CampaignExists, CampaignMembership, Customer
 from crm.customers.models import LIFECYCLE_STAGES, Customer
 from crm.customers.repository import SORT_KEYS, CustomerFilters, CustomerRepository
 from crm.customers.schemas import CustomerCreate, CustomerUpdate
-from crm.db import SOURCE, IdempotencyKey, OutboxMessage, as_money
+from crm.db import SOURCE, IdempotencyKey, OutboxMessage, WebhookDelivery, as_money
 from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.erasure import erase_platform_traces, forget_answers_mentioning
@@ -475,7 +475,13 @@ async def erase_customer(
         erasure = CustomerErasure(customer_id=target.id, erased_at=now)
         await customer_data.erase(session, erasure)
         erasures.append(erasure)
-        await erase_platform_traces(session, target.id, outbox_model=OutboxMessage, idempotency_model=IdempotencyKey)
+        await erase_platform_traces(
+            session,
+            target.id,
+            outbox_model=OutboxMessage,
+            idempotency_model=IdempotencyKey,
+            webhook_delivery_model=WebhookDelivery,
+        )
     # Answers written before the person was a customer (e.g. their lead) name them by email only.
     await forget_answers_mentioning(session, IdempotencyKey, emails)
     await repo.flush()

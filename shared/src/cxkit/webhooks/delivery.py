@@ -1,0 +1,368 @@
+"""Fan-out and delivery of webhooks.
+
+`WebhookFanout` is called by the outbox relay inside the transaction that marks a batch sent:
+it queues one delivery per (event, enabled subscription whose `event_types` match), so a
+request never waits for a webhook and no event is queued twice or lost. Subscriptions are
+cached for `webhook_subscription_cache_seconds`; with none, a batch costs a dictionary lookup.
+
+`WebhookWorker` sends the queue: per round it claims the due deliveries that head their
+(subscription, customer) queue (`FOR UPDATE SKIP LOCKED`, so several replicas share the work and
+never send one twice at once), sends them concurrently, signed, and records each attempt. A
+customer's next delivery waits until the one before it succeeded or was given up, so a receiver
+sees one customer's events in order. Timeouts, connection errors, 408, 429 and 5xx are retried
+with exponential backoff and jitter until `webhook_max_age_hours`; 410 disables the
+subscription; other answers give the delivery up. Every attempt carries the same `webhook-id`
+(the event id)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cxkit.db import session_connection, utcnow
+from cxkit.metrics import WEBHOOK_BACKLOG, WEBHOOK_DELIVERIES
+from cxkit.settings import ServiceSettings
+from cxkit.webhooks.models import FAILED, PENDING, SUCCEEDED
+from cxkit.webhooks.signing import signed_headers
+from cxkit.webhooks.targets import TargetRefused, check_target
+
+log = logging.getLogger(__name__)
+RETRYABLE_STATUSES = frozenset({408, 429})
+ATTEMPT_LOG_KEPT = 50  # attempts kept in a delivery's log (the oldest are dropped)
+CONTENT_TYPE = "application/cloudevents+json"
+
+
+def retryable(status: int) -> bool:
+    return status in RETRYABLE_STATUSES or status >= 500
+
+
+def backoff_seconds(attempts: int, base: float, cap: float) -> float:
+    """The wait after the `attempts`-th failed attempt: base * 2^(attempts-1), capped, then
+    jittered to between half and all of it (so receivers that come back are not hit by every
+    retry at once)."""
+    delay = min(cap, base * 2 ** min(attempts - 1, 40))
+    return random.uniform(delay / 2, delay)
+
+
+@dataclass
+class Webhooks:
+    """A service's webhook set-up: its two tables, the event types it can deliver, and the
+    state the relay, the worker and the API share in one process."""
+
+    subscription_model: type[Any]
+    delivery_model: type[Any]
+    event_types: Sequence[str]
+    settings: ServiceSettings
+    # (monotonic expiry, [(subscription id, event types or None for all)])
+    _cache: tuple[float, list[tuple[uuid.UUID, frozenset[str] | None]]] = field(default=(0.0, []), repr=False)
+    _wakeups: dict[asyncio.AbstractEventLoop, asyncio.Event] = field(default_factory=dict, repr=False)
+
+    @property
+    def subscriptions_table(self) -> str:
+        return str(self.subscription_model.__tablename__)
+
+    @property
+    def deliveries_table(self) -> str:
+        return str(self.delivery_model.__tablename__)
+
+    @property
+    def retry_window(self) -> dt.timedelta:
+        """How long a queued delivery is retried before it is given up."""
+        return dt.timedelta(hours=self.settings.webhook_max_age_hours)
+
+    def subscriptions_changed(self) -> None:
+        """Drop the cached subscriptions (after a change through this process's API)."""
+        self._cache = (0.0, [])
+
+    def wakeup(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        event = self._wakeups.get(loop)
+        if event is None:
+            for stale in [lp for lp in self._wakeups if lp.is_closed()]:
+                del self._wakeups[stale]
+            event = self._wakeups[loop] = asyncio.Event()
+        return event
+
+    def wake_worker(self) -> None:
+        """Have the worker look at once (new or re-queued deliveries were committed)."""
+        with contextlib.suppress(RuntimeError):
+            self.wakeup().set()
+
+    async def subscriptions(self, conn: asyncpg.Connection) -> list[tuple[uuid.UUID, frozenset[str] | None]]:
+        expires, subscriptions = self._cache
+        now = time.monotonic()
+        if expires > now:
+            return subscriptions
+        rows = await conn.fetch(f"SELECT id, event_types FROM {self.subscriptions_table} WHERE enabled")
+        subscriptions = [(r["id"], frozenset(_json(r["event_types"])) or None) for r in rows]
+        self._cache = (now + self.settings.webhook_subscription_cache_seconds, subscriptions)
+        return subscriptions
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+class WebhookFanout:
+    """Queues deliveries for the outbox rows a relay round sent (see the module docstring)."""
+
+    def __init__(self, webhooks: Webhooks) -> None:
+        self.webhooks = webhooks
+        self.queued = False
+
+    async def add(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> int:
+        """In the relay's transaction: a delivery per (row, matching subscription). Rows need
+        `event_id`, `event_type`, `key` and `value`."""
+        if not rows:
+            return 0
+        subscriptions = await self.webhooks.subscriptions(conn)
+        if not subscriptions:
+            return 0
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        for row in rows:
+            for subscription_id, types in subscriptions:
+                if types is None or row["event_type"] in types:
+                    for column, value in zip(
+                        columns,
+                        (uuid.uuid4(), subscription_id, str(row["event_id"]), row["event_type"], row["key"] or "", row["value"]),
+                        strict=True,
+                    ):
+                        column.append(value)
+        if not columns[0]:
+            return 0
+        now = utcnow()
+        expires = now + self.webhooks.retry_window
+        # seq (an identity) follows the order of the unnested rows: the outbox order.
+        await conn.execute(
+            f"INSERT INTO {self.webhooks.deliveries_table} (id, subscription_id, webhook_id, event_type, ordering_key, "
+            "payload, status, attempts, next_attempt_at, attempt_log, created_at, updated_at, expires_at) "
+            "SELECT d.id, d.subscription_id, d.webhook_id, d.event_type, d.ordering_key, d.payload, "
+            f"'{PENDING}', 0, $7, '[]'::jsonb, $7, $7, $8 "
+            "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[]) WITH ORDINALITY "
+            "AS d(id, subscription_id, webhook_id, event_type, ordering_key, payload, n) ORDER BY d.n "
+            "ON CONFLICT (subscription_id, webhook_id) DO NOTHING",
+            *columns,
+            now,
+            expires,
+        )
+        self.queued = True
+        return len(columns[0])
+
+    def committed(self) -> None:
+        """After the relay's transaction committed: wake the worker if deliveries were queued."""
+        if self.queued:
+            self.queued = False
+            self.webhooks.wake_worker()
+
+
+@dataclass
+class Attempt:
+    """What one attempt of one delivery came to."""
+
+    delivery: asyncpg.Record
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: int = 0
+    refused: bool = False  # the SSRF guard stopped it
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def should_retry(self) -> bool:
+        if self.refused:
+            return False
+        return self.status_code is None or retryable(self.status_code)
+
+
+class WebhookWorker:
+    """Sends queued deliveries until cancelled (see the module docstring)."""
+
+    backlog_interval_s = 5.0
+
+    def __init__(
+        self,
+        webhooks: Webhooks,
+        session_factory: async_sessionmaker[AsyncSession],
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.webhooks = webhooks
+        self.settings = webhooks.settings
+        self.session_factory = session_factory
+        self._client = httpx.AsyncClient(
+            timeout=self.settings.webhook_timeout_seconds,
+            follow_redirects=False,  # a redirect could lead past the SSRF guard
+            transport=transport,
+            headers={"user-agent": f"{self.settings.service_name}-webhooks"},
+        )
+        self._sent = WEBHOOK_DELIVERIES.labels(self.settings.service_name, "succeeded")
+        self._retried = WEBHOOK_DELIVERIES.labels(self.settings.service_name, "retried")
+        self._failed = WEBHOOK_DELIVERIES.labels(self.settings.service_name, "failed")
+        self._backlog = WEBHOOK_BACKLOG.labels(self.settings.service_name)
+        self._backlog_measured = -float("inf")
+
+    async def deliver_once(self) -> int:
+        """One round: claim the due heads of their queues, send them, record the outcomes.
+        Returns how many were attempted."""
+        deliveries, subscriptions = self.webhooks.deliveries_table, self.webhooks.subscriptions_table
+        now = utcnow()
+        async with self.session_factory() as session, session.begin():
+            conn = await session_connection(session)
+            claimed = await conn.fetch(
+                f"SELECT d.id, d.subscription_id, d.webhook_id, d.payload, d.attempts, d.expires_at, s.url, s.secret "
+                f"FROM {deliveries} d JOIN {subscriptions} s ON s.id = d.subscription_id "
+                f"WHERE d.status = '{PENDING}' AND d.next_attempt_at <= $1 AND s.enabled "
+                f"AND NOT EXISTS (SELECT 1 FROM {deliveries} p WHERE p.subscription_id = d.subscription_id "
+                f"AND p.ordering_key = d.ordering_key AND p.status = '{PENDING}' AND p.seq < d.seq) "
+                "ORDER BY d.seq LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+                now,
+                self.settings.webhook_batch_size,
+            )
+            if claimed:
+                attempts = await asyncio.gather(*(self._attempt(row) for row in claimed))
+                for attempt in attempts:
+                    await self._record(conn, attempt)
+        await self.measure_backlog()  # deliveries waiting for a retry count too
+        return len(claimed)
+
+    async def _attempt(self, delivery: asyncpg.Record) -> Attempt:
+        attempt = Attempt(delivery)
+        started = time.perf_counter()
+        try:
+            await check_target(delivery["url"], allow_private=self.settings.webhook_allow_private_targets)
+            body = bytes(delivery["payload"])
+            headers = signed_headers(delivery["secret"], delivery["webhook_id"], body, utcnow())
+            response = await self._client.post(delivery["url"], content=body, headers={**headers, "content-type": CONTENT_TYPE})
+            attempt.status_code = response.status_code
+            if not attempt.succeeded:
+                attempt.error = f"HTTP {response.status_code}: {response.text[:200]}"
+        except TargetRefused as exc:
+            attempt.refused, attempt.error = True, str(exc)
+        except httpx.TimeoutException:
+            attempt.error = f"no answer within {self.settings.webhook_timeout_seconds:g} s"
+        except httpx.HTTPError as exc:
+            attempt.error = f"{type(exc).__name__}: {exc}"[:500]
+        attempt.duration_ms = round((time.perf_counter() - started) * 1000)
+        return attempt
+
+    async def _record(self, conn: asyncpg.Connection, attempt: Attempt) -> None:
+        d = attempt.delivery
+        now = utcnow()
+        attempts = d["attempts"] + 1
+        entry = {
+            "at": now.isoformat().replace("+00:00", "Z"),
+            "status_code": attempt.status_code,
+            "duration_ms": attempt.duration_ms,
+            "error": attempt.error,
+        }
+        status, next_at, delivered_at = PENDING, None, None
+        if attempt.succeeded:
+            status, delivered_at = SUCCEEDED, now
+            self._sent.inc()
+        elif attempt.should_retry and now < d["expires_at"]:
+            wait = backoff_seconds(attempts, self.settings.webhook_retry_base_seconds, self.settings.webhook_retry_max_seconds)
+            next_at = now + dt.timedelta(seconds=wait)
+            self._retried.inc()
+        else:
+            status = FAILED
+            self._failed.inc()
+        await conn.execute(
+            f"UPDATE {self.webhooks.deliveries_table} SET status = $2, attempts = $3, next_attempt_at = $4, "
+            "last_status_code = $5, last_error = $6, last_duration_ms = $7, delivered_at = COALESCE($8, delivered_at), "
+            f"updated_at = $9, attempt_log = CASE WHEN jsonb_array_length(attempt_log) >= {ATTEMPT_LOG_KEPT} "
+            "THEN (attempt_log - 0) || $10::jsonb ELSE attempt_log || $10::jsonb END WHERE id = $1",
+            d["id"],
+            status,
+            attempts,
+            next_at,
+            attempt.status_code,
+            attempt.error,
+            attempt.duration_ms,
+            delivered_at,
+            now,
+            orjson.dumps([entry]).decode(),
+        )
+        await self._count_on_subscription(conn, attempt, now)
+
+    async def _count_on_subscription(self, conn: asyncpg.Connection, attempt: Attempt, now: dt.datetime) -> None:
+        table = self.webhooks.subscriptions_table
+        subscription_id = attempt.delivery["subscription_id"]
+        if attempt.succeeded:
+            await conn.execute(
+                f"UPDATE {table} SET consecutive_failures = 0 WHERE id = $1 AND consecutive_failures <> 0", subscription_id
+            )
+            return
+        if attempt.status_code == 410:
+            reason = "the receiver answered 410 Gone"
+        else:
+            reason = f"{self.settings.webhook_failures_before_disable} consecutive failed attempts"
+        row = await conn.fetchrow(
+            f"UPDATE {table} SET consecutive_failures = consecutive_failures + 1, "
+            "enabled = CASE WHEN $2 OR consecutive_failures + 1 >= $3 THEN false ELSE enabled END, "
+            "disabled_reason = CASE WHEN enabled AND ($2 OR consecutive_failures + 1 >= $3) THEN $4 "
+            "ELSE disabled_reason END, "
+            "version = version + CASE WHEN enabled AND ($2 OR consecutive_failures + 1 >= $3) THEN 1 ELSE 0 END, "
+            "updated_at = CASE WHEN enabled AND ($2 OR consecutive_failures + 1 >= $3) THEN $5 ELSE updated_at END "
+            "WHERE id = $1 RETURNING enabled",
+            subscription_id,
+            attempt.status_code == 410,
+            self.settings.webhook_failures_before_disable,
+            reason,
+            now,
+        )
+        if row is not None and not row["enabled"]:
+            self.webhooks.subscriptions_changed()
+
+    async def backlog(self) -> int:
+        async with self.session_factory() as session:
+            conn = await session_connection(session)
+            count = await conn.fetchval(f"SELECT count(*) FROM {self.webhooks.deliveries_table} WHERE status = '{PENDING}'")
+        return int(count)
+
+    async def measure_backlog(self, *, force: bool = False) -> None:
+        """Count the backlog into `webhook_backlog`, at most every `backlog_interval_s`."""
+        if force or time.monotonic() - self._backlog_measured >= self.backlog_interval_s:
+            self._set_backlog(await self.backlog())
+
+    def _set_backlog(self, count: int) -> None:
+        self._backlog_measured = time.monotonic()
+        self._backlog.set(count)
+
+    async def run(self) -> None:
+        """Deliver until cancelled; a failing round (the database away) is retried."""
+        wakeup = self.webhooks.wakeup()
+        poll = self.settings.webhook_poll_interval_ms / 1000
+        backoff = 0.2
+        while True:
+            try:
+                wakeup.clear()
+                if await self.deliver_once():
+                    backoff = 0.2
+                    continue  # the next of each customer's queue may be due now
+                backoff = 0.2
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), poll)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("webhook round failed, retrying", extra={"error": repr(exc), "retry_in_s": backoff})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def stop(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,205 @@
+"""`/v1/webhooks`: subscriptions, their delivery log and manual redelivery. Both services
+mount it (`webhooks_router(webhooks)`); every route needs the `admin` scope."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Query
+from starlette.responses import Response
+
+from cxkit.http.app import json_response
+from cxkit.http.auth import require_scope
+from cxkit.http.deps import SessionDep
+from cxkit.http.etag import etag_for
+from cxkit.http.idempotency import IdempotencyDep
+from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.problems import problem_responses
+from cxkit.webhooks import service
+from cxkit.webhooks.delivery import Webhooks
+from cxkit.webhooks.schemas import (
+    EXAMPLE_DELIVERY_ID,
+    EXAMPLE_ID,
+    DeliveryPage,
+    DeliveryRead,
+    DeliveryStatus,
+    WebhookCreate,
+    WebhookPage,
+    WebhookRead,
+    WebhookUpdate,
+    WebhookWithSecret,
+)
+
+WebhookIdPath = Annotated[uuid.UUID, Path(description="The webhook subscription's id.", examples=[EXAMPLE_ID])]
+DeliveryIdPath = Annotated[
+    uuid.UUID, Path(description="The delivery's id (from the delivery log).", examples=[EXAMPLE_DELIVERY_ID])
+]
+IfMatch = Annotated[str | None, Header(alias="If-Match", description="The `ETag` last read; 412 if it changed since.")]
+
+HOW_IT_WORKS = (
+    "Each event this service announces on Kafka is POSTed to every enabled subscription whose `event_types` "
+    "match, by a background worker (never on the request path), signed per Standard Webhooks: headers `webhook-id` "
+    "(the event id, the same on every attempt: deduplicate on it), `webhook-timestamp` and `webhook-signature` "
+    "(`v1,<base64 HMAC-SHA256 of id.timestamp.body>` with the secret). The body is the CloudEvent exactly as on Kafka. "
+    "A customer's events arrive in order: the next waits until the one before was received or given up. Timeouts, "
+    "408, 429 and 5xx are retried with exponential backoff and jitter for up to 24 h (`WEBHOOK_MAX_AGE_HOURS`); 410 "
+    "disables the subscription, as does a run of failed attempts (`WEBHOOK_FAILURES_BEFORE_DISABLE`)."
+)
+
+
+def webhooks_router(webhooks: Webhooks) -> APIRouter:
+    """The routes over this service's webhook tables."""
+    router = APIRouter(prefix="/webhooks", tags=["webhooks"], dependencies=[Depends(require_scope("admin"))])
+
+    def answer(subscription: object, status: int = 200, *, with_secret: bool = False) -> Response:
+        body = (WebhookWithSecret if with_secret else WebhookRead).model_validate(subscription)
+        headers = {"ETag": etag_for(body.version)}
+        if status == 201:
+            headers["Location"] = f"/v1/webhooks/{body.id}"
+        return json_response(body, status, headers=headers)
+
+    @router.post(
+        "",
+        status_code=201,
+        response_model=WebhookWithSecret,
+        summary="Subscribe a webhook",
+        description=f"Registers a receiver URL. The answer holds the signing `secret` (`whsec_<base64>`), shown this once. "
+        f"An unknown event type, or a URL that is not http(s) or points at a private, loopback or link-local address "
+        f"(unless the service allows them), is a 422. {HOW_IT_WORKS} Needs `admin`.",
+        responses=problem_responses(401, 403, 422),
+    )
+    async def create_webhook(body: WebhookCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
+        async def operation() -> Response:
+            return answer(await service.create_subscription(session, webhooks, body), 201, with_secret=True)
+
+        response = await idem.execute(session, operation)
+        webhooks.subscriptions_changed()
+        return response
+
+    @router.get(
+        "",
+        response_model=WebhookPage,
+        summary="List webhooks",
+        description="Every subscription, oldest first (secrets are never listed). Needs `admin`.",
+        responses=problem_responses(401, 403, 422),
+    )
+    async def list_webhooks(session: SessionDep, page: Annotated[PageParams, Depends(page_params)]) -> Response:
+        rows, cursor = await service.list_subscriptions(session, webhooks, page)
+        return json_response(WebhookPage(items=[WebhookRead.model_validate(r) for r in rows], next_cursor=cursor))
+
+    @router.get(
+        "/{webhook_id}",
+        response_model=WebhookRead,
+        summary="Get a webhook",
+        description="One subscription with its `ETag` (without its secret). Needs `admin`.",
+        responses=problem_responses(401, 403, 404, 422),
+    )
+    async def get_webhook(webhook_id: WebhookIdPath, session: SessionDep) -> Response:
+        return answer(await service.get_subscription(session, webhooks, webhook_id))
+
+    @router.patch(
+        "/{webhook_id}",
+        response_model=WebhookRead,
+        summary="Change, enable or disable a webhook",
+        description="Change the URL, the `event_types` or the description, or set `enabled`. Enabling a subscription "
+        "that was disabled (by hand, by a 410 or by a run of failures) resets its failure count, and the events "
+        "queued for it are sent again. Honours `If-Match`. Needs `admin`.",
+        responses=problem_responses(401, 403, 404, 412, 422),
+    )
+    async def update_webhook(
+        webhook_id: WebhookIdPath, body: WebhookUpdate, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
+    ) -> Response:
+        async def operation() -> Response:
+            return answer(await service.update_subscription(session, webhooks, webhook_id, body, if_match))
+
+        response = await idem.execute(session, operation)
+        webhooks.subscriptions_changed()
+        webhooks.wake_worker()
+        return response
+
+    @router.post(
+        "/{webhook_id}/secret",
+        response_model=WebhookWithSecret,
+        summary="Rotate a webhook's secret",
+        description="A new signing `secret`, shown this once; deliveries are signed with it from now on. "
+        "Honours `If-Match`. Needs `admin`.",
+        responses=problem_responses(401, 403, 404, 412, 422),
+    )
+    async def rotate_webhook_secret(
+        webhook_id: WebhookIdPath, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
+    ) -> Response:
+        async def operation() -> Response:
+            return answer(await service.rotate_secret(session, webhooks, webhook_id, if_match), with_secret=True)
+
+        return await idem.execute(session, operation)
+
+    @router.delete(
+        "/{webhook_id}",
+        status_code=204,
+        summary="Delete a webhook",
+        description="Removes the subscription with its delivery log; nothing more is sent to it. Honours `If-Match`. "
+        "Needs `admin`.",
+        responses=problem_responses(401, 403, 404, 412, 422),
+    )
+    async def delete_webhook(
+        webhook_id: WebhookIdPath, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
+    ) -> Response:
+        async def operation() -> Response:
+            await service.delete_subscription(session, webhooks, webhook_id, if_match)
+            return Response(status_code=204)
+
+        response = await idem.execute(session, operation)
+        webhooks.subscriptions_changed()
+        return response
+
+    @router.get(
+        "/{webhook_id}/deliveries",
+        response_model=DeliveryPage,
+        summary="List a webhook's deliveries",
+        description="The delivery log, newest first: per event its status (`pending`, `succeeded`, `failed` = given "
+        "up), attempts, last response code, error and duration, when it is tried next, and every attempt. Filter by "
+        "`status`. Needs `admin`.",
+        responses=problem_responses(401, 403, 404, 422),
+    )
+    async def list_deliveries(
+        webhook_id: WebhookIdPath,
+        session: SessionDep,
+        page: Annotated[PageParams, Depends(page_params)],
+        status: Annotated[DeliveryStatus | None, Query(description="Only deliveries in this state.")] = None,
+    ) -> Response:
+        rows, cursor = await service.list_deliveries(session, webhooks, webhook_id, status, page)
+        return json_response(DeliveryPage(items=[DeliveryRead.model_validate(r) for r in rows], next_cursor=cursor))
+
+    @router.get(
+        "/{webhook_id}/deliveries/{delivery_id}",
+        response_model=DeliveryRead,
+        summary="Get a delivery",
+        description="One delivery with its attempts. Needs `admin`.",
+        responses=problem_responses(401, 403, 404, 422),
+    )
+    async def get_delivery(webhook_id: WebhookIdPath, delivery_id: DeliveryIdPath, session: SessionDep) -> Response:
+        return json_response(DeliveryRead.model_validate(await service.get_delivery(session, webhooks, webhook_id, delivery_id)))
+
+    @router.post(
+        "/{webhook_id}/deliveries/{delivery_id}/retry",
+        status_code=202,
+        response_model=DeliveryRead,
+        summary="Deliver again",
+        description="Queues the delivery again, due now, with a new 24 h retry window and the same `webhook-id` (a "
+        "receiver that has it already can drop the repeat); works on failed, succeeded and pending deliveries. It "
+        "keeps its place in its customer's order. 409 while the subscription is disabled. Needs `admin`.",
+        responses=problem_responses(401, 403, 404, 409, 422),
+    )
+    async def retry_delivery(
+        webhook_id: WebhookIdPath, delivery_id: DeliveryIdPath, session: SessionDep, idem: IdempotencyDep
+    ) -> Response:
+        async def operation() -> Response:
+            delivery = await service.retry_delivery(session, webhooks, webhook_id, delivery_id)
+            return json_response(DeliveryRead.model_validate(delivery), 202)
+
+        response = await idem.execute(session, operation)
+        webhooks.wake_worker()
+        return response
+
+    return router

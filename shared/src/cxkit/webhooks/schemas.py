@@ -1,0 +1,170 @@
+"""Webhook subscription and delivery shapes (requests and answers)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cxkit.http.pagination import Page
+
+DeliveryStatus = Literal["pending", "succeeded", "failed"]
+EXAMPLE_ID = "0b9d3c2e-7f41-4d8a-9a52-3e1f6c7d8b90"
+EXAMPLE_DELIVERY_ID = "5c2a9e61-3b7d-4f08-a1c4-9d8e7f6a5b43"
+EXAMPLE_CREATE: dict[str, Any] = {
+    "url": "https://hooks.example.com/cx",
+    "event_types": ["customer.created", "customer.updated"],
+    "description": "Billing system",
+}
+EXAMPLE_READ: dict[str, Any] = {
+    **EXAMPLE_CREATE,
+    "id": EXAMPLE_ID,
+    "enabled": True,
+    "disabled_reason": None,
+    "consecutive_failures": 0,
+    "version": 1,
+    "created_at": "2026-12-02T10:00:00Z",
+    "updated_at": "2026-12-02T10:00:00Z",
+}
+EXAMPLE_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+EXAMPLE_DELIVERY: dict[str, Any] = {
+    "id": EXAMPLE_DELIVERY_ID,
+    "subscription_id": EXAMPLE_ID,
+    "webhook_id": "3f1c8a52-9d4e-4b7a-8c21-6e5d4f3a2b10",
+    "event_type": "customer.updated",
+    "ordering_key": "7d2f4c1a-2b3e-4f5a-9c8d-1e2f3a4b5c6d",
+    "status": "succeeded",
+    "attempts": 2,
+    "last_status_code": 200,
+    "last_error": None,
+    "last_duration_ms": 41,
+    "next_attempt_at": None,
+    "attempt_log": [
+        {"at": "2026-12-02T10:00:01Z", "status_code": 503, "duration_ms": 12, "error": "HTTP 503: unavailable"},
+        {"at": "2026-12-02T10:00:06Z", "status_code": 200, "duration_ms": 41, "error": None},
+    ],
+    "created_at": "2026-12-02T10:00:01Z",
+    "delivered_at": "2026-12-02T10:00:06Z",
+    "expires_at": "2026-12-03T10:00:01Z",
+}
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class _Input(BaseModel):
+    """Unknown fields refused, and NUL characters (PostgreSQL text cannot hold them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(_has_nul(v) for v in data.values()):
+            raise ValueError("text must not contain NUL characters")
+        return data
+
+
+URL_PATTERN = r"^https?://[^\x00\s]+$"
+TEXT_PATTERN = r"^[^\x00]*$"
+EVENT_TYPE = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", max_length=255)]
+URL_FIELD = Field(
+    min_length=1,
+    max_length=2000,
+    pattern=URL_PATTERN,
+    description="Where deliveries are POSTed (http or https). Private, loopback and link-local targets are refused "
+    "unless the service allows them (`WEBHOOK_ALLOW_PRIVATE_TARGETS`).",
+)
+EVENT_TYPES_FIELD = Field(
+    default_factory=list,
+    max_length=50,
+    description="Event types to deliver, e.g. `customer.updated`; empty: every event type this service announces.",
+)
+
+
+class WebhookCreate(_Input):
+    """A receiver for this service's events."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_CREATE]})
+
+    url: str = URL_FIELD
+    event_types: list[EVENT_TYPE] = EVENT_TYPES_FIELD
+    description: str | None = Field(None, max_length=1000, pattern=TEXT_PATTERN)
+    enabled: bool = True
+
+
+class WebhookUpdate(_Input):
+    """Only the fields sent change. Enabling a disabled subscription resets its failure count,
+    and its undelivered events are sent again."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": True}, {"event_types": ["customer.erased"]}]})
+
+    url: str | None = Field(None, min_length=1, max_length=2000, pattern=URL_PATTERN)
+    event_types: list[EVENT_TYPE] | None = Field(None, max_length=50)
+    description: str | None = Field(None, max_length=1000, pattern=TEXT_PATTERN)
+    enabled: bool | None = None
+
+
+class WebhookRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [EXAMPLE_READ]})
+
+    id: uuid.UUID
+    url: str
+    event_types: list[str]
+    description: str | None
+    enabled: bool
+    disabled_reason: str | None = Field(description="Why it was disabled (410 Gone, a run of failures, or by hand).")
+    consecutive_failures: int = Field(description="Failed attempts since the last successful delivery.")
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class WebhookWithSecret(WebhookRead):
+    """The subscription with its signing secret: only in the answer that made (or rotated) it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{**EXAMPLE_READ, "secret": EXAMPLE_SECRET}]})
+
+    secret: str = Field(description="`whsec_<base64>`: verify `webhook-signature` with it. Shown this once: keep it.")
+
+
+class WebhookPage(Page[WebhookRead]):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_READ], "next_cursor": None}]})
+
+
+class AttemptRead(BaseModel):
+    at: dt.datetime
+    status_code: int | None = Field(description="The receiver's answer; null when none came (timeout, refused).")
+    duration_ms: int
+    error: str | None
+
+
+class DeliveryRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [EXAMPLE_DELIVERY]})
+
+    id: uuid.UUID
+    subscription_id: uuid.UUID
+    webhook_id: str = Field(description="The `webhook-id` header: the event id, the same on every attempt.")
+    event_type: str
+    ordering_key: str = Field(description="The customer whose deliveries are kept in order ('' for none).")
+    status: DeliveryStatus
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    last_duration_ms: int | None
+    next_attempt_at: dt.datetime | None = Field(description="When it is tried next (pending only).")
+    attempt_log: list[AttemptRead] = Field(description="Every attempt (the last 50), oldest first.")
+    created_at: dt.datetime
+    delivered_at: dt.datetime | None
+    expires_at: dt.datetime = Field(description="Retries stop at this time; the delivery is then given up.")
+
+
+class DeliveryPage(Page[DeliveryRead]):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_DELIVERY], "next_cursor": None}]})

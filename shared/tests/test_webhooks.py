@@ -1,0 +1,391 @@
+"""Signed webhooks (cxkit.webhooks): fan-out from the outbox relay, delivery by the worker to
+a real local receiver that verifies every signature, retries, disabling, ordering, the delivery
+log, manual redelivery and the SSRF guard. Real PostgreSQL and the dev broker throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cxkit.db import session_connection, utcnow
+from cxkit.events.payloads import CustomerUpdated
+from cxkit.kafka.outbox import OutboxRelay, outbox_row
+from cxkit.metrics import exposition
+from cxkit.settings import ServiceSettings
+from cxkit.testing import metric_total
+from cxkit.webhooks import service
+from cxkit.webhooks.delivery import WebhookFanout, Webhooks, WebhookWorker, backoff_seconds
+from cxkit.webhooks.schemas import WebhookCreate
+from cxkit.webhooks.signing import signed_headers
+from cxkit.webhooks.targets import TargetRefused, check_target, is_public
+from cxkit.webhooks.testing import WebhookReceiver
+
+from .conftest import SOURCE, Outbox, WebhookDelivery, WebhookSubscription, read_topic, settle
+
+TYPES = ["customer.updated", "customer.created"]
+
+
+@pytest.fixture
+def hook_settings(kit_settings: ServiceSettings) -> ServiceSettings:
+    """Loopback receivers allowed, and retries within tenths of a second."""
+    return kit_settings.model_copy(
+        update={
+            "webhook_allow_private_targets": True,
+            "webhook_retry_base_seconds": 0.05,
+            "webhook_retry_max_seconds": 0.2,
+            "webhook_timeout_seconds": 0.5,
+            "webhook_poll_interval_ms": 20,
+            "webhook_subscription_cache_seconds": 0,
+        }
+    )
+
+
+@pytest.fixture
+def webhooks(hook_settings: ServiceSettings) -> Webhooks:
+    return Webhooks(WebhookSubscription, WebhookDelivery, TYPES, hook_settings)
+
+
+@pytest.fixture
+async def worker(webhooks: Webhooks, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[WebhookWorker]:
+    """The delivery worker, running."""
+    worker = WebhookWorker(webhooks, sessions)
+    task = asyncio.create_task(worker.run())
+    yield worker
+    await settle(task)
+    await worker.stop()
+
+
+async def subscribe(sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, url: str, **fields: Any) -> Any:
+    async with sessions() as session, session.begin():
+        subscription = await service.create_subscription(session, webhooks, WebhookCreate(url=url, **fields))
+    webhooks.subscriptions_changed()
+    return subscription
+
+
+def event_rows(
+    topic: str, customers: list[uuid.UUID], per_customer: int, event_type: str = "customer.updated"
+) -> list[dict[str, Any]]:
+    """Outbox rows (on the test's own topic), customer by customer interleaved: c1v1, c2v1, c1v2..."""
+    rows = []
+    for version in range(1, per_customer + 1):
+        for customer in customers:
+            data = CustomerUpdated(id=customer, name=f"v{version}", version=version, changed=["name"])
+            row = outbox_row(event_type, source=SOURCE, subject=customer, data=data)
+            rows.append(row | {"topic": topic})
+    return rows
+
+
+async def queue(sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, rows: list[dict[str, Any]]) -> None:
+    """What the relay does for rows the broker acknowledged (see test_the_relay_queues...)."""
+    fanout = WebhookFanout(webhooks)
+    async with sessions() as session, session.begin():
+        await fanout.add(await session_connection(session), rows)
+    fanout.committed()
+
+
+async def deliveries(sessions: async_sessionmaker[AsyncSession]) -> list[Any]:
+    async with sessions() as session:
+        return list((await session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.seq))).all())
+
+
+async def subscription(sessions: async_sessionmaker[AsyncSession], subscription_id: uuid.UUID) -> Any:
+    async with sessions() as session:
+        return await session.get(WebhookSubscription, subscription_id)
+
+
+async def eventually(check: Any, timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_the_relay_queues_signed_deliveries_of_matching_events(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, worker: WebhookWorker, topic: str
+) -> None:
+    """Events the relay sends reach each subscription whose filter matches, as the CloudEvent on
+    Kafka, signed (the receiver verifies with standardwebhooks), `webhook-id` = the event id."""
+    async with WebhookReceiver() as receiver, WebhookReceiver() as created_only:
+        sub = await subscribe(sessions, webhooks, receiver.url, event_types=[])
+        receiver.secret = sub.secret
+        other = await subscribe(sessions, webhooks, created_only.url, event_types=["customer.created"])
+        created_only.secret = other.secret
+        rows = event_rows(topic, [uuid.uuid4()], 3)
+        async with sessions() as session, session.begin():
+            session.add_all(Outbox(**row) for row in rows)
+        relay = OutboxRelay(webhooks.settings, sessions, Outbox, [topic], on_sent=WebhookFanout(webhooks))
+        try:
+            assert await relay.relay_once() == 3
+        finally:
+            await relay.stop()
+        got = await receiver.wait_for(3)
+        on_kafka = await read_topic(webhooks.settings.kafka_bootstrap_servers, topic, at_least=3)
+        assert [r.body for r in got] == [r.value for r in on_kafka] == [row["value"] for row in rows]
+        assert [r.webhook_id for r in got] == [str(row["event_id"]) for row in rows]
+        assert all(r.headers["webhook-signature"].startswith("v1,") for r in got)
+        assert receiver.bad_signatures == 0
+        await asyncio.sleep(0.2)
+        assert created_only.received == []  # customer.updated is not in its filter
+    assert sub.secret.startswith("whsec_")
+
+
+async def test_a_wrong_secret_fails_verification() -> None:
+    """The receiver's check is real: a signature made with another secret is refused."""
+    from standardwebhooks import Webhook, WebhookVerificationError
+
+    from cxkit.webhooks.signing import new_secret
+
+    body = b'{"id": "1"}'
+    headers = signed_headers(new_secret(), "evt-1", body, utcnow())
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(body, headers)
+
+
+async def test_timeouts_408_429_and_5xx_are_retried_with_the_same_webhook_id(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, worker: WebhookWorker, topic: str
+) -> None:
+    async with WebhookReceiver() as receiver:
+        sub = await subscribe(sessions, webhooks, receiver.url)
+        receiver.secret = sub.secret
+        receiver.script.extend([500, 429, 408, 503, ("slow", 1.0)])
+        [row] = event_rows(topic, [uuid.uuid4()], 1)
+        await queue(sessions, webhooks, [row])
+
+        async def delivered() -> Any:
+            [d] = await deliveries(sessions)
+            return d if d.status == "succeeded" else None
+
+        d = await eventually(delivered)
+    assert d.attempts == 6
+    assert [a["status_code"] for a in d.attempt_log] == [500, 429, 408, 503, None, 200]
+    assert "no answer within" in d.attempt_log[4]["error"]
+    assert d.last_status_code == 200 and d.next_attempt_at is None and d.delivered_at is not None
+    assert {r.webhook_id for r in receiver.received} == {str(row["event_id"])}
+    assert len(receiver.accepted) == 1
+    assert (await subscription(sessions, sub.id)).consecutive_failures == 0
+
+
+async def test_410_gives_up_and_disables_the_subscription(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, worker: WebhookWorker, topic: str
+) -> None:
+    async with WebhookReceiver() as receiver:
+        sub = await subscribe(sessions, webhooks, receiver.url)
+        receiver.secret = sub.secret
+        receiver.script.append(410)
+        rows = event_rows(topic, [uuid.uuid4()], 2)
+        await queue(sessions, webhooks, rows)
+        await eventually(lambda: _status_is(sessions, sub.id, enabled=False))
+        await asyncio.sleep(0.2)
+    first, second = await deliveries(sessions)
+    assert (first.status, first.attempts, first.last_status_code) == ("failed", 1, 410)
+    assert (second.status, second.attempts) == ("pending", 0)  # waits for the subscription to come back
+    disabled = await subscription(sessions, sub.id)
+    assert "410" in disabled.disabled_reason
+    await worker.measure_backlog(force=True)
+    metrics = exposition()[0].decode()
+    assert metric_total(metrics, "webhook_backlog", service=webhooks.settings.service_name) == 1
+    assert metric_total(metrics, "webhook_delivery_attempts_total", outcome="failed") >= 1
+    assert len(receiver.received) == 1
+
+
+async def _status_is(sessions: async_sessionmaker[AsyncSession], subscription_id: uuid.UUID, *, enabled: bool) -> bool:
+    return bool((await subscription(sessions, subscription_id)).enabled is enabled)
+
+
+async def test_a_run_of_failures_disables_the_subscription(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, topic: str
+) -> None:
+    webhooks.settings = webhooks.settings.model_copy(update={"webhook_failures_before_disable": 3})
+    worker = WebhookWorker(webhooks, sessions)
+    async with WebhookReceiver() as receiver:
+        sub = await subscribe(sessions, webhooks, receiver.url)
+        receiver.secret = sub.secret
+        receiver.script.extend([500] * 10)
+        await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(lambda: _status_is(sessions, sub.id, enabled=False))
+            await asyncio.sleep(0.3)
+        finally:
+            await settle(task)
+            await worker.stop()
+    disabled = await subscription(sessions, sub.id)
+    assert disabled.consecutive_failures == 3 and "3 consecutive failed attempts" in disabled.disabled_reason
+    [d] = await deliveries(sessions)
+    assert (d.status, d.attempts) == ("pending", 3)
+    assert len(receiver.received) == 3
+
+
+async def test_other_client_errors_and_expired_deliveries_are_given_up(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, topic: str
+) -> None:
+    """A 400 is not retried; a 500 after the retry window (WEBHOOK_MAX_AGE_HOURS) is the last."""
+    worker = WebhookWorker(webhooks, sessions)
+    async with WebhookReceiver() as receiver:
+        sub = await subscribe(sessions, webhooks, receiver.url)
+        receiver.secret = sub.secret
+        receiver.script.extend([400, 500])
+        await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 2))
+        async with sessions() as session, session.begin():  # the second was queued before the window closed
+            await session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.seq == select(func.max(WebhookDelivery.seq)).scalar_subquery())
+                .values(expires_at=utcnow() - dt.timedelta(seconds=1))
+            )
+        try:
+            assert await worker.deliver_once() == 1
+            assert await worker.deliver_once() == 1  # the customer's next, once the first is given up
+        finally:
+            await worker.stop()
+    a, b = await deliveries(sessions)
+    assert (a.status, a.attempts, a.last_status_code) == ("failed", 1, 400)
+    assert (b.status, b.attempts, b.last_status_code) == ("failed", 1, 500)
+
+
+async def _all_finished(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    rows = await deliveries(sessions)
+    return bool(rows) and all(d.status != "pending" for d in rows)
+
+
+async def test_one_customers_events_arrive_in_order_while_others_go_on(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, worker: WebhookWorker, topic: str
+) -> None:
+    """A failing delivery holds back the later ones of its customer only."""
+    slow, quick = uuid.uuid4(), uuid.uuid4()
+    async with WebhookReceiver() as receiver:
+        sub = await subscribe(sessions, webhooks, receiver.url)
+        receiver.secret = sub.secret
+        receiver.script_for[str(slow)] = deque([503, 503, 503])  # slow's v1 fails three times
+        rows = event_rows(topic, [slow, quick], 4)
+        await queue(sessions, webhooks, rows)
+        got = await receiver.wait_for(8)
+    per_customer: dict[str, list[int]] = {}
+    for r in got:
+        per_customer.setdefault(r.event["subject"], []).append(r.event["data"]["version"])
+    assert per_customer == {str(slow): [1, 2, 3, 4], str(quick): [1, 2, 3, 4]}
+    # The other customer did not wait: all its events were in before the first customer's v2.
+    order = [(r.event["subject"], r.event["data"]["version"]) for r in got]
+    assert order.index((str(quick), 4)) < order.index((str(slow), 2))
+    assert len(receiver.received) == 11  # 8 events + 3 failed attempts, nothing twice
+
+
+async def test_the_delivery_log_and_manual_retry_keep_the_webhook_id(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, worker: WebhookWorker, topic: str
+) -> None:
+    async with WebhookReceiver() as receiver:
+        sub = await subscribe(sessions, webhooks, receiver.url)
+        receiver.secret = sub.secret
+        receiver.script.append(400)
+        [row] = event_rows(topic, [uuid.uuid4()], 1)
+        await queue(sessions, webhooks, [row])
+        await eventually(lambda: _all_finished(sessions))
+        [d] = await deliveries(sessions)
+        assert (d.status, d.last_status_code) == ("failed", 400)
+        assert d.last_error.startswith("HTTP 400") and d.last_duration_ms is not None
+        async with sessions() as session, session.begin():
+            retried = await service.retry_delivery(session, webhooks, sub.id, d.id)
+            assert (retried.status, retried.next_attempt_at is not None) == ("pending", True)
+        webhooks.wake_worker()
+        await receiver.wait_for(1)
+        await eventually(lambda: _all_finished(sessions))
+    [d] = await deliveries(sessions)
+    assert (d.status, d.attempts, [a["status_code"] for a in d.attempt_log]) == ("succeeded", 2, [400, 200])
+    assert [r.webhook_id for r in receiver.received] == [str(row["event_id"])] * 2
+
+
+async def test_no_subscription_queues_nothing(sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, topic: str) -> None:
+    """With no subscription (or none matching) the fan-out writes nothing, and within the cache
+    time it does not even ask the database."""
+    webhooks.settings = webhooks.settings.model_copy(update={"webhook_subscription_cache_seconds": 60})
+    fanout = WebhookFanout(webhooks)
+    rows = event_rows(topic, [uuid.uuid4()], 2)
+    async with sessions() as session, session.begin():
+        conn = await session_connection(session)
+        assert await fanout.add(conn, rows) == 0
+    async with sessions() as session, session.begin():
+        # A connection that fails any statement: the cached answer (no subscriptions) is used.
+        assert await fanout.add(_NoQueries(), rows) == 0
+    assert await deliveries(sessions) == []
+
+
+class _NoQueries:
+    async def fetch(self, *args: Any) -> Any:
+        raise AssertionError("the fan-out queried the database")
+
+    execute = fetch
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.1.2.3",
+        "127.0.0.1",
+        "169.254.169.254",
+        "192.168.1.1",
+        "172.16.0.1",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+    ],
+)
+def test_private_loopback_and_link_local_addresses_are_not_public(address: str) -> None:
+    assert not is_public(ipaddress.ip_address(address))
+
+
+async def test_the_ssrf_guard_refuses_private_targets_unless_allowed() -> None:
+    for url in (
+        "http://10.0.0.5/x",
+        "http://127.0.0.1:8080/",
+        "http://169.254.169.254/latest",
+        "http://[::1]/",
+        "http://localhost/",
+    ):
+        with pytest.raises(TargetRefused):
+            await check_target(url, allow_private=False)
+        await check_target(url, allow_private=True)
+    await check_target("https://93.184.216.34/hook", allow_private=False)  # a public address
+    for url in ("ftp://example.com/", "http://user:pw@example.com/", "http:///nohost"):
+        with pytest.raises(TargetRefused):
+            await check_target(url, allow_private=True)
+
+
+async def test_the_worker_refuses_a_private_target_when_sending(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, topic: str
+) -> None:
+    """Checked again before each delivery (a hostname may resolve elsewhere by then): no request
+    leaves, and the delivery is given up with the reason."""
+    async with WebhookReceiver() as receiver:
+        sub = await subscribe(sessions, webhooks, receiver.url)
+        await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
+        webhooks.settings = webhooks.settings.model_copy(update={"webhook_allow_private_targets": False})
+        worker = WebhookWorker(webhooks, sessions)
+        try:
+            assert await worker.deliver_once() == 1
+        finally:
+            await worker.stop()
+    [d] = await deliveries(sessions)
+    assert d.status == "failed" and "private" in d.last_error and d.last_status_code is None
+    assert receiver.received == []
+    assert sub.enabled
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    for attempts, full in ((1, 1.0), (2, 2.0), (3, 4.0), (10, 60.0)):
+        waits = {backoff_seconds(attempts, 1.0, 60.0) for _ in range(50)}
+        assert all(full / 2 <= w <= full for w in waits)
+        assert len(waits) > 1  # jittered
