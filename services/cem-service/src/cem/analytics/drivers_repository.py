@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Interval, String, and_, case, cast, func, literal, select, union_all
+from sqlalchemy import ColumnElement, Integer, Interval, String, case, cast, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.analytics.repository import score_conditions
@@ -91,52 +91,48 @@ class DriverRepository:
         )
         known = answers.c.customer_id.is_not(None)
         ti = TouchpointInteraction
-        # The customer's interactions in [answer - window, answer]: a range scan of the
-        # (customer_id, occurred_at) index per answer.
-        history = (
-            select(answers.c.response_id, answers.c.v, ti.touchpoint, ti.type)
-            .join_from(
-                answers,
-                ti,
-                and_(
-                    ti.customer_id == answers.c.customer_id,
-                    ti.occurred_at >= answers.c.submitted_at - literal(dt.timedelta(days=window_days), Interval()),
-                    ti.occurred_at <= answers.c.submitted_at,
-                ),
+        # Per answer, the (touchpoint, type) pairs of the customer's interactions in [answer - window,
+        # answer]: a range scan of the (customer_id, occurred_at) index, so the cost follows the
+        # interactions inside the window, not the customer's whole history (DISTINCT also keeps the
+        # planner from flattening this into a hash join on the customer alone).
+        visits = (
+            select(ti.touchpoint, ti.type)
+            .where(
+                ti.customer_id == answers.c.customer_id,
+                ti.occurred_at >= answers.c.submitted_at - literal(dt.timedelta(days=window_days), Interval()),
+                ti.occurred_at <= answers.c.submitted_at,
             )
+            .distinct()
+            .lateral("visits")
+        )
+        history = (
+            select(answers.c.response_id, answers.c.v, visits.c.touchpoint, visits.c.type)
+            .select_from(answers.join(visits, literal(True)))
+            .where(known)
             .cte("history")
         )
         profile = CustomerProfile
-        tag = func.jsonb_array_elements_text(profile.tags).table_valued("value").lateral("tag")
+        # A tag listed twice counts once.
+        tag_values = func.jsonb_array_elements_text(profile.tags).table_valued("value")
+        tag = select(tag_values.c.value).distinct().lateral("tag")
 
-        def level_rows(factor: str, level: Any, source: Any, *where: Any, join: Any = None) -> Any:
-            """One row per (answer, level) that holds: DISTINCT, so many visits count once."""
-            stmt = select(
-                literal(factor, String()).label("factor"), cast(level, String()).label("level"), source.c.response_id, source.c.v
+        def per_level(factor: str, level: Any, source: Any, v: Any, *where: Any) -> Any:
+            """(factor, level, n, sum, sum of squares, 0) per level over `source`, which has at most
+            one row per (answer, level)."""
+            return (
+                select(literal(factor, String()), cast(level, String()), func.count(), func.sum(v), func.sum(v * v), literal(0))
+                .select_from(source)
+                .where(level.is_not(None), *where)
+                .group_by(level)
             )
-            if join is not None:
-                stmt = stmt.select_from(join)
-            return stmt.where(level.is_not(None), *where).distinct()
 
+        def visited(column: Any) -> Any:
+            """The answers with each level in their history, once however often it happened."""
+            return select(history.c.response_id, history.c.v, column.label("level")).distinct().subquery()
+
+        touchpoints, types = visited(history.c.touchpoint), visited(history.c.type)
         with_profile = answers.join(profile, profile.id == answers.c.customer_id)
-        per_answer = union_all(
-            level_rows("touchpoint", history.c.touchpoint, history),
-            level_rows("interaction_type", history.c.type, history),
-            level_rows(
-                "journey_stage",
-                Touchpoint.journey_stage,
-                answers,
-                known,
-                join=answers.join(Touchpoint, Touchpoint.key == answers.c.touchpoint),
-            ),
-            level_rows("lifecycle_stage", profile.lifecycle_stage, answers, join=with_profile),
-            level_rows("open_deal_value", _deal_band(profile.open_deal_value), answers, join=with_profile),
-            level_rows("tag", tag.c.value, answers, join=with_profile.join(tag, literal(True))),
-        ).subquery("per_answer")
-        v = per_answer.c.v
-        per_level = select(per_answer.c.factor, per_answer.c.level, func.count(), func.sum(v), func.sum(v * v)).group_by(
-            per_answer.c.factor, per_answer.c.level
-        )
+        with_stage = answers.join(Touchpoint, Touchpoint.key == answers.c.touchpoint)
         a = answers.c.v
         overall = select(
             literal(None, String()),
@@ -146,8 +142,16 @@ class DriverRepository:
             func.coalesce(func.sum(a * a).filter(known), 0),
             func.count().filter(~known),
         )
-        # Two statements would read `answers` twice; one UNION reads it once (the CTE is materialised).
-        stmt = union_all(per_level.add_columns(literal(0)), overall)
+        # One statement, so `answers` is read once (a CTE used more than once is materialised).
+        stmt = union_all(
+            per_level("touchpoint", touchpoints.c.level, touchpoints, touchpoints.c.v),
+            per_level("interaction_type", types.c.level, types, types.c.v),
+            per_level("journey_stage", Touchpoint.journey_stage, with_stage, a, known),
+            per_level("lifecycle_stage", profile.lifecycle_stage, with_profile, a),
+            per_level("open_deal_value", _deal_band(profile.open_deal_value), with_profile, a),
+            per_level("tag", tag.c.value, with_profile.join(tag, literal(True)), a),
+            overall,
+        )
         everyone = Moments(0, 0, 0)
         anonymous = 0
         levels = {}
