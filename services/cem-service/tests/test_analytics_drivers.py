@@ -1,6 +1,6 @@
 """Key-driver analysis (GET /v1/analytics/drivers): a tiny CES fixture worked out by hand (numbers
 in the comments), and generated NPS answers with a planted effect checked against scipy's Welch
-t-test on the raw per-answer values and a Benjamini-Hochberg written out here."""
+t-test on the raw per-answer values and statsmodels' Benjamini-Hochberg."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import httpx
 import pytest
 from scipy import stats as scipy_stats
 from sqlalchemy import insert
+from statsmodels.stats.multitest import multipletests
 
-from cem.analytics.drivers import welch_from_moments
+from cem.analytics.drivers import benjamini_hochberg, welch_from_moments
 from cem.analytics.drivers_repository import Moments
 from cem.customers.service import apply_customer_snapshots
 from cem.responses.models import Score, SurveyResponse
@@ -59,6 +60,30 @@ def test_welch_test_needs_some_spread() -> None:
     test = welch_from_moments(moments([5, 5, 5]), moments([1, 3]))
     assert test is not None and test.effect == approx(3.0) and test.p_value == approx(0.204833)
     assert test.ci95 == (approx(-9.706205), approx(15.706205))
+
+
+def test_benjamini_hochberg_by_hand_and_against_statsmodels() -> None:
+    # m = 4, p = .01, .04, .03, .20: sorted .01, .03, .04, .20 -> p * 4 / rank = .04, .06, .0533, .20;
+    # non-decreasing from the top: .20, min(.0533, .20) = .0533, min(.06, .0533) = .0533, .04.
+    assert benjamini_hochberg([0.01, 0.04, 0.03, 0.20]) == [approx(0.04), approx(0.053333), approx(0.053333), approx(0.2)]
+    assert benjamini_hochberg([]) == []
+    rng = random.Random(12)
+    for m in (1, 2, 7, 40):
+        p_values = [rng.choice([rng.random(), rng.random() ** 6, 0.5]) for _ in range(m)]  # ties too
+        assert benjamini_hochberg(p_values) == pytest.approx(list(multipletests(p_values, method="fdr_bh")[1]), rel=1e-12)
+
+
+def test_welch_test_from_moments_matches_scipy_on_the_raw_values() -> None:
+    rng = random.Random(5)
+    for n1, n2 in [(2, 3), (12, 40), (300, 25)]:
+        a = [rng.randint(0, 10) for _ in range(n1)]
+        b = [rng.randint(0, 10) + 1 for _ in range(n2)]
+        expected = scipy_stats.ttest_ind(a, b, equal_var=False)
+        ci = expected.confidence_interval(0.95)
+        test = welch_from_moments(moments(a), moments(b))
+        assert test is not None
+        assert test.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+        assert test.ci95 == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
 
 
 # --- over HTTP: a tiny fixture worked out by hand -----------------------------------------------
@@ -230,19 +255,6 @@ def _category(score: int) -> str:
     return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
 
 
-def _benjamini_hochberg(p_values: list[float]) -> list[float]:
-    """Step-up: p_(i) * m / i, made monotone from the largest p down, capped at 1."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [0.0] * m
-    running = 1.0
-    for rank in range(m, 0, -1):
-        i = order[rank - 1]
-        running = min(running, p_values[i] * m / rank)
-        adjusted[i] = running
-    return adjusted
-
-
 async def test_planted_driver_is_found_and_null_factors_are_not(
     client: httpx.AsyncClient, make: Factory, session_factory: Any, cem_app: Any
 ) -> None:
@@ -331,7 +343,7 @@ async def test_planted_driver_is_found_and_null_factors_are_not(
         assert factor["ci95"] == {"low": approx(ci.low), "high": approx(ci.high)}, key
         assert factor["p_value"] == pytest.approx(result.pvalue, rel=1e-6), key
         expected_p.append(result.pvalue)
-    for key, adjusted in zip(keys, _benjamini_hochberg(expected_p), strict=True):
+    for key, adjusted in zip(keys, multipletests(expected_p, method="fdr_bh")[1], strict=True):
         assert got[key]["p_adjusted"] == pytest.approx(adjusted, rel=1e-6), key
     # The planted driver comes first, large and significant; the null factors are not significant.
     assert [(f["factor"], f["level"]) for f in body["factors"][:2]] == [

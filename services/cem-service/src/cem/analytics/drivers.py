@@ -4,8 +4,8 @@ Each factor level (visited touchpoint X, had interaction type Y, journey stage s
 open-deal band, CRM tag) splits the answers in two; the effect is the difference of the metric
 between the answers with the level and the rest, with Welch's t-test (unequal variances) on the
 per-answer values, from the database's sufficient statistics. The p-values of all tested levels
-are then adjusted together (Benjamini-Hochberg). scipy and statsmodels are imported when a report
-is asked for, never at start-up."""
+are then adjusted together (Benjamini-Hochberg). scipy.special is imported when a report is asked
+for, never at start-up."""
 
 from __future__ import annotations
 
@@ -52,28 +52,34 @@ def _variance(m: Moments) -> float:
 
 def welch_from_moments(group: Moments, rest: Moments) -> WelchTest | None:
     """Welch's t-test of mean(group) - mean(rest), with its 95% interval on Welch-Satterthwaite
-    degrees of freedom; None when neither side varies (no standard error). Both need n >= 2."""
-    from scipy import stats as scipy_stats
+    degrees of freedom; None when neither side varies (no standard error). Both need n >= 2.
+    What scipy.stats.ttest_ind(equal_var=False) computes from the raw values, from the moments;
+    the t distribution comes from scipy.special (scipy.stats would add some 70 MB to the worker)."""
+    from scipy.special import stdtr, stdtrit
 
     var1, var2 = _variance(group), _variance(rest)
     se1, se2 = var1 / group.n, var2 / rest.n
     if se1 + se2 == 0:
         return None
-    mean1, mean2 = group.total / group.n, rest.total / rest.n
-    result = scipy_stats.ttest_ind_from_stats(mean1, math.sqrt(var1), group.n, mean2, math.sqrt(var2), rest.n, equal_var=False)
     se = math.sqrt(se1 + se2)
     df = (se1 + se2) ** 2 / (se1 * se1 / (group.n - 1) + se2 * se2 / (rest.n - 1))
-    half = float(scipy_stats.t.ppf(0.975, df)) * se
-    effect = mean1 - mean2
-    return WelchTest(effect, (effect - half, effect + half), float(result.pvalue))
+    effect = group.total / group.n - rest.total / rest.n
+    p_value = float(2 * stdtr(df, -abs(effect) / se))
+    half = float(stdtrit(df, 0.975)) * se
+    return WelchTest(effect, (effect - half, effect + half), min(1.0, p_value))
 
 
 def benjamini_hochberg(p_values: list[float]) -> list[float]:
-    if not p_values:
-        return []
-    from statsmodels.stats.multitest import multipletests
-
-    return [float(p) for p in multipletests(p_values, alpha=ALPHA, method="fdr_bh")[1]]
+    """Benjamini-Hochberg adjusted p-values (false discovery rate), in the order given: the
+    i-th smallest p times m / i, made non-decreasing from the largest down, at most 1 (what
+    statsmodels' multipletests(method="fdr_bh") gives, without importing statsmodels and pandas)."""
+    m = len(p_values)
+    adjusted = [0.0] * m
+    running = 1.0
+    for rank, i in reversed(list(enumerate(sorted(range(m), key=p_values.__getitem__), start=1))):
+        running = min(running, p_values[i] * m / rank)
+        adjusted[i] = running
+    return adjusted
 
 
 def _factor(
