@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -84,6 +86,16 @@ def test_welch_test_from_moments_matches_scipy_on_the_raw_values() -> None:
         assert test is not None
         assert test.p_value == pytest.approx(expected.pvalue, rel=1e-9)
         assert test.ci95 == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
+
+
+def test_the_service_starts_without_the_statistics_libraries() -> None:
+    # They are imported by the first report, not at start-up (resident memory, SPEC 6).
+    code = (
+        "import sys, cem.main, cem.analytics.drivers\n"
+        "heavy = {m.split('.')[0] for m in sys.modules} & {'scipy', 'statsmodels', 'pandas', 'numpy'}\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --- over HTTP: a tiny fixture worked out by hand -----------------------------------------------

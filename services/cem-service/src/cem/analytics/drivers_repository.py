@@ -112,28 +112,51 @@ class DriverRepository:
             .cte("history")
         )
         profile = CustomerProfile
-        # A tag listed twice counts once.
-        tag_values = func.jsonb_array_elements_text(profile.tags).table_valued("value")
-        tag = select(tag_values.c.value).distinct().lateral("tag")
 
-        def per_level(factor: str, level: Any, source: Any, v: Any, *where: Any) -> Any:
+        def per_level(factor: str, level: Any, source: Any, n: Any, total: Any, total_sq: Any, *where: Any) -> Any:
             """(factor, level, n, sum, sum of squares, 0) per level over `source`, which has at most
-            one row per (answer, level)."""
+            one row per (answer or customer, level)."""
             return (
-                select(literal(factor, String()), cast(level, String()), func.count(), func.sum(v), func.sum(v * v), literal(0))
+                select(literal(factor, String()), cast(level, String()), n, total, total_sq, literal(0))
                 .select_from(source)
                 .where(level.is_not(None), *where)
                 .group_by(level)
             )
+
+        def answer_moments(v: Any) -> tuple[Any, Any, Any]:
+            return func.count(), func.sum(v), func.sum(v * v)
 
         def visited(column: Any) -> Any:
             """The answers with each level in their history, once however often it happened."""
             return select(history.c.response_id, history.c.v, column.label("level")).distinct().subquery()
 
         touchpoints, types = visited(history.c.touchpoint), visited(history.c.type)
-        with_profile = answers.join(profile, profile.id == answers.c.customer_id)
         with_stage = answers.join(Touchpoint, Touchpoint.key == answers.c.touchpoint)
         a = answers.c.v
+        # The CRM factors are the customer's: fold the answers per customer first, then join the
+        # projection once, so each factor groups customers rather than answers.
+        per_customer = (
+            select(answers.c.customer_id, *(m.label(name) for m, name in zip(answer_moments(a), ("n", "s", "ss"), strict=True)))
+            .where(known)
+            .group_by(answers.c.customer_id)
+            .subquery("per_customer")
+        )
+        crm = (
+            select(
+                profile.lifecycle_stage.label("lifecycle_stage"),
+                _deal_band(profile.open_deal_value).label("band"),
+                profile.tags.label("tags"),
+                per_customer.c.n,
+                per_customer.c.s,
+                per_customer.c.ss,
+            )
+            .join_from(per_customer, profile, profile.id == per_customer.c.customer_id)
+            .cte("crm")
+        )
+        tag_values = func.jsonb_array_elements_text(crm.c.tags).table_valued("value")
+        # A tag listed twice counts once.
+        tag = select(tag_values.c.value).distinct().lateral("tag")
+        customer_moments = (func.sum(crm.c.n), func.sum(crm.c.s), func.sum(crm.c.ss))
         overall = select(
             literal(None, String()),
             literal(None, String()),
@@ -144,12 +167,12 @@ class DriverRepository:
         )
         # One statement, so `answers` is read once (a CTE used more than once is materialised).
         stmt = union_all(
-            per_level("touchpoint", touchpoints.c.level, touchpoints, touchpoints.c.v),
-            per_level("interaction_type", types.c.level, types, types.c.v),
-            per_level("journey_stage", Touchpoint.journey_stage, with_stage, a, known),
-            per_level("lifecycle_stage", profile.lifecycle_stage, with_profile, a),
-            per_level("open_deal_value", _deal_band(profile.open_deal_value), with_profile, a),
-            per_level("tag", tag.c.value, with_profile.join(tag, literal(True)), a),
+            per_level("touchpoint", touchpoints.c.level, touchpoints, *answer_moments(touchpoints.c.v)),
+            per_level("interaction_type", types.c.level, types, *answer_moments(types.c.v)),
+            per_level("journey_stage", Touchpoint.journey_stage, with_stage, *answer_moments(a), known),
+            per_level("lifecycle_stage", crm.c.lifecycle_stage, crm, *customer_moments),
+            per_level("open_deal_value", crm.c.band, crm, *customer_moments),
+            per_level("tag", tag.c.value, crm.join(tag, literal(True)), *customer_moments),
             overall,
         )
         everyone = Moments(0, 0, 0)
