@@ -194,6 +194,23 @@ async def test_drivers_of_ces_on_a_hand_worked_fixture(client: httpx.AsyncClient
     ]  # fmt: skip
 
 
+async def test_csat_effect_is_in_percentage_points(client: httpx.AsyncClient, make: Factory) -> None:
+    # Customers answer 5, 4, 2 (2 of 3 positive: CSAT 66.67); leads 1, 2, 5 (1 of 3: 33.33). Per answer
+    # 100 / 0: 100, 100, 0 against 0, 0, 100, each variance 3333.33; se^2 = 2 * 3333.33 / 3, se = 47.1405;
+    # effect 33.3333, t = 0.707107 on df = 4 (equal variances and sizes); p = 0.518519;
+    # t(0.975, 4) = 2.776445 -> half width 130.8829 -> [-97.5495, 164.2162].
+    survey = await make.survey("csat")
+    for stage, score in [("customer", 5), ("customer", 4), ("customer", 2), ("lead", 1), ("lead", 2), ("lead", 5)]:
+        cid = await make.customer(lifecycle_stage=stage)
+        await make.answer(survey["id"], {"csat": score}, customer_id=cid, submitted_at=ANSWERED)
+    body = (await client.get("/v1/analytics/drivers", params={"metric": "csat", "min_n": 2})).json()
+    assert body["n"] == 6 and body["score"] == approx(50.0)
+    customer = next(f for f in body["factors"] if f["level"] == "customer")
+    assert (customer["score"], customer["rest_score"], customer["effect"]) == (approx(66.6667), approx(33.3333), approx(33.3333))
+    assert customer["ci95"] == {"low": approx(-97.5495), "high": approx(164.2162)}
+    assert customer["p_value"] == approx(0.518519) and customer["p_adjusted"] == approx(0.518519)
+
+
 async def test_window_days_decides_which_visits_count(client: httpx.AsyncClient, make: Factory, apply: EventApplier) -> None:
     survey = await _hand_worked_fixture(make, apply)
     params = {"metric": "ces", "survey_id": survey["id"], "min_n": 3}
