@@ -51,7 +51,7 @@ EXAMPLE_DRIVERS = {
             "effect": 10.96,
             "ci95": {"low": 0.12, "high": 21.8},
             "p_value": 0.0476,
-            "p_adjusted": 0.3808,
+            "p_adjusted": 0.476,
             "significant": False,
         },
         {
