@@ -111,6 +111,18 @@ def _window(column: Any, since: dt.datetime | None, until: dt.datetime | None) -
     return conditions
 
 
+def score_conditions(
+    survey_id: uuid.UUID | None, touchpoint: str | None, since: dt.datetime | None, until: dt.datetime | None
+) -> list[Any]:
+    """The analytics filters on the `scores` table: survey, touchpoint and a window on the answer time."""
+    conditions = _window(Score.submitted_at, since, until)
+    if survey_id is not None:
+        conditions.append(Score.survey_id == survey_id)
+    if touchpoint is not None:
+        conditions.append(Score.touchpoint == touchpoint)
+    return conditions
+
+
 def _aggregate(metric: str, row: Any) -> Aggregate:
     return Aggregate(
         n=int(row.n),
@@ -136,11 +148,7 @@ class AnalyticsRepository:
         until: dt.datetime | None,
     ) -> list[tuple[dt.datetime, Aggregate]]:
         """One aggregate per time bucket, oldest first."""
-        conditions = _window(Score.submitted_at, since, until)
-        if survey_id is not None:
-            conditions.append(Score.survey_id == survey_id)
-        if touchpoint is not None:
-            conditions.append(Score.touchpoint == touchpoint)
+        conditions = score_conditions(survey_id, touchpoint, since, until)
         daily = _per_category(Score.submitted_on, metric, conditions)
         bucket = day_bucket(interval, daily.c.grp).label("bucket")
         stmt = select(bucket, *_score_columns(metric, daily)).group_by(bucket).order_by(bucket)

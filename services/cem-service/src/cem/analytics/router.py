@@ -10,9 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from cem.analytics import service
+from cem.analytics import drivers, service
+from cem.analytics.drivers_schemas import DriverReport
 from cem.analytics.schemas import Interval, MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
 from cem.fields import From, QueryText, To
+from cem.surveys.questions import Metric
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
@@ -178,4 +180,52 @@ async def suppressions(
     touchpoint: TouchpointFilter = None,
 ) -> Response:
     report = await service.suppression_report(session, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
+    return json_response(report)
+
+
+@router.get(
+    "/drivers",
+    response_model=DriverReport,
+    summary="Key drivers of NPS, CSAT or CES",
+    description="Which factors go with a higher or lower score. The answers (scored answers of known customers; "
+    "anonymous ones are counted in `anonymous` and left out) are split, for each level of each factor, into those "
+    "with the level and the rest: `touchpoint` (visited it in the `window_days` before answering), "
+    "`interaction_type` (had one in that window), `journey_stage` (of the answered touchpoint), and from the CRM's "
+    "customer projection as the CEM holds it now: `lifecycle_stage`, `open_deal_value` (band of the open deals' "
+    "sum: none, under_1k, 1k_10k, 10k_100k, 100k_plus) and `tag`. Per level: `n`, the `effect` (score with the "
+    "level minus score without it: NPS points from per-answer +100/0/-100, CSAT percentage points, CES scale "
+    "points) with its 95% interval and p-value from Welch's t-test, and `p_adjusted`, corrected for multiple "
+    "comparisons over all tested levels with Benjamini-Hochberg (`adjustment: benjamini-hochberg`); "
+    "`significant` when `p_adjusted` < 0.05. Levels with fewer than `min_n` answers on either side are listed "
+    "with `status: too_few` and no test. An association, not proof of cause. Filter by `survey_id`, "
+    "`touchpoint` and a window on the answer time (`from` inclusive, `to` exclusive). Computed by the database "
+    "in one grouped query. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def key_drivers(
+    session: SessionDep,
+    _: Reader,
+    metric: Annotated[Metric, Query(description="The score to explain.", examples=["nps"])],
+    since: From = None,
+    until: To = None,
+    survey_id: SurveyFilter = None,
+    touchpoint: TouchpointFilter = None,
+    window_days: Annotated[
+        int,
+        Query(ge=1, le=365, description="Days before each answer whose touchpoints and interactions count.", examples=[30]),
+    ] = 30,
+    min_n: Annotated[
+        int, Query(ge=2, le=100_000, description="Fewest answers with and without a level to test it.", examples=[10])
+    ] = 10,
+) -> Response:
+    report = await drivers.driver_report(
+        session,
+        metric,
+        survey_id=survey_id,
+        touchpoint=touchpoint,
+        since=since,
+        until=until,
+        window_days=window_days,
+        min_n=min_n,
+    )
     return json_response(report)

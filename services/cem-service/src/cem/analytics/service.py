@@ -60,6 +60,18 @@ def _summary(metric: str, agg: Aggregate | None) -> MetricSummary:
     return MetricSummary(n=agg.n, score=stats.rounded(score), ci95=_interval(ci))
 
 
+async def check_metric_survey(session: AsyncSession, survey_id: uuid.UUID | None, metric: str) -> None:
+    """A `survey_id` filter must name a survey that measures `metric` (404 / 422 otherwise)."""
+    if survey_id is None:
+        return
+    survey = await SurveyRepository(session).get(survey_id)
+    if survey is None:
+        raise NotFound(f"survey {survey_id} does not exist")
+    if survey.metric != metric:
+        measures = f"measures {survey.metric}" if survey.metric else "measures no metric"
+        raise field_problem(["query", "survey_id"], f"survey {survey.name!r} {measures}, not {metric}")
+
+
 async def metric_report(
     session: AsyncSession,
     metric: str,
@@ -71,13 +83,7 @@ async def metric_report(
     interval: str,
 ) -> MetricReport:
     check_window(since, until)
-    if survey_id is not None:
-        survey = await SurveyRepository(session).get(survey_id)
-        if survey is None:
-            raise NotFound(f"survey {survey_id} does not exist")
-        if survey.metric != metric:
-            measures = f"measures {survey.metric}" if survey.metric else "measures no metric"
-            raise field_problem(["query", "survey_id"], f"survey {survey.name!r} {measures}, not {metric}")
+    await check_metric_survey(session, survey_id, metric)
     repo = AnalyticsRepository(session)
     buckets = await repo.score_series(metric, interval, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
     invitations, responded = await repo.invitation_counts(

@@ -1,0 +1,162 @@
+"""Key-driver analysis: which factors go with a higher or lower NPS, CSAT or CES.
+
+Each factor level (visited touchpoint X, had interaction type Y, journey stage s, lifecycle stage,
+open-deal band, CRM tag) splits the answers in two; the effect is the difference of the metric
+between the answers with the level and the rest, with Welch's t-test (unequal variances) on the
+per-answer values, from the database's sufficient statistics. The p-values of all tested levels
+are then adjusted together (Benjamini-Hochberg). scipy.special is imported when a report is asked
+for, never at start-up."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.analytics import stats
+from cem.analytics.drivers_repository import DriverRepository, Moments
+from cem.analytics.drivers_schemas import DriverFactor, DriverReport
+from cem.analytics.schemas import Filters, Interval95
+from cem.analytics.service import check_metric_survey
+from cem.fields import check_window
+
+ALPHA = 0.05
+DEFINITIONS = {
+    "nps": "Per answer: promoter +100, passive 0, detractor -100 (their mean is the NPS). effect = NPS of the answers "
+    "with the level - NPS of the other answers, in NPS points.",
+    "csat": "Per answer: 100 if positive (4-5), else 0 (their mean is the CSAT). effect = CSAT of the answers with the "
+    "level - CSAT of the other answers, in percentage points.",
+    "ces": "Per answer: the 1-7 effort score (7 = very easy). effect = mean CES of the answers with the level - mean "
+    "CES of the other answers, in scale points.",
+}
+
+
+@dataclass(frozen=True)
+class WelchTest:
+    effect: float
+    ci95: tuple[float, float]
+    p_value: float
+
+
+def _mean(m: Moments) -> float | None:
+    return m.total / m.n if m.n else None
+
+
+def _variance(m: Moments) -> float:
+    """Sample variance from the exact integer moments (no cancellation: n*ss - s^2 is exact)."""
+    return (m.n * m.total_sq - m.total * m.total) / (m.n * (m.n - 1))
+
+
+def welch_from_moments(group: Moments, rest: Moments) -> WelchTest | None:
+    """Welch's t-test of mean(group) - mean(rest), with its 95% interval on Welch-Satterthwaite
+    degrees of freedom; None when neither side varies (no standard error). Both need n >= 2.
+    What scipy.stats.ttest_ind(equal_var=False) computes from the raw values, from the moments;
+    the t distribution comes from scipy.special (scipy.stats would add some 70 MB to the worker)."""
+    from scipy.special import stdtr, stdtrit
+
+    var1, var2 = _variance(group), _variance(rest)
+    se1, se2 = var1 / group.n, var2 / rest.n
+    if se1 + se2 == 0:
+        return None
+    se = math.sqrt(se1 + se2)
+    df = (se1 + se2) ** 2 / (se1 * se1 / (group.n - 1) + se2 * se2 / (rest.n - 1))
+    effect = group.total / group.n - rest.total / rest.n
+    p_value = float(2 * stdtr(df, -abs(effect) / se))
+    half = float(stdtrit(df, 0.975)) * se
+    return WelchTest(effect, (effect - half, effect + half), min(1.0, p_value))
+
+
+def benjamini_hochberg(p_values: list[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (false discovery rate), in the order given: the
+    i-th smallest p times m / i, made non-decreasing from the largest down, at most 1 (what
+    statsmodels' multipletests(method="fdr_bh") gives, without importing statsmodels and pandas)."""
+    m = len(p_values)
+    adjusted = [0.0] * m
+    running = 1.0
+    for rank, i in reversed(list(enumerate(sorted(range(m), key=p_values.__getitem__), start=1))):
+        running = min(running, p_values[i] * m / rank)
+        adjusted[i] = running
+    return adjusted
+
+
+def _factor(
+    key: tuple[str, str],
+    group: Moments,
+    rest: Moments,
+    status: str,
+    test: WelchTest | None = None,
+    p_adjusted: float | None = None,
+) -> DriverFactor:
+    return DriverFactor(
+        factor=key[0],  # type: ignore[arg-type]
+        level=key[1],
+        status=status,  # type: ignore[arg-type]
+        n=group.n,
+        rest_n=rest.n,
+        score=stats.rounded(_mean(group)),
+        rest_score=stats.rounded(_mean(rest)),
+        effect=None if test is None else round(test.effect, 4),
+        ci95=None if test is None else Interval95(low=round(test.ci95[0], 4), high=round(test.ci95[1], 4)),
+        p_value=None if test is None else test.p_value,
+        p_adjusted=p_adjusted,
+        significant=p_adjusted is not None and p_adjusted < ALPHA,
+    )
+
+
+def factors_from_moments(everyone: Moments, levels: dict[tuple[str, str], Moments], *, min_n: int) -> list[DriverFactor]:
+    """Each level against the rest of the answers, adjusted together; tested levels first by
+    adjusted p-value (then raw p, then |effect|), the others by factor and level."""
+    tested: list[tuple[tuple[str, str], Moments, Moments, WelchTest]] = []
+    untested: list[DriverFactor] = []
+    for key, group in sorted(levels.items()):
+        rest = everyone - group
+        if group.n < min_n or rest.n < min_n:
+            untested.append(_factor(key, group, rest, "too_few"))
+            continue
+        test = welch_from_moments(group, rest)
+        if test is None:
+            untested.append(_factor(key, group, rest, "no_variance"))
+            continue
+        tested.append((key, group, rest, test))
+    adjusted = benjamini_hochberg([test.p_value for *_, test in tested])
+    answer = [
+        _factor(key, group, rest, "tested", test, p_adjusted)
+        for (key, group, rest, test), p_adjusted in zip(tested, adjusted, strict=True)
+    ]
+    answer.sort(key=lambda f: (f.p_adjusted, f.p_value, -abs(f.effect or 0.0), f.factor, f.level))
+    return answer + untested
+
+
+async def driver_report(
+    session: AsyncSession,
+    metric: str,
+    *,
+    survey_id: uuid.UUID | None,
+    touchpoint: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    window_days: int,
+    min_n: int,
+) -> DriverReport:
+    check_window(since, until)
+    await check_metric_survey(session, survey_id, metric)
+    found = await DriverRepository(session).driver_stats(
+        metric, window_days=window_days, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until
+    )
+    return DriverReport(
+        metric=metric,  # type: ignore[arg-type]
+        definition=DEFINITIONS[metric],
+        filters=Filters(survey_id=survey_id, touchpoint=touchpoint, from_=since, to=until),
+        window_days=window_days,
+        min_n=min_n,
+        n=found.everyone.n,
+        anonymous=found.anonymous,
+        score=stats.rounded(_mean(found.everyone)),
+        test="welch-t",
+        adjustment="benjamini-hochberg",
+        alpha=ALPHA,
+        factors=factors_from_moments(found.everyone, found.levels, min_n=min_n),
+    )
