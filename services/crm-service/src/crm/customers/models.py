@@ -23,6 +23,9 @@ class Customer(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     # lower(email), unique: the database itself refuses a case-insensitive duplicate.
     email_normalized: Mapped[str | None] = mapped_column(String(320), unique=True)
+    # The customer's id in another system (shop, billing): unique when set, the key a batch
+    # upsert or an import may match on instead of the email.
+    external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
     name: Mapped[str | None] = mapped_column(String(200))
     phone: Mapped[str | None] = mapped_column(String(50))
     company: Mapped[str | None] = mapped_column(String(200))

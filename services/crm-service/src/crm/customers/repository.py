@@ -46,6 +46,7 @@ class CustomerFilters:
     tag: str | None = None
     owner: str | None = None
     campaign_id: uuid.UUID | None = None
+    external_id: str | None = None
 
 
 def _like_pattern(q: str) -> str:
@@ -79,6 +80,8 @@ def matching(filters: CustomerFilters) -> list[ColumnElement[bool]]:
         conditions.append(Customer.campaign_id == filters.campaign_id)
     if filters.tag:
         conditions.append(_tag_condition(filters.tag))
+    if filters.external_id:
+        conditions.append(Customer.external_id == filters.external_id)
     return conditions
 
 
@@ -96,6 +99,9 @@ class CustomerRepository:
 
     async def get_by_email(self, email: str) -> Customer | None:
         return await self.session.scalar(select(Customer).where(Customer.email_normalized == email.strip().lower()))
+
+    async def id_by_external_id(self, external_id: str) -> uuid.UUID | None:
+        return await self.session.scalar(select(Customer.id).where(Customer.external_id == external_id))
 
     async def by_emails(self, normalized: list[str]) -> dict[str, tuple[uuid.UUID, uuid.UUID | None]]:
         """email -> (id, merged_into_id) for the emails that have a customer; one query."""
@@ -196,6 +202,7 @@ async def read_reference(db: asyncpg.Pool | asyncpg.Connection, customer_id: uui
 
 _LOCK_CUSTOMER = CompiledQuery(select(Customer.__table__).where(Customer.id == bindparam("customer_id")).with_for_update())
 _ID_BY_EMAIL = CompiledQuery(select(Customer.id).where(Customer.email_normalized == bindparam("email")))
+_ID_BY_EXTERNAL_ID = CompiledQuery(select(Customer.id).where(Customer.external_id == bindparam("external_id")))
 _UPDATES: dict[tuple[OpenDealValue, tuple[str, ...]], CompiledQuery] = {}
 
 
@@ -207,6 +214,11 @@ async def lock_customer(conn: asyncpg.Connection, customer_id: uuid.UUID) -> asy
 async def id_by_email(conn: asyncpg.Connection, email: str) -> uuid.UUID | None:
     """The id of the customer holding this email (compared case-insensitively), if any."""
     return await _ID_BY_EMAIL.fetchval(conn, email=email.strip().lower())
+
+
+async def id_by_external_id_on(conn: asyncpg.Connection, external_id: str) -> uuid.UUID | None:
+    """The id of the customer holding this external id, if any."""
+    return await _ID_BY_EXTERNAL_ID.fetchval(conn, external_id=external_id)
 
 
 async def update_customer_row(

@@ -104,9 +104,14 @@ def customer_filters(
     tag: Annotated[SearchText | None, Query(min_length=1, max_length=50)] = None,
     owner: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
     campaign_id: uuid.UUID | None = None,
+    external_id: Annotated[
+        SearchText | None, Query(min_length=1, max_length=200, description="The customer with this external id.")
+    ] = None,
 ) -> CustomerFilters:
     """The filters of the customer list, read from the query (the export takes the same)."""
-    return CustomerFilters(q=q, lifecycle_stage=lifecycle_stage, tag=tag, owner=owner, campaign_id=campaign_id)
+    return CustomerFilters(
+        q=q, lifecycle_stage=lifecycle_stage, tag=tag, owner=owner, campaign_id=campaign_id, external_id=external_id
+    )
 
 
 FiltersDep = Annotated[CustomerFilters, Depends(customer_filters)]
@@ -119,7 +124,7 @@ EXPORT_EXAMPLE = (
     + "\r\n"
     + f"{EXAMPLE_IDS['customer']},ada@example.com,Ada Lovelace,'+44 20 7946 0018,Analytical Engines Ltd,lead,"
     'sam@yourcompany.example,vip;newsletter,"{""plan"":""pro""}",webshop,,false,1,'
-    "2026-11-23T10:00:00+00:00,2026-11-23T10:00:00+00:00,,\r\n"
+    "2026-11-23T10:00:00+00:00,2026-11-23T10:00:00+00:00,,,\r\n"
 )
 
 
@@ -169,7 +174,7 @@ async def get_customer(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader) 
     response_model=CustomerPage,
     summary="List and search customers",
     description="Filters: `q` searches name, email and company (case-insensitive substring), `lifecycle_stage`, `tag`, "
-    "`owner`, `campaign_id`. `sort`: `created_at`, `updated_at`, `name` or `email`, `-` for descending (default "
+    "`owner`, `campaign_id`, `external_id`. `sort`: `created_at`, `updated_at`, `name` or `email`, `-` for descending (default "
     "`-created_at`); customers without the sorted value come last. Merged duplicates and erased customers are left "
     "out. Paginated with `limit` and the opaque `cursor` of the previous page. Needs `read`.",
     responses=problem_responses(401, 403, 422),

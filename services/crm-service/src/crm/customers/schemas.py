@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from crm.fields import EXAMPLE_IDS, FreeJSON, InputModel, PatchModel, Tag
 from cxkit.http.pagination import Page
 
+ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 LifecycleStage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist", "churned"]
 
 EXAMPLE = {
@@ -34,6 +35,7 @@ READ_EXAMPLE = {
     "updated_at": "2026-11-23T10:00:00Z",
     "erased_at": None,
     "merged_into_id": None,
+    "external_id": None,
 }
 
 
@@ -51,6 +53,9 @@ class CustomerCreate(InputModel):
     source: str | None = Field(None, max_length=100)
     campaign_id: uuid.UUID | None = Field(None, description="The campaign the customer came from (must exist).")
     survey_opt_out: bool = Field(False, strict=True, description="True: never invite this customer to surveys.")
+    external_id: ExternalId | None = Field(
+        None, description="The customer's id in another system (shop, billing); unique when set."
+    )
 
 
 # Fields a PATCH may not set to null (they always have a value).
@@ -75,6 +80,7 @@ class CustomerUpdate(PatchModel):
     source: str | None = Field(None, max_length=100)
     campaign_id: uuid.UUID | None = None
     survey_opt_out: bool | None = Field(None, strict=True)
+    external_id: ExternalId | None = None
 
     not_null = _NOT_NULL
 
@@ -105,6 +111,7 @@ class CustomerRead(BaseModel):
     updated_at: dt.datetime
     erased_at: dt.datetime | None = Field(None, description="Set once personal data was erased (GDPR).")
     merged_into_id: uuid.UUID | None = Field(None, description="Set on a duplicate folded into another customer.")
+    external_id: str | None = Field(None, description="The customer's id in another system, if one was given.")
 
 
 class CustomerPage(Page[CustomerRead]):

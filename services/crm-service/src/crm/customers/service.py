@@ -63,6 +63,7 @@ def snapshot(customer: Customer, open_deal_value: Decimal = Decimal("0")) -> dic
         version=customer.version,
         created_at=customer.created_at,
         updated_at=customer.updated_at,
+        external_id=customer.external_id,
     ).model_dump()
 
 
@@ -115,8 +116,11 @@ def _field_error(field: str, msg: str = "unknown id") -> dict[str, Any]:
 
 async def create_customer(session: AsyncSession, data: CustomerCreate, campaigns: CampaignMembership) -> Customer:
     email = str(data.email)
-    if await CustomerRepository(session).get_by_email(email):
+    repo = CustomerRepository(session)
+    if await repo.get_by_email(email):
         raise Conflict(f"a customer with email {email} already exists")
+    if data.external_id is not None and await repo.id_by_external_id(data.external_id) is not None:
+        raise Conflict(f"a customer with external_id {data.external_id} already exists")
     return await insert_customer(session, **data.model_dump(exclude={"email"}), email=email, campaigns=campaigns)
 
 
@@ -304,6 +308,10 @@ async def update_customer_on(
                 if other is not None and other != customer_id:
                     raise Conflict(f"a customer with email {value} already exists")
                 values["email_normalized"] = value.lower()
+        elif field == "external_id" and value is not None and value != row["external_id"]:
+            other = await repository.id_by_external_id_on(conn, value)
+            if other is not None and other != customer_id:
+                raise Conflict(f"a customer with external_id {value} already exists")
         elif field == "tags":
             value = sorted(set(value))
         elif field == "campaign_id" and value not in (None, row["campaign_id"]) and not await campaign_exists(conn, value):
@@ -317,7 +325,7 @@ async def update_customer_on(
     try:
         updated = await repository.update_customer_row(conn, customer_id, values, open_deal_value)
     except asyncpg.UniqueViolationError:
-        raise Conflict(f"a customer with email {values.get('email')} already exists") from None
+        raise Conflict("a customer with this email or external_id already exists (written meanwhile)") from None
     snap = snapshot(Row(updated), as_money(updated["open_deal_value"]))
     event = outbox_row("customer.updated", source=SOURCE, subject=customer_id, data=CustomerUpdated(**snap, changed=changed))
     return dict(updated), [RowInsert(OutboxMessage.__table__, event)]
