@@ -70,11 +70,11 @@ async def open_job_ids(conn: asyncpg.Connection) -> list[uuid.UUID]:
 
 
 async def try_lock(conn: asyncpg.Connection, job_id: uuid.UUID) -> bool:
-    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2::text))", _LOCK_CLASS, job_id))
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2::uuid::text))", _LOCK_CLASS, job_id))
 
 
 async def unlock(conn: asyncpg.Connection, job_id: uuid.UUID) -> None:
-    await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2::text))", _LOCK_CLASS, job_id)
+    await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2::uuid::text))", _LOCK_CLASS, job_id)
 
 
 async def start_job(conn: asyncpg.Connection, job_id: uuid.UUID) -> asyncpg.Record | None:
