@@ -13,6 +13,9 @@ from crm.customers import service
 from crm.customers.lifecycle import OtherDomains
 from crm.customers.repository import SORT_KEYS, CustomerFilters
 from crm.customers.schemas import (
+    BatchItemResult,
+    CustomerBatch,
+    CustomerBatchResult,
     CustomerCreate,
     CustomerMerge,
     CustomerPage,
@@ -96,6 +99,42 @@ async def create_customer(body: CustomerCreate, session: SessionDep, idem: Idemp
         return _answer(await service.create_customer(session, body, others.campaigns(session)), 201)
 
     return await idem.execute(session, operation)
+
+
+@router.post(
+    "/batch",
+    response_model=CustomerBatchResult,
+    summary="Create or update many customers (upsert)",
+    description="Up to 1,000 `items`, each found by its `external_id` when it sends one (a customer found by the "
+    "email instead, without an external id yet, is given it), else by its `email`. A found customer gets the fields "
+    "sent (`tags` and `attributes` replaced whole; the rest kept), a new one needs `email` and `name`. The answer "
+    "(200) has one result per item, in order: `created`, `updated` (with the fields that `changed`), `unchanged`, "
+    "or `error` with a `problem` (422 with field `errors` for an invalid item, 409 for a taken email or external id, "
+    "a merged or erased customer, or an item repeating the email, external id or customer of an earlier item of the "
+    "batch: only the first of them is applied). Each created customer is announced by `customer.created`, each "
+    "changed one by `customer.updated`; an unchanged one by nothing. The batch is one transaction, done with a few "
+    "statements whatever its size; an `Idempotency-Key` covers the whole batch. Needs `write`.",
+    responses=problem_responses(401, 403, 409, 413, 422),
+)
+async def upsert_customers(body: CustomerBatch, pool: PgPoolDep, idem: IdempotencyDep, others: OtherDomainsDep) -> Response:
+    async def prepare(conn: asyncpg.Connection) -> tuple[Response, list[RowInsert]]:
+        results = await service.upsert_batch(
+            conn, body.items, campaign_exists=others.campaign_exists, open_deal_value=others.open_deal_value
+        )
+        counts = dict.fromkeys(("created", "updated", "unchanged", "error"), 0)
+        for result in results:
+            counts[result["status"]] += 1
+        answer = CustomerBatchResult(
+            results=[BatchItemResult(index=i, **result) for i, result in enumerate(results)], counts=counts
+        )
+        return json_response(answer), []
+
+    response = await idem.write_locked(pool, prepare)
+    wake_relay()
+    return response
+
+
+only_these_methods(router, "/batch", ("POST",))
 
 
 def customer_filters(
