@@ -85,6 +85,9 @@ async def world(client: httpx.AsyncClient, make: Any) -> dict[str, str]:
         "campaign_id": campaign["id"],
         "member_id": member["id"],
         "document_id": document["id"],
+        "import_id": (
+            await client.post("/v1/imports", files={"file": ("c.csv", b"email,name\na@example.com,A\n", "text/csv")})
+        ).json()["id"],
     }
 
 
