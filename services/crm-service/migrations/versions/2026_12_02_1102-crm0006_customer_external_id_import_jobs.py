@@ -66,11 +66,25 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("job_id", "seq", name=op.f("pk_import_job_parts")),
     )
     op.add_column("customers", sa.Column("external_id", sa.String(length=200), nullable=True))
-    op.create_unique_constraint(op.f("uq_customers_external_id"), "customers", ["external_id"])
+    # Partial: only customers that have one are in it (likewise for the two indexes below, whose
+    # column is null for nearly every customer), so a new customer writes no entry there.
+    op.create_index(
+        "uq_customers_external_id",
+        "customers",
+        ["external_id"],
+        unique=True,
+        postgresql_where=sa.text("external_id IS NOT NULL"),
+    )
+    for column in ("merged_into_id", "campaign_id"):
+        op.drop_index(f"ix_customers_{column}", table_name="customers")
+        op.create_index(f"ix_customers_{column}", "customers", [column], postgresql_where=sa.text(f"{column} IS NOT NULL"))
 
 
 def downgrade() -> None:
-    op.drop_constraint(op.f("uq_customers_external_id"), "customers", type_="unique")
+    for column in ("merged_into_id", "campaign_id"):
+        op.drop_index(f"ix_customers_{column}", table_name="customers")
+        op.create_index(f"ix_customers_{column}", "customers", [column])
+    op.drop_index("uq_customers_external_id", table_name="customers")
     op.drop_column("customers", "external_id")
     op.drop_table("import_job_parts")
     op.drop_table("import_job_errors")
