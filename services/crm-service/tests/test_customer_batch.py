@@ -117,3 +117,15 @@ async def test_the_batch_is_limited_and_one_idempotency_key_covers_it(
     assert len(await events("customer.created")) == 1000
     fresh = await batch(client, items)
     assert fresh.json()["counts"] == {"created": 0, "updated": 0, "unchanged": 1000, "error": 0}
+
+
+async def test_external_id_is_unique_on_create_and_patch_and_can_be_cleared(client: httpx.AsyncClient, make: Any) -> None:
+    holder = await make.customer(external_id="crm-1")
+    other = await make.customer()
+    taken = await client.post("/v1/customers", json={"email": "n@example.com", "name": "N", "external_id": "crm-1"})
+    assert taken.status_code == 409 and "external_id" in taken.json()["detail"]
+    patched = await client.patch(f"/v1/customers/{other['id']}", json={"external_id": "crm-1"})
+    assert patched.status_code == 409
+    assert (await client.patch(f"/v1/customers/{holder['id']}", json={"external_id": None})).json()["external_id"] is None
+    moved = await client.patch(f"/v1/customers/{other['id']}", json={"external_id": " crm-1 "})
+    assert moved.status_code == 200 and moved.json()["external_id"] == "crm-1"

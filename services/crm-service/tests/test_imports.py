@@ -118,7 +118,7 @@ async def idle_app(crm_settings: CRMSettings) -> Any:
     """The app without its import worker: jobs stay queued until a test runs one."""
     from crm.main import create_app
 
-    app: FastAPI = create_app(crm_settings.model_copy(update={"run_imports": False}))
+    app: FastAPI = create_app(crm_settings.model_copy(update={"run_imports": False, "imports_max_bytes": 2_000_000}))
     async with app.router.lifespan_context(app):
         yield app
 
@@ -135,12 +135,15 @@ async def test_a_queued_job_cancelled_never_runs_and_a_running_one_stops_after_i
 ) -> None:
     transport = httpx.ASGITransport(app=idle_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://crm", headers=testing.bearer(keys["admin"])) as idle:
+        too_large = await upload(idle, customers_csv(40_000, "big"))
+        assert too_large.status_code == 413
+        assert too_large.headers["content-type"] == "application/problem+json"
         queued = (await upload(idle, customers_csv(3, "q"))).json()
         cancelled = await idle.post(f"/v1/imports/{queued['id']}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
         assert (await idle.post(f"/v1/imports/{queued['id']}/cancel")).json()["status"] == "cancelled"
 
-        running = (await upload(idle, customers_csv(40_000, "run"))).json()
+        running = (await upload(idle, customers_csv(20_000, "run"))).json()
         worker = ImportWorker(crm_database_url, writers=1)
         conn = await asyncpg.connect(asyncpg_dsn(crm_database_url))
         await conn.execute("UPDATE import_jobs SET chunk_rows = 500 WHERE id = $1", uuid.UUID(running["id"]))
@@ -159,7 +162,7 @@ async def test_a_queued_job_cancelled_never_runs_and_a_running_one_stops_after_i
 
     row = await _status(crm_database_url, running["id"])
     assert row["status"] == "cancelled"
-    assert 1000 <= row["rows_read"] < 40_000
+    assert 1000 <= row["rows_read"] < 20_000
     assert row["rows_read"] == len(row["done_chunks"]) * 500 == row["created"]
     customers = await testing.db_rows(crm_database_url, "SELECT count(*) FROM customers WHERE email LIKE 'run-%'")
     assert customers[0][0] == row["created"]
@@ -172,13 +175,13 @@ async def test_a_job_whose_service_process_was_killed_is_resumed_by_the_next_one
 ) -> None:
     name, url = await testing.migrated_database("crm_imp_restart", ALEMBIC)
     try:
-        rows = 60_000
+        rows, chunk = 12_000, 400
         source = tmp_path / "customers.csv"
         source.write_bytes(customers_csv(rows, "rs"))
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
             async with conn.transaction():
-                job = await service.create_job(conn, source, filename="customers.csv", chunk_rows=1000, created_by="test")
+                job = await service.create_job(conn, source, filename="customers.csv", chunk_rows=chunk, created_by="test")
         finally:
             await conn.close()
         job_id = str(job["id"])
@@ -195,7 +198,7 @@ async def test_a_job_whose_service_process_was_killed_is_resumed_by_the_next_one
         try:
 
             async def under_way() -> bool:
-                return (await _status(url, job_id))["rows_read"] >= 3000
+                return (await _status(url, job_id))["rows_read"] >= 2 * chunk
 
             await testing.wait_for(under_way, timeout=60, interval=0.02)
         finally:
@@ -203,7 +206,7 @@ async def test_a_job_whose_service_process_was_killed_is_resumed_by_the_next_one
         at_kill = await _status(url, job_id)
         assert at_kill["status"] == "running"
         assert at_kill["rows_read"] < rows, "the job ended before the kill: make the file larger"
-        assert at_kill["rows_read"] == len(at_kill["done_chunks"]) * 1000
+        assert at_kill["rows_read"] == len(at_kill["done_chunks"]) * chunk
 
         second = testing.ServiceProcess("crm.main:create_app", env, tmp_path / "second.log")
         second.start()
@@ -217,7 +220,7 @@ async def test_a_job_whose_service_process_was_killed_is_resumed_by_the_next_one
             second.stop()
         final = await _status(url, job_id)
         assert (final["rows_read"], final["created"], final["skipped"], final["failed"]) == (rows, rows, 0, 0)
-        assert sorted(final["done_chunks"]) == list(range(rows // 1000))
+        assert sorted(final["done_chunks"]) == list(range(rows // chunk))
         counts = await testing.db_rows(
             url,
             "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM outbox WHERE event_type = 'customer.created'), "
