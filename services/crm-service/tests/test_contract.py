@@ -87,6 +87,9 @@ async def world(client: httpx.AsyncClient, make: Any) -> dict[str, str]:
         "document_id": document["id"],
         "webhook_id": (await client.post("/v1/webhooks", json={"url": "https://93.184.216.34/hook"})).json()["id"],
         "delivery_id": str(uuid.uuid4()),
+        "import_id": (
+            await client.post("/v1/imports", files={"file": ("c.csv", b"email,name\na@example.com,A\n", "text/csv")})
+        ).json()["id"],
     }
 
 

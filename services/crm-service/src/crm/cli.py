@@ -41,10 +41,11 @@ def import_customers_command(
     """Import customers from CSV: each row is created and announced like `POST /v1/customers`.
 
     Columns: email and name (required), phone, company, lifecycle_stage, owner, source,
-    campaign_id, survey_opt_out (true/false), tags (separated by ; or |), and
-    attributes.<key> for free attributes. Rows that fail (invalid, duplicate email, unknown
-    campaign) are reported with their line number; the others are imported. Exit code 1 if
-    any row failed, 2 if the file could not be read."""
+    campaign_id, external_id, survey_opt_out (true/false), tags (separated by ; or |), and
+    attributes.<key> for free attributes. Rows that fail (invalid, duplicate email or
+    external_id, unknown campaign) are reported with their line number; the others are
+    imported. The same engine runs the import jobs of `POST /v1/imports`. Exit code 1 if any
+    row failed, 2 if the file could not be read."""
     try:
         total = count_rows(file)
     except (OSError, csv.Error, UnicodeDecodeError) as exc:

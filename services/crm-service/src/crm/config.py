@@ -55,3 +55,12 @@ class CRMSettings(ServiceSettings):
         "due this many hours after the request.",
     )
     documents_share_max_seconds: int = Field(7 * 24 * 3600, description="Longest lifetime of a shared document link.")
+    run_imports: bool = Field(True, description="Run the import-job worker (`POST /v1/imports`) inside the web process.")
+    imports_max_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Largest CSV accepted by `POST /v1/imports` (bytes).")
+    imports_chunk_rows: int = Field(
+        5000, ge=1, le=50_000, description="Rows an import job commits at a time (its resume point after a restart)."
+    )
+    imports_writers: int = Field(2, ge=1, le=8, description="Chunks an import job writes at once, each on its own connection.")
+    imports_poll_seconds: float = Field(
+        2.0, gt=0, description="How often the import worker looks for jobs left by other replicas or a restart."
+    )

@@ -255,6 +255,7 @@ EXAMPLE_IDS = {
     "campaign": "2c3d4e5f-6a7b-4c8d-9e0f-1a2b3c4d5e6f",
     "member": "6f5e4d3c-2b1a-4098-8f7e-6d5c4b3a2918",
     "document": "4d5e6f7a-8b9c-4d0e-8f1a-2b3c4d5e6f7a",
+    "import": "3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b",
 }
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -23,6 +27,8 @@ from crm.documents.links import LinkSigner
 from crm.documents.router import router as documents_router
 from crm.documents.router import shared_router as shared_documents_router
 from crm.funnel.router import router as funnel_router
+from crm.imports.router import router as imports_router
+from crm.imports.worker import ImportWorker
 from crm.interactions.router import router as interactions_router
 from crm.leads.router import router as leads_router
 from crm.pipelines.router import router as pipelines_router
@@ -86,6 +92,31 @@ def build_consumers(settings: CRMSettings) -> Any:
     return factory
 
 
+def with_import_worker(settings: CRMSettings, base: Callable[[FastAPI], Any]) -> Callable[[FastAPI], Any]:
+    """The service's lifespan, plus the worker that runs import jobs (`crm.imports.worker`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with base(app):
+            app.state.import_worker = None
+            if not settings.run_imports:
+                yield
+                return
+            worker = ImportWorker(
+                settings.database_url, writers=settings.imports_writers, poll_seconds=settings.imports_poll_seconds
+            )
+            app.state.import_worker = worker
+            task = asyncio.create_task(worker.run(), name="import-worker")
+            try:
+                yield
+            finally:
+                await worker.stop()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, 30)
+
+    return lifespan
+
+
 def create_app(settings: CRMSettings | None = None) -> FastAPI:
     settings = settings or CRMSettings()
     produced = [CRM_CUSTOMERS, CX_INTERACTIONS]
@@ -101,14 +132,17 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
         # /docs and /redoc come from install_platform, with their assets served here (no CDN).
         docs_url=None,
         redoc_url=None,
-        lifespan=service_lifespan(
+        lifespan=with_import_worker(
             settings,
-            api_key_model=ApiKey,
-            idempotency_model=IdempotencyKey,
-            outbox_model=OutboxMessage,
-            produced_topics=produced,
-            consumers=build_consumers(settings),
-            webhooks=webhooks,
+            service_lifespan(
+                settings,
+                api_key_model=ApiKey,
+                idempotency_model=IdempotencyKey,
+                outbox_model=OutboxMessage,
+                produced_topics=produced,
+                consumers=build_consumers(settings),
+                webhooks=webhooks,
+            ),
         ),
     )
     app.state.settings = settings
@@ -130,6 +164,7 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
         documents_router,
         shared_documents_router,
         webhooks_router(webhooks),
+        imports_router,
     ):
         app.include_router(router, prefix="/v1")
     install_dashboard(app, dashboard_router)  # /dashboard: sign in with an API key, the funnel as charts

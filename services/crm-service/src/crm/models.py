@@ -6,6 +6,7 @@ from crm.db import ApiKey, Base, IdempotencyKey, OutboxMessage, ProcessedEvent, 
 from crm.deals.models import Deal, DealStageChange
 from crm.documents.models import Document
 from crm.experience.models import ExperienceEvent
+from crm.imports.models import ImportJob, ImportJobError, ImportJobPart
 from crm.interactions.models import Interaction
 from crm.leads.models import Lead
 from crm.pipelines.models import Pipeline, PipelineStage
@@ -22,6 +23,9 @@ __all__ = [
     "Document",
     "ExperienceEvent",
     "IdempotencyKey",
+    "ImportJob",
+    "ImportJobError",
+    "ImportJobPart",
     "Interaction",
     "Lead",
     "OutboxMessage",

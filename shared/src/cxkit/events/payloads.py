@@ -36,6 +36,7 @@ class CustomerSnapshot(Payload):
     version: int = 1
     created_at: TimestampAsSent | None = None
     updated_at: TimestampAsSent | None = None
+    external_id: str | None = Field(None, description="The customer's id in another system, if one was given.")
 
 
 class CustomerCreated(CustomerSnapshot):

@@ -43,7 +43,7 @@ from cxkit.events.registry import topic_for
 from cxkit.tracing import current_traceparent
 
 REQUIRED_COLUMNS = ("email", "name")
-PLAIN_COLUMNS = ("email", "name", "phone", "company", "lifecycle_stage", "owner", "source", "campaign_id")
+PLAIN_COLUMNS = ("email", "name", "phone", "company", "lifecycle_stage", "owner", "source", "campaign_id", "external_id")
 ATTRIBUTE_PREFIX = "attributes."
 _TRUE = {"1", "true", "yes", "y"}
 _FALSE = {"0", "false", "no", "n", ""}
@@ -58,6 +58,19 @@ class RowError:
     line: int  # in the file, the header being line 1
     email: str | None
     reason: str
+    # The customer exists already (email or external_id taken): nothing is wrong with the row.
+    existing: bool = False
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk (`batch_size` rows in file order, numbered from 0) did, told to
+    `on_chunk` inside the chunk's transaction."""
+
+    index: int
+    rows: int
+    created: int
+    errors: list[RowError]
 
 
 @dataclass
@@ -255,6 +268,7 @@ _CUSTOMER_COLUMNS = (
     "source",
     "campaign_id",
     "survey_opt_out",
+    "external_id",
     "version",
     "created_at",
     "updated_at",
@@ -266,10 +280,11 @@ _CREATE_STAGING = (
 )
 _INSERT_CUSTOMERS = (
     f"INSERT INTO customers ({', '.join(_CUSTOMER_COLUMNS)}) SELECT {', '.join(_CUSTOMER_COLUMNS)} FROM {_STAGING} "
-    "ON CONFLICT (email_normalized) DO NOTHING RETURNING id"
+    "ON CONFLICT DO NOTHING RETURNING id"
 )
 _KNOWN_CAMPAIGNS = "SELECT id FROM campaigns WHERE id = ANY($1::uuid[])"
 _TAKEN_EMAILS = "SELECT email_normalized FROM customers WHERE email_normalized = ANY($1::text[])"
+_TAKEN_EXTERNAL_IDS = "SELECT external_id FROM customers WHERE external_id = ANY($1::text[])"
 # A customer imported with a campaign is a member of it that responded (as `POST /v1/customers`).
 _ADD_MEMBERS = (
     "INSERT INTO campaign_members (id, campaign_id, customer_id, responded_at, response, added_at) "
@@ -302,6 +317,7 @@ class _Chunk:
     customers: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
     campaigns: list[uuid.UUID | None] = field(default_factory=list)
+    external_ids: list[str | None] = field(default_factory=list)
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
@@ -327,6 +343,7 @@ def _prepare(customers: list[tuple[int, str | None, Any]]) -> _Chunk:
         chunk.raw_emails.append(raw_email)
         chunk.emails.append(email)
         chunk.campaigns.append(data.campaign_id)
+        chunk.external_ids.append(data.external_id)
         chunk.customers.append(
             (
                 customer_id,
@@ -342,6 +359,7 @@ def _prepare(customers: list[tuple[int, str | None, Any]]) -> _Chunk:
                 data.source,
                 data.campaign_id,
                 data.survey_opt_out,
+                data.external_id,
                 1,
                 now,
                 now,
@@ -373,6 +391,7 @@ def _prepare(customers: list[tuple[int, str | None, Any]]) -> _Chunk:
             "version": 1,
             "created_at": stamp,
             "updated_at": stamp,
+            "external_id": data.external_id,
         }
         if validate_events:
             _check_event(event)
@@ -390,42 +409,69 @@ def _check_event(event: dict[str, Any]) -> None:
         raise RuntimeError(f"{_EVENT_TYPE} breaks its published schema: {errors}")
 
 
-async def _write(conn: asyncpg.Connection, chunk: _Chunk) -> tuple[int, list[RowError]]:
-    """Create the chunk's customers and their events in one transaction. Returns the number
-    created and the rows refused (email taken, unknown campaign)."""
-    errors: list[RowError] = []
+OnChunk = Callable[[asyncpg.Connection, ChunkResult], Awaitable[None]]
+
+
+async def _write(conn: asyncpg.Connection, chunk: _Chunk, result: ChunkResult, on_chunk: OnChunk | None) -> ChunkResult:
+    """Create the chunk's customers and their events in one transaction, adding to `result`
+    the number created and the rows refused (email or external_id taken, unknown campaign);
+    `on_chunk` runs last in the same transaction (it may raise to undo the chunk)."""
     keep = list(range(len(chunk.customers)))
-    if not keep:
-        return 0, errors
+    if not keep and on_chunk is None:
+        return result
     async with conn.transaction():
-        campaign_ids = {c for c in chunk.campaigns if c is not None}
-        if campaign_ids:
-            known = {row[0] for row in await conn.fetch(_KNOWN_CAMPAIGNS, list(campaign_ids))}
-            unknown = [i for i in keep if chunk.campaigns[i] is not None and chunk.campaigns[i] not in known]
-            if unknown:
-                # The email is checked first, as for one customer.
-                taken = {row[0] for row in await conn.fetch(_TAKEN_EMAILS, [chunk.emails[i].lower() for i in unknown])}
-                for i in unknown:
-                    email = chunk.emails[i]
-                    reason = _taken(email) if email.lower() in taken else f"campaign_id {chunk.campaigns[i]} does not exist"
-                    errors.append(RowError(chunk.lines[i], chunk.raw_emails[i], reason))
-                refused = set(unknown)
-                keep = [i for i in keep if i not in refused]
-        await conn.copy_records_to_table(_STAGING, records=[chunk.customers[i] for i in keep], columns=_CUSTOMER_COLUMNS)
-        inserted = {row[0] for row in await conn.fetch(_INSERT_CUSTOMERS)}
-        created = [i for i in keep if chunk.customers[i][0] in inserted]
-        for i in keep:
-            if chunk.customers[i][0] not in inserted:
-                errors.append(RowError(chunk.lines[i], chunk.raw_emails[i], _taken(chunk.emails[i])))
-        members = [(chunk.campaigns[i], chunk.customers[i][0]) for i in created if chunk.campaigns[i] is not None]
-        if members:
-            await conn.execute(_ADD_MEMBERS, [m[0] for m in members], [m[1] for m in members], chunk.now)
-        await conn.copy_records_to_table("outbox", records=[chunk.events[i] for i in created], columns=_OUTBOX_COLUMNS)
-    return len(created), errors
+        if keep:
+            await _write_customers(conn, chunk, keep, result)
+        result.errors.sort(key=lambda e: e.line)
+        if on_chunk is not None:
+            await on_chunk(conn, result)
+    return result
 
 
-def _taken(email: str) -> str:
-    return f"a customer with email {email} already exists"
+async def _write_customers(conn: asyncpg.Connection, chunk: _Chunk, keep: list[int], result: ChunkResult) -> None:
+    errors = result.errors
+    campaign_ids = {c for c in chunk.campaigns if c is not None}
+    if campaign_ids:
+        known = {row[0] for row in await conn.fetch(_KNOWN_CAMPAIGNS, list(campaign_ids))}
+        unknown = [i for i in keep if chunk.campaigns[i] is not None and chunk.campaigns[i] not in known]
+        if unknown:
+            # The email is checked first, as for one customer.
+            taken = {row[0] for row in await conn.fetch(_TAKEN_EMAILS, [chunk.emails[i].lower() for i in unknown])}
+            for i in unknown:
+                email = chunk.emails[i]
+                if email.lower() in taken:
+                    errors.append(RowError(chunk.lines[i], chunk.raw_emails[i], _taken("email", email), existing=True))
+                else:
+                    errors.append(
+                        RowError(chunk.lines[i], chunk.raw_emails[i], f"campaign_id {chunk.campaigns[i]} does not exist")
+                    )
+            refused = set(unknown)
+            keep = [i for i in keep if i not in refused]
+    await conn.copy_records_to_table(_STAGING, records=[chunk.customers[i] for i in keep], columns=_CUSTOMER_COLUMNS)
+    inserted = {row[0] for row in await conn.fetch(_INSERT_CUSTOMERS)}
+    created = [i for i in keep if chunk.customers[i][0] in inserted]
+    not_inserted = [i for i in keep if chunk.customers[i][0] not in inserted]
+    if not_inserted:
+        # Refused by a unique key: the email, else the external id.
+        with_external = [chunk.external_ids[i] for i in not_inserted if chunk.external_ids[i] is not None]
+        taken_ids = {row[0] for row in await conn.fetch(_TAKEN_EXTERNAL_IDS, with_external)} if with_external else set()
+        for i in not_inserted:
+            email, external_id = chunk.emails[i], chunk.external_ids[i]
+            if external_id is not None and external_id in taken_ids:
+                taken_emails = {row[0] for row in await conn.fetch(_TAKEN_EMAILS, [email.lower()])}
+                reason = _taken("email", email) if taken_emails else _taken("external_id", external_id)
+            else:
+                reason = _taken("email", email)
+            errors.append(RowError(chunk.lines[i], chunk.raw_emails[i], reason, existing=True))
+    members = [(chunk.campaigns[i], chunk.customers[i][0]) for i in created if chunk.campaigns[i] is not None]
+    if members:
+        await conn.execute(_ADD_MEMBERS, [m[0] for m in members], [m[1] for m in members], chunk.now)
+    await conn.copy_records_to_table("outbox", records=[chunk.events[i] for i in created], columns=_OUTBOX_COLUMNS)
+    result.created += len(created)
+
+
+def _taken(key: str, value: str) -> str:
+    return f"a customer with {key} {value} already exists"
 
 
 async def import_customers(
@@ -436,32 +482,43 @@ async def import_customers(
     batch_size: int = 5000,
     writers: int = 2,
     dry_run: bool = False,
+    skip_chunks: frozenset[int] = frozenset(),
+    on_chunk: OnChunk | None = None,
 ) -> ImportReport:
-    """Create a customer per valid row, `batch_size` rows per transaction, and announce each
-    (`customer.created` through the outbox). A row that fails (invalid, an email taken or
-    repeated in the file, an unknown campaign) is reported with its line and creates nothing.
+    """Create a customer per valid row, `batch_size` rows per transaction (a chunk), and
+    announce each (`customer.created` through the outbox). A row that fails (invalid, an email
+    or external_id taken or repeated in the file, an unknown campaign) is reported with its
+    line and creates nothing.
 
     `connect()` opens the asyncpg connection to write with (not called for a dry run);
-    `on_rows(n)` is told as rows are done."""
+    `on_rows(n)` is told as rows are done. `on_chunk(conn, result)` runs inside each chunk's
+    transaction (also for a chunk with nothing to create), so a caller can record progress
+    atomically with the chunk; the chunks numbered in `skip_chunks` (committed by an earlier
+    run with the same `batch_size`) are read past, neither validated nor written."""
     report = ImportReport()
     first_line: dict[str, int] = {}
     validator = _Validator()
 
-    def validated(rows: list[tuple[int, dict[str, str]]]) -> list[tuple[int, str | None, Any]]:
-        """The valid rows, in file order; the others go to the report."""
+    def validated(rows: list[tuple[int, dict[str, str]]], errors: list[RowError]) -> list[tuple[int, str | None, Any]]:
+        """The valid rows, in file order; the others go to `errors`."""
         valid: list[tuple[int, str | None, Any]] = []
         for (line, row), result in zip(rows, validator.validate([r for _, r in rows]), strict=True):
             raw_email = row.get("email", "").strip() or None
             if isinstance(result, ValidationError):
-                report.errors.append(RowError(line, raw_email, _reason(result)))
+                errors.append(RowError(line, raw_email, _reason(result)))
             elif isinstance(result, Exception):
-                report.errors.append(RowError(line, raw_email, str(result)))
+                errors.append(RowError(line, raw_email, str(result)))
             else:
-                key = str(result.email).lower()  # type: ignore[attr-defined]
-                if key in first_line:
-                    report.errors.append(RowError(line, raw_email, f"duplicate of line {first_line[key]} in this file"))
+                keys = [str(result.email).lower()]  # type: ignore[attr-defined]
+                external_id = result.external_id  # type: ignore[attr-defined]
+                if external_id is not None:
+                    keys.append("\x00" + external_id)  # apart from every email (which holds no NUL)
+                repeated = next((first_line[k] for k in keys if k in first_line), None)
+                if repeated is not None:
+                    errors.append(RowError(line, raw_email, f"duplicate of line {repeated} in this file"))
                     continue
-                first_line[key] = line
+                for key in keys:
+                    first_line[key] = line
                 valid.append((line, raw_email, result))
         return valid
 
@@ -469,10 +526,10 @@ async def import_customers(
         if dry_run:
             for rows in _chunks(read_rows(path, report), _STEP):
                 report.total += len(rows)
-                report.created += len(validated(rows))
+                report.created += len(validated(rows, report.errors))
                 on_rows(len(rows))
-            return report
-        await _import(connect, path, report, validated, on_rows, batch_size, writers)
+        else:
+            await _import(connect, path, report, validated, on_rows, batch_size, writers, skip_chunks, on_chunk)
     report.errors.sort(key=lambda e: e.line)
     return report
 
@@ -491,60 +548,72 @@ def _without_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
+Validated = Callable[[list[tuple[int, dict[str, str]]], list[RowError]], list[tuple[int, str | None, Any]]]
+
+
 async def _import(
     connect: Callable[[], Awaitable[asyncpg.Connection]],
     path: Path,
     report: ImportReport,
-    validated: Callable[[list[tuple[int, dict[str, str]]]], list[tuple[int, str | None, Any]]],
+    validated: Validated,
     on_rows: Callable[[int], None],
     batch_size: int,
     writers: int,
+    skip_chunks: frozenset[int],
+    on_chunk: OnChunk | None,
 ) -> None:
     """Validate and prepare chunks while up to `writers` earlier chunks are being written, each
     on its own connection (rows of different chunks never share an email: a repeated one is
     refused while validating, so the transactions never wait for each other)."""
     idle: list[asyncpg.Connection] = []
-    busy: list[tuple[asyncio.Task[tuple[int, list[RowError]]], asyncpg.Connection, int]] = []
+    busy: list[tuple[asyncio.Task[ChunkResult], asyncpg.Connection]] = []
 
     async def finish_oldest() -> None:
-        task, conn, rows = busy.pop(0)
-        created, errors = await task
+        task, conn = busy.pop(0)
+        result = await task
         idle.append(conn)
-        report.created += created
-        report.errors.extend(errors)
-        on_rows(rows)
+        report.created += result.created
+        report.errors.extend(result.errors)
+        on_rows(result.rows)
 
     try:
         for _ in range(writers):
             conn = await connect()
             idle.append(conn)
             await conn.execute(_CREATE_STAGING)
-        pending: list[tuple[int, str | None, Any]] = []  # validated, not yet written
-        pending_rows = 0
         lines = read_rows(path, report)
+        index = 0
         while True:
-            # Validate in steps, yielding in between: earlier chunks are being written meanwhile.
-            rows = list(itertools.islice(lines, min(_STEP, batch_size - pending_rows)))
-            if rows:
+            if index in skip_chunks:
+                skipped = sum(1 for _ in itertools.islice(lines, batch_size))
+                if not skipped:
+                    break
+                index += 1
+                continue
+            result = ChunkResult(index, 0, 0, [])
+            pending: list[tuple[int, str | None, Any]] = []  # validated, not yet written
+            while result.rows < batch_size:
+                # Validate in steps, yielding in between: earlier chunks are being written meanwhile.
+                rows = list(itertools.islice(lines, min(_STEP, batch_size - result.rows)))
+                if not rows:
+                    break
                 report.total += len(rows)
-                pending.extend(validated(rows))
-                pending_rows += len(rows)
+                result.rows += len(rows)
+                pending.extend(validated(rows, result.errors))
                 await asyncio.sleep(0)
-                if pending_rows < batch_size:
-                    continue
-            if not pending_rows:
+            if not result.rows:
                 break
             chunk = _prepare(pending)
             if not idle:
                 await finish_oldest()
             conn = idle.pop()
-            busy.append((asyncio.create_task(_write(conn, chunk)), conn, pending_rows))
-            pending, pending_rows = [], 0
+            busy.append((asyncio.create_task(_write(conn, chunk, result, on_chunk)), conn))
+            index += 1
             await asyncio.sleep(0)
         while busy:
             await finish_oldest()
     finally:
-        for task, conn, _ in busy:
+        for task, conn in busy:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task

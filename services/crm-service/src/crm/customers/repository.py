@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import ColumnElement, bindparam, cast, literal, or_, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import ColumnElement, Uuid, bindparam, cast, func, literal, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -19,7 +19,7 @@ from crm.customers.models import Customer
 from cxkit import keyset
 from cxkit.db import insert_new
 from cxkit.http.pagination import PageParams
-from cxkit.pg_pool import CompiledQuery
+from cxkit.pg_pool import CompiledQuery, UnnestInsert
 
 SORT_KEYS = (
     keyset.SortKey("created_at", Customer.created_at, "datetime"),
@@ -46,6 +46,7 @@ class CustomerFilters:
     tag: str | None = None
     owner: str | None = None
     campaign_id: uuid.UUID | None = None
+    external_id: str | None = None
 
 
 def _like_pattern(q: str) -> str:
@@ -79,6 +80,8 @@ def matching(filters: CustomerFilters) -> list[ColumnElement[bool]]:
         conditions.append(Customer.campaign_id == filters.campaign_id)
     if filters.tag:
         conditions.append(_tag_condition(filters.tag))
+    if filters.external_id:
+        conditions.append(Customer.external_id == filters.external_id)
     return conditions
 
 
@@ -96,6 +99,9 @@ class CustomerRepository:
 
     async def get_by_email(self, email: str) -> Customer | None:
         return await self.session.scalar(select(Customer).where(Customer.email_normalized == email.strip().lower()))
+
+    async def id_by_external_id(self, external_id: str) -> uuid.UUID | None:
+        return await self.session.scalar(select(Customer.id).where(Customer.external_id == external_id))
 
     async def by_emails(self, normalized: list[str]) -> dict[str, tuple[uuid.UUID, uuid.UUID | None]]:
         """email -> (id, merged_into_id) for the emails that have a customer; one query."""
@@ -196,6 +202,7 @@ async def read_reference(db: asyncpg.Pool | asyncpg.Connection, customer_id: uui
 
 _LOCK_CUSTOMER = CompiledQuery(select(Customer.__table__).where(Customer.id == bindparam("customer_id")).with_for_update())
 _ID_BY_EMAIL = CompiledQuery(select(Customer.id).where(Customer.email_normalized == bindparam("email")))
+_ID_BY_EXTERNAL_ID = CompiledQuery(select(Customer.id).where(Customer.external_id == bindparam("external_id")))
 _UPDATES: dict[tuple[OpenDealValue, tuple[str, ...]], CompiledQuery] = {}
 
 
@@ -207,6 +214,11 @@ async def lock_customer(conn: asyncpg.Connection, customer_id: uuid.UUID) -> asy
 async def id_by_email(conn: asyncpg.Connection, email: str) -> uuid.UUID | None:
     """The id of the customer holding this email (compared case-insensitively), if any."""
     return await _ID_BY_EMAIL.fetchval(conn, email=email.strip().lower())
+
+
+async def id_by_external_id_on(conn: asyncpg.Connection, external_id: str) -> uuid.UUID | None:
+    """The id of the customer holding this external id, if any."""
+    return await _ID_BY_EXTERNAL_ID.fetchval(conn, external_id=external_id)
 
 
 async def update_customer_row(
@@ -228,3 +240,88 @@ async def update_customer_row(
     row = await query.fetchrow(conn, customer_id=customer_id, **{f"v_{c}": v for c, v in values.items()})
     assert row is not None, "update_customer_row on a customer that is not locked"
     return row
+
+
+_LOCK_BY_KEYS = (
+    f"SELECT {', '.join(c.name for c in Customer.__table__.columns)} FROM customers "
+    "WHERE external_id = ANY($1::text[]) OR email_normalized = ANY($2::text[]) ORDER BY id FOR UPDATE"
+)
+# Written as sent: every column a batch upsert may set, for one UPDATE of many rows.
+BATCH_COLUMNS = (
+    "email",
+    "name",
+    "phone",
+    "company",
+    "lifecycle_stage",
+    "owner",
+    "tags",
+    "attributes",
+    "source",
+    "campaign_id",
+    "survey_opt_out",
+    "external_id",
+)
+_BATCH_TYPES = {"tags": "jsonb", "attributes": "jsonb", "campaign_id": "uuid", "survey_opt_out": "boolean"}
+_BATCH_UPDATE = (
+    "UPDATE customers c SET "
+    + ", ".join(
+        f"{col} = u.{col}" + (f"::{_BATCH_TYPES[col]}" if _BATCH_TYPES.get(col) == "jsonb" else "") for col in BATCH_COLUMNS
+    )
+    + ", email_normalized = lower(u.email), version = c.version + 1, updated_at = $"
+    + str(len(BATCH_COLUMNS) + 2)
+    + " FROM unnest($1::uuid[], "
+    + ", ".join(
+        f"${n}::{'text' if _BATCH_TYPES.get(col, 'text') == 'jsonb' else _BATCH_TYPES.get(col, 'text')}[]"
+        for n, col in enumerate(BATCH_COLUMNS, start=2)
+    )
+    + f") AS u(id, {', '.join(BATCH_COLUMNS)}) WHERE c.id = u.id "
+    + f"RETURNING {', '.join('c.' + c.name for c in Customer.__table__.columns)}"
+)
+_BATCH_INSERT = UnnestInsert(
+    Customer.__table__, ("id", "email_normalized", "version", "created_at", "updated_at", *BATCH_COLUMNS)
+)
+_OPEN_DEAL_VALUES: dict[OpenDealValue, CompiledQuery] = {}
+
+
+async def lock_by_keys(conn: asyncpg.Connection, external_ids: list[str], emails: list[str]) -> list[asyncpg.Record]:
+    """The customers holding any of these external ids or (normalized) emails, locked in id
+    order (two batches touching the same customers cannot deadlock)."""
+    return await conn.fetch(_LOCK_BY_KEYS, external_ids, emails)
+
+
+async def insert_many(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+    """One statement for all rows (JSON columns as text); a row whose email or external id is
+    taken meanwhile is skipped. Returns the ids inserted."""
+    as_text = [
+        row | {"tags": orjson.dumps(row["tags"]).decode(), "attributes": orjson.dumps(row["attributes"]).decode()} for row in rows
+    ]
+    return set(await _BATCH_INSERT.inserted(conn, "id", as_text))
+
+
+async def update_many(conn: asyncpg.Connection, rows: list[dict[str, Any]], now: Any) -> list[asyncpg.Record]:
+    """Write each row's `BATCH_COLUMNS` (the whole new value) over its customer, bump versions:
+    one statement. Returns the rows as they are now."""
+    if not rows:
+        return []
+    columns = [[row["id"] for row in rows]]
+    for col in BATCH_COLUMNS:
+        values = [row[col] for row in rows]
+        if col in ("tags", "attributes"):
+            values = [orjson.dumps(v).decode() for v in values]
+        columns.append(values)
+    return await conn.fetch(_BATCH_UPDATE, *columns, now)
+
+
+async def open_deal_values(
+    conn: asyncpg.Connection, ids: list[uuid.UUID], open_deal_value: OpenDealValue
+) -> dict[uuid.UUID, Any]:
+    """id -> the customer's sum of open deal amounts, for many customers in one statement."""
+    if not ids:
+        return {}
+    query = _OPEN_DEAL_VALUES.get(open_deal_value)
+    if query is None:
+        stmt = select(Customer.id, open_deal_value(Customer.id).scalar_subquery()).where(
+            Customer.id == func.any(bindparam("ids", type_=ARRAY(Uuid)))
+        )
+        query = _OPEN_DEAL_VALUES[open_deal_value] = CompiledQuery(stmt)
+    return {row[0]: row[1] for row in await query.fetch(conn, ids=ids)}

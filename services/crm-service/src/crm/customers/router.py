@@ -13,6 +13,9 @@ from crm.customers import service
 from crm.customers.lifecycle import OtherDomains
 from crm.customers.repository import SORT_KEYS, CustomerFilters
 from crm.customers.schemas import (
+    BatchItemResult,
+    CustomerBatch,
+    CustomerBatchResult,
     CustomerCreate,
     CustomerMerge,
     CustomerPage,
@@ -98,15 +101,56 @@ async def create_customer(body: CustomerCreate, session: SessionDep, idem: Idemp
     return await idem.execute(session, operation)
 
 
+@router.post(
+    "/batch",
+    response_model=CustomerBatchResult,
+    summary="Create or update many customers (upsert)",
+    description="Up to 1,000 `items`, each found by its `external_id` when it sends one (a customer found by the "
+    "email instead, without an external id yet, is given it), else by its `email`. A found customer gets the fields "
+    "sent (`tags` and `attributes` replaced whole; the rest kept), a new one needs `email` and `name`. The answer "
+    "(200) has one result per item, in order: `created`, `updated` (with the fields that `changed`), `unchanged`, "
+    "or `error` with a `problem` (422 with field `errors` for an invalid item, 409 for a taken email or external id, "
+    "a merged or erased customer, or an item repeating the email, external id or customer of an earlier item of the "
+    "batch: only the first of them is applied). Each created customer is announced by `customer.created`, each "
+    "changed one by `customer.updated`; an unchanged one by nothing. The batch is one transaction, done with a few "
+    "statements whatever its size; an `Idempotency-Key` covers the whole batch. Needs `write`.",
+    responses=problem_responses(401, 403, 409, 413, 422),
+)
+async def upsert_customers(body: CustomerBatch, pool: PgPoolDep, idem: IdempotencyDep, others: OtherDomainsDep) -> Response:
+    async def prepare(conn: asyncpg.Connection) -> tuple[Response, list[RowInsert]]:
+        results = await service.upsert_batch(
+            conn, body.items, campaign_exists=others.campaign_exists, open_deal_value=others.open_deal_value
+        )
+        counts = dict.fromkeys(("created", "updated", "unchanged", "error"), 0)
+        for result in results:
+            counts[result["status"]] += 1
+        answer = CustomerBatchResult(
+            results=[BatchItemResult(index=i, **result) for i, result in enumerate(results)], counts=counts
+        )
+        return json_response(answer), []
+
+    response = await idem.write_locked(pool, prepare)
+    wake_relay()
+    return response
+
+
+only_these_methods(router, "/batch", ("POST",))
+
+
 def customer_filters(
     q: Annotated[SearchText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
     lifecycle_stage: LifecycleStage | None = None,
     tag: Annotated[SearchText | None, Query(min_length=1, max_length=50)] = None,
     owner: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
     campaign_id: uuid.UUID | None = None,
+    external_id: Annotated[
+        SearchText | None, Query(min_length=1, max_length=200, description="The customer with this external id.")
+    ] = None,
 ) -> CustomerFilters:
     """The filters of the customer list, read from the query (the export takes the same)."""
-    return CustomerFilters(q=q, lifecycle_stage=lifecycle_stage, tag=tag, owner=owner, campaign_id=campaign_id)
+    return CustomerFilters(
+        q=q, lifecycle_stage=lifecycle_stage, tag=tag, owner=owner, campaign_id=campaign_id, external_id=external_id
+    )
 
 
 FiltersDep = Annotated[CustomerFilters, Depends(customer_filters)]
@@ -119,7 +163,7 @@ EXPORT_EXAMPLE = (
     + "\r\n"
     + f"{EXAMPLE_IDS['customer']},ada@example.com,Ada Lovelace,'+44 20 7946 0018,Analytical Engines Ltd,lead,"
     'sam@yourcompany.example,vip;newsletter,"{""plan"":""pro""}",webshop,,false,1,'
-    "2026-11-23T10:00:00+00:00,2026-11-23T10:00:00+00:00,,\r\n"
+    "2026-11-23T10:00:00+00:00,2026-11-23T10:00:00+00:00,,,\r\n"
 )
 
 
@@ -169,7 +213,7 @@ async def get_customer(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader) 
     response_model=CustomerPage,
     summary="List and search customers",
     description="Filters: `q` searches name, email and company (case-insensitive substring), `lifecycle_stage`, `tag`, "
-    "`owner`, `campaign_id`. `sort`: `created_at`, `updated_at`, `name` or `email`, `-` for descending (default "
+    "`owner`, `campaign_id`, `external_id`. `sort`: `created_at`, `updated_at`, `name` or `email`, `-` for descending (default "
     "`-created_at`); customers without the sorted value come last. Merged duplicates and erased customers are left "
     "out. Paginated with `limit` and the opaque `cursor` of the previous page. Needs `read`.",
     responses=problem_responses(401, 403, 422),

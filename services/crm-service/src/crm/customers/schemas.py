@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
 
 from crm.fields import EXAMPLE_IDS, FreeJSON, InputModel, PatchModel, Tag
 from cxkit.http.pagination import Page
 
+ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 LifecycleStage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist", "churned"]
 
 EXAMPLE = {
@@ -34,6 +46,7 @@ READ_EXAMPLE = {
     "updated_at": "2026-11-23T10:00:00Z",
     "erased_at": None,
     "merged_into_id": None,
+    "external_id": None,
 }
 
 
@@ -51,6 +64,9 @@ class CustomerCreate(InputModel):
     source: str | None = Field(None, max_length=100)
     campaign_id: uuid.UUID | None = Field(None, description="The campaign the customer came from (must exist).")
     survey_opt_out: bool = Field(False, strict=True, description="True: never invite this customer to surveys.")
+    external_id: ExternalId | None = Field(
+        None, description="The customer's id in another system (shop, billing); unique when set."
+    )
 
 
 # Fields a PATCH may not set to null (they always have a value).
@@ -75,6 +91,7 @@ class CustomerUpdate(PatchModel):
     source: str | None = Field(None, max_length=100)
     campaign_id: uuid.UUID | None = None
     survey_opt_out: bool | None = Field(None, strict=True)
+    external_id: ExternalId | None = None
 
     not_null = _NOT_NULL
 
@@ -105,6 +122,7 @@ class CustomerRead(BaseModel):
     updated_at: dt.datetime
     erased_at: dt.datetime | None = Field(None, description="Set once personal data was erased (GDPR).")
     merged_into_id: uuid.UUID | None = Field(None, description="Set on a duplicate folded into another customer.")
+    external_id: str | None = Field(None, description="The customer's id in another system, if one was given.")
 
 
 class CustomerPage(Page[CustomerRead]):
@@ -135,3 +153,118 @@ class MergedAwayProblem(BaseModel):
     status: int
     detail: str
     merged_into: uuid.UUID
+
+
+class CustomerBatchItem(PatchModel):
+    """One customer of a batch upsert: found by `external_id` (when sent) or else by `email`;
+    the fields sent are set (`tags` and `attributes` replaced whole), the others kept. A new
+    customer needs `email` and `name`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"external_id": "shop-1042", "email": "ada@example.com", "name": "Ada Lovelace"}]}
+    )
+
+    email: EmailStr | None = Field(None, description="Unique, compared case-insensitively; the key when no external_id.")
+    external_id: ExternalId | None = Field(None, description="The key, when sent: the customer's id in another system.")
+    name: str | None = Field(None, min_length=1, max_length=200)
+    phone: str | None = Field(None, max_length=50)
+    company: str | None = Field(None, max_length=200)
+    lifecycle_stage: LifecycleStage | None = None
+    owner: str | None = Field(None, max_length=200)
+    tags: list[Tag] | None = Field(None, max_length=50)
+    attributes: FreeJSON | None = None
+    source: str | None = Field(None, max_length=100)
+    campaign_id: uuid.UUID | None = None
+    survey_opt_out: bool | None = Field(None, strict=True)
+
+    not_null = _NOT_NULL
+
+    @model_validator(mode="after")
+    def _has_a_key(self) -> CustomerBatchItem:
+        if self.email is None and self.external_id is None:
+            raise ValueError("send email or external_id (the key the customer is found by)")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidItem:
+    """An item of a batch that failed validation: its field errors (locations inside the item)."""
+
+    errors: list[dict[str, Any]]
+
+
+def _item_or_errors(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        return InvalidItem([{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()])
+
+
+# Each item is validated on its own: a bad one gets a problem in its result, the others go on.
+BatchItem = Annotated[CustomerBatchItem, WrapValidator(_item_or_errors)]
+BATCH_MAX = 1000
+
+
+class CustomerBatch(InputModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {"external_id": "shop-1042", "email": "ada@example.com", "name": "Ada Lovelace", "tags": ["vip"]},
+                        {"email": "grace@example.com", "lifecycle_stage": "customer"},
+                    ]
+                }
+            ]
+        }
+    )
+
+    items: list[BatchItem] = Field(min_length=1, max_length=BATCH_MAX)
+
+
+BatchStatus = Literal["created", "updated", "unchanged", "error"]
+
+
+class BatchItemProblem(BaseModel):
+    status: int = Field(description="409 for a conflict (a key taken or repeated in the batch), 422 for invalid input.")
+    title: str
+    detail: str
+    errors: list[dict[str, Any]] = Field(default_factory=list, description="Field problems, `loc` inside the item.")
+
+
+class BatchItemResult(BaseModel):
+    index: int = Field(description="The item's position in `items`, from 0.")
+    status: BatchStatus
+    customer: CustomerRead | None = Field(None, description="The customer as it is now (not for an error).")
+    changed: list[str] | None = Field(None, description="For `updated`: the fields that changed.")
+    problem: BatchItemProblem | None = Field(None, description="For `error`: why nothing was done for this item.")
+
+
+class CustomerBatchResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {"index": 0, "status": "created", "customer": READ_EXAMPLE, "changed": None, "problem": None},
+                        {
+                            "index": 1,
+                            "status": "error",
+                            "customer": None,
+                            "changed": None,
+                            "problem": {
+                                "status": 409,
+                                "title": "Conflict",
+                                "detail": "duplicate of item 0 in this batch (same email)",
+                                "errors": [{"loc": ["email"], "msg": "repeated in this batch", "type": "duplicate"}],
+                            },
+                        },
+                    ],
+                    "counts": {"created": 1, "updated": 0, "unchanged": 0, "error": 1},
+                }
+            ]
+        }
+    )
+
+    results: list[BatchItemResult] = Field(description="One per item, in the order of `items`.")
+    counts: dict[str, int]

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,7 +18,7 @@ from crm.customers import repository
 from crm.customers.lifecycle import CampaignExists, CampaignMembership, CustomerErasure, OpenDealValue, StoredFiles
 from crm.customers.models import LIFECYCLE_STAGES, Customer
 from crm.customers.repository import SORT_KEYS, CustomerFilters, CustomerRepository
-from crm.customers.schemas import CustomerCreate, CustomerUpdate
+from crm.customers.schemas import CustomerBatchItem, CustomerCreate, CustomerUpdate, InvalidItem
 from crm.db import SOURCE, IdempotencyKey, OutboxMessage, WebhookDelivery, as_money
 from cxkit import keyset
 from cxkit.db import utcnow
@@ -28,7 +29,7 @@ from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event, outbox_row
 from cxkit.lifecycle import CustomerDataRegistry
-from cxkit.pg_pool import CompiledQuery, Row, RowInsert
+from cxkit.pg_pool import CompiledQuery, Row, RowInsert, UnnestInsert
 
 # Lifecycle stages a customer moves through as they buy; `churned` stands apart.
 _PROGRESSION = [s for s in LIFECYCLE_STAGES if s != "churned"]
@@ -63,6 +64,7 @@ def snapshot(customer: Customer, open_deal_value: Decimal = Decimal("0")) -> dic
         version=customer.version,
         created_at=customer.created_at,
         updated_at=customer.updated_at,
+        external_id=customer.external_id,
     ).model_dump()
 
 
@@ -115,8 +117,11 @@ def _field_error(field: str, msg: str = "unknown id") -> dict[str, Any]:
 
 async def create_customer(session: AsyncSession, data: CustomerCreate, campaigns: CampaignMembership) -> Customer:
     email = str(data.email)
-    if await CustomerRepository(session).get_by_email(email):
+    repo = CustomerRepository(session)
+    if await repo.get_by_email(email):
         raise Conflict(f"a customer with email {email} already exists")
+    if data.external_id is not None and await repo.id_by_external_id(data.external_id) is not None:
+        raise Conflict(f"a customer with external_id {data.external_id} already exists")
     return await insert_customer(session, **data.model_dump(exclude={"email"}), email=email, campaigns=campaigns)
 
 
@@ -304,6 +309,10 @@ async def update_customer_on(
                 if other is not None and other != customer_id:
                     raise Conflict(f"a customer with email {value} already exists")
                 values["email_normalized"] = value.lower()
+        elif field == "external_id" and value is not None and value != row["external_id"]:
+            other = await repository.id_by_external_id_on(conn, value)
+            if other is not None and other != customer_id:
+                raise Conflict(f"a customer with external_id {value} already exists")
         elif field == "tags":
             value = sorted(set(value))
         elif field == "campaign_id" and value not in (None, row["campaign_id"]) and not await campaign_exists(conn, value):
@@ -317,7 +326,7 @@ async def update_customer_on(
     try:
         updated = await repository.update_customer_row(conn, customer_id, values, open_deal_value)
     except asyncpg.UniqueViolationError:
-        raise Conflict(f"a customer with email {values.get('email')} already exists") from None
+        raise Conflict("a customer with this email or external_id already exists (written meanwhile)") from None
     snap = snapshot(Row(updated), as_money(updated["open_deal_value"]))
     event = outbox_row("customer.updated", source=SOURCE, subject=customer_id, data=CustomerUpdated(**snap, changed=changed))
     return dict(updated), [RowInsert(OutboxMessage.__table__, event)]
@@ -500,3 +509,242 @@ async def erase_customer(
             data=CustomerErased(customer_id=target.id, erased_at=now),
         )
     return True
+
+
+# --- batch upsert --------------------------------------------------------------------------------
+
+_CAMPAIGN_MEMBERS = (
+    "INSERT INTO campaign_members (id, campaign_id, customer_id, responded_at, response, added_at) "
+    "SELECT gen_random_uuid(), c, m, $3, 'created', $3 FROM unnest($1::uuid[], $2::uuid[]) AS u(c, m) "
+    "ON CONFLICT DO NOTHING"
+)
+_OUTBOX_COLUMNS = ("event_id", "topic", "key", "event_type", "value", "headers", "created_at")
+_OUTBOX_INSERT = UnnestInsert(OutboxMessage.__table__, _OUTBOX_COLUMNS)
+
+
+def _item_problem(status: int, detail: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    title = {409: "Conflict", 422: "Unprocessable Content"}[status]
+    return {"status": status, "title": title, "detail": detail, "errors": errors or []}
+
+
+def _key_error(field: str, msg: str, kind: str) -> list[dict[str, Any]]:
+    return [{"loc": [field], "msg": msg, "type": kind}]
+
+
+async def upsert_batch(
+    conn: asyncpg.Connection,
+    items: Sequence[CustomerBatchItem | InvalidItem],
+    *,
+    campaign_exists: CampaignExists,
+    open_deal_value: OpenDealValue,
+) -> list[dict[str, Any]]:
+    """Create or update each item's customer, inside the caller's transaction, with a handful of
+    statements whatever the batch's size: one locking read of every customer the items name,
+    one insert of the new ones, one update of the changed ones, one read of their open deal
+    values, one insert of the campaign memberships and one of the events (`customer.created`,
+    `customer.updated` with what `changed`; nothing for an unchanged customer).
+
+    An item is matched by its `external_id` when it sends one (a customer found by the email
+    instead, without an external id yet, is given it), else by its `email`. An item that repeats
+    the email or external id of an earlier item, or names the same customer, gets a 409 problem
+    ("duplicate of item i in this batch") and changes nothing; so do a taken email or external id,
+    and a merged or erased customer. Returns one result per item, in order."""
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    valid: list[tuple[int, CustomerBatchItem]] = []
+    first: dict[tuple[str, str], int] = {}
+    for i, item in enumerate(items):
+        if isinstance(item, InvalidItem):
+            results[i] = {"status": "error", "problem": _item_problem(422, "the item is not valid", item.errors)}
+            continue
+        keys = [("external_id", item.external_id)] if item.external_id is not None else []
+        if item.email is not None:
+            keys.append(("email", str(item.email).lower()))
+        repeated = next(((k, first[k]) for k in keys if k in first), None)
+        if repeated is not None:
+            (field, _), j = repeated
+            results[i] = {
+                "status": "error",
+                "problem": _item_problem(
+                    409,
+                    f"duplicate of item {j} in this batch (same {field})",
+                    _key_error(field, "repeated in this batch", "duplicate"),
+                ),
+            }
+            continue
+        for key in keys:
+            first[key] = i
+        valid.append((i, item))
+
+    campaigns = {item.campaign_id for _, item in valid if item.campaign_id is not None}
+    known_campaigns = {c for c in campaigns if await campaign_exists(conn, c)}
+    locked = await repository.lock_by_keys(
+        conn,
+        [item.external_id for _, item in valid if item.external_id is not None],
+        [str(item.email).lower() for _, item in valid if item.email is not None],
+    )
+    by_external = {row["external_id"]: row for row in locked if row["external_id"] is not None}
+    by_email = {row["email_normalized"]: row for row in locked if row["email_normalized"] is not None}
+
+    now = utcnow()
+    creates: list[tuple[int, dict[str, Any]]] = []
+    updates: list[tuple[int, dict[str, Any], list[str]]] = []
+    unchanged: list[tuple[int, asyncpg.Record]] = []
+    targeted: dict[uuid.UUID, int] = {}
+    for i, item in valid:
+        error = _batch_error(item, known_campaigns)
+        email = str(item.email) if item.email is not None else None
+        target = by_external.get(item.external_id) if item.external_id is not None else None
+        if target is None and email is not None:
+            target = by_email.get(email.lower())
+            if target is not None and item.external_id is not None and target["external_id"] is not None:
+                error = error or _item_problem(
+                    409,
+                    f"the customer with email {email} has another external_id ({target['external_id']})",
+                    _key_error("email", "held by a customer with another external_id", "conflict"),
+                )
+        if error is None and target is not None:
+            error = _target_error(item, email, target, by_email, targeted.get(target["id"]))
+        if error is not None:
+            results[i] = {"status": "error", "problem": error}
+            continue
+        if target is None:
+            if email is None or item.name is None:
+                missing = [f for f in ("email", "name") if getattr(item, f) is None]
+                results[i] = {
+                    "status": "error",
+                    "problem": _item_problem(
+                        422,
+                        "no customer has this external_id; a new customer needs email and name",
+                        [{"loc": [f], "msg": "Field required", "type": "missing"} for f in missing],
+                    ),
+                }
+                continue
+            creates.append((i, _new_row(item, email, now)))
+            continue
+        targeted[target["id"]] = i
+        values, changed = _changed_values(item, target)
+        if changed:
+            updates.append((i, values, changed))
+        else:
+            unchanged.append((i, target))
+
+    events: list[dict[str, Any]] = []
+    inserted = await repository.insert_many(conn, [row for _, row in creates])
+    members: list[tuple[uuid.UUID, uuid.UUID]] = []
+    for i, row in creates:
+        if row["id"] not in inserted:
+            results[i] = {
+                "status": "error",
+                "problem": _item_problem(409, "a customer with this email or external_id was created meanwhile; send it again"),
+            }
+            continue
+        customer = Row(_as_record(row))
+        results[i] = {"status": "created", "customer": row}
+        events.append(
+            outbox_row(
+                "customer.created", source=SOURCE, subject=row["id"], data=CustomerCreated(**snapshot(customer, as_money(0)))
+            )
+        )  # type: ignore[arg-type]
+        if row["campaign_id"] is not None:
+            members.append((row["campaign_id"], row["id"]))
+    if members:
+        await conn.execute(_CAMPAIGN_MEMBERS, [m[0] for m in members], [m[1] for m in members], now)
+
+    try:
+        written = {row["id"]: row for row in await repository.update_many(conn, [values for _, values, _ in updates], now)}
+    except asyncpg.UniqueViolationError:
+        # Only when items of one batch swap emails or external ids between existing customers.
+        raise Conflict("the batch moves an email or external_id between customers; send those changes separately") from None
+    deal_values = await repository.open_deal_values(conn, list(written), open_deal_value)
+    for i, values, changed in updates:
+        row = written[values["id"]]
+        results[i] = {"status": "updated", "customer": dict(row), "changed": changed}
+        snap = snapshot(Row(row), as_money(deal_values.get(row["id"])))  # type: ignore[arg-type]
+        events.append(
+            outbox_row("customer.updated", source=SOURCE, subject=row["id"], data=CustomerUpdated(**snap, changed=changed))
+        )
+    for i, row in unchanged:
+        results[i] = {"status": "unchanged", "customer": dict(row)}
+    if events:
+        for event in events:
+            event["headers"] = orjson.dumps(event["headers"]).decode()
+        await _OUTBOX_INSERT.execute(conn, _OUTBOX_INSERT.column_lists(events))
+    return [r for r in results if r is not None]
+
+
+def _batch_error(item: CustomerBatchItem, known_campaigns: set[uuid.UUID]) -> dict[str, Any] | None:
+    if item.campaign_id is not None and item.campaign_id not in known_campaigns:
+        return _item_problem(
+            422, f"campaign_id {item.campaign_id} does not exist", _key_error("campaign_id", "unknown id", "reference")
+        )
+    return None
+
+
+def _target_error(
+    item: CustomerBatchItem,
+    email: str | None,
+    target: asyncpg.Record,
+    by_email: dict[str, asyncpg.Record],
+    earlier: int | None,
+) -> dict[str, Any] | None:
+    """Why the item cannot change the customer it matched, if it cannot."""
+    if earlier is not None:
+        return _item_problem(
+            409,
+            f"duplicate of item {earlier} in this batch (same customer)",
+            _key_error("email", "repeated in this batch", "duplicate"),
+        )
+    if target["merged_into_id"] is not None:
+        return _item_problem(409, f"customer {target['id']} was merged into {target['merged_into_id']}; change that one")
+    if target["erased_at"] is not None:
+        return _item_problem(409, f"customer {target['id']} was erased")
+    if email is not None and email.lower() != target["email_normalized"]:
+        holder = by_email.get(email.lower())
+        if holder is not None and holder["id"] != target["id"]:
+            return _item_problem(
+                409, f"a customer with email {email} already exists", _key_error("email", "taken by another customer", "conflict")
+            )
+    return None
+
+
+def _new_row(item: CustomerBatchItem, email: str, now: Any) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "email": email,
+        "email_normalized": email.lower(),
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+        "name": item.name,
+        "phone": item.phone,
+        "company": item.company,
+        "lifecycle_stage": item.lifecycle_stage or "lead",
+        "owner": item.owner,
+        "tags": sorted(set(item.tags or [])),
+        "attributes": item.attributes or {},
+        "source": item.source,
+        "campaign_id": item.campaign_id,
+        "survey_opt_out": bool(item.survey_opt_out),
+        "external_id": item.external_id,
+    }
+
+
+def _changed_values(item: CustomerBatchItem, target: asyncpg.Record) -> tuple[dict[str, Any], list[str]]:
+    """The customer's `BATCH_COLUMNS` with the item's fields applied, and the names of those
+    that changed."""
+    values = {col: target[col] for col in repository.BATCH_COLUMNS} | {"id": target["id"]}
+    changed = []
+    for field in item.model_fields_set:
+        value = getattr(item, field)
+        if field == "email":
+            value = str(value)
+        elif field == "tags":
+            value = sorted(set(value))
+        if value != target[field]:
+            values[field] = value
+            changed.append(field)
+    return values, sorted(changed)
+
+
+def _as_record(row: dict[str, Any]) -> dict[str, Any]:
+    return row | {"erased_at": None, "merged_into_id": None}

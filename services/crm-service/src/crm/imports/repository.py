@@ -1,0 +1,147 @@
+"""Every import-job query (plain asyncpg: the worker and the routes run them on the pool or on
+their own connections)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+
+from crm.customers.csv_import import RowError
+
+JOB_COLUMNS = (
+    "id, status, filename, size_bytes, chunk_rows, total_rows, rows_read, created, skipped, failed, done_chunks, "
+    "ignored_columns, error, created_by, created_at, started_at, finished_at, updated_at"
+)
+# A job being worked on holds this advisory lock (class, hashtext(id)) on the worker's
+# connection: released by PostgreSQL when that connection or process dies, so another worker
+# can tell a dead job from a live one without any timeout.
+_LOCK_CLASS = 72_140_006
+PART_BYTES = 1024 * 1024
+
+
+async def insert_job(
+    conn: asyncpg.Connection, job_id: uuid.UUID, *, filename: str | None, chunk_rows: int, created_by: str | None
+) -> None:
+    await conn.execute(
+        "INSERT INTO import_jobs (id, status, filename, size_bytes, chunk_rows, rows_read, created, skipped, failed, "
+        "done_chunks, created_by, created_at, updated_at) "
+        "VALUES ($1, 'queued', $2, 0, $3, 0, 0, 0, 0, '{}', $4, now(), now())",
+        job_id,
+        filename,
+        chunk_rows,
+        created_by,
+    )
+
+
+async def add_part(conn: asyncpg.Connection, job_id: uuid.UUID, seq: int, data: bytes) -> None:
+    await conn.execute("INSERT INTO import_job_parts (job_id, seq, data) VALUES ($1, $2, $3)", job_id, seq, data)
+    await conn.execute("UPDATE import_jobs SET size_bytes = size_bytes + $2 WHERE id = $1", job_id, len(data))
+
+
+async def read_job(db: asyncpg.Pool | asyncpg.Connection, job_id: uuid.UUID) -> dict[str, Any] | None:
+    row = await db.fetchrow(f"SELECT {JOB_COLUMNS} FROM import_jobs WHERE id = $1", job_id)
+    return dict(row) if row is not None else None
+
+
+async def cancel_job(conn: asyncpg.Connection, job_id: uuid.UUID) -> dict[str, Any] | None:
+    """Mark a queued or running job cancelled (a running one stops before its next chunk
+    commits); the job as it is afterwards, None if it does not exist."""
+    row = await conn.fetchrow(
+        f"UPDATE import_jobs SET status = 'cancelled', finished_at = now(), updated_at = now() "
+        f"WHERE id = $1 AND status IN ('queued', 'running') RETURNING {JOB_COLUMNS}",
+        job_id,
+    )
+    if row is not None:
+        await conn.execute("DELETE FROM import_job_parts WHERE job_id = $1", job_id)
+        return dict(row)
+    return await read_job(conn, job_id)
+
+
+ERRORS_SQL = "SELECT line, email, reason FROM import_job_errors WHERE job_id = $1 ORDER BY line"
+
+
+async def open_job_ids(conn: asyncpg.Connection) -> list[uuid.UUID]:
+    """Queued and running jobs, oldest first."""
+    rows = await conn.fetch("SELECT id FROM import_jobs WHERE status IN ('queued', 'running') ORDER BY created_at, id")
+    return [r[0] for r in rows]
+
+
+async def try_lock(conn: asyncpg.Connection, job_id: uuid.UUID) -> bool:
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2::uuid::text))", _LOCK_CLASS, job_id))
+
+
+async def unlock(conn: asyncpg.Connection, job_id: uuid.UUID) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2::uuid::text))", _LOCK_CLASS, job_id)
+
+
+async def start_job(conn: asyncpg.Connection, job_id: uuid.UUID) -> asyncpg.Record | None:
+    """Mark the job running (again, for one resumed); None if it is no longer open."""
+    return await conn.fetchrow(
+        "UPDATE import_jobs SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now() "
+        "WHERE id = $1 AND status IN ('queued', 'running') RETURNING chunk_rows, done_chunks",
+        job_id,
+    )
+
+
+async def parts(conn: asyncpg.Connection, job_id: uuid.UUID) -> AsyncIterator[bytes]:
+    """The uploaded file's parts in order, one query each (a part is at most ~1 MiB)."""
+    seq = -1
+    while True:
+        row = await conn.fetchrow(
+            "SELECT seq, data FROM import_job_parts WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT 1", job_id, seq
+        )
+        if row is None:
+            return
+        seq = row["seq"]
+        yield row["data"]
+
+
+async def set_total(conn: asyncpg.Connection, job_id: uuid.UUID, total_rows: int) -> None:
+    await conn.execute("UPDATE import_jobs SET total_rows = $2, updated_at = now() WHERE id = $1", job_id, total_rows)
+
+
+async def record_chunk(
+    conn: asyncpg.Connection, job_id: uuid.UUID, index: int, rows: int, created: int, errors: Sequence[RowError]
+) -> bool:
+    """Add a committed chunk's counts and refused rows to the job, in the chunk's transaction.
+    False (nothing written) when the job is no longer running: it was cancelled."""
+    skipped = sum(1 for e in errors if e.existing)
+    done = await conn.fetchval(
+        "UPDATE import_jobs SET rows_read = rows_read + $3, created = created + $4, skipped = skipped + $5, "
+        "failed = failed + $6, done_chunks = array_append(done_chunks, $2), updated_at = now() "
+        "WHERE id = $1 AND status = 'running' RETURNING true",
+        job_id,
+        index,
+        rows,
+        created,
+        skipped,
+        len(errors) - skipped,
+    )
+    if not done:
+        return False
+    if errors:
+        await conn.copy_records_to_table(
+            "import_job_errors",
+            records=[(job_id, e.line, e.email, e.reason) for e in errors],
+            columns=("job_id", "line", "email", "reason"),
+        )
+    return True
+
+
+async def finish_job(
+    conn: asyncpg.Connection, job_id: uuid.UUID, status: str, *, error: str | None = None, ignored_columns: str | None = None
+) -> None:
+    """A running job ends (succeeded or failed); its stored upload is dropped."""
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE import_jobs SET status = $2, error = $3, ignored_columns = coalesce($4, ignored_columns), "
+            "finished_at = now(), updated_at = now() WHERE id = $1 AND status = 'running'",
+            job_id,
+            status,
+            error,
+            ignored_columns,
+        )
+        await conn.execute("DELETE FROM import_job_parts WHERE job_id = $1", job_id)

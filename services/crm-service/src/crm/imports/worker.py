@@ -1,0 +1,148 @@
+"""The background worker that runs import jobs inside the service.
+
+It polls for queued jobs (and is woken when one is uploaded), takes one under an advisory lock
+(see `repository.try_lock`), copies the stored upload to a local temporary file and runs the
+same engine as `crm import-customers` over it (`crm.customers.csv_import`), on its own thread
+and event loop, so the service's requests keep being answered while the rows are validated.
+
+Every chunk of `chunk_rows` rows commits together with the job's counts, its refused rows and
+its number (`done_chunks`). A job left `running` by a process that died or stopped (its lock
+is free) is taken again and resumed: the committed chunks are read past, the others done, so
+no customer and no event is made twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import logging
+import os
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from crm.customers.csv_import import ChunkResult, ImportFileError, count_rows, import_customers
+from crm.imports import repository
+from cxkit.pg_pool import asyncpg_dsn
+
+log = logging.getLogger(__name__)
+
+
+class _Stopped(Exception):
+    """The chunk is not committed: the job was cancelled, or the worker is stopping."""
+
+
+class ImportWorker:
+    def __init__(self, database_url: str, *, writers: int = 2, poll_seconds: float = 2.0, temp_dir: str | None = None) -> None:
+        self.dsn = asyncpg_dsn(database_url)
+        self.writers = writers
+        self.poll_seconds = poll_seconds
+        self.temp_dir = temp_dir
+        self._wake = asyncio.Event()
+        self._stopping = threading.Event()
+
+    def wake(self) -> None:
+        """A job was just queued: look at once."""
+        self._wake.set()
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.dsn, server_settings={"application_name": "crm-imports", "jit": "off"})
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                while await self.run_once():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database away: try again later
+                log.warning("import worker pass failed", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            self._wake.clear()
+
+    async def run_once(self) -> bool:
+        """Take one open job nobody is working on and run it to its end (or until the worker
+        stops). Returns whether there was one."""
+        lock_conn = await self._connect()
+        try:
+            for job_id in await repository.open_job_ids(lock_conn):
+                if self._stopping.is_set():
+                    return False
+                if not await repository.try_lock(lock_conn, job_id):
+                    continue  # another worker has it
+                try:
+                    start = await repository.start_job(lock_conn, job_id)
+                    if start is None:
+                        continue  # finished or cancelled meanwhile
+                    # The rows are validated on a thread of their own, with its own loop and
+                    # connections: the service's loop stays free for requests.
+                    await asyncio.to_thread(
+                        asyncio.run, self._process(job_id, start["chunk_rows"], frozenset(start["done_chunks"]))
+                    )
+                    return True
+                finally:
+                    await repository.unlock(lock_conn, job_id)
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await lock_conn.close()
+
+    async def stop(self) -> None:
+        """The job being run stops before its next chunk commits (it stays `running` and is
+        resumed by the next worker)."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def _process(self, job_id: uuid.UUID, chunk_rows: int, done: frozenset[int]) -> None:
+        conn = await self._connect()
+        handle, name = tempfile.mkstemp(prefix="crm-import-", suffix=".csv", dir=self.temp_dir)
+        path = Path(name)
+        try:
+            with os.fdopen(handle, "wb") as target:
+                async for part in repository.parts(conn, job_id):
+                    await asyncio.to_thread(target.write, part)
+            if not done:
+                await repository.set_total(conn, job_id, await asyncio.to_thread(_count, path))
+
+            async def on_chunk(chunk_conn: asyncpg.Connection, result: ChunkResult) -> None:
+                if self._stopping.is_set():
+                    raise _Stopped
+                if not await repository.record_chunk(
+                    chunk_conn, job_id, result.index, result.rows, result.created, result.errors
+                ):
+                    raise _Stopped
+
+            try:
+                report = await import_customers(
+                    self._connect, path, batch_size=chunk_rows, writers=self.writers, skip_chunks=done, on_chunk=on_chunk
+                )
+            except _Stopped:
+                return
+            except ImportFileError as exc:
+                await repository.finish_job(conn, job_id, "failed", error=str(exc))
+                return
+            except Exception as exc:
+                if self._stopping.is_set():
+                    return
+                log.exception("import job failed", extra={"job_id": str(job_id)})
+                # What committed stays committed (and counted); the job ends here.
+                await repository.finish_job(conn, job_id, "failed", error=f"stopped by an unexpected error: {exc!r}")
+                return
+            ignored = ", ".join(report.ignored_columns) or None
+            await repository.finish_job(conn, job_id, "succeeded", ignored_columns=ignored)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+def _count(path: Path) -> int:
+    try:
+        return count_rows(path)
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error):
+        return 0

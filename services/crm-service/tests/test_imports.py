@@ -1,0 +1,231 @@
+"""Import jobs over HTTP (`/v1/imports`): the upload is stored and answered 202 at once, the
+service's worker imports it in committed chunks (one `customer.created` per customer), the
+refused rows come back as CSV, a job can be cancelled, and a job whose process died is resumed
+by the next one without a customer or an event made twice."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from crm.config import CRMSettings
+from crm.imports import service
+from crm.imports.worker import ImportWorker
+from cxkit import testing
+from cxkit.dev_broker import DevBroker
+from cxkit.pg_pool import asyncpg_dsn
+
+from .conftest import ALEMBIC
+
+
+def customers_csv(n: int, prefix: str, *, extra: list[str] = ()) -> bytes:  # type: ignore[assignment]
+    lines = ["email,name,external_id,tags"]
+    lines += [f"{prefix}-{i}@example.com,Customer {i},{prefix}-ext-{i},a;b" for i in range(n)]
+    return ("\n".join([*lines, *extra]) + "\n").encode()
+
+
+async def upload(client: httpx.AsyncClient, body: bytes, **headers: str) -> httpx.Response:
+    return await client.post("/v1/imports", files={"file": ("customers.csv", body, "text/csv")}, headers=headers)
+
+
+async def finished(client: httpx.AsyncClient, job_id: str, timeout: float = 30) -> dict[str, Any]:  # noqa: ASYNC109
+    async def probe() -> dict[str, Any] | None:
+        job: dict[str, Any] = (await client.get(f"/v1/imports/{job_id}")).json()
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    result: dict[str, Any] = await testing.wait_for(probe, timeout=timeout, interval=0.1)
+    return result
+
+
+async def test_upload_is_answered_at_once_and_imported_in_the_background_with_counts_errors_and_events(
+    client: httpx.AsyncClient, make: Any, events: Any
+) -> None:
+    await make.customer(email="taken@example.com")
+    body = customers_csv(
+        12,
+        "imp",
+        extra=[
+            "not-an-email,Bad Row,,",  # line 14
+            "taken@example.com,Already There,,",  # 15: skipped
+            "imp-0@example.com,Repeat,,",  # 16: repeats line 2
+            "new@example.com,Repeats an external id,imp-ext-1,",  # 17
+        ],
+    )
+    response = await upload(client, body, **{"Idempotency-Key": "imp-1"})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] in ("queued", "running", "succeeded")
+    assert response.headers["Location"] == f"/v1/imports/{job['id']}"
+    replay = await upload(client, body, **{"Idempotency-Key": "imp-1"})
+    assert replay.json()["id"] == job["id"]
+
+    done = await finished(client, job["id"])
+    assert done["status"] == "succeeded", done
+    assert (done["total_rows"], done["rows_read"], done["created"], done["skipped"], done["failed"]) == (16, 16, 12, 1, 3)
+    assert done["progress"] == 1.0
+
+    created = await events("customer.created")
+    imported = [e for e in created if e["data"]["email"].startswith("imp-")]
+    assert len(imported) == 12
+    assert len({e["subject"] for e in imported}) == 12
+    assert {e["data"]["external_id"] for e in imported} == {f"imp-ext-{i}" for i in range(12)}
+    found = (await client.get("/v1/customers", params={"external_id": "imp-ext-3"})).json()["items"]
+    assert [c["email"] for c in found] == ["imp-3@example.com"]
+
+    errors = await client.get(f"/v1/imports/{job['id']}/errors")
+    assert errors.status_code == 200
+    assert errors.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(errors.text)))
+    assert rows[0] == ["line", "email", "reason"]
+    assert [r[0] for r in rows[1:]] == ["14", "15", "16", "17"]
+    assert "already exists" in rows[2][2]
+    assert rows[3][2] == "duplicate of line 2 in this file"
+    assert rows[4][2] == "duplicate of line 3 in this file"
+
+
+async def test_a_file_without_the_required_columns_fails_the_job_with_the_reason(client: httpx.AsyncClient) -> None:
+    job = (await upload(client, b"mail,full name\nx@example.com,X\n")).json()
+    done = await finished(client, job["id"])
+    assert done["status"] == "failed"
+    assert "email" in done["error"] and done["created"] == 0
+
+
+async def test_uploads_are_checked_and_unknown_jobs_are_404(client: httpx.AsyncClient, keys: dict[str, str]) -> None:
+    not_csv = await client.post("/v1/imports", files={"file": ("x.png", b"\x89PNG", "image/png")})
+    assert not_csv.status_code == 415
+    assert not_csv.headers["content-type"] == "application/problem+json"
+    empty = await upload(client, b"")
+    assert empty.status_code == 422
+    missing = uuid.uuid4()
+    for path in (f"/v1/imports/{missing}", f"/v1/imports/{missing}/errors"):
+        assert (await client.get(path)).status_code == 404
+    assert (await client.post(f"/v1/imports/{missing}/cancel")).status_code == 404
+    reader = testing.bearer(keys["read"])
+    assert (await client.post("/v1/imports", files={"file": ("a.csv", b"email,name\n")}, headers=reader)).status_code == 403
+
+
+@pytest.fixture
+async def idle_app(crm_settings: CRMSettings) -> Any:
+    """The app without its import worker: jobs stay queued until a test runs one."""
+    from crm.main import create_app
+
+    app: FastAPI = create_app(crm_settings.model_copy(update={"run_imports": False, "imports_max_bytes": 2_000_000}))
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+async def _status(url: str, job_id: str) -> asyncpg.Record:
+    rows = await testing.db_rows(
+        url, "SELECT status, rows_read, created, skipped, failed, done_chunks FROM import_jobs WHERE id = $1", uuid.UUID(job_id)
+    )
+    return rows[0]
+
+
+async def test_a_queued_job_cancelled_never_runs_and_a_running_one_stops_after_its_committed_chunks(
+    client: httpx.AsyncClient, idle_app: FastAPI, keys: dict[str, str], crm_database_url: str, events: Any
+) -> None:
+    transport = httpx.ASGITransport(app=idle_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://crm", headers=testing.bearer(keys["admin"])) as idle:
+        too_large = await upload(idle, customers_csv(40_000, "big"))
+        assert too_large.status_code == 413
+        assert too_large.headers["content-type"] == "application/problem+json"
+        queued = (await upload(idle, customers_csv(3, "q"))).json()
+        cancelled = await idle.post(f"/v1/imports/{queued['id']}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        assert (await idle.post(f"/v1/imports/{queued['id']}/cancel")).json()["status"] == "cancelled"
+
+        running = (await upload(idle, customers_csv(20_000, "run"))).json()
+        worker = ImportWorker(crm_database_url, writers=1)
+        conn = await asyncpg.connect(asyncpg_dsn(crm_database_url))
+        await conn.execute("UPDATE import_jobs SET chunk_rows = 500 WHERE id = $1", uuid.UUID(running["id"]))
+        await conn.close()
+        task = asyncio.create_task(worker.run_once())
+        await testing.wait_for(lambda: _status(crm_database_url, running["id"]), timeout=5)
+
+        async def some_committed() -> bool:
+            return (await _status(crm_database_url, running["id"]))["rows_read"] >= 1000
+
+        await testing.wait_for(some_committed, timeout=30)
+        stopped = await idle.post(f"/v1/imports/{running['id']}/cancel")
+        assert stopped.json()["status"] == "cancelled"
+        await asyncio.wait_for(task, 30)
+        assert not await worker.run_once()  # nothing left to run: the cancelled jobs stay cancelled
+
+    row = await _status(crm_database_url, running["id"])
+    assert row["status"] == "cancelled"
+    assert 1000 <= row["rows_read"] < 20_000
+    assert row["rows_read"] == len(row["done_chunks"]) * 500 == row["created"]
+    customers = await testing.db_rows(crm_database_url, "SELECT count(*) FROM customers WHERE email LIKE 'run-%'")
+    assert customers[0][0] == row["created"]
+    assert len([e for e in await events("customer.created") if e["data"]["email"].startswith("run-")]) == row["created"]
+    assert not await testing.db_rows(crm_database_url, "SELECT 1 FROM customers WHERE email LIKE 'q-%'")
+
+
+async def test_a_job_whose_service_process_was_killed_is_resumed_by_the_next_one_without_duplicates(
+    broker: DevBroker, tmp_path: Path
+) -> None:
+    name, url = await testing.migrated_database("crm_imp_restart", ALEMBIC)
+    try:
+        rows, chunk = 12_000, 400
+        source = tmp_path / "customers.csv"
+        source.write_bytes(customers_csv(rows, "rs"))
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            async with conn.transaction():
+                job = await service.create_job(conn, source, filename="customers.csv", chunk_rows=chunk, created_by="test")
+        finally:
+            await conn.close()
+        job_id = str(job["id"])
+        env = {
+            "CRM_DATABASE_URL": url,
+            "CRM_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "CRM_RUN_RELAY": "false",
+            "CRM_RUN_CONSUMERS": "false",
+            "CRM_IMPORTS_POLL_SECONDS": "0.2",
+            "CX_VALIDATE_EVENTS": "0",
+        }
+        first = testing.ServiceProcess("crm.main:create_app", env, tmp_path / "first.log")
+        first.start()
+        try:
+
+            async def under_way() -> bool:
+                return (await _status(url, job_id))["rows_read"] >= 2 * chunk
+
+            await testing.wait_for(under_way, timeout=60, interval=0.02)
+        finally:
+            first.stop(kill=True)
+        at_kill = await _status(url, job_id)
+        assert at_kill["status"] == "running"
+        assert at_kill["rows_read"] < rows, "the job ended before the kill: make the file larger"
+        assert at_kill["rows_read"] == len(at_kill["done_chunks"]) * chunk
+
+        second = testing.ServiceProcess("crm.main:create_app", env, tmp_path / "second.log")
+        second.start()
+        try:
+
+            async def done() -> bool:
+                return (await _status(url, job_id))["status"] == "succeeded"
+
+            await testing.wait_for(done, timeout=120, interval=0.1)
+        finally:
+            second.stop()
+        final = await _status(url, job_id)
+        assert (final["rows_read"], final["created"], final["skipped"], final["failed"]) == (rows, rows, 0, 0)
+        assert sorted(final["done_chunks"]) == list(range(rows // chunk))
+        counts = await testing.db_rows(
+            url,
+            "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM outbox WHERE event_type = 'customer.created'), "
+            "(SELECT count(DISTINCT key) FROM outbox WHERE event_type = 'customer.created')",
+        )
+        assert tuple(counts[0]) == (rows, rows, rows)
+    finally:
+        await testing.drop_database(name)
