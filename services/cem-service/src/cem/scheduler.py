@@ -1,5 +1,6 @@
-"""The invitation scheduler: sends delayed invitations when they fall due and re-invites at each
-relationship survey's `recurrence_days`. Runs as a task in the web process (`CEM_RUN_SCHEDULER`)
+"""The invitation scheduler: sends delayed invitations when they fall due, re-invites at each
+relationship survey's `recurrence_days`, reminds invitations not answered yet (a survey's
+`reminders`) and announces follow-ups past their SLA (`followup.overdue`). Runs as a task in the web process (`CEM_RUN_SCHEDULER`)
 or once from the CLI (`cem run-scheduler-once`); several may run at once (rows and surveys are
 locked with SKIP LOCKED on PostgreSQL, so nothing is sent twice)."""
 
@@ -12,7 +13,11 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cem.config import CEMSettings
+from cem.followups.service import announce_overdue
+from cem.invitations.reminders import send_reminders
+from cem.surveys.repository import SurveyRepository
 from cem.triggers.service import recurring_surveys, reinvite_recurring, send_due_invitations
+from cxkit.db import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +30,9 @@ class SchedulerRound:
     cancelled: int = 0
     reinvited: int = 0
     suppressed: dict[str, int] = field(default_factory=dict)
+    reminded: int = 0
+    reminders_suppressed: int = 0
+    overdue: int = 0
 
 
 class InvitationScheduler:
@@ -55,14 +63,34 @@ class InvitationScheduler:
                     done.suppressed[reason] = done.suppressed.get(reason, 0) + n
                 if outcome.invited + sum(outcome.suppressed.values()) < batch:
                     break
+        await self._remind(done, batch)
+        while True:
+            async with self.session_factory() as session, session.begin():
+                overdue = await announce_overdue(session, utcnow(), batch)
+            done.overdue += overdue
+            if overdue < batch:
+                break
         return done
+
+    async def _remind(self, done: SchedulerRound, batch: int) -> None:
+        """Each active survey with reminders, in batches of one transaction each."""
+        async with self.session_factory() as session:
+            surveys = await SurveyRepository(session).active_with_reminders()
+        for survey in surveys:
+            while True:
+                async with self.session_factory() as session, session.begin():
+                    reminding = await send_reminders(session, self.settings, survey, batch)
+                done.reminded += reminding.reminded
+                done.reminders_suppressed += reminding.suppressed
+                if reminding.reminded + reminding.suppressed < batch:
+                    break
 
     async def run(self) -> None:
         """Rounds every `CEM_SCHEDULER_INTERVAL_S` until cancelled; a failed round is logged and retried."""
         while True:
             try:
                 done = await self.run_once()
-                if done.sent or done.cancelled or done.reinvited or done.suppressed:
+                if done.sent or done.cancelled or done.reinvited or done.suppressed or done.reminded or done.overdue:
                     log.info(
                         "scheduler round",
                         extra={
@@ -70,6 +98,9 @@ class InvitationScheduler:
                             "cancelled": done.cancelled,
                             "reinvited": done.reinvited,
                             "suppressed": done.suppressed,
+                            "reminded": done.reminded,
+                            "reminders_suppressed": done.reminders_suppressed,
+                            "overdue": done.overdue,
                         },
                     )
             except asyncio.CancelledError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.lifecycle import CustomerErasure
@@ -42,3 +42,24 @@ class FollowupRepository:
             .execution_options(synchronize_session=False)
         )
         return result.first() is not None
+
+    async def claim_overdue(self, now: dt.datetime, limit: int) -> list[Followup]:
+        """Open follow-ups past their due time not announced yet, oldest due first, marked
+        announced (`overdue_at`) in the same statement; SKIP LOCKED so two schedulers never
+        announce one twice."""
+        due = (
+            select(Followup.id)
+            .where(Followup.status == "open", Followup.overdue_at.is_(None), Followup.due_at <= now)
+            .order_by(Followup.due_at, Followup.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        result = await self.session.scalars(
+            update(Followup)
+            .where(Followup.id.in_(due))
+            .values(overdue_at=now)
+            .returning(Followup)
+            .execution_options(synchronize_session=False)
+        )
+        return sorted(result.all(), key=lambda f: (f.due_at, f.id))
