@@ -54,4 +54,10 @@ class CRMSettings(ServiceSettings):
         description="A follow-up task made for a CEM follow-up request (a detractor, an unhappy CSAT or CES answer) is "
         "due this many hours after the request.",
     )
+    followup_escalation_owner: str | None = Field(
+        None,
+        max_length=200,
+        description="Who a follow-up task is escalated to when the CEM reports it overdue (`followup.overdue`): the "
+        "task gets this second owner (`escalated_to`) and urgent priority, once. Unset: only the priority is raised.",
+    )
     documents_share_max_seconds: int = Field(7 * 24 * 3600, description="Longest lifetime of a shared document link.")
