@@ -34,10 +34,11 @@ class CEMSettings(ServiceSettings):
     )
     followup_sla: dict[Metric, list[SlaBand]] = Field(
         default_factory=lambda: {
-            "nps": [SlaBand(max_score=6, hours=24)],
-            "csat": [SlaBand(max_score=2, hours=24)],
-            "ces": [SlaBand(max_score=2, hours=48)],
+            "nps": [{"max_score": 6, "hours": 24}],
+            "csat": [{"max_score": 2, "hours": 24}],
+            "ces": [{"max_score": 2, "hours": 48}],
         },
+        validate_default=True,
         description="The default follow-up SLA per survey metric (JSON): score bands, each `max_score` and `hours`; a "
         "follow-up is due `hours` after it is raised, by the first band holding its score. A survey's `followup_sla` "
         "comes first. A metric left out: its follow-ups have no due time.",
