@@ -31,7 +31,7 @@ async def set_followup(session_factory: Any, customer: uuid.UUID, **values: Any)
 
 
 async def test_a_followup_is_due_by_its_surveys_band_or_the_default_policy(
-    make: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
+    client: httpx.AsyncClient, make: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
 ) -> None:
     nps = await make.survey("nps", followup_sla=BANDS)
     assert nps["followup_sla"] == BANDS
@@ -51,6 +51,9 @@ async def test_a_followup_is_due_by_its_surveys_band_or_the_default_policy(
         followup = await followup_of(session_factory, customer)
         assert followup.due_at is not None
         assert dt.datetime.fromisoformat(requested[str(customer)]) == followup.due_at
+    [shown] = (await client.get(f"/v1/customers/{low}/experience")).json()["followups"]
+    assert dt.datetime.fromisoformat(shown["due_at"]) == (await followup_of(session_factory, low)).due_at
+    assert shown["overdue_at"] is None
 
 
 async def test_followup_sla_bands_are_validated(client: httpx.AsyncClient, make: Any) -> None:
