@@ -14,8 +14,10 @@ from sqlalchemy import select, update
 from cem.config import CEMSettings
 from cem.followups.models import Followup
 from cem.scheduler import InvitationScheduler
+from cxkit.events.payloads import CustomerUpdated
 
-from .conftest import interaction
+from .conftest import delivery, interaction, snapshot
+from .test_recovery import close_followup_of
 
 BANDS = [{"max_score": 3, "hours": 4}, {"max_score": 6, "hours": 24}]
 
@@ -185,3 +187,32 @@ async def test_recovery_reports_time_to_first_action_time_to_close_and_within_sl
     }
     assert empty["periods"] == []
     assert (await client.get("/v1/analytics/recovery", params={"interval": "year"})).status_code == 422
+
+
+# --- the re-survey after a follow-up ------------------------------------------------------------
+
+
+async def test_a_closed_followup_brings_a_resurvey_after_its_days_once_by_the_invitation_rules(
+    client: httpx.AsyncClient, make: Any, apply: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
+) -> None:
+    survey = await make.survey("nps", resurvey_after_days=3)
+    assert survey["resurvey_after_days"] == 3
+    due, recent, opted_out, still_open = [await make.customer() for _ in range(4)]
+    for customer in (due, recent, opted_out, still_open):
+        await make.answer(survey["id"], {"nps": 2}, customer_id=str(customer))
+    for customer, days in ((due, 4), (recent, 1), (opted_out, 4)):
+        await close_followup_of(session_factory, apply, customer, "nps", days)
+    await apply(delivery("customer.updated", CustomerUpdated(**snapshot(opted_out, 2, survey_opt_out=True))))
+    scheduler = InvitationScheduler(cem_settings, session_factory)
+
+    done_round = await scheduler.run_once()
+    assert (done_round.resurveyed, done_round.suppressed) == (1, {"opted_out": 1})
+    [invited] = await outbox("survey.invited")
+    assert (invited["data"]["customer_id"], invited["data"]["survey_id"]) == (str(due), survey["id"])
+    [invitation] = (await client.get(f"/v1/surveys/{survey['id']}/invitations")).json()["items"]
+    assert (invitation["origin"], invitation["customer_id"], invitation["status"]) == ("followup", str(due), "sent")
+    [suppressed] = (await client.get("/v1/suppressions")).json()["items"]
+    assert (suppressed["origin"], suppressed["reason"], suppressed["customer_id"]) == ("followup", "opted_out", str(opted_out))
+    again = await scheduler.run_once()  # each closed follow-up is judged once
+    assert (again.resurveyed, again.suppressed) == (0, {})
+    assert len(await outbox("survey.invited")) == 1

@@ -1,4 +1,5 @@
-"""Reminders (a survey's `reminders`, counted per invitation) and follow-up SLAs (due and overdue times)
+"""Reminders (a survey's `reminders`, counted per invitation), follow-up SLAs (due and overdue times)
+and re-surveys after a follow-up is closed
 
 Revision ID: cem0007
 Revises: cem0006
@@ -25,6 +26,7 @@ def upgrade() -> None:
     op.add_column("surveys", sa.Column("reminder_after_days", sa.Integer(), nullable=True))
     op.add_column("surveys", sa.Column("reminder_max", sa.Integer(), nullable=True))
     op.add_column("surveys", sa.Column("followup_sla", postgresql.JSONB(astext_type=sa.Text()), nullable=True))
+    op.add_column("surveys", sa.Column("resurvey_after_days", sa.Integer(), nullable=True))
     # A constant default: PostgreSQL adds it without rewriting the table.
     op.add_column("invitations", sa.Column("reminders_sent", sa.SmallInteger(), server_default=sa.text("0"), nullable=False))
     op.add_column("invitations", sa.Column("last_reminded_at", cxkit.db.UTCDateTime(timezone=True), nullable=True))
@@ -40,9 +42,18 @@ def upgrade() -> None:
     op.create_index(
         "ix_followups_due_open", "followups", ["due_at"], postgresql_where=sa.text("status = 'open' AND overdue_at IS NULL")
     )
+    op.add_column("followups", sa.Column("resurveyed_at", cxkit.db.UTCDateTime(timezone=True), nullable=True))
+    op.create_index(
+        "ix_followups_survey_closed_to_resurvey",
+        "followups",
+        ["survey_id", "closed_at"],
+        postgresql_where=sa.text("status = 'closed' AND resurveyed_at IS NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_followups_survey_closed_to_resurvey", table_name="followups")
+    op.drop_column("followups", "resurveyed_at")
     op.drop_index("ix_followups_due_open", table_name="followups")
     op.drop_column("followups", "overdue_at")
     op.drop_column("followups", "due_at")
@@ -50,6 +61,7 @@ def downgrade() -> None:
     op.drop_column("invitations", "reminder_judged_at")
     op.drop_column("invitations", "last_reminded_at")
     op.drop_column("invitations", "reminders_sent")
+    op.drop_column("surveys", "resurvey_after_days")
     op.drop_column("surveys", "followup_sla")
     op.drop_column("surveys", "reminder_max")
     op.drop_column("surveys", "reminder_after_days")

@@ -35,6 +35,8 @@ class Followup(Base):
     # and when the scheduler announced it overdue (`followup.overdue`, once).
     due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     overdue_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When the scheduler judged the re-survey of a closed follow-up (its survey's `resurvey_after_days`).
+    resurveyed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_followups_customer_created_id", "customer_id", "created_at", "id"),
@@ -43,4 +45,11 @@ class Followup(Base):
         Index("ix_followups_created", "created_at"),
         # The scheduler: open follow-ups past their due time not announced yet.
         Index("ix_followups_due_open", "due_at", postgresql_where=text("status = 'open' AND overdue_at IS NULL")),
+        # The scheduler: closed follow-ups whose re-survey is not judged yet, per survey.
+        Index(
+            "ix_followups_survey_closed_to_resurvey",
+            "survey_id",
+            "closed_at",
+            postgresql_where=text("status = 'closed' AND resurveyed_at IS NULL"),
+        ),
     )

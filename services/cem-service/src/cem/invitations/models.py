@@ -30,7 +30,7 @@ class Invitation(Base):
     token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     touchpoint: Mapped[str | None] = mapped_column(String(100))
     channel: Mapped[str | None] = mapped_column(String(50))
-    # api, trigger (an interaction) or recurrence.
+    # api, trigger (an interaction), recurrence or followup (the re-survey after a closed follow-up).
     origin: Mapped[str] = mapped_column(String(20), default="api", server_default=text("'api'"))
     # The interaction that triggered it: a survey invites once per interaction.
     interaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

@@ -76,8 +76,8 @@ class InvitationRead(BaseModel):
     touchpoint: str | None
     channel: str | None
     origin: str = Field(
-        description="api (made by a client), trigger (an interaction matched the survey's trigger) or recurrence "
-        "(the survey's interval came round)."
+        description="api (made by a client), trigger (an interaction matched the survey's trigger), recurrence "
+        "(the survey's interval came round) or followup (asked again after a follow-up closed: `resurvey_after_days`)."
     )
     interaction_id: uuid.UUID | None = Field(description="The interaction that triggered it, if any.")
     status: InvitationStatus = Field(

@@ -38,7 +38,7 @@ class SuppressionRead(BaseModel):
     touchpoint: str | None
     origin: str = Field(
         description="trigger (an interaction), recurrence (the survey came round), schedule (a delayed invitation fell "
-        "due) or reminder (a reminder of an invitation not answered yet)."
+        "due), reminder (a reminder of an invitation not answered yet) or followup (the re-survey after a follow-up)."
     )
     reason: SuppressionReason = Field(
         description="opted_out (the customer opted out of surveys), erased (their personal data was erased), "

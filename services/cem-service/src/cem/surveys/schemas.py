@@ -62,6 +62,14 @@ FollowupSla = Annotated[
     AfterValidator(_bands_in_order),
 ]
 
+ResurveyDays = Annotated[
+    Annotated[int, Field(ge=1, le=365), JsonInteger] | None,
+    Field(
+        description="Close the loop: invite a customer whose follow-up was closed again this many days after, by the "
+        "invitation rules (opt-out, erasure, this survey's `throttle_days` and the fatigue rule apply). Null: never."
+    ),
+]
+
 
 class TriggerInput(BaseModel):
     """When an interaction event makes an invitation by itself."""
@@ -119,6 +127,7 @@ class SurveyCreate(BaseModel):
     )
     reminders: Reminders | None = Field(None, description="Remind invitations not answered yet; null: no reminders.")
     followup_sla: FollowupSla = None
+    resurvey_after_days: ResurveyDays = None
     intro: Text | None = Field(None, max_length=2000, description="Shown above the questions.")
     thank_you: Text | None = Field(None, max_length=2000, description="Shown after the answer is recorded.")
 
@@ -134,7 +143,7 @@ class SurveyUpdate(PatchBody):
             "examples": [
                 {"status": "active"},
                 {"name": "Checkout NPS (web)", "trigger": None},
-                {"reminders": EXAMPLE_REMINDERS, "followup_sla": EXAMPLE_SLA},
+                {"reminders": EXAMPLE_REMINDERS, "followup_sla": EXAMPLE_SLA, "resurvey_after_days": 30},
             ]
         },
     )
@@ -147,6 +156,7 @@ class SurveyUpdate(PatchBody):
     recurrence_days: Annotated[int, Field(ge=1, le=3650), JsonInteger] | None = None
     reminders: Reminders | None = None
     followup_sla: FollowupSla = None
+    resurvey_after_days: ResurveyDays = None
     intro: Text | None = Field(None, max_length=2000)
     thank_you: Text | None = Field(None, max_length=2000)
 
@@ -214,6 +224,7 @@ EXAMPLE_READ = {
     "recurrence_days": None,
     "reminders": EXAMPLE_REMINDERS,
     "followup_sla": EXAMPLE_SLA,
+    "resurvey_after_days": None,
     "intro": "Thanks for your order! Two quick questions.",
     "thank_you": "Thank you, your answer helps us improve.",
     "version": 2,
@@ -240,6 +251,9 @@ class SurveyRead(BaseModel):
     recurrence_days: int | None
     reminders: Reminders | None = Field(description="Reminders to invitations not answered yet; null: none.")
     followup_sla: list[SlaBand] | None = Field(description="This survey's follow-up SLA bands; null: the default policy.")
+    resurvey_after_days: int | None = Field(
+        description="Invite a followed-up customer again this many days after the follow-up closed; null: never."
+    )
     intro: str | None
     thank_you: str | None
     version: int

@@ -56,6 +56,7 @@ def to_read(survey: Survey) -> SurveyRead:
             if survey.reminder_after_days is None
             else {"after_days": survey.reminder_after_days, "max": survey.reminder_max},
             "followup_sla": survey.followup_sla,
+            "resurvey_after_days": survey.resurvey_after_days,
             "intro": survey.intro,
             "thank_you": survey.thank_you,
             "version": survey.version,
@@ -122,6 +123,7 @@ async def create_survey(session: AsyncSession, data: SurveyCreate) -> Survey:
         **_trigger_columns(data.trigger),
         **_reminder_columns(data.reminders),
         followup_sla=_sla_column(data.followup_sla),
+        resurvey_after_days=data.resurvey_after_days,
         version=1,
         created_at=now,
         updated_at=now,
@@ -150,7 +152,7 @@ async def update_survey(session: AsyncSession, survey_id: uuid.UUID, data: Surve
     changes: dict[str, Any] = {}
     if "name" in sent:
         changes["name"] = data.name
-    for name in ("touchpoint", "recurrence_days", "intro", "thank_you"):
+    for name in ("touchpoint", "recurrence_days", "resurvey_after_days", "intro", "thank_you"):
         if name in sent:
             changes[name] = getattr(data, name)
     if "trigger" in sent:
