@@ -58,10 +58,11 @@ async def test_a_followup_is_due_by_its_surveys_band_or_the_default_policy(
     assert shown["overdue_at"] is None
 
 
-async def test_followup_sla_bands_are_validated(client: httpx.AsyncClient, make: Any) -> None:
+async def test_followup_sla_bands_are_validated_and_kept_in_order(client: httpx.AsyncClient, make: Any) -> None:
     for bad in (
-        [{"max_score": 6, "hours": 24}, {"max_score": 3, "hours": 4}],  # out of order
         [{"max_score": 3, "hours": 0}],
+        [{"max_score": False, "hours": 4}],
+        [{"max_score": 3, "hours": 4.5}],
         [{"max_score": 11, "hours": 4}],
         [{"max_score": 3}],
         [{"max_score": 3, "hours": 4, "extra": 1}],
@@ -69,7 +70,8 @@ async def test_followup_sla_bands_are_validated(client: httpx.AsyncClient, make:
         r = await client.post("/v1/surveys", json={"name": "S", "kind": "nps", "followup_sla": bad})
         assert r.status_code == 422, (bad, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
-    survey = await make.survey("nps", followup_sla=BANDS)
+    survey = await make.survey("nps", followup_sla=BANDS[::-1])
+    assert survey["followup_sla"] == BANDS  # kept in the order they are read in
     r = await client.patch(f"/v1/surveys/{survey['id']}", json={"followup_sla": None})
     assert r.status_code == 200 and r.json()["followup_sla"] is None
 

@@ -1,6 +1,6 @@
 """Follow-up SLAs: when a follow-up must be closed, by the survey's metric and the answer's score
-band. A band is `{"max_score", "hours"}`; bands are read in order and the first one whose
-`max_score` holds the score gives the due time (e.g. NPS 0-3 in 12 h, 4-6 in 24 h)."""
+band. A band is `{"max_score", "hours"}`; bands are kept in increasing order of `max_score` and
+the first one holding the score gives the due time (e.g. NPS 0-3 in 12 h, 4-6 in 24 h)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cxkit.fields import Integer
+
 Metric = Literal["nps", "csat", "ces"]
 
 
@@ -18,8 +20,8 @@ class SlaBand(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"max_score": 6, "hours": 24}]})
 
-    max_score: int = Field(ge=0, le=10, description="The highest score of the band (on the metric's scale).")
-    hours: int = Field(ge=1, le=24 * 90, description="Hours after the follow-up is raised until it is due.")
+    max_score: Integer = Field(ge=0, le=10, description="The highest score of the band (on the metric's scale).")
+    hours: Integer = Field(ge=1, le=24 * 90, description="Hours after the follow-up is raised until it is due.")
 
 
 def band_hours(bands: Sequence[Mapping[str, Any] | SlaBand] | None, score: float) -> int | None:

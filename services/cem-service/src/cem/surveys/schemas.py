@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import uuid
 from typing import Annotated, Literal
 
@@ -46,18 +45,17 @@ class Reminders(BaseModel):
 
 
 def _bands_in_order(bands: list[SlaBand] | None) -> list[SlaBand] | None:
-    if bands and any(a.max_score >= b.max_score for a, b in itertools.pairwise(bands)):
-        raise ValueError("bands must be in increasing order of max_score")
-    return bands
+    """Bands in increasing order of `max_score` (the order they are read in), whatever order they came in."""
+    return None if bands is None else sorted(bands, key=lambda b: b.max_score)
 
 
 FollowupSla = Annotated[
     list[SlaBand] | None,
     Field(
         max_length=10,
-        description="Follow-up SLA of this survey's detractor answers: score bands in increasing order of `max_score`; "
-        "a follow-up is due `hours` after it is raised, by the first band holding the score. Null: the default policy "
-        "(`CEM_FOLLOWUP_SLA`).",
+        description="Follow-up SLA of this survey's detractor answers: score bands, kept in increasing order of "
+        "`max_score`; a follow-up is due `hours` after it is raised, by the first band holding the score (a score above "
+        "every band: the default policy's). Null: the default policy (`CEM_FOLLOWUP_SLA`).",
     ),
     AfterValidator(_bands_in_order),
 ]
