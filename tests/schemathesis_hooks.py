@@ -36,7 +36,12 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
     (422, "unprocessable", r"^body\.customer_id: customer [0-9a-f-]{36} is not known here", "the CRM must have announced it"),
     (422, "unprocessable", r"^pipeline [0-9a-f-]{36} has no stage ", "a stage name must be one of the pipeline's"),
     (422, "unprocessable", r"^stage: .* is not a stage of pipeline ", "ditto"),
-    (422, "unprocessable", r"^query\.survey_id: survey .* measures \w+, not \w+$", "the survey must measure that metric"),
+    (
+        422,
+        "unprocessable",
+        r"^query\.survey_id: survey .* measures (\w+|no metric), not \w+$",
+        "the survey must measure that metric",
+    ),
     # Order between two fields.
     (422, "unprocessable", r"^query\.to: `to` must be after `from`$", "a window's end after its start"),
     (422, "unprocessable", r"^\w+_from must be before \w+_to$", "a window's end after its start"),

@@ -78,7 +78,13 @@ async def test_nps_with_no_answers_at_all(client: httpx.AsyncClient, make: Any) 
     body = (await client.get("/v1/analytics/nps", params={"survey_id": survey["id"]})).json()
     assert body["n"] == 0 and body["skipped"] == 0
     assert body["score"] is None and body["ci95"] is None and body["series"] == []
-    assert body["response_rate"] == {"invitations": 0, "responded": 0, "rate": None}
+    assert body["response_rate"] == {
+        "invitations": 0,
+        "responded": 0,
+        "rate": None,
+        "answered_before_reminders": 0,
+        "answered_after_reminder": [],
+    }
     assert body["counts"] == {"promoter": 0, "passive": 0, "detractor": 0}
 
 
@@ -193,7 +199,13 @@ async def test_response_rate_counts_answered_invitations(client: httpx.AsyncClie
     other = await make.survey("csat")
     await make.invitation(other["id"])  # a CSAT invitation does not count for NPS
     body = (await client.get("/v1/analytics/nps")).json()
-    assert body["response_rate"] == {"invitations": 4, "responded": 3, "rate": 0.75}
+    assert body["response_rate"] == {
+        "invitations": 4,
+        "responded": 3,
+        "rate": 0.75,
+        "answered_before_reminders": 3,
+        "answered_after_reminder": [],
+    }
 
 
 async def test_survey_filter_must_exist_and_measure_the_metric(client: httpx.AsyncClient, make: Any) -> None:

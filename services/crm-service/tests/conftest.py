@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from crm.cli import ALEMBIC_INI
 from crm.config import CRMSettings
 from crm.db import ApiKey
-from crm.experience.models import EXPERIENCE_KINDS
+from crm.experience.models import EXPERIENCE_KINDS, FOLLOWUP_OVERDUE
 from crm.main import build_consumers, create_app
 from crm.models import Base
 from cxkit import testing
@@ -213,6 +213,10 @@ CEM_SOURCE = "urn:cx:cem-service"
 SURVEY_ID = uuid.UUID("b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d5e")
 
 
+# Who the feedback consumer's settings escalate overdue follow-up tasks to.
+ESCALATION_OWNER = "lead@ourco.example"
+
+
 class CemEvents:
     """Hand-made `cem.feedback.v1` events, as the CEM service would publish them. Each method
     returns a CloudEvent; `at` sets its `time` (and the payload's own time where it has one)."""
@@ -327,6 +331,26 @@ class CemEvents:
         )
         return self._event("followup.requested", data, at, event_id)
 
+    def overdue(
+        self, request: CloudEvent, *, at: dt.datetime | None = None, event_id: str | None = None, **fields: Any
+    ) -> CloudEvent:
+        """The CEM's `followup.overdue` of the follow-up `request` (a `followup()` event) asked for."""
+        asked = request.data
+        requested_at = request.time or dt.datetime.now(dt.UTC)
+        data = p.FollowupOverdue(
+            **{
+                "followup_id": asked["followup_id"],
+                "customer_id": asked["customer_id"],
+                "survey_id": asked["survey_id"],
+                "metric": asked.get("metric"),
+                "score": asked.get("score"),
+                "requested_at": requested_at,
+                "due_at": requested_at + dt.timedelta(hours=24),
+                **fields,
+            }
+        )
+        return self._event("followup.overdue", data, at, event_id)
+
 
 def _category(metric: str, score: float | None) -> str | None:
     if score is None:
@@ -362,11 +386,13 @@ async def feedback_consumer(
 ) -> AsyncIterator[RunningConsumer]:
     """The cem.feedback.v1 consumer as crm.main registers it, under a fresh consumer group,
     reading a topic of its own (so events of other tests never reach this one's database)."""
-    settings = crm_settings.model_copy(update={"consumer_group": f"test-{uuid.uuid4().hex[:8]}"})
+    settings = crm_settings.model_copy(
+        update={"consumer_group": f"test-{uuid.uuid4().hex[:8]}", "followup_escalation_owner": ESCALATION_OWNER}
+    )
     consumers = {c.name: c for c in build_consumers(settings)(crm_app.state.session_factory)}
     consumer = consumers[f"{settings.consumer_group}.cem-feedback"]
     assert consumer.topics == ["cem.feedback.v1"]
-    assert set(consumer.handlers) == set(EXPERIENCE_KINDS)
+    assert set(consumer.handlers) == {*EXPERIENCE_KINDS, FOLLOWUP_OVERDUE}
     consumer.topics = [f"cem.feedback.v1.test-{uuid.uuid4().hex[:8]}"]
     await ensure_topics(settings, consumer.topics)
     running = RunningConsumer(consumer, settings)

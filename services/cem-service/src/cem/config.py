@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from cem.followups.sla import Metric, SlaBand
 from cxkit.settings import ServiceSettings
 
 
@@ -30,6 +31,22 @@ class CEMSettings(ServiceSettings):
     scheduler_interval_s: float = Field(15.0, gt=0, description="Seconds between two rounds of the invitation scheduler.")
     scheduler_batch_size: int = Field(
         500, ge=1, description="Invitations the scheduler sends (or customers it re-invites per survey) per transaction."
+    )
+    followup_sla: dict[Metric, list[SlaBand]] = Field(
+        default_factory=lambda: {
+            "nps": [{"max_score": 6, "hours": 24}],
+            "csat": [{"max_score": 2, "hours": 24}],
+            "ces": [{"max_score": 2, "hours": 48}],
+        },
+        validate_default=True,
+        description="The default follow-up SLA per survey metric (JSON): score bands, each `max_score` and `hours`; a "
+        "follow-up is due `hours` after it is raised, by the first band holding its score. A survey's `followup_sla` "
+        "comes first. A metric left out: its follow-ups have no due time.",
+    )
+    followup_action_types: list[str] = Field(
+        default_factory=lambda: ["call", "email", "meeting", "sms", "chat"],
+        description="Interaction types that count as acting on a follow-up (the first one with the customer after it "
+        "was raised is its first action, in `/v1/analytics/recovery`), JSON list.",
     )
 
 

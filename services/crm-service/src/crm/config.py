@@ -54,6 +54,12 @@ class CRMSettings(ServiceSettings):
         description="A follow-up task made for a CEM follow-up request (a detractor, an unhappy CSAT or CES answer) is "
         "due this many hours after the request.",
     )
+    followup_escalation_owner: str | None = Field(
+        None,
+        max_length=200,
+        description="Who a follow-up task is escalated to when the CEM reports it overdue (`followup.overdue`): the "
+        "task gets this second owner (`escalated_to`) and urgent priority, once. Unset: only the priority is raised.",
+    )
     documents_share_max_seconds: int = Field(7 * 24 * 3600, description="Longest lifetime of a shared document link.")
     run_imports: bool = Field(True, description="Run the import-job worker (`POST /v1/imports`) inside the web process.")
     imports_max_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Largest CSV accepted by `POST /v1/imports` (bytes).")

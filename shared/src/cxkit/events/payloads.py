@@ -186,3 +186,37 @@ class FollowupRequested(Payload):
     touchpoint: str | None = None
     comment: str | None = None
     metric: str | None = Field(None, description="What `score` measures: nps, csat or ces.")
+    due_at: TimestampAsSent | None = Field(
+        None, description="When the follow-up must be closed by (its SLA, per survey kind and score band)."
+    )
+
+
+class SurveyReminded(Payload):
+    """A reminder of an invitation not answered yet. The link is the one `survey.invited`
+    announced for `invitation_id` (its token is stored nowhere, so it is not repeated)."""
+
+    invitation_id: uuid.UUID
+    survey_id: uuid.UUID
+    survey_name: str | None = None
+    survey_kind: str | None = None
+    customer_id: uuid.UUID | None = Field(
+        None, description="The invited customer; null for an invitation to a bare email address (see `email`)."
+    )
+    email: str | None = Field(None, description="The address the invitation went to, when known.")
+    touchpoint: str | None = None
+    channel: str | None = None
+    reminder: int = Field(description="Which reminder this is: 1 for the first.")
+    max_reminders: int = Field(description="How many reminders the survey sends at most.")
+    expires_at: TimestampAsSent | None = Field(None, description="When the invitation's link stops working.")
+
+
+class FollowupOverdue(Payload):
+    """A follow-up still open past its due time (announced once per follow-up)."""
+
+    followup_id: uuid.UUID
+    customer_id: uuid.UUID
+    survey_id: uuid.UUID
+    metric: str | None = Field(None, description="What `score` measures: nps, csat or ces.")
+    score: float | None = None
+    requested_at: TimestampAsSent = Field(description="When the follow-up was raised.")
+    due_at: TimestampAsSent = Field(description="When it was due.")

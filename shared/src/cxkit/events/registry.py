@@ -25,6 +25,8 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
     "survey.response.submitted": (CEM_FEEDBACK, p.SurveyResponseSubmitted),
     "feedback.received": (CEM_FEEDBACK, p.FeedbackReceived),
     "followup.requested": (CEM_FEEDBACK, p.FollowupRequested),
+    "survey.reminded": (CEM_FEEDBACK, p.SurveyReminded),
+    "followup.overdue": (CEM_FEEDBACK, p.FollowupOverdue),
 }
 
 

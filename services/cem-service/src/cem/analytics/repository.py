@@ -18,6 +18,8 @@ from cem.responses.models import Score, SurveyResponse
 from cem.surveys.models import Survey
 from cem.touchpoints.models import TouchpointInteraction
 
+_HOUR = 3600.0
+
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "nps": ("promoter", "passive", "detractor"),
     "csat": ("positive", "neutral", "negative"),
@@ -48,6 +50,27 @@ class Recovery:
     followed_up: int
     answered_again: int
     recovered: int
+
+
+@dataclass
+class Durations:
+    """Hours from raising follow-ups to an event of theirs: how many had it, median, 90th percentile."""
+
+    n: int
+    median: float | None
+    p90: float | None
+
+
+@dataclass
+class RecoveryTimes:
+    """One period's (or the whole window's: `start` None) follow-up timings."""
+
+    start: dt.datetime | None
+    followups: int
+    first_action: Durations
+    close: Durations
+    due: int
+    within_sla: int
 
 
 @dataclass
@@ -163,13 +186,16 @@ class AnalyticsRepository:
         touchpoint: str | None,
         since: dt.datetime | None,
         until: dt.datetime | None,
-    ) -> tuple[int, int]:
-        """(invitations made in the window to surveys measuring `metric`, how many of them were answered)."""
+    ) -> dict[int, tuple[int, int]]:
+        """Per number of reminders sent: (invitations made in the window to surveys measuring
+        `metric`, how many of them were answered). Reminders stop at the answer, so an answered
+        invitation reminded k times was answered after its k-th reminder."""
         stmt = (
-            select(func.count(), func.count(Invitation.answered_at))
+            select(Invitation.reminders_sent, func.count(), func.count(Invitation.answered_at))
             .select_from(Invitation)
             .join(Survey, Survey.id == Invitation.survey_id)
             .where(Survey.metric == metric, Invitation.sent_at.is_not(None), Invitation.cancelled_at.is_(None))
+            .group_by(Invitation.reminders_sent)
         )
         if survey_id is not None:
             stmt = stmt.where(Invitation.survey_id == survey_id)
@@ -179,8 +205,7 @@ class AnalyticsRepository:
             stmt = stmt.where(Invitation.created_at >= since)
         if until is not None:
             stmt = stmt.where(Invitation.created_at < until)
-        row = (await self.session.execute(stmt)).one()
-        return int(row[0]), int(row[1])
+        return {int(k): (int(n), int(a)) for k, n, a in (await self.session.execute(stmt)).all()}
 
     async def interactions_per_touchpoint(
         self, keys: Sequence[str], since: dt.datetime | None, until: dt.datetime | None
@@ -283,3 +308,88 @@ class AnalyticsRepository:
             metric: Recovery(int(raised), int(closed), int(again), int(recovered))
             for metric, raised, closed, again, recovered in (await self.session.execute(stmt)).all()
         }
+
+    async def recovery_times(
+        self,
+        interval: str,
+        action_types: Sequence[str],
+        now: dt.datetime,
+        *,
+        survey_id: uuid.UUID | None,
+        touchpoint: str | None,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+    ) -> list[RecoveryTimes]:
+        """Per period of raising (and for the whole window, `start` None, first): follow-ups
+        raised; hours to the first action (the first interaction of `action_types` with the
+        customer from when it was raised, or its closing if that came first) and to the close,
+        each as median and p90 (`percentile_cont`); how many have a due time that has passed or
+        were closed (`due`), and how many of those were closed by it. One grouped query (ROLLUP
+        gives the total); the first action is an indexed lookup per follow-up."""
+        conditions = _window(Followup.created_at, since, until)
+        if survey_id is not None:
+            conditions.append(Followup.survey_id == survey_id)
+        if touchpoint is not None:
+            conditions.append(Followup.touchpoint == touchpoint)
+        first_contact = (
+            select(func.min(TouchpointInteraction.occurred_at))
+            .where(
+                TouchpointInteraction.customer_id == Followup.customer_id,
+                TouchpointInteraction.occurred_at >= Followup.created_at,
+                TouchpointInteraction.type.in_(list(action_types)),
+            )
+            .scalar_subquery()
+        )
+        first_action = func.least(first_contact, Followup.closed_at)  # least() skips nulls
+        settled = (Followup.due_at.is_not(None)) & (Followup.closed_at.is_not(None) | (Followup.due_at <= now))
+        per_followup = (
+            select(
+                day_bucket(interval, func.timezone("UTC", Followup.created_at)).label("bucket"),
+                (func.extract("epoch", first_action - Followup.created_at) / _HOUR).label("first_action_h"),
+                (func.extract("epoch", Followup.closed_at - Followup.created_at) / _HOUR).label("close_h"),
+                settled.label("settled"),
+                (Followup.closed_at <= Followup.due_at).label("within"),
+            )
+            .where(*conditions)
+            .subquery("per_followup")
+        )
+        c = per_followup.c
+
+        def durations(column: Any) -> list[Any]:
+            return [
+                func.count(column),
+                func.percentile_cont(0.5).within_group(column),
+                func.percentile_cont(0.9).within_group(column),
+            ]
+
+        stmt = (
+            select(
+                c.bucket,
+                func.grouping(c.bucket).label("total"),
+                func.count(),
+                *durations(c.first_action_h),
+                *durations(c.close_h),
+                func.count().filter(c.settled),
+                func.count().filter(c.settled & c.within),
+            )
+            .group_by(func.rollup(c.bucket))
+            .order_by(func.grouping(c.bucket).desc(), c.bucket)
+        )
+        out = []
+        for row in (await self.session.execute(stmt)).all():
+            bucket, total, raised, fa_n, fa_med, fa_p90, cl_n, cl_med, cl_p90, due, within = row
+            out.append(
+                RecoveryTimes(
+                    start=None if total else bucket_start(bucket),
+                    followups=int(raised),
+                    first_action=Durations(int(fa_n), _float(fa_med), _float(fa_p90)),
+                    close=Durations(int(cl_n), _float(cl_med), _float(cl_p90)),
+                    due=int(due),
+                    within_sla=int(within),
+                )
+            )
+        return out
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from cem.analytics import drivers, service
 from cem.analytics.drivers_schemas import DriverReport
 from cem.analytics.schemas import Interval, MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
+from cem.config import SettingsDep
 from cem.fields import From, QueryText, To
 from cem.surveys.questions import Metric
 from cxkit.http.app import json_response
@@ -140,13 +141,16 @@ async def touchpoints(
     description="How many detractor answers raised a follow-up (`followup.requested`), how many of those the CRM "
     "reported done (the task was completed: `task.completed`), and how many of those customers answered better "
     "on their next answer to the same metric (NPS 7 or more, CSAT or CES 3 or more), with the rates, in all and "
-    "per metric. Filter by the detractor answer's `survey_id` and `touchpoint`, and a window on when the "
+    "per metric; and how fast: time to first action (the first call, email... with the customer, or the close), "
+    "time to close (median and p90 hours) and the share closed within the SLA, in all (`timing`) and per "
+    "`interval` of raising (`periods`). Filter by the detractor answer's `survey_id` and `touchpoint`, and a window on when the "
     "follow-up was raised (`from` inclusive, `to` exclusive). Computed by the database. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
 async def recovery(
     session: SessionDep,
     _: Reader,
+    settings: SettingsDep,
     since: From = None,
     until: To = None,
     survey_id: Annotated[
@@ -154,8 +158,17 @@ async def recovery(
         Query(description="Only follow-ups of answers to this survey.", examples=["2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c"]),
     ] = None,
     touchpoint: TouchpointFilter = None,
+    interval: IntervalParam = "week",
 ) -> Response:
-    report = await service.recovery_report(session, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
+    report = await service.recovery_report(
+        session,
+        survey_id=survey_id,
+        touchpoint=touchpoint,
+        since=since,
+        until=until,
+        interval=interval,
+        action_types=settings.followup_action_types,
+    )
     return json_response(report)
 
 

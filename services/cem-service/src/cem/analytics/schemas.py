@@ -26,10 +26,22 @@ class SeriesPoint(BaseModel):
     counts: dict[str, int] = Field(description="Answers per category.")
 
 
+class ReminderAnswers(BaseModel):
+    reminder: int = Field(description="The reminder: 1 for the first.")
+    reminded: int = Field(description="Invitations that were sent this reminder.")
+    answers: int = Field(description="Of those, how many were answered after it (before any next one).")
+
+
 class ResponseRate(BaseModel):
     invitations: int = Field(description="Invitations made in the window (to surveys measuring this metric).")
     responded: int = Field(description="Of those, how many were answered.")
     rate: float | None = Field(description="responded / invitations (0-1); null without invitations.")
+    answered_before_reminders: int = Field(0, description="Answers that came before any reminder.")
+    answered_after_reminder: list[ReminderAnswers] = Field(
+        default_factory=list,
+        description="Per reminder sent (a survey's `reminders`), how many invitations got it and how many were "
+        "answered after it; empty when no reminder went out.",
+    )
 
 
 class Filters(BaseModel):
@@ -58,7 +70,13 @@ EXAMPLE_NPS = {
     "mean": 7.6,
     "ci95": {"low": -53.53, "high": 93.53},
     "counts": {"promoter": 2, "passive": 2, "detractor": 1},
-    "response_rate": {"invitations": 12, "responded": 6, "rate": 0.5},
+    "response_rate": {
+        "invitations": 12,
+        "responded": 6,
+        "rate": 0.5,
+        "answered_before_reminders": 3,
+        "answered_after_reminder": [{"reminder": 1, "reminded": 9, "answers": 2}, {"reminder": 2, "reminded": 7, "answers": 1}],
+    },
     "series": [
         {
             "start": "2026-11-02T00:00:00Z",
@@ -172,6 +190,40 @@ EXAMPLE_RECOVERY_COUNTS = {
 }
 
 
+class DurationStats(BaseModel):
+    n: int = Field(description="Follow-ups that got there.")
+    median_hours: float | None = Field(description="Median hours from raising; null when n is 0.")
+    p90_hours: float | None = Field(description="90th percentile of the hours (interpolated); null when n is 0.")
+
+
+class SlaShare(BaseModel):
+    due: int = Field(description="Follow-ups with a due time that passed, or closed: those whose SLA is settled.")
+    within: int = Field(description="Of those, how many were closed by their due time.")
+    share: float | None = Field(description="within / due (0-1); null when none is settled.")
+
+
+class RecoveryTiming(BaseModel):
+    followups: int = Field(description="Follow-ups raised.")
+    time_to_first_action: DurationStats = Field(
+        description="From raising to the first action: the first interaction with the customer of a type in "
+        "`CEM_FOLLOWUP_ACTION_TYPES` (a call, an email...), or the close if that came first."
+    )
+    time_to_close: DurationStats = Field(description="From raising to the CRM reporting the task done.")
+    within_sla: SlaShare = Field(description="Closed within the SLA (the survey's `followup_sla` or `CEM_FOLLOWUP_SLA`).")
+
+
+class RecoveryPeriod(RecoveryTiming):
+    start: dt.datetime = Field(description="Start of the period the follow-ups were raised in (UTC).")
+
+
+EXAMPLE_TIMING = {
+    "followups": 12,
+    "time_to_first_action": {"n": 11, "median_hours": 3.5, "p90_hours": 20.25},
+    "time_to_close": {"n": 10, "median_hours": 18.0, "p90_hours": 40.6},
+    "within_sla": {"due": 11, "within": 8, "share": 0.7273},
+}
+
+
 class RecoveryReport(RecoveryCounts):
     model_config = ConfigDict(
         json_schema_extra={
@@ -182,6 +234,9 @@ class RecoveryReport(RecoveryCounts):
                     "filters": {"survey_id": None, "touchpoint": "checkout", "from": "2026-11-01T00:00:00Z", "to": None},
                     **EXAMPLE_RECOVERY_COUNTS,
                     "by_metric": {"nps": EXAMPLE_RECOVERY_COUNTS},
+                    "interval": "week",
+                    "timing": EXAMPLE_TIMING,
+                    "periods": [{"start": "2026-11-02T00:00:00Z", **EXAMPLE_TIMING}],
                 }
             ]
         }
@@ -190,6 +245,11 @@ class RecoveryReport(RecoveryCounts):
     definition: str = Field(description="How the numbers are counted.")
     filters: RecoveryFilters
     by_metric: dict[str, RecoveryCounts] = Field(description="The same counts per metric (nps, csat, ces) that has follow-ups.")
+    interval: Interval = Field(description="The size of `periods`.")
+    timing: RecoveryTiming = Field(description="Time to first action, time to close and the share closed within SLA.")
+    periods: list[RecoveryPeriod] = Field(
+        description="The same timings per period the follow-ups were raised in, oldest first (periods without any left out)."
+    )
 
 
 class SuppressionReport(BaseModel):

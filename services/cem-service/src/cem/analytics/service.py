@@ -5,22 +5,28 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.analytics import stats
-from cem.analytics.repository import Aggregate, AnalyticsRepository, Recovery
+from cem.analytics.repository import Aggregate, AnalyticsRepository, Durations, Recovery, RecoveryTimes
 from cem.analytics.schemas import (
+    DurationStats,
     Filters,
     Interval95,
     MetricReport,
     MetricSummary,
     RecoveryCounts,
     RecoveryFilters,
+    RecoveryPeriod,
     RecoveryReport,
+    RecoveryTiming,
+    ReminderAnswers,
     ResponseRate,
     Scale,
     SeriesPoint,
+    SlaShare,
     SuppressionReport,
     Target,
     TouchpointReport,
@@ -31,6 +37,7 @@ from cem.surveys.questions import METRIC_SCALES
 from cem.surveys.repository import SurveyRepository
 from cem.touchpoints.repository import BY_KEY, TouchpointRepository
 from cxkit import keyset
+from cxkit.db import utcnow
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound
 
@@ -86,9 +93,7 @@ async def metric_report(
     await check_metric_survey(session, survey_id, metric)
     repo = AnalyticsRepository(session)
     buckets = await repo.score_series(metric, interval, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
-    invitations, responded = await repo.invitation_counts(
-        metric, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until
-    )
+    per_reminders = await repo.invitation_counts(metric, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
     total = Aggregate.empty(metric)
     series = []
     for start, agg in buckets:
@@ -119,12 +124,30 @@ async def metric_report(
         mean=stats.rounded(total.total / total.n if total.n else None),
         ci95=_interval(ci),
         counts=total.counts,
-        response_rate=ResponseRate(
-            invitations=invitations,
-            responded=responded,
-            rate=stats.rounded(responded / invitations if invitations else None),
-        ),
+        response_rate=response_rate(per_reminders),
         series=series,
+    )
+
+
+def response_rate(per_reminders: dict[int, tuple[int, int]]) -> ResponseRate:
+    """The response rate, and the answers that came after each reminder, from (invitations,
+    answered) per number of reminders sent."""
+    invitations = sum(n for n, _ in per_reminders.values())
+    responded = sum(a for _, a in per_reminders.values())
+    most = max(per_reminders, default=0)
+    return ResponseRate(
+        invitations=invitations,
+        responded=responded,
+        rate=stats.rounded(responded / invitations if invitations else None),
+        answered_before_reminders=per_reminders.get(0, (0, 0))[1],
+        answered_after_reminder=[
+            ReminderAnswers(
+                reminder=k,
+                reminded=sum(n for sent, (n, _) in per_reminders.items() if sent >= k),
+                answers=per_reminders.get(k, (0, 0))[1],
+            )
+            for k in range(1, most + 1)
+        ],
     )
 
 
@@ -204,10 +227,17 @@ async def recovery_report(
     touchpoint: str | None,
     since: dt.datetime | None,
     until: dt.datetime | None,
+    interval: str,
+    action_types: Sequence[str],
 ) -> RecoveryReport:
     check_window(since, until)
     await _check_survey(session, survey_id)
-    per_metric = await AnalyticsRepository(session).recovery(survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
+    repo = AnalyticsRepository(session)
+    per_metric = await repo.recovery(survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
+    times = await repo.recovery_times(
+        interval, action_types, utcnow(), survey_id=survey_id, touchpoint=touchpoint, since=since, until=until
+    )
+    overall = next((t for t in times if t.start is None), None)
     total = Recovery(0, 0, 0, 0)
     for r in per_metric.values():
         total = Recovery(
@@ -221,6 +251,27 @@ async def recovery_report(
         filters=RecoveryFilters(survey_id=survey_id, touchpoint=touchpoint, from_=since, to=until),
         **_recovery_counts(total).model_dump(),
         by_metric={m: _recovery_counts(r) for m, r in sorted(per_metric.items())},
+        interval=interval,  # type: ignore[arg-type]
+        timing=_timing(overall),
+        periods=[RecoveryPeriod(start=t.start, **_timing(t).model_dump()) for t in times if t.start is not None],
+    )
+
+
+def _durations(d: Durations) -> DurationStats:
+    return DurationStats(n=d.n, median_hours=stats.rounded(d.median), p90_hours=stats.rounded(d.p90))
+
+
+def _timing(t: RecoveryTimes | None) -> RecoveryTiming:
+    if t is None:
+        empty = DurationStats(n=0, median_hours=None, p90_hours=None)
+        return RecoveryTiming(
+            followups=0, time_to_first_action=empty, time_to_close=empty, within_sla=SlaShare(due=0, within=0, share=None)
+        )
+    return RecoveryTiming(
+        followups=t.followups,
+        time_to_first_action=_durations(t.first_action),
+        time_to_close=_durations(t.close),
+        within_sla=SlaShare(due=t.due, within=t.within_sla, share=stats.rounded(t.within_sla / t.due if t.due else None)),
     )
 
 

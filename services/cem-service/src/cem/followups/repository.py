@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.lifecycle import CustomerErasure
@@ -42,3 +43,45 @@ class FollowupRepository:
             .execution_options(synchronize_session=False)
         )
         return result.first() is not None
+
+    async def _claim(self, conditions: list[Any], order: list[Any], limit: int, **values: Any) -> list[Followup]:
+        """Follow-ups matching `conditions`, the first `limit` in `order`, updated with `values` in
+        the same statement; SKIP LOCKED, so two schedulers never take one twice."""
+        taken = select(Followup.id).where(*conditions).order_by(*order).limit(limit).with_for_update(skip_locked=True)
+        result = await self.session.scalars(
+            update(Followup)
+            .where(Followup.id.in_(taken.scalar_subquery()))
+            .values(**values)
+            .returning(Followup)
+            .execution_options(synchronize_session=False)
+        )
+        return list(result.all())
+
+    async def claim_overdue(self, now: dt.datetime, limit: int) -> list[Followup]:
+        """Open follow-ups past their due time not announced yet, oldest due first, marked
+        announced (`overdue_at`)."""
+        rows = await self._claim(
+            [Followup.status == "open", Followup.overdue_at.is_(None), Followup.due_at <= now],
+            [Followup.due_at, Followup.id],
+            limit,
+            overdue_at=now,
+        )
+        return sorted(rows, key=lambda f: (f.due_at, f.id))
+
+    async def claim_to_resurvey(
+        self, survey_id: uuid.UUID, closed_before: dt.datetime, now: dt.datetime, limit: int
+    ) -> list[Followup]:
+        """The survey's follow-ups closed before `closed_before` whose re-survey is not judged
+        yet, marked judged (`resurveyed_at`)."""
+        rows = await self._claim(
+            [
+                Followup.survey_id == survey_id,
+                Followup.status == "closed",
+                Followup.resurveyed_at.is_(None),
+                Followup.closed_at <= closed_before,
+            ],
+            [Followup.closed_at, Followup.id],
+            limit,
+            resurveyed_at=now,
+        )
+        return sorted(rows, key=lambda f: (f.closed_at, f.id))

@@ -23,3 +23,7 @@ class FollowupRead(BaseModel):
     closed_at: dt.datetime | None = Field(description="When the CRM task was completed.")
     closed_by: str | None = Field(description="Who completed the CRM task.")
     task_id: uuid.UUID | None = Field(description="The CRM task that closed it.")
+    due_at: dt.datetime | None = Field(
+        None, description="When it must be closed by (its SLA: the survey's `followup_sla` or `CEM_FOLLOWUP_SLA`)."
+    )
+    overdue_at: dt.datetime | None = Field(None, description="When it was announced overdue (`followup.overdue`).")

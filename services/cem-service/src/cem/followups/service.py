@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.db import SOURCE, OutboxMessage
 from cem.followups.models import Followup
 from cem.followups.repository import FollowupRepository
+from cem.followups.sla import SlaBand, due_at
 from cem.responses.models import SurveyResponse
 from cem.surveys.models import Survey
 from cem.surveys.questions import MetricAnswer
-from cxkit.events.payloads import FollowupRequested, TaskCompleted
+from cxkit.events.payloads import FollowupOverdue, FollowupRequested, TaskCompleted
 from cxkit.kafka.outbox import add_event
 
 
 async def request_followup(
-    session: AsyncSession, survey: Survey, response: SurveyResponse, answer: MetricAnswer, comment: str | None
+    session: AsyncSession,
+    survey: Survey,
+    response: SurveyResponse,
+    answer: MetricAnswer,
+    comment: str | None,
+    default_sla: Mapping[str, Sequence[SlaBand]],
 ) -> Followup:
-    """Record an open follow-up and ask the CRM for a task (`followup.requested`)."""
+    """Record an open follow-up, due by its SLA (the survey's bands, else `default_sla`), and ask
+    the CRM for a task (`followup.requested`, with the due time)."""
     assert response.customer_id is not None and answer.score is not None
     reason = (
         f"{answer.metric.upper()} {answer.score} on {answer.scale_min}-{answer.scale_max} ({answer.category}) "
@@ -36,6 +45,7 @@ async def request_followup(
         reason=reason,
         status="open",
         created_at=response.recorded_at,
+        due_at=due_at(response.recorded_at, answer.metric, answer.score, survey.followup_sla, default_sla),
     )
     FollowupRepository(session).add(followup)
     add_event(
@@ -55,6 +65,7 @@ async def request_followup(
             touchpoint=response.touchpoint,
             comment=comment,
             metric=answer.metric,
+            due_at=followup.due_at,
         ),
     )
     return followup
@@ -85,3 +96,32 @@ async def close_followups(session: AsyncSession, tasks: list[TaskCompleted]) -> 
             by = task.completed_by[:200] if task.completed_by else None
             closed += await repo.close(followup_id, at=task.completed_at, by=by, task_id=task.task_id)
     return closed
+
+
+_OVERDUE_EVENTS = uuid.UUID("3b8e1f6a-2c4d-4a7e-9b15-6d0c7e2f9a41")
+
+
+async def announce_overdue(session: AsyncSession, now: dt.datetime, limit: int) -> int:
+    """`followup.overdue` for open follow-ups past their due time, once each (the event id is
+    derived from the follow-up, so a consumer also knows a re-announcement). Returns how many."""
+    overdue = await FollowupRepository(session).claim_overdue(now, limit)
+    for followup in overdue:
+        assert followup.due_at is not None
+        add_event(
+            session,
+            OutboxMessage,
+            "followup.overdue",
+            source=SOURCE,
+            subject=followup.customer_id,
+            event_id=uuid.uuid5(_OVERDUE_EVENTS, str(followup.id)),
+            data=FollowupOverdue(
+                followup_id=followup.id,
+                customer_id=followup.customer_id,
+                survey_id=followup.survey_id,
+                metric=followup.metric,
+                score=followup.score,
+                requested_at=followup.created_at,
+                due_at=followup.due_at,
+            ),
+        )
+    return len(overdue)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, Uuid, text
+from sqlalchemy import ForeignKey, Index, SmallInteger, String, UniqueConstraint, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cem.db import Base
@@ -30,7 +30,7 @@ class Invitation(Base):
     token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     touchpoint: Mapped[str | None] = mapped_column(String(100))
     channel: Mapped[str | None] = mapped_column(String(50))
-    # api, trigger (an interaction) or recurrence.
+    # api, trigger (an interaction), recurrence or followup (the re-survey after a closed follow-up).
     origin: Mapped[str] = mapped_column(String(20), default="api", server_default=text("'api'"))
     # The interaction that triggered it: a survey invites once per interaction.
     interaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
@@ -43,6 +43,12 @@ class Invitation(Base):
     answered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     cancelled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     cancel_reason: Mapped[str | None] = mapped_column(String(30))
+    # Reminders sent (`survey.reminded`) and when the last one went out.
+    reminders_sent: Mapped[int] = mapped_column(SmallInteger, default=0, server_default=text("0"))
+    last_reminded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When the scheduler last judged a reminder due (sent, or suppressed by the fatigue rule):
+    # the next one is due the survey's `after_days` after this (or after `sent_at`).
+    reminder_judged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_invitations_survey_created", "survey_id", "created_at", "id"),
@@ -57,6 +63,13 @@ class Invitation(Base):
         Index("ix_invitations_email_lower_send", "email_lower", "send_at"),
         # The scheduler: unsent invitations by due time.
         Index("ix_invitations_sent_send", "sent_at", "send_at"),
+        # Reminders: a survey's invitations out and not answered (the few a reminder may go to).
+        Index(
+            "ix_invitations_survey_unanswered",
+            "survey_id",
+            "expires_at",
+            postgresql_where=text("answered_at IS NULL AND cancelled_at IS NULL AND sent_at IS NOT NULL"),
+        ),
         # One invitation per (interaction, survey); interaction first, so the consumer's "which of
         # these interactions were judged already" is an index lookup, not a scan of the table.
         UniqueConstraint("interaction_id", "survey_id", name="uq_invitations_interaction_survey"),

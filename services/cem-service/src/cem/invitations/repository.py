@@ -7,11 +7,12 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from cem.customers.lifecycle import CustomerErasure
+from cem.customers.models import CustomerProfile
 from cem.customers.repository import announced_customer_with
 from cem.invitations.models import Invitation
 from cxkit import keyset
@@ -140,6 +141,55 @@ class InvitationRepository:
             .with_for_update(skip_locked=True)
         )
         return list((await self.session.scalars(stmt)).all())
+
+    async def claim_reminders_due(
+        self, survey_id: uuid.UUID, max_reminders: int, judged_before: dt.datetime, now: dt.datetime, limit: int
+    ) -> list[Invitation]:
+        """The survey's invitations a reminder is due to: out, not answered, cancelled or expired,
+        fewer than `max_reminders` sent, and last judged (or sent) before `judged_before`; never
+        one of a customer who opted out or was erased. Locked with SKIP LOCKED, so two
+        schedulers never remind one twice."""
+        stopped = exists().where(
+            CustomerProfile.id == Invitation.customer_id,
+            or_(CustomerProfile.erased_at.is_not(None), CustomerProfile.survey_opt_out.is_(True)),
+        )
+        stmt = (
+            select(Invitation)
+            .where(
+                Invitation.survey_id == survey_id,
+                Invitation.sent_at.is_not(None),
+                Invitation.answered_at.is_(None),
+                Invitation.cancelled_at.is_(None),
+                Invitation.expires_at > now,
+                Invitation.reminders_sent < max_reminders,
+                func.coalesce(Invitation.reminder_judged_at, Invitation.sent_at) <= judged_before,
+                ~stopped,
+            )
+            .order_by(Invitation.id)
+            .limit(limit)
+            .with_for_update(of=Invitation, skip_locked=True)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    async def recently_contacted(
+        self, customer_ids: Collection[uuid.UUID], emails_lower: Collection[str], since: dt.datetime
+    ) -> list[tuple[uuid.UUID, uuid.UUID | None, str | None]]:
+        """(invitation id, customer_id, email_lower) of invitations to these recipients sent (or
+        due) or reminded after `since`, cancelled ones left out: what the fatigue rule counts
+        against a reminder."""
+        conditions = []
+        if customer_ids:
+            conditions.append(Invitation.customer_id.in_(set(customer_ids)))
+        if emails_lower:
+            conditions.append(Invitation.email_lower.in_(set(emails_lower)))
+        if not conditions:
+            return []
+        stmt = select(Invitation.id, Invitation.customer_id, Invitation.email_lower).where(
+            or_(*conditions),
+            or_(Invitation.send_at > since, Invitation.last_reminded_at > since),
+            Invitation.cancelled_at.is_(None),
+        )
+        return [(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()]
 
     async def link_emails(self, emails_lower: Collection[str]) -> None:
         """Invitations to an address nobody was known by go to the customer now announced with it."""

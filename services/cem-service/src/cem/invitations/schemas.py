@@ -61,6 +61,8 @@ EXAMPLE_READ = {
     "opened_at": None,
     "answered_at": None,
     "cancel_reason": None,
+    "reminders_sent": 1,
+    "last_reminded_at": "2026-11-26T10:00:00Z",
 }
 
 
@@ -74,8 +76,8 @@ class InvitationRead(BaseModel):
     touchpoint: str | None
     channel: str | None
     origin: str = Field(
-        description="api (made by a client), trigger (an interaction matched the survey's trigger) or recurrence "
-        "(the survey's interval came round)."
+        description="api (made by a client), trigger (an interaction matched the survey's trigger), recurrence "
+        "(the survey's interval came round) or followup (asked again after a follow-up closed: `resurvey_after_days`)."
     )
     interaction_id: uuid.UUID | None = Field(description="The interaction that triggered it, if any.")
     status: InvitationStatus = Field(
@@ -91,6 +93,8 @@ class InvitationRead(BaseModel):
     opened_at: dt.datetime | None
     answered_at: dt.datetime | None
     cancel_reason: str | None = Field(description="Why a scheduled invitation was cancelled: opted_out or erased.")
+    reminders_sent: int = Field(description="Reminders sent (`survey.reminded`), by the survey's `reminders`.")
+    last_reminded_at: dt.datetime | None = Field(description="When the last reminder went out.")
 
 
 class InvitationCreated(InvitationRead):
@@ -101,6 +105,8 @@ class InvitationCreated(InvitationRead):
             "examples": [
                 {
                     **EXAMPLE_READ,
+                    "reminders_sent": 0,
+                    "last_reminded_at": None,
                     "token": "q8Yb3k0n2ZfJx4mQp7Rv1sTu9wXy5AaBcDeFgHiJkLm",
                     "url": "https://cx.example.com/r/q8Yb3k0n2ZfJx4mQp7Rv1sTu9wXy5AaBcDeFgHiJkLm",
                 }

@@ -64,6 +64,8 @@ def to_read(invitation: Invitation, now: dt.datetime | None = None) -> Invitatio
         opened_at=invitation.opened_at,
         answered_at=invitation.answered_at,
         cancel_reason=invitation.cancel_reason,
+        reminders_sent=invitation.reminders_sent,
+        last_reminded_at=invitation.last_reminded_at,
     )
 
 

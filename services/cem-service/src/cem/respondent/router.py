@@ -180,6 +180,7 @@ async def submit_survey(token: Token, request: Request, session: SessionDep) -> 
             email=invitation.email,
             touchpoint=invitation.touchpoint,
             source="web",
+            default_sla=request.app.state.settings.followup_sla,
         )
         await session.commit()
     except AlreadyAnswered as exc:

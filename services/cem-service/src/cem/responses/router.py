@@ -9,6 +9,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
+from cem.config import SettingsDep
 from cem.fields import From, QueryText, To, check_window, id_path
 from cem.responses import service
 from cem.responses.repository import EXPORT_HEADER, ResponseFilters
@@ -38,9 +39,9 @@ ResponseId = Annotated[uuid.UUID, id_path("response", "9b8a7c6d-5e4f-4a3b-9c2d-1
     "CES 1-2. Needs `write`.",
     responses=problem_responses(401, 403, 409, 422),
 )
-async def create_response(body: ResponseCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
+async def create_response(body: ResponseCreate, session: SessionDep, idem: IdempotencyDep, settings: SettingsDep) -> Response:
     async def operation() -> Response:
-        created = await service.submit_from_api(session, body)
+        created = await service.submit_from_api(session, body, settings.followup_sla)
         return json_response(created, 201, headers={"Location": f"/v1/responses/{created.id}"})
 
     return await idem.execute(session, operation)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from cem.customers.repository import CustomerProfileRepository
 from cem.db import SOURCE, OutboxMessage
 from cem.fields import CLOCK_SKEW, field_problem
 from cem.followups.service import request_followup
+from cem.followups.sla import SlaBand
 from cem.invitations.models import Invitation
 from cem.invitations.repository import InvitationRepository
 from cem.invitations.service import hash_token, resolve_recipient
@@ -88,6 +90,7 @@ async def record_response(
     email: str | None,
     touchpoint: str | None,
     source: str,
+    default_sla: Mapping[str, Sequence[SlaBand]],
     submitted_at: dt.datetime | None = None,
 ) -> tuple[SurveyResponse, bool]:
     """Store a checked answer with its score, announce it, and ask for a follow-up when a known
@@ -147,7 +150,7 @@ async def record_response(
         and not erased
         and needs_followup(answer.metric, answer.score)
     ):
-        await request_followup(session, survey, response, answer, checked.comment)
+        await request_followup(session, survey, response, answer, checked.comment, default_sla)
         followup = True
     return response, followup
 
@@ -184,7 +187,9 @@ def answers_problem(checked: CheckedAnswers) -> Unprocessable:
     return Unprocessable(detail, errors=errors)
 
 
-async def submit_from_api(session: AsyncSession, data: ResponseCreate) -> ResponseRead:
+async def submit_from_api(
+    session: AsyncSession, data: ResponseCreate, default_sla: Mapping[str, Sequence[SlaBand]]
+) -> ResponseRead:
     now = utcnow()
     if data.submitted_at is not None and data.submitted_at > now + CLOCK_SKEW:
         raise field_problem(["body", "submitted_at"], "submitted_at is in the future")
@@ -224,6 +229,7 @@ async def submit_from_api(session: AsyncSession, data: ResponseCreate) -> Respon
         email=email,
         touchpoint=touchpoint,
         source="api",
+        default_sla=default_sla,
         submitted_at=data.submitted_at,
     )
     score = None

@@ -32,10 +32,13 @@ class SuppressionRead(BaseModel):
     customer_id: uuid.UUID | None
     email: str | None = Field(description="The address, when nobody was announced with it yet.")
     interaction_id: uuid.UUID | None = Field(description="The interaction that would have sent the survey.")
-    invitation_id: uuid.UUID | None = Field(description="The scheduled invitation cancelled when it fell due.")
+    invitation_id: uuid.UUID | None = Field(
+        description="The scheduled invitation cancelled when it fell due, or the invitation whose reminder was suppressed."
+    )
     touchpoint: str | None
     origin: str = Field(
-        description="trigger (an interaction), recurrence (the survey came round) or schedule (a delayed invitation fell due)."
+        description="trigger (an interaction), recurrence (the survey came round), schedule (a delayed invitation fell "
+        "due), reminder (a reminder of an invitation not answered yet) or followup (the re-survey after a follow-up)."
     )
     reason: SuppressionReason = Field(
         description="opted_out (the customer opted out of surveys), erased (their personal data was erased), "

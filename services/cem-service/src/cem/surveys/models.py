@@ -32,6 +32,15 @@ class Survey(Base):
     trigger_delay_minutes: Mapped[int | None] = mapped_column(Integer)
     trigger_throttle_days: Mapped[int | None] = mapped_column(Integer)
     recurrence_days: Mapped[int | None] = mapped_column(Integer)
+    # Reminders to invitations not answered yet: the first `reminder_after_days` after the
+    # invitation went out, each next one as long after the previous; at most `reminder_max`.
+    reminder_after_days: Mapped[int | None] = mapped_column(Integer)
+    reminder_max: Mapped[int | None] = mapped_column(Integer)
+    # This survey's follow-up SLA: [{"max_score", "hours"}, ...], the first band holding the
+    # score gives the follow-up's due time; null (or no band holding it): `CEM_FOLLOWUP_SLA`.
+    followup_sla: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    # Ask a followed-up customer again this many days after their follow-up was closed.
+    resurvey_after_days: Mapped[int | None] = mapped_column(Integer)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -48,6 +48,14 @@ class SurveyRepository:
         stmt = keyset.apply(stmt, NEWEST_FIRST, Survey.id, page)
         return list((await self.session.scalars(stmt)).all())
 
+    async def active_with_reminders(self) -> list[Survey]:
+        stmt = (
+            select(Survey)
+            .where(Survey.status == "active", Survey.reminder_after_days.is_not(None))
+            .order_by(Survey.created_at, Survey.id)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
     async def has_responses(self, survey_id: uuid.UUID) -> bool:
         return bool(await self.session.scalar(select(exists().where(SurveyResponse.survey_id == survey_id))))
 

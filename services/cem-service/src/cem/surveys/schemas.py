@@ -6,9 +6,10 @@ import datetime as dt
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from cem.fields import Name, PatchBody, Slug, Text
+from cem.followups.sla import SlaBand
 from cem.surveys.questions import Question
 from cxkit.fields import Integer, JsonInteger
 
@@ -28,6 +29,44 @@ EXAMPLE_QUESTIONS = [
     {"id": "topics", "type": "multi_choice", "text": "What stood out?", "options": ["Price", "Delivery", "Support"]},
 ]
 EXAMPLE_TRIGGER = {"interaction_type": "purchase", "touchpoint": "checkout", "delay_minutes": 60, "throttle_days": 30}
+EXAMPLE_REMINDERS = {"after_days": 3, "max": 2}
+EXAMPLE_SLA = [{"max_score": 3, "hours": 12}, {"max_score": 6, "hours": 24}]
+
+
+class Reminders(BaseModel):
+    """Reminders to invitations not answered yet (`survey.reminded`)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_REMINDERS]})
+
+    after_days: Integer = Field(
+        ge=1, le=90, description="Days after the invitation (and after each reminder) until the next reminder."
+    )
+    max: Integer = Field(ge=1, le=5, description="Reminders per invitation at most.")
+
+
+def _bands_in_order(bands: list[SlaBand] | None) -> list[SlaBand] | None:
+    """Bands in increasing order of `max_score` (the order they are read in), whatever order they came in."""
+    return None if bands is None else sorted(bands, key=lambda b: b.max_score)
+
+
+FollowupSla = Annotated[
+    list[SlaBand] | None,
+    Field(
+        max_length=10,
+        description="Follow-up SLA of this survey's detractor answers: score bands, kept in increasing order of "
+        "`max_score`; a follow-up is due `hours` after it is raised, by the first band holding the score (a score above "
+        "every band: the default policy's). Null: the default policy (`CEM_FOLLOWUP_SLA`).",
+    ),
+    AfterValidator(_bands_in_order),
+]
+
+ResurveyDays = Annotated[
+    Annotated[int, Field(ge=1, le=365), JsonInteger] | None,
+    Field(
+        description="Close the loop: invite a customer whose follow-up was closed again this many days after, by the "
+        "invitation rules (opt-out, erasure, this survey's `throttle_days` and the fatigue rule apply). Null: never."
+    ),
+]
 
 
 class TriggerInput(BaseModel):
@@ -64,6 +103,8 @@ class SurveyCreate(BaseModel):
                     "touchpoint": "checkout",
                     "questions": EXAMPLE_QUESTIONS,
                     "trigger": EXAMPLE_TRIGGER,
+                    "reminders": EXAMPLE_REMINDERS,
+                    "followup_sla": EXAMPLE_SLA,
                     "intro": "Thanks for your order! Two quick questions.",
                     "thank_you": "Thank you, your answer helps us improve.",
                 },
@@ -82,6 +123,9 @@ class SurveyCreate(BaseModel):
     recurrence_days: Annotated[int, Field(ge=1, le=3650), JsonInteger] | None = Field(
         None, description="Relationship surveys: invite each customer again at this interval (days)."
     )
+    reminders: Reminders | None = Field(None, description="Remind invitations not answered yet; null: no reminders.")
+    followup_sla: FollowupSla = None
+    resurvey_after_days: ResurveyDays = None
     intro: Text | None = Field(None, max_length=2000, description="Shown above the questions.")
     thank_you: Text | None = Field(None, max_length=2000, description="Shown after the answer is recorded.")
 
@@ -93,7 +137,13 @@ class SurveyUpdate(PatchBody):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"status": "active"}, {"name": "Checkout NPS (web)", "trigger": None}]},
+        json_schema_extra={
+            "examples": [
+                {"status": "active"},
+                {"name": "Checkout NPS (web)", "trigger": None},
+                {"reminders": EXAMPLE_REMINDERS, "followup_sla": EXAMPLE_SLA, "resurvey_after_days": 30},
+            ]
+        },
     )
 
     name: Name | None = None
@@ -102,6 +152,9 @@ class SurveyUpdate(PatchBody):
     touchpoint: Slug | None = None
     trigger: TriggerInput | None = None
     recurrence_days: Annotated[int, Field(ge=1, le=3650), JsonInteger] | None = None
+    reminders: Reminders | None = None
+    followup_sla: FollowupSla = None
+    resurvey_after_days: ResurveyDays = None
     intro: Text | None = Field(None, max_length=2000)
     thank_you: Text | None = Field(None, max_length=2000)
 
@@ -167,6 +220,9 @@ EXAMPLE_READ = {
     ],
     "trigger": EXAMPLE_TRIGGER,
     "recurrence_days": None,
+    "reminders": EXAMPLE_REMINDERS,
+    "followup_sla": EXAMPLE_SLA,
+    "resurvey_after_days": None,
     "intro": "Thanks for your order! Two quick questions.",
     "thank_you": "Thank you, your answer helps us improve.",
     "version": 2,
@@ -191,6 +247,11 @@ class SurveyRead(BaseModel):
     questions: list[QuestionRead]
     trigger: TriggerRead | None
     recurrence_days: int | None
+    reminders: Reminders | None = Field(description="Reminders to invitations not answered yet; null: none.")
+    followup_sla: list[SlaBand] | None = Field(description="This survey's follow-up SLA bands; null: the default policy.")
+    resurvey_after_days: int | None = Field(
+        description="Invite a followed-up customer again this many days after the follow-up closed; null: never."
+    )
     intro: str | None
     thank_you: str | None
     version: int

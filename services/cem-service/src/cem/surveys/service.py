@@ -9,10 +9,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.fields import field_problem
+from cem.followups.sla import SlaBand
 from cem.surveys.models import Survey
 from cem.surveys.questions import normalize_questions
 from cem.surveys.repository import NEWEST_FIRST, SurveyRepository
-from cem.surveys.schemas import SurveyCreate, SurveyRead, SurveyUpdate, TriggerInput, TriggerRead
+from cem.surveys.schemas import Reminders, SurveyCreate, SurveyRead, SurveyUpdate, TriggerInput, TriggerRead
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
 from cxkit.db import utcnow
@@ -51,6 +52,11 @@ def to_read(survey: Survey) -> SurveyRead:
             "questions": survey.questions,
             "trigger": trigger,
             "recurrence_days": survey.recurrence_days,
+            "reminders": None
+            if survey.reminder_after_days is None
+            else {"after_days": survey.reminder_after_days, "max": survey.reminder_max},
+            "followup_sla": survey.followup_sla,
+            "resurvey_after_days": survey.resurvey_after_days,
             "intro": survey.intro,
             "thank_you": survey.thank_you,
             "version": survey.version,
@@ -60,6 +66,16 @@ def to_read(survey: Survey) -> SurveyRead:
             "closed_at": survey.closed_at,
         }
     )
+
+
+def _reminder_columns(reminders: Reminders | None) -> dict[str, Any]:
+    if reminders is None:
+        return {"reminder_after_days": None, "reminder_max": None}
+    return {"reminder_after_days": reminders.after_days, "reminder_max": reminders.max}
+
+
+def _sla_column(bands: list[SlaBand] | None) -> list[dict[str, Any]] | None:
+    return None if bands is None else [b.model_dump() for b in bands]
 
 
 def _trigger_columns(trigger: TriggerInput | None) -> dict[str, Any]:
@@ -105,6 +121,9 @@ async def create_survey(session: AsyncSession, data: SurveyCreate) -> Survey:
         thank_you=data.thank_you,
         recurrence_days=data.recurrence_days,
         **_trigger_columns(data.trigger),
+        **_reminder_columns(data.reminders),
+        followup_sla=_sla_column(data.followup_sla),
+        resurvey_after_days=data.resurvey_after_days,
         version=1,
         created_at=now,
         updated_at=now,
@@ -133,11 +152,15 @@ async def update_survey(session: AsyncSession, survey_id: uuid.UUID, data: Surve
     changes: dict[str, Any] = {}
     if "name" in sent:
         changes["name"] = data.name
-    for name in ("touchpoint", "recurrence_days", "intro", "thank_you"):
+    for name in ("touchpoint", "recurrence_days", "resurvey_after_days", "intro", "thank_you"):
         if name in sent:
             changes[name] = getattr(data, name)
     if "trigger" in sent:
         changes.update(_trigger_columns(data.trigger))
+    if "reminders" in sent:
+        changes.update(_reminder_columns(data.reminders))
+    if "followup_sla" in sent:
+        changes["followup_sla"] = _sla_column(data.followup_sla)
     await _check_touchpoints(
         session,
         {

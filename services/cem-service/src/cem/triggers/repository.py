@@ -39,6 +39,14 @@ class TriggerRepository:
         )
         return list((await self.session.scalars(stmt)).all())
 
+    async def active_resurveying(self) -> list[uuid.UUID]:
+        stmt = (
+            select(Survey.id)
+            .where(Survey.status == "active", Survey.resurvey_after_days.is_not(None))
+            .order_by(Survey.created_at, Survey.id)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
     async def judged(self, interaction_ids: Collection[uuid.UUID]) -> set[tuple[uuid.UUID, uuid.UUID]]:
         """(survey, interaction) pairs that already made an invitation or a suppression."""
         if not interaction_ids:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cem.config import CEMSettings
 from cem.customers.repository import CustomerProfileRepository
 from cem.db import OutboxMessage
+from cem.followups.repository import FollowupRepository
 from cem.invitations.repository import InvitationRepository
 from cem.invitations.service import announce_invitation, new_link, respondent_url
 from cem.recipients import Recipient, RecipientKey
@@ -100,6 +101,8 @@ async def load_ledger(session: AsyncSession, recipients: Iterable[Recipient], si
 class Outcome:
     invited: int = 0
     scheduled: int = 0
+    # Of a scheduler's batch: how many customers (or follow-ups) it took.
+    judged: int = 0
     suppressed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -243,7 +246,44 @@ async def reinvite_recurring(session: AsyncSession, settings: CEMSettings, surve
     candidates = [
         Candidate(survey=survey, recipient=r, due_at=now, origin="recurrence", touchpoint=survey.touchpoint) for r in recipients
     ]
-    return await decide(session, settings, candidates, ledger, now)
+    outcome = await decide(session, settings, candidates, ledger, now)
+    outcome.judged = len(due)
+    return outcome
+
+
+async def resurvey_followed_up(session: AsyncSession, settings: CEMSettings, survey_id: uuid.UUID, limit: int) -> Outcome:
+    """Close the loop: a customer whose follow-up of this survey was closed `resurvey_after_days`
+    ago is invited to it again (origin `followup`), or suppressed by the same rules. Each closed
+    follow-up is judged once. Returns the outcome; `judged` says how many follow-ups it took."""
+    survey = await TriggerRepository(session).lock_survey(survey_id)
+    if survey is None or not survey.resurvey_after_days:
+        return Outcome()
+    now = utcnow()
+    followups = await FollowupRepository(session).claim_to_resurvey(
+        survey.id, now - dt.timedelta(days=survey.resurvey_after_days), now, limit
+    )
+    if not followups:
+        return Outcome()
+    profiles = await CustomerProfileRepository(session).by_ids({f.customer_id for f in followups})
+    candidates = [
+        Candidate(
+            survey=survey,
+            recipient=Recipient(customer_id=f.customer_id, email=None, profile=profiles.get(f.customer_id)),
+            due_at=now,
+            origin="followup",
+            touchpoint=f.touchpoint or survey.touchpoint,
+        )
+        for f in followups
+    ]
+    window = max(settings.fatigue_days, survey.trigger_throttle_days or 0)
+    ledger = await load_ledger(session, (c.recipient for c in candidates), now - dt.timedelta(days=window))
+    outcome = await decide(session, settings, candidates, ledger, now)
+    outcome.judged = len(followups)
+    return outcome
+
+
+async def resurveying_surveys(session: AsyncSession) -> list[uuid.UUID]:
+    return await TriggerRepository(session).active_resurveying()
 
 
 async def recurring_surveys(session: AsyncSession) -> list[uuid.UUID]:

@@ -8,20 +8,24 @@ import datetime as dt
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.config import CRMSettings
-from crm.experience.models import EXPERIENCE_KINDS
+from crm.experience.models import EXPERIENCE_KINDS, FOLLOWUP_OVERDUE
 from crm.experience.repository import ExperienceRepository
-from crm.experience.service import apply_experience_events
+from crm.experience.service import apply_experience_events, escalate_overdue_followups
 from cxkit.kafka.consumer import BatchHandler, Delivery
 
 
 def live_handlers(settings: CRMSettings) -> dict[str, BatchHandler]:
-    """The live consumer's: store every event; a `followup.requested` also makes its task."""
+    """The live consumer's: store every event; a `followup.requested` also makes its task, and a
+    `followup.overdue` escalates it."""
     due = dt.timedelta(hours=settings.followup_due_hours)
 
     async def on_experience_events(session: AsyncSession, deliveries: list[Delivery]) -> None:
         await apply_experience_events(session, deliveries, followup_due=due)
 
-    return dict.fromkeys(EXPERIENCE_KINDS, on_experience_events)
+    async def on_followups_overdue(session: AsyncSession, deliveries: list[Delivery]) -> None:
+        await escalate_overdue_followups(session, deliveries, to=settings.followup_escalation_owner)
+
+    return dict.fromkeys(EXPERIENCE_KINDS, on_experience_events) | {FOLLOWUP_OVERDUE: on_followups_overdue}
 
 
 async def on_experience_events_replayed(session: AsyncSession, deliveries: list[Delivery]) -> None:

@@ -18,6 +18,8 @@ SURVEY_THROTTLED = "survey.throttled"
 RESPONSE_SUBMITTED = "survey.response.submitted"
 FEEDBACK_RECEIVED = "feedback.received"
 FOLLOWUP_REQUESTED = "followup.requested"
+# Not kept in the projection: it escalates the follow-up's task (the CRM's own data, never replayed).
+FOLLOWUP_OVERDUE = "followup.overdue"
 EXPERIENCE_KINDS = (SURVEY_INVITED, SURVEY_THROTTLED, RESPONSE_SUBMITTED, FEEDBACK_RECEIVED, FOLLOWUP_REQUESTED)
 
 

@@ -173,6 +173,24 @@ class ExperienceRepository:
         (the partial unique index on `origin_ref`). Returns the ids of the tasks made."""
         return set(await _INSERT_TASKS.inserted(await session_connection(self.session), "id", rows))
 
+    async def escalate_followup_tasks(self, followup_ids: Sequence[str], to: str | None, at: dt.datetime) -> set[uuid.UUID]:
+        """Escalate the open tasks of these follow-ups not escalated yet: `escalated_to`, urgent
+        priority, a new version. One statement; an escalated task is left alone, so a repeated
+        report changes nothing. Returns the ids of the tasks escalated."""
+        result = await self.session.execute(
+            update(Task)
+            .where(
+                Task.origin == FOLLOWUP_ORIGIN,
+                Task.origin_ref.in_(list(followup_ids)),
+                Task.status == "open",
+                Task.escalated_at.is_(None),
+            )
+            .values(escalated_to=to, escalated_at=at, priority="urgent", version=Task.version + 1, updated_at=at)
+            .returning(Task.id)
+            .execution_options(synchronize_session=False)
+        )
+        return set(result.scalars().all())
+
     async def totals(self, customer_id: uuid.UUID) -> ExperienceTotals:
         """Every count and average of the view in one aggregate over the customer's rows
         (index on customer_id), with the open follow-up tasks as a scalar subquery."""

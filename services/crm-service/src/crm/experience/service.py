@@ -200,8 +200,9 @@ def _followup_task(delivery: Delivery, target: EventTarget, due: dt.timedelta, n
         "deal_id": None,
         "title": followup_title(p),
         "description": followup_description(p),
-        # The promise runs from when the customer answered, not from when the CRM heard of it.
-        "due_at": requested_at + due,
+        # The CEM's SLA when it gives one; else the promise runs from when the customer answered,
+        # not from when the CRM heard of it.
+        "due_at": _aware(p.due_at, "due_at") or requested_at + due,
         "status": "open",
         "priority": "high",
         "owner": target.owner,
@@ -244,3 +245,14 @@ async def apply_experience_events(
     stored = await repo.insert_new(list(rows.values()))
     await repo.insert_tasks_once(list(tasks.values()))
     return len(stored)
+
+
+async def escalate_overdue_followups(session: AsyncSession, deliveries: Sequence[Delivery], *, to: str | None) -> int:
+    """`followup.overdue`: the follow-up's open task gets a second owner (`to`) and urgent
+    priority, once (a redelivery, or the same report under a new event id, finds it escalated).
+    A follow-up without an open task (done already, or never made: an erased customer) is left
+    alone. Returns how many tasks were escalated."""
+    refs = [str(d.payload.followup_id) for d in deliveries]
+    if not refs:
+        return 0
+    return len(await ExperienceRepository(session).escalate_followup_tasks(refs, to, utcnow()))

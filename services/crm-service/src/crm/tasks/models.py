@@ -32,6 +32,9 @@ class Task(Base):
     origin_ref: Mapped[str | None] = mapped_column(String(255), index=True)
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     completed_by: Mapped[str | None] = mapped_column(String(200))
+    # A follow-up past its SLA (`followup.overdue`) gets a second owner and urgent priority, once.
+    escalated_to: Mapped[str | None] = mapped_column(String(200))
+    escalated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -32,6 +32,8 @@ READ_EXAMPLE = {
     "owner": "sam@yourcompany.example",
     "completed_at": None,
     "completed_by": None,
+    "escalated_to": None,
+    "escalated_at": None,
     "version": 1,
     "created_at": "2026-11-23T10:00:00Z",
     "updated_at": "2026-11-23T10:00:00Z",
@@ -92,12 +94,16 @@ class TaskRead(BaseModel):
     description: str | None
     due_at: dt.datetime | None
     status: str
-    priority: str
+    priority: str = Field(description="low, normal or high; urgent once an overdue follow-up escalated it.")
     owner: str | None
     origin: str
     origin_ref: str | None
     completed_at: dt.datetime | None
     completed_by: str | None
+    escalated_to: str | None = Field(
+        description="A second owner, when the follow-up went past its SLA (`followup.overdue`): `CRM_FOLLOWUP_ESCALATION_OWNER`."
+    )
+    escalated_at: dt.datetime | None = Field(description="When it was escalated (priority raised to urgent).")
     version: int
     created_at: dt.datetime
     updated_at: dt.datetime
