@@ -1,7 +1,7 @@
 """Follow-up tasks escalated when the CEM reports them overdue: a second owner and when
 
 Revision ID: crm0007
-Revises: crm0005
+Revises: crm0006
 Create Date: 2026-12-02 11:30:00
 
 """
@@ -14,7 +14,7 @@ from alembic import op
 import cxkit.db
 
 revision: str = "crm0007"
-down_revision: str | Sequence[str] | None = "crm0005"
+down_revision: str | Sequence[str] | None = "crm0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
