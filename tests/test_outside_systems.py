@@ -97,7 +97,7 @@ async def customer_by_email(crm: httpx.AsyncClient, email: str) -> dict[str, Any
     return items[0] if items else None
 
 
-async def test_a_point_of_sale_purchase_reaches_both_services(stack_factory: Any, broker: DevBroker) -> None:
+async def test_a_point_of_sale_purchase_reaches_both_services_whoever_publishes_it(stack_factory: Any, broker: DevBroker) -> None:
     stack = stack_factory(broker.bootstrap)
     stack.start_crm()
     stack.start_cem()
@@ -131,28 +131,27 @@ async def test_a_point_of_sale_purchase_reaches_both_services(stack_factory: Any
         assert len((await crm.get("/v1/interactions", params={"customer_id": customer["id"]})).json()["items"]) == 1
         assert len((await cem.get(f"/v1/customers/{customer['id']}/experience")).json()["touchpoint_history"]) == 1
 
+        # librdkafka clients (what most integrators use) publish the same way.
+        await librdkafka_clients_publish_purchases_both_services_apply(broker.bootstrap, crm, cem)
 
-async def test_librdkafka_clients_publish_purchases_both_services_apply(stack_factory: Any, broker: DevBroker) -> None:
+
+async def librdkafka_clients_publish_purchases_both_services_apply(
+    bootstrap: str, crm: httpx.AsyncClient, cem: httpx.AsyncClient
+) -> None:
     """confluent-kafka always; kcat (run on the wheel's librdkafka) where it is installed."""
     publishers = {"confluent-kafka": publish_with_confluent_kafka}
     if shutil.which("kcat"):
         publishers["kcat"] = publish_with_kcat
     else:
         warnings.warn("kcat is not installed (Debian package kcat; scripts/ensure_test_deps.sh installs it)", stacklevel=1)
-    stack = stack_factory(broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
     emails = {client: f"{client}-{uuid.uuid4().hex[:8]}@example.com" for client in publishers}
-    async with stack.crm_client() as crm, stack.cem_client() as cem:
-        for client, publish in publishers.items():
-            await publish(broker.bootstrap, emails[client].encode(), json.dumps(purchase(emails[client])).encode())
-        for client, email in emails.items():
-            customer = await wait_for(lambda email=email: customer_by_email(crm, email), timeout=20)
-            interactions = (await crm.get("/v1/interactions", params={"customer_id": customer["id"]})).json()["items"]
-            assert [(i["type"], i["touchpoint"], i["amount"]) for i in interactions] == [("purchase", "checkout", "42.50")], (
-                client
-            )
-            assert await wait_for(lambda customer=customer: _cem_knows(cem, customer["id"]), timeout=20), client
+    for client, publish_as in publishers.items():
+        await publish_as(bootstrap, emails[client].encode(), json.dumps(purchase(emails[client])).encode())
+    for client, email in emails.items():
+        customer = await wait_for(lambda email=email: customer_by_email(crm, email), timeout=20)
+        interactions = (await crm.get("/v1/interactions", params={"customer_id": customer["id"]})).json()["items"]
+        assert [(i["type"], i["touchpoint"], i["amount"]) for i in interactions] == [("purchase", "checkout", "42.50")], client
+        assert await wait_for(lambda customer=customer: _cem_knows(cem, customer["id"]), timeout=20), client
 
 
 async def _cem_knows(cem: httpx.AsyncClient, customer_id: str) -> bool:

@@ -81,7 +81,9 @@ def descends_from(span: Span, ancestor: Span, spans: list[Span]) -> bool:
     return False
 
 
-async def test_one_trace_runs_from_the_crm_request_to_the_cem_database(stack_factory: Any, broker: DevBroker) -> None:
+async def test_a_customer_made_on_the_crm_is_in_the_cem_view_within_5_s_in_one_trace_to_the_cem_database(
+    stack_factory: Any, broker: DevBroker
+) -> None:
     collector = Collector()
     with live_server(collector.app) as collector_url:
         stack = stack_factory(broker.bootstrap)
@@ -92,17 +94,27 @@ async def test_one_trace_runs_from_the_crm_request_to_the_cem_database(stack_fac
         async with stack.crm_client() as crm, stack.cem_client() as cem:
             r = await crm.post(
                 "/v1/customers",
-                json={"email": f"traced-{uuid.uuid4().hex[:8]}@example.com", "name": "Traced"},
+                json={
+                    "email": f"traced-{uuid.uuid4().hex[:8]}@example.com",
+                    "name": "Traced",
+                    "company": "Acme",
+                    "lifecycle_stage": "customer",
+                },
                 headers={"traceparent": f"00-{trace_id}-{caller_span}-01"},
             )
             assert r.status_code == 201, r.text
             assert r.headers["traceparent"].split("-")[1] == trace_id  # the answer names the trace
             customer_id = r.json()["id"]
 
-            async def in_cem_view() -> bool:
-                return (await cem.get(f"/v1/customers/{customer_id}/experience")).status_code == 200
+            async def in_cem_view() -> dict[str, Any] | None:
+                r = await cem.get(f"/v1/customers/{customer_id}/experience")
+                return r.json() if r.status_code == 200 else None
 
-            await wait_for(in_cem_view, timeout=10)
+            # The customer made on the CRM is in the CEM's view within 5 seconds, with what it was given.
+            view = await wait_for(in_cem_view, timeout=5)
+            assert view["customer"]["email"] == r.json()["email"]
+            assert view["customer"]["company"] == "Acme" and view["customer"]["lifecycle_stage"] == "customer"
+            assert view["customer"]["crm_version"] == 1
 
         async def whole_trace() -> list[Span] | None:
             spans = collector.of_trace(trace_id)

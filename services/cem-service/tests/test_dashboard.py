@@ -255,22 +255,39 @@ async def test_sign_in_returns_only_to_a_dashboard_page(browser: httpx.AsyncClie
         assert r.status_code == 303 and r.headers["location"] == lands, wanted
 
 
-def test_recovery_figures_added_later_are_shown_as_they_come() -> None:
+def test_recovery_shows_the_sla_figures_one_a_line() -> None:
     from cem.analytics.schemas import RecoveryReport
     from cem.dashboard.router import recovery_extras
 
-    class WithSla(RecoveryReport):
-        within_sla_share: float | None
-        time_to_close_hours: dict[str, float | None]
-
-    base = {"detractors": 2, "followed_up": 1, "answered_again": 1, "recovered": 1, "followup_rate": 0.5}
-    report = WithSla(
-        **base,
+    timing = {
+        "followups": 4,
+        "time_to_first_action": {"n": 3, "median_hours": 2.5, "p90_hours": None},
+        "time_to_close": {"n": 2, "median_hours": 20.0, "p90_hours": 30.0},
+        "within_sla": {"due": 2, "within": 1, "share": 0.5},
+    }
+    report = RecoveryReport(
+        detractors=2,
+        followed_up=1,
+        answered_again=1,
+        recovered=1,
+        followup_rate=0.5,
         recovery_rate=1.0,
         definition="d",
         filters={"survey_id": None, "touchpoint": None, "from": None, "to": None},
         by_metric={},
-        within_sla_share=0.75,
-        time_to_close_hours={"p50": 20.0, "p90": None},
+        interval="week",
+        timing=timing,
+        periods=[{"start": "2026-11-02T00:00:00Z", **timing}],
     )
-    assert recovery_extras(report) == {"within_sla_share": 0.75, "time_to_close_hours p50": 20.0, "time_to_close_hours p90": None}
+    assert recovery_extras(report) == {
+        "followups": 4,
+        "time_to_first_action n": 3,
+        "time_to_first_action median_hours": 2.5,
+        "time_to_first_action p90_hours": None,
+        "time_to_close n": 2,
+        "time_to_close median_hours": 20.0,
+        "time_to_close p90_hours": 30.0,
+        "within_sla due": 2,
+        "within_sla within": 1,
+        "within_sla share": 0.5,
+    }

@@ -72,7 +72,9 @@ class _Input(BaseModel):
         return data
 
 
-URL_PATTERN = r"^https?://[^\x00\s]+$"
+# No control character or white space: `\s` alone differs between Python (adds \x1c-\x1f, \x85)
+# and the ECMA regexes JSON Schema validators use (adds \ufeff), so those are named too.
+URL_PATTERN = r"^https?://[^\s\x00-\x1f\x7f\x85\ufeff]+$"
 TEXT_PATTERN = r"^[^\x00]*$"
 EVENT_TYPE = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", max_length=255)]
 URL_FIELD = Field(

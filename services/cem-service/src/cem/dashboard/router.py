@@ -55,17 +55,23 @@ RECOVERY_KNOWN = {*(k for k, _ in RECOVERY_STEPS), "followup_rate", "recovery_ra
 
 
 def recovery_extras(report: RecoveryReport) -> dict[str, object]:
-    """Figures the recovery report has beyond the counts and rates (the follow-up SLA figures,
-    where the service reports them), shown as they come; a group of figures (a nested object)
-    is shown one figure a line."""
+    """Figures the recovery report has beyond the counts and rates (the follow-up SLA figures:
+    time to first action, time to close, share closed within the SLA), shown as they come; a
+    group of figures (a nested object) is shown one figure a line, named by its path. The
+    per-period lists and the echoed `interval` are left out."""
     extras: dict[str, object] = {}
-    for key, value in report.model_dump().items():
-        if key in RECOVERY_KNOWN or isinstance(value, list):
-            continue
+
+    def add(prefix: str, value: object) -> None:
         if isinstance(value, dict):
-            extras.update({f"{key} {k}": v for k, v in value.items() if not isinstance(v, dict | list)})
-        else:
-            extras[key] = value
+            for k, v in value.items():
+                add(f"{prefix} {k}".strip(), v)
+        elif not isinstance(value, list):
+            extras[prefix] = value
+
+    for key, value in report.model_dump().items():
+        if key in RECOVERY_KNOWN or key == "interval":
+            continue
+        add("" if key == "timing" else key, value)  # the overall timing reads as the figures themselves
     return extras
 
 
@@ -106,11 +112,13 @@ async def cem_dashboard(request: Request, session: SessionDep, user: DashboardUs
     filters, errors = parse_filters(dict(request.query_params))
     status = 422 if errors else 200
     try:
-        data = await build_dashboard(session, filters)
+        data = await build_dashboard(session, filters, request.app.state.settings.followup_action_types)
     except ProblemError as exc:
         errors.append(str(exc.detail or exc))
         status = exc.status
-        data = await build_dashboard(session, DashboardFilters(interval=filters.interval))
+        data = await build_dashboard(
+            session, DashboardFilters(interval=filters.interval), request.app.state.settings.followup_action_types
+        )
     return render_page(
         request,
         TEMPLATES,

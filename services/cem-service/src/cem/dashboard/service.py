@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -64,7 +65,7 @@ async def touchpoints_all(session: AsyncSession, since: dt.datetime | None, unti
     return rows
 
 
-async def build_dashboard(session: AsyncSession, filters: DashboardFilters) -> CemDashboard:
+async def build_dashboard(session: AsyncSession, filters: DashboardFilters, action_types: Sequence[str]) -> CemDashboard:
     """Raises the analytics problems (unknown survey 404, window 422) for the page to show."""
     surveys = await SurveyRepository(session).list_page(
         page=PageParams(limit=SURVEY_CHOICES, cursor=None), status=None, kind=None, touchpoint=None
@@ -100,7 +101,7 @@ async def build_dashboard(session: AsyncSession, filters: DashboardFilters) -> C
         survey=survey,
         reports=reports,
         touchpoints=await touchpoints_all(session, filters.since, filters.until),
-        recovery=await analytics.recovery_report(session, **scope),
+        recovery=await analytics.recovery_report(session, **scope, interval=filters.interval, action_types=action_types),
         suppressions=await analytics.suppression_report(session, **scope),
         notes=notes,
     )
