@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import DateTime, MetaData, Table, text
+from sqlalchemy import ARRAY, ColumnElement, DateTime, MetaData, Table, any_, bindparam, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Dialect
@@ -116,6 +116,13 @@ def _wrapped(exc: BaseException) -> Iterable[BaseException]:
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def any_of(column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+    """`column = ANY($1)` with the values as one array parameter: the same statement text
+    whatever the number of values, so it is compiled, prepared and cached once (an `IN` list
+    renders one placeholder per value, a new statement for each length)."""
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
 
 
 def insert_ignoring_conflicts(table: Table) -> Any:

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.models import CustomerExperienceTotals, CustomerProfile
+from cxkit.db import any_of
 
 SNAPSHOT_COLUMNS = [
     "email",
@@ -70,7 +71,7 @@ class CustomerProfileRepository:
             return {}
         stmt = (
             select(CustomerProfile)
-            .where(CustomerProfile.email_lower.in_(set(emails_lower)))
+            .where(any_of(CustomerProfile.email_lower, set(emails_lower)))
             .order_by(CustomerProfile.crm_updated_at.desc().nulls_last(), CustomerProfile.id)
         )
         found: dict[str, CustomerProfile] = {}

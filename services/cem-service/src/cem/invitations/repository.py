@@ -16,7 +16,7 @@ from cem.customers.models import CustomerProfile
 from cem.customers.repository import announced_customer_with
 from cem.invitations.models import Invitation
 from cxkit import keyset
-from cxkit.db import insert_new
+from cxkit.db import any_of, insert_new
 from cxkit.http.pagination import PageParams
 
 NEWEST_FIRST = keyset.Sort(keyset.SortKey("created_at", Invitation.created_at, "datetime"), descending=True)
@@ -111,9 +111,9 @@ class InvitationRepository:
         throttle and fatigue rules count."""
         conditions = []
         if customer_ids:
-            conditions.append(Invitation.customer_id.in_(set(customer_ids)))
+            conditions.append(any_of(Invitation.customer_id, set(customer_ids)))
         if emails_lower:
-            conditions.append(Invitation.email_lower.in_(set(emails_lower)))
+            conditions.append(any_of(Invitation.email_lower, set(emails_lower)))
         if not conditions:
             return []
         stmt = select(Invitation.survey_id, Invitation.customer_id, Invitation.email_lower, Invitation.send_at).where(
@@ -179,9 +179,9 @@ class InvitationRepository:
         against a reminder."""
         conditions = []
         if customer_ids:
-            conditions.append(Invitation.customer_id.in_(set(customer_ids)))
+            conditions.append(any_of(Invitation.customer_id, set(customer_ids)))
         if emails_lower:
-            conditions.append(Invitation.email_lower.in_(set(emails_lower)))
+            conditions.append(any_of(Invitation.email_lower, set(emails_lower)))
         if not conditions:
             return []
         stmt = select(Invitation.id, Invitation.customer_id, Invitation.email_lower).where(

@@ -13,6 +13,7 @@ from cem.customers.models import CustomerProfile
 from cem.invitations.models import Invitation
 from cem.suppressions.models import Suppression
 from cem.surveys.models import Survey
+from cxkit.db import any_of
 
 
 class TriggerRepository:
@@ -52,8 +53,8 @@ class TriggerRepository:
         if not interaction_ids:
             return set()
         ids = set(interaction_ids)
-        invited = select(Invitation.survey_id, Invitation.interaction_id).where(Invitation.interaction_id.in_(ids))
-        suppressed = select(Suppression.survey_id, Suppression.interaction_id).where(Suppression.interaction_id.in_(ids))
+        invited = select(Invitation.survey_id, Invitation.interaction_id).where(any_of(Invitation.interaction_id, ids))
+        suppressed = select(Suppression.survey_id, Suppression.interaction_id).where(any_of(Suppression.interaction_id, ids))
         return {(r[0], r[1]) for r in (await self.session.execute(union_all(invited, suppressed))).all()}
 
     async def lock_survey(self, survey_id: uuid.UUID) -> Survey | None:
