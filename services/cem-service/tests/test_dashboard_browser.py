@@ -35,12 +35,13 @@ def driver(tmp_path: Path) -> Iterator[Any]:
 
 def _visit(driver: Any, base: str, key: str) -> dict[str, Any]:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
 
     driver.get(f"{base}/dashboard")
     assert driver.current_url.startswith(f"{base}/dashboard/sign-in"), driver.current_url
     driver.find_element(By.ID, "api_key").send_keys(key)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    assert driver.current_url == f"{base}/dashboard", driver.current_url
+    WebDriverWait(driver, 10).until(lambda d: d.current_url == f"{base}/dashboard")  # the click returns before the page
     seen: dict[str, Any] = {"h1": driver.find_element(By.TAG_NAME, "h1").text, "charts": {}, "widths": {}, "shots": []}
     for chart in ("nps", "csat", "ces", "gap", "recovery", "suppressions", "response"):
         marks = driver.find_elements(By.CSS_SELECTOR, f"#chart-{chart} .point, #chart-{chart} .bar")

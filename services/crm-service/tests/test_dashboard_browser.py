@@ -36,15 +36,17 @@ def driver(tmp_path: Path) -> Iterator[Any]:
 def _visit(driver: Any, base: str, key: str, pipeline_id: str) -> dict[str, Any]:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.wait import WebDriverWait
 
     driver.get(f"{base}/dashboard")
     assert driver.current_url.startswith(f"{base}/dashboard/sign-in"), driver.current_url
     driver.find_element(By.ID, "api_key").send_keys(key)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    assert driver.current_url == f"{base}/dashboard", driver.current_url
+    WebDriverWait(driver, 10).until(lambda d: d.current_url == f"{base}/dashboard")  # the click returns before the page
     # Choose the pipeline in the form, as a person would.
     Select(driver.find_element(By.ID, "f-pipeline")).select_by_value(pipeline_id)
     driver.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    WebDriverWait(driver, 10).until(lambda d: "pipeline_id=" in d.current_url)
     seen: dict[str, Any] = {
         "url": driver.current_url,
         "h1": driver.find_element(By.TAG_NAME, "h1").text,
