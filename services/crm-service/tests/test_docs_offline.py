@@ -42,6 +42,10 @@ async def test_docs_pages_load_their_assets_from_the_service_and_list_every_oper
         WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"))
         shown = driver.find_elements(By.CSS_SELECTOR, ".opblock")
         assert len(shown) == operations
+        # What an operator sees with no network: kept as a test artefact (git-ignored).
+        shot = testing.DASHBOARD_ARTIFACTS.parent / "docs" / "crm-docs-offline.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         driver.get(f"{live_url}/redoc")
         WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-section-id^='operation/']"))
         listed: Any = driver.find_elements(By.CSS_SELECTOR, "[data-section-id^='operation/']")
