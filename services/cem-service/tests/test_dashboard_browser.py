@@ -42,7 +42,7 @@ def _visit(driver: Any, base: str, key: str) -> dict[str, Any]:
     driver.find_element(By.ID, "api_key").send_keys(key)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     WebDriverWait(driver, 10).until(lambda d: d.current_url == f"{base}/dashboard")  # the click returns before the page
-    seen: dict[str, Any] = {"h1": driver.find_element(By.TAG_NAME, "h1").text, "charts": {}, "widths": {}, "shots": []}
+    seen: dict[str, Any] = {"h1": driver.find_element(By.TAG_NAME, "h1").text, "charts": {}}
     for chart in ("nps", "csat", "ces", "gap", "recovery", "suppressions", "response"):
         marks = driver.find_elements(By.CSS_SELECTOR, f"#chart-{chart} .point, #chart-{chart} .bar")
         seen["charts"][chart] = [
@@ -51,14 +51,7 @@ def _visit(driver: Any, base: str, key: str) -> dict[str, Any]:
         ]
     # Open the data tables (closed <details> by default), so axe checks them too.
     driver.execute_script("document.querySelectorAll('details').forEach(d => { d.open = true; })")
-    for width, mobile in ((412, True), (1280, False)):
-        path = testing.full_page_screenshot(driver, testing.DASHBOARD_ARTIFACTS / f"cem-{width}.png", width, mobile=mobile)
-        seen["shots"].append(path)
-        seen["widths"][width] = driver.execute_script(
-            "return [window.innerWidth, document.documentElement.scrollWidth,"
-            " document.getElementById('chart-nps').getBoundingClientRect().width]"
-        )
-        seen[f"axe-{width}"] = testing.axe_serious(driver)
+    seen |= testing.at_phone_and_desktop(driver, "cem", "chart-nps")
     return seen
 
 

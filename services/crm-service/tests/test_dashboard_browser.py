@@ -50,8 +50,6 @@ def _visit(driver: Any, base: str, key: str, pipeline_id: str) -> dict[str, Any]
     seen: dict[str, Any] = {
         "url": driver.current_url,
         "h1": driver.find_element(By.TAG_NAME, "h1").text,
-        "widths": {},
-        "shots": [],
     }
     seen["funnel"] = [
         (m.get_attribute("data-label"), m.get_attribute("data-value"))
@@ -59,14 +57,7 @@ def _visit(driver: Any, base: str, key: str, pipeline_id: str) -> dict[str, Any]
     ]
     seen["forecast"] = driver.find_element(By.CSS_SELECTOR, "#tile-forecast .value").text
     seen["win_rate"] = driver.find_element(By.CSS_SELECTOR, "#tile-win-rate .value").text
-    for width, mobile in ((412, True), (1280, False)):
-        path = testing.full_page_screenshot(driver, testing.DASHBOARD_ARTIFACTS / f"crm-{width}.png", width, mobile=mobile)
-        seen["shots"].append(path)
-        seen["widths"][width] = driver.execute_script(
-            "return [window.innerWidth, document.documentElement.scrollWidth,"
-            " document.getElementById('chart-funnel').getBoundingClientRect().width]"
-        )
-        seen[f"axe-{width}"] = testing.axe_serious(driver)
+    seen |= testing.at_phone_and_desktop(driver, "crm", "chart-funnel")
     return seen
 
 

@@ -891,3 +891,20 @@ def full_page_screenshot(driver: Any, path: Path, width: int, *, mobile: bool = 
     )
     driver.save_screenshot(str(path))
     return path
+
+
+def at_phone_and_desktop(driver: Any, name: str, chart_id: str) -> dict[str, Any]:
+    """The open dashboard page laid out as a 412 px phone and a 1280 px desktop: at each width a
+    full-page screenshot (`DASHBOARD_ARTIFACTS/<name>-<width>.png`), the widths the page sees
+    ([viewport, document scroll width, chart `chart_id`'s width]) and axe's serious and
+    critical violations. Returns {"shots": [...], "widths": {w: [...]}, "axe-<w>": [...]}."""
+    seen: dict[str, Any] = {"shots": [], "widths": {}}
+    for width, mobile in ((412, True), (1280, False)):
+        seen["shots"].append(full_page_screenshot(driver, DASHBOARD_ARTIFACTS / f"{name}-{width}.png", width, mobile=mobile))
+        seen["widths"][width] = driver.execute_script(
+            "return [window.innerWidth, document.documentElement.scrollWidth,"
+            " document.getElementById(arguments[0]).getBoundingClientRect().width]",
+            chart_id,
+        )
+        seen[f"axe-{width}"] = axe_serious(driver)
+    return seen
