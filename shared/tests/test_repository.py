@@ -51,22 +51,15 @@ async def test_added_row_is_written_at_the_flush(sessions: async_sessionmaker[As
         assert await count_notes(session) == 1
 
 
-async def test_get_returns_the_row_or_none(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_get_returns_the_row_and_a_row_the_session_holds_without_a_query(
+    sessions: async_sessionmaker[AsyncSession], kit_engine: AsyncEngine
+) -> None:
     note = await stored_note(sessions, "hello")
     async with sessions() as session:
         repo = NoteRepository(session)
-        found = await repo.get(note.id)
-        assert found is not None and found.body == "hello"
         assert await repo.get(uuid.uuid4()) is None
-
-
-async def test_get_of_a_row_the_session_holds_sends_nothing(
-    sessions: async_sessionmaker[AsyncSession], kit_engine: AsyncEngine
-) -> None:
-    note = await stored_note(sessions)
-    async with sessions() as session:
-        repo = NoteRepository(session)
         loaded = await repo.get(note.id)
+        assert loaded is not None and loaded.body == "hello"
         with statements_sent(sent_on(kit_engine)) as seen:
             again = await repo.get(note.id)
         assert again is loaded
