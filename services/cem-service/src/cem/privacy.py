@@ -8,20 +8,17 @@ from typing import Any
 
 import orjson
 from sqlalchemy import and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.db import IdempotencyKey, OutboxMessage
 from cxkit.erasure import bytes_mention, forget_answers_mentioning
+from cxkit.repository import SessionRepository
 
 # The free-text and address fields of the CEM's events; an erased customer's events keep
 # their ids, scores and times without these.
 PERSONAL_EVENT_FIELDS = ("email", "comment", "text")
 
 
-class PersonalDataRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class PersonalDataRepository(SessionRepository):
     async def forget_answers_mentioning(self, needles: list[str]) -> None:
         """A replayable answer (e.g. the JSON of recorded feedback) holds personal data."""
         await forget_answers_mentioning(self.session, IdempotencyKey, needles)

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Integer, Interval, String, case, cast, func, literal, select, union_all
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.analytics.repository import score_conditions
 from cem.customers.models import CustomerProfile
 from cem.responses.models import Score
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
+from cxkit.repository import SessionRepository
 
 # Bands of the customer's open deal value (the CRM's sum of open deals, in its currency).
 DEAL_BANDS: tuple[tuple[str, int | None], ...] = (
@@ -63,10 +63,7 @@ def _deal_band(value: Any) -> ColumnElement[Any]:
     return case(*whens, else_=DEAL_BANDS[-1][0])
 
 
-class DriverRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class DriverRepository(SessionRepository):
     async def driver_stats(
         self,
         metric: str,

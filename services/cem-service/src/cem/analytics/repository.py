@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, DateTime, Integer, case, cast, func, literal_column, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.followups.models import Followup
 from cem.invitations.models import Invitation
 from cem.responses.models import Score, SurveyResponse
 from cem.surveys.models import Survey
 from cem.touchpoints.models import TouchpointInteraction
+from cxkit.repository import SessionRepository
 
 _HOUR = 3600.0
 
@@ -156,10 +156,7 @@ def _aggregate(metric: str, row: Any) -> Aggregate:
     )
 
 
-class AnalyticsRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class AnalyticsRepository(SessionRepository):
     async def score_series(
         self,
         metric: str,

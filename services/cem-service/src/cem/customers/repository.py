@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import and_, case, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.models import CustomerExperienceTotals, CustomerProfile
 from cxkit.db import any_of
+from cxkit.repository import Repository, SessionRepository
 
 SNAPSHOT_COLUMNS = [
     "email",
@@ -46,12 +46,8 @@ def _stub(customer_id: uuid.UUID, now: dt.datetime, **fields: Any) -> dict[str, 
     }
 
 
-class CustomerProfileRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, customer_id: uuid.UUID) -> CustomerProfile | None:
-        return await self.session.get(CustomerProfile, customer_id)
+class CustomerProfileRepository(Repository[CustomerProfile]):
+    model = CustomerProfile
 
     async def get_by_email(self, email: str) -> CustomerProfile | None:
         """The customer with this email (case-insensitive); the most recently updated one if several."""
@@ -188,13 +184,10 @@ TOTALS_COLUMNS = [c.name for c in CustomerExperienceTotals.__table__.columns if 
 _NONZERO = " OR ".join(f"{c} <> 0" for c in TOTALS_COLUMNS)
 
 
-class ExperienceTotalsRepository:
+class ExperienceTotalsRepository(SessionRepository):
     """The per-customer figures the experience view's summary shows. The database keeps them
     (triggers of migration cem0004); `experience_totals_from_rows` is the same figures computed
     from the rows, for rebuilding and checking them."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
 
     async def differing_from_rows(self) -> int:
         """How many customers' kept figures differ from their rows (a missing row is all zero)."""

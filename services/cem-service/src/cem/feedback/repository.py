@@ -6,22 +6,18 @@ import datetime as dt
 import uuid
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.feedback.models import Feedback
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
+from cxkit.repository import Repository
 
 NEWEST_FIRST = keyset.Sort(keyset.SortKey("received_at", Feedback.received_at, "datetime"), descending=True)
 
 
-class FeedbackRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, feedback_id: uuid.UUID) -> Feedback | None:
-        return await self.session.get(Feedback, feedback_id)
+class FeedbackRepository(Repository[Feedback]):
+    model = Feedback
 
     async def get_by_external_ref(self, channel: str, external_ref: str) -> Feedback | None:
         return await self.session.scalar(
@@ -51,12 +47,6 @@ class FeedbackRepository:
             stmt = stmt.where(Feedback.sentiment_label == sentiment)
         stmt = keyset.apply(keyset.within(stmt, Feedback.received_at, since, until), NEWEST_FIRST, Feedback.id, page)
         return list((await self.session.scalars(stmt)).all())
-
-    def add(self, feedback: Feedback) -> None:
-        self.session.add(feedback)
-
-    async def flush(self) -> None:
-        await self.session.flush()
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         await self.session.execute(

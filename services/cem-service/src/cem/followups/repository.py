@@ -7,18 +7,14 @@ import uuid
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.followups.models import Followup
+from cxkit.repository import Repository
 
 
-class FollowupRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    def add(self, followup: Followup) -> None:
-        self.session.add(followup)
+class FollowupRepository(Repository[Followup]):
+    model = Followup
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         await self.session.execute(

@@ -8,7 +8,6 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from cem.customers.lifecycle import CustomerErasure
@@ -18,6 +17,7 @@ from cem.invitations.models import Invitation
 from cxkit import keyset
 from cxkit.db import any_of, insert_new
 from cxkit.http.pagination import PageParams
+from cxkit.repository import Repository
 
 NEWEST_FIRST = keyset.Sort(keyset.SortKey("created_at", Invitation.created_at, "datetime"), descending=True)
 
@@ -40,12 +40,8 @@ def status_condition(status: str, now: dt.datetime) -> ColumnElement[bool]:
     return and_(open_, Invitation.opened_at.is_(None))
 
 
-class InvitationRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, invitation_id: uuid.UUID) -> Invitation | None:
-        return await self.session.get(Invitation, invitation_id)
+class InvitationRepository(Repository[Invitation]):
+    model = Invitation
 
     async def get_by_token_hash(self, token_hash: str) -> Invitation | None:
         return await self.session.scalar(select(Invitation).where(Invitation.token_hash == token_hash))
@@ -236,9 +232,3 @@ class InvitationRepository:
             .execution_options(synchronize_session=False)
         )
         erasure.unkeyed_ids.extend(result.scalars().all())
-
-    def add(self, invitation: Invitation) -> None:
-        self.session.add(invitation)
-
-    async def flush(self) -> None:
-        await self.session.flush()

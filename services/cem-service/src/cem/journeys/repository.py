@@ -8,22 +8,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.journeys.models import Journey, JourneyStage, JourneyStep
 from cem.touchpoints.models import Touchpoint
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
+from cxkit.repository import Repository
 
 BY_NAME = keyset.Sort(keyset.SortKey("name", Journey.name, "str"), descending=False)
 
 
-class JourneyRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, journey_id: uuid.UUID, *, for_update: bool = False) -> Journey | None:
-        return await self.session.get(Journey, journey_id, with_for_update=for_update or None)
+class JourneyRepository(Repository[Journey]):
+    model = Journey
 
     async def list_page(self, *, page: PageParams, name: str | None) -> list[Journey]:
         """Ordered by name, keyset on (name, id); one row more than a page."""
@@ -83,13 +79,8 @@ class JourneyRepository:
         if step_rows:
             await self.session.execute(insert(JourneyStep), step_rows)
 
-    def add(self, journey: Journey) -> None:
-        self.session.add(journey)
-
-    async def delete(self, journey_id: uuid.UUID) -> None:
-        await self.session.execute(delete(JourneyStep).where(JourneyStep.journey_id == journey_id))
-        await self.session.execute(delete(JourneyStage).where(JourneyStage.journey_id == journey_id))
-        await self.session.execute(delete(Journey).where(Journey.id == journey_id))
-
-    async def flush(self) -> None:
-        await self.session.flush()
+    async def delete_by_id(self, id: uuid.UUID) -> None:
+        """Its stages and their steps go first."""
+        await self.session.execute(delete(JourneyStep).where(JourneyStep.journey_id == id))
+        await self.session.execute(delete(JourneyStage).where(JourneyStage.journey_id == id))
+        await super().delete_by_id(id)

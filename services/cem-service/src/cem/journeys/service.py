@@ -123,7 +123,7 @@ def _stage_shape(stages: list[StageRead]) -> list[tuple[str, str | None, list[uu
 async def delete_journey(session: AsyncSession, journey_id: uuid.UUID, if_match: str | None) -> None:
     journey = await get_journey(session, journey_id, for_update=True)
     check_if_match(if_match, journey.version)
-    await JourneyRepository(session).delete(journey.id)
+    await JourneyRepository(session).delete_by_id(journey.id)
 
 
 async def read_journeys(session: AsyncSession, journeys: list[Journey]) -> list[JourneyRead]:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.followups.models import Followup
@@ -17,6 +16,7 @@ from cem.surveys.questions import without_free_text
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery
+from cxkit.repository import Repository
 
 NEWEST_FIRST = keyset.Sort(keyset.SortKey("submitted_at", SurveyResponse.submitted_at, "datetime"), descending=True)
 
@@ -73,15 +73,8 @@ def export_query(filters: ResponseFilters) -> CompiledQuery:
     return CompiledQuery(keyset.ordered(stmt, NEWEST_FIRST, SurveyResponse.id))
 
 
-class ResponseRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    def add(self, response: SurveyResponse) -> None:
-        self.session.add(response)
-
-    async def flush(self) -> None:
-        await self.session.flush()
+class ResponseRepository(Repository[SurveyResponse]):
+    model = SurveyResponse
 
     async def add_score(self, row: dict[str, Any]) -> None:
         await self.session.execute(insert(Score), [row])
@@ -93,7 +86,7 @@ class ResponseRepository:
             .outerjoin(Followup, Followup.response_id == SurveyResponse.id)
         )
 
-    async def get(self, response_id: uuid.UUID) -> tuple[SurveyResponse, Score | None, uuid.UUID | None] | None:
+    async def get_with_score(self, response_id: uuid.UUID) -> tuple[SurveyResponse, Score | None, uuid.UUID | None] | None:
         row = (await self.session.execute(self._with_score().where(SurveyResponse.id == response_id))).first()
         return None if row is None else (row[0], row[1], row[2])
 

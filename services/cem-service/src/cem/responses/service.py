@@ -270,7 +270,7 @@ def to_read(row: tuple[SurveyResponse, Score | None, Any]) -> ResponseRead:
 
 
 async def get_response(session: AsyncSession, response_id: uuid.UUID) -> ResponseRead:
-    row = await ResponseRepository(session).get(response_id)
+    row = await ResponseRepository(session).get_with_score(response_id)
     if row is None:
         raise NotFound(f"response {response_id} does not exist")
     return to_read(row)

@@ -8,7 +8,6 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.customers.repository import announced_customer_with
@@ -16,13 +15,13 @@ from cem.suppressions.models import Suppression, throttled_event_id
 from cxkit import keyset
 from cxkit.db import insert_new
 from cxkit.http.pagination import PageParams
+from cxkit.repository import Repository
 
 NEWEST_FIRST = keyset.Sort(keyset.SortKey("created_at", Suppression.created_at, "datetime"), descending=True)
 
 
-class SuppressionRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class SuppressionRepository(Repository[Suppression]):
+    model = Suppression
 
     async def insert_new(self, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
         """Insert suppressions, skipping any whose (survey, interaction) was judged already; returns the ids inserted."""

@@ -5,24 +5,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 
-from sqlalchemy import delete, exists, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import exists, select
 
 from cem.invitations.models import Invitation
 from cem.responses.models import SurveyResponse
 from cem.surveys.models import Survey
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
+from cxkit.repository import Repository
 
 NEWEST_FIRST = keyset.Sort(keyset.SortKey("created_at", Survey.created_at, "datetime"), descending=True)
 
 
-class SurveyRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, survey_id: uuid.UUID, *, for_update: bool = False) -> Survey | None:
-        return await self.session.get(Survey, survey_id, with_for_update=for_update or None)
+class SurveyRepository(Repository[Survey]):
+    model = Survey
 
     async def by_ids(self, ids: Collection[uuid.UUID]) -> list[Survey]:
         if not ids:
@@ -61,12 +57,3 @@ class SurveyRepository:
 
     async def has_invitations(self, survey_id: uuid.UUID) -> bool:
         return bool(await self.session.scalar(select(exists().where(Invitation.survey_id == survey_id))))
-
-    def add(self, survey: Survey) -> None:
-        self.session.add(survey)
-
-    async def delete(self, survey_id: uuid.UUID) -> None:
-        await self.session.execute(delete(Survey).where(Survey.id == survey_id))
-
-    async def flush(self) -> None:
-        await self.session.flush()

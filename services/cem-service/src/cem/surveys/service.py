@@ -214,7 +214,7 @@ async def delete_survey(session: AsyncSession, survey_id: uuid.UUID, if_match: s
     if await repo.has_invitations(survey.id) or await repo.has_responses(survey.id):
         raise Conflict("this survey has invitations or answers; close it instead of deleting it")
     try:
-        await repo.delete(survey.id)
+        await repo.delete_by_id(survey.id)
         await repo.flush()
     except IntegrityError:
         raise Conflict("this survey was just used; close it instead of deleting it") from None

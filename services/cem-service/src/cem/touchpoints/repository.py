@@ -10,7 +10,6 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.customers.models import CustomerProfile
@@ -21,16 +20,13 @@ from cem.touchpoints.models import Touchpoint, TouchpointInteraction
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import UnnestInsert
+from cxkit.repository import Repository
 
 BY_KEY = keyset.Sort(keyset.SortKey("key", Touchpoint.key, "str"), descending=False)
 
 
-class TouchpointRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, touchpoint_id: uuid.UUID, *, for_update: bool = False) -> Touchpoint | None:
-        return await self.session.get(Touchpoint, touchpoint_id, with_for_update=for_update or None)
+class TouchpointRepository(Repository[Touchpoint]):
+    model = Touchpoint
 
     async def get_by_key(self, key: str) -> Touchpoint | None:
         return await self.session.scalar(select(Touchpoint).where(Touchpoint.key == key))
@@ -133,15 +129,6 @@ class TouchpointRepository:
                 or_(TouchpointInteraction.customer_id.is_(None), TouchpointInteraction.customer_id.not_in(erased))
             )
         )
-
-    def add(self, touchpoint: Touchpoint) -> None:
-        self.session.add(touchpoint)
-
-    async def delete(self, touchpoint_id: uuid.UUID) -> None:
-        await self.session.execute(delete(Touchpoint).where(Touchpoint.id == touchpoint_id))
-
-    async def flush(self) -> None:
-        await self.session.flush()
 
 
 # --- a poll's worth of `interaction.recorded` events (the consumer's hot path) -----------------

@@ -87,7 +87,7 @@ async def delete_touchpoint(session: AsyncSession, touchpoint_id: uuid.UUID, if_
         users = [f"journey {n!r}" for n in journeys] + [f"survey {n!r}" for n in surveys]
         raise Conflict(f"touchpoint {touchpoint.key!r} is in use by {', '.join(users)}; remove it there first")
     try:
-        await repo.delete(touchpoint.id)
+        await repo.delete_by_id(touchpoint.id)
         await repo.flush()
     except IntegrityError:
         raise Conflict(f"touchpoint {touchpoint.key!r} was just added to a journey; remove it there first") from None

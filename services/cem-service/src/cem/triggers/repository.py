@@ -7,20 +7,17 @@ import uuid
 from collections.abc import Collection
 
 from sqlalchemy import func, literal, select, union_all
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.models import CustomerProfile
 from cem.invitations.models import Invitation
 from cem.suppressions.models import Suppression
 from cem.surveys.models import Survey
 from cxkit.db import any_of
+from cxkit.repository import SessionRepository
 
 
-class TriggerRepository:
+class TriggerRepository(SessionRepository):
     """Which surveys an interaction or a date sends."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
 
     async def active_triggered_by(self, interaction_types: Collection[str]) -> list[Survey]:
         if not interaction_types:

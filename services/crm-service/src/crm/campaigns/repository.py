@@ -10,7 +10,6 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import and_, bindparam, delete, exists, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from crm.campaigns.models import Campaign, CampaignMember
@@ -22,6 +21,7 @@ from cxkit import keyset
 from cxkit.db import insert_ignoring_conflicts, utcnow
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery
+from cxkit.repository import Repository
 
 SORT_KEYS = (keyset.SortKey("created_at", Campaign.created_at, "datetime"), keyset.SortKey("name", Campaign.name, "str"))
 MEMBER_SORT = keyset.SortKey("added_at", CampaignMember.added_at, "datetime")
@@ -35,18 +35,11 @@ async def campaign_exists(conn: asyncpg.Connection, campaign_id: uuid.UUID) -> b
     return bool(await _CAMPAIGN_EXISTS.fetchval(conn, campaign_id=campaign_id))
 
 
-class CampaignRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class CampaignRepository(Repository[Campaign]):
+    model = Campaign
 
     async def exists(self, campaign_id: uuid.UUID) -> bool:
         return (await self.session.scalar(select(Campaign.id).where(Campaign.id == campaign_id))) is not None
-
-    async def get(self, campaign_id: uuid.UUID, *, for_update: bool = False) -> Campaign | None:
-        if for_update:
-            stmt = select(Campaign).where(Campaign.id == campaign_id).with_for_update()
-            return await self.session.scalar(stmt.execution_options(populate_existing=True))
-        return await self.session.get(Campaign, campaign_id)
 
     async def name_taken(self, name: str, *, other_than: uuid.UUID | None = None) -> bool:
         stmt = select(Campaign.id).where(func.lower(Campaign.name) == name.lower())
@@ -59,15 +52,6 @@ class CampaignRepository:
         if status:
             stmt = stmt.where(Campaign.status == status)
         return list((await self.session.scalars(keyset.apply(stmt, sort, Campaign.id, page))).all())
-
-    def add(self, row: Any) -> None:
-        self.session.add(row)
-
-    async def flush(self) -> None:
-        await self.session.flush()
-
-    async def delete(self, campaign: Campaign) -> None:
-        await self.session.delete(campaign)
 
     async def attributed(self, campaign_id: uuid.UUID) -> tuple[int, int]:
         """(customers, leads) that came from the campaign."""

@@ -11,7 +11,6 @@ import asyncpg
 import orjson
 from sqlalchemy import ColumnElement, Uuid, bindparam, cast, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from crm.customers.lifecycle import OpenDealValue
@@ -20,6 +19,7 @@ from cxkit import keyset
 from cxkit.db import insert_new
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery, UnnestInsert
+from cxkit.repository import Repository
 
 SORT_KEYS = (
     keyset.SortKey("created_at", Customer.created_at, "datetime"),
@@ -85,17 +85,14 @@ def matching(filters: CustomerFilters) -> list[ColumnElement[bool]]:
     return conditions
 
 
-class CustomerRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class CustomerRepository(Repository[Customer]):
+    model = Customer
 
-    async def get(self, customer_id: uuid.UUID, *, for_update: bool = False) -> Customer | None:
+    async def get(self, id: uuid.UUID, *, for_update: bool = False) -> Customer | None:
         if for_update:
             # The locked read refreshes the row in the session: pending changes go out first.
             await self.session.flush()
-            stmt = select(Customer).where(Customer.id == customer_id).with_for_update()
-            return await self.session.scalar(stmt.execution_options(populate_existing=True))
-        return await self.session.get(Customer, customer_id)
+        return await super().get(id, for_update=for_update)
 
     async def get_by_email(self, email: str) -> Customer | None:
         return await self.session.scalar(select(Customer).where(Customer.email_normalized == email.strip().lower()))
@@ -153,12 +150,6 @@ class CustomerRepository:
     async def insert_new_ignoring_taken_emails(self, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
         """One multi-row insert; rows whose email is taken are skipped. Returns the ids inserted."""
         return await insert_new(self.session, Customer.__table__, rows, "id")
-
-    def add(self, customer: Customer) -> None:
-        self.session.add(customer)
-
-    async def flush(self) -> None:
-        await self.session.flush()
 
     async def repoint_merged(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         """Customers merged earlier into the duplicate now point at the survivor: one hop, always."""

@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.customers.lifecycle import CustomerErasure
 from crm.db import as_money
@@ -16,6 +15,7 @@ from crm.deals.models import Deal, DealStageChange
 from crm.pipelines.models import PipelineStage
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
+from cxkit.repository import Repository
 
 ERASED_TITLE = "[erased]"
 SORT_KEYS = (
@@ -53,15 +53,8 @@ def open_deals_query(customer_id: Any, limit: int) -> Select[Any]:
     )
 
 
-class DealRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, deal_id: uuid.UUID, *, for_update: bool = False) -> Deal | None:
-        if for_update:
-            stmt = select(Deal).where(Deal.id == deal_id).with_for_update()
-            return await self.session.scalar(stmt.execution_options(populate_existing=True))
-        return await self.session.get(Deal, deal_id)
+class DealRepository(Repository[Deal]):
+    model = Deal
 
     async def get_with_stage(self, deal_id: uuid.UUID) -> tuple[Deal, PipelineStage] | None:
         row = (
@@ -100,12 +93,6 @@ class DealRepository:
         """The customer's current sum of open deal amounts."""
         return as_money(await self.session.scalar(open_value_query(customer_id)))
 
-    def add(self, row: Any) -> None:
-        self.session.add(row)
-
-    async def flush(self) -> None:
-        await self.session.flush()
-
     async def next_seq(self, deal_id: uuid.UUID) -> int:
         last = await self.session.scalar(select(func.max(DealStageChange.seq)).where(DealStageChange.deal_id == deal_id))
         return int(last or 0) + 1
@@ -113,9 +100,6 @@ class DealRepository:
     async def history_page(self, deal_id: uuid.UUID, page: PageParams) -> list[DealStageChange]:
         stmt = select(DealStageChange).where(DealStageChange.deal_id == deal_id)
         return list((await self.session.scalars(keyset.apply(stmt, HISTORY_ORDER, DealStageChange.id, page))).all())
-
-    async def delete(self, deal: Deal) -> None:
-        await self.session.delete(deal)
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         await self.session.execute(update(Deal).where(Deal.customer_id == duplicate_id).values(customer_id=survivor_id))

@@ -5,31 +5,18 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.customers.lifecycle import CustomerErasure
 from crm.documents.models import Document
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
+from cxkit.repository import Repository
 
 SORT_KEYS = (keyset.SortKey("created_at", Document.created_at, "datetime"),)
 
 
-class DocumentRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, document_id: uuid.UUID) -> Document | None:
-        return await self.session.get(Document, document_id)
-
-    def add(self, document: Document) -> None:
-        self.session.add(document)
-
-    async def flush(self) -> None:
-        await self.session.flush()
-
-    async def delete(self, document: Document) -> None:
-        await self.session.delete(document)
+class DocumentRepository(Repository[Document]):
+    model = Document
 
     async def list_page(
         self, customer_id: uuid.UUID | None, deal_id: uuid.UUID | None, sort: keyset.Sort, page: PageParams

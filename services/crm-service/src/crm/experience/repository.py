@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Float, Select, case, cast, delete, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.customers.lifecycle import CustomerErasure
 from crm.experience.models import (
@@ -22,6 +21,7 @@ from crm.experience.models import (
 from crm.tasks.models import FOLLOWUP_ORIGIN, Task
 from cxkit.db import session_connection
 from cxkit.pg_pool import UnnestInsert
+from cxkit.repository import SessionRepository
 
 # A run's rows and its follow-up tasks, each in one statement whatever the run's size (a
 # multi-row VALUES insert was compiled anew for every run: half the consumer's time).
@@ -158,10 +158,7 @@ def latest_by_key(rows: Iterable[Any]) -> dict[str, Any]:
     return found
 
 
-class ExperienceRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class ExperienceRepository(SessionRepository):
     async def insert_new(self, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
         """One `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING` for the whole run (a
         known object or event id is skipped; the statement's text never changes, so it is

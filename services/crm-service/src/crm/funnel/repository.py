@@ -9,9 +9,9 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, case, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.deals.models import Deal, DealStageChange
+from cxkit.repository import SessionRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +38,7 @@ class FunnelScope:
         return found
 
 
-class FunnelRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class FunnelRepository(SessionRepository):
     async def totals_by_stage_and_status(self, scope: FunnelScope) -> list[tuple[uuid.UUID, str, int, Decimal]]:
         """(stage id, status, count, sum of amounts) of the deals in scope."""
         stmt = (

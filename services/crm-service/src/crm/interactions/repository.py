@@ -20,6 +20,7 @@ from crm.interactions.models import CustomerInteractionStats, Interaction
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery, UnnestInsert, row_columns
+from cxkit.repository import Repository
 
 SORT_KEYS = (keyset.SortKey("occurred_at", Interaction.occurred_at, "datetime"),)
 
@@ -123,18 +124,8 @@ async def rebuild_stats(session: AsyncSession) -> int:
     return int(result.rowcount)
 
 
-class InteractionRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, interaction_id: uuid.UUID) -> Interaction | None:
-        return await self.session.get(Interaction, interaction_id)
-
-    def add(self, interaction: Interaction) -> None:
-        self.session.add(interaction)
-
-    async def flush(self) -> None:
-        await self.session.flush()
+class InteractionRepository(Repository[Interaction]):
+    model = Interaction
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         """The statistics follow: the triggers on interactions recompute both customers'."""

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.customers.lifecycle import CustomerErasure
 from crm.leads.models import Lead
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
+from cxkit.repository import Repository
 
 SORT_KEYS = (keyset.SortKey("created_at", Lead.created_at, "datetime"), keyset.SortKey("score", Lead.score, "int"))
 
@@ -30,15 +30,8 @@ def _like(q: str) -> str:
     return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-class LeadRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, lead_id: uuid.UUID, *, for_update: bool = False) -> Lead | None:
-        if for_update:
-            stmt = select(Lead).where(Lead.id == lead_id).with_for_update()
-            return await self.session.scalar(stmt.execution_options(populate_existing=True))
-        return await self.session.get(Lead, lead_id)
+class LeadRepository(Repository[Lead]):
+    model = Lead
 
     def _filtered(self, filters: LeadFilters) -> Select[Any]:
         stmt = select(Lead)
@@ -64,15 +57,6 @@ class LeadRepository:
     async def list_page(self, filters: LeadFilters, sort: keyset.Sort, page: PageParams) -> list[Lead]:
         stmt = keyset.apply(self._filtered(filters), sort, Lead.id, page)
         return list((await self.session.scalars(stmt)).all())
-
-    def add(self, lead: Lead) -> None:
-        self.session.add(lead)
-
-    async def flush(self) -> None:
-        await self.session.flush()
-
-    async def delete(self, lead: Lead) -> None:
-        await self.session.delete(lead)
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         """The leads that became the duplicate became the survivor."""

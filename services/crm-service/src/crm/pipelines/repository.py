@@ -7,26 +7,19 @@ from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.deals.models import Deal
 from crm.pipelines.models import Pipeline, PipelineStage
 from cxkit import keyset
 from cxkit.db import insert_ignoring_conflicts
 from cxkit.http.pagination import PageParams
+from cxkit.repository import Repository
 
 SORT_KEYS = (keyset.SortKey("name", Pipeline.name, "str"), keyset.SortKey("created_at", Pipeline.created_at, "datetime"))
 
 
-class PipelineRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, pipeline_id: uuid.UUID, *, for_update: bool = False) -> Pipeline | None:
-        if for_update:
-            stmt = select(Pipeline).where(Pipeline.id == pipeline_id).with_for_update()
-            return await self.session.scalar(stmt.execution_options(populate_existing=True))
-        return await self.session.get(Pipeline, pipeline_id)
+class PipelineRepository(Repository[Pipeline]):
+    model = Pipeline
 
     async def get_default(self) -> Pipeline | None:
         return await self.session.scalar(select(Pipeline).where(Pipeline.is_default.is_(True)))
@@ -61,12 +54,6 @@ class PipelineRepository:
         stmt = keyset.apply(select(Pipeline), sort, Pipeline.id, page)
         return list((await self.session.scalars(stmt)).all())
 
-    def add(self, row: Any) -> None:
-        self.session.add(row)
-
-    async def flush(self) -> None:
-        await self.session.flush()
-
     async def insert_if_absent(self, pipeline: dict[str, Any], stages: list[dict[str, Any]]) -> None:
         """Insert a pipeline and its stages unless its id exists (safe under concurrency)."""
         await self.session.execute(insert_ignoring_conflicts(Pipeline.__table__).values(pipeline))
@@ -92,6 +79,7 @@ class PipelineRepository:
         if stage_ids:
             await self.session.execute(delete(PipelineStage).where(PipelineStage.id.in_(stage_ids)))
 
-    async def delete(self, pipeline: Pipeline) -> None:
-        await self.session.execute(delete(PipelineStage).where(PipelineStage.pipeline_id == pipeline.id))
-        await self.session.delete(pipeline)
+    async def delete(self, row: Pipeline) -> None:
+        """Its stages go at once; the pipeline with the next flush."""
+        await self.session.execute(delete(PipelineStage).where(PipelineStage.pipeline_id == row.id))
+        await super().delete(row)

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.customers.lifecycle import CustomerErasure
 from crm.tasks.models import Task
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
+from cxkit.repository import Repository
 
 SORT_KEYS = (
     keyset.SortKey("due_at", Task.due_at, "datetime", nullable=True),
@@ -43,15 +43,8 @@ def open_for_customer_query(customer_id: Any, limit: int) -> Select[Any]:
     )
 
 
-class TaskRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, task_id: uuid.UUID, *, for_update: bool = False) -> Task | None:
-        if for_update:
-            stmt = select(Task).where(Task.id == task_id).with_for_update()
-            return await self.session.scalar(stmt.execution_options(populate_existing=True))
-        return await self.session.get(Task, task_id)
+class TaskRepository(Repository[Task]):
+    model = Task
 
     async def list_page(self, filters: TaskFilters, sort: keyset.Sort, page: PageParams) -> list[Task]:
         stmt = select(Task)
@@ -72,15 +65,6 @@ class TaskRepository:
     async def open_for_customer(self, customer_id: uuid.UUID, limit: int) -> list[Task]:
         stmt = select(Task).from_statement(open_for_customer_query(customer_id, limit))
         return list((await self.session.scalars(stmt)).all())
-
-    def add(self, task: Task) -> None:
-        self.session.add(task)
-
-    async def flush(self) -> None:
-        await self.session.flush()
-
-    async def delete(self, task: Task) -> None:
-        await self.session.delete(task)
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         await self.session.execute(update(Task).where(Task.customer_id == duplicate_id).values(customer_id=survivor_id))

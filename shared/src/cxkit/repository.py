@@ -1,0 +1,56 @@
+"""The base every repository in both services stands on. It holds the request's session; for a
+repository of one table (its `model`) it also adds, flushes, reads by id (optionally locked) and
+deletes rows, the same way in both services. The queries that are a domain's own stay in the
+domain's repository."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Generic, TypeVar
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase
+
+ModelT = TypeVar("ModelT", bound=DeclarativeBase)
+
+
+class SessionRepository:
+    """A repository with no table of its own (reports, projections, reads across tables):
+    its queries run on the session it is given, and it never commits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+
+class Repository(SessionRepository, Generic[ModelT]):
+    """A repository of one mapped table, `model`, whose primary key is a UUID `id`:
+    `class DealRepository(Repository[Deal]): model = Deal`."""
+
+    model: type[ModelT]
+
+    def add(self, row: object) -> None:
+        """Stage a new row: the model's, or one of a row it owns (a deal's stage change)."""
+        self.session.add(row)
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    async def get(self, id: uuid.UUID, *, for_update: bool = False) -> ModelT | None:
+        """The row with `id`, or None. Unlocked, a row the session holds already costs no query.
+        `for_update` locks the row until the transaction ends and refreshes it in the session
+        from what the lock read (another transaction may have changed it since it was loaded)."""
+        if for_update:
+            stmt = select(self.model).filter_by(id=id).with_for_update().execution_options(populate_existing=True)
+            return await self.session.scalar(stmt)
+        return await self.session.get(self.model, id)
+
+    async def delete(self, row: ModelT) -> None:
+        """Mark a loaded row for deletion; the DELETE goes out with the next flush."""
+        await self.session.delete(row)
+
+    async def delete_by_id(self, id: uuid.UUID) -> None:
+        """DELETE the row now, in one statement, without loading it: unlike `delete`, the ORM
+        does not walk the row's relationships (they are `lazy="raise"`) and nothing waits for
+        a flush."""
+        await self.session.execute(delete(self.model).filter_by(id=id))
