@@ -17,9 +17,7 @@ from crm.consumers import cem_feedback
 from crm.consumers import interactions as interaction_events
 from crm.customer_data import other_domains
 from crm.customer_view.router import router as customer_view_router
-from crm.customers.router import on_merged_away
 from crm.customers.router import router as customers_router
-from crm.customers.service import CustomerMergedAway
 from crm.dashboard.router import router as dashboard_router
 from crm.db import SOURCE, ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent, WebhookDelivery, WebhookSubscription
 from crm.deals.router import router as deals_router
@@ -150,7 +148,6 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
     secret = settings.documents_signing_secret
     app.state.document_links = LinkSigner(secret.get_secret_value().encode() if secret else None)
     install_platform(app, settings.service_name)
-    app.add_exception_handler(CustomerMergedAway, on_merged_away)
     for router in (
         customers_router,
         customer_view_router,
