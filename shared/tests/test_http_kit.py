@@ -1,18 +1,26 @@
-"""Pure pieces of the HTTP kit: cursors, ETags, trace context, event decoding."""
+"""Pure pieces of the HTTP kit: cursors, ETags, trace context, event decoding, the merged-away answer."""
 
 from __future__ import annotations
 
 import uuid
 
+import httpx
 import orjson
 import pytest
+from fastapi import APIRouter, FastAPI
 
 from cxkit.events import InvalidEvent, decode_event, encode_event, new_event
 from cxkit.events.payloads import CustomerCreated
 from cxkit.http.auth import Principal
 from cxkit.http.etag import check_if_match, etag_for
 from cxkit.http.pagination import decode_cursor, encode_cursor
-from cxkit.http.problems import PreconditionFailed, Unprocessable
+from cxkit.http.problems import (
+    MERGED_AWAY_RESPONSE,
+    MergedAway,
+    PreconditionFailed,
+    Unprocessable,
+    install_problem_handlers,
+)
 
 
 def test_cursor_round_trips_and_garbage_is_422() -> None:
@@ -59,3 +67,31 @@ def test_decode_event_explains_what_is_wrong() -> None:
         with pytest.raises(InvalidEvent) as info:
             decode_event(raw)
         assert info.value.reason.startswith(reason), info.value.reason
+
+
+async def test_a_merged_duplicate_is_redirected_to_the_same_path_on_its_survivor() -> None:
+    duplicate, survivor = uuid.uuid4(), uuid.uuid4()
+    router = APIRouter()
+
+    @router.get("/v1/customers/{customer_id}/view", responses=MERGED_AWAY_RESPONSE)
+    async def view(customer_id: uuid.UUID) -> None:
+        raise MergedAway(customer_id, survivor)
+
+    app = FastAPI()
+    install_problem_handlers(app)
+    app.include_router(router)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kit") as client:
+        r = await client.get(f"/v1/customers/{duplicate}/view", params={"limit": 5})
+    assert r.status_code == 308 and r.headers["content-type"] == "application/problem+json"
+    assert r.headers["location"] == f"/v1/customers/{survivor}/view?limit=5"
+    assert r.json() == {
+        "type": "https://cx.example.org/problems/merged",
+        "title": "Merged into another customer",
+        "status": 308,
+        "detail": f"customer {duplicate} was merged into {survivor}",
+        "instance": f"/v1/customers/{duplicate}/view",
+        "merged_into": str(survivor),
+    }
+    documented = app.openapi()["paths"]["/v1/customers/{customer_id}/view"]["get"]["responses"]["308"]
+    assert "application/problem+json" in documented["content"]
+    assert {"$ref": "#/components/schemas/MergedAwayProblem"} in [media.get("schema") for media in documented["content"].values()]

@@ -183,7 +183,7 @@ class EventApplier:
         self.customer_data = customer_data
 
     async def __call__(self, *deliveries: Delivery, settings: CEMSettings | None = None) -> None:
-        handlers = {**crm_customers.handlers(self.customer_data), **interactions.handlers(settings or self.settings)}
+        handlers = {**crm_customers.live_handlers(self.customer_data), **interactions.live_handlers(settings or self.settings)}
         async with self.session_factory() as session, session.begin():
             runs: list[list[Delivery]] = []
             for d in deliveries:

@@ -49,7 +49,7 @@ async def test_merges_and_erasures_walk_the_registry_the_consumer_was_built_with
     calls: list[Any] = []
     registry = customer_data()
     registry.register("recorder", lambda session: Recorder(calls), tables=[])
-    handlers = crm_customers.handlers(registry)
+    handlers = crm_customers.live_handlers(registry)
 
     async def apply(event: Any) -> None:
         async with session_factory() as session, session.begin():

@@ -53,7 +53,7 @@ async def running_consumer(
 ) -> AsyncIterator[dict[str, Any]]:
     """The CEM's customer consumer on the real broker, with a counter around its handler."""
     calls: list[str] = []
-    on_customer_snapshots = crm_customers.handlers(cem_app.state.customer_data)["customer.created"]
+    on_customer_snapshots = crm_customers.live_handlers(cem_app.state.customer_data)["customer.created"]
 
     async def counting(session: Any, deliveries: list[Delivery]) -> None:
         calls.extend(d.event.id for d in deliveries)

@@ -15,7 +15,7 @@ import httpx
 from sqlalchemy import delete, func, select, update
 
 from crm.config import CRMSettings
-from crm.consumers.cem_feedback import PROJECTION_HANDLERS
+from crm.consumers.cem_feedback import projection_handlers
 from crm.db import ProcessedEvent
 from crm.experience.models import ExperienceEvent
 from crm.projections import projections
@@ -66,7 +66,7 @@ async def test_projection_handlers_store_every_kind_but_never_make_a_task(
     async with session_factory() as session, session.begin():
         for event in events:
             decoded, payload = decode_event(encode_event(event))
-            await PROJECTION_HANDLERS[decoded.type](session, [Delivery(decoded, payload, None)])  # type: ignore[arg-type]
+            await projection_handlers()[decoded.type](session, [Delivery(decoded, payload, None)])  # type: ignore[arg-type]
     assert await count(session_factory, ExperienceEvent, ExperienceEvent.customer_id == cid) == 5
     assert await count(session_factory, Task) == 0
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends, Request
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -48,12 +45,3 @@ class CEMSettings(ServiceSettings):
         description="Interaction types that count as acting on a follow-up (the first one with the customer after it "
         "was raised is its first action, in `/v1/analytics/recovery`), JSON list.",
     )
-
-
-async def get_settings(request: Request) -> CEMSettings:
-    """The settings the running app was built with."""
-    settings: CEMSettings = request.app.state.settings
-    return settings
-
-
-SettingsDep = Annotated[CEMSettings, Depends(get_settings)]

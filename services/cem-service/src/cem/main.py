@@ -68,17 +68,17 @@ def build_consumers(settings: CEMSettings, customer_data: CustomerDataRegistry[C
     def factory(session_factory: Any) -> list[EventConsumer]:
         return [
             EventConsumer(
-                name=f"{settings.consumer_group}.crm-customers",
+                name=crm_customers.consumer_name(settings),
                 topics=[CRM_CUSTOMERS],
-                handlers=crm_customers.handlers(customer_data),
+                handlers=crm_customers.live_handlers(customer_data),
                 settings=settings,
                 session_factory=session_factory,
                 processed_model=ProcessedEvent,
             ),
             EventConsumer(
-                name=f"{settings.consumer_group}.interactions",
+                name=interactions.consumer_name(settings),
                 topics=[CX_INTERACTIONS],
-                handlers=interactions.handlers(settings),
+                handlers=interactions.live_handlers(settings),
                 settings=settings,
                 session_factory=session_factory,
                 processed_model=ProcessedEvent,

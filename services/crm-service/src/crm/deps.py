@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
 from crm.config import CRMSettings
 from cxkit.http.auth import Writer
-
-
-async def get_settings(request: Request) -> CRMSettings:
-    settings: CRMSettings = request.app.state.settings
-    return settings
+from cxkit.http.deps import get_settings
 
 
 async def get_actor(principal: Writer) -> str:

@@ -13,13 +13,10 @@ from fastapi import FastAPI
 import crm
 from crm.campaigns.router import router as campaigns_router
 from crm.config import CRMSettings
-from crm.consumers import cem_feedback
-from crm.consumers import interactions as interaction_events
+from crm.consumers import cem_feedback, interactions
 from crm.customer_data import other_domains
 from crm.customer_view.router import router as customer_view_router
-from crm.customers.router import on_merged_away
 from crm.customers.router import router as customers_router
-from crm.customers.service import CustomerMergedAway
 from crm.dashboard.router import router as dashboard_router
 from crm.db import SOURCE, ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent, WebhookDelivery, WebhookSubscription
 from crm.deals.router import router as deals_router
@@ -32,7 +29,6 @@ from crm.imports.worker import ImportWorker
 from crm.interactions.router import router as interactions_router
 from crm.leads.router import router as leads_router
 from crm.pipelines.router import router as pipelines_router
-from crm.projections import cem_feedback_consumer_name
 from crm.tasks.router import router as tasks_router
 from cxkit.dashboard.pages import install_dashboard
 from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS, event_types_on
@@ -67,12 +63,14 @@ up to 24 h, each customer's in order; the delivery log shows every attempt.
 
 
 def build_consumers(settings: CRMSettings) -> Any:
+    """The live consumers; `cem.feedback.v1` follow-up requests become tasks per `settings`."""
+
     def factory(session_factory: Any) -> list[EventConsumer]:
         return [
             EventConsumer(
-                name=f"{settings.consumer_group}.interactions",
+                name=interactions.consumer_name(settings),
                 topics=[CX_INTERACTIONS],
-                handlers=dict(interaction_events.HANDLERS),
+                handlers=interactions.live_handlers(),
                 settings=settings,
                 session_factory=session_factory,
                 processed_model=ProcessedEvent,
@@ -80,7 +78,7 @@ def build_consumers(settings: CRMSettings) -> Any:
                 skip_sources=frozenset({SOURCE}),
             ),
             EventConsumer(
-                name=cem_feedback_consumer_name(settings),
+                name=cem_feedback.consumer_name(settings),
                 topics=[CEM_FEEDBACK],
                 handlers=cem_feedback.live_handlers(settings),
                 settings=settings,
@@ -150,7 +148,6 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
     secret = settings.documents_signing_secret
     app.state.document_links = LinkSigner(secret.get_secret_value().encode() if secret else None)
     install_platform(app, settings.service_name)
-    app.add_exception_handler(CustomerMergedAway, on_merged_away)
     for router in (
         customers_router,
         customer_view_router,

@@ -7,21 +7,18 @@ from __future__ import annotations
 
 from crm.config import CRMSettings
 from crm.consumers import cem_feedback
+from crm.experience import service as experience
 from cxkit.events.registry import CEM_FEEDBACK
 from cxkit.replay import Projection
-
-
-def cem_feedback_consumer_name(settings: CRMSettings) -> str:
-    return f"{settings.consumer_group}.cem-feedback"
 
 
 def projections(settings: CRMSettings) -> list[Projection]:
     return [
         Projection(
-            consumer_name=cem_feedback_consumer_name(settings),
+            consumer_name=cem_feedback.consumer_name(settings),
             topics=[CEM_FEEDBACK],
-            handlers=dict(cem_feedback.PROJECTION_HANDLERS),
-            reset=cem_feedback.reset_projection,
+            handlers=cem_feedback.projection_handlers(),
+            reset=experience.reset_projection,
             description="survey invitations, suppressions, answers, feedback and follow-up requests per customer "
             "(customer view and timeline); follow-up tasks are kept, never made again",
         )

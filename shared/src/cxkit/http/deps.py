@@ -1,4 +1,4 @@
-"""Dependencies both services use: one DB session per request, the asyncpg pool."""
+"""Dependencies both services use: one DB session per request, the asyncpg pool, the settings."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from cxkit.settings import ServiceSettings
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -26,3 +28,10 @@ async def get_pg_pool(request: Request) -> asyncpg.Pool:
 
 
 PgPoolDep = Annotated[asyncpg.Pool, Depends(get_pg_pool)]
+
+
+async def get_settings(request: Request) -> ServiceSettings:
+    """The settings the running app was built with (`app.state.settings`). Each service names
+    its own settings class in `SettingsDep` (`crm.deps`, `cem.deps`), so routes see its fields."""
+    settings: ServiceSettings = request.app.state.settings
+    return settings

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import asyncpg
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import iter_route_contexts
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -65,6 +66,10 @@ class ProblemError(Exception):
         self.headers = headers
         self.extra = extra
 
+    def headers_for(self, request: Request) -> dict[str, str] | None:
+        """The answer's headers; an error whose headers depend on the request overrides this."""
+        return self.headers
+
 
 class Unauthorized(ProblemError):
     status, title, slug = 401, "Unauthorized", "unauthorized"
@@ -106,6 +111,64 @@ class Unprocessable(ProblemError):
 
 class ServiceUnavailable(ProblemError):
     status, title, slug = 503, "Service unavailable", "unavailable"
+
+
+class MergedAway(ProblemError):
+    """A read of a customer that was merged into another: 308 to the same path on the survivor
+    (`Location`, query kept), with `merged_into` in the body. Clients that follow redirects get
+    the survivor, which holds the duplicate's data; others read `merged_into`. Both services
+    answer a merged duplicate this way (document it with `MERGED_AWAY_RESPONSE`)."""
+
+    status, title, slug = 308, "Merged into another customer", "merged"
+
+    def __init__(self, customer_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        super().__init__(f"customer {customer_id} was merged into {survivor_id}", merged_into=str(survivor_id))
+        self.customer_id = customer_id
+        self.survivor_id = survivor_id
+
+    def headers_for(self, request: Request) -> dict[str, str]:
+        location = request.url.path.replace(str(self.customer_id), str(self.survivor_id), 1)
+        if request.url.query:
+            location += "?" + request.url.query
+        return {"Location": location}
+
+
+_EXAMPLE_SURVIVOR = "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10"
+
+
+class MergedAwayProblem(BaseModel):
+    """Answer to a GET of a customer that was merged into another one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": PROBLEM_TYPE_BASE + MergedAway.slug,
+                    "title": MergedAway.title,
+                    "status": MergedAway.status,
+                    "detail": f"customer 5a1f0c2e-7b3d-4c8e-9f1a-2b3c4d5e6f70 was merged into {_EXAMPLE_SURVIVOR}",
+                    "merged_into": _EXAMPLE_SURVIVOR,
+                }
+            ]
+        }
+    )
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    merged_into: uuid.UUID
+
+
+# OpenAPI `responses=` entry of a route that answers a merged duplicate with MergedAway.
+MERGED_AWAY_RESPONSE: dict[int | str, dict[str, Any]] = {
+    308: {
+        "model": MergedAwayProblem,
+        "description": "The customer was merged into another: `Location` (the same path on the survivor) and "
+        "`merged_into` name the survivor.",
+        "content": {PROBLEM_MEDIA_TYPE: {}},
+    }
+}
 
 
 def problem_response(
@@ -154,7 +217,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.title,
             slug=exc.slug,
             detail=exc.detail,
-            headers=exc.headers,
+            headers=exc.headers_for(request),
             instance=request.url.path,
             extra=exc.extra or None,
         )

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from cem.analytics import drivers, service
 from cem.analytics.drivers_schemas import DriverReport
 from cem.analytics.schemas import Interval, MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
-from cem.config import SettingsDep
+from cem.deps import SettingsDep
 from cem.fields import From, QueryText, To
 from cem.surveys.questions import Metric
 from cxkit.http.app import json_response

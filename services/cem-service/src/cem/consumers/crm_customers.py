@@ -7,6 +7,7 @@ import datetime as dt
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.config import CEMSettings
 from cem.customers.lifecycle import CustomerErasure
 from cem.customers.service import (
     apply_customer_snapshots,
@@ -21,7 +22,12 @@ from cxkit.kafka.consumer import BatchHandler, Delivery
 from cxkit.lifecycle import CustomerDataRegistry
 
 
-def handlers(customer_data: CustomerDataRegistry[CustomerErasure]) -> dict[str, BatchHandler]:
+def consumer_name(settings: CEMSettings) -> str:
+    """The live consumer's name, which `cem replay` rebuilds the projection under."""
+    return f"{settings.consumer_group}.crm-customers"
+
+
+def live_handlers(customer_data: CustomerDataRegistry[CustomerErasure]) -> dict[str, BatchHandler]:
     """The live consumer's handlers; merges, erasures and snapshots reach every domain's rows
     through `customer_data` (`cem.customer_data`)."""
     return _handlers(customer_data, replaying=False)

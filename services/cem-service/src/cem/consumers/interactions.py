@@ -11,7 +11,12 @@ from cem.triggers.service import invite_for_interactions
 from cxkit.kafka.consumer import BatchHandler, Delivery
 
 
-def handlers(settings: CEMSettings) -> dict[str, BatchHandler]:
+def consumer_name(settings: CEMSettings) -> str:
+    """The live consumer's name, which `cem replay` rebuilds the interactions under."""
+    return f"{settings.consumer_group}.interactions"
+
+
+def live_handlers(settings: CEMSettings) -> dict[str, BatchHandler]:
     """The live consumer's handlers: store, then apply the survey triggers (in event order)."""
 
     async def on_interactions_recorded(session: AsyncSession, deliveries: list[Delivery]) -> None:
@@ -22,9 +27,11 @@ def handlers(settings: CEMSettings) -> dict[str, BatchHandler]:
     return {"interaction.recorded": on_interactions_recorded}
 
 
+def projection_handlers() -> dict[str, BatchHandler]:
+    """A replay's: rows only, never an invitation or a suppression."""
+    return {"interaction.recorded": store_interactions}
+
+
 async def store_interactions(session: AsyncSession, deliveries: list[Delivery]) -> None:
-    """The replay's handler: rows only, never an invitation or a suppression."""
+    """`interaction.recorded` in a replay: the rows, nothing else."""
     await record_interactions(session, deliveries)
-
-
-PROJECTION_HANDLERS: dict[str, BatchHandler] = {"interaction.recorded": store_interactions}

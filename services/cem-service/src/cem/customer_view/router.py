@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from cem.customer_view import service
@@ -14,7 +14,7 @@ from cem.fields import id_path
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import PgPoolDep
-from cxkit.http.problems import problem_responses
+from cxkit.http.problems import MERGED_AWAY_RESPONSE, problem_responses
 
 router = APIRouter(prefix="/customers", tags=["customers"])
 CustomerId = Annotated[uuid.UUID, id_path("customer", "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10")]
@@ -32,32 +32,12 @@ CustomerId = Annotated[uuid.UUID, id_path("customer", "0b6f3c8e-2f7e-4a53-9d1b-2
     "into another answers 308 with `Location` (the survivor's view) and `merged_into`, as the CRM does: clients "
     "that follow redirects get the survivor's view, which holds all the answers. An erased customer's view has "
     "no personal data (and `erased_at`). Needs `read`.",
-    responses={
-        **problem_responses(401, 403, 404, 422),
-        308: {
-            "description": "Merged into another customer: `Location` is the survivor's view; the problem body "
-            "carries `merged_into`.",
-            "content": {
-                "application/problem+json": {
-                    "example": {
-                        "type": "https://cx.example.org/problems/merged",
-                        "title": "Merged into another customer",
-                        "status": 308,
-                        "detail": "customer 0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10 was merged into "
-                        "5a1f0c2e-7b3d-4c8e-9f1a-2b3c4d5e6f70",
-                        "merged_into": "5a1f0c2e-7b3d-4c8e-9f1a-2b3c4d5e6f70",
-                    }
-                }
-            },
-        },
-    },
+    responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,
 )
 async def get_experience(
     customer_id: CustomerId,
-    request: Request,
     pool: PgPoolDep,
     _: Reader,
     limit: Annotated[int, Query(ge=1, le=100, description="Items in each list (1-100).")] = 20,
 ) -> Response:
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return json_response(await service.experience(pool, customer_id, limit, path))
+    return json_response(await service.experience(pool, customer_id, limit))

@@ -14,18 +14,11 @@ from cem.customer_view.schemas import ConvertedLead, CustomerAsAnnounced, Custom
 from cem.customers.models import CustomerProfile
 from cem.invitations.service import status_of
 from cxkit.db import utcnow
-from cxkit.http.problems import NotFound, ProblemError
+from cxkit.http.problems import MergedAway, NotFound
 from cxkit.pg_pool import Row
 
 
-class MergedAway(ProblemError):
-    """The customer was merged into another: the answer points there (308, `Location` and
-    `merged_into`), as the CRM answers for a merged duplicate."""
-
-    status, title, slug = 308, "Merged into another customer", "merged"
-
-
-async def experience(pool: asyncpg.Pool, customer_id: uuid.UUID, limit: int, path: str) -> CustomerExperience:
+async def experience(pool: asyncpg.Pool, customer_id: uuid.UUID, limit: int) -> CustomerExperience:
     """The customer with their latest invitations, answers, feedback, follow-ups, suppressions
     and touchpoint visits (`limit` of each) and a summary: one statement on the pool, whose parts
     are each an index range scan of at most `limit` rows or a primary-key lookup (the summary's
@@ -36,12 +29,7 @@ async def experience(pool: asyncpg.Pool, customer_id: uuid.UUID, limit: int, pat
     if rows is None:
         raise NotFound(f"customer {customer_id} is not known here (yet): the CRM has not announced it")
     if rows.profile.merged_into is not None:
-        survivor = str(rows.profile.merged_into)
-        raise MergedAway(
-            f"customer {customer_id} was merged into {survivor}",
-            headers={"Location": path.replace(str(customer_id), survivor, 1)},
-            merged_into=survivor,
-        )
+        raise MergedAway(customer_id, rows.profile.merged_into)
     return CustomerExperience.model_validate(_experience_fields(rows, utcnow()))
 
 

@@ -12,6 +12,7 @@ from starlette.responses import HTMLResponse
 
 from cem.analytics.schemas import MetricReport, RecoveryReport, TouchpointReport
 from cem.dashboard.service import METRIC_NAMES, METRIC_RANGES, METRICS, DashboardFilters, build_dashboard
+from cem.deps import SettingsDep
 from cxkit.dashboard.charts import Bar, Point
 from cxkit.dashboard.pages import DashboardUser, dashboard_templates, render_page
 from cxkit.http.deps import SessionDep
@@ -108,17 +109,15 @@ def parse_filters(params: dict[str, str]) -> tuple[DashboardFilters, list[str]]:
 
 
 @router.get("/dashboard")
-async def cem_dashboard(request: Request, session: SessionDep, user: DashboardUser) -> HTMLResponse:
+async def cem_dashboard(request: Request, session: SessionDep, user: DashboardUser, settings: SettingsDep) -> HTMLResponse:
     filters, errors = parse_filters(dict(request.query_params))
     status = 422 if errors else 200
     try:
-        data = await build_dashboard(session, filters, request.app.state.settings.followup_action_types)
+        data = await build_dashboard(session, filters, settings.followup_action_types)
     except ProblemError as exc:
         errors.append(str(exc.detail or exc))
         status = exc.status
-        data = await build_dashboard(
-            session, DashboardFilters(interval=filters.interval), request.app.state.settings.followup_action_types
-        )
+        data = await build_dashboard(session, DashboardFilters(interval=filters.interval), settings.followup_action_types)
     return render_page(
         request,
         TEMPLATES,

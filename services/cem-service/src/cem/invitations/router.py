@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from cem.config import SettingsDep
+from cem.deps import SettingsDep
 from cem.fields import id_path
 from cem.invitations import service
 from cem.invitations.schemas import InvitationCreate, InvitationCreated, InvitationRead, InvitationStatus

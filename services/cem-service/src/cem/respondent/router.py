@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.responses import HTMLResponse
 
+from cem.deps import SettingsDep
 from cem.responses.service import (
     AlreadyAnswered,
     LinkExpired,
@@ -153,7 +154,7 @@ async def show_survey(token: Token, request: Request, session: SessionDep) -> HT
         },
     },
 )
-async def submit_survey(token: Token, request: Request, session: SessionDep) -> HTMLResponse:
+async def submit_survey(token: Token, request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
     target = await _open(request, session, token)
     if isinstance(target, HTMLResponse):
         return target
@@ -180,7 +181,7 @@ async def submit_survey(token: Token, request: Request, session: SessionDep) -> 
             email=invitation.email,
             touchpoint=invitation.touchpoint,
             source="web",
-            default_sla=request.app.state.settings.followup_sla,
+            default_sla=settings.followup_sla,
         )
         await session.commit()
     except AlreadyAnswered as exc:

@@ -9,7 +9,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from cem.config import SettingsDep
+from cem.deps import SettingsDep
 from cem.fields import From, QueryText, To, check_window, id_path
 from cem.responses import service
 from cem.responses.repository import EXPORT_HEADER, ResponseFilters

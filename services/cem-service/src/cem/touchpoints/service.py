@@ -219,6 +219,6 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
     return stored
 
 
-async def reset_interactions(session: AsyncSession) -> None:
-    """Before a replay rebuilds the interactions from the topic."""
+async def reset_projection(session: AsyncSession) -> None:
+    """Before a replay rebuilds the interactions from the topic: those it can rebuild go."""
     await TouchpointRepository(session).delete_rebuildable_interactions()

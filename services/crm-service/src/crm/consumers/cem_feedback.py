@@ -9,9 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.config import CRMSettings
 from crm.experience.models import EXPERIENCE_KINDS, FOLLOWUP_OVERDUE
-from crm.experience.repository import ExperienceRepository
 from crm.experience.service import apply_experience_events, escalate_overdue_followups
 from cxkit.kafka.consumer import BatchHandler, Delivery
+
+
+def consumer_name(settings: CRMSettings) -> str:
+    """The live consumer's name, which `crm replay` rebuilds the projection under (so the live
+    consumer then treats the replayed events as applied and makes no second task)."""
+    return f"{settings.consumer_group}.cem-feedback"
 
 
 def live_handlers(settings: CRMSettings) -> dict[str, BatchHandler]:
@@ -28,14 +33,10 @@ def live_handlers(settings: CRMSettings) -> dict[str, BatchHandler]:
     return dict.fromkeys(EXPERIENCE_KINDS, on_experience_events) | {FOLLOWUP_OVERDUE: on_followups_overdue}
 
 
-async def on_experience_events_replayed(session: AsyncSession, deliveries: list[Delivery]) -> None:
+def projection_handlers() -> dict[str, BatchHandler]:
     """A replay's: the projection only. Tasks are the CRM's own data: a replay never makes one."""
+    return dict.fromkeys(EXPERIENCE_KINDS, on_experience_events_replayed)
+
+
+async def on_experience_events_replayed(session: AsyncSession, deliveries: list[Delivery]) -> None:
     await apply_experience_events(session, deliveries, followup_due=None)
-
-
-PROJECTION_HANDLERS: dict[str, BatchHandler] = dict.fromkeys(EXPERIENCE_KINDS, on_experience_events_replayed)
-
-
-async def reset_projection(session: AsyncSession) -> None:
-    """Before a replay: the projection is emptied (follow-up tasks stay)."""
-    await ExperienceRepository(session).delete_all()

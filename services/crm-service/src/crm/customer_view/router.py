@@ -9,13 +9,12 @@ from starlette.responses import Response
 
 from crm.customer_view import service
 from crm.customer_view.schemas import TIMELINE_KINDS, CustomerView, Timeline, TimelineKind
-from crm.customers.router import MERGED_RESPONSE
 from crm.fields import CustomerIdPath
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import PgPoolDep
 from cxkit.http.pagination import PageParams, page_params
-from cxkit.http.problems import problem_responses
+from cxkit.http.problems import MERGED_AWAY_RESPONSE, problem_responses
 
 router = APIRouter(prefix="/customers", tags=["customers"])
 
@@ -31,7 +30,7 @@ router = APIRouter(prefix="/customers", tags=["customers"])
     "suppressed. `experience` comes from the CEM service's events kept in the CRM, so it answers (with the last known "
     "data) while the CEM service is down; it is null while the CEM service has reported nothing about the customer. "
     "A merged duplicate redirects (308) to its survivor's view. Needs `read`.",
-    responses=problem_responses(401, 403, 404, 422) | MERGED_RESPONSE,
+    responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,
 )
 async def customer_view(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader) -> Response:
     return json_response(await service.customer_view(pool, customer_id))
@@ -46,7 +45,7 @@ async def customer_view(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader)
     "`feedback.received`, `followup.requested` with the task made for it), newest first, paginated with `limit` and "
     "`cursor`. `kind` (repeatable) keeps only those kinds. A merged duplicate redirects (308) to its survivor's "
     "timeline, which holds its history. Needs `read`.",
-    responses=problem_responses(401, 403, 404, 422) | MERGED_RESPONSE,
+    responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,
 )
 async def customer_timeline(
     customer_id: CustomerIdPath,

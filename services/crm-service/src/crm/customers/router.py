@@ -22,9 +22,7 @@ from crm.customers.schemas import (
     CustomerRead,
     CustomerUpdate,
     LifecycleStage,
-    MergedAwayProblem,
 )
-from crm.customers.service import CustomerMergedAway
 from crm.fields import EXAMPLE_IDS, CustomerIdPath, IfMatch, SearchText
 from cxkit import keyset
 from cxkit.http.app import json_response
@@ -34,7 +32,7 @@ from cxkit.http.deps import PgPoolDep, SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
-from cxkit.http.problems import PROBLEM_MEDIA_TYPE, only_these_methods, problem_response, problem_responses
+from cxkit.http.problems import MERGED_AWAY_RESPONSE, only_these_methods, problem_responses
 from cxkit.kafka.outbox import wake_relay
 from cxkit.pg_pool import RowInsert
 
@@ -48,32 +46,6 @@ async def get_other_domains(request: Request) -> OtherDomains:
 
 
 OtherDomainsDep = Annotated[OtherDomains, Depends(get_other_domains)]
-
-MERGED_RESPONSE: dict[int | str, dict[str, Any]] = {
-    308: {
-        "model": MergedAwayProblem,
-        "description": "The customer was merged into another: `Location` (and `merged_into`) name the survivor.",
-        "content": {PROBLEM_MEDIA_TYPE: {}},
-    }
-}
-
-
-async def on_merged_away(request: Request, exc: Exception) -> Response:
-    """A read of a merged duplicate is redirected (308) to the same path on its survivor:
-    clients that follow redirects get the survivor; others read `merged_into`."""
-    assert isinstance(exc, CustomerMergedAway)
-    location = request.url.path.replace(str(exc.customer_id), str(exc.survivor_id), 1)
-    if request.url.query:
-        location += "?" + request.url.query
-    return problem_response(
-        308,
-        "Merged into another customer",
-        slug="merged",
-        detail=f"customer {exc.customer_id} was merged into {exc.survivor_id}",
-        headers={"Location": location},
-        instance=request.url.path,
-        extra={"merged_into": str(exc.survivor_id)},
-    )
 
 
 def _answer(customer: object, status: int = 200) -> Response:
@@ -202,7 +174,7 @@ only_these_methods(router, "/export")
     description="One customer by id, with its `ETag` (its version). An erased customer is returned anonymous (personal "
     "fields null, `erased_at` set). A duplicate merged into another customer answers 308 with `Location` pointing at "
     "the survivor and `merged_into` in the body. Needs `read`.",
-    responses=problem_responses(401, 403, 404, 422) | MERGED_RESPONSE,
+    responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,
 )
 async def get_customer(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader) -> Response:
     return _answer(await service.read_customer(pool, customer_id))

@@ -131,30 +131,6 @@ class CustomerPage(Page[CustomerRead]):
     )
 
 
-class MergedAwayProblem(BaseModel):
-    """Answer to a GET of a customer that was merged into another one."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "type": "https://cx.example.org/problems/merged",
-                    "title": "Merged into another customer",
-                    "status": 308,
-                    "detail": "this customer was merged into 0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10",
-                    "merged_into": EXAMPLE_IDS["customer"],
-                }
-            ]
-        }
-    )
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    merged_into: uuid.UUID
-
-
 class CustomerBatchItem(PatchModel):
     """One customer of a batch upsert: found by `external_id` (when sent) or else by `email`;
     the fields sent are set (`tags` and `attributes` replaced whole), the others kept. A new

@@ -26,7 +26,7 @@ from cxkit.erasure import erase_platform_traces, forget_answers_mentioning
 from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerMerged, CustomerSnapshot, CustomerUpdated
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import Conflict, NotFound, Unprocessable
+from cxkit.http.problems import Conflict, MergedAway, NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event, outbox_row
 from cxkit.lifecycle import CustomerDataRegistry
 from cxkit.pg_pool import CompiledQuery, Row, RowInsert, UnnestInsert
@@ -36,15 +36,6 @@ _PROGRESSION = [s for s in LIFECYCLE_STAGES if s != "churned"]
 # Fields a merge copies from the duplicate when the survivor has none.
 _FILLABLE = ("name", "phone", "company", "owner", "source", "campaign_id")
 _PERSONAL = ("email", "email_normalized", "name", "phone", "company")
-
-
-class CustomerMergedAway(Exception):
-    """A read of a customer that was merged into another: the client is sent there."""
-
-    def __init__(self, customer_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
-        super().__init__(f"customer {customer_id} was merged into {survivor_id}")
-        self.customer_id = customer_id
-        self.survivor_id = survivor_id
 
 
 def snapshot(customer: Customer, open_deal_value: Decimal = Decimal("0")) -> dict[str, Any]:
@@ -204,12 +195,12 @@ async def _follow_merges(session: AsyncSession, customer: Customer) -> Customer:
 
 
 async def get_customer(session: AsyncSession, customer_id: uuid.UUID) -> Customer:
-    """For reads: a merged duplicate raises CustomerMergedAway (the client is redirected)."""
+    """For reads: a merged duplicate raises MergedAway (the client is redirected)."""
     customer = await CustomerRepository(session).get(customer_id)
     if customer is None:
         raise NotFound(f"customer {customer_id} does not exist")
     if customer.merged_into_id is not None:
-        raise CustomerMergedAway(customer.id, customer.merged_into_id)
+        raise MergedAway(customer.id, customer.merged_into_id)
     return customer
 
 
@@ -219,7 +210,7 @@ async def read_customer(db: asyncpg.Pool | asyncpg.Connection, customer_id: uuid
     if customer is None:
         raise NotFound(f"customer {customer_id} does not exist")
     if customer["merged_into_id"] is not None:
-        raise CustomerMergedAway(customer["id"], customer["merged_into_id"])
+        raise MergedAway(customer["id"], customer["merged_into_id"])
     return customer
 
 

@@ -256,3 +256,8 @@ async def escalate_overdue_followups(session: AsyncSession, deliveries: Sequence
     if not refs:
         return 0
     return len(await ExperienceRepository(session).escalate_followup_tasks(refs, to, utcnow()))
+
+
+async def reset_projection(session: AsyncSession) -> None:
+    """Before a replay: the projection is emptied (follow-up tasks stay: they are the CRM's own)."""
+    await ExperienceRepository(session).delete_all()
