@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
+from cxkit.ids import new_id as new_id  # re-exported: models take their default from here
 from cxkit.pg_pool import is_connection_error
 
 NAMING_CONVENTION = {
@@ -33,10 +33,6 @@ def new_metadata() -> MetaData:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def new_id() -> uuid.UUID:
-    return uuid.uuid4()
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):

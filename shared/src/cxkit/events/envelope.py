@@ -10,6 +10,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cxkit.fields import TimestampAsSent
+from cxkit.ids import new_id
 from cxkit.tracing import current_traceparent
 
 
@@ -43,7 +44,7 @@ def new_event(
 ) -> CloudEvent:
     """A new event carrying the current trace context, so the trace follows it through Kafka."""
     return CloudEvent(
-        id=str(event_id or uuid.uuid4()),
+        id=str(event_id or new_id()),
         source=source,
         type=event_type,
         subject=subject,

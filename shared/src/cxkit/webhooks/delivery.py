@@ -32,7 +32,7 @@ import httpx
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cxkit.db import session_connection, utcnow
+from cxkit.db import new_id, session_connection, utcnow
 from cxkit.metrics import WEBHOOK_BACKLOG, WEBHOOK_DELIVERIES
 from cxkit.settings import ServiceSettings
 from cxkit.webhooks.models import FAILED, PENDING, SUCCEEDED
@@ -137,7 +137,7 @@ class WebhookFanout:
                 if types is None or row["event_type"] in types:
                     for column, value in zip(
                         columns,
-                        (uuid.uuid4(), subscription_id, str(row["event_id"]), row["event_type"], row["key"] or "", row["value"]),
+                        (new_id(), subscription_id, str(row["event_id"]), row["event_type"], row["key"] or "", row["value"]),
                         strict=True,
                     ):
                         column.append(value)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
@@ -38,7 +38,7 @@ async def create_subscription(session: AsyncSession, webhooks: Webhooks, body: W
     await _checked(webhooks, body.url, body.event_types)
     now = utcnow()
     subscription = webhooks.subscription_model(
-        id=uuid.uuid4(),
+        id=new_id(),
         url=body.url,
         event_types=sorted(set(body.event_types)),
         description=body.description,

@@ -17,7 +17,7 @@ from cem.fields import CLOCK_SKEW, check_window, field_problem
 from cem.invitations.service import resolve_recipient
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import FeedbackReceived
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound
@@ -58,7 +58,7 @@ async def record_feedback(session: AsyncSession, data: FeedbackCreate) -> Feedba
     # An erased customer's feedback still counts (sentiment, rating), without its text or address.
     erased = profile is not None and profile.erased_at is not None
     feedback = Feedback(
-        id=uuid.uuid4(),
+        id=new_id(),
         customer_id=profile.id if profile else None,
         email=None if erased else email,
         touchpoint=data.touchpoint,

@@ -15,6 +15,7 @@ from cem.followups.sla import SlaBand, due_at
 from cem.responses.models import SurveyResponse
 from cem.surveys.models import Survey
 from cem.surveys.questions import MetricAnswer
+from cxkit.db import new_id
 from cxkit.events.payloads import FollowupOverdue, FollowupRequested, TaskCompleted
 from cxkit.kafka.outbox import add_event
 
@@ -35,7 +36,7 @@ async def request_followup(
         f"in survey {survey.name!r}"
     )
     followup = Followup(
-        id=uuid.uuid4(),
+        id=new_id(),
         customer_id=response.customer_id,
         response_id=response.id,
         survey_id=survey.id,

@@ -26,7 +26,7 @@ from cem.recipients import RecipientKey
 from cem.suppressions.repository import SuppressionRepository
 from cem.suppressions.service import announce_suppression
 from cem.surveys.models import Survey
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import SurveyReminded
 from cxkit.kafka.outbox import add_event, outbox_batch
 
@@ -109,7 +109,7 @@ async def send_reminders(session: AsyncSession, settings: CEMSettings, survey: S
             if contacted.get(key, set()) - {invitation.id}:
                 suppressions.append(
                     {
-                        "id": uuid.uuid4(),
+                        "id": new_id(),
                         "survey_id": survey.id,
                         "customer_id": invitation.customer_id,
                         "email": invitation.email if invitation.customer_id is None else None,

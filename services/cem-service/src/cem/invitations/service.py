@@ -23,7 +23,7 @@ from cem.surveys.models import Survey
 from cem.surveys.service import get_survey
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import SurveyInvited
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound
@@ -149,7 +149,7 @@ async def create_invitation(
     now = utcnow()
     token, token_hash = new_link()
     invitation = Invitation(
-        id=uuid.uuid4(),
+        id=new_id(),
         survey_id=survey.id,
         customer_id=profile.id if profile else None,
         email=email,

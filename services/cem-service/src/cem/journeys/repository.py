@@ -12,6 +12,7 @@ from sqlalchemy import delete, insert, select
 from cem.journeys.models import Journey, JourneyStage, JourneyStep
 from cem.touchpoints.models import Touchpoint
 from cxkit import keyset
+from cxkit.db import new_id
 from cxkit.http.pagination import PageParams
 from cxkit.repository import Repository
 
@@ -60,7 +61,7 @@ class JourneyRepository(Repository[Journey]):
         stage_rows: list[dict[str, Any]] = []
         step_rows: list[dict[str, Any]] = []
         for position, stage in enumerate(stages):
-            stage_id = uuid.uuid4()
+            stage_id = new_id()
             stage_rows.append(
                 {
                     "id": stage_id,

@@ -15,7 +15,7 @@ from cem.journeys.repository import BY_NAME, JourneyRepository
 from cem.journeys.schemas import JourneyCreate, JourneyRead, JourneyTouchpoint, JourneyUpdate, StageInput, StageRead
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound
@@ -68,7 +68,7 @@ async def _resolve_stages(session: AsyncSession, stages: list[StageInput]) -> li
 async def create_journey(session: AsyncSession, data: JourneyCreate) -> Journey:
     stages = await _resolve_stages(session, data.stages)
     now = utcnow()
-    journey = Journey(id=uuid.uuid4(), name=data.name, description=data.description, version=1, created_at=now, updated_at=now)
+    journey = Journey(id=new_id(), name=data.name, description=data.description, version=1, created_at=now, updated_at=now)
     repo = JourneyRepository(session)
     repo.add(journey)
     await repo.flush()

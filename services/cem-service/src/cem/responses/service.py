@@ -29,7 +29,7 @@ from cem.surveys.repository import SurveyRepository
 from cem.surveys.service import get_survey
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import SurveyResponseSubmitted
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
@@ -107,7 +107,7 @@ async def record_response(
         checked = CheckedAnswers(answers=without_free_text(checked.answers), metric=checked.metric, comment=None)
         email = None
     response = SurveyResponse(
-        id=uuid.uuid4(),
+        id=new_id(),
         survey_id=survey.id,
         invitation_id=invitation.id if invitation else None,
         customer_id=customer_id,

@@ -16,7 +16,7 @@ from cem.surveys.repository import NEWEST_FIRST, SurveyRepository
 from cem.surveys.schemas import Reminders, SurveyCreate, SurveyRead, SurveyUpdate, TriggerInput, TriggerRead
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound
@@ -110,7 +110,7 @@ async def create_survey(session: AsyncSession, data: SurveyCreate) -> Survey:
     )
     now = utcnow()
     survey = Survey(
-        id=uuid.uuid4(),
+        id=new_id(),
         name=data.name,
         kind=data.kind,
         status="draft",

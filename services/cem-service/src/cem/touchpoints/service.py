@@ -19,7 +19,7 @@ from cem.touchpoints.models import Touchpoint
 from cem.touchpoints.repository import BATCH_COLUMNS, BY_KEY, TouchpointRepository, insert_interaction_batch, profiles_by_ids
 from cem.touchpoints.schemas import StoredInteraction, TouchpointCreate, TouchpointUpdate, check_target
 from cxkit import keyset
-from cxkit.db import lock_keys, session_connection, utcnow
+from cxkit.db import lock_keys, new_id, session_connection, utcnow
 from cxkit.events.payloads import InteractionRecorded
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
@@ -37,7 +37,7 @@ async def create_touchpoint(session: AsyncSession, data: TouchpointCreate) -> To
     if await repo.get_by_key(data.key):
         raise Conflict(f"a touchpoint with key {data.key!r} already exists")
     now = utcnow()
-    touchpoint = Touchpoint(id=uuid.uuid4(), **data.model_dump(), version=1, created_at=now, updated_at=now)
+    touchpoint = Touchpoint(id=new_id(), **data.model_dump(), version=1, created_at=now, updated_at=now)
     repo.add(touchpoint)
     try:
         await repo.flush()

@@ -35,7 +35,7 @@ from cem.surveys.models import Survey
 from cem.surveys.repository import SurveyRepository
 from cem.touchpoints.schemas import StoredInteraction
 from cem.triggers.repository import TriggerRepository
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.kafka.outbox import outbox_batch
 
 
@@ -121,7 +121,7 @@ async def decide(
         recipient = candidate.recipient
         send_at = max(candidate.due_at, now)
         reason = verdict(candidate, send_at, ledger, settings.fatigue_days)
-        row_id = uuid.uuid4()
+        row_id = new_id()
         if reason is not None:
             suppressions.append(
                 {
@@ -320,7 +320,7 @@ async def send_due_invitations(session: AsyncSession, settings: CEMSettings, lim
             invitation.cancel_reason = reason
             suppressions.append(
                 {
-                    "id": uuid.uuid4(),
+                    "id": new_id(),
                     "survey_id": invitation.survey_id,
                     "customer_id": invitation.customer_id,
                     "email": None,

@@ -18,7 +18,7 @@ from crm.customers.models import Customer
 from crm.deals.models import Deal
 from crm.leads.models import Lead
 from cxkit import keyset
-from cxkit.db import insert_ignoring_conflicts, utcnow
+from cxkit.db import insert_ignoring_conflicts, new_id, utcnow
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery
 from cxkit.repository import Repository
@@ -105,7 +105,7 @@ class CampaignRepository(Repository[Campaign]):
     ) -> bool:
         """Add a member unless it already is one; returns whether it was added."""
         row = {
-            "id": uuid.uuid4(),
+            "id": new_id(),
             "campaign_id": campaign_id,
             "customer_id": customer_id,
             "lead_id": lead_id,

@@ -15,7 +15,7 @@ from crm.campaigns.schemas import CampaignCreate, CampaignStats, CampaignUpdate,
 from crm.customers import service as customers
 from crm.leads.repository import LeadRepository
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
@@ -38,7 +38,7 @@ async def create_campaign(session: AsyncSession, data: CampaignCreate) -> Campai
     if await repo.name_taken(data.name):
         raise Conflict(f"a campaign named {data.name!r} already exists")
     now = utcnow()
-    campaign = Campaign(id=uuid.uuid4(), **data.model_dump(), version=1, created_at=now, updated_at=now)
+    campaign = Campaign(id=new_id(), **data.model_dump(), version=1, created_at=now, updated_at=now)
     repo.add(campaign)
     await repo.flush()
     return campaign

@@ -21,7 +21,7 @@ from crm.customers.repository import SORT_KEYS, CustomerFilters, CustomerReposit
 from crm.customers.schemas import CustomerBatchItem, CustomerCreate, CustomerUpdate, InvalidItem
 from crm.db import SOURCE, IdempotencyKey, OutboxMessage, WebhookDelivery, as_money
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.erasure import erase_platform_traces, forget_answers_mentioning
 from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerMerged, CustomerSnapshot, CustomerUpdated
 from cxkit.http.etag import check_if_match
@@ -137,7 +137,7 @@ async def insert_customer(
     repo = CustomerRepository(session)
     now = utcnow()
     customer = Customer(
-        id=uuid.uuid4(),
+        id=new_id(),
         email=email,
         email_normalized=email.lower() if email else None,
         name=name,
@@ -700,7 +700,7 @@ def _target_error(
 
 def _new_row(item: CustomerBatchItem, email: str, now: Any) -> dict[str, Any]:
     return {
-        "id": uuid.uuid4(),
+        "id": new_id(),
         "email": email,
         "email_normalized": email.lower(),
         "version": 1,

@@ -17,7 +17,7 @@ from crm.pipelines.models import Pipeline, PipelineStage
 from crm.pipelines.repository import PipelineRepository
 from crm.pipelines.service import resolve_pipeline
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import DealStageChanged
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
@@ -53,7 +53,7 @@ async def _record_move(
     now = utcnow()
     repo.add(
         DealStageChange(
-            id=uuid.uuid4(),
+            id=new_id(),
             deal_id=deal.id,
             seq=await repo.next_seq(deal.id),
             pipeline_id=pipeline.id,
@@ -111,7 +111,7 @@ async def create_deal(
     stage = _stage_named(stages, data.stage, pipeline) if data.stage else stages[0]
     now = utcnow()
     deal = Deal(
-        id=uuid.uuid4(),
+        id=new_id(),
         customer_id=customer.id,
         title=data.title,
         amount=data.amount,

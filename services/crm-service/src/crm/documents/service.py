@@ -17,7 +17,7 @@ from crm.documents.repository import SORT_KEYS, DocumentRepository
 from crm.documents.storage import DocumentStore
 from crm.documents.upload import ParsedUpload
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Forbidden, NotFound, ProblemError, Unprocessable
 
@@ -60,7 +60,7 @@ async def create_document(session: AsyncSession, upload: ParsedUpload, store: Do
     if deal is not None and deal.customer_id != customer.id:
         raise Unprocessable("the deal belongs to another customer")
     description = upload.fields.get("description") or None
-    document_id = uuid.uuid4()
+    document_id = new_id()
     document = Document(
         id=document_id,
         customer_id=customer.id,

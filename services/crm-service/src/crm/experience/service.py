@@ -22,7 +22,7 @@ from crm.experience.models import FOLLOWUP_REQUESTED, ExperienceEvent
 from crm.experience.repository import ExperienceRepository
 from crm.fields import has_nul
 from crm.tasks.models import FOLLOWUP_ORIGIN
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import (
     FeedbackReceived,
     FollowupRequested,
@@ -195,7 +195,7 @@ def _followup_task(delivery: Delivery, target: EventTarget, due: dt.timedelta, n
     p: FollowupRequested = delivery.payload
     requested_at = _aware(delivery.event.time, "time") or now
     return {
-        "id": uuid.uuid4(),
+        "id": new_id(),
         "customer_id": target.customer_id,
         "deal_id": None,
         "title": followup_title(p),

@@ -11,6 +11,7 @@ import anyio
 import asyncpg
 
 from crm.imports import repository
+from cxkit.db import new_id
 from cxkit.http.problems import Conflict, NotFound
 
 
@@ -19,7 +20,7 @@ async def create_job(
 ) -> dict[str, Any]:
     """A queued job holding the uploaded file (in parts of at most 1 MiB), inside the caller's
     transaction. Returns the job."""
-    job_id = uuid.uuid4()
+    job_id = new_id()
     await repository.insert_job(conn, job_id, filename=filename, chunk_rows=chunk_rows, created_by=created_by)
     seq = 0
     async with await anyio.open_file(upload, "rb") as source:

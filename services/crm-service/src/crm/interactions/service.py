@@ -29,7 +29,7 @@ from crm.interactions.repository import (
 )
 from crm.interactions.schemas import InteractionCreate
 from cxkit import keyset
-from cxkit.db import session_connection, utcnow
+from cxkit.db import new_id, session_connection, utcnow
 from cxkit.events.payloads import CustomerCreated, InteractionRecorded
 from cxkit.fields import in_utc
 from cxkit.http.pagination import PageParams
@@ -81,7 +81,7 @@ async def plan_interaction_for_id(pool: asyncpg.Pool, data: InteractionCreate) -
 def _new_row(customer_id: uuid.UUID, data: InteractionCreate) -> dict[str, Any]:
     now = utcnow()
     return {
-        "id": uuid.uuid4(),
+        "id": new_id(),
         "customer_id": customer_id,
         "type": data.type,
         "channel": data.channel,
@@ -214,7 +214,7 @@ async def _create_lead_customers(
     now = utcnow()
     rows = [
         {
-            "id": uuid.uuid4(),
+            "id": new_id(),
             "email": email,
             "email_normalized": email,
             "lifecycle_stage": "lead",

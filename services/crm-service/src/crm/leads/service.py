@@ -21,7 +21,7 @@ from crm.leads.repository import SORT_KEYS, LeadFilters, LeadRepository
 from crm.leads.schemas import LeadConvert, LeadCreate, LeadUpdate
 from crm.pipelines.models import PipelineStage
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.erasure import forget_answers_mentioning
 from cxkit.events.payloads import LeadConverted
 from cxkit.http.etag import check_if_match
@@ -49,7 +49,7 @@ async def create_lead(session: AsyncSession, data: LeadCreate) -> Lead:
         fields["disqualified_reason"] = None
     email = str(data.email) if data.email else None
     lead = Lead(
-        id=uuid.uuid4(),
+        id=new_id(),
         **(fields | {"email": email}),
         email_normalized=email.lower() if email else None,
         version=1,

@@ -12,7 +12,7 @@ from crm.pipelines.models import Pipeline, PipelineStage
 from crm.pipelines.repository import SORT_KEYS, PipelineRepository
 from crm.pipelines.schemas import DEFAULT_STAGES, PipelineCreate, PipelineUpdate, StageIn
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
@@ -94,7 +94,7 @@ async def list_pipelines(
 
 def _stage_row(pipeline_id: uuid.UUID, position: int, data: StageIn) -> PipelineStage:
     return PipelineStage(
-        id=uuid.uuid4(),
+        id=new_id(),
         pipeline_id=pipeline_id,
         name=data.name.strip(),
         position=position,
@@ -113,7 +113,7 @@ async def create_pipeline(session: AsyncSession, data: PipelineCreate) -> tuple[
     if any(s.id is not None for s in data.stages):
         raise Unprocessable("new stages have no id")
     now = utcnow()
-    pipeline = Pipeline(id=uuid.uuid4(), name=data.name, is_default=False, version=1, created_at=now, updated_at=now)
+    pipeline = Pipeline(id=new_id(), name=data.name, is_default=False, version=1, created_at=now, updated_at=now)
     repo.add(pipeline)
     stages = [_stage_row(pipeline.id, i, s) for i, s in enumerate(data.stages)]
     for stage in stages:

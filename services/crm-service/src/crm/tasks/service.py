@@ -16,7 +16,7 @@ from crm.tasks.models import Task
 from crm.tasks.repository import SORT_KEYS, TaskFilters, TaskRepository
 from crm.tasks.schemas import TaskCreate, TaskUpdate
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import TaskCompleted
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
@@ -42,7 +42,7 @@ async def create_task(session: AsyncSession, data: TaskCreate) -> Task:
         raise _body_error("deal_id", "the deal belongs to another customer")
     now = utcnow()
     task = Task(
-        id=uuid.uuid4(),
+        id=new_id(),
         customer_id=customer.id,
         deal_id=deal.id if deal else None,
         title=data.title,

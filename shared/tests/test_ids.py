@@ -1,0 +1,26 @@
+"""New ids are version 7: they carry the time they were made and sort in the order made."""
+
+from __future__ import annotations
+
+import time
+
+from cxkit.db import new_id as db_new_id
+from cxkit.ids import new_id
+
+
+def test_ids_are_version_7_and_carry_the_time_they_were_made() -> None:
+    before = time.time_ns() // 1_000_000
+    made = new_id()
+    after = time.time_ns() // 1_000_000
+    assert made.version == 7
+    assert before <= int.from_bytes(made.bytes[:6], "big") <= after
+
+
+def test_ids_made_one_after_another_sort_in_that_order_and_never_repeat() -> None:
+    ids = [new_id() for _ in range(10_000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_the_models_default_is_the_same_maker() -> None:
+    assert db_new_id is new_id
