@@ -1,14 +1,24 @@
 """The input vocabulary both services share: what a time, a date and an integer are in a
-request or an event (JSON Schema's meaning, not pydantic's lax one), and the JSON Schema rules
-a model states about which of its fields must be sent."""
+request or an event (JSON Schema's meaning, not pydantic's lax one), text PostgreSQL can store
+(no NUL character), the base of request bodies and PATCH bodies, and the JSON Schema rules a
+model states about which of its fields must be sent."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
@@ -119,3 +129,120 @@ def without_null(properties: dict[str, Any], names: tuple[str, ...]) -> None:
             prop.update(branches[0])
         elif branches:
             prop["anyOf"] = branches
+
+
+# Text PostgreSQL can store: its text and JSONB types cannot hold a NUL character, so one is
+# refused at the edge (a 422) instead of failing at INSERT (a 500).
+
+NO_NUL = "^[^\\u0000]*$"
+"""JSON Schema (ECMA 262) for "no NUL character"."""
+# "Blank" is what str.strip() removes, which is not quite ECMA's \s (it also takes \x1c-\x1f and
+# \x85, and leaves \ufeff).
+_KEPT_BY_STRIP = "[^\\u0000\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+NOT_BLANK_NO_NUL = f"^[^\\u0000]*{_KEPT_BY_STRIP}[^\\u0000]*$"
+"""JSON Schema for "no NUL character, and one that stripping keeps"."""
+
+
+def has_nul(value: Any, depth: int = 0) -> bool:
+    """A NUL character in a string, or in any key or value of nested dicts and lists."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 20:
+        return False
+    if isinstance(value, dict):
+        return any(has_nul(k, depth + 1) or has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v, depth + 1) for v in value)
+    return False
+
+
+def no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def forbid_nul(schema: dict[str, Any]) -> None:
+    """Write into a JSON Schema what InputModel enforces: no free-text string holds NUL. Strings
+    with a pattern, format or fixed values cannot hold one anyway."""
+    if schema.get("type") == "string" and not {"pattern", "format", "enum", "const"} & schema.keys():
+        schema["pattern"] = NO_NUL
+    for key in ("anyOf", "oneOf", "allOf"):
+        for branch in schema.get(key, ()):
+            forbid_nul(branch)
+    for prop in schema.get("properties", {}).values():
+        forbid_nul(prop)
+    for key in ("items", "additionalProperties", "propertyNames"):
+        if isinstance(schema.get(key), dict):
+            forbid_nul(schema[key])
+
+
+class _NoNul:
+    """Refuses NUL characters, and says so in the JSON Schema with a pattern (one that also asks
+    for a non-blank character when the text is stripped and may not be empty)."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(no_nul, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        text: Any = schema
+        while text.get("type") != "str" and "schema" in text:  # under the validators (and constraints)
+            text = text["schema"]
+        if json_schema.get("type") == "string" and "pattern" not in json_schema:
+            stripped_not_empty = text.get("strip_whitespace") and text.get("min_length", 0) >= 1
+            json_schema["pattern"] = NOT_BLANK_NO_NUL if stripped_not_empty else NO_NUL
+        return json_schema
+
+
+NoNul = _NoNul()
+"""Put after any StringConstraints (constraints placed after a validator do not see stripped text)."""
+
+Text = Annotated[str, NoNul]
+"""Free text (no NUL characters)."""
+
+QueryText = Annotated[str, NoNul]
+"""A text query parameter (`Annotated[QueryText | None, Query(...)]`): PostgreSQL cannot compare
+NUL either."""
+
+
+class InputModel(BaseModel):
+    """Base of request bodies: unknown fields refused (nobody sets `id` or `version` by sending
+    them), no NUL characters anywhere (and the OpenAPI document says so with a pattern on every
+    free-text string)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        if has_nul(data):
+            raise ValueError("text must not contain NUL characters")
+        return data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler(core_schema)
+        forbid_nul(handler.resolve_ref_schema(json_schema))
+        return json_schema
+
+
+class PatchModel(InputModel):
+    """A PATCH body: only the fields sent change, and `null` clears an optional field. The fields
+    named in `not_null` always have a value: they may be left out but not sent as null, and the
+    OpenAPI document shows them without a null branch (and without the `null` default)."""
+
+    not_null: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _refuse_null(self) -> Any:
+        nulled = [f for f in self.not_null if f in self.model_fields_set and getattr(self, f) is None]
+        if nulled:
+            raise ValueError(f"{', '.join(nulled)} cannot be null")
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = super().__get_pydantic_json_schema__(core_schema, handler)
+        without_null(handler.resolve_ref_schema(json_schema).get("properties", {}), cls.not_null)
+        return json_schema

@@ -9,17 +9,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from cem.fields import Slug
-from cxkit.fields import Timestamp, not_both, present
+from cxkit.fields import InputModel, Timestamp, not_both, present
 
 _ABSENT_WITH_TOKEN = {name: {"type": "null"} for name in ("survey_id", "customer_id", "email", "touchpoint")}
 
 
-class ResponseCreate(BaseModel):
+class ResponseCreate(InputModel):
     """An answer from an API client: either for an invitation (`token`) or for a survey directly
     (`survey_id`, with `customer_id`, `email` or neither for an anonymous answer)."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
