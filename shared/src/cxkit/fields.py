@@ -17,10 +17,11 @@ from pydantic import (
     ConfigDict,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    ValidationError,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema, core_schema
+from pydantic_core import CoreSchema, InitErrorDetails, core_schema
 
 _RFC3339_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
 _RFC3339_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -141,24 +142,39 @@ NO_NUL = "^[^\\u0000]*$"
 _KEPT_BY_STRIP = "[^\\u0000\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
 NOT_BLANK_NO_NUL = f"^[^\\u0000]*{_KEPT_BY_STRIP}[^\\u0000]*$"
 """JSON Schema for "no NUL character, and one that stripping keeps"."""
+NUL_REFUSED = "must not contain NUL characters"
 
 
-def has_nul(value: Any, depth: int = 0) -> bool:
-    """A NUL character in a string, or in any key or value of nested dicts and lists."""
+def nul_at(value: Any, depth: int = 0) -> list[str | int] | None:
+    """Where the first NUL character is, or None: the keys and indexes down to the string that
+    holds one (down to the dict, for a key that holds one); `[]` for the value itself."""
     if isinstance(value, str):
-        return "\x00" in value
+        return [] if "\x00" in value else None
     if depth > 20:
-        return False
+        return None
     if isinstance(value, dict):
-        return any(has_nul(k, depth + 1) or has_nul(v, depth + 1) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(v, depth + 1) for v in value)
-    return False
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return []
+            at = nul_at(item, depth + 1)
+            if at is not None:
+                return [key, *at]
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            at = nul_at(item, depth + 1)
+            if at is not None:
+                return [index, *at]
+    return None
+
+
+def has_nul(value: Any) -> bool:
+    """A NUL character in a string, or in any key or value of nested dicts and lists."""
+    return nul_at(value) is not None
 
 
 def no_nul(value: str) -> str:
     if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+        raise ValueError(NUL_REFUSED)
     return value
 
 
@@ -216,9 +232,15 @@ class InputModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _refuse_nul(cls, data: Any) -> Any:
-        if has_nul(data):
-            raise ValueError("text must not contain NUL characters")
-        return data
+        at = nul_at(data)
+        if at is None:
+            return data
+        # The error names the field that holds the NUL (`body.answers.why`), as NoNul's would.
+        value = data
+        for step in at:
+            value = value[step]
+        error = InitErrorDetails(type="value_error", loc=tuple(at), input=value, ctx={"error": ValueError(NUL_REFUSED)})
+        raise ValidationError.from_exception_data(cls.__name__, [error])
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
