@@ -217,7 +217,7 @@ NoNul = _NoNul()
 Text = Annotated[str, NoNul]
 """Free text (no NUL characters)."""
 
-QueryText = Annotated[str, NoNul]
+QueryText = Text
 """A text query parameter (`Annotated[QueryText | None, Query(...)]`): PostgreSQL cannot compare
 NUL either."""
 
