@@ -1,16 +1,27 @@
 """The input vocabulary both services share: what a time, a date and an integer are in a
-request or an event (JSON Schema's meaning, not pydantic's lax one), and the JSON Schema rules
-a model states about which of its fields must be sent."""
+request or an event (JSON Schema's meaning, not pydantic's lax one), text PostgreSQL can store
+(no NUL character), the base of request bodies and PATCH bodies, and the JSON Schema rules a
+model states about which of its fields must be sent."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationError,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema, core_schema
+from pydantic_core import CoreSchema, InitErrorDetails, core_schema
 
 _RFC3339_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
 _RFC3339_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -119,3 +130,141 @@ def without_null(properties: dict[str, Any], names: tuple[str, ...]) -> None:
             prop.update(branches[0])
         elif branches:
             prop["anyOf"] = branches
+
+
+# Text PostgreSQL can store: its text and JSONB types cannot hold a NUL character, so one is
+# refused at the edge (a 422) instead of failing at INSERT (a 500).
+
+NO_NUL = "^[^\\u0000]*$"
+"""JSON Schema (ECMA 262) for "no NUL character"."""
+# "Blank" is what str.strip() removes, which is not quite ECMA's \s (it also takes \x1c-\x1f and
+# \x85, and leaves \ufeff).
+_KEPT_BY_STRIP = "[^\\u0000\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+NOT_BLANK_NO_NUL = f"^[^\\u0000]*{_KEPT_BY_STRIP}[^\\u0000]*$"
+"""JSON Schema for "no NUL character, and one that stripping keeps"."""
+NUL_REFUSED = "must not contain NUL characters"
+
+
+def nul_at(value: Any, depth: int = 0) -> list[str | int] | None:
+    """Where the first NUL character is, or None: the keys and indexes down to the string that
+    holds one (down to the dict, for a key that holds one); `[]` for the value itself."""
+    if isinstance(value, str):
+        return [] if "\x00" in value else None
+    if depth > 20:
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return []
+            at = nul_at(item, depth + 1)
+            if at is not None:
+                return [key, *at]
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            at = nul_at(item, depth + 1)
+            if at is not None:
+                return [index, *at]
+    return None
+
+
+def has_nul(value: Any) -> bool:
+    """A NUL character in a string, or in any key or value of nested dicts and lists."""
+    return nul_at(value) is not None
+
+
+def no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError(NUL_REFUSED)
+    return value
+
+
+def forbid_nul(schema: dict[str, Any]) -> None:
+    """Write into a JSON Schema what InputModel enforces: no free-text string holds NUL. Strings
+    with a pattern, format or fixed values cannot hold one anyway."""
+    if schema.get("type") == "string" and not {"pattern", "format", "enum", "const"} & schema.keys():
+        schema["pattern"] = NO_NUL
+    for key in ("anyOf", "oneOf", "allOf"):
+        for branch in schema.get(key, ()):
+            forbid_nul(branch)
+    for prop in schema.get("properties", {}).values():
+        forbid_nul(prop)
+    for key in ("items", "additionalProperties", "propertyNames"):
+        if isinstance(schema.get(key), dict):
+            forbid_nul(schema[key])
+
+
+class _NoNul:
+    """Refuses NUL characters, and says so in the JSON Schema with a pattern (one that also asks
+    for a non-blank character when the text is stripped and may not be empty)."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(no_nul, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        text: Any = schema
+        while text.get("type") != "str" and "schema" in text:  # under the validators (and constraints)
+            text = text["schema"]
+        if json_schema.get("type") == "string" and "pattern" not in json_schema:
+            stripped_not_empty = text.get("strip_whitespace") and text.get("min_length", 0) >= 1
+            json_schema["pattern"] = NOT_BLANK_NO_NUL if stripped_not_empty else NO_NUL
+        return json_schema
+
+
+NoNul = _NoNul()
+"""Put after any StringConstraints (constraints placed after a validator do not see stripped text)."""
+
+Text = Annotated[str, NoNul]
+"""Free text (no NUL characters)."""
+
+QueryText = Text
+"""A text query parameter (`Annotated[QueryText | None, Query(...)]`): PostgreSQL cannot compare
+NUL either."""
+
+
+class InputModel(BaseModel):
+    """Base of request bodies: unknown fields refused (nobody sets `id` or `version` by sending
+    them), no NUL characters anywhere (and the OpenAPI document says so with a pattern on every
+    free-text string)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        at = nul_at(data)
+        if at is None:
+            return data
+        # The error names the field that holds the NUL (`body.answers.why`), as NoNul's would.
+        value = data
+        for step in at:
+            value = value[step]
+        error = InitErrorDetails(type="value_error", loc=tuple(at), input=value, ctx={"error": ValueError(NUL_REFUSED)})
+        raise ValidationError.from_exception_data(cls.__name__, [error])
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler(core_schema)
+        forbid_nul(handler.resolve_ref_schema(json_schema))
+        return json_schema
+
+
+class PatchModel(InputModel):
+    """A PATCH body: only the fields sent change, and `null` clears an optional field. The fields
+    named in `not_null` always have a value: they may be left out but not sent as null, and the
+    OpenAPI document shows them without a null branch (and without the `null` default)."""
+
+    not_null: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _refuse_null(self) -> Any:
+        nulled = [f for f in self.not_null if f in self.model_fields_set and getattr(self, f) is None]
+        if nulled:
+            raise ValueError(f"{', '.join(nulled)} cannot be null")
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = super().__get_pydantic_json_schema__(core_schema, handler)
+        without_null(handler.resolve_ref_schema(json_schema).get("properties", {}), cls.not_null)
+        return json_schema

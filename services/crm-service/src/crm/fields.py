@@ -1,7 +1,7 @@
-"""Input field types every CRM schema shares, so bad input is a 422 and never a 500.
-
-PostgreSQL refuses NUL characters in text and JSONB, orjson refuses integers beyond 64 bits,
-and money has a fixed precision: all three are caught here, at the edge."""
+"""Input field types of the CRM's own domain, so bad input is a 422 and never a 500: free JSON
+(orjson refuses integers beyond 64 bits), money and probabilities (a fixed precision), and the
+example id of each resource. What both services share (no NUL characters, the input and PATCH
+bases) is in `cxkit.fields`; the path id and `If-Match` in `cxkit.http.params`."""
 
 from __future__ import annotations
 
@@ -9,46 +9,18 @@ import re
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 import orjson
-from fastapi import Header, Path
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    GetJsonSchemaHandler,
-    TypeAdapter,
-    WithJsonSchema,
-    model_validator,
-)
+from pydantic import AfterValidator, BeforeValidator, Field, GetJsonSchemaHandler, TypeAdapter, WithJsonSchema
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 from typing_extensions import TypeAliasType
 
-from cxkit.fields import without_null
+from cxkit.fields import NO_NUL
+from cxkit.http.params import id_path
 
 MAX_JSON_BYTES = 16 * 1024
-
-
-def has_nul(value: Any, depth: int = 0) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if depth > 20:
-        return False
-    if isinstance(value, dict):
-        return any(has_nul(k, depth + 1) or has_nul(v, depth + 1) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(v, depth + 1) for v in value)
-    return False
-
-
-def no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
 
 
 # The numbers free JSON may hold: orjson (and so the JSONB column) takes integers of 64 bits; the
@@ -81,66 +53,6 @@ def bounded_json(value: dict[str, Any]) -> dict[str, Any]:
     if size > MAX_JSON_BYTES:
         raise ValueError(f"at most {MAX_JSON_BYTES} bytes of JSON")
     return value
-
-
-# JSON Schema for "no NUL character" (PostgreSQL text and JSONB cannot hold one).
-NO_NUL = "^[^\\u0000]*$"
-
-
-def forbid_nul(schema: dict[str, Any]) -> None:
-    """Write into a JSON Schema what InputModel enforces: no free-text string holds NUL. Strings
-    with a pattern, format or fixed values cannot hold one anyway."""
-    if schema.get("type") == "string" and not {"pattern", "format", "enum", "const"} & schema.keys():
-        schema["pattern"] = NO_NUL
-    for key in ("anyOf", "oneOf", "allOf"):
-        for branch in schema.get(key, ()):
-            forbid_nul(branch)
-    for prop in schema.get("properties", {}).values():
-        forbid_nul(prop)
-    for key in ("items", "additionalProperties", "propertyNames"):
-        if isinstance(schema.get(key), dict):
-            forbid_nul(schema[key])
-
-
-class InputModel(BaseModel):
-    """Base of request bodies: unknown fields refused, no NUL characters anywhere (and the
-    OpenAPI document says so with a pattern on every free-text string)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_nul(cls, data: Any) -> Any:
-        if has_nul(data):
-            raise ValueError("text must not contain NUL characters")
-        return data
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
-        json_schema = handler(core_schema)
-        forbid_nul(handler.resolve_ref_schema(json_schema))
-        return json_schema
-
-
-class PatchModel(InputModel):
-    """A PATCH body: only the fields sent change, and `null` clears an optional field. The fields
-    named in `not_null` always have a value: they may be left out but not sent as null, and the
-    OpenAPI document shows them without a null branch (and without the `null` default)."""
-
-    not_null: ClassVar[tuple[str, ...]] = ()
-
-    @model_validator(mode="after")
-    def _refuse_null(self) -> Any:
-        nulled = [f for f in self.not_null if f in self.model_fields_set and getattr(self, f) is None]
-        if nulled:
-            raise ValueError(f"{', '.join(nulled)} cannot be null")
-        return self
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
-        json_schema = super().__get_pydantic_json_schema__(core_schema, handler)
-        without_null(handler.resolve_ref_schema(json_schema).get("properties", {}), cls.not_null)
-        return json_schema
 
 
 def decimal_text(pattern: str, example: str) -> Callable[[Any], Any]:
@@ -231,19 +143,6 @@ Probability = Annotated[
 ]
 
 
-class _NulFreeInSchema:
-    """Say in the JSON Schema what `no_nul` enforces."""
-
-    def __get_pydantic_json_schema__(self, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
-        json_schema = handler(core_schema)
-        forbid_nul(json_schema)
-        return json_schema
-
-
-# Query parameters.
-SearchText = Annotated[str, AfterValidator(no_nul), _NulFreeInSchema()]
-
-
 EXAMPLE_IDS = {
     "customer": "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10",
     "lead": "7c1e0f8a-3b5d-4e6f-8a9b-0c1d2e3f4a5b",
@@ -259,22 +158,12 @@ EXAMPLE_IDS = {
 }
 
 
-def id_path(kind: str) -> Any:
-    """A path id with an example, so every operation's parameters carry one in the docs."""
-    return Path(description=f"The {kind}'s id.", examples=[EXAMPLE_IDS[kind]])
-
-
-CustomerIdPath = Annotated[uuid.UUID, id_path("customer")]
-LeadIdPath = Annotated[uuid.UUID, id_path("lead")]
-DealIdPath = Annotated[uuid.UUID, id_path("deal")]
-PipelineIdPath = Annotated[uuid.UUID, id_path("pipeline")]
-InteractionIdPath = Annotated[uuid.UUID, id_path("interaction")]
-TaskIdPath = Annotated[uuid.UUID, id_path("task")]
-CampaignIdPath = Annotated[uuid.UUID, id_path("campaign")]
-MemberIdPath = Annotated[uuid.UUID, id_path("member")]
-DocumentIdPath = Annotated[uuid.UUID, id_path("document")]
-
-IfMatch = Annotated[
-    str | None,
-    Header(alias="If-Match", max_length=200, description="The ETag you read; 412 if the resource changed since."),
-]
+CustomerIdPath = Annotated[uuid.UUID, id_path("customer", EXAMPLE_IDS["customer"])]
+LeadIdPath = Annotated[uuid.UUID, id_path("lead", EXAMPLE_IDS["lead"])]
+DealIdPath = Annotated[uuid.UUID, id_path("deal", EXAMPLE_IDS["deal"])]
+PipelineIdPath = Annotated[uuid.UUID, id_path("pipeline", EXAMPLE_IDS["pipeline"])]
+InteractionIdPath = Annotated[uuid.UUID, id_path("interaction", EXAMPLE_IDS["interaction"])]
+TaskIdPath = Annotated[uuid.UUID, id_path("task", EXAMPLE_IDS["task"])]
+CampaignIdPath = Annotated[uuid.UUID, id_path("campaign", EXAMPLE_IDS["campaign"])]
+MemberIdPath = Annotated[uuid.UUID, id_path("member", EXAMPLE_IDS["member"])]
+DocumentIdPath = Annotated[uuid.UUID, id_path("document", EXAMPLE_IDS["document"])]

@@ -109,6 +109,12 @@ class Unprocessable(ProblemError):
     status, title, slug = 422, "Unprocessable content", "unprocessable"
 
 
+def field_problem(loc: list[str | int], msg: str, kind: str = "value_error") -> Unprocessable:
+    """A 422 naming the field at fault (`["body", "stage"]`), shaped like a request-validation
+    error: the detail reads `body.stage: <msg>`."""
+    return Unprocessable(f"{'.'.join(str(p) for p in loc)}: {msg}", errors=[{"loc": loc, "msg": msg, "type": kind}])
+
+
 class ServiceUnavailable(ProblemError):
     status, title, slug = 503, "Service unavailable", "unavailable"
 

@@ -6,8 +6,9 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from cxkit.fields import InputModel
 from cxkit.http.pagination import Page
 
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
@@ -51,31 +52,9 @@ EXAMPLE_DELIVERY: dict[str, Any] = {
 }
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
-class _Input(BaseModel):
-    """Unknown fields refused, and NUL characters (PostgreSQL text cannot hold them)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_nul(cls, data: Any) -> Any:
-        if isinstance(data, dict) and any(_has_nul(v) for v in data.values()):
-            raise ValueError("text must not contain NUL characters")
-        return data
-
-
 # No control character or white space: `\s` alone differs between Python (adds \x1c-\x1f, \x85)
 # and the ECMA regexes JSON Schema validators use (adds \ufeff), so those are named too.
 URL_PATTERN = r"^https?://[^\s\x00-\x1f\x7f\x85\ufeff]+$"
-TEXT_PATTERN = r"^[^\x00]*$"
 EVENT_TYPE = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", max_length=255)]
 URL_FIELD = Field(
     min_length=1,
@@ -91,18 +70,18 @@ EVENT_TYPES_FIELD = Field(
 )
 
 
-class WebhookCreate(_Input):
+class WebhookCreate(InputModel):
     """A receiver for this service's events."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_CREATE]})
 
     url: str = URL_FIELD
     event_types: list[EVENT_TYPE] = EVENT_TYPES_FIELD
-    description: str | None = Field(None, max_length=1000, pattern=TEXT_PATTERN)
+    description: str | None = Field(None, max_length=1000)
     enabled: bool = True
 
 
-class WebhookUpdate(_Input):
+class WebhookUpdate(InputModel):
     """Only the fields sent change. Enabling a disabled subscription resets its failure count,
     and its undelivered events are sent again."""
 
@@ -110,7 +89,7 @@ class WebhookUpdate(_Input):
 
     url: str | None = Field(None, min_length=1, max_length=2000, pattern=URL_PATTERN)
     event_types: list[EVENT_TYPE] | None = Field(None, max_length=50)
-    description: str | None = Field(None, max_length=1000, pattern=TEXT_PATTERN)
+    description: str | None = Field(None, max_length=1000)
     enabled: bool | None = None
 
 

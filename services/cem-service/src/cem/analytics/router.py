@@ -14,8 +14,9 @@ from cem.analytics import drivers, service
 from cem.analytics.drivers_schemas import DriverReport
 from cem.analytics.schemas import Interval, MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
 from cem.deps import SettingsDep
-from cem.fields import From, QueryText, To
+from cem.fields import From, To
 from cem.surveys.questions import Metric
+from cxkit.fields import QueryText
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep

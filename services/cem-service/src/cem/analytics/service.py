@@ -31,7 +31,7 @@ from cem.analytics.schemas import (
     Target,
     TouchpointReport,
 )
-from cem.fields import check_window, field_problem
+from cem.fields import check_window
 from cem.suppressions.repository import SuppressionRepository
 from cem.surveys.questions import METRIC_SCALES
 from cem.surveys.repository import SurveyRepository
@@ -39,7 +39,7 @@ from cem.touchpoints.repository import BY_KEY, TouchpointRepository
 from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import NotFound
+from cxkit.http.problems import NotFound, field_problem
 
 DEFINITIONS = {
     "nps": "NPS = % promoters (9-10) - % detractors (0-6), from -100 to 100.",

@@ -10,10 +10,10 @@ from starlette.responses import Response
 
 from cem.customer_view import service
 from cem.customer_view.schemas import CustomerExperience
-from cem.fields import id_path
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import PgPoolDep
+from cxkit.http.params import id_path
 from cxkit.http.problems import MERGED_AWAY_RESPONSE, problem_responses
 
 router = APIRouter(prefix="/customers", tags=["customers"])

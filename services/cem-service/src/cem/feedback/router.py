@@ -10,12 +10,14 @@ from starlette.responses import Response
 
 from cem.feedback import service
 from cem.feedback.schemas import FeedbackCreate, FeedbackRead, SentimentLabel
-from cem.fields import From, QueryText, To, id_path
+from cem.fields import From, To
+from cxkit.fields import QueryText
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
+from cxkit.http.params import id_path
 from cxkit.http.problems import problem_responses
 
 router = APIRouter(prefix="/feedback", tags=["feedback"])

@@ -8,15 +8,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
-from cem.fields import Channel, NoNul, Slug
-from cxkit.fields import Integer, Timestamp, not_both
+from cem.fields import Channel, Slug
+from cxkit.fields import InputModel, Integer, NoNul, Timestamp, not_both
 
 SentimentLabel = Literal["positive", "neutral", "negative"]
 
 
-class FeedbackCreate(BaseModel):
+class FeedbackCreate(InputModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {

@@ -13,14 +13,14 @@ from cem.feedback.models import Feedback
 from cem.feedback.repository import NEWEST_FIRST, FeedbackRepository
 from cem.feedback.schemas import FeedbackCreate, FeedbackRead, SentimentRead
 from cem.feedback.sentiment import sentiment_of
-from cem.fields import CLOCK_SKEW, check_window, field_problem
+from cem.fields import CLOCK_SKEW, check_window
 from cem.invitations.service import resolve_recipient
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
 from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import FeedbackReceived
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import Conflict, NotFound
+from cxkit.http.problems import Conflict, NotFound, field_problem
 from cxkit.kafka.outbox import add_event
 
 

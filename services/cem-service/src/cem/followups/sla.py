@@ -8,17 +8,17 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from cxkit.fields import Integer
+from cxkit.fields import InputModel, Integer
 
 Metric = Literal["nps", "csat", "ces"]
 
 
-class SlaBand(BaseModel):
+class SlaBand(InputModel):
     """Answers scoring up to `max_score` are followed up within `hours`."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"max_score": 6, "hours": 24}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"max_score": 6, "hours": 24}]})
 
     max_score: Integer = Field(ge=0, le=10, description="The highest score of the band (on the metric's scale).")
     hours: Integer = Field(ge=1, le=24 * 90, description="Hours after the follow-up is raised until it is due.")

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from cem.deps import SettingsDep
-from cem.fields import id_path
 from cem.invitations import service
 from cem.invitations.schemas import InvitationCreate, InvitationCreated, InvitationRead, InvitationStatus
 from cxkit.http.app import json_response
@@ -17,6 +16,7 @@ from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
+from cxkit.http.params import id_path
 from cxkit.http.problems import problem_responses
 
 router = APIRouter(tags=["invitations"])

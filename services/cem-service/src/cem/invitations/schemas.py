@@ -9,14 +9,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from cem.fields import Channel, Slug
-from cxkit.fields import JsonInteger, exactly_one_of
+from cxkit.fields import InputModel, JsonInteger, exactly_one_of
 
 InvitationStatus = Literal["scheduled", "sent", "opened", "answered", "expired", "cancelled"]
 
 
-class InvitationCreate(BaseModel):
+class InvitationCreate(InputModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {"customer_id": "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10", "channel": "email"},

@@ -15,7 +15,6 @@ from cem.config import CEMSettings
 from cem.customers.models import CustomerProfile
 from cem.customers.repository import CustomerProfileRepository
 from cem.db import SOURCE, OutboxMessage
-from cem.fields import field_problem
 from cem.invitations.models import Invitation
 from cem.invitations.repository import NEWEST_FIRST, InvitationRepository
 from cem.invitations.schemas import InvitationCreate, InvitationCreated, InvitationRead
@@ -26,7 +25,7 @@ from cxkit import keyset
 from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import SurveyInvited
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import Conflict, NotFound
+from cxkit.http.problems import Conflict, NotFound, field_problem
 from cxkit.kafka.outbox import add_event
 
 

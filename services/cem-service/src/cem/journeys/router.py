@@ -9,16 +9,17 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from cem.fields import IfMatch, QueryText, id_path
 from cem.journeys import service
 from cem.journeys.models import Journey
 from cem.journeys.schemas import JourneyCreate, JourneyRead, JourneyUpdate
+from cxkit.fields import QueryText
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
+from cxkit.http.params import IfMatch, id_path
 from cxkit.http.problems import problem_responses
 
 router = APIRouter(prefix="/journeys", tags=["journeys"])

@@ -8,7 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from cem.fields import Name, NoNul, PatchBody, Text
+from cem.fields import Name
+from cxkit.fields import InputModel, NoNul, PatchModel, Text
 
 TouchpointRef = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul]
 
@@ -19,9 +20,7 @@ EXAMPLE_STAGES = [
 ]
 
 
-class StageInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class StageInput(InputModel):
     name: Annotated[Name, Field(max_length=100, description="Unique within the journey, e.g. `Purchase`.")]
     description: Text | None = Field(None, max_length=2000)
     touchpoints: list[TouchpointRef] = Field(
@@ -31,9 +30,8 @@ class StageInput(BaseModel):
     )
 
 
-class JourneyCreate(BaseModel):
+class JourneyCreate(InputModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [{"name": "Online order", "description": "From browsing to support.", "stages": EXAMPLE_STAGES}]
         },
@@ -44,12 +42,11 @@ class JourneyCreate(BaseModel):
     stages: list[StageInput] = Field(default_factory=list, max_length=50, description="Stages in order.")
 
 
-class JourneyUpdate(PatchBody):
+class JourneyUpdate(PatchModel):
     """Only the fields sent change. `stages`, when sent, replaces every stage in the order given
     (this is how stages and touchpoints are reordered)."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [{"stages": [EXAMPLE_STAGES[1], EXAMPLE_STAGES[0]]}, {"name": "Web shop order", "description": None}]
         },

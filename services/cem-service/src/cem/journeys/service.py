@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cem.fields import field_problem
 from cem.journeys.models import Journey
 from cem.journeys.repository import BY_NAME, JourneyRepository
 from cem.journeys.schemas import JourneyCreate, JourneyRead, JourneyTouchpoint, JourneyUpdate, StageInput, StageRead
@@ -18,7 +17,7 @@ from cxkit import keyset
 from cxkit.db import new_id, utcnow
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import Conflict, NotFound
+from cxkit.http.problems import Conflict, NotFound, field_problem
 
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -96,10 +95,6 @@ async def update_journey(session: AsyncSession, journey_id: uuid.UUID, data: Jou
     journey = await get_journey(session, journey_id, for_update=True)
     check_if_match(if_match, journey.version)
     changes = data.model_dump(exclude_unset=True, exclude={"stages"})
-    if "name" in changes and changes["name"] is None:
-        raise field_problem(["body", "name"], "name cannot be cleared")
-    if "stages" in data.model_fields_set and data.stages is None:
-        raise field_problem(["body", "stages"], "send a list of stages ([] removes them all)")
     changed = {k: v for k, v in changes.items() if getattr(journey, k) != v}
     for name, value in changed.items():
         setattr(journey, name, value)

@@ -10,16 +10,18 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from cem.deps import SettingsDep
-from cem.fields import From, QueryText, To, check_window, id_path
+from cem.fields import From, To, check_window
 from cem.responses import service
 from cem.responses.repository import EXPORT_HEADER, ResponseFilters
 from cem.responses.schemas import ResponseCreate, ResponseRead
+from cxkit.fields import QueryText
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
 from cxkit.http.deps import PgPoolDep, SessionDep
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
+from cxkit.http.params import id_path
 from cxkit.http.problems import problem_responses
 
 router = APIRouter(prefix="/responses", tags=["responses"])

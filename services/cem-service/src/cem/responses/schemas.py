@@ -9,17 +9,23 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from cem.fields import Slug
-from cxkit.fields import Timestamp, not_both, present
+from cxkit.fields import InputModel, Timestamp, not_both, present
 
 _ABSENT_WITH_TOKEN = {name: {"type": "null"} for name in ("survey_id", "customer_id", "email", "touchpoint")}
 
 
-class ResponseCreate(BaseModel):
+# What `check_answers` takes from an API client, for the OpenAPI document (validation stays
+# there, where each answer is checked against its question); InputModel adds "no NUL" to the strings.
+ANSWER_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "integer"}, {"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]
+}
+
+
+class ResponseCreate(InputModel):
     """An answer from an API client: either for an invitation (`token`) or for a survey directly
     (`survey_id`, with `customer_id`, `email` or neither for an anonymous answer)."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -53,6 +59,7 @@ class ResponseCreate(BaseModel):
         max_length=50,
         description="Question id -> answer: an integer on the scale for a rating, a string for text and single "
         "choice, a list of strings for multi choice; null or left out when skipped.",
+        json_schema_extra={"propertyNames": {"type": "string"}, "additionalProperties": ANSWER_SCHEMA},
     )
     submitted_at: Timestamp | None = Field(None, description="When it was answered (imports); default now. Never in the future.")
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.repository import CustomerProfileRepository
 from cem.db import SOURCE, OutboxMessage
-from cem.fields import CLOCK_SKEW, field_problem
+from cem.fields import CLOCK_SKEW
 from cem.followups.service import request_followup
 from cem.followups.sla import SlaBand
 from cem.invitations.models import Invitation
@@ -32,7 +32,7 @@ from cxkit import keyset
 from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import SurveyResponseSubmitted
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import Conflict, NotFound, Unprocessable
+from cxkit.http.problems import Conflict, NotFound, Unprocessable, field_problem
 from cxkit.kafka.outbox import add_event
 from cxkit.pg_pool import CompiledQuery
 

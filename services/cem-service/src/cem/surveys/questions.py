@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import Field, StringConstraints, TypeAdapter
 
-from cem.fields import NoNul, Text, field_problem
-from cxkit.fields import Integer, JsonInteger
+from cxkit.fields import InputModel, Integer, JsonInteger, NoNul, Text
+from cxkit.http.problems import field_problem
 
 Metric = Literal["nps", "csat", "ces"]
 METRICS: tuple[str, ...] = ("nps", "csat", "ces")
@@ -39,9 +39,7 @@ DEFAULT_QUESTIONS: dict[str, list[dict[str, Any]]] = {
 QuestionId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
 
 
-class _Question(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _Question(InputModel):
     id: QuestionId | None = Field(
         None, description="Stable key of the question (answers refer to it); `q1`, `q2`... if left out."
     )

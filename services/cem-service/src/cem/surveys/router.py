@@ -8,16 +8,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from cem.fields import IfMatch, QueryText, id_path
 from cem.surveys import service
 from cem.surveys.models import Survey
 from cem.surveys.schemas import Kind, Status, SurveyCreate, SurveyRead, SurveyUpdate
+from cxkit.fields import QueryText
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
+from cxkit.http.params import IfMatch, id_path
 from cxkit.http.problems import problem_responses
 
 router = APIRouter(prefix="/surveys", tags=["surveys"])

@@ -8,10 +8,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from cem.fields import Name, PatchBody, Slug, Text
+from cem.fields import Name, Slug
 from cem.followups.sla import SlaBand
 from cem.surveys.questions import Question
-from cxkit.fields import Integer, JsonInteger
+from cxkit.fields import InputModel, Integer, JsonInteger, PatchModel, Text
 
 Kind = Literal["nps", "csat", "ces", "custom"]
 Status = Literal["draft", "active", "closed"]
@@ -33,10 +33,10 @@ EXAMPLE_REMINDERS = {"after_days": 3, "max": 2}
 EXAMPLE_SLA = [{"max_score": 3, "hours": 12}, {"max_score": 6, "hours": 24}]
 
 
-class Reminders(BaseModel):
+class Reminders(InputModel):
     """Reminders to invitations not answered yet (`survey.reminded`)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_REMINDERS]})
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_REMINDERS]})
 
     after_days: Integer = Field(
         ge=1, le=90, description="Days after the invitation (and after each reminder) until the next reminder."
@@ -69,10 +69,10 @@ ResurveyDays = Annotated[
 ]
 
 
-class TriggerInput(BaseModel):
+class TriggerInput(InputModel):
     """When an interaction event makes an invitation by itself."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_TRIGGER]})
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_TRIGGER]})
 
     interaction_type: Slug = Field(description="The interaction `type` that sends the survey, e.g. `purchase`.")
     touchpoint: Slug | None = Field(None, description="Only interactions at this touchpoint (a touchpoint key).")
@@ -92,9 +92,8 @@ class TriggerRead(BaseModel):
     throttle_days: int
 
 
-class SurveyCreate(BaseModel):
+class SurveyCreate(InputModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -130,13 +129,12 @@ class SurveyCreate(BaseModel):
     thank_you: Text | None = Field(None, max_length=2000, description="Shown after the answer is recorded.")
 
 
-class SurveyUpdate(PatchBody):
+class SurveyUpdate(PatchModel):
     """Only the fields sent change; null clears an optional one. `questions` change only while the
     survey is a draft. `status` moves draft -> active -> closed; a closed survey may be reopened
     (active), and a survey goes back to draft only while nobody has answered it."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {"status": "active"},

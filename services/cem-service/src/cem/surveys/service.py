@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cem.fields import field_problem
 from cem.followups.sla import SlaBand
 from cem.surveys.models import Survey
 from cem.surveys.questions import normalize_questions
@@ -19,7 +18,7 @@ from cxkit import keyset
 from cxkit.db import new_id, utcnow
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import Conflict, NotFound
+from cxkit.http.problems import Conflict, NotFound, field_problem
 
 # (from, to) moves a survey may make; going back to draft is checked further (no answers yet).
 TRANSITIONS = {
@@ -146,9 +145,6 @@ async def update_survey(session: AsyncSession, survey_id: uuid.UUID, data: Surve
     survey = await get_survey(session, survey_id, for_update=True)
     check_if_match(if_match, survey.version)
     sent = data.model_fields_set
-    for required in ("name", "status", "questions"):
-        if required in sent and getattr(data, required) is None:
-            raise field_problem(["body", required], f"{required} cannot be cleared")
     changes: dict[str, Any] = {}
     if "name" in sent:
         changes["name"] = data.name

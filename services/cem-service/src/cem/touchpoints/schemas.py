@@ -9,8 +9,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cem.fields import Name, PatchBody, Text
+from cem.fields import Name
 from cem.recipients import Recipient
+from cxkit.fields import InputModel, PatchModel, Text
 
 EXAMPLE = {
     "key": "checkout",
@@ -37,8 +38,8 @@ def check_target(metric: str | None, score: float | None) -> str | None:
     return None
 
 
-class TouchpointCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
+class TouchpointCreate(InputModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
 
     key: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Unique slug, e.g. `checkout`.")
     name: Name
@@ -58,12 +59,11 @@ class TouchpointCreate(BaseModel):
         return self
 
 
-class TouchpointUpdate(PatchBody):
+class TouchpointUpdate(PatchModel):
     """Only the fields sent change; send null to clear an optional field. The key never changes:
     answers, invitations and interactions refer to it."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"name": "Checkout (web shop)", "target_metric": "nps", "target_score": 45}]},
     )
 

@@ -13,7 +13,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.repository import CustomerProfileRepository
-from cem.fields import field_problem
 from cem.recipients import ProfileFacts, Recipient
 from cem.touchpoints.models import Touchpoint
 from cem.touchpoints.repository import BATCH_COLUMNS, BY_KEY, TouchpointRepository, insert_interaction_batch, profiles_by_ids
@@ -23,7 +22,7 @@ from cxkit.db import lock_keys, new_id, session_connection, utcnow
 from cxkit.events.payloads import InteractionRecorded
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import Conflict, NotFound
+from cxkit.http.problems import Conflict, NotFound, field_problem
 from cxkit.kafka.consumer import Delivery, PermanentEventError
 
 # The CRM derives the id of an interaction event that carries none from the CloudEvent's source
@@ -59,8 +58,6 @@ async def update_touchpoint(
     touchpoint = await get_touchpoint(session, touchpoint_id, for_update=True)
     check_if_match(if_match, touchpoint.version)
     changes = data.model_dump(exclude_unset=True)
-    if "name" in changes and changes["name"] is None:
-        raise field_problem(["body", "name"], "name cannot be cleared")
     metric = changes.get("target_metric", touchpoint.target_metric)
     score = changes.get("target_score", touchpoint.target_score)
     problem = check_target(metric, score)

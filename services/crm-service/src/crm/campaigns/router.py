@@ -22,7 +22,7 @@ from crm.campaigns.schemas import (
     MemberRead,
     MemberResponse,
 )
-from crm.fields import CampaignIdPath, IfMatch, MemberIdPath
+from crm.fields import CampaignIdPath, MemberIdPath
 from cxkit import keyset
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
@@ -30,6 +30,7 @@ from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.params import IfMatch
 from cxkit.http.problems import problem_responses
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crm.fields import EXAMPLE_IDS, Currency, DecimalText, InputModel, Money, PatchModel
-from cxkit.fields import Day, Timestamp, exactly_one_of
+from crm.fields import EXAMPLE_IDS, Currency, DecimalText, Money
+from cxkit.fields import Day, InputModel, PatchModel, Timestamp, exactly_one_of
 from cxkit.http.pagination import Page
 
 CampaignKind = Literal["email", "event", "webinar", "ads", "social", "content", "referral", "other"]

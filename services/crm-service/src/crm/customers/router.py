@@ -23,8 +23,9 @@ from crm.customers.schemas import (
     CustomerUpdate,
     LifecycleStage,
 )
-from crm.fields import EXAMPLE_IDS, CustomerIdPath, IfMatch, SearchText
+from crm.fields import EXAMPLE_IDS, CustomerIdPath
 from cxkit import keyset
+from cxkit.fields import QueryText
 from cxkit.http.app import json_response
 from cxkit.http.auth import Admin, Reader
 from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
@@ -32,6 +33,7 @@ from cxkit.http.deps import PgPoolDep, SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.params import IfMatch
 from cxkit.http.problems import MERGED_AWAY_RESPONSE, only_these_methods, problem_responses
 from cxkit.kafka.outbox import wake_relay
 from cxkit.pg_pool import RowInsert
@@ -110,13 +112,13 @@ only_these_methods(router, "/batch", ("POST",))
 
 
 def customer_filters(
-    q: Annotated[SearchText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
+    q: Annotated[QueryText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
     lifecycle_stage: LifecycleStage | None = None,
-    tag: Annotated[SearchText | None, Query(min_length=1, max_length=50)] = None,
-    owner: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
+    tag: Annotated[QueryText | None, Query(min_length=1, max_length=50)] = None,
+    owner: Annotated[QueryText | None, Query(min_length=1, max_length=200)] = None,
     campaign_id: uuid.UUID | None = None,
     external_id: Annotated[
-        SearchText | None, Query(min_length=1, max_length=200, description="The customer with this external id.")
+        QueryText | None, Query(min_length=1, max_length=200, description="The customer with this external id.")
     ] = None,
 ) -> CustomerFilters:
     """The filters of the customer list, read from the query (the export takes the same)."""

@@ -19,7 +19,8 @@ from pydantic import (
     model_validator,
 )
 
-from crm.fields import EXAMPLE_IDS, FreeJSON, InputModel, PatchModel, Tag
+from crm.fields import EXAMPLE_IDS, FreeJSON, Tag
+from cxkit.fields import InputModel, PatchModel
 from cxkit.http.pagination import Page
 
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]

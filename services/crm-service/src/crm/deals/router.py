@@ -12,14 +12,16 @@ from crm.deals import service
 from crm.deals.repository import SORT_KEYS, DealFilters
 from crm.deals.schemas import DealCreate, DealHistoryPage, DealPage, DealRead, DealStageChangeRead, DealStatus, DealUpdate
 from crm.deps import ActorDep, SettingsDep
-from crm.fields import DealIdPath, IfMatch, SearchText
+from crm.fields import DealIdPath
 from cxkit import keyset
+from cxkit.fields import QueryText
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.params import IfMatch
 from cxkit.http.problems import problem_responses
 
 router = APIRouter(prefix="/deals", tags=["deals"])
@@ -69,9 +71,9 @@ async def list_deals(
     page: Annotated[PageParams, Depends(page_params)],
     customer_id: uuid.UUID | None = None,
     pipeline_id: uuid.UUID | None = None,
-    stage: Annotated[SearchText | None, Query(min_length=1, max_length=100)] = None,
+    stage: Annotated[QueryText | None, Query(min_length=1, max_length=100)] = None,
     status: DealStatus | None = None,
-    owner: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
+    owner: Annotated[QueryText | None, Query(min_length=1, max_length=200)] = None,
     sort: Annotated[
         str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")
     ] = "-created_at",

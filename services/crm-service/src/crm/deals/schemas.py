@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crm.fields import EXAMPLE_IDS, Currency, DecimalText, InputModel, Money, PatchModel
-from cxkit.fields import Day
+from crm.fields import EXAMPLE_IDS, Currency, DecimalText, Money
+from cxkit.fields import Day, InputModel, PatchModel
 from cxkit.http.pagination import Page
 
 DealStatus = Literal["open", "won", "lost"]

@@ -7,8 +7,8 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crm.fields import EXAMPLE_IDS, InputModel
-from cxkit.fields import Integer
+from crm.fields import EXAMPLE_IDS
+from cxkit.fields import InputModel, Integer
 from cxkit.http.pagination import Page
 
 READ_EXAMPLE = {

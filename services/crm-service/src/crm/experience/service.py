@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.customers.repository import CustomerRepository, EventTarget
 from crm.experience.models import FOLLOWUP_REQUESTED, ExperienceEvent
 from crm.experience.repository import ExperienceRepository
-from crm.fields import has_nul
 from crm.tasks.models import FOLLOWUP_ORIGIN
 from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import (
@@ -30,6 +29,7 @@ from cxkit.events.payloads import (
     SurveyResponseSubmitted,
     SurveyThrottled,
 )
+from cxkit.fields import has_nul
 from cxkit.kafka.consumer import Delivery, PermanentEventError
 
 # Row ids are derived from the CEM object an event is about, so the same invitation, answer,

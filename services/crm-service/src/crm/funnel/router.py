@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from crm.fields import Currency, SearchText
+from crm.fields import Currency
 from crm.funnel.repository import FunnelScope
 from crm.funnel.schemas import Funnel
 from crm.funnel.service import build_funnel
 from crm.pipelines.service import get_pipeline, resolve_pipeline
-from cxkit.fields import Timestamp
+from cxkit.fields import QueryText, Timestamp
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
@@ -38,7 +38,7 @@ async def funnel(
     session: SessionDep,
     _: Reader,
     pipeline_id: Annotated[uuid.UUID | None, Query(description="Default: the default pipeline.")] = None,
-    owner: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
+    owner: Annotated[QueryText | None, Query(min_length=1, max_length=200)] = None,
     currency: Annotated[Currency | None, Query()] = None,
     created_from: Annotated[Timestamp | None, Query(description="RFC 3339, inclusive.")] = None,
     created_to: Annotated[Timestamp | None, Query(description="RFC 3339, exclusive.")] = None,

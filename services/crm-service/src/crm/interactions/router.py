@@ -9,12 +9,12 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from crm.fields import InteractionIdPath, SearchText
+from crm.fields import InteractionIdPath
 from crm.interactions import service
 from crm.interactions.repository import SORT_KEYS, InteractionFilters
 from crm.interactions.schemas import InteractionCreate, InteractionPage, InteractionRead
 from cxkit import keyset
-from cxkit.fields import Timestamp
+from cxkit.fields import QueryText, Timestamp
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import PgPoolDep, SessionDep
@@ -75,9 +75,9 @@ async def list_interactions(
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
     customer_id: uuid.UUID | None = None,
-    type: Annotated[SearchText | None, Query(min_length=1, max_length=100)] = None,
-    channel: Annotated[SearchText | None, Query(min_length=1, max_length=100)] = None,
-    touchpoint: Annotated[SearchText | None, Query(min_length=1, max_length=100)] = None,
+    type: Annotated[QueryText | None, Query(min_length=1, max_length=100)] = None,
+    channel: Annotated[QueryText | None, Query(min_length=1, max_length=100)] = None,
+    touchpoint: Annotated[QueryText | None, Query(min_length=1, max_length=100)] = None,
     occurred_from: Annotated[Timestamp | None, Query(description="RFC 3339, inclusive.")] = None,
     occurred_to: Annotated[Timestamp | None, Query(description="RFC 3339, exclusive.")] = None,
     sort: Annotated[

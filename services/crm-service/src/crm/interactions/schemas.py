@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
-from crm.fields import EXAMPLE_IDS, Currency, DecimalText, FreeJSON, InputModel, Money
-from cxkit.fields import Timestamp, exactly_one_of
+from crm.fields import EXAMPLE_IDS, Currency, DecimalText, FreeJSON, Money
+from cxkit.fields import InputModel, Timestamp, exactly_one_of
 from cxkit.http.pagination import Page
 
 EXAMPLE = {

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.customers import service as customers
 from crm.customers.repository import CustomerRepository
 from crm.db import SOURCE, OutboxMessage
-from crm.fields import MAX_JSON_BYTES, has_nul
+from crm.fields import MAX_JSON_BYTES
 from crm.interactions.models import Interaction
 from crm.interactions.repository import (
     BATCH_COLUMNS,
@@ -31,7 +31,7 @@ from crm.interactions.schemas import InteractionCreate
 from cxkit import keyset
 from cxkit.db import new_id, session_connection, utcnow
 from cxkit.events.payloads import CustomerCreated, InteractionRecorded
-from cxkit.fields import in_utc
+from cxkit.fields import has_nul, in_utc
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound
 from cxkit.kafka.consumer import Delivery, PermanentEventError

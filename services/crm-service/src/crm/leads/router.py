@@ -11,17 +11,19 @@ from starlette.responses import Response
 from crm.customers.schemas import CustomerRead
 from crm.deals.schemas import DealRead
 from crm.deps import ActorDep, SettingsDep
-from crm.fields import IfMatch, LeadIdPath, SearchText
+from crm.fields import LeadIdPath
 from crm.leads import service
 from crm.leads.repository import SORT_KEYS, LeadFilters
 from crm.leads.schemas import LeadConversion, LeadConvert, LeadCreate, LeadPage, LeadRead, LeadStatus, LeadUpdate
 from cxkit import keyset
+from cxkit.fields import QueryText
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.params import IfMatch
 from cxkit.http.problems import problem_responses
 
 router = APIRouter(prefix="/leads", tags=["leads"])
@@ -59,9 +61,9 @@ async def list_leads(
     session: SessionDep,
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
-    q: Annotated[SearchText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
+    q: Annotated[QueryText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
     status: LeadStatus | None = None,
-    owner: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
+    owner: Annotated[QueryText | None, Query(min_length=1, max_length=200)] = None,
     campaign_id: uuid.UUID | None = None,
     converted: bool | None = None,
     sort: Annotated[

@@ -12,8 +12,8 @@ from crm.customers.schemas import READ_EXAMPLE as CUSTOMER_EXAMPLE
 from crm.customers.schemas import CustomerRead, LifecycleStage
 from crm.deals.schemas import READ_EXAMPLE as DEAL_EXAMPLE
 from crm.deals.schemas import DealRead
-from crm.fields import EXAMPLE_IDS, Currency, InputModel, Money, PatchModel
-from cxkit.fields import Day, Integer, JsonInteger, at_least_one_of
+from crm.fields import EXAMPLE_IDS, Currency, Money
+from cxkit.fields import Day, InputModel, Integer, JsonInteger, PatchModel, at_least_one_of
 from cxkit.http.pagination import Page
 
 LeadStatus = Literal["new", "working", "qualified", "disqualified"]

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
-from crm.fields import IfMatch, PipelineIdPath
+from crm.fields import PipelineIdPath
 from crm.pipelines import service
 from crm.pipelines.schemas import PipelineCreate, PipelinePage, PipelineRead, PipelineUpdate
 from cxkit.http.app import json_response
@@ -16,6 +16,7 @@ from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.params import IfMatch
 from cxkit.http.problems import problem_responses
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])

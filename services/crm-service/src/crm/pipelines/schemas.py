@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crm.fields import EXAMPLE_IDS, DecimalText, InputModel, PatchModel, Probability
+from crm.fields import EXAMPLE_IDS, DecimalText, Probability
+from cxkit.fields import InputModel, PatchModel
 from cxkit.http.pagination import Page
 
 DEFAULT_STAGES: list[dict[str, Any]] = [

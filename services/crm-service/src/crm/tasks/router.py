@@ -9,18 +9,19 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from crm.deps import ActorDep
-from crm.fields import IfMatch, SearchText, TaskIdPath
+from crm.fields import TaskIdPath
 from crm.tasks import service
 from crm.tasks.repository import SORT_KEYS, TaskFilters
 from crm.tasks.schemas import TaskCreate, TaskPage, TaskRead, TaskStatus, TaskUpdate
 from cxkit import keyset
-from cxkit.fields import Timestamp
+from cxkit.fields import QueryText, Timestamp
 from cxkit.http.app import json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
+from cxkit.http.params import IfMatch
 from cxkit.http.problems import problem_responses
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -67,10 +68,10 @@ async def list_tasks(
     page: Annotated[PageParams, Depends(page_params)],
     customer_id: uuid.UUID | None = None,
     deal_id: uuid.UUID | None = None,
-    owner: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
+    owner: Annotated[QueryText | None, Query(min_length=1, max_length=200)] = None,
     status: TaskStatus | None = None,
-    origin: Annotated[SearchText | None, Query(min_length=1, max_length=100)] = None,
-    origin_ref: Annotated[SearchText | None, Query(min_length=1, max_length=255)] = None,
+    origin: Annotated[QueryText | None, Query(min_length=1, max_length=100)] = None,
+    origin_ref: Annotated[QueryText | None, Query(min_length=1, max_length=255)] = None,
     due_before: Annotated[Timestamp | None, Query(description="RFC 3339, exclusive.")] = None,
     sort: Annotated[str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")] = "due_at",
 ) -> Response:

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crm.fields import EXAMPLE_IDS, InputModel, PatchModel
-from cxkit.fields import Timestamp, at_least_one_of
+from crm.fields import EXAMPLE_IDS
+from cxkit.fields import InputModel, PatchModel, Timestamp, at_least_one_of
 from cxkit.http.pagination import Page
 
 TaskStatus = Literal["open", "completed", "cancelled"]
