@@ -88,10 +88,10 @@ class TypedRoute(APIRoute):
 
         async def checked(request: Request) -> Response:
             response = await handler(request)
-            if response.__class__ is ModelResponse:
-                if response.model is not model:  # type: ignore[attr-defined]
-                    raise AnswerDrift(f"{name} is documented to answer {model.__name__}, sent {response.model.__name__}")  # type: ignore[attr-defined]
-            elif response.status_code < 300 and response.__class__ is not ReplayedResponse:
+            if isinstance(response, ModelResponse):
+                if response.model is not model:
+                    raise AnswerDrift(f"{name} is documented to answer {model.__name__}, sent {response.model.__name__}")
+            elif response.status_code < 300 and not isinstance(response, ReplayedResponse):
                 raise AnswerDrift(f"{name} is documented to answer {model.__name__}, sent an untyped {response.status_code}")
             return response
 
