@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from cxkit.http.answers import answer_drift
 from cxkit.testing import bearer
 
 NASTY: list[Any] = [
@@ -89,6 +90,13 @@ async def test_every_operation_has_a_summary_a_description_and_examples(client: 
                 missing.append(f"{where}: no example anywhere")
     assert missing == []
     assert "/r/{token}" in spec["paths"] and "/v1/analytics/nps" in spec["paths"]
+
+
+def test_every_documented_answer_is_stated_once_by_what_sends_it(cem_app: FastAPI) -> None:
+    """A route's response model is its `-> ModelResponse[X]` annotation (checked on every answer by
+    TypedRoute) or a model FastAPI serializes itself; no route documents one model and sends
+    another, or sends JSON it does not document."""
+    assert answer_drift(cem_app) == []
 
 
 async def test_every_v1_route_needs_a_key_and_writes_need_the_write_scope(

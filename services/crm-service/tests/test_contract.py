@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from crm.interactions.models import Interaction
+from cxkit.http.answers import answer_drift
 from cxkit.testing import bearer
 
 OPEN_PATHS = {"/health", "/ready", "/metrics", "/v1/shared/documents/{document_id}"}
@@ -55,6 +56,13 @@ def test_every_operation_has_a_summary_a_description_and_an_example(crm_app: Fas
         if not op.get("summary") or not op.get("description") or not _has_example(spec, op):
             missing.append(f"{method.upper()} {path}")
     assert missing == []
+
+
+def test_every_documented_answer_is_stated_once_by_what_sends_it(crm_app: FastAPI) -> None:
+    """A route's response model is its `-> ModelResponse[X]` annotation (checked on every answer by
+    TypedRoute) or a model FastAPI serializes itself; no route documents one model and sends
+    another, or sends JSON it does not document."""
+    assert answer_drift(crm_app) == []
 
 
 def test_every_v1_operation_documents_its_problem_answers(crm_app: FastAPI) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.body_limit import capped_receive, too_large_response
 from cxkit.http.docs import install_offline_docs
 from cxkit.http.problems import NotFound, install_problem_handlers, problem_response
@@ -149,24 +150,22 @@ class Health(BaseModel):
 
 
 def ops_router(service: str) -> APIRouter:
-    router = APIRouter(tags=["ops"])
+    router = APIRouter(tags=["ops"], route_class=TypedRoute)
 
     @router.get(
         "/health",
         summary="Liveness",
         description="The process is up. Needs no key.",
-        response_model=Health,
         responses={200: {"content": {"application/json": {"example": {"status": "ok", "service": service, "checks": {}}}}}},
     )
-    async def health() -> Health:
-        return Health(status="ok", service=service)
+    async def health() -> ModelResponse[Health]:
+        return json_response(Health(status="ok", service=service))
 
     @router.get(
         "/ready",
         summary="Readiness",
         description="The database and the broker are reachable and the event consumers (where the process runs any) "
         "have joined their groups; 503 naming the failing check otherwise. Needs no key.",
-        response_model=Health,
         responses={
             200: {
                 "content": {
@@ -191,14 +190,14 @@ def ops_router(service: str) -> APIRouter:
             },
         },
     )
-    async def ready(request: Request) -> Any:
+    async def ready(request: Request) -> ModelResponse[Health] | JSONBytesResponse:
         checks = {"database": await _check_database(request), "broker": await _check_broker(request)}
         consumers = getattr(request.app.state, "consumers", [])
         if consumers:
             # Joined their groups and reading: events written now will be applied.
             checks["consumers"] = "ok" if all(c.assigned for c in consumers) else "joining"
         if all(v == "ok" for v in checks.values()):
-            return Health(status="ok", service=service, checks=checks)
+            return json_response(Health(status="ok", service=service, checks=checks))
         return problem_response(
             503,
             "Not ready",
@@ -308,8 +307,3 @@ def install_platform(app: FastAPI, service: str) -> None:
     install_problem_handlers(app)
     app.include_router(ops_router(service))
     install_offline_docs(app)
-
-
-def json_response(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """Serialize with pydantic's Rust encoder straight to bytes."""
-    return JSONBytesResponse(model.model_dump_json().encode(), status_code=status_code, headers=headers)

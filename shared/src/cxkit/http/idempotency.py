@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, cast
 
 import asyncpg
 from fastapi import Depends, Header, Request
@@ -18,10 +18,13 @@ from starlette.responses import Response
 from cxkit.db import utcnow
 from cxkit.http.auth import Writer
 from cxkit.http.problems import ProblemError, Unprocessable
+from cxkit.http.responses import ReplayedResponse
 from cxkit.pg_pool import RowInsert, insert_together
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 _KEPT_HEADERS = ("etag", "location", "content-type")
+# The answer of the write; a replay is the stored body of the same route's first answer.
+R = TypeVar("R", bound=Response)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +48,15 @@ class Idempotency:
         self.principal = principal
         self.request_hash = request_hash
 
-    def _replay(self, row: Any) -> Response:
+    def _replay(self, row: Any) -> ReplayedResponse:
         if row.request_hash != self.request_hash:
             raise Unprocessable("this Idempotency-Key was already used with a different request")
         headers = dict(row.response_headers or {})
         headers[REPLAYED_HEADER] = "true"
         media_type = headers.pop("content-type", "application/json")
-        return Response(content=row.response_body, status_code=row.status_code, headers=headers, media_type=media_type)
+        return ReplayedResponse(content=row.response_body, status_code=row.status_code, headers=headers, media_type=media_type)
 
-    async def write_rows(
-        self, pool: asyncpg.Pool, prepare: Callable[[asyncpg.Pool], Awaitable[tuple[Response, list[RowInsert]]]]
-    ) -> Response:
+    async def write_rows(self, pool: asyncpg.Pool, prepare: Callable[[asyncpg.Pool], Awaitable[tuple[R, list[RowInsert]]]]) -> R:
         """`execute` for a hot write that only adds rows, on plain asyncpg (no ORM, no
         transaction round trips). `prepare` reads what it needs and returns the answer and the
         rows; the rows and the key's stored answer then go in as ONE statement, so either all
@@ -67,7 +68,7 @@ class Idempotency:
         except ProblemError:
             stored = await self._stored(pool) if self.key and self.model is not None else None
             if stored is not None:  # a retry of a request that succeeded before keeps its answer
-                return self._replay(stored)
+                return cast(R, self._replay(stored))
             raise
         if not self.key or self.model is None:
             await insert_together(pool, rows)
@@ -76,14 +77,14 @@ class Idempotency:
         while not await insert_together(pool, rows, claim=claim):
             stored = await self._stored(pool)
             if stored is not None:
-                return self._replay(stored)
+                return cast(R, self._replay(stored))
         return response
 
     async def write_locked(
         self,
         pool: asyncpg.Pool,
-        prepare: Callable[[asyncpg.Connection], Awaitable[tuple[Response, list[RowInsert]]]],
-    ) -> Response:
+        prepare: Callable[[asyncpg.Connection], Awaitable[tuple[R, list[RowInsert]]]],
+    ) -> R:
         """`execute` for a hot write that reads and changes rows under a lock, on plain asyncpg:
         `prepare` runs inside a transaction on one connection (it may lock, read and update)
         and returns the answer and the rows to add; the rows and the key's stored answer go in
@@ -107,7 +108,7 @@ class Idempotency:
                 except (ProblemError, _KeyTaken) as exc:
                     stored = await self._stored(conn) if keyed else None
                     if stored is not None:
-                        return self._replay(stored)
+                        return cast(R, self._replay(stored))
                     if isinstance(exc, ProblemError):
                         raise
                     # Taken by an answer that expired and was just deleted: run it again.
@@ -149,7 +150,7 @@ class Idempotency:
         )
         return None
 
-    async def execute(self, session: AsyncSession, operation: Callable[[], Awaitable[Response]]) -> Response:
+    async def execute(self, session: AsyncSession, operation: Callable[[], Awaitable[R]]) -> R:
         """Run the write and commit it (with the stored answer, if a key was sent)."""
         if not self.key or self.model is None:
             response = await operation()
@@ -159,7 +160,7 @@ class Idempotency:
         existing = await session.get(self.model, pk)
         if existing is not None:
             if existing.created_at >= utcnow() - dt.timedelta(hours=self.ttl_hours):
-                return self._replay(existing)
+                return cast(R, self._replay(existing))
             await session.delete(existing)  # expired: the key may be used afresh
             await session.flush()
         record = self.model(
@@ -181,7 +182,7 @@ class Idempotency:
             existing = await session.get(self.model, pk, populate_existing=True)
             if existing is None:  # the first attempt failed and rolled back: run it ourselves
                 return await self.execute(session, operation)
-            return self._replay(existing)
+            return cast(R, self._replay(existing))
         response = await operation()
         record.status_code = response.status_code
         record.response_body = bytes(response.body)

@@ -15,3 +15,7 @@ class JSONBytesResponse(Response):
         if isinstance(content, bytes):
             return content
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+class ReplayedResponse(Response):
+    """A stored answer sent again (an idempotent retry): its body is the typed answer sent first."""

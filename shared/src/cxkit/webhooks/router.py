@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query
 from starlette.responses import Response
 
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import require_scope
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
@@ -50,10 +50,16 @@ HOW_IT_WORKS = (
 
 def webhooks_router(webhooks: Webhooks) -> APIRouter:
     """The routes over this service's webhook tables."""
-    router = APIRouter(prefix="/webhooks", tags=["webhooks"], dependencies=[Depends(require_scope("admin"))])
+    router = APIRouter(
+        prefix="/webhooks", tags=["webhooks"], dependencies=[Depends(require_scope("admin"))], route_class=TypedRoute
+    )
 
-    def answer(subscription: object, status: int = 200, *, with_secret: bool = False) -> Response:
-        body = (WebhookWithSecret if with_secret else WebhookRead).model_validate(subscription)
+    def answer(subscription: object) -> ModelResponse[WebhookRead]:
+        body = WebhookRead.model_validate(subscription)
+        return json_response(body, headers={"ETag": etag_for(body.version)})
+
+    def answer_with_secret(subscription: object, status: int = 200) -> ModelResponse[WebhookWithSecret]:
+        body = WebhookWithSecret.model_validate(subscription)
         headers = {"ETag": etag_for(body.version)}
         if status == 201:
             headers["Location"] = f"/v1/webhooks/{body.id}"
@@ -62,16 +68,15 @@ def webhooks_router(webhooks: Webhooks) -> APIRouter:
     @router.post(
         "",
         status_code=201,
-        response_model=WebhookWithSecret,
         summary="Subscribe a webhook",
         description=f"Registers a receiver URL. The answer holds the signing `secret` (`whsec_<base64>`), shown this once. "
         f"An unknown event type, or a URL that is not http(s) or points at a private, loopback or link-local address "
         f"(unless the service allows them), is a 422. {HOW_IT_WORKS} Needs `admin`.",
         responses=problem_responses(401, 403, 422),
     )
-    async def create_webhook(body: WebhookCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
-        async def operation() -> Response:
-            return answer(await service.create_subscription(session, webhooks, body), 201, with_secret=True)
+    async def create_webhook(body: WebhookCreate, session: SessionDep, idem: IdempotencyDep) -> ModelResponse[WebhookWithSecret]:
+        async def operation() -> ModelResponse[WebhookWithSecret]:
+            return answer_with_secret(await service.create_subscription(session, webhooks, body), 201)
 
         response = await idem.execute(session, operation)
         webhooks.subscriptions_changed()
@@ -79,28 +84,25 @@ def webhooks_router(webhooks: Webhooks) -> APIRouter:
 
     @router.get(
         "",
-        response_model=WebhookPage,
         summary="List webhooks",
         description="Every subscription, oldest first (secrets are never listed). Needs `admin`.",
         responses=problem_responses(401, 403, 422),
     )
-    async def list_webhooks(session: SessionDep, page: Annotated[PageParams, Depends(page_params)]) -> Response:
+    async def list_webhooks(session: SessionDep, page: Annotated[PageParams, Depends(page_params)]) -> ModelResponse[WebhookPage]:
         rows, cursor = await service.list_subscriptions(session, webhooks, page)
         return json_response(WebhookPage(items=[WebhookRead.model_validate(r) for r in rows], next_cursor=cursor))
 
     @router.get(
         "/{webhook_id}",
-        response_model=WebhookRead,
         summary="Get a webhook",
         description="One subscription with its `ETag` (without its secret). Needs `admin`.",
         responses=problem_responses(401, 403, 404, 422),
     )
-    async def get_webhook(webhook_id: WebhookIdPath, session: SessionDep) -> Response:
+    async def get_webhook(webhook_id: WebhookIdPath, session: SessionDep) -> ModelResponse[WebhookRead]:
         return answer(await service.get_subscription(session, webhooks, webhook_id))
 
     @router.patch(
         "/{webhook_id}",
-        response_model=WebhookRead,
         summary="Change, enable or disable a webhook",
         description="Change the URL, the `event_types` or the description, or set `enabled`. Enabling a subscription "
         "that was disabled (by hand, by a 410 or by a run of failures) resets its failure count, and the events "
@@ -109,8 +111,8 @@ def webhooks_router(webhooks: Webhooks) -> APIRouter:
     )
     async def update_webhook(
         webhook_id: WebhookIdPath, body: WebhookUpdate, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
-    ) -> Response:
-        async def operation() -> Response:
+    ) -> ModelResponse[WebhookRead]:
+        async def operation() -> ModelResponse[WebhookRead]:
             return answer(await service.update_subscription(session, webhooks, webhook_id, body, if_match))
 
         response = await idem.execute(session, operation)
@@ -120,7 +122,6 @@ def webhooks_router(webhooks: Webhooks) -> APIRouter:
 
     @router.post(
         "/{webhook_id}/secret",
-        response_model=WebhookWithSecret,
         summary="Rotate a webhook's secret",
         description="A new signing `secret`, shown this once; deliveries are signed with it from now on. "
         "Honours `If-Match`. Needs `admin`.",
@@ -128,9 +129,9 @@ def webhooks_router(webhooks: Webhooks) -> APIRouter:
     )
     async def rotate_webhook_secret(
         webhook_id: WebhookIdPath, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
-    ) -> Response:
-        async def operation() -> Response:
-            return answer(await service.rotate_secret(session, webhooks, webhook_id, if_match), with_secret=True)
+    ) -> ModelResponse[WebhookWithSecret]:
+        async def operation() -> ModelResponse[WebhookWithSecret]:
+            return answer_with_secret(await service.rotate_secret(session, webhooks, webhook_id, if_match))
 
         return await idem.execute(session, operation)
 
@@ -155,7 +156,6 @@ def webhooks_router(webhooks: Webhooks) -> APIRouter:
 
     @router.get(
         "/{webhook_id}/deliveries",
-        response_model=DeliveryPage,
         summary="List a webhook's deliveries",
         description="The delivery log, newest first: per event its status (`pending`, `succeeded`, `failed` = given "
         "up), attempts, last response code, error and duration, when it is tried next, and every attempt. Filter by "
@@ -167,24 +167,24 @@ def webhooks_router(webhooks: Webhooks) -> APIRouter:
         session: SessionDep,
         page: Annotated[PageParams, Depends(page_params)],
         status: Annotated[DeliveryStatus | None, Query(description="Only deliveries in this state.")] = None,
-    ) -> Response:
+    ) -> ModelResponse[DeliveryPage]:
         rows, cursor = await service.list_deliveries(session, webhooks, webhook_id, status, page)
         return json_response(DeliveryPage(items=[DeliveryRead.model_validate(r) for r in rows], next_cursor=cursor))
 
     @router.get(
         "/{webhook_id}/deliveries/{delivery_id}",
-        response_model=DeliveryRead,
         summary="Get a delivery",
         description="One delivery with its attempts. Needs `admin`.",
         responses=problem_responses(401, 403, 404, 422),
     )
-    async def get_delivery(webhook_id: WebhookIdPath, delivery_id: DeliveryIdPath, session: SessionDep) -> Response:
+    async def get_delivery(
+        webhook_id: WebhookIdPath, delivery_id: DeliveryIdPath, session: SessionDep
+    ) -> ModelResponse[DeliveryRead]:
         return json_response(DeliveryRead.model_validate(await service.get_delivery(session, webhooks, webhook_id, delivery_id)))
 
     @router.post(
         "/{webhook_id}/deliveries/{delivery_id}/retry",
         status_code=202,
-        response_model=DeliveryRead,
         summary="Deliver again",
         description="Queues the delivery again, due now, with a new 24 h retry window and the same `webhook-id` (a "
         "receiver that has it already can drop the repeat); works on failed, succeeded and pending deliveries. It "
@@ -193,8 +193,8 @@ def webhooks_router(webhooks: Webhooks) -> APIRouter:
     )
     async def retry_delivery(
         webhook_id: WebhookIdPath, delivery_id: DeliveryIdPath, session: SessionDep, idem: IdempotencyDep
-    ) -> Response:
-        async def operation() -> Response:
+    ) -> ModelResponse[DeliveryRead]:
+        async def operation() -> ModelResponse[DeliveryRead]:
             delivery = await service.retry_delivery(session, webhooks, webhook_id, delivery_id)
             return json_response(DeliveryRead.model_validate(delivery), 202)
 

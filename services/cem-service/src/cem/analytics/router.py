@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from starlette.responses import Response
 
 from cem.analytics import drivers, service
 from cem.analytics.drivers_schemas import DriverReport
@@ -17,13 +16,13 @@ from cem.deps import SettingsDep
 from cem.fields import From, To
 from cem.surveys.questions import Metric
 from cxkit.fields import QueryText
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.problems import problem_responses
 
-router = APIRouter(prefix="/analytics", tags=["analytics"])
+router = APIRouter(prefix="/analytics", tags=["analytics"], route_class=TypedRoute)
 
 SurveyFilter = Annotated[
     uuid.UUID | None,
@@ -71,7 +70,7 @@ async def metric_query(
 MetricQueryDep = Annotated[MetricQuery, Depends(metric_query)]
 
 
-async def _report(session: SessionDep, metric: str, query: MetricQuery) -> Response:
+async def _report(session: SessionDep, metric: str, query: MetricQuery) -> ModelResponse[MetricReport]:
     report = await service.metric_report(
         session,
         metric,
@@ -86,42 +85,38 @@ async def _report(session: SessionDep, metric: str, query: MetricQuery) -> Respo
 
 @router.get(
     "/nps",
-    response_model=MetricReport,
     summary="Net Promoter Score",
     description="NPS = % promoters (9-10) - % detractors (0-6), -100 to 100; the interval uses the standard error "
     "of that difference (none below 2 answers). " + COMMON,
     responses=problem_responses(401, 403, 404, 422),
 )
-async def nps(session: SessionDep, _: Reader, query: MetricQueryDep) -> Response:
+async def nps(session: SessionDep, _: Reader, query: MetricQueryDep) -> ModelResponse[MetricReport]:
     return await _report(session, "nps", query)
 
 
 @router.get(
     "/csat",
-    response_model=MetricReport,
     summary="Customer satisfaction (CSAT)",
     description="CSAT = % of answers 4-5 on the 1-5 scale, 0 to 100, with the Wilson score interval. " + COMMON,
     responses=problem_responses(401, 403, 404, 422),
 )
-async def csat(session: SessionDep, _: Reader, query: MetricQueryDep) -> Response:
+async def csat(session: SessionDep, _: Reader, query: MetricQueryDep) -> ModelResponse[MetricReport]:
     return await _report(session, "csat", query)
 
 
 @router.get(
     "/ces",
-    response_model=MetricReport,
     summary="Customer effort score (CES)",
     description="CES = mean of the 1-7 effort scores (1 = very difficult, 7 = very easy), with mean +- 1.96 sd / "
     "sqrt(n) (none below 2 answers). " + COMMON,
     responses=problem_responses(401, 403, 404, 422),
 )
-async def ces(session: SessionDep, _: Reader, query: MetricQueryDep) -> Response:
+async def ces(session: SessionDep, _: Reader, query: MetricQueryDep) -> ModelResponse[MetricReport]:
     return await _report(session, "ces", query)
 
 
 @router.get(
     "/touchpoints",
-    response_model=Page[TouchpointReport],
     summary="Touchpoints against their targets",
     description="Per touchpoint (by key, paginated with `limit` and `cursor`): interactions, invitations, "
     "responses, response rate, NPS, CSAT and CES, and the gap between the score and the touchpoint's target "
@@ -130,14 +125,13 @@ async def ces(session: SessionDep, _: Reader, query: MetricQueryDep) -> Response
 )
 async def touchpoints(
     session: SessionDep, _: Reader, page: Annotated[PageParams, Depends(page_params)], since: From = None, until: To = None
-) -> Response:
+) -> ModelResponse[Page[TouchpointReport]]:
     rows, next_cursor = await service.touchpoint_reports(session, page, since=since, until=until)
     return json_response(Page[TouchpointReport](items=rows, next_cursor=next_cursor))
 
 
 @router.get(
     "/recovery",
-    response_model=RecoveryReport,
     summary="Recovery of detractors (close the loop)",
     description="How many detractor answers raised a follow-up (`followup.requested`), how many of those the CRM "
     "reported done (the task was completed: `task.completed`), and how many of those customers answered better "
@@ -160,7 +154,7 @@ async def recovery(
     ] = None,
     touchpoint: TouchpointFilter = None,
     interval: IntervalParam = "week",
-) -> Response:
+) -> ModelResponse[RecoveryReport]:
     report = await service.recovery_report(
         session,
         survey_id=survey_id,
@@ -175,7 +169,6 @@ async def recovery(
 
 @router.get(
     "/suppressions",
-    response_model=SuppressionReport,
     summary="Suppressed invitations by reason",
     description="How many invitations the survey rules suppressed, per reason (opted_out, erased, survey_throttle, "
     "fatigue). Filter by `survey_id`, `touchpoint` and a window on when it happened (`from` inclusive, `to` "
@@ -192,14 +185,13 @@ async def suppressions(
         Query(description="Only this survey's suppressions.", examples=["2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c"]),
     ] = None,
     touchpoint: TouchpointFilter = None,
-) -> Response:
+) -> ModelResponse[SuppressionReport]:
     report = await service.suppression_report(session, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
     return json_response(report)
 
 
 @router.get(
     "/drivers",
-    response_model=DriverReport,
     summary="Key drivers of NPS, CSAT or CES",
     description="Which factors go with a higher or lower score. The answers (scored answers of known customers; "
     "anonymous ones are counted in `anonymous` and left out) are split, for each level of each factor, into those "
@@ -231,7 +223,7 @@ async def key_drivers(
     min_n: Annotated[
         int, Query(ge=2, le=100_000, description="Fewest answers with and without a level to test it.", examples=[10])
     ] = 10,
-) -> Response:
+) -> ModelResponse[DriverReport]:
     report = await drivers.driver_report(
         session,
         metric,

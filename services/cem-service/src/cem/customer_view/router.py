@@ -6,23 +6,21 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from starlette.responses import Response
 
 from cem.customer_view import service
 from cem.customer_view.schemas import CustomerExperience
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import PgPoolDep
 from cxkit.http.params import id_path
 from cxkit.http.problems import MERGED_AWAY_RESPONSE, problem_responses
 
-router = APIRouter(prefix="/customers", tags=["customers"])
+router = APIRouter(prefix="/customers", tags=["customers"], route_class=TypedRoute)
 CustomerId = Annotated[uuid.UUID, id_path("customer", "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10")]
 
 
 @router.get(
     "/{customer_id}/experience",
-    response_model=CustomerExperience,
     summary="A customer's experience",
     description="The joined view from the CEM side: the customer as the CRM announced it (kept locally, so this "
     "answers while the CRM is down: lifecycle stage, open deal value, the lead they were converted from), a "
@@ -39,5 +37,5 @@ async def get_experience(
     pool: PgPoolDep,
     _: Reader,
     limit: Annotated[int, Query(ge=1, le=100, description="Items in each list (1-100).")] = 20,
-) -> Response:
+) -> ModelResponse[CustomerExperience]:
     return json_response(await service.experience(pool, customer_id, limit))

@@ -6,12 +6,11 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from starlette.responses import Response
 
 from cem.deps import SettingsDep
 from cem.invitations import service
 from cem.invitations.schemas import InvitationCreate, InvitationCreated, InvitationRead, InvitationStatus
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.idempotency import IdempotencyDep
@@ -19,7 +18,7 @@ from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import id_path
 from cxkit.http.problems import problem_responses
 
-router = APIRouter(tags=["invitations"])
+router = APIRouter(tags=["invitations"], route_class=TypedRoute)
 SurveyId = Annotated[uuid.UUID, id_path("survey", "2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c")]
 InvitationId = Annotated[uuid.UUID, id_path("invitation", "7c9e1a3b-5d7f-4b2a-8c4e-6f8a0b2c4d6e")]
 
@@ -27,7 +26,6 @@ InvitationId = Annotated[uuid.UUID, id_path("invitation", "7c9e1a3b-5d7f-4b2a-8c
 @router.post(
     "/surveys/{survey_id}/invitations",
     status_code=201,
-    response_model=InvitationCreated,
     summary="Invite someone to a survey",
     description="Makes a one-time link to the survey's respondent page for a customer (`customer_id`) or an "
     "email address (linked to the customer with that email when known). The survey must be active (409 otherwise); "
@@ -39,8 +37,8 @@ InvitationId = Annotated[uuid.UUID, id_path("invitation", "7c9e1a3b-5d7f-4b2a-8c
 )
 async def create_invitation(
     survey_id: SurveyId, body: InvitationCreate, session: SessionDep, idem: IdempotencyDep, settings: SettingsDep
-) -> Response:
-    async def operation() -> Response:
+) -> ModelResponse[InvitationCreated]:
+    async def operation() -> ModelResponse[InvitationCreated]:
         created = await service.create_invitation(session, survey_id, body, settings)
         return json_response(created, 201, headers={"Location": f"/v1/invitations/{created.id}"})
 
@@ -49,7 +47,6 @@ async def create_invitation(
 
 @router.get(
     "/surveys/{survey_id}/invitations",
-    response_model=Page[InvitationRead],
     summary="List a survey's invitations",
     description="Newest first (by creation); filter by `customer_id` or `status` (scheduled, sent, opened, answered, "
     "expired, cancelled); paginated "
@@ -63,17 +60,16 @@ async def list_invitations(
     page: Annotated[PageParams, Depends(page_params)],
     customer_id: Annotated[uuid.UUID | None, Query(description="Only this customer's invitations.")] = None,
     status: Annotated[InvitationStatus | None, Query(description="Only invitations in this status.", examples=["sent"])] = None,
-) -> Response:
+) -> ModelResponse[Page[InvitationRead]]:
     rows, next_cursor = await service.list_invitations(session, page, survey_id=survey_id, customer_id=customer_id, status=status)
     return json_response(Page[InvitationRead](items=rows, next_cursor=next_cursor))
 
 
 @router.get(
     "/invitations/{invitation_id}",
-    response_model=InvitationRead,
     summary="Get an invitation",
     description="One invitation and its status (the link itself is only in the answer that created it). Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def get_invitation(invitation_id: InvitationId, session: SessionDep, _: Reader) -> Response:
+async def get_invitation(invitation_id: InvitationId, session: SessionDep, _: Reader) -> ModelResponse[InvitationRead]:
     return json_response(service.to_read(await service.get_invitation(session, invitation_id)))

@@ -13,7 +13,7 @@ from cem.journeys import service
 from cem.journeys.models import Journey
 from cem.journeys.schemas import JourneyCreate, JourneyRead, JourneyUpdate
 from cxkit.fields import QueryText
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
@@ -22,11 +22,11 @@ from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import IfMatch, id_path
 from cxkit.http.problems import problem_responses
 
-router = APIRouter(prefix="/journeys", tags=["journeys"])
+router = APIRouter(prefix="/journeys", tags=["journeys"], route_class=TypedRoute)
 JourneyId = Annotated[uuid.UUID, id_path("journey", "8a1e3c52-6b0f-4d7e-9f2a-1c3b5d7e9f01")]
 
 
-async def _one(session: AsyncSession, journey: Journey, status: int = 200) -> Response:
+async def _one(session: AsyncSession, journey: Journey, status: int = 200) -> ModelResponse[JourneyRead]:
     (read,) = await service.read_journeys(session, [journey])
     headers = {"ETag": etag_for(read.version)}
     if status == 201:
@@ -37,14 +37,13 @@ async def _one(session: AsyncSession, journey: Journey, status: int = 200) -> Re
 @router.post(
     "",
     status_code=201,
-    response_model=JourneyRead,
     summary="Create a journey",
     description="A customer journey: named stages in order, each listing its touchpoints (by key or id) in "
     "the order customers meet them. A touchpoint appears once per journey; an unknown one is a 422. Needs `write`.",
     responses=problem_responses(401, 403, 422),
 )
-async def create_journey(body: JourneyCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
-    async def operation() -> Response:
+async def create_journey(body: JourneyCreate, session: SessionDep, idem: IdempotencyDep) -> ModelResponse[JourneyRead]:
+    async def operation() -> ModelResponse[JourneyRead]:
         return await _one(session, await service.create_journey(session, body), 201)
 
     return await idem.execute(session, operation)
@@ -52,7 +51,6 @@ async def create_journey(body: JourneyCreate, session: SessionDep, idem: Idempot
 
 @router.get(
     "",
-    response_model=Page[JourneyRead],
     summary="List journeys",
     description="Ordered by name, each with its stages and touchpoints; paginated with `limit` and `cursor`. Needs `read`.",
     responses=problem_responses(401, 403, 422),
@@ -62,25 +60,23 @@ async def list_journeys(
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
     name: Annotated[QueryText | None, Query(max_length=200, description="Only journeys with this exact name.")] = None,
-) -> Response:
+) -> ModelResponse[Page[JourneyRead]]:
     rows, next_cursor = await service.list_journeys(session, page, name=name)
     return json_response(Page[JourneyRead](items=rows, next_cursor=next_cursor))
 
 
 @router.get(
     "/{journey_id}",
-    response_model=JourneyRead,
     summary="Get a journey",
     description="One journey with its stages and their touchpoints in order, and its `ETag`. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def get_journey(journey_id: JourneyId, session: SessionDep, _: Reader) -> Response:
+async def get_journey(journey_id: JourneyId, session: SessionDep, _: Reader) -> ModelResponse[JourneyRead]:
     return await _one(session, await service.get_journey(session, journey_id))
 
 
 @router.patch(
     "/{journey_id}",
-    response_model=JourneyRead,
     summary="Update a journey",
     description="Changes the fields sent. `stages`, when sent, replaces all stages in the order given: send the "
     "stages (and their touchpoints) in their new order to reorder them. Honours `If-Match` (412 if stale). Needs `write`.",
@@ -88,8 +84,8 @@ async def get_journey(journey_id: JourneyId, session: SessionDep, _: Reader) -> 
 )
 async def update_journey(
     journey_id: JourneyId, body: JourneyUpdate, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
-) -> Response:
-    async def operation() -> Response:
+) -> ModelResponse[JourneyRead]:
+    async def operation() -> ModelResponse[JourneyRead]:
         return await _one(session, await service.update_journey(session, journey_id, body, if_match))
 
     return await idem.execute(session, operation)

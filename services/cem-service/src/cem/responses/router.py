@@ -15,7 +15,7 @@ from cem.responses import service
 from cem.responses.repository import EXPORT_HEADER, ResponseFilters
 from cem.responses.schemas import ResponseCreate, ResponseRead
 from cxkit.fields import QueryText
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
 from cxkit.http.deps import PgPoolDep, SessionDep
@@ -24,14 +24,13 @@ from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import id_path
 from cxkit.http.problems import problem_responses
 
-router = APIRouter(prefix="/responses", tags=["responses"])
+router = APIRouter(prefix="/responses", tags=["responses"], route_class=TypedRoute)
 ResponseId = Annotated[uuid.UUID, id_path("response", "9b8a7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d")]
 
 
 @router.post(
     "",
     status_code=201,
-    response_model=ResponseRead,
     summary="Record an answer",
     description="For API clients (apps, kiosks, imports): answer an invitation by its `token`, or a survey by "
     "`survey_id` for a customer, an email or anonymously. The same rules as the respondent page: the survey must "
@@ -41,8 +40,10 @@ ResponseId = Annotated[uuid.UUID, id_path("response", "9b8a7c6d-5e4f-4a3b-9c2d-1
     "CES 1-2. Needs `write`.",
     responses=problem_responses(401, 403, 409, 422),
 )
-async def create_response(body: ResponseCreate, session: SessionDep, idem: IdempotencyDep, settings: SettingsDep) -> Response:
-    async def operation() -> Response:
+async def create_response(
+    body: ResponseCreate, session: SessionDep, idem: IdempotencyDep, settings: SettingsDep
+) -> ModelResponse[ResponseRead]:
+    async def operation() -> ModelResponse[ResponseRead]:
         created = await service.submit_from_api(session, body, settings.followup_sla)
         return json_response(created, 201, headers={"Location": f"/v1/responses/{created.id}"})
 
@@ -68,7 +69,6 @@ FiltersDep = Annotated[ResponseFilters, Depends(response_filters)]
 
 @router.get(
     "",
-    response_model=Page[ResponseRead],
     summary="List answers",
     description="Newest first; filter by `survey_id`, `customer_id`, `touchpoint` and a time window (`from` "
     "inclusive, `to` exclusive); paginated with `limit` and `cursor`. Needs `read`.",
@@ -76,7 +76,7 @@ FiltersDep = Annotated[ResponseFilters, Depends(response_filters)]
 )
 async def list_responses(
     session: SessionDep, _: Reader, page: Annotated[PageParams, Depends(page_params)], filters: FiltersDep
-) -> Response:
+) -> ModelResponse[Page[ResponseRead]]:
     rows, next_cursor = await service.list_responses(session, page, filters)
     return json_response(Page[ResponseRead](items=rows, next_cursor=next_cursor))
 
@@ -115,11 +115,10 @@ async def export_responses(pool: PgPoolDep, _: Reader, filters: FiltersDep) -> R
 
 @router.get(
     "/{response_id}",
-    response_model=ResponseRead,
     summary="Get an answer",
     description="One response with every answer, its score (metric, scale, category) and whether a follow-up was requested. "
     "Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def get_response(response_id: ResponseId, session: SessionDep, _: Reader) -> Response:
+async def get_response(response_id: ResponseId, session: SessionDep, _: Reader) -> ModelResponse[ResponseRead]:
     return json_response(await service.get_response(session, response_id))

@@ -6,23 +6,21 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from starlette.responses import Response
 
 from cem.fields import From, To
 from cem.suppressions import service
 from cem.suppressions.schemas import SuppressionRead, SuppressionReason
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.problems import problem_responses
 
-router = APIRouter(prefix="/suppressions", tags=["suppressions"])
+router = APIRouter(prefix="/suppressions", tags=["suppressions"], route_class=TypedRoute)
 
 
 @router.get(
     "",
-    response_model=Page[SuppressionRead],
     summary="List suppressed invitations",
     description="Invitations a survey's trigger, its recurrence or the scheduler would have made but a rule "
     "suppressed, with the reason: opted_out, erased, survey_throttle or fatigue. Each was also announced as "
@@ -42,7 +40,7 @@ async def list_suppressions(
     reason: Annotated[SuppressionReason | None, Query(description="Only this reason.", examples=["fatigue"])] = None,
     since: From = None,
     until: To = None,
-) -> Response:
+) -> ModelResponse[Page[SuppressionRead]]:
     rows, next_cursor = await service.list_suppressions(
         session, page, survey_id=survey_id, customer_id=customer_id, reason=reason, since=since, until=until
     )

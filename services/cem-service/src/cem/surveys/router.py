@@ -12,7 +12,7 @@ from cem.surveys import service
 from cem.surveys.models import Survey
 from cem.surveys.schemas import Kind, Status, SurveyCreate, SurveyRead, SurveyUpdate
 from cxkit.fields import QueryText
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
@@ -21,11 +21,11 @@ from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import IfMatch, id_path
 from cxkit.http.problems import problem_responses
 
-router = APIRouter(prefix="/surveys", tags=["surveys"])
+router = APIRouter(prefix="/surveys", tags=["surveys"], route_class=TypedRoute)
 SurveyId = Annotated[uuid.UUID, id_path("survey", "2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c")]
 
 
-def _one(survey: Survey, status: int = 200) -> Response:
+def _one(survey: Survey, status: int = 200) -> ModelResponse[SurveyRead]:
     headers = {"ETag": etag_for(survey.version)}
     if status == 201:
         headers["Location"] = f"/v1/surveys/{survey.id}"
@@ -35,7 +35,6 @@ def _one(survey: Survey, status: int = 200) -> Response:
 @router.post(
     "",
     status_code=201,
-    response_model=SurveyRead,
     summary="Create a survey",
     description="A new survey, as a draft. NPS, CSAT and CES surveys have one required score question on the "
     "metric's scale (NPS 0-10, CSAT 1-5, CES 1-7 where 1 = very difficult and 7 = very easy); leave `questions` "
@@ -44,8 +43,8 @@ def _one(survey: Survey, status: int = 200) -> Response:
     "`recurrence_days` say when invitations go out automatically. Needs `write`.",
     responses=problem_responses(401, 403, 422),
 )
-async def create_survey(body: SurveyCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
-    async def operation() -> Response:
+async def create_survey(body: SurveyCreate, session: SessionDep, idem: IdempotencyDep) -> ModelResponse[SurveyRead]:
+    async def operation() -> ModelResponse[SurveyRead]:
         return _one(await service.create_survey(session, body), 201)
 
     return await idem.execute(session, operation)
@@ -53,7 +52,6 @@ async def create_survey(body: SurveyCreate, session: SessionDep, idem: Idempoten
 
 @router.get(
     "",
-    response_model=Page[SurveyRead],
     summary="List surveys",
     description="Newest first; filter by `status`, `kind` or `touchpoint`; paginated with `limit` and `cursor`. Needs `read`.",
     responses=problem_responses(401, 403, 422),
@@ -65,25 +63,23 @@ async def list_surveys(
     status: Annotated[Status | None, Query(description="Only surveys in this status.", examples=["active"])] = None,
     kind: Annotated[Kind | None, Query(description="Only surveys of this kind.", examples=["nps"])] = None,
     touchpoint: Annotated[QueryText | None, Query(max_length=100, description="Only surveys of this touchpoint (key).")] = None,
-) -> Response:
+) -> ModelResponse[Page[SurveyRead]]:
     rows, next_cursor = await service.list_surveys(session, page, status=status, kind=kind, touchpoint=touchpoint)
     return json_response(Page[SurveyRead](items=[service.to_read(r) for r in rows], next_cursor=next_cursor))
 
 
 @router.get(
     "/{survey_id}",
-    response_model=SurveyRead,
     summary="Get a survey",
     description="One survey with its questions, trigger and `ETag`. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def get_survey(survey_id: SurveyId, session: SessionDep, _: Reader) -> Response:
+async def get_survey(survey_id: SurveyId, session: SessionDep, _: Reader) -> ModelResponse[SurveyRead]:
     return _one(await service.get_survey(session, survey_id))
 
 
 @router.patch(
     "/{survey_id}",
-    response_model=SurveyRead,
     summary="Update a survey or change its status",
     description="Changes the fields sent. `status` moves draft -> active (invitations and answers accepted) -> "
     "closed (answers refused); a closed survey can be reopened; back to draft only while nobody answered (409 "
@@ -93,8 +89,8 @@ async def get_survey(survey_id: SurveyId, session: SessionDep, _: Reader) -> Res
 )
 async def update_survey(
     survey_id: SurveyId, body: SurveyUpdate, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
-) -> Response:
-    async def operation() -> Response:
+) -> ModelResponse[SurveyRead]:
+    async def operation() -> ModelResponse[SurveyRead]:
         return _one(await service.update_survey(session, survey_id, body, if_match))
 
     return await idem.execute(session, operation)

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from cem.touchpoints import service
 from cem.touchpoints.schemas import TouchpointCreate, TouchpointRead, TouchpointUpdate
 from cxkit.fields import QueryText
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
@@ -20,11 +20,11 @@ from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import IfMatch, id_path
 from cxkit.http.problems import problem_responses
 
-router = APIRouter(prefix="/touchpoints", tags=["touchpoints"])
+router = APIRouter(prefix="/touchpoints", tags=["touchpoints"], route_class=TypedRoute)
 TouchpointId = Annotated[uuid.UUID, id_path("touchpoint", "5d2b6a0e-8c1f-4a57-b1d2-0c9e8f7a6b5c")]
 
 
-def _one(touchpoint: object, status: int = 200) -> Response:
+def _one(touchpoint: object, status: int = 200) -> ModelResponse[TouchpointRead]:
     read = TouchpointRead.model_validate(touchpoint)
     headers = {"ETag": etag_for(read.version)}
     if status == 201:
@@ -35,14 +35,13 @@ def _one(touchpoint: object, status: int = 200) -> Response:
 @router.post(
     "",
     status_code=201,
-    response_model=TouchpointRead,
     summary="Create a touchpoint",
     description="A moment where customers meet the company, keyed by a unique slug (409 if taken), "
     "optionally with a target score: the brand promise. Needs `write`.",
     responses=problem_responses(401, 403, 409, 422),
 )
-async def create_touchpoint(body: TouchpointCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
-    async def operation() -> Response:
+async def create_touchpoint(body: TouchpointCreate, session: SessionDep, idem: IdempotencyDep) -> ModelResponse[TouchpointRead]:
+    async def operation() -> ModelResponse[TouchpointRead]:
         return _one(await service.create_touchpoint(session, body), 201)
 
     return await idem.execute(session, operation)
@@ -50,7 +49,6 @@ async def create_touchpoint(body: TouchpointCreate, session: SessionDep, idem: I
 
 @router.get(
     "",
-    response_model=Page[TouchpointRead],
     summary="List touchpoints",
     description="Ordered by key, paginated with `limit` and `cursor`; filter by `channel` or `journey_stage`. Needs `read`.",
     responses=problem_responses(401, 403, 422),
@@ -63,25 +61,23 @@ async def list_touchpoints(
     journey_stage: Annotated[
         QueryText | None, Query(max_length=50, description="Only this journey stage.", examples=["purchase"])
     ] = None,
-) -> Response:
+) -> ModelResponse[Page[TouchpointRead]]:
     rows, next_cursor = await service.list_touchpoints(session, page, channel=channel, journey_stage=journey_stage)
     return json_response(Page[TouchpointRead](items=[TouchpointRead.model_validate(r) for r in rows], next_cursor=next_cursor))
 
 
 @router.get(
     "/{touchpoint_id}",
-    response_model=TouchpointRead,
     summary="Get a touchpoint",
     description="One touchpoint by id, with its `ETag`. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def get_touchpoint(touchpoint_id: TouchpointId, session: SessionDep, _: Reader) -> Response:
+async def get_touchpoint(touchpoint_id: TouchpointId, session: SessionDep, _: Reader) -> ModelResponse[TouchpointRead]:
     return _one(await service.get_touchpoint(session, touchpoint_id))
 
 
 @router.patch(
     "/{touchpoint_id}",
-    response_model=TouchpointRead,
     summary="Update a touchpoint",
     description="Changes the fields sent (null clears an optional one); the key cannot change. "
     "`target_metric` and `target_score` must stay together and in range. Send `If-Match` with the "
@@ -90,8 +86,8 @@ async def get_touchpoint(touchpoint_id: TouchpointId, session: SessionDep, _: Re
 )
 async def update_touchpoint(
     touchpoint_id: TouchpointId, body: TouchpointUpdate, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
-) -> Response:
-    async def operation() -> Response:
+) -> ModelResponse[TouchpointRead]:
+    async def operation() -> ModelResponse[TouchpointRead]:
         return _one(await service.update_touchpoint(session, touchpoint_id, body, if_match))
 
     return await idem.execute(session, operation)

@@ -5,23 +5,21 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from starlette.responses import Response
 
 from crm.customer_view import service
 from crm.customer_view.schemas import TIMELINE_KINDS, CustomerView, Timeline, TimelineKind
 from crm.fields import CustomerIdPath
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import PgPoolDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import MERGED_AWAY_RESPONSE, problem_responses
 
-router = APIRouter(prefix="/customers", tags=["customers"])
+router = APIRouter(prefix="/customers", tags=["customers"], route_class=TypedRoute)
 
 
 @router.get(
     "/{customer_id}/view",
-    response_model=CustomerView,
     summary="The joined customer view",
     description="Everything a salesperson needs on one screen: the record, open deals and their total, interaction stats "
     "(count, last interaction, last contacted, purchases, average order value, purchase frequency per 30 days), open "
@@ -32,13 +30,12 @@ router = APIRouter(prefix="/customers", tags=["customers"])
     "A merged duplicate redirects (308) to its survivor's view. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,
 )
-async def customer_view(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader) -> Response:
+async def customer_view(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader) -> ModelResponse[CustomerView]:
     return json_response(await service.customer_view(pool, customer_id))
 
 
 @router.get(
     "/{customer_id}/timeline",
-    response_model=Timeline,
     summary="The customer's timeline",
     description="Interactions, deal stage changes, tasks created and completed, documents added, and what the CEM "
     "service reported (`survey.invited`, `survey.throttled` with its reason, `survey.response.submitted`, "
@@ -53,6 +50,6 @@ async def customer_timeline(
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
     kind: Annotated[list[TimelineKind] | None, Query(description="Only these kinds (repeat the parameter).")] = None,
-) -> Response:
+) -> ModelResponse[Timeline]:
     kinds = list(dict.fromkeys(kind)) if kind else list(TIMELINE_KINDS)
     return json_response(await service.customer_timeline(pool, customer_id, kinds, page))

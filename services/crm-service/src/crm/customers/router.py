@@ -26,7 +26,7 @@ from crm.customers.schemas import (
 from crm.fields import EXAMPLE_IDS, CustomerIdPath
 from cxkit import keyset
 from cxkit.fields import QueryText
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Admin, Reader
 from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
 from cxkit.http.deps import PgPoolDep, SessionDep
@@ -38,7 +38,7 @@ from cxkit.http.problems import MERGED_AWAY_RESPONSE, only_these_methods, proble
 from cxkit.kafka.outbox import wake_relay
 from cxkit.pg_pool import RowInsert
 
-router = APIRouter(prefix="/customers", tags=["customers"])
+router = APIRouter(prefix="/customers", tags=["customers"], route_class=TypedRoute)
 
 
 async def get_other_domains(request: Request) -> OtherDomains:
@@ -50,7 +50,7 @@ async def get_other_domains(request: Request) -> OtherDomains:
 OtherDomainsDep = Annotated[OtherDomains, Depends(get_other_domains)]
 
 
-def _answer(customer: object, status: int = 200) -> Response:
+def _answer(customer: object, status: int = 200) -> ModelResponse[CustomerRead]:
     body = CustomerRead.model_validate(customer)
     headers = {"ETag": etag_for(body.version)}
     if status == 201:
@@ -61,15 +61,16 @@ def _answer(customer: object, status: int = 200) -> Response:
 @router.post(
     "",
     status_code=201,
-    response_model=CustomerRead,
     summary="Create a customer",
     description="Creates a customer and announces `customer.created` on `crm.customers.v1`. "
     "The email is unique, compared case-insensitively (409 on a duplicate). A customer from a campaign "
     "(`campaign_id`, which must exist) remembers it and counts as a member that responded. Needs `write`.",
     responses=problem_responses(401, 403, 409, 422),
 )
-async def create_customer(body: CustomerCreate, session: SessionDep, idem: IdempotencyDep, others: OtherDomainsDep) -> Response:
-    async def operation() -> Response:
+async def create_customer(
+    body: CustomerCreate, session: SessionDep, idem: IdempotencyDep, others: OtherDomainsDep
+) -> ModelResponse[CustomerRead]:
+    async def operation() -> ModelResponse[CustomerRead]:
         return _answer(await service.create_customer(session, body, others.campaigns(session)), 201)
 
     return await idem.execute(session, operation)
@@ -77,7 +78,6 @@ async def create_customer(body: CustomerCreate, session: SessionDep, idem: Idemp
 
 @router.post(
     "/batch",
-    response_model=CustomerBatchResult,
     summary="Create or update many customers (upsert)",
     description="Up to 1,000 `items`, each found by its `external_id` when it sends one (a customer found by the "
     "email instead, without an external id yet, is given it), else by its `email`. A found customer gets the fields "
@@ -90,8 +90,10 @@ async def create_customer(body: CustomerCreate, session: SessionDep, idem: Idemp
     "statements whatever its size; an `Idempotency-Key` covers the whole batch. Needs `write`.",
     responses=problem_responses(401, 403, 409, 413, 422),
 )
-async def upsert_customers(body: CustomerBatch, pool: PgPoolDep, idem: IdempotencyDep, others: OtherDomainsDep) -> Response:
-    async def prepare(conn: asyncpg.Connection) -> tuple[Response, list[RowInsert]]:
+async def upsert_customers(
+    body: CustomerBatch, pool: PgPoolDep, idem: IdempotencyDep, others: OtherDomainsDep
+) -> ModelResponse[CustomerBatchResult]:
+    async def prepare(conn: asyncpg.Connection) -> tuple[ModelResponse[CustomerBatchResult], list[RowInsert]]:
         results = await service.upsert_batch(
             conn, body.items, campaign_exists=others.campaign_exists, open_deal_value=others.open_deal_value
         )
@@ -171,20 +173,18 @@ only_these_methods(router, "/export")
 
 @router.get(
     "/{customer_id}",
-    response_model=CustomerRead,
     summary="Get a customer",
     description="One customer by id, with its `ETag` (its version). An erased customer is returned anonymous (personal "
     "fields null, `erased_at` set). A duplicate merged into another customer answers 308 with `Location` pointing at "
     "the survivor and `merged_into` in the body. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,
 )
-async def get_customer(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader) -> Response:
+async def get_customer(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader) -> ModelResponse[CustomerRead]:
     return _answer(await service.read_customer(pool, customer_id))
 
 
 @router.get(
     "",
-    response_model=CustomerPage,
     summary="List and search customers",
     description="Filters: `q` searches name, email and company (case-insensitive substring), `lifecycle_stage`, `tag`, "
     "`owner`, `campaign_id`, `external_id`. `sort`: `created_at`, `updated_at`, `name` or `email`, `-` for descending (default "
@@ -198,14 +198,13 @@ async def list_customers(
     page: Annotated[PageParams, Depends(page_params)],
     filters: FiltersDep,
     sort: SortParam = "-created_at",
-) -> Response:
+) -> ModelResponse[CustomerPage]:
     rows, next_cursor = await service.list_customers(session, filters, sort, page)
     return json_response(CustomerPage(items=[CustomerRead.model_validate(r) for r in rows], next_cursor=next_cursor))
 
 
 @router.patch(
     "/{customer_id}",
-    response_model=CustomerRead,
     summary="Change a customer",
     description="Changes the fields sent (`tags` and `attributes` are replaced whole), bumps `version` and announces "
     "`customer.updated` with the names of the fields that `changed` (nothing changed: no new version, no event). "
@@ -220,8 +219,8 @@ async def update_customer(
     idem: IdempotencyDep,
     others: OtherDomainsDep,
     if_match: IfMatch = None,
-) -> Response:
-    async def prepare(conn: asyncpg.Connection) -> tuple[Response, list[RowInsert]]:
+) -> ModelResponse[CustomerRead]:
+    async def prepare(conn: asyncpg.Connection) -> tuple[ModelResponse[CustomerRead], list[RowInsert]]:
         customer, rows = await service.update_customer_on(
             conn, customer_id, body, if_match, campaign_exists=others.campaign_exists, open_deal_value=others.open_deal_value
         )
@@ -256,7 +255,6 @@ async def erase_customer(
 
 @router.post(
     "/{customer_id}/merge",
-    response_model=CustomerRead,
     summary="Merge a duplicate into this customer",
     description="In one transaction the customer in the path (the survivor) keeps its values, takes the duplicate's where "
     "it has none, unites the tags and attributes, keeps a survey opt-out from either, and takes over the duplicate's "
@@ -273,8 +271,8 @@ async def merge_customers(
     idem: IdempotencyDep,
     others: OtherDomainsDep,
     if_match: IfMatch = None,
-) -> Response:
-    async def operation() -> Response:
+) -> ModelResponse[CustomerRead]:
+    async def operation() -> ModelResponse[CustomerRead]:
         merged = await service.merge_customers(
             session,
             customer_id,

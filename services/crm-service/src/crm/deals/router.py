@@ -15,7 +15,7 @@ from crm.deps import ActorDep, SettingsDep
 from crm.fields import DealIdPath
 from cxkit import keyset
 from cxkit.fields import QueryText
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
@@ -24,10 +24,10 @@ from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import IfMatch
 from cxkit.http.problems import problem_responses
 
-router = APIRouter(prefix="/deals", tags=["deals"])
+router = APIRouter(prefix="/deals", tags=["deals"], route_class=TypedRoute)
 
 
-def _answer(deal: object, stage: object, status: int = 200) -> Response:
+def _answer(deal: object, stage: object, status: int = 200) -> ModelResponse[DealRead]:
     body = DealRead.of(deal, stage)
     headers = {"ETag": etag_for(body.version)}
     if status == 201:
@@ -38,7 +38,6 @@ def _answer(deal: object, stage: object, status: int = 200) -> Response:
 @router.post(
     "",
     status_code=201,
-    response_model=DealRead,
     summary="Create a deal",
     description="A deal for a customer, in a pipeline (the default one if omitted) and stage (the first if omitted). "
     "Its owner defaults to the customer's owner. The creation is the first entry of the deal's stage history and is "
@@ -48,8 +47,8 @@ def _answer(deal: object, stage: object, status: int = 200) -> Response:
 )
 async def create_deal(
     body: DealCreate, session: SessionDep, idem: IdempotencyDep, actor: ActorDep, settings: SettingsDep
-) -> Response:
-    async def operation() -> Response:
+) -> ModelResponse[DealRead]:
+    async def operation() -> ModelResponse[DealRead]:
         deal, stage = await service.create_deal(session, body, actor, settings.default_currency)
         return _answer(deal, stage, 201)
 
@@ -58,7 +57,6 @@ async def create_deal(
 
 @router.get(
     "",
-    response_model=DealPage,
     summary="List deals",
     description="Filter by `customer_id`, `pipeline_id`, `stage` (a stage name; needs `pipeline_id`), `status`, `owner`. "
     "`sort`: `created_at`, `amount` or `expected_close_date`, `-` for descending (default `-created_at`); "
@@ -77,7 +75,7 @@ async def list_deals(
     sort: Annotated[
         str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")
     ] = "-created_at",
-) -> Response:
+) -> ModelResponse[DealPage]:
     stage_id = await service.stage_id_for_filter(session, pipeline_id, stage) if stage is not None else None
     filters = DealFilters(customer_id=customer_id, pipeline_id=pipeline_id, stage_id=stage_id, status=status, owner=owner)
     rows, cursor = await service.list_deals(session, filters, sort, page)
@@ -86,19 +84,17 @@ async def list_deals(
 
 @router.get(
     "/{deal_id}",
-    response_model=DealRead,
     summary="Get a deal",
     description="One deal with its stage name, the stage's probability and its `ETag`. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def get_deal(deal_id: DealIdPath, session: SessionDep, _: Reader) -> Response:
+async def get_deal(deal_id: DealIdPath, session: SessionDep, _: Reader) -> ModelResponse[DealRead]:
     deal, stage = await service.get_deal(session, deal_id)
     return _answer(deal, stage)
 
 
 @router.patch(
     "/{deal_id}",
-    response_model=DealRead,
     summary="Change or move a deal",
     description="Change fields, or move the deal with `stage` (a name) or `status` (`won`/`lost` go to the pipeline's "
     "won/lost stage; a lost deal needs a `lost_reason`). Each move is appended to the history (who, when, from, to) "
@@ -108,8 +104,8 @@ async def get_deal(deal_id: DealIdPath, session: SessionDep, _: Reader) -> Respo
 )
 async def update_deal(
     deal_id: DealIdPath, body: DealUpdate, session: SessionDep, idem: IdempotencyDep, actor: ActorDep, if_match: IfMatch = None
-) -> Response:
-    async def operation() -> Response:
+) -> ModelResponse[DealRead]:
+    async def operation() -> ModelResponse[DealRead]:
         deal, stage = await service.update_deal(session, deal_id, body, if_match, actor)
         return _answer(deal, stage)
 
@@ -134,7 +130,6 @@ async def delete_deal(deal_id: DealIdPath, session: SessionDep, idem: Idempotenc
 
 @router.get(
     "/{deal_id}/history",
-    response_model=DealHistoryPage,
     summary="A deal's stage history",
     description="Every move of the deal in order, oldest first (append-only: who, when, from, to, the amount then). "
     "Needs `read`.",
@@ -142,6 +137,6 @@ async def delete_deal(deal_id: DealIdPath, session: SessionDep, idem: Idempotenc
 )
 async def deal_history(
     deal_id: DealIdPath, session: SessionDep, _: Reader, page: Annotated[PageParams, Depends(page_params)]
-) -> Response:
+) -> ModelResponse[DealHistoryPage]:
     rows, cursor = await service.deal_history(session, deal_id, page)
     return json_response(DealHistoryPage(items=[DealStageChangeRead.model_validate(r) for r in rows], next_cursor=cursor))

@@ -16,15 +16,15 @@ from crm.documents.schemas import UPLOAD_EXAMPLE, UPLOAD_SCHEMA, DocumentPage, D
 from crm.documents.storage import DocumentStore
 from crm.documents.upload import receive_upload
 from crm.fields import DocumentIdPath
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader, Writer
 from cxkit.http.deps import SessionDep
 from cxkit.http.idempotency import REPLAYED_HEADER, Idempotency, IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import problem_responses
 
-router = APIRouter(prefix="/documents", tags=["documents"])
-shared_router = APIRouter(prefix="/shared/documents", tags=["documents"])
+router = APIRouter(prefix="/documents", tags=["documents"], route_class=TypedRoute)
+shared_router = APIRouter(prefix="/shared/documents", tags=["documents"], route_class=TypedRoute)
 
 
 async def _store(settings: SettingsDep) -> DocumentStore:
@@ -53,7 +53,6 @@ def _download(store: DocumentStore, document: object) -> FileResponse:
 @router.post(
     "",
     status_code=201,
-    response_model=DocumentRead,
     summary="Upload a document",
     description="`multipart/form-data` with a `file` part and `customer_id` or `deal_id` (a deal's document also belongs "
     "to its customer), optionally a `description`. The file is streamed to the document store; one larger than the "
@@ -87,14 +86,14 @@ async def upload_document(
             alias="Idempotency-Key", max_length=255, description="A retry with the same key and body returns the first answer."
         ),
     ] = None,
-) -> Response:
+) -> ModelResponse[DocumentRead]:
     incoming = store.new_incoming()
     try:
         upload = await receive_upload(request, incoming, settings.documents_max_bytes, settings.documents_allowed_types)
         # Compared on the upload's fields and file hash, so the body is never buffered.
         idem = Idempotency(request.app.state.idempotency_model, idempotency_key, str(principal.key_id), upload.request_digest)
 
-        async def operation() -> Response:
+        async def operation() -> ModelResponse[DocumentRead]:
             document = await service.create_document(session, upload, store, principal.name)
             return json_response(DocumentRead.of(document), 201, headers={"Location": f"/v1/documents/{document.id}"})
 
@@ -105,7 +104,6 @@ async def upload_document(
 
 @router.get(
     "",
-    response_model=DocumentPage,
     summary="List documents",
     description="Newest first; filter by `customer_id` and/or `deal_id`. Needs `read`.",
     responses=problem_responses(401, 403, 422),
@@ -116,19 +114,18 @@ async def list_documents(
     page: Annotated[PageParams, Depends(page_params)],
     customer_id: uuid.UUID | None = None,
     deal_id: uuid.UUID | None = None,
-) -> Response:
+) -> ModelResponse[DocumentPage]:
     rows, cursor = await service.list_documents(session, customer_id, deal_id, page)
     return json_response(DocumentPage(items=[DocumentRead.of(d) for d in rows], next_cursor=cursor))
 
 
 @router.get(
     "/{document_id}",
-    response_model=DocumentRead,
     summary="Get a document's details",
     description="Name, content type, size, SHA-256 and where to download it. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def get_document(document_id: DocumentIdPath, session: SessionDep, _: Reader) -> Response:
+async def get_document(document_id: DocumentIdPath, session: SessionDep, _: Reader) -> ModelResponse[DocumentRead]:
     return json_response(DocumentRead.of(await service.get_document(session, document_id)))
 
 
@@ -168,7 +165,6 @@ async def delete_document(document_id: DocumentIdPath, session: SessionDep, idem
 
 @router.post(
     "/{document_id}/share",
-    response_model=ShareLink,
     summary="Share a document by link",
     description="A time-limited download link (HMAC-signed) that works without an API key until it expires (410 after; "
     "403 if tampered with). Deleting the document ends every link to it. Needs `write`.",
@@ -176,7 +172,7 @@ async def delete_document(document_id: DocumentIdPath, session: SessionDep, idem
 )
 async def share_document(
     document_id: DocumentIdPath, body: ShareRequest, session: SessionDep, _: Writer, settings: SettingsDep, signer: SignerDep
-) -> Response:
+) -> ModelResponse[ShareLink]:
     document = await service.get_document(session, document_id)
     url, expires_at = service.share_link(
         document, signer, settings.public_base_url, body.expires_in, settings.documents_share_max_seconds

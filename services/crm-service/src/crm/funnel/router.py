@@ -6,7 +6,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from starlette.responses import Response
 
 from crm.fields import Currency
 from crm.funnel.repository import FunnelScope
@@ -14,17 +13,16 @@ from crm.funnel.schemas import Funnel
 from crm.funnel.service import build_funnel
 from crm.pipelines.service import get_pipeline, resolve_pipeline
 from cxkit.fields import QueryText, Timestamp
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.problems import Unprocessable, problem_responses
 
-router = APIRouter(tags=["funnel"])
+router = APIRouter(tags=["funnel"], route_class=TypedRoute)
 
 
 @router.get(
     "/funnel",
-    response_model=Funnel,
     summary="Sales funnel of a pipeline",
     description="Per open stage: open deals now (count, amount, weighted amount = amount x probability), how many deals "
     "ever reached the stage or a later one, the conversion to the next stage (after the last open stage: to won), "
@@ -42,7 +40,7 @@ async def funnel(
     currency: Annotated[Currency | None, Query()] = None,
     created_from: Annotated[Timestamp | None, Query(description="RFC 3339, inclusive.")] = None,
     created_to: Annotated[Timestamp | None, Query(description="RFC 3339, exclusive.")] = None,
-) -> Response:
+) -> ModelResponse[Funnel]:
     if created_from and created_to and created_from >= created_to:
         raise Unprocessable("created_from must be before created_to")
     if pipeline_id is None:

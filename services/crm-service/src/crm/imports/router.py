@@ -19,7 +19,7 @@ from crm.documents.upload import receive_upload
 from crm.fields import EXAMPLE_IDS
 from crm.imports import repository, service
 from crm.imports.schemas import ImportRead
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader, Writer
 from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
 from cxkit.http.deps import PgPoolDep
@@ -27,7 +27,7 @@ from cxkit.http.idempotency import Idempotency, IdempotencyDep
 from cxkit.http.problems import problem_responses
 from cxkit.pg_pool import RowInsert
 
-router = APIRouter(prefix="/imports", tags=["imports"])
+router = APIRouter(prefix="/imports", tags=["imports"], route_class=TypedRoute)
 
 ImportIdPath = Annotated[uuid.UUID, PathParam(description="The import's id.", examples=[EXAMPLE_IDS["import"]])]
 CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/vnd.ms-excel")
@@ -52,7 +52,7 @@ ERRORS_EXAMPLE = (
 )
 
 
-def _answer(job: dict[str, Any], status: int = 200) -> Response:
+def _answer(job: dict[str, Any], status: int = 200) -> ModelResponse[ImportRead]:
     body = ImportRead.of(job)
     headers = {"Location": f"/v1/imports/{body.id}"} if status == 202 else None
     return json_response(body, status, headers=headers)
@@ -61,7 +61,6 @@ def _answer(job: dict[str, Any], status: int = 200) -> Response:
 @router.post(
     "",
     status_code=202,
-    response_model=ImportRead,
     summary="Start a customer import",
     description="`multipart/form-data` with a `file` part: a customer CSV, the columns of `crm import-customers`. "
     "The file is stored with the job (in the database, so any replica can run it and a restart resumes it) and "
@@ -96,7 +95,7 @@ async def start_import(
             alias="Idempotency-Key", max_length=255, description="A retry with the same key and file returns the first answer."
         ),
     ] = None,
-) -> Response:
+) -> ModelResponse[ImportRead]:
     handle, name = tempfile.mkstemp(prefix="crm-upload-", suffix=".csv")
     os.close(handle)
     incoming = Path(name)
@@ -104,7 +103,7 @@ async def start_import(
         upload = await receive_upload(request, incoming, settings.imports_max_bytes, list(CSV_TYPES))
         idem = Idempotency(request.app.state.idempotency_model, idempotency_key, str(principal.key_id), upload.request_digest)
 
-        async def prepare(conn: asyncpg.Connection) -> tuple[Response, list[RowInsert]]:
+        async def prepare(conn: asyncpg.Connection) -> tuple[ModelResponse[ImportRead], list[RowInsert]]:
             job = await service.create_job(
                 conn, incoming, filename=upload.filename, chunk_rows=settings.imports_chunk_rows, created_by=principal.name
             )
@@ -122,14 +121,13 @@ async def start_import(
 
 @router.get(
     "/{import_id}",
-    response_model=ImportRead,
     summary="Get an import's status and counts",
     description="`status` (queued, running, succeeded, failed, cancelled), `progress` (0 to 1) and the counts of "
     "committed rows: `rows_read` = `created` + `skipped` + `failed`. A job is committed in chunks: after a restart "
     "of the service, a running job resumes after its last committed chunk. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def get_import(import_id: ImportIdPath, pool: PgPoolDep, _: Reader) -> Response:
+async def get_import(import_id: ImportIdPath, pool: PgPoolDep, _: Reader) -> ModelResponse[ImportRead]:
     return _answer(await service.get_job(pool, import_id))
 
 
@@ -150,15 +148,14 @@ async def import_errors(import_id: ImportIdPath, pool: PgPoolDep, _: Reader) -> 
 
 @router.post(
     "/{import_id}/cancel",
-    response_model=ImportRead,
     summary="Cancel an import",
     description="A queued job never starts; a running one stops before its next chunk commits (the chunk being "
     "written is undone). Customers of chunks committed before stay, and stay counted. Answers the job, "
     "`cancelled`; cancelling again changes nothing; a job that already succeeded or failed: 409. Needs `write`.",
     responses=problem_responses(401, 403, 404, 409, 422),
 )
-async def cancel_import(import_id: ImportIdPath, pool: PgPoolDep, idem: IdempotencyDep) -> Response:
-    async def prepare(conn: asyncpg.Connection) -> tuple[Response, list[RowInsert]]:
+async def cancel_import(import_id: ImportIdPath, pool: PgPoolDep, idem: IdempotencyDep) -> ModelResponse[ImportRead]:
+    async def prepare(conn: asyncpg.Connection) -> tuple[ModelResponse[ImportRead], list[RowInsert]]:
         return _answer(await service.cancel_job(conn, import_id)), []
 
     return await idem.write_locked(pool, prepare)

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
-from starlette.responses import Response
 
 from crm.fields import InteractionIdPath
 from crm.interactions import service
@@ -15,7 +14,7 @@ from crm.interactions.repository import SORT_KEYS, InteractionFilters
 from crm.interactions.schemas import InteractionCreate, InteractionPage, InteractionRead
 from cxkit import keyset
 from cxkit.fields import QueryText, Timestamp
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import PgPoolDep, SessionDep
 from cxkit.http.idempotency import IdempotencyDep
@@ -24,13 +23,12 @@ from cxkit.http.problems import Unprocessable, problem_responses
 from cxkit.kafka.outbox import wake_relay
 from cxkit.pg_pool import RowInsert
 
-router = APIRouter(prefix="/interactions", tags=["interactions"])
+router = APIRouter(prefix="/interactions", tags=["interactions"], route_class=TypedRoute)
 
 
 @router.post(
     "",
     status_code=201,
-    response_model=InteractionRead,
     summary="Record an interaction",
     description="Something the customer did or the company did with them (purchase, support_ticket_closed, call, email, "
     "meeting, bill_paid...). `customer_email` is resolved case-insensitively; an unknown email makes a lead-stage "
@@ -38,10 +36,12 @@ router = APIRouter(prefix="/interactions", tags=["interactions"])
     "`interaction.recorded` (the CEM service invites to surveys from it). Unknown `customer_id`: 422. Needs `write`.",
     responses=problem_responses(401, 403, 422),
 )
-async def record_interaction(body: InteractionCreate, request: Request, pool: PgPoolDep, idem: IdempotencyDep) -> Response:
+async def record_interaction(
+    body: InteractionCreate, request: Request, pool: PgPoolDep, idem: IdempotencyDep
+) -> ModelResponse[InteractionRead]:
     if body.customer_id is not None:
         # The common case (a known customer): one read, then the rows in one statement.
-        async def prepare(pool: asyncpg.Pool) -> tuple[Response, list[RowInsert]]:
+        async def prepare(pool: asyncpg.Pool) -> tuple[ModelResponse[InteractionRead], list[RowInsert]]:
             row, rows = await service.plan_interaction_for_id(pool, body)
             return json_response(_read(row), 201, headers={"Location": f"/v1/interactions/{row['id']}"}), rows
 
@@ -53,7 +53,7 @@ async def record_interaction(body: InteractionCreate, request: Request, pool: Pg
     # path above opens none).
     async with request.app.state.session_factory() as session:
 
-        async def operation() -> Response:
+        async def operation() -> ModelResponse[InteractionRead]:
             interaction = await service.record_interaction(session, body)
             return json_response(
                 InteractionRead.model_validate(interaction), 201, headers={"Location": f"/v1/interactions/{interaction.id}"}
@@ -64,7 +64,6 @@ async def record_interaction(body: InteractionCreate, request: Request, pool: Pg
 
 @router.get(
     "",
-    response_model=InteractionPage,
     summary="List interactions",
     description="Newest first (`sort=occurred_at` for oldest first). Filter by `customer_id`, `type`, `channel`, "
     "`touchpoint` and a time window (`occurred_from` inclusive, `occurred_to` exclusive). Needs `read`.",
@@ -83,7 +82,7 @@ async def list_interactions(
     sort: Annotated[
         str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")
     ] = "-occurred_at",
-) -> Response:
+) -> ModelResponse[InteractionPage]:
     if occurred_from and occurred_to and occurred_from >= occurred_to:
         raise Unprocessable("occurred_from must be before occurred_to")
     filters = InteractionFilters(
@@ -101,12 +100,11 @@ async def list_interactions(
 
 @router.get(
     "/{interaction_id}",
-    response_model=InteractionRead,
     summary="Get an interaction",
     description="One interaction by id (its `interaction_id` on the event). Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def get_interaction(interaction_id: InteractionIdPath, session: SessionDep, _: Reader) -> Response:
+async def get_interaction(interaction_id: InteractionIdPath, session: SessionDep, _: Reader) -> ModelResponse[InteractionRead]:
     return json_response(InteractionRead.model_validate(await service.get_interaction(session, interaction_id)))
 
 

@@ -17,7 +17,7 @@ from crm.leads.repository import SORT_KEYS, LeadFilters
 from crm.leads.schemas import LeadConversion, LeadConvert, LeadCreate, LeadPage, LeadRead, LeadStatus, LeadUpdate
 from cxkit import keyset
 from cxkit.fields import QueryText
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
@@ -26,21 +26,20 @@ from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import IfMatch
 from cxkit.http.problems import problem_responses
 
-router = APIRouter(prefix="/leads", tags=["leads"])
+router = APIRouter(prefix="/leads", tags=["leads"], route_class=TypedRoute)
 
 
 @router.post(
     "",
     status_code=201,
-    response_model=LeadRead,
     summary="Create a lead",
     description="A prospect with an email or a name, a `status` (new, working, qualified, disqualified) and a `score` "
     "(0..100). A lead from a campaign (`campaign_id`, which must exist) is recorded as a member of it that responded. "
     "Needs `write`.",
     responses=problem_responses(401, 403, 422),
 )
-async def create_lead(body: LeadCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
-    async def operation() -> Response:
+async def create_lead(body: LeadCreate, session: SessionDep, idem: IdempotencyDep) -> ModelResponse[LeadRead]:
+    async def operation() -> ModelResponse[LeadRead]:
         lead = await service.create_lead(session, body)
         return json_response(
             LeadRead.model_validate(lead), 201, headers={"ETag": etag_for(lead.version), "Location": f"/v1/leads/{lead.id}"}
@@ -51,7 +50,6 @@ async def create_lead(body: LeadCreate, session: SessionDep, idem: IdempotencyDe
 
 @router.get(
     "",
-    response_model=LeadPage,
     summary="List leads",
     description="Filter by `q` (name, email, company), `status`, `owner`, `campaign_id`, `converted`. `sort`: "
     "`created_at` or `score`, `-` for descending (default `-created_at`; `-score` puts the hottest first). Needs `read`.",
@@ -69,7 +67,7 @@ async def list_leads(
     sort: Annotated[
         str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")
     ] = "-created_at",
-) -> Response:
+) -> ModelResponse[LeadPage]:
     filters = LeadFilters(q=q, status=status, owner=owner, campaign_id=campaign_id, converted=converted)
     rows, cursor = await service.list_leads(session, filters, sort, page)
     return json_response(LeadPage(items=[LeadRead.model_validate(r) for r in rows], next_cursor=cursor))
@@ -77,27 +75,25 @@ async def list_leads(
 
 @router.get(
     "/{lead_id}",
-    response_model=LeadRead,
     summary="Get a lead",
     description="One lead with its `ETag`; a converted lead names its customer and deal. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def get_lead(lead_id: LeadIdPath, session: SessionDep, _: Reader) -> Response:
+async def get_lead(lead_id: LeadIdPath, session: SessionDep, _: Reader) -> ModelResponse[LeadRead]:
     lead = await service.get_lead(session, lead_id)
     return json_response(LeadRead.model_validate(lead), headers={"ETag": etag_for(lead.version)})
 
 
 @router.patch(
     "/{lead_id}",
-    response_model=LeadRead,
     summary="Change a lead",
     description="Change status, score and details; a converted lead is read-only (409). Honours `If-Match`. Needs `write`.",
     responses=problem_responses(401, 403, 404, 409, 412, 422),
 )
 async def update_lead(
     lead_id: LeadIdPath, body: LeadUpdate, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
-) -> Response:
-    async def operation() -> Response:
+) -> ModelResponse[LeadRead]:
+    async def operation() -> ModelResponse[LeadRead]:
         lead = await service.update_lead(session, lead_id, body, if_match)
         return json_response(LeadRead.model_validate(lead), headers={"ETag": etag_for(lead.version)})
 
@@ -122,7 +118,6 @@ async def delete_lead(lead_id: LeadIdPath, session: SessionDep, idem: Idempotenc
 
 @router.post(
     "/{lead_id}/convert",
-    response_model=LeadConversion,
     summary="Convert a lead",
     description="In one transaction: links the lead to `customer_id`, or to the customer with the lead's email, or makes "
     "a new customer from the lead (announced as `customer.created`); optionally opens a `deal` for that customer "
@@ -134,8 +129,8 @@ async def delete_lead(lead_id: LeadIdPath, session: SessionDep, idem: Idempotenc
 )
 async def convert_lead(
     lead_id: LeadIdPath, body: LeadConvert, session: SessionDep, idem: IdempotencyDep, actor: ActorDep, settings: SettingsDep
-) -> Response:
-    async def operation() -> Response:
+) -> ModelResponse[LeadConversion]:
+    async def operation() -> ModelResponse[LeadConversion]:
         lead, customer, created, deal = await service.convert_lead(session, lead_id, body, actor, settings.default_currency)
         return json_response(
             LeadConversion(

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from crm.fields import PipelineIdPath
 from crm.pipelines import service
 from crm.pipelines.schemas import PipelineCreate, PipelinePage, PipelineRead, PipelineUpdate
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Admin, Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
@@ -19,10 +19,10 @@ from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import IfMatch
 from cxkit.http.problems import problem_responses
 
-router = APIRouter(prefix="/pipelines", tags=["pipelines"])
+router = APIRouter(prefix="/pipelines", tags=["pipelines"], route_class=TypedRoute)
 
 
-def _answer(pipeline: object, stages: list[object], status: int = 200) -> Response:
+def _answer(pipeline: object, stages: list[object], status: int = 200) -> ModelResponse[PipelineRead]:
     body = PipelineRead.of(pipeline, stages)
     headers = {"ETag": etag_for(body.version)}
     if status == 201:
@@ -33,15 +33,16 @@ def _answer(pipeline: object, stages: list[object], status: int = 200) -> Respon
 @router.post(
     "",
     status_code=201,
-    response_model=PipelineRead,
     summary="Create a pipeline",
     description="A sales pipeline with its stages in order, each with a win `probability` (0..1) that weights "
     "the forecast; exactly one won stage (probability 1) and one lost stage (probability 0). "
     "`is_default: true` makes it the pipeline of deals created without one. Needs `admin`.",
     responses=problem_responses(401, 403, 409, 422),
 )
-async def create_pipeline(body: PipelineCreate, session: SessionDep, idem: IdempotencyDep, _: Admin) -> Response:
-    async def operation() -> Response:
+async def create_pipeline(
+    body: PipelineCreate, session: SessionDep, idem: IdempotencyDep, _: Admin
+) -> ModelResponse[PipelineRead]:
+    async def operation() -> ModelResponse[PipelineRead]:
         pipeline, stages = await service.create_pipeline(session, body)
         return _answer(pipeline, stages, 201)
 
@@ -50,13 +51,14 @@ async def create_pipeline(body: PipelineCreate, session: SessionDep, idem: Idemp
 
 @router.get(
     "",
-    response_model=PipelinePage,
     summary="List pipelines",
     description="By name, with their stages. The built-in default pipeline (Qualification 0.1, Needs analysis 0.2, "
     "Proposal 0.5, Negotiation 0.8, Closed won 1.0, Closed lost 0) exists from the first call. Needs `read`.",
     responses=problem_responses(401, 403, 422),
 )
-async def list_pipelines(session: SessionDep, _: Reader, page: Annotated[PageParams, Depends(page_params)]) -> Response:
+async def list_pipelines(
+    session: SessionDep, _: Reader, page: Annotated[PageParams, Depends(page_params)]
+) -> ModelResponse[PipelinePage]:
     rows, cursor = await service.list_pipelines(session, page)
     await session.commit()  # the default pipeline may just have been created
     return json_response(PipelinePage(items=[PipelineRead.of(p, s) for p, s in rows], next_cursor=cursor))
@@ -64,19 +66,17 @@ async def list_pipelines(session: SessionDep, _: Reader, page: Annotated[PagePar
 
 @router.get(
     "/{pipeline_id}",
-    response_model=PipelineRead,
     summary="Get a pipeline",
     description="One pipeline with its ordered stages and its `ETag`. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def get_pipeline(pipeline_id: PipelineIdPath, session: SessionDep, _: Reader) -> Response:
+async def get_pipeline(pipeline_id: PipelineIdPath, session: SessionDep, _: Reader) -> ModelResponse[PipelineRead]:
     pipeline, stages = await service.get_pipeline(session, pipeline_id)
     return _answer(pipeline, stages)
 
 
 @router.patch(
     "/{pipeline_id}",
-    response_model=PipelineRead,
     summary="Change a pipeline",
     description="Rename it, make it the default, or replace its stages (kept stages carry their `id`; a stage "
     "left out is removed, which is refused with 409 while deals are in it). Honours `If-Match`. Needs `admin`.",
@@ -89,8 +89,8 @@ async def update_pipeline(
     idem: IdempotencyDep,
     _: Admin,
     if_match: IfMatch = None,
-) -> Response:
-    async def operation() -> Response:
+) -> ModelResponse[PipelineRead]:
+    async def operation() -> ModelResponse[PipelineRead]:
         pipeline, stages = await service.update_pipeline(session, pipeline_id, body, if_match)
         return _answer(pipeline, stages)
 

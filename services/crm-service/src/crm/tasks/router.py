@@ -15,7 +15,7 @@ from crm.tasks.repository import SORT_KEYS, TaskFilters
 from crm.tasks.schemas import TaskCreate, TaskPage, TaskRead, TaskStatus, TaskUpdate
 from cxkit import keyset
 from cxkit.fields import QueryText, Timestamp
-from cxkit.http.app import json_response
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
@@ -24,10 +24,10 @@ from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import IfMatch
 from cxkit.http.problems import problem_responses
 
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=TypedRoute)
 
 
-def _answer(task: object, status: int = 200) -> Response:
+def _answer(task: object, status: int = 200) -> ModelResponse[TaskRead]:
     body = TaskRead.model_validate(task)
     headers = {"ETag": etag_for(body.version)}
     if status == 201:
@@ -38,7 +38,6 @@ def _answer(task: object, status: int = 200) -> Response:
 @router.post(
     "",
     status_code=201,
-    response_model=TaskRead,
     summary="Create a task",
     description="A follow-up for a customer (or for a deal, whose customer it then belongs to), with a due time, a "
     "priority and an owner (default: the customer's owner). `origin`/`origin_ref` say where it came from (e.g. "
@@ -46,8 +45,8 @@ def _answer(task: object, status: int = 200) -> Response:
     "travel on `task.completed`. There is at most one `followup` task per follow-up id (409 otherwise). Needs `write`.",
     responses=problem_responses(401, 403, 409, 422),
 )
-async def create_task(body: TaskCreate, session: SessionDep, idem: IdempotencyDep) -> Response:
-    async def operation() -> Response:
+async def create_task(body: TaskCreate, session: SessionDep, idem: IdempotencyDep) -> ModelResponse[TaskRead]:
+    async def operation() -> ModelResponse[TaskRead]:
         return _answer(await service.create_task(session, body), 201)
 
     return await idem.execute(session, operation)
@@ -55,7 +54,6 @@ async def create_task(body: TaskCreate, session: SessionDep, idem: IdempotencyDe
 
 @router.get(
     "",
-    response_model=TaskPage,
     summary="List tasks",
     description="Most urgent first by default (`sort=due_at`; tasks without a due time last; `created_at` and `-` "
     "also work). Filter by `customer_id`, `deal_id`, `owner`, `status`, `origin`, `origin_ref`, and `due_before` "
@@ -74,7 +72,7 @@ async def list_tasks(
     origin_ref: Annotated[QueryText | None, Query(min_length=1, max_length=255)] = None,
     due_before: Annotated[Timestamp | None, Query(description="RFC 3339, exclusive.")] = None,
     sort: Annotated[str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")] = "due_at",
-) -> Response:
+) -> ModelResponse[TaskPage]:
     filters = TaskFilters(
         customer_id=customer_id,
         deal_id=deal_id,
@@ -90,18 +88,16 @@ async def list_tasks(
 
 @router.get(
     "/{task_id}",
-    response_model=TaskRead,
     summary="Get a task",
     description="One task with its `ETag`. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def get_task(task_id: TaskIdPath, session: SessionDep, _: Reader) -> Response:
+async def get_task(task_id: TaskIdPath, session: SessionDep, _: Reader) -> ModelResponse[TaskRead]:
     return _answer(await service.get_task(session, task_id))
 
 
 @router.patch(
     "/{task_id}",
-    response_model=TaskRead,
     summary="Change, complete or reopen a task",
     description="Change its details; `status: completed` completes it (who and when are recorded, and `task.completed` is "
     "announced with its origin, so the CEM can count the follow-up as done), `open` reopens it, `cancelled` drops it. "
@@ -110,8 +106,8 @@ async def get_task(task_id: TaskIdPath, session: SessionDep, _: Reader) -> Respo
 )
 async def update_task(
     task_id: TaskIdPath, body: TaskUpdate, session: SessionDep, idem: IdempotencyDep, actor: ActorDep, if_match: IfMatch = None
-) -> Response:
-    async def operation() -> Response:
+) -> ModelResponse[TaskRead]:
+    async def operation() -> ModelResponse[TaskRead]:
         return _answer(await service.update_task(session, task_id, body, if_match, actor))
 
     return await idem.execute(session, operation)
