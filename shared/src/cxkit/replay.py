@@ -83,6 +83,8 @@ async def _apply_from_start(
         enable_auto_commit=False,
         client_id=f"{projection.consumer_name}-replay",
         max_poll_records=settings.consumer_max_records,
+        fetch_max_bytes=settings.consumer_fetch_max_bytes,
+        max_partition_fetch_bytes=settings.consumer_partition_fetch_max_bytes,
     )
     await reader.start()
     try:

@@ -82,6 +82,16 @@ class ServiceSettings(BaseSettings):
         "so it also delays each event: `make run`, the tests and `make bench` set 20 there.",
     )
     consumer_max_records: int = Field(1000, description="Messages fetched per consumer poll (one DB transaction).")
+    consumer_fetch_max_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes one fetch brings from the broker, all partitions together. A consumer reads ahead while "
+        "it writes: this bounds what waits in memory (with aiokafka's default, 50 MiB, a CEM consumer behind its "
+        "publisher held three fetch responses of 5 MB each plus their decoded records). A larger message still comes, alone.",
+    )
+    consumer_partition_fetch_max_bytes: int = Field(
+        512 * 1024, ge=1024, description="Most bytes one fetch brings from one partition (a larger message still comes, alone)."
+    )
     consumer_max_retries: int = Field(5, description="Attempts for a failing message before it goes to the DLQ.")
     run_webhook_worker: bool = Field(True, description="Run the webhook delivery worker inside the web process.")
     webhook_timeout_seconds: float = Field(

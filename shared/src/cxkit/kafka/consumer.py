@@ -193,6 +193,8 @@ class EventConsumer:
             auto_offset_reset="earliest",
             max_poll_records=self.settings.consumer_max_records,
             fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
+            fetch_max_bytes=self.settings.consumer_fetch_max_bytes,
+            max_partition_fetch_bytes=self.settings.consumer_partition_fetch_max_bytes,
             request_timeout_ms=15_000,
         )
         producer = make_producer(self.settings)
