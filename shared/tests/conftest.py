@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from sqlalchemy import BigInteger, String, Text, Uuid, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cxkit import testing
-from cxkit.db import UTCDateTime, make_engine, make_session_factory, new_metadata
+from cxkit.db import UTCDateTime, make_engine, make_session_factory, new_id, new_metadata, utcnow
 from cxkit.dev_broker import DevBroker
 from cxkit.events import encode_event, new_event
 from cxkit.events.payloads import CustomerUpdated
@@ -69,6 +70,18 @@ class Note(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     body: Mapped[str] = mapped_column(Text)
+
+
+class Label(Base):
+    """Rows `insert_new` writes: a unique name, and columns it leaves to the defaults."""
+
+    __tablename__ = "labels"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    version: Mapped[int] = mapped_column(BigInteger, default=1)
+    made_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class AppliedEvent(Base):
