@@ -194,18 +194,9 @@ async def _follow_merges(session: AsyncSession, customer: Customer) -> Customer:
     return survivor if survivor is not None else customer
 
 
-async def get_customer(session: AsyncSession, customer_id: uuid.UUID) -> Customer:
-    """For reads: a merged duplicate raises MergedAway (the client is redirected)."""
-    customer = await CustomerRepository(session).get(customer_id)
-    if customer is None:
-        raise NotFound(f"customer {customer_id} does not exist")
-    if customer.merged_into_id is not None:
-        raise MergedAway(customer.id, customer.merged_into_id)
-    return customer
-
-
 async def read_customer(db: asyncpg.Pool | asyncpg.Connection, customer_id: uuid.UUID) -> dict[str, Any]:
-    """`get_customer` for answering a GET: the same rules, read over the asyncpg pool."""
+    """For answering a GET, read over the asyncpg pool: a merged duplicate raises MergedAway (the
+    client is redirected)."""
     customer = await repository.read_customer(db, customer_id)
     if customer is None:
         raise NotFound(f"customer {customer_id} does not exist")
