@@ -13,8 +13,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crm.db import Base
 from cxkit.db import UTCDateTime, new_id, utcnow
 
-IMPORT_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-
 
 class ImportJob(Base):
     __tablename__ = "import_jobs"

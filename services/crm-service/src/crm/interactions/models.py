@@ -15,10 +15,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crm.db import Base, Money
 from cxkit.db import UTCDateTime, utcnow
 
-PURCHASE = "purchase"
-# Interaction types that count as the company contacting the customer ("last contacted").
-CONTACT_TYPES = ("call", "email", "meeting", "chat", "sms", "visit", "demo")
-
 
 class Interaction(Base):
     __tablename__ = "interactions"
