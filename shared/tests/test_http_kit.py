@@ -8,9 +8,11 @@ import httpx
 import orjson
 import pytest
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import PlainTextResponse
 
 from cxkit.events import InvalidEvent, decode_event, encode_event, new_event
 from cxkit.events.payloads import CustomerCreated
+from cxkit.http.app import install_platform
 from cxkit.http.auth import Principal
 from cxkit.http.etag import check_if_match, etag_for
 from cxkit.http.pagination import decode_cursor, encode_cursor
@@ -20,6 +22,7 @@ from cxkit.http.problems import (
     PreconditionFailed,
     Unprocessable,
     install_problem_handlers,
+    problem_responses,
 )
 
 
@@ -95,3 +98,28 @@ async def test_a_merged_duplicate_is_redirected_to_the_same_path_on_its_survivor
     documented = app.openapi()["paths"]["/v1/customers/{customer_id}/view"]["get"]["responses"]["308"]
     assert "application/problem+json" in documented["content"]
     assert {"$ref": "#/components/schemas/MergedAwayProblem"} in [media.get("schema") for media in documented["content"].values()]
+
+
+def test_problem_answers_are_documented_under_problem_json_only() -> None:
+    """The schema of a documented problem sits under application/problem+json, the media type it
+    is sent with, and not under the route's own (application/json, text/csv on an export)."""
+    router = APIRouter()
+
+    @router.get("/v1/things/{thing_id}", responses={**problem_responses(404), **MERGED_AWAY_RESPONSE})
+    async def thing(thing_id: uuid.UUID) -> dict[str, str]:
+        return {"id": str(thing_id)}
+
+    @router.get("/v1/things/export", response_class=PlainTextResponse, responses=problem_responses(422))
+    async def export() -> str:
+        return "id\n"
+
+    app = FastAPI(docs_url=None, redoc_url=None)
+    install_platform(app, "kit-test")
+    app.include_router(router)
+    paths = app.openapi()["paths"]
+    answers = {**paths["/v1/things/{thing_id}"]["get"]["responses"], **paths["/v1/things/export"]["get"]["responses"]}
+    for status in ("404", "308", "422", "503"):
+        assert list(answers[status]["content"]) == ["application/problem+json"], status
+    assert answers["404"]["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+    assert answers["308"]["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/MergedAwayProblem"}
+    assert list(paths["/v1/things/{thing_id}"]["get"]["responses"]["200"]["content"]) == ["application/json"]

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.body_limit import capped_receive, too_large_response
 from cxkit.http.docs import install_offline_docs
-from cxkit.http.problems import NotFound, install_problem_handlers, problem_response
+from cxkit.http.problems import NotFound, document_problems_as_problem_json, install_problem_handlers, problem_response
 from cxkit.http.ratelimit import SCOPE_KEY as RATE_LIMIT_SCOPE_KEY
 from cxkit.http.responses import JSONBytesResponse
 from cxkit.logs import ACCESS_LOG, request_id_var
@@ -305,5 +305,6 @@ def install_platform(app: FastAPI, service: str) -> None:
     max_body_bytes = settings.max_body_bytes if settings is not None else DEFAULT_MAX_BODY_BYTES
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
     install_problem_handlers(app)
+    document_problems_as_problem_json(app)
     app.include_router(ops_router(service))
     install_offline_docs(app)

@@ -213,6 +213,37 @@ def _clean_errors(raw: list[Any]) -> list[dict[str, Any]]:
     return errors
 
 
+def document_problems_as_problem_json(app: FastAPI) -> None:
+    """Problem answers documented under the media type they are sent with. A `responses=` entry
+    with a `model` puts the model's schema under the route's own media type (application/json,
+    or text/csv on an export) and leaves the `application/problem+json` entry it names empty;
+    once FastAPI has built the document, the schema moves to problem+json and the other entry
+    goes."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _move_problem_schemas(build())
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _move_problem_schemas(document: dict[str, Any]) -> None:
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for answer in operation.get("responses", {}).values():
+                content = answer.get("content") or {}
+                if content.get(PROBLEM_MEDIA_TYPE) != {}:
+                    continue
+                # The model went under the route's media type (application/json, text/csv...).
+                others = [media for media in content if media != PROBLEM_MEDIA_TYPE]
+                if len(others) == 1:
+                    content[PROBLEM_MEDIA_TYPE] = content.pop(others[0])
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Every error leaves as problem+json, including Starlette's 404/405 and crashes."""
 
