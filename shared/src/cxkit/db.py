@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import ARRAY, JSON, ColumnElement, DateTime, MetaData, Table, any_, bindparam, text
+from sqlalchemy import ARRAY, ColumnElement, DateTime, MetaData, Table, any_, bindparam, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Dialect
@@ -139,49 +139,40 @@ async def insert_new(session: AsyncSession, table: Table, rows: Sequence[dict[st
     ORM would, and JSON values are sent as JSON text."""
     if not rows:
         return set()
-    given = tuple(rows[0])
-    insert_ = _unnest_insert(table, given)
-    defaults = _defaults(table, given)
-    json_columns = [name for name in insert_.columns if _is_json(table, name)]
+    insert_, defaults = _insert_for(table, tuple(rows[0]))
     prepared = []
     for row in rows:
         full = dict(row)
         for name, make in defaults:
             full[name] = make()
-        for name in json_columns:
+        for name in insert_.json_columns:
             full[name] = orjson.dumps(full[name]).decode()
         prepared.append(full)
     return set(await insert_.inserted(await session_connection(session), returning_column, prepared))
 
 
-_UNNEST_INSERTS: dict[tuple[str, tuple[str, ...]], UnnestInsert] = {}
+_Defaults = tuple[tuple[str, Callable[[], Any]], ...]
+_INSERTS: dict[tuple[str, tuple[str, ...]], tuple[UnnestInsert, _Defaults]] = {}
 
 
-def _unnest_insert(table: Table, given: tuple[str, ...]) -> UnnestInsert:
+def _insert_for(table: Table, given: tuple[str, ...]) -> tuple[UnnestInsert, _Defaults]:
+    """The statement for rows giving these columns, and a maker for each column with a
+    Python-side default they leave out; built once per table and set of columns."""
     key = (table.name, given)
-    found = _UNNEST_INSERTS.get(key)
+    found = _INSERTS.get(key)
     if found is None:
-        columns = given + tuple(name for name, _ in _defaults(table, given))
-        found = _UNNEST_INSERTS[key] = UnnestInsert(table, columns)
+        defaults: list[tuple[str, Callable[[], Any]]] = []
+        for column in table.columns:
+            default = column.default
+            if column.name in given or default is None:
+                continue
+            if default.is_scalar:
+                defaults.append((column.name, lambda value=default.arg: value))
+            elif default.is_callable:
+                defaults.append((column.name, lambda make=default.arg: make(None)))
+        statement = UnnestInsert(table, given + tuple(name for name, _ in defaults))
+        found = _INSERTS[key] = (statement, tuple(defaults))
     return found
-
-
-def _defaults(table: Table, given: tuple[str, ...]) -> list[tuple[str, Callable[[], Any]]]:
-    """(column, maker) for each column with a Python-side default that `given` leaves out."""
-    out: list[tuple[str, Callable[[], Any]]] = []
-    for column in table.columns:
-        default = column.default
-        if column.name in given or default is None:
-            continue
-        if default.is_scalar:
-            out.append((column.name, lambda value=default.arg: value))
-        elif default.is_callable:
-            out.append((column.name, lambda make=default.arg: make(None)))
-    return out
-
-
-def _is_json(table: Table, name: str) -> bool:
-    return isinstance(table.c[name].type, JSON)  # JSONB is one
 
 
 def upsert(

@@ -289,9 +289,12 @@ class UnnestInsert:
         self.columns = tuple(columns)
         server = server or {}
         arrays, picks = [], []
+        json_columns = []
         for n, name in enumerate(self.columns, start=1):
             sql_type = _array_type(table, name)
             is_json = sql_type in ("JSON", "JSONB")
+            if is_json:
+                json_columns.append(name)
             arrays.append(f"${n}::{'text' if is_json else sql_type}[]")
             picks.append(f"u.c{n}::{sql_type}" if is_json else f"u.c{n}")
         names = list(self.columns)
@@ -301,6 +304,7 @@ class UnnestInsert:
         for name, expression in server.items():
             names.append(name)
             picks.append(expression)
+        self.json_columns = tuple(json_columns)  # sent as JSON text: the caller encodes them
         aliases = ", ".join(f"c{n}" for n in range(1, len(self.columns) + 1))
         self.sql = (
             f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {', '.join(picks)} "

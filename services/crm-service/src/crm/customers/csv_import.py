@@ -22,7 +22,6 @@ import datetime as dt
 import gc
 import itertools
 import os
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError, model_validator
 from crm.customers.schemas import CustomerCreate
 from crm.db import SOURCE
 from cxkit.events.registry import topic_for
+from cxkit.ids import new_id
 from cxkit.tracing import current_traceparent
 
 REQUIRED_COLUMNS = ("email", "name")
@@ -300,21 +300,10 @@ _NO_DEALS = Decimal("0.00")  # a new customer's open deal value, as its snapshot
 
 
 def _new_ids(n: int) -> list[uuid.UUID]:
-    """n time-ordered (version 7, RFC 9562) UUIDs from one read of the system's randomness, as
-    asyncpg's own UUID type (a `uuid.UUID`, made and printed several times faster).
-
-    They begin with the current Unix time in milliseconds, so a chunk's rows land together at
-    the right edge of the primary key and outbox indexes instead of on random pages all over
-    them (with version 4 ids every row read and dirtied a page of its own once the indexes
-    outgrew shared buffers)."""
-    raw = bytearray(os.urandom(16 * n))
-    stamp = time.time_ns() // 1_000_000
-    prefix = stamp.to_bytes(6, "big")
-    for i in range(0, 16 * n, 16):
-        raw[i : i + 6] = prefix
-    raw[6::16] = bytes((b & 0x0F) | 0x70 for b in raw[6::16])  # version 7
-    raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])  # RFC 9562 variant
-    return [FastUUID(bytes(raw[i : i + 16])) for i in range(0, 16 * n, 16)]
+    """n new ids (`cxkit.ids`: time-ordered, so a chunk's rows land together at the right edge
+    of the primary key and outbox indexes) as asyncpg's own UUID type, printed several times
+    faster than a `uuid.UUID` (each id is also written into its event)."""
+    return [FastUUID(new_id().bytes) for _ in range(n)]
 
 
 @dataclass
