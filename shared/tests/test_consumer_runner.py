@@ -181,3 +181,26 @@ async def test_offsets_never_pass_an_event_the_database_has_not_applied_and_it_i
     assert [(r.version, r.name) for r in rows] == [(1, "Ada"), (2, "stuck"), (3, "Grace"), (4, "Hopper")]
     assert await processed_ids(sessions, running.name) >= {r.event_id for r in rows}
     assert await read_topic(running.bootstrap, dlq_topic(topic), timeout=1) == []  # a transient failure is never dead
+
+
+async def test_a_small_read_ahead_still_brings_every_event_even_one_larger_than_it(
+    kit_settings: ServiceSettings, kit_engine: AsyncEngine
+) -> None:
+    """`consumer_fetch_max_bytes` bounds what a fetch brings, not what can be consumed: with 2 KiB
+    a hundred events and one of 5 KiB all arrive, each applied once."""
+    settings = kit_settings.model_copy(update={"consumer_fetch_max_bytes": 2048, "consumer_partition_fetch_max_bytes": 2048})
+    sessions = make_session_factory(kit_engine)
+    running = Running(settings, sessions, ["small-fetches"])
+    topic = running.topics["small-fetches"]
+    try:
+        ids = [uuid.uuid4() for _ in range(100)]
+        messages = [customer_event(cid, 1, f"n{n}") for n, cid in enumerate(ids)]
+        messages.append(customer_event(ids[0], 2, "x" * 5000))
+        await publish(running.bootstrap, topic, [(b"k", m) for m in messages])
+        await running.caught_up(topic, len(messages))
+        fetcher = running.consumer._consumer._fetcher  # type: ignore[union-attr]
+        assert (fetcher._fetch_max_bytes, fetcher._max_partition_fetch_bytes) == (2048, 2048)
+    finally:
+        await running.stop()
+    rows = [r for r in await applied(sessions, running.name) if r.customer_id in set(ids)]
+    assert sorted((r.customer_id, r.version) for r in rows) == sorted([(cid, 1) for cid in ids] + [(ids[0], 2)])
