@@ -9,8 +9,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
-import httpx
-from scripts.bench.loadgen import percentile
+import orjson
+from scripts.bench.loadgen import KeepAliveClient, percentile
 from scripts.bench.report import Metric
 from scripts.bench.scenarios.context import BenchContext
 
@@ -41,7 +41,7 @@ async def write_visible(ctx: BenchContext) -> None:
     failures: Counter[str] = Counter()  # status code or exception name -> count
     in_flight = 0
 
-    async def write(client: httpx.AsyncClient, i: int, cid: uuid.UUID) -> None:
+    async def write(client: KeepAliveClient, i: int, cid: uuid.UUID) -> None:
         nonlocal in_flight
         version[cid] += 1
         w = Write(cid, version[cid], time.perf_counter())
@@ -49,15 +49,16 @@ async def write_visible(ctx: BenchContext) -> None:
         pending.setdefault(cid, []).append(w)
         in_flight += 1
         try:
-            r = await client.patch(f"/v1/customers/{cid}", json={"owner": f"owner-{i % 50}@sales.example.com"})
-            ok = r.status_code == 200
-            failure = str(r.status_code)
-        except httpx.HTTPError as exc:
+            status, body = await client.request(
+                "PATCH", f"/v1/customers/{cid}", orjson.dumps({"owner": f"owner-{i % 50}@sales.example.com"})
+            )
+            ok, failure = status == 200, str(status)
+        except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
             ok, failure = False, type(exc).__name__
         in_flight -= 1
         if ok:
             w.answered = time.perf_counter()
-            w.expected_version = int(r.json()["version"])
+            w.expected_version = int(orjson.loads(body)["version"])
             return
         # Refused, or unknown (a client timeout): not waited for, counted as failed.
         failures[failure] += 1
@@ -80,10 +81,9 @@ async def write_visible(ctx: BenchContext) -> None:
             await asyncio.sleep(0.003)
 
     stop = asyncio.Event()
-    limits = httpx.Limits(max_connections=WRITES_IN_FLIGHT, max_keepalive_connections=WRITES_IN_FLIGHT)
-    headers = {"Authorization": f"Bearer {ctx.key}"}
     skipped = 0
-    async with httpx.AsyncClient(base_url=ctx.stack.crm.url, headers=headers, limits=limits, timeout=30) as client:
+    client = KeepAliveClient(ctx.stack.crm.url, {"Authorization": f"Bearer {ctx.key}"}, timeout=30)
+    try:
         watcher = asyncio.create_task(watch(stop))
         tasks = []
         started = time.perf_counter()
@@ -100,6 +100,8 @@ async def write_visible(ctx: BenchContext) -> None:
         stop.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watcher, timeout=30)
+    finally:
+        await client.close()
     achieved = len(writes) / sending
     lost = sum(1 for w in writes if w.visible is None)
     # A write never seen counts as the longest wait, so it can only make the figures worse.
