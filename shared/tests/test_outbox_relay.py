@@ -15,8 +15,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaTimeoutError, RequestTimedOutError
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cxkit.events.payloads import CustomerUpdated
 from cxkit.kafka.outbox import OutboxRelay, add_event
@@ -179,6 +179,62 @@ async def test_a_failed_send_stops_the_round_and_the_next_round_sends_the_rest_o
     finally:
         await relay.stop()
     await assert_sent_once_in_order(relay_settings, sessions, topic, written)
+
+
+class FailingFanout:
+    """An `on_sent` whose insert fails the first `failures` times (the database refused it)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.added = 0
+
+    async def add(self, conn: Any, rows: list[Any]) -> int:
+        if self.failures:
+            self.failures -= 1
+            await conn.execute("SELECT 1 / 0")
+        self.added += len(rows)
+        return len(rows)
+
+    def committed(self) -> None:
+        pass
+
+
+async def test_a_round_that_fails_inside_its_transaction_rolls_it_back_and_frees_the_lock(
+    relay_settings: ServiceSettings, sessions: Sessions, topic: str, kit_engine: AsyncEngine
+) -> None:
+    """The relay begins and commits its round's transaction itself (BEGIN with the lock, the
+    update with COMMIT): a round that fails in between leaves neither an open transaction on the
+    pooled connection nor the relays' lock held, and marks nothing sent, so the next round
+    sends the same rows (the broker got them twice: at least once, as a failed round always
+    allowed)."""
+    written = interleaved([uuid.uuid4()], versions=3)
+    await write_events(sessions, topic, written)
+    fanout = FailingFanout(failures=1)
+    relay = OutboxRelay(relay_settings, sessions, Outbox, [topic], on_sent=fanout)  # type: ignore[arg-type]
+    other = OutboxRelay(relay_settings, sessions, Outbox, [topic])
+    try:
+        with pytest.raises(Exception, match="division by zero"):
+            await relay.relay_once()
+        assert [r.sent_at for r in await outbox_rows(sessions)] == [None, None, None]
+        # Every pooled connection is out of any transaction, and the lock is free: another
+        # relay's round neither waits nor fails.
+        assert kit_engine.sync_engine.pool.checkedout() == 0
+        async with kit_engine.connect() as conn:
+            left_open = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND state LIKE 'idle in transaction%'"
+                )
+            )
+            advisory = await conn.scalar(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"))
+        assert (left_open, advisory) == (0, 0)
+        assert await asyncio.wait_for(other.relay_once(), timeout=5) == 3
+        assert fanout.added == 0
+    finally:
+        await relay.stop()
+        await other.stop()
+    records = await read_topic(relay_settings.kafka_bootstrap_servers, topic, at_least=6)
+    assert len(records) == 6  # the failed round's sends, then the second relay's
 
 
 async def test_when_one_keys_messages_fail_nothing_is_lost_and_each_key_stays_in_order(

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from cxkit import tracing
-from cxkit.db import lock_keys, session_connection, utcnow
+from cxkit.db import session_connection, utcnow
 from cxkit.events import encode_event, new_event, topic_for
 from cxkit.kafka.client import ensure_topics, failure_kind, make_producer
 from cxkit.memory import release_freed_memory
@@ -160,6 +161,27 @@ class SentRows(Protocol):
     def committed(self) -> None: ...
 
 
+@contextlib.asynccontextmanager
+async def _own_transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection (a session's), for a transaction the caller begins and ends
+    with its own statements (so BEGIN and COMMIT can share a round trip with the statements
+    beside them). SQLAlchemy has begun nothing on it; should the caller leave a transaction
+    open (it failed midway), it is rolled back here, and a connection that cannot even do that
+    is invalidated rather than given back to the pool."""
+    async with sessions() as session:
+        connection = await session.connection()
+        conn: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+        try:
+            yield conn
+        finally:
+            if not conn.is_closed() and conn.is_in_transaction():
+                try:
+                    await conn.execute("ROLLBACK")
+                except BaseException:
+                    await connection.invalidate()
+                    raise
+
+
 class OutboxRelay:
     """Sends outbox rows to Kafka. Safe to run in several processes: their rounds take turns
     (a transaction-scoped advisory lock), so no two relays send the same row, and one key's
@@ -185,6 +207,11 @@ class OutboxRelay:
         self.on_sent = on_sent
         self.session_factory = session_factory
         self.model = outbox_model
+        self._table = outbox_model.__tablename__
+        self._select_unsent = (
+            f"SELECT id, event_id, event_type, topic, key, value, headers FROM {self._table} WHERE sent_at IS NULL "
+            "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+        )
         self.topics = topics
         self._producer: AIOKafkaProducer | None = None
         self._stopping = False
@@ -214,62 +241,43 @@ class OutboxRelay:
                 await producer.stop()
 
     async def relay_once(self) -> int:
-        """Send one batch; returns the number of rows the broker acknowledged."""
+        """Send one batch; returns the number of rows the broker acknowledged.
+
+        A round is three round trips to PostgreSQL, whatever its size: BEGIN with the relays'
+        lock, the rows, and their `sent_at` with COMMIT (plus one insert when webhooks take some
+        of them). It runs on the web process's event loop, where every round trip waits its
+        turn behind the requests being served, so each one saved shortens write-to-visible."""
         producer = await self._ensure_producer()
-        table = self.model.__tablename__
-        async with self.session_factory() as session, session.begin():
-            # Waits while another relay's round is sending; released when this round commits.
-            await lock_keys(session, "outbox-relay", [table])
-            # Plain statements on the session's connection: the relay runs once per burst of
-            # writes, in the web process, so loading ORM objects here taxes every write.
-            conn = await session_connection(session)
-            rows = await conn.fetch(
-                f"SELECT id, event_id, event_type, topic, key, value, headers FROM {table} WHERE sent_at IS NULL "
-                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self.settings.outbox_batch_size,
-            )
+        # Plain statements, not ORM objects: the relay runs once per burst of writes, in the web
+        # process, so work here taxes every write.
+        async with _own_transaction(self.session_factory) as conn:
+            # Waits while another relay's round is sending; released when this round ends.
+            # The key is `cxkit.db.lock_keys(session, "outbox-relay", [table])`'s.
+            await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('outbox-relay:{self._table}', 0))")
+            rows = await conn.fetch(self._select_unsent, self.settings.outbox_batch_size)
             if not rows:
+                await conn.execute("COMMIT")
                 self._set_backlog(0, None)
                 return 0
-            futures = []
-            failure: BaseException | None = None
-            traced = tracing.recording()
-            for row in rows:
-                headers = row["headers"] or {}
-                # Traced: sent within its request's trace, and aiokafka's instrumentation puts the
-                # send's own context in the headers instead of the stored one.
-                within = tracing.attached(headers.get("traceparent")) if traced else contextlib.nullcontext()
-                try:
-                    with within:
-                        sending = producer.send(
-                            row["topic"],
-                            value=row["value"],
-                            key=row["key"].encode() if row["key"] else None,
-                            headers=[(k, str(v).encode()) for k, v in headers.items() if not (traced and k == "traceparent")],
-                        )
-                        futures.append(await sending)
-                except Exception as exc:
-                    failure = exc
-                    break
-            acked: list[int] = []
-            for row, fut in zip(rows, futures, strict=False):
-                try:
-                    await fut
-                except Exception as exc:
-                    failure = failure or exc
-                    break
-                acked.append(row["id"])
-                OUTBOX_SENT.labels(row["topic"]).inc()
+            acked, failure = await self._send(producer, rows)
+            finish: list[str] = []
             if acked:
-                await conn.execute(f"UPDATE {table} SET sent_at = $1 WHERE id = ANY($2::bigint[])", utcnow(), acked)
                 if self.on_sent is not None:
                     await self.on_sent.add(conn, rows[: len(acked)])
+                # The ids are the table's own bigints, written into the text so that the update
+                # and the commit go in one round trip.
+                finish.append(
+                    f"UPDATE {self._table} SET sent_at = clock_timestamp() "
+                    f"WHERE id = ANY('{{{','.join(str(i) for i in acked)}}}'::bigint[])"
+                )
             if failure is not None:
                 await conn.execute(
-                    f"UPDATE {table} SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                    f"UPDATE {self._table} SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
                     rows[len(acked)]["id"],
                     str(failure)[:2000],
                 )
+            finish.append("COMMIT")
+            await conn.execute("; ".join(finish))
         if self.on_sent is not None:
             self.on_sent.committed()
         if failure is not None:
@@ -279,6 +287,40 @@ class OutboxRelay:
         else:
             await self.measure_backlog()
         return len(acked)
+
+    async def _send(self, producer: AIOKafkaProducer, rows: list[Any]) -> tuple[list[int], BaseException | None]:
+        """Send the rows in order; the ids the broker acknowledged (a prefix of the rows) and
+        the first failure, if any."""
+        futures = []
+        failure: BaseException | None = None
+        traced = tracing.recording()
+        for row in rows:
+            headers = row["headers"] or {}
+            # Traced: sent within its request's trace, and aiokafka's instrumentation puts the
+            # send's own context in the headers instead of the stored one.
+            within = tracing.attached(headers.get("traceparent")) if traced else contextlib.nullcontext()
+            try:
+                with within:
+                    sending = producer.send(
+                        row["topic"],
+                        value=row["value"],
+                        key=row["key"].encode() if row["key"] else None,
+                        headers=[(k, str(v).encode()) for k, v in headers.items() if not (traced and k == "traceparent")],
+                    )
+                    futures.append(await sending)
+            except Exception as exc:
+                failure = exc
+                break
+        acked: list[int] = []
+        for row, fut in zip(rows, futures, strict=False):
+            try:
+                await fut
+            except Exception as exc:
+                failure = failure or exc
+                break
+            acked.append(row["id"])
+            OUTBOX_SENT.labels(row["topic"]).inc()
+        return acked, failure
 
     async def backlog(self) -> tuple[int, dt.datetime | None]:
         """The unsent rows: how many, and when the oldest was written (None for none)."""
