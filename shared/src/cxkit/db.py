@@ -192,12 +192,20 @@ def upsert(
     return stmt.on_conflict_do_update(index_elements=index_elements, set_=set_, where=where)
 
 
+# Volatile functions in a SELECT list are evaluated after its ORDER BY (PostgreSQL postpones
+# them past the sort), so the locks are taken in the order of the keys.
+_LOCK_KEYS = text(
+    'SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k COLLATE "C"'
+)
+
+
 async def lock_keys(session: AsyncSession, namespace: str, keys: Iterable[str]) -> None:
     """Serialize transactions that touch the same keys (e.g. an email address that two
     consumers both look up and write): transaction-scoped advisory locks, taken in sorted
-    order so two holders never deadlock."""
-    for key in sorted(set(keys)):
-        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"{namespace}:{key}"})
+    order so two holders never deadlock, all in one statement."""
+    names = sorted({f"{namespace}:{key}" for key in keys})
+    if names:
+        await session.execute(_LOCK_KEYS, {"keys": names})
 
 
 async def session_connection(session: AsyncSession) -> asyncpg.Connection:

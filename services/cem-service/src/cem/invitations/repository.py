@@ -192,7 +192,7 @@ class InvitationRepository(Repository[Invitation]):
         if emails_lower:
             await self.session.execute(
                 update(Invitation)
-                .where(Invitation.customer_id.is_(None), Invitation.email_lower.in_(set(emails_lower)))
+                .where(Invitation.customer_id.is_(None), any_of(Invitation.email_lower, set(emails_lower)))
                 .values(customer_id=announced_customer_with(Invitation.email_lower))
                 .execution_options(synchronize_session=False)
             )

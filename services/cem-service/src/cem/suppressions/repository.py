@@ -13,7 +13,7 @@ from cem.customers.lifecycle import CustomerErasure
 from cem.customers.repository import announced_customer_with
 from cem.suppressions.models import Suppression, throttled_event_id
 from cxkit import keyset
-from cxkit.db import insert_new
+from cxkit.db import any_of, insert_new
 from cxkit.http.pagination import PageParams
 from cxkit.repository import Repository
 
@@ -87,7 +87,7 @@ class SuppressionRepository(Repository[Suppression]):
         if emails_lower:
             await self.session.execute(
                 update(Suppression)
-                .where(Suppression.customer_id.is_(None), Suppression.email_lower.in_(set(emails_lower)))
+                .where(Suppression.customer_id.is_(None), any_of(Suppression.email_lower, set(emails_lower)))
                 .values(customer_id=announced_customer_with(Suppression.email_lower))
                 .execution_options(synchronize_session=False)
             )

@@ -18,6 +18,7 @@ from cem.journeys.models import Journey, JourneyStep
 from cem.surveys.models import Survey
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
 from cxkit import keyset
+from cxkit.db import any_of
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import UnnestInsert
 from cxkit.repository import Repository
@@ -90,7 +91,7 @@ class TouchpointRepository(Repository[Touchpoint]):
         if emails_lower:
             await self.session.execute(
                 update(TouchpointInteraction)
-                .where(TouchpointInteraction.customer_id.is_(None), TouchpointInteraction.email_lower.in_(set(emails_lower)))
+                .where(TouchpointInteraction.customer_id.is_(None), any_of(TouchpointInteraction.email_lower, set(emails_lower)))
                 .values(customer_id=announced_customer_with(TouchpointInteraction.email_lower))
                 .execution_options(synchronize_session=False)
             )
