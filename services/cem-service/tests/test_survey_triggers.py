@@ -17,7 +17,7 @@ from cem.invitations.models import Invitation
 from cem.suppressions.models import Suppression
 from cem.touchpoints.models import TouchpointInteraction
 from cem.touchpoints.service import interaction_id_for
-from cxkit.events.payloads import CustomerCreated, CustomerErased
+from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerUpdated
 from cxkit.kafka.consumer import PermanentEventError
 
 from .conftest import delivery, interaction, snapshot
@@ -220,6 +220,54 @@ async def test_a_bare_email_is_invited_and_throttled_by_address_then_linked_when
     await apply(interaction(customer))
     assert len(await rows(session_factory, Invitation)) == 1
     assert len(await rows(session_factory, Suppression, Suppression.customer_id == customer)) == 2
+
+
+async def test_a_customer_who_changes_address_takes_what_was_kept_under_the_new_one(
+    client: httpx.AsyncClient, apply: Any, checkout_nps: dict[str, Any], session_factory: Any
+) -> None:
+    customer = uuid.uuid4()
+    await apply(delivery("customer.created", CustomerCreated(**snapshot(customer, email="old@example.com"))))
+    await apply(interaction(customer_email="New@Example.com"))
+    (kept,) = await rows(session_factory, Invitation)
+    assert kept.customer_id is None
+
+    # The same address again (a new version of the customer) links nothing and leaves the bare row alone.
+    await apply(delivery("customer.updated", CustomerUpdated(**snapshot(customer, 2, email="old@example.com"))))
+    assert [i.customer_id for i in await rows(session_factory, Invitation)] == [None]
+    # An older snapshot with the new address is not applied, so it links nothing either.
+    await apply(delivery("customer.updated", CustomerUpdated(**snapshot(customer, 1, email="new@example.com"))))
+    assert [i.customer_id for i in await rows(session_factory, Invitation)] == [None]
+
+    await apply(delivery("customer.updated", CustomerUpdated(**snapshot(customer, 3, email="NEW@example.com"))))
+    assert [i.customer_id for i in await rows(session_factory, Invitation)] == [customer]
+    assert [t.customer_id for t in await rows(session_factory, TouchpointInteraction)] == [customer]
+    view = (await client.get(f"/v1/customers/{customer}/experience")).json()
+    assert [i["id"] for i in view["invitations"]] == [str(kept.id)]
+
+
+async def test_the_snapshot_upsert_names_only_addresses_new_to_their_profiles(session_factory: Any) -> None:
+    from cem.customers.repository import CustomerProfileRepository
+    from cem.customers.service import profile_row
+    from cxkit.events.payloads import CustomerSnapshot
+
+    ada, bob = uuid.uuid4(), uuid.uuid4()
+
+    async def upsert(*snapshots: dict[str, Any], replaying: bool = False) -> set[str]:
+        async with session_factory() as session, session.begin():
+            rows = [profile_row(CustomerSnapshot(**s)) for s in snapshots]
+            return await CustomerProfileRepository(session).apply_snapshots(rows, replaying=replaying)
+
+    assert await upsert(snapshot(ada, email="Ada@Example.com"), snapshot(bob, email=None)) == {"ada@example.com"}
+    assert await upsert(snapshot(ada, 2, email="ada@example.com"), snapshot(bob, 2, email="bob@example.com")) == {
+        "bob@example.com"
+    }
+    assert await upsert(snapshot(ada, 2, email="ada@example.com"), replaying=True) == set()  # applied again, same address
+    assert await upsert(snapshot(ada, 1, email="old@example.com")) == set()  # older: not applied
+    # Two snapshots of one customer in a run: the newest is applied.
+    assert await upsert(snapshot(ada, 4, email="a4@example.com"), snapshot(ada, 3, email="a3@example.com")) == {"a4@example.com"}
+    async with session_factory() as session:
+        profile = await CustomerProfileRepository(session).get(ada)
+        assert profile is not None and (profile.email_lower, profile.crm_version) == ("a4@example.com", 4)
 
 
 async def test_interaction_by_email_of_a_known_customer_and_by_a_merged_duplicate_goes_to_the_customer(

@@ -281,10 +281,17 @@ class UnnestInsert:
     the casts always match the columns. JSON columns travel as text (asyncpg sends no json
     arrays) and are cast row by row. `per_batch` columns take one value for the whole batch
     (passed after the lists); `server` columns get an SQL expression (`gen_random_uuid()`).
-    Rows that conflict are skipped (`ON CONFLICT DO NOTHING`)."""
+    Rows that conflict are skipped (`ON CONFLICT DO NOTHING`), unless `on_conflict` says what
+    to do instead (`(id) DO UPDATE SET ...`, where `u` is the unnested rows' alias)."""
 
     def __init__(
-        self, table: Table, columns: Sequence[str], *, per_batch: Sequence[str] = (), server: dict[str, str] | None = None
+        self,
+        table: Table,
+        columns: Sequence[str],
+        *,
+        per_batch: Sequence[str] = (),
+        server: dict[str, str] | None = None,
+        on_conflict: str = "DO NOTHING",
     ) -> None:
         self.columns = tuple(columns)
         server = server or {}
@@ -308,7 +315,7 @@ class UnnestInsert:
         aliases = ", ".join(f"c{n}" for n in range(1, len(self.columns) + 1))
         self.sql = (
             f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {', '.join(picks)} "
-            f"FROM unnest({', '.join(arrays)}) AS u({aliases}) ON CONFLICT DO NOTHING"
+            f"FROM unnest({', '.join(arrays)}) AS u({aliases}) ON CONFLICT {on_conflict}"
         )
 
     async def execute(self, conn: asyncpg.Connection, columns: Sequence[Sequence[Any]], *per_batch: Any) -> int:

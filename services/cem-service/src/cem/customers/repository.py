@@ -8,11 +8,13 @@ from collections.abc import Collection
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, or_, select, text, update
+import orjson
+from sqlalchemy import case, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from cem.customers.models import CustomerExperienceTotals, CustomerProfile
-from cxkit.db import any_of
+from cxkit.db import any_of, session_connection
+from cxkit.pg_pool import UnnestInsert
 from cxkit.repository import Repository, SessionRepository
 
 SNAPSHOT_COLUMNS = [
@@ -46,6 +48,34 @@ def _stub(customer_id: uuid.UUID, now: dt.datetime, **fields: Any) -> dict[str, 
     }
 
 
+def _snapshot_upsert(*, replaying: bool) -> UnnestInsert:
+    """`apply_snapshots`' statement: the upsert, and the addresses it made new to their profiles
+    (every sub-statement of one statement reads the same snapshot, so `old` holds the rows as
+    they were before the upsert)."""
+    table = CustomerProfile.__table__
+    t = table.name
+    newer_value = f"{t}.open_deal_value_at IS NULL OR EXCLUDED.open_deal_value_at >= {t}.open_deal_value_at"
+    set_ = [f"{c} = EXCLUDED.{c}" for c in SNAPSHOT_COLUMNS] + [
+        f"{c} = CASE WHEN {newer_value} THEN EXCLUDED.{c} ELSE {t}.{c} END" for c in ("open_deal_value", "open_deal_value_at")
+    ]
+    newer = f"{t}.crm_version {'<=' if replaying else '<'} EXCLUDED.crm_version"
+    upsert = UnnestInsert(
+        table,
+        ["id", *SNAPSHOT_COLUMNS, "open_deal_value", "open_deal_value_at"],
+        on_conflict=f"(id) DO UPDATE SET {', '.join(set_)} WHERE {newer} AND {t}.erased_at IS NULL AND {t}.merged_into IS NULL",
+    )
+    upsert.sql = (
+        f"WITH old AS (SELECT id, email_lower FROM {t} WHERE id = ANY($1::uuid[])), "
+        f"up AS ({upsert.sql} RETURNING id, email_lower) "
+        "SELECT DISTINCT up.email_lower FROM up LEFT JOIN old ON old.id = up.id "
+        "WHERE up.email_lower IS NOT NULL AND up.email_lower IS DISTINCT FROM old.email_lower"
+    )
+    return upsert
+
+
+_SNAPSHOT_UPSERTS = {replaying: _snapshot_upsert(replaying=replaying) for replaying in (False, True)}
+
+
 class CustomerProfileRepository(Repository[CustomerProfile]):
     model = CustomerProfile
 
@@ -76,32 +106,29 @@ class CustomerProfileRepository(Repository[CustomerProfile]):
             found.setdefault(profile.email_lower, profile)
         return found
 
-    async def apply_snapshots(self, rows: list[dict[str, Any]], *, replaying: bool = False) -> None:
+    async def apply_snapshots(self, rows: list[dict[str, Any]], *, replaying: bool = False) -> set[str]:
         """Upsert many snapshots in one statement. An older version never overwrites a newer one
         (a replay re-applies the same version too, restoring a damaged copy), nor does any
         snapshot change a merged duplicate or bring an erased customer's data back. The open
-        deal value moves only forward in CRM time (deal events set it too)."""
+        deal value moves only forward in CRM time (deal events set it too).
+
+        Returns the lower-cased addresses the statement gave profiles that did not have them
+        before (a new customer's, or a changed one): only under those can rows be waiting to be
+        linked (see `apply_customer_snapshots`)."""
         if not rows:
-            return
+            return set()
         # One statement cannot touch the same row twice: keep each customer's newest snapshot.
         newest: dict[Any, dict[str, Any]] = {}
         for row in rows:
             seen = newest.get(row["id"])
             if seen is None or row["crm_version"] >= seen["crm_version"]:
                 newest[row["id"]] = row
-        table = CustomerProfile.__table__
-        stmt = insert(table)
-        new, old = stmt.excluded, table.c
-        newer_value = or_(old.open_deal_value_at.is_(None), new.open_deal_value_at >= old.open_deal_value_at)
-        set_: dict[str, Any] = {c: new[c] for c in SNAPSHOT_COLUMNS}
-        set_["open_deal_value"] = case((newer_value, new.open_deal_value), else_=old.open_deal_value)
-        set_["open_deal_value_at"] = case((newer_value, new.open_deal_value_at), else_=old.open_deal_value_at)
-        newer = old.crm_version <= new.crm_version if replaying else old.crm_version < new.crm_version
-        where = and_(newer, old.erased_at.is_(None), old.merged_into.is_(None))
-        # Many rows as one executemany: compiled once, sent as multi-row statements.
-        await self.session.execute(
-            stmt.on_conflict_do_update(index_elements=["id"], set_=set_, where=where), list(newest.values())
-        )
+        upsert = _SNAPSHOT_UPSERTS[replaying]
+        columns = upsert.column_lists(list(newest.values()))
+        tags = upsert.columns.index("tags")
+        columns[tags] = [orjson.dumps(value).decode() for value in columns[tags]]  # JSON travels as text
+        conn = await session_connection(self.session)
+        return {r[0] for r in await conn.fetch(upsert.sql, *columns)}
 
     async def mark_merged(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID, now: dt.datetime) -> None:
         """The duplicate becomes a pointer to the survivor; its email no longer finds anyone."""

@@ -49,16 +49,22 @@ async def apply_customer_snapshots(
     *,
     replaying: bool = False,
 ) -> None:
-    """customer.created / customer.updated: one upsert, then what was kept under the announced
-    addresses (interactions, invitations, suppressions) is linked to its customer."""
+    """customer.created / customer.updated: one upsert, then what was kept under an address new
+    to its profile (interactions, invitations, suppressions) is linked to its customer.
+
+    Only a new address can have rows waiting: whatever came under an address its profile
+    already had found the customer when it came (the interactions consumer and the invitation
+    routes look the address up under the same lock). A replay links every address it
+    announces, as it rebuilds a copy that may have missed some."""
     rows = [profile_row(s) for s in snapshots]
     emails = {row["email_lower"] for row in rows if row["email_lower"]}
     # Taken before the upsert, as the interactions consumer takes it before its lookup: of two
     # concurrent transactions about one address, the later sees the earlier's committed rows.
     await lock_keys(session, "email", emails)
-    await CustomerProfileRepository(session).apply_snapshots(rows, replaying=replaying)
-    if emails:
-        await link_addresses(customer_data, session, emails)
+    new_addresses = await CustomerProfileRepository(session).apply_snapshots(rows, replaying=replaying)
+    to_link = emails if replaying else new_addresses
+    if to_link:
+        await link_addresses(customer_data, session, to_link)
 
 
 async def merge_customers(

@@ -22,7 +22,7 @@ from cem.surveys.models import Survey
 from cem.surveys.service import get_survey
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
-from cxkit.db import new_id, utcnow
+from cxkit.db import lock_keys, new_id, utcnow
 from cxkit.events.payloads import SurveyInvited
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, field_problem
@@ -129,6 +129,10 @@ async def resolve_recipient(
         return profile, email
     if email is None:
         return None, None
+    # The customer consumer takes the same lock before it announces an address: either this
+    # transaction sees the customer, or that one sees what this one keeps under the address
+    # (and links it).
+    await lock_keys(session, "email", [email.strip().lower()])
     return await profiles.get_by_email(email), email
 
 
