@@ -2,7 +2,7 @@
 is one, its baseline, interleaved round by round (ours, baseline, ours, baseline...), and adds
 the median figures to the report (every round's figures go to `report.rounds`)."""
 
-from scripts.bench.scenarios.context import BenchContext, memory
+from scripts.bench.scenarios.context import BenchContext, checkpoint, memory
 from scripts.bench.scenarios.customer_import import import_customers
 from scripts.bench.scenarios.heavy_customer import heavy_customer
 from scripts.bench.scenarios.http_api import customer_view, get_customer, nps_series, post_interactions, search
@@ -11,6 +11,7 @@ from scripts.bench.scenarios.write_visible import write_visible
 
 __all__ = [
     "BenchContext",
+    "checkpoint",
     "customer_view",
     "get_customer",
     "heavy_customer",

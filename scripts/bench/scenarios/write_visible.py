@@ -27,22 +27,31 @@ class Write:
 
 
 async def write_visible(ctx: BenchContext) -> None:
-    """PATCH customers on the CRM at a steady pace for BENCH_PACE_SECONDS; time from sending each
+    """PATCH customers on the CRM at a steady pace for BENCH_PACE_SECONDS (after BENCH_WARMUP_SECONDS
+    of the same, not measured: new connections, first statements); time from sending each
     write until the CEM's projection row shows its version (polled every few ms in the CEM
     database). At most WRITES_IN_FLIGHT writes wait for an answer: when the CRM falls behind,
     the slots it cannot take are skipped (and the achieved rate says so) instead of piling up."""
     cfg = ctx.cfg
     slots = max(1, round(cfg.pace_rate * cfg.pace_seconds))
+    warmup = round(cfg.pace_rate * cfg.warmup_seconds)  # paced writes first, not measured (as wrk's warm-up)
     ids = ctx.data.customer_ids
-    chosen = ctx.rng.sample(ids, slots) if slots <= len(ids) else [ids[ctx.rng.randrange(len(ids))] for _ in range(slots)]
+    if slots + warmup <= len(ids):
+        chosen = ctx.rng.sample(ids, slots + warmup)
+    else:
+        chosen = [ids[ctx.rng.randrange(len(ids))] for _ in range(slots + warmup)]
     version = {r["id"]: r["version"] for r in await ctx.crm.fetch("SELECT id, version FROM customers WHERE id = ANY($1)", chosen)}
     writes: list[Write] = []
     pending: dict[uuid.UUID, list[Write]] = {}  # customer id -> writes not visible yet, oldest first
     failures: Counter[str] = Counter()  # status code or exception name -> count
     in_flight = 0
 
-    async def write(client: KeepAliveClient, i: int, cid: uuid.UUID) -> None:
+    async def write(client: KeepAliveClient, i: int, cid: uuid.UUID, measured: bool = True) -> None:
         nonlocal in_flight
+        if not measured:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
+                await client.request("PATCH", f"/v1/customers/{cid}", orjson.dumps({"owner": f"warm-up-{i}@sales.example.com"}))
+            return
         version[cid] += 1
         w = Write(cid, version[cid], time.perf_counter())
         writes.append(w)
@@ -84,10 +93,18 @@ async def write_visible(ctx: BenchContext) -> None:
     skipped = 0
     client = KeepAliveClient(ctx.stack.crm.url, {"Authorization": f"Bearer {ctx.key}"}, timeout=30)
     try:
+        started = time.perf_counter()
+        warming = []
+        for i, cid in enumerate(chosen[:warmup]):
+            delay = started + i / cfg.pace_rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            warming.append(asyncio.create_task(write(client, i, cid, measured=False)))
+        await asyncio.gather(*warming)
         watcher = asyncio.create_task(watch(stop))
         tasks = []
         started = time.perf_counter()
-        for i, cid in enumerate(chosen):
+        for i, cid in enumerate(chosen[warmup:]):
             delay = started + i / cfg.pace_rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
