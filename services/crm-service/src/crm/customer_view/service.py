@@ -64,7 +64,7 @@ def purchase_frequency(purchases: int, first_purchase_at: dt.datetime | None, no
 
 
 async def customer_view(pool: asyncpg.Pool, customer_id: uuid.UUID) -> CustomerView:
-    """The record and its view rows on one connection of the asyncpg pool: seven statements,
+    """The record and its view rows on one connection of the asyncpg pool: two statements,
     each compiled once, no ORM work (this is the CRM's busiest screen)."""
     async with pool.acquire() as conn:
         customer = await customers.read_customer(conn, customer_id)
