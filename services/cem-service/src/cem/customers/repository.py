@@ -48,29 +48,30 @@ def _stub(customer_id: uuid.UUID, now: dt.datetime, **fields: Any) -> dict[str, 
     }
 
 
-def _snapshot_upsert(*, replaying: bool) -> UnnestInsert:
-    """`apply_snapshots`' statement: the upsert, and the addresses it made new to their profiles
-    (every sub-statement of one statement reads the same snapshot, so `old` holds the rows as
-    they were before the upsert)."""
-    table = CustomerProfile.__table__
-    t = table.name
+_SNAPSHOT_ROWS = UnnestInsert(CustomerProfile.__table__, ["id", *SNAPSHOT_COLUMNS, "open_deal_value", "open_deal_value_at"])
+
+
+def _snapshot_upsert(*, replaying: bool) -> str:
+    """`apply_snapshots`' statement: the upsert of `_SNAPSHOT_ROWS`' columns, returning the
+    addresses it made new to their profiles (every sub-statement of one statement reads the
+    same snapshot, so `old` holds the rows as they were before the upsert)."""
+    t = CustomerProfile.__tablename__
     newer_value = f"{t}.open_deal_value_at IS NULL OR EXCLUDED.open_deal_value_at >= {t}.open_deal_value_at"
     set_ = [f"{c} = EXCLUDED.{c}" for c in SNAPSHOT_COLUMNS] + [
         f"{c} = CASE WHEN {newer_value} THEN EXCLUDED.{c} ELSE {t}.{c} END" for c in ("open_deal_value", "open_deal_value_at")
     ]
     newer = f"{t}.crm_version {'<=' if replaying else '<'} EXCLUDED.crm_version"
     upsert = UnnestInsert(
-        table,
-        ["id", *SNAPSHOT_COLUMNS, "open_deal_value", "open_deal_value_at"],
+        CustomerProfile.__table__,
+        _SNAPSHOT_ROWS.columns,
         on_conflict=f"(id) DO UPDATE SET {', '.join(set_)} WHERE {newer} AND {t}.erased_at IS NULL AND {t}.merged_into IS NULL",
     )
-    upsert.sql = (
+    return (
         f"WITH old AS (SELECT id, email_lower FROM {t} WHERE id = ANY($1::uuid[])), "
         f"up AS ({upsert.sql} RETURNING id, email_lower) "
         "SELECT DISTINCT up.email_lower FROM up LEFT JOIN old ON old.id = up.id "
         "WHERE up.email_lower IS NOT NULL AND up.email_lower IS DISTINCT FROM old.email_lower"
     )
-    return upsert
 
 
 _SNAPSHOT_UPSERTS = {replaying: _snapshot_upsert(replaying=replaying) for replaying in (False, True)}
@@ -123,12 +124,11 @@ class CustomerProfileRepository(Repository[CustomerProfile]):
             seen = newest.get(row["id"])
             if seen is None or row["crm_version"] >= seen["crm_version"]:
                 newest[row["id"]] = row
-        upsert = _SNAPSHOT_UPSERTS[replaying]
-        columns = upsert.column_lists(list(newest.values()))
-        tags = upsert.columns.index("tags")
+        columns = _SNAPSHOT_ROWS.column_lists(list(newest.values()))
+        tags = _SNAPSHOT_ROWS.columns.index("tags")
         columns[tags] = [orjson.dumps(value).decode() for value in columns[tags]]  # JSON travels as text
         conn = await session_connection(self.session)
-        return {r[0] for r in await conn.fetch(upsert.sql, *columns)}
+        return {r[0] for r in await conn.fetch(_SNAPSHOT_UPSERTS[replaying], *columns)}
 
     async def mark_merged(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID, now: dt.datetime) -> None:
         """The duplicate becomes a pointer to the survivor; its email no longer finds anyone."""
