@@ -282,7 +282,7 @@ class UnnestInsert:
     arrays) and are cast row by row. `per_batch` columns take one value for the whole batch
     (passed after the lists); `server` columns get an SQL expression (`gen_random_uuid()`).
     Rows that conflict are skipped (`ON CONFLICT DO NOTHING`), unless `on_conflict` says what
-    to do instead (`(id) DO UPDATE SET ...`, where `u` is the unnested rows' alias)."""
+    to do instead (`(id) DO UPDATE SET name = EXCLUDED.name WHERE ...`)."""
 
     def __init__(
         self,
