@@ -135,6 +135,9 @@ async def run(cfg: BenchConfig, console: Console) -> Report:
                     traceback.print_exc()
                     done = {m.key for m in report.metrics}
                     report.add(*(Metric(k, k, "", "", None, passed=False, note=f"error: {exc!r}") for k in keys if k not in done))
+                # Each scenario starts from a settled server: the relays drained, the last one's
+                # dirty pages written (a bulk seed's checkpoints otherwise fall on the next one).
+                await ctx.settle()
         scenarios.memory(ctx)
     finally:
         for conn in conns:

@@ -53,12 +53,15 @@ def _cem_seed() -> ModuleType:
 
 async def _seed_cem(ctx: BenchContext, customer_id: uuid.UUID) -> None:
     """As many touchpoint visits on the CEM side, and a tenth as many invitations, answers and
-    suppressions (feedback and follow-ups fewer still)."""
+    suppressions (feedback and follow-ups fewer still), all of the bench's checkout survey: a
+    second active survey on that trigger would double what every later purchase event costs the
+    CEM (an invitation or suppression per survey), which the ingest scenario would then measure."""
     seed = _cem_seed()
     n = ctx.cfg.heavy_interactions
     await seed.seed_heavy_customer(
-        ctx.cem, customer_id, visits=n, invitations=n // 10, responses=n // 10, feedback=n // 40, suppressions=n // 10
-    )
+        ctx.cem, customer_id, visits=n, invitations=n // 10, responses=n // 10, feedback=n // 40, suppressions=n // 10,
+        survey_id=ctx.data.survey_id,
+    )  # fmt: skip
     await seed.analyze(ctx.cem)
 
 
