@@ -9,6 +9,7 @@ statement once per connection and caches it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -90,17 +91,67 @@ async def _release(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
+class FairPool(asyncpg.Pool):
+    """An asyncpg pool whose waiters get connections in the order they asked.
+
+    asyncpg hands out connections through an `asyncio.Queue`: a released connection wakes the
+    longest waiter, but a request that asks before that waiter runs takes the connection first,
+    and the waiter goes back to the end of the line. Under load (more requests in flight than
+    connections) some requests were passed over again and again: the view's p50 was 10 ms and
+    its p90 70 ms. Here a fair semaphore with one permit per connection queues the requests
+    first (first come, first served: `asyncio.Semaphore` does not let a newcomer pass a waiter),
+    so the pool's own queue never has a waiter."""
+
+    def __init__(self, *args: Any, max_size: int, **kwargs: Any) -> None:
+        super().__init__(*args, max_size=max_size, **kwargs)
+        self._turns = asyncio.Semaphore(max_size)
+
+    def acquire(self, *, timeout: float | None = None) -> _Turn:  # type: ignore[override]
+        return _Turn(self, timeout)
+
+
+class _Turn:
+    """`async with pool.acquire() as conn`: the caller's turn, then a connection."""
+
+    __slots__ = ("_inner", "_pool", "_timeout")
+
+    def __init__(self, pool: FairPool, timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._inner: Any = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        await self._pool._turns.acquire()
+        try:
+            self._inner = asyncpg.Pool.acquire(self._pool, timeout=self._timeout)
+            return await self._inner.__aenter__()
+        except BaseException:
+            self._pool._turns.release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self._inner.__aexit__(*exc)
+        finally:
+            self._pool._turns.release()
+
+
 async def create_pg_pool(database_url: str, *, max_size: int, application_name: str = "cxkit") -> asyncpg.Pool:
     """A lazily filled pool (no connection is opened until it is first used), so a service
-    starts while its database is still coming up, like the SQLAlchemy engine."""
-    pool = asyncpg.create_pool(
+    starts while its database is still coming up, like the SQLAlchemy engine; its requests are
+    served in the order they came (`FairPool`)."""
+    pool = FairPool(
         asyncpg_dsn(database_url),
         min_size=0,
         max_size=max_size,
+        max_queries=50000,
         init=_init_connection,
         reset=_release,
         server_settings={"application_name": application_name, "jit": "off"},
         max_inactive_connection_lifetime=300,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
     )
     return await pool
 

@@ -56,29 +56,33 @@ class Idempotency:
         media_type = headers.pop("content-type", "application/json")
         return ReplayedResponse(content=row.response_body, status_code=row.status_code, headers=headers, media_type=media_type)
 
-    async def write_rows(self, pool: asyncpg.Pool, prepare: Callable[[asyncpg.Pool], Awaitable[tuple[R, list[RowInsert]]]]) -> R:
+    async def write_rows(
+        self, pool: asyncpg.Pool, prepare: Callable[[asyncpg.Connection], Awaitable[tuple[R, list[RowInsert]]]]
+    ) -> R:
         """`execute` for a hot write that only adds rows, on plain asyncpg (no ORM, no
         transaction round trips). `prepare` reads what it needs and returns the answer and the
         rows; the rows and the key's stored answer then go in as ONE statement, so either all
         of them are written or, when the key was taken meanwhile, none. Same rules as
         `execute`: a retry gets the first answer, another body with the key is refused, two
-        concurrent requests with one key write once."""
-        try:
-            response, rows = await prepare(pool)
-        except ProblemError:
-            stored = await self._stored(pool) if self.key and self.model is not None else None
-            if stored is not None:  # a retry of a request that succeeded before keeps its answer
-                return cast(R, self._replay(stored))
-            raise
-        if not self.key or self.model is None:
-            await insert_together(pool, rows)
+        concurrent requests with one key write once. One connection serves it all: each
+        acquisition is a turn in the pool's line, so a second one would double the wait under load."""
+        async with pool.acquire() as conn:
+            try:
+                response, rows = await prepare(conn)
+            except ProblemError:
+                stored = await self._stored(conn) if self.key and self.model is not None else None
+                if stored is not None:  # a retry of a request that succeeded before keeps its answer
+                    return cast(R, self._replay(stored))
+                raise
+            if not self.key or self.model is None:
+                await insert_together(conn, rows)
+                return response
+            claim = self._claim(response)
+            while not await insert_together(conn, rows, claim=claim):
+                stored = await self._stored(conn)
+                if stored is not None:
+                    return cast(R, self._replay(stored))
             return response
-        claim = self._claim(response)
-        while not await insert_together(pool, rows, claim=claim):
-            stored = await self._stored(pool)
-            if stored is not None:
-                return cast(R, self._replay(stored))
-        return response
 
     async def write_locked(
         self,

@@ -41,8 +41,8 @@ async def record_interaction(
 ) -> ModelResponse[InteractionRead]:
     if body.customer_id is not None:
         # The common case (a known customer): one read, then the rows in one statement.
-        async def prepare(pool: asyncpg.Pool) -> tuple[ModelResponse[InteractionRead], list[RowInsert]]:
-            row, rows = await service.plan_interaction_for_id(pool, body)
+        async def prepare(conn: asyncpg.Connection) -> tuple[ModelResponse[InteractionRead], list[RowInsert]]:
+            row, rows = await service.plan_interaction_for_id(conn, body)
             return json_response(_read(row), 201, headers={"Location": f"/v1/interactions/{row['id']}"}), rows
 
         response = await idem.write_rows(pool, prepare)

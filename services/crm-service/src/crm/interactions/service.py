@@ -66,13 +66,13 @@ async def record_interaction(session: AsyncSession, data: InteractionCreate) -> 
     return interaction
 
 
-async def plan_interaction_for_id(pool: asyncpg.Pool, data: InteractionCreate) -> tuple[dict[str, Any], list[RowInsert]]:
+async def plan_interaction_for_id(conn: asyncpg.Connection, data: InteractionCreate) -> tuple[dict[str, Any], list[RowInsert]]:
     """`record_interaction` for a body naming `customer_id` (the hot path), on plain asyncpg:
     resolves the customer (one statement) and returns the new row and the rows to insert
     together, the interaction and its outbox row (see `Idempotency.write_rows`). The caller
     wakes the relay once they are in (`cxkit.kafka.outbox.wake_relay`)."""
     assert data.customer_id is not None
-    customer_id, email = await customers.resolve_reference_on(pool, data.customer_id)
+    customer_id, email = await customers.resolve_reference_on(conn, data.customer_id)
     row = _new_row(customer_id, data)
     event = outbox_row("interaction.recorded", source=SOURCE, subject=customer_id, data=_recorded(row, email))
     return row, [RowInsert(Interaction.__table__, row), RowInsert(OutboxMessage.__table__, event)]
