@@ -49,7 +49,7 @@ class BenchConfig:
     loadgen: str = field(default_factory=lambda: os.environ.get("BENCH_LOADGEN", "auto"))  # auto | wrk | python
     work_dir: Path = field(default_factory=lambda: Path(os.environ.get("BENCH_DIR", ROOT / "var" / "bench")))
     # Comma-separated scenario names (get_customer, customer_view, post_interactions, search, nps_series,
-    # write_visible, ingest, import_customers) to run only those; empty runs every scenario.
+    # write_visible, heavy_customer, ingest, import_customers) to run only those; empty runs every scenario.
     only: tuple[str, ...] = field(
         default_factory=lambda: tuple(n.strip() for n in os.environ.get("BENCH_ONLY", "").split(",") if n.strip())
     )
