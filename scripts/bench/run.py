@@ -76,6 +76,11 @@ async def _vacuum(server: PgServer, database: str) -> None:
 
 
 async def run(cfg: BenchConfig, console: Console) -> Report:
+    # A misspelt BENCH_ONLY is told before the seeding, not after it.
+    unknown = set(cfg.only) - {scenario.__name__ for _, scenario, _ in SCENARIOS}
+    if unknown:
+        known = ", ".join(scenario.__name__ for _, scenario, _ in SCENARIOS)
+        raise SystemExit(f"BENCH_ONLY names no scenario: {', '.join(sorted(unknown))} (known: {known})")
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
     report = Report()
     clock = Clock(console)
@@ -121,9 +126,6 @@ async def run(cfg: BenchConfig, console: Console) -> Report:
         gc.freeze()
         ctx = scenarios.BenchContext(cfg, server, crm_db, cem_db, stack, loadgen, data, key, report, crm, cem)
         ctx.sample_rss()
-        unknown = set(cfg.only) - {scenario.__name__ for _, scenario, _ in SCENARIOS}
-        if unknown:
-            raise SystemExit(f"BENCH_ONLY names no scenario: {', '.join(sorted(unknown))}")
         for name, scenario, keys in SCENARIOS:
             if cfg.only and scenario.__name__ not in cfg.only:
                 continue
