@@ -238,7 +238,7 @@ async def test_a_revoked_key_ends_its_session(browser: httpx.AsyncClient, cem_ap
     async with cem_app.state.session_factory() as session:
         await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(revoked_at=utcnow()))
         await session.commit()
-    cem_app.state.auth._cache.clear()  # as if the key cache's few seconds had passed
+    cem_app.state.auth.clear()  # as if the key cache's few seconds had passed
     assert (await browser.get("/dashboard")).status_code == 303
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from crm.db import ApiKey, OutboxMessage
 from crm.interactions.models import Interaction
 from cxkit.db import utcnow
-from cxkit.http.auth import ApiKeyAuth, create_api_key
+from cxkit.http.auth import ApiKeyAuth, create_api_key, hash_key
 from cxkit.logs import AccessLog, configure_logging
 from cxkit.pg_pool import CompiledQuery, UnnestInsert
 
@@ -190,6 +190,20 @@ async def test_revoked_key_is_refused_within_the_cache_window(crm_app: Any) -> N
     assert await auth.verify(key) is not None  # still inside the window
     await asyncio.sleep(0.25)
     assert await auth.verify(key) is None
+
+
+async def test_a_cached_key_is_found_by_the_key_itself_and_never_by_its_digest(crm_app: Any) -> None:
+    factory = crm_app.state.session_factory
+    async with factory() as session:
+        _, key = await create_api_key(session, ApiKey, name="cached", scopes=["read"])
+        await session.commit()
+    auth = ApiKeyAuth(factory, ApiKey)
+    assert (await auth.verify(key)).name == "cached"
+    assert (await auth.verify_digest(hash_key(key))).name == "cached"  # a dashboard session's lookup
+    # Both answers are cached now; sending the digest as if it were the key must still be refused.
+    assert await auth.verify(hash_key(key)) is None
+    auth.clear()
+    assert await auth.verify(hash_key(key)) is None
 
 
 def test_access_line_is_one_json_object_per_request(tmp_path: Any) -> None:

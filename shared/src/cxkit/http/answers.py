@@ -38,7 +38,8 @@ class ModelResponse(JSONBytesResponse, Generic[M]):
 
     def __init__(self, body: M, status_code: int = 200, headers: dict[str, str] | None = None) -> None:
         self.model: type[BaseModel] = body.__class__
-        super().__init__(body.model_dump_json().encode(), status_code=status_code, headers=headers)
+        # model_dump_json() without the str round trip: the same bytes, one copy fewer.
+        super().__init__(body.__pydantic_serializer__.to_json(body), status_code=status_code, headers=headers)
 
 
 def json_response(model: M, status_code: int = 200, headers: dict[str, str] | None = None) -> ModelResponse[M]:

@@ -21,10 +21,18 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def get_pg_pool(request: Request) -> asyncpg.Pool:
-    """The asyncpg pool for hot paths (see cxkit.pg_pool)."""
+def pool_of(request: Request) -> asyncpg.Pool:
+    """The asyncpg pool for hot paths (see cxkit.pg_pool). The hottest routes (GET a customer,
+    its view, POST an interaction) take `request: Request` and call this rather than depend on
+    `PgPoolDep`: FastAPI resolves a `Request` parameter in place, where each dependency costs a
+    solving pass of its own."""
     pool: asyncpg.Pool = request.app.state.pg_pool
     return pool
+
+
+async def get_pg_pool(request: Request) -> asyncpg.Pool:
+    """The asyncpg pool as a dependency (`PgPoolDep`), see `pool_of`."""
+    return pool_of(request)
 
 
 PgPoolDep = Annotated[asyncpg.Pool, Depends(get_pg_pool)]

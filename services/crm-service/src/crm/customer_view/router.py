@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from crm.customer_view import service
 from crm.customer_view.schemas import TIMELINE_KINDS, CustomerView, Timeline, TimelineKind
 from crm.fields import CustomerIdPath
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
-from cxkit.http.deps import PgPoolDep
+from cxkit.http.deps import PgPoolDep, pool_of
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import MERGED_AWAY_RESPONSE, problem_responses
 
@@ -30,8 +30,8 @@ router = APIRouter(prefix="/customers", tags=["customers"], route_class=TypedRou
     "A merged duplicate redirects (308) to its survivor's view. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,
 )
-async def customer_view(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader) -> ModelResponse[CustomerView]:
-    return json_response(await service.customer_view(pool, customer_id))
+async def customer_view(customer_id: CustomerIdPath, request: Request, _: Reader) -> ModelResponse[CustomerView]:
+    return json_response(await service.customer_view(pool_of(request), customer_id))
 
 
 @router.get(

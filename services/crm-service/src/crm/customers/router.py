@@ -29,7 +29,7 @@ from cxkit.fields import QueryText
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Admin, Reader
 from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
-from cxkit.http.deps import PgPoolDep, SessionDep
+from cxkit.http.deps import PgPoolDep, SessionDep, pool_of
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
@@ -179,8 +179,8 @@ only_these_methods(router, "/export")
     "the survivor and `merged_into` in the body. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,
 )
-async def get_customer(customer_id: CustomerIdPath, pool: PgPoolDep, _: Reader) -> ModelResponse[CustomerRead]:
-    return _answer(await service.read_customer(pool, customer_id))
+async def get_customer(customer_id: CustomerIdPath, request: Request, _: Reader) -> ModelResponse[CustomerRead]:
+    return _answer(await service.read_customer(pool_of(request), customer_id))
 
 
 @router.get(

@@ -16,7 +16,7 @@ from cxkit import keyset
 from cxkit.fields import QueryText, Timestamp
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
-from cxkit.http.deps import PgPoolDep, SessionDep
+from cxkit.http.deps import PgPoolDep, SessionDep, pool_of
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import Unprocessable, problem_responses
@@ -36,9 +36,8 @@ router = APIRouter(prefix="/interactions", tags=["interactions"], route_class=Ty
     "`interaction.recorded` (the CEM service invites to surveys from it). Unknown `customer_id`: 422. Needs `write`.",
     responses=problem_responses(401, 403, 422),
 )
-async def record_interaction(
-    body: InteractionCreate, request: Request, pool: PgPoolDep, idem: IdempotencyDep
-) -> ModelResponse[InteractionRead]:
+async def record_interaction(body: InteractionCreate, request: Request, idem: IdempotencyDep) -> ModelResponse[InteractionRead]:
+    pool = pool_of(request)
     if body.customer_id is not None:
         # The common case (a known customer): one read, then the rows in one statement.
         async def prepare(conn: asyncpg.Connection) -> tuple[ModelResponse[InteractionRead], list[RowInsert]]:
