@@ -116,6 +116,19 @@ async def test_auth_no_key_bad_key_revoked_key_are_401_read_key_on_write_is_403(
     assert (await client.post("/v1/customers", json=customer_body(), headers=bearer(keys["write"]))).status_code == 201
 
 
+async def test_the_bearer_scheme_is_read_case_insensitively_and_other_schemes_are_401(
+    client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    read = keys["read"]
+    for accepted in (f"Bearer {read}", f"bearer {read}", f"BEARER   {read}  "):
+        assert (await client.get("/v1/customers", headers={"Authorization": accepted})).status_code == 200, accepted
+    for refused in (f"Basic {read}", f"Token {read}", read, "Bearer", "Bearer    ", f"Bearer{read}"):
+        answer = await client.get("/v1/customers", headers={"Authorization": refused})
+        assert answer.status_code == 401, refused
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["www-authenticate"] == "Bearer"
+
+
 async def test_idempotency_key_replays_the_first_answer_and_refuses_another_body(
     client: httpx.AsyncClient, session_factory
 ) -> None:  # type: ignore[no-untyped-def]

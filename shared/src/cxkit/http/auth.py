@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -61,6 +62,30 @@ async def create_api_key(
     return row, plaintext
 
 
+class _Expiring:
+    """Answers kept for `ttl_s` seconds, at most about 10,000 of them (then it starts over)."""
+
+    __slots__ = ("_entries", "ttl_s")
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, Principal | None]] = {}
+
+    def get(self, key: str) -> tuple[bool, Principal | None]:
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
+    def put(self, key: str, principal: Principal | None) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.ttl_s, principal)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 class ApiKeyAuth:
     """Verifies keys against the service's api_keys table, with a short in-process cache
     (`api_key_cache_seconds`, default 5 s) so a hot path does not pay a query per request. A
@@ -69,42 +94,34 @@ class ApiKeyAuth:
     def __init__(self, session_factory: async_sessionmaker[AsyncSession], model: type[Any], ttl_s: float = 5.0) -> None:
         self.session_factory = session_factory
         self.model = model
-        self.ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, Principal | None]] = {}  # by digest
+        self._by_digest = _Expiring(ttl_s)
         # By the key as sent, so a cached request skips hashing it too. Apart from the digests: a
         # client must not get a cached answer by sending a digest as its key.
-        self._by_key: dict[str, tuple[float, Principal | None]] = {}
+        self._by_key = _Expiring(ttl_s)
 
     async def verify(self, key: str) -> Principal | None:
-        hit = self._by_key.get(key)
-        if hit and hit[0] > time.monotonic():
-            return hit[1]
-        principal = await self.verify_digest(hash_key(key))
-        if len(self._by_key) > 10_000:
-            self._by_key.clear()
-        self._by_key[key] = (time.monotonic() + self.ttl_s, principal)
+        found, principal = self._by_key.get(key)
+        if not found:
+            principal = await self.verify_digest(hash_key(key))
+            self._by_key.put(key, principal)
         return principal
 
     async def verify_digest(self, digest: str) -> Principal | None:
         """The same check by the key's stored digest (a dashboard session keeps the digest, never
         the key itself)."""
-        now = time.monotonic()
-        hit = self._cache.get(digest)
-        if hit and hit[0] > now:
-            return hit[1]
+        found, principal = self._by_digest.get(digest)
+        if found:
+            return principal
         async with self.session_factory() as session:
             row = await session.scalar(select(self.model).where(self.model.key_hash == digest))
-        principal = None
         if row is not None and row.revoked_at is None:
             principal = Principal(row.id, row.name, frozenset(row.scopes))
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[digest] = (now + self.ttl_s, principal)
+        self._by_digest.put(digest, principal)
         return principal
 
     def clear(self) -> None:
         """Forget every cached answer (as if the cache's few seconds had passed)."""
-        self._cache.clear()
+        self._by_digest.clear()
         self._by_key.clear()
 
 
@@ -127,8 +144,7 @@ class ApiKeyBearer(HTTPBearer):
         self.scope = scope
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
-        scheme, _, key = (request.headers.get("authorization") or "").partition(" ")
-        key = key.strip()
+        scheme, key = get_authorization_scheme_param(request.headers.get("authorization"))
         if scheme.lower() != "bearer" or not key:
             raise Unauthorized("send an API key as `Authorization: Bearer <key>`", headers={"WWW-Authenticate": "Bearer"})
         state = request.app.state
