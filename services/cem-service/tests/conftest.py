@@ -3,7 +3,10 @@ tables truncated after every test."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -223,3 +226,19 @@ def snapshot(customer_id: uuid.UUID, version: int = 1, **fields: Any) -> dict[st
         "updated_at": now,
         **fields,
     }
+
+
+async def run_cem_command(database_url: str, *args: str) -> str:
+    """`cem ARGS` as its own process on the database; asserts it succeeded, returns its stderr
+    (where the CLI reports)."""
+    command = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cem.cli",
+        *args,
+        env={**os.environ, "CEM_DATABASE_URL": database_url},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await command.communicate()
+    assert command.returncode == 0, stderr.decode()[-2000:]
+    return stderr.decode()

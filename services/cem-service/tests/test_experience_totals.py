@@ -5,10 +5,7 @@ follow-ups, suppressions, links of rows kept under an address, merges, erasures 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import os
-import sys
 import uuid
 from typing import Any
 
@@ -19,7 +16,7 @@ from cem.customers.repository import TOTALS_COLUMNS, ExperienceTotalsRepository
 from cem.customers.service import rebuild_experience_totals
 from cxkit.events.payloads import CustomerErased, CustomerMerged, CustomerSnapshot, TaskCompleted
 
-from .conftest import delivery, interaction, snapshot
+from .conftest import delivery, interaction, run_cem_command, snapshot
 
 TRIGGER = {"interaction_type": "purchase", "touchpoint": "checkout", "delay_minutes": 0, "throttle_days": 30}
 NONZERO = " OR ".join(f"{c} <> 0" for c in TOTALS_COLUMNS)
@@ -157,17 +154,7 @@ async def test_rebuild_command_puts_right_figures_changed_by_hand(make: Any, ses
     async with session_factory() as session:
         assert await ExperienceTotalsRepository(session).differing_from_rows() == 2
 
-    command = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cem.cli",
-        "rebuild-experience-totals",
-        env={**os.environ, "CEM_DATABASE_URL": cem_database_url},
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await command.communicate()
-    assert command.returncode == 0, stderr.decode()[-2000:]
-    assert "rebuilt for 1 customer(s); 2 were wrong" in stderr.decode()
+    assert "rebuilt for 1 customer(s); 2 were wrong" in await run_cem_command(cem_database_url, "rebuild-experience-totals")
 
     after = await assert_kept_equal_rebuilt(session_factory)
     assert after == before

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.config import CEMSettings
 from cem.customers.service import rebuild_experience_totals
 from cem.db import ApiKey, OutboxMessage, ProcessedEvent
 from cem.projections import projections
+from cem.responses.service import rebuild_score_days
 from cem.scheduler import InvitationScheduler, SchedulerRound
 from cxkit.cli import build_cli
 from cxkit.db import make_engine, make_session_factory
@@ -21,6 +25,18 @@ app = build_cli(
     "cem", CEMSettings, ALEMBIC_INI, ApiKey, processed_model=ProcessedEvent, projections=projections, outbox_model=OutboxMessage
 )
 console = Console(stderr=True)
+T = TypeVar("T")
+
+
+async def _in_transaction(status: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """`work` on a session of the configured database, in one transaction, under a spinner."""
+    engine = make_engine(CEMSettings().database_url)
+    try:
+        async with make_session_factory(engine)() as session, session.begin():
+            with console.status(status):
+                return await work(session)
+    finally:
+        await engine.dispose()
 
 
 @app.command("run-scheduler-once")
@@ -50,17 +66,19 @@ def rebuild_experience_totals_command() -> None:
     themselves. The database keeps them up to date as those rows are written; this is for after
     a restore or a change made by hand. Writers of those tables wait while it runs."""
 
-    async def run() -> tuple[int, int]:
-        engine = make_engine(CEMSettings().database_url)
-        try:
-            async with make_session_factory(engine)() as session, session.begin():
-                with console.status("recomputing experience totals from the rows"):
-                    return await rebuild_experience_totals(session)
-        finally:
-            await engine.dispose()
-
-    customers, corrected = asyncio.run(run())
+    customers, corrected = asyncio.run(_in_transaction("recomputing experience totals from the rows", rebuild_experience_totals))
     console.print(f"[green]experience totals rebuilt for {customers} customer(s); {corrected} were wrong[/green]")
+
+
+@app.command("rebuild-score-days")
+def rebuild_score_days_command() -> None:
+    """Recompute the scores summed per survey, touchpoint, day and category (what the NPS, CSAT
+    and CES reports read) from the scores themselves. The database keeps them up to date as
+    answers are written; this is for after a restore or a change made by hand. Writers of
+    answers wait while it runs."""
+
+    days, corrected = asyncio.run(_in_transaction("recomputing the scores per day from the scores", rebuild_score_days))
+    console.print(f"[green]scores per day rebuilt: {days} row(s); {corrected} were wrong[/green]")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from cem.feedback.models import Feedback
 from cem.followups.models import Followup
 from cem.invitations.models import Invitation
 from cem.journeys.models import Journey, JourneyStage, JourneyStep
-from cem.responses.models import Score, SurveyResponse
+from cem.responses.models import Score, ScoreDay, SurveyResponse
 from cem.suppressions.models import Suppression
 from cem.surveys.models import Survey
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
@@ -26,6 +26,7 @@ __all__ = [
     "OutboxMessage",
     "ProcessedEvent",
     "Score",
+    "ScoreDay",
     "Suppression",
     "Survey",
     "SurveyResponse",

@@ -9,11 +9,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Integer, case, cast, func, literal_column, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Integer,
+    and_,
+    case,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+    union_all,
+)
 
 from cem.followups.models import Followup
 from cem.invitations.models import Invitation
-from cem.responses.models import Score, SurveyResponse
+from cem.responses.models import Score, ScoreDay, SurveyResponse
 from cem.surveys.models import Survey
 from cem.touchpoints.models import TouchpointInteraction
 from cxkit.repository import SessionRepository
@@ -107,9 +120,9 @@ def _score_columns(metric: str, source: Any) -> list[Any]:
     ]
 
 
-def _per_category(group: Any, metric: str, conditions: list[Any]) -> Any:
-    """Scores grouped by `group` and category: the one pass over the rows. Everything else folds
-    these few rows."""
+def _per_category_rows(group: Any, metric: str, conditions: list[Any]) -> Any:
+    """Scores grouped by `group` and category (grp, category, cnt, total, total_sq): the one pass
+    over the rows. Everything else folds these few rows."""
     score = cast(Score.score, Integer)
     return (
         select(
@@ -121,8 +134,78 @@ def _per_category(group: Any, metric: str, conditions: list[Any]) -> Any:
         )
         .where(Score.metric == metric, *conditions)
         .group_by(group, Score.category)
-        .subquery("per_category")
     )
+
+
+def _per_category(group: Any, metric: str, conditions: list[Any]) -> Any:
+    return _per_category_rows(group, metric, conditions).subquery("per_category")
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), dt.UTC)
+
+
+def whole_days(
+    since: dt.datetime | None, until: dt.datetime | None
+) -> tuple[tuple[dt.date | None, dt.date | None] | None, list[tuple[dt.datetime | None, dt.datetime | None]]]:
+    """The window [since, until) as the UTC days it holds whole, (first, end) with `end`
+    excluded and None for an open end, or None if it holds no whole day; and the windows
+    left over (parts of days at its ends, or the whole window when it holds no whole day)."""
+    first = end = None
+    if since is not None:
+        first = since.astimezone(dt.UTC).date()
+        if _midnight(first) < since:
+            first += dt.timedelta(days=1)
+    if until is not None:
+        end = until.astimezone(dt.UTC).date()
+    if first is not None and end is not None and first >= end:
+        return None, [(since, until)]
+    parts: list[tuple[dt.datetime | None, dt.datetime | None]] = []
+    if first is not None and _midnight(first) != since:
+        parts.append((since, _midnight(first)))
+    if end is not None and _midnight(end) != until:
+        parts.append((_midnight(end), until))
+    return (first, end), parts
+
+
+def _daily_scores(
+    metric: str, survey_id: uuid.UUID | None, touchpoint: str | None, since: dt.datetime | None, until: dt.datetime | None
+) -> Any:
+    """Per UTC day and category (grp, category, cnt, total, total_sq) of the scores in the
+    window: whole days from `score_days`, the parts of days the window cuts from `scores`."""
+    days, parts = whole_days(since, until)
+    if touchpoint == "":  # no touchpoint has an empty key; '' stands for none in score_days
+        days, parts = None, [(since, until)]
+    selects = []
+    if days is not None:
+        first, end = days
+        kept = [ScoreDay.metric == metric]
+        if survey_id is not None:
+            kept.append(ScoreDay.survey_id == survey_id)
+        if touchpoint is not None:
+            kept.append(ScoreDay.touchpoint == touchpoint)
+        if first is not None:
+            kept.append(ScoreDay.day >= first)
+        if end is not None:
+            kept.append(ScoreDay.day < end)
+        selects.append(
+            select(
+                ScoreDay.day.label("grp"),
+                func.nullif(ScoreDay.category, "").label("category"),
+                cast(func.sum(ScoreDay.answers), BigInteger).label("cnt"),
+                cast(func.sum(ScoreDay.score_sum), BigInteger).label("total"),
+                cast(func.sum(ScoreDay.score_squares), BigInteger).label("total_sq"),
+            )
+            .where(*kept)
+            .group_by(ScoreDay.day, ScoreDay.category)
+        )
+    if parts:
+        conditions = score_conditions(survey_id, touchpoint, None, None)
+        windows = [_window(Score.submitted_at, start, stop) for start, stop in parts]
+        if all(windows):  # else one of them is the whole time line
+            conditions.append(or_(*(and_(*w) for w in windows)))
+        selects.append(_per_category_rows(Score.submitted_on, metric, conditions))
+    return (union_all(*selects) if len(selects) > 1 else selects[0]).subquery("per_category")
 
 
 def _window(column: Any, since: dt.datetime | None, until: dt.datetime | None) -> list[Any]:
@@ -168,8 +251,7 @@ class AnalyticsRepository(SessionRepository):
         until: dt.datetime | None,
     ) -> list[tuple[dt.datetime, Aggregate]]:
         """One aggregate per time bucket, oldest first."""
-        conditions = score_conditions(survey_id, touchpoint, since, until)
-        daily = _per_category(Score.submitted_on, metric, conditions)
+        daily = _daily_scores(metric, survey_id, touchpoint, since, until)
         bucket = day_bucket(interval, daily.c.grp).label("bucket")
         stmt = select(bucket, *_score_columns(metric, daily)).group_by(bucket).order_by(bucket)
         rows = (await self.session.execute(stmt)).all()

@@ -9,11 +9,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import case, or_, select, text, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from cem.customers.models import CustomerExperienceTotals, CustomerProfile
 from cxkit.db import any_of, session_connection
+from cxkit.kept_figures import KeptFigures
 from cxkit.pg_pool import UnnestInsert
 from cxkit.repository import Repository, SessionRepository
 
@@ -208,7 +209,9 @@ def announced_customer_with(email_lower: Any) -> Any:
 
 # Every figure of `customer_experience_totals`, in table order.
 TOTALS_COLUMNS = [c.name for c in CustomerExperienceTotals.__table__.columns if c.name != "customer_id"]
-_NONZERO = " OR ".join(f"{c} <> 0" for c in TOTALS_COLUMNS)
+EXPERIENCE_TOTALS = KeptFigures(
+    "customer_experience_totals", "experience_totals_from_rows", ("customer_id",), tuple(TOTALS_COLUMNS)
+)
 
 
 class ExperienceTotalsRepository(SessionRepository):
@@ -218,29 +221,9 @@ class ExperienceTotalsRepository(SessionRepository):
 
     async def differing_from_rows(self) -> int:
         """How many customers' kept figures differ from their rows (a missing row is all zero)."""
-        columns = ", ".join(TOTALS_COLUMNS)
-        stmt = text(
-            f"SELECT count(*) FROM (SELECT customer_id, {columns} FROM customer_experience_totals WHERE {_NONZERO}) AS kept "
-            f"FULL JOIN (SELECT customer_id, {columns} FROM experience_totals_from_rows WHERE {_NONZERO}) AS fresh "
-            f"USING (customer_id) WHERE (kept.customer_id IS NULL OR fresh.customer_id IS NULL "
-            f"OR ({', '.join(f'kept.{c}' for c in TOTALS_COLUMNS)}) IS DISTINCT FROM "
-            f"({', '.join(f'fresh.{c}' for c in TOTALS_COLUMNS)}))"
-        )
-        return int(await self.session.scalar(stmt) or 0)
+        return await EXPERIENCE_TOTALS.differing_from_rows(self.session)
 
     async def rebuild(self) -> tuple[int, int]:
-        """Recompute every customer's figures from the rows. Writers of the counted tables wait
-        until the transaction ends (their triggers queue on the lock; readers do not), so
-        nothing written meanwhile is lost or counted twice. Returns (customers with figures,
-        customers whose kept figures were wrong)."""
-        await self.session.execute(text("LOCK TABLE customer_experience_totals IN SHARE ROW EXCLUSIVE MODE"))
-        wrong = await self.differing_from_rows()
-        await self.session.execute(text("DELETE FROM customer_experience_totals"))
-        columns = ", ".join(TOTALS_COLUMNS)
-        result = await self.session.execute(
-            text(
-                f"INSERT INTO customer_experience_totals (customer_id, {columns}) "
-                f"SELECT customer_id, {columns} FROM experience_totals_from_rows WHERE {_NONZERO} ORDER BY customer_id"
-            )
-        )
-        return int(result.rowcount or 0), wrong  # type: ignore[attr-defined]
+        """Recompute every customer's figures from the rows (`KeptFigures.rebuild`). Returns
+        (customers with figures, customers whose kept figures were wrong)."""
+        return await EXPERIENCE_TOTALS.rebuild(self.session)

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Date, ForeignKey, Index, SmallInteger, String, Uuid
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, SmallInteger, String, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -69,3 +69,29 @@ class Score(Base):
         # A customer's latest (and next) score of a metric, in (submitted_at, response_id) order.
         Index("ix_scores_customer_metric_submitted_response", "customer_id", "metric", "submitted_at", "response_id"),
     )
+
+
+class ScoreDay(Base):
+    """The scores of one survey, metric, touchpoint, UTC day and category summed up: how many
+    answers, and the sum and the sum of squares of their scores. The metric reports read whole
+    days here instead of every score (a weekly NPS series over a million answers folds a few
+    thousand rows); the part of a day a window cuts is read from `scores` itself.
+
+    Kept by the database, not by the code that writes scores: statement-level triggers on
+    `scores` (migration cem0009) add each statement's net change per day in the same
+    transaction, so a batch insert, a link of answers to their customer or a delete is one
+    aggregated upsert; a day whose answers are all gone loses its row. The keys are never null,
+    so they can be the primary key: `touchpoint` is '' for answers given at none, `category` ''
+    for skipped answers (counted in `answers`, with nothing added to the sums).
+    `cem rebuild-score-days` recomputes every row from the scores (`score_days_from_rows`)."""
+
+    __tablename__ = "score_days"
+
+    metric: Mapped[str] = mapped_column(String(10), primary_key=True)
+    survey_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    touchpoint: Mapped[str] = mapped_column(String(100), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    category: Mapped[str] = mapped_column(String(10), primary_key=True)
+    answers: Mapped[int] = mapped_column(BigInteger)
+    score_sum: Mapped[int] = mapped_column(BigInteger)
+    score_squares: Mapped[int] = mapped_column(BigInteger)

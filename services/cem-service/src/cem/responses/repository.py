@@ -11,12 +11,22 @@ from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.followups.models import Followup
-from cem.responses.models import Score, SurveyResponse
+from cem.responses.models import Score, ScoreDay, SurveyResponse
 from cem.surveys.questions import without_free_text
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
+from cxkit.kept_figures import KeptFigures
 from cxkit.pg_pool import CompiledQuery
 from cxkit.repository import Repository
+
+# The scores summed per day (`ScoreDay`, kept by the triggers of migration cem0009) and the same
+# sums computed from the scores (`score_days_from_rows`).
+SCORE_DAYS = KeptFigures(
+    ScoreDay.__tablename__,
+    "score_days_from_rows",
+    tuple(c.name for c in ScoreDay.__table__.primary_key.columns),
+    tuple(c.name for c in ScoreDay.__table__.columns if not c.primary_key),
+)
 
 NEWEST_FIRST = keyset.Sort(keyset.SortKey("submitted_at", SurveyResponse.submitted_at, "datetime"), descending=True)
 

@@ -21,7 +21,7 @@ from cem.invitations.repository import InvitationRepository
 from cem.invitations.service import hash_token, resolve_recipient
 from cem.responses import repository
 from cem.responses.models import Score, SurveyResponse
-from cem.responses.repository import NEWEST_FIRST, ResponseFilters, ResponseRepository
+from cem.responses.repository import NEWEST_FIRST, SCORE_DAYS, ResponseFilters, ResponseRepository
 from cem.responses.schemas import AnswerRead, ResponseCreate, ResponseRead, ScoreRead
 from cem.surveys.models import Survey
 from cem.surveys.questions import CheckedAnswers, check_answers, needs_followup, without_free_text
@@ -287,3 +287,10 @@ async def list_responses(
     rows = await ResponseRepository(session).list_page(filters, page)
     rows, next_cursor = keyset.cut(rows, NEWEST_FIRST, page, lambda row: (row[0].submitted_at, row[0].id))
     return [to_read(r) for r in rows], next_cursor
+
+
+async def rebuild_score_days(session: AsyncSession) -> tuple[int, int]:
+    """Recompute the scores summed per day (`score_days`, which the metric reports read) from the
+    scores (after a restore, or a change made by hand with the triggers off). Returns (days
+    with figures, days corrected)."""
+    return await SCORE_DAYS.rebuild(session)
