@@ -10,6 +10,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 from pytest import approx
 from sqlalchemy import text
@@ -18,6 +19,7 @@ from cem.analytics.repository import whole_days
 from cem.responses.repository import SCORE_DAYS
 from cem.responses.service import rebuild_score_days
 from cxkit.events.payloads import CustomerErased
+from cxkit.pg_pool import asyncpg_dsn
 
 from .conftest import delivery, run_cem_command
 
@@ -25,10 +27,16 @@ Row = tuple[Any, ...]
 
 
 async def kept_and_from_rows(session_factory: Any) -> tuple[set[Row], set[Row]]:
-    columns = ", ".join((*SCORE_DAYS.keys, *SCORE_DAYS.figures))
+    """Each key's figures as kept (its stripes summed) and as computed from the scores; a key
+    whose figures add up to nothing is no key."""
+    keys = ", ".join(SCORE_DAYS.keys)
+    sums = ", ".join(f"sum({f})::bigint" for f in SCORE_DAYS.figures)
+    nonzero = " OR ".join(f"sum({f}) <> 0" for f in SCORE_DAYS.figures)
     async with session_factory() as session:
-        kept = (await session.execute(text(f"SELECT {columns} FROM score_days"))).all()
-        fresh = (await session.execute(text(f"SELECT {columns} FROM score_days_from_rows"))).all()
+        kept, fresh = [
+            (await session.execute(text(f"SELECT {keys}, {sums} FROM {source} GROUP BY {keys} HAVING {nonzero}"))).all()
+            for source in ("score_days", "score_days_from_rows")
+        ]
     return {tuple(r) for r in kept}, {tuple(r) for r in fresh}
 
 
@@ -90,6 +98,8 @@ async def test_score_days_equal_the_sums_from_the_scores_after_answers_links_era
         )
     kept = await assert_kept_equal_rebuilt(session_factory)
     assert day_rows(kept, nps["id"], "2026-11-03") == {}
+    daily = (await client.get("/v1/analytics/nps", params={"survey_id": nps["id"], "interval": "day"})).json()["series"]
+    assert [(p["start"][:10], p["n"]) for p in daily] == [("2026-11-02", 2)]
     assert day_rows(kept, nps["id"], "2026-11-02") == {("checkout", "promoter"): (1, 9, 81), ("", "detractor"): (1, 3, 9)}
 
     # A score moved to another day and category by hand moves its figures with it.
@@ -223,7 +233,11 @@ async def test_rebuild_command_puts_right_figures_changed_by_hand(make: Any, ses
         await session.execute(text("UPDATE score_days SET answers = 40 WHERE day = '2026-11-02'"))
         await session.execute(text("DELETE FROM score_days WHERE day = '2026-11-03'"))
         await session.execute(
-            text("INSERT INTO score_days VALUES ('nps', :s, '', '2026-11-04', 'promoter', 1, 10, 100)"), {"s": uuid.uuid4()}
+            text(
+                "INSERT INTO score_days (metric, survey_id, touchpoint, day, category, answers, score_sum, score_squares) "
+                "VALUES ('nps', :s, '', '2026-11-04', 'promoter', 1, 10, 100)"
+            ),
+            {"s": uuid.uuid4()},
         )
     async with session_factory() as session:
         assert await SCORE_DAYS.differing_from_rows(session) == 3
@@ -233,3 +247,41 @@ async def test_rebuild_command_puts_right_figures_changed_by_hand(make: Any, ses
     assert await assert_kept_equal_rebuilt(session_factory) == before
     async with session_factory() as session, session.begin():
         assert await rebuild_score_days(session) == (2, 0)
+
+
+async def test_concurrent_answers_to_one_survey_do_not_wait_for_each_other(make: Any, cem_database_url: str) -> None:
+    """Two connections answering the same survey, day and category at once: the second does not
+    wait for the first to commit (each adds to its own stripe of the day)."""
+    survey = uuid.UUID((await make.survey("nps"))["id"])
+    connections: list[asyncpg.Connection] = []
+    try:
+        while len({c.get_server_pid() % 16 for c in connections}) < 2:  # two stripes apart
+            connections.append(await asyncpg.connect(asyncpg_dsn(cem_database_url)))
+        first = connections[0]
+        second = next(c for c in connections if c.get_server_pid() % 16 != first.get_server_pid() % 16)
+        for conn in (first, second):
+            await conn.execute("BEGIN")
+            await conn.execute("SET LOCAL lock_timeout = '2s'")
+            response = uuid.uuid4()
+            await conn.execute(
+                "INSERT INTO responses (id, survey_id, source, answers, submitted_at, recorded_at) "
+                "VALUES ($1, $2, 'api', '[]', '2026-11-02T10:00:00Z', now())",
+                response,
+                survey,
+            )
+            # The second would fail with lock_timeout here if both added to the same row.
+            await conn.execute(
+                "INSERT INTO scores (response_id, survey_id, metric, score, scale_min, scale_max, category, "
+                "submitted_at, submitted_on) VALUES ($1, $2, 'nps', 10, 0, 10, 'promoter', '2026-11-02T10:00:00Z', "
+                "'2026-11-02')",
+                response,
+                survey,
+            )
+        for conn in (first, second):
+            await conn.execute("COMMIT")
+        rows = await first.fetch("SELECT stripe, answers FROM score_days WHERE survey_id = $1 ORDER BY stripe", survey)
+        assert sorted(r["stripe"] for r in rows) == sorted(c.get_server_pid() % 16 for c in (first, second))
+        assert [r["answers"] for r in rows] == [1, 1]
+    finally:
+        for conn in connections:
+            await conn.close()

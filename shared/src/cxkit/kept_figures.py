@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 @dataclass(frozen=True, slots=True)
 class KeptFigures:
-    """`table` holds `figures` per `keys`, kept by triggers; `view` has the same columns,
-    computed from the rows. A key whose figures are all zero is the same as no row."""
+    """`table` holds `figures` per `keys`, kept by triggers (a key's figures are the sum of
+    its rows there, should it have several); `view` has the same columns, computed from the
+    rows. A key whose figures are all zero is the same as no row."""
 
     table: str
     view: str
@@ -21,8 +22,10 @@ class KeptFigures:
     figures: tuple[str, ...]
 
     def _select(self, source: str) -> str:
-        nonzero = " OR ".join(f"{f} <> 0" for f in self.figures)
-        return f"SELECT {', '.join((*self.keys, *self.figures))} FROM {source} WHERE {nonzero}"
+        keys = ", ".join(self.keys)
+        sums = ", ".join(f"sum({f})::bigint AS {f}" for f in self.figures)
+        nonzero = " OR ".join(f"sum({f}) <> 0" for f in self.figures)
+        return f"SELECT {keys}, {sums} FROM {source} GROUP BY {keys} HAVING {nonzero}"
 
     async def differing_from_rows(self, session: AsyncSession) -> int:
         """How many keys' kept figures differ from their rows (a missing row reads as zeros)."""

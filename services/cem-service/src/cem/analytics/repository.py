@@ -198,6 +198,8 @@ def _daily_scores(
             )
             .where(*kept)
             .group_by(ScoreDay.day, ScoreDay.category)
+            # Stripes that add up to nothing (a delete counted out of another one) are no answers.
+            .having(func.sum(ScoreDay.answers) != 0)
         )
     if parts:
         conditions = score_conditions(survey_id, touchpoint, None, None)

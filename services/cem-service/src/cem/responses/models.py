@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, SmallInteger, String, Uuid
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, SmallInteger, String, Uuid, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -80,7 +80,8 @@ class ScoreDay(Base):
     Kept by the database, not by the code that writes scores: statement-level triggers on
     `scores` (migration cem0009) add each statement's net change per day in the same
     transaction, so a batch insert, a link of answers to their customer or a delete is one
-    aggregated upsert; a day whose answers are all gone loses its row. The keys are never null,
+    aggregated upsert into the writing connection's stripe; a stripe brought back to nothing
+    loses its row. The keys are never null,
     so they can be the primary key: `touchpoint` is '' for answers given at none, `category` ''
     for skipped answers (counted in `answers`, with nothing added to the sums).
     `cem rebuild-score-days` recomputes every row from the scores (`score_days_from_rows`)."""
@@ -92,6 +93,9 @@ class ScoreDay(Base):
     touchpoint: Mapped[str] = mapped_column(String(100), primary_key=True)
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     category: Mapped[str] = mapped_column(String(10), primary_key=True)
+    # The writing connection's stripe of the day (its backend pid modulo 16), so that concurrent
+    # answers do not wait on one row's lock; the figures of a key are the sum of its stripes.
+    stripe: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default=text("0"))
     answers: Mapped[int] = mapped_column(BigInteger)
     score_sum: Mapped[int] = mapped_column(BigInteger)
     score_squares: Mapped[int] = mapped_column(BigInteger)

@@ -19,12 +19,12 @@ from cxkit.kept_figures import KeptFigures
 from cxkit.pg_pool import CompiledQuery
 from cxkit.repository import Repository
 
-# The scores summed per day (`ScoreDay`, kept by the triggers of migration cem0009) and the same
-# sums computed from the scores (`score_days_from_rows`).
+# The scores summed per day (`ScoreDay`, kept by the triggers of migration cem0009; a key's
+# stripes summed) and the same sums computed from the scores (`score_days_from_rows`).
 SCORE_DAYS = KeptFigures(
     ScoreDay.__tablename__,
     "score_days_from_rows",
-    tuple(c.name for c in ScoreDay.__table__.primary_key.columns),
+    tuple(c.name for c in ScoreDay.__table__.primary_key.columns if c.name != "stripe"),
     tuple(c.name for c in ScoreDay.__table__.columns if not c.primary_key),
 )
 
