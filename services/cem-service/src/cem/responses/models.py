@@ -81,9 +81,9 @@ class ScoreDay(Base):
     `scores` (migration cem0009) add each statement's net change per day in the same
     transaction, so a batch insert, a link of answers to their customer or a delete is one
     aggregated upsert into the writing connection's stripe; a stripe brought back to nothing
-    loses its row. The keys are never null,
-    so they can be the primary key: `touchpoint` is '' for answers given at none, `category` ''
-    for skipped answers (counted in `answers`, with nothing added to the sums).
+    loses its row. The keys are never null, so they can be the primary key: `touchpoint` is ''
+    for answers given at none, `category` '' for skipped answers (counted in `answers`, with
+    nothing added to the sums).
     `cem rebuild-score-days` recomputes every row from the scores (`score_days_from_rows`)."""
 
     __tablename__ = "score_days"
