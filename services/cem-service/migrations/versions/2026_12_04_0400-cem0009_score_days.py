@@ -12,9 +12,10 @@ new rows counted in, its old rows counted out), in key order so concurrent state
 rows in the same order. Each writing connection adds to its own stripe of a day's rows (its
 backend pid modulo 16; a report sums them): with one row per day, 32 connections answering
 one survey at once queued on its lock until each other's commits (about 290 against 2,000
-answers/s in a pgbench of the insert). A stripe brought back to nothing is deleted. Every figure is a sum, so
-nothing is recomputed on update or delete. `score_days_from_rows` is the same figures computed
-from the scores: the backfill below, `cem rebuild-score-days` and the equality test use it.
+answers/s in a pgbench of the insert). A stripe brought back to nothing is deleted. Every
+figure is a sum, so nothing is recomputed on update or delete. `score_days_from_rows` is the
+same figures computed from the scores: the backfill below, `cem rebuild-score-days` and the
+equality test use it.
 
 Revision ID: cem0009
 Revises: cem0008
@@ -41,12 +42,14 @@ STRIPES = 16
 STRIPED_KEYS = f"{KEYS}, stripe"
 
 
-def _terms(rows: str, sign: str = "") -> str:
-    """Each row of `rows` (scores) as its key and its (signed) contribution to the figures."""
+def _terms(rows: str, sign: str = "", stripe: bool = True) -> str:
+    """Each row of `rows` (scores) as its key (with the writing connection's stripe) and its
+    (signed) contribution to the figures."""
     score = "coalesce(score, 0)::bigint"
+    striped = f"(pg_backend_pid() % {STRIPES})::smallint AS stripe, " if stripe else ""
     return (
         f"SELECT metric, survey_id, coalesce(touchpoint, '') AS touchpoint, submitted_on AS day, "
-        f"coalesce(category, '') AS category, (pg_backend_pid() % {STRIPES})::smallint AS stripe, "
+        f"coalesce(category, '') AS category, {striped}"
         f"{sign}1 AS answers, {sign}{score} AS score_sum, {sign}({score} * {score}) AS score_squares FROM {rows}"
     )
 
@@ -91,7 +94,7 @@ def upgrade() -> None:
         sa.Column("score_squares", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("metric", "survey_id", "touchpoint", "day", "category", "stripe", name=op.f("pk_score_days")),
     )
-    op.execute(f"CREATE VIEW score_days_from_rows AS {_summed(_terms('scores'))}")  # the stripes summed
+    op.execute(f"CREATE VIEW score_days_from_rows AS {_summed(_terms('scores', stripe=False))}")
     added, removed = _terms("new_rows"), _terms("old_rows", "-")
     op.execute(f"""
         CREATE FUNCTION score_days_from_scores() RETURNS trigger LANGUAGE plpgsql AS $$
