@@ -228,9 +228,9 @@ def snapshot(customer_id: uuid.UUID, version: int = 1, **fields: Any) -> dict[st
     }
 
 
-async def run_cem_command(database_url: str, *args: str) -> str:
-    """`cem ARGS` as its own process on the database; asserts it succeeded, returns its stderr
-    (where the CLI reports)."""
+async def run_cem_command(database_url: str, *args: str, exit_code: int = 0) -> str:
+    """`cem ARGS` as its own process on the database; asserts it ended with `exit_code`, returns
+    its stderr (where the CLI reports)."""
     command = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -240,5 +240,5 @@ async def run_cem_command(database_url: str, *args: str) -> str:
         stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await command.communicate()
-    assert command.returncode == 0, stderr.decode()[-2000:]
+    assert command.returncode == exit_code, stderr.decode()[-2000:]
     return stderr.decode()

@@ -8,17 +8,52 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select, update
+from typer.core import TyperGroup
 
-from cxkit.db import make_engine, make_session_factory, utcnow
+from cxkit.db import database_error_cause, is_database_unavailable, make_engine, make_session_factory, utcnow
 from cxkit.http.auth import create_api_key
 from cxkit.migrations import upgrade
 from cxkit.settings import ServiceSettings
 
 console = Console(stderr=True)
+
+
+# Refused while connecting: the database named is not there, or the role or its password is wrong.
+_CONNECT_REFUSALS = (
+    asyncpg.exceptions.InvalidCatalogNameError,
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InvalidPasswordError,
+)
+
+
+def unreachable_database(exc: BaseException) -> str | None:
+    """Why the database could not be reached (one line), if that is what `exc` says; else None."""
+    cause = database_error_cause(exc)
+    if is_database_unavailable(exc) or isinstance(cause, _CONNECT_REFUSALS):
+        return f"{type(cause).__name__}: {cause}" if isinstance(cause, OSError) else str(cause)
+    return None
+
+
+class _AdminCommands(TyperGroup):
+    """A command that cannot reach its database ends with one line saying so and which setting
+    names it (exit code 1), not with a traceback."""
+
+    setting = "DATABASE_URL"
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            reason = unreachable_database(exc)
+            if reason is None:
+                raise
+            console.print(f"cannot reach the database ({self.setting}): {reason}", style="red", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
 
 def build_cli(
@@ -31,7 +66,8 @@ def build_cli(
     projections: Callable[[Any], list[Any]] | None = None,
     outbox_model: type[Any] | None = None,
 ) -> typer.Typer:
-    app = typer.Typer(name=name, help=f"{name} administration.", no_args_is_help=True, add_completion=False)
+    commands = type(f"{name.capitalize()}Commands", (_AdminCommands,), {"setting": f"{name.upper()}_DATABASE_URL"})
+    app = typer.Typer(name=name, help=f"{name} administration.", no_args_is_help=True, add_completion=False, cls=commands)
 
     if outbox_model is not None:
 
