@@ -67,6 +67,14 @@ class ServiceSettings(BaseSettings):
     )
     kafka_client_id: str | None = Field(None, description="Kafka client id (defaults to the service name).")
     kafka_topic_partitions: int = Field(3, description="Partitions for topics this service creates.")
+    kafka_producer_batch_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Most bytes of messages the producer sends to one partition as one batch (at most 1 MiB, Apache "
+        "Kafka's default message size limit). A relay round is up to `OUTBOX_BATCH_SIZE` events sent at once: in "
+        "batches of aiokafka's default 16 KiB, about 25 events each, the relay spent half its time on requests.",
+    )
     kafka_topic_replication: int = Field(1, description="Replication factor for topics this service creates.")
     run_relay: bool = Field(True, description="Run the outbox relay inside the web process.")
     run_consumers: bool = Field(True, description="Run the event consumers inside the web process.")

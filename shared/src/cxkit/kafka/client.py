@@ -30,13 +30,15 @@ def failure_kind(exc: BaseException) -> str:
 
 
 def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
-    """acks=all always; idempotence is a setting because the dev broker refuses it."""
+    """acks=all always; idempotence is a setting because the dev broker refuses it. A message waits
+    at most 2 ms for others to share its batch (`linger_ms`)."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id=settings.kafka_client_id or settings.service_name,
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=2,
+        max_batch_size=settings.kafka_producer_batch_bytes,
         request_timeout_ms=10_000,
         retry_backoff_ms=200,
     )
