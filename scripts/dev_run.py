@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from cxkit.dev_broker import DevBroker, port_open
+from cxkit.dev_broker import DevBroker, dev_broker_env, port_open
 from cxkit.dev_postgres import DevPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,9 +85,7 @@ def main() -> int:
                 **os.environ,
                 f"{prefix}_DATABASE_URL": database_urls[prefix],
                 f"{prefix}_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-                f"{prefix}_KAFKA_ENABLE_IDEMPOTENCE": "false",
-                # The dev broker holds each fetch for its whole wait, even when messages arrive meanwhile.
-                f"{prefix}_CONSUMER_FETCH_MAX_WAIT_MS": "20",
+                **dev_broker_env(prefix),
                 f"{prefix}_LOG_JSON": os.environ.get(f"{prefix}_LOG_JSON", "false"),
                 f"{prefix}_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
             }

@@ -17,7 +17,7 @@ from crm.cli import ALEMBIC_INI as CRM_ALEMBIC
 from crm.db import ApiKey as CrmApiKey
 from cxkit import testing
 from cxkit.db import make_engine, make_session_factory
-from cxkit.dev_broker import DevBroker
+from cxkit.dev_broker import DevBroker, dev_broker_env
 from cxkit.http.auth import create_api_key, generate_key
 
 
@@ -46,9 +46,7 @@ class Stack:
         env = {
             f"{prefix}_DATABASE_URL": db,
             f"{prefix}_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            f"{prefix}_KAFKA_ENABLE_IDEMPOTENCE": "false",
-            # The dev broker holds each fetch for its whole wait, even when messages arrive meanwhile.
-            f"{prefix}_CONSUMER_FETCH_MAX_WAIT_MS": "20",
+            **dev_broker_env(prefix),
             f"{prefix}_OUTBOX_POLL_INTERVAL_MS": "100",
             f"{prefix}_LOG_JSON": "true",
             f"{prefix}_CONSUMER_GROUP": self.group(prefix),

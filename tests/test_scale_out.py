@@ -29,7 +29,7 @@ from crm.config import CRMSettings
 from crm.db import SOURCE, OutboxMessage
 from cxkit import testing
 from cxkit.db import make_engine, make_session_factory
-from cxkit.dev_broker import DevBroker
+from cxkit.dev_broker import DEV_BROKER_SETTINGS, DevBroker
 from cxkit.events.payloads import CustomerUpdated
 from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS
 from cxkit.kafka.outbox import OutboxRelay, add_event
@@ -313,7 +313,7 @@ async def test_two_relays_on_one_outbox_send_one_customers_events_in_outbox_orde
     version 2 and is slow to send it (its producer held for a second) when version 3 is written
     and the other relay's round starts. The partition must still get 2 before 3."""
     crm_db = databases[0]
-    settings = CRMSettings(database_url=crm_db, kafka_bootstrap_servers=private_broker.bootstrap, kafka_enable_idempotence=False)
+    settings = CRMSettings(database_url=crm_db, kafka_bootstrap_servers=private_broker.bootstrap, **DEV_BROKER_SETTINGS)
     engine = make_engine(crm_db)
     sessions = make_session_factory(engine)
     first, second = (OutboxRelay(settings, sessions, OutboxMessage, [CRM_CUSTOMERS]) for _ in range(2))

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from scripts.bench.config import ROOT
 
-from cxkit.dev_broker import DevBroker, free_port
+from cxkit.dev_broker import DevBroker, dev_broker_env, free_port
 
 BIN = Path(sys.executable).parent
 
@@ -90,10 +90,7 @@ def service_env(prefix: str, database_url: str, bootstrap: str, work_dir: Path) 
     env = {
         f"{prefix}_DATABASE_URL": database_url,
         f"{prefix}_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        # The dev broker refuses idempotent producers.
-        f"{prefix}_KAFKA_ENABLE_IDEMPOTENCE": "false",
-        # The dev broker holds each fetch for its whole wait, even when messages arrive meanwhile.
-        f"{prefix}_CONSUMER_FETCH_MAX_WAIT_MS": "20",
+        **dev_broker_env(prefix),
     }
     if prefix == "CRM":
         env["CRM_DOCUMENTS_DIR"] = str(work_dir / "documents")

@@ -22,7 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cxkit import testing
 from cxkit.db import UTCDateTime, make_engine, make_session_factory, new_id, new_metadata, utcnow
-from cxkit.dev_broker import DevBroker
+from cxkit.dev_broker import DEV_BROKER_SETTINGS, DevBroker
 from cxkit.events import encode_event, new_event
 from cxkit.events.payloads import CustomerUpdated
 from cxkit.kafka.client import ensure_topics
@@ -127,8 +127,7 @@ def kit_settings(kit_engine: AsyncEngine, broker: DevBroker) -> ServiceSettings:
         service_name="cxkit-tests",
         database_url=kit_engine.url.render_as_string(hide_password=False),
         kafka_bootstrap_servers=broker.bootstrap,
-        kafka_enable_idempotence=False,  # the dev broker refuses idempotent producers
-        consumer_fetch_max_wait_ms=20,  # the dev broker holds every fetch this long
+        **DEV_BROKER_SETTINGS,
         consumer_max_retries=2,
         log_json=False,
     )

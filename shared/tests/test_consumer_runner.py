@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cxkit.db import make_session_factory
+from cxkit.dev_broker import DEV_BROKER_SETTINGS
 from cxkit.events import encode_event, new_event
 from cxkit.events.payloads import CustomerErased
 from cxkit.events.registry import dlq_topic
@@ -204,3 +206,33 @@ async def test_a_small_read_ahead_still_brings_every_event_even_one_larger_than_
         await running.stop()
     rows = [r for r in await applied(sessions, running.name) if r.customer_id in set(ids)]
     assert sorted((r.customer_id, r.version) for r in rows) == sorted([(cid, 1) for cid in ids] + [(ids[0], 2)])
+
+
+async def test_a_consumer_joins_its_group_after_half_its_session_timeout_on_the_dev_broker(
+    kit_settings: ServiceSettings, kit_engine: AsyncEngine, topic: str
+) -> None:
+    """The dev broker holds each join of a group for half the joining member's session timeout.
+    The consumer asks for `CONSUMER_SESSION_TIMEOUT_MS` (3,000 ms under `DEV_BROKER_SETTINGS`),
+    not aiokafka's own 10,000 ms, which made every consumer start wait 5 s there."""
+    assert kit_settings.consumer_session_timeout_ms == DEV_BROKER_SETTINGS["consumer_session_timeout_ms"] == 3000
+    consumer = EventConsumer(
+        name=f"kit-test-{uuid.uuid4().hex[:8]}",
+        topics=[topic],
+        handlers={"customer.updated": applying("join")},
+        settings=kit_settings,
+        session_factory=make_session_factory(kit_engine),
+        processed_model=ProcessedEvent,
+    )
+    started = time.monotonic()
+    task = asyncio.create_task(consumer.run())
+
+    async def assigned() -> bool:
+        return consumer.assigned
+
+    try:
+        await wait_for(assigned, timeout=20, interval=0.02)
+        took = time.monotonic() - started
+    finally:
+        await settle(task)
+        await consumer.stop()
+    assert 1.4 < took < 4.0  # held for 1.5 s, not the 5 s of a 10 s session

@@ -27,7 +27,7 @@ from cem.db import ApiKey, OutboxMessage
 from cem.main import create_app
 from cem.models import Base
 from cxkit import testing
-from cxkit.dev_broker import DevBroker
+from cxkit.dev_broker import DEV_BROKER_SETTINGS, DevBroker
 from cxkit.events import new_event
 from cxkit.events.payloads import CustomerCreated, InteractionRecorded
 from cxkit.kafka.consumer import Delivery
@@ -46,8 +46,7 @@ def cem_settings(cem_database_url: str, broker: DevBroker, tmp_path_factory: pyt
     return CEMSettings(
         database_url=cem_database_url,
         kafka_bootstrap_servers=broker.bootstrap,
-        kafka_enable_idempotence=False,
-        consumer_fetch_max_wait_ms=20,
+        **DEV_BROKER_SETTINGS,
         run_relay=False,
         run_consumers=False,
         run_webhook_worker=False,

@@ -23,7 +23,7 @@ from cem.invitations.models import Invitation
 from cem.projections import projections
 from cem.suppressions.models import Suppression
 from cem.touchpoints.models import TouchpointInteraction
-from cxkit.dev_broker import DevBroker
+from cxkit.dev_broker import DevBroker, dev_broker_env
 from cxkit.events import encode_event, new_event
 from cxkit.events.payloads import (
     CustomerCreated,
@@ -141,7 +141,7 @@ async def test_replay_rebuilds_a_damaged_projection_to_the_same_views_and_never_
         **os.environ,
         "CEM_DATABASE_URL": settings.database_url,
         "CEM_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-        "CEM_KAFKA_ENABLE_IDEMPOTENCE": "false",
+        **dev_broker_env("CEM"),
         "CEM_CONSUMER_GROUP": settings.consumer_group,
         "CEM_LOG_JSON": "false",
     }

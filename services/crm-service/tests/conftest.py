@@ -24,7 +24,7 @@ from crm.experience.models import EXPERIENCE_KINDS, FOLLOWUP_OVERDUE
 from crm.main import build_consumers, create_app
 from crm.models import Base
 from cxkit import testing
-from cxkit.dev_broker import DevBroker
+from cxkit.dev_broker import DEV_BROKER_SETTINGS, DevBroker
 from cxkit.events import CloudEvent, decode_event, encode_event, new_event
 from cxkit.events import payloads as p
 from cxkit.kafka.client import ensure_topics
@@ -43,8 +43,7 @@ def crm_settings(crm_database_url: str, broker: DevBroker, tmp_path_factory: pyt
     return CRMSettings(
         database_url=crm_database_url,
         kafka_bootstrap_servers=broker.bootstrap,
-        kafka_enable_idempotence=False,
-        consumer_fetch_max_wait_ms=20,
+        **DEV_BROKER_SETTINGS,
         run_relay=False,
         run_consumers=False,
         run_webhook_worker=False,

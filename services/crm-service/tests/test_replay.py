@@ -20,6 +20,7 @@ from crm.db import ProcessedEvent
 from crm.experience.models import ExperienceEvent
 from crm.projections import projections
 from crm.tasks.models import Task
+from cxkit.dev_broker import dev_broker_env
 from cxkit.events import CloudEvent, decode_event, encode_event
 from cxkit.events.registry import CEM_FEEDBACK
 from cxkit.kafka.client import ensure_topics
@@ -141,7 +142,7 @@ async def test_the_crm_replay_command_rebuilds_the_projection_from_cem_feedback(
         **os.environ,
         "CRM_DATABASE_URL": crm_settings.database_url,
         "CRM_KAFKA_BOOTSTRAP_SERVERS": crm_settings.kafka_bootstrap_servers,
-        "CRM_KAFKA_ENABLE_IDEMPOTENCE": "false",
+        **dev_broker_env("CRM"),
         "CRM_CONSUMER_GROUP": group,
         "CRM_LOG_JSON": "false",
     }

@@ -10,6 +10,21 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+# Settings every service and test needs on this broker (their defaults are right for Apache
+# Kafka): it refuses idempotent producers, holds each consumer fetch for its whole wait even
+# when messages arrive meanwhile, and holds each join of a consumer group for half the
+# member's session timeout.
+DEV_BROKER_SETTINGS: dict[str, Any] = {
+    "kafka_enable_idempotence": False,
+    "consumer_fetch_max_wait_ms": 20,
+    "consumer_session_timeout_ms": 3000,
+}
+
+
+def dev_broker_env(prefix: str) -> dict[str, str]:
+    """`DEV_BROKER_SETTINGS` as the environment of a service whose settings read `prefix`_."""
+    return {f"{prefix}_{name.upper()}": str(value).lower() for name, value in DEV_BROKER_SETTINGS.items()}
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:

@@ -87,7 +87,16 @@ class ServiceSettings(BaseSettings):
         ge=0,
         description="Longest a consumer's fetch waits at the broker for new messages. Apache Kafka answers as soon as one "
         "arrives, so this only sets how often an idle consumer asks. The dev broker (Tansu) holds every fetch this long, "
-        "so it also delays each event: `make run`, the tests and `make bench` set 20 there.",
+        "so it also delays each event: `make run`, the tests and `make bench` set 20 there "
+        "(`cxkit.dev_broker.DEV_BROKER_SETTINGS`).",
+    )
+    consumer_session_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        description="A consumer that sends no heartbeat for this long leaves its group and its partitions go to the "
+        "others; it heartbeats every third of it. Apache Kafka accepts 6,000 to 1,800,000 by default. The dev broker "
+        "(Tansu) holds each join of a group for half of it, so every consumer start waited 5 s: `make run`, the tests "
+        "and `make bench` set 3,000 there (`cxkit.dev_broker.DEV_BROKER_SETTINGS`).",
     )
     consumer_max_records: int = Field(1000, description="Messages fetched per consumer poll (one DB transaction).")
     consumer_fetch_max_bytes: int = Field(

@@ -195,6 +195,8 @@ class EventConsumer:
             fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
             fetch_max_bytes=self.settings.consumer_fetch_max_bytes,
             max_partition_fetch_bytes=self.settings.consumer_partition_fetch_max_bytes,
+            session_timeout_ms=self.settings.consumer_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.consumer_session_timeout_ms // 3,
             request_timeout_ms=15_000,
         )
         producer = make_producer(self.settings)
