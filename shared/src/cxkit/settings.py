@@ -67,15 +67,16 @@ class ServiceSettings(BaseSettings):
     )
     kafka_client_id: str | None = Field(None, description="Kafka client id (defaults to the service name).")
     kafka_topic_partitions: int = Field(3, description="Partitions for topics this service creates.")
+    kafka_topic_replication: int = Field(1, description="Replication factor for topics this service creates.")
     kafka_producer_batch_bytes: int = Field(
         256 * 1024,
         ge=1024,
         le=1024 * 1024,
         description="Most bytes of messages the producer sends to one partition as one batch (at most 1 MiB, Apache "
-        "Kafka's default message size limit). A relay round is up to `OUTBOX_BATCH_SIZE` events sent at once: in "
-        "batches of aiokafka's default 16 KiB, about 25 events each, the relay spent half its time on requests.",
+        "Kafka's default message size limit); a message waits at most 2 ms for others to join it. A relay round sends "
+        "up to `OUTBOX_BATCH_SIZE` events at once: relaying an import's 200,000 events took the web process 8.5 s of "
+        "CPU in aiokafka's own 16 KiB batches, 5.7 s in 256 KiB ones.",
     )
-    kafka_topic_replication: int = Field(1, description="Replication factor for topics this service creates.")
     run_relay: bool = Field(True, description="Run the outbox relay inside the web process.")
     run_consumers: bool = Field(True, description="Run the event consumers inside the web process.")
     outbox_poll_interval_ms: int = Field(200, description="Relay poll interval when no write woke it.")
