@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import uuid
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from crm.customers.models import Customer
+from crm.customers.repository import SORT_KEYS, CustomerFilters, CustomerRepository
 from crm.db import IdempotencyKey
 from crm.documents.models import Document
 from crm.interactions.models import Interaction
 from crm.leads.models import Lead
 from crm.tasks.models import Task
+from cxkit import keyset
+from cxkit.http.pagination import PageParams
 from cxkit.testing import bearer
 
 # --- PATCH ---------------------------------------------------------------------------------
@@ -99,6 +104,60 @@ async def test_q_searches_name_email_and_company_case_insensitively(client: http
     # LIKE wildcards in the query are matched literally.
     assert (await client.get("/v1/customers", params={"q": "%"})).json()["items"] == []
     assert (await client.get("/v1/customers", params={"q": "_"})).json()["items"] == []
+
+
+async def test_a_rare_term_is_taken_from_the_trigram_indexes_even_when_the_statistics_call_it_common(
+    client: httpx.AsyncClient, session_factory: Any
+) -> None:
+    """Which plan a search gets is decided by looking at the rows its page would walk first,
+    not by PostgreSQL's estimate: 'Zanzibarr' is in two old customers only, while the
+    statistics (taken when 3,000 held it) call it common; 'Kilimanjaro' is in five of the
+    newest thousand, 'Serengeti' in four."""
+    now = dt.datetime(2026, 12, 4, tzinfo=dt.UTC)
+
+    def customer(n: int, name: str, created_at: dt.datetime) -> Customer:
+        email = f"c{n}@search.example.com"
+        return Customer(
+            id=uuid.uuid4(), email=email, email_normalized=email, name=name, tags=[], attributes={},
+            created_at=created_at, updated_at=created_at,
+        )  # fmt: skip
+
+    async with session_factory() as session, session.begin():
+        session.add_all(customer(n, f"Zanzibarr {n}", now - dt.timedelta(days=400)) for n in range(3000))
+    async with session_factory() as session, session.begin():
+        await session.execute(text("ANALYZE customers"))
+    async with session_factory() as session, session.begin():
+        await session.execute(text("UPDATE customers SET name = 'Somebody' WHERE name LIKE 'Zanzibarr %'"))
+        rare = [customer(3000 + n, f"Ada Zanzibarr {n}", now - dt.timedelta(days=300 + n)) for n in range(2)]
+        newest = [customer(4000 + n, f"Person {n}", now - dt.timedelta(minutes=n)) for n in range(1000)]
+        for n in range(5):
+            newest[100 * n].name = f"Kilimanjaro {n}"
+        for n in range(4):
+            newest[100 * n + 50].name = f"Serengeti {n}"
+        session.add_all([*rare, *newest])
+    async with session_factory() as session:
+        plan = await session.scalar(text("EXPLAIN SELECT id FROM customers WHERE name ILIKE '%Zanzibarr%'"))
+        estimated = int(re.search(r"rows=(\d+)", plan).group(1))  # type: ignore[union-attr]
+        assert estimated > 1000  # the statistics call it common; two customers hold it
+
+    sort, page = keyset.parse_sort("-created_at", SORT_KEYS), PageParams(limit=1, cursor=None)
+    async with session_factory() as session:
+        repo = CustomerRepository(session)
+        assert await repo.search_term_is_rare(CustomerFilters(q="zanzibarr"), sort, page)
+        assert await repo.search_term_is_rare(CustomerFilters(q="Serengeti"), sort, page)
+        assert not await repo.search_term_is_rare(CustomerFilters(q="Kilimanjaro"), sort, page)
+        assert not await repo.search_term_is_rare(CustomerFilters(q="Person"), sort, page)
+
+    # Both roads give the same pages: newest first, one at a time with the cursor.
+    for term, expected in (("zanzibarr", [c.id for c in rare]), ("kilimanjaro", [newest[100 * n].id for n in range(5)])):
+        seen, cursor = [], None
+        while True:
+            params: dict[str, Any] = {"q": term, "limit": 1, **({"cursor": cursor} if cursor else {})}
+            body = (await client.get("/v1/customers", params=params)).json()
+            seen += [uuid.UUID(c["id"]) for c in body["items"]]
+            if not (cursor := body.get("next_cursor")):
+                break
+        assert seen == expected
 
 
 async def test_filters_by_lifecycle_stage_tag_and_owner_combine(client: httpx.AsyncClient, make: Any) -> None:
