@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import func, select, text
 
 from crm.customers.models import Customer
-from crm.customers.repository import SORT_KEYS, CustomerFilters, CustomerRepository
+from crm.customers.repository import SEARCH_PROBE_FROM, SORT_KEYS, CustomerFilters, CustomerRepository
 from crm.db import IdempotencyKey
 from crm.documents.models import Document
 from crm.interactions.models import Interaction
@@ -109,10 +109,10 @@ async def test_q_searches_name_email_and_company_case_insensitively(client: http
 async def test_a_rare_term_is_taken_from_the_trigram_indexes_even_when_the_statistics_call_it_common(
     client: httpx.AsyncClient, session_factory: Any
 ) -> None:
-    """Which plan a search gets is decided by looking at the rows its page would walk first,
-    not by PostgreSQL's estimate: 'Zanzibarr' is in two old customers only, while the
-    statistics (taken when 3,000 held it) call it common; 'Kilimanjaro' is in five of the
-    newest thousand, 'Serengeti' in four."""
+    """A term PostgreSQL estimates common is looked for among the rows its page would walk
+    first: 'Zanzibarr' is in two old customers only, while the statistics (taken when 3,000
+    held it) call it common; 'Kilimanjaro' is in five of the newest thousand, 'Serengeti' in
+    four."""
     now = dt.datetime(2026, 12, 4, tzinfo=dt.UTC)
 
     def customer(n: int, name: str, created_at: dt.datetime) -> Customer:
@@ -143,7 +143,11 @@ async def test_a_rare_term_is_taken_from_the_trigram_indexes_even_when_the_stati
     sort, page = keyset.parse_sort("-created_at", SORT_KEYS), PageParams(limit=1, cursor=None)
     async with session_factory() as session:
         repo = CustomerRepository(session)
+        # Estimated common: looked for among the newest rows, where it is found rare.
+        assert await repo.search_estimate("zanzibarr") >= SEARCH_PROBE_FROM
         assert await repo.search_term_is_rare(CustomerFilters(q="zanzibarr"), sort, page)
+        # Estimated rare (left to its plan, which asks the trigram indexes); the rule where probed:
+        assert await repo.search_estimate("Serengeti") < SEARCH_PROBE_FROM
         assert await repo.search_term_is_rare(CustomerFilters(q="Serengeti"), sort, page)
         assert not await repo.search_term_is_rare(CustomerFilters(q="Kilimanjaro"), sort, page)
         assert not await repo.search_term_is_rare(CustomerFilters(q="Person"), sort, page)

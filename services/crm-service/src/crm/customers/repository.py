@@ -66,10 +66,16 @@ def _search(columns: tuple[Any, Any, Any], q: str) -> ColumnElement[bool]:
 
 
 # How a search decides between walking the sort's index and asking the trigram indexes (see
-# `CustomerRepository.list_page`): the term is rare when fewer than this many of the first
-# rows the page would walk hold it.
+# `CustomerRepository.list_page`): a term PostgreSQL estimates to match at least
+# `SEARCH_PROBE_FROM` customers is looked for in the first `SEARCH_PROBE_ROWS` rows the page
+# would walk, and is rare when fewer than `SEARCH_PROBE_MATCHES` of them hold it.
+SEARCH_PROBE_FROM = 500
 SEARCH_PROBE_ROWS = 1000
 SEARCH_PROBE_MATCHES = 5
+_ESTIMATE = text(
+    "EXPLAIN (FORMAT JSON) SELECT 1 FROM customers WHERE name ILIKE :pattern ESCAPE '\\' "
+    "OR email_normalized LIKE :lower ESCAPE '\\' OR company ILIKE :pattern ESCAPE '\\'"
+)
 
 
 def _tag_condition(tag: str) -> ColumnElement[bool]:
@@ -157,18 +163,26 @@ class CustomerRepository(Repository[Customer]):
         # matches nothing and walks the sort index over every row (~0.8 s at 200k) instead
         # of asking the trigram indexes (milliseconds).
         await self.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-        if not await self.search_term_is_rare(filters, sort, page):
-            return list((await self.session.scalars(stmt)).all())
         # Even planned for its term, a search could walk the whole sort index: PostgreSQL
         # estimates what `ILIKE '%term%'` matches from a sample of the rows, and a rare name
         # the sample happened to hold looks a hundred times commoner than it is ('Abernathy':
         # 3,370 estimated, 5 found among 600,000; the walk took 1.2 s, the trigram indexes
-        # 0.5 ms). A term found rare is taken from the trigram indexes, whatever the estimate.
+        # 0.5 ms). A term estimated common is looked for among the rows the walk would take
+        # first, and one found rare there is taken from the trigram indexes. A term estimated
+        # rare is left to its plan, which asks the trigram indexes.
+        if await self.search_estimate(filters.q) < SEARCH_PROBE_FROM or not await self.search_term_is_rare(filters, sort, page):
+            return list((await self.session.scalars(stmt)).all())
         await self.session.execute(text(_PLANS.format(setting="off")))
         try:
             return list((await self.session.scalars(stmt)).all())
         finally:
             await self.session.execute(text(_PLANS.format(setting="on")))
+
+    async def search_estimate(self, q: str) -> float:
+        """How many customers PostgreSQL expects `q` to match (planning only: no row is read)."""
+        pattern = _like_pattern(q)
+        plan = await self.session.scalar(_ESTIMATE, {"pattern": pattern, "lower": pattern.lower()})
+        return float((orjson.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
 
     async def search_term_is_rare(self, filters: CustomerFilters, sort: keyset.Sort, page: PageParams) -> bool:
         """Whether fewer than `SEARCH_PROBE_MATCHES` of the first `SEARCH_PROBE_ROWS` rows the
