@@ -22,7 +22,8 @@ from cxkit.pg_pool import CompiledQuery, UnnestInsert
 from cxkit.repository import Repository
 
 # For a rare search term, the plans left: the trigram indexes (no walk of an index in the
-# list's order, no scan of the whole table), for the rest of the statement's transaction.
+# list's order, no scan of the whole table). Set (transaction-local) for that one statement
+# and set back after it.
 _PLANS = "SELECT set_config('enable_indexscan', '{setting}', true), set_config('enable_seqscan', '{setting}', true)"
 
 SORT_KEYS = (
