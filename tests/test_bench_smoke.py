@@ -10,9 +10,11 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 import pytest
+from scripts.bench.scenarios.context import OTHERS, CpuMeter
 
 from cxkit.testing import PG_ADMIN_DSN
 
@@ -74,6 +76,45 @@ def test_bench_measures_every_target_with_numeric_figures(tmp_path: Path) -> Non
     assert all(n > 0 for n in result["rounds"]["search_rare"]["terms"].values())
     assert result["rounds"]["write_visible"]["not_visible_after_30s"] == 0
     assert all(r["rows"] > 0 for r in result["rounds"]["import"]["ours"])
+    # What each part of the machine used while the import and the ingest rounds ran.
+    for used in [r["cpu_s"] for r in result["rounds"]["import"]["ours"]]:
+        assert set(used) == {"crm-service", "cem-service", "broker", "bench", "import command", OTHERS}
+        assert used["import command"] > 0 and all(v >= 0 for v in used.values())
+    assert all(u["raw consumers"] > 0 for u in result["rounds"]["ingest"]["raw_cpu_s"])
+    assert all(u["crm-service"] > 0 and u["cem-service"] > 0 for u in result["rounds"]["ingest"]["ours_cpu_s"])
+    assert "CPU while it ran" in metrics["import_rows_per_s"]["note"]
+    assert "CPU per event published" in metrics["ingest_crm_vs_raw"]["note"]
     assert result["rows"]["customers"] == 2000
     assert result["load_generator"] and result["durations_s"]["measure"] > 0
     assert "SPEC §6 targets" in run.stdout
+
+
+# A stack with no service and no broker running: the meter then tells the bench process, its
+# commands and the rest of the machine apart.
+_NO_STACK = SimpleNamespace(services=[], broker=SimpleNamespace(pid=None))
+
+
+# Spins until the process has used `cpu` seconds of CPU, prints READY, then spins for as long again.
+_SPIN = """
+import sys, time
+cpu = float(sys.argv[1])
+while time.process_time() < cpu:
+    pass
+print("READY", flush=True)
+while time.process_time() < 2 * cpu:
+    pass
+"""
+
+
+def test_the_cpu_meter_counts_a_command_from_the_start_of_the_stretch_only() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _SPIN, "0.4"], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"READY"
+    meter = CpuMeter(_NO_STACK, "spinner", running=[proc.pid]).start()  # type: ignore[arg-type]
+    proc.wait(timeout=30)
+    used = meter.stop()
+    # The 0.4 s it used after READY, not its start-up and first 0.4 s before the meter started.
+    assert 0.3 <= used.parts["spinner"] <= 0.7, used.parts
+    assert list(used.parts) == ["broker", "bench", "spinner", OTHERS] and used.parts["broker"] == 0
+    assert used.busy_s >= used.parts["spinner"] and used.wall_s >= used.parts["spinner"] / (os.cpu_count() or 1)
+    assert used.describe().startswith(f"{used.busy_s:,.1f} s (broker 0.0, bench ")
+    assert used.describe(per=1000).startswith(f"{used.busy_s * 1000:,.1f} µs (broker 0.0, bench ")

@@ -85,6 +85,25 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, seconds) a process has used so far, from /proc (Linux)."""
+    # The fields after the command name's closing parenthesis start at the 3rd (state);
+    # utime and stime are the 14th and 15th.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_s() -> float:
+    """CPU time (seconds, all cores) the machine has spent busy since boot: /proc/stat's user,
+    nice, system, irq, softirq and steal."""
+    values = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in values[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 def service_env(prefix: str, database_url: str, bootstrap: str, work_dir: Path) -> dict[str, str]:
     """What a service needs to run here; every other setting keeps its default."""
     env = {

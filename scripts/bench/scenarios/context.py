@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import resource
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import asyncpg
@@ -15,7 +17,7 @@ from scripts.bench.database import PgServer
 from scripts.bench.loadgen import LoadGenerator, LoadResult, Plan
 from scripts.bench.report import Metric, Report, at_most
 from scripts.bench.seed import SeededData
-from scripts.bench.stack import Stack, UvicornProcess, rss_mb
+from scripts.bench.stack import Stack, UvicornProcess, cpu_s, machine_busy_s, rss_mb
 
 
 @dataclass
@@ -36,6 +38,10 @@ class BenchContext:
     rss: dict[str, list[float]] = field(default_factory=lambda: {"crm-service": [], "cem-service": []})
     rng: random.Random = field(default_factory=lambda: random.Random(5))
 
+    def cpu_meter(self, commands: str = "commands", running: Iterable[int] = ()) -> CpuMeter:
+        """A meter of the CPU each part of the machine uses from now (see `CpuMeter`)."""
+        return CpuMeter(self.stack, commands, running).start()
+
     def sample_rss(self) -> None:
         for proc in self.stack.services:
             self.rss[proc.name].append(rss_mb(proc.pid))
@@ -51,6 +57,72 @@ class BenchContext:
             await asyncio.sleep(0.5)
         await checkpoint(self.crm)
         await asyncio.sleep(1)
+
+
+OTHERS = "PostgreSQL and the rest"
+
+
+@dataclass
+class CpuUse:
+    """CPU seconds each part of the machine used over `wall_s` seconds: the services, the broker,
+    the bench process itself, the commands it ran (e.g. the import), and what is left of the
+    machine's busy time (PostgreSQL above all)."""
+
+    wall_s: float
+    parts: dict[str, float]
+
+    @property
+    def busy_s(self) -> float:
+        return sum(self.parts.values())
+
+    def describe(self, per: int | None = None) -> str:
+        """`name 1.2, ...` in CPU-seconds, or in microseconds per item when `per` items were done."""
+        scale, unit = (1e6 / per, " µs") if per else (1.0, " s")
+        shown = ", ".join(f"{name} {value * scale:,.1f}" for name, value in self.parts.items())
+        return f"{self.busy_s * scale:,.1f}{unit} ({shown})"
+
+    @staticmethod
+    def median(uses: list[CpuUse]) -> CpuUse:
+        return CpuUse(median_of([u.wall_s for u in uses]), {k: median_of([u.parts[k] for u in uses]) for k in uses[0].parts})
+
+
+class CpuMeter:
+    """What each part of the machine uses between `start()` and `stop()` (Linux /proc and
+    getrusage). `commands` is the CPU of the child processes the bench reaped in between (the
+    import command, the raw consumers), less what those among them already running at the
+    start (`running`, their pids) had used by then."""
+
+    def __init__(self, stack: Stack, commands: str = "commands", running: Iterable[int] = ()) -> None:
+        self._stack = stack
+        self._commands = commands
+        self._running = list(running)
+        self._start: dict[str, float] = {}
+        self._started = 0.0
+
+    def _sample(self) -> dict[str, float]:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        sample = {proc.name: cpu_s(proc.pid) for proc in self._stack.services}
+        broker = self._stack.broker.pid
+        sample["broker"] = cpu_s(broker) if broker is not None else 0.0
+        sample["bench"] = own.ru_utime + own.ru_stime
+        sample[self._commands] = children.ru_utime + children.ru_stime
+        sample["machine"] = machine_busy_s()
+        return sample
+
+    def start(self) -> CpuMeter:
+        self._start = self._sample()
+        self._start[self._commands] += sum(cpu_s(pid) for pid in self._running)
+        self._started = time.perf_counter()
+        return self
+
+    def stop(self) -> CpuUse:
+        wall = time.perf_counter() - self._started
+        end = self._sample()
+        used = {name: max(end[name] - self._start[name], 0.0) for name in end}
+        machine = used.pop("machine")
+        used[OTHERS] = max(machine - sum(used.values()), 0.0)
+        return CpuUse(wall, used)
 
 
 async def checkpoint(conn: asyncpg.Connection) -> None:

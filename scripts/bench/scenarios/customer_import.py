@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 from scripts.bench.report import Metric, at_least
-from scripts.bench.scenarios.context import BenchContext, median_of
+from scripts.bench.scenarios.context import BenchContext, CpuUse, median_of
 from scripts.bench.seed import write_import_csv
 
 RAW_COPY = "raw COPY"
+COMMAND = "import command"
 
 
 async def _announced(ctx: BenchContext, started: float, limit_s: float = 300) -> float | None:
@@ -27,12 +28,14 @@ async def _announced(ctx: BenchContext, started: float, limit_s: float = 300) ->
     return None
 
 
-async def _crm_import(ctx: BenchContext, path: Path, budget: float) -> tuple[float, int, int | None]:
-    """Runs `crm import-customers` for at most `budget` s: (seconds, rows created, exit code or None if stopped)."""
+async def _crm_import(ctx: BenchContext, path: Path, budget: float) -> tuple[float, int, int | None, CpuUse]:
+    """Runs `crm import-customers` for at most `budget` s: (seconds, rows created, exit code or None
+    if stopped, the CPU each part of the machine used meanwhile)."""
     env = {**os.environ, "CRM_DATABASE_URL": ctx.server.sqlalchemy_url(ctx.crm_db), "COLUMNS": "120"}
     since = dt.datetime.now(dt.UTC)
     log = ctx.cfg.work_dir / "logs" / "import.log"
     with log.open("ab") as out:
+        meter = ctx.cpu_meter(COMMAND)
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "crm"), "import-customers", str(path),
@@ -45,8 +48,9 @@ async def _crm_import(ctx: BenchContext, path: Path, budget: float) -> tuple[flo
             await proc.wait()
             code = None
         elapsed = time.perf_counter() - started
+        cpu = meter.stop()
     rows = await ctx.crm.fetchval("SELECT count(*) FROM customers WHERE created_at >= $1", since)
-    return elapsed, rows, code
+    return elapsed, rows, code, cpu
 
 
 async def _raw_copy(ctx: BenchContext, path: Path, rows: int) -> float:
@@ -93,20 +97,28 @@ async def import_customers(ctx: BenchContext) -> None:
     empty = work / "import-empty.csv"
     write_import_csv(empty, 0, "empty", 0)
     # The command's fixed cost (interpreter, imports, connecting), left out of the rate.
-    startup, _, _ = await _crm_import(ctx, empty, 120)
+    startup, _, _, _ = await _crm_import(ctx, empty, 120)
     files = []
     for round_no in range(1, cfg.rounds + 1):
         path = work / f"import-r{round_no}.csv"
         write_import_csv(path, cfg.import_rows, f"r{round_no}x", round_no)
         files.append(path)
-    ours, raw, indexed, details = [], [], [], []
+    ours, raw, indexed, details, cpu = [], [], [], [], []
     for path in files:
         began = time.perf_counter()
-        elapsed, rows, code = await _crm_import(ctx, path, cfg.import_budget)
+        elapsed, rows, code, used = await _crm_import(ctx, path, cfg.import_budget)
         announced = await _announced(ctx, began)
+        cpu.append(used)
         ours.append(rows / max(elapsed - startup, 1e-3))
         details.append(
-            {"seconds": elapsed, "rows": rows, "exit_code": code, "stopped_by_budget": code is None, "relayed_s": announced}
+            {
+                "seconds": elapsed,
+                "rows": rows,
+                "exit_code": code,
+                "stopped_by_budget": code is None,
+                "relayed_s": announced,
+                "cpu_s": used.parts,
+            }
         )
         ctx.sample_rss()
         await ctx.settle()
@@ -126,6 +138,11 @@ async def import_customers(ctx: BenchContext) -> None:
         f"file) left out; one INSERT ... SELECT of the same rows into the indexed customers table (rolled back) ran at "
         f"{median_of(indexed):,.0f} rows/s"
     )
+    # The import shares the machine with what its events set going: the relay (crm-service),
+    # the broker and the CEM projection (cem-service), and the database work of all three.
+    used = CpuUse.median(cpu)
+    cores = os.cpu_count() or 1
+    note += f"; CPU while it ran: {used.describe()}, of the {cores} cores' {cores * used.wall_s:,.1f} s"
     relayed = [d["relayed_s"] for d in details]
     if all(r is not None for r in relayed):
         note += f"; every customer.created on the broker {median_of(relayed):.1f} s after the import began (relayed meanwhile)"

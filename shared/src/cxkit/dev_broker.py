@@ -83,6 +83,11 @@ class DevBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
     def start(self, timeout: float = 30.0) -> None:
         if self.running:
             return
