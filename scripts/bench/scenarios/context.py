@@ -38,7 +38,7 @@ class BenchContext:
     rss: dict[str, list[float]] = field(default_factory=lambda: {"crm-service": [], "cem-service": []})
     rng: random.Random = field(default_factory=lambda: random.Random(5))
 
-    def cpu_meter(self, commands: str = "commands", running: Iterable[int] = ()) -> CpuMeter:
+    def cpu_meter(self, commands: str | None = None, running: Iterable[int] = ()) -> CpuMeter:
         """A meter of the CPU each part of the machine uses from now (see `CpuMeter`)."""
         return CpuMeter(self.stack, commands, running).start()
 
@@ -88,11 +88,11 @@ class CpuUse:
 
 class CpuMeter:
     """What each part of the machine uses between `start()` and `stop()` (Linux /proc and
-    getrusage). `commands` is the CPU of the child processes the bench reaped in between (the
+    getrusage). `commands` names the CPU of the child processes the bench reaped in between (the
     import command, the raw consumers), less what those among them already running at the
-    start (`running`, their pids) had used by then."""
+    start (`running`, their pids) had used by then; without a name, that goes to the rest."""
 
-    def __init__(self, stack: Stack, commands: str = "commands", running: Iterable[int] = ()) -> None:
+    def __init__(self, stack: Stack, commands: str | None = None, running: Iterable[int] = ()) -> None:
         self._stack = stack
         self._commands = commands
         self._running = list(running)
@@ -106,13 +106,15 @@ class CpuMeter:
         broker = self._stack.broker.pid
         sample["broker"] = cpu_s(broker) if broker is not None else 0.0
         sample["bench"] = own.ru_utime + own.ru_stime
-        sample[self._commands] = children.ru_utime + children.ru_stime
+        if self._commands is not None:
+            sample[self._commands] = children.ru_utime + children.ru_stime
         sample["machine"] = machine_busy_s()
         return sample
 
     def start(self) -> CpuMeter:
         self._start = self._sample()
-        self._start[self._commands] += sum(cpu_s(pid) for pid in self._running)
+        if self._commands is not None:
+            self._start[self._commands] += sum(cpu_s(pid) for pid in self._running)
         self._started = time.perf_counter()
         return self
 

@@ -131,6 +131,8 @@ async def _ours_ingest(ctx: BenchContext, round_no: int) -> tuple[dict[str, Inge
         ),
     }
     done: dict[str, float] = {}
+    # Counted with the services' work: the broker's, the publisher's (the bench) and the
+    # database's, the watcher's counts below included (one per service per second).
     meter = ctx.cpu_meter()
     publish = asyncio.create_task(_publish(ctx.stack.broker.bootstrap, INTERACTIONS_TOPIC, events))
     deadline = time.monotonic() + ctx.cfg.ingest_timeout
