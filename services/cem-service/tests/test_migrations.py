@@ -48,3 +48,47 @@ async def test_judged_interactions_are_found_by_index(cem_database_url: str) -> 
                 assert "interaction_id" in scans[0]["Index Cond"], scans
     finally:
         await conn.close()
+
+
+_INDEX_SIZES = (
+    "SELECT c.relname, pg_relation_size(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "WHERE i.indrelid = 'customer_profiles'::regclass"
+)
+
+
+async def test_an_announced_customer_writes_two_index_entries(cem_database_url: str) -> None:
+    """A profile of a customer never merged away is written into the id and email_lower indexes
+    only (migration cem0010); a merged duplicate enters the merged_into index, which the merge's
+    `merged_into = survivor` lookup reads. All in a transaction undone at the end."""
+    conn = await asyncpg.connect(asyncpg_dsn(cem_database_url))
+    undone = conn.transaction()
+    await undone.start()
+    try:
+        before = dict(await conn.fetch(_INDEX_SIZES))
+        ids = await conn.fetch(
+            "INSERT INTO customer_profiles (id, email, email_lower, name, tags, crm_version, synced_at) "
+            "SELECT gen_random_uuid(), 'Someone' || g || '@Example.com', 'someone' || g || '@example.com', "
+            "'Someone ' || g, '[]', 1, now() FROM generate_series(1, 3000) AS g RETURNING id"
+        )
+        grown = {name for name, size in await conn.fetch(_INDEX_SIZES) if size > before[name]}
+        assert grown == {"pk_customer_profiles", "ix_customer_profiles_email_lower"}
+
+        survivor, duplicates = ids[0]["id"], [r["id"] for r in ids[1:2001]]
+        await conn.execute(
+            "UPDATE customer_profiles SET merged_into = $1, email_lower = NULL WHERE id = ANY($2::uuid[])",
+            survivor,
+            duplicates,
+        )
+        merged = dict(await conn.fetch(_INDEX_SIZES))
+        assert merged["ix_customer_profiles_merged_into"] > before["ix_customer_profiles_merged_into"]
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        raw = await conn.fetchval(
+            "EXPLAIN (FORMAT JSON) UPDATE customer_profiles SET merged_into = $2 WHERE merged_into = $1",
+            survivor,
+            uuid.uuid4(),
+        )
+        scans = [n for n in testing.plan_nodes(orjson.loads(raw)[0]["Plan"]) if "Index Name" in n]
+        assert [s["Index Name"] for s in scans] == ["ix_customer_profiles_merged_into"], scans
+    finally:
+        await undone.rollback()
+        await conn.close()

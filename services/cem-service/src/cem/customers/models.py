@@ -23,7 +23,9 @@ class CustomerProfile(Base):
     __tablename__ = "customer_profiles"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    # Looked up by `email_lower` only, so not indexed: every announced customer would write
+    # an entry that nothing reads.
+    email: Mapped[str | None] = mapped_column(String(320))
     # Lower-cased email: invitations and feedback find a customer by email case-insensitively.
     email_lower: Mapped[str | None] = mapped_column(String(320), index=True)
     name: Mapped[str | None] = mapped_column(String(200))
@@ -47,7 +49,9 @@ class CustomerProfile(Base):
     crm_updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    __table_args__ = (Index("ix_customer_profiles_merged_into", "merged_into"),)
+    # Only merged duplicates are in it (found by `merged_into = survivor` when a merge moves
+    # them along): a new customer's profile writes no entry.
+    __table_args__ = (Index("ix_customer_profiles_merged_into", "merged_into", postgresql_where=text("merged_into IS NOT NULL")),)
 
 
 def _total() -> Mapped[int]:
