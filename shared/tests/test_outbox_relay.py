@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import random
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -15,11 +16,13 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaTimeoutError, RequestTimedOutError
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cxkit.events.payloads import CustomerUpdated
+from cxkit.kafka.client import make_producer, partition_for
 from cxkit.kafka.outbox import ROUND_SETTINGS, OutboxRelay, add_event
 from cxkit.settings import ServiceSettings
 from cxkit.testing import enter_request_span, wait_for
@@ -183,6 +186,41 @@ async def test_the_relay_sends_a_round_in_batches_of_the_set_size(
 def test_a_producer_batch_larger_than_apache_kafkas_message_limit_is_refused(kit_settings: ServiceSettings) -> None:
     with pytest.raises(ValidationError, match="kafka_producer_batch_bytes"):
         ServiceSettings.model_validate({**kit_settings.model_dump(), "kafka_producer_batch_bytes": 2 * 1024 * 1024})
+
+
+# Kafka's own murmur2 test vectors (org.apache.kafka.common.utils.UtilsTest.testMurmur2):
+# key -> the signed 32-bit hash.
+_KAFKA_MURMUR2 = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+
+async def test_keys_go_to_the_partitions_kafkas_own_clients_choose(kit_settings: ServiceSettings) -> None:
+    """The producers' partitioner is `partition_for`, and it places every key where aiokafka's
+    `DefaultPartitioner` and Kafka's Java clients do: a key keeps its partition, so its events
+    stay in order, whichever client published them."""
+    producer = make_producer(kit_settings)
+    try:
+        assert producer._partitioner is partition_for
+    finally:
+        await producer.stop()  # never started: nothing to close but the object
+    for key, signed in _KAFKA_MURMUR2.items():
+        for n in (1, 3, 6, 7, 64):
+            assert partition_for(key, list(range(n)), []) == (signed & 0x7FFFFFFF) % n
+    rng = random.Random(7)
+    keys = [str(uuid.UUID(int=rng.getrandbits(128))).encode() for _ in range(5000)]
+    keys += [rng.randbytes(length) for length in range(70) for _ in range(20)]
+    default = DefaultPartitioner()
+    for n in (1, 2, 3, 6, 12):
+        partitions = list(range(n))
+        assert [partition_for(k, partitions, partitions) for k in keys] == [default(k, partitions, partitions) for k in keys]
+    # A keyless message goes to one of the available partitions.
+    assert {partition_for(None, [0, 1, 2], [2]) for _ in range(20)} == {2}
 
 
 @pytest.mark.parametrize("how", ["send raises", "no acknowledgement"])
