@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 from cxkit.db import new_id as db_new_id
-from cxkit.ids import new_id
+from cxkit.ids import new_id, new_id_bytes
 
 
 def test_ids_are_version_7_and_carry_the_time_they_were_made() -> None:
@@ -24,3 +25,17 @@ def test_ids_made_one_after_another_sort_in_that_order_and_never_repeat() -> Non
 
 def test_the_models_default_is_the_same_maker() -> None:
     assert db_new_id is new_id
+
+
+def test_ids_made_as_bytes_are_ids_of_the_same_sequence() -> None:
+    """`new_id_bytes` (the import's ids) makes version 7 ids in one increasing sequence with
+    `new_id`'s, never repeating one."""
+    before = time.time_ns() // 1_000_000
+    made = [new_id().bytes if n % 3 == 0 else new_id_bytes() for n in range(9_000)]
+    after = time.time_ns() // 1_000_000
+    assert all(isinstance(b, bytes) and len(b) == 16 for b in made)
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)
+    first, last = uuid.UUID(bytes=made[0]), uuid.UUID(bytes=made[-1])
+    assert first.version == last.version == 7
+    assert before <= int.from_bytes(made[0][:6], "big") <= int.from_bytes(made[-1][:6], "big") <= after

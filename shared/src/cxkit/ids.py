@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import uuid
 
+import uuid_utils
 from uuid_utils.compat import uuid7
 
 
 def new_id() -> uuid.UUID:
     return uuid7()
+
+
+def new_id_bytes() -> bytes:
+    """The 16 bytes of a new id, from the same sequence as `new_id`, made without a `uuid.UUID`
+    (0.5 µs against 2): for a bulk writer that hands its ids straight to the database driver."""
+    return uuid_utils.uuid7().bytes
