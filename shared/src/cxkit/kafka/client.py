@@ -37,11 +37,10 @@ _MURMUR2_SEED = 0x9747B28C
 
 def partition_for(key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
     """The partition of a message, as aiokafka's `DefaultPartitioner` chooses it: for a key, as
-    Kafka's Java clients do too, murmur2 of the key made positive, modulo the number of
+    Kafka's Java client does too, murmur2 of the key made positive, modulo the number of
     partitions; a keyless message goes to a random available one. The hash is computed by
-    compiled code: aiokafka's
-    own is pure Python, about 8 µs a key, and made relaying 50,000 events cost 29 µs of CPU
-    each instead of 21."""
+    compiled code: aiokafka's own is pure Python, about 8 µs a key, and made relaying 50,000
+    events cost 29 µs of CPU each instead of 21."""
     if key is None:
         return random.choice(available or all_partitions)
     return all_partitions[(murmurhash2(key, _MURMUR2_SEED) & 0x7FFFFFFF) % len(all_partitions)]
@@ -49,8 +48,8 @@ def partition_for(key: bytes | None, all_partitions: Sequence[int], available: S
 
 def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
     """acks=all always; idempotence is a setting because the dev broker refuses it. A message waits
-    at most 2 ms for others to share its batch (`linger_ms`). Keys go to the partitions Kafka's
-    own clients would choose (`partition_for`)."""
+    at most 2 ms for others to share its batch (`linger_ms`). A key goes to the partition the
+    Java client would choose for it (`partition_for`)."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id=settings.kafka_client_id or settings.service_name,
