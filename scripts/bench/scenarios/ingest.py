@@ -14,13 +14,13 @@ from decimal import Decimal
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.partitioner import DefaultPartitioner
 from scripts.bench.config import ROOT
 from scripts.bench.report import Metric, at_least
 from scripts.bench.scenarios.context import BenchContext, CpuUse, median_of
 
 from cxkit.events import decode_event, encode_event, new_event
 from cxkit.events.payloads import InteractionRecorded
+from cxkit.kafka.client import partition_for
 
 INTERACTIONS_TOPIC = "cx.interactions.v1"
 PROGRESS_INTERVAL_S = 1.0
@@ -83,11 +83,10 @@ async def _publish(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]
     try:
         started = time.time()
         partitions = sorted(await producer.partitions_for(topic))
-        partition_of = DefaultPartitioner()  # the key's partition, as a plain send() would pick it
         batches = {p: producer.create_batch() for p in partitions}
         sent = []
         for key, value in events:
-            p = partition_of(key, partitions, partitions)
+            p = partition_for(key, partitions, partitions)  # the key's partition, as the services' producers pick it
             if batches[p].append(key=key, value=value, timestamp=None, headers=EVENT_HEADERS) is None:
                 sent.append(await producer.send_batch(batches[p], topic, partition=p))
                 batches[p] = producer.create_batch()
