@@ -9,7 +9,7 @@ import contextvars
 import random
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cxkit import tracing
 from cxkit.events.payloads import CustomerUpdated
 from cxkit.kafka.client import make_producer, partition_for
 from cxkit.kafka.outbox import ROUND_SETTINGS, OutboxRelay, add_event
@@ -94,28 +95,57 @@ def relay_settings(kit_settings: ServiceSettings) -> ServiceSettings:
     return kit_settings.model_copy(update={"outbox_batch_size": 5})
 
 
+@pytest.fixture(params=["in batches", "one by one"])
+def sending(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, relay_settings: ServiceSettings) -> ServiceSettings:
+    """The relay's two ways of sending: in batches (of 1 KiB here, so that a round's rows of
+    one partition span several), and one `send` per row, as when spans are recorded."""
+    if request.param == "one by one":
+        monkeypatch.setattr(tracing, "recording", lambda: True)
+        return relay_settings
+    return relay_settings.model_copy(update={"kafka_producer_batch_bytes": 1024})
+
+
 class BrokerTrouble:
-    """Broker trouble as the relay's producer meets it, from its `nth` send on (only for
-    messages keyed `key`, if given: that key's partition is away): `send` itself raises (no
-    metadata for the topic, buffer full), or the message is taken but its acknowledgement never
-    comes (the future fails; nothing reached the broker), or each send is just slow."""
+    """Broker trouble as the relay's producer meets it, from its `nth` message on (with `key`,
+    counting and troubling only that key's messages, or in batches those to its partition: that
+    partition is away): sending raises (no metadata for the topic, buffer full), or the message
+    is taken but its acknowledgement never comes (the future fails; nothing reached the
+    broker), or each send is just slow. A batch (`send_batch`) meets it as a whole, as a
+    partition's batch does at a real broker. `passed` counts the messages sent before the
+    trouble began."""
 
     def __init__(self, producer: AIOKafkaProducer, nth: int, how: str, key: bytes | None = None) -> None:
         self.producer = producer
         self.real_send = producer.send
+        self.real_send_batch = producer.send_batch
         self.nth = nth
         self.how = how
         self.key = key
         self.calls = 0
+        self.passed = 0
+        self.troubled = False
         producer.send = self.send  # type: ignore[method-assign]
+        producer.send_batch = self.send_batch  # type: ignore[method-assign]
 
     async def send(self, topic: str, **message: Any) -> asyncio.Future[Any]:
-        self.calls += 1
-        if self.calls < self.nth or (self.key is not None and message.get("key") != self.key):
-            return await self.real_send(topic, **message)
+        mine = self.key is None or message.get("key") == self.key
+        return await self._meet(mine, 1, lambda: self.real_send(topic, **message))
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        known = sorted(self.producer.client.cluster.partitions_for_topic(topic))
+        mine = self.key is None or partition == partition_for(self.key, known, known)
+        return await self._meet(mine, batch.record_count(), lambda: self.real_send_batch(batch, topic, partition=partition))
+
+    async def _meet(self, mine: bool, messages: int, sending: Callable[[], Awaitable[Any]]) -> asyncio.Future[Any]:
+        if mine:
+            self.calls += messages
+        if not mine or self.calls < self.nth:
+            self.passed += 0 if self.troubled else messages
+            return await sending()
+        self.troubled = True
         if self.how == "slow":
             await asyncio.sleep(0.05)
-            return await self.real_send(topic, **message)
+            return await sending()
         if self.how == "send raises":
             raise KafkaTimeoutError("no metadata for the topic")
         lost: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -125,6 +155,7 @@ class BrokerTrouble:
 
     def end(self) -> None:
         self.producer.send = self.real_send  # type: ignore[method-assign]
+        self.producer.send_batch = self.real_send_batch  # type: ignore[method-assign]
 
 
 async def drain(relay: OutboxRelay) -> int:
@@ -183,6 +214,38 @@ async def test_the_relay_sends_a_round_in_batches_of_the_set_size(
     assert 0.95 * size < events * 1000 <= size  # full up to the limit, less the records' own overhead
 
 
+async def test_an_untraced_round_goes_to_the_producer_as_one_batch_per_partition(
+    relay_settings: ServiceSettings, sessions: Sessions, topic: str
+) -> None:
+    """Unless spans are recorded, the relay hands the producer whole batches (`send_batch`)
+    rather than a `send` per row, which makes a future per message: relaying 50,000 events
+    took 3 µs of CPU each instead of 12 for the sending."""
+    written = interleaved([uuid.uuid4() for _ in range(6)], versions=5)
+    await write_events(sessions, topic, written)
+    relay = OutboxRelay(relay_settings.model_copy(update={"outbox_batch_size": 100}), sessions, Outbox, [topic])
+    batches: list[tuple[int, int]] = []
+    try:
+        producer = await relay._ensure_producer()
+        send_batch = producer.send_batch
+
+        async def one_by_one(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a send per row")
+
+        async def counted(batch: Any, topic: str, *, partition: int) -> Any:
+            batches.append((partition, batch.record_count()))
+            return await send_batch(batch, topic, partition=partition)
+
+        producer.send = one_by_one  # type: ignore[method-assign]
+        producer.send_batch = counted  # type: ignore[method-assign]
+        assert await relay.relay_once() == len(written)
+        partitions = sorted(producer.client.cluster.partitions_for_topic(topic))
+    finally:
+        await relay.stop()
+    rows = Counter(partition_for(str(customer).encode(), partitions, partitions) for customer, _ in written)
+    assert sorted(batches) == sorted(rows.items())  # each partition's rows in one batch
+    await assert_sent_once_in_order(relay_settings, sessions, topic, written)
+
+
 def test_a_producer_batch_larger_than_apache_kafkas_message_limit_is_refused(kit_settings: ServiceSettings) -> None:
     with pytest.raises(ValidationError, match="kafka_producer_batch_bytes"):
         ServiceSettings.model_validate({**kit_settings.model_dump(), "kafka_producer_batch_bytes": 2 * 1024 * 1024})
@@ -225,17 +288,21 @@ async def test_keys_go_to_the_partitions_kafkas_own_clients_choose(kit_settings:
 
 @pytest.mark.parametrize("how", ["send raises", "no acknowledgement"])
 async def test_a_failed_send_stops_the_round_and_the_next_round_sends_the_rest_once(
-    relay_settings: ServiceSettings, sessions: Sessions, topic: str, how: str
+    sending: ServiceSettings, sessions: Sessions, topic: str, how: str
 ) -> None:
     customer = uuid.uuid4()
     written = interleaved([customer], versions=5)
     await write_events(sessions, topic, written)
-    relay = OutboxRelay(relay_settings, sessions, Outbox, [topic])
+    relay = OutboxRelay(sending, sessions, Outbox, [topic])
     try:
         trouble = BrokerTrouble(await relay._ensure_producer(), nth=3, how=how)
         with pytest.raises((KafkaTimeoutError, RequestTimedOutError)):
             await relay.relay_once()
         rows = await outbox_rows(sessions)
+        # One by one, the first two are sent; in 1 KiB batches (two of these events each), the
+        # first batch.
+        acknowledged = trouble.passed
+        assert acknowledged == 2
         assert [r.sent_at is not None for r in rows] == [True, True, False, False, False]  # what was acknowledged
         assert [r.attempts for r in rows] == [0, 0, 1, 0, 0]  # the row that failed, and only it
         assert rows[2].last_error and ("no metadata" in rows[2].last_error or "acknowledgement" in rows[2].last_error)
@@ -245,7 +312,7 @@ async def test_a_failed_send_stops_the_round_and_the_next_round_sends_the_rest_o
         assert await relay.relay_once() == 0
     finally:
         await relay.stop()
-    await assert_sent_once_in_order(relay_settings, sessions, topic, written)
+    await assert_sent_once_in_order(sending, sessions, topic, written)
 
 
 class FailingFanout:
@@ -368,24 +435,26 @@ async def test_a_round_claims_from_the_unsent_index_when_the_statistics_still_sa
 
 
 async def test_when_one_keys_messages_fail_nothing_is_lost_and_each_key_stays_in_order(
-    relay_settings: ServiceSettings, sessions: Sessions, topic: str
+    sending: ServiceSettings, sessions: Sessions, topic: str
 ) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     written = interleaved([ada, bob], versions=3)  # ada 1, bob 1, ada 2, bob 2, ada 3, bob 3
     await write_events(sessions, topic, written)
-    relay = OutboxRelay(relay_settings.model_copy(update={"outbox_batch_size": 10}), sessions, Outbox, [topic])
+    relay = OutboxRelay(sending.model_copy(update={"outbox_batch_size": 10}), sessions, Outbox, [topic])
     try:
-        # Ada's partition goes away after her first event; Bob's stays.
+        # Ada's partition goes away after her first event; Bob's stays (or goes too, when
+        # they share a partition).
         trouble = BrokerTrouble(await relay._ensure_producer(), nth=2, how="no acknowledgement", key=str(ada).encode())
         with pytest.raises(RequestTimedOutError):
             await relay.relay_once()
-        assert [r.sent_at is not None for r in await outbox_rows(sessions)] == [True, True, False, False, False, False]
+        marked = [r.sent_at is not None for r in await outbox_rows(sessions)]
+        assert marked == sorted(marked, reverse=True) and not marked[2]  # acknowledged up to Ada's second at most
         trouble.end()
-        assert await drain(relay) == 4
+        assert await drain(relay) == marked.count(False)
     finally:
         await relay.stop()
 
-    records = await read_topic(relay_settings.kafka_bootstrap_servers, topic, at_least=len(written))
+    records = await read_topic(sending.kafka_bootstrap_servers, topic, at_least=len(written))
     events = [orjson.loads(r.value) for r in records]
     for customer in (ada, bob):
         versions = [e["data"]["version"] for e in events if e["subject"] == str(customer)]
@@ -394,7 +463,7 @@ async def test_when_one_keys_messages_fail_nothing_is_lost_and_each_key_stays_in
     # Bob's events after the failed one were acknowledged but not marked (a round stops at its first
     # failure), so they went again: at least once, never lost; consumers drop repeats by event id.
     twice = [e["data"]["version"] for e in events if e["subject"] == str(bob)][3:]
-    assert twice in ([], [2, 3])
+    assert twice in ([], [3], [2, 3], [1, 2, 3])
 
 
 async def test_a_running_relay_sends_a_commit_at_once_and_nothing_of_a_rollback(
@@ -427,12 +496,12 @@ async def test_a_running_relay_sends_a_commit_at_once_and_nothing_of_a_rollback(
 
 
 async def test_a_running_relay_retries_a_failed_round_without_loss_or_duplicate(
-    relay_settings: ServiceSettings, sessions: Sessions, topic: str
+    sending: ServiceSettings, sessions: Sessions, topic: str
 ) -> None:
     written = interleaved([uuid.uuid4(), uuid.uuid4()], versions=3)
     await write_events(sessions, topic, written)
-    relay = OutboxRelay(relay_settings, sessions, Outbox, [topic])
-    BrokerTrouble(await relay._ensure_producer(), nth=2, how="no acknowledgement")  # its first round fails
+    relay = OutboxRelay(sending, sessions, Outbox, [topic])
+    trouble = BrokerTrouble(await relay._ensure_producer(), nth=2, how="no acknowledgement")  # its first round fails
     running = asyncio.create_task(relay.run())
     try:
         await wait_for(lambda: all_sent(sessions), timeout=10)
@@ -440,8 +509,10 @@ async def test_a_running_relay_retries_a_failed_round_without_loss_or_duplicate(
         await settle(running)
         await relay.stop()
     rows = await outbox_rows(sessions)
-    assert [r.attempts for r in rows] == [0, 1, 0, 0, 0, 0]
-    await assert_sent_once_in_order(relay_settings, sessions, topic, written)
+    # The first row not acknowledged (the second one by one; in batches of two, the first) was
+    # tried once more, and no other.
+    assert [r.attempts for r in rows] == [int(i == trouble.passed) for i in range(len(rows))]
+    await assert_sent_once_in_order(sending, sessions, topic, written)
 
 
 async def test_two_relays_on_one_outbox_take_turns_never_sending_a_row_twice_or_out_of_order(

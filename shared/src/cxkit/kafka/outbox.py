@@ -10,6 +10,7 @@ import logging
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 from cxkit import tracing
 from cxkit.db import session_connection, utcnow
 from cxkit.events import encode_event, new_event, topic_for
-from cxkit.kafka.client import ensure_topics, failure_kind, make_producer
+from cxkit.kafka.client import ensure_topics, failure_kind, make_producer, partition_for
 from cxkit.memory import release_freed_memory
 from cxkit.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_RELAY_ERRORS, OUTBOX_SENT
 from cxkit.pg_pool import UnnestInsert
@@ -303,22 +304,76 @@ class OutboxRelay:
 
     async def _send(self, producer: AIOKafkaProducer, rows: list[Any]) -> tuple[list[int], BaseException | None]:
         """Send the rows in order; the ids the broker acknowledged (a prefix of the rows) and
-        the first failure, if any."""
+        the first failure, if any. Traced, each row is sent on its own, within its request's
+        trace (aiokafka's instrumentation makes a span per `send`); else in batches."""
+        if tracing.recording():
+            return await self._send_each(producer, rows)
+        return await self._send_batched(producer, rows)
+
+    async def _send_batched(self, producer: AIOKafkaProducer, rows: list[Any]) -> tuple[list[int], BaseException | None]:
+        """The rows as one batch per partition (a new one when it is full), each key's in
+        order: 3 µs of CPU per event against 12 for a `send` each, which makes a future per
+        message. The partition is the one `send` would choose; a batch fails as a whole, as a
+        partition's batch does at the broker."""
+        failure: BaseException | None = None
+        batch_of: list[Any] = []  # the batch each row went into, in row order
+        delivered: dict[int, asyncio.Future[Any]] = {}  # id(batch) -> its acknowledgement
+        filling: dict[tuple[str, int], Any] = {}
+        partitions: dict[str, tuple[list[int], list[int]]] = {}
+
+        async def submit(tp: tuple[str, int], batch: Any) -> None:
+            batch.close()
+            delivered[id(batch)] = await producer.send_batch(batch, tp[0], partition=tp[1])
+
+        try:
+            for row in rows:
+                topic = row["topic"]
+                if topic not in partitions:
+                    known = sorted(await producer.partitions_for(topic))
+                    partitions[topic] = (known, sorted(producer.client.cluster.available_partitions_for_topic(topic)))
+                key = row["key"].encode() if row["key"] else None
+                tp = (topic, partition_for(key, *partitions[topic]))
+                headers = [(k, str(v).encode()) for k, v in (row["headers"] or {}).items()]
+                batch = filling.get(tp)
+                if batch is None or batch.append(key=key, value=row["value"], timestamp=None, headers=headers) is None:
+                    if batch is not None:  # full: it goes, and a new one takes the row
+                        await submit(tp, batch)
+                    batch = filling[tp] = producer.create_batch()
+                    batch.append(key=key, value=row["value"], timestamp=None, headers=headers)  # a first always fits
+                batch_of.append(batch)
+            for tp, batch in filling.items():
+                await submit(tp, batch)
+        except Exception as exc:
+            failure = exc
+        acked: list[int] = []
+        for row, batch in zip(rows, batch_of, strict=False):
+            future = delivered.get(id(batch))
+            if future is None:  # never submitted: the round stopped at a failure
+                break
+            try:
+                await future
+            except Exception as exc:
+                failure = failure or exc
+                break
+            acked.append(row["id"])
+        for topic, sent in Counter(row["topic"] for row in rows[: len(acked)]).items():
+            OUTBOX_SENT.labels(topic).inc(sent)
+        return acked, failure
+
+    async def _send_each(self, producer: AIOKafkaProducer, rows: list[Any]) -> tuple[list[int], BaseException | None]:
         futures = []
         failure: BaseException | None = None
-        traced = tracing.recording()
         for row in rows:
             headers = row["headers"] or {}
-            # Traced: sent within its request's trace, and aiokafka's instrumentation puts the
-            # send's own context in the headers instead of the stored one.
-            within = tracing.attached(headers.get("traceparent")) if traced else contextlib.nullcontext()
+            # Sent within its request's trace, and aiokafka's instrumentation puts the send's
+            # own context in the headers instead of the stored one.
             try:
-                with within:
+                with tracing.attached(headers.get("traceparent")):
                     sending = producer.send(
                         row["topic"],
                         value=row["value"],
                         key=row["key"].encode() if row["key"] else None,
-                        headers=[(k, str(v).encode()) for k, v in headers.items() if not (traced and k == "traceparent")],
+                        headers=[(k, str(v).encode()) for k, v in headers.items() if k != "traceparent"],
                     )
                     futures.append(await sending)
             except Exception as exc:
