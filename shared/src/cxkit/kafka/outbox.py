@@ -330,7 +330,8 @@ class OutboxRelay:
                 topic = row["topic"]
                 if topic not in partitions:
                     known = sorted(await producer.partitions_for(topic))
-                    partitions[topic] = (known, sorted(producer.client.cluster.available_partitions_for_topic(topic)))
+                    available = producer.client.cluster.available_partitions_for_topic(topic) or ()
+                    partitions[topic] = (known, sorted(available))
                 key = row["key"].encode() if row["key"] else None
                 tp = (topic, partition_for(key, *partitions[topic]))
                 headers = [(k, str(v).encode()) for k, v in (row["headers"] or {}).items()]
