@@ -194,6 +194,27 @@ async def _own_transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncI
 ROUND_SETTINGS = "SET LOCAL enable_sort = off"
 
 
+async def _acknowledged(
+    rows: list[Any], futures: list[asyncio.Future[Any] | None], failure: BaseException | None
+) -> tuple[list[int], BaseException | None]:
+    """The ids of the rows the broker acknowledged, in order up to the first that it did not
+    (its future failed, or it has none: the round stopped before sending it), and the first
+    failure; `futures[i]` is row i's acknowledgement (its batch's, when sent in batches)."""
+    acked: list[int] = []
+    for row, future in zip(rows, futures, strict=False):
+        if future is None:
+            break
+        try:
+            await future
+        except Exception as exc:
+            failure = failure or exc
+            break
+        acked.append(row["id"])
+    for topic, sent in Counter(row["topic"] for row in rows[: len(acked)]).items():
+        OUTBOX_SENT.labels(topic).inc(sent)
+    return acked, failure
+
+
 class OutboxRelay:
     """Sends outbox rows to Kafka. Safe to run in several processes: their rounds take turns
     (a transaction-scoped advisory lock), so no two relays send the same row, and one key's
@@ -346,23 +367,10 @@ class OutboxRelay:
                 await submit(tp, batch)
         except Exception as exc:
             failure = exc
-        acked: list[int] = []
-        for row, batch in zip(rows, batch_of, strict=False):
-            future = delivered.get(id(batch))
-            if future is None:  # never submitted: the round stopped at a failure
-                break
-            try:
-                await future
-            except Exception as exc:
-                failure = failure or exc
-                break
-            acked.append(row["id"])
-        for topic, sent in Counter(row["topic"] for row in rows[: len(acked)]).items():
-            OUTBOX_SENT.labels(topic).inc(sent)
-        return acked, failure
+        return await _acknowledged(rows, [delivered.get(id(batch)) for batch in batch_of], failure)
 
     async def _send_each(self, producer: AIOKafkaProducer, rows: list[Any]) -> tuple[list[int], BaseException | None]:
-        futures = []
+        futures: list[asyncio.Future[Any] | None] = []
         failure: BaseException | None = None
         for row in rows:
             headers = row["headers"] or {}
@@ -380,16 +388,7 @@ class OutboxRelay:
             except Exception as exc:
                 failure = exc
                 break
-        acked: list[int] = []
-        for row, fut in zip(rows, futures, strict=False):
-            try:
-                await fut
-            except Exception as exc:
-                failure = failure or exc
-                break
-            acked.append(row["id"])
-            OUTBOX_SENT.labels(row["topic"]).inc()
-        return acked, failure
+        return await _acknowledged(rows, futures, failure)
 
     async def backlog(self) -> tuple[int, dt.datetime | None]:
         """The unsent rows: how many, and when the oldest was written (None for none)."""
