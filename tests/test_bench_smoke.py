@@ -4,6 +4,7 @@ and its JSON has a numeric figure for every SPEC §6 target."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 import subprocess
@@ -14,8 +15,10 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
+from scripts.bench.database import BulkLoader, connect
 from scripts.bench.scenarios.context import OTHERS, CpuMeter
 
+from cxkit import testing
 from cxkit.testing import PG_ADMIN_DSN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,3 +123,34 @@ def test_the_cpu_meter_counts_a_command_from_the_start_of_the_stretch_only() -> 
     assert used.busy_s >= used.parts["spinner"] and used.wall_s >= used.parts["spinner"] / (os.cpu_count() or 1)
     assert used.describe().startswith(f"{used.busy_s:,.1f} s (broker 0.0, bench ")
     assert used.describe(per=1000).startswith(f"{used.busy_s * 1000:,.1f} µs (broker 0.0, bench ")
+
+
+async def test_the_seed_loader_builds_each_index_again_as_the_migrations_made_it(
+    cloned_databases: tuple[str, str],
+) -> None:
+    """The bench loads a table with its secondary indexes dropped; it builds them again with
+    their definitions and the statistics targets of their columns (the search index's 1,000),
+    which `pg_get_indexdef` leaves out."""
+    crm_url, _ = cloned_databases
+    shape = """
+        SELECT i.relname, pg_get_indexdef(x.indexrelid) AS definition,
+               ARRAY(SELECT coalesce(a.attstattarget, -1) FROM pg_attribute a
+                     WHERE a.attrelid = x.indexrelid ORDER BY a.attnum) AS targets
+        FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+        WHERE x.indrelid = 'customers'::regclass ORDER BY 1
+    """
+    before = [tuple(r) for r in await testing.db_rows(crm_url, shape)]
+    assert [r[2] for r in before if r[0] == "ix_customers_search_trgm"] == [[1000]]
+
+    conn = await connect(crm_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        now = dt.datetime.now(dt.UTC)
+        columns = ["id", "email", "email_normalized", "name", "lifecycle_stage", "tags", "attributes", "version"]
+        columns += ["created_at", "updated_at"]
+        loader = await BulkLoader(conn, "customers", columns).start()
+        assert await conn.fetchval("SELECT count(*) FROM pg_index WHERE indrelid = 'customers'::regclass") < len(before)
+        await loader.copy([(uuid.uuid4(), "ada@example.com", "ada@example.com", "Ada Lovelace", "lead", "[]", "{}", 1, now, now)])
+        await loader.finish()
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in await testing.db_rows(crm_url, shape)] == before

@@ -139,10 +139,16 @@ async def table_shape(conn: asyncpg.Connection, table: str) -> TableShape:
 
 
 async def _secondary_indexes(conn: asyncpg.Connection, table: str) -> list[tuple[str, str]]:
-    """(name, definition) of the table's indexes that back no constraint."""
+    """(name, definition) of the table's indexes that back no constraint, each definition
+    followed by the statistics targets its columns were given (not part of pg_get_indexdef)."""
     rows = await conn.fetch(
         """
-        SELECT i.relname AS name, pg_get_indexdef(x.indexrelid) AS definition
+        SELECT i.relname AS name,
+               concat_ws('; ', pg_get_indexdef(x.indexrelid), (
+                   SELECT string_agg(format('ALTER INDEX %I ALTER COLUMN %s SET STATISTICS %s',
+                                            i.relname, a.attnum, a.attstattarget), '; ')
+                   FROM pg_attribute a WHERE a.attrelid = x.indexrelid AND a.attstattarget > 0
+               )) AS definition
         FROM pg_index x
         JOIN pg_class t ON t.oid = x.indrelid
         JOIN pg_class i ON i.oid = x.indexrelid

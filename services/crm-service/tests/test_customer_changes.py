@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import func, select, text
 
 from crm.customers.models import Customer
-from crm.customers.repository import SEARCH_PROBE_FROM, SORT_KEYS, CustomerFilters, CustomerRepository
+from crm.customers.repository import SEARCH_PROBE_FROM, SORT_KEYS, CustomerFilters, CustomerRepository, matching
 from crm.db import IdempotencyKey
 from crm.documents.models import Document
 from crm.interactions.models import Interaction
@@ -104,6 +104,38 @@ async def test_q_searches_name_email_and_company_case_insensitively(client: http
     # LIKE wildcards in the query are matched literally.
     assert (await client.get("/v1/customers", params={"q": "%"})).json()["items"] == []
     assert (await client.get("/v1/customers", params={"q": "_"})).json()["items"] == []
+
+
+async def test_q_is_answered_from_one_trigram_index_and_never_spans_two_fields(
+    client: httpx.AsyncClient, make: Any, session_factory: Any
+) -> None:
+    """Name, email and company are searched as one value (joined by a newline, the value of
+    ix_customers_search_trgm), yet a term is only ever found within one of them."""
+    ada = await make.customer(name="Ada Lovelace", email="zed@example.com", company="Analytical Engines")
+    await make.customer(name="Charles Babbage", email="cb@example.com")
+
+    async def found(q: str) -> list[str]:
+        r = await client.get("/v1/customers", params={"q": q})
+        assert r.status_code == 200, r.text
+        return [c["id"] for c in r.json()["items"]]
+
+    assert await found("LACE") == [ada["id"]]
+    assert await found("zed@EXAMPLE") == [ada["id"]]
+    assert await found("engines") == [ada["id"]]
+    # The end of the name and the start of the email, with or without what joins them.
+    assert await found("lacezed") == []
+    assert await found("lace zed") == []
+    assert await found("lace\nzed") == []
+    assert await found("example.com\nanalytical") == []
+    assert await found("\n") == []
+
+    async with session_factory() as session:
+        await session.execute(text("SET LOCAL enable_seqscan = off"))
+        stmt = select(Customer.id).where(*matching(CustomerFilters(q="lovelace")))
+        sql = str(stmt.compile(session.bind, compile_kwargs={"literal_binds": True}))
+        plan = "\n".join((await session.execute(text(f"EXPLAIN {sql}"))).scalars())
+    assert "Bitmap Index Scan on ix_customers_search_trgm" in plan, plan
+    assert "BitmapOr" not in plan, plan
 
 
 async def test_a_rare_term_is_taken_from_the_trigram_indexes_even_when_the_statistics_call_it_common(

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import aliased
 
 from crm.customers.lifecycle import OpenDealValue
-from crm.customers.models import Customer
+from crm.customers.models import SEARCH_SEPARATOR, Customer, search_text
 from cxkit import keyset
 from cxkit.db import insert_new
 from cxkit.http.pagination import PageParams
@@ -60,10 +60,15 @@ def _like_pattern(q: str) -> str:
 
 
 def _search(columns: tuple[Any, Any, Any], q: str) -> ColumnElement[bool]:
-    """`q` in the name, email or company (of the customers table or a subquery of its columns)."""
+    """`q` in the name, email or company (of the customers table or a subquery of its columns).
+    Asked of the three joined by SEARCH_SEPARATOR, the value of the trigram index: a term
+    without the separator lies within one of them. A term with it (a newline) could span two,
+    so it is asked of each (without the index, as such a term hardly ever comes)."""
     name, email, company = columns
     pattern = _like_pattern(q)
-    return or_(name.ilike(pattern, escape="\\"), email.like(pattern.lower(), escape="\\"), company.ilike(pattern, escape="\\"))
+    if SEARCH_SEPARATOR in q:
+        return or_(name.ilike(pattern, escape="\\"), email.ilike(pattern, escape="\\"), company.ilike(pattern, escape="\\"))
+    return search_text(name, email, company).ilike(pattern, escape="\\")
 
 
 # How a search decides between walking the sort's index and asking the trigram indexes (see
