@@ -178,7 +178,7 @@ async def test_a_rare_term_is_taken_from_the_trigram_indexes_even_when_the_stati
         # Estimated common: looked for among the newest rows, where it is found rare.
         assert await repo.search_estimate("zanzibarr") >= SEARCH_PROBE_FROM
         assert await repo.search_term_is_rare(CustomerFilters(q="zanzibarr"), sort, page)
-        # Estimated rare (left to its plan, which asks the trigram indexes); the rule where probed:
+        # Estimated rare (left to its plan, which asks the trigram index); the rule where probed:
         assert await repo.search_estimate("Serengeti") < SEARCH_PROBE_FROM
         assert await repo.search_term_is_rare(CustomerFilters(q="Serengeti"), sort, page)
         assert not await repo.search_term_is_rare(CustomerFilters(q="Kilimanjaro"), sort, page)

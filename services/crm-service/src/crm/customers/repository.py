@@ -21,7 +21,7 @@ from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery, UnnestInsert
 from cxkit.repository import Repository
 
-# For a rare search term, the plans left: the trigram indexes (no walk of an index in the
+# For a rare search term, the plans left: the trigram index (no walk of an index in the
 # list's order, no scan of the whole table). Set (transaction-local) for that one statement
 # and set back after it.
 _PLANS = "SELECT set_config('enable_indexscan', '{setting}', true), set_config('enable_seqscan', '{setting}', true)"
@@ -71,10 +71,12 @@ def _search(columns: tuple[Any, Any, Any], q: str) -> ColumnElement[bool]:
     return search_text(name, email, company).ilike(pattern, escape="\\")
 
 
-# How a search decides between walking the sort's index and asking the trigram indexes (see
+# How a search decides between walking the sort's index and asking the trigram index (see
 # `CustomerRepository.list_page`): a term PostgreSQL estimates to match at least
 # `SEARCH_PROBE_FROM` customers is looked for in the first `SEARCH_PROBE_ROWS` rows the page
-# would walk, and is rare when fewer than `SEARCH_PROBE_MATCHES` of them hold it.
+# would walk, and is rare when fewer than `SEARCH_PROBE_MATCHES` of them hold it. The estimate
+# is planned per column, from the statistics of name, email and company themselves (their most
+# common values included), not from the histogram of the joined value.
 SEARCH_PROBE_FROM = 500
 SEARCH_PROBE_ROWS = 1000
 SEARCH_PROBE_MATCHES = 5
@@ -167,15 +169,15 @@ class CustomerRepository(Repository[Customer]):
         # A search is planned for its own term. The driver prepares statements, and after a
         # few runs PostgreSQL may switch to a generic plan, which cannot know that '%zq%'
         # matches nothing and walks the sort index over every row (~0.8 s at 200k) instead
-        # of asking the trigram indexes (milliseconds).
+        # of asking the trigram index (milliseconds).
         await self.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         # Even planned for its term, a search could walk the whole sort index: PostgreSQL
         # estimates what `ILIKE '%term%'` matches from a sample of the rows, and a rare name
         # the sample happened to hold looks a hundred times commoner than it is ('Abernathy':
         # 3,370 estimated, 5 found among 600,000; the walk took 1.2 s, the trigram indexes
         # 0.5 ms). A term estimated common is looked for among the rows the walk would take
-        # first, and one found rare there is taken from the trigram indexes. A term estimated
-        # rare is left to its plan, which asks the trigram indexes.
+        # first, and one found rare there is taken from the trigram index. A term estimated
+        # rare is left to its plan, which asks the trigram index.
         if await self.search_estimate(filters.q) < SEARCH_PROBE_FROM or not await self.search_term_is_rare(filters, sort, page):
             return list((await self.session.scalars(stmt)).all())
         await self.session.execute(text(_PLANS.format(setting="off")))
