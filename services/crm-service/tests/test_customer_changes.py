@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select, text
 
-from crm.customers.models import Customer
+from crm.customers.models import SEARCH_SEPARATOR, Customer
 from crm.customers.repository import SEARCH_PROBE_FROM, SORT_KEYS, CustomerFilters, CustomerRepository, matching
 from crm.db import IdempotencyKey
 from crm.documents.models import Document
@@ -130,6 +130,9 @@ async def test_q_is_answered_from_one_trigram_index_and_never_spans_two_fields(
     assert await found("\n") == []
 
     async with session_factory() as session:
+        # The migration's function joins with the separator the search code checks terms for.
+        joined = await session.scalar(select(func.customer_search_text("a", "b", None)))
+        assert joined == f"a{SEARCH_SEPARATOR}b{SEARCH_SEPARATOR}"
         await session.execute(text("SET LOCAL enable_seqscan = off"))
         stmt = select(Customer.id).where(*matching(CustomerFilters(q="lovelace")))
         sql = str(stmt.compile(session.bind, compile_kwargs={"literal_binds": True}))
