@@ -32,6 +32,7 @@ from cem.touchpoints.router import router as touchpoints_router
 from cxkit.dashboard.pages import install_dashboard
 from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS, event_types_on
 from cxkit.http.app import install_platform
+from cxkit.http.routing import include_routers
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.lifecycle import CustomerDataRegistry
 from cxkit.logs import configure_logging
@@ -142,20 +143,23 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
     # The registry merges and erasures walk, for whatever applies one in this process (tests too).
     app.state.customer_data = owners
     install_platform(app, settings.service_name)
-    for router in (
-        touchpoints_router,
-        journeys_router,
-        surveys_router,
-        invitations_router,
-        responses_router,
-        feedback_router,
-        analytics_router,
-        suppressions_router,
-        customer_view_router,
-        webhooks_router(webhooks),
-    ):
-        app.include_router(router, prefix="/v1")
-    app.include_router(respondent_router)
+    include_routers(
+        app,
+        (
+            touchpoints_router,
+            journeys_router,
+            surveys_router,
+            invitations_router,
+            responses_router,
+            feedback_router,
+            analytics_router,
+            suppressions_router,
+            customer_view_router,
+            webhooks_router(webhooks),
+        ),
+        prefix="/v1",
+    )
+    include_routers(app, [respondent_router])
     install_dashboard(app, dashboard_router)  # /dashboard: sign in with an API key, charts of the analytics above
     analyzer()  # load the sentiment lexicon now rather than on the first feedback
     return app

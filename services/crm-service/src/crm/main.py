@@ -33,6 +33,7 @@ from crm.tasks.router import router as tasks_router
 from cxkit.dashboard.pages import install_dashboard
 from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS, event_types_on
 from cxkit.http.app import install_platform
+from cxkit.http.routing import include_routers
 from cxkit.kafka.consumer import EventConsumer
 from cxkit.logs import configure_logging
 from cxkit.service_app import service_lifespan
@@ -148,21 +149,24 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
     secret = settings.documents_signing_secret
     app.state.document_links = LinkSigner(secret.get_secret_value().encode() if secret else None)
     install_platform(app, settings.service_name)
-    for router in (
-        customers_router,
-        customer_view_router,
-        leads_router,
-        pipelines_router,
-        deals_router,
-        funnel_router,
-        interactions_router,
-        tasks_router,
-        campaigns_router,
-        documents_router,
-        shared_documents_router,
-        webhooks_router(webhooks),
-        imports_router,
-    ):
-        app.include_router(router, prefix="/v1")
+    include_routers(
+        app,
+        (
+            customers_router,
+            customer_view_router,
+            leads_router,
+            pipelines_router,
+            deals_router,
+            funnel_router,
+            interactions_router,
+            tasks_router,
+            campaigns_router,
+            documents_router,
+            shared_documents_router,
+            webhooks_router(webhooks),
+            imports_router,
+        ),
+        prefix="/v1",
+    )
     install_dashboard(app, dashboard_router)  # /dashboard: sign in with an API key, the funnel as charts
     return app

@@ -8,7 +8,7 @@ import random
 import time
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from starlette.responses import Response
@@ -20,6 +20,7 @@ from cxkit.http.docs import install_offline_docs
 from cxkit.http.problems import NotFound, document_problems_as_problem_json, install_problem_handlers, problem_response
 from cxkit.http.ratelimit import SCOPE_KEY as RATE_LIMIT_SCOPE_KEY
 from cxkit.http.responses import JSONBytesResponse
+from cxkit.http.routing import GatedRouter, include_routers
 from cxkit.logs import ACCESS_LOG, request_id_var
 from cxkit.metrics import HTTP_LATENCY, HTTP_REQUESTS, exposition
 from cxkit.tracing import request_span
@@ -149,8 +150,8 @@ class Health(BaseModel):
     checks: dict[str, str] = {}
 
 
-def ops_router(service: str) -> APIRouter:
-    router = APIRouter(tags=["ops"], route_class=TypedRoute)
+def ops_router(service: str) -> GatedRouter:
+    router = GatedRouter(tags=["ops"], route_class=TypedRoute)
 
     @router.get(
         "/health",
@@ -306,5 +307,5 @@ def install_platform(app: FastAPI, service: str) -> None:
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
     install_problem_handlers(app)
     document_problems_as_problem_json(app)
-    app.include_router(ops_router(service))
+    include_routers(app, [ops_router(service)])
     install_offline_docs(app)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import Depends, Header, Path, Query
 from starlette.responses import Response
 
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
@@ -16,6 +16,7 @@ from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 from cxkit.webhooks import service
 from cxkit.webhooks.delivery import Webhooks
 from cxkit.webhooks.schemas import (
@@ -48,9 +49,9 @@ HOW_IT_WORKS = (
 )
 
 
-def webhooks_router(webhooks: Webhooks) -> APIRouter:
+def webhooks_router(webhooks: Webhooks) -> GatedRouter:
     """The routes over this service's webhook tables."""
-    router = APIRouter(
+    router = GatedRouter(
         prefix="/webhooks", tags=["webhooks"], dependencies=[Depends(require_scope("admin"))], route_class=TypedRoute
     )
 

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from cem.analytics import drivers, service
 from cem.analytics.drivers_schemas import DriverReport
@@ -21,8 +21,9 @@ from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/analytics", tags=["analytics"], route_class=TypedRoute)
+router = GatedRouter(prefix="/analytics", tags=["analytics"], route_class=TypedRoute)
 
 SurveyFilter = Annotated[
     uuid.UUID | None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from cem.customer_view import service
 from cem.customer_view.schemas import CustomerExperience
@@ -14,8 +14,9 @@ from cxkit.http.auth import Reader
 from cxkit.http.deps import PgPoolDep
 from cxkit.http.params import id_path
 from cxkit.http.problems import MERGED_AWAY_RESPONSE, problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/customers", tags=["customers"], route_class=TypedRoute)
+router = GatedRouter(prefix="/customers", tags=["customers"], route_class=TypedRoute)
 CustomerId = Annotated[uuid.UUID, id_path("customer", "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10")]
 
 

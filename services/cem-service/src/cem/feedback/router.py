@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from cem.feedback import service
 from cem.feedback.schemas import FeedbackCreate, FeedbackRead, SentimentLabel
@@ -18,8 +18,9 @@ from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import id_path
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/feedback", tags=["feedback"], route_class=TypedRoute)
+router = GatedRouter(prefix="/feedback", tags=["feedback"], route_class=TypedRoute)
 FeedbackId = Annotated[uuid.UUID, id_path("feedback", "3c5e7a9b-1d3f-4e5a-8b7c-9d1e3f5a7b9c")]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from cem.deps import SettingsDep
 from cem.invitations import service
@@ -17,8 +17,9 @@ from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import id_path
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(tags=["invitations"], route_class=TypedRoute)
+router = GatedRouter(tags=["invitations"], route_class=TypedRoute)
 SurveyId = Annotated[uuid.UUID, id_path("survey", "2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c")]
 InvitationId = Annotated[uuid.UUID, id_path("invitation", "7c9e1a3b-5d7f-4b2a-8c4e-6f8a0b2c4d6e")]
 

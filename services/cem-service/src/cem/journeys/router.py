@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
@@ -21,8 +21,9 @@ from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import IfMatch, id_path
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/journeys", tags=["journeys"], route_class=TypedRoute)
+router = GatedRouter(prefix="/journeys", tags=["journeys"], route_class=TypedRoute)
 JourneyId = Annotated[uuid.UUID, id_path("journey", "8a1e3c52-6b0f-4d7e-9f2a-1c3b5d7e9f01")]
 
 

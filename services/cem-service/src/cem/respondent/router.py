@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import Path, Request
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
@@ -27,8 +27,9 @@ from cem.responses.service import (
 )
 from cem.surveys.questions import check_answers
 from cxkit.http.deps import SessionDep
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/r", tags=["respondent page"])
+router = GatedRouter(prefix="/r", tags=["respondent page"])
 
 TEMPLATES = Jinja2Templates(directory=FilePath(__file__).parent / "templates")
 # The templates are written for block tags that leave no blank lines or indentation behind;

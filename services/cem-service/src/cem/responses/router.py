@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from starlette.responses import Response
 
 from cem.deps import SettingsDep
@@ -23,8 +23,9 @@ from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import id_path
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/responses", tags=["responses"], route_class=TypedRoute)
+router = GatedRouter(prefix="/responses", tags=["responses"], route_class=TypedRoute)
 ResponseId = Annotated[uuid.UUID, id_path("response", "9b8a7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d")]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from cem.fields import From, To
 from cem.suppressions import service
@@ -15,8 +15,9 @@ from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/suppressions", tags=["suppressions"], route_class=TypedRoute)
+router = GatedRouter(prefix="/suppressions", tags=["suppressions"], route_class=TypedRoute)
 
 
 @router.get(

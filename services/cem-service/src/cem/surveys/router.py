@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from starlette.responses import Response
 
 from cem.surveys import service
@@ -20,8 +20,9 @@ from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import IfMatch, id_path
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/surveys", tags=["surveys"], route_class=TypedRoute)
+router = GatedRouter(prefix="/surveys", tags=["surveys"], route_class=TypedRoute)
 SurveyId = Annotated[uuid.UUID, id_path("survey", "2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c")]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from starlette.responses import Response
 
 from cem.touchpoints import service
@@ -19,8 +19,9 @@ from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import IfMatch, id_path
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/touchpoints", tags=["touchpoints"], route_class=TypedRoute)
+router = GatedRouter(prefix="/touchpoints", tags=["touchpoints"], route_class=TypedRoute)
 TouchpointId = Annotated[uuid.UUID, id_path("touchpoint", "5d2b6a0e-8c1f-4a57-b1d2-0c9e8f7a6b5c")]
 
 

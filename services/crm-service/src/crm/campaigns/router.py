@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
@@ -32,8 +32,9 @@ from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import IfMatch
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/campaigns", tags=["campaigns"], route_class=TypedRoute)
+router = GatedRouter(prefix="/campaigns", tags=["campaigns"], route_class=TypedRoute)
 
 
 async def _read(session: AsyncSession, campaign: Campaign) -> CampaignRead:

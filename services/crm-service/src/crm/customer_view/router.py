@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 
 from crm.customer_view import service
 from crm.customer_view.schemas import TIMELINE_KINDS, CustomerView, Timeline, TimelineKind
@@ -14,8 +14,9 @@ from cxkit.http.auth import Reader
 from cxkit.http.deps import PgPoolDep, pool_of
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import MERGED_AWAY_RESPONSE, problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/customers", tags=["customers"], route_class=TypedRoute)
+router = GatedRouter(prefix="/customers", tags=["customers"], route_class=TypedRoute)
 
 
 @router.get(

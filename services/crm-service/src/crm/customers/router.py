@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from starlette.responses import Response
 
 from crm.customers import service
@@ -35,10 +35,11 @@ from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import IfMatch
 from cxkit.http.problems import MERGED_AWAY_RESPONSE, only_these_methods, problem_responses
+from cxkit.http.routing import GatedRouter
 from cxkit.kafka.outbox import wake_relay
 from cxkit.pg_pool import RowInsert
 
-router = APIRouter(prefix="/customers", tags=["customers"], route_class=TypedRoute)
+router = GatedRouter(prefix="/customers", tags=["customers"], route_class=TypedRoute)
 
 
 async def get_other_domains(request: Request) -> OtherDomains:

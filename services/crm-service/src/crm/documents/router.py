@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request
 from starlette.responses import FileResponse, Response
 
 from crm.config import DEFAULT_DOCUMENT_TYPES
@@ -22,9 +22,10 @@ from cxkit.http.deps import SessionDep
 from cxkit.http.idempotency import REPLAYED_HEADER, Idempotency, IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/documents", tags=["documents"], route_class=TypedRoute)
-shared_router = APIRouter(prefix="/shared/documents", tags=["documents"], route_class=TypedRoute)
+router = GatedRouter(prefix="/documents", tags=["documents"], route_class=TypedRoute)
+shared_router = GatedRouter(prefix="/shared/documents", tags=["documents"], route_class=TypedRoute)
 
 
 async def _store(settings: SettingsDep) -> DocumentStore:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from crm.fields import Currency
 from crm.funnel.repository import FunnelScope
@@ -17,8 +17,9 @@ from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.problems import Unprocessable, problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(tags=["funnel"], route_class=TypedRoute)
+router = GatedRouter(tags=["funnel"], route_class=TypedRoute)
 
 
 @router.get(

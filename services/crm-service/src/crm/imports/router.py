@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Header, Request
+from fastapi import Header, Request
 from fastapi import Path as PathParam
 from starlette.responses import Response
 
@@ -25,9 +25,10 @@ from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
 from cxkit.http.deps import PgPoolDep
 from cxkit.http.idempotency import Idempotency, IdempotencyDep
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 from cxkit.pg_pool import RowInsert
 
-router = APIRouter(prefix="/imports", tags=["imports"], route_class=TypedRoute)
+router = GatedRouter(prefix="/imports", tags=["imports"], route_class=TypedRoute)
 
 ImportIdPath = Annotated[uuid.UUID, PathParam(description="The import's id.", examples=[EXAMPLE_IDS["import"]])]
 CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/vnd.ms-excel")

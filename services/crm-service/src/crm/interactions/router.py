@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 
 from crm.fields import InteractionIdPath
 from crm.interactions import service
@@ -20,10 +20,11 @@ from cxkit.http.deps import PgPoolDep, SessionDep, pool_of
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import Unprocessable, problem_responses
+from cxkit.http.routing import GatedRouter
 from cxkit.kafka.outbox import wake_relay
 from cxkit.pg_pool import RowInsert
 
-router = APIRouter(prefix="/interactions", tags=["interactions"], route_class=TypedRoute)
+router = GatedRouter(prefix="/interactions", tags=["interactions"], route_class=TypedRoute)
 
 
 @router.post(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from starlette.responses import Response
 
 from crm.fields import PipelineIdPath
@@ -18,8 +18,9 @@ from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import IfMatch
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/pipelines", tags=["pipelines"], route_class=TypedRoute)
+router = GatedRouter(prefix="/pipelines", tags=["pipelines"], route_class=TypedRoute)
 
 
 def _answer(pipeline: object, stages: list[object], status: int = 200) -> ModelResponse[PipelineRead]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from starlette.responses import Response
 
 from crm.deps import ActorDep
@@ -23,8 +23,9 @@ from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import IfMatch
 from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
 
-router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=TypedRoute)
+router = GatedRouter(prefix="/tasks", tags=["tasks"], route_class=TypedRoute)
 
 
 def _answer(task: object, status: int = 200) -> ModelResponse[TaskRead]:
