@@ -191,6 +191,32 @@ async def test_relay_sends_each_row_once_batch_by_batch_in_outbox_order(
         }
 
 
+async def test_stamping_a_row_sent_writes_its_new_version_on_the_same_page(
+    relay_settings: ServiceSettings, sessions: Sessions, topic: str
+) -> None:
+    """Inserts leave half of each outbox page free (`OUTBOX_FILLFACTOR`), so the relay's update
+    of `sent_at` stays on the row's page, where PostgreSQL logs only the bytes that changed; on
+    full pages the new versions went to other pages, logged whole."""
+    ids = await write_events(sessions, topic, interleaved([uuid.uuid4() for _ in range(4)], versions=15))
+
+    async def pages() -> dict[uuid.UUID, int]:
+        async with sessions() as session:
+            found = await session.execute(
+                text("SELECT event_id, (ctid::text::point)[0]::int FROM outbox WHERE event_id = ANY(:ids)"), {"ids": ids}
+            )
+            return {event_id: page for event_id, page in found.all()}
+
+    before = await pages()
+    relay = OutboxRelay(relay_settings.model_copy(update={"outbox_batch_size": 500}), sessions, Outbox, [topic])
+    try:
+        await drain(relay)
+    finally:
+        await relay.stop()
+    assert len(set(before.values())) > 2  # the rows fill several pages
+    assert all(r.sent_at is not None for r in await outbox_rows(sessions))
+    assert await pages() == before
+
+
 @pytest.mark.parametrize("batch_kib", [None, 64])
 async def test_the_relay_sends_a_round_in_batches_of_the_set_size(
     relay_settings: ServiceSettings, sessions: Sessions, topic: str, batch_kib: int | None

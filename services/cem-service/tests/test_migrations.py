@@ -12,7 +12,7 @@ import orjson
 from cem.cli import ALEMBIC_INI
 from cxkit import testing
 from cxkit.pg_pool import asyncpg_dsn
-from cxkit.platform_models import OUTBOX_STORAGE
+from cxkit.platform_models import OUTBOX_FILLFACTOR, OUTBOX_STORAGE
 
 
 def test_models_match_migrations(cem_database_url: str) -> None:
@@ -24,10 +24,12 @@ def test_models_match_migrations(cem_database_url: str) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-async def test_the_outbox_is_vacuumed_as_a_queue(cem_database_url: str) -> None:
-    """The outbox's autovacuum options are those of OUTBOX_STORAGE (migration cem0005)."""
+async def test_the_outbox_is_stored_and_vacuumed_as_a_queue(cem_database_url: str) -> None:
+    """The outbox's autovacuum options are those of OUTBOX_STORAGE and its fill factor is the
+    model's OUTBOX_FILLFACTOR (migrations cem0005, cem0011)."""
     [row] = await testing.db_rows(cem_database_url, "SELECT reloptions FROM pg_class WHERE relname = 'outbox'")
-    assert set(row["reloptions"]) == {f"{k}={v}" for k, v in OUTBOX_STORAGE.items()}
+    expected = {f"{k}={v}" for k, v in OUTBOX_STORAGE.items()} | {f"fillfactor={OUTBOX_FILLFACTOR}"}
+    assert set(row["reloptions"]) == expected
 
 
 async def test_judged_interactions_are_found_by_index(cem_database_url: str) -> None:

@@ -7,7 +7,7 @@ import sys
 
 from crm.cli import ALEMBIC_INI
 from cxkit import testing
-from cxkit.platform_models import OUTBOX_STORAGE
+from cxkit.platform_models import OUTBOX_FILLFACTOR, OUTBOX_STORAGE
 
 
 def test_models_match_migrations(crm_database_url: str) -> None:
@@ -19,7 +19,9 @@ def test_models_match_migrations(crm_database_url: str) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-async def test_the_outbox_is_vacuumed_as_a_queue(crm_database_url: str) -> None:
-    """The outbox's autovacuum options are those of OUTBOX_STORAGE (migration crm0005)."""
+async def test_the_outbox_is_stored_and_vacuumed_as_a_queue(crm_database_url: str) -> None:
+    """The outbox's autovacuum options are those of OUTBOX_STORAGE and its fill factor is the
+    model's OUTBOX_FILLFACTOR (migrations crm0005, crm0010)."""
     [row] = await testing.db_rows(crm_database_url, "SELECT reloptions FROM pg_class WHERE relname = 'outbox'")
-    assert set(row["reloptions"]) == {f"{k}={v}" for k, v in OUTBOX_STORAGE.items()}
+    expected = {f"{k}={v}" for k, v in OUTBOX_STORAGE.items()} | {f"fillfactor={OUTBOX_FILLFACTOR}"}
+    assert set(row["reloptions"]) == expected

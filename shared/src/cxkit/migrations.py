@@ -62,6 +62,18 @@ def outbox_storage_sql(*, reset: bool = False) -> str:
     return "ALTER TABLE outbox SET (" + ", ".join(f"{k} = {v}" for k, v in OUTBOX_STORAGE.items()) + ")"
 
 
+def outbox_fillfactor_sql(*, reset: bool = False) -> str:
+    """`ALTER TABLE outbox` setting (or with `reset`, resetting) the fill factor of
+    `cxkit.platform_models.OUTBOX_FILLFACTOR`, for a service's migration. Pages written before
+    stay as they are: nothing is rewritten, and writes do not wait for it (the statement takes
+    a SHARE UPDATE EXCLUSIVE lock)."""
+    from cxkit.platform_models import OUTBOX_FILLFACTOR
+
+    if reset:
+        return "ALTER TABLE outbox RESET (fillfactor)"
+    return f"ALTER TABLE outbox SET (fillfactor = {OUTBOX_FILLFACTOR})"
+
+
 def create_webhook_tables() -> None:
     """The tables of `cxkit.webhooks.models` as they were first shipped (both services'
     migrations call this, so the two schemas stay the same)."""
