@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 
 from alembic import command, context
@@ -52,26 +53,17 @@ def upgrade(ini_path: Path, database_url: str, revision: str = "heads") -> None:
     command.upgrade(alembic_config(ini_path, database_url), revision)
 
 
-def outbox_storage_sql(*, reset: bool = False) -> str:
-    """`ALTER TABLE outbox` setting (or with `reset`, resetting) the autovacuum options of
-    `cxkit.platform_models.OUTBOX_STORAGE`, for a service's migration."""
+def outbox_storage_sql(options: Mapping[str, object] | None = None, *, reset: bool = False) -> str:
+    """`ALTER TABLE outbox` setting (or with `reset`, resetting) storage options, for a service's
+    migration: `options`, else the autovacuum options of `cxkit.platform_models.OUTBOX_STORAGE`.
+    Nothing is rewritten (a new fill factor applies to pages written from then on), and writes
+    do not wait for it (the statement takes a SHARE UPDATE EXCLUSIVE lock)."""
     from cxkit.platform_models import OUTBOX_STORAGE
 
+    chosen = OUTBOX_STORAGE if options is None else options
     if reset:
-        return "ALTER TABLE outbox RESET (" + ", ".join(OUTBOX_STORAGE) + ")"
-    return "ALTER TABLE outbox SET (" + ", ".join(f"{k} = {v}" for k, v in OUTBOX_STORAGE.items()) + ")"
-
-
-def outbox_fillfactor_sql(*, reset: bool = False) -> str:
-    """`ALTER TABLE outbox` setting (or with `reset`, resetting) the fill factor of
-    `cxkit.platform_models.OUTBOX_FILLFACTOR`, for a service's migration. Pages written before
-    stay as they are: nothing is rewritten, and writes do not wait for it (the statement takes
-    a SHARE UPDATE EXCLUSIVE lock)."""
-    from cxkit.platform_models import OUTBOX_FILLFACTOR
-
-    if reset:
-        return "ALTER TABLE outbox RESET (fillfactor)"
-    return f"ALTER TABLE outbox SET (fillfactor = {OUTBOX_FILLFACTOR})"
+        return "ALTER TABLE outbox RESET (" + ", ".join(chosen) + ")"
+    return "ALTER TABLE outbox SET (" + ", ".join(f"{k} = {v}" for k, v in chosen.items()) + ")"
 
 
 def create_webhook_tables() -> None:

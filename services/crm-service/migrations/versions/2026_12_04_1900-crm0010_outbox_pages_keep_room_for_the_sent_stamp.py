@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from cxkit.migrations import outbox_fillfactor_sql
+from cxkit.migrations import outbox_storage_sql
+from cxkit.platform_models import OUTBOX_FILLFACTOR
 
 revision: str = "crm0010"
 down_revision: str | Sequence[str] | None = "crm0009"
@@ -19,8 +20,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.execute(outbox_fillfactor_sql())
+    op.execute(outbox_storage_sql({"fillfactor": OUTBOX_FILLFACTOR}))
 
 
 def downgrade() -> None:
-    op.execute(outbox_fillfactor_sql(reset=True))
+    op.execute(outbox_storage_sql({"fillfactor": OUTBOX_FILLFACTOR}, reset=True))
