@@ -6,7 +6,7 @@ import time
 import uuid
 
 from cxkit.db import new_id as db_new_id
-from cxkit.ids import new_id, new_id_bytes
+from cxkit.ids import new_id, new_id_bytes, new_ids
 
 
 def test_ids_are_version_7_and_carry_the_time_they_were_made() -> None:
@@ -39,3 +39,15 @@ def test_ids_made_as_bytes_are_ids_of_the_same_sequence() -> None:
     first, last = uuid.UUID(bytes=made[0]), uuid.UUID(bytes=made[-1])
     assert first.version == last.version == 7
     assert before <= int.from_bytes(made[0][:6], "big") <= int.from_bytes(made[-1][:6], "big") <= after
+
+
+def test_ids_made_for_the_driver_are_uuids_of_the_same_sequence() -> None:
+    """`new_ids` (bulk writers' ids, as asyncpg's own UUID type) gives `uuid.UUID`s that compare,
+    hash and print as any other, in one increasing sequence with `new_id`'s."""
+    first = new_id()
+    made = new_ids(5_000)
+    last = new_id()
+    assert len(made) == 5_000 and all(isinstance(i, uuid.UUID) and i.version == 7 for i in made)
+    assert [first, *made, last] == sorted([first, *made, last])
+    assert len({first, *made, last}) == 5_002
+    assert {uuid.UUID(str(i)) for i in made} == set(made)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 
 import uuid_utils
+from asyncpg.pgproto.pgproto import UUID as DriverUUID
 from uuid_utils.compat import uuid7
 
 
@@ -23,3 +24,9 @@ def new_id_bytes() -> bytes:
     """The 16 bytes of a new id, from the same sequence as `new_id`, made without a `uuid.UUID`
     (0.5 µs against 2): for a bulk writer that hands its ids straight to the database driver."""
     return uuid_utils.uuid7().bytes
+
+
+def new_ids(n: int) -> list[uuid.UUID]:
+    """n new ids from the same sequence, as asyncpg's own UUID type (a `uuid.UUID` that is made
+    and printed several times faster): for a bulk writer that hands them to the database driver."""
+    return [DriverUUID(new_id_bytes()) for _ in range(n)]

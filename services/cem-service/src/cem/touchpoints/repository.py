@@ -150,9 +150,11 @@ class ProfileRow:
 
 _PROFILES = "SELECT id, email, survey_opt_out, erased_at, merged_into FROM customer_profiles WHERE id = ANY($1::uuid[])"
 
-# The columns of an interaction batch, in order; `recorded_at` is one value for the batch and
-# each row's own `id` is made by the server.
+# The columns of an interaction batch, in order; `recorded_at` is one value for the batch. Each
+# row's own `id` is a new time-ordered one (`cxkit.ids.new_ids`), as every other table's: a
+# poll's rows go in at the right edge of the primary key, not on a random page each.
 BATCH_COLUMNS = (
+    "id",
     "interaction_id",
     "customer_id",
     "email",
@@ -167,9 +169,7 @@ BATCH_COLUMNS = (
     "metadata",
     "source",
 )
-_INSERT_BATCH = UnnestInsert(
-    TouchpointInteraction.__table__, BATCH_COLUMNS, per_batch=["recorded_at"], server={"id": "gen_random_uuid()"}
-)
+_INSERT_BATCH = UnnestInsert(TouchpointInteraction.__table__, BATCH_COLUMNS, per_batch=["recorded_at"])
 
 
 async def profiles_by_ids(conn: asyncpg.Connection, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, ProfileRow]:

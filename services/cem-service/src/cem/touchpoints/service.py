@@ -23,6 +23,7 @@ from cxkit.events.payloads import InteractionRecorded
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, field_problem
+from cxkit.ids import new_ids
 from cxkit.kafka.consumer import Delivery, PermanentEventError
 
 # The CRM derives the id of an interaction event that carries none from the CloudEvent's source
@@ -167,6 +168,7 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
     by_email: dict[str, ProfileFacts] = dict(await CustomerProfileRepository(session).by_emails(emails)) if emails else {}
     columns: tuple[list[Any], ...] = tuple([] for _ in BATCH_COLUMNS)
     (
+        row_ids,
         interaction_ids,
         customer_ids,
         addresses,
@@ -212,6 +214,7 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
                 recipient=recipient,
             )
         )
+    row_ids.extend(new_ids(len(interaction_ids)))
     await insert_interaction_batch(conn, columns, utcnow())
     return stored
 

@@ -31,7 +31,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-from asyncpg.pgproto.pgproto import UUID as FastUUID
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, EMAIL_MAX_LENGTH
 from email_validator.syntax import DOT_ATOM_TEXT
@@ -40,7 +39,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError, model_validator
 from crm.customers.schemas import CustomerCreate
 from crm.db import SOURCE
 from cxkit.events.registry import topic_for
-from cxkit.ids import new_id_bytes
+from cxkit.ids import new_ids
 from cxkit.tracing import current_traceparent
 
 REQUIRED_COLUMNS = ("email", "name")
@@ -299,13 +298,6 @@ _TIMESTAMP = TypeAdapter(dt.datetime)
 _NO_DEALS = Decimal("0.00")  # a new customer's open deal value, as its snapshot states it
 
 
-def _new_ids(n: int) -> list[uuid.UUID]:
-    """n new ids (`cxkit.ids`: time-ordered, so a chunk's rows land together at the right edge
-    of the primary key and outbox indexes) as asyncpg's own UUID type, printed several times
-    faster than a `uuid.UUID` (each id is also written into its event)."""
-    return [FastUUID(new_id_bytes()) for _ in range(n)]
-
-
 @dataclass
 class _Chunk:
     """Validated rows ready to write: a customer record and an outbox record each."""
@@ -332,7 +324,10 @@ def _prepare(customers: list[tuple[int, str | None, Any]]) -> _Chunk:
         headers["traceparent"] = traceparent
     headers_json = orjson.dumps(headers).decode()
     validate_events = os.environ.get("CX_VALIDATE_EVENTS") == "1"
-    ids = _new_ids(2 * len(customers))
+    # Time-ordered (`cxkit.ids`): a chunk's rows land together at the right edge of the primary
+    # key and outbox indexes. Each id is also printed into its event, which the driver's own
+    # UUID type does several times faster than a `uuid.UUID`.
+    ids = new_ids(2 * len(customers))
     for n, (line, raw_email, data) in enumerate(customers):
         customer_id, event_id = ids[2 * n], ids[2 * n + 1]
         email = str(data.email)
