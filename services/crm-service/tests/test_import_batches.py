@@ -11,16 +11,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from crm.customers.csv_import import _Validator, row_to_customer
+from crm.customers.csv_import import ChunkResult, _Validator, import_customers, row_to_customer
 from crm.customers.models import Customer
 from crm.customers.schemas import CustomerCreate
 from crm.customers.service import snapshot
 from cxkit.events.payloads import CustomerCreated
+from cxkit.pg_pool import asyncpg_dsn
 
 from .test_import_cli import run_cli
 
@@ -189,3 +191,50 @@ def test_the_quick_row_validation_gives_row_to_customers_verdict() -> None:
         else:
             got = result.model_dump()
         assert got == expected, row
+
+
+class _Crash(Exception):
+    """The process died before the chunk committed."""
+
+
+async def test_a_resumed_import_refuses_a_repeat_of_a_committed_row_as_a_duplicate_as_an_unbroken_run_does(
+    crm_database_url: str, tmp_path: Path
+) -> None:
+    """The committed chunks are read past on resume, but their rows' keys still count: a later
+    row repeating one is `duplicate of line N` (failed), not "already exists" (skipped), so a
+    restart does not change what the job reports."""
+    tag = uuid.uuid4().hex[:8]
+    lines = [
+        "email,name,external_id",
+        f"ada-{tag}@example.com,Ada,",  # 2 ┐ chunk 0, committed before the crash
+        f"bob-{tag}@example.com,Bob,ext-{tag}",  # 3 ┘
+        f"ADA-{tag}@example.com,Ada Again,",  # 4 ┐ chunk 1: repeats line 2
+        f"carol-{tag}@example.com,Carol,ext-{tag}",  # 5 ┘ repeats line 3's external_id
+        f"dave-{tag}@example.com,Dave,",  # 6   chunk 2
+    ]
+    source = tmp_path / "customers.csv"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dsn = asyncpg_dsn(crm_database_url)
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(dsn)
+
+    async def crash_after_the_first_chunk(conn: asyncpg.Connection, result: ChunkResult) -> None:
+        if result.index > 0:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        await import_customers(connect, source, batch_size=2, writers=1, on_chunk=crash_after_the_first_chunk)
+    resumed = await import_customers(connect, source, batch_size=2, writers=1, skip_chunks=frozenset({0}))
+
+    assert resumed.created == 1
+    assert [(e.line, e.reason, e.existing) for e in resumed.errors] == [
+        (4, "duplicate of line 2 in this file", False),
+        (5, "duplicate of line 3 in this file", False),
+    ]
+    conn = await connect()
+    try:
+        emails = await conn.fetch("SELECT email FROM customers WHERE email LIKE $1 ORDER BY email", f"%-{tag}@example.com")
+    finally:
+        await conn.close()
+    assert [r["email"] for r in emails] == [f"{n}-{tag}@example.com" for n in ("ada", "bob", "dave")]

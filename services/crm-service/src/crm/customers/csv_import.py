@@ -488,7 +488,8 @@ async def import_customers(
     `on_rows(n)` is told as rows are done. `on_chunk(conn, result)` runs inside each chunk's
     transaction (also for a chunk with nothing to create), so a caller can record progress
     atomically with the chunk; the chunks numbered in `skip_chunks` (committed by an earlier
-    run with the same `batch_size`) are read past, neither validated nor written."""
+    run with the same `batch_size`) are not written again, and their rows are validated only
+    for their keys: a later row repeating one is refused as a duplicate, as in an unbroken run."""
     report = ImportReport()
     first_line: dict[str, int] = {}
     validator = _Validator()
@@ -579,9 +580,12 @@ async def _import(
         index = 0
         while True:
             if index in skip_chunks:
-                skipped = sum(1 for _ in itertools.islice(lines, batch_size))
-                if not skipped:
+                committed = list(itertools.islice(lines, batch_size))
+                if not committed:
                     break
+                # Not written again, and its refused rows are already told; but its rows' keys
+                # are taken in this file, so a later row repeating one is still a duplicate.
+                validated(committed, [])
                 index += 1
                 continue
             result = ChunkResult(index, 0, 0, [])

@@ -7,8 +7,9 @@ and event loop, so the service's requests keep being answered while the rows are
 
 Every chunk of `chunk_rows` rows commits together with the job's counts, its refused rows and
 its number (`done_chunks`). A job left `running` by a process that died or stopped (its lock
-is free) is taken again and resumed: the committed chunks are read past, the others done, so
-no customer and no event is made twice."""
+is free) is taken again and resumed: the committed chunks are not written again (their rows
+still count as seen, so a later repeat is still a duplicate), the others done, so no customer
+and no event is made twice and the counts are those of an unbroken run."""
 
 from __future__ import annotations
 
