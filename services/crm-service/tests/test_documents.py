@@ -71,6 +71,7 @@ async def test_too_large_is_413_and_leaves_no_file(
     monkeypatch.setattr(crm_settings, "documents_max_bytes", 4096)
     r = await upload(client, {"customer_id": customer["id"]})
     assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == "documents are at most 4096 bytes"
     assert stored_files(crm_settings) == before
     async with session_factory() as session:
         assert await session.scalar(select(func.count()).select_from(Document)) == 0

@@ -138,6 +138,7 @@ async def test_a_queued_job_cancelled_never_runs_and_a_running_one_stops_after_i
         too_large = await upload(idle, customers_csv(40_000, "big"))
         assert too_large.status_code == 413
         assert too_large.headers["content-type"] == "application/problem+json"
+        assert too_large.json()["detail"] == "import files are at most 2000000 bytes"
         queued = (await upload(idle, customers_csv(3, "q"))).json()
         cancelled = await idle.post(f"/v1/imports/{queued['id']}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"

@@ -43,9 +43,10 @@ def clean_filename(raw: str) -> str:
 
 
 class _Reader:
-    def __init__(self, target: BinaryIO, max_bytes: int, allowed_types: set[str]) -> None:
+    def __init__(self, target: BinaryIO, max_bytes: int, allowed_types: set[str], too_large: str) -> None:
         self.target = target
         self.max_bytes = max_bytes
+        self.too_large = too_large
         self.allowed_types = allowed_types
         self.result_fields: dict[str, str] = {}
         self.filename: str | None = None
@@ -112,7 +113,7 @@ class _Reader:
         if self._part == FILE_FIELD:
             self.size += len(chunk)
             if self.size > self.max_bytes:
-                raise PayloadTooLarge(f"documents are at most {self.max_bytes} bytes")
+                raise PayloadTooLarge(self.too_large)
             self.file_hash.update(chunk)
             self.pending.append(chunk)
         elif self._part is not None:
@@ -128,22 +129,26 @@ class _Reader:
                 raise Unprocessable(f"{self._part} is not UTF-8 text") from None
 
 
-async def receive_upload(request: Request, incoming: Path, max_bytes: int, allowed_types: list[str]) -> ParsedUpload:
+async def receive_upload(
+    request: Request, incoming: Path, max_bytes: int, allowed_types: list[str], *, what: str = "document"
+) -> ParsedUpload:
     """Read the request body into `incoming` (the file part) and the text fields. Raises a
-    problem (413, 415, 422) as soon as the upload cannot be accepted; the caller removes
-    `incoming` in every case it does not keep it."""
+    problem (413, 415, 422) as soon as the upload cannot be accepted, naming the upload as
+    `what` ("document", "import file"); the caller removes `incoming` in every case it does
+    not keep it."""
+    too_large = f"{what}s are at most {max_bytes} bytes"
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data":
-        raise UnsupportedMediaType("send the document as multipart/form-data with a `file` part")
+        raise UnsupportedMediaType(f"send the {what} as multipart/form-data with a `file` part")
     boundary = params.get(b"boundary")
     if not boundary:
         raise Unprocessable("multipart body without boundary")
     declared_length = request.headers.get("content-length")
     if declared_length and declared_length.isdigit() and int(declared_length) > max_bytes + 64 * 1024:
-        raise PayloadTooLarge(f"documents are at most {max_bytes} bytes")
+        raise PayloadTooLarge(too_large)
 
     with incoming.open("wb") as target:
-        reader = _Reader(target, max_bytes, {t.lower() for t in allowed_types})
+        reader = _Reader(target, max_bytes, {t.lower() for t in allowed_types}, too_large)
         try:
             parser = MultipartParser(boundary, reader.callbacks())
             async for chunk in request.stream():

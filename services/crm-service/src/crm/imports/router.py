@@ -101,7 +101,7 @@ async def start_import(
     os.close(handle)
     incoming = Path(name)
     try:
-        upload = await receive_upload(request, incoming, settings.imports_max_bytes, list(CSV_TYPES))
+        upload = await receive_upload(request, incoming, settings.imports_max_bytes, list(CSV_TYPES), what="import file")
         idem = Idempotency(request.app.state.idempotency_model, idempotency_key, str(principal.key_id), upload.request_digest)
 
         async def prepare(conn: asyncpg.Connection) -> tuple[ModelResponse[ImportRead], list[RowInsert]]:
