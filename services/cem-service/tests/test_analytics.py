@@ -53,6 +53,10 @@ def test_ces_mean_interval_by_hand() -> None:
     mean, ci = stats.mean_with_ci(7 + 6 + 5 + 2, 49 + 36 + 25 + 4, 4)
     assert mean == approx(5.0)
     assert ci is not None and ci[0] == approx(2.882958) and ci[1] == approx(7.117042)
+    # On the 1-7 scale the interval stops at 7; the CES 2 and 6 of two answers: mean 4,
+    # sd = sqrt(8), half = 1.96 * 2 = 3.92, so 0.08 to 7.92 before the cut.
+    assert stats.mean_with_ci(7 + 6 + 5 + 2, 49 + 36 + 25 + 4, 4, (1, 7)) == (5.0, (approx(2.882958), 7))
+    assert stats.mean_with_ci(2 + 6, 4 + 36, 2, (1, 7)) == (4.0, (1, 7))
     assert stats.mean_with_ci(4, 16, 1) == (4.0, None)
     assert stats.mean_with_ci(0, 0, 0) == (None, None)
 
@@ -174,7 +178,7 @@ async def test_csat_and_ces_reports_match_the_hand_worked_numbers(client: httpx.
         await make.answer(ces["id"], {"ces": score}, submitted_at=NOV.format(3))
     body = (await client.get("/v1/analytics/ces")).json()
     assert body["n"] == 4 and body["score"] == approx(5.0)
-    assert body["ci95"] == {"low": approx(2.882958), "high": approx(7.117042)}
+    assert body["ci95"] == {"low": approx(2.882958), "high": 7.0}  # 7.117042, cut at the scale's top
     assert body["counts"] == {"positive": 3, "neutral": 0, "negative": 1}
 
 

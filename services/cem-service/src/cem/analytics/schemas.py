@@ -103,7 +103,10 @@ class MetricReport(BaseModel):
     skipped: int = Field(description="Responses in the window that skipped the score question.")
     score: float | None = Field(description="NPS (-100..100), CSAT (% 0..100) or CES (mean 1..7); null without answers.")
     mean: float | None = Field(description="Average score on the metric's scale.")
-    ci95: Interval95 | None
+    ci95: Interval95 | None = Field(
+        description="95% confidence interval of `score` (NPS: multinomial normal, CSAT: Wilson, CES: mean ± 1.96 "
+        "sd/√n), cut at the score's range; null without answers, and for NPS and CES with one."
+    )
     counts: dict[str, int] = Field(
         description="Answers per category: nps promoter/passive/detractor; csat and ces positive/neutral/negative."
     )

@@ -53,7 +53,7 @@ def score_of(metric: str, agg: Aggregate) -> tuple[float | None, tuple[float, fl
         return stats.nps(agg.counts["promoter"], agg.counts["passive"], agg.counts["detractor"])
     if metric == "csat":
         return stats.csat(agg.counts["positive"], agg.n)
-    return stats.mean_with_ci(agg.total, agg.total_sq, agg.n)
+    return stats.mean_with_ci(agg.total, agg.total_sq, agg.n, METRIC_SCALES[metric])
 
 
 def _interval(ci: tuple[float, float] | None) -> Interval95 | None:

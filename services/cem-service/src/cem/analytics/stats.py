@@ -34,8 +34,12 @@ def csat(satisfied: int, n: int) -> tuple[float | None, tuple[float, float] | No
     return 100.0 * p, (max(0.0, 100.0 * (center - half)), min(100.0, 100.0 * (center + half)))
 
 
-def mean_with_ci(total: float, total_sq: float, n: int) -> tuple[float | None, tuple[float, float] | None]:
-    """Mean score with mean +- 1.96 * sd / sqrt(n) (sample sd); no interval for fewer than 2 answers."""
+def mean_with_ci(
+    total: float, total_sq: float, n: int, scale: tuple[float, float] | None = None
+) -> tuple[float | None, tuple[float, float] | None]:
+    """Mean score with mean +- 1.96 * sd / sqrt(n) (sample sd); no interval for fewer than 2
+    answers. With `scale` (min, max) the interval is cut at the scale's ends, as the NPS and
+    CSAT intervals are: a mean of 1-7 answers is never below 1 or above 7."""
     if n == 0:
         return None, None
     mean = total / n
@@ -43,7 +47,10 @@ def mean_with_ci(total: float, total_sq: float, n: int) -> tuple[float | None, t
         return mean, None
     variance = max(0.0, (total_sq - total * total / n) / (n - 1))
     half = Z95 * math.sqrt(variance) / math.sqrt(n)
-    return mean, (mean - half, mean + half)
+    low, high = mean - half, mean + half
+    if scale is not None:
+        low, high = max(scale[0], low), min(scale[1], high)
+    return mean, (low, high)
 
 
 def rounded(value: float | None, digits: int = 4) -> float | None:
