@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email.utils
 import ipaddress
 import uuid
 from collections import deque
@@ -23,7 +24,7 @@ from cxkit.metrics import exposition
 from cxkit.settings import ServiceSettings
 from cxkit.testing import metric_total
 from cxkit.webhooks import service
-from cxkit.webhooks.delivery import WebhookFanout, Webhooks, WebhookWorker, backoff_seconds
+from cxkit.webhooks.delivery import WebhookFanout, Webhooks, WebhookWorker, backoff_seconds, retry_after_seconds
 from cxkit.webhooks.schemas import WebhookCreate
 from cxkit.webhooks.signing import signed_headers
 from cxkit.webhooks.targets import TargetRefused, check_target, is_public
@@ -176,6 +177,52 @@ async def test_timeouts_408_429_and_5xx_are_retried_with_the_same_webhook_id(
     assert {r.webhook_id for r in receiver.received} == {str(row["event_id"])}
     assert len(receiver.accepted) == 1
     assert (await subscription(sessions, sub.id)).consecutive_failures == 0
+
+
+async def test_a_429_or_503_retry_after_is_waited_for_but_never_past_the_retry_window(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, topic: str
+) -> None:
+    """Retries here wait at most 0.2 s (`hook_settings`); a receiver's Retry-After asks for more."""
+    worker = WebhookWorker(webhooks, sessions)
+    in_a_minute = email.utils.format_datetime(utcnow() + dt.timedelta(seconds=60), usegmt=True)
+    async with WebhookReceiver() as receiver:
+        sub = await subscribe(sessions, webhooks, receiver.url)
+        receiver.secret = sub.secret
+        customers = [uuid.uuid4() for _ in range(5)]
+        answers = [
+            ("retry-after", 429, "120"),  # seconds
+            ("retry-after", 503, in_a_minute),  # an HTTP date
+            ("retry-after", 429, "999999"),  # longer than the retry window
+            ("retry-after", 500, "120"),  # not an answer Retry-After goes with: the usual backoff
+            ("retry-after", 429, "soon"),  # not understood: the usual backoff
+        ]
+        for customer, answer in zip(customers, answers, strict=True):
+            receiver.script_for[str(customer)] = deque([answer])
+        await queue(sessions, webhooks, event_rows(topic, customers, 1))
+        before = utcnow()
+        try:
+            assert await worker.deliver_once() == 5
+        finally:
+            await worker.stop()
+    by_customer = {d.ordering_key: d for d in await deliveries(sessions)}
+    waits = [(by_customer[str(c)].next_attempt_at - before).total_seconds() for c in customers]
+    assert all(by_customer[str(c)].status == "pending" for c in customers)
+    assert 119 < waits[0] < 125
+    assert 55 < waits[1] < 65
+    window_end = by_customer[str(customers[2])].expires_at
+    assert by_customer[str(customers[2])].next_attempt_at == window_end
+    assert 0 < waits[3] < 5 and 0 < waits[4] < 5
+
+
+def test_retry_after_values() -> None:
+    now = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
+    assert retry_after_seconds("30", now) == 30.0
+    assert retry_after_seconds(" 0 ", now) == 0.0
+    assert retry_after_seconds("Fri, 04 Dec 2026 12:01:30 GMT", now) == 90.0
+    assert retry_after_seconds("Friday, 04-Dec-26 12:00:10 GMT", now) == 10.0  # the obsolete RFC 850 form
+    assert retry_after_seconds("Fri, 04 Dec 2026 11:00:00 GMT", now) == 0.0  # already past
+    for unusable in (None, "", "-5", "1.5", "soon", "Fri, 99 Dec 2026 12:00:00 GMT"):
+        assert retry_after_seconds(unusable, now) is None, unusable
 
 
 async def test_410_gives_up_and_disables_the_subscription(

@@ -10,8 +10,9 @@ cached for `webhook_subscription_cache_seconds`; with none, a batch costs a dict
 never send one twice at once), sends them concurrently, signed, and records each attempt. A
 customer's next delivery waits until the one before it succeeded or was given up, so a receiver
 sees one customer's events in order. Timeouts, connection errors, 408, 429 and 5xx are retried
-with exponential backoff and jitter until `webhook_max_age_hours`; 410 disables the
-subscription; other answers give the delivery up. Every attempt carries the same `webhook-id`
+with exponential backoff and jitter until `webhook_max_age_hours`; a 429 or 503 with
+`Retry-After` (seconds or an HTTP date) waits at least that long, though never past the retry
+window; 410 disables the subscription; other answers give the delivery up. Every attempt carries the same `webhook-id`
 (the event id)."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import email.utils
 import logging
 import random
 import time
@@ -41,6 +43,7 @@ from cxkit.webhooks.targets import TargetRefused, check_target
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUSES = frozenset({408, 429})
+RETRY_AFTER_STATUSES = frozenset({429, 503})  # the answers whose Retry-After is honoured (RFC 9110 §10.2.3)
 ATTEMPT_LOG_KEPT = 50  # attempts kept in a delivery's log (the oldest are dropped)
 CONTENT_TYPE = "application/cloudevents+json"
 
@@ -55,6 +58,23 @@ def backoff_seconds(attempts: int, base: float, cap: float) -> float:
     retry at once)."""
     delay = min(cap, base * 2 ** min(attempts - 1, 40))
     return random.uniform(delay / 2, delay)
+
+
+def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
+    """The wait a `Retry-After` value asks for: delay-seconds or an HTTP date (RFC 9110
+    §10.2.3); None when absent or not understood, so the usual backoff applies."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an obsolete date form without a zone: HTTP dates are GMT
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - now).total_seconds())
 
 
 @dataclass
@@ -177,6 +197,7 @@ class Attempt:
     error: str | None = None
     duration_ms: int = 0
     refused: bool = False  # the SSRF guard stopped it
+    retry_after_s: float | None = None  # what the receiver's Retry-After asked for
 
     @property
     def succeeded(self) -> bool:
@@ -251,6 +272,8 @@ class WebhookWorker:
             attempt.status_code = response.status_code
             if not attempt.succeeded:
                 attempt.error = f"HTTP {response.status_code}: {response.text[:200]}"
+            if response.status_code in RETRY_AFTER_STATUSES:
+                attempt.retry_after_s = retry_after_seconds(response.headers.get("retry-after"), utcnow())
         except TargetRefused as exc:
             attempt.refused, attempt.error = True, str(exc)
         except httpx.TimeoutException:
@@ -276,7 +299,10 @@ class WebhookWorker:
             self._sent.inc()
         elif attempt.should_retry and now < d["expires_at"]:
             wait = backoff_seconds(attempts, self.settings.webhook_retry_base_seconds, self.settings.webhook_retry_max_seconds)
-            next_at = now + dt.timedelta(seconds=wait)
+            if attempt.retry_after_s is not None:
+                wait = max(wait, attempt.retry_after_s)
+            # Never past the window: a receiver asking for longer gets one last attempt at its end.
+            next_at = min(now + dt.timedelta(seconds=wait), d["expires_at"])
             self._retried.inc()
         else:
             status = FAILED

@@ -19,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+Answer = int | tuple[str, float] | tuple[str, int, str]
+
 
 @dataclass
 class Received:
@@ -34,15 +36,16 @@ class Received:
 @dataclass
 class WebhookReceiver:
     """`async with WebhookReceiver(secret) as receiver:` serves `receiver.url`. `script` holds
-    the answers of the next requests (an int status, or ("slow", seconds) to answer 200 late);
+    the answers of the next requests (an int status, ("slow", seconds) to answer 200 late, or
+    ("retry-after", status, value) to answer that status with that `Retry-After` header);
     with it empty every verified request gets 200. `script_for` holds such answers per
     CloudEvent subject (a customer), used before `script`. `received` lists every request in arrival
     order; `accepted` only the ones answered 2xx, once per `webhook-id` (a receiver that
     deduplicates, as Standard Webhooks asks)."""
 
     secret: str = ""
-    script: deque[int | tuple[str, float]] = field(default_factory=deque)
-    script_for: dict[str, deque[int | tuple[str, float]]] = field(default_factory=dict)
+    script: deque[Answer] = field(default_factory=deque)
+    script_for: dict[str, deque[Answer]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     bad_signatures: int = 0
     port: int = 0
@@ -75,11 +78,15 @@ class WebhookReceiver:
         if not script:
             script = self.script
         answer = script.popleft() if script else 200
-        if isinstance(answer, tuple):
+        extra: dict[str, str] = {}
+        if isinstance(answer, tuple) and answer[0] == "slow":
             await asyncio.sleep(answer[1])
             answer = 200
+        elif isinstance(answer, tuple):
+            _, answer, extra["retry-after"] = answer  # type: ignore[misc]
+        assert isinstance(answer, int)
         self.received.append(Received(headers["webhook-id"], event, answer, headers, body))
-        return PlainTextResponse("ok" if answer < 300 else "no", status_code=answer)
+        return PlainTextResponse("ok" if answer < 300 else "no", status_code=answer, headers=extra)
 
     async def start(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
