@@ -8,11 +8,13 @@ import asyncio
 import datetime as dt
 import email.utils
 import ipaddress
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpcore
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,7 +25,7 @@ from cxkit.kafka.outbox import OutboxRelay, outbox_row
 from cxkit.metrics import exposition
 from cxkit.settings import ServiceSettings
 from cxkit.testing import metric_total
-from cxkit.webhooks import service
+from cxkit.webhooks import service, targets
 from cxkit.webhooks.delivery import WebhookFanout, Webhooks, WebhookWorker, backoff_seconds, retry_after_seconds
 from cxkit.webhooks.schemas import WebhookCreate
 from cxkit.webhooks.signing import signed_headers
@@ -429,6 +431,50 @@ async def test_the_worker_refuses_a_private_target_when_sending(
     assert d.status == "failed" and "private" in d.last_error and d.last_status_code is None
     assert receiver.received == []
     assert sub.enabled
+
+
+async def test_a_delivery_connects_to_the_address_the_guard_checked_not_to_a_second_lookup(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: when the guard looks `localhost` up it gets a public address (the guard's
+    cached answer, set here); a second lookup, by the OS, would give 127.0.0.1, where the
+    receiver listens. The request must go to the address that was checked, so it never reaches
+    the receiver. Connections other than to loopback are refused here without touching the
+    network."""
+    checked = "93.184.216.34"
+    connected_to: list[str] = []
+    real_connect = httpcore.AnyIOBackend.connect_tcp
+
+    async def connect_tcp(self: Any, host: str, port: int, **kwargs: Any) -> Any:
+        connected_to.append(host)
+        if host not in ("localhost", "127.0.0.1"):
+            raise httpcore.ConnectError(f"{host} is not reachable from this test")
+        return await real_connect(self, host, port, **kwargs)
+
+    monkeypatch.setattr(httpcore.AnyIOBackend, "connect_tcp", connect_tcp)
+    async with WebhookReceiver() as receiver:
+        url = f"http://localhost:{receiver.port}/hook"
+        expiry = time.monotonic() + 600
+        monkeypatch.setitem(targets._resolved, ("localhost", receiver.port), (expiry, [ipaddress.ip_address(checked)]))
+        webhooks.settings = webhooks.settings.model_copy(update={"webhook_allow_private_targets": False})
+        sub = await subscribe(sessions, webhooks, url)
+        receiver.secret = sub.secret
+        await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
+        worker = WebhookWorker(webhooks, sessions)
+        try:
+            assert await worker.deliver_once() == 1
+        finally:
+            await worker.stop()
+    assert receiver.received == []
+    assert connected_to == [checked]
+    [d] = await deliveries(sessions)
+    assert d.status == "pending" and "not reachable from this test" in d.last_error  # retried later, as any connect error
+
+    # And an answer that is private by the time of the connection is refused there too.
+    monkeypatch.setitem(targets._resolved, ("rebound.example", 443), (expiry, [ipaddress.ip_address("10.0.0.7")]))
+    with pytest.raises(TargetRefused, match=r"10\.0\.0\.7"):
+        await targets.PinnedBackend().connect_tcp("rebound.example", 443)
+    assert connected_to == [checked]
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:

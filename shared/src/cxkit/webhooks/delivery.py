@@ -39,7 +39,7 @@ from cxkit.metrics import WEBHOOK_BACKLOG, WEBHOOK_DELIVERIES
 from cxkit.settings import ServiceSettings
 from cxkit.webhooks.models import FAILED, PENDING, SUCCEEDED
 from cxkit.webhooks.signing import signed_headers
-from cxkit.webhooks.targets import TargetRefused, check_target
+from cxkit.webhooks.targets import TargetRefused, check_target, guarded_transport
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -228,7 +228,7 @@ class WebhookWorker:
         self._client = httpx.AsyncClient(
             timeout=self.settings.webhook_timeout_seconds,
             follow_redirects=False,  # a redirect could lead past the SSRF guard
-            transport=transport,
+            transport=transport or guarded_transport(allow_private=self.settings.webhook_allow_private_targets),
             headers={"user-agent": f"{self.settings.service_name}-webhooks"},
         )
         self._sent = WEBHOOK_DELIVERIES.labels(self.settings.service_name, "succeeded")

@@ -1,6 +1,9 @@
 """The SSRF guard: a webhook may only target public addresses, unless a setting allows
 private ones. A hostname is resolved and every address it resolves to must be public, both
-when the subscription is saved and before each delivery (DNS may change in between)."""
+when the subscription is saved and before each delivery (DNS may change in between). The
+delivery then connects to the addresses that were checked (`guarded_transport`), never to a
+second lookup's answer, so a name that turns private after the check (DNS rebinding) is not
+followed."""
 
 from __future__ import annotations
 
@@ -8,7 +11,11 @@ import asyncio
 import ipaddress
 import socket
 import time
+import typing
 from urllib.parse import urlsplit
+
+import httpcore
+import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 RESOLVE_TIMEOUT_S = 3.0
@@ -78,10 +85,74 @@ async def check_target(url: str, *, allow_private: bool) -> None:
     host, port = check_url_form(url)
     if allow_private:
         return
-    addresses = await resolve(host, port)
+    refuse_private(host, await resolve(host, port))
+
+
+def refuse_private(host: str, addresses: list[IPAddress]) -> None:
+    """TargetRefused unless `host` stands for public addresses only."""
     refused = sorted({str(a) for a in addresses if not is_public(a)})
     if refused or not addresses:
         raise TargetRefused(
             f"the host {host} is or resolves to a private, loopback or link-local address ({', '.join(refused)}); "
             "webhooks only go to public addresses"
         )
+
+
+class PinnedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend with the guard at the connection: the host is resolved
+    through `resolve` (the same cached answer `check_target` judged), every address must be
+    public, and the connection goes to those addresses themselves. TLS still verifies the
+    certificate and sends SNI for the host name (httpcore takes them from the URL)."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await resolve(host, port)
+        refuse_private(host, addresses)
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._backend.connect_tcp(
+                    str(address), port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise TargetRefused("webhooks are not sent over Unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
+def guarded_transport(*, allow_private: bool) -> httpx.AsyncHTTPTransport:
+    """The transport webhook deliveries go out on: with private targets refused, its
+    connections go only to checked public addresses (`PinnedBackend`)."""
+    transport = httpx.AsyncHTTPTransport()
+    if not allow_private:
+        # httpx has no parameter for httpcore's network backend: the pool it builds is replaced
+        # by the same pool with the pinned backend (the same defaults as AsyncHTTPTransport()).
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+        transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=PinnedBackend(),
+        )
+    return transport
