@@ -136,3 +136,23 @@ def drop_webhook_tables() -> None:
 
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_subscriptions")
+
+
+def create_webhook_due_index() -> None:
+    """The index the delivery worker claims from: pending deliveries that are due at some time,
+    in the order they come due. Deliveries waiting behind an earlier one of their customer have
+    no due time and are not in it (see `cxkit.webhooks.delivery`)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    from cxkit.webhooks.models import DUE_INDEX, DUE_INDEX_COLUMNS, DUE_INDEX_WHERE
+
+    op.create_index(DUE_INDEX, "webhook_deliveries", list(DUE_INDEX_COLUMNS), postgresql_where=sa.text(DUE_INDEX_WHERE))
+
+
+def drop_webhook_due_index() -> None:
+    from alembic import op
+
+    from cxkit.webhooks.models import DUE_INDEX
+
+    op.drop_index(DUE_INDEX, table_name="webhook_deliveries")

@@ -9,7 +9,15 @@ cached for `webhook_subscription_cache_seconds`; with none, a batch costs a dict
 (subscription, customer) queue (`FOR UPDATE SKIP LOCKED`, so several replicas share the work and
 never send one twice at once), sends them concurrently, signed, and records each attempt. A
 customer's next delivery waits until the one before it succeeded or was given up, so a receiver
-sees one customer's events in order. Timeouts, connection errors, 408, 429 and 5xx are retried
+sees one customer's events in order.
+
+Only a queue's head has a due time (`next_attempt_at`): the fan-out queues a delivery behind an
+earlier pending one of its customer without one, and finishing a head gives the next its time.
+So a round reads the due heads from their own index, however long the queues behind a failing
+receiver grow (100,000 waiting took 235 ms a round to walk through). The claim still checks
+that nothing earlier is pending, so order never rests on the due times; and a delivery queued
+while its predecessor was finishing (the two transactions could not see each other) is given
+its time by the worker's periodic sweep (`SWEEP_INTERVAL_S`). Timeouts, connection errors, 408, 429 and 5xx are retried
 with exponential backoff and jitter until `webhook_max_age_hours`; a 429 or 503 with
 `Retry-After` (seconds or an HTTP date) waits at least that long, though never past the retry
 window; 410 disables the subscription; other answers give the delivery up. Every attempt carries the same `webhook-id`
@@ -45,6 +53,7 @@ log = logging.getLogger(__name__)
 RETRYABLE_STATUSES = frozenset({408, 429})
 RETRY_AFTER_STATUSES = frozenset({429, 503})  # the answers whose Retry-After is honoured (RFC 9110 §10.2.3)
 ATTEMPT_LOG_KEPT = 50  # attempts kept in a delivery's log (the oldest are dropped)
+SWEEP_INTERVAL_S = 30.0  # how often the worker gives a time to queue heads left without one
 CONTENT_TYPE = "application/cloudevents+json"
 
 
@@ -165,15 +174,20 @@ class WebhookFanout:
             return 0
         now = utcnow()
         expires = now + self.webhooks.retry_window
-        # seq (an identity) follows the order of the unnested rows: the outbox order.
+        # seq (an identity) follows the order of the unnested rows: the outbox order. Only a
+        # customer's first delivery with nothing pending before it is due now; the others wait.
+        table = self.webhooks.deliveries_table
         await conn.execute(
-            f"INSERT INTO {self.webhooks.deliveries_table} (id, subscription_id, webhook_id, event_type, ordering_key, "
+            f"INSERT INTO {table} (id, subscription_id, webhook_id, event_type, ordering_key, "
             "payload, status, attempts, next_attempt_at, attempt_log, created_at, updated_at, expires_at) "
             "SELECT d.id, d.subscription_id, d.webhook_id, d.event_type, d.ordering_key, d.payload, "
-            f"'{PENDING}', 0, $7, '[]'::jsonb, $7, $7, $8 "
-            "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[]) WITH ORDINALITY "
-            "AS d(id, subscription_id, webhook_id, event_type, ordering_key, payload, n) ORDER BY d.n "
-            "ON CONFLICT (subscription_id, webhook_id) DO NOTHING",
+            f"'{PENDING}', 0, CASE WHEN d.first AND NOT EXISTS (SELECT 1 FROM {table} p "
+            "WHERE p.subscription_id = d.subscription_id AND p.ordering_key = d.ordering_key "
+            f"AND p.status = '{PENDING}') THEN $7::timestamptz END, '[]'::jsonb, $7, $7, $8 "
+            "FROM (SELECT u.*, row_number() OVER (PARTITION BY u.subscription_id, u.ordering_key ORDER BY u.n) = 1 "
+            "AS first FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[]) "
+            "WITH ORDINALITY AS u(id, subscription_id, webhook_id, event_type, ordering_key, payload, n)) d "
+            "ORDER BY d.n ON CONFLICT (subscription_id, webhook_id) DO NOTHING",
             *columns,
             now,
             expires,
@@ -237,29 +251,68 @@ class WebhookWorker:
         self._backlog = WEBHOOK_BACKLOG.labels(self.settings.service_name)
         self._backlog_measured = -float("inf")
 
-    async def deliver_once(self) -> int:
-        """One round: claim the due heads of their queues, send them, record the outcomes.
-        Returns how many were attempted."""
+    @property
+    def claim_sql(self) -> str:
+        """A round's claim ($1 now, $2 how many): the due deliveries, soonest first, read from
+        the due index; of them only the heads of their customer's queue (nothing earlier
+        pending), of enabled subscriptions, and not claimed by another worker."""
         deliveries, subscriptions = self.webhooks.deliveries_table, self.webhooks.subscriptions_table
-        now = utcnow()
+        return (
+            "SELECT d.id, d.subscription_id, d.ordering_key, d.webhook_id, d.payload, d.attempts, d.expires_at, "
+            f"s.url, s.secret FROM {deliveries} d JOIN {subscriptions} s ON s.id = d.subscription_id "
+            f"WHERE d.status = '{PENDING}' AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= $1 AND s.enabled "
+            f"AND NOT EXISTS ({self._earlier_pending}) "
+            "ORDER BY d.next_attempt_at, d.seq LIMIT $2 FOR UPDATE OF d SKIP LOCKED"
+        )
+
+    @property
+    def _earlier_pending(self) -> str:
+        return (
+            f"SELECT 1 FROM {self.webhooks.deliveries_table} p WHERE p.subscription_id = d.subscription_id "
+            f"AND p.ordering_key = d.ordering_key AND p.status = '{PENDING}' AND p.seq < d.seq"
+        )
+
+    async def deliver_once(self) -> int:
+        """One round: claim the due heads of their queues, send them, record the outcomes, and
+        give the next delivery of each finished queue head its due time. Returns how many were
+        attempted."""
         async with self.session_factory() as session, session.begin():
             conn = await session_connection(session)
-            claimed = await conn.fetch(
-                f"SELECT d.id, d.subscription_id, d.webhook_id, d.payload, d.attempts, d.expires_at, s.url, s.secret "
-                f"FROM {deliveries} d JOIN {subscriptions} s ON s.id = d.subscription_id "
-                f"WHERE d.status = '{PENDING}' AND d.next_attempt_at <= $1 AND s.enabled "
-                f"AND NOT EXISTS (SELECT 1 FROM {deliveries} p WHERE p.subscription_id = d.subscription_id "
-                f"AND p.ordering_key = d.ordering_key AND p.status = '{PENDING}' AND p.seq < d.seq) "
-                "ORDER BY d.seq LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
-                now,
-                self.settings.webhook_batch_size,
-            )
+            claimed = await conn.fetch(self.claim_sql, utcnow(), self.settings.webhook_batch_size)
             if claimed:
                 attempts = await asyncio.gather(*(self._attempt(row) for row in claimed))
-                for attempt in attempts:
-                    await self._record(conn, attempt)
+                finished = [attempt.delivery for attempt in attempts if not await self._record(conn, attempt)]
+                if finished:
+                    await self._release_next(conn, finished)
         await self.measure_backlog()  # deliveries waiting for a retry count too
         return len(claimed)
+
+    async def _release_next(self, conn: asyncpg.Connection, finished: list[asyncpg.Record]) -> None:
+        """The next pending delivery of each finished one's queue is due now (if it was waiting)."""
+        table = self.webhooks.deliveries_table
+        await conn.execute(
+            f"UPDATE {table} d SET next_attempt_at = $1 FROM (SELECT (SELECT p.id FROM {table} p "
+            f"WHERE p.subscription_id = k.subscription_id AND p.ordering_key = k.ordering_key AND p.status = '{PENDING}' "
+            "ORDER BY p.seq LIMIT 1) AS id FROM unnest($2::uuid[], $3::text[]) AS k(subscription_id, ordering_key)) n "
+            "WHERE d.id = n.id AND d.next_attempt_at IS NULL",
+            utcnow(),
+            [d["subscription_id"] for d in finished],
+            [d["ordering_key"] for d in finished],
+        )
+
+    async def sweep(self) -> int:
+        """Give a due time to every pending delivery that heads its queue without one: one
+        queued while its predecessor was finishing in another transaction (neither saw the
+        other, so no one released it). Returns how many; the worker runs it every
+        `SWEEP_INTERVAL_S`. It reads the waiting deliveries once, so it is not run per round."""
+        async with self.session_factory() as session, session.begin():
+            conn = await session_connection(session)
+            status = await conn.execute(
+                f"UPDATE {self.webhooks.deliveries_table} d SET next_attempt_at = $1 "
+                f"WHERE d.status = '{PENDING}' AND d.next_attempt_at IS NULL AND NOT EXISTS ({self._earlier_pending})",
+                utcnow(),
+            )
+        return int(status.split()[-1])
 
     async def _attempt(self, delivery: asyncpg.Record) -> Attempt:
         attempt = Attempt(delivery)
@@ -283,7 +336,8 @@ class WebhookWorker:
         attempt.duration_ms = round((time.perf_counter() - started) * 1000)
         return attempt
 
-    async def _record(self, conn: asyncpg.Connection, attempt: Attempt) -> None:
+    async def _record(self, conn: asyncpg.Connection, attempt: Attempt) -> bool:
+        """Store the attempt's outcome; True while the delivery stays pending (a retry)."""
         d = attempt.delivery
         now = utcnow()
         attempts = d["attempts"] + 1
@@ -324,6 +378,7 @@ class WebhookWorker:
             orjson.dumps([entry]).decode(),
         )
         await self._count_on_subscription(conn, attempt, now)
+        return status == PENDING
 
     async def _count_on_subscription(self, conn: asyncpg.Connection, attempt: Attempt, now: dt.datetime) -> None:
         table = self.webhooks.subscriptions_table
@@ -374,9 +429,13 @@ class WebhookWorker:
         wakeup = self.webhooks.wakeup()
         poll = self.settings.webhook_poll_interval_ms / 1000
         backoff = 0.2
+        swept = -float("inf")
         while True:
             try:
                 wakeup.clear()
+                if time.monotonic() - swept >= SWEEP_INTERVAL_S:
+                    await self.sweep()
+                    swept = time.monotonic()
                 if await self.deliver_once():
                     backoff = 0.2
                     continue  # the next of each customer's queue may be due now

@@ -18,6 +18,13 @@ from cxkit.db import UTCDateTime, new_id, utcnow
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 DELIVERY_STATUSES = (PENDING, SUCCEEDED, FAILED)
 
+# The worker's claim walks this index: pending deliveries with a due time (a customer's next
+# one, or one whose retry is scheduled); those waiting behind an earlier pending delivery of
+# their customer have none, so a long queue behind a failing receiver is never read per round.
+DUE_INDEX = "ix_webhook_deliveries_due"
+DUE_INDEX_COLUMNS = ("next_attempt_at", "seq")
+DUE_INDEX_WHERE = "status = 'pending' AND next_attempt_at IS NOT NULL"
+
 
 class WebhookSubscriptionMixin:
     """A receiver: its URL, the event types it wants (empty: all), its signing secret
@@ -61,6 +68,8 @@ class WebhookDeliveryMixin:
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(20), default=PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Pending: when it is tried next, or None while an earlier pending delivery of its customer
+    # goes first (it gets a time when that one finishes). Finished: None.
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -79,7 +88,7 @@ class WebhookDeliveryMixin:
             Index("uq_webhook_deliveries_subscription_webhook", "subscription_id", "webhook_id", unique=True),
             # The delivery log: a subscription's deliveries, newest first.
             Index("ix_webhook_deliveries_subscription_seq", "subscription_id", "seq"),
-            # The worker only ever looks at pending deliveries.
+            # A customer's pending deliveries in order (is there one before this one?).
             Index(
                 "ix_webhook_deliveries_pending",
                 "subscription_id",
@@ -87,4 +96,6 @@ class WebhookDeliveryMixin:
                 "seq",
                 postgresql_where=text("status = 'pending'"),
             ),
+            # What the worker claims from: the pending deliveries with a due time, soonest first.
+            Index(DUE_INDEX, *DUE_INDEX_COLUMNS, postgresql_where=text(DUE_INDEX_WHERE)),
         )

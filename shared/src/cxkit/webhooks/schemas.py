@@ -140,7 +140,10 @@ class DeliveryRead(BaseModel):
     last_status_code: int | None
     last_error: str | None
     last_duration_ms: int | None
-    next_attempt_at: dt.datetime | None = Field(description="When it is tried next (pending only).")
+    next_attempt_at: dt.datetime | None = Field(
+        description="When it is tried next (pending only); null while an earlier pending delivery of the same customer "
+        "goes first, and once finished."
+    )
     attempt_log: list[AttemptRead] = Field(description="Every attempt (the last 50), oldest first.")
     created_at: dt.datetime
     delivered_at: dt.datetime | None
