@@ -21,6 +21,7 @@ from cxkit.http.problems import (
     MergedAway,
     PreconditionFailed,
     Unprocessable,
+    document_problems_as_problem_json,
     install_problem_handlers,
     problem_responses,
 )
@@ -123,3 +124,46 @@ def test_problem_answers_are_documented_under_problem_json_only() -> None:
     assert answers["404"]["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
     assert answers["308"]["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/MergedAwayProblem"}
     assert list(paths["/v1/things/{thing_id}"]["get"]["responses"]["200"]["content"]) == ["application/json"]
+
+
+async def test_validation_answers_are_documented_as_sent_and_only_where_input_can_be_invalid() -> None:
+    """FastAPI documents a 422 `HTTPValidationError` (application/json) on every route with an
+    input; the kit answers invalid input as a problem, and text path parameters cannot be
+    invalid at all."""
+    router = APIRouter()
+
+    @router.get("/things/{thing_id}")  # a uuid: can be invalid
+    async def thing(thing_id: uuid.UUID) -> dict[str, str]:
+        return {"id": str(thing_id)}
+
+    @router.get("/pages/{name}")  # any text will do
+    async def page(name: str) -> dict[str, str]:
+        return {"name": name}
+
+    app = FastAPI(docs_url=None, redoc_url=None)
+    install_platform(app, "kit-test")
+    app.include_router(router)
+    document = app.openapi()
+    paths = document["paths"]
+    invalid = paths["/things/{thing_id}"]["get"]["responses"]["422"]
+    assert list(invalid["content"]) == ["application/problem+json"]
+    assert invalid["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+    assert "FieldProblem" in document["components"]["schemas"]  # what Problem's `errors` refer to
+    assert "422" not in paths["/pages/{name}"]["get"]["responses"]
+    assert "422" not in paths["/schemas/events/{event_type}.json"]["get"]["responses"]
+    assert list(paths["/schemas/events/{event_type}.json"]["get"]["responses"]["404"]["content"]) == ["application/problem+json"]
+    assert "HTTPValidationError" not in str(document)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kit") as client:
+        answer = await client.get("/things/not-a-uuid")
+        assert answer.status_code == 422 and answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["errors"][0]["loc"] == ["path", "thing_id"]
+        missing = await client.get("/schemas/events/no.such.json")
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+
+    bare = FastAPI(docs_url=None, redoc_url=None)  # no route documents a problem: the schema is added
+    document_problems_as_problem_json(bare)
+    bare.include_router(router)
+    schemas = bare.openapi()["components"]["schemas"]
+    assert set(schemas) == {"Problem", "FieldProblem"}
+    assert schemas["Problem"]["properties"]["errors"]["anyOf"][0]["items"] == {"$ref": "#/components/schemas/FieldProblem"}

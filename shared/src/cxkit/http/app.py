@@ -17,7 +17,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.body_limit import capped_receive, too_large_response
 from cxkit.http.docs import install_offline_docs
-from cxkit.http.problems import NotFound, document_problems_as_problem_json, install_problem_handlers, problem_response
+from cxkit.http.problems import (
+    PROBLEM_MEDIA_TYPE,
+    NotFound,
+    Problem,
+    document_problems_as_problem_json,
+    install_problem_handlers,
+    problem_response,
+)
 from cxkit.http.ratelimit import SCOPE_KEY as RATE_LIMIT_SCOPE_KEY
 from cxkit.http.responses import JSONBytesResponse
 from cxkit.http.routing import GatedRouter, include_routers
@@ -262,7 +269,7 @@ def ops_router(service: str) -> GatedRouter:
                     }
                 }
             },
-            404: {"description": "No such event type."},
+            404: {"model": Problem, "description": "No such event type.", "content": {PROBLEM_MEDIA_TYPE: {}}},
         },
     )
     async def event_schema(event_type: str) -> Response:

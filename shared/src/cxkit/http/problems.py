@@ -218,15 +218,61 @@ def document_problems_as_problem_json(app: FastAPI) -> None:
     with a `model` puts the model's schema under the route's own media type (application/json,
     or text/csv on an export) and leaves the `application/problem+json` entry it names empty;
     once FastAPI has built the document, the schema moves to problem+json and the other entry
-    goes."""
+    goes. FastAPI's own 422 (`HTTPValidationError` as application/json) is never sent: the
+    kit answers invalid input with a problem, so it is documented as one, and left out where no
+    input can be invalid (only plain text path parameters, no body)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            _move_problem_schemas(build())
+            document = build()
+            _move_problem_schemas(document)
+            _document_validation_answers(document)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+_DESCRIPTIVE = frozenset({"type", "title", "description", "examples", "example"})
+
+
+def _document_validation_answers(document: dict[str, Any]) -> None:
+    schemas = document.get("components", {}).get("schemas", {})
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            answers = operation.get("responses", {})
+            default = answers.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            if default.get("$ref") != _FASTAPI_422:
+                continue
+            if _takes_no_invalid_input(operation):
+                del answers["422"]
+            else:
+                if "Problem" not in schemas:  # no route documents a problem yet
+                    generated = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+                    schemas.update(generated.pop("$defs", {}))
+                    schemas["Problem"] = generated
+                answers["422"] = {
+                    "description": "Invalid input; `errors` lists each field problem.",
+                    "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                }
+    rest = str(document.get("paths", {}))
+    if _FASTAPI_422 not in rest:
+        schemas.pop("HTTPValidationError", None)
+        if "#/components/schemas/ValidationError" not in rest + str(schemas):
+            schemas.pop("ValidationError", None)
+
+
+def _takes_no_invalid_input(operation: dict[str, Any]) -> bool:
+    """No body, and only parameters any text satisfies."""
+    if "requestBody" in operation:
+        return False
+    return all(
+        p.get("schema", {}).get("type") == "string" and set(p.get("schema", {})) <= _DESCRIPTIVE
+        for p in operation.get("parameters", [])
+    )
 
 
 def _move_problem_schemas(document: dict[str, Any]) -> None:
