@@ -364,6 +364,28 @@ async def test_only_a_customers_first_pending_delivery_is_due_and_finishing_it_m
             await worker.stop()
 
 
+async def test_a_delivery_queued_while_its_customers_head_is_being_sent_is_due_at_once(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, topic: str, kit_engine: AsyncEngine
+) -> None:
+    """The round sending the head may be finishing it in a transaction that cannot see the new
+    delivery, so it would not give it a time: the new one is due at once (and the claim keeps
+    it behind the head). Behind a head that is not being sent, it waits."""
+    ada = uuid.uuid4()
+    table = WebhookDelivery.__tablename__
+    rows = event_rows(topic, [ada], 3)
+    await subscribe(sessions, webhooks, "http://127.0.0.1:9/hook")
+    await queue(sessions, webhooks, rows[:1])
+    [head] = await deliveries(sessions)
+    async with kit_engine.connect() as round_sending:  # a worker round holds its claim on the head
+        await round_sending.execute(text(f"SELECT 1 FROM {table} WHERE id = :id FOR UPDATE"), {"id": head.id})
+        await queue(sessions, webhooks, rows[1:2])
+        await round_sending.rollback()
+    await queue(sessions, webhooks, rows[2:])
+    _, second, third = await deliveries(sessions)
+    assert second.next_attempt_at is not None
+    assert third.next_attempt_at is None
+
+
 async def test_the_sweep_gives_a_time_to_a_queue_head_left_without_one(
     sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, topic: str
 ) -> None:

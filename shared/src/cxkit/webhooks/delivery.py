@@ -15,13 +15,15 @@ Only a queue's head has a due time (`next_attempt_at`): the fan-out queues a del
 earlier pending one of its customer without one, and finishing a head gives the next its time.
 So a round reads the due heads from their own index, however long the queues behind a failing
 receiver grow (100,000 waiting took 235 ms a round to walk through). The claim still checks
-that nothing earlier is pending, so order never rests on the due times; and a delivery queued
-while its predecessor was finishing (the two transactions could not see each other) is given
-its time by the worker's periodic sweep (`SWEEP_INTERVAL_S`). Timeouts, connection errors, 408, 429 and 5xx are retried
-with exponential backoff and jitter until `webhook_max_age_hours`; a 429 or 503 with
-`Retry-After` (seconds or an HTTP date) waits at least that long, though never past the retry
-window; 410 disables the subscription; other answers give the delivery up. Every attempt carries the same `webhook-id`
-(the event id)."""
+that nothing earlier is pending, so order never rests on the due times. A delivery queued
+while its customer's head is being sent is due at once (it could be finishing in a
+transaction that does not see the new one); a periodic sweep (`SWEEP_INTERVAL_S`) gives a time
+to any head still left without one.
+
+Timeouts, connection errors, 408, 429 and 5xx are retried with exponential backoff and jitter
+until `webhook_max_age_hours`; a 429 or 503 with `Retry-After` (seconds or an HTTP date) waits
+at least that long, though never past the retry window; 410 disables the subscription; other
+answers give the delivery up. Every attempt carries the same `webhook-id` (the event id)."""
 
 from __future__ import annotations
 
@@ -174,8 +176,10 @@ class WebhookFanout:
             return 0
         now = utcnow()
         expires = now + self.webhooks.retry_window
-        # seq (an identity) follows the order of the unnested rows: the outbox order. Only a
-        # customer's first delivery with nothing pending before it is due now; the others wait.
+        # seq (an identity) follows the order of the unnested rows: the outbox order. A delivery
+        # waits without a due time behind a pending one of its customer that is not being sent
+        # (SKIP LOCKED passes over a claimed one, which may be finishing in a transaction that
+        # would not see this one to release it; the one we find stays unclaimed until we commit).
         table = self.webhooks.deliveries_table
         await conn.execute(
             f"INSERT INTO {table} (id, subscription_id, webhook_id, event_type, ordering_key, "
@@ -183,7 +187,7 @@ class WebhookFanout:
             "SELECT d.id, d.subscription_id, d.webhook_id, d.event_type, d.ordering_key, d.payload, "
             f"'{PENDING}', 0, CASE WHEN d.first AND NOT EXISTS (SELECT 1 FROM {table} p "
             "WHERE p.subscription_id = d.subscription_id AND p.ordering_key = d.ordering_key "
-            f"AND p.status = '{PENDING}') THEN $7::timestamptz END, '[]'::jsonb, $7, $7, $8 "
+            f"AND p.status = '{PENDING}' FOR KEY SHARE SKIP LOCKED) THEN $7::timestamptz END, '[]'::jsonb, $7, $7, $8 "
             "FROM (SELECT u.*, row_number() OVER (PARTITION BY u.subscription_id, u.ordering_key ORDER BY u.n) = 1 "
             "AS first FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[]) "
             "WITH ORDINALITY AS u(id, subscription_id, webhook_id, event_type, ordering_key, payload, n)) d "
