@@ -198,11 +198,11 @@ class _Crash(Exception):
 
 
 async def test_a_resumed_import_refuses_a_repeat_of_a_committed_row_as_a_duplicate_as_an_unbroken_run_does(
-    crm_database_url: str, tmp_path: Path
+    client: httpx.AsyncClient, crm_database_url: str, tmp_path: Path
 ) -> None:
     """The committed chunks are read past on resume, but their rows' keys still count: a later
     row repeating one is `duplicate of line N` (failed), not "already exists" (skipped), so a
-    restart does not change what the job reports."""
+    restart does not change what the job reports. (`client` empties the tables afterwards.)"""
     tag = uuid.uuid4().hex[:8]
     lines = [
         "email,name,external_id",
