@@ -195,7 +195,7 @@ async def test_a_429_or_503_retry_after_is_waited_for_but_never_past_the_retry_w
         answers = [
             ("retry-after", 429, "120"),  # seconds
             ("retry-after", 503, in_a_minute),  # an HTTP date
-            ("retry-after", 429, "999999"),  # longer than the retry window
+            ("retry-after", 429, "99999999999999999999999"),  # longer than the retry window (and any date)
             ("retry-after", 500, "120"),  # not an answer Retry-After goes with: the usual backoff
             ("retry-after", 429, "soon"),  # not understood: the usual backoff
         ]
@@ -224,7 +224,8 @@ def test_retry_after_values() -> None:
     assert retry_after_seconds("Fri, 04 Dec 2026 12:01:30 GMT", now) == 90.0
     assert retry_after_seconds("Friday, 04-Dec-26 12:00:10 GMT", now) == 10.0  # the obsolete RFC 850 form
     assert retry_after_seconds("Fri, 04 Dec 2026 11:00:00 GMT", now) == 0.0  # already past
-    for unusable in (None, "", "-5", "1.5", "soon", "Fri, 99 Dec 2026 12:00:00 GMT"):
+    assert retry_after_seconds("Fri, 31 Dec 9999 23:59:59 GMT", now) == pytest.approx(2.516e11, rel=0.01)
+    for unusable in (None, "", "-5", "1.5", "²", "١٢", "soon", "Fri, 99 Dec 2026 12:00:00 GMT"):
         assert retry_after_seconds(unusable, now) is None, unusable
 
 

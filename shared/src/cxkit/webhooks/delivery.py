@@ -77,7 +77,7 @@ def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -285,7 +285,11 @@ class WebhookWorker:
             claimed = await conn.fetch(self.claim_sql, utcnow(), self.settings.webhook_batch_size)
             if claimed:
                 attempts = await asyncio.gather(*(self._attempt(row) for row in claimed))
-                finished = [attempt.delivery for attempt in attempts if not await self._record(conn, attempt)]
+                finished = []
+                for attempt in attempts:
+                    still_pending = await self._record(conn, attempt)
+                    if not still_pending:
+                        finished.append(attempt.delivery)
                 if finished:
                     await self._release_next(conn, finished)
         await self.measure_backlog()  # deliveries waiting for a retry count too
@@ -360,7 +364,8 @@ class WebhookWorker:
             if attempt.retry_after_s is not None:
                 wait = max(wait, attempt.retry_after_s)
             # Never past the window: a receiver asking for longer gets one last attempt at its end.
-            next_at = min(now + dt.timedelta(seconds=wait), d["expires_at"])
+            wait = min(wait, (d["expires_at"] - now).total_seconds())
+            next_at = now + dt.timedelta(seconds=wait)
             self._retried.inc()
         else:
             status = FAILED
