@@ -139,20 +139,22 @@ def drop_webhook_tables() -> None:
 
 
 def create_webhook_due_index() -> None:
-    """The index the delivery worker claims from: pending deliveries that are due at some time,
-    in the order they come due. Deliveries waiting behind an earlier one of their customer have
-    no due time and are not in it (see `cxkit.webhooks.delivery`)."""
+    """The index the delivery worker claims from, as first shipped (both services' migrations
+    call this): pending deliveries that are due at some time, in the order they come due.
+    Deliveries waiting behind an earlier one of their customer have no due time and are not in
+    it (see `cxkit.webhooks.delivery`)."""
     import sqlalchemy as sa
     from alembic import op
 
-    from cxkit.webhooks.models import DUE_INDEX, DUE_INDEX_COLUMNS, DUE_INDEX_WHERE
-
-    op.create_index(DUE_INDEX, "webhook_deliveries", list(DUE_INDEX_COLUMNS), postgresql_where=sa.text(DUE_INDEX_WHERE))
+    op.create_index(
+        "ix_webhook_deliveries_due",
+        "webhook_deliveries",
+        ["next_attempt_at", "seq"],
+        postgresql_where=sa.text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+    )
 
 
 def drop_webhook_due_index() -> None:
     from alembic import op
 
-    from cxkit.webhooks.models import DUE_INDEX
-
-    op.drop_index(DUE_INDEX, table_name="webhook_deliveries")
+    op.drop_index("ix_webhook_deliveries_due", table_name="webhook_deliveries")

@@ -18,13 +18,6 @@ from cxkit.db import UTCDateTime, new_id, utcnow
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 DELIVERY_STATUSES = (PENDING, SUCCEEDED, FAILED)
 
-# The worker's claim walks this index: pending deliveries with a due time (a customer's next
-# one, or one whose retry is scheduled); those waiting behind an earlier pending delivery of
-# their customer have none, so a long queue behind a failing receiver is never read per round.
-DUE_INDEX = "ix_webhook_deliveries_due"
-DUE_INDEX_COLUMNS = ("next_attempt_at", "seq")
-DUE_INDEX_WHERE = "status = 'pending' AND next_attempt_at IS NOT NULL"
-
 
 class WebhookSubscriptionMixin:
     """A receiver: its URL, the event types it wants (empty: all), its signing secret
@@ -96,6 +89,14 @@ class WebhookDeliveryMixin:
                 "seq",
                 postgresql_where=text("status = 'pending'"),
             ),
-            # What the worker claims from: the pending deliveries with a due time, soonest first.
-            Index(DUE_INDEX, *DUE_INDEX_COLUMNS, postgresql_where=text(DUE_INDEX_WHERE)),
+            # What the worker claims from: the pending deliveries with a due time (a customer's
+            # next one, or one whose retry is scheduled), soonest first. Those waiting behind an
+            # earlier pending delivery of their customer have none, so a long queue behind a
+            # failing receiver is never read per round.
+            Index(
+                "ix_webhook_deliveries_due",
+                "next_attempt_at",
+                "seq",
+                postgresql_where=text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+            ),
         )
