@@ -94,6 +94,51 @@ async def test_reminders_go_only_to_unanswered_invitations_at_most_max_times_and
     }
 
 
+def link_token(event: dict[str, Any], settings: CEMSettings) -> str:
+    """The token of the link a `survey.reminded` hands out."""
+    url = event["data"]["url"]
+    prefix = f"{settings.public_base_url.rstrip('/')}/r/"
+    assert url.startswith(prefix), url
+    return str(url[len(prefix) :])
+
+
+async def test_each_reminder_hands_out_a_link_of_its_own_and_every_link_answers_the_invitation_once(
+    client: httpx.AsyncClient, make: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
+) -> None:
+    survey = await make.survey("nps", reminders=REMINDERS)
+    invitation = await make.invitation(survey["id"])
+    other = await make.invitation(survey["id"])
+    await age(session_factory, 2.5)
+    assert await remind(cem_settings, session_factory) == (2, 0)
+    await age(session_factory, 2.5)
+    assert await remind(cem_settings, session_factory) == (2, 0)
+    events = [e for e in await outbox("survey.reminded") if e["data"]["invitation_id"] == invitation["id"]]
+    assert [e["data"]["reminder"] for e in events] == [1, 2]
+    first, second = (link_token(e, cem_settings) for e in events)
+    assert len({first, second, invitation["token"]}) == 3
+    assert len({link_token(e, cem_settings) for e in await outbox("survey.reminded")}) == 4  # one per reminder
+
+    # Every link opens the same invitation's page: the invitation's own and each reminder's.
+    for token in (invitation["token"], first, second):
+        page = await client.get(f"/r/{token}", headers={"Authorization": ""})
+        assert page.status_code == 200 and survey["name"] in page.text, (token, page.status_code)
+    r = await client.post("/v1/responses", json={"token": second, "answers": {"nps": 9}})
+    assert r.status_code == 201, r.text
+    assert r.json()["invitation_id"] == invitation["id"] and r.json()["customer_id"] == invitation["customer_id"]
+    assert (await client.get(f"/v1/invitations/{invitation['id']}")).json()["status"] == "answered"
+    # Answered once, whichever link is used next.
+    for token in (invitation["token"], first, second):
+        again = await client.post("/v1/responses", json={"token": token, "answers": {"nps": 3}})
+        assert again.status_code == 409 and again.json()["reason"] == "already_answered", again.text
+    r = await client.post("/v1/responses", json={"token": first[:-1], "answers": {"nps": 3}})
+    assert r.status_code == 422 and "no invitation has this token" in r.json()["detail"], r.text
+    # A reminder's link expires with its invitation.
+    [other_event, _] = [e for e in await outbox("survey.reminded") if e["data"]["invitation_id"] == other["id"]]
+    await age(session_factory, 30, id=uuid.UUID(other["id"]))
+    r = await client.post("/v1/responses", json={"token": link_token(other_event, cem_settings), "answers": {"nps": 3}})
+    assert r.status_code == 409 and r.json()["reason"] == "expired", r.text
+
+
 async def test_max_is_respected_without_an_answer(
     client: httpx.AsyncClient, make: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
 ) -> None:

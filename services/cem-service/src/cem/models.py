@@ -4,7 +4,7 @@ from cem.customers.models import CustomerExperienceTotals, CustomerProfile
 from cem.db import ApiKey, Base, IdempotencyKey, OutboxMessage, ProcessedEvent, WebhookDelivery, WebhookSubscription
 from cem.feedback.models import Feedback
 from cem.followups.models import Followup
-from cem.invitations.models import Invitation
+from cem.invitations.models import Invitation, InvitationLink
 from cem.journeys.models import Journey, JourneyStage, JourneyStep
 from cem.responses.models import Score, ScoreDay, SurveyResponse
 from cem.suppressions.models import Suppression
@@ -20,6 +20,7 @@ __all__ = [
     "Followup",
     "IdempotencyKey",
     "Invitation",
+    "InvitationLink",
     "Journey",
     "JourneyStage",
     "JourneyStep",

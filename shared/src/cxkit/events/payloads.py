@@ -192,8 +192,7 @@ class FollowupRequested(Payload):
 
 
 class SurveyReminded(Payload):
-    """A reminder of an invitation not answered yet. The link is the one `survey.invited`
-    announced for `invitation_id` (its token is stored nowhere, so it is not repeated)."""
+    """A reminder of an invitation not answered yet, with a link of its own (`url`) to it."""
 
     invitation_id: uuid.UUID
     survey_id: uuid.UUID
@@ -207,7 +206,15 @@ class SurveyReminded(Payload):
     channel: str | None = None
     reminder: int = Field(description="Which reminder this is: 1 for the first.")
     max_reminders: int = Field(description="How many reminders the survey sends at most.")
-    expires_at: TimestampAsSent | None = Field(None, description="When the invitation's link stops working.")
+    expires_at: TimestampAsSent | None = Field(None, description="When the invitation's links stop working.")
+    url: str | None = Field(
+        None,
+        description=(
+            "A new link to the invitation, handed out with this reminder (each reminder has its own; the link of "
+            "`survey.invited` and those of earlier reminders keep working). Any of them answers the invitation, "
+            "once, until `expires_at`."
+        ),
+    )
 
 
 class FollowupOverdue(Payload):

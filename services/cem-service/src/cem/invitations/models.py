@@ -74,3 +74,18 @@ class Invitation(Base):
         # these interactions were judged already" is an index lookup, not a scan of the table.
         UniqueConstraint("interaction_id", "survey_id", name="uq_invitations_interaction_survey"),
     )
+
+
+class InvitationLink(Base):
+    """A further link to an invitation, handed out with a reminder (`survey.reminded`). It
+    answers the same invitation as the first link does, which keeps working: it opens,
+    answers and expires with the invitation. As for the first link, only the SHA-256 of its
+    token is stored."""
+
+    __tablename__ = "invitation_links"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    invitation_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("invitations.id", ondelete="CASCADE"), index=True)
+    # Which reminder handed it out: 1 for the first.
+    reminder: Mapped[int] = mapped_column(SmallInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

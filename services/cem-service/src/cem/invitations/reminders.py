@@ -6,7 +6,10 @@ survey is no longer active, and when the customer opts out or is erased. The fat
 applies to them as to invitations: a recipient sent another invitation, or reminded of one,
 within `CEM_FATIGUE_DAYS` is not reminded; that reminder is stored as a suppression (reason
 `fatigue`, origin `reminder`) and announced as `survey.throttled`, and the next is judged
-`after_days` later (a suppressed reminder does not count towards `max`)."""
+`after_days` later (a suppressed reminder does not count towards `max`).
+
+Each reminder hands out a link of its own (in the event's `url`), stored as a hash like the
+invitation's first link; every link of an invitation answers it, until it expires."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from cem.customers.repository import CustomerProfileRepository
 from cem.db import SOURCE, OutboxMessage
 from cem.invitations.models import Invitation
 from cem.invitations.repository import InvitationRepository
+from cem.invitations.service import new_link, respondent_url
 from cem.recipients import RecipientKey
 from cem.suppressions.repository import SuppressionRepository
 from cem.suppressions.service import announce_suppression
@@ -62,7 +66,7 @@ async def _fatigued(
     return contacted
 
 
-def announce_reminder(session: AsyncSession, invitation: Invitation, survey: Survey, email: str | None) -> None:
+def announce_reminder(session: AsyncSession, invitation: Invitation, survey: Survey, email: str | None, url: str) -> None:
     assert survey.reminder_max is not None
     add_event(
         session,
@@ -82,6 +86,7 @@ def announce_reminder(session: AsyncSession, invitation: Invitation, survey: Sur
             reminder=invitation.reminders_sent,
             max_reminders=survey.reminder_max,
             expires_at=invitation.expires_at,
+            url=url,
         ),
     )
 
@@ -102,6 +107,7 @@ async def send_reminders(session: AsyncSession, settings: CEMSettings, survey: S
         contacted = await _fatigued(session, due, now - dt.timedelta(days=settings.fatigue_days))
     profiles = await CustomerProfileRepository(session).by_ids({i.customer_id for i in due if i.customer_id})
     suppressions: list[dict[str, Any]] = []
+    links: list[dict[str, Any]] = []
     async with outbox_batch(session, OutboxMessage):
         for invitation in due:
             key = _key(invitation)
@@ -128,8 +134,19 @@ async def send_reminders(session: AsyncSession, settings: CEMSettings, survey: S
             # A second invitation of the same recipient in this batch is fatigued by this reminder.
             contacted.setdefault(key, set()).add(invitation.id)
             profile = profiles.get(invitation.customer_id) if invitation.customer_id else None
-            announce_reminder(session, invitation, survey, invitation.email or (profile.email if profile else None))
+            token, token_hash = new_link()
+            links.append(
+                {
+                    "token_hash": token_hash,
+                    "invitation_id": invitation.id,
+                    "reminder": invitation.reminders_sent,
+                    "created_at": now,
+                }
+            )
+            address = invitation.email or (profile.email if profile else None)
+            announce_reminder(session, invitation, survey, address, respondent_url(settings, token))
             done.reminded += 1
+        await InvitationRepository(session).add_links(links)
         stored = await SuppressionRepository(session).insert_new(suppressions)
         for row in suppressions:
             if row["id"] in stored:

@@ -7,13 +7,13 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.customers.models import CustomerProfile
 from cem.customers.repository import announced_customer_with
-from cem.invitations.models import Invitation
+from cem.invitations.models import Invitation, InvitationLink
 from cxkit import keyset
 from cxkit.db import any_of, insert_new
 from cxkit.http.pagination import PageParams
@@ -44,7 +44,18 @@ class InvitationRepository(Repository[Invitation]):
     model = Invitation
 
     async def get_by_token_hash(self, token_hash: str) -> Invitation | None:
-        return await self.session.scalar(select(Invitation).where(Invitation.token_hash == token_hash))
+        """The invitation behind a link: its first (`token_hash`), else one a reminder handed out."""
+        invitation = await self.session.scalar(select(Invitation).where(Invitation.token_hash == token_hash))
+        if invitation is None:
+            invitation = await self.session.scalar(
+                select(Invitation).join(InvitationLink).where(InvitationLink.token_hash == token_hash)
+            )
+        return invitation
+
+    async def add_links(self, links: Sequence[dict[str, Any]]) -> None:
+        """Store further links (`InvitationLink` column values) to invitations."""
+        if links:
+            await self.session.execute(insert(InvitationLink), list(links))
 
     async def open_for(self, survey_id: uuid.UUID, customer_id: uuid.UUID, now: dt.datetime) -> Invitation | None:
         """The customer's newest unanswered, unexpired invitation to the survey."""

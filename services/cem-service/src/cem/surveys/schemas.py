@@ -34,7 +34,7 @@ EXAMPLE_SLA = [{"max_score": 3, "hours": 12}, {"max_score": 6, "hours": 24}]
 
 
 class Reminders(InputModel):
-    """Reminders to invitations not answered yet (`survey.reminded`)."""
+    """Reminders to invitations not answered yet (`survey.reminded`, each with a link of its own to the invitation)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_REMINDERS]})
 
