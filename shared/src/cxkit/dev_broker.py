@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import time
@@ -26,8 +27,36 @@ def dev_broker_env(prefix: str) -> dict[str, str]:
     return {f"{prefix}_{name.upper()}": str(value).lower() for name, value in DEV_BROKER_SETTINGS.items()}
 
 
+# Where free_port looks: below the ephemeral ranges of Linux (32768-60999 by default), macOS
+# and Windows (49152-65535), so no outgoing connection is given the port in the moment between
+# the choice and the listen (a port the kernel hands out for `bind(0)` comes from that range).
+_LISTEN_PORTS = range(20_000, 32_768)
+_handed_out: set[int] = set()
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return range(32_768, 65_536)
+    return range(low, high + 1)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    """A port nothing listens on now, for a server this process starts next. Chosen outside the
+    ephemeral range, which the kernel draws outgoing connections' ports from, and never the same
+    twice in a process (two servers started together do not get one port)."""
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in _LISTEN_PORTS if p not in ephemeral and p not in _handed_out]
+    for port in random.sample(candidates, min(len(candidates), 200)):
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as sock:  # a machine whose ephemeral range covers all of _LISTEN_PORTS
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
