@@ -35,7 +35,7 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
     (422, "unprocessable", r"^body\.token: no invitation has this token$", "an invitation token must exist"),
     (422, "unprocessable", r"^body\.customer_id: customer [0-9a-f-]{36} is not known here", "the CRM must have announced it"),
     (422, "unprocessable", r"^pipeline [0-9a-f-]{36} has no stage ", "a stage name must be one of the pipeline's"),
-    (422, "unprocessable", r"^stage: .* is not a stage of pipeline ", "ditto"),
+    (422, "unprocessable", r"^body\.stage: .* is not a stage of pipeline ", "ditto"),
     (
         422,
         "unprocessable",
@@ -62,7 +62,7 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
         r"|scale_max must be greater than scale_min|options must be different from each other)",
         "the questions a survey of its kind has",
     ),
-    (422, "unprocessable", r"^deal_id: (deal [0-9a-f-]{36} does not exist|the deal belongs to another customer)$", "ditto"),
+    (422, "unprocessable", r"^body\.deal_id: (deal [0-9a-f-]{36} does not exist|the deal belongs to another customer)$", "ditto"),
     (422, "unprocessable", r"^(new stages have no id|stage ids not in this pipeline: )", "a kept stage's id must be one of its"),
     # What the stored record already holds (its state).
     (422, "unprocessable", r"^a lead needs an email or a name$", "a PATCH may not clear both of a lead's email and name"),
@@ -71,7 +71,7 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
     (
         422,
         "unprocessable",
-        r"^(lost_reason: (only a lost deal has a lost reason|required when a deal is lost)"
+        r"^body\.(lost_reason: (only a lost deal has a lost reason|required when a deal is lost)"
         r"|stage: reopening a deal needs the open stage it goes back to|status: stage .* means status '\w+')$",
         "how a deal moves between stages and statuses",
     ),

@@ -154,6 +154,8 @@ async def test_lost_needs_a_reason_won_makes_the_customer_a_customer(client: htt
     lost_deal = await make.deal(customer["id"], amount="100.00")
     no_reason = await client.patch(f"/v1/deals/{lost_deal['id']}", json={"status": "lost"})
     assert no_reason.status_code == 422 and no_reason.json()["errors"][0]["loc"] == ["body", "lost_reason"]
+    # Worded as a request-validation error is: the field's path, then the rule.
+    assert no_reason.json()["detail"] == "body.lost_reason: required when a deal is lost"
     lost = await make.move(lost_deal["id"], status="lost", lost_reason="Too expensive")
     assert (lost["status"], lost["stage"], lost["lost_reason"]) == ("lost", "Closed lost", "Too expensive") and lost["closed_at"]
 

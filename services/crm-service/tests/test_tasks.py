@@ -41,6 +41,11 @@ async def test_task_input_and_references_are_checked(client: httpx.AsyncClient, 
         {"customer_id": customer["id"], "deal_id": other_deal["id"], "title": "t"},
     ):
         assert (await client.post("/v1/tasks", json=body)).status_code == 422, body
+    elsewhere = await client.post("/v1/tasks", json={"customer_id": customer["id"], "deal_id": other_deal["id"], "title": "t"})
+    assert elsewhere.json()["detail"] == "body.deal_id: the deal belongs to another customer"
+    assert elsewhere.json()["errors"] == [
+        {"loc": ["body", "deal_id"], "msg": "the deal belongs to another customer", "type": "reference"}
+    ]
 
 
 async def test_completing_a_task_records_who_and_when_and_announces_it_once(

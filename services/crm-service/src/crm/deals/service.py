@@ -21,7 +21,7 @@ from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import DealStageChanged
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import NotFound, Unprocessable
+from cxkit.http.problems import NotFound, Unprocessable, field_problem
 from cxkit.kafka.outbox import add_event
 
 
@@ -30,7 +30,8 @@ def _status_of(stage: PipelineStage) -> str:
 
 
 def _body_error(field: str, msg: str) -> Unprocessable:
-    return Unprocessable(f"{field}: {msg}", errors=[{"loc": ["body", field], "msg": msg, "type": "value_error"}])
+    """A 422 naming the body field at fault, worded like a request-validation error (`body.<field>: <msg>`)."""
+    return field_problem(["body", field], msg, "value_error")
 
 
 def _stage_named(stages: list[PipelineStage], name: str, pipeline: Pipeline) -> PipelineStage:

@@ -20,12 +20,13 @@ from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import TaskCompleted
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import Conflict, NotFound, Unprocessable
+from cxkit.http.problems import Conflict, NotFound, Unprocessable, field_problem
 from cxkit.kafka.outbox import add_event
 
 
 def _body_error(field: str, msg: str) -> Unprocessable:
-    return Unprocessable(f"{field}: {msg}", errors=[{"loc": ["body", field], "msg": msg, "type": "reference"}])
+    """A 422 naming the body field at fault, worded like a request-validation error (`body.<field>: <msg>`)."""
+    return field_problem(["body", field], msg, "reference")
 
 
 async def _deal(session: AsyncSession, deal_id: uuid.UUID) -> Deal:
