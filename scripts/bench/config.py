@@ -23,6 +23,17 @@ def _bool(name: str) -> bool:
     return os.environ.get(name, "false").lower() in ("1", "true", "yes")
 
 
+def _only() -> tuple[str, ...]:
+    return tuple(n.strip() for n in os.environ.get("BENCH_ONLY", "").split(",") if n.strip())
+
+
+def _responses() -> int:
+    """The answers are for the NPS series alone: a run of other scenarios only (BENCH_ONLY)
+    seeds none unless BENCH_RESPONSES says so, rather than spend a minute on a million rows."""
+    only = _only()
+    return _int("BENCH_RESPONSES", 1_000_000 if not only or "nps_series" in only else 0)
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     customers: int = field(default_factory=lambda: _int("BENCH_N", 200_000))
@@ -33,7 +44,7 @@ class BenchConfig:
     warmup_seconds: float = field(default_factory=lambda: _float("BENCH_WARMUP_SECONDS", 2))
     events: int = field(default_factory=lambda: _int("BENCH_EVENTS", 100_000))
     ingest_timeout: float = field(default_factory=lambda: _float("BENCH_INGEST_TIMEOUT", 300))
-    responses: int = field(default_factory=lambda: _int("BENCH_RESPONSES", 1_000_000))
+    responses: int = field(default_factory=_responses)
     import_rows: int = field(default_factory=lambda: _int("BENCH_IMPORT_ROWS", 200_000))
     import_budget: float = field(default_factory=lambda: _float("BENCH_IMPORT_BUDGET", 60))
     pace_rate: float = field(default_factory=lambda: _float("BENCH_PACE_RATE", 200))
@@ -50,9 +61,7 @@ class BenchConfig:
     work_dir: Path = field(default_factory=lambda: Path(os.environ.get("BENCH_DIR", ROOT / "var" / "bench")))
     # Comma-separated scenario names (get_customer, customer_view, post_interactions, search, nps_series,
     # write_visible, heavy_customer, ingest, import_customers) to run only those; empty runs every scenario.
-    only: tuple[str, ...] = field(
-        default_factory=lambda: tuple(n.strip() for n in os.environ.get("BENCH_ONLY", "").split(",") if n.strip())
-    )
+    only: tuple[str, ...] = field(default_factory=_only)
     out: Path | None = field(default_factory=lambda: Path(os.environ["BENCH_OUT"]) if os.environ.get("BENCH_OUT") else None)
 
     @property
