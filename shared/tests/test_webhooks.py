@@ -17,6 +17,7 @@ from typing import Any
 import httpcore
 import orjson
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -31,7 +32,7 @@ from cxkit.webhooks.delivery import WebhookFanout, Webhooks, WebhookWorker, back
 from cxkit.webhooks.schemas import WebhookCreate
 from cxkit.webhooks.signing import signed_headers
 from cxkit.webhooks.targets import TargetRefused, check_target, is_public
-from cxkit.webhooks.testing import WebhookReceiver
+from cxkit.webhooks.testing import ForwardProxy, WebhookReceiver
 
 from .conftest import SOURCE, Outbox, WebhookDelivery, WebhookSubscription, read_topic, settle
 
@@ -596,6 +597,45 @@ async def test_a_delivery_connects_to_the_address_the_guard_checked_not_to_a_sec
     with pytest.raises(TargetRefused, match=r"10\.0\.0\.7"):
         await targets.PinnedBackend().connect_tcp("rebound.example", 443)
     assert connected_to == [checked]
+
+
+async def test_deliveries_go_through_the_configured_proxy_and_the_guard_still_checks_each_target(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, topic: str
+) -> None:
+    """`webhook_proxy_url`: for a network whose way out is an egress proxy. The delivery goes to
+    the proxy, which connects to the receiver; the target is still checked before each
+    delivery, so a private one is refused before the proxy hears of it."""
+    customers = [uuid.uuid4(), uuid.uuid4()]
+    async with WebhookReceiver() as receiver, ForwardProxy() as proxy:
+        webhooks.settings = webhooks.settings.model_copy(update={"webhook_proxy_url": proxy.url})
+        sub = await subscribe(sessions, webhooks, receiver.url)
+        receiver.secret = sub.secret
+        await queue(sessions, webhooks, event_rows(topic, customers[:1], 1))
+        worker = WebhookWorker(webhooks, sessions)
+        try:
+            assert await worker.deliver_once() == 1
+            [received] = receiver.accepted  # signed as ever: the receiver verified it
+            assert received.event["subject"] == str(customers[0])
+            assert proxy.requests == [f"POST {receiver.url} HTTP/1.1"]
+
+            # Private targets refused again: the guard refuses the loopback receiver, proxy or not.
+            webhooks.settings = webhooks.settings.model_copy(update={"webhook_allow_private_targets": False})
+            worker.settings = webhooks.settings
+            await queue(sessions, webhooks, event_rows(topic, customers[1:], 1))
+            assert await worker.deliver_once() == 1
+        finally:
+            await worker.stop()
+    assert len(proxy.requests) == 1 and len(receiver.received) == 1
+    refused = [d for d in await deliveries(sessions) if d.status == "failed"]
+    assert len(refused) == 1 and "private" in refused[0].last_error
+
+
+@pytest.mark.parametrize("url", ["ftp://egress:21", "egress.internal:3128", "http://", "http://egress:port", "http://egress/x"])
+def test_a_proxy_url_that_is_not_one_is_refused_at_start(url: str) -> None:
+    with pytest.raises(ValidationError, match="not a proxy URL"):
+        ServiceSettings(webhook_proxy_url=url)
+    assert ServiceSettings(webhook_proxy_url="").webhook_proxy_url is None
+    assert ServiceSettings(webhook_proxy_url="http://egress.internal:3128").webhook_proxy_url == "http://egress.internal:3128"
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from limits import parse
 from pydantic import Field, SecretStr, field_validator
@@ -136,6 +137,13 @@ class ServiceSettings(BaseSettings):
         description="Let webhooks target private, loopback and link-local addresses (refused by default, so a "
         "subscription cannot reach the internal network); the tests and a local set-up turn it on.",
     )
+    webhook_proxy_url: str | None = Field(
+        None,
+        description="Send webhook deliveries through this HTTP proxy (`http://egress.internal:3128`), for networks "
+        "whose only way out is one; https targets are tunnelled through it (CONNECT). The SSRF guard still checks "
+        "each target before each delivery, but the proxy makes the connection, so the addresses it reaches are its to "
+        "police. Unset: deliveries connect directly (the `HTTP(S)_PROXY` environment variables are not used).",
+    )
     webhook_poll_interval_ms: int = Field(
         1000, ge=10, description="How often the webhook worker looks for retries that came due (new events wake it)."
     )
@@ -160,6 +168,20 @@ class ServiceSettings(BaseSettings):
     dashboard_session_hours: float = Field(
         8.0, gt=0, description="How long a `/dashboard` sign-in lasts before the API key must be entered again."
     )
+
+    @field_validator("webhook_proxy_url")
+    @classmethod
+    def _valid_proxy_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError(f"not a proxy URL like `http://egress.internal:3128`: {value!r}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError(f"not a proxy URL like `http://egress.internal:3128`: {value!r}")
+        return value
 
     @field_validator("rate_limit_per_key", "rate_limit_failed_auth")
     @classmethod

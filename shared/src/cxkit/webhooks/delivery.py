@@ -246,7 +246,10 @@ class WebhookWorker:
         self._client = httpx.AsyncClient(
             timeout=self.settings.webhook_timeout_seconds,
             follow_redirects=False,  # a redirect could lead past the SSRF guard
-            transport=transport or guarded_transport(allow_private=self.settings.webhook_allow_private_targets),
+            transport=transport
+            or guarded_transport(
+                allow_private=self.settings.webhook_allow_private_targets, proxy=self.settings.webhook_proxy_url
+            ),
             headers={"user-agent": f"{self.settings.service_name}-webhooks"},
         )
         self._sent = WEBHOOK_DELIVERIES.labels(self.settings.service_name, "succeeded")

@@ -140,9 +140,13 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         await self._backend.sleep(seconds)
 
 
-def guarded_transport(*, allow_private: bool) -> httpx.AsyncHTTPTransport:
+def guarded_transport(*, allow_private: bool, proxy: str | None = None) -> httpx.AsyncHTTPTransport:
     """The transport webhook deliveries go out on: with private targets refused, its
-    connections go only to checked public addresses (`PinnedBackend`)."""
+    connections go only to checked public addresses (`PinnedBackend`). Through a `proxy`, every
+    connection goes to the proxy (which may well have a private address), and the proxy connects
+    to the target: the target is checked beforehand (`check_target`), not pinned."""
+    if proxy:
+        return httpx.AsyncHTTPTransport(proxy=proxy)
     transport = httpx.AsyncHTTPTransport()
     if not allow_private:
         # httpx has no parameter for httpcore's network backend: the pool it builds is replaced

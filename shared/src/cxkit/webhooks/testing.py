@@ -11,6 +11,7 @@ import socket
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -123,3 +124,58 @@ class WebhookReceiver:
                 raise AssertionError(f"{len(self.accepted)} of {count} webhooks accepted; received {len(self.received)}")
             await asyncio.sleep(0.02)
         return self.accepted
+
+
+@dataclass
+class ForwardProxy:
+    """`async with ForwardProxy() as proxy:` a plain HTTP forward proxy on 127.0.0.1 at
+    `proxy.url`, as an egress proxy is met: each request comes in absolute form
+    (`POST http://host:port/path HTTP/1.1`), goes on to its host as one request on its own
+    connection, and its answer goes back. `requests` lists the request lines it forwarded."""
+
+    requests: list[str] = field(default_factory=list)
+    port: int = 0
+    _server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request per connection: the answer is sent as the upstream framed it, then closed."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            line, *lines = head.decode("latin-1").split("\r\n")
+            method, target, version = line.split(" ")
+            self.requests.append(line)
+            parts = urlsplit(target)
+            headers = [h for h in lines if h and not h.lower().startswith(("proxy-", "connection:"))]
+            length = next((int(h.split(":", 1)[1]) for h in headers if h.lower().startswith("content-length:")), 0)
+            body = await reader.readexactly(length)
+            upstream_reader, upstream_writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            upstream_writer.write(
+                f"{method} {path or '/'} {version}\r\n".encode("latin-1")
+                + "".join(f"{h}\r\n" for h in [*headers, "Connection: close"]).encode("latin-1")
+                + b"\r\n"
+                + body
+            )
+            await upstream_writer.drain()
+            answer = await upstream_reader.read()  # to the end: the upstream closes after it
+            upstream_writer.close()
+            writer.write(answer)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> ForwardProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
