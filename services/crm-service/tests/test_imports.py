@@ -113,6 +113,34 @@ async def test_uploads_are_checked_and_unknown_jobs_are_404(client: httpx.AsyncC
     assert (await client.post("/v1/imports", files={"file": ("a.csv", b"email,name\n")}, headers=reader)).status_code == 403
 
 
+async def test_imports_are_listed_newest_first_by_page_and_by_status(client: httpx.AsyncClient, keys: dict[str, str]) -> None:
+    started = []
+    for n, body in enumerate([customers_csv(2, "list-a"), b"mail,full name\nx@example.com,X\n", customers_csv(3, "list-b")]):
+        started.append((await upload(client, body, **{"Idempotency-Key": f"list-{n}"})).json()["id"])
+        await finished(client, started[-1])
+    newest_first = started[::-1]
+
+    listed = (await client.get("/v1/imports")).json()
+    assert [job["id"] for job in listed["items"]] == newest_first and listed["next_cursor"] is None
+    assert listed["items"][0] == (await client.get(f"/v1/imports/{newest_first[0]}")).json()  # as GET /{id} gives it
+    assert [job["status"] for job in listed["items"]] == ["succeeded", "failed", "succeeded"]
+
+    first = (await client.get("/v1/imports", params={"limit": 2})).json()
+    rest = (await client.get("/v1/imports", params={"limit": 2, "cursor": first["next_cursor"]})).json()
+    assert [job["id"] for job in first["items"] + rest["items"]] == newest_first and rest["next_cursor"] is None
+
+    failed = (await client.get("/v1/imports", params={"status": "failed"})).json()
+    assert [job["id"] for job in failed["items"]] == [started[1]] and "email" in failed["items"][0]["error"]
+    assert (await client.get("/v1/imports", params={"status": "running"})).json()["items"] == []
+
+    for params in ({"status": "done"}, {"cursor": "bm90LWEtY3Vyc29y"}, {"limit": 0}):
+        bad = await client.get("/v1/imports", params=params)
+        assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json", params
+    reader = await client.get("/v1/imports", headers=testing.bearer(keys["read"]))
+    assert reader.status_code == 200 and len(reader.json()["items"]) == 3
+    assert (await client.get("/v1/imports", headers={"Authorization": ""})).status_code == 401
+
+
 @pytest.fixture
 async def idle_app(crm_settings: CRMSettings) -> Any:
     """The app without its import worker: jobs stay queued until a test runs one."""

@@ -60,6 +60,29 @@ async def cancel_job(conn: asyncpg.Connection, job_id: uuid.UUID) -> dict[str, A
     return await read_job(conn, job_id)
 
 
+async def list_jobs(
+    db: asyncpg.Pool | asyncpg.Connection,
+    status: str | None,
+    after: tuple[Any, ...] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Up to `limit` jobs, newest first (by created_at, then id), those with `status` only if
+    given, after the (created_at, id) of `after`."""
+    conditions, args = [], []
+    if status is not None:
+        args.append(status)
+        conditions.append(f"status = ${len(args)}")
+    if after is not None:
+        args += list(after)
+        conditions.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+    rows = await db.fetch(
+        f"SELECT {JOB_COLUMNS} FROM import_jobs {where}ORDER BY created_at DESC, id DESC LIMIT ${len(args)}", *args
+    )
+    return [dict(r) for r in rows]
+
+
 ERRORS_SQL = "SELECT line, email, reason FROM import_job_errors WHERE job_id = $1 ORDER BY line"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Header, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi import Path as PathParam
 from starlette.responses import Response
 
@@ -18,12 +18,13 @@ from crm.deps import SettingsDep
 from crm.documents.upload import receive_upload
 from crm.fields import EXAMPLE_IDS
 from crm.imports import repository, service
-from crm.imports.schemas import ImportRead
+from crm.imports.schemas import ImportPage, ImportRead, ImportStatus
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader, Writer
 from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
 from cxkit.http.deps import PgPoolDep
 from cxkit.http.idempotency import Idempotency, IdempotencyDep
+from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import problem_responses
 from cxkit.http.routing import GatedRouter
 from cxkit.pg_pool import RowInsert
@@ -118,6 +119,23 @@ async def start_import(
     if worker is not None:
         worker.wake()
     return response
+
+
+@router.get(
+    "",
+    summary="List imports",
+    description="The import jobs, newest first, with their status and counts as `GET /v1/imports/{id}` gives them; "
+    "`status` keeps those in one state (e.g. `running`). Needs `read`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_imports(
+    pool: PgPoolDep,
+    _: Reader,
+    page: Annotated[PageParams, Depends(page_params)],
+    status: Annotated[ImportStatus | None, Query(description="Only jobs in this state.")] = None,
+) -> ModelResponse[ImportPage]:
+    jobs, cursor = await service.list_jobs(pool, status, page)
+    return json_response(ImportPage(items=[ImportRead.of(job) for job in jobs], next_cursor=cursor))
 
 
 @router.get(

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from crm.fields import EXAMPLE_IDS
+from cxkit.http.pagination import Page
 
 ImportStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -66,3 +67,7 @@ class ImportRead(BaseModel):
             progress=progress,
             errors_url=f"/v1/imports/{job['id']}/errors",
         )
+
+
+class ImportPage(Page[ImportRead]):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [READ_EXAMPLE], "next_cursor": None}]})

@@ -11,8 +11,11 @@ import anyio
 import asyncpg
 
 from crm.imports import repository
+from cxkit import keyset
 from cxkit.db import new_id
+from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound
+from cxkit.keyset import Kind
 
 
 async def create_job(
@@ -37,6 +40,17 @@ async def get_job(db: asyncpg.Pool | asyncpg.Connection, job_id: uuid.UUID) -> d
     if job is None:
         raise NotFound(f"import {job_id} does not exist")
     return job
+
+
+_CURSOR_KINDS: tuple[Kind, Kind] = ("datetime", "uuid")
+
+
+async def list_jobs(
+    db: asyncpg.Pool | asyncpg.Connection, status: str | None, page: PageParams
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of jobs, newest first, and the cursor of the next (None on the last)."""
+    rows = await repository.list_jobs(db, status, keyset.read_cursor(page, _CURSOR_KINDS), page.limit + 1)
+    return keyset.trim(rows, page.limit, _CURSOR_KINDS, lambda job: (job["created_at"], job["id"]))
 
 
 async def cancel_job(conn: asyncpg.Connection, job_id: uuid.UUID) -> dict[str, Any]:
