@@ -82,6 +82,13 @@ async def test_bad_items_get_their_own_problem_and_the_others_are_applied(
     assert [r["status"] for r in results] == ["created"] + ["error"] * 9
     problems = [r["problem"] for r in results[1:]]
     assert [p["status"] for p in problems] == [422, 422, 409, 422, 409, 422, 409, 422, 422]
+    # Shaped as the answer of a single write: the same type and title as a 409 or 422 problem+json.
+    single = await client.post("/v1/customers", json={"email": "taken@example.com", "name": "T"})
+    assert single.status_code == 409
+    assert (problems[2]["type"], problems[2]["title"]) == (single.json()["type"], single.json()["title"])
+    assert {(p["type"], p["title"]) for p in problems if p["status"] == 422} == {
+        ("https://cx.example.org/problems/unprocessable", "Unprocessable content")
+    }
     assert problems[0]["errors"][0]["loc"] == ["email"]
     assert problems[2]["detail"] == "duplicate of item 0 in this batch (same email)"
     assert problems[3]["errors"] == [{"loc": ["email"], "msg": "Field required", "type": "missing"}]

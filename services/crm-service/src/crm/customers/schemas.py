@@ -203,6 +203,9 @@ BatchStatus = Literal["created", "updated", "unchanged", "error"]
 
 
 class BatchItemProblem(BaseModel):
+    """Why an item was not applied: the problem (RFC 9457) a single write of it would have answered."""
+
+    type: str = Field(description="As in a problem+json answer: `.../problems/conflict` or `.../problems/unprocessable`.")
     status: int = Field(description="409 for a conflict (a key taken or repeated in the batch), 422 for invalid input.")
     title: str
     detail: str
@@ -230,6 +233,7 @@ class CustomerBatchResult(BaseModel):
                             "customer": None,
                             "changed": None,
                             "problem": {
+                                "type": "https://cx.example.org/problems/conflict",
                                 "status": 409,
                                 "title": "Conflict",
                                 "detail": "duplicate of item 0 in this batch (same email)",

@@ -26,7 +26,7 @@ from cxkit.erasure import erase_platform_traces, forget_answers_mentioning
 from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerMerged, CustomerSnapshot, CustomerUpdated
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import Conflict, MergedAway, NotFound, Unprocessable
+from cxkit.http.problems import PROBLEM_TYPE_BASE, Conflict, MergedAway, NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event, outbox_row
 from cxkit.lifecycle import CustomerDataRegistry
 from cxkit.pg_pool import CompiledQuery, Row, RowInsert, UnnestInsert
@@ -505,8 +505,15 @@ _OUTBOX_INSERT = UnnestInsert(OutboxMessage.__table__, _OUTBOX_COLUMNS)
 
 
 def _item_problem(status: int, detail: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    title = {409: "Conflict", 422: "Unprocessable Content"}[status]
-    return {"status": status, "title": title, "detail": detail, "errors": errors or []}
+    """An item's problem, shaped (type, title) as the answer of a single write would be."""
+    kind = {409: Conflict, 422: Unprocessable}[status]
+    return {
+        "type": PROBLEM_TYPE_BASE + kind.slug,
+        "status": status,
+        "title": kind.title,
+        "detail": detail,
+        "errors": errors or [],
+    }
 
 
 def _key_error(field: str, msg: str, kind: str) -> list[dict[str, Any]]:
