@@ -77,8 +77,8 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
     ),
     # Webhooks (cxkit.webhooks): a target must resolve to a public address (the SSRF guard asks
     # DNS), and an event type must be one the service announces.
-    (422, "unprocessable", r"^url: the (host .* (is or resolves to|does not resolve)|URL )", "a public http(s) target"),
-    (422, "unprocessable", r"^unknown event types ", "an event type this service announces"),
+    (422, "unprocessable", r"^body\.url: the (host .* (is or resolves to|does not resolve)|URL )", "a public http(s) target"),
+    (422, "unprocessable", r"^body\.event_types: unknown event types ", "an event type this service announces"),
     # A limit set by configuration.
     (422, "unprocessable", r"^expires_in is at most \d+ seconds$", "CRM_DOCUMENTS_SHARE_MAX_SECONDS"),
     # Relative to the clock.

@@ -71,6 +71,9 @@ async def test_bad_subscriptions_are_422(client: httpx.AsyncClient, body: dict[s
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert needle in response.text.lower() or needle in response.text
+    if needle != "extra":  # the field at fault is named, as for any invalid field
+        assert response.json()["errors"][0]["loc"][:2] == ["body", "event_types" if "event types" in needle else "url"]
+        assert response.json()["detail"].startswith(f"body.{response.json()['errors'][0]['loc'][1]}")
 
 
 @pytest.fixture

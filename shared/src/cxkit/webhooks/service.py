@@ -12,7 +12,7 @@ from cxkit import keyset
 from cxkit.db import new_id, utcnow
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import Conflict, NotFound, Unprocessable
+from cxkit.http.problems import Conflict, NotFound, field_problem
 from cxkit.webhooks.delivery import Webhooks
 from cxkit.webhooks.models import PENDING
 from cxkit.webhooks.schemas import WebhookCreate, WebhookUpdate
@@ -24,14 +24,15 @@ async def _checked(webhooks: Webhooks, url: str | None, event_types: list[str] |
     if event_types is not None:
         unknown = sorted(set(event_types) - set(webhooks.event_types))
         if unknown:
-            raise Unprocessable(
-                f"unknown event types {', '.join(unknown)}; this service announces {', '.join(webhooks.event_types)}"
+            raise field_problem(
+                ["body", "event_types"],
+                f"unknown event types {', '.join(unknown)}; this service announces {', '.join(webhooks.event_types)}",
             )
     if url is not None:
         try:
             await check_target(url, allow_private=webhooks.settings.webhook_allow_private_targets)
         except TargetRefused as exc:
-            raise Unprocessable(f"url: {exc}") from None
+            raise field_problem(["body", "url"], str(exc)) from None
 
 
 async def create_subscription(session: AsyncSession, webhooks: Webhooks, body: WebhookCreate) -> Any:
@@ -77,7 +78,7 @@ async def update_subscription(
     changes = body.model_dump(exclude_unset=True)
     for name in ("url", "event_types", "enabled"):
         if name in changes and changes[name] is None:
-            raise Unprocessable(f"{name} cannot be null")
+            raise field_problem(["body", name], "cannot be null")
     await _checked(webhooks, changes.get("url"), changes.get("event_types"))
     if "event_types" in changes:
         changes["event_types"] = sorted(set(changes["event_types"]))
