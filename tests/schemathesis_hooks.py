@@ -34,7 +34,7 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
     (422, "unprocessable", r"^body\.[\w.]+: no touchpoint with (key|id) ", "a referenced touchpoint must exist"),
     (422, "unprocessable", r"^body\.token: no invitation has this token$", "an invitation token must exist"),
     (422, "unprocessable", r"^body\.customer_id: customer [0-9a-f-]{36} is not known here", "the CRM must have announced it"),
-    (422, "unprocessable", r"^pipeline [0-9a-f-]{36} has no stage ", "a stage name must be one of the pipeline's"),
+    (422, "unprocessable", r"^query\.stage: pipeline [0-9a-f-]{36} has no stage ", "a stage name must be one of the pipeline's"),
     (422, "unprocessable", r"^body\.stage: .* is not a stage of pipeline ", "ditto"),
     (
         422,
@@ -44,7 +44,7 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
     ),
     # Order between two fields.
     (422, "unprocessable", r"^query\.to: `to` must be after `from`$", "a window's end after its start"),
-    (422, "unprocessable", r"^\w+_from must be before \w+_to$", "a window's end after its start"),
+    (422, "unprocessable", r"^query\.\w+_to: \w+_from must be before \w+_to$", "a window's end after its start"),
     (422, "validation|unprocessable", r"end_date is before start_date$", "a campaign ends after it starts"),
     (422, "validation", r"rating_scale_max must be greater than rating_scale_min$", "a scale's max above its min"),
     (422, "validation", r"rating must be within -?[\d.]+\.\.-?[\d.]+$", "a rating within the scale sent with it"),
@@ -80,7 +80,7 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
     (422, "unprocessable", r"^body\.url: the (host .* (is or resolves to|does not resolve)|URL )", "a public http(s) target"),
     (422, "unprocessable", r"^body\.event_types: unknown event types ", "an event type this service announces"),
     # A limit set by configuration.
-    (422, "unprocessable", r"^expires_in is at most \d+ seconds$", "CRM_DOCUMENTS_SHARE_MAX_SECONDS"),
+    (422, "unprocessable", r"^body\.expires_in: expires_in is at most \d+ seconds$", "CRM_DOCUMENTS_SHARE_MAX_SECONDS"),
     # Relative to the clock.
     (422, "unprocessable", r"^body\.(submitted_at|received_at): \w+ is in the future$", "a past time, not a future one"),
     # Rules over a list's items.
@@ -96,7 +96,7 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
     (422, "validation", r"exactly one won stage and one lost stage$", "one won and one lost stage"),
     (422, "validation", r"a pipeline needs at least one open stage$", "an open stage"),
     # A query parameter that needs another one (OpenAPI cannot tie parameters together).
-    (422, "unprocessable", r"^filtering by stage needs pipeline_id", "stage names are per pipeline"),
+    (422, "unprocessable", r"^query\.pipeline_id: filtering by stage needs pipeline_id", "stage names are per pipeline"),
     # email-validator refuses addresses JSON Schema's `email` format allows (special-use and
     # dotless domains such as `.test`, `localhost`): mail must be deliverable.
     (422, "validation", r"value is not a valid email address: The (part after the @-sign|domain name)", "deliverable"),

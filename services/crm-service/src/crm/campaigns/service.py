@@ -18,7 +18,7 @@ from cxkit import keyset
 from cxkit.db import new_id, utcnow
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import Conflict, NotFound, Unprocessable
+from cxkit.http.problems import Conflict, NotFound, Unprocessable, field_problem
 
 
 def stats_of(raw: dict[str, Any]) -> CampaignStats:
@@ -76,7 +76,7 @@ async def update_campaign(session: AsyncSession, campaign_id: uuid.UUID, data: C
             setattr(campaign, field, getattr(data, field))
             changed = True
     if campaign.start_date and campaign.end_date and campaign.end_date < campaign.start_date:
-        raise Unprocessable("end_date is before start_date")
+        raise field_problem(["body", "end_date"], "end_date is before start_date")
     if changed:
         campaign.version += 1
         campaign.updated_at = utcnow()

@@ -226,8 +226,8 @@ async def deal_history(session: AsyncSession, deal_id: uuid.UUID, page: PagePara
 async def stage_id_for_filter(session: AsyncSession, pipeline_id: uuid.UUID | None, stage: str) -> uuid.UUID:
     """The id of a stage named in a list filter (stage names are per pipeline)."""
     if pipeline_id is None:
-        raise Unprocessable("filtering by stage needs pipeline_id (stage names are per pipeline)")
+        raise field_problem(["query", "pipeline_id"], "filtering by stage needs pipeline_id (stage names are per pipeline)")
     for candidate in await PipelineRepository(session).stages(pipeline_id):
         if candidate.name.lower() == stage.strip().lower():
             return candidate.id
-    raise Unprocessable(f"pipeline {pipeline_id} has no stage named {stage!r}")
+    raise field_problem(["query", "stage"], f"pipeline {pipeline_id} has no stage named {stage!r}")

@@ -19,7 +19,7 @@ from crm.documents.upload import ParsedUpload
 from cxkit import keyset
 from cxkit.db import new_id, utcnow
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import Forbidden, NotFound, ProblemError, Unprocessable
+from cxkit.http.problems import Forbidden, NotFound, ProblemError, Unprocessable, field_problem
 
 
 class LinkExpired(ProblemError):
@@ -58,7 +58,7 @@ async def create_document(session: AsyncSession, upload: ParsedUpload, store: Do
             )
     customer = await customers.resolve_reference(session, customer_id or deal.customer_id)  # type: ignore[union-attr]
     if deal is not None and deal.customer_id != customer.id:
-        raise Unprocessable("the deal belongs to another customer")
+        raise field_problem(["body", "deal_id"], "the deal belongs to another customer", "reference")
     description = upload.fields.get("description") or None
     document_id = new_id()
     document = Document(
@@ -116,7 +116,7 @@ def share_link(
     document: Document, signer: LinkSigner, base_url: str, expires_in: int, max_seconds: int
 ) -> tuple[str, dt.datetime]:
     if expires_in > max_seconds:
-        raise Unprocessable(f"expires_in is at most {max_seconds} seconds")
+        raise field_problem(["body", "expires_in"], f"expires_in is at most {max_seconds} seconds")
     expires_at = utcnow().replace(microsecond=0) + dt.timedelta(seconds=expires_in)
     expires = int(expires_at.timestamp())
     signature = signer.signature(document.id, expires)

@@ -16,7 +16,7 @@ from cxkit.fields import QueryText, Timestamp
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
-from cxkit.http.problems import Unprocessable, problem_responses
+from cxkit.http.problems import field_problem, problem_responses
 from cxkit.http.routing import GatedRouter
 
 router = GatedRouter(tags=["funnel"], route_class=TypedRoute)
@@ -43,7 +43,7 @@ async def funnel(
     created_to: Annotated[Timestamp | None, Query(description="RFC 3339, exclusive.")] = None,
 ) -> ModelResponse[Funnel]:
     if created_from and created_to and created_from >= created_to:
-        raise Unprocessable("created_from must be before created_to")
+        raise field_problem(["query", "created_to"], "created_from must be before created_to")
     if pipeline_id is None:
         pipeline, stages = await resolve_pipeline(session, None)
         await session.commit()  # the built-in default pipeline may just have been created

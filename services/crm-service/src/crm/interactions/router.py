@@ -19,7 +19,7 @@ from cxkit.http.auth import Reader
 from cxkit.http.deps import PgPoolDep, SessionDep, pool_of
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
-from cxkit.http.problems import Unprocessable, problem_responses
+from cxkit.http.problems import field_problem, problem_responses
 from cxkit.http.routing import GatedRouter
 from cxkit.kafka.outbox import wake_relay
 from cxkit.pg_pool import RowInsert
@@ -84,7 +84,7 @@ async def list_interactions(
     ] = "-occurred_at",
 ) -> ModelResponse[InteractionPage]:
     if occurred_from and occurred_to and occurred_from >= occurred_to:
-        raise Unprocessable("occurred_from must be before occurred_to")
+        raise field_problem(["query", "occurred_to"], "occurred_from must be before occurred_to")
     filters = InteractionFilters(
         customer_id=customer_id,
         type=type,
