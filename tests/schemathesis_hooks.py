@@ -63,7 +63,12 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
         "the questions a survey of its kind has",
     ),
     (422, "unprocessable", r"^body\.deal_id: (deal [0-9a-f-]{36} does not exist|the deal belongs to another customer)$", "ditto"),
-    (422, "unprocessable", r"^(new stages have no id|stage ids not in this pipeline: )", "a kept stage's id must be one of its"),
+    (
+        422,
+        "unprocessable",
+        r"^body\.stages: (new stages have no id|stage ids not in this pipeline: )",
+        "a kept stage's id must be one of its",
+    ),
     # What the stored record already holds (its state).
     (422, "unprocessable", r"^a lead needs an email or a name$", "a PATCH may not clear both of a lead's email and name"),
     (422, "unprocessable", r"^\w+ [0-9a-f-]{36} was erased$", "an erased customer takes nothing new"),

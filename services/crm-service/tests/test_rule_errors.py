@@ -32,6 +32,14 @@ async def test_rule_errors_of_queries_and_bodies_name_the_field(client: httpx.As
     unknown_stage = await client.get("/v1/deals", params={"stage": "Nope", "pipeline_id": pipeline["id"]})
     assert_names(unknown_stage, ["query", "stage"], "has no stage named 'Nope'")
 
+    stages = [
+        {"name": "Open", "probability": 0.1},
+        {"name": "Won", "probability": 1, "is_won": True},
+        {"name": "Lost", "probability": 0, "is_lost": True},
+    ]
+    with_ids = [{**stage, "id": f"0190a6f0-0000-7000-8000-00000000000{n}"} for n, stage in enumerate(stages)]
+    assert_names(await client.post("/v1/pipelines", json={"name": "Ids", "stages": with_ids}), ["body", "stages"], "no id")
+
     campaign = await make.campaign(start_date="2026-03-01")
     ends_early = await client.patch(f"/v1/campaigns/{campaign['id']}", json={"end_date": "2026-02-01"})
     assert_names(ends_early, ["body", "end_date"], "before start_date")

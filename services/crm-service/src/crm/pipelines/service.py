@@ -15,7 +15,7 @@ from cxkit import keyset
 from cxkit.db import new_id, utcnow
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import Conflict, NotFound, Unprocessable
+from cxkit.http.problems import Conflict, NotFound, Unprocessable, field_problem
 
 # The built-in pipeline has fixed ids, so concurrent first requests create it only once.
 DEFAULT_PIPELINE_ID = uuid.UUID("9d7ae5c4-6b4e-5a8d-9c1f-2b3a4c5d6e7f")
@@ -111,7 +111,7 @@ async def create_pipeline(session: AsyncSession, data: PipelineCreate) -> tuple[
     if await repo.name_taken(data.name):
         raise Conflict(f"a pipeline named {data.name!r} already exists")
     if any(s.id is not None for s in data.stages):
-        raise Unprocessable("new stages have no id")
+        raise field_problem(["body", "stages"], "new stages have no id")
     now = utcnow()
     pipeline = Pipeline(id=new_id(), name=data.name, is_default=False, version=1, created_at=now, updated_at=now)
     repo.add(pipeline)
@@ -165,7 +165,7 @@ async def _replace_stages(
     by_id = {s.id: s for s in current}
     unknown = [str(s.id) for s in wanted if s.id is not None and s.id not in by_id]
     if unknown:
-        raise Unprocessable(f"stage ids not in this pipeline: {', '.join(unknown)}")
+        raise field_problem(["body", "stages"], f"stage ids not in this pipeline: {', '.join(unknown)}")
     kept_ids = {s.id for s in wanted if s.id is not None}
     removed = [s.id for s in current if s.id not in kept_ids]
     reclassified = [
