@@ -100,13 +100,25 @@ class InvitationRepository(Repository[Invitation]):
         )
 
     async def claim_for_answer(self, invitation_id: uuid.UUID, now: dt.datetime) -> bool:
-        """Mark the invitation answered unless it already is. Concurrent claims queue on the row
-        lock and only the first one wins, so an invitation is answered once."""
+        """Mark the invitation answered unless it already is (or was cancelled). Concurrent
+        claims and a cancel queue on the row lock and only the first one wins, so an invitation
+        is answered once, and never after it was cancelled."""
         result = await self.session.execute(
             update(Invitation)
-            .where(Invitation.id == invitation_id, Invitation.answered_at.is_(None))
+            .where(Invitation.id == invitation_id, Invitation.answered_at.is_(None), Invitation.cancelled_at.is_(None))
             .values(answered_at=now)
             .returning(Invitation.id)
+        )
+        return result.first() is not None
+
+    async def cancel(self, invitation_id: uuid.UUID, now: dt.datetime, reason: str) -> bool:
+        """Cancel the invitation unless it is answered or cancelled already; whether it was."""
+        result = await self.session.execute(
+            update(Invitation)
+            .where(Invitation.id == invitation_id, Invitation.answered_at.is_(None), Invitation.cancelled_at.is_(None))
+            .values(cancelled_at=now, cancel_reason=reason)
+            .returning(Invitation.id)
+            .execution_options(synchronize_session=False)
         )
         return result.first() is not None
 

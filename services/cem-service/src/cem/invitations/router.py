@@ -66,6 +66,25 @@ async def list_invitations(
     return json_response(Page[InvitationRead](items=rows, next_cursor=next_cursor))
 
 
+@router.post(
+    "/invitations/{invitation_id}/cancel",
+    summary="Cancel an invitation",
+    description="Withdraws an invitation not answered yet (sent to the wrong address, or no longer wanted): a "
+    "scheduled one is never sent, and a sent one's links (its own and every reminder's) stop taking answers: the "
+    "respondent page shows a 410 page and `POST /v1/responses` answers 409 with `reason` cancelled. It is reminded "
+    "no more, and leaves the response rate. Answers the invitation, `cancelled` with `cancel_reason` by_request; "
+    "cancelling it again changes nothing; an answered invitation: 409. Needs `write`.",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def cancel_invitation(
+    invitation_id: InvitationId, session: SessionDep, idem: IdempotencyDep
+) -> ModelResponse[InvitationRead]:
+    async def operation() -> ModelResponse[InvitationRead]:
+        return json_response(service.to_read(await service.cancel_invitation(session, invitation_id)))
+
+    return await idem.execute(session, operation)
+
+
 @router.get(
     "/invitations/{invitation_id}",
     summary="Get an invitation",

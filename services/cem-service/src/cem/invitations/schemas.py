@@ -91,7 +91,10 @@ class InvitationRead(BaseModel):
     expires_at: dt.datetime
     opened_at: dt.datetime | None
     answered_at: dt.datetime | None
-    cancel_reason: str | None = Field(description="Why a scheduled invitation was cancelled: opted_out or erased.")
+    cancel_reason: str | None = Field(
+        description="Why it was cancelled: by_request (`POST /v1/invitations/{id}/cancel`), or, for a scheduled one, "
+        "opted_out or erased."
+    )
     reminders_sent: int = Field(description="Reminders sent (`survey.reminded`), by the survey's `reminders`.")
     last_reminded_at: dt.datetime | None = Field(description="When the last reminder went out.")
 

@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse
 from cem.deps import SettingsDep
 from cem.responses.service import (
     AlreadyAnswered,
+    LinkCancelled,
     LinkExpired,
     OpenInvitation,
     SurveyNotOpen,
@@ -53,6 +54,7 @@ PAGES: dict[type[Exception], tuple[int, str, str]] = {
     UnknownLink: (404, "Link not found", "This survey link is not valid. Please check that you copied the whole link."),
     LinkExpired: (410, "This link has expired", "The time to answer this survey is over. Thank you for your interest."),
     AlreadyAnswered: (409, "Already answered", "This survey was already answered with this link. Thank you for your feedback!"),
+    LinkCancelled: (410, "This link was withdrawn", "This survey invitation was withdrawn and no longer takes answers."),
 }
 
 HTML_EXAMPLE = '<!doctype html>\n<html lang="en">\n<head><meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -94,7 +96,7 @@ def _survey_page(
 async def _open(request: Request, session: AsyncSession, token: str) -> OpenInvitation | HTMLResponse:
     try:
         return await open_invitation(session, token)
-    except (UnknownLink, LinkExpired, AlreadyAnswered, SurveyNotOpen) as exc:
+    except (UnknownLink, LinkExpired, AlreadyAnswered, LinkCancelled, SurveyNotOpen) as exc:
         return _problem_page(request, exc)
 
 
@@ -102,7 +104,10 @@ PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/html": {"example": HTML_EXAMPLE}}, "description": "The page."},
     404: {"content": {"text/html": {"example": HTML_EXAMPLE}}, "description": "No invitation has this token."},
     409: {"content": {"text/html": {"example": HTML_EXAMPLE}}, "description": "Already answered (or not open yet)."},
-    410: {"content": {"text/html": {"example": HTML_EXAMPLE}}, "description": "The link expired or the survey closed."},
+    410: {
+        "content": {"text/html": {"example": HTML_EXAMPLE}},
+        "description": "The link expired or was withdrawn, or the survey closed.",
+    },
 }
 Token = Annotated[
     str, Path(description="The invitation's token, from its link.", examples=["q8Yb3k0n2ZfJx4mQp7Rv1sTu9wXy5AaBcDeFgHiJkLm"])
@@ -115,8 +120,8 @@ Token = Annotated[
     summary="Respondent page",
     description="The survey behind an invitation link as an accessible, mobile-friendly HTML form that works "
     "without JavaScript. `?score=` (e.g. from a 0-10 row of links in an email) pre-selects the score. Unknown "
-    "links are a 404 page, expired links or closed surveys a 410 page, answered links a 409 page. Needs no key: "
-    "the token is the secret.",
+    "links are a 404 page, expired or withdrawn (cancelled) links and closed surveys a 410 page, answered links a "
+    "409 page. Needs no key: the token is the secret.",
     responses=PAGE_RESPONSES,
 )
 async def show_survey(token: Token, request: Request, session: SessionDep) -> HTMLResponse:
@@ -185,7 +190,7 @@ async def submit_survey(token: Token, request: Request, session: SessionDep, set
             default_sla=settings.followup_sla,
         )
         await session.commit()
-    except AlreadyAnswered as exc:
+    except (AlreadyAnswered, LinkCancelled) as exc:
         await session.rollback()
         return _problem_page(request, exc)
     message = target.survey.thank_you or "Your answers were recorded. We appreciate you taking the time."

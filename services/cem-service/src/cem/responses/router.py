@@ -35,7 +35,8 @@ ResponseId = Annotated[uuid.UUID, id_path("response", "9b8a7c6d-5e4f-4a3b-9c2d-1
     summary="Record an answer",
     description="For API clients (apps, kiosks, imports): answer an invitation by its `token`, or a survey by "
     "`survey_id` for a customer, an email or anonymously. The same rules as the respondent page: the survey must "
-    "be active and an invitation is answered once (409 with `reason` already_answered, expired or survey_closed); "
+    "be active and an invitation is answered once (409 with `reason` already_answered, expired, cancelled or "
+    "survey_closed); "
     "answers are checked against the questions (422 names each bad one). Announces "
     "`survey.response.submitted`, and `followup.requested` when a known customer answers NPS 0-6, CSAT 1-2 or "
     "CES 1-2. Needs `write`.",

@@ -49,6 +49,10 @@ class AlreadyAnswered(Conflict):
     """The invitation has its answer."""
 
 
+class LinkCancelled(Conflict):
+    """The invitation was cancelled (withdrawn by request, or the customer opted out or was erased)."""
+
+
 class SurveyNotOpen(Conflict):
     """The survey is a draft or closed."""
 
@@ -68,6 +72,8 @@ async def open_invitation(session: AsyncSession, token: str, now: dt.datetime | 
     assert survey is not None
     if invitation.answered_at is not None:
         raise AlreadyAnswered("this invitation was already answered", reason="already_answered")
+    if invitation.cancelled_at is not None:
+        raise LinkCancelled("this invitation was cancelled", reason="cancelled")
     if invitation.expires_at <= (now or utcnow()):
         raise LinkExpired(f"this invitation expired at {invitation.expires_at.isoformat()}", reason="expired")
     if survey.status != "active":
@@ -97,6 +103,9 @@ async def record_response(
     customer answered as a detractor. Returns the response and whether a follow-up was requested."""
     now = utcnow()
     if invitation is not None and not await InvitationRepository(session).claim_for_answer(invitation.id, now):
+        await session.refresh(invitation, ["answered_at", "cancelled_at"])
+        if invitation.answered_at is None and invitation.cancelled_at is not None:
+            raise LinkCancelled("this invitation was cancelled", reason="cancelled")
         raise AlreadyAnswered("this invitation was already answered", reason="already_answered")
     erased = False
     if customer_id is not None:

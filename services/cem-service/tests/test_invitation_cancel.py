@@ -1,0 +1,92 @@
+"""`POST /v1/invitations/{id}/cancel`: a scheduled invitation is never sent; a sent one's links
+(its own and its reminders') stop taking answers and it is reminded no more; an answered one
+cannot be cancelled; cancelling twice changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+
+from cem.config import CEMSettings
+from cem.scheduler import InvitationScheduler
+from cxkit.testing import bearer
+
+from .conftest import interaction
+from .test_reminders import REMINDERS, age, link_token, remind
+from .test_scheduler import DELAYED, make_due
+
+
+async def test_a_scheduled_invitation_cancelled_is_never_sent(
+    client: httpx.AsyncClient, make: Any, apply: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
+) -> None:
+    survey = await make.survey("nps", trigger=DELAYED)
+    await apply(interaction(await make.customer(email="ada@example.com")))
+    (scheduled,) = (await client.get(f"/v1/surveys/{survey['id']}/invitations", params={"status": "scheduled"})).json()["items"]
+    cancelled = await client.post(f"/v1/invitations/{scheduled['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert (cancelled.json()["status"], cancelled.json()["cancel_reason"]) == ("cancelled", "by_request")
+    await make_due(session_factory)
+    assert (await InvitationScheduler(cem_settings, session_factory).run_once()).sent == 0
+    assert await outbox("survey.invited") == []
+    assert (await client.get(f"/v1/invitations/{scheduled['id']}")).json()["status"] == "cancelled"
+
+
+async def test_a_sent_invitation_cancelled_takes_no_answer_by_any_link_and_is_reminded_no_more(
+    client: httpx.AsyncClient, make: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings, keys: dict[str, str]
+) -> None:
+    survey = await make.survey("nps", reminders=REMINDERS)
+    invitation = await make.invitation(survey["id"])
+    await age(session_factory, 2.5)
+    assert await remind(cem_settings, session_factory) == (1, 0)
+    [reminded] = await outbox("survey.reminded")
+    links = [invitation["token"], link_token(reminded, cem_settings)]
+
+    assert (await client.post(f"/v1/invitations/{invitation['id']}/cancel", headers=bearer(keys["read"]))).status_code == 403
+    first = await client.post(f"/v1/invitations/{invitation['id']}/cancel", headers={"Idempotency-Key": "cancel-1"})
+    assert first.status_code == 200 and first.json()["status"] == "cancelled"
+    again = await client.post(f"/v1/invitations/{invitation['id']}/cancel")
+    assert again.status_code == 200 and again.json() == first.json()  # changes nothing
+
+    for token in links:
+        page = await client.get(f"/r/{token}", headers={"Authorization": ""})
+        assert page.status_code == 410 and "withdrawn" in page.text, token
+        posted = await client.post(f"/r/{token}", data={"q_nps": "9"}, headers={"Authorization": ""})
+        assert posted.status_code == 410 and "withdrawn" in posted.text, token
+        api = await client.post("/v1/responses", json={"token": token, "answers": {"nps": 9}})
+        assert api.status_code == 409 and api.json()["reason"] == "cancelled", api.text
+    assert (await client.get("/v1/responses", params={"survey_id": survey["id"]})).json()["items"] == []
+
+    await age(session_factory, 2.5)
+    assert await remind(cem_settings, session_factory) == (0, 0)
+    rate = (await client.get("/v1/analytics/nps", params={"survey_id": survey["id"]})).json()["response_rate"]
+    assert rate["invitations"] == 0  # withdrawn: not counted against the response rate
+
+
+async def test_an_answered_invitation_cannot_be_cancelled_and_unknown_ones_are_404(client: httpx.AsyncClient, make: Any) -> None:
+    survey = await make.survey("csat")
+    invitation = await make.invitation(survey["id"])
+    assert (await client.post("/v1/responses", json={"token": invitation["token"], "answers": {"csat": 5}})).status_code == 201
+    refused = await client.post(f"/v1/invitations/{invitation['id']}/cancel")
+    assert refused.status_code == 409 and refused.json()["reason"] == "already_answered"
+    assert (await client.get(f"/v1/invitations/{invitation['id']}")).json()["status"] == "answered"
+    missing = await client.post(f"/v1/invitations/{uuid.uuid4()}/cancel")
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+
+
+async def test_an_answer_and_a_cancel_at_once_leave_exactly_one_of_them(client: httpx.AsyncClient, make: Any) -> None:
+    survey = await make.survey("nps")
+    for _ in range(5):
+        invitation = await make.invitation(survey["id"])
+        answer, cancel = await asyncio.gather(
+            client.post("/v1/responses", json={"token": invitation["token"], "answers": {"nps": 7}}),
+            client.post(f"/v1/invitations/{invitation['id']}/cancel"),
+        )
+        status = (await client.get(f"/v1/invitations/{invitation['id']}")).json()["status"]
+        if answer.status_code == 201:
+            assert cancel.status_code == 409 and status == "answered", (cancel.text, status)
+        else:
+            assert answer.status_code == 409 and answer.json()["reason"] == "cancelled", answer.text
+            assert cancel.status_code == 200 and status == "cancelled"
