@@ -141,6 +141,39 @@ async def test_imports_are_listed_newest_first_by_page_and_by_status(client: htt
     assert (await client.get("/v1/imports", headers={"Authorization": ""})).status_code == 401
 
 
+async def test_jobs_that_ended_past_the_retention_are_deleted_with_their_refused_rows(
+    client: httpx.AsyncClient, crm_settings: CRMSettings, crm_database_url: str
+) -> None:
+    old, recent = [
+        (await upload(client, customers_csv(2, f"keep-{n}", extra=["bad,Row,,"]), **{"Idempotency-Key": f"ret-{n}"})).json()
+        for n in range(2)
+    ]
+    for job in (old, recent):
+        await finished(client, job["id"])
+    # One ended 31 days ago; a job still queued that long is not touched.
+    conn = await asyncpg.connect(asyncpg_dsn(crm_database_url))
+    try:
+        await conn.execute("UPDATE import_jobs SET finished_at = now() - interval '31 days' WHERE id = $1", uuid.UUID(old["id"]))
+        stuck = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO import_jobs (id, status, size_bytes, chunk_rows, rows_read, created, skipped, failed, done_chunks, "
+            "created_at, updated_at) VALUES ($1, 'queued', 0, 5000, 0, 0, 0, 0, '{}', now() - interval '40 days', now())",
+            stuck,
+        )
+        worker = ImportWorker(crm_database_url, retention_days=30)
+        assert await worker.prune() == 1
+        assert await worker.prune() == 0
+        assert await conn.fetchval("SELECT count(*) FROM import_job_errors WHERE job_id = $1", uuid.UUID(old["id"])) == 0
+        assert await conn.fetchval("SELECT count(*) FROM import_job_errors WHERE job_id = $1", uuid.UUID(recent["id"])) == 1
+        assert await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", stuck) == "queued"
+        await conn.execute("DELETE FROM import_jobs WHERE id = $1", stuck)
+    finally:
+        await conn.close()
+    assert (await client.get(f"/v1/imports/{old['id']}")).status_code == 404
+    assert (await client.get(f"/v1/imports/{recent['id']}")).json()["failed"] == 1
+    assert [job["id"] for job in (await client.get("/v1/imports")).json()["items"]] == [recent["id"]]
+
+
 @pytest.fixture
 async def idle_app(crm_settings: CRMSettings) -> Any:
     """The app without its import worker: jobs stay queued until a test runs one."""

@@ -67,6 +67,12 @@ class CRMSettings(ServiceSettings):
         5000, ge=1, le=50_000, description="Rows an import job commits at a time (its resume point after a restart)."
     )
     imports_writers: int = Field(2, ge=1, le=8, description="Chunks an import job writes at once, each on its own connection.")
+    imports_retention_days: int = Field(
+        30,
+        ge=1,
+        description="Finished import jobs (succeeded, failed or cancelled) are deleted, with their refused rows, this many "
+        "days after they ended.",
+    )
     imports_poll_seconds: float = Field(
         2.0, gt=0, description="How often the import worker looks for jobs left by other replicas or a restart."
     )

@@ -102,7 +102,10 @@ def with_import_worker(settings: CRMSettings, base: Callable[[FastAPI], Any]) ->
                 yield
                 return
             worker = ImportWorker(
-                settings.database_url, writers=settings.imports_writers, poll_seconds=settings.imports_poll_seconds
+                settings.database_url,
+                writers=settings.imports_writers,
+                poll_seconds=settings.imports_poll_seconds,
+                retention_days=settings.imports_retention_days,
             )
             app.state.import_worker = worker
             task = asyncio.create_task(worker.run(), name="import-worker")

@@ -3,6 +3,7 @@ their own connections)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -81,6 +82,18 @@ async def list_jobs(
         f"SELECT {JOB_COLUMNS} FROM import_jobs {where}ORDER BY created_at DESC, id DESC LIMIT ${len(args)}", *args
     )
     return [dict(r) for r in rows]
+
+
+async def delete_finished_before(conn: asyncpg.Connection, cutoff: dt.datetime, limit: int) -> int:
+    """Delete up to `limit` jobs that ended before `cutoff` (their refused rows go with them),
+    the oldest first; how many were deleted."""
+    rows = await conn.fetch(
+        "DELETE FROM import_jobs WHERE id IN (SELECT id FROM import_jobs WHERE status IN ('succeeded', 'failed', "
+        "'cancelled') AND finished_at < $1 ORDER BY finished_at LIMIT $2) RETURNING id",
+        cutoff,
+        limit,
+    )
+    return len(rows)
 
 
 ERRORS_SQL = "SELECT line, email, reason FROM import_job_errors WHERE job_id = $1 ORDER BY line"

@@ -125,7 +125,8 @@ async def start_import(
     "",
     summary="List imports",
     description="The import jobs, newest first, with their status and counts as `GET /v1/imports/{id}` gives them; "
-    "`status` keeps those in one state (e.g. `running`). Needs `read`.",
+    "`status` keeps those in one state (e.g. `running`). A job that ended is kept `CRM_IMPORTS_RETENTION_DAYS` "
+    "(30) days, with its refused rows. Needs `read`.",
     responses=problem_responses(401, 403, 422),
 )
 async def list_imports(

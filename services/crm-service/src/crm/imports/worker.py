@@ -9,17 +9,22 @@ Every chunk of `chunk_rows` rows commits together with the job's counts, its ref
 its number (`done_chunks`). A job left `running` by a process that died or stopped (its lock
 is free) is taken again and resumed: the committed chunks are not written again (their rows
 still count as seen, so a later repeat is still a duplicate), the others done, so no customer
-and no event is made twice and the counts are those of an unbroken run."""
+and no event is made twice and the counts are those of an unbroken run.
+
+Once an hour it deletes the jobs that ended more than `CRM_IMPORTS_RETENTION_DAYS` ago, with
+their refused rows."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import csv
+import datetime as dt
 import logging
 import os
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -30,6 +35,10 @@ from crm.imports import repository
 from cxkit.pg_pool import asyncpg_dsn
 
 log = logging.getLogger(__name__)
+# Finished jobs past the retention are looked for this often, and deleted this many at a time
+# (each takes its refused rows with it, up to a file's every row).
+PRUNE_EVERY_S = 3600.0
+PRUNE_BATCH = 20
 
 
 class _Stopped(Exception):
@@ -37,11 +46,21 @@ class _Stopped(Exception):
 
 
 class ImportWorker:
-    def __init__(self, database_url: str, *, writers: int = 2, poll_seconds: float = 2.0, temp_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        writers: int = 2,
+        poll_seconds: float = 2.0,
+        retention_days: int = 30,
+        temp_dir: str | None = None,
+    ) -> None:
         self.dsn = asyncpg_dsn(database_url)
         self.writers = writers
         self.poll_seconds = poll_seconds
+        self.retention = dt.timedelta(days=retention_days)
         self.temp_dir = temp_dir
+        self._pruned_at = -float("inf")
         self._wake = asyncio.Event()
         self._stopping = threading.Event()
 
@@ -55,6 +74,8 @@ class ImportWorker:
     async def run(self) -> None:
         while not self._stopping.is_set():
             try:
+                if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                    await self.prune()
                 while await self.run_once():
                     pass
             except asyncio.CancelledError:
@@ -64,6 +85,23 @@ class ImportWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             self._wake.clear()
+
+    async def prune(self) -> int:
+        """Delete the jobs that ended more than the retention ago (with their refused rows), in
+        batches; how many."""
+        self._pruned_at = time.monotonic()
+        conn = await self._connect()
+        try:
+            cutoff = dt.datetime.now(dt.UTC) - self.retention
+            deleted = 0
+            while batch := await repository.delete_finished_before(conn, cutoff, PRUNE_BATCH):
+                deleted += batch
+                if batch < PRUNE_BATCH or self._stopping.is_set():
+                    break
+            return deleted
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def run_once(self) -> bool:
         """Take one open job nobody is working on and run it to its end (or until the worker
