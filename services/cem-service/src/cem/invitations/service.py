@@ -188,13 +188,10 @@ async def cancel_invitation(session: AsyncSession, invitation_id: uuid.UUID) -> 
     """Withdraw an invitation not answered yet: a scheduled one is never sent, a sent one's links
     (its own and its reminders') stop taking answers, and it is reminded no more. Cancelling a
     cancelled invitation changes nothing; an answered one is a 409."""
-    repo = InvitationRepository(session)
-    if not await repo.cancel(invitation_id, utcnow(), CANCELLED_BY_REQUEST):
-        invitation = await get_invitation(session, invitation_id)
-        if invitation.cancelled_at is None:
-            raise Conflict(f"invitation {invitation_id} was already answered", reason="already_answered")
-    invitation = await get_invitation(session, invitation_id)
-    await session.refresh(invitation)
+    cancelled = await InvitationRepository(session).cancel(invitation_id, utcnow(), CANCELLED_BY_REQUEST)
+    invitation = await get_invitation(session, invitation_id)  # read after the update: as it is now
+    if not cancelled and invitation.cancelled_at is None:
+        raise Conflict(f"invitation {invitation_id} was already answered", reason="already_answered")
     return invitation
 
 
