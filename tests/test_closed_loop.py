@@ -1,5 +1,5 @@
 """Issue 5 end to end: both services as real processes, real PostgreSQL, real broker.
-Interaction -> invitation (and a throttled second one), detractor -> CRM task -> completed ->
+Interaction -> invitation (and a throttled second one; then withdrawn), detractor -> CRM task -> completed ->
 recovery rate, merge and erasure across the boundary."""
 
 from __future__ import annotations
@@ -112,6 +112,20 @@ async def test_interaction_invites_once_and_a_second_one_inside_the_throttle_win
             return kinds if {"survey.invited", "survey.throttled"} <= kinds else None
 
         await wait_for(timeline_kinds, timeout=15)
+
+        # Withdrawn on the CEM, the invitation shows as withdrawn on the CRM too.
+        cancelled = await cem.post(f"/v1/invitations/{invited[0]['id']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+
+        async def withdrawn() -> Any:
+            params = {"kind": "survey.invitation_cancelled"}
+            items = (await crm.get(f"/v1/customers/{customer['id']}/timeline", params=params)).json()["items"]
+            return items or None
+
+        [entry] = await wait_for(withdrawn, timeout=15)
+        assert (entry["invitation_id"], entry["reason"], entry["survey_id"]) == (invited[0]["id"], "by_request", survey["id"])
+        invitations = (await crm.get(f"/v1/customers/{customer['id']}/view")).json()["experience"]["invitations"]
+        assert (invitations["sent"], invitations["cancelled"]) == (1, 1)
 
 
 async def test_detractor_answer_makes_a_crm_task_and_completing_it_counts_as_recovery(

@@ -1,6 +1,7 @@
 """`POST /v1/invitations/{id}/cancel`: a scheduled invitation is never sent; a sent one's links
-(its own and its reminders') stop taking answers and it is reminded no more; an answered one
-cannot be cancelled; cancelling twice changes nothing."""
+(its own and its reminders') stop taking answers, it is reminded no more and its withdrawal is
+announced (`survey.invitation_cancelled`); an answered one cannot be cancelled; cancelling
+twice changes nothing."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ async def test_a_scheduled_invitation_cancelled_is_never_sent(
     await make_due(session_factory)
     assert (await InvitationScheduler(cem_settings, session_factory).run_once()).sent == 0
     assert await outbox("survey.invited") == []
+    assert await outbox("survey.invitation_cancelled") == []  # never announced, so not withdrawn either
     assert (await client.get(f"/v1/invitations/{scheduled['id']}")).json()["status"] == "cancelled"
 
 
@@ -49,6 +51,17 @@ async def test_a_sent_invitation_cancelled_takes_no_answer_by_any_link_and_is_re
     assert first.status_code == 200 and first.json()["status"] == "cancelled"
     again = await client.post(f"/v1/invitations/{invitation['id']}/cancel")
     assert again.status_code == 200 and again.json() == first.json()  # changes nothing
+    [withdrawn] = await outbox("survey.invitation_cancelled")  # announced once
+    [invited] = await outbox("survey.invited")
+    assert withdrawn["subject"] == invited["subject"] == invitation["customer_id"]
+    data = withdrawn["data"]
+    assert {k: data[k] for k in ("invitation_id", "survey_id", "customer_id", "email", "touchpoint", "channel")} == {
+        k: invited["data"][k] for k in ("invitation_id", "survey_id", "customer_id", "email", "touchpoint", "channel")
+    }
+    assert (data["survey_name"], data["survey_kind"], data["reason"]) == (survey["name"], "nps", "by_request")
+    assert data["email"] and data["email"] == invited["data"]["email"]
+    assert data["sent_at"] == first.json()["sent_at"] and data["cancelled_at"] == first.json()["cancelled_at"]
+    assert first.json()["cancelled_at"] is not None
 
     for token in links:
         page = await client.get(f"/r/{token}", headers={"Authorization": ""})
@@ -65,19 +78,25 @@ async def test_a_sent_invitation_cancelled_takes_no_answer_by_any_link_and_is_re
     assert rate["invitations"] == 0  # withdrawn: not counted against the response rate
 
 
-async def test_an_answered_invitation_cannot_be_cancelled_and_unknown_ones_are_404(client: httpx.AsyncClient, make: Any) -> None:
+async def test_an_answered_invitation_cannot_be_cancelled_and_unknown_ones_are_404(
+    client: httpx.AsyncClient, make: Any, outbox: Any
+) -> None:
     survey = await make.survey("csat")
     invitation = await make.invitation(survey["id"])
     assert (await client.post("/v1/responses", json={"token": invitation["token"], "answers": {"csat": 5}})).status_code == 201
     refused = await client.post(f"/v1/invitations/{invitation['id']}/cancel")
     assert refused.status_code == 409 and refused.json()["reason"] == "already_answered"
+    assert await outbox("survey.invitation_cancelled") == []
     assert (await client.get(f"/v1/invitations/{invitation['id']}")).json()["status"] == "answered"
     missing = await client.post(f"/v1/invitations/{uuid.uuid4()}/cancel")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
 
 
-async def test_an_answer_and_a_cancel_at_once_leave_exactly_one_of_them(client: httpx.AsyncClient, make: Any) -> None:
+async def test_an_answer_and_a_cancel_at_once_leave_exactly_one_of_them(
+    client: httpx.AsyncClient, make: Any, outbox: Any
+) -> None:
     survey = await make.survey("nps")
+    cancelled: list[str] = []
     for _ in range(5):
         invitation = await make.invitation(survey["id"])
         answer, cancel = await asyncio.gather(
@@ -90,3 +109,6 @@ async def test_an_answer_and_a_cancel_at_once_leave_exactly_one_of_them(client: 
         else:
             assert answer.status_code == 409 and answer.json()["reason"] == "cancelled", answer.text
             assert cancel.status_code == 200 and status == "cancelled"
+            cancelled.append(invitation["id"])
+    # A withdrawal is announced exactly for the invitations the cancel won.
+    assert sorted(e["data"]["invitation_id"] for e in await outbox("survey.invitation_cancelled")) == sorted(cancelled)

@@ -248,6 +248,45 @@ class CemEvents:
         )
         return self._event("survey.invited", data, at, event_id)
 
+    def reminded(
+        self, customer_id: Any, invitation_id: Any, reminder: int = 1, *, at: dt.datetime | None = None, **fields: Any
+    ) -> CloudEvent:
+        data = p.SurveyReminded(
+            **{
+                "invitation_id": invitation_id,
+                "survey_id": SURVEY_ID,
+                "survey_name": "Checkout NPS",
+                "survey_kind": "nps",
+                "customer_id": customer_id,
+                "touchpoint": "checkout",
+                "channel": "email",
+                "reminder": reminder,
+                "max_reminders": 2,
+                **fields,
+            }
+        )
+        return self._event("survey.reminded", data, at, None)
+
+    def cancelled(
+        self, customer_id: Any, invitation_id: Any, *, at: dt.datetime, sent_at: dt.datetime, **fields: Any
+    ) -> CloudEvent:
+        data = p.SurveyInvitationCancelled(
+            **{
+                "invitation_id": invitation_id,
+                "survey_id": SURVEY_ID,
+                "survey_name": "Checkout NPS",
+                "survey_kind": "nps",
+                "customer_id": customer_id,
+                "touchpoint": "checkout",
+                "channel": "email",
+                "reason": "by_request",
+                "sent_at": sent_at,
+                "cancelled_at": at,
+                **fields,
+            }
+        )
+        return self._event("survey.invitation_cancelled", data, at, None)
+
     def throttled(
         self, customer_id: Any, reason: str = "survey_throttle", *, at: dt.datetime | None = None, **fields: Any
     ) -> CloudEvent:

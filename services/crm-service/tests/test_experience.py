@@ -310,6 +310,52 @@ async def test_the_timeline_shows_each_cem_event_as_its_own_kind_in_time_order_w
     assert paged == entries
 
 
+async def test_reminders_and_a_withdrawn_invitation_are_counted_in_the_view_and_shown_on_the_timeline_once(
+    client: httpx.AsyncClient, make: Any, cem: Any, apply_cem: Any
+) -> None:
+    cid = uuid.UUID((await make.customer())["id"])
+    invited = cem.invited(cid, at=at(0))
+    invitation_id = invited.data["invitation_id"]
+    first, second = cem.reminded(cid, invitation_id, 1, at=at(48)), cem.reminded(cid, invitation_id, 2, at=at(96))
+    withdrawn = cem.cancelled(cid, invitation_id, at=at(100), sent_at=at(0))
+    assert await apply_cem(invited, first, second, withdrawn) == 4
+    # The same reminder or withdrawal announced again, under new event ids, is not a second row.
+    again = [cem.reminded(cid, invitation_id, 2, at=at(96)), cem.cancelled(cid, invitation_id, at=at(100), sent_at=at(0))]
+    assert await apply_cem(*again) == 0
+
+    invitations = (await view(client, cid))["experience"]["invitations"]
+    assert (invitations["sent"], invitations["reminders"], invitations["cancelled"]) == (1, 2, 1)
+    assert when(invitations["last_reminded_at"]) == at(96) and when(invitations["last_cancelled_at"]) == at(100)
+
+    entries = await timeline(client, cid)
+    assert [e["kind"] for e in entries] == [
+        "survey.invitation_cancelled",
+        "survey.reminded",
+        "survey.reminded",
+        "survey.invited",
+    ]
+    cancelled, latest, earliest, _ = entries
+    assert (cancelled["invitation_id"], cancelled["reason"], cancelled["survey_name"], cancelled["channel"]) == (
+        invitation_id,
+        "by_request",
+        "Checkout NPS",
+        "email",
+    )
+    assert when(cancelled["at"]) == at(100)
+    assert [(e["invitation_id"], e["reminder"], when(e["at"])) for e in (latest, earliest)] == [
+        (invitation_id, 2, at(96)),
+        (invitation_id, 1, at(48)),
+    ]
+    only = await timeline(client, cid, kind=["survey.reminded"])
+    assert [e["reminder"] for e in only] == [2, 1]
+
+    # A customer with no reminder or withdrawal shows zeros, not nulls.
+    other = uuid.UUID((await make.customer())["id"])
+    await apply_cem(cem.invited(other, at=at(0)))
+    plain = (await view(client, other))["experience"]["invitations"]
+    assert (plain["reminders"], plain["last_reminded_at"], plain["cancelled"], plain["last_cancelled_at"]) == (0, None, 0, None)
+
+
 # --- performance --------------------------------------------------------------------------
 
 

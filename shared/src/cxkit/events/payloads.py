@@ -217,6 +217,25 @@ class SurveyReminded(Payload):
     )
 
 
+class SurveyInvitationCancelled(Payload):
+    """A sent invitation withdrawn before it was answered: none of its links (its own and its
+    reminders') take an answer any more, and it is reminded no more."""
+
+    invitation_id: uuid.UUID
+    survey_id: uuid.UUID
+    survey_name: str | None = None
+    survey_kind: str | None = None
+    customer_id: uuid.UUID | None = Field(
+        None, description="The invited customer; null for an invitation to a bare email address (see `email`)."
+    )
+    email: str | None = Field(None, description="The address the invitation went to, when known.")
+    touchpoint: str | None = None
+    channel: str | None = None
+    reason: str = Field(description="Why it was withdrawn: by_request (`POST /v1/invitations/{id}/cancel`).")
+    sent_at: TimestampAsSent = Field(description="When the invitation was sent (announced by `survey.invited`).")
+    cancelled_at: TimestampAsSent
+
+
 class FollowupOverdue(Payload):
     """A follow-up still open past its due time (announced once per follow-up)."""
 

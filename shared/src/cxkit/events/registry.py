@@ -27,6 +27,7 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
     "followup.requested": (CEM_FEEDBACK, p.FollowupRequested),
     "survey.reminded": (CEM_FEEDBACK, p.SurveyReminded),
     "followup.overdue": (CEM_FEEDBACK, p.FollowupOverdue),
+    "survey.invitation_cancelled": (CEM_FEEDBACK, p.SurveyInvitationCancelled),
 }
 
 

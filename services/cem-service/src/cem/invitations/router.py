@@ -72,7 +72,9 @@ async def list_invitations(
     description="Withdraws an invitation not answered yet (sent to the wrong address, or no longer wanted): a "
     "scheduled one is never sent, and a sent one's links (its own and every reminder's) stop taking answers: the "
     "respondent page shows a 410 page and `POST /v1/responses` answers 409 with `reason` cancelled. It is reminded "
-    "no more, and leaves the response rate. Answers the invitation, `cancelled` with `cancel_reason` by_request; "
+    "no more, and leaves the response rate; its withdrawal is announced as `survey.invitation_cancelled` (a "
+    "scheduled one was never announced, so neither is its withdrawal). Answers the invitation, `cancelled` with "
+    "`cancel_reason` by_request and `cancelled_at`; "
     "cancelling it again changes nothing; an answered invitation: 409. Needs `write`.",
     responses=problem_responses(401, 403, 404, 409, 422),
 )

@@ -59,6 +59,7 @@ EXAMPLE_READ = {
     "expires_at": "2026-12-23T10:00:00Z",
     "opened_at": None,
     "answered_at": None,
+    "cancelled_at": None,
     "cancel_reason": None,
     "reminders_sent": 1,
     "last_reminded_at": "2026-11-26T10:00:00Z",
@@ -81,7 +82,8 @@ class InvitationRead(BaseModel):
     interaction_id: uuid.UUID | None = Field(description="The interaction that triggered it, if any.")
     status: InvitationStatus = Field(
         description="scheduled (waits for `send_at`; no link yet), sent (not opened yet), opened (the page was viewed), "
-        "answered, expired (not answered in time), or cancelled (the customer opted out or was erased before it was due)."
+        "answered, expired (not answered in time), or cancelled (withdrawn by request, or, before it was due, the "
+        "customer opted out or was erased)."
     )
     created_at: dt.datetime
     send_at: dt.datetime = Field(
@@ -91,6 +93,7 @@ class InvitationRead(BaseModel):
     expires_at: dt.datetime
     opened_at: dt.datetime | None
     answered_at: dt.datetime | None
+    cancelled_at: dt.datetime | None = Field(description="When it was cancelled; null unless `status` is cancelled.")
     cancel_reason: str | None = Field(
         description="Why it was cancelled: by_request (`POST /v1/invitations/{id}/cancel`), or, for a scheduled one, "
         "opted_out or erased."

@@ -23,7 +23,7 @@ from cem.surveys.service import get_survey
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
 from cxkit.db import lock_keys, new_id, utcnow
-from cxkit.events.payloads import SurveyInvited
+from cxkit.events.payloads import SurveyInvitationCancelled, SurveyInvited
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, field_problem
 from cxkit.kafka.outbox import add_event
@@ -62,6 +62,7 @@ def to_read(invitation: Invitation, now: dt.datetime | None = None) -> Invitatio
         expires_at=invitation.expires_at,
         opened_at=invitation.opened_at,
         answered_at=invitation.answered_at,
+        cancelled_at=invitation.cancelled_at,
         cancel_reason=invitation.cancel_reason,
         reminders_sent=invitation.reminders_sent,
         last_reminded_at=invitation.last_reminded_at,
@@ -192,7 +193,37 @@ async def cancel_invitation(session: AsyncSession, invitation_id: uuid.UUID) -> 
     invitation = await get_invitation(session, invitation_id)  # read after the update: as it is now
     if not cancelled and invitation.cancelled_at is None:
         raise Conflict(f"invitation {invitation_id} was already answered", reason="already_answered")
+    if cancelled and invitation.sent_at is not None:
+        await announce_cancellation(session, invitation)
     return invitation
+
+
+async def announce_cancellation(session: AsyncSession, invitation: Invitation) -> None:
+    """`survey.invitation_cancelled` for a sent invitation just withdrawn (a scheduled one was
+    never announced, so its withdrawal is not either), in the same transaction."""
+    assert invitation.sent_at is not None and invitation.cancelled_at is not None and invitation.cancel_reason
+    survey = await get_survey(session, invitation.survey_id)
+    profile = await CustomerProfileRepository(session).get(invitation.customer_id) if invitation.customer_id else None
+    add_event(
+        session,
+        OutboxMessage,
+        "survey.invitation_cancelled",
+        source=SOURCE,
+        subject=invitation.customer_id,
+        data=SurveyInvitationCancelled(
+            invitation_id=invitation.id,
+            survey_id=survey.id,
+            survey_name=survey.name,
+            survey_kind=survey.kind,
+            customer_id=invitation.customer_id,
+            email=invitation.email or (profile.email if profile else None),
+            touchpoint=invitation.touchpoint,
+            channel=invitation.channel,
+            reason=invitation.cancel_reason,
+            sent_at=invitation.sent_at,
+            cancelled_at=invitation.cancelled_at,
+        ),
+    )
 
 
 async def list_invitations(

@@ -79,6 +79,10 @@ EXPERIENCE_EXAMPLE = {
         "suppressed": 1,
         "last_suppressed_at": "2026-11-22T18:00:00Z",
         "last_suppression_reason": "survey_throttle",
+        "reminders": 1,
+        "last_reminded_at": "2026-11-20T09:00:00Z",
+        "cancelled": 0,
+        "last_cancelled_at": None,
     },
     "updated_at": "2026-11-22T18:00:00Z",
 }
@@ -122,6 +126,10 @@ class InvitationSummary(BaseModel):
     suppressed: int = Field(description="Invitations not made (throttle, fatigue rule, opt-out...), each with a reason.")
     last_suppressed_at: dt.datetime | None
     last_suppression_reason: str | None
+    reminders: int = Field(description="Reminders sent of the customer's unanswered invitations (`survey.reminded`).")
+    last_reminded_at: dt.datetime | None
+    cancelled: int = Field(description="Sent invitations withdrawn before they were answered (`survey.invitation_cancelled`).")
+    last_cancelled_at: dt.datetime | None
 
 
 class ExperienceSummary(BaseModel):
@@ -236,6 +244,29 @@ class SurveyInvitedEntry(_Entry):
     expires_at: dt.datetime | None
 
 
+class SurveyRemindedEntry(_Entry):
+    kind: Literal["survey.reminded"] = "survey.reminded"
+    invitation_id: uuid.UUID | None
+    survey_id: uuid.UUID | None
+    survey_name: str | None
+    survey_kind: str | None
+    reminder: int | None = Field(description="Which reminder of the invitation: 1 for the first.")
+    touchpoint: str | None
+    channel: str | None
+    expires_at: dt.datetime | None
+
+
+class InvitationCancelledEntry(_Entry):
+    kind: Literal["survey.invitation_cancelled"] = "survey.invitation_cancelled"
+    invitation_id: uuid.UUID | None
+    survey_id: uuid.UUID | None
+    survey_name: str | None
+    survey_kind: str | None
+    reason: str | None = Field(description="Why the sent invitation was withdrawn, e.g. by_request.")
+    touchpoint: str | None
+    channel: str | None
+
+
 class SurveyThrottledEntry(_Entry):
     kind: Literal["survey.throttled"] = "survey.throttled"
     survey_id: uuid.UUID | None
@@ -291,6 +322,8 @@ TimelineEntry = Annotated[
     | TaskCompletedEntry
     | DocumentEntry
     | SurveyInvitedEntry
+    | SurveyRemindedEntry
+    | InvitationCancelledEntry
     | SurveyThrottledEntry
     | SurveyResponseEntry
     | FeedbackEntry
@@ -304,6 +337,8 @@ TIMELINE_KINDS = (
     "task_completed",
     "document_added",
     "survey.invited",
+    "survey.reminded",
+    "survey.invitation_cancelled",
     "survey.throttled",
     "survey.response.submitted",
     "feedback.received",
@@ -316,6 +351,8 @@ TimelineKind = Literal[
     "task_completed",
     "document_added",
     "survey.invited",
+    "survey.reminded",
+    "survey.invitation_cancelled",
     "survey.throttled",
     "survey.response.submitted",
     "feedback.received",

@@ -24,9 +24,11 @@ from crm.customer_view.schemas import (
     FollowupRequestedEntry,
     InteractionEntry,
     InteractionStats,
+    InvitationCancelledEntry,
     InvitationSummary,
     NpsAnswer,
     SurveyInvitedEntry,
+    SurveyRemindedEntry,
     SurveyResponseEntry,
     SurveyThrottledEntry,
     TaskCompletedEntry,
@@ -40,8 +42,10 @@ from crm.experience.models import (
     EXPERIENCE_KINDS,
     FEEDBACK_RECEIVED,
     FOLLOWUP_REQUESTED,
+    INVITATION_CANCELLED,
     RESPONSE_SUBMITTED,
     SURVEY_INVITED,
+    SURVEY_REMINDED,
     ExperienceEvent,
 )
 from crm.experience.repository import ExperienceRepository, ExperienceTotals
@@ -151,6 +155,10 @@ def experience_summary_of(totals: ExperienceTotals, latest: dict[str, Any]) -> E
             suppressed=totals.throttled,
             last_suppressed_at=totals.last_throttled_at,
             last_suppression_reason=throttled.reason if throttled is not None else None,
+            reminders=totals.reminders,
+            last_reminded_at=totals.last_reminded_at,
+            cancelled=totals.cancelled,
+            last_cancelled_at=totals.last_cancelled_at,
         ),
         updated_at=totals.last_event_at,
     )
@@ -228,18 +236,22 @@ async def customer_timeline(pool: asyncpg.Pool, customer_id: uuid.UUID, kinds: l
 
 
 def _experience_entry(e: ExperienceEvent | Row, followup_tasks: dict[str, Row]) -> object:
-    if e.kind == SURVEY_INVITED:
-        return SurveyInvitedEntry(
-            at=e.occurred_at,
-            id=e.id,
-            invitation_id=e.invitation_id,
-            survey_id=e.survey_id,
-            survey_name=e.survey_name,
-            survey_kind=e.survey_kind,
-            touchpoint=e.touchpoint,
-            channel=e.channel,
-            expires_at=e.expires_at,
-        )
+    if e.kind in (SURVEY_INVITED, SURVEY_REMINDED, INVITATION_CANCELLED):
+        about = {
+            "at": e.occurred_at,
+            "id": e.id,
+            "invitation_id": e.invitation_id,
+            "survey_id": e.survey_id,
+            "survey_name": e.survey_name,
+            "survey_kind": e.survey_kind,
+            "touchpoint": e.touchpoint,
+            "channel": e.channel,
+        }
+        if e.kind == SURVEY_INVITED:
+            return SurveyInvitedEntry(**about, expires_at=e.expires_at)
+        if e.kind == SURVEY_REMINDED:
+            return SurveyRemindedEntry(**about, reminder=e.reminder, expires_at=e.expires_at)
+        return InvitationCancelledEntry(**about, reason=e.reason)
     if e.kind == RESPONSE_SUBMITTED:
         return SurveyResponseEntry(
             at=e.occurred_at,

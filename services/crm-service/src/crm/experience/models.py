@@ -1,5 +1,6 @@
 """The CRM's local copy of what the CEM service reports about its customers (`cem.feedback.v1`):
-invitations, suppressed invitations, survey answers, feedback and follow-up requests. The
+invitations (sent, reminded, withdrawn), suppressed invitations, survey answers, feedback and
+follow-up requests. The
 customer view and timeline read it, so they keep answering while the CEM service is down."""
 
 from __future__ import annotations
@@ -18,9 +19,19 @@ SURVEY_THROTTLED = "survey.throttled"
 RESPONSE_SUBMITTED = "survey.response.submitted"
 FEEDBACK_RECEIVED = "feedback.received"
 FOLLOWUP_REQUESTED = "followup.requested"
+SURVEY_REMINDED = "survey.reminded"
+INVITATION_CANCELLED = "survey.invitation_cancelled"
 # Not kept in the projection: it escalates the follow-up's task (the CRM's own data, never replayed).
 FOLLOWUP_OVERDUE = "followup.overdue"
-EXPERIENCE_KINDS = (SURVEY_INVITED, SURVEY_THROTTLED, RESPONSE_SUBMITTED, FEEDBACK_RECEIVED, FOLLOWUP_REQUESTED)
+EXPERIENCE_KINDS = (
+    SURVEY_INVITED,
+    SURVEY_THROTTLED,
+    RESPONSE_SUBMITTED,
+    FEEDBACK_RECEIVED,
+    FOLLOWUP_REQUESTED,
+    SURVEY_REMINDED,
+    INVITATION_CANCELLED,
+)
 
 
 class ExperienceEvent(Base):
@@ -53,8 +64,10 @@ class ExperienceEvent(Base):
     text: Mapped[str | None] = mapped_column(Text)
     sentiment_label: Mapped[str | None] = mapped_column(String(20))
     sentiment_score: Mapped[float | None] = mapped_column(Float)
-    # Why an invitation was suppressed, or why a follow-up was asked for.
+    # Why an invitation was suppressed or withdrawn, or why a follow-up was asked for.
     reason: Mapped[str | None] = mapped_column(String(500))
+    # Which reminder of its invitation a `survey.reminded` is (1 for the first).
+    reminder: Mapped[int | None] = mapped_column(Integer)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -13,8 +13,10 @@ from sqlalchemy import ColumnElement, Float, Select, case, cast, delete, func, o
 from crm.customers.lifecycle import CustomerErasure
 from crm.experience.models import (
     FEEDBACK_RECEIVED,
+    INVITATION_CANCELLED,
     RESPONSE_SUBMITTED,
     SURVEY_INVITED,
+    SURVEY_REMINDED,
     SURVEY_THROTTLED,
     ExperienceEvent,
 )
@@ -53,6 +55,10 @@ class ExperienceTotals:
     throttled: int
     last_throttled_at: dt.datetime | None
     open_followups: int
+    reminders: int
+    last_reminded_at: dt.datetime | None
+    cancelled: int
+    last_cancelled_at: dt.datetime | None
 
 
 def totals_query(customer_id: Any) -> Select[Any]:
@@ -84,6 +90,10 @@ def totals_query(customer_id: Any) -> Select[Any]:
         func.count().filter(e.kind == SURVEY_THROTTLED),
         func.max(e.occurred_at).filter(e.kind == SURVEY_THROTTLED),
         open_followups,
+        func.count().filter(e.kind == SURVEY_REMINDED),
+        func.max(e.occurred_at).filter(e.kind == SURVEY_REMINDED),
+        func.count().filter(e.kind == INVITATION_CANCELLED),
+        func.max(e.occurred_at).filter(e.kind == INVITATION_CANCELLED),
     ).where(e.customer_id == customer_id)
 
 
@@ -104,6 +114,10 @@ def totals_of(row: Sequence[Any]) -> ExperienceTotals:
         throttled,
         last_throttled,
         followups,
+        reminders,
+        last_reminded,
+        cancelled,
+        last_cancelled,
     ) = row
     return ExperienceTotals(
         events=int(events),
@@ -121,6 +135,10 @@ def totals_of(row: Sequence[Any]) -> ExperienceTotals:
         throttled=int(throttled),
         last_throttled_at=last_throttled,
         open_followups=int(followups or 0),
+        reminders=int(reminders),
+        last_reminded_at=last_reminded,
+        cancelled=int(cancelled),
+        last_cancelled_at=last_cancelled,
     )
 
 

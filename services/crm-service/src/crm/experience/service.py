@@ -25,7 +25,9 @@ from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import (
     FeedbackReceived,
     FollowupRequested,
+    SurveyInvitationCancelled,
     SurveyInvited,
+    SurveyReminded,
     SurveyResponseSubmitted,
     SurveyThrottled,
 )
@@ -74,6 +76,19 @@ def _aware(value: dt.datetime | None, field: str) -> dt.datetime | None:
         raise PermanentEventError(f"{field} is out of range once converted to UTC") from None
 
 
+def _invitation_columns(p: SurveyInvited | SurveyReminded | SurveyInvitationCancelled) -> dict[str, Any]:
+    """What every event about an invitation (sent, reminded, withdrawn) says about it."""
+    return {
+        "ref_id": p.invitation_id,
+        "invitation_id": p.invitation_id,
+        "survey_id": p.survey_id,
+        "survey_name": p.survey_name,
+        "survey_kind": p.survey_kind,
+        "touchpoint": p.touchpoint,
+        "channel": p.channel,
+    }
+
+
 def _row(delivery: Delivery, target: EventTarget, now: dt.datetime) -> dict[str, Any]:
     """The projection row of one event."""
     p = delivery.payload
@@ -84,17 +99,17 @@ def _row(delivery: Delivery, target: EventTarget, now: dt.datetime) -> dict[str,
     row |= {"event_id": delivery.event.id, "kind": kind, "customer_id": target.customer_id, "recorded_at": now}
     if isinstance(p, SurveyInvited):
         ref: uuid.UUID | str = p.invitation_id
-        row |= {
-            "ref_id": p.invitation_id,
-            "invitation_id": p.invitation_id,
-            "survey_id": p.survey_id,
-            "survey_name": p.survey_name,
-            "survey_kind": p.survey_kind,
-            "touchpoint": p.touchpoint,
-            "channel": p.channel,
+        row |= _invitation_columns(p) | {"expires_at": _aware(p.expires_at, "expires_at"), "occurred_at": at}
+    elif isinstance(p, SurveyReminded):
+        ref = f"{p.invitation_id}\n{p.reminder}"  # each reminder of an invitation once
+        row |= _invitation_columns(p) | {
+            "reminder": p.reminder,
             "expires_at": _aware(p.expires_at, "expires_at"),
             "occurred_at": at,
         }
+    elif isinstance(p, SurveyInvitationCancelled):
+        ref = p.invitation_id  # an invitation is withdrawn once
+        row |= _invitation_columns(p) | {"reason": p.reason, "occurred_at": _aware(p.cancelled_at, "cancelled_at")}
     elif isinstance(p, SurveyThrottled):
         # A suppression has no id of its own: each announcement is one.
         ref = f"{delivery.event.source}\n{delivery.event.id}"
@@ -164,7 +179,7 @@ def _check_storable(row: dict[str, Any]) -> None:
         value = row.get(column)
         if value is not None and not math.isfinite(value):
             raise PermanentEventError(f"{column} is not a finite number")
-    for column in ("scale_min", "scale_max"):
+    for column in ("scale_min", "scale_max", "reminder"):
         value = row.get(column)
         if value is not None and abs(value) >= _INT_RANGE:
             raise PermanentEventError(f"{column} is out of range")
