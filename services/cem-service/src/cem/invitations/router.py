@@ -9,7 +9,15 @@ from fastapi import Depends, Query
 
 from cem.deps import SettingsDep
 from cem.invitations import service
-from cem.invitations.schemas import InvitationCreate, InvitationCreated, InvitationRead, InvitationStatus
+from cem.invitations.schemas import (
+    InvitationBatch,
+    InvitationBatchItemResult,
+    InvitationBatchResult,
+    InvitationCreate,
+    InvitationCreated,
+    InvitationRead,
+    InvitationStatus,
+)
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
@@ -42,6 +50,37 @@ async def create_invitation(
     async def operation() -> ModelResponse[InvitationCreated]:
         created = await service.create_invitation(session, survey_id, body, settings)
         return json_response(created, 201, headers={"Location": f"/v1/invitations/{created.id}"})
+
+    return await idem.execute(session, operation)
+
+
+@router.post(
+    "/surveys/{survey_id}/invitations/batch",
+    summary="Invite many to a survey",
+    description="Up to 1,000 `items`, each as the body of `POST /v1/surveys/{id}/invitations` (`customer_id` or "
+    "`email`, `touchpoint`, `channel`, `expires_in_days`): for sending a survey to a list. The survey must be active "
+    "(409 for the whole batch otherwise). The answer (200) has one result per item, in order: `created` with the "
+    "invitation, its `token` and `url` (shown this once), or `error` with the `problem` a single request would have "
+    "answered: 422 with field `errors` for an invalid item, an unknown customer or touchpoint; 409 for a customer who "
+    "opted out or was erased, or an item repeating the recipient (customer, or bare address) of an earlier item: only "
+    "the first is invited. As for a single request, the survey's throttle and the fatigue rule do not hold these back, "
+    "and they count towards both for automatic invitations. Each invitation made is announced by `survey.invited`. "
+    "The batch is one transaction, done with a few statements whatever its size; an `Idempotency-Key` covers the "
+    "whole batch. Needs `write`.",
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+)
+async def create_invitations(
+    survey_id: SurveyId, body: InvitationBatch, session: SessionDep, idem: IdempotencyDep, settings: SettingsDep
+) -> ModelResponse[InvitationBatchResult]:
+    async def operation() -> ModelResponse[InvitationBatchResult]:
+        results = await service.create_invitations(session, survey_id, body.items, settings)
+        counts = dict.fromkeys(("created", "error"), 0)
+        for result in results:
+            counts[result["status"]] += 1
+        answer = InvitationBatchResult(
+            results=[InvitationBatchItemResult(index=i, **result) for i, result in enumerate(results)], counts=counts
+        )
+        return json_response(answer)
 
     return await idem.execute(session, operation)
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from cem.fields import Channel, Slug
 from cxkit.fields import InputModel, JsonInteger, exactly_one_of
+from cxkit.http.batch import BATCH_MAX, BatchItemProblem, each_item
 
 InvitationStatus = Literal["scheduled", "sent", "opened", "answered", "expired", "cancelled"]
 
@@ -102,22 +103,80 @@ class InvitationRead(BaseModel):
     last_reminded_at: dt.datetime | None = Field(description="When the last reminder went out.")
 
 
+_CREATED_EXAMPLE = {
+    **EXAMPLE_READ,
+    "reminders_sent": 0,
+    "last_reminded_at": None,
+    "token": "q8Yb3k0n2ZfJx4mQp7Rv1sTu9wXy5AaBcDeFgHiJkLm",
+    "url": "https://cx.example.com/r/q8Yb3k0n2ZfJx4mQp7Rv1sTu9wXy5AaBcDeFgHiJkLm",
+}
+
+
 class InvitationCreated(InvitationRead):
     """The new invitation with its link. The token is shown this once: only its hash is stored."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_CREATED_EXAMPLE]})
+
+    token: str = Field(description="256 random bits, URL-safe. Shown once.")
+    url: str = Field(description="The respondent page for this invitation.")
+
+
+# Each item is validated on its own: a bad one gets a problem in its result, the others go on.
+BatchInvitation = each_item(InvitationCreate)
+
+
+class InvitationBatch(InputModel):
+    """Many invitations to one survey: each item as the body of `POST /v1/surveys/{id}/invitations`."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
-                    **EXAMPLE_READ,
-                    "reminders_sent": 0,
-                    "last_reminded_at": None,
-                    "token": "q8Yb3k0n2ZfJx4mQp7Rv1sTu9wXy5AaBcDeFgHiJkLm",
-                    "url": "https://cx.example.com/r/q8Yb3k0n2ZfJx4mQp7Rv1sTu9wXy5AaBcDeFgHiJkLm",
+                    "items": [
+                        {"customer_id": "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10", "channel": "email"},
+                        {"email": "guest@example.com", "channel": "email", "expires_in_days": 14},
+                    ]
                 }
             ]
         }
     )
 
-    token: str = Field(description="256 random bits, URL-safe. Shown once.")
-    url: str = Field(description="The respondent page for this invitation.")
+    items: list[BatchInvitation] = Field(min_length=1, max_length=BATCH_MAX)
+
+
+class InvitationBatchItemResult(BaseModel):
+    index: int = Field(description="The item's position in `items`, from 0.")
+    status: Literal["created", "error"]
+    invitation: InvitationCreated | None = Field(None, description="The new invitation with its link (not for an error).")
+    problem: BatchItemProblem | None = Field(None, description="For `error`: why this item was not invited.")
+
+
+class InvitationBatchResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {"index": 0, "status": "created", "invitation": _CREATED_EXAMPLE, "problem": None},
+                        {
+                            "index": 1,
+                            "status": "error",
+                            "invitation": None,
+                            "problem": {
+                                "type": "https://cx.example.org/problems/conflict",
+                                "status": 409,
+                                "title": "Conflict",
+                                "detail": "customer 5a1c7e9b-3d2f-4b6a-8e0c-1f3a5b7d9e2c opted out of surveys; they are never "
+                                "invited",
+                                "errors": [],
+                            },
+                        },
+                    ],
+                    "counts": {"created": 1, "error": 1},
+                }
+            ]
+        }
+    )
+
+    results: list[InvitationBatchItemResult] = Field(description="One per item, in the order of `items`.")
+    counts: dict[str, int] = Field(description="How many items were `created` and how many were an `error`.")

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import secrets
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +25,7 @@ from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
 from cxkit.db import lock_keys, new_id, utcnow
 from cxkit.events.payloads import SurveyInvitationCancelled, SurveyInvited
+from cxkit.http.batch import InvalidItem, invalid_item_problem, item_problem
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, field_problem
 from cxkit.kafka.outbox import add_event
@@ -137,20 +139,24 @@ async def resolve_recipient(
     return await profiles.get_by_email(email), email
 
 
-async def create_invitation(
-    session: AsyncSession, survey_id: uuid.UUID, data: InvitationCreate, settings: CEMSettings
-) -> InvitationCreated:
-    survey = await get_survey(session, survey_id)
-    ensure_open_for_answers(survey)
-    profile, email = await resolve_recipient(session, data.customer_id, str(data.email) if data.email else None)
+def _never_invited(profile: CustomerProfile | None) -> str | None:
+    """Why this customer is never invited (erased, opted out), or None."""
     if profile is not None and profile.erased_at is not None:
-        raise Conflict(f"customer {profile.id} was erased; they are never invited again")
+        return f"customer {profile.id} was erased; they are never invited again"
     if profile is not None and profile.survey_opt_out:
-        raise Conflict(f"customer {profile.id} opted out of surveys; they are never invited")
-    touchpoint = data.touchpoint or survey.touchpoint
-    if data.touchpoint and not await TouchpointRepository(session).existing_keys([data.touchpoint]):
-        raise field_problem(["body", "touchpoint"], f"no touchpoint with key {data.touchpoint!r}")
-    now = utcnow()
+        return f"customer {profile.id} opted out of surveys; they are never invited"
+    return None
+
+
+def _new_invitation(
+    survey: Survey,
+    data: InvitationCreate,
+    profile: CustomerProfile | None,
+    email: str | None,
+    settings: CEMSettings,
+    now: dt.datetime,
+) -> tuple[Invitation, str]:
+    """A sent invitation made by a request (not throttled), and its link's token."""
     token, token_hash = new_link()
     invitation = Invitation(
         id=new_id(),
@@ -159,7 +165,7 @@ async def create_invitation(
         email=email,
         email_lower=email.strip().lower() if email else None,
         token_hash=token_hash,
-        touchpoint=touchpoint,
+        touchpoint=data.touchpoint or survey.touchpoint,
         channel=data.channel,
         origin="api",
         created_at=now,
@@ -167,12 +173,115 @@ async def create_invitation(
         sent_at=now,
         expires_at=now + dt.timedelta(days=data.expires_in_days or settings.invitation_ttl_days),
     )
+    return invitation, token
+
+
+def _announce_made(
+    session: AsyncSession,
+    invitation: Invitation,
+    token: str,
+    survey: Survey,
+    profile: CustomerProfile | None,
+    settings: CEMSettings,
+    now: dt.datetime,
+) -> InvitationCreated:
+    url = respondent_url(settings, token)
+    announce_invitation(session, columns_of(invitation), survey, url, invitation.email or (profile.email if profile else None))
+    return InvitationCreated(**to_read(invitation, now).model_dump(), token=token, url=url)
+
+
+async def create_invitation(
+    session: AsyncSession, survey_id: uuid.UUID, data: InvitationCreate, settings: CEMSettings
+) -> InvitationCreated:
+    survey = await get_survey(session, survey_id)
+    ensure_open_for_answers(survey)
+    profile, email = await resolve_recipient(session, data.customer_id, str(data.email) if data.email else None)
+    if refusal := _never_invited(profile):
+        raise Conflict(refusal)
+    if data.touchpoint and not await TouchpointRepository(session).existing_keys([data.touchpoint]):
+        raise field_problem(["body", "touchpoint"], f"no touchpoint with key {data.touchpoint!r}")
+    now = utcnow()
+    invitation, token = _new_invitation(survey, data, profile, email, settings, now)
     repo = InvitationRepository(session)
     repo.add(invitation)
     await repo.flush()
-    url = respondent_url(settings, token)
-    announce_invitation(session, columns_of(invitation), survey, url, email or (profile.email if profile else None))
-    return InvitationCreated(**to_read(invitation, now).model_dump(), token=token, url=url)
+    return _announce_made(session, invitation, token, survey, profile, settings, now)
+
+
+async def create_invitations(
+    session: AsyncSession, survey_id: uuid.UUID, items: Sequence[InvitationCreate | InvalidItem], settings: CEMSettings
+) -> list[dict[str, Any]]:
+    """Invite each item's recipient to the survey, as `create_invitation` would, in one
+    transaction and a handful of statements whatever the batch's size: one result per item, in
+    order, `created` (with the invitation and its link) or `error` (with the problem a single
+    request would have answered). An item repeating an earlier item's recipient is refused (409)."""
+    survey = await get_survey(session, survey_id)
+    ensure_open_for_answers(survey)
+    valid = [item for item in items if not isinstance(item, InvalidItem)]
+    profiles = CustomerProfileRepository(session)
+    by_id = await profiles.by_ids({item.customer_id for item in valid if item.customer_id is not None})
+    by_id |= await profiles.by_ids({p.merged_into for p in by_id.values() if p.merged_into is not None} - by_id.keys())
+    emails = {str(item.email).strip().lower() for item in valid if item.customer_id is None and item.email is not None}
+    await lock_keys(session, "email", emails)  # as resolve_recipient: the customer consumer links what it missed
+    by_email = await profiles.by_emails(emails)
+    touchpoints = await TouchpointRepository(session).existing_keys([item.touchpoint for item in valid if item.touchpoint])
+
+    results: list[dict[str, Any]] = [{} for _ in items]
+    first_of: dict[tuple[str, Any], int] = {}
+    made: list[tuple[int, Invitation, str, CustomerProfile | None]] = []
+    now = utcnow()
+    for i, item in enumerate(items):
+        if isinstance(item, InvalidItem):
+            results[i] = {"status": "error", "problem": invalid_item_problem(item)}
+            continue
+        problem, profile, email = _batch_recipient(item, by_id, by_email, touchpoints)
+        if problem is None:
+            key = ("customer", profile.id) if profile is not None else ("email", (email or "").lower())
+            if key in first_of:
+                field = "customer_id" if item.customer_id is not None else "email"
+                problem = item_problem(
+                    409,
+                    f"repeats the recipient of item {first_of[key]} of this batch; only that one is invited",
+                    [{"loc": [field], "msg": "repeated in this batch", "type": "duplicate"}],
+                )
+            first_of.setdefault(key, i)
+        if problem is not None:
+            results[i] = {"status": "error", "problem": problem}
+            continue
+        invitation, token = _new_invitation(survey, item, profile, email, settings, now)
+        made.append((i, invitation, token, profile))
+    if made:
+        session.add_all([invitation for _, invitation, _, _ in made])
+        await session.flush()  # one multi-row insert
+    for i, invitation, token, profile in made:
+        created = _announce_made(session, invitation, token, survey, profile, settings, now)
+        results[i] = {"status": "created", "invitation": created}
+    return results
+
+
+def _batch_recipient(
+    item: InvitationCreate,
+    by_id: dict[uuid.UUID, CustomerProfile],
+    by_email: dict[str, CustomerProfile],
+    touchpoints: set[str],
+) -> tuple[dict[str, Any] | None, CustomerProfile | None, str | None]:
+    """(the item's problem or None, the customer invited, the address kept), from what the batch looked up."""
+    email = str(item.email) if item.email is not None else None
+    if item.customer_id is not None:
+        profile = by_id.get(item.customer_id)
+        if profile is not None and profile.merged_into is not None:
+            profile = by_id.get(profile.merged_into)
+        if profile is None:
+            detail = f"customer {item.customer_id} is not known here (the CRM has not announced it)"
+            return item_problem(422, detail, [{"loc": ["customer_id"], "msg": detail, "type": "reference"}]), None, None
+    else:
+        profile = by_email.get(email.strip().lower()) if email else None
+    if refusal := _never_invited(profile):
+        return item_problem(409, refusal), None, None
+    if item.touchpoint and item.touchpoint not in touchpoints:
+        detail = f"no touchpoint with key {item.touchpoint!r}"
+        return item_problem(422, detail, [{"loc": ["touchpoint"], "msg": detail, "type": "reference"}]), None, None
+    return None, profile, email
 
 
 async def get_invitation(session: AsyncSession, invitation_id: uuid.UUID) -> Invitation:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -13,14 +12,12 @@ from pydantic import (
     EmailStr,
     Field,
     StringConstraints,
-    ValidationError,
-    ValidatorFunctionWrapHandler,
-    WrapValidator,
     model_validator,
 )
 
 from crm.fields import EXAMPLE_IDS, FreeJSON, Tag
 from cxkit.fields import InputModel, PatchModel
+from cxkit.http.batch import BATCH_MAX, BatchItemProblem, each_item
 from cxkit.http.pagination import Page
 
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -163,23 +160,8 @@ class CustomerBatchItem(PatchModel):
         return self
 
 
-@dataclass(frozen=True, slots=True)
-class InvalidItem:
-    """An item of a batch that failed validation: its field errors (locations inside the item)."""
-
-    errors: list[dict[str, Any]]
-
-
-def _item_or_errors(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-    try:
-        return handler(value)
-    except ValidationError as exc:
-        return InvalidItem([{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()])
-
-
 # Each item is validated on its own: a bad one gets a problem in its result, the others go on.
-BatchItem = Annotated[CustomerBatchItem, WrapValidator(_item_or_errors)]
-BATCH_MAX = 1000
+BatchItem = each_item(CustomerBatchItem)
 
 
 class CustomerBatch(InputModel):
@@ -200,16 +182,6 @@ class CustomerBatch(InputModel):
 
 
 BatchStatus = Literal["created", "updated", "unchanged", "error"]
-
-
-class BatchItemProblem(BaseModel):
-    """Why an item was not applied: the problem (RFC 9457) a single write of it would have answered."""
-
-    type: str = Field(description="As in a problem+json answer: `.../problems/conflict` or `.../problems/unprocessable`.")
-    status: int = Field(description="409 for a conflict (a key taken or repeated in the batch), 422 for invalid input.")
-    title: str
-    detail: str
-    errors: list[dict[str, Any]] = Field(default_factory=list, description="Field problems, `loc` inside the item.")
 
 
 class BatchItemResult(BaseModel):

@@ -18,15 +18,16 @@ from crm.customers import repository
 from crm.customers.lifecycle import CampaignExists, CampaignMembership, CustomerErasure, OpenDealValue, StoredFiles
 from crm.customers.models import LIFECYCLE_STAGES, Customer
 from crm.customers.repository import SORT_KEYS, CustomerFilters, CustomerRepository
-from crm.customers.schemas import CustomerBatchItem, CustomerCreate, CustomerUpdate, InvalidItem
+from crm.customers.schemas import CustomerBatchItem, CustomerCreate, CustomerUpdate
 from crm.db import SOURCE, IdempotencyKey, OutboxMessage, WebhookDelivery, as_money
 from cxkit import keyset
 from cxkit.db import new_id, utcnow
 from cxkit.erasure import erase_platform_traces, forget_answers_mentioning
 from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerMerged, CustomerSnapshot, CustomerUpdated
+from cxkit.http.batch import InvalidItem, invalid_item_problem, item_problem
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
-from cxkit.http.problems import PROBLEM_TYPE_BASE, Conflict, MergedAway, NotFound, Unprocessable
+from cxkit.http.problems import Conflict, MergedAway, NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event, outbox_row
 from cxkit.lifecycle import CustomerDataRegistry
 from cxkit.pg_pool import CompiledQuery, Row, RowInsert, UnnestInsert
@@ -504,18 +505,6 @@ _OUTBOX_COLUMNS = ("event_id", "topic", "key", "event_type", "value", "headers",
 _OUTBOX_INSERT = UnnestInsert(OutboxMessage.__table__, _OUTBOX_COLUMNS)
 
 
-def _item_problem(status: int, detail: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """An item's problem, shaped (type, title) as the answer of a single write would be."""
-    kind = {409: Conflict, 422: Unprocessable}[status]
-    return {
-        "type": PROBLEM_TYPE_BASE + kind.slug,
-        "status": status,
-        "title": kind.title,
-        "detail": detail,
-        "errors": errors or [],
-    }
-
-
 def _key_error(field: str, msg: str, kind: str) -> list[dict[str, Any]]:
     return [{"loc": [field], "msg": msg, "type": kind}]
 
@@ -543,7 +532,7 @@ async def upsert_batch(
     first: dict[tuple[str, str], int] = {}
     for i, item in enumerate(items):
         if isinstance(item, InvalidItem):
-            results[i] = {"status": "error", "problem": _item_problem(422, "the item is not valid", item.errors)}
+            results[i] = {"status": "error", "problem": invalid_item_problem(item)}
             continue
         keys = [("external_id", item.external_id)] if item.external_id is not None else []
         if item.email is not None:
@@ -553,7 +542,7 @@ async def upsert_batch(
             (field, _), j = repeated
             results[i] = {
                 "status": "error",
-                "problem": _item_problem(
+                "problem": item_problem(
                     409,
                     f"duplicate of item {j} in this batch (same {field})",
                     _key_error(field, "repeated in this batch", "duplicate"),
@@ -586,7 +575,7 @@ async def upsert_batch(
         if target is None and email is not None:
             target = by_email.get(email.lower())
             if target is not None and item.external_id is not None and target["external_id"] is not None:
-                error = error or _item_problem(
+                error = error or item_problem(
                     409,
                     f"the customer with email {email} has another external_id ({target['external_id']})",
                     _key_error("email", "held by a customer with another external_id", "conflict"),
@@ -601,7 +590,7 @@ async def upsert_batch(
                 missing = [f for f in ("email", "name") if getattr(item, f) is None]
                 results[i] = {
                     "status": "error",
-                    "problem": _item_problem(
+                    "problem": item_problem(
                         422,
                         "no customer has this external_id; a new customer needs email and name",
                         [{"loc": [f], "msg": "Field required", "type": "missing"} for f in missing],
@@ -624,7 +613,7 @@ async def upsert_batch(
         if row["id"] not in inserted:
             results[i] = {
                 "status": "error",
-                "problem": _item_problem(409, "a customer with this email or external_id was created meanwhile; send it again"),
+                "problem": item_problem(409, "a customer with this email or external_id was created meanwhile; send it again"),
             }
             continue
         customer = Row(_as_record(row))
@@ -663,7 +652,7 @@ async def upsert_batch(
 
 def _batch_error(item: CustomerBatchItem, known_campaigns: set[uuid.UUID]) -> dict[str, Any] | None:
     if item.campaign_id is not None and item.campaign_id not in known_campaigns:
-        return _item_problem(
+        return item_problem(
             422, f"campaign_id {item.campaign_id} does not exist", _key_error("campaign_id", "unknown id", "reference")
         )
     return None
@@ -678,19 +667,19 @@ def _target_error(
 ) -> dict[str, Any] | None:
     """Why the item cannot change the customer it matched, if it cannot."""
     if earlier is not None:
-        return _item_problem(
+        return item_problem(
             409,
             f"duplicate of item {earlier} in this batch (same customer)",
             _key_error("email", "repeated in this batch", "duplicate"),
         )
     if target["merged_into_id"] is not None:
-        return _item_problem(409, f"customer {target['id']} was merged into {target['merged_into_id']}; change that one")
+        return item_problem(409, f"customer {target['id']} was merged into {target['merged_into_id']}; change that one")
     if target["erased_at"] is not None:
-        return _item_problem(409, f"customer {target['id']} was erased")
+        return item_problem(409, f"customer {target['id']} was erased")
     if email is not None and email.lower() != target["email_normalized"]:
         holder = by_email.get(email.lower())
         if holder is not None and holder["id"] != target["id"]:
-            return _item_problem(
+            return item_problem(
                 409, f"a customer with email {email} already exists", _key_error("email", "taken by another customer", "conflict")
             )
     return None
