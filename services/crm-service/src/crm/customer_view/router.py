@@ -25,9 +25,10 @@ router = GatedRouter(prefix="/customers", tags=["customers"], route_class=TypedR
     description="Everything a salesperson needs on one screen: the record, open deals and their total, interaction stats "
     "(count, last interaction, last contacted, purchases, average order value, purchase frequency per 30 days), open "
     "tasks, and `experience`: the latest NPS answer and its category, CSAT (mean and % satisfied) and CES means, the "
-    "number of survey responses, the last feedback with its sentiment, open follow-ups, and invitations made and "
-    "suppressed. `experience` comes from the CEM service's events kept in the CRM, so it answers (with the last known "
-    "data) while the CEM service is down; it is null while the CEM service has reported nothing about the customer. "
+    "number of survey responses, the last feedback with its sentiment, open follow-ups, and invitations made, "
+    "suppressed, reminded and withdrawn. `experience` comes from the CEM service's events kept in the CRM, so it "
+    "answers (with the last known data) while the CEM service is down; it is null while the CEM service has reported "
+    "nothing about the customer. "
     "A merged duplicate redirects (308) to its survivor's view. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,
 )
@@ -39,8 +40,9 @@ async def customer_view(customer_id: CustomerIdPath, request: Request, _: Reader
     "/{customer_id}/timeline",
     summary="The customer's timeline",
     description="Interactions, deal stage changes, tasks created and completed, documents added, and what the CEM "
-    "service reported (`survey.invited`, `survey.throttled` with its reason, `survey.response.submitted`, "
-    "`feedback.received`, `followup.requested` with the task made for it), newest first, paginated with `limit` and "
+    "service reported (`survey.invited`, `survey.reminded`, `survey.invitation_cancelled`, `survey.throttled` with its "
+    "reason, `survey.response.submitted`, `feedback.received`, `followup.requested` with the task made for it), newest "
+    "first, paginated with `limit` and "
     "`cursor`. `kind` (repeatable) keeps only those kinds. A merged duplicate redirects (308) to its survivor's "
     "timeline, which holds its history. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,

@@ -9,7 +9,7 @@ import asyncpg
 from fastapi import Depends, Query, Request
 from starlette.responses import Response
 
-from crm.customers import service
+from crm.customers import duplicates, service
 from crm.customers.lifecycle import OtherDomains
 from crm.customers.repository import SORT_KEYS, CustomerFilters
 from crm.customers.schemas import (
@@ -21,6 +21,8 @@ from crm.customers.schemas import (
     CustomerPage,
     CustomerRead,
     CustomerUpdate,
+    DuplicateCandidate,
+    DuplicateCandidates,
     LifecycleStage,
 )
 from crm.fields import EXAMPLE_IDS, CustomerIdPath
@@ -182,6 +184,36 @@ only_these_methods(router, "/export")
 )
 async def get_customer(customer_id: CustomerIdPath, request: Request, _: Reader) -> ModelResponse[CustomerRead]:
     return _answer(await service.read_customer(pool_of(request), customer_id))
+
+
+@router.get(
+    "/{customer_id}/duplicates",
+    summary="Possible duplicates of a customer",
+    description="Other customers who may be the same person, best first, for a person to review and merge "
+    "(`POST /v1/customers/{id}/merge`): those whose name, email or company has a run of words like this customer's "
+    "name (or, for a customer without one, their email's local part), found through the search's trigram index, each "
+    "with a `score` and the `reasons` (a similar name, and the same phone, company or email local part). Merged "
+    "duplicates and erased customers are never offered; a customer without a name or email of three letters or more "
+    "has none. A merged duplicate redirects (308) to its survivor's. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,
+)
+async def customer_duplicates(
+    customer_id: CustomerIdPath,
+    pool: PgPoolDep,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=50, description="At most this many (default 10).")] = 10,
+) -> ModelResponse[DuplicateCandidates]:
+    async with pool.acquire() as conn:
+        customer = await service.read_customer(conn, customer_id)
+        found = await duplicates.look_alikes(conn, customer, limit)
+    return json_response(
+        DuplicateCandidates(
+            items=[
+                DuplicateCandidate(customer=CustomerRead.model_validate(c.customer), score=c.score, reasons=c.reasons)
+                for c in found
+            ]
+        )
+    )
 
 
 @router.get(

@@ -221,3 +221,46 @@ class CustomerBatchResult(BaseModel):
 
     results: list[BatchItemResult] = Field(description="One per item, in the order of `items`.")
     counts: dict[str, int]
+
+
+DuplicateReason = Literal["same_name", "similar_name", "same_phone", "same_company", "same_email_local_part"]
+
+
+class DuplicateCandidate(BaseModel):
+    customer: CustomerRead
+    score: float = Field(
+        ge=0,
+        le=1,
+        description="How likely the two are one person, 0-1: 0.75 x the trigram similarity of the names (or of this "
+        "customer's name and the other's email local part, when closer), plus 0.25 x what they share: the same phone "
+        "number (its last 9 digits) 0.6, the same company 0.3, the same email local part 0.3 (at most 1). So the same "
+        "name alone is 0.75, with the same phone 0.9. Candidates under 0.5 are not offered.",
+    )
+    reasons: list[DuplicateReason] = Field(
+        description="What the two share: same_name or similar_name always, then same_phone, same_company, same_email_local_part."
+    )
+
+
+class DuplicateCandidates(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "customer": {
+                                **READ_EXAMPLE,
+                                "id": "5a1c7e9b-3d2f-4b6a-8e0c-1f3a5b7d9e2c",
+                                "email": "ada.lovelace@example.net",
+                                "name": "Ada Lovelance",
+                            },
+                            "score": 0.89,
+                            "reasons": ["similar_name", "same_phone"],
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+    items: list[DuplicateCandidate] = Field(description="Best first (highest score, then id).")
