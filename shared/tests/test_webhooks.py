@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cxkit.db import session_connection, utcnow
 from cxkit.events.payloads import CustomerUpdated
+from cxkit.http.problems import Unprocessable
 from cxkit.kafka.outbox import OutboxRelay, outbox_row
 from cxkit.metrics import exposition
 from cxkit.settings import ServiceSettings
@@ -628,6 +629,46 @@ async def test_deliveries_go_through_the_configured_proxy_and_the_guard_still_ch
     assert len(proxy.requests) == 1 and len(receiver.received) == 1
     refused = [d for d in await deliveries(sessions) if d.status == "failed"]
     assert len(refused) == 1 and "private" in refused[0].last_error
+
+
+async def test_where_only_the_proxy_resolves_names_they_are_judged_by_form_and_the_proxy_connects(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, topic: str
+) -> None:
+    """WEBHOOK_PROXY_RESOLVES: a name this machine cannot resolve (`.test`) is not looked up:
+    the subscription is taken and the delivery goes through the proxy, which resolves it. Names
+    local by their form and literal private addresses are still refused."""
+    customer = uuid.uuid4()
+    async with WebhookReceiver() as receiver, ForwardProxy(hosts={"hooks.partner.test": "127.0.0.1"}) as proxy:
+        target = f"http://hooks.partner.test:{receiver.port}/hook"
+        strict = webhooks.settings.model_copy(update={"webhook_allow_private_targets": False, "webhook_proxy_url": proxy.url})
+        webhooks.settings = strict
+        with pytest.raises(Unprocessable) as unresolved:  # resolved here, as without the setting
+            await subscribe(sessions, webhooks, target)
+        assert "does not resolve" in str(unresolved.value.detail)
+
+        webhooks.settings = strict.model_copy(update={"webhook_proxy_resolves": True})
+        for local in ("http://localhost:8080/", "http://metadata/computeMetadata", "http://db.internal/",
+                      "http://printer.local/", "http://127.0.0.1:9/", "http://[::1]/", "http://10.0.0.5/"):  # fmt: skip
+            with pytest.raises(Unprocessable) as refused:
+                await subscribe(sessions, webhooks, local)
+            assert "public addresses" in str(refused.value.detail), local
+        sub = await subscribe(sessions, webhooks, target)
+        receiver.secret = sub.secret
+        await queue(sessions, webhooks, event_rows(topic, [customer], 1))
+        worker = WebhookWorker(webhooks, sessions)
+        try:
+            assert await worker.deliver_once() == 1
+        finally:
+            await worker.stop()
+        [received] = receiver.accepted
+        assert received.event["subject"] == str(customer)
+        assert proxy.requests == [f"POST {target} HTTP/1.1"]
+
+
+def test_proxy_resolves_needs_a_proxy() -> None:
+    with pytest.raises(ValidationError, match="needs WEBHOOK_PROXY_URL"):
+        ServiceSettings(webhook_proxy_resolves=True)
+    assert ServiceSettings(webhook_proxy_resolves=True, webhook_proxy_url="http://egress.internal:3128").webhook_proxy_resolves
 
 
 @pytest.mark.parametrize("url", ["ftp://egress:21", "egress.internal:3128", "http://", "http://egress:port", "http://egress/x"])

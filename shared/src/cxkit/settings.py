@@ -6,7 +6,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from limits import parse
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -144,6 +144,13 @@ class ServiceSettings(BaseSettings):
         "each target before each delivery, but the proxy makes the connection, so the addresses it reaches are its to "
         "police. Unset: deliveries connect directly (the `HTTP(S)_PROXY` environment variables are not used).",
     )
+    webhook_proxy_resolves: bool = Field(
+        False,
+        description="With `WEBHOOK_PROXY_URL`, for networks where only the proxy can resolve outside names: target "
+        "host names are not looked up here (they would not resolve), so the SSRF guard judges literal addresses as "
+        "always and refuses names that are local by their form (localhost, a single label, .local, .internal, "
+        ".home.arpa); the proxy must refuse private addresses itself. Needs `WEBHOOK_PROXY_URL`.",
+    )
     webhook_poll_interval_ms: int = Field(
         1000, ge=10, description="How often the webhook worker looks for retries that came due (new events wake it)."
     )
@@ -182,6 +189,12 @@ class ServiceSettings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
             raise ValueError(f"not a proxy URL like `http://egress.internal:3128`: {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _proxy_resolves_needs_a_proxy(self) -> ServiceSettings:
+        if self.webhook_proxy_resolves and not self.webhook_proxy_url:
+            raise ValueError("WEBHOOK_PROXY_RESOLVES needs WEBHOOK_PROXY_URL: without a proxy, names are resolved here")
+        return self
 
     @field_validator("rate_limit_per_key", "rate_limit_failed_auth")
     @classmethod

@@ -329,7 +329,11 @@ class WebhookWorker:
         attempt = Attempt(delivery)
         started = time.perf_counter()
         try:
-            await check_target(delivery["url"], allow_private=self.settings.webhook_allow_private_targets)
+            await check_target(
+                delivery["url"],
+                allow_private=self.settings.webhook_allow_private_targets,
+                resolve_names=not self.settings.webhook_proxy_resolves,
+            )
             body = bytes(delivery["payload"])
             headers = signed_headers(delivery["secret"], delivery["webhook_id"], body, utcnow())
             response = await self._client.post(delivery["url"], content=body, headers={**headers, "content-type": CONTENT_TYPE})

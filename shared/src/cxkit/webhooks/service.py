@@ -30,7 +30,11 @@ async def _checked(webhooks: Webhooks, url: str | None, event_types: list[str] |
             )
     if url is not None:
         try:
-            await check_target(url, allow_private=webhooks.settings.webhook_allow_private_targets)
+            await check_target(
+                url,
+                allow_private=webhooks.settings.webhook_allow_private_targets,
+                resolve_names=not webhooks.settings.webhook_proxy_resolves,
+            )
         except TargetRefused as exc:
             raise field_problem(["body", "url"], str(exc)) from None
 

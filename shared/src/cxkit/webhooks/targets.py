@@ -3,7 +3,9 @@ private ones. A hostname is resolved and every address it resolves to must be pu
 when the subscription is saved and before each delivery (DNS may change in between). The
 delivery then connects to the addresses that were checked (`guarded_transport`), never to a
 second lookup's answer, so a name that turns private after the check (DNS rebinding) is not
-followed."""
+followed. Through an egress proxy the proxy connects; where only it can resolve outside names
+(WEBHOOK_PROXY_RESOLVES), names are judged by their form here and the proxy polices the
+addresses."""
 
 from __future__ import annotations
 
@@ -79,12 +81,36 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     return hit[1]
 
 
-async def check_target(url: str, *, allow_private: bool) -> None:
+# Names that stand for the local network by their form alone (RFC 6761 localhost, RFC 6762
+# .local, RFC 8375 home.arpa, ICANN's private-use .internal), judged without resolving them.
+LOCAL_NAME_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa", ".localdomain")
+
+
+def is_local_name(host: str) -> bool:
+    """Whether a host name is local by its form: localhost, a single label (`metadata`,
+    `postgres`), or under a local-only suffix."""
+    name = host.rstrip(".").lower()
+    return name == "localhost" or "." not in name or name.endswith(LOCAL_NAME_SUFFIXES)
+
+
+async def check_target(url: str, *, allow_private: bool, resolve_names: bool = True) -> None:
     """Refuse (TargetRefused) a URL that is not http(s), or whose host is or resolves to a
-    non-public address while `allow_private` is off."""
+    non-public address while `allow_private` is off. With `resolve_names` off (an egress proxy
+    resolves them: WEBHOOK_PROXY_RESOLVES) a host name is not looked up here: a literal address
+    is judged as always, and a name that is local by its form is refused."""
     host, port = check_url_form(url)
     if allow_private:
         return
+    if not resolve_names:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if is_local_name(host):
+                raise TargetRefused(
+                    f"the host {host} is a local name (localhost, a single label, or .local, .internal, .home.arpa); "
+                    "webhooks only go to public addresses"
+                ) from None
+            return
     refuse_private(host, await resolve(host, port))
 
 

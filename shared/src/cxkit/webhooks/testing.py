@@ -131,9 +131,11 @@ class ForwardProxy:
     """`async with ForwardProxy() as proxy:` a plain HTTP forward proxy on 127.0.0.1 at
     `proxy.url`, as an egress proxy is met: each request comes in absolute form
     (`POST http://host:port/path HTTP/1.1`), goes on to its host as one request on its own
-    connection, and its answer goes back. `requests` lists the request lines it forwarded."""
+    connection, and its answer goes back. `requests` lists the request lines it forwarded.
+    `hosts` is the proxy's own name service (name -> address), for names only it can resolve."""
 
     requests: list[str] = field(default_factory=list)
+    hosts: dict[str, str] = field(default_factory=dict)
     port: int = 0
     _server: asyncio.Server | None = None
 
@@ -152,7 +154,8 @@ class ForwardProxy:
             headers = [h for h in lines if h and not h.lower().startswith(("proxy-", "connection:"))]
             length = next((int(h.split(":", 1)[1]) for h in headers if h.lower().startswith("content-length:")), 0)
             body = await reader.readexactly(length)
-            upstream_reader, upstream_writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+            host = self.hosts.get(parts.hostname or "", parts.hostname)
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, parts.port or 80)
             path = parts.path + (f"?{parts.query}" if parts.query else "")
             upstream_writer.write(
                 f"{method} {path or '/'} {version}\r\n".encode("latin-1")
