@@ -25,11 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 EVENTS = 1000
 EXPECTED = [
     "get_customer_rps", "get_customer_p99", "get_customer_vs_bare", "view_rps", "view_p99", "post_interactions_rps",
-    "post_interactions_p99", "search_common_p95", "search_rare_p95", "search_no_match_p95", "search_email_substring_p95",
+    "post_interactions_p99", "search_common_p95", "search_rare_p95", "search_no_match_p95",
+    "search_email_substring_p95", "duplicates_common_p95", "duplicates_rare_p95", "duplicates_random_p95",
     "nps_week_ms", "write_visible_p50", "write_visible_p99", "heavy_view_ms", "heavy_timeline_first_ms",
     "heavy_timeline_deep_ms", "heavy_interactions_first_ms", "heavy_interactions_deep_ms", "heavy_cem_experience_ms",
-    "heavy_view_rps", "ingest_crm_eps", "ingest_crm_vs_raw", "ingest_cem_eps", "ingest_cem_vs_raw", "ingest_overlap_s",
-    "import_rows_per_s", "rss_crm_mb", "rss_cem_mb",
+    "heavy_view_rps", "ingest_crm_eps", "ingest_crm_vs_raw", "ingest_cem_eps", "ingest_cem_vs_raw",
+    "ingest_overlap_s", "import_rows_per_s", "rss_crm_mb", "rss_cem_mb",
 ]  # fmt: skip
 
 
@@ -70,7 +71,8 @@ def test_bench_measures_every_target_with_numeric_figures(tmp_path: Path) -> Non
     assert list(metrics) == EXPECTED
     for key, metric in metrics.items():
         assert _number(metric["ours"]), f"{key}: no figure ({metric['note']})"
-        assert isinstance(metric["passed"], bool), key
+        # Every row is judged against its target, but those SPEC gives none (reported only).
+        assert isinstance(metric["passed"], bool) or (metric["target"] == "(reported)" and metric["passed"] is None), key
         if metric["baseline_name"]:
             assert _number(metric["baseline"]) and _number(metric["ratio"]), key
     # The figures come from work really done, not from timeouts.

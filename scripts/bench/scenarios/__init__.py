@@ -5,7 +5,14 @@ the median figures to the report (every round's figures go to `report.rounds`)."
 from scripts.bench.scenarios.context import BenchContext, checkpoint, memory
 from scripts.bench.scenarios.customer_import import import_customers
 from scripts.bench.scenarios.heavy_customer import heavy_customer
-from scripts.bench.scenarios.http_api import customer_view, get_customer, nps_series, post_interactions, search
+from scripts.bench.scenarios.http_api import (
+    customer_view,
+    duplicates,
+    get_customer,
+    nps_series,
+    post_interactions,
+    search,
+)
 from scripts.bench.scenarios.ingest import ingest
 from scripts.bench.scenarios.write_visible import write_visible
 
@@ -13,6 +20,7 @@ __all__ = [
     "BenchContext",
     "checkpoint",
     "customer_view",
+    "duplicates",
     "get_customer",
     "heavy_customer",
     "import_customers",

@@ -93,6 +93,30 @@ async def search(ctx: BenchContext) -> None:
         )  # fmt: skip
 
 
+async def duplicates(ctx: BenchContext) -> None:
+    """`GET /v1/customers/{id}/duplicates` (no SPEC row: reported, not judged): one connection,
+    p95 for customers with the most common full name, with a rare last name, and picked at
+    random."""
+    name, sharing = await ctx.crm.fetchrow("SELECT name, count(*) FROM customers GROUP BY name ORDER BY count(*) DESC LIMIT 1")
+    common = await ctx.crm.fetch("SELECT id FROM customers WHERE name = $1 ORDER BY id LIMIT 20", name)
+    rare = await ctx.crm.fetch("SELECT id FROM customers WHERE name LIKE ANY($1) ORDER BY id LIMIT 20", [
+        f"% {last}" for last in ctx.data.search_terms.get("rare", [])
+    ])  # fmt: skip
+    kinds = {"common": [r["id"] for r in common], "rare": [r["id"] for r in rare], "random": ctx.data.http_ids[:20]}
+    for kind, ids in kinds.items():
+        if not ids:
+            continue
+        plan = Plan(f"duplicates_{kind}", "cycle", [f"/v1/customers/{cid}/duplicates" for cid in ids])
+        res = (await interleaved(ctx, plan, [("ours", ctx.stack.crm)], connections=1))["ours"]
+        p95 = median_of([r.p95_ms for r in res])
+        note = "no SPEC target" + (f"; {name!r}, the name of {sharing:,} customers" if kind == "common" else "")
+        errors = errors_note(res)
+        ctx.report.add(
+            Metric(f"duplicates_{kind}_p95", f"duplicates of a customer, {kind} name, p95", "ms", "(reported)", p95,
+                   note="; ".join(x for x in (note, errors) if x)),
+        )  # fmt: skip
+
+
 async def nps_series(ctx: BenchContext) -> None:
     """Single requests, one after the other; the median."""
     path = f"/v1/analytics/nps?interval=week&survey_id={ctx.data.survey_id}"
