@@ -191,8 +191,8 @@ class FollowupRequested(Payload):
     )
 
 
-class SurveyReminded(Payload):
-    """A reminder of an invitation not answered yet, with a link of its own (`url`) to it."""
+class _SentInvitation(Payload):
+    """What every event about a sent invitation (reminded, withdrawn) says of it first."""
 
     invitation_id: uuid.UUID
     survey_id: uuid.UUID
@@ -204,6 +204,11 @@ class SurveyReminded(Payload):
     email: str | None = Field(None, description="The address the invitation went to, when known.")
     touchpoint: str | None = None
     channel: str | None = None
+
+
+class SurveyReminded(_SentInvitation):
+    """A reminder of an invitation not answered yet, with a link of its own (`url`) to it."""
+
     reminder: int = Field(description="Which reminder this is: 1 for the first.")
     max_reminders: int = Field(description="How many reminders the survey sends at most.")
     expires_at: TimestampAsSent | None = Field(None, description="When the invitation's links stop working.")
@@ -217,20 +222,10 @@ class SurveyReminded(Payload):
     )
 
 
-class SurveyInvitationCancelled(Payload):
+class SurveyInvitationCancelled(_SentInvitation):
     """A sent invitation withdrawn before it was answered: none of its links (its own and its
     reminders') take an answer any more, and it is reminded no more."""
 
-    invitation_id: uuid.UUID
-    survey_id: uuid.UUID
-    survey_name: str | None = None
-    survey_kind: str | None = None
-    customer_id: uuid.UUID | None = Field(
-        None, description="The invited customer; null for an invitation to a bare email address (see `email`)."
-    )
-    email: str | None = Field(None, description="The address the invitation went to, when known.")
-    touchpoint: str | None = None
-    channel: str | None = None
     reason: str = Field(description="Why it was withdrawn: by_request (`POST /v1/invitations/{id}/cancel`).")
     sent_at: TimestampAsSent = Field(description="When the invitation was sent (announced by `survey.invited`).")
     cancelled_at: TimestampAsSent

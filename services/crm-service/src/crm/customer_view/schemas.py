@@ -233,38 +233,32 @@ class DocumentEntry(_Entry):
     deal_id: uuid.UUID | None
 
 
-class SurveyInvitedEntry(_Entry):
+class _InvitationEntry(_Entry):
+    """What every entry about an invitation (sent, reminded, withdrawn) shows of it."""
+
+    kind: str  # each entry's own literal, in this place
+    invitation_id: uuid.UUID | None
+    survey_id: uuid.UUID | None
+    survey_name: str | None
+    survey_kind: str | None
+    touchpoint: str | None
+    channel: str | None
+
+
+class SurveyInvitedEntry(_InvitationEntry):
     kind: Literal["survey.invited"] = "survey.invited"
-    invitation_id: uuid.UUID | None
-    survey_id: uuid.UUID | None
-    survey_name: str | None
-    survey_kind: str | None
-    touchpoint: str | None
-    channel: str | None
     expires_at: dt.datetime | None
 
 
-class SurveyRemindedEntry(_Entry):
+class SurveyRemindedEntry(_InvitationEntry):
     kind: Literal["survey.reminded"] = "survey.reminded"
-    invitation_id: uuid.UUID | None
-    survey_id: uuid.UUID | None
-    survey_name: str | None
-    survey_kind: str | None
     reminder: int | None = Field(description="Which reminder of the invitation: 1 for the first.")
-    touchpoint: str | None
-    channel: str | None
     expires_at: dt.datetime | None
 
 
-class InvitationCancelledEntry(_Entry):
+class InvitationCancelledEntry(_InvitationEntry):
     kind: Literal["survey.invitation_cancelled"] = "survey.invitation_cancelled"
-    invitation_id: uuid.UUID | None
-    survey_id: uuid.UUID | None
-    survey_name: str | None
-    survey_kind: str | None
     reason: str | None = Field(description="Why the sent invitation was withdrawn, e.g. by_request.")
-    touchpoint: str | None
-    channel: str | None
 
 
 class SurveyThrottledEntry(_Entry):
