@@ -193,19 +193,47 @@ def upsert(
 
 
 # Volatile functions in a SELECT list are evaluated after its ORDER BY (PostgreSQL postpones
-# them past the sort), so the locks are taken in the order of the keys.
+# them past the sort), so the locks are taken in the order given: the namespace's shared lock
+# first (ordinality 1), then each key's in sorted order.
 _LOCK_KEYS = text(
-    'SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k COLLATE "C"'
+    "SELECT CASE WHEN n = 1 THEN pg_advisory_xact_lock_shared(hashtextextended(k, 0))"
+    " ELSE pg_advisory_xact_lock(hashtextextended(k, 0)) END"
+    " FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n) ORDER BY n"
 )
+_LOCK_NAMESPACE = text("SELECT pg_advisory_xact_lock(hashtextextended(:whole, 0))")
+
+# Past this many keys, `lock_keys` takes one lock on the whole namespace instead of one per key.
+# PostgreSQL's lock table is shared by the whole server and holds about
+# max_locks_per_transaction (64) x max_connections entries: a dozen transactions of a thousand
+# key locks each fill it, and every transaction then fails with "out of shared memory".
+LOCK_KEYS_MAX = 64
+_SHARED_TAKEN = "cxkit.lock_keys.shared"
 
 
 async def lock_keys(session: AsyncSession, namespace: str, keys: Iterable[str]) -> None:
     """Serialize transactions that touch the same keys (e.g. an email address that two
-    consumers both look up and write): transaction-scoped advisory locks, taken in sorted
-    order so two holders never deadlock, all in one statement."""
+    consumers both look up and write), with transaction-scoped advisory locks, in one statement.
+
+    A few keys (up to `LOCK_KEYS_MAX`): the namespace's lock in shared mode, then one exclusive
+    lock per key, in sorted order, so two holders never deadlock. More keys: the namespace's lock
+    in exclusive mode alone, which waits for every holder in the namespace and keeps them all
+    out until the transaction ends. The number of locks a transaction holds stays bounded
+    whatever the size of the set (a batch of a thousand addresses, a consumer's poll), at the
+    price of large sets running one at a time.
+
+    A transaction that already took the shared lock never upgrades it (two of them upgrading
+    would wait for each other): a later large set takes its keys one by one."""
     names = sorted({f"{namespace}:{key}" for key in keys})
-    if names:
-        await session.execute(_LOCK_KEYS, {"keys": names})
+    if not names:
+        return
+    whole = f"{namespace}/*"
+    shared_in: dict[str, Any] = session.info.setdefault(_SHARED_TAKEN, {})
+    transaction = session.sync_session.get_transaction()
+    if len(names) > LOCK_KEYS_MAX and (transaction is None or shared_in.get(namespace) is not transaction):
+        await session.execute(_LOCK_NAMESPACE, {"whole": whole})
+        return
+    await session.execute(_LOCK_KEYS, {"keys": [whole, *names]})
+    shared_in[namespace] = session.sync_session.get_transaction()
 
 
 async def session_connection(session: AsyncSession) -> asyncpg.Connection:
