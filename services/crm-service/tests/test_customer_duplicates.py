@@ -95,6 +95,12 @@ async def test_customers_without_a_probe_have_none_and_reads_follow_the_usual_ru
     await make.customer(name="Jo", email="jo@example.com")
     short = await make.customer(name="Jo", email="j@example.com")
     assert await look_alikes(client, short["id"]) == []  # a two-letter name and a one-letter address find nothing
+    # A two-letter name with a longer address: the address's local part is looked up instead.
+    jo = await make.customer(name="Jo", email="jo.march@example.com")
+    same_address = await make.customer(name="Josephine", email="jo.march@home.example")
+    full_name = await make.customer(name="Jo March", email="author@example.org")
+    found = {c["customer"]["id"]: c["reasons"] for c in await look_alikes(client, jo["id"])}
+    assert found == {same_address["id"]: ["same_name", "same_email_local_part"], full_name["id"]: ["same_name"]}
     erased = await make.customer(name="Grace Hopper", email="grace@example.com")
     await make.customer(name="Grace Hopper", email="g.hopper@example.com")
     assert (await client.delete(f"/v1/customers/{erased['id']}")).status_code == 204

@@ -30,7 +30,7 @@ WORD_SIMILARITY = 0.6
 # Phone numbers are the same when their last digits are (+44 20 7946 0018 = 020 7946 0018).
 PHONE_DIGITS = 9
 PHONE_MIN_DIGITS = 7
-# A probe shorter than this (a two-letter name) finds nothing.
+# A probe shorter than this (a two-letter name) finds nothing: the email's local part is tried.
 PROBE_MIN = 3
 
 _COLUMNS = ", ".join(f"c.{c.name}" for c in Customer.__table__.columns if c.name != "email_normalized")
@@ -70,9 +70,10 @@ class Candidate:
 
 def probe_of(customer: dict[str, Any]) -> str | None:
     """What a customer's look-alikes are searched by: their name, else their email's local part
-    (a lead made from an address has no name)."""
-    probe = (customer.get("name") or "").strip() or local_part(customer.get("email"))
-    return probe if len(probe) >= PROBE_MIN else None
+    (a lead made from an address has no name; a name of one or two letters, "Jo", has no
+    trigram to look up), else nothing."""
+    name = (customer.get("name") or "").strip()
+    return next((probe for probe in (name, local_part(customer.get("email"))) if len(probe) >= PROBE_MIN), None)
 
 
 def local_part(email: str | None) -> str:

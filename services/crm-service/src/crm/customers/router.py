@@ -191,7 +191,8 @@ async def get_customer(customer_id: CustomerIdPath, request: Request, _: Reader)
     summary="Possible duplicates of a customer",
     description="Other customers who may be the same person, best first, for a person to review and merge "
     "(`POST /v1/customers/{id}/merge`): those whose name, email or company has a run of words like this customer's "
-    "name (or, for a customer without one, their email's local part), found through the search's trigram index, each "
+    "name (or, for a customer without one or with one of one or two letters, their email's local part), found "
+    "through the search's trigram index, each "
     "with a `score` and the `reasons` (a similar name, and the same phone, company or email local part). Merged "
     "duplicates and erased customers are never offered; a customer without a name or email of three letters or more "
     "has none. A merged duplicate redirects (308) to its survivor's. Needs `read`.",
