@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cxkit.db import make_session_factory
@@ -35,12 +35,14 @@ ECHO = "urn:cxkit:echo"  # a source the consumer skips (its own service's events
 class Handler:
     """Records each `customer.updated` it is given, but misbehaves by the customer's name:
     `reject` is refused for good, `broken` fails every time (a bug), `stuck` fails as when the
-    database connection drops, until `stuck` is set False."""
+    database connection drops, until `stuck` is set False; `busy` gets the server's refusals of
+    a transaction for now (a deadlock, then a full lock table, in turn) until `busy` is set False."""
 
     def __init__(self, applier: str) -> None:
         self.record = applying(applier)
         self.calls: Counter[str] = Counter()
         self.stuck = True
+        self.busy = True
 
     async def __call__(self, session: AsyncSession, deliveries: list[Delivery]) -> None:
         for d in deliveries:
@@ -51,6 +53,9 @@ class Handler:
                 raise ValueError("handler bug")
             if d.payload.name == "stuck" and self.stuck:
                 raise ConnectionResetError("connection reset by peer")
+            if d.payload.name == "busy" and self.busy:
+                sqlstate = ("40P01", "53200")[self.calls["busy"] % 2]  # deadlock_detected, out_of_memory
+                await session.execute(text(f"DO $$ BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = '{sqlstate}'; END $$"))
         await self.record(session, deliveries)
 
 
@@ -93,7 +98,7 @@ class Running:
 
 @pytest.fixture(scope="module")
 async def running(kit_settings: ServiceSettings, kit_engine: AsyncEngine) -> AsyncIterator[Running]:
-    consumer = Running(kit_settings, make_session_factory(kit_engine), ["dead-letters", "transient"])
+    consumer = Running(kit_settings, make_session_factory(kit_engine), ["dead-letters", "transient", "busy"])
     yield consumer
     await consumer.stop()
 
@@ -183,6 +188,33 @@ async def test_offsets_never_pass_an_event_the_database_has_not_applied_and_it_i
     assert [(r.version, r.name) for r in rows] == [(1, "Ada"), (2, "stuck"), (3, "Grace"), (4, "Hopper")]
     assert await processed_ids(sessions, running.name) >= {r.event_id for r in rows}
     assert await read_topic(running.bootstrap, dlq_topic(topic), timeout=1) == []  # a transient failure is never dead
+
+
+async def test_a_transaction_the_database_refuses_for_now_is_retried_whole_and_never_dead_lettered(
+    running: Running, sessions: Sessions
+) -> None:
+    """A deadlock's victim or a full lock table is no fault of the events: the poll is rewound
+    and applied again later, however long it takes, rather than split up and sent to the DLQ
+    after a few quick attempts."""
+    topic = running.topics["busy"]
+    customer = uuid.uuid4()
+    names = ["Ada", "busy", "Grace"]
+    messages = [customer_event(customer, v, name) for v, name in enumerate(names, start=1)]
+    await publish(running.bootstrap, topic, [(str(customer).encode(), m) for m in messages])
+
+    async def retried() -> bool:
+        return running.handler.calls["busy"] >= 4  # past the consumer's per-event attempts (2)
+
+    await wait_for(retried, timeout=20)
+    before = [r.name for r in await applied(sessions, running.name) if r.customer_id == customer]
+    assert before in ([], ["Ada"])
+    assert await running.committed(topic) == len(before)
+
+    running.handler.busy = False
+    await running.caught_up(topic, len(messages))
+    rows = [r for r in await applied(sessions, running.name) if r.customer_id == customer]
+    assert [(r.version, r.name) for r in rows] == [(1, "Ada"), (2, "busy"), (3, "Grace")]
+    assert await read_topic(running.bootstrap, dlq_topic(topic), timeout=1) == []
 
 
 async def test_a_small_read_ahead_still_brings_every_event_even_one_larger_than_it(

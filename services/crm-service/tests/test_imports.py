@@ -232,21 +232,29 @@ async def test_a_queued_job_cancelled_never_runs_and_a_running_one_stops_after_i
     assert not await testing.db_rows(crm_database_url, "SELECT 1 FROM customers WHERE email LIKE 'q-%'")
 
 
+async def queued_job(url: str, tmp_path: Path, rows: int, chunk: int, prefix: str, *, before: str | None = None) -> str:
+    """A job importing `rows` new customers in chunks of `chunk`, queued straight in the
+    database `url` (after running the SQL `before`, if any); its id."""
+    source = tmp_path / "customers.csv"
+    source.write_bytes(customers_csv(rows, prefix))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        if before is not None:
+            await conn.execute(before)
+        async with conn.transaction():
+            job = await service.create_job(conn, source, filename="customers.csv", chunk_rows=chunk, created_by="test")
+    finally:
+        await conn.close()
+    return str(job["id"])
+
+
 async def test_a_job_whose_service_process_was_killed_is_resumed_by_the_next_one_without_duplicates(
     broker: DevBroker, tmp_path: Path
 ) -> None:
     name, url = await testing.migrated_database("crm_imp_restart", ALEMBIC)
     try:
         rows, chunk = 12_000, 400
-        source = tmp_path / "customers.csv"
-        source.write_bytes(customers_csv(rows, "rs"))
-        conn = await asyncpg.connect(asyncpg_dsn(url))
-        try:
-            async with conn.transaction():
-                job = await service.create_job(conn, source, filename="customers.csv", chunk_rows=chunk, created_by="test")
-        finally:
-            await conn.close()
-        job_id = str(job["id"])
+        job_id = await queued_job(url, tmp_path, rows, chunk, "rs")
         env = {
             "CRM_DATABASE_URL": url,
             "CRM_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
@@ -289,5 +297,51 @@ async def test_a_job_whose_service_process_was_killed_is_resumed_by_the_next_one
             "(SELECT count(DISTINCT key) FROM outbox WHERE event_type = 'customer.created')",
         )
         assert tuple(counts[0]) == (rows, rows, rows)
+    finally:
+        await testing.drop_database(name)
+
+
+async def test_a_chunk_the_database_refuses_for_now_is_tried_again_and_the_job_still_succeeds(tmp_path: Path) -> None:
+    """A deadlock's victim (here the server refuses one row's insert twice, as it refuses the
+    victim of a deadlock) is not the file's fault: the job stays running, the next pass resumes
+    it after its committed chunks, and it ends with every customer made once."""
+    name, url = await testing.migrated_database("crm_imp_busy", ALEMBIC)
+    try:
+        rows, chunk = 2_000, 500
+        refuse_twice = """
+            CREATE SEQUENCE refusals;
+            CREATE FUNCTION refuse_twice() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.name = 'Customer 1234' AND nextval('refusals') <= 2 THEN
+                    RAISE EXCEPTION 'deadlock detected' USING ERRCODE = 'deadlock_detected';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_twice BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION refuse_twice();
+        """
+        job_id = await queued_job(url, tmp_path, rows, chunk, "busy", before=refuse_twice)
+
+        worker = ImportWorker(url, writers=1, poll_seconds=0.2)
+        task = asyncio.create_task(worker.run())
+        try:
+
+            async def ended() -> asyncpg.Record | None:
+                row = await _status(url, job_id)
+                return row if row["status"] in ("succeeded", "failed") else None
+
+            final = await testing.wait_for(ended, timeout=60, interval=0.1)
+        finally:
+            await worker.stop()
+            await asyncio.wait_for(task, 30)
+        assert final["status"] == "succeeded", dict(final)
+        assert (final["rows_read"], final["created"], final["skipped"], final["failed"]) == (rows, rows, 0, 0)
+        assert sorted(final["done_chunks"]) == list(range(rows // chunk))
+        counts = await testing.db_rows(
+            url,
+            "SELECT (SELECT count(*) FROM customers), (SELECT count(DISTINCT key) FROM outbox "
+            "WHERE event_type = 'customer.created'), (SELECT count(*) FROM outbox WHERE event_type = 'customer.created'), "
+            "(SELECT last_value FROM refusals)",
+        )
+        assert tuple(counts[0]) == (rows, rows, rows, 3)  # refused twice, then let through
     finally:
         await testing.drop_database(name)

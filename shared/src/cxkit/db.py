@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from cxkit.ids import new_id as new_id  # re-exported: models take their default from here
-from cxkit.pg_pool import UnnestInsert, is_connection_error
+from cxkit.pg_pool import UnnestInsert, is_connection_error, is_retryable_error
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -86,6 +86,13 @@ def is_database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     return any(is_connection_error(e) for e in _wrapped(exc))
+
+
+def is_database_busy(exc: BaseException) -> bool:
+    """PostgreSQL refused the transaction for now (a deadlock's victim, a serialization failure,
+    a full lock table, no memory or disk): nothing of it was kept and a retry may succeed. The
+    driver's error, or SQLAlchemy's wrapper of it (see cxkit.pg_pool.is_retryable_error)."""
+    return any(is_retryable_error(e) for e in _wrapped(exc))
 
 
 def database_error_cause(exc: BaseException) -> BaseException:

@@ -36,6 +36,22 @@ _CONNECTION_LOST = (
 )
 
 
+# The server refused this transaction for now, and the same work may succeed when sent again
+# (nothing of the transaction was kept): it was a deadlock's victim or failed to serialize
+# (class 40), PostgreSQL ran short of a resource (class 53: its lock table, memory, disk,
+# connections), or a lock could not be had in time (55P03).
+_RETRY_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def is_retryable_error(exc: BaseException) -> bool:
+    """The exception (as raised by asyncpg, unwrapped) is PostgreSQL refusing this transaction
+    for now (a deadlock, a serialization failure, a full lock table): retrying may succeed."""
+    if not isinstance(exc, asyncpg.PostgresError):
+        return False
+    state = exc.sqlstate or ""
+    return state in _RETRY_SQLSTATES or state.startswith("53")
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """The exception (as raised by asyncpg, unwrapped) means PostgreSQL cannot be reached now.
 

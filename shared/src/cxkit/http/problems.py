@@ -15,7 +15,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from cxkit.db import database_error_cause, is_database_unavailable
+from cxkit.db import database_error_cause, is_database_busy, is_database_unavailable
 from cxkit.http.responses import JSONBytesResponse
 from cxkit.redaction import redact_path
 
@@ -24,9 +24,12 @@ PROBLEM_TYPE_BASE = "https://cx.example.org/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 # Seconds a client is asked to wait while the database is away (a restart takes a few).
 DATABASE_RETRY_AFTER_S = 5
-# Exceptions that may mean "the database is away": each is checked with is_database_unavailable,
-# and is a 500 otherwise. Handled in the ExceptionMiddleware, so the error is not raised again
-# to the server (which would log a second traceback).
+# ... and after the database refused its transaction for now (a deadlock, a full lock table).
+DATABASE_BUSY_RETRY_AFTER_S = 1
+# Exceptions that may mean "the database is away" or "busy": each is checked with
+# is_database_unavailable and is_database_busy, and is a 500 otherwise. Handled in the
+# ExceptionMiddleware, so the error is not raised again to the server (which would log a second
+# traceback).
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     sa_exc.DBAPIError,
     sa_exc.TimeoutError,
@@ -395,13 +398,21 @@ async def on_crash(request: Request, exc: Exception) -> JSONBytesResponse:
 
 
 async def on_database_error(request: Request, exc: Exception) -> JSONBytesResponse:
-    """503 with Retry-After while PostgreSQL is away, and one log line (no traceback) per failed
+    """503 with Retry-After while PostgreSQL is away, or when it refused the request's
+    transaction for now (a deadlock's victim, a serialization failure, a full lock table: nothing
+    was kept, so the same request may be sent again), and one log line (no traceback) per failed
     request; any other error of these types is a 500, as on_crash renders it."""
-    if not is_database_unavailable(exc):
+    if is_database_unavailable(exc):
+        message, slug, retry_after = "database unavailable", "database-unavailable", DATABASE_RETRY_AFTER_S
+        detail = "The database cannot be reached right now; retry shortly."
+    elif is_database_busy(exc):
+        message, slug, retry_after = "database busy", "database-busy", DATABASE_BUSY_RETRY_AFTER_S
+        detail = "The database could not finish this request now (nothing was changed); retry shortly."
+    else:
         return await on_crash(request, exc)
     cause = database_error_cause(exc)
     log.warning(
-        "database unavailable",
+        message,
         extra={
             "method": request.method,
             "path": redact_path(request.scope["path"]),
@@ -409,12 +420,7 @@ async def on_database_error(request: Request, exc: Exception) -> JSONBytesRespon
         },
     )
     return problem_response(
-        503,
-        "Service unavailable",
-        slug="database-unavailable",
-        detail="The database cannot be reached right now; retry shortly.",
-        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
-        instance=request.url.path,
+        503, "Service unavailable", slug=slug, detail=detail, headers={"Retry-After": str(retry_after)}, instance=request.url.path
     )
 
 
@@ -434,7 +440,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "Invalid input; `errors` lists each field problem.",
         428: "`If-Match` required.",
         429: "Too many requests for this key (or failed authentications from this address); see `Retry-After`.",
-        503: "The database is unreachable for now; see `Retry-After`.",
+        503: "The database is unreachable, or refused this request's transaction for now (a deadlock, a full lock "
+        "table: nothing was changed); see `Retry-After`.",
     }
     return {
         s: {"model": Problem, "description": descriptions.get(s, "Error."), "content": {PROBLEM_MEDIA_TYPE: {}}} for s in statuses

@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cxkit import tracing
-from cxkit.db import session_connection, utcnow
+from cxkit.db import is_database_busy, session_connection, utcnow
 from cxkit.events import CloudEvent, InvalidEvent, decode_event
 from cxkit.events.registry import dlq_topic, payload_model
 from cxkit.kafka.client import ensure_topics, failure_kind, make_producer
@@ -97,11 +97,14 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _is_transient(exc: BaseException) -> bool:
+    """The poll may apply when tried again: the broker or the database is away, or the database
+    refused the poll's transaction for now (a deadlock, a full lock table): rewound and retried
+    as a whole, never split up and sent to the DLQ."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     if isinstance(exc, asyncpg.exceptions.InterfaceError) and "connection is closed" in str(exc):
         return True
-    return isinstance(exc, TRANSIENT_ERRORS)
+    return isinstance(exc, TRANSIENT_ERRORS) or is_database_busy(exc)
 
 
 @functools.cache

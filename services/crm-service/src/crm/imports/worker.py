@@ -32,6 +32,7 @@ import asyncpg
 
 from crm.customers.csv_import import ChunkResult, ImportFileError, count_rows, import_customers
 from crm.imports import repository
+from cxkit.db import is_database_busy, is_database_unavailable
 from cxkit.pg_pool import asyncpg_dsn
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,11 @@ class ImportWorker:
             except Exception as exc:
                 if self._stopping.is_set():
                     return
+                if is_database_busy(exc) or is_database_unavailable(exc):
+                    # Not the file's fault (a deadlock, a full lock table, a lost connection):
+                    # the job stays running, and the next pass resumes it after its committed
+                    # chunks.
+                    raise
                 log.exception("import job failed", extra={"job_id": str(job_id)})
                 # What committed stays committed (and counted); the job ends here.
                 await repository.finish_job(conn, job_id, "failed", error=f"stopped by an unexpected error: {exc!r}")
