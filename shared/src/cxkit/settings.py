@@ -176,6 +176,21 @@ class ServiceSettings(BaseSettings):
         8.0, gt=0, description="How long a `/dashboard` sign-in lasts before the API key must be entered again."
     )
 
+    cors_allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins whose browser pages may call the API (CORS), as a JSON list: "
+        '`["https://app.example.com", "http://localhost:5173"]`; `["*"]` allows any. Empty: no CORS headers, and '
+        "browsers refuse calls from pages of other origins (the dashboards and the respondent page need none).",
+    )
+    cors_max_age_seconds: int = Field(
+        600, ge=0, le=86_400, description="How long a browser may reuse a CORS preflight answer (seconds)."
+    )
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _valid_origins(cls, values: list[str]) -> list[str]:
+        return [value if value == "*" else _origin(value) for value in values]
+
     @field_validator("webhook_proxy_url")
     @classmethod
     def _valid_proxy_url(cls, value: str | None) -> str | None:
@@ -204,3 +219,29 @@ class ServiceSettings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"not a rate limit like `600/minute`: {value!r}") from exc
         return value
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(value: str) -> str:
+    """`value` as browsers send it in `Origin` (lower case, no default port, no trailing slash),
+    which CORS compares as a string; ValueError if it is not an origin."""
+    parts = urlsplit(value.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    scheme = parts.scheme.lower()
+    if (
+        scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or parts.username is not None
+        or port == -1
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(f"not an origin like `https://app.example.com` (scheme, host, optional port): {value!r}")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != _DEFAULT_PORTS[scheme] else "")

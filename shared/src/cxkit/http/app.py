@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.body_limit import capped_receive, too_large_response
+from cxkit.http.cors import install_cors
 from cxkit.http.docs import install_offline_docs
 from cxkit.http.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -308,10 +309,12 @@ async def _check_broker(request: Request) -> str:
 def install_platform(app: FastAPI, service: str) -> None:
     """The middleware, the problem handlers, the ops routes and the docs pages served offline
     (create the app with `docs_url=None, redoc_url=None`). Reads `app.state.settings` (set it
-    first) for the body cap."""
+    first) for the body cap and the origins allowed to call from browsers (CORS)."""
     settings = getattr(app.state, "settings", None)
     max_body_bytes = settings.max_body_bytes if settings is not None else DEFAULT_MAX_BODY_BYTES
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
+    if settings is not None:  # added last: outermost
+        install_cors(app, settings.cors_allow_origins, settings.cors_max_age_seconds)
     install_problem_handlers(app)
     document_problems_as_problem_json(app)
     include_routers(app, [ops_router(service)])
