@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -52,6 +53,10 @@ class CustomerFilters:
     owner: str | None = None
     campaign_id: uuid.UUID | None = None
     external_id: str | None = None
+    created_from: dt.datetime | None = None
+    created_to: dt.datetime | None = None
+    updated_from: dt.datetime | None = None
+    updated_to: dt.datetime | None = None
 
 
 def _like_pattern(q: str) -> str:
@@ -107,6 +112,14 @@ def matching(filters: CustomerFilters) -> list[ColumnElement[bool]]:
         conditions.append(_tag_condition(filters.tag))
     if filters.external_id:
         conditions.append(Customer.external_id == filters.external_id)
+    for column, since, until in (
+        (Customer.created_at, filters.created_from, filters.created_to),
+        (Customer.updated_at, filters.updated_from, filters.updated_to),
+    ):
+        if since is not None:
+            conditions.append(column >= since)
+        if until is not None:
+            conditions.append(column < until)
     return conditions
 
 

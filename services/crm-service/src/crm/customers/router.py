@@ -27,7 +27,7 @@ from crm.customers.schemas import (
 )
 from crm.fields import EXAMPLE_IDS, CustomerIdPath
 from cxkit import keyset
-from cxkit.fields import QueryText
+from cxkit.fields import QueryText, Timestamp
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Admin, Reader
 from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
@@ -36,7 +36,7 @@ from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import IfMatch
-from cxkit.http.problems import MERGED_AWAY_RESPONSE, only_these_methods, problem_responses
+from cxkit.http.problems import MERGED_AWAY_RESPONSE, field_problem, only_these_methods, problem_responses
 from cxkit.http.routing import GatedRouter
 from cxkit.kafka.outbox import wake_relay
 from cxkit.pg_pool import RowInsert
@@ -125,10 +125,28 @@ def customer_filters(
     external_id: Annotated[
         QueryText | None, Query(min_length=1, max_length=200, description="The customer with this external id.")
     ] = None,
+    created_from: Annotated[Timestamp | None, Query(description="Created at or after (RFC 3339).")] = None,
+    created_to: Annotated[Timestamp | None, Query(description="Created before (RFC 3339).")] = None,
+    updated_from: Annotated[
+        Timestamp | None, Query(description="Last changed at or after (RFC 3339): with `sort=updated_at`, what changed since.")
+    ] = None,
+    updated_to: Annotated[Timestamp | None, Query(description="Last changed before (RFC 3339).")] = None,
 ) -> CustomerFilters:
     """The filters of the customer list, read from the query (the export takes the same)."""
+    for since, until, field in ((created_from, created_to, "created"), (updated_from, updated_to, "updated")):
+        if since is not None and until is not None and since >= until:
+            raise field_problem(["query", f"{field}_to"], f"{field}_from must be before {field}_to")
     return CustomerFilters(
-        q=q, lifecycle_stage=lifecycle_stage, tag=tag, owner=owner, campaign_id=campaign_id, external_id=external_id
+        q=q,
+        lifecycle_stage=lifecycle_stage,
+        tag=tag,
+        owner=owner,
+        campaign_id=campaign_id,
+        external_id=external_id,
+        created_from=created_from,
+        created_to=created_to,
+        updated_from=updated_from,
+        updated_to=updated_to,
     )
 
 
@@ -157,7 +175,8 @@ def _export_row(record: asyncpg.Record) -> list[Any]:
     status_code=200,
     summary="Export customers as CSV",
     description="Every customer the list shows with the same filters (`q`, `lifecycle_stage`, `tag`, `owner`, "
-    "`campaign_id`) and in the same order (`sort`), unpaged, as a streamed `text/csv` attachment "
+    "`campaign_id`, `external_id`, the `created_*` and `updated_*` windows) and in the same order (`sort`), unpaged, "
+    "as a streamed `text/csv` attachment "
     "(`customers-<UTC timestamp>.csv`): a header row, then one line per customer with the fields of a customer read "
     "(`tags` joined with `;`, `attributes` as compact JSON). Merged duplicates and erased customers are left out, as "
     "in the list. Spreadsheet-safe: a text cell beginning with `=`, `+`, `-`, `@`, a tab or a carriage return gets "
@@ -221,9 +240,11 @@ async def customer_duplicates(
     "",
     summary="List and search customers",
     description="Filters: `q` searches name, email and company (case-insensitive substring), `lifecycle_stage`, `tag`, "
-    "`owner`, `campaign_id`, `external_id`. `sort`: `created_at`, `updated_at`, `name` or `email`, `-` for descending (default "
-    "`-created_at`); customers without the sorted value come last. Merged duplicates and erased customers are left "
-    "out. Paginated with `limit` and the opaque `cursor` of the previous page. Needs `read`.",
+    "`owner`, `campaign_id`, `external_id`, and time windows on creation (`created_from` inclusive, `created_to` "
+    "exclusive) and on the last change (`updated_from`, `updated_to`). `sort`: `created_at`, `updated_at`, `name` or "
+    "`email`, `-` for descending (default `-created_at`); customers without the sorted value come last. What changed "
+    "since a moment: `updated_from=<moment>&sort=updated_at`, page by page. Merged duplicates and erased customers are "
+    "left out. Paginated with `limit` and the opaque `cursor` of the previous page. Needs `read`.",
     responses=problem_responses(401, 403, 422),
 )
 async def list_customers(
