@@ -30,7 +30,7 @@ from cxkit.settings import ServiceSettings
 from cxkit.testing import metric_total
 from cxkit.webhooks import service, targets
 from cxkit.webhooks.delivery import WebhookFanout, Webhooks, WebhookWorker, backoff_seconds, retry_after_seconds
-from cxkit.webhooks.schemas import WebhookCreate
+from cxkit.webhooks.schemas import WebhookCreate, WebhookSecretRotation
 from cxkit.webhooks.signing import signed_headers
 from cxkit.webhooks.targets import TargetRefused, check_target, is_public
 from cxkit.webhooks.testing import ForwardProxy, WebhookReceiver
@@ -158,6 +158,59 @@ async def test_a_wrong_secret_fails_verification() -> None:
     headers = signed_headers(new_secret(), "evt-1", body, utcnow())
     with pytest.raises(WebhookVerificationError):
         Webhook(new_secret()).verify(body, headers)
+
+
+async def test_a_rotated_secret_signs_beside_the_new_one_until_it_expires(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, worker: WebhookWorker, topic: str
+) -> None:
+    """A receiver switches to the new secret without refusing a delivery: the replaced secret
+    signs beside it (a second `v1,` signature) until its time is up, then only the new one
+    signs; a rotation that keeps nothing (a leaked secret) stops the old one at once."""
+    from standardwebhooks import Webhook, WebhookVerificationError
+
+    async def rotate(sub_id: uuid.UUID, keep_seconds: int) -> Any:
+        async with sessions() as session, session.begin():
+            rotation = WebhookSecretRotation(previous_secret_expires_in_seconds=keep_seconds)
+            return await service.rotate_secret(session, webhooks, sub_id, None, rotation)
+
+    async with WebhookReceiver() as receiver:
+        sub = await subscribe(sessions, webhooks, receiver.url)
+        old = receiver.secret = sub.secret  # the receiver has not switched yet
+        rotated = await rotate(sub.id, 3600)
+        new = rotated.secret
+        assert new != old and abs((rotated.previous_secret_expires_at - utcnow()).total_seconds() - 3600) < 60
+        await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
+        [first] = await receiver.wait_for(1)
+        assert receiver.bad_signatures == 0 and len(first.headers["webhook-signature"].split(" ")) == 2
+        Webhook(new).verify(first.body, first.headers)  # a receiver that switched accepts it too
+
+        async with sessions() as session, session.begin():  # the overlap is over
+            await session.execute(
+                update(WebhookSubscription)
+                .where(WebhookSubscription.id == sub.id)
+                .values(previous_secret_expires_at=utcnow() - dt.timedelta(seconds=1))
+            )
+        await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
+        await eventually(lambda: _bad_signature_seen(receiver))  # the old secret no longer verifies
+        receiver.secret = new
+        await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
+        [_, second] = await receiver.wait_for(2)
+        assert len(second.headers["webhook-signature"].split(" ")) == 1
+
+        newest = (await rotate(sub.id, 0)).secret  # a leaked secret: nothing kept
+        await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
+        await eventually(lambda: _bad_signature_seen(receiver, 2))
+        receiver.secret = newest
+        await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
+        [*_, third] = await receiver.wait_for(3)
+        assert len(third.headers["webhook-signature"].split(" ")) == 1
+        with pytest.raises(WebhookVerificationError):
+            Webhook(new).verify(third.body, third.headers)
+    assert (await subscription(sessions, sub.id)).previous_secret is None
+
+
+async def _bad_signature_seen(receiver: WebhookReceiver, count: int = 1) -> bool:
+    return receiver.bad_signatures >= count
 
 
 async def test_timeouts_408_429_and_5xx_are_retried_with_the_same_webhook_id(

@@ -6,6 +6,7 @@ event once, each customer's in order."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -43,6 +44,18 @@ async def test_subscribing_shows_the_secret_once_and_needs_admin(client: httpx.A
     assert (off.status_code, off.json()["enabled"], off.json()["disabled_reason"]) == (200, False, "disabled by request")
     rotated = (await client.post(f"/v1/webhooks/{hook['id']}/secret")).json()
     assert rotated["secret"].startswith("whsec_") and rotated["secret"] != hook["secret"]
+    # The replaced secret signs beside the new one for a day unless told otherwise (0: at once).
+    kept_until = dt.datetime.fromisoformat(rotated["previous_secret_expires_at"])
+    assert abs((kept_until - dt.datetime.now(dt.UTC)).total_seconds() - 86_400) < 60
+    assert (await client.get(f"/v1/webhooks/{hook['id']}")).json()["previous_secret_expires_at"] == rotated[
+        "previous_secret_expires_at"
+    ]
+    leaked = await client.post(f"/v1/webhooks/{hook['id']}/secret", json={"previous_secret_expires_in_seconds": 0})
+    assert leaked.status_code == 200 and leaked.json()["previous_secret_expires_at"] is None
+    for bad in (-1, 7 * 86_400 + 1, "soon"):
+        refused = await client.post(f"/v1/webhooks/{hook['id']}/secret", json={"previous_secret_expires_in_seconds": bad})
+        assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["errors"][0]["loc"] == ["body", "previous_secret_expires_in_seconds"], refused.text
     assert (await client.get(f"/v1/webhooks/{hook['id']}/deliveries")).json() == {"items": [], "next_cursor": None}
     while_disabled = await client.post(f"/v1/webhooks/{hook['id']}/deliveries/{uuid.uuid4()}/retry")
     assert while_disabled.status_code == 409  # disabled: enable it first

@@ -138,6 +138,25 @@ def drop_webhook_tables() -> None:
     op.drop_table("webhook_subscriptions")
 
 
+def add_webhook_previous_secret() -> None:
+    """The secret a rotation replaced, signing beside the new one until it expires (both
+    services' migrations call this)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    from cxkit.db import UTCDateTime
+
+    op.add_column("webhook_subscriptions", sa.Column("previous_secret", sa.String(length=100), nullable=True))
+    op.add_column("webhook_subscriptions", sa.Column("previous_secret_expires_at", UTCDateTime(), nullable=True))
+
+
+def drop_webhook_previous_secret() -> None:
+    from alembic import op
+
+    op.drop_column("webhook_subscriptions", "previous_secret_expires_at")
+    op.drop_column("webhook_subscriptions", "previous_secret")
+
+
 def create_webhook_due_index() -> None:
     """The index the delivery worker claims from, as first shipped (both services' migrations
     call this): pending deliveries that are due at some time, in the order they come due.

@@ -266,7 +266,8 @@ class WebhookWorker:
         deliveries, subscriptions = self.webhooks.deliveries_table, self.webhooks.subscriptions_table
         return (
             "SELECT d.id, d.subscription_id, d.ordering_key, d.webhook_id, d.payload, d.attempts, d.expires_at, "
-            f"s.url, s.secret FROM {deliveries} d JOIN {subscriptions} s ON s.id = d.subscription_id "
+            "s.url, s.secret, CASE WHEN s.previous_secret_expires_at > $1 THEN s.previous_secret END AS previous_secret "
+            f"FROM {deliveries} d JOIN {subscriptions} s ON s.id = d.subscription_id "
             f"WHERE d.status = '{PENDING}' AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= $1 AND s.enabled "
             f"AND NOT EXISTS ({self._earlier_pending}) "
             "ORDER BY d.next_attempt_at, d.seq LIMIT $2 FOR UPDATE OF d SKIP LOCKED"
@@ -335,7 +336,7 @@ class WebhookWorker:
                 resolve_names=not self.settings.webhook_proxy_resolves,
             )
             body = bytes(delivery["payload"])
-            headers = signed_headers(delivery["secret"], delivery["webhook_id"], body, utcnow())
+            headers = signed_headers(delivery["secret"], delivery["webhook_id"], body, utcnow(), delivery["previous_secret"])
             response = await self._client.post(delivery["url"], content=body, headers={**headers, "content-type": CONTENT_TYPE})
             attempt.status_code = response.status_code
             if not attempt.succeeded:

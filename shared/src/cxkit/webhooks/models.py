@@ -32,6 +32,10 @@ class WebhookSubscriptionMixin:
     event_types: Mapped[list[str]] = mapped_column(JSONB, default=list)
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     secret: Mapped[str] = mapped_column(String(100))
+    # The secret a rotation replaced, which still signs deliveries beside the new one until
+    # `previous_secret_expires_at` (receivers switch over without refusing any).
+    previous_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    previous_secret_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

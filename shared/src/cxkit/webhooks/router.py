@@ -28,6 +28,7 @@ from cxkit.webhooks.schemas import (
     WebhookCreate,
     WebhookPage,
     WebhookRead,
+    WebhookSecretRotation,
     WebhookUpdate,
     WebhookWithSecret,
 )
@@ -125,15 +126,24 @@ def webhooks_router(webhooks: Webhooks) -> GatedRouter:
     @router.post(
         "/{webhook_id}/secret",
         summary="Rotate a webhook's secret",
-        description="A new signing `secret`, shown this once; deliveries are signed with it from now on. "
+        description="A new signing `secret`, shown this once; deliveries are signed with it from now on. The secret it "
+        "replaces goes on signing them too, as a second `v1,` signature in `webhook-signature` (Standard Webhooks "
+        "verifiers accept a delivery when any one matches), for `previous_secret_expires_in_seconds` (default a day; 0 "
+        "for a leaked secret), so receivers switch to the new secret without refusing a delivery. The body is optional. "
         "Honours `If-Match`. Needs `admin`.",
         responses=problem_responses(401, 403, 404, 412, 422),
     )
     async def rotate_webhook_secret(
-        webhook_id: WebhookIdPath, session: SessionDep, idem: IdempotencyDep, if_match: IfMatch = None
+        webhook_id: WebhookIdPath,
+        session: SessionDep,
+        idem: IdempotencyDep,
+        if_match: IfMatch = None,
+        body: WebhookSecretRotation | None = None,
     ) -> ModelResponse[WebhookWithSecret]:
+        rotation = body or WebhookSecretRotation()
+
         async def operation() -> ModelResponse[WebhookWithSecret]:
-            return answer_with_secret(await service.rotate_secret(session, webhooks, webhook_id, if_match))
+            return answer_with_secret(await service.rotate_secret(session, webhooks, webhook_id, if_match, rotation))
 
         return await idem.execute(session, operation)
 

@@ -28,6 +28,7 @@ EXAMPLE_READ: dict[str, Any] = {
     "version": 1,
     "created_at": "2026-12-02T10:00:00Z",
     "updated_at": "2026-12-02T10:00:00Z",
+    "previous_secret_expires_at": None,
 }
 EXAMPLE_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 EXAMPLE_DELIVERY: dict[str, Any] = {
@@ -106,6 +107,29 @@ class WebhookRead(BaseModel):
     version: int
     created_at: dt.datetime
     updated_at: dt.datetime
+    previous_secret_expires_at: dt.datetime | None = Field(
+        description="After a rotation: until then deliveries are also signed with the secret it replaced (a second "
+        "`v1,` signature in `webhook-signature`), so receivers can switch over without refusing any. Null when none."
+    )
+
+
+MAX_PREVIOUS_SECRET_SECONDS = 7 * 24 * 3600
+
+
+class WebhookSecretRotation(InputModel):
+    """How long the secret being replaced keeps signing beside the new one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"previous_secret_expires_in_seconds": 3600}, {"previous_secret_expires_in_seconds": 0}]}
+    )
+
+    previous_secret_expires_in_seconds: int = Field(
+        86_400,
+        ge=0,
+        le=MAX_PREVIOUS_SECRET_SECONDS,
+        description="Seconds the replaced secret still signs deliveries beside the new one (default a day, at most a "
+        "week); 0: it stops at once (a leaked secret). Only the secret just replaced is kept: an older one stops now.",
+    )
 
 
 class WebhookWithSecret(WebhookRead):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -15,7 +16,7 @@ from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, field_problem
 from cxkit.webhooks.delivery import Webhooks
 from cxkit.webhooks.models import PENDING
-from cxkit.webhooks.schemas import WebhookCreate, WebhookUpdate
+from cxkit.webhooks.schemas import WebhookCreate, WebhookSecretRotation, WebhookUpdate
 from cxkit.webhooks.signing import new_secret
 from cxkit.webhooks.targets import TargetRefused, check_target
 
@@ -99,12 +100,20 @@ async def update_subscription(
     return subscription
 
 
-async def rotate_secret(session: AsyncSession, webhooks: Webhooks, subscription_id: uuid.UUID, if_match: str | None) -> Any:
+async def rotate_secret(
+    session: AsyncSession, webhooks: Webhooks, subscription_id: uuid.UUID, if_match: str | None, body: WebhookSecretRotation
+) -> Any:
+    """A new secret; the one it replaces keeps signing beside it for the seconds asked (none:
+    it stops now), and any older one stops now."""
     subscription = await get_subscription(session, webhooks, subscription_id)
     check_if_match(if_match, subscription.version)
+    now = utcnow()
+    keep = body.previous_secret_expires_in_seconds
+    subscription.previous_secret = subscription.secret if keep else None
+    subscription.previous_secret_expires_at = now + dt.timedelta(seconds=keep) if keep else None
     subscription.secret = new_secret()
     subscription.version += 1
-    subscription.updated_at = utcnow()
+    subscription.updated_at = now
     await session.flush()
     return subscription
 
