@@ -167,3 +167,30 @@ async def test_ready_reports_database_and_broker(client: httpx.AsyncClient) -> N
     r = await client.get("/ready")
     assert r.status_code == 200, r.text
     assert r.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+async def test_a_read_with_if_none_match_naming_the_current_etag_is_304_and_any_change_makes_it_200(
+    client: httpx.AsyncClient,
+) -> None:
+    customer = (await client.post("/v1/customers", json=customer_body(name="Kept"))).json()
+    url = f"/v1/customers/{customer['id']}"
+    for held in ('"1"', 'W/"1"', '"7", "1"', "*"):
+        r = await client.get(url, headers={"If-None-Match": held})
+        assert (r.status_code, r.content, r.headers["etag"]) == (304, b"", '"1"'), held
+    assert (await client.get(url, headers={"If-None-Match": '"2"'})).json()["name"] == "Kept"
+
+    assert (await client.patch(url, json={"name": "Changed"})).status_code == 200
+    changed = await client.get(url, headers={"If-None-Match": '"1"'})  # the held copy is stale: the new one comes
+    assert (changed.status_code, changed.headers["etag"], changed.json()["name"]) == (200, '"2"', "Changed")
+
+    assert (await client.delete(url)).status_code == 204  # an erasure is a change too
+    erased = await client.get(url, headers={"If-None-Match": '"2"'})
+    assert erased.status_code == 200 and erased.json()["name"] is None and erased.json()["erased_at"] is not None
+
+    survivor = (await client.post("/v1/customers", json=customer_body())).json()
+    duplicate = (await client.post("/v1/customers", json=customer_body())).json()
+    assert (await client.post(f"/v1/customers/{survivor['id']}/merge", json={"duplicate_id": duplicate["id"]})).status_code == 200
+    moved = await client.get(f"/v1/customers/{duplicate['id']}", headers={"If-None-Match": "*"}, follow_redirects=False)
+    assert moved.status_code == 308  # merged away: redirected, never "not modified"
+    missing = await client.get(f"/v1/customers/{uuid.uuid4()}", headers={"If-None-Match": "*"})
+    assert missing.status_code == 404

@@ -1,6 +1,9 @@
-"""ETags from a resource's version, and `If-Match` checks (412 on a stale version)."""
+"""ETags from a resource's version, `If-Match` checks (412 on a stale version) and
+`If-None-Match` checks (304 when the client's copy is current)."""
 
 from __future__ import annotations
+
+from starlette.responses import Response
 
 from cxkit.http.problems import PreconditionFailed
 
@@ -9,16 +12,38 @@ def etag_for(version: int) -> str:
     return f'"{version}"'
 
 
+def _names(header: str, current_version: int) -> bool:
+    """Whether the header's list of entity tags names the current version: `*`, or a tag equal
+    to its ETag under the weak comparison (`W/"3"` names `"3"`)."""
+    tags = [t.strip() for t in header.split(",") if t.strip()]
+    current = etag_for(current_version)
+    return "*" in tags or any(t.removeprefix("W/") == current for t in tags)
+
+
 def check_if_match(if_match: str | None, current_version: int) -> None:
     """No header: the write goes ahead. `*` or a matching tag: ok. Otherwise 412."""
     if if_match is None:
         return
-    tags = [t.strip() for t in if_match.split(",") if t.strip()]
-    if "*" in tags:
-        return
     current = etag_for(current_version)
-    if not any(t.removeprefix("W/") == current for t in tags):
+    if not _names(if_match, current_version):
         raise PreconditionFailed(
             f"the resource is at version {current_version} (ETag {current}); fetch it again and retry",
             headers={"ETag": current},
         )
+
+
+def is_current(if_none_match: str | None, current_version: int) -> bool:
+    """Whether a read's `If-None-Match` names the current version: the client's copy is current
+    and the answer is 304 Not Modified (`not_modified`). Only for a resource whose every change
+    bumps its version, so its version stands for every byte of its representation."""
+    return if_none_match is not None and _names(if_none_match, current_version)
+
+
+def not_modified(current_version: int) -> Response:
+    """304 Not Modified: no body, the current `ETag`."""
+    return Response(status_code=304, headers={"ETag": etag_for(current_version)})
+
+
+NOT_MODIFIED_RESPONSE: dict[int | str, dict[str, str]] = {
+    304: {"description": "Not modified: `If-None-Match` named the current `ETag`, so the copy you hold is current (no body)."}
+}
