@@ -18,6 +18,7 @@ from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.body_limit import capped_receive, too_large_response
 from cxkit.http.cors import install_cors
 from cxkit.http.docs import install_offline_docs
+from cxkit.http.etag import IF_NONE_MATCH_SCOPE_KEY
 from cxkit.http.problems import (
     PROBLEM_MEDIA_TYPE,
     NotFound,
@@ -76,6 +77,8 @@ class RequestContextMiddleware:
                 content_length = value
             elif name == b"content-type":
                 multipart = value[:10].lower() == b"multipart/"
+            elif name == b"if-none-match":
+                scope[IF_NONE_MATCH_SCOPE_KEY] = value.decode("latin-1")
         request_id = request_id or f"{random.getrandbits(128):032x}"
         with request_span(incoming, scope["path"]) as traceparent:  # cxkit.tracing
             await self._handle(scope, receive, send, request_id, traceparent, content_length, multipart)

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from starlette.responses import Response
 
 from cxkit.http.problems import PreconditionFailed
@@ -32,11 +35,17 @@ def check_if_match(if_match: str | None, current_version: int) -> None:
         )
 
 
-def is_current(if_none_match: str | None, current_version: int) -> bool:
-    """Whether a read's `If-None-Match` names the current version: the client's copy is current
-    and the answer is 304 Not Modified (`not_modified`). Only for a resource whose every change
-    bumps its version, so its version stands for every byte of its representation."""
-    return if_none_match is not None and _names(if_none_match, current_version)
+# Where `cxkit.http.app.RequestContextMiddleware` leaves a request's `If-None-Match`, read in
+# the one pass it makes over the headers anyway: a header parameter cost the hot GET by id 4%.
+IF_NONE_MATCH_SCOPE_KEY = "cx.if_none_match"
+
+
+def is_current(scope: Mapping[str, Any], current_version: int) -> bool:
+    """Whether the request's `If-None-Match` names the current version: the client's copy is
+    current and the answer is 304 Not Modified (`not_modified`). Only for a resource whose
+    every change bumps its version, so its version stands for every byte of its representation."""
+    held: str | None = scope.get(IF_NONE_MATCH_SCOPE_KEY)
+    return held is not None and _names(held, current_version)
 
 
 def not_modified(current_version: int) -> Response:
@@ -46,4 +55,18 @@ def not_modified(current_version: int) -> Response:
 
 NOT_MODIFIED_RESPONSE: dict[int | str, dict[str, str]] = {
     304: {"description": "Not modified: `If-None-Match` named the current `ETag`, so the copy you hold is current (no body)."}
+}
+# The header documented on a route that calls `is_current` (read by the middleware, so not a
+# FastAPI parameter).
+IF_NONE_MATCH_PARAMETER: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": 'The `ETag` of the copy you hold (e.g. `"3"`): if it is still current the answer is 304 with no body.',
+            "example": '"1"',
+        }
+    ]
 }

@@ -1,6 +1,5 @@
-"""Request parameters every resource's routes declare the same way: its id in the path, the
-`If-Match` header of a conditional write (checked by `cxkit.http.etag.check_if_match`) and the
-`If-None-Match` header of a conditional read (`cxkit.http.etag.is_current`)."""
+"""Request parameters every resource's routes declare the same way: its id in the path, and
+the `If-Match` header of a conditional write (checked by `cxkit.http.etag.check_if_match`)."""
 
 from __future__ import annotations
 
@@ -15,19 +14,12 @@ def id_path(kind: str, example: str) -> Any:
     return Path(description=f"The {kind}'s id.", examples=[example])
 
 
-def _etag_header(alias: str, description: str) -> Any:
-    return Header(alias=alias, max_length=200, description=description, examples=['"1"'])
-
-
 IfMatch = Annotated[
     str | None,
-    _etag_header(
-        "If-Match", 'The `ETag` you last read (e.g. `"3"`); the write is refused with 412 if the resource changed since.'
-    ),
-]
-IfNoneMatch = Annotated[
-    str | None,
-    _etag_header(
-        "If-None-Match", 'The `ETag` of the copy you hold (e.g. `"3"`): if it is still current the answer is 304 with no body.'
+    Header(
+        alias="If-Match",
+        max_length=200,
+        description='The `ETag` you last read (e.g. `"3"`); the write is refused with 412 if the resource changed since.',
+        examples=['"1"'],
     ),
 ]

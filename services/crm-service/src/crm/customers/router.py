@@ -32,10 +32,10 @@ from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Admin, Reader
 from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
 from cxkit.http.deps import PgPoolDep, SessionDep, pool_of
-from cxkit.http.etag import NOT_MODIFIED_RESPONSE, etag_for, is_current, not_modified
+from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, etag_for, is_current, not_modified
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
-from cxkit.http.params import IfMatch, IfNoneMatch
+from cxkit.http.params import IfMatch
 from cxkit.http.problems import MERGED_AWAY_RESPONSE, field_problem, only_these_methods, problem_responses
 from cxkit.http.routing import GatedRouter
 from cxkit.kafka.outbox import wake_relay
@@ -201,12 +201,11 @@ only_these_methods(router, "/export")
     "anonymous (personal fields null, `erased_at` set). A duplicate merged into another customer answers 308 with "
     "`Location` pointing at the survivor and `merged_into` in the body. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE | NOT_MODIFIED_RESPONSE,
+    openapi_extra=IF_NONE_MATCH_PARAMETER,
 )
-async def get_customer(
-    customer_id: CustomerIdPath, request: Request, _: Reader, if_none_match: IfNoneMatch = None
-) -> ModelResponse[CustomerRead] | Response:
+async def get_customer(customer_id: CustomerIdPath, request: Request, _: Reader) -> ModelResponse[CustomerRead] | Response:
     customer = await service.read_customer(pool_of(request), customer_id)
-    if is_current(if_none_match, customer["version"]):
+    if is_current(request.scope, customer["version"]):
         return not_modified(customer["version"])
     return _answer(customer)
 
