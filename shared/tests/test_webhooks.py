@@ -165,7 +165,7 @@ async def test_a_rotated_secret_signs_beside_the_new_one_until_it_expires(
 ) -> None:
     """A receiver switches to the new secret without refusing a delivery: the replaced secret
     signs beside it (a second `v1,` signature) until its time is up, then only the new one
-    signs; a rotation that keeps nothing (a leaked secret) stops the old one at once."""
+    signs; a rotation that keeps nothing stops the old one at once."""
     from standardwebhooks import Webhook, WebhookVerificationError
 
     async def rotate(sub_id: uuid.UUID, keep_seconds: int) -> Any:
@@ -197,7 +197,7 @@ async def test_a_rotated_secret_signs_beside_the_new_one_until_it_expires(
         [_, second] = await receiver.wait_for(2)
         assert len(second.headers["webhook-signature"].split(" ")) == 1
 
-        newest = (await rotate(sub.id, 0)).secret  # a leaked secret: nothing kept
+        newest = (await rotate(sub.id, 0)).secret  # nothing kept
         await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
         await eventually(lambda: _bad_signature_seen(receiver, 2))
         receiver.secret = newest

@@ -50,8 +50,8 @@ async def test_subscribing_shows_the_secret_once_and_needs_admin(client: httpx.A
     assert (await client.get(f"/v1/webhooks/{hook['id']}")).json()["previous_secret_expires_at"] == rotated[
         "previous_secret_expires_at"
     ]
-    leaked = await client.post(f"/v1/webhooks/{hook['id']}/secret", json={"previous_secret_expires_in_seconds": 0})
-    assert leaked.status_code == 200 and leaked.json()["previous_secret_expires_at"] is None
+    at_once = await client.post(f"/v1/webhooks/{hook['id']}/secret", json={"previous_secret_expires_in_seconds": 0})
+    assert at_once.status_code == 200 and at_once.json()["previous_secret_expires_at"] is None
     for bad in (-1, 7 * 86_400 + 1, "soon"):
         refused = await client.post(f"/v1/webhooks/{hook['id']}/secret", json={"previous_secret_expires_in_seconds": bad})
         assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"

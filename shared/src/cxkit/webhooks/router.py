@@ -129,7 +129,7 @@ def webhooks_router(webhooks: Webhooks) -> GatedRouter:
         description="A new signing `secret`, shown this once; deliveries are signed with it from now on. The secret it "
         "replaces goes on signing them too, as a second `v1,` signature in `webhook-signature` (Standard Webhooks "
         "verifiers accept a delivery when any one matches), for `previous_secret_expires_in_seconds` (default a day; 0 "
-        "for a leaked secret), so receivers switch to the new secret without refusing a delivery. The body is optional. "
+        "stops it at once), so receivers switch to the new secret without refusing a delivery. The body is optional. "
         "Honours `If-Match`. Needs `admin`.",
         responses=problem_responses(401, 403, 404, 412, 422),
     )

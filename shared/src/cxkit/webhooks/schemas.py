@@ -128,7 +128,8 @@ class WebhookSecretRotation(InputModel):
         ge=0,
         le=MAX_PREVIOUS_SECRET_SECONDS,
         description="Seconds the replaced secret still signs deliveries beside the new one (default a day, at most a "
-        "week); 0: it stops at once (a leaked secret). Only the secret just replaced is kept: an older one stops now.",
+        "week); 0: it stops at once. Only the secret just replaced is kept: an older one stops now. Signing with the old "
+        "secret gives nobody anything: what protects a receiver is that it stops accepting a secret it no longer trusts.",
     )
 
 
