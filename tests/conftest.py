@@ -3,10 +3,12 @@ databases built by their migrations, talking through a real broker."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -140,9 +142,24 @@ async def cloned_databases(migrated_templates: tuple[str, str]) -> AsyncIterator
     await testing.drop_database(cem_name)
 
 
+# Where a failed cross-service test leaves its services' and broker's logs (pytest's own temporary
+# directories are deleted after a few runs): the evidence of a rare fault, kept for whoever looks.
+FAILED_TEST_LOGS = Path(__file__).resolve().parents[1] / "var" / "test-artifacts" / "failed"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"report_{report.when}", report)  # read by the fixtures below at teardown
+    return report
+
+
 @pytest.fixture
-async def stack_factory(databases: tuple[str, str], tmp_path: Path) -> AsyncIterator[Callable[[str], Stack]]:
-    """Call with a bootstrap address to get a Stack (services not started yet)."""
+async def stack_factory(
+    databases: tuple[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[[str], Stack]]:
+    """Call with a bootstrap address to get a Stack (services not started yet). If the test
+    fails, the logs in its temporary directory are copied to `FAILED_TEST_LOGS/<test>/`."""
     key = generate_key()
     await _add_key(databases[0], CrmApiKey, key)
     await _add_key(databases[1], CemApiKey, key)
@@ -156,6 +173,11 @@ async def stack_factory(databases: tuple[str, str], tmp_path: Path) -> AsyncIter
     yield make
     for stack in made:
         stack.stop()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        kept = FAILED_TEST_LOGS / request.node.name
+        shutil.copytree(tmp_path, kept, ignore=shutil.ignore_patterns("*-data", "*.sock"), dirs_exist_ok=True)
+        print(f"logs of the failed test kept in {kept}")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 
 from crm.config import CRMSettings
-from crm.imports import service
+from crm.imports import repository, service
 from crm.imports.worker import ImportWorker
 from cxkit import testing
 from cxkit.dev_broker import DevBroker
@@ -155,6 +155,8 @@ async def test_jobs_that_ended_past_the_retention_are_deleted_with_their_refused
     try:
         await conn.execute("UPDATE import_jobs SET finished_at = now() - interval '31 days' WHERE id = $1", uuid.UUID(old["id"]))
         stuck = uuid.uuid4()
+        # Held as a worker holds the job it runs, so the app's own worker (polling) leaves it queued.
+        assert await repository.try_lock(conn, stuck)
         await conn.execute(
             "INSERT INTO import_jobs (id, status, size_bytes, chunk_rows, rows_read, created, skipped, failed, done_chunks, "
             "created_at, updated_at) VALUES ($1, 'queued', 0, 5000, 0, 0, 0, 0, '{}', now() - interval '40 days', now())",
