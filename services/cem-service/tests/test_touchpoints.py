@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from cxkit.testing import bearer
@@ -90,3 +92,22 @@ async def test_delete_refuses_a_touchpoint_in_use_and_deletes_a_free_one(client:
     assert (await client.delete(f"/v1/touchpoints/{free['id']}", headers={"If-Match": '"7"'})).status_code == 412
     assert (await client.delete(f"/v1/touchpoints/{free['id']}", headers={"If-Match": '"1"'})).status_code == 204
     assert (await client.get(f"/v1/touchpoints/{free['id']}")).status_code == 404
+
+
+async def test_a_touchpoint_or_survey_read_naming_its_current_etag_is_304_and_a_change_makes_it_200(
+    client: httpx.AsyncClient, make: Any
+) -> None:
+    rows = {
+        "touchpoints": (await make.touchpoint("etag-desk"), {"name": "Front desk"}),
+        "surveys": (await make.survey("csat", status="draft"), {"name": "Desk CSAT"}),
+    }
+    for kind, (row, change) in rows.items():
+        url = f"/v1/{kind}/{row['id']}"
+        current = (await client.get(url)).headers["etag"]
+        for held in (current, f"W/{current}", f'"0", {current}', "*"):
+            r = await client.get(url, headers={"If-None-Match": held})
+            assert (r.status_code, r.content, r.headers["etag"]) == (304, b"", current), (kind, held)
+        assert (await client.patch(url, json=change)).status_code == 200
+        fresh = await client.get(url, headers={"If-None-Match": current})
+        assert fresh.status_code == 200 and fresh.headers["etag"] != current, kind
+        assert fresh.json()["name"] == change["name"]

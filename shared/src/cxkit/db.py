@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import ARRAY, ColumnElement, DateTime, MetaData, Table, any_, bindparam, text
+from sqlalchemy import ARRAY, ColumnElement, DateTime, MetaData, Table, any_, bindparam, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Dialect
@@ -131,6 +132,38 @@ def any_of(column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
 def insert_ignoring_conflicts(table: Table) -> Any:
     """`INSERT ... ON CONFLICT DO NOTHING`."""
     return insert(table).on_conflict_do_nothing()
+
+
+def next_version(versioned: Any) -> dict[str, Any]:
+    """The values a bulk `UPDATE` of versioned rows sets besides its own: the next `version`
+    and `updated_at` now. A row's version is its `ETag`, which `If-Match` and `If-None-Match`
+    compare: a change of any field it serves must bump it, or a client holding the old copy is
+    told it is current. `versioned` is the ORM class or the table's columns (`table.c`)."""
+    return {"version": versioned.version + 1, "updated_at": utcnow()}
+
+
+async def detach_referrers(session: AsyncSession, table: Table, key: Any) -> None:
+    """Before a row of `table` is deleted: the versioned rows pointing at it through a foreign
+    key with `ON DELETE SET NULL` (a task's deal, a lead's converted deal) drop the reference
+    here, with `next_version`. PostgreSQL's own `SET NULL` would change them without a new
+    version, so a client holding one would be told its copy is current. Rows without a version
+    (they have no `ETag`) are left to the foreign key."""
+    for column in _versioned_set_null_referrers(table):
+        await session.execute(
+            update(column.table).where(column == key).values({column.name: None, **next_version(column.table.c)})
+        )
+
+
+@functools.cache
+def _versioned_set_null_referrers(table: Table) -> tuple[Any, ...]:
+    """The columns of versioned tables that reference `table` with `ON DELETE SET NULL`."""
+    return tuple(
+        fk.parent
+        for referrer in table.metadata.sorted_tables
+        if "version" in referrer.c and "updated_at" in referrer.c
+        for fk in referrer.foreign_keys
+        if fk.column.table is table and (fk.ondelete or "").upper() == "SET NULL"
+    )
 
 
 async def insert_new(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], returning_column: str) -> set[Any]:

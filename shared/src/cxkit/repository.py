@@ -12,6 +12,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
+from cxkit.db import detach_referrers
+
 ModelT = TypeVar("ModelT", bound=DeclarativeBase)
 
 
@@ -46,11 +48,16 @@ class Repository(SessionRepository, Generic[ModelT]):
         return await self.session.get(self.model, id)
 
     async def delete(self, row: ModelT) -> None:
-        """Mark a loaded row for deletion; the DELETE goes out with the next flush."""
+        """Mark a loaded row for deletion; the DELETE goes out with the next flush. Versioned
+        rows that point at it with `ON DELETE SET NULL` drop the reference now, with a new
+        version (`cxkit.db.detach_referrers`)."""
+        await detach_referrers(self.session, self.model.__table__, row.id)  # type: ignore[attr-defined]
         await self.session.delete(row)
 
     async def delete_by_id(self, id: uuid.UUID) -> None:
         """DELETE the row now, in one statement, without loading it: unlike `delete`, the ORM
         does not walk the row's relationships (they are `lazy="raise"`) and nothing waits for
-        a flush."""
+        a flush. Versioned rows that point at it with `ON DELETE SET NULL` drop the reference,
+        with a new version (`cxkit.db.detach_referrers`)."""
+        await detach_referrers(self.session, self.model.__table__, id)  # type: ignore[attr-defined]
         await self.session.execute(delete(self.model).filter_by(id=id))

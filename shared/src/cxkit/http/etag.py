@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from cxkit.http.problems import PreconditionFailed
@@ -51,6 +52,17 @@ def is_current(scope: Mapping[str, Any], current_version: int) -> bool:
 def not_modified(current_version: int) -> Response:
     """304 Not Modified: no body, the current `ETag`."""
     return Response(status_code=304, headers={"ETag": etag_for(current_version)})
+
+
+def unchanged(request: HTTPConnection, current_version: int) -> Response | None:
+    """The 304 for a read whose `If-None-Match` names the current version, else None (the
+    read answers in full): `return unchanged(request, row.version) or answer(row)`. The route
+    declares `NOT_MODIFIED_RESPONSE` and `IF_NONE_MATCH_PARAMETER`, and says `NOT_MODIFIED_TEXT`."""
+    return not_modified(current_version) if is_current(request.scope, current_version) else None
+
+
+# What a route's description says of it (see `unchanged`).
+NOT_MODIFIED_TEXT = "With `If-None-Match` naming the current `ETag` the answer is 304 with no body: the copy you hold is current."
 
 
 NOT_MODIFIED_RESPONSE: dict[int | str, dict[str, str]] = {

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Query
+from starlette.requests import Request
 from starlette.responses import Response
 
 from cem.surveys import service
@@ -15,7 +16,7 @@ from cxkit.fields import QueryText
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
-from cxkit.http.etag import etag_for
+from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, NOT_MODIFIED_TEXT, etag_for, unchanged
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import IfMatch, id_path
@@ -72,11 +73,15 @@ async def list_surveys(
 @router.get(
     "/{survey_id}",
     summary="Get a survey",
-    description="One survey with its questions, trigger and `ETag`. Needs `read`.",
-    responses=problem_responses(401, 403, 404, 422),
+    description=f"One survey with its questions, trigger and `ETag`. {NOT_MODIFIED_TEXT} Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422) | NOT_MODIFIED_RESPONSE,
+    openapi_extra=IF_NONE_MATCH_PARAMETER,
 )
-async def get_survey(survey_id: SurveyId, session: SessionDep, _: Reader) -> ModelResponse[SurveyRead]:
-    return _one(await service.get_survey(session, survey_id))
+async def get_survey(
+    survey_id: SurveyId, request: Request, session: SessionDep, _: Reader
+) -> ModelResponse[SurveyRead] | Response:
+    survey = await service.get_survey(session, survey_id)
+    return unchanged(request, survey.version) or _one(survey)
 
 
 @router.patch(

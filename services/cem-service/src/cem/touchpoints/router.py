@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Query
+from starlette.requests import Request
 from starlette.responses import Response
 
 from cem.touchpoints import service
@@ -14,7 +15,7 @@ from cxkit.fields import QueryText
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
-from cxkit.http.etag import etag_for
+from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, NOT_MODIFIED_TEXT, etag_for, unchanged
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import IfMatch, id_path
@@ -70,11 +71,15 @@ async def list_touchpoints(
 @router.get(
     "/{touchpoint_id}",
     summary="Get a touchpoint",
-    description="One touchpoint by id, with its `ETag`. Needs `read`.",
-    responses=problem_responses(401, 403, 404, 422),
+    description=f"One touchpoint by id, with its `ETag`. {NOT_MODIFIED_TEXT} Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422) | NOT_MODIFIED_RESPONSE,
+    openapi_extra=IF_NONE_MATCH_PARAMETER,
 )
-async def get_touchpoint(touchpoint_id: TouchpointId, session: SessionDep, _: Reader) -> ModelResponse[TouchpointRead]:
-    return _one(await service.get_touchpoint(session, touchpoint_id))
+async def get_touchpoint(
+    touchpoint_id: TouchpointId, request: Request, session: SessionDep, _: Reader
+) -> ModelResponse[TouchpointRead] | Response:
+    touchpoint = await service.get_touchpoint(session, touchpoint_id)
+    return unchanged(request, touchpoint.version) or _one(touchpoint)
 
 
 @router.patch(

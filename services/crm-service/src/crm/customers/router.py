@@ -32,7 +32,7 @@ from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Admin, Reader
 from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
 from cxkit.http.deps import PgPoolDep, SessionDep, pool_of
-from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, etag_for, is_current, not_modified
+from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, NOT_MODIFIED_TEXT, etag_for, unchanged
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import IfMatch
@@ -196,8 +196,8 @@ only_these_methods(router, "/export")
 @router.get(
     "/{customer_id}",
     summary="Get a customer",
-    description="One customer by id, with its `ETag` (its version: every change bumps it). With `If-None-Match` naming "
-    "the current `ETag` the answer is 304 with no body: the copy you hold is current. An erased customer is returned "
+    description=f"One customer by id, with its `ETag` (its version: every change bumps it). {NOT_MODIFIED_TEXT} "
+    "An erased customer is returned "
     "anonymous (personal fields null, `erased_at` set). A duplicate merged into another customer answers 308 with "
     "`Location` pointing at the survivor and `merged_into` in the body. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE | NOT_MODIFIED_RESPONSE,
@@ -205,9 +205,7 @@ only_these_methods(router, "/export")
 )
 async def get_customer(customer_id: CustomerIdPath, request: Request, _: Reader) -> ModelResponse[CustomerRead] | Response:
     customer = await service.read_customer(pool_of(request), customer_id)
-    if is_current(request.scope, customer["version"]):
-        return not_modified(customer["version"])
-    return _answer(customer)
+    return unchanged(request, customer["version"]) or _answer(customer)
 
 
 @router.get(

@@ -14,6 +14,7 @@ from crm.db import as_money
 from crm.deals.models import Deal, DealStageChange
 from crm.pipelines.models import PipelineStage
 from cxkit import keyset
+from cxkit.db import next_version
 from cxkit.http.pagination import PageParams
 from cxkit.repository import Repository
 
@@ -102,11 +103,15 @@ class DealRepository(Repository[Deal]):
         return list((await self.session.scalars(keyset.apply(stmt, HISTORY_ORDER, DealStageChange.id, page))).all())
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
-        await self.session.execute(update(Deal).where(Deal.customer_id == duplicate_id).values(customer_id=survivor_id))
+        await self.session.execute(
+            update(Deal).where(Deal.customer_id == duplicate_id).values(customer_id=survivor_id, **next_version(Deal))
+        )
 
     async def erase_customer(self, erasure: CustomerErasure) -> None:
         """Free text goes (a title or lost reason may name the person); amounts, stages,
         dates and history stay for the funnel."""
         await self.session.execute(
-            update(Deal).where(Deal.customer_id == erasure.customer_id).values(title=ERASED_TITLE, lost_reason=None)
+            update(Deal)
+            .where(Deal.customer_id == erasure.customer_id)
+            .values(title=ERASED_TITLE, lost_reason=None, **next_version(Deal))
         )

@@ -11,6 +11,7 @@ from sqlalchemy import Select, or_, select, update
 from crm.customers.lifecycle import CustomerErasure
 from crm.leads.models import Lead
 from cxkit import keyset
+from cxkit.db import next_version
 from cxkit.http.pagination import PageParams
 from cxkit.repository import Repository
 
@@ -61,7 +62,9 @@ class LeadRepository(Repository[Lead]):
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         """The leads that became the duplicate became the survivor."""
         await self.session.execute(
-            update(Lead).where(Lead.converted_customer_id == duplicate_id).values(converted_customer_id=survivor_id)
+            update(Lead)
+            .where(Lead.converted_customer_id == duplicate_id)
+            .values(converted_customer_id=survivor_id, **next_version(Lead))
         )
 
     async def erase_customer(self, erasure: CustomerErasure) -> None:
@@ -69,5 +72,14 @@ class LeadRepository(Repository[Lead]):
         await self.session.execute(
             update(Lead)
             .where(Lead.converted_customer_id == erasure.customer_id)
-            .values(email=None, email_normalized=None, name=None, company=None, phone=None, job_title=None, notes=None)
+            .values(
+                email=None,
+                email_normalized=None,
+                name=None,
+                company=None,
+                phone=None,
+                job_title=None,
+                notes=None,
+                **next_version(Lead),
+            )
         )

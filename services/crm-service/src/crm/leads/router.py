@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Query
+from starlette.requests import Request
 from starlette.responses import Response
 
 from crm.customers.schemas import CustomerRead
@@ -20,7 +21,7 @@ from cxkit.fields import QueryText
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
-from cxkit.http.etag import etag_for
+from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, NOT_MODIFIED_TEXT, etag_for, unchanged
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import IfMatch
@@ -77,12 +78,15 @@ async def list_leads(
 @router.get(
     "/{lead_id}",
     summary="Get a lead",
-    description="One lead with its `ETag`; a converted lead names its customer and deal. Needs `read`.",
-    responses=problem_responses(401, 403, 404, 422),
+    description=f"One lead with its `ETag`; a converted lead names its customer and deal. {NOT_MODIFIED_TEXT} Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422) | NOT_MODIFIED_RESPONSE,
+    openapi_extra=IF_NONE_MATCH_PARAMETER,
 )
-async def get_lead(lead_id: LeadIdPath, session: SessionDep, _: Reader) -> ModelResponse[LeadRead]:
+async def get_lead(lead_id: LeadIdPath, request: Request, session: SessionDep, _: Reader) -> ModelResponse[LeadRead] | Response:
     lead = await service.get_lead(session, lead_id)
-    return json_response(LeadRead.model_validate(lead), headers={"ETag": etag_for(lead.version)})
+    return unchanged(request, lead.version) or json_response(
+        LeadRead.model_validate(lead), headers={"ETag": etag_for(lead.version)}
+    )
 
 
 @router.patch(

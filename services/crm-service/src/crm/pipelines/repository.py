@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, update
 from crm.deals.models import Deal
 from crm.pipelines.models import Pipeline, PipelineStage
 from cxkit import keyset
-from cxkit.db import insert_ignoring_conflicts
+from cxkit.db import insert_ignoring_conflicts, next_version
 from cxkit.http.pagination import PageParams
 from cxkit.repository import Repository
 
@@ -61,7 +61,9 @@ class PipelineRepository(Repository[Pipeline]):
 
     async def clear_default(self, except_id: uuid.UUID) -> None:
         await self.session.execute(
-            update(Pipeline).where(Pipeline.is_default.is_(True), Pipeline.id != except_id).values(is_default=False)
+            update(Pipeline)
+            .where(Pipeline.is_default.is_(True), Pipeline.id != except_id)
+            .values(is_default=False, **next_version(Pipeline))
         )
 
     async def deal_counts_by_stage(self, stage_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:

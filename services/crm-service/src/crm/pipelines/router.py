@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends
+from starlette.requests import Request
 from starlette.responses import Response
 
 from crm.fields import PipelineIdPath
@@ -13,7 +14,7 @@ from crm.pipelines.schemas import PipelineCreate, PipelinePage, PipelineRead, Pi
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Admin, Reader
 from cxkit.http.deps import SessionDep
-from cxkit.http.etag import etag_for
+from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, NOT_MODIFIED_TEXT, etag_for, unchanged
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import IfMatch
@@ -68,12 +69,15 @@ async def list_pipelines(
 @router.get(
     "/{pipeline_id}",
     summary="Get a pipeline",
-    description="One pipeline with its ordered stages and its `ETag`. Needs `read`.",
-    responses=problem_responses(401, 403, 404, 422),
+    description=f"One pipeline with its ordered stages and its `ETag`. {NOT_MODIFIED_TEXT} Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422) | NOT_MODIFIED_RESPONSE,
+    openapi_extra=IF_NONE_MATCH_PARAMETER,
 )
-async def get_pipeline(pipeline_id: PipelineIdPath, session: SessionDep, _: Reader) -> ModelResponse[PipelineRead]:
+async def get_pipeline(
+    pipeline_id: PipelineIdPath, request: Request, session: SessionDep, _: Reader
+) -> ModelResponse[PipelineRead] | Response:
     pipeline, stages = await service.get_pipeline(session, pipeline_id)
-    return _answer(pipeline, stages)
+    return unchanged(request, pipeline.version) or _answer(pipeline, stages)
 
 
 @router.patch(

@@ -12,6 +12,7 @@ from sqlalchemy import Select, select, update
 from crm.customers.lifecycle import CustomerErasure
 from crm.tasks.models import Task
 from cxkit import keyset
+from cxkit.db import next_version
 from cxkit.http.pagination import PageParams
 from cxkit.repository import Repository
 
@@ -67,10 +68,14 @@ class TaskRepository(Repository[Task]):
         return list((await self.session.scalars(stmt)).all())
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
-        await self.session.execute(update(Task).where(Task.customer_id == duplicate_id).values(customer_id=survivor_id))
+        await self.session.execute(
+            update(Task).where(Task.customer_id == duplicate_id).values(customer_id=survivor_id, **next_version(Task))
+        )
 
     async def erase_customer(self, erasure: CustomerErasure) -> None:
         """Free text goes; dates, status, owner and origin stay."""
         await self.session.execute(
-            update(Task).where(Task.customer_id == erasure.customer_id).values(title=ERASED_TITLE, description=None)
+            update(Task)
+            .where(Task.customer_id == erasure.customer_id)
+            .values(title=ERASED_TITLE, description=None, **next_version(Task))
         )

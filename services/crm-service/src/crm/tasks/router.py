@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Query
+from starlette.requests import Request
 from starlette.responses import Response
 
 from crm.deps import ActorDep
@@ -18,7 +19,7 @@ from cxkit.fields import QueryText, Timestamp
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
-from cxkit.http.etag import etag_for
+from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, NOT_MODIFIED_TEXT, etag_for, unchanged
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import IfMatch
@@ -90,11 +91,13 @@ async def list_tasks(
 @router.get(
     "/{task_id}",
     summary="Get a task",
-    description="One task with its `ETag`. Needs `read`.",
-    responses=problem_responses(401, 403, 404, 422),
+    description=f"One task with its `ETag`. {NOT_MODIFIED_TEXT} Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422) | NOT_MODIFIED_RESPONSE,
+    openapi_extra=IF_NONE_MATCH_PARAMETER,
 )
-async def get_task(task_id: TaskIdPath, session: SessionDep, _: Reader) -> ModelResponse[TaskRead]:
-    return _answer(await service.get_task(session, task_id))
+async def get_task(task_id: TaskIdPath, request: Request, session: SessionDep, _: Reader) -> ModelResponse[TaskRead] | Response:
+    task = await service.get_task(session, task_id)
+    return unchanged(request, task.version) or _answer(task)
 
 
 @router.patch(
