@@ -57,3 +57,40 @@ async def test_an_empty_or_unreadable_window_is_422(client: httpx.AsyncClient) -
             r = await client.get(path, params=params)
             assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", (path, params, r.text)
             assert r.json()["errors"][0]["loc"] == loc, r.text
+
+
+async def test_a_sync_with_include_removed_learns_of_merges_and_erasures(client: httpx.AsyncClient, make: Any) -> None:
+    tag = f"r-{uuid.uuid4().hex[:8]}"
+    kept, duplicate, gone = [await make.customer(name=name, tags=[tag]) for name in ("Kept", "Twin", "Gone")]
+    synced_at = gone["updated_at"]
+    merged = await client.post(f"/v1/customers/{kept['id']}/merge", json={"duplicate_id": duplicate["id"]})
+    assert merged.status_code == 200, merged.text
+    assert (await client.delete(f"/v1/customers/{gone['id']}")).status_code == 204
+
+    # The plain list no longer shows the duplicate or the erased customer...
+    assert await listed(client, tag, updated_from=synced_at, sort="updated_at") == ["Kept"]
+    # ...with include_removed a sync since then sees both changes, as they stand now.
+    changes: dict[str, dict[str, Any]] = {}
+    cursor = None
+    while True:
+        params = {"tag": tag, "updated_from": synced_at, "sort": "updated_at", "include_removed": "true", "limit": 1}
+        r = await client.get("/v1/customers", params=params | ({"cursor": cursor} if cursor else {}))
+        assert r.status_code == 200, r.text
+        changes |= {c["id"]: c for c in r.json()["items"]}
+        if (cursor := r.json()["next_cursor"]) is None:
+            break
+    assert changes.keys() == {kept["id"], duplicate["id"], gone["id"]}
+    assert changes[duplicate["id"]]["merged_into_id"] == kept["id"]
+    assert changes[duplicate["id"]]["updated_at"] >= synced_at
+    erased = changes[gone["id"]]
+    assert erased["erased_at"] is not None and erased["name"] is None and erased["email"] is None
+    assert erased["updated_at"] >= synced_at
+
+    export = await client.get("/v1/customers/export", params={"tag": tag, "sort": "created_at", "include_removed": "true"})
+    rows = list(csv.DictReader(io.StringIO(export.text)))
+    assert [(r["id"], bool(r["merged_into_id"]), bool(r["erased_at"])) for r in rows] == [
+        (kept["id"], False, False),
+        (duplicate["id"], True, False),
+        (gone["id"], False, True),
+    ]
+    assert (await client.get("/v1/customers", params={"include_removed": "maybe"})).status_code == 422

@@ -57,6 +57,7 @@ class CustomerFilters:
     created_to: dt.datetime | None = None
     updated_from: dt.datetime | None = None
     updated_to: dt.datetime | None = None
+    include_removed: bool = False  # merged duplicates and erased customers too
 
 
 def _like_pattern(q: str) -> str:
@@ -98,8 +99,8 @@ def _tag_condition(tag: str) -> ColumnElement[bool]:
 
 def matching(filters: CustomerFilters) -> list[ColumnElement[bool]]:
     """The WHERE of the customers a list (or an export) with these filters shows: live ones only,
-    merged duplicates and erased customers left out."""
-    conditions = [Customer.merged_into_id.is_(None), Customer.erased_at.is_(None)]
+    merged duplicates and erased customers left out unless `include_removed`."""
+    conditions = [] if filters.include_removed else [Customer.merged_into_id.is_(None), Customer.erased_at.is_(None)]
     if filters.q:
         conditions.append(_search((Customer.name, Customer.email_normalized, Customer.company), filters.q))
     if filters.lifecycle_stage:

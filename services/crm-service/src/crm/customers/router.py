@@ -131,6 +131,14 @@ def customer_filters(
         Timestamp | None, Query(description="Last changed at or after (RFC 3339): with `sort=updated_at`, what changed since.")
     ] = None,
     updated_to: Annotated[Timestamp | None, Query(description="Last changed before (RFC 3339).")] = None,
+    include_removed: Annotated[
+        bool,
+        Query(
+            description="Also the customers taken out of the list: merged duplicates (`merged_into_id` set) and erased "
+            "customers (anonymous, `erased_at` set). With `updated_from` and `sort=updated_at`, a copy kept in step "
+            "learns of merges and erasures too (both bump `updated_at`)."
+        ),
+    ] = False,
 ) -> CustomerFilters:
     """The filters of the customer list, read from the query (the export takes the same)."""
     for since, until, field in ((created_from, created_to, "created"), (updated_from, updated_to, "updated")):
@@ -147,6 +155,7 @@ def customer_filters(
         created_to=created_to,
         updated_from=updated_from,
         updated_to=updated_to,
+        include_removed=include_removed,
     )
 
 
@@ -175,12 +184,12 @@ def _export_row(record: asyncpg.Record) -> list[Any]:
     status_code=200,
     summary="Export customers as CSV",
     description="Every customer the list shows with the same filters (`q`, `lifecycle_stage`, `tag`, `owner`, "
-    "`campaign_id`, `external_id`, the `created_*` and `updated_*` windows) and in the same order (`sort`), unpaged, "
-    "as a streamed `text/csv` attachment "
+    "`campaign_id`, `external_id`, the `created_*` and `updated_*` windows, `include_removed`) and in the same order "
+    "(`sort`), unpaged, as a streamed `text/csv` attachment "
     "(`customers-<UTC timestamp>.csv`): a header row, then one line per customer with the fields of a customer read "
     "(`tags` joined with `;`, `attributes` as compact JSON). Merged duplicates and erased customers are left out, as "
-    "in the list. Spreadsheet-safe: a text cell beginning with `=`, `+`, `-`, `@`, a tab or a carriage return gets "
-    "a leading `'`; numbers are left as numbers. Needs `read`.",
+    "in the list, unless `include_removed=true`. Spreadsheet-safe: a text cell beginning with `=`, `+`, `-`, `@`, a "
+    "tab or a carriage return gets a leading `'`; numbers are left as numbers. Needs `read`.",
     response_class=CsvExport,
     responses=csv_response_doc("The customers, one per line after the header.", EXPORT_EXAMPLE)
     | problem_responses(401, 403, 422),
@@ -247,7 +256,8 @@ async def customer_duplicates(
     "exclusive) and on the last change (`updated_from`, `updated_to`). `sort`: `created_at`, `updated_at`, `name` or "
     "`email`, `-` for descending (default `-created_at`); customers without the sorted value come last. What changed "
     "since a moment: `updated_from=<moment>&sort=updated_at`, page by page. Merged duplicates and erased customers are "
-    "left out. Paginated with `limit` and the opaque `cursor` of the previous page. Needs `read`.",
+    "left out, unless `include_removed=true` (for a copy kept in step: it then learns of merges and erasures). "
+    "Paginated with `limit` and the opaque `cursor` of the previous page. Needs `read`.",
     responses=problem_responses(401, 403, 422),
 )
 async def list_customers(
