@@ -192,6 +192,9 @@ async def test_a_rotated_secret_signs_beside_the_new_one_until_it_expires(
             )
         await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
         await eventually(lambda: _bad_signature_seen(receiver))  # the old secret no longer verifies
+        await worker.sweep()  # and the worker's sweep forgets it; the read still says when it expired
+        swept = await subscription(sessions, sub.id)
+        assert swept.previous_secret is None and swept.previous_secret_expires_at < utcnow()
         receiver.secret = new
         await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
         [_, second] = await receiver.wait_for(2)

@@ -316,13 +316,23 @@ class WebhookWorker:
         """Give a due time to every pending delivery that heads its queue without one: one
         queued while its predecessor was finishing in another transaction (neither saw the
         other, so no one released it). Returns how many; the worker runs it every
-        `SWEEP_INTERVAL_S`. It reads the waiting deliveries once, so it is not run per round."""
+        `SWEEP_INTERVAL_S`. It reads the waiting deliveries once, so it is not run per round.
+
+        It also forgets the replaced secrets whose overlap is over: such a secret signs
+        nothing more, and a secret kept for nothing is one more to leak (a backup, a dump).
+        `previous_secret_expires_at` stays, so what a read shows does not change."""
+        now = utcnow()
         async with self.session_factory() as session, session.begin():
             conn = await session_connection(session)
             status = await conn.execute(
                 f"UPDATE {self.webhooks.deliveries_table} d SET next_attempt_at = $1 "
                 f"WHERE d.status = '{PENDING}' AND d.next_attempt_at IS NULL AND NOT EXISTS ({self._earlier_pending})",
-                utcnow(),
+                now,
+            )
+            await conn.execute(
+                f"UPDATE {self.webhooks.subscriptions_table} SET previous_secret = NULL "
+                "WHERE previous_secret IS NOT NULL AND previous_secret_expires_at <= $1",
+                now,
             )
         return int(status.split()[-1])
 
