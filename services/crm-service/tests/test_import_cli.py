@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
+
+from cxkit import testing
+from cxkit.pg_pool import asyncpg_dsn
+
+from .conftest import ALEMBIC
 
 CSV = """email,name,company,lifecycle_stage,tags,attributes.plan,survey_opt_out,shoe_size
 ada@example.com,Ada Lovelace,Engines,customer,vip;b2b,pro,no,40
@@ -86,3 +92,39 @@ async def test_dry_run_creates_nothing_and_a_bad_header_is_exit_2(
     assert code == 2 and "lacks the column(s) email, name" in output
     code, output = await run_cli(crm_database_url, "import-customers", str(tmp_path / "missing.csv"))
     assert code == 2
+
+
+async def test_a_chunk_the_database_refuses_for_now_is_written_again_and_the_import_ends_cleanly(tmp_path: Path) -> None:
+    """A deadlock's victim (the server refuses one row's insert twice, as it refuses the victim
+    of a deadlock) is not the file's fault: the chunk is written again, every customer is made
+    once, and the command ends with its report, not a traceback."""
+    name, url = await testing.migrated_database("crm_cli_busy", ALEMBIC)
+    try:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        await conn.execute(
+            """
+            CREATE SEQUENCE refusals;
+            CREATE FUNCTION refuse_twice() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.name = 'Row 700' AND nextval('refusals') <= 2 THEN
+                    RAISE EXCEPTION 'deadlock detected' USING ERRCODE = 'deadlock_detected';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_twice BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION refuse_twice();
+            """
+        )
+        await conn.close()
+        source = tmp_path / "customers.csv"
+        source.write_text("email,name\n" + "".join(f"row{i}@example.com,Row {i}\n" for i in range(1_000)), encoding="utf-8")
+        code, output = await run_cli(url, "import-customers", str(source), "--batch-size", "250")
+        assert code == 0 and "1000 rows: 1000 created, 0 failed" in output, output
+        assert "Traceback" not in output
+        counts = await testing.db_rows(
+            url,
+            "SELECT (SELECT count(*) FROM customers) AS customers, (SELECT count(*) FROM outbox) AS events, "
+            "(SELECT last_value FROM refusals) AS refusals",
+        )
+        assert dict(counts[0]) == {"customers": 1_000, "events": 1_000, "refusals": 3}
+    finally:
+        await testing.drop_database(name)

@@ -38,6 +38,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError, model_validator
 
 from crm.customers.schemas import CustomerCreate
 from crm.db import SOURCE
+from cxkit.db import is_database_busy
 from cxkit.events.registry import topic_for
 from cxkit.ids import new_ids
 from cxkit.tracing import current_traceparent
@@ -406,7 +407,30 @@ def _check_event(event: dict[str, Any]) -> None:
 OnChunk = Callable[[asyncpg.Connection, ChunkResult], Awaitable[None]]
 
 
+# How many times in all a chunk is written while the database refuses it for now (a deadlock's
+# victim, a full lock table: `cxkit.db.is_database_busy`), 0.1, 0.2, 0.4 and 0.8 s apart.
+BUSY_ATTEMPTS = 5
+
+
 async def _write(conn: asyncpg.Connection, chunk: _Chunk, result: ChunkResult, on_chunk: OnChunk | None) -> ChunkResult:
+    """`_write_chunk`, tried again while the database refuses the chunk's transaction for now
+    (nothing of it was kept), up to `BUSY_ATTEMPTS` times; then the refusal is raised (an
+    import job stays running and resumes at its next pass)."""
+    errors, created = list(result.errors), result.created
+    attempt = 1
+    while True:
+        try:
+            return await _write_chunk(conn, chunk, result, on_chunk)
+        except Exception as exc:
+            if attempt == BUSY_ATTEMPTS or not is_database_busy(exc):
+                raise
+        result.errors[:] = errors  # what the refused attempt counted
+        result.created = created
+        await asyncio.sleep(0.1 * 2 ** (attempt - 1))
+        attempt += 1
+
+
+async def _write_chunk(conn: asyncpg.Connection, chunk: _Chunk, result: ChunkResult, on_chunk: OnChunk | None) -> ChunkResult:
     """Create the chunk's customers and their events in one transaction, adding to `result`
     the number created and the rows refused (email or external_id taken, unknown campaign);
     `on_chunk` runs last in the same transaction (it may raise to undo the chunk)."""
