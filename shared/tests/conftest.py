@@ -26,7 +26,7 @@ from cxkit.dev_broker import DEV_BROKER_SETTINGS, DevBroker
 from cxkit.events import encode_event, new_event
 from cxkit.events.payloads import CustomerUpdated
 from cxkit.kafka.client import ensure_topics
-from cxkit.kafka.consumer import BatchHandler, Delivery
+from cxkit.kafka.consumer import BatchHandler, Delivery, EventConsumer
 from cxkit.platform_models import ApiKeyMixin, IdempotencyKeyMixin, OutboxMixin, ProcessedEventMixin
 from cxkit.settings import ServiceSettings
 from cxkit.webhooks.models import WebhookDeliveryMixin, WebhookSubscriptionMixin
@@ -234,6 +234,28 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
         return {p: await probe.committed(TopicPartition(topic, p)) for p in partitions}
     finally:
         await probe.stop()
+
+
+@contextlib.asynccontextmanager
+async def consuming(
+    settings: ServiceSettings, engine: AsyncEngine, name: str, topic: str, handler: BatchHandler
+) -> AsyncIterator[EventConsumer]:
+    """An EventConsumer named `name` applying `customer.updated` from `topic` with `handler`,
+    running as a task while the block runs."""
+    consumer = EventConsumer(
+        name=name,
+        topics=[topic],
+        handlers={"customer.updated": handler},
+        settings=settings,
+        session_factory=make_session_factory(engine),
+        processed_model=ProcessedEvent,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield consumer
+    finally:
+        await settle(task)
+        await consumer.stop()
 
 
 async def settle(task: asyncio.Task[Any]) -> None:

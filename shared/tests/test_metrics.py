@@ -20,7 +20,6 @@ from fastapi import FastAPI
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from cxkit.db import make_session_factory
 from cxkit.http.app import install_platform
 from cxkit.kafka.consumer import Delivery, EventConsumer, dlq_reason_kind
 from cxkit.kafka.outbox import OutboxRelay
@@ -28,7 +27,7 @@ from cxkit.metrics import DLQ_REASONS, ERROR_KINDS, MULTIPROC_DIR_ENV, expositio
 from cxkit.settings import ServiceSettings
 from cxkit.testing import metric_total, wait_for
 
-from .conftest import SOURCE, Outbox, ProcessedEvent, applying, customer_event, publish, settle
+from .conftest import SOURCE, Outbox, applying, consuming, customer_event, publish, settle
 from .test_outbox_relay import write_events
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -150,18 +149,8 @@ async def stuck_consumer(
 ) -> AsyncIterator[tuple[EventConsumer, Stuck]]:
     name = f"kit-metrics-{uuid.uuid4().hex[:8]}"
     handler = Stuck(name)
-    consumer = EventConsumer(
-        name=name,
-        topics=[topic],
-        handlers={"customer.updated": handler},
-        settings=kit_settings,
-        session_factory=make_session_factory(kit_engine),
-        processed_model=ProcessedEvent,
-    )
-    task = asyncio.create_task(consumer.run())
-    yield consumer, handler
-    await settle(task)
-    await consumer.stop()
+    async with consuming(kit_settings, kit_engine, name, topic, handler) as consumer:
+        yield consumer, handler
 
 
 async def test_consumer_lag_per_partition_grows_while_stuck_and_returns_to_zero_and_dlq_counts_by_reason(

@@ -6,7 +6,12 @@ from __future__ import annotations
 import socket
 import uuid
 
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
+
+from cem.config import CEMSettings
+from cem.consumers import live_consumers
+from cem.main import build_consumers
 
 from .conftest import run_cem_command
 
@@ -30,3 +35,8 @@ async def test_a_command_whose_database_cannot_be_reached_says_so_in_one_line(ce
         assert "Traceback" not in out, out[-2000:]
         [line] = [line for line in out.splitlines() if line.strip()]
         assert line.startswith("cannot reach the database (CEM_DATABASE_URL): ") and reason in line, line
+
+
+def test_the_dlq_commands_know_every_live_consumer_and_its_topics(cem_settings: CEMSettings, cem_app: FastAPI) -> None:
+    built = build_consumers(cem_settings, cem_app.state.customer_data)(None)
+    assert live_consumers(cem_settings) == {c.name: c.topics for c in built}

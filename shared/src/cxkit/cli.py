@@ -1,9 +1,12 @@
-"""Admin commands both services share (`crm ...`, `cem ...`): migrate, API keys."""
+"""Admin commands both services share (`crm ...`, `cem ...`): migrate, API keys, outbox requeue,
+replay, dead letters."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +20,7 @@ from typer.core import TyperGroup
 
 from cxkit.db import database_error_cause, is_database_unavailable, make_engine, make_session_factory, utcnow
 from cxkit.http.auth import create_api_key
+from cxkit.metrics import DLQ_REASONS
 from cxkit.migrations import upgrade
 from cxkit.settings import ServiceSettings
 
@@ -65,7 +69,10 @@ def build_cli(
     processed_model: type[Any] | None = None,
     projections: Callable[[Any], list[Any]] | None = None,
     outbox_model: type[Any] | None = None,
+    consumers: Callable[[Any], dict[str, list[str]]] | None = None,
 ) -> typer.Typer:
+    """The shared commands; `consumers(settings)` (each live consumer's name and topics) adds
+    `dlq list` and `dlq redrive`."""
     commands = type(f"{name.capitalize()}Commands", (_AdminCommands,), {"setting": f"{name.upper()}_DATABASE_URL"})
     app = typer.Typer(name=name, help=f"{name} administration.", no_args_is_help=True, add_completion=False, cls=commands)
 
@@ -130,6 +137,9 @@ def build_cli(
 
             for consumer, count in asyncio.run(run()).items():
                 console.print(f"[green]{consumer}: {count} messages replayed[/green]")
+
+    if consumers is not None and processed_model is not None:
+        _add_dlq_commands(app, settings_factory, processed_model, consumers)
 
     @app.command()
     def migrate(revision: Annotated[str, typer.Option(help="Target revision.")] = "heads") -> None:
@@ -221,3 +231,112 @@ def build_cli(
             raise typer.Exit(1)
 
     return app
+
+
+ReasonOption = Annotated[
+    list[str] | None,
+    typer.Option("--reason", help=f"Only these reason kinds (repeatable): {', '.join(DLQ_REASONS)}."),
+]
+ConsumerOption = Annotated[str | None, typer.Option("--consumer", help="Only this consumer's dead letters.")]
+
+
+def _add_dlq_commands(
+    app: typer.Typer,
+    settings_factory: Callable[[], ServiceSettings],
+    processed_model: type[Any],
+    consumers: Callable[[Any], dict[str, list[str]]],
+) -> None:
+    from cxkit.dlq import DeadLetter, read_dead_letters, redrive
+
+    dlq = typer.Typer(help="Dead letters: what the consumers sent to <topic>.dlq, and sending them again.", no_args_is_help=True)
+    app.add_typer(dlq, name="dlq")
+
+    def chosen(consumer: str | None, reasons: list[str] | None) -> tuple[ServiceSettings, dict[str, list[str]], set[str]]:
+        settings = settings_factory()
+        live = consumers(settings)
+        if consumer is not None and consumer not in live:
+            console.print(f"[red]no consumer {consumer!r}; this service's: {', '.join(sorted(live))}[/red]")
+            raise typer.Exit(2)
+        unknown = sorted(set(reasons or ()) - set(DLQ_REASONS))
+        if unknown:
+            console.print(f"[red]unknown reason kind(s) {', '.join(unknown)}; one of {', '.join(DLQ_REASONS)}[/red]")
+            raise typer.Exit(2)
+        return settings, ({consumer: live[consumer]} if consumer else live), set(reasons or DLQ_REASONS)
+
+    async def letters(settings: ServiceSettings, wanted: dict[str, list[str]], kinds: set[str]) -> list[DeadLetter]:
+        engine = make_engine(settings.database_url)
+        try:
+            return [
+                letter
+                async for letter in read_dead_letters(settings, make_session_factory(engine), processed_model, wanted)
+                if letter.reason_kind in kinds
+            ]
+        finally:
+            await engine.dispose()
+
+    @dlq.command("list")
+    def list_dead_letters(
+        consumer: ConsumerOption = None,
+        reason: ReasonOption = None,
+        pending: Annotated[bool, typer.Option(help="Only those whose event has not been applied since.")] = False,
+        limit: Annotated[int, typer.Option(min=0, help="Show the last N (0: only the counts).")] = 20,
+        as_json: Annotated[bool, typer.Option("--json", help="Every one as a JSON line on stdout, no table.")] = False,
+    ) -> None:
+        """Counts per consumer and reason kind (and how many were applied since), then the last
+        dead letters with their reason, original topic/partition/offset and event."""
+        settings, wanted, kinds = chosen(consumer, reason)
+        found = [letter for letter in asyncio.run(letters(settings, wanted, kinds)) if not (pending and letter.applied)]
+        found.sort(key=lambda letter: (letter.at, letter.place))  # oldest first, across partitions
+        if as_json:
+            for letter in found:
+                print(json.dumps(letter.summary()))
+            return
+        counts = Counter((letter.consumer, letter.reason_kind, letter.applied) for letter in found)
+        totals = Table("consumer", "reason", "dead letters", "applied since", title=f"{len(found)} dead letter(s)")
+        for (who, kind), n in sorted(Counter((c, k) for c, k, _ in counts.elements()).items()):
+            totals.add_row(who, kind, str(n), str(counts[(who, kind, True)]))
+        out = Console()
+        out.print(totals)
+        if limit and found:
+            table = Table("dlq", "at", "consumer", "reason", "event", "applied")
+            for letter in found[-limit:]:
+                event = f"{letter.event_type or '?'} {letter.event_id or '(none)'}"
+                table.add_row(
+                    letter.place,
+                    letter.at.isoformat(timespec="seconds"),
+                    letter.consumer,
+                    letter.reason,
+                    event,
+                    "yes" if letter.applied else "no",
+                )
+            out.print(table)
+
+    @dlq.command("redrive")
+    def redrive_dead_letters(
+        consumer: ConsumerOption = None,
+        reason: ReasonOption = None,
+        dry_run: Annotated[bool, typer.Option(help="Say what would be sent, send nothing.")] = False,
+        yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    ) -> None:
+        """Send dead letters again to their topic, after fixing what made them fail (a handler
+        bug, an event type or field this version did not know). Only events not applied since
+        go, each event once; every consumer of the topic skips an event it applied already, so
+        only the one that failed applies it. Messages that are no event (`malformed`) stay."""
+        settings, wanted, kinds = chosen(consumer, reason)
+        found = asyncio.run(letters(settings, wanted, kinds))
+        once: dict[tuple[str, str | None], DeadLetter] = {}
+        for letter in found:
+            if letter.redrivable:
+                once.setdefault((letter.original_topic, letter.event_id), letter)
+        applied = sum(letter.applied for letter in found)
+        left = len(found) - applied - len(once)
+        console.print(
+            f"{len(found)} dead letter(s): {len(once)} event(s) to send again, {applied} applied since, {left} left "
+            "(no event to send: malformed, or a repeat of one sent)"
+        )
+        if dry_run or not once:
+            return
+        if not yes:
+            typer.confirm(f"Send {len(once)} event(s) again to {settings.kafka_bootstrap_servers}?", abort=True)
+        sent = asyncio.run(redrive(settings, list(once.values())))
+        console.print(f"[green]sent {sent} event(s) again[/green]")

@@ -7,7 +7,7 @@ repeats side effects such as invitations or tasks, which are the service's own d
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +59,35 @@ async def replay(
     return counts
 
 
-async def _at_end(reader: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
+@contextlib.asynccontextmanager
+async def from_the_start(
+    settings: ServiceSettings, topics: Iterable[str], client_id: str
+) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A reader of every partition of these topics (those that exist), at their beginning,
+    without a consumer group (it commits nothing), and those partitions."""
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id=client_id,
+        max_poll_records=settings.consumer_max_records,
+        fetch_max_bytes=settings.consumer_fetch_max_bytes,
+        max_partition_fetch_bytes=settings.consumer_partition_fetch_max_bytes,
+    )
+    await reader.start()
+    try:
+        known = await reader.topics()
+        partitions = [TopicPartition(t, p) for t in topics if t in known for p in sorted(reader.partitions_for_topic(t) or [])]
+        if partitions:
+            reader.assign(partitions)
+            await reader.seek_to_beginning(*partitions)
+        yield reader, partitions
+    finally:
+        with contextlib.suppress(Exception):
+            await reader.stop()
+
+
+async def at_end(reader: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
     """Every partition read up to its high watermark as the last fetch reported it."""
     for tp in partitions:
         highwater = reader.highwater(tp)
@@ -77,28 +105,9 @@ async def _apply_from_start(
     projection: Projection,
     progress: ProgressCallback | None,
 ) -> int:
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        client_id=f"{projection.consumer_name}-replay",
-        max_poll_records=settings.consumer_max_records,
-        fetch_max_bytes=settings.consumer_fetch_max_bytes,
-        max_partition_fetch_bytes=settings.consumer_partition_fetch_max_bytes,
-    )
-    await reader.start()
-    try:
-        known = await reader.topics()
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in projection.topics
-            if topic in known
-            for p in sorted(reader.partitions_for_topic(topic) or [])
-        ]
+    async with from_the_start(settings, projection.topics, f"{projection.consumer_name}-replay") as (reader, partitions):
         if not partitions:
             return 0
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
         # For progress only: some brokers (Tansu) under-report ListOffsets after a multi-record
         # batch, so the end is decided by the fetch's high watermark below, not by this.
         end = await reader.end_offsets(partitions)
@@ -126,9 +135,6 @@ async def _apply_from_start(
                 if progress:
                     progress(projection.consumer_name, done, total)
                 continue
-            if await _at_end(reader, partitions):
+            if await at_end(reader, partitions):
                 break
         return done
-    finally:
-        with contextlib.suppress(Exception):
-            await reader.stop()

@@ -11,6 +11,7 @@ from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.config import CEMSettings
+from cem.consumers import live_consumers
 from cem.customers.service import rebuild_experience_totals
 from cem.db import ApiKey, OutboxMessage, ProcessedEvent
 from cem.projections import projections
@@ -22,7 +23,14 @@ from cxkit.db import make_engine, make_session_factory
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
 app = build_cli(
-    "cem", CEMSettings, ALEMBIC_INI, ApiKey, processed_model=ProcessedEvent, projections=projections, outbox_model=OutboxMessage
+    "cem",
+    CEMSettings,
+    ALEMBIC_INI,
+    ApiKey,
+    processed_model=ProcessedEvent,
+    projections=projections,
+    outbox_model=OutboxMessage,
+    consumers=live_consumers,
 )
 console = Console(stderr=True)
 T = TypeVar("T")

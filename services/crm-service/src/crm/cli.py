@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from crm.config import CRMSettings
+from crm.consumers import live_consumers
 from crm.customers.csv_import import ImportFileError, ImportReport, count_rows, import_customers
 from crm.db import ApiKey, OutboxMessage, ProcessedEvent
 from crm.interactions.repository import rebuild_stats
@@ -26,7 +27,14 @@ ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 ERRORS_SHOWN = 50
 
 app = build_cli(
-    "crm", CRMSettings, ALEMBIC_INI, ApiKey, processed_model=ProcessedEvent, projections=projections, outbox_model=OutboxMessage
+    "crm",
+    CRMSettings,
+    ALEMBIC_INI,
+    ApiKey,
+    processed_model=ProcessedEvent,
+    projections=projections,
+    outbox_model=OutboxMessage,
+    consumers=live_consumers,
 )
 console = Console(stderr=True)
 

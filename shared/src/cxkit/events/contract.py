@@ -116,7 +116,9 @@ def asyncapi_document() -> dict[str, Any]:
             "address": dlq_topic(topic),
             "description": f"Messages of `{topic}` a consumer could not parse, validate or apply: the original bytes, "
             "key and headers, plus `dlq.reason`, `dlq.original_topic`, `dlq.original_partition`, "
-            "`dlq.original_offset` and `dlq.consumer` headers.",
+            "`dlq.original_offset` and `dlq.consumer` headers. `crm dlq redrive` / `cem dlq redrive` send the events "
+            f"not applied since back to `{topic}`, with a `dlq.redriven_from` header naming the dead letter "
+            "(`<dlq topic>/<partition>/<offset>`); consumers skip an event id they applied already.",
         }
         refs = [{"$ref": f"#/channels/{channel_id}/messages/{t.replace('.', '_')}"} for t in types]
         operations[f"send_{channel_id}"] = {

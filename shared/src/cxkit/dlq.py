@@ -1,0 +1,211 @@
+"""A service's dead letters: what its consumers sent to `<topic>.dlq` (see
+`cxkit.kafka.consumer`), read back with their reasons, and sent again to their topic once the
+cause is fixed (a handler bug, an event type or field this version did not know).
+
+A dead letter is read from the DLQ topics of the topics the service's consumers read, and is
+the service's when its `dlq.consumer` header names one of them. It counts as *applied* once
+that consumer's processed-events table holds its event id: sent again, or the same event
+delivered anew, and applied. Sending again is safe: every consumer of the topic skips an event
+id it applied already (the other services' consumers included), so only the consumer that
+failed applies it. A message that is no event at all (`malformed`: not JSON, not a CloudEvent)
+has no id to skip by, and is never sent again."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import ConsumerRecord
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cxkit.events.registry import dlq_topic
+from cxkit.kafka.client import make_producer
+from cxkit.kafka.consumer import dlq_reason_kind
+from cxkit.replay import at_end, from_the_start
+from cxkit.settings import ServiceSettings
+
+# The header a sent-again message carries: the dead letter it came from (`<dlq topic>/<partition>/<offset>`).
+REDRIVEN_FROM = "dlq.redriven_from"
+NOT_REDRIVEN = "malformed"  # the reason kind that is never sent again (no event id)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One message of a `<topic>.dlq`: where it lies, why it is there, and the message as it
+    first came (`key`, `value`, and its `headers` without the DLQ's own)."""
+
+    dlq_topic: str
+    partition: int
+    offset: int
+    at: dt.datetime  # when it was dead-lettered
+    consumer: str
+    reason: str
+    original_topic: str
+    original_partition: int | None
+    original_offset: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    event_id: str | None
+    event_type: str | None
+    applied: bool = False  # the consumer has applied its event since
+
+    @property
+    def reason_kind(self) -> str:
+        return dlq_reason_kind(self.reason)
+
+    @property
+    def place(self) -> str:
+        return f"{self.dlq_topic}/{self.partition}/{self.offset}"
+
+    @property
+    def redrivable(self) -> bool:
+        """Not applied yet, an event (an id to skip by) that may apply when sent again, and from
+        the topic its DLQ is named after (it goes back there)."""
+        return (
+            not self.applied
+            and self.event_id is not None
+            and self.reason_kind != NOT_REDRIVEN
+            and dlq_topic(self.original_topic) == self.dlq_topic
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """As `dlq list --json` prints it (no message bytes)."""
+        return {
+            "dlq": self.place,
+            "at": self.at.isoformat(),
+            "consumer": self.consumer,
+            "reason_kind": self.reason_kind,
+            "reason": self.reason,
+            "original": f"{self.original_topic}/{self.original_partition}/{self.original_offset}",
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "key": self.key.decode("utf-8", "replace") if self.key is not None else None,
+            "applied": self.applied,
+        }
+
+
+def _int(value: bytes | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _event_of(value: bytes | None) -> tuple[str | None, str | None]:
+    """The event's id and type, when the message is a JSON object holding them (as text)."""
+    try:
+        doc = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    event_id, event_type = doc.get("id"), doc.get("type")
+    return (event_id if isinstance(event_id, str) and event_id else None), (event_type if isinstance(event_type, str) else None)
+
+
+def dead_letter(record: ConsumerRecord[bytes, bytes]) -> DeadLetter | None:
+    """The dead letter a DLQ message is, or None for a message without the DLQ's headers."""
+    dlq: dict[str, bytes] = {}
+    kept: list[tuple[str, bytes]] = []
+    for name, value in record.headers or ():
+        if name.startswith("dlq."):
+            dlq[name] = value
+        else:
+            kept.append((name, value))
+    if "dlq.consumer" not in dlq:
+        return None
+    event_id, event_type = _event_of(record.value)
+    return DeadLetter(
+        dlq_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        at=dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC),
+        consumer=dlq["dlq.consumer"].decode("utf-8", "replace"),
+        reason=dlq.get("dlq.reason", b"").decode("utf-8", "replace"),
+        original_topic=dlq.get("dlq.original_topic", record.topic.removesuffix(".dlq").encode()).decode("utf-8", "replace"),
+        original_partition=_int(dlq.get("dlq.original_partition")),
+        original_offset=_int(dlq.get("dlq.original_offset")),
+        key=record.key,
+        value=record.value,
+        headers=tuple(kept),
+        event_id=event_id,
+        event_type=event_type,
+    )
+
+
+async def read_dead_letters(
+    settings: ServiceSettings,
+    sessions: async_sessionmaker[AsyncSession],
+    processed_model: type[Any],
+    consumers: Mapping[str, Collection[str]],
+) -> AsyncIterator[DeadLetter]:
+    """The dead letters of these consumers (name -> the topics it reads), oldest first per
+    partition, from the beginning of their DLQ topics to their end, each marked `applied` when
+    its consumer has applied its event since. Reads without a consumer group (nothing committed)."""
+    topics = sorted({dlq_topic(t) for ts in consumers.values() for t in ts})
+    async with from_the_start(settings, topics, f"{settings.service_name}-dlq") as (reader, partitions):
+        if not partitions:
+            return
+        while True:
+            batches = await reader.getmany(*partitions, timeout_ms=500, max_records=settings.consumer_max_records)
+            letters = [
+                letter
+                for records in batches.values()
+                for record in records
+                if (letter := dead_letter(record)) is not None and letter.consumer in consumers
+            ]
+            if letters:
+                applied = await _applied(sessions, processed_model, letters)
+                for letter in letters:
+                    yield dataclasses.replace(letter, applied=(letter.consumer, letter.event_id) in applied)
+            elif not batches and await at_end(reader, partitions):
+                return
+
+
+async def _applied(
+    sessions: async_sessionmaker[AsyncSession], processed_model: type[Any], letters: list[DeadLetter]
+) -> set[tuple[str, str]]:
+    """(consumer, event id) of these letters that their consumer has applied: one query."""
+    pairs = {(letter.consumer, letter.event_id) for letter in letters if letter.event_id is not None}
+    if not pairs:
+        return set()
+    async with sessions() as session:
+        rows = await session.execute(
+            select(processed_model.consumer, processed_model.event_id).where(
+                processed_model.consumer.in_({c for c, _ in pairs}), processed_model.event_id.in_({e for _, e in pairs})
+            )
+        )
+    return {(consumer, event_id) for consumer, event_id in rows} & pairs  # type: ignore[operator]
+
+
+async def redrive(settings: ServiceSettings, letters: list[DeadLetter]) -> int:
+    """Send these dead letters again to their topic, each with its key, value and first headers
+    (plus `dlq.redriven_from`), in order; returns how many the broker acknowledged. Only letters
+    that are `redrivable` may be given."""
+    if any(not letter.redrivable for letter in letters):
+        raise ValueError("only dead letters that are events and not applied yet can be sent again")
+    if not letters:
+        return 0
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        sending = [
+            await producer.send(
+                letter.original_topic,
+                value=letter.value,
+                key=letter.key,
+                headers=[*letter.headers, (REDRIVEN_FROM, letter.place.encode())],
+            )
+            for letter in letters
+        ]
+        for sent in sending:
+            await sent
+    finally:
+        await producer.stop()
+    return len(sending)

@@ -1,0 +1,104 @@
+"""A service's dead letters read back (cxkit.dlq) and sent again once the cause is fixed, against
+the dev broker and PostgreSQL, with a real EventConsumer putting them there."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from cxkit.dlq import REDRIVEN_FROM, DeadLetter, read_dead_letters, redrive
+from cxkit.events.registry import dlq_topic
+from cxkit.kafka.consumer import Delivery, EventConsumer, PermanentEventError
+from cxkit.settings import ServiceSettings
+from cxkit.testing import wait_for
+
+from .conftest import ProcessedEvent, applied, applying, consuming, customer_event, publish, read_topic
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+class Flaky:
+    """Applies `customer.updated`, but a customer named `broken` fails (a bug) until `fixed`,
+    and one named `reject` is refused for good."""
+
+    def __init__(self, applier: str) -> None:
+        self.record = applying(applier)
+        self.fixed = False
+
+    async def __call__(self, session: AsyncSession, deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            if d.payload.name == "broken" and not self.fixed:
+                raise ValueError("handler bug")
+            if d.payload.name == "reject":
+                raise PermanentEventError("refuses this customer")
+        await self.record(session, deliveries)
+
+
+@pytest.fixture
+async def consumer(
+    kit_settings: ServiceSettings, kit_engine: AsyncEngine, topic: str
+) -> AsyncIterator[tuple[EventConsumer, Flaky, str]]:
+    name = f"kit-dlq-{uuid.uuid4().hex[:8]}"
+    handler = Flaky(name)
+    async with consuming(kit_settings, kit_engine, name, topic, handler) as running:
+        yield running, handler, topic
+
+
+async def letters(settings: ServiceSettings, sessions: Sessions, consumers: dict[str, list[str]]) -> list[DeadLetter]:
+    return [letter async for letter in read_dead_letters(settings, sessions, ProcessedEvent, consumers)]
+
+
+async def test_dead_letters_are_read_with_their_reason_and_sent_again_once_the_cause_is_fixed(
+    kit_settings: ServiceSettings, sessions: Sessions, consumer: tuple[EventConsumer, Flaky, str]
+) -> None:
+    running, handler, topic = consumer
+    bootstrap = kit_settings.kafka_bootstrap_servers
+    ada, bob, cy = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    broken, rejected = customer_event(bob, 1, "broken"), customer_event(cy, 1, "reject")
+    unknown = b'{"specversion":"1.0","id":"evt-unknown-1","source":"urn:x","type":"customer.teleported","data":{}}'
+    messages = [
+        (str(ada).encode(), customer_event(ada, 1, "Ada")),
+        (str(bob).encode(), broken),
+        (b"cy", rejected),
+        (b"junk", b"not json at all"),
+        (b"u", unknown),
+    ]
+    await publish(bootstrap, topic, messages, origin=b"pos-17")
+    # Another service's dead letter on the same DLQ topic: not this consumer's.
+    await publish(bootstrap, dlq_topic(topic), [(b"x", customer_event(uuid.uuid4(), 1, "Theirs"))], **{"dlq.consumer": b"other"})
+
+    async def dead_lettered() -> bool:
+        return len(await read_topic(bootstrap, dlq_topic(topic), at_least=5)) >= 5
+
+    await wait_for(dead_lettered, timeout=30, interval=0.2)
+
+    found = await letters(kit_settings, sessions, {running.name: [topic]})
+    by_kind = {letter.reason_kind: letter for letter in found}
+    assert sorted(by_kind) == ["handler_failed", "malformed", "rejected", "unknown_type"], [f.summary() for f in found]
+    failed = by_kind["handler_failed"]
+    assert (failed.key, failed.value, failed.original_topic, failed.consumer) == (str(bob).encode(), broken, topic, running.name)
+    assert ("origin", b"pos-17") in failed.headers and all(not name.startswith("dlq.") for name, _ in failed.headers)
+    assert "handler bug" in failed.reason and failed.event_type == "customer.updated" and not failed.applied
+    assert failed.redrivable and by_kind["unknown_type"].redrivable
+    assert by_kind["malformed"].event_id is None and not by_kind["malformed"].redrivable
+    with pytest.raises(ValueError, match="only dead letters"):
+        await redrive(kit_settings, [by_kind["malformed"]])
+
+    handler.fixed = True  # the bug fixed, the failed event sent again: applied once, by this consumer
+    assert await redrive(kit_settings, [failed]) == 1
+
+    async def bob_applied() -> bool:
+        return [e.name for e in await applied(sessions, running.name)] == ["Ada", "broken"]
+
+    await wait_for(bob_applied, timeout=30, interval=0.2)
+    again = [r for r in await read_topic(bootstrap, topic, at_least=6) if r.value == broken]
+    assert len(again) == 2 and (REDRIVEN_FROM, failed.place.encode()) in again[1].headers
+    assert ("origin", b"pos-17") in again[1].headers and again[1].key == str(bob).encode()
+
+    now = {letter.reason_kind: letter for letter in await letters(kit_settings, sessions, {running.name: [topic]})}
+    assert now["handler_failed"].applied and not now["handler_failed"].redrivable  # sent again, it applied
+    assert not now["rejected"].applied and now["rejected"].redrivable  # still refused: a second run may send it
+    assert await letters(kit_settings, sessions, {"nobody": [topic]}) == []
