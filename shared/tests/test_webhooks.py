@@ -23,14 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cxkit.db import session_connection, utcnow
 from cxkit.events.payloads import CustomerUpdated
-from cxkit.http.problems import Unprocessable
+from cxkit.http.problems import Conflict, NotFound, Unprocessable
 from cxkit.kafka.outbox import OutboxRelay, outbox_row
 from cxkit.metrics import exposition
 from cxkit.settings import ServiceSettings
 from cxkit.testing import metric_total
 from cxkit.webhooks import service, targets
 from cxkit.webhooks.delivery import WebhookFanout, Webhooks, WebhookWorker, backoff_seconds, retry_after_seconds
-from cxkit.webhooks.schemas import WebhookCreate, WebhookSecretRotation
+from cxkit.webhooks.schemas import WebhookCreate, WebhookSecretRotation, WebhookUpdate
 from cxkit.webhooks.signing import signed_headers
 from cxkit.webhooks.targets import TargetRefused, check_target, is_public
 from cxkit.webhooks.testing import ForwardProxy, WebhookReceiver
@@ -740,3 +740,64 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
         waits = {backoff_seconds(attempts, 1.0, 60.0) for _ in range(50)}
         assert all(full / 2 <= w <= full for w in waits)
         assert len(waits) > 1  # jittered
+
+
+async def test_a_ping_is_a_signed_test_delivery_sent_once_that_never_counts_against_the_webhook(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, worker: WebhookWorker, topic: str
+) -> None:
+    """`webhook.ping` goes to a webhook whatever its event types, ahead of a customer's queue
+    stuck behind a failing event, verified with its secret; a failed ping is not retried and
+    does not count towards disabling the webhook; a disabled webhook cannot be pinged."""
+
+    async def ping(sub_id: uuid.UUID) -> Any:
+        async with sessions() as session, session.begin():
+            delivery = await service.ping(session, webhooks, sub_id)
+        webhooks.wake_worker()
+        return delivery
+
+    async def finished(delivery_id: uuid.UUID) -> Any:
+        async def done() -> Any:
+            row = next(d for d in await deliveries(sessions) if d.id == delivery_id)
+            return row if row.status != "pending" else None
+
+        return await eventually(done)
+
+    async with WebhookReceiver() as receiver:
+        sub = await subscribe(sessions, webhooks, receiver.url, event_types=["customer.created"])
+        receiver.secret = sub.secret
+        customer = uuid.uuid4()
+        receiver.script_for[str(customer)] = deque([503] * 50)  # this customer's queue is stuck
+        await queue(sessions, webhooks, event_rows(topic, [customer], 1, "customer.created"))
+        await eventually(lambda: _received(receiver, 1))
+
+        delivery = await ping(sub.id)
+        assert (delivery.event_type, delivery.status, delivery.ordering_key) == ("webhook.ping", "pending", delivery.webhook_id)
+        done = await finished(delivery.id)
+        assert (done.status, done.attempts, done.last_status_code) == ("succeeded", 1, 200)
+        [pinged] = [r for r in receiver.received if r.event["type"] == "webhook.ping"]
+        assert pinged.webhook_id == delivery.webhook_id and pinged.event["data"]["webhook"] == str(sub.id)
+        assert pinged.event["source"] == f"urn:cx:{webhooks.settings.service_name}" and receiver.bad_signatures == 0
+
+        receiver.script_for.clear()  # the customer's event goes through at its next retry
+        [stuck] = [d for d in await deliveries(sessions) if d.event_type == "customer.created"]
+        assert (await finished(stuck.id)).status == "succeeded"
+        assert (await subscription(sessions, sub.id)).consecutive_failures == 0
+
+        receiver.script.extend([500] * 3)  # the next pings fail: once each, and count for nothing
+        failing = [await ping(sub.id) for _ in range(3)]
+        for delivery in failing:
+            done = await finished(delivery.id)
+            assert (done.status, done.attempts, done.last_status_code) == ("failed", 1, 500)
+        now = await subscription(sessions, sub.id)
+        assert (now.enabled, now.consecutive_failures) == (True, 0)
+
+        async with sessions() as session, session.begin():
+            await service.update_subscription(session, webhooks, sub.id, WebhookUpdate(enabled=False), None)
+        with pytest.raises(Conflict, match="disabled"):
+            await ping(sub.id)
+        with pytest.raises(NotFound):
+            await ping(uuid.uuid4())
+
+
+async def _received(receiver: WebhookReceiver, count: int) -> bool:
+    return len(receiver.received) >= count

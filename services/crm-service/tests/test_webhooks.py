@@ -6,6 +6,7 @@ event once, each customer's in order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import uuid
@@ -179,14 +180,23 @@ async def _deliveries(app: FastAPI, keys: dict[str, str], hook_id: str) -> list[
     return items
 
 
-async def test_a_delivery_can_be_sent_again_with_the_same_webhook_id(delivering_app: FastAPI, keys: dict[str, str]) -> None:
-    transport = httpx.ASGITransport(app=delivering_app)
+@contextlib.asynccontextmanager
+async def subscribed(
+    app: FastAPI, keys: dict[str, str], event_types: list[str]
+) -> AsyncIterator[tuple[httpx.AsyncClient, WebhookReceiver, dict[str, Any]]]:
+    """An admin client of `app`, a receiver verifying with the secret, and its subscription."""
+    transport = httpx.ASGITransport(app=app)
     async with (
         httpx.AsyncClient(transport=transport, base_url="http://crm", headers=bearer(keys["admin"])) as api,
         WebhookReceiver() as receiver,
     ):
-        hook = (await api.post("/v1/webhooks", json={"url": receiver.url, "event_types": ["customer.created"]})).json()
+        hook = (await api.post("/v1/webhooks", json={"url": receiver.url, "event_types": event_types})).json()
         receiver.secret = hook["secret"]
+        yield api, receiver, hook
+
+
+async def test_a_delivery_can_be_sent_again_with_the_same_webhook_id(delivering_app: FastAPI, keys: dict[str, str]) -> None:
+    async with subscribed(delivering_app, keys, ["customer.created"]) as (api, receiver, hook):
         customer = (await api.post("/v1/customers", json={"email": f"r-{uuid.uuid4().hex[:8]}@example.com", "name": "R"})).json()
         await api.patch(f"/v1/customers/{customer['id']}", json={"name": "not subscribed to"})
         [first] = await receiver.wait_for(1)
@@ -204,3 +214,26 @@ async def test_a_delivery_can_be_sent_again_with_the_same_webhook_id(delivering_
             await asyncio.sleep(0.05)
     assert [r.webhook_id for r in receiver.received] == [first.webhook_id] * 2
     assert first.event["subject"] == customer["id"]
+
+
+async def test_a_ping_reaches_the_receiver_signed_whatever_the_event_types(delivering_app: FastAPI, keys: dict[str, str]) -> None:
+    async with subscribed(delivering_app, keys, ["deal.stage_changed"]) as (api, receiver, hook):
+        url = f"/v1/webhooks/{hook['id']}/ping"
+        assert (await api.post(url, headers=bearer(keys["write"]))).status_code == 403
+        queued = await api.post(url, headers={"Idempotency-Key": "ping-1"})
+        assert queued.status_code == 202, queued.text
+        assert (queued.json()["event_type"], queued.json()["status"]) == ("webhook.ping", "pending")
+        [got] = await receiver.wait_for(1)
+        assert got.webhook_id == queued.json()["webhook_id"] and got.event["type"] == "webhook.ping"
+        assert got.event["source"] == "urn:cx:crm-service" and got.event["data"]["webhook"] == hook["id"]
+        assert receiver.bad_signatures == 0
+        done = await _finished(api, hook["id"])
+        assert (done["id"], done["status"], done["attempts"]) == (queued.json()["id"], "succeeded", 1)
+        replayed = await api.post(url, headers={"Idempotency-Key": "ping-1"})  # the same answer, no second ping
+        assert replayed.json()["id"] == queued.json()["id"]
+
+        assert (await api.post(f"/v1/webhooks/{uuid.uuid4()}/ping")).status_code == 404
+        assert (await api.patch(f"/v1/webhooks/{hook['id']}", json={"enabled": False})).status_code == 200
+        disabled = await api.post(url)
+        assert disabled.status_code == 409 and disabled.headers["content-type"] == "application/problem+json"
+    assert len(receiver.received) == 1

@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cxkit.db import new_id, session_connection, utcnow
 from cxkit.metrics import WEBHOOK_BACKLOG, WEBHOOK_DELIVERIES
 from cxkit.settings import ServiceSettings
-from cxkit.webhooks.models import FAILED, PENDING, SUCCEEDED
+from cxkit.webhooks.models import FAILED, PENDING, PING, SUCCEEDED
 from cxkit.webhooks.signing import signed_headers
 from cxkit.webhooks.targets import TargetRefused, check_target, guarded_transport
 
@@ -265,7 +265,7 @@ class WebhookWorker:
         pending), of enabled subscriptions, and not claimed by another worker."""
         deliveries, subscriptions = self.webhooks.deliveries_table, self.webhooks.subscriptions_table
         return (
-            "SELECT d.id, d.subscription_id, d.ordering_key, d.webhook_id, d.payload, d.attempts, d.expires_at, "
+            "SELECT d.id, d.subscription_id, d.ordering_key, d.webhook_id, d.event_type, d.payload, d.attempts, d.expires_at, "
             "s.url, s.secret, CASE WHEN s.previous_secret_expires_at > $1 THEN s.previous_secret END AS previous_secret "
             f"FROM {deliveries} d JOIN {subscriptions} s ON s.id = d.subscription_id "
             f"WHERE d.status = '{PENDING}' AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= $1 AND s.enabled "
@@ -408,6 +408,8 @@ class WebhookWorker:
         return status == PENDING
 
     async def _count_on_subscription(self, conn: asyncpg.Connection, attempt: Attempt, now: dt.datetime) -> None:
+        if attempt.delivery["event_type"] == PING:
+            return  # a test delivery tells whoever sent it, and nothing more
         table = self.webhooks.subscriptions_table
         subscription_id = attempt.delivery["subscription_id"]
         if attempt.succeeded:

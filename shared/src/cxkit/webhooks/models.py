@@ -16,6 +16,8 @@ from cxkit.db import UTCDateTime, new_id, utcnow
 
 # `status` of a delivery: waiting to be (re)sent, received (2xx), or given up.
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
+# The type of a test delivery (`POST /v1/webhooks/{id}/ping`): sent once, not counted against the webhook.
+PING = "webhook.ping"
 DELIVERY_STATUSES = (PENDING, SUCCEEDED, FAILED)
 
 

@@ -214,4 +214,23 @@ def webhooks_router(webhooks: Webhooks) -> GatedRouter:
         webhooks.wake_worker()
         return response
 
+    @router.post(
+        "/{webhook_id}/ping",
+        status_code=202,
+        summary="Send a test delivery",
+        description="Queues a `webhook.ping` CloudEvent (`data`: `webhook`, the subscription's id, and a `message`) to the "
+        "webhook's URL, due now and signed like every delivery, whatever its `event_types`: to check a receiver and "
+        "its signature check before a real event comes. It waits for no customer's events and is attempted once: "
+        "follow it in the delivery log (the answer is that delivery); it is not retried (`retry` sends it again) and "
+        "its failure does not count towards disabling the webhook. 409 while the subscription is disabled. Needs `admin`.",
+        responses=problem_responses(401, 403, 404, 409, 422),
+    )
+    async def ping_webhook(webhook_id: WebhookIdPath, session: SessionDep, idem: IdempotencyDep) -> ModelResponse[DeliveryRead]:
+        async def operation() -> ModelResponse[DeliveryRead]:
+            return json_response(DeliveryRead.model_validate(await service.ping(session, webhooks, webhook_id)), 202)
+
+        response = await idem.execute(session, operation)
+        webhooks.wake_worker()
+        return response
+
     return router

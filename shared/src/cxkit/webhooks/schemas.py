@@ -175,5 +175,12 @@ class DeliveryRead(BaseModel):
     expires_at: dt.datetime = Field(description="Retries stop at this time; the delivery is then given up.")
 
 
+class WebhookPing(BaseModel):
+    """The `data` of a `webhook.ping` event (`POST /v1/webhooks/{id}/ping`)."""
+
+    webhook: uuid.UUID = Field(description="The subscription pinged.")
+    message: str
+
+
 class DeliveryPage(Page[DeliveryRead]):
     model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_DELIVERY], "next_cursor": None}]})

@@ -11,12 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cxkit import keyset
 from cxkit.db import new_id, utcnow
+from cxkit.events import encode_event, new_event
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, field_problem
 from cxkit.webhooks.delivery import Webhooks
-from cxkit.webhooks.models import PENDING
-from cxkit.webhooks.schemas import WebhookCreate, WebhookSecretRotation, WebhookUpdate
+from cxkit.webhooks.models import PENDING, PING
+from cxkit.webhooks.schemas import WebhookCreate, WebhookPing, WebhookSecretRotation, WebhookUpdate
 from cxkit.webhooks.signing import new_secret
 from cxkit.webhooks.targets import TargetRefused, check_target
 
@@ -144,6 +145,40 @@ async def get_delivery(session: AsyncSession, webhooks: Webhooks, subscription_i
     delivery = await session.get(webhooks.delivery_model, delivery_id)
     if delivery is None or delivery.subscription_id != subscription_id:
         raise NotFound(f"delivery {delivery_id} of webhook {subscription_id} does not exist")
+    return delivery
+
+
+async def ping(session: AsyncSession, webhooks: Webhooks, subscription_id: uuid.UUID) -> Any:
+    """A test delivery: a `webhook.ping` CloudEvent, due now, in a queue of its own (it waits
+    for no customer's events), signed like any other. It is attempted once: not retried, and
+    a failure does not count towards disabling the webhook (`retry_delivery` sends it again)."""
+    subscription = await get_subscription(session, webhooks, subscription_id)
+    if not subscription.enabled:
+        raise Conflict(f"webhook {subscription_id} is disabled; enable it (PATCH enabled: true) to ping it")
+    service = webhooks.settings.service_name
+    data = WebhookPing(
+        webhook=subscription.id,
+        message=f"A test delivery from {service}: its webhook-signature verifies with this webhook's secret.",
+    )
+    event = new_event(PING, source=f"urn:cx:{service}", subject=None, data=data)
+    now = utcnow()
+    delivery = webhooks.delivery_model(
+        id=new_id(),
+        subscription_id=subscription.id,
+        webhook_id=event.id,
+        event_type=PING,
+        ordering_key=event.id,
+        payload=encode_event(event),
+        status=PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        attempt_log=[],
+        created_at=now,
+        updated_at=now,
+        expires_at=now,
+    )
+    session.add(delivery)
+    await session.flush()
     return delivery
 
 
