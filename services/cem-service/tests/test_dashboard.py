@@ -58,7 +58,7 @@ async def test_cookie_is_secure_when_served_over_https(cem_app: FastAPI, keys: d
 async def test_bad_key_is_refused_and_signs_nobody_in(browser: httpx.AsyncClient, keys: dict[str, str]) -> None:
     r = await dashboard_sign_in(browser, "cx_not-a-key")
     assert r.status_code == 401
-    assert "unknown or revoked" in r.text and 'aria-invalid="true"' in r.text
+    assert "unknown, revoked or expired" in r.text and 'aria-invalid="true"' in r.text
     r = await dashboard_sign_in(browser, "   ")
     assert r.status_code == 422 and "Enter an API key" in r.text
     assert (await browser.get("/dashboard")).status_code == 303

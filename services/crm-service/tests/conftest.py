@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -79,6 +81,22 @@ def session_factory(crm_app: FastAPI):  # type: ignore[no-untyped-def]
 
 
 ALEMBIC = Path(ALEMBIC_INI)
+
+
+async def crm_command(database_url: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`crm ARGS` as its own process on the database (and `env`): exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "crm.cli",
+        *args,
+        env={**os.environ, "CRM_DATABASE_URL": database_url, "COLUMNS": "250", **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 class Factory:

@@ -3,9 +3,6 @@ database and broker, on dead letters of a consumer group of their own."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 import uuid
 
 import orjson
@@ -20,28 +17,12 @@ from cxkit.dlq import REDRIVEN_FROM
 from cxkit.events.registry import CX_INTERACTIONS, dlq_topic
 from cxkit.kafka.client import ensure_topics
 
+from .conftest import crm_command
+
 
 async def crm(database_url: str, bootstrap: str, group: str, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "crm.cli",
-        "dlq",
-        *args,
-        env={
-            **os.environ,
-            **dev_broker_env("CRM"),
-            "CRM_DATABASE_URL": database_url,
-            "CRM_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "CRM_CONSUMER_GROUP": group,
-            "COLUMNS": "250",
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    env = {**dev_broker_env("CRM"), "CRM_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CRM_CONSUMER_GROUP": group}
+    return await crm_command(database_url, "dlq", *args, env=env)
 
 
 async def sent_again(bootstrap: str, value: bytes) -> ConsumerRecord[bytes, bytes] | None:

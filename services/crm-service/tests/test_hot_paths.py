@@ -5,6 +5,7 @@ the outbox); plus the access line and the API-key cache window."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import uuid
 from decimal import Decimal
@@ -190,6 +191,33 @@ async def test_revoked_key_is_refused_within_the_cache_window(crm_app: Any) -> N
     assert await auth.verify(key) is not None  # still inside the window
     await asyncio.sleep(0.25)
     assert await auth.verify(key) is None
+
+
+async def test_an_expiring_key_is_refused_from_its_expiry_whatever_the_cache(crm_app: Any) -> None:
+    factory = crm_app.state.session_factory
+    async with factory() as session:
+        _, key = await create_api_key(
+            session, ApiKey, name="expiring", scopes=["read"], expires_at=utcnow() + dt.timedelta(seconds=1)
+        )
+        with pytest.raises(ValueError, match="not in the future"):
+            await create_api_key(session, ApiKey, name="late", scopes=["read"], expires_at=utcnow())
+        await session.commit()
+    auth = ApiKeyAuth(factory, ApiKey, ttl_s=60)  # answers kept a minute, but never past the expiry
+    assert (await auth.verify(key)).name == "expiring"
+    assert (await auth.verify_digest(hash_key(key))).name == "expiring"
+    await asyncio.sleep(1.05)
+    assert await auth.verify(key) is None and await auth.verify_digest(hash_key(key)) is None
+
+    transport = httpx.ASGITransport(app=crm_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://crm") as api:
+        refused = await api.get("/v1/customers", headers={"Authorization": f"Bearer {key}"})
+    assert refused.status_code == 401 and "expired" in refused.json()["detail"]
+    async with factory() as session:
+        _, lasting = await create_api_key(
+            session, ApiKey, name="lasting", scopes=["read"], expires_at=utcnow() + dt.timedelta(days=30)
+        )
+        await session.commit()
+    assert (await auth.verify(lasting)).name == "lasting"
 
 
 async def test_a_cached_key_is_found_by_the_key_itself_and_never_by_its_digest(crm_app: Any) -> None:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,7 @@ import httpx
 from cxkit import testing
 from cxkit.pg_pool import asyncpg_dsn
 
-from .conftest import ALEMBIC
+from .conftest import ALEMBIC, crm_command
 
 CSV = """email,name,company,lifecycle_stage,tags,attributes.plan,survey_opt_out,shoe_size
 ada@example.com,Ada Lovelace,Engines,customer,vip;b2b,pro,no,40
@@ -29,18 +26,8 @@ dave@example.com,Dave,,,,,maybe,
 
 
 async def run_cli(database_url: str, *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "crm.cli",
-        *args,
-        env={**os.environ, "CRM_DATABASE_URL": database_url, "COLUMNS": "200"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    code, out, err = await crm_command(database_url, *args)
+    return code, out + err
 
 
 async def test_import_creates_valid_rows_and_reports_the_others_by_line(

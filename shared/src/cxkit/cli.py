@@ -156,8 +156,12 @@ def build_cli(
         name_: Annotated[str, typer.Option("--name", help="Who or what uses the key.")],
         scopes: Annotated[str, typer.Option(help="Comma-separated: read,write,admin.")] = "read",
         key: Annotated[str | None, typer.Option(help="Store this exact key (dev set-ups); a new random one otherwise.")] = None,
+        expires_in_days: Annotated[
+            float | None, typer.Option(min=0.001, help="Refuse the key after this many days (default: until revoked).")
+        ] = None,
     ) -> None:
         """Create an API key and print it once (only its hash is stored)."""
+        expires_at = None if expires_in_days is None else utcnow() + dt.timedelta(days=expires_in_days)
 
         async def run() -> str:
             settings = settings_factory()
@@ -171,7 +175,12 @@ def build_cli(
                         if found is not None:
                             return key
                     _, plaintext = await create_api_key(
-                        session, api_key_model, name=name_, scopes=[s.strip() for s in scopes.split(",") if s.strip()], key=key
+                        session,
+                        api_key_model,
+                        name=name_,
+                        scopes=[s.strip() for s in scopes.split(",") if s.strip()],
+                        key=key,
+                        expires_at=expires_at,
                     )
                     await session.commit()
                     return plaintext
@@ -184,10 +193,12 @@ def build_cli(
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
         print(plaintext)
+        if expires_at is not None:
+            console.print(f"the key is refused from {expires_at.isoformat(timespec='seconds')}")
 
     @keys.command("list")
     def list_keys() -> None:
-        """List keys (name, prefix, scopes, revoked)."""
+        """List keys (name, prefix, scopes, created, expires, revoked)."""
 
         async def run() -> list[Any]:
             engine = make_engine(settings_factory().database_url)
@@ -197,14 +208,19 @@ def build_cli(
             finally:
                 await engine.dispose()
 
-        table = Table("id", "name", "prefix", "scopes", "created", "revoked")
+        table = Table("id", "name", "prefix", "scopes", "created", "expires", "revoked")
+        now = utcnow()
         for row in asyncio.run(run()):
+            expires = ""
+            if row.expires_at is not None:
+                expires = row.expires_at.isoformat() + (" (expired)" if row.expires_at <= now else "")
             table.add_row(
                 str(row.id),
                 row.name,
                 row.prefix,
                 ",".join(row.scopes),
                 row.created_at.isoformat(),
+                expires,
                 row.revoked_at.isoformat() if row.revoked_at else "",
             )
         Console().print(table)

@@ -157,6 +157,22 @@ def drop_webhook_previous_secret() -> None:
     op.drop_column("webhook_subscriptions", "previous_secret")
 
 
+def add_api_key_expiry() -> None:
+    """`api_keys.expires_at`: a key is refused from then on (both services' migrations call this)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    from cxkit.db import UTCDateTime
+
+    op.add_column("api_keys", sa.Column("expires_at", UTCDateTime(), nullable=True))
+
+
+def drop_api_key_expiry() -> None:
+    from alembic import op
+
+    op.drop_column("api_keys", "expires_at")
+
+
 def create_webhook_due_index() -> None:
     """The index the delivery worker claims from, as first shipped (both services' migrations
     call this): pending deliveries that are due at some time, in the order they come due.

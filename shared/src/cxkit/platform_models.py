@@ -28,6 +28,8 @@ class ApiKeyMixin:
     scopes: Mapped[list[str]] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Refused from this time on (None: until revoked).
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class IdempotencyKeyMixin:

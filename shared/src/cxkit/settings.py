@@ -46,7 +46,7 @@ class ServiceSettings(BaseSettings):
     )
     rate_limit_failed_auth: str = Field(
         "100/minute",
-        description="Requests with an unknown or revoked API key per client address; past it they get 429 instead of "
+        description="Requests with an unknown, revoked or expired API key per client address; past it they get 429 instead of "
         "401 (a valid key still passes).",
     )
     rate_limit_strategy: Literal["fixed-window", "moving-window", "sliding-window-counter"] = Field(

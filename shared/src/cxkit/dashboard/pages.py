@@ -187,7 +187,9 @@ async def sign_in(request: Request) -> Response:
                 await limits.check_failed_auth(request.scope)
             except TooManyRequests as exc:
                 return _sign_in_page(request, session, status=429, error=str(exc.detail), next_url=next_url)
-        return _sign_in_page(request, session, status=401, error="That API key is unknown or revoked.", next_url=next_url)
+        return _sign_in_page(
+            request, session, status=401, error="That API key is unknown, revoked or expired.", next_url=next_url
+        )
     if not principal.has("read"):
         return _sign_in_page(request, session, status=403, error="That API key lacks the `read` scope.", next_url=next_url)
     response = RedirectResponse(next_url, status_code=303, headers={"Cache-Control": "no-store"})

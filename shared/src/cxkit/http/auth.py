@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 import time
@@ -50,20 +51,37 @@ def hash_key(key: str) -> str:
 
 
 async def create_api_key(
-    session: AsyncSession, model: type[Any], *, name: str, scopes: list[str], key: str | None = None
+    session: AsyncSession,
+    model: type[Any],
+    *,
+    name: str,
+    scopes: list[str],
+    key: str | None = None,
+    expires_at: dt.datetime | None = None,
 ) -> tuple[Any, str]:
-    """Store a new key (or a given one, for dev set-ups) and return (row, plaintext key)."""
+    """Store a new key (or a given one, for dev set-ups) and return (row, plaintext key). A key
+    with `expires_at` is refused from that time on."""
     bad = [s for s in scopes if s not in _RANK]
     if bad or not scopes:
         raise ValueError(f"scopes must be among {SCOPES}, got {scopes}")
+    now = utcnow()
+    if expires_at is not None and expires_at <= now:
+        raise ValueError(f"the expiry {expires_at.isoformat()} is not in the future")
     plaintext = key or generate_key()
-    row = model(name=name, prefix=plaintext[:10], key_hash=hash_key(plaintext), scopes=sorted(set(scopes)), created_at=utcnow())
+    row = model(
+        name=name,
+        prefix=plaintext[:10],
+        key_hash=hash_key(plaintext),
+        scopes=sorted(set(scopes)),
+        created_at=now,
+        expires_at=expires_at,
+    )
     session.add(row)
     return row, plaintext
 
 
 class _Expiring:
-    """Answers kept for `ttl_s` seconds, at most about 10,000 of them (then it starts over)."""
+    """Answers kept for `ttl_s` seconds (or less), at most about 10,000 of them (then it starts over)."""
 
     __slots__ = ("_entries", "ttl_s")
 
@@ -71,16 +89,23 @@ class _Expiring:
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, Principal | None]] = {}
 
-    def get(self, key: str) -> tuple[bool, Principal | None]:
+    def get(self, key: str) -> tuple[bool, Principal | None, float]:
+        """(found, the answer, until when it is kept: a `time.monotonic()`)."""
         hit = self._entries.get(key)
         if hit is not None and hit[0] > time.monotonic():
-            return True, hit[1]
-        return False, None
+            return True, hit[1], hit[0]
+        return False, None, 0.0
 
-    def put(self, key: str, principal: Principal | None) -> None:
+    def put(self, key: str, principal: Principal | None, until: float | None = None) -> float:
+        """Keep the answer for `ttl_s`, or only `until` (a `time.monotonic()`) if that is sooner;
+        returns until when it is kept."""
         if len(self._entries) > 10_000:
             self._entries.clear()
-        self._entries[key] = (time.monotonic() + self.ttl_s, principal)
+        kept = time.monotonic() + self.ttl_s
+        if until is not None and until < kept:
+            kept = until
+        self._entries[key] = (kept, principal)
+        return kept
 
     def clear(self) -> None:
         self._entries.clear()
@@ -89,7 +114,8 @@ class _Expiring:
 class ApiKeyAuth:
     """Verifies keys against the service's api_keys table, with a short in-process cache
     (`api_key_cache_seconds`, default 5 s) so a hot path does not pay a query per request. A
-    revoked key is refused by every process within that time."""
+    revoked key is refused by every process within that time; an expiring key from its expiry
+    on (its answer is never kept past it)."""
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession], model: type[Any], ttl_s: float = 5.0) -> None:
         self.session_factory = session_factory
@@ -100,24 +126,32 @@ class ApiKeyAuth:
         self._by_key = _Expiring(ttl_s)
 
     async def verify(self, key: str) -> Principal | None:
-        found, principal = self._by_key.get(key)
+        found, principal, _ = self._by_key.get(key)
         if not found:
-            principal = await self.verify_digest(hash_key(key))
-            self._by_key.put(key, principal)
+            principal, until = await self._by_digest_checked(hash_key(key))
+            self._by_key.put(key, principal, until)
         return principal
 
     async def verify_digest(self, digest: str) -> Principal | None:
         """The same check by the key's stored digest (a dashboard session keeps the digest, never
         the key itself)."""
-        found, principal = self._by_digest.get(digest)
+        return (await self._by_digest_checked(digest))[0]
+
+    async def _by_digest_checked(self, digest: str) -> tuple[Principal | None, float]:
+        """The key's principal (None: unknown, revoked or expired), and until when that answer
+        may be kept (a `time.monotonic()`)."""
+        found, principal, until = self._by_digest.get(digest)
         if found:
-            return principal
+            return principal, until
         async with self.session_factory() as session:
             row = await session.scalar(select(self.model).where(self.model.key_hash == digest))
+        expires: float | None = None
         if row is not None and row.revoked_at is None:
-            principal = Principal(row.id, row.name, frozenset(row.scopes))
-        self._by_digest.put(digest, principal)
-        return principal
+            left = None if row.expires_at is None else (row.expires_at - utcnow()).total_seconds()
+            if left is None or left > 0:
+                principal = Principal(row.id, row.name, frozenset(row.scopes))
+                expires = None if left is None else time.monotonic() + left
+        return principal, self._by_digest.put(digest, principal, expires)
 
     def clear(self) -> None:
         """Forget every cached answer (as if the cache's few seconds had passed)."""
@@ -132,7 +166,7 @@ class ApiKeyBearer(HTTPBearer):
     """The dependency that authenticates a request and checks its scope, documented in the
     OpenAPI as the `HTTPBearer` security scheme. It also applies the rate limits
     (app.state.rate_limits, see cxkit.http.ratelimit): a known key is counted against its own
-    limit (429 past it), an unknown or revoked one against its client address's
+    limit (429 past it), an unknown, revoked or expired one against its client address's
     failed-authentication limit (429 instead of 401 past it).
 
     One dependency that reads the header itself, rather than HTTPBearer nested under a
@@ -153,7 +187,7 @@ class ApiKeyBearer(HTTPBearer):
         if principal is None:
             if limits is not None:
                 await limits.check_failed_auth(request.scope)
-            raise Unauthorized("unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("unknown, revoked or expired API key", headers={"WWW-Authenticate": "Bearer"})
         # Once per request, even where a route asks for the key twice (router and route).
         if limits is not None and SCOPE_KEY not in request.scope:
             await limits.check_key(request.scope, principal.key_str)

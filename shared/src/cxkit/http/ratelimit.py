@@ -1,5 +1,5 @@
 """Rate limits on the `limits` library: one per API key (every request of the key), one per
-client address for failed authentication (unknown or revoked keys).
+client address for failed authentication (unknown, revoked or expired keys).
 
 Answers carry the IETF httpapi fields (draft-ietf-httpapi-ratelimit-headers):
 `RateLimit-Policy: "key";q=600;w=60` (quota, window in seconds) and
@@ -158,7 +158,7 @@ class RateLimits:
         scope[SCOPE_KEY] = self.failed_auth.headers(quota)
         if not quota.allowed:
             raise TooManyRequests(
-                f"too many requests with an unknown or revoked API key from this address; retry in {quota.reset_s} s",
+                f"too many requests with an unknown, revoked or expired API key from this address; retry in {quota.reset_s} s",
                 headers={"Retry-After": str(quota.reset_s)},
             )
 
