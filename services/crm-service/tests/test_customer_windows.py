@@ -1,6 +1,7 @@
 """The customer list's time windows (`created_from`/`created_to`, `updated_from`/`updated_to`):
 what was created in a period, and what changed since a moment, in the order of the change,
-page by page; the export takes the same windows; an empty or unreadable window is a 422."""
+page by page; the export takes the same windows; an empty or unreadable window is a 422. Tasks,
+deals and leads take the same `updated_from`/`updated_to` window and `sort=updated_at`."""
 
 from __future__ import annotations
 
@@ -94,3 +95,48 @@ async def test_a_sync_with_include_removed_learns_of_merges_and_erasures(client:
         (gone["id"], False, True),
     ]
     assert (await client.get("/v1/customers", params={"include_removed": "maybe"})).status_code == 422
+
+
+async def changed_since(client: httpx.AsyncClient, kind: str, since: str, **params: Any) -> list[str]:
+    """The ids `GET /v1/<kind>` lists as changed since `since`, oldest change first, page by page."""
+    ids: list[str] = []
+    cursor = None
+    while True:
+        query = {"updated_from": since, "sort": "updated_at", "limit": 1, **params} | ({"cursor": cursor} if cursor else {})
+        r = await client.get(f"/v1/{kind}", params=query)
+        assert r.status_code == 200, r.text
+        ids += [item["id"] for item in r.json()["items"]]
+        if (cursor := r.json()["next_cursor"]) is None:
+            return ids
+
+
+async def test_tasks_deals_and_leads_changed_since_a_moment_in_the_order_of_the_change(
+    client: httpx.AsyncClient, make: Any
+) -> None:
+    survivor, duplicate = await make.customer(), await make.customer()
+    rows = {
+        "tasks": [await make.task(duplicate["id"]), await make.task(duplicate["id"])],
+        "deals": [await make.deal(duplicate["id"]), await make.deal(duplicate["id"])],
+        "leads": [await make.lead(), await make.lead()],
+    }
+    since = {kind: first["updated_at"] for kind, (first, _) in rows.items()}
+    for kind, (first, second) in rows.items():
+        assert await changed_since(client, kind, since[kind]) == [first["id"], second["id"]], kind
+        # The first changes: it comes last now, and alone after the second's last change.
+        changed = await client.patch(f"/v1/{kind}/{first['id']}", json={"title": "Changed"} if kind != "leads" else {"score": 9})
+        assert changed.status_code == 200, changed.text
+        assert await changed_since(client, kind, since[kind]) == [second["id"], first["id"]], kind
+        assert await changed_since(client, kind, second["updated_at"], updated_to=changed.json()["updated_at"]) == [second["id"]]
+
+    # A merge moving the duplicate's tasks and deals to the survivor is a change a sync sees.
+    moment = (await make.customer())["updated_at"]
+    assert (await client.post(f"/v1/customers/{survivor['id']}/merge", json={"duplicate_id": duplicate["id"]})).status_code == 200
+    for kind in ("tasks", "deals"):
+        moved = await changed_since(client, kind, moment)
+        assert sorted(moved) == sorted(r["id"] for r in rows[kind]), kind
+    assert await changed_since(client, "leads", moment) == []
+
+    for kind in rows:
+        r = await client.get(f"/v1/{kind}", params={"updated_from": moment, "updated_to": moment})
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "updated_to"], r.text
+        assert (await client.get(f"/v1/{kind}", params={"updated_from": "2026-12-05T10:00:00"})).status_code == 422

@@ -39,6 +39,7 @@ class Deal(Base):
         Index("ix_deals_customer_id_created_at_id", "customer_id", "created_at", "id"),
         Index("ix_deals_pipeline_id_stage_id_status", "pipeline_id", "stage_id", "status"),
         Index("ix_deals_created_at_id", "created_at", "id"),
+        Index("ix_deals_updated_at_id", "updated_at", "id"),  # a sync: updated_from, sort=updated_at
         Index("ix_deals_amount_id", "amount", "id"),
         Index("ix_deals_expected_close_date_id", "expected_close_date", "id"),
     )

@@ -16,6 +16,7 @@ from crm.pipelines.models import PipelineStage
 from cxkit import keyset
 from cxkit.db import next_version
 from cxkit.http.pagination import PageParams
+from cxkit.http.params import ANY_TIME, ChangedWindow
 from cxkit.repository import Repository
 
 ERASED_TITLE = "[erased]"
@@ -23,6 +24,7 @@ SORT_KEYS = (
     keyset.SortKey("created_at", Deal.created_at, "datetime"),
     keyset.SortKey("amount", Deal.amount, "decimal", nullable=True),
     keyset.SortKey("expected_close_date", Deal.expected_close_date, "date", nullable=True),
+    keyset.SortKey("updated_at", Deal.updated_at, "datetime"),
 )
 # A deal's history in the order it was made: `seq` counts a deal's changes, so needs no id.
 HISTORY_ORDER = keyset.Sort(keyset.SortKey("seq", DealStageChange.seq, "int", unique=True), descending=False)
@@ -35,6 +37,7 @@ class DealFilters:
     stage_id: uuid.UUID | None = None
     status: str | None = None
     owner: str | None = None
+    changed: ChangedWindow = ANY_TIME
 
 
 def open_value_query(customer_id: Any) -> Select[Any]:
@@ -76,7 +79,7 @@ class DealRepository(Repository[Deal]):
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
-        return stmt
+        return stmt.where(*filters.changed.conditions(Deal.updated_at))
 
     async def list_page(self, filters: DealFilters, sort: keyset.Sort, page: PageParams) -> list[tuple[Deal, PipelineStage]]:
         stmt = keyset.apply(self._filtered(filters), sort, Deal.id, page)

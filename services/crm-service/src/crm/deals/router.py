@@ -21,7 +21,7 @@ from cxkit.http.deps import SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
-from cxkit.http.params import IfMatch
+from cxkit.http.params import SYNC_TEXT, ChangedDep, IfMatch
 from cxkit.http.problems import problem_responses
 from cxkit.http.routing import GatedRouter
 
@@ -60,14 +60,15 @@ async def create_deal(
     "",
     summary="List deals",
     description="Filter by `customer_id`, `pipeline_id`, `stage` (a stage name; needs `pipeline_id`), `status`, `owner`. "
-    "`sort`: `created_at`, `amount` or `expected_close_date`, `-` for descending (default `-created_at`); "
-    "deals without the sorted value come last. Needs `read`.",
+    "`sort`: `created_at`, `updated_at`, `amount` or `expected_close_date`, `-` for descending (default "
+    f"`-created_at`); deals without the sorted value come last. {SYNC_TEXT} Needs `read`.",
     responses=problem_responses(401, 403, 422),
 )
 async def list_deals(
     session: SessionDep,
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
+    changed: ChangedDep,
     customer_id: uuid.UUID | None = None,
     pipeline_id: uuid.UUID | None = None,
     stage: Annotated[QueryText | None, Query(min_length=1, max_length=100)] = None,
@@ -78,7 +79,9 @@ async def list_deals(
     ] = "-created_at",
 ) -> ModelResponse[DealPage]:
     stage_id = await service.stage_id_for_filter(session, pipeline_id, stage) if stage is not None else None
-    filters = DealFilters(customer_id=customer_id, pipeline_id=pipeline_id, stage_id=stage_id, status=status, owner=owner)
+    filters = DealFilters(
+        customer_id=customer_id, pipeline_id=pipeline_id, stage_id=stage_id, status=status, owner=owner, changed=changed
+    )
     rows, cursor = await service.list_deals(session, filters, sort, page)
     return json_response(DealPage(items=[DealRead.of(d, s) for d, s in rows], next_cursor=cursor))
 

@@ -38,5 +38,6 @@ class Lead(Base):
 
     __table_args__ = (
         Index("ix_leads_created_at_id", "created_at", "id"),
+        Index("ix_leads_updated_at_id", "updated_at", "id"),  # a sync: updated_from, sort=updated_at
         Index("ix_leads_score_id", "score", "id"),
     )

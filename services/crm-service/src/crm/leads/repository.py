@@ -13,9 +13,14 @@ from crm.leads.models import Lead
 from cxkit import keyset
 from cxkit.db import next_version
 from cxkit.http.pagination import PageParams
+from cxkit.http.params import ANY_TIME, ChangedWindow
 from cxkit.repository import Repository
 
-SORT_KEYS = (keyset.SortKey("created_at", Lead.created_at, "datetime"), keyset.SortKey("score", Lead.score, "int"))
+SORT_KEYS = (
+    keyset.SortKey("created_at", Lead.created_at, "datetime"),
+    keyset.SortKey("score", Lead.score, "int"),
+    keyset.SortKey("updated_at", Lead.updated_at, "datetime"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +30,7 @@ class LeadFilters:
     owner: str | None = None
     campaign_id: uuid.UUID | None = None
     converted: bool | None = None
+    changed: ChangedWindow = ANY_TIME
 
 
 def _like(q: str) -> str:
@@ -53,7 +59,7 @@ class LeadRepository(Repository[Lead]):
             stmt = stmt.where(Lead.campaign_id == filters.campaign_id)
         if filters.converted is not None:
             stmt = stmt.where(Lead.converted_at.is_not(None) if filters.converted else Lead.converted_at.is_(None))
-        return stmt
+        return stmt.where(*filters.changed.conditions(Lead.updated_at))
 
     async def list_page(self, filters: LeadFilters, sort: keyset.Sort, page: PageParams) -> list[Lead]:
         stmt = keyset.apply(self._filtered(filters), sort, Lead.id, page)

@@ -24,7 +24,7 @@ from cxkit.http.deps import SessionDep
 from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, NOT_MODIFIED_TEXT, etag_for, unchanged
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
-from cxkit.http.params import IfMatch
+from cxkit.http.params import SYNC_TEXT, ChangedDep, IfMatch
 from cxkit.http.problems import problem_responses
 from cxkit.http.routing import GatedRouter
 
@@ -54,13 +54,15 @@ async def create_lead(body: LeadCreate, session: SessionDep, idem: IdempotencyDe
     "",
     summary="List leads",
     description="Filter by `q` (name, email, company), `status`, `owner`, `campaign_id`, `converted`. `sort`: "
-    "`created_at` or `score`, `-` for descending (default `-created_at`; `-score` puts the hottest first). Needs `read`.",
+    "`created_at`, `updated_at` or `score`, `-` for descending (default `-created_at`; `-score` puts the hottest "
+    f"first). {SYNC_TEXT} Needs `read`.",
     responses=problem_responses(401, 403, 422),
 )
 async def list_leads(
     session: SessionDep,
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
+    changed: ChangedDep,
     q: Annotated[QueryText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
     status: LeadStatus | None = None,
     owner: Annotated[QueryText | None, Query(min_length=1, max_length=200)] = None,
@@ -70,7 +72,7 @@ async def list_leads(
         str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")
     ] = "-created_at",
 ) -> ModelResponse[LeadPage]:
-    filters = LeadFilters(q=q, status=status, owner=owner, campaign_id=campaign_id, converted=converted)
+    filters = LeadFilters(q=q, status=status, owner=owner, campaign_id=campaign_id, converted=converted, changed=changed)
     rows, cursor = await service.list_leads(session, filters, sort, page)
     return json_response(LeadPage(items=[LeadRead.model_validate(r) for r in rows], next_cursor=cursor))
 

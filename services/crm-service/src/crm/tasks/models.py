@@ -53,6 +53,7 @@ class Task(Base):
         ),
         Index("ix_tasks_owner_status", "owner", "status"),
         Index("ix_tasks_created_at_id", "created_at", "id"),
+        Index("ix_tasks_updated_at_id", "updated_at", "id"),  # a sync: updated_from, sort=updated_at
         Index("ix_tasks_due_at_id", "due_at", "id"),
         # One task per CEM follow-up, however often its request arrives.
         Index("uq_tasks_followup_origin_ref", "origin_ref", unique=True, postgresql_where=text("origin = 'followup'")),

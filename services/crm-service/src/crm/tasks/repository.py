@@ -14,11 +14,13 @@ from crm.tasks.models import Task
 from cxkit import keyset
 from cxkit.db import next_version
 from cxkit.http.pagination import PageParams
+from cxkit.http.params import ANY_TIME, ChangedWindow
 from cxkit.repository import Repository
 
 SORT_KEYS = (
     keyset.SortKey("due_at", Task.due_at, "datetime", nullable=True),
     keyset.SortKey("created_at", Task.created_at, "datetime"),
+    keyset.SortKey("updated_at", Task.updated_at, "datetime"),
 )
 ERASED_TITLE = "[erased]"
 
@@ -32,6 +34,7 @@ class TaskFilters:
     origin: str | None = None
     origin_ref: str | None = None
     due_before: dt.datetime | None = None
+    changed: ChangedWindow = ANY_TIME
 
 
 def open_for_customer_query(customer_id: Any, limit: int) -> Select[Any]:
@@ -61,6 +64,7 @@ class TaskRepository(Repository[Task]):
                 stmt = stmt.where(column == value)
         if filters.due_before is not None:
             stmt = stmt.where(Task.due_at < filters.due_before)
+        stmt = stmt.where(*filters.changed.conditions(Task.updated_at))
         return list((await self.session.scalars(keyset.apply(stmt, sort, Task.id, page))).all())
 
     async def open_for_customer(self, customer_id: uuid.UUID, limit: int) -> list[Task]:

@@ -22,7 +22,7 @@ from cxkit.http.deps import SessionDep
 from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, NOT_MODIFIED_TEXT, etag_for, unchanged
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
-from cxkit.http.params import IfMatch
+from cxkit.http.params import SYNC_TEXT, ChangedDep, IfMatch
 from cxkit.http.problems import problem_responses
 from cxkit.http.routing import GatedRouter
 
@@ -57,15 +57,16 @@ async def create_task(body: TaskCreate, session: SessionDep, idem: IdempotencyDe
 @router.get(
     "",
     summary="List tasks",
-    description="Most urgent first by default (`sort=due_at`; tasks without a due time last; `created_at` and `-` "
-    "also work). Filter by `customer_id`, `deal_id`, `owner`, `status`, `origin`, `origin_ref`, and `due_before` "
-    "(with `status=open`: the overdue list). Needs `read`.",
+    description="Most urgent first by default (`sort=due_at`; tasks without a due time last; `created_at`, `-` "
+    "and `updated_at` also work). Filter by `customer_id`, `deal_id`, `owner`, `status`, `origin`, `origin_ref`, and "
+    f"`due_before` (with `status=open`: the overdue list). {SYNC_TEXT} Needs `read`.",
     responses=problem_responses(401, 403, 422),
 )
 async def list_tasks(
     session: SessionDep,
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
+    changed: ChangedDep,
     customer_id: uuid.UUID | None = None,
     deal_id: uuid.UUID | None = None,
     owner: Annotated[QueryText | None, Query(min_length=1, max_length=200)] = None,
@@ -83,6 +84,7 @@ async def list_tasks(
         origin=origin,
         origin_ref=origin_ref,
         due_before=due_before,
+        changed=changed,
     )
     rows, cursor = await service.list_tasks(session, filters, sort, page)
     return json_response(TaskPage(items=[TaskRead.model_validate(t) for t in rows], next_cursor=cursor))
