@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,7 @@ from cxkit import keyset
 from cxkit.db import next_version
 from cxkit.http.pagination import PageParams
 from cxkit.http.params import ANY_TIME, ChangedWindow
+from cxkit.pg_pool import CompiledQuery
 from cxkit.repository import Repository
 
 ERASED_TITLE = "[erased]"
@@ -38,6 +40,36 @@ class DealFilters:
     status: str | None = None
     owner: str | None = None
     changed: ChangedWindow = ANY_TIME
+
+
+def matching(filters: DealFilters) -> list[Any]:
+    """The WHERE of the deals a list (or an export) with these filters shows."""
+    conditions = [
+        column == value
+        for column, value in (
+            (Deal.customer_id, filters.customer_id),
+            (Deal.pipeline_id, filters.pipeline_id),
+            (Deal.stage_id, filters.stage_id),
+            (Deal.status, filters.status),
+            (Deal.owner, filters.owner),
+        )
+        if value is not None
+    ]
+    return conditions + filters.changed.conditions(Deal.updated_at)
+
+
+def export_query(filters: DealFilters, sort: keyset.Sort, columns: Sequence[str]) -> CompiledQuery:
+    """Every deal the list shows with these filters, in its order, unpaged: `columns` of each
+    (a deal's own, or `stage` and `probability` of its stage), for a CSV export through a
+    cursor on the pool."""
+    of_stage = {"stage": PipelineStage.name.label("stage"), "probability": PipelineStage.probability.label("probability")}
+    stmt = (
+        select(*(of_stage[name] if name in of_stage else Deal.__table__.c[name] for name in columns))
+        .select_from(Deal)
+        .join(PipelineStage, PipelineStage.id == Deal.stage_id)
+        .where(*matching(filters))
+    )
+    return CompiledQuery(keyset.ordered(stmt, sort, Deal.id))
 
 
 def open_value_query(customer_id: Any) -> Select[Any]:
@@ -69,17 +101,7 @@ class DealRepository(Repository[Deal]):
         return (row[0], row[1]) if row else None
 
     def _filtered(self, filters: DealFilters) -> Select[Any]:
-        stmt = select(Deal, PipelineStage).join(PipelineStage, PipelineStage.id == Deal.stage_id)
-        for column, value in (
-            (Deal.customer_id, filters.customer_id),
-            (Deal.pipeline_id, filters.pipeline_id),
-            (Deal.stage_id, filters.stage_id),
-            (Deal.status, filters.status),
-            (Deal.owner, filters.owner),
-        ):
-            if value is not None:
-                stmt = stmt.where(column == value)
-        return stmt.where(*filters.changed.conditions(Deal.updated_at))
+        return select(Deal, PipelineStage).join(PipelineStage, PipelineStage.id == Deal.stage_id).where(*matching(filters))
 
     async def list_page(self, filters: DealFilters, sort: keyset.Sort, page: PageParams) -> list[tuple[Deal, PipelineStage]]:
         stmt = keyset.apply(self._filtered(filters), sort, Deal.id, page)

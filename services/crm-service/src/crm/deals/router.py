@@ -10,19 +10,29 @@ from starlette.responses import Response
 
 from crm.deals import service
 from crm.deals.repository import SORT_KEYS, DealFilters
-from crm.deals.schemas import DealCreate, DealHistoryPage, DealPage, DealRead, DealStageChangeRead, DealStatus, DealUpdate
+from crm.deals.schemas import (
+    READ_EXAMPLE,
+    DealCreate,
+    DealHistoryPage,
+    DealPage,
+    DealRead,
+    DealStageChangeRead,
+    DealStatus,
+    DealUpdate,
+)
 from crm.deps import ActorDep, SettingsDep
 from crm.fields import DealIdPath
 from cxkit import keyset
 from cxkit.fields import QueryText
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
-from cxkit.http.deps import SessionDep
+from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
+from cxkit.http.deps import PgPoolDep, SessionDep
 from cxkit.http.etag import etag_for
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import SYNC_TEXT, ChangedDep, IfMatch
-from cxkit.http.problems import problem_responses
+from cxkit.http.problems import only_these_methods, problem_responses
 from cxkit.http.routing import GatedRouter
 
 router = GatedRouter(prefix="/deals", tags=["deals"], route_class=TypedRoute)
@@ -56,6 +66,37 @@ async def create_deal(
     return await idem.execute(session, operation)
 
 
+async def deal_filters(
+    session: SessionDep,
+    changed: ChangedDep,
+    customer_id: uuid.UUID | None = None,
+    pipeline_id: uuid.UUID | None = None,
+    stage: Annotated[
+        QueryText | None, Query(min_length=1, max_length=100, description="A stage name; needs `pipeline_id`.")
+    ] = None,
+    status: DealStatus | None = None,
+    owner: Annotated[QueryText | None, Query(min_length=1, max_length=200)] = None,
+) -> DealFilters:
+    """The filters of the deal list, read from the query (the export takes the same)."""
+    stage_id = await service.stage_id_for_filter(session, pipeline_id, stage) if stage is not None else None
+    return DealFilters(
+        customer_id=customer_id, pipeline_id=pipeline_id, stage_id=stage_id, status=status, owner=owner, changed=changed
+    )
+
+
+FiltersDep = Annotated[DealFilters, Depends(deal_filters)]
+SortParam = Annotated[str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")]
+EXPORT_COLUMNS = tuple(DealRead.model_fields)
+EXPORT_EXAMPLE = (
+    ",".join(EXPORT_COLUMNS)
+    + "\r\n"
+    + ",".join(
+        "" if READ_EXAMPLE.get(name) is None else str(READ_EXAMPLE[name]).replace("Z", "+00:00") for name in EXPORT_COLUMNS
+    )
+    + "\r\n"
+)
+
+
 @router.get(
     "",
     summary="List deals",
@@ -68,22 +109,31 @@ async def list_deals(
     session: SessionDep,
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
-    changed: ChangedDep,
-    customer_id: uuid.UUID | None = None,
-    pipeline_id: uuid.UUID | None = None,
-    stage: Annotated[QueryText | None, Query(min_length=1, max_length=100)] = None,
-    status: DealStatus | None = None,
-    owner: Annotated[QueryText | None, Query(min_length=1, max_length=200)] = None,
-    sort: Annotated[
-        str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")
-    ] = "-created_at",
+    filters: FiltersDep,
+    sort: SortParam = "-created_at",
 ) -> ModelResponse[DealPage]:
-    stage_id = await service.stage_id_for_filter(session, pipeline_id, stage) if stage is not None else None
-    filters = DealFilters(
-        customer_id=customer_id, pipeline_id=pipeline_id, stage_id=stage_id, status=status, owner=owner, changed=changed
-    )
     rows, cursor = await service.list_deals(session, filters, sort, page)
     return json_response(DealPage(items=[DealRead.of(d, s) for d, s in rows], next_cursor=cursor))
+
+
+@router.get(
+    "/export",
+    status_code=200,
+    summary="Export deals as CSV",
+    description="Every deal the list shows with the same filters (`customer_id`, `pipeline_id`, `stage`, `status`, "
+    "`owner`, the `updated_*` window) and in the same order (`sort`), unpaged, as a streamed `text/csv` attachment "
+    "(`deals-<UTC timestamp>.csv`): a header row, then one line per deal with the fields of a deal read (amounts and "
+    "probabilities as numbers). Spreadsheet-safe: a text cell beginning with `=`, `+`, `-`, `@`, a tab or a carriage "
+    "return gets a leading `'`. Constant memory whatever the number of deals. Needs `read`.",
+    response_class=CsvExport,
+    responses=csv_response_doc("The deals, one per line after the header.", EXPORT_EXAMPLE) | problem_responses(401, 403, 422),
+)
+async def export_deals(pool: PgPoolDep, _: Reader, filters: FiltersDep, sort: SortParam = "-created_at") -> Response:
+    query = service.export_query(filters, sort, EXPORT_COLUMNS)
+    return await csv_export(pool, query.sql, query.arguments(), header=EXPORT_COLUMNS, row_of=list, name="deals")
+
+
+only_these_methods(router, "/export")
 
 
 @router.get(

@@ -4,12 +4,14 @@ move is appended to its history and announced as `deal.stage_changed`."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.customers import service as customers
 from crm.db import SOURCE, OutboxMessage
+from crm.deals import repository
 from crm.deals.models import Deal, DealStageChange
 from crm.deals.repository import HISTORY_ORDER, SORT_KEYS, DealFilters, DealRepository, open_value_query
 from crm.deals.schemas import DealCreate, DealUpdate
@@ -23,6 +25,7 @@ from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound, Unprocessable, field_problem
 from cxkit.kafka.outbox import add_event
+from cxkit.pg_pool import CompiledQuery
 
 
 def _status_of(stage: PipelineStage) -> str:
@@ -214,6 +217,11 @@ async def list_deals(
     sort = keyset.parse_sort(sort_token, SORT_KEYS)
     rows = await DealRepository(session).list_page(filters, sort, page)
     return keyset.cut(rows, sort, page, lambda row: (getattr(row[0], sort.key.column.key), row[0].id))
+
+
+def export_query(filters: DealFilters, sort_token: str, columns: Sequence[str]) -> CompiledQuery:
+    """The statement of a deal export: what `list_deals` shows, unpaged."""
+    return repository.export_query(filters, keyset.parse_sort(sort_token, SORT_KEYS), columns)
 
 
 async def deal_history(session: AsyncSession, deal_id: uuid.UUID, page: PageParams) -> tuple[list[DealStageChange], str | None]:
