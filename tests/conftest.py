@@ -22,6 +22,8 @@ from cxkit.db import make_engine, make_session_factory
 from cxkit.dev_broker import DevBroker, dev_broker_env
 from cxkit.http.auth import create_api_key, generate_key
 
+from . import broker_evidence
+
 
 @dataclass
 class Stack:
@@ -151,6 +153,16 @@ FAILED_TEST_LOGS = Path(__file__).resolve().parents[1] / "var" / "test-artifacts
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     setattr(item, f"report_{report.when}", report)  # read by the fixtures below at teardown
+    if report.when == "call" and report.failed:
+        # While the services, broker and databases are still there: what each consumer group
+        # committed, and any event it skipped or never reached (kept with the logs).
+        for n, stack in enumerate(getattr(item, "cx_stacks", [])):
+            broker_evidence.write(
+                stack.logs / f"broker-evidence-{n}.json",
+                stack.bootstrap,
+                {"CRM": stack.group("CRM"), "CEM": stack.group("CEM")},
+                {"CRM": stack.crm_db, "CEM": stack.cem_db},
+            )
     return report
 
 
@@ -164,6 +176,7 @@ async def stack_factory(
     await _add_key(databases[0], CrmApiKey, key)
     await _add_key(databases[1], CemApiKey, key)
     made: list[Stack] = []
+    request.node.cx_stacks = made  # type: ignore[attr-defined]  # read by pytest_runtest_makereport
 
     def make(bootstrap: str) -> Stack:
         stack = Stack(crm_db=databases[0], cem_db=databases[1], key=key, logs=tmp_path, bootstrap=bootstrap)
