@@ -12,7 +12,7 @@ from crm.config import CRMSettings
 from crm.consumers import live_consumers
 from crm.main import build_consumers
 from cxkit import testing
-from cxkit.dev_broker import DevBroker, dev_broker_env
+from cxkit.dev_broker import DevBroker, dev_broker_env, free_port
 from cxkit.dlq import REDRIVEN_FROM
 from cxkit.events.registry import CX_INTERACTIONS, dlq_topic
 from cxkit.kafka.client import ensure_topics
@@ -108,3 +108,12 @@ async def test_dead_letters_are_listed_and_the_events_not_applied_since_are_sent
 def test_the_dlq_commands_know_every_live_consumer_and_its_topics(crm_settings: CRMSettings) -> None:
     built = build_consumers(crm_settings)(None)
     assert live_consumers(crm_settings) == {c.name: c.topics for c in built}
+
+
+async def test_the_dlq_commands_say_in_one_line_when_the_broker_cannot_be_reached(crm_database_url: str) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    for args in (["list"], ["redrive", "--yes"]):
+        code, _, err = await crm(crm_database_url, closed, "dlq-closed", *args)
+        assert code == 1 and "Traceback" not in err, err
+        [line] = [line for line in err.splitlines() if line.strip()]
+        assert line.startswith("cannot reach the broker (CRM_KAFKA_BOOTSTRAP_SERVERS): "), line

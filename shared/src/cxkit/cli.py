@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -43,20 +44,31 @@ def unreachable_database(exc: BaseException) -> str | None:
     return None
 
 
+def unreachable_broker(exc: BaseException) -> str | None:
+    """Why the broker could not be reached (one line), if that is what `exc` says; else None."""
+    from aiokafka.errors import KafkaConnectionError
+
+    return str(exc) if isinstance(exc, KafkaConnectionError) else None
+
+
 class _AdminCommands(TyperGroup):
-    """A command that cannot reach its database ends with one line saying so and which setting
-    names it (exit code 1), not with a traceback."""
+    """A command that cannot reach its database or its broker ends with one line saying so and
+    which setting names it (exit code 1), not with a traceback."""
 
     setting = "DATABASE_URL"
+    broker_setting = "KAFKA_BOOTSTRAP_SERVERS"
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            reason = unreachable_database(exc)
-            if reason is None:
+            if (reason := unreachable_database(exc)) is not None:
+                what = f"the database ({self.setting})"
+            elif (reason := unreachable_broker(exc)) is not None:
+                what = f"the broker ({self.broker_setting})"
+            else:
                 raise
-            console.print(f"cannot reach the database ({self.setting}): {reason}", style="red", markup=False, soft_wrap=True)
+            console.print(f"cannot reach {what}: {reason}", style="red", markup=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
 
@@ -73,7 +85,11 @@ def build_cli(
 ) -> typer.Typer:
     """The shared commands; `consumers(settings)` (each live consumer's name and topics) adds
     `dlq list` and `dlq redrive`."""
-    commands = type(f"{name.capitalize()}Commands", (_AdminCommands,), {"setting": f"{name.upper()}_DATABASE_URL"})
+    commands = type(
+        f"{name.capitalize()}Commands",
+        (_AdminCommands,),
+        {"setting": f"{name.upper()}_DATABASE_URL", "broker_setting": f"{name.upper()}_KAFKA_BOOTSTRAP_SERVERS"},
+    )
     app = typer.Typer(name=name, help=f"{name} administration.", no_args_is_help=True, add_completion=False, cls=commands)
 
     if outbox_model is not None:
@@ -266,6 +282,12 @@ def _add_dlq_commands(
 
     dlq = typer.Typer(help="Dead letters: what the consumers sent to <topic>.dlq, and sending them again.", no_args_is_help=True)
     app.add_typer(dlq, name="dlq")
+
+    @dlq.callback()
+    def quiet_kafka_client() -> None:
+        # The commands say themselves what went wrong (one line for a broker out of reach);
+        # the Kafka client's own log lines would only repeat it.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     def chosen(consumer: str | None, reasons: list[str] | None) -> tuple[ServiceSettings, dict[str, list[str]], set[str]]:
         settings = settings_factory()

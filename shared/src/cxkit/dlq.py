@@ -193,8 +193,8 @@ async def redrive(settings: ServiceSettings, letters: list[DeadLetter]) -> int:
     if not letters:
         return 0
     producer = make_producer(settings)
-    await producer.start()
     try:
+        await producer.start()
         sending = [
             await producer.send(
                 letter.original_topic,

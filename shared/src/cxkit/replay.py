@@ -74,8 +74,8 @@ async def from_the_start(
         fetch_max_bytes=settings.consumer_fetch_max_bytes,
         max_partition_fetch_bytes=settings.consumer_partition_fetch_max_bytes,
     )
-    await reader.start()
     try:
+        await reader.start()
         known = await reader.topics()
         partitions = [TopicPartition(t, p) for t in topics if t in known for p in sorted(reader.partitions_for_topic(t) or [])]
         if partitions:
