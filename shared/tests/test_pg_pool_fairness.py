@@ -6,9 +6,10 @@ import asyncio
 import itertools
 
 import asyncpg
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cxkit.pg_pool import asyncpg_dsn, create_pg_pool
+from cxkit.pg_pool import FairPool, asyncpg_dsn, create_pg_pool
 
 WORKERS = 32
 ROUNDS = 10
@@ -59,18 +60,63 @@ async def test_connections_go_to_the_requests_in_the_order_they_asked(kit_engine
     assert overtaken <= CONNECTIONS - 1
 
 
-async def test_asyncpg_s_own_pool_lets_later_requests_pass_earlier_ones(kit_engine: AsyncEngine) -> None:
-    """Why `FairPool` exists: the same load on asyncpg's pool serves requests out of turn (a
-    waiter woken by a release loses the connection to a newcomer and queues again at the back)."""
-    dsn = asyncpg_dsn(kit_engine.url.render_as_string(hide_password=False))
-    worst = []
-    for _ in range(3):  # it depends on timing: usually 29 or more, now and then none
-        pool = await asyncpg.create_pool(dsn, min_size=0, max_size=CONNECTIONS)
-        try:
-            worst.append(await _most_overtaken(pool))
-        finally:
-            await pool.close()
-    assert max(worst) > CONNECTIONS - 1
+@pytest.mark.parametrize(("pool_class", "served"), [(asyncpg.Pool, ["newcomer", "waiter"]), (FairPool, ["waiter", "newcomer"])])
+async def test_a_request_asking_while_a_connection_comes_back_waits_its_turn(
+    kit_engine: AsyncEngine, pool_class: type[asyncpg.Pool], served: list[str]
+) -> None:
+    """Why `FairPool` exists, step by step: a connection coming back wakes the request waiting
+    for it, and a request that asks before that one runs took the connection (asyncpg's own
+    pool), while the waiter went back to the end of the line. Here the newcomer is made ready to
+    run just as the connection is put back (at the end of the pool's reset), every time."""
+    newcomer_may_ask = asyncio.Event()
+
+    async def reset(conn: asyncpg.Connection) -> None:
+        newcomer_may_ask.set()  # the newcomer runs next, before the waiter wakes
+
+    pool = pool_class(
+        asyncpg_dsn(kit_engine.url.render_as_string(hide_password=False)),
+        min_size=1,
+        max_size=1,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300,
+        connect=None,
+        setup=None,
+        init=None,
+        reset=reset,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+    )
+    await pool
+    order: list[str] = []
+    held, give_back = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with pool.acquire():
+            held.set()
+            await give_back.wait()
+
+    async def request(name: str) -> None:
+        async with pool.acquire() as conn:
+            order.append(name)
+            await conn.execute("SELECT 1")
+
+    async def newcomer() -> None:
+        await newcomer_may_ask.wait()
+        await request("newcomer")
+
+    try:
+        holding = asyncio.create_task(holder())
+        await held.wait()
+        waiting = asyncio.create_task(request("waiter"))
+        asking = asyncio.create_task(newcomer())
+        await asyncio.sleep(0.05)  # the waiter is in line for the connection
+        assert order == []
+        give_back.set()
+        await asyncio.wait_for(asyncio.gather(holding, waiting, asking), timeout=10)
+    finally:
+        await pool.close()
+    assert order == served
 
 
 async def test_a_cancelled_wait_gives_its_turn_to_the_next(kit_engine: AsyncEngine) -> None:
