@@ -38,9 +38,11 @@ def _customer_columns() -> list[Column[Any]]:
 
 def test_every_table_that_refers_to_a_customer_is_covered_by_a_registered_domain() -> None:
     registry = customer_data()
-    # The customers domain's own tables (`customers`; the outbox and idempotency answers an
-    # erasure scrubs) refer to a customer by no such column: nothing here is handled by it alone.
-    handled: set[str] = set()
+    # The customers domain's own tables: `customers`, the outbox and the idempotency answers (an
+    # erasure scrubs them; they refer to a customer by no such column), and `customer_changes`,
+    # the field history: its trigger takes the personal values out at an erasure, and a merge
+    # leaves it with the duplicate (test_customer_history.py).
+    handled = {"customer_changes"}
     for name in {"customer_id"} | {column.name for column in _customer_columns()}:
         assert unregistered_tables(Base.metadata, registry, column=name, handled=handled) == set(), name
     assert registry.tables <= set(Base.metadata.tables)

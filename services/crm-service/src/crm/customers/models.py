@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Boolean, Index, Integer, String, Uuid, func, text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Identity, Index, Integer, String, Text, Uuid, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -55,6 +55,34 @@ class Customer(Base):
         # million customers (the search's trigram index is below the class).
         Index("ix_customers_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
     )
+
+
+class CustomerChange(Base):
+    """One change of a customer's fields, as the database saw it: written by the trigger
+    `customers_record_change` (migration crm0016) in the transaction of every UPDATE of a
+    customer that changes a field, whatever path made it. `changes` maps each field to
+    `{"from": old, "to": new}`; who (`changed_by`, an API key's name) and how (`via`) come from
+    the transaction's settings `crm.changed_by` / `crm.change_via` (`repository.note_author`)."""
+
+    __tablename__ = "customer_changes"
+
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("customers.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    changed_by: Mapped[str | None] = mapped_column(Text)
+    via: Mapped[str | None] = mapped_column(String(30))
+    changes: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+    __table_args__ = (Index("ix_customer_changes_customer_id_seq", "customer_id", "seq"),)
+
+
+# Fields a customer's history leaves out: bookkeeping, and the lower-cased copy of the email.
+UNTRACKED_FIELDS = ("id", "version", "created_at", "updated_at", "email_normalized")
+# What an erasure blanks (customers.service._PERSONAL and the attributes): their values leave
+# the history too, the fact that they changed stays.
+ERASED_FIELDS = ("email", "name", "phone", "company", "attributes")
+TRACKED_FIELDS = tuple(c.name for c in Customer.__table__.columns if c.name not in UNTRACKED_FIELDS)
 
 
 SEARCH_SEPARATOR = "\n"

@@ -12,10 +12,11 @@ import asyncpg
 import orjson
 from sqlalchemy import ColumnElement, Uuid, bindparam, cast, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from crm.customers.lifecycle import OpenDealValue
-from crm.customers.models import SEARCH_SEPARATOR, Customer, search_text
+from crm.customers.models import SEARCH_SEPARATOR, Customer, CustomerChange, search_text
 from cxkit import keyset
 from cxkit.db import insert_new
 from cxkit.http.pagination import PageParams
@@ -26,6 +27,13 @@ from cxkit.repository import Repository
 # list's order, no scan of the whole table). Set (transaction-local) for that one statement
 # and set back after it.
 _PLANS = "SELECT set_config('enable_indexscan', '{setting}', true), set_config('enable_seqscan', '{setting}', true)"
+
+# Who makes the customer changes of this transaction and how: read by the trigger that writes
+# the customer's history (migration crm0016); transaction-local, so a pooled connection keeps
+# nothing of it.
+_AUTHOR = "SELECT set_config('crm.changed_by', $1, true), set_config('crm.change_via', $2, true)"
+_AUTHOR_IN_SESSION = text("SELECT set_config('crm.changed_by', :by, true), set_config('crm.change_via', :via, true)")
+HISTORY_ORDER = keyset.Sort(keyset.SortKey("seq", CustomerChange.seq, "int", unique=True), descending=True)
 
 SORT_KEYS = (
     keyset.SortKey("created_at", Customer.created_at, "datetime"),
@@ -239,12 +247,29 @@ class CustomerRepository(Repository[Customer]):
             update(Customer).where(Customer.merged_into_id == duplicate_id).values(merged_into_id=survivor_id)
         )
 
+    async def history_page(self, customer_id: uuid.UUID, field: str | None, page: PageParams) -> list[CustomerChange]:
+        """The customer's recorded changes, newest first; with `field`, those that changed it."""
+        stmt = select(CustomerChange).where(CustomerChange.customer_id == customer_id)
+        if field is not None:
+            stmt = stmt.where(CustomerChange.changes.has_key(field))
+        return list((await self.session.scalars(keyset.apply(stmt, HISTORY_ORDER, CustomerChange.seq, page))).all())
+
     async def merged_into(self, survivor_id: uuid.UUID) -> list[Customer]:
         return list((await self.session.scalars(select(Customer).where(Customer.merged_into_id == survivor_id))).all())
 
 
 _CUSTOMER_COLUMNS = ", ".join(c.name for c in Customer.__table__.columns if c.name != "email_normalized")
 _CUSTOMER_BY_ID = f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = $1"
+
+
+async def note_author(db: asyncpg.Connection | AsyncSession, changed_by: str | None, via: str) -> None:
+    """Record who (an API key's name) and how (`update`, `batch`, `merge`...) the customer
+    changes of the current transaction are made, for their history. Call it inside the
+    transaction, before the changes."""
+    if isinstance(db, AsyncSession):
+        await db.execute(_AUTHOR_IN_SESSION, {"by": changed_by or "", "via": via})
+    else:
+        await db.execute(_AUTHOR, changed_by or "", via)
 
 
 async def read_customer(db: asyncpg.Pool | asyncpg.Connection, customer_id: uuid.UUID) -> dict[str, Any] | None:

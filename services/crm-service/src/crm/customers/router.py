@@ -11,20 +11,24 @@ from starlette.responses import Response
 
 from crm.customers import duplicates, service
 from crm.customers.lifecycle import OtherDomains
-from crm.customers.repository import SORT_KEYS, CustomerFilters
+from crm.customers.repository import SORT_KEYS, CustomerFilters, note_author
 from crm.customers.schemas import (
     BatchItemResult,
     CustomerBatch,
     CustomerBatchResult,
+    CustomerChangeRead,
     CustomerCreate,
+    CustomerHistoryPage,
     CustomerMerge,
     CustomerPage,
     CustomerRead,
     CustomerUpdate,
     DuplicateCandidate,
     DuplicateCandidates,
+    HistoryField,
     LifecycleStage,
 )
+from crm.deps import ActorDep
 from crm.fields import EXAMPLE_IDS, CustomerIdPath
 from cxkit import keyset
 from cxkit.fields import QueryText, Timestamp
@@ -94,11 +98,15 @@ async def create_customer(
     responses=problem_responses(401, 403, 409, 413, 422),
 )
 async def upsert_customers(
-    body: CustomerBatch, pool: PgPoolDep, idem: IdempotencyDep, others: OtherDomainsDep
+    body: CustomerBatch, pool: PgPoolDep, idem: IdempotencyDep, others: OtherDomainsDep, actor: ActorDep
 ) -> ModelResponse[CustomerBatchResult]:
     async def prepare(conn: asyncpg.Connection) -> tuple[ModelResponse[CustomerBatchResult], list[RowInsert]]:
         results = await service.upsert_batch(
-            conn, body.items, campaign_exists=others.campaign_exists, open_deal_value=others.open_deal_value
+            conn,
+            body.items,
+            campaign_exists=others.campaign_exists,
+            open_deal_value=others.open_deal_value,
+            changed_by=actor,
         )
         counts = dict.fromkeys(("created", "updated", "unchanged", "error"), 0)
         for result in results:
@@ -218,6 +226,30 @@ async def get_customer(customer_id: CustomerIdPath, request: Request, _: Reader)
 
 
 @router.get(
+    "/{customer_id}/history",
+    summary="A customer's field history",
+    description="Every change of the customer's fields, newest first: when, the version it made, who (`changed_by`, "
+    "the API key's name), what made it (`via`) and each field's value before and after. Every path that changes a "
+    "customer is recorded (a PATCH, a batch upsert, a merge, an erasure, a lead conversion, a deal moving the "
+    "lifecycle stage), in the same transaction as the change: the database writes it. How the customer began is the "
+    "record itself (`created_at`); imports and creations add no entry. `field` keeps the changes of that field. "
+    "A merged duplicate keeps its own history up to the merge (no redirect here); the survivor's shows the fields "
+    "the merge filled. After an erasure the personal fields (email, name, phone, company, attributes) stay listed "
+    "where they changed, with null values. Paginated with `limit` and `cursor`. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def customer_history(
+    customer_id: CustomerIdPath,
+    session: SessionDep,
+    _: Reader,
+    page: Annotated[PageParams, Depends(page_params)],
+    field: Annotated[HistoryField | None, Query(description="Only the changes of this field.")] = None,
+) -> ModelResponse[CustomerHistoryPage]:
+    entries, cursor = await service.customer_history(session, customer_id, field, page)
+    return json_response(CustomerHistoryPage(items=[CustomerChangeRead.model_validate(e) for e in entries], next_cursor=cursor))
+
+
+@router.get(
     "/{customer_id}/duplicates",
     summary="Possible duplicates of a customer",
     description="Other customers who may be the same person, best first, for a person to review and merge "
@@ -286,11 +318,18 @@ async def update_customer(
     pool: PgPoolDep,
     idem: IdempotencyDep,
     others: OtherDomainsDep,
+    actor: ActorDep,
     if_match: IfMatch = None,
 ) -> ModelResponse[CustomerRead]:
     async def prepare(conn: asyncpg.Connection) -> tuple[ModelResponse[CustomerRead], list[RowInsert]]:
         customer, rows = await service.update_customer_on(
-            conn, customer_id, body, if_match, campaign_exists=others.campaign_exists, open_deal_value=others.open_deal_value
+            conn,
+            customer_id,
+            body,
+            if_match,
+            campaign_exists=others.campaign_exists,
+            open_deal_value=others.open_deal_value,
+            changed_by=actor,
         )
         return _answer(customer), rows
 
@@ -306,15 +345,17 @@ async def update_customer(
     description="Erases the customer's personal data: email, name, phone, company and attributes; the free text of their "
     "interactions, tasks and deals; what they wrote in survey answers and feedback (as reported by the CEM service); "
     "their documents (files deleted); the leads they came from; duplicates merged into them; the events already sent "
-    "about them and the stored answers of idempotent requests that mention them. The record and its anonymous history "
+    "about them and the stored answers of idempotent requests that mention them; the personal values in their field "
+    "`history` (which fields changed stays). The record and its anonymous history "
     "(amounts, dates, stage changes, scores) stay, so reports still add up. Announces `customer.erased`, so the CEM "
     "service erases them too. Erasing again changes nothing (204). Needs `admin`.",
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def erase_customer(
-    customer_id: CustomerIdPath, session: SessionDep, idem: IdempotencyDep, _: Admin, others: OtherDomainsDep
+    customer_id: CustomerIdPath, session: SessionDep, idem: IdempotencyDep, admin: Admin, others: OtherDomainsDep
 ) -> Response:
     async def operation() -> Response:
+        await note_author(session, admin.name, "erasure")
         await service.erase_customer(session, customer_id, customer_data=others.customer_data, stored_files=others.stored_files)
         return Response(status_code=204)
 
@@ -338,9 +379,11 @@ async def merge_customers(
     session: SessionDep,
     idem: IdempotencyDep,
     others: OtherDomainsDep,
+    actor: ActorDep,
     if_match: IfMatch = None,
 ) -> ModelResponse[CustomerRead]:
     async def operation() -> ModelResponse[CustomerRead]:
+        await note_author(session, actor, "merge")
         merged = await service.merge_customers(
             session,
             customer_id,

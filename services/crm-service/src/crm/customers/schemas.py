@@ -129,6 +129,65 @@ class CustomerPage(Page[CustomerRead]):
     )
 
 
+HISTORY_EXAMPLE = {
+    "seq": 4711,
+    "version": 3,
+    "changed_at": "2026-11-20T09:15:02.114Z",
+    "changed_by": "sales-frontend",
+    "via": "update",
+    "changes": [
+        {"field": "lifecycle_stage", "from": "lead", "to": "customer"},
+        {"field": "owner", "from": "kim@yourcompany.example", "to": "lee@yourcompany.example"},
+    ],
+}
+
+# The fields a customer's history records (crm.customers.models.TRACKED_FIELDS).
+HistoryField = Literal[
+    "email",
+    "external_id",
+    "name",
+    "phone",
+    "company",
+    "lifecycle_stage",
+    "owner",
+    "tags",
+    "attributes",
+    "source",
+    "campaign_id",
+    "survey_opt_out",
+    "erased_at",
+    "merged_into_id",
+]
+ChangeVia = Literal["update", "batch", "merge", "erasure", "lead_conversion", "deal"]
+
+
+class FieldChange(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    field: str
+    from_: Any = Field(alias="from", description="The value before (null after an erasure for personal fields).")
+    to: Any = Field(description="The value after (null after an erasure for personal fields).")
+
+
+class CustomerChangeRead(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [HISTORY_EXAMPLE]})
+
+    seq: int = Field(description="Grows with every change recorded (of any customer): the order of the changes.")
+    version: int = Field(description="The customer's version after this change (its ETag then).")
+    changed_at: dt.datetime
+    changed_by: str | None = Field(description="The name of the API key that made the change (null: the service itself).")
+    via: ChangeVia | None = Field(
+        description="What made it: `update` (PATCH), `batch` (POST /v1/customers/batch), `merge` (fields filled from a "
+        "duplicate, or this customer merged away), `erasure`, `lead_conversion`, `deal` (the lifecycle stage moved by a "
+        "deal); null for the service's own changes."
+    )
+    changes: list[FieldChange] = Field(description="Each field that changed, in field-name order.")
+
+
+class CustomerHistoryPage(Page[CustomerChangeRead]):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [HISTORY_EXAMPLE], "next_cursor": None}]})
+
+
 class CustomerBatchItem(PatchModel):
     """One customer of a batch upsert: found by `external_id` (when sent) or else by `email`;
     the fields sent are set (`tags` and `attributes` replaced whole), the others kept. A new

@@ -267,10 +267,12 @@ async def update_customer_on(
     *,
     campaign_exists: CampaignExists,
     open_deal_value: OpenDealValue,
+    changed_by: str | None = None,
 ) -> tuple[dict[str, Any], list[RowInsert]]:
     """`update_customer` on a plain asyncpg connection inside its transaction (the hot write):
     the same rules, answers and event. Returns the customer as it is now and the outbox row of
-    its `customer.updated` (none when nothing changed)."""
+    its `customer.updated` (none when nothing changed). The change is recorded in the customer's
+    history as made by `changed_by` (an API key's name) through an `update`."""
     row = await repository.lock_customer(conn, customer_id)
     if row is None:
         raise NotFound(f"customer {customer_id} does not exist")
@@ -306,6 +308,7 @@ async def update_customer_on(
     if not changed:
         return dict(row), []
     values["updated_at"] = utcnow()
+    await repository.note_author(conn, changed_by, "update")
     try:
         updated = await repository.update_customer_row(conn, customer_id, values, open_deal_value)
     except asyncpg.UniqueViolationError:
@@ -345,6 +348,38 @@ async def announce_open_deal_value(session: AsyncSession, customer_id: uuid.UUID
         return
     _touch(customer)
     await announce_updated(session, customer, ["open_deal_value"], open_deal_value)
+
+
+async def customer_history(
+    session: AsyncSession, customer_id: uuid.UUID, field: str | None, page: PageParams
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The customer's field changes, newest first (with `field`, only those that changed it),
+    each with its changes as a list in field-name order. A merged duplicate has its own history
+    up to the merge; an erased customer's keeps which fields changed, without their values."""
+    repo = CustomerRepository(session)
+    if await repo.get(customer_id) is None:
+        raise NotFound(f"customer {customer_id} does not exist")
+    # `seq` alone orders the history (unique): the cursor holds no id.
+    rows, cursor = keyset.cut(
+        await repo.history_page(customer_id, field, page),
+        repository.HISTORY_ORDER,
+        page,
+        lambda row: (row.seq, row.customer_id),
+    )
+    entries = [
+        {
+            "seq": row.seq,
+            "version": row.version,
+            "changed_at": row.changed_at,
+            "changed_by": row.changed_by,
+            "via": row.via,
+            "changes": [
+                {"field": name, "from": change["from"], "to": change["to"]} for name, change in sorted(row.changes.items())
+            ],
+        }
+        for row in rows
+    ]
+    return entries, cursor
 
 
 async def list_customers(
@@ -515,6 +550,7 @@ async def upsert_batch(
     *,
     campaign_exists: CampaignExists,
     open_deal_value: OpenDealValue,
+    changed_by: str | None = None,
 ) -> list[dict[str, Any]]:
     """Create or update each item's customer, inside the caller's transaction, with a handful of
     statements whatever the batch's size: one locking read of every customer the items name,
@@ -526,7 +562,8 @@ async def upsert_batch(
     instead, without an external id yet, is given it), else by its `email`. An item that repeats
     the email or external id of an earlier item, or names the same customer, gets a 409 problem
     ("duplicate of item i in this batch") and changes nothing; so do a taken email or external id,
-    and a merged or erased customer. Returns one result per item, in order."""
+    and a merged or erased customer. Returns one result per item, in order. The updates are
+    recorded in the customers' history as made by `changed_by` through a `batch`."""
     results: list[dict[str, Any] | None] = [None] * len(items)
     valid: list[tuple[int, CustomerBatchItem]] = []
     first: dict[tuple[str, str], int] = {}
@@ -628,6 +665,8 @@ async def upsert_batch(
     if members:
         await conn.execute(_CAMPAIGN_MEMBERS, [m[0] for m in members], [m[1] for m in members], now)
 
+    if updates:
+        await repository.note_author(conn, changed_by, "batch")
     try:
         written = {row["id"]: row for row in await repository.update_many(conn, [values for _, values, _ in updates], now)}
     except asyncpg.UniqueViolationError:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Query
 from starlette.responses import Response
 
+from crm.customers.repository import note_author
 from crm.deals import service
 from crm.deals.repository import SORT_KEYS, DealFilters
 from crm.deals.schemas import (
@@ -60,6 +61,7 @@ async def create_deal(
     body: DealCreate, session: SessionDep, idem: IdempotencyDep, actor: ActorDep, settings: SettingsDep
 ) -> ModelResponse[DealRead]:
     async def operation() -> ModelResponse[DealRead]:
+        await note_author(session, actor, "deal")  # a deal may move its customer's lifecycle stage
         deal, stage = await service.create_deal(session, body, actor, settings.default_currency)
         return _answer(deal, stage, 201)
 
@@ -160,6 +162,7 @@ async def update_deal(
     deal_id: DealIdPath, body: DealUpdate, session: SessionDep, idem: IdempotencyDep, actor: ActorDep, if_match: IfMatch = None
 ) -> ModelResponse[DealRead]:
     async def operation() -> ModelResponse[DealRead]:
+        await note_author(session, actor, "deal")
         deal, stage = await service.update_deal(session, deal_id, body, if_match, actor)
         return _answer(deal, stage)
 

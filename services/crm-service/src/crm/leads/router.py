@@ -9,6 +9,7 @@ from fastapi import Depends, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
+from crm.customers.repository import note_author
 from crm.customers.schemas import CustomerRead
 from crm.deals.schemas import DealRead
 from crm.deps import ActorDep, SettingsDep
@@ -138,6 +139,7 @@ async def convert_lead(
     lead_id: LeadIdPath, body: LeadConvert, session: SessionDep, idem: IdempotencyDep, actor: ActorDep, settings: SettingsDep
 ) -> ModelResponse[LeadConversion]:
     async def operation() -> ModelResponse[LeadConversion]:
+        await note_author(session, actor, "lead_conversion")  # the customer it links may change
         lead, customer, created, deal = await service.convert_lead(session, lead_id, body, actor, settings.default_currency)
         return json_response(
             LeadConversion(
