@@ -197,3 +197,22 @@ async def test_pages_keep_no_blank_lines_or_tags_from_their_templates(client: ht
     for r in (await client.get(f"/r/{invitation['token']}"), await client.get("/r/not-a-real-token")):
         assert r.text.startswith("<!doctype html>") and "\n\n" not in r.text and "{%" not in r.text
         assert "\n  {% " not in r.text and not any(line.isspace() for line in r.text.splitlines())
+
+
+async def test_attributes_are_kept_apart_in_every_state_of_the_form(client: httpx.AsyncClient, make: Any) -> None:
+    """With every optional attribute on (required, described, invalid, checked), no two run
+    together (`"err-x"aria-invalid`): an HTML parse error that checkers and some readers trip on."""
+    survey = await _survey_with_all_question_types(make)
+    for question in survey["questions"]:
+        question["help_text"] = "A hint."
+        question["required"] = question["type"] != "multi_choice" or question["required"]
+    survey = (
+        await client.patch(f"/v1/surveys/{survey['id']}", json={"status": "draft", "questions": survey["questions"]})
+    ).json()
+    await client.patch(f"/v1/surveys/{survey['id']}", json={"status": "active"})
+    invitation = await make.invitation(survey["id"])
+    url = f"/r/{invitation['token']}"
+    form = {"q_nps": "11", "q_reason": "x" * 51, "q_channel": "Web", "q_liked": ["Price"]}
+    for page in ((await client.get(url, params={"score": "7"})).text, (await client.post(url, data=form)).text):
+        assert re.search(r'="[^"]*"[^\s>/]', page) is None, re.search(r'.{0,60}="[^"]*"[^\s>/].{0,20}', page)
+        assert 'aria-invalid="true"' in page or "checked" in page

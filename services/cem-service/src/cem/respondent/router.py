@@ -27,6 +27,7 @@ from cem.responses.service import (
     record_response,
 )
 from cem.surveys.questions import check_answers
+from cem.surveys.texts import TEXTS, preferred_language, say
 from cxkit.http.deps import SessionDep
 from cxkit.http.routing import GatedRouter
 
@@ -50,29 +51,32 @@ PAGE_HEADERS = {
 FORM_LIMITS = {"max_files": 0, "max_fields": 500, "max_part_size": 64 * 1024}
 MAX_BODY = 512 * 1024
 
-PAGES: dict[type[Exception], tuple[int, str, str]] = {
-    UnknownLink: (404, "Link not found", "This survey link is not valid. Please check that you copied the whole link."),
-    LinkExpired: (410, "This link has expired", "The time to answer this survey is over. Thank you for your interest."),
-    AlreadyAnswered: (409, "Already answered", "This survey was already answered with this link. Thank you for your feedback!"),
-    LinkCancelled: (410, "This link was withdrawn", "This survey invitation was withdrawn and no longer takes answers."),
+# A link that cannot be answered: the status and the page's text (its `_title` and `_text` keys).
+PAGES: dict[type[Exception], tuple[int, str]] = {
+    UnknownLink: (404, "unknown"),
+    LinkExpired: (410, "expired"),
+    AlreadyAnswered: (409, "answered"),
+    LinkCancelled: (410, "cancelled"),
 }
 
 HTML_EXAMPLE = '<!doctype html>\n<html lang="en">\n<head><meta name="viewport" content="width=device-width, initial-scale=1">'
 
 
-def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return TEMPLATES.TemplateResponse(request, template, {"lang": "en", **context}, status_code=status, headers=PAGE_HEADERS)
+def _page(request: Request, template: str, lang: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """The page in `lang`: `t` holds the page's own words (cem.surveys.texts)."""
+    return TEMPLATES.TemplateResponse(
+        request, template, {"lang": lang, "t": TEXTS[lang], **context}, status_code=status, headers=PAGE_HEADERS
+    )
 
 
 def _problem_page(request: Request, exc: Exception) -> HTMLResponse:
+    """Why the link cannot be answered, in the language the respondent's browser asks for."""
     if isinstance(exc, SurveyNotOpen):
-        if exc.extra.get("reason") == "survey_closed":
-            return _page(
-                request, "message.html", 410, title="This survey is closed", message="This survey no longer takes answers."
-            )
-        return _page(request, "message.html", 409, title="Not open yet", message="This survey does not take answers yet.")
-    status, title, message = PAGES[type(exc)]
-    return _page(request, "message.html", status, title=title, message=message)
+        status, page = (410, "closed") if exc.extra.get("reason") == "survey_closed" else (409, "not_open")
+    else:
+        status, page = PAGES[type(exc)]
+    lang = preferred_language(request.headers.get("accept-language"))
+    return _page(request, "message.html", lang, status, title=say(lang, f"{page}_title"), message=say(lang, f"{page}_text"))
 
 
 def _survey_page(
@@ -82,6 +86,7 @@ def _survey_page(
     return _page(
         request,
         "survey.html",
+        target.survey.language,
         status,
         survey=target.survey,
         questions=questions,
@@ -166,13 +171,13 @@ async def submit_survey(token: Token, request: Request, session: SessionDep, set
         return target
     form = await _read_form(request)
     if form is None:
-        return _survey_page(request, target, {}, {"form": "We could not read your answers; please try again."}, 400)
+        return _survey_page(request, target, {}, {"form": say(target.survey.language, "form_unreadable")}, 400)
     questions = target.survey.questions
     raw: dict[str, Any] = {}
     for q in questions:
         name = f"q_{q['id']}"
         raw[q["id"]] = form.getlist(name) if q["type"] == "multi_choice" else form.get(name)
-    checked = check_answers(questions, raw, from_form=True)
+    checked = check_answers(questions, raw, from_form=True, language=target.survey.language)
     if not checked.ok:
         values = {k: v for k, v in raw.items() if isinstance(v, str | list)}
         return _survey_page(request, target, values, checked.errors, 422)
@@ -193,8 +198,8 @@ async def submit_survey(token: Token, request: Request, session: SessionDep, set
     except (AlreadyAnswered, LinkCancelled) as exc:
         await session.rollback()
         return _problem_page(request, exc)
-    message = target.survey.thank_you or "Your answers were recorded. We appreciate you taking the time."
-    return _page(request, "thanks.html", 200, message=message)
+    language = target.survey.language
+    return _page(request, "thanks.html", language, 200, message=target.survey.thank_you or say(language, "thanks_default"))
 
 
 async def _read_form(request: Request) -> FormData | None:

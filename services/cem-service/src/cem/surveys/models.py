@@ -27,6 +27,8 @@ class Survey(Base):
     questions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     intro: Mapped[str | None] = mapped_column(Text)
     thank_you: Mapped[str | None] = mapped_column(Text)
+    # The respondents' language (cem.surveys.texts.LANGUAGES): the respondent page speaks it.
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     trigger_interaction_type: Mapped[str | None] = mapped_column(String(100))
     trigger_touchpoint: Mapped[str | None] = mapped_column(String(100))
     trigger_delay_minutes: Mapped[int | None] = mapped_column(Integer)

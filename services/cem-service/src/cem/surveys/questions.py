@@ -8,33 +8,35 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, TypeAdapter
 
+from cem.surveys.texts import DEFAULT_LANGUAGE, say
 from cxkit.fields import InputModel, Integer, JsonInteger, NoNul, Text
 from cxkit.http.problems import field_problem
 
 Metric = Literal["nps", "csat", "ces"]
 METRICS: tuple[str, ...] = ("nps", "csat", "ces")
 METRIC_SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
-METRIC_LABELS: dict[str, tuple[str, str]] = {
-    "nps": ("Not at all likely", "Extremely likely"),
-    "csat": ("Very dissatisfied", "Very satisfied"),
-    # CES in this product: 1 = very difficult, 7 = very easy (higher is better), so CES 1-2 is the
-    # unhappy end that raises a follow-up, like NPS 0-6 and CSAT 1-2.
-    "ces": ("Very difficult", "Very easy"),
+# The default questions of an NPS, CSAT or CES survey made without any: (id, text key) for the
+# score question, then the free-text one (texts in the survey's language, cem.surveys.texts).
+_DEFAULTS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
+    "nps": (("nps", "nps_question"), ("reason", "nps_reason")),
+    "csat": (("csat", "csat_question"), ("improve", "csat_improve")),
+    "ces": (("ces", "ces_question"), ("reason", "ces_reason")),
 }
-DEFAULT_QUESTIONS: dict[str, list[dict[str, Any]]] = {
-    "nps": [
-        {"type": "rating", "id": "nps", "metric": "nps", "text": "How likely are you to recommend us to a friend or colleague?"},
-        {"type": "text", "id": "reason", "text": "What is the main reason for your score?"},
-    ],
-    "csat": [
-        {"type": "rating", "id": "csat", "metric": "csat", "text": "How satisfied were you with your experience?"},
-        {"type": "text", "id": "improve", "text": "What could we have done better?"},
-    ],
-    "ces": [
-        {"type": "rating", "id": "ces", "metric": "ces", "text": "How easy was it to get what you needed today?"},
-        {"type": "text", "id": "reason", "text": "What made it easy or difficult?"},
-    ],
-}
+
+
+def default_questions(kind: str, language: str = DEFAULT_LANGUAGE) -> list[dict[str, Any]]:
+    """The questions of an NPS, CSAT or CES survey made without any, in `language`."""
+    (score_id, score_text), (text_id, text_key) = _DEFAULTS[kind]
+    return [
+        {"type": "rating", "id": score_id, "metric": kind, "text": say(language, score_text)},
+        {"type": "text", "id": text_id, "text": say(language, text_key)},
+    ]
+
+
+def metric_labels(metric: str, language: str = DEFAULT_LANGUAGE) -> tuple[str, str]:
+    """The labels of a metric's lowest and highest score, in `language`."""
+    return say(language, f"{metric}_low"), say(language, f"{metric}_high")
+
 
 QuestionId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
 
@@ -100,15 +102,18 @@ def _loc(i: int, name: str | None = None) -> list[str | int]:
     return [*loc, name] if name else loc
 
 
-def normalize_questions(kind: str, questions: list[Any] | None) -> tuple[list[dict[str, Any]], str | None]:
-    """Questions as stored (every default filled in) and the metric the survey measures.
+def normalize_questions(
+    kind: str, questions: list[Any] | None, language: str = DEFAULT_LANGUAGE
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Questions as stored (every default filled in, in the survey's `language`) and the metric
+    the survey measures.
 
     NPS/CSAT/CES surveys have exactly one score question on the metric's scale, required; any other
     questions may come with it. Custom surveys have any questions, at most one of them a metric."""
     if not questions:
         if kind == "custom":
             raise field_problem(["body", "questions"], "a custom survey needs at least one question")
-        questions = [_parse(q) for q in DEFAULT_QUESTIONS[kind]]
+        questions = [_parse(q) for q in default_questions(kind, language)]
     given_ids = {q.id for q in questions if q.id}
     ids: list[str] = []
     counter = 0
@@ -160,7 +165,7 @@ def normalize_questions(kind: str, questions: list[Any] | None) -> tuple[list[di
                     raise field_problem(_loc(i, "scale_min"), f"{metric} is measured on {low}-{high}")
                 if kind in METRICS and q.required is False:
                     raise field_problem(_loc(i, "required"), f"the {kind} question of a {kind} survey is required")
-                min_label, max_label = METRIC_LABELS[metric]
+                min_label, max_label = metric_labels(metric, language)
                 stored.append(
                     {
                         **base,
@@ -254,23 +259,26 @@ def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value)
 
 
-def check_answers(questions: list[dict[str, Any]], raw: dict[str, Any], *, from_form: bool) -> CheckedAnswers:
+def check_answers(
+    questions: list[dict[str, Any]], raw: dict[str, Any], *, from_form: bool, language: str = DEFAULT_LANGUAGE
+) -> CheckedAnswers:
     """Validate `raw` ({question id: value}) against the questions. Form values are strings (and
     lists of strings for multi choice); API values are JSON: an integer for a rating, a string for
-    text and single choice, a list of strings for multi choice, null or absent when skipped."""
+    text and single choice, a list of strings for multi choice, null or absent when skipped. The
+    messages are in `language` (the respondent page's; the API's stay English)."""
     result = CheckedAnswers()
     known = {q["id"] for q in questions}
     for qid in raw:
         if qid not in known:
-            result.errors[str(qid)[:40]] = "there is no such question in this survey"
+            result.errors[str(qid)[:40]] = say(language, "no_such_question")
     for q in questions:
         value = raw.get(q["id"])
         stored: Any = None
         if _is_blank(value):
             if q["required"]:
-                result.errors[q["id"]] = "please answer this question"
+                result.errors[q["id"]] = say(language, "answer_required")
         else:
-            stored, problem = _check_one(q, value, from_form)
+            stored, problem = _check_one(q, value, from_form, language)
             if problem:
                 result.errors[q["id"]] = problem
                 stored = None
@@ -291,7 +299,7 @@ def without_free_text(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**a, "value": None} if a.get("type") == "text" else a for a in answers]
 
 
-def _check_one(q: dict[str, Any], value: Any, from_form: bool) -> tuple[Any, str | None]:
+def _check_one(q: dict[str, Any], value: Any, from_form: bool, language: str) -> tuple[Any, str | None]:
     kind = q["type"]
     if kind == "rating":
         score: int | None = None
@@ -300,32 +308,32 @@ def _check_one(q: dict[str, Any], value: Any, from_form: bool) -> tuple[Any, str
         elif not from_form and isinstance(value, int) and not isinstance(value, bool):
             score = value
         if score is None:
-            return None, "pick a whole number on the scale"
+            return None, say(language, "whole_number")
         if not q["scale_min"] <= score <= q["scale_max"]:
-            return None, f"pick a number from {q['scale_min']} to {q['scale_max']}"
+            return None, say(language, "number_range", low=q["scale_min"], high=q["scale_max"])
         return score, None
     if kind == "text":
         if not isinstance(value, str):
-            return None, "answer with text"
+            return None, say(language, "text_expected")
         text = value.strip()
         if "\x00" in text:
-            return None, "the answer contains characters that are not allowed"
+            return None, say(language, "bad_characters")
         if len(text) > q["max_length"]:
-            return None, f"please keep the answer under {q['max_length']} characters (it has {len(text)})"
+            return None, say(language, "too_long", limit=q["max_length"], length=len(text))
         return text, None
     if kind == "single_choice":
         if isinstance(value, list) and from_form and len(value) == 1:
             value = value[0]
         if not isinstance(value, str) or value not in q["options"]:
-            return None, "pick one of the options"
+            return None, say(language, "pick_one")
         return value, None
     if not isinstance(value, list):
         if not from_form:
-            return None, "answer with a list of options"
+            return None, say(language, "list_expected")
         value = [value]
     values = value
     if not all(isinstance(v, str) for v in values) or any(v not in q["options"] for v in values):
-        return None, "pick among the options"
+        return None, say(language, "pick_among")
     if len(set(values)) != len(values):
-        return None, "each option can be picked once"
+        return None, say(language, "pick_once")
     return [o for o in q["options"] if o in values], None

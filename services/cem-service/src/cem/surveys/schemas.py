@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from cem.fields import Name, Slug
 from cem.followups.sla import SlaBand
 from cem.surveys.questions import Question
+from cem.surveys.texts import Language
 from cxkit.fields import InputModel, Integer, JsonInteger, PatchModel, Text
 
 Kind = Literal["nps", "csat", "ces", "custom"]
@@ -108,6 +109,7 @@ class SurveyCreate(InputModel):
                     "thank_you": "Thank you, your answer helps us improve.",
                 },
                 {"name": "Quarterly relationship NPS", "kind": "nps", "recurrence_days": 90},
+                {"name": "Zufriedenheit nach dem Kauf", "kind": "csat", "language": "de"},
             ]
         },
     )
@@ -127,6 +129,12 @@ class SurveyCreate(InputModel):
     resurvey_after_days: ResurveyDays = None
     intro: Text | None = Field(None, max_length=2000, description="Shown above the questions.")
     thank_you: Text | None = Field(None, max_length=2000, description="Shown after the answer is recorded.")
+    language: Language = Field(
+        "en",
+        description="The respondents' language (en, de, fr, es, it, nl, pt): the respondent page's own words and its "
+        "messages about answers are in it, and so are the default questions and score labels filled in at creation. "
+        "Your questions, intro and thank-you text are shown as you wrote them.",
+    )
 
 
 class SurveyUpdate(PatchModel):
@@ -155,8 +163,11 @@ class SurveyUpdate(PatchModel):
     resurvey_after_days: ResurveyDays = None
     intro: Text | None = Field(None, max_length=2000)
     thank_you: Text | None = Field(None, max_length=2000)
+    language: Language | None = Field(
+        None, description="The page's language from now on (questions and labels already stored stay as they are)."
+    )
 
-    not_null = ("name", "status", "questions")
+    not_null = ("name", "status", "questions", "language")
 
 
 class _QuestionRead(BaseModel):
@@ -223,6 +234,7 @@ EXAMPLE_READ = {
     "resurvey_after_days": None,
     "intro": "Thanks for your order! Two quick questions.",
     "thank_you": "Thank you, your answer helps us improve.",
+    "language": "en",
     "version": 2,
     "created_at": "2026-11-23T10:00:00Z",
     "updated_at": "2026-11-23T10:05:00Z",
@@ -252,6 +264,7 @@ class SurveyRead(BaseModel):
     )
     intro: str | None
     thank_you: str | None
+    language: str = Field(description="The respondents' language (the respondent page's own words).")
     version: int
     created_at: dt.datetime
     updated_at: dt.datetime

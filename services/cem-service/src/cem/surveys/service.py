@@ -58,6 +58,7 @@ def to_read(survey: Survey) -> SurveyRead:
             "resurvey_after_days": survey.resurvey_after_days,
             "intro": survey.intro,
             "thank_you": survey.thank_you,
+            "language": survey.language,
             "version": survey.version,
             "created_at": survey.created_at,
             "updated_at": survey.updated_at,
@@ -103,7 +104,7 @@ async def _check_touchpoints(session: AsyncSession, refs: dict[tuple[str, ...], 
 
 
 async def create_survey(session: AsyncSession, data: SurveyCreate) -> Survey:
-    questions, metric = normalize_questions(data.kind, data.questions)
+    questions, metric = normalize_questions(data.kind, data.questions, data.language)
     await _check_touchpoints(
         session, {("touchpoint",): data.touchpoint, ("trigger", "touchpoint"): data.trigger.touchpoint if data.trigger else None}
     )
@@ -118,6 +119,7 @@ async def create_survey(session: AsyncSession, data: SurveyCreate) -> Survey:
         questions=questions,
         intro=data.intro,
         thank_you=data.thank_you,
+        language=data.language,
         recurrence_days=data.recurrence_days,
         **_trigger_columns(data.trigger),
         **_reminder_columns(data.reminders),
@@ -148,7 +150,7 @@ async def update_survey(session: AsyncSession, survey_id: uuid.UUID, data: Surve
     changes: dict[str, Any] = {}
     if "name" in sent:
         changes["name"] = data.name
-    for name in ("touchpoint", "recurrence_days", "resurvey_after_days", "intro", "thank_you"):
+    for name in ("touchpoint", "recurrence_days", "resurvey_after_days", "intro", "thank_you", "language"):
         if name in sent:
             changes[name] = getattr(data, name)
     if "trigger" in sent:
@@ -169,7 +171,7 @@ async def update_survey(session: AsyncSession, survey_id: uuid.UUID, data: Surve
         # Questions are fixed once people may answer them: answers must keep meaning what they meant.
         if survey.status != "draft" and target_status != "draft":
             raise Conflict("questions can change only while the survey is a draft; set status to draft in the same request")
-        questions, metric = normalize_questions(survey.kind, data.questions)
+        questions, metric = normalize_questions(survey.kind, data.questions, changes.get("language", survey.language))
         changes["questions"] = questions
         changes["metric"] = metric
     if target_status != survey.status:
