@@ -3,6 +3,7 @@ the dev broker and PostgreSQL, with a real EventConsumer putting them there."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -102,3 +103,38 @@ async def test_dead_letters_are_read_with_their_reason_and_sent_again_once_the_c
     assert now["handler_failed"].applied and not now["handler_failed"].redrivable  # sent again, it applied
     assert not now["rejected"].applied and now["rejected"].redrivable  # still refused: a second run may send it
     assert await letters(kit_settings, sessions, {"nobody": [topic]}) == []
+
+
+async def test_a_dead_letter_older_than_the_consumers_memory_is_never_sent_again(
+    kit_settings: ServiceSettings, sessions: Sessions, topic: str
+) -> None:
+    """Its event's id may be forgotten by the other consumers of its topic by now
+    (PROCESSED_EVENTS_RETENTION_DAYS): sent again, they could apply it a second time."""
+    from aiokafka import AIOKafkaProducer
+
+    settings = kit_settings.model_copy(update={"processed_events_retention_days": 10})
+    consumer = f"kit-dlq-old-{uuid.uuid4().hex[:8]}"
+    headers = [
+        ("dlq.reason", b"handler failed after 3 attempts: ValueError('handler bug')"),
+        ("dlq.original_topic", topic.encode()),
+        ("dlq.original_partition", b"0"),
+        ("dlq.original_offset", b"7"),
+        ("dlq.consumer", consumer.encode()),
+    ]
+    now_ms = int(time.time() * 1000)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
+    await producer.start()
+    try:
+        for days in (9.5, 8.5):  # older than the retention less a day; younger
+            value = customer_event(uuid.uuid4(), 1, f"{days} days ago")
+            await producer.send_and_wait(
+                dlq_topic(topic), value=value, key=b"k", headers=headers, timestamp_ms=now_ms - int(days * 86_400_000)
+            )
+    finally:
+        await producer.stop()
+
+    old, young = sorted(await letters(settings, sessions, {consumer: [topic]}), key=lambda letter: letter.at)
+    assert (old.too_old, old.redrivable, old.summary()["too_old"]) == (True, False, True)
+    assert (young.too_old, young.redrivable) == (False, True)
+    with pytest.raises(ValueError, match="not applied yet"):
+        await redrive(settings, [old])

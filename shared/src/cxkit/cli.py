@@ -337,6 +337,7 @@ def _add_dlq_commands(
         out.print(totals)
         if limit and found:
             table = Table("dlq", "at", "consumer", "reason", "event", "applied")
+            applied_text = {True: "yes", False: "no"}
             for letter in found[-limit:]:
                 event = f"{letter.event_type or '?'} {letter.event_id or '(none)'}"
                 table.add_row(
@@ -345,7 +346,7 @@ def _add_dlq_commands(
                     letter.consumer,
                     letter.reason,
                     event,
-                    "yes" if letter.applied else "no",
+                    "unknown (too old)" if letter.too_old and not letter.applied else applied_text[letter.applied],
                 )
             out.print(table)
 
@@ -367,10 +368,12 @@ def _add_dlq_commands(
             if letter.redrivable:
                 once.setdefault((letter.original_topic, letter.event_id), letter)
         applied = sum(letter.applied for letter in found)
-        left = len(found) - applied - len(once)
+        too_old = sum(letter.too_old and not letter.applied for letter in found)
+        left = len(found) - applied - too_old - len(once)
         console.print(
-            f"{len(found)} dead letter(s): {len(once)} event(s) to send again, {applied} applied since, {left} left "
-            "(no event to send: malformed, or a repeat of one sent)"
+            f"{len(found)} dead letter(s): {len(once)} event(s) to send again, {applied} applied since, {left} left (no "
+            f"event to send: malformed, or a repeat of one sent), {too_old} too old to send again safely (dead-lettered "
+            f"over {settings.processed_events_retention_days - 1} days ago: PROCESSED_EVENTS_RETENTION_DAYS less a day)"
         )
         if dry_run or not once:
             return

@@ -8,7 +8,8 @@ that consumer's processed-events table holds its event id: sent again, or the sa
 delivered anew, and applied. Sending again is safe: every consumer of the topic skips an event
 id it applied already (the other services' consumers included), so only the consumer that
 failed applies it. A message that is no event at all (`malformed`: not JSON, not a CloudEvent)
-has no id to skip by, and is never sent again."""
+has no id to skip by, and is never sent again; nor is a letter older than the consumers'
+memory of applied events (PROCESSED_EVENTS_RETENTION_DAYS less a day: `too_old`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from aiokafka import ConsumerRecord
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cxkit.db import utcnow
 from cxkit.events.registry import dlq_topic
 from cxkit.kafka.client import make_producer
 from cxkit.kafka.consumer import dlq_reason_kind
@@ -54,6 +56,10 @@ class DeadLetter:
     event_id: str | None
     event_type: str | None
     applied: bool = False  # the consumer has applied its event since
+    # Dead-lettered longer ago than the consumers remember the events they applied
+    # (PROCESSED_EVENTS_RETENTION_DAYS less a day): whether it was applied since is unknown, and
+    # sending it again could make the other consumers of its topic apply it a second time.
+    too_old: bool = False
 
     @property
     def reason_kind(self) -> str:
@@ -69,6 +75,7 @@ class DeadLetter:
         the topic its DLQ is named after (it goes back there)."""
         return (
             not self.applied
+            and not self.too_old
             and self.event_id is not None
             and self.reason_kind != NOT_REDRIVEN
             and dlq_topic(self.original_topic) == self.dlq_topic
@@ -87,6 +94,7 @@ class DeadLetter:
             "event_type": self.event_type,
             "key": self.key.decode("utf-8", "replace") if self.key is not None else None,
             "applied": self.applied,
+            "too_old": self.too_old,
         }
 
 
@@ -149,6 +157,7 @@ async def read_dead_letters(
     partition, from the beginning of their DLQ topics to their end, each marked `applied` when
     its consumer has applied its event since. Reads without a consumer group (nothing committed)."""
     topics = sorted({dlq_topic(t) for ts in consumers.values() for t in ts})
+    remembered_since = utcnow() - dt.timedelta(days=settings.processed_events_retention_days - 1)
     async with from_the_start(settings, topics, f"{settings.service_name}-dlq") as (reader, partitions):
         if not partitions:
             return
@@ -163,7 +172,11 @@ async def read_dead_letters(
             if letters:
                 applied = await _applied(sessions, processed_model, letters)
                 for letter in letters:
-                    yield dataclasses.replace(letter, applied=(letter.consumer, letter.event_id) in applied)
+                    yield dataclasses.replace(
+                        letter,
+                        applied=(letter.consumer, letter.event_id) in applied,
+                        too_old=letter.at < remembered_since,
+                    )
             elif not batches and await at_end(reader, partitions):
                 return
 
@@ -189,7 +202,7 @@ async def redrive(settings: ServiceSettings, letters: list[DeadLetter]) -> int:
     (plus `dlq.redriven_from`), in order; returns how many the broker acknowledged. Only letters
     that are `redrivable` may be given."""
     if any(not letter.redrivable for letter in letters):
-        raise ValueError("only dead letters that are events and not applied yet can be sent again")
+        raise ValueError("only dead letters that are events, not applied yet and not too old can be sent again")
     if not letters:
         return 0
     producer = make_producer(settings)

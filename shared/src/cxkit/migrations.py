@@ -193,3 +193,18 @@ def drop_webhook_due_index() -> None:
     from alembic import op
 
     op.drop_index("ix_webhook_deliveries_due", table_name="webhook_deliveries")
+
+
+def create_processed_events_time_index() -> None:
+    """A BRIN index on `processed_events.processed_at` (both services' migrations call this):
+    the housekeeping deletes the ids of events applied longer ago than
+    PROCESSED_EVENTS_RETENTION_DAYS through it."""
+    from alembic import op
+
+    op.create_index("ix_processed_events_processed_at", "processed_events", ["processed_at"], postgresql_using="brin")
+
+
+def drop_processed_events_time_index() -> None:
+    from alembic import op
+
+    op.drop_index("ix_processed_events_processed_at", table_name="processed_events")

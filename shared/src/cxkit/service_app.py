@@ -17,7 +17,7 @@ from sqlalchemy import delete
 from cxkit.db import make_engine, make_session_factory, utcnow
 from cxkit.http.auth import ApiKeyAuth
 from cxkit.http.ratelimit import RateLimits
-from cxkit.kafka.consumer import EventConsumer
+from cxkit.kafka.consumer import EventConsumer, forget_processed_events
 from cxkit.kafka.outbox import OutboxRelay
 from cxkit.pg_pool import create_pg_pool
 from cxkit.settings import ServiceSettings
@@ -29,38 +29,48 @@ HOUSEKEEPING_INTERVAL_S = 600
 GC_GEN0_THRESHOLD = 20_000
 
 
-async def _housekeeping(
+async def housekeep(
     settings: ServiceSettings,
     session_factory: Any,
     outbox_model: type[Any],
     idempotency_model: type[Any],
     webhooks: Webhooks | None = None,
+    processed_model: type[Any] | None = None,
 ) -> None:
-    """Every few minutes: drop sent outbox rows, idempotency answers and finished webhook
-    deliveries past their retention."""
+    """Drop sent outbox rows, idempotency answers, finished webhook deliveries and the ids of
+    applied events past their retention."""
+    now = utcnow()
+    async with session_factory() as session, session.begin():
+        await session.execute(
+            delete(outbox_model).where(
+                outbox_model.sent_at.is_not(None),
+                outbox_model.sent_at < now - dt.timedelta(hours=settings.outbox_retention_hours),
+            )
+        )
+        await session.execute(
+            delete(idempotency_model).where(
+                idempotency_model.created_at < now - dt.timedelta(hours=settings.idempotency_ttl_hours)
+            )
+        )
+        if webhooks is not None:
+            deliveries = webhooks.delivery_model
+            await session.execute(
+                delete(deliveries).where(
+                    deliveries.status != "pending",
+                    deliveries.updated_at < now - dt.timedelta(days=settings.webhook_log_retention_days),
+                )
+            )
+    if processed_model is not None:
+        await forget_processed_events(
+            session_factory, processed_model, now - dt.timedelta(days=settings.processed_events_retention_days)
+        )
+
+
+async def _housekeeping(settings: ServiceSettings, session_factory: Any, *models: Any) -> None:
+    """`housekeep` every few minutes."""
     while True:
         try:
-            now = utcnow()
-            async with session_factory() as session, session.begin():
-                await session.execute(
-                    delete(outbox_model).where(
-                        outbox_model.sent_at.is_not(None),
-                        outbox_model.sent_at < now - dt.timedelta(hours=settings.outbox_retention_hours),
-                    )
-                )
-                await session.execute(
-                    delete(idempotency_model).where(
-                        idempotency_model.created_at < now - dt.timedelta(hours=settings.idempotency_ttl_hours)
-                    )
-                )
-                if webhooks is not None:
-                    deliveries = webhooks.delivery_model
-                    await session.execute(
-                        delete(deliveries).where(
-                            deliveries.status != "pending",
-                            deliveries.updated_at < now - dt.timedelta(days=settings.webhook_log_retention_days),
-                        )
-                    )
+            await housekeep(settings, session_factory, *models)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -87,6 +97,7 @@ def service_lifespan(
     produced_topics: list[str],
     consumers: Callable[[Any], list[EventConsumer]] | None = None,
     webhooks: Webhooks | None = None,
+    processed_model: type[Any] | None = None,
 ) -> Callable[[FastAPI], Any]:
     """Builds the app's state on start-up; the broker may be down: relay and consumers
     retry in the background, so the HTTP API serves regardless. With `webhooks`, the relay
@@ -127,7 +138,8 @@ def service_lifespan(
                 tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{consumer.name}"))
         tasks.append(
             asyncio.create_task(
-                _housekeeping(settings, session_factory, outbox_model, idempotency_model, webhooks), name="housekeeping"
+                _housekeeping(settings, session_factory, outbox_model, idempotency_model, webhooks, processed_model),
+                name="housekeeping",
             )
         )
         _settle_garbage_collector()

@@ -84,6 +84,14 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(500, description="Outbox rows sent per relay round.")
     outbox_retention_hours: int = Field(24, description="Sent outbox rows are deleted after this many hours.")
     idempotency_ttl_hours: int = Field(24, description="How long a write's `Idempotency-Key` answer is kept and replayed.")
+    processed_events_retention_days: int = Field(
+        35,
+        ge=2,
+        description="How long a consumer remembers the id of an event it applied (`processed_events`), so that a "
+        "redelivery of it changes nothing; older ids are deleted. Keep it above the DLQ topics' retention (30 days as "
+        "deployed): `dlq redrive` refuses dead letters older than this less one day, because the other consumers may "
+        "have forgotten that they applied them.",
+    )
     consumer_fetch_max_wait_ms: int = Field(
         500,
         ge=0,

@@ -136,6 +136,7 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
                 produced_topics=[CEM_FEEDBACK],
                 consumers=build_consumers(settings, owners),
                 webhooks=webhooks,
+                processed_model=ProcessedEvent,
             ),
         ),
     )

@@ -144,6 +144,7 @@ def create_app(settings: CRMSettings | None = None) -> FastAPI:
                 produced_topics=produced,
                 consumers=build_consumers(settings),
                 webhooks=webhooks,
+                processed_model=ProcessedEvent,
             ),
         ),
     )

@@ -147,6 +147,31 @@ class EventDecoder:
         return decode_event(raw)
 
 
+# How many remembered event ids one statement of `forget_processed_events` deletes: short
+# transactions, so the consumers' inserts never wait long behind a large deletion.
+FORGET_BATCH = 10_000
+
+
+async def forget_processed_events(
+    session_factory: async_sessionmaker[AsyncSession], processed_model: type[Any], before: Any, batch: int = FORGET_BATCH
+) -> int:
+    """Delete the ids of events applied before `before` (every consumer's), `batch` rows per
+    transaction; returns how many went. The rows are found through the BRIN index on
+    `processed_at` (they are written in time order), so a pass over a table of millions costs
+    a few pages per batch, and the consumers' inserts keep one small index entry to maintain."""
+    table = processed_model.__table__
+    stmt = f"DELETE FROM {table.name} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table.name} WHERE processed_at < $1 LIMIT $2))"
+    forgotten = 0
+    while True:
+        async with session_factory() as session, session.begin():
+            conn = await session_connection(session)
+            status = await conn.execute(stmt, before, batch)
+        deleted = int(status.rsplit(" ", 1)[-1])
+        forgotten += deleted
+        if deleted < batch:
+            return forgotten
+
+
 @dataclass
 class EventConsumer:
     """Consumes `topics` as consumer group `name` and applies events with `handlers`."""
