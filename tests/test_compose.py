@@ -184,9 +184,9 @@ def test_compose_service_waits_for_its_migration_and_the_topics(compose: dict[st
     assert services[service]["ports"] == [f"{PORTS[service]}:{PORTS[service]}"]
 
 
-def run_create_topics(env: dict[str, str], tmp_path: Path) -> dict[str, int]:
+def run_create_topics(env: dict[str, str], tmp_path: Path, configs: dict[str, list[str]] | None = None) -> dict[str, int]:
     """Run deploy/kafka/create-topics.sh with a stand-in kafka-topics.sh; returns the topics
-    it asked to create and their partition counts."""
+    it asked to create and their partition counts (and fills `configs`: each topic's --config)."""
     calls = tmp_path / "calls"
     tool = tmp_path / "kafka-topics.sh"
     tool.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> {calls}\n')
@@ -203,7 +203,10 @@ def run_create_topics(env: dict[str, str], tmp_path: Path) -> dict[str, int]:
         args = line.split()
         if "--create" in args:
             assert "--if-not-exists" in args, "topic creation must be re-runnable"
-            created[args[args.index("--topic") + 1]] = int(args[args.index("--partitions") + 1])
+            topic = args[args.index("--topic") + 1]
+            created[topic] = int(args[args.index("--partitions") + 1])
+            if configs is not None:
+                configs[topic] = [args[i + 1] for i, arg in enumerate(args) if arg == "--config"]
     return created
 
 
@@ -224,8 +227,19 @@ def test_kafka_init_creates_exactly_the_registry_topics_and_their_dlqs(compose: 
 
 
 def test_create_topics_defaults_to_the_registry_topics(tmp_path: Path) -> None:
-    created = run_create_topics({}, tmp_path)
+    configs: dict[str, list[str]] = {}
+    created = run_create_topics({}, tmp_path, configs)
     assert set(created) == set(TOPICS) | {dlq_topic(t) for t in TOPICS}
+    # The main topics keep the broker's retention; dead letters 30 days (PROCESSED_EVENTS_RETENTION_DAYS is above).
+    assert {t: configs[t] for t in TOPICS} == {t: [] for t in TOPICS}
+    assert {configs[dlq_topic(t)][0] for t in TOPICS} == {"retention.ms=2592000000"}
+
+
+def test_create_topics_can_keep_the_main_topics_for_ever(tmp_path: Path) -> None:
+    configs: dict[str, list[str]] = {}
+    run_create_topics({"MAIN_RETENTION_MS": "-1"}, tmp_path, configs)
+    assert {t: configs[t] for t in TOPICS} == {t: ["retention.ms=-1"] for t in TOPICS}
+    assert {configs[dlq_topic(t)][0] for t in TOPICS} == {"retention.ms=2592000000"}
 
 
 @pytest.mark.parametrize("service", ["crm", "cem"])

@@ -8,6 +8,10 @@
 #   DLQ_PARTITIONS      partitions of each <topic>.dlq             (default 1)
 #   REPLICATION_FACTOR  replicas of every topic                    (default 1: one-node cluster)
 #   DLQ_RETENTION_MS    how long dead letters are kept             (default 30 days)
+#   MAIN_RETENTION_MS   how long the main topics keep events       (default: the broker's, 7 days
+#                       in Apache Kafka; -1 keeps them for ever, so `crm|cem replay` can rebuild
+#                       the projections from the first event, while erased customers' old
+#                       events stay on the broker as long)
 #   TOPICS_TOOL         the kafka-topics CLI                       (default /opt/kafka/bin/kafka-topics.sh)
 set -euo pipefail
 
@@ -17,6 +21,7 @@ PARTITIONS="${PARTITIONS:-6}"
 DLQ_PARTITIONS="${DLQ_PARTITIONS:-1}"
 REPLICATION_FACTOR="${REPLICATION_FACTOR:-1}"
 DLQ_RETENTION_MS="${DLQ_RETENTION_MS:-2592000000}"
+MAIN_RETENTION_MS="${MAIN_RETENTION_MS:-}"
 TOPICS_TOOL="${TOPICS_TOOL:-/opt/kafka/bin/kafka-topics.sh}"
 
 create_topic() {
@@ -26,8 +31,13 @@ create_topic() {
     --topic "$topic" --partitions "$partitions" --replication-factor "$REPLICATION_FACTOR" "$@"
 }
 
+main_config=()
+if [ -n "$MAIN_RETENTION_MS" ]; then
+  main_config=(--config "retention.ms=$MAIN_RETENTION_MS")
+fi
+
 for topic in $TOPICS; do
-  create_topic "$topic" "$PARTITIONS"
+  create_topic "$topic" "$PARTITIONS" "${main_config[@]}"
   create_topic "$topic.dlq" "$DLQ_PARTITIONS" --config "retention.ms=$DLQ_RETENTION_MS"
 done
 

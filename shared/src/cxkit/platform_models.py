@@ -106,6 +106,9 @@ class ProcessedEventMixin:
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     processed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    # Ids older than PROCESSED_EVENTS_RETENTION_DAYS are deleted by time: a BRIN index (a few
-    # pages for millions of rows written in time order, next to nothing per insert).
-    __table_args__ = (Index("ix_processed_events_processed_at", "processed_at", postgresql_using="brin"),)
+    @declared_attr.directive
+    def __table_args__(cls) -> Any:
+        # Ids older than PROCESSED_EVENTS_RETENTION_DAYS are deleted by time: a BRIN index (a
+        # few pages for millions of rows written in time order, next to nothing per insert).
+        # One Index per model class (both services' models live in one process in the tests).
+        return (Index("ix_processed_events_processed_at", "processed_at", postgresql_using="brin"),)
