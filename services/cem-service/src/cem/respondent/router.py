@@ -27,7 +27,7 @@ from cem.responses.service import (
     record_response,
 )
 from cem.surveys.questions import check_answers
-from cem.surveys.texts import TEXTS, preferred_language, say
+from cem.surveys.texts import DEFAULT_LANGUAGE, TEXTS, preferred_language, say
 from cxkit.http.deps import SessionDep
 from cxkit.http.routing import GatedRouter
 
@@ -63,9 +63,15 @@ HTML_EXAMPLE = '<!doctype html>\n<html lang="en">\n<head><meta name="viewport" c
 
 
 def _page(request: Request, template: str, lang: str, status: int = 200, **context: Any) -> HTMLResponse:
-    """The page in `lang`: `t` holds the page's own words (cem.surveys.texts)."""
+    """The page in `lang` (English for one the texts do not have): `t` holds the page's own words
+    (cem.surveys.texts)."""
+    lang = lang if lang in TEXTS else DEFAULT_LANGUAGE
     return TEMPLATES.TemplateResponse(
-        request, template, {"lang": lang, "t": TEXTS[lang], **context}, status_code=status, headers=PAGE_HEADERS
+        request,
+        template,
+        {"lang": lang, "t": TEXTS[lang], **context},
+        status_code=status,
+        headers=PAGE_HEADERS,
     )
 
 
