@@ -12,18 +12,12 @@ from typing import Any
 
 import httpx
 
+from cxkit import testing
+
 
 async def listed(client: httpx.AsyncClient, tag: str, **params: Any) -> list[str]:
     """The names of the customers the list shows, following every page."""
-    names: list[str] = []
-    cursor = None
-    while True:
-        r = await client.get("/v1/customers", params={"tag": tag, "limit": 1, **params, **({"cursor": cursor} if cursor else {})})
-        assert r.status_code == 200, r.text
-        names += [c["name"] for c in r.json()["items"]]
-        cursor = r.json()["next_cursor"]
-        if cursor is None:
-            return names
+    return [c["name"] for c in await testing.every_item(client, "/v1/customers", limit=1, tag=tag, **params)]
 
 
 async def test_created_in_a_period_and_changed_since_a_moment(client: httpx.AsyncClient, make: Any) -> None:

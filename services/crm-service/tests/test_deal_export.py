@@ -15,16 +15,6 @@ from cxkit.testing import bearer
 HEADER = list(DealRead.model_fields)
 
 
-async def listed(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
-    deals: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page = (await client.get("/v1/deals", params={"limit": 2, **params} | ({"cursor": cursor} if cursor else {}))).json()
-        deals += page["items"]
-        if not (cursor := page["next_cursor"]):
-            return deals
-
-
 async def test_the_export_has_the_deals_the_list_shows_in_its_order_safe_for_spreadsheets(
     client: httpx.AsyncClient, make: Any, keys: dict[str, str]
 ) -> None:
@@ -41,7 +31,7 @@ async def test_the_export_has_the_deals_the_list_shows_in_its_order_safe_for_spr
         assert r.headers["content-type"] == "text/csv; charset=utf-8"
         assert r.headers["content-disposition"].startswith('attachment; filename="deals-')
         rows = testing.csv_records(r, HEADER)
-        assert [row["id"] for row in rows] == [d["id"] for d in await listed(client, **params)], params
+        assert [row["id"] for row in rows] == [d["id"] for d in await testing.every_item(client, "/v1/deals", **params)], params
     by_amount = testing.csv_records(
         await client.get("/v1/deals/export", params={"pipeline_id": pipeline["id"], "sort": "amount"}), HEADER
     )

@@ -770,6 +770,19 @@ async def key_without_read_scope(session_factory: Any, model: type[Any]) -> str:
     return plaintext
 
 
+async def every_item(client: httpx.AsyncClient, path: str, *, limit: int = 2, **params: Any) -> list[dict[str, Any]]:
+    """Every item a paged list at `path` shows with `params`, following `next_cursor` from page
+    to page (`limit` items a page: small, so the paging is exercised)."""
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        r = await client.get(path, params={"limit": limit, **params, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        items += r.json()["items"]
+        if not (cursor := r.json()["next_cursor"]):
+            return items
+
+
 def csv_records(response: httpx.Response, header: list[str]) -> list[dict[str, str]]:
     """A CSV answer's lines after its header (which must be `header`), as dicts."""
     import csv

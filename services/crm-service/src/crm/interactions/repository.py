@@ -58,6 +58,16 @@ def _page_query(given: tuple[str, ...], sort_token: str, after: keyset.CursorKin
     return CompiledQuery(keyset.page_of(keyset.within(stmt, at, since, until), sort, Interaction.id, keyset.After(after)))
 
 
+def export_query(filters: InteractionFilters, sort: keyset.Sort, columns: Sequence[str]) -> CompiledQuery:
+    """Every interaction the list shows with these filters, in its order, unpaged: `columns`
+    of each (the table's names: `metadata`), for a CSV export through a cursor on the pool."""
+    stmt = select(*(Interaction.__table__.c[name] for name in columns)).where(
+        *(column == getattr(filters, name) for name, column in _EQUAL.items() if getattr(filters, name) is not None)
+    )
+    stmt = keyset.within(stmt, Interaction.occurred_at, filters.occurred_from, filters.occurred_to)
+    return CompiledQuery(keyset.ordered(stmt, sort, Interaction.id))
+
+
 async def list_page(pool: asyncpg.Pool, filters: InteractionFilters, sort: keyset.Sort, page: PageParams) -> list[asyncpg.Record]:
     """A page of interactions (one row more than asked), on the asyncpg pool: each record holds
     the model's attributes by name (`metadata_` included)."""

@@ -24,6 +24,7 @@ from crm.interactions.repository import (
     InteractionFilters,
     InteractionRepository,
     customer_targets,
+    export_query,
     insert_interaction_batch,
     list_page,
 )
@@ -36,7 +37,7 @@ from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound
 from cxkit.kafka.consumer import Delivery, PermanentEventError
 from cxkit.kafka.outbox import add_event, outbox_row
-from cxkit.pg_pool import RowInsert
+from cxkit.pg_pool import CompiledQuery, RowInsert
 
 HTTP_SOURCE = "api"
 # An event without `interaction_id` gets one derived from its own id, so a redelivery of
@@ -117,6 +118,11 @@ async def get_interaction(session: AsyncSession, interaction_id: uuid.UUID) -> I
     if interaction is None:
         raise NotFound(f"interaction {interaction_id} does not exist")
     return interaction
+
+
+def interactions_export(filters: InteractionFilters, sort_token: str, columns: Sequence[str]) -> CompiledQuery:
+    """The statement of an interaction export: what `list_interactions` shows, unpaged."""
+    return export_query(filters, keyset.parse_sort(sort_token, SORT_KEYS), columns)
 
 
 async def list_interactions(
