@@ -66,6 +66,7 @@ async def test_reminders_go_only_to_unanswered_invitations_at_most_max_times_and
     events = await outbox("survey.reminded")
     assert sorted(e["data"]["invitation_id"] for e in events) == sorted([second["id"], third["id"]])
     assert {(e["data"]["reminder"], e["data"]["max_reminders"], e["data"]["survey_id"]) for e in events} == {(1, 2, survey["id"])}
+    assert {e["data"]["language"] for e in events} == {"en"}  # for the message carrying the link
     reminded = (await client.get(f"/v1/invitations/{second['id']}")).json()
     assert reminded["reminders_sent"] == 1 and reminded["last_reminded_at"] is not None
     assert (await client.get(f"/v1/invitations/{untouched['id']}")).json()["reminders_sent"] == 0

@@ -46,7 +46,7 @@ def test_the_page_language_is_the_one_the_browser_likes_best(header: str | None,
     assert preferred_language(header) == expected
 
 
-async def test_a_german_survey_speaks_german_to_respondents(client: httpx.AsyncClient, make: Any) -> None:
+async def test_a_german_survey_speaks_german_to_respondents(client: httpx.AsyncClient, make: Any, outbox: Any) -> None:
     survey = await make.survey("nps", language="de")
     assert survey["language"] == "de"
     score, reason = survey["questions"]
@@ -55,6 +55,8 @@ async def test_a_german_survey_speaks_german_to_respondents(client: httpx.AsyncC
     assert reason["text"] == "Was ist der wichtigste Grund für Ihre Bewertung?"
 
     invitation = await make.invitation(survey["id"])
+    # Whoever sends the link (an email sender reading `survey.invited`) learns the language too.
+    assert [e["data"]["language"] for e in await outbox("survey.invited")] == ["de"]
     url = f"/r/{invitation['token']}"
     page = await client.get(url, headers={"Accept-Language": "en"})  # the survey's language wins
     assert page.status_code == 200

@@ -130,6 +130,11 @@ class SurveyInvited(Payload):
     expires_at: TimestampAsSent | None = None
     email: str | None = Field(None, description="The address the link is for, when known.")
     channel: str | None = Field(None, description="How the link is delivered, e.g. email, sms.")
+    language: str | None = Field(
+        None,
+        description="The survey's language (`en`, `de`, `fr`, `es`, `it`, `nl`, `pt`): the respondent page speaks it; "
+        "write the message that carries the link in it too.",
+    )
 
 
 class SurveyThrottled(Payload):
@@ -219,6 +224,11 @@ class SurveyReminded(_SentInvitation):
             "`survey.invited` and those of earlier reminders keep working). Any of them answers the invitation, "
             "once, until `expires_at`."
         ),
+    )
+    language: str | None = Field(
+        None,
+        description="The survey's language (`en`, `de`, `fr`, `es`, `it`, `nl`, `pt`): the respondent page speaks it; "
+        "write the message that carries the link in it too.",
     )
 
 

@@ -87,6 +87,7 @@ def announce_reminder(session: AsyncSession, invitation: Invitation, survey: Sur
             max_reminders=survey.reminder_max,
             expires_at=invitation.expires_at,
             url=url,
+            language=survey.language,
         ),
     )
 

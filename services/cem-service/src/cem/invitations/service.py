@@ -97,6 +97,7 @@ def announce_invitation(session: AsyncSession, row: dict[str, Any], survey: Surv
             expires_at=row["expires_at"],
             email=email,
             channel=row["channel"],
+            language=survey.language,
         ),
     )
 
