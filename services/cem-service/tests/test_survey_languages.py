@@ -6,12 +6,14 @@ from __future__ import annotations
 import html
 import re
 import string
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 
 from cem.surveys.texts import LANGUAGES, TEXTS, preferred_language
+from cxkit.testing import bearer
 
 
 def _placeholders(text: str) -> set[str]:
@@ -112,3 +114,27 @@ async def test_pages_for_links_that_cannot_be_answered_follow_the_browser(client
     assert '<html lang="nl">' in text and "Link niet gevonden" in text
     r = await client.get("/r/not-a-real-token", headers={"Accept-Language": "ja"})
     assert '<html lang="en">' in r.text and "Link not found" in r.text
+
+
+async def test_a_survey_editor_previews_the_page_of_a_draft_without_recording_anything(
+    client: httpx.AsyncClient, make: Any, keys: dict[str, str], outbox: Any
+) -> None:
+    draft = await make.survey("nps", status="draft", language="it", intro="Due minuti.")
+    r = await client.get(f"/v1/surveys/{draft['id']}/preview", params={"score": "8"}, headers=bearer(keys["read"]))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert r.headers["cache-control"] == "no-store"
+    page = html.unescape(r.text)
+    assert '<html lang="it">' in page and "Anteprima:" in page and "Due minuti." in page
+    assert draft["questions"][0]["text"] in page
+    assert re.search(r'value="8" checked', page)  # ?score= pre-selects, as on the real page
+    assert re.search(r"<button type=\"submit\" disabled>Invia le mie risposte</button>", page)
+    assert "<script" not in page
+    assert await outbox() == []  # nothing recorded, nothing announced
+    assert (await client.get(f"/v1/surveys/{draft['id']}/invitations")).json()["items"] == []
+
+    active = await make.survey("csat")
+    live = html.unescape((await client.get(f"/v1/surveys/{active['id']}/preview")).text)
+    assert "Preview:" in live and "disabled" in live
+    missing = await client.get(f"/v1/surveys/{uuid.uuid4()}/preview")
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+    assert (await client.get(f"/v1/surveys/{draft['id']}/preview", headers={"Authorization": ""})).status_code == 401

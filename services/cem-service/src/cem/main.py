@@ -23,6 +23,7 @@ from cem.feedback.router import router as feedback_router
 from cem.feedback.sentiment import analyzer
 from cem.invitations.router import router as invitations_router
 from cem.journeys.router import router as journeys_router
+from cem.respondent.router import preview_router as survey_preview_router
 from cem.respondent.router import router as respondent_router
 from cem.responses.router import router as responses_router
 from cem.scheduler import InvitationScheduler
@@ -150,6 +151,7 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
             touchpoints_router,
             journeys_router,
             surveys_router,
+            survey_preview_router,
             invitations_router,
             responses_router,
             feedback_router,

@@ -26,12 +26,19 @@ from cem.responses.service import (
     open_invitation,
     record_response,
 )
+from cem.surveys.models import Survey
 from cem.surveys.questions import check_answers
+from cem.surveys.router import SurveyId
+from cem.surveys.service import get_survey
 from cem.surveys.texts import DEFAULT_LANGUAGE, TEXTS, preferred_language, say
+from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
+from cxkit.http.problems import problem_responses
 from cxkit.http.routing import GatedRouter
 
 router = GatedRouter(prefix="/r", tags=["respondent page"])
+# Mounted under /v1 with the API: a survey editor's preview of the page.
+preview_router = GatedRouter(prefix="/surveys", tags=["surveys"])
 
 TEMPLATES = Jinja2Templates(directory=FilePath(__file__).parent / "templates")
 # The templates are written for block tags that leave no blank lines or indentation behind;
@@ -86,15 +93,22 @@ def _problem_page(request: Request, exc: Exception) -> HTMLResponse:
 
 
 def _survey_page(
-    request: Request, target: OpenInvitation, values: dict[str, Any], errors: dict[str, str], status: int = 200
+    request: Request,
+    survey: Survey,
+    values: dict[str, Any],
+    errors: dict[str, str],
+    status: int = 200,
+    *,
+    preview: bool = False,
 ) -> HTMLResponse:
-    questions = target.survey.questions
+    questions = survey.questions
     return _page(
         request,
         "survey.html",
-        target.survey.language,
+        survey.language,
         status,
-        survey=target.survey,
+        survey=survey,
+        preview=preview,
         questions=questions,
         question_ids={q["id"] for q in questions},
         has_required=any(q["required"] for q in questions),
@@ -141,12 +155,34 @@ async def show_survey(token: Token, request: Request, session: SessionDep) -> HT
         return target
     await mark_opened(session, target.invitation)
     await session.commit()
-    values: dict[str, Any] = {}
+    return _survey_page(request, target.survey, _preset(request, target.survey), {})
+
+
+def _preset(request: Request, survey: Survey) -> dict[str, Any]:
+    """The score `?score=` pre-selects (from a row of links in an email), when it is on the scale."""
     preset = request.query_params.get("score", "")
-    metric_question = next((q for q in target.survey.questions if q.get("metric")), None)
+    metric_question = next((q for q in survey.questions if q.get("metric")), None)
     if metric_question and preset.isdigit() and metric_question["scale_min"] <= int(preset) <= metric_question["scale_max"]:
-        values[metric_question["id"]] = str(int(preset))
-    return _survey_page(request, target, values, {})
+        return {metric_question["id"]: str(int(preset))}
+    return {}
+
+
+@preview_router.get(
+    "/{survey_id}/preview",
+    response_class=HTMLResponse,
+    summary="Preview a survey's respondent page",
+    description="The respondent page of the survey as respondents will see it (its questions, intro, language and "
+    "`?score=` pre-selection), with a note that it is a preview and a send button that does nothing, for a survey "
+    "editor to show (e.g. in an iframe's `srcdoc`). Any status, drafts included; nothing is recorded and no "
+    "invitation is needed. Unknown survey: 404 (problem+json). Needs `read`.",
+    responses={
+        200: {"content": {"text/html": {"example": HTML_EXAMPLE}}, "description": "The page, as a preview."},
+        **problem_responses(401, 403, 404, 422),
+    },
+)
+async def preview_survey(survey_id: SurveyId, request: Request, session: SessionDep, _: Reader) -> HTMLResponse:
+    survey = await get_survey(session, survey_id)
+    return _survey_page(request, survey, _preset(request, survey), {}, preview=True)
 
 
 @router.post(
@@ -177,7 +213,7 @@ async def submit_survey(token: Token, request: Request, session: SessionDep, set
         return target
     form = await _read_form(request)
     if form is None:
-        return _survey_page(request, target, {}, {"form": say(target.survey.language, "form_unreadable")}, 400)
+        return _survey_page(request, target.survey, {}, {"form": say(target.survey.language, "form_unreadable")}, 400)
     questions = target.survey.questions
     raw: dict[str, Any] = {}
     for q in questions:
@@ -186,7 +222,7 @@ async def submit_survey(token: Token, request: Request, session: SessionDep, set
     checked = check_answers(questions, raw, from_form=True, language=target.survey.language)
     if not checked.ok:
         values = {k: v for k, v in raw.items() if isinstance(v, str | list)}
-        return _survey_page(request, target, values, checked.errors, 422)
+        return _survey_page(request, target.survey, values, checked.errors, 422)
     invitation = target.invitation
     try:
         await record_response(
