@@ -9,7 +9,8 @@ from typing import Any, get_args
 import httpx
 from sqlalchemy import text
 
-from crm.customers.models import TRACKED_FIELDS
+from crm.customers import service
+from crm.customers.models import ERASED_FIELDS, TRACKED_FIELDS
 from crm.customers.schemas import HistoryField
 from cxkit.testing import bearer
 
@@ -116,9 +117,7 @@ async def test_an_erasure_takes_the_personal_values_out_of_the_history(
     assert erasure["via"] == "erasure" and erasure["changed_by"] == "test-admin"
     erased = _changes(erasure)
     assert erased["erased_at"][0] is None and erased["erased_at"][1] is not None
-    assert {f: erased[f] for f in ("email", "name", "phone", "company", "attributes")} == {
-        f: (None, None) for f in ("email", "name", "phone", "company", "attributes")
-    }
+    assert {f: erased[f] for f in ERASED_FIELDS} == {f: (None, None) for f in ERASED_FIELDS}
     assert _changes(first) == {f: (None, None) for f in ("name", "phone", "company", "attributes")}
     assert _changes(second) == {"email": (None, None), "owner": ("kim", "lee")}  # not personal: kept
 
@@ -132,5 +131,8 @@ async def test_an_erasure_takes_the_personal_values_out_of_the_history(
     assert kept == 0
 
 
-def test_the_field_parameter_names_every_recorded_field() -> None:
+def test_the_field_parameter_names_every_recorded_field_and_the_erased_ones_are_the_erasure_s() -> None:
     assert set(get_args(HistoryField)) == set(TRACKED_FIELDS)
+    # The trigger's list (migration crm0016) is ERASED_FIELDS: what an erasure blanks, less the
+    # lower-cased email the history leaves out, plus the attributes it empties.
+    assert set(ERASED_FIELDS) == set(service._PERSONAL) - {"email_normalized"} | {"attributes"}

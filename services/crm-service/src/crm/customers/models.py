@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Identity, Index, Integer, String, Text, Uuid, func, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -77,6 +77,8 @@ class CustomerChange(Base):
     __table_args__ = (Index("ix_customer_changes_customer_id_seq", "customer_id", "seq"),)
 
 
+# What made a recorded change (`customer_changes.via`, set by `repository.note_author`).
+ChangeVia = Literal["update", "batch", "merge", "erasure", "lead_conversion", "deal"]
 # Fields a customer's history leaves out: bookkeeping, and the lower-cased copy of the email.
 UNTRACKED_FIELDS = ("id", "version", "created_at", "updated_at", "email_normalized")
 # What an erasure blanks (customers.service._PERSONAL and the attributes): their values leave

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from crm.customers.lifecycle import OpenDealValue
-from crm.customers.models import SEARCH_SEPARATOR, Customer, CustomerChange, search_text
+from crm.customers.models import SEARCH_SEPARATOR, ChangeVia, Customer, CustomerChange, search_text
 from cxkit import keyset
 from cxkit.db import insert_new
 from cxkit.http.pagination import PageParams
@@ -262,7 +262,7 @@ _CUSTOMER_COLUMNS = ", ".join(c.name for c in Customer.__table__.columns if c.na
 _CUSTOMER_BY_ID = f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = $1"
 
 
-async def note_author(db: asyncpg.Connection | AsyncSession, changed_by: str | None, via: str) -> None:
+async def note_author(db: asyncpg.Connection | AsyncSession, changed_by: str | None, via: ChangeVia) -> None:
     """Record who (an API key's name) and how (`update`, `batch`, `merge`...) the customer
     changes of the current transaction are made, for their history. Call it inside the
     transaction, before the changes."""

@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from crm.customers.models import ChangeVia
 from crm.fields import EXAMPLE_IDS, FreeJSON, Tag
 from cxkit.fields import InputModel, PatchModel
 from cxkit.http.batch import BATCH_MAX, BatchItemProblem, each_item
@@ -158,7 +159,6 @@ HistoryField = Literal[
     "erased_at",
     "merged_into_id",
 ]
-ChangeVia = Literal["update", "batch", "merge", "erasure", "lead_conversion", "deal"]
 
 
 class FieldChange(BaseModel):
