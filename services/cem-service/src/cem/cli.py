@@ -63,7 +63,8 @@ def run_scheduler_once() -> None:
     done = asyncio.run(run())
     suppressed = ", ".join(f"{reason} {n}" for reason, n in sorted(done.suppressed.items())) or "none"
     console.print(
-        f"[green]sent {done.sent}, cancelled {done.cancelled}, re-invited {done.reinvited}; suppressed: {suppressed}[/green]"
+        f"[green]sent {done.sent}, cancelled {done.cancelled}, re-invited {done.reinvited}; suppressed: {suppressed}; "
+        f"surveys closed (closes_at came): {done.closed}[/green]"
     )
 
 

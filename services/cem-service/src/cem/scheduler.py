@@ -44,6 +44,7 @@ class SchedulerRound:
     reminders_suppressed: int = 0
     overdue: int = 0
     resurveyed: int = 0
+    closed: int = 0  # surveys whose closes_at came
 
 
 class InvitationScheduler:
@@ -52,11 +53,14 @@ class InvitationScheduler:
         self.session_factory = session_factory
 
     async def run_once(self) -> SchedulerRound:
-        """Send everything due, in batches of one transaction each; re-invite every recurring
-        survey's customers who are due again (one transaction per survey and batch); remind
-        invitations not answered; ask followed-up customers again; announce overdue follow-ups."""
+        """Close the surveys whose `closes_at` came; send everything due, in batches of one
+        transaction each; re-invite every recurring survey's customers who are due again (one
+        transaction per survey and batch); remind invitations not answered; ask followed-up
+        customers again; announce overdue follow-ups."""
         done = SchedulerRound()
         batch = self.settings.scheduler_batch_size
+        async with self.session_factory() as session, session.begin():
+            done.closed = await SurveyRepository(session).close_due()
         while True:
             async with self.session_factory() as session, session.begin():
                 sending = await send_due_invitations(session, self.settings, batch)
@@ -125,6 +129,7 @@ class InvitationScheduler:
                     or done.reminded
                     or done.overdue
                     or done.resurveyed
+                    or done.closed
                 ):
                     log.info(
                         "scheduler round",
@@ -137,6 +142,7 @@ class InvitationScheduler:
                             "reminders_suppressed": done.reminders_suppressed,
                             "overdue": done.overdue,
                             "resurveyed": done.resurveyed,
+                            "surveys_closed": done.closed,
                         },
                     )
             except asyncio.CancelledError:

@@ -111,8 +111,10 @@ def respondent_url(settings: CEMSettings, token: str) -> str:
 
 
 def ensure_open_for_answers(survey: Survey) -> None:
-    if survey.status != "active":
-        raise Conflict(f"survey {survey.name!r} is {survey.status}; only an active survey takes invitations and answers")
+    reason = survey.closed_reason(utcnow())
+    if reason is not None:
+        state = reason.removeprefix("survey_")
+        raise Conflict(f"survey {survey.name!r} is {state}; only an active survey takes invitations and answers")
 
 
 async def resolve_recipient(

@@ -237,7 +237,7 @@ async def submit_survey(token: Token, request: Request, session: SessionDep, set
             default_sla=settings.followup_sla,
         )
         await session.commit()
-    except (AlreadyAnswered, LinkCancelled) as exc:
+    except (AlreadyAnswered, LinkCancelled, SurveyNotOpen) as exc:  # SurveyNotOpen: its last answer came first
         await session.rollback()
         return _problem_page(request, exc)
     language = target.survey.language

@@ -74,11 +74,19 @@ async def open_invitation(session: AsyncSession, token: str, now: dt.datetime | 
         raise AlreadyAnswered("this invitation was already answered", reason="already_answered")
     if invitation.cancelled_at is not None:
         raise LinkCancelled("this invitation was cancelled", reason="cancelled")
-    if invitation.expires_at <= (now or utcnow()):
+    now = now or utcnow()
+    if invitation.expires_at <= now:
         raise LinkExpired(f"this invitation expired at {invitation.expires_at.isoformat()}", reason="expired")
-    if survey.status != "active":
-        raise SurveyNotOpen(f"the survey is {survey.status} and takes no answers", reason=f"survey_{survey.status}")
+    ensure_takes_answers(survey, now)
     return OpenInvitation(invitation, survey)
+
+
+def ensure_takes_answers(survey: Survey, now: dt.datetime) -> None:
+    """409 (`SurveyNotOpen`) unless the survey is active and before its `closes_at`."""
+    reason = survey.closed_reason(now)
+    if reason is not None:
+        state = reason.removeprefix("survey_")
+        raise SurveyNotOpen(f"the survey is {state} and takes no answers", reason=reason)
 
 
 async def mark_opened(session: AsyncSession, invitation: Invitation) -> None:
@@ -102,6 +110,7 @@ async def record_response(
     """Store a checked answer with its score, announce it, and ask for a follow-up when a known
     customer answered as a detractor. Returns the response and whether a follow-up was requested."""
     now = utcnow()
+    taken = await _count_towards_the_limit(session, survey, now)
     if invitation is not None and not await InvitationRepository(session).claim_for_answer(invitation.id, now):
         await session.refresh(invitation, ["answered_at", "cancelled_at"])
         if invitation.answered_at is None and invitation.cancelled_at is not None:
@@ -151,6 +160,11 @@ async def record_response(
             }
         )
     _announce(session, survey, response, checked)
+    if survey.max_responses is not None and taken + 1 >= survey.max_responses:
+        # The answer that reaches the limit closes the survey, in its own transaction.
+        survey.status, survey.closed_at, survey.updated_at = "closed", now, now
+        survey.version += 1
+        await repo.flush()
     followup = False
     if (
         answer is not None
@@ -162,6 +176,21 @@ async def record_response(
         await request_followup(session, survey, response, answer, checked.comment, default_sla)
         followup = True
     return response, followup
+
+
+async def _count_towards_the_limit(session: AsyncSession, survey: Survey, now: dt.datetime) -> int:
+    """For a survey with `max_responses`: hold its row (so answers count one at a time), and
+    refuse an answer past the limit; returns the answers it has (0 without a limit)."""
+    if survey.max_responses is None:
+        return 0
+    surveys = SurveyRepository(session)
+    await surveys.lock(survey.id)
+    await session.refresh(survey)
+    ensure_takes_answers(survey, now)  # closed meanwhile by the answer that reached the limit
+    taken = await surveys.responses_of(survey.id)
+    if taken >= survey.max_responses:
+        raise SurveyNotOpen(f"the survey has its {survey.max_responses} answers and takes no more", reason="survey_closed")
+    return taken
 
 
 def _announce(session: AsyncSession, survey: Survey, response: SurveyResponse, checked: CheckedAnswers) -> None:
@@ -215,8 +244,7 @@ async def submit_from_api(
             survey = await get_survey(session, data.survey_id)
         except NotFound as exc:
             raise field_problem(["body", "survey_id"], str(exc.detail)) from None
-        if survey.status != "active":
-            raise SurveyNotOpen(f"the survey is {survey.status} and takes no answers", reason=f"survey_{survey.status}")
+        ensure_takes_answers(survey, now)
         profile, email = await resolve_recipient(session, data.customer_id, str(data.email) if data.email else None)
         customer_id = profile.id if profile else None
         touchpoint = data.touchpoint or survey.touchpoint

@@ -41,6 +41,10 @@ class Survey(Base):
     # This survey's follow-up SLA: [{"max_score", "hours"}, ...], the first band holding the
     # score gives the follow-up's due time; null (or no band holding it): `CEM_FOLLOWUP_SLA`.
     followup_sla: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    # The survey closes by itself at `closes_at` (the scheduler sets it closed; answers stop at
+    # that moment exactly), or with the answer that reaches `max_responses`. Null: never.
+    closes_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    max_responses: Mapped[int | None] = mapped_column(Integer)
     # Ask a followed-up customer again this many days after their follow-up was closed.
     resurvey_after_days: Mapped[int | None] = mapped_column(Integer)
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -48,6 +52,15 @@ class Survey(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     activated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    def closed_reason(self, now: dt.datetime) -> str | None:
+        """Why the survey takes no answers or invitations now (`survey_draft`, `survey_closed`:
+        closed, or past its `closes_at`), or None while it takes them."""
+        if self.status != "active":
+            return f"survey_{self.status}"
+        if self.closes_at is not None and now >= self.closes_at:
+            return "survey_closed"
+        return None
 
     __table_args__ = (
         Index("ix_surveys_created_id", "created_at", "id"),

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select, update
 
 from cem.invitations.models import Invitation
 from cem.responses.models import SurveyResponse
 from cem.surveys.models import Survey
 from cxkit import keyset
+from cxkit.db import utcnow
 from cxkit.http.pagination import PageParams
 from cxkit.repository import Repository
 
@@ -51,6 +52,25 @@ class SurveyRepository(Repository[Survey]):
             .order_by(Survey.created_at, Survey.id)
         )
         return list((await self.session.scalars(stmt)).all())
+
+    async def close_due(self) -> int:
+        """Close the active surveys whose `closes_at` has come (closed at that moment); returns
+        how many."""
+        now = utcnow()
+        result = await self.session.execute(
+            update(Survey)
+            .where(Survey.status == "active", Survey.closes_at <= now)
+            .values(status="closed", closed_at=Survey.closes_at, version=Survey.version + 1, updated_at=now)
+            .returning(Survey.id)
+        )
+        return len(result.all())
+
+    async def responses_of(self, survey_id: uuid.UUID) -> int:
+        return int(await self.session.scalar(select(func.count()).where(SurveyResponse.survey_id == survey_id)) or 0)
+
+    async def lock(self, survey_id: uuid.UUID) -> None:
+        """Hold the survey's row until the transaction ends (its answers count, one at a time)."""
+        await self.session.execute(select(Survey.id).where(Survey.id == survey_id).with_for_update())
 
     async def has_responses(self, survey_id: uuid.UUID) -> bool:
         return bool(await self.session.scalar(select(exists().where(SurveyResponse.survey_id == survey_id))))

@@ -12,9 +12,16 @@ from cem.fields import Name, Slug
 from cem.followups.sla import SlaBand
 from cem.surveys.questions import Question
 from cem.surveys.texts import Language
-from cxkit.fields import InputModel, Integer, JsonInteger, PatchModel, Text
+from cxkit.fields import InputModel, Integer, JsonInteger, PatchModel, Text, Timestamp
 
 Kind = Literal["nps", "csat", "ces", "custom"]
+MaxResponses = Annotated[
+    Annotated[int, Field(ge=1, le=10_000_000), JsonInteger] | None,
+    Field(
+        description="The survey closes with the answer that brings it to this many (the answers before it are counted "
+        "one at a time, so it never takes more). Null: no limit."
+    ),
+]
 Status = Literal["draft", "active", "closed"]
 
 EXAMPLE_QUESTIONS = [
@@ -129,6 +136,12 @@ class SurveyCreate(InputModel):
     resurvey_after_days: ResurveyDays = None
     intro: Text | None = Field(None, max_length=2000, description="Shown above the questions.")
     thank_you: Text | None = Field(None, max_length=2000, description="Shown after the answer is recorded.")
+    closes_at: Timestamp | None = Field(
+        None,
+        description="The survey closes by itself at this moment (RFC 3339 with an offset): from then on its links show "
+        "the closed page and it takes no answers or invitations. Null: only when closed by hand.",
+    )
+    max_responses: MaxResponses = None
     language: Language = Field(
         "en",
         description="The respondents' language (en, de, fr, es, it, nl, pt): the respondent page's own words and its "
@@ -166,6 +179,8 @@ class SurveyUpdate(PatchModel):
     language: Language | None = Field(
         None, description="The page's language from now on (questions and labels already stored stay as they are)."
     )
+    closes_at: Timestamp | None = Field(None, description="When the survey closes by itself; null: never.")
+    max_responses: MaxResponses = None
 
     not_null = ("name", "status", "questions", "language")
 
@@ -235,6 +250,8 @@ EXAMPLE_READ = {
     "intro": "Thanks for your order! Two quick questions.",
     "thank_you": "Thank you, your answer helps us improve.",
     "language": "en",
+    "closes_at": "2026-12-31T23:00:00Z",
+    "max_responses": None,
     "version": 2,
     "created_at": "2026-11-23T10:00:00Z",
     "updated_at": "2026-11-23T10:05:00Z",
@@ -265,6 +282,8 @@ class SurveyRead(BaseModel):
     intro: str | None
     thank_you: str | None
     language: str = Field(description="The respondents' language (the respondent page's own words).")
+    closes_at: dt.datetime | None = Field(description="When the survey closes by itself; null: never.")
+    max_responses: int | None = Field(description="The survey closes with its answer number this; null: no limit.")
     version: int
     created_at: dt.datetime
     updated_at: dt.datetime

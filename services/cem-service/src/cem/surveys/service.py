@@ -59,6 +59,8 @@ def to_read(survey: Survey) -> SurveyRead:
             "intro": survey.intro,
             "thank_you": survey.thank_you,
             "language": survey.language,
+            "closes_at": survey.closes_at,
+            "max_responses": survey.max_responses,
             "version": survey.version,
             "created_at": survey.created_at,
             "updated_at": survey.updated_at,
@@ -120,6 +122,8 @@ async def create_survey(session: AsyncSession, data: SurveyCreate) -> Survey:
         intro=data.intro,
         thank_you=data.thank_you,
         language=data.language,
+        closes_at=data.closes_at,
+        max_responses=data.max_responses,
         recurrence_days=data.recurrence_days,
         **_trigger_columns(data.trigger),
         **_reminder_columns(data.reminders),
@@ -150,7 +154,16 @@ async def update_survey(session: AsyncSession, survey_id: uuid.UUID, data: Surve
     changes: dict[str, Any] = {}
     if "name" in sent:
         changes["name"] = data.name
-    for name in ("touchpoint", "recurrence_days", "resurvey_after_days", "intro", "thank_you", "language"):
+    for name in (
+        "touchpoint",
+        "recurrence_days",
+        "resurvey_after_days",
+        "intro",
+        "thank_you",
+        "language",
+        "closes_at",
+        "max_responses",
+    ):
         if name in sent:
             changes[name] = getattr(data, name)
     if "trigger" in sent:
@@ -174,6 +187,12 @@ async def update_survey(session: AsyncSession, survey_id: uuid.UUID, data: Surve
         questions, metric = normalize_questions(survey.kind, data.questions, changes.get("language", survey.language))
         changes["questions"] = questions
         changes["metric"] = metric
+    if target_status == "active" and ("status" in sent or "closes_at" in sent or "max_responses" in sent):
+        reached = await _limit_reached(repo, survey, changes)
+        if reached is not None and survey.status != "active":
+            raise Conflict(f"{reached}: move, raise or clear it in the same request to open the survey")
+        if reached is not None:
+            target_status = "closed"  # a limit set on an active survey that it has reached closes it now
     if target_status != survey.status:
         assert target_status is not None
         await _check_transition(repo, survey, target_status)
@@ -195,6 +214,18 @@ async def update_survey(session: AsyncSession, survey_id: uuid.UUID, data: Surve
         survey.updated_at = utcnow()
         await repo.flush()
     return survey
+
+
+async def _limit_reached(repo: SurveyRepository, survey: Survey, changes: dict[str, Any]) -> str | None:
+    """Which of its limits (as changed) the survey has reached: its `closes_at` has passed, or it
+    has `max_responses` answers; None for neither."""
+    closes_at = changes.get("closes_at", survey.closes_at)
+    if closes_at is not None and closes_at <= utcnow():
+        return "closes_at has passed"
+    limit = changes.get("max_responses", survey.max_responses)
+    if limit is not None and await repo.responses_of(survey.id) >= limit:
+        return f"the survey has max_responses ({limit}) answers"
+    return None
 
 
 async def _check_transition(repo: SurveyRepository, survey: Survey, target: str) -> None:

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from collections.abc import Collection
 
-from sqlalchemy import func, literal, select, union_all
+from sqlalchemy import func, literal, or_, select, union_all
 
 from cem.customers.models import CustomerProfile
 from cem.invitations.models import Invitation
@@ -24,7 +24,12 @@ class TriggerRepository(SessionRepository):
             return []
         stmt = (
             select(Survey)
-            .where(Survey.status == "active", Survey.trigger_interaction_type.in_(set(interaction_types)))
+            .where(
+                Survey.status == "active",
+                Survey.trigger_interaction_type.in_(set(interaction_types)),
+                # Past its closes_at, though the scheduler has not closed it yet.
+                or_(Survey.closes_at.is_(None), Survey.closes_at > func.now()),
+            )
             .order_by(Survey.created_at, Survey.id)
         )
         return list((await self.session.scalars(stmt)).all())
