@@ -98,3 +98,35 @@ async def test_limits_are_checked_on_input(client: httpx.AsyncClient, make: Any)
     assert r.status_code == 409 and "closes_at has passed" in r.json()["detail"]
     cleared = await client.patch(f"/v1/surveys/{draft['id']}", json={"status": "active", "closes_at": None})
     assert cleared.status_code == 200 and cleared.json()["closes_at"] is None and cleared.json()["status"] == "active"
+
+
+async def test_a_draft_opens_by_itself_at_opens_at(
+    client: httpx.AsyncClient, make: Any, session_factory: Any, cem_settings: CEMSettings
+) -> None:
+    monday = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    draft = await make.survey("nps", status="draft", opens_at=_iso(monday))
+    assert draft["status"] == "draft" and dt.datetime.fromisoformat(draft["opens_at"]) == monday
+    assert (await client.post(f"/v1/surveys/{draft['id']}/invitations", json={"email": "x@example.com"})).status_code == 409
+    assert (await InvitationScheduler(cem_settings, session_factory).run_once()).opened == 0
+
+    came = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    async with session_factory() as session, session.begin():
+        await session.execute(update(Survey).where(Survey.id == draft["id"]).values(opens_at=came))
+    assert (await InvitationScheduler(cem_settings, session_factory).run_once()).opened == 1
+    opened = (await client.get(f"/v1/surveys/{draft['id']}")).json()
+    assert opened["status"] == "active" and dt.datetime.fromisoformat(opened["activated_at"]) == came
+    assert opened["version"] == draft["version"] + 1
+    assert (await client.post(f"/v1/surveys/{draft['id']}/invitations", json={"email": "x@example.com"})).status_code == 201
+    assert (await InvitationScheduler(cem_settings, session_factory).run_once()).opened == 0
+
+    # A draft whose window has passed as a whole stays a draft.
+    gone = await make.survey("nps", status="draft", opens_at="2020-01-01T00:00:00Z", closes_at="2020-02-01T00:00:00Z")
+    await InvitationScheduler(cem_settings, session_factory).run_once()
+    assert (await client.get(f"/v1/surveys/{gone['id']}")).json()["status"] == "draft"
+
+    backwards = await client.post(
+        "/v1/surveys", json={"name": "Backwards", "kind": "nps", "opens_at": _iso(monday), "closes_at": _iso(came)}
+    )
+    assert backwards.status_code == 422 and backwards.json()["errors"][0]["loc"] == ["body", "closes_at"]
+    later = await client.patch(f"/v1/surveys/{gone['id']}", json={"closes_at": "2019-12-31T00:00:00Z"})
+    assert later.status_code == 422

@@ -64,7 +64,7 @@ def run_scheduler_once() -> None:
     suppressed = ", ".join(f"{reason} {n}" for reason, n in sorted(done.suppressed.items())) or "none"
     console.print(
         f"[green]sent {done.sent}, cancelled {done.cancelled}, re-invited {done.reinvited}; suppressed: {suppressed}; "
-        f"surveys closed (closes_at came): {done.closed}[/green]"
+        f"surveys opened (opens_at came): {done.opened}, closed (closes_at came): {done.closed}[/green]"
     )
 
 

@@ -44,6 +44,7 @@ class SchedulerRound:
     reminders_suppressed: int = 0
     overdue: int = 0
     resurveyed: int = 0
+    opened: int = 0  # drafts whose opens_at came
     closed: int = 0  # surveys whose closes_at came
 
 
@@ -53,13 +54,14 @@ class InvitationScheduler:
         self.session_factory = session_factory
 
     async def run_once(self) -> SchedulerRound:
-        """Close the surveys whose `closes_at` came; send everything due, in batches of one
-        transaction each; re-invite every recurring survey's customers who are due again (one
-        transaction per survey and batch); remind invitations not answered; ask followed-up
-        customers again; announce overdue follow-ups."""
+        """Open the drafts whose `opens_at` came and close the surveys whose `closes_at` came;
+        send everything due, in batches of one transaction each; re-invite every recurring
+        survey's customers who are due again (one transaction per survey and batch); remind
+        invitations not answered; ask followed-up customers again; announce overdue follow-ups."""
         done = SchedulerRound()
         batch = self.settings.scheduler_batch_size
         async with self.session_factory() as session, session.begin():
+            done.opened = await SurveyRepository(session).open_due()
             done.closed = await SurveyRepository(session).close_due()
         while True:
             async with self.session_factory() as session, session.begin():
@@ -130,6 +132,7 @@ class InvitationScheduler:
                     or done.overdue
                     or done.resurveyed
                     or done.closed
+                    or done.opened
                 ):
                     log.info(
                         "scheduler round",
@@ -142,6 +145,7 @@ class InvitationScheduler:
                             "reminders_suppressed": done.reminders_suppressed,
                             "overdue": done.overdue,
                             "resurveyed": done.resurveyed,
+                            "surveys_opened": done.opened,
                             "surveys_closed": done.closed,
                         },
                     )

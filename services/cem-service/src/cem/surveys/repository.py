@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, or_, select, update
 
 from cem.invitations.models import Invitation
 from cem.responses.models import SurveyResponse
@@ -52,6 +52,22 @@ class SurveyRepository(Repository[Survey]):
             .order_by(Survey.created_at, Survey.id)
         )
         return list((await self.session.scalars(stmt)).all())
+
+    async def open_due(self) -> int:
+        """Open the drafts whose `opens_at` has come (activated at that moment), unless their
+        `closes_at` has passed too; returns how many."""
+        now = utcnow()
+        result = await self.session.execute(
+            update(Survey)
+            .where(
+                Survey.status == "draft",
+                Survey.opens_at <= now,
+                or_(Survey.closes_at.is_(None), Survey.closes_at > now),
+            )
+            .values(status="active", activated_at=Survey.opens_at, version=Survey.version + 1, updated_at=now)
+            .returning(Survey.id)
+        )
+        return len(result.all())
 
     async def close_due(self) -> int:
         """Close the active surveys whose `closes_at` has come (closed at that moment); returns

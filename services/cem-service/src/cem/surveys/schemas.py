@@ -136,6 +136,11 @@ class SurveyCreate(InputModel):
     resurvey_after_days: ResurveyDays = None
     intro: Text | None = Field(None, max_length=2000, description="Shown above the questions.")
     thank_you: Text | None = Field(None, max_length=2000, description="Shown after the answer is recorded.")
+    opens_at: Timestamp | None = Field(
+        None,
+        description="A draft with this opens by itself at this moment (RFC 3339 with an offset): the scheduler makes "
+        "it active, so invitations and answers can start then. Null: opened by hand (`status`).",
+    )
     closes_at: Timestamp | None = Field(
         None,
         description="The survey closes by itself at this moment (RFC 3339 with an offset): from then on its links show "
@@ -179,6 +184,7 @@ class SurveyUpdate(PatchModel):
     language: Language | None = Field(
         None, description="The page's language from now on (questions and labels already stored stay as they are)."
     )
+    opens_at: Timestamp | None = Field(None, description="When a draft opens by itself; null: by hand.")
     closes_at: Timestamp | None = Field(None, description="When the survey closes by itself; null: never.")
     max_responses: MaxResponses = None
 
@@ -250,6 +256,7 @@ EXAMPLE_READ = {
     "intro": "Thanks for your order! Two quick questions.",
     "thank_you": "Thank you, your answer helps us improve.",
     "language": "en",
+    "opens_at": None,
     "closes_at": "2026-12-31T23:00:00Z",
     "max_responses": None,
     "version": 2,
@@ -282,6 +289,7 @@ class SurveyRead(BaseModel):
     intro: str | None
     thank_you: str | None
     language: str = Field(description="The respondents' language (the respondent page's own words).")
+    opens_at: dt.datetime | None = Field(description="When the survey (a draft) opens by itself; null: by hand.")
     closes_at: dt.datetime | None = Field(description="When the survey closes by itself; null: never.")
     max_responses: int | None = Field(description="The survey closes with its answer number this; null: no limit.")
     version: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -59,6 +60,7 @@ def to_read(survey: Survey) -> SurveyRead:
             "intro": survey.intro,
             "thank_you": survey.thank_you,
             "language": survey.language,
+            "opens_at": survey.opens_at,
             "closes_at": survey.closes_at,
             "max_responses": survey.max_responses,
             "version": survey.version,
@@ -105,7 +107,13 @@ async def _check_touchpoints(session: AsyncSession, refs: dict[tuple[str, ...], 
             raise field_problem(["body", *loc], f"no touchpoint with key {key!r}")
 
 
+def _check_window(opens_at: dt.datetime | None, closes_at: dt.datetime | None) -> None:
+    if opens_at is not None and closes_at is not None and closes_at <= opens_at:
+        raise field_problem(["body", "closes_at"], "closes_at must be after opens_at")
+
+
 async def create_survey(session: AsyncSession, data: SurveyCreate) -> Survey:
+    _check_window(data.opens_at, data.closes_at)
     questions, metric = normalize_questions(data.kind, data.questions, data.language)
     await _check_touchpoints(
         session, {("touchpoint",): data.touchpoint, ("trigger", "touchpoint"): data.trigger.touchpoint if data.trigger else None}
@@ -122,6 +130,7 @@ async def create_survey(session: AsyncSession, data: SurveyCreate) -> Survey:
         intro=data.intro,
         thank_you=data.thank_you,
         language=data.language,
+        opens_at=data.opens_at,
         closes_at=data.closes_at,
         max_responses=data.max_responses,
         recurrence_days=data.recurrence_days,
@@ -161,6 +170,7 @@ async def update_survey(session: AsyncSession, survey_id: uuid.UUID, data: Surve
         "intro",
         "thank_you",
         "language",
+        "opens_at",
         "closes_at",
         "max_responses",
     ):
@@ -172,6 +182,7 @@ async def update_survey(session: AsyncSession, survey_id: uuid.UUID, data: Surve
         changes.update(_reminder_columns(data.reminders))
     if "followup_sla" in sent:
         changes["followup_sla"] = _sla_column(data.followup_sla)
+    _check_window(changes.get("opens_at", survey.opens_at), changes.get("closes_at", survey.closes_at))
     await _check_touchpoints(
         session,
         {
