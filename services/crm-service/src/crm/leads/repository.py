@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from cxkit import keyset
 from cxkit.db import next_version
 from cxkit.http.pagination import PageParams
 from cxkit.http.params import ANY_TIME, ChangedWindow
+from cxkit.pg_pool import CompiledQuery
 from cxkit.repository import Repository
 
 SORT_KEYS = (
@@ -37,29 +39,38 @@ def _like(q: str) -> str:
     return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def matching(filters: LeadFilters) -> list[Any]:
+    """The WHERE of the leads a list (or an export) with these filters shows."""
+    conditions: list[Any] = []
+    if filters.q:
+        pattern = _like(filters.q)
+        conditions.append(
+            or_(
+                Lead.name.ilike(pattern, escape="\\"),
+                Lead.email_normalized.like(pattern.lower(), escape="\\"),
+                Lead.company.ilike(pattern, escape="\\"),
+            )
+        )
+    for column, value in ((Lead.status, filters.status), (Lead.owner, filters.owner), (Lead.campaign_id, filters.campaign_id)):
+        if value:
+            conditions.append(column == value)
+    if filters.converted is not None:
+        conditions.append(Lead.converted_at.is_not(None) if filters.converted else Lead.converted_at.is_(None))
+    return conditions + filters.changed.conditions(Lead.updated_at)
+
+
+def export_query(filters: LeadFilters, sort: keyset.Sort, columns: Sequence[str]) -> CompiledQuery:
+    """Every lead the list shows with these filters, in its order, unpaged: `columns` of each,
+    for a CSV export through a cursor on the pool."""
+    stmt = select(*(Lead.__table__.c[name] for name in columns)).where(*matching(filters))
+    return CompiledQuery(keyset.ordered(stmt, sort, Lead.id))
+
+
 class LeadRepository(Repository[Lead]):
     model = Lead
 
     def _filtered(self, filters: LeadFilters) -> Select[Any]:
-        stmt = select(Lead)
-        if filters.q:
-            pattern = _like(filters.q)
-            stmt = stmt.where(
-                or_(
-                    Lead.name.ilike(pattern, escape="\\"),
-                    Lead.email_normalized.like(pattern.lower(), escape="\\"),
-                    Lead.company.ilike(pattern, escape="\\"),
-                )
-            )
-        if filters.status:
-            stmt = stmt.where(Lead.status == filters.status)
-        if filters.owner:
-            stmt = stmt.where(Lead.owner == filters.owner)
-        if filters.campaign_id:
-            stmt = stmt.where(Lead.campaign_id == filters.campaign_id)
-        if filters.converted is not None:
-            stmt = stmt.where(Lead.converted_at.is_not(None) if filters.converted else Lead.converted_at.is_(None))
-        return stmt.where(*filters.changed.conditions(Lead.updated_at))
+        return select(Lead).where(*matching(filters))
 
     async def list_page(self, filters: LeadFilters, sort: keyset.Sort, page: PageParams) -> list[Lead]:
         stmt = keyset.apply(self._filtered(filters), sort, Lead.id, page)

@@ -13,7 +13,7 @@ from crm.customers.repository import note_author
 from crm.customers.schemas import CustomerRead
 from crm.deals.schemas import DealRead
 from crm.deps import ActorDep, SettingsDep
-from crm.fields import LeadIdPath
+from crm.fields import EXAMPLE_IDS, LeadIdPath
 from crm.leads import service
 from crm.leads.repository import SORT_KEYS, LeadFilters
 from crm.leads.schemas import LeadConversion, LeadConvert, LeadCreate, LeadPage, LeadRead, LeadStatus, LeadUpdate
@@ -21,12 +21,13 @@ from cxkit import keyset
 from cxkit.fields import QueryText
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
-from cxkit.http.deps import SessionDep
+from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
+from cxkit.http.deps import PgPoolDep, SessionDep
 from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, NOT_MODIFIED_TEXT, etag_for, unchanged
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import SYNC_TEXT, ChangedDep, IfMatch
-from cxkit.http.problems import problem_responses
+from cxkit.http.problems import only_these_methods, problem_responses
 from cxkit.http.routing import GatedRouter
 
 router = GatedRouter(prefix="/leads", tags=["leads"], route_class=TypedRoute)
@@ -51,6 +52,30 @@ async def create_lead(body: LeadCreate, session: SessionDep, idem: IdempotencyDe
     return await idem.execute(session, operation)
 
 
+def lead_filters(
+    changed: ChangedDep,
+    q: Annotated[QueryText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
+    status: LeadStatus | None = None,
+    owner: Annotated[QueryText | None, Query(min_length=1, max_length=200)] = None,
+    campaign_id: uuid.UUID | None = None,
+    converted: bool | None = None,
+) -> LeadFilters:
+    """The filters of the lead list, read from the query (the export takes the same)."""
+    return LeadFilters(q=q, status=status, owner=owner, campaign_id=campaign_id, converted=converted, changed=changed)
+
+
+FiltersDep = Annotated[LeadFilters, Depends(lead_filters)]
+SortParam = Annotated[str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")]
+EXPORT_COLUMNS = tuple(LeadRead.model_fields)
+EXPORT_EXAMPLE = (
+    ",".join(EXPORT_COLUMNS)
+    + "\r\n"
+    + f"{EXAMPLE_IDS['lead']},grace@example.com,Grace Hopper,Navy Computing Lab,'+1 202 555 0147,Head of Engineering,"
+    + f"webinar,{EXAMPLE_IDS['campaign']},new,40,sam@yourcompany.example,,,,,,1,2026-11-23T10:00:00+00:00,"
+    + "2026-11-23T10:00:00+00:00\r\n"
+)
+
+
 @router.get(
     "",
     summary="List leads",
@@ -63,19 +88,32 @@ async def list_leads(
     session: SessionDep,
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
-    changed: ChangedDep,
-    q: Annotated[QueryText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
-    status: LeadStatus | None = None,
-    owner: Annotated[QueryText | None, Query(min_length=1, max_length=200)] = None,
-    campaign_id: uuid.UUID | None = None,
-    converted: bool | None = None,
-    sort: Annotated[
-        str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")
-    ] = "-created_at",
+    filters: FiltersDep,
+    sort: SortParam = "-created_at",
 ) -> ModelResponse[LeadPage]:
-    filters = LeadFilters(q=q, status=status, owner=owner, campaign_id=campaign_id, converted=converted, changed=changed)
     rows, cursor = await service.list_leads(session, filters, sort, page)
     return json_response(LeadPage(items=[LeadRead.model_validate(r) for r in rows], next_cursor=cursor))
+
+
+@router.get(
+    "/export",
+    status_code=200,
+    summary="Export leads as CSV",
+    description="Every lead the list shows with the same filters (`q`, `status`, `owner`, `campaign_id`, `converted`, "
+    "the `updated_*` window) and in the same order (`sort`), unpaged, as a streamed `text/csv` attachment "
+    "(`leads-<UTC timestamp>.csv`): a header row, then one line per lead with the fields of a lead read. "
+    "Spreadsheet-safe: a text cell beginning with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'` "
+    "(a phone number such as `+1 202 555 0147` too; numbers stay numbers). Constant memory whatever the number of "
+    "leads. Needs `read`.",
+    response_class=CsvExport,
+    responses=csv_response_doc("The leads, one per line after the header.", EXPORT_EXAMPLE) | problem_responses(401, 403, 422),
+)
+async def export_leads(pool: PgPoolDep, _: Reader, filters: FiltersDep, sort: SortParam = "-created_at") -> Response:
+    query = service.export_query(filters, sort, EXPORT_COLUMNS)
+    return await csv_export(pool, query.sql, query.arguments(), header=EXPORT_COLUMNS, row_of=list, name="leads")
+
+
+only_these_methods(router, "/export")
 
 
 @router.get(

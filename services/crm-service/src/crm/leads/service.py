@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +17,7 @@ from crm.deals import service as deals
 from crm.deals.models import Deal
 from crm.deals.repository import open_value_query
 from crm.deals.schemas import DealCreate
+from crm.leads import repository
 from crm.leads.models import Lead
 from crm.leads.repository import SORT_KEYS, LeadFilters, LeadRepository
 from crm.leads.schemas import LeadConvert, LeadCreate, LeadUpdate
@@ -28,6 +30,7 @@ from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable
 from cxkit.kafka.outbox import add_event
+from cxkit.pg_pool import CompiledQuery
 
 # Lead fields that fill a linked customer's empty ones on conversion.
 _CARRIED = ("name", "phone", "company", "owner", "source", "campaign_id")
@@ -78,6 +81,11 @@ async def list_leads(
     sort = keyset.parse_sort(sort_token, SORT_KEYS)
     rows = await LeadRepository(session).list_page(filters, sort, page)
     return keyset.cut(rows, sort, page)
+
+
+def export_query(filters: LeadFilters, sort_token: str, columns: Sequence[str]) -> CompiledQuery:
+    """The statement of a lead export: what `list_leads` shows, unpaged."""
+    return repository.export_query(filters, keyset.parse_sort(sort_token, SORT_KEYS), columns)
 
 
 async def update_lead(session: AsyncSession, lead_id: uuid.UUID, data: LeadUpdate, if_match: str | None) -> Lead:
