@@ -45,6 +45,7 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
     # Order between two fields.
     (422, "unprocessable", r"^query\.to: `to` must be after `from`$", "a window's end after its start"),
     (422, "unprocessable", r"^query\.\w+_to: \w+_from must be before \w+_to$", "a window's end after its start"),
+    (422, "unprocessable", r"^body\.closes_at: closes_at must be after opens_at$", "a survey closes after it opens"),
     (422, "validation|unprocessable", r"end_date is before start_date$", "a campaign ends after it starts"),
     (422, "validation", r"rating_scale_max must be greater than rating_scale_min$", "a scale's max above its min"),
     (422, "validation", r"rating must be within -?[\d.]+\.\.-?[\d.]+$", "a rating within the scale sent with it"),
