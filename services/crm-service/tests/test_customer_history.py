@@ -12,7 +12,7 @@ from sqlalchemy import text
 from crm.customers import service
 from crm.customers.models import ERASED_FIELDS, TRACKED_FIELDS
 from crm.customers.schemas import HistoryField
-from cxkit.testing import bearer
+from cxkit.testing import bearer, every_item
 
 
 async def _history(client: httpx.AsyncClient, customer_id: str, **params: Any) -> list[dict[str, Any]]:
@@ -129,6 +129,35 @@ async def test_an_erasure_takes_the_personal_values_out_of_the_history(
             )
         )
     assert kept == 0
+
+
+async def test_the_timeline_shows_each_change_as_the_history_records_it(client: httpx.AsyncClient, make: Any) -> None:
+    cid = (await make.customer(name="Ada", owner="kim"))["id"]
+    for n, owner in enumerate(("lee", "max", "sam")):
+        await make.interaction(customer_id=cid, type="call", summary=f"call {n}")
+        r = await client.patch(f"/v1/customers/{cid}", json={"owner": owner, "tags": [f"t{n}"]})
+        assert r.status_code == 200, r.text
+    await make.interaction(customer_id=cid, type="email", summary="after")
+
+    # Page by page (two entries a page), the changes interleave with the interactions by time.
+    url = f"/v1/customers/{cid}/timeline"
+    entries = await every_item(client, url, limit=2)
+    assert [e["kind"] for e in entries] == ["interaction", *["customer_changed", "interaction"] * 3]
+    assert [e["at"] for e in entries] == sorted((e["at"] for e in entries), reverse=True)
+
+    history = await _history(client, cid)
+    changed = [e for e in entries if e["kind"] == "customer_changed"]
+    assert [e["id"] for e in changed] == [h["id"] for h in history]
+    for entry, recorded in zip(changed, history, strict=True):
+        assert {k: entry[k] for k in ("version", "changed_by", "via", "changes")} == {
+            k: recorded[k] for k in ("version", "changed_by", "via", "changes")
+        }
+        assert entry["at"].replace("Z", "+00:00") == recorded["changed_at"].replace("Z", "+00:00")
+    assert _changes(changed[0]) == {"owner": ("max", "sam"), "tags": (["t1"], ["t2"])}
+    assert (changed[-1]["version"], changed[-1]["changed_by"], changed[-1]["via"]) == (2, "test-admin", "update")
+
+    only = (await client.get(url, params={"kind": "customer_changed"})).json()["items"]
+    assert [e["id"] for e in only] == [h["id"] for h in history]
 
 
 def test_the_field_parameter_names_every_recorded_field_and_the_erased_ones_are_the_erasure_s() -> None:

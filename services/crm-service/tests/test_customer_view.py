@@ -93,6 +93,7 @@ async def test_timeline_merges_all_kinds_newest_first_with_pagination(client: ht
         "task_completed",
         "task_created",
         "deal_stage_changed",
+        "customer_changed",  # the deal made the lead an opportunity
         "deal_stage_changed",
         "interaction",
     ]
@@ -104,6 +105,8 @@ async def test_timeline_merges_all_kinds_newest_first_with_pagination(client: ht
         "Proposal",
         "Big one",
     )
+    assert (entries[4]["via"], entries[4]["version"]) == ("deal", 2)
+    assert entries[4]["changes"] == [{"field": "lifecycle_stage", "from": "lead", "to": "opportunity"}]
     assert entries[-1]["id"] == call["id"] and entries[-1]["summary"] == "intro call"
 
     only = (await client.get(f"/v1/customers/{cid}/timeline", params=[("kind", "interaction"), ("kind", "task_created")])).json()

@@ -218,8 +218,16 @@ async def test_events_for_an_erased_customer_keep_no_words_and_make_no_task(
     assert exp["responses"] == 1 and exp["latest_nps"]["score"] == 2 and exp["latest_nps"]["comment"] is None
     assert exp["last_feedback"]["text"] is None
     entries = await timeline(client, cid)
-    assert {e["kind"] for e in entries} == {"feedback.received", "survey.response.submitted", "followup.requested"}
+    assert {e["kind"] for e in entries} == {
+        "feedback.received",
+        "survey.response.submitted",
+        "followup.requested",
+        "customer_changed",  # the erasure itself, without the values it erased
+    }
     assert all(e.get("text") is None and e.get("comment") is None for e in entries)
+    (erasure,) = [e for e in entries if e["kind"] == "customer_changed"]
+    assert erasure["via"] == "erasure"
+    assert all(c["from"] is None and c["to"] is None for c in erasure["changes"] if c["field"] in ("email", "name"))
 
 
 async def test_values_no_row_can_hold_are_refused_before_anything_is_written(

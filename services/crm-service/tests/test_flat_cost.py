@@ -92,4 +92,5 @@ async def test_the_timeline_reads_each_kind_by_index_and_merges_only_a_page(crm_
         "ix_tasks_customer_id_created_at_id",
         "ix_tasks_customer_id_completed_at_id",
         "ix_documents_customer_id_created_at_id",
+        "ix_customer_changes_customer_id_changed_at_id",
     }, shown

@@ -15,6 +15,7 @@ import asyncpg
 from sqlalchemy import DateTime, Integer, Select, String, Uuid, any_, bindparam, literal, select, tuple_, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from crm.customers.models import CustomerChange
 from crm.db import as_money
 from crm.deals.models import Deal, DealStageChange
 from crm.deals.repository import open_deals_query, open_value_query
@@ -64,6 +65,12 @@ def _branches(customer_id: uuid.UUID) -> list[_Branch]:
             select().join_from(DealStageChange, Deal, Deal.id == DealStageChange.deal_id).where(Deal.customer_id == customer_id),
             DealStageChange.changed_at,
             DealStageChange.id,
+        ),
+        _Branch(
+            "customer_changed",
+            select().where(CustomerChange.customer_id == customer_id),
+            CustomerChange.changed_at,
+            CustomerChange.id,
         ),
         _Branch("task_created", select().where(Task.customer_id == customer_id), Task.created_at, Task.id),
         _Branch(
@@ -127,6 +134,7 @@ _STAGE_CHANGES = CompiledQuery(
     .join(Deal, Deal.id == DealStageChange.deal_id)
     .where(DealStageChange.id == any_(_IDS))
 )
+_FIELD_CHANGES = CompiledQuery(select(*row_columns(CustomerChange)).where(CustomerChange.id == any_(_IDS)))
 _TASKS = CompiledQuery(select(*row_columns(Task)).where(Task.id == any_(_IDS)))
 _DOCUMENTS = CompiledQuery(select(*row_columns(Document)).where(Document.id == any_(_IDS)))
 _EXPERIENCE_EVENTS = CompiledQuery(select(*row_columns(ExperienceEvent)).where(ExperienceEvent.id == any_(_IDS)))
@@ -164,6 +172,10 @@ class TimelineRepository:
     async def stage_changes(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Row]:
         """Each with its deal's title (`deal_title`)."""
         return await self._by_id(_STAGE_CHANGES, ids)
+
+    async def field_changes(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Row]:
+        """The page's changes of the customer's fields (its history's entries)."""
+        return await self._by_id(_FIELD_CHANGES, ids)
 
     async def tasks(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Row]:
         return await self._by_id(_TASKS, ids)

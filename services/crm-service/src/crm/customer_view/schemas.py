@@ -8,8 +8,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from crm.customers.models import ChangeVia
+from crm.customers.schemas import HISTORY_EXAMPLE, CustomerRead, FieldChange
 from crm.customers.schemas import READ_EXAMPLE as CUSTOMER_EXAMPLE
-from crm.customers.schemas import CustomerRead
 from crm.deals.schemas import READ_EXAMPLE as DEAL_EXAMPLE
 from crm.deals.schemas import DealRead
 from crm.fields import EXAMPLE_IDS, DecimalText
@@ -184,7 +185,8 @@ class CustomerView(BaseModel):
 class _Entry(BaseModel):
     at: dt.datetime = Field(description="When it happened.")
     id: uuid.UUID = Field(
-        description="The id of the interaction, stage change, task or document; for the CEM's events, the CRM's id of "
+        description="The id of the interaction, stage change, field change (as the customer's history has it), task or "
+        "document; for the CEM's events, the CRM's id of "
         "the event (the CEM's own ids are in the entry's other fields)."
     )
 
@@ -208,6 +210,17 @@ class DealStageEntry(_Entry):
     status: str
     amount: DecimalText | None
     changed_by: str | None
+
+
+class CustomerChangedEntry(_Entry):
+    kind: Literal["customer_changed"] = "customer_changed"
+    version: int = Field(description="The customer's version after this change (its ETag then).")
+    changed_by: str | None = Field(description="The name of the API key that made the change (null: the service itself).")
+    via: ChangeVia | None = Field(
+        description="What made it: `update`, `batch`, `merge`, `erasure`, `lead_conversion`, `deal` (as in the customer's "
+        "history); null for the service's own changes."
+    )
+    changes: list[FieldChange] = Field(description="Each field that changed, in field-name order.")
 
 
 class TaskCreatedEntry(_Entry):
@@ -312,6 +325,7 @@ class FollowupRequestedEntry(_Entry):
 TimelineEntry = Annotated[
     InteractionEntry
     | DealStageEntry
+    | CustomerChangedEntry
     | TaskCreatedEntry
     | TaskCompletedEntry
     | DocumentEntry
@@ -327,6 +341,7 @@ TimelineEntry = Annotated[
 TIMELINE_KINDS = (
     "interaction",
     "deal_stage_changed",
+    "customer_changed",
     "task_created",
     "task_completed",
     "document_added",
@@ -341,6 +356,7 @@ TIMELINE_KINDS = (
 TimelineKind = Literal[
     "interaction",
     "deal_stage_changed",
+    "customer_changed",
     "task_created",
     "task_completed",
     "document_added",
@@ -386,6 +402,15 @@ class Timeline(BaseModel):
                             "status": "open",
                             "amount": "12500.00",
                             "changed_by": "sales-frontend",
+                        },
+                        {
+                            "kind": "customer_changed",
+                            "at": "2026-11-23T10:15:02.114Z",
+                            "id": HISTORY_EXAMPLE["id"],
+                            "version": HISTORY_EXAMPLE["version"],
+                            "changed_by": HISTORY_EXAMPLE["changed_by"],
+                            "via": HISTORY_EXAMPLE["via"],
+                            "changes": HISTORY_EXAMPLE["changes"],
                         },
                         {
                             "kind": "interaction",

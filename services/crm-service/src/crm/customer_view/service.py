@@ -15,6 +15,7 @@ from crm.customer_view.repository import CURSOR_KINDS, Cursor, TimelineRepositor
 from crm.customer_view.schemas import (
     CesSummary,
     CsatSummary,
+    CustomerChangedEntry,
     CustomerView,
     DealStageEntry,
     DocumentEntry,
@@ -179,6 +180,7 @@ async def customer_timeline(pool: asyncpg.Pool, customer_id: uuid.UUID, kinds: l
 
         interactions = await repo.interactions(ids("interaction"))
         changes = await repo.stage_changes(ids("deal_stage_changed"))
+        field_changes = await repo.field_changes(ids("customer_changed"))
         tasks = await repo.tasks(ids("task_created") + ids("task_completed"))
         documents = await repo.documents(ids("document_added"))
         experience = await repo.experience([i for _, k, i in keys if k in EXPERIENCE_KINDS])
@@ -215,6 +217,18 @@ async def customer_timeline(pool: asyncpg.Pool, customer_id: uuid.UUID, kinds: l
                     status=change.to_status,
                     amount=change.amount,
                     changed_by=change.changed_by,
+                )
+            )
+        elif kind == "customer_changed":
+            f = field_changes[entry_id]
+            items.append(
+                CustomerChangedEntry(
+                    at=at,
+                    id=f.id,
+                    version=f.version,
+                    changed_by=f.changed_by,
+                    via=f.via,
+                    changes=customers.field_changes(f.changes),  # type: ignore[arg-type]
                 )
             )
         elif kind == "task_created":

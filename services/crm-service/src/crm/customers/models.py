@@ -67,6 +67,8 @@ class CustomerChange(Base):
     __tablename__ = "customer_changes"
 
     seq: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # The change's key on the customer's timeline (`customer_changed` entries; migration crm0018).
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, server_default=text("gen_random_uuid()"))
     customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("customers.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
@@ -74,7 +76,12 @@ class CustomerChange(Base):
     via: Mapped[str | None] = mapped_column(String(30))
     changes: Mapped[dict[str, Any]] = mapped_column(JSONB)
 
-    __table_args__ = (Index("ix_customer_changes_customer_id_seq", "customer_id", "seq"),)
+    __table_args__ = (
+        Index("ix_customer_changes_customer_id_seq", "customer_id", "seq"),
+        Index("uq_customer_changes_id", "id", unique=True),
+        # The timeline's branch: the customer's changes newest first, a page at a time.
+        Index("ix_customer_changes_customer_id_changed_at_id", "customer_id", "changed_at", "id"),
+    )
 
 
 # What made a recorded change (`customer_changes.via`, set by `repository.note_author`).

@@ -132,6 +132,7 @@ class CustomerPage(Page[CustomerRead]):
 
 HISTORY_EXAMPLE = {
     "seq": 4711,
+    "id": "5b6c7d8e-9fa0-4b1c-8d2e-3f4a5b6c7d8e",
     "version": 3,
     "changed_at": "2026-11-20T09:15:02.114Z",
     "changed_by": "sales-frontend",
@@ -173,6 +174,7 @@ class CustomerChangeRead(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [HISTORY_EXAMPLE]})
 
     seq: int = Field(description="Grows with every change recorded (of any customer): the order of the changes.")
+    id: uuid.UUID = Field(description="The change's id, as its `customer_changed` entry on the customer's timeline has it.")
     version: int = Field(description="The customer's version after this change (its ETag then).")
     changed_at: dt.datetime
     changed_by: str | None = Field(description="The name of the API key that made the change (null: the service itself).")

@@ -369,17 +369,22 @@ async def customer_history(
     entries = [
         {
             "seq": row.seq,
+            "id": row.id,
             "version": row.version,
             "changed_at": row.changed_at,
             "changed_by": row.changed_by,
             "via": row.via,
-            "changes": [
-                {"field": name, "from": change["from"], "to": change["to"]} for name, change in sorted(row.changes.items())
-            ],
+            "changes": field_changes(row.changes),
         }
         for row in rows
     ]
     return entries, cursor
+
+
+def field_changes(changes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """A recorded change (`customer_changes.changes`: field -> {from, to}) as the list the
+    history and the timeline show: one item per field, in field-name order."""
+    return [{"field": name, "from": change["from"], "to": change["to"]} for name, change in sorted(changes.items())]
 
 
 async def list_customers(
