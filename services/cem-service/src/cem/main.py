@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 import cem
 from cem.analytics.router import router as analytics_router
+from cem.analytics.router import survey_results_router
 from cem.config import CEMSettings
 from cem.consumers import crm_customers, interactions
 from cem.customer_data import customer_data
@@ -152,6 +153,7 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
             journeys_router,
             surveys_router,
             survey_preview_router,
+            survey_results_router,
             invitations_router,
             responses_router,
             feedback_router,

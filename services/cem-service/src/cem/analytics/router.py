@@ -9,12 +9,14 @@ from typing import Annotated
 
 from fastapi import Depends, Query
 
-from cem.analytics import drivers, service
+from cem.analytics import drivers, results, service
 from cem.analytics.drivers_schemas import DriverReport
+from cem.analytics.results_schemas import TEXTS_SHOWN, SurveyResults
 from cem.analytics.schemas import Interval, MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
 from cem.deps import SettingsDep
 from cem.fields import From, To
 from cem.surveys.questions import Metric
+from cem.surveys.router import SurveyId
 from cxkit.fields import QueryText
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
@@ -24,6 +26,8 @@ from cxkit.http.problems import problem_responses
 from cxkit.http.routing import GatedRouter
 
 router = GatedRouter(prefix="/analytics", tags=["analytics"], route_class=TypedRoute)
+# A survey's own report, beside the survey's routes.
+survey_results_router = GatedRouter(prefix="/surveys", tags=["surveys"], route_class=TypedRoute)
 
 SurveyFilter = Annotated[
     uuid.UUID | None,
@@ -236,3 +240,26 @@ async def key_drivers(
         min_n=min_n,
     )
     return json_response(report)
+
+
+@survey_results_router.get(
+    "/{survey_id}/results",
+    summary="A survey's results, question by question",
+    description="What the survey's respondents answered, per question, in the survey's order: how many `answered` "
+    "and `skipped` it; for a rating, every score of its scale with its count and share and the `mean`; for a single "
+    "or multi choice, every option with its count and share (of a multi choice's answers, the share that picked it: "
+    f"the shares add up to more than 1); for a text question, the {TEXTS_SHOWN} newest answers (all of them are in "
+    "`GET /v1/responses/export`). An erased customer's text answers count as skipped. Filter by `touchpoint` "
+    "and a window on the answer time (`from` inclusive, `to` exclusive). Counted by the database from the stored "
+    "answers. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def survey_results(
+    survey_id: SurveyId,
+    session: SessionDep,
+    _: Reader,
+    since: From = None,
+    until: To = None,
+    touchpoint: TouchpointFilter = None,
+) -> ModelResponse[SurveyResults]:
+    return json_response(await results.survey_results(session, survey_id, touchpoint=touchpoint, since=since, until=until))

@@ -1,0 +1,105 @@
+"""A survey's results (`GET /v1/surveys/{id}/results`): per question, how many answered and
+skipped it, and what they answered: each score of a rating with the mean, each option of a
+choice, the newest text answers. Counted by the database (`results_repository`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import Counter, defaultdict
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.analytics.results_repository import ResultsRepository, ValueRow, Window
+from cem.analytics.results_schemas import (
+    TEXTS_SHOWN,
+    ChoiceResults,
+    RatingResults,
+    ResultsFilters,
+    SurveyResults,
+    TextAnswer,
+    TextResults,
+    ValueCount,
+)
+from cem.fields import check_window
+from cem.surveys.repository import SurveyRepository
+from cxkit.http.problems import NotFound
+
+
+def _share(count: int, answered: int) -> float:
+    return round(count / answered, 4) if answered else 0.0
+
+
+def _values(listed: list[str], counts: dict[str, int], answered: int) -> list[ValueCount]:
+    """The listed values in their order (0 answers included), then any other the stored
+    answers hold (the API lets no survey with answers change its questions), most given first."""
+    others = sorted((v for v in counts if v not in set(listed)), key=lambda v: (-counts[v], v))
+    return [ValueCount(value=v, count=counts.get(v, 0), share=_share(counts.get(v, 0), answered)) for v in [*listed, *others]]
+
+
+def _counts(q: dict[str, Any], rows: list[ValueRow]) -> dict[str, int]:
+    """Answers per score or option; a multi choice's lists of picks counted per option."""
+    counts: Counter[str] = Counter()
+    for row in rows:
+        if row.value is None:
+            continue
+        if q["type"] == "multi_choice":
+            picks = orjson.loads(row.value)
+            counts.update({str(pick): row.answers for pick in dict.fromkeys(picks)})
+        else:
+            counts[row.value] += row.answers
+    return counts
+
+
+def _question(q: dict[str, Any], rows: list[ValueRow]) -> dict[str, Any]:
+    """The summary of one of the survey's questions from its rows (answers of its type)."""
+    answered = sum(r.answers for r in rows if r.answered)
+    skipped = sum(r.answers for r in rows if not r.answered)
+    base = {"id": q["id"], "type": q["type"], "text": q["text"], "answered": answered, "skipped": skipped}
+    counts = _counts(q, rows)
+    if q["type"] == "rating":
+        total = sum(float(v) * n for v, n in counts.items())
+        return base | {
+            "scale_min": q["scale_min"],
+            "scale_max": q["scale_max"],
+            "mean": round(total / answered, 2) if answered else None,
+            "values": _values([str(s) for s in range(q["scale_min"], q["scale_max"] + 1)], counts, answered),
+        }
+    if q["type"] in ("single_choice", "multi_choice"):
+        return base | {"values": _values(q["options"], counts, answered)}
+    return base | {"latest": []}
+
+
+async def survey_results(
+    session: AsyncSession,
+    survey_id: uuid.UUID,
+    *,
+    touchpoint: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+) -> SurveyResults:
+    check_window(since, until)
+    survey = await SurveyRepository(session).get(survey_id)
+    if survey is None:
+        raise NotFound(f"survey {survey_id} does not exist")
+    window = Window(survey_id, touchpoint, since, until)
+    repo = ResultsRepository(session)
+    responses = await repo.responses(window)
+    rows: dict[tuple[str, str], list[ValueRow]] = defaultdict(list)  # (question id, type as stored)
+    for row in await repo.value_counts(window) if responses else []:
+        rows[(row.question_id, row.type)].append(row)
+    summaries = [_question(q, rows.get((q["id"], q["type"]), [])) for q in survey.questions]
+    for summary in summaries:
+        if summary["type"] == "text" and summary["answered"]:
+            found = await repo.latest_texts(window, summary["id"], TEXTS_SHOWN)
+            summary["latest"] = [TextAnswer(**t) for t in found]
+
+    models = {"rating": RatingResults, "single_choice": ChoiceResults, "multi_choice": ChoiceResults, "text": TextResults}
+    return SurveyResults(
+        survey_id=survey_id,
+        filters=ResultsFilters(touchpoint=touchpoint, from_=since, to=until),
+        responses=responses,
+        questions=[models[s["type"]](**s) for s in summaries],  # type: ignore[misc]
+    )
