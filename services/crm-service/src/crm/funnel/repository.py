@@ -93,3 +93,44 @@ class FunnelRepository(SessionRepository):
             .group_by(sub.c.stage_id)
         )
         return {sid: float(days) for sid, days in await self.session.execute(stmt) if days is not None}
+
+    async def open_by_close_date(
+        self, scope: FunnelScope, start: dt.date, end: dt.date, today: dt.date
+    ) -> list[tuple[str, dt.date | None, uuid.UUID, int, Decimal]]:
+        """The open deals in scope as (`window` | `overdue` | `undated`, expected close date,
+        stage id, count, sum of amounts): expected to close from `start` (inclusive) to `end`
+        (exclusive); or before `today`; or with no date. A deal in a past part of the window is
+        both `window` and `overdue` (one row each)."""
+        open_ = [*scope.conditions(), Deal.status == "open"]
+        date = Deal.expected_close_date
+        parts = [
+            ("window", [date >= start, date < end]),
+            ("overdue", [date < today]),
+            ("undated", [date.is_(None)]),
+        ]
+        found: list[tuple[str, dt.date | None, uuid.UUID, int, Decimal]] = []
+        for part, conditions in parts:
+            stmt = (
+                select(date, Deal.stage_id, func.count(), func.coalesce(func.sum(Deal.amount), 0))
+                .where(*open_, *conditions)
+                .group_by(date, Deal.stage_id)
+            )
+            found += [(part, day, stage_id, int(n), amount) for day, stage_id, n, amount in await self.session.execute(stmt)]
+        return found
+
+    async def closed_by_day(self, scope: FunnelScope, start: dt.date, end: dt.date) -> list[tuple[dt.date, str, int, Decimal]]:
+        """(UTC day closed, won | lost, count, sum of amounts) of the deals in scope closed from
+        `start` (inclusive) to `end` (exclusive)."""
+        day = func.date(func.timezone("UTC", Deal.closed_at))
+        midnight = dt.time(tzinfo=dt.UTC)
+        stmt = (
+            select(day, Deal.status, func.count(), func.coalesce(func.sum(Deal.amount), 0))
+            .where(
+                *scope.conditions(),
+                Deal.status.in_(("won", "lost")),
+                Deal.closed_at >= dt.datetime.combine(start, midnight),
+                Deal.closed_at < dt.datetime.combine(end, midnight),
+            )
+            .group_by(day, Deal.status)
+        )
+        return [(d, status, int(n), amount) for d, status, n, amount in await self.session.execute(stmt)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,3 +77,61 @@ class Funnel(BaseModel):
     lost: ClosedTotals
     win_rate: float | None = Field(description="won / (won + lost), by count; null before any deal closed.")
     generated_at: dt.datetime | None = None
+
+
+# --- the forecast ----------------------------------------------------------------------------
+
+ForecastInterval = Literal["week", "month", "quarter"]
+
+FORECAST_EXAMPLE = {
+    "pipeline_id": EXAMPLE_IDS["pipeline"],
+    "pipeline_name": "Sales pipeline",
+    "interval": "month",
+    "owner": None,
+    "currency": "EUR",
+    "as_of": "2026-12-05",
+    "periods": [
+        {
+            "start": "2026-12-01",
+            "end": "2027-01-01",
+            "expected": {"count": 5, "amount": "61000.00", "weighted_amount": "24400.00"},
+            "won": {"count": 2, "amount": "18000.00"},
+            "lost": {"count": 1, "amount": "4000.00"},
+        },
+        {
+            "start": "2027-01-01",
+            "end": "2027-02-01",
+            "expected": {"count": 3, "amount": "22000.00", "weighted_amount": "4400.00"},
+            "won": {"count": 0, "amount": "0.00"},
+            "lost": {"count": 0, "amount": "0.00"},
+        },
+    ],
+    "overdue": {"count": 2, "amount": "9000.00", "weighted_amount": "5400.00"},
+    "undated": {"count": 4, "amount": "30000.00", "weighted_amount": "3000.00"},
+}
+
+
+class ForecastPeriod(BaseModel):
+    start: dt.date = Field(description="First day of the period (weeks start on Monday).")
+    end: dt.date = Field(description="First day of the next period.")
+    expected: OpenTotals = Field(
+        description="Open deals expected to close in the period (`expected_close_date`), at their stage's probability."
+    )
+    won: ClosedTotals = Field(description="Deals won in the period (UTC day of `closed_at`).")
+    lost: ClosedTotals = Field(description="Deals lost in the period.")
+
+
+class Forecast(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [FORECAST_EXAMPLE]})
+
+    pipeline_id: uuid.UUID
+    pipeline_name: str
+    interval: ForecastInterval
+    owner: str | None
+    currency: str | None
+    as_of: dt.date = Field(description="Today (UTC): open deals expected to close before it are `overdue`.")
+    periods: list[ForecastPeriod]
+    overdue: OpenTotals = Field(
+        description="Open deals whose expected close date has passed, wherever it lies (those in past periods above too)."
+    )
+    undated: OpenTotals = Field(description="Open deals with no expected close date.")

@@ -3,12 +3,14 @@ stage to stage, how long they stay, and how many close won."""
 
 from __future__ import annotations
 
+import bisect
+import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.funnel.repository import FunnelRepository, FunnelScope
-from crm.funnel.schemas import ClosedTotals, Funnel, FunnelStage, OpenTotals
+from crm.funnel.schemas import ClosedTotals, Forecast, ForecastPeriod, Funnel, FunnelStage, OpenTotals
 from crm.pipelines.models import Pipeline, PipelineStage
 from cxkit.db import utcnow
 
@@ -74,3 +76,97 @@ async def build_funnel(session: AsyncSession, pipeline: Pipeline, stages: list[P
         win_rate=round(won_n / (won_n + lost_n), 4) if won_n + lost_n else None,
         generated_at=utcnow(),
     )
+
+
+# --- the forecast ----------------------------------------------------------------------------
+
+
+def period_start(day: dt.date, interval: str) -> dt.date:
+    """The first day of the period holding `day` (weeks start on Monday)."""
+    if interval == "week":
+        return day - dt.timedelta(days=day.weekday())
+    if interval == "quarter":
+        return dt.date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+    return day.replace(day=1)
+
+
+def next_period(start: dt.date, interval: str) -> dt.date:
+    if interval == "week":
+        return start + dt.timedelta(days=7)
+    months = start.month - 1 + (3 if interval == "quarter" else 1)
+    return dt.date(start.year + months // 12, months % 12 + 1, 1)
+
+
+class _Sums:
+    """Deals summed up: count, amount and (for open deals) amount x their stage's probability."""
+
+    def __init__(self) -> None:
+        self.count, self.amount, self.weighted = 0, Decimal(0), Decimal(0)
+
+    def add(self, count: int, amount: Decimal, probability: Decimal) -> None:
+        self.count += count
+        self.amount += amount
+        self.weighted += amount * probability
+
+    def totals(self) -> OpenTotals:
+        return OpenTotals(count=self.count, amount=_money(self.amount), weighted_amount=_money(self.weighted))
+
+    def closed(self) -> ClosedTotals:
+        return ClosedTotals(count=self.count, amount=_money(self.amount))
+
+
+async def build_forecast(
+    session: AsyncSession,
+    pipeline: Pipeline,
+    stages: list[PipelineStage],
+    scope: FunnelScope,
+    *,
+    interval: str,
+    since: dt.date | None,
+    periods: int,
+) -> Forecast:
+    """Per period from the one holding `since` (default: today, UTC): the open deals expected to
+    close in it, weighted by their stage's probability, and the deals won and lost in it; then
+    the open deals overdue and those without a date."""
+    today = utcnow().date()
+    starts = [period_start(since or today, interval)]
+    for _ in range(periods):
+        starts.append(next_period(starts[-1], interval))
+    probability = {s.id: s.probability for s in stages}
+    repo = FunnelRepository(session)
+
+    expected = [_Sums() for _ in range(periods)]
+    overdue, undated = _Sums(), _Sums()
+    for part, day, stage_id, count, amount in await repo.open_by_close_date(scope, starts[0], starts[-1], today):
+        sums = undated if part == "undated" else overdue if part == "overdue" else expected[_index(starts, day)]
+        sums.add(count, amount, probability.get(stage_id, Decimal(0)))
+    closed = [{"won": _Sums(), "lost": _Sums()} for _ in range(periods)]
+    for day, status, count, amount in await repo.closed_by_day(scope, starts[0], starts[-1]):
+        closed[_index(starts, day)][status].add(count, amount, Decimal(0))
+
+    return Forecast(
+        pipeline_id=pipeline.id,
+        pipeline_name=pipeline.name,
+        interval=interval,  # type: ignore[arg-type]
+        owner=scope.owner,
+        currency=scope.currency,
+        as_of=today,
+        periods=[
+            ForecastPeriod(
+                start=starts[i],
+                end=starts[i + 1],
+                expected=expected[i].totals(),
+                won=closed[i]["won"].closed(),
+                lost=closed[i]["lost"].closed(),
+            )
+            for i in range(periods)
+        ],
+        overdue=overdue.totals(),
+        undated=undated.totals(),
+    )
+
+
+def _index(starts: list[dt.date], day: dt.date | None) -> int:
+    """Which period (of those starting at `starts`, the last entry being the end) holds `day`."""
+    assert day is not None
+    return bisect.bisect_right(starts, day) - 1
