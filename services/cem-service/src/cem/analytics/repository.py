@@ -21,8 +21,10 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     union_all,
 )
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.followups.models import Followup
 from cem.invitations.models import Invitation
@@ -470,6 +472,85 @@ class AnalyticsRepository(SessionRepository):
                 )
             )
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class StageProgress:
+    """One journey stage's traffic in a window: visits of its touchpoints (and how many of them
+    anonymous), the known customers who visited it, how many of those visited the next stage at
+    or after their first visit of this one, and the median days from their first visit here to
+    their first visit there (over those whose first visit there came later)."""
+
+    visits: int = 0
+    anonymous_visits: int = 0
+    customers: int = 0
+    reached_next: int = 0
+    median_days_to_next: float | None = None
+
+
+# The journey's (stage index, touchpoint key) pairs; a touchpoint may be a step of several stages.
+_STEPS = "unnest(CAST(:stages AS integer[]), CAST(:keys AS text[])) AS s(stage, key)"
+_VISITS = f"""
+SELECT s.stage, count(*) AS visits, count(*) FILTER (WHERE ti.customer_id IS NULL) AS anonymous
+  FROM touchpoint_interactions ti JOIN {_STEPS} ON ti.touchpoint = s.key
+ WHERE {{window}}
+ GROUP BY s.stage
+"""
+_PROGRESS = f"""
+WITH firsts AS (
+    SELECT s.stage, ti.customer_id, min(ti.occurred_at) AS first_at, max(ti.occurred_at) AS last_at
+      FROM touchpoint_interactions ti JOIN {_STEPS} ON ti.touchpoint = s.key
+     WHERE ti.customer_id IS NOT NULL AND {{window}}
+     GROUP BY s.stage, ti.customer_id
+)
+SELECT f.stage, count(*) AS customers,
+       count(*) FILTER (WHERE n.last_at >= f.first_at) AS reached_next,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM n.first_at - f.first_at) / 86400.0)
+           FILTER (WHERE n.first_at >= f.first_at) AS median_days
+  FROM firsts f LEFT JOIN firsts n ON n.customer_id = f.customer_id AND n.stage = f.stage + 1
+ GROUP BY f.stage
+"""
+_ENTERED = f"""
+SELECT count(DISTINCT ti.customer_id)
+  FROM touchpoint_interactions ti JOIN {_STEPS} ON ti.touchpoint = s.key
+ WHERE ti.customer_id IS NOT NULL AND {{window}}
+"""
+
+
+class JourneyTrafficRepository(SessionRepository):
+    """A journey's traffic: its stages given as lists of touchpoint keys, in order."""
+
+    def __init__(
+        self, session: AsyncSession, stage_keys: Sequence[Sequence[str]], since: dt.datetime | None, until: dt.datetime | None
+    ) -> None:
+        super().__init__(session)
+        pairs = [(i, key) for i, keys in enumerate(stage_keys) for key in keys]
+        conditions = ["ti.occurred_at >= :since" if since else "", "ti.occurred_at < :until" if until else ""]
+        self._window = " AND ".join(c for c in conditions if c) or "true"
+        self._params: dict[str, Any] = {"stages": [i for i, _ in pairs], "keys": [k for _, k in pairs]}
+        self._params |= {k: v for k, v in (("since", since), ("until", until)) if v is not None}
+
+    async def _rows(self, sql: str) -> list[Any]:
+        return list(await self.session.execute(text(sql.format(window=self._window)), self._params))
+
+    async def progress(self) -> dict[int, StageProgress]:
+        """Stage index -> its traffic (stages nobody visited are left out)."""
+        visits = {stage: (int(n), int(anonymous)) for stage, n, anonymous in await self._rows(_VISITS)}
+        progress = {int(row.stage): row for row in await self._rows(_PROGRESS)}
+        return {
+            stage: StageProgress(
+                visits=visits.get(stage, (0, 0))[0],
+                anonymous_visits=visits.get(stage, (0, 0))[1],
+                customers=int(progress[stage].customers) if stage in progress else 0,
+                reached_next=int(progress[stage].reached_next) if stage in progress else 0,
+                median_days_to_next=_float(progress[stage].median_days) if stage in progress else None,
+            )
+            for stage in visits.keys() | progress.keys()
+        }
+
+    async def entered(self) -> int:
+        """Known customers who visited any stage."""
+        return int((await self._rows(_ENTERED))[0][0])
 
 
 def _float(value: Any) -> float | None:

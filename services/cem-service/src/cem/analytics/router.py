@@ -12,9 +12,10 @@ from fastapi import Depends, Query
 from cem.analytics import drivers, results, service
 from cem.analytics.drivers_schemas import DriverReport
 from cem.analytics.results_schemas import TEXTS_SHOWN, SurveyResults
-from cem.analytics.schemas import Interval, MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
+from cem.analytics.schemas import Interval, JourneyReport, MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
 from cem.deps import SettingsDep
 from cem.fields import From, To
+from cem.journeys.router import JourneyId
 from cem.surveys.questions import Metric
 from cem.surveys.router import SurveyId
 from cxkit.fields import QueryText
@@ -193,6 +194,23 @@ async def suppressions(
 ) -> ModelResponse[SuppressionReport]:
     report = await service.suppression_report(session, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
     return json_response(report)
+
+
+@router.get(
+    "/journeys/{journey_id}",
+    summary="A journey, stage by stage",
+    description="How customers move through a journey in a window on the interaction time (`from` inclusive, `to` "
+    "exclusive): per stage, in the journey's order, the visits of its touchpoints (and how many of them anonymous), "
+    "the known customers who visited it, how many of those visited the next stage at or after their first visit of "
+    "this one (`reached_next`, `conversion_to_next`) and the median days it took them, and the NPS, CSAT and CES of "
+    "the answers about its touchpoints in the window, with 95% intervals. `customers` counts those who visited any "
+    "stage. Visits come from `cx.interactions.v1`. Computed by the database. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def journey_report(
+    journey_id: JourneyId, session: SessionDep, _: Reader, since: From = None, until: To = None
+) -> ModelResponse[JourneyReport]:
+    return json_response(await service.journey_report(session, journey_id, since=since, until=until))
 
 
 @router.get(

@@ -271,3 +271,70 @@ class SuppressionReport(BaseModel):
     filters: RecoveryFilters
     total: int = Field(description="Invitations suppressed in the window.")
     reasons: dict[str, int] = Field(description="Per reason: opted_out, erased, survey_throttle, fatigue.")
+
+
+EXAMPLE_JOURNEY_STAGE = {
+    "name": "Purchase",
+    "touchpoints": ["checkout", "payment"],
+    "visits": 5400,
+    "anonymous_visits": 310,
+    "customers": 2900,
+    "reached_next": 1740,
+    "conversion_to_next": 0.6,
+    "median_days_to_next": 2.5,
+    "nps": {"n": 410, "score": 31.1, "ci95": {"low": 24.0, "high": 38.2}},
+    "csat": {"n": 0, "score": None, "ci95": None},
+    "ces": {"n": 120, "score": 5.4, "ci95": {"low": 5.1, "high": 5.7}},
+}
+EXAMPLE_JOURNEY = {
+    "journey_id": "8a1e3c52-6b0f-4d7e-9f2a-1c3b5d7e9f01",
+    "name": "Online order",
+    "filters": {"survey_id": None, "touchpoint": None, "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"},
+    "customers": 4100,
+    "stages": [
+        EXAMPLE_JOURNEY_STAGE,
+        {
+            **EXAMPLE_JOURNEY_STAGE,
+            "name": "Support",
+            "touchpoints": ["support-chat"],
+            "visits": 2100,
+            "anonymous_visits": 0,
+            "customers": 1900,
+            "reached_next": 0,
+            "conversion_to_next": None,
+            "median_days_to_next": None,
+        },
+    ],
+}
+
+
+class JourneyStageReport(BaseModel):
+    name: str
+    touchpoints: list[str] = Field(description="The keys of the stage's touchpoints, in order.")
+    visits: int = Field(description="Interactions at the stage's touchpoints in the window.")
+    anonymous_visits: int = Field(
+        description="Of those, how many were by no known customer (an address the CEM knows no customer by): they are "
+        "not in `customers`."
+    )
+    customers: int = Field(description="Known customers who visited the stage in the window.")
+    reached_next: int = Field(
+        description="Of those, how many visited the next stage at or after their first visit of this one (0 for the last)."
+    )
+    conversion_to_next: float | None = Field(description="reached_next / customers (0-1); null for the last stage or nobody.")
+    median_days_to_next: float | None = Field(
+        description="Median days from a customer's first visit of this stage to their first visit of the next, over "
+        "those whose first visit there came later."
+    )
+    nps: MetricSummary = Field(description="Answers about the stage's touchpoints in the window.")
+    csat: MetricSummary
+    ces: MetricSummary
+
+
+class JourneyReport(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_JOURNEY]})
+
+    journey_id: uuid.UUID
+    name: str
+    filters: Filters
+    customers: int = Field(description="Known customers who visited any stage of the journey in the window.")
+    stages: list[JourneyStageReport] = Field(description="In the journey's order.")

@@ -10,11 +10,21 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.analytics import stats
-from cem.analytics.repository import Aggregate, AnalyticsRepository, Durations, Recovery, RecoveryTimes
+from cem.analytics.repository import (
+    Aggregate,
+    AnalyticsRepository,
+    Durations,
+    JourneyTrafficRepository,
+    Recovery,
+    RecoveryTimes,
+    StageProgress,
+)
 from cem.analytics.schemas import (
     DurationStats,
     Filters,
     Interval95,
+    JourneyReport,
+    JourneyStageReport,
     MetricReport,
     MetricSummary,
     RecoveryCounts,
@@ -32,6 +42,7 @@ from cem.analytics.schemas import (
     TouchpointReport,
 )
 from cem.fields import check_window
+from cem.journeys.repository import JourneyRepository
 from cem.suppressions.repository import SuppressionRepository
 from cem.surveys.questions import METRIC_SCALES
 from cem.surveys.repository import SurveyRepository
@@ -293,4 +304,54 @@ async def suppression_report(
         filters=RecoveryFilters(survey_id=survey_id, touchpoint=touchpoint, from_=since, to=until),
         total=sum(counts.values()),
         reasons=reasons,
+    )
+
+
+async def journey_report(
+    session: AsyncSession, journey_id: uuid.UUID, *, since: dt.datetime | None, until: dt.datetime | None
+) -> JourneyReport:
+    """A journey stage by stage: traffic, how customers move on to the next stage, and the
+    scores of the answers about its touchpoints; a fixed number of grouped queries."""
+    check_window(since, until)
+    journey = await JourneyRepository(session).get(journey_id)
+    if journey is None:
+        raise NotFound(f"journey {journey_id} does not exist")
+    stages = (await JourneyRepository(session).stages_of([journey_id])).get(journey_id, [])
+    stage_keys = [[t.key for t in touchpoints] for _, touchpoints in stages]
+    traffic = JourneyTrafficRepository(session, stage_keys, since, until)
+    progress = await traffic.progress()
+    keys = sorted({key for keys in stage_keys for key in keys})
+    repo = AnalyticsRepository(session)
+    scores = {m: await repo.scores_per_touchpoint(m, keys, since, until) if keys else {} for m in ("nps", "csat", "ces")}
+
+    reports = []
+    for i, (stage, _) in enumerate(stages):
+        p = progress.get(i, StageProgress())
+        last = i == len(stages) - 1
+        summaries = {}
+        for metric, per_touchpoint in scores.items():
+            found = [per_touchpoint[k] for k in stage_keys[i] if k in per_touchpoint]
+            total = Aggregate.empty(metric)
+            for aggregate in found:
+                total.add(aggregate)
+            summaries[metric] = _summary(metric, total if found else None)
+        reports.append(
+            JourneyStageReport(
+                name=stage.name,
+                touchpoints=stage_keys[i],
+                visits=p.visits,
+                anonymous_visits=p.anonymous_visits,
+                customers=p.customers,
+                reached_next=0 if last else p.reached_next,
+                conversion_to_next=None if last or not p.customers else stats.rounded(p.reached_next / p.customers),
+                median_days_to_next=None if last else stats.rounded(p.median_days_to_next),
+                **summaries,
+            )
+        )
+    return JourneyReport(
+        journey_id=journey.id,
+        name=journey.name,
+        filters=Filters(survey_id=None, touchpoint=None, from_=since, to=until),
+        customers=await traffic.entered() if keys else 0,
+        stages=reports,
     )
