@@ -49,6 +49,7 @@ def crm_settings(crm_database_url: str, broker: DevBroker, tmp_path_factory: pyt
         run_relay=False,
         run_consumers=False,
         run_webhook_worker=False,
+        run_task_reminders=False,  # tests announce overdue tasks themselves (test_task_reminders)
         log_json=False,
         documents_dir=str(tmp_path_factory.mktemp("documents")),
     )

@@ -60,6 +60,14 @@ class CRMSettings(ServiceSettings):
         description="Who a follow-up task is escalated to when the CEM reports it overdue (`followup.overdue`): the "
         "task gets this second owner (`escalated_to`) and urgent priority, once. Unset: only the priority is raised.",
     )
+    run_task_reminders: bool = Field(
+        True,
+        description="Announce `task.overdue` inside the web process when an open task's due time passes (once per due "
+        "time; replicas share the work).",
+    )
+    task_reminders_interval_s: float = Field(
+        30.0, gt=0, description="How often the reminders look for open tasks whose due time has passed."
+    )
     documents_share_max_seconds: int = Field(7 * 24 * 3600, description="Longest lifetime of a shared document link.")
     run_imports: bool = Field(True, description="Run the import-job worker (`POST /v1/imports`) inside the web process.")
     imports_max_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Largest CSV accepted by `POST /v1/imports` (bytes).")

@@ -30,6 +30,7 @@ from crm.interactions.router import router as interactions_router
 from crm.leads.router import router as leads_router
 from crm.pipelines.router import router as pipelines_router
 from crm.tasks.router import router as tasks_router
+from crm.tasks.service import run_reminders
 from cxkit.dashboard.pages import install_dashboard
 from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS, event_types_on
 from cxkit.http.app import install_platform
@@ -92,31 +93,50 @@ def build_consumers(settings: CRMSettings) -> Any:
 
 
 def with_import_worker(settings: CRMSettings, base: Callable[[FastAPI], Any]) -> Callable[[FastAPI], Any]:
-    """The service's lifespan, plus the worker that runs import jobs (`crm.imports.worker`)."""
+    """The service's lifespan, plus the worker that runs import jobs (`crm.imports.worker`) and
+    the task reminders."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with base(app):
             app.state.import_worker = None
-            if not settings.run_imports:
-                yield
-                return
-            worker = ImportWorker(
-                settings.database_url,
-                writers=settings.imports_writers,
-                poll_seconds=settings.imports_poll_seconds,
-                retention_days=settings.imports_retention_days,
-            )
-            app.state.import_worker = worker
-            task = asyncio.create_task(worker.run(), name="import-worker")
-            try:
-                yield
-            finally:
-                await worker.stop()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(task, 30)
+            async with _task_reminders(settings, app):
+                if not settings.run_imports:
+                    yield
+                    return
+                worker = ImportWorker(
+                    settings.database_url,
+                    writers=settings.imports_writers,
+                    poll_seconds=settings.imports_poll_seconds,
+                    retention_days=settings.imports_retention_days,
+                )
+                app.state.import_worker = worker
+                task = asyncio.create_task(worker.run(), name="import-worker")
+                try:
+                    yield
+                finally:
+                    await worker.stop()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await asyncio.wait_for(task, 30)
 
     return lifespan
+
+
+@asynccontextmanager
+async def _task_reminders(settings: CRMSettings, app: FastAPI) -> AsyncIterator[None]:
+    """`task.overdue` announced beside the web process (`crm.tasks.service.run_reminders`)."""
+    if not settings.run_task_reminders:
+        yield
+        return
+    task = asyncio.create_task(
+        run_reminders(app.state.session_factory, settings.task_reminders_interval_s), name="task-reminders"
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def create_app(settings: CRMSettings | None = None) -> FastAPI:

@@ -89,6 +89,22 @@ class TaskCompleted(Payload):
     completed_by: str | None = None
 
 
+class TaskOverdue(Payload):
+    """An open task's due time has passed: announced once per due time (a later due time, or
+    the task reopened, may be announced again), for whoever reminds its owner."""
+
+    task_id: uuid.UUID
+    customer_id: uuid.UUID
+    deal_id: uuid.UUID | None = None
+    title: str
+    owner: str | None = None
+    escalated_to: str | None = Field(None, description="The second owner of an escalated follow-up.")
+    priority: str
+    due_at: TimestampAsSent
+    origin: str | None = None
+    origin_ref: str | None = None
+
+
 # --- cx.interactions.v1 -----------------------------------------------------------------
 
 

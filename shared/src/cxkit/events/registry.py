@@ -19,6 +19,7 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
     "lead.converted": (CRM_CUSTOMERS, p.LeadConverted),
     "deal.stage_changed": (CRM_CUSTOMERS, p.DealStageChanged),
     "task.completed": (CRM_CUSTOMERS, p.TaskCompleted),
+    "task.overdue": (CRM_CUSTOMERS, p.TaskOverdue),
     "interaction.recorded": (CX_INTERACTIONS, p.InteractionRecorded),
     "survey.invited": (CEM_FEEDBACK, p.SurveyInvited),
     "survey.throttled": (CEM_FEEDBACK, p.SurveyThrottled),

@@ -35,6 +35,8 @@ class Task(Base):
     # A follow-up past its SLA (`followup.overdue`) gets a second owner and urgent priority, once.
     escalated_to: Mapped[str | None] = mapped_column(String(200))
     escalated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When `task.overdue` announced that the due time passed; cleared by a new due time or a reopening.
+    overdue_announced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -55,6 +57,12 @@ class Task(Base):
         Index("ix_tasks_created_at_id", "created_at", "id"),
         Index("ix_tasks_updated_at_id", "updated_at", "id"),  # a sync: updated_from, sort=updated_at
         Index("ix_tasks_due_at_id", "due_at", "id"),
+        # The open tasks whose passing due time is still to be announced (`task.overdue`).
+        Index(
+            "ix_tasks_due_at_unannounced",
+            "due_at",
+            postgresql_where=text("status = 'open' AND due_at IS NOT NULL AND overdue_announced_at IS NULL"),
+        ),
         # One task per CEM follow-up, however often its request arrives.
         Index("uq_tasks_followup_origin_ref", "origin_ref", unique=True, postgresql_where=text("origin = 'followup'")),
     )

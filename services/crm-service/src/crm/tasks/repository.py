@@ -71,6 +71,18 @@ class TaskRepository(Repository[Task]):
         stmt = select(Task).from_statement(open_for_customer_query(customer_id, limit))
         return list((await self.session.scalars(stmt)).all())
 
+    async def claim_overdue(self, now: dt.datetime, limit: int) -> list[Task]:
+        """Up to `limit` open tasks whose due time has passed and is not announced yet, oldest
+        due first, locked; those another replica's pass holds are skipped (it announces them)."""
+        stmt = (
+            select(Task)
+            .where(Task.status == "open", Task.due_at <= now, Task.overdue_announced_at.is_(None))
+            .order_by(Task.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         await self.session.execute(
             update(Task).where(Task.customer_id == duplicate_id).values(customer_id=survivor_id, **next_version(Task))

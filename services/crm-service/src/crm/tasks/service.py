@@ -3,10 +3,13 @@ once, and every completion announced as `task.completed`."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import logging
 import uuid
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm.customers import service as customers
 from crm.db import SOURCE, OutboxMessage
@@ -17,11 +20,13 @@ from crm.tasks.repository import SORT_KEYS, TaskFilters, TaskRepository
 from crm.tasks.schemas import TaskCreate, TaskUpdate
 from cxkit import keyset
 from cxkit.db import new_id, utcnow
-from cxkit.events.payloads import TaskCompleted
+from cxkit.events.payloads import TaskCompleted, TaskOverdue
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable, field_problem
 from cxkit.kafka.outbox import add_event
+
+log = logging.getLogger(__name__)
 
 
 def _body_error(field: str, msg: str) -> Unprocessable:
@@ -97,6 +102,8 @@ async def update_task(
         if field in data.model_fields_set and getattr(data, field) != getattr(task, field):
             setattr(task, field, getattr(data, field))
             changed = True
+            if field == "due_at":
+                task.overdue_announced_at = None  # the new due time is announced when it passes
     completed_now = False
     if data.status is not None and data.status != task.status:
         now = utcnow()
@@ -104,6 +111,8 @@ async def update_task(
         task.completed_at = now if data.status == "completed" else None
         task.completed_by = actor if data.status == "completed" else None
         completed_now = data.status == "completed"
+        if data.status == "open":
+            task.overdue_announced_at = None  # reopened: announced again if still (or once) overdue
         changed = True
     if not changed:
         return task
@@ -128,6 +137,58 @@ async def update_task(
             ),
         )
     return task
+
+
+OVERDUE_BATCH = 500
+
+
+async def announce_overdue(session: AsyncSession, *, now: dt.datetime | None = None, limit: int = OVERDUE_BATCH) -> int:
+    """Announce `task.overdue` for up to `limit` open tasks whose due time has passed, each
+    once per due time, in the caller's transaction; returns how many. Concurrent passes (other
+    replicas) announce disjoint tasks."""
+    now = now or utcnow()
+    tasks = await TaskRepository(session).claim_overdue(now, limit)
+    for task in tasks:
+        assert task.due_at is not None
+        task.overdue_announced_at = now
+        add_event(
+            session,
+            OutboxMessage,
+            "task.overdue",
+            source=SOURCE,
+            subject=task.customer_id,
+            data=TaskOverdue(
+                task_id=task.id,
+                customer_id=task.customer_id,
+                deal_id=task.deal_id,
+                title=task.title,
+                owner=task.owner,
+                escalated_to=task.escalated_to,
+                priority=task.priority,
+                due_at=task.due_at,
+                origin=task.origin,
+                origin_ref=task.origin_ref,
+            ),
+        )
+    return len(tasks)
+
+
+async def run_reminders(session_factory: async_sessionmaker[AsyncSession], interval_s: float) -> None:
+    """`announce_overdue` every `interval_s` (a full batch goes on at once) until cancelled; a
+    failed pass is logged and tried again at the next."""
+    while True:
+        try:
+            async with session_factory() as session, session.begin():
+                announced = await announce_overdue(session)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("task reminders failed", extra={"error": repr(exc)})
+            announced = 0
+        if announced:
+            log.info("overdue tasks announced", extra={"tasks": announced})
+        if announced < OVERDUE_BATCH:
+            await asyncio.sleep(interval_s)
 
 
 async def delete_task(session: AsyncSession, task_id: uuid.UUID, if_match: str | None) -> None:
