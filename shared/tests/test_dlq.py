@@ -4,13 +4,14 @@ the dev broker and PostgreSQL, with a real EventConsumer putting them there."""
 from __future__ import annotations
 
 import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from cxkit.dlq import REDRIVEN_FROM, DeadLetter, read_dead_letters, redrive
+from cxkit.dlq import REDRIVEN_FROM, DeadLetter, Listing, read_dead_letters, redrive
 from cxkit.events.registry import dlq_topic
 from cxkit.kafka.consumer import Delivery, EventConsumer, PermanentEventError
 from cxkit.settings import ServiceSettings
@@ -138,3 +139,35 @@ async def test_a_dead_letter_older_than_the_consumers_memory_is_never_sent_again
     assert (young.too_old, young.redrivable) == (False, True)
     with pytest.raises(ValueError, match="not applied yet"):
         await redrive(settings, [old])
+
+
+async def test_a_dlq_of_thousands_is_listed_in_the_memory_of_a_few(
+    kit_settings: ServiceSettings, sessions: Sessions, topic: str
+) -> None:
+    """`dlq list` reads the letters one at a time and keeps counts and the latest few, not
+    the messages: 3,000 letters of 16 KB (48 MB) are listed with a fraction of that."""
+    consumer = f"kit-dlq-big-{uuid.uuid4().hex[:8]}"
+    dlq_headers = {
+        "dlq.reason": b"handler failed after 3 attempts: ValueError('handler bug')",
+        "dlq.original_topic": topic.encode(),
+        "dlq.consumer": consumer.encode(),
+    }
+    padding = b"x" * 16_000
+    event = b'{"specversion":"1.0","id":"evt-%d","source":"urn:x","type":"customer.updated","pad":"%s"}'
+    messages = [(b"k%d" % n, event % (n, padding)) for n in range(3000)]
+    await publish(kit_settings.kafka_bootstrap_servers, dlq_topic(topic), messages, **dlq_headers)
+
+    listing = Listing(limit=5)
+    tracemalloc.start()
+    try:
+        async for letter in read_dead_letters(kit_settings, sessions, ProcessedEvent, {consumer: [topic]}):
+            listing.add(letter)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert listing.total == 3000 and listing.counts == {(consumer, "handler_failed"): 3000}
+    assert listing.applied == {(consumer, "handler_failed"): 0}
+    latest = listing.latest()
+    assert len(latest) == 5 and [letter.at for letter in latest] == sorted(letter.at for letter in latest)
+    assert all(letter.value is None and letter.event_id is not None for letter in latest)
+    assert peak < 16_000_000, f"peak {peak / 1e6:.1f} MB while listing 48 MB of dead letters"

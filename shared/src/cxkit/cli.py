@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -278,7 +278,7 @@ def _add_dlq_commands(
     processed_model: type[Any],
     consumers: Callable[[Any], dict[str, list[str]]],
 ) -> None:
-    from cxkit.dlq import DeadLetter, read_dead_letters, redrive
+    from cxkit.dlq import DeadLetter, Listing, read_dead_letters, redrive
 
     dlq = typer.Typer(help="Dead letters: what the consumers sent to <topic>.dlq, and sending them again.", no_args_is_help=True)
     app.add_typer(dlq, name="dlq")
@@ -301,14 +301,13 @@ def _add_dlq_commands(
             raise typer.Exit(2)
         return settings, ({consumer: live[consumer]} if consumer else live), set(reasons or DLQ_REASONS)
 
-    async def letters(settings: ServiceSettings, wanted: dict[str, list[str]], kinds: set[str]) -> list[DeadLetter]:
+    async def each_letter(settings: ServiceSettings, wanted: dict[str, list[str]], kinds: set[str]) -> AsyncIterator[DeadLetter]:
+        """The dead letters of these consumers and reason kinds, one at a time as read."""
         engine = make_engine(settings.database_url)
         try:
-            return [
-                letter
-                async for letter in read_dead_letters(settings, make_session_factory(engine), processed_model, wanted)
-                if letter.reason_kind in kinds
-            ]
+            async for letter in read_dead_letters(settings, make_session_factory(engine), processed_model, wanted):
+                if letter.reason_kind in kinds:
+                    yield letter
         finally:
             await engine.dispose()
 
@@ -321,24 +320,32 @@ def _add_dlq_commands(
         as_json: Annotated[bool, typer.Option("--json", help="Every one as a JSON line on stdout, no table.")] = False,
     ) -> None:
         """Counts per consumer and reason kind (and how many were applied since), then the last
-        dead letters with their reason, original topic/partition/offset and event."""
+        dead letters with their reason, original topic/partition/offset and event. Read one at a
+        time: a DLQ of millions needs no more memory than one of ten."""
         settings, wanted, kinds = chosen(consumer, reason)
-        found = [letter for letter in asyncio.run(letters(settings, wanted, kinds)) if not (pending and letter.applied)]
-        found.sort(key=lambda letter: (letter.at, letter.place))  # oldest first, across partitions
+
+        async def listing() -> Listing:
+            found = Listing(0 if as_json else limit)
+            async for letter in each_letter(settings, wanted, kinds):
+                if pending and letter.applied:
+                    continue
+                if as_json:
+                    print(json.dumps(letter.summary()))
+                found.add(letter)
+            return found
+
+        found = asyncio.run(listing())
         if as_json:
-            for letter in found:
-                print(json.dumps(letter.summary()))
             return
-        counts = Counter((letter.consumer, letter.reason_kind, letter.applied) for letter in found)
-        totals = Table("consumer", "reason", "dead letters", "applied since", title=f"{len(found)} dead letter(s)")
-        for (who, kind), n in sorted(Counter((c, k) for c, k, _ in counts.elements()).items()):
-            totals.add_row(who, kind, str(n), str(counts[(who, kind, True)]))
+        totals = Table("consumer", "reason", "dead letters", "applied since", title=f"{found.total} dead letter(s)")
+        for (who, kind), n in sorted(found.counts.items()):
+            totals.add_row(who, kind, str(n), str(found.applied[(who, kind)]))
         out = Console()
         out.print(totals)
-        if limit and found:
+        if limit and found.total:
             table = Table("dlq", "at", "consumer", "reason", "event", "applied")
             applied_text = {True: "yes", False: "no"}
-            for letter in found[-limit:]:
+            for letter in found.latest():
                 event = f"{letter.event_type or '?'} {letter.event_id or '(none)'}"
                 table.add_row(
                     letter.place,
@@ -362,22 +369,37 @@ def _add_dlq_commands(
         go, each event once; every consumer of the topic skips an event it applied already, so
         only the one that failed applies it. Messages that are no event (`malformed`) stay."""
         settings, wanted, kinds = chosen(consumer, reason)
-        found = asyncio.run(letters(settings, wanted, kinds))
-        once: dict[tuple[str, str | None], DeadLetter] = {}
-        for letter in found:
-            if letter.redrivable:
-                once.setdefault((letter.original_topic, letter.event_id), letter)
-        applied = sum(letter.applied for letter in found)
-        too_old = sum(letter.too_old and not letter.applied for letter in found)
-        left = len(found) - applied - too_old - len(once)
+
+        async def survey() -> tuple[dict[tuple[str, str | None], str], Counter[str]]:
+            """Which letter of each event goes again (the first met), and how many of each kind;
+            no message is kept."""
+            once: dict[tuple[str, str | None], str] = {}
+            tally: Counter[str] = Counter()
+            async for letter in each_letter(settings, wanted, kinds):
+                tally["found"] += 1
+                tally["applied"] += letter.applied
+                tally["too_old"] += letter.too_old and not letter.applied
+                if letter.redrivable:
+                    once.setdefault((letter.original_topic, letter.event_id), letter.place)
+            return once, tally
+
+        async def chosen_letters(once: dict[tuple[str, str | None], str]) -> AsyncIterator[DeadLetter]:
+            """Read again: the letters the survey chose, still to send."""
+            async for letter in each_letter(settings, wanted, kinds):
+                if letter.redrivable and once.get((letter.original_topic, letter.event_id)) == letter.place:
+                    yield letter
+
+        once, tally = asyncio.run(survey())
+        left = tally["found"] - tally["applied"] - tally["too_old"] - len(once)
         console.print(
-            f"{len(found)} dead letter(s): {len(once)} event(s) to send again, {applied} applied since, {left} left (no "
-            f"event to send: malformed, or a repeat of one sent), {too_old} too old to send again safely (dead-lettered "
-            f"over {settings.processed_events_retention_days - 1} days ago: PROCESSED_EVENTS_RETENTION_DAYS less a day)"
+            f"{tally['found']} dead letter(s): {len(once)} event(s) to send again, {tally['applied']} applied since, {left} "
+            f"left (no event to send: malformed, or a repeat of one sent), {tally['too_old']} too old to send again safely "
+            f"(dead-lettered over {settings.processed_events_retention_days - 1} days ago: PROCESSED_EVENTS_RETENTION_DAYS "
+            "less a day)"
         )
         if dry_run or not once:
             return
         if not yes:
             typer.confirm(f"Send {len(once)} event(s) again to {settings.kafka_bootstrap_servers}?", abort=True)
-        sent = asyncio.run(redrive(settings, list(once.values())))
+        sent = asyncio.run(redrive(settings, chosen_letters(once)))
         console.print(f"[green]sent {sent} event(s) again[/green]")

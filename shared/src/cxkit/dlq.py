@@ -13,9 +13,12 @@ memory of applied events (PROCESSED_EVENTS_RETENTION_DAYS less a day: `too_old`)
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Collection, Mapping
+import heapq
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,28 +200,77 @@ async def _applied(
     return {(consumer, event_id) for consumer, event_id in rows} & pairs  # type: ignore[operator]
 
 
-async def redrive(settings: ServiceSettings, letters: list[DeadLetter]) -> int:
+def _order(letter: DeadLetter) -> tuple[dt.datetime, str, int, int]:
+    return (letter.at, letter.dlq_topic, letter.partition, letter.offset)
+
+
+@dataclass
+class Listing:
+    """What `dlq list` shows of dead letters read one at a time: how many per consumer and
+    reason kind (and how many of those were applied since), and the `limit` latest, kept
+    without their message bytes. Its size does not grow with the DLQ's."""
+
+    limit: int
+    total: int = 0
+    counts: Counter[tuple[str, str]] = dataclasses.field(default_factory=Counter)
+    applied: Counter[tuple[str, str]] = dataclasses.field(default_factory=Counter)
+    _latest: list[tuple[tuple[dt.datetime, str, int, int], DeadLetter]] = dataclasses.field(default_factory=list)
+
+    def add(self, letter: DeadLetter) -> None:
+        self.total += 1
+        self.counts[(letter.consumer, letter.reason_kind)] += 1
+        self.applied[(letter.consumer, letter.reason_kind)] += letter.applied
+        if self.limit:
+            entry = (_order(letter), dataclasses.replace(letter, value=None, headers=()))
+            if len(self._latest) < self.limit:
+                heapq.heappush(self._latest, entry)
+            elif entry[0] > self._latest[0][0]:
+                heapq.heapreplace(self._latest, entry)
+
+    def latest(self) -> list[DeadLetter]:
+        """The `limit` latest, oldest first."""
+        return [letter for _, letter in sorted(self._latest, key=lambda entry: entry[0])]
+
+
+SEND_AHEAD = 1000  # messages handed to the producer before waiting for their acknowledgements
+
+
+async def redrive(settings: ServiceSettings, letters: Iterable[DeadLetter] | AsyncIterable[DeadLetter]) -> int:
     """Send these dead letters again to their topic, each with its key, value and first headers
-    (plus `dlq.redriven_from`), in order; returns how many the broker acknowledged. Only letters
-    that are `redrivable` may be given."""
-    if any(not letter.redrivable for letter in letters):
+    (plus `dlq.redriven_from`), in order, with one producer and at most SEND_AHEAD awaiting
+    their acknowledgement (an async iterable is sent as it is read); returns how many the
+    broker acknowledged. Only letters that are `redrivable` may be given."""
+    if isinstance(letters, Iterable) and not all(letter.redrivable for letter in letters):
         raise ValueError("only dead letters that are events, not applied yet and not too old can be sent again")
-    if not letters:
-        return 0
     producer = make_producer(settings)
+    sent = 0
+    pending: list[asyncio.Future[Any]] = []
     try:
         await producer.start()
-        sending = [
-            await producer.send(
-                letter.original_topic,
-                value=letter.value,
-                key=letter.key,
-                headers=[*letter.headers, (REDRIVEN_FROM, letter.place.encode())],
-            )
-            for letter in letters
-        ]
-        for sent in sending:
-            await sent
+        async for letter in _each(letters):
+            if not letter.redrivable:
+                raise ValueError("only dead letters that are events, not applied yet and not too old can be sent again")
+            headers = [*letter.headers, (REDRIVEN_FROM, letter.place.encode())]
+            pending.append(await producer.send(letter.original_topic, value=letter.value, key=letter.key, headers=headers))
+            if len(pending) >= SEND_AHEAD:
+                sent += await _acknowledged(pending)
+        sent += await _acknowledged(pending)
     finally:
         await producer.stop()
-    return len(sending)
+    return sent
+
+
+async def _acknowledged(pending: list[asyncio.Future[Any]]) -> int:
+    for future in pending:
+        await future
+    done, pending[:] = len(pending), []
+    return done
+
+
+async def _each(letters: Iterable[DeadLetter] | AsyncIterable[DeadLetter]) -> AsyncIterator[DeadLetter]:
+    if isinstance(letters, AsyncIterable):
+        async for letter in letters:
+            yield letter
+    else:
+        for letter in letters:
+            yield letter
