@@ -9,10 +9,12 @@ for, never at start-up."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -82,52 +84,62 @@ def benjamini_hochberg(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def _factor(
-    key: tuple[str, str],
-    group: Moments,
-    rest: Moments,
-    status: str,
-    test: WelchTest | None = None,
-    p_adjusted: float | None = None,
-) -> DriverFactor:
-    return DriverFactor(
-        factor=key[0],  # type: ignore[arg-type]
-        level=key[1],
-        status=status,  # type: ignore[arg-type]
-        n=group.n,
-        rest_n=rest.n,
-        score=stats.rounded(_mean(group)),
-        rest_score=stats.rounded(_mean(rest)),
-        effect=None if test is None else round(test.effect, 4),
-        ci95=None if test is None else Interval95(low=round(test.ci95[0], 4), high=round(test.ci95[1], 4)),
-        p_value=None if test is None else test.p_value,
-        p_adjusted=p_adjusted,
-        significant=p_adjusted is not None and p_adjusted < ALPHA,
-    )
+@dataclass(frozen=True)
+class LevelResult:
+    """One level compared with the rest of the answers."""
+
+    key: tuple[str, str]
+    group: Moments
+    rest: Moments
+    status: str  # tested, too_few, no_variance
+    test: WelchTest | None = None
+    p_adjusted: float | None = None
 
 
-def factors_from_moments(everyone: Moments, levels: dict[tuple[str, str], Moments], *, min_n: int) -> list[DriverFactor]:
+def compare_levels(everyone: Moments, levels: dict[tuple[str, str], Moments], *, min_n: int) -> list[LevelResult]:
     """Each level against the rest of the answers, adjusted together; tested levels first by
     adjusted p-value (then raw p, then |effect|), the others by factor and level."""
-    tested: list[tuple[tuple[str, str], Moments, Moments, WelchTest]] = []
-    untested: list[DriverFactor] = []
+    tested: list[LevelResult] = []
+    untested: list[LevelResult] = []
     for key, group in sorted(levels.items()):
         rest = everyone - group
         if group.n < min_n or rest.n < min_n:
-            untested.append(_factor(key, group, rest, "too_few"))
+            untested.append(LevelResult(key, group, rest, "too_few"))
             continue
         test = welch_from_moments(group, rest)
         if test is None:
-            untested.append(_factor(key, group, rest, "no_variance"))
+            untested.append(LevelResult(key, group, rest, "no_variance"))
             continue
-        tested.append((key, group, rest, test))
-    adjusted = benjamini_hochberg([test.p_value for *_, test in tested])
-    answer = [
-        _factor(key, group, rest, "tested", test, p_adjusted)
-        for (key, group, rest, test), p_adjusted in zip(tested, adjusted, strict=True)
-    ]
-    answer.sort(key=lambda f: (f.p_adjusted, f.p_value, -abs(f.effect or 0.0), f.factor, f.level))
+        tested.append(LevelResult(key, group, rest, "tested", test))
+    adjusted = benjamini_hochberg([r.test.p_value for r in tested if r.test is not None])
+    answer = [dataclasses.replace(r, p_adjusted=p) for r, p in zip(tested, adjusted, strict=True)]
+    answer.sort(key=lambda r: (r.p_adjusted, r.test.p_value, -abs(r.test.effect), r.key))  # type: ignore[union-attr]
     return answer + untested
+
+
+def result_fields(r: LevelResult) -> dict[str, Any]:
+    """What a report shows of a compared level (besides naming it)."""
+    test = r.test
+    return {
+        "status": r.status,
+        "n": r.group.n,
+        "rest_n": r.rest.n,
+        "score": stats.rounded(_mean(r.group)),
+        "rest_score": stats.rounded(_mean(r.rest)),
+        "effect": None if test is None else round(test.effect, 4),
+        "ci95": None if test is None else Interval95(low=round(test.ci95[0], 4), high=round(test.ci95[1], 4)),
+        "p_value": None if test is None else test.p_value,
+        "p_adjusted": r.p_adjusted,
+        "significant": r.p_adjusted is not None and r.p_adjusted < ALPHA,
+    }
+
+
+def factors_from_moments(everyone: Moments, levels: dict[tuple[str, str], Moments], *, min_n: int) -> list[DriverFactor]:
+    """`compare_levels` as the key-driver report lists them."""
+    return [
+        DriverFactor(factor=r.key[0], level=r.key[1], **result_fields(r))  # type: ignore[arg-type]
+        for r in compare_levels(everyone, levels, min_n=min_n)
+    ]
 
 
 async def driver_report(

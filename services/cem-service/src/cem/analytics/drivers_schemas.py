@@ -72,7 +72,44 @@ EXAMPLE_DRIVERS = {
 }
 
 
-class DriverFactor(BaseModel):
+class Comparison(BaseModel):
+    """A group of answers (those with a factor's level, or mentioning a theme) against the
+    other answers: what `cem.analytics.drivers.result_fields` fills in."""
+
+    status: Status = Field(
+        description="tested: effect, interval and p-values computed; too_few: fewer than `min_n` answers with or "
+        "without it (no test); no_variance: every answer on both sides scored the same (no test)."
+    )
+    n: int = Field(description="Answers with it.")
+    rest_n: int = Field(description="Answers without it (the comparison group).")
+    score: float | None = Field(description="The metric over the answers with it.")
+    rest_score: float | None = Field(description="The metric over the other answers.")
+    effect: float | None = Field(
+        description="score - rest_score: NPS points, CSAT percentage points or CES scale points. Null unless tested."
+    )
+    ci95: Interval95 | None = Field(description="95% Welch t interval of `effect`. Null unless tested.")
+    p_value: float | None = Field(description="Two-sided Welch t-test p-value. Null unless tested.")
+    p_adjusted: float | None = Field(
+        description="The p-value adjusted for multiple comparisons across all the levels (or themes) tested in the "
+        "answer (Benjamini-Hochberg, false discovery rate). Null unless tested."
+    )
+    significant: bool = Field(description="p_adjusted < alpha.")
+
+
+class ComparisonReport(BaseModel):
+    """What a report of `Comparison`s says of itself."""
+
+    metric: Metric
+    definition: str = Field(description="What one answer contributes and what `effect` measures.")
+    filters: Filters
+    min_n: int = Field(description="Fewest answers with and without a level (or theme) for it to be tested.")
+    score: float | None = Field(description="The metric over the answers analysed.")
+    test: Literal["welch-t"] = Field(description="Each against the rest: Welch's unequal-variances t-test.")
+    adjustment: Literal["benjamini-hochberg"] = Field(description="How `p_adjusted` corrects for multiple comparisons.")
+    alpha: float = Field(description="The false discovery rate `significant` is judged at.")
+
+
+class DriverFactor(Comparison):
     factor: FactorKind = Field(
         description="touchpoint: visited that touchpoint in the window before answering; interaction_type: had an "
         "interaction of that type in the window; journey_stage: the answered touchpoint's journey stage; "
@@ -82,40 +119,14 @@ class DriverFactor(BaseModel):
         description="The factor's value: a touchpoint key, an interaction type, a stage, a tag, or a deal band "
         "(none = 0, under_1k, 1k_10k, 10k_100k, 100k_plus)."
     )
-    status: Status = Field(
-        description="tested: effect, interval and p-values computed; too_few: fewer than `min_n` answers with or "
-        "without the level (no test); no_variance: every answer on both sides scored the same (no test)."
-    )
-    n: int = Field(description="Answers with this level.")
-    rest_n: int = Field(description="Answers without it (the comparison group).")
-    score: float | None = Field(description="The metric over the answers with the level.")
-    rest_score: float | None = Field(description="The metric over the other answers.")
-    effect: float | None = Field(
-        description="score - rest_score: NPS points, CSAT percentage points or CES scale points. Null unless tested."
-    )
-    ci95: Interval95 | None = Field(description="95% Welch t interval of `effect`. Null unless tested.")
-    p_value: float | None = Field(description="Two-sided Welch t-test p-value. Null unless tested.")
-    p_adjusted: float | None = Field(
-        description="The p-value adjusted for multiple comparisons across all tested levels of this answer "
-        "(Benjamini-Hochberg, false discovery rate). Null unless tested."
-    )
-    significant: bool = Field(description="p_adjusted < alpha.")
 
 
-class DriverReport(BaseModel):
+class DriverReport(ComparisonReport):
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_DRIVERS]})
 
-    metric: Metric
-    definition: str = Field(description="What one answer contributes and what `effect` measures.")
-    filters: Filters
     window_days: int = Field(description="How many days before each answer count as its touchpoint and interaction history.")
-    min_n: int = Field(description="Fewest answers with and without a level for it to be tested.")
     n: int = Field(description="Answers analysed: scored answers of known customers (skipped scores are left out).")
     anonymous: int = Field(description="Scored answers without a customer, left out (they have no history or CRM data).")
-    score: float | None = Field(description="The metric over the answers analysed.")
-    test: Literal["welch-t"] = Field(description="Each level against the rest: Welch's unequal-variances t-test.")
-    adjustment: Literal["benjamini-hochberg"] = Field(description="How `p_adjusted` corrects for multiple comparisons.")
-    alpha: float = Field(description="The false discovery rate `significant` is judged at.")
     factors: list[DriverFactor] = Field(
         description="Tested levels first, by adjusted p-value then by the size of the effect; then the untested "
         "ones, by factor and level."

@@ -9,10 +9,11 @@ from typing import Annotated
 
 from fastapi import Depends, Query
 
-from cem.analytics import drivers, results, service
+from cem.analytics import drivers, results, service, themes
 from cem.analytics.drivers_schemas import DriverReport
 from cem.analytics.results_schemas import TEXTS_SHOWN, SurveyResults
 from cem.analytics.schemas import Interval, JourneyReport, MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
+from cem.analytics.themes_schemas import ThemeReport
 from cem.deps import SettingsDep
 from cem.fields import From, To
 from cem.journeys.router import JourneyId
@@ -193,6 +194,39 @@ async def suppressions(
     touchpoint: TouchpointFilter = None,
 ) -> ModelResponse[SuppressionReport]:
     report = await service.suppression_report(session, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
+    return json_response(report)
+
+
+@router.get(
+    "/themes",
+    summary="What the comments talk about",
+    description="The `limit` words the comments of scored answers mention most, as themes: PostgreSQL's text search "
+    "splits each answer's comment (its first text answer) into words, drops the stop words and folds each word to "
+    "its stem with the snowball dictionary of the survey's language (so `delivery` and `deliveries` are one theme), "
+    "and an answer mentioning a theme several times counts once. Per theme: `n` answers mention it (`share` of the "
+    "answers with a comment), their score against the other answers with a comment (`effect` in NPS points, CSAT "
+    "percentage points or CES scale points) with its 95% interval, the p-value of Welch's t-test, and `p_adjusted` "
+    "over the themes tested (Benjamini-Hochberg); themes with fewer than `min_n` answers on either side are listed "
+    "with `status: too_few`. An association, not proof of cause. Filter by `survey_id`, `touchpoint` and a window "
+    "on the answer time (`from` inclusive, `to` exclusive). Computed by the database. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def comment_themes(
+    session: SessionDep,
+    _: Reader,
+    metric: Annotated[Metric, Query(description="The score the themes are compared on.", examples=["nps"])],
+    since: From = None,
+    until: To = None,
+    survey_id: SurveyFilter = None,
+    touchpoint: TouchpointFilter = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="How many themes, the most mentioned first.")] = 20,
+    min_n: Annotated[
+        int, Query(ge=2, le=100_000, description="Fewest answers with and without a theme to test it.", examples=[10])
+    ] = 10,
+) -> ModelResponse[ThemeReport]:
+    report = await themes.theme_report(
+        session, metric, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until, limit=limit, min_n=min_n
+    )
     return json_response(report)
 
 

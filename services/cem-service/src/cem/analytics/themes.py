@@ -1,0 +1,63 @@
+"""What the comments talk about (`GET /v1/analytics/themes`): the most mentioned words of the
+comments that come with scored answers, each with how the answers that mention it score against
+the other answers with a comment, tested as the key drivers are (Welch's t-test on the
+per-answer values, Benjamini-Hochberg over the themes tested)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cem.analytics import stats
+from cem.analytics.drivers import ALPHA, DEFINITIONS, compare_levels, result_fields
+from cem.analytics.schemas import Filters
+from cem.analytics.service import check_metric_survey
+from cem.analytics.themes_repository import ThemeRepository
+from cem.analytics.themes_schemas import Theme, ThemeReport
+from cem.fields import check_window
+
+
+async def theme_report(
+    session: AsyncSession,
+    metric: str,
+    *,
+    survey_id: uuid.UUID | None,
+    touchpoint: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    limit: int,
+    min_n: int,
+) -> ThemeReport:
+    check_window(since, until)
+    await check_metric_survey(session, survey_id, metric)
+    found = await ThemeRepository(session).theme_stats(
+        metric, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until, limit=limit
+    )
+    words = {t.stem: t.word for t in found.themes}
+    compared = {
+        r.key[1]: r for r in compare_levels(found.everyone, {("theme", t.stem): t.moments for t in found.themes}, min_n=min_n)
+    }
+    everyone = found.everyone
+    return ThemeReport(
+        metric=metric,  # type: ignore[arg-type]
+        definition=DEFINITIONS[metric],
+        filters=Filters(survey_id=survey_id, touchpoint=touchpoint, from_=since, to=until),
+        min_n=min_n,
+        n=everyone.n,
+        without_comment=found.without_comment,
+        score=stats.rounded(everyone.total / everyone.n if everyone.n else None),
+        test="welch-t",
+        adjustment="benjamini-hochberg",
+        alpha=ALPHA,
+        themes=[
+            Theme(
+                theme=words[t.stem],
+                stem=t.stem,
+                share=round(t.moments.n / everyone.n, 4),
+                **result_fields(compared[t.stem]),  # type: ignore[arg-type]
+            )
+            for t in found.themes
+        ],
+    )
