@@ -103,6 +103,22 @@ async def test_funnel_chart_and_figures_match_the_json_api(
     mix = [int(b["value"]) for b in chart_values(page.text, "chart-nps-mix")]
     assert mix == [2, 0, 1]
     assert "33.3" in page.text and "50.0" in page.text
+    # The forecast beside it holds what GET /v1/forecast gives for the next six months.
+    open_deal = next(
+        d
+        for d in (await client.get("/v1/deals", params={"pipeline_id": pipeline["id"], "status": "open"})).json()["items"]
+        if d["amount"]
+    )
+    today = dt.datetime.now(dt.UTC).date()
+    assert (
+        await client.patch(f"/v1/deals/{open_deal['id']}", json={"expected_close_date": today.isoformat()})
+    ).status_code == 200
+    forecast = (await client.get("/v1/forecast", params={"pipeline_id": pipeline["id"]})).json()
+    page = await browser.get("/dashboard", params={"pipeline_id": pipeline["id"]})
+    bars = chart_values(page.text, "chart-forecast")
+    assert [float(b["value"]) for b in bars] == [float(p["expected"]["weighted_amount"]) for p in forecast["periods"]]
+    assert len(bars) == 6 and float(bars[0]["value"]) > 0
+    assert bars[0]["label"] == today.strftime("%b %Y")
     # Another pipeline (no deals) shows its empty state; an unknown one says so.
     other = await make.pipeline()
     assert "No deals in" in (await browser.get("/dashboard", params={"pipeline_id": other["id"]})).text

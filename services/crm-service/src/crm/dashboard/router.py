@@ -1,5 +1,5 @@
 """`GET /dashboard`: a pipeline's funnel (conversion, time in stage), win rate and weighted
-forecast, with the customers' experience beside it, for people signed in with an API key."""
+forecast by expected close month, with the customers' experience beside it, for people signed in with an API key."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
 from crm.dashboard.service import build_dashboard
-from crm.funnel.schemas import Funnel
+from crm.funnel.schemas import Forecast, Funnel
 from cxkit.dashboard.charts import Bar
 from cxkit.dashboard.pages import DashboardUser, dashboard_templates, render_page
 from cxkit.http.deps import SessionDep
@@ -31,6 +31,14 @@ def funnel_bars(funnel: Funnel) -> list[Bar]:
 
 def days_bars(funnel: Funnel) -> list[Bar]:
     return [Bar(s.name, s.avg_days_in_stage) for s in funnel.stages]
+
+
+def forecast_bars(forecast: Forecast) -> list[Bar]:
+    """Per month, the weighted amount of the open deals expected to close in it."""
+    return [
+        Bar(p.start.strftime("%b %Y"), float(p.expected.weighted_amount), note=f"{p.expected.count} deals")
+        for p in forecast.periods
+    ]
 
 
 @router.get("/dashboard")
@@ -61,5 +69,6 @@ async def crm_dashboard(request: Request, session: SessionDep, user: DashboardUs
         errors=errors,
         funnel_bars=funnel_bars,
         days_bars=days_bars,
+        forecast_bars=forecast_bars,
         base_url=str(request.base_url).rstrip("/"),
     )
