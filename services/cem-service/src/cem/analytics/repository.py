@@ -488,7 +488,7 @@ class StageProgress:
     median_days_to_next: float | None = None
 
 
-# The journey's (stage index, touchpoint key) pairs; a touchpoint may be a step of several stages.
+# The journey's (stage index, touchpoint key) pairs (a touchpoint is in one stage of a journey at most).
 _STEPS = "unnest(CAST(:stages AS integer[]), CAST(:keys AS text[])) AS s(stage, key)"
 _VISITS = f"""
 SELECT s.stage, count(*) AS visits, count(*) FILTER (WHERE ti.customer_id IS NULL) AS anonymous
