@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from cxkit import keyset
 from cxkit.db import next_version
 from cxkit.http.pagination import PageParams
 from cxkit.http.params import ANY_TIME, ChangedWindow
+from cxkit.pg_pool import CompiledQuery
 from cxkit.repository import Repository
 
 SORT_KEYS = (
@@ -47,24 +49,36 @@ def open_for_customer_query(customer_id: Any, limit: int) -> Select[Any]:
     )
 
 
+def matching(filters: TaskFilters) -> list[Any]:
+    """The WHERE of the tasks a list (or an export) with these filters shows."""
+    conditions: list[Any] = []
+    for column, value in (
+        (Task.customer_id, filters.customer_id),
+        (Task.deal_id, filters.deal_id),
+        (Task.owner, filters.owner),
+        (Task.status, filters.status),
+        (Task.origin, filters.origin),
+        (Task.origin_ref, filters.origin_ref),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if filters.due_before is not None:
+        conditions.append(Task.due_at < filters.due_before)
+    return conditions + filters.changed.conditions(Task.updated_at)
+
+
+def export_query(filters: TaskFilters, sort: keyset.Sort, columns: Sequence[str]) -> CompiledQuery:
+    """Every task the list shows with these filters, in its order, unpaged: `columns` of each,
+    for a CSV export through a cursor on the pool."""
+    stmt = select(*(Task.__table__.c[name] for name in columns)).where(*matching(filters))
+    return CompiledQuery(keyset.ordered(stmt, sort, Task.id))
+
+
 class TaskRepository(Repository[Task]):
     model = Task
 
     async def list_page(self, filters: TaskFilters, sort: keyset.Sort, page: PageParams) -> list[Task]:
-        stmt = select(Task)
-        for column, value in (
-            (Task.customer_id, filters.customer_id),
-            (Task.deal_id, filters.deal_id),
-            (Task.owner, filters.owner),
-            (Task.status, filters.status),
-            (Task.origin, filters.origin),
-            (Task.origin_ref, filters.origin_ref),
-        ):
-            if value is not None:
-                stmt = stmt.where(column == value)
-        if filters.due_before is not None:
-            stmt = stmt.where(Task.due_at < filters.due_before)
-        stmt = stmt.where(*filters.changed.conditions(Task.updated_at))
+        stmt = select(Task).where(*matching(filters))
         return list((await self.session.scalars(keyset.apply(stmt, sort, Task.id, page))).all())
 
     async def open_for_customer(self, customer_id: uuid.UUID, limit: int) -> list[Task]:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crm.deps import ActorDep
-from crm.fields import TaskIdPath
+from crm.fields import EXAMPLE_IDS, TaskIdPath
 from crm.tasks import service
 from crm.tasks.repository import SORT_KEYS, TaskFilters
 from crm.tasks.schemas import TaskCreate, TaskPage, TaskRead, TaskStatus, TaskUpdate
@@ -18,12 +18,13 @@ from cxkit import keyset
 from cxkit.fields import QueryText, Timestamp
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
-from cxkit.http.deps import SessionDep
+from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
+from cxkit.http.deps import PgPoolDep, SessionDep
 from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, NOT_MODIFIED_TEXT, etag_for, unchanged
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import SYNC_TEXT, ChangedDep, IfMatch
-from cxkit.http.problems import problem_responses
+from cxkit.http.problems import only_these_methods, problem_responses
 from cxkit.http.routing import GatedRouter
 
 router = GatedRouter(prefix="/tasks", tags=["tasks"], route_class=TypedRoute)
@@ -54,6 +55,40 @@ async def create_task(body: TaskCreate, session: SessionDep, idem: IdempotencyDe
     return await idem.execute(session, operation)
 
 
+def task_filters(
+    changed: ChangedDep,
+    customer_id: uuid.UUID | None = None,
+    deal_id: uuid.UUID | None = None,
+    owner: Annotated[QueryText | None, Query(min_length=1, max_length=200)] = None,
+    status: TaskStatus | None = None,
+    origin: Annotated[QueryText | None, Query(min_length=1, max_length=100)] = None,
+    origin_ref: Annotated[QueryText | None, Query(min_length=1, max_length=255)] = None,
+    due_before: Annotated[Timestamp | None, Query(description="RFC 3339, exclusive.")] = None,
+) -> TaskFilters:
+    """The filters of the task list, read from the query (the export takes the same)."""
+    return TaskFilters(
+        customer_id=customer_id,
+        deal_id=deal_id,
+        owner=owner,
+        status=status,
+        origin=origin,
+        origin_ref=origin_ref,
+        due_before=due_before,
+        changed=changed,
+    )
+
+
+FiltersDep = Annotated[TaskFilters, Depends(task_filters)]
+SortParam = Annotated[str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")]
+EXPORT_COLUMNS = tuple(TaskRead.model_fields)
+EXPORT_EXAMPLE = (
+    ",".join(EXPORT_COLUMNS)
+    + "\r\n"
+    + f"{EXAMPLE_IDS['task']},{EXAMPLE_IDS['customer']},,Call back about the delivery,,2026-11-24T09:00:00+00:00,open,"
+    + "high,sam@yourcompany.example,manual,,,,,,1,2026-11-23T10:00:00+00:00,2026-11-23T10:00:00+00:00\r\n"
+)
+
+
 @router.get(
     "",
     summary="List tasks",
@@ -66,28 +101,31 @@ async def list_tasks(
     session: SessionDep,
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
-    changed: ChangedDep,
-    customer_id: uuid.UUID | None = None,
-    deal_id: uuid.UUID | None = None,
-    owner: Annotated[QueryText | None, Query(min_length=1, max_length=200)] = None,
-    status: TaskStatus | None = None,
-    origin: Annotated[QueryText | None, Query(min_length=1, max_length=100)] = None,
-    origin_ref: Annotated[QueryText | None, Query(min_length=1, max_length=255)] = None,
-    due_before: Annotated[Timestamp | None, Query(description="RFC 3339, exclusive.")] = None,
-    sort: Annotated[str, Query(pattern=keyset.sort_pattern(SORT_KEYS), description="Sort key, `-` for descending.")] = "due_at",
+    filters: FiltersDep,
+    sort: SortParam = "due_at",
 ) -> ModelResponse[TaskPage]:
-    filters = TaskFilters(
-        customer_id=customer_id,
-        deal_id=deal_id,
-        owner=owner,
-        status=status,
-        origin=origin,
-        origin_ref=origin_ref,
-        due_before=due_before,
-        changed=changed,
-    )
     rows, cursor = await service.list_tasks(session, filters, sort, page)
     return json_response(TaskPage(items=[TaskRead.model_validate(t) for t in rows], next_cursor=cursor))
+
+
+@router.get(
+    "/export",
+    status_code=200,
+    summary="Export tasks as CSV",
+    description="Every task the list shows with the same filters (`customer_id`, `deal_id`, `owner`, `status`, "
+    "`origin`, `origin_ref`, `due_before`, the `updated_*` window) and in the same order (`sort`), unpaged, as a "
+    "streamed `text/csv` attachment (`tasks-<UTC timestamp>.csv`): a header row, then one line per task with the "
+    "fields of a task read. Spreadsheet-safe: a text cell beginning with `=`, `+`, `-`, `@`, a tab or a carriage "
+    "return gets a leading `'`. Constant memory whatever the number of tasks. Needs `read`.",
+    response_class=CsvExport,
+    responses=csv_response_doc("The tasks, one per line after the header.", EXPORT_EXAMPLE) | problem_responses(401, 403, 422),
+)
+async def export_tasks(pool: PgPoolDep, _: Reader, filters: FiltersDep, sort: SortParam = "due_at") -> Response:
+    query = service.export_query(filters, sort, EXPORT_COLUMNS)
+    return await csv_export(pool, query.sql, query.arguments(), header=EXPORT_COLUMNS, row_of=list, name="tasks")
+
+
+only_these_methods(router, "/export")
 
 
 @router.get(

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,6 +16,7 @@ from crm.customers import service as customers
 from crm.db import SOURCE, OutboxMessage
 from crm.deals.models import Deal
 from crm.deals.repository import DealRepository
+from crm.tasks import repository
 from crm.tasks.models import Task
 from crm.tasks.repository import SORT_KEYS, TaskFilters, TaskRepository
 from crm.tasks.schemas import TaskCreate, TaskUpdate
@@ -25,6 +27,7 @@ from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, Unprocessable, field_problem
 from cxkit.kafka.outbox import add_event
+from cxkit.pg_pool import CompiledQuery
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,11 @@ async def list_tasks(
     sort = keyset.parse_sort(sort_token, SORT_KEYS)
     rows = await TaskRepository(session).list_page(filters, sort, page)
     return keyset.cut(rows, sort, page)
+
+
+def export_query(filters: TaskFilters, sort_token: str, columns: Sequence[str]) -> CompiledQuery:
+    """The statement of a task export: what `list_tasks` shows, unpaged."""
+    return repository.export_query(filters, keyset.parse_sort(sort_token, SORT_KEYS), columns)
 
 
 async def update_task(
