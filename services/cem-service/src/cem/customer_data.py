@@ -15,6 +15,7 @@ from cem.invitations.repository import InvitationRepository
 from cem.responses.repository import ResponseRepository
 from cem.suppressions.repository import SuppressionRepository
 from cem.touchpoints.repository import TouchpointRepository
+from cxkit.http.data_export import Section
 from cxkit.lifecycle import CustomerDataRegistry
 
 
@@ -30,3 +31,30 @@ def customer_data() -> CustomerDataRegistry[CustomerErasure]:
     registry.register("touchpoints", TouchpointRepository, tables=["touchpoint_interactions"])
     registry.register("suppressions", SuppressionRepository, tables=["suppressions"])
     return registry
+
+
+# The customer's rows: by their id, and those kept under their address before the CRM announced
+# them (the rows an erasure also finds by the address).
+_MINE = "(customer_id = $1 OR (customer_id IS NULL AND {address} = (SELECT email_lower FROM customer_profiles WHERE id = $1)))"
+
+
+def _of_customer(table: str, order: str, address: str | None = None) -> Section:
+    where = _MINE.format(address=address) if address else "customer_id = $1"
+    return Section(table, f"SELECT * FROM {table} WHERE {where} ORDER BY {order}")
+
+
+def export_sections() -> list[Section]:
+    """What a data export (`GET /v1/customers/{id}/data-export`) reads: the customer as the CRM
+    announced it (and the duplicates merged into it), their experience totals, and every table
+    the registry names."""
+    return [
+        Section("customer_profiles", "SELECT * FROM customer_profiles WHERE id = $1 OR merged_into = $1 ORDER BY id"),
+        _of_customer("customer_experience_totals", "customer_id"),
+        _of_customer("invitations", "created_at, id", "email_lower"),
+        _of_customer("responses", "submitted_at, id", "lower(email)"),
+        _of_customer("scores", "submitted_at, response_id"),
+        _of_customer("followups", "created_at, id"),
+        _of_customer("feedback", "received_at, id", "lower(email)"),
+        _of_customer("touchpoint_interactions", "occurred_at, id", "email_lower"),
+        _of_customer("suppressions", "created_at, id", "email_lower"),
+    ]

@@ -19,6 +19,7 @@ from crm.experience.repository import ExperienceRepository
 from crm.interactions.repository import InteractionRepository
 from crm.leads.repository import LeadRepository
 from crm.tasks.repository import TaskRepository
+from cxkit.http.data_export import Section
 from cxkit.lifecycle import CustomerDataRegistry
 
 
@@ -37,6 +38,34 @@ def customer_data() -> CustomerDataRegistry[CustomerErasure]:
     return registry
 
 
+def _of_customer(table: str, order: str) -> Section:
+    return Section(table, f"SELECT * FROM {table} WHERE customer_id = $1 ORDER BY {order}")
+
+
+def export_sections() -> list[Section]:
+    """What a data export reads of the other domains: every table the registry names (the
+    leads by the conversion or the customer's address), and each deal's stage history."""
+    return [
+        _of_customer("interactions", "occurred_at, id"),
+        _of_customer("customer_interaction_stats", "customer_id"),
+        _of_customer("deals", "created_at, id"),
+        Section(
+            "deal_stage_changes",
+            "SELECT c.* FROM deal_stage_changes c JOIN deals d ON d.id = c.deal_id WHERE d.customer_id = $1 "
+            "ORDER BY c.deal_id, c.seq",
+        ),
+        _of_customer("tasks", "created_at, id"),
+        _of_customer("documents", "created_at, id"),
+        _of_customer("campaign_members", "added_at, id"),
+        Section(
+            "leads",
+            "SELECT * FROM leads WHERE converted_customer_id = $1 "
+            "OR email_normalized = (SELECT email_normalized FROM customers WHERE id = $1) ORDER BY created_at, id",
+        ),
+        _of_customer("experience_events", "occurred_at, id"),
+    ]
+
+
 def other_domains(settings: CRMSettings) -> OtherDomains:
     return OtherDomains(
         customer_data=customer_data(),
@@ -44,4 +73,5 @@ def other_domains(settings: CRMSettings) -> OtherDomains:
         open_deal_value=open_value_query,
         campaigns=CampaignRepository,
         campaign_exists=campaign_exists,
+        export_sections=export_sections(),
     )

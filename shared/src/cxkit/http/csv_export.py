@@ -102,14 +102,12 @@ async def _csv_chunks(
         yield take()
 
 
-class CsvExport(StreamingResponse):
-    """A streamed CSV download. The body's generator is always closed when the response ends
+class Download(StreamingResponse):
+    """A streamed attachment. The body's generator is always closed when the response ends
     (finished, failed or the client gone), so its connection goes back to the pool then, not
     when the garbage collector finds it."""
 
-    media_type = CSV_MEDIA_TYPE
-
-    def __init__(self, chunks: AsyncGenerator[bytes, None], first: bytes, filename: str) -> None:
+    def __init__(self, chunks: AsyncGenerator[bytes, None], first: bytes, filename: str, media_type: str) -> None:
         self._chunks = chunks
 
         async def body() -> AsyncIterator[bytes]:
@@ -117,7 +115,7 @@ class CsvExport(StreamingResponse):
             async for chunk in chunks:
                 yield chunk
 
-        super().__init__(body(), media_type=CSV_MEDIA_TYPE, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+        super().__init__(body(), media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -126,9 +124,18 @@ class CsvExport(StreamingResponse):
             await self._chunks.aclose()
 
 
-def export_filename(name: str, now: dt.datetime | None = None) -> str:
-    """`<name>-<UTC timestamp>.csv`, e.g. `customers-20261202T091500Z.csv`."""
-    return f"{name}-{(now or dt.datetime.now(dt.UTC)).strftime('%Y%m%dT%H%M%SZ')}.csv"
+class CsvExport(Download):
+    """A streamed CSV download."""
+
+    media_type = CSV_MEDIA_TYPE
+
+    def __init__(self, chunks: AsyncGenerator[bytes, None], first: bytes, filename: str) -> None:
+        super().__init__(chunks, first, filename, CSV_MEDIA_TYPE)
+
+
+def export_filename(name: str, now: dt.datetime | None = None, suffix: str = "csv") -> str:
+    """`<name>-<UTC timestamp>.<suffix>`, e.g. `customers-20261202T091500Z.csv`."""
+    return f"{name}-{(now or dt.datetime.now(dt.UTC)).strftime('%Y%m%dT%H%M%SZ')}.{suffix}"
 
 
 async def csv_export(

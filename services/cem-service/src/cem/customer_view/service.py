@@ -95,3 +95,12 @@ def _as_announced(profile: CustomerProfile | Row) -> CustomerAsAnnounced:
 
 def _average(score_sum: int, answers: int) -> float | None:
     return round(score_sum / answers, 2) if answers else None
+
+
+async def exportable_customer(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
+    """404 for a customer the CRM has not announced, 308 for a merged duplicate."""
+    merged_into = await pool.fetchrow("SELECT merged_into FROM customer_profiles WHERE id = $1", customer_id)
+    if merged_into is None:
+        raise NotFound(f"customer {customer_id} is not known here (yet): the CRM has not announced it")
+    if merged_into[0] is not None:
+        raise MergedAway(customer_id, merged_into[0])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +20,7 @@ import asyncpg
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cxkit.http.data_export import Section
 from cxkit.lifecycle import CustomerDataRegistry
 
 
@@ -76,3 +77,5 @@ class OtherDomains:
     open_deal_value: OpenDealValue
     campaigns: Callable[[AsyncSession], CampaignMembership]
     campaign_exists: CampaignExists
+    # What a data export (`GET /v1/customers/{id}/data-export`) reads besides the customer's record.
+    export_sections: Sequence[Section]

@@ -19,6 +19,7 @@ from crm.customers.lifecycle import OpenDealValue
 from crm.customers.models import SEARCH_SEPARATOR, ChangeVia, Customer, CustomerChange, search_text
 from cxkit import keyset
 from cxkit.db import insert_new
+from cxkit.http.data_export import Section
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery, UnnestInsert
 from cxkit.repository import Repository
@@ -33,6 +34,16 @@ _PLANS = "SELECT set_config('enable_indexscan', '{setting}', true), set_config('
 # nothing of it.
 _AUTHOR = "SELECT set_config('crm.changed_by', $1, true), set_config('crm.change_via', $2, true)"
 _AUTHOR_IN_SESSION = text("SELECT set_config('crm.changed_by', :by, true), set_config('crm.change_via', :via, true)")
+# A data export's own sections: the record and the duplicates merged into it (their personal
+# data too), then the field history of all of them.
+EXPORT_SECTIONS = (
+    Section("customers", "SELECT * FROM customers WHERE id = $1 OR merged_into_id = $1 ORDER BY created_at, id"),
+    Section(
+        "customer_changes",
+        "SELECT * FROM customer_changes WHERE customer_id IN "
+        "(SELECT id FROM customers WHERE id = $1 OR merged_into_id = $1) ORDER BY seq",
+    ),
+)
 HISTORY_ORDER = keyset.Sort(keyset.SortKey("seq", CustomerChange.seq, "int", unique=True), descending=True)
 
 SORT_KEYS = (

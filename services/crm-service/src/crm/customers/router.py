@@ -9,10 +9,11 @@ import asyncpg
 from fastapi import Depends, Query, Request
 from starlette.responses import Response
 
-from crm.customers import duplicates, service
+from crm.customers import duplicates, repository, service
 from crm.customers.lifecycle import OtherDomains
 from crm.customers.repository import SORT_KEYS, CustomerFilters, note_author
 from crm.customers.schemas import (
+    HISTORY_EXAMPLE,
     BatchItemResult,
     CustomerBatch,
     CustomerBatchResult,
@@ -34,7 +35,8 @@ from cxkit import keyset
 from cxkit.fields import QueryText, Timestamp
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Admin, Reader
-from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
+from cxkit.http.csv_export import CsvExport, Download, csv_export, csv_response_doc
+from cxkit.http.data_export import data_export, data_export_doc
 from cxkit.http.deps import PgPoolDep, SessionDep, pool_of
 from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, NOT_MODIFIED_TEXT, etag_for, unchanged
 from cxkit.http.idempotency import IdempotencyDep
@@ -247,6 +249,42 @@ async def customer_history(
 ) -> ModelResponse[CustomerHistoryPage]:
     entries, cursor = await service.customer_history(session, customer_id, field, page)
     return json_response(CustomerHistoryPage(items=[CustomerChangeRead.model_validate(e) for e in entries], next_cursor=cursor))
+
+
+EXPORT_EXAMPLE = {
+    "service": "crm-service",
+    "customer_id": EXAMPLE_IDS["customer"],
+    "generated_at": "2026-12-05T17:00:00.000000+00:00",
+    "sections": {
+        "customers": [{"id": EXAMPLE_IDS["customer"], "email": "ada@example.com", "name": "Ada Lovelace", "version": 3}],
+        "customer_changes": [HISTORY_EXAMPLE],
+        "interactions": [{"id": EXAMPLE_IDS["interaction"], "type": "purchase", "amount": "129.90", "currency": "EUR"}],
+        "deals": [],
+    },
+}
+
+
+@router.get(
+    "/{customer_id}/data-export",
+    status_code=200,
+    summary="Export a customer's data (GDPR)",
+    description="Everything this service holds about the customer, for a data subject's access or portability request "
+    "(GDPR articles 15 and 20), as one JSON document streamed as an attachment "
+    "(`customer-<id>-<UTC timestamp>.json`): `sections` maps each table to its rows with all their columns: "
+    "`customers` (the record and the duplicates merged into it), `customer_changes` (their field history), "
+    "`interactions`, `customer_interaction_stats`, `deals` and `deal_stage_changes`, `tasks`, `documents` (the "
+    "files' details; each file is at `GET /v1/documents/{id}/content`), `campaign_members`, `leads` (converted into "
+    "the customer or with their address) and `experience_events` (what the CEM service reported). One consistent "
+    "snapshot, in constant memory. The CEM service's part is its own `GET /v1/customers/{id}/data-export`. An erased "
+    "customer's export shows what the erasure left. A merged duplicate redirects (308) to its survivor's. Needs "
+    "`admin`.",
+    response_class=Download,
+    responses=data_export_doc(EXPORT_EXAMPLE) | problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,
+)
+async def export_customer_data(customer_id: CustomerIdPath, pool: PgPoolDep, _: Admin, others: OtherDomainsDep) -> Response:
+    await service.read_customer(pool, customer_id)  # 404, or 308 for a merged duplicate
+    sections = [*repository.EXPORT_SECTIONS, *others.export_sections]
+    return await data_export(pool, "crm-service", customer_id, sections)
 
 
 @router.get(
