@@ -124,7 +124,7 @@ async def test_an_erasure_takes_the_personal_values_out_of_the_history(
     async with session_factory() as session:
         kept = await session.scalar(
             text(
-                "SELECT count(*) FROM customer_changes WHERE changes::text ~* 'grace|hopper|navy|admiral|555' "
+                "SELECT count(*) FROM customer_changes WHERE changes::text ~* 'grace|hopper|navy|admiral|555 0100' "
                 "OR changed_by ~* 'grace'"
             )
         )
