@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from crm.tasks.service import announce_overdue, run_reminders
+from crm.tasks.service import OVERDUE_BATCH, announce_overdue, run_reminders
 from cxkit.events.contract import validation_errors
 
 
@@ -26,8 +26,14 @@ async def _announced(events: Any, task_id: str) -> list[dict[str, Any]]:
 
 
 async def _pass(session_factory: Any) -> int:
-    async with session_factory() as session, session.begin():
-        return await announce_overdue(session)
+    """Passes until one finds less than a full batch (other tests' overdue tasks share the database)."""
+    announced = 0
+    while True:
+        async with session_factory() as session, session.begin():
+            found = await announce_overdue(session)
+        announced += found
+        if found < OVERDUE_BATCH:
+            return announced
 
 
 async def test_an_overdue_task_is_announced_once_per_due_time(
