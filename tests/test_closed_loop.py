@@ -170,6 +170,42 @@ async def test_detractor_answer_makes_a_crm_task_and_completing_it_counts_as_rec
         assert recovery["recovered"] == 1 and recovery["recovery_rate"] == 1.0
 
 
+async def test_an_answer_and_feedback_given_before_the_crm_knew_the_address_reach_both_views(
+    stack_factory: Any, broker: DevBroker
+) -> None:
+    """A prospect answers and writes feedback under their address; when the CRM later records them
+    as a customer, the CEM links both to that customer and announces them again, so the CRM's
+    view shows them as well."""
+    stack = stack_factory(broker.bootstrap)
+    stack.start_crm()
+    stack.start_cem()
+    async with stack.crm_client() as crm, stack.cem_client() as cem:
+        email = f"prospect-{uuid.uuid4().hex[:10]}@example.com"
+        survey = await active_nps_survey(cem)
+        r = await cem.post("/v1/responses", json={"survey_id": survey["id"], "email": email.upper(), "answers": {"nps": 8}})
+        assert r.status_code == 201 and r.json()["customer_id"] is None, r.text
+        response = r.json()
+        r = await cem.post("/v1/feedback", json={"email": email, "channel": "web", "text": "Clear pricing page"})
+        assert r.status_code == 201 and r.json()["customer_id"] is None, r.text
+
+        customer = await new_customer(crm, email=email)
+
+        async def linked() -> Any:
+            view = (await cem.get(f"/v1/customers/{customer['id']}/experience")).json()
+            return view if view.get("responses") and view.get("feedback") else None
+
+        view = await wait_for(linked, timeout=15)
+        assert [r["id"] for r in view["responses"]] == [response["id"]]
+
+        async def shown_by_the_crm() -> Any:
+            experience = (await crm.get(f"/v1/customers/{customer['id']}/view")).json()["experience"]
+            return experience if experience and experience["responses"] == 1 and experience["feedback"] == 1 else None
+
+        experience = await wait_for(shown_by_the_crm, timeout=15)
+        assert experience["latest_nps"]["score"] == 8 and experience["latest_nps"]["category"] == "passive"
+        assert experience["last_feedback"]["text"] == "Clear pricing page"
+
+
 async def test_merge_on_crm_leaves_one_customer_with_all_answers_on_cem(stack_factory: Any, broker: DevBroker) -> None:
     stack = stack_factory(broker.bootstrap)
     stack.start_crm()

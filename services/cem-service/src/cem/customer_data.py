@@ -9,10 +9,10 @@ A new table with a `customer_id` joins by its repository's `repoint_customer` an
 from __future__ import annotations
 
 from cem.customers.lifecycle import CustomerErasure
-from cem.feedback.repository import FeedbackRepository
+from cem.feedback.service import FeedbackData
 from cem.followups.repository import FollowupRepository
 from cem.invitations.repository import InvitationRepository
-from cem.responses.repository import ResponseRepository
+from cem.responses.service import ResponseData
 from cem.suppressions.repository import SuppressionRepository
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit.http.data_export import Section
@@ -21,13 +21,15 @@ from cxkit.lifecycle import CustomerDataRegistry
 
 def customer_data() -> CustomerDataRegistry[CustomerErasure]:
     """The domains in the order the merge and the erasure always visited them. Those that keep
-    rows under an address until the CRM announces its owner (invitations, interactions,
-    suppressions) also link them then (`cem.customers.lifecycle.AddressLinks`)."""
+    rows under an address until the CRM announces its owner (invitations, answers and their
+    scores, feedback, interactions, suppressions) also link them then
+    (`cem.customers.lifecycle.AddressLinks`); answers and feedback are announced again, with
+    their customer, for the CRM."""
     registry = CustomerDataRegistry[CustomerErasure]()
     registry.register("invitations", InvitationRepository, tables=["invitations"])
-    registry.register("responses", ResponseRepository, tables=["responses", "scores"])
+    registry.register("responses", ResponseData, tables=["responses", "scores"])
     registry.register("followups", FollowupRepository, tables=["followups"])
-    registry.register("feedback", FeedbackRepository, tables=["feedback"])
+    registry.register("feedback", FeedbackData, tables=["feedback"])
     registry.register("touchpoints", TouchpointRepository, tables=["touchpoint_interactions"])
     registry.register("suppressions", SuppressionRepository, tables=["suppressions"])
     return registry

@@ -167,11 +167,18 @@ class SurveyThrottled(Payload):
 
 
 class SurveyResponseSubmitted(Payload):
+    """An answer to a survey; one given under an address nobody was known by is announced again with its customer.
+
+    When the CRM announces a customer with that address, the CEM links the answer to it and
+    announces it again, keyed by the customer, with the same `response_id`."""
+
     response_id: uuid.UUID
     survey_id: uuid.UUID
     survey_kind: str
     invitation_id: uuid.UUID | None = None
-    customer_id: uuid.UUID | None = None
+    customer_id: uuid.UUID | None = Field(
+        None, description="The customer; null for an answer given under an address no customer was known by yet."
+    )
     touchpoint: str | None = None
     score: float | None = None
     scale_min: int | None = None
@@ -183,8 +190,15 @@ class SurveyResponseSubmitted(Payload):
 
 
 class FeedbackReceived(Payload):
+    """Feedback with its sentiment; feedback given under an address nobody was known by is announced again with its customer.
+
+    When the CRM announces a customer with that address, the CEM links the feedback to it and
+    announces it again, keyed by the customer, with the same `feedback_id`."""
+
     feedback_id: uuid.UUID
-    customer_id: uuid.UUID | None = None
+    customer_id: uuid.UUID | None = Field(
+        None, description="The customer; null for feedback given under an address no customer was known by yet."
+    )
     touchpoint: str | None = None
     channel: str | None = None
     text: str | None = None

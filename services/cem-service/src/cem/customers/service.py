@@ -50,7 +50,7 @@ async def apply_customer_snapshots(
     replaying: bool = False,
 ) -> None:
     """customer.created / customer.updated: one upsert, then what was kept under an address new
-    to its profile (interactions, invitations, suppressions) is linked to its customer.
+    to its profile (interactions, invitations, answers, feedback, suppressions) is linked to its customer.
 
     Only a new address can have rows waiting: whatever came under an address its profile
     already had found the customer when it came (the interactions consumer and the invitation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import Float, Index, SmallInteger, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import Float, Index, SmallInteger, String, Text, UniqueConstraint, Uuid, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cem.db import Base
@@ -40,3 +40,8 @@ class Feedback(Base):
         # The same review or ticket imported twice is one piece of feedback.
         UniqueConstraint("channel", "external_ref", name="uq_feedback_channel_external_ref"),
     )
+
+
+# Feedback given under an address no customer was known by (linked when the CRM announces
+# one, found by an erasure or a data export); only those rows are in it.
+Index("ix_feedback_unlinked_email", func.lower(Feedback.email), postgresql_where=Feedback.customer_id.is_(None))

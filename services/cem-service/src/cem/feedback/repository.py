@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection
 
-from sqlalchemy import func, select, update
+from sqlalchemy import String, func, select, update
 
 from cem.customers.lifecycle import CustomerErasure
+from cem.customers.repository import announced_customer_with
 from cem.feedback.models import Feedback
 from cxkit import keyset
+from cxkit.db import any_of
 from cxkit.http.pagination import PageParams
 from cxkit.repository import Repository
 
@@ -56,22 +59,54 @@ class FeedbackRepository(Repository[Feedback]):
             .execution_options(synchronize_session=False)
         )
 
-    async def erase_customer(self, erasure: CustomerErasure) -> None:
-        """The customer's feedback keeps its sentiment, rating and times; its text and address go.
-        Feedback given under their address without a customer is theirs too (their ids join
-        `erasure.unkeyed_ids`)."""
-        if erasure.email_lower:
-            result = await self.session.execute(
+    async def link_by_address(self, emails_lower: Collection[str]) -> list[Feedback]:
+        """Feedback given under these addresses without a customer goes to the customer now
+        announced with each; returns it, oldest first. The addresses are found through the
+        partial index of the feedback without a customer."""
+        if not emails_lower:
+            return []
+        linked = (
+            await self.session.scalars(
                 update(Feedback)
-                .where(Feedback.customer_id.is_(None), func.lower(Feedback.email) == erasure.email_lower)
-                .values(customer_id=erasure.customer_id)
+                .where(Feedback.customer_id.is_(None), any_of(func.lower(Feedback.email, type_=String), set(emails_lower)))
+                .values(customer_id=announced_customer_with(func.lower(Feedback.email)))
                 .returning(Feedback.id)
                 .execution_options(synchronize_session=False)
             )
-            erasure.unkeyed_ids.extend(result.scalars().all())
+        ).all()
+        if not linked:
+            return []
+        rows = await self.session.scalars(
+            select(Feedback)
+            .where(Feedback.id.in_(linked), Feedback.customer_id.is_not(None))
+            .order_by(Feedback.received_at, Feedback.id)
+            .execution_options(populate_existing=True)
+        )
+        return list(rows.all())
+
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
+        """The customer's feedback keeps its sentiment, rating and times; its text and address go.
+        Feedback given under their address without a customer is theirs too. Feedback with an
+        address may have been given before the CRM announced the customer (linked now, or when
+        it did): its first event carries no key, and its id joins `erasure.unkeyed_ids`."""
+        if erasure.email_lower:
+            await self.session.execute(
+                update(Feedback)
+                .where(Feedback.customer_id.is_(None), func.lower(Feedback.email) == erasure.email_lower)
+                .values(customer_id=erasure.customer_id)
+                .execution_options(synchronize_session=False)
+            )
+        result = await self.session.execute(
+            update(Feedback)
+            .where(Feedback.customer_id == erasure.customer_id, Feedback.email.is_not(None))
+            .values(text=None, email=None)
+            .returning(Feedback.id)
+            .execution_options(synchronize_session=False)
+        )
+        erasure.unkeyed_ids.extend(result.scalars().all())
         await self.session.execute(
             update(Feedback)
-            .where(Feedback.customer_id == erasure.customer_id)
-            .values(text=None, email=None)
+            .where(Feedback.customer_id == erasure.customer_id, Feedback.text.is_not(None))
+            .values(text=None)
             .execution_options(synchronize_session=False)
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -78,6 +79,13 @@ async def record_feedback(session: AsyncSession, data: FeedbackCreate) -> Feedba
         await repo.flush()
     except IntegrityError:
         raise Conflict(duplicate) from None
+    _announce(session, feedback)
+    return feedback
+
+
+def _announce(session: AsyncSession, feedback: Feedback) -> None:
+    """`feedback.received`, keyed by the feedback's customer (none when it was given under an
+    address no customer was known by)."""
     add_event(
         session,
         OutboxMessage,
@@ -98,7 +106,18 @@ async def record_feedback(session: AsyncSession, data: FeedbackCreate) -> Feedba
             rating_scale_max=feedback.rating_scale_max,
         ),
     )
-    return feedback
+
+
+class FeedbackData(FeedbackRepository):
+    """The feedback's part of a customer's data (`cem.customer_data`): the repository's merge and
+    erasure, and feedback given under an address no customer was known by, which goes to the
+    customer the CRM announces with that address. Each is announced again then, as
+    `feedback.received` keyed by its customer (the same `feedback_id`), so the CRM's view of the
+    customer shows it too."""
+
+    async def link_emails(self, emails_lower: Collection[str]) -> None:
+        for feedback in await self.link_by_address(emails_lower):
+            _announce(self.session, feedback)
 
 
 async def get_feedback(session: AsyncSession, feedback_id: uuid.UUID) -> Feedback:

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, SmallInteger, String, Uuid, text
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, SmallInteger, String, Uuid, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -38,6 +38,12 @@ class SurveyResponse(Base):
         Index("ix_responses_customer_submitted_id", "customer_id", "submitted_at", "id"),
         Index("ix_responses_touchpoint_submitted", "touchpoint", "submitted_at"),
     )
+
+
+# The answers given under an address no customer was known by: linked when the CRM
+# announces one (and found by an erasure or a data export) without a scan. Only those rows
+# are in it, so answers by known customers do not write to it.
+Index("ix_responses_unlinked_email", func.lower(SurveyResponse.email), postgresql_where=SurveyResponse.customer_id.is_(None))
 
 
 class Score(Base):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, String, and_, func, insert, or_, select, update
 
 from cem.customers.lifecycle import CustomerErasure
+from cem.customers.repository import announced_customer_with
 from cem.followups.models import Followup
 from cem.responses.models import Score, ScoreDay, SurveyResponse
 from cem.surveys.questions import without_free_text
 from cxkit import keyset
+from cxkit.db import any_of
 from cxkit.http.pagination import PageParams
 from cxkit.kept_figures import KeptFigures
 from cxkit.pg_pool import CompiledQuery
@@ -119,19 +122,22 @@ class ResponseRepository(Repository[SurveyResponse]):
 
     async def erase_customer(self, erasure: CustomerErasure) -> None:
         """An erased customer's answers keep their scores (they still count) but lose their free
-        text and address; answers given under their address without a customer become theirs
-        (their ids join `erasure.unkeyed_ids`), and so do their scores. Erasures are rare and a
-        customer has few answers: rewritten here, row by row."""
+        text and address; answers given under their address without a customer become theirs,
+        and so do their scores. Those with an address may have been given before the CRM
+        announced the customer (linked now, or when it did): their first event carries no key,
+        and their ids join `erasure.unkeyed_ids`. Erasures are rare and a customer has few
+        answers: rewritten here, row by row."""
         linked = []
         for response in await self.of_customer_or_email(erasure.customer_id, erasure.email_lower):
             if response.customer_id is None:
                 response.customer_id = erasure.customer_id
                 linked.append(response.id)
+            if response.email is not None:
+                erasure.unkeyed_ids.append(response.id)
             response.email = None
             response.answers = without_free_text(response.answers)
         await self.flush()
         await self.link_to_customer(linked, erasure.customer_id)
-        erasure.unkeyed_ids.extend(linked)
 
     async def of_customer_or_email(self, customer_id: uuid.UUID, email_lower: str | None) -> list[SurveyResponse]:
         """Every response of the customer, and those given under their address without a customer
@@ -151,3 +157,35 @@ class ResponseRepository(Repository[SurveyResponse]):
                 .values(customer_id=customer_id)
                 .execution_options(synchronize_session=False)
             )
+
+    async def link_by_address(self, emails_lower: Collection[str]) -> list[tuple[SurveyResponse, Score | None]]:
+        """Responses given under these addresses without a customer go to the customer now announced
+        with each, and so do their scores; returns them with their scores, oldest first. The
+        addresses are found through the partial index of the responses without a customer."""
+        if not emails_lower:
+            return []
+        linked = (
+            await self.session.execute(
+                update(SurveyResponse)
+                .where(
+                    SurveyResponse.customer_id.is_(None),
+                    any_of(func.lower(SurveyResponse.email, type_=String), set(emails_lower)),
+                )
+                .values(customer_id=announced_customer_with(func.lower(SurveyResponse.email)))
+                .returning(SurveyResponse.id, SurveyResponse.customer_id)
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
+        owners = {response_id: customer_id for response_id, customer_id in linked if customer_id is not None}
+        if not owners:
+            return []
+        for customer_id in set(owners.values()):
+            await self.link_to_customer([r for r, c in owners.items() if c == customer_id], customer_id)
+        rows = await self.session.execute(
+            select(SurveyResponse, Score)
+            .outerjoin(Score, Score.response_id == SurveyResponse.id)
+            .where(SurveyResponse.id.in_(list(owners)))
+            .order_by(SurveyResponse.submitted_at, SurveyResponse.id)
+            .execution_options(populate_existing=True)
+        )
+        return [(response, score) for response, score in rows.all()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from cem.responses.models import Score, SurveyResponse
 from cem.responses.repository import NEWEST_FIRST, SCORE_DAYS, ResponseFilters, ResponseRepository
 from cem.responses.schemas import AnswerRead, ResponseCreate, ResponseRead, ScoreRead
 from cem.surveys.models import Survey
-from cem.surveys.questions import CheckedAnswers, check_answers, needs_followup, without_free_text
+from cem.surveys.questions import CheckedAnswers, MetricAnswer, check_answers, comment_of, needs_followup, without_free_text
 from cem.surveys.repository import SurveyRepository
 from cem.surveys.service import get_survey
 from cem.touchpoints.repository import TouchpointRepository
@@ -159,7 +159,7 @@ async def record_response(
                 "submitted_on": response.submitted_at.astimezone(dt.UTC).date(),
             }
         )
-    _announce(session, survey, response, checked)
+    _announce(session, survey.kind, response, checked.metric, checked.comment)
     if survey.max_responses is not None and taken + 1 >= survey.max_responses:
         # The answer that reaches the limit closes the survey, in its own transaction.
         survey.status, survey.closed_at, survey.updated_at = "closed", now, now
@@ -193,8 +193,11 @@ async def _count_towards_the_limit(session: AsyncSession, survey: Survey, now: d
     return taken
 
 
-def _announce(session: AsyncSession, survey: Survey, response: SurveyResponse, checked: CheckedAnswers) -> None:
-    answer = checked.metric
+def _announce(
+    session: AsyncSession, survey_kind: str, response: SurveyResponse, answer: MetricAnswer | Score | None, comment: str | None
+) -> None:
+    """`survey.response.submitted`, keyed by the response's customer (none when it was given under
+    an address no customer was known by)."""
     add_event(
         session,
         OutboxMessage,
@@ -203,8 +206,8 @@ def _announce(session: AsyncSession, survey: Survey, response: SurveyResponse, c
         subject=response.customer_id,
         data=SurveyResponseSubmitted(
             response_id=response.id,
-            survey_id=survey.id,
-            survey_kind=survey.kind,
+            survey_id=response.survey_id,
+            survey_kind=survey_kind,
             invitation_id=response.invitation_id,
             customer_id=response.customer_id,
             touchpoint=response.touchpoint,
@@ -212,11 +215,27 @@ def _announce(session: AsyncSession, survey: Survey, response: SurveyResponse, c
             scale_min=answer.scale_min if answer else None,
             scale_max=answer.scale_max if answer else None,
             category=answer.category if answer else None,
-            comment=checked.comment,
+            comment=comment,
             submitted_at=response.submitted_at,
             metric=answer.metric if answer else None,
         ),
     )
+
+
+class ResponseData(ResponseRepository):
+    """The responses' part of a customer's data (`cem.customer_data`): the repository's merge and
+    erasure, and answers given under an address no customer was known by, which go to the customer
+    the CRM announces with that address. Each is announced again then, as
+    `survey.response.submitted` keyed by its customer (the same `response_id`), so the CRM's
+    view of the customer shows it too. No follow-up is asked for then: the answer may be old."""
+
+    async def link_emails(self, emails_lower: Collection[str]) -> None:
+        linked = await self.link_by_address(emails_lower)
+        surveys = SurveyRepository(self.session)
+        for response, score in linked:
+            survey = await surveys.get(response.survey_id)
+            assert survey is not None  # responses keep their survey (RESTRICT)
+            _announce(self.session, survey.kind, response, score, comment_of(response.answers))
 
 
 def answers_problem(checked: CheckedAnswers) -> Unprocessable:

@@ -293,6 +293,12 @@ def check_answers(
     return result
 
 
+def comment_of(answers: list[dict[str, Any]]) -> str | None:
+    """A stored response's comment: its first text answer that holds words (as `check_answers`
+    picks it)."""
+    return next((a["value"] for a in answers if a.get("type") == "text" and a.get("value") is not None), None)
+
+
 def without_free_text(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Stored answers with every text answer blanked (ratings and choices stay): what an erased
     customer's answers keep."""

@@ -1,0 +1,160 @@
+"""Answers and feedback given under an address nobody was known by go to the customer the CRM
+announces with that address later, with their scores and totals, and are announced again keyed
+by that customer (so the CRM's view shows them too)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from sqlalchemy import select, text
+
+from cem.customer_data import export_sections
+from cem.followups.models import Followup
+from cem.responses.models import Score
+from cxkit.events.payloads import CustomerCreated, CustomerUpdated
+
+from .conftest import delivery, snapshot
+from .test_customer_events import erased, personal_data_left
+
+
+async def _announced(outbox: Any, event_type: str, field: str, row_id: str) -> list[dict[str, Any]]:
+    return [e for e in await outbox(event_type) if e["data"][field] == row_id]
+
+
+async def test_answers_and_feedback_under_an_address_go_to_the_customer_announced_with_it(
+    client: httpx.AsyncClient, make: Any, apply: Any, session_factory: Any, outbox: Any
+) -> None:
+    marker = uuid.uuid4().hex[:10]
+    nps = await make.survey("nps")
+    csat = await make.survey("csat")
+    detractor = await make.answer(nps["id"], {"nps": 3, "reason": "The queue was long"}, email=f"Walk-In-{marker}@Example.com")
+    happy = await make.answer(csat["id"], {"csat": 5}, email=f"walk-in-{marker}@example.com")
+    stranger = await make.answer(nps["id"], {"nps": 9}, email=f"stranger-{marker}@example.com")
+    r = await client.post(
+        "/v1/feedback",
+        json={"email": f"WALK-IN-{marker}@example.com", "channel": "chat", "text": "Lovely staff", "rating": 5},
+    )
+    assert r.status_code == 201, r.text
+    feedback = r.json()
+    assert detractor["customer_id"] is None and not detractor["followup_requested"]
+    assert happy["customer_id"] is None and feedback["customer_id"] is None
+    nps_before = (await client.get("/v1/analytics/nps", params={"survey_id": nps["id"]})).json()
+
+    customer = uuid.uuid4()
+    await apply(delivery("customer.created", CustomerCreated(**snapshot(customer, email=f"walk-in-{marker}@EXAMPLE.com"))))
+
+    view = (await client.get(f"/v1/customers/{customer}/experience")).json()
+    assert {r["id"] for r in view["responses"]} == {detractor["id"], happy["id"]}
+    assert all(r["customer_id"] == str(customer) for r in view["responses"])
+    assert [f["id"] for f in view["feedback"]] == [feedback["id"]]
+    summary = view["summary"]
+    assert (summary["responses"], summary["feedback"]) == (2, 1)
+    assert summary["latest_nps"]["score"] == 3 and summary["latest_nps"]["category"] == "detractor"
+    assert (summary["nps_average"], summary["csat_average"]) == (3, 5)
+    async with session_factory() as session:
+        scores = {
+            str(s.response_id): s.customer_id
+            for s in await session.scalars(
+                select(Score).where(Score.response_id.in_([uuid.UUID(a["id"]) for a in (detractor, happy, stranger)]))
+            )
+        }
+        # A linked answer is not followed up: it may be old, and no owner was asked at the time.
+        followups = (await session.scalars(select(Followup).where(Followup.customer_id == customer))).all()
+    assert scores == {detractor["id"]: customer, happy["id"]: customer, stranger["id"]: None}
+    assert followups == []
+    assert (await client.get(f"/v1/responses/{stranger['id']}")).json()["customer_id"] is None
+    # The same answers, now under a customer: the scores do not change.
+    assert (await client.get("/v1/analytics/nps", params={"survey_id": nps["id"]})).json() == nps_before
+
+    # Announced twice: first under the address alone, then keyed by the customer, with the same answer.
+    first, again = await _announced(outbox, "survey.response.submitted", "response_id", detractor["id"])
+    assert "subject" not in first and first["data"]["customer_id"] is None
+    assert again["subject"] == str(customer) and again["data"]["customer_id"] == str(customer)
+    assert {k: v for k, v in again["data"].items() if k != "customer_id"} == {
+        k: v for k, v in first["data"].items() if k != "customer_id"
+    }
+    assert again["data"]["comment"] == "The queue was long" and again["data"]["category"] == "detractor"
+    assert again["data"]["survey_kind"] == "nps" and again["data"]["metric"] == "nps"
+    first, again = await _announced(outbox, "survey.response.submitted", "response_id", happy["id"])
+    assert again["data"]["customer_id"] == str(customer) and again["data"]["score"] == 5
+    first, again = await _announced(outbox, "feedback.received", "feedback_id", feedback["id"])
+    assert "subject" not in first and again["subject"] == str(customer)
+    assert {k: v for k, v in again["data"].items() if k != "customer_id"} == {
+        k: v for k, v in first["data"].items() if k != "customer_id"
+    }
+    assert len(await _announced(outbox, "survey.response.submitted", "response_id", stranger["id"])) == 1
+
+    # The announcement again, or a new version with the same address, links and announces nothing more.
+    await apply(delivery("customer.created", CustomerCreated(**snapshot(customer, email=f"walk-in-{marker}@example.com"))))
+    await apply(delivery("customer.updated", CustomerUpdated(**snapshot(customer, 2, email=f"walk-in-{marker}@example.com"))))
+    assert len(await _announced(outbox, "survey.response.submitted", "response_id", detractor["id"])) == 2
+    assert len(await _announced(outbox, "feedback.received", "feedback_id", feedback["id"])) == 2
+
+
+async def test_a_customer_who_takes_a_new_address_takes_the_answers_and_feedback_given_under_it(
+    client: httpx.AsyncClient, make: Any, apply: Any, outbox: Any
+) -> None:
+    marker = uuid.uuid4().hex[:10]
+    survey = await make.survey("ces")
+    customer = uuid.uuid4()
+    await apply(delivery("customer.created", CustomerCreated(**snapshot(customer, email=f"old-{marker}@example.com"))))
+    answer = await make.answer(survey["id"], {"ces": 2}, email=f"new-{marker}@example.com")
+    feedback = (
+        await client.post("/v1/feedback", json={"email": f"new-{marker}@example.com", "channel": "email", "text": "Hard"})
+    ).json()
+    assert answer["customer_id"] is None and feedback["customer_id"] is None
+
+    await apply(delivery("customer.updated", CustomerUpdated(**snapshot(customer, 2, email=f"New-{marker}@example.com"))))
+    view = (await client.get(f"/v1/customers/{customer}/experience")).json()
+    assert [r["id"] for r in view["responses"]] == [answer["id"]]
+    assert [f["id"] for f in view["feedback"]] == [feedback["id"]]
+    assert view["summary"]["ces_average"] == 2
+    (_, again) = await _announced(outbox, "survey.response.submitted", "response_id", answer["id"])
+    assert again["subject"] == str(customer)
+
+
+async def test_an_erasure_after_the_link_leaves_nothing_of_what_was_given_under_the_address(
+    make: Any, apply: Any, client: httpx.AsyncClient, cem_database_url: str, outbox: Any
+) -> None:
+    """The first announcements of a linked answer and feedback carried no key: the erasure still
+    finds them (by the rows' ids), as it finds those of rows it links itself."""
+    marker = uuid.uuid4().hex[:10]
+    survey = await make.survey("nps")
+    answer = await make.answer(survey["id"], {"nps": 6, "reason": f"Rude {marker}"}, email=f"gone-{marker}@example.com")
+    r = await client.post(
+        "/v1/feedback", json={"email": f"gone-{marker}@example.com", "channel": "chat", "text": f"Cold {marker}"}
+    )
+    assert r.status_code == 201, r.text
+    customer = uuid.uuid4()
+    await apply(delivery("customer.created", CustomerCreated(**snapshot(customer, email=f"gone-{marker}@example.com"))))
+    assert len(await _announced(outbox, "survey.response.submitted", "response_id", answer["id"])) == 2
+    assert "outbox.value" in await personal_data_left(cem_database_url, marker)
+
+    await apply(erased(customer))
+    assert await personal_data_left(cem_database_url, marker) == []
+    view = (await client.get(f"/v1/customers/{customer}/experience")).json()
+    assert (view["summary"]["responses"], view["summary"]["feedback"]) == (1, 1)
+
+
+async def test_the_rows_kept_under_an_address_are_found_through_their_partial_indexes(session_factory: Any) -> None:
+    """The link, the erasure and the data export look answers and feedback up by address among
+    the rows without a customer: each statement can use the partial index on lower(email) of those
+    rows (the planner told to avoid a scan where it can, as it would on a large table)."""
+    exports = {section.name: section.sql for section in export_sections()}
+    async with session_factory() as session, session.begin():
+        await session.execute(text("SET LOCAL enable_seqscan = off"))  # begins the transaction too
+        raw = (await (await session.connection()).get_raw_connection()).driver_connection
+        for table in ("responses", "feedback"):
+            # The link (an array of addresses) and the erasure (one address), then the export.
+            link = f"UPDATE {table} SET email = email WHERE customer_id IS NULL AND lower(email) = ANY($1::text[])"
+            erasure = f"UPDATE {table} SET email = email WHERE customer_id IS NULL AND lower(email) = $1"
+            for query, argument in (
+                (link, ["someone@example.com"]),
+                (erasure, "someone@example.com"),
+                (exports[table], uuid.uuid4()),
+            ):
+                plan = "\n".join(r[0] for r in await raw.fetch(f"EXPLAIN {query}", argument))
+                assert f"ix_{table}_unlinked_email" in plan, plan
+                assert "Seq Scan" not in plan, plan
