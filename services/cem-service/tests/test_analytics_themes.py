@@ -3,16 +3,21 @@ statistics against scipy's Welch t-test and statsmodels' Benjamini-Hochberg on t
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from scipy import stats as scipy_stats
+from sqlalchemy import select, text, update
 from statsmodels.stats.multitest import multipletests
 
-from cem.analytics.themes_repository import DICTIONARIES
+from cem.responses.models import Score
 from cem.surveys.texts import LANGUAGES
 from cxkit.testing import bearer
+
+from .test_customer_events import erased
 
 # (score, comment) -> NPS per answer: 0-6 detractor -100, 7-8 passive 0, 9-10 promoter +100.
 ANSWERS = [
@@ -35,8 +40,58 @@ VALUES = {
 EVERYONE = [-100, -100, 100, 100, 0]
 
 
-def test_every_survey_language_has_its_dictionary() -> None:
-    assert set(DICTIONARIES) == set(LANGUAGES)
+MIGRATION = Path(__file__).parents[1] / "migrations/versions/2026_12_05_1800-cem0021_comment_themes_kept_with_scores.py"
+
+
+def _migration() -> Any:
+    """The migration that keeps the themes with the scores (its dictionaries and its fill)."""
+    spec = importlib.util.spec_from_file_location("cem0021", MIGRATION)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_every_survey_language_has_its_dictionary(session_factory: Any) -> None:
+    dictionaries = _migration().DICTIONARIES
+    assert set(dictionaries) == set(LANGUAGES)
+    async with session_factory() as session:
+        for language, dictionary in dictionaries.items():
+            assert await session.scalar(text("SELECT theme_dictionary(:language)::text"), {"language": language}) == dictionary
+
+
+async def _themes_kept(session_factory: Any, response_ids: list[str]) -> dict[str, tuple[Any, Any]]:
+    async with session_factory() as session:
+        scores = await session.scalars(select(Score).where(Score.response_id.in_(response_ids)))
+        return {str(s.response_id): (s.theme_stems, s.theme_words) for s in scores}
+
+
+async def test_each_score_keeps_its_comment_s_themes_as_the_answer_is_recorded_and_the_migration_fills_them(
+    make: Any, session_factory: Any
+) -> None:
+    english = await make.survey("nps")
+    german = await make.survey("csat", language="de")
+    answers = [
+        await make.answer(english["id"], {"nps": 3, "reason": "Deliveries late, the delivery was LATE again"}),
+        await make.answer(english["id"], {"nps": 9, "reason": "and the, of"}),  # stop words only
+        await make.answer(english["id"], {"nps": 9}),  # no comment
+        await make.answer(german["id"], {"csat": 2, "improve": "Die Lieferungen waren langsam, 3 Tage"}),
+    ]
+    ids = [a["id"] for a in answers]
+    kept = await _themes_kept(session_factory, ids)
+    assert kept == {
+        ids[0]: (["deliveri", "late"], ["deliveries", "late"]),  # a stem once, its first form alphabetically
+        ids[1]: ([], []),
+        ids[2]: (None, None),
+        ids[3]: (["langsam", "liefer", "tag"], ["langsam", "lieferungen", "tage"]),  # German stems; "3" is no word
+    }
+    # The migration's fill of the scores recorded before it gives the same.
+    migration = _migration()
+    async with session_factory() as session, session.begin():
+        await session.execute(update(Score).where(Score.response_id.in_(ids)).values(theme_stems=["x"], theme_words=["x"]))
+        await session.execute(text(migration.BACKFILL + " AND scores.response_id = ANY(:ids)"), {"ids": ids})
+    # An answer without a comment is not touched by the fill: its new columns are null already.
+    assert await _themes_kept(session_factory, ids) == {**kept, ids[2]: (["x"], ["x"])}
 
 
 # scipy warns when one side of a reference test has no spread (every answer the same score).
@@ -105,3 +160,19 @@ async def test_themes_filters_and_refusals(client: httpx.AsyncClient, make: Any,
     assert (
         await client.get("/v1/analytics/themes", params={"metric": "nps"}, headers=bearer(keys["revoked"]))
     ).status_code == 401
+
+
+async def test_an_erased_customer_s_comment_themes_go_with_its_words(
+    client: httpx.AsyncClient, make: Any, apply: Any, session_factory: Any
+) -> None:
+    survey = await make.survey("nps")
+    customer = await make.customer()
+    theirs = await make.answer(survey["id"], {"nps": 2, "reason": "Grumpy courier"}, customer_id=str(customer))
+    other = await make.answer(survey["id"], {"nps": 10, "reason": "Cheerful courier"})
+    await apply(erased(customer))
+
+    kept = await _themes_kept(session_factory, [theirs["id"], other["id"]])
+    assert kept == {theirs["id"]: (None, None), other["id"]: (["cheer", "courier"], ["cheerful", "courier"])}
+    report = (await client.get("/v1/analytics/themes", params={"metric": "nps", "survey_id": survey["id"]})).json()
+    assert (report["n"], report["without_comment"]) == (1, 1)
+    assert {t["stem"]: t["n"] for t in report["themes"]} == {"cheer": 1, "courier": 1}

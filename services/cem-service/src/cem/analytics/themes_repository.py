@@ -1,7 +1,9 @@
-"""The words of the comments that come with scored answers, counted in the database: each
-comment split into words by PostgreSQL's text search, stop words dropped and words folded to
-their stem by the snowball dictionary of the survey's language, then per stem the answers that
-mention it with the moments (count, sum, sum of squares) of their per-answer value."""
+"""The words of the comments that come with scored answers, counted in the database. Each score
+keeps its comment's themes (`scores.theme_stems` and `theme_words`, worked out when the answer
+was recorded by `comment_themes`: the comment split into words by PostgreSQL's text search, stop
+words dropped and words folded to their stem by the snowball dictionary of the survey's
+language); per stem, the answers that mention it with the moments (count, sum, sum of squares)
+of their per-answer value."""
 
 from __future__ import annotations
 
@@ -16,54 +18,32 @@ from sqlalchemy.dialects import postgresql
 from cem.analytics.drivers_repository import Moments, answer_value
 from cxkit.repository import SessionRepository
 
-# The snowball dictionary of each survey language: it drops the language's stop words and folds
-# a word to its stem (deliveries, delivery -> deliveri).
-DICTIONARIES = {
-    "en": "english_stem",
-    "de": "german_stem",
-    "fr": "french_stem",
-    "es": "spanish_stem",
-    "it": "italian_stem",
-    "nl": "dutch_stem",
-    "pt": "portuguese_stem",
-}
-_DICTIONARY = "CASE s.language {whens} ELSE 'english_stem'::regdictionary END".format(
-    whens=" ".join(f"WHEN '{code}' THEN '{name}'::regdictionary" for code, name in DICTIONARIES.items())
-)
-# The answer's comment: its first text answer that holds words.
-_COMMENT = """jsonb_path_query_first(r.answers, '$[*] ? (@.type == "text" && @.value.type() == "string").value') #>> '{}'"""
-_ANSWERS = f"""
-WITH answers AS MATERIALIZED (
-    SELECT scores.response_id, :value_sql AS v, {_DICTIONARY} AS dictionary, {_COMMENT} AS comment
-      FROM scores JOIN responses r ON r.id = scores.response_id JOIN surveys s ON s.id = scores.survey_id
-     WHERE scores.metric = :metric AND scores.score IS NOT NULL :filters_sql
-)"""
 # One statement: the `limit` most mentioned stems, then one row (stem NULL) for every answer with a
-# comment, whose `word` column holds how many had none.
-_THEMES = (
-    _ANSWERS
-    + """,
-words AS (
-    SELECT a.response_id, a.v, w.lexeme AS word, (ts_lexize(a.dictionary, w.lexeme))[1] AS stem
-      FROM answers a CROSS JOIN LATERAL unnest(to_tsvector('simple', a.comment)) AS w
-     WHERE a.comment IS NOT NULL AND length(w.lexeme) >= 3 AND w.lexeme ~ '^[[:alpha:]]+$'
-),
-mentions AS (
-    SELECT response_id, stem, min(v) AS v, min(word) AS word FROM words WHERE stem IS NOT NULL GROUP BY response_id, stem
+# comment, whose `word` column holds how many had none. An answer names a stem once, so the answers
+# per (stem, form) add up to the answers per stem; they are counted by hashing, not by sorting every
+# mention, and the form most answers used names the theme.
+_THEMES = """
+WITH forms AS (
+    SELECT stem, word, count(*) AS n, sum(v) AS total, sum(v * v) AS total_sq
+      FROM (SELECT unnest(scores.theme_stems) AS stem, unnest(scores.theme_words) AS word, :value_sql AS v
+              FROM scores
+             WHERE scores.metric = :metric AND scores.score IS NOT NULL :filters_sql) AS mentions
+     GROUP BY stem, word
 ),
 themes AS (
-    SELECT stem, mode() WITHIN GROUP (ORDER BY word) AS word, count(*) AS n, sum(v) AS total, sum(v * v) AS total_sq
-      FROM mentions
+    SELECT stem, (array_agg(word ORDER BY n DESC, word))[1] AS word, sum(n) AS n, sum(total) AS total, sum(total_sq) AS total_sq
+      FROM forms
      GROUP BY stem
-     ORDER BY count(*) DESC, stem
+     ORDER BY sum(n) DESC, stem
      LIMIT :limit
 )
 SELECT * FROM themes
 UNION ALL
 SELECT NULL, count(*) FILTER (WHERE NOT commented)::text, count(*) FILTER (WHERE commented),
        coalesce(sum(v) FILTER (WHERE commented), 0), coalesce(sum(v * v) FILTER (WHERE commented), 0)
-  FROM (SELECT v, btrim(coalesce(comment, '')) <> '' AS commented FROM answers) AS a"""
-)
+  FROM (SELECT :value_sql AS v, scores.theme_stems IS NOT NULL AS commented
+          FROM scores
+         WHERE scores.metric = :metric AND scores.score IS NOT NULL :filters_sql) AS answers"""
 
 
 def _statement(sql: str, value: str, filters: str) -> Any:

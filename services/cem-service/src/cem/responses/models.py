@@ -6,8 +6,8 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, SmallInteger, String, Uuid, func, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, SmallInteger, String, Text, Uuid, func, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cem.db import Base
@@ -67,6 +67,11 @@ class Score(Base):
     # The UTC day of `submitted_at`: series group by this plain column first (the planner knows its
     # few distinct values, so it hash-aggregates in parallel), then fold days into weeks or months.
     submitted_on: Mapped[dt.date] = mapped_column(Date)
+    # The themes of the response's comment (`comment_themes`, migration cem0021), worked out when
+    # it is recorded: its distinct word stems, sorted, and the form of each the comment used. Null
+    # without a comment (or once its words were erased); empty for a comment of stop words only.
+    theme_stems: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    theme_words: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
     __table_args__ = (
         Index("ix_scores_metric_submitted", "metric", "submitted_at"),

@@ -8,7 +8,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, String, and_, func, insert, or_, select, text, update
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.customers.repository import announced_customer_with
@@ -92,6 +92,19 @@ class ResponseRepository(Repository[SurveyResponse]):
     async def add_score(self, row: dict[str, Any]) -> None:
         await self.session.execute(insert(Score), [row])
 
+    async def comment_themes(self, language: str, comment: str | None) -> tuple[list[str] | None, list[str] | None]:
+        """A comment's themes as its score keeps them (`comment_themes`, migration cem0021): the
+        distinct stems of its words in the survey's language, sorted, and the form of each it
+        used; (None, None) without a comment."""
+        if comment is None:
+            return None, None
+        row = (
+            await self.session.execute(
+                text("SELECT stems, words FROM comment_themes(:language, :comment)"), {"language": language, "comment": comment}
+            )
+        ).one()
+        return list(row.stems), list(row.words)
+
     def _with_score(self) -> Any:
         return (
             select(SurveyResponse, Score, Followup.id)
@@ -138,6 +151,13 @@ class ResponseRepository(Repository[SurveyResponse]):
             response.answers = without_free_text(response.answers)
         await self.flush()
         await self.link_to_customer(linked, erasure.customer_id)
+        # The themes were words of the comments.
+        await self.session.execute(
+            update(Score)
+            .where(Score.customer_id == erasure.customer_id, Score.theme_stems.is_not(None))
+            .values(theme_stems=None, theme_words=None)
+            .execution_options(synchronize_session=False)
+        )
 
     async def of_customer_or_email(self, customer_id: uuid.UUID, email_lower: str | None) -> list[SurveyResponse]:
         """Every response of the customer, and those given under their address without a customer

@@ -144,6 +144,7 @@ async def record_response(
         raise AlreadyAnswered("this invitation was already answered", reason="already_answered") from None
     answer = checked.metric
     if answer is not None:
+        theme_stems, theme_words = await repo.comment_themes(survey.language, checked.comment)
         await repo.add_score(
             {
                 "response_id": response.id,
@@ -157,6 +158,8 @@ async def record_response(
                 "category": answer.category,
                 "submitted_at": response.submitted_at,
                 "submitted_on": response.submitted_at.astimezone(dt.UTC).date(),
+                "theme_stems": theme_stems,
+                "theme_words": theme_words,
             }
         )
     _announce(session, survey.kind, response, checked.metric, checked.comment)
