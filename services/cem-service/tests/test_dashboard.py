@@ -139,7 +139,8 @@ async def _seed(client: httpx.AsyncClient, make: Any) -> dict[str, Any]:
     csat = await make.survey("csat", name="Delivery CSAT", touchpoint="delivery")
     ces = await make.survey("ces", name="Support CES")
     for day, score in [(2, 10), (3, 9), (3, 3), (10, 8), (11, 10), (17, 6), (18, 2), (24, 9)]:
-        await make.answer(nps["id"], {"nps": score}, touchpoint="checkout", submitted_at=NOV.format(day))
+        reason = "Quick checkout" if score >= 9 else "The checkout page kept timing out"
+        await make.answer(nps["id"], {"nps": score, "reason": reason}, touchpoint="checkout", submitted_at=NOV.format(day))
     # A known customer's detractor answer: a follow-up, counted in the recovery figures.
     who = str(await make.customer())
     await make.answer(nps["id"], {"nps": 4}, touchpoint="checkout", customer_id=who, submitted_at=NOV.format(25))
@@ -291,3 +292,29 @@ def test_recovery_shows_the_sla_figures_one_a_line() -> None:
         "within_sla within": 1,
         "within_sla share": 0.5,
     }
+
+
+async def test_each_score_shows_what_its_comments_say_as_the_themes_api_does(
+    client: httpx.AsyncClient, browser: httpx.AsyncClient, make: Any, keys: dict[str, str]
+) -> None:
+    survey = await make.survey("nps", name="Themes NPS")
+    for i in range(12):  # detractors and passives about the delivery, promoters and passives about the staff
+        await make.answer(survey["id"], {"nps": 2 if i % 2 else 8, "reason": "Slow delivery"})
+        await make.answer(survey["id"], {"nps": 10 if i % 2 else 7, "reason": "Friendly staff"})
+    await make.answer(survey["id"], {"nps": 9})
+    await dashboard_sign_in(browser, keys["read"])
+    page = await browser.get("/dashboard", params={"survey_id": survey["id"]})
+    assert page.status_code == 200
+
+    api = (await client.get("/v1/analytics/themes", params={"metric": "nps", "survey_id": survey["id"], "limit": 10})).json()
+    assert {t["stem"] for t in api["themes"]} == {"deliveri", "slow", "friend", "staff"}
+    bars = [{"label": t["theme"], "value": str(t["effect"])} for t in api["themes"] if t["effect"] is not None]
+    assert chart_values(page.text, "chart-themes-nps") == bars
+    assert {b["label"]: float(b["value"]) for b in bars} == {
+        "delivery": -100.0,
+        "slow": -100.0,
+        "friendly": 100.0,
+        "staff": 100.0,
+    }
+    assert "24 comments" in page.text and "1 answer came without one" in page.text
+    assert 'id="table-themes-nps"' in page.text and 'id="chart-themes-csat"' not in page.text

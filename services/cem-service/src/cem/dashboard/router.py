@@ -1,5 +1,6 @@
-"""`GET /dashboard`: the experience scores, touchpoints against their promises, response rate,
-suppressions and recovery, as charts with their tables, for people signed in with an API key."""
+"""`GET /dashboard`: the experience scores and the themes of their comments, touchpoints against
+their promises, response rate, suppressions and recovery, as charts with their tables, for people
+signed in with an API key."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
 from cem.analytics.schemas import MetricReport, RecoveryReport, TouchpointReport
+from cem.analytics.themes_schemas import ThemeReport
 from cem.dashboard.service import METRIC_NAMES, METRIC_RANGES, METRICS, DashboardFilters, build_dashboard
 from cem.deps import SettingsDep
 from cxkit.dashboard.charts import Bar, Point
@@ -48,6 +50,12 @@ def gap_bars(touchpoints: list[TouchpointReport]) -> list[Bar]:
         for t in touchpoints
         if t.target is not None
     ]
+
+
+def theme_bars(report: ThemeReport) -> list[Bar]:
+    """The tested themes: how the answers that mention each score against the other answers with
+    a comment (below zero, red: they score worse)."""
+    return [Bar(t.theme, t.effect, note=f"{t.n} answers") for t in report.themes if t.effect is not None]
 
 
 RECOVERY_STEPS = (("detractors", "Detractors"), ("followed_up", "Followed up"), ("answered_again", "Answered again"),
@@ -133,6 +141,7 @@ async def cem_dashboard(request: Request, session: SessionDep, user: DashboardUs
         base_url=str(request.base_url).rstrip("/"),
         series_points=series_points,
         gap_bars=gap_bars,
+        theme_bars=theme_bars,
         recovery_steps=RECOVERY_STEPS,
         recovery_extras=recovery_extras,
     )

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.analytics import service as analytics
+from cem.analytics import themes
 from cem.analytics.schemas import MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
+from cem.analytics.themes_schemas import ThemeReport
 from cem.surveys.models import Survey
 from cem.surveys.repository import SurveyRepository
 from cxkit.http.pagination import PageParams, decode_cursor
@@ -21,6 +23,8 @@ METRIC_NAMES = {"nps": "NPS", "csat": "CSAT", "ces": "CES"}
 # The y axis of each metric's chart: its whole range, so charts compare by eye.
 METRIC_RANGES = {"nps": (-100.0, 100.0), "csat": (0.0, 100.0), "ces": (1.0, 7.0)}
 SURVEY_CHOICES = 200
+THEMES = 10  # per metric: the most mentioned words of the comments
+THEME_MIN_N = 10  # the API's default: fewest answers with and without a theme to test it
 TOUCHPOINT_PAGES = 5  # x 200 touchpoints: beyond that the page would be unreadable anyway
 
 
@@ -39,6 +43,7 @@ class CemDashboard:
     surveys: list[Survey]
     survey: Survey | None
     reports: dict[str, MetricReport | None]
+    themes: dict[str, ThemeReport | None]
     touchpoints: list[TouchpointReport]
     recovery: RecoveryReport
     suppressions: SuppressionReport
@@ -84,22 +89,17 @@ async def build_dashboard(session: AsyncSession, filters: DashboardFilters, acti
                 else f"Survey “{survey.name}” has no NPS, CSAT or CES question: no score to chart."
             )
     reports: dict[str, MetricReport | None] = {m: None for m in METRICS}
-    for metric in wanted:
-        reports[metric] = await analytics.metric_report(
-            session,
-            metric,
-            survey_id=filters.survey_id,
-            touchpoint=filters.touchpoint,
-            since=filters.since,
-            until=filters.until,
-            interval=filters.interval,
-        )
+    comment_themes: dict[str, ThemeReport | None] = {m: None for m in METRICS}
     scope = {"survey_id": filters.survey_id, "touchpoint": filters.touchpoint, "since": filters.since, "until": filters.until}
+    for metric in wanted:
+        reports[metric] = await analytics.metric_report(session, metric, **scope, interval=filters.interval)
+        comment_themes[metric] = await themes.theme_report(session, metric, **scope, limit=THEMES, min_n=THEME_MIN_N)
     return CemDashboard(
         filters=filters,
         surveys=surveys,
         survey=survey,
         reports=reports,
+        themes=comment_themes,
         touchpoints=await touchpoints_all(session, filters.since, filters.until),
         recovery=await analytics.recovery_report(session, **scope, interval=filters.interval, action_types=action_types),
         suppressions=await analytics.suppression_report(session, **scope),
