@@ -15,7 +15,7 @@ from cem.consumers import live_consumers
 from cem.customers.service import rebuild_experience_totals
 from cem.db import ApiKey, OutboxMessage, ProcessedEvent
 from cem.projections import projections
-from cem.responses.service import rebuild_score_days
+from cem.responses.service import rebuild_answer_days, rebuild_score_days
 from cem.scheduler import InvitationScheduler, SchedulerRound
 from cxkit.cli import build_cli
 from cxkit.db import make_engine, make_session_factory
@@ -88,6 +88,17 @@ def rebuild_score_days_command() -> None:
 
     days, corrected = asyncio.run(_in_transaction("recomputing the scores per day from the scores", rebuild_score_days))
     console.print(f"[green]scores per day rebuilt: {days} row(s); {corrected} were wrong[/green]")
+
+
+@app.command("rebuild-answer-days")
+def rebuild_answer_days_command() -> None:
+    """Recompute the answers counted per survey, touchpoint, day, question and value (what the
+    survey results read) from the responses themselves. The database keeps them up to date as
+    answers are written; this is for after a restore or a change made by hand. Writers of
+    answers wait while it runs."""
+
+    keys, corrected = asyncio.run(_in_transaction("recomputing the answers per day from the responses", rebuild_answer_days))
+    console.print(f"[green]answers per day rebuilt: {keys} row(s); {corrected} were wrong[/green]")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ from cem.feedback.models import Feedback
 from cem.followups.models import Followup
 from cem.invitations.models import Invitation, InvitationLink
 from cem.journeys.models import Journey, JourneyStage, JourneyStep
-from cem.responses.models import Score, ScoreDay, SurveyResponse
+from cem.responses.models import AnswerDay, Score, ScoreDay, SurveyResponse
 from cem.suppressions.models import Suppression
 from cem.surveys.models import Survey
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
 
 __all__ = [
+    "AnswerDay",
     "ApiKey",
     "Base",
     "CustomerExperienceTotals",

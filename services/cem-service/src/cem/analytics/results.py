@@ -1,6 +1,7 @@
 """A survey's results (`GET /v1/surveys/{id}/results`): per question, how many answered and
 skipped it, and what they answered: each score of a rating with the mean, each option of a
-choice, the newest text answers. Counted by the database (`results_repository`)."""
+choice, the newest text answers. Counted by the database (`results_repository`: whole days kept
+per question and value, the parts of days a window cuts counted from the responses)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.analytics.results_repository import ResultsRepository, ValueRow, Window
@@ -40,23 +40,19 @@ def _values(listed: list[str], counts: dict[str, int], answered: int) -> list[Va
 
 
 def _counts(q: dict[str, Any], rows: list[ValueRow]) -> dict[str, int]:
-    """Answers per score or option; a multi choice's lists of picks counted per option."""
+    """Answers per score or option (a multi choice's picks, per option)."""
     counts: Counter[str] = Counter()
+    kind = "pick" if q["type"] == "multi_choice" else "answered"
     for row in rows:
-        if row.value is None:
-            continue
-        if q["type"] == "multi_choice":
-            picks = orjson.loads(row.value)
-            counts.update({str(pick): row.answers for pick in dict.fromkeys(picks)})
-        else:
+        if row.kind == kind:
             counts[row.value] += row.answers
     return counts
 
 
 def _question(q: dict[str, Any], rows: list[ValueRow]) -> dict[str, Any]:
     """The summary of one of the survey's questions from its rows (answers of its type)."""
-    answered = sum(r.answers for r in rows if r.answered)
-    skipped = sum(r.answers for r in rows if not r.answered)
+    answered = sum(r.answers for r in rows if r.kind == "answered")
+    skipped = sum(r.answers for r in rows if r.kind == "skipped")
     base = {"id": q["id"], "type": q["type"], "text": q["text"], "answered": answered, "skipped": skipped}
     counts = _counts(q, rows)
     if q["type"] == "rating":
@@ -86,10 +82,13 @@ async def survey_results(
         raise NotFound(f"survey {survey_id} does not exist")
     window = Window(survey_id, touchpoint, since, until)
     repo = ResultsRepository(session)
-    responses = await repo.responses(window)
     rows: dict[tuple[str, str], list[ValueRow]] = defaultdict(list)  # (question id, type as stored)
-    for row in await repo.value_counts(window) if responses else []:
-        rows[(row.question_id, row.type)].append(row)
+    responses = 0
+    for row in await repo.value_counts(window):
+        if row.kind == "response":
+            responses += row.answers
+        else:
+            rows[(row.question_id, row.type)].append(row)
     summaries = [_question(q, rows.get((q["id"], q["type"]), [])) for q in survey.questions]
     for summary in summaries:
         if summary["type"] == "text" and summary["answered"]:

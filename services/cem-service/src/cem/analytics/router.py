@@ -304,8 +304,9 @@ async def key_drivers(
     "or multi choice, every option with its count and share (of a multi choice's answers, the share that picked it: "
     f"the shares add up to more than 1); for a text question, the {TEXTS_SHOWN} newest answers (all of them are in "
     "`GET /v1/responses/export`). An erased customer's text answers count as skipped. Filter by `touchpoint` "
-    "and a window on the answer time (`from` inclusive, `to` exclusive). Counted by the database from the stored "
-    "answers. Needs `read`.",
+    "and a window on the answer time (`from` inclusive, `to` exclusive). Counted by the database: whole UTC days "
+    "from the answers it keeps counted per day, question and value as they are written, the parts of days a window "
+    "cuts from the stored answers (milliseconds at a million answers). Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
 async def survey_results(

@@ -110,3 +110,28 @@ class ScoreDay(Base):
     answers: Mapped[int] = mapped_column(BigInteger)
     score_sum: Mapped[int] = mapped_column(BigInteger)
     score_squares: Mapped[int] = mapped_column(BigInteger)
+
+
+class AnswerDay(Base):
+    """A survey's answers counted per touchpoint, UTC day, question, type as stored, kind and
+    value: `GET /v1/surveys/{id}/results` reads whole days here instead of every response; the
+    part of a day a window cuts is read from `responses` itself (`answer_terms`).
+
+    Kinds: `response` (the response itself; question, type and value ''), `skipped`, `answered`
+    (with the value of a rating or a single choice, '' otherwise) and `pick` (one option picked
+    in a multi choice). Kept by statement-level triggers on `responses` (migration cem0022), as
+    `ScoreDay` is on `scores`: each statement's net change added to the writing connection's
+    stripe, a stripe brought back to nothing deleted. `cem rebuild-answer-days` recomputes every
+    row from the responses (`answer_days_from_rows`)."""
+
+    __tablename__ = "answer_days"
+
+    survey_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    touchpoint: Mapped[str] = mapped_column(String(100), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    question_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    type: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, primary_key=True)
+    stripe: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default=text("0"))
+    answers: Mapped[int] = mapped_column(BigInteger)

@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, String, and_, func, insert, or_, select, t
 from cem.customers.lifecycle import CustomerErasure
 from cem.customers.repository import announced_customer_with
 from cem.followups.models import Followup
-from cem.responses.models import Score, ScoreDay, SurveyResponse
+from cem.responses.models import AnswerDay, Score, ScoreDay, SurveyResponse
 from cem.surveys.questions import without_free_text
 from cxkit import keyset
 from cxkit.db import any_of
@@ -29,6 +29,15 @@ SCORE_DAYS = KeptFigures(
     "score_days_from_rows",
     tuple(c.name for c in ScoreDay.__table__.primary_key.columns if c.name != "stripe"),
     tuple(c.name for c in ScoreDay.__table__.columns if not c.primary_key),
+)
+
+# The answers counted per day (`AnswerDay`, kept by the triggers of migration cem0022; a key's
+# stripes summed) and the same counts computed from the responses (`answer_days_from_rows`).
+ANSWER_DAYS = KeptFigures(
+    AnswerDay.__tablename__,
+    "answer_days_from_rows",
+    tuple(c.name for c in AnswerDay.__table__.primary_key.columns if c.name != "stripe"),
+    tuple(c.name for c in AnswerDay.__table__.columns if not c.primary_key),
 )
 
 NEWEST_FIRST = keyset.Sort(keyset.SortKey("submitted_at", SurveyResponse.submitted_at, "datetime"), descending=True)

@@ -21,7 +21,7 @@ from cem.invitations.repository import InvitationRepository
 from cem.invitations.service import hash_token, resolve_recipient
 from cem.responses import repository
 from cem.responses.models import Score, SurveyResponse
-from cem.responses.repository import NEWEST_FIRST, SCORE_DAYS, ResponseFilters, ResponseRepository
+from cem.responses.repository import ANSWER_DAYS, NEWEST_FIRST, SCORE_DAYS, ResponseFilters, ResponseRepository
 from cem.responses.schemas import AnswerRead, ResponseCreate, ResponseRead, ScoreRead
 from cem.surveys.models import Survey
 from cem.surveys.questions import CheckedAnswers, MetricAnswer, check_answers, comment_of, needs_followup, without_free_text
@@ -353,3 +353,10 @@ async def rebuild_score_days(session: AsyncSession) -> tuple[int, int]:
     scores (after a restore, or a change made by hand with the triggers off). Returns (days
     with figures, days corrected)."""
     return await SCORE_DAYS.rebuild(session)
+
+
+async def rebuild_answer_days(session: AsyncSession) -> tuple[int, int]:
+    """Recompute the answers counted per day (`answer_days`, which the survey results read) from
+    the responses (after a restore, or a change made by hand with the triggers off). Returns
+    (keys with figures, keys corrected)."""
+    return await ANSWER_DAYS.rebuild(session)
