@@ -318,3 +318,32 @@ async def test_each_score_shows_what_its_comments_say_as_the_themes_api_does(
     }
     assert "24 comments" in page.text and "1 answer came without one" in page.text
     assert 'id="table-themes-nps"' in page.text and 'id="chart-themes-csat"' not in page.text
+
+
+async def test_a_selected_survey_shows_its_results_question_by_question_as_the_api_does(
+    client: httpx.AsyncClient, browser: httpx.AsyncClient, make: Any, keys: dict[str, str]
+) -> None:
+    questions = [
+        {"id": "score", "type": "rating", "text": "How easy was it?", "scale_min": 1, "scale_max": 5},
+        {"id": "liked", "type": "multi_choice", "text": "What did you like?", "options": ["Price", "Staff"]},
+        {"id": "why", "type": "text", "text": "Why?"},
+    ]
+    survey = await make.survey("custom", name="Store visit", questions=questions)
+    for score, liked, why in [(5, ["Price", "Staff"], "<script>alert(1)</script>"), (4, ["Staff"], None), (2, [], "Slow")]:
+        await make.answer(survey["id"], {"score": score, "liked": liked, "why": why})
+    await dashboard_sign_in(browser, keys["read"])
+    page = await browser.get("/dashboard", params={"survey_id": survey["id"]})
+    assert page.status_code == 200
+
+    results = (await client.get(f"/v1/surveys/{survey['id']}/results")).json()
+    by_id = {q["id"]: q for q in results["questions"]}
+    for qid in ("score", "liked"):
+        expected = [{"label": v["value"], "value": str(round(v["share"] * 100, 2))} for v in by_id[qid]["values"]]
+        assert chart_values(page.text, f"chart-q-{qid}") == expected, qid
+    assert [b["value"] for b in chart_values(page.text, "chart-q-liked")] == ["50.0", "100.0"]  # of the 2 who answered
+    assert "3 responses in this period" in page.text and "mean 3.67 on a scale of 1 to 5" in page.text
+    # The newest text answers are shown as text, never as markup.
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script" not in page.text
+    assert "<q>Slow</q>" in page.text
+    # Without a survey selected there is no such section.
+    assert 'id="results"' not in (await browser.get("/dashboard")).text

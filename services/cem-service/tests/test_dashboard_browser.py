@@ -33,7 +33,7 @@ def driver(tmp_path: Path) -> Iterator[Any]:
         yield d
 
 
-def _visit(driver: Any, base: str, key: str) -> dict[str, Any]:
+def _visit(driver: Any, base: str, key: str, survey_id: str) -> dict[str, Any]:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
 
@@ -52,14 +52,19 @@ def _visit(driver: Any, base: str, key: str) -> dict[str, Any]:
     # Open the data tables (closed <details> by default), so axe checks them too.
     driver.execute_script("document.querySelectorAll('details').forEach(d => { d.open = true; })")
     seen |= testing.at_phone_and_desktop(driver, "cem", "chart-nps")
+    # One survey selected: its results question by question too.
+    driver.get(f"{base}/dashboard?survey_id={survey_id}")
+    seen["survey_h2"] = driver.find_element(By.ID, "h-results").text
+    driver.execute_script("document.querySelectorAll('details').forEach(d => { d.open = true; })")
+    seen["survey"] = testing.at_phone_and_desktop(driver, "cem-survey", "chart-q-nps")
     return seen
 
 
 async def test_dashboard_in_a_real_browser_at_phone_and_desktop_widths(
     client: httpx.AsyncClient, make: Any, live_server: str, driver: Any, keys: dict[str, str]
 ) -> None:
-    await _seed(client, make)
-    seen = await asyncio.to_thread(_visit, driver, live_server, keys["read"])
+    surveys = await _seed(client, make)
+    seen = await asyncio.to_thread(_visit, driver, live_server, keys["read"], surveys["nps"]["id"])
 
     assert seen["h1"] == "Customer experience"
     for metric in ("nps", "csat", "ces"):
@@ -68,9 +73,11 @@ async def test_dashboard_in_a_real_browser_at_phone_and_desktop_widths(
     touchpoints = (await client.get("/v1/analytics/touchpoints")).json()["items"]
     assert [float(b["value"]) for b in seen["charts"]["gap"]] == [t["gap"] for t in touchpoints if t["target"]]
     assert len(seen["charts"]["suppressions"]) == 4 and len(seen["charts"]["recovery"]) == 4
-    for width in (412, 1280):
-        inner, scroll, chart = seen["widths"][width]
-        assert inner == width and scroll <= width, f"the page scrolls sideways at {width}px: {scroll}"
-        assert 0 < chart <= width
-        assert seen[f"axe-{width}"] == [], seen[f"axe-{width}"]
-    assert all(p.is_file() and p.stat().st_size > 10_000 for p in seen["shots"])
+    assert seen["survey_h2"] == "Checkout NPS: question by question"
+    for page in (seen, seen["survey"]):
+        for width in (412, 1280):
+            inner, scroll, chart = page["widths"][width]
+            assert inner == width and scroll <= width, f"the page scrolls sideways at {width}px: {scroll}"
+            assert 0 < chart <= width
+            assert page[f"axe-{width}"] == [], page[f"axe-{width}"]
+        assert all(p.is_file() and p.stat().st_size > 10_000 for p in page["shots"])

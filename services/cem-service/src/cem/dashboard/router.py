@@ -1,6 +1,6 @@
-"""`GET /dashboard`: the experience scores and the themes of their comments, touchpoints against
-their promises, response rate, suppressions and recovery, as charts with their tables, for people
-signed in with an API key."""
+"""`GET /dashboard`: the experience scores and the themes of their comments, a selected survey's
+results question by question, touchpoints against their promises, response rate, suppressions
+and recovery, as charts with their tables, for people signed in with an API key."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
+from cem.analytics.results_schemas import ChoiceResults, RatingResults
 from cem.analytics.schemas import MetricReport, RecoveryReport, TouchpointReport
 from cem.analytics.themes_schemas import ThemeReport
 from cem.dashboard.service import METRIC_NAMES, METRIC_RANGES, METRICS, DashboardFilters, build_dashboard
@@ -56,6 +57,11 @@ def theme_bars(report: ThemeReport) -> list[Bar]:
     """The tested themes: how the answers that mention each score against the other answers with
     a comment (below zero, red: they score worse)."""
     return [Bar(t.theme, t.effect, note=f"{t.n} answers") for t in report.themes if t.effect is not None]
+
+
+def value_bars(question: RatingResults | ChoiceResults) -> list[Bar]:
+    """Each score or option of a question with the share of its answers that gave it, in %."""
+    return [Bar(v.value, round(v.share * 100, 2), note=f"{v.count} answers") for v in question.values]
 
 
 RECOVERY_STEPS = (("detractors", "Detractors"), ("followed_up", "Followed up"), ("answered_again", "Answered again"),
@@ -142,6 +148,7 @@ async def cem_dashboard(request: Request, session: SessionDep, user: DashboardUs
         series_points=series_points,
         gap_bars=gap_bars,
         theme_bars=theme_bars,
+        value_bars=value_bars,
         recovery_steps=RECOVERY_STEPS,
         recovery_extras=recovery_extras,
     )

@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.analytics import service as analytics
 from cem.analytics import themes
+from cem.analytics.results import survey_results
+from cem.analytics.results_schemas import SurveyResults
 from cem.analytics.schemas import MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
 from cem.analytics.themes_schemas import ThemeReport
 from cem.surveys.models import Survey
@@ -44,6 +46,7 @@ class CemDashboard:
     survey: Survey | None
     reports: dict[str, MetricReport | None]
     themes: dict[str, ThemeReport | None]
+    results: SurveyResults | None  # the selected survey's, question by question
     touchpoints: list[TouchpointReport]
     recovery: RecoveryReport
     suppressions: SuppressionReport
@@ -94,12 +97,18 @@ async def build_dashboard(session: AsyncSession, filters: DashboardFilters, acti
     for metric in wanted:
         reports[metric] = await analytics.metric_report(session, metric, **scope, interval=filters.interval)
         comment_themes[metric] = await themes.theme_report(session, metric, **scope, limit=THEMES, min_n=THEME_MIN_N)
+    results = None
+    if survey is not None:
+        results = await survey_results(
+            session, survey.id, touchpoint=filters.touchpoint, since=filters.since, until=filters.until
+        )
     return CemDashboard(
         filters=filters,
         surveys=surveys,
         survey=survey,
         reports=reports,
         themes=comment_themes,
+        results=results,
         touchpoints=await touchpoints_all(session, filters.since, filters.until),
         recovery=await analytics.recovery_report(session, **scope, interval=filters.interval, action_types=action_types),
         suppressions=await analytics.suppression_report(session, **scope),
