@@ -26,6 +26,8 @@ from cem.analytics.service import check_metric_survey
 from cem.fields import check_window
 
 ALPHA = 0.05
+# Fewest answers with and without a level (or a theme) for it to be tested, unless asked otherwise.
+MIN_N = 10
 DEFINITIONS = {
     "nps": "Per answer: promoter +100, passive 0, detractor -100 (their mean is the NPS). effect = NPS of the answers "
     "with the level - NPS of the other answers, in NPS points.",

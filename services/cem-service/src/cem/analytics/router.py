@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Query
 
 from cem.analytics import drivers, results, service, themes
+from cem.analytics.drivers import MIN_N
 from cem.analytics.drivers_schemas import DriverReport
 from cem.analytics.results_schemas import TEXTS_SHOWN, SurveyResults
 from cem.analytics.schemas import Interval, JourneyReport, MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
@@ -223,8 +224,8 @@ async def comment_themes(
     touchpoint: TouchpointFilter = None,
     limit: Annotated[int, Query(ge=1, le=100, description="How many themes, the most mentioned first.")] = 20,
     min_n: Annotated[
-        int, Query(ge=2, le=100_000, description="Fewest answers with and without a theme to test it.", examples=[10])
-    ] = 10,
+        int, Query(ge=2, le=100_000, description="Fewest answers with and without a theme to test it.", examples=[MIN_N])
+    ] = MIN_N,
 ) -> ModelResponse[ThemeReport]:
     report = await themes.theme_report(
         session, metric, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until, limit=limit, min_n=min_n
@@ -280,8 +281,8 @@ async def key_drivers(
         Query(ge=1, le=365, description="Days before each answer whose touchpoints and interactions count.", examples=[30]),
     ] = 30,
     min_n: Annotated[
-        int, Query(ge=2, le=100_000, description="Fewest answers with and without a level to test it.", examples=[10])
-    ] = 10,
+        int, Query(ge=2, le=100_000, description="Fewest answers with and without a level to test it.", examples=[MIN_N])
+    ] = MIN_N,
 ) -> ModelResponse[DriverReport]:
     report = await drivers.driver_report(
         session,

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.analytics import service as analytics
 from cem.analytics import themes
+from cem.analytics.drivers import MIN_N
 from cem.analytics.results import survey_results
 from cem.analytics.results_schemas import SurveyResults
 from cem.analytics.schemas import MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
@@ -26,7 +27,6 @@ METRIC_NAMES = {"nps": "NPS", "csat": "CSAT", "ces": "CES"}
 METRIC_RANGES = {"nps": (-100.0, 100.0), "csat": (0.0, 100.0), "ces": (1.0, 7.0)}
 SURVEY_CHOICES = 200
 THEMES = 10  # per metric: the most mentioned words of the comments
-THEME_MIN_N = 10  # the API's default: fewest answers with and without a theme to test it
 TOUCHPOINT_PAGES = 5  # x 200 touchpoints: beyond that the page would be unreadable anyway
 
 
@@ -96,7 +96,7 @@ async def build_dashboard(session: AsyncSession, filters: DashboardFilters, acti
     scope = {"survey_id": filters.survey_id, "touchpoint": filters.touchpoint, "since": filters.since, "until": filters.until}
     for metric in wanted:
         reports[metric] = await analytics.metric_report(session, metric, **scope, interval=filters.interval)
-        comment_themes[metric] = await themes.theme_report(session, metric, **scope, limit=THEMES, min_n=THEME_MIN_N)
+        comment_themes[metric] = await themes.theme_report(session, metric, **scope, limit=THEMES, min_n=MIN_N)
     results = None
     if survey is not None:
         results = await survey_results(
