@@ -4,6 +4,7 @@ and lost per period, overdue and undated deals; checked against a fixture worked
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Any
 
@@ -115,3 +116,17 @@ async def test_forecast_refusals(client: httpx.AsyncClient, keys: dict[str, str]
     missing = await client.get("/v1/forecast", params={"pipeline_id": str(uuid.uuid4())})
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     assert (await client.get("/v1/forecast", headers=bearer(keys["revoked"]))).status_code == 401
+
+
+async def test_the_published_schema_states_the_days_a_forecast_may_start_from(client: httpx.AsyncClient) -> None:
+    """A date has no bounds in JSON Schema, so the range is a pattern on the year: a client (or a
+    test generator) reading the document does not send a day the API refuses."""
+    spec = (await client.get("/openapi.json")).json()
+    (param,) = [p for p in spec["paths"]["/v1/forecast"]["get"]["parameters"] if p["name"] == "from"]
+    (day,) = [s for s in param["schema"]["anyOf"] if s.get("type") == "string"]
+    pattern = re.compile(day["pattern"])
+    assert day["format"] == "date"
+    for value, accepted in (("1900-01-01", True), ("2999-12-31", True), ("1899-12-31", False), ("3000-01-01", False)):
+        assert bool(pattern.search(value)) is accepted, value
+        status = (await client.get("/v1/forecast", params={"from": value})).status_code
+        assert status == (200 if accepted else 422), value

@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import Query
+from pydantic import Field, WithJsonSchema
 
 from crm.fields import Currency
 from crm.funnel.repository import FunnelScope
@@ -20,6 +21,14 @@ from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
 from cxkit.http.problems import field_problem, problem_responses
 from cxkit.http.routing import GatedRouter
+
+# A day the forecast may start from. The range is in the published schema as a pattern on the
+# year (JSON Schema has no bounds for a date), so a client or a generator can see it.
+ForecastDay = Annotated[
+    Day,
+    Field(ge=dt.date(1900, 1, 1), le=dt.date(2999, 12, 31)),
+    WithJsonSchema({"type": "string", "format": "date", "pattern": r"^(19|2[0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}$"}),
+]
 
 router = GatedRouter(tags=["funnel"], route_class=TypedRoute)
 
@@ -80,12 +89,10 @@ async def forecast(
     currency: Annotated[Currency | None, Query()] = None,
     interval: Annotated[ForecastInterval, Query(description="The length of a period.")] = "month",
     since: Annotated[
-        Day | None,
+        ForecastDay | None,
         Query(
             alias="from",
-            ge=dt.date(1900, 1, 1),
-            le=dt.date(2999, 12, 31),
-            description="A day in the first period (default: today, UTC).",
+            description="A day in the first period (default: today, UTC), from 1900-01-01 to 2999-12-31.",
             examples=["2026-12-01"],
         ),
     ] = None,
