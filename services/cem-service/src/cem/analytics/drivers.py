@@ -10,9 +10,7 @@ for, never at start-up."""
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +21,7 @@ from cem.analytics.drivers_repository import DriverRepository, Moments
 from cem.analytics.drivers_schemas import DriverFactor, DriverReport
 from cem.analytics.schemas import Filters, Interval95
 from cem.analytics.service import check_metric_survey
-from cem.fields import check_window
+from cem.report_filters import ReportFilters
 
 ALPHA = 0.05
 # Fewest answers with and without a level (or a theme) for it to be tested, unless asked otherwise.
@@ -145,25 +143,14 @@ def factors_from_moments(everyone: Moments, levels: dict[tuple[str, str], Moment
 
 
 async def driver_report(
-    session: AsyncSession,
-    metric: str,
-    *,
-    survey_id: uuid.UUID | None,
-    touchpoint: str | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-    window_days: int,
-    min_n: int,
+    session: AsyncSession, metric: str, filters: ReportFilters, *, window_days: int, min_n: int
 ) -> DriverReport:
-    check_window(since, until)
-    await check_metric_survey(session, survey_id, metric)
-    found = await DriverRepository(session).driver_stats(
-        metric, window_days=window_days, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until
-    )
+    await check_metric_survey(session, filters.survey_id, metric)
+    found = await DriverRepository(session).driver_stats(metric, filters, window_days=window_days)
     return DriverReport(
         metric=metric,  # type: ignore[arg-type]
         definition=DEFINITIONS[metric],
-        filters=Filters(survey_id=survey_id, touchpoint=touchpoint, from_=since, to=until),
+        filters=Filters.of(filters),
         window_days=window_days,
         min_n=min_n,
         n=found.everyone.n,

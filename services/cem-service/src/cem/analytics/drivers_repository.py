@@ -6,7 +6,6 @@ row per level, whatever the number of answers."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,7 @@ from sqlalchemy import ColumnElement, Integer, Interval, String, case, cast, fun
 
 from cem.analytics.repository import score_conditions
 from cem.customers.models import CustomerProfile
+from cem.report_filters import ReportFilters
 from cem.responses.models import Score
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
 from cxkit.repository import SessionRepository
@@ -64,17 +64,8 @@ def _deal_band(value: Any) -> ColumnElement[Any]:
 
 
 class DriverRepository(SessionRepository):
-    async def driver_stats(
-        self,
-        metric: str,
-        *,
-        window_days: int,
-        survey_id: uuid.UUID | None,
-        touchpoint: str | None,
-        since: dt.datetime | None,
-        until: dt.datetime | None,
-    ) -> DriverStats:
-        conditions = [Score.metric == metric, Score.score.is_not(None), *score_conditions(survey_id, touchpoint, since, until)]
+    async def driver_stats(self, metric: str, filters: ReportFilters, *, window_days: int) -> DriverStats:
+        conditions = [Score.metric == metric, Score.score.is_not(None), *score_conditions(filters)]
         answers = (
             select(
                 Score.response_id.label("response_id"),

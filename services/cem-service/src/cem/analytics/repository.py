@@ -4,7 +4,6 @@ touchpoint); Python only sees one row per bucket."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.followups.models import Followup
 from cem.invitations.models import Invitation
+from cem.report_filters import ReportFilters, window_conditions
 from cem.responses.models import Score, ScoreDay, SurveyResponse
 from cem.surveys.models import Survey
 from cem.touchpoints.models import TouchpointInteraction
@@ -170,26 +170,21 @@ def whole_days(
     return (first, end), parts
 
 
-def _daily_scores(
-    metric: str, survey_id: uuid.UUID | None, touchpoint: str | None, since: dt.datetime | None, until: dt.datetime | None
-) -> Any:
+def _daily_scores(metric: str, filters: ReportFilters) -> Any:
     """Per UTC day and category (grp, category, cnt, total, total_sq) of the scores in the
     window: whole days from `score_days`, the parts of days the window cuts from `scores`."""
+    since, until = filters.since, filters.until
     days, parts = whole_days(since, until)
-    if touchpoint == "":  # no touchpoint has an empty key; '' stands for none in score_days
+    if filters.touchpoint == "":  # no touchpoint has an empty key; '' stands for none in score_days
         days, parts = None, [(since, until)]
     selects = []
     if days is not None:
         first, end = days
-        kept = [ScoreDay.metric == metric]
-        if survey_id is not None:
-            kept.append(ScoreDay.survey_id == survey_id)
-        if touchpoint is not None:
-            kept.append(ScoreDay.touchpoint == touchpoint)
-        if first is not None:
-            kept.append(ScoreDay.day >= first)
-        if end is not None:
-            kept.append(ScoreDay.day < end)
+        kept = [
+            ScoreDay.metric == metric,
+            *filters.unwindowed().where(survey=ScoreDay.survey_id, touchpoint=ScoreDay.touchpoint, at=ScoreDay.day),
+            *window_conditions(ScoreDay.day, first, end),
+        ]
         selects.append(
             select(
                 ScoreDay.day.label("grp"),
@@ -204,33 +199,17 @@ def _daily_scores(
             .having(func.sum(ScoreDay.answers) != 0)
         )
     if parts:
-        conditions = score_conditions(survey_id, touchpoint, None, None)
-        windows = [_window(Score.submitted_at, start, stop) for start, stop in parts]
+        conditions = score_conditions(filters.unwindowed())
+        windows = [window_conditions(Score.submitted_at, start, stop) for start, stop in parts]
         if all(windows):  # else one of them is the whole time line
             conditions.append(or_(*(and_(*w) for w in windows)))
         selects.append(_per_category_rows(Score.submitted_on, metric, conditions))
     return (union_all(*selects) if len(selects) > 1 else selects[0]).subquery("per_category")
 
 
-def _window(column: Any, since: dt.datetime | None, until: dt.datetime | None) -> list[Any]:
-    conditions = []
-    if since is not None:
-        conditions.append(column >= since)
-    if until is not None:
-        conditions.append(column < until)
-    return conditions
-
-
-def score_conditions(
-    survey_id: uuid.UUID | None, touchpoint: str | None, since: dt.datetime | None, until: dt.datetime | None
-) -> list[Any]:
-    """The analytics filters on the `scores` table: survey, touchpoint and a window on the answer time."""
-    conditions = _window(Score.submitted_at, since, until)
-    if survey_id is not None:
-        conditions.append(Score.survey_id == survey_id)
-    if touchpoint is not None:
-        conditions.append(Score.touchpoint == touchpoint)
-    return conditions
+def score_conditions(filters: ReportFilters) -> list[Any]:
+    """The filters on the `scores` table: survey, touchpoint and a window on the answer time."""
+    return filters.where(survey=Score.survey_id, touchpoint=Score.touchpoint, at=Score.submitted_at)
 
 
 def _aggregate(metric: str, row: Any) -> Aggregate:
@@ -244,32 +223,15 @@ def _aggregate(metric: str, row: Any) -> Aggregate:
 
 
 class AnalyticsRepository(SessionRepository):
-    async def score_series(
-        self,
-        metric: str,
-        interval: str,
-        *,
-        survey_id: uuid.UUID | None,
-        touchpoint: str | None,
-        since: dt.datetime | None,
-        until: dt.datetime | None,
-    ) -> list[tuple[dt.datetime, Aggregate]]:
+    async def score_series(self, metric: str, interval: str, filters: ReportFilters) -> list[tuple[dt.datetime, Aggregate]]:
         """One aggregate per time bucket, oldest first."""
-        daily = _daily_scores(metric, survey_id, touchpoint, since, until)
+        daily = _daily_scores(metric, filters)
         bucket = day_bucket(interval, daily.c.grp).label("bucket")
         stmt = select(bucket, *_score_columns(metric, daily)).group_by(bucket).order_by(bucket)
         rows = (await self.session.execute(stmt)).all()
         return [(bucket_start(row.bucket), _aggregate(metric, row)) for row in rows]
 
-    async def invitation_counts(
-        self,
-        metric: str,
-        *,
-        survey_id: uuid.UUID | None,
-        touchpoint: str | None,
-        since: dt.datetime | None,
-        until: dt.datetime | None,
-    ) -> dict[int, tuple[int, int]]:
+    async def invitation_counts(self, metric: str, filters: ReportFilters) -> dict[int, tuple[int, int]]:
         """Per number of reminders sent: (invitations made in the window to surveys measuring
         `metric`, how many of them were answered). Reminders stop at the answer, so an answered
         invitation reminded k times was answered after its k-th reminder."""
@@ -278,16 +240,9 @@ class AnalyticsRepository(SessionRepository):
             .select_from(Invitation)
             .join(Survey, Survey.id == Invitation.survey_id)
             .where(Survey.metric == metric, Invitation.sent_at.is_not(None), Invitation.cancelled_at.is_(None))
+            .where(*filters.where(survey=Invitation.survey_id, touchpoint=Invitation.touchpoint, at=Invitation.created_at))
             .group_by(Invitation.reminders_sent)
         )
-        if survey_id is not None:
-            stmt = stmt.where(Invitation.survey_id == survey_id)
-        if touchpoint is not None:
-            stmt = stmt.where(Invitation.touchpoint == touchpoint)
-        if since is not None:
-            stmt = stmt.where(Invitation.created_at >= since)
-        if until is not None:
-            stmt = stmt.where(Invitation.created_at < until)
         return {int(k): (int(n), int(a)) for k, n, a in (await self.session.execute(stmt)).all()}
 
     async def interactions_per_touchpoint(
@@ -335,19 +290,12 @@ class AnalyticsRepository(SessionRepository):
     async def scores_per_touchpoint(
         self, metric: str, keys: Sequence[str], since: dt.datetime | None, until: dt.datetime | None
     ) -> dict[str, Aggregate]:
-        conditions = [Score.touchpoint.in_(keys), *_window(Score.submitted_at, since, until)]
+        conditions = [Score.touchpoint.in_(keys), *window_conditions(Score.submitted_at, since, until)]
         per = _per_category(Score.touchpoint, metric, conditions)
         stmt = select(per.c.grp, *_score_columns(metric, per)).group_by(per.c.grp)
         return {row.grp: _aggregate(metric, row) for row in (await self.session.execute(stmt)).all()}
 
-    async def recovery(
-        self,
-        *,
-        survey_id: uuid.UUID | None,
-        touchpoint: str | None,
-        since: dt.datetime | None,
-        until: dt.datetime | None,
-    ) -> dict[str, Recovery]:
+    async def recovery(self, filters: ReportFilters) -> dict[str, Recovery]:
         """Per metric: follow-ups raised for detractor answers (in the window, by when they were
         raised), how many were followed up (closed by the CRM), how many of those customers
         answered the same metric again after the follow-up was closed, and how many of those
@@ -365,11 +313,7 @@ class AnalyticsRepository(SessionRepository):
             .limit(1)
             .scalar_subquery()
         )
-        conditions = _window(Followup.created_at, since, until)
-        if survey_id is not None:
-            conditions.append(Followup.survey_id == survey_id)
-        if touchpoint is not None:
-            conditions.append(Followup.touchpoint == touchpoint)
+        conditions = filters.where(survey=Followup.survey_id, touchpoint=Followup.touchpoint, at=Followup.created_at)
         per_followup = (
             select(
                 Followup.metric.label("metric"),
@@ -397,11 +341,7 @@ class AnalyticsRepository(SessionRepository):
         interval: str,
         action_types: Sequence[str],
         now: dt.datetime,
-        *,
-        survey_id: uuid.UUID | None,
-        touchpoint: str | None,
-        since: dt.datetime | None,
-        until: dt.datetime | None,
+        filters: ReportFilters,
     ) -> list[RecoveryTimes]:
         """Per period of raising (and for the whole window, `start` None, first): follow-ups
         raised; hours to the first action (the first interaction of `action_types` with the
@@ -409,11 +349,7 @@ class AnalyticsRepository(SessionRepository):
         each as median and p90 (`percentile_cont`); how many have a due time that has passed or
         were closed (`due`), and how many of those were closed by it. One grouped query (ROLLUP
         gives the total); the first action is an indexed lookup per follow-up."""
-        conditions = _window(Followup.created_at, since, until)
-        if survey_id is not None:
-            conditions.append(Followup.survey_id == survey_id)
-        if touchpoint is not None:
-            conditions.append(Followup.touchpoint == touchpoint)
+        conditions = filters.where(survey=Followup.survey_id, touchpoint=Followup.touchpoint, at=Followup.created_at)
         first_contact = (
             select(func.min(TouchpointInteraction.occurred_at))
             .where(

@@ -5,8 +5,6 @@ per question and value, the parts of days a window cuts counted from the respons
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -23,7 +21,7 @@ from cem.analytics.results_schemas import (
     TextResults,
     ValueCount,
 )
-from cem.fields import check_window
+from cem.report_filters import ReportFilters
 from cem.surveys.repository import SurveyRepository
 from cxkit.http.problems import NotFound
 
@@ -68,19 +66,15 @@ def _question(q: dict[str, Any], rows: list[ValueRow]) -> dict[str, Any]:
     return base | {"latest": []}
 
 
-async def survey_results(
-    session: AsyncSession,
-    survey_id: uuid.UUID,
-    *,
-    touchpoint: str | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-) -> SurveyResults:
-    check_window(since, until)
+async def survey_results(session: AsyncSession, filters: ReportFilters) -> SurveyResults:
+    """The results of the survey `filters` names (404 if there is none), in its window and at its
+    touchpoint."""
+    survey_id = filters.survey_id
+    assert survey_id is not None
     survey = await SurveyRepository(session).get(survey_id)
     if survey is None:
         raise NotFound(f"survey {survey_id} does not exist")
-    window = Window(survey_id, touchpoint, since, until)
+    window = Window(survey_id, filters.touchpoint, filters.since, filters.until)
     repo = ResultsRepository(session)
     rows: dict[tuple[str, str], list[ValueRow]] = defaultdict(list)  # (question id, type as stored)
     responses = 0
@@ -98,7 +92,7 @@ async def survey_results(
     models = {"rating": RatingResults, "single_choice": ChoiceResults, "multi_choice": ChoiceResults, "text": TextResults}
     return SurveyResults(
         survey_id=survey_id,
-        filters=ResultsFilters(touchpoint=touchpoint, from_=since, to=until),
+        filters=ResultsFilters(touchpoint=filters.touchpoint, from_=filters.since, to=filters.until),
         responses=responses,
         questions=[models[s["type"]](**s) for s in summaries],  # type: ignore[misc]
     )

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query
@@ -18,9 +15,9 @@ from cem.analytics.themes_schemas import ThemeReport
 from cem.deps import SettingsDep
 from cem.fields import From, To
 from cem.journeys.router import JourneyId
+from cem.report_filters import ReportFilters, TouchpointFilter, report_filters_query
 from cem.surveys.questions import Metric
 from cem.surveys.router import SurveyId
-from cxkit.fields import QueryText
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
@@ -32,19 +29,15 @@ router = GatedRouter(prefix="/analytics", tags=["analytics"], route_class=TypedR
 # A survey's own report, beside the survey's routes.
 survey_results_router = GatedRouter(prefix="/surveys", tags=["surveys"], route_class=TypedRoute)
 
-SurveyFilter = Annotated[
-    uuid.UUID | None,
-    Query(
-        description="Only answers to this survey (it must measure this metric).",
-        examples=["2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c"],
-    ),
-]
-TouchpointFilter = Annotated[
-    QueryText | None, Query(max_length=100, description="Only answers about this touchpoint (key).", examples=["checkout"])
-]
 IntervalParam = Annotated[
     Interval, Query(description="Bucket size of the series (UTC; weeks start on Monday).", examples=["week"])
 ]
+# The filters of the reports on answers, and of the follow-ups' and suppressions' reports.
+AnswerFilters = Annotated[
+    ReportFilters, Depends(report_filters_query("Only answers to this survey (it must measure this metric)."))
+]
+FollowupFilters = Annotated[ReportFilters, Depends(report_filters_query("Only follow-ups of answers to this survey."))]
+SuppressionFilters = Annotated[ReportFilters, Depends(report_filters_query("Only this survey's suppressions."))]
 
 COMMON = (
     "Filter by `survey_id`, `touchpoint` and a window on the answer time (`from` inclusive, `to` exclusive). "
@@ -54,43 +47,6 @@ COMMON = (
 )
 
 
-@dataclass(frozen=True)
-class MetricQuery:
-    """The filters the nps, csat and ces reports share."""
-
-    since: dt.datetime | None
-    until: dt.datetime | None
-    survey_id: uuid.UUID | None
-    touchpoint: str | None
-    interval: str
-
-
-async def metric_query(
-    since: From = None,
-    until: To = None,
-    survey_id: SurveyFilter = None,
-    touchpoint: TouchpointFilter = None,
-    interval: IntervalParam = "week",
-) -> MetricQuery:
-    return MetricQuery(since, until, survey_id, touchpoint, interval)
-
-
-MetricQueryDep = Annotated[MetricQuery, Depends(metric_query)]
-
-
-async def _report(session: SessionDep, metric: str, query: MetricQuery) -> ModelResponse[MetricReport]:
-    report = await service.metric_report(
-        session,
-        metric,
-        survey_id=query.survey_id,
-        touchpoint=query.touchpoint,
-        since=query.since,
-        until=query.until,
-        interval=query.interval,
-    )
-    return json_response(report)
-
-
 @router.get(
     "/nps",
     summary="Net Promoter Score",
@@ -98,8 +54,10 @@ async def _report(session: SessionDep, metric: str, query: MetricQuery) -> Model
     "of that difference (none below 2 answers). " + COMMON,
     responses=problem_responses(401, 403, 404, 422),
 )
-async def nps(session: SessionDep, _: Reader, query: MetricQueryDep) -> ModelResponse[MetricReport]:
-    return await _report(session, "nps", query)
+async def nps(
+    session: SessionDep, _: Reader, filters: AnswerFilters, interval: IntervalParam = "week"
+) -> ModelResponse[MetricReport]:
+    return json_response(await service.metric_report(session, "nps", filters, interval=interval))
 
 
 @router.get(
@@ -108,8 +66,10 @@ async def nps(session: SessionDep, _: Reader, query: MetricQueryDep) -> ModelRes
     description="CSAT = % of answers 4-5 on the 1-5 scale, 0 to 100, with the Wilson score interval. " + COMMON,
     responses=problem_responses(401, 403, 404, 422),
 )
-async def csat(session: SessionDep, _: Reader, query: MetricQueryDep) -> ModelResponse[MetricReport]:
-    return await _report(session, "csat", query)
+async def csat(
+    session: SessionDep, _: Reader, filters: AnswerFilters, interval: IntervalParam = "week"
+) -> ModelResponse[MetricReport]:
+    return json_response(await service.metric_report(session, "csat", filters, interval=interval))
 
 
 @router.get(
@@ -119,8 +79,10 @@ async def csat(session: SessionDep, _: Reader, query: MetricQueryDep) -> ModelRe
     "sqrt(n) (none below 2 answers). " + COMMON,
     responses=problem_responses(401, 403, 404, 422),
 )
-async def ces(session: SessionDep, _: Reader, query: MetricQueryDep) -> ModelResponse[MetricReport]:
-    return await _report(session, "ces", query)
+async def ces(
+    session: SessionDep, _: Reader, filters: AnswerFilters, interval: IntervalParam = "week"
+) -> ModelResponse[MetricReport]:
+    return json_response(await service.metric_report(session, "ces", filters, interval=interval))
 
 
 @router.get(
@@ -151,27 +113,9 @@ async def touchpoints(
     responses=problem_responses(401, 403, 404, 422),
 )
 async def recovery(
-    session: SessionDep,
-    _: Reader,
-    settings: SettingsDep,
-    since: From = None,
-    until: To = None,
-    survey_id: Annotated[
-        uuid.UUID | None,
-        Query(description="Only follow-ups of answers to this survey.", examples=["2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c"]),
-    ] = None,
-    touchpoint: TouchpointFilter = None,
-    interval: IntervalParam = "week",
+    session: SessionDep, _: Reader, settings: SettingsDep, filters: FollowupFilters, interval: IntervalParam = "week"
 ) -> ModelResponse[RecoveryReport]:
-    report = await service.recovery_report(
-        session,
-        survey_id=survey_id,
-        touchpoint=touchpoint,
-        since=since,
-        until=until,
-        interval=interval,
-        action_types=settings.followup_action_types,
-    )
+    report = await service.recovery_report(session, filters, interval=interval, action_types=settings.followup_action_types)
     return json_response(report)
 
 
@@ -183,19 +127,8 @@ async def recovery(
     "exclusive). The suppressions themselves are listed at `/v1/suppressions`. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def suppressions(
-    session: SessionDep,
-    _: Reader,
-    since: From = None,
-    until: To = None,
-    survey_id: Annotated[
-        uuid.UUID | None,
-        Query(description="Only this survey's suppressions.", examples=["2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c"]),
-    ] = None,
-    touchpoint: TouchpointFilter = None,
-) -> ModelResponse[SuppressionReport]:
-    report = await service.suppression_report(session, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
-    return json_response(report)
+async def suppressions(session: SessionDep, _: Reader, filters: SuppressionFilters) -> ModelResponse[SuppressionReport]:
+    return json_response(await service.suppression_report(session, filters))
 
 
 @router.get(
@@ -218,19 +151,13 @@ async def comment_themes(
     session: SessionDep,
     _: Reader,
     metric: Annotated[Metric, Query(description="The score the themes are compared on.", examples=["nps"])],
-    since: From = None,
-    until: To = None,
-    survey_id: SurveyFilter = None,
-    touchpoint: TouchpointFilter = None,
+    filters: AnswerFilters,
     limit: Annotated[int, Query(ge=1, le=100, description="How many themes, the most mentioned first.")] = 20,
     min_n: Annotated[
         int, Query(ge=2, le=100_000, description="Fewest answers with and without a theme to test it.", examples=[MIN_N])
     ] = MIN_N,
 ) -> ModelResponse[ThemeReport]:
-    report = await themes.theme_report(
-        session, metric, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until, limit=limit, min_n=min_n
-    )
-    return json_response(report)
+    return json_response(await themes.theme_report(session, metric, filters, limit=limit, min_n=min_n))
 
 
 @router.get(
@@ -272,10 +199,7 @@ async def key_drivers(
     session: SessionDep,
     _: Reader,
     metric: Annotated[Metric, Query(description="The score to explain.", examples=["nps"])],
-    since: From = None,
-    until: To = None,
-    survey_id: SurveyFilter = None,
-    touchpoint: TouchpointFilter = None,
+    filters: AnswerFilters,
     window_days: Annotated[
         int,
         Query(ge=1, le=365, description="Days before each answer whose touchpoints and interactions count.", examples=[30]),
@@ -284,17 +208,7 @@ async def key_drivers(
         int, Query(ge=2, le=100_000, description="Fewest answers with and without a level to test it.", examples=[MIN_N])
     ] = MIN_N,
 ) -> ModelResponse[DriverReport]:
-    report = await drivers.driver_report(
-        session,
-        metric,
-        survey_id=survey_id,
-        touchpoint=touchpoint,
-        since=since,
-        until=until,
-        window_days=window_days,
-        min_n=min_n,
-    )
-    return json_response(report)
+    return json_response(await drivers.driver_report(session, metric, filters, window_days=window_days, min_n=min_n))
 
 
 @survey_results_router.get(
@@ -318,4 +232,4 @@ async def survey_results(
     until: To = None,
     touchpoint: TouchpointFilter = None,
 ) -> ModelResponse[SurveyResults]:
-    return json_response(await results.survey_results(session, survey_id, touchpoint=touchpoint, since=since, until=until))
+    return json_response(await results.survey_results(session, ReportFilters(survey_id, touchpoint, since, until)))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from cem.report_filters import ReportFilters
 
 Interval = Literal["day", "week", "month"]
 
@@ -44,13 +46,22 @@ class ResponseRate(BaseModel):
     )
 
 
-class Filters(BaseModel):
+class _FiltersEcho(BaseModel):
     survey_id: uuid.UUID | None
     touchpoint: str | None
     from_: dt.datetime | None = Field(alias="from")
     to: dt.datetime | None
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    @classmethod
+    def of(cls, filters: ReportFilters) -> Self:
+        """The filters a report was made with, as it says them."""
+        return cls(survey_id=filters.survey_id, touchpoint=filters.touchpoint, from_=filters.since, to=filters.until)
+
+
+class Filters(_FiltersEcho):
+    pass
 
 
 class Scale(BaseModel):
@@ -174,13 +185,8 @@ class RecoveryCounts(BaseModel):
     recovery_rate: float | None = Field(description="recovered / followed_up (0-1); null when nobody was followed up.")
 
 
-class RecoveryFilters(BaseModel):
-    survey_id: uuid.UUID | None
-    touchpoint: str | None
-    from_: dt.datetime | None = Field(alias="from")
-    to: dt.datetime | None
-
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+class RecoveryFilters(_FiltersEcho):
+    pass
 
 
 EXAMPLE_RECOVERY_COUNTS = {

@@ -43,6 +43,7 @@ from cem.analytics.schemas import (
 )
 from cem.fields import check_window
 from cem.journeys.repository import JourneyRepository
+from cem.report_filters import ReportFilters
 from cem.suppressions.repository import SuppressionRepository
 from cem.surveys.questions import METRIC_SCALES
 from cem.surveys.repository import SurveyRepository
@@ -90,21 +91,11 @@ async def check_metric_survey(session: AsyncSession, survey_id: uuid.UUID | None
         raise field_problem(["query", "survey_id"], f"survey {survey.name!r} {measures}, not {metric}")
 
 
-async def metric_report(
-    session: AsyncSession,
-    metric: str,
-    *,
-    survey_id: uuid.UUID | None,
-    touchpoint: str | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-    interval: str,
-) -> MetricReport:
-    check_window(since, until)
-    await check_metric_survey(session, survey_id, metric)
+async def metric_report(session: AsyncSession, metric: str, filters: ReportFilters, *, interval: str) -> MetricReport:
+    await check_metric_survey(session, filters.survey_id, metric)
     repo = AnalyticsRepository(session)
-    buckets = await repo.score_series(metric, interval, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
-    per_reminders = await repo.invitation_counts(metric, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
+    buckets = await repo.score_series(metric, interval, filters)
+    per_reminders = await repo.invitation_counts(metric, filters)
     total = Aggregate.empty(metric)
     series = []
     for start, agg in buckets:
@@ -127,7 +118,7 @@ async def metric_report(
         metric=metric,
         definition=DEFINITIONS[metric],
         scale=Scale(min=low, max=high),
-        filters=Filters(survey_id=survey_id, touchpoint=touchpoint, from_=since, to=until),
+        filters=Filters.of(filters),
         interval=interval,  # type: ignore[arg-type]
         n=total.n,
         skipped=total.skipped,
@@ -232,22 +223,12 @@ async def _check_survey(session: AsyncSession, survey_id: uuid.UUID | None) -> N
 
 
 async def recovery_report(
-    session: AsyncSession,
-    *,
-    survey_id: uuid.UUID | None,
-    touchpoint: str | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-    interval: str,
-    action_types: Sequence[str],
+    session: AsyncSession, filters: ReportFilters, *, interval: str, action_types: Sequence[str]
 ) -> RecoveryReport:
-    check_window(since, until)
-    await _check_survey(session, survey_id)
+    await _check_survey(session, filters.survey_id)
     repo = AnalyticsRepository(session)
-    per_metric = await repo.recovery(survey_id=survey_id, touchpoint=touchpoint, since=since, until=until)
-    times = await repo.recovery_times(
-        interval, action_types, utcnow(), survey_id=survey_id, touchpoint=touchpoint, since=since, until=until
-    )
+    per_metric = await repo.recovery(filters)
+    times = await repo.recovery_times(interval, action_types, utcnow(), filters)
     overall = next((t for t in times if t.start is None), None)
     total = Recovery(0, 0, 0, 0)
     for r in per_metric.values():
@@ -259,7 +240,7 @@ async def recovery_report(
         )
     return RecoveryReport(
         definition=RECOVERY_DEFINITION,
-        filters=RecoveryFilters(survey_id=survey_id, touchpoint=touchpoint, from_=since, to=until),
+        filters=RecoveryFilters.of(filters),
         **_recovery_counts(total).model_dump(),
         by_metric={m: _recovery_counts(r) for m, r in sorted(per_metric.items())},
         interval=interval,  # type: ignore[arg-type]
@@ -286,22 +267,12 @@ def _timing(t: RecoveryTimes | None) -> RecoveryTiming:
     )
 
 
-async def suppression_report(
-    session: AsyncSession,
-    *,
-    survey_id: uuid.UUID | None,
-    touchpoint: str | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-) -> SuppressionReport:
-    check_window(since, until)
-    await _check_survey(session, survey_id)
-    counts = await SuppressionRepository(session).counts_by_reason(
-        survey_id=survey_id, touchpoint=touchpoint, since=since, until=until
-    )
+async def suppression_report(session: AsyncSession, filters: ReportFilters) -> SuppressionReport:
+    await _check_survey(session, filters.survey_id)
+    counts = await SuppressionRepository(session).counts_by_reason(filters)
     reasons = {reason: counts.get(reason, 0) for reason in SUPPRESSION_REASONS}
     return SuppressionReport(
-        filters=RecoveryFilters(survey_id=survey_id, touchpoint=touchpoint, from_=since, to=until),
+        filters=RecoveryFilters.of(filters),
         total=sum(counts.values()),
         reasons=reasons,
     )

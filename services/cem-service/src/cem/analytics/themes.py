@@ -5,9 +5,6 @@ per-answer values, Benjamini-Hochberg over the themes tested)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.analytics import stats
@@ -16,25 +13,12 @@ from cem.analytics.schemas import Filters
 from cem.analytics.service import check_metric_survey
 from cem.analytics.themes_repository import ThemeRepository
 from cem.analytics.themes_schemas import Theme, ThemeReport
-from cem.fields import check_window
+from cem.report_filters import ReportFilters
 
 
-async def theme_report(
-    session: AsyncSession,
-    metric: str,
-    *,
-    survey_id: uuid.UUID | None,
-    touchpoint: str | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-    limit: int,
-    min_n: int,
-) -> ThemeReport:
-    check_window(since, until)
-    await check_metric_survey(session, survey_id, metric)
-    found = await ThemeRepository(session).theme_stats(
-        metric, survey_id=survey_id, touchpoint=touchpoint, since=since, until=until, limit=limit
-    )
+async def theme_report(session: AsyncSession, metric: str, filters: ReportFilters, *, limit: int, min_n: int) -> ThemeReport:
+    await check_metric_survey(session, filters.survey_id, metric)
+    found = await ThemeRepository(session).theme_stats(metric, filters, limit=limit)
     words = {t.stem: t.word for t in found.themes}
     compared = {
         r.key[1]: r for r in compare_levels(found.everyone, {("theme", t.stem): t.moments for t in found.themes}, min_n=min_n)
@@ -43,7 +27,7 @@ async def theme_report(
     return ThemeReport(
         metric=metric,  # type: ignore[arg-type]
         definition=DEFINITIONS[metric],
-        filters=Filters(survey_id=survey_id, touchpoint=touchpoint, from_=since, to=until),
+        filters=Filters.of(filters),
         min_n=min_n,
         n=everyone.n,
         without_comment=found.without_comment,

@@ -7,8 +7,6 @@ of their per-answer value."""
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
 from cem.analytics.drivers_repository import Moments, answer_value
+from cem.report_filters import ReportFilters
 from cxkit.repository import SessionRepository
 
 # One statement: the `limit` most mentioned stems, then one row (stem NULL) for every answer with a
@@ -46,10 +45,10 @@ SELECT NULL, count(*) FILTER (WHERE NOT commented)::text, count(*) FILTER (WHERE
          WHERE scores.metric = :metric AND scores.score IS NOT NULL :filters_sql) AS answers"""
 
 
-def _statement(sql: str, value: str, filters: str) -> Any:
+def _statement(sql: str, value: str, where: str) -> Any:
     """The statement with the per-answer value's expression and the filters' conditions put in
     (both written here, the filters' values bound as parameters)."""
-    return text(sql.replace(":value_sql", value).replace(":filters_sql", filters))
+    return text(sql.replace(":value_sql", value).replace(":filters_sql", where))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,29 +66,10 @@ class ThemeStats:
 
 
 class ThemeRepository(SessionRepository):
-    async def theme_stats(
-        self,
-        metric: str,
-        *,
-        survey_id: uuid.UUID | None,
-        touchpoint: str | None,
-        since: dt.datetime | None,
-        until: dt.datetime | None,
-        limit: int,
-    ) -> ThemeStats:
+    async def theme_stats(self, metric: str, filters: ReportFilters, *, limit: int) -> ThemeStats:
         value = str(answer_value(metric).compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
-        params: dict[str, Any] = {"metric": metric}
-        filters = ""
-        for column, operator, name, given in (
-            ("scores.survey_id", "=", "survey_id", survey_id),
-            ("scores.touchpoint", "=", "touchpoint", touchpoint),
-            ("scores.submitted_at", ">=", "since", since),
-            ("scores.submitted_at", "<", "until", until),
-        ):
-            if given is not None:
-                filters += f" AND {column} {operator} :{name}"
-                params[name] = given
-        rows = list(await self.session.execute(_statement(_THEMES, value, filters), {**params, "limit": limit}))
+        where, params = filters.text_where(survey="scores.survey_id", touchpoint="scores.touchpoint", at="scores.submitted_at")
+        rows = list(await self.session.execute(_statement(_THEMES, value, where), {**params, "metric": metric, "limit": limit}))
         everyone = next(row for row in rows if row.stem is None)
         return ThemeStats(
             everyone=Moments(int(everyone.n), int(everyone.total), int(everyone.total_sq)),

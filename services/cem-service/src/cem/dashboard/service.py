@@ -4,7 +4,6 @@ endpoints (`/v1/analytics/...`) call, so a number on the page is the number the 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ from cem.analytics.results import survey_results
 from cem.analytics.results_schemas import SurveyResults
 from cem.analytics.schemas import MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
 from cem.analytics.themes_schemas import ThemeReport
+from cem.report_filters import ReportFilters
 from cem.surveys.models import Survey
 from cem.surveys.repository import SurveyRepository
 from cxkit.http.pagination import PageParams, decode_cursor
@@ -30,12 +30,10 @@ THEMES = 10  # per metric: the most mentioned words of the comments
 TOUCHPOINT_PAGES = 5  # x 200 touchpoints: beyond that the page would be unreadable anyway
 
 
-@dataclass(frozen=True)
-class DashboardFilters:
-    survey_id: uuid.UUID | None = None
-    touchpoint: str | None = None
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
+@dataclass(frozen=True, slots=True)
+class DashboardFilters(ReportFilters):
+    """The reports' filters, and the bucket size of the charts."""
+
     interval: str = "week"
 
 
@@ -93,15 +91,10 @@ async def build_dashboard(session: AsyncSession, filters: DashboardFilters, acti
             )
     reports: dict[str, MetricReport | None] = {m: None for m in METRICS}
     comment_themes: dict[str, ThemeReport | None] = {m: None for m in METRICS}
-    scope = {"survey_id": filters.survey_id, "touchpoint": filters.touchpoint, "since": filters.since, "until": filters.until}
     for metric in wanted:
-        reports[metric] = await analytics.metric_report(session, metric, **scope, interval=filters.interval)
-        comment_themes[metric] = await themes.theme_report(session, metric, **scope, limit=THEMES, min_n=MIN_N)
-    results = None
-    if survey is not None:
-        results = await survey_results(
-            session, survey.id, touchpoint=filters.touchpoint, since=filters.since, until=filters.until
-        )
+        reports[metric] = await analytics.metric_report(session, metric, filters, interval=filters.interval)
+        comment_themes[metric] = await themes.theme_report(session, metric, filters, limit=THEMES, min_n=MIN_N)
+    results = await survey_results(session, filters) if survey is not None else None
     return CemDashboard(
         filters=filters,
         surveys=surveys,
@@ -110,7 +103,7 @@ async def build_dashboard(session: AsyncSession, filters: DashboardFilters, acti
         themes=comment_themes,
         results=results,
         touchpoints=await touchpoints_all(session, filters.since, filters.until),
-        recovery=await analytics.recovery_report(session, **scope, interval=filters.interval, action_types=action_types),
-        suppressions=await analytics.suppression_report(session, **scope),
+        recovery=await analytics.recovery_report(session, filters, interval=filters.interval, action_types=action_types),
+        suppressions=await analytics.suppression_report(session, filters),
         notes=notes,
     )

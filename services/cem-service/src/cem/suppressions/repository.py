@@ -11,6 +11,7 @@ from sqlalchemy import func, or_, select, update
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.customers.repository import announced_customer_with
+from cem.report_filters import ReportFilters
 from cem.suppressions.models import Suppression, throttled_event_id
 from cxkit import keyset
 from cxkit.db import any_of, insert_new
@@ -64,23 +65,12 @@ class SuppressionRepository(Repository[Suppression]):
         stmt = keyset.apply(keyset.within(stmt, Suppression.created_at, since, until), NEWEST_FIRST, Suppression.id, page)
         return list((await self.session.scalars(stmt)).all())
 
-    async def counts_by_reason(
-        self,
-        *,
-        survey_id: uuid.UUID | None,
-        touchpoint: str | None,
-        since: dt.datetime | None,
-        until: dt.datetime | None,
-    ) -> dict[str, int]:
-        stmt = select(Suppression.reason, func.count()).group_by(Suppression.reason)
-        if survey_id is not None:
-            stmt = stmt.where(Suppression.survey_id == survey_id)
-        if touchpoint is not None:
-            stmt = stmt.where(Suppression.touchpoint == touchpoint)
-        if since is not None:
-            stmt = stmt.where(Suppression.created_at >= since)
-        if until is not None:
-            stmt = stmt.where(Suppression.created_at < until)
+    async def counts_by_reason(self, filters: ReportFilters) -> dict[str, int]:
+        stmt = (
+            select(Suppression.reason, func.count())
+            .where(*filters.where(survey=Suppression.survey_id, touchpoint=Suppression.touchpoint, at=Suppression.created_at))
+            .group_by(Suppression.reason)
+        )
         return {reason: int(n) for reason, n in (await self.session.execute(stmt)).all()}
 
     async def link_emails(self, emails_lower: Collection[str]) -> None:
