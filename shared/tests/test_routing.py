@@ -3,15 +3,17 @@ routes exactly where it did before."""
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.routing import Match
 
-from cxkit.http.routing import GatedRouter, include_routers
+from cxkit.http.routing import GatedRouter, include_routers, threadpool_calls
 
 
 def _answering(name: str) -> Any:
@@ -137,3 +139,76 @@ def test_the_gate_is_the_literal_start_of_each_route_where_the_router_is_served(
     assert "/v1/customers/export/all" in (customers.gate() or ())
     customers.serve_under("/v2")
     assert "/v2/customers" in (customers.gate() or ())
+
+
+# What `threadpool_calls` is shown: module-level, so FastAPI can resolve the test's (string)
+# annotations.
+def _plain_filter(q: str | None = None) -> str | None:
+    return q
+
+
+async def _async_filter(q: str | None = None) -> str | None:
+    return q
+
+
+async def _outer(inner: Annotated[str | None, Depends(_plain_filter)]) -> str | None:
+    return inner
+
+
+async def _session() -> AsyncIterator[int]:
+    yield 1
+
+
+class _Checker:
+    async def __call__(self) -> bool:
+        return True
+
+
+class _PlainChecker:
+    def __call__(self) -> bool:
+        return True
+
+
+class _Params:
+    def __init__(self, limit: int = 10) -> None:
+        self.limit = limit
+
+
+_threads = GatedRouter(prefix="/v1")
+
+
+@_threads.get("/fine")
+async def _fine(
+    a: Annotated[str | None, Depends(_async_filter)],
+    s: Annotated[int, Depends(_session)],
+    c: Annotated[bool, Depends(_Checker())],
+    p: Annotated[str | None, Depends(functools.partial(_async_filter))],
+) -> str:
+    return "ok"
+
+
+@_threads.get("/nested")
+async def _nested(a: Annotated[str | None, Depends(_outer)]) -> str:
+    return "ok"
+
+
+@_threads.get("/plain")
+def _plain() -> str:
+    return "ok"
+
+
+@_threads.get("/objects")
+async def _objects(c: Annotated[bool, Depends(_PlainChecker())], p: Annotated[_Params, Depends()]) -> str:
+    return "ok"
+
+
+def test_threadpool_calls_names_every_plain_function_fastapi_would_run_in_a_thread() -> None:
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    include_routers(app, [_threads])
+    here = __name__
+    assert threadpool_calls(app) == [
+        f"GET /v1/plain: the endpoint {here}._plain",
+        f"the dependency {here}._Params",
+        f"the dependency {here}._PlainChecker()",
+        f"the dependency {here}._plain_filter",
+    ]

@@ -52,7 +52,7 @@ class ChangedWindow:
 ANY_TIME = ChangedWindow()  # no window (frozen: one instance serves every default)
 
 
-def changed_window(
+async def changed_window(
     updated_from: Annotated[
         Timestamp | None, Query(description="Last changed at or after (RFC 3339): with `sort=updated_at`, what changed since.")
     ] = None,

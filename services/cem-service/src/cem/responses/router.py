@@ -52,7 +52,7 @@ async def create_response(
     return await idem.execute(session, operation)
 
 
-def response_filters(
+async def response_filters(
     since: From = None,
     until: To = None,
     survey_id: Annotated[uuid.UUID | None, Query(description="Only answers to this survey.")] = None,

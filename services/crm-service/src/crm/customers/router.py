@@ -126,7 +126,7 @@ async def upsert_customers(
 only_these_methods(router, "/batch", ("POST",))
 
 
-def customer_filters(
+async def customer_filters(
     q: Annotated[QueryText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
     lifecycle_stage: LifecycleStage | None = None,
     tag: Annotated[QueryText | None, Query(min_length=1, max_length=50)] = None,

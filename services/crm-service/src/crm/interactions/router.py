@@ -64,7 +64,7 @@ async def record_interaction(body: InteractionCreate, request: Request, idem: Id
         return await idem.execute(session, operation)
 
 
-def interaction_filters(
+async def interaction_filters(
     customer_id: uuid.UUID | None = None,
     type: Annotated[QueryText | None, Query(min_length=1, max_length=100)] = None,
     channel: Annotated[QueryText | None, Query(min_length=1, max_length=100)] = None,

@@ -52,7 +52,7 @@ async def create_lead(body: LeadCreate, session: SessionDep, idem: IdempotencyDe
     return await idem.execute(session, operation)
 
 
-def lead_filters(
+async def lead_filters(
     changed: ChangedDep,
     q: Annotated[QueryText | None, Query(min_length=1, max_length=200, description="Search in name, email, company.")] = None,
     status: LeadStatus | None = None,

@@ -55,7 +55,7 @@ async def create_task(body: TaskCreate, session: SessionDep, idem: IdempotencyDe
     return await idem.execute(session, operation)
 
 
-def task_filters(
+async def task_filters(
     changed: ChangedDep,
     customer_id: uuid.UUID | None = None,
     deal_id: uuid.UUID | None = None,
