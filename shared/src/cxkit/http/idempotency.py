@@ -208,7 +208,10 @@ async def idempotency(
     ] = None,
 ) -> Idempotency:
     body = await request.body()
-    digest = hashlib.sha256(b"\n".join([request.method.encode(), request.url.path.encode(), body])).hexdigest()
+    # The scope's path, not `request.url.path`, which builds and parses the whole URL for the
+    # same path (3.4 µs against 0.24 a call; 1.5% of the py-spy samples of POST /v1/interactions).
+    # They differ only in escaping `?`, `#` and `\`, which no route of ours takes.
+    digest = hashlib.sha256(b"\n".join([request.method.encode(), request.scope["path"].encode(), body])).hexdigest()
     settings = getattr(request.app.state, "settings", None)
     return Idempotency(
         getattr(request.app.state, "idempotency_model", None),
