@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 
-from sqlalchemy import String, func, select, update
+from sqlalchemy import ColumnElement, String, func, select, update
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.customers.repository import announced_customer_with
@@ -14,9 +15,65 @@ from cem.feedback.models import Feedback
 from cxkit import keyset
 from cxkit.db import any_of
 from cxkit.http.pagination import PageParams
+from cxkit.pg_pool import CompiledQuery
 from cxkit.repository import Repository
 
 NEWEST_FIRST = keyset.Sort(keyset.SortKey("received_at", Feedback.received_at, "datetime"), descending=True)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackFilters:
+    customer_id: uuid.UUID | None = None
+    touchpoint: str | None = None
+    channel: str | None = None
+    sentiment: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+def matching(filters: FeedbackFilters) -> list[ColumnElement[bool]]:
+    """The WHERE of the feedback a list (or an export) with these filters shows; the window is
+    [since, until) on `received_at`."""
+    conditions: list[ColumnElement[bool]] = []
+    for column, value in (
+        (Feedback.customer_id, filters.customer_id),
+        (Feedback.touchpoint, filters.touchpoint),
+        (Feedback.channel, filters.channel),
+        (Feedback.sentiment_label, filters.sentiment),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if filters.since is not None:
+        conditions.append(Feedback.received_at >= filters.since)
+    if filters.until is not None:
+        conditions.append(Feedback.received_at < filters.until)
+    return conditions
+
+
+# One line of a feedback export: the feedback as a read shows it (the sentiment as two cells).
+EXPORT_COLUMNS = (
+    Feedback.id,
+    Feedback.received_at,
+    Feedback.customer_id,
+    Feedback.email,
+    Feedback.touchpoint,
+    Feedback.channel,
+    Feedback.text,
+    Feedback.rating,
+    Feedback.rating_scale_min,
+    Feedback.rating_scale_max,
+    Feedback.sentiment_label,
+    Feedback.sentiment_score,
+    Feedback.external_ref,
+    Feedback.recorded_at,
+)
+EXPORT_HEADER = ("feedback_id", *(column.key for column in EXPORT_COLUMNS[1:]))
+
+
+def export_query(filters: FeedbackFilters) -> CompiledQuery:
+    """Every piece of feedback the list shows with these filters, newest first, unpaged, for a
+    CSV export through a cursor on the pool."""
+    return CompiledQuery(keyset.ordered(select(*EXPORT_COLUMNS).where(*matching(filters)), NEWEST_FIRST, Feedback.id))
 
 
 class FeedbackRepository(Repository[Feedback]):
@@ -27,28 +84,9 @@ class FeedbackRepository(Repository[Feedback]):
             select(Feedback).where(Feedback.channel == channel, Feedback.external_ref == external_ref)
         )
 
-    async def list_page(
-        self,
-        *,
-        customer_id: uuid.UUID | None,
-        touchpoint: str | None,
-        channel: str | None,
-        sentiment: str | None,
-        since: dt.datetime | None,
-        until: dt.datetime | None,
-        page: PageParams,
-    ) -> list[Feedback]:
+    async def list_page(self, filters: FeedbackFilters, page: PageParams) -> list[Feedback]:
         """Newest first, keyset on (received_at, id); one row more than a page."""
-        stmt = select(Feedback)
-        if customer_id is not None:
-            stmt = stmt.where(Feedback.customer_id == customer_id)
-        if touchpoint is not None:
-            stmt = stmt.where(Feedback.touchpoint == touchpoint)
-        if channel is not None:
-            stmt = stmt.where(Feedback.channel == channel)
-        if sentiment is not None:
-            stmt = stmt.where(Feedback.sentiment_label == sentiment)
-        stmt = keyset.apply(keyset.within(stmt, Feedback.received_at, since, until), NEWEST_FIRST, Feedback.id, page)
+        stmt = keyset.apply(select(Feedback).where(*matching(filters)), NEWEST_FIRST, Feedback.id, page)
         return list((await self.session.scalars(stmt)).all())
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Collection
 
@@ -10,11 +9,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.db import SOURCE, OutboxMessage
+from cem.feedback import repository
 from cem.feedback.models import Feedback
-from cem.feedback.repository import NEWEST_FIRST, FeedbackRepository
+from cem.feedback.repository import NEWEST_FIRST, FeedbackFilters, FeedbackRepository
 from cem.feedback.schemas import FeedbackCreate, FeedbackRead, SentimentRead
 from cem.feedback.sentiment import sentiment_of
-from cem.fields import CLOCK_SKEW, check_window
+from cem.fields import CLOCK_SKEW
 from cem.invitations.service import resolve_recipient
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
@@ -23,6 +23,7 @@ from cxkit.events.payloads import FeedbackReceived
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, field_problem
 from cxkit.kafka.outbox import add_event
+from cxkit.pg_pool import CompiledQuery
 
 
 def to_read(feedback: Feedback) -> FeedbackRead:
@@ -127,25 +128,11 @@ async def get_feedback(session: AsyncSession, feedback_id: uuid.UUID) -> Feedbac
     return feedback
 
 
-async def list_feedback(
-    session: AsyncSession,
-    page: PageParams,
-    *,
-    customer_id: uuid.UUID | None,
-    touchpoint: str | None,
-    channel: str | None,
-    sentiment: str | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-) -> tuple[list[Feedback], str | None]:
-    check_window(since, until)
-    rows = await FeedbackRepository(session).list_page(
-        customer_id=customer_id,
-        touchpoint=touchpoint,
-        channel=channel,
-        sentiment=sentiment,
-        since=since,
-        until=until,
-        page=page,
-    )
+async def list_feedback(session: AsyncSession, page: PageParams, filters: FeedbackFilters) -> tuple[list[Feedback], str | None]:
+    rows = await FeedbackRepository(session).list_page(filters, page)
     return keyset.cut(rows, NEWEST_FIRST, page)
+
+
+def export_query(filters: FeedbackFilters) -> CompiledQuery:
+    """The statement of a feedback export: what `list_feedback` shows, unpaged."""
+    return repository.export_query(filters)
