@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import time
 import uuid
 from collections import Counter
@@ -41,12 +42,14 @@ class Handler:
     def __init__(self, applier: str) -> None:
         self.record = applying(applier)
         self.calls: Counter[str] = Counter()
+        self.collector_on: dict[str, bool] = {}  # per name: was the garbage collector on when applied
         self.stuck = True
         self.busy = True
 
     async def __call__(self, session: AsyncSession, deliveries: list[Delivery]) -> None:
         for d in deliveries:
             self.calls[d.payload.name] += 1
+            self.collector_on[d.payload.name] = gc.isenabled()
             if d.payload.name == "reject":
                 raise PermanentEventError("refuses this customer")
             if d.payload.name == "broken":
@@ -98,7 +101,7 @@ class Running:
 
 @pytest.fixture(scope="module")
 async def running(kit_settings: ServiceSettings, kit_engine: AsyncEngine) -> AsyncIterator[Running]:
-    consumer = Running(kit_settings, make_session_factory(kit_engine), ["dead-letters", "transient", "busy"])
+    consumer = Running(kit_settings, make_session_factory(kit_engine), ["dead-letters", "transient", "busy", "collector"])
     yield consumer
     await consumer.stop()
 
@@ -268,3 +271,18 @@ async def test_a_consumer_joins_its_group_after_half_its_session_timeout_on_the_
         await settle(task)
         await consumer.stop()
     assert 1.4 < took < 4.0  # held for 1.5 s, not the 5 s of a 10 s session
+
+
+async def test_a_poll_is_applied_with_the_garbage_collector_paused_and_it_runs_again_after(
+    running: Running, sessions: Sessions
+) -> None:
+    """The poll's objects live until it commits: the collector would traverse them for nothing
+    (cxkit.memory.collector_paused)."""
+    topic = running.topics["collector"]
+    names = [f"paused-{i}" for i in range(3)]
+    messages = [customer_event(uuid.uuid4(), 1, name) for name in names]
+    assert gc.isenabled()
+    await publish(running.bootstrap, topic, [(b"k", m) for m in messages])
+    await running.caught_up(topic, len(messages))
+    assert {name: running.handler.collector_on[name] for name in names} == dict.fromkeys(names, False)
+    assert gc.isenabled()

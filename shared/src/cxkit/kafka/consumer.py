@@ -33,7 +33,7 @@ from cxkit.db import is_database_busy, session_connection, utcnow
 from cxkit.events import CloudEvent, InvalidEvent, decode_event
 from cxkit.events.registry import dlq_topic, payload_model
 from cxkit.kafka.client import ensure_topics, failure_kind, make_producer
-from cxkit.memory import release_freed_memory
+from cxkit.memory import collector_paused, release_freed_memory
 from cxkit.metrics import CONSUMER_ERRORS, CONSUMER_LAG, DLQ_MESSAGES, EVENTS_DUPLICATE, EVENTS_HANDLED
 from cxkit.settings import ServiceSettings
 
@@ -327,8 +327,11 @@ class EventConsumer:
             raise
 
     async def _finish(self, consumer: AIOKafkaConsumer, poll: _Poll, pending: list[_Poll]) -> None:
-        """Apply a decoded poll (one transaction), then commit its offsets."""
-        await self.apply(poll.decoded)
+        """Apply a decoded poll (one transaction), then commit its offsets. The collector is
+        paused meanwhile (`collector_paused`): the poll's events and rows, and the next poll
+        decoded while this one waits for the database, live until then."""
+        with collector_paused():
+            await self.apply(poll.decoded)
         poll.applied = True
         offsets = {tp: records[-1].offset + 1 for tp, records in poll.batches.items()}
         await consumer.commit(offsets)
