@@ -5,7 +5,9 @@ each announced once exactly as `POST /v1/customers` announces; the quick validat
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +24,7 @@ from crm.customers.models import Customer
 from crm.customers.schemas import CustomerCreate
 from crm.customers.service import snapshot
 from cxkit.events.payloads import CustomerCreated
+from cxkit.memory import collector_paused
 from cxkit.pg_pool import asyncpg_dsn
 
 from .test_import_cli import run_cli
@@ -238,3 +241,32 @@ async def test_a_resumed_import_refuses_a_repeat_of_a_committed_row_as_a_duplica
     finally:
         await conn.close()
     assert [r["email"] for r in emails] == [f"{n}-{tag}@example.com" for n in ("ada", "bob", "dave")]
+
+
+async def test_an_import_keeps_the_collector_paused_when_a_consumer_poll_beside_it_ends(
+    crm_database_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """An import job runs in the service's process beside its consumers: both pause the cyclic
+    garbage collector through cxkit.memory.collector_paused, so a poll that ends while the
+    import runs does not switch it back on under the import (nor the import under a poll).
+    (`client` empties the tables afterwards.)"""
+    tag = uuid.uuid4().hex[:8]
+    source = tmp_path / "customers.csv"
+    source.write_text("email,name\n" + "".join(f"c{i}-{tag}@example.com,C {i}\n" for i in range(6)), encoding="utf-8")
+    dsn = asyncpg_dsn(crm_database_url)
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(dsn)
+
+    poll = contextlib.ExitStack()
+    poll.enter_context(collector_paused())  # a consumer's poll, begun before the import
+    seen: list[bool] = []
+
+    def on_rows(n: int) -> None:
+        poll.close()  # the poll ends while the import runs
+        seen.append(gc.isenabled())
+
+    report = await import_customers(connect, source, batch_size=2, writers=1, on_rows=on_rows)
+    assert report.created == 6
+    assert seen and not any(seen)
+    assert gc.isenabled()
