@@ -122,9 +122,14 @@ def threadpool_calls(app: FastAPI) -> list[str]:
     return sorted(found)
 
 
-def _on_the_loop(call: Any) -> bool:
+def _unwrapped(call: Any) -> Any:
     while isinstance(call, functools.partial):
         call = call.func
+    return call
+
+
+def _on_the_loop(call: Any) -> bool:
+    call = _unwrapped(call)
     if inspect.isclass(call):
         return False
     target = call if inspect.isroutine(call) else type(call).__call__  # an instance: its class's method
@@ -132,8 +137,7 @@ def _on_the_loop(call: Any) -> bool:
 
 
 def _qualname(call: Any) -> str:
-    while isinstance(call, functools.partial):
-        call = call.func
+    call = _unwrapped(call)
     if inspect.isroutine(call) or inspect.isclass(call):
         return f"{call.__module__}.{call.__qualname__}"
     return f"{type(call).__module__}.{type(call).__qualname__}()"  # an instance: its class
