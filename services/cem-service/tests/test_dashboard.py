@@ -4,6 +4,8 @@ the charts holding the numbers `/v1/analytics/...` gives."""
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -149,6 +151,14 @@ async def _seed(client: httpx.AsyncClient, make: Any) -> dict[str, Any]:
     for day, score in [(6, 7), (6, 5), (20, 3)]:
         await make.answer(ces["id"], {"ces": score}, submitted_at=NOV.format(day))
     await make.invitation(nps["id"])
+    for day, text in [
+        (21, "Terrible: the parcel never came and nobody answered, awful."),
+        (22, "Broken link, useless: https://shop.example.com/orders/4419021/tracking?ref=abcdefghijklmnopqrstuvwxyz0123456789"),
+    ]:
+        given = await client.post(
+            "/v1/feedback", json={"channel": "email", "touchpoint": "delivery", "text": text, "received_at": NOV.format(day)}
+        )
+        assert given.json()["sentiment"]["label"] == "negative", given.text
     return {"nps": nps, "csat": csat, "ces": ces}
 
 
@@ -347,3 +357,47 @@ async def test_a_selected_survey_shows_its_results_question_by_question_as_the_a
     assert "<q>Slow</q>" in page.text
     # Without a survey selected there is no such section.
     assert 'id="results"' not in (await browser.get("/dashboard")).text
+
+
+def _negative_feedback_shown(page: str) -> list[str]:
+    """The texts of the page's list of the latest negative feedback, as the HTML has them."""
+    section = re.search(r'<ul class="latest" aria-label="Latest negative feedback">(.*?)</ul>', page, re.S)
+    return re.findall(r"<q>(.*?)</q>", section.group(1), re.S) if section else []
+
+
+async def test_the_newest_negative_feedback_is_shown_as_text_as_the_feedback_api_lists_it(
+    client: httpx.AsyncClient, browser: httpx.AsyncClient, make: Any, keys: dict[str, str]
+) -> None:
+    await make.touchpoint("delivery")
+    await make.survey("nps", name="Feedback NPS")
+    given = [
+        ("Terrible, the parcel never came. Awful.", "delivery", 10),
+        ("<script>alert(1)</script> awful, broken and useless", None, 11),
+        ("Great service, thank you so much!", "delivery", 12),
+        ("Horrible support, very bad and rude", None, 13),
+        ("Bad, bad, bad: the worst delivery ever", "delivery", 2),  # before the window below
+    ]
+    for text, touchpoint, day in given:
+        about = {"touchpoint": touchpoint} if touchpoint else {}
+        body = {"channel": "chat", "text": text, "received_at": NOV.format(day), **about}
+        assert (await client.post("/v1/feedback", json=body)).status_code == 201
+    await dashboard_sign_in(browser, keys["read"])
+
+    # The page's filters (`to` is a day, included) and the same as the API takes them.
+    for params, api in (
+        ({}, {}),
+        ({"touchpoint": "delivery"}, {"touchpoint": "delivery"}),
+        ({"from": "2026-11-05", "to": "2026-11-30"}, {"from": "2026-11-05T00:00:00Z", "to": "2026-12-01T00:00:00Z"}),
+    ):
+        page = await browser.get("/dashboard", params=params)
+        assert page.status_code == 200, params
+        listed = (await client.get("/v1/feedback", params={"sentiment": "negative", **api})).json()["items"]
+        assert listed, params
+        assert [html.unescape(t) for t in _negative_feedback_shown(page.text)] == [f["text"] for f in listed], params
+    everything = (await browser.get("/dashboard")).text
+    assert len(_negative_feedback_shown(everything)) == 4  # every negative one; the thanks is not negative
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in everything and "<script>alert" not in everything
+    assert _negative_feedback_shown((await browser.get("/dashboard", params={"touchpoint": "delivery"})).text) == [
+        "Terrible, the parcel never came. Awful.",
+        "Bad, bad, bad: the worst delivery ever",
+    ]

@@ -49,6 +49,7 @@ def _visit(driver: Any, base: str, key: str, survey_id: str) -> dict[str, Any]:
             {k: m.get_attribute(f"data-{k}") for k in ("label", "value", "n", "low", "high") if m.get_attribute(f"data-{k}")}
             for m in marks
         ]
+    seen["feedback"] = [q.text for q in driver.find_elements(By.CSS_SELECTOR, "#feedback q")]
     # Open the data tables (closed <details> by default), so axe checks them too.
     driver.execute_script("document.querySelectorAll('details').forEach(d => { d.open = true; })")
     seen |= testing.at_phone_and_desktop(driver, "cem", "chart-nps")
@@ -74,6 +75,8 @@ async def test_dashboard_in_a_real_browser_at_phone_and_desktop_widths(
     assert [float(b["value"]) for b in seen["charts"]["gap"]] == [t["gap"] for t in touchpoints if t["target"]]
     assert len(seen["charts"]["suppressions"]) == 4 and len(seen["charts"]["recovery"]) == 4
     assert seen["survey_h2"] == "Checkout NPS: question by question"
+    negative = (await client.get("/v1/feedback", params={"sentiment": "negative"})).json()["items"]
+    assert len(negative) == 2 and seen["feedback"] == [f["text"] for f in negative]
     for page in (seen, seen["survey"]):
         for width in (412, 1280):
             inner, scroll, chart = page["widths"][width]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +17,9 @@ from cem.analytics.results import survey_results
 from cem.analytics.results_schemas import SurveyResults
 from cem.analytics.schemas import MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
 from cem.analytics.themes_schemas import ThemeReport
+from cem.feedback import service as feedback
+from cem.feedback.repository import FeedbackFilters
+from cem.feedback.schemas import FeedbackRead
 from cem.report_filters import ReportFilters
 from cem.surveys.models import Survey
 from cem.surveys.repository import SurveyRepository
@@ -28,6 +32,7 @@ METRIC_RANGES = {"nps": (-100.0, 100.0), "csat": (0.0, 100.0), "ces": (1.0, 7.0)
 SURVEY_CHOICES = 200
 THEMES = 10  # per metric: the most mentioned words of the comments
 TOUCHPOINT_PAGES = 5  # x 200 touchpoints: beyond that the page would be unreadable anyway
+NEGATIVE_FEEDBACK = 10  # the newest negative feedback shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +50,12 @@ class CemDashboard:
     reports: dict[str, MetricReport | None]
     themes: dict[str, ThemeReport | None]
     results: SurveyResults | None  # the selected survey's, question by question
+    negative_feedback: list[FeedbackRead]  # the newest, at the touchpoint and in the window (feedback has no survey)
     touchpoints: list[TouchpointReport]
     recovery: RecoveryReport
     suppressions: SuppressionReport
     notes: list[str] = field(default_factory=list)
+    negative_feedback_limit: ClassVar[int] = NEGATIVE_FEEDBACK
 
     @property
     def empty(self) -> bool:
@@ -69,6 +76,14 @@ async def touchpoints_all(session: AsyncSession, since: dt.datetime | None, unti
             break
         cursor = decode_cursor(next_cursor)
     return rows
+
+
+async def newest_negative_feedback(session: AsyncSession, filters: ReportFilters) -> list[FeedbackRead]:
+    """The newest negative feedback at the filters' touchpoint and in their window, as
+    `GET /v1/feedback?sentiment=negative` lists it (feedback is not given to a survey)."""
+    wanted = FeedbackFilters(touchpoint=filters.touchpoint, sentiment="negative", since=filters.since, until=filters.until)
+    rows, _ = await feedback.list_feedback(session, PageParams(limit=NEGATIVE_FEEDBACK, cursor=None), wanted)
+    return [feedback.to_read(row) for row in rows]
 
 
 async def build_dashboard(session: AsyncSession, filters: DashboardFilters, action_types: Sequence[str]) -> CemDashboard:
@@ -102,6 +117,7 @@ async def build_dashboard(session: AsyncSession, filters: DashboardFilters, acti
         reports=reports,
         themes=comment_themes,
         results=results,
+        negative_feedback=await newest_negative_feedback(session, filters),
         touchpoints=await touchpoints_all(session, filters.since, filters.until),
         recovery=await analytics.recovery_report(session, filters, interval=filters.interval, action_types=action_types),
         suppressions=await analytics.suppression_report(session, filters),
