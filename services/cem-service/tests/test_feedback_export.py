@@ -27,18 +27,6 @@ async def give(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     return response.json()
 
 
-async def listed_ids(client: httpx.AsyncClient, params: dict[str, str]) -> list[str]:
-    ids: list[str] = []
-    cursor = None
-    while True:
-        page = (
-            await client.get("/v1/feedback", params={**params, "limit": "2", **({"cursor": cursor} if cursor else {})})
-        ).json()
-        ids += [r["id"] for r in page["items"]]
-        if not (cursor := page["next_cursor"]):
-            return ids
-
-
 async def test_export_has_the_same_feedback_in_the_same_order_as_the_paged_list(client: httpx.AsyncClient, make: Any) -> None:
     await make.touchpoint("checkout")
     await make.touchpoint("support")
@@ -57,7 +45,7 @@ async def test_export_has_the_same_feedback_in_the_same_order_as_the_paged_list(
         {},
     ):
         exported = [r["feedback_id"] for r in rows_of(await client.get("/v1/feedback/export", params=params))]
-        assert exported == await listed_ids(client, params), params
+        assert exported == await testing.paged_ids(client, "/v1/feedback", params), params
         assert exported, params
     window = rows_of(
         await client.get("/v1/feedback/export", params={"from": "2026-11-02T00:00:00Z", "to": "2026-11-03T00:00:00Z"})

@@ -21,18 +21,6 @@ def rows_of(response: httpx.Response) -> list[dict[str, str]]:
     return testing.csv_records(response, HEADER)
 
 
-async def listed_ids(client: httpx.AsyncClient, params: dict[str, str]) -> list[str]:
-    ids: list[str] = []
-    cursor = None
-    while True:
-        page = (
-            await client.get("/v1/responses", params={**params, "limit": "2", **({"cursor": cursor} if cursor else {})})
-        ).json()
-        ids += [r["id"] for r in page["items"]]
-        if not (cursor := page["next_cursor"]):
-            return ids
-
-
 async def test_export_has_the_same_answers_in_the_same_order_as_the_paged_list(client: httpx.AsyncClient, make: Any) -> None:
     await make.touchpoint("checkout")
     await make.touchpoint("support")
@@ -50,7 +38,7 @@ async def test_export_has_the_same_answers_in_the_same_order_as_the_paged_list(c
         {},
     ):
         exported = [r["response_id"] for r in rows_of(await client.get("/v1/responses/export", params=params))]
-        assert exported == await listed_ids(client, params), params
+        assert exported == await testing.paged_ids(client, "/v1/responses", params), params
     window = rows_of(
         await client.get("/v1/responses/export", params={"from": "2026-11-02T00:00:00Z", "to": "2026-11-03T00:00:00Z"})
     )

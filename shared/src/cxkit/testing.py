@@ -794,6 +794,20 @@ def csv_records(response: httpx.Response, header: list[str]) -> list[dict[str, s
     return [dict(zip(header, line, strict=True)) for line in lines[1:]]
 
 
+async def paged_ids(client: httpx.AsyncClient, path: str, params: dict[str, str] | str = "", limit: int = 2) -> list[str]:
+    """The ids of every item a list shows, page by page (`limit`, `cursor`), in its order: what
+    an export of the same filters must hold. `params` as a dict, or as a query string."""
+    query = httpx.QueryParams(params).multi_items()
+    ids: list[str] = []
+    cursor = None
+    while True:
+        paging = [("limit", str(limit)), *([("cursor", cursor)] if cursor else [])]
+        page = (await client.get(path, params=[*query, *paging])).json()
+        ids += [item["id"] for item in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            return ids
+
+
 def enter_request_span() -> str:
     """Make a new span (not recorded) the current context, as a request's would be, and return
     its `traceparent`. Run it in a copied context (`contextvars.copy_context().run`) so it does
