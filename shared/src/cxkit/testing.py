@@ -935,3 +935,14 @@ def at_phone_and_desktop(driver: Any, name: str, chart_id: str) -> dict[str, Any
         )
         seen[f"axe-{width}"] = axe_serious(driver)
     return seen
+
+
+def assert_laid_out(seen: dict[str, Any]) -> None:
+    """What `at_phone_and_desktop` saw is a page that fits: no sideways scroll at either width,
+    the chart drawn within it, no serious or critical axe violation, the screenshots taken."""
+    for width in (412, 1280):
+        inner, scroll, chart = seen["widths"][width]
+        assert inner == width and scroll <= width, f"the page scrolls sideways at {width}px: {scroll}"
+        assert 0 < chart <= width
+        assert seen[f"axe-{width}"] == [], seen[f"axe-{width}"]
+    assert all(p.is_file() and p.stat().st_size > 10_000 for p in seen["shots"])
