@@ -162,17 +162,17 @@ async def _seed(client: httpx.AsyncClient, make: Any) -> dict[str, Any]:
     return {"nps": nps, "csat": csat, "ces": ces}
 
 
-def _points(report: dict[str, Any]) -> list[dict[str, str]]:
-    """What the chart should hold for an API report: one point per bucket with a score."""
+def _points(report: dict[str, Any], value: str = "score") -> list[dict[str, str]]:
+    """What the chart should hold for an API report: one point per bucket with a `value`."""
     return [
         {
             "label": p["start"][:10],
-            "value": str(p["score"]),
+            "value": str(p[value]),
             "n": str(p["n"]),
             **({"low": str(p["ci95"]["low"]), "high": str(p["ci95"]["high"])} if p["ci95"] else {}),
         }
         for p in report["series"]
-        if p["score"] is not None
+        if p[value] is not None
     ]
 
 
@@ -401,3 +401,59 @@ async def test_the_newest_negative_feedback_is_shown_as_text_as_the_feedback_api
         "Terrible, the parcel never came. Awful.",
         "Bad, bad, bad: the worst delivery ever",
     ]
+
+
+def _table_rows(page: str, table_id: str) -> list[list[str]]:
+    """The body rows of a table on the page, each as its cells' text."""
+    table = re.search(rf'<table id="{table_id}">.*?<tbody>(.*?)</tbody>', page, re.S)
+    assert table, table_id
+    return [
+        [html.unescape(re.sub(r"<[^>]+>", "", cell)).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
+        for row in re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S)
+    ]
+
+
+async def test_the_feedback_sentiment_is_charted_as_the_sentiment_api_counts_it(
+    client: httpx.AsyncClient, browser: httpx.AsyncClient, make: Any, keys: dict[str, str]
+) -> None:
+    await make.touchpoint("delivery")
+    await make.survey("nps", name="Feedback NPS")
+    await dashboard_sign_in(browser, keys["read"])
+    empty = (await browser.get("/dashboard")).text
+    assert 'id="sentiment"' in empty and "No feedback with these filters yet" in empty
+    assert 'id="chart-sentiment"' not in empty
+    given = [
+        ("Great service, thank you so much!", "delivery", "chat", 2),
+        ("Terrible, the parcel never came. Awful.", "delivery", "email", 3),
+        ("The store opens at nine.", None, "chat", 9),
+        ("Lovely staff, a quick refund.", None, "app_store", 10),
+        ("Bad, bad, bad: the worst delivery ever", "delivery", "chat", 17),
+        ("Good.", "delivery", "chat", 18),
+    ]
+    for text, touchpoint, channel, day in given:
+        about = {"touchpoint": touchpoint} if touchpoint else {}
+        body = {"channel": channel, "text": text, "received_at": NOV.format(day), **about}
+        assert (await client.post("/v1/feedback", json=body)).status_code == 201
+
+    # The page's filters (`to` is a day, included) and the same as the API takes them.
+    for params, api in (
+        ({}, {}),
+        ({"touchpoint": "delivery"}, {"touchpoint": "delivery"}),
+        (
+            {"from": "2026-11-03", "to": "2026-11-17", "interval": "day"},
+            {"from": "2026-11-03T00:00:00Z", "to": "2026-11-18T00:00:00Z", "interval": "day"},
+        ),
+    ):
+        page = (await browser.get("/dashboard", params=params)).text
+        report = (await client.get("/v1/analytics/sentiment", params=api)).json()
+        assert report["n"] >= 3, params
+        assert chart_values(page, "chart-sentiment") == _points(report, "net_sentiment"), params
+        assert [row[:4] for row in _table_rows(page, "table-sentiment")] == [
+            [p["start"][:10], str(p["counts"]["positive"]), str(p["counts"]["neutral"]), str(p["counts"]["negative"])]
+            for p in report["series"]
+        ], params
+        assert [row[:2] for row in _table_rows(page, "table-sentiment-channels")] == [
+            [c["channel"], str(c["n"])] for c in report["by_channel"]
+        ], params
+    weekly = (await client.get("/v1/analytics/sentiment")).json()
+    assert [p["n"] for p in weekly["series"]] == [2, 2, 2]  # the weeks of 2, 9 and 16 November

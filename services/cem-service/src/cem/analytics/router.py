@@ -6,13 +6,16 @@ from typing import Annotated
 
 from fastapi import Depends, Query
 
-from cem.analytics import drivers, results, service, themes
+from cem.analytics import drivers, results, sentiment, service, themes
 from cem.analytics.drivers import MIN_N
 from cem.analytics.drivers_schemas import DriverReport
 from cem.analytics.results_schemas import TEXTS_SHOWN, SurveyResults
 from cem.analytics.schemas import Interval, JourneyReport, MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
+from cem.analytics.sentiment_schemas import SentimentReport
 from cem.analytics.themes_schemas import ThemeReport
 from cem.deps import SettingsDep
+from cem.feedback.repository import FeedbackFilters
+from cem.feedback.router import sentiment_report_filters
 from cem.fields import From, To
 from cem.journeys.router import JourneyId
 from cem.report_filters import ReportFilters, TouchpointFilter, report_filters_query
@@ -158,6 +161,32 @@ async def comment_themes(
     ] = MIN_N,
 ) -> ModelResponse[ThemeReport]:
     return json_response(await themes.theme_report(session, metric, filters, limit=limit, min_n=min_n))
+
+
+@router.get(
+    "/sentiment",
+    summary="How the feedback feels",
+    description="The feedback (`/v1/feedback`) counted per sentiment label, with the net sentiment (% positive - % "
+    "negative, -100 to 100, with the 95% interval of a difference of two shares of one sample, as for NPS) and the "
+    "mean VADER compound score (-1 to 1, mean ± 1.96 sd/√n): in all, per `interval` of the time it was received "
+    "(`series`, the buckets that have feedback), per touchpoint (`by_touchpoint`; feedback about none as a "
+    "`touchpoint` of null) and per channel (`by_channel`), each list the `limit` with the most feedback first, "
+    "with how many there are in all. The label and score are the ones each piece got when it was recorded. Filter as "
+    "the feedback list does: `customer_id`, `touchpoint`, `channel` and a window on the time it was received (`from` "
+    "inclusive, `to` exclusive). Feedback is given to no survey, so there is no `survey_id`. Counted by the "
+    "database in one grouped query. Needs `read`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def feedback_sentiment(
+    session: SessionDep,
+    _: Reader,
+    filters: Annotated[FeedbackFilters, Depends(sentiment_report_filters)],
+    interval: IntervalParam = "week",
+    limit: Annotated[
+        int, Query(ge=1, le=200, description="How many touchpoints and channels to list, the most feedback first.")
+    ] = 20,
+) -> ModelResponse[SentimentReport]:
+    return json_response(await sentiment.sentiment_report(session, filters, interval=interval, limit=limit))
 
 
 @router.get(

@@ -68,7 +68,7 @@ def score_of(metric: str, agg: Aggregate) -> tuple[float | None, tuple[float, fl
     return stats.mean_with_ci(agg.total, agg.total_sq, agg.n, METRIC_SCALES[metric])
 
 
-def _interval(ci: tuple[float, float] | None) -> Interval95 | None:
+def interval95(ci: tuple[float, float] | None) -> Interval95 | None:
     return None if ci is None else Interval95(low=round(ci[0], 4), high=round(ci[1], 4))
 
 
@@ -76,7 +76,7 @@ def _summary(metric: str, agg: Aggregate | None) -> MetricSummary:
     if agg is None:
         return MetricSummary(n=0, score=None, ci95=None)
     score, ci = score_of(metric, agg)
-    return MetricSummary(n=agg.n, score=stats.rounded(score), ci95=_interval(ci))
+    return MetricSummary(n=agg.n, score=stats.rounded(score), ci95=interval95(ci))
 
 
 async def check_metric_survey(session: AsyncSession, survey_id: uuid.UUID | None, metric: str) -> None:
@@ -108,7 +108,7 @@ async def metric_report(session: AsyncSession, metric: str, filters: ReportFilte
                 skipped=agg.skipped,
                 score=stats.rounded(score),
                 mean=stats.rounded(agg.total / agg.n if agg.n else None),
-                ci95=_interval(ci),
+                ci95=interval95(ci),
                 counts=agg.counts,
             )
         )
@@ -124,7 +124,7 @@ async def metric_report(session: AsyncSession, metric: str, filters: ReportFilte
         skipped=total.skipped,
         score=stats.rounded(score),
         mean=stats.rounded(total.total / total.n if total.n else None),
-        ci95=_interval(ci),
+        ci95=interval95(ci),
         counts=total.counts,
         response_rate=response_rate(per_reminders),
         series=series,

@@ -1,6 +1,7 @@
 """`GET /dashboard`: the experience scores and the themes of their comments, a selected survey's
-results question by question, touchpoints against their promises, response rate, suppressions
-and recovery, as charts with their tables, for people signed in with an API key."""
+results question by question, the feedback's sentiment and the newest negative feedback,
+touchpoints against their promises, response rate, suppressions and recovery, as charts with
+their tables, for people signed in with an API key."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
 from cem.analytics.results_schemas import ChoiceResults, RatingResults
-from cem.analytics.schemas import MetricReport, RecoveryReport, TouchpointReport
+from cem.analytics.schemas import MetricReport, RecoveryReport, SeriesPoint, TouchpointReport
+from cem.analytics.sentiment_schemas import SentimentReport
 from cem.analytics.themes_schemas import ThemeReport
 from cem.dashboard.service import METRIC_NAMES, METRIC_RANGES, METRICS, DashboardFilters, build_dashboard
 from cem.deps import SettingsDep
@@ -30,12 +32,13 @@ def bucket_label(start: dt.datetime, interval: str) -> str:
     return start.strftime("%Y-%m") if interval == "month" else start.strftime("%Y-%m-%d")
 
 
-def series_points(report: MetricReport) -> list[Point]:
-    """The report's series as chart points: one per bucket, in order, as the API lists them."""
+def series_points(report: MetricReport | SentimentReport) -> list[Point]:
+    """The report's series as chart points (the score, or the net sentiment, with its 95%
+    interval): one per bucket, in order, as the API lists them."""
     return [
         Point(
             label=bucket_label(p.start, report.interval),
-            value=p.score,
+            value=p.score if isinstance(p, SeriesPoint) else p.net_sentiment,
             low=p.ci95.low if p.ci95 else None,
             high=p.ci95.high if p.ci95 else None,
             n=p.n,

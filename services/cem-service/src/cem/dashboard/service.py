@@ -10,12 +10,13 @@ from typing import ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.analytics import sentiment, themes
 from cem.analytics import service as analytics
-from cem.analytics import themes
 from cem.analytics.drivers import MIN_N
 from cem.analytics.results import survey_results
 from cem.analytics.results_schemas import SurveyResults
 from cem.analytics.schemas import MetricReport, RecoveryReport, SuppressionReport, TouchpointReport
+from cem.analytics.sentiment_schemas import SentimentReport
 from cem.analytics.themes_schemas import ThemeReport
 from cem.feedback import service as feedback
 from cem.feedback.repository import FeedbackFilters
@@ -33,6 +34,7 @@ SURVEY_CHOICES = 200
 THEMES = 10  # per metric: the most mentioned words of the comments
 TOUCHPOINT_PAGES = 5  # x 200 touchpoints: beyond that the page would be unreadable anyway
 NEGATIVE_FEEDBACK = 10  # the newest negative feedback shown
+SENTIMENT_CHANNELS = 10  # the channels with the most feedback
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,8 @@ class CemDashboard:
     reports: dict[str, MetricReport | None]
     themes: dict[str, ThemeReport | None]
     results: SurveyResults | None  # the selected survey's, question by question
-    negative_feedback: list[FeedbackRead]  # the newest, at the touchpoint and in the window (feedback has no survey)
+    sentiment: SentimentReport  # the feedback's, at the touchpoint and in the window (feedback has no survey)
+    negative_feedback: list[FeedbackRead]  # the newest, at the touchpoint and in the window
     touchpoints: list[TouchpointReport]
     recovery: RecoveryReport
     suppressions: SuppressionReport
@@ -78,10 +81,16 @@ async def touchpoints_all(session: AsyncSession, since: dt.datetime | None, unti
     return rows
 
 
+def feedback_filters(filters: ReportFilters, label: str | None = None) -> FeedbackFilters:
+    """The report filters that apply to feedback, the touchpoint and the window (feedback is
+    given to no survey), and the sentiment `label` wanted if any."""
+    return FeedbackFilters(touchpoint=filters.touchpoint, sentiment=label, since=filters.since, until=filters.until)
+
+
 async def newest_negative_feedback(session: AsyncSession, filters: ReportFilters) -> list[FeedbackRead]:
     """The newest negative feedback at the filters' touchpoint and in their window, as
     `GET /v1/feedback?sentiment=negative` lists it (feedback is not given to a survey)."""
-    wanted = FeedbackFilters(touchpoint=filters.touchpoint, sentiment="negative", since=filters.since, until=filters.until)
+    wanted = feedback_filters(filters, "negative")
     rows, _ = await feedback.list_feedback(session, PageParams(limit=NEGATIVE_FEEDBACK, cursor=None), wanted)
     return [feedback.to_read(row) for row in rows]
 
@@ -117,6 +126,9 @@ async def build_dashboard(session: AsyncSession, filters: DashboardFilters, acti
         reports=reports,
         themes=comment_themes,
         results=results,
+        sentiment=await sentiment.sentiment_report(
+            session, feedback_filters(filters), interval=filters.interval, limit=SENTIMENT_CHANNELS
+        ),
         negative_feedback=await newest_negative_feedback(session, filters),
         touchpoints=await touchpoints_all(session, filters.since, filters.until),
         recovery=await analytics.recovery_report(session, filters, interval=filters.interval, action_types=action_types),

@@ -44,19 +44,35 @@ async def create_feedback(body: FeedbackCreate, session: SessionDep, idem: Idemp
     return await idem.execute(session, operation)
 
 
+CustomerFilter = Annotated[uuid.UUID | None, Query(description="Only this customer's feedback.")]
+TouchpointFilter = Annotated[
+    QueryText | None, Query(max_length=100, description="Only feedback about this touchpoint (key).", examples=["delivery"])
+]
+ChannelFilter = Annotated[QueryText | None, Query(max_length=50, description="Only feedback from this channel.")]
+
+
 async def feedback_filters(
     since: From = None,
     until: To = None,
-    customer_id: Annotated[uuid.UUID | None, Query(description="Only this customer's feedback.")] = None,
-    touchpoint: Annotated[
-        QueryText | None, Query(max_length=100, description="Only feedback about this touchpoint (key).")
-    ] = None,
-    channel: Annotated[QueryText | None, Query(max_length=50, description="Only feedback from this channel.")] = None,
+    customer_id: CustomerFilter = None,
+    touchpoint: TouchpointFilter = None,
+    channel: ChannelFilter = None,
     sentiment: Annotated[SentimentLabel | None, Query(description="Only this sentiment.", examples=["negative"])] = None,
 ) -> FeedbackFilters:
     """The filters of the feedback list, read from the query (the export takes the same)."""
     check_window(since, until)
     return FeedbackFilters(customer_id, touchpoint, channel, sentiment, since, until)
+
+
+async def sentiment_report_filters(
+    since: From = None,
+    until: To = None,
+    customer_id: CustomerFilter = None,
+    touchpoint: TouchpointFilter = None,
+    channel: ChannelFilter = None,
+) -> FeedbackFilters:
+    """The feedback list's filters but `sentiment`, which the sentiment report counts by."""
+    return await feedback_filters(since, until, customer_id, touchpoint, channel)
 
 
 FiltersDep = Annotated[FeedbackFilters, Depends(feedback_filters)]
