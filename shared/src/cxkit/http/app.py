@@ -19,6 +19,7 @@ from cxkit.http.body_limit import capped_receive, too_large_response
 from cxkit.http.cors import install_cors
 from cxkit.http.docs import install_offline_docs
 from cxkit.http.etag import IF_NONE_MATCH_SCOPE_KEY
+from cxkit.http.examples import keep_example_nulls
 from cxkit.http.problems import (
     PROBLEM_MEDIA_TYPE,
     NotFound,
@@ -320,5 +321,6 @@ def install_platform(app: FastAPI, service: str) -> None:
         install_cors(app, settings.cors_allow_origins, settings.cors_max_age_seconds)
     install_problem_handlers(app)
     document_problems_as_problem_json(app)
+    keep_example_nulls(app)
     include_routers(app, [ops_router(service)])
     install_offline_docs(app)
