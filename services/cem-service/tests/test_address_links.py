@@ -4,18 +4,22 @@ by that customer (so the CRM's view shows them too)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy import select, text
 
-from cem.customer_data import export_sections
+from cem.config import CEMSettings
+from cem.customer_data import customer_data, export_sections
 from cem.followups.models import Followup
+from cem.main import create_app
 from cem.responses.models import Score
 from cxkit.events.payloads import CustomerCreated, CustomerUpdated
 
-from .conftest import delivery, snapshot
+from .conftest import EventApplier, delivery, snapshot
 from .test_customer_events import erased, personal_data_left
 
 
@@ -60,10 +64,10 @@ async def test_answers_and_feedback_under_an_address_go_to_the_customer_announce
                 select(Score).where(Score.response_id.in_([uuid.UUID(a["id"]) for a in (detractor, happy, stranger)]))
             )
         }
-        # A linked answer is not followed up: it may be old, and no owner was asked at the time.
+        # The detractor answered moments ago: followed up now that the CRM announced who it was.
         followups = (await session.scalars(select(Followup).where(Followup.customer_id == customer))).all()
     assert scores == {detractor["id"]: customer, happy["id"]: customer, stranger["id"]: None}
-    assert followups == []
+    assert [(str(f.response_id), f.score, f.status) for f in followups] == [(detractor["id"], 3, "open")]
     assert (await client.get(f"/v1/responses/{stranger['id']}")).json()["customer_id"] is None
     # The same answers, now under a customer: the scores do not change.
     assert (await client.get("/v1/analytics/nps", params={"survey_id": nps["id"]})).json() == nps_before
@@ -158,3 +162,54 @@ async def test_the_rows_kept_under_an_address_are_found_through_their_partial_in
                 plan = "\n".join(r[0] for r in await raw.fetch(f"EXPLAIN {query}", argument))
                 assert f"ix_{table}_unlinked_email" in plan, plan
                 assert "Seq Scan" not in plan, plan
+
+
+async def test_a_recent_detractor_answer_is_followed_up_when_its_customer_is_announced(
+    make: Any, apply: Any, session_factory: Any, outbox: Any, cem_app: FastAPI
+) -> None:
+    """The CRM may announce a new customer after their first answer reached the CEM (the shop
+    posts the answer with the address, the customer is made meanwhile): a detractor answered
+    within `followup_link_window_hours` gets its follow-up then, due by the SLA from the link;
+    an older one, a passive and a promoter get none, and neither does a repeated announcement."""
+    marker = uuid.uuid4().hex[:10]
+    address = f"late-{marker}@example.com"
+    nps = await make.survey("nps")
+    now = dt.datetime.now(dt.UTC)
+    hours_ago = {h: (now - dt.timedelta(hours=h)).isoformat() for h in (70, 74)}  # the window is 72 hours
+    recent = await make.answer(nps["id"], {"nps": 2, "reason": "Never again"}, email=address, submitted_at=hours_ago[70])
+    old = await make.answer(nps["id"], {"nps": 1}, email=address, submitted_at=hours_ago[74])
+    passive = await make.answer(nps["id"], {"nps": 8}, email=address)
+    assert not recent["followup_requested"] and recent["customer_id"] is None
+
+    customer = uuid.uuid4()
+    linked_at = dt.datetime.now(dt.UTC)
+    await apply(delivery("customer.created", CustomerCreated(**snapshot(customer, email=address))))
+    await apply(delivery("customer.updated", CustomerUpdated(**snapshot(customer, 2, email=address))))
+    async with session_factory() as session:
+        (followup,) = (await session.scalars(select(Followup).where(Followup.customer_id == customer))).all()
+    assert str(followup.response_id) == recent["id"] and followup.status == "open"
+    assert linked_at <= followup.created_at <= dt.datetime.now(dt.UTC)
+    assert followup.due_at == followup.created_at + dt.timedelta(hours=24)  # the default NPS detractor SLA
+    (requested,) = [e for e in await outbox("followup.requested") if e["subject"] == str(customer)]
+    assert requested["data"]["response_id"] == recent["id"] and requested["data"]["comment"] == "Never again"
+    assert requested["data"]["score"] == 2 and requested["data"]["followup_id"] == str(followup.id)
+    assert {old["id"], passive["id"]}.isdisjoint({e["data"]["response_id"] for e in await outbox("followup.requested")})
+    listed = (await make.client.get(f"/v1/responses/{recent['id']}")).json()
+    assert listed["followup_requested"] and listed["customer_id"] == str(customer)
+
+
+async def test_no_late_follow_up_without_the_window(
+    make: Any, session_factory: Any, cem_settings: CEMSettings, tmp_path: Any
+) -> None:
+    """`followup_link_window_hours=0` turns it off, and a replay's projections (built without
+    the service's settings) never ask for one."""
+    off = create_app(cem_settings.model_copy(update={"followup_link_window_hours": 0}))
+    marker = uuid.uuid4().hex[:10]
+    nps = await make.survey("nps")
+    answer = await make.answer(nps["id"], {"nps": 0}, email=f"off-{marker}@example.com")
+    customer = uuid.uuid4()
+    for registry in (off.state.customer_data, customer_data()):
+        applier = EventApplier(session_factory, cem_settings, registry)
+        await applier(delivery("customer.created", CustomerCreated(**snapshot(customer, email=f"off-{marker}@example.com"))))
+    async with session_factory() as session:
+        assert (await session.scalars(select(Followup).where(Followup.response_id == uuid.UUID(answer["id"])))).all() == []

@@ -40,6 +40,13 @@ class CEMSettings(ServiceSettings):
         "follow-up is due `hours` after it is raised, by the first band holding its score. A survey's `followup_sla` "
         "comes first. A metric left out: its follow-ups have no due time.",
     )
+    followup_link_window_hours: float = Field(
+        72.0,
+        ge=0,
+        description="A detractor answer given under an address no customer was known by is followed up when the CRM "
+        "announces the customer with that address, if it was given at most this many hours before (its SLA runs from "
+        "then); an older one is not. 0: never.",
+    )
     followup_action_types: list[str] = Field(
         default_factory=lambda: ["call", "email", "meeting", "sms", "chat"],
         description="Interaction types that count as acting on a follow-up (the first one with the customer after it "

@@ -8,26 +8,29 @@ A new table with a `customer_id` joins by its repository's `repoint_customer` an
 
 from __future__ import annotations
 
+import functools
+
 from cem.customers.lifecycle import CustomerErasure
 from cem.feedback.service import FeedbackData
 from cem.followups.repository import FollowupRepository
 from cem.invitations.repository import InvitationRepository
-from cem.responses.service import ResponseData
+from cem.responses.service import LateFollowups, ResponseData
 from cem.suppressions.repository import SuppressionRepository
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit.http.data_export import Section
 from cxkit.lifecycle import CustomerDataRegistry
 
 
-def customer_data() -> CustomerDataRegistry[CustomerErasure]:
+def customer_data(late_followups: LateFollowups | None = None) -> CustomerDataRegistry[CustomerErasure]:
     """The domains in the order the merge and the erasure always visited them. Those that keep
     rows under an address until the CRM announces its owner (invitations, answers and their
     scores, feedback, interactions, suppressions) also link them then
     (`cem.customers.lifecycle.AddressLinks`); answers and feedback are announced again, with
-    their customer, for the CRM."""
+    their customer, for the CRM, and recent detractor answers are followed up with
+    `late_followups` (the service's; a replay passes none)."""
     registry = CustomerDataRegistry[CustomerErasure]()
     registry.register("invitations", InvitationRepository, tables=["invitations"])
-    registry.register("responses", ResponseData, tables=["responses", "scores"])
+    registry.register("responses", functools.partial(ResponseData, late_followups=late_followups), tables=["responses", "scores"])
     registry.register("followups", FollowupRepository, tables=["followups"])
     registry.register("feedback", FeedbackData, tables=["feedback"])
     registry.register("touchpoints", TouchpointRepository, tables=["touchpoint_interactions"])

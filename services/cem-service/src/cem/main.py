@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +28,7 @@ from cem.journeys.router import router as journeys_router
 from cem.respondent.router import preview_router as survey_preview_router
 from cem.respondent.router import router as respondent_router
 from cem.responses.router import router as responses_router
+from cem.responses.service import LateFollowups
 from cem.scheduler import InvitationScheduler
 from cem.suppressions.router import router as suppressions_router
 from cem.surveys.router import router as surveys_router
@@ -115,7 +117,11 @@ def with_scheduler(settings: CEMSettings, lifespan: Callable[[FastAPI], Any]) ->
 
 def create_app(settings: CEMSettings | None = None) -> FastAPI:
     settings = settings or CEMSettings()
-    owners = customer_data()
+    owners = customer_data(
+        LateFollowups(dt.timedelta(hours=settings.followup_link_window_hours), settings.followup_sla)
+        if settings.followup_link_window_hours > 0
+        else None
+    )
     webhooks = Webhooks(WebhookSubscription, WebhookDelivery, event_types_on([CEM_FEEDBACK]), settings)
     configure_logging(settings.service_name, level=settings.log_level, json=settings.log_json)
     tracer_provider = configure_tracing(settings.service_name)

@@ -12,7 +12,7 @@ from cem.db import SOURCE, OutboxMessage
 from cem.followups.models import Followup
 from cem.followups.repository import FollowupRepository
 from cem.followups.sla import SlaBand, due_at
-from cem.responses.models import SurveyResponse
+from cem.responses.models import Score, SurveyResponse
 from cem.surveys.models import Survey
 from cem.surveys.questions import MetricAnswer
 from cxkit.db import new_id
@@ -24,13 +24,17 @@ async def request_followup(
     session: AsyncSession,
     survey: Survey,
     response: SurveyResponse,
-    answer: MetricAnswer,
+    answer: MetricAnswer | Score,
     comment: str | None,
     default_sla: Mapping[str, Sequence[SlaBand]],
+    *,
+    raised_at: dt.datetime | None = None,
 ) -> Followup:
-    """Record an open follow-up, due by its SLA (the survey's bands, else `default_sla`), and ask
-    the CRM for a task (`followup.requested`, with the due time)."""
+    """Record an open follow-up raised at `raised_at` (when the answer was recorded, unless
+    told), due by its SLA from then (the survey's bands, else `default_sla`), and ask the CRM
+    for a task (`followup.requested`, with the due time)."""
     assert response.customer_id is not None and answer.score is not None
+    raised = raised_at or response.recorded_at
     reason = (
         f"{answer.metric.upper()} {answer.score} on {answer.scale_min}-{answer.scale_max} ({answer.category}) "
         f"in survey {survey.name!r}"
@@ -45,8 +49,8 @@ async def request_followup(
         touchpoint=response.touchpoint,
         reason=reason,
         status="open",
-        created_at=response.recorded_at,
-        due_at=due_at(response.recorded_at, answer.metric, answer.score, survey.followup_sla, default_sla),
+        created_at=raised,
+        due_at=due_at(raised, answer.metric, answer.score, survey.followup_sla, default_sla),
     )
     FollowupRepository(session).add(followup)
     add_event(

@@ -225,20 +225,47 @@ def _announce(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class LateFollowups:
+    """A detractor answer given under an address no customer was known by gets its follow-up
+    when the CRM announces the customer, if it was given within `window` before (the CRM may
+    announce a new customer after their first answer reached this service); its SLA runs from
+    then. An older one gets none: nobody was asked at the time, and a call about it comes late."""
+
+    window: dt.timedelta
+    default_sla: Mapping[str, Sequence[SlaBand]]
+
+
 class ResponseData(ResponseRepository):
     """The responses' part of a customer's data (`cem.customer_data`): the repository's merge and
     erasure, and answers given under an address no customer was known by, which go to the customer
     the CRM announces with that address. Each is announced again then, as
     `survey.response.submitted` keyed by its customer (the same `response_id`), so the CRM's
-    view of the customer shows it too. No follow-up is asked for then: the answer may be old."""
+    view of the customer shows it too, and a recent detractor's is followed up (`LateFollowups`;
+    none without it, as in a replay)."""
+
+    def __init__(self, session: AsyncSession, late_followups: LateFollowups | None = None) -> None:
+        super().__init__(session)
+        self.late_followups = late_followups
 
     async def link_emails(self, emails_lower: Collection[str]) -> None:
         linked = await self.link_by_address(emails_lower)
         surveys = SurveyRepository(self.session)
+        now = utcnow()
         for response, score in linked:
             survey = await surveys.get(response.survey_id)
             assert survey is not None  # responses keep their survey (RESTRICT)
-            _announce(self.session, survey.kind, response, score, comment_of(response.answers))
+            comment = comment_of(response.answers)
+            _announce(self.session, survey.kind, response, score, comment)
+            late = self.late_followups
+            if (
+                late is not None
+                and score is not None
+                and score.score is not None
+                and needs_followup(score.metric, score.score)
+                and response.submitted_at >= now - late.window
+            ):
+                await request_followup(self.session, survey, response, score, comment, late.default_sla, raised_at=now)
 
 
 def answers_problem(checked: CheckedAnswers) -> Unprocessable:
