@@ -242,3 +242,24 @@ async def test_a_first_page_needs_no_cursor_and_an_empty_list_has_none(engine: A
     finally:
         async with engine.begin() as conn:
             await conn.execute(Item.__table__.delete())
+
+
+def test_filters_become_conditions_only_for_the_values_given() -> None:
+    from sqlalchemy import Column, DateTime, MetaData, String, Table, and_, true
+    from sqlalchemy.dialects import postgresql
+
+    from cxkit.db import equal_to_given, window_conditions
+
+    t = Table("t", MetaData(), Column("a", String), Column("b", String), Column("at", DateTime(timezone=True)))
+
+    def sql(conditions: list[Any]) -> str:
+        clause = and_(true(), *conditions)
+        return str(clause.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+
+    assert sql(equal_to_given([(t.c.a, "x"), (t.c.b, None)])) == "t.a = 'x'"
+    assert equal_to_given([(t.c.a, None)]) == [] and window_conditions(t.c.at, None, None) == []
+    since, until = dt.datetime(2026, 11, 1, tzinfo=dt.UTC), dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    assert sql(window_conditions(t.c.at, since, until)) == (
+        "t.at >= '2026-11-01 00:00:00+00:00' AND t.at < '2026-12-01 00:00:00+00:00'"
+    )
+    assert sql(window_conditions(t.c.at, None, until)) == "t.at < '2026-12-01 00:00:00+00:00'"

@@ -122,6 +122,23 @@ def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+def equal_to_given(pairs: Iterable[tuple[Any, Any]]) -> list[ColumnElement[bool]]:
+    """`column == value` for each (column, value) whose value is given (not None): a list's
+    filters as WHERE conditions."""
+    return [column == value for column, value in pairs if value is not None]
+
+
+def window_conditions(column: Any, since: Any | None, until: Any | None) -> list[ColumnElement[bool]]:
+    """`column` within [since, until) as WHERE conditions, none for an open end; each end a
+    value (a time or a day) or a `bindparam`."""
+    conditions = []
+    if since is not None:
+        conditions.append(column >= since)
+    if until is not None:
+        conditions.append(column < until)
+    return conditions
+
+
 def any_of(column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
     """`column = ANY($1)` with the values as one array parameter: the same statement text
     whatever the number of values, so it is compiled, prepared and cached once (an `IN` list

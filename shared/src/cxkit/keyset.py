@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy import Integer, Select, bindparam, or_, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
+from cxkit.db import window_conditions
 from cxkit.http.pagination import PageParams, encode_cursor
 from cxkit.http.problems import Unprocessable
 
@@ -202,11 +203,7 @@ def apply(stmt: Select[Any], sort: Sort, id_column: InstrumentedAttribute[Any], 
 def within(stmt: Select[Any], column: Any, since: Any | None, until: Any | None) -> Select[Any]:
     """Only rows in the window [since, until) on `column` (each end a value, a `bindparam`, or
     None for open). Check the ends' order where they are read (a problem names the parameter)."""
-    if since is not None:
-        stmt = stmt.where(column >= since)
-    if until is not None:
-        stmt = stmt.where(column < until)
-    return stmt
+    return stmt.where(*window_conditions(column, since, until))
 
 
 def cut(

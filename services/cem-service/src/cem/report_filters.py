@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Query
 
 from cem.fields import From, To, check_window
+from cxkit.db import window_conditions
 from cxkit.fields import QueryText
 
 SURVEY_EXAMPLE = "2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c"
@@ -22,16 +23,6 @@ SURVEY_EXAMPLE = "2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c"
 TouchpointFilter = Annotated[
     QueryText | None, Query(max_length=100, description="Only answers about this touchpoint (key).", examples=["checkout"])
 ]
-
-
-def window_conditions(column: Any, since: dt.date | None, until: dt.date | None) -> list[Any]:
-    """`column` within [since, until) as SQL conditions (none for an open end); times or days."""
-    conditions = []
-    if since is not None:
-        conditions.append(column >= since)
-    if until is not None:
-        conditions.append(column < until)
-    return conditions
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Query
 
+from cxkit.db import window_conditions
 from cxkit.fields import Timestamp
 from cxkit.http.problems import field_problem
 
@@ -41,12 +42,7 @@ class ChangedWindow:
 
     def conditions(self, updated_at: Any) -> list[Any]:
         """The WHERE conditions on the table's `updated_at` column (none for an open window)."""
-        conditions = []
-        if self.since is not None:
-            conditions.append(updated_at >= self.since)
-        if self.until is not None:
-            conditions.append(updated_at < self.until)
-        return conditions
+        return window_conditions(updated_at, self.since, self.until)
 
 
 ANY_TIME = ChangedWindow()  # no window (frozen: one instance serves every default)

@@ -27,10 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.followups.models import Followup
 from cem.invitations.models import Invitation
-from cem.report_filters import ReportFilters, window_conditions
+from cem.report_filters import ReportFilters
 from cem.responses.models import Score, ScoreDay, SurveyResponse
 from cem.surveys.models import Survey
 from cem.touchpoints.models import TouchpointInteraction
+from cxkit.db import window_conditions
 from cxkit.repository import SessionRepository
 
 _HOUR = 3600.0

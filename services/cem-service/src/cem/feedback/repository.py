@@ -13,7 +13,7 @@ from cem.customers.lifecycle import CustomerErasure
 from cem.customers.repository import announced_customer_with
 from cem.feedback.models import Feedback
 from cxkit import keyset
-from cxkit.db import any_of
+from cxkit.db import any_of, equal_to_given, window_conditions
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery
 from cxkit.repository import Repository
@@ -34,20 +34,13 @@ class FeedbackFilters:
 def matching(filters: FeedbackFilters) -> list[ColumnElement[bool]]:
     """The WHERE of the feedback a list (or an export) with these filters shows; the window is
     [since, until) on `received_at`."""
-    conditions: list[ColumnElement[bool]] = []
-    for column, value in (
+    given = (
         (Feedback.customer_id, filters.customer_id),
         (Feedback.touchpoint, filters.touchpoint),
         (Feedback.channel, filters.channel),
         (Feedback.sentiment_label, filters.sentiment),
-    ):
-        if value is not None:
-            conditions.append(column == value)
-    if filters.since is not None:
-        conditions.append(Feedback.received_at >= filters.since)
-    if filters.until is not None:
-        conditions.append(Feedback.received_at < filters.until)
-    return conditions
+    )
+    return equal_to_given(given) + window_conditions(Feedback.received_at, filters.since, filters.until)
 
 
 # One line of a feedback export: the feedback as a read shows it (the sentiment as two cells).

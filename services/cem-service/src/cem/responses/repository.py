@@ -16,7 +16,7 @@ from cem.followups.models import Followup
 from cem.responses.models import AnswerDay, Score, ScoreDay, SurveyResponse
 from cem.surveys.questions import without_free_text
 from cxkit import keyset
-from cxkit.db import any_of
+from cxkit.db import any_of, equal_to_given, window_conditions
 from cxkit.http.pagination import PageParams
 from cxkit.kept_figures import KeptFigures
 from cxkit.pg_pool import CompiledQuery
@@ -55,18 +55,12 @@ class ResponseFilters:
 def matching(filters: ResponseFilters) -> list[ColumnElement[bool]]:
     """The WHERE of the responses a list (or an export) with these filters shows; the window is
     [since, until) on `submitted_at`."""
-    conditions: list[ColumnElement[bool]] = []
-    if filters.survey_id is not None:
-        conditions.append(SurveyResponse.survey_id == filters.survey_id)
-    if filters.customer_id is not None:
-        conditions.append(SurveyResponse.customer_id == filters.customer_id)
-    if filters.touchpoint is not None:
-        conditions.append(SurveyResponse.touchpoint == filters.touchpoint)
-    if filters.since is not None:
-        conditions.append(SurveyResponse.submitted_at >= filters.since)
-    if filters.until is not None:
-        conditions.append(SurveyResponse.submitted_at < filters.until)
-    return conditions
+    given = (
+        (SurveyResponse.survey_id, filters.survey_id),
+        (SurveyResponse.customer_id, filters.customer_id),
+        (SurveyResponse.touchpoint, filters.touchpoint),
+    )
+    return equal_to_given(given) + window_conditions(SurveyResponse.submitted_at, filters.since, filters.until)
 
 
 # One line of a response export: the response, its score, and its answers.

@@ -13,7 +13,7 @@ from sqlalchemy import Select, select, update
 from crm.customers.lifecycle import CustomerErasure
 from crm.tasks.models import Task
 from cxkit import keyset
-from cxkit.db import next_version
+from cxkit.db import equal_to_given, next_version
 from cxkit.http.pagination import PageParams
 from cxkit.http.params import ANY_TIME, ChangedWindow
 from cxkit.pg_pool import CompiledQuery
@@ -51,17 +51,16 @@ def open_for_customer_query(customer_id: Any, limit: int) -> Select[Any]:
 
 def matching(filters: TaskFilters) -> list[Any]:
     """The WHERE of the tasks a list (or an export) with these filters shows."""
-    conditions: list[Any] = []
-    for column, value in (
-        (Task.customer_id, filters.customer_id),
-        (Task.deal_id, filters.deal_id),
-        (Task.owner, filters.owner),
-        (Task.status, filters.status),
-        (Task.origin, filters.origin),
-        (Task.origin_ref, filters.origin_ref),
-    ):
-        if value is not None:
-            conditions.append(column == value)
+    conditions: list[Any] = equal_to_given(
+        (
+            (Task.customer_id, filters.customer_id),
+            (Task.deal_id, filters.deal_id),
+            (Task.owner, filters.owner),
+            (Task.status, filters.status),
+            (Task.origin, filters.origin),
+            (Task.origin_ref, filters.origin_ref),
+        )
+    )
     if filters.due_before is not None:
         conditions.append(Task.due_at < filters.due_before)
     return conditions + filters.changed.conditions(Task.updated_at)
