@@ -1,6 +1,6 @@
 """Issue 5 end to end: both services as real processes, real PostgreSQL, real broker.
 Interaction -> invitation (and a throttled second one; then withdrawn), detractor -> CRM task -> completed ->
-recovery rate, merge and erasure across the boundary."""
+recovery rate, an unsubscribe from a survey link, merge and erasure across the boundary."""
 
 from __future__ import annotations
 
@@ -168,6 +168,55 @@ async def test_detractor_answer_makes_a_crm_task_and_completing_it_counts_as_rec
         await answer(cem, survey["id"], customer["id"], 9)
         recovery = (await cem.get("/v1/analytics/recovery", params={"survey_id": survey["id"]})).json()
         assert recovery["recovered"] == 1 and recovery["recovery_rate"] == 1.0
+
+
+async def test_a_recipient_who_unsubscribes_from_a_survey_link_is_opted_out_in_both_services(
+    stack_factory: Any, broker: DevBroker
+) -> None:
+    stack = stack_factory(broker.bootstrap)
+    stack.start_crm()
+    stack.start_cem()
+    async with stack.crm_client() as crm, stack.cem_client() as cem:
+        customer = await new_customer(crm)
+        await known_to_cem(cem, customer["id"])
+        survey = await active_nps_survey(cem)
+        r = await cem.post(f"/v1/surveys/{survey['id']}/invitations", json={"customer_id": customer["id"]})
+        assert r.status_code == 201, r.text
+        link = r.json()
+        page = await cem.post(f"/r/{link['token']}/unsubscribe", data={"List-Unsubscribe": "One-Click"})
+        assert page.status_code == 200, page.text
+
+        async def opted_out_in_crm() -> Any:
+            record = (await crm.get(f"/v1/customers/{customer['id']}")).json()
+            return record if record["survey_opt_out"] else None
+
+        record = await wait_for(opted_out_in_crm, timeout=15)
+        assert record["version"] == customer["version"] + 1
+        [change] = (await crm.get(f"/v1/customers/{customer['id']}/history")).json()["items"]
+        assert change["via"] == "survey_opt_out" and [c["field"] for c in change["changes"]] == ["survey_opt_out"]
+        timeline = await crm.get(f"/v1/customers/{customer['id']}/timeline", params={"kind": "survey.opted_out"})
+        assert [e["invitation_id"] for e in timeline.json()["items"]] == [link["id"]]
+
+        async def crm_version_back_in_cem() -> Any:
+            view = (await cem.get(f"/v1/customers/{customer['id']}/experience")).json()
+            return view if view["customer"]["crm_version"] == record["version"] else None
+
+        view = await wait_for(crm_version_back_in_cem, timeout=15)
+        assert view["customer"]["survey_opt_out"] is True
+        assert [i["status"] for i in view["invitations"]] == ["cancelled"]
+        # A CRM user who clears the flag cannot undo the recipient's own request on the CEM side.
+        cleared = await crm.patch(
+            f"/v1/customers/{customer['id']}", json={"survey_opt_out": False}, headers={"If-Match": f'"{record["version"]}"'}
+        )
+        assert cleared.status_code == 200, cleared.text
+
+        async def cleared_version_in_cem() -> Any:
+            view = (await cem.get(f"/v1/customers/{customer['id']}/experience")).json()
+            return view if view["customer"]["crm_version"] == cleared.json()["version"] else None
+
+        assert (await wait_for(cleared_version_in_cem, timeout=15))["customer"]["survey_opt_out"] is True
+        again = await cem.post(f"/v1/surveys/{survey['id']}/invitations", json={"customer_id": customer["id"]})
+        assert again.status_code == 409, again.text
 
 
 async def test_an_answer_and_feedback_given_before_the_crm_knew_the_address_reach_both_views(

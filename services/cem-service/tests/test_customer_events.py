@@ -98,6 +98,8 @@ async def test_merge_moves_every_answer_and_record_to_the_survivor_and_keeps_ana
     await make.answer(survey["id"], {"nps": 3}, customer_id=str(duplicate))  # a detractor: a follow-up
     await client.post("/v1/feedback", json={"customer_id": str(duplicate), "channel": "chat", "text": "Meh"})
     await apply(interaction(duplicate), interaction(duplicate))  # an invitation and a suppression
+    asked = await make.invitation(survey["id"], customer_id=str(duplicate))
+    assert (await client.post(f"/r/{asked['token']}/unsubscribe")).status_code == 200  # an opt-out
     nps_before = (await client.get("/v1/analytics/nps")).json()
     duplicates = await rows_by_table(session_factory, duplicate)
     assert all(duplicates.values()), duplicates  # every registered domain holds some of theirs
@@ -111,7 +113,8 @@ async def test_merge_moves_every_answer_and_record_to_the_survivor_and_keeps_ana
     assert sorted(r["score"]["value"] for r in view["responses"]) == [3, 10]
     summary = view["summary"]
     assert (summary["responses"], summary["feedback"], summary["open_followups"], summary["suppressions"]) == (2, 1, 1, 1)
-    assert len(view["invitations"]) == 1 and len(view["touchpoint_history"]) == 2
+    assert len(view["invitations"]) == 2 and len(view["touchpoint_history"]) == 2
+    assert view["customer"]["survey_opt_out"] is True  # the duplicate's opt-out holds for the survivor
     assert set((await rows_by_table(session_factory, duplicate)).values()) == {0}
     assert await rows_by_table(session_factory, survivor) == {t: survivors[t] + duplicates[t] for t in duplicates}
     assert (await client.get("/v1/analytics/nps")).json() == nps_before
@@ -168,11 +171,12 @@ async def test_erasure_leaves_no_personal_data_and_keeps_the_anonymous_scores(
     assert answer.status_code == 201
     await client.post("/v1/feedback", json={"customer_id": str(customer), "channel": "chat", "text": f"Feedback {marker}"})
     await client.post("/v1/feedback", json={"email": email.upper(), "channel": "email", "text": f"Before {marker}"})
-    await make.invitation(survey["id"], email=email)
+    asked = await make.invitation(survey["id"], email=email)
     no_fatigue = cem_settings.model_copy(update={"fatigue_days": 0})
     await apply(interaction(customer, summary=f"Called {marker}", metadata={"note": marker}), settings=no_fatigue)
     await apply(interaction(customer), settings=no_fatigue)  # throttled: a suppression
     await apply(interaction(customer_email=email, type="call", summary=f"Walked in {marker}"))
+    assert (await client.post(f"/r/{asked['token']}/unsubscribe")).status_code == 200  # an opt-out, kept as a hash
     nps_before = (await client.get("/v1/analytics/nps")).json()
     spread = set(await personal_data_left(cem_database_url, marker))
     assert {

@@ -306,6 +306,33 @@ class CemEvents:
         )
         return self._event("survey.invitation_cancelled", data, at, None)
 
+    def opted_out(
+        self,
+        customer_id: Any,
+        invitation_id: Any = None,
+        *,
+        at: dt.datetime | None = None,
+        event_id: str | None = None,
+        **fields: Any,
+    ) -> CloudEvent:
+        """The recipient of `invitation_id` (a new one by default) asked, from its link, for no more surveys."""
+        data = p.SurveyOptedOut(
+            **{
+                "invitation_id": invitation_id or uuid.uuid4(),
+                "survey_id": SURVEY_ID,
+                "survey_name": "Checkout NPS",
+                "survey_kind": "nps",
+                "customer_id": customer_id,
+                "email": "someone@example.com",
+                "touchpoint": "checkout",
+                "channel": "email",
+                "opted_out_at": at or dt.datetime.now(dt.UTC),
+                "cancelled_invitations": 0,
+                **fields,
+            }
+        )
+        return self._event("survey.opted_out", data, at, event_id)
+
     def throttled(
         self, customer_id: Any, reason: str = "survey_throttle", *, at: dt.datetime | None = None, **fields: Any
     ) -> CloudEvent:

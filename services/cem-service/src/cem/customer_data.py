@@ -34,7 +34,7 @@ def customer_data(late_followups: LateFollowups | None = None) -> CustomerDataRe
     registry.register("followups", FollowupRepository, tables=["followups"])
     registry.register("feedback", FeedbackData, tables=["feedback"])
     registry.register("touchpoints", TouchpointRepository, tables=["touchpoint_interactions"])
-    registry.register("suppressions", SuppressionRepository, tables=["suppressions"])
+    registry.register("suppressions", SuppressionRepository, tables=["suppressions", "survey_opt_outs"])
     return registry
 
 
@@ -62,4 +62,5 @@ def export_sections() -> list[Section]:
         _of_customer("feedback", "received_at, id", "lower(email)"),
         _of_customer("touchpoint_interactions", "occurred_at, id", "email_lower"),
         _of_customer("suppressions", "created_at, id", "email_lower"),
+        _of_customer("survey_opt_outs", "created_at, id"),
     ]

@@ -143,6 +143,12 @@ class SurveyInvited(Payload):
     )
     touchpoint: str | None = None
     url: str | None = None
+    unsubscribe_url: str | None = Field(
+        None,
+        description="Where the recipient asks for no more surveys: a page to open, and the RFC 8058 one-click target "
+        "(`List-Unsubscribe: <unsubscribe_url>` with `List-Unsubscribe-Post: List-Unsubscribe=One-Click`) for the "
+        "mail that carries `url`.",
+    )
     expires_at: TimestampAsSent | None = None
     email: str | None = Field(None, description="The address the link is for, when known.")
     channel: str | None = Field(None, description="How the link is delivered, e.g. email, sms.")
@@ -255,6 +261,9 @@ class SurveyReminded(_SentInvitation):
             "once, until `expires_at`."
         ),
     )
+    unsubscribe_url: str | None = Field(
+        None, description="Where the recipient asks for no more surveys, as in `survey.invited` (through this link)."
+    )
     language: str | None = Field(
         None,
         description="The survey's language (`en`, `de`, `fr`, `es`, `it`, `nl`, `pt`): the respondent page speaks it; "
@@ -266,9 +275,23 @@ class SurveyInvitationCancelled(_SentInvitation):
     """A sent invitation withdrawn before it was answered: none of its links (its own and its
     reminders') take an answer any more, and it is reminded no more."""
 
-    reason: str = Field(description="Why it was withdrawn: by_request (`POST /v1/invitations/{id}/cancel`).")
+    reason: str = Field(
+        description="Why it was withdrawn: by_request (`POST /v1/invitations/{id}/cancel`) or opted_out (the recipient "
+        "asked for no more surveys, `survey.opted_out`)."
+    )
     sent_at: TimestampAsSent = Field(description="When the invitation was sent (announced by `survey.invited`).")
     cancelled_at: TimestampAsSent
+
+
+class SurveyOptedOut(_SentInvitation):
+    """The recipient asked, from an invitation's link (`/r/{token}/unsubscribe`), to be sent no
+    more surveys. The CEM invites neither the customer nor the address again, and withdraws
+    their open invitations (each announced as `survey.invitation_cancelled`, reason
+    `opted_out`). The CRM marks the customer `survey_opt_out`; whatever sends survey mail
+    should stop mailing `email`. Announced once per recipient: a second request adds nothing."""
+
+    opted_out_at: TimestampAsSent = Field(description="When the recipient asked.")
+    cancelled_invitations: int = Field(description="How many of the recipient's open invitations this withdrew.")
 
 
 class FollowupOverdue(Payload):

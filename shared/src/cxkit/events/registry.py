@@ -29,6 +29,7 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
     "survey.reminded": (CEM_FEEDBACK, p.SurveyReminded),
     "followup.overdue": (CEM_FEEDBACK, p.FollowupOverdue),
     "survey.invitation_cancelled": (CEM_FEEDBACK, p.SurveyInvitationCancelled),
+    "survey.opted_out": (CEM_FEEDBACK, p.SurveyOptedOut),
 }
 
 

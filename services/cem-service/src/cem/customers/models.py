@@ -35,6 +35,9 @@ class CustomerProfile(Base):
     owner: Mapped[str | None] = mapped_column(String(200))
     tags: Mapped[list[str]] = mapped_column(JSONB, default=list)
     survey_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # When the customer asked here, from a survey link, for no more surveys (cem.suppressions'
+    # `OptOut`): the CRM's snapshots then keep `survey_opt_out` set whatever they say.
+    opted_out_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     open_deal_value: Mapped[Decimal] = mapped_column(Numeric(18, 2), default=Decimal("0"), server_default=text("0"))
     # The CRM time `open_deal_value` reflects: deal events and snapshots only move it forward.
     open_deal_value_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

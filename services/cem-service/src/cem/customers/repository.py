@@ -58,7 +58,9 @@ def _snapshot_upsert(*, replaying: bool) -> str:
     same snapshot, so `old` holds the rows as they were before the upsert)."""
     t = CustomerProfile.__tablename__
     newer_value = f"{t}.open_deal_value_at IS NULL OR EXCLUDED.open_deal_value_at >= {t}.open_deal_value_at"
-    set_ = [f"{c} = EXCLUDED.{c}" for c in SNAPSHOT_COLUMNS] + [
+    # A customer who opted out here stays opted out, whatever the CRM says (`opted_out_at`).
+    own = {"survey_opt_out": f"EXCLUDED.survey_opt_out OR {t}.opted_out_at IS NOT NULL"}
+    set_ = [f"{c} = {own.get(c, f'EXCLUDED.{c}')}" for c in SNAPSHOT_COLUMNS] + [
         f"{c} = CASE WHEN {newer_value} THEN EXCLUDED.{c} ELSE {t}.{c} END" for c in ("open_deal_value", "open_deal_value_at")
     ]
     newer = f"{t}.crm_version {'<=' if replaying else '<'} EXCLUDED.crm_version"
@@ -155,6 +157,17 @@ class CustomerProfileRepository(Repository[CustomerProfile]):
         set_["erased_at"] = case((table.c.erased_at.is_(None), stmt.excluded.erased_at), else_=table.c.erased_at)
         set_["synced_at"] = stmt.excluded.synced_at
         await self.session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=set_))
+
+    async def mark_opted_out(self, customer_id: uuid.UUID, now: dt.datetime) -> bool:
+        """The customer asked here for no more surveys; False when they had already."""
+        result = await self.session.execute(
+            update(CustomerProfile)
+            .where(CustomerProfile.id == customer_id, CustomerProfile.opted_out_at.is_(None))
+            .values(survey_opt_out=True, opted_out_at=now)
+            .returning(CustomerProfile.id)
+            .execution_options(synchronize_session=False)
+        )
+        return result.first() is not None
 
     async def set_open_deal_value(self, customer_id: uuid.UUID, value: Decimal, at: dt.datetime, now: dt.datetime) -> None:
         """The customer's open deal value as of CRM time `at`, unless a later one is known."""

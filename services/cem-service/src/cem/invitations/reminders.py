@@ -25,7 +25,7 @@ from cem.customers.repository import CustomerProfileRepository
 from cem.db import SOURCE, OutboxMessage
 from cem.invitations.models import Invitation
 from cem.invitations.repository import InvitationRepository
-from cem.invitations.service import new_link, respondent_url
+from cem.invitations.service import new_link, respondent_url, unsubscribe_url
 from cem.recipients import RecipientKey
 from cem.suppressions.repository import SuppressionRepository
 from cem.suppressions.service import announce_suppression
@@ -87,6 +87,7 @@ def announce_reminder(session: AsyncSession, invitation: Invitation, survey: Sur
             max_reminders=survey.reminder_max,
             expires_at=invitation.expires_at,
             url=url,
+            unsubscribe_url=unsubscribe_url(url),
             language=survey.language,
         ),
     )

@@ -122,6 +122,33 @@ class InvitationRepository(Repository[Invitation]):
         )
         return result.first() is not None
 
+    async def cancel_open_of(
+        self, customer_id: uuid.UUID | None, email_lower: str | None, now: dt.datetime, reason: str
+    ) -> list[Invitation]:
+        """Cancel every invitation of the customer or to the address that is neither answered,
+        cancelled nor expired (scheduled ones too); returns those it cancelled."""
+        recipients = []
+        if customer_id is not None:
+            recipients.append(Invitation.customer_id == customer_id)
+        if email_lower:
+            recipients.append(Invitation.email_lower == email_lower)
+        if not recipients:
+            return []
+        stmt = (
+            update(Invitation)
+            .where(
+                or_(*recipients),
+                Invitation.answered_at.is_(None),
+                Invitation.cancelled_at.is_(None),
+                Invitation.expires_at > now,
+            )
+            .values(cancelled_at=now, cancel_reason=reason)
+            .returning(Invitation)
+            .execution_options(synchronize_session=False)
+        )
+        query = select(Invitation).from_statement(stmt).execution_options(populate_existing=True)
+        return list((await self.session.scalars(query)).all())
+
     async def recent_sends(
         self, customer_ids: Collection[uuid.UUID], emails_lower: Collection[str], since: dt.datetime
     ) -> list[tuple[uuid.UUID, uuid.UUID | None, str | None, dt.datetime]]:

@@ -109,6 +109,7 @@ _CREATED_EXAMPLE = {
     "last_reminded_at": None,
     "token": "q8Yb3k0n2ZfJx4mQp7Rv1sTu9wXy5AaBcDeFgHiJkLm",
     "url": "https://cx.example.com/r/q8Yb3k0n2ZfJx4mQp7Rv1sTu9wXy5AaBcDeFgHiJkLm",
+    "unsubscribe_url": "https://cx.example.com/r/q8Yb3k0n2ZfJx4mQp7Rv1sTu9wXy5AaBcDeFgHiJkLm/unsubscribe",
 }
 
 
@@ -119,6 +120,10 @@ class InvitationCreated(InvitationRead):
 
     token: str = Field(description="256 random bits, URL-safe. Shown once.")
     url: str = Field(description="The respondent page for this invitation.")
+    unsubscribe_url: str = Field(
+        description="Where the recipient asks for no more surveys: link it in the message, and give it as the RFC 8058 "
+        "one-click `List-Unsubscribe` target (`POST` with any body)."
+    )
 
 
 # Each item is validated on its own: a bad one gets a problem in its result, the others go on.

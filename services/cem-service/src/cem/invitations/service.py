@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,12 +19,13 @@ from cem.db import SOURCE, OutboxMessage
 from cem.invitations.models import Invitation
 from cem.invitations.repository import NEWEST_FIRST, InvitationRepository
 from cem.invitations.schemas import InvitationCreate, InvitationCreated, InvitationRead
+from cem.suppressions.repository import OptOutRepository
 from cem.surveys.models import Survey
 from cem.surveys.service import get_survey
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
 from cxkit.db import lock_keys, new_id, utcnow
-from cxkit.events.payloads import SurveyInvitationCancelled, SurveyInvited
+from cxkit.events.payloads import SurveyInvitationCancelled, SurveyInvited, SurveyOptedOut
 from cxkit.http.batch import InvalidItem, invalid_item_problem, item_problem
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, field_problem
@@ -94,6 +95,7 @@ def announce_invitation(session: AsyncSession, row: dict[str, Any], survey: Surv
             customer_id=row["customer_id"],
             touchpoint=row["touchpoint"],
             url=url,
+            unsubscribe_url=unsubscribe_url(url),
             expires_at=row["expires_at"],
             email=email,
             channel=row["channel"],
@@ -108,6 +110,11 @@ def columns_of(invitation: Invitation) -> dict[str, Any]:
 
 def respondent_url(settings: CEMSettings, token: str) -> str:
     return f"{settings.public_base_url.rstrip('/')}/r/{token}"
+
+
+def unsubscribe_url(url: str) -> str:
+    """Where the recipient of the link `url` asks for no more surveys (`/r/{token}/unsubscribe`)."""
+    return f"{url}/unsubscribe"
 
 
 def ensure_open_for_answers(survey: Survey) -> None:
@@ -142,13 +149,25 @@ async def resolve_recipient(
     return await profiles.get_by_email(email), email
 
 
-def _never_invited(profile: CustomerProfile | None) -> str | None:
-    """Why this customer is never invited (erased, opted out), or None."""
+def _never_invited(profile: CustomerProfile | None, address: str | None = None, opted_out: Collection[str] = ()) -> str | None:
+    """Why this customer or address is never invited (erased, opted out; `opted_out` holds the
+    lower-cased addresses that asked for no more surveys), or None."""
     if profile is not None and profile.erased_at is not None:
         return f"customer {profile.id} was erased; they are never invited again"
     if profile is not None and profile.survey_opt_out:
         return f"customer {profile.id} opted out of surveys; they are never invited"
+    if address is not None and address.strip().lower() in opted_out:
+        return f"{address} asked for no more surveys; it is never invited"
     return None
+
+
+def _address_of(profile: CustomerProfile | None, email: str | None) -> str | None:
+    """The address an invitation goes to: the one given, else the customer's."""
+    return email or (profile.email if profile is not None else None)
+
+
+async def _opted_out(session: AsyncSession, addresses: Iterable[str | None]) -> set[str]:
+    return await OptOutRepository(session).opted_out({a.strip().lower() for a in addresses if a})
 
 
 def _new_invitation(
@@ -190,7 +209,7 @@ def _announce_made(
 ) -> InvitationCreated:
     url = respondent_url(settings, token)
     announce_invitation(session, columns_of(invitation), survey, url, invitation.email or (profile.email if profile else None))
-    return InvitationCreated(**to_read(invitation, now).model_dump(), token=token, url=url)
+    return InvitationCreated(**to_read(invitation, now).model_dump(), token=token, url=url, unsubscribe_url=unsubscribe_url(url))
 
 
 async def create_invitation(
@@ -199,7 +218,8 @@ async def create_invitation(
     survey = await get_survey(session, survey_id)
     ensure_open_for_answers(survey)
     profile, email = await resolve_recipient(session, data.customer_id, str(data.email) if data.email else None)
-    if refusal := _never_invited(profile):
+    address = _address_of(profile, email)
+    if refusal := _never_invited(profile, address, await _opted_out(session, [address])):
         raise Conflict(refusal)
     if data.touchpoint and not await TouchpointRepository(session).existing_keys([data.touchpoint]):
         raise field_problem(["body", "touchpoint"], f"no touchpoint with key {data.touchpoint!r}")
@@ -228,6 +248,8 @@ async def create_invitations(
     await lock_keys(session, "email", emails)  # as resolve_recipient: the customer consumer links what it missed
     by_email = await profiles.by_emails(emails)
     touchpoints = await TouchpointRepository(session).existing_keys([item.touchpoint for item in valid if item.touchpoint])
+    addresses = [str(item.email) if item.email is not None else None for item in valid]
+    opted_out = await _opted_out(session, addresses + [p.email for p in (*by_id.values(), *by_email.values())])
 
     results: list[dict[str, Any]] = [{} for _ in items]
     first_of: dict[tuple[str, Any], int] = {}
@@ -237,7 +259,7 @@ async def create_invitations(
         if isinstance(item, InvalidItem):
             results[i] = {"status": "error", "problem": invalid_item_problem(item)}
             continue
-        problem, profile, email = _batch_recipient(item, by_id, by_email, touchpoints)
+        problem, profile, email = _batch_recipient(item, by_id, by_email, touchpoints, opted_out)
         if problem is None:
             key = ("customer", profile.id) if profile is not None else ("email", (email or "").lower())
             if key in first_of:
@@ -267,6 +289,7 @@ def _batch_recipient(
     by_id: dict[uuid.UUID, CustomerProfile],
     by_email: dict[str, CustomerProfile],
     touchpoints: set[str],
+    opted_out: set[str],
 ) -> tuple[dict[str, Any] | None, CustomerProfile | None, str | None]:
     """(the item's problem or None, the customer invited, the address kept), from what the batch looked up."""
     email = str(item.email) if item.email is not None else None
@@ -279,7 +302,7 @@ def _batch_recipient(
             return item_problem(422, detail, [{"loc": ["customer_id"], "msg": detail, "type": "reference"}]), None, None
     else:
         profile = by_email.get(email.strip().lower()) if email else None
-    if refusal := _never_invited(profile):
+    if refusal := _never_invited(profile, _address_of(profile, email), opted_out):
         return item_problem(409, refusal), None, None
     if item.touchpoint and item.touchpoint not in touchpoints:
         detail = f"no touchpoint with key {item.touchpoint!r}"
@@ -353,3 +376,60 @@ async def list_invitations(
     )
     rows, next_cursor = keyset.cut(rows, NEWEST_FIRST, page)
     return [to_read(r, now) for r in rows], next_cursor
+
+
+OPTED_OUT = "opted_out"
+
+
+async def opt_out(session: AsyncSession, invitation: Invitation, survey: Survey) -> bool:
+    """The recipient of `invitation` asks for no more surveys (from any of its links, answered,
+    expired or withdrawn ones too): their address is kept (as its hash) and their customer
+    marked, so neither is invited again (the throttle's suppressions say `opted_out`); their
+    open invitations are withdrawn (scheduled ones are never sent); `survey.opted_out`
+    announces it, for the CRM and for whatever sends survey mail. Taken under the address's
+    lock, as every invitation is made. False when they had opted out already: nothing changes."""
+    profiles = CustomerProfileRepository(session)
+    profile = await profiles.get(invitation.customer_id) if invitation.customer_id else None
+    if profile is not None and profile.merged_into is not None:
+        profile = await profiles.get(profile.merged_into)
+    address = _address_of(profile, invitation.email)
+    email_lower = address.strip().lower() if address else None
+    if email_lower:
+        await lock_keys(session, "email", [email_lower])
+    if email_lower is None and (profile is None or profile.opted_out_at is not None):
+        return False
+    now = utcnow()
+    recorded = await OptOutRepository(session).record(
+        email=address,
+        customer_id=profile.id if profile else None,
+        survey_id=invitation.survey_id,
+        invitation_id=invitation.id,
+        now=now,
+    )
+    marked = profile is not None and await profiles.mark_opted_out(profile.id, now)
+    if not (marked or (recorded and profile is None)):
+        return False  # the customer, or the bare address, had opted out already
+    cancelled = await InvitationRepository(session).cancel_open_of(profile.id if profile else None, email_lower, now, OPTED_OUT)
+    for withdrawn in cancelled:
+        if withdrawn.sent_at is not None:
+            await announce_cancellation(session, withdrawn)
+    add_event(
+        session,
+        OutboxMessage,
+        "survey.opted_out",
+        source=SOURCE,
+        subject=profile.id if profile else None,
+        data=SurveyOptedOut(
+            invitation_id=invitation.id,
+            survey_id=survey.id,
+            survey_name=survey.name,
+            survey_kind=survey.kind,
+            customer_id=profile.id if profile else None,
+            email=address,
+            touchpoint=invitation.touchpoint,
+            channel=invitation.channel,
+            opted_out_at=now,
+            cancelled_invitations=len(cancelled),
+        ),
+    )
+    return True

@@ -15,6 +15,7 @@ from starlette.formparsers import MultiPartException
 from starlette.responses import HTMLResponse
 
 from cem.deps import SettingsDep
+from cem.invitations.service import opt_out
 from cem.responses.service import (
     AlreadyAnswered,
     LinkCancelled,
@@ -22,6 +23,7 @@ from cem.responses.service import (
     OpenInvitation,
     SurveyNotOpen,
     UnknownLink,
+    find_invitation,
     mark_opened,
     open_invitation,
     record_response,
@@ -115,13 +117,27 @@ def _survey_page(
         values=values,
         errors=errors,
         action=request.url.path,
+        unsubscribe=None if preview else unsubscribe_path(request),
     )
+
+
+def unsubscribe_path(request: Request) -> str:
+    """Where the page's link to stop surveys goes: `/r/{token}/unsubscribe`."""
+    return request.url.path.rstrip("/") + "/unsubscribe"
 
 
 async def _open(request: Request, session: AsyncSession, token: str) -> OpenInvitation | HTMLResponse:
     try:
         return await open_invitation(session, token)
     except (UnknownLink, LinkExpired, AlreadyAnswered, LinkCancelled, SurveyNotOpen) as exc:
+        return _problem_page(request, exc)
+
+
+async def _find(request: Request, session: AsyncSession, token: str) -> OpenInvitation | HTMLResponse:
+    """The invitation behind any link of it, whatever its state; the 404 page for an unknown one."""
+    try:
+        return await find_invitation(session, token)
+    except UnknownLink as exc:
         return _problem_page(request, exc)
 
 
@@ -241,7 +257,77 @@ async def submit_survey(token: Token, request: Request, session: SessionDep, set
         await session.rollback()
         return _problem_page(request, exc)
     language = target.survey.language
-    return _page(request, "thanks.html", language, 200, message=target.survey.thank_you or say(language, "thanks_default"))
+    return _page(
+        request,
+        "thanks.html",
+        language,
+        200,
+        message=target.survey.thank_you or say(language, "thanks_default"),
+        unsubscribe=unsubscribe_path(request),
+    )
+
+
+UNSUBSCRIBE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {"example": HTML_EXAMPLE}}, "description": "The page."},
+    404: {"content": {"text/html": {"example": HTML_EXAMPLE}}, "description": "No invitation has this token."},
+}
+
+
+@router.get(
+    "/{token}/unsubscribe",
+    response_class=HTMLResponse,
+    summary="Unsubscribe page",
+    description="Asks the recipient to confirm that they want no more surveys, with a button that sends "
+    "`POST /r/{token}/unsubscribe`. Nothing changes on `GET` (mail scanners open links). Any link of the "
+    "invitation works, answered, expired, withdrawn and closed ones too; unknown links are a 404 page. In the "
+    "survey's language. Needs no key: the token is the secret.",
+    responses=UNSUBSCRIBE_RESPONSES,
+)
+async def show_unsubscribe(token: Token, request: Request, session: SessionDep) -> HTMLResponse:
+    target = await _find(request, session, token)
+    if isinstance(target, HTMLResponse):
+        return target
+    return _page(request, "unsubscribe.html", target.survey.language, action=request.url.path)
+
+
+@router.post(
+    "/{token}/unsubscribe",
+    response_class=HTMLResponse,
+    summary="Unsubscribe from surveys",
+    description="The recipient of the invitation asks for no more surveys: neither their address nor their "
+    "customer is invited again by any survey (a trigger's or a recurrence's invitation is suppressed as "
+    "`opted_out`, a request for one is a 409), their open invitations are withdrawn (`survey.invitation_cancelled`, "
+    "reason `opted_out`; scheduled ones are never sent), and `survey.opted_out` announces it once (the CRM marks "
+    "the customer `survey_opt_out`). Asking again changes nothing. The body is ignored, so this is also the "
+    "RFC 8058 one-click target of a `List-Unsubscribe` header (`survey.invited` carries it as `unsubscribe_url`). "
+    "Answers with a page that confirms it; unknown links are a 404 page. Needs no key.",
+    responses=UNSUBSCRIBE_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "example": {"List-Unsubscribe": "One-Click"},
+                }
+            },
+        },
+    },
+)
+async def unsubscribe(token: Token, request: Request, session: SessionDep) -> HTMLResponse:
+    target = await _find(request, session, token)
+    if isinstance(target, HTMLResponse):
+        return target
+    await opt_out(session, target.invitation, target.survey)
+    await session.commit()
+    language = target.survey.language
+    return _page(
+        request,
+        "message.html",
+        language,
+        title=say(language, "unsubscribed_title"),
+        message=say(language, "unsubscribed_text"),
+    )
 
 
 async def _read_form(request: Request) -> FormData | None:

@@ -63,13 +63,20 @@ class OpenInvitation:
     survey: Survey
 
 
-async def open_invitation(session: AsyncSession, token: str, now: dt.datetime | None = None) -> OpenInvitation:
-    """The invitation behind a link, if it can still be answered; otherwise the reason why not."""
+async def find_invitation(session: AsyncSession, token: str) -> OpenInvitation:
+    """The invitation behind a link and its survey, whatever their state (`UnknownLink` if none)."""
     invitation = await InvitationRepository(session).get_by_token_hash(hash_token(token)) if len(token) <= 200 else None
     if invitation is None:
         raise UnknownLink("no invitation has this token", reason="unknown_link")
     survey = await SurveyRepository(session).get(invitation.survey_id)
     assert survey is not None
+    return OpenInvitation(invitation, survey)
+
+
+async def open_invitation(session: AsyncSession, token: str, now: dt.datetime | None = None) -> OpenInvitation:
+    """The invitation behind a link, if it can still be answered; otherwise the reason why not."""
+    found = await find_invitation(session, token)
+    invitation, survey = found.invitation, found.survey
     if invitation.answered_at is not None:
         raise AlreadyAnswered("this invitation was already answered", reason="already_answered")
     if invitation.cancelled_at is not None:
@@ -78,7 +85,7 @@ async def open_invitation(session: AsyncSession, token: str, now: dt.datetime | 
     if invitation.expires_at <= now:
         raise LinkExpired(f"this invitation expired at {invitation.expires_at.isoformat()}", reason="expired")
     ensure_takes_answers(survey, now)
-    return OpenInvitation(invitation, survey)
+    return found
 
 
 def ensure_takes_answers(survey: Survey, now: dt.datetime) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, Uuid
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cem.db import Base
@@ -50,4 +51,32 @@ class Suppression(Base):
         # An interaction is judged once per survey, however often it is delivered (interaction
         # first: the consumer looks the judged ones up by interaction).
         UniqueConstraint("interaction_id", "survey_id", name="uq_suppressions_interaction_survey"),
+    )
+
+
+def address_hash(email: str) -> str:
+    """How an opted-out address is kept: the SHA-256 (hex) of it lower-cased, as the SQL
+    `encode(sha256(convert_to(lower(email), 'UTF8')), 'hex')` computes it."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+class OptOut(Base):
+    """A recipient asked, from a survey link, for no more surveys (`/r/{token}/unsubscribe`).
+    The address is kept as its hash, so the request outlives an erasure without the address:
+    it is never invited again, under any customer. Unique per address."""
+
+    __tablename__ = "survey_opt_outs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    address_hash: Mapped[str | None] = mapped_column(String(64))
+    # The invitation's customer, when it went to one (their profile gets `opted_out_at`).
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    survey_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    # The invitation whose link was used.
+    invitation_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("uq_survey_opt_outs_address_hash", "address_hash", unique=True, postgresql_where=text("address_hash IS NOT NULL")),
+        Index("ix_survey_opt_outs_customer_id", "customer_id", postgresql_where=text("customer_id IS NOT NULL")),
     )

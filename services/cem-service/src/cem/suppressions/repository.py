@@ -8,17 +8,24 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
 
 from cem.customers.lifecycle import CustomerErasure
+from cem.customers.models import CustomerProfile
 from cem.customers.repository import announced_customer_with
 from cem.report_filters import ReportFilters
-from cem.suppressions.models import Suppression, throttled_event_id
+from cem.suppressions.models import OptOut, Suppression, address_hash, throttled_event_id
 from cxkit import keyset
 from cxkit.db import any_of, insert_new
 from cxkit.http.pagination import PageParams
-from cxkit.repository import Repository
+from cxkit.repository import Repository, SessionRepository
 
 NEWEST_FIRST = keyset.Sort(keyset.SortKey("created_at", Suppression.created_at, "datetime"), descending=True)
+
+
+def _sql_address_hash(email_lower: Any) -> Any:
+    """`address_hash` in SQL, of an address already lower-cased."""
+    return func.encode(func.sha256(func.convert_to(email_lower, "UTF8")), "hex")
 
 
 class SuppressionRepository(Repository[Suppression]):
@@ -81,6 +88,17 @@ class SuppressionRepository(Repository[Suppression]):
                 .values(customer_id=announced_customer_with(Suppression.email_lower))
                 .execution_options(synchronize_session=False)
             )
+            # An address that opted out before its customer was announced: the customer did.
+            await self.session.execute(
+                update(CustomerProfile)
+                .where(
+                    any_of(CustomerProfile.email_lower, set(emails_lower)),
+                    CustomerProfile.opted_out_at.is_(None),
+                    OptOut.address_hash == _sql_address_hash(CustomerProfile.email_lower),
+                )
+                .values(survey_opt_out=True, opted_out_at=OptOut.created_at)
+                .execution_options(synchronize_session=False)
+            )
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         await self.session.execute(
@@ -89,12 +107,28 @@ class SuppressionRepository(Repository[Suppression]):
             .values(customer_id=survivor_id)
             .execution_options(synchronize_session=False)
         )
+        await self.session.execute(
+            update(OptOut)
+            .where(OptOut.customer_id == duplicate_id)
+            .values(customer_id=survivor_id)
+            .execution_options(synchronize_session=False)
+        )
+        # A duplicate that opted out here: the customer it is merged into did.
+        opted_out_at = await self.session.scalar(select(CustomerProfile.opted_out_at).where(CustomerProfile.id == duplicate_id))
+        if opted_out_at is not None:
+            await self.session.execute(
+                update(CustomerProfile)
+                .where(CustomerProfile.id == survivor_id, CustomerProfile.opted_out_at.is_(None))
+                .values(survey_opt_out=True, opted_out_at=opted_out_at)
+                .execution_options(synchronize_session=False)
+            )
 
     async def erase_customer(self, erasure: CustomerErasure) -> None:
         """An erased customer's suppressions keep their survey, reason and time; the address goes.
         Those that have one were made under it before the CRM announced the customer (linked
         now, or when it did): their events carry it and no key, and join `erasure.unkeyed_ids`
-        by their event ids."""
+        by their event ids. Opt-outs stay: they keep the address only as its hash, and the
+        address must never be invited again."""
         if erasure.email_lower:
             await self.session.execute(
                 update(Suppression)
@@ -110,3 +144,39 @@ class SuppressionRepository(Repository[Suppression]):
             .execution_options(synchronize_session=False)
         )
         erasure.unkeyed_ids.extend(throttled_event_id(i) for i in result.scalars().all())
+
+
+class OptOutRepository(SessionRepository):
+    """The recipients who asked, from a survey link, for no more surveys."""
+
+    async def record(
+        self,
+        *,
+        email: str | None,
+        customer_id: uuid.UUID | None,
+        survey_id: uuid.UUID,
+        invitation_id: uuid.UUID,
+        now: dt.datetime,
+    ) -> bool:
+        """Keep the request; False when the address had opted out already (nothing kept)."""
+        stmt = (
+            insert(OptOut)
+            .values(
+                address_hash=address_hash(email) if email else None,
+                customer_id=customer_id,
+                survey_id=survey_id,
+                invitation_id=invitation_id,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["address_hash"], index_where=OptOut.address_hash.is_not(None))
+            .returning(OptOut.id)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def opted_out(self, emails_lower: Collection[str]) -> set[str]:
+        """Those of the (lower-cased) addresses that opted out."""
+        if not emails_lower:
+            return set()
+        hashes = {address_hash(e): e for e in emails_lower}
+        found = await self.session.scalars(select(OptOut.address_hash).where(any_of(OptOut.address_hash, set(hashes))))
+        return {hashes[h] for h in found.all() if h is not None}

@@ -29,7 +29,7 @@ from cem.followups.repository import FollowupRepository
 from cem.invitations.repository import InvitationRepository
 from cem.invitations.service import announce_invitation, new_link, respondent_url
 from cem.recipients import Recipient, RecipientKey
-from cem.suppressions.repository import SuppressionRepository
+from cem.suppressions.repository import OptOutRepository, SuppressionRepository
 from cem.suppressions.service import announce_suppression
 from cem.surveys.models import Survey
 from cem.surveys.repository import SurveyRepository
@@ -56,6 +56,9 @@ class Ledger:
     """Recent invitations (and suppressions, for recurrence) per recipient: (survey_id, time)."""
 
     entries: dict[RecipientKey, list[tuple[uuid.UUID, dt.datetime]]] = field(default_factory=lambda: defaultdict(list))
+    # The bare addresses (lower-cased) that asked for no more surveys; a customer who did has
+    # `survey_opt_out` on their profile.
+    opted_out: set[str] = field(default_factory=set)
 
     def add(self, key: RecipientKey, survey_id: uuid.UUID, at: dt.datetime) -> None:
         self.entries[key].append((survey_id, at))
@@ -73,6 +76,8 @@ def verdict(candidate: Candidate, send_at: dt.datetime, ledger: Ledger, fatigue_
     if profile is not None and profile.erased_at is not None:
         return "erased"
     if profile is not None and profile.survey_opt_out:
+        return "opted_out"
+    if candidate.recipient.customer_id is None and candidate.recipient.email_lower in ledger.opted_out:
         return "opted_out"
     throttle = candidate.survey.trigger_throttle_days or 0
     key = candidate.recipient.key
@@ -94,6 +99,7 @@ async def load_ledger(session: AsyncSession, recipients: Iterable[Recipient], si
             ledger.add(("customer", customer_id), survey_id, at)
         if email_lower in emails:
             ledger.add(("email", email_lower), survey_id, at)
+    ledger.opted_out = await OptOutRepository(session).opted_out(emails)
     return ledger
 
 

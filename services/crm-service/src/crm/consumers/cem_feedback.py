@@ -1,5 +1,6 @@
 """Applies `cem.feedback.v1` (published by the CEM service) to the CRM's experience projection,
-and turns follow-up requests into tasks for the customer's owner."""
+turns follow-up requests into tasks for the customer's owner, and marks customers who opted out
+of surveys."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import datetime as dt
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.config import CRMSettings
-from crm.experience.models import EXPERIENCE_KINDS, FOLLOWUP_OVERDUE
-from crm.experience.service import apply_experience_events, escalate_overdue_followups
+from crm.experience.models import EXPERIENCE_KINDS, FOLLOWUP_OVERDUE, SURVEY_OPTED_OUT
+from crm.experience.service import apply_experience_events, apply_survey_opt_outs, escalate_overdue_followups
 from cxkit.kafka.consumer import BatchHandler, Delivery
 
 
@@ -20,8 +21,8 @@ def consumer_name(settings: CRMSettings) -> str:
 
 
 def live_handlers(settings: CRMSettings) -> dict[str, BatchHandler]:
-    """The live consumer's: store every event; a `followup.requested` also makes its task, and a
-    `followup.overdue` escalates it."""
+    """The live consumer's: store every event; a `followup.requested` also makes its task, a
+    `followup.overdue` escalates it, and a `survey.opted_out` marks the customer `survey_opt_out`."""
     due = dt.timedelta(hours=settings.followup_due_hours)
 
     async def on_experience_events(session: AsyncSession, deliveries: list[Delivery]) -> None:
@@ -30,11 +31,19 @@ def live_handlers(settings: CRMSettings) -> dict[str, BatchHandler]:
     async def on_followups_overdue(session: AsyncSession, deliveries: list[Delivery]) -> None:
         await escalate_overdue_followups(session, deliveries, to=settings.followup_escalation_owner)
 
-    return dict.fromkeys(EXPERIENCE_KINDS, on_experience_events) | {FOLLOWUP_OVERDUE: on_followups_overdue}
+    async def on_survey_opt_outs(session: AsyncSession, deliveries: list[Delivery]) -> None:
+        await apply_experience_events(session, deliveries, followup_due=due)
+        await apply_survey_opt_outs(session, deliveries)
+
+    return dict.fromkeys(EXPERIENCE_KINDS, on_experience_events) | {
+        FOLLOWUP_OVERDUE: on_followups_overdue,
+        SURVEY_OPTED_OUT: on_survey_opt_outs,
+    }
 
 
 def projection_handlers() -> dict[str, BatchHandler]:
-    """A replay's: the projection only. Tasks are the CRM's own data: a replay never makes one."""
+    """A replay's: the projection only. Tasks and customers are the CRM's own data: a replay never
+    makes a task or marks a customer opted out."""
     return dict.fromkeys(EXPERIENCE_KINDS, on_experience_events_replayed)
 
 

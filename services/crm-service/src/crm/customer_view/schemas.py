@@ -217,8 +217,8 @@ class CustomerChangedEntry(_Entry):
     version: int = Field(description="The customer's version after this change (its ETag then).")
     changed_by: str | None = Field(description="The name of the API key that made the change (null: the service itself).")
     via: ChangeVia | None = Field(
-        description="What made it: `update`, `batch`, `merge`, `erasure`, `lead_conversion`, `deal` (as in the customer's "
-        "history); null for the service's own changes."
+        description="What made it: `update`, `batch`, `merge`, `erasure`, `lead_conversion`, `deal`, `survey_opt_out` (as "
+        "in the customer's history); null for the service's own changes."
     )
     changes: list[FieldChange] = Field(description="Each field that changed, in field-name order.")
 
@@ -247,7 +247,7 @@ class DocumentEntry(_Entry):
 
 
 class _InvitationEntry(_Entry):
-    """What every entry about an invitation (sent, reminded, withdrawn) shows of it."""
+    """What every entry about an invitation (sent, reminded, withdrawn, its link used to opt out) shows of it."""
 
     kind: str  # each entry's own literal, in this place
     invitation_id: uuid.UUID | None
@@ -272,6 +272,13 @@ class SurveyRemindedEntry(_InvitationEntry):
 class InvitationCancelledEntry(_InvitationEntry):
     kind: Literal["survey.invitation_cancelled"] = "survey.invitation_cancelled"
     reason: str | None = Field(description="Why the sent invitation was withdrawn, e.g. by_request.")
+
+
+class SurveyOptedOutEntry(_InvitationEntry):
+    """The customer asked, from this invitation's link, to be sent no more surveys (the record's
+    `survey_opt_out` was set then, a `customer_changed` entry of its own)."""
+
+    kind: Literal["survey.opted_out"] = "survey.opted_out"
 
 
 class SurveyThrottledEntry(_Entry):
@@ -332,6 +339,7 @@ TimelineEntry = Annotated[
     | SurveyInvitedEntry
     | SurveyRemindedEntry
     | InvitationCancelledEntry
+    | SurveyOptedOutEntry
     | SurveyThrottledEntry
     | SurveyResponseEntry
     | FeedbackEntry
@@ -348,6 +356,7 @@ TIMELINE_KINDS = (
     "survey.invited",
     "survey.reminded",
     "survey.invitation_cancelled",
+    "survey.opted_out",
     "survey.throttled",
     "survey.response.submitted",
     "feedback.received",
@@ -363,6 +372,7 @@ TimelineKind = Literal[
     "survey.invited",
     "survey.reminded",
     "survey.invitation_cancelled",
+    "survey.opted_out",
     "survey.throttled",
     "survey.response.submitted",
     "feedback.received",

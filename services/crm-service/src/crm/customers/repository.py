@@ -351,6 +351,53 @@ async def update_customer_row(
     return row
 
 
+_OPT_OUTS: dict[OpenDealValue, CompiledQuery] = {}
+
+
+def _opt_out_query(open_deal_value: OpenDealValue) -> CompiledQuery:
+    named = aliased(Customer)
+    # The live record of each id (a merged duplicate's survivor), locked in id order (as a batch
+    # upsert locks them, so the two cannot deadlock) unless erased or opted out already.
+    locked = (
+        select(Customer.id)
+        .where(
+            Customer.id.in_(
+                select(func.coalesce(named.merged_into_id, named.id)).where(
+                    named.id == func.any(bindparam("ids", type_=ARRAY(Uuid)))
+                )
+            ),
+            Customer.merged_into_id.is_(None),
+            Customer.erased_at.is_(None),
+            Customer.survey_opt_out.is_(False),
+        )
+        .order_by(Customer.id)
+        .with_for_update()
+        .cte("locked")
+    )
+    stmt = (
+        update(Customer)
+        .where(Customer.id.in_(select(locked.c.id)), Customer.survey_opt_out.is_(False))
+        .values(survey_opt_out=True, version=Customer.version + 1, updated_at=bindparam("now"))
+        .returning(*Customer.__table__.columns, open_deal_value(Customer.id).scalar_subquery().label("open_deal_value"))
+    )
+    return CompiledQuery(stmt)
+
+
+async def opt_out_of_surveys(
+    conn: asyncpg.Connection, ids: list[uuid.UUID], now: Any, open_deal_value: OpenDealValue
+) -> list[asyncpg.Record]:
+    """Set `survey_opt_out` on the live record of each id (the survivor of a merged duplicate),
+    bump its version: one statement. An erased customer, one opted out already and an unknown id
+    are left alone. Returns the rows changed, as they are now, each with its sum of open deal
+    amounts (`open_deal_value`)."""
+    if not ids:
+        return []
+    query = _OPT_OUTS.get(open_deal_value)
+    if query is None:
+        query = _OPT_OUTS[open_deal_value] = _opt_out_query(open_deal_value)
+    return await query.fetch(conn, ids=ids, now=now)
+
+
 _LOCK_BY_KEYS = (
     f"SELECT {', '.join(c.name for c in Customer.__table__.columns)} FROM customers "
     "WHERE external_id = ANY($1::text[]) OR email_normalized = ANY($2::text[]) ORDER BY id FOR UPDATE"

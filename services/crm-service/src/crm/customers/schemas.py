@@ -181,7 +181,8 @@ class CustomerChangeRead(BaseModel):
     via: ChangeVia | None = Field(
         description="What made it: `update` (PATCH), `batch` (POST /v1/customers/batch), `merge` (fields filled from a "
         "duplicate, or this customer merged away), `erasure`, `lead_conversion`, `deal` (the lifecycle stage moved by a "
-        "deal); null for the service's own changes."
+        "deal), `survey_opt_out` (the customer opted out of surveys from a survey's link, as the CEM service reported: "
+        "`survey.opted_out`); null for the service's own changes."
     )
     changes: list[FieldChange] = Field(description="Each field that changed, in field-name order.")
 

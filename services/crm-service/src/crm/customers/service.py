@@ -545,6 +545,14 @@ _OUTBOX_COLUMNS = ("event_id", "topic", "key", "event_type", "value", "headers",
 _OUTBOX_INSERT = UnnestInsert(OutboxMessage.__table__, _OUTBOX_COLUMNS)
 
 
+async def _add_events(conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
+    """The outbox rows (`outbox_row`) of many changes in one insert."""
+    if events:
+        for event in events:
+            event["headers"] = orjson.dumps(event["headers"]).decode()
+        await _OUTBOX_INSERT.execute(conn, _OUTBOX_INSERT.column_lists(events))
+
+
 def _key_error(field: str, msg: str, kind: str) -> list[dict[str, Any]]:
     return [{"loc": [field], "msg": msg, "type": kind}]
 
@@ -687,10 +695,7 @@ async def upsert_batch(
         )
     for i, row in unchanged:
         results[i] = {"status": "unchanged", "customer": dict(row)}
-    if events:
-        for event in events:
-            event["headers"] = orjson.dumps(event["headers"]).decode()
-        await _OUTBOX_INSERT.execute(conn, _OUTBOX_INSERT.column_lists(events))
+    await _add_events(conn, events)
     return [r for r in results if r is not None]
 
 
@@ -770,3 +775,31 @@ def _changed_values(item: CustomerBatchItem, target: asyncpg.Record) -> tuple[di
 
 def _as_record(row: dict[str, Any]) -> dict[str, Any]:
     return row | {"erased_at": None, "merged_into_id": None}
+
+
+# --- survey opt-outs -----------------------------------------------------------------------------
+
+
+async def opt_out_of_surveys(
+    conn: asyncpg.Connection, customer_ids: Sequence[uuid.UUID], *, open_deal_value: OpenDealValue
+) -> list[uuid.UUID]:
+    """Mark these customers `survey_opt_out`, as they asked the CEM service (`survey.opted_out`),
+    inside the caller's transaction: a merged duplicate's survivor instead; an erased customer,
+    one opted out already (a repeated report) and an unknown id are left alone. Each change is a
+    change like a batch upsert's, made in one statement for them all: a new version, an entry in
+    the customer's history (via `survey_opt_out`, by the service itself) and a `customer.updated`.
+    Returns the ids of the customers changed."""
+    if not customer_ids:
+        return []
+    await repository.note_author(conn, None, "survey_opt_out")
+    rows = await repository.opt_out_of_surveys(conn, list(dict.fromkeys(customer_ids)), utcnow(), open_deal_value)
+    events = []
+    for row in rows:
+        snap = snapshot(Row(row), as_money(row["open_deal_value"]))  # type: ignore[arg-type]
+        events.append(
+            outbox_row(
+                "customer.updated", source=SOURCE, subject=row["id"], data=CustomerUpdated(**snap, changed=["survey_opt_out"])
+            )
+        )
+    await _add_events(conn, events)
+    return [row["id"] for row in rows]

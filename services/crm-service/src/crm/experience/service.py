@@ -1,11 +1,13 @@
 """Applies what the CEM service announces on `cem.feedback.v1` to the CRM: every event is kept
-in the experience projection, and a `followup.requested` also becomes a task for the
-customer's owner (once per follow-up, never on a replay).
+in the experience projection, a `followup.requested` also becomes a task for the customer's
+owner (once per follow-up, never on a replay), and a `survey.opted_out` marks the customer
+`survey_opt_out` (never on a replay).
 
 Rules: an event without a customer (an invitation to a bare email, an anonymous answer) is
 ignored; one for a merged duplicate lands on its survivor; one for an erased customer is
-kept without the customer's words and makes no task; one for a customer the CRM never had
-is refused (dead-letter queue)."""
+kept without the customer's words and makes no task and no change; one for a customer the CRM
+never had is refused (dead-letter queue), except an opt-out, which is dropped (nothing to mark,
+and a recipient's wish is no bad message)."""
 
 from __future__ import annotations
 
@@ -17,16 +19,19 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm.customers import service as customers
 from crm.customers.repository import CustomerRepository, EventTarget
-from crm.experience.models import FOLLOWUP_REQUESTED, ExperienceEvent
+from crm.deals.repository import open_value_query
+from crm.experience.models import FOLLOWUP_REQUESTED, SURVEY_OPTED_OUT, ExperienceEvent
 from crm.experience.repository import ExperienceRepository
 from crm.tasks.models import FOLLOWUP_ORIGIN
-from cxkit.db import new_id, utcnow
+from cxkit.db import new_id, session_connection, utcnow
 from cxkit.events.payloads import (
     FeedbackReceived,
     FollowupRequested,
     SurveyInvitationCancelled,
     SurveyInvited,
+    SurveyOptedOut,
     SurveyReminded,
     SurveyResponseSubmitted,
     SurveyThrottled,
@@ -76,8 +81,8 @@ def _aware(value: dt.datetime | None, field: str) -> dt.datetime | None:
         raise PermanentEventError(f"{field} is out of range once converted to UTC") from None
 
 
-def _invitation_columns(p: SurveyInvited | SurveyReminded | SurveyInvitationCancelled) -> dict[str, Any]:
-    """What every event about an invitation (sent, reminded, withdrawn) says about it."""
+def _invitation_columns(p: SurveyInvited | SurveyReminded | SurveyInvitationCancelled | SurveyOptedOut) -> dict[str, Any]:
+    """What every event about an invitation (sent, reminded, withdrawn, its link used to opt out) says about it."""
     return {
         "ref_id": p.invitation_id,
         "invitation_id": p.invitation_id,
@@ -110,6 +115,10 @@ def _row(delivery: Delivery, target: EventTarget, now: dt.datetime) -> dict[str,
     elif isinstance(p, SurveyInvitationCancelled):
         ref = p.invitation_id  # an invitation is withdrawn once
         row |= _invitation_columns(p) | {"reason": p.reason, "occurred_at": _aware(p.cancelled_at, "cancelled_at")}
+    elif isinstance(p, SurveyOptedOut):
+        # A recipient opts out once (the CEM announces it once); the address stays with the CEM.
+        ref = p.invitation_id
+        row |= _invitation_columns(p) | {"occurred_at": _aware(p.opted_out_at, "opted_out_at")}
     elif isinstance(p, SurveyThrottled):
         # A suppression has no id of its own: each announcement is one.
         ref = f"{delivery.event.source}\n{delivery.event.id}"
@@ -242,6 +251,7 @@ async def apply_experience_events(
     if not about:
         return 0
     targets = await CustomerRepository(session).event_targets(list({d.payload.customer_id for d in about}))
+    about = [d for d in about if d.payload.customer_id in targets or d.event.type != SURVEY_OPTED_OUT]
     unknown = sorted({str(d.payload.customer_id) for d in about if d.payload.customer_id not in targets})
     if unknown:
         raise PermanentEventError(f"unknown customer_id: {', '.join(unknown)}")
@@ -271,6 +281,20 @@ async def escalate_overdue_followups(session: AsyncSession, deliveries: Sequence
     if not refs:
         return 0
     return len(await ExperienceRepository(session).escalate_followup_tasks(refs, to, utcnow()))
+
+
+async def apply_survey_opt_outs(session: AsyncSession, deliveries: Sequence[Delivery]) -> int:
+    """`survey.opted_out`, live only (a replay must not change the CRM's customers): each customer
+    who asked is marked `survey_opt_out`, as a change of the customer (a new version, its
+    history, a `customer.updated` for the CEM's projection), in one statement for the run. A
+    merged duplicate's survivor is marked; an erased or unknown customer, a bare address and one
+    opted out already (a redelivery, or the same wish under a new event id) change nothing.
+    Returns how many customers changed."""
+    ids = list(dict.fromkeys(d.payload.customer_id for d in deliveries if d.payload.customer_id is not None))
+    if not ids:
+        return 0
+    conn = await session_connection(session)
+    return len(await customers.opt_out_of_surveys(conn, ids, open_deal_value=open_value_query))
 
 
 async def reset_projection(session: AsyncSession) -> None:

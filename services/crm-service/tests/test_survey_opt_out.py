@@ -1,0 +1,214 @@
+"""`survey.opted_out`: a recipient who unsubscribes from a survey's link. The CRM keeps the event on
+the customer's timeline and, live only, marks the customer `survey_opt_out` once, as any change
+of a customer is made: a new version, its history, a `customer.updated` for the CEM."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from crm.config import CRMSettings
+from crm.consumers.cem_feedback import live_handlers, projection_handlers
+from crm.experience.models import SURVEY_OPTED_OUT, ExperienceEvent
+from cxkit.db import session_connection
+from cxkit.events import CloudEvent, encode_event
+from cxkit.testing import wait_for
+
+from .conftest import delivery
+from .test_experience import timeline
+
+T0 = dt.datetime(2026, 11, 1, 10, 0, tzinfo=dt.UTC)
+
+
+def at(hours: float) -> dt.datetime:
+    return T0 + dt.timedelta(hours=hours)
+
+
+async def customer(client: httpx.AsyncClient, customer_id: Any) -> dict[str, Any]:
+    r = await client.get(f"/v1/customers/{customer_id}")
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def history(client: httpx.AsyncClient, customer_id: Any) -> list[dict[str, Any]]:
+    r = await client.get(f"/v1/customers/{customer_id}/history")
+    assert r.status_code == 200, r.text
+    items: list[dict[str, Any]] = r.json()["items"]
+    return items
+
+
+async def updates_of(events: Any, customer_id: Any) -> list[dict[str, Any]]:
+    return [e for e in await events("customer.updated") if e["subject"] == str(customer_id)]
+
+
+async def stored_rows(session_factory: Any) -> int:
+    async with session_factory() as session:
+        return int(await session.scalar(select(func.count()).select_from(ExperienceEvent)) or 0)
+
+
+@pytest.fixture
+def opt_out(session_factory: Any, crm_settings: CRMSettings) -> Any:
+    """`await opt_out(*events)`: the live consumer's `survey.opted_out` handler on these events, in
+    one transaction (as one poll would)."""
+    handler = live_handlers(crm_settings)[SURVEY_OPTED_OUT]
+
+    async def apply(*events: CloudEvent) -> None:
+        async with session_factory() as session, session.begin():
+            await handler(session, [delivery(e) for e in events])
+
+    return apply
+
+
+async def test_an_opt_out_marks_the_customer_once_with_a_new_version_its_history_and_one_customer_updated(
+    client: httpx.AsyncClient, make: Any, cem: Any, opt_out: Any, events: Any
+) -> None:
+    created = await make.customer(owner="kim@ourco.example")
+    cid = uuid.UUID(created["id"])
+    assert (created["survey_opt_out"], created["version"]) == (False, 1)
+    wish = cem.opted_out(cid, at=at(0))
+    # In one poll: the event twice, and the same wish from another invitation under a new event id.
+    await opt_out(wish, wish, cem.opted_out(cid, at=at(0.5)))
+
+    after = await customer(client, cid)
+    assert (after["survey_opt_out"], after["version"]) == (True, 2)
+    [updated] = await updates_of(events, cid)
+    assert updated["_topic"] == "crm.customers.v1" and updated["_key"] == str(cid)
+    data = updated["data"]
+    assert (data["survey_opt_out"], data["version"], data["changed"]) == (True, 2, ["survey_opt_out"])
+    [created_event] = [e for e in await events("customer.created") if e["subject"] == str(cid)]
+    # The whole record as any update announces it, with its new version.
+    expected = {"survey_opt_out": True, "version": 2, "updated_at": data["updated_at"], "changed": ["survey_opt_out"]}
+    assert data == created_event["data"] | expected
+    [change] = await history(client, cid)
+    assert (change["version"], change["via"], change["changed_by"]) == (2, "survey_opt_out", None)
+    assert change["changes"] == [{"field": "survey_opt_out", "from": False, "to": True}]
+
+    # Redelivered later, or reported again from another invitation: nothing changes.
+    await opt_out(wish)
+    await opt_out(cem.opted_out(cid, at=at(1)))
+    assert await customer(client, cid) == after
+    assert len(await updates_of(events, cid)) == 1
+    assert len(await history(client, cid)) == 1
+
+
+async def test_a_customer_who_opted_out_already_gets_no_new_version(
+    client: httpx.AsyncClient, make: Any, cem: Any, opt_out: Any, events: Any
+) -> None:
+    cid = uuid.UUID((await make.customer(survey_opt_out=True))["id"])
+    await opt_out(cem.opted_out(cid, at=at(0)))
+    after = await customer(client, cid)
+    assert (after["survey_opt_out"], after["version"]) == (True, 1)
+    assert await updates_of(events, cid) == [] and await history(client, cid) == []
+    assert [e["kind"] for e in await timeline(client, cid)] == ["survey.opted_out"]  # still on the timeline
+
+
+async def test_a_poll_of_opt_outs_marks_its_customers_with_one_update(
+    client: httpx.AsyncClient, make: Any, cem: Any, session_factory: Any, crm_settings: CRMSettings, events: Any
+) -> None:
+    customers = [uuid.UUID((await make.customer())["id"]) for _ in range(5)]
+    handler = live_handlers(crm_settings)[SURVEY_OPTED_OUT]
+    statements: list[str] = []
+    async with session_factory() as session, session.begin():
+        conn = await session_connection(session)
+        conn.add_query_logger(lambda record: statements.append(record.query))
+        await handler(session, [delivery(cem.opted_out(cid)) for cid in customers * 2])
+    updates = [s for s in statements if s.lstrip().upper().startswith(("UPDATE", "WITH")) and "customers" in s]
+    assert len(updates) == 1, updates
+    for cid in customers:
+        assert (await customer(client, cid))["survey_opt_out"] is True
+        assert len(await updates_of(events, cid)) == 1
+
+
+async def test_a_bare_address_an_unknown_and_an_erased_customer_change_nothing_and_fail_nothing(
+    client: httpx.AsyncClient, make: Any, cem: Any, opt_out: Any, events: Any, session_factory: Any
+) -> None:
+    erased = uuid.UUID((await make.customer())["id"])
+    assert (await client.delete(f"/v1/customers/{erased}")).status_code == 204
+    before = await customer(client, erased)
+    updates_before = len(await events("customer.updated"))
+
+    await opt_out(cem.opted_out(None, email="bare@example.com"), cem.opted_out(uuid.uuid4()), cem.opted_out(erased))
+
+    assert await customer(client, erased) == before
+    assert len(await events("customer.updated")) == updates_before
+    assert await stored_rows(session_factory) == 1  # the erased customer's, kept like its other CEM events
+
+
+async def test_an_opt_out_for_a_merged_duplicate_marks_its_survivor(
+    client: httpx.AsyncClient, make: Any, cem: Any, opt_out: Any, events: Any
+) -> None:
+    survivor = uuid.UUID((await make.customer())["id"])
+    duplicate = uuid.UUID((await make.customer())["id"])
+    merged = await client.post(f"/v1/customers/{survivor}/merge", json={"duplicate_id": str(duplicate)})
+    assert merged.status_code == 200, merged.text
+    await opt_out(cem.opted_out(duplicate, at=at(0)))
+
+    after = await customer(client, survivor)
+    assert (after["survey_opt_out"], after["version"]) == (True, merged.json()["version"] + 1)
+    assert [u["data"]["survey_opt_out"] for u in await updates_of(events, survivor)][-1] is True
+    assert await updates_of(events, duplicate) == []
+    assert [c["via"] for c in await history(client, duplicate)] == ["merge"]  # the duplicate itself stays as merged
+    assert [e["kind"] for e in await timeline(client, survivor, kind=["survey.opted_out"])] == ["survey.opted_out"]
+
+
+async def test_a_replay_stores_the_opt_out_but_leaves_the_customer_alone(
+    client: httpx.AsyncClient, make: Any, cem: Any, session_factory: Any, events: Any
+) -> None:
+    cid = uuid.UUID((await make.customer())["id"])
+    async with session_factory() as session, session.begin():
+        await projection_handlers()[SURVEY_OPTED_OUT](session, [delivery(cem.opted_out(cid, at=at(0)))])
+    assert await stored_rows(session_factory) == 1
+    after = await customer(client, cid)
+    assert (after["survey_opt_out"], after["version"]) == (False, 1)
+    assert await updates_of(events, cid) == [] and await history(client, cid) == []
+
+
+async def test_the_timeline_shows_the_opt_out_and_the_change_it_made(
+    client: httpx.AsyncClient, make: Any, cem: Any, apply_cem: Any, opt_out: Any
+) -> None:
+    cid = uuid.UUID((await make.customer())["id"])
+    invited = cem.invited(cid, at=at(0))
+    invitation_id = invited.data["invitation_id"]
+    wish = cem.opted_out(cid, invitation_id, at=at(2), cancelled_invitations=1)
+    await apply_cem(invited)
+    await opt_out(wish)
+
+    entries = await timeline(client, cid, kind=["survey.opted_out", "survey.invited", "customer_changed"])
+    assert [e["kind"] for e in entries] == ["customer_changed", "survey.opted_out", "survey.invited"]
+    changed, opted_out, _ = entries
+    assert (changed["via"], changed["changed_by"], changed["version"]) == ("survey_opt_out", None, 2)
+    assert changed["changes"] == [{"field": "survey_opt_out", "from": False, "to": True}]
+    assert (opted_out["invitation_id"], opted_out["survey_id"], opted_out["survey_name"], opted_out["channel"]) == (
+        invitation_id,
+        str(cem.survey_id),
+        "Checkout NPS",
+        "email",
+    )
+    assert (opted_out["survey_kind"], opted_out["touchpoint"]) == ("nps", "checkout")
+    assert dt.datetime.fromisoformat(opted_out["at"]) == at(2)
+    assert "email" not in opted_out  # the address stays with the CEM service
+
+
+async def test_the_consumer_applies_an_opt_out_from_the_broker_and_dead_letters_no_unknown_customer(
+    client: httpx.AsyncClient, make: Any, cem: Any, kafka: Any, feedback_consumer: Any
+) -> None:
+    name, topic = feedback_consumer.name, feedback_consumer.topic
+    cid = uuid.UUID((await make.customer())["id"])
+    wish = cem.opted_out(cid, at=at(0))
+    await kafka.produce(topic, [encode_event(cem.opted_out(uuid.uuid4())), encode_event(wish), encode_event(wish)])
+
+    async def marked() -> Any:
+        current = await customer(client, cid)
+        return current if current["survey_opt_out"] else None
+
+    assert (await wait_for(marked, 15))["version"] == 2
+    await kafka.produce(topic, [b"{not json"])  # dead-lettered after anything the first poll could have
+    reasons = await kafka.dlq_reasons(f"{topic}.dlq", name, expected=1)
+    assert list(reasons) == [b"{not json"]
+    assert (await customer(client, cid))["version"] == 2
