@@ -218,6 +218,22 @@ async def test_a_recipient_who_unsubscribes_from_a_survey_link_is_opted_out_in_b
         again = await cem.post(f"/v1/surveys/{survey['id']}/invitations", json={"customer_id": customer["id"]})
         assert again.status_code == 409, again.text
 
+        # The recipient asks for surveys again: both services follow.
+        back = await cem.post(f"/r/{link['token']}/resubscribe")
+        assert back.status_code == 200 and "You are subscribed again" in back.text
+        r = await cem.post(f"/v1/surveys/{survey['id']}/invitations", json={"customer_id": customer["id"]})
+        assert r.status_code == 201, r.text
+        # The CRM had it cleared already (the PATCH above): no change, so no new version there.
+        record = (await crm.get(f"/v1/customers/{customer['id']}")).json()
+        assert record["survey_opt_out"] is False and record["version"] == cleared.json()["version"]
+
+        async def opted_in_on_the_crm_timeline() -> Any:
+            entries = (await crm.get(f"/v1/customers/{customer['id']}/timeline", params={"kind": "survey.opted_in"})).json()
+            return entries["items"] or None
+
+        [entry] = await wait_for(opted_in_on_the_crm_timeline, timeout=15)
+        assert entry["invitation_id"] == link["id"]
+
 
 async def test_an_answer_and_feedback_given_before_the_crm_knew_the_address_reach_both_views(
     stack_factory: Any, broker: DevBroker

@@ -79,3 +79,40 @@ async def test_answering_an_invitation_in_a_real_browser(
     assert stored[0]["score"] == {"metric": "nps", "value": 9, "scale_min": 0, "scale_max": 10, "category": "promoter"}
     assert {a["question_id"]: a["value"] for a in stored[0]["answers"]}["reason"] == "Delivered before I expected"
     assert stored[0]["source"] == "web"
+
+
+def _unsubscribe_in_browser(driver: Any, url: str) -> dict[str, str]:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    driver.find_element(By.CSS_SELECTOR, ".unsubscribe a").click()  # the survey page's link
+    WebDriverWait(driver, 15).until(ec.title_is("No more surveys"))
+    seen = {"ask": driver.find_element(By.TAG_NAME, "main").text}
+    driver.find_element(By.CSS_SELECTOR, "button[type='submit']").click()
+    WebDriverWait(driver, 15).until(ec.title_is("You are unsubscribed"))
+    seen["done"] = driver.find_element(By.TAG_NAME, "main").text
+    driver.find_element(By.CSS_SELECTOR, "button[type='submit']").click()  # unsubscribed by mistake
+    WebDriverWait(driver, 15).until(ec.title_is("You are subscribed again"))
+    seen["back"] = driver.find_element(By.TAG_NAME, "main").text
+    return seen
+
+
+async def test_unsubscribing_and_subscribing_again_in_a_real_browser(
+    client: httpx.AsyncClient, live_server: str, browser: Any, make: Any, keys: dict[str, str], outbox: Any
+) -> None:
+    survey = await make.survey("nps")
+    customer = await make.customer()
+    async with httpx.AsyncClient(base_url=live_server, headers=bearer(keys["write"])) as live:
+        r = await live.post(f"/v1/surveys/{survey['id']}/invitations", json={"customer_id": str(customer)})
+        assert r.status_code == 201, r.text
+
+    seen = await asyncio.to_thread(_unsubscribe_in_browser, browser, r.json()["url"])
+
+    assert "We will send you no more surveys" in seen["ask"]
+    assert "You will get no more surveys from us." in seen["done"] and "Unsubscribed by mistake?" in seen["done"]
+    assert "We may send you surveys again." in seen["back"]
+    assert [len(await outbox(kind)) for kind in ("survey.opted_out", "survey.opted_in")] == [1, 1]
+    experience = (await client.get(f"/v1/customers/{customer}/experience")).json()
+    assert experience["customer"]["survey_opt_out"] is False

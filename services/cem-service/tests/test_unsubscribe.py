@@ -1,7 +1,8 @@
 """`/r/{token}/unsubscribe`: a recipient asks, from any link of theirs, for no more surveys. The
 customer and the address are never invited again (by a request, a batch, a trigger), their open
 invitations are withdrawn, `survey.opted_out` announces it once, and the CRM's snapshots cannot
-undo it. GET only asks (mail scanners open links); POST does it, whatever its body (RFC 8058)."""
+undo it: only the recipient can (`/r/{token}/resubscribe`). GET only asks (mail scanners open
+links); POST does it, whatever its body (RFC 8058)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlalchemy import func, select, update
 from cem.customers.models import CustomerProfile
 from cem.invitations.models import Invitation
 from cem.suppressions.models import OptOut, address_hash
-from cxkit.events.payloads import CustomerUpdated, SurveyInvitationCancelled, SurveyOptedOut
+from cxkit.events.payloads import CustomerUpdated, SurveyInvitationCancelled, SurveyOptedIn, SurveyOptedOut
 
 from .conftest import delivery, interaction, snapshot
 from .test_scheduler import DELAYED
@@ -194,3 +195,49 @@ async def test_the_pages_link_to_it_in_the_surveys_language(client: httpx.AsyncC
     assert "Sie sind abgemeldet" in done.text
     preview = await client.get(f"/v1/surveys/{survey['id']}/preview")
     assert "Keine Umfragen mehr von uns? Abmelden" in preview.text and "/unsubscribe" not in preview.text
+
+
+async def test_only_the_recipient_undoes_an_opt_out_and_then_may_be_invited_again(
+    client: httpx.AsyncClient, make: Any, apply: Any, outbox: Any, session_factory: Any
+) -> None:
+    survey = await make.survey("nps")
+    customer = await make.customer(email="lin@example.com")
+    link = await make.invitation(survey["id"], customer_id=str(customer))
+    done = await client.post(f"/r/{link['token']}/unsubscribe")
+    assert f'action="/r/{link["token"]}/resubscribe"' in done.text and "Send me surveys again" in done.text
+
+    # The CRM clearing its flag (a newer snapshot) does not undo the recipient's request.
+    await apply(delivery("customer.updated", CustomerUpdated(**snapshot(customer, 5, email="lin@example.com"))))
+    assert (await client.post(f"/v1/surveys/{survey['id']}/invitations", json={"customer_id": str(customer)})).status_code == 409
+
+    back = await client.post(f"/r/{link['token']}/resubscribe")
+    assert back.status_code == 200 and "You are subscribed again" in back.text
+    profile = await profile_of(session_factory, customer)
+    assert (profile.survey_opt_out, profile.opted_out_at) == (False, None)
+    assert await opt_out_rows(session_factory) == []
+    [event] = await outbox("survey.opted_in")
+    assert event["subject"] == str(customer)
+    data = SurveyOptedIn.model_validate(event["data"])
+    assert (data.customer_id, data.email, data.invitation_id) == (customer, "lin@example.com", uuid.UUID(link["id"]))
+    again = await client.post(f"/v1/surveys/{survey['id']}/invitations", json={"email": "LIN@example.com"})
+    assert again.status_code == 201 and again.json()["customer_id"] == str(customer)
+    assert (await client.get(f"/r/{link['token']}")).status_code == 410  # what was withdrawn stays withdrawn
+
+    # Asking again changes nothing, and says so; so does a recipient who never opted out here.
+    twice = await client.post(f"/r/{link['token']}/resubscribe")
+    assert twice.status_code == 200 and "nothing has changed" in twice.text
+    never = await make.invitation(survey["id"], customer_id=str(await make.customer(survey_opt_out=False)))
+    assert "nothing has changed" in (await client.post(f"/r/{never['token']}/resubscribe")).text
+    assert len(await outbox("survey.opted_in")) == 1
+    assert (await client.post("/r/not-a-token/resubscribe")).status_code == 404
+
+
+async def test_a_bare_address_can_subscribe_again(client: httpx.AsyncClient, make: Any, outbox: Any) -> None:
+    survey = await make.survey("nps")
+    link = await make.invitation(survey["id"], email="guest@example.com")
+    await client.post(f"/r/{link['token']}/unsubscribe")
+    assert (await client.post(f"/v1/surveys/{survey['id']}/invitations", json={"email": "guest@example.com"})).status_code == 409
+    assert "You are subscribed again" in (await client.post(f"/r/{link['token']}/resubscribe")).text
+    assert (await client.post(f"/v1/surveys/{survey['id']}/invitations", json={"email": "guest@example.com"})).status_code == 201
+    [event] = await outbox("survey.opted_in")
+    assert event.get("subject") is None and event["data"]["email"] == "guest@example.com"

@@ -306,32 +306,35 @@ class CemEvents:
         )
         return self._event("survey.invitation_cancelled", data, at, None)
 
-    def opted_out(
-        self,
-        customer_id: Any,
-        invitation_id: Any = None,
-        *,
-        at: dt.datetime | None = None,
-        event_id: str | None = None,
-        **fields: Any,
-    ) -> CloudEvent:
-        """The recipient of `invitation_id` (a new one by default) asked, from its link, for no more surveys."""
-        data = p.SurveyOptedOut(
-            **{
-                "invitation_id": invitation_id or uuid.uuid4(),
-                "survey_id": SURVEY_ID,
-                "survey_name": "Checkout NPS",
-                "survey_kind": "nps",
-                "customer_id": customer_id,
-                "email": "someone@example.com",
-                "touchpoint": "checkout",
-                "channel": "email",
-                "opted_out_at": at or dt.datetime.now(dt.UTC),
-                "cancelled_invitations": 0,
-                **fields,
-            }
-        )
+    def opted_out(self, customer_id: Any, invitation_id: Any = None, *, at: dt.datetime | None = None, **kw: Any) -> CloudEvent:
+        """The recipient of `invitation_id` (a new one by default) asked, from its link, for no more surveys.
+        `event_id=` names the event; other keywords set payload fields."""
+        event_id = kw.pop("event_id", None)
+        when = at or dt.datetime.now(dt.UTC)
+        wish = self._wish(customer_id, invitation_id) | {"opted_out_at": when, "cancelled_invitations": 0}
+        data = p.SurveyOptedOut(**wish | kw)
         return self._event("survey.opted_out", data, at, event_id)
+
+    def opted_in(self, customer_id: Any, invitation_id: Any = None, *, at: dt.datetime | None = None, **kw: Any) -> CloudEvent:
+        """The recipient of `invitation_id` (a new one by default), opted out, asked from its link for surveys again.
+        `event_id=` names the event; other keywords set payload fields."""
+        event_id = kw.pop("event_id", None)
+        data = p.SurveyOptedIn(**self._wish(customer_id, invitation_id) | {"opted_in_at": at or dt.datetime.now(dt.UTC)} | kw)
+        return self._event("survey.opted_in", data, at, event_id)
+
+    @staticmethod
+    def _wish(customer_id: Any, invitation_id: Any) -> dict[str, Any]:
+        """What an opt-out or an opt-in says of the invitation whose link was used."""
+        return {
+            "invitation_id": invitation_id or uuid.uuid4(),
+            "survey_id": SURVEY_ID,
+            "survey_name": "Checkout NPS",
+            "survey_kind": "nps",
+            "customer_id": customer_id,
+            "email": "someone@example.com",
+            "touchpoint": "checkout",
+            "channel": "email",
+        }
 
     def throttled(
         self, customer_id: Any, reason: str = "survey_throttle", *, at: dt.datetime | None = None, **fields: Any

@@ -294,6 +294,15 @@ class SurveyOptedOut(_SentInvitation):
     cancelled_invitations: int = Field(description="How many of the recipient's open invitations this withdrew.")
 
 
+class SurveyOptedIn(_SentInvitation):
+    """The recipient who had opted out asked, from an invitation's link, for surveys again
+    (`/r/{token}/resubscribe`): the CEM may invite the customer and the address again (the
+    invitations withdrawn when they opted out stay withdrawn), and the CRM clears the customer's
+    `survey_opt_out`. Announced only when they had opted out."""
+
+    opted_in_at: TimestampAsSent = Field(description="When the recipient asked.")
+
+
 class FollowupOverdue(Payload):
     """A follow-up still open past its due time (announced once per follow-up)."""
 

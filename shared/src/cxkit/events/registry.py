@@ -30,6 +30,7 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
     "followup.overdue": (CEM_FEEDBACK, p.FollowupOverdue),
     "survey.invitation_cancelled": (CEM_FEEDBACK, p.SurveyInvitationCancelled),
     "survey.opted_out": (CEM_FEEDBACK, p.SurveyOptedOut),
+    "survey.opted_in": (CEM_FEEDBACK, p.SurveyOptedIn),
 }
 
 

@@ -158,12 +158,14 @@ class CustomerProfileRepository(Repository[CustomerProfile]):
         set_["synced_at"] = stmt.excluded.synced_at
         await self.session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=set_))
 
-    async def mark_opted_out(self, customer_id: uuid.UUID, now: dt.datetime) -> bool:
-        """The customer asked here for no more surveys; False when they had already."""
+    async def mark_opted_out(self, customer_id: uuid.UUID, at: dt.datetime | None) -> bool:
+        """The customer asked here for no more surveys at `at`, or (None) for surveys again;
+        False when that was so already."""
+        was = CustomerProfile.opted_out_at.is_(None) if at is not None else CustomerProfile.opted_out_at.is_not(None)
         result = await self.session.execute(
             update(CustomerProfile)
-            .where(CustomerProfile.id == customer_id, CustomerProfile.opted_out_at.is_(None))
-            .values(survey_opt_out=True, opted_out_at=now)
+            .where(CustomerProfile.id == customer_id, was)
+            .values(survey_opt_out=at is not None, opted_out_at=at)
             .returning(CustomerProfile.id)
             .execution_options(synchronize_session=False)
         )

@@ -8,6 +8,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +26,7 @@ from cem.surveys.service import get_survey
 from cem.touchpoints.repository import TouchpointRepository
 from cxkit import keyset
 from cxkit.db import lock_keys, new_id, utcnow
-from cxkit.events.payloads import SurveyInvitationCancelled, SurveyInvited, SurveyOptedOut
+from cxkit.events.payloads import SurveyInvitationCancelled, SurveyInvited, SurveyOptedIn, SurveyOptedOut
 from cxkit.http.batch import InvalidItem, invalid_item_problem, item_problem
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, field_problem
@@ -381,55 +382,85 @@ async def list_invitations(
 OPTED_OUT = "opted_out"
 
 
-async def opt_out(session: AsyncSession, invitation: Invitation, survey: Survey) -> bool:
-    """The recipient of `invitation` asks for no more surveys (from any of its links, answered,
-    expired or withdrawn ones too): their address is kept (as its hash) and their customer
-    marked, so neither is invited again (the throttle's suppressions say `opted_out`); their
-    open invitations are withdrawn (scheduled ones are never sent); `survey.opted_out`
-    announces it, for the CRM and for whatever sends survey mail. Taken under the address's
-    lock, as every invitation is made. False when they had opted out already: nothing changes."""
+@dataclass(frozen=True)
+class _Recipient:
+    """Whom an invitation went to, as they are now: the customer (a merged duplicate's survivor),
+    their address, and the fields every opt-out and opt-in event says of the invitation."""
+
+    profile: CustomerProfile | None
+    address: str | None
+    about: dict[str, Any]
+
+    @property
+    def customer_id(self) -> uuid.UUID | None:
+        return self.profile.id if self.profile is not None else None
+
+    @property
+    def email_lower(self) -> str | None:
+        return self.address.strip().lower() if self.address else None
+
+
+async def _recipient_of(session: AsyncSession, invitation: Invitation, survey: Survey) -> _Recipient:
+    """The invitation's recipient, with their address's lock taken (as every invitation is made)."""
     profiles = CustomerProfileRepository(session)
     profile = await profiles.get(invitation.customer_id) if invitation.customer_id else None
     if profile is not None and profile.merged_into is not None:
         profile = await profiles.get(profile.merged_into)
     address = _address_of(profile, invitation.email)
-    email_lower = address.strip().lower() if address else None
-    if email_lower:
-        await lock_keys(session, "email", [email_lower])
-    if email_lower is None and (profile is None or profile.opted_out_at is not None):
+    if address:
+        await lock_keys(session, "email", [address.strip().lower()])
+    about = {
+        "invitation_id": invitation.id,
+        "survey_id": survey.id,
+        "survey_name": survey.name,
+        "survey_kind": survey.kind,
+        "customer_id": profile.id if profile else None,
+        "email": address,
+        "touchpoint": invitation.touchpoint,
+        "channel": invitation.channel,
+    }
+    return _Recipient(profile, address, about)
+
+
+async def opt_out(session: AsyncSession, invitation: Invitation, survey: Survey) -> bool:
+    """The recipient of `invitation` asks for no more surveys (from any of its links, answered,
+    expired or withdrawn ones too): their address is kept (as its hash) and their customer
+    marked, so neither is invited again (the throttle's suppressions say `opted_out`); their
+    open invitations are withdrawn (scheduled ones are never sent); `survey.opted_out`
+    announces it, for the CRM and for whatever sends survey mail. False when they had opted out
+    already: nothing changes."""
+    recipient = await _recipient_of(session, invitation, survey)
+    profile = recipient.profile
+    if recipient.address is None and (profile is None or profile.opted_out_at is not None):
         return False
     now = utcnow()
     recorded = await OptOutRepository(session).record(
-        email=address,
-        customer_id=profile.id if profile else None,
-        survey_id=invitation.survey_id,
-        invitation_id=invitation.id,
-        now=now,
+        email=recipient.address, customer_id=recipient.customer_id, survey_id=survey.id, invitation_id=invitation.id, now=now
     )
-    marked = profile is not None and await profiles.mark_opted_out(profile.id, now)
+    marked = profile is not None and await CustomerProfileRepository(session).mark_opted_out(profile.id, now)
     if not (marked or (recorded and profile is None)):
         return False  # the customer, or the bare address, had opted out already
-    cancelled = await InvitationRepository(session).cancel_open_of(profile.id if profile else None, email_lower, now, OPTED_OUT)
+    cancelled = await InvitationRepository(session).cancel_open_of(recipient.customer_id, recipient.email_lower, now, OPTED_OUT)
     for withdrawn in cancelled:
         if withdrawn.sent_at is not None:
             await announce_cancellation(session, withdrawn)
-    add_event(
-        session,
-        OutboxMessage,
-        "survey.opted_out",
-        source=SOURCE,
-        subject=profile.id if profile else None,
-        data=SurveyOptedOut(
-            invitation_id=invitation.id,
-            survey_id=survey.id,
-            survey_name=survey.name,
-            survey_kind=survey.kind,
-            customer_id=profile.id if profile else None,
-            email=address,
-            touchpoint=invitation.touchpoint,
-            channel=invitation.channel,
-            opted_out_at=now,
-            cancelled_invitations=len(cancelled),
-        ),
-    )
+    data = SurveyOptedOut(**recipient.about, opted_out_at=now, cancelled_invitations=len(cancelled))
+    add_event(session, OutboxMessage, "survey.opted_out", source=SOURCE, subject=recipient.customer_id, data=data)
+    return True
+
+
+async def opt_in(session: AsyncSession, invitation: Invitation, survey: Survey) -> bool:
+    """The recipient of `invitation`, who had opted out, asks for surveys again (their own
+    request: nobody else can undo an opt-out): the address's and the customer's opt-outs go,
+    the customer's `survey_opt_out` is cleared here, and `survey.opted_in` asks the CRM to clear
+    it too. What was withdrawn stays withdrawn. False when they had not opted out: nothing
+    changes."""
+    recipient = await _recipient_of(session, invitation, survey)
+    removed = await OptOutRepository(session).remove(email=recipient.address, customer_id=recipient.customer_id)
+    profiles = CustomerProfileRepository(session)
+    cleared = recipient.customer_id is not None and await profiles.mark_opted_out(recipient.customer_id, None)
+    if not (removed or cleared):
+        return False
+    data = SurveyOptedIn(**recipient.about, opted_in_at=utcnow())
+    add_event(session, OutboxMessage, "survey.opted_in", source=SOURCE, subject=recipient.customer_id, data=data)
     return True

@@ -15,7 +15,7 @@ from starlette.formparsers import MultiPartException
 from starlette.responses import HTMLResponse
 
 from cem.deps import SettingsDep
-from cem.invitations.service import opt_out
+from cem.invitations.service import opt_in, opt_out
 from cem.responses.service import (
     AlreadyAnswered,
     LinkCancelled,
@@ -300,7 +300,8 @@ async def show_unsubscribe(token: Token, request: Request, session: SessionDep) 
     "reason `opted_out`; scheduled ones are never sent), and `survey.opted_out` announces it once (the CRM marks "
     "the customer `survey_opt_out`). Asking again changes nothing. The body is ignored, so this is also the "
     "RFC 8058 one-click target of a `List-Unsubscribe` header (`survey.invited` carries it as `unsubscribe_url`). "
-    "Answers with a page that confirms it; unknown links are a 404 page. Needs no key.",
+    "Answers with a page that confirms it and offers to undo it (`POST /r/{token}/resubscribe`); unknown links are a "
+    "404 page. Needs no key.",
     responses=UNSUBSCRIBE_RESPONSES,
     openapi_extra={
         "requestBody": {
@@ -320,13 +321,39 @@ async def unsubscribe(token: Token, request: Request, session: SessionDep) -> HT
         return target
     await opt_out(session, target.invitation, target.survey)
     await session.commit()
+    resubscribe = request.url.path.removesuffix("/unsubscribe") + "/resubscribe"
+    return _page(request, "unsubscribed.html", target.survey.language, resubscribe=resubscribe)
+
+
+@router.post(
+    "/{token}/resubscribe",
+    response_class=HTMLResponse,
+    summary="Subscribe to surveys again",
+    description="The recipient who opted out (`POST /r/{token}/unsubscribe`, whose page offers this as a button) asks "
+    "for surveys again: their address's and their customer's opt-outs are forgotten, the customer's `survey_opt_out` "
+    "is cleared, and `survey.opted_in` announces it (the CRM clears its flag too). Invitations withdrawn when they "
+    "opted out stay withdrawn. Only the recipient can undo their opt-out: clearing `survey_opt_out` in the CRM does "
+    "not. A recipient who had not opted out here gets a page saying nothing changed (a `survey_opt_out` the CRM set "
+    "stays). Any link of the invitation works; unknown links are a 404 page. Needs no key.",
+    responses=UNSUBSCRIBE_RESPONSES,
+)
+async def resubscribe(token: Token, request: Request, session: SessionDep) -> HTMLResponse:
+    target = await _find(request, session, token)
+    if isinstance(target, HTMLResponse):
+        return target
+    changed = await opt_in(session, target.invitation, target.survey)
+    await session.commit()
     language = target.survey.language
+    if not changed:
+        return _page(
+            request,
+            "message.html",
+            language,
+            title=say(language, "resubscribe_prompt"),
+            message=say(language, "resubscribe_none_text"),
+        )
     return _page(
-        request,
-        "message.html",
-        language,
-        title=say(language, "unsubscribed_title"),
-        message=say(language, "unsubscribed_text"),
+        request, "message.html", language, title=say(language, "resubscribed_title"), message=say(language, "resubscribed_text")
     )
 
 

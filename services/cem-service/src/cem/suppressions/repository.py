@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from cem.customers.lifecycle import CustomerErasure
@@ -172,6 +172,18 @@ class OptOutRepository(SessionRepository):
             .returning(OptOut.id)
         )
         return (await self.session.execute(stmt)).first() is not None
+
+    async def remove(self, *, email: str | None, customer_id: uuid.UUID | None) -> bool:
+        """Forget the opt-outs of the address and of the customer; whether there were any."""
+        conditions = []
+        if email:
+            conditions.append(OptOut.address_hash == address_hash(email))
+        if customer_id is not None:
+            conditions.append(OptOut.customer_id == customer_id)
+        if not conditions:
+            return False
+        result = await self.session.execute(delete(OptOut).where(or_(*conditions)).returning(OptOut.id))
+        return bool(result.all())
 
     async def opted_out(self, emails_lower: Collection[str]) -> set[str]:
         """Those of the (lower-cased) addresses that opted out."""

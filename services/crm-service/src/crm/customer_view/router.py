@@ -42,12 +42,10 @@ async def customer_view(customer_id: CustomerIdPath, request: Request, _: Reader
     description="Interactions, deal stage changes, changes of the customer's own fields (`customer_changed`: the "
     "entries of its history, with who made them and how), tasks created and completed, documents added, and what the CEM "
     "service reported (`survey.invited`, `survey.reminded`, `survey.invitation_cancelled`, `survey.opted_out`, "
-    "`survey.throttled` with its reason, `survey.response.submitted`, `feedback.received`, `followup.requested` with "
-    "the task made for it), newest "
-    "first, paginated with `limit` and "
-    "`cursor`. `kind` (repeatable) keeps only those kinds. A merged duplicate redirects (308) to its survivor's "
-    "timeline, which holds its history (the duplicate's own field changes stay in the duplicate's `history`). Needs "
-    "`read`.",
+    "`survey.opted_in`, `survey.throttled` with its reason, `survey.response.submitted`, `feedback.received`, "
+    "`followup.requested` with the task made for it), newest first, paginated with `limit` and `cursor`. `kind` "
+    "(repeatable) keeps only those kinds. A merged duplicate redirects (308) to its survivor's timeline, which holds its "
+    "history (the duplicate's own field changes stay in the duplicate's `history`). Needs `read`.",
     responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,
 )
 async def customer_timeline(

@@ -217,8 +217,8 @@ class CustomerChangedEntry(_Entry):
     version: int = Field(description="The customer's version after this change (its ETag then).")
     changed_by: str | None = Field(description="The name of the API key that made the change (null: the service itself).")
     via: ChangeVia | None = Field(
-        description="What made it: `update`, `batch`, `merge`, `erasure`, `lead_conversion`, `deal`, `survey_opt_out` (as "
-        "in the customer's history); null for the service's own changes."
+        description="What made it: `update`, `batch`, `merge`, `erasure`, `lead_conversion`, `deal`, `survey_opt_out`, "
+        "`survey_opt_in` (as in the customer's history); null for the service's own changes."
     )
     changes: list[FieldChange] = Field(description="Each field that changed, in field-name order.")
 
@@ -247,7 +247,8 @@ class DocumentEntry(_Entry):
 
 
 class _InvitationEntry(_Entry):
-    """What every entry about an invitation (sent, reminded, withdrawn, its link used to opt out) shows of it."""
+    """What every entry about an invitation (sent, reminded, withdrawn, its link used to opt out or
+    back in) shows of it."""
 
     kind: str  # each entry's own literal, in this place
     invitation_id: uuid.UUID | None
@@ -279,6 +280,13 @@ class SurveyOptedOutEntry(_InvitationEntry):
     `survey_opt_out` was set then, a `customer_changed` entry of its own)."""
 
     kind: Literal["survey.opted_out"] = "survey.opted_out"
+
+
+class SurveyOptedInEntry(_InvitationEntry):
+    """The customer, opted out, asked from this invitation's link for surveys again (the record's
+    `survey_opt_out` was cleared then, a `customer_changed` entry of its own)."""
+
+    kind: Literal["survey.opted_in"] = "survey.opted_in"
 
 
 class SurveyThrottledEntry(_Entry):
@@ -340,6 +348,7 @@ TimelineEntry = Annotated[
     | SurveyRemindedEntry
     | InvitationCancelledEntry
     | SurveyOptedOutEntry
+    | SurveyOptedInEntry
     | SurveyThrottledEntry
     | SurveyResponseEntry
     | FeedbackEntry
@@ -357,6 +366,7 @@ TIMELINE_KINDS = (
     "survey.reminded",
     "survey.invitation_cancelled",
     "survey.opted_out",
+    "survey.opted_in",
     "survey.throttled",
     "survey.response.submitted",
     "feedback.received",
@@ -373,6 +383,7 @@ TimelineKind = Literal[
     "survey.reminded",
     "survey.invitation_cancelled",
     "survey.opted_out",
+    "survey.opted_in",
     "survey.throttled",
     "survey.response.submitted",
     "feedback.received",

@@ -29,6 +29,7 @@ from crm.customer_view.schemas import (
     InvitationSummary,
     NpsAnswer,
     SurveyInvitedEntry,
+    SurveyOptedInEntry,
     SurveyOptedOutEntry,
     SurveyRemindedEntry,
     SurveyResponseEntry,
@@ -47,6 +48,7 @@ from crm.experience.models import (
     INVITATION_CANCELLED,
     RESPONSE_SUBMITTED,
     SURVEY_INVITED,
+    SURVEY_OPTED_IN,
     SURVEY_OPTED_OUT,
     SURVEY_REMINDED,
     ExperienceEvent,
@@ -252,7 +254,7 @@ async def customer_timeline(pool: asyncpg.Pool, customer_id: uuid.UUID, kinds: l
 
 
 def _experience_entry(e: ExperienceEvent | Row, followup_tasks: dict[str, Row]) -> object:
-    if e.kind in (SURVEY_INVITED, SURVEY_REMINDED, INVITATION_CANCELLED, SURVEY_OPTED_OUT):
+    if e.kind in (SURVEY_INVITED, SURVEY_REMINDED, INVITATION_CANCELLED, SURVEY_OPTED_OUT, SURVEY_OPTED_IN):
         about = {
             "at": e.occurred_at,
             "id": e.id,
@@ -269,6 +271,8 @@ def _experience_entry(e: ExperienceEvent | Row, followup_tasks: dict[str, Row]) 
             return SurveyRemindedEntry(**about, reminder=e.reminder, expires_at=e.expires_at)
         if e.kind == SURVEY_OPTED_OUT:
             return SurveyOptedOutEntry(**about)
+        if e.kind == SURVEY_OPTED_IN:
+            return SurveyOptedInEntry(**about)
         return InvitationCancelledEntry(**about, reason=e.reason)
     if e.kind == RESPONSE_SUBMITTED:
         return SurveyResponseEntry(

@@ -85,7 +85,7 @@ class CustomerChange(Base):
 
 
 # What made a recorded change (`customer_changes.via`, set by `repository.note_author`).
-ChangeVia = Literal["update", "batch", "merge", "erasure", "lead_conversion", "deal", "survey_opt_out"]
+ChangeVia = Literal["update", "batch", "merge", "erasure", "lead_conversion", "deal", "survey_opt_out", "survey_opt_in"]
 # Fields a customer's history leaves out: bookkeeping, and the lower-cased copy of the email.
 UNTRACKED_FIELDS = ("id", "version", "created_at", "updated_at", "email_normalized")
 # What an erasure blanks (customers.service._PERSONAL and the attributes): their values leave

@@ -351,13 +351,13 @@ async def update_customer_row(
     return row
 
 
-_OPT_OUTS: dict[OpenDealValue, CompiledQuery] = {}
+_OPT_OUT_SETTERS: dict[tuple[OpenDealValue, bool], CompiledQuery] = {}
 
 
-def _opt_out_query(open_deal_value: OpenDealValue) -> CompiledQuery:
+def _set_opt_out_query(open_deal_value: OpenDealValue, opted_out: bool) -> CompiledQuery:
     named = aliased(Customer)
     # The live record of each id (a merged duplicate's survivor), locked in id order (as a batch
-    # upsert locks them, so the two cannot deadlock) unless erased or opted out already.
+    # upsert locks them, so the two cannot deadlock) unless erased or its flag is `opted_out` already.
     locked = (
         select(Customer.id)
         .where(
@@ -368,7 +368,7 @@ def _opt_out_query(open_deal_value: OpenDealValue) -> CompiledQuery:
             ),
             Customer.merged_into_id.is_(None),
             Customer.erased_at.is_(None),
-            Customer.survey_opt_out.is_(False),
+            Customer.survey_opt_out.is_(not opted_out),
         )
         .order_by(Customer.id)
         .with_for_update()
@@ -376,25 +376,26 @@ def _opt_out_query(open_deal_value: OpenDealValue) -> CompiledQuery:
     )
     stmt = (
         update(Customer)
-        .where(Customer.id.in_(select(locked.c.id)), Customer.survey_opt_out.is_(False))
-        .values(survey_opt_out=True, version=Customer.version + 1, updated_at=bindparam("now"))
+        .where(Customer.id.in_(select(locked.c.id)), Customer.survey_opt_out.is_(not opted_out))
+        .values(survey_opt_out=opted_out, version=Customer.version + 1, updated_at=bindparam("now"))
         .returning(*Customer.__table__.columns, open_deal_value(Customer.id).scalar_subquery().label("open_deal_value"))
     )
     return CompiledQuery(stmt)
 
 
-async def opt_out_of_surveys(
-    conn: asyncpg.Connection, ids: list[uuid.UUID], now: Any, open_deal_value: OpenDealValue
+async def set_survey_opt_out(
+    conn: asyncpg.Connection, ids: list[uuid.UUID], opted_out: bool, now: Any, open_deal_value: OpenDealValue
 ) -> list[asyncpg.Record]:
-    """Set `survey_opt_out` on the live record of each id (the survivor of a merged duplicate),
-    bump its version: one statement. An erased customer, one opted out already and an unknown id
-    are left alone. Returns the rows changed, as they are now, each with its sum of open deal
-    amounts (`open_deal_value`)."""
+    """Set `survey_opt_out` to `opted_out` on the live record of each id (the survivor of a merged
+    duplicate), bump its version: one statement. An erased customer, one whose flag is that
+    already and an unknown id are left alone. Returns the rows changed, as they are now, each with
+    its sum of open deal amounts (`open_deal_value`)."""
     if not ids:
         return []
-    query = _OPT_OUTS.get(open_deal_value)
+    key = (open_deal_value, opted_out)
+    query = _OPT_OUT_SETTERS.get(key)
     if query is None:
-        query = _OPT_OUTS[open_deal_value] = _opt_out_query(open_deal_value)
+        query = _OPT_OUT_SETTERS[key] = _set_opt_out_query(open_deal_value, opted_out)
     return await query.fetch(conn, ids=ids, now=now)
 
 

@@ -233,12 +233,12 @@ async def get_customer(customer_id: CustomerIdPath, request: Request, _: Reader)
     description="Every change of the customer's fields, newest first: when, the version it made, who (`changed_by`, "
     "the API key's name), what made it (`via`) and each field's value before and after. Every path that changes a "
     "customer is recorded (a PATCH, a batch upsert, a merge, an erasure, a lead conversion, a deal moving the "
-    "lifecycle stage, an opt-out of surveys the CEM service reported), in the same transaction as the change: the "
-    "database writes it. How the customer began is the record itself (`created_at`); imports and creations add no "
-    "entry. `field` keeps the changes of that field. A merged duplicate keeps its own history up to the merge (no "
-    "redirect here); the survivor's shows the fields the merge filled. After an erasure the personal fields (email, "
-    "name, phone, company, attributes) stay listed where they changed, with null values. Paginated with `limit` and "
-    "`cursor`. Needs `read`.",
+    "lifecycle stage, an opt-out of surveys or an opt-in to them again the CEM service reported), in the same "
+    "transaction as the change: the database writes it. How the customer began is the record itself (`created_at`); "
+    "imports and creations add no entry. `field` keeps the changes of that field. A merged duplicate keeps its own "
+    "history up to the merge (no redirect here); the survivor's shows the fields the merge filled. After an erasure the "
+    "personal fields (email, name, phone, company, attributes) stay listed where they changed, with null values. "
+    "Paginated with `limit` and `cursor`. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
 async def customer_history(

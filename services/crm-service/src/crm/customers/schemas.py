@@ -182,7 +182,8 @@ class CustomerChangeRead(BaseModel):
         description="What made it: `update` (PATCH), `batch` (POST /v1/customers/batch), `merge` (fields filled from a "
         "duplicate, or this customer merged away), `erasure`, `lead_conversion`, `deal` (the lifecycle stage moved by a "
         "deal), `survey_opt_out` (the customer opted out of surveys from a survey's link, as the CEM service reported: "
-        "`survey.opted_out`); null for the service's own changes."
+        "`survey.opted_out`), `survey_opt_in` (the customer, opted out, asked from a survey's link for surveys again: "
+        "`survey.opted_in`); null for the service's own changes."
     )
     changes: list[FieldChange] = Field(description="Each field that changed, in field-name order.")
 

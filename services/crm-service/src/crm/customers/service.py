@@ -777,22 +777,24 @@ def _as_record(row: dict[str, Any]) -> dict[str, Any]:
     return row | {"erased_at": None, "merged_into_id": None}
 
 
-# --- survey opt-outs -----------------------------------------------------------------------------
+# --- survey opt-outs and opt-ins ------------------------------------------------------------------
 
 
-async def opt_out_of_surveys(
-    conn: asyncpg.Connection, customer_ids: Sequence[uuid.UUID], *, open_deal_value: OpenDealValue
+async def set_survey_opt_out(
+    conn: asyncpg.Connection, customer_ids: Sequence[uuid.UUID], opted_out: bool, *, open_deal_value: OpenDealValue
 ) -> list[uuid.UUID]:
-    """Mark these customers `survey_opt_out`, as they asked the CEM service (`survey.opted_out`),
-    inside the caller's transaction: a merged duplicate's survivor instead; an erased customer,
-    one opted out already (a repeated report) and an unknown id are left alone. Each change is a
-    change like a batch upsert's, made in one statement for them all: a new version, an entry in
-    the customer's history (via `survey_opt_out`, by the service itself) and a `customer.updated`.
-    Returns the ids of the customers changed."""
+    """Set these customers' `survey_opt_out` to `opted_out`, as they asked the CEM service
+    (`survey.opted_out`, or `survey.opted_in` to be asked again), inside the caller's transaction:
+    a merged duplicate's survivor instead; an erased customer, one whose flag is that already (a
+    repeated report) and an unknown id are left alone. Each change is a change like a batch
+    upsert's, made in one statement for them all: a new version, an entry in the customer's
+    history (via `survey_opt_out` or `survey_opt_in`, by the service itself) and a
+    `customer.updated`. Returns the ids of the customers changed."""
     if not customer_ids:
         return []
-    await repository.note_author(conn, None, "survey_opt_out")
-    rows = await repository.opt_out_of_surveys(conn, list(dict.fromkeys(customer_ids)), utcnow(), open_deal_value)
+    await repository.note_author(conn, None, "survey_opt_out" if opted_out else "survey_opt_in")
+    ids = list(dict.fromkeys(customer_ids))
+    rows = await repository.set_survey_opt_out(conn, ids, opted_out, utcnow(), open_deal_value)
     events = []
     for row in rows:
         snap = snapshot(Row(row), as_money(row["open_deal_value"]))  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """The CRM's local copy of what the CEM service reports about its customers (`cem.feedback.v1`):
 invitations (sent, reminded, withdrawn), suppressed invitations, survey answers, feedback,
-follow-up requests and opt-outs. The
+follow-up requests, opt-outs and opt-ins. The
 customer view and timeline read it, so they keep answering while the CEM service is down."""
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ FEEDBACK_RECEIVED = "feedback.received"
 FOLLOWUP_REQUESTED = "followup.requested"
 SURVEY_REMINDED = "survey.reminded"
 INVITATION_CANCELLED = "survey.invitation_cancelled"
-# Kept like the others; live, it also marks the customer `survey_opt_out` (the CRM's own data, never replayed).
+# Kept like the others; live, they also set or clear the customer's `survey_opt_out` (the CRM's own
+# data, never replayed).
 SURVEY_OPTED_OUT = "survey.opted_out"
+SURVEY_OPTED_IN = "survey.opted_in"
 # Not kept in the projection: it escalates the follow-up's task (the CRM's own data, never replayed).
 FOLLOWUP_OVERDUE = "followup.overdue"
 EXPERIENCE_KINDS = (
@@ -34,6 +36,7 @@ EXPERIENCE_KINDS = (
     SURVEY_REMINDED,
     INVITATION_CANCELLED,
     SURVEY_OPTED_OUT,
+    SURVEY_OPTED_IN,
 )
 
 
@@ -43,7 +46,7 @@ class ExperienceEvent(Base):
     __tablename__ = "experience_events"
 
     # The CEM object the event is about (invitation, response, feedback, follow-up; for an opt-out
-    # the invitation whose link was used) in the kind's namespace, so the same object announced
+    # or opt-in the invitation whose link was used) in the kind's namespace, so the same object announced
     # twice under two event ids is one row.
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     event_id: Mapped[str] = mapped_column(String(255), unique=True)

@@ -1,13 +1,13 @@
 """Applies what the CEM service announces on `cem.feedback.v1` to the CRM: every event is kept
 in the experience projection, a `followup.requested` also becomes a task for the customer's
-owner (once per follow-up, never on a replay), and a `survey.opted_out` marks the customer
-`survey_opt_out` (never on a replay).
+owner (once per follow-up, never on a replay), and a `survey.opted_out` sets the customer's
+`survey_opt_out`, a `survey.opted_in` clears it (never on a replay).
 
 Rules: an event without a customer (an invitation to a bare email, an anonymous answer) is
 ignored; one for a merged duplicate lands on its survivor; one for an erased customer is
 kept without the customer's words and makes no task and no change; one for a customer the CRM
-never had is refused (dead-letter queue), except an opt-out, which is dropped (nothing to mark,
-and a recipient's wish is no bad message)."""
+never had is refused (dead-letter queue), except an opt-out or opt-in, which is dropped (nothing
+to mark, and a recipient's wish is no bad message)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.customers import service as customers
 from crm.customers.repository import CustomerRepository, EventTarget
 from crm.deals.repository import open_value_query
-from crm.experience.models import FOLLOWUP_REQUESTED, SURVEY_OPTED_OUT, ExperienceEvent
+from crm.experience.models import FOLLOWUP_REQUESTED, SURVEY_OPTED_IN, SURVEY_OPTED_OUT, ExperienceEvent
 from crm.experience.repository import ExperienceRepository
 from crm.tasks.models import FOLLOWUP_ORIGIN
 from cxkit.db import new_id, session_connection, utcnow
@@ -31,6 +31,7 @@ from cxkit.events.payloads import (
     FollowupRequested,
     SurveyInvitationCancelled,
     SurveyInvited,
+    SurveyOptedIn,
     SurveyOptedOut,
     SurveyReminded,
     SurveyResponseSubmitted,
@@ -39,6 +40,8 @@ from cxkit.events.payloads import (
 from cxkit.fields import has_nul
 from cxkit.kafka.consumer import Delivery, PermanentEventError
 
+# Recipients' wishes about surveys: for a customer the CRM never had, dropped rather than refused.
+_SURVEY_WISHES = (SURVEY_OPTED_OUT, SURVEY_OPTED_IN)
 # Row ids are derived from the CEM object an event is about, so the same invitation, answer,
 # feedback or follow-up announced again under a new event id is still one row.
 _ROW_NAMESPACE = uuid.UUID("6d0f3c1e-8b2a-4e57-9c4d-1a7e5f2b3c90")
@@ -81,8 +84,11 @@ def _aware(value: dt.datetime | None, field: str) -> dt.datetime | None:
         raise PermanentEventError(f"{field} is out of range once converted to UTC") from None
 
 
-def _invitation_columns(p: SurveyInvited | SurveyReminded | SurveyInvitationCancelled | SurveyOptedOut) -> dict[str, Any]:
-    """What every event about an invitation (sent, reminded, withdrawn, its link used to opt out) says about it."""
+def _invitation_columns(
+    p: SurveyInvited | SurveyReminded | SurveyInvitationCancelled | SurveyOptedOut | SurveyOptedIn,
+) -> dict[str, Any]:
+    """What every event about an invitation (sent, reminded, withdrawn, its link used to opt out
+    or back in) says about it."""
     return {
         "ref_id": p.invitation_id,
         "invitation_id": p.invitation_id,
@@ -116,9 +122,13 @@ def _row(delivery: Delivery, target: EventTarget, now: dt.datetime) -> dict[str,
         ref = p.invitation_id  # an invitation is withdrawn once
         row |= _invitation_columns(p) | {"reason": p.reason, "occurred_at": _aware(p.cancelled_at, "cancelled_at")}
     elif isinstance(p, SurveyOptedOut):
-        # A recipient opts out once (the CEM announces it once); the address stays with the CEM.
-        ref = p.invitation_id
+        # Each wish once, at its time: a recipient may opt out, back in and out again through
+        # one invitation's link (the CEM announces each change once; the address stays with it).
+        ref = f"{p.invitation_id}\n{p.opted_out_at}"
         row |= _invitation_columns(p) | {"occurred_at": _aware(p.opted_out_at, "opted_out_at")}
+    elif isinstance(p, SurveyOptedIn):
+        ref = f"{p.invitation_id}\n{p.opted_in_at}"
+        row |= _invitation_columns(p) | {"occurred_at": _aware(p.opted_in_at, "opted_in_at")}
     elif isinstance(p, SurveyThrottled):
         # A suppression has no id of its own: each announcement is one.
         ref = f"{delivery.event.source}\n{delivery.event.id}"
@@ -251,7 +261,7 @@ async def apply_experience_events(
     if not about:
         return 0
     targets = await CustomerRepository(session).event_targets(list({d.payload.customer_id for d in about}))
-    about = [d for d in about if d.payload.customer_id in targets or d.event.type != SURVEY_OPTED_OUT]
+    about = [d for d in about if d.payload.customer_id in targets or d.event.type not in _SURVEY_WISHES]
     unknown = sorted({str(d.payload.customer_id) for d in about if d.payload.customer_id not in targets})
     if unknown:
         raise PermanentEventError(f"unknown customer_id: {', '.join(unknown)}")
@@ -283,18 +293,20 @@ async def escalate_overdue_followups(session: AsyncSession, deliveries: Sequence
     return len(await ExperienceRepository(session).escalate_followup_tasks(refs, to, utcnow()))
 
 
-async def apply_survey_opt_outs(session: AsyncSession, deliveries: Sequence[Delivery]) -> int:
-    """`survey.opted_out`, live only (a replay must not change the CRM's customers): each customer
-    who asked is marked `survey_opt_out`, as a change of the customer (a new version, its
-    history, a `customer.updated` for the CEM's projection), in one statement for the run. A
-    merged duplicate's survivor is marked; an erased or unknown customer, a bare address and one
-    opted out already (a redelivery, or the same wish under a new event id) change nothing.
-    Returns how many customers changed."""
+async def apply_survey_wishes(session: AsyncSession, deliveries: Sequence[Delivery], *, opted_out: bool) -> int:
+    """A run of `survey.opted_out` (`opted_out=True`) or `survey.opted_in` (False), live only (a
+    replay must not change the CRM's customers): each customer who asked gets `survey_opt_out`
+    set to `opted_out`, as a change of the customer (a new version, its history, a
+    `customer.updated` for the CEM's projection), in one statement for the run. A merged
+    duplicate's survivor changes; an erased or unknown customer, a bare address and one whose flag
+    is that already (a redelivery, or the same wish under a new event id) change nothing. The
+    consumer hands over runs of one type in the order they came, so of an opt-out and an opt-in
+    in one poll the later one wins. Returns how many customers changed."""
     ids = list(dict.fromkeys(d.payload.customer_id for d in deliveries if d.payload.customer_id is not None))
     if not ids:
         return 0
     conn = await session_connection(session)
-    return len(await customers.opt_out_of_surveys(conn, ids, open_deal_value=open_value_query))
+    return len(await customers.set_survey_opt_out(conn, ids, opted_out, open_deal_value=open_value_query))
 
 
 async def reset_projection(session: AsyncSession) -> None:
