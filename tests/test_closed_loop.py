@@ -197,11 +197,14 @@ async def test_a_recipient_who_unsubscribes_from_a_survey_link_is_opted_out_in_b
         timeline = await crm.get(f"/v1/customers/{customer['id']}/timeline", params={"kind": "survey.opted_out"})
         assert [e["invitation_id"] for e in timeline.json()["items"]] == [link["id"]]
 
-        async def crm_version_back_in_cem() -> Any:
-            view = (await cem.get(f"/v1/customers/{customer['id']}/experience")).json()
-            return view if view["customer"]["crm_version"] == record["version"] else None
+        def cem_copy_at(version: int) -> Any:
+            async def probe() -> Any:
+                view = (await cem.get(f"/v1/customers/{customer['id']}/experience")).json()
+                return view if view["customer"]["crm_version"] == version else None
 
-        view = await wait_for(crm_version_back_in_cem, timeout=15)
+            return probe
+
+        view = await wait_for(cem_copy_at(record["version"]), timeout=15)
         assert view["customer"]["survey_opt_out"] is True
         assert [i["status"] for i in view["invitations"]] == ["cancelled"]
         # A CRM user who clears the flag cannot undo the recipient's own request on the CEM side.
@@ -209,12 +212,7 @@ async def test_a_recipient_who_unsubscribes_from_a_survey_link_is_opted_out_in_b
             f"/v1/customers/{customer['id']}", json={"survey_opt_out": False}, headers={"If-Match": f'"{record["version"]}"'}
         )
         assert cleared.status_code == 200, cleared.text
-
-        async def cleared_version_in_cem() -> Any:
-            view = (await cem.get(f"/v1/customers/{customer['id']}/experience")).json()
-            return view if view["customer"]["crm_version"] == cleared.json()["version"] else None
-
-        assert (await wait_for(cleared_version_in_cem, timeout=15))["customer"]["survey_opt_out"] is True
+        assert (await wait_for(cem_copy_at(cleared.json()["version"]), timeout=15))["customer"]["survey_opt_out"] is True
         again = await cem.post(f"/v1/surveys/{survey['id']}/invitations", json={"customer_id": customer["id"]})
         assert again.status_code == 409, again.text
 

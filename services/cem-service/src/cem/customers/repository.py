@@ -134,7 +134,16 @@ class CustomerProfileRepository(Repository[CustomerProfile]):
         return {r[0] for r in await conn.fetch(_SNAPSHOT_UPSERTS[replaying], *columns)}
 
     async def mark_merged(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID, now: dt.datetime) -> None:
-        """The duplicate becomes a pointer to the survivor; its email no longer finds anyone."""
+        """The duplicate becomes a pointer to the survivor; its email no longer finds anyone. A
+        duplicate that opted out here hands its opt-out to the survivor."""
+        opted_out_at = await self.session.scalar(select(CustomerProfile.opted_out_at).where(CustomerProfile.id == duplicate_id))
+        if opted_out_at is not None:
+            await self.session.execute(
+                update(CustomerProfile)
+                .where(CustomerProfile.id == survivor_id, CustomerProfile.opted_out_at.is_(None))
+                .values(survey_opt_out=True, opted_out_at=opted_out_at)
+                .execution_options(synchronize_session=False)
+            )
         table = CustomerProfile.__table__
         stmt = insert(table).values(_stub(duplicate_id, now, merged_into=survivor_id))
         await self.session.execute(

@@ -113,15 +113,6 @@ class SuppressionRepository(Repository[Suppression]):
             .values(customer_id=survivor_id)
             .execution_options(synchronize_session=False)
         )
-        # A duplicate that opted out here: the customer it is merged into did.
-        opted_out_at = await self.session.scalar(select(CustomerProfile.opted_out_at).where(CustomerProfile.id == duplicate_id))
-        if opted_out_at is not None:
-            await self.session.execute(
-                update(CustomerProfile)
-                .where(CustomerProfile.id == survivor_id, CustomerProfile.opted_out_at.is_(None))
-                .values(survey_opt_out=True, opted_out_at=opted_out_at)
-                .execution_options(synchronize_session=False)
-            )
 
     async def erase_customer(self, erasure: CustomerErasure) -> None:
         """An erased customer's suppressions keep their survey, reason and time; the address goes.
