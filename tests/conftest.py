@@ -60,19 +60,37 @@ class Stack:
             env["CRM_DOCUMENTS_DIR"] = str(self.logs / "crm-documents")
         return env
 
+    def start(self) -> tuple[testing.ServiceProcess, testing.ServiceProcess]:
+        """Both services, launched together so their start-ups overlap; (crm, cem), both ready."""
+        self.crm, self.cem = self._process("CRM"), self._process("CEM")
+        self._ready(self.crm, self.cem)
+        return self.crm, self.cem
+
     def start_crm(self) -> testing.ServiceProcess:
-        port = self.crm.port if self.crm else None
-        self.crm = testing.ServiceProcess("crm.main:create_app", self.env("CRM", self.crm_db), self.logs / "crm.log", port)
-        self.crm.start()
-        self.crm.wait_ready()
-        return self.crm
+        self.crm = self._process("CRM")
+        return self._ready(self.crm)[0]
 
     def start_cem(self) -> testing.ServiceProcess:
-        port = self.cem.port if self.cem else None
-        self.cem = testing.ServiceProcess("cem.main:create_app", self.env("CEM", self.cem_db), self.logs / "cem.log", port)
-        self.cem.start()
-        self.cem.wait_ready()
-        return self.cem
+        self.cem = self._process("CEM")
+        return self._ready(self.cem)[0]
+
+    def _process(self, prefix: str) -> testing.ServiceProcess:
+        """The service's process (not started), on the port it had if it ran before."""
+        earlier = self.crm if prefix == "CRM" else self.cem
+        db = self.crm_db if prefix == "CRM" else self.cem_db
+        name = prefix.lower()
+        port = earlier.port if earlier else None
+        return testing.ServiceProcess(f"{name}.main:create_app", self.env(prefix, db), self.logs / f"{name}.log", port)
+
+    @staticmethod
+    def _ready(*procs: testing.ServiceProcess) -> tuple[testing.ServiceProcess, ...]:
+        for proc in procs:
+            proc.launch()
+        for proc in procs:
+            proc.wait_healthy()
+        for proc in procs:
+            proc.wait_ready()
+        return procs
 
     def replica(self, prefix: str, start: bool = True) -> testing.ServiceProcess:
         """One more process of the service (`CRM` or `CEM`): the same database, settings and
@@ -112,20 +130,10 @@ async def _add_key(url: str, model: type, key: str) -> None:
         await engine.dispose()
 
 
-@pytest.fixture
-async def databases() -> AsyncIterator[tuple[str, str]]:
-    """Fresh, migrated databases for one test (the services run out of process)."""
-    crm_name, crm_url = await testing.migrated_database("e2e_crm", CRM_ALEMBIC)
-    cem_name, cem_url = await testing.migrated_database("e2e_cem", CEM_ALEMBIC)
-    yield crm_url, cem_url
-    await testing.drop_database(crm_name)
-    await testing.drop_database(cem_name)
-
-
 @pytest.fixture(scope="session")
 async def migrated_templates() -> AsyncIterator[tuple[str, str]]:
-    """Both services' databases built once by their migrations, as templates for
-    `cloned_databases` (nobody connects to them)."""
+    """Both services' databases built once by their migrations, as templates for `databases`
+    (nobody connects to them)."""
     crm_name, _ = await testing.migrated_database("e2e_crm_template", CRM_ALEMBIC)
     cem_name, _ = await testing.migrated_database("e2e_cem_template", CEM_ALEMBIC)
     yield crm_name, cem_name
@@ -134,9 +142,9 @@ async def migrated_templates() -> AsyncIterator[tuple[str, str]]:
 
 
 @pytest.fixture
-async def cloned_databases(migrated_templates: tuple[str, str]) -> AsyncIterator[tuple[str, str]]:
-    """Like `databases` (fresh, migrated), copied from the templates: for suites that start many
-    stacks (a module overrides `databases` with it)."""
+async def databases(migrated_templates: tuple[str, str]) -> AsyncIterator[tuple[str, str]]:
+    """Fresh, migrated databases for one test (the services run out of process): copies of the
+    templates, much faster than running both services' migrations for every test."""
     crm_name, crm_url = await testing.clone_database(migrated_templates[0], "e2e_crm")
     cem_name, cem_url = await testing.clone_database(migrated_templates[1], "e2e_cem")
     yield crm_url, cem_url

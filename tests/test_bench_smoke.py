@@ -128,12 +128,12 @@ def test_the_cpu_meter_counts_a_command_from_the_start_of_the_stretch_only() -> 
 
 
 async def test_the_seed_loader_builds_each_index_again_as_the_migrations_made_it(
-    cloned_databases: tuple[str, str],
+    databases: tuple[str, str],
 ) -> None:
     """The bench loads a table with its secondary indexes dropped; it builds them again with
     their definitions and the statistics targets of their columns (the search index's 1,000),
     which `pg_get_indexdef` leaves out."""
-    crm_url, _ = cloned_databases
+    crm_url, _ = databases
     shape = """
         SELECT i.relname, pg_get_indexdef(x.indexrelid) AS definition,
                ARRAY(SELECT coalesce(a.attstattarget, -1) FROM pg_attribute a

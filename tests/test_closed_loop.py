@@ -62,8 +62,7 @@ async def test_interaction_invites_once_and_a_second_one_inside_the_throttle_win
     stack_factory: Any, broker: DevBroker
 ) -> None:
     stack = stack_factory(broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     async with stack.crm_client() as crm, stack.cem_client() as cem:
         customer = await new_customer(crm)
         await known_to_cem(cem, customer["id"])
@@ -132,8 +131,7 @@ async def test_detractor_answer_makes_a_crm_task_and_completing_it_counts_as_rec
     stack_factory: Any, broker: DevBroker
 ) -> None:
     stack = stack_factory(broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     async with stack.crm_client() as crm, stack.cem_client() as cem:
         customer = await new_customer(crm, owner="kim@ourco.example")
         await known_to_cem(cem, customer["id"])
@@ -174,8 +172,7 @@ async def test_a_recipient_who_unsubscribes_from_a_survey_link_is_opted_out_in_b
     stack_factory: Any, broker: DevBroker
 ) -> None:
     stack = stack_factory(broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     async with stack.crm_client() as crm, stack.cem_client() as cem:
         customer = await new_customer(crm)
         await known_to_cem(cem, customer["id"])
@@ -240,8 +237,7 @@ async def test_an_answer_and_feedback_given_before_the_crm_knew_the_address_reac
     as a customer, the CEM links both to that customer and announces them again, so the CRM's
     view shows them as well."""
     stack = stack_factory(broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     async with stack.crm_client() as crm, stack.cem_client() as cem:
         email = f"prospect-{uuid.uuid4().hex[:10]}@example.com"
         survey = await active_nps_survey(cem)
@@ -271,8 +267,7 @@ async def test_an_answer_and_feedback_given_before_the_crm_knew_the_address_reac
 
 async def test_merge_on_crm_leaves_one_customer_with_all_answers_on_cem(stack_factory: Any, broker: DevBroker) -> None:
     stack = stack_factory(broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     async with stack.crm_client() as crm, stack.cem_client() as cem:
         survivor = await new_customer(crm, name="Ada Lovelace")
         duplicate = await new_customer(crm, name="A. Lovelace", phone="+44 1")
@@ -304,8 +299,7 @@ async def test_erasure_removes_personal_data_from_both_databases_and_keeps_anony
     stack_factory: Any, broker: DevBroker
 ) -> None:
     stack = stack_factory(broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     marker = uuid.uuid4().hex[:8]
     personal = {
         "email": f"erase-{marker}@example.com",

@@ -53,8 +53,7 @@ async def test_crm_takes_writes_while_the_broker_is_down_and_every_event_arrives
     stack_factory: Any, private_broker: DevBroker
 ) -> None:
     stack = stack_factory(private_broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     async with stack.crm_client() as crm, stack.cem_client() as cem:
         before = await create_customer(crm)
         await wait_for(lambda: experience(cem, before["id"]), timeout=10)

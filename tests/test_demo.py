@@ -19,8 +19,7 @@ pytestmark = pytest.mark.e2e
 
 async def test_the_demo_fills_every_view_once(stack_factory: Any, broker: DevBroker) -> None:
     stack = stack_factory(broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     assert stack.crm is not None and stack.cem is not None
     target = Target(crm_url=stack.crm.url, cem_url=stack.cem.url, api_key=stack.key, kafka_bootstrap=broker.bootstrap)
     anchor = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)

@@ -37,12 +37,6 @@ from cxkit.settings import ServiceSettings
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def databases(cloned_databases: tuple[str, str]) -> tuple[str, str]:
-    """Fresh databases for each test, copied from ones migrated once (this suite starts many stacks)."""
-    return cloned_databases
-
-
 class Timeline(list[str]):
     """What happened when, in seconds since the test began (kept in the figures)."""
 

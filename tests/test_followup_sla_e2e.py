@@ -34,8 +34,7 @@ async def test_an_overdue_followup_is_announced_once_and_the_crm_escalates_its_t
 ) -> None:
     stack = stack_factory(broker.bootstrap)
     stack.extra_env = {"CEM_SCHEDULER_INTERVAL_S": "0.3", "CRM_FOLLOWUP_ESCALATION_OWNER": LEAD}
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     async with stack.crm_client() as crm, stack.cem_client() as cem:
         customer = await new_customer(crm, owner="kim@ourco.example")
         await known_to_cem(cem, customer["id"])

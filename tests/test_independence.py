@@ -47,8 +47,7 @@ async def test_crm_answers_and_writes_while_cem_is_down_and_cem_catches_up_witho
     stack_factory: Any, broker: DevBroker
 ) -> None:
     stack = stack_factory(broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     async with stack.crm_client() as crm, stack.cem_client() as cem:
         known = await new_customer(crm)
         await wait_for(lambda: experience(cem, known["id"]), timeout=15)
@@ -93,8 +92,7 @@ def run_cli(command: list[str], env: dict[str, str]) -> subprocess.CompletedProc
 
 async def test_replay_rebuilds_both_projections_to_the_same_views(stack_factory: Any, private_broker: DevBroker) -> None:
     stack = stack_factory(private_broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     async with stack.crm_client() as crm, stack.cem_client() as cem:
         customers = [await new_customer(crm) for _ in range(3)]
         survey = await nps_survey(cem)
@@ -117,8 +115,7 @@ async def test_replay_rebuilds_both_projections_to_the_same_views(stack_factory:
         result = run_cli([module, "replay", "--yes"], stack.env(prefix, db))
         assert result.returncode == 0, result.stderr[-3000:]
         assert "messages replayed" in result.stderr + result.stdout
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     async with stack.crm_client() as crm, stack.cem_client() as cem:
         assert [_stable(await experience(cem, c["id"])) for c in customers] == cem_before
         assert [await crm_experience(crm, c["id"]) for c in customers] == crm_before
@@ -141,8 +138,7 @@ async def test_outbox_requeue_recovers_events_a_broker_lost_without_applying_any
 ) -> None:
     """What `make run` does at start, and what ops do after restoring a broker that lost data."""
     stack = stack_factory(private_broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     async with stack.crm_client() as crm, stack.cem_client() as cem:
         seen = await new_customer(crm)
         await wait_for(lambda: experience(cem, seen["id"]), timeout=15)
@@ -161,8 +157,7 @@ async def test_outbox_requeue_recovers_events_a_broker_lost_without_applying_any
     result = run_cli(["crm.cli", "outbox-requeue"], stack.env("CRM", stack.crm_db))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 event(s) queued" in result.stderr + result.stdout
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     async with stack.cem_client() as cem:
         await wait_for(lambda: experience(cem, lost["id"]), timeout=30)
         metrics = (await cem.get("/metrics")).text

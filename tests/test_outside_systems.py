@@ -99,8 +99,7 @@ async def customer_by_email(crm: httpx.AsyncClient, email: str) -> dict[str, Any
 
 async def test_a_point_of_sale_purchase_reaches_both_services_whoever_publishes_it(stack_factory: Any, broker: DevBroker) -> None:
     stack = stack_factory(broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     email = f"walk-in-{uuid.uuid4().hex[:8]}@example.com"
     event = purchase(email)
     async with stack.crm_client() as crm, stack.cem_client() as cem:
@@ -163,8 +162,7 @@ async def test_a_malformed_outside_message_goes_to_the_dlq_with_its_reason_and_t
     stack_factory: Any, broker: DevBroker
 ) -> None:
     stack = stack_factory(broker.bootstrap)
-    stack.start_crm()
-    stack.start_cem()
+    stack.start()
     bad_key = f"bad-{uuid.uuid4().hex[:8]}".encode()
     bad = json.dumps(
         {

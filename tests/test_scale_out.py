@@ -37,12 +37,6 @@ from cxkit.kafka.outbox import OutboxRelay, add_event
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def databases(cloned_databases: tuple[str, str]) -> tuple[str, str]:
-    """Fresh databases for each test, copied from ones migrated once (this suite starts many stacks)."""
-    return cloned_databases
-
-
 CUSTOMERS = 24
 PATCH_WORKERS = 3
 

@@ -80,7 +80,7 @@ def _report(name: str, text: str, passed: bool) -> str:
 async def test_both_services_keep_their_openapi_contract(stack_factory: Any, broker: DevBroker, tmp_path: Path) -> None:
     stack = stack_factory(broker.bootstrap)
     stack.extra_env = QUIET
-    crm, cem = stack.start_crm(), stack.start_cem()
+    crm, cem = stack.start()
     runs = {"crm-service": (crm.url, tmp_path / "crm.txt"), "cem-service": (cem.url, tmp_path / "cem.txt")}
 
     codes = await asyncio.gather(*(_schemathesis(url, stack.key, out) for url, out in runs.values()))

@@ -88,8 +88,7 @@ async def test_a_customer_made_on_the_crm_is_in_the_cem_view_within_5_s_in_one_t
     with live_server(collector.app) as collector_url:
         stack = stack_factory(broker.bootstrap)
         stack.extra_env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": collector_url, "OTEL_BSP_SCHEDULE_DELAY": "100"})
-        stack.start_crm()
-        stack.start_cem()
+        stack.start()
         trace_id, caller_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
         async with stack.crm_client() as crm, stack.cem_client() as cem:
             r = await crm.post(

@@ -67,13 +67,26 @@ async def keys(cem_app: FastAPI) -> dict[str, str]:
     return await testing.make_keys(cem_app.state.session_factory, ApiKey)
 
 
-@pytest.fixture
-async def client(cem_app: FastAPI, keys: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
-    """An admin-key client over the app; every table but api_keys is emptied afterwards."""
+async def _admin_client(cem_app: FastAPI, keys: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=cem_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://cem", headers=testing.bearer(keys["admin"])) as c:
         yield c
     await testing.truncate_all(cem_app.state.engine, Base.metadata)
+
+
+@pytest.fixture
+async def client(cem_app: FastAPI, keys: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """An admin-key client over the app; every table but api_keys is emptied afterwards."""
+    async for c in _admin_client(cem_app, keys):
+        yield c
+
+
+@pytest.fixture(scope="module")
+async def module_client(cem_app: FastAPI, keys: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """Like `client`, for a module whose tests only read what a module fixture wrote once: the
+    tables are emptied after the module's last test."""
+    async for c in _admin_client(cem_app, keys):
+        yield c
 
 
 @pytest.fixture

@@ -59,10 +59,11 @@ def assert_reads_only_what_it_returns(plan: dict[str, Any], limit: int) -> list[
     return scans
 
 
-@pytest.fixture
-async def heavy(client: httpx.AsyncClient, cem_database_url: str) -> HeavyCustomer:
-    """A customer with more than 20 pages of everything, among many others. Most of their invitations
-    are to a second survey: listing the first survey's to them must not read those."""
+@pytest.fixture(scope="module")
+async def heavy(module_client: httpx.AsyncClient, cem_database_url: str) -> HeavyCustomer:
+    """A customer with more than 20 pages of everything, among many others, seeded once for the
+    module's tests (they only read). Most of their invitations are to a second survey: listing the
+    first survey's to them must not read those."""
     conn = await asyncpg.connect(asyncpg_dsn(cem_database_url))
     try:
         rows = {"visits": 300, "invitations": 250, "responses": 150, "feedback": 300, "suppressions": 150}
@@ -93,14 +94,14 @@ LISTS = {
 
 @pytest.mark.parametrize("name", list(LISTS))
 async def test_a_customers_list_pages_are_index_range_scans_at_any_depth(
-    name: str, client: httpx.AsyncClient, cem_app: FastAPI, cem_database_url: str, heavy: HeavyCustomer
+    name: str, module_client: httpx.AsyncClient, cem_app: FastAPI, cem_database_url: str, heavy: HeavyCustomer
 ) -> None:
     path, table, index = LISTS[name]
     url = path.format(customer=heavy.customer_id, survey=heavy.survey_id) + f"&limit={PAGE}"
     cursor = None
     for page in range(1, DEPTH + 1):
         with statements_sent(cem_app) as seen:
-            r = await client.get(url + (f"&cursor={cursor}" if cursor else ""))
+            r = await module_client.get(url + (f"&cursor={cursor}" if cursor else ""))
         assert r.status_code == 200, r.text
         assert len(r.json()["items"]) == PAGE
         if page in (1, DEPTH):
@@ -116,11 +117,11 @@ async def test_a_customers_list_pages_are_index_range_scans_at_any_depth(
 
 
 async def test_the_experience_view_is_one_statement_reading_a_page_of_each_list_and_one_row_of_totals(
-    client: httpx.AsyncClient, cem_app: FastAPI, cem_database_url: str, heavy: HeavyCustomer
+    module_client: httpx.AsyncClient, cem_app: FastAPI, cem_database_url: str, heavy: HeavyCustomer
 ) -> None:
     limit = 20
     with statements_sent(cem_app) as seen:
-        r = await client.get(f"/v1/customers/{heavy.customer_id}/experience", params={"limit": limit})
+        r = await module_client.get(f"/v1/customers/{heavy.customer_id}/experience", params={"limit": limit})
     assert r.status_code == 200, r.text
     view = r.json()
     assert view["summary"]["responses"] == 300 and len(view["touchpoint_history"]) == limit

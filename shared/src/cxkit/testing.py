@@ -136,6 +136,13 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
+        """Launch the process and wait until it answers /health."""
+        self.launch()
+        self.wait_healthy(timeout)
+
+    def launch(self) -> None:
+        """Launch the process without waiting for it (see `wait_healthy`): several services then
+        import and start side by side."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it
         self._proc = subprocess.Popen(
             [
@@ -155,6 +162,10 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until the launched process answers /health."""
+        assert self._proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
