@@ -224,7 +224,7 @@ async def test_lists_bound_limit_and_refuse_bad_cursors(
         for p, item in spec["paths"].items()
         if "get" in item and any(q["name"] == "cursor" for q in item["get"].get("parameters", []))
     ]
-    assert len(lists) == 10  # with /v1/webhooks and its deliveries
+    assert len(lists) == 11  # with /v1/webhooks and its deliveries, and /v1/opt-outs
     for path in lists:
         url = _url(path, resources)
         body = (await client.get(url)).json()

@@ -30,6 +30,7 @@ from cem.respondent.router import router as respondent_router
 from cem.responses.router import router as responses_router
 from cem.responses.service import LateFollowups
 from cem.scheduler import InvitationScheduler
+from cem.suppressions.router import opt_outs_router
 from cem.suppressions.router import router as suppressions_router
 from cem.surveys.router import router as surveys_router
 from cem.touchpoints.router import router as touchpoints_router
@@ -165,6 +166,7 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
             feedback_router,
             analytics_router,
             suppressions_router,
+            opt_outs_router,
             customer_view_router,
             webhooks_router(webhooks),
         ),

@@ -76,7 +76,13 @@ class OptOut(Base):
     invitation_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    @property
+    def covers_address(self) -> bool:
+        return self.address_hash is not None
+
     __table_args__ = (
         Index("uq_survey_opt_outs_address_hash", "address_hash", unique=True, postgresql_where=text("address_hash IS NOT NULL")),
         Index("ix_survey_opt_outs_customer_id", "customer_id", postgresql_where=text("customer_id IS NOT NULL")),
+        # GET /v1/opt-outs: newest first, keyset on (created_at, id).
+        Index("ix_survey_opt_outs_created_id", "created_at", "id"),
     )

@@ -21,6 +21,7 @@ from cxkit.http.pagination import PageParams
 from cxkit.repository import Repository, SessionRepository
 
 NEWEST_FIRST = keyset.Sort(keyset.SortKey("created_at", Suppression.created_at, "datetime"), descending=True)
+NEWEST_OPT_OUTS_FIRST = keyset.Sort(keyset.SortKey("created_at", OptOut.created_at, "datetime"), descending=True)
 
 
 def _sql_address_hash(email_lower: Any) -> Any:
@@ -175,6 +176,28 @@ class OptOutRepository(SessionRepository):
             return False
         result = await self.session.execute(delete(OptOut).where(or_(*conditions)).returning(OptOut.id))
         return bool(result.all())
+
+    async def list_page(
+        self,
+        *,
+        email: str | None,
+        customer_id: uuid.UUID | None,
+        survey_id: uuid.UUID | None,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        page: PageParams,
+    ) -> list[OptOut]:
+        """Newest first, keyset on (created_at, id); one row more than a page. An address is
+        found through its hash (the address itself is not kept)."""
+        stmt = select(OptOut)
+        if email is not None:
+            stmt = stmt.where(OptOut.address_hash == address_hash(email))
+        if customer_id is not None:
+            stmt = stmt.where(OptOut.customer_id == customer_id)
+        if survey_id is not None:
+            stmt = stmt.where(OptOut.survey_id == survey_id)
+        stmt = keyset.apply(keyset.within(stmt, OptOut.created_at, since, until), NEWEST_OPT_OUTS_FIRST, OptOut.id, page)
+        return list((await self.session.scalars(stmt)).all())
 
     async def opted_out(self, emails_lower: Collection[str]) -> set[str]:
         """Those of the (lower-cased) addresses that opted out."""

@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.db import SOURCE, OutboxMessage
 from cem.fields import check_window
-from cem.suppressions.models import Suppression, throttled_event_id
-from cem.suppressions.repository import NEWEST_FIRST, SuppressionRepository
+from cem.suppressions.models import OptOut, Suppression, throttled_event_id
+from cem.suppressions.repository import NEWEST_FIRST, NEWEST_OPT_OUTS_FIRST, OptOutRepository, SuppressionRepository
 from cxkit import keyset
 from cxkit.events.payloads import SurveyThrottled
 from cxkit.http.pagination import PageParams
@@ -58,3 +58,20 @@ async def list_suppressions(
         page=page,
     )
     return keyset.cut(rows, NEWEST_FIRST, page)
+
+
+async def list_opt_outs(
+    session: AsyncSession,
+    page: PageParams,
+    *,
+    email: str | None,
+    customer_id: uuid.UUID | None,
+    survey_id: uuid.UUID | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+) -> tuple[list[OptOut], str | None]:
+    check_window(since, until)
+    rows = await OptOutRepository(session).list_page(
+        email=email, customer_id=customer_id, survey_id=survey_id, since=since, until=until, page=page
+    )
+    return keyset.cut(rows, NEWEST_OPT_OUTS_FIRST, page)
