@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
+
+from cem.journeys.schemas import JourneyTouchpoint
+from cem.touchpoints.service import SHOWN_IN_JOURNEYS
 
 
 async def _touchpoints(make: Any, *keys: str) -> dict[str, str]:
@@ -91,3 +95,49 @@ async def test_list_journeys_by_name_with_pagination(client: httpx.AsyncClient) 
     second = (await client.get("/v1/journeys", params={"limit": 2, "cursor": first["next_cursor"]})).json()
     assert [j["name"] for j in second["items"]] == ["Online order"] and second["next_cursor"] is None
     assert (await client.get("/v1/journeys", params={"cursor": "garbage!"})).status_code == 422
+
+
+async def test_a_journey_read_naming_its_current_etag_is_304_until_it_or_a_touchpoint_it_shows_changes(
+    client: httpx.AsyncClient, make: Any
+) -> None:
+    ids = await _touchpoints(make, "web-shop", "parcel", "unused")
+    body = {"name": "Order", "stages": [{"name": "Buy", "touchpoints": ["web-shop"]}, {"name": "Get", "touchpoints": ["parcel"]}]}
+    created = await client.post("/v1/journeys", json=body)
+    url = f"/v1/journeys/{created.json()['id']}"
+
+    async def read(held: str) -> httpx.Response:
+        r = await client.get(url, headers={"If-None-Match": held})
+        if r.status_code == 304:  # no body, the current ETag
+            assert r.content == b"" and r.headers["etag"] == (await client.get(url)).headers["etag"]
+        return r
+
+    etag = created.headers["etag"]
+    for held in (etag, f"W/{etag}", f'"9", {etag}', "*"):
+        assert (await read(held)).status_code == 304, held
+    # What a journey does not show of a touchpoint, or a touchpoint it does not hold: still current.
+    assert (await client.patch(f"/v1/touchpoints/{ids['parcel']}", json={"description": "Tracked"})).status_code == 200
+    assert (await client.patch(f"/v1/touchpoints/{ids['unused']}", json={"name": "Renamed"})).status_code == 200
+    assert (await read(etag)).status_code == 304
+
+    # What it shows of a touchpoint: its name, channel or target.
+    for change in ({"name": "Parcel delivery"}, {"channel": "courier"}, {"target_metric": "csat", "target_score": 4.5}):
+        assert (await client.patch(f"/v1/touchpoints/{ids['parcel']}", json=change)).status_code == 200
+        fresh = await read(etag)
+        assert fresh.status_code == 200 and fresh.headers["etag"] != etag, change
+        [shown] = fresh.json()["stages"][1]["touchpoints"]
+        assert all(shown[k] == v for k, v in change.items()), (change, shown)
+        stale = await client.patch(url, json={"name": "Order again"}, headers={"If-Match": etag})
+        assert stale.status_code == 412, stale.text
+        etag = fresh.headers["etag"]
+        assert (await read(etag)).status_code == 304
+
+    # Its own change.
+    assert (await client.patch(url, json={"description": "From cart to door"})).status_code == 200
+    assert (await read(etag)).status_code == 200
+    unknown = await client.get(f"/v1/journeys/{uuid.UUID(int=0)}", headers={"If-None-Match": "*"})
+    assert unknown.status_code == 404
+
+
+def test_what_a_journey_shows_of_a_touchpoint_is_what_gives_it_a_new_version() -> None:
+    # Besides the id and the key, which never change.
+    assert set(JourneyTouchpoint.model_fields) - {"id", "key"} == SHOWN_IN_JOURNEYS

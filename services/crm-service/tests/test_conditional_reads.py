@@ -1,6 +1,7 @@
-"""Conditional reads (`If-None-Match` → 304) of tasks, leads and pipelines, and the rule they
-stand on: any change of what a read serves gives the row a new version (its `ETag`), including
-the changes made in bulk by a merge, an erasure, a deleted deal or a new default pipeline."""
+"""Conditional reads (`If-None-Match` → 304) of tasks, leads, deals and pipelines, and the rule
+they stand on: any change of what a read serves gives the row a new version (its `ETag`),
+including the changes made in bulk by a merge, an erasure, a deleted deal, a new default
+pipeline or a renamed stage."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ async def held_is_current(client: httpx.AsyncClient, url: str, held: str, curren
     return r.status_code == 304
 
 
-async def test_a_task_lead_or_pipeline_read_naming_its_current_etag_is_304_and_a_change_makes_it_200(
+async def test_a_task_lead_deal_or_pipeline_read_naming_its_current_etag_is_304_and_a_change_makes_it_200(
     client: httpx.AsyncClient, make: Any
 ) -> None:
     customer = await make.customer()
     rows = {
         "tasks": (await make.task(customer["id"]), {"title": "Call back"}),
         "leads": (await make.lead(), {"score": 40}),
+        "deals": (await make.deal(customer["id"]), {"title": "A bigger deal"}),
         "pipelines": (await make.pipeline(), {"name": "Renamed pipeline"}),
     }
     for kind, (row, change) in rows.items():
@@ -104,3 +106,42 @@ async def test_a_new_default_pipeline_gives_the_previous_default_a_new_version(c
     now = await client.get(url, headers={"If-None-Match": held})
     assert (now.status_code, now.json()["is_default"]) == (200, False)
     assert now.headers["etag"] != held
+
+
+async def test_a_stage_renamed_or_given_a_new_probability_gives_its_deals_a_new_version(
+    client: httpx.AsyncClient, make: Any
+) -> None:
+    pipeline = await make.pipeline()
+    lead_in, demo, won, lost = pipeline["stages"]
+    customer = await make.customer()
+    in_lead_in = await make.deal(customer["id"], pipeline_id=pipeline["id"], stage="Lead in")
+    in_demo = await make.deal(customer["id"], pipeline_id=pipeline["id"], stage="Demo")
+    urls = {"lead_in": f"/v1/deals/{in_lead_in['id']}", "demo": f"/v1/deals/{in_demo['id']}"}
+    held = await etags(client, list(urls.values()))
+
+    async def patch_stages(*stages: dict[str, Any]) -> None:
+        r = await client.patch(f"/v1/pipelines/{pipeline['id']}", json={"stages": list(stages)})
+        assert r.status_code == 200, r.text
+
+    def stage(row: dict[str, Any], **change: Any) -> dict[str, Any]:
+        return {k: row[k] for k in ("id", "name", "probability", "is_won", "is_lost")} | change
+
+    # Reordering alone changes nothing a deal shows: both copies stay current.
+    await patch_stages(stage(demo), stage(lead_in), stage(won), stage(lost))
+    for url in urls.values():
+        assert await held_is_current(client, url, held[url], held[url]), url
+
+    # A renamed stage: its deals are new, the others' copies stay current.
+    await patch_stages(stage(lead_in, name="Qualified"), stage(demo), stage(won), stage(lost))
+    renamed = await client.get(urls["lead_in"], headers={"If-None-Match": held[urls["lead_in"]]})
+    assert (renamed.status_code, renamed.json()["stage"]) == (200, "Qualified")
+    assert renamed.headers["etag"] != held[urls["lead_in"]]
+    assert await held_is_current(client, urls["demo"], held[urls["demo"]], held[urls["demo"]])
+    stale = await client.patch(urls["lead_in"], json={"title": "Renamed"}, headers={"If-Match": held[urls["lead_in"]]})
+    assert stale.status_code == 412, stale.text
+
+    # A stage's new probability: the same.
+    await patch_stages(stage(lead_in, name="Qualified"), stage(demo, probability="0.7"), stage(won), stage(lost))
+    weighed = await client.get(urls["demo"], headers={"If-None-Match": held[urls["demo"]]})
+    assert (weighed.status_code, weighed.json()["probability"]) == (200, "0.700")
+    assert weighed.headers["etag"] != held[urls["demo"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
@@ -16,7 +16,7 @@ from cxkit.fields import QueryText
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.deps import SessionDep
-from cxkit.http.etag import etag_for
+from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, NOT_MODIFIED_TEXT, etag_for, unchanged
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import IfMatch, id_path
@@ -69,11 +69,16 @@ async def list_journeys(
 @router.get(
     "/{journey_id}",
     summary="Get a journey",
-    description="One journey with its stages and their touchpoints in order, and its `ETag`. Needs `read`.",
-    responses=problem_responses(401, 403, 404, 422),
+    description="One journey with its stages and their touchpoints in order, and its `ETag` (a change of a "
+    f"touchpoint it shows gives it a new one too). {NOT_MODIFIED_TEXT} Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422) | NOT_MODIFIED_RESPONSE,
+    openapi_extra=IF_NONE_MATCH_PARAMETER,
 )
-async def get_journey(journey_id: JourneyId, session: SessionDep, _: Reader) -> ModelResponse[JourneyRead]:
-    return await _one(session, await service.get_journey(session, journey_id))
+async def get_journey(
+    journey_id: JourneyId, request: Request, session: SessionDep, _: Reader
+) -> ModelResponse[JourneyRead] | Response:
+    journey = await service.get_journey(session, journey_id)
+    return unchanged(request, journey.version) or await _one(session, journey)
 
 
 @router.patch(

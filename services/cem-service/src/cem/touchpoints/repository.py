@@ -18,7 +18,7 @@ from cem.journeys.models import Journey, JourneyStep
 from cem.surveys.models import Survey
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
 from cxkit import keyset
-from cxkit.db import any_of
+from cxkit.db import any_of, next_version
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import UnnestInsert
 from cxkit.repository import Repository
@@ -66,6 +66,16 @@ class TouchpointRepository(Repository[Touchpoint]):
         if journey_stage is not None:
             stmt = stmt.where(Touchpoint.journey_stage == journey_stage)
         return list((await self.session.scalars(keyset.apply(stmt, BY_KEY, Touchpoint.id, page))).all())
+
+    async def touch_journeys_using(self, touchpoint_id: uuid.UUID) -> None:
+        """A new version for every journey that shows the touchpoint (a journey serves its
+        touchpoints' names, channels and targets, so their copies are no longer current)."""
+        await self.session.execute(
+            update(Journey)
+            .where(Journey.id.in_(select(JourneyStep.journey_id).where(JourneyStep.touchpoint_id == touchpoint_id)))
+            .values(**next_version(Journey))
+            .execution_options(synchronize_session=False)
+        )
 
     async def journeys_using(self, touchpoint_id: uuid.UUID) -> list[str]:
         stmt = (

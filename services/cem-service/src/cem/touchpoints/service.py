@@ -30,6 +30,9 @@ from cxkit.kafka.consumer import Delivery, PermanentEventError
 # and id in this namespace; using the same one, both services name such an interaction alike.
 _EVENT_NAMESPACE = uuid.UUID("2f0c6a57-3d1e-4f7b-9a55-6c2b8e1d4a90")
 _AMOUNT_LIMIT = Decimal("1e16")  # Numeric(18, 2)
+# What a journey shows of each of its touchpoints (`JourneyTouchpoint`, besides the id and the key,
+# which never change): a change of one of these gives the journeys that show it a new version.
+SHOWN_IN_JOURNEYS = frozenset({"name", "channel", "target_metric", "target_score"})
 
 
 async def create_touchpoint(session: AsyncSession, data: TouchpointCreate) -> Touchpoint:
@@ -70,7 +73,10 @@ async def update_touchpoint(
             setattr(touchpoint, name, value)
         touchpoint.version += 1
         touchpoint.updated_at = utcnow()
-        await TouchpointRepository(session).flush()
+        repo = TouchpointRepository(session)
+        await repo.flush()
+        if changed.keys() & SHOWN_IN_JOURNEYS:
+            await repo.touch_journeys_using(touchpoint.id)
     return touchpoint
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Request
 from starlette.responses import Response
 
 from crm.customers.repository import note_author
@@ -29,7 +29,7 @@ from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
 from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
 from cxkit.http.deps import PgPoolDep, SessionDep
-from cxkit.http.etag import etag_for
+from cxkit.http.etag import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED_RESPONSE, NOT_MODIFIED_TEXT, etag_for, unchanged
 from cxkit.http.idempotency import IdempotencyDep
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.params import SYNC_TEXT, ChangedDep, IfMatch
@@ -141,12 +141,14 @@ only_these_methods(router, "/export")
 @router.get(
     "/{deal_id}",
     summary="Get a deal",
-    description="One deal with its stage name, the stage's probability and its `ETag`. Needs `read`.",
-    responses=problem_responses(401, 403, 404, 422),
+    description="One deal with its stage name, the stage's probability and its `ETag` (renaming its stage or "
+    f"changing the stage's probability gives it a new one too). {NOT_MODIFIED_TEXT} Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422) | NOT_MODIFIED_RESPONSE,
+    openapi_extra=IF_NONE_MATCH_PARAMETER,
 )
-async def get_deal(deal_id: DealIdPath, session: SessionDep, _: Reader) -> ModelResponse[DealRead]:
+async def get_deal(deal_id: DealIdPath, request: Request, session: SessionDep, _: Reader) -> ModelResponse[DealRead] | Response:
     deal, stage = await service.get_deal(session, deal_id)
-    return _answer(deal, stage)
+    return unchanged(request, deal.version) or _answer(deal, stage)
 
 
 @router.patch(

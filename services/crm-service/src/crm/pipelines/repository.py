@@ -66,6 +66,17 @@ class PipelineRepository(Repository[Pipeline]):
             .values(is_default=False, **next_version(Pipeline))
         )
 
+    async def touch_deals_in(self, stage_ids: list[uuid.UUID]) -> None:
+        """A new version for every deal in these stages (a deal serves its stage's name and
+        probability, so copies read before they changed are no longer current)."""
+        if stage_ids:
+            await self.session.execute(
+                update(Deal)
+                .where(Deal.stage_id.in_(stage_ids))
+                .values(**next_version(Deal))
+                .execution_options(synchronize_session=False)
+            )
+
     async def deal_counts_by_stage(self, stage_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
         if not stage_ids:
             return {}

@@ -180,18 +180,22 @@ async def _replace_stages(
         raise Conflict(f"won/lost cannot change on stages holding deals: {', '.join(busy)}")
     await repo.delete_stages(removed)
     result: list[PipelineStage] = []
+    shown_changed: list[uuid.UUID] = []  # stages whose deals show a new name or probability
     for position, data in enumerate(wanted):
         if data.id is None:
             stage = _stage_row(pipeline.id, position, data)
             repo.add(stage)
         else:
             stage = by_id[data.id]
+            if (stage.name, stage.probability) != (data.name.strip(), data.probability):
+                shown_changed.append(stage.id)
             stage.name = data.name.strip()
             stage.position = position
             stage.probability = data.probability
             stage.is_won, stage.is_lost = data.is_won, data.is_lost
         result.append(stage)
     await repo.flush()
+    await repo.touch_deals_in(shown_changed)
     return result
 
 
