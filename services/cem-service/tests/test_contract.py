@@ -148,6 +148,8 @@ async def resources(client: httpx.AsyncClient, make: Any) -> dict[str, str]:
     invitation = await make.invitation(survey["id"], customer_id=str(customer))
     spare = await make.invitation(survey["id"], customer_id=str(customer))
     response = await make.answer(survey["id"], {"nps": 9})
+    await make.answer(survey["id"], {"nps": 2}, customer_id=str(customer))  # a detractor: a follow-up
+    [followup] = (await client.get("/v1/followups")).json()["items"]
     feedback = (await client.post("/v1/feedback", json={"channel": "chat", "text": "Fine"})).json()
     return {
         "touchpoint_id": touchpoint["id"],
@@ -157,6 +159,7 @@ async def resources(client: httpx.AsyncClient, make: Any) -> dict[str, str]:
         "invitation_id": invitation["id"],
         "response_id": response["id"],
         "feedback_id": feedback["id"],
+        "followup_id": followup["id"],
         "token": spare["token"],
         "event_type": "survey.invited",
         "webhook_id": (await client.post("/v1/webhooks", json={"url": "https://93.184.216.34/hook"})).json()["id"],
@@ -224,7 +227,7 @@ async def test_lists_bound_limit_and_refuse_bad_cursors(
         for p, item in spec["paths"].items()
         if "get" in item and any(q["name"] == "cursor" for q in item["get"].get("parameters", []))
     ]
-    assert len(lists) == 11  # with /v1/webhooks and its deliveries, and /v1/opt-outs
+    assert len(lists) == 12  # with /v1/webhooks and its deliveries, /v1/opt-outs and /v1/followups
     for path in lists:
         url = _url(path, resources)
         body = (await client.get(url)).json()

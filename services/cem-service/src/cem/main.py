@@ -23,6 +23,7 @@ from cem.dashboard.router import router as dashboard_router
 from cem.db import ApiKey, IdempotencyKey, OutboxMessage, ProcessedEvent, WebhookDelivery, WebhookSubscription
 from cem.feedback.router import router as feedback_router
 from cem.feedback.sentiment import analyzer
+from cem.followups.router import router as followups_router
 from cem.invitations.router import router as invitations_router
 from cem.journeys.router import router as journeys_router
 from cem.respondent.router import preview_router as survey_preview_router
@@ -164,6 +165,7 @@ def create_app(settings: CEMSettings | None = None) -> FastAPI:
             invitations_router,
             responses_router,
             feedback_router,
+            followups_router,
             analytics_router,
             suppressions_router,
             opt_outs_router,

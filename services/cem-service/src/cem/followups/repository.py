@@ -4,17 +4,57 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, not_, select, update
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.followups.models import Followup
+from cxkit import keyset
+from cxkit.http.pagination import PageParams
 from cxkit.repository import Repository
+
+NEWEST_FIRST = keyset.Sort(keyset.SortKey("created_at", Followup.created_at, "datetime"), descending=True)
+
+
+@dataclass(frozen=True)
+class FollowupFilters:
+    """What `GET /v1/followups` narrows by; None is no filter."""
+
+    status: str | None = None
+    overdue: bool | None = None  # open and past its due time (announced overdue or not yet)
+    survey_id: uuid.UUID | None = None
+    customer_id: uuid.UUID | None = None
+    touchpoint: str | None = None
+    metric: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    def where(self, now: dt.datetime) -> list[Any]:
+        conditions: list[Any] = []
+        for column, value in (
+            (Followup.status, self.status),
+            (Followup.survey_id, self.survey_id),
+            (Followup.customer_id, self.customer_id),
+            (Followup.touchpoint, self.touchpoint),
+            (Followup.metric, self.metric),
+        ):
+            if value is not None:
+                conditions.append(column == value)
+        if self.overdue is not None:
+            late = and_(Followup.status == "open", Followup.due_at.is_not(None), Followup.due_at <= now)
+            conditions.append(late if self.overdue else not_(late))
+        return conditions
 
 
 class FollowupRepository(Repository[Followup]):
     model = Followup
+
+    async def list_page(self, filters: FollowupFilters, now: dt.datetime, page: PageParams) -> list[Followup]:
+        """Newest first, keyset on (created_at, id); one row more than a page."""
+        stmt = keyset.within(select(Followup).where(*filters.where(now)), Followup.created_at, filters.since, filters.until)
+        return list((await self.session.scalars(keyset.apply(stmt, NEWEST_FIRST, Followup.id, page))).all())
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         await self.session.execute(

@@ -10,13 +10,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.db import SOURCE, OutboxMessage
 from cem.followups.models import Followup
-from cem.followups.repository import FollowupRepository
+from cem.followups.repository import NEWEST_FIRST, FollowupFilters, FollowupRepository
+from cem.followups.schemas import FollowupItem
 from cem.followups.sla import SlaBand, due_at
 from cem.responses.models import Score, SurveyResponse
 from cem.surveys.models import Survey
 from cem.surveys.questions import MetricAnswer
-from cxkit.db import new_id
+from cxkit import keyset
+from cxkit.db import new_id, utcnow
 from cxkit.events.payloads import FollowupOverdue, FollowupRequested, TaskCompleted
+from cxkit.http.pagination import PageParams
+from cxkit.http.problems import NotFound
 from cxkit.kafka.outbox import add_event
 
 
@@ -130,3 +134,23 @@ async def announce_overdue(session: AsyncSession, now: dt.datetime, limit: int) 
             ),
         )
     return len(overdue)
+
+
+def _item(followup: Followup, now: dt.datetime) -> FollowupItem:
+    late = followup.status == "open" and followup.due_at is not None and followup.due_at <= now
+    return FollowupItem.model_validate(followup).model_copy(update={"overdue": late})
+
+
+async def list_followups(
+    session: AsyncSession, filters: FollowupFilters, page: PageParams
+) -> tuple[list[FollowupItem], str | None]:
+    now = utcnow()
+    rows, next_cursor = keyset.cut(await FollowupRepository(session).list_page(filters, now, page), NEWEST_FIRST, page)
+    return [_item(f, now) for f in rows], next_cursor
+
+
+async def get_followup(session: AsyncSession, followup_id: uuid.UUID) -> FollowupItem:
+    followup = await FollowupRepository(session).get(followup_id)
+    if followup is None:
+        raise NotFound(f"follow-up {followup_id} does not exist")
+    return _item(followup, utcnow())

@@ -1,0 +1,82 @@
+"""/v1/followups: the closed loop's inbox."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import Depends, Query
+
+from cem.fields import From, To, check_window
+from cem.followups import service
+from cem.followups.repository import FollowupFilters
+from cem.followups.schemas import FollowupItem
+from cxkit.fields import QueryText
+from cxkit.http.answers import ModelResponse, TypedRoute, json_response
+from cxkit.http.auth import Reader
+from cxkit.http.deps import SessionDep
+from cxkit.http.pagination import Page, PageParams, page_params
+from cxkit.http.params import id_path
+from cxkit.http.problems import problem_responses
+from cxkit.http.routing import GatedRouter
+
+router = GatedRouter(prefix="/followups", tags=["follow-ups"], route_class=TypedRoute)
+FollowupId = Annotated[uuid.UUID, id_path("follow-up", "5b7d9f1a-3c5e-4a7b-9d1f-3a5c7e9b1d3f")]
+
+
+async def followup_filters(
+    status: Annotated[Literal["open", "closed"] | None, Query(description="Only open or only closed ones.")] = None,
+    overdue: Annotated[
+        bool | None,
+        Query(description="true: only open ones past their due time now; false: all but those.", examples=[True]),
+    ] = None,
+    survey_id: Annotated[uuid.UUID | None, Query(description="Only those from this survey's answers.")] = None,
+    customer_id: Annotated[uuid.UUID | None, Query(description="Only this customer's.")] = None,
+    touchpoint: Annotated[
+        QueryText | None, Query(max_length=100, description="Only answers about this touchpoint (key).")
+    ] = None,
+    metric: Annotated[Literal["nps", "csat", "ces"] | None, Query(description="Only answers of this metric.")] = None,
+    since: From = None,
+    until: To = None,
+) -> FollowupFilters:
+    check_window(since, until)
+    return FollowupFilters(
+        status=status,
+        overdue=overdue,
+        survey_id=survey_id,
+        customer_id=customer_id,
+        touchpoint=touchpoint,
+        metric=metric,
+        since=since,
+        until=until,
+    )
+
+
+@router.get(
+    "",
+    summary="List follow-ups",
+    description="The closed loop's inbox: every follow-up a detractor answer opened (NPS 0-6, CSAT 1-2, CES 1-2 "
+    "from a known customer; the CRM makes a task of each), with its score, reason, SLA (`due_at`), whether it is "
+    "`overdue` now, and who closed it when the CRM task was done. Newest first; filter by `status`, `overdue`, "
+    "`survey_id`, `customer_id`, `touchpoint`, `metric` and a window on when it was opened (`from` inclusive, `to` "
+    "exclusive); paginated with `limit` and `cursor`. Needs `read`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_followups(
+    session: SessionDep,
+    _: Reader,
+    page: Annotated[PageParams, Depends(page_params)],
+    filters: Annotated[FollowupFilters, Depends(followup_filters)],
+) -> ModelResponse[Page[FollowupItem]]:
+    items, next_cursor = await service.list_followups(session, filters, page)
+    return json_response(Page[FollowupItem](items=items, next_cursor=next_cursor))
+
+
+@router.get(
+    "/{followup_id}",
+    summary="Get a follow-up",
+    description="One follow-up, as the list shows it. Needs `read`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_followup(followup_id: FollowupId, session: SessionDep, _: Reader) -> ModelResponse[FollowupItem]:
+    return json_response(await service.get_followup(session, followup_id))

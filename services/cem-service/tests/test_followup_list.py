@@ -1,0 +1,124 @@
+"""`GET /v1/followups`: the closed loop's inbox. Every follow-up a detractor answer opened, newest
+first, with its customer and whether it is overdue now, filtered by status, lateness, survey,
+customer, touchpoint, metric and time; `GET /v1/followups/{id}` shows one the same way."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import httpx
+from sqlalchemy import update
+
+from cem.followups.models import Followup
+from cxkit import testing
+
+from .test_followup_sla import followup_of
+from .test_recovery import close_followup_of
+
+
+async def listed(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
+    r = await client.get("/v1/followups", params=params)
+    assert r.status_code == 200, r.text
+    return list(r.json()["items"])
+
+
+def customers_of(items: list[dict[str, Any]]) -> list[str]:
+    return [item["customer_id"] for item in items]
+
+
+async def test_followups_are_listed_newest_first_with_their_customer_and_lateness_and_filtered(
+    client: httpx.AsyncClient, make: Any, apply: Any, session_factory: Any, keys: dict[str, str]
+) -> None:
+    await make.touchpoint("checkout")
+    nps = await make.survey("nps", touchpoint="checkout")
+    csat = await make.survey("csat")
+    late, closed, fresh, unhappy, promoter = [await make.customer() for _ in range(5)]
+    await make.answer(nps["id"], {"nps": 2}, customer_id=str(late))
+    await make.answer(nps["id"], {"nps": 5}, customer_id=str(closed))
+    await make.answer(nps["id"], {"nps": 6}, customer_id=str(fresh))
+    await make.answer(csat["id"], {"csat": 1}, customer_id=str(unhappy))
+    await make.answer(nps["id"], {"nps": 10}, customer_id=str(promoter))  # no follow-up
+    now = dt.datetime.now(dt.UTC)
+    # Opened a day apart, oldest first; `late` is past due, `fresh` is not yet.
+    async with session_factory() as session, session.begin():
+        for days_ago, customer in zip((4, 3, 2, 1), (late, closed, fresh, unhappy), strict=True):
+            opened = now - dt.timedelta(days=days_ago)
+            await session.execute(
+                update(Followup)
+                .where(Followup.customer_id == customer)
+                .values(created_at=opened, due_at=opened + dt.timedelta(hours=24 if customer == late else 24 * 30))
+            )
+    await close_followup_of(session_factory, apply, closed, "nps", 1)  # its due time passed too: closed is not late
+
+    everything = await listed(client)
+    assert customers_of(everything) == [str(unhappy), str(fresh), str(closed), str(late)]
+    first = everything[-1]
+    stored = await followup_of(session_factory, late)
+    assert first == {
+        "id": str(stored.id),
+        "customer_id": str(late),
+        "response_id": str(stored.response_id),
+        "survey_id": nps["id"],
+        "metric": "nps",
+        "score": 2,
+        "touchpoint": "checkout",
+        "reason": stored.reason,
+        "status": "open",
+        "created_at": first["created_at"],
+        "closed_at": None,
+        "closed_by": None,
+        "task_id": None,
+        "due_at": first["due_at"],
+        "overdue_at": None,  # the scheduler has not announced it yet; `overdue` says it already is
+        "overdue": True,
+    }
+    assert dt.datetime.fromisoformat(first["due_at"]) == stored.due_at
+    assert [item["overdue"] for item in everything] == [False, False, False, True]
+    assert everything[1]["status"] == "open"
+    [was_closed] = [item for item in everything if item["customer_id"] == str(closed)]
+    assert was_closed["status"] == "closed" and was_closed["task_id"] is not None and was_closed["closed_at"] is not None
+
+    assert customers_of(await listed(client, status="open")) == [str(unhappy), str(fresh), str(late)]
+    assert customers_of(await listed(client, status="closed")) == [str(closed)]
+    assert customers_of(await listed(client, overdue="true")) == [str(late)]
+    assert customers_of(await listed(client, overdue="false")) == [str(unhappy), str(fresh), str(closed)]
+    assert customers_of(await listed(client, status="open", overdue="false")) == [str(unhappy), str(fresh)]
+    assert customers_of(await listed(client, survey_id=csat["id"])) == [str(unhappy)]
+    assert customers_of(await listed(client, metric="csat")) == [str(unhappy)]
+    assert customers_of(await listed(client, customer_id=str(fresh))) == [str(fresh)]
+    assert customers_of(await listed(client, customer_id=str(promoter))) == []
+    assert customers_of(await listed(client, touchpoint="checkout")) == [str(fresh), str(closed), str(late)]
+    window = {"from": (now - dt.timedelta(days=3, hours=1)).isoformat(), "to": (now - dt.timedelta(days=2)).isoformat()}
+    assert customers_of(await listed(client, **window)) == [str(closed)]  # `to` is exclusive
+
+    paged, cursor = [], None
+    while True:
+        r = await client.get("/v1/followups", params={"limit": 1, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        paged += r.json()["items"]
+        if (cursor := r.json()["next_cursor"]) is None:
+            break
+    assert paged == everything
+
+    one = await client.get(f"/v1/followups/{first['id']}", headers=testing.bearer(keys["read"]))
+    assert (one.status_code, one.json()) == (200, first)
+    missing = await client.get(f"/v1/followups/{uuid.uuid4()}")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")
+    assert (await client.get("/v1/followups", headers={"Authorization": ""})).status_code == 401
+
+
+async def test_a_bad_filter_is_a_422_problem(client: httpx.AsyncClient) -> None:
+    for params in (
+        {"status": "pending"},
+        {"overdue": "maybe"},
+        {"metric": "csat2"},
+        {"survey_id": "7"},
+        {"from": "2026-11-03T00:00:00Z", "to": "2026-11-01T00:00:00Z"},
+        {"cursor": "garbage"},
+    ):
+        r = await client.get("/v1/followups", params=params)
+        assert r.status_code == 422, (params, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json"), params
+    assert (await client.get("/v1/followups/not-an-id")).status_code == 422
