@@ -4,6 +4,7 @@ the charts holding the numbers `/v1/analytics/...` gives."""
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 from collections.abc import AsyncIterator
@@ -12,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import update
 
+from cem.followups.models import Followup
 from cxkit.dashboard.sessions import COOKIE
 from cxkit.testing import chart_values, dashboard_sign_in, form_token
 
@@ -457,3 +460,34 @@ async def test_the_feedback_sentiment_is_charted_as_the_sentiment_api_counts_it(
         ], params
     weekly = (await client.get("/v1/analytics/sentiment")).json()
     assert [p["n"] for p in weekly["series"]] == [2, 2, 2]  # the weeks of 2, 9 and 16 November
+
+
+async def test_overdue_followups_are_shown_as_the_followups_api_lists_them(
+    client: httpx.AsyncClient, browser: httpx.AsyncClient, make: Any, session_factory: Any, keys: dict[str, str]
+) -> None:
+    await make.touchpoint("delivery")
+    nps = await make.survey("nps", name="Delivery NPS", touchpoint="delivery")
+    csat = await make.survey("csat", name="Support CSAT")
+    late, also_late, on_time = [await make.customer() for _ in range(3)]
+    await make.answer(nps["id"], {"nps": 1}, customer_id=str(late))
+    await make.answer(csat["id"], {"csat": 2}, customer_id=str(also_late))
+    await make.answer(nps["id"], {"nps": 4}, customer_id=str(on_time))
+    now = dt.datetime.now(dt.UTC)
+    async with session_factory() as session, session.begin():
+        for customer, hours_ago in ((late, 30), (also_late, 50)):
+            await session.execute(
+                update(Followup).where(Followup.customer_id == customer).values(due_at=now - dt.timedelta(hours=hours_ago))
+            )
+    await dashboard_sign_in(browser, keys["read"])
+
+    for params in ({}, {"touchpoint": "delivery"}, {"survey_id": csat["id"]}):
+        page = await browser.get("/dashboard", params=params)
+        assert page.status_code == 200, params
+        listed = (await client.get("/v1/followups", params={"overdue": "true", **params})).json()["items"]
+        assert listed, params
+        assert [row[2] for row in _table_rows(page.text, "table-overdue")] == [f["customer_id"] for f in listed], params
+    rows = _table_rows((await browser.get("/dashboard")).text, "table-overdue")
+    assert [row[:3] for row in rows] == [["CSAT 2", "\u2013", str(also_late)], ["NPS 1", "delivery", str(late)]]
+    tomorrow = (now + dt.timedelta(days=1)).date().isoformat()
+    quiet = await browser.get("/dashboard", params={"from": tomorrow, "to": tomorrow})
+    assert "No follow-up is overdue with these filters." in quiet.text and 'id="table-overdue"' not in quiet.text

@@ -21,6 +21,9 @@ from cem.analytics.themes_schemas import ThemeReport
 from cem.feedback import service as feedback
 from cem.feedback.repository import FeedbackFilters
 from cem.feedback.schemas import FeedbackRead
+from cem.followups import service as followups
+from cem.followups.repository import FollowupFilters
+from cem.followups.schemas import FollowupItem
 from cem.report_filters import ReportFilters
 from cem.surveys.models import Survey
 from cem.surveys.repository import SurveyRepository
@@ -35,6 +38,7 @@ THEMES = 10  # per metric: the most mentioned words of the comments
 TOUCHPOINT_PAGES = 5  # x 200 touchpoints: beyond that the page would be unreadable anyway
 NEGATIVE_FEEDBACK = 10  # the newest negative feedback shown
 SENTIMENT_CHANNELS = 10  # the channels with the most feedback
+OVERDUE_FOLLOWUPS = 10  # the newest open follow-ups past their due time
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +60,11 @@ class CemDashboard:
     negative_feedback: list[FeedbackRead]  # the newest, at the touchpoint and in the window
     touchpoints: list[TouchpointReport]
     recovery: RecoveryReport
+    overdue_followups: list[FollowupItem]  # the newest open ones past due, with the report filters
     suppressions: SuppressionReport
     notes: list[str] = field(default_factory=list)
     negative_feedback_limit: ClassVar[int] = NEGATIVE_FEEDBACK
+    overdue_followups_limit: ClassVar[int] = OVERDUE_FOLLOWUPS
 
     @property
     def empty(self) -> bool:
@@ -93,6 +99,16 @@ async def newest_negative_feedback(session: AsyncSession, filters: ReportFilters
     wanted = feedback_filters(filters, "negative")
     rows, _ = await feedback.list_feedback(session, PageParams(limit=NEGATIVE_FEEDBACK, cursor=None), wanted)
     return [feedback.to_read(row) for row in rows]
+
+
+async def newest_overdue_followups(session: AsyncSession, filters: ReportFilters) -> list[FollowupItem]:
+    """The newest open follow-ups past their due time, of the filters' survey and touchpoint,
+    opened in their window, as `GET /v1/followups?overdue=true` lists them."""
+    wanted = FollowupFilters(
+        overdue=True, survey_id=filters.survey_id, touchpoint=filters.touchpoint, since=filters.since, until=filters.until
+    )
+    items, _ = await followups.list_followups(session, wanted, PageParams(limit=OVERDUE_FOLLOWUPS, cursor=None))
+    return items
 
 
 async def build_dashboard(session: AsyncSession, filters: DashboardFilters, action_types: Sequence[str]) -> CemDashboard:
@@ -132,6 +148,7 @@ async def build_dashboard(session: AsyncSession, filters: DashboardFilters, acti
         negative_feedback=await newest_negative_feedback(session, filters),
         touchpoints=await touchpoints_all(session, filters.since, filters.until),
         recovery=await analytics.recovery_report(session, filters, interval=filters.interval, action_types=action_types),
+        overdue_followups=await newest_overdue_followups(session, filters),
         suppressions=await analytics.suppression_report(session, filters),
         notes=notes,
     )
