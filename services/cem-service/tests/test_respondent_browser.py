@@ -116,3 +116,73 @@ async def test_unsubscribing_and_subscribing_again_in_a_real_browser(
     assert [len(await outbox(kind)) for kind in ("survey.opted_out", "survey.opted_in")] == [1, 1]
     experience = (await client.get(f"/v1/customers/{customer}/experience")).json()
     assert experience["customer"]["survey_opt_out"] is False
+
+
+@pytest.fixture
+def checking_browser(tmp_path: Path) -> Iterator[Any]:
+    """JavaScript on, for the checks only: axe-core runs in the page (the pages use none)."""
+    with testing.chromium(tmp_path / "chromium-profile", javascript=True) as driver:
+        yield driver
+
+
+def _every_respondent_page(driver: Any, url: str, unknown_url: str) -> dict[str, dict[str, Any]]:
+    """Each page a respondent can meet, laid out as a 390 px phone and a 1280 px desktop in the
+    light color scheme, and as the phone in the dark one (the pages follow the system's): how wide
+    the document is (a page that fits is no wider than the window) and axe's serious and critical
+    violations (contrast among them)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    seen: dict[str, dict[str, Any]] = {}
+
+    def check(name: str, title: str) -> None:
+        WebDriverWait(driver, 15).until(ec.title_is(title))
+        seen[name] = {}
+        for width, mobile, scheme in ((390, True, "light"), (1280, False, "light"), (390, True, "dark")):
+            driver.execute_cdp_cmd(
+                "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]}
+            )
+            inner = testing.at_width(driver, width, mobile=mobile)
+            scroll = driver.execute_script("return document.documentElement.scrollWidth")
+            seen[name][f"{width} {scheme}"] = {"fits": inner == width and scroll <= width, "axe": testing.axe_serious(driver)}
+
+    def submit() -> None:
+        driver.find_element(By.CSS_SELECTOR, "button[type='submit']").click()
+
+    driver.get(url)
+    check("survey", "Checkout NPS")
+    driver.execute_script("document.querySelector('form').noValidate = true")  # past the browser's own check
+    submit()
+    check("survey with errors", "Error: Checkout NPS")  # the title says so first
+    assert driver.find_elements(By.CSS_SELECTOR, "[aria-invalid='true']"), "the errors are not marked"
+    driver.find_element(By.CSS_SELECTOR, "label[for='q-nps-3']").click()
+    submit()
+    check("thanks", "Thank you")
+    driver.get(url)
+    check("answered", "Already answered")
+    driver.get(url + "/unsubscribe")
+    check("unsubscribe", "No more surveys")
+    submit()
+    check("unsubscribed", "You are unsubscribed")
+    submit()
+    check("subscribed again", "You are subscribed again")
+    driver.get(unknown_url)
+    check("unknown link", "Link not found")
+    return seen
+
+
+async def test_every_respondent_page_fits_a_phone_and_a_desktop_and_axe_finds_nothing_serious(
+    live_server: str, checking_browser: Any, make: Any, keys: dict[str, str]
+) -> None:
+    survey = await make.survey("nps", name="Checkout NPS")
+    customer = await make.customer()
+    async with httpx.AsyncClient(base_url=live_server, headers=bearer(keys["write"])) as live:
+        r = await live.post(f"/v1/surveys/{survey['id']}/invitations", json={"customer_id": str(customer)})
+        assert r.status_code == 201, r.text
+
+    seen = await asyncio.to_thread(_every_respondent_page, checking_browser, r.json()["url"], f"{live_server}/r/no-such-link")
+
+    assert len(seen) == 8
+    wrong = {(page, width): found for page, widths in seen.items() for width, found in widths.items()}
+    assert {k: v for k, v in wrong.items() if v != {"fits": True, "axe": []}} == {}
