@@ -12,6 +12,7 @@ import httpx
 from sqlalchemy import update
 
 from cem.followups.models import Followup
+from cem.followups.repository import EXPORT_HEADER
 from cxkit import testing
 
 from .test_followup_sla import followup_of
@@ -122,3 +123,47 @@ async def test_a_bad_filter_is_a_422_problem(client: httpx.AsyncClient) -> None:
         assert r.status_code == 422, (params, r.text)
         assert r.headers["content-type"].startswith("application/problem+json"), params
     assert (await client.get("/v1/followups/not-an-id")).status_code == 422
+
+
+async def test_the_export_has_the_lists_follow_ups_in_its_order_with_the_same_fields(
+    client: httpx.AsyncClient, make: Any, apply: Any, session_factory: Any, keys: dict[str, str]
+) -> None:
+    nps = await make.survey("nps", name="=HYPERLINK(1)")  # a cell that would be a formula
+    customers = [await make.customer() for _ in range(4)]
+    for score, customer in zip((1, 3, 5, 6), customers, strict=True):
+        await make.answer(nps["id"], {"nps": score}, customer_id=str(customer))
+    now = dt.datetime.now(dt.UTC)
+    async with session_factory() as session, session.begin():
+        await session.execute(
+            update(Followup).where(Followup.customer_id == customers[0]).values(due_at=now - dt.timedelta(hours=1))
+        )
+    await close_followup_of(session_factory, apply, customers[1], "nps", 0)
+
+    for params in ({}, {"overdue": "true"}, {"status": "closed"}, {"status": "open", "overdue": "false"}):
+        r = await client.get("/v1/followups/export", params=params, headers=testing.bearer(keys["read"]))
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), r.text
+        exported = testing.csv_records(r, list(EXPORT_HEADER))
+        listed = await listed_all(client, params)
+        assert [row["followup_id"] for row in exported] == [item["id"] for item in listed], params
+        for row, item in zip(exported, listed, strict=True):
+            assert row["customer_id"] == item["customer_id"] and row["status"] == item["status"]
+            assert row["score"] == str(item["score"]) and row["overdue"] == str(item["overdue"]).lower()
+            assert row["reason"] == item["reason"] and "=HYPERLINK(1)" in row["reason"]  # not at a cell's start: kept
+            assert (row["task_id"] or None) == item["task_id"]
+    assert testing.csv_records(await client.get("/v1/followups/export", params={"overdue": "true"}), list(EXPORT_HEADER))[0][
+        "customer_id"
+    ] == str(customers[0])
+    for bad in ({"status": "pending"}, {"from": "2026-11-03T00:00:00Z", "to": "2026-11-01T00:00:00Z"}):
+        assert (await client.get("/v1/followups/export", params=bad)).status_code == 422
+    assert (await client.post("/v1/followups/export")).status_code == 405
+    assert (await client.get("/v1/followups/export", headers={"Authorization": ""})).status_code == 401
+
+
+async def listed_all(client: httpx.AsyncClient, params: dict[str, str]) -> list[dict[str, Any]]:
+    items, cursor = [], None
+    while True:
+        r = await client.get("/v1/followups", params={**params, "limit": 200, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        items += r.json()["items"]
+        if (cursor := r.json()["next_cursor"]) is None:
+            return items

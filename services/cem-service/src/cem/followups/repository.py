@@ -12,7 +12,9 @@ from sqlalchemy import and_, not_, select, update
 from cem.customers.lifecycle import CustomerErasure
 from cem.followups.models import Followup
 from cxkit import keyset
+from cxkit.db import equal_to_given, window_conditions
 from cxkit.http.pagination import PageParams
+from cxkit.pg_pool import CompiledQuery
 from cxkit.repository import Repository
 
 NEWEST_FIRST = keyset.Sort(keyset.SortKey("created_at", Followup.created_at, "datetime"), descending=True)
@@ -32,20 +34,50 @@ class FollowupFilters:
     until: dt.datetime | None = None
 
     def where(self, now: dt.datetime) -> list[Any]:
-        conditions: list[Any] = []
-        for column, value in (
-            (Followup.status, self.status),
-            (Followup.survey_id, self.survey_id),
-            (Followup.customer_id, self.customer_id),
-            (Followup.touchpoint, self.touchpoint),
-            (Followup.metric, self.metric),
-        ):
-            if value is not None:
-                conditions.append(column == value)
+        """The WHERE of the follow-ups a list (or an export) with these filters shows, lateness
+        judged at `now`; the window is [since, until) on `created_at`."""
+        conditions: list[Any] = equal_to_given(
+            (
+                (Followup.status, self.status),
+                (Followup.survey_id, self.survey_id),
+                (Followup.customer_id, self.customer_id),
+                (Followup.touchpoint, self.touchpoint),
+                (Followup.metric, self.metric),
+            )
+        )
         if self.overdue is not None:
-            late = and_(Followup.status == "open", Followup.due_at.is_not(None), Followup.due_at <= now)
-            conditions.append(late if self.overdue else not_(late))
-        return conditions
+            conditions.append(overdue_at(now) if self.overdue else not_(overdue_at(now)))
+        return conditions + window_conditions(Followup.created_at, self.since, self.until)
+
+
+def overdue_at(now: dt.datetime) -> Any:
+    """Open and past its due time at `now` (announced overdue or not yet)."""
+    return and_(Followup.status == "open", Followup.due_at.is_not(None), Followup.due_at <= now)
+
+
+# One line of a follow-up export: the follow-up as the list shows it.
+EXPORT_COLUMNS = (
+    Followup.id,
+    Followup.created_at,
+    Followup.customer_id,
+    Followup.response_id,
+    Followup.survey_id,
+    Followup.metric,
+    Followup.score,
+    Followup.touchpoint,
+    Followup.reason,
+    Followup.status,
+    Followup.due_at,
+)
+EXPORT_TAIL = (Followup.overdue_at, Followup.closed_at, Followup.closed_by, Followup.task_id)
+EXPORT_HEADER = ("followup_id", *(c.key for c in EXPORT_COLUMNS[1:]), "overdue", *(c.key for c in EXPORT_TAIL))
+
+
+def export_query(filters: FollowupFilters, now: dt.datetime) -> CompiledQuery:
+    """Every follow-up the list shows with these filters, newest first, unpaged, for a CSV
+    export through a cursor on the pool; `overdue` judged at `now`."""
+    columns = (*EXPORT_COLUMNS, overdue_at(now).label("overdue"), *EXPORT_TAIL)
+    return CompiledQuery(keyset.ordered(select(*columns).where(*filters.where(now)), NEWEST_FIRST, Followup.id))
 
 
 class FollowupRepository(Repository[Followup]):
@@ -53,8 +85,8 @@ class FollowupRepository(Repository[Followup]):
 
     async def list_page(self, filters: FollowupFilters, now: dt.datetime, page: PageParams) -> list[Followup]:
         """Newest first, keyset on (created_at, id); one row more than a page."""
-        stmt = keyset.within(select(Followup).where(*filters.where(now)), Followup.created_at, filters.since, filters.until)
-        return list((await self.session.scalars(keyset.apply(stmt, NEWEST_FIRST, Followup.id, page))).all())
+        stmt = keyset.apply(select(Followup).where(*filters.where(now)), NEWEST_FIRST, Followup.id, page)
+        return list((await self.session.scalars(stmt)).all())
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         await self.session.execute(

@@ -6,18 +6,21 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import Depends, Query
+from starlette.responses import Response
 
 from cem.fields import From, To, check_window
 from cem.followups import service
-from cem.followups.repository import FollowupFilters
+from cem.followups.repository import EXPORT_HEADER, FollowupFilters, export_query
 from cem.followups.schemas import FollowupItem
+from cxkit.db import utcnow
 from cxkit.fields import QueryText
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
-from cxkit.http.deps import SessionDep
+from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
+from cxkit.http.deps import PgPoolDep, SessionDep
 from cxkit.http.pagination import Page, PageParams, page_params
 from cxkit.http.params import id_path
-from cxkit.http.problems import problem_responses
+from cxkit.http.problems import only_these_methods, problem_responses
 from cxkit.http.routing import GatedRouter
 
 router = GatedRouter(prefix="/followups", tags=["follow-ups"], route_class=TypedRoute)
@@ -70,6 +73,39 @@ async def list_followups(
 ) -> ModelResponse[Page[FollowupItem]]:
     items, next_cursor = await service.list_followups(session, filters, page)
     return json_response(Page[FollowupItem](items=items, next_cursor=next_cursor))
+
+
+EXPORT_EXAMPLE = (
+    ",".join(EXPORT_HEADER)
+    + "\r\n"
+    + "5b7d9f1a-3c5e-4a7b-9d1f-3a5c7e9b1d3f,2026-12-05T09:30:00+00:00,0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10,"
+    + "7e9a1c3e-5a7c-4e9a-8c1e-3a5c7e9a1c3e,2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c,nps,3,checkout,"
+    + "NPS 3 on 0-10 (detractor) in survey 'Checkout NPS',open,2026-12-06T09:30:00+00:00,true,,,,\r\n"
+)
+
+
+@router.get(
+    "/export",
+    status_code=200,
+    summary="Export follow-ups as CSV",
+    description="Every follow-up the list shows with the same filters (`status`, `overdue`, `survey_id`, "
+    "`customer_id`, `touchpoint`, `metric`, `from`, `to`), newest first, unpaged, as a streamed `text/csv` "
+    "attachment (`followups-<UTC timestamp>.csv`): a header row, then one line per follow-up with the fields the "
+    "list shows (`overdue` as true or false, judged when the export starts). Spreadsheet-safe: a text cell "
+    "beginning with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`; numbers are left as numbers. "
+    "Constant memory whatever the number of follow-ups. Needs `read`.",
+    response_class=CsvExport,
+    responses=csv_response_doc("The follow-ups, one per line after the header.", EXPORT_EXAMPLE)
+    | problem_responses(401, 403, 422),
+)
+async def export_followups(
+    pool: PgPoolDep, _: Reader, filters: Annotated[FollowupFilters, Depends(followup_filters)]
+) -> Response:
+    query = export_query(filters, utcnow())
+    return await csv_export(pool, query.sql, query.arguments(), header=EXPORT_HEADER, row_of=list, name="followups")
+
+
+only_these_methods(router, "/export")
 
 
 @router.get(
