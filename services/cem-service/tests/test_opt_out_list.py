@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy import update
 
 from cem.suppressions.models import OptOut
@@ -114,3 +115,41 @@ async def test_a_bad_filter_is_a_422_problem(client: httpx.AsyncClient) -> None:
         r = await client.get("/v1/opt-outs", params=params)
         assert r.status_code == 422, (params, r.text)
         assert r.headers["content-type"].startswith("application/problem+json"), params
+
+
+async def test_the_suppression_report_counts_the_opt_outs_with_its_filters_and_the_dashboard_says_it(
+    client: httpx.AsyncClient, make: Any, session_factory: Any, keys: dict[str, str], cem_app: FastAPI
+) -> None:
+    await make.touchpoint("checkout")
+    nps, csat = await make.survey("nps"), await make.survey("csat")
+    at_checkout = await make.invitation(nps["id"], email="a@example.com", touchpoint="checkout")
+    elsewhere = await make.invitation(nps["id"], email="b@example.com")
+    other_survey = await make.invitation(csat["id"], email="c@example.com", touchpoint="checkout")
+    undone = await make.invitation(nps["id"], email="d@example.com", touchpoint="checkout")
+    for invitation in (at_checkout, elsewhere, other_survey, undone):
+        await unsubscribe(client, invitation)
+    assert (await client.post(f"/r/{undone['token']}/resubscribe")).status_code == 200
+    async with session_factory() as session:
+        await session.execute(
+            update(OptOut)
+            .where(OptOut.invitation_id == uuid.UUID(elsewhere["id"]))
+            .values(created_at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+        )
+        await session.commit()
+
+    async def opt_outs(**params: Any) -> int:
+        r = await client.get("/v1/analytics/suppressions", params=params)
+        assert r.status_code == 200, r.text
+        return int(r.json()["opt_outs"])
+
+    assert await opt_outs() == 3
+    assert await opt_outs(survey_id=nps["id"]) == 2
+    assert await opt_outs(touchpoint="checkout") == 2
+    assert await opt_outs(survey_id=nps["id"], touchpoint="checkout") == 1
+    assert await opt_outs(**{"from": "2026-12-01T00:00:00Z"}) == 2
+    assert await opt_outs(**{"to": "2026-11-02T00:00:00Z"}) == 1
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=cem_app), base_url="http://cem") as browser:
+        await testing.dashboard_sign_in(browser, keys["read"])
+        page = await browser.get("/dashboard")
+    assert page.status_code == 200 and "3 recipients opted out of surveys from a link in it" in page.text

@@ -127,7 +127,8 @@ async def recovery(
     summary="Suppressed invitations by reason",
     description="How many invitations the survey rules suppressed, per reason (opted_out, erased, survey_throttle, "
     "fatigue). Filter by `survey_id`, `touchpoint` and a window on when it happened (`from` inclusive, `to` "
-    "exclusive). The suppressions themselves are listed at `/v1/suppressions`. Needs `read`.",
+    "exclusive). The suppressions themselves are listed at `/v1/suppressions`. `opt_outs` counts the recipients "
+    "who opted out from a survey link with the same filters (listed at `/v1/opt-outs`). Needs `read`.",
     responses=problem_responses(401, 403, 404, 422),
 )
 async def suppressions(session: SessionDep, _: Reader, filters: SuppressionFilters) -> ModelResponse[SuppressionReport]:

@@ -269,6 +269,7 @@ class SuppressionReport(BaseModel):
                     "filters": {"survey_id": None, "touchpoint": None, "from": "2026-11-01T00:00:00Z", "to": None},
                     "total": 17,
                     "reasons": {"opted_out": 2, "erased": 0, "survey_throttle": 11, "fatigue": 4},
+                    "opt_outs": 3,
                 }
             ]
         }
@@ -277,6 +278,11 @@ class SuppressionReport(BaseModel):
     filters: RecoveryFilters
     total: int = Field(description="Invitations suppressed in the window.")
     reasons: dict[str, int] = Field(description="Per reason: opted_out, erased, survey_throttle, fatigue.")
+    opt_outs: int = Field(
+        description="Recipients who asked in the window, from a link of an invitation to the survey (at the "
+        "touchpoint), for no more surveys and have not undone it (`/v1/opt-outs` lists them): why later "
+        "invitations to them are suppressed as opted_out."
+    )
 
 
 EXAMPLE_JOURNEY_STAGE = {

@@ -44,7 +44,7 @@ from cem.analytics.schemas import (
 from cem.fields import check_window
 from cem.journeys.repository import JourneyRepository
 from cem.report_filters import ReportFilters
-from cem.suppressions.repository import SuppressionRepository
+from cem.suppressions.repository import OptOutRepository, SuppressionRepository
 from cem.surveys.questions import METRIC_SCALES
 from cem.surveys.repository import SurveyRepository
 from cem.touchpoints.repository import BY_KEY, TouchpointRepository
@@ -275,6 +275,7 @@ async def suppression_report(session: AsyncSession, filters: ReportFilters) -> S
         filters=RecoveryFilters.of(filters),
         total=sum(counts.values()),
         reasons=reasons,
+        opt_outs=await OptOutRepository(session).count(filters),
     )
 
 

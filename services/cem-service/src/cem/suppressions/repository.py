@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from cem.customers.lifecycle import CustomerErasure
 from cem.customers.models import CustomerProfile
 from cem.customers.repository import announced_customer_with
+from cem.invitations.models import Invitation
 from cem.report_filters import ReportFilters
 from cem.suppressions.models import OptOut, Suppression, address_hash, throttled_event_id
 from cxkit import keyset
@@ -198,6 +199,17 @@ class OptOutRepository(SessionRepository):
             stmt = stmt.where(OptOut.survey_id == survey_id)
         stmt = keyset.apply(keyset.within(stmt, OptOut.created_at, since, until), NEWEST_OPT_OUTS_FIRST, OptOut.id, page)
         return list((await self.session.scalars(stmt)).all())
+
+    async def count(self, filters: ReportFilters) -> int:
+        """Opt-outs made in the filters' window from links of invitations to their survey, at
+        their touchpoint (the invitation's); undone ones are gone."""
+        stmt = (
+            select(func.count())
+            .select_from(OptOut)
+            .outerjoin(Invitation, Invitation.id == OptOut.invitation_id)
+            .where(*filters.where(survey=OptOut.survey_id, touchpoint=Invitation.touchpoint, at=OptOut.created_at))
+        )
+        return int(await self.session.scalar(stmt) or 0)
 
     async def opted_out(self, emails_lower: Collection[str]) -> set[str]:
         """Those of the (lower-cased) addresses that opted out."""
