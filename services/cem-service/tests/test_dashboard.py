@@ -485,9 +485,11 @@ async def test_overdue_followups_are_shown_as_the_followups_api_lists_them(
         assert page.status_code == 200, params
         listed = (await client.get("/v1/followups", params={"overdue": "true", **params})).json()["items"]
         assert listed, params
-        assert [row[2] for row in _table_rows(page.text, "table-overdue")] == [f["customer_id"] for f in listed], params
+        shown = [f"{f['customer_name']} ({f['customer_email']})" for f in listed]
+        assert [row[2] for row in _table_rows(page.text, "table-overdue")] == shown, params
     rows = _table_rows((await browser.get("/dashboard")).text, "table-overdue")
-    assert [row[:3] for row in rows] == [["CSAT 2", "\u2013", str(also_late)], ["NPS 1", "delivery", str(late)]]
+    assert [row[:2] for row in rows] == [["CSAT 2", "\u2013"], ["NPS 1", "delivery"]]
+    assert rows[0][2] == f"Ada Lovelace ({also_late.hex[:8]}@example.com)"
     tomorrow = (now + dt.timedelta(days=1)).date().isoformat()
     quiet = await browser.get("/dashboard", params={"from": tomorrow, "to": tomorrow})
     assert "No follow-up is overdue with these filters." in quiet.text and 'id="table-overdue"' not in quiet.text

@@ -14,7 +14,9 @@ from sqlalchemy import update
 from cem.followups.models import Followup
 from cem.followups.repository import EXPORT_HEADER
 from cxkit import testing
+from cxkit.events.payloads import CustomerErased
 
+from .conftest import delivery
 from .test_followup_sla import followup_of
 from .test_recovery import close_followup_of
 
@@ -60,6 +62,8 @@ async def test_followups_are_listed_newest_first_with_their_customer_and_latenes
     assert first == {
         "id": str(stored.id),
         "customer_id": str(late),
+        "customer_name": "Ada Lovelace",
+        "customer_email": f"{late.hex[:8]}@example.com",
         "response_id": str(stored.response_id),
         "survey_id": nps["id"],
         "metric": "nps",
@@ -105,6 +109,10 @@ async def test_followups_are_listed_newest_first_with_their_customer_and_latenes
 
     one = await client.get(f"/v1/followups/{first['id']}", headers=testing.bearer(keys["read"]))
     assert (one.status_code, one.json()) == (200, first)
+    # Once the customer is erased, the follow-up stays (the score counts) but names nobody.
+    await apply(delivery("customer.erased", CustomerErased(customer_id=late, erased_at=now)))
+    erased = (await client.get(f"/v1/followups/{first['id']}")).json()
+    assert (erased["customer_id"], erased["customer_name"], erased["customer_email"]) == (str(late), None, None)
     missing = await client.get(f"/v1/followups/{uuid.uuid4()}")
     assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")
     assert (await client.get("/v1/followups", headers={"Authorization": ""})).status_code == 401
@@ -147,6 +155,7 @@ async def test_the_export_has_the_lists_follow_ups_in_its_order_with_the_same_fi
         assert [row["followup_id"] for row in exported] == [item["id"] for item in listed], params
         for row, item in zip(exported, listed, strict=True):
             assert row["customer_id"] == item["customer_id"] and row["status"] == item["status"]
+            assert (row["customer_name"], row["customer_email"]) == (item["customer_name"], item["customer_email"])
             assert row["score"] == str(item["score"]) and row["overdue"] == str(item["overdue"]).lower()
             assert row["reason"] == item["reason"] and "=HYPERLINK(1)" in row["reason"]  # not at a cell's start: kept
             assert (row["task_id"] or None) == item["task_id"]

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, not_, select, update
 
 from cem.customers.lifecycle import CustomerErasure
+from cem.customers.models import CustomerProfile
 from cem.followups.models import Followup
 from cxkit import keyset
 from cxkit.db import equal_to_given, window_conditions
@@ -55,11 +56,20 @@ def overdue_at(now: dt.datetime) -> Any:
     return and_(Followup.status == "open", Followup.due_at.is_not(None), Followup.due_at <= now)
 
 
+# Who the follow-up is about, as the CEM knows them (none once erased or not announced yet).
+CUSTOMER_COLUMNS = (CustomerProfile.name.label("customer_name"), CustomerProfile.email.label("customer_email"))
+
+
+def _with_customer(*columns: Any) -> Any:
+    return select(*columns, *CUSTOMER_COLUMNS).outerjoin(CustomerProfile, CustomerProfile.id == Followup.customer_id)
+
+
 # One line of a follow-up export: the follow-up as the list shows it.
 EXPORT_COLUMNS = (
     Followup.id,
     Followup.created_at,
     Followup.customer_id,
+    *CUSTOMER_COLUMNS,
     Followup.response_id,
     Followup.survey_id,
     Followup.metric,
@@ -77,16 +87,22 @@ def export_query(filters: FollowupFilters, now: dt.datetime) -> CompiledQuery:
     """Every follow-up the list shows with these filters, newest first, unpaged, for a CSV
     export through a cursor on the pool; `overdue` judged at `now`."""
     columns = (*EXPORT_COLUMNS, overdue_at(now).label("overdue"), *EXPORT_TAIL)
-    return CompiledQuery(keyset.ordered(select(*columns).where(*filters.where(now)), NEWEST_FIRST, Followup.id))
+    stmt = select(*columns).outerjoin(CustomerProfile, CustomerProfile.id == Followup.customer_id)
+    return CompiledQuery(keyset.ordered(stmt.where(*filters.where(now)), NEWEST_FIRST, Followup.id))
 
 
 class FollowupRepository(Repository[Followup]):
     model = Followup
 
-    async def list_page(self, filters: FollowupFilters, now: dt.datetime, page: PageParams) -> list[Followup]:
-        """Newest first, keyset on (created_at, id); one row more than a page."""
-        stmt = keyset.apply(select(Followup).where(*filters.where(now)), NEWEST_FIRST, Followup.id, page)
-        return list((await self.session.scalars(stmt)).all())
+    async def list_page(self, filters: FollowupFilters, now: dt.datetime, page: PageParams) -> list[Any]:
+        """Newest first, keyset on (created_at, id); one row more than a page. Each row is the
+        follow-up (`Followup`) with its `customer_name` and `customer_email`."""
+        stmt = keyset.apply(_with_customer(Followup).where(*filters.where(now)), NEWEST_FIRST, Followup.id, page)
+        return list((await self.session.execute(stmt)).all())
+
+    async def get_with_customer(self, followup_id: uuid.UUID) -> Any:
+        """The follow-up with its `customer_name` and `customer_email`, or None."""
+        return (await self.session.execute(_with_customer(Followup).where(Followup.id == followup_id))).first()
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         await self.session.execute(

@@ -59,7 +59,8 @@ async def followup_filters(
     "",
     summary="List follow-ups",
     description="The closed loop's inbox: every follow-up a detractor answer opened (NPS 0-6, CSAT 1-2, CES 1-2 "
-    "from a known customer; the CRM makes a task of each), with its score, reason, SLA (`due_at`), whether it is "
+    "from a known customer; the CRM makes a task of each), with the customer's name and email, its score, reason, "
+    "SLA (`due_at`), whether it is "
     "`overdue` now, and who closed it when the CRM task was done. Newest first; filter by `status`, `overdue`, "
     "`survey_id`, `customer_id`, `touchpoint`, `metric` and a window on when it was opened (`from` inclusive, `to` "
     "exclusive); paginated with `limit` and `cursor`. Needs `read`.",
@@ -79,6 +80,7 @@ EXPORT_EXAMPLE = (
     ",".join(EXPORT_HEADER)
     + "\r\n"
     + "5b7d9f1a-3c5e-4a7b-9d1f-3a5c7e9b1d3f,2026-12-05T09:30:00+00:00,0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10,"
+    + "Ada Lovelace,ada@example.com,"
     + "7e9a1c3e-5a7c-4e9a-8c1e-3a5c7e9a1c3e,2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c,nps,3,checkout,"
     + "NPS 3 on 0-10 (detractor) in survey 'Checkout NPS',open,2026-12-06T09:30:00+00:00,true,,,,\r\n"
 )
@@ -91,7 +93,8 @@ EXPORT_EXAMPLE = (
     description="Every follow-up the list shows with the same filters (`status`, `overdue`, `survey_id`, "
     "`customer_id`, `touchpoint`, `metric`, `from`, `to`), newest first, unpaged, as a streamed `text/csv` "
     "attachment (`followups-<UTC timestamp>.csv`): a header row, then one line per follow-up with the fields the "
-    "list shows (`overdue` as true or false, judged when the export starts). Spreadsheet-safe: a text cell "
+    "list shows (the customer's name and email, `overdue` as true or false, judged when the export starts). "
+    "Spreadsheet-safe: a text cell "
     "beginning with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`; numbers are left as numbers. "
     "Constant memory whatever the number of follow-ups. Needs `read`.",
     response_class=CsvExport,

@@ -32,6 +32,8 @@ class FollowupRead(BaseModel):
 EXAMPLE_ITEM = {
     "id": "5b7d9f1a-3c5e-4a7b-9d1f-3a5c7e9b1d3f",
     "customer_id": "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10",
+    "customer_name": "Ada Lovelace",
+    "customer_email": "ada@example.com",
     "response_id": "7e9a1c3e-5a7c-4e9a-8c1e-3a5c7e9a1c3e",
     "survey_id": "2f4e6a8c-0b1d-4e3f-8a5c-7d9e1f3a5b7c",
     "metric": "nps",
@@ -55,6 +57,8 @@ class FollowupItem(FollowupRead):
     model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [EXAMPLE_ITEM]})
 
     customer_id: uuid.UUID = Field(description="The customer who answered (the CRM task is theirs).")
+    customer_name: str | None = Field(None, description="Their name as the CRM announced it; null once erased.")
+    customer_email: str | None = Field(None, description="Their email as the CRM announced it; null once erased.")
     overdue: bool = Field(
         False,
         description="Open and past `due_at` now (`overdue_at` says when `followup.overdue` announced it; the "

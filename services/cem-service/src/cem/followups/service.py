@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -136,21 +137,25 @@ async def announce_overdue(session: AsyncSession, now: dt.datetime, limit: int) 
     return len(overdue)
 
 
-def _item(followup: Followup, now: dt.datetime) -> FollowupItem:
+def _item(row: Any, now: dt.datetime) -> FollowupItem:
+    """A list row (the follow-up with its customer's name and email) as the API shows it."""
+    followup: Followup = row.Followup
     late = followup.status == "open" and followup.due_at is not None and followup.due_at <= now
-    return FollowupItem.model_validate(followup).model_copy(update={"overdue": late})
+    shown = {"overdue": late, "customer_name": row.customer_name, "customer_email": row.customer_email}
+    return FollowupItem.model_validate(followup).model_copy(update=shown)
 
 
 async def list_followups(
     session: AsyncSession, filters: FollowupFilters, page: PageParams
 ) -> tuple[list[FollowupItem], str | None]:
     now = utcnow()
-    rows, next_cursor = keyset.cut(await FollowupRepository(session).list_page(filters, now, page), NEWEST_FIRST, page)
-    return [_item(f, now) for f in rows], next_cursor
+    found = await FollowupRepository(session).list_page(filters, now, page)
+    rows, next_cursor = keyset.cut(found, NEWEST_FIRST, page, lambda r: (r.Followup.created_at, r.Followup.id))
+    return [_item(r, now) for r in rows], next_cursor
 
 
 async def get_followup(session: AsyncSession, followup_id: uuid.UUID) -> FollowupItem:
-    followup = await FollowupRepository(session).get(followup_id)
-    if followup is None:
+    row = await FollowupRepository(session).get_with_customer(followup_id)
+    if row is None:
         raise NotFound(f"follow-up {followup_id} does not exist")
-    return _item(followup, utcnow())
+    return _item(row, utcnow())
