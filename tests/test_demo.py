@@ -35,6 +35,7 @@ async def test_the_demo_fills_every_view_once(stack_factory: Any, broker: DevBro
         "surveys",
         "invitations",
         "responses",
+        "opt-outs",
     ):
         assert first.created[kind] > 0, kind
     assert first.created["customers"] == 40
@@ -60,6 +61,17 @@ async def test_the_demo_fills_every_view_once(stack_factory: Any, broker: DevBro
 
         assert await wait_for(recovery, timeout=20)
         assert (await cem.get("/v1/analytics/suppressions")).status_code == 200
+        # A few recipients unsubscribed from a survey mail's link: listed, counted, and opted out in the CRM too.
+        assert first.created["opt-outs"] > 0
+        opted_out = (await cem.get("/v1/opt-outs", params={"limit": 200})).json()["items"]
+        assert len(opted_out) == first.created["opt-outs"]
+        assert (await cem.get("/v1/analytics/suppressions")).json()["opt_outs"] == len(opted_out)
+
+        async def crm_knows() -> bool:
+            flags = [(await crm.get(f"/v1/customers/{o['customer_id']}")).json()["survey_opt_out"] for o in opted_out]
+            return all(flags)
+
+        assert await wait_for(crm_knows, timeout=20)
         counts_before = await _totals(crm, cem)
 
         second = await fill(target, 40, anchor)

@@ -32,6 +32,7 @@ KINDS = (
     "invitations",
     "responses",
     "feedback",
+    "opt-outs",
     "follow-ups done",
 )
 

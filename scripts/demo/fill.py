@@ -140,6 +140,9 @@ async def each(label: str, items: list[Any], work: Callable[[Any], Awaitable[Non
     progress.finish(summary())
 
 
+OPT_OUT_PERCENT = 8  # of the customers with an invitation they leave unanswered
+
+
 def stable_share(text: str, percent: int) -> bool:
     """True for a fixed `percent` of texts, the same ones every run."""
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 100 < percent
@@ -185,7 +188,7 @@ class Filler:
         )
 
     def experience_summary(self) -> str:
-        return self.tally.line(["invitations", "responses", "feedback"])
+        return self.tally.line(["invitations", "responses", "feedback", "opt-outs"])
 
     # -- the frame: touchpoints, a journey, surveys, campaigns --------------------------------
 
@@ -404,6 +407,7 @@ class Filler:
 
     async def experience(self, plan: W.Plan) -> None:
         i, cid = plan.person.index, self.customer_ids[plan.person.index]
+        unanswered: dict[str, Any] | None = None  # the last invitation made now that gets no answer
         for kind in ("nps", "csat", "ces"):
             planned = [x for x in plan.invitations if (x if isinstance(x, str) else x.survey_kind) == kind]
             if not planned:
@@ -420,6 +424,8 @@ class Filler:
                 )
                 if invitation is not None and isinstance(item, W.Answer):
                     await self.answer(invitation, item, f"demo-response-{i:04d}-{kind}-{r}")
+                elif invitation is not None:
+                    unanswered = invitation
         if plan.feedback is not None:
             channel, text, rating, received = plan.feedback
             body = {
@@ -431,6 +437,15 @@ class Filler:
                 "received_at": iso(received),
             }
             await self.cem.write("feedback", "POST", "/v1/feedback", f"demo-feedback-{i:04d}", body)
+        # As the recipient does: the unsubscribe button behind the survey mail's link. Only
+        # customers with no detractor answer, so nobody who asked for no more surveys is invited
+        # again when the loop is closed.
+        opts_out = stable_share(plan.person.email + "/opted-out", OPT_OUT_PERCENT)
+        if unanswered is not None and opts_out and not any(_detractor(a) for a in plan.invitations):
+            r = await self.cem.call("POST", f"/r/{unanswered['token']}/unsubscribe")
+            if r.status_code != 200:
+                raise DemoError(f"the unsubscribe page answered {r.status_code}: {r.text[:300]}")
+            self.tally.created["opt-outs"] += 1
 
     async def answer(self, invitation: dict[str, Any], a: W.Answer, key: str) -> None:
         rating_q, text_q = QUESTIONS[a.survey_kind]
