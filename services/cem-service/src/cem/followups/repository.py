@@ -60,8 +60,9 @@ def overdue_at(now: dt.datetime) -> Any:
 CUSTOMER_COLUMNS = (CustomerProfile.name.label("customer_name"), CustomerProfile.email.label("customer_email"))
 
 
-def _with_customer(*columns: Any) -> Any:
-    return select(*columns, *CUSTOMER_COLUMNS).outerjoin(CustomerProfile, CustomerProfile.id == Followup.customer_id)
+def _with_customer(stmt: Any) -> Any:
+    """`stmt` (selecting from follow-ups) joined to the CEM's copy of each one's customer."""
+    return stmt.outerjoin(CustomerProfile, CustomerProfile.id == Followup.customer_id)
 
 
 # One line of a follow-up export: the follow-up as the list shows it.
@@ -87,8 +88,8 @@ def export_query(filters: FollowupFilters, now: dt.datetime) -> CompiledQuery:
     """Every follow-up the list shows with these filters, newest first, unpaged, for a CSV
     export through a cursor on the pool; `overdue` judged at `now`."""
     columns = (*EXPORT_COLUMNS, overdue_at(now).label("overdue"), *EXPORT_TAIL)
-    stmt = select(*columns).outerjoin(CustomerProfile, CustomerProfile.id == Followup.customer_id)
-    return CompiledQuery(keyset.ordered(stmt.where(*filters.where(now)), NEWEST_FIRST, Followup.id))
+    stmt = _with_customer(select(*columns)).where(*filters.where(now))
+    return CompiledQuery(keyset.ordered(stmt, NEWEST_FIRST, Followup.id))
 
 
 class FollowupRepository(Repository[Followup]):
@@ -97,12 +98,14 @@ class FollowupRepository(Repository[Followup]):
     async def list_page(self, filters: FollowupFilters, now: dt.datetime, page: PageParams) -> list[Any]:
         """Newest first, keyset on (created_at, id); one row more than a page. Each row is the
         follow-up (`Followup`) with its `customer_name` and `customer_email`."""
-        stmt = keyset.apply(_with_customer(Followup).where(*filters.where(now)), NEWEST_FIRST, Followup.id, page)
+        stmt = _with_customer(select(Followup, *CUSTOMER_COLUMNS)).where(*filters.where(now))
+        stmt = keyset.apply(stmt, NEWEST_FIRST, Followup.id, page)
         return list((await self.session.execute(stmt)).all())
 
     async def get_with_customer(self, followup_id: uuid.UUID) -> Any:
         """The follow-up with its `customer_name` and `customer_email`, or None."""
-        return (await self.session.execute(_with_customer(Followup).where(Followup.id == followup_id))).first()
+        stmt = _with_customer(select(Followup, *CUSTOMER_COLUMNS)).where(Followup.id == followup_id)
+        return (await self.session.execute(stmt)).first()
 
     async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
         await self.session.execute(
