@@ -91,7 +91,12 @@ def _problem_page(request: Request, exc: Exception) -> HTMLResponse:
     else:
         status, page = PAGES[type(exc)]
     lang = preferred_language(request.headers.get("accept-language"))
-    return _page(request, "message.html", lang, status, title=say(lang, f"{page}_title"), message=say(lang, f"{page}_text"))
+    return _message(request, lang, f"{page}_title", f"{page}_text", status)
+
+
+def _message(request: Request, lang: str, title_key: str, text_key: str, status: int = 200) -> HTMLResponse:
+    """The message page: a title and a text, both from the page's own words (cem.surveys.texts)."""
+    return _page(request, "message.html", lang, status, title=say(lang, title_key), message=say(lang, text_key))
 
 
 def _survey_page(
@@ -343,18 +348,8 @@ async def resubscribe(token: Token, request: Request, session: SessionDep) -> HT
         return target
     changed = await opt_in(session, target.invitation, target.survey)
     await session.commit()
-    language = target.survey.language
-    if not changed:
-        return _page(
-            request,
-            "message.html",
-            language,
-            title=say(language, "resubscribe_prompt"),
-            message=say(language, "resubscribe_none_text"),
-        )
-    return _page(
-        request, "message.html", language, title=say(language, "resubscribed_title"), message=say(language, "resubscribed_text")
-    )
+    keys = ("resubscribed_title", "resubscribed_text") if changed else ("resubscribe_prompt", "resubscribe_none_text")
+    return _message(request, target.survey.language, *keys)
 
 
 async def _read_form(request: Request) -> FormData | None:
