@@ -1,5 +1,5 @@
 """`GET /v1/followups`: the closed loop's inbox. Every follow-up a detractor answer opened, newest
-first, with its customer and whether it is overdue now, filtered by status, lateness, survey,
+first or the most urgent first, with its customer and whether it is overdue now, filtered by status, lateness, survey,
 customer, touchpoint, metric and time; `GET /v1/followups/{id}` shows one the same way."""
 
 from __future__ import annotations
@@ -9,15 +9,19 @@ import uuid
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy import update
 
 from cem.followups.models import Followup
 from cem.followups.repository import EXPORT_HEADER
 from cxkit import testing
 from cxkit.events.payloads import CustomerErased
+from cxkit.pg_pool import asyncpg_dsn
+from cxkit.testing import plan_nodes
 
 from .conftest import delivery
 from .test_followup_sla import followup_of
+from .test_per_customer_plans import assert_reads_only_what_it_returns, plans
 from .test_recovery import close_followup_of
 
 
@@ -168,11 +172,92 @@ async def test_the_export_has_the_lists_follow_ups_in_its_order_with_the_same_fi
     assert (await client.get("/v1/followups/export", headers={"Authorization": ""})).status_code == 401
 
 
-async def listed_all(client: httpx.AsyncClient, params: dict[str, str]) -> list[dict[str, Any]]:
+async def listed_all(client: httpx.AsyncClient, params: dict[str, str], limit: int = 200) -> list[dict[str, Any]]:
     items, cursor = [], None
     while True:
-        r = await client.get("/v1/followups", params={**params, "limit": 200, **({"cursor": cursor} if cursor else {})})
+        r = await client.get("/v1/followups", params={**params, "limit": limit, **({"cursor": cursor} if cursor else {})})
         assert r.status_code == 200, r.text
         items += r.json()["items"]
         if (cursor := r.json()["next_cursor"]) is None:
             return items
+
+
+async def test_sort_by_due_lists_the_most_urgent_first_those_without_an_sla_last_and_pages_the_same(
+    client: httpx.AsyncClient, make: Any, apply: Any, session_factory: Any, keys: dict[str, str]
+) -> None:
+    nps = await make.survey("nps")
+    customers = [await make.customer() for _ in range(7)]
+    for customer in customers:
+        await make.answer(nps["id"], {"nps": 3}, customer_id=str(customer))
+    now = dt.datetime.now(dt.UTC)
+    # Due in (hours): two without an SLA; the answers were recorded in the list's order, so the
+    # newest-first order is not the urgent-first one.
+    due_in = (5, None, -3, 40, None, -30, 5)
+    async with session_factory() as session, session.begin():
+        for customer, hours in zip(customers, due_in, strict=True):
+            due = None if hours is None else now + dt.timedelta(hours=hours)
+            await session.execute(update(Followup).where(Followup.customer_id == customer).values(due_at=due))
+    await close_followup_of(session_factory, apply, customers[3], "nps", 1)
+    ids = {str(c): (await followup_of(session_factory, c)).id for c in customers}
+
+    def expected(hours: list[int | None], descending: bool = False) -> list[str]:
+        """The customers by due time (ties by the follow-up's id in the same direction), no SLA last."""
+        chosen = [(h, ids[str(c)], str(c)) for c, h in zip(customers, due_in, strict=True) if h in hours]
+        dated = sorted(((h, i, c) for h, i, c in chosen if h is not None), reverse=descending)
+        undated = sorted(((i, c) for h, i, c in chosen if h is None), reverse=descending)
+        return [c for _, _, c in dated] + [c for _, c in undated]
+
+    everything = await listed(client, sort="due_at")
+    assert customers_of(everything) == expected(list(due_in))
+    assert customers_of(await listed(client, sort="-due_at")) == expected(list(due_in), descending=True)
+    assert customers_of(await listed(client, sort="due_at", status="open")) == expected([-30, -3, 5, None])
+    assert customers_of(await listed(client, sort="due_at", overdue="true")) == expected([-30, -3])
+    assert customers_of(await listed(client, sort="-created_at")) == customers_of(await listed(client))
+    assert customers_of(await listed(client, sort="created_at")) == [str(c) for c in customers]
+    for sort in ("due_at", "-due_at"):  # pages of one, through the ties and into the follow-ups without an SLA
+        paged = await listed_all(client, {"sort": sort}, limit=1)
+        assert paged == await listed(client, sort=sort), sort
+    r = await client.get("/v1/followups/export", params={"sort": "due_at"}, headers=testing.bearer(keys["read"]))
+    assert r.status_code == 200, r.text
+    assert [row["followup_id"] for row in testing.csv_records(r, list(EXPORT_HEADER))] == [i["id"] for i in everything]
+
+    first = (await client.get("/v1/followups", params={"sort": "due_at", "limit": 1})).json()["next_cursor"]
+    for params in ({"sort": "score"}, {"sort": "due"}, {"sort": "-created_at", "cursor": first}):
+        r = await client.get("/v1/followups", params=params)
+        assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), (params, r.text)
+    assert (await client.get("/v1/followups/export", params={"sort": "status"})).status_code == 422
+
+
+async def test_the_open_and_the_overdue_follow_ups_by_due_time_are_read_in_order_from_one_index(
+    client: httpx.AsyncClient, make: Any, session_factory: Any, cem_app: FastAPI, cem_database_url: str
+) -> None:
+    """The queue to work through (`status=open&sort=due_at`) and the overdue ones by urgency are
+    read in order from one index, never every open one sorted: the first page reads only what it
+    returns. (A later page's cursor is a filter on that scan, not its start: the follow-ups without
+    an SLA come after every due time, and one index range cannot say "after this one, or NULL".)"""
+    nps = await make.survey("nps")
+    customers = [await make.customer() for _ in range(6)]
+    for customer in customers:
+        await make.answer(nps["id"], {"nps": 1}, customer_id=str(customer))
+    now = dt.datetime.now(dt.UTC)
+    async with session_factory() as session, session.begin():
+        for n, customer in enumerate(customers):
+            due = now + dt.timedelta(hours=n - 4)
+            await session.execute(update(Followup).where(Followup.customer_id == customer).values(due_at=due))
+    for params in ({"status": "open"}, {"overdue": "true"}, {"status": "open", "overdue": "true"}):
+        cursor = None
+        for page in (1, 2):
+            with testing.statements_sent(cem_app) as seen:
+                r = await client.get(
+                    "/v1/followups", params={**params, "sort": "due_at", "limit": 2, **({"cursor": cursor} if cursor else {})}
+                )
+            assert r.status_code == 200 and len(r.json()["items"]) == 2, r.text
+            [(statement, parameters)] = [(s, p) for s, p in seen if "FROM followups" in s and "ORDER BY" in s]
+            for kind, plan in (await plans(asyncpg_dsn(cem_database_url), statement, parameters)).items():
+                nodes = list(plan_nodes(plan))
+                assert not [n for n in nodes if "Sort" in n["Node Type"]], (params, kind, page)
+                [main] = [n for n in nodes if n.get("Relation Name") == "followups"]
+                assert main["Index Name"] == "ix_followups_status_due_id", (params, kind, page, main)
+                if page == 1:
+                    assert_reads_only_what_it_returns(plan, 2)
+            cursor = r.json()["next_cursor"]

@@ -22,7 +22,7 @@ from cem.feedback import service as feedback
 from cem.feedback.repository import FeedbackFilters
 from cem.feedback.schemas import FeedbackRead
 from cem.followups import service as followups
-from cem.followups.repository import FollowupFilters
+from cem.followups.repository import DEFAULT_SORT, FollowupFilters
 from cem.followups.schemas import FollowupItem
 from cem.report_filters import ReportFilters
 from cem.surveys.models import Survey
@@ -107,7 +107,7 @@ async def newest_overdue_followups(session: AsyncSession, filters: ReportFilters
     wanted = FollowupFilters(
         overdue=True, survey_id=filters.survey_id, touchpoint=filters.touchpoint, since=filters.since, until=filters.until
     )
-    items, _ = await followups.list_followups(session, wanted, PageParams(limit=OVERDUE_FOLLOWUPS, cursor=None))
+    items, _ = await followups.list_followups(session, wanted, DEFAULT_SORT, PageParams(limit=OVERDUE_FOLLOWUPS, cursor=None))
     return items
 
 

@@ -43,6 +43,8 @@ class Followup(Base):
         Index("ix_followups_status_created", "status", "created_at"),
         Index("ix_followups_survey_created", "survey_id", "created_at"),
         Index("ix_followups_created", "created_at"),
+        # The inbox by urgency (`sort=due_at`), the open ones and the overdue ones (`overdue=true`) above all.
+        Index("ix_followups_status_due_id", "status", "due_at", "id"),
         # The scheduler: open follow-ups past their due time not announced yet.
         Index("ix_followups_due_open", "due_at", postgresql_where=text("status = 'open' AND overdue_at IS NULL")),
         # The scheduler: closed follow-ups whose re-survey is not judged yet, per survey.

@@ -18,7 +18,12 @@ from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery
 from cxkit.repository import Repository
 
-NEWEST_FIRST = keyset.Sort(keyset.SortKey("created_at", Followup.created_at, "datetime"), descending=True)
+# `sort`: newest first by default; `due_at` puts the most urgent first (those without an SLA last).
+SORT_KEYS = (
+    keyset.SortKey("created_at", Followup.created_at, "datetime"),
+    keyset.SortKey("due_at", Followup.due_at, "datetime", nullable=True),
+)
+DEFAULT_SORT = "-created_at"
 
 
 @dataclass(frozen=True)
@@ -84,22 +89,22 @@ EXPORT_TAIL = (Followup.overdue_at, Followup.closed_at, Followup.closed_by, Foll
 EXPORT_HEADER = ("followup_id", *(c.key for c in EXPORT_COLUMNS[1:]), "overdue", *(c.key for c in EXPORT_TAIL))
 
 
-def export_query(filters: FollowupFilters, now: dt.datetime) -> CompiledQuery:
-    """Every follow-up the list shows with these filters, newest first, unpaged, for a CSV
-    export through a cursor on the pool; `overdue` judged at `now`."""
+def export_query(filters: FollowupFilters, sort: keyset.Sort, now: dt.datetime) -> CompiledQuery:
+    """Every follow-up the list shows with these filters, in the list's order, unpaged, for a
+    CSV export through a cursor on the pool; `overdue` judged at `now`."""
     columns = (*EXPORT_COLUMNS, overdue_at(now).label("overdue"), *EXPORT_TAIL)
     stmt = _with_customer(select(*columns)).where(*filters.where(now))
-    return CompiledQuery(keyset.ordered(stmt, NEWEST_FIRST, Followup.id))
+    return CompiledQuery(keyset.ordered(stmt, sort, Followup.id))
 
 
 class FollowupRepository(Repository[Followup]):
     model = Followup
 
-    async def list_page(self, filters: FollowupFilters, now: dt.datetime, page: PageParams) -> list[Any]:
-        """Newest first, keyset on (created_at, id); one row more than a page. Each row is the
+    async def list_page(self, filters: FollowupFilters, sort: keyset.Sort, now: dt.datetime, page: PageParams) -> list[Any]:
+        """In `sort`'s order, keyset on (its key, id); one row more than a page. Each row is the
         follow-up (`Followup`) with its `customer_name` and `customer_email`."""
         stmt = _with_customer(select(Followup, *CUSTOMER_COLUMNS)).where(*filters.where(now))
-        stmt = keyset.apply(stmt, NEWEST_FIRST, Followup.id, page)
+        stmt = keyset.apply(stmt, sort, Followup.id, page)
         return list((await self.session.execute(stmt)).all())
 
     async def get_with_customer(self, followup_id: uuid.UUID) -> Any:

@@ -10,9 +10,9 @@ from starlette.responses import Response
 
 from cem.fields import From, To, check_window
 from cem.followups import service
-from cem.followups.repository import EXPORT_HEADER, FollowupFilters, export_query
+from cem.followups.repository import DEFAULT_SORT, EXPORT_HEADER, SORT_KEYS, FollowupFilters
 from cem.followups.schemas import FollowupItem
-from cxkit.db import utcnow
+from cxkit import keyset
 from cxkit.fields import QueryText
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader
@@ -55,13 +55,25 @@ async def followup_filters(
     )
 
 
+SortParam = Annotated[
+    str,
+    Query(
+        pattern=keyset.sort_pattern(SORT_KEYS),
+        description="Sort key, `-` for descending: `-created_at` newest first (the default), `due_at` the most urgent "
+        "first (the soonest due; those without an SLA last).",
+        examples=["due_at"],
+    ),
+]
+
+
 @router.get(
     "",
     summary="List follow-ups",
     description="The closed loop's inbox: every follow-up a detractor answer opened (NPS 0-6, CSAT 1-2, CES 1-2 "
     "from a known customer; the CRM makes a task of each), with the customer's name and email, its score, reason, "
     "SLA (`due_at`), whether it is "
-    "`overdue` now, and who closed it when the CRM task was done. Newest first; filter by `status`, `overdue`, "
+    "`overdue` now, and who closed it when the CRM task was done. Newest first, or the most urgent first with "
+    "`sort=due_at` (`status=open&sort=due_at` is the queue to work through); filter by `status`, `overdue`, "
     "`survey_id`, `customer_id`, `touchpoint`, `metric` and a window on when it was opened (`from` inclusive, `to` "
     "exclusive); paginated with `limit` and `cursor`. Needs `read`.",
     responses=problem_responses(401, 403, 422),
@@ -71,8 +83,9 @@ async def list_followups(
     _: Reader,
     page: Annotated[PageParams, Depends(page_params)],
     filters: Annotated[FollowupFilters, Depends(followup_filters)],
+    sort: SortParam = DEFAULT_SORT,
 ) -> ModelResponse[Page[FollowupItem]]:
-    items, next_cursor = await service.list_followups(session, filters, page)
+    items, next_cursor = await service.list_followups(session, filters, sort, page)
     return json_response(Page[FollowupItem](items=items, next_cursor=next_cursor))
 
 
@@ -91,7 +104,7 @@ EXPORT_EXAMPLE = (
     status_code=200,
     summary="Export follow-ups as CSV",
     description="Every follow-up the list shows with the same filters (`status`, `overdue`, `survey_id`, "
-    "`customer_id`, `touchpoint`, `metric`, `from`, `to`), newest first, unpaged, as a streamed `text/csv` "
+    "`customer_id`, `touchpoint`, `metric`, `from`, `to`) and in the same order (`sort`), unpaged, as a streamed `text/csv` "
     "attachment (`followups-<UTC timestamp>.csv`): a header row, then one line per follow-up with the fields the "
     "list shows (the customer's name and email, `overdue` as true or false, judged when the export starts). "
     "Spreadsheet-safe: a text cell "
@@ -102,9 +115,9 @@ EXPORT_EXAMPLE = (
     | problem_responses(401, 403, 422),
 )
 async def export_followups(
-    pool: PgPoolDep, _: Reader, filters: Annotated[FollowupFilters, Depends(followup_filters)]
+    pool: PgPoolDep, _: Reader, filters: Annotated[FollowupFilters, Depends(followup_filters)], sort: SortParam = DEFAULT_SORT
 ) -> Response:
-    query = export_query(filters, utcnow())
+    query = service.export_query(filters, sort)
     return await csv_export(pool, query.sql, query.arguments(), header=EXPORT_HEADER, row_of=list, name="followups")
 
 

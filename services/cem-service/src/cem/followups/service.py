@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.db import SOURCE, OutboxMessage
+from cem.followups import repository
 from cem.followups.models import Followup
-from cem.followups.repository import NEWEST_FIRST, FollowupFilters, FollowupRepository
+from cem.followups.repository import SORT_KEYS, FollowupFilters, FollowupRepository
 from cem.followups.schemas import FollowupItem
 from cem.followups.sla import SlaBand, due_at
 from cem.responses.models import Score, SurveyResponse
@@ -23,6 +24,7 @@ from cxkit.events.payloads import FollowupOverdue, FollowupRequested, TaskComple
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound
 from cxkit.kafka.outbox import add_event
+from cxkit.pg_pool import CompiledQuery
 
 
 async def request_followup(
@@ -146,12 +148,19 @@ def _item(row: Any, now: dt.datetime) -> FollowupItem:
 
 
 async def list_followups(
-    session: AsyncSession, filters: FollowupFilters, page: PageParams
+    session: AsyncSession, filters: FollowupFilters, sort_token: str, page: PageParams
 ) -> tuple[list[FollowupItem], str | None]:
-    now = utcnow()
-    found = await FollowupRepository(session).list_page(filters, now, page)
-    rows, next_cursor = keyset.cut(found, NEWEST_FIRST, page, lambda r: (r.Followup.created_at, r.Followup.id))
+    sort, now = keyset.parse_sort(sort_token, SORT_KEYS), utcnow()
+    found = await FollowupRepository(session).list_page(filters, sort, now, page)
+    key = sort.key.column.key
+    rows, next_cursor = keyset.cut(found, sort, page, lambda r: (getattr(r.Followup, key), r.Followup.id))
     return [_item(r, now) for r in rows], next_cursor
+
+
+def export_query(filters: FollowupFilters, sort_token: str) -> CompiledQuery:
+    """The statement of a follow-up export: what `list_followups` shows, unpaged, `overdue`
+    judged now."""
+    return repository.export_query(filters, keyset.parse_sort(sort_token, SORT_KEYS), utcnow())
 
 
 async def get_followup(session: AsyncSession, followup_id: uuid.UUID) -> FollowupItem:
