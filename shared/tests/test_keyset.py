@@ -14,7 +14,8 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from sqlalchemy import BigInteger, Integer, Text, Uuid, select
+from sqlalchemy import BigInteger, Index, Integer, Select, Text, Uuid, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -22,6 +23,7 @@ from cxkit import keyset
 from cxkit.http.pagination import PageParams, decode_cursor
 from cxkit.http.problems import Unprocessable
 from cxkit.pg_pool import CompiledQuery, asyncpg_dsn, row_columns
+from cxkit.testing import plan_nodes
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -39,6 +41,8 @@ class Item(Base):
     name: Mapped[str | None] = mapped_column(Text, nullable=True)
     score: Mapped[int] = mapped_column(Integer)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+
+    __table_args__ = (Index("ix_keyset_items_name_id", "name", "id"),)
 
 
 NAME = keyset.SortKey("name", Item.name, "str", nullable=True)
@@ -104,6 +108,64 @@ async def every_page_orm(sessions: Sessions, sort: keyset.Sort, limit: int) -> l
 
 
 SORTS = [keyset.Sort(key, descending) for key in KEYS for descending in (False, True)]
+
+
+async def every_page_fetched(sessions: Sessions, sort: keyset.Sort, limit: int, ran: list[Select[Any]]) -> list[list[Item]]:
+    """Every page through `keyset.fetch`, each statement it runs kept in `ran`."""
+    pages: list[list[Item]] = []
+    page = PageParams(limit=limit, cursor=None)
+    while True:
+        async with sessions() as session:
+
+            async def run(stmt: Select[Any]) -> list[Item]:
+                ran.append(stmt)
+                return list((await session.scalars(stmt)).all())
+
+            kept, cursor = keyset.cut(await keyset.fetch(run, select(Item), sort, Item.id, page), sort, page)
+        pages.append(kept)
+        if cursor is None:
+            return pages
+        page = PageParams(limit=limit, cursor=decode_cursor(cursor))
+        assert len(pages) < 50, "the pages never end"
+
+
+@pytest.mark.parametrize("sort", SORTS, ids=[s.token for s in SORTS])
+@pytest.mark.parametrize("limit", [1, 2, 5])
+async def test_fetch_pages_through_every_row_once_in_order_like_apply(
+    engine: AsyncEngine, items: list[Item], sort: keyset.Sort, limit: int
+) -> None:
+    ran: list[Select[Any]] = []
+    pages = await every_page_fetched(make_sessions(engine), sort, limit, ran)
+    assert [r.id for p in pages for r in p] == expected(items, sort)
+    by_apply = await every_page_orm(make_sessions(engine), sort, limit)
+    assert [[r.id for r in p] for p in pages] == [[r.id for r in p] for p in by_apply]
+    # A second statement only where the named rows end within a page and the one more row that
+    # tells whether a next page exists (at most two pages: the one they end in and the one before).
+    assert len(pages) <= len(ran) <= len(pages) + (2 if sort.key.nullable else 0), len(ran)
+
+
+async def test_after_a_value_of_a_nullable_key_each_statement_is_an_index_range_in_order(
+    engine: AsyncEngine, items: list[Item]
+) -> None:
+    """Every page by name reads only the rows it returns from the (name, id) index: the cursor is
+    where the scan starts, not a filter over the rows before it (as `apply`'s one statement,
+    `(name, id) > cursor OR name IS NULL`, must be)."""
+    ran: list[Select[Any]] = []
+    await every_page_fetched(make_sessions(engine), keyset.Sort(NAME, descending=False), 2, ran)
+    assert len(ran) == 7  # six pages, the fifth in two statements
+    async with engine.connect() as conn:
+        for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+            await conn.exec_driver_sql(f"SET {setting} = off")
+        for stmt in ran:
+            sql = str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+            raw = (await conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + sql)).scalar_one()
+            nodes = list(plan_nodes((orjson.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]))
+            [scan] = [n for n in nodes if "Scan" in n["Node Type"]]
+            assert scan.get("Index Name") == "ix_keyset_items_name_id", sql
+            assert not [n for n in nodes if "Sort" in n["Node Type"]], sql
+            assert scan.get("Rows Removed by Filter", 0) == 0, sql
+            assert scan["Actual Rows"] <= 3, sql
+        await conn.rollback()
 
 
 @pytest.mark.parametrize("sort", SORTS, ids=[s.token for s in SORTS])

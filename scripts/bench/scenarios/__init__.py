@@ -12,6 +12,7 @@ from scripts.bench.scenarios.http_api import (
     nps_series,
     post_interactions,
     search,
+    sorted_lists,
 )
 from scripts.bench.scenarios.ingest import ingest
 from scripts.bench.scenarios.write_visible import write_visible
@@ -29,5 +30,6 @@ __all__ = [
     "nps_series",
     "post_interactions",
     "search",
+    "sorted_lists",
     "write_visible",
 ]

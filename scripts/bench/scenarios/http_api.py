@@ -1,4 +1,5 @@
-"""The HTTP targets: GET by id, the joined view, POST interactions, search, the NPS series."""
+"""The HTTP targets: GET by id, the joined view, POST interactions, search, the NPS series;
+reported without a target: a customer's duplicates, the customer list sorted deep."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import orjson
 from scripts.bench.loadgen import Plan
 from scripts.bench.report import Metric, at_least, at_most
 from scripts.bench.scenarios.context import BenchContext, errors_note, interleaved, median_of
+
+from cxkit.http.pagination import encode_cursor
 
 POST_BODY = orjson.dumps(
     {
@@ -114,6 +117,39 @@ async def duplicates(ctx: BenchContext) -> None:
         ctx.report.add(
             Metric(f"duplicates_{kind}_p95", f"duplicates of a customer, {kind} name, p95", "ms", "(reported)", p95,
                    note="; ".join(x for x in (note, errors) if x)),
+        )  # fmt: skip
+
+
+SORTED_BY = {"name": "name", "email": "email_normalized"}  # the list's sort key: its column
+DEEP_CURSORS = 20
+
+
+async def sorted_lists(ctx: BenchContext) -> None:
+    """`GET /v1/customers?sort=name` (and `email`), 50 a page (no SPEC row: reported, not
+    judged): one connection, p95 of the first page against pages deep into the list (from
+    cursors at 20 places between its middle and its end), side by side."""
+    rows = await ctx.crm.fetchval("SELECT count(*) FROM customers")
+    for sort, column in SORTED_BY.items():
+        deep = await ctx.crm.fetch(
+            f"SELECT {column} AS value, id FROM (SELECT {column}, id, row_number() OVER (ORDER BY {column}, id) AS n "
+            f"FROM customers WHERE {column} IS NOT NULL) AS ranked WHERE n % $1 = 0 AND n > $2 ORDER BY n",
+            max(1, rows // (2 * DEEP_CURSORS)), rows // 2,
+        )  # fmt: skip
+        cursors = [encode_cursor([sort, r["value"], str(r["id"])]) for r in deep[:DEEP_CURSORS]]
+        plans = [
+            ("first", Plan(f"list_by_{sort}_first", "cycle", [f"/v1/customers?sort={sort}&limit=50"])),
+            ("deep", Plan(f"list_by_{sort}_deep", "cycle", [f"/v1/customers?sort={sort}&limit=50&cursor={c}" for c in cursors])),
+        ]
+        p95: dict[str, float | None] = {}
+        errors = []
+        for kind, plan in plans:
+            res = (await interleaved(ctx, plan, [("ours", ctx.stack.crm)], connections=1))["ours"]
+            p95[kind] = median_of([r.p95_ms for r in res])
+            errors.append(errors_note(res))
+        note = f"no SPEC target; {rows:,} customers, pages after 20 cursors from the middle of the list to its end"
+        ctx.report.add(
+            Metric(f"list_by_{sort}_deep_p95", f"customers by {sort}, a deep page, p95", "ms", "(reported)", p95["deep"],
+                   p95["first"], "the first page", note="; ".join(x for x in (note, *errors) if x)),
         )  # fmt: skip
 
 

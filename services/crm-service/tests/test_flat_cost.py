@@ -27,11 +27,12 @@ async def priced_out(conn: asyncpg.Connection) -> None:
         await conn.execute(f"SET LOCAL {setting} = off")
 
 
-async def plan_of(app: FastAPI, statement: str, parameters: tuple[Any, ...]) -> list[dict[str, Any]]:
-    """The plan's nodes for the statement (see `priced_out`)."""
+async def plan_of(app: FastAPI, statement: str, parameters: tuple[Any, ...], *, analyze: bool = False) -> list[dict[str, Any]]:
+    """The plan's nodes for the statement (see `priced_out`); `analyze`: executed, with the rows
+    each node read."""
     async with app.state.pg_pool.acquire() as conn, conn.transaction():
         await priced_out(conn)
-        raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + statement, *parameters)
+        raw = await conn.fetchval(f"EXPLAIN ({'ANALYZE, ' if analyze else ''}FORMAT JSON) " + statement, *parameters)
     plan = (orjson.loads(raw) if isinstance(raw, str | bytes) else raw)[0]["Plan"]
     return list(plan_nodes(plan))
 
@@ -94,3 +95,52 @@ async def test_the_timeline_reads_each_kind_by_index_and_merges_only_a_page(crm_
         "ix_documents_customer_id_created_at_id",
         "ix_customer_changes_customer_id_changed_at_id",
     }, shown
+
+
+@pytest.mark.parametrize(
+    ("path", "table", "index", "field"),
+    [
+        ("/v1/customers?sort=name&limit=2", "customers", "ix_customers_name_id", "name"),
+        ("/v1/tasks?customer_id={id}&sort=due_at&limit=2", "tasks", "ix_tasks_customer_id_due_at_id", "due_at"),
+        ("/v1/deals?sort=amount&limit=2", "deals", "ix_deals_amount_id", "amount"),
+    ],
+)
+async def test_a_list_by_a_key_some_rows_lack_reads_only_its_page_at_any_depth(
+    crm_app: FastAPI, client: httpx.AsyncClient, make: Any, path: str, table: str, index: str, field: str
+) -> None:
+    """Sorted by a field some rows leave empty (those come last), every page reads only the rows
+    it returns from the index, in order: the cursor is where the scan starts, also when the page
+    runs from the last rows with a value into the empty ones (a second statement reads those)."""
+    owner = await make.customer(name="Owner")
+    for n in range(5):
+        value = {"name": f"Name {n % 3}", "due_at": f"2026-12-0{n % 3 + 1}T09:00:00Z", "amount": str(100 * (n % 3))}[field]
+        if table == "customers":
+            await make.customer(name=value)
+        elif table == "tasks":
+            await make.task(owner["id"], due_at=value)
+        else:
+            await make.deal(owner["id"], amount=value, currency="EUR")
+    for _ in range(2):
+        if table == "customers":  # as a lead the CRM made from an interaction event's email has none
+            nameless = await make.customer()
+            async with crm_app.state.pg_pool.acquire() as conn:
+                await conn.execute("UPDATE customers SET name = NULL WHERE id = $1", uuid.UUID(nameless["id"]))
+        elif table == "tasks":
+            await make.task(owner["id"])
+        else:
+            await make.deal(owner["id"])
+    url, cursor, listed = path.format(id=owner["id"]), None, []
+    while True:
+        with statements_sent(crm_app) as seen:
+            r = await client.get(url + (f"&cursor={cursor}" if cursor else ""))
+        assert r.status_code == 200, r.text
+        listed += [item[field] for item in r.json()["items"]]
+        for statement, parameters in [(s, p) for s, p in seen if f"FROM {table}" in s and "LIMIT" in s]:
+            plan = await plan_of(crm_app, statement, parameters, analyze=True)
+            assert not [n for n in plan if "Sort" in n["Node Type"]], statement
+            [scan] = [n for n in plan if n.get("Relation Name") == table]
+            assert scan.get("Index Name") == index, (statement, scan)
+            assert scan.get("Rows Removed by Filter", 0) == 0 and scan["Actual Rows"] <= 3, (statement, scan)
+        if (cursor := r.json()["next_cursor"]) is None:
+            break
+    assert len(listed) == (8 if table == "customers" else 7) and listed[-2:] == [None, None]

@@ -9,7 +9,8 @@ drop the rows before it). A cursor made for another sort is refused (422).
 
 - `parse_sort` / `sort_pattern`: the `sort` parameter; `Sort(SortKey(...), descending)` a fixed one.
 - `apply` (ORM), or `page_of` + `after_params` (a statement compiled once per shape, run on the
-  asyncpg pool): the page's query, one row more than asked; `within` the [since, until) window;
+  asyncpg pool): the page's query, one row more than asked; `fetch` runs it (in two statements
+  after a cursor on a value of a nullable key, so that each is an index range); `within` the [since, until) window;
   `ordered` every row in the list's order, unpaged (exports).
 - `cut`: the page and the `next_cursor` from the rows fetched.
 - `read_cursor` / `trim`: the same cursors for a list whose order is not one key and an id (the
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, TypeVar
@@ -149,13 +150,24 @@ def decode_after(sort: Sort, page: PageParams) -> After:
 
 
 def page_of(
-    stmt: Select[Any], sort: Sort, id_column: InstrumentedAttribute[Any], after: After, *, limit: int | None = None
+    stmt: Select[Any],
+    sort: Sort,
+    id_column: InstrumentedAttribute[Any],
+    after: After,
+    *,
+    limit: int | None = None,
+    nulls_after_value: bool = True,
 ) -> Select[Any]:
     """Add the cursor's WHERE, the ORDER BY and the LIMIT (one row more than a page) as bind
     parameters `after_value`, `after_id` and `limit`. Given the page's `limit`, they hold the
     cursor's values and `limit + 1`; without, they are all left to fill, so the statement is
     the same for every page of one shape (sort, kind of cursor) and can be compiled once
-    (`cxkit.pg_pool.CompiledQuery`), then run with `after_params`."""
+    (`cxkit.pg_pool.CompiledQuery`), then run with `after_params`.
+
+    After a cursor on a value of a nullable key, the rows after it are those with a later value,
+    then the NULLs: one condition (`(key, id) > cursor OR key IS NULL`) that no index range
+    can read, so the scan filters out every row before the cursor. `nulls_after_value=False`
+    leaves the NULLs out, for `fetch`, which reads them with a second statement if needed."""
     col, desc, key = sort.key.column, sort.descending, sort.key
 
     def param(name: str, value: Any, type_: Any) -> Any:
@@ -171,7 +183,7 @@ def page_of(
         value, last_id = param("after_value", after.value, col.type), param("after_id", after.last_id, id_column.type)
         # A row comparison: PostgreSQL makes it a bound of the (..., key, id) index.
         row = tuple_(col, id_column) < tuple_(value, last_id) if desc else tuple_(col, id_column) > tuple_(value, last_id)
-        stmt = stmt.where(or_(row, col.is_(None)) if key.nullable else row)
+        stmt = stmt.where(or_(row, col.is_(None)) if key.nullable and nulls_after_value else row)
     return ordered(stmt, sort, id_column).limit(param("limit", None if limit is None else limit + 1, Integer))
 
 
@@ -196,8 +208,31 @@ def after_params(after: After, page: PageParams) -> dict[str, Any]:
 
 
 def apply(stmt: Select[Any], sort: Sort, id_column: InstrumentedAttribute[Any], page: PageParams) -> Select[Any]:
-    """Add the cursor's WHERE, the ORDER BY and the LIMIT (one row more than asked), for the ORM."""
+    """Add the cursor's WHERE, the ORDER BY and the LIMIT (one row more than asked), for the ORM.
+    For a sort that may be by a nullable key, `fetch` reads later pages as index ranges."""
     return page_of(stmt, sort, id_column, decode_after(sort, page), limit=page.limit)
+
+
+async def fetch(
+    run: Callable[[Select[Any]], Awaitable[Sequence[T]]],
+    stmt: Select[Any],
+    sort: Sort,
+    id_column: InstrumentedAttribute[Any],
+    page: PageParams,
+) -> list[T]:
+    """The page's rows, one more than asked, as `apply`'s statement gives them, `run` running a
+    statement and answering its rows. After a cursor on a value of a nullable key they come from
+    two statements, each one index range in the list's order: the rows with a later value, and,
+    only when those do not fill the page, the first NULLs. (One statement would filter out every
+    row before the cursor: a page deep into a million rows would read most of them.)"""
+    after = decode_after(sort, page)
+    if not (sort.key.nullable and after.kind == "value"):
+        return list(await run(page_of(stmt, sort, id_column, after, limit=page.limit)))
+    rows = list(await run(page_of(stmt, sort, id_column, after, limit=page.limit, nulls_after_value=False)))
+    if len(rows) <= page.limit:
+        nulls = ordered(stmt.where(sort.key.column.is_(None)), sort, id_column).limit(page.limit + 1 - len(rows))
+        rows += await run(nulls)
+    return rows
 
 
 def within(stmt: Select[Any], column: Any, since: Any | None, until: Any | None) -> Select[Any]:

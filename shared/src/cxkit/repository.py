@@ -6,9 +6,9 @@ domain's repository."""
 from __future__ import annotations
 
 import uuid
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import Executable, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
@@ -23,6 +23,14 @@ class SessionRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def scalars_of(self, stmt: Executable) -> list[Any]:
+        """The first column of every row the statement answers (mapped objects for `select(Model)`)."""
+        return list((await self.session.scalars(stmt)).all())
+
+    async def rows_of(self, stmt: Executable) -> list[Any]:
+        """Every row the statement answers."""
+        return list((await self.session.execute(stmt)).all())
 
 
 class Repository(SessionRepository, Generic[ModelT]):

@@ -104,8 +104,7 @@ class FollowupRepository(Repository[Followup]):
         """In `sort`'s order, keyset on (its key, id); one row more than a page. Each row is the
         follow-up (`Followup`) with its `customer_name` and `customer_email`."""
         stmt = _with_customer(select(Followup, *CUSTOMER_COLUMNS)).where(*filters.where(now))
-        stmt = keyset.apply(stmt, sort, Followup.id, page)
-        return list((await self.session.execute(stmt)).all())
+        return await keyset.fetch(self.rows_of, stmt, sort, Followup.id, page)
 
     async def get_with_customer(self, followup_id: uuid.UUID) -> Any:
         """The follow-up with its `customer_name` and `customer_email`, or None."""

@@ -196,9 +196,9 @@ class CustomerRepository(Repository[Customer]):
         }
 
     async def list_page(self, filters: CustomerFilters, sort: keyset.Sort, page: PageParams) -> list[Customer]:
-        stmt = keyset.apply(select(Customer).where(*matching(filters)), sort, Customer.id, page)
+        stmt = select(Customer).where(*matching(filters))
         if not filters.q:
-            return list((await self.session.scalars(stmt)).all())
+            return await keyset.fetch(self.scalars_of, stmt, sort, Customer.id, page)
         # A search is planned for its own term. The driver prepares statements, and after a
         # few runs PostgreSQL may switch to a generic plan, which cannot know that '%zq%'
         # matches nothing and walks the sort index over every row (~0.8 s at 200k) instead
@@ -212,10 +212,10 @@ class CustomerRepository(Repository[Customer]):
         # first, and one found rare there is taken from the trigram index. A term estimated
         # rare is left to its plan, which asks the trigram index.
         if await self.search_estimate(filters.q) < SEARCH_PROBE_FROM or not await self.search_term_is_rare(filters, sort, page):
-            return list((await self.session.scalars(stmt)).all())
+            return await keyset.fetch(self.scalars_of, stmt, sort, Customer.id, page)
         await self.session.execute(text(_PLANS.format(setting="off")))
         try:
-            return list((await self.session.scalars(stmt)).all())
+            return await keyset.fetch(self.scalars_of, stmt, sort, Customer.id, page)
         finally:
             await self.session.execute(text(_PLANS.format(setting="on")))
 

@@ -104,8 +104,7 @@ class DealRepository(Repository[Deal]):
         return select(Deal, PipelineStage).join(PipelineStage, PipelineStage.id == Deal.stage_id).where(*matching(filters))
 
     async def list_page(self, filters: DealFilters, sort: keyset.Sort, page: PageParams) -> list[tuple[Deal, PipelineStage]]:
-        stmt = keyset.apply(self._filtered(filters), sort, Deal.id, page)
-        return [(d, s) for d, s in (await self.session.execute(stmt)).all()]
+        return [(d, s) for d, s in await keyset.fetch(self.rows_of, self._filtered(filters), sort, Deal.id, page)]
 
     async def open_deals(self, customer_id: uuid.UUID, limit: int) -> list[tuple[Deal, PipelineStage]]:
         stmt = (

@@ -77,8 +77,7 @@ class TaskRepository(Repository[Task]):
     model = Task
 
     async def list_page(self, filters: TaskFilters, sort: keyset.Sort, page: PageParams) -> list[Task]:
-        stmt = select(Task).where(*matching(filters))
-        return list((await self.session.scalars(keyset.apply(stmt, sort, Task.id, page))).all())
+        return await keyset.fetch(self.scalars_of, select(Task).where(*matching(filters)), sort, Task.id, page)
 
     async def open_for_customer(self, customer_id: uuid.UUID, limit: int) -> list[Task]:
         stmt = select(Task).from_statement(open_for_customer_query(customer_id, limit))
