@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from crm.customers.models import SEARCH_SEPARATOR, Customer
 from crm.customers.repository import SEARCH_PROBE_FROM, SORT_KEYS, CustomerFilters, CustomerRepository, matching
@@ -19,7 +19,7 @@ from crm.leads.models import Lead
 from crm.tasks.models import Task
 from cxkit import keyset
 from cxkit.http.pagination import PageParams
-from cxkit.testing import bearer
+from cxkit.testing import bearer, plan_nodes
 
 # --- PATCH ---------------------------------------------------------------------------------
 
@@ -186,6 +186,29 @@ async def test_a_rare_term_is_taken_from_the_trigram_indexes_even_when_the_stati
         assert await repo.search_term_is_rare(CustomerFilters(q="Serengeti"), sort, page)
         assert not await repo.search_term_is_rare(CustomerFilters(q="Kilimanjaro"), sort, page)
         assert not await repo.search_term_is_rare(CustomerFilters(q="Person"), sort, page)
+
+    # After a cursor on a name, the probe walks the rows after it as the page does: from the
+    # cursor, an index bound, not over every name before it, dropped by a filter.
+    deep = PageParams(limit=1, cursor=["name", "Person 900", str(uuid.UUID(int=0))])
+    async with session_factory() as session:
+        sent: list[tuple[str, Any]] = []
+        listener = lambda *args: sent.append((args[2], args[3]))  # noqa: E731 (conn, cursor, statement, parameters, ...)
+        event.listen(session.bind.sync_engine, "before_cursor_execute", listener)
+        try:
+            rare_after = await CustomerRepository(session).search_term_is_rare(
+                CustomerFilters(q="Person"), keyset.parse_sort("name", SORT_KEYS), deep
+            )
+        finally:
+            event.remove(session.bind.sync_engine, "before_cursor_execute", listener)
+        assert not rare_after  # 'Person 901' ... 'Person 999' and more follow the cursor
+        [(probe, parameters)] = [(st, pa) for st, pa in sent if "count(" in st]
+        for setting in ("enable_seqscan", "enable_bitmapscan"):
+            await session.execute(text(f"SET LOCAL {setting} = off"))
+        conn = await session.connection()
+        raw = (await conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + probe, tuple(parameters))).scalar()
+        [scan] = [n for n in plan_nodes(raw[0]["Plan"]) if n.get("Relation Name") == "customers"]
+        assert scan.get("Index Name") == "ix_customers_name_id" and "ROW(" in scan.get("Index Cond", ""), scan
+        assert scan.get("Rows Removed by Filter", 0) == 0, scan
 
     # Both roads give the same pages: newest first, one at a time with the cursor.
     for term, expected in (("zanzibarr", [c.id for c in rare]), ("kilimanjaro", [newest[100 * n].id for n in range(5)])):

@@ -238,6 +238,7 @@ class CustomerRepository(Repository[Customer]):
             Customer.id,
             keyset.decode_after(sort, page),
             limit=SEARCH_PROBE_ROWS - 1,  # one row more than that
+            nulls_after_value=False,  # as `keyset.fetch` walks first after a cursor on a name or email
         ).subquery()
         found = (
             select(literal(1))
