@@ -29,7 +29,11 @@ SCENARIOS: list[tuple[str, Scenario, list[str]]] = [
     ("POST /v1/interactions", scenarios.post_interactions, ["post_interactions_rps", "post_interactions_p99"]),
     ("search", scenarios.search, [f"search_{k}_p95" for k in ("common", "rare", "no_match", "email_substring")]),
     ("duplicates", scenarios.duplicates, [f"duplicates_{k}_p95" for k in ("common", "rare", "random")]),
-    ("customer list sorted", scenarios.sorted_lists, ["list_by_name_deep_p95", "list_by_email_deep_p95"]),
+    (
+        "customer list sorted",
+        scenarios.sorted_lists,
+        [f"list_by_{k}_{p}_p95" for k in ("name", "email", "desc_name") for p in ("first", "deep")],
+    ),
     ("NPS weekly series", scenarios.nps_series, ["nps_week_ms"]),
     ("CRM write -> CEM view", scenarios.write_visible, ["write_visible_p50", "write_visible_p99"]),
     (

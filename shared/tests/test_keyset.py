@@ -144,14 +144,16 @@ async def test_fetch_pages_through_every_row_once_in_order_like_apply(
     assert len(pages) <= len(ran) <= len(pages) + (2 if sort.key.nullable else 0), len(ran)
 
 
-async def test_after_a_value_of_a_nullable_key_each_statement_is_an_index_range_in_order(
-    engine: AsyncEngine, items: list[Item]
+@pytest.mark.parametrize("descending", [False, True], ids=["name", "-name"])
+async def test_by_a_nullable_key_each_statement_is_an_index_range_in_order(
+    engine: AsyncEngine, items: list[Item], descending: bool
 ) -> None:
-    """Every page by name reads only the rows it returns from the (name, id) index: the cursor is
-    where the scan starts, not a filter over the rows before it (as `apply`'s one statement,
-    `(name, id) > cursor OR name IS NULL`, must be)."""
+    """Every page by name, either way, reads only the rows it returns from the (name, id) index,
+    forwards or backwards: the cursor is where the scan starts, not a filter over the rows before
+    it (as `apply`'s one statement, `(name, id) > cursor OR name IS NULL`, must be), and nothing
+    sorts every row (as `name DESC NULLS LAST` must, not being the index's order backwards)."""
     ran: list[Select[Any]] = []
-    await every_page_fetched(make_sessions(engine), keyset.Sort(NAME, descending=False), 2, ran)
+    await every_page_fetched(make_sessions(engine), keyset.Sort(NAME, descending=descending), 2, ran)
     assert len(ran) == 7  # six pages, the fifth in two statements
     async with engine.connect() as conn:
         for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):

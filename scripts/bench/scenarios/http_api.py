@@ -120,19 +120,20 @@ async def duplicates(ctx: BenchContext) -> None:
         )  # fmt: skip
 
 
-SORTED_BY = {"name": "name", "email": "email_normalized"}  # the list's sort key: its column
+SORTED_BY = {"name": "name", "email": "email_normalized", "-name": "name"}  # the list's sort: its column
 DEEP_CURSORS = 20
 
 
 async def sorted_lists(ctx: BenchContext) -> None:
-    """`GET /v1/customers?sort=name` (and `email`), 50 a page (no SPEC row: reported, not
-    judged): one connection, p95 of the first page against pages deep into the list (from
-    cursors at 20 places between its middle and its end), side by side."""
+    """`GET /v1/customers?sort=name` (and `email`, `-name`), 50 a page (no SPEC row: reported,
+    not judged): one connection, p95 of pages deep into the list (from cursors at 20 places
+    between its middle and its end) beside the first page's."""
     rows = await ctx.crm.fetchval("SELECT count(*) FROM customers")
     for sort, column in SORTED_BY.items():
+        way = "DESC" if sort.startswith("-") else "ASC"
         deep = await ctx.crm.fetch(
-            f"SELECT {column} AS value, id FROM (SELECT {column}, id, row_number() OVER (ORDER BY {column}, id) AS n "
-            f"FROM customers WHERE {column} IS NOT NULL) AS ranked WHERE n % $1 = 0 AND n > $2 ORDER BY n",
+            f"SELECT {column} AS value, id FROM (SELECT {column}, id, row_number() OVER (ORDER BY {column} {way}, id {way}) "
+            f"AS n FROM customers WHERE {column} IS NOT NULL) AS ranked WHERE n % $1 = 0 AND n > $2 ORDER BY n",
             max(1, rows // (2 * DEEP_CURSORS)), rows // 2,
         )  # fmt: skip
         cursors = [encode_cursor([sort, r["value"], str(r["id"])]) for r in deep[:DEEP_CURSORS]]
@@ -146,9 +147,12 @@ async def sorted_lists(ctx: BenchContext) -> None:
             res = (await interleaved(ctx, plan, [("ours", ctx.stack.crm)], connections=1))["ours"]
             p95[kind] = median_of([r.p95_ms for r in res])
             errors.append(errors_note(res))
+        key = sort.replace("-", "desc_")
         note = f"no SPEC target; {rows:,} customers, pages after 20 cursors from the middle of the list to its end"
         ctx.report.add(
-            Metric(f"list_by_{sort}_deep_p95", f"customers by {sort}, a deep page, p95", "ms", "(reported)", p95["deep"],
+            Metric(f"list_by_{key}_first_p95", f"customers by {sort}, the first page, p95", "ms", "(reported)", p95["first"],
+                   note="no SPEC target; " + "; ".join(x for x in errors if x)),
+            Metric(f"list_by_{key}_deep_p95", f"customers by {sort}, a deep page, p95", "ms", "(reported)", p95["deep"],
                    p95["first"], "the first page", note="; ".join(x for x in (note, *errors) if x)),
         )  # fmt: skip
 

@@ -242,12 +242,17 @@ async def test_the_open_and_the_overdue_follow_ups_by_due_time_are_index_range_s
         for n, customer in enumerate(customers):
             due = now + dt.timedelta(hours=n - 4)
             await session.execute(update(Followup).where(Followup.customer_id == customer).values(due_at=due))
-    for params in ({"status": "open"}, {"overdue": "true"}, {"status": "open", "overdue": "true"}):
+    for params in (
+        {"status": "open"},
+        {"overdue": "true"},
+        {"status": "open", "overdue": "true"},
+        {"status": "open", "sort": "-due_at"},
+    ):
         cursor = None
         for page in (1, 2):
             with testing.statements_sent(cem_app) as seen:
                 r = await client.get(
-                    "/v1/followups", params={**params, "sort": "due_at", "limit": 2, **({"cursor": cursor} if cursor else {})}
+                    "/v1/followups", params={"sort": "due_at", **params, "limit": 2, **({"cursor": cursor} if cursor else {})}
                 )
             assert r.status_code == 200 and len(r.json()["items"]) == 2, r.text
             [(statement, parameters)] = [(s, p) for s, p in seen if "FROM followups" in s and "ORDER BY" in s]

@@ -101,16 +101,20 @@ async def test_the_timeline_reads_each_kind_by_index_and_merges_only_a_page(crm_
     ("path", "table", "index", "field"),
     [
         ("/v1/customers?sort=name&limit=2", "customers", "ix_customers_name_id", "name"),
+        ("/v1/customers?sort=-name&limit=2", "customers", "ix_customers_name_id", "name"),
         ("/v1/tasks?customer_id={id}&sort=due_at&limit=2", "tasks", "ix_tasks_customer_id_due_at_id", "due_at"),
+        ("/v1/tasks?customer_id={id}&sort=-due_at&limit=2", "tasks", "ix_tasks_customer_id_due_at_id", "due_at"),
         ("/v1/deals?sort=amount&limit=2", "deals", "ix_deals_amount_id", "amount"),
+        ("/v1/deals?sort=-amount&limit=2", "deals", "ix_deals_amount_id", "amount"),
     ],
 )
 async def test_a_list_by_a_key_some_rows_lack_reads_only_its_page_at_any_depth(
     crm_app: FastAPI, client: httpx.AsyncClient, make: Any, path: str, table: str, index: str, field: str
 ) -> None:
-    """Sorted by a field some rows leave empty (those come last), every page reads only the rows
-    it returns from the index, in order: the cursor is where the scan starts, also when the page
-    runs from the last rows with a value into the empty ones (a second statement reads those)."""
+    """Sorted by a field some rows leave empty (those come last either way), every page reads only
+    the rows it returns from the index, in order (backwards for a descending sort, with no sort of
+    every row): the cursor is where the scan starts, also when the page runs from the last rows
+    with a value into the empty ones (a second statement reads those)."""
     owner = await make.customer(name="Owner")
     for n in range(5):
         value = {"name": f"Name {n % 3}", "due_at": f"2026-12-0{n % 3 + 1}T09:00:00Z", "amount": str(100 * (n % 3))}[field]

@@ -156,7 +156,7 @@ def page_of(
     after: After,
     *,
     limit: int | None = None,
-    nulls_after_value: bool = True,
+    with_nulls: bool = True,
 ) -> Select[Any]:
     """Add the cursor's WHERE, the ORDER BY and the LIMIT (one row more than a page) as bind
     parameters `after_value`, `after_id` and `limit`. Given the page's `limit`, they hold the
@@ -164,10 +164,12 @@ def page_of(
     the same for every page of one shape (sort, kind of cursor) and can be compiled once
     (`cxkit.pg_pool.CompiledQuery`), then run with `after_params`.
 
-    After a cursor on a value of a nullable key, the rows after it are those with a later value,
-    then the NULLs: one condition (`(key, id) > cursor OR key IS NULL`) that no index range
-    can read, so the scan filters out every row before the cursor. `nulls_after_value=False`
-    leaves the NULLs out, for `fetch`, which reads them with a second statement if needed."""
+    A nullable key's rows after a cursor on a value are those with a later value, then the
+    NULLs: one condition (`(key, id) > cursor OR key IS NULL`) that no index range can read, so
+    the scan filters out every row before the cursor; and a descending order with the NULLs
+    last is not the order of an index read backwards, so PostgreSQL sorts every row. With
+    `with_nulls=False` the statement is for rows of one kind (`fetch` reads the valued ones and
+    the NULLs apart): after a value, no NULLs, and the ORDER BY of a plain index scan."""
     col, desc, key = sort.key.column, sort.descending, sort.key
 
     def param(name: str, value: Any, type_: Any) -> Any:
@@ -183,16 +185,19 @@ def page_of(
         value, last_id = param("after_value", after.value, col.type), param("after_id", after.last_id, id_column.type)
         # A row comparison: PostgreSQL makes it a bound of the (..., key, id) index.
         row = tuple_(col, id_column) < tuple_(value, last_id) if desc else tuple_(col, id_column) > tuple_(value, last_id)
-        stmt = stmt.where(or_(row, col.is_(None)) if key.nullable and nulls_after_value else row)
-    return ordered(stmt, sort, id_column).limit(param("limit", None if limit is None else limit + 1, Integer))
+        stmt = stmt.where(or_(row, col.is_(None)) if key.nullable and with_nulls else row)
+    ordered_stmt = ordered(stmt, sort, id_column, nulls_last=with_nulls)
+    return ordered_stmt.limit(param("limit", None if limit is None else limit + 1, Integer))
 
 
-def ordered(stmt: Select[Any], sort: Sort, id_column: InstrumentedAttribute[Any]) -> Select[Any]:
+def ordered(stmt: Select[Any], sort: Sort, id_column: InstrumentedAttribute[Any], *, nulls_last: bool = True) -> Select[Any]:
     """The list's ORDER BY (the key, NULLs last, then the id) without paging: every row in the
-    order the pages give them (an export)."""
+    order the pages give them (an export). `nulls_last=False` for rows whose keys are all NULL
+    or none: PostgreSQL's own placing (last ascending, first descending) is an index's order
+    read forwards or backwards."""
     col, desc = sort.key.column, sort.descending
     first = col.desc() if desc else col.asc()
-    if sort.key.nullable:
+    if sort.key.nullable and nulls_last:
         first = first.nulls_last()
     return stmt.order_by(first) if sort.key.unique else stmt.order_by(first, id_column.desc() if desc else id_column.asc())
 
@@ -221,18 +226,28 @@ async def fetch(
     page: PageParams,
 ) -> list[T]:
     """The page's rows, one more than asked, as `apply`'s statement gives them, `run` running a
-    statement and answering its rows. After a cursor on a value of a nullable key they come from
-    two statements, each one index range in the list's order: the rows with a later value, and,
-    only when those do not fill the page, the first NULLs. (One statement would filter out every
-    row before the cursor: a page deep into a million rows would read most of them.)"""
+    statement and answering its rows. By a nullable key they come from up to two statements,
+    each one index range read in order (forwards, or backwards when descending): the rows with a
+    value (after the cursor's), and, only when those do not fill the page, the first NULLs. One
+    statement would filter out every row before the cursor, and a descending one would sort every
+    row: a page of a million rows would read most of them."""
     after = decode_after(sort, page)
-    if not (sort.key.nullable and after.kind == "value"):
-        return list(await run(page_of(stmt, sort, id_column, after, limit=page.limit)))
-    rows = list(await run(page_of(stmt, sort, id_column, after, limit=page.limit, nulls_after_value=False)))
-    if len(rows) <= page.limit:
-        nulls = ordered(stmt.where(sort.key.column.is_(None)), sort, id_column).limit(page.limit + 1 - len(rows))
-        rows += await run(nulls)
+    rows = list(await run(first_statement(stmt, sort, id_column, after, page.limit)))
+    if sort.key.nullable and after.kind != "null" and len(rows) <= page.limit:
+        nulls = ordered(stmt.where(sort.key.column.is_(None)), sort, id_column, nulls_last=False)
+        rows += await run(nulls.limit(page.limit + 1 - len(rows)))
     return rows
+
+
+def first_statement(
+    stmt: Select[Any], sort: Sort, id_column: InstrumentedAttribute[Any], after: After, limit: int
+) -> Select[Any]:
+    """The first (often the only) statement `fetch` runs for a page of `limit` rows: by a
+    nullable key, before a cursor inside the NULLs, the rows with a value only."""
+    if not sort.key.nullable:
+        return page_of(stmt, sort, id_column, after, limit=limit)
+    valued = stmt.where(sort.key.column.is_not(None)) if after.kind == "none" else stmt  # a cursor says which
+    return page_of(valued, sort, id_column, after, limit=limit, with_nulls=False)
 
 
 def within(stmt: Select[Any], column: Any, since: Any | None, until: Any | None) -> Select[Any]:

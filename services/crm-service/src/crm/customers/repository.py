@@ -232,13 +232,12 @@ class CustomerRepository(Repository[Customer]):
         if not, the walk finds a page within about ten thousand rows. Counting takes one
         indexed walk of at most those rows, stopped as soon as enough are found."""
         assert filters.q
-        newest = keyset.page_of(
+        newest = keyset.first_statement(  # the rows `keyset.fetch` walks first
             select(Customer.name, Customer.email_normalized, Customer.company).where(*matching(replace(filters, q=None))),
             sort,
             Customer.id,
             keyset.decode_after(sort, page),
-            limit=SEARCH_PROBE_ROWS - 1,  # one row more than that
-            nulls_after_value=False,  # as `keyset.fetch` walks first after a cursor on a name or email
+            SEARCH_PROBE_ROWS - 1,  # one row more than that
         ).subquery()
         found = (
             select(literal(1))
