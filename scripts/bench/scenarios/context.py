@@ -148,11 +148,17 @@ def errors_note(results: list[LoadResult]) -> str:
 
 
 async def interleaved(
-    ctx: BenchContext, plan: Plan, targets: list[tuple[str, UvicornProcess]], connections: int | None = None
+    ctx: BenchContext,
+    plan: Plan,
+    targets: list[tuple[str, UvicornProcess]],
+    connections: int | None = None,
+    seconds: float | None = None,
 ) -> dict[str, list[LoadResult]]:
-    """Warm each target up, then `rounds` x (each target in turn)."""
+    """Warm each target up, then `rounds` x (each target in turn), each round `seconds` long
+    (BENCH_SECONDS unless told, and never longer)."""
     cfg = ctx.cfg
     conns = connections or cfg.connections
+    length = cfg.seconds if seconds is None else min(seconds, cfg.seconds)
     threads = 1 if conns == 1 else cfg.threads
     if cfg.warmup_seconds > 0:
         for _, proc in targets:
@@ -160,7 +166,7 @@ async def interleaved(
     results: dict[str, list[LoadResult]] = {name: [] for name, _ in targets}
     for _ in range(cfg.rounds):
         for name, proc in targets:
-            results[name].append(await ctx.loadgen.run(plan, proc.url, cfg.seconds, conns, threads))
+            results[name].append(await ctx.loadgen.run(plan, proc.url, length, conns, threads))
     ctx.report.rounds[plan.name] = {name: [{**asdict(r), "rps": r.rps} for r in rs] for name, rs in results.items()}
     ctx.sample_rss()
     return results

@@ -1,8 +1,9 @@
 """The HTTP targets: GET by id, the joined view, POST interactions, search, the NPS series;
-reported without a target: a customer's duplicates, the customer list sorted deep."""
+reported without a target: a customer's duplicates, the customer list sorted deep, the open tasks."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from urllib.parse import quote
 
@@ -10,7 +11,7 @@ import httpx
 import orjson
 from scripts.bench.loadgen import Plan
 from scripts.bench.report import Metric, at_least, at_most
-from scripts.bench.scenarios.context import BenchContext, errors_note, interleaved, median_of
+from scripts.bench.scenarios.context import BenchContext, checkpoint, errors_note, interleaved, median_of
 
 from cxkit.http.pagination import encode_cursor
 
@@ -120,6 +121,9 @@ async def duplicates(ctx: BenchContext) -> None:
         )  # fmt: skip
 
 
+# The rounds of a list reported without a target are shorter (one connection, ~3 ms a page: a
+# thousand pages a round).
+REPORTED_SECONDS = 3.0
 SORTED_BY = {"name": "name", "email": "email_normalized", "-name": "name"}  # the list's sort: its column
 DEEP_CURSORS = 20
 
@@ -144,7 +148,7 @@ async def sorted_lists(ctx: BenchContext) -> None:
         p95: dict[str, float | None] = {}
         errors = []
         for kind, plan in plans:
-            res = (await interleaved(ctx, plan, [("ours", ctx.stack.crm)], connections=1))["ours"]
+            res = (await interleaved(ctx, plan, [("ours", ctx.stack.crm)], connections=1, seconds=REPORTED_SECONDS))["ours"]
             p95[kind] = median_of([r.p95_ms for r in res])
             errors.append(errors_note(res))
         key = sort.replace("-", "desc_")
@@ -155,6 +159,52 @@ async def sorted_lists(ctx: BenchContext) -> None:
             Metric(f"list_by_{key}_deep_p95", f"customers by {sort}, a deep page, p95", "ms", "(reported)", p95["deep"],
                    p95["first"], "the first page", note="; ".join(x for x in (note, *errors) if x)),
         )  # fmt: skip
+
+
+# As many tasks as customers, due over two years up to two weeks ahead: the ones due in the last
+# two weeks or ahead are open, and one in 2,000 of the older ones; the rest were completed.
+TASKS_SEED = """
+INSERT INTO tasks (id, customer_id, title, due_at, status, priority, owner, origin, version, created_at, updated_at,
+                   completed_at)
+SELECT gen_random_uuid(), t.id, 'Call back', t.due, t.status, 'normal', 'rep' || (t.n % 50) || '@bench.example',
+       'manual', 1, t.due - interval '3 days', t.due, CASE WHEN t.status = 'completed' THEN t.due END
+FROM (SELECT d.*, CASE WHEN d.due > now() - interval '14 days' OR d.n % 2000 = 0 THEN 'open' ELSE 'completed' END AS status
+      FROM (SELECT c.id, c.n, now() - interval '730 days' + random() * interval '744 days' AS due
+            FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM customers) AS c) AS d) AS t
+"""
+
+
+async def open_tasks(ctx: BenchContext) -> None:
+    """`GET /v1/tasks?status=open` (the to-do list, by due time, the default sort), the overdue list
+    and a rep's open tasks, 50 a page (no SPEC row: reported, not judged): one connection, p95,
+    beside every task's first page by due time, over as many tasks as customers, most of them
+    completed long ago (seeded here, once)."""
+    if not await ctx.crm.fetchval("SELECT count(*) FROM tasks"):
+        await ctx.crm.execute(TASKS_SEED)
+        await ctx.crm.execute("VACUUM ANALYZE tasks")
+        await checkpoint(ctx.crm)
+    tasks, open_ = await ctx.crm.fetchrow("SELECT count(*), count(*) FILTER (WHERE status = 'open') FROM tasks")
+    now = quote(dt.datetime.now(dt.UTC).isoformat())
+    paths = {
+        "all": "/v1/tasks?limit=50",
+        "open": "/v1/tasks?status=open&limit=50",
+        "overdue": f"/v1/tasks?status=open&due_before={now}&limit=50",
+        "rep": "/v1/tasks?owner=rep7@bench.example&status=open&limit=50",
+    }
+    p95: dict[str, float | None] = {}
+    errors = []
+    for kind, path in paths.items():
+        plan = Plan(f"tasks_{kind}", "cycle", [path])
+        res = (await interleaved(ctx, plan, [("ours", ctx.stack.crm)], connections=1, seconds=REPORTED_SECONDS))["ours"]
+        p95[kind] = median_of([r.p95_ms for r in res])
+        errors.append(errors_note(res))
+    note = f"no SPEC target; {tasks:,} tasks, {open_:,} open" + "".join(f"; {e}" for e in errors if e)
+    base = ("every task's first page by due time",)
+    ctx.report.add(
+        Metric("tasks_open_p95", "open tasks by due time, p95", "ms", "(reported)", p95["open"], p95["all"], *base, note=note),
+        Metric("tasks_overdue_p95", "overdue tasks, p95", "ms", "(reported)", p95["overdue"], p95["all"], *base),
+        Metric("tasks_rep_open_p95", "a rep's open tasks, p95", "ms", "(reported)", p95["rep"], p95["all"], *base),
+    )
 
 
 async def nps_series(ctx: BenchContext) -> None:

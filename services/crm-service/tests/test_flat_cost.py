@@ -148,3 +148,44 @@ async def test_a_list_by_a_key_some_rows_lack_reads_only_its_page_at_any_depth(
         if (cursor := r.json()["next_cursor"]) is None:
             break
     assert len(listed) == (8 if table == "customers" else 7) and listed[-2:] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        ("status=open", "ix_tasks_status_due_at_id"),
+        ("status=open&due_before=2026-12-20T00:00:00Z", "ix_tasks_status_due_at_id"),
+        ("status=open&sort=-due_at", "ix_tasks_status_due_at_id"),
+        ("owner=sam@yourcompany.example&status=open", "ix_tasks_owner_status_due_at_id"),
+    ],
+)
+async def test_the_open_tasks_by_due_time_read_only_their_page_past_any_number_of_completed_ones(
+    crm_app: FastAPI, client: httpx.AsyncClient, make: Any, query: str, index: str
+) -> None:
+    """The to-do list (`status=open`, by due time, the default sort), the overdue list and a rep's
+    queue read the open tasks alone, in order: not a walk over every task by due time that drops
+    the completed ones (most of them, and the oldest)."""
+    customer = await make.customer()
+    owner = "sam@yourcompany.example"
+    for day in range(1, 7):  # completed long ago, due first
+        task = await make.task(customer["id"], due_at=f"2026-11-0{day}T09:00:00Z", owner=owner)
+        done = await client.patch(f"/v1/tasks/{task['id']}", json={"status": "completed"})
+        assert done.status_code == 200, done.text
+    for day in range(10, 16):
+        await make.task(customer["id"], due_at=f"2026-12-{day}T09:00:00Z", owner=owner)
+    await make.task(customer["id"], owner=owner)  # no due time: last
+    cursor, listed = None, 0
+    while True:
+        with statements_sent(crm_app) as seen:
+            r = await client.get(f"/v1/tasks?{query}&limit=2" + (f"&cursor={cursor}" if cursor else ""))
+        assert r.status_code == 200, r.text
+        assert {item["status"] for item in r.json()["items"]} <= {"open"}
+        listed += len(r.json()["items"])
+        for statement, parameters in [(s, p) for s, p in seen if "FROM tasks" in s and "LIMIT" in s]:
+            plan = await plan_of(crm_app, statement, parameters, analyze=True)
+            [scan] = [n for n in plan if n.get("Relation Name") == "tasks"]
+            assert scan.get("Index Name") == index, (statement, scan)
+            assert scan.get("Rows Removed by Filter", 0) == 0 and scan["Actual Rows"] <= 3, (statement, scan)
+        if (cursor := r.json()["next_cursor"]) is None:
+            break
+    assert listed == (6 if "due_before" in query else 7)

@@ -9,9 +9,9 @@ drop the rows before it). A cursor made for another sort is refused (422).
 
 - `parse_sort` / `sort_pattern`: the `sort` parameter; `Sort(SortKey(...), descending)` a fixed one.
 - `apply` (ORM), or `page_of` + `after_params` (a statement compiled once per shape, run on the
-  asyncpg pool): the page's query, one row more than asked; `fetch` runs it (in two statements
-  after a cursor on a value of a nullable key, so that each is an index range); `within` the [since, until) window;
-  `ordered` every row in the list's order, unpaged (exports).
+  asyncpg pool): the page's query, one row more than asked; `fetch` runs it (by a nullable key,
+  as up to two statements, each an index range read forwards or backwards); `within` the
+  [since, until) window; `ordered` every row in the list's order, unpaged (exports).
 - `cut`: the page and the `next_cursor` from the rows fetched.
 - `read_cursor` / `trim`: the same cursors for a list whose order is not one key and an id (the
   CRM's timeline merges several tables)."""

@@ -53,7 +53,9 @@ class Task(Base):
             "id",
             postgresql_where=text("completed_at IS NOT NULL"),
         ),
-        Index("ix_tasks_owner_status", "owner", "status"),
+        # The open tasks by due time (the default list and the overdue one), everyone's and a rep's.
+        Index("ix_tasks_status_due_at_id", "status", "due_at", "id"),
+        Index("ix_tasks_owner_status_due_at_id", "owner", "status", "due_at", "id"),
         Index("ix_tasks_created_at_id", "created_at", "id"),
         Index("ix_tasks_updated_at_id", "updated_at", "id"),  # a sync: updated_from, sort=updated_at
         Index("ix_tasks_due_at_id", "due_at", "id"),
