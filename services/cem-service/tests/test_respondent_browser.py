@@ -140,9 +140,7 @@ def _every_respondent_page(driver: Any, url: str, unknown_url: str) -> dict[str,
         WebDriverWait(driver, 15).until(ec.title_is(title))
         seen[name] = {}
         for width, mobile, scheme in ((390, True, "light"), (1280, False, "light"), (390, True, "dark")):
-            driver.execute_cdp_cmd(
-                "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]}
-            )
+            testing.color_scheme(driver, scheme)
             inner = testing.at_width(driver, width, mobile=mobile)
             scroll = driver.execute_script("return document.documentElement.scrollWidth")
             seen[name][f"{width} {scheme}"] = {"fits": inner == width and scroll <= width, "axe": testing.axe_serious(driver)}
@@ -188,13 +186,6 @@ async def test_every_respondent_page_fits_a_phone_and_a_desktop_and_axe_finds_no
     assert {k: v for k, v in wrong.items() if v != {"fits": True, "axe": []}} == {}
 
 
-def _luminance(css_rgb: str) -> float:
-    """WCAG relative luminance of a computed `rgb(r, g, b)` / `rgba(...)` color."""
-    channels = [int(float(v)) / 255 for v in css_rgb[css_rgb.index("(") + 1 : css_rgb.index(")")].split(",")[:3]]
-    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
-    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-
-
 def _focus_ring_contrast(driver: Any, url: str) -> dict[str, float]:
     """Per color scheme, the contrast between the keyboard focus ring of a score and the page
     behind it (WCAG 1.4.11 asks 3:1 of such a ring; axe does not check it)."""
@@ -204,7 +195,7 @@ def _focus_ring_contrast(driver: Any, url: str) -> dict[str, float]:
 
     found = {}
     for scheme in ("light", "dark"):
-        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+        testing.color_scheme(driver, scheme)
         driver.get(url)
         first = driver.find_element(By.CSS_SELECTOR, ".scale input")
         driver.execute_script("arguments[0].scrollIntoView()", first)
@@ -214,8 +205,7 @@ def _focus_ring_contrast(driver: Any, url: str) -> dict[str, float]:
             "const label = document.querySelector(`label[for='${document.activeElement.id}']`);"
             "return [getComputedStyle(label).outlineColor, getComputedStyle(document.body).backgroundColor];"
         )
-        lighter, darker = sorted((_luminance(ring), _luminance(page)), reverse=True)
-        found[scheme] = (lighter + 0.05) / (darker + 0.05)
+        found[scheme] = testing.contrast(ring, page)
     return found
 
 

@@ -931,29 +931,78 @@ def full_page_screenshot(driver: Any, path: Path, width: int, *, mobile: bool = 
     return path
 
 
+def luminance(css_rgb: str) -> float:
+    """WCAG relative luminance of a computed `rgb(r, g, b)` / `rgba(...)` color."""
+    channels = [int(float(v)) / 255 for v in css_rgb[css_rgb.index("(") + 1 : css_rgb.index(")")].split(",")[:3]]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG contrast ratio of two computed colors (1 to 21)."""
+    lighter, darker = sorted((luminance(first), luminance(second)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def color_scheme(driver: Any, scheme: str) -> None:
+    """Emulate the system's light or dark color scheme (`prefers-color-scheme`) in Chromium."""
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+
+
+# A dashboard's colors as the page computes them: the page, a card, and within the chart the
+# first mark (a point or a bar) and the first text.
+_DASHBOARD_COLORS = """
+const chart = document.getElementById(arguments[0]);
+const mark = chart.querySelector('.point, .bar'), text = chart.querySelector('text');
+const card = chart.closest('section.card') || document.body;
+return {page: getComputedStyle(document.body).backgroundColor, card: getComputedStyle(card).backgroundColor,
+        ink: getComputedStyle(document.body).color, mark: mark ? getComputedStyle(mark).fill : null,
+        text: text ? getComputedStyle(text).fill : null};
+"""
+
+
 def at_phone_and_desktop(driver: Any, name: str, chart_id: str) -> dict[str, Any]:
-    """The open dashboard page laid out as a 412 px phone and a 1280 px desktop: at each width a
-    full-page screenshot (`DASHBOARD_ARTIFACTS/<name>-<width>.png`), the widths the page sees
-    ([viewport, document scroll width, chart `chart_id`'s width]) and axe's serious and
-    critical violations. Returns {"shots": [...], "widths": {w: [...]}, "axe-<w>": [...]}."""
+    """The open dashboard page laid out as a 412 px phone and a 1280 px desktop in the light color
+    scheme, and as the phone in the dark one (the page follows the system's): at each a full-page
+    screenshot (`DASHBOARD_ARTIFACTS/<name>-<width>[-dark].png`), the widths the page sees
+    ([viewport, document scroll width, chart `chart_id`'s width]), axe's serious and critical
+    violations and the colors of the page, a card and the chart's marks and text. Returns
+    {"shots": [...], "widths": {w: [...]}, "axe-<w>": [...], "colors-<w>": {...}} with w 412,
+    1280 and "412-dark"."""
     seen: dict[str, Any] = {"shots": [], "widths": {}}
-    for width, mobile in ((412, True), (1280, False)):
-        seen["shots"].append(full_page_screenshot(driver, DASHBOARD_ARTIFACTS / f"{name}-{width}.png", width, mobile=mobile))
-        seen["widths"][width] = driver.execute_script(
+    for width, mobile, scheme in ((412, True, "light"), (1280, False, "light"), (412, True, "dark")):
+        color_scheme(driver, scheme)
+        key: int | str = width if scheme == "light" else f"{width}-{scheme}"
+        seen["shots"].append(full_page_screenshot(driver, DASHBOARD_ARTIFACTS / f"{name}-{key}.png", width, mobile=mobile))
+        seen["widths"][key] = driver.execute_script(
             "return [window.innerWidth, document.documentElement.scrollWidth,"
             " document.getElementById(arguments[0]).getBoundingClientRect().width]",
             chart_id,
         )
-        seen[f"axe-{width}"] = axe_serious(driver)
+        seen[f"axe-{key}"] = axe_serious(driver)
+        seen[f"colors-{key}"] = driver.execute_script(_DASHBOARD_COLORS, chart_id)
+    color_scheme(driver, "light")
     return seen
 
 
 def assert_laid_out(seen: dict[str, Any]) -> None:
-    """What `at_phone_and_desktop` saw is a page that fits: no sideways scroll at either width,
-    the chart drawn within it, no serious or critical axe violation, the screenshots taken."""
-    for width in (412, 1280):
-        inner, scroll, chart = seen["widths"][width]
-        assert inner == width and scroll <= width, f"the page scrolls sideways at {width}px: {scroll}"
+    """What `at_phone_and_desktop` saw is a page that fits: no sideways scroll at any width, the
+    chart drawn within it, no serious or critical axe violation, the screenshots taken; in the
+    dark scheme a dark page, its text and the chart's text at least 4.5:1 against the card and
+    the chart's marks at least 3:1 (WCAG 1.4.3 and 1.4.11; axe does not look inside an SVG)."""
+    for key in (412, 1280, "412-dark"):
+        inner, scroll, chart = seen["widths"][key]
+        width = int(str(key).split("-")[0])
+        assert inner == width and scroll <= width, f"the page scrolls sideways at {key}: {scroll}"
         assert 0 < chart <= width
-        assert seen[f"axe-{width}"] == [], seen[f"axe-{width}"]
+        assert seen[f"axe-{key}"] == [], (key, seen[f"axe-{key}"])
+        colors = seen[f"colors-{key}"]
+        assert contrast(colors["ink"], colors["card"]) >= 4.5, (key, colors)
+        if colors["text"]:
+            assert contrast(colors["text"], colors["card"]) >= 4.5, (key, colors)
+        if colors["mark"]:
+            assert contrast(colors["mark"], colors["card"]) >= 3, (key, colors)
+    dark, light = seen["colors-412-dark"], seen["colors-412"]
+    assert luminance(dark["page"]) < 0.05 and luminance(dark["card"]) < 0.05, dark  # not the light page again
+    assert luminance(light["card"]) > 0.8, light
     assert all(p.is_file() and p.stat().st_size > 10_000 for p in seen["shots"])

@@ -76,8 +76,10 @@ def ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 
 def _text(x: float, y: float, content: str, *, anchor: str = "start", size: int = 13, fill: str = INK) -> str:
-    """An SVG text element; `content` is escaped here."""
-    return f'<text x="{_f(x)}" y="{_f(y)}" text-anchor="{anchor}" font-size="{size}" fill="{fill}">{escape(content)}</text>'
+    """An SVG text element; `content` is escaped here. Muted text has the class `muted` (the page's
+    dark scheme recolours by class: CSS outranks the presentation attributes)."""
+    kind = ' class="muted"' if fill == MUTED else ""
+    return f'<text{kind} x="{_f(x)}" y="{_f(y)}" text-anchor="{anchor}" font-size="{size}" fill="{fill}">{escape(content)}</text>'
 
 
 def _svg(chart_id: str, height: float, title: str, desc: str, body: list[str], kind: str) -> Markup:
@@ -115,8 +117,8 @@ def line_chart(
     body = []
     for t in ticks(y_min, y_max):
         body.append(
-            f'<line x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" y1="{_f(y(t))}" y2="{_f(y(t))}" stroke="{GRID}" stroke-width="1"/>'
-            + _text(PAD_LEFT - 6, y(t) + 4, f"{_f(t)}{unit}", anchor="end", size=12, fill=MUTED)
+            f'<line class="grid" x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" y1="{_f(y(t))}" y2="{_f(y(t))}" stroke="{GRID}" '
+            'stroke-width="1"/>' + _text(PAD_LEFT - 6, y(t) + 4, f"{_f(t)}{unit}", anchor="end", size=12, fill=MUTED)
         )
     # The band, one polygon per run of points that have an interval.
     run: list[int] = []
@@ -143,7 +145,7 @@ def line_chart(
             segment.append(f"{_f(x(i))},{_f(y(p.value))}")
             continue
         if len(segment) > 1:
-            body.append(f'<polyline points="{" ".join(segment)}" fill="none" stroke="{LINE}" stroke-width="2.5"/>')
+            body.append(f'<polyline class="line" points="{" ".join(segment)}" fill="none" stroke="{LINE}" stroke-width="2.5"/>')
         segment = []
     shown_labels = min(len(points), 4)  # at most four dates fit under the axis without overlapping
     labelled = {round(k * (len(points) - 1) / (shown_labels - 1)) for k in range(shown_labels)} if shown_labels > 1 else {0}
@@ -209,7 +211,10 @@ def bar_chart(
         return left + (right - left) * (min(max(v, low), high) - low) / (high - low)
 
     zero = x(0.0)
-    body = [f'<line x1="{_f(zero)}" x2="{_f(zero)}" y1="{PAD_TOP - 4}" y2="{height - 4}" stroke="{MUTED}" stroke-width="1"/>']
+    body = [
+        f'<line class="axis" x1="{_f(zero)}" x2="{_f(zero)}" y1="{PAD_TOP - 4}" y2="{height - 4}" stroke="{MUTED}" '
+        'stroke-width="1"/>'
+    ]
     for i, b in enumerate(bars):
         top = PAD_TOP + i * BAR_ROW
         label = b.label if len(b.label) <= 18 else b.label[:17] + "…"
@@ -218,13 +223,13 @@ def bar_chart(
             body.append(_text(zero + 6, top + 17, "no data", fill=MUTED))
             continue
         start, end = sorted((zero, x(b.value)))
-        colour = BAR_NEGATIVE if b.value < 0 else BAR
+        colour, kind = (BAR_NEGATIVE, "bar negative") if b.value < 0 else (BAR, "bar")
         text_x = end + 6 if b.value >= 0 else start - 6
         anchor = "start" if b.value >= 0 else "end"
         if b.value < 0 and text_x < left + 30:  # no room on the left: write it right of zero
             text_x, anchor = zero + 6, "start"
         body.append(
-            f'<rect class="bar" x="{_f(start)}" y="{top + 4}" width="{_f(max(end - start, 1))}" height="{BAR_ROW - 10}" '
+            f'<rect class="{kind}" x="{_f(start)}" y="{top + 4}" width="{_f(max(end - start, 1))}" height="{BAR_ROW - 10}" '
             f'fill="{colour}" data-label="{escape(b.label)}" data-value="{b.value}"><title>{escape(b.label)}: '
             f"{number(b.value)}{escape(unit)}{f' ({escape(b.note)})' if b.note else ''}</title></rect>"
             + _text(text_x, top + 17, f"{number(b.value)}{unit}", anchor=anchor)
