@@ -242,8 +242,9 @@ async def fetch(
 def first_statement(
     stmt: Select[Any], sort: Sort, id_column: InstrumentedAttribute[Any], after: After, limit: int
 ) -> Select[Any]:
-    """The first (often the only) statement `fetch` runs for a page of `limit` rows: by a
-    nullable key, before a cursor inside the NULLs, the rows with a value only."""
+    """The first (often the only) statement `fetch` runs for a page of `limit` rows. By a nullable
+    key: the rows with a value (from the first, or after the cursor's value), or, after a cursor
+    inside the NULLs, the NULLs after it."""
     if not sort.key.nullable:
         return page_of(stmt, sort, id_column, after, limit=limit)
     valued = stmt.where(sort.key.column.is_not(None)) if after.kind == "none" else stmt  # a cursor says which
