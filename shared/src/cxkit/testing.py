@@ -980,16 +980,33 @@ def at_phone_and_desktop(driver: Any, name: str, chart_id: str) -> dict[str, Any
             chart_id,
         )
         seen[f"axe-{key}"] = axe_serious(driver)
-        seen[f"colors-{key}"] = driver.execute_script(_DASHBOARD_COLORS, chart_id)
+        seen[f"colors-{key}"] = driver.execute_script(_DASHBOARD_COLORS, chart_id) | _keyboard_focus_ring(driver)
     color_scheme(driver, "light")
     return seen
+
+
+def _keyboard_focus_ring(driver: Any) -> dict[str, str]:
+    """Tab once from the top of the page: the focus ring's color and style on what the keyboard
+    reached first (`:focus-visible` shows it for keyboard focus only)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver.execute_script("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    ActionChains(driver).send_keys(Keys.TAB).perform()
+    ring: dict[str, str] = driver.execute_script(
+        "const s = getComputedStyle(document.activeElement);"
+        "return {ring: s.outlineColor, ring_style: s.outlineStyle, focused: document.activeElement.tagName};"
+    )
+    driver.execute_script("document.activeElement.blur()")
+    return ring
 
 
 def assert_laid_out(seen: dict[str, Any]) -> None:
     """What `at_phone_and_desktop` saw is a page that fits: no sideways scroll at any width, the
     chart drawn within it, no serious or critical axe violation, the screenshots taken; in the
-    dark scheme a dark page, its text and the chart's text at least 4.5:1 against the card and
-    the chart's marks at least 3:1 (WCAG 1.4.3 and 1.4.11; axe does not look inside an SVG)."""
+    dark scheme a dark page; in each, its text and the chart's text at least 4.5:1 against the
+    card, the chart's marks and the keyboard's focus ring at least 3:1 (WCAG 1.4.3 and 1.4.11;
+    axe neither looks inside an SVG nor at focus rings)."""
     for key in (412, 1280, "412-dark"):
         inner, scroll, chart = seen["widths"][key]
         width = int(str(key).split("-")[0])
@@ -1002,6 +1019,9 @@ def assert_laid_out(seen: dict[str, Any]) -> None:
             assert contrast(colors["text"], colors["card"]) >= 4.5, (key, colors)
         if colors["mark"]:
             assert contrast(colors["mark"], colors["card"]) >= 3, (key, colors)
+        # The keyboard's focus ring stands out from the page and the cards (WCAG 1.4.11; axe does not check it).
+        assert colors["focused"] != "BODY" and colors["ring_style"] != "none", (key, colors)
+        assert min(contrast(colors["ring"], colors["page"]), contrast(colors["ring"], colors["card"])) >= 3, (key, colors)
     dark, light = seen["colors-412-dark"], seen["colors-412"]
     assert luminance(dark["page"]) < 0.05 and luminance(dark["card"]) < 0.05, dark  # not the light page again
     assert luminance(light["card"]) > 0.8, light
