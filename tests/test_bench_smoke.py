@@ -29,6 +29,7 @@ EXPECTED = [
     "search_email_substring_p95", "duplicates_common_p95", "duplicates_rare_p95", "duplicates_random_p95",
     "list_by_name_first_p95", "list_by_name_deep_p95", "list_by_email_first_p95", "list_by_email_deep_p95",
     "list_by_desc_name_first_p95", "list_by_desc_name_deep_p95", "tasks_open_p95", "tasks_overdue_p95", "tasks_rep_open_p95",
+    "deals_forecast_p95",
     "nps_week_ms", "write_visible_p50", "write_visible_p99", "heavy_view_ms", "heavy_timeline_first_ms",
     "heavy_timeline_deep_ms", "heavy_interactions_first_ms", "heavy_interactions_deep_ms", "heavy_cem_experience_ms",
     "heavy_view_rps", "ingest_crm_eps", "ingest_crm_vs_raw", "ingest_cem_eps", "ingest_cem_vs_raw",

@@ -60,7 +60,7 @@ class BenchConfig:
     loadgen: str = field(default_factory=lambda: os.environ.get("BENCH_LOADGEN", "auto"))  # auto | wrk | python
     work_dir: Path = field(default_factory=lambda: Path(os.environ.get("BENCH_DIR", ROOT / "var" / "bench")))
     # Comma-separated scenario names (get_customer, customer_view, post_interactions, search, duplicates, sorted_lists,
-    # open_tasks, nps_series, write_visible, heavy_customer, ingest, import_customers) to run only those; empty runs
+    # open_tasks, open_deals, nps_series, write_visible, heavy_customer, ingest, import_customers) to run only those; empty runs
     # every scenario.
     only: tuple[str, ...] = field(default_factory=_only)
     out: Path | None = field(default_factory=lambda: Path(os.environ["BENCH_OUT"]) if os.environ.get("BENCH_OUT") else None)

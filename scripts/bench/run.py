@@ -35,6 +35,7 @@ SCENARIOS: list[tuple[str, Scenario, list[str]]] = [
         [f"list_by_{k}_{p}_p95" for k in ("name", "email", "desc_name") for p in ("first", "deep")],
     ),
     ("open tasks", scenarios.open_tasks, ["tasks_open_p95", "tasks_overdue_p95", "tasks_rep_open_p95"]),
+    ("open deals", scenarios.open_deals, ["deals_forecast_p95"]),
     ("NPS weekly series", scenarios.nps_series, ["nps_week_ms"]),
     ("CRM write -> CEM view", scenarios.write_visible, ["write_visible_p50", "write_visible_p99"]),
     (

@@ -189,3 +189,37 @@ async def test_the_open_tasks_by_due_time_read_only_their_page_past_any_number_o
         if (cursor := r.json()["next_cursor"]) is None:
             break
     assert listed == (6 if "due_before" in query else 7)
+
+
+async def test_the_open_deals_by_expected_close_date_read_only_their_page_past_the_closed_ones(
+    crm_app: FastAPI, client: httpx.AsyncClient, make: Any
+) -> None:
+    """The forecast (`status=open&sort=expected_close_date`, and backwards) reads the open deals
+    alone, in order: not a walk over every deal by close date that drops the won and lost ones."""
+    customer = await make.customer()
+    for day in range(1, 7):  # closed long ago, first by date
+        deal = await make.deal(customer["id"], expected_close_date=f"2026-11-0{day}")
+        status = "won" if day % 2 else "lost"
+        closed = await client.patch(
+            f"/v1/deals/{deal['id']}", json={"status": status, "lost_reason": "Price"} if status == "lost" else {"status": status}
+        )
+        assert closed.status_code == 200, closed.text
+    for day in range(10, 16):
+        await make.deal(customer["id"], expected_close_date=f"2026-12-{day}")
+    await make.deal(customer["id"])  # no expected close date: last
+    for sort in ("expected_close_date", "-expected_close_date"):
+        cursor, listed = None, []
+        while True:
+            with statements_sent(crm_app) as seen:
+                r = await client.get(f"/v1/deals?status=open&sort={sort}&limit=2" + (f"&cursor={cursor}" if cursor else ""))
+            assert r.status_code == 200, r.text
+            listed += [item["expected_close_date"] for item in r.json()["items"]]
+            for statement, parameters in [(s, p) for s, p in seen if "FROM deals" in s and "LIMIT" in s]:
+                plan = await plan_of(crm_app, statement, parameters, analyze=True)
+                [scan] = [n for n in plan if n.get("Relation Name") == "deals"]
+                assert scan.get("Index Name") == "ix_deals_status_expected_close_date_id", (statement, scan)
+                assert scan.get("Rows Removed by Filter", 0) == 0 and scan["Actual Rows"] <= 3, (statement, scan)
+            if (cursor := r.json()["next_cursor"]) is None:
+                break
+        dated = [f"2026-12-{day}" for day in range(10, 16)]
+        assert listed == (dated if sort == "expected_close_date" else dated[::-1]) + [None], sort

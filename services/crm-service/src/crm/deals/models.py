@@ -42,6 +42,8 @@ class Deal(Base):
         Index("ix_deals_updated_at_id", "updated_at", "id"),  # a sync: updated_from, sort=updated_at
         Index("ix_deals_amount_id", "amount", "id"),
         Index("ix_deals_expected_close_date_id", "expected_close_date", "id"),
+        # The forecast: the open deals by expected close date.
+        Index("ix_deals_status_expected_close_date_id", "status", "expected_close_date", "id"),
     )
 
 
