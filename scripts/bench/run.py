@@ -36,7 +36,7 @@ SCENARIOS: list[tuple[str, Scenario, list[str]]] = [
     ),
     ("open tasks", scenarios.open_tasks, ["tasks_open_p95", "tasks_overdue_p95", "tasks_rep_open_p95"]),
     ("open deals", scenarios.open_deals, ["deals_forecast_p95"]),
-    ("NPS weekly series", scenarios.nps_series, ["nps_week_ms"]),
+    ("NPS series and experience reports", scenarios.nps_series, ["nps_week_ms", "touchpoints_report_ms", "drivers_report_ms"]),
     ("CRM write -> CEM view", scenarios.write_visible, ["write_visible_p50", "write_visible_p99"]),
     (
         "heavy customer",

@@ -1,11 +1,12 @@
 """The HTTP targets: GET by id, the joined view, POST interactions, search, the NPS series;
-reported without a target: a customer's duplicates, the customer list sorted deep, the open tasks
-and the open deals."""
+reported without a target: a customer's duplicates, the customer list sorted deep, the open tasks,
+the open deals, the touchpoint report and the key drivers."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -259,25 +260,42 @@ async def open_deals(ctx: BenchContext) -> None:
     )  # fmt: skip
 
 
-async def nps_series(ctx: BenchContext) -> None:
-    """Single requests, one after the other; the median."""
-    path = f"/v1/analytics/nps?interval=week&survey_id={ctx.data.survey_id}"
+async def _median_ms(client: httpx.AsyncClient, path: str, requests: int) -> tuple[float | None, list[float], dict[str, Any]]:
+    """`requests` single requests one after the other, after one that warms the caches up: their
+    median and each time (ms), and the last answer."""
     timings: list[float] = []
+    for i in range(requests + 1):
+        started = time.perf_counter()
+        r = await client.get(path)
+        elapsed = (time.perf_counter() - started) * 1000
+        r.raise_for_status()
+        if i:
+            timings.append(elapsed)
+    return median_of(timings), timings, dict(r.json())
+
+
+async def nps_series(ctx: BenchContext) -> None:
+    """The NPS weekly series, then the touchpoint report and the key drivers (reported) over the
+    same answers: single requests, one after the other; the median."""
     headers = {"Authorization": f"Bearer {ctx.key}"}
-    async with httpx.AsyncClient(base_url=ctx.stack.cem.url, headers=headers, timeout=60) as client:
-        for i in range(ctx.cfg.nps_requests + 1):
-            started = time.perf_counter()
-            r = await client.get(path)
-            elapsed = (time.perf_counter() - started) * 1000
-            r.raise_for_status()
-            if i:  # the first one warms the caches up
-                timings.append(elapsed)
-        answer = r.json()
-    median = median_of(timings)
+    requests = ctx.cfg.nps_requests
+    async with httpx.AsyncClient(base_url=ctx.stack.cem.url, headers=headers, timeout=120) as client:
+        median, timings, answer = await _median_ms(
+            client, f"/v1/analytics/nps?interval=week&survey_id={ctx.data.survey_id}", requests
+        )
+        touchpoints, touchpoint_timings, _ = await _median_ms(client, "/v1/analytics/touchpoints", requests)
+        # The drivers look up each answer's visits: a few seconds at a million answers, so fewer requests.
+        drivers, driver_timings, report = await _median_ms(client, "/v1/analytics/drivers?metric=nps", max(1, requests // 3))
     points = len(answer.get("series", []))
     ctx.report.rounds["nps_series"] = {"ms": timings, "series_points": points}
+    ctx.report.rounds["experience_reports"] = {"touchpoints_ms": touchpoint_timings, "drivers_ms": driver_timings}
+    answers = f"{ctx.data.responses:,} responses"
     ctx.report.add(
         Metric("nps_week_ms", "NPS weekly series (median)", "ms", "<= 300", median, passed=at_most(median, 300),
-               note=f"{ctx.data.responses:,} responses, {points} weekly points, {len(timings)} requests"),
+               note=f"{answers}, {points} weekly points, {len(timings)} requests"),
+        Metric("touchpoints_report_ms", "touchpoint report (median)", "ms", "(reported)", touchpoints,
+               note=f"no SPEC target; {answers}, {len(touchpoint_timings)} requests"),
+        Metric("drivers_report_ms", "key drivers of NPS (median)", "ms", "(reported)", drivers,
+               note=f"no SPEC target; {answers}, {report.get('n', 0):,} of known customers, {len(driver_timings)} requests"),
     )  # fmt: skip
     ctx.sample_rss()

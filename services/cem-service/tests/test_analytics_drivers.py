@@ -15,12 +15,14 @@ from typing import Any
 import httpx
 import pytest
 from scipy import stats as scipy_stats
-from sqlalchemy import insert
+from sqlalchemy import insert, text
+from sqlalchemy.dialects import postgresql
 from statsmodels.stats.multitest import multipletests
 
 from cem.analytics.drivers import benjamini_hochberg, welch_from_moments
-from cem.analytics.drivers_repository import Moments
+from cem.analytics.drivers_repository import Moments, driver_statement
 from cem.customers.service import apply_customer_snapshots
+from cem.report_filters import ReportFilters
 from cem.responses.models import Score, SurveyResponse
 from cem.touchpoints.models import TouchpointInteraction
 from cxkit.events.payloads import CustomerCreated
@@ -192,6 +194,32 @@ async def test_drivers_of_ces_on_a_hand_worked_fixture(client: httpx.AsyncClient
         _untested("tag", "vip", 2, 6, 5.0, 22 / 6),  # customers 1 and 5
         _untested("touchpoint", "web-login", 1, 7, 2.0, 30 / 7),
     ]  # fmt: skip
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
+
+
+async def test_the_drivers_statement_looks_up_each_answers_window_and_reads_the_answers_three_times(
+    make: Factory, apply: EventApplier, session_factory: Any
+) -> None:
+    """Each answer's visits are one index range of the customer's interactions, with nothing sorted
+    or hashed per answer; the answers (a CTE) are read by the visits, the fold per touchpoint (the
+    journey stages and the overall figures) and the fold per customer (the CRM factors), no more."""
+    survey = await _hand_worked_fixture(make, apply)
+    stmt = driver_statement("ces", ReportFilters(survey_id=uuid.UUID(survey["id"])), window_days=30)
+    sql = str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    async with session_factory() as session, session.begin():
+        await session.execute(text("SET LOCAL enable_seqscan = off"))
+        await session.execute(text("SET LOCAL enable_bitmapscan = off"))
+        plan = (await session.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) " + sql))).scalar_one()[0]["Plan"]
+    nodes = _nodes(plan)
+    history = next(n for n in nodes if n.get("Subplan Name") == "CTE history")
+    assert {n["Node Type"] for n in _nodes(history)} == {"Nested Loop", "CTE Scan", "Index Scan"}, history
+    lookup = next(n for n in _nodes(history) if n["Node Type"] == "Index Scan")
+    assert lookup["Relation Name"] == "touchpoint_interactions" and lookup["Actual Loops"] == 8  # the known customers' answers
+    assert "occurred_at" in lookup["Index Cond"]
+    assert sum(n["Node Type"] == "CTE Scan" and n.get("CTE Name") == "answers" for n in nodes) == 3
 
 
 async def test_csat_effect_is_in_percentage_points(client: httpx.AsyncClient, make: Factory) -> None:

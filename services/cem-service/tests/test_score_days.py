@@ -199,6 +199,64 @@ async def test_reports_read_whole_days_from_score_days_and_cut_days_from_the_sco
     assert (await report("2026-11-01T12:00:00Z", "2026-11-02T23:00:00Z"))["n"] == 3
 
 
+async def test_the_touchpoint_report_reads_whole_days_from_score_days_and_cut_days_from_the_scores(
+    client: httpx.AsyncClient, make: Any, session_factory: Any
+) -> None:
+    await make.touchpoint("checkout")
+    await make.touchpoint("delivery")
+    checkout = await make.survey("nps", touchpoint="checkout")
+    delivery = await make.survey("csat", touchpoint="delivery")
+    for when, score in ANSWERS:
+        await make.answer(checkout["id"], {"nps": score}, submitted_at=when)
+    await make.answer(delivery["id"], {"csat": 2}, submitted_at="2026-11-02T08:00:00Z")
+    await make.answer(delivery["id"], {"csat": 5}, submitted_at="2026-11-02T20:00:00Z")
+
+    async def report(since: str | None, until: str | None) -> dict[str, Any]:
+        params = ({"from": since} if since else {}) | ({"to": until} if until else {})
+        r = await client.get("/v1/analytics/touchpoints", params=params)
+        assert r.status_code == 200, r.text
+        return {t["touchpoint"]: t for t in r.json()["items"]}
+
+    windows = [
+        (None, None),
+        ("2026-11-01T09:30:00Z", None),
+        ("2026-11-01T09:30:01Z", "2026-11-02T12:00:00Z"),
+        ("2026-11-01T23:00:00Z", "2026-11-02T01:00:00Z"),
+        ("2026-11-01T12:00:00+05:00", "2026-11-03T00:00:00-03:00"),
+        (None, "2026-11-09T17:59:59Z"),
+    ]
+    for since, until in windows:
+        start = dt.datetime.fromisoformat(since) if since else None
+        stop = dt.datetime.fromisoformat(until) if until else None
+
+        def inside(when: str, start: dt.datetime | None = start, stop: dt.datetime | None = stop) -> bool:
+            at = dt.datetime.fromisoformat(when)
+            return (start is None or at >= start) and (stop is None or at < stop)
+
+        scores = [score for when, score in ANSWERS if inside(when)]
+        body = await report(since, until)
+        assert body["checkout"]["nps"]["n"] == body["checkout"]["responses"] == len(scores), (since, until)
+        assert body["checkout"]["nps"]["score"] == nps_of(scores), (since, until)
+        assert body["checkout"]["csat"]["n"] == 0
+        csat = [s for when, s in (("2026-11-02T08:00:00Z", 2), ("2026-11-02T20:00:00Z", 5)) if inside(when)]
+        assert body["delivery"]["csat"]["n"] == len(csat), (since, until)
+        assert body["delivery"]["csat"]["score"] == (100 * sum(s >= 4 for s in csat) / len(csat) if csat else None)
+
+    # Figures changed by hand in score_days for 2 November show where a window holds that day
+    # whole, not where it cuts it (the response counts come from the responses themselves).
+    async with session_factory() as session, session.begin():
+        await session.execute(
+            text(
+                "UPDATE score_days SET answers = answers + 10 "
+                "WHERE survey_id = :s AND day = '2026-11-02' AND category = 'passive'"
+            ),
+            {"s": uuid.UUID(checkout["id"])},
+        )
+    assert (await report("2026-11-02T00:00:00Z", "2026-11-03T00:00:00Z"))["checkout"]["nps"]["n"] == 12
+    assert (await report("2026-11-02T00:00:01Z", "2026-11-03T00:00:00Z"))["checkout"]["nps"]["n"] == 1
+    assert (await report("2026-11-01T12:00:00Z", "2026-11-02T23:00:00Z"))["checkout"]["nps"]["n"] == 3
+
+
 def test_a_window_splits_into_whole_utc_days_and_the_parts_it_cuts() -> None:
     def at(text: str) -> dt.datetime:
         return dt.datetime.fromisoformat(text)

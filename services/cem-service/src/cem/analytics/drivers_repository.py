@@ -63,106 +63,132 @@ def _deal_band(value: Any) -> ColumnElement[Any]:
     return case(*whens, else_=DEAL_BANDS[-1][0])
 
 
+def driver_statement(metric: str, filters: ReportFilters, *, window_days: int) -> Any:
+    """The one statement: rows of (factor, level, n, sum, sum of squares, 0) and one of
+    (NULL, NULL, n, sum, sum of squares, anonymous answers) for every answer."""
+    conditions = [Score.metric == metric, Score.score.is_not(None), *score_conditions(filters)]
+    answers = (
+        select(
+            Score.response_id.label("response_id"),
+            Score.customer_id.label("customer_id"),
+            Score.submitted_at.label("submitted_at"),
+            Score.touchpoint.label("touchpoint"),
+            answer_value(metric).label("v"),
+        )
+        .where(*conditions)
+        .cte("answers")
+    )
+    known = answers.c.customer_id.is_not(None)
+    ti = TouchpointInteraction
+    # Per answer, the (touchpoint, type) of the customer's interactions in [answer - window,
+    # answer]: a range scan of the (customer_id, occurred_at) index, so the cost follows the
+    # interactions inside the window, not the customer's whole history. OFFSET 0 keeps the
+    # planner from flattening this into a hash join on the customer alone; repeats are left to
+    # the DISTINCT of each factor below (one here would sort in every one of the answers' loops).
+    visits = (
+        select(ti.touchpoint, ti.type)
+        .where(
+            ti.customer_id == answers.c.customer_id,
+            ti.occurred_at >= answers.c.submitted_at - literal(dt.timedelta(days=window_days), Interval()),
+            ti.occurred_at <= answers.c.submitted_at,
+        )
+        .offset(0)
+        .lateral("visits")
+    )
+    history = (
+        select(answers.c.response_id, answers.c.v, visits.c.touchpoint, visits.c.type)
+        .select_from(answers.join(visits, literal(True)))
+        .where(known)
+        .cte("history")
+    )
+    profile = CustomerProfile
+
+    def per_level(factor: str, level: Any, source: Any, n: Any, total: Any, total_sq: Any, *where: Any) -> Any:
+        """(factor, level, n, sum, sum of squares, 0) per level over `source`, which has at most
+        one row per (answer or customer, level)."""
+        return (
+            select(literal(factor, String()), cast(level, String()), n, total, total_sq, literal(0))
+            .select_from(source)
+            .where(level.is_not(None), *where)
+            .group_by(level)
+        )
+
+    def answer_moments(v: Any) -> tuple[Any, Any, Any]:
+        return func.count(), func.sum(v), func.sum(v * v)
+
+    def visited(column: Any) -> Any:
+        """The answers with each level in their history, once however often it happened."""
+        return select(history.c.response_id, history.c.v, column.label("level")).distinct().subquery()
+
+    touchpoints, types = visited(history.c.touchpoint), visited(history.c.type)
+    a = answers.c.v
+    # The answers folded per touchpoint and whether the customer is known: a few rows, from
+    # which the journey stages (a touchpoint's) and the overall figures are summed.
+    per_touchpoint = (
+        select(
+            answers.c.touchpoint,
+            known.label("known"),
+            *(m.label(name) for m, name in zip(answer_moments(a), ("n", "s", "ss"), strict=True)),
+        )
+        .group_by(answers.c.touchpoint, known)
+        .cte("per_touchpoint")
+    )
+    with_stage = per_touchpoint.join(Touchpoint, Touchpoint.key == per_touchpoint.c.touchpoint)
+    folded = per_touchpoint.c
+    # The CRM factors are the customer's: fold the answers per customer first, then join the
+    # projection once, so each factor groups customers rather than answers.
+    per_customer = (
+        select(answers.c.customer_id, *(m.label(name) for m, name in zip(answer_moments(a), ("n", "s", "ss"), strict=True)))
+        .where(known)
+        .group_by(answers.c.customer_id)
+        .subquery("per_customer")
+    )
+    crm = (
+        select(
+            profile.lifecycle_stage.label("lifecycle_stage"),
+            _deal_band(profile.open_deal_value).label("band"),
+            profile.tags.label("tags"),
+            per_customer.c.n,
+            per_customer.c.s,
+            per_customer.c.ss,
+        )
+        .join_from(per_customer, profile, profile.id == per_customer.c.customer_id)
+        .cte("crm")
+    )
+    tag_values = func.jsonb_array_elements_text(crm.c.tags).table_valued("value")
+    # A tag listed twice counts once.
+    tag = select(tag_values.c.value).distinct().lateral("tag")
+    customer_moments = (func.sum(crm.c.n), func.sum(crm.c.s), func.sum(crm.c.ss))
+    overall = select(
+        literal(None, String()),
+        literal(None, String()),
+        *(func.coalesce(func.sum(m).filter(folded.known), 0) for m in (folded.n, folded.s, folded.ss)),
+        func.coalesce(func.sum(folded.n).filter(~folded.known), 0),
+    )
+    # One statement, so `answers` is read once (a CTE used more than once is materialised).
+    stmt = union_all(
+        per_level("touchpoint", touchpoints.c.level, touchpoints, *answer_moments(touchpoints.c.v)),
+        per_level("interaction_type", types.c.level, types, *answer_moments(types.c.v)),
+        per_level(
+            "journey_stage",
+            Touchpoint.journey_stage,
+            with_stage,
+            func.sum(folded.n),
+            func.sum(folded.s),
+            func.sum(folded.ss),
+            folded.known,
+        ),
+        per_level("lifecycle_stage", crm.c.lifecycle_stage, crm, *customer_moments),
+        per_level("open_deal_value", crm.c.band, crm, *customer_moments),
+        per_level("tag", tag.c.value, crm.join(tag, literal(True)), *customer_moments),
+        overall,
+    )
+    return stmt
+
+
 class DriverRepository(SessionRepository):
     async def driver_stats(self, metric: str, filters: ReportFilters, *, window_days: int) -> DriverStats:
-        conditions = [Score.metric == metric, Score.score.is_not(None), *score_conditions(filters)]
-        answers = (
-            select(
-                Score.response_id.label("response_id"),
-                Score.customer_id.label("customer_id"),
-                Score.submitted_at.label("submitted_at"),
-                Score.touchpoint.label("touchpoint"),
-                answer_value(metric).label("v"),
-            )
-            .where(*conditions)
-            .cte("answers")
-        )
-        known = answers.c.customer_id.is_not(None)
-        ti = TouchpointInteraction
-        # Per answer, the (touchpoint, type) pairs of the customer's interactions in [answer - window,
-        # answer]: a range scan of the (customer_id, occurred_at) index, so the cost follows the
-        # interactions inside the window, not the customer's whole history (DISTINCT also keeps the
-        # planner from flattening this into a hash join on the customer alone).
-        visits = (
-            select(ti.touchpoint, ti.type)
-            .where(
-                ti.customer_id == answers.c.customer_id,
-                ti.occurred_at >= answers.c.submitted_at - literal(dt.timedelta(days=window_days), Interval()),
-                ti.occurred_at <= answers.c.submitted_at,
-            )
-            .distinct()
-            .lateral("visits")
-        )
-        history = (
-            select(answers.c.response_id, answers.c.v, visits.c.touchpoint, visits.c.type)
-            .select_from(answers.join(visits, literal(True)))
-            .where(known)
-            .cte("history")
-        )
-        profile = CustomerProfile
-
-        def per_level(factor: str, level: Any, source: Any, n: Any, total: Any, total_sq: Any, *where: Any) -> Any:
-            """(factor, level, n, sum, sum of squares, 0) per level over `source`, which has at most
-            one row per (answer or customer, level)."""
-            return (
-                select(literal(factor, String()), cast(level, String()), n, total, total_sq, literal(0))
-                .select_from(source)
-                .where(level.is_not(None), *where)
-                .group_by(level)
-            )
-
-        def answer_moments(v: Any) -> tuple[Any, Any, Any]:
-            return func.count(), func.sum(v), func.sum(v * v)
-
-        def visited(column: Any) -> Any:
-            """The answers with each level in their history, once however often it happened."""
-            return select(history.c.response_id, history.c.v, column.label("level")).distinct().subquery()
-
-        touchpoints, types = visited(history.c.touchpoint), visited(history.c.type)
-        with_stage = answers.join(Touchpoint, Touchpoint.key == answers.c.touchpoint)
-        a = answers.c.v
-        # The CRM factors are the customer's: fold the answers per customer first, then join the
-        # projection once, so each factor groups customers rather than answers.
-        per_customer = (
-            select(answers.c.customer_id, *(m.label(name) for m, name in zip(answer_moments(a), ("n", "s", "ss"), strict=True)))
-            .where(known)
-            .group_by(answers.c.customer_id)
-            .subquery("per_customer")
-        )
-        crm = (
-            select(
-                profile.lifecycle_stage.label("lifecycle_stage"),
-                _deal_band(profile.open_deal_value).label("band"),
-                profile.tags.label("tags"),
-                per_customer.c.n,
-                per_customer.c.s,
-                per_customer.c.ss,
-            )
-            .join_from(per_customer, profile, profile.id == per_customer.c.customer_id)
-            .cte("crm")
-        )
-        tag_values = func.jsonb_array_elements_text(crm.c.tags).table_valued("value")
-        # A tag listed twice counts once.
-        tag = select(tag_values.c.value).distinct().lateral("tag")
-        customer_moments = (func.sum(crm.c.n), func.sum(crm.c.s), func.sum(crm.c.ss))
-        overall = select(
-            literal(None, String()),
-            literal(None, String()),
-            func.count().filter(known),
-            func.coalesce(func.sum(a).filter(known), 0),
-            func.coalesce(func.sum(a * a).filter(known), 0),
-            func.count().filter(~known),
-        )
-        # One statement, so `answers` is read once (a CTE used more than once is materialised).
-        stmt = union_all(
-            per_level("touchpoint", touchpoints.c.level, touchpoints, *answer_moments(touchpoints.c.v)),
-            per_level("interaction_type", types.c.level, types, *answer_moments(types.c.v)),
-            per_level("journey_stage", Touchpoint.journey_stage, with_stage, *answer_moments(a), known),
-            per_level("lifecycle_stage", crm.c.lifecycle_stage, crm, *customer_moments),
-            per_level("open_deal_value", crm.c.band, crm, *customer_moments),
-            per_level("tag", tag.c.value, crm.join(tag, literal(True)), *customer_moments),
-            overall,
-        )
+        stmt = driver_statement(metric, filters, window_days=window_days)
         everyone = Moments(0, 0, 0)
         anonymous = 0
         levels = {}

@@ -140,10 +140,6 @@ def _per_category_rows(group: Any, metric: str, conditions: list[Any]) -> Any:
     )
 
 
-def _per_category(group: Any, metric: str, conditions: list[Any]) -> Any:
-    return _per_category_rows(group, metric, conditions).subquery("per_category")
-
-
 def _midnight(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), dt.UTC)
 
@@ -171,9 +167,11 @@ def whole_days(
     return (first, end), parts
 
 
-def _daily_scores(metric: str, filters: ReportFilters) -> Any:
+def _daily_scores(metric: str, filters: ReportFilters, *, touchpoints: Sequence[str] | None = None) -> Any:
     """Per UTC day and category (grp, category, cnt, total, total_sq) of the scores in the
-    window: whole days from `score_days`, the parts of days the window cuts from `scores`."""
+    window: whole days from `score_days`, the parts of days the window cuts from `scores`. With
+    `touchpoints`, per touchpoint (of those) and category instead, read the same way."""
+    by_day = touchpoints is None
     since, until = filters.since, filters.until
     days, parts = whole_days(since, until)
     if filters.touchpoint == "":  # no touchpoint has an empty key; '' stands for none in score_days
@@ -186,16 +184,19 @@ def _daily_scores(metric: str, filters: ReportFilters) -> Any:
             *filters.unwindowed().where(survey=ScoreDay.survey_id, touchpoint=ScoreDay.touchpoint, at=ScoreDay.day),
             *window_conditions(ScoreDay.day, first, end),
         ]
+        if touchpoints is not None:
+            kept.append(ScoreDay.touchpoint.in_(touchpoints))
+        group = ScoreDay.day if by_day else ScoreDay.touchpoint
         selects.append(
             select(
-                ScoreDay.day.label("grp"),
+                group.label("grp"),
                 func.nullif(ScoreDay.category, "").label("category"),
                 cast(func.sum(ScoreDay.answers), BigInteger).label("cnt"),
                 cast(func.sum(ScoreDay.score_sum), BigInteger).label("total"),
                 cast(func.sum(ScoreDay.score_squares), BigInteger).label("total_sq"),
             )
             .where(*kept)
-            .group_by(ScoreDay.day, ScoreDay.category)
+            .group_by(group, ScoreDay.category)
             # Stripes that add up to nothing (a delete counted out of another one) are no answers.
             .having(func.sum(ScoreDay.answers) != 0)
         )
@@ -204,7 +205,9 @@ def _daily_scores(metric: str, filters: ReportFilters) -> Any:
         windows = [window_conditions(Score.submitted_at, start, stop) for start, stop in parts]
         if all(windows):  # else one of them is the whole time line
             conditions.append(or_(*(and_(*w) for w in windows)))
-        selects.append(_per_category_rows(Score.submitted_on, metric, conditions))
+        if touchpoints is not None:
+            conditions.append(Score.touchpoint.in_(touchpoints))
+        selects.append(_per_category_rows(Score.submitted_on if by_day else Score.touchpoint, metric, conditions))
     return (union_all(*selects) if len(selects) > 1 else selects[0]).subquery("per_category")
 
 
@@ -291,8 +294,9 @@ class AnalyticsRepository(SessionRepository):
     async def scores_per_touchpoint(
         self, metric: str, keys: Sequence[str], since: dt.datetime | None, until: dt.datetime | None
     ) -> dict[str, Aggregate]:
-        conditions = [Score.touchpoint.in_(keys), *window_conditions(Score.submitted_at, since, until)]
-        per = _per_category(Score.touchpoint, metric, conditions)
+        """Per touchpoint of `keys`, its scores in the window: whole days from `score_days`, as
+        the series read them, so the report folds a few rows per touchpoint and day."""
+        per = _daily_scores(metric, ReportFilters(since=since, until=until), touchpoints=keys)
         stmt = select(per.c.grp, *_score_columns(metric, per)).group_by(per.c.grp)
         return {row.grp: _aggregate(metric, row) for row in (await self.session.execute(stmt)).all()}
 
