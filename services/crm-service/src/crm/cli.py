@@ -17,6 +17,7 @@ from crm.config import CRMSettings
 from crm.consumers import live_consumers
 from crm.customers.csv_import import ImportFileError, ImportReport, count_rows, import_customers
 from crm.db import ApiKey, OutboxMessage, ProcessedEvent
+from crm.experience.repository import EXPERIENCE_COUNTS
 from crm.interactions.repository import rebuild_stats
 from crm.projections import projections
 from cxkit.cli import build_cli
@@ -107,6 +108,24 @@ def rebuild_interaction_stats_command() -> None:
             await engine.dispose()
 
     console.print(f"interaction statistics rebuilt for {asyncio.run(run())} customer(s)")
+
+
+@app.command("rebuild-experience-counts")
+def rebuild_experience_counts_command() -> None:
+    """Recompute the counts of the CEM's reports the dashboard folds (`experience_counts`) from
+    the experience events themselves. They are kept up to date as events are written; this is for
+    after a restore or a hand-made change. Writers wait while it runs."""
+
+    async def run() -> tuple[int, int]:
+        engine = make_engine(CRMSettings().database_url)
+        try:
+            async with make_session_factory(engine)() as session, session.begin():
+                return await EXPERIENCE_COUNTS.rebuild(session)
+        finally:
+            await engine.dispose()
+
+    keys, wrong = asyncio.run(run())
+    console.print(f"experience counts rebuilt: {keys} row(s); {wrong} were wrong")
 
 
 def _print_report(report: ImportReport, dry_run: bool, errors_csv: Path | None) -> None:

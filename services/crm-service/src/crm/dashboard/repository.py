@@ -1,15 +1,15 @@
-"""The experience figures next to the funnel: one aggregate over the CRM's projection of
-`cem.feedback.v1` (all customers), with the open follow-up tasks."""
+"""The experience figures next to the funnel: one aggregate over the counts the database keeps
+of the CRM's projection of `cem.feedback.v1` (all customers), with the open follow-up tasks."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Float, cast, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.experience.models import FEEDBACK_RECEIVED, RESPONSE_SUBMITTED, SURVEY_INVITED, SURVEY_THROTTLED, ExperienceEvent
-from crm.experience.repository import CSAT_SATISFIED_FROM
+from crm.experience.models import FEEDBACK_RECEIVED, RESPONSE_SUBMITTED, SURVEY_INVITED, SURVEY_THROTTLED, ExperienceCount
 from crm.tasks.models import FOLLOWUP_ORIGIN, Task
 
 
@@ -45,38 +45,43 @@ class ExperienceOverview:
 
 
 async def experience_overview(session: AsyncSession) -> ExperienceOverview:
-    e = ExperienceEvent
-    response = e.kind == RESPONSE_SUBMITTED
-    scored = response & e.score.is_not(None)
-    nps = scored & (e.metric == "nps")
-    csat = scored & (e.metric == "csat")
-    ces = scored & (e.metric == "ces")
-    feedback = e.kind == FEEDBACK_RECEIVED
+    """The figures fold `experience_counts` (a few rows per kind, metric, category and sentiment
+    label, kept by the triggers of migration crm0022), not every event."""
+    c = ExperienceCount
+    response = c.kind == RESPONSE_SUBMITTED
+    nps = response & (c.metric == "nps")
+    csat = response & (c.metric == "csat")
+    ces = response & (c.metric == "ces")
+    feedback = c.kind == FEEDBACK_RECEIVED
+
+    def total(column: Any, where: Any) -> Any:
+        return func.coalesce(func.sum(column).filter(where), 0)
+
     open_followups = (
         select(func.count()).select_from(Task).where(Task.status == "open", Task.origin == FOLLOWUP_ORIGIN).scalar_subquery()
     )
     row = (
         await session.execute(
             select(
-                func.count().filter(e.kind == SURVEY_INVITED),
-                func.count().filter(e.kind == SURVEY_THROTTLED),
-                func.count().filter(response),
-                func.count().filter(nps & (e.category == "promoter")),
-                func.count().filter(nps & (e.category == "passive")),
-                func.count().filter(nps & (e.category == "detractor")),
-                func.count().filter(csat),
-                func.count().filter(csat & (e.score >= CSAT_SATISFIED_FROM)),
-                func.count().filter(ces),
-                func.avg(cast(e.score, Float)).filter(ces),
-                func.count().filter(feedback),
-                func.count().filter(feedback & (e.sentiment_label == "negative")),
+                total(c.events, c.kind == SURVEY_INVITED),
+                total(c.events, c.kind == SURVEY_THROTTLED),
+                total(c.events, response),
+                total(c.scored, nps & (c.category == "promoter")),
+                total(c.scored, nps & (c.category == "passive")),
+                total(c.scored, nps & (c.category == "detractor")),
+                total(c.scored, csat),
+                total(c.satisfied, csat),
+                total(c.scored, ces),
+                (func.sum(c.score_sum).filter(ces) / func.nullif(func.sum(c.scored).filter(ces), 0)),
+                total(c.events, feedback),
+                total(c.events, feedback & (c.sentiment_label == "negative")),
                 open_followups,
             )
         )
     ).one()
     *counts, ces_mean, feedback_n, negative, followups = row
     return ExperienceOverview(
-        *(int(c) for c in counts),  # type: ignore[arg-type]
+        *(int(n) for n in counts),  # type: ignore[arg-type]
         ces_mean=round(float(ces_mean), 2) if ces_mean is not None else None,
         feedback=int(feedback_n),
         negative_feedback=int(negative),

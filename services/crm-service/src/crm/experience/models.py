@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, SmallInteger, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm.db import Base
@@ -83,3 +83,27 @@ class ExperienceEvent(Base):
         Index("ix_experience_events_customer_id_occurred_at_id", "customer_id", "occurred_at", "id"),
         Index("ix_experience_events_customer_id_kind_occurred_at_id", "customer_id", "kind", "occurred_at", "id"),
     )
+
+
+class ExperienceCount(Base):
+    """The projection counted per kind, metric, category and sentiment label (the CRM dashboard's
+    experience figures fold these few rows instead of every event): how many events, how many with
+    a score, the sum of their scores, and how many scored at least `CSAT_SATISFIED_FROM` (4).
+
+    Kept by the database, not by the code that writes events: statement-level triggers on
+    `experience_events` (migration crm0022) add each statement's net change in the same
+    transaction, into the writing connection's stripe (its backend pid modulo 16), as `score_days`
+    in the CEM. The keys are never null: '' stands for none. `crm rebuild-experience-counts`
+    recomputes every row from the events (`experience_counts_from_rows`)."""
+
+    __tablename__ = "experience_counts"
+
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(20), primary_key=True)
+    category: Mapped[str] = mapped_column(String(20), primary_key=True)
+    sentiment_label: Mapped[str] = mapped_column(String(20), primary_key=True)
+    stripe: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default="0")
+    events: Mapped[int] = mapped_column(BigInteger)
+    scored: Mapped[int] = mapped_column(BigInteger)
+    score_sum: Mapped[float] = mapped_column(Float)
+    satisfied: Mapped[int] = mapped_column(BigInteger)

@@ -18,10 +18,12 @@ from crm.experience.models import (
     SURVEY_INVITED,
     SURVEY_REMINDED,
     SURVEY_THROTTLED,
+    ExperienceCount,
     ExperienceEvent,
 )
 from crm.tasks.models import FOLLOWUP_ORIGIN, Task
 from cxkit.db import session_connection
+from cxkit.kept_figures import KeptFigures
 from cxkit.pg_pool import UnnestInsert
 from cxkit.repository import SessionRepository
 
@@ -34,8 +36,19 @@ _TASK_COLUMNS = (
 )  # fmt: skip
 _INSERT_TASKS = UnnestInsert(Task.__table__, _TASK_COLUMNS)
 
-# On a 1-5 CSAT scale, 4 and 5 are "satisfied" (the SPEC's CSAT definition).
+# On a 1-5 CSAT scale, 4 and 5 are "satisfied" (the SPEC's CSAT definition). Migration crm0022's
+# triggers count it into `experience_counts.satisfied` too.
 CSAT_SATISFIED_FROM = 4
+
+# The projection counted per kind, metric, category and sentiment label (`ExperienceCount`, kept
+# by the triggers of migration crm0022; a key's stripes summed) and the same counts computed from
+# the events (`experience_counts_from_rows`).
+EXPERIENCE_COUNTS = KeptFigures(
+    ExperienceCount.__tablename__,
+    "experience_counts_from_rows",
+    tuple(c.name for c in ExperienceCount.__table__.primary_key.columns if c.name != "stripe"),
+    tuple(c.name for c in ExperienceCount.__table__.columns if not c.primary_key),
+)
 
 
 @dataclass(frozen=True, slots=True)
