@@ -242,8 +242,8 @@ async def test_the_touchpoint_report_reads_whole_days_from_score_days_and_cut_da
         assert body["delivery"]["csat"]["n"] == len(csat), (since, until)
         assert body["delivery"]["csat"]["score"] == (100 * sum(s >= 4 for s in csat) / len(csat) if csat else None)
 
-    # Figures changed by hand in score_days for 2 November show where a window holds that day
-    # whole, not where it cuts it (the response counts come from the responses themselves).
+    # Figures changed by hand for 2 November, in score_days (the scores) and in answer_days (the
+    # responses), show where a window holds that day whole, not where it cuts it.
     async with session_factory() as session, session.begin():
         await session.execute(
             text(
@@ -252,9 +252,24 @@ async def test_the_touchpoint_report_reads_whole_days_from_score_days_and_cut_da
             ),
             {"s": uuid.UUID(checkout["id"])},
         )
-    assert (await report("2026-11-02T00:00:00Z", "2026-11-03T00:00:00Z"))["checkout"]["nps"]["n"] == 12
-    assert (await report("2026-11-02T00:00:01Z", "2026-11-03T00:00:00Z"))["checkout"]["nps"]["n"] == 1
-    assert (await report("2026-11-01T12:00:00Z", "2026-11-02T23:00:00Z"))["checkout"]["nps"]["n"] == 3
+        await session.execute(
+            text(
+                "UPDATE answer_days SET answers = answers + 5 WHERE ctid = (SELECT ctid FROM answer_days "
+                "WHERE survey_id = :s AND day = '2026-11-02' AND kind = 'response' LIMIT 1)"
+            ),
+            {"s": uuid.UUID(checkout["id"])},
+        )
+    whole, cut, none = [
+        (await report(since, until))["checkout"]
+        for since, until in (
+            ("2026-11-02T00:00:00Z", "2026-11-03T00:00:00Z"),
+            ("2026-11-02T00:00:01Z", "2026-11-03T00:00:00Z"),
+            ("2026-11-01T12:00:00Z", "2026-11-02T23:00:00Z"),
+        )
+    ]
+    assert (whole["nps"]["n"], whole["responses"]) == (12, 7)
+    assert (cut["nps"]["n"], cut["responses"]) == (1, 1)
+    assert (none["nps"]["n"], none["responses"]) == (3, 3)
 
 
 def test_a_window_splits_into_whole_utc_days_and_the_parts_it_cuts() -> None:

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cem.followups.models import Followup
 from cem.invitations.models import Invitation
 from cem.report_filters import ReportFilters
-from cem.responses.models import Score, ScoreDay, SurveyResponse
+from cem.responses.models import AnswerDay, Score, ScoreDay, SurveyResponse
 from cem.surveys.models import Survey
 from cem.touchpoints.models import TouchpointInteraction
 from cxkit.db import window_conditions
@@ -280,16 +280,28 @@ class AnalyticsRepository(SessionRepository):
     async def responses_per_touchpoint(
         self, keys: Sequence[str], since: dt.datetime | None, until: dt.datetime | None
     ) -> dict[str, int]:
-        stmt = (
-            select(SurveyResponse.touchpoint, func.count())
-            .where(SurveyResponse.touchpoint.in_(keys))
+        """Per touchpoint of `keys`, its responses in the window: whole days from `answer_days`
+        (its `response` rows), the parts of days the window cuts from `responses`."""
+        days, parts = whole_days(since, until)
+        selects: list[Any] = []
+        if days is not None:
+            first, end = days
+            selects.append(
+                select(AnswerDay.touchpoint.label("grp"), func.sum(AnswerDay.answers).label("n"))
+                .where(
+                    AnswerDay.kind == "response", AnswerDay.touchpoint.in_(keys), *window_conditions(AnswerDay.day, first, end)
+                )
+                .group_by(AnswerDay.touchpoint)
+            )
+        selects += [
+            select(SurveyResponse.touchpoint.label("grp"), func.count().label("n"))
+            .where(SurveyResponse.touchpoint.in_(keys), *window_conditions(SurveyResponse.submitted_at, start, stop))
             .group_by(SurveyResponse.touchpoint)
-        )
-        if since is not None:
-            stmt = stmt.where(SurveyResponse.submitted_at >= since)
-        if until is not None:
-            stmt = stmt.where(SurveyResponse.submitted_at < until)
-        return {k: int(c) for k, c in (await self.session.execute(stmt)).all()}
+            for start, stop in parts
+        ]
+        counted = union_all(*selects).subquery("counted") if len(selects) > 1 else selects[0].subquery("counted")
+        stmt = select(counted.c.grp, func.sum(counted.c.n)).group_by(counted.c.grp)
+        return {k: int(c) for k, c in (await self.session.execute(stmt)).all() if c}
 
     async def scores_per_touchpoint(
         self, metric: str, keys: Sequence[str], since: dt.datetime | None, until: dt.datetime | None
