@@ -1,18 +1,21 @@
 """The CEM's reports counted per kind, metric, category and sentiment label (`experience_counts`,
 kept by the triggers of migration crm0022) equal the counts computed from the experience events
 after the consumer stores them, a merge moves them, an erasure blanks their text, a label changes
-and some are deleted; the dashboard's experience figures fold them; `crm
-rebuild-experience-counts` puts right figures that were changed by hand."""
+and some are deleted (counted out into the deleting connection's stripe, which may be another);
+the dashboard's experience figures fold them; `crm rebuild-experience-counts` puts right figures
+that were changed by hand."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
 
 from crm.dashboard.repository import ExperienceOverview, experience_overview
 from crm.experience.repository import EXPERIENCE_COUNTS
+from cxkit.pg_pool import asyncpg_dsn
 
 from .conftest import crm_command
 
@@ -46,7 +49,7 @@ async def execute(session_factory: Any, sql: str, **params: Any) -> None:
 
 
 async def test_counts_equal_the_events_after_stores_merges_erasures_changes_and_deletes(
-    make: Any, cem: Any, apply_cem: Any, session_factory: Any
+    make: Any, cem: Any, apply_cem: Any, session_factory: Any, crm_database_url: str
 ) -> None:
     first, second = [uuid.UUID((await make.customer())["id"]) for _ in range(2)]
     await apply_cem(
@@ -82,14 +85,42 @@ async def test_counts_equal_the_events_after_stores_merges_erasures_changes_and_
     await execute(session_factory, "UPDATE experience_events SET sentiment_label = 'negative' WHERE sentiment_label = 'positive'")
     await assert_kept_equal_rebuilt(session_factory)
     assert (await overview(session_factory)).negative_feedback == 2
-    # Deleted events are counted out; a key brought back to nothing keeps no row.
-    await execute(session_factory, "DELETE FROM experience_events WHERE kind = 'feedback.received' OR metric = 'ces'")
+    # Deleted events are counted out into the deleting connection's stripe: here another one than
+    # the feedback's, so its stripes hold +2 and -2 feedback events, adding up to nothing.
+    async with session_factory() as session:
+        stored = set(await session.scalars(text("SELECT stripe FROM experience_counts WHERE kind = 'feedback.received'")))
+    conn = await asyncpg.connect(asyncpg_dsn(crm_database_url))
+    try:
+        while conn.get_server_pid() % 16 in stored:
+            await conn.close()
+            conn = await asyncpg.connect(asyncpg_dsn(crm_database_url))
+        await conn.execute("DELETE FROM experience_events WHERE kind = 'feedback.received' OR metric = 'ces'")
+    finally:
+        await conn.close()
     await assert_kept_equal_rebuilt(session_factory)
     after = await overview(session_factory)
     assert (after.feedback, after.negative_feedback, after.ces_answers, after.ces_mean, after.responses) == (0, 0, 0, None, 8)
     async with session_factory() as session:
-        left = await session.scalar(text("SELECT count(*) FROM experience_counts WHERE kind = 'feedback.received'"))
-    assert left == 0
+        left = (
+            await session.execute(text("SELECT sum(events), count(*) FROM experience_counts WHERE kind = 'feedback.received'"))
+        ).one()
+    assert (left[0], left[1] > 0) == (0, True)
+    # A stripe brought back to nothing keeps no row: one connection stores an event of a key of its
+    # own and deletes it again.
+    conn = await asyncpg.connect(asyncpg_dsn(crm_database_url))
+    try:
+        await conn.execute(
+            "INSERT INTO experience_events (id, event_id, kind, customer_id, occurred_at, sentiment_label, recorded_at) "
+            "VALUES ($1, 'by-hand', 'feedback.received', $2, now(), 'mixed', now())",
+            uuid.uuid4(),
+            first,
+        )
+        assert await conn.fetchval("SELECT count(*) FROM experience_counts WHERE sentiment_label = 'mixed'") == 1
+        await conn.execute("DELETE FROM experience_events WHERE event_id = 'by-hand'")
+        assert await conn.fetchval("SELECT count(*) FROM experience_counts WHERE sentiment_label = 'mixed'") == 0
+    finally:
+        await conn.close()
+    await assert_kept_equal_rebuilt(session_factory)
 
 
 async def test_the_dashboard_figures_read_the_counts_and_the_rebuild_puts_them_right(
