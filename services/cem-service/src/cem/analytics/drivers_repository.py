@@ -105,7 +105,8 @@ def driver_statement(metric: str, filters: ReportFilters, *, window_days: int) -
 
     def per_level(factor: str, level: Any, source: Any, n: Any, total: Any, total_sq: Any, *where: Any) -> Any:
         """(factor, level, n, sum, sum of squares, 0) per level over `source`, which has at most
-        one row per (answer or customer, level)."""
+        one row per (answer or customer, level), or per group of answers already summed (the
+        fold per touchpoint)."""
         return (
             select(literal(factor, String()), cast(level, String()), n, total, total_sq, literal(0))
             .select_from(source)
@@ -165,7 +166,8 @@ def driver_statement(metric: str, filters: ReportFilters, *, window_days: int) -
         *(func.coalesce(func.sum(m).filter(folded.known), 0) for m in (folded.n, folded.s, folded.ss)),
         func.coalesce(func.sum(folded.n).filter(~folded.known), 0),
     )
-    # One statement, so `answers` is read once (a CTE used more than once is materialised).
+    # One statement, so the scores are read once: `answers`, a CTE used more than once, is
+    # materialised, and the visits, the fold per touchpoint and the fold per customer scan it.
     stmt = union_all(
         per_level("touchpoint", touchpoints.c.level, touchpoints, *answer_moments(touchpoints.c.v)),
         per_level("interaction_type", types.c.level, types, *answer_moments(types.c.v)),
