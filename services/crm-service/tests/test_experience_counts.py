@@ -144,3 +144,13 @@ async def test_the_dashboard_figures_read_the_counts_and_the_rebuild_puts_them_r
     await assert_kept_equal_rebuilt(session_factory)
     rebuilt = await overview(session_factory)
     assert (rebuilt.responses, rebuilt.promoters, rebuilt.detractors, rebuilt.nps) == (2, 1, 1, 0.0)
+
+    # A sum of scores is rebuilt as the scores add up, fractions and all (a CES of 5.5).
+    await apply_cem(cem.response(customer, 5.5, "ces"))
+    await execute(session_factory, "UPDATE experience_counts SET score_sum = score_sum + 1 WHERE metric = 'ces'")
+    assert (await overview(session_factory)).ces_mean == 6.5
+    code, out, err = await crm_command(crm_database_url, "rebuild-experience-counts")
+    assert code == 0, err
+    assert "experience counts rebuilt: 3 row(s); 1 were wrong" in err + out
+    await assert_kept_equal_rebuilt(session_factory)
+    assert (await overview(session_factory)).ces_mean == 5.5

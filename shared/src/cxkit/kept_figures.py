@@ -4,7 +4,8 @@ the same figures from the rows themselves."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,16 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 class KeptFigures:
     """`table` holds `figures` per `keys`, kept by triggers (a key's figures are the sum of
     its rows there, should it have several); `view` has the same columns, computed from the
-    rows. A key whose figures are all zero is the same as no row."""
+    rows. A key whose figures are all zero is the same as no row. Figures are counts
+    (`bigint`) unless `types` names another SQL type for one (a sum of `float8` scores, say),
+    which its sums are then read and rebuilt as."""
 
     table: str
     view: str
     keys: tuple[str, ...]
     figures: tuple[str, ...]
+    types: Mapping[str, str] = field(default_factory=dict)
 
     def _select(self, source: str) -> str:
         keys = ", ".join(self.keys)
-        sums = ", ".join(f"sum({f})::bigint AS {f}" for f in self.figures)
+        sums = ", ".join(f"sum({f})::{self.types.get(f, 'bigint')} AS {f}" for f in self.figures)
         nonzero = " OR ".join(f"sum({f}) <> 0" for f in self.figures)
         return f"SELECT {keys}, {sums} FROM {source} GROUP BY {keys} HAVING {nonzero}"
 

@@ -48,6 +48,7 @@ EXPERIENCE_COUNTS = KeptFigures(
     "experience_counts_from_rows",
     tuple(c.name for c in ExperienceCount.__table__.primary_key.columns if c.name != "stripe"),
     tuple(c.name for c in ExperienceCount.__table__.columns if not c.primary_key),
+    types={"score_sum": "float8"},
 )
 
 
