@@ -24,8 +24,8 @@ import httpx
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cxkit.dev_broker import free_port, stop_process
-from cxkit.dev_postgres import NOT_DURABLE, DevPostgres, answers
+from cxkit.dev_broker import free_port, port_open, stop_process
+from cxkit.dev_postgres import NOT_DURABLE, DevPostgres, answers, bin_path
 
 DEFAULT_PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -77,6 +77,54 @@ def start_test_postgres() -> EmbeddedTestPostgres | None:
     embedded = EmbeddedTestPostgres(instead_of=configured)
     os.environ["CX_TEST_PG_DSN"] = embedded.start()
     return embedded
+
+
+_SESSIONS_SQL = (
+    "SELECT count(*), count(*) FILTER (WHERE state LIKE 'idle in transaction%'),"
+    " count(*) FILTER (WHERE wait_event_type = 'Lock'),"
+    " coalesce(extract(epoch FROM max(now() - xact_start))::int, 0)"
+    " FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+)
+
+
+def machine_state(broker_bootstrap: str | None = None, redis: tuple[str, int] = ("127.0.0.1", 6379)) -> list[str]:
+    """What a reader of a failed run needs to tell a sick machine from a broken test: the disk
+    and memory left, the load, and whether PostgreSQL, Redis and the broker answer, with
+    PostgreSQL's client sessions (all, idle in a transaction, waiting on a lock, and the oldest
+    transaction's age, which shows a leaked transaction holding locks)."""
+    lines = []
+    for label, path in (("disk (work tree)", Path.cwd()), ("disk (temp)", Path(tempfile.gettempdir()))):
+        usage = shutil.disk_usage(path)
+        lines.append(f"{label}: {usage.free / 2**30:.1f} GiB free of {usage.total / 2**30:.1f} GiB")
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        available = next(int(line.split()[1]) for line in meminfo if line.startswith("MemAvailable:"))
+        lines.append(f"memory available: {available / 2**20:.1f} GiB")
+    with contextlib.suppress(OSError):
+        lines.append("load average: " + " ".join(f"{n:.2f}" for n in os.getloadavg()))
+    try:
+        result = subprocess.run(
+            [str(bin_path("psql")), "-X", "-q", "-tA", "-F", " ", "-c", _SESSIONS_SQL, "-d", admin_dsn()],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
+        )
+        if result.returncode == 0:
+            total, idle_in_transaction, waiting, oldest = result.stdout.split()
+            lines.append(
+                f"postgres: answers; {total} client sessions, {idle_in_transaction} idle in a transaction, "
+                f"{waiting} waiting on a lock, oldest transaction {oldest} s"
+            )
+        else:
+            lines.append(f"postgres: does not answer ({result.stderr.strip() or result.returncode})")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        lines.append(f"postgres: does not answer ({exc})")
+    lines.append(f"redis {redis[0]}:{redis[1]}: {'answers' if port_open(*redis) else 'does not answer'}")
+    if broker_bootstrap is not None:
+        host, _, port = broker_bootstrap.rpartition(":")
+        lines.append(f"broker {broker_bootstrap}: {'answers' if port_open(host, int(port)) else 'does not answer'}")
+    return lines
 
 
 def asyncpg_url(dsn: str) -> str:
