@@ -124,6 +124,7 @@ class BrokerTrouble:
         self.calls = 0
         self.passed = 0
         self.troubled = False
+        self.began = asyncio.Event()  # set at the first troubled message
         producer.send = self.send  # type: ignore[method-assign]
         producer.send_batch = self.send_batch  # type: ignore[method-assign]
 
@@ -143,6 +144,7 @@ class BrokerTrouble:
             self.passed += 0 if self.troubled else messages
             return await sending()
         self.troubled = True
+        self.began.set()
         if self.how == "slow":
             await asyncio.sleep(0.05)
             return await sending()
@@ -548,10 +550,11 @@ async def test_two_relays_on_one_outbox_take_turns_never_sending_a_row_twice_or_
     written = interleaved([uuid.uuid4() for _ in range(4)], versions=5)
     await write_events(sessions, topic, written)
     slow, fast = (OutboxRelay(relay_settings, sessions, Outbox, [topic]) for _ in range(2))
-    BrokerTrouble(await slow._ensure_producer(), nth=1, how="slow")
+    trouble = BrokerTrouble(await slow._ensure_producer(), nth=1, how="slow")
     try:
         slow_share = asyncio.create_task(drain(slow))
-        await asyncio.sleep(0.1)  # the slow relay holds the oldest rows, not yet sent
+        async with asyncio.timeout(30):
+            await trouble.began.wait()  # the slow relay holds the oldest rows, not yet sent
         shares = [await drain(fast), await slow_share]
     finally:
         await slow.stop()
