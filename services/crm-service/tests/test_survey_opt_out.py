@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from crm.config import CRMSettings
 from crm.consumers.cem_feedback import consumer_name, live_handlers, projection_handlers
+from crm.customers.models import Customer
 from crm.experience.models import SURVEY_OPTED_IN, SURVEY_OPTED_OUT, ExperienceEvent
 from crm.main import build_consumers
 from cxkit.db import session_connection
@@ -464,3 +465,89 @@ async def test_the_consumer_applies_an_opt_out_and_then_an_opt_in_from_the_broke
         return current if current["version"] == 3 else None
 
     assert (await wait_for(both_applied, 15))["survey_opt_out"] is False
+
+
+async def wish_time(session_factory: Any, customer_id: Any) -> dt.datetime | None:
+    async with session_factory() as session:
+        stored: dt.datetime | None = await session.scalar(select(Customer.survey_opt_out_at).where(Customer.id == customer_id))
+        return stored
+
+
+async def test_a_wish_applied_late_changes_nothing_when_a_newer_one_was_applied_before(
+    client: httpx.AsyncClient, make: Any, cem: Any, poll: Any, events: Any, session_factory: Any
+) -> None:
+    cid = uuid.UUID((await make.customer())["id"])
+    stale = cem.opted_out(cid, at=at(1))  # sent to the DLQ, say, and sent again from it later
+    await poll(cem.opted_out(cid, at=at(0)))
+    await poll(cem.opted_in(cid, at=at(2)))
+    settled = await customer(client, cid)
+    assert (settled["survey_opt_out"], settled["version"]) == (False, 3)
+    assert await wish_time(session_factory, cid) == at(2)
+
+    await poll(stale)
+    assert await customer(client, cid) == settled
+    assert len(await updates_of(events, cid)) == 2 and len(await history(client, cid)) == 2
+    assert await wish_time(session_factory, cid) == at(2)
+    assert "survey.opted_out" in [e["kind"] for e in await timeline(client, cid)]  # kept on the timeline all the same
+
+    # In one poll, arriving the other way round: the wish asked later wins.
+    await poll(cem.opted_in(cid, at=at(4)), cem.opted_out(cid, at=at(3)))
+    assert (await customer(client, cid))["survey_opt_out"] is False
+    await poll(cem.opted_out(cid, at=at(5)))
+    after = await customer(client, cid)
+    assert (after["survey_opt_out"], after["version"]) == (True, 4)
+
+
+async def test_a_wish_the_flag_holds_already_moves_its_time_on_so_an_older_opposite_one_changes_nothing(
+    client: httpx.AsyncClient, make: Any, cem: Any, poll: Any, events: Any, session_factory: Any
+) -> None:
+    cid = uuid.UUID((await make.customer())["id"])
+    await poll(cem.opted_out(cid, at=at(0)))
+    marked = await customer(client, cid)
+    await poll(cem.opted_out(cid, at=at(3)))  # from another invitation: no new version, a newer time
+    assert await customer(client, cid) == marked
+    assert await wish_time(session_factory, cid) == at(3)
+    assert len(await updates_of(events, cid)) == 1 and len(await history(client, cid)) == 1
+
+    await poll(cem.opted_in(cid, at=at(2)))  # asked before the last opt-out
+    assert await customer(client, cid) == marked
+
+
+async def test_a_change_by_hand_is_dated_and_an_older_wish_arriving_after_it_changes_nothing(
+    client: httpx.AsyncClient, make: Any, cem: Any, poll: Any, events: Any, session_factory: Any
+) -> None:
+    cid = uuid.UUID((await make.customer())["id"])
+    assert await wish_time(session_factory, cid) is None  # as created: any wish applies
+    await poll(cem.opted_out(cid, at=at(0)))
+    before = dt.datetime.now(dt.UTC)
+    r = await client.patch(f"/v1/customers/{cid}", json={"survey_opt_out": False}, headers={"If-Match": '"2"'})
+    assert r.status_code == 200, r.text
+    by_hand = await wish_time(session_factory, cid)
+    assert by_hand is not None and before - dt.timedelta(seconds=5) <= by_hand <= dt.datetime.now(dt.UTC)
+    assert [c["via"] for c in await history(client, cid)] == ["update", "survey_opt_out"]  # the time is not history
+
+    await poll(cem.opted_out(cid, at=at(1)))  # asked before the change by hand, applied after it
+    after = await customer(client, cid)
+    assert (after["survey_opt_out"], after["version"]) == (False, 3)
+    assert await wish_time(session_factory, cid) == by_hand
+
+    # A change that leaves the flag as it is does not date it.
+    r = await client.patch(f"/v1/customers/{cid}", json={"name": "Renamed"}, headers={"If-Match": '"3"'})
+    assert r.status_code == 200, r.text
+    assert await wish_time(session_factory, cid) == by_hand
+
+    await poll(cem.opted_out(cid, at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)))
+    assert (await customer(client, cid))["survey_opt_out"] is True
+
+
+async def test_a_batch_upsert_dates_the_flag_it_changes(
+    client: httpx.AsyncClient, make: Any, cem: Any, poll: Any, session_factory: Any
+) -> None:
+    created = await make.customer(email="wish@example.com")
+    cid = uuid.UUID(created["id"])
+    r = await client.post("/v1/customers/batch", json={"items": [{"email": "wish@example.com", "survey_opt_out": True}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["status"] == "updated", r.text
+    assert await wish_time(session_factory, cid) is not None
+    await poll(cem.opted_in(cid, at=at(0)))  # asked before the upsert
+    assert (await customer(client, cid))["survey_opt_out"] is True

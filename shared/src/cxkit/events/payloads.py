@@ -290,7 +290,10 @@ class SurveyOptedOut(_SentInvitation):
     `opted_out`). The CRM marks the customer `survey_opt_out`; whatever sends survey mail
     should stop mailing `email`. Announced once per recipient: a second request adds nothing."""
 
-    opted_out_at: TimestampAsSent = Field(description="When the recipient asked.")
+    opted_out_at: TimestampAsSent = Field(
+        description="When the recipient asked. The CRM orders a customer's wishes by it: one asked before the flag's "
+        "last setting (a later opt-in, or a change by a user) changes nothing, however late it arrives."
+    )
     cancelled_invitations: int = Field(description="How many of the recipient's open invitations this withdrew.")
 
 
@@ -300,7 +303,10 @@ class SurveyOptedIn(_SentInvitation):
     invitations withdrawn when they opted out stay withdrawn), and the CRM clears the customer's
     `survey_opt_out`. Announced only when they had opted out."""
 
-    opted_in_at: TimestampAsSent = Field(description="When the recipient asked.")
+    opted_in_at: TimestampAsSent = Field(
+        description="When the recipient asked. The CRM orders a customer's wishes by it: one asked before the flag's "
+        "last setting (a later opt-out, or a change by a user) changes nothing, however late it arrives."
+    )
 
 
 class FollowupOverdue(Payload):

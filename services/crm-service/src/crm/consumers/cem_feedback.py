@@ -23,8 +23,8 @@ def consumer_name(settings: CRMSettings) -> str:
 def live_handlers(settings: CRMSettings) -> dict[str, BatchHandler]:
     """The live consumer's: store every event; a `followup.requested` also makes its task, a
     `followup.overdue` escalates it, a `survey.opted_out` sets the customer's `survey_opt_out` and a
-    `survey.opted_in` clears it. Each handler applies its run whole; the runs come in the poll's
-    order, so the later of an opt-out and an opt-in for one customer wins."""
+    `survey.opted_in` clears it. Each handler applies its run whole; of an opt-out and an opt-in
+    for one customer, the one asked later wins, whatever order they arrive in."""
     due = dt.timedelta(hours=settings.followup_due_hours)
 
     async def on_experience_events(session: AsyncSession, deliveries: list[Delivery]) -> None:

@@ -36,6 +36,10 @@ class Customer(Base):
     source: Mapped[str | None] = mapped_column(String(100))
     campaign_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     survey_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # When the flag's value was last asked for (migration crm0023): a survey wish's own time, else
+    # the time of the change that set it (dated by a trigger); NULL while the flag is as created.
+    # A survey wish older than this changes nothing.
+    survey_opt_out_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -87,7 +91,7 @@ class CustomerChange(Base):
 # What made a recorded change (`customer_changes.via`, set by `repository.note_author`).
 ChangeVia = Literal["update", "batch", "merge", "erasure", "lead_conversion", "deal", "survey_opt_out", "survey_opt_in"]
 # Fields a customer's history leaves out: bookkeeping, and the lower-cased copy of the email.
-UNTRACKED_FIELDS = ("id", "version", "created_at", "updated_at", "email_normalized")
+UNTRACKED_FIELDS = ("id", "version", "created_at", "updated_at", "email_normalized", "survey_opt_out_at")
 # What an erasure blanks (customers.service._PERSONAL and the attributes): their values leave
 # the history too, the fact that they changed stays.
 ERASED_FIELDS = ("email", "name", "phone", "company", "attributes")

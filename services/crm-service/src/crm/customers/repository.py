@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import ColumnElement, Uuid, bindparam, cast, func, literal, or_, select, text, update
+from sqlalchemy import ColumnElement, DateTime, Uuid, bindparam, case, cast, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -356,47 +356,71 @@ _OPT_OUT_SETTERS: dict[tuple[OpenDealValue, bool], CompiledQuery] = {}
 
 def _set_opt_out_query(open_deal_value: OpenDealValue, opted_out: bool) -> CompiledQuery:
     named = aliased(Customer)
-    # The live record of each id (a merged duplicate's survivor), locked in id order (as a batch
-    # upsert locks them, so the two cannot deadlock) unless erased or its flag is `opted_out` already.
+    asked = select(
+        func.unnest(bindparam("ids", type_=ARRAY(Uuid))).label("id"),
+        func.unnest(cast(bindparam("ats"), ARRAY(DateTime(timezone=True)))).label("at"),
+    ).subquery("asked")
+    # Each wish goes to its customer's live record (a merged duplicate's survivor); of several for
+    # one record, the latest counts.
+    live_id = func.coalesce(named.merged_into_id, named.id)
+    wish = (
+        select(live_id.label("id"), func.max(asked.c.at).label("at"))
+        .join(named, named.id == asked.c.id)
+        .group_by(live_id)
+        .cte("wish")
+    )
+    newer = or_(Customer.survey_opt_out_at.is_(None), Customer.survey_opt_out_at < wish.c.at)
+    # Locked in id order (as a batch upsert locks them, so the two cannot deadlock), unless erased
+    # or its flag was asked for at the wish's time or later.
     locked = (
-        select(Customer.id)
-        .where(
-            Customer.id.in_(
-                select(func.coalesce(named.merged_into_id, named.id)).where(
-                    named.id == func.any(bindparam("ids", type_=ARRAY(Uuid)))
-                )
-            ),
-            Customer.merged_into_id.is_(None),
-            Customer.erased_at.is_(None),
-            Customer.survey_opt_out.is_(not opted_out),
-        )
+        select(Customer.id, Customer.survey_opt_out.label("was"), wish.c.at)
+        .join(wish, wish.c.id == Customer.id)
+        .where(Customer.merged_into_id.is_(None), Customer.erased_at.is_(None), newer)
         .order_by(Customer.id)
-        .with_for_update()
+        .with_for_update(of=Customer)
         .cte("locked")
     )
+    # A wish the flag already holds only moves its time on: no new version, no history, no event.
+    changes = Customer.survey_opt_out.is_distinct_from(opted_out)
     stmt = (
         update(Customer)
-        .where(Customer.id.in_(select(locked.c.id)), Customer.survey_opt_out.is_(not opted_out))
-        .values(survey_opt_out=opted_out, version=Customer.version + 1, updated_at=bindparam("now"))
-        .returning(*Customer.__table__.columns, open_deal_value(Customer.id).scalar_subquery().label("open_deal_value"))
+        .where(Customer.id == locked.c.id, or_(Customer.survey_opt_out_at.is_(None), Customer.survey_opt_out_at < locked.c.at))
+        .values(
+            survey_opt_out=opted_out,
+            survey_opt_out_at=locked.c.at,
+            version=Customer.version + case((changes, 1), else_=0),
+            updated_at=case((changes, bindparam("now")), else_=Customer.updated_at),
+        )
+        .returning(
+            *Customer.__table__.columns,
+            locked.c.was,
+            open_deal_value(Customer.id).scalar_subquery().label("open_deal_value"),
+        )
     )
     return CompiledQuery(stmt)
 
 
 async def set_survey_opt_out(
-    conn: asyncpg.Connection, ids: list[uuid.UUID], opted_out: bool, now: Any, open_deal_value: OpenDealValue
+    conn: asyncpg.Connection,
+    wishes: Sequence[tuple[uuid.UUID, dt.datetime]],
+    opted_out: bool,
+    now: Any,
+    open_deal_value: OpenDealValue,
 ) -> list[asyncpg.Record]:
-    """Set `survey_opt_out` to `opted_out` on the live record of each id (the survivor of a merged
-    duplicate), bump its version: one statement. An erased customer, one whose flag is that
-    already and an unknown id are left alone. Returns the rows changed, as they are now, each with
-    its sum of open deal amounts (`open_deal_value`)."""
-    if not ids:
+    """Set `survey_opt_out` to `opted_out` on the live record of each (id, time asked) (the
+    survivor of a merged duplicate), where the flag was not asked for at that time or later
+    (`survey_opt_out_at`), and date it with the wish: one statement. A change bumps the version; a
+    flag that is `opted_out` already only gets the newer time. An erased customer and an unknown id
+    are left alone. Returns the rows written, as they are now, each with `was` (the flag before)
+    and its sum of open deal amounts (`open_deal_value`)."""
+    if not wishes:
         return []
     key = (open_deal_value, opted_out)
     query = _OPT_OUT_SETTERS.get(key)
     if query is None:
         query = _OPT_OUT_SETTERS[key] = _set_opt_out_query(open_deal_value, opted_out)
-    return await query.fetch(conn, ids=ids, now=now)
+    ids, ats = zip(*wishes, strict=True)
+    return await query.fetch(conn, ids=list(ids), ats=list(ats), now=now)
 
 
 _LOCK_BY_KEYS = (

@@ -4,6 +4,7 @@ Every change is announced on `crm.customers.v1` through the outbox, in the same 
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
@@ -781,22 +782,28 @@ def _as_record(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def set_survey_opt_out(
-    conn: asyncpg.Connection, customer_ids: Sequence[uuid.UUID], opted_out: bool, *, open_deal_value: OpenDealValue
+    conn: asyncpg.Connection,
+    wishes: Sequence[tuple[uuid.UUID, dt.datetime]],
+    opted_out: bool,
+    *,
+    open_deal_value: OpenDealValue,
 ) -> list[uuid.UUID]:
-    """Set these customers' `survey_opt_out` to `opted_out`, as they asked the CEM service
-    (`survey.opted_out`, or `survey.opted_in` to be asked again), inside the caller's transaction:
-    a merged duplicate's survivor instead; an erased customer, one whose flag is that already (a
-    repeated report) and an unknown id are left alone. Each change is a change like a batch
-    upsert's, made in one statement for them all: a new version, an entry in the customer's
-    history (via `survey_opt_out` or `survey_opt_in`, by the service itself) and a
-    `customer.updated`. Returns the ids of the customers changed."""
-    if not customer_ids:
+    """Set these customers' `survey_opt_out` to `opted_out`, as they asked the CEM service at the
+    time given with each (`survey.opted_out`, or `survey.opted_in` to be asked again), inside the
+    caller's transaction: a merged duplicate's survivor instead; an erased customer and an unknown
+    id are left alone, and so is a customer whose flag was asked for at that time or later (by a
+    newer wish, or set by hand since: a wish sent again late from the DLQ changes nothing). Each
+    change is a change like a batch upsert's, made in one statement for them all: a new version,
+    an entry in the customer's history (via `survey_opt_out` or `survey_opt_in`, by the service
+    itself) and a `customer.updated`. A flag that holds the wish already only takes its newer time.
+    Returns the ids of the customers changed."""
+    if not wishes:
         return []
     await repository.note_author(conn, None, "survey_opt_out" if opted_out else "survey_opt_in")
-    ids = list(dict.fromkeys(customer_ids))
-    rows = await repository.set_survey_opt_out(conn, ids, opted_out, utcnow(), open_deal_value)
+    rows = await repository.set_survey_opt_out(conn, wishes, opted_out, utcnow(), open_deal_value)
+    changed = [row for row in rows if row["was"] is not opted_out]
     events = []
-    for row in rows:
+    for row in changed:
         snap = snapshot(Row(row), as_money(row["open_deal_value"]))  # type: ignore[arg-type]
         events.append(
             outbox_row(
@@ -804,4 +811,4 @@ async def set_survey_opt_out(
             )
         )
     await _add_events(conn, events)
-    return [row["id"] for row in rows]
+    return [row["id"] for row in changed]

@@ -300,13 +300,19 @@ async def apply_survey_wishes(session: AsyncSession, deliveries: Sequence[Delive
     `customer.updated` for the CEM's projection), in one statement for the run. A merged
     duplicate's survivor changes; an erased or unknown customer, a bare address and one whose flag
     is that already (a redelivery, or the same wish under a new event id) change nothing. The
-    consumer hands over runs of one type in the order they came, so of an opt-out and an opt-in
-    in one poll the later one wins. Returns how many customers changed."""
-    ids = list(dict.fromkeys(d.payload.customer_id for d in deliveries if d.payload.customer_id is not None))
-    if not ids:
+    wish's own time (`opted_out_at` / `opted_in_at`) orders it: one older than the flag's last
+    setting (a newer wish, or a change by hand) changes nothing, however late it arrives (a re-send
+    from the DLQ, a redelivery after the processed-event ids were deleted). Returns how many
+    customers changed."""
+    wishes = [
+        (d.payload.customer_id, d.payload.opted_out_at if opted_out else d.payload.opted_in_at)
+        for d in deliveries
+        if d.payload.customer_id is not None
+    ]
+    if not wishes:
         return 0
     conn = await session_connection(session)
-    return len(await customers.set_survey_opt_out(conn, ids, opted_out, open_deal_value=open_value_query))
+    return len(await customers.set_survey_opt_out(conn, wishes, opted_out, open_deal_value=open_value_query))
 
 
 async def reset_projection(session: AsyncSession) -> None:
