@@ -3,6 +3,7 @@ statistics against scipy's Welch t-test and statsmodels' Benjamini-Hochberg on t
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,12 @@ import httpx
 import pytest
 from scipy import stats as scipy_stats
 from sqlalchemy import select, text, update
+from sqlalchemy.dialects import postgresql
 from statsmodels.stats.multitest import multipletests
 
+from cem.analytics.drivers_repository import answer_value
+from cem.analytics.themes_repository import _THEMES, _statement
+from cem.report_filters import ReportFilters
 from cem.responses.models import Score
 from cem.surveys.texts import LANGUAGES
 from cxkit.testing import bearer
@@ -176,3 +181,48 @@ async def test_an_erased_customer_s_comment_themes_go_with_its_words(
     report = (await client.get("/v1/analytics/themes", params={"metric": "nps", "survey_id": survey["id"]})).json()
     assert (report["n"], report["without_comment"]) == (1, 1)
     assert {t["stem"]: t["n"] for t in report["themes"]} == {"cheer": 1, "courier": 1}
+
+
+async def test_the_answers_without_a_comment_are_counted_from_the_daily_rollup(
+    client: httpx.AsyncClient, make: Any, session_factory: Any
+) -> None:
+    survey = await make.survey("nps")
+    for score, comment in ANSWERS:
+        await make.answer(survey["id"], {"nps": score, "reason": comment})
+    params = {"metric": "nps", "survey_id": survey["id"], "min_n": 2}
+    before = (await client.get("/v1/analytics/themes", params=params)).json()
+    assert (before["n"], before["without_comment"]) == (5, 1)
+
+    # A hand change in score_days (five more promoters that day) shows: the scores are not read for it.
+    async with session_factory() as session, session.begin():
+        changed = await session.execute(
+            text(
+                "UPDATE score_days SET answers = answers + 5, score_sum = score_sum + 50, score_squares = score_squares + 500 "
+                "WHERE ctid = (SELECT ctid FROM score_days WHERE survey_id = :s AND category = 'promoter' LIMIT 1)"
+            ),
+            {"s": survey["id"]},
+        )
+        assert changed.rowcount == 1
+    after = (await client.get("/v1/analytics/themes", params=params)).json()
+    assert (after["n"], after["without_comment"]) == (5, 6)
+    assert after["themes"] == before["themes"]
+
+
+async def test_the_themes_statement_reads_the_commented_answers_alone_once(session_factory: Any) -> None:
+    """Once, through the partial index of the scored answers with a comment (the planner is kept
+    off a sequential scan: the test tables are small)."""
+    value = str(answer_value("nps").compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    for filters in (ReportFilters(), ReportFilters(since=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))):
+        where, params = filters.text_where(survey="scores.survey_id", touchpoint="scores.touchpoint", at="scores.submitted_at")
+        statement = _statement(_THEMES, value, where)
+        async with session_factory() as session, session.begin():
+            await session.execute(text("SET LOCAL enable_seqscan = off"))
+            [plan] = (
+                await session.execute(text("EXPLAIN (FORMAT JSON) " + str(statement)), {**params, "metric": "nps", "limit": 5})
+            ).scalar_one()
+        scans = [node for node in plan_nodes(plan["Plan"]) if node.get("Relation Name") == "scores"]
+        assert [node.get("Index Name") for node in scans] == ["ix_scores_metric_submitted_commented"], scans
+
+
+def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", []) for n in plan_nodes(child))]

@@ -235,6 +235,12 @@ class AnalyticsRepository(SessionRepository):
         rows = (await self.session.execute(stmt)).all()
         return [(bucket_start(row.bucket), _aggregate(metric, row)) for row in rows]
 
+    async def scored_answers(self, metric: str, filters: ReportFilters) -> int:
+        """How many answers gave `metric` a score in the filters' window (from the rollups)."""
+        daily = _daily_scores(metric, filters)
+        stmt = select(func.coalesce(func.sum(daily.c.cnt).filter(daily.c.category.is_not(None)), 0))
+        return int(await self.session.scalar(stmt) or 0)
+
     async def invitation_counts(self, metric: str, filters: ReportFilters) -> dict[int, tuple[int, int]]:
         """Per number of reminders sent: (invitations made in the window to surveys measuring
         `metric`, how many of them were answered). Reminders stop at the answer, so an answered

@@ -17,32 +17,34 @@ from cem.analytics.drivers_repository import Moments, answer_value
 from cem.report_filters import ReportFilters
 from cxkit.repository import SessionRepository
 
-# One statement: the `limit` most mentioned stems, then one row (stem NULL) for every answer with a
-# comment, whose `word` column holds how many had none. An answer names a stem once, so the answers
-# per (stem, form) add up to the answers per stem; they are counted by hashing, not by sorting every
-# mention, and the form most answers used names the theme.
+# One statement, one read of the scored answers with a comment alone (the partial index
+# ix_scores_metric_submitted_commented): each answer gives a row per stem it names and one row of
+# stem NULL, which counts the answers themselves. An answer names a stem once, so the answers per
+# (stem, form) add up to the answers per stem; they are counted by hashing, not by sorting every
+# mention, and the form most answers used names the theme. Out come the `limit` most mentioned
+# stems, then the row of stem NULL. The answers without a comment are counted from `score_days`.
 _THEMES = """
 WITH forms AS (
     SELECT stem, word, count(*) AS n, sum(v) AS total, sum(v * v) AS total_sq
-      FROM (SELECT unnest(scores.theme_stems) AS stem, unnest(scores.theme_words) AS word, :value_sql AS v
+      FROM (SELECT unnest(array_prepend(NULL::text, scores.theme_stems)) AS stem,
+                   unnest(array_prepend(NULL::text, scores.theme_words)) AS word,
+                   :value_sql AS v
               FROM scores
-             WHERE scores.metric = :metric AND scores.score IS NOT NULL :filters_sql) AS mentions
+             WHERE scores.metric = :metric AND scores.score IS NOT NULL AND scores.theme_stems IS NOT NULL
+                   :filters_sql) AS mentions
      GROUP BY stem, word
 ),
 themes AS (
     SELECT stem, (array_agg(word ORDER BY n DESC, word))[1] AS word, sum(n) AS n, sum(total) AS total, sum(total_sq) AS total_sq
       FROM forms
+     WHERE stem IS NOT NULL
      GROUP BY stem
      ORDER BY sum(n) DESC, stem
      LIMIT :limit
 )
 SELECT * FROM themes
 UNION ALL
-SELECT NULL, count(*) FILTER (WHERE NOT commented)::text, count(*) FILTER (WHERE commented),
-       coalesce(sum(v) FILTER (WHERE commented), 0), coalesce(sum(v * v) FILTER (WHERE commented), 0)
-  FROM (SELECT :value_sql AS v, scores.theme_stems IS NOT NULL AS commented
-          FROM scores
-         WHERE scores.metric = :metric AND scores.score IS NOT NULL :filters_sql) AS answers"""
+SELECT NULL, NULL, coalesce(sum(n), 0), coalesce(sum(total), 0), coalesce(sum(total_sq), 0) FROM forms WHERE stem IS NULL"""
 
 
 def _statement(sql: str, value: str, where: str) -> Any:
@@ -61,7 +63,6 @@ class Theme:
 @dataclass(frozen=True, slots=True)
 class ThemeStats:
     everyone: Moments  # the scored answers with a comment
-    without_comment: int
     themes: list[Theme]  # the `limit` most mentioned, most mentioned first
 
 
@@ -73,7 +74,6 @@ class ThemeRepository(SessionRepository):
         everyone = next(row for row in rows if row.stem is None)
         return ThemeStats(
             everyone=Moments(int(everyone.n), int(everyone.total), int(everyone.total_sq)),
-            without_comment=int(everyone.word),
             themes=[
                 Theme(row.stem, row.word, Moments(int(row.n), int(row.total), int(row.total_sq)))
                 for row in rows

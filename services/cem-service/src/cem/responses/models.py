@@ -79,6 +79,13 @@ class Score(Base):
         Index("ix_scores_touchpoint_submitted", "touchpoint", "submitted_at"),
         # A customer's latest (and next) score of a metric, in (submitted_at, response_id) order.
         Index("ix_scores_customer_metric_submitted_response", "customer_id", "metric", "submitted_at", "response_id"),
+        # The scored answers with a comment (the themes report reads those alone), often a small part.
+        Index(
+            "ix_scores_metric_submitted_commented",
+            "metric",
+            "submitted_at",
+            postgresql_where=text("theme_stems IS NOT NULL AND score IS NOT NULL"),
+        ),
     )
 
 
