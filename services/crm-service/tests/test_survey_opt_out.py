@@ -551,3 +551,43 @@ async def test_a_batch_upsert_dates_the_flag_it_changes(
     assert await wish_time(session_factory, cid) is not None
     await poll(cem.opted_in(cid, at=at(0)))  # asked before the upsert
     assert (await customer(client, cid))["survey_opt_out"] is True
+
+
+@pytest.mark.parametrize("newer", ["duplicate", "survivor"])
+async def test_a_merge_keeps_the_latest_time_either_record_asked_for_its_flag(
+    client: httpx.AsyncClient, make: Any, cem: Any, poll: Any, session_factory: Any, newer: str
+) -> None:
+    survivor = uuid.UUID((await make.customer())["id"])
+    duplicate = uuid.UUID((await make.customer())["id"])
+    # Both opted out and back in; one of them asked to be surveyed again later than the other.
+    late, early = (duplicate, survivor) if newer == "duplicate" else (survivor, duplicate)
+    await poll(cem.opted_out(early, at=at(0)), cem.opted_out(late, at=at(0)))
+    await poll(cem.opted_in(early, at=at(1)), cem.opted_in(late, at=at(5)))
+    version = (await customer(client, survivor))["version"]
+    merged = await client.post(
+        f"/v1/customers/{survivor}/merge", json={"duplicate_id": str(duplicate)}, headers={"If-Match": f'"{version}"'}
+    )
+    assert merged.status_code == 200, merged.text
+    assert merged.json()["survey_opt_out"] is False
+    assert await wish_time(session_factory, survivor) == at(5)
+
+    # An opt-out asked between the two opt-ins, arriving now, for either id: the later opt-in stands.
+    await poll(cem.opted_out(duplicate, at=at(3)), cem.opted_out(survivor, at=at(3)))
+    assert (await customer(client, survivor))["survey_opt_out"] is False
+    await poll(cem.opted_out(duplicate, at=at(6)))
+    assert (await customer(client, survivor))["survey_opt_out"] is True
+
+
+async def test_a_merge_that_takes_an_opt_out_from_the_duplicate_keeps_the_time_it_was_asked(
+    client: httpx.AsyncClient, make: Any, cem: Any, poll: Any, session_factory: Any
+) -> None:
+    survivor = uuid.UUID((await make.customer())["id"])
+    duplicate = uuid.UUID((await make.customer())["id"])
+    await poll(cem.opted_out(survivor, at=at(0)), cem.opted_out(duplicate, at=at(2)))
+    await poll(cem.opted_in(survivor, at=at(1)))
+    merged = await client.post(f"/v1/customers/{survivor}/merge", json={"duplicate_id": str(duplicate)})
+    assert merged.status_code == 200, merged.text
+    assert merged.json()["survey_opt_out"] is True  # an opt-out on either record is honoured
+    assert await wish_time(session_factory, survivor) == at(2)
+    await poll(cem.opted_in(survivor, at=at(1.5)))  # asked before the duplicate's opt-out
+    assert (await customer(client, survivor))["survey_opt_out"] is True

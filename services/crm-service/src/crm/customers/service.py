@@ -443,8 +443,14 @@ async def merge_customers(
             setattr(survivor, field, getattr(duplicate, field))
     survivor.attributes = {**(duplicate.attributes or {}), **(survivor.attributes or {})}
     survivor.tags = sorted(set(survivor.tags or []) | set(duplicate.tags or []))
-    # Consent: an opt-out on either record is honoured.
-    survivor.survey_opt_out = survivor.survey_opt_out or duplicate.survey_opt_out
+    # Consent: an opt-out on either record is honoured. The flag keeps the latest time that value
+    # was asked for on either record, so a survey wish older than that still changes nothing (with
+    # no time known and the flag changed, the database dates the merge instead).
+    merged_opt_out = survivor.survey_opt_out or duplicate.survey_opt_out
+    asked = [r.survey_opt_out_at for r in (survivor, duplicate) if r.survey_opt_out == merged_opt_out and r.survey_opt_out_at]
+    survivor.survey_opt_out = merged_opt_out
+    if asked:
+        survivor.survey_opt_out_at = max(asked)
 
     duplicate.email_normalized = None  # frees the address for the survivor or a new record
     duplicate.merged_into_id = survivor.id
