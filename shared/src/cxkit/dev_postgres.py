@@ -36,16 +36,23 @@ def bin_path(program: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / program
 
 
+def query(dsn: str, sql: str, timeout: int = 3) -> subprocess.CompletedProcess[str]:
+    """`sql` run by the wheel's psql against `dsn`, unaligned, tuples only (fields separated by a
+    space), waiting at most `timeout` seconds for the connection. Raises OSError when psql cannot
+    run and subprocess.TimeoutExpired when it hangs."""
+    return subprocess.run(
+        [str(bin_path("psql")), "-X", "-q", "-tA", "-F", " ", "-c", sql, "-d", dsn],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 2,
+        env={**os.environ, "PGCONNECT_TIMEOUT": str(timeout)},
+    )
+
+
 def answers(dsn: str, timeout: int = 3) -> bool:
     """A server accepts a login with `dsn` (a libpq URL such as postgresql://postgres@host:port/db)."""
     try:
-        result = subprocess.run(
-            [str(bin_path("psql")), "-X", "-q", "-tA", "-c", "SELECT 1", "-d", dsn],
-            capture_output=True,
-            text=True,
-            timeout=timeout + 2,
-            env={**os.environ, "PGCONNECT_TIMEOUT": str(timeout)},
-        )
+        result = query(dsn, "SELECT 1", timeout)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0 and result.stdout.strip() == "1"

@@ -25,7 +25,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cxkit.dev_broker import free_port, port_open, stop_process
-from cxkit.dev_postgres import NOT_DURABLE, DevPostgres, answers, bin_path
+from cxkit.dev_postgres import NOT_DURABLE, DevPostgres, answers, query
 
 DEFAULT_PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -103,13 +103,7 @@ def machine_state(broker_bootstrap: str | None = None, redis: tuple[str, int] = 
     with contextlib.suppress(OSError):
         lines.append("load average: " + " ".join(f"{n:.2f}" for n in os.getloadavg()))
     try:
-        result = subprocess.run(
-            [str(bin_path("psql")), "-X", "-q", "-tA", "-F", " ", "-c", _SESSIONS_SQL, "-d", admin_dsn()],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
-        )
+        result = query(admin_dsn(), _SESSIONS_SQL, timeout=5)
         if result.returncode == 0:
             total, idle_in_transaction, waiting, oldest = result.stdout.split()
             lines.append(

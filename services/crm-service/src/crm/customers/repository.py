@@ -369,13 +369,16 @@ def _set_opt_out_query(open_deal_value: OpenDealValue, opted_out: bool) -> Compi
         .group_by(live_id)
         .cte("wish")
     )
-    newer = or_(Customer.survey_opt_out_at.is_(None), Customer.survey_opt_out_at < wish.c.at)
+
+    def asked_before(at: Any) -> ColumnElement[bool]:  # the flag's own time, if any, is older than `at`
+        return or_(Customer.survey_opt_out_at.is_(None), Customer.survey_opt_out_at < at)
+
     # Locked in id order (as a batch upsert locks them, so the two cannot deadlock), unless erased
     # or its flag was asked for at the wish's time or later.
     locked = (
         select(Customer.id, Customer.survey_opt_out.label("was"), wish.c.at)
         .join(wish, wish.c.id == Customer.id)
-        .where(Customer.merged_into_id.is_(None), Customer.erased_at.is_(None), newer)
+        .where(Customer.merged_into_id.is_(None), Customer.erased_at.is_(None), asked_before(wish.c.at))
         .order_by(Customer.id)
         .with_for_update(of=Customer)
         .cte("locked")
@@ -384,7 +387,7 @@ def _set_opt_out_query(open_deal_value: OpenDealValue, opted_out: bool) -> Compi
     changes = Customer.survey_opt_out.is_distinct_from(opted_out)
     stmt = (
         update(Customer)
-        .where(Customer.id == locked.c.id, or_(Customer.survey_opt_out_at.is_(None), Customer.survey_opt_out_at < locked.c.at))
+        .where(Customer.id == locked.c.id, asked_before(locked.c.at))
         .values(
             survey_opt_out=opted_out,
             survey_opt_out_at=locked.c.at,
