@@ -147,9 +147,36 @@ class _Turn:
 
     async def __aexit__(self, *exc: object) -> None:
         try:
-            await self._inner.__aexit__(*exc)
+            proxy = self._inner.connection
+            if _is_clean(proxy):
+                # What `Pool.release` does, minus its `asyncio.shield`: that runs the release
+                # as a task of its own, two turns of the event loop (about 3 ms each under
+                # load) while the connection is held by no one. Released clean, nothing here
+                # waits, so there is nothing for a cancellation to interrupt.
+                self._inner.connection = None
+                self._inner.done = True
+                proxy._con._on_release()
+                await proxy._holder.release(proxy._holder._timeout)
+            else:  # a transaction to roll back, a closed or cancelling connection: asyncpg's way
+                await self._inner.__aexit__(*exc)
         finally:
             self._pool._turns.release()
+
+
+def _is_clean(proxy: Any) -> bool:
+    """Whether asyncpg's release of this pooled connection runs without waiting for anything:
+    open, no query being cancelled, no transaction, still under the pool's query limit."""
+    con = proxy._con
+    holder = proxy._holder
+    return (
+        con is not None
+        and not con.is_closed()
+        and not con.is_in_transaction()
+        and con._top_xact is None
+        and not con._protocol._is_cancelling()
+        and con._protocol.queries_count < holder._max_queries
+        and holder._generation == holder._pool._generation
+    )
 
 
 async def create_pg_pool(database_url: str, *, max_size: int, application_name: str = "cxkit") -> asyncpg.Pool:
