@@ -24,7 +24,7 @@ test: install ## every test, against real PostgreSQL and a real broker
 
 .PHONY: demo
 demo: install ## fill a running `make run` stack with ~500 customers and 90 days of history (again: adds nothing)
-	$(BIN)/python -m scripts.demo $(DEMO_ARGS)
+	$(BIN)/crm seed-demo $(DEMO_ARGS)
 
 .PHONY: bench
 bench: install ## SPEC §6 targets next to their baselines, one table + var/bench/results.json (not part of `make test`)

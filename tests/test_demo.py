@@ -1,16 +1,19 @@
-"""`make demo` against both services as processes: a small world goes in through the public
-APIs and outside-system events, every analytics answer then has data, and a second run adds
-nothing."""
+"""`make demo` (`crm seed-demo`) against both services as processes: a small world goes in
+through the public APIs and outside-system events, every analytics answer then has data, and a
+second run (through the `cem seed-demo` command) adds nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
-from scripts.demo.__main__ import KINDS, fill
-from scripts.demo.fill import Target
 
+from cxkit.demo import KINDS, Target, fill
 from cxkit.dev_broker import DevBroker
 from cxkit.testing import wait_for
 
@@ -74,10 +77,50 @@ async def test_the_demo_fills_every_view_once(stack_factory: Any, broker: DevBro
         assert await wait_for(crm_knows, timeout=20)
         counts_before = await _totals(crm, cem)
 
-        second = await fill(target, 40, anchor)
-        assert {k: second.created[k] for k in KINDS if second.created[k]} == {}
-        assert second.existing["customers"] == 40
+        # Again, through the command line this time (the other service's: both have it).
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("cem")), "seed-demo", "--customers", "40", "--anchor", anchor.isoformat(),
+            "--crm-url", target.crm_url, "--cem-url", target.cem_url, "--api-key", target.api_key,
+            "--kafka-bootstrap", target.kafka_bootstrap,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out = (await asyncio.wait_for(proc.communicate(), timeout=300))[0].decode()
+        assert proc.returncode == 0, out
+        created = {kind: int(n) for kind, n, _ in re.findall(r"^  (\w[\w -]*?) +(\d+) +(\d+)$", out, re.M)}
+        assert set(created) == set(KINDS), out
+        assert not any(created.values()), out
+        assert re.search(r"^  customers +0 +40$", out, re.M), out
+        assert "created in all: 0" in out
         assert await _totals(crm, cem) == counts_before
+
+
+async def test_seed_demo_says_what_it_misses(tmp_path: Path) -> None:
+    """No key given and none where `make run` keeps it; then a stack that is not there: one line
+    each and exit code 1, no traceback."""
+    crm_cli = str(Path(sys.executable).with_name("crm"))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    for args, says in (
+        (["--var-dir", str(tmp_path)], "no API key given"),
+        (
+            [
+                "--var-dir",
+                str(tmp_path),
+                "--api-key",
+                "cx_x",
+                "--crm-url",
+                "http://127.0.0.1:9",
+                "--cem-url",
+                "http://127.0.0.1:9",
+            ],
+            "is `make run` up?",
+        ),
+    ):
+        proc = await asyncio.create_subprocess_exec(
+            crm_cli, "seed-demo", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 1, (out, err)
+        assert says in err.decode() and "Traceback" not in err.decode(), err
 
 
 async def _count(client: Any, path: str, **params: Any) -> int:

@@ -1,5 +1,5 @@
 """Admin commands both services share (`crm ...`, `cem ...`): migrate, API keys, outbox requeue,
-replay, dead letters."""
+replay, dead letters, demo data."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -262,7 +263,61 @@ def build_cli(
         if not count:
             raise typer.Exit(1)
 
+    _add_seed_demo_command(app)
     return app
+
+
+_VAR = Path("var")
+
+
+def _add_seed_demo_command(app: typer.Typer) -> None:
+    @app.command("seed-demo")
+    def seed_demo(
+        customers: Annotated[int, typer.Option(min=1, help="How many customers.")] = 500,
+        seed: Annotated[int, typer.Option(help="Random seed: the same seed makes the same world.")] = 7,
+        concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 8,
+        anchor: Annotated[
+            str | None,
+            typer.Option(help="End of the 90 days of history, ISO date-time (default: VAR_DIR/demo-anchor, else now)."),
+        ] = None,
+        crm_url: Annotated[
+            str | None, typer.Option(help="The CRM's base URL (default: CRM_URL, else http://127.0.0.1:$CRM_PORT, 8001).")
+        ] = None,
+        cem_url: Annotated[
+            str | None, typer.Option(help="The CEM's base URL (default: CEM_URL, else http://127.0.0.1:$CEM_PORT, 8002).")
+        ] = None,
+        api_key: Annotated[
+            str | None, typer.Option(help="An API key with the write scope on both (default: API_KEY, else VAR_DIR/dev-api-key).")
+        ] = None,
+        kafka_bootstrap: Annotated[
+            str | None,
+            typer.Option(
+                help="Broker for the outside systems' events (default: KAFKA_BOOTSTRAP, else 127.0.0.1:$KAFKA_PORT, 9092)."
+            ),
+        ] = None,
+        var_dir: Annotated[Path, typer.Option(help="Where `make run` keeps the dev API key and the demo's anchor.")] = _VAR,
+    ) -> None:
+        """Fill a running stack (both services) with demo data: customers, leads, deals,
+        interactions, tasks, touchpoints, journeys, surveys, invitations, answers and feedback
+        over 90 days, through the public APIs and outside-system events. Run again with the same
+        seed and anchor, it adds nothing."""
+        from cxkit import demo
+
+        try:
+            end = demo.anchor_of(anchor, var_dir)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--anchor") from None
+        try:
+            target = demo.target_from(var_dir, crm_url=crm_url, cem_url=cem_url, api_key=api_key, kafka_bootstrap=kafka_bootstrap)
+            typer.echo(
+                f"demo: {customers} customers, 90 days up to {end:%Y-%m-%d %H:%M}Z, into {target.crm_url}, {target.cem_url}"
+            )
+            started = time.monotonic()
+            tally = asyncio.run(demo.fill(target, customers, end, seed, concurrency))
+        except demo.DemoError as exc:
+            console.print(f"demo failed: {exc}", style="red", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        typer.echo("\n" + demo.summary(tally, time.monotonic() - started))
 
 
 ReasonOption = Annotated[

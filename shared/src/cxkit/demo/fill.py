@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from scripts.demo import world as W
+
+from cxkit.demo import world as W
 
 TOPIC = "cx.interactions.v1"
 QUESTIONS = {"nps": ("nps", "reason"), "csat": ("csat", "improve"), "ces": ("ces", "reason")}
