@@ -149,6 +149,23 @@ def stable_share(text: str, percent: int) -> bool:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 100 < percent
 
 
+def interaction_body(customer_id: str, x: W.Interaction) -> dict[str, Any]:
+    """An interaction as `POST /v1/interactions` takes it and as an outside system's
+    `interaction.recorded` event carries it."""
+    body: dict[str, Any] = {
+        "customer_id": customer_id,
+        "type": x.type,
+        "channel": x.channel,
+        "touchpoint": x.touchpoint,
+        "occurred_at": iso(x.occurred_at),
+        "summary": x.summary,
+        "metadata": {"demo_ref": x.ref},
+    }
+    if x.amount is not None:
+        body |= {"amount": x.amount, "currency": "EUR"}
+    return body
+
+
 class Filler:
     def __init__(self, target: Target, world: W.World, concurrency: int = 8) -> None:
         self.target = target
@@ -287,18 +304,7 @@ class Filler:
             elif x.via_kafka:
                 await self.publish(cid, x)
             else:
-                body = {
-                    "customer_id": cid,
-                    "type": x.type,
-                    "channel": x.channel,
-                    "touchpoint": x.touchpoint,
-                    "occurred_at": iso(x.occurred_at),
-                    "summary": x.summary,
-                    "metadata": {"demo_ref": x.ref},
-                }
-                if x.amount is not None:
-                    body |= {"amount": x.amount, "currency": "EUR"}
-                await self.crm.write("interactions", "POST", "/v1/interactions", x.ref, body)
+                await self.crm.write("interactions", "POST", "/v1/interactions", x.ref, interaction_body(cid, x))
         if plan.deal is not None:
             await self.deal(plan, cid, plan.deal)
         if plan.task is not None:
@@ -320,17 +326,7 @@ class Filler:
     async def publish(self, customer_id: str, x: W.Interaction) -> None:
         """What an outside system sends: a hand-written CloudEvent keyed by the customer id. Its
         id is stable, so a second publication is skipped by the consumers."""
-        data: dict[str, Any] = {
-            "customer_id": customer_id,
-            "type": x.type,
-            "channel": x.channel,
-            "touchpoint": x.touchpoint,
-            "occurred_at": iso(x.occurred_at),
-            "summary": x.summary,
-            "metadata": {"demo_ref": x.ref},
-        }
-        if x.amount is not None:
-            data |= {"amount": x.amount, "currency": "EUR"}
+        data = interaction_body(customer_id, x)
         event = {
             "specversion": "1.0",
             "id": x.ref,
