@@ -43,9 +43,10 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lock: ## re-pin requirements.lock from requirements.in
+lock: ## re-pin requirements.lock from requirements.in, and the images' requirements-runtime.lock at the same versions
 	$(BIN)/python -m pip install -q uv
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.lock --no-header
+	$(BIN)/uv pip compile requirements-runtime.in --python-version 3.11 -c requirements.lock -o requirements-runtime.lock --no-header
 
 docs: install ## regenerate README.md's configuration table from the settings classes
 	$(BIN)/python scripts/settings_table.py --write
