@@ -43,10 +43,14 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lock: ## re-pin requirements.lock from requirements.in, and the images' requirements-runtime.lock at the same versions
+lock: ## re-pin requirements.lock from requirements.in, and each image's services/<name>/requirements.lock at the same versions
 	$(BIN)/python -m pip install -q uv
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.lock --no-header
-	$(BIN)/uv pip compile requirements-runtime.in --python-version 3.11 -c requirements.lock -o requirements-runtime.lock --no-header
+	@# an image's lock: what the kit and that service declare (read from their pyproject files), and what that needs
+	for s in crm-service cem-service; do \
+	  printf './shared\n./services/%s\n' $$s | $(BIN)/uv pip compile - --python-version 3.11 -c requirements.lock \
+	    --no-emit-package cxkit --no-emit-package $$s -o services/$$s/requirements.lock --no-header; \
+	done
 
 docs: install ## regenerate README.md's configuration table from the settings classes
 	$(BIN)/python scripts/settings_table.py --write

