@@ -15,22 +15,23 @@ from pathlib import Path
 
 import httpx
 
+from cxkit.demo import dev_port
 from cxkit.dev_broker import DevBroker, dev_broker_env, port_open
 from cxkit.dev_postgres import DevPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var"
 BIN = Path(sys.executable).parent
-SERVICES = [("crm", "CRM", int(os.environ.get("CRM_PORT", "8001"))), ("cem", "CEM", int(os.environ.get("CEM_PORT", "8002")))]
+SERVICES = [("crm", "CRM", dev_port("CRM_PORT")), ("cem", "CEM", dev_port("CEM_PORT"))]
 
 
 def main() -> int:
     VAR.mkdir(exist_ok=True)
-    kafka_port = int(os.environ.get("KAFKA_PORT", "9092"))
+    kafka_port = dev_port("KAFKA_PORT")
     broker = DevBroker(port=kafka_port, log_path=VAR / "broker.log")
     # Only for the services whose database URL is not set.
     embedded = [(name, prefix) for name, prefix, _ in SERVICES if not os.environ.get(f"{prefix}_DATABASE_URL")]
-    pg_port = int(os.environ.get("PG_PORT", "5488"))
+    pg_port = dev_port("PG_PORT")
     postgres = DevPostgres(VAR / "pgdata", port=pg_port, log_path=VAR / "postgres.log") if embedded else None
     children: list[subprocess.Popen[bytes]] = []
 

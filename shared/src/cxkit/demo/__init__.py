@@ -11,7 +11,12 @@ from pathlib import Path
 from cxkit.demo.fill import DemoError, Filler, Tally, Target
 from cxkit.demo.world import build
 
-__all__ = ["KINDS", "DemoError", "Tally", "Target", "anchor_of", "fill", "summary", "target_from"]
+__all__ = ["DEV_PORTS", "KINDS", "DemoError", "Tally", "Target", "anchor_of", "dev_port", "fill", "summary", "target_from"]
+
+# The ports `make run` (scripts/dev_run.py) serves on, each overridden by its variable; the demo
+# looks for the stack on the same ones.
+DEV_PORTS = {"CRM_PORT": 8001, "CEM_PORT": 8002, "KAFKA_PORT": 9092, "PG_PORT": 5488}
+
 
 KINDS = (
     "customers",
@@ -33,6 +38,11 @@ KINDS = (
 )
 
 
+def dev_port(name: str) -> int:
+    """A `make run` port: the variable `name` (one of DEV_PORTS) if set, else its default."""
+    return int(os.environ.get(name) or DEV_PORTS[name])
+
+
 def target_from(
     var_dir: Path,
     *,
@@ -42,8 +52,8 @@ def target_from(
     kafka_bootstrap: str | None = None,
 ) -> Target:
     """The stack to fill, found as `make run` prints it: what is given, else API_KEY / CRM_URL /
-    CEM_URL / KAFKA_BOOTSTRAP, else the ports of CRM_PORT / CEM_PORT / KAFKA_PORT (8001, 8002,
-    9092) on this machine and the key `make run` wrote to var/dev-api-key."""
+    CEM_URL / KAFKA_BOOTSTRAP, else `make run`'s ports on this machine (`dev_port`: CRM_PORT,
+    CEM_PORT, KAFKA_PORT) and the key it wrote to var/dev-api-key."""
     key = api_key or os.environ.get("API_KEY")
     if not key:
         key_file = var_dir / "dev-api-key"
@@ -51,12 +61,10 @@ def target_from(
             raise DemoError(f"no API key given, no API_KEY and no {key_file}: start the stack with `make run` first")
         key = key_file.read_text().strip()
     return Target(
-        crm_url=crm_url or os.environ.get("CRM_URL") or f"http://127.0.0.1:{os.environ.get('CRM_PORT', '8001')}",
-        cem_url=cem_url or os.environ.get("CEM_URL") or f"http://127.0.0.1:{os.environ.get('CEM_PORT', '8002')}",
+        crm_url=crm_url or os.environ.get("CRM_URL") or f"http://127.0.0.1:{dev_port('CRM_PORT')}",
+        cem_url=cem_url or os.environ.get("CEM_URL") or f"http://127.0.0.1:{dev_port('CEM_PORT')}",
         api_key=key,
-        kafka_bootstrap=kafka_bootstrap
-        or os.environ.get("KAFKA_BOOTSTRAP")
-        or f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}",
+        kafka_bootstrap=kafka_bootstrap or os.environ.get("KAFKA_BOOTSTRAP") or f"127.0.0.1:{dev_port('KAFKA_PORT')}",
     )
 
 
