@@ -94,6 +94,13 @@ def test_bench_measures_every_target_with_numeric_figures(tmp_path: Path) -> Non
         assert used["crm-service"] > 0 and used["cem-service"] > 0
     assert "CPU while it ran" in metrics["import_rows_per_s"]["note"]
     assert "CPU per event published" in metrics["ingest_crm_vs_raw"]["note"]
+    # Each memory sample says what ran before it, and the row names what the peak came after.
+    after = result["rounds"]["rss_sampled_after"]
+    assert after[0] == "the seed" and after[-1] == "the end" and "an ingest round" in after
+    for name, samples in result["rounds"]["rss_mb"].items():
+        assert len(samples) == len(after)
+        peak_after = after[samples.index(max(samples))]
+        assert metrics[f"rss_{name.split('-')[0]}_mb"]["note"].startswith(f"the peak after {peak_after};")
     assert result["rows"]["customers"] == 2000
     assert result["load_generator"] and result["durations_s"]["measure"] > 0
     assert "SPEC §6 targets" in run.stdout

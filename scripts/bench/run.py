@@ -133,7 +133,7 @@ async def run(cfg: BenchConfig, console: Console) -> Report:
         gc.collect()
         gc.freeze()
         ctx = scenarios.BenchContext(cfg, server, crm_db, cem_db, stack, loadgen, data, key, report, crm, cem)
-        ctx.sample_rss()
+        ctx.sample_rss("the seed")
         for name, scenario, keys in SCENARIOS:
             if cfg.only and scenario.__name__ not in cfg.only:
                 continue

@@ -36,13 +36,16 @@ class BenchContext:
     crm: asyncpg.Connection  # watching the CRM database
     cem: asyncpg.Connection  # watching the CEM database
     rss: dict[str, list[float]] = field(default_factory=lambda: {"crm-service": [], "cem-service": []})
+    rss_after: list[str] = field(default_factory=list)  # what ran before each sample
     rng: random.Random = field(default_factory=lambda: random.Random(5))
 
     def cpu_meter(self, commands: str | None = None, running: Iterable[int] = ()) -> CpuMeter:
         """A meter of the CPU each part of the machine uses from now (see `CpuMeter`)."""
         return CpuMeter(self.stack, commands, running).start()
 
-    def sample_rss(self) -> None:
+    def sample_rss(self, after: str) -> None:
+        """Each service's resident memory now, `after` what (a scenario, a load plan, a round)."""
+        self.rss_after.append(after)
         for proc in self.stack.services:
             self.rss[proc.name].append(rss_mb(proc.pid))
 
@@ -168,17 +171,20 @@ async def interleaved(
         for name, proc in targets:
             results[name].append(await ctx.loadgen.run(plan, proc.url, length, conns, threads))
     ctx.report.rounds[plan.name] = {name: [{**asdict(r), "rps": r.rps} for r in rs] for name, rs in results.items()}
-    ctx.sample_rss()
+    ctx.sample_rss(plan.name)
     return results
 
 
 def memory(ctx: BenchContext) -> None:
-    ctx.sample_rss()
+    ctx.sample_rss("the end")
     for name, samples in ctx.rss.items():
         peak = max(samples)
         short = name.split("-")[0]
+        after = ctx.rss_after[samples.index(peak)]
         ctx.report.add(
             Metric(f"rss_{short}_mb", f"resident memory ({short}), peak", "MB", "<= 200", peak, passed=at_most(peak, 200),
-                   note=f"sampled {len(samples)} times during the run: {', '.join(f'{s:.0f}' for s in samples)} MB"),
+                   note=f"the peak after {after}; sampled {len(samples)} times during the run: "
+                   f"{', '.join(f'{s:.0f}' for s in samples)} MB"),
         )  # fmt: skip
     ctx.report.rounds["rss_mb"] = ctx.rss
+    ctx.report.rounds["rss_sampled_after"] = ctx.rss_after

@@ -120,7 +120,7 @@ async def import_customers(ctx: BenchContext) -> None:
                 "cpu_s": used.parts,
             }
         )
-        ctx.sample_rss()
+        ctx.sample_rss("an import round")
         await ctx.settle()
         raw.append(await _raw_copy(ctx, path, cfg.import_rows))
         indexed.append(await _raw_indexed_insert(ctx, cfg.import_rows))

@@ -298,4 +298,4 @@ async def nps_series(ctx: BenchContext) -> None:
         Metric("drivers_report_ms", "key drivers of NPS (median)", "ms", "(reported)", drivers,
                note=f"no SPEC target; {answers}, {report.get('n', 0):,} of known customers, {len(driver_timings)} requests"),
     )  # fmt: skip
-    ctx.sample_rss()
+    ctx.sample_rss("the NPS series and experience reports")

@@ -208,7 +208,7 @@ async def ingest(ctx: BenchContext) -> None:
         applied, used = await _ours_ingest(ctx, round_no)
         ours.append(applied)
         ours_cpu.append(used)
-        ctx.sample_rss()
+        ctx.sample_rss("an ingest round")
         await ctx.settle()
         applied, used = await _raw_ingest(ctx, round_no)
         raw.append(applied)

@@ -151,5 +151,5 @@ async def write_visible(ctx: BenchContext) -> None:
         Metric("write_visible_p50", "CRM write -> CEM view p50", "ms", "<= 50", p50, passed=at_rate and p50 <= 50, note=note),
         Metric("write_visible_p99", "CRM write -> CEM view p99", "ms", "<= 250", p99, passed=at_rate and p99 <= 250),
     )
-    ctx.sample_rss()
+    ctx.sample_rss("the paced writes")
     await ctx.settle()
