@@ -166,12 +166,15 @@ def _closure(roots: dict[str, set[str]]) -> set[str]:
     return {name for name, _ in seen}
 
 
-def test_the_runtime_requirements_are_what_the_packages_declare() -> None:
-    declared = _wanted(
-        [*_project(KIT)["dependencies"], *(r for home in SERVICES.values() for r in _project(home)["dependencies"])]
-    )
+def _declared_at_run_time(*homes: Path) -> dict[str, set[str]]:
+    """What the kit and these services declare for run time (the kit itself left out)."""
+    declared = _wanted([*_project(KIT)["dependencies"], *(r for home in homes for r in _project(home)["dependencies"])])
     declared.pop("cxkit")
-    assert _wanted(_in_file(ROOT / "requirements-runtime.in")) == declared
+    return declared
+
+
+def test_the_runtime_requirements_are_what_the_packages_declare() -> None:
+    assert _wanted(_in_file(ROOT / "requirements-runtime.in")) == _declared_at_run_time(*SERVICES.values())
     # ... and the project's full list asks for them all, through the runtime file.
     assert "-r requirements-runtime.in" in (ROOT / "requirements.in").read_text(encoding="utf-8").splitlines()
 
@@ -186,9 +189,7 @@ def test_an_images_lock_is_what_the_kit_and_its_service_need_at_the_project_lock
     home = SERVICES[service]
     image, full = _pins(home / "requirements.lock"), _pins(ROOT / "requirements.lock")
     assert {name: full.get(name) for name in image} == image
-    declared = _wanted([*_project(KIT)["dependencies"], *_project(home)["dependencies"]])
-    declared.pop("cxkit")
-    assert set(image) == _closure(declared)
+    assert set(image) == _closure(_declared_at_run_time(home))
     assert set(full) >= TOOLS
     assert TOOLS & set(image) == set()
     # ... and the dockerfile installs that lock, not the project's whole one.
