@@ -94,6 +94,36 @@ async def cem_knows(cem_db: str, customer_versions: dict[str, int]) -> bool:
     return all(versions.get(c, 0) >= v for c, v in customer_versions.items())
 
 
+async def where_stuck(stack: Any, customer_versions: dict[str, int], summaries: list[str]) -> dict[str, Any]:
+    """What a fault test reports when the CEM has not caught up: what it still misses, what the
+    CRM has not sent, and what each side's /ready and metrics say (relay and consumer errors,
+    consumer lag), so that a failure names the side that stalled."""
+    cem_rows = await testing.db_rows(stack.cem_db, "SELECT id::text AS id, crm_version FROM customer_profiles")
+    cem_versions = {r["id"]: r["crm_version"] for r in cem_rows}
+    cem_summaries = {r["summary"] for r in await testing.db_rows(stack.cem_db, "SELECT summary FROM touchpoint_interactions")}
+    unsent = await testing.db_rows(
+        stack.crm_db, "SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE sent_at IS NULL"
+    )
+    found: dict[str, Any] = {
+        "cem_customers_behind": sum(cem_versions.get(c, 0) < v for c, v in customer_versions.items()),
+        "cem_interactions_missing": len(set(summaries) - cem_summaries),
+        "crm_outbox_unsent": unsent[0]["n"],
+        "crm_outbox_oldest_unsent": str(unsent[0]["oldest"]),
+    }
+    for name, base in (("crm", stack.crm.url), ("cem", stack.cem.url)):
+        async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+            try:
+                found[f"{name}_ready"] = (await client.get("/ready")).json().get("checks")
+                metrics = (await client.get("/metrics")).text
+            except httpx.HTTPError as exc:
+                found[f"{name}_ready"] = repr(exc)
+                continue
+        found[f"{name}_relay_errors"] = testing.metric_total(metrics, "outbox_relay_errors_total")
+        found[f"{name}_consumer_errors"] = testing.metric_total(metrics, "consumer_errors_total")
+        found[f"{name}_consumer_lag"] = testing.metric_total(metrics, "consumer_lag")
+    return found
+
+
 class InteractionLoad:
     """Interactions into the CRM over HTTP (`http_workers` writers) and from an outside system
     onto `cx.interactions.v1`, each with a unique summary, every `pace` seconds per worker, until
@@ -417,6 +447,8 @@ async def test_broker_outages_during_writes_lose_no_acknowledged_write_and_apply
         caught_up = await testing.settles(lambda: cem_holds(*acknowledged), timeout=30)
         figures["unreachable"]["cem_caught_up_by_itself"] = caught_up
         figures["unreachable"]["cem_caught_up_s_after_back"] = round(time.monotonic() - back + 1, 1)
+        if not caught_up:
+            figures["unreachable"]["stuck"] = await where_stuck(stack, *acknowledged)
         mark("CEM caught up by itself" if caught_up else "CEM did not catch up")
 
         # 2. Restarted empty: the outbox keeps every event; outbox-requeue makes up for the loss.
@@ -496,7 +528,8 @@ async def test_broker_outages_during_writes_lose_no_acknowledged_write_and_apply
         assert outage_figures["events_written"] > 0, figures
         assert outage_figures["waiting_in_outbox"] == outage_figures["events_written"], figures  # kept until sent
         assert outage_figures["crm_ready"] == 503, figures  # /ready says the broker is away
-    assert figures["unreachable"]["cem_caught_up_by_itself"], figures  # a broker that keeps its data: no requeue needed
+    # A broker that keeps its data: no requeue needed (the message says which side is stuck).
+    assert figures["unreachable"]["cem_caught_up_by_itself"], json.dumps(figures["unreachable"], default=str)
     assert figures["restarted_empty"]["backlog_drained"], figures
     assert figures["crm_versions_not_as_acknowledged"] == 0 and figures["cem_versions_behind"] == 0, figures
     assert figures["cem_interactions"] == {"lost": 0, "doubled": 0, "unexpected": 0}, figures
