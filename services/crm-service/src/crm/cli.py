@@ -1,31 +1,45 @@
-"""`crm` admin CLI: migrations, API keys and `replay` (shared), and the CRM's own commands."""
+"""`crm` admin CLI: migrations, API keys and `replay` (shared), and the CRM's own commands.
+
+A command imports what it runs when it runs (the consumers, the import engine, the
+repositories), so that `crm --help` and the key and outbox commands start without loading the
+web application's modules."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-import asyncpg
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from crm.config import CRMSettings
-from crm.consumers import live_consumers
-from crm.customers.csv_import import ImportFileError, ImportReport, count_rows, import_customers
 from crm.db import ApiKey, OutboxMessage, ProcessedEvent
-from crm.experience.repository import EXPERIENCE_COUNTS
-from crm.interactions.repository import rebuild_stats
-from crm.projections import projections
 from cxkit.cli import build_cli
 from cxkit.db import make_engine, make_session_factory
-from cxkit.pg_pool import asyncpg_dsn
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from crm.customers.csv_import import ImportReport
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 ERRORS_SHOWN = 50
+
+
+def _projections(settings: Any) -> list[Any]:
+    from crm.projections import projections
+
+    return projections(settings)
+
+
+def _live_consumers(settings: Any) -> dict[str, list[str]]:
+    from crm.consumers import live_consumers
+
+    return live_consumers(settings)
+
 
 app = build_cli(
     "crm",
@@ -33,9 +47,9 @@ app = build_cli(
     ALEMBIC_INI,
     ApiKey,
     processed_model=ProcessedEvent,
-    projections=projections,
+    projections=_projections,
     outbox_model=OutboxMessage,
-    consumers=live_consumers,
+    consumers=_live_consumers,
 )
 console = Console(stderr=True)
 
@@ -55,6 +69,12 @@ def import_customers_command(
     external_id, unknown campaign) are reported with their line number; the others are
     imported. The same engine runs the import jobs of `POST /v1/imports`. Exit code 1 if any
     row failed, 2 if the file could not be read."""
+    import asyncpg
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from crm.customers.csv_import import ImportFileError, count_rows, import_customers
+    from cxkit.pg_pool import asyncpg_dsn
+
     try:
         total = count_rows(file)
     except (OSError, csv.Error, UnicodeDecodeError) as exc:
@@ -98,6 +118,7 @@ def rebuild_interaction_stats_command() -> None:
     """Recompute every customer's interaction statistics (what the view shows) from the
     interactions themselves. They are kept up to date as interactions are written; this is for
     after a restore or a hand-made change. Writers wait while it runs."""
+    from crm.interactions.repository import rebuild_stats
 
     async def run() -> int:
         engine = make_engine(CRMSettings().database_url)
@@ -115,6 +136,7 @@ def rebuild_experience_counts_command() -> None:
     """Recompute the counts of the CEM's reports the dashboard folds (`experience_counts`) from
     the experience events themselves. They are kept up to date as events are written; this is for
     after a restore or a hand-made change. Writers wait while it runs."""
+    from crm.experience.repository import EXPERIENCE_COUNTS
 
     async def run() -> tuple[int, int]:
         engine = make_engine(CRMSettings().database_url)
