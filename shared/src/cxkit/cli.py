@@ -381,9 +381,9 @@ def _add_dlq_commands(
         """Counts per consumer and reason kind (and how many were applied since), then the last
         dead letters with their reason, original topic/partition/offset and event. Read one at a
         time: a DLQ of millions needs no more memory than one of ten."""
-        settings, wanted, kinds = chosen(consumer, reason)
-
         from cxkit.dlq import Listing
+
+        settings, wanted, kinds = chosen(consumer, reason)
 
         async def listing() -> Listing:
             found = Listing(0 if as_json else limit)
