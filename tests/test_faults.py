@@ -88,26 +88,30 @@ async def new_customers(crm: list[httpx.AsyncClient], run: str, count: int, tall
     return ids
 
 
+async def cem_versions(cem_db: str) -> dict[str, int]:
+    """The CRM version of each customer in the CEM's projection."""
+    rows = await testing.db_rows(cem_db, "SELECT id::text AS id, crm_version FROM customer_profiles")
+    return {r["id"]: r["crm_version"] for r in rows}
+
+
 async def cem_knows(cem_db: str, customer_versions: dict[str, int]) -> bool:
     """The CEM's projection holds every one of these customers at (at least) that version."""
-    rows = await testing.db_rows(cem_db, "SELECT id::text AS id, crm_version FROM customer_profiles")
-    versions = {r["id"]: r["crm_version"] for r in rows}
+    versions = await cem_versions(cem_db)
     return all(versions.get(c, 0) >= v for c, v in customer_versions.items())
 
 
-async def where_stuck(stack: Any, customer_versions: dict[str, int], summaries: list[str]) -> dict[str, Any]:
-    """What a fault test reports when the CEM has not caught up: what it still misses, what the
-    CRM has not sent, and what each side's /ready and metrics say (relay and consumer errors,
-    consumer lag), so that a failure names the side that stalled."""
-    cem_rows = await testing.db_rows(stack.cem_db, "SELECT id::text AS id, crm_version FROM customer_profiles")
-    cem_versions = {r["id"]: r["crm_version"] for r in cem_rows}
-    cem_summaries = {r["summary"] for r in await testing.db_rows(stack.cem_db, "SELECT summary FROM touchpoint_interactions")}
+async def where_stuck(stack: Any, run: str, customer_versions: dict[str, int], summaries: list[str]) -> dict[str, Any]:
+    """What a fault test reports when the CEM has not caught up: what it still misses of `run`'s
+    writes, what the CRM has not sent, and what each side's /ready and metrics say (relay and
+    consumer errors, consumer lag), so that a failure names the side that stalled."""
+    versions = await cem_versions(stack.cem_db)
+    cem_summaries = await by_summary(stack.cem_db, "touchpoint_interactions", run)
     unsent = await testing.db_rows(
         stack.crm_db, "SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE sent_at IS NULL"
     )
     found: dict[str, Any] = {
-        "cem_customers_behind": sum(cem_versions.get(c, 0) < v for c, v in customer_versions.items()),
-        "cem_interactions_missing": len(set(summaries) - cem_summaries),
+        "cem_customers_behind": sum(versions.get(c, 0) < v for c, v in customer_versions.items()),
+        "cem_interactions_missing": len(set(summaries) - cem_summaries.keys()),
         "crm_outbox_unsent": unsent[0]["n"],
         "crm_outbox_oldest_unsent": str(unsent[0]["oldest"]),
     }
@@ -460,7 +464,7 @@ async def test_broker_outages_during_writes_lose_no_acknowledged_write_and_apply
         figures["unreachable"]["cem_caught_up_by_itself"] = caught_up
         figures["unreachable"]["cem_caught_up_s_after_back"] = round(time.monotonic() - back + 1, 1)
         if not caught_up:
-            figures["unreachable"]["stuck"] = await where_stuck(stack, *acknowledged)
+            figures["unreachable"]["stuck"] = await where_stuck(stack, run, *acknowledged)
         mark("CEM caught up by itself" if caught_up else "CEM did not catch up")
 
         # 2. Restarted empty: the outbox keeps every event; outbox-requeue makes up for the loss.
@@ -499,8 +503,7 @@ async def test_broker_outages_during_writes_lose_no_acknowledged_write_and_apply
         await asyncio.to_thread(stack.stop)  # the proxies in this loop keep forwarding meanwhile
 
     cem_rows = await by_summary(stack.cem_db, "touchpoint_interactions", run)
-    profiles = await testing.db_rows(stack.cem_db, "SELECT id::text AS id, crm_version FROM customer_profiles")
-    cem_versions = {r["id"]: r["crm_version"] for r in profiles}
+    cem_at = await cem_versions(stack.cem_db)
     crm_versions = {
         r["id"]: r["version"] for r in await testing.db_rows(stack.crm_db, "SELECT id::text AS id, version FROM customers")
     }
@@ -525,7 +528,7 @@ async def test_broker_outages_during_writes_lose_no_acknowledged_write_and_apply
             },
             "cem_processed_events": processed[0]["n"],
             "crm_versions_not_as_acknowledged": sum(crm_versions[c] != v for c, v in versions.items()),
-            "cem_versions_behind": sum(cem_versions.get(c) != crm_versions[c] for c in versions),
+            "cem_versions_behind": sum(cem_at.get(c) != crm_versions[c] for c in versions),
             "cem_interactions": testing.marked(cem_rows, set(interactions)),
             "crm_outbox_interaction_events": testing.marked(await outbox_by_summary(stack.crm_db, run), set(interactions)),
             "broker_client_log_lines": {name: broker_client_lines(stack.logs / f"{name}.log") for name in ("crm", "cem")},
