@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from sqlalchemy import Column, DateTime, MetaData, Numeric, String, Table, Uuid, bindparam, func, select
+from sqlalchemy import Column, DateTime, MetaData, Numeric, String, Table, Uuid, bindparam, event, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 
 from crm.db import ApiKey, OutboxMessage
@@ -191,6 +191,49 @@ async def test_revoked_key_is_refused_within_the_cache_window(crm_app: Any) -> N
     assert await auth.verify(key) is not None  # still inside the window
     await asyncio.sleep(0.25)
     assert await auth.verify(key) is None
+
+
+async def test_requests_that_find_a_key_out_of_the_cache_share_one_lookup(crm_app: Any) -> None:
+    """Under load every request in flight carries the same key: when its cached answer runs out,
+    they wait for one query together instead of each running its own."""
+    factory = crm_app.state.session_factory
+    async with factory() as session:
+        _, key = await create_api_key(session, ApiKey, name="busy", scopes=["read"])
+        await session.commit()
+    lookups: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM api_keys" in statement:
+            lookups.append(statement)
+
+    engine = factory.kw["bind"].sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        auth = ApiKeyAuth(factory, ApiKey, ttl_s=0.3)
+        assert {p.name for p in await asyncio.gather(*(auth.verify(key) for _ in range(32)))} == {"busy"}
+        assert len(lookups) == 1
+        await asyncio.sleep(0.35)  # the answer ran out
+        assert {p.name for p in await asyncio.gather(*(auth.verify(key) for _ in range(32)))} == {"busy"}
+        assert len(lookups) == 2
+
+        # A request that goes away while it waits does not take the shared lookup with it.
+        await asyncio.sleep(0.35)
+        leaving = asyncio.create_task(auth.verify(key))
+        await asyncio.sleep(0)  # it has started the lookup
+        staying = asyncio.create_task(auth.verify(key))
+        await asyncio.sleep(0)
+        leaving.cancel()
+        assert (await staying).name == "busy" and len(lookups) == 3
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        assert not auth._looking_up  # nothing kept once answered
+
+        # Different keys are looked up each for itself, and an unknown one is refused to all.
+        unknown, unknown_again, known = await asyncio.gather(*(auth.verify(k) for k in ("cx_nope", "cx_nope", key)))
+        assert unknown is None and unknown_again is None and known is not None and known.name == "busy"
+        assert len(lookups) == 4
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
 
 
 async def test_an_expiring_key_is_refused_from_its_expiry_whatever_the_cache(crm_app: Any) -> None:

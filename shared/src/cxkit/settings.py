@@ -29,7 +29,7 @@ class ServiceSettings(BaseSettings):
         5.0,
         ge=0,
         description="How long a verified API key is trusted without looking it up again; a revoked key stops working "
-        "within this time (0: look it up on every request).",
+        "within this time (0: look it up on every request; requests in flight at once share one lookup).",
     )
     max_body_bytes: int = Field(
         1_048_576,
