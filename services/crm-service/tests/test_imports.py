@@ -350,3 +350,50 @@ async def test_a_chunk_the_database_refuses_for_now_is_tried_again_and_the_job_s
         assert tuple(counts[0]) == (rows, rows, rows, refusals + 1)  # refused, then let through
     finally:
         await testing.drop_database(name)
+
+
+async def test_the_worker_polls_on_one_connection_and_opens_another_when_it_is_lost(tmp_path: Path) -> None:
+    """Idle, the worker keeps one connection from pass to pass (a connection per pass cost a
+    new PostgreSQL backend every `poll_seconds`); when that one is gone, the next pass opens
+    another and jobs still run; stopped, it leaves none behind."""
+    name, url = await testing.migrated_database("crm_imp_conn", ALEMBIC)
+
+    async def worker_backends() -> list[int]:
+        rows = await testing.db_rows(
+            url, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'crm-imports'"
+        )
+        return [row[0] for row in rows]
+
+    try:
+        worker = ImportWorker(url, writers=1, poll_seconds=0.02)
+        task = asyncio.create_task(worker.run())
+        try:
+            await testing.wait_for(worker_backends, timeout=10)
+            seen = []
+            for _ in range(25):  # about 25 passes
+                seen.append(tuple(await worker_backends()))
+                await asyncio.sleep(0.02)
+            assert len(set(seen)) == 1 and len(seen[0]) == 1, seen
+            (first,) = seen[0]
+
+            await testing.db_rows(url, "SELECT pg_terminate_backend($1)", first)
+            job_id = await queued_job(url, tmp_path, 30, 10, "conn")
+
+            async def done() -> asyncpg.Record | None:
+                row = await _status(url, job_id)
+                return row if row["status"] == "succeeded" else None
+
+            assert (await testing.wait_for(done, timeout=30, interval=0.05))["created"] == 30
+
+            async def one_left() -> list[int] | None:  # the job's own connections close after it ends
+                backends = await worker_backends()
+                return backends if len(backends) == 1 else None
+
+            (second,) = await testing.wait_for(one_left, timeout=10)
+            assert second != first
+        finally:
+            await worker.stop()
+            await asyncio.wait_for(task, 30)
+        assert await worker_backends() == []
+    finally:
+        await testing.drop_database(name)

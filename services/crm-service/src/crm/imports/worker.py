@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -73,42 +74,60 @@ class ImportWorker:
         return await asyncpg.connect(self.dsn, server_settings={"application_name": "crm-imports", "jit": "off"})
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
-                    await self.prune()
-                while await self.run_once():
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database away: try again later
-                log.warning("import worker pass failed", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-            self._wake.clear()
-
-    async def prune(self) -> int:
-        """Delete the jobs that ended more than the retention ago (with their refused rows), in
-        batches; how many."""
-        self._pruned_at = time.monotonic()
-        conn = await self._connect()
+        """Poll until stopped, on one connection held from pass to pass (opened again after a
+        failure). A connection per pass, every `poll_seconds`, cost the service's event loop
+        about 1.4 ms of CPU and PostgreSQL a new backend each time, idle or not."""
+        conn: asyncpg.Connection | None = None
         try:
+            while not self._stopping.is_set():
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await self._connect()
+                    if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                        await self.prune(conn)
+                    while await self.run_once(conn):
+                        pass
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the database away: try again later, on a new connection
+                    log.warning("import worker pass failed", extra={"error": repr(exc)})
+                    conn = await _closed(conn)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                self._wake.clear()
+        finally:
+            await _closed(conn)
+
+    @contextlib.asynccontextmanager
+    async def _using(self, conn: asyncpg.Connection | None) -> AsyncIterator[asyncpg.Connection]:
+        """`conn`, or a connection of its own for the call, closed after it."""
+        if conn is not None:
+            yield conn
+            return
+        own = await self._connect()
+        try:
+            yield own
+        finally:
+            await _closed(own)
+
+    async def prune(self, conn: asyncpg.Connection | None = None) -> int:
+        """Delete the jobs that ended more than the retention ago (with their refused rows), in
+        batches; how many. On `conn`, or on a connection of its own."""
+        self._pruned_at = time.monotonic()
+        async with self._using(conn) as db:
             cutoff = dt.datetime.now(dt.UTC) - self.retention
             deleted = 0
-            while batch := await repository.delete_finished_before(conn, cutoff, PRUNE_BATCH):
+            while batch := await repository.delete_finished_before(db, cutoff, PRUNE_BATCH):
                 deleted += batch
                 if batch < PRUNE_BATCH or self._stopping.is_set():
                     break
             return deleted
-        finally:
-            with contextlib.suppress(Exception):
-                await conn.close()
 
-    async def run_once(self) -> bool:
+    async def run_once(self, conn: asyncpg.Connection | None = None) -> bool:
         """Take one open job nobody is working on and run it to its end (or until the worker
-        stops). Returns whether there was one."""
-        lock_conn = await self._connect()
-        try:
+        stops). Returns whether there was one. The job's lock is held on `conn` (or on a
+        connection of its own) while it runs."""
+        async with self._using(conn) as lock_conn:
             for job_id in await repository.open_job_ids(lock_conn):
                 if self._stopping.is_set():
                     return False
@@ -127,9 +146,6 @@ class ImportWorker:
                 finally:
                     await repository.unlock(lock_conn, job_id)
             return False
-        finally:
-            with contextlib.suppress(Exception):
-                await lock_conn.close()
 
     async def stop(self) -> None:
         """The job being run stops before its next chunk commits (it stays `running` and is
@@ -184,6 +200,13 @@ class ImportWorker:
                 os.unlink(path)
             with contextlib.suppress(Exception):
                 await conn.close()
+
+
+async def _closed(conn: asyncpg.Connection | None) -> None:
+    """Close `conn` (if any, whatever state it is in). Returns None: `conn = await _closed(conn)`."""
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await conn.close(timeout=5)
 
 
 def _count(path: Path) -> int:
