@@ -151,7 +151,7 @@ class ApiKeyAuth:
         if found:
             return principal, until
         lookup = self._looking_up.get(digest)
-        if lookup is None:
+        if lookup is None or lookup.get_loop() is not asyncio.get_running_loop():  # (one left by a loop that ended)
             lookup = asyncio.ensure_future(self._look_up(digest))
             self._looking_up[digest] = lookup
             lookup.add_done_callback(lambda done: self._forget_lookup(digest, done))
