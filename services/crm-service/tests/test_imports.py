@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from fastapi import FastAPI
 from crm.config import CRMSettings
 from crm.customers.csv_import import BUSY_ATTEMPTS
 from crm.imports import repository, service
+from crm.imports import worker as worker_module
 from crm.imports.worker import ImportWorker
 from cxkit import testing
 from cxkit.dev_broker import DevBroker
@@ -235,6 +239,17 @@ async def test_a_queued_job_cancelled_never_runs_and_a_running_one_stops_after_i
     assert not await testing.db_rows(crm_database_url, "SELECT 1 FROM customers WHERE email LIKE 'q-%'")
 
 
+async def ended(url: str, job_id: str) -> asyncpg.Record:
+    """The job's row once it has succeeded or failed (waits up to a minute)."""
+
+    async def probe() -> asyncpg.Record | None:
+        row = await _status(url, job_id)
+        return row if row["status"] in ("succeeded", "failed") else None
+
+    row: asyncpg.Record = await testing.wait_for(probe, timeout=60, interval=0.05)
+    return row
+
+
 async def queued_job(url: str, tmp_path: Path, rows: int, chunk: int, prefix: str, *, before: str | None = None) -> str:
     """A job importing `rows` new customers in chunks of `chunk`, queued straight in the
     database `url` (after running the SQL `before`, if any); its id."""
@@ -329,12 +344,7 @@ async def test_a_chunk_the_database_refuses_for_now_is_tried_again_and_the_job_s
         worker = ImportWorker(url, writers=1, poll_seconds=0.2)
         task = asyncio.create_task(worker.run())
         try:
-
-            async def ended() -> asyncpg.Record | None:
-                row = await _status(url, job_id)
-                return row if row["status"] in ("succeeded", "failed") else None
-
-            final = await testing.wait_for(ended, timeout=60, interval=0.1)
+            final = await ended(url, job_id)
         finally:
             await worker.stop()
             await asyncio.wait_for(task, 30)
@@ -395,5 +405,80 @@ async def test_the_worker_polls_on_one_connection_and_opens_another_when_it_is_l
             await worker.stop()
             await asyncio.wait_for(task, 30)
         assert await worker_backends() == []
+    finally:
+        await testing.drop_database(name)
+
+
+_HOLD_A_COPY = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(worker_module.fcntl is None, reason="no flock here (Windows)")
+def test_copies_of_uploads_left_by_a_process_that_died_mid_job_are_deleted_and_live_ones_kept(tmp_path: Path) -> None:
+    """A worker killed mid-job leaves its copy of the upload (the whole file, personal data
+    included); the job is resumed from the database on a new copy. Another worker deletes such a
+    copy once its process is gone, and never one a live worker holds."""
+
+    def copy(name: str, age_s: float) -> Path:
+        path = tmp_path / f"crm-import-{name}.csv"
+        path.write_text("email,name\nsomeone@example.com,Someone\n")
+        os.utime(path, (path.stat().st_atime, path.stat().st_mtime - age_s))
+        return path
+
+    dead, live, fresh = copy("dead", 120), copy("live", 120), copy("fresh", 0)
+    other = tmp_path / "someone-elses.csv"
+    other.write_text("x\n")
+    os.utime(other, (0, 0))
+    holders = [subprocess.Popen([sys.executable, "-c", _HOLD_A_COPY, str(p)], stdout=subprocess.PIPE) for p in (dead, live)]
+    try:
+        for holder in holders:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        assert worker_module.remove_abandoned_copies(str(tmp_path)) == 0  # both held
+        holders[0].kill()  # as a service killed mid-job
+        holders[0].wait()
+        assert worker_module.remove_abandoned_copies(str(tmp_path)) == 1
+        assert not dead.exists() and live.exists() and fresh.exists() and other.exists()
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    assert worker_module.remove_abandoned_copies(str(tmp_path)) == 1  # the live one's process is gone too
+    assert fresh.exists() and other.exists()
+
+
+@pytest.mark.skipif(worker_module.fcntl is None, reason="no flock here (Windows)")
+async def test_a_running_jobs_copy_is_held_so_another_workers_sweep_leaves_it(tmp_path: Path) -> None:
+    name, url = await testing.migrated_database("crm_imp_copy", ALEMBIC)
+    try:
+        (tmp_path / "upload").mkdir()
+        job_id = await queued_job(url, tmp_path / "upload", 20_000, 500, "held")
+        copies = tmp_path / "copies"
+        copies.mkdir()
+        abandoned = copies / "crm-import-abandoned.csv"
+        abandoned.write_text("email,name\n")
+        os.utime(abandoned, (0, 0))
+        worker = ImportWorker(url, writers=1, poll_seconds=0.05, temp_dir=str(copies))
+        task = asyncio.create_task(worker.run())
+        try:
+
+            async def some_committed() -> bool:
+                return (await _status(url, job_id))["rows_read"] >= 1000
+
+            await testing.wait_for(some_committed, timeout=30, interval=0.02)
+            assert not abandoned.exists()  # the worker's sweep when it started
+            (running,) = list(copies.glob("crm-import-*.csv"))
+            assert worker_module.remove_abandoned_copies(str(copies), older_than_s=0) == 0  # another worker's sweep
+            assert running.exists()
+            final = await ended(url, job_id)
+        finally:
+            await worker.stop()
+            await asyncio.wait_for(task, 30)
+        assert final["status"] == "succeeded" and final["created"] == 20_000, dict(final)
+        assert list(copies.iterdir()) == []
     finally:
         await testing.drop_database(name)

@@ -12,7 +12,8 @@ still count as seen, so a later repeat is still a duplicate), the others done, s
 and no event is made twice and the counts are those of an unbroken run.
 
 Once an hour it deletes the jobs that ended more than `CRM_IMPORTS_RETENTION_DAYS` ago, with
-their refused rows."""
+their refused rows. When it starts, and then hourly, it deletes the local copies of uploads that a
+process which died mid-job left behind (`remove_abandoned_copies`): its resumed job makes a new one."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ from pathlib import Path
 
 import asyncpg
 
+try:  # POSIX: a live worker's lock on its copy of the upload (see remove_abandoned_copies)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: copies a dead process left are not looked for
+    fcntl = None  # type: ignore[assignment]
+
 from crm.customers.csv_import import ChunkResult, ImportFileError, count_rows, import_customers
 from crm.imports import repository
 from cxkit.db import is_database_busy, is_database_unavailable
@@ -41,6 +47,10 @@ log = logging.getLogger(__name__)
 # (each takes its refused rows with it, up to a file's every row).
 PRUNE_EVERY_S = 3600.0
 PRUNE_BATCH = 20
+# Each job reads a local copy of its upload, named so; a copy older than STALE_COPY_S that no live
+# worker holds was left by a process that died mid-job (see remove_abandoned_copies).
+COPY_PREFIX, COPY_SUFFIX = "crm-import-", ".csv"
+STALE_COPY_S = 60.0
 
 
 class _Stopped(Exception):
@@ -78,6 +88,7 @@ class ImportWorker:
         failure). A connection per pass, every `poll_seconds`, cost the service's event loop
         about 1.4 ms of CPU and PostgreSQL a new backend each time, idle or not."""
         conn: asyncpg.Connection | None = None
+        await self._remove_abandoned_copies()
         try:
             while not self._stopping.is_set():
                 try:
@@ -85,6 +96,7 @@ class ImportWorker:
                         conn = await self._connect()
                     if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
                         await self.prune(conn)
+                        await self._remove_abandoned_copies()
                     while await self.run_once(conn):
                         pass
                 except asyncio.CancelledError:
@@ -97,6 +109,15 @@ class ImportWorker:
                 self._wake.clear()
         finally:
             await _closed(conn)
+
+    async def _remove_abandoned_copies(self) -> None:
+        try:
+            removed = await asyncio.to_thread(remove_abandoned_copies, self.temp_dir)
+        except OSError as exc:  # the directory unreadable: the jobs themselves still run
+            log.warning("could not look for abandoned import copies", extra={"error": repr(exc)})
+            return
+        if removed:
+            log.info("removed import copies left by a process that died mid-job", extra={"count": removed})
 
     @contextlib.asynccontextmanager
     async def _using(self, conn: asyncpg.Connection | None) -> AsyncIterator[asyncpg.Connection]:
@@ -155,8 +176,13 @@ class ImportWorker:
 
     async def _process(self, job_id: uuid.UUID, chunk_rows: int, done: frozenset[int]) -> None:
         conn = await self._connect()
-        handle, name = tempfile.mkstemp(prefix="crm-import-", suffix=".csv", dir=self.temp_dir)
+        handle, name = tempfile.mkstemp(prefix=COPY_PREFIX, suffix=COPY_SUFFIX, dir=self.temp_dir)
         path = Path(name)
+        # Held until the copy is deleted: another worker's sweep leaves a locked copy alone, and
+        # the kernel lets go of the lock if this process dies.
+        lock = os.open(path, os.O_RDONLY) if fcntl is not None else None
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             with os.fdopen(handle, "wb") as target:
                 async for part in repository.parts(conn, job_id):
@@ -198,8 +224,43 @@ class ImportWorker:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+            if lock is not None:
+                os.close(lock)
             with contextlib.suppress(Exception):
                 await conn.close()
+
+
+def remove_abandoned_copies(temp_dir: str | None, older_than_s: float = STALE_COPY_S) -> int:
+    """Delete the copies of uploads that workers which died mid-job left in `temp_dir` (the
+    system's temporary directory if None): the whole file each time, personal data included, and
+    the job itself is resumed from the database on a new copy. A live worker holds an exclusive
+    lock on its copy while the job runs; a copy nobody holds and not written for `older_than_s`
+    (a copy is locked a moment after it is made) is a dead process's. Returns how many went; on
+    a system without `flock` (Windows), 0."""
+    if fcntl is None:
+        return 0
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in Path(temp_dir or tempfile.gettempdir()).glob(f"{COPY_PREFIX}*{COPY_SUFFIX}"):
+        try:
+            if path.stat().st_mtime > cutoff:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live worker's
+        try:
+            path.unlink(missing_ok=True)
+            removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 async def _closed(conn: asyncpg.Connection | None) -> None:
