@@ -226,8 +226,7 @@ class ImportWorker:
                 os.unlink(path)
             if lock is not None:
                 os.close(lock)
-            with contextlib.suppress(Exception):
-                await conn.close()
+            await _closed(conn)
 
 
 def remove_abandoned_copies(temp_dir: str | None, older_than_s: float = STALE_COPY_S) -> int:
@@ -250,14 +249,10 @@ def remove_abandoned_copies(temp_dir: str | None, older_than_s: float = STALE_CO
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue  # a live worker's
-        try:
             path.unlink(missing_ok=True)
             removed += 1
-        except OSError:
-            pass
+        except OSError:  # held by a live worker (or not ours to delete)
+            continue
         finally:
             os.close(fd)
     return removed
