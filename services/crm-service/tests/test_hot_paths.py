@@ -117,6 +117,46 @@ async def test_patch_replays_its_first_answer_and_two_at_once_with_one_key_chang
     assert [e["data"]["changed"] for e in await events("customer.updated")] == [["name"], ["company"]]
 
 
+async def test_patch_runs_five_statements_and_its_history_names_the_key(
+    crm_app: Any, client: httpx.AsyncClient, make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEGIN, the row locked with the change's author noted (one statement), the UPDATE, the
+    outbox row with the key's answer, COMMIT: each round trip holds one of the pool's few
+    connections while the event loop serves every other request."""
+    customer = await make.customer(name="Before")
+    pool = crm_app.state.pg_pool
+    sent: list[str] = []
+    execute, execute_with_args = asyncpg.Connection.execute, asyncpg.Connection._execute
+
+    def ours(conn: asyncpg.Connection) -> bool:  # a connection of the request pool (not the relay's, a worker's...)
+        return any(holder._con is conn for holder in pool._holders)
+
+    async def counted_execute(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> str:
+        if ours(self) and not args:  # with args it goes through _execute, counted there
+            sent.append(query)
+        return await execute(self, query, *args, **kwargs)
+
+    async def counted_execute_with_args(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        if ours(self):
+            sent.append(query)
+        return await execute_with_args(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", counted_execute)
+    monkeypatch.setattr(asyncpg.Connection, "_execute", counted_execute_with_args)
+    changed = await client.patch(f"/v1/customers/{customer['id']}", json={"name": "After"}, headers={"Idempotency-Key": "p5"})
+    monkeypatch.undo()
+    assert changed.status_code == 200, changed.text
+    assert len(sent) == 5, sent
+    assert sent[0].startswith("BEGIN") and sent[-1].startswith("COMMIT"), sent
+    assert "FOR UPDATE" in sent[1] and "set_config('crm.changed_by'" in sent[1], sent[1]
+    assert sent[2].startswith("UPDATE customers"), sent[2]
+    async with crm_app.state.pg_pool.acquire() as conn:
+        history = await conn.fetch(
+            "SELECT changed_by, via FROM customer_changes WHERE customer_id = $1 ORDER BY seq", uuid.UUID(customer["id"])
+        )
+    assert (history[-1]["changed_by"], history[-1]["via"]) == ("test-admin", "update")  # the client's key
+
+
 async def test_patch_announces_the_open_deal_value_and_refuses_merged_and_taken(
     client: httpx.AsyncClient, make: Any, events: Any
 ) -> None:

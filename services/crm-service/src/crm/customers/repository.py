@@ -309,15 +309,26 @@ async def read_reference(db: asyncpg.Pool | asyncpg.Connection, customer_id: uui
     return await db.fetchrow(_REFERENCE, customer_id)
 
 
-_LOCK_CUSTOMER = CompiledQuery(select(Customer.__table__).where(Customer.id == bindparam("customer_id")).with_for_update())
+# The row locked, and the change's author noted (`note_author`) in the same round trip: the
+# author's settings are a one-row subquery joined to the row, so they are set whenever the row
+# is returned (transaction-local, as `note_author` sets them).
+_LOCK_CUSTOMER = (
+    f"SELECT {', '.join(f'c.{c.name}' for c in Customer.__table__.columns)} FROM customers AS c, "
+    "(SELECT set_config('crm.changed_by', $2, true), set_config('crm.change_via', $3, true)) AS author "
+    "WHERE c.id = $1 FOR UPDATE OF c"
+)
 _ID_BY_EMAIL = CompiledQuery(select(Customer.id).where(Customer.email_normalized == bindparam("email")))
 _ID_BY_EXTERNAL_ID = CompiledQuery(select(Customer.id).where(Customer.external_id == bindparam("external_id")))
 _UPDATES: dict[tuple[OpenDealValue, tuple[str, ...]], CompiledQuery] = {}
 
 
-async def lock_customer(conn: asyncpg.Connection, customer_id: uuid.UUID) -> asyncpg.Record | None:
-    """The customer's row, locked until the transaction ends (every column)."""
-    return await _LOCK_CUSTOMER.fetchrow(conn, customer_id=customer_id)
+async def lock_customer(
+    conn: asyncpg.Connection, customer_id: uuid.UUID, changed_by: str | None, via: ChangeVia
+) -> asyncpg.Record | None:
+    """The customer's row, locked until the transaction ends (every column), with the changes
+    the transaction goes on to make recorded as made by `changed_by` through `via` (what
+    `note_author` does, in the same statement)."""
+    return await conn.fetchrow(_LOCK_CUSTOMER, customer_id, changed_by or "", via)
 
 
 async def id_by_email(conn: asyncpg.Connection, email: str) -> uuid.UUID | None:

@@ -274,7 +274,7 @@ async def update_customer_on(
     the same rules, answers and event. Returns the customer as it is now and the outbox row of
     its `customer.updated` (none when nothing changed). The change is recorded in the customer's
     history as made by `changed_by` (an API key's name) through an `update`."""
-    row = await repository.lock_customer(conn, customer_id)
+    row = await repository.lock_customer(conn, customer_id, changed_by, "update")
     if row is None:
         raise NotFound(f"customer {customer_id} does not exist")
     if row["merged_into_id"] is not None:
@@ -309,7 +309,6 @@ async def update_customer_on(
     if not changed:
         return dict(row), []
     values["updated_at"] = utcnow()
-    await repository.note_author(conn, changed_by, "update")
     try:
         updated = await repository.update_customer_row(conn, customer_id, values, open_deal_value)
     except asyncpg.UniqueViolationError:
