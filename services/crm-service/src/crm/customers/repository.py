@@ -29,11 +29,17 @@ from cxkit.repository import Repository
 # and set back after it.
 _PLANS = "SELECT set_config('enable_indexscan', '{setting}', true), set_config('enable_seqscan', '{setting}', true)"
 
+
 # Who makes the customer changes of this transaction and how: read by the trigger that writes
 # the customer's history (migration crm0016); transaction-local, so a pooled connection keeps
 # nothing of it.
-_AUTHOR = "SELECT set_config('crm.changed_by', $1, true), set_config('crm.change_via', $2, true)"
-_AUTHOR_IN_SESSION = text("SELECT set_config('crm.changed_by', :by, true), set_config('crm.change_via', :via, true)")
+def _set_author(by: str, via: str) -> str:
+    """The two settings, given the statement's placeholders for the author and the way."""
+    return f"set_config('crm.changed_by', {by}, true), set_config('crm.change_via', {via}, true)"
+
+
+_AUTHOR = f"SELECT {_set_author('$1', '$2')}"
+_AUTHOR_IN_SESSION = text(f"SELECT {_set_author(':by', ':via')}")
 # A data export's own sections: the record and the duplicates merged into it (their personal
 # data too), then the field history of all of them.
 EXPORT_SECTIONS = (
@@ -314,7 +320,7 @@ async def read_reference(db: asyncpg.Pool | asyncpg.Connection, customer_id: uui
 # is returned (transaction-local, as `note_author` sets them).
 _LOCK_CUSTOMER = (
     f"SELECT {', '.join(f'c.{c.name}' for c in Customer.__table__.columns)} FROM customers AS c, "
-    "(SELECT set_config('crm.changed_by', $2, true), set_config('crm.change_via', $3, true)) AS author "
+    f"(SELECT {_set_author('$2', '$3')}) AS author "
     "WHERE c.id = $1 FOR UPDATE OF c"
 )
 _ID_BY_EMAIL = CompiledQuery(select(Customer.id).where(Customer.email_normalized == bindparam("email")))
