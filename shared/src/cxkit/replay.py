@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cxkit.kafka.client import fetch_options
 from cxkit.kafka.consumer import BatchHandler, EventConsumer
 from cxkit.settings import ServiceSettings
 
@@ -70,9 +71,7 @@ async def from_the_start(
         group_id=None,
         enable_auto_commit=False,
         client_id=client_id,
-        max_poll_records=settings.consumer_max_records,
-        fetch_max_bytes=settings.consumer_fetch_max_bytes,
-        max_partition_fetch_bytes=settings.consumer_partition_fetch_max_bytes,
+        **fetch_options(settings),
     )
     try:
         await reader.start()

@@ -114,7 +114,10 @@ class ServiceSettings(BaseSettings):
         ge=1024,
         description="Most bytes one fetch brings from the broker, all partitions together. A consumer reads ahead while "
         "it writes: this bounds what waits in memory (with aiokafka's default, 50 MiB, a CEM consumer behind its "
-        "publisher held three fetch responses of 5 MB each plus their decoded records). A larger message still comes, alone.",
+        "publisher held three fetch responses of 5 MB each plus their decoded records). A larger message still comes, alone. "
+        "The dev broker (Tansu) gives each partition up to this many bytes, ignoring "
+        "`CONSUMER_PARTITION_FETCH_MAX_BYTES`: `make run`, the tests and `make bench` set 524,288 there "
+        "(`cxkit.dev_broker.DEV_BROKER_SETTINGS`).",
     )
     consumer_partition_fetch_max_bytes: int = Field(
         512 * 1024, ge=1024, description="Most bytes one fetch brings from one partition (a larger message still comes, alone)."

@@ -63,6 +63,16 @@ def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
     )
 
 
+def fetch_options(settings: ServiceSettings) -> dict[str, int]:
+    """How far a consumer reads ahead of what it has applied (aiokafka's keyword arguments):
+    the same for a group's consumer and a replay's reader."""
+    return {
+        "max_poll_records": settings.consumer_max_records,
+        "fetch_max_bytes": settings.consumer_fetch_max_bytes,
+        "max_partition_fetch_bytes": settings.consumer_partition_fetch_max_bytes,
+    }
+
+
 async def ensure_topics(settings: ServiceSettings, topics: Iterable[str], *, with_dlq: bool = True) -> None:
     """Create the topics (and their DLQs) if missing; existing ones are left as they are."""
     names: list[str] = []

@@ -32,7 +32,7 @@ from cxkit import tracing
 from cxkit.db import is_database_busy, session_connection, utcnow
 from cxkit.events import CloudEvent, InvalidEvent, decode_event
 from cxkit.events.registry import dlq_topic, payload_model
-from cxkit.kafka.client import ensure_topics, failure_kind, make_producer
+from cxkit.kafka.client import ensure_topics, failure_kind, fetch_options, make_producer
 from cxkit.memory import collector_paused, release_freed_memory
 from cxkit.metrics import CONSUMER_ERRORS, CONSUMER_LAG, DLQ_MESSAGES, EVENTS_DUPLICATE, EVENTS_HANDLED
 from cxkit.settings import ServiceSettings
@@ -219,10 +219,8 @@ class EventConsumer:
             client_id=f"{self.name}-consumer",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=self.settings.consumer_max_records,
             fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
-            fetch_max_bytes=self.settings.consumer_fetch_max_bytes,
-            max_partition_fetch_bytes=self.settings.consumer_partition_fetch_max_bytes,
+            **fetch_options(self.settings),
             session_timeout_ms=self.settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=self.settings.consumer_session_timeout_ms // 3,
             request_timeout_ms=15_000,
