@@ -30,9 +30,14 @@ ERASED = {
 
 
 def _customer_columns() -> list[Column[Any]]:
-    """Every column that refers to a customer (a foreign key to `customers.id`)."""
+    """Every column that refers to a customer: a foreign key to `customers.id`, or a `customer_id`
+    kept without one (the interaction statistics, derived from rows that hold the key: crm0024)."""
     return [
-        fk.parent for table in Base.metadata.sorted_tables for fk in table.foreign_keys if fk.column.table.name == "customers"
+        column
+        for table in Base.metadata.sorted_tables
+        if table.name != "customers"
+        for column in table.columns
+        if column.name == "customer_id" or any(fk.column.table.name == "customers" for fk in column.foreign_keys)
     ]
 
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -21,8 +22,9 @@ from sqlalchemy import func, select, text
 from crm.config import CRMSettings
 from crm.db import ProcessedEvent
 from crm.interactions.models import CustomerInteractionStats, Interaction
-from crm.interactions.repository import rebuild_stats
+from crm.interactions.repository import BATCH_COLUMNS, insert_interaction_batch, rebuild_stats
 from crm.main import build_consumers
+from cxkit.db import session_connection, utcnow
 from cxkit.dev_broker import DevBroker
 from cxkit.events import encode_event, new_event
 from cxkit.events.payloads import InteractionRecorded
@@ -251,3 +253,39 @@ async def test_interaction_stats_kept_as_rows_arrive_equal_a_recount_after_merge
         assert await rebuild_stats(session) == 2
         after = (await session.execute(text("SELECT * FROM customer_interaction_stats ORDER BY customer_id"))).all()
     assert before == after
+
+
+def batch_columns(customer_ids: list[uuid.UUID]) -> tuple[list[Any], ...]:
+    """`insert_interaction_batch`'s columns: one purchase per customer."""
+    at = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
+    rows = [(uuid.uuid4(), cid, "purchase", None, None, at, None, None, None, "{}", "urn:pos:store-7") for cid in customer_ids]
+    assert len(rows[0]) == len(BATCH_COLUMNS)
+    return tuple(list(column) for column in zip(*rows, strict=True))
+
+
+async def test_a_batch_checks_each_customer_once_and_stats_never_outlive_the_reference_they_rely_on(
+    make: Any, session_factory: Any
+) -> None:
+    """The statistics hold no key of their own (crm0024): a row there comes only from the
+    customer's interactions, whose reference already holds the customer. Storing a batch checks
+    the customers once per interaction (it was twice for a customer's first one), and an
+    interaction of no known customer is still refused, with no statistics left behind."""
+    customers = [uuid.UUID((await make.customer())["id"]) for _ in range(20)]
+    scans = "SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'customers'"
+    async with session_factory() as session, session.begin():
+        conn = await session_connection(session)
+        before = await conn.fetchval(scans)
+        assert await insert_interaction_batch(conn, batch_columns(customers), utcnow()) == len(customers)
+        key_checks = await conn.fetchval(scans) - before
+    assert key_checks == len(customers)
+    async with session_factory() as session:
+        stats = CustomerInteractionStats
+        kept = await session.scalar(select(func.count()).where(stats.customer_id.in_(customers), stats.interactions == 1))
+    assert kept == len(customers)
+
+    nobody = uuid.uuid4()
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        async with session_factory() as session, session.begin():
+            await insert_interaction_batch(await session_connection(session), batch_columns([nobody]), utcnow())
+    async with session_factory() as session:
+        assert await session.get(CustomerInteractionStats, nobody) is None

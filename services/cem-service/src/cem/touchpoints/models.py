@@ -7,7 +7,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Float, Index, Integer, Numeric, String, Text, Uuid
+from sqlalchemy import Float, Index, Integer, Numeric, String, Text, Uuid, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -64,5 +64,7 @@ class TouchpointInteraction(Base):
         Index("ix_touchpoint_interactions_touchpoint_occurred", "touchpoint", "occurred_at"),
         # A customer's history, newest first: a range scan in the order it is read.
         Index("ix_touchpoint_interactions_customer_occurred_interaction", "customer_id", "occurred_at", "interaction_id"),
-        Index("ix_touchpoint_interactions_email_lower", "email_lower"),
+        # Only the rows no customer is linked to yet: every query by address asks for those alone
+        # (linking them when the CRM announces the address, erasure, a customer's data export).
+        Index("ix_touchpoint_interactions_email_lower", "email_lower", postgresql_where=text("customer_id IS NULL")),
     )

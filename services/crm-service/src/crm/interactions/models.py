@@ -49,7 +49,9 @@ class CustomerInteractionStats(Base):
 
     __tablename__ = "customer_interaction_stats"
 
-    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("customers.id"), primary_key=True)
+    # No foreign key of its own (crm0024): a row exists only while the customer has interactions,
+    # and `interactions.customer_id` references the customer.
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     interactions: Mapped[int] = mapped_column(BigInteger)
     last_interaction_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_contacted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
