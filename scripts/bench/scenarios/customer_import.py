@@ -85,7 +85,7 @@ async def _raw_indexed_insert(ctx: BenchContext, rows: int) -> float:
         return rows / (time.perf_counter() - started)
     finally:
         await tx.rollback()
-        # The rolled-back rows stay in the table and its 14 indexes as dead entries until a
+        # The rolled-back rows stay in the table and every index of it as dead entries until a
         # vacuum; the bench's server may run without autovacuum, and the next round's import
         # then walked past them (23.4 s against 18.7 s for the same file). Gone before it starts.
         await ctx.crm.execute("VACUUM customers")
