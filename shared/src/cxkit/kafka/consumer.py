@@ -172,6 +172,44 @@ async def forget_processed_events(
             return forgotten
 
 
+# A consumer with `consumer_idle_fetch_max_wait_ms` set fetches with that wait once no message
+# came for this long.
+IDLE_AFTER_S = 1.0
+
+
+class _FetchPace:
+    """The wait a consumer's fetches ask the broker for: `consumer_fetch_max_wait_ms` while
+    messages come, `consumer_idle_fetch_max_wait_ms` (when set) after IDLE_AFTER_S without one.
+
+    aiokafka takes the wait once, when the consumer is made; its fetcher reads it from
+    `_fetch_max_wait_ms` for each request it builds, so that is what changes here (aiokafka is
+    pinned; shared/tests/test_idle_fetch.py checks the requests it sends)."""
+
+    __slots__ = ("_busy_ms", "_fetcher", "_idle", "_idle_ms", "_last_message")
+
+    def __init__(self, consumer: AIOKafkaConsumer, settings: ServiceSettings) -> None:
+        self._fetcher = consumer._fetcher
+        self._busy_ms = settings.consumer_fetch_max_wait_ms
+        self._idle_ms = settings.consumer_idle_fetch_max_wait_ms
+        self._last_message = time.monotonic()
+        self._idle = False
+        if self._idle_ms is not None:
+            self._fetcher._fetch_max_wait_ms = self._busy_ms
+
+    def polled(self, messages: bool) -> None:
+        """After each poll: whether it brought messages."""
+        if self._idle_ms is None:
+            return
+        if messages:
+            self._last_message = time.monotonic()
+            if self._idle:
+                self._idle = False
+                self._fetcher._fetch_max_wait_ms = self._busy_ms
+        elif not self._idle and time.monotonic() - self._last_message >= IDLE_AFTER_S:
+            self._idle = True
+            self._fetcher._fetch_max_wait_ms = self._idle_ms
+
+
 @dataclass
 class EventConsumer:
     """Consumes `topics` as consumer group `name` and applies events with `handlers`."""
@@ -288,9 +326,11 @@ class EventConsumer:
         next one is fetched and decoded: that work does not depend on the database."""
         in_flight: asyncio.Task[None] | None = None
         pending: list[_Poll] = []  # fetched, offsets not committed yet; oldest first
+        pace = _FetchPace(consumer, self.settings)
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.consumer_max_records)
+                pace.polled(bool(batches))
                 if batches:
                     poll = _Poll(batches)
                     pending.append(poll)  # from here on, rewound should anything fail
