@@ -107,7 +107,7 @@ class ServiceSettings(BaseSettings):
         "`CONSUMER_FETCH_MAX_WAIT_MS` again. Unset: that one always, right for Apache Kafka, which answers a fetch as "
         "soon as a message arrives. On the dev broker (Tansu), which holds each fetch for its whole wait, a 20 ms wait "
         "made idle consumers fetch 50 times a second: `make run` idled at 40 % of a core (the two services 9 % each, "
-        "the broker 22 %). `make run`, the tests and `make bench` set 250 there, for 9 %; the first event after a quiet "
+        "the broker 22 %). `make run`, the tests and `make bench` set 250 there, for 9.5 %; the first event after a quiet "
         "second then waits up to that long (`cxkit.dev_broker.DEV_BROKER_SETTINGS`).",
     )
     consumer_session_timeout_ms: int = Field(
