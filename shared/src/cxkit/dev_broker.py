@@ -13,11 +13,12 @@ from typing import IO, Any
 
 # Settings every service and test needs on this broker (their defaults are right for Apache
 # Kafka): it refuses idempotent producers, holds each consumer fetch for its whole wait even
-# when messages arrive meanwhile (a short wait while messages come, a longer one when none
-# did for a second, so idle consumers do not ask 50 times a second), holds each join of a consumer group for half the member's
-# session timeout, and gives each partition of a fetch up to the fetch's whole byte limit
-# (it ignores the partition limit): a consumer behind its publisher held a fetch of 2 MiB per
-# partition, so its fetch limit here is the partition limit Apache Kafka applies.
+# when messages arrive meanwhile (so a short wait while messages come, and a longer one once
+# none came for a second: idle consumers do not ask 50 times a second), holds each join of a
+# consumer group for half the member's session timeout, and gives each partition of a fetch
+# up to the fetch's whole byte limit (it ignores the partition limit): a consumer behind its
+# publisher held a fetch of 2 MiB per partition, so its fetch limit here is the partition
+# limit Apache Kafka applies.
 DEV_BROKER_SETTINGS: dict[str, Any] = {
     "kafka_enable_idempotence": False,
     "consumer_fetch_max_wait_ms": 20,
