@@ -176,8 +176,14 @@ async def test_consumer_lag_per_partition_grows_while_stuck_and_returns_to_zero_
 
     handler.stuck = False
 
+    # An event counts as handled when its transaction commits; the lag drops once the poll's
+    # offsets are committed too (a round trip to the broker later), so both are waited for.
     async def caught_up() -> bool:
-        return metric_total(scrape(), "events_handled_total", consumer=name) == 4
+        text = scrape()
+        return (
+            metric_total(text, "events_handled_total", consumer=name) == 4
+            and metric_total(text, "consumer_lag", consumer=name, topic=topic) == 0
+        )
 
     await wait_for(caught_up, timeout=20, interval=0.1)
     assert metric_total(scrape(), "consumer_lag", consumer=name, topic=topic) == 0
@@ -186,7 +192,11 @@ async def test_consumer_lag_per_partition_grows_while_stuck_and_returns_to_zero_
     await publish(kit_settings.kafka_bootstrap_servers, topic, [(b"k", m) for m in bad])
 
     async def dead_lettered() -> bool:
-        return metric_total(scrape(), "dlq_messages_total", consumer=name) == 2
+        text = scrape()
+        return (
+            metric_total(text, "dlq_messages_total", consumer=name) == 2
+            and metric_total(text, "consumer_lag", consumer=name, topic=topic) == 0
+        )
 
     await wait_for(dead_lettered, timeout=20, interval=0.1)
     text = scrape()
