@@ -90,6 +90,33 @@ async def test_bad_subscriptions_are_422(client: httpx.AsyncClient, body: dict[s
         assert response.json()["detail"].startswith(f"body.{response.json()['errors'][0]['loc'][1]}")
 
 
+async def test_a_patch_refuses_null_where_the_document_has_none_and_clears_the_description(client: httpx.AsyncClient) -> None:
+    """`url`, `event_types` and `enabled` always have a value: null for one is a 422 problem and
+    changes nothing, and the OpenAPI document shows them without a null branch (a schema-valid
+    PATCH is not refused); `description` may be null, which clears it."""
+    body = {"url": "https://93.184.216.34/hooks", "event_types": ["customer.created"], "description": "billing"}
+    hook = (await client.post("/v1/webhooks", json=body)).json()
+    for field in ("url", "event_types", "enabled"):
+        refused = await client.patch(f"/v1/webhooks/{hook['id']}", json={field: None})
+        assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json", refused.text
+        assert field in refused.json()["detail"] and "cannot be null" in refused.json()["detail"]
+    unchanged = (await client.get(f"/v1/webhooks/{hook['id']}")).json()
+    assert (unchanged["version"], unchanged["url"], unchanged["event_types"], unchanged["enabled"]) == (
+        1,
+        body["url"],
+        body["event_types"],
+        True,
+    )
+    cleared = await client.patch(f"/v1/webhooks/{hook['id']}", json={"description": None})
+    assert cleared.status_code == 200 and cleared.json()["description"] is None and cleared.json()["version"] == 2
+
+    document = (await client.get("/openapi.json")).json()
+    props = document["components"]["schemas"]["WebhookUpdate"]["properties"]
+    for field in ("url", "event_types", "enabled"):
+        assert props[field].get("type") and "anyOf" not in props[field] and "default" not in props[field], props[field]
+    assert {"type": "null"} in props["description"]["anyOf"]
+
+
 @pytest.fixture
 async def delivering_app(crm_settings: CRMSettings, client: httpx.AsyncClient) -> AsyncIterator[FastAPI]:
     """The CRM with its relay and webhook worker running (loopback targets allowed, retries a

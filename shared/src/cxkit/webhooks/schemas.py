@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cxkit.fields import InputModel
+from cxkit.fields import InputModel, PatchModel
 from cxkit.http.pagination import Page
 
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
@@ -56,10 +56,11 @@ EXAMPLE_DELIVERY: dict[str, Any] = {
 # No control character or white space: `\s` alone differs between Python (adds \x1c-\x1f, \x85)
 # and the ECMA regexes JSON Schema validators use (adds \ufeff), so those are named too.
 URL_PATTERN = r"^https?://[^\s\x00-\x1f\x7f\x85\ufeff]+$"
+URL_MAX_LENGTH = 2000
 EVENT_TYPE = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", max_length=255)]
 URL_FIELD = Field(
     min_length=1,
-    max_length=2000,
+    max_length=URL_MAX_LENGTH,
     pattern=URL_PATTERN,
     description="Where deliveries are POSTed (http or https). Private, loopback and link-local targets are refused "
     "unless the service allows them (`WEBHOOK_ALLOW_PRIVATE_TARGETS`).",
@@ -82,13 +83,15 @@ class WebhookCreate(InputModel):
     enabled: bool = True
 
 
-class WebhookUpdate(InputModel):
+class WebhookUpdate(PatchModel):
     """Only the fields sent change. Enabling a disabled subscription resets its failure count,
-    and its undelivered events are sent again."""
+    and its undelivered events are sent again. `url`, `event_types` and `enabled` cannot be
+    null; a null `description` clears it."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": True}, {"event_types": ["customer.erased"]}]})
+    not_null = ("url", "event_types", "enabled")
 
-    url: str | None = Field(None, min_length=1, max_length=2000, pattern=URL_PATTERN)
+    url: str | None = Field(None, min_length=1, max_length=URL_MAX_LENGTH, pattern=URL_PATTERN)
     event_types: list[EVENT_TYPE] | None = Field(None, max_length=50)
     description: str | None = Field(None, max_length=1000)
     enabled: bool | None = None

@@ -82,9 +82,6 @@ async def update_subscription(
     subscription = await get_subscription(session, webhooks, subscription_id)
     check_if_match(if_match, subscription.version)
     changes = body.model_dump(exclude_unset=True)
-    for name in ("url", "event_types", "enabled"):
-        if name in changes and changes[name] is None:
-            raise field_problem(["body", name], "cannot be null")
     await _checked(webhooks, changes.get("url"), changes.get("event_types"))
     if "event_types" in changes:
         changes["event_types"] = sorted(set(changes["event_types"]))
