@@ -10,6 +10,8 @@
   412/422 to schema-valid data (above all a `validation` problem, which means the document
   promised something the validator refuses) fails.
 - `allow_names_the_methods`: every 405 lists the path's methods in `Allow`.
+- Webhook URLs the schema accepts are pointed at loopback (`before_call`), so subscriptions get
+  made and the stateful phase reaches the operations on them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 
 import schemathesis
 from schemathesis import Case, CheckContext, HookContext, Response
+
+from cxkit.webhooks.schemas import URL_MAX_LENGTH, URL_PATTERN
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 
@@ -114,10 +118,23 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
 FORM_PAGES_WITH_ERRORS = {("POST", "/r/{token}"): "Please check your answers"}
 
 
+# Webhook targets: a generated URL names a host that does not resolve here (no DNS), so no
+# subscription would ever be made and the stateful phase would never reach the operations on one.
+# A URL the schema accepts goes to a closed loopback port instead (the run's services allow
+# loopback targets); a URL the schema refuses is left as generated.
+WEBHOOK_PATHS = {"/v1/webhooks", "/v1/webhooks/{webhook_id}"}
+WEBHOOK_URL = re.compile(URL_PATTERN)
+LOOPBACK_TARGET = "http://127.0.0.1:9/hook"
+
+
 @schemathesis.hook
 def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> None:
     if case.headers and IDEMPOTENCY_KEY in case.headers:
         case.headers[IDEMPOTENCY_KEY] = str(uuid.uuid4())
+    if case.operation.path in WEBHOOK_PATHS and isinstance(case.body, dict):
+        url = case.body.get("url")
+        if isinstance(url, str) and 1 <= len(url) <= URL_MAX_LENGTH and WEBHOOK_URL.fullmatch(url):
+            case.body["url"] = LOOPBACK_TARGET
 
 
 def _listed(status: int, problem: dict[str, Any]) -> bool:
