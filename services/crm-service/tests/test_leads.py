@@ -101,6 +101,21 @@ async def test_convert_into_a_given_customer_never_moves_its_lifecycle_back(clie
     assert result["customer"]["id"] == customer["id"] and result["customer"]["lifecycle_stage"] == "evangelist"
 
 
+async def test_convert_into_a_given_customer_never_moves_it_to_churned(client: httpx.AsyncClient, make: Any) -> None:
+    """`churned` is not a step forward: asked for on an existing customer, the stage stays (a
+    500 until the Schemathesis run with existing customer ids found it); a new one takes it."""
+    customer = await make.customer(lifecycle_stage="sql")
+    converted = await client.post(
+        f"/v1/leads/{(await make.lead())['id']}/convert", json={"customer_id": customer["id"], "lifecycle_stage": "churned"}
+    )
+    assert converted.status_code == 200, converted.text
+    assert converted.json()["customer"]["lifecycle_stage"] == "sql" and converted.json()["customer_created"] is False
+    assert (await client.get(f"/v1/customers/{customer['id']}")).json()["lifecycle_stage"] == "sql"
+    lead = await make.lead(email="gone@example.com")
+    new = (await client.post(f"/v1/leads/{lead['id']}/convert", json={"lifecycle_stage": "churned"})).json()
+    assert new["customer_created"] is True and new["customer"]["lifecycle_stage"] == "churned"
+
+
 async def test_convert_is_one_transaction_a_bad_deal_leaves_nothing_behind(
     client: httpx.AsyncClient, make: Any, session_factory: Any, events: Any
 ) -> None:

@@ -319,7 +319,9 @@ async def update_customer_on(
 
 
 def _moves_forward(current: str, target: str) -> bool:
-    if current == "churned" or current not in _PROGRESSION:
+    """Whether `target` is a later step of the progression than `current`: never out of
+    `churned`, and never into it (it is not a step forward)."""
+    if current not in _PROGRESSION or target not in _PROGRESSION:
         return False
     return _PROGRESSION.index(target) > _PROGRESSION.index(current)
 

@@ -136,7 +136,9 @@ class LeadConvert(InputModel):
 
     customer_id: uuid.UUID | None = Field(None, description="Link to this existing customer instead.")
     lifecycle_stage: LifecycleStage | None = Field(
-        None, description="Default: `opportunity` with a deal, `sql` without; an existing customer only moves forward."
+        None,
+        description="Default: `opportunity` with a deal, `sql` without; an existing customer only moves forward "
+        "(`churned` is not forward: it keeps its stage).",
     )
     deal: ConversionDeal | None = None
 
