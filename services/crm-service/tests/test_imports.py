@@ -104,6 +104,19 @@ async def test_a_file_without_the_required_columns_fails_the_job_with_the_reason
     assert "email" in done["error"] and done["created"] == 0
 
 
+async def test_a_file_with_nul_in_its_header_fails_its_job_and_the_jobs_after_it_still_run(client: httpx.AsyncClient) -> None:
+    """A NUL in the header (a binary file, a NUL column name): the job fails with the reason. The
+    header's names used to go into the stored reason or the ignored columns, which PostgreSQL
+    refused, so the job stayed queued and every later job waited behind it."""
+    bad = [b"em\x00ail,name\nx@example.com,X\n", b"\x00\x01\x02RIFF\x00WEBP", b"email,name,\x00\nx@example.com,X,y\n"]
+    jobs = [(await upload(client, body)).json()["id"] for body in bad]
+    good = (await upload(client, customers_csv(3, "after-nul"))).json()["id"]
+    for job_id in jobs:
+        done = await finished(client, job_id, timeout=10)
+        assert (done["status"], done["created"]) == ("failed", 0) and "NUL" in done["error"], done
+    assert (await finished(client, good, timeout=10))["created"] == 3
+
+
 async def test_uploads_are_checked_and_unknown_jobs_are_404(client: httpx.AsyncClient, keys: dict[str, str]) -> None:
     not_csv = await client.post("/v1/imports", files={"file": ("x.png", b"\x89PNG", "image/png")})
     assert not_csv.status_code == 415

@@ -104,6 +104,10 @@ def read_rows(path: Path, report: ImportReport) -> Iterator[tuple[int, dict[str,
             header = [h.strip() for h in next(reader, [])]
         except (csv.Error, UnicodeDecodeError) as exc:
             raise ImportFileError(f"{path} is not a UTF-8 CSV file: {exc}") from None
+        if any("\x00" in h for h in header):
+            # Not a CSV of customers (a binary file, say); the names are not echoed, as the
+            # database stores no NUL and the reason is stored with the job.
+            raise ImportFileError("the header holds a NUL character: not a CSV file")
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise ImportFileError(f"the header lacks the column(s) {', '.join(missing)} (it has: {', '.join(header)})")
