@@ -51,6 +51,11 @@ async def test_upload_then_download_returns_the_same_bytes_with_type_and_name(cl
     assert got.headers["x-content-type-options"] == "nosniff"
     listed = (await client.get("/v1/documents", params={"customer_id": customer["id"]})).json()["items"]
     assert [d["id"] for d in listed] == [doc["id"]]
+    # The OpenAPI document promises what the download sends: a file of its stored type, any of
+    # the allowed ones (it said application/octet-stream, and a PDF came back as application/pdf).
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for path in ("/v1/documents/{document_id}/content", "/v1/shared/documents/{document_id}"):
+        assert list(paths[path]["get"]["responses"]["200"]["content"]) == ["*/*"], path
 
 
 async def test_a_deals_document_belongs_to_the_deals_customer(client: httpx.AsyncClient, make: Any) -> None:

@@ -51,6 +51,16 @@ def _download(store: DocumentStore, document: object) -> FileResponse:
     )
 
 
+# A download answers with the Content-Type the file was stored with (one of the allowed types,
+# which settings choose), so the document promises a file of any type rather than one.
+FILE_RESPONSE = {
+    200: {
+        "description": "The file, with the Content-Type it was uploaded with.",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}, "example": "(binary)"}},
+    }
+}
+
+
 @router.post(
     "",
     status_code=201,
@@ -135,8 +145,7 @@ async def get_document(document_id: DocumentIdPath, session: SessionDep, _: Read
     summary="Download a document",
     description="The file with its stored Content-Type and `Content-Disposition: attachment` carrying its name "
     "(RFC 6266, UTF-8 names encoded); byte ranges are supported. Needs `read`.",
-    responses={200: {"description": "The file.", "content": {"application/octet-stream": {"example": "(binary)"}}}}
-    | problem_responses(401, 403, 404, 422),
+    responses=FILE_RESPONSE | problem_responses(401, 403, 404, 422),
     response_class=FileResponse,
 )
 async def download_document(document_id: DocumentIdPath, session: SessionDep, _: Reader, store: StoreDep) -> Response:
@@ -186,8 +195,7 @@ async def share_document(
     summary="Download a shared document",
     description="The target of a share link: no API key, the signature and expiry in the query do. 403 for a bad "
     "signature, 410 once expired, 404 once the document was deleted.",
-    responses={200: {"description": "The file.", "content": {"application/octet-stream": {"example": "(binary)"}}}}
-    | problem_responses(403, 404, 422),
+    responses=FILE_RESPONSE | problem_responses(403, 404, 422),
     response_class=FileResponse,
 )
 async def download_shared_document(
