@@ -11,15 +11,18 @@
   promised something the validator refuses) fails.
 - `allow_names_the_methods`: every 405 lists the path's methods in `Allow`.
 - Webhook URLs the schema accepts are pointed at loopback (`before_call`), so subscriptions get
-  made and the stateful phase reaches the operations on them.
+  made and the stateful phase reaches the operations on them; a well-formed `customer_id` in a
+  body names a customer made for the run, so writes that need an existing one get past that.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from typing import Any
 
+import httpx
 import schemathesis
 from schemathesis import Case, CheckContext, HookContext, Response
 
@@ -127,6 +130,33 @@ WEBHOOK_URL = re.compile(URL_PATTERN)
 LOOPBACK_TARGET = "http://127.0.0.1:9/hook"
 
 
+# A body's `customer_id` must name a customer that exists, which a generated one never does; so
+# every write that takes one (tasks, deals, documents, interactions, campaign members, a lead's
+# conversion) met only "does not exist". On a service that makes customers, a well-formed one is
+# replaced with one customer made for the run (once per service); a malformed one is left alone.
+_RUN_CUSTOMER: dict[str, str | None] = {}
+
+
+def _run_customer(base_url: str) -> str | None:
+    if base_url not in _RUN_CUSTOMER:
+        made = httpx.post(
+            f"{base_url}/v1/customers",
+            json={"email": f"schemathesis-{uuid.uuid4().hex[:12]}@example.com", "name": "Schemathesis run"},
+            headers={"Authorization": f"Bearer {os.environ['CX_API_KEY']}"},
+            timeout=10,
+        )
+        _RUN_CUSTOMER[base_url] = made.json()["id"] if made.status_code == 201 else None
+    return _RUN_CUSTOMER[base_url]
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
+
+
 @schemathesis.hook
 def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> None:
     if case.headers and IDEMPOTENCY_KEY in case.headers:
@@ -135,6 +165,10 @@ def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> Non
         url = case.body.get("url")
         if isinstance(url, str) and 1 <= len(url) <= URL_MAX_LENGTH and WEBHOOK_URL.fullmatch(url):
             case.body["url"] = LOOPBACK_TARGET
+    if isinstance(case.body, dict) and isinstance(case.body.get("customer_id"), str) and _is_uuid(case.body["customer_id"]):
+        customer_id = _run_customer(case.operation.base_url.rstrip("/"))
+        if customer_id is not None:
+            case.body["customer_id"] = customer_id
 
 
 def _listed(status: int, problem: dict[str, Any]) -> bool:

@@ -98,3 +98,6 @@ async def test_both_services_keep_their_openapi_contract(stack_factory: Any, bro
         assert re.search(r"Scenarios:\s+[1-9]", text), f"{name}: no stateful scenario ran"
         # Subscriptions get made, so the stateful phase goes on to the operations on one.
         assert "POST /v1/webhooks appears to supply" not in text, f"{name}: no webhook was subscribed:\n{text[-3000:]}"
+    # A body's customer_id names the run's customer (the hooks), so tasks get made and the
+    # operations on one are reached.
+    assert "POST /v1/tasks appears to supply" not in texts["crm-service"], texts["crm-service"][-3000:]
