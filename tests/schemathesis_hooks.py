@@ -117,8 +117,9 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
 
 
 # The respondent page answers a form that does not fit the survey's questions (which the
-# invitation's survey decides) with the form again, its errors marked: HTML, not problem+json.
-FORM_PAGES_WITH_ERRORS = {("POST", "/r/{token}"): "Please check your answers"}
+# invitation's survey decides) with the form again, its errors marked: HTML, not problem+json,
+# in the survey's language, so the marker is the error summary's element, not its words.
+FORM_PAGES_WITH_ERRORS = {("POST", "/r/{token}"): 'id="error-summary-title"'}
 
 
 # Webhook targets: a generated URL names a host that does not resolve here (no DNS), so no
