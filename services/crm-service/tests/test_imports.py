@@ -495,3 +495,46 @@ async def test_a_running_jobs_copy_is_held_so_another_workers_sweep_leaves_it(tm
         assert list(copies.iterdir()) == []
     finally:
         await testing.drop_database(name)
+
+
+async def test_a_job_whose_runs_keep_ending_in_an_error_is_failed_and_the_jobs_after_it_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error that is not the database's, escaping a job's run (here: counting its rows), used
+    to be retried on every pass, ahead of every other job, for good. After ATTEMPTS_PER_JOB runs
+    in a row the job is failed with the error, and the next job runs."""
+    name, url = await testing.migrated_database("crm_imp_giveup", ALEMBIC)
+    stuck = await queued_job(url, tmp_path, 5, 5, "stuck")
+    runs: list[str] = []
+    real_set_total = repository.set_total
+
+    async def set_total(conn: asyncpg.Connection, job_id: uuid.UUID, total: int) -> None:
+        if str(job_id) == stuck:
+            runs.append(stuck)
+            raise RuntimeError("cannot count this one")
+        await real_set_total(conn, job_id, total)
+
+    monkeypatch.setattr(repository, "set_total", set_total)
+    try:
+        worker = ImportWorker(url, writers=1, poll_seconds=0.02)
+        task = asyncio.create_task(worker.run())
+        try:
+            later = await queued_job(url, tmp_path, 7, 5, "later")
+
+            async def ended(job_id: str) -> asyncpg.Record | None:
+                row = await _status(url, job_id)
+                return row if row["status"] in ("succeeded", "failed") else None
+
+            assert (await testing.wait_for(lambda: ended(stuck), timeout=30, interval=0.05))["status"] == "failed"
+            assert (await testing.wait_for(lambda: ended(later), timeout=30, interval=0.05))["created"] == 7
+        finally:
+            await worker.stop()
+            await asyncio.wait_for(task, 30)
+        assert len(runs) == worker_module.ATTEMPTS_PER_JOB
+        (error,) = await testing.db_rows(url, "SELECT error FROM import_jobs WHERE id = $1", uuid.UUID(stuck))
+        assert (
+            error[0]
+            == f"stopped after {worker_module.ATTEMPTS_PER_JOB} runs ended in an error: RuntimeError('cannot count this one')"
+        )
+    finally:
+        await testing.drop_database(name)

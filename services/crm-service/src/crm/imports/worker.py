@@ -9,7 +9,9 @@ Every chunk of `chunk_rows` rows commits together with the job's counts, its ref
 its number (`done_chunks`). A job left `running` by a process that died or stopped (its lock
 is free) is taken again and resumed: the committed chunks are not written again (their rows
 still count as seen, so a later repeat is still a duplicate), the others done, so no customer
-and no event is made twice and the counts are those of an unbroken run.
+and no event is made twice and the counts are those of an unbroken run. A run cut short by the
+database (busy, or away) is resumed the same way; a job whose runs end in any other error
+`ATTEMPTS_PER_JOB` times in a row is marked failed with it, so the jobs behind it still run.
 
 Once an hour it deletes the jobs that ended more than `CRM_IMPORTS_RETENTION_DAYS` ago, with
 their refused rows. When it starts, and then hourly, it deletes the local copies of uploads that a
@@ -51,6 +53,9 @@ PRUNE_BATCH = 20
 # worker holds was left by a process that died mid-job (see remove_abandoned_copies).
 COPY_PREFIX, COPY_SUFFIX = "crm-import-", ".csv"
 STALE_COPY_S = 60.0
+# A job whose run fails this many times in a row with an error that is not the database's
+# (busy or away) is marked failed with it, so one job cannot hold the queue for good.
+ATTEMPTS_PER_JOB = 3
 
 
 class _Stopped(Exception):
@@ -73,6 +78,7 @@ class ImportWorker:
         self.retention = dt.timedelta(days=retention_days)
         self.temp_dir = temp_dir
         self._pruned_at = -float("inf")
+        self._failed_runs: dict[uuid.UUID, int] = {}  # job id -> runs in a row that ended in an error
         self._wake = asyncio.Event()
         self._stopping = threading.Event()
 
@@ -160,13 +166,30 @@ class ImportWorker:
                         continue  # finished or cancelled meanwhile
                     # The rows are validated on a thread of their own, with its own loop and
                     # connections: the service's loop stays free for requests.
-                    await asyncio.to_thread(
-                        asyncio.run, self._process(job_id, start["chunk_rows"], frozenset(start["done_chunks"]))
-                    )
+                    try:
+                        await asyncio.to_thread(
+                            asyncio.run, self._process(job_id, start["chunk_rows"], frozenset(start["done_chunks"]))
+                        )
+                    except Exception as exc:
+                        if not await self._gave_up(lock_conn, job_id, exc):
+                            raise
+                    self._failed_runs.pop(job_id, None)
                     return True
                 finally:
                     await repository.unlock(lock_conn, job_id)
             return False
+
+    async def _gave_up(self, conn: asyncpg.Connection, job_id: uuid.UUID, exc: Exception) -> bool:
+        """After a run of the job ended in `exc`: whether the job is now marked failed. The
+        database busy or away, or the worker stopping, never counts: the job is resumed later."""
+        if self._stopping.is_set() or is_database_busy(exc) or is_database_unavailable(exc):
+            return False
+        runs = self._failed_runs[job_id] = self._failed_runs.get(job_id, 0) + 1
+        if runs < ATTEMPTS_PER_JOB:
+            return False
+        log.error("import job given up", extra={"job_id": str(job_id), "runs": runs, "error": repr(exc)})
+        await repository.finish_job(conn, job_id, "failed", error=f"stopped after {runs} runs ended in an error: {exc!r}")
+        return True
 
     async def stop(self) -> None:
         """The job being run stops before its next chunk commits (it stays `running` and is
