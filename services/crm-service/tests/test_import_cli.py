@@ -77,6 +77,7 @@ async def test_dry_run_creates_nothing_and_a_bad_header_is_exit_2(
     headerless.write_text("mail,fullname\nx@example.com,X\n", encoding="utf-8")
     code, output = await run_cli(crm_database_url, "import-customers", str(headerless))
     assert code == 2 and "lacks the column(s) email, name" in output
+    assert f"{headerless}: the header lacks" in output.replace("\n", ""), output  # the file named in front
     code, output = await run_cli(crm_database_url, "import-customers", str(tmp_path / "missing.csv"))
     assert code == 2
 

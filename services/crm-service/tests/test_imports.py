@@ -11,6 +11,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,21 @@ async def test_a_file_with_nul_in_its_header_fails_its_job_and_the_jobs_after_it
         done = await finished(client, job_id, timeout=10)
         assert (done["status"], done["created"]) == ("failed", 0) and "NUL" in done["error"], done
     assert (await finished(client, good, timeout=10))["created"] == 3
+
+
+async def test_an_unreadable_file_fails_its_job_with_a_reason_that_does_not_name_the_servers_copy(
+    client: httpx.AsyncClient,
+) -> None:
+    """The reason is stored with the job and answered to the API's clients: it says what is wrong
+    with the upload, not where the worker copied it (the server's temporary directory)."""
+    latin1 = "email,name\nx@example.com,Jos\u00e9\n".encode("latin-1")  # the header is fine, the row is not UTF-8
+    late = customers_csv(400, "late") + "y@example.com,Jos\u00e9\n".encode("latin-1")  # past the first block read
+    first, second = [(await upload(client, body)).json()["id"] for body in (latin1, late)]
+    for job_id, reason in ((first, "not a UTF-8 CSV file: "), (second, "could not be read past line ")):
+        done = await finished(client, job_id, timeout=10)
+        assert (done["status"], done["created"]) == ("failed", 0), done
+        assert done["error"].startswith(reason), done
+        assert worker_module.COPY_PREFIX not in done["error"] and tempfile.gettempdir() not in done["error"], done
 
 
 async def test_uploads_are_checked_and_unknown_jobs_are_404(client: httpx.AsyncClient, keys: dict[str, str]) -> None:

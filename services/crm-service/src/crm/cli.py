@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from crm.config import CRMSettings
@@ -78,7 +79,7 @@ def import_customers_command(
     try:
         total = count_rows(file)
     except (OSError, csv.Error, UnicodeDecodeError) as exc:
-        console.print(f"[red]cannot read {file}: {exc}[/red]")
+        console.print(f"[red]cannot read {escape(str(file))}: {escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
 
     async def connect() -> asyncpg.Connection:
@@ -106,7 +107,7 @@ def import_customers_command(
     try:
         report = asyncio.run(run())
     except ImportFileError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(file))}: {escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
     _print_report(report, dry_run, errors_csv)
     if report.errors:

@@ -93,17 +93,20 @@ def count_rows(path: Path) -> int:
 
 def read_rows(path: Path, report: ImportReport) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) for each data row; the header is checked first. Cells are keyed by
-    their stripped column name (the last of two equal names wins); blank lines are skipped."""
+    their stripped column name (the last of two equal names wins); blank lines are skipped.
+    An `ImportFileError`'s reason does not name `path`: an import job stores it and answers it to
+    the API's clients, and there the path is the server's temporary copy of the upload (the
+    command puts the file's name in front of it)."""
     try:
         handle = _open(path)
     except OSError as exc:
-        raise ImportFileError(f"cannot read {path}: {exc.strerror}") from None
+        raise ImportFileError(f"cannot be read: {exc.strerror}") from None
     with handle:
         reader = csv.reader(handle)
         try:
             header = [h.strip() for h in next(reader, [])]
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise ImportFileError(f"{path} is not a UTF-8 CSV file: {exc}") from None
+            raise ImportFileError(f"not a UTF-8 CSV file: {exc}") from None
         if any("\x00" in h for h in header):
             # Not a CSV of customers (a binary file, say); the names are not echoed, as the
             # database stores no NUL and the reason is stored with the job.
@@ -119,7 +122,7 @@ def read_rows(path: Path, report: ImportReport) -> Iterator[tuple[int, dict[str,
                     # Missing trailing cells are absent (read as empty), extra ones dropped.
                     yield reader.line_num, dict(zip(header, values, strict=False))
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise ImportFileError(f"{path} could not be read past line {reader.line_num}: {exc}") from None
+            raise ImportFileError(f"could not be read past line {reader.line_num}: {exc}") from None
 
 
 def row_fields(row: dict[str, str]) -> dict[str, Any]:
