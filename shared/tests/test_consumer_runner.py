@@ -23,6 +23,7 @@ from cxkit.dev_broker import DEV_BROKER_SETTINGS
 from cxkit.events import encode_event, new_event
 from cxkit.events.payloads import CustomerErased
 from cxkit.events.registry import dlq_topic
+from cxkit.fields import NUL_REFUSED
 from cxkit.kafka.consumer import Delivery, EventConsumer, PermanentEventError
 from cxkit.settings import ServiceSettings
 from cxkit.testing import wait_for
@@ -138,6 +139,15 @@ async def test_bad_messages_go_to_the_dlq_with_their_reason_and_the_good_ones_ar
         ),
         customer_event(ada, 2, "reject"): "rejected by handler: refuses this customer",
         customer_event(bob, 1, "broken"): "handler failed after 2 attempts: ValueError('handler bug')",
+        # What no table can hold is refused as the message is decoded, with the field, and the rest
+        # of the poll is applied. Before, the poll's transaction failed on it, each of its events
+        # was applied alone, and it went here as "handler failed" with the database's error.
+        customer_event(bob, 2, "nul-id", id="bob\x002"): f"invalid customer.updated event: id: text {NUL_REFUSED}",
+        customer_event(bob, 3, "a\x00b"): f"invalid customer.updated event: data.name: text {NUL_REFUSED}",
+        customer_event(bob, 4, "long-id", id="i" * 256): "not a CloudEvent: id: String should have at most 255 characters",
+        envelope("customer.updated", {"id": str(bob), "version": 2**31}): (
+            "invalid customer.updated data: version: Input should be less than or equal to 2147483647"
+        ),
     }
     messages = [
         first,
@@ -232,7 +242,7 @@ async def test_a_small_read_ahead_still_brings_every_event_even_one_larger_than_
     try:
         ids = [uuid.uuid4() for _ in range(100)]
         messages = [customer_event(cid, 1, f"n{n}") for n, cid in enumerate(ids)]
-        messages.append(customer_event(ids[0], 2, "x" * 5000))
+        messages.append(customer_event(ids[0], 2, "big", padding="x" * 5000))  # an extension attribute: no name is that long
         await publish(running.bootstrap, topic, [(b"k", m) for m in messages])
         await running.caught_up(topic, len(messages))
         fetcher = running.consumer._consumer._fetcher  # type: ignore[union-attr]

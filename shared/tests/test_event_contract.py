@@ -10,10 +10,11 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from cxkit.events import encode_event, new_event
+from cxkit.events import InvalidEvent, decode_event, encode_event, new_event
 from cxkit.events.contract import asyncapi_document, event_schema, expected_files, main, validation_errors
 from cxkit.events.payloads import CustomerCreated, InteractionRecorded
 from cxkit.events.registry import EVENT_TYPES, TOPICS, dlq_topic
+from cxkit.kafka.consumer import EventDecoder
 
 
 def test_published_files_are_up_to_date_with_the_models() -> None:
@@ -86,3 +87,71 @@ def test_a_hand_written_outside_interaction_event_conforms() -> None:
 def test_interaction_without_customer_is_refused_by_the_model() -> None:
     with pytest.raises(ValueError, match="customer_id or customer_email"):
         InteractionRecorded(type="call", occurred_at=dt.datetime.now(dt.UTC))
+
+
+def _event(event_type: str, data: dict[str, object], **envelope: object) -> dict[str, object]:
+    return {"specversion": "1.0", "id": "e-1", "source": "urn:test", "type": event_type, "data": data, **envelope}
+
+
+CUSTOMER = "01a25190-cb3e-77b3-96a0-568eaee93665"
+REMINDED = {"invitation_id": CUSTOMER, "survey_id": CUSTOMER, "max_reminders": 3}
+PURCHASE = {"customer_email": "ada@example.com", "type": "purchase", "occurred_at": "2026-11-23T09:59:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("event", "accepted"),
+    [
+        (_event("customer.created", {"id": CUSTOMER, "version": 2**31 - 1, "open_deal_value": "9999999999999999.99"}), True),
+        (_event("customer.created", {"id": CUSTOMER, "version": 2**31}), False),
+        (_event("customer.created", {"id": CUSTOMER, "open_deal_value": 1e16}), False),
+        (_event("customer.created", {"id": CUSTOMER, "open_deal_value": "12,50"}), False),
+        (_event("customer.created", {"id": CUSTOMER, "name": "n" * 201}), False),
+        (_event("customer.created", {"id": CUSTOMER, "phone": "1\x002"}), False),
+        (_event("customer.created", {"id": CUSTOMER}, id="i" * 255), True),
+        (_event("customer.created", {"id": CUSTOMER}, id="i" * 256), False),
+        (_event("customer.created", {"id": CUSTOMER}, source="urn:\x00"), False),
+        (_event("interaction.recorded", {**PURCHASE, "amount": "-129.90"}), True),
+        (_event("interaction.recorded", {**PURCHASE, "amount": 42.5}), True),
+        (_event("interaction.recorded", {**PURCHASE, "amount": -1e16}), False),
+        (_event("interaction.recorded", {**PURCHASE, "amount": "lots"}), False),
+        (_event("interaction.recorded", {**PURCHASE, "customer_email": None, "customer_id": CUSTOMER}), True),
+        (_event("interaction.recorded", {**PURCHASE, "customer_email": None}), False),
+        (_event("interaction.recorded", {**PURCHASE, "customer_email": ""}), False),
+        (_event("survey.reminded", {**REMINDED, "reminder": 2}), True),
+        (_event("survey.reminded", {**REMINDED, "reminder": 2**40}), False),
+    ],
+)
+def test_the_published_schema_and_the_consumers_decoder_agree_on_what_a_consumer_can_store(
+    event: dict[str, object], accepted: bool
+) -> None:
+    """What the schema allows, every consumer decodes (and can store: an integer column, a
+    `numeric(18, 2)`, the remembered event id, text without NUL); what it refuses goes to the DLQ
+    as it is decoded, with the field, never to a failing statement."""
+    assert (validation_errors(event) == []) is accepted, validation_errors(event)
+    raw = orjson.dumps(event)
+    if accepted:
+        decode_event(raw)
+        EventDecoder([str(event["type"])]).decode(raw)
+    else:
+        with pytest.raises(InvalidEvent):
+            decode_event(raw)
+        with pytest.raises(InvalidEvent):
+            EventDecoder([str(event["type"])]).decode(raw)
+
+
+def test_a_nul_anywhere_in_an_event_is_refused_with_where_it_is() -> None:
+    """Also where the schema cannot say it (a key of free JSON, an unknown field): no consumer's
+    database stores a NUL. A backslash followed by `u0000` is text, not a NUL."""
+    cases = [
+        ("data.metadata", {"metadata": {"k\x00": 1}}),
+        ("data.metadata.tags.1", {"metadata": {"tags": ["a", "b\x00"]}}),
+        ("data.note", {"note": "unknown field \x00"}),
+    ]
+    for where, fields in cases:
+        raw = orjson.dumps(_event("interaction.recorded", {**PURCHASE, **fields}))
+        for decode in (decode_event, EventDecoder(["interaction.recorded"]).decode):
+            with pytest.raises(InvalidEvent) as refused:
+                decode(raw)
+            assert refused.value.reason == f"invalid interaction.recorded event: {where}: text must not contain NUL characters"
+    _, payload = decode_event(orjson.dumps(_event("interaction.recorded", {**PURCHASE, "summary": "a \\u0000 b"})))
+    assert payload.summary == "a \\u0000 b"  # type: ignore[attr-defined]

@@ -16,7 +16,9 @@ from typing import Any
 import orjson
 import yaml
 
+from cxkit.events.envelope import EVENT_ID_MAX_LENGTH
 from cxkit.events.registry import CEM_FEEDBACK, CRM_CUSTOMERS, CX_INTERACTIONS, EVENT_TYPES, TOPICS, dlq_topic
+from cxkit.fields import NO_NUL, forbid_nul
 
 SCHEMA_BASE = "https://cx.example.org/schemas/events/"
 SHARED_DIR = Path(__file__).resolve().parents[3]  # shared/
@@ -55,6 +57,7 @@ def event_schema(event_type: str) -> dict[str, Any]:
     topic, model = EVENT_TYPES[event_type]
     data = _inline_refs(model.model_json_schema(mode="validation"))
     data.pop("title", None)
+    forbid_nul(data)  # as the consumers refuse it (`cxkit.events.envelope.refuse_nul`)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"{SCHEMA_BASE}{event_type}.json",
@@ -64,14 +67,29 @@ def event_schema(event_type: str) -> dict[str, Any]:
         "required": ["specversion", "id", "source", "type", "data"],
         "properties": {
             "specversion": {"const": "1.0"},
-            "id": {"type": "string", "minLength": 1, "description": "Unique per event; consumers deduplicate on it."},
-            "source": {"type": "string", "minLength": 1, "description": "URI of the producer, e.g. urn:cx:crm-service."},
+            "id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": EVENT_ID_MAX_LENGTH,
+                "pattern": NO_NUL,
+                "description": "Unique per event; consumers deduplicate on it.",
+            },
+            "source": {
+                "type": "string",
+                "minLength": 1,
+                "pattern": NO_NUL,
+                "description": "URI of the producer, e.g. urn:cx:crm-service.",
+            },
             "type": {"const": event_type},
-            "subject": {"type": "string", "description": "The customer id (also the Kafka message key)."},
+            "subject": {"type": "string", "pattern": NO_NUL, "description": "The customer id (also the Kafka message key)."},
             "time": {"type": "string", "format": "date-time"},
             "datacontenttype": {"const": "application/json"},
-            "dataschema": {"type": "string"},
-            "traceparent": {"type": "string", "description": "W3C trace context of the change that caused the event."},
+            "dataschema": {"type": "string", "pattern": NO_NUL},
+            "traceparent": {
+                "type": "string",
+                "pattern": NO_NUL,
+                "description": "W3C trace context of the change that caused the event.",
+            },
             "data": data,
         },
         "additionalProperties": True,
@@ -140,7 +158,9 @@ def asyncapi_document() -> dict[str, Any]:
             "title": "CX platform events",
             "version": VERSION,
             "description": "Events between crm-service and cem-service (and outside systems): CloudEvents 1.0 in "
-            "JSON structured mode. Within a version only additive changes; consumers ignore unknown fields.",
+            "JSON structured mode. Within a version only additive changes; consumers ignore unknown fields. "
+            "No text anywhere in an event (unknown fields and the keys of free JSON included) may hold a NUL character, "
+            "which PostgreSQL cannot store: a consumer sends such an event to the topic's DLQ.",
         },
         "defaultContentType": "application/cloudevents+json",
         "servers": {

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cxkit.fields import TimestampAsSent
+from cxkit.fields import NUL_REFUSED, TimestampAsSent, nul_at
 from cxkit.ids import new_id
 from cxkit.tracing import current_traceparent
 
@@ -22,13 +22,18 @@ class InvalidEvent(Exception):
         self.reason = reason
 
 
+# The longest event id a consumer remembers (`processed_events.event_id`); a longer one is refused
+# as the event is decoded.
+EVENT_ID_MAX_LENGTH = 255
+
+
 class CloudEvent(BaseModel):
     """The envelope. Unknown extension attributes are kept (CloudEvents allows them)."""
 
     model_config = ConfigDict(extra="allow")
 
     specversion: Literal["1.0"] = "1.0"
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=EVENT_ID_MAX_LENGTH)
     source: str = Field(min_length=1)
     type: str = Field(min_length=1)
     subject: str | None = None
@@ -81,7 +86,22 @@ def decode_event(raw: bytes | None) -> tuple[CloudEvent, BaseModel]:
         payload = model.model_validate(event.data)
     except ValidationError as exc:
         raise InvalidEvent(f"invalid {event.type} data: {_short(exc)}") from None
+    refuse_nul(raw, doc)
     return event, payload
+
+
+def refuse_nul(raw: bytes, doc: dict[str, Any]) -> None:
+    """Raise InvalidEvent if some text of the parsed event `doc` (a value or a key, anywhere,
+    unknown fields included) holds a NUL character: PostgreSQL stores none in text or JSONB, so
+    no consumer could apply the event, and its first statement would fail (the whole poll with
+    it). JSON carries a NUL only as the escape `\\u0000`, so a message without that sequence is
+    not walked."""
+    if b"\\u0000" not in raw:
+        return
+    at = nul_at(doc)
+    if at is not None:
+        where = ".".join(str(part) for part in at) or "(root)"
+        raise InvalidEvent(f"invalid {doc.get('type')} event: {where}: text {NUL_REFUSED}")
 
 
 def _short(exc: ValidationError) -> str:

@@ -4,16 +4,53 @@ consumers ignore fields they do not know; a breaking change is a new `.v2` type.
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
-from typing import Any, Literal
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from cxkit.fields import TimestampAsSent
 
 
 class Payload(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+# What the consumers' columns hold: a number beyond it is refused as the event is decoded (to the
+# DLQ, with the field and the bound), and the published schema states the bound. Before, such an
+# event failed its database statement, was tried again alone a few times and went to the DLQ as
+# "handler failed" with the database's error.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+Int32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
+"""A whole number a PostgreSQL `integer` holds (a version, a scale's end, a count)."""
+AMOUNT_LIMIT = 10**16
+AMOUNT_TEXT = r"^-?[0-9]{1,16}(\.[0-9]+)?$"
+_CENT = Decimal("0.01")
+
+
+def _in_cents(value: Decimal) -> Decimal:
+    """Rounded to cents as `numeric(18, 2)` stores it (half away from zero), and still in range."""
+    cents = value.quantize(_CENT, rounding=ROUND_HALF_UP)
+    if abs(cents) >= AMOUNT_LIMIT:
+        raise ValueError("Input should be less than 1E+16 in magnitude once rounded to cents")
+    return cents
+
+
+Amount = Annotated[
+    Decimal,
+    Field(gt=-AMOUNT_LIMIT, lt=AMOUNT_LIMIT),
+    AfterValidator(_in_cents),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": -AMOUNT_LIMIT, "exclusiveMaximum": AMOUNT_LIMIT},
+                {"type": "string", "pattern": AMOUNT_TEXT},
+            ],
+            "description": "Less than 10^16 either way, rounded to cents; a JSON number or its decimal text.",
+        }
+    ),
+]
+"""An amount of money (`numeric(18, 2)`): a JSON number or its decimal text, such as "129.90"."""
 
 
 # --- crm.customers.v1 -------------------------------------------------------------------
@@ -23,20 +60,21 @@ class CustomerSnapshot(Payload):
     """The customer as the CRM holds it after the change (personal fields null once erased)."""
 
     id: uuid.UUID
-    email: str | None = None
-    name: str | None = None
-    phone: str | None = None
-    company: str | None = None
-    lifecycle_stage: str = "lead"
-    owner: str | None = None
+    # The lengths are the CRM's own (what it stores and announces), so a projection holds any.
+    email: str | None = Field(None, max_length=320)
+    name: str | None = Field(None, max_length=200)
+    phone: str | None = Field(None, max_length=50)
+    company: str | None = Field(None, max_length=200)
+    lifecycle_stage: str = Field("lead", max_length=20)
+    owner: str | None = Field(None, max_length=200)
     tags: list[str] = Field(default_factory=list)
-    source: str | None = None
+    source: str | None = Field(None, max_length=100)
     survey_opt_out: bool = False
-    open_deal_value: Decimal = Decimal("0")
-    version: int = 1
+    open_deal_value: Amount = Decimal("0")
+    version: Int32 = 1
     created_at: TimestampAsSent | None = None
     updated_at: TimestampAsSent | None = None
-    external_id: str | None = Field(None, description="The customer's id in another system, if one was given.")
+    external_id: str | None = Field(None, max_length=200, description="The customer's id in another system, if one was given.")
 
 
 class CustomerCreated(CustomerSnapshot):
@@ -73,11 +111,11 @@ class DealStageChanged(Payload):
     from_stage: str | None = None
     to_stage: str
     status: Literal["open", "won", "lost"]
-    amount: Decimal | None = None
+    amount: Amount | None = None
     currency: str | None = None
     changed_by: str | None = None
     changed_at: TimestampAsSent
-    customer_open_deal_value: Decimal = Decimal("0")
+    customer_open_deal_value: Amount = Decimal("0")
 
 
 class TaskCompleted(Payload):
@@ -111,6 +149,16 @@ class TaskOverdue(Payload):
 class InteractionRecorded(Payload):
     """Any system may publish this. Either `customer_id` or `customer_email` is required."""
 
+    # The rule of `_needs_customer`, written into the published schema.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["customer_id"], "properties": {"customer_id": {"type": "string"}}},
+                {"required": ["customer_email"], "properties": {"customer_email": {"type": "string", "minLength": 1}}},
+            ]
+        }
+    )
+
     interaction_id: uuid.UUID | None = None
     customer_id: uuid.UUID | None = None
     customer_email: str | None = Field(None, max_length=320)
@@ -119,7 +167,7 @@ class InteractionRecorded(Payload):
     touchpoint: str | None = Field(None, max_length=100)
     occurred_at: TimestampAsSent
     summary: str | None = Field(None, max_length=10_000)
-    amount: Decimal | None = None
+    amount: Amount | None = None
     currency: str | None = Field(None, min_length=3, max_length=3)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -187,8 +235,8 @@ class SurveyResponseSubmitted(Payload):
     )
     touchpoint: str | None = None
     score: float | None = None
-    scale_min: int | None = None
-    scale_max: int | None = None
+    scale_min: Int32 | None = None
+    scale_max: Int32 | None = None
     category: str | None = Field(None, description="nps: promoter/passive/detractor; csat/ces: positive/neutral/negative")
     comment: str | None = None
     submitted_at: TimestampAsSent
@@ -212,8 +260,8 @@ class FeedbackReceived(Payload):
     sentiment_label: str | None = None
     sentiment_score: float | None = None
     received_at: TimestampAsSent
-    rating_scale_min: int | None = Field(None, description="Lowest value of the rating's scale.")
-    rating_scale_max: int | None = Field(None, description="Highest value of the rating's scale.")
+    rating_scale_min: Int32 | None = Field(None, description="Lowest value of the rating's scale.")
+    rating_scale_max: Int32 | None = Field(None, description="Highest value of the rating's scale.")
 
 
 class FollowupRequested(Payload):
@@ -250,8 +298,8 @@ class _SentInvitation(Payload):
 class SurveyReminded(_SentInvitation):
     """A reminder of an invitation not answered yet, with a link of its own (`url`) to it."""
 
-    reminder: int = Field(description="Which reminder this is: 1 for the first.")
-    max_reminders: int = Field(description="How many reminders the survey sends at most.")
+    reminder: Int32 = Field(description="Which reminder this is: 1 for the first.")
+    max_reminders: Int32 = Field(description="How many reminders the survey sends at most.")
     expires_at: TimestampAsSent | None = Field(None, description="When the invitation's links stop working.")
     url: str | None = Field(
         None,
@@ -294,7 +342,7 @@ class SurveyOptedOut(_SentInvitation):
         description="When the recipient asked. The CRM orders a customer's wishes by it: one asked before the flag's "
         "last setting (a later opt-in, or a change by a user) changes nothing, however late it arrives."
     )
-    cancelled_invitations: int = Field(description="How many of the recipient's open invitations this withdrew.")
+    cancelled_invitations: Int32 = Field(description="How many of the recipient's open invitations this withdrew.")
 
 
 class SurveyOptedIn(_SentInvitation):

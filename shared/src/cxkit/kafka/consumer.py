@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cxkit import tracing
 from cxkit.db import is_database_busy, session_connection, utcnow
 from cxkit.events import CloudEvent, InvalidEvent, decode_event
+from cxkit.events.envelope import refuse_nul
 from cxkit.events.registry import dlq_topic, payload_model
 from cxkit.kafka.client import ensure_topics, failure_kind, fetch_options, make_producer
 from cxkit.memory import collector_paused, release_freed_memory
@@ -143,6 +144,7 @@ class EventDecoder:
                     except ValidationError:
                         pass
                     else:
+                        refuse_nul(raw, doc)
                         return event, event.data
         return decode_event(raw)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -29,7 +28,6 @@ from cxkit.kafka.consumer import Delivery, PermanentEventError
 # The CRM derives the id of an interaction event that carries none from the CloudEvent's source
 # and id in this namespace; using the same one, both services name such an interaction alike.
 _EVENT_NAMESPACE = uuid.UUID("2f0c6a57-3d1e-4f7b-9a55-6c2b8e1d4a90")
-_AMOUNT_LIMIT = Decimal("1e16")  # Numeric(18, 2)
 # What a journey shows of each of its touchpoints (`JourneyTouchpoint`, besides the id and the key,
 # which never change): a change of one of these gives the journeys that show it a new version.
 SHOWN_IN_JOURNEYS = frozenset({"name", "channel", "target_metric", "target_score"})
@@ -118,8 +116,6 @@ def _check_storable(payload: InteractionRecorded, may_hold_nul: bool = True) -> 
         texts = [payload.type, payload.channel, payload.touchpoint, payload.summary, payload.customer_email, payload.currency]
         if any(t is not None and "\x00" in t for t in texts) or b"\\u0000" in metadata:
             raise PermanentEventError("text with NUL characters cannot be stored")
-    if payload.amount is not None and abs(payload.amount) >= _AMOUNT_LIMIT:
-        raise PermanentEventError(f"amount {payload.amount} is out of range")
     if payload.customer_id is None and not (payload.customer_email or "").strip():
         raise PermanentEventError("customer_email is blank")
     try:

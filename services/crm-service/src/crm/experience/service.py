@@ -60,7 +60,6 @@ _LIMITS = {
     "sentiment_label": 20,
     "reason": 500,
 }
-_INT_RANGE = 2**31
 
 
 def row_id(kind: str, ref: uuid.UUID | str) -> uuid.UUID:
@@ -198,10 +197,8 @@ def _check_storable(row: dict[str, Any]) -> None:
         value = row.get(column)
         if value is not None and not math.isfinite(value):
             raise PermanentEventError(f"{column} is not a finite number")
-    for column in ("scale_min", "scale_max", "reminder"):
-        value = row.get(column)
-        if value is not None and abs(value) >= _INT_RANGE:
-            raise PermanentEventError(f"{column} is out of range")
+    # Whole numbers (scale_min, scale_max, reminder) fit the integer columns: the payload models
+    # (`cxkit.events.payloads.Int32`) refuse any other as the event is decoded.
 
 
 def followup_title(p: FollowupRequested) -> str:

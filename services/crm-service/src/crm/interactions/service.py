@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -141,9 +140,6 @@ def _normalized_email(raw: str) -> str:
         raise PermanentEventError(f"customer_email {raw!r} is not an email address: {exc}") from None
 
 
-_MAX_AMOUNT = Decimal(10) ** 16
-
-
 def _check_storable(p: InteractionRecorded, may_hold_nul: bool = True) -> str:
     """What the event schema allows but a row cannot hold is refused up front (to the DLQ).
     Returns the metadata as the JSON text stored. `may_hold_nul=False` (the message has no
@@ -156,8 +152,6 @@ def _check_storable(p: InteractionRecorded, may_hold_nul: bool = True) -> str:
         raise PermanentEventError(f"metadata: not storable as JSON: {exc}") from None
     if len(metadata) > MAX_JSON_BYTES:
         raise PermanentEventError(f"metadata: at most {MAX_JSON_BYTES} bytes of JSON")
-    if p.amount is not None and not (p.amount.is_finite() and abs(p.amount) < _MAX_AMOUNT):
-        raise PermanentEventError(f"amount {p.amount} is out of range")
     try:
         in_utc(p.occurred_at)
     except ValueError as exc:
