@@ -57,6 +57,18 @@ async def test_detractors_raise_a_followup_for_known_customers(
     assert {e["data"]["followup_id"] for e in events} == {str(f.id) for f in followups}
 
 
+async def test_a_followups_reason_fits_what_the_crm_stores_whatever_the_surveys_name(make: Any, outbox: Any) -> None:
+    """The reason names the survey as it is: a name of 200 control characters (a name may hold any
+    but NUL) made a reason of 850 characters, which `followup.requested` cannot carry (the CRM
+    stores 500): the answer was a 500."""
+    name = "\x01'" * 100
+    survey = await make.survey("nps", name=name)
+    answer = await make.answer(survey["id"], {"nps": 2}, customer_id=str(await make.customer()))
+    assert answer["followup_requested"] is True
+    (event,) = await outbox("followup.requested")
+    assert event["data"]["reason"] == f"NPS 2 on 0-10 (detractor) in survey '{name}'"
+
+
 async def test_answer_by_survey_uses_the_customers_open_invitation(client: httpx.AsyncClient, make: Any) -> None:
     survey = await make.survey("nps")
     inv = await make.invitation(survey["id"])

@@ -181,15 +181,19 @@ class InteractionRecorded(Payload):
 # --- cem.feedback.v1 ---------------------------------------------------------------------
 
 
+# The text lengths of this topic's payloads are the CRM's experience projection's columns (what it
+# stores of each event); the CEM's own columns are no longer.
+
+
 class SurveyInvited(Payload):
     invitation_id: uuid.UUID
     survey_id: uuid.UUID
-    survey_name: str | None = None
-    survey_kind: str | None = None
+    survey_name: str | None = Field(None, max_length=200)
+    survey_kind: str | None = Field(None, max_length=20)
     customer_id: uuid.UUID | None = Field(
         None, description="The invited customer; null for an invitation to a bare email address (see `email`)."
     )
-    touchpoint: str | None = None
+    touchpoint: str | None = Field(None, max_length=100)
     url: str | None = None
     unsubscribe_url: str | None = Field(
         None,
@@ -199,7 +203,7 @@ class SurveyInvited(Payload):
     )
     expires_at: TimestampAsSent | None = None
     email: str | None = Field(None, description="The address the link is for, when known.")
-    channel: str | None = Field(None, description="How the link is delivered, e.g. email, sms.")
+    channel: str | None = Field(None, max_length=100, description="How the link is delivered, e.g. email, sms.")
     language: str | None = Field(
         None,
         description="The survey's language (`en`, `de`, `fr`, `es`, `it`, `nl`, `pt`): the respondent page speaks it; "
@@ -215,8 +219,8 @@ class SurveyThrottled(Payload):
         None, description="The customer; null for a suppression of a bare email address (see `email`)."
     )
     email: str | None = Field(None, description="The address, for a suppression of a bare email address.")
-    reason: str
-    touchpoint: str | None = None
+    reason: str = Field(max_length=500)
+    touchpoint: str | None = Field(None, max_length=100)
     interaction_id: uuid.UUID | None = None
 
 
@@ -228,19 +232,23 @@ class SurveyResponseSubmitted(Payload):
 
     response_id: uuid.UUID
     survey_id: uuid.UUID
-    survey_kind: str
+    survey_kind: str = Field(max_length=20)
     invitation_id: uuid.UUID | None = None
     customer_id: uuid.UUID | None = Field(
         None, description="The customer; null for an answer given under an address no customer was known by yet."
     )
-    touchpoint: str | None = None
+    touchpoint: str | None = Field(None, max_length=100)
     score: float | None = None
     scale_min: Int32 | None = None
     scale_max: Int32 | None = None
-    category: str | None = Field(None, description="nps: promoter/passive/detractor; csat/ces: positive/neutral/negative")
+    category: str | None = Field(
+        None, max_length=20, description="nps: promoter/passive/detractor; csat/ces: positive/neutral/negative"
+    )
     comment: str | None = None
     submitted_at: TimestampAsSent
-    metric: str | None = Field(None, description="What `score` measures: nps, csat or ces (a custom survey may carry one).")
+    metric: str | None = Field(
+        None, max_length=20, description="What `score` measures: nps, csat or ces (a custom survey may carry one)."
+    )
 
 
 class FeedbackReceived(Payload):
@@ -253,11 +261,11 @@ class FeedbackReceived(Payload):
     customer_id: uuid.UUID | None = Field(
         None, description="The customer; null for feedback given under an address no customer was known by yet."
     )
-    touchpoint: str | None = None
-    channel: str | None = None
+    touchpoint: str | None = Field(None, max_length=100)
+    channel: str | None = Field(None, max_length=100)
     text: str | None = None
     rating: float | None = None
-    sentiment_label: str | None = None
+    sentiment_label: str | None = Field(None, max_length=20)
     sentiment_score: float | None = None
     received_at: TimestampAsSent
     rating_scale_min: Int32 | None = Field(None, description="Lowest value of the rating's scale.")
@@ -269,12 +277,12 @@ class FollowupRequested(Payload):
     customer_id: uuid.UUID
     response_id: uuid.UUID
     survey_id: uuid.UUID
-    survey_kind: str
+    survey_kind: str = Field(max_length=20)
     score: float | None = None
-    reason: str
-    touchpoint: str | None = None
+    reason: str = Field(max_length=500)
+    touchpoint: str | None = Field(None, max_length=100)
     comment: str | None = None
-    metric: str | None = Field(None, description="What `score` measures: nps, csat or ces.")
+    metric: str | None = Field(None, max_length=20, description="What `score` measures: nps, csat or ces.")
     due_at: TimestampAsSent | None = Field(
         None, description="When the follow-up must be closed by (its SLA, per survey kind and score band)."
     )
@@ -285,14 +293,14 @@ class _SentInvitation(Payload):
 
     invitation_id: uuid.UUID
     survey_id: uuid.UUID
-    survey_name: str | None = None
-    survey_kind: str | None = None
+    survey_name: str | None = Field(None, max_length=200)
+    survey_kind: str | None = Field(None, max_length=20)
     customer_id: uuid.UUID | None = Field(
         None, description="The invited customer; null for an invitation to a bare email address (see `email`)."
     )
     email: str | None = Field(None, description="The address the invitation went to, when known.")
-    touchpoint: str | None = None
-    channel: str | None = None
+    touchpoint: str | None = Field(None, max_length=100)
+    channel: str | None = Field(None, max_length=100)
 
 
 class SurveyReminded(_SentInvitation):
@@ -324,8 +332,9 @@ class SurveyInvitationCancelled(_SentInvitation):
     reminders') take an answer any more, and it is reminded no more."""
 
     reason: str = Field(
+        max_length=500,
         description="Why it was withdrawn: by_request (`POST /v1/invitations/{id}/cancel`) or opted_out (the recipient "
-        "asked for no more surveys, `survey.opted_out`)."
+        "asked for no more surveys, `survey.opted_out`).",
     )
     sent_at: TimestampAsSent = Field(description="When the invitation was sent (announced by `survey.invited`).")
     cancelled_at: TimestampAsSent

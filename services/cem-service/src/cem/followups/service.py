@@ -42,9 +42,11 @@ async def request_followup(
     for a task (`followup.requested`, with the due time)."""
     assert response.customer_id is not None and answer.score is not None
     raised = raised_at or response.recorded_at
+    # The name as it is (at most 200 characters), not its repr: a name of control characters has
+    # a repr four to ten times longer, past the 500 characters the CRM stores of a reason.
     reason = (
         f"{answer.metric.upper()} {answer.score} on {answer.scale_min}-{answer.scale_max} ({answer.category}) "
-        f"in survey {survey.name!r}"
+        f"in survey '{survey.name}'"
     )
     followup = Followup(
         id=new_id(),

@@ -37,7 +37,6 @@ from cxkit.events.payloads import (
     SurveyResponseSubmitted,
     SurveyThrottled,
 )
-from cxkit.fields import has_nul
 from cxkit.kafka.consumer import Delivery, PermanentEventError
 
 # Recipients' wishes about surveys: for a customer the CRM never had, dropped rather than refused.
@@ -48,18 +47,6 @@ _ROW_NAMESPACE = uuid.UUID("6d0f3c1e-8b2a-4e57-9c4d-1a7e5f2b3c90")
 METRICS = ("nps", "csat", "ces")
 # What a follow-up's score says, for the task title.
 _FOLLOWUP_LABELS = {"nps": "detractor", "csat": "dissatisfied", "ces": "high effort"}
-# Column sizes of the projection: longer values are refused up front (to the DLQ), not by the database.
-_LIMITS = {
-    "event_id": 255,
-    "survey_name": 200,
-    "survey_kind": 20,
-    "touchpoint": 100,
-    "channel": 100,
-    "metric": 20,
-    "category": 20,
-    "sentiment_label": 20,
-    "reason": 500,
-}
 
 
 def row_id(kind: str, ref: uuid.UUID | str) -> uuid.UUID:
@@ -186,19 +173,13 @@ def _row(delivery: Delivery, target: EventTarget, now: dt.datetime) -> dict[str,
 
 
 def _check_storable(row: dict[str, Any]) -> None:
-    """What the event schema allows but a row cannot hold is refused before any statement."""
-    if has_nul([v for v in row.values() if isinstance(v, str)]):
-        raise PermanentEventError("text must not contain NUL characters")
-    for column, limit in _LIMITS.items():
-        value = row.get(column)
-        if value is not None and len(value) > limit:
-            raise PermanentEventError(f"{column} is longer than {limit} characters")
+    """What the event schema allows but a row cannot hold is refused before any statement. The
+    rest is refused as the event is decoded: text longer than its column (the payloads' lengths
+    are this projection's), a NUL, a whole number past the integer columns (`cxkit.events`)."""
     for column in ("score", "sentiment_score"):
         value = row.get(column)
         if value is not None and not math.isfinite(value):
             raise PermanentEventError(f"{column} is not a finite number")
-    # Whole numbers (scale_min, scale_max, reminder) fit the integer columns: the payload models
-    # (`cxkit.events.payloads.Int32`) refuse any other as the event is decoded.
 
 
 def followup_title(p: FollowupRequested) -> str:
