@@ -12,7 +12,8 @@
 - `allow_names_the_methods`: every 405 lists the path's methods in `Allow`.
 - Webhook URLs the schema accepts are pointed at loopback (`before_call`), so subscriptions get
   made and the stateful phase reaches the operations on them; a well-formed `customer_id` in a
-  body names a customer made for the run, so writes that need an existing one get past that.
+  body names a customer made for the run, so writes that need an existing one get past that; a
+  respondent page's token is a real invitation's, so those pages are reached too.
 """
 
 from __future__ import annotations
@@ -158,8 +159,40 @@ def _is_uuid(value: str) -> bool:
         return False
 
 
+# The respondent pages (`/r/{token}`) take an invitation's token, which only the invitation's
+# creation shows (once), so a generated one never named one and they met only 404. A generated
+# token of 8 characters or more is replaced with a real one: an invitation by email made for the
+# run on a survey made for it, a new one every `_CALLS_PER_TOKEN` calls, as an answer or an
+# opt-out uses one up (a 409 or 410 then). A shorter one stays as generated (unknown: 404).
+_CALLS_PER_TOKEN = 5
+_TOKENS: dict[str, list[str | None]] = {}
+
+
+def _run_token(base_url: str) -> str | None:
+    calls = _TOKENS.setdefault(base_url, [])
+    if calls and len(calls) % _CALLS_PER_TOKEN:
+        calls.append(calls[-1])
+        return calls[-1]
+    auth = {"Authorization": f"Bearer {os.environ['CX_API_KEY']}"}
+    survey = httpx.post(f"{base_url}/v1/surveys", json={"name": "Schemathesis run", "kind": "nps"}, headers=auth, timeout=10)
+    token = None
+    if survey.status_code == 201:
+        survey_url = f"{base_url}/v1/surveys/{survey.json()['id']}"
+        httpx.patch(survey_url, json={"status": "active"}, headers=auth, timeout=10)
+        email = f"schemathesis-{uuid.uuid4().hex[:12]}@example.com"
+        made = httpx.post(f"{survey_url}/invitations", json={"email": email}, headers=auth, timeout=10)
+        token = made.json()["token"] if made.status_code == 201 else None
+    calls.append(token)
+    return token
+
+
 @schemathesis.hook
 def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> None:
+    token = (case.path_parameters or {}).get("token")
+    if case.operation.path.startswith("/r/{token}") and isinstance(token, str) and len(token) >= 8:
+        real = _run_token(case.operation.base_url.rstrip("/"))
+        if real is not None:
+            case.path_parameters["token"] = real  # type: ignore[index]
     if case.headers and IDEMPOTENCY_KEY in case.headers:
         case.headers[IDEMPOTENCY_KEY] = str(uuid.uuid4())
     if case.operation.path in WEBHOOK_PATHS and isinstance(case.body, dict):

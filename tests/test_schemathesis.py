@@ -101,3 +101,6 @@ async def test_both_services_keep_their_openapi_contract(stack_factory: Any, bro
     # A body's customer_id names the run's customer (the hooks), so tasks get made and the
     # operations on one are reached.
     assert "POST /v1/tasks appears to supply" not in texts["crm-service"], texts["crm-service"][-3000:]
+    # A token of the run's invitations goes to the respondent pages (the hooks), so they are
+    # reached: before, every call met 404 ("POST /r/{token} appears to supply the data they need").
+    assert "POST /r/{token} appears to supply" not in texts["cem-service"], texts["cem-service"][-3000:]
