@@ -103,7 +103,17 @@ async def test_an_outside_systems_interaction_triggers_a_survey_and_a_malformed_
     }
     no_customer = {k: v for k, v in hand_written["data"].items() if k != "customer_id"}
     malformed = orjson.dumps({**hand_written, "id": f"bad-{uuid.uuid4()}", "data": no_customer})
-    await publish(broker, "cx.interactions.v1", (b"bad", malformed), (str(customer).encode(), orjson.dumps(hand_written)))
+    # A NUL the database cannot store, in the free JSON where the schema cannot say so.
+    with_nul = orjson.dumps(
+        {**hand_written, "id": f"nul-{uuid.uuid4()}", "data": {**hand_written["data"], "metadata": {"note": "a\x00b"}}}
+    )
+    await publish(
+        broker,
+        "cx.interactions.v1",
+        (b"bad", malformed),
+        (b"nul", with_nul),
+        (str(customer).encode(), orjson.dumps(hand_written)),
+    )
     # Delivered twice: still one interaction, one invitation.
     await publish(broker, "cx.interactions.v1", (str(customer).encode(), orjson.dumps(hand_written)))
 
@@ -113,8 +123,9 @@ async def test_an_outside_systems_interaction_triggers_a_survey_and_a_malformed_
 
     (invitation,) = await wait_for(invited, 15)
     assert invitation["customer_id"] == str(customer) and invitation["origin"] == "trigger"
-    reasons = await dead_letters(broker, "cx.interactions.v1", f"{consumers.consumer_group}.interactions", 1)
+    reasons = await dead_letters(broker, "cx.interactions.v1", f"{consumers.consumer_group}.interactions", 2)
     assert "invalid interaction.recorded data" in reasons[malformed] and "customer_id or customer_email" in reasons[malformed]
+    assert reasons[with_nul] == "invalid interaction.recorded event: data.metadata.note: text must not contain NUL characters"
     view = (await client.get(f"/v1/customers/{customer}/experience")).json()
     assert [(h["type"], h["channel"], h["amount"]) for h in view["touchpoint_history"]] == [(kind, "store", "42.50")]
 

@@ -49,13 +49,6 @@ class Delivery:
     payload: Any
     record: ConsumerRecord[bytes, bytes]
 
-    @property
-    def may_hold_nul(self) -> bool:
-        """Whether some text of the event may contain a NUL character (which PostgreSQL refuses
-        in text and JSONB). JSON carries one only as the escape `\\u0000`, so a message without
-        that sequence holds none; a delivery made without its message may."""
-        return self.record is None or self.record.value is None or b"\\u0000" in self.record.value
-
 
 @dataclass(slots=True)
 class Decoded:

@@ -107,15 +107,11 @@ def interaction_id_for(payload: InteractionRecorded, event_source: str, event_id
     return payload.interaction_id or uuid.uuid5(_EVENT_NAMESPACE, f"{event_source}\n{event_id}")
 
 
-def _check_storable(payload: InteractionRecorded, may_hold_nul: bool = True) -> str:
+def _check_storable(payload: InteractionRecorded) -> str:
     """Refuse (to the DLQ) what the database could never store, instead of failing the batch.
-    Returns the metadata as JSON text, as it is stored. `may_hold_nul=False` (the message has
-    no `\\u0000` escape, see `Delivery.may_hold_nul`) skips looking for NUL characters."""
+    Returns the metadata as JSON text, as it is stored. A NUL character was refused as the event
+    was decoded (`cxkit.events.envelope.refuse_nul`)."""
     metadata = orjson.dumps(payload.metadata)
-    if may_hold_nul:
-        texts = [payload.type, payload.channel, payload.touchpoint, payload.summary, payload.customer_email, payload.currency]
-        if any(t is not None and "\x00" in t for t in texts) or b"\\u0000" in metadata:
-            raise PermanentEventError("text with NUL characters cannot be stored")
     if payload.customer_id is None and not (payload.customer_email or "").strip():
         raise PermanentEventError("customer_email is blank")
     try:
@@ -155,7 +151,7 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
     interactions (each once, in event order), stored now or before: the survey triggers judge
     each (survey, interaction) pair once by themselves."""
     payloads: list[tuple[Delivery, InteractionRecorded]] = [(d, d.payload) for d in deliveries]
-    metadata_json = [_check_storable(payload, delivery.may_hold_nul) for delivery, payload in payloads]
+    metadata_json = [_check_storable(payload) for _, payload in payloads]
     emails = {p.customer_email.strip().lower() for _, p in payloads if p.customer_id is None and p.customer_email}
     # The customer consumer links rows kept under an address when the CRM announces it; the
     # same lock on both sides makes one of the two transactions see the other's rows.

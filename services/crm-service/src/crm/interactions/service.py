@@ -31,7 +31,7 @@ from crm.interactions.schemas import InteractionCreate
 from cxkit import keyset
 from cxkit.db import new_id, session_connection, utcnow
 from cxkit.events.payloads import CustomerCreated, InteractionRecorded
-from cxkit.fields import has_nul, in_utc
+from cxkit.fields import in_utc
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound
 from cxkit.kafka.consumer import Delivery, PermanentEventError
@@ -140,12 +140,10 @@ def _normalized_email(raw: str) -> str:
         raise PermanentEventError(f"customer_email {raw!r} is not an email address: {exc}") from None
 
 
-def _check_storable(p: InteractionRecorded, may_hold_nul: bool = True) -> str:
+def _check_storable(p: InteractionRecorded) -> str:
     """What the event schema allows but a row cannot hold is refused up front (to the DLQ).
-    Returns the metadata as the JSON text stored. `may_hold_nul=False` (the message has no
-    `\\u0000` escape, see `Delivery.may_hold_nul`) skips the walk through every text."""
-    if may_hold_nul and has_nul([p.type, p.channel, p.touchpoint, p.summary, p.customer_email, p.currency, p.metadata]):
-        raise PermanentEventError("text must not contain NUL characters")
+    Returns the metadata as the JSON text stored. A NUL character was refused as the event was
+    decoded (`cxkit.events.envelope.refuse_nul`)."""
     try:
         metadata = orjson.dumps(p.metadata)
     except (TypeError, orjson.JSONEncodeError) as exc:
@@ -173,7 +171,7 @@ async def apply_interaction_events(session: AsyncSession, deliveries: Sequence[D
     if unknown:
         raise PermanentEventError(f"unknown customer_id: {', '.join(unknown)}")
 
-    metadata_json = [_check_storable(p, d.may_hold_nul) for d, p in payloads]
+    metadata_json = [_check_storable(p) for _, p in payloads]
     emails = {
         p.customer_email: _normalized_email(p.customer_email) for _, p in payloads if p.customer_id is None and p.customer_email
     }
