@@ -139,6 +139,12 @@ def test_the_published_schema_and_the_consumers_decoder_agree_on_what_a_consumer
             EventDecoder([str(event["type"])]).decode(raw)
 
 
+def _nested(value: object, depth: int) -> object:
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
 def test_a_nul_anywhere_in_an_event_is_refused_with_where_it_is() -> None:
     """Also where the schema cannot say it (a key of free JSON, an unknown field): no consumer's
     database stores a NUL. A backslash followed by `u0000` is text, not a NUL."""
@@ -146,6 +152,7 @@ def test_a_nul_anywhere_in_an_event_is_refused_with_where_it_is() -> None:
         ("data.metadata", {"metadata": {"k\x00": 1}}),
         ("data.metadata.tags.1", {"metadata": {"tags": ["a", "b\x00"]}}),
         ("data.note", {"note": "unknown field \x00"}),
+        (".".join(["data.metadata", *["k"] * 30]), {"metadata": _nested("\x00", 30)}),  # any depth
     ]
     for where, fields in cases:
         raw = orjson.dumps(_event("interaction.recorded", {**PURCHASE, **fields}))

@@ -65,10 +65,12 @@ def test_nul_at_names_the_string_holding_the_nul_and_the_dict_whose_key_holds_on
     assert nul_at({"a": ["x", {"b": "y\x00"}]}) == ["a", 1, "b"]
     assert nul_at({"a": {"k\x00": 1}}) == ["a"]
     assert nul_at([1, 2.5, None, True, {"n": 3}]) is None
+    # Any depth: the walk used to stop at 20 levels, and a NUL below reached PostgreSQL (a 500).
     deep: Any = "\x00"
-    for _ in range(30):
+    for _ in range(5000):
         deep = [deep]
-    assert nul_at(deep) is None  # past 20 levels the walk stops (the JSON body cap bounds depth anyway)
+    assert nul_at(deep) == [0] * 5000 and has_nul(deep)
+    assert nul_at({"a": "ok", "b": [{"c": "x"}, {"d": "\x00"}], "e": "\x00"}) == ["b", 1, "d"]  # the first, in order
     assert has_nul({"a": ["\x00"]}) and not has_nul({"a": ["b"]}) and not has_nul(7)
 
 

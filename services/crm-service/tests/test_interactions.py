@@ -76,6 +76,9 @@ async def test_concurrent_interactions_for_one_unknown_email_make_one_customer(
 async def test_interaction_input_is_validated(client: httpx.AsyncClient, make: Any) -> None:
     customer = await make.customer()
     cid = customer["id"]
+    deep_nul: Any = "nul\x00"
+    for _ in range(30):
+        deep_nul = {"k": deep_nul}
     bad_bodies = [
         {"type": "call"},
         {"customer_id": cid, "customer_email": customer["email"], "type": "call"},
@@ -86,6 +89,7 @@ async def test_interaction_input_is_validated(client: httpx.AsyncClient, make: A
         {"customer_id": cid, "type": "call", "metadata": {"big": "x" * 20_000}},
         {"customer_id": cid, "type": "call", "summary": "nul\x00byte"},
         {"customer_id": cid, "type": "call", "metadata": {"k": "nul\x00"}},
+        {"customer_id": cid, "type": "call", "metadata": deep_nul},  # was a 500: the walk stopped at 20 levels
         {"customer_email": "not-an-email", "type": "call"},
         {"customer_id": cid, "type": "call", "currency": "eur"},
     ]

@@ -145,31 +145,52 @@ NOT_BLANK_NO_NUL = f"^[^\\u0000]*{_KEPT_BY_STRIP}[^\\u0000]*$"
 NUL_REFUSED = "must not contain NUL characters"
 
 
-def nul_at(value: Any, depth: int = 0) -> list[str | int] | None:
+def nul_at(value: Any) -> list[str | int] | None:
     """Where the first NUL character is, or None: the keys and indexes down to the string that
-    holds one (down to the dict, for a key that holds one); `[]` for the value itself."""
-    if isinstance(value, str):
-        return [] if "\x00" in value else None
-    if depth > 20:
+    holds one (down to the dict, for a key that holds one); `[]` for the value itself. Any depth:
+    the walk keeps its own stack (a NUL 30 levels down in free JSON reached PostgreSQL before)."""
+    if not _holds_nul(value):
         return None
-    if isinstance(value, dict):
-        for key, item in value.items():
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return path
+        elif isinstance(node, dict):
+            children: list[tuple[Any, list[str | int]]] = []
+            for key, item in node.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return path
+                children.append((item, [*path, key]))
+            stack.extend(reversed(children))  # in document order
+        elif isinstance(node, list):
+            stack.extend((item, [*path, index]) for index, item in reversed(list(enumerate(node))))
+    return None  # pragma: no cover (`_holds_nul` found one)
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a NUL is anywhere in `value` (the common answer, no: no paths are built)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, item in items:
             if isinstance(key, str) and "\x00" in key:
-                return []
-            at = nul_at(item, depth + 1)
-            if at is not None:
-                return [key, *at]
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            at = nul_at(item, depth + 1)
-            if at is not None:
-                return [index, *at]
-    return None
+                return True
+            if isinstance(item, str):
+                if "\x00" in item:
+                    return True
+            elif isinstance(item, (dict, list)):
+                stack.append(item)
+    return False
 
 
 def has_nul(value: Any) -> bool:
     """A NUL character in a string, or in any key or value of nested dicts and lists."""
-    return nul_at(value) is not None
+    return _holds_nul(value)
 
 
 def no_nul(value: str) -> str:
