@@ -17,8 +17,9 @@ from cem.invitations.models import Invitation
 from cem.suppressions.models import Suppression
 from cem.touchpoints.models import TouchpointInteraction
 from cem.touchpoints.service import interaction_id_for
-from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerUpdated
-from cxkit.kafka.consumer import PermanentEventError
+from cxkit.events import CloudEvent
+from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerUpdated, InteractionRecorded
+from cxkit.kafka.consumer import Delivery, PermanentEventError
 
 from .conftest import delivery, interaction, snapshot
 
@@ -314,6 +315,19 @@ async def test_an_interaction_the_database_cannot_hold_is_refused_for_the_dlq(
     customer = await make.customer()
     with pytest.raises(PermanentEventError):
         await apply(interaction(**{"customer_id": customer, **fields}))
+
+
+async def test_metadata_deeper_than_json_is_written_again_is_refused_for_the_dlq(make: Any, apply: Any) -> None:
+    """orjson reads 1,024 levels but writes 254: such metadata passes decoding and was a "handler
+    failed" after 5 attempts (the poll's transaction failing each time), not a refusal with a reason."""
+    metadata: dict[str, Any] = {"k": 1}
+    for _ in range(300):
+        metadata = {"k": metadata}
+    payload = InteractionRecorded(customer_id=await make.customer(), type="purchase", occurred_at=dt.datetime.now(dt.UTC))
+    payload.metadata = metadata  # as decoded from the message (the test's own event could not be dumped)
+    event = CloudEvent(id=str(uuid.uuid4()), source="urn:pos:store-1", type="interaction.recorded", data=None)
+    with pytest.raises(PermanentEventError, match="metadata: not storable as JSON"):
+        await apply(Delivery(event=event, payload=payload, record=None))  # type: ignore[arg-type]
 
 
 async def test_customer_id_wins_over_customer_email(make: Any, apply: Any, session_factory: Any) -> None:

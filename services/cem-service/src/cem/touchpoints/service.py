@@ -111,7 +111,10 @@ def _check_storable(payload: InteractionRecorded) -> str:
     """Refuse (to the DLQ) what the database could never store, instead of failing the batch.
     Returns the metadata as JSON text, as it is stored. A NUL character was refused as the event
     was decoded (`cxkit.events.envelope.refuse_nul`)."""
-    metadata = orjson.dumps(payload.metadata)
+    try:
+        metadata = orjson.dumps(payload.metadata)
+    except (TypeError, orjson.JSONEncodeError) as exc:  # deeper than orjson writes (254 levels), say
+        raise PermanentEventError(f"metadata: not storable as JSON: {exc}") from None
     if payload.customer_id is None and not (payload.customer_email or "").strip():
         raise PermanentEventError("customer_email is blank")
     try:
