@@ -71,6 +71,8 @@ def test_nul_at_names_the_string_holding_the_nul_and_the_dict_whose_key_holds_on
         deep = [deep]
     assert nul_at(deep) == [0] * 5000 and has_nul(deep)
     assert nul_at({"a": "ok", "b": [{"c": "x"}, {"d": "\x00"}], "e": "\x00"}) == ["b", 1, "d"]  # the first, in order
+    assert nul_at({"a": {"b": ["\x00"]}, "k\x00": 1}) == ["a", "b", 0]  # a value before a key
+    assert nul_at({"a": {"k\x00": 1, "b": "\x00"}}) == ["a"]  # a key before a value
     assert has_nul({"a": ["\x00"]}) and not has_nul({"a": ["b"]}) and not has_nul(7)
 
 

@@ -145,6 +145,9 @@ NOT_BLANK_NO_NUL = f"^[^\\u0000]*{_KEPT_BY_STRIP}[^\\u0000]*$"
 NUL_REFUSED = "must not contain NUL characters"
 
 
+_KEY_WITH_NUL = object()  # on `nul_at`'s stack: the dict at this path has a key holding a NUL
+
+
 def nul_at(value: Any) -> list[str | int] | None:
     """Where the first NUL character is, or None: the keys and indexes down to the string that
     holds one (down to the dict, for a key that holds one); `[]` for the value itself. Any depth:
@@ -157,11 +160,14 @@ def nul_at(value: Any) -> list[str | int] | None:
         if isinstance(node, str):
             if "\x00" in node:
                 return path
+        elif node is _KEY_WITH_NUL:
+            return path
         elif isinstance(node, dict):
             children: list[tuple[Any, list[str | int]]] = []
             for key, item in node.items():
                 if isinstance(key, str) and "\x00" in key:
-                    return path
+                    children.append((_KEY_WITH_NUL, path))  # after the values before it
+                    break
                 children.append((item, [*path, key]))
             stack.extend(reversed(children))  # in document order
         elif isinstance(node, list):
