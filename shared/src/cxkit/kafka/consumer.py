@@ -74,6 +74,15 @@ class PermanentEventError(Exception):
     """The event is valid but can never be applied (e.g. it contradicts our data): DLQ it."""
 
 
+def storable_json(value: Any, field: str) -> bytes:
+    """`value` as the JSON a JSONB column takes, or PermanentEventError naming `field`: orjson
+    reads 1,024 levels but writes 254, so decoded free JSON may not be writable again."""
+    try:
+        return orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise PermanentEventError(f"{field}: not storable as JSON: {exc}") from None
+
+
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError,
     InterfaceError,

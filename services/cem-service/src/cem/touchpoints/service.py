@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,7 +22,7 @@ from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, field_problem
 from cxkit.ids import new_ids
-from cxkit.kafka.consumer import Delivery, PermanentEventError
+from cxkit.kafka.consumer import Delivery, PermanentEventError, storable_json
 
 # The CRM derives the id of an interaction event that carries none from the CloudEvent's source
 # and id in this namespace; using the same one, both services name such an interaction alike.
@@ -111,10 +110,7 @@ def _check_storable(payload: InteractionRecorded) -> str:
     """Refuse (to the DLQ) what the database could never store, instead of failing the batch.
     Returns the metadata as JSON text, as it is stored. A NUL character was refused as the event
     was decoded (`cxkit.events.envelope.refuse_nul`)."""
-    try:
-        metadata = orjson.dumps(payload.metadata)
-    except (TypeError, orjson.JSONEncodeError) as exc:  # deeper than orjson writes (254 levels), say
-        raise PermanentEventError(f"metadata: not storable as JSON: {exc}") from None
+    metadata = storable_json(payload.metadata, "metadata")
     if payload.customer_id is None and not (payload.customer_email or "").strip():
         raise PermanentEventError("customer_email is blank")
     try:

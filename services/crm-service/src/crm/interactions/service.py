@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-import orjson
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,7 +33,7 @@ from cxkit.events.payloads import CustomerCreated, InteractionRecorded
 from cxkit.fields import in_utc
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound
-from cxkit.kafka.consumer import Delivery, PermanentEventError
+from cxkit.kafka.consumer import Delivery, PermanentEventError, storable_json
 from cxkit.kafka.outbox import add_event, outbox_row
 from cxkit.pg_pool import CompiledQuery, RowInsert
 
@@ -144,10 +143,7 @@ def _check_storable(p: InteractionRecorded) -> str:
     """What the event schema allows but a row cannot hold is refused up front (to the DLQ).
     Returns the metadata as the JSON text stored. A NUL character was refused as the event was
     decoded (`cxkit.events.envelope.refuse_nul`)."""
-    try:
-        metadata = orjson.dumps(p.metadata)
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        raise PermanentEventError(f"metadata: not storable as JSON: {exc}") from None
+    metadata = storable_json(p.metadata, "metadata")
     if len(metadata) > MAX_JSON_BYTES:
         raise PermanentEventError(f"metadata: at most {MAX_JSON_BYTES} bytes of JSON")
     try:
