@@ -117,6 +117,10 @@ PURCHASE = {"customer_email": "ada@example.com", "type": "purchase", "occurred_a
         (_event("interaction.recorded", {**PURCHASE, "customer_email": None, "customer_id": CUSTOMER}), True),
         (_event("interaction.recorded", {**PURCHASE, "customer_email": None}), False),
         (_event("interaction.recorded", {**PURCHASE, "customer_email": ""}), False),
+        (_event("interaction.recorded", {**PURCHASE, "occurred_at": "8999-12-31T23:59:59.999Z"}), True),
+        (_event("interaction.recorded", {**PURCHASE, "occurred_at": "9000-01-01T00:00:00Z"}), False),
+        (_event("interaction.recorded", {**PURCHASE, "occurred_at": "9999-12-31T23:59:59-01:00"}), False),
+        (_event("interaction.recorded", {**PURCHASE, "occurred_at": "0001-01-01T00:00:00Z"}), True),
         (_event("survey.reminded", {**REMINDED, "reminder": 2}), True),
         (_event("survey.reminded", {**REMINDED, "reminder": 2**40}), False),
     ],
@@ -137,6 +141,34 @@ def test_the_published_schema_and_the_consumers_decoder_agree_on_what_a_consumer
             decode_event(raw)
         with pytest.raises(InvalidEvent):
             EventDecoder([str(event["type"])]).decode(raw)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({"customer_email": "not an address"}, "customer_email: Value error, not an email address: "),
+        ({"customer_email": "   "}, "customer_email: Value error, blank: an email address is required without customer_id"),
+        ({"occurred_at": "8999-12-31T23:00:00-05:00"}, "occurred_at: Input should be at 0001-01-01T00:00:00Z or later"),
+        ({"occurred_at": "0001-01-01T00:30:00+01:00"}, "occurred_at: Input should be at 0001-01-01T00:00:00Z or later"),
+    ],
+)
+def test_what_the_schema_describes_but_cannot_check_is_refused_as_the_event_is_decoded(
+    data: dict[str, object], reason: str
+) -> None:
+    """The address that finds the customer, and a time an offset moves out of the range: both
+    services' consumers decode with the same model, so one never applies what the other refuses
+    (the CRM refused an address that is not one and the CEM kept it; the CEM refused times from
+    9000 on that the CRM stored)."""
+    event = _event("interaction.recorded", {**PURCHASE, **data})
+    assert validation_errors(event) == []
+    raw = orjson.dumps(event)
+    for decode in (decode_event, EventDecoder(["interaction.recorded"]).decode):
+        with pytest.raises(InvalidEvent) as refused:
+            decode(raw)
+        assert refused.value.reason.startswith(f"invalid interaction.recorded data: {reason}"), refused.value.reason
+    # With a customer_id, the address is not what finds the customer, and is not judged.
+    with_id = _event("interaction.recorded", {**PURCHASE, "customer_id": CUSTOMER, "customer_email": "not an address"})
+    decode_event(orjson.dumps(with_id))
 
 
 def _nested(value: object, depth: int) -> object:

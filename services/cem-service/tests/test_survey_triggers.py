@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from cem.config import CEMSettings
@@ -19,6 +20,7 @@ from cem.touchpoints.models import TouchpointInteraction
 from cem.touchpoints.service import interaction_id_for
 from cxkit.events import CloudEvent
 from cxkit.events.payloads import CustomerCreated, CustomerErased, CustomerUpdated, InteractionRecorded
+from cxkit.fields import MAX_JSON_BYTES
 from cxkit.kafka.consumer import Delivery, PermanentEventError
 
 from .conftest import delivery, interaction, snapshot
@@ -306,15 +308,25 @@ async def test_unknown_customer_id_is_invited_by_id(client: httpx.AsyncClient, a
     [
         {"occurred_at": dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=14)))},
         {"occurred_at": dt.datetime(9999, 12, 31, tzinfo=dt.UTC)},
+        {"occurred_at": dt.datetime(8999, 12, 31, 23, tzinfo=dt.timezone(-dt.timedelta(hours=5)))},
         {"customer_id": None, "customer_email": "   "},
+        {"customer_id": None, "customer_email": "not an address"},
     ],
 )
-async def test_an_interaction_the_database_cannot_hold_is_refused_for_the_dlq(
-    make: Any, apply: Any, fields: dict[str, Any]
-) -> None:
+def test_an_interaction_the_services_cannot_both_apply_is_refused_as_it_is_decoded(fields: dict[str, Any]) -> None:
+    """A time past the range the CEM computes in, or no address to find the customer by: refused
+    for the DLQ before any handler (the CRM's consumer decodes with the same model)."""
+    with pytest.raises(ValidationError):
+        interaction(**{"customer_id": uuid.uuid4(), **fields})
+
+
+async def test_metadata_beyond_the_crms_limit_is_refused_for_the_dlq(make: Any, apply: Any) -> None:
+    """The CRM refuses more than 16 KiB of metadata; so does the CEM, so that the two services hold
+    the same interactions. At the limit it is stored."""
     customer = await make.customer()
-    with pytest.raises(PermanentEventError):
-        await apply(interaction(**{"customer_id": customer, **fields}))
+    with pytest.raises(PermanentEventError, match=f"metadata: at most {MAX_JSON_BYTES} bytes of JSON"):
+        await apply(interaction(customer, metadata={"note": "x" * (MAX_JSON_BYTES - 10)}))
+    await apply(interaction(customer, metadata={"note": "x" * (MAX_JSON_BYTES - 11)}))
 
 
 async def test_metadata_deeper_than_json_is_written_again_is_refused_for_the_dlq(make: Any, apply: Any) -> None:

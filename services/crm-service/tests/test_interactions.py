@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, func, select
@@ -118,6 +119,20 @@ async def test_interaction_list_filters_by_customer_type_and_time_window(client:
     assert (await client.get(f"/v1/interactions/{ids[1]}")).json()["type"] == "purchase"
 
 
+async def test_an_interaction_time_must_be_one_both_services_apply(client: httpx.AsyncClient, make: Any) -> None:
+    """The CEM adds a survey's delay and an invitation's lifetime to when an interaction occurred,
+    and refuses (to its DLQ) a time from 9000 on: the CRM's API refuses it too, instead of storing
+    an interaction the CEM never gets. It was a 201 for any time up to 9999-12-31."""
+    cid = (await make.customer())["id"]
+    for sent in ("9000-01-01T00:00:00Z", "8999-12-31T23:00:00-05:00", "9999-12-31T23:59:59Z"):
+        r = await client.post("/v1/interactions", json={"customer_id": cid, "type": "call", "occurred_at": sent})
+        assert r.status_code == 422, (sent, r.text)
+        (error,) = r.json()["errors"]
+        assert error["loc"] == ["body", "occurred_at"] and "before 9000-01-01T00:00:00Z" in error["msg"], error
+    last = await client.post("/v1/interactions", json={"customer_id": cid, "type": "call", "occurred_at": "8999-12-31T23:59:59Z"})
+    assert last.status_code == 201 and last.json()["occurred_at"] == "8999-12-31T23:59:59Z", last.text
+
+
 # --- the consumer on the real broker -------------------------------------------------------
 
 
@@ -127,6 +142,13 @@ def interaction_event(source: str = "urn:pos:store-12", event_id: str | None = N
     if event_id:
         event.id = event_id
     return encode_event(event)
+
+
+def off_contract_interaction_event(**data: Any) -> bytes:
+    """`interaction_event` with `data` written into it as sent (what the model would refuse)."""
+    event = orjson.loads(interaction_event(customer_id=uuid.uuid4()))
+    event["data"].update(data)
+    return orjson.dumps(event)
 
 
 @pytest.fixture
@@ -205,7 +227,7 @@ async def test_an_event_for_an_unknown_customer_goes_to_the_dlq_and_the_rest_app
     missing = uuid.uuid4()
     bad_values = [
         interaction_event(customer_id=missing),
-        interaction_event(customer_email="not an email"),
+        off_contract_interaction_event(customer_id=None, customer_email="not an email"),
         interaction_event(customer_email="nul@example.com", summary="a\x00b"),
     ]
     await kafka.produce(topic, [*bad_values, interaction_event(customer_id=uuid.UUID(known), interaction_id=good)])

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema, InitErrorDetails, core_schema
+from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError, core_schema
 
 _RFC3339_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
 _RFC3339_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -70,15 +70,43 @@ def rfc3339_date(value: Any) -> Any:
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(rfc3339_time), AfterValidator(in_utc)]
 """A time with an offset, written as RFC 3339 text, kept in UTC."""
+
+# The range of a time that a client or another system gives and that both services store and
+# compute with: when an interaction occurred (the CEM adds a survey's delay and an invitation's
+# lifetime to it). One rule for the CRM's API and for both services' consumers, so an event one
+# service applies is never refused by the other.
+EARLIEST_TIME = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+TIME_LIMIT = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+TIME_RANGE = "at 0001-01-01T00:00:00Z or later and before 9000-01-01T00:00:00Z"
+_OUT_OF_RANGE = f"Input should be {TIME_RANGE}"
+
+
+def in_time_range(value: dt.datetime) -> dt.datetime:
+    """`value` if it lies in TIME_RANGE (an aware time, compared as the instant it names)."""
+    if not EARLIEST_TIME <= value < TIME_LIMIT:
+        raise PydanticCustomError("time_range", _OUT_OF_RANGE)
+    return value
+
+
+EventTime = Annotated[Timestamp, AfterValidator(in_time_range)]
+"""A `Timestamp` within TIME_RANGE (see `in_time_range`)."""
 Day = Annotated[dt.date, BeforeValidator(rfc3339_date)]
+
+MAX_JSON_BYTES = 16 * 1024
+"""The most bytes of free JSON (a customer's attributes, an interaction's metadata) once written
+as JSON: the CRM's API refuses more, and so do both services' consumers in an interaction."""
 
 
 class _RFC3339Text:
-    """`rfc3339_time` and `AwareDatetime` as one pydantic-core schema: no Python call per value."""
+    """`rfc3339_time` and `AwareDatetime` as one pydantic-core schema: no Python call per value.
+    With `in_range`, the time must also be in TIME_RANGE (`in_time_range`, also without a call)."""
+
+    def __init__(self, *, in_range: bool = False) -> None:
+        self.in_range = in_range
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
         text = core_schema.str_schema(pattern=f"^(?:{_RFC3339_TIME.pattern})$", strict=True)
-        return core_schema.union_schema(
+        time = core_schema.union_schema(
             [
                 core_schema.datetime_schema(strict=True, tz_constraint="aware"),  # made in code
                 core_schema.chain_schema([text, core_schema.datetime_schema(tz_constraint="aware")]),  # sent
@@ -87,6 +115,12 @@ class _RFC3339Text:
             custom_error_type="rfc3339_time",
             custom_error_message="Input should be an RFC 3339 time with an offset, e.g. 2026-11-23T10:00:00Z",
         )
+        if not self.in_range:
+            return time
+        # pydantic-core compares aware times as the instants they name, whatever their offsets.
+        bounds = core_schema.datetime_schema(strict=True, ge=EARLIEST_TIME, lt=TIME_LIMIT)
+        ranged = core_schema.custom_error_schema(bounds, custom_error_type="time_range", custom_error_message=_OUT_OF_RANGE)
+        return core_schema.chain_schema([time, ranged])
 
     def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         return {"type": "string", "format": "date-time"}
@@ -96,6 +130,8 @@ TimestampAsSent = Annotated[dt.datetime, _RFC3339Text()]
 """A time with an offset, written as RFC 3339 text, as `Timestamp`, but kept with the offset it
 was sent with (a decoded event encodes to what was sent) and checked without a Python call
 (events are decoded on the consumers' hot path)."""
+EventTimeAsSent = Annotated[dt.datetime, _RFC3339Text(in_range=True)]
+"""A `TimestampAsSent` within TIME_RANGE: `EventTime` as an event carries it."""
 
 
 def present(name: str) -> dict[str, Any]:

@@ -17,11 +17,8 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 from typing_extensions import TypeAliasType
 
-from cxkit.fields import NO_NUL
+from cxkit.fields import MAX_JSON_BYTES, NO_NUL
 from cxkit.http.params import id_path
-
-MAX_JSON_BYTES = 16 * 1024
-
 
 # The numbers free JSON may hold: orjson (and so the JSONB column) takes integers of 64 bits; the
 # bound is 10**18, within that and exact as a double, so a validator that compares numbers as

@@ -7,9 +7,11 @@ import uuid
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic_core import InitErrorDetails
 
-from cxkit.fields import TimestampAsSent
+from cxkit.fields import MAX_JSON_BYTES, TIME_RANGE, EventTimeAsSent, TimestampAsSent
 
 
 class Payload(BaseModel):
@@ -153,21 +155,53 @@ class InteractionRecorded(Payload):
 
     interaction_id: uuid.UUID | None = None
     customer_id: uuid.UUID | None = None
-    customer_email: str | None = Field(None, max_length=320)
+    customer_email: str | None = Field(
+        None,
+        max_length=320,
+        description="Without `customer_id`: the customer's email address (spaces around it ignored); "
+        "an event whose address is not one goes to the DLQ. Ignored when `customer_id` is given.",
+    )
     type: str = Field(min_length=1, max_length=100)
     channel: str | None = Field(None, max_length=100)
     touchpoint: str | None = Field(None, max_length=100)
-    occurred_at: TimestampAsSent
+    occurred_at: EventTimeAsSent = Field(
+        description=f"The instant must be {TIME_RANGE} (the pattern refuses the years from 9000; an offset that "
+        "moves the instant out of the range is refused too).",
+        json_schema_extra={"pattern": "^[0-8]"},
+    )
     summary: str | None = Field(None, max_length=10_000)
     amount: Amount | None = None
     currency: str | None = Field(None, min_length=3, max_length=3)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description=f"Free JSON, at most {MAX_JSON_BYTES} bytes once written as JSON (compact)."
+    )
 
     @model_validator(mode="after")
     def _needs_customer(self) -> InteractionRecorded:
-        if self.customer_id is None and not self.customer_email:
-            raise ValueError("customer_id or customer_email is required")
+        if self.customer_id is None:
+            if not self.customer_email:
+                raise ValueError("customer_id or customer_email is required")
+            # Both services find (or, the CRM, create) the customer by this address: judged here,
+            # as the event is decoded, so neither applies what the other refuses. Only for these
+            # events: no Python call is added to the others (one with an id is the common case).
+            _an_address(self.customer_email)
         return self
+
+
+def _an_address(value: str) -> None:
+    """ValidationError at `customer_email` unless `value` (spaces around it ignored) is an email
+    address, as the email library judges it without looking up the domain."""
+    if not value.strip():
+        reason = "blank: an email address is required without customer_id"
+    else:
+        try:
+            validate_email(value.strip(), check_deliverability=False)
+        except EmailNotValidError as exc:
+            reason = f"not an email address: {exc}"
+        else:
+            return
+    error = InitErrorDetails(type="value_error", loc=("customer_email",), input=value, ctx={"error": ValueError(reason)})
+    raise ValidationError.from_exception_data(InteractionRecorded.__name__, [error])
 
 
 # --- cem.feedback.v1 ---------------------------------------------------------------------

@@ -74,13 +74,17 @@ class PermanentEventError(Exception):
     """The event is valid but can never be applied (e.g. it contradicts our data): DLQ it."""
 
 
-def storable_json(value: Any, field: str) -> bytes:
+def storable_json(value: Any, field: str, max_bytes: int) -> bytes:
     """`value` as the JSON a JSONB column takes, or PermanentEventError naming `field`: orjson
-    reads 1,024 levels but writes 254, so decoded free JSON may not be writable again."""
+    reads 1,024 levels but writes 254, so decoded free JSON may not be writable again; and
+    more than `max_bytes` of it is refused."""
     try:
-        return orjson.dumps(value)
+        written = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise PermanentEventError(f"{field}: not storable as JSON: {exc}") from None
+    if len(written) > max_bytes:
+        raise PermanentEventError(f"{field}: at most {max_bytes} bytes of JSON")
+    return written
 
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -18,11 +17,12 @@ from cem.touchpoints.schemas import StoredInteraction, TouchpointCreate, Touchpo
 from cxkit import keyset
 from cxkit.db import lock_keys, new_id, session_connection, utcnow
 from cxkit.events.payloads import InteractionRecorded
+from cxkit.fields import MAX_JSON_BYTES
 from cxkit.http.etag import check_if_match
 from cxkit.http.pagination import PageParams
 from cxkit.http.problems import Conflict, NotFound, field_problem
 from cxkit.ids import new_ids
-from cxkit.kafka.consumer import Delivery, PermanentEventError, storable_json
+from cxkit.kafka.consumer import Delivery, storable_json
 
 # The CRM derives the id of an interaction event that carries none from the CloudEvent's source
 # and id in this namespace; using the same one, both services name such an interaction alike.
@@ -106,22 +106,6 @@ def interaction_id_for(payload: InteractionRecorded, event_source: str, event_id
     return payload.interaction_id or uuid.uuid5(_EVENT_NAMESPACE, f"{event_source}\n{event_id}")
 
 
-def _check_storable(payload: InteractionRecorded) -> str:
-    """Refuse (to the DLQ) what the database could never store, instead of failing the batch.
-    Returns the metadata as JSON text, as it is stored. A NUL character was refused as the event
-    was decoded (`cxkit.events.envelope.refuse_nul`)."""
-    metadata = storable_json(payload.metadata, "metadata")
-    if payload.customer_id is None and not (payload.customer_email or "").strip():
-        raise PermanentEventError("customer_email is blank")
-    try:
-        in_range = payload.occurred_at.astimezone(dt.UTC).year < 9000
-    except OverflowError:
-        in_range = False
-    if not in_range:
-        raise PermanentEventError("occurred_at is out of range")
-    return metadata.decode()
-
-
 def _recipient(
     payload: InteractionRecorded, by_id: Mapping[uuid.UUID, ProfileFacts], by_email: Mapping[str, ProfileFacts]
 ) -> Recipient:
@@ -150,7 +134,8 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
     interactions (each once, in event order), stored now or before: the survey triggers judge
     each (survey, interaction) pair once by themselves."""
     payloads: list[tuple[Delivery, InteractionRecorded]] = [(d, d.payload) for d in deliveries]
-    metadata_json = [_check_storable(payload) for _, payload in payloads]
+    # What the decoder could not judge without writing the JSON (the same rule as the CRM's).
+    metadata_json = [storable_json(p.metadata, "metadata", MAX_JSON_BYTES).decode() for _, p in payloads]
     emails = {p.customer_email.strip().lower() for _, p in payloads if p.customer_id is None and p.customer_email}
     # The customer consumer links rows kept under an address when the CRM announces it; the
     # same lock on both sides makes one of the two transactions see the other's rows.

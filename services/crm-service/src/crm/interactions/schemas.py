@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from crm.fields import EXAMPLE_IDS, Currency, DecimalText, FreeJSON, Money
-from cxkit.fields import InputModel, Timestamp, exactly_one_of
+from cxkit.fields import TIME_RANGE, EventTime, InputModel, exactly_one_of
 from cxkit.http.pagination import Page
 
 EXAMPLE = {
@@ -47,7 +47,7 @@ class InteractionCreate(InputModel):
     )
     channel: str | None = Field(None, max_length=100, description="e.g. web, store, phone, email.")
     touchpoint: str | None = Field(None, max_length=100, description="A touchpoint key such as `checkout`.")
-    occurred_at: Timestamp | None = Field(None, description="Default: now.")
+    occurred_at: EventTime | None = Field(None, description=f"Default: now. The instant must be {TIME_RANGE}.")
     summary: str | None = Field(None, max_length=10_000)
     amount: Money | None = Field(None, description="For purchases: the order value.")
     currency: Currency | None = None
