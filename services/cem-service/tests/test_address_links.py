@@ -17,9 +17,10 @@ from cem.customer_data import customer_data, export_sections
 from cem.followups.models import Followup
 from cem.main import create_app
 from cem.responses.models import Score
+from cem.touchpoints.service import interaction_id_for
 from cxkit.events.payloads import CustomerCreated, CustomerUpdated
 
-from .conftest import EventApplier, delivery, snapshot
+from .conftest import EventApplier, delivery, interaction, snapshot
 from .test_customer_events import erased, personal_data_left
 
 
@@ -95,6 +96,30 @@ async def test_answers_and_feedback_under_an_address_go_to_the_customer_announce
     await apply(delivery("customer.updated", CustomerUpdated(**snapshot(customer, 2, email=f"walk-in-{marker}@example.com"))))
     assert len(await _announced(outbox, "survey.response.submitted", "response_id", detractor["id"])) == 2
     assert len(await _announced(outbox, "feedback.received", "feedback_id", feedback["id"])) == 2
+
+
+async def test_an_interaction_under_an_address_goes_to_the_customer_announced_with_it_however_it_was_written(
+    client: httpx.AsyncClient, make: Any, apply: Any
+) -> None:
+    """An outside system may write the domain in its ASCII (punycode) form, or a letter decomposed;
+    the CRM normalizes the address (its API's and its consumer's email validation) and announces
+    the customer with the Unicode, NFC form. Kept under the address as written (lower-cased), the
+    interaction was never linked to that customer; it is found and kept by the normalized address,
+    as the CRM and the CEM's own API key an address."""
+    marker = uuid.uuid4().hex[:10]
+    punycode = interaction(customer_email=f"Walk-In-{marker}@XN--BCHER-KVA.example")
+    decomposed = interaction(customer_email=f"Rene\u0301-{marker}@example.com")
+    await apply(punycode, decomposed)
+    walk_in, rene = uuid.uuid4(), uuid.uuid4()
+    await apply(
+        delivery("customer.created", CustomerCreated(**snapshot(walk_in, email=f"walk-in-{marker}@bücher.example"))),
+        delivery("customer.created", CustomerCreated(**snapshot(rene, email=f"René-{marker}@example.com"))),
+    )
+    for customer, event in ((walk_in, punycode), (rene, decomposed)):
+        history = (await client.get(f"/v1/customers/{customer}/experience")).json()["touchpoint_history"]
+        assert [h["interaction_id"] for h in history] == [
+            str(interaction_id_for(event.payload, event.event.source, event.event.id))
+        ]
 
 
 async def test_a_customer_who_takes_a_new_address_takes_the_answers_and_feedback_given_under_it(

@@ -34,9 +34,16 @@ class Recipient:
     customer_id: uuid.UUID | None
     email: str | None
     profile: ProfileFacts | None
+    # The address as the email library normalizes it (the domain in Unicode, NFC), when `email`
+    # is kept as it was written (an interaction's `customer_email`): its lower-cased form is the
+    # key, as for every address the API takes (validated, so normalized) and the CRM announces.
+    normalized_email: str | None = None
 
     @property
     def email_lower(self) -> str | None:
+        """The key an address is found by (the customer the CRM announces with it, a throttle)."""
+        if self.normalized_email is not None:
+            return self.normalized_email.lower()
         return self.email.strip().lower() if self.email else None
 
     @property

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, WithJsonSchema, model_validator
 from pydantic_core import InitErrorDetails
 
 from cxkit.fields import MAX_JSON_BYTES, TIME_RANGE, EventTimeAsSent, TimestampAsSent
@@ -159,7 +159,9 @@ class InteractionRecorded(Payload):
         None,
         max_length=320,
         description="Without `customer_id`: the customer's email address (spaces around it ignored); "
-        "an event whose address is not one goes to the DLQ. Ignored when `customer_id` is given.",
+        "an event whose address is not one goes to the DLQ. The customer is the one with this address once "
+        "normalized (the domain in Unicode, NFC, case ignored), as the CRM stores addresses: the CRM makes a lead "
+        "with it if there is none. Ignored when `customer_id` is given.",
     )
     type: str = Field(min_length=1, max_length=100)
     channel: str | None = Field(None, max_length=100)
@@ -176,30 +178,39 @@ class InteractionRecorded(Payload):
         default_factory=dict, description=f"Free JSON, at most {MAX_JSON_BYTES} bytes once written as JSON (compact)."
     )
 
+    # `customer_email` as the email library normalizes it, set as the event is decoded (see below).
+    _customer_address: str | None = PrivateAttr(None)
+
+    @property
+    def customer_address(self) -> str | None:
+        """Without `customer_id`: the address that finds the customer, `customer_email` as the
+        email library normalizes it (its domain in Unicode, NFC), as the CRM stores an address;
+        lower-cased, it is the key both services find a customer by. None with `customer_id`."""
+        return self._customer_address
+
     @model_validator(mode="after")
     def _needs_customer(self) -> InteractionRecorded:
         if self.customer_id is None:
             if not self.customer_email:
                 raise ValueError("customer_id or customer_email is required")
             # Both services find (or, the CRM, create) the customer by this address: judged here,
-            # as the event is decoded, so neither applies what the other refuses. Only for these
-            # events: no Python call is added to the others (one with an id is the common case).
-            _an_address(self.customer_email)
+            # as the event is decoded, so neither applies what the other refuses, and normalized
+            # once for both. Only for these events: no Python call is added to the others (one
+            # with an id is the common case).
+            self._customer_address = _an_address(self.customer_email)
         return self
 
 
-def _an_address(value: str) -> None:
-    """ValidationError at `customer_email` unless `value` (spaces around it ignored) is an email
-    address, as the email library judges it without looking up the domain."""
+def _an_address(value: str) -> str:
+    """`value` (spaces around it ignored) normalized as an email address by the email library
+    (without looking up the domain); else a ValidationError at `customer_email`."""
     if not value.strip():
         reason = "blank: an email address is required without customer_id"
     else:
         try:
-            validate_email(value.strip(), check_deliverability=False)
+            return validate_email(value.strip(), check_deliverability=False).normalized
         except EmailNotValidError as exc:
             reason = f"not an email address: {exc}"
-        else:
-            return
     error = InitErrorDetails(type="value_error", loc=("customer_email",), input=value, ctx={"error": ValueError(reason)})
     raise ValidationError.from_exception_data(InteractionRecorded.__name__, [error])
 

@@ -118,12 +118,17 @@ def _recipient(
             customer_id = profile.merged_into
             profile = by_id.get(customer_id)
         return Recipient(customer_id=customer_id, email=None, profile=profile)
-    assert payload.customer_email is not None
-    email = payload.customer_email.strip()
-    profile = by_email.get(email.lower())
+    # Found by the address normalized as the CRM stores one (as the event was decoded): the key
+    # of a customer the CRM announces with it, or makes from this very event. The address to
+    # write to stays as it was sent.
+    assert payload.customer_email is not None and payload.customer_address is not None
+    recipient = Recipient(
+        customer_id=None, email=payload.customer_email.strip(), profile=None, normalized_email=payload.customer_address
+    )
+    profile = by_email.get(recipient.email_lower)
     if profile is not None:
         return Recipient(customer_id=profile.id, email=None, profile=profile)
-    return Recipient(customer_id=None, email=email, profile=None)
+    return recipient
 
 
 async def record_interactions(session: AsyncSession, deliveries: list[Delivery]) -> list[StoredInteraction]:
@@ -136,7 +141,7 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
     payloads: list[tuple[Delivery, InteractionRecorded]] = [(d, d.payload) for d in deliveries]
     # What the decoder could not judge without writing the JSON (the same rule as the CRM's).
     metadata_json = [storable_json(p.metadata, "metadata", MAX_JSON_BYTES).decode() for _, p in payloads]
-    emails = {p.customer_email.strip().lower() for _, p in payloads if p.customer_id is None and p.customer_email}
+    emails = {p.customer_address.lower() for _, p in payloads if p.customer_address is not None}
     # The customer consumer links rows kept under an address when the CRM announces it; the
     # same lock on both sides makes one of the two transactions see the other's rows.
     await lock_keys(session, "email", emails)

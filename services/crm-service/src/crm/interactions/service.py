@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from email_validator import validate_email
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.customers import service as customers
@@ -131,12 +130,6 @@ async def list_interactions(
     return keyset.cut(rows, sort, page, lambda i: (i["occurred_at"], i["id"]))
 
 
-def _normalized_email(raw: str) -> str:
-    """The address as the CRM stores it; the event's decoding checked that it is one
-    (`cxkit.events.payloads.InteractionRecorded`)."""
-    return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
-
-
 async def apply_interaction_events(session: AsyncSession, deliveries: Sequence[Delivery]) -> int:
     """Apply a run of `interaction.recorded` events: one query resolves the batch's customer
     ids, one its emails, one multi-row insert makes the missing lead-stage customers and one
@@ -153,9 +146,8 @@ async def apply_interaction_events(session: AsyncSession, deliveries: Sequence[D
 
     # What the decoder could not judge without writing the JSON (the same rule as the CEM's).
     metadata_json = [storable_json(p.metadata, "metadata", MAX_JSON_BYTES).decode() for _, p in payloads]
-    emails = {
-        p.customer_email: _normalized_email(p.customer_email) for _, p in payloads if p.customer_id is None and p.customer_email
-    }
+    # The address as the CRM stores one: normalized (as the event was decoded), lower-cased.
+    emails = {p.customer_email: p.customer_address.lower() for _, p in payloads if p.customer_address is not None}
     by_email = await repo.by_emails(sorted(set(emails.values())))
     missing = sorted(set(emails.values()) - set(by_email))
     if missing:
