@@ -12,14 +12,19 @@
 - `allow_names_the_methods`: every 405 lists the path's methods in `Allow`.
 - Webhook URLs the schema accepts are pointed at loopback (`before_call`), so subscriptions get
   made and the stateful phase reaches the operations on them; a well-formed `customer_id` in a
-  body names a customer made for the run, so writes that need an existing one get past that; a
-  respondent page's token is a real invitation's, so those pages are reached too.
+  body names a customer made for the run, so writes that need an existing one get past that; on
+  the CEM, which makes no customers, a customer announced to it over the broker (when
+  `CX_KAFKA_BOOTSTRAP` names it) stands in a path's or body's `customer_id`; a respondent page's
+  token is a real invitation's, so those pages are reached too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import os
 import re
+import time
 import uuid
 from typing import Any
 
@@ -27,6 +32,9 @@ import httpx
 import schemathesis
 from schemathesis import Case, CheckContext, HookContext, Response
 
+from cxkit.events.envelope import encode_event, new_event
+from cxkit.events.payloads import CustomerCreated
+from cxkit.events.registry import topic_for
 from cxkit.webhooks.schemas import URL_MAX_LENGTH, URL_PATTERN
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -151,6 +159,52 @@ def _run_customer(base_url: str) -> str | None:
     return _RUN_CUSTOMER[base_url]
 
 
+# The CEM makes no customers: it learns them from the CRM's `customer.created` events. Its
+# operations on one (`/v1/customers/{customer_id}/experience`, `/data-export`) met only 404, and a
+# body's `customer_id` only "not known here". Where the run's broker is given (`CX_KAFKA_BOOTSTRAP`,
+# with the CEM's consumers on), one customer is announced to it as the CRM would, once per service,
+# and a well-formed `customer_id` in a path or body names that customer.
+_ANNOUNCED: dict[str, str | None] = {}
+
+
+async def _announce(bootstrap: str, customer_id: uuid.UUID) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    now = dt.datetime.now(dt.UTC)
+    snapshot = CustomerCreated(
+        id=customer_id,
+        email=f"schemathesis-{customer_id.hex[:12]}@example.com",
+        name="Schemathesis run",
+        lifecycle_stage="customer",
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    event = new_event("customer.created", source="urn:cx:crm-service", subject=str(customer_id), data=snapshot)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic_for("customer.created"), value=encode_event(event), key=str(customer_id).encode())
+    finally:
+        await producer.stop()
+
+
+def _announced_customer(base_url: str) -> str | None:
+    bootstrap = os.environ.get("CX_KAFKA_BOOTSTRAP")
+    if base_url not in _ANNOUNCED:
+        _ANNOUNCED[base_url] = None
+        if bootstrap:
+            customer_id = uuid.uuid4()
+            asyncio.run(_announce(bootstrap, customer_id))
+            auth = {"Authorization": f"Bearer {os.environ['CX_API_KEY']}"}
+            for _ in range(300):  # the consumer applies it within moments
+                if httpx.get(f"{base_url}/v1/customers/{customer_id}/experience", headers=auth, timeout=10).status_code == 200:
+                    _ANNOUNCED[base_url] = str(customer_id)
+                    break
+                time.sleep(0.1)
+    return _ANNOUNCED[base_url]
+
+
 def _is_uuid(value: str) -> bool:
     """In the form JSON Schema's `uuid` format takes (a mutated one stays as generated)."""
     try:
@@ -199,10 +253,18 @@ def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> Non
         url = case.body.get("url")
         if isinstance(url, str) and 1 <= len(url) <= URL_MAX_LENGTH and WEBHOOK_URL.fullmatch(url):
             case.body["url"] = LOOPBACK_TARGET
+    base_url = case.operation.base_url.rstrip("/")
     if isinstance(case.body, dict) and isinstance(case.body.get("customer_id"), str) and _is_uuid(case.body["customer_id"]):
-        customer_id = _run_customer(case.operation.base_url.rstrip("/"))
+        customer_id = _run_customer(base_url) or _announced_customer(base_url)
         if customer_id is not None:
             case.body["customer_id"] = customer_id
+    # On the CRM a path's customer_id comes from the stateful phase's links (a customer made by
+    # `POST /v1/customers`, which may be deleted or merged): not the run's one.
+    path_id = (case.path_parameters or {}).get("customer_id")
+    if isinstance(path_id, str) and _is_uuid(path_id) and _run_customer(base_url) is None:
+        announced = _announced_customer(base_url)
+        if announced is not None:
+            case.path_parameters["customer_id"] = announced  # type: ignore[index]
 
 
 def _listed(status: int, problem: dict[str, Any]) -> bool:

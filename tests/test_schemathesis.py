@@ -28,7 +28,10 @@ RUN_TIMEOUT_S = 480
 
 # Only the HTTP API is under test: no relay, consumers or scheduler changing data behind the
 # generator's back, and no rate limit turning a run's later requests into 429s. Loopback webhook
-# targets are allowed: the hooks point the generated ones there (nothing resolves here).
+# targets are allowed: the hooks point the generated ones there (nothing resolves here). The one
+# exception: the CEM's consumers, on a broker of the run's own that nothing else publishes to, so
+# that the customer the hooks announce there reaches the CEM (it makes none itself) and its
+# operations on a customer are reached.
 QUIET = {
     f"{prefix}_{name}": value
     for prefix in ("CRM", "CEM")
@@ -39,10 +42,10 @@ QUIET = {
         "LOG_LEVEL": "WARNING",
         "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
     }.items()
-} | {"CEM_RUN_SCHEDULER": "false"}
+} | {"CEM_RUN_SCHEDULER": "false", "CEM_RUN_CONSUMERS": "true"}
 
 
-async def _schemathesis(url: str, key: str, out: Path) -> int:
+async def _schemathesis(url: str, key: str, out: Path, bootstrap: str) -> int:
     with out.open("wb") as sink:
         proc = await asyncio.create_subprocess_exec(
             str(SCHEMATHESIS),
@@ -54,6 +57,7 @@ async def _schemathesis(url: str, key: str, out: Path) -> int:
             env={
                 "PATH": str(SCHEMATHESIS.parent),
                 "CX_API_KEY": key,
+                "CX_KAFKA_BOOTSTRAP": bootstrap,
                 "HOME": str(out.parent),
                 "HYPOTHESIS_STORAGE_DIRECTORY": str(out.parent / ".hypothesis"),  # not in the work tree
                 "NO_COLOR": "1",
@@ -79,13 +83,18 @@ def _report(name: str, text: str, passed: bool) -> str:
 
 @pytest.mark.e2e
 @pytest.mark.timeout(RUN_TIMEOUT_S + 120)
-async def test_both_services_keep_their_openapi_contract(stack_factory: Any, broker: DevBroker, tmp_path: Path) -> None:
-    stack = stack_factory(broker.bootstrap)
-    stack.extra_env = QUIET
-    crm, cem = stack.start()
-    runs = {"crm-service": (crm.url, tmp_path / "crm.txt"), "cem-service": (cem.url, tmp_path / "cem.txt")}
-
-    codes = await asyncio.gather(*(_schemathesis(url, stack.key, out) for url, out in runs.values()))
+async def test_both_services_keep_their_openapi_contract(stack_factory: Any, tmp_path: Path) -> None:
+    broker = DevBroker(log_path=tmp_path / "broker.log")
+    broker.start()
+    try:
+        stack = stack_factory(broker.bootstrap)
+        stack.extra_env = QUIET
+        crm, cem = stack.start()
+        runs = {"crm-service": (crm.url, tmp_path / "crm.txt"), "cem-service": (cem.url, tmp_path / "cem.txt")}
+        codes = await asyncio.gather(*(_schemathesis(url, stack.key, out, broker.bootstrap) for url, out in runs.values()))
+        stack.stop()
+    finally:
+        broker.stop()
 
     texts = {name: out.read_text(errors="replace") for name, (_, out) in runs.items()}
     reports = [_report(name, texts[name], code == 0) for name, code in zip(texts, codes, strict=True)]
@@ -104,3 +113,7 @@ async def test_both_services_keep_their_openapi_contract(stack_factory: Any, bro
     # A token of the run's invitations goes to the respondent pages (the hooks), so they are
     # reached: before, every call met 404 ("POST /r/{token} appears to supply the data they need").
     assert "POST /r/{token} appears to supply" not in texts["cem-service"], texts["cem-service"][-3000:]
+    # A customer announced to the CEM stands in a path's customer_id (the hooks), so its operations
+    # on a customer are reached: before, each met only 404 ("Missing test data").
+    for operation in ("GET /v1/customers/{customer_id}/experience", "GET /v1/customers/{customer_id}/data-export"):
+        assert f"- {operation}\n" not in texts["cem-service"], texts["cem-service"][-3000:]
