@@ -117,3 +117,37 @@ async def test_the_dlq_commands_say_in_one_line_when_the_broker_cannot_be_reache
         assert code == 1 and "Traceback" not in err, err
         [line] = [line for line in err.splitlines() if line.strip()]
         assert line.startswith("cannot reach the broker (CRM_KAFKA_BOOTSTRAP_SERVERS): "), line
+
+
+async def test_what_a_dead_letter_says_is_shown_as_it_is(
+    broker: DevBroker, crm_settings: CRMSettings, crm_database_url: str
+) -> None:
+    """A reason and an event id come from outside (a publisher's event, a key of its free JSON):
+    a `[/x]` in one stopped `dlq list` with rich's MarkupError, and escape sequences in one
+    reached the operator's terminal. Both are shown as text, the controls as their escapes."""
+    group = f"dlq-cli-{uuid.uuid4().hex[:8]}"
+    consumer = f"{group}.interactions"
+    key, value = testing.outside_interaction(uuid.uuid4(), "Till 3")
+    event = orjson.loads(value)
+    event["id"] = "id-\x1b[2J-\u202e"
+    reason = "invalid interaction.recorded event: data.metadata.[/x]\x1b]52;c;SGk=\x07: text must not contain NUL characters"
+    await ensure_topics(crm_settings, [CX_INTERACTIONS])
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    await producer.start()
+    try:
+        headers = [
+            ("dlq.reason", reason.encode()),
+            ("dlq.original_topic", CX_INTERACTIONS.encode()),
+            ("dlq.original_partition", b"0"),
+            ("dlq.original_offset", b"7"),
+            ("dlq.consumer", consumer.encode()),
+        ]
+        await producer.send_and_wait(dlq_topic(CX_INTERACTIONS), value=orjson.dumps(event), key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+    code, out, err = await crm(crm_database_url, broker.bootstrap, group, "list", "--consumer", consumer)
+    assert code == 0 and "MarkupError" not in err, err
+    assert "data.metadata.[/x]\\x1b]52;c;SGk=\\x07:" in out, out
+    assert "id-\\x1b[2J-\\u202e" in out, out
+    assert not any(c in out for c in "\x1b\x07\u202e"), out

@@ -116,3 +116,26 @@ async def test_a_chunk_the_database_refuses_for_now_is_written_again_and_the_imp
         assert dict(counts[0]) == {"customers": 1_000, "events": 1_000, "refusals": 3}
     finally:
         await testing.drop_database(name)
+
+
+# A cell with rich markup, and one with terminal escape sequences (set the clipboard, clear the screen).
+HOSTILE_CSV = 'email,name\n"not-an-email[/x]",Ada\n"\x1b]52;c;SGk=\x07\x1b[2Jbad",Bob\n"=HYPERLINK(""http://x"")",Eve\n'
+
+
+async def test_a_refused_rows_cells_are_shown_as_they_are_and_written_spreadsheet_safe(
+    crm_database_url: str, tmp_path: Path
+) -> None:
+    """The report shows the file's cells; a `[/x]` in one stopped the command with rich's
+    MarkupError (a traceback, exit 1 for the wrong reason, no errors CSV), and escape sequences
+    reached the operator's terminal. The errors CSV is spreadsheet-safe, as an import job's."""
+    source = tmp_path / "hostile.csv"
+    source.write_text(HOSTILE_CSV, encoding="utf-8")
+    report = tmp_path / "errors.csv"
+    code, output = await run_cli(crm_database_url, "import-customers", str(source), "--errors-csv", str(report))
+    assert code == 1 and "3 rows: 0 created, 3 failed" in output, output
+    assert "Traceback" not in output and "MarkupError" not in output, output
+    assert "not-an-email[/x]" in output and "\\x1b]52;c;SGk=\\x07\\x1b[2Jbad" in output, output
+    assert "\x1b" not in output and "\x07" not in output
+    with report.open(encoding="utf-8") as handle:
+        emails = [r["email"] for r in csv.DictReader(handle)]
+    assert emails == ["not-an-email[/x]", "\x1b]52;c;SGk=\x07\x1b[2Jbad", '\'=HYPERLINK("http://x")']

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import select, update
 from typer.core import TyperGroup
 
@@ -29,6 +31,25 @@ if TYPE_CHECKING:
     from cxkit.dlq import DeadLetter, Listing
 
 console = Console(stderr=True)
+
+
+# What a terminal acts on instead of showing (C0 and C1 controls, DEL: an escape sequence may clear
+# the screen, retitle the window or set the clipboard) and what reorders the text around it (the
+# bidirectional overrides and isolates).
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(value: str) -> str:
+    """`value` with each character of `_UNSHOWABLE` written as its escape (`\\x1b`, `\\u202e`):
+    for text from outside (an event, a dead letter's reason, a file's cells) printed to an
+    operator's terminal. Put through `rich.markup.escape` too where it goes into markup."""
+    return _UNSHOWABLE.sub(lambda m: ascii(m[0])[1:-1], value)
+
+
+def shown(value: str) -> Text:
+    """`visible(value)` as a rich Text: printed as it is, no markup read in it (a `[/x]` in a
+    table cell given as a plain string stopped the command with a MarkupError)."""
+    return Text(visible(value))
 
 
 # Refused while connecting: the database named is not there, or the role or its password is wrong.
@@ -237,7 +258,7 @@ def build_cli(
                 expires = row.expires_at.isoformat() + (" (expired)" if row.expires_at <= now else "")
             table.add_row(
                 str(row.id),
-                row.name,
+                shown(row.name),
                 row.prefix,
                 ",".join(row.scopes),
                 row.created_at.isoformat(),
@@ -400,7 +421,7 @@ def _add_dlq_commands(
             return
         totals = Table("consumer", "reason", "dead letters", "applied since", title=f"{found.total} dead letter(s)")
         for (who, kind), n in sorted(found.counts.items()):
-            totals.add_row(who, kind, str(n), str(found.applied[(who, kind)]))
+            totals.add_row(shown(who), kind, str(n), str(found.applied[(who, kind)]))
         out = Console()
         out.print(totals)
         if limit and found.total:
@@ -408,12 +429,13 @@ def _add_dlq_commands(
             applied_text = {True: "yes", False: "no"}
             for letter in found.latest():
                 event = f"{letter.event_type or '?'} {letter.event_id or '(none)'}"
+                # What the event and its headers say is shown as it is, never acted on.
                 table.add_row(
-                    letter.place,
+                    shown(letter.place),
                     letter.at.isoformat(timespec="seconds"),
-                    letter.consumer,
-                    letter.reason,
-                    event,
+                    shown(letter.consumer),
+                    shown(letter.reason),
+                    shown(event),
                     "unknown (too old)" if letter.too_old and not letter.applied else applied_text[letter.applied],
                 )
             out.print(table)

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from crm.config import CRMSettings
 from crm.db import ApiKey, OutboxMessage, ProcessedEvent
-from cxkit.cli import build_cli
+from cxkit.cli import build_cli, shown, visible
 from cxkit.db import make_engine, make_session_factory
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def import_customers_command(
     try:
         total = count_rows(file)
     except (OSError, csv.Error, UnicodeDecodeError) as exc:
-        console.print(f"[red]cannot read {escape(str(file))}: {escape(str(exc))}[/red]")
+        console.print(f"[red]cannot read {escape(visible(str(file)))}: {escape(visible(str(exc)))}[/red]")
         raise typer.Exit(2) from None
 
     async def connect() -> asyncpg.Connection:
@@ -107,7 +107,7 @@ def import_customers_command(
     try:
         report = asyncio.run(run())
     except ImportFileError as exc:
-        console.print(f"[red]{escape(str(file))}: {escape(str(exc))}[/red]")
+        console.print(f"[red]{escape(visible(str(file)))}: {escape(visible(str(exc)))}[/red]")
         raise typer.Exit(2) from None
     _print_report(report, dry_run, errors_csv)
     if report.errors:
@@ -152,14 +152,17 @@ def rebuild_experience_counts_command() -> None:
 
 
 def _print_report(report: ImportReport, dry_run: bool, errors_csv: Path | None) -> None:
+    from cxkit.http.csv_export import neutralise
+
     verb = "valid" if dry_run else "created"
     console.print(f"{report.total} rows: {report.created} {verb}, {len(report.errors)} failed")
     if report.ignored_columns:
-        console.print(f"[yellow]ignored columns: {', '.join(report.ignored_columns)}[/yellow]")
+        console.print(f"[yellow]ignored columns: {escape(visible(', '.join(report.ignored_columns)))}[/yellow]")
     if report.errors:
+        # The file's cells are shown as they are, never read as markup or acted on by the terminal.
         table = Table("line", "email", "reason", title="rows not imported")
         for error in report.errors[:ERRORS_SHOWN]:
-            table.add_row(str(error.line), error.email or "", error.reason)
+            table.add_row(str(error.line), shown(error.email or ""), shown(error.reason))
         console.print(table)
         if len(report.errors) > ERRORS_SHOWN:
             console.print(f"... and {len(report.errors) - ERRORS_SHOWN} more" + ("" if errors_csv else " (see --errors-csv)"))
@@ -167,7 +170,8 @@ def _print_report(report: ImportReport, dry_run: bool, errors_csv: Path | None) 
         with errors_csv.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["line", "email", "reason"])
-            writer.writerows([e.line, e.email or "", e.reason] for e in report.errors)
+            # Spreadsheet-safe, as the errors CSV of an import job (`GET /v1/imports/{id}/errors`).
+            writer.writerows([e.line, neutralise(e.email or ""), neutralise(e.reason)] for e in report.errors)
         console.print(f"failed rows written to {errors_csv}")
 
 
