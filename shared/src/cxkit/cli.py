@@ -8,7 +8,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +25,7 @@ from typer.core import TyperGroup
 from cxkit.db import database_error_cause, is_database_unavailable, make_engine, make_session_factory, utcnow
 from cxkit.metrics import DLQ_REASONS
 from cxkit.settings import ServiceSettings
+from cxkit.terminal import visible
 
 if TYPE_CHECKING:
     from cxkit.dlq import DeadLetter, Listing
@@ -33,22 +33,10 @@ if TYPE_CHECKING:
 console = Console(stderr=True)
 
 
-# What a terminal acts on instead of showing (C0 and C1 controls, DEL: an escape sequence may clear
-# the screen, retitle the window or set the clipboard) and what reorders the text around it (the
-# bidirectional overrides and isolates).
-_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def visible(value: str) -> str:
-    """`value` with each character of `_UNSHOWABLE` written as its escape (`\\x1b`, `\\u202e`):
-    for text from outside (an event, a dead letter's reason, a file's cells) printed to an
-    operator's terminal. Put through `rich.markup.escape` too where it goes into markup."""
-    return _UNSHOWABLE.sub(lambda m: ascii(m[0])[1:-1], value)
-
-
 def shown(value: str) -> Text:
-    """`visible(value)` as a rich Text: printed as it is, no markup read in it (a `[/x]` in a
-    table cell given as a plain string stopped the command with a MarkupError)."""
+    """`value` as a rich Text: printed as it is, no markup read in it (a `[/x]` in a table cell
+    given as a plain string stopped the command with a MarkupError), and the characters a
+    terminal would act on written as escapes (`cxkit.terminal.visible`)."""
     return Text(visible(value))
 
 

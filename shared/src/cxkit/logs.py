@@ -14,6 +14,7 @@ import orjson
 import structlog
 
 from cxkit.redaction import redact_path, redact_text
+from cxkit.terminal import visible
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -163,7 +164,9 @@ class AccessLog:
             )
         else:
             stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S.%f")[:-3]
-            line = f"{stamp} [access] {method} {path} {status} {ms}ms request_id={request_id}".encode()
+            # The path (percent-decoded) and the request id as the client sent them: shown, never
+            # acted on by the terminal (an `X-Request-ID` may hold C1 controls, read as Latin-1).
+            line = f"{stamp} [access] {method} {visible(path)} {status} {ms}ms request_id={visible(request_id)}".encode()
         with contextlib.suppress(OSError):  # a closed or full stderr must never fail a request
             os.write(self.fd, line + b"\n")
 

@@ -18,8 +18,9 @@ from rich.table import Table
 
 from crm.config import CRMSettings
 from crm.db import ApiKey, OutboxMessage, ProcessedEvent
-from cxkit.cli import build_cli, shown, visible
+from cxkit.cli import build_cli, shown
 from cxkit.db import make_engine, make_session_factory
+from cxkit.terminal import visible
 
 if TYPE_CHECKING:
     import asyncpg
