@@ -147,11 +147,11 @@ async def apply_interaction_events(session: AsyncSession, deliveries: Sequence[D
     # What the decoder could not judge without writing the JSON (the same rule as the CEM's).
     metadata_json = [storable_json(p.metadata, "metadata", MAX_JSON_BYTES).decode() for _, p in payloads]
     # The address as the CRM stores one: normalized (as the event was decoded), lower-cased.
-    emails = {p.customer_email: p.customer_address.lower() for _, p in payloads if p.customer_address is not None}
-    by_email = await repo.by_emails(sorted(set(emails.values())))
-    missing = sorted(set(emails.values()) - set(by_email))
+    emails = {p.customer_address.lower() for _, p in payloads if p.customer_address is not None}
+    by_email = await repo.by_emails(sorted(emails))
+    missing = sorted(emails - set(by_email))
     if missing:
-        sources = {emails[p.customer_email]: d.event.source for d, p in payloads if p.customer_id is None and p.customer_email}
+        sources = {p.customer_address.lower(): d.event.source for d, p in payloads if p.customer_address is not None}
         by_email |= await _create_lead_customers(session, missing, sources)
 
     columns: tuple[list[Any], ...] = tuple([] for _ in BATCH_COLUMNS)
@@ -160,8 +160,8 @@ async def apply_interaction_events(session: AsyncSession, deliveries: Sequence[D
         if p.customer_id is not None:
             customer_id = known_ids[p.customer_id] or p.customer_id  # a merged duplicate's events go to its survivor
         else:
-            assert p.customer_email is not None
-            cid, merged_into = by_email[emails[p.customer_email]]
+            assert p.customer_address is not None
+            cid, merged_into = by_email[p.customer_address.lower()]
             customer_id = merged_into or cid
         ids.append(interaction_id_for(p, delivery.event.source, delivery.event.id))
         customer_ids.append(customer_id)
