@@ -119,9 +119,14 @@ async def test_a_customer_made_on_the_crm_is_in_the_cem_view_within_5_s_in_one_t
             assert view["customer"]["crm_version"] == 1
 
         async def whole_trace() -> list[Span] | None:
+            # Each service exports in its own batches, so the CEM's spans may arrive before the CRM's
+            # request span (which ends only after the answer is sent): wait for every part.
             spans = collector.of_trace(trace_id)
+            requested = any(s.service == "crm-service" and s.kind == SERVER for s in spans)
+            sent = any(s.service == "crm-service" and s.kind == PRODUCER for s in spans)
             applied = [s for s in spans if s.service == "cem-service" and s.kind == CONSUMER and s.name.endswith(" process")]
-            return spans if applied and any(s.parent_id == applied[0].span_id for s in spans) else None
+            written = applied and any(s.parent_id == applied[0].span_id for s in spans)
+            return spans if requested and sent and written else None
 
         try:
             spans = await wait_for(whole_trace, timeout=15)
@@ -135,6 +140,7 @@ async def test_a_customer_made_on_the_crm_is_in_the_cem_view_within_5_s_in_one_t
             raise
         finally:
             stack.stop()  # while the collector still answers, so the services' last export goes through
+        spans = collector.of_trace(trace_id)  # with what the services flushed as they stopped
 
     request = next(s for s in spans if s.service == "crm-service" and s.kind == SERVER)
     assert request.parent_id == caller_span  # continues the caller's trace
