@@ -108,6 +108,15 @@ async def subscription(sessions: async_sessionmaker[AsyncSession], subscription_
         return await session.get(WebhookSubscription, subscription_id)
 
 
+async def one_round(webhooks: Webhooks, sessions: async_sessionmaker[AsyncSession]) -> int:
+    """One round of a new worker (`deliver_once`): how many deliveries it attempted."""
+    worker = WebhookWorker(webhooks, sessions)
+    try:
+        return await worker.deliver_once()
+    finally:
+        await worker.stop()
+
+
 async def eventually(check: Any, timeout: float = 10.0) -> Any:  # noqa: ASYNC109
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -569,10 +578,21 @@ class _NoQueries:
         "fc00::1",
         "::ffff:127.0.0.1",
         "0.0.0.0",
+        # IPv4 carried in IPv6, which a gateway on the way translates: 6to4, NAT64, IPv4-compatible.
+        "2002:a9fe:a9fe::",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b::10.0.0.1",
+        "::7f00:1",
+        "64:ff9b:1::a00:1",  # NAT64's local-use prefix (RFC 8215): whatever it carries
     ],
 )
 def test_private_loopback_and_link_local_addresses_are_not_public(address: str) -> None:
     assert not is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "2606:2800:220:1::1", "2002:5db8:d822::", "64:ff9b::93.184.216.34"])
+def test_public_addresses_stay_public_in_every_form(address: str) -> None:
+    assert is_public(ipaddress.ip_address(address))
 
 
 async def test_the_ssrf_guard_refuses_private_targets_unless_allowed() -> None:
@@ -587,7 +607,7 @@ async def test_the_ssrf_guard_refuses_private_targets_unless_allowed() -> None:
             await check_target(url, allow_private=False)
         await check_target(url, allow_private=True)
     await check_target("https://93.184.216.34/hook", allow_private=False)  # a public address
-    for url in ("ftp://example.com/", "http://user:pw@example.com/", "http:///nohost"):
+    for url in ("ftp://example.com/", "http://user:pw@example.com/", "http:///nohost", "http://[v1.fe]/", "http://☃.net/hook"):
         with pytest.raises(TargetRefused):
             await check_target(url, allow_private=True)
 
@@ -601,11 +621,7 @@ async def test_the_worker_refuses_a_private_target_when_sending(
         sub = await subscribe(sessions, webhooks, receiver.url)
         await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
         webhooks.settings = webhooks.settings.model_copy(update={"webhook_allow_private_targets": False})
-        worker = WebhookWorker(webhooks, sessions)
-        try:
-            assert await worker.deliver_once() == 1
-        finally:
-            await worker.stop()
+        assert await one_round(webhooks, sessions) == 1
     [d] = await deliveries(sessions)
     assert d.status == "failed" and "private" in d.last_error and d.last_status_code is None
     assert receiver.received == []
@@ -639,11 +655,7 @@ async def test_a_delivery_connects_to_the_address_the_guard_checked_not_to_a_sec
         sub = await subscribe(sessions, webhooks, url)
         receiver.secret = sub.secret
         await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
-        worker = WebhookWorker(webhooks, sessions)
-        try:
-            assert await worker.deliver_once() == 1
-        finally:
-            await worker.stop()
+        assert await one_round(webhooks, sessions) == 1
     assert receiver.received == []
     assert connected_to == [checked]
     [d] = await deliveries(sessions)
@@ -704,18 +716,17 @@ async def test_where_only_the_proxy_resolves_names_they_are_judged_by_form_and_t
 
         webhooks.settings = strict.model_copy(update={"webhook_proxy_resolves": True})
         for local in ("http://localhost:8080/", "http://metadata/computeMetadata", "http://db.internal/",
-                      "http://printer.local/", "http://127.0.0.1:9/", "http://[::1]/", "http://10.0.0.5/"):  # fmt: skip
+                      "http://printer.local/", "http://127.0.0.1:9/", "http://[::1]/", "http://10.0.0.5/",
+                      # the forms a resolver reads as an IPv4 address
+                      "http://127.1/", "http://0x7f.0.0.1/", "http://0177.0.0.1/", "http://10.0.0.5./",
+                      "http://169.254.169.254./latest/meta-data/", "http://2130706433/"):  # fmt: skip
             with pytest.raises(Unprocessable) as refused:
                 await subscribe(sessions, webhooks, local)
-            assert "public addresses" in str(refused.value.detail), local
+            assert "public addresses" in str(refused.value.detail) or "URL is not valid" in str(refused.value.detail), local
         sub = await subscribe(sessions, webhooks, target)
         receiver.secret = sub.secret
         await queue(sessions, webhooks, event_rows(topic, [customer], 1))
-        worker = WebhookWorker(webhooks, sessions)
-        try:
-            assert await worker.deliver_once() == 1
-        finally:
-            await worker.stop()
+        assert await one_round(webhooks, sessions) == 1
         [received] = receiver.accepted
         assert received.event["subject"] == str(customer)
         assert proxy.requests == [f"POST {target} HTTP/1.1"]
@@ -791,6 +802,13 @@ async def test_a_ping_is_a_signed_test_delivery_sent_once_that_never_counts_agai
         now = await subscription(sessions, sub.id)
         assert (now.enabled, now.consecutive_failures) == (True, 0)
 
+        receiver.script.append(500)  # sent again by hand: once more, still not retried
+        async with sessions() as session, session.begin():
+            await service.retry_delivery(session, webhooks, sub.id, failing[0].id)
+        webhooks.wake_worker()
+        done = await finished(failing[0].id)
+        assert (done.status, done.attempts, [a["status_code"] for a in done.attempt_log]) == ("failed", 2, [500, 500])
+
         async with sessions() as session, session.begin():
             await service.update_subscription(session, webhooks, sub.id, WebhookUpdate(enabled=False), None)
         with pytest.raises(Conflict, match="disabled"):
@@ -801,3 +819,142 @@ async def test_a_ping_is_a_signed_test_delivery_sent_once_that_never_counts_agai
 
 async def _received(receiver: WebhookReceiver, count: int) -> bool:
     return len(receiver.received) >= count
+
+
+async def _redirect_to(sessions: async_sessionmaker[AsyncSession], subscription_id: uuid.UUID, url: str) -> None:
+    """Point a subscription at `url` behind the API's back (one saved before a rule existed)."""
+    async with sessions() as session, session.begin():
+        await session.execute(update(WebhookSubscription).where(WebhookSubscription.id == subscription_id).values(url=url))
+
+
+async def test_one_deliverys_failure_of_any_kind_never_undoes_the_rounds_other_outcomes(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL httpx cannot send to (an IPv6 literal it refuses, saved before the guard checked
+    for it), and an error nobody foresaw, end their own delivery: the other deliveries of the
+    round are recorded as sent, not sent again by every later round."""
+    async with WebhookReceiver() as receiver:
+        good = await subscribe(sessions, webhooks, receiver.url)
+        receiver.secret = good.secret
+        broken = await subscribe(sessions, webhooks, receiver.url)
+        surprising = await subscribe(sessions, webhooks, receiver.url.replace("127.0.0.1", "localhost"))
+        await _redirect_to(sessions, broken.id, "http://[v1.fe]/hook")
+        real_check = targets.check_target
+
+        async def check_target(url: str, **kwargs: Any) -> None:
+            if "localhost" in url:
+                raise RuntimeError("a bug")
+            await real_check(url, **kwargs)
+
+        monkeypatch.setattr("cxkit.webhooks.delivery.check_target", check_target)
+        await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
+        worker = WebhookWorker(webhooks, sessions)
+        try:
+            assert await worker.deliver_once() == 3
+            assert await worker.deliver_once() == 0  # the bug's delivery waits for its retry
+        finally:
+            await worker.stop()
+    by_subscription = {d.subscription_id: d for d in await deliveries(sessions)}
+    assert by_subscription[good.id].status == "succeeded" and len(receiver.received) == 1
+    refused = by_subscription[broken.id]
+    assert refused.status == "failed" and refused.last_error.startswith("the URL is not valid")
+    retried = by_subscription[surprising.id]
+    assert (retried.status, retried.last_error) == ("pending", "RuntimeError: a bug") and retried.next_attempt_at is not None
+
+
+async def test_a_host_that_does_not_resolve_when_sending_is_retried(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS failing for a while (a lookup error, no answer in time) is retried like a connection
+    error, not given up as a private target would be."""
+    async with WebhookReceiver() as receiver:
+        sub = await subscribe(sessions, webhooks, receiver.url)
+    await _redirect_to(sessions, sub.id, "http://hooks.example.com/hook")
+    expiry = time.monotonic() + 600
+    monkeypatch.setitem(targets._resolved, ("hooks.example.com", 80), (expiry, "Temporary failure in name resolution"))
+    webhooks.settings = webhooks.settings.model_copy(update={"webhook_allow_private_targets": False})
+    await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
+    assert await one_round(webhooks, sessions) == 1
+    [d] = await deliveries(sessions)
+    assert (d.status, d.last_status_code) == ("pending", None) and d.next_attempt_at is not None
+    assert d.last_error == "the host hooks.example.com does not resolve (Temporary failure in name resolution)"
+    assert (await subscription(sessions, sub.id)).consecutive_failures == 1
+
+
+class RawReceiver:
+    """A receiver that answers at its own pace: `head` is sent `pace` seconds per byte, then
+    `body` in 64 KiB pieces, each `pace` seconds apart; `sent` counts the body bytes written
+    before the client hung up."""
+
+    def __init__(self, head: bytes, body_bytes: int, *, pace: float = 0.0, head_pace: float = 0.0) -> None:
+        self.head, self.body_bytes, self.pace, self.head_pace = head, body_bytes, pace, head_pace
+        self.sent = 0
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            for i in range(len(self.head)):
+                writer.write(self.head[i : i + 1] if self.head_pace else self.head[i:])
+                await writer.drain()
+                if not self.head_pace:
+                    break
+                await asyncio.sleep(self.head_pace)
+            piece = b"x" * 65536
+            while self.sent < self.body_bytes:
+                writer.write(piece[: self.body_bytes - self.sent])
+                await writer.drain()
+                self.sent += min(len(piece), self.body_bytes - self.sent)
+                await asyncio.sleep(self.pace)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+@pytest.mark.parametrize(
+    ("receiver", "error"),
+    [
+        pytest.param(
+            RawReceiver(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 268435456\r\n\r\n", 268_435_456),
+            "HTTP 500: " + "x" * 200,
+            id="a 256 MiB error body",
+        ),
+        pytest.param(
+            RawReceiver(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 50000000\r\n\r\n", 50_000_000, pace=0.1),
+            "HTTP 503: " + "x" * 200,
+            id="a body dripping 64 KiB every 0.1 s",
+        ),
+        pytest.param(
+            RawReceiver(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0, head_pace=0.1),
+            "no answer within 0.5 s",
+            id="a status line dripping a byte every 0.1 s",
+        ),
+    ],
+)
+async def test_an_attempt_reads_a_status_and_the_start_of_a_body_within_the_timeout(
+    sessions: async_sessionmaker[AsyncSession], webhooks: Webhooks, topic: str, receiver: RawReceiver, error: str
+) -> None:
+    """WEBHOOK_TIMEOUT_SECONDS (0.5 here) bounds the whole attempt, and no more of a failure's
+    body is read than its error shows: a receiver flooding or dripping its answer holds neither
+    the round (and its other deliveries) nor the worker's memory."""
+    async with receiver as url:
+        await subscribe(sessions, webhooks, url)
+        await queue(sessions, webhooks, event_rows(topic, [uuid.uuid4()], 1))
+        started = time.monotonic()
+        assert await asyncio.wait_for(one_round(webhooks, sessions), 10) == 1
+        took = time.monotonic() - started
+    [d] = await deliveries(sessions)
+    assert d.status == "pending" and d.last_error == error
+    assert took < 3 and d.last_duration_ms < 1500
+    assert receiver.sent < 16 * 1024 * 1024  # the rest of the answer was never asked for

@@ -135,7 +135,10 @@ class ServiceSettings(BaseSettings):
     consumer_max_retries: int = Field(5, description="Attempts for a failing message before it goes to the DLQ.")
     run_webhook_worker: bool = Field(True, description="Run the webhook delivery worker inside the web process.")
     webhook_timeout_seconds: float = Field(
-        10.0, gt=0, le=120, description="Longest a webhook receiver may take to answer one delivery (then it is retried)."
+        10.0,
+        gt=0,
+        le=120,
+        description="Longest one delivery attempt may take, from connecting to the answer's status line (then it is retried).",
     )
     webhook_retry_base_seconds: float = Field(
         5.0,

@@ -20,7 +20,11 @@ while its customer's head is being sent is due at once (it could be finishing in
 transaction that does not see the new one); a periodic sweep (`SWEEP_INTERVAL_S`) gives a time
 to any head still left without one.
 
-Timeouts, connection errors, 408, 429 and 5xx are retried with exponential backoff and jitter
+An attempt has `webhook_timeout_seconds` in all, from connecting to the status line, and of
+an answer only its status and the start of an error's body are read (`ERROR_BODY_READ`), so a
+receiver that drips or floods its answer holds neither the round nor the worker's memory.
+
+Timeouts, connection errors, a host that does not resolve, 408, 429 and 5xx are retried with exponential backoff and jitter
 until `webhook_max_age_hours`; a 429 or 503 with `Retry-After` (seconds or an HTTP date) waits
 at least that long, though never past the retry window; 410 disables the subscription; other
 answers give the delivery up. Every attempt carries the same `webhook-id` (the event id)."""
@@ -49,7 +53,7 @@ from cxkit.metrics import WEBHOOK_BACKLOG, WEBHOOK_DELIVERIES
 from cxkit.settings import ServiceSettings
 from cxkit.webhooks.models import FAILED, PENDING, PING, SUCCEEDED
 from cxkit.webhooks.signing import signed_headers
-from cxkit.webhooks.targets import TargetRefused, check_target, guarded_transport
+from cxkit.webhooks.targets import TargetRefused, TargetUnresolved, check_target, guarded_transport
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -57,6 +61,7 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})  # the answers whose Retry-After is
 ATTEMPT_LOG_KEPT = 50  # attempts kept in a delivery's log (the oldest are dropped)
 SWEEP_INTERVAL_S = 30.0  # how often the worker gives a time to queue heads left without one
 CONTENT_TYPE = "application/cloudevents+json"
+ERROR_BODY_READ = 1024  # bytes of a failed answer's body read, for the first 200 characters of its error
 
 
 def retryable(status: int) -> bool:
@@ -250,7 +255,8 @@ class WebhookWorker:
             or guarded_transport(
                 allow_private=self.settings.webhook_allow_private_targets, proxy=self.settings.webhook_proxy_url
             ),
-            headers={"user-agent": f"{self.settings.service_name}-webhooks"},
+            # No compressed answers: only the start of an error's body is read, as it is.
+            headers={"user-agent": f"{self.settings.service_name}-webhooks", "accept-encoding": "identity"},
         )
         self._sent = WEBHOOK_DELIVERIES.labels(self.settings.service_name, "succeeded")
         self._retried = WEBHOOK_DELIVERIES.labels(self.settings.service_name, "retried")
@@ -347,20 +353,41 @@ class WebhookWorker:
             )
             body = bytes(delivery["payload"])
             headers = signed_headers(delivery["secret"], delivery["webhook_id"], body, utcnow(), delivery["previous_secret"])
-            response = await self._client.post(delivery["url"], content=body, headers={**headers, "content-type": CONTENT_TYPE})
-            attempt.status_code = response.status_code
-            if not attempt.succeeded:
-                attempt.error = f"HTTP {response.status_code}: {response.text[:200]}"
-            if response.status_code in RETRY_AFTER_STATUSES:
-                attempt.retry_after_s = retry_after_seconds(response.headers.get("retry-after"), utcnow())
+            async with asyncio.timeout(self.settings.webhook_timeout_seconds):
+                await self._send(attempt, body, {**headers, "content-type": CONTENT_TYPE})
+        except TargetUnresolved as exc:
+            attempt.error = str(exc)  # retried: DNS may answer next time
         except TargetRefused as exc:
             attempt.refused, attempt.error = True, str(exc)
-        except httpx.TimeoutException:
-            attempt.error = f"no answer within {self.settings.webhook_timeout_seconds:g} s"
+        except (TimeoutError, httpx.TimeoutException):
+            if attempt.status_code is None:
+                attempt.error = f"no answer within {self.settings.webhook_timeout_seconds:g} s"
         except httpx.HTTPError as exc:
+            attempt.error = f"{type(exc).__name__}: {exc}"[:500]
+        except Exception as exc:  # one delivery's surprise must not undo the round's other outcomes
+            log.exception("webhook attempt failed", extra={"delivery_id": str(delivery["id"])})
             attempt.error = f"{type(exc).__name__}: {exc}"[:500]
         attempt.duration_ms = round((time.perf_counter() - started) * 1000)
         return attempt
+
+    async def _send(self, attempt: Attempt, body: bytes, headers: dict[str, str]) -> None:
+        """POST the delivery. The answer's status decides; of its body at most ERROR_BODY_READ
+        bytes are read (all of a short one, so the connection is kept for the next delivery),
+        and a failure's error holds its start, as much as arrived in time (the status is set
+        before the body is read)."""
+        async with self._client.stream("POST", attempt.delivery["url"], content=body, headers=headers) as response:
+            attempt.status_code = response.status_code
+            if response.status_code in RETRY_AFTER_STATUSES:
+                attempt.retry_after_s = retry_after_seconds(response.headers.get("retry-after"), utcnow())
+            start = bytearray()
+            if not attempt.succeeded:
+                attempt.error = f"HTTP {response.status_code}: "
+            async for chunk in response.aiter_raw():
+                start += chunk
+                if not attempt.succeeded:
+                    attempt.error = f"HTTP {response.status_code}: {start[:ERROR_BODY_READ].decode('utf-8', 'replace')[:200]}"
+                if len(start) >= ERROR_BODY_READ:
+                    break  # the rest is not read: the connection is closed with the answer
 
     async def _record(self, conn: asyncpg.Connection, attempt: Attempt) -> bool:
         """Store the attempt's outcome; True while the delivery stays pending (a retry)."""

@@ -45,7 +45,8 @@ HOW_IT_WORKS = (
     "(the event id, the same on every attempt: deduplicate on it), `webhook-timestamp` and `webhook-signature` "
     "(`v1,<base64 HMAC-SHA256 of id.timestamp.body>` with the secret). The body is the CloudEvent exactly as on Kafka. "
     "A customer's events arrive in order: the next waits until the one before was received or given up. Timeouts, "
-    "408, 429 and 5xx are retried with exponential backoff and jitter for up to 24 h (`WEBHOOK_MAX_AGE_HOURS`), "
+    "connection errors, a host that does not resolve, 408, 429 and 5xx are retried with exponential backoff and jitter "
+    "for up to 24 h (`WEBHOOK_MAX_AGE_HOURS`), "
     "waiting at least as long as a 429's or 503's `Retry-After` asks (within those 24 h); 410 "
     "disables the subscription, as does a run of failed attempts (`WEBHOOK_FAILURES_BEFORE_DISABLE`)."
 )

@@ -180,9 +180,9 @@ async def ping(session: AsyncSession, webhooks: Webhooks, subscription_id: uuid.
 
 
 async def retry_delivery(session: AsyncSession, webhooks: Webhooks, subscription_id: uuid.UUID, delivery_id: uuid.UUID) -> Any:
-    """Queue the delivery again, due now, with a fresh retry window and the same `webhook-id`
-    (a receiver that had it already drops the repeat). It keeps its place in its customer's
-    order: later pending deliveries of that customer wait for it."""
+    """Queue the delivery again, due now, with a fresh retry window (a ping: attempted once
+    more) and the same `webhook-id` (a receiver that had it already drops the repeat). It keeps
+    its place in its customer's order: later pending deliveries of that customer wait for it."""
     subscription = await get_subscription(session, webhooks, subscription_id)
     if not subscription.enabled:
         raise Conflict(f"webhook {subscription_id} is disabled; enable it (PATCH enabled: true) to deliver again")
@@ -192,7 +192,8 @@ async def retry_delivery(session: AsyncSession, webhooks: Webhooks, subscription
     now = utcnow()
     delivery.status = PENDING
     delivery.next_attempt_at = now
-    delivery.expires_at = now + webhooks.retry_window
+    # A ping is sent once each time it is asked for; anything else gets a new retry window.
+    delivery.expires_at = now if delivery.event_type == PING else now + webhooks.retry_window
     delivery.updated_at = now
     await session.flush()
     return delivery

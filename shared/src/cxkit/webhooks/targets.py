@@ -29,13 +29,60 @@ class TargetRefused(ValueError):
     """The URL is not one a webhook may be sent to (the message says why)."""
 
 
+class TargetUnresolved(TargetRefused):
+    """The URL's host does not resolve, or not in time. A subscription is refused for it; a
+    delivery is retried (DNS may answer again), as after a connection error."""
+
+
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits, and what a gateway on the
+# way reaches through them: NAT64's well-known prefix (RFC 6052) and the IPv4-compatible form
+# (::a.b.c.d, deprecated by RFC 4291 yet still routed by some stacks).
+_IPV4_IN_LAST_32_BITS = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
+_NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: translated by a local gateway, to anywhere
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for: IPv4-mapped (::ffff:a.b.c.d), 6to4
+    (2002:AABB:CCDD::), NAT64 (64:ff9b::a.b.c.d) or IPv4-compatible (::a.b.c.d)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in prefix for prefix in _IPV4_IN_LAST_32_BITS):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def is_public(address: IPAddress) -> bool:
     """False for private (10/8, 172.16/12, 192.168/16, fc00::/7), loopback, link-local
     (169.254/16 with cloud metadata, fe80::/10), multicast, reserved and unspecified addresses,
-    and for IPv4 hidden in IPv6 (::ffff:127.0.0.1)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    for IPv4 carried in IPv6 (::ffff:127.0.0.1, 2002:a9fe:a9fe::, 64:ff9b::10.0.0.1,
+    ::127.0.0.1) when that IPv4 address is not public, and for NAT64's local-use prefix."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64_LOCAL_USE:
+            return False
+        carried = embedded_ipv4(address)
+        if carried is not None:
+            address = carried
     return address.is_global and not address.is_multicast
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a URL's host names by its form, None for a name: an IP literal, with a
+    trailing dot (`10.0.0.5.`), or an IPv4 form that resolvers accept (`127.1`, `0177.0.0.1`,
+    `0x7f.0.0.1`, `2130706433`), whose last label is a number."""
+    host = host[:-1] if host.endswith(".") else host
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    last = host.rsplit(".", 1)[-1].lower()
+    if not (last.isascii() and (last.isdigit() or (last.startswith("0x") and all(c in "0123456789abcdef" for c in last[2:])))):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def check_url_form(url: str) -> tuple[str, int]:
@@ -51,6 +98,10 @@ def check_url_form(url: str) -> tuple[str, int]:
         raise TargetRefused("the URL must not carry credentials")
     if not parts.hostname:
         raise TargetRefused("the URL has no host")
+    try:
+        httpx.URL(url)  # what the delivery will send to: a host httpx cannot encode is refused now
+    except httpx.InvalidURL as exc:
+        raise TargetRefused(f"the URL is not valid ({exc})") from None
     return parts.hostname, port
 
 
@@ -77,7 +128,7 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
             _resolved.clear()
         hit = _resolved[(host, port)] = (now + RESOLVE_CACHE_S, answer)
     if isinstance(hit[1], str):
-        raise TargetRefused(f"the host {host} does not resolve ({hit[1]})")
+        raise TargetUnresolved(f"the host {host} does not resolve ({hit[1]})")
     return hit[1]
 
 
@@ -102,15 +153,16 @@ async def check_target(url: str, *, allow_private: bool, resolve_names: bool = T
     if allow_private:
         return
     if not resolve_names:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if is_local_name(host):
-                raise TargetRefused(
-                    f"the host {host} is a local name (localhost, a single label, or .local, .internal, .home.arpa); "
-                    "webhooks only go to public addresses"
-                ) from None
+        literal = literal_address(host)
+        if literal is not None:
+            refuse_private(host, [literal])
             return
+        if is_local_name(host):
+            raise TargetRefused(
+                f"the host {host} is a local name (localhost, a single label, or .local, .internal, .home.arpa); "
+                "webhooks only go to public addresses"
+            )
+        return
     refuse_private(host, await resolve(host, port))
 
 
