@@ -94,6 +94,14 @@ async def test_every_operation_has_a_summary_a_description_and_examples(client: 
     assert "/r/{token}" in spec["paths"] and "/v1/analytics/nps" in spec["paths"]
 
 
+def test_the_respondent_form_documents_its_400_for_an_unreadable_body(cem_app: FastAPI) -> None:
+    """`POST /r/{token}` answers 400 (the form again, with a message) for a body it cannot read
+    or that is too large: the document says so."""
+    responses = cem_app.openapi()["paths"]["/r/{token}"]["post"]["responses"]
+    assert {"200", "400", "404", "409", "410", "422"} <= set(responses)
+    assert responses["400"]["description"] and "text/html" in responses["400"]["content"]
+
+
 def test_every_documented_answer_is_stated_once_by_what_sends_it(cem_app: FastAPI) -> None:
     """A route's response model is its `-> ModelResponse[X]` annotation (checked on every answer by
     TypedRoute) or a model FastAPI serializes itself; no route documents one model and sends

@@ -97,6 +97,22 @@ async def test_score_in_the_link_preselects_the_rating(client: httpx.AsyncClient
     assert re.findall(r'value="(\d+)"\s+checked', html) == []
 
 
+async def test_a_score_in_the_link_that_is_not_a_whole_number_on_the_scale_is_ignored(
+    client: httpx.AsyncClient, make: Any
+) -> None:
+    """`str.isdigit()` holds for "²" and `int()` refuses more than 4300 digits: both were a 500,
+    on the page (after the invitation was marked opened) and on the preview."""
+    survey = await make.survey("nps")
+    invitation = await make.invitation(survey["id"])
+    for url in (f"/r/{invitation['token']}", f"/v1/surveys/{survey['id']}/preview"):
+        for score in ("²", "1²", "٣", "-1", "--5", "8.0", "1" * 4301, "0" * 4300 + "8"):
+            r = await client.get(url, params={"score": score})
+            assert r.status_code == 200, (url, score[:10], r.status_code)
+            assert re.findall(r'value="(\d+)"\s+checked', r.text) == [], (url, score[:10])
+        r = await client.get(url, params={"score": "7"})
+        assert re.findall(r'value="(\d+)"\s+checked', r.text) == ["7"], url
+
+
 async def test_submit_records_once_and_thanks(client: httpx.AsyncClient, make: Any, session_factory: Any, outbox: Any) -> None:
     survey = await _survey_with_all_question_types(make)
     invitation = await make.invitation(survey["id"])
@@ -133,6 +149,13 @@ async def test_invalid_answers_rerender_the_form_with_messages(
         ({"q_reason": "fine"}, "please answer this question"),  # the required score is missing
         ({"q_nps": "11"}, "pick a number from 0 to 10"),
         ({"q_nps": "nine"}, "pick a whole number on the scale"),
+        # str.isdigit() holds for these, and int() refused them: a 500.
+        ({"q_nps": "²"}, "pick a whole number on the scale"),
+        ({"q_nps": "--5"}, "pick a whole number on the scale"),
+        ({"q_nps": "-²"}, "pick a whole number on the scale"),
+        ({"q_nps": "1²"}, "pick a whole number on the scale"),
+        ({"q_nps": "٣"}, "pick a whole number on the scale"),  # an Arabic-Indic 3: digits are ASCII
+        ({"q_nps": "-5"}, "pick a number from 0 to 10"),
         ({"q_nps": "5", "q_reason": "x" * 51}, "under 50 characters"),
         ({"q_nps": "5", "q_channel": "Carrier pigeon"}, "pick one of the options"),
         ({"q_nps": "5", "q_liked": ["Price", "Nope"]}, "pick among the options"),
@@ -150,6 +173,48 @@ async def test_invalid_answers_rerender_the_form_with_messages(
         assert len((await session.scalars(select(SurveyResponse))).all()) == 1
 
 
+async def test_line_breaks_count_once_as_the_browser_counts_them(
+    client: httpx.AsyncClient, make: Any, session_factory: Any
+) -> None:
+    """A browser counts a line break as one character against `maxlength` but posts it as CRLF:
+    an answer at the limit was refused ("it has 51"), and stored answers kept the CR."""
+    survey = await _survey_with_all_question_types(make)
+    invitation = await make.invitation(survey["id"])
+    text = "x" * 25 + "\r\n" + "x" * 24
+    r = await client.post(f"/r/{invitation['token']}", data={"q_nps": "9", "q_reason": text})
+    assert r.status_code == 200, r.text
+    lone_cr = await make.invitation(survey["id"])
+    r = await client.post(f"/r/{lone_cr['token']}", data={"q_nps": "9", "q_reason": "one\rtwo\r\nthree"})
+    assert r.status_code == 200, r.text
+    async with session_factory() as session:
+        responses = (await session.scalars(select(SurveyResponse).order_by(SurveyResponse.submitted_at))).all()
+    stored = [{a["question_id"]: a["value"] for a in response.answers}["reason"] for response in responses]
+    assert stored == ["x" * 25 + "\n" + "x" * 24, "one\ntwo\nthree"]
+
+
+async def test_an_option_with_a_line_break_matches_what_the_browser_posts_back(
+    client: httpx.AsyncClient, make: Any, session_factory: Any
+) -> None:
+    """The page shows the option with a LF; the browser posts it back with CRLF: still that option."""
+    options = ["Shop\nin town", "Web"]
+    survey = await make.survey(
+        "custom",
+        questions=[
+            {"id": "where", "type": "single_choice", "text": "Where?", "options": options},
+            {"id": "also", "type": "multi_choice", "text": "Also?", "options": options},
+        ],
+    )
+    invitation = await make.invitation(survey["id"])
+    page = (await client.get(f"/r/{invitation['token']}")).text
+    assert 'value="Shop\nin town"' in page
+    form = {"q_where": "Shop\r\nin town", "q_also": ["Web", "Shop\r\nin town"]}
+    r = await client.post(f"/r/{invitation['token']}", data=form)
+    assert r.status_code == 200, r.text
+    async with session_factory() as session:
+        response = (await session.scalars(select(SurveyResponse))).one()
+    assert {a["question_id"]: a["value"] for a in response.answers} == {"where": "Shop\nin town", "also": options}
+
+
 async def test_unparseable_form_is_not_a_server_error(client: httpx.AsyncClient, make: Any) -> None:
     survey = await make.survey("nps")
     invitation = await make.invitation(survey["id"])
@@ -161,6 +226,10 @@ async def test_unparseable_form_is_not_a_server_error(client: httpx.AsyncClient,
     assert r.status_code in (400, 422) and "<form" in r.text
     r = await client.post(url, content=b"\x00\x01", headers={"content-type": "application/json"})
     assert r.status_code == 422 and "please answer this question" in r.text
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    for length in (b"1" * 4301, "²".encode()):  # int() refuses more than 4300 digits, and "²"
+        r = await client.post(url, content=b"q_nps=9", headers={**form, "content-length": length})
+        assert r.status_code == 400 and "<form" in r.text, (length[:10], r.status_code)
 
 
 async def test_bad_links_get_clear_pages_with_the_right_status(

@@ -143,6 +143,31 @@ async def test_request_shape_rules(client: httpx.AsyncClient, make: Any) -> None
         assert r.headers["content-type"] == "application/problem+json"
 
 
+async def test_a_survey_back_in_draft_takes_no_answers(client: httpx.AsyncClient, make: Any) -> None:
+    survey = await make.survey("nps")
+    invitation = await make.invitation(survey["id"])
+    assert (await client.patch(f"/v1/surveys/{survey['id']}", json={"status": "draft"})).status_code == 200
+    for body in ({"token": invitation["token"], "answers": {"nps": 9}}, {"survey_id": survey["id"], "answers": {"nps": 9}}):
+        r = await client.post("/v1/responses", json=body)
+        assert r.status_code == 409 and r.json()["reason"] == "survey_draft", r.text
+    operation = (await client.get("/openapi.json")).json()["paths"]["/v1/responses"]["post"]
+    assert "survey_draft" in operation["description"]
+
+
+async def test_line_breaks_in_answers_are_stored_as_line_feeds(client: httpx.AsyncClient, make: Any) -> None:
+    """As on the respondent page: CRLF and a lone CR are one line break (LF), counted once."""
+    survey = await make.survey(
+        "nps",
+        questions=[
+            {"id": "nps", "type": "rating", "text": "Recommend?"},
+            {"id": "why", "type": "text", "text": "Why?", "max_length": 10},
+            {"id": "pick", "type": "single_choice", "text": "Pick", "options": ["A\nB", "C"]},
+        ],
+    )
+    answer = await make.answer(survey["id"], {"nps": 9, "why": "abcd\r\nefg\rh", "pick": "A\r\nB"})
+    assert {a["question_id"]: a["value"] for a in answer["answers"]} == {"nps": 9, "why": "abcd\nefg\nh", "pick": "A\nB"}
+
+
 async def test_list_responses_with_filters(client: httpx.AsyncClient, make: Any) -> None:
     await make.touchpoint("checkout")
     survey = await make.survey("nps")

@@ -83,8 +83,10 @@ class InvitationRead(BaseModel):
     interaction_id: uuid.UUID | None = Field(description="The interaction that triggered it, if any.")
     status: InvitationStatus = Field(
         description="scheduled (waits for `send_at`; no link yet), sent (not opened yet), opened (the page was viewed), "
-        "answered, expired (not answered in time), or cancelled (withdrawn by request, or, before it was due, the "
-        "customer opted out or was erased)."
+        "answered, expired (not answered in time), or cancelled (withdrawn: by request; when the recipient "
+        "unsubscribed through a link, which withdraws each of their invitations not yet answered or expired, sent "
+        "and opened ones too; or, before it went out, because the customer was erased, or had opted out by the time "
+        "it was due)."
     )
     created_at: dt.datetime
     send_at: dt.datetime = Field(
@@ -96,8 +98,10 @@ class InvitationRead(BaseModel):
     answered_at: dt.datetime | None
     cancelled_at: dt.datetime | None = Field(description="When it was cancelled; null unless `status` is cancelled.")
     cancel_reason: str | None = Field(
-        description="Why it was cancelled: by_request (`POST /v1/invitations/{id}/cancel`), or, for a scheduled one, "
-        "opted_out or erased."
+        description="Why it was cancelled: by_request (`POST /v1/invitations/{id}/cancel`); opted_out (the recipient "
+        "unsubscribed through a link, `POST /r/{token}/unsubscribe`, which withdraws every invitation to them not yet "
+        "answered or expired, sent ones too; or a scheduled one came due after the customer opted out); or erased (a "
+        "scheduled one, when the customer was erased before it went out)."
     )
     reminders_sent: int = Field(description="Reminders sent (`survey.reminded`), by the survey's `reminders`.")
     last_reminded_at: dt.datetime | None = Field(description="When the last reminder went out.")

@@ -29,7 +29,7 @@ from cem.responses.service import (
     record_response,
 )
 from cem.surveys.models import Survey
-from cem.surveys.questions import check_answers
+from cem.surveys.questions import check_answers, whole_number
 from cem.surveys.router import SurveyId
 from cem.surveys.service import get_survey
 from cem.surveys.texts import DEFAULT_LANGUAGE, TEXTS, preferred_language, say
@@ -174,17 +174,21 @@ async def show_survey(token: Token, request: Request, session: SessionDep) -> HT
     target = await _open(request, session, token)
     if isinstance(target, HTMLResponse):
         return target
+    values = _preset(request, target.survey)
     await mark_opened(session, target.invitation)
     await session.commit()
-    return _survey_page(request, target.survey, _preset(request, target.survey), {})
+    return _survey_page(request, target.survey, values, {})
 
 
 def _preset(request: Request, survey: Survey) -> dict[str, Any]:
-    """The score `?score=` pre-selects (from a row of links in an email), when it is on the scale."""
-    preset = request.query_params.get("score", "")
+    """The score `?score=` pre-selects (from a row of links in an email), when it is a whole
+    number on the scale; anything else pre-selects nothing."""
     metric_question = next((q for q in survey.questions if q.get("metric")), None)
-    if metric_question and preset.isdigit() and metric_question["scale_min"] <= int(preset) <= metric_question["scale_max"]:
-        return {metric_question["id"]: str(int(preset))}
+    if metric_question is None:
+        return {}
+    score = whole_number(request.query_params.get("score", ""))
+    if score is not None and metric_question["scale_min"] <= score <= metric_question["scale_max"]:
+        return {metric_question["id"]: str(score)}
     return {}
 
 
@@ -211,10 +215,17 @@ async def preview_survey(survey_id: SurveyId, request: Request, session: Session
     response_class=HTMLResponse,
     summary="Send answers from the respondent page",
     description="Takes the page's form (`application/x-www-form-urlencoded`, fields `q_<question id>`), records "
-    "the answer once and shows the thank-you page. Invalid answers re-show the form with a message per question "
-    "(422); the same error pages as `GET` otherwise. Needs no key.",
+    "the answer once and shows the thank-you page. A line break in an answer (CRLF as browsers send it, or CR) "
+    "counts and is stored as one LF. Invalid answers re-show the form with a message per question (422); a body "
+    "that cannot be read as the form, or is too large, re-shows it with one message (400); the same error pages "
+    "as `GET` otherwise. Needs no key.",
     responses={
         **PAGE_RESPONSES,
+        400: {
+            "content": {"text/html": {"example": HTML_EXAMPLE}},
+            "description": "The form again, with a message: the body could not be read (malformed, a file in it, more "
+            f"than {FORM_LIMITS['max_fields']} fields) or is larger than {MAX_BODY // 1024} KiB.",
+        },
         422: {"content": {"text/html": {"example": HTML_EXAMPLE}}, "description": "The form again, with errors."},
     },
     openapi_extra={
@@ -353,9 +364,10 @@ async def resubscribe(token: Token, request: Request, session: SessionDep) -> HT
 
 
 async def _read_form(request: Request) -> FormData | None:
-    """The posted form, or None when it is too large or cannot be parsed."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY:
+    """The posted form, or None when it is too large or cannot be parsed (a Content-Length that
+    is not ASCII digits included: `int()` refuses "²", and more than 4300 digits)."""
+    length = request.headers.get("content-length")
+    if length is not None and not (length.isascii() and length.isdigit() and len(length) <= 9 and int(length) <= MAX_BODY):
         return None
     try:
         return await request.form(**FORM_LIMITS)

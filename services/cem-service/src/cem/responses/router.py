@@ -35,9 +35,10 @@ ResponseId = Annotated[uuid.UUID, id_path("response", "9b8a7c6d-5e4f-4a3b-9c2d-1
     summary="Record an answer",
     description="For API clients (apps, kiosks, imports): answer an invitation by its `token`, or a survey by "
     "`survey_id` for a customer, an email or anonymously. The same rules as the respondent page: the survey must "
-    "be active and an invitation is answered once (409 with `reason` already_answered, expired, cancelled or "
-    "survey_closed); "
-    "answers are checked against the questions (422 names each bad one). Announces "
+    "be active and an invitation is answered once (409 with `reason` already_answered, expired, cancelled, "
+    "survey_closed, or survey_draft for a survey that is, or went back to, a draft); answers are checked against "
+    "the questions (422 names each bad one), a line break in a text (CRLF, CR or LF) counting and stored as one LF, "
+    "and a choice matching its option whatever line breaks it came with. Announces "
     "`survey.response.submitted`, and `followup.requested` when a known customer answers NPS 0-6, CSAT 1-2 or "
     "CES 1-2. Needs `write`.",
     responses=problem_responses(401, 403, 409, 422),

@@ -3,6 +3,7 @@ checked and scored. Used by the API (`POST /v1/responses`) and the respondent pa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -255,6 +256,25 @@ class CheckedAnswers:
         return not self.errors
 
 
+# A score as a form or a link writes it: ASCII digits only (`str.isdigit()` also holds for "²",
+# which `int()` refuses, and for other scripts' digits), at most three (every scale is 0-10).
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,3}")
+
+
+def whole_number(text: str) -> int | None:
+    """The integer in a form field or a query parameter (`-7`, ` 9 `), or None when it holds
+    anything else, a number of more than three digits included."""
+    match = _WHOLE_NUMBER.fullmatch(text.strip())
+    return int(match.group()) if match else None
+
+
+def one_line_break(text: str) -> str:
+    """`text` with each CRLF or lone CR as LF. A browser posts every line break of a form (a
+    textarea's, or one inside an option's value) as CRLF but counts it as one character against
+    `maxlength`; answers store LF, whichever way they came."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value)
 
@@ -264,8 +284,10 @@ def check_answers(
 ) -> CheckedAnswers:
     """Validate `raw` ({question id: value}) against the questions. Form values are strings (and
     lists of strings for multi choice); API values are JSON: an integer for a rating, a string for
-    text and single choice, a list of strings for multi choice, null or absent when skipped. The
-    messages are in `language` (the respondent page's; the API's stay English)."""
+    text and single choice, a list of strings for multi choice, null or absent when skipped. In
+    either, a line break (CRLF, CR or LF) is one LF, in the text kept and in the length checked,
+    and a choice matches its option whichever line breaks it came with. The messages are in
+    `language` (the respondent page's; the API's stay English)."""
     result = CheckedAnswers()
     known = {q["id"] for q in questions}
     for qid in raw:
@@ -309,8 +331,8 @@ def _check_one(q: dict[str, Any], value: Any, from_form: bool, language: str) ->
     kind = q["type"]
     if kind == "rating":
         score: int | None = None
-        if from_form and isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value.strip()) <= 3:
-            score = int(value.strip())
+        if from_form and isinstance(value, str):
+            score = whole_number(value)
         elif not from_form and isinstance(value, int) and not isinstance(value, bool):
             score = value
         if score is None:
@@ -321,25 +343,32 @@ def _check_one(q: dict[str, Any], value: Any, from_form: bool, language: str) ->
     if kind == "text":
         if not isinstance(value, str):
             return None, say(language, "text_expected")
-        text = value.strip()
+        text = one_line_break(value).strip()
         if "\x00" in text:
             return None, say(language, "bad_characters")
         if len(text) > q["max_length"]:
             return None, say(language, "too_long", limit=q["max_length"], length=len(text))
         return text, None
+    # An option as the survey has it, by the value posted (its line breaks as LF on both sides).
+    options: dict[str, str] = {}
+    for option in q["options"]:
+        options.setdefault(one_line_break(option), option)
     if kind == "single_choice":
         if isinstance(value, list) and from_form and len(value) == 1:
             value = value[0]
-        if not isinstance(value, str) or value not in q["options"]:
+        picked = options.get(one_line_break(value)) if isinstance(value, str) else None
+        if picked is None:
             return None, say(language, "pick_one")
-        return value, None
+        return picked, None
     if not isinstance(value, list):
         if not from_form:
             return None, say(language, "list_expected")
         value = [value]
-    values = value
-    if not all(isinstance(v, str) for v in values) or any(v not in q["options"] for v in values):
+    if not all(isinstance(v, str) for v in value):
         return None, say(language, "pick_among")
-    if len(set(values)) != len(values):
+    chosen = [options.get(one_line_break(v)) for v in value]
+    if any(c is None for c in chosen):
+        return None, say(language, "pick_among")
+    if len(set(chosen)) != len(chosen):
         return None, say(language, "pick_once")
-    return [o for o in q["options"] if o in values], None
+    return [o for o in q["options"] if o in chosen], None
