@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy import func, select
+
+from crm.campaigns.models import Campaign
 
 
 async def test_members_responses_and_response_rate(client: httpx.AsyncClient, make: Any) -> None:
@@ -107,3 +112,31 @@ async def test_campaign_rules(client: httpx.AsyncClient, make: Any) -> None:
     unused = await make.campaign()
     await client.post(f"/v1/campaigns/{unused['id']}/members", json={"customer_id": (await make.customer())["id"]})
     assert (await client.delete(f"/v1/campaigns/{unused['id']}")).status_code == 204
+
+
+@pytest.mark.parametrize(
+    "names", [["Spring"] * 6, ["Spring", "SPRING", "spring", "sPRING", "SpRiNg", "spRING"]], ids=["same", "by-case"]
+)
+async def test_concurrent_creates_of_one_name_make_one_campaign_and_409s_whatever_the_case(
+    client: httpx.AsyncClient, session_factory: Any, names: list[str]
+) -> None:
+    answers = await asyncio.gather(*[client.post("/v1/campaigns", json={"name": name}) for name in names])
+    assert {a.status_code for a in answers} == {201, 409}, [a.text for a in answers]
+    for refused in (a for a in answers if a.status_code == 409):
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "already exists" in refused.json()["detail"]
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).select_from(Campaign)) == 1
+
+
+async def test_concurrent_renames_to_one_name_keep_names_unique_whatever_the_case(
+    client: httpx.AsyncClient, make: Any, session_factory: Any
+) -> None:
+    campaigns = [await make.campaign() for _ in range(6)]
+    names = ["Autumn", "AUTUMN", "autumn"] * 2
+    answers = await asyncio.gather(
+        *[client.patch(f"/v1/campaigns/{c['id']}", json={"name": name}) for c, name in zip(campaigns, names, strict=True)]
+    )
+    assert {a.status_code for a in answers} == {200, 409}, [a.text for a in answers]
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).where(func.lower(Campaign.name) == "autumn")) == 1

@@ -6,16 +6,18 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from crm.config import CRMSettings
 from crm.documents.models import Document
+from cxkit.fields import NO_NUL
 from cxkit.testing import bearer
 
 PDF = b"%PDF-1.4\n" + b"x" * 5000
@@ -108,6 +110,79 @@ async def test_bad_upload_requests_are_422(client: httpx.AsyncClient, make: Any)
         "/v1/documents", content=b"--b\r\nnonsense", headers={"content-type": "multipart/form-data; boundary=b"}
     )
     assert broken.status_code == 422
+    # PostgreSQL text cannot hold a NUL: refused as in a JSON body, not a 500 at INSERT.
+    nul = await upload(client, {"customer_id": cid, "description": "Signed\x00offer"})
+    assert nul.status_code == 422 and nul.headers["content-type"] == "application/problem+json"
+    assert nul.json()["errors"][0]["loc"] == ["body", "description"]
+    # ... and the OpenAPI document says so, as it does for every free-text field of a JSON body.
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    fields = paths["/v1/documents"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert fields["description"]["pattern"] == NO_NUL
+
+
+def multipart(customer_id: str, *parts: tuple[str, bytes]) -> bytes:
+    """A multipart body (boundary `b`) with the customer_id, the text `parts` and a text file."""
+    body = b'--b\r\nContent-Disposition: form-data; name="customer_id"\r\n\r\n' + customer_id.encode() + b"\r\n"
+    for name, value in parts:
+        body += b'--b\r\nContent-Disposition: form-data; name="' + name.encode() + b'"\r\n\r\n' + value + b"\r\n"
+    file_part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\nContent-Type: text/plain\r\n\r\n'
+    return body + file_part + b"line1\r\nline2\r\n--b--\r\n"
+
+
+MULTIPART = {"content-type": "multipart/form-data; boundary=b"}
+
+
+async def test_a_body_without_its_closing_boundary_is_refused_and_nothing_is_stored(
+    client: httpx.AsyncClient, make: Any, crm_settings: CRMSettings, session_factory: Any
+) -> None:
+    cid = (await make.customer())["id"]
+    before = stored_files(crm_settings)
+    complete = multipart(cid)
+    cut = complete[: complete.index(b"line2") + len(b"line2\r\n-")]  # the file, then the body stops
+    r = await client.post("/v1/documents", content=cut, headers=MULTIPART)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"].startswith("malformed multipart body")
+    assert stored_files(crm_settings) == before
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).select_from(Document)) == 0
+    whole = await client.post("/v1/documents", content=complete, headers=MULTIPART)
+    assert whole.status_code == 201 and whole.json()["size_bytes"] == len(b"line1\r\nline2")
+
+
+async def test_a_chunked_body_is_capped_as_one_with_a_content_length(
+    client: httpx.AsyncClient, make: Any, crm_settings: CRMSettings, monkeypatch: pytest.MonkeyPatch, session_factory: Any
+) -> None:
+    """The body cap is lifted for uploads, whose route applies its own limit: to the whole body,
+    not only to the file part, however the body is framed."""
+    cid = (await make.customer())["id"]
+    monkeypatch.setattr(crm_settings, "documents_max_bytes", 4096)
+    body = multipart(cid, ("padding", b"p" * 200_000))  # an ignored part, far over the limit; a tiny file
+    assert len(body) < crm_settings.max_body_bytes  # so the route's limit is what refuses it
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 16_384):
+            yield body[start : start + 16_384]
+
+    with_length = await client.post("/v1/documents", content=body, headers=MULTIPART)
+    without_length = await client.post("/v1/documents", content=chunked(), headers=MULTIPART)
+    for r in (with_length, without_length):
+        assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["detail"] == "documents are at most 4096 bytes"
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).select_from(Document)) == 0
+
+
+async def test_the_description_limit_counts_characters_as_the_schema_says(client: httpx.AsyncClient, make: Any) -> None:
+    cid = (await make.customer())["id"]
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    schema = paths["/v1/documents"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    limit = schema["properties"]["description"]["maxLength"]
+    for description in ("€" * 4000, "€" * limit):  # 3 bytes each in UTF-8
+        r = await upload(client, {"customer_id": cid, "description": description})
+        assert r.status_code == 201, r.text
+        assert (await client.get(f"/v1/documents/{r.json()['id']}")).json()["description"] == description
+    too_long = await upload(client, {"customer_id": cid, "description": "a" * (limit + 1)})
+    assert too_long.status_code == 422 and too_long.json()["errors"][0]["loc"] == ["body", "description"]
 
 
 async def test_delete_removes_the_record_and_the_file(client: httpx.AsyncClient, make: Any, crm_settings: CRMSettings) -> None:
@@ -134,6 +209,24 @@ async def test_upload_with_an_idempotency_key_stores_one_document(
         assert await session.scalar(select(func.count()).select_from(Document)) == 1
 
 
+async def test_an_upload_key_is_kept_as_long_as_the_idempotency_setting_says(
+    client: httpx.AsyncClient, make: Any, crm_settings: CRMSettings, monkeypatch: pytest.MonkeyPatch, session_factory: Any
+) -> None:
+    monkeypatch.setattr(crm_settings, "idempotency_ttl_hours", 48)
+    cid = (await make.customer())["id"]
+    first = await upload(client, {"customer_id": cid}, headers={"Idempotency-Key": "up-ttl"})
+    assert first.status_code == 201
+    async with session_factory() as session:
+        aged = "UPDATE idempotency_keys SET created_at = created_at - interval '25 hours' WHERE key = 'up-ttl'"
+        assert (await session.execute(text(aged))).rowcount == 1
+        await session.commit()
+    again = await upload(client, {"customer_id": cid}, headers={"Idempotency-Key": "up-ttl"})
+    assert again.status_code == 201 and again.headers.get("idempotent-replayed") == "true"
+    assert again.json()["id"] == first.json()["id"]
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).select_from(Document)) == 1
+
+
 async def test_a_share_link_works_without_a_key_until_it_expires(
     client: httpx.AsyncClient, make: Any, keys: dict[str, str], crm_app: FastAPI
 ) -> None:
@@ -154,6 +247,9 @@ async def test_a_share_link_works_without_a_key_until_it_expires(
     signature = crm_app.state.document_links.signature(uuid.UUID(doc["id"]), past)
     expired = await client.get(url.path, params={"expires": past, "signature": signature}, headers={"Authorization": ""})
     assert expired.status_code == 410
+    assert expired.headers["content-type"] == "application/problem+json"
+    documented = (await client.get("/openapi.json")).json()["paths"]["/v1/shared/documents/{document_id}"]["get"]
+    assert {"403", "404", "410"} <= set(documented["responses"])
     assert (await client.get(url.path, params={"expires": "x", "signature": "y"})).status_code == 422
 
     await client.delete(f"/v1/documents/{doc['id']}")

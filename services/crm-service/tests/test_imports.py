@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from crm.config import CRMSettings
 from crm.customers.csv_import import BUSY_ATTEMPTS
@@ -145,6 +146,36 @@ async def test_uploads_are_checked_and_unknown_jobs_are_404(client: httpx.AsyncC
     assert (await client.post(f"/v1/imports/{missing}/cancel")).status_code == 404
     reader = testing.bearer(keys["read"])
     assert (await client.post("/v1/imports", files={"file": ("a.csv", b"email,name\n")}, headers=reader)).status_code == 403
+
+
+async def test_a_file_cut_short_of_its_closing_boundary_starts_no_job(client: httpx.AsyncClient) -> None:
+    file_part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="c.csv"\r\nContent-Type: text/csv\r\n\r\n'
+    body = file_part + customers_csv(3, "cut")
+    multipart = {"content-type": "multipart/form-data; boundary=b"}
+    cut = await client.post("/v1/imports", content=body + b"\r\n-", headers=multipart)
+    assert cut.status_code == 422 and cut.json()["detail"].startswith("malformed multipart body")
+    assert (await client.get("/v1/imports")).json()["items"] == []
+    whole = await client.post("/v1/imports", content=body + b"\r\n--b--\r\n", headers=multipart)
+    assert whole.status_code == 202, whole.text
+    assert (await finished(client, whole.json()["id"]))["created"] == 3
+
+
+async def test_an_import_key_is_kept_as_long_as_the_idempotency_setting_says(
+    client: httpx.AsyncClient, crm_settings: CRMSettings, monkeypatch: pytest.MonkeyPatch, session_factory: Any
+) -> None:
+    monkeypatch.setattr(crm_settings, "idempotency_ttl_hours", 48)
+    body = customers_csv(2, "ttl")
+    first = await upload(client, body, **{"Idempotency-Key": "imp-ttl"})
+    assert first.status_code == 202
+    await finished(client, first.json()["id"])
+    async with session_factory() as session:
+        aged = "UPDATE idempotency_keys SET created_at = created_at - interval '25 hours' WHERE key = 'imp-ttl'"
+        assert (await session.execute(text(aged))).rowcount == 1
+        await session.commit()
+    again = await upload(client, body, **{"Idempotency-Key": "imp-ttl"})
+    assert again.status_code == 202 and again.headers.get("idempotent-replayed") == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert [job["id"] for job in (await client.get("/v1/imports")).json()["items"]] == [first.json()["id"]]
 
 
 async def test_imports_are_listed_newest_first_by_page_and_by_status(client: httpx.AsyncClient, keys: dict[str, str]) -> None:

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm.db import Base, Money
@@ -17,7 +17,7 @@ class Campaign(Base):
     __tablename__ = "campaigns"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(20), default="other")
     status: Mapped[str] = mapped_column(String(20), default="planned")
     description: Mapped[str | None] = mapped_column(Text)
@@ -30,7 +30,12 @@ class Campaign(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    __table_args__ = (Index("ix_campaigns_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_campaigns_created_at_id", "created_at", "id"),
+        # Names are unique whatever their case ("Spring" and "SPRING" are one campaign), as the
+        # service checks; the index holds it under concurrent writes too (crm0025).
+        Index("uq_campaigns_name_lower", text("lower(name)"), unique=True),
+    )
 
 
 class CampaignMember(Base):

@@ -42,7 +42,9 @@ class CampaignRepository(Repository[Campaign]):
         return (await self.session.scalar(select(Campaign.id).where(Campaign.id == campaign_id))) is not None
 
     async def name_taken(self, name: str, *, other_than: uuid.UUID | None = None) -> bool:
-        stmt = select(Campaign.id).where(func.lower(Campaign.name) == name.lower())
+        """Whether another campaign has this name in any case; lowered by PostgreSQL, as the
+        unique index on lower(name) is (it reads that index)."""
+        stmt = select(Campaign.id).where(func.lower(Campaign.name) == func.lower(name))
         if other_than is not None:
             stmt = stmt.where(Campaign.id != other_than)
         return (await self.session.scalar(stmt.limit(1))) is not None

@@ -7,6 +7,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.campaigns.models import Campaign, CampaignMember
@@ -33,14 +34,28 @@ def stats_of(raw: dict[str, Any]) -> CampaignStats:
     )
 
 
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"a campaign named {name!r} already exists")
+
+
+async def _flush_named(repo: CampaignRepository, name: str) -> None:
+    """Flush a new or renamed campaign. Names are unique whatever their case: the check before
+    answers most requests, the unique index on lower(name) a concurrent one that passed it too
+    (the only unique rule a campaign's write can break), with the same 409."""
+    try:
+        await repo.flush()
+    except IntegrityError:
+        raise _name_taken(name) from None
+
+
 async def create_campaign(session: AsyncSession, data: CampaignCreate) -> Campaign:
     repo = CampaignRepository(session)
     if await repo.name_taken(data.name):
-        raise Conflict(f"a campaign named {data.name!r} already exists")
+        raise _name_taken(data.name)
     now = utcnow()
     campaign = Campaign(id=new_id(), **data.model_dump(), version=1, created_at=now, updated_at=now)
     repo.add(campaign)
-    await repo.flush()
+    await _flush_named(repo, data.name)
     return campaign
 
 
@@ -69,7 +84,7 @@ async def update_campaign(session: AsyncSession, campaign_id: uuid.UUID, data: C
     campaign = await get_campaign(session, campaign_id, for_update=True)
     check_if_match(if_match, campaign.version)
     if data.name is not None and data.name != campaign.name and await repo.name_taken(data.name, other_than=campaign.id):
-        raise Conflict(f"a campaign named {data.name!r} already exists")
+        raise _name_taken(data.name)
     changed = False
     for field in data.model_fields_set:
         if getattr(campaign, field) != getattr(data, field):
@@ -80,7 +95,7 @@ async def update_campaign(session: AsyncSession, campaign_id: uuid.UUID, data: C
     if changed:
         campaign.version += 1
         campaign.updated_at = utcnow()
-        await repo.flush()
+        await _flush_named(repo, campaign.name)
     return campaign
 
 

@@ -60,6 +60,13 @@ FILE_RESPONSE = {
     }
 }
 
+# A share link's own problems: no API key is involved, so 403 and 410 are about the link.
+SHARED_LINK_PROBLEMS = problem_responses(403, 404, 410, 422)
+SHARED_LINK_PROBLEMS[403] = SHARED_LINK_PROBLEMS[403] | {
+    "description": "The link's signature is not valid (tampered with, or signed for another document)."
+}
+SHARED_LINK_PROBLEMS[410] = SHARED_LINK_PROBLEMS[410] | {"description": "The link has expired; ask for a new one."}
+
 
 @router.post(
     "",
@@ -102,7 +109,13 @@ async def upload_document(
     try:
         upload = await receive_upload(request, incoming, settings.documents_max_bytes, settings.documents_allowed_types)
         # Compared on the upload's fields and file hash, so the body is never buffered.
-        idem = Idempotency(request.app.state.idempotency_model, idempotency_key, str(principal.key_id), upload.request_digest)
+        idem = Idempotency(
+            request.app.state.idempotency_model,
+            idempotency_key,
+            str(principal.key_id),
+            upload.request_digest,
+            ttl_hours=settings.idempotency_ttl_hours,
+        )
 
         async def operation() -> ModelResponse[DocumentRead]:
             document = await service.create_document(session, upload, store, principal.name)
@@ -195,7 +208,7 @@ async def share_document(
     summary="Download a shared document",
     description="The target of a share link: no API key, the signature and expiry in the query do. 403 for a bad "
     "signature, 410 once expired, 404 once the document was deleted.",
-    responses=FILE_RESPONSE | problem_responses(403, 404, 422),
+    responses=FILE_RESPONSE | SHARED_LINK_PROBLEMS,
     response_class=FileResponse,
 )
 async def download_shared_document(

@@ -7,8 +7,9 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from crm.documents.upload import MAX_TEXT_LENGTH
 from crm.fields import EXAMPLE_IDS
-from cxkit.fields import InputModel, Integer
+from cxkit.fields import InputModel, Integer, forbid_nul
 from cxkit.http.pagination import Page
 
 READ_EXAMPLE = {
@@ -37,9 +38,11 @@ UPLOAD_SCHEMA = {
         },
         "customer_id": {"type": "string", "format": "uuid", "description": "The customer it belongs to."},
         "deal_id": {"type": "string", "format": "uuid", "description": "Or a deal (its customer is implied)."},
-        "description": {"type": "string", "maxLength": 10000},
+        "description": {"type": "string", "maxLength": MAX_TEXT_LENGTH},
     },
 }
+# Its text parts refuse NUL as a JSON body's do (crm.documents.upload), and say so alike.
+forbid_nul(UPLOAD_SCHEMA)
 UPLOAD_EXAMPLE = {"customer_id": EXAMPLE_IDS["customer"], "description": "Signed proposal", "file": "(binary)"}
 
 

@@ -1,6 +1,6 @@
 """A streaming multipart/form-data reader for document uploads: the file part goes straight
-to disk in chunks and the upload stops (413) as soon as it passes the size limit, so a huge
-body is never held in memory or written out in full."""
+to disk in chunks and the upload stops (413) as soon as the file or the whole body passes its
+size limit, so a huge body is never held in memory or written out in full."""
 
 from __future__ import annotations
 
@@ -17,11 +17,18 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from cxkit.http.problems import PayloadTooLarge, ProblemError, Unprocessable, UnsupportedMediaType
+from cxkit.fields import NUL_REFUSED, has_nul
+from cxkit.http.problems import PayloadTooLarge, ProblemError, Unprocessable, UnsupportedMediaType, field_problem
 
 FILE_FIELD = "file"
 TEXT_FIELDS = ("customer_id", "deal_id", "description")
-_MAX_TEXT_FIELD = 10_000
+MAX_TEXT_LENGTH = 10_000
+"""Characters a text field holds at most (the OpenAPI document's maxLength)."""
+# Read before decoding, a text part is cut off at the most bytes MAX_TEXT_LENGTH characters take
+# in UTF-8 (4 each); its length in characters is checked once decoded.
+_MAX_TEXT_BYTES = 4 * MAX_TEXT_LENGTH
+# What a body may hold besides the file: the text parts and every part's headers and boundary.
+_ENVELOPE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -60,6 +67,12 @@ class _Reader:
         self._part: str | None = None  # "file", a text field name, or None (ignored part)
         self._text = bytearray()
         self._seen_file = False
+        self.ended = False  # the closing boundary was read
+
+    def too_long(self) -> Unprocessable:
+        return field_problem(
+            ["body", str(self._part)], f"String should have at most {MAX_TEXT_LENGTH} characters", "string_too_long"
+        )
 
     def callbacks(self) -> Any:
         return {
@@ -70,6 +83,7 @@ class _Reader:
             "on_header_value": self.on_header_value,
             "on_header_end": self.on_header_end,
             "on_headers_finished": self.on_headers_finished,
+            "on_end": self.on_end,
         }
 
     def on_part_begin(self) -> None:
@@ -117,16 +131,25 @@ class _Reader:
             self.file_hash.update(chunk)
             self.pending.append(chunk)
         elif self._part is not None:
-            if len(self._text) + len(chunk) > _MAX_TEXT_FIELD:
-                raise Unprocessable(f"{self._part} is too long")
+            if len(self._text) + len(chunk) > _MAX_TEXT_BYTES:
+                raise self.too_long()
             self._text.extend(chunk)
 
     def on_part_end(self) -> None:
         if self._part in TEXT_FIELDS:
             try:
-                self.result_fields[self._part] = self._text.decode("utf-8")
+                text = self._text.decode("utf-8")
             except UnicodeDecodeError:
                 raise Unprocessable(f"{self._part} is not UTF-8 text") from None
+            if len(text) > MAX_TEXT_LENGTH:
+                raise self.too_long()
+            # PostgreSQL text cannot hold NUL: refused as InputModel refuses it in a JSON body.
+            if has_nul(text):
+                raise field_problem(["body", self._part], NUL_REFUSED)
+            self.result_fields[self._part] = text
+
+    def on_end(self) -> None:
+        self.ended = True
 
 
 async def receive_upload(
@@ -137,6 +160,9 @@ async def receive_upload(
     `what` ("document", "import file"); the caller removes `incoming` in every case it does
     not keep it."""
     too_large = f"{what}s are at most {max_bytes} bytes"
+    # The whole body is capped, whatever its framing: the body cap of cxkit.http.body_limit is
+    # lifted for upload routes, and a part that is not the file counts here as much as the file.
+    max_body = max_bytes + _ENVELOPE_BYTES
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data":
         raise UnsupportedMediaType(f"send the {what} as multipart/form-data with a `file` part")
@@ -144,14 +170,23 @@ async def receive_upload(
     if not boundary:
         raise Unprocessable("multipart body without boundary")
     declared_length = request.headers.get("content-length")
-    if declared_length and declared_length.isdigit() and int(declared_length) > max_bytes + 64 * 1024:
+    if (
+        declared_length
+        and declared_length.isascii()
+        and declared_length.isdigit()
+        and (len(declared_length) > 18 or int(declared_length) > max_body)
+    ):
         raise PayloadTooLarge(too_large)
 
     with incoming.open("wb") as target:
         reader = _Reader(target, max_bytes, {t.lower() for t in allowed_types}, too_large)
         try:
             parser = MultipartParser(boundary, reader.callbacks())
+            received = 0
             async for chunk in request.stream():
+                received += len(chunk)
+                if received > max_body:  # a chunked body (a declared length was checked above)
+                    raise PayloadTooLarge(too_large)
                 parser.write(chunk)
                 if reader.pending:
                     data, reader.pending = b"".join(reader.pending), []
@@ -161,6 +196,10 @@ async def receive_upload(
             raise
         except FormParserError as exc:
             raise Unprocessable(f"malformed multipart body: {exc}") from None
+    if not reader.ended:
+        # python_multipart's finalize() does not check this: a body cut short would be taken
+        # as it is, its file truncated.
+        raise Unprocessable("malformed multipart body: it ends before its closing boundary")
     if reader.filename is None:
         raise Unprocessable(
             "the upload has no file", errors=[{"loc": ["body", FILE_FIELD], "msg": "Field required", "type": "missing"}]

@@ -103,7 +103,13 @@ async def start_import(
     incoming = Path(name)
     try:
         upload = await receive_upload(request, incoming, settings.imports_max_bytes, list(CSV_TYPES), what="import file")
-        idem = Idempotency(request.app.state.idempotency_model, idempotency_key, str(principal.key_id), upload.request_digest)
+        idem = Idempotency(
+            request.app.state.idempotency_model,
+            idempotency_key,
+            str(principal.key_id),
+            upload.request_digest,
+            ttl_hours=settings.idempotency_ttl_hours,
+        )
 
         async def prepare(conn: asyncpg.Connection) -> tuple[ModelResponse[ImportRead], list[RowInsert]]:
             job = await service.create_job(
