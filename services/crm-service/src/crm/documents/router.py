@@ -19,7 +19,7 @@ from crm.fields import DocumentIdPath
 from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader, Writer
 from cxkit.http.deps import SessionDep
-from cxkit.http.idempotency import REPLAYED_HEADER, Idempotency, IdempotencyDep
+from cxkit.http.idempotency import REPLAYED_HEADER, IdempotencyDep, idempotency_of
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import problem_responses
 from cxkit.http.routing import GatedRouter
@@ -109,13 +109,7 @@ async def upload_document(
     try:
         upload = await receive_upload(request, incoming, settings.documents_max_bytes, settings.documents_allowed_types)
         # Compared on the upload's fields and file hash, so the body is never buffered.
-        idem = Idempotency(
-            request.app.state.idempotency_model,
-            idempotency_key,
-            str(principal.key_id),
-            upload.request_digest,
-            ttl_hours=settings.idempotency_ttl_hours,
-        )
+        idem = idempotency_of(request, idempotency_key, principal, upload.request_digest)
 
         async def operation() -> ModelResponse[DocumentRead]:
             document = await service.create_document(session, upload, store, principal.name)

@@ -23,7 +23,7 @@ from cxkit.http.answers import ModelResponse, TypedRoute, json_response
 from cxkit.http.auth import Reader, Writer
 from cxkit.http.csv_export import CsvExport, csv_export, csv_response_doc
 from cxkit.http.deps import PgPoolDep
-from cxkit.http.idempotency import Idempotency, IdempotencyDep
+from cxkit.http.idempotency import IdempotencyDep, idempotency_of
 from cxkit.http.pagination import PageParams, page_params
 from cxkit.http.problems import problem_responses
 from cxkit.http.routing import GatedRouter
@@ -103,13 +103,7 @@ async def start_import(
     incoming = Path(name)
     try:
         upload = await receive_upload(request, incoming, settings.imports_max_bytes, list(CSV_TYPES), what="import file")
-        idem = Idempotency(
-            request.app.state.idempotency_model,
-            idempotency_key,
-            str(principal.key_id),
-            upload.request_digest,
-            ttl_hours=settings.idempotency_ttl_hours,
-        )
+        idem = idempotency_of(request, idempotency_key, principal, upload.request_digest)
 
         async def prepare(conn: asyncpg.Connection) -> tuple[ModelResponse[ImportRead], list[RowInsert]]:
             job = await service.create_job(
