@@ -1,7 +1,8 @@
 """`POST /v1/invitations/{id}/cancel`: a scheduled invitation is never sent; a sent one's links
 (its own and its reminders') stop taking answers, it is reminded no more and its withdrawal is
 announced (`survey.invitation_cancelled`); an answered one cannot be cancelled; cancelling
-twice changes nothing."""
+twice changes nothing. A sent one cancelled still counts for the throttle and fatigue rules (it
+reached the customer); one cancelled before it went out does not."""
 
 from __future__ import annotations
 
@@ -112,3 +113,42 @@ async def test_an_answer_and_a_cancel_at_once_leave_exactly_one_of_them(
             cancelled.append(invitation["id"])
     # A withdrawal is announced exactly for the invitations the cancel won.
     assert sorted(e["data"]["invitation_id"] for e in await outbox("survey.invitation_cancelled")) == sorted(cancelled)
+
+
+async def test_a_sent_invitation_cancelled_still_counts_for_the_throttle_and_the_fatigue_rule(
+    client: httpx.AsyncClient, make: Any, apply: Any, session_factory: Any
+) -> None:
+    other = await make.survey("csat")
+    triggered = await make.survey("nps", trigger={"interaction_type": "purchase", "throttle_days": 30})
+    tired, throttled, spared = [await make.customer() for _ in range(3)]
+    # `tired` was sent another survey's invitation, withdrawn afterwards: it reached them all the same.
+    sent = await make.invitation(other["id"], customer_id=str(tired))
+    assert (await client.post(f"/v1/invitations/{sent['id']}/cancel")).status_code == 200
+    # `throttled` was sent this survey's invitation, then it was withdrawn.
+    await apply(interaction(throttled))
+    (first,) = (await client.get(f"/v1/surveys/{triggered['id']}/invitations")).json()["items"]
+    assert (await client.post(f"/v1/invitations/{first['id']}/cancel")).status_code == 200
+    # `spared` had one withdrawn before it went out: nothing reached them, so nothing counts.
+    delayed = await make.survey("ces", trigger={**DELAYED, "interaction_type": "signup"})
+    await apply(interaction(spared, type="signup"))
+    (scheduled,) = (await client.get(f"/v1/surveys/{delayed['id']}/invitations", params={"status": "scheduled"})).json()["items"]
+    assert (await client.post(f"/v1/invitations/{scheduled['id']}/cancel")).status_code == 200
+
+    await apply(interaction(tired), interaction(throttled), interaction(spared))
+    reasons = {s["customer_id"]: s["reason"] for s in (await client.get("/v1/suppressions")).json()["items"]}
+    assert reasons == {str(tired): "fatigue", str(throttled): "survey_throttle"}
+    invited = (await client.get(f"/v1/surveys/{triggered['id']}/invitations", params={"status": "sent"})).json()["items"]
+    assert [i["customer_id"] for i in invited] == [str(spared)]
+
+
+async def test_a_sent_invitation_cancelled_still_counts_for_the_fatigue_rule_of_reminders(
+    client: httpx.AsyncClient, make: Any, session_factory: Any, cem_settings: CEMSettings
+) -> None:
+    survey = await make.survey("nps", reminders=REMINDERS)
+    other = await make.survey("csat")
+    customer = await make.customer()
+    await make.invitation(survey["id"], customer_id=str(customer))
+    withdrawn = await make.invitation(other["id"], customer_id=str(customer))
+    assert (await client.post(f"/v1/invitations/{withdrawn['id']}/cancel")).status_code == 200
+    await age(session_factory, 2.5)
+    assert await remind(cem_settings, session_factory) == (0, 1)  # the withdrawn one reached them 2.5 days ago

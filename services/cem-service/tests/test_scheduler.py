@@ -1,5 +1,6 @@
 """The invitation scheduler: delayed invitations go out when due (once, even with two schedulers),
-are cancelled if the customer opted out meanwhile, and recurring surveys come round."""
+are cancelled if the customer opted out or the survey closed meanwhile, wait while the survey is
+back in draft, and recurring surveys come round (a cancelled invitation keeps its place)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 
 from cem.config import CEMSettings
@@ -19,6 +21,8 @@ from cem.invitations.models import Invitation
 from cem.main import create_app
 from cem.scheduler import InvitationScheduler
 from cem.suppressions.models import Suppression
+from cem.surveys.models import Survey
+from cem.triggers.service import send_due_invitations
 from cxkit.events.payloads import CustomerUpdated
 from cxkit.testing import wait_for
 
@@ -98,6 +102,98 @@ async def test_a_scheduled_invitation_for_a_customer_who_opted_out_meanwhile_is_
     assert await outbox("survey.invited") == []
 
 
+@pytest.mark.parametrize("closed_by", ["hand", "max_responses"])
+async def test_a_scheduled_invitation_of_a_survey_closed_meanwhile_is_cancelled_not_sent(
+    client: httpx.AsyncClient,
+    make: Any,
+    apply: Any,
+    outbox: Any,
+    session_factory: Any,
+    cem_settings: CEMSettings,
+    closed_by: str,
+) -> None:
+    survey = await make.survey("nps", trigger=DELAYED, max_responses=1)
+    await apply(interaction(await make.customer()))
+    if closed_by == "hand":
+        r = await client.patch(f"/v1/surveys/{survey['id']}", json={"status": "closed"})
+        assert r.status_code == 200, r.text
+    else:
+        await make.answer(survey["id"], {"nps": 9})  # the answer that reaches max_responses closes it
+    assert (await client.get(f"/v1/surveys/{survey['id']}")).json()["status"] == "closed"
+    await make_due(session_factory)
+    scheduler = InvitationScheduler(cem_settings, session_factory)
+    done = await scheduler.run_once()
+    assert (done.sent, done.cancelled) == (0, 1)
+    (cancelled,) = (await client.get(f"/v1/surveys/{survey['id']}/invitations")).json()["items"]
+    assert (cancelled["status"], cancelled["cancel_reason"], cancelled["sent_at"]) == ("cancelled", "survey_closed", None)
+    assert await outbox("survey.invited") == []
+    assert await outbox("survey.invitation_cancelled") == []  # never announced, so not withdrawn either
+    # Not a rule's suppression (throttle, fatigue, opt-out): nothing is announced as throttled.
+    assert await outbox("survey.throttled") == []
+    assert (await scheduler.run_once()).cancelled == 0  # judged once
+
+
+async def test_a_scheduled_invitation_due_after_its_surveys_closes_at_is_cancelled_before_the_survey_is_closed(
+    client: httpx.AsyncClient, make: Any, apply: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
+) -> None:
+    survey = await make.survey("nps", trigger=DELAYED)
+    await apply(interaction(await make.customer()))
+    await make_due(session_factory)
+    # closes_at passed between the interaction and send_at; the round has not closed the survey yet.
+    async with session_factory() as session, session.begin():
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        await session.execute(update(Survey).where(Survey.id == uuid.UUID(survey["id"])).values(closes_at=past))
+    async with session_factory() as session, session.begin():
+        sending = await send_due_invitations(session, cem_settings, 10)
+    assert (sending.sent, sending.cancelled) == (0, 1)
+    (cancelled,) = (await client.get(f"/v1/surveys/{survey['id']}/invitations")).json()["items"]
+    assert (cancelled["status"], cancelled["cancel_reason"]) == ("cancelled", "survey_closed")
+    assert await outbox("survey.invited") == []
+
+
+async def test_a_scheduled_invitation_of_a_survey_back_in_draft_waits_and_goes_out_once_it_is_active_again(
+    client: httpx.AsyncClient, make: Any, apply: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
+) -> None:
+    survey = await make.survey("nps", trigger=DELAYED)
+    await apply(interaction(await make.customer()))
+    assert (await client.patch(f"/v1/surveys/{survey['id']}", json={"status": "draft"})).status_code == 200
+    await make_due(session_factory)
+    scheduler = InvitationScheduler(cem_settings, session_factory)
+    done = await scheduler.run_once()
+    assert (done.sent, done.cancelled) == (0, 0)
+    (held,) = (await client.get(f"/v1/surveys/{survey['id']}/invitations")).json()["items"]
+    assert held["status"] == "scheduled" and await outbox("survey.invited") == []
+
+    active = await client.patch(f"/v1/surveys/{survey['id']}", json={"status": "active"})
+    assert active.status_code == 200, active.text
+    assert (await scheduler.run_once()).sent == 1
+    sent = (await client.get(f"/v1/invitations/{held['id']}")).json()
+    # Due once the survey was active again: the throttle and fatigue rules count it from then.
+    assert sent["status"] == "sent" and sent["send_at"] == active.json()["activated_at"]
+    assert [e["data"]["invitation_id"] for e in await outbox("survey.invited")] == [held["id"]]
+
+
+async def test_a_scheduled_invitation_held_by_a_draft_survey_past_its_expiry_is_cancelled(
+    client: httpx.AsyncClient, make: Any, apply: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
+) -> None:
+    survey = await make.survey("nps", trigger=DELAYED)
+    await apply(interaction(await make.customer()))
+    assert (await client.patch(f"/v1/surveys/{survey['id']}", json={"status": "draft"})).status_code == 200
+    # Due, and so long ago that, had it gone out on time, its link would have expired by now.
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=cem_settings.invitation_ttl_days + 1)
+    async with session_factory() as session, session.begin():
+        await session.execute(
+            update(Invitation).values(send_at=past, expires_at=past + dt.timedelta(days=cem_settings.invitation_ttl_days))
+        )
+    done = await InvitationScheduler(cem_settings, session_factory).run_once()
+    assert (done.sent, done.cancelled) == (0, 1)
+    (cancelled,) = (await client.get(f"/v1/surveys/{survey['id']}/invitations")).json()["items"]
+    assert (cancelled["status"], cancelled["cancel_reason"]) == ("cancelled", "survey_draft")
+    assert (await client.patch(f"/v1/surveys/{survey['id']}", json={"status": "active"})).status_code == 200
+    assert (await InvitationScheduler(cem_settings, session_factory).run_once()).sent == 0
+    assert await outbox("survey.invited") == []
+
+
 async def test_two_schedulers_at_once_send_each_invitation_once(
     client: httpx.AsyncClient, make: Any, apply: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
 ) -> None:
@@ -142,6 +238,42 @@ async def test_recurring_survey_reinvites_customers_whose_last_invitation_is_old
     assert new == {str(due), str(suppressed_long_ago)}
     reasons = {s["customer_id"]: s["reason"] for s in (await client.get("/v1/suppressions")).json()["items"]}
     assert reasons[str(opted_out)] == "opted_out" and reasons[str(tired)] == "fatigue"
+
+
+async def test_a_cancelled_invitation_keeps_its_place_in_the_recurrence(
+    client: httpx.AsyncClient, make: Any, apply: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
+) -> None:
+    survey = await make.survey("nps", recurrence_days=90, trigger=DELAYED)
+    again, only, withdrawn_unsent = [await make.customer() for _ in range(3)]
+    for customer in (again, only, withdrawn_unsent):
+        await make.invitation(survey["id"], customer_id=str(customer))
+    # `only`: their one invitation went out, and was cancelled afterwards.
+    (only_invitation,) = (await client.get(f"/v1/surveys/{survey['id']}/invitations", params={"customer_id": str(only)})).json()[
+        "items"
+    ]
+    assert (await client.post(f"/v1/invitations/{only_invitation['id']}/cancel")).status_code == 200
+    for customer in (again, only, withdrawn_unsent):
+        await backdate(session_factory, customer, 100)
+    # `withdrawn_unsent`: a purchase schedules an invitation, cancelled before it went out.
+    await apply(interaction(withdrawn_unsent))
+    (scheduled,) = (await client.get(f"/v1/surveys/{survey['id']}/invitations", params={"status": "scheduled"})).json()["items"]
+    assert (await client.post(f"/v1/invitations/{scheduled['id']}/cancel")).status_code == 200
+
+    scheduler = InvitationScheduler(cem_settings, session_factory)
+    done = await scheduler.run_once()
+    assert (done.reinvited, done.suppressed) == (2, {})
+    items = (await client.get(f"/v1/surveys/{survey['id']}/invitations", params={"limit": 50})).json()["items"]
+    reinvited = {i["customer_id"]: i for i in items if i["origin"] == "recurrence"}
+    # A cancelled send still counts (`only` is not dropped); a cancel before sending starts the
+    # interval again (`withdrawn_unsent` is not re-invited at once, which would undo the cancel).
+    assert reinvited.keys() == {str(again), str(only)}
+
+    assert (await client.post(f"/v1/invitations/{reinvited[str(again)]['id']}/cancel")).status_code == 200
+    assert (await scheduler.run_once()).reinvited == 0
+    recurrences = [
+        e for e in await outbox("survey.invited") if e["data"]["invitation_id"] in {i["id"] for i in reinvited.values()}
+    ]
+    assert len(await outbox("survey.invited")) == 3 + 2 and len(recurrences) == 2
 
 
 async def test_the_app_runs_the_scheduler_when_configured(

@@ -1,6 +1,7 @@
-"""The invitation scheduler: sends delayed invitations when they fall due, re-invites at each
-relationship survey's `recurrence_days`, reminds invitations not answered yet (a survey's
-`reminders`), announces follow-ups past their SLA (`followup.overdue`) and asks followed-up
+"""The invitation scheduler: sends delayed invitations when they fall due (cancelling those whose
+survey closed meanwhile, holding those of a survey back in draft until it is active again),
+re-invites at each relationship survey's `recurrence_days`, reminds invitations not answered yet
+(a survey's `reminders`), announces follow-ups past their SLA (`followup.overdue`) and asks followed-up
 customers again (a survey's `resurvey_after_days`). Runs as a task in the web process (`CEM_RUN_SCHEDULER`)
 or once from the CLI (`cem run-scheduler-once`); several may run at once (rows and surveys are
 locked with SKIP LOCKED on PostgreSQL, so nothing is sent twice)."""

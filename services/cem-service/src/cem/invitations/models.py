@@ -15,7 +15,8 @@ from cxkit.db import UTCDateTime, new_id, utcnow
 class Invitation(Base):
     """Made by the API, by an interaction that matched a survey's trigger, or by a survey's
     recurrence. A delayed one is `scheduled` (no link yet, `sent_at` null) until the scheduler
-    sends it at `send_at`; it may be cancelled before that (the customer opted out or was erased)."""
+    sends it at `send_at`; it may be cancelled before that (the customer opted out or was erased,
+    or the survey closed), and waits while its survey is back in draft."""
 
     __tablename__ = "invitations"
 

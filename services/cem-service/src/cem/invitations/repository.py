@@ -14,6 +14,7 @@ from cem.customers.lifecycle import CustomerErasure
 from cem.customers.models import CustomerProfile
 from cem.customers.repository import announced_customer_with
 from cem.invitations.models import Invitation, InvitationLink
+from cem.surveys.models import Survey
 from cxkit import keyset
 from cxkit.db import any_of, insert_new
 from cxkit.http.pagination import PageParams
@@ -38,6 +39,12 @@ def status_condition(status: str, now: dt.datetime) -> ColumnElement[bool]:
     if status == "opened":
         return and_(open_, Invitation.opened_at.is_not(None))
     return and_(open_, Invitation.opened_at.is_(None))
+
+
+def _reached_or_due() -> ColumnElement[bool]:
+    """An invitation that went out (whether or not it was cancelled afterwards: it reached the
+    recipient) or is still due to: what counts as a send for the throttle and fatigue rules."""
+    return or_(Invitation.sent_at.is_not(None), Invitation.cancelled_at.is_(None))
 
 
 class InvitationRepository(Repository[Invitation]):
@@ -153,8 +160,9 @@ class InvitationRepository(Repository[Invitation]):
         self, customer_ids: Collection[uuid.UUID], emails_lower: Collection[str], since: dt.datetime
     ) -> list[tuple[uuid.UUID, uuid.UUID | None, str | None, dt.datetime]]:
         """(survey_id, customer_id, email_lower, send_at) of the invitations to these customers or
-        addresses that went out (or are due) after `since`, cancelled ones left out: what the
-        throttle and fatigue rules count."""
+        addresses that went out (or are due) after `since`: what the throttle and fatigue rules
+        count. One cancelled after it went out counts (it reached the recipient); one cancelled
+        before does not."""
         conditions = []
         if customer_ids:
             conditions.append(any_of(Invitation.customer_id, set(customer_ids)))
@@ -163,7 +171,7 @@ class InvitationRepository(Repository[Invitation]):
         if not conditions:
             return []
         stmt = select(Invitation.survey_id, Invitation.customer_id, Invitation.email_lower, Invitation.send_at).where(
-            or_(*conditions), Invitation.send_at > since, Invitation.cancelled_at.is_(None)
+            or_(*conditions), Invitation.send_at > since, _reached_or_due()
         )
         return [(r[0], r[1], r[2], r[3]) for r in (await self.session.execute(stmt)).all()]
 
@@ -173,18 +181,28 @@ class InvitationRepository(Repository[Invitation]):
 
     async def claim_due(self, now: dt.datetime, limit: int) -> list[Invitation]:
         """Scheduled invitations whose time has come, oldest first, locked so that two schedulers
-        never send one twice (SKIP LOCKED passes over rows another transaction holds)."""
+        never send one twice (SKIP LOCKED passes over rows another transaction holds). Those a
+        draft survey holds are passed over: they wait until it is active again, unless the
+        survey's `closes_at` or their own `expires_at` has passed (then they are claimed, to be
+        cancelled)."""
+        held = and_(
+            Survey.status == "draft",
+            Invitation.expires_at > now,
+            or_(Survey.closes_at.is_(None), Survey.closes_at > now),
+        )
         stmt = (
             select(Invitation)
+            .join(Survey, Survey.id == Invitation.survey_id)
             .where(
                 Invitation.sent_at.is_(None),
                 Invitation.send_at <= now,
                 Invitation.cancelled_at.is_(None),
                 Invitation.answered_at.is_(None),
+                ~held,
             )
             .order_by(Invitation.send_at, Invitation.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            .with_for_update(of=Invitation, skip_locked=True)
         )
         return list((await self.session.scalars(stmt)).all())
 
@@ -221,8 +239,8 @@ class InvitationRepository(Repository[Invitation]):
         self, customer_ids: Collection[uuid.UUID], emails_lower: Collection[str], since: dt.datetime
     ) -> list[tuple[uuid.UUID, uuid.UUID | None, str | None]]:
         """(invitation id, customer_id, email_lower) of invitations to these recipients sent (or
-        due) or reminded after `since`, cancelled ones left out: what the fatigue rule counts
-        against a reminder."""
+        due) or reminded after `since`: what the fatigue rule counts against a reminder. As for
+        `recent_sends`, one cancelled after it went out counts; one cancelled before does not."""
         conditions = []
         if customer_ids:
             conditions.append(any_of(Invitation.customer_id, set(customer_ids)))
@@ -233,7 +251,7 @@ class InvitationRepository(Repository[Invitation]):
         stmt = select(Invitation.id, Invitation.customer_id, Invitation.email_lower).where(
             or_(*conditions),
             or_(Invitation.send_at > since, Invitation.last_reminded_at > since),
-            Invitation.cancelled_at.is_(None),
+            _reached_or_due(),
         )
         return [(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()]
 

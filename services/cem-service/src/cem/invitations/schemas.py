@@ -85,12 +85,13 @@ class InvitationRead(BaseModel):
         description="scheduled (waits for `send_at`; no link yet), sent (not opened yet), opened (the page was viewed), "
         "answered, expired (not answered in time), or cancelled (withdrawn: by request; when the recipient "
         "unsubscribed through a link, which withdraws each of their invitations not yet answered or expired, sent "
-        "and opened ones too; or, before it went out, because the customer was erased, or had opted out by the time "
-        "it was due)."
+        "and opened ones too; or, before it went out, because the customer was erased, had opted out by the time "
+        "it was due, or its survey had closed)."
     )
     created_at: dt.datetime
     send_at: dt.datetime = Field(
-        description="When it went out, or is due to (a trigger's `delay_minutes` after the interaction)."
+        description="When it went out, or is due to (a trigger's `delay_minutes` after the interaction). One held "
+        "while its survey was back in draft goes out once the survey is active again, and this is then that moment."
     )
     sent_at: dt.datetime | None = Field(description="When it went out; null while scheduled.")
     expires_at: dt.datetime
@@ -100,8 +101,10 @@ class InvitationRead(BaseModel):
     cancel_reason: str | None = Field(
         description="Why it was cancelled: by_request (`POST /v1/invitations/{id}/cancel`); opted_out (the recipient "
         "unsubscribed through a link, `POST /r/{token}/unsubscribe`, which withdraws every invitation to them not yet "
-        "answered or expired, sent ones too; or a scheduled one came due after the customer opted out); or erased (a "
-        "scheduled one, when the customer was erased before it went out)."
+        "answered or expired, sent ones too; or a scheduled one came due after the customer opted out); erased (a "
+        "scheduled one, when the customer was erased before it went out); survey_closed (a scheduled one came due "
+        "after its survey was closed, by hand or by `max_responses`, or passed `closes_at`); or survey_draft (its "
+        "survey was back in draft from when it came due until past its `expires_at`)."
     )
     reminders_sent: int = Field(description="Reminders sent (`survey.reminded`), by the survey's `reminders`.")
     last_reminded_at: dt.datetime | None = Field(description="When the last reminder went out.")

@@ -61,16 +61,29 @@ class TriggerRepository(SessionRepository):
 
     async def lock_survey(self, survey_id: uuid.UUID) -> Survey | None:
         """The survey, locked for this transaction; None if another scheduler holds it or it is
-        no longer active."""
-        stmt = select(Survey).where(Survey.id == survey_id, Survey.status == "active").with_for_update(skip_locked=True)
+        no longer active (closed, back in draft, or past its `closes_at`)."""
+        stmt = (
+            select(Survey)
+            .where(
+                Survey.id == survey_id,
+                Survey.status == "active",
+                or_(Survey.closes_at.is_(None), Survey.closes_at > func.now()),
+            )
+            .with_for_update(skip_locked=True)
+        )
         return await self.session.scalar(stmt)
 
     async def customers_due_again(self, survey_id: uuid.UUID, before: dt.datetime, limit: int) -> list[uuid.UUID]:
         """Customers whose latest invitation or suppression from this survey is older than
         `before`: one grouped query over both tables. Merged duplicates are left out (their
-        history moved to the survivor)."""
+        history moved to the survivor).
+
+        Cancelled invitations count, by their `send_at`: one cancelled after it went out reached
+        the customer; one cancelled before is a round judged and withdrawn, as a suppression is.
+        Leaving them out would re-invite the customer at once (undoing the cancel) when an older
+        invitation is past the interval, or drop them from the recurrence when it was their only one."""
         invited = select(Invitation.customer_id.label("customer_id"), Invitation.send_at.label("at")).where(
-            Invitation.survey_id == survey_id, Invitation.customer_id.is_not(None), Invitation.cancelled_at.is_(None)
+            Invitation.survey_id == survey_id, Invitation.customer_id.is_not(None)
         )
         suppressed = select(Suppression.customer_id.label("customer_id"), Suppression.created_at.label("at")).where(
             Suppression.survey_id == survey_id, Suppression.customer_id.is_not(None)

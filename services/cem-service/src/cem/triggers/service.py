@@ -4,8 +4,9 @@ again, and when an invitation is suppressed instead (and why).
 For each candidate, in order: an erased customer or one who opted out is never invited
 (`erased`, `opted_out`); a survey does not invite the same recipient twice within its
 `throttle_days` (`survey_throttle`); nobody gets more than one invitation per
-`CEM_FATIGUE_DAYS` across all surveys (`fatigue`). Scheduled invitations count. A suppressed
-invitation is stored with its reason and announced as `survey.throttled`.
+`CEM_FATIGUE_DAYS` across all surveys (`fatigue`). Scheduled invitations count, and so do sent
+ones cancelled afterwards (they reached the recipient); ones cancelled before they went out do
+not. A suppressed invitation is stored with its reason and announced as `survey.throttled`.
 
 A run of candidates is judged against a ledger of the recipients' recent invitations loaded
 with one query, and every decision is added to it at once, so the second of two matching
@@ -26,6 +27,7 @@ from cem.config import CEMSettings
 from cem.customers.repository import CustomerProfileRepository
 from cem.db import OutboxMessage
 from cem.followups.repository import FollowupRepository
+from cem.invitations.models import Invitation
 from cem.invitations.repository import InvitationRepository
 from cem.invitations.service import announce_invitation, new_link, respondent_url
 from cem.recipients import Recipient, RecipientKey
@@ -302,9 +304,35 @@ class Sending:
     cancelled: int = 0
 
 
+# Why the scheduler cancels a scheduled invitation of a survey that stopped taking answers before
+# it fell due (`cancel_reason`).
+SURVEY_CLOSED = "survey_closed"
+SURVEY_DRAFT = "survey_draft"
+_HOLD = "hold"
+
+
+def _survey_verdict(survey: Survey, invitation: Invitation, now: dt.datetime) -> str | None:
+    """What the invitation's survey says of sending it now: None (send it), `survey_closed`
+    (closed by hand or by its `max_responses`, or past its `closes_at`: it takes no answers and
+    is not expected to again, so the invitation is cancelled), `survey_draft` (back in draft
+    until after the invitation's `expires_at`: had it gone out on time, it would have expired by
+    now, so it is cancelled rather than sent that late) or `_HOLD` (back in draft, a pause: it
+    stays scheduled and goes out once the survey is active again, as the survey's reminders
+    pause and resume)."""
+    if survey.status == "closed" or (survey.closes_at is not None and now >= survey.closes_at):
+        return SURVEY_CLOSED
+    if survey.status == "draft":
+        return SURVEY_DRAFT if invitation.expires_at <= now else _HOLD
+    return None
+
+
 async def send_due_invitations(session: AsyncSession, settings: CEMSettings, limit: int) -> Sending:
     """Send the scheduled invitations whose time has come (a link each, `survey.invited`). One
-    whose customer opted out or was erased meanwhile is cancelled and recorded as suppressed."""
+    whose customer opted out or was erased meanwhile is cancelled and recorded as suppressed.
+    One whose survey closed meanwhile (or passed its `closes_at`) is cancelled (`survey_closed`);
+    one whose survey is back in draft waits for it to be active again (see `_survey_verdict`).
+    These are not suppressions by a rule, so they are neither stored as one nor announced; nor
+    is their cancellation, as they were never announced."""
     now = utcnow()
     due = await InvitationRepository(session).claim_due(now, limit)
     result = Sending()
@@ -315,12 +343,21 @@ async def send_due_invitations(session: AsyncSession, settings: CEMSettings, lim
     suppressions: list[dict[str, Any]] = []
     ttl = dt.timedelta(days=settings.invitation_ttl_days)
     for invitation in due:
+        survey = surveys[invitation.survey_id]
         profile = profiles.get(invitation.customer_id) if invitation.customer_id else None
         reason = None
         if profile is not None and profile.erased_at is not None:
             reason = "erased"
         elif profile is not None and profile.survey_opt_out:
             reason = "opted_out"
+        stopped = _survey_verdict(survey, invitation, now) if reason is None else None
+        if stopped == _HOLD:
+            continue  # went back to draft since it was claimed
+        if stopped is not None:
+            invitation.cancelled_at = now
+            invitation.cancel_reason = stopped
+            result.cancelled += 1
+            continue
         if reason is not None:
             invitation.cancelled_at = now
             invitation.cancel_reason = reason
@@ -341,12 +378,16 @@ async def send_due_invitations(session: AsyncSession, settings: CEMSettings, lim
             )
             result.cancelled += 1
             continue
+        if survey.activated_at is not None and survey.activated_at > invitation.send_at:
+            # Held while the survey was a draft: it was due only once the survey was active again,
+            # and the throttle, fatigue and recurrence count it from then, not from weeks before.
+            invitation.send_at = survey.activated_at
         token, invitation.token_hash = new_link()
         invitation.sent_at = now
         invitation.expires_at = now + ttl
         row = {c.key: getattr(invitation, c.key) for c in invitation.__table__.columns}
         address = invitation.email or (profile.email if profile else None)
-        announce_invitation(session, row, surveys[invitation.survey_id], respondent_url(settings, token), address)
+        announce_invitation(session, row, survey, respondent_url(settings, token), address)
         result.sent += 1
     await session.flush()
     for row in await _stored(session, suppressions):
