@@ -8,7 +8,10 @@ from typing import Any
 
 import httpx
 
+from crm.customer_view.repository import page_query
 from crm.customer_view.service import purchase_frequency
+from cxkit.http.pagination import encode_cursor
+from cxkit.keyset import BAD_CURSOR
 
 
 def days_ago(days: float) -> str:
@@ -113,3 +116,26 @@ async def test_timeline_merges_all_kinds_newest_first_with_pagination(client: ht
     assert [e["kind"] for e in only["items"]] == ["task_created", "interaction"]
     assert (await client.get(f"/v1/customers/{cid}/timeline", params={"kind": "feedback"})).status_code == 422
     assert (await client.get(f"/v1/customers/{cid}/timeline", params={"cursor": "WyJ4Il0"})).status_code == 422
+
+
+async def test_timeline_cursor_of_an_unknown_kind_is_422_and_compiles_nothing(client: httpx.AsyncClient, make: Any) -> None:
+    cid = (await make.customer())["id"]
+    url = f"/v1/customers/{cid}/timeline"
+    before = page_query.cache_info().currsize
+    for n in range(20):
+        cursor = encode_cursor(["2026-01-01T00:00:00+00:00", f"x{n}", str(uuid.uuid4())])
+        answer = await client.get(url, params={"cursor": cursor})
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert answer.json()["detail"] == BAD_CURSOR
+    # A crafted cursor never reaches the statement cache, and the cache has a bound anyway
+    # (its key holds the `kind` filter, any of 2**15 subsets).
+    assert page_query.cache_info().currsize == before
+    assert page_query.cache_info().maxsize is not None
+
+    # A cursor of a known kind still pages, also under a `kind` filter that leaves its kind out.
+    for kind in ("interaction", "task_created"):
+        known = encode_cursor(["2026-01-01T00:00:00+00:00", kind, str(uuid.uuid4())])
+        for params in ({"cursor": known}, {"cursor": known, "kind": "interaction"}):
+            answer = await client.get(url, params=params)
+            assert answer.status_code == 200, (params, answer.text)

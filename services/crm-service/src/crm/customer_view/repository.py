@@ -83,6 +83,7 @@ def _branches(customer_id: uuid.UUID) -> list[_Branch]:
     ]
 
 
+ENTRY_KINDS = frozenset(b.kind for b in _branches(_CUSTOMER_ID))
 _AT = bindparam("at", type_=DateTime(timezone=True))
 _ENTRY_ID = bindparam("entry_id", type_=Uuid)
 _LIMIT = bindparam("limit", type_=Integer)
@@ -104,10 +105,18 @@ def _branch_page(branch: _Branch, cursor_kind: str | None) -> Select[Any]:
     return stmt.order_by(branch.at.desc(), branch.id.desc()).limit(_LIMIT)
 
 
-@functools.cache
+# A shape is (the kinds asked for, the cursor's kind): the kinds are any subset of the fifteen
+# (2**15 of them, from `?kind=`), so compiled shapes are kept by recent use, not all (each is
+# some 30 KB). Unpaged and paged shapes of the unfiltered timeline are 16 of them.
+PAGE_QUERIES_KEPT = 128
+
+
+@functools.lru_cache(maxsize=PAGE_QUERIES_KEPT)
 def page_query(kinds: tuple[str, ...], cursor_kind: str | None) -> CompiledQuery:
-    """A timeline page's statement for these kinds and the cursor's kind, built and compiled
-    once (there are a few such shapes)."""
+    """A timeline page's statement for these kinds and the cursor's kind (one of `ENTRY_KINDS`:
+    the service refuses a cursor of another), built and compiled once per shape."""
+    if cursor_kind is not None and cursor_kind not in ENTRY_KINDS:
+        raise ValueError(f"not a timeline entry kind: {cursor_kind!r}")
     branches = [_branch_page(b, cursor_kind) for b in _branches(_CUSTOMER_ID) if b.kind in kinds]
     entries = union_all(*(b.subquery().select() for b in branches)).subquery("entries")
     return CompiledQuery(
@@ -159,7 +168,9 @@ class TimelineRepository:
         query = page_query(tuple(sorted(kinds)), before[1] if before else None)
         params: dict[str, Any] = {"customer_id": customer_id, "limit": limit + 1}
         if before is not None:
-            params |= {"at": before[0], "entry_id": before[2]}
+            params["at"] = before[0]
+            if before[1] in kinds:  # the id breaks ties only within the cursor's own kind
+                params["entry_id"] = before[2]
         return [(r["at"], r["kind"], r["id"]) for r in await query.fetch(self.conn, **params)]
 
     async def _by_id(self, query: CompiledQuery, ids: list[uuid.UUID]) -> dict[uuid.UUID, Row]:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.customer_view.repository import CURSOR_KINDS, Cursor, TimelineRepository, read_view_rows
 from crm.customer_view.schemas import (
+    TIMELINE_KINDS,
     CesSummary,
     CsatSummary,
     CustomerChangedEntry,
@@ -58,6 +59,7 @@ from crm.tasks.schemas import TaskRead
 from cxkit import keyset
 from cxkit.db import utcnow
 from cxkit.http.pagination import PageParams
+from cxkit.http.problems import Unprocessable
 from cxkit.pg_pool import Row
 
 _WINDOW_DAYS = 30
@@ -173,6 +175,10 @@ async def customer_timeline(pool: asyncpg.Pool, customer_id: uuid.UUID, kinds: l
     """Newest first. A page is found with one UNION ALL over the sources, then each kind's
     details with one query for the page, all on one pooled connection."""
     before: Cursor | None = keyset.read_cursor(page, CURSOR_KINDS)
+    if before is not None and before[1] not in TIMELINE_KINDS:
+        # Refused like any other cursor not made by this list (and before any statement is
+        # built for it: a shape per made-up kind would fill the statement cache).
+        raise Unprocessable(keyset.BAD_CURSOR)
     async with pool.acquire() as conn:
         customer = await customers.read_customer(conn, customer_id)
         repo = TimelineRepository(conn)
