@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from cem.analytics import stats
+from cem.analytics.schemas import MetricReport
 
 NOV = "2026-11-{:02d}T10:00:00Z"
 
@@ -33,6 +34,20 @@ def test_nps_formula_edge_cases() -> None:
     assert stats.nps(0, 0, 0) == (None, None)
     assert stats.nps(1, 0, 0) == (100.0, None)  # one answer: a score, no interval
     assert stats.nps(0, 0, 2) == (-100.0, (-100.0, -100.0))  # no spread at all
+
+
+def test_the_documented_nps_example_is_what_the_formula_gives() -> None:
+    # The example in the OpenAPI document, in all and per series point, as the report would show
+    # its counts: the score and interval of stats.nps, rounded as the report rounds them.
+    example = MetricReport.model_json_schema()["examples"][0]
+    assert example["series"]
+    for shown in [example, *example["series"]]:
+        counts = shown["counts"]
+        score, ci = stats.nps(counts["promoter"], counts["passive"], counts["detractor"])
+        assert ci is not None
+        assert shown["n"] == sum(counts.values())
+        assert shown["score"] == stats.rounded(score)
+        assert shown["ci95"] == {"low": stats.rounded(ci[0]), "high": stats.rounded(ci[1])}
 
 
 def test_csat_wilson_interval_by_hand() -> None:
@@ -232,6 +247,54 @@ async def test_bad_analytics_parameters_are_422(client: httpx.AsyncClient) -> No
         r = await client.get("/v1/analytics/nps", params=params)
         assert r.status_code == 422, (params, r.text)
         assert r.headers["content-type"] == "application/problem+json"
+
+
+# Windows at the ends of the calendar: a `from` late on its last day holds no whole day (the
+# next midnight is past the calendar), and the very first instants.
+CALENDAR_EDGE_WINDOWS: list[dict[str, str]] = [
+    {"from": "9999-12-31T12:00:00Z"},
+    {"from": "9999-12-31T23:59:59.999999Z"},
+    {"from": "9999-12-31T00:00:00Z"},
+    {"from": "9999-12-31T12:00:00Z", "to": "9999-12-31T13:00:00Z"},
+    {"to": "9999-12-31T23:59:59.999999Z"},
+    {"to": "0001-01-01T00:00:00.000001Z"},
+    {"from": "0001-01-01T00:00:00Z", "to": "0001-01-01T12:00:00Z"},
+]
+
+
+async def test_every_answer_report_answers_a_window_at_the_ends_of_the_calendar(client: httpx.AsyncClient, make: Any) -> None:
+    await make.touchpoint("checkout")
+    survey = await make.survey("nps", touchpoint="checkout")
+    await make.answer(survey["id"], {"nps": 9})
+    journey = (await client.post("/v1/journeys", json={"name": "Edge", "stages": []})).json()
+    reports: list[tuple[str, dict[str, str]]] = [
+        ("/v1/analytics/nps", {}),
+        ("/v1/analytics/csat", {}),
+        ("/v1/analytics/ces", {}),
+        ("/v1/analytics/nps", {"touchpoint": "checkout"}),
+        ("/v1/analytics/nps", {"interval": "month"}),
+        ("/v1/analytics/nps", {"interval": "day"}),
+        ("/v1/analytics/themes", {"metric": "nps"}),
+        ("/v1/analytics/drivers", {"metric": "nps"}),
+        ("/v1/analytics/recovery", {}),
+        ("/v1/analytics/suppressions", {}),
+        ("/v1/analytics/sentiment", {}),
+        ("/v1/analytics/touchpoints", {}),
+        (f"/v1/analytics/journeys/{journey['id']}", {}),
+        (f"/v1/surveys/{survey['id']}/results", {}),
+    ]
+    failures = []
+    for url, fixed in reports:
+        for window in CALENDAR_EDGE_WINDOWS:
+            r = await client.get(url, params=fixed | window)
+            if r.status_code != 200:
+                failures.append((url, fixed | window, r.status_code, r.text[:200]))
+    assert failures == []
+    # Nothing was answered in those windows.
+    late = (await client.get("/v1/analytics/nps", params=CALENDAR_EDGE_WINDOWS[0])).json()
+    assert (late["n"], late["score"], late["series"]) == (0, None, [])
+    results = (await client.get(f"/v1/surveys/{survey['id']}/results", params=CALENDAR_EDGE_WINDOWS[0])).json()
+    assert all(q["answered"] == 0 for q in results["questions"])
 
 
 async def test_touchpoints_report_gap_to_target(client: httpx.AsyncClient, make: Any, session_factory: Any) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.dialects import postgresql
 from statsmodels.stats.multitest import multipletests
 
-from cem.analytics.drivers import benjamini_hochberg, welch_from_moments
+from cem.analytics.drivers import benjamini_hochberg, compare_levels, result_fields, welch_from_moments
 from cem.analytics.drivers_repository import Moments, driver_statement
 from cem.customers.service import apply_customer_snapshots
 from cem.report_filters import ReportFilters
@@ -58,12 +58,64 @@ def test_welch_test_from_moments_on_a_hand_worked_sample() -> None:
 
 
 def test_welch_test_needs_some_spread() -> None:
-    assert welch_from_moments(moments([5, 5, 5]), moments([2, 2])) is None
+    assert welch_from_moments(moments([5, 5, 5]), moments([5, 5])) is None  # one score on both sides: nothing to test
     # Only one side varies: df = n - 1 of that side. 5, 5, 5 against 1, 3: effect 3, se^2 = 2/2 = 1,
     # t = 3 on 1 df: p = 2 * (1/2 - atan(3)/pi) = 0.204833; t(0.975, 1) = 12.706205 -> [-9.706205, 15.706205].
     test = welch_from_moments(moments([5, 5, 5]), moments([1, 3]))
     assert test is not None and test.effect == approx(3.0) and test.p_value == approx(0.204833)
     assert test.ci95 == (approx(-9.706205), approx(15.706205))
+
+
+# scipy warns when a side has no spread (every answer the same score).
+@pytest.mark.filterwarnings("ignore:Precision loss occurred in moment calculation:RuntimeWarning")
+def test_a_level_that_splits_the_scores_perfectly_is_certain_as_scipy_says() -> None:
+    # Every answer with the level 5, every other 2: no spread on either side, so no standard error,
+    # but the data leave no doubt about the difference. scipy: t = inf, p = 0, interval [3, 3].
+    for with_level, without in [([5, 5, 5], [2, 2]), ([100] * 4, [-100] * 6), ([1, 1], [3, 3, 3])]:
+        expected = scipy_stats.ttest_ind(with_level, without, equal_var=False)
+        ci = expected.confidence_interval(0.95)
+        test = welch_from_moments(moments(with_level), moments(without))
+        assert test is not None
+        assert test.effect == sum(with_level) / len(with_level) - sum(without) / len(without)
+        assert test.p_value == expected.pvalue == 0.0
+        assert test.ci95 == (ci.low, ci.high) == (test.effect, test.effect)
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss occurred in moment calculation:RuntimeWarning")
+def test_a_perfect_split_is_tested_and_adjusted_with_the_other_levels() -> None:
+    # NPS per answer: the vips all promoters (+100), the others all detractors (-100); half of each
+    # side customers, half leads (no difference); and a tag every answer shares the score of (none).
+    vip, rest = [100] * 4, [-100] * 4
+    customer, lead = [100, 100, -100, -100], [100, 100, -100, -100]
+    levels = {
+        ("tag", "vip"): moments(vip),
+        ("lifecycle_stage", "customer"): moments(customer),
+        ("lifecycle_stage", "lead"): moments(lead),
+    }
+    results = {r.key: r for r in compare_levels(moments(vip + rest), levels, min_n=2)}
+    expected = {
+        ("tag", "vip"): scipy_stats.ttest_ind(vip, rest, equal_var=False).pvalue,
+        ("lifecycle_stage", "customer"): scipy_stats.ttest_ind(customer, lead, equal_var=False).pvalue,
+        ("lifecycle_stage", "lead"): scipy_stats.ttest_ind(lead, customer, equal_var=False).pvalue,
+    }
+    adjusted = dict(zip(expected, multipletests(list(expected.values()), method="fdr_bh")[1], strict=True))
+    assert all(r.status == "tested" for r in results.values())
+    for key, p_value in expected.items():
+        assert results[key].test is not None and results[key].test.p_value == pytest.approx(p_value, abs=1e-12)
+        assert results[key].p_adjusted == pytest.approx(adjusted[key], abs=1e-12)
+    shown = result_fields(results[("tag", "vip")])
+    assert (shown["status"], shown["effect"], shown["p_value"], shown["p_adjusted"], shown["significant"]) == (
+        "tested",
+        200.0,
+        0.0,
+        0.0,
+        True,
+    )
+    assert shown["ci95"] is not None and (shown["ci95"].low, shown["ci95"].high) == (200.0, 200.0)
+
+    # Both sides one and the same score: nothing to test.
+    same = compare_levels(moments([7] * 6), {("tag", "vip"): moments([7] * 3)}, min_n=2)
+    assert [(r.status, r.test, r.p_adjusted) for r in same] == [("no_variance", None, None)]
 
 
 def test_benjamini_hochberg_by_hand_and_against_statsmodels() -> None:
@@ -237,6 +289,33 @@ async def test_csat_effect_is_in_percentage_points(client: httpx.AsyncClient, ma
     assert (customer["score"], customer["rest_score"], customer["effect"]) == (approx(66.6667), approx(33.3333), approx(33.3333))
     assert customer["ci95"] == {"low": approx(-97.5495), "high": approx(164.2162)}
     assert customer["p_value"] == approx(0.518519) and customer["p_adjusted"] == approx(0.518519)
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss occurred in moment calculation:RuntimeWarning")
+async def test_a_tag_that_splits_promoters_from_detractors_is_a_certain_driver(client: httpx.AsyncClient, make: Factory) -> None:
+    # Every vip a promoter (+100), everyone else a detractor (-100): the scores vary, only not
+    # within either side. Lifecycle stage (half of each side a customer) makes no difference.
+    survey = await make.survey("nps")
+    rows = [(["vip"], "customer", 10), (["vip"], "customer", 9), (["vip"], "lead", 10), (["vip"], "lead", 9)]
+    rows += [([], "customer", 0), ([], "customer", 6), ([], "lead", 3), ([], "lead", 0)]
+    for tags, stage, score in rows:
+        cid = await make.customer(lifecycle_stage=stage, tags=tags)
+        await make.answer(survey["id"], {"nps": score}, customer_id=cid, submitted_at=ANSWERED)
+    body = (await client.get("/v1/analytics/drivers", params={"metric": "nps", "min_n": 2})).json()
+    by_level = {(f["factor"], f["level"]): f for f in body["factors"]}
+    vip = by_level[("tag", "vip")]
+    expected = scipy_stats.ttest_ind([100] * 4, [-100] * 4, equal_var=False)
+    ci = expected.confidence_interval(0.95)
+    assert (vip["status"], vip["score"], vip["rest_score"], vip["effect"]) == ("tested", 100.0, -100.0, 200.0)
+    assert vip["ci95"] == {"low": ci.low, "high": ci.high} == {"low": 200.0, "high": 200.0}
+    assert vip["p_value"] == expected.pvalue == 0.0
+    assert (vip["p_adjusted"], vip["significant"]) == (0.0, True)
+    assert (body["factors"][0]["factor"], body["factors"][0]["level"]) == ("tag", "vip")  # the smallest adjusted p first
+    # Adjusted in one family with the lifecycle levels (p = 1 each: the same scores on both sides).
+    stage = scipy_stats.ttest_ind([100, 100, -100, -100], [100, 100, -100, -100], equal_var=False).pvalue
+    adjusted = multipletests([0.0, stage, stage], method="fdr_bh")[1]
+    for level, p_adjusted in zip(["customer", "lead"], adjusted[1:], strict=True):
+        assert by_level[("lifecycle_stage", level)]["p_adjusted"] == approx(p_adjusted)
 
 
 async def test_window_days_decides_which_visits_count(client: httpx.AsyncClient, make: Factory, apply: EventApplier) -> None:

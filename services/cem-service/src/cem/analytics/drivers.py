@@ -3,9 +3,10 @@
 Each factor level (visited touchpoint X, had interaction type Y, journey stage s, lifecycle stage,
 open-deal band, CRM tag) splits the answers in two; the effect is the difference of the metric
 between the answers with the level and the rest, with Welch's t-test (unequal variances) on the
-per-answer values, from the database's sufficient statistics. The p-values of all tested levels
-are then adjusted together (Benjamini-Hochberg). scipy.special is imported when a report is asked
-for, never at start-up."""
+per-answer values, from the database's sufficient statistics (a level that splits the scores
+perfectly, no spread on either side but different scores, is a certain difference: p = 0, as
+scipy gives). The p-values of all tested levels are then adjusted together (Benjamini-Hochberg).
+scipy.special is imported when a report is asked for, never at start-up."""
 
 from __future__ import annotations
 
@@ -54,18 +55,25 @@ def _variance(m: Moments) -> float:
 
 def welch_from_moments(group: Moments, rest: Moments) -> WelchTest | None:
     """Welch's t-test of mean(group) - mean(rest), with its 95% interval on Welch-Satterthwaite
-    degrees of freedom; None when neither side varies (no standard error). Both need n >= 2.
-    What scipy.stats.ttest_ind(equal_var=False) computes from the raw values, from the moments;
-    the t distribution comes from scipy.special (scipy.stats would add some 70 MB to the worker)."""
+    degrees of freedom. Both need n >= 2. What scipy.stats.ttest_ind(equal_var=False) computes
+    from the raw values, from the moments; the t distribution comes from scipy.special
+    (scipy.stats would add some 70 MB to the worker).
+
+    When neither side varies there is no standard error. If both sides hold the same one score,
+    there is nothing to test: None (scipy: t and p NaN). If they hold different scores, the data
+    leave no doubt about the difference: the effect with p = 0 and the interval [effect, effect],
+    as scipy answers (t = +-inf)."""
     from scipy.special import stdtr, stdtrit
 
     var1, var2 = _variance(group), _variance(rest)
     se1, se2 = var1 / group.n, var2 / rest.n
+    effect = group.total / group.n - rest.total / rest.n
     if se1 + se2 == 0:
-        return None
+        if group.total * rest.n == rest.total * group.n:  # the same mean, compared exactly
+            return None
+        return WelchTest(effect, (effect, effect), 0.0)
     se = math.sqrt(se1 + se2)
     df = (se1 + se2) ** 2 / (se1 * se1 / (group.n - 1) + se2 * se2 / (rest.n - 1))
-    effect = group.total / group.n - rest.total / rest.n
     p_value = float(2 * stdtr(df, -abs(effect) / se))
     half = float(stdtrit(df, 0.975)) * se
     return WelchTest(effect, (effect - half, effect + half), min(1.0, p_value))

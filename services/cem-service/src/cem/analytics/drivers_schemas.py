@@ -78,7 +78,10 @@ class Comparison(BaseModel):
 
     status: Status = Field(
         description="tested: effect, interval and p-values computed; too_few: fewer than `min_n` answers with or "
-        "without it (no test); no_variance: every answer on both sides scored the same (no test)."
+        "without it (no test); no_variance: every answer on both sides scored the same (no test). When every answer "
+        "with it scored one value and every other answer another (no spread on either side, different scores), the "
+        "difference is certain given the data: tested, with `p_value` 0 and `ci95` [effect, effect], as "
+        "scipy.stats.ttest_ind(equal_var=False) answers, and adjusted with the other tested ones."
     )
     n: int = Field(description="Answers with it.")
     rest_n: int = Field(description="Answers without it (the comparison group).")

@@ -154,6 +154,8 @@ def whole_days(
     if since is not None:
         first = since.astimezone(dt.UTC).date()
         if _midnight(first) < since:
+            if first == dt.date.max:  # the calendar's last day, begun: no midnight follows
+                return None, [(since, until)]
             first += dt.timedelta(days=1)
     if until is not None:
         end = until.astimezone(dt.UTC).date()

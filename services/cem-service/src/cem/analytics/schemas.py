@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cem.analytics import stats
 from cem.report_filters import ReportFilters
 
 Interval = Literal["day", "week", "month"]
@@ -69,18 +70,28 @@ class Scale(BaseModel):
     max: int
 
 
+def _nps_example(promoters: int, passives: int, detractors: int, *, skipped: int, mean: float) -> dict[str, Any]:
+    """An example's counts with their `score` and `ci95` by the report's own formula and rounding
+    (so the documented numbers cannot drift from what the code answers)."""
+    score, ci = stats.nps(promoters, passives, detractors)
+    return {
+        "n": promoters + passives + detractors,
+        "skipped": skipped,
+        "score": stats.rounded(score),
+        "mean": mean,
+        "ci95": None if ci is None else {"low": stats.rounded(ci[0]), "high": stats.rounded(ci[1])},
+        "counts": {"promoter": promoters, "passive": passives, "detractor": detractors},
+    }
+
+
 EXAMPLE_NPS = {
     "metric": "nps",
     "definition": "NPS = % promoters (9-10) - % detractors (0-6), from -100 to 100.",
     "scale": {"min": 0, "max": 10},
     "filters": {"survey_id": None, "touchpoint": "checkout", "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"},
     "interval": "week",
-    "n": 5,
-    "skipped": 1,
-    "score": 20.0,
-    "mean": 7.6,
-    "ci95": {"low": -53.53, "high": 93.53},
-    "counts": {"promoter": 2, "passive": 2, "detractor": 1},
+    # Scores 10, 9, 8, 7, 4: NPS 20, ci95 -45.5941..85.5941.
+    **_nps_example(2, 2, 1, skipped=1, mean=7.6),
     "response_rate": {
         "invitations": 12,
         "responded": 6,
@@ -91,12 +102,8 @@ EXAMPLE_NPS = {
     "series": [
         {
             "start": "2026-11-02T00:00:00Z",
-            "n": 3,
-            "skipped": 0,
-            "score": 33.3333,
-            "mean": 8.0,
-            "ci95": {"low": -59.0, "high": 100.0},
-            "counts": {"promoter": 2, "passive": 0, "detractor": 1},
+            # Scores 10, 10, 4: NPS 33.3333, ci95 -73.3556..100 (cut at 100).
+            **_nps_example(2, 0, 1, skipped=0, mean=8.0),
         }
     ],
 }
