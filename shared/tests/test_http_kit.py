@@ -9,11 +9,14 @@ import orjson
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import PlainTextResponse
+from pydantic import ValidationError
 
 from cxkit.events import InvalidEvent, decode_event, encode_event, new_event
 from cxkit.events.payloads import CustomerCreated
+from cxkit.fields import InputModel
 from cxkit.http.app import install_platform
 from cxkit.http.auth import Principal
+from cxkit.http.batch import BatchBody, InvalidItem, each_item
 from cxkit.http.etag import check_if_match, etag_for
 from cxkit.http.pagination import decode_cursor, encode_cursor
 from cxkit.http.problems import (
@@ -44,6 +47,27 @@ def test_if_match_accepts_current_weak_and_star_and_refuses_stale() -> None:
     with pytest.raises(PreconditionFailed) as info:
         check_if_match('"2"', 3)
     assert info.value.headers == {"ETag": etag_for(3)}
+
+
+class _Item(InputModel):
+    name: str
+    extra: dict[str, object] = {}
+
+
+class _Batch(BatchBody):
+    items: list[each_item(_Item)]  # type: ignore[valid-type]
+    note: str | None = None
+
+
+def test_a_nul_in_a_batch_item_is_that_items_error_and_elsewhere_the_bodys() -> None:
+    batch = _Batch.model_validate({"items": [{"name": "a", "extra": {"k": ["\x00"]}}, {"name": "b"}, {"name": "c\x00"}]})
+    first, second, third = batch.items
+    assert isinstance(first, InvalidItem) and [e["loc"] for e in first.errors] == [["extra", "k", 0]]
+    assert isinstance(second, _Item) and second.name == "b"
+    assert isinstance(third, InvalidItem) and [e["loc"] for e in third.errors] == [["name"]]
+    for body in ({"items": [{"name": "a"}], "note": "n\x00"}, {"items": "\x00"}):
+        with pytest.raises(ValidationError, match="NUL"):
+            _Batch.model_validate(body)
 
 
 def test_scopes_are_ordered_admin_write_read() -> None:

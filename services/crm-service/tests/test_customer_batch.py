@@ -136,3 +136,64 @@ async def test_external_id_is_unique_on_create_and_patch_and_can_be_cleared(clie
     assert (await client.patch(f"/v1/customers/{holder['id']}", json={"external_id": None})).json()["external_id"] is None
     moved = await client.patch(f"/v1/customers/{other['id']}", json={"external_id": " crm-1 "})
     assert moved.status_code == 200 and moved.json()["external_id"] == "crm-1"
+
+
+async def test_a_batch_update_keeps_the_email_key_of_a_unicode_address_so_it_stays_unique(
+    client: httpx.AsyncClient, events: Any
+) -> None:
+    """The key an email is found by is lower-cased in Python everywhere: PostgreSQL's lower()
+    folds 'İ' and a final 'Σ' otherwise, and a batch update once rewrote the key with it."""
+    for email in ("İnci@example.com", "ΟΔΥΣΣΕΥΣ@example.com"):
+        created = await batch(client, [{"email": email, "name": "A"}])
+        assert created.json()["results"][0]["status"] == "created", created.text
+        cid = created.json()["results"][0]["customer"]["id"]
+        updated = await batch(client, [{"email": email, "name": "B"}])
+        assert [(r["status"], r["customer"]["id"]) for r in updated.json()["results"]] == [("updated", cid)]
+        again = await batch(client, [{"email": email, "name": "C"}])
+        assert [(r["status"], r["customer"]["id"]) for r in again.json()["results"]] == [("updated", cid)]
+        single = await client.post("/v1/customers", json={"email": email, "name": "D"})
+        assert single.status_code == 409, single.text
+    assert len(await events("customer.created")) == 2
+
+
+async def test_a_json_true_is_not_the_number_one_in_a_batch_update(client: httpx.AsyncClient, make: Any, events: Any) -> None:
+    customer = await make.customer(email="vip@example.com", attributes={"vip": 1, "deep": {"on": 0}})
+    response = await batch(client, [{"email": "vip@example.com", "attributes": {"vip": True, "deep": {"on": 0}}}])
+    [result] = response.json()["results"]
+    assert (result["status"], result["changed"]) == ("updated", ["attributes"]), response.text
+    assert result["customer"]["attributes"] == {"vip": True, "deep": {"on": 0}} and result["customer"]["version"] == 2
+    nested = await batch(client, [{"email": "vip@example.com", "attributes": {"vip": True, "deep": {"on": False}}}])
+    assert nested.json()["results"][0]["changed"] == ["attributes"], nested.text
+    [first, second] = await events("customer.updated")
+    assert first["subject"] == customer["id"] and first["data"]["changed"] == ["attributes"]
+    assert second["data"]["version"] == 3
+    # The same number written another way is the same value (as PostgreSQL's jsonb compares).
+    same = await batch(client, [{"email": "vip@example.com", "attributes": {"deep": {"on": False}, "vip": True}}])
+    assert same.json()["results"][0]["status"] == "unchanged", same.text
+    await batch(client, [{"email": "vip@example.com", "attributes": {"n": 2}}])
+    assert (await batch(client, [{"email": "vip@example.com", "attributes": {"n": 2.0}}])).json()["results"][0][
+        "status"
+    ] == "unchanged"
+
+
+async def test_a_nul_in_one_item_is_that_items_problem_and_the_others_are_applied(client: httpx.AsyncClient, events: Any) -> None:
+    response = await batch(
+        client,
+        [
+            {"email": "a@example.com", "name": "x", "attributes": {"k": "\u0000"}},
+            {"email": "b@example.com", "name": "y"},
+            {"email": "c@example.com", "name": "z\u0000"},
+        ],
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["error", "created", "error"]
+    assert [(r["problem"]["status"], r["problem"]["errors"][0]["loc"]) for r in (results[0], results[2])] == [
+        (422, ["attributes", "k"]),
+        (422, ["name"]),
+    ]
+    assert "NUL" in results[0]["problem"]["errors"][0]["msg"]
+    assert [e["data"]["email"] for e in await events("customer.created")] == ["b@example.com"]
+    # Outside the items, a NUL still refuses the whole body.
+    whole = await client.post("/v1/customers/batch", json={"items": [{"email": "d@example.com", "name": "d"}], "x\u0000": 1})
+    assert whole.status_code == 422 and whole.headers["content-type"] == "application/problem+json"

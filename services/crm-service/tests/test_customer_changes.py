@@ -91,6 +91,24 @@ async def test_patch_unknown_customer_is_404_and_unknown_campaign_is_422(client:
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "campaign_id"]
 
 
+async def test_patch_tells_a_json_true_from_the_number_one(client: httpx.AsyncClient, make: Any, events: Any) -> None:
+    created = await make.customer(attributes={"vip": 1, "flags": [0]})
+    path = f"/v1/customers/{created['id']}"
+    r = await client.patch(path, json={"attributes": {"vip": True, "flags": [0]}})
+    assert r.status_code == 200, r.text
+    assert r.json()["attributes"] == {"vip": True, "flags": [0]} and r.json()["version"] == 2
+    nested = await client.patch(path, json={"attributes": {"vip": True, "flags": [False]}})
+    assert nested.json()["version"] == 3 and nested.json()["attributes"]["flags"] == [False]
+    assert [e["data"]["changed"] for e in await events("customer.updated")] == [["attributes"], ["attributes"]]
+    # Key order and how a number is written are not changes.
+    same = await client.patch(path, json={"attributes": {"flags": [False], "vip": True}})
+    assert same.json()["version"] == 3
+    await client.patch(path, json={"attributes": {"n": 1.5, "m": 2}})
+    assert (await client.patch(path, json={"attributes": {"n": 1.5, "m": 2.0}})).json()["version"] == 4
+    history = (await client.get(f"{path}/history", params={"field": "attributes"})).json()["items"]
+    assert [h["version"] for h in history] == [4, 3, 2]
+
+
 # --- search, filters, sort -------------------------------------------------------------------
 
 
@@ -308,6 +326,64 @@ async def test_merge_fills_empty_fields_unites_tags_moves_history_and_frees_the_
 
     # The duplicate's email no longer blocks: a new customer may take it.
     assert (await client.post("/v1/customers", json={"email": duplicate["email"], "name": "New"})).status_code == 201
+
+
+async def test_merge_gives_a_survivor_without_email_or_external_id_the_duplicates(
+    client: httpx.AsyncClient, make: Any, events: Any
+) -> None:
+    """A name-only lead converted into a customer has no email: merged with the customer who
+    has one, it takes the address and the external id, and both keep working as its keys."""
+    lead = await make.lead(email=None, name="Ada")
+    converted = await client.post(f"/v1/leads/{lead['id']}/convert", json={})
+    assert converted.status_code == 200, converted.text
+    survivor = converted.json()["customer"]
+    assert survivor["email"] is None and survivor["external_id"] is None
+    duplicate = await make.customer(email="Ada@Example.com", name="Ada L.", external_id="shop-7")
+
+    r = await client.post(f"/v1/customers/{survivor['id']}/merge", json={"duplicate_id": duplicate["id"]})
+    assert r.status_code == 200, r.text
+    merged = r.json()
+    assert (merged["email"], merged["external_id"], merged["name"]) == ("Ada@example.com", "shop-7", "Ada")
+    removed = (await client.get("/v1/customers", params={"include_removed": "true", "sort": "created_at"})).json()["items"]
+    [merged_row] = [c for c in removed if c["id"] == duplicate["id"]]
+    assert merged_row["merged_into_id"] == survivor["id"] and merged_row["external_id"] is None
+
+    [announced] = await events("customer.merged")
+    assert announced["data"]["survivor"]["email"] == "Ada@example.com"
+    assert announced["data"]["survivor"]["external_id"] == "shop-7"
+    history = (await client.get(f"/v1/customers/{survivor['id']}/history")).json()["items"]
+    filled = {c["field"]: c for c in history[0]["changes"]}
+    assert history[0]["via"] == "merge" and filled["email"]["to"] == "Ada@example.com"
+    assert filled["external_id"] == {"field": "external_id", "from": None, "to": "shop-7"}
+
+    # The address and the external id are the survivor's keys now.
+    assert (await client.post("/v1/customers", json={"email": "ada@example.com", "name": "Other"})).status_code == 409
+    by_external = await client.post("/v1/customers/batch", json={"items": [{"external_id": "shop-7", "phone": "+44 1"}]})
+    assert [(x["status"], x["customer"]["id"]) for x in by_external.json()["results"]] == [("updated", survivor["id"])]
+    by_email = await client.post("/v1/customers/batch", json={"items": [{"email": "ADA@example.com", "company": "AE"}]})
+    assert [(x["status"], x["customer"]["id"]) for x in by_email.json()["results"]] == [("updated", survivor["id"])]
+    patched = await client.patch(f"/v1/customers/{survivor['id']}", json={"external_id": "shop-7", "email": "ada@example.com"})
+    assert patched.status_code == 200, patched.text
+    assert (await client.get("/v1/customers", params={"external_id": "shop-7"})).json()["items"][0]["id"] == survivor["id"]
+
+
+async def test_merge_keeps_the_survivors_own_keys_and_the_duplicates_external_id_names_the_survivor(
+    client: httpx.AsyncClient, make: Any
+) -> None:
+    survivor = await make.customer(email="kept@example.com", external_id="shop-1")
+    duplicate = await make.customer(email="twin@example.com", external_id="shop-2")
+    r = await client.post(f"/v1/customers/{survivor['id']}/merge", json={"duplicate_id": duplicate["id"]})
+    assert r.status_code == 200, r.text
+    assert (r.json()["email"], r.json()["external_id"]) == ("kept@example.com", "shop-1")
+    # The duplicate's external id stays on the merged record: an upsert by it is told where it went
+    # instead of making the duplicate again.
+    stale = await client.post("/v1/customers/batch", json={"items": [{"external_id": "shop-2", "name": "Twin"}]})
+    [result] = stale.json()["results"]
+    assert result["problem"]["status"] == 409 and f"merged into {survivor['id']}" in result["problem"]["detail"]
+    found = await client.get("/v1/customers", params={"external_id": "shop-2", "include_removed": "true"})
+    assert [(c["id"], c["merged_into_id"]) for c in found.json()["items"]] == [(duplicate["id"], survivor["id"])]
+    # Its address is freed, as before.
+    assert (await client.post("/v1/customers", json={"email": "twin@example.com", "name": "New"})).status_code == 201
 
 
 async def test_get_of_a_merged_duplicate_redirects_to_the_survivor(client: httpx.AsyncClient, make: Any) -> None:

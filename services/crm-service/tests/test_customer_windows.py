@@ -91,6 +91,34 @@ async def test_a_sync_with_include_removed_learns_of_merges_and_erasures(client:
     assert (await client.get("/v1/customers", params={"include_removed": "maybe"})).status_code == 422
 
 
+async def test_a_merge_re_pointing_earlier_duplicates_is_a_change_a_sync_sees(client: httpx.AsyncClient, make: Any) -> None:
+    """A merged into B, then B into C: A now points at C, a change of A (new version, new
+    updated_at, an entry in its history) that a sync with include_removed learns of."""
+    tag = f"p-{uuid.uuid4().hex[:8]}"
+    a, b, c = [await make.customer(name=name, tags=[tag]) for name in ("A", "B", "C")]
+    assert (await client.post(f"/v1/customers/{b['id']}/merge", json={"duplicate_id": a["id"]})).status_code == 200
+
+    async def a_as_listed() -> dict[str, Any]:
+        [found] = [
+            x for x in await testing.every_item(client, "/v1/customers", tag=tag, include_removed="true") if x["id"] == a["id"]
+        ]
+        return found
+
+    a_merged = await a_as_listed()
+    moment = (await make.customer(name="Marker"))["updated_at"]
+    assert (await client.post(f"/v1/customers/{c['id']}/merge", json={"duplicate_id": b["id"]})).status_code == 200
+
+    since = await listed(client, tag, updated_from=moment, sort="updated_at", include_removed="true")
+    assert sorted(since) == ["A", "B", "C"]
+    a_now = await a_as_listed()
+    assert a_now["merged_into_id"] == c["id"] and a_now["version"] == a_merged["version"] + 1
+    assert a_now["updated_at"] > a_merged["updated_at"]
+    history = (await client.get(f"/v1/customers/{a['id']}/history")).json()["items"]
+    assert history[0]["version"] == a_now["version"] and history[0]["via"] == "merge"
+    assert history[0]["changed_at"] == a_now["updated_at"]
+    assert history[0]["changes"] == [{"field": "merged_into_id", "from": b["id"], "to": c["id"]}]
+
+
 async def changed_since(client: httpx.AsyncClient, kind: str, since: str, **params: Any) -> list[str]:
     """The ids `GET /v1/<kind>` lists as changed since `since`, oldest change first, page by page."""
     ids: list[str] = []

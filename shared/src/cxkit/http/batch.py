@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic import BaseModel, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator, model_validator
 
+from cxkit.fields import InputModel
 from cxkit.http.problems import PROBLEM_TYPE_BASE, Conflict, Unprocessable
 
 BATCH_MAX = 1000
@@ -32,6 +33,22 @@ def each_item(model: type[BaseModel]) -> Any:
     """`list[each_item(Model)]`: the items validate one by one; an invalid one becomes an
     `InvalidItem` instead of failing the whole body (the OpenAPI schema stays `Model`'s)."""
     return Annotated[model, WrapValidator(_item_or_errors)]
+
+
+class BatchBody(InputModel):
+    """Base of a batch's body, whose `items` are `list[each_item(Model)]` (Model an InputModel):
+    a NUL character in an item is that item's problem (422 at its field), as any other invalid
+    value of it is, and the others go ahead. InputModel refuses a NUL anywhere in a body before
+    its fields are validated, which here would refuse the whole batch; the items are left to
+    refuse their own, the rest of the body is checked as any body is."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("items"), list):
+            super()._refuse_nul({key: value for key, value in data.items() if key != "items"})
+            return data
+        return super()._refuse_nul(data)
 
 
 class BatchItemProblem(BaseModel):

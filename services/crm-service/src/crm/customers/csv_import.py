@@ -35,6 +35,7 @@ from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, EMAIL_
 from email_validator.syntax import DOT_ATOM_TEXT
 from pydantic import BaseModel, TypeAdapter, ValidationError, model_validator
 
+from crm.customers.models import normalized_email
 from crm.customers.schemas import CustomerCreate
 from crm.db import SOURCE
 from cxkit.db import is_database_busy
@@ -350,7 +351,7 @@ def _prepare(customers: list[tuple[int, str | None, Any]]) -> _Chunk:
             (
                 customer_id,
                 email,
-                email.lower(),
+                normalized_email(email),
                 data.name,
                 data.phone,
                 data.company,
@@ -461,10 +462,10 @@ async def _write_customers(conn: asyncpg.Connection, chunk: _Chunk, keep: list[i
         unknown = [i for i in keep if chunk.campaigns[i] is not None and chunk.campaigns[i] not in known]
         if unknown:
             # The email is checked first, as for one customer.
-            taken = {row[0] for row in await conn.fetch(_TAKEN_EMAILS, [chunk.emails[i].lower() for i in unknown])}
+            taken = {row[0] for row in await conn.fetch(_TAKEN_EMAILS, [normalized_email(chunk.emails[i]) for i in unknown])}
             for i in unknown:
                 email = chunk.emails[i]
-                if email.lower() in taken:
+                if normalized_email(email) in taken:
                     errors.append(RowError(chunk.lines[i], chunk.raw_emails[i], _taken("email", email), existing=True))
                 else:
                     errors.append(
@@ -483,7 +484,7 @@ async def _write_customers(conn: asyncpg.Connection, chunk: _Chunk, keep: list[i
         for i in not_inserted:
             email, external_id = chunk.emails[i], chunk.external_ids[i]
             if external_id is not None and external_id in taken_ids:
-                taken_emails = {row[0] for row in await conn.fetch(_TAKEN_EMAILS, [email.lower()])}
+                taken_emails = {row[0] for row in await conn.fetch(_TAKEN_EMAILS, [normalized_email(email)])}
                 reason = _taken("email", email) if taken_emails else _taken("external_id", external_id)
             else:
                 reason = _taken("email", email)
@@ -535,7 +536,7 @@ async def import_customers(
             elif isinstance(result, Exception):
                 errors.append(RowError(line, raw_email, str(result)))
             else:
-                keys = [str(result.email).lower()]  # type: ignore[attr-defined]
+                keys = [normalized_email(str(result.email))]  # type: ignore[attr-defined]
                 external_id = result.external_id  # type: ignore[attr-defined]
                 if external_id is not None:
                     keys.append("\x00" + external_id)  # apart from every email (which holds no NUL)

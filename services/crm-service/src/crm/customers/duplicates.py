@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from crm.customers.models import Customer
+from crm.customers.models import Customer, normalized_email
 
 # How much the names weigh in a score, and what each shared detail adds to the rest (at most
 # its whole share): the same name alone is 0.75, the same name and phone 0.9.
@@ -77,7 +77,8 @@ def probe_of(customer: dict[str, Any]) -> str | None:
 
 
 def local_part(email: str | None) -> str:
-    return email.rsplit("@", 1)[0].strip().lower() if email and "@" in email else ""
+    """The email's local part as its key (`email_normalized`) holds it."""
+    return normalized_email(email).rsplit("@", 1)[0] if email and "@" in email else ""
 
 
 def phone_key(phone: str | None) -> str | None:

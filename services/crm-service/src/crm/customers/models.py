@@ -16,12 +16,23 @@ from cxkit.db import UTCDateTime, new_id, utcnow
 LIFECYCLE_STAGES = ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist", "churned")
 
 
+def normalized_email(email: str) -> str:
+    """The key a customer's email is unique on and found by (`email_normalized`), computed here
+    and only here, in Python, and passed to SQL as a value. Never PostgreSQL's lower(): it folds
+    some letters otherwise ('İ' to 'i' where Python gives 'i' and a combining dot; a capital
+    sigma ending a word to U+03C3 where Python gives the final sigma U+03C2), so a key written by
+    one is not found by the other, and the address could be taken twice. Leads, the interactions
+    consumer and the CEM service lower an address with Python's `str.lower()` too, so their keys
+    meet these."""
+    return email.strip().lower()
+
+
 class Customer(Base):
     __tablename__ = "customers"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     email: Mapped[str | None] = mapped_column(String(320))
-    # lower(email), unique: the database itself refuses a case-insensitive duplicate.
+    # normalized_email(email), unique: the database itself refuses a case-insensitive duplicate.
     email_normalized: Mapped[str | None] = mapped_column(String(320), unique=True)
     # The customer's id in another system (shop, billing): unique when set, the key a batch
     # upsert or an import may match on instead of the email.

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from crm.customers.lifecycle import OpenDealValue
-from crm.customers.models import SEARCH_SEPARATOR, ChangeVia, Customer, CustomerChange, search_text
+from crm.customers.models import SEARCH_SEPARATOR, ChangeVia, Customer, CustomerChange, normalized_email, search_text
 from cxkit import keyset
 from cxkit.db import insert_new
 from cxkit.http.data_export import Section
@@ -159,7 +159,7 @@ class CustomerRepository(Repository[Customer]):
         return await super().get(id, for_update=for_update)
 
     async def get_by_email(self, email: str) -> Customer | None:
-        return await self.session.scalar(select(Customer).where(Customer.email_normalized == email.strip().lower()))
+        return await self.session.scalar(select(Customer).where(Customer.email_normalized == normalized_email(email)))
 
     async def id_by_external_id(self, external_id: str) -> uuid.UUID | None:
         return await self.session.scalar(select(Customer.id).where(Customer.external_id == external_id))
@@ -258,10 +258,15 @@ class CustomerRepository(Repository[Customer]):
         """One multi-row insert; rows whose email is taken are skipped. Returns the ids inserted."""
         return await insert_new(self.session, Customer.__table__, rows, "id")
 
-    async def repoint_merged(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
-        """Customers merged earlier into the duplicate now point at the survivor: one hop, always."""
+    async def repoint_merged(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID, now: dt.datetime) -> None:
+        """Customers merged earlier into the duplicate now point at the survivor: one hop, always.
+        That is a change of each of them (what a read of it answers): a new version and
+        `updated_at` (`now`), so their ETags change, a sync of what changed since a moment sees
+        them, and their history records the move."""
         await self.session.execute(
-            update(Customer).where(Customer.merged_into_id == duplicate_id).values(merged_into_id=survivor_id)
+            update(Customer)
+            .where(Customer.merged_into_id == duplicate_id)
+            .values(merged_into_id=survivor_id, version=Customer.version + 1, updated_at=now)
         )
 
     async def history_page(self, customer_id: uuid.UUID, field: str | None, page: PageParams) -> list[CustomerChange]:
@@ -339,7 +344,7 @@ async def lock_customer(
 
 async def id_by_email(conn: asyncpg.Connection, email: str) -> uuid.UUID | None:
     """The id of the customer holding this email (compared case-insensitively), if any."""
-    return await _ID_BY_EMAIL.fetchval(conn, email=email.strip().lower())
+    return await _ID_BY_EMAIL.fetchval(conn, email=normalized_email(email))
 
 
 async def id_by_external_id_on(conn: asyncpg.Connection, external_id: str) -> uuid.UUID | None:
@@ -447,7 +452,8 @@ _LOCK_BY_KEYS = (
     f"SELECT {', '.join(c.name for c in Customer.__table__.columns)} FROM customers "
     "WHERE external_id = ANY($1::text[]) OR email_normalized = ANY($2::text[]) ORDER BY id FOR UPDATE"
 )
-# Written as sent: every column a batch upsert may set, for one UPDATE of many rows.
+# Written as sent: every column a batch upsert may set, for one UPDATE of many rows (with
+# `email_normalized`, computed in Python: see `normalized_email`).
 BATCH_COLUMNS = (
     "email",
     "name",
@@ -463,19 +469,20 @@ BATCH_COLUMNS = (
     "external_id",
 )
 _BATCH_TYPES = {"tags": "jsonb", "attributes": "jsonb", "campaign_id": "uuid", "survey_opt_out": "boolean"}
+_UPDATED_COLUMNS = (*BATCH_COLUMNS, "email_normalized")
 _BATCH_UPDATE = (
     "UPDATE customers c SET "
     + ", ".join(
-        f"{col} = u.{col}" + (f"::{_BATCH_TYPES[col]}" if _BATCH_TYPES.get(col) == "jsonb" else "") for col in BATCH_COLUMNS
+        f"{col} = u.{col}" + (f"::{_BATCH_TYPES[col]}" if _BATCH_TYPES.get(col) == "jsonb" else "") for col in _UPDATED_COLUMNS
     )
-    + ", email_normalized = lower(u.email), version = c.version + 1, updated_at = $"
-    + str(len(BATCH_COLUMNS) + 2)
+    + ", version = c.version + 1, updated_at = $"
+    + str(len(_UPDATED_COLUMNS) + 2)
     + " FROM unnest($1::uuid[], "
     + ", ".join(
         f"${n}::{'text' if _BATCH_TYPES.get(col, 'text') == 'jsonb' else _BATCH_TYPES.get(col, 'text')}[]"
-        for n, col in enumerate(BATCH_COLUMNS, start=2)
+        for n, col in enumerate(_UPDATED_COLUMNS, start=2)
     )
-    + f") AS u(id, {', '.join(BATCH_COLUMNS)}) WHERE c.id = u.id "
+    + f") AS u(id, {', '.join(_UPDATED_COLUMNS)}) WHERE c.id = u.id "
     + f"RETURNING {', '.join('c.' + c.name for c in Customer.__table__.columns)}"
 )
 _BATCH_INSERT = UnnestInsert(
@@ -500,12 +507,12 @@ async def insert_many(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> s
 
 
 async def update_many(conn: asyncpg.Connection, rows: list[dict[str, Any]], now: Any) -> list[asyncpg.Record]:
-    """Write each row's `BATCH_COLUMNS` (the whole new value) over its customer, bump versions:
-    one statement. Returns the rows as they are now."""
+    """Write each row's `BATCH_COLUMNS` and `email_normalized` (the whole new value) over its
+    customer, bump versions: one statement. Returns the rows as they are now."""
     if not rows:
         return []
     columns = [[row["id"] for row in rows]]
-    for col in BATCH_COLUMNS:
+    for col in _UPDATED_COLUMNS:
         values = [row[col] for row in rows]
         if col in ("tags", "attributes"):
             values = [orjson.dumps(v).decode() for v in values]

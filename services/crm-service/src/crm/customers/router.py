@@ -408,8 +408,14 @@ async def erase_customer(
     "it has none, unites the tags and attributes, keeps a survey opt-out from either, and takes over the duplicate's "
     "interactions, deals, tasks, documents, campaign memberships, converted leads and experience data (survey answers, "
     "feedback, follow-ups reported by the CEM service). The duplicate is marked "
-    "`merged_into_id` and its email freed; reads of it redirect (308) to the survivor. Announces `customer.merged` so "
-    "the CEM side re-keys its data. `If-Match` applies to the survivor. Needs `write`.",
+    "`merged_into_id` and its email freed; reads of it redirect (308) to the survivor. The keys: a survivor without an "
+    "`email` takes the duplicate's (a batch upsert or a new customer with that address then finds the survivor), and "
+    "one without an `external_id` takes the duplicate's, which the merged record then no longer holds. An "
+    "`external_id` the survivor did not take (it has its own) stays on the merged record: a batch upsert by it answers "
+    "409 naming the survivor instead of making the duplicate again, and the list with `include_removed=true` finds the "
+    "merged record by it. Duplicates merged earlier into the duplicate now point at the survivor, each with a new "
+    "`version` and `updated_at`. Announces `customer.merged` with the survivor as it is now (the fields it took "
+    "included) so the CEM side re-keys its data. `If-Match` applies to the survivor. Needs `write`.",
     responses=problem_responses(401, 403, 404, 409, 412, 422),
 )
 async def merge_customers(

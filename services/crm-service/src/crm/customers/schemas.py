@@ -18,7 +18,7 @@ from pydantic import (
 from crm.customers.models import ChangeVia
 from crm.fields import EXAMPLE_IDS, FreeJSON, Tag
 from cxkit.fields import InputModel, PatchModel
-from cxkit.http.batch import BATCH_MAX, BatchItemProblem, each_item
+from cxkit.http.batch import BATCH_MAX, BatchBody, BatchItemProblem, each_item
 from cxkit.http.pagination import Page
 
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -227,7 +227,7 @@ class CustomerBatchItem(PatchModel):
 BatchItem = each_item(CustomerBatchItem)
 
 
-class CustomerBatch(InputModel):
+class CustomerBatch(BatchBody):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [

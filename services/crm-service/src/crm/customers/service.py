@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.customers import repository
 from crm.customers.lifecycle import CampaignExists, CampaignMembership, CustomerErasure, OpenDealValue, StoredFiles
-from crm.customers.models import LIFECYCLE_STAGES, Customer
+from crm.customers.models import LIFECYCLE_STAGES, Customer, normalized_email
 from crm.customers.repository import SORT_KEYS, CustomerFilters, CustomerRepository
 from crm.customers.schemas import CustomerBatchItem, CustomerCreate, CustomerUpdate
 from crm.db import SOURCE, IdempotencyKey, OutboxMessage, WebhookDelivery, as_money
@@ -35,7 +35,8 @@ from cxkit.pg_pool import CompiledQuery, Row, RowInsert, UnnestInsert
 
 # Lifecycle stages a customer moves through as they buy; `churned` stands apart.
 _PROGRESSION = [s for s in LIFECYCLE_STAGES if s != "churned"]
-# Fields a merge copies from the duplicate when the survivor has none.
+# Fields a merge copies from the duplicate when the survivor has none (the unique keys, email
+# and external_id, are handed over apart: see `merge_customers`).
 _FILLABLE = ("name", "phone", "company", "owner", "source", "campaign_id")
 _PERSONAL = ("email", "email_normalized", "name", "phone", "company")
 
@@ -95,6 +96,30 @@ def _touch(customer: Customer) -> None:
     customer.updated_at = utcnow()
 
 
+def same_json(a: Any, b: Any) -> bool:
+    """Whether two field values (decoded JSON, or plain column values) are the same, as
+    PostgreSQL's jsonb compares them: `true` is not `1`, nor `false` `0`, at any depth (Python's
+    `==` says they are); `1` and `1.0` are one number; an object's key order does not matter.
+    Every change check of a customer's fields goes through it, so "unchanged" means unchanged."""
+    pending = [(a, b)]
+    while pending:  # its own stack: free JSON may be deep
+        x, y = pending.pop()
+        if isinstance(x, bool) or isinstance(y, bool):
+            if x is not y:
+                return False
+        elif isinstance(x, dict):
+            if not isinstance(y, dict) or x.keys() != y.keys():
+                return False
+            pending.extend((value, y[key]) for key, value in x.items())
+        elif isinstance(x, list):
+            if not isinstance(y, list) or len(x) != len(y):
+                return False
+            pending.extend(zip(x, y, strict=True))
+        elif isinstance(y, (dict, list)) or x != y:
+            return False
+    return True
+
+
 async def _require_campaign(campaigns: CampaignMembership | None, campaign_id: uuid.UUID | None) -> None:
     if campaign_id is None:
         return
@@ -141,7 +166,7 @@ async def insert_customer(
     customer = Customer(
         id=new_id(),
         email=email,
-        email_normalized=email.lower() if email else None,
+        email_normalized=normalized_email(email) if email else None,
         name=name,
         lifecycle_stage=lifecycle_stage,
         tags=sorted(set(tags or [])),
@@ -176,7 +201,7 @@ async def find_or_create_by_email(session: AsyncSession, email: str, *, source: 
     """The customer with this email (case-insensitive; a merged duplicate resolves to its
     survivor), or a new lead-stage one, announced. Returns (customer, created)."""
     repo = CustomerRepository(session)
-    normalized = email.strip().lower()
+    normalized = normalized_email(email)
     found = await repo.get_by_email(normalized)
     if found is None:
         try:
@@ -290,11 +315,11 @@ async def update_customer_on(
         value = getattr(data, field)
         if field == "email":
             value = str(value)
-            if value.lower() != row["email_normalized"]:
+            if normalized_email(value) != row["email_normalized"]:
                 other = await repository.id_by_email(conn, value)
                 if other is not None and other != customer_id:
                     raise Conflict(f"a customer with email {value} already exists")
-                values["email_normalized"] = value.lower()
+                values["email_normalized"] = normalized_email(value)
         elif field == "external_id" and value is not None and value != row["external_id"]:
             other = await repository.id_by_external_id_on(conn, value)
             if other is not None and other != customer_id:
@@ -303,7 +328,7 @@ async def update_customer_on(
             value = sorted(set(value))
         elif field == "campaign_id" and value not in (None, row["campaign_id"]) and not await campaign_exists(conn, value):
             raise Unprocessable(f"campaign_id {value} does not exist", errors=[_field_error("campaign_id")])
-        if row[field] != value:
+        if not same_json(row[field], value):
             values[field] = value
     changed = sorted(values.keys() - {"email_normalized"})
     if not changed:
@@ -413,7 +438,14 @@ async def merge_customers(
 ) -> Customer:
     """Fold the duplicate into the survivor in one transaction: the survivor keeps its values,
     gains the duplicate's where it has none, unites tags, and takes over all history (the rows
-    of every domain in `customer_data`)."""
+    of every domain in `customer_data`).
+
+    The unique keys: a survivor without an email takes the duplicate's (a converted name-only
+    lead has none), and one without an external id the duplicate's, which the merged record then
+    no longer holds. The duplicate's email is freed in any case (a new customer may take it); an
+    external id the survivor did not take stays on the merged record, so an upsert by it is told
+    which customer it went into instead of making the duplicate again. Duplicates merged earlier
+    into this duplicate now point at the survivor (a change of theirs: new versions)."""
     if survivor_id == duplicate_id:
         raise Unprocessable("a customer cannot be merged into itself", errors=[_field_error("duplicate_id", "same as survivor")])
     repo = CustomerRepository(session)
@@ -439,6 +471,25 @@ async def merge_customers(
         raise Conflict("an erased customer cannot take part in a merge")
     check_if_match(if_match, survivor.version)
 
+    # The duplicate gives up its keys first, in a statement of its own: email_normalized and
+    # external_id are unique (and not deferrable), and the survivor may take them. The survivor's
+    # changes are then one statement, so one entry in its history.
+    takes_email = survivor.email is None and duplicate.email is not None
+    takes_external_id = survivor.external_id is None and duplicate.external_id is not None
+    external_id = duplicate.external_id
+    duplicate.email_normalized = None  # frees the address for the survivor or a new record
+    if takes_external_id:
+        duplicate.external_id = None
+    duplicate.merged_into_id = survivor.id
+    _touch(duplicate)
+    await repo.flush()
+
+    if takes_email:
+        assert duplicate.email is not None
+        survivor.email = duplicate.email
+        survivor.email_normalized = normalized_email(duplicate.email)
+    if takes_external_id:
+        survivor.external_id = external_id
     for field in _FILLABLE:
         if getattr(survivor, field) in (None, "") and getattr(duplicate, field) not in (None, ""):
             setattr(survivor, field, getattr(duplicate, field))
@@ -452,15 +503,16 @@ async def merge_customers(
     survivor.survey_opt_out = merged_opt_out
     if asked:
         survivor.survey_opt_out_at = max(asked)
-
-    duplicate.email_normalized = None  # frees the address for the survivor or a new record
-    duplicate.merged_into_id = survivor.id
-    _touch(duplicate)
     _touch(survivor)
-    await repo.flush()
+    try:
+        await repo.flush()
+    except IntegrityError:
+        # Only an address whose key another customer holds under a rule older than
+        # `normalized_email` could still clash here.
+        raise Conflict(f"a customer with email {survivor.email} already exists") from None
 
     await customer_data.repoint(session, duplicate.id, survivor.id)
-    await repo.repoint_merged(duplicate.id, survivor.id)
+    await repo.repoint_merged(duplicate.id, survivor.id, survivor.updated_at)
 
     add_event(
         session,
@@ -594,7 +646,7 @@ async def upsert_batch(
             continue
         keys = [("external_id", item.external_id)] if item.external_id is not None else []
         if item.email is not None:
-            keys.append(("email", str(item.email).lower()))
+            keys.append(("email", normalized_email(str(item.email))))
         repeated = next(((k, first[k]) for k in keys if k in first), None)
         if repeated is not None:
             (field, _), j = repeated
@@ -616,7 +668,7 @@ async def upsert_batch(
     locked = await repository.lock_by_keys(
         conn,
         [item.external_id for _, item in valid if item.external_id is not None],
-        [str(item.email).lower() for _, item in valid if item.email is not None],
+        [normalized_email(str(item.email)) for _, item in valid if item.email is not None],
     )
     by_external = {row["external_id"]: row for row in locked if row["external_id"] is not None}
     by_email = {row["email_normalized"]: row for row in locked if row["email_normalized"] is not None}
@@ -631,7 +683,7 @@ async def upsert_batch(
         email = str(item.email) if item.email is not None else None
         target = by_external.get(item.external_id) if item.external_id is not None else None
         if target is None and email is not None:
-            target = by_email.get(email.lower())
+            target = by_email.get(normalized_email(email))
             if target is not None and item.external_id is not None and target["external_id"] is not None:
                 error = error or item_problem(
                     409,
@@ -733,8 +785,8 @@ def _target_error(
         return item_problem(409, f"customer {target['id']} was merged into {target['merged_into_id']}; change that one")
     if target["erased_at"] is not None:
         return item_problem(409, f"customer {target['id']} was erased")
-    if email is not None and email.lower() != target["email_normalized"]:
-        holder = by_email.get(email.lower())
+    if email is not None and normalized_email(email) != target["email_normalized"]:
+        holder = by_email.get(normalized_email(email))
         if holder is not None and holder["id"] != target["id"]:
             return item_problem(
                 409, f"a customer with email {email} already exists", _key_error("email", "taken by another customer", "conflict")
@@ -746,7 +798,7 @@ def _new_row(item: CustomerBatchItem, email: str, now: Any) -> dict[str, Any]:
     return {
         "id": new_id(),
         "email": email,
-        "email_normalized": email.lower(),
+        "email_normalized": normalized_email(email),
         "version": 1,
         "created_at": now,
         "updated_at": now,
@@ -765,9 +817,13 @@ def _new_row(item: CustomerBatchItem, email: str, now: Any) -> dict[str, Any]:
 
 
 def _changed_values(item: CustomerBatchItem, target: asyncpg.Record) -> tuple[dict[str, Any], list[str]]:
-    """The customer's `BATCH_COLUMNS` with the item's fields applied, and the names of those
-    that changed."""
-    values = {col: target[col] for col in repository.BATCH_COLUMNS} | {"id": target["id"]}
+    """The customer's `BATCH_COLUMNS` and `email_normalized` with the item's fields applied, and
+    the names of those that changed. The key changes only with the email (a key stored under an
+    older rule stays until the email changes)."""
+    values = {col: target[col] for col in repository.BATCH_COLUMNS} | {
+        "id": target["id"],
+        "email_normalized": target["email_normalized"],
+    }
     changed = []
     for field in item.model_fields_set:
         value = getattr(item, field)
@@ -775,9 +831,11 @@ def _changed_values(item: CustomerBatchItem, target: asyncpg.Record) -> tuple[di
             value = str(value)
         elif field == "tags":
             value = sorted(set(value))
-        if value != target[field]:
+        if not same_json(value, target[field]):
             values[field] = value
             changed.append(field)
+            if field == "email":
+                values["email_normalized"] = normalized_email(value)
     return values, sorted(changed)
 
 
