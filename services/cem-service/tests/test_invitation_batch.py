@@ -130,3 +130,20 @@ async def test_a_batch_takes_the_same_few_statements_whatever_its_size(
         counts.append(len(seen))
         texts.append([t for t, _ in seen])
     assert counts[0] == counts[1], (counts, texts)
+
+
+async def test_a_nul_in_one_item_is_that_items_problem_and_the_others_are_invited(
+    client: httpx.AsyncClient, make: Any, outbox: Any
+) -> None:
+    survey = await make.survey("nps")
+    items = [{"email": "nul@example.com", "touchpoint": "check\u0000out"}, {"email": "fine@example.com"}]
+    r = await client.post(batch_url(survey), json={"items": items})
+    assert r.status_code == 200, r.text
+    refused, invited = r.json()["results"]
+    assert refused["status"] == "error" and refused["problem"]["status"] == 422
+    assert refused["problem"]["errors"][0]["loc"] == ["touchpoint"]
+    assert invited["status"] == "created" and invited["invitation"]["email"] == "fine@example.com"
+    assert [e["data"]["email"] for e in await outbox("survey.invited")] == ["fine@example.com"]
+    # Elsewhere in the body a NUL is the whole request's, as in any body.
+    whole = await client.post(batch_url(survey), json={"items": items[1:], "note\u0000": 1})
+    assert whole.status_code == 422 and whole.headers["content-type"] == "application/problem+json"

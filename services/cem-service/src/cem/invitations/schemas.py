@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from cem.fields import Channel, Slug
 from cxkit.fields import InputModel, JsonInteger, exactly_one_of
-from cxkit.http.batch import BATCH_MAX, BatchItemProblem, each_item
+from cxkit.http.batch import BATCH_MAX, BatchBody, BatchItemProblem, each_item
 
 InvitationStatus = Literal["scheduled", "sent", "opened", "answered", "expired", "cancelled"]
 
@@ -137,7 +137,7 @@ class InvitationCreated(InvitationRead):
 BatchInvitation = each_item(InvitationCreate)
 
 
-class InvitationBatch(InputModel):
+class InvitationBatch(BatchBody):
     """Many invitations to one survey: each item as the body of `POST /v1/surveys/{id}/invitations`."""
 
     model_config = ConfigDict(
