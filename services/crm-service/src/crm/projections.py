@@ -1,7 +1,8 @@
 """What `crm replay` rebuilds from the topics: the experience projection from `cem.feedback.v1`.
 
-The consumer name is the live consumer's, so after a replay the live consumer treats the
-replayed events as applied (and makes no second task for a follow-up)."""
+The replay records its progress as `<live consumer>.replay` (cxkit.replay), so the live consumer
+still applies, with its side effects, any event it had not reached itself; the replay's own
+handlers make no task for a follow-up."""
 
 from __future__ import annotations
 

@@ -15,8 +15,9 @@ from cxkit.kafka.consumer import BatchHandler, Delivery
 
 
 def consumer_name(settings: CRMSettings) -> str:
-    """The live consumer's name, which `crm replay` rebuilds the projection under (so the live
-    consumer then treats the replayed events as applied and makes no second task)."""
+    """The live consumer's name. `crm replay` records its own progress as `<name>.replay`
+    (cxkit.replay), so the live consumer still applies, with its side effects, any event it had
+    not reached itself; the replay's handlers make no task (`projection_handlers`)."""
     return f"{settings.consumer_group}.cem-feedback"
 
 
