@@ -122,6 +122,81 @@ async def test_a_poll_with_an_event_that_cannot_apply_goes_event_by_event_and_de
     assert "unknown customer_id" in reasons[bad] and "not JSON" in reasons[b"not json"]
 
 
+SECRET_SUMMARY = "asked us to stop calling her at home"
+SECRET_METADATA = {"note": "lives at 1 Hidden Lane"}
+
+
+async def erased_customer_shows_none_of(client: httpx.AsyncClient, customer_id: str) -> list[dict[str, Any]]:
+    """The erased customer's interactions, after checking that neither the list, the timeline nor
+    the data export shows the event's free text."""
+    listed = await client.get("/v1/interactions", params={"customer_id": customer_id})
+    timeline = await client.get(f"/v1/customers/{customer_id}/timeline")
+    export = await client.get(f"/v1/customers/{customer_id}/data-export")
+    for answer in (listed, timeline, export):
+        assert answer.status_code == 200, answer.text
+        assert SECRET_SUMMARY not in answer.text and "Hidden Lane" not in answer.text
+    return list(listed.json()["items"])
+
+
+async def test_an_erased_customers_interaction_event_is_stored_without_its_summary_or_metadata(
+    client: httpx.AsyncClient, make: Any, crm_app: FastAPI, crm_settings: CRMSettings, session_factory: Any
+) -> None:
+    """As the CEM does: the interaction counts (type, time, amount), its free text does not
+    outlive the erasure, whether the event was published after it or was in flight before."""
+    settings = crm_settings.model_copy(update={"consumer_group": f"test-{uuid.uuid4().hex[:8]}"})
+    consumer = interactions_consumer(crm_app, settings)
+    customer = (await make.customer())["id"]
+    assert (await client.delete(f"/v1/customers/{customer}")).status_code == 204
+
+    event = recorded(customer, summary=SECRET_SUMMARY, metadata=SECRET_METADATA, amount="12.00", currency="EUR")
+    await consumer.process(poll(event))
+    assert await counts(session_factory, consumer.name) == (1, 1)
+    [row] = await erased_customer_shows_none_of(client, customer)
+    assert (row["summary"], row["metadata"], row["amount"], row["type"]) == (None, {}, "12.00", "purchase")
+    stats = (await client.get(f"/v1/customers/{customer}/view")).json()["interaction_stats"]
+    assert (stats["count"], stats["purchases"]) == (1, 1)
+
+
+async def test_an_interaction_event_naming_a_duplicate_merged_into_an_erased_survivor_keeps_no_free_text(
+    client: httpx.AsyncClient, make: Any, crm_app: FastAPI, crm_settings: CRMSettings, session_factory: Any
+) -> None:
+    settings = crm_settings.model_copy(update={"consumer_group": f"test-{uuid.uuid4().hex[:8]}"})
+    consumer = interactions_consumer(crm_app, settings)
+    survivor, duplicate = (await make.customer())["id"], (await make.customer())["id"]
+    assert (await client.post(f"/v1/customers/{survivor}/merge", json={"duplicate_id": duplicate})).status_code == 200
+    assert (await client.delete(f"/v1/customers/{survivor}")).status_code == 204
+
+    await consumer.process(poll(recorded(duplicate, summary=SECRET_SUMMARY, metadata=SECRET_METADATA)))
+    assert await counts(session_factory, consumer.name) == (1, 1)
+    [row] = await erased_customer_shows_none_of(client, survivor)
+    assert (row["customer_id"], row["summary"], row["metadata"]) == (survivor, None, {})
+
+
+async def test_an_interaction_event_with_an_erased_customers_former_email_does_not_reach_the_erased_record(
+    client: httpx.AsyncClient, make: Any, crm_app: FastAPI, crm_settings: CRMSettings, session_factory: Any
+) -> None:
+    """Erasure blanks the email, so the address names nobody any more: the event makes a new
+    lead-stage customer (as any unknown address does) and the erased record gets nothing."""
+    settings = crm_settings.model_copy(update={"consumer_group": f"test-{uuid.uuid4().hex[:8]}"})
+    consumer = interactions_consumer(crm_app, settings)
+    customer = await make.customer()
+    assert (await client.delete(f"/v1/customers/{customer['id']}")).status_code == 204
+
+    payload = InteractionRecorded(
+        customer_email=customer["email"].upper(),
+        type="call",
+        occurred_at=dt.datetime(2026, 5, 1, tzinfo=dt.UTC),
+        summary="a new call",
+    )
+    await consumer.process(poll(encode_event(new_event("interaction.recorded", source="urn:pbx", subject=None, data=payload))))
+    assert await counts(session_factory, consumer.name) == (1, 1)
+    assert await erased_customer_shows_none_of(client, customer["id"]) == []
+    [row] = (await client.get("/v1/interactions")).json()["items"]
+    assert row["customer_id"] != customer["id"] and row["summary"] == "a new call"
+    lead = (await client.get(f"/v1/customers/{row['customer_id']}")).json()
+    assert (lead["email"], lead["lifecycle_stage"], lead["erased_at"]) == (customer["email"], "lead", None)
+
+
 class FailOnce:
     """Wraps a handler: its first run fails with a transient error (as when the database goes
     away mid-poll), slowly enough for the consumer to read and decode the next poll meanwhile."""

@@ -155,7 +155,9 @@ class InteractionRepository(Repository[Interaction]):
 # Statements on the consumer's asyncpg connection (`cxkit.db.session_connection`):
 # one per poll whatever its size, each prepared once per connection.
 
-_CUSTOMER_TARGETS = "SELECT id, merged_into_id FROM customers WHERE id = ANY($1::uuid[])"
+# A duplicate's own `erased_at` stands for its survivor's: erasing a survivor erases the
+# duplicates merged into it, and an erased customer is never merged (merges are one hop).
+_CUSTOMER_TARGETS = "SELECT id, merged_into_id, erased_at IS NOT NULL FROM customers WHERE id = ANY($1::uuid[])"
 
 # The columns of `InteractionBatch`, in order; `recorded_at` is one value for the batch.
 BATCH_COLUMNS = (
@@ -174,11 +176,12 @@ BATCH_COLUMNS = (
 _INSERT_BATCH = UnnestInsert(Interaction.__table__, BATCH_COLUMNS, per_batch=["recorded_at"])
 
 
-async def customer_targets(conn: asyncpg.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID | None]:
-    """id -> merged_into_id for the customer ids that exist, in one query."""
+async def customer_targets(conn: asyncpg.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[uuid.UUID | None, bool]]:
+    """id -> (merged_into_id, erased: the customer, or the survivor it was merged into) for the
+    customer ids that exist, in one query."""
     if not ids:
         return {}
-    return {row[0]: row[1] for row in await conn.fetch(_CUSTOMER_TARGETS, ids)}
+    return {row[0]: (row[1], row[2]) for row in await conn.fetch(_CUSTOMER_TARGETS, ids)}
 
 
 async def insert_interaction_batch(conn: asyncpg.Connection, columns: Sequence[Sequence[Any]], recorded_at: dt.datetime) -> int:

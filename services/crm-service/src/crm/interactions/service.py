@@ -134,7 +134,9 @@ async def apply_interaction_events(session: AsyncSession, deliveries: Sequence[D
     """Apply a run of `interaction.recorded` events: one query resolves the batch's customer
     ids, one its emails, one multi-row insert makes the missing lead-stage customers and one
     `INSERT ... SELECT FROM unnest(...)` inserts every interaction (a row whose interaction id
-    exists is skipped). Returns the number of interactions inserted."""
+    exists is skipped). An erased customer's interaction is stored without its summary or
+    metadata, as the erasure left the ones it found (and as the CEM stores it). Returns the
+    number of interactions inserted."""
     repo = CustomerRepository(session)
     conn = await session_connection(session)
     payloads: list[tuple[Delivery, InteractionRecorded]] = [(d, d.payload) for d in deliveries]
@@ -158,21 +160,23 @@ async def apply_interaction_events(session: AsyncSession, deliveries: Sequence[D
     ids, customer_ids, types, channels, touchpoints, occurred, summaries, amounts, currencies, metadata, sources = columns
     for (delivery, p), details in zip(payloads, metadata_json, strict=True):
         if p.customer_id is not None:
-            customer_id = known_ids[p.customer_id] or p.customer_id  # a merged duplicate's events go to its survivor
+            merged_into, erased = known_ids[p.customer_id]
+            customer_id = merged_into or p.customer_id  # a merged duplicate's events go to its survivor
         else:
+            # Erasure blanks the email, so an address never finds an erased customer.
             assert p.customer_address is not None
             cid, merged_into = by_email[p.customer_address.lower()]
-            customer_id = merged_into or cid
+            customer_id, erased = merged_into or cid, False
         ids.append(interaction_id_for(p, delivery.event.source, delivery.event.id))
         customer_ids.append(customer_id)
         types.append(p.type)
         channels.append(p.channel)
         touchpoints.append(p.touchpoint)
         occurred.append(p.occurred_at)
-        summaries.append(p.summary)
+        summaries.append(None if erased else p.summary)
         amounts.append(p.amount)
         currencies.append(p.currency)
-        metadata.append(details)
+        metadata.append("{}" if erased else details)
         sources.append(delivery.event.source[:255])
     return await insert_interaction_batch(conn, columns, utcnow())
 
