@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, text
 
@@ -22,6 +23,14 @@ from cxkit.events.payloads import CustomerCreated, CustomerUpdated
 
 from .conftest import EventApplier, delivery, interaction, snapshot
 from .test_customer_events import erased, personal_data_left
+
+# Addresses PostgreSQL's lower() folds otherwise than Python's str.lower(), which makes the CEM's
+# keys: a dotted capital I (Python: 'i' and a combining dot above, PostgreSQL: 'i'), and a capital
+# sigma ending a word (Python: the final sigma U+03C2, PostgreSQL: U+03C3). `{marker}` is the test's.
+FOLDED_OTHERWISE_IN_SQL = [
+    pytest.param("İnci-{marker}@example.com", id="dotted-capital-i"),
+    pytest.param("{marker}-ΟΔΥΣΣΕΑΣ@example.com", id="final-capital-sigma"),
+]
 
 
 async def _announced(outbox: Any, event_type: str, field: str, row_id: str) -> list[dict[str, Any]]:
@@ -98,6 +107,30 @@ async def test_answers_and_feedback_under_an_address_go_to_the_customer_announce
     assert len(await _announced(outbox, "feedback.received", "feedback_id", feedback["id"])) == 2
 
 
+@pytest.mark.parametrize("address", FOLDED_OTHERWISE_IN_SQL)
+async def test_answers_and_feedback_under_an_address_sql_lowers_otherwise_go_to_the_customer_announced_with_it(
+    address: str, client: httpx.AsyncClient, make: Any, apply: Any, outbox: Any
+) -> None:
+    """The link compares the addresses as the CEM keys them (Python's str.lower()), never with
+    PostgreSQL's lower(): keyed once each way, 'İnci@…' or '…Σ@…' never met its customer."""
+    email = address.format(marker=uuid.uuid4().hex[:10])
+    survey = await make.survey("nps")
+    answer = await make.answer(survey["id"], {"nps": 9}, email=email)
+    r = await client.post("/v1/feedback", json={"email": email, "channel": "chat", "text": "Lovely staff"})
+    assert r.status_code == 201, r.text
+    feedback = r.json()
+    assert answer["customer_id"] is None and feedback["customer_id"] is None
+
+    customer = uuid.uuid4()
+    await apply(delivery("customer.created", CustomerCreated(**snapshot(customer, email=email))))
+    view = (await client.get(f"/v1/customers/{customer}/experience")).json()
+    assert [r["id"] for r in view["responses"]] == [answer["id"]]
+    assert [f["id"] for f in view["feedback"]] == [feedback["id"]]
+    assert (view["summary"]["responses"], view["summary"]["feedback"]) == (1, 1)
+    (_, again) = await _announced(outbox, "feedback.received", "feedback_id", feedback["id"])
+    assert again["subject"] == str(customer)
+
+
 async def test_an_interaction_under_an_address_goes_to_the_customer_announced_with_it_however_it_was_written(
     client: httpx.AsyncClient, make: Any, apply: Any
 ) -> None:
@@ -167,18 +200,55 @@ async def test_an_erasure_after_the_link_leaves_nothing_of_what_was_given_under_
     assert (view["summary"]["responses"], view["summary"]["feedback"]) == (1, 1)
 
 
+@pytest.mark.parametrize("address", FOLDED_OTHERWISE_IN_SQL)
+async def test_an_erasure_leaves_nothing_of_what_was_given_under_an_address_sql_lowers_otherwise(
+    address: str, make: Any, apply: Any, client: httpx.AsyncClient, cem_database_url: str, session_factory: Any
+) -> None:
+    """As for any address: the answers and feedback the announcement linked, and those still kept
+    under the address without a customer (found by the erasure itself), keep their scores and
+    lose their free text and address, in their rows and in their events."""
+    marker = uuid.uuid4().hex[:10]
+    email = address.format(marker=marker)
+    survey = await make.survey("nps")
+    linked = await make.answer(survey["id"], {"nps": 6, "reason": f"Rude {marker}"}, email=email)
+    kept = await make.answer(survey["id"], {"nps": 8, "reason": f"Slow {marker}"}, email=email)
+    feedback = []
+    for words in ("Cold", "Late"):
+        r = await client.post("/v1/feedback", json={"email": email, "channel": "chat", "text": f"{words} {marker}"})
+        assert r.status_code == 201, r.text
+        feedback.append(r.json()["id"])
+    customer = uuid.uuid4()
+    await apply(delivery("customer.created", CustomerCreated(**snapshot(customer, email=email))))
+    # One answer and one piece of feedback still kept under the address, as if the link had missed them.
+    async with session_factory() as session, session.begin():
+        kept_id, kept_feedback = uuid.UUID(kept["id"]), uuid.UUID(feedback[1])
+        await session.execute(text("UPDATE responses SET customer_id = NULL WHERE id = :id"), {"id": kept_id})
+        await session.execute(text("UPDATE scores SET customer_id = NULL WHERE response_id = :id"), {"id": kept_id})
+        await session.execute(text("UPDATE feedback SET customer_id = NULL WHERE id = :id"), {"id": kept_feedback})
+    assert {"responses.answers", "feedback.text", "outbox.value"} <= set(await personal_data_left(cem_database_url, marker))
+
+    await apply(erased(customer))
+    assert await personal_data_left(cem_database_url, marker) == []
+    view = (await client.get(f"/v1/customers/{customer}/experience")).json()
+    assert {r["id"] for r in view["responses"]} == {linked["id"], kept["id"]}
+    assert {f["id"] for f in view["feedback"]} == set(feedback)
+    assert all(f["text"] is None and f["email"] is None for f in view["feedback"])
+    assert (view["summary"]["responses"], view["summary"]["feedback"]) == (2, 2)
+
+
 async def test_the_rows_kept_under_an_address_are_found_through_their_partial_indexes(session_factory: Any) -> None:
     """The link, the erasure and the data export look answers and feedback up by address among
-    the rows without a customer: each statement can use the partial index on lower(email) of those
-    rows (the planner told to avoid a scan where it can, as it would on a large table)."""
+    the rows without a customer: each statement can use the partial index on the stored key
+    (`email_lower`) of those rows, as its condition (the planner told to avoid a scan where it
+    can, as it would on a large table)."""
     exports = {section.name: section.sql for section in export_sections()}
     async with session_factory() as session, session.begin():
         await session.execute(text("SET LOCAL enable_seqscan = off"))  # begins the transaction too
         raw = (await (await session.connection()).get_raw_connection()).driver_connection
         for table in ("responses", "feedback"):
             # The link (an array of addresses) and the erasure (one address), then the export.
-            link = f"UPDATE {table} SET email = email WHERE customer_id IS NULL AND lower(email) = ANY($1::text[])"
-            erasure = f"UPDATE {table} SET email = email WHERE customer_id IS NULL AND lower(email) = $1"
+            link = f"UPDATE {table} SET email = email WHERE customer_id IS NULL AND email_lower = ANY($1::text[])"
+            erasure = f"UPDATE {table} SET email = email WHERE customer_id IS NULL AND email_lower = $1"
             for query, argument in (
                 (link, ["someone@example.com"]),
                 (erasure, "someone@example.com"),
@@ -186,6 +256,7 @@ async def test_the_rows_kept_under_an_address_are_found_through_their_partial_in
             ):
                 plan = "\n".join(r[0] for r in await raw.fetch(f"EXPLAIN {query}", argument))
                 assert f"ix_{table}_unlinked_email" in plan, plan
+                assert "Index Cond: ((email_lower)::text = " in plan, plan
                 assert "Seq Scan" not in plan, plan
 
 

@@ -10,6 +10,7 @@ import asyncpg
 import orjson
 
 from cem.cli import ALEMBIC_INI
+from cem.customers.models import email_key
 from cxkit import testing
 from cxkit.pg_pool import asyncpg_dsn
 from cxkit.platform_models import OUTBOX_FILLFACTOR, OUTBOX_STORAGE
@@ -94,3 +95,80 @@ async def test_an_announced_customer_writes_two_index_entries(cem_database_url: 
     finally:
         await undone.rollback()
         await conn.close()
+
+
+def _alembic(database_url: str, command: str, revision: str) -> None:
+    """`alembic upgrade|downgrade revision` on the database, in a child process (as `testing.migrate`)."""
+    code = (
+        "import sys; from alembic import command; from cxkit.migrations import alembic_config; from pathlib import Path; "
+        f"command.{command}(alembic_config(Path(sys.argv[1]), sys.argv[2]), sys.argv[3])"
+    )
+    argv = [sys.executable, "-c", code, str(ALEMBIC_INI), database_url, revision]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+_UNLINKED_INDEXES = (
+    "SELECT tablename, indexdef FROM pg_indexes WHERE indexname IN ('ix_responses_unlinked_email', 'ix_feedback_unlinked_email')"
+)
+
+
+async def test_answers_and_feedback_are_given_their_email_keys_as_python_folds_them() -> None:
+    """Migration cem0029 stores `email_key(email)` on every answer and piece of feedback with an
+    address (ASCII ones folded in SQL, the others in Python, in batches), the unlinked-address
+    indexes move to that key, and the statement triggers it turns off for the backfill are on
+    again. Its downgrade restores the indexes on lower(email)."""
+    name = await testing.create_database("cem_keys")
+    url = testing.asyncpg_url(testing.database_dsn(name))
+    try:
+        _alembic(url, "upgrade", "cem0028")
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            survey, customer = uuid.uuid4(), uuid.uuid4()
+            await conn.execute(
+                "INSERT INTO surveys (id, name, kind, status, questions, version, created_at, updated_at) "
+                "VALUES ($1, 'NPS', 'nps', 'active', '[]', 1, now(), now())",
+                survey,
+            )
+            addresses = ["Plain@Example.COM", " Spaced@Example.com ", "İnci@Example.com", "ab-ΟΔΥΣΣΕΑΣ@example.com"]
+            addresses.append("René@bücher.example")
+            # More addresses Python folds than one batch holds, some of them already linked.
+            addresses += [f"İnci-{i}@example.com" for i in range(2500)]
+            rows = [(uuid.uuid4(), a, customer if i % 7 == 0 else None) for i, a in enumerate([*addresses, None])]
+            await conn.executemany(
+                "INSERT INTO feedback (id, email, customer_id, channel, text, sentiment_label, sentiment_score, received_at, "
+                "recorded_at) VALUES ($1, $2, $3, 'chat', 'Hello', 'neutral', 0, now(), now())",
+                rows,
+            )
+            await conn.executemany(
+                "INSERT INTO responses (id, survey_id, email, customer_id, source, answers, submitted_at, recorded_at) "
+                "VALUES ($1, $2, $3, $4, 'api', '[]', now(), now())",
+                [(row_id, survey, email, owner) for row_id, email, owner in rows],
+            )
+        finally:
+            await conn.close()
+
+        _alembic(url, "upgrade", "cem0029")
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            for table in ("feedback", "responses"):
+                keys = {r["email"]: r["email_lower"] for r in await conn.fetch(f"SELECT email, email_lower FROM {table}")}
+                assert keys == {a: email_key(a) for a in addresses} | {None: None}
+                assert keys["İnci@Example.com"] == "i\u0307nci@example.com"
+                assert keys["ab-ΟΔΥΣΣΕΑΣ@example.com"].endswith("\u03c2@example.com")  # the final sigma
+            indexes = dict(await conn.fetch(_UNLINKED_INDEXES))
+            on_the_key = "USING btree (email_lower) WHERE (customer_id IS NULL)"
+            assert len(indexes) == 2 and all(d.endswith(on_the_key) for d in indexes.values()), indexes
+            disabled = await conn.fetch(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid IN ('responses'::regclass, 'feedback'::regclass) "
+                "AND NOT tgisinternal AND tgenabled = 'D'"
+            )
+            assert disabled == []
+        finally:
+            await conn.close()
+
+        _alembic(url, "downgrade", "cem0028")
+        rows = await testing.db_rows(url, _UNLINKED_INDEXES)
+        assert len(rows) == 2 and all("(lower((email)::text)) WHERE (customer_id IS NULL)" in r["indexdef"] for r in rows), rows
+    finally:
+        await testing.drop_database(name)

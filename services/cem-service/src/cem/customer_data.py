@@ -39,7 +39,8 @@ def customer_data(late_followups: LateFollowups | None = None) -> CustomerDataRe
 
 
 # The customer's rows: by their id, and those kept under their address before the CRM announced
-# them (the rows an erasure also finds by the address).
+# them (the rows an erasure also finds by the address), by the `email_key` each table stores
+# (never lower() in SQL: it folds some letters otherwise than the key).
 _MINE = "(customer_id = $1 OR (customer_id IS NULL AND {address} = (SELECT email_lower FROM customer_profiles WHERE id = $1)))"
 
 
@@ -56,10 +57,10 @@ def export_sections() -> list[Section]:
         Section("customer_profiles", "SELECT * FROM customer_profiles WHERE id = $1 OR merged_into = $1 ORDER BY id"),
         _of_customer("customer_experience_totals", "customer_id"),
         _of_customer("invitations", "created_at, id", "email_lower"),
-        _of_customer("responses", "submitted_at, id", "lower(email)"),
+        _of_customer("responses", "submitted_at, id", "email_lower"),
         _of_customer("scores", "submitted_at, response_id"),
         _of_customer("followups", "created_at, id"),
-        _of_customer("feedback", "received_at, id", "lower(email)"),
+        _of_customer("feedback", "received_at, id", "email_lower"),
         _of_customer("touchpoint_interactions", "occurred_at, id", "email_lower"),
         _of_customer("suppressions", "created_at, id", "email_lower"),
         _of_customer("survey_opt_outs", "created_at, id"),

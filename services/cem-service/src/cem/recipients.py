@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cem.customers.models import email_key
+
 RecipientKey = tuple[str, Any]
 
 
@@ -43,8 +45,8 @@ class Recipient:
     def email_lower(self) -> str | None:
         """The key an address is found by (the customer the CRM announces with it, a throttle)."""
         if self.normalized_email is not None:
-            return self.normalized_email.lower()
-        return self.email.strip().lower() if self.email else None
+            return email_key(self.normalized_email)
+        return email_key(self.email) if self.email else None
 
     @property
     def key(self) -> RecipientKey:

@@ -14,6 +14,17 @@ from cem.db import Base
 from cxkit.db import UTCDateTime, utcnow
 
 
+def email_key(email: str) -> str:
+    """The key an email address is found by everywhere in the CEM (`email_lower` of customer
+    profiles, invitations, answers, feedback, interactions and suppressions; opt-outs' hashes),
+    computed here and only here, in Python, and passed to SQL as a value or stored with the row.
+    Never PostgreSQL's lower(): it folds some letters otherwise ('İ' to 'i' where Python gives 'i'
+    and a combining dot; a capital sigma ending a word to U+03C3 where Python gives the final
+    sigma U+03C2), so a key made by one is not found by the other. The CRM keys its customers the
+    same way."""
+    return email.strip().lower()
+
+
 class CustomerProfile(Base):
     """The customer as the CRM last announced it. `crm_version` only moves forward.
 
@@ -26,7 +37,7 @@ class CustomerProfile(Base):
     # Looked up by `email_lower` only, so not indexed: every announced customer would write
     # an entry that nothing reads.
     email: Mapped[str | None] = mapped_column(String(320))
-    # Lower-cased email: invitations and feedback find a customer by email case-insensitively.
+    # `email_key(email)`: invitations, answers and feedback find a customer by email case-insensitively.
     email_lower: Mapped[str | None] = mapped_column(String(320), index=True)
     name: Mapped[str | None] = mapped_column(String(200))
     phone: Mapped[str | None] = mapped_column(String(50))

@@ -12,7 +12,7 @@ import orjson
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from cem.customers.models import CustomerExperienceTotals, CustomerProfile
+from cem.customers.models import CustomerExperienceTotals, CustomerProfile, email_key
 from cxkit.db import any_of, session_connection
 from cxkit.kept_figures import KeptFigures
 from cxkit.pg_pool import UnnestInsert
@@ -85,8 +85,9 @@ class CustomerProfileRepository(Repository[CustomerProfile]):
 
     async def get_by_email(self, email: str) -> CustomerProfile | None:
         """The customer with this email (case-insensitive); the most recently updated one if several."""
-        found = await self.by_emails([email.strip().lower()])
-        return found.get(email.strip().lower())
+        key = email_key(email)
+        found = await self.by_emails([key])
+        return found.get(key)
 
     async def by_ids(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, CustomerProfile]:
         if not ids:
@@ -95,7 +96,7 @@ class CustomerProfileRepository(Repository[CustomerProfile]):
         return {p.id: p for p in rows.all()}
 
     async def by_emails(self, emails_lower: Collection[str]) -> dict[str, CustomerProfile]:
-        """Lower-cased email -> the customer announced with it (the most recently updated one if
+        """`email_key` -> the customer announced with it (the most recently updated one if
         several); merged duplicates and erased customers have no email here."""
         if not emails_lower:
             return {}
@@ -216,8 +217,9 @@ class CustomerProfileRepository(Repository[CustomerProfile]):
 
 
 def announced_customer_with(email_lower: Any) -> Any:
-    """A correlated subquery: the id of the live customer announced with this lower-cased email
-    (for linking rows that were kept under an email until the CRM announced its owner)."""
+    """A correlated subquery: the id of the live customer announced with this email key (a stored
+    `email_lower` column, never a lower() of an address in SQL: see `email_key`), for linking rows
+    that were kept under an email until the CRM announced its owner."""
     return (
         select(CustomerProfile.id)
         .where(

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.lifecycle import CustomerErasure, link_addresses
+from cem.customers.models import email_key
 from cem.customers.repository import CustomerProfileRepository, ExperienceTotalsRepository
 from cem.db import WebhookDelivery
 from cem.privacy import PersonalDataRepository
@@ -25,7 +26,7 @@ def profile_row(snapshot: CustomerSnapshot) -> dict[str, Any]:
     return {
         "id": snapshot.id,
         "email": snapshot.email,
-        "email_lower": snapshot.email.strip().lower() if snapshot.email else None,
+        "email_lower": email_key(snapshot.email) if snapshot.email else None,
         "name": snapshot.name,
         "phone": snapshot.phone,
         "company": snapshot.company,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import Float, Index, SmallInteger, String, Text, UniqueConstraint, Uuid, func
+from sqlalchemy import Float, Index, SmallInteger, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cem.db import Base
@@ -18,6 +18,10 @@ class Feedback(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     email: Mapped[str | None] = mapped_column(String(320))
+    # `email_key(email)`, stored: feedback given under an address no customer was known by is
+    # linked to the customer the CRM announces with it, and found by an erasure or a data
+    # export, by this key (SQL's lower() folds some letters otherwise than Python's).
+    email_lower: Mapped[str | None] = mapped_column(String(320))
     touchpoint: Mapped[str | None] = mapped_column(String(100))
     channel: Mapped[str] = mapped_column(String(50))
     # Null once the customer's personal data was erased (the sentiment and rating stay).
@@ -43,5 +47,5 @@ class Feedback(Base):
 
 
 # Feedback given under an address no customer was known by (linked when the CRM announces
-# one, found by an erasure or a data export); only those rows are in it.
-Index("ix_feedback_unlinked_email", func.lower(Feedback.email), postgresql_where=Feedback.customer_id.is_(None))
+# one, found by an erasure or a data export, by its `email_lower`); only those rows are in it.
+Index("ix_feedback_unlinked_email", Feedback.email_lower, postgresql_where=Feedback.customer_id.is_(None))

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, String, func, select, update
+from sqlalchemy import ColumnElement, select, update
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.customers.repository import announced_customer_with
@@ -92,15 +92,15 @@ class FeedbackRepository(Repository[Feedback]):
 
     async def link_by_address(self, emails_lower: Collection[str]) -> list[Feedback]:
         """Feedback given under these addresses without a customer goes to the customer now
-        announced with each; returns it, oldest first. The addresses are found through the
-        partial index of the feedback without a customer."""
+        announced with each (`emails_lower`: `email_key`s); returns it, oldest first. The
+        addresses are found through the partial index of the feedback without a customer."""
         if not emails_lower:
             return []
         linked = (
             await self.session.scalars(
                 update(Feedback)
-                .where(Feedback.customer_id.is_(None), any_of(func.lower(Feedback.email, type_=String), set(emails_lower)))
-                .values(customer_id=announced_customer_with(func.lower(Feedback.email)))
+                .where(Feedback.customer_id.is_(None), any_of(Feedback.email_lower, set(emails_lower)))
+                .values(customer_id=announced_customer_with(Feedback.email_lower))
                 .returning(Feedback.id)
                 .execution_options(synchronize_session=False)
             )
@@ -123,14 +123,14 @@ class FeedbackRepository(Repository[Feedback]):
         if erasure.email_lower:
             await self.session.execute(
                 update(Feedback)
-                .where(Feedback.customer_id.is_(None), func.lower(Feedback.email) == erasure.email_lower)
+                .where(Feedback.customer_id.is_(None), Feedback.email_lower == erasure.email_lower)
                 .values(customer_id=erasure.customer_id)
                 .execution_options(synchronize_session=False)
             )
         result = await self.session.execute(
             update(Feedback)
             .where(Feedback.customer_id == erasure.customer_id, Feedback.email.is_not(None))
-            .values(text=None, email=None)
+            .values(text=None, email=None, email_lower=None)
             .returning(Feedback.id)
             .execution_options(synchronize_session=False)
         )

@@ -8,6 +8,7 @@ from collections.abc import Collection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.customers.models import email_key
 from cem.db import SOURCE, OutboxMessage
 from cem.feedback import repository
 from cem.feedback.models import Feedback
@@ -59,10 +60,12 @@ async def record_feedback(session: AsyncSession, data: FeedbackCreate) -> Feedba
     has_rating = data.rating is not None
     # An erased customer's feedback still counts (sentiment, rating), without its text or address.
     erased = profile is not None and profile.erased_at is not None
+    kept_email = None if erased else email
     feedback = Feedback(
         id=new_id(),
         customer_id=profile.id if profile else None,
-        email=None if erased else email,
+        email=kept_email,
+        email_lower=email_key(kept_email) if kept_email else None,
         touchpoint=data.touchpoint,
         channel=data.channel,
         text=None if erased else data.text,

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.config import CEMSettings
-from cem.customers.models import CustomerProfile
+from cem.customers.models import CustomerProfile, email_key
 from cem.customers.repository import CustomerProfileRepository
 from cem.db import SOURCE, OutboxMessage
 from cem.invitations.models import Invitation
@@ -146,7 +146,7 @@ async def resolve_recipient(
     # The customer consumer takes the same lock before it announces an address: either this
     # transaction sees the customer, or that one sees what this one keeps under the address
     # (and links it).
-    await lock_keys(session, "email", [email.strip().lower()])
+    await lock_keys(session, "email", [email_key(email)])
     return await profiles.get_by_email(email), email
 
 
@@ -157,7 +157,7 @@ def _never_invited(profile: CustomerProfile | None, address: str | None = None, 
         return f"customer {profile.id} was erased; they are never invited again"
     if profile is not None and profile.survey_opt_out:
         return f"customer {profile.id} opted out of surveys; they are never invited"
-    if address is not None and address.strip().lower() in opted_out:
+    if address is not None and email_key(address) in opted_out:
         return f"{address} asked for no more surveys; it is never invited"
     return None
 
@@ -168,7 +168,7 @@ def _address_of(profile: CustomerProfile | None, email: str | None) -> str | Non
 
 
 async def _opted_out(session: AsyncSession, addresses: Iterable[str | None]) -> set[str]:
-    return await OptOutRepository(session).opted_out({a.strip().lower() for a in addresses if a})
+    return await OptOutRepository(session).opted_out({email_key(a) for a in addresses if a})
 
 
 def _new_invitation(
@@ -186,7 +186,7 @@ def _new_invitation(
         survey_id=survey.id,
         customer_id=profile.id if profile else None,
         email=email,
-        email_lower=email.strip().lower() if email else None,
+        email_lower=email_key(email) if email else None,
         token_hash=token_hash,
         touchpoint=data.touchpoint or survey.touchpoint,
         channel=data.channel,
@@ -245,7 +245,7 @@ async def create_invitations(
     profiles = CustomerProfileRepository(session)
     by_id = await profiles.by_ids({item.customer_id for item in valid if item.customer_id is not None})
     by_id |= await profiles.by_ids({p.merged_into for p in by_id.values() if p.merged_into is not None} - by_id.keys())
-    emails = {str(item.email).strip().lower() for item in valid if item.customer_id is None and item.email is not None}
+    emails = {email_key(str(item.email)) for item in valid if item.customer_id is None and item.email is not None}
     await lock_keys(session, "email", emails)  # as resolve_recipient: the customer consumer links what it missed
     by_email = await profiles.by_emails(emails)
     touchpoints = await TouchpointRepository(session).existing_keys([item.touchpoint for item in valid if item.touchpoint])
@@ -262,7 +262,7 @@ async def create_invitations(
             continue
         problem, profile, email = _batch_recipient(item, by_id, by_email, touchpoints, opted_out)
         if problem is None:
-            key = ("customer", profile.id) if profile is not None else ("email", (email or "").lower())
+            key = ("customer", profile.id) if profile is not None else ("email", email_key(email or ""))
             if key in first_of:
                 field = "customer_id" if item.customer_id is not None else "email"
                 problem = item_problem(
@@ -302,7 +302,7 @@ def _batch_recipient(
             detail = f"customer {item.customer_id} is not known here (the CRM has not announced it)"
             return item_problem(422, detail, [{"loc": ["customer_id"], "msg": detail, "type": "reference"}]), None, None
     else:
-        profile = by_email.get(email.strip().lower()) if email else None
+        profile = by_email.get(email_key(email)) if email else None
     if refusal := _never_invited(profile, _address_of(profile, email), opted_out):
         return item_problem(409, refusal), None, None
     if item.touchpoint and item.touchpoint not in touchpoints:
@@ -397,7 +397,7 @@ class _Recipient:
 
     @property
     def email_lower(self) -> str | None:
-        return self.address.strip().lower() if self.address else None
+        return email_key(self.address) if self.address else None
 
 
 async def _recipient_of(session: AsyncSession, invitation: Invitation, survey: Survey) -> _Recipient:
@@ -408,7 +408,7 @@ async def _recipient_of(session: AsyncSession, invitation: Invitation, survey: S
         profile = await profiles.get(profile.merged_into)
     address = _address_of(profile, invitation.email)
     if address:
-        await lock_keys(session, "email", [address.strip().lower()])
+        await lock_keys(session, "email", [email_key(address)])
     about = {
         "invitation_id": invitation.id,
         "survey_id": survey.id,

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, SmallInteger, String, Text, Uuid, func, text
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, SmallInteger, String, Text, Uuid, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -24,6 +24,10 @@ class SurveyResponse(Base):
     invitation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("invitations.id", ondelete="RESTRICT"), unique=True)
     customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     email: Mapped[str | None] = mapped_column(String(320))
+    # `email_key(email)`, stored: an answer given under an address no customer was known by is
+    # linked to the customer the CRM announces with it, and found by an erasure or a data
+    # export, by this key (SQL's lower() folds some letters otherwise than Python's).
+    email_lower: Mapped[str | None] = mapped_column(String(320))
     touchpoint: Mapped[str | None] = mapped_column(String(100))
     source: Mapped[str] = mapped_column(String(10))
     # [{question_id, type, text, value, scale_min, scale_max}], a copy of each question's wording
@@ -41,9 +45,9 @@ class SurveyResponse(Base):
 
 
 # The answers given under an address no customer was known by: linked when the CRM
-# announces one (and found by an erasure or a data export) without a scan. Only those rows
-# are in it, so answers by known customers do not write to it.
-Index("ix_responses_unlinked_email", func.lower(SurveyResponse.email), postgresql_where=SurveyResponse.customer_id.is_(None))
+# announces one (and found by an erasure or a data export, by their `email_lower`) without a
+# scan. Only those rows are in it, so answers by known customers do not write to it.
+Index("ix_responses_unlinked_email", SurveyResponse.email_lower, postgresql_where=SurveyResponse.customer_id.is_(None))
 
 
 class Score(Base):

@@ -8,7 +8,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, text, update
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.customers.repository import announced_customer_with
@@ -150,7 +150,7 @@ class ResponseRepository(Repository[SurveyResponse]):
                 linked.append(response.id)
             if response.email is not None:
                 erasure.unkeyed_ids.append(response.id)
-            response.email = None
+            response.email = response.email_lower = None
             response.answers = without_free_text(response.answers)
         await self.flush()
         await self.link_to_customer(linked, erasure.customer_id)
@@ -163,13 +163,11 @@ class ResponseRepository(Repository[SurveyResponse]):
         )
 
     async def of_customer_or_email(self, customer_id: uuid.UUID, email_lower: str | None) -> list[SurveyResponse]:
-        """Every response of the customer, and those given under their address without a customer
-        (erasures are rare: the address part is a scan)."""
+        """Every response of the customer, and those given under their address (its `email_key`)
+        without a customer."""
         condition = SurveyResponse.customer_id == customer_id
         if email_lower:
-            condition = or_(
-                condition, and_(SurveyResponse.customer_id.is_(None), func.lower(SurveyResponse.email) == email_lower)
-            )
+            condition = or_(condition, and_(SurveyResponse.customer_id.is_(None), SurveyResponse.email_lower == email_lower))
         return list((await self.session.scalars(select(SurveyResponse).where(condition))).all())
 
     async def link_to_customer(self, response_ids: list[uuid.UUID], customer_id: uuid.UUID) -> None:
@@ -183,8 +181,9 @@ class ResponseRepository(Repository[SurveyResponse]):
 
     async def link_by_address(self, emails_lower: Collection[str]) -> list[tuple[SurveyResponse, Score | None]]:
         """Responses given under these addresses without a customer go to the customer now announced
-        with each, and so do their scores; returns them with their scores, oldest first. The
-        addresses are found through the partial index of the responses without a customer."""
+        with each (`emails_lower`: `email_key`s), and so do their scores; returns them with their
+        scores, oldest first. The addresses are found through the partial index of the responses
+        without a customer."""
         if not emails_lower:
             return []
         linked = (
@@ -192,9 +191,9 @@ class ResponseRepository(Repository[SurveyResponse]):
                 update(SurveyResponse)
                 .where(
                     SurveyResponse.customer_id.is_(None),
-                    any_of(func.lower(SurveyResponse.email, type_=String), set(emails_lower)),
+                    any_of(SurveyResponse.email_lower, set(emails_lower)),
                 )
-                .values(customer_id=announced_customer_with(func.lower(SurveyResponse.email)))
+                .values(customer_id=announced_customer_with(SurveyResponse.email_lower))
                 .returning(SurveyResponse.id, SurveyResponse.customer_id)
                 .execution_options(synchronize_session=False)
             )

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.customers.models import email_key
 from cem.customers.repository import CustomerProfileRepository
 from cem.db import SOURCE, OutboxMessage
 from cem.fields import CLOCK_SKEW
@@ -137,6 +138,7 @@ async def record_response(
         invitation_id=invitation.id if invitation else None,
         customer_id=customer_id,
         email=email,
+        email_lower=email_key(email) if email else None,
         touchpoint=touchpoint,
         source=source,
         answers=checked.answers,

@@ -9,6 +9,7 @@ import uuid
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from cem.customers.models import email_key
 from cem.db import Base
 from cxkit.db import UTCDateTime, new_id, utcnow
 
@@ -55,9 +56,11 @@ class Suppression(Base):
 
 
 def address_hash(email: str) -> str:
-    """How an opted-out address is kept: the SHA-256 (hex) of it lower-cased, as the SQL
-    `encode(sha256(convert_to(lower(email), 'UTF8')), 'hex')` computes it."""
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    """How an opted-out address is kept: the SHA-256 (hex) of its UTF-8 `email_key`. SQL hashes
+    only keys Python made (`encode(sha256(convert_to(email_lower, 'UTF8')), 'hex')` of a stored
+    `email_lower`), never an address it lower-cases itself: its lower() folds some letters
+    otherwise, and the hash would not be found."""
+    return hashlib.sha256(email_key(email).encode()).hexdigest()
 
 
 class OptOut(Base):

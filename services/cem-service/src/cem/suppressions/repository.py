@@ -26,7 +26,8 @@ NEWEST_OPT_OUTS_FIRST = keyset.Sort(keyset.SortKey("created_at", OptOut.created_
 
 
 def _sql_address_hash(email_lower: Any) -> Any:
-    """`address_hash` in SQL, of an address already lower-cased."""
+    """`address_hash` in SQL, of a stored `email_key` (the hash of the key as Python made it;
+    never of an address SQL lower-cases)."""
     return func.encode(func.sha256(func.convert_to(email_lower, "UTF8")), "hex")
 
 

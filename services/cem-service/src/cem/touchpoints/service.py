@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cem.customers.models import email_key
 from cem.customers.repository import CustomerProfileRepository
 from cem.recipients import ProfileFacts, Recipient
 from cem.touchpoints.models import Touchpoint
@@ -141,7 +142,7 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
     payloads: list[tuple[Delivery, InteractionRecorded]] = [(d, d.payload) for d in deliveries]
     # What the decoder could not judge without writing the JSON (the same rule as the CRM's).
     metadata_json = [storable_json(p.metadata, "metadata", MAX_JSON_BYTES).decode() for _, p in payloads]
-    emails = {p.customer_address.lower() for _, p in payloads if p.customer_address is not None}
+    emails = {email_key(p.customer_address) for _, p in payloads if p.customer_address is not None}
     # The customer consumer links rows kept under an address when the CRM announces it; the
     # same lock on both sides makes one of the two transactions see the other's rows.
     await lock_keys(session, "email", emails)
