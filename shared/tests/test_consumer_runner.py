@@ -15,6 +15,9 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
+from aiokafka import ConsumerRecord
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -102,7 +105,8 @@ class Running:
 
 @pytest.fixture(scope="module")
 async def running(kit_settings: ServiceSettings, kit_engine: AsyncEngine) -> AsyncIterator[Running]:
-    consumer = Running(kit_settings, make_session_factory(kit_engine), ["dead-letters", "transient", "busy", "collector"])
+    purposes = ["dead-letters", "transient", "busy", "collector", "oversized"]
+    consumer = Running(kit_settings, make_session_factory(kit_engine), purposes)
     yield consumer
     await consumer.stop()
 
@@ -148,6 +152,10 @@ async def test_bad_messages_go_to_the_dlq_with_their_reason_and_the_good_ones_ar
         envelope("customer.updated", {"id": str(bob), "version": 2**31}): (
             "invalid customer.updated data: version: Input should be less than or equal to 2147483647"
         ),
+        # A type that is no text (nor hashable): before, decoding the poll raised, and the consumer
+        # fetched the same poll again for ever, its partition stalled and nothing dead-lettered.
+        envelope(["customer.updated"], {"id": str(bob)}): "not a CloudEvent: type: Input should be a valid string",
+        envelope({"name": "customer.updated"}, {"id": str(bob)}): "not a CloudEvent: type: Input should be a valid string",
     }
     messages = [
         first,
@@ -176,6 +184,98 @@ async def test_bad_messages_go_to_the_dlq_with_their_reason_and_the_good_ones_ar
         assert headers["dlq.original_offset"] == str(originals[record.value].offset).encode()
         assert headers["dlq.original_partition"] == str(originals[record.value].partition).encode()
         assert headers["dlq.consumer"] == running.name.encode()
+
+
+def sized(size: int, event_type: str = "customer.updated") -> bytes:
+    """An invalid `event_type` event (its data has no `id`) of exactly `size` bytes."""
+    bare = envelope(event_type, {"version": 2, "padding": ""})
+    return envelope(event_type, {"version": 2, "padding": "x" * (size - len(bare))})
+
+
+async def test_an_invalid_message_near_the_size_limit_goes_to_the_dlq_cut_to_fit_and_the_next_is_applied(
+    running: Running, sessions: Sessions
+) -> None:
+    """The broker took the original, but its DLQ copy is the original plus the DLQ's headers: past
+    1 MiB (what Apache Kafka takes by default, and aiokafka's producer sends), the copy's value is
+    cut to fit and headers say so, with where the whole original lies. Before, the producer refused
+    the copy, the poll was never committed, and the consumer fetched it again for ever."""
+    topic = running.topics["oversized"]
+    customer = uuid.uuid4()
+    near_the_limit = sized(1_048_300)
+    # An unknown type of a megabyte: the reason, which names the type, is cut too.
+    long_type = envelope("t" * 1_048_000, {"id": str(customer)})
+    dead = {
+        near_the_limit: "invalid customer.updated data: id: Field required",
+        long_type: "unknown event type 'tttt",
+    }
+    messages = [near_the_limit, long_type, customer_event(customer, 1, "Ada")]
+    await publish(running.bootstrap, topic, [(b"k", m) for m in messages], origin=b"kit-test")
+    await running.caught_up(topic, len(messages))
+
+    rows = [r for r in await applied(sessions, running.name) if r.customer_id == customer]
+    assert [(r.version, r.name) for r in rows] == [(1, "Ada")]  # consumption went on
+    originals = {r.value: r for r in await read_topic(running.bootstrap, topic, at_least=len(messages))}
+    dlq = await read_topic(running.bootstrap, dlq_topic(topic), at_least=len(dead))
+    assert len(dlq) == len(dead)
+    for record, original in zip(dlq, dead, strict=True):
+        headers = dict(record.headers)
+        assert headers["dlq.reason"].decode().startswith(dead[original]), headers["dlq.reason"][:100]
+        assert len(headers["dlq.reason"].decode()) <= 1000
+        assert headers["dlq.truncated"] == b"value"
+        assert headers["dlq.original_value_bytes"] == str(len(original)).encode()
+        assert record.value is not None and original.startswith(record.value) and len(record.value) < len(original)
+        assert record.key == b"k" and headers["origin"] == b"kit-test"
+        assert headers["dlq.original_topic"] == topic.encode()
+        assert headers["dlq.original_partition"] == str(originals[original].partition).encode()
+        assert headers["dlq.original_offset"] == str(originals[original].offset).encode()
+        assert headers["dlq.consumer"] == running.name.encode()
+        assert DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, list(record.headers)) <= 1_048_576
+    assert len(dlq[0].value or b"") > 1_048_000  # cut by no more than it must be
+
+
+class RefusingBroker:
+    """A producer whose broker refuses messages larger than `limit` bytes, as a DLQ topic with a
+    smaller `max.message.bytes` than its source does."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def send_and_wait(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or []) > self.limit:
+            raise MessageSizeTooLargeError()
+        self.sent.append((topic, key, value, list(headers or [])))
+
+
+async def test_a_dead_letter_the_dlq_topic_refuses_as_too_large_is_sent_without_the_original_bytes(
+    kit_settings: ServiceSettings, kit_engine: AsyncEngine
+) -> None:
+    consumer = EventConsumer(
+        name="kit-test-refused",
+        topics=["cxkit-test.refused"],
+        handlers={"customer.updated": applying("refused")},
+        settings=kit_settings,
+        session_factory=make_session_factory(kit_engine),
+        processed_model=ProcessedEvent,
+    )
+    broker = RefusingBroker(limit=100_000)
+    consumer._producer = broker  # type: ignore[assignment]
+    value = sized(500_000)
+    record = ConsumerRecord("cxkit-test.refused", 2, 41, 0, 0, b"k", value, None, 1, len(value), (("origin", b"kit-test"),))
+    await consumer._send_to_dlq(record, "invalid customer.updated data: id: Field required")
+
+    [(topic, key, sent, headers)] = broker.sent
+    names = dict(headers)
+    assert topic == "cxkit-test.refused.dlq" and sent == b"" and key is None  # the original lies at its offset
+    assert names["dlq.truncated"] == b"all" and names["dlq.original_value_bytes"] == b"500000"
+    assert names["dlq.reason"] == b"invalid customer.updated data: id: Field required"
+    assert (names["dlq.original_topic"], names["dlq.original_partition"], names["dlq.original_offset"]) == (
+        b"cxkit-test.refused",
+        b"2",
+        b"41",
+    )
 
 
 async def test_offsets_never_pass_an_event_the_database_has_not_applied_and_it_is_retried_without_loss(

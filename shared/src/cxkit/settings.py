@@ -132,7 +132,13 @@ class ServiceSettings(BaseSettings):
     consumer_partition_fetch_max_bytes: int = Field(
         512 * 1024, ge=1024, description="Most bytes one fetch brings from one partition (a larger message still comes, alone)."
     )
-    consumer_max_retries: int = Field(5, description="Attempts for a failing message before it goes to the DLQ.")
+    consumer_max_retries: int = Field(
+        5,
+        ge=1,
+        le=10,
+        description="Attempts (1 to 10) at applying alone each event of a poll whose transaction failed, before the "
+        "event goes to the DLQ; after each failed attempt it waits 50 ms, doubling up to 1 s, and its partition with it.",
+    )
     run_webhook_worker: bool = Field(True, description="Run the webhook delivery worker inside the web process.")
     webhook_timeout_seconds: float = Field(
         10.0,

@@ -46,10 +46,18 @@ def partition_for(key: bytes | None, all_partitions: Sequence[int], available: S
     return all_partitions[(murmurhash2(key, _MURMUR2_SEED) & 0x7FFFFFFF) % len(all_partitions)]
 
 
-def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
+# The most bytes a message may take, as aiokafka estimates a batch holding it alone
+# (`DefaultRecordBatchBuilder.estimate_size_in_bytes`, an upper bound): aiokafka's default
+# `max_request_size`, and what brokers take by default (Redpanda 1,048,576 bytes a batch, Apache
+# Kafka's `message.max.bytes` 1,048,588).
+MAX_MESSAGE_BYTES = 1_048_576
+
+
+def make_producer(settings: ServiceSettings, *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> AIOKafkaProducer:
     """acks=all always; idempotence is a setting because the dev broker refuses it. A message waits
     at most 2 ms for others to share its batch (`linger_ms`). A key goes to the partition the
-    Java client would choose for it (`partition_for`)."""
+    Java client would choose for it (`partition_for`). A larger message than `max_message_bytes`
+    is refused before it is sent (MessageSizeTooLargeError)."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id=settings.kafka_client_id or settings.service_name,
@@ -58,6 +66,7 @@ def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=2,
         max_batch_size=settings.kafka_producer_batch_bytes,
+        max_request_size=max_message_bytes,
         request_timeout_ms=10_000,
         retry_backoff_ms=200,
     )

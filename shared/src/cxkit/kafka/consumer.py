@@ -23,7 +23,8 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import BaseModel, ValidationError, create_model
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -33,7 +34,7 @@ from cxkit.db import is_database_busy, session_connection, utcnow
 from cxkit.events import CloudEvent, InvalidEvent, decode_event
 from cxkit.events.envelope import refuse_nul
 from cxkit.events.registry import dlq_topic, payload_model
-from cxkit.kafka.client import ensure_topics, failure_kind, fetch_options, make_producer
+from cxkit.kafka.client import MAX_MESSAGE_BYTES, ensure_topics, failure_kind, fetch_options, make_producer
 from cxkit.memory import collector_paused, release_freed_memory
 from cxkit.metrics import CONSUMER_ERRORS, CONSUMER_LAG, DLQ_MESSAGES, EVENTS_DUPLICATE, EVENTS_HANDLED
 from cxkit.settings import ServiceSettings
@@ -143,7 +144,10 @@ class EventDecoder:
             except orjson.JSONDecodeError:
                 doc = None
             if isinstance(doc, dict):
-                envelope = self._envelopes.get(doc.get("type"))  # type: ignore[arg-type]
+                try:
+                    envelope = self._envelopes.get(doc.get("type"))  # type: ignore[arg-type]
+                except TypeError:  # a list or object: no type (decode_event says why), and costs nothing otherwise
+                    envelope = None
                 if envelope is not None:
                     try:
                         event = envelope.model_validate(doc)
@@ -271,7 +275,9 @@ class EventConsumer:
             heartbeat_interval_ms=self.settings.consumer_session_timeout_ms // 3,
             request_timeout_ms=15_000,
         )
-        producer = make_producer(self.settings)
+        # It only sends dead letters, each sized by `dead_letter_message`: the producer's own limit
+        # would refuse the copy of an original larger than MAX_MESSAGE_BYTES that the broker took.
+        producer = make_producer(self.settings, max_message_bytes=KAFKA_MAX_INT32)
         try:
             await consumer.start()
             await producer.start()
@@ -505,17 +511,28 @@ class EventConsumer:
 
     async def _send_to_dlq(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         assert self._producer is not None
-        headers = [
-            *(record.headers or []),
+        if len(reason) > DLQ_REASON_MAX_CHARS:
+            reason = reason[: DLQ_REASON_MAX_CHARS - 1] + "…"
+        letter = [
             ("dlq.reason", reason.encode()),
             ("dlq.original_topic", record.topic.encode()),
             ("dlq.original_partition", str(record.partition).encode()),
             ("dlq.original_offset", str(record.offset).encode()),
             ("dlq.consumer", self.name.encode()),
         ]
-        await self._producer.send_and_wait(dlq_topic(record.topic), value=record.value, key=record.key, headers=headers)
+        key, value, headers = dead_letter_message(record, letter)
+        try:
+            await self._producer.send_and_wait(dlq_topic(record.topic), value=value, key=key, headers=headers)
+        except (MessageSizeTooLargeError, RecordListTooLargeError):
+            # The DLQ topic takes less than its source (its own `max.message.bytes`): the letter
+            # without the original, which stays at the offset its headers name.
+            key, value, headers = _bare_dead_letter(record, letter)
+            await self._producer.send_and_wait(dlq_topic(record.topic), value=value, key=key, headers=headers)
         DLQ_MESSAGES.labels(self.name, record.topic, dlq_reason_kind(reason)).inc()
-        log.warning("message sent to DLQ", extra={"consumer": self.name, "topic": record.topic, "reason": reason})
+        extra = {"consumer": self.name, "topic": record.topic, "offset": record.offset, "reason": reason}
+        if headers[-1][0] == TRUNCATED:
+            extra["truncated"] = headers[-1][1].decode()
+        log.warning("message sent to DLQ", extra=extra)
 
     async def stop(self) -> None:
         await self._close()
@@ -523,6 +540,52 @@ class EventConsumer:
 
 # How often `consumer_lag` is refreshed while no poll commits (each commit refreshes it too).
 LAG_INTERVAL_S = 1.0
+
+# The longest DLQ reason sent (and logged): some name the event's type, which may be of any length.
+DLQ_REASON_MAX_CHARS = 1000
+KAFKA_MAX_INT32 = 2**31 - 1  # no size Kafka's protocol can state is larger
+
+# A dead letter whose original did not fit whole says so in its last header: `value` (the value is
+# its first bytes) or `all` (no value, key or original headers); `dlq.original_value_bytes` before it.
+TRUNCATED = "dlq.truncated"
+ORIGINAL_VALUE_BYTES = "dlq.original_value_bytes"
+
+Headers = list[tuple[str, bytes]]
+
+
+def _message_bytes(key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]]) -> int:
+    """The size aiokafka's producer checks against its `max_request_size` (an upper bound of a
+    batch holding the message alone)."""
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers)))
+
+
+def dead_letter_message(
+    record: ConsumerRecord[bytes, bytes], letter: Headers, max_bytes: int = MAX_MESSAGE_BYTES
+) -> tuple[bytes | None, bytes | None, Headers]:
+    """The key, value and headers of `record`'s DLQ copy: the original's, plus the DLQ's headers
+    `letter`. The copy may take `max_bytes` (what brokers take by default), or as much as the
+    original took when that was more (the broker took it). When it does not fit, the value is cut
+    to fit (`dlq.truncated: value`); when even the key and headers do not, the copy is the DLQ's
+    headers alone (`dlq.truncated: all`). Either way `dlq.original_value_bytes` gives the
+    original's size, and `dlq.original_*` where to read it while its topic keeps it."""
+    key, value, original = record.key, record.value, record.headers or ()
+    headers = [*original, *letter]
+    limit = max(max_bytes, _message_bytes(key, value, original))
+    if _message_bytes(key, value, headers) <= limit:
+        return key, value, headers
+    headers += [(ORIGINAL_VALUE_BYTES, str(len(value or b"")).encode()), (TRUNCATED, b"value")]
+    room = limit - _message_bytes(key, b"", headers)
+    if room < 0:
+        return _bare_dead_letter(record, letter)
+    cut = (value or b"")[:room]
+    # The cut value's length, written as a varint, takes a few bytes more than an empty value's.
+    return key, cut[: len(cut) - max(_message_bytes(key, cut, headers) - limit, 0)], headers
+
+
+def _bare_dead_letter(record: ConsumerRecord[bytes, bytes], letter: Headers) -> tuple[None, bytes, Headers]:
+    """`record`'s DLQ copy without its value, key and headers: the DLQ's headers and the original's size."""
+    return None, b"", [*letter, (ORIGINAL_VALUE_BYTES, str(len(record.value or b"")).encode()), (TRUNCATED, b"all")]
+
 
 # The reasons' beginnings (decode_event's and this module's) -> the DLQ counter's `reason`.
 _DLQ_REASON_KINDS = (
