@@ -103,7 +103,10 @@ PURCHASE = {"customer_email": "ada@example.com", "type": "purchase", "occurred_a
     [
         (_event("customer.created", {"id": CUSTOMER, "version": 2**31 - 1, "open_deal_value": "9999999999999999.99"}), True),
         (_event("customer.created", {"id": CUSTOMER, "version": 2**31}), False),
-        (_event("customer.created", {"id": CUSTOMER, "open_deal_value": 1e16}), False),
+        # A sum of open deals, each below 10^16: at most numeric(38, 2), as the services store it.
+        (_event("customer.created", {"id": CUSTOMER, "open_deal_value": 1e16}), True),
+        (_event("customer.created", {"id": CUSTOMER, "open_deal_value": "18000000000000000.00"}), True),
+        (_event("customer.created", {"id": CUSTOMER, "open_deal_value": 1e36}), False),
         (_event("customer.created", {"id": CUSTOMER, "open_deal_value": "12,50"}), False),
         (_event("customer.created", {"id": CUSTOMER, "name": "n" * 201}), False),
         (_event("customer.created", {"id": CUSTOMER, "phone": "1\x002"}), False),

@@ -9,12 +9,13 @@ import base64
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-from sqlalchemy import BigInteger, Index, Integer, Select, Text, Uuid, select
+from sqlalchemy import BigInteger, Column, Index, Integer, Numeric, Select, Text, Uuid, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -266,10 +267,56 @@ NOW = "2026-11-23T10:00:00+00:00"
 )
 def test_a_cursor_of_another_list_sort_or_kind_is_422(sort: keyset.Sort | str, values: Any) -> None:
     if isinstance(sort, str):  # a key of that kind, named x
-        sort = keyset.Sort(keyset.SortKey("x", Item.name, sort), descending=False)  # type: ignore[arg-type]
+        sort = keyset.Sort(keyset.SortKey("x", Item.name, sort, digits=(18, 2)), descending=False)  # type: ignore[arg-type]
     with pytest.raises(Unprocessable) as info:
         keyset.decode_after(sort, PageParams(limit=5, cursor=values))
     assert info.value.detail == keyset.BAD_CURSOR
+
+
+AMOUNT = keyset.SortKey("amount", Column("amount", Numeric(18, 2)), "decimal", nullable=True)  # type: ignore[arg-type]
+
+
+def test_a_decimal_key_takes_its_digits_from_its_numeric_column() -> None:
+    assert AMOUNT.digits == (18, 2)
+    assert keyset.SortKey("x", Column("x", Numeric(6, 0)), "decimal").digits == (6, 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="a decimal key needs its column's digits"):
+        keyset.SortKey("x", Column("x", Numeric()), "decimal")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1E+16",  # numeric(18, 2) holds less than 10^16: PostgreSQL's "numeric field overflow"
+        "-10000000000000000",
+        "9999999999999999.995",  # 10^16 once at cents
+        "1e999999",  # more digits than the driver sends
+        "1E-20000",
+        "0.001",  # finer than cents: no page ends there
+        2**80,
+        "Infinity",
+    ],
+)
+def test_a_decimal_cursor_value_its_column_cannot_hold_is_422(value: Any) -> None:
+    with pytest.raises(Unprocessable) as info:
+        keyset.decode_after(keyset.Sort(AMOUNT, True), PageParams(limit=5, cursor=["-amount", value, str(uuid.uuid4())]))
+    assert info.value.detail == keyset.BAD_CURSOR
+
+
+@pytest.mark.parametrize(
+    ("value", "held"),
+    [
+        ("9999999999999999.99", "9999999999999999.99"),
+        ("-9999999999999999.99", "-9999999999999999.99"),
+        ("1E+1", "10.00"),
+        ("0.5", "0.50"),
+        ("0E-20000", "0.00"),
+        (12, "12.00"),
+    ],
+)
+def test_a_decimal_cursor_value_comes_back_at_its_columns_scale(value: Any, held: str) -> None:
+    last_id = uuid.uuid4()
+    after = keyset.decode_after(keyset.Sort(AMOUNT, False), PageParams(limit=5, cursor=["amount", value, str(last_id)]))
+    assert after == keyset.After("value", Decimal(held), last_id) and str(after.value) == held
 
 
 def test_cursor_values_come_back_as_the_column_holds_them() -> None:

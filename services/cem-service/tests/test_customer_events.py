@@ -296,6 +296,20 @@ async def test_deal_values_move_only_forward_in_crm_time(client: httpx.AsyncClie
     assert await open_value() == "0.00"
 
 
+async def test_an_open_deal_value_past_one_deals_bound_is_kept(client: httpx.AsyncClient, make: Any, apply: Any) -> None:
+    """Each deal is below 10^16, the sum of a customer's open deals need not be: both a deal
+    event's sum and a snapshot's are stored as they are (not a handler failure, a dead letter)."""
+    customer = await make.customer()
+    t0 = dt.datetime.now(dt.UTC)
+    await apply(deal(customer, "18000000000000000.00", t0 + dt.timedelta(hours=1)))
+    view = (await client.get(f"/v1/customers/{customer}/experience")).json()["customer"]
+    assert view["open_deal_value"] == "18000000000000000.00"
+    newer = snapshot(customer, 2, open_deal_value="27000000000000000.50", updated_at=t0 + dt.timedelta(hours=2))
+    await apply(delivery("customer.updated", CustomerUpdated(**newer)))
+    view = (await client.get(f"/v1/customers/{customer}/experience")).json()["customer"]
+    assert view["open_deal_value"] == "27000000000000000.50"
+
+
 async def test_lead_conversion_shows_in_the_experience_view(client: httpx.AsyncClient, make: Any, apply: Any) -> None:
     customer = await make.customer()
     lead, deal_id = uuid.uuid4(), uuid.uuid4()

@@ -8,9 +8,12 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from crm.pipelines.models import Pipeline
+from cxkit import keyset
+from cxkit.http.pagination import encode_cursor
 from cxkit.testing import bearer
 
 SPEC_STAGES = [
@@ -207,3 +210,59 @@ async def test_stale_if_match_on_a_deal_is_412(client: httpx.AsyncClient, make: 
     r = await client.patch(f"/v1/deals/{deal['id']}", json={"stage": "Proposal"}, headers={"If-Match": '"1"'})
     assert r.status_code == 412
     assert len((await client.get(f"/v1/deals/{deal['id']}/history")).json()["items"]) == 1
+
+
+# The largest amount a deal takes (numeric(18, 2)).
+MOST = "9999999999999999.99"
+
+
+async def test_open_deals_adding_up_past_one_deals_bound_are_stored_and_announced_with_their_sum(
+    client: httpx.AsyncClient, make: Any, events: Any
+) -> None:
+    customer = await make.customer()
+    first = await make.deal(customer["id"], amount="9000000000000000.00")
+    second = await client.post("/v1/deals", json={"customer_id": customer["id"], "title": "a", "amount": "9000000000000000.00"})
+    assert second.status_code == 201, second.text
+    assert (await events("deal.stage_changed"))[-1]["data"]["customer_open_deal_value"] == "18000000000000000.00"
+
+    moved = await client.patch(f"/v1/deals/{first['id']}", json={"amount": MOST})
+    assert moved.status_code == 200, moved.text
+    updated = [e["data"] for e in await events("customer.updated") if e["data"]["changed"] == ["open_deal_value"]]
+    assert updated[-1]["open_deal_value"] == "18999999999999999.99"
+
+    lead = await make.lead()
+    converted = await client.post(
+        f"/v1/leads/{lead['id']}/convert", json={"customer_id": customer["id"], "deal": {"title": "b", "amount": MOST}}
+    )
+    assert converted.status_code == 200, converted.text
+    assert (await events("deal.stage_changed"))[-1]["data"]["customer_open_deal_value"] == "28999999999999999.98"
+    view = (await client.get(f"/v1/customers/{customer['id']}/view")).json()
+    assert view["open_deal_value"] == "28999999999999999.98"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1E+16",  # past numeric(18, 2): PostgreSQL's 22003
+        "-10000000000000000",
+        "9999999999999999.995",  # rounded to cents, 10^16
+        "1e999999",  # more digits than the driver sends
+        "1E-20000",
+        "0.001",  # finer than cents: no page ends there
+    ],
+)
+async def test_an_amount_cursor_the_column_cannot_hold_is_a_bad_cursor(client: httpx.AsyncClient, make: Any, value: str) -> None:
+    await make.deal(amount="10.00")
+    for sort in ("amount", "-amount"):
+        r = await client.get("/v1/deals", params={"sort": sort, "cursor": encode_cursor([sort, value, str(uuid.uuid4())])})
+        assert r.status_code == 422, (sort, r.status_code, r.text)
+        assert r.json()["detail"] == keyset.BAD_CURSOR
+
+
+async def test_an_amount_cursor_at_the_columns_bounds_pages_on(client: httpx.AsyncClient, make: Any) -> None:
+    deal = await make.deal(amount="10.00")
+    for sort, value, expected in (("-amount", MOST, [deal["id"]]), ("amount", "10.0", []), ("amount", "1E+1", [])):
+        cursor = encode_cursor([sort, value, "ffffffff-ffff-ffff-ffff-ffffffffffff"])
+        r = await client.get("/v1/deals", params={"sort": sort, "cursor": cursor})
+        assert r.status_code == 200, r.text
+        assert [d["id"] for d in r.json()["items"]] == expected

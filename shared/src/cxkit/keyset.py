@@ -22,7 +22,7 @@ import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Integer, Select, bindparam, or_, tuple_
@@ -39,21 +39,36 @@ BAD_CURSOR = "cursor is not valid for this list and sort; use the next_cursor of
 _NOT_A_VALUE = (ValueError, TypeError, InvalidOperation, AttributeError, OverflowError)
 
 
+# (precision, scale) of the numeric a "decimal" value is checked against when no column says:
+# money, `numeric(18, 2)`, the decimal both services sort by.
+MONEY_DIGITS = (18, 2)
+
+
 @dataclass(frozen=True, slots=True)
 class SortKey:
     """One sortable column: its public name, the column, how to (de)serialise its values, and
     whether it can be NULL (NULLs always come last, in both directions). A `unique` key (a
-    deal's `seq` within its deal) needs no id to break ties: the list is ordered by it alone."""
+    deal's `seq` within its deal) needs no id to break ties: the list is ordered by it alone.
+
+    A "decimal" key's `digits` are its column's (precision, scale): a cursor's value is one the
+    column holds as it is, or the cursor is refused. Read from a `numeric(p, s)` column when not
+    given."""
 
     name: str
     column: InstrumentedAttribute[Any]
     kind: Kind
     nullable: bool = False
     unique: bool = False
+    digits: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.unique and self.nullable:
             raise ValueError(f"sort key {self.name}: NULLs are never unique, so a nullable key needs the id")
+        if self.kind == "decimal" and self.digits is None:
+            precision, scale = getattr(self.column.type, "precision", None), getattr(self.column.type, "scale", None)
+            if precision is None or scale is None:
+                raise ValueError(f"sort key {self.name}: a decimal key needs its column's digits (numeric(p, s))")
+            object.__setattr__(self, "digits", (precision, scale))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +104,10 @@ def _encode(kind: Kind, value: Any) -> Any:
     return value
 
 
-def _decode(kind: Kind, value: Any) -> Any:
+def _decode(kind: Kind, value: Any, digits: tuple[int, int] = MONEY_DIGITS) -> Any:
     """A cursor value as the column holds it; ValueError (or another of `_NOT_A_VALUE`) when it
-    is not one PostgreSQL would take (NUL in text, a NaN, an int beyond 32 bits, a naive time)."""
+    is not one PostgreSQL would take (NUL in text, a NaN, an int beyond 32 bits, a naive time, a
+    decimal its `numeric(*digits)` column cannot hold as it is)."""
     if kind == "datetime":
         parsed = dt.datetime.fromisoformat(value)
         if parsed.tzinfo is None:
@@ -100,10 +116,7 @@ def _decode(kind: Kind, value: Any) -> Any:
     if kind == "date":
         return dt.date.fromisoformat(value)
     if kind == "decimal":
-        number = Decimal(value)
-        if not number.is_finite():
-            raise ValueError("not a number")
-        return number
+        return _numeric(Decimal(value), *digits)
     if kind == "int":
         if not isinstance(value, int) or isinstance(value, bool) or not -(2**31) <= value < 2**31:
             raise ValueError("not an int")
@@ -113,6 +126,21 @@ def _decode(kind: Kind, value: Any) -> Any:
     if not isinstance(value, str) or "\x00" in value:
         raise ValueError("not a string")
     return value
+
+
+def _numeric(number: Decimal, precision: int, scale: int) -> Decimal:
+    """`number` as a `numeric(precision, scale)` column holds it, or ValueError: beyond the column
+    it overflows in PostgreSQL (1E+16 in `numeric(18, 2)`), and with more digits than the driver
+    sends (1e999999, 1E-20000) it is never sent; finer than the scale, no page ended there. The
+    value is given back at the scale, so the driver sends it at its size (1E+1 as 10.00)."""
+    if not number.is_finite() or number.adjusted() >= precision - scale:
+        raise ValueError("not a value of the column")
+    # At most `precision` digits once at the scale (its integer part is checked above); one more,
+    # rounded up to 10^(precision - scale), is InvalidOperation.
+    held = number.quantize(Decimal(1).scaleb(-scale), context=Context(prec=precision))
+    if held != number:
+        raise ValueError("finer than the column")
+    return held
 
 
 CursorKind = Literal["none", "value", "null"]
@@ -143,7 +171,7 @@ def decode_after(sort: Sort, page: PageParams) -> After:
             last_id = _decode("uuid", raw_id)
         if token != sort.token:
             raise ValueError("another sort")
-        value = None if raw_value is None and key.nullable else _decode(key.kind, raw_value)
+        value = None if raw_value is None and key.nullable else _decode(key.kind, raw_value, key.digits or MONEY_DIGITS)
     except _NOT_A_VALUE:
         raise Unprocessable(BAD_CURSOR) from None
     return After("null" if value is None else "value", value, last_id)
@@ -278,7 +306,7 @@ def _by_attribute(sort: Sort) -> Callable[[Any], tuple[Any, uuid.UUID]]:
 
 def read_cursor(page: PageParams, kinds: Sequence[Kind]) -> tuple[Any, ...] | None:
     """The page's cursor as one value of each kind (None on the first page), for a list with an
-    order of its own; 422 when it is not such a cursor."""
+    order of its own; 422 when it is not such a cursor. A decimal is one `numeric(18, 2)` holds."""
     if page.cursor is None:
         return None
     try:

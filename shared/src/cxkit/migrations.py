@@ -208,3 +208,47 @@ def drop_processed_events_time_index() -> None:
     from alembic import op
 
     op.drop_index("ix_processed_events_processed_at", table_name="processed_events")
+
+
+# Names of a table that differ only by case, if any, stop the upgrade with their list (in SQL, so
+# that an offline `alembic upgrade --sql` script stops the same way).
+_REFUSE_CASE_CLASHES = """
+DO $$
+DECLARE
+    clashes text;
+BEGIN
+    SELECT string_agg(names, '; ') INTO clashes FROM (
+        SELECT string_agg(quote_literal(name), ', ' ORDER BY name) AS names FROM {table}
+        GROUP BY lower(name) HAVING count(*) > 1 ORDER BY lower(name) LIMIT 20
+    ) AS clash;
+    IF clashes IS NOT NULL THEN
+        RAISE EXCEPTION '{noun} names that differ only by case: %', clashes
+            USING HINT = 'Rename all but one of each ({rename}), then migrate again.';
+    END IF;
+END
+$$
+"""
+
+
+def names_unique_whatever_their_case(table: str, *, constraint: str, index: str, noun: str, rename: str) -> None:
+    """Replace the unique `constraint` on `table.name` as typed by the unique `index` on
+    lower(name), so that the database itself refuses a name another row has in any case (the
+    crm's campaigns, crm0025, and pipelines, crm0026). The table is locked first, so no row is
+    added or renamed between the check and the index; names differing only by case, if any,
+    stop the upgrade and are named (`noun` names the rows, `rename` how to rename one)."""
+    from alembic import op
+    from sqlalchemy import text as sql
+
+    op.execute(f"LOCK TABLE {table} IN SHARE MODE")
+    op.execute(_REFUSE_CASE_CLASHES.format(table=table, noun=noun, rename=rename))
+    op.create_index(index, table, [sql("lower(name)")], unique=True)
+    op.drop_constraint(constraint, table, type_="unique")
+
+
+def names_unique_as_typed(table: str, *, constraint: str, index: str) -> None:
+    """Undo `names_unique_whatever_their_case`: names unique whatever their case are unique as
+    typed too, so this cannot fail."""
+    from alembic import op
+
+    op.create_unique_constraint(constraint, table, ["name"])
+    op.drop_index(index, table_name=table)

@@ -9,6 +9,7 @@ import uuid
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Executable, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
@@ -45,6 +46,15 @@ class Repository(SessionRepository, Generic[ModelT]):
 
     async def flush(self) -> None:
         await self.session.flush()
+
+    async def flush_or(self, problem: Exception) -> None:
+        """Flush; when a unique rule refuses it, raise `problem` instead (the caller knows the
+        one rule such a flush can break: a name taken by a concurrent write that passed the
+        same check before, answered as the check answers)."""
+        try:
+            await self.session.flush()
+        except IntegrityError:
+            raise problem from None
 
     async def get(self, id: uuid.UUID, *, for_update: bool = False) -> ModelT | None:
         """The row with `id`, or None. Unlocked, a row the session holds already costs no query.

@@ -25,26 +25,45 @@ class Payload(BaseModel):
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 Int32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
 """A whole number a PostgreSQL `integer` holds (a version, a scale's end, a count)."""
+
+
+def _money(digits: int, description: str) -> Any:
+    """A decimal a `numeric(digits + 2, 2)` column holds: it rounds to cents (half away from
+    zero) and then holds less than 10^digits either way, so a value under 10^digits - 0.005
+    always fits. Checked by pydantic's own bounds (no Python call per event on the consumers' hot
+    path); the schema states the bound, a JSON number or its decimal text."""
+    limit = 10**digits
+    bound = Decimal(limit) - Decimal("0.005")
+    # The schema's writer takes no integer past 64 bits: a larger bound is written as a float (1e36).
+    written = limit if limit < 2**63 else float(limit)
+    return Annotated[
+        Decimal,
+        Field(gt=-bound, lt=bound),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "number", "exclusiveMinimum": -written, "exclusiveMaximum": written},
+                    {"type": "string", "pattern": rf"^-?[0-9]{{1,{digits}}}(\.[0-9]+)?$"},
+                ],
+                "description": description,
+            }
+        ),
+    ]
+
+
 AMOUNT_LIMIT = 10**16
-AMOUNT_TEXT = r"^-?[0-9]{1,16}(\.[0-9]+)?$"
-# `numeric(18, 2)` rounds to cents (half away from zero) and then holds less than 10^16 either way:
-# a value under 10^16 - 0.005 always fits. Checked by pydantic's own bounds (no Python call per
-# event on the consumers' hot path).
-_AMOUNT_BOUND = Decimal(AMOUNT_LIMIT) - Decimal("0.005")
-Amount = Annotated[
-    Decimal,
-    Field(gt=-_AMOUNT_BOUND, lt=_AMOUNT_BOUND),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": -AMOUNT_LIMIT, "exclusiveMaximum": AMOUNT_LIMIT},
-                {"type": "string", "pattern": AMOUNT_TEXT},
-            ],
-            "description": "Less than 10^16 either way once rounded to cents (stored so); a JSON number or its decimal text.",
-        }
-    ),
-]
+Amount = _money(16, "Less than 10^16 either way once rounded to cents (stored so); a JSON number or its decimal text.")
 """An amount of money (`numeric(18, 2)`): a JSON number or its decimal text, such as "129.90"."""
+# A sum of amounts (a customer's open deals) is not one amount: each is under 10^16, their sum is
+# not. A PostgreSQL table holds fewer than 10^13 rows (2^32 pages of at most 1,169 tuples, even of
+# 32 kB), so a sum over one is under 10^29; a consumer keeps it in a `numeric(38, 2)`, whose bound
+# this is.
+AmountSum = _money(
+    36,
+    "A sum of amounts: less than 10^36 either way once rounded to cents (stored as `numeric(38, 2)`); a JSON number "
+    "or its decimal text.",
+)
+"""A sum of amounts of money (`numeric(38, 2)`), such as a customer's open deal value."""
 
 
 # --- crm.customers.v1 -------------------------------------------------------------------
@@ -64,7 +83,7 @@ class CustomerSnapshot(Payload):
     tags: list[str] = Field(default_factory=list)
     source: str | None = Field(None, max_length=100)
     survey_opt_out: bool = False
-    open_deal_value: Amount = Decimal("0")
+    open_deal_value: AmountSum = Decimal("0")
     version: Int32 = 1
     created_at: TimestampAsSent | None = None
     updated_at: TimestampAsSent | None = None
@@ -109,7 +128,7 @@ class DealStageChanged(Payload):
     currency: str | None = None
     changed_by: str | None = None
     changed_at: TimestampAsSent
-    customer_open_deal_value: Amount = Decimal("0")
+    customer_open_deal_value: AmountSum = Decimal("0")
 
 
 class TaskCompleted(Payload):

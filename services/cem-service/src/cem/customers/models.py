@@ -49,7 +49,8 @@ class CustomerProfile(Base):
     # When the customer asked here, from a survey link, for no more surveys (cem.suppressions'
     # `OptOut`): the CRM's snapshots then keep `survey_opt_out` set whatever they say.
     opted_out_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    open_deal_value: Mapped[Decimal] = mapped_column(Numeric(18, 2), default=Decimal("0"), server_default=text("0"))
+    # The sum of the customer's open deals (each below 10^16): as wide as the events' AmountSum.
+    open_deal_value: Mapped[Decimal] = mapped_column(Numeric(38, 2), default=Decimal("0"), server_default=text("0"))
     # The CRM time `open_deal_value` reflects: deal events and snapshots only move it forward.
     open_deal_value_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # The lead this customer was converted from (`lead.converted`).

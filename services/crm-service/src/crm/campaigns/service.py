@@ -7,7 +7,6 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.campaigns.models import Campaign, CampaignMember
@@ -38,16 +37,6 @@ def _name_taken(name: str) -> Conflict:
     return Conflict(f"a campaign named {name!r} already exists")
 
 
-async def _flush_named(repo: CampaignRepository, name: str) -> None:
-    """Flush a new or renamed campaign. Names are unique whatever their case: the check before
-    answers most requests, the unique index on lower(name) a concurrent one that passed it too
-    (the only unique rule a campaign's write can break), with the same 409."""
-    try:
-        await repo.flush()
-    except IntegrityError:
-        raise _name_taken(name) from None
-
-
 async def create_campaign(session: AsyncSession, data: CampaignCreate) -> Campaign:
     repo = CampaignRepository(session)
     if await repo.name_taken(data.name):
@@ -55,7 +44,7 @@ async def create_campaign(session: AsyncSession, data: CampaignCreate) -> Campai
     now = utcnow()
     campaign = Campaign(id=new_id(), **data.model_dump(), version=1, created_at=now, updated_at=now)
     repo.add(campaign)
-    await _flush_named(repo, data.name)
+    await repo.flush_or(_name_taken(data.name))
     return campaign
 
 
@@ -95,7 +84,7 @@ async def update_campaign(session: AsyncSession, campaign_id: uuid.UUID, data: C
     if changed:
         campaign.version += 1
         campaign.updated_at = utcnow()
-        await _flush_named(repo, campaign.name)
+        await repo.flush_or(_name_taken(campaign.name))
     return campaign
 
 

@@ -111,7 +111,7 @@ async def create_deal(
     session: AsyncSession, data: DealCreate, actor: str | None, default_currency: str
 ) -> tuple[Deal, PipelineStage]:
     customer = await customers.resolve_reference(session, data.customer_id)
-    pipeline, stages = await resolve_pipeline(session, data.pipeline_id)
+    pipeline, stages = await resolve_pipeline(session, data.pipeline_id, for_deal=True)
     stage = _stage_named(stages, data.stage, pipeline) if data.stage else stages[0]
     now = utcnow()
     deal = Deal(
@@ -147,21 +147,33 @@ async def update_deal(
     session: AsyncSession, deal_id: uuid.UUID, data: DealUpdate, if_match: str | None, actor: str | None
 ) -> tuple[Deal, PipelineStage]:
     repo = DealRepository(session)
+    # Set for a move (to `stage`, or to the won/lost stage of `status`): the pipeline it goes to.
+    pipeline: Pipeline | None = None
+    stages: list[PipelineStage] = []
+    if data.stage is not None or data.status is not None:
+        # The pipeline first, then the deal: an edit of its stages holds the pipeline and then
+        # gives its deals a new version, so the other order would deadlock with it.
+        seen = await repo.get(deal_id)
+        if seen is None:
+            raise NotFound(f"deal {deal_id} does not exist")
+        pipeline, stages = await resolve_pipeline(session, data.pipeline_id or seen.pipeline_id, for_deal=True)
     deal = await repo.get(deal_id, for_update=True)
     if deal is None:
         raise NotFound(f"deal {deal_id} does not exist")
     check_if_match(if_match, deal.version)
+    if pipeline is not None and pipeline.id != (data.pipeline_id or deal.pipeline_id):
+        # Moved to another pipeline since it was read: that one's stages are the ones to go to.
+        pipeline, stages = await resolve_pipeline(session, deal.pipeline_id, for_deal=True)
     current_stage = await PipelineRepository(session).stage(deal.stage_id)
     assert current_stage is not None
     open_amount_before = deal.amount if deal.status == "open" else None
 
-    pipeline, stages = await resolve_pipeline(session, data.pipeline_id or deal.pipeline_id)
     target = current_stage
-    if data.stage is not None:
+    if pipeline is not None and data.stage is not None:
         target = _stage_named(stages, data.stage, pipeline)
         if data.status is not None and data.status != _status_of(target):
             raise _body_error("status", f"stage {target.name!r} means status {_status_of(target)!r}")
-    elif data.status is not None and data.status != deal.status:
+    elif pipeline is not None and data.status is not None and data.status != deal.status:
         if data.status == "open":
             raise _body_error("stage", "reopening a deal needs the open stage it goes back to")
         target = _stage_for_status(stages, data.status)
@@ -173,6 +185,7 @@ async def update_deal(
             changed = True
     moved = target.id != deal.stage_id
     if moved:
+        assert pipeline is not None  # only a move changes the stage
         deal.pipeline_id = pipeline.id
         _enter_stage(deal, target, data.lost_reason)
         changed = True
@@ -187,6 +200,7 @@ async def update_deal(
     deal.updated_at = utcnow()
     await repo.flush()
     if moved:
+        assert pipeline is not None
         await _record_move(session, deal, pipeline, current_stage, target, actor)
         if deal.status == "won":
             customer = await customers.live_customer_or_none(session, deal.customer_id)

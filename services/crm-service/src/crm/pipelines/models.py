@@ -17,7 +17,7 @@ class Pipeline(Base):
     __tablename__ = "pipelines"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -26,6 +26,9 @@ class Pipeline(Base):
     __table_args__ = (
         # At most one default pipeline, enforced by the database.
         Index("ix_pipelines_single_default", "is_default", unique=True, postgresql_where=text("is_default")),
+        # Names are unique whatever their case ("Enterprise" and "ENTERPRISE" are one pipeline), as
+        # the service checks; the index holds it under concurrent writes too (crm0026).
+        Index("uq_pipelines_name_lower", text("lower(name)"), unique=True),
     )
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, update
 from crm.deals.models import Deal
 from crm.pipelines.models import Pipeline, PipelineStage
 from cxkit import keyset
-from cxkit.db import insert_ignoring_conflicts, next_version
+from cxkit.db import insert_ignoring_conflicts, lock_keys, next_version
 from cxkit.http.pagination import PageParams
 from cxkit.repository import Repository
 
@@ -24,8 +24,28 @@ class PipelineRepository(Repository[Pipeline]):
     async def get_default(self) -> Pipeline | None:
         return await self.session.scalar(select(Pipeline).where(Pipeline.is_default.is_(True)))
 
+    async def get_shared(self, pipeline_id: uuid.UUID) -> Pipeline | None:
+        """The pipeline locked FOR SHARE until the transaction ends (refreshed from what the lock
+        read): for a deal write that puts a deal in one of its stages. Edits of its stages lock
+        it FOR UPDATE, so the two wait for each other and the write reads the stages as the edit
+        left them. (FOR KEY SHARE would let a plain UPDATE of the row through.)"""
+        stmt = (
+            select(Pipeline)
+            .where(Pipeline.id == pipeline_id)
+            .with_for_update(read=True)
+            .execution_options(populate_existing=True)
+        )
+        return await self.session.scalar(stmt)
+
+    async def lock_default_changes(self) -> None:
+        """Make changes of the default pipeline wait for each other until the transaction ends."""
+        await lock_keys(self.session, "pipelines", ["default"])
+
     async def name_taken(self, name: str, *, other_than: uuid.UUID | None = None) -> bool:
-        stmt = select(Pipeline.id).where(func.lower(Pipeline.name) == name.lower())
+        """Whether another pipeline has this name in any case; lowered by PostgreSQL, as the
+        unique index on lower(name) is (it reads that index). Python lowers some letters
+        otherwise (a final capital sigma, a dotted capital I)."""
+        stmt = select(Pipeline.id).where(func.lower(Pipeline.name) == func.lower(name))
         if other_than is not None:
             stmt = stmt.where(Pipeline.id != other_than)
         return (await self.session.scalar(stmt.limit(1))) is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.pipelines.models import Pipeline, PipelineStage
@@ -65,20 +66,34 @@ async def get_pipeline(session: AsyncSession, pipeline_id: uuid.UUID) -> tuple[P
     return pipeline, await repo.stages(pipeline.id)
 
 
-async def resolve_pipeline(session: AsyncSession, pipeline_id: uuid.UUID | None) -> tuple[Pipeline, list[PipelineStage]]:
-    """A pipeline named in a request body (422 if unknown), or the default one."""
+async def resolve_pipeline(
+    session: AsyncSession, pipeline_id: uuid.UUID | None, *, for_deal: bool = False
+) -> tuple[Pipeline, list[PipelineStage]]:
+    """A pipeline named in a request body (422 if unknown), or the default one, with its stages.
+
+    `for_deal`: for a deal write that puts a deal in one of the pipeline's stages, the pipeline
+    is locked FOR SHARE until the transaction ends, before its stages are read. A concurrent
+    edit of its stages (which locks it FOR UPDATE) then either ends first, and the write reads
+    the stages it left, or waits until the write has ended, and counts its deal: a deal is never
+    left open in a stage just made won, nor put in one just removed."""
     repo = PipelineRepository(session)
+
+    async def read(pipeline_id: uuid.UUID) -> Pipeline | None:
+        return await (repo.get_shared(pipeline_id) if for_deal else repo.get(pipeline_id))
+
     if pipeline_id is None:
-        pipeline = await ensure_default_pipeline(session)
+        default = await ensure_default_pipeline(session)
+        found = await read(default.id) if for_deal else default
+        if found is None:  # replaced as the default and deleted since it was read
+            raise Conflict("the default pipeline has just changed; try again")
     else:
-        found = await repo.get(pipeline_id)
+        found = await read(pipeline_id)
         if found is None:
             raise Unprocessable(
                 f"pipeline_id {pipeline_id} does not exist",
                 errors=[{"loc": ["body", "pipeline_id"], "msg": "unknown id", "type": "reference"}],
             )
-        pipeline = found
-    return pipeline, await repo.stages(pipeline.id)
+    return found, await repo.stages(found.id)
 
 
 async def list_pipelines(
@@ -104,12 +119,16 @@ def _stage_row(pipeline_id: uuid.UUID, position: int, data: StageIn) -> Pipeline
     )
 
 
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"a pipeline named {name!r} already exists")
+
+
 async def create_pipeline(session: AsyncSession, data: PipelineCreate) -> tuple[Pipeline, list[PipelineStage]]:
     repo = PipelineRepository(session)
     # The built-in default comes first, so its name and its default role are never in doubt.
     await ensure_default_pipeline(session)
     if await repo.name_taken(data.name):
-        raise Conflict(f"a pipeline named {data.name!r} already exists")
+        raise _name_taken(data.name)
     if any(s.id is not None for s in data.stages):
         raise field_problem(["body", "stages"], "new stages have no id")
     now = utcnow()
@@ -118,13 +137,17 @@ async def create_pipeline(session: AsyncSession, data: PipelineCreate) -> tuple[
     stages = [_stage_row(pipeline.id, i, s) for i, s in enumerate(data.stages)]
     for stage in stages:
         repo.add(stage)
-    await repo.flush()
+    await repo.flush_or(_name_taken(data.name))
     if data.is_default:
         await _make_default(repo, pipeline)
     return pipeline, stages
 
 
 async def _make_default(repo: PipelineRepository, pipeline: Pipeline) -> None:
+    # One change of the default at a time: two at once each unset the default they saw and set
+    # their own, and the second to commit broke the single-default index (a 500). Waiting here,
+    # the second unsets what the first made the default.
+    await repo.lock_default_changes()
     await repo.clear_default(pipeline.id)
     await repo.flush()
     pipeline.is_default = True
@@ -143,8 +166,9 @@ async def update_pipeline(
     changed = False
     if data.name is not None and data.name != pipeline.name:
         if await repo.name_taken(data.name, other_than=pipeline.id):
-            raise Conflict(f"a pipeline named {data.name!r} already exists")
+            raise _name_taken(data.name)
         pipeline.name = data.name
+        await repo.flush_or(_name_taken(data.name))
         changed = True
     if data.stages is not None:
         stages = await _replace_stages(repo, pipeline, stages, data.stages)
@@ -178,7 +202,13 @@ async def _replace_stages(
     busy = [by_id[sid].name for sid in reclassified if counts.get(sid)]
     if busy:
         raise Conflict(f"won/lost cannot change on stages holding deals: {', '.join(busy)}")
-    await repo.delete_stages(removed)
+    try:
+        await repo.delete_stages(removed)
+    except IntegrityError:
+        # A deal was put in one after the count by a writer that does not lock the pipeline
+        # (every deal write of this service does): the deals' foreign key refuses the removal.
+        names = ", ".join(by_id[sid].name for sid in removed)
+        raise Conflict(f"stages still holding deals cannot be removed: a deal is in one of {names}; move it first") from None
     result: list[PipelineStage] = []
     shown_changed: list[uuid.UUID] = []  # stages whose deals show a new name or probability
     for position, data in enumerate(wanted):
@@ -210,3 +240,5 @@ async def delete_pipeline(session: AsyncSession, pipeline_id: uuid.UUID, if_matc
     if await repo.has_deals(pipeline.id):
         raise Conflict("a pipeline with deals cannot be deleted")
     await repo.delete(pipeline)
+    # As in `_replace_stages`: a deal put in it by a writer that does not lock it.
+    await repo.flush_or(Conflict("a pipeline with deals cannot be deleted"))
