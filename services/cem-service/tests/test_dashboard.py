@@ -231,10 +231,39 @@ async def test_bad_filters_show_a_message_not_an_error(
         ({"from": "2026-11-10", "to": "2026-11-01"}, 422, "on or before"),
         ({"interval": "year"}, 422, "day, week or month"),
         ({"survey_id": "00000000-0000-4000-8000-000000000000"}, 404, "does not exist"),
+        # PostgreSQL cannot compare text holding NUL: refused as the API's QueryText refuses it.
+        ({"touchpoint": "\x00"}, 422, "must not contain NUL characters"),
+        ({"touchpoint": "check\x00out"}, 422, "must not contain NUL characters"),
+        ({"touchpoint": "checkout", "survey_id": "\x00"}, 422, "not a valid id"),
+        ({"from": "2026-11-01\x00"}, 422, "not a date"),
+        ({"interval": "week\x00"}, 422, "day, week or month"),
     ]:
         page = await browser.get("/dashboard", params=params)
         assert page.status_code == status, (params, page.text[:300])
         assert text in page.text and "Showing everything instead" in page.text
+
+
+async def test_a_period_to_the_calendars_last_day_is_open_ended_as_the_api_answers_it(
+    client: httpx.AsyncClient, browser: httpx.AsyncClient, make: Any, keys: dict[str, str]
+) -> None:
+    # `to` is a day, included: 9999-12-31 runs to the end of the calendar, past which no time is,
+    # so the period has no end; the API answers that window (`from` alone) with the same numbers.
+    survey = await make.survey("nps")
+    for day, score in [(3, 9), (10, 2)]:
+        await make.answer(survey["id"], {"nps": score}, submitted_at=NOV.format(day))
+    await dashboard_sign_in(browser, keys["read"])
+    report = (await client.get("/v1/analytics/nps", params={"from": "2026-11-01T00:00:00Z", "interval": "day"})).json()
+    assert report["n"] == 2
+    for to in ("9999-12-31", "99991231"):
+        page = await browser.get("/dashboard", params={"from": "2026-11-01", "to": to, "interval": "day"})
+        assert page.status_code == 200, (to, page.text[:300])
+        assert "Showing everything instead" not in page.text
+        assert chart_values(page.text, "chart-nps") == _points(report), to
+    last_day = await browser.get("/dashboard", params={"from": "9999-12-31", "to": "9999-12-31"})
+    assert last_day.status_code == 200, last_day.text[:300]
+    assert chart_values(last_day.text, "chart-nps") == []
+    only_to = await browser.get("/dashboard", params={"to": "9999-12-31"})
+    assert only_to.status_code == 200 and "Showing everything instead" not in only_to.text
 
 
 async def test_a_revoked_key_ends_its_session(browser: httpx.AsyncClient, cem_app: FastAPI) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
+from sqlalchemy import text
 
 from cem.journeys.schemas import JourneyTouchpoint
-from cem.touchpoints.service import SHOWN_IN_JOURNEYS
+from cem.touchpoints.service import SHOWN_IN_JOURNEYS, delete_touchpoint
+from cxkit.testing import statements_sent, wait_for
 
 
 async def _touchpoints(make: Any, *keys: str) -> dict[str, str]:
@@ -36,6 +40,42 @@ async def test_create_keeps_stage_and_touchpoint_order_with_keys_or_ids(client: 
     assert _shape(journey) == [("Purchase", ["product-page", "checkout"]), ("Delivery", ["delivery"]), ("Support", [])]
     assert journey["stages"][1]["description"] == "Parcel on its way"
     assert (await client.get(f"/v1/journeys/{journey['id']}")).json() == journey
+
+
+async def test_a_key_that_reads_as_a_uuid_is_found_by_key_and_an_id_match_wins(
+    client: httpx.AsyncClient, make: Any, cem_app: FastAPI
+) -> None:
+    # Keys the key pattern allows that also parse as UUIDs (32 hex digits, or the hyphenated form).
+    hex_key, dashed_key = "0123456789abcdef0123456789abcdef", "5d2b6a0e-8c1f-4a57-b1d2-0c9e8f7a6b5c"
+    ids = await _touchpoints(make, hex_key, dashed_key, "checkout")
+    body = {
+        "name": "J",
+        "stages": [{"name": "S", "touchpoints": [hex_key, "checkout"]}, {"name": "T", "touchpoints": [dashed_key]}],
+    }
+    r = await client.post("/v1/journeys", json=body)
+    assert r.status_code == 201, r.text
+    assert _shape(r.json()) == [("S", [hex_key, "checkout"]), ("T", [dashed_key])]
+    changed = await client.patch(
+        f"/v1/journeys/{r.json()['id']}", json={"stages": [{"name": "T", "touchpoints": [dashed_key, ids[hex_key]]}]}
+    )
+    assert changed.status_code == 200, changed.text
+    assert _shape(changed.json()) == [("T", [dashed_key, hex_key])]
+
+    # A key spelling another touchpoint's id: the reference is that id (ids are made by the
+    # service; a key cannot take over what an id names).
+    copied = await make.touchpoint(ids["checkout"])
+    r = await client.post("/v1/journeys", json={"name": "K", "stages": [{"name": "S", "touchpoints": [ids["checkout"]]}]})
+    assert r.status_code == 201, r.text
+    assert [t["id"] for t in r.json()["stages"][0]["touchpoints"]] == [ids["checkout"]] != [copied["id"]]
+
+    # Unknown either way: a 422 that says both were tried; ids and keys are read in one query.
+    with statements_sent(cem_app) as sent:
+        missing = await client.post(
+            "/v1/journeys", json={"name": "L", "stages": [{"name": "S", "touchpoints": ["checkout", str(uuid.UUID(int=1))]}]}
+        )
+    assert missing.status_code == 422, missing.text
+    assert "no touchpoint with key or id '00000000-0000-0000-0000-000000000001'" in missing.text
+    assert len([s for s, _ in sent if "FROM touchpoints" in s]) == 1, sent
 
 
 async def test_reordering_stages_and_touchpoints_keeps_the_new_order(client: httpx.AsyncClient, make: Any) -> None:
@@ -85,6 +125,33 @@ async def test_touchpoint_in_a_journey_cannot_be_deleted_and_journey_delete_free
     assert (await client.delete(f"/v1/journeys/{journey['id']}")).status_code == 204
     assert (await client.get(f"/v1/journeys/{journey['id']}")).status_code == 404
     assert (await client.delete(f"/v1/touchpoints/{ids['a']}")).status_code == 204
+
+
+async def _waiting_on_locks(session_factory: Any) -> int:
+    """How many sessions of this database wait on a lock."""
+    async with session_factory() as session:
+        waiting: int = await session.scalar(
+            text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+        )
+    return waiting
+
+
+async def test_a_journey_naming_a_touchpoint_deleted_meanwhile_is_the_documented_409(
+    client: httpx.AsyncClient, make: Any, session_factory: Any, cem_app: FastAPI
+) -> None:
+    ids = await _touchpoints(make, "kiosk")
+    async with session_factory() as deleting:
+        # The delete has passed its check (no journey uses the touchpoint) and holds the row.
+        await delete_touchpoint(deleting, uuid.UUID(ids["kiosk"]), None)
+        body = {"name": "J", "stages": [{"name": "S", "touchpoints": ["kiosk"]}]}
+        create = asyncio.create_task(client.post("/v1/journeys", json=body))
+        await wait_for(lambda: _waiting_on_locks(session_factory))  # its step's foreign key waits on the row
+        await deleting.commit()
+        r = await create
+    assert r.status_code == 409 and "deleted meanwhile" in r.json()["detail"], r.text
+    assert (await client.get("/v1/journeys")).json()["items"] == []
+    documented = cem_app.openapi()["paths"]["/v1/journeys"]["post"]["responses"]
+    assert str(r.status_code) in documented, sorted(documented)
 
 
 async def test_list_journeys_by_name_with_pagination(client: httpx.AsyncClient) -> None:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from cxkit.testing import bearer
+from cem.surveys.schemas import SurveyCreate, SurveyUpdate
+from cem.surveys.service import create_survey, update_survey
+from cem.touchpoints.service import delete_touchpoint
+from cxkit.http.problems import ProblemError
+from cxkit.testing import bearer, wait_for
 
 
 async def test_create_and_list_touchpoints_in_key_order_with_pagination(client: httpx.AsyncClient) -> None:
@@ -111,3 +121,89 @@ async def test_a_touchpoint_or_survey_read_naming_its_current_etag_is_304_and_a_
         fresh = await client.get(url, headers={"If-None-Match": current})
         assert fresh.status_code == 200 and fresh.headers["etag"] != current, kind
         assert fresh.json()["name"] == change["name"]
+
+
+# --- a survey written while its touchpoint is deleted ------------------------------------------
+# The delete locks the touchpoint, then looks for surveys naming it; a survey write that named it
+# must make the delete wait for its commit (then see the survey), or wait for the delete's own
+# commit (then find no touchpoint). Never a survey naming a touchpoint that is gone.
+
+
+async def _waiting_on_locks(session_factory: Any) -> int:
+    """How many sessions of this database wait on a lock."""
+    async with session_factory() as session:
+        waiting: int = await session.scalar(
+            text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+        )
+    return waiting
+
+
+async def _committed(session: AsyncSession, write: Callable[[AsyncSession], Awaitable[object]]) -> ProblemError | None:
+    """`write` in `session`, committed; the problem it raised instead (rolled back), if any."""
+    try:
+        await write(session)
+    except ProblemError as problem:
+        await session.rollback()
+        return problem
+    await session.commit()
+    return None
+
+
+async def _surveys_naming_missing_touchpoints(session_factory: Any) -> list[tuple[str, str | None, str | None]]:
+    async with session_factory() as session:
+        rows = await session.execute(
+            text(
+                "SELECT name, touchpoint, trigger_touchpoint FROM surveys s WHERE EXISTS ("
+                " SELECT 1 FROM unnest(ARRAY[s.touchpoint, s.trigger_touchpoint]) AS k(key)"
+                " WHERE k.key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM touchpoints t WHERE t.key = k.key))"
+            )
+        )
+        return [tuple(r) for r in rows.all()]
+
+
+async def _survey_write(make: Any, how: str) -> Callable[[AsyncSession], Awaitable[object]]:
+    """A survey write naming the touchpoint `kiosk`: a new survey measuring it or triggered at it,
+    or a draft changed to measure it."""
+    if how == "create":
+        return lambda s: create_survey(s, SurveyCreate(name="Kiosk NPS", kind="nps", touchpoint="kiosk"))
+    if how == "create with a trigger":
+        trigger = {"interaction_type": "visit", "touchpoint": "kiosk"}
+        return lambda s: create_survey(s, SurveyCreate.model_validate({"name": "Kiosk NPS", "kind": "nps", "trigger": trigger}))
+    draft = await make.survey("nps", status="draft", name="Kiosk NPS")
+    return lambda s: update_survey(s, uuid.UUID(draft["id"]), SurveyUpdate(touchpoint="kiosk"), None)
+
+
+@pytest.mark.parametrize("how", ["create", "create with a trigger", "update"])
+async def test_a_touchpoint_deleted_while_a_survey_names_it_waits_for_the_survey_and_is_refused(
+    make: Any, session_factory: Any, how: str
+) -> None:
+    kiosk = await make.touchpoint("kiosk")
+    write = await _survey_write(make, how)
+    async with session_factory() as surveying, session_factory() as deleting:
+        await write(surveying)  # not committed yet
+        delete = asyncio.create_task(_committed(deleting, lambda s: delete_touchpoint(s, uuid.UUID(kiosk["id"]), None)))
+        await wait_for(lambda: _done_or_waiting(delete, session_factory))
+        await surveying.commit()
+        refused = await delete
+    assert refused is not None and refused.status == 409 and "Kiosk NPS" in str(refused.detail), refused
+    assert await _surveys_naming_missing_touchpoints(session_factory) == []
+
+
+@pytest.mark.parametrize("how", ["create", "create with a trigger", "update"])
+async def test_a_survey_naming_a_touchpoint_being_deleted_waits_for_the_delete_and_is_422(
+    make: Any, session_factory: Any, how: str
+) -> None:
+    kiosk = await make.touchpoint("kiosk")
+    write = await _survey_write(make, how)
+    async with session_factory() as surveying, session_factory() as deleting:
+        await delete_touchpoint(deleting, uuid.UUID(kiosk["id"]), None)  # not committed yet
+        survey = asyncio.create_task(_committed(surveying, write))
+        await wait_for(lambda: _done_or_waiting(survey, session_factory))
+        await deleting.commit()
+        refused = await survey
+    assert refused is not None and refused.status == 422 and "no touchpoint with key 'kiosk'" in str(refused.detail), refused
+    assert await _surveys_naming_missing_touchpoints(session_factory) == []
+
+
+async def _done_or_waiting(task: asyncio.Task[Any], session_factory: Any) -> bool:
+    return task.done() or await _waiting_on_locks(session_factory) > 0

@@ -20,6 +20,7 @@ from cem.dashboard.service import METRIC_NAMES, METRIC_RANGES, METRICS, Dashboar
 from cem.deps import SettingsDep
 from cxkit.dashboard.charts import Bar, Point
 from cxkit.dashboard.pages import DashboardUser, dashboard_templates, render_page
+from cxkit.fields import NUL_REFUSED, has_nul
 from cxkit.http.deps import SessionDep
 from cxkit.http.problems import ProblemError
 
@@ -94,7 +95,9 @@ def recovery_extras(report: RecoveryReport) -> dict[str, object]:
 
 
 def parse_filters(params: dict[str, str]) -> tuple[DashboardFilters, list[str]]:
-    """The filter form's fields (all optional, empty = all); `to` is a day, included."""
+    """The filter form's fields (all optional, empty = all); `to` is a day, included (the
+    calendar's last day, 9999-12-31, leaves the period open-ended). Text PostgreSQL cannot
+    compare (a NUL) is refused as the API refuses it."""
     errors = []
     survey_id = None
     if raw := params.get("survey_id", "").strip():
@@ -102,7 +105,10 @@ def parse_filters(params: dict[str, str]) -> tuple[DashboardFilters, list[str]]:
             survey_id = uuid.UUID(raw)
         except ValueError:
             errors.append("The survey is not a valid id: choose one from the list.")
-    touchpoint = params.get("touchpoint", "").strip()[:100] or None
+    touchpoint = params.get("touchpoint", "").strip()
+    if has_nul(touchpoint):  # as the API's QueryText refuses it: PostgreSQL cannot compare NUL
+        errors.append(f"The touchpoint {NUL_REFUSED}.")
+    touchpoint = touchpoint[:100] or None
     days: dict[str, dt.date | None] = {}
     for name in ("from", "to"):
         days[name] = None
@@ -112,7 +118,11 @@ def parse_filters(params: dict[str, str]) -> tuple[DashboardFilters, list[str]]:
             except ValueError:
                 errors.append(f"“{name}” is not a date like 2026-11-30.")
     since = dt.datetime.combine(days["from"], dt.time(), dt.UTC) if days["from"] else None
-    until = dt.datetime.combine(days["to"] + dt.timedelta(days=1), dt.time(), dt.UTC) if days["to"] else None
+    until = None
+    # The calendar's last day, included, runs to its end, past which no time is: no end at all
+    # (as the API answers a window with `from` alone), where the next midnight would overflow.
+    if days["to"] is not None and days["to"] < dt.date.max:
+        until = dt.datetime.combine(days["to"] + dt.timedelta(days=1), dt.time(), dt.UTC)
     if since and until and since >= until:
         errors.append("“From” must be on or before “to”.")
         since = until = None

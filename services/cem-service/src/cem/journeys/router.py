@@ -40,8 +40,10 @@ async def _one(session: AsyncSession, journey: Journey, status: int = 200) -> Mo
     status_code=201,
     summary="Create a journey",
     description="A customer journey: named stages in order, each listing its touchpoints (by key or id) in "
-    "the order customers meet them. A touchpoint appears once per journey; an unknown one is a 422. Needs `write`.",
-    responses=problem_responses(401, 403, 422),
+    "the order customers meet them. A reference that reads as a UUID is looked up as an id and as a key (a key "
+    "may look like one); the touchpoint with that id wins. A touchpoint appears once per journey; an unknown one "
+    "is a 422, and one deleted while the journey is written a 409. Needs `write`.",
+    responses=problem_responses(401, 403, 409, 422),
 )
 async def create_journey(body: JourneyCreate, session: SessionDep, idem: IdempotencyDep) -> ModelResponse[JourneyRead]:
     async def operation() -> ModelResponse[JourneyRead]:

@@ -26,7 +26,8 @@ class StageInput(InputModel):
     touchpoints: list[TouchpointRef] = Field(
         default_factory=list,
         max_length=100,
-        description="Touchpoints in the order customers meet them, each by key or id; a touchpoint appears once per journey.",
+        description="Touchpoints in the order customers meet them, each by key or id (one that reads as a UUID is "
+        "the touchpoint with that id, else the one with that key); a touchpoint appears once per journey.",
     )
 
 

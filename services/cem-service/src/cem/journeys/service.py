@@ -1,4 +1,5 @@
-"""Journey rules: stages in order, touchpoints (by key or id) in order within each stage."""
+"""Journey rules: stages in order, touchpoints (by key or id; a reference that reads as a UUID is
+looked up as both, an id match first) in order within each stage."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ def _as_id(ref: str) -> uuid.UUID | None:
         return None
 
 
+def _resolve(ref: str, by_id: dict[uuid.UUID, uuid.UUID], by_key: dict[str, uuid.UUID]) -> uuid.UUID | None:
+    """The touchpoint `ref` names: the one with that id if it reads as a UUID and one has it,
+    else the one with that key. The id wins: ids are made by the service, so a key that spells
+    another touchpoint's id cannot take over what the id names (and a new id equal to an
+    existing key is as unlikely as any two random UUIDs alike)."""
+    as_id = _as_id(ref)
+    if as_id is not None and as_id in by_id:
+        return by_id[as_id]
+    return by_key.get(ref)
+
+
 async def _resolve_stages(session: AsyncSession, stages: list[StageInput]) -> list[dict[str, Any]]:
     """Stage inputs with every touchpoint reference turned into an id; 422 names the bad reference."""
     seen_names: set[str] = set()
@@ -39,8 +51,9 @@ async def _resolve_stages(session: AsyncSession, stages: list[StageInput]) -> li
         seen_names.add(folded)
     refs = [ref for stage in stages for ref in stage.touchpoints]
     ids = [i for i in (_as_id(r) for r in refs) if i is not None]
-    keys = [r for r in refs if _as_id(r) is None]
-    found = await TouchpointRepository(session).by_keys_or_ids(keys, ids)
+    # A key may read as a UUID ('0123456789abcdef0123456789abcdef'): every reference is also
+    # looked up as a key, in the same one query.
+    found = await TouchpointRepository(session).by_keys_or_ids(refs, ids)
     by_key = {t.key: t.id for t in found}
     by_id = {t.id: t.id for t in found}
     resolved: list[dict[str, Any]] = []
@@ -48,10 +61,10 @@ async def _resolve_stages(session: AsyncSession, stages: list[StageInput]) -> li
     for i, stage in enumerate(stages):
         touchpoint_ids = []
         for j, ref in enumerate(stage.touchpoints):
-            as_id = _as_id(ref)
-            tid = by_id.get(as_id) if as_id is not None else by_key.get(ref)
+            tid = _resolve(ref, by_id, by_key)
             if tid is None:
-                what = "id" if as_id is not None or not KEY_PATTERN.match(ref) else "key"
+                as_key, as_id = KEY_PATTERN.match(ref) is not None, _as_id(ref) is not None
+                what = "key or id" if as_key and as_id else "key" if as_key else "id"
                 raise field_problem(["body", "stages", i, "touchpoints", j], f"no touchpoint with {what} {ref!r}")
             if tid in placed:
                 raise field_problem(

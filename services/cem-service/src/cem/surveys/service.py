@@ -99,9 +99,11 @@ def _trigger_columns(trigger: TriggerInput | None) -> dict[str, Any]:
 
 
 async def _check_touchpoints(session: AsyncSession, refs: dict[tuple[str, ...], str | None]) -> None:
-    """Every touchpoint key a survey refers to must exist (422 names the field)."""
+    """Every touchpoint key a survey refers to must exist (422 names the field), and goes on
+    existing until the survey is committed: the touchpoints are held (`hold_keys`), so a delete
+    running meanwhile waits and then sees the survey (409), or the check waits for the delete."""
     wanted = [key for key in refs.values() if key is not None]
-    known = await TouchpointRepository(session).existing_keys(wanted)
+    known = await TouchpointRepository(session).hold_keys(wanted)
     for loc, key in refs.items():
         if key is not None and key not in known:
             raise field_problem(["body", *loc], f"no touchpoint with key {key!r}")

@@ -37,6 +37,17 @@ class TouchpointRepository(Repository[Touchpoint]):
             return set()
         return set((await self.session.scalars(select(Touchpoint.key).where(Touchpoint.key.in_(set(keys))))).all())
 
+    async def hold_keys(self, keys: Sequence[str]) -> set[str]:
+        """The keys of `keys` that exist, their rows locked FOR KEY SHARE until the transaction
+        ends, as a foreign key would hold them: for a write that stores these keys (a survey's
+        touchpoints). A delete (which locks the row FOR UPDATE, which conflicts with it) waits
+        for that write's commit and then sees what it wrote; a write that comes second waits for
+        the delete's commit and then finds no row. Updates that keep the key are not held up."""
+        if not keys:
+            return set()
+        stmt = select(Touchpoint.key).where(Touchpoint.key.in_(set(keys))).with_for_update(read=True, key_share=True)
+        return set((await self.session.scalars(stmt)).all())
+
     async def by_keys_or_ids(self, keys: Sequence[str], ids: Sequence[uuid.UUID]) -> list[Touchpoint]:
         conditions = []
         if keys:
