@@ -5,16 +5,21 @@ needs (ETag, Location, RateLimit, ...) exposed."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Response
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from pydantic import ValidationError
 
+from cxkit import tracing
 from cxkit.http.app import install_platform
 from cxkit.http.cors import EXPOSED_HEADERS
 from cxkit.http.problems import Unauthorized
+from cxkit.logs import request_id_var
 from cxkit.settings import ServiceSettings
 
 APP = "https://app.example.com"
@@ -35,6 +40,10 @@ def kit_app(**settings: object) -> FastAPI:
     @router.get("/v1/secret")
     async def secret() -> None:
         raise Unauthorized("missing or unknown API key")
+
+    @router.get("/v1/crash")
+    async def crash() -> None:
+        raise RuntimeError("a bug")
 
     app = FastAPI(docs_url=None, redoc_url=None)
     app.state.settings = ServiceSettings(**settings)  # type: ignore[arg-type]
@@ -81,6 +90,46 @@ async def test_every_answer_to_an_allowed_origin_carries_the_headers_a_page_read
     assert other.status_code == 200 and "access-control-allow-origin" not in other.headers  # the browser hides it
     server = await client.get("/v1/things/1")  # no Origin: a server calling, nothing added
     assert not [h for h in server.headers if h.startswith("access-control-")]
+
+
+class _LinesWithRequestIds(logging.Handler):
+    """Error lines, each with the request id it was logged under."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[tuple[logging.LogRecord, str | None]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record, request_id_var.get()))
+
+
+async def test_a_crash_answers_500_with_the_headers_of_any_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unhandled exception's 500 goes out through the same middleware as every other answer:
+    a page of an allowed origin can read it, and its request id and trace match its log line."""
+    monkeypatch.setattr(tracing._state, "provider", TracerProvider(sampler=ALWAYS_OFF))
+    app = kit_app(cors_allow_origins=[APP])
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    sent = {"Origin": APP, "X-Request-ID": "crash-42", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    lines = _LinesWithRequestIds()
+    logging.getLogger().addHandler(lines)
+    # raise_app_exceptions=False: the answer as a server would send it, whatever reaches the server.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://kit") as client:
+            crashed = await client.get("/v1/crash", headers=sent)
+            after = await client.get("/v1/things/1", headers=sent)
+    finally:
+        logging.getLogger().removeHandler(lines)
+
+    assert crashed.status_code == 500 and crashed.headers["content-type"] == "application/problem+json"
+    assert crashed.json()["type"].endswith("/internal") and "a bug" not in crashed.text
+    assert crashed.headers["access-control-allow-origin"] == APP
+    assert "x-request-id" in crashed.headers["access-control-expose-headers"].lower()
+    assert crashed.headers["x-request-id"] == "crash-42"
+    assert crashed.headers["traceparent"].split("-")[1] == trace_id
+    [(line, request_id)] = [(r, rid) for r, rid in lines.lines if r.getMessage() == "unhandled error"]
+    assert request_id == "crash-42" and line.exc_info is not None and isinstance(line.exc_info[1], RuntimeError)
+    assert after.status_code == 200  # the app goes on
 
 
 async def test_by_default_no_origin_is_allowed() -> None:

@@ -7,8 +7,9 @@ import uuid
 import httpx
 import orjson
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import PlainTextResponse
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from cxkit.events import InvalidEvent, decode_event, encode_event, new_event
@@ -26,6 +27,7 @@ from cxkit.http.problems import (
     Unprocessable,
     document_problems_as_problem_json,
     install_problem_handlers,
+    only_these_methods,
     problem_responses,
 )
 
@@ -191,3 +193,56 @@ async def test_validation_answers_are_documented_as_sent_and_only_where_input_ca
     schemas = bare.openapi()["components"]["schemas"]
     assert set(schemas) == {"Problem", "FieldProblem"}
     assert schemas["Problem"]["properties"]["errors"]["anyOf"][0]["items"] == {"$ref": "#/components/schemas/FieldProblem"}
+
+
+async def test_head_is_answered_as_get_without_the_body_wherever_get_is() -> None:
+    """RFC 9110 9.3.2: HEAD is GET without the body, on every GET route (the ops routes, a
+    resource, an export beside an id template); a path without GET still refuses it, and a 405
+    names only methods that work there (not those the export's catch-all route refuses)."""
+    router = APIRouter()
+    only_these_methods(router, "/v1/things/export")
+
+    @router.get("/v1/things/export", response_class=PlainTextResponse)
+    async def export() -> str:
+        return "id\n1\n"
+
+    @router.get("/v1/things/{thing_id}")
+    async def thing(thing_id: uuid.UUID, response: Response) -> dict[str, str]:
+        response.headers["ETag"] = '"7"'
+        return {"id": str(thing_id)}
+
+    @router.patch("/v1/things/{thing_id}")
+    async def change(thing_id: uuid.UUID) -> dict[str, str]:
+        return {"id": str(thing_id)}
+
+    @router.post("/v1/things")
+    async def create() -> dict[str, str]:
+        return {"id": "new"}
+
+    app = FastAPI(docs_url=None, redoc_url=None)
+    install_platform(app, "kit-test")
+    app.include_router(router)
+    thing_id = uuid.uuid4()
+    counted = {"method": "HEAD", "route": "/v1/things/{thing_id}", "status": "200"}
+    before = REGISTRY.get_sample_value("http_requests_total", counted) or 0.0
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kit") as client:
+        for path in ("/health", f"/v1/things/{thing_id}", "/v1/things/export", "/openapi.json"):
+            got, head = await client.get(path), await client.head(path, headers={"X-Request-ID": "head-1"})
+            assert got.status_code == 200 and head.status_code == 200, (path, head.status_code, head.text)
+            assert head.content == b"" and head.headers["x-request-id"] == "head-1", path
+            for name in ("content-type", "content-length", "etag"):
+                assert head.headers.get(name) == got.headers.get(name), (path, name)
+        assert (await client.head(f"/v1/things/{thing_id}")).headers["etag"] == '"7"'
+        assert (await client.head("/v1/things/not-a-uuid")).status_code == 422
+        assert (await client.head("/v1/nowhere")).status_code == 404
+
+        no_get = await client.head("/v1/things")
+        assert no_get.status_code == 405 and no_get.headers["allow"] == "POST"
+        for method in ("PUT", "QUERY", "FOO"):
+            refused = await client.request(method, "/v1/things/export")
+            assert refused.status_code == 405 and refused.headers["allow"] == "GET", (method, refused.headers)
+            assert refused.headers["content-type"] == "application/problem+json"
+        other = await client.request("FOO", f"/v1/things/{thing_id}")
+        assert other.status_code == 405 and other.headers["allow"] == "GET, PATCH"
+    assert REGISTRY.get_sample_value("http_requests_total", counted) == before + 2  # counted as HEAD, by route
+    assert not [p for p, operations in app.openapi()["paths"].items() if "head" in operations]  # documented as GETs

@@ -187,8 +187,27 @@ async def _nothing_held(crm_app: FastAPI) -> bool:
 
 
 async def test_other_methods_on_the_export_are_405_not_taken_for_a_customer_id(client: httpx.AsyncClient) -> None:
-    for method in ("PATCH", "DELETE", "POST", "PUT", "OPTIONS"):
+    for method in ("PATCH", "DELETE", "POST", "PUT", "OPTIONS", "QUERY", "PROPFIND"):
         response = await client.request(method, "/v1/customers/export", json={})
         assert response.status_code == 405, (method, response.text)
         assert response.headers["allow"] == "GET" and response.headers["content-type"] == "application/problem+json"
     assert (await client.patch(f"/v1/customers/{uuid.uuid4()}", json={"name": "x"})).status_code == 404
+
+
+async def test_head_answers_as_get_without_the_body_on_the_export_a_customer_and_health(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any
+) -> None:
+    """RFC 9110 9.3.2: HEAD is served wherever GET is, with the GET's status and headers and no
+    body (it was a 405 naming every method but HEAD on the export, and a bare 405 elsewhere)."""
+    customer = await make.customer(name="Head")
+    for path in ("/v1/customers/export", f"/v1/customers/{customer['id']}", "/health"):
+        got, head = await client.get(path), await client.head(path)
+        assert got.status_code == 200 and head.status_code == 200, (path, head.status_code, head.headers)
+        assert head.content == b"" and "x-request-id" in head.headers and "allow" not in head.headers
+        for name in ("content-type", "content-disposition", "etag", "ratelimit-policy"):
+            if name in got.headers:
+                assert head.headers[name].split(";")[0] == got.headers[name].split(";")[0], (path, name)
+    assert head.headers["content-type"] == "application/json"
+    assert (await client.head(f"/v1/customers/{uuid.uuid4()}")).status_code == 404
+    assert (await client.head("/v1/customers/export", headers={"Authorization": "Bearer cx_unknown"})).status_code == 401
+    assert await testing.settles(lambda: _nothing_held(crm_app)), await _activity(crm_app)  # the export's cursor closed

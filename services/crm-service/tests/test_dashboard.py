@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -14,7 +14,8 @@ import pytest
 from fastapi import FastAPI
 
 from cxkit.dashboard.sessions import COOKIE
-from cxkit.testing import chart_values, dashboard_sign_in, form_token
+from cxkit.http.ratelimit import RateLimits
+from cxkit.testing import bearer, chart_values, dashboard_sign_in, form_token
 
 from .test_funnel import _build_fixture
 
@@ -56,6 +57,45 @@ async def test_sign_in_then_sign_out(browser: httpx.AsyncClient, keys: dict[str,
     r = await browser.post("/dashboard/sign-out", data={"form_token": form_token(page.text)})
     assert r.status_code == 303
     assert (await browser.get("/dashboard")).status_code == 303
+
+
+@pytest.fixture
+def four_a_minute(crm_app: FastAPI) -> Iterator[None]:
+    """The app's per-key limit at 4 requests a minute, fresh counts (the app's own limits after)."""
+    kept = crm_app.state.rate_limits
+    crm_app.state.rate_limits = RateLimits(per_key="4/minute", failed_auth="100/minute")
+    yield
+    crm_app.state.rate_limits = kept
+
+
+@pytest.mark.usefixtures("four_a_minute")
+async def test_dashboard_pages_count_against_the_keys_rate_limit_and_answer_429_past_it(
+    browser: httpx.AsyncClient, crm_app: FastAPI, keys: dict[str, str]
+) -> None:
+    """A signed-in page is a use of the key like a Bearer request: it counts against the key's
+    limit, shared with the API, and past it the page (its queries are heavy) is refused with a
+    429 page saying when to come back."""
+    assert (await dashboard_sign_in(browser, keys["read"])).status_code == 303  # 1
+    page = await browser.get("/dashboard")  # 2
+    assert page.status_code == 200 and page.headers["ratelimit"].startswith('"key";r=2;')
+    api = await browser.get("/v1/customers?limit=1", headers=bearer(keys["read"]))  # 3
+    assert api.status_code == 200 and api.headers["ratelimit"].startswith('"key";r=1;')
+    assert (await browser.get("/dashboard")).status_code == 200  # 4
+
+    limited = await browser.get("/dashboard")
+    assert limited.status_code == 429, limited.status_code
+    assert limited.headers["content-type"].startswith("text/html") and limited.headers["cache-control"] == "no-store"
+    assert 1 <= int(limited.headers["retry-after"]) <= 60 and limited.headers["ratelimit"].startswith('"key";r=0;')
+    assert "Too many requests" in limited.text and "more than 4 requests in 60 s" in limited.text
+    assert "No deals in" not in limited.text  # the page itself was not built
+    assert (await browser.get("/v1/customers?limit=1", headers=bearer(keys["read"]))).status_code == 429
+    # Another key has its own count.
+    other = httpx.AsyncClient(transport=httpx.ASGITransport(app=crm_app), base_url="http://crm")
+    async with other:
+        assert (await dashboard_sign_in(other, keys["admin"])).status_code == 303
+        assert (await other.get("/dashboard")).status_code == 200
+        refused = await dashboard_sign_in(browser, keys["read"])  # signing in again is a use of the key too
+        assert refused.status_code == 429 and "retry-after" in refused.headers
 
 
 async def test_the_session_cookie_does_not_authenticate_the_json_api(browser: httpx.AsyncClient, keys: dict[str, str]) -> None:

@@ -40,6 +40,36 @@ def shown(value: str) -> Text:
     return Text(visible(value))
 
 
+class ExistingKeyUnusable(Exception):
+    """`api-keys create --key KEY`: a key with that secret exists, but not as asked."""
+
+
+def _check_existing_key(row: Any, scopes: list[str]) -> None:
+    """A stored key given again to `api-keys create --key` is fine only if requests with it pass
+    with the scopes asked for. Otherwise the command says so (a script ensuring its key would
+    report it ready while every request got 401 or 403), and leaves the key alone: restoring,
+    extending or widening a key is a decision for a person, not a side effect of a create."""
+    from cxkit.http.auth import SCOPES
+
+    bad = [s for s in scopes if s not in SCOPES]
+    if bad or not scopes:
+        raise ValueError(f"scopes must be among {SCOPES}, got {scopes}")
+    who = f"the API key {row.prefix}... ({row.name!r})"
+    again = "choose another key (or leave --key out for a new random one)"
+    if row.revoked_at is not None:
+        raise ExistingKeyUnusable(
+            f"{who} was revoked at {row.revoked_at.isoformat(timespec='seconds')} and stays revoked: {again}"
+        )
+    if row.expires_at is not None and row.expires_at <= utcnow():
+        raise ExistingKeyUnusable(f"{who} expired at {row.expires_at.isoformat(timespec='seconds')}: {again}")
+    has, asked = ",".join(sorted(row.scopes)), ",".join(sorted(set(scopes)))
+    if has != asked:
+        raise ExistingKeyUnusable(
+            f"{who} exists with scopes {has}, not {asked}; a key's scopes are not changed by a create: "
+            f"revoke it (`api-keys revoke {row.prefix}`) and {again}"
+        )
+
+
 # Refused while connecting: the database named is not there, or the role or its password is wrong.
 _CONNECT_REFUSALS = (
     asyncpg.exceptions.InvalidCatalogNameError,
@@ -190,12 +220,16 @@ def build_cli(
             float | None, typer.Option(min=0.001, help="Refuse the key after this many days (default: until revoked).")
         ] = None,
     ) -> None:
-        """Create an API key and print it once (only its hash is stored)."""
+        """Create an API key and print it once (only its hash is stored). With `--key`, a key
+        that already exists with that secret is printed again if it is usable as asked (what
+        `make run` relies on); if it was revoked, has expired or has other scopes, that is an
+        error: a create never restores, extends or widens a key."""
         from cxkit.http.auth import create_api_key, hash_key
 
         expires_at = None if expires_in_days is None else utcnow() + dt.timedelta(days=expires_in_days)
+        wanted = [s.strip() for s in scopes.split(",") if s.strip()]
 
-        async def run() -> str:
+        async def run() -> tuple[str, dt.datetime | None]:
             settings = settings_factory()
             engine = make_engine(settings.database_url)
             try:
@@ -203,28 +237,27 @@ def build_cli(
                     if key is not None:
                         found = await session.scalar(select(api_key_model).where(api_key_model.key_hash == hash_key(key)))
                         if found is not None:
-                            return key
+                            _check_existing_key(found, wanted)
+                            return key, found.expires_at  # its own expiry, not the one asked for now
                     _, plaintext = await create_api_key(
-                        session,
-                        api_key_model,
-                        name=name_,
-                        scopes=[s.strip() for s in scopes.split(",") if s.strip()],
-                        key=key,
-                        expires_at=expires_at,
+                        session, api_key_model, name=name_, scopes=wanted, key=key, expires_at=expires_at
                     )
                     await session.commit()
-                    return plaintext
+                    return plaintext, expires_at
             finally:
                 await engine.dispose()
 
         try:
-            plaintext = asyncio.run(run())
+            plaintext, refused_from = asyncio.run(run())
+        except ExistingKeyUnusable as exc:
+            console.print(shown(str(exc)), style="red")
+            raise typer.Exit(1) from None
         except ValueError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
         print(plaintext)
-        if expires_at is not None:
-            console.print(f"the key is refused from {expires_at.isoformat(timespec='seconds')}")
+        if refused_from is not None:
+            console.print(f"the key is refused from {refused_from.isoformat(timespec='seconds')}")
 
     @keys.command("list")
     def list_keys() -> None:

@@ -1,6 +1,6 @@
 """What both services' `/dashboard` pages share: the templates (a base page with its CSS, the
-sign-in form), sign-in with an API key (the same check as `Authorization: Bearer`), sign-out, the
-session dependency and the page headers.
+sign-in form), sign-in with an API key (the same check as `Authorization: Bearer`, the key's rate
+limit included), sign-out, the session dependency and the page headers.
 
 A service mounts it with `install_dashboard(app)` and writes its own page as a route that takes
 `DashboardUser` and answers `render_page(...)`."""
@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from cxkit.dashboard import charts, formats
 from cxkit.dashboard.sessions import DashboardSession, DashboardSessions
 from cxkit.http.auth import Principal, hash_key
+from cxkit.http.ratelimit import SCOPE_KEY as RATE_LIMIT_SCOPE_KEY
 from cxkit.http.ratelimit import TooManyRequests
 
 KIT_TEMPLATES = Path(__file__).parent / "templates"
@@ -60,6 +61,24 @@ class SignInRequired(Exception):
     """Raised by `DashboardUser` without a valid session: answered with a redirect to sign-in."""
 
 
+class TooManyPageRequests(Exception):
+    """Raised by `DashboardUser` when the session's key is past its rate limit: answered with a
+    429 page saying when to come back (`Retry-After`), before the page runs its queries."""
+
+    def __init__(self, refused: TooManyRequests) -> None:
+        super().__init__(refused.detail)
+        self.refused = refused
+
+
+async def count_key_use(request: Request, principal: Principal) -> None:
+    """Count a use of the key against its own rate limit, as `ApiKeyBearer` counts a Bearer
+    request (one count per request; the answer carries the key's RateLimit fields). Raises
+    TooManyRequests past the limit."""
+    limits = getattr(request.app.state, "rate_limits", None)
+    if limits is not None and RATE_LIMIT_SCOPE_KEY not in request.scope:
+        await limits.check_key(request.scope, principal.key_str)
+
+
 @dataclass(frozen=True, slots=True)
 class SignedIn:
     principal: Principal
@@ -74,13 +93,20 @@ def sessions_of(request: Request) -> DashboardSessions:
 
 async def signed_in(request: Request) -> SignedIn:
     """The session's key, checked again on every page (a revoked key, or one that lost the `read`
-    scope, ends the session within the key cache's lifetime)."""
+    scope, ends the session within the key cache's lifetime) and counted against its rate limit,
+    shared with the API (past it: TooManyPageRequests)."""
     sessions = sessions_of(request)
     session = sessions.read(request)
     if session is None or session.key_digest is None:
         raise SignInRequired
     principal = await request.app.state.auth.verify_digest(session.key_digest)
-    if principal is None or not principal.has("read"):
+    if principal is None:
+        raise SignInRequired
+    try:
+        await count_key_use(request, principal)
+    except TooManyRequests as exc:
+        raise TooManyPageRequests(exc) from None
+    if not principal.has("read"):
         raise SignInRequired
     return SignedIn(principal, session, sessions.form_token(session))
 
@@ -190,6 +216,12 @@ async def sign_in(request: Request) -> Response:
         return _sign_in_page(
             request, session, status=401, error="That API key is unknown, revoked or expired.", next_url=next_url
         )
+    try:
+        await count_key_use(request, principal)
+    except TooManyRequests as exc:
+        refused = _sign_in_page(request, session, status=429, error=str(exc.detail), next_url=next_url)
+        refused.headers.update(exc.headers or {})
+        return refused
     if not principal.has("read"):
         return _sign_in_page(request, session, status=403, error="That API key lacks the `read` scope.", next_url=next_url)
     response = RedirectResponse(next_url, status_code=303, headers={"Cache-Control": "no-store"})
@@ -209,6 +241,20 @@ async def sign_out(request: Request) -> Response:
     return response
 
 
+async def _too_many_requests(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TooManyPageRequests)
+    response = render_page(
+        request,
+        TEMPLATES,
+        "dashboard_message.html",
+        status=429,
+        title="Too many requests",
+        message=f"{exc.refused.detail}. The dashboard counts against the API key's rate limit, as the API does.",
+    )
+    response.headers.update(exc.refused.headers or {})
+    return response
+
+
 async def _to_sign_in(request: Request, exc: Exception) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(
@@ -225,6 +271,7 @@ def install_dashboard(app: FastAPI, *pages: APIRouter) -> None:
         secret.get_secret_value().encode() if secret else None, settings.dashboard_session_hours * 3600
     )
     app.add_exception_handler(SignInRequired, _to_sign_in)
+    app.add_exception_handler(TooManyPageRequests, _too_many_requests)
     app.include_router(router)
     for page in pages:
         app.include_router(page)

@@ -26,6 +26,7 @@ from cxkit.http.problems import (
     Problem,
     document_problems_as_problem_json,
     install_problem_handlers,
+    on_crash,
     problem_response,
 )
 from cxkit.http.ratelimit import SCOPE_KEY as RATE_LIMIT_SCOPE_KEY
@@ -36,7 +37,16 @@ from cxkit.metrics import HTTP_LATENCY, HTTP_REQUESTS, exposition
 from cxkit.tracing import request_span
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
-_BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_BODYLESS_METHODS = frozenset({"GET", "OPTIONS"})  # HEAD is too, and is served as a GET (_head_as_get)
+
+
+class _Unanswered(int):
+    """The status of a request while no answer has started: counted and logged as a 500 (what
+    the server sends if none comes), and told apart from a 500 that was sent by identity, only
+    when an exception escapes; so the success path does nothing to track it."""
+
+
+_UNANSWERED = _Unanswered(500)
 
 
 def _declared_length(value: bytes) -> int:
@@ -53,7 +63,16 @@ class RequestContextMiddleware:
     Per request it does only what it must: one pass over the headers, the headers added to
     the response start, metric children cached per (method, route, status) in one lookup.
     Metrics are labelled with the route template (`/r/{token}`), never the raw path, so no id
-    or token becomes a label; a path no route matched is `unmatched`."""
+    or token becomes a label; a path no route matched is `unmatched`.
+
+    Two things it does only when they happen, at no cost to other requests:
+    - an exception no handler took (a bug) is answered here, as `on_crash` renders it (500
+      problem+json and the `unhandled error` line with its traceback), so the 500 carries the
+      request id, the trace context, the rate-limit fields and, outside this, the CORS headers
+      like every other answer. (Starlette answers it in ServerErrorMiddleware, outside all user
+      middleware, which stays as the backstop for a crash in the middleware itself.)
+    - HEAD is served wherever GET is (RFC 9110 9.3.2): run as that GET, sent without its body.
+      FastAPI routes take only the methods they name, so HEAD was a 405 on every path."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.app = app
@@ -99,7 +118,7 @@ class RequestContextMiddleware:
         if traceparent is not None:
             added.append((b"traceparent", traceparent.encode()))
         started = time.perf_counter()
-        status = 500
+        status: int = _UNANSWERED
 
         async def send_with_ids(message: Message) -> None:
             nonlocal status
@@ -122,8 +141,14 @@ class RequestContextMiddleware:
                     await too_large_response(self.max_body_bytes)(scope, receive, send_with_ids)
             elif scope["method"] in _BODYLESS_METHODS:
                 await self.app(scope, receive, send_with_ids)
+            elif scope["method"] == "HEAD":
+                await self._head_as_get(scope, receive, send_with_ids)
             else:  # a chunked body: counted as it arrives
                 await self.app(scope, capped_receive(receive, self.max_body_bytes, scope if multipart else None), send_with_ids)
+        except Exception as exc:
+            if status is not _UNANSWERED:  # the answer had started (a stream broke off): nothing more can be sent
+                raise
+            await self._crashed(scope, receive, send_with_ids, exc)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -140,6 +165,33 @@ class RequestContextMiddleware:
                 traceparent[3:35] if traceparent else None,
                 client[0] if client else None,
             )
+
+    async def _crashed(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+        """The answer to an exception no handler took, sent as every other answer is."""
+        response = await on_crash(Request(scope), exc)
+        await response(scope, receive, send)
+
+    async def _head_as_get(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """HEAD as the GET of the same URL, sent without its body: the GET's status and headers,
+        Content-Length included (RFC 9110 9.3.2). The app is given a copy of the scope saying
+        GET (the server reads the method of its own to leave the body out as well); what the app
+        leaves in the scope for this middleware (the route, the rate-limit fields) is copied back."""
+        as_get = {**scope, "method": "GET"}
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                limits = as_get.get(RATE_LIMIT_SCOPE_KEY)
+                if limits:
+                    scope[RATE_LIMIT_SCOPE_KEY] = limits
+                await send(message)
+            elif not message.get("more_body", False):  # the end of the body: one empty part instead
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        try:
+            await self.app(as_get, receive, headers_only)
+        finally:
+            if "route" in as_get:
+                scope["route"] = as_get["route"]
 
     def _count(self, method: str, path: str, status: int, elapsed: float) -> None:
         children = self._children.get((method, path, status))

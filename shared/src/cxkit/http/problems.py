@@ -349,15 +349,24 @@ def allowed_methods(request: Request) -> str:
     """The `Allow` of a 405: every method some route of this path takes (RFC 9110 15.5.6).
     Starlette names only the methods of the first route whose path matched, and FastAPI makes
     one route per operation, so `GET` and `POST /v1/campaigns` are two routes. Walks the routes
-    as FastAPI's OpenAPI generation does (included routers expanded); runs only on a 405."""
+    as FastAPI's OpenAPI generation does (included routers expanded); runs only on a 405. A path
+    of `only_these_methods` answers its own list (its refusing route's methods, and the id
+    template's beside it, all fail there).
+
+    HEAD is served wherever GET is (cxkit.http.app), and is not named, as the OpenAPI document
+    names none: `Allow` lists the documented methods."""
     methods: set[str] = set()
     for route in iter_route_contexts(request.app.router.routes):
         if route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            own: str | None = getattr(route.endpoint, _ALLOW_ATTRIBUTE, None)
+            if own is not None:
+                return own
             methods |= route.methods
     return ", ".join(sorted(methods))
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+_ALLOW_ATTRIBUTE = "cx_allow"  # on the endpoint of an only_these_methods route: its path's `Allow`
 
 
 def only_these_methods(router: APIRouter, path: str, methods: tuple[str, ...] = ("GET", "HEAD")) -> None:
@@ -365,12 +374,14 @@ def only_these_methods(router: APIRouter, path: str, methods: tuple[str, ...] = 
     (`/customers/{customer_id}`) is matched by the id's routes too: a PATCH of it would be taken
     for a PATCH of a customer whose id is "export" (422), and a 405 would name the id's methods.
     Registered before the id's routes, this answers every other method on the literal path with
-    405 and an `Allow` naming only its own."""
+    405 and an `Allow` naming only its own (a method no route names at all gets the same
+    `Allow`, see allowed_methods). HEAD reaches the path's GET as a GET (cxkit.http.app)."""
     allow = ", ".join(m for m in methods if m != "HEAD")
 
     async def method_not_allowed(request: Request) -> JSONBytesResponse:
         return problem_response(405, "Method not allowed", slug="405", headers={"Allow": allow}, instance=request.url.path)
 
+    setattr(method_not_allowed, _ALLOW_ATTRIBUTE, allow)
     others = [m for m in _METHODS if m not in methods]
     router.add_api_route(path, method_not_allowed, methods=others, include_in_schema=False)
 
