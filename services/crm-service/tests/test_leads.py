@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+from crm.customers import service as customers
 from crm.customers.models import Customer
 from crm.deals.models import Deal
 
@@ -137,3 +139,110 @@ async def test_convert_refuses_disqualified_leads_unknown_customers_and_unknown_
     lead = await make.lead()
     assert (await client.post(f"/v1/leads/{lead['id']}/convert", json={"customer_id": str(uuid.uuid4())})).status_code == 422
     assert (await client.post(f"/v1/leads/{uuid.uuid4()}/convert", json={})).status_code == 404
+
+
+async def test_convert_of_a_nameless_lead_makes_a_nameless_customer_even_with_a_long_email(
+    client: httpx.AsyncClient, events: Any
+) -> None:
+    """customers.name holds 200 characters, an email up to 254: the email is not a name (a 500
+    when it was copied there); like a customer made from an interaction, the customer has none."""
+    email = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 10 + ".com"
+    created = await client.post("/v1/leads", json={"email": email})
+    assert created.status_code == 201, created.text
+    converted = await client.post(f"/v1/leads/{created.json()['id']}/convert", json={})
+    assert converted.status_code == 200, converted.text
+    customer = converted.json()["customer"]
+    assert converted.json()["customer_created"] is True
+    assert (customer["email"], customer["name"]) == (email, None)
+    [announced] = await events("customer.created")
+    assert announced["data"]["name"] is None
+
+
+async def test_convert_racing_a_customer_made_with_the_same_email_links_to_that_customer(
+    client: httpx.AsyncClient, make: Any, session_factory: Any
+) -> None:
+    """The convert finds no customer, inserts one, and waits on the unique email index for the
+    other writer; when that one commits, the convert links to its customer (was a 409)."""
+    lead = await make.lead(email="x@example.com", company="Acme")
+    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+
+    async def convert_waits() -> bool:
+        async with session_factory() as watcher:  # a new transaction: pg_stat_activity is read once per one
+            return bool(await watcher.scalar(waiting))
+
+    async with session_factory() as other:
+        winner = await customers.insert_customer(other, email="X@example.com", name="Winner")
+        converting = asyncio.create_task(client.post(f"/v1/leads/{lead['id']}/convert", json={}))
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await convert_waits():
+            assert not converting.done(), converting.result().text
+            assert asyncio.get_running_loop().time() < deadline, "the convert never waited on the index"
+            await asyncio.sleep(0.01)
+        await other.commit()
+        converted = await converting
+    assert converted.status_code == 200, converted.text
+    result = converted.json()
+    assert result["customer_created"] is False and result["customer"]["id"] == str(winner.id)
+    assert (result["customer"]["name"], result["customer"]["company"]) == ("Winner", "Acme")
+    assert result["customer"]["lifecycle_stage"] == "sql"
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).select_from(Customer)) == 1
+
+
+async def test_convert_with_a_deal_keeps_the_lifecycle_stage_the_caller_asked_for(
+    client: httpx.AsyncClient, make: Any, events: Any
+) -> None:
+    """An explicit `lifecycle_stage` wins over the deal's `opportunity` (a new customer was made
+    at `sql` and then moved to `opportunity` by its deal, with a second event)."""
+    lead = await make.lead()
+    r = await client.post(f"/v1/leads/{lead['id']}/convert", json={"lifecycle_stage": "sql", "deal": {"title": "X"}})
+    assert r.status_code == 200, r.text
+    customer = r.json()["customer"]
+    assert customer["lifecycle_stage"] == "sql" and r.json()["deal"]["status"] == "open"
+    assert (await client.get(f"/v1/customers/{customer['id']}")).json()["lifecycle_stage"] == "sql"
+    assert [e["data"]["lifecycle_stage"] for e in await events("customer.created")] == ["sql"]
+    assert await events("customer.updated") == []
+
+    # A linked customer moves forward to the stage asked for, not past it, and never back.
+    existing = await make.customer(email="known@example.com", lifecycle_stage="lead")
+    lead = await make.lead(email="known@example.com")
+    r = await client.post(f"/v1/leads/{lead['id']}/convert", json={"lifecycle_stage": "mql", "deal": {"title": "Y"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["customer"]["id"] == existing["id"] and r.json()["customer"]["lifecycle_stage"] == "mql"
+    stages = [e["data"]["lifecycle_stage"] for e in await events("customer.updated") if "lifecycle_stage" in e["data"]["changed"]]
+    assert stages == ["mql"]
+    ahead = await make.customer(lifecycle_stage="customer")
+    r = await client.post(
+        f"/v1/leads/{(await make.lead())['id']}/convert",
+        json={"customer_id": ahead["id"], "lifecycle_stage": "sql", "deal": {"title": "Z"}},
+    )
+    assert r.status_code == 200 and r.json()["customer"]["lifecycle_stage"] == "customer"
+
+    # Without one, the deal decides: `opportunity`.
+    lead = await make.lead()
+    r = await client.post(f"/v1/leads/{lead['id']}/convert", json={"deal": {"title": "W"}})
+    assert r.json()["customer"]["lifecycle_stage"] == "opportunity"
+
+
+async def test_convert_can_open_a_lost_deal_with_its_reason_and_names_deal_fields_at_fault(
+    client: httpx.AsyncClient, make: Any
+) -> None:
+    lead = await make.lead()
+    path = f"/v1/leads/{lead['id']}/convert"
+    missing = await client.post(path, json={"deal": {"title": "X", "stage": "Closed lost"}})
+    assert missing.status_code == 422
+    assert [e["loc"] for e in missing.json()["errors"]] == [["body", "deal", "lost_reason"]]
+    assert missing.json()["detail"].startswith("body.deal.lost_reason: ")
+    unknown = await client.post(path, json={"deal": {"title": "X", "stage": "No such stage"}})
+    assert unknown.status_code == 422
+    assert [e["loc"] for e in unknown.json()["errors"]] == [["body", "deal", "stage"]]
+    assert unknown.json()["detail"].startswith("body.deal.stage: ")
+    no_pipeline = await client.post(path, json={"deal": {"title": "X", "pipeline_id": str(uuid.uuid4())}})
+    assert no_pipeline.status_code == 422
+    assert [e["loc"] for e in no_pipeline.json()["errors"]] == [["body", "deal", "pipeline_id"]]
+
+    lost = await client.post(path, json={"deal": {"title": "X", "stage": "Closed lost", "lost_reason": "No budget"}})
+    assert lost.status_code == 200, lost.text
+    deal = lost.json()["deal"]
+    assert (deal["status"], deal["stage"], deal["lost_reason"]) == ("lost", "Closed lost", "No budget")
+    assert lost.json()["lead"]["converted_deal_id"] == deal["id"]

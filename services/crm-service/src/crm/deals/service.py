@@ -108,8 +108,11 @@ def _enter_stage(deal: Deal, stage: PipelineStage, lost_reason: str | None) -> N
 
 
 async def create_deal(
-    session: AsyncSession, data: DealCreate, actor: str | None, default_currency: str
+    session: AsyncSession, data: DealCreate, actor: str | None, default_currency: str, *, advance_customer: bool = True
 ) -> tuple[Deal, PipelineStage]:
+    """Open the deal in its stage and announce it. With `advance_customer` (unless the caller has
+    set the customer's stage itself, as a lead conversion asked for a `lifecycle_stage` does),
+    the customer moves forward to `opportunity`, or `customer` for a won deal."""
     customer = await customers.resolve_reference(session, data.customer_id)
     pipeline, stages = await resolve_pipeline(session, data.pipeline_id, for_deal=True)
     stage = _stage_named(stages, data.stage, pipeline) if data.stage else stages[0]
@@ -132,7 +135,10 @@ async def create_deal(
     await DealRepository(session).flush()
     await _record_move(session, deal, pipeline, None, stage, actor)
     # As in HubSpot: a deal makes its contact an opportunity, a won deal makes them a customer.
-    await customers.advance_lifecycle(session, customer, "customer" if deal.status == "won" else "opportunity", open_value_query)
+    if advance_customer:
+        await customers.advance_lifecycle(
+            session, customer, "customer" if deal.status == "won" else "opportunity", open_value_query
+        )
     return deal, stage
 
 

@@ -168,8 +168,10 @@ async def delete_lead(lead_id: LeadIdPath, session: SessionDep, idem: Idempotenc
     description="In one transaction: links the lead to `customer_id`, or to the customer with the lead's email, or makes "
     "a new customer from the lead (announced as `customer.created`); optionally opens a `deal` for that customer "
     "(announced as `deal.stage_changed`); marks the lead qualified and converted; announces `lead.converted`. A linked "
-    "customer keeps its values, gains the lead's where it has none, and moves forward in its lifecycle (to `opportunity` "
-    "with a deal, `sql` without, unless `lifecycle_stage` says otherwise). A converted or disqualified lead: 409. "
+    "customer keeps its values, gains the lead's where it has none, and moves forward in its lifecycle (never back): to "
+    "`lifecycle_stage` when given, even with a deal; otherwise to `sql` without a deal, `opportunity` with one (`customer` "
+    "if it is won). A new customer starts at that stage. A deal in a lost stage needs `deal.lost_reason`; a deal's "
+    "errors are reported at `body.deal.<field>`. A converted or disqualified lead: 409. "
     "Needs `write`.",
     responses=problem_responses(401, 403, 404, 409, 422),
 )

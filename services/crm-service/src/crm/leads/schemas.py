@@ -121,6 +121,7 @@ class ConversionDeal(InputModel):
     pipeline_id: uuid.UUID | None = Field(None, description="Defaults to the default pipeline.")
     stage: str | None = Field(None, min_length=1, max_length=100, description="Defaults to the first stage.")
     expected_close_date: Day | None = None
+    lost_reason: str | None = Field(None, min_length=1, max_length=500, description="Required when opened in the lost stage.")
 
 
 class LeadConvert(InputModel):
@@ -137,8 +138,9 @@ class LeadConvert(InputModel):
     customer_id: uuid.UUID | None = Field(None, description="Link to this existing customer instead.")
     lifecycle_stage: LifecycleStage | None = Field(
         None,
-        description="Default: `opportunity` with a deal, `sql` without; an existing customer only moves forward "
-        "(`churned` is not forward: it keeps its stage).",
+        description="The stage the customer goes to, even with a `deal` (which then moves it no further). Default: "
+        "`sql` without a deal; with one, `opportunity` (`customer` if the deal is won). An existing customer only moves "
+        "forward (`churned` is not forward: it keeps its stage).",
     )
     deal: ConversionDeal | None = None
 

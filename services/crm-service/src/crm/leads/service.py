@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.campaigns.repository import CampaignRepository
@@ -20,7 +21,7 @@ from crm.deals.schemas import DealCreate
 from crm.leads import repository
 from crm.leads.models import Lead
 from crm.leads.repository import SORT_KEYS, LeadFilters, LeadRepository
-from crm.leads.schemas import LeadConvert, LeadCreate, LeadUpdate
+from crm.leads.schemas import ConversionDeal, LeadConvert, LeadCreate, LeadUpdate
 from crm.pipelines.models import PipelineStage
 from cxkit import keyset
 from cxkit.db import new_id, utcnow
@@ -138,41 +139,26 @@ async def convert_lead(
         )
     if lead.status == "disqualified":
         raise Conflict(f"lead {lead_id} is disqualified; requalify it before converting")
+    # The stage asked for wins; without one, the deal's (`opportunity`, or `customer` once won).
     target_stage = data.lifecycle_stage or ("opportunity" if data.deal else "sql")
 
-    customer: Customer | None = None
-    if data.customer_id is not None:
-        customer = await customers.resolve_reference(session, data.customer_id)
-    elif lead.email_normalized:
-        found = await CustomerRepository(session).get_by_email(lead.email_normalized)
-        if found is not None:
-            customer = await customers.resolve_reference(session, found.id)
-    created = customer is None
-    if customer is None:
-        customer = await customers.insert_customer(
-            session,
-            email=lead.email,
-            name=lead.name or lead.email,
-            phone=lead.phone,
-            company=lead.company,
-            owner=lead.owner,
-            source=lead.source,
-            campaign_id=lead.campaign_id,
-            lifecycle_stage=target_stage,
-            campaigns=CampaignRepository(session),
-        )
-    else:
+    customer, created = await _customer_for(session, lead, data.customer_id, target_stage)
+    if not created:
         await _fill_from_lead(session, customer, lead)
         await customers.advance_lifecycle(session, customer, target_stage, open_value_query)
 
     deal = None
     if data.deal is not None:
-        deal = await deals.create_deal(
-            session,
-            DealCreate(customer_id=customer.id, owner=lead.owner or customer.owner, **data.deal.model_dump()),
-            actor,
-            default_currency,
-        )
+        try:
+            deal = await deals.create_deal(
+                session,
+                DealCreate(customer_id=customer.id, owner=lead.owner or customer.owner, **data.deal.model_dump()),
+                actor,
+                default_currency,
+                advance_customer=data.lifecycle_stage is None,
+            )
+        except Unprocessable as error:
+            raise _in_deal(error) from None
     now = utcnow()
     lead.status = "qualified"
     lead.converted_at = now
@@ -192,6 +178,62 @@ async def convert_lead(
         ),
     )
     return lead, customer, created, deal
+
+
+async def _customer_for(
+    session: AsyncSession, lead: Lead, customer_id: uuid.UUID | None, lifecycle_stage: str
+) -> tuple[Customer, bool]:
+    """The customer a lead converts into: the one named, else the one with the lead's email,
+    else a new one made from the lead. Returns (customer, created)."""
+    if customer_id is not None:
+        return await customers.resolve_reference(session, customer_id), False
+    repo = CustomerRepository(session)
+    if lead.email:
+        found = await repo.get_by_email(lead.email)
+        if found is not None:
+            return await customers.resolve_reference(session, found.id), False
+    try:
+        # In a savepoint, as `find_or_create_by_email` does: a customer given this email since
+        # the lookup makes the insert fail, and is the one to link to.
+        customer = await customers.insert_customer(
+            session,
+            email=lead.email,
+            # A nameless lead makes a nameless customer, as an interaction's unknown email does:
+            # the email is no name, and is longer than the name column may hold.
+            name=lead.name,
+            phone=lead.phone,
+            company=lead.company,
+            owner=lead.owner,
+            source=lead.source,
+            campaign_id=lead.campaign_id,
+            lifecycle_stage=lifecycle_stage,
+            campaigns=CampaignRepository(session),
+            savepoint=True,
+        )
+    except IntegrityError:
+        found = await repo.get_by_email(lead.email) if lead.email else None
+        if found is None:
+            raise Conflict(f"a customer with email {lead.email} already exists") from None
+        return await customers.resolve_reference(session, found.id), False
+    return customer, True
+
+
+def _in_deal(error: Unprocessable) -> Unprocessable:
+    """A 422 about a field of the deal (`body.stage`) located as the convert's body has it
+    (`body.deal.stage`)."""
+
+    def located(loc: list[Any]) -> list[Any]:
+        return ["body", "deal", *loc[1:]] if loc[:1] == ["body"] and loc[1:2] and loc[1] in ConversionDeal.model_fields else loc
+
+    extra = dict(error.extra)
+    if "errors" in extra:
+        extra["errors"] = [{**item, "loc": located(list(item["loc"]))} for item in extra["errors"]]
+    detail = error.detail
+    if detail is not None and ": " in detail:
+        field, msg = detail.split(": ", 1)
+        if located(field.split(".")) != field.split("."):
+            detail = f"body.deal.{field.removeprefix('body.')}: {msg}"
+    return Unprocessable(detail, headers=error.headers, **extra)
 
 
 async def _fill_from_lead(session: AsyncSession, customer: Customer, lead: Lead) -> None:
