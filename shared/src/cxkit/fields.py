@@ -134,6 +134,16 @@ EventTimeAsSent = Annotated[dt.datetime, _RFC3339Text(in_range=True)]
 """A `TimestampAsSent` within TIME_RANGE: `EventTime` as an event carries it."""
 
 
+def address_key(email: str) -> str:
+    """The key an email address is unique on and found by, in both services (the CRM's
+    `email_normalized`, the CEM's `email_lower`): computed here and only here, in Python, and
+    passed to SQL as a value or stored with the row. Never PostgreSQL's lower(): it folds some
+    letters otherwise ('İ' to 'i' where Python gives 'i' and a combining dot; a capital sigma
+    ending a word to U+03C3 where Python gives the final sigma U+03C2), so a key made by one is
+    not found by the other, and an address could be taken twice or outlive an erasure."""
+    return email.strip().lower()
+
+
 def present(name: str) -> dict[str, Any]:
     """JSON Schema: `name` is sent, and not as null."""
     return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}

@@ -12,17 +12,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from cem.db import Base
 from cxkit.db import UTCDateTime, utcnow
+from cxkit.fields import address_key
 
-
-def email_key(email: str) -> str:
-    """The key an email address is found by everywhere in the CEM (`email_lower` of customer
-    profiles, invitations, answers, feedback, interactions and suppressions; opt-outs' hashes),
-    computed here and only here, in Python, and passed to SQL as a value or stored with the row.
-    Never PostgreSQL's lower(): it folds some letters otherwise ('İ' to 'i' where Python gives 'i'
-    and a combining dot; a capital sigma ending a word to U+03C3 where Python gives the final
-    sigma U+03C2), so a key made by one is not found by the other. The CRM keys its customers the
-    same way."""
-    return email.strip().lower()
+# The key an address is found by everywhere in the CEM (`email_lower` of customer profiles,
+# invitations, answers, feedback, interactions and suppressions; opt-outs' hashes): the kit's,
+# which the CRM keys its customers with too.
+email_key = address_key
 
 
 class CustomerProfile(Base):

@@ -12,19 +12,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from crm.db import Base
 from cxkit.db import UTCDateTime, new_id, utcnow
+from cxkit.fields import address_key
 
 LIFECYCLE_STAGES = ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist", "churned")
 
 
-def normalized_email(email: str) -> str:
-    """The key a customer's email is unique on and found by (`email_normalized`), computed here
-    and only here, in Python, and passed to SQL as a value. Never PostgreSQL's lower(): it folds
-    some letters otherwise ('İ' to 'i' where Python gives 'i' and a combining dot; a capital
-    sigma ending a word to U+03C3 where Python gives the final sigma U+03C2), so a key written by
-    one is not found by the other, and the address could be taken twice. Leads, the interactions
-    consumer and the CEM service lower an address with Python's `str.lower()` too, so their keys
-    meet these."""
-    return email.strip().lower()
+# The key a customer's email is unique on and found by (`email_normalized`): the kit's, which
+# the CEM keys addresses with too.
+normalized_email = address_key
 
 
 class Customer(Base):
