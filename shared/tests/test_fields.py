@@ -4,6 +4,7 @@ pydantic validation and the JSON Schema each piece writes into the OpenAPI docum
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Annotated, Any, ClassVar
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, Validatio
 from cxkit.fields import (
     NO_NUL,
     NOT_BLANK_NO_NUL,
+    SURROGATE_REFUSED,
     InputModel,
     NoNul,
     PatchModel,
@@ -24,9 +26,11 @@ from cxkit.fields import (
     has_nul,
     nul_at,
 )
+from cxkit.http.app import install_platform
 from cxkit.http.etag import check_if_match
 from cxkit.http.params import IfMatch, id_path
 from cxkit.http.problems import field_problem, install_problem_handlers
+from cxkit.http.responses import JSONBytesResponse
 
 EXAMPLE_ID = "0b6f3c8e-2f7e-4a53-9d1b-2f5c9a3e7d10"
 
@@ -111,6 +115,67 @@ def test_no_nul_text_refuses_nul_outside_a_model_too() -> None:
         text.validate_python("a\x00b")
     assert text.json_schema() == {"type": "string", "pattern": NO_NUL}
     assert TypeAdapter(QueryText).json_schema() == {"type": "string", "pattern": NO_NUL}
+
+
+SURROGATE_ERROR = {"msg": f"Value error, {SURROGATE_REFUSED}", "type": "value_error"}
+
+
+def test_text_refuses_unpaired_surrogates_as_it_refuses_nul() -> None:
+    """A lone UTF-16 surrogate (JSON `"\\udc00"`, which json.loads takes) is no Unicode text:
+    orjson refuses to write it, so it reached the JSONB column as a 500."""
+    for alias in (Text, QueryText, Annotated[Text | None, Field(max_length=2000)]):
+        text = TypeAdapter(alias)
+        for bad in ("a\udc00", "\ud800", "\ud83d x", "ok \udfff"):
+            with pytest.raises(ValidationError, match=re.escape(SURROGATE_REFUSED)):
+                text.validate_python(bad)
+        for good in ("plain", "é ✓", "\U0001f600 paired", "\ue000 private use", ""):
+            assert text.validate_python(good) == good
+    with pytest.raises(ValidationError, match="must not contain NUL characters"):  # NUL still says NUL
+        TypeAdapter(Text).validate_python("a\x00\udc00")
+
+
+def test_input_model_refuses_unpaired_surrogates_anywhere_and_names_where() -> None:
+    assert _errors(Note, {"text": "a\udc00"}) == [{"loc": ["text"], **SURROGATE_ERROR}]
+    assert _errors(Note, {"text": "ok", "tags": ["é", "\ud800"]}) == [{"loc": ["tags", 1], **SURROGATE_ERROR}]
+    assert _errors(Note, {"text": "ok", "extra": {"deep": [{"k": "x\udfff"}]}}) == [
+        {"loc": ["extra", "deep", 0, "k"], **SURROGATE_ERROR}
+    ]
+    assert _errors(Note, {"text": "ok", "extra": {"key\udc00": 1}}) == [{"loc": ["extra"], **SURROGATE_ERROR}]
+    assert _errors(Ticket, {"title": "t\udc00"}) == [{"loc": ["title"], **SURROGATE_ERROR}]  # not pydantic's string_unicode
+    assert _errors(TicketUpdate, {"owner": "\ud800"}) == [{"loc": ["owner"], **SURROGATE_ERROR}]
+    assert _errors(Note, {"text": "\udc00", "tags": ["\x00"]}) == [{"loc": ["text"], **SURROGATE_ERROR}]  # the first, in order
+    assert _errors(Note, {"text": "\udc00\x00"}) == [{"loc": ["text"], **NUL_ERROR}]
+    kept = Note.model_validate({"text": "\U0001f600 é", "tags": ["✓"], "extra": {"ü": ["\U0001f600"]}})
+    assert kept.text == "\U0001f600 é" and kept.extra == {"ü": ["\U0001f600"]}
+
+
+class Survey(InputModel):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
+    intro: Text | None = Field(None, max_length=2000)
+
+
+async def test_an_unpaired_surrogate_in_a_body_is_a_422_naming_the_field_not_a_500() -> None:
+    app = FastAPI(docs_url=None, redoc_url=None)
+    install_platform(app, "kit-test")
+
+    @app.post("/v1/surveys")
+    async def create(body: Survey) -> JSONBytesResponse:
+        return JSONBytesResponse(body.model_dump())  # orjson, as the JSONB column writes it
+
+    @app.get("/v1/surveys")
+    async def search(q: Annotated[QueryText | None, Query(max_length=200)] = None) -> dict[str, Any]:
+        return {"q": q}
+
+    sent = b'{"name": "x", "intro": "a\\udc00"}'  # JSON's escape of a lone surrogate
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t"
+    ) as client:
+        refused = await client.post("/v1/surveys", content=sent, headers={"Content-Type": "application/json"})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"] == [{"loc": ["body", "intro"], **SURROGATE_ERROR}]
+        taken = await client.post("/v1/surveys", json={"name": "x", "intro": "a \U0001f600"})
+        assert taken.status_code == 200 and taken.json()["intro"] == "a \U0001f600"
+        assert (await client.get("/v1/surveys", params={"q": "a\U0001f600"})).json() == {"q": "a\U0001f600"}
 
 
 def test_patch_model_refuses_null_for_not_null_fields_and_documents_them_without_null() -> None:

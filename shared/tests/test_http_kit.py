@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import httpx
 import orjson
@@ -18,6 +20,7 @@ from cxkit.fields import InputModel
 from cxkit.http.app import install_platform
 from cxkit.http.auth import Principal
 from cxkit.http.batch import BatchBody, InvalidItem, each_item
+from cxkit.http.csv_export import CsvExport
 from cxkit.http.etag import check_if_match, etag_for
 from cxkit.http.pagination import decode_cursor, encode_cursor
 from cxkit.http.problems import (
@@ -246,3 +249,78 @@ async def test_head_is_answered_as_get_without_the_body_wherever_get_is() -> Non
         assert other.status_code == 405 and other.headers["allow"] == "GET, PATCH"
     assert REGISTRY.get_sample_value("http_requests_total", counted) == before + 2  # counted as HEAD, by route
     assert not [p for p, operations in app.openapi()["paths"].items() if "head" in operations]  # documented as GETs
+
+
+async def test_head_on_a_streamed_download_stops_it_after_the_headers() -> None:
+    """HEAD ran the whole GET and dropped the body: an export read every row (holding a pool
+    connection) to send headers. Now the answer ends once its headers are out, the stream is
+    closed (its `finally`, which gives the connection back, runs) and the request counts as a
+    200, not a crash."""
+    produced: list[int] = []
+    closed: list[bool] = []
+
+    async def rows() -> AsyncGenerator[bytes, None]:
+        try:
+            for n in range(1, 10_001):
+                produced.append(n)
+                yield f"{n}\r\n".encode()
+        finally:
+            closed.append(True)
+
+    router = APIRouter()
+    only_these_methods(router, "/v1/things/export")
+
+    @router.get("/v1/things/export")
+    async def export() -> CsvExport:
+        chunks = rows()
+        return CsvExport(chunks, b"n\r\n" + await anext(chunks), "things.csv")
+
+    app = FastAPI(docs_url=None, redoc_url=None)
+    install_platform(app, "kit-test")
+    app.include_router(router)
+    labels = {"method": "HEAD", "route": "/v1/things/export"}
+    before = {s: REGISTRY.get_sample_value("http_requests_total", {**labels, "status": s}) or 0.0 for s in ("200", "500")}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kit") as client:
+        got = await client.get("/v1/things/export")
+        assert got.content.count(b"\r\n") == 10_001 and closed == [True]
+        produced.clear()
+        closed.clear()
+        head = await client.head("/v1/things/export")
+    assert (
+        head.status_code == 200
+        and head.content == b""
+        and head.headers["content-disposition"] == got.headers["content-disposition"]
+    )
+    assert len(produced) <= 2 and closed == [True], (len(produced), closed)
+
+    # As a server speaking ASGI 2.4 (uvicorn) sees it: the headers, then one empty last part.
+    produced.clear()
+    closed.clear()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "HEAD",
+        "scheme": "http",
+        "path": "/v1/things/export",
+        "raw_path": b"/v1/things/export",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 50000),
+        "server": ("kit", 80),
+    }
+    await app(scope, receive, send)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"] and sent[0]["status"] == 200
+    assert sent[1]["body"] == b"" and sent[1]["more_body"] is False
+    assert len(produced) <= 2 and closed == [True], (len(produced), closed)
+    after = {s: REGISTRY.get_sample_value("http_requests_total", {**labels, "status": s}) or 0.0 for s in ("200", "500")}
+    assert after == {"200": before["200"] + 2, "500": before["500"]}

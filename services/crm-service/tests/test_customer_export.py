@@ -8,11 +8,14 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from crm.customers.schemas import CustomerRead
 from crm.db import ApiKey
 from cxkit import testing
+from cxkit.http import csv_export
+from cxkit.http.csv_export import cell
 from cxkit.testing import bearer
 
 HEADER = list(CustomerRead.model_fields)
@@ -156,6 +159,38 @@ async def test_export_streams_200k_customers_in_constant_memory(
     assert time.monotonic() - started < 60
 
 
+async def bulk_customers_with_big_attributes(crm_app: FastAPI, n: int) -> None:
+    """`n` customers whose attributes are ~14 KiB of JSON each (220 keys; under MAX_JSON_BYTES),
+    a little non-ASCII text in each."""
+    async with crm_app.state.pg_pool.acquire() as conn:
+        await conn.execute(
+            """
+            INSERT INTO customers (id, email, email_normalized, name, company, lifecycle_stage, owner, tags,
+                                   attributes, source, survey_opt_out, version, created_at, updated_at)
+            SELECT gen_random_uuid(), 'big' || g || '@example.com', 'big' || g || '@example.com', 'Big customer ' || g,
+                   'Company ' || (g % 100), 'lead', 'kim', '["big"]'::jsonb,
+                   (SELECT jsonb_object_agg('attribute_' || k, 'valeur été ' || g || ' ' || repeat('v', 30))
+                    FROM generate_series(1, 220) AS k),
+                   'load', false, 1, now() - g * interval '1 second', now() - g * interval '1 second'
+            FROM generate_series(1, $1::int) AS g
+            """,
+            n,
+        )
+
+
+async def test_export_of_customers_with_big_attributes_stays_in_constant_memory(
+    client: httpx.AsyncClient, crm_app: FastAPI, keys: dict[str, str]
+) -> None:
+    """A batch is bounded by bytes as well as rows: 2,000 customers of ~14 KiB attributes made
+    one batch of hundreds of MB (records, cells, the CSV text and its bytes at once)."""
+    n = 4_000
+    await bulk_customers_with_big_attributes(crm_app, n)
+    seen = await testing.stream_measured(crm_app, "/v1/customers/export?tag=big", bearer(keys["read"]))
+    assert seen.status == 200 and seen.line_ends == n + 1  # no cell here holds a line end
+    assert seen.size > 50 * 2**20 and seen.growth_bytes < 40 * 2**20, seen
+    assert seen.parts >= seen.size // 2**20  # parts of about a MiB at most
+
+
 async def test_export_gives_its_connection_back_when_the_client_goes_away(
     client: httpx.AsyncClient, crm_app: FastAPI, keys: dict[str, str]
 ) -> None:
@@ -211,3 +246,25 @@ async def test_head_answers_as_get_without_the_body_on_the_export_a_customer_and
     assert (await client.head(f"/v1/customers/{uuid.uuid4()}")).status_code == 404
     assert (await client.head("/v1/customers/export", headers={"Authorization": "Bearer cx_unknown"})).status_code == 401
     assert await testing.settles(lambda: _nothing_held(crm_app)), await _activity(crm_app)  # the export's cursor closed
+
+
+async def test_head_on_the_export_reads_the_first_batch_only_and_gives_the_connection_back(
+    client: httpx.AsyncClient, crm_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HEAD used to run the whole export (every row read, a pool connection held) and drop the
+    body; the answer now ends with its headers, and the cursor is closed at once."""
+    await bulk_customers(crm_app, 20_000)
+    cells = 0
+
+    def counted(value: Any) -> Any:
+        nonlocal cells
+        cells += 1
+        return cell(value)
+
+    monkeypatch.setattr(csv_export, "cell", counted)
+    head = await client.head("/v1/customers/export")
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-type"] == "text/csv; charset=utf-8"
+    assert cells // len(HEADER) <= csv_export.CHUNK_ROWS, cells // len(HEADER)  # not 20,000
+    assert await _nothing_held(crm_app), await _activity(crm_app)  # released before the answer ended
+    monkeypatch.undo()
+    assert len(rows_of(await client.get("/v1/customers/export"))) == 20_000

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
@@ -179,7 +180,10 @@ def without_null(properties: dict[str, Any], names: tuple[str, ...]) -> None:
 
 
 # Text PostgreSQL can store: its text and JSONB types cannot hold a NUL character, so one is
-# refused at the edge (a 422) instead of failing at INSERT (a 500).
+# refused at the edge (a 422) instead of failing at INSERT (a 500). Nor can text that is not
+# Unicode: a lone UTF-16 surrogate (JSON's `"\\udc00"`, which json.loads takes) cannot be written
+# as UTF-8, and orjson refuses it when the row or the answer is written. pydantic refuses it in a
+# string with constraints (`string_unicode`), never in a plain one; both are refused here alike.
 
 NO_NUL = "^[^\\u0000]*$"
 """JSON Schema (ECMA 262) for "no NUL character"."""
@@ -189,9 +193,59 @@ _KEPT_BY_STRIP = "[^\\u0000\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u
 NOT_BLANK_NO_NUL = f"^[^\\u0000]*{_KEPT_BY_STRIP}[^\\u0000]*$"
 """JSON Schema for "no NUL character, and one that stripping keeps"."""
 NUL_REFUSED = "must not contain NUL characters"
+SURROGATE_REFUSED = "must not contain unpaired surrogates (not valid Unicode)"
+# A Python str holds an astral character as one code point, so any surrogate in one is unpaired
+# (json.loads joins an escaped pair). A pattern cannot say this in JSON Schema: ECMA 262 sees a
+# string as UTF-16 units, where every astral character is a pair of surrogates.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-_KEY_WITH_NUL = object()  # on `nul_at`'s stack: the dict at this path has a key holding a NUL
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL cannot store `text` (NUL_REFUSED, SURROGATE_REFUSED), or None. ASCII text
+    (the common case) costs a flag test and a `in`."""
+    if "\x00" in text:
+        return NUL_REFUSED
+    if not text.isascii() and _SURROGATE.search(text):
+        return SURROGATE_REFUSED
+    return None
+
+
+def _nul_problem(text: str) -> str | None:
+    return NUL_REFUSED if "\x00" in text else None
+
+
+class _BadKey:
+    """On `_first_at`'s stack: the dict at this path has a key with `problem`."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _first_at(value: Any, problem: Callable[[str], str | None]) -> tuple[list[str | int], str] | None:
+    """The path to the first string (in document order) that has a `problem`, and that problem:
+    see `nul_at`."""
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            found = problem(node)
+            if found is not None:
+                return path, found
+        elif isinstance(node, _BadKey):
+            return path, node.problem
+        elif isinstance(node, dict):
+            children: list[tuple[Any, list[str | int]]] = []
+            for key, item in node.items():
+                if isinstance(key, str) and (found := problem(key)) is not None:
+                    children.append((_BadKey(found), path))  # after the values before it
+                    break
+                children.append((item, [*path, key]))
+            stack.extend(reversed(children))  # in document order
+        elif isinstance(node, list):
+            stack.extend((item, [*path, index]) for index, item in reversed(list(enumerate(node))))
+    return None
 
 
 def nul_at(value: Any) -> list[str | int] | None:
@@ -200,25 +254,16 @@ def nul_at(value: Any) -> list[str | int] | None:
     the walk keeps its own stack (a NUL 30 levels down in free JSON reached PostgreSQL before)."""
     if not _holds_nul(value):
         return None
-    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, str):
-            if "\x00" in node:
-                return path
-        elif node is _KEY_WITH_NUL:
-            return path
-        elif isinstance(node, dict):
-            children: list[tuple[Any, list[str | int]]] = []
-            for key, item in node.items():
-                if isinstance(key, str) and "\x00" in key:
-                    children.append((_KEY_WITH_NUL, path))  # after the values before it
-                    break
-                children.append((item, [*path, key]))
-            stack.extend(reversed(children))  # in document order
-        elif isinstance(node, list):
-            stack.extend((item, [*path, index]) for index, item in reversed(list(enumerate(node))))
-    return None  # pragma: no cover (`_holds_nul` found one)
+    found = _first_at(value, _nul_problem)
+    return found[0] if found is not None else None
+
+
+def unstorable_text_at(value: Any) -> tuple[list[str | int], str] | None:
+    """Where the first string PostgreSQL cannot store is (as `nul_at` tells), with why
+    (`text_problem`), or None: a NUL character or an unpaired surrogate, in a value or a key."""
+    if not _holds_unstorable_text(value):
+        return None
+    return _first_at(value, text_problem)
 
 
 def _holds_nul(value: Any) -> bool:
@@ -240,14 +285,36 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
+def _holds_unstorable_text(value: Any) -> bool:
+    """`_holds_nul` for both of `text_problem`'s reasons, inlined (it runs on every body)."""
+    if isinstance(value, str):
+        return text_problem(value) is not None
+    surrogate = _SURROGATE.search
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, item in items:
+            if isinstance(key, str) and ("\x00" in key or (not key.isascii() and surrogate(key))):
+                return True
+            if isinstance(item, str):
+                if "\x00" in item or (not item.isascii() and surrogate(item)):
+                    return True
+            elif isinstance(item, (dict, list)):
+                stack.append(item)
+    return False
+
+
 def has_nul(value: Any) -> bool:
     """A NUL character in a string, or in any key or value of nested dicts and lists."""
     return _holds_nul(value)
 
 
 def no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError(NUL_REFUSED)
+    """`value`, if PostgreSQL can store it: no NUL character, no unpaired surrogate."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -267,8 +334,9 @@ def forbid_nul(schema: dict[str, Any]) -> None:
 
 
 class _NoNul:
-    """Refuses NUL characters, and says so in the JSON Schema with a pattern (one that also asks
-    for a non-blank character when the text is stripped and may not be empty)."""
+    """Refuses NUL characters (and unpaired surrogates, see `text_problem`), and says so in the
+    JSON Schema with a pattern (one that also asks for a non-blank character when the text is
+    stripped and may not be empty)."""
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
         return core_schema.no_info_after_validator_function(no_nul, handler(source))
@@ -288,7 +356,7 @@ NoNul = _NoNul()
 """Put after any StringConstraints (constraints placed after a validator do not see stripped text)."""
 
 Text = Annotated[str, NoNul]
-"""Free text (no NUL characters)."""
+"""Free text (no NUL characters, no unpaired surrogates)."""
 
 QueryText = Text
 """A text query parameter (`Annotated[QueryText | None, Query(...)]`): PostgreSQL cannot compare
@@ -298,21 +366,22 @@ NUL either."""
 class InputModel(BaseModel):
     """Base of request bodies: unknown fields refused (nobody sets `id` or `version` by sending
     them), no NUL characters anywhere (and the OpenAPI document says so with a pattern on every
-    free-text string)."""
+    free-text string), nor unpaired surrogates (`text_problem`), in any field, key or free JSON."""
 
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
     @classmethod
     def _refuse_nul(cls, data: Any) -> Any:
-        at = nul_at(data)
-        if at is None:
+        found = unstorable_text_at(data)
+        if found is None:
             return data
-        # The error names the field that holds the NUL (`body.answers.why`), as NoNul's would.
+        # The error names the field that holds the text (`body.answers.why`), as NoNul's would.
+        at, problem = found
         value = data
         for step in at:
             value = value[step]
-        error = InitErrorDetails(type="value_error", loc=tuple(at), input=value, ctx={"error": ValueError(NUL_REFUSED)})
+        error = InitErrorDetails(type="value_error", loc=tuple(at), input=value, ctx={"error": ValueError(problem)})
         raise ValidationError.from_exception_data(cls.__name__, [error])
 
     @classmethod

@@ -49,6 +49,12 @@ class _Unanswered(int):
 _UNANSWERED = _Unanswered(500)
 
 
+class _HeadAnswered(Exception):
+    """Raised by the `send` of a HEAD (`_head_as_get`) once the headers and the last, empty part
+    are out: it unwinds the GET that is streaming the body, so the stream is closed (an export's
+    cursor with it) instead of read to its end only to be dropped. Caught in `_head_as_get`."""
+
+
 def _declared_length(value: bytes) -> int:
     try:
         return int(value)
@@ -175,20 +181,32 @@ class RequestContextMiddleware:
         """HEAD as the GET of the same URL, sent without its body: the GET's status and headers,
         Content-Length included (RFC 9110 9.3.2). The app is given a copy of the scope saying
         GET (the server reads the method of its own to leave the body out as well); what the app
-        leaves in the scope for this middleware (the route, the rate-limit fields) is copied back."""
+        leaves in the scope for this middleware (the route, the rate-limit fields) is copied back.
+        The answer ends at the body's first part: a streamed body (an export) is stopped there
+        (`_HeadAnswered`), not run to its end holding a pool connection."""
         as_get = {**scope, "method": "GET"}
+        ended = False
 
         async def headers_only(message: Message) -> None:
+            nonlocal ended
+            if ended:
+                return
             if message["type"] == "http.response.start":
                 limits = as_get.get(RATE_LIMIT_SCOPE_KEY)
                 if limits:
                     scope[RATE_LIMIT_SCOPE_KEY] = limits
                 await send(message)
-            elif not message.get("more_body", False):  # the end of the body: one empty part instead
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            # The body's first part ends the answer: one empty last part instead.
+            ended = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if message.get("more_body", False):  # a stream (an export): stopped here, its rows unread
+                raise _HeadAnswered
 
         try:
             await self.app(as_get, receive, headers_only)
+        except _HeadAnswered:
+            pass  # the stream's generator was closed on the way out (Download closes it, and its cursor)
         finally:
             if "route" in as_get:
                 scope["route"] = as_get["route"]

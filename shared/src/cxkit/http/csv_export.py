@@ -1,9 +1,12 @@
 """Streamed, spreadsheet-safe CSV exports of a query's rows, in constant memory.
 
 The rows come from a server-side cursor on one connection of the asyncpg pool (inside a
-transaction, as PostgreSQL requires), `CHUNK_ROWS` at a time; each chunk is written by the
-stdlib `csv` writer into a small buffer and sent as one body part. So memory stays that of a
-chunk whether the export has a hundred rows or a million, and the connection is held only while
+transaction, as PostgreSQL requires), a batch at a time; each batch is written by the stdlib
+`csv` writer into a small buffer and sent as one body part. A batch is bounded by bytes as well
+as rows: about `CHUNK_BYTES` of CSV, and never more than `CHUNK_ROWS` rows (the rows fetched next
+follow the bytes a row took in the batch before; the buffer is sent as soon as it passes the
+target). So memory stays that of a batch whether the export has a hundred rows or a million, and
+whether a row is a hundred bytes or 16 KiB of attributes, and the connection is held only while
 the body is being sent: it goes back to the pool when the last row is out, or as soon as the
 client goes away (the response closes the stream in every case).
 
@@ -29,6 +32,11 @@ from starlette.types import Receive, Scope, Send
 
 CSV_MEDIA_TYPE = "text/csv"  # sent with `; charset=utf-8` (Starlette adds it to text/*)
 CHUNK_ROWS = 2_000
+"""The most rows fetched at once."""
+CHUNK_BYTES = 512 * 1024
+"""About the most CSV one batch holds (in characters): 2,000 rows of ~14 KiB made a batch of
+hundreds of MB (the records, their cells, the CSV text and its bytes, all at once)."""
+_FIRST_ROWS = 64  # the first fetch, before a row's size is known (rows fetched at most double after)
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -78,7 +86,13 @@ RowOf = Callable[[asyncpg.Record], Sequence[Any]]
 
 
 async def _csv_chunks(
-    pool: asyncpg.Pool, sql: str, args: Sequence[Any], header: Sequence[str], row_of: RowOf, chunk_rows: int
+    pool: asyncpg.Pool,
+    sql: str,
+    args: Sequence[Any],
+    header: Sequence[str],
+    row_of: RowOf,
+    chunk_rows: int = CHUNK_ROWS,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> AsyncGenerator[bytes, None]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180 line ends; quoting as needed
@@ -95,9 +109,18 @@ async def _csv_chunks(
         # walk a whole index for a term that matches nothing). SET LOCAL ends with the transaction.
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         cursor = await conn.cursor(sql, *args)
-        while records := await cursor.fetch(chunk_rows):
-            writer.writerows([cell(v) for v in row_of(r)] for r in records)
-            yield take()
+        rows = min(chunk_rows, _FIRST_ROWS)
+        while records := await cursor.fetch(rows):
+            written = -buffer.tell()  # the characters these records make (the header is not one of them)
+            for record in records:
+                writer.writerow([cell(v) for v in row_of(record)])
+                if buffer.tell() >= chunk_bytes:  # a few rows bigger than those before
+                    written += buffer.tell()
+                    yield take()
+            written += buffer.tell()
+            if buffer.tell():
+                yield take()
+            rows = max(1, min(chunk_rows, 2 * len(records), chunk_bytes * len(records) // max(written, 1)))
     if buffer.tell():  # no rows: the header alone
         yield take()
 
