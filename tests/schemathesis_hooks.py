@@ -79,6 +79,7 @@ REFUSALS_OF_VALID_INPUT: list[tuple[int, str, str, str]] = [
         r"|scale_max must be greater than scale_min|options must be different from each other)",
         "the questions a survey of its kind has",
     ),
+    (422, "validation", r"two bands have max_score \d+; give each band its own max_score$", "a follow-up SLA band per max_score"),
     (422, "unprocessable", r"^body\.deal_id: (deal [0-9a-f-]{36} does not exist|the deal belongs to another customer)$", "ditto"),
     (
         422,

@@ -9,12 +9,15 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
+from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from cem.config import CEMSettings
 from cem.followups.models import Followup
+from cem.followups.sla import due_at
 from cem.scheduler import InvitationScheduler
-from cxkit.events.payloads import CustomerUpdated
+from cxkit.events.payloads import CustomerErased, CustomerUpdated, TaskCompleted
 
 from .conftest import delivery, interaction, snapshot
 from .test_recovery import close_followup_of
@@ -74,6 +77,20 @@ async def test_followup_sla_bands_are_validated_and_kept_in_order(client: httpx.
     assert survey["followup_sla"] == BANDS  # kept in the order they are read in
     r = await client.patch(f"/v1/surveys/{survey['id']}", json={"followup_sla": None})
     assert r.status_code == 200 and r.json()["followup_sla"] is None
+
+
+async def test_followup_sla_bands_with_the_same_max_score_are_422(client: httpx.AsyncClient, make: Any) -> None:
+    # The second band of a max_score could never be read: the first one holding a score wins.
+    twice = [{"max_score": 6, "hours": 4}, {"max_score": 3, "hours": 12}, {"max_score": 6, "hours": 24}]
+    survey = await make.survey("nps", followup_sla=BANDS)
+    for r in (
+        await client.post("/v1/surveys", json={"name": "S", "kind": "nps", "followup_sla": twice}),
+        await client.patch(f"/v1/surveys/{survey['id']}", json={"followup_sla": twice}),
+    ):
+        assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), r.text
+        [error] = r.json()["errors"]
+        assert error["loc"] == ["body", "followup_sla"] and "max_score 6" in error["msg"], error
+    assert (await client.get(f"/v1/surveys/{survey['id']}")).json()["followup_sla"] == BANDS
 
 
 async def test_an_overdue_followup_is_announced_once_and_a_closed_or_not_yet_due_one_never(
@@ -218,3 +235,145 @@ async def test_a_closed_followup_brings_a_resurvey_after_its_days_once_by_the_in
     again = await scheduler.run_once()  # each closed follow-up is judged once
     assert (again.resurveyed, again.suppressed) == (0, {})
     assert len(await outbox("survey.invited")) == 1
+
+
+async def close_by_task(apply: Any, followup: Followup, days_ago: float) -> None:
+    """The CRM reports the follow-up's task done `days_ago` days ago (announced now)."""
+    done = TaskCompleted(
+        task_id=uuid.uuid4(),
+        customer_id=followup.customer_id,
+        origin="followup",
+        origin_ref=str(followup.id),
+        completed_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=days_ago),
+    )
+    await apply(delivery("task.completed", done))
+
+
+async def followups_of(session_factory: Any, customer: uuid.UUID) -> list[Followup]:
+    async with session_factory() as session:
+        stmt = select(Followup).where(Followup.customer_id == customer).order_by(Followup.created_at, Followup.id)
+        return list((await session.scalars(stmt)).all())
+
+
+async def test_turning_resurvey_on_asks_only_followups_closed_while_it_was_on_lately_once_per_customer(
+    client: httpx.AsyncClient, make: Any, apply: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
+) -> None:
+    survey = await make.survey("nps")  # re-survey off
+    before_on, years_ago, after_on, stale, twice = [await make.customer() for _ in range(5)]
+    for customer in (before_on, years_ago, after_on, stale, twice, twice):
+        await make.answer(survey["id"], {"nps": 2}, customer_id=str(customer))
+    # Closed while re-survey was off: lately, and two years ago (kept from before the rule).
+    await close_by_task(apply, (await followups_of(session_factory, before_on))[0], 33)
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=730)
+    await set_followup(session_factory, years_ago, status="closed", closed_at=long_ago, resurveyed_at=None)
+
+    r = await client.patch(f"/v1/surveys/{survey['id']}", json={"resurvey_after_days": 30})
+    assert r.status_code == 200 and r.json()["resurvey_after_days"] == 30, r.text
+    # Closed while it is on: 31 days ago (due), 100 days ago (a stopped scheduler's backlog, too
+    # late now), and one customer's two follow-ups, both due in one round.
+    await close_by_task(apply, (await followups_of(session_factory, after_on))[0], 31)
+    await close_by_task(apply, (await followups_of(session_factory, stale))[0], 100)
+    first, second = await followups_of(session_factory, twice)
+    await close_by_task(apply, first, 32)
+    await close_by_task(apply, second, 31)
+    scheduler = InvitationScheduler(cem_settings, session_factory)
+
+    done = await scheduler.run_once()
+    assert (done.resurveyed, done.suppressed) == (2, {})
+    invited = sorted(e["data"]["customer_id"] for e in await outbox("survey.invited"))
+    assert invited == sorted([str(after_on), str(twice)])
+    assert await outbox("survey.throttled") == []
+    for customer in (twice, after_on):  # every follow-up of the round is judged, once
+        assert all(f.resurveyed_at is not None for f in await followups_of(session_factory, customer))
+    again = await scheduler.run_once()
+    assert (again.resurveyed, again.suppressed) == (0, {})
+    assert len(await outbox("survey.invited")) == 2
+
+
+async def test_an_erasure_cancels_the_customers_open_followups_and_none_is_announced_overdue(
+    client: httpx.AsyncClient, make: Any, apply: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
+) -> None:
+    survey = await make.survey("nps", followup_sla=BANDS, resurvey_after_days=1)
+    leaving, stays = await make.customer(), await make.customer()
+    for customer in (leaving, leaving, stays):
+        await make.answer(survey["id"], {"nps": 1}, customer_id=str(customer))
+    was_closed, was_open = await followups_of(session_factory, leaving)
+    await close_by_task(apply, was_closed, 0.5)
+    assert (await client.get(f"/v1/customers/{leaving}/experience")).json()["summary"]["open_followups"] == 1
+
+    await apply(delivery("customer.erased", CustomerErased(customer_id=leaving, erased_at=dt.datetime.now(dt.UTC))))
+    cancelled = (await client.get(f"/v1/followups/{was_open.id}")).json()
+    assert (cancelled["status"], cancelled["closed_at"], cancelled["closed_by"], cancelled["task_id"]) == (
+        "cancelled",
+        None,
+        None,
+        None,
+    )
+    assert cancelled["overdue"] is False
+    assert (await client.get(f"/v1/followups/{was_closed.id}")).json()["status"] == "closed"  # done stays done
+    listed = (await client.get("/v1/followups", params={"status": "cancelled"})).json()["items"]
+    assert [f["id"] for f in listed] == [str(was_open.id)]
+    assert (await client.get(f"/v1/customers/{leaving}/experience")).json()["summary"]["open_followups"] == 0
+    # The CRM finishing the task later does not reopen or close it.
+    await close_by_task(apply, was_open, 0)
+    assert (await client.get(f"/v1/followups/{was_open.id}")).json()["status"] == "cancelled"
+
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    await set_followup(session_factory, leaving, due_at=past)
+    await set_followup(session_factory, stays, due_at=past)
+    done = await InvitationScheduler(cem_settings, session_factory).run_once()
+    assert done.overdue == 1
+    assert [e["data"]["customer_id"] for e in await outbox("followup.overdue")] == [str(stays)]
+
+
+async def test_an_erased_customers_followup_left_open_is_never_announced_overdue(
+    make: Any, apply: Any, outbox: Any, session_factory: Any, cem_settings: CEMSettings
+) -> None:
+    """One open despite the erasure (raised by a replay, say): the overdue claim skips it."""
+    survey = await make.survey("nps", followup_sla=BANDS)
+    leaving = await make.customer()
+    await make.answer(survey["id"], {"nps": 1}, customer_id=str(leaving))
+    await apply(delivery("customer.erased", CustomerErased(customer_id=leaving, erased_at=dt.datetime.now(dt.UTC))))
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    await set_followup(session_factory, leaving, status="open", due_at=past)
+    assert (await InvitationScheduler(cem_settings, session_factory).run_once()).overdue == 0
+    assert await outbox("followup.overdue") == []
+
+
+async def test_a_cancelled_followup_settles_no_sla_in_the_recovery_report(
+    client: httpx.AsyncClient, make: Any, apply: Any, session_factory: Any
+) -> None:
+    """Past due and open: an SLA missed. Past due and cancelled (its customer erased while it
+    was open): nobody was to act, so it is neither due nor late; it was raised all the same."""
+    survey = await make.survey("nps", followup_sla=BANDS)
+    leaving, stays = await make.customer(), await make.customer()
+    for customer in (leaving, stays):
+        await make.answer(survey["id"], {"nps": 1}, customer_id=str(customer))
+    await apply(delivery("customer.erased", CustomerErased(customer_id=leaving, erased_at=dt.datetime.now(dt.UTC))))
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    for customer in (leaving, stays):
+        await set_followup(session_factory, customer, due_at=past)
+    assert (await followup_of(session_factory, leaving)).status == "cancelled"
+
+    timing = (await client.get("/v1/analytics/recovery")).json()["timing"]
+    assert timing["followups"] == 2
+    assert timing["within_sla"] == {"due": 1, "within": 0, "share": 0.0}
+
+
+def test_the_default_sla_policy_is_read_in_order_of_max_score(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CEM_FOLLOWUP_SLA", '{"nps": [{"max_score": 6, "hours": 24}, {"max_score": 3, "hours": 12}]}')
+    policy = CEMSettings().followup_sla
+    assert [(b.max_score, b.hours) for b in policy["nps"]] == [(3, 12), (6, 24)]
+    raised = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    # As the same bands on a survey (kept in order there) give it.
+    assert due_at(raised, "nps", 2, None, policy) == raised + dt.timedelta(hours=12)
+    assert due_at(raised, "nps", 2, [{"max_score": 3, "hours": 12}, {"max_score": 6, "hours": 24}], {}) == due_at(
+        raised, "nps", 2, None, policy
+    )
+    assert due_at(raised, "nps", 5, None, policy) == raised + dt.timedelta(hours=24)
+
+
+def test_a_default_sla_policy_with_two_bands_of_one_max_score_is_refused_at_startup(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CEM_FOLLOWUP_SLA", '{"csat": [{"max_score": 2, "hours": 4}, {"max_score": 2, "hours": 24}]}')
+    with pytest.raises(ValidationError, match=r"CEM_FOLLOWUP_SLA: csat: two bands have max_score 2"):
+        CEMSettings()

@@ -81,6 +81,34 @@ async def test_question_rules_are_422(client: httpx.AsyncClient) -> None:
         assert r.headers["content-type"] == "application/problem+json" and r.json()["errors"], body
 
 
+async def test_options_the_same_but_for_line_breaks_case_or_unicode_form_are_422_naming_the_duplicate(
+    client: httpx.AsyncClient, make: Any
+) -> None:
+    # An answer picks an option by its text with any line breaks as LF, so these could never
+    # both be picked; they look the same to a respondent too.
+    for options in (
+        ["a\r\nb", "a\nb"],
+        ["Delivery", "a\rb", "A\nB"],
+        ["Caf\u00e9", "Cafe\u0301"],  # NFC and NFD of the same word
+        ["Stra\u00dfe", "x", "STRASSE"],
+    ):
+        duplicate = len(options) - 1
+        for kind in ("single_choice", "multi_choice"):
+            question = {"type": kind, "text": "Which?", "options": options}
+            r = await client.post("/v1/surveys", json={"name": "S", "kind": "custom", "questions": [question]})
+            assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", (options, r.text)
+            [error] = r.json()["errors"]
+            assert error["loc"] == ["body", "questions", 0, "options"], error
+            assert repr(options[duplicate]) in error["msg"] and repr(options[duplicate]) in r.json()["detail"]
+    draft = await make.survey("custom", status="draft", questions=[{"type": "text", "text": "Why?"}])
+    question = {"type": "multi_choice", "text": "Which?", "options": ["a\r\nb", "a\nb"]}
+    r = await client.patch(f"/v1/surveys/{draft['id']}", json={"questions": [{"type": "text", "text": "Why?"}, question]})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "questions", 1, "options"]
+    # Options that differ otherwise are still two.
+    fine = {"type": "single_choice", "text": "Which?", "options": ["a\nb", "a b", "ab", "Cafe"]}
+    assert (await client.patch(f"/v1/surveys/{draft['id']}", json={"questions": [fine]})).status_code == 200
+
+
 async def test_trigger_and_recurrence_are_stored_and_can_be_cleared(client: httpx.AsyncClient, make: Any) -> None:
     await make.touchpoint("checkout")
     trigger = {"interaction_type": "purchase", "touchpoint": "checkout", "delay_minutes": 90, "throttle_days": 14}

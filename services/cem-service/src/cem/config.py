@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from cem.followups.sla import Metric, SlaBand
+from cem.followups.sla import Metric, SlaBand, in_order
 from cxkit.settings import ServiceSettings
 
 
@@ -38,7 +38,9 @@ class CEMSettings(ServiceSettings):
         validate_default=True,
         description="The default follow-up SLA per survey metric (JSON): score bands, each `max_score` and `hours`; a "
         "follow-up is due `hours` after it is raised, by the first band holding its score. A survey's `followup_sla` "
-        "comes first. A metric left out: its follow-ups have no due time.",
+        "comes first. A metric left out: its follow-ups have no due time. Bands are read in increasing order of "
+        "`max_score`, whatever order they are given in; two bands of a metric with the same `max_score` are refused "
+        "at startup.",
     )
     followup_link_window_hours: float = Field(
         72.0,
@@ -47,8 +49,30 @@ class CEMSettings(ServiceSettings):
         "announces the customer with that address, if it was given at most this many hours before (its SLA runs from "
         "then); an older one is not. 0: never.",
     )
+    resurvey_catch_up_days: int = Field(
+        7,
+        ge=1,
+        le=365,
+        description="A closed follow-up is re-surveyed (its survey's `resurvey_after_days`) only within this many days "
+        "after it fell due: what a scheduler stopped for longer, or a survey paused for longer, missed is not caught up. "
+        "Only follow-ups closed while their survey's re-survey was on are re-surveyed at all.",
+    )
     followup_action_types: list[str] = Field(
         default_factory=lambda: ["call", "email", "meeting", "sms", "chat"],
         description="Interaction types that count as acting on a follow-up (the first one with the customer after it "
         "was raised is its first action, in `/v1/analytics/recovery`), JSON list.",
     )
+
+    @field_validator("followup_sla")
+    @classmethod
+    def _bands_in_order(cls, policy: dict[Metric, list[SlaBand]]) -> dict[Metric, list[SlaBand]]:
+        """Each metric's bands in increasing order of `max_score` (the order they are read in, as a survey's own
+        bands are kept), whatever order they came in; two with one `max_score` are a startup error (the first
+        one would always win, the other never be read)."""
+        ordered: dict[Metric, list[SlaBand]] = {}
+        for metric, bands in policy.items():
+            try:
+                ordered[metric] = in_order(bands)
+            except ValueError as exc:
+                raise ValueError(f"CEM_FOLLOWUP_SLA: {metric}: {exc}") from None
+        return ordered

@@ -385,7 +385,12 @@ class AnalyticsRepository(SessionRepository):
             .scalar_subquery()
         )
         first_action = func.least(first_contact, Followup.closed_at)  # least() skips nulls
-        settled = (Followup.due_at.is_not(None)) & (Followup.closed_at.is_not(None) | (Followup.due_at <= now))
+        # A cancelled follow-up (its customer erased while it was open) settles no SLA: nobody was to act.
+        settled = (
+            Followup.due_at.is_not(None)
+            & (Followup.status != "cancelled")
+            & (Followup.closed_at.is_not(None) | (Followup.due_at <= now))
+        )
         per_followup = (
             select(
                 day_bucket(interval, func.timezone("UTC", Followup.created_at)).label("bucket"),

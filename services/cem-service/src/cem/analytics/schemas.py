@@ -213,7 +213,10 @@ class DurationStats(BaseModel):
 
 
 class SlaShare(BaseModel):
-    due: int = Field(description="Follow-ups with a due time that passed, or closed: those whose SLA is settled.")
+    due: int = Field(
+        description="Follow-ups with a due time that passed, or closed: those whose SLA is settled (a cancelled one, its "
+        "customer erased while it was open, never is)."
+    )
     within: int = Field(description="Of those, how many were closed by their due time.")
     share: float | None = Field(description="within / due (0-1); null when none is settled.")
 

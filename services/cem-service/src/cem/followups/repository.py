@@ -7,11 +7,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, not_, select, update
+from sqlalchemy import and_, case, not_, select, update
 
 from cem.customers.lifecycle import CustomerErasure
 from cem.customers.models import CustomerProfile
 from cem.followups.models import Followup
+from cem.surveys.models import Survey
 from cxkit import keyset
 from cxkit.db import equal_to_given, window_conditions
 from cxkit.http.pagination import PageParams
@@ -120,16 +121,35 @@ class FollowupRepository(Repository[Followup]):
         )
 
     async def erase_customer(self, erasure: CustomerErasure) -> None:
-        """Nothing to erase: a follow-up holds the score, the survey's name and who at the company
-        closed it, nothing personal of the customer (the answer's comment went only into the
-        `followup.requested` event, whose personal fields the erasure blanks)."""
+        """The customer's open follow-ups are cancelled (`status` `cancelled`, never closed: nobody
+        followed them up, so they count in no recovery and no re-survey, are never announced
+        overdue, and a later completion of their CRM task leaves them alone). Their closed ones
+        stay, as the scores do. No free text to scrub: a follow-up holds the score, a reason made
+        of the score and the survey's name, and who at the company closed it, nothing personal of
+        the customer (the answer's comment went only into the `followup.requested` event, whose
+        personal fields the erasure blanks)."""
+        await self.session.execute(
+            update(Followup)
+            .where(Followup.customer_id == erasure.customer_id, Followup.status == "open")
+            .values(status="cancelled")
+            .execution_options(synchronize_session=False)
+        )
 
     async def close(self, followup_id: uuid.UUID, *, at: dt.datetime, by: str | None, task_id: uuid.UUID) -> bool:
-        """Close an open follow-up; False when there is none open with this id."""
+        """Close an open follow-up; False when there is none open with this id. Closed while its
+        survey's re-survey is off, its re-survey is judged at once (`resurveyed_at`: none), so
+        turning re-survey on later asks only the follow-ups closed from then on."""
+        resurvey_on = select(Survey.id).where(Survey.id == Followup.survey_id, Survey.resurvey_after_days.is_not(None)).exists()
         result = await self.session.execute(
             update(Followup)
             .where(Followup.id == followup_id, Followup.status == "open")
-            .values(status="closed", closed_at=at, closed_by=by, task_id=task_id)
+            .values(
+                status="closed",
+                closed_at=at,
+                closed_by=by,
+                task_id=task_id,
+                resurveyed_at=case((resurvey_on, None), else_=at),
+            )
             .returning(Followup.id)
             .execution_options(synchronize_session=False)
         )
@@ -150,9 +170,15 @@ class FollowupRepository(Repository[Followup]):
 
     async def claim_overdue(self, now: dt.datetime, limit: int) -> list[Followup]:
         """Open follow-ups past their due time not announced yet, oldest due first, marked
-        announced (`overdue_at`)."""
+        announced (`overdue_at`). An erased customer's are never announced (the erasure cancels
+        them; one left open, say raised by a replay, is skipped too)."""
+        erased = (
+            select(CustomerProfile.id)
+            .where(CustomerProfile.id == Followup.customer_id, CustomerProfile.erased_at.is_not(None))
+            .exists()
+        )
         rows = await self._claim(
-            [Followup.status == "open", Followup.overdue_at.is_(None), Followup.due_at <= now],
+            [Followup.status == "open", Followup.overdue_at.is_(None), Followup.due_at <= now, not_(erased)],
             [Followup.due_at, Followup.id],
             limit,
             overdue_at=now,
@@ -160,15 +186,18 @@ class FollowupRepository(Repository[Followup]):
         return sorted(rows, key=lambda f: (f.due_at, f.id))
 
     async def claim_to_resurvey(
-        self, survey_id: uuid.UUID, closed_before: dt.datetime, now: dt.datetime, limit: int
+        self, survey_id: uuid.UUID, closed_after: dt.datetime, closed_before: dt.datetime, now: dt.datetime, limit: int
     ) -> list[Followup]:
-        """The survey's follow-ups closed before `closed_before` whose re-survey is not judged
-        yet, marked judged (`resurveyed_at`)."""
+        """The survey's follow-ups closed in (`closed_after`, `closed_before`] whose re-survey is
+        not judged yet, marked judged (`resurveyed_at`). Older ones are left alone: their re-survey
+        is long past (a stopped scheduler, a survey paused, or follow-ups closed before re-survey was
+        judged at close)."""
         rows = await self._claim(
             [
                 Followup.survey_id == survey_id,
                 Followup.status == "closed",
                 Followup.resurveyed_at.is_(None),
+                Followup.closed_at > closed_after,
                 Followup.closed_at <= closed_before,
             ],
             [Followup.closed_at, Followup.id],

@@ -28,7 +28,10 @@ FollowupId = Annotated[uuid.UUID, id_path("follow-up", "5b7d9f1a-3c5e-4a7b-9d1f-
 
 
 async def followup_filters(
-    status: Annotated[Literal["open", "closed"] | None, Query(description="Only open or only closed ones.")] = None,
+    status: Annotated[
+        Literal["open", "closed", "cancelled"] | None,
+        Query(description="Only open, only closed or only cancelled ones (cancelled: the customer was erased while open)."),
+    ] = None,
     overdue: Annotated[
         bool | None,
         Query(description="true: only open ones past their due time now; false: all but those.", examples=[True]),

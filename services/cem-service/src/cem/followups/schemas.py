@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,7 +19,10 @@ class FollowupRead(BaseModel):
     score: int
     touchpoint: str | None
     reason: str
-    status: str = Field(description="open until the CRM reports the follow-up task done, then closed.")
+    status: Literal["open", "closed", "cancelled"] = Field(
+        description="open until the CRM reports the follow-up task done, then closed; cancelled when the customer was "
+        "erased while it was open (never closed then: `closed_at` stays null)."
+    )
     created_at: dt.datetime
     closed_at: dt.datetime | None = Field(description="When the CRM task was completed.")
     closed_by: str | None = Field(description="Who completed the CRM task.")

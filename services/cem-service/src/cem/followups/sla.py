@@ -5,6 +5,7 @@ the first one holding the score gives the due time (e.g. NPS 0-3 in 12 h, 4-6 in
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -22,6 +23,17 @@ class SlaBand(InputModel):
 
     max_score: Integer = Field(ge=0, le=10, description="The highest score of the band (on the metric's scale).")
     hours: Integer = Field(ge=1, le=24 * 90, description="Hours after the follow-up is raised until it is due.")
+
+
+def in_order(bands: Sequence[SlaBand]) -> list[SlaBand]:
+    """The bands in increasing order of `max_score` (the order they are read in), whatever order
+    they came in. Two with one `max_score` are a ValueError: the first would always win, the other
+    never be read."""
+    ordered = sorted(bands, key=lambda b: b.max_score)
+    for before, band in itertools.pairwise(ordered):
+        if band.max_score == before.max_score:
+            raise ValueError(f"two bands have max_score {band.max_score}; give each band its own max_score")
+    return ordered
 
 
 def band_hours(bands: Sequence[Mapping[str, Any] | SlaBand] | None, score: float) -> int | None:

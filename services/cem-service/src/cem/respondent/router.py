@@ -24,6 +24,7 @@ from cem.responses.service import (
     SurveyNotOpen,
     UnknownLink,
     find_invitation,
+    hold_survey,
     mark_opened,
     open_invitation,
     record_response,
@@ -246,6 +247,12 @@ async def submit_survey(token: Token, request: Request, session: SessionDep, set
     form = await _read_form(request)
     if form is None:
         return _survey_page(request, target.survey, {}, {"form": say(target.survey.language, "form_unreadable")}, 400)
+    try:
+        # The form is read as the survey is now, a change to it made meanwhile included.
+        await hold_survey(session, target.survey)
+    except SurveyNotOpen as exc:
+        await session.rollback()
+        return _problem_page(request, exc)
     questions = target.survey.questions
     raw: dict[str, Any] = {}
     for q in questions:
@@ -254,7 +261,9 @@ async def submit_survey(token: Token, request: Request, session: SessionDep, set
     checked = check_answers(questions, raw, from_form=True, language=target.survey.language)
     if not checked.ok:
         values = {k: v for k, v in raw.items() if isinstance(v, str | list)}
-        return _survey_page(request, target.survey, values, checked.errors, 422)
+        page = _survey_page(request, target.survey, values, checked.errors, 422)
+        await session.rollback()  # lets the survey go (after the page is made: it expires what was read)
+        return page
     invitation = target.invitation
     try:
         await record_response(

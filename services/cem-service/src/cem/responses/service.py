@@ -89,6 +89,27 @@ async def open_invitation(session: AsyncSession, token: str, now: dt.datetime | 
     return found
 
 
+_HELD = "cem.responses.held_survey"
+
+
+async def hold_survey(session: AsyncSession, survey: Survey, now: dt.datetime | None = None) -> None:
+    """Before an answer is checked against the survey's questions: hold the survey's row until the
+    transaction ends (`SurveyRepository.hold`), read it again from the lock, and refuse the answer
+    (409, `SurveyNotOpen`) unless the survey takes answers now. A PATCH that was changing it
+    (back to draft, other questions, a limit) is over by then, and none starts until the answer
+    is stored; 404 if the survey was deleted meanwhile."""
+    held = await SurveyRepository(session).hold(survey.id)
+    if held is None:
+        raise NotFound(f"survey {survey.id} does not exist")
+    assert held is survey  # read into the same object (populate_existing)
+    ensure_takes_answers(survey, now or utcnow())
+    session.info[_HELD] = (survey.id, session.sync_session.get_transaction())
+
+
+def _holds(session: AsyncSession, survey: Survey) -> bool:
+    return session.info.get(_HELD) == (survey.id, session.sync_session.get_transaction())
+
+
 def ensure_takes_answers(survey: Survey, now: dt.datetime) -> None:
     """409 (`SurveyNotOpen`) unless the survey is active and before its `closes_at`."""
     reason = survey.closed_reason(now)
@@ -116,7 +137,10 @@ async def record_response(
     submitted_at: dt.datetime | None = None,
 ) -> tuple[SurveyResponse, bool]:
     """Store a checked answer with its score, announce it, and ask for a follow-up when a known
-    customer answered as a detractor. Returns the response and whether a follow-up was requested."""
+    customer answered as a detractor. Returns the response and whether a follow-up was requested.
+    The caller holds the survey (`hold_survey`) and checked the answers against its questions as
+    read then."""
+    assert _holds(session, survey), "hold_survey first, then check the answers"
     now = utcnow()
     taken = await _count_towards_the_limit(session, survey, now)
     if invitation is not None and not await InvitationRepository(session).claim_for_answer(invitation.id, now):
@@ -191,13 +215,13 @@ async def record_response(
 
 
 async def _count_towards_the_limit(session: AsyncSession, survey: Survey, now: dt.datetime) -> int:
-    """For a survey with `max_responses`: hold its row (so answers count one at a time), and
-    refuse an answer past the limit; returns the answers it has (0 without a limit)."""
+    """For a survey with `max_responses` (as held: no PATCH changes it until the answer is in):
+    hold its row alone (so answers count one at a time), and refuse an answer past the limit;
+    returns the answers it has (0 without a limit)."""
     if survey.max_responses is None:
         return 0
     surveys = SurveyRepository(session)
-    await surveys.lock(survey.id)
-    await session.refresh(survey)
+    await surveys.hold(survey.id, alone=True)
     ensure_takes_answers(survey, now)  # closed meanwhile by the answer that reached the limit
     taken = await surveys.responses_of(survey.id)
     if taken >= survey.max_responses:
@@ -312,6 +336,10 @@ async def submit_from_api(
         invitation = await InvitationRepository(session).open_for(survey.id, customer_id, now) if customer_id else None
         if invitation is not None and not data.touchpoint:
             touchpoint = invitation.touchpoint
+    try:
+        await hold_survey(session, survey, now)
+    except NotFound as exc:  # deleted meanwhile (a survey nobody was invited to)
+        raise field_problem(["body", "survey_id"], str(exc.detail)) from None
     checked = check_answers(survey.questions, data.answers, from_form=False)
     if not checked.ok:
         raise answers_problem(checked)

@@ -41,7 +41,8 @@ class Survey(Base):
     # This survey's follow-up SLA: [{"max_score", "hours"}, ...], the first band holding the
     # score gives the follow-up's due time; null (or no band holding it): `CEM_FOLLOWUP_SLA`.
     followup_sla: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
-    # A draft with `opens_at` becomes active at that moment (the scheduler opens it).
+    # A draft with `opens_at` becomes active at that moment (the scheduler opens it). Going back
+    # to draft clears it (unless the same PATCH sets a new one), so the draft stays one.
     opens_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # The survey closes by itself at `closes_at` (the scheduler sets it closed; answers stop at
     # that moment exactly), or with the answer that reaches `max_responses`. Null: never.

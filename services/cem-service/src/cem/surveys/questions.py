@@ -4,6 +4,7 @@ checked and scored. Used by the API (`POST /v1/responses`) and the respondent pa
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -197,11 +198,29 @@ def normalize_questions(
         elif isinstance(q, TextQuestion):
             stored.append({**base, "required": bool(q.required), "max_length": q.max_length})
         else:
-            folded = [o.casefold() for o in q.options]
-            if len(set(folded)) != len(folded):
-                raise field_problem(_loc(i, "options"), "options must be different from each other")
+            _check_options_differ(i, q.options)
             stored.append({**base, "required": bool(q.required), "options": list(q.options)})
     return stored, metric
+
+
+def _option_key(option: str) -> str:
+    """What an option is told apart by: its text with any line breaks as LF (as answers pick it,
+    `one_line_break`), compared caselessly in one Unicode form (Unicode's canonical caseless match)."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", one_line_break(option)).casefold())
+
+
+def _check_options_differ(i: int, options: list[str]) -> None:
+    """422 naming the first option that is another one again but for case, line breaks or Unicode
+    form: a respondent could not tell them apart, and an answer could never pick the second."""
+    seen: dict[str, int] = {}
+    for j, option in enumerate(options):
+        first = seen.setdefault(_option_key(option), j)
+        if first != j:
+            raise field_problem(
+                _loc(i, "options"),
+                f"options must be different from each other: {option!r} is the same as {options[first]!r} "
+                "(case, line breaks and Unicode form aside)",
+            )
 
 
 _QUESTION = TypeAdapter(Question)

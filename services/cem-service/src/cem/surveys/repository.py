@@ -84,9 +84,21 @@ class SurveyRepository(Repository[Survey]):
     async def responses_of(self, survey_id: uuid.UUID) -> int:
         return int(await self.session.scalar(select(func.count()).where(SurveyResponse.survey_id == survey_id)) or 0)
 
-    async def lock(self, survey_id: uuid.UUID) -> None:
-        """Hold the survey's row until the transaction ends (its answers count, one at a time)."""
-        await self.session.execute(select(Survey.id).where(Survey.id == survey_id).with_for_update())
+    async def hold(self, survey_id: uuid.UUID, *, alone: bool = False) -> Survey | None:
+        """The survey read again under a lock on its row, held until the transaction ends (None
+        if it is gone). An answer holds it while it is checked and stored: shared (`FOR KEY
+        SHARE`), answers do not wait for each other, while a change of the survey (`get(...,
+        for_update=True)`, `FOR UPDATE`) waits for them and they for it, then read what it made.
+        `alone` (`FOR NO KEY UPDATE`): one answer at a time, to count them towards `max_responses`
+        and close the survey with the last one; it does not conflict with the shared holds, so an
+        answer holding one takes it without waiting for the others to end."""
+        stmt = (
+            select(Survey)
+            .where(Survey.id == survey_id)
+            .with_for_update(read=not alone, key_share=True)
+            .execution_options(populate_existing=True)
+        )
+        return await self.session.scalar(stmt)
 
     async def has_responses(self, survey_id: uuid.UUID) -> bool:
         return bool(await self.session.scalar(select(exists().where(SurveyResponse.survey_id == survey_id))))

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from cem.fields import Name, Slug
+from cem.followups import sla
 from cem.followups.sla import SlaBand
 from cem.surveys.questions import Question
 from cem.surveys.texts import Language
@@ -53,17 +54,18 @@ class Reminders(InputModel):
 
 
 def _bands_in_order(bands: list[SlaBand] | None) -> list[SlaBand] | None:
-    """Bands in increasing order of `max_score` (the order they are read in), whatever order they came in."""
-    return None if bands is None else sorted(bands, key=lambda b: b.max_score)
+    """Bands in increasing order of `max_score`; two with one `max_score` are refused (`sla.in_order`)."""
+    return None if bands is None else sla.in_order(bands)
 
 
 FollowupSla = Annotated[
     list[SlaBand] | None,
     Field(
         max_length=10,
-        description="Follow-up SLA of this survey's detractor answers: score bands, kept in increasing order of "
-        "`max_score`; a follow-up is due `hours` after it is raised, by the first band holding the score (a score above "
-        "every band: the default policy's). Null: the default policy (`CEM_FOLLOWUP_SLA`).",
+        description="Follow-up SLA of this survey's detractor answers: score bands, each with its own `max_score` (two "
+        "with the same one are a 422), kept in increasing order of `max_score`; a follow-up is due `hours` after it is "
+        "raised, by the first band holding the score (a score above every band: the default policy's). Null: the "
+        "default policy (`CEM_FOLLOWUP_SLA`).",
     ),
     AfterValidator(_bands_in_order),
 ]
@@ -72,7 +74,9 @@ ResurveyDays = Annotated[
     Annotated[int, Field(ge=1, le=365), JsonInteger] | None,
     Field(
         description="Close the loop: invite a customer whose follow-up was closed again this many days after, by the "
-        "invitation rules (opt-out, erasure, this survey's `throttle_days` and the fatigue rule apply). Null: never."
+        "invitation rules (opt-out, erasure, this survey's `throttle_days` and the fatigue rule apply). Null: never. "
+        "Only follow-ups closed while this is set count (turning it on asks no one followed up before), and only within "
+        "`CEM_RESURVEY_CATCH_UP_DAYS` (7) after they fall due; a customer with several due at once is invited once."
     ),
 ]
 
@@ -139,7 +143,8 @@ class SurveyCreate(InputModel):
     opens_at: Timestamp | None = Field(
         None,
         description="A draft with this opens by itself at this moment (RFC 3339 with an offset): the scheduler makes "
-        "it active, so invitations and answers can start then. Null: opened by hand (`status`).",
+        "it active, so invitations and answers can start then. Null: opened by hand (`status`). Moving the survey back "
+        "to draft later clears it (unless a new one is sent with the move).",
     )
     closes_at: Timestamp | None = Field(
         None,
@@ -184,7 +189,10 @@ class SurveyUpdate(PatchModel):
     language: Language | None = Field(
         None, description="The page's language from now on (questions and labels already stored stay as they are)."
     )
-    opens_at: Timestamp | None = Field(None, description="When a draft opens by itself; null: by hand.")
+    opens_at: Timestamp | None = Field(
+        None,
+        description="When a draft opens by itself; null: by hand. A move back to draft (`status`) clears it unless sent with it.",
+    )
     closes_at: Timestamp | None = Field(None, description="When the survey closes by itself; null: never.")
     max_responses: MaxResponses = None
 
@@ -289,7 +297,9 @@ class SurveyRead(BaseModel):
     intro: str | None
     thank_you: str | None
     language: str = Field(description="The respondents' language (the respondent page's own words).")
-    opens_at: dt.datetime | None = Field(description="When the survey (a draft) opens by itself; null: by hand.")
+    opens_at: dt.datetime | None = Field(
+        description="When the survey (a draft) opens by itself; null: by hand. Cleared when it goes back to draft."
+    )
     closes_at: dt.datetime | None = Field(description="When the survey closes by itself; null: never.")
     max_responses: int | None = Field(description="The survey closes with its answer number this; null: no limit.")
     version: int

@@ -219,6 +219,10 @@ async def update_survey(session: AsyncSession, survey_id: uuid.UUID, data: Surve
         else:
             changes["activated_at"] = None
             changes["closed_at"] = None
+            if "opens_at" not in sent:
+                # Kept, an opens_at that has come (the scheduler opened it then) would open the
+                # draft again at the scheduler's next round. One sent with the move stays.
+                changes["opens_at"] = None
     changed = {k: v for k, v in changes.items() if getattr(survey, k) != v}
     if changed:
         for name, value in changed.items():

@@ -261,18 +261,23 @@ async def reinvite_recurring(session: AsyncSession, settings: CEMSettings, surve
 
 async def resurvey_followed_up(session: AsyncSession, settings: CEMSettings, survey_id: uuid.UUID, limit: int) -> Outcome:
     """Close the loop: a customer whose follow-up of this survey was closed `resurvey_after_days`
-    ago is invited to it again (origin `followup`), or suppressed by the same rules. Each closed
-    follow-up is judged once. Returns the outcome; `judged` says how many follow-ups it took."""
+    ago is invited to it again (origin `followup`), or suppressed by the same rules. Only
+    follow-ups closed while the survey's re-survey was on count (one closed while it was off is
+    judged at its close), and only those due within `CEM_RESURVEY_CATCH_UP_DAYS`: turning
+    re-survey on, or a scheduler stopped for weeks, never asks every customer ever followed up.
+    Each closed follow-up is judged once, and a customer with several in a round is decided once
+    (by the latest one). Returns the outcome; `judged` says how many follow-ups it took."""
     survey = await TriggerRepository(session).lock_survey(survey_id)
     if survey is None or not survey.resurvey_after_days:
         return Outcome()
     now = utcnow()
-    followups = await FollowupRepository(session).claim_to_resurvey(
-        survey.id, now - dt.timedelta(days=survey.resurvey_after_days), now, limit
-    )
+    closed_before = now - dt.timedelta(days=survey.resurvey_after_days)
+    closed_after = closed_before - dt.timedelta(days=settings.resurvey_catch_up_days)
+    followups = await FollowupRepository(session).claim_to_resurvey(survey.id, closed_after, closed_before, now, limit)
     if not followups:
         return Outcome()
-    profiles = await CustomerProfileRepository(session).by_ids({f.customer_id for f in followups})
+    latest = {f.customer_id: f for f in followups}  # in closing order: the latest one per customer stays
+    profiles = await CustomerProfileRepository(session).by_ids(set(latest))
     candidates = [
         Candidate(
             survey=survey,
@@ -281,7 +286,7 @@ async def resurvey_followed_up(session: AsyncSession, settings: CEMSettings, sur
             origin="followup",
             touchpoint=f.touchpoint or survey.touchpoint,
         )
-        for f in followups
+        for f in latest.values()
     ]
     window = max(settings.fatigue_days, survey.trigger_throttle_days or 0)
     ledger = await load_ledger(session, (c.recipient for c in candidates), now - dt.timedelta(days=window))
