@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from crm.config import CRMSettings
-from crm.customers.csv_import import BUSY_ATTEMPTS
+from crm.customers.csv_import import BUSY_ATTEMPTS, import_customers
 from crm.imports import repository, service
 from crm.imports import worker as worker_module
 from crm.imports.worker import ImportWorker
@@ -583,5 +583,151 @@ async def test_a_job_whose_runs_keep_ending_in_an_error_is_failed_and_the_jobs_a
             error[0]
             == f"stopped after {worker_module.ATTEMPTS_PER_JOB} runs ended in an error: RuntimeError('cannot count this one')"
         )
+    finally:
+        await testing.drop_database(name)
+
+
+# --- the refused rows and an erasure ------------------------------------------------------------
+
+
+def _refused(body: str) -> dict[str, tuple[str, str]]:
+    """line -> (email, reason) of `GET /v1/imports/{id}/errors`."""
+    rows = list(csv.reader(io.StringIO(body)))
+    assert rows[0] == ["line", "email", "reason"]
+    return {r[0]: (r[1], r[2]) for r in rows[1:]}
+
+
+TAKEN_ERASED = "a customer with this email already exists (the address was erased)"
+
+
+async def test_an_erasure_takes_the_customers_address_out_of_every_refused_row_whatever_the_reason(
+    client: httpx.AsyncClient, make: Any
+) -> None:
+    """A refused row kept the address as written (and, refused as existing, inside its reason),
+    and `GET /v1/imports/{id}/errors` served it for the retention's 30 days after the customer's
+    erasure. The erasure finds the rows by the address's key, whatever the reason and the job's
+    state; the row, its line and the rest of its reason stay."""
+    ada = await make.customer(email="Ada.Lovelace@Example.com", name="Ada")
+    ada_old = await make.customer(email="Ada.Old@example.com", name="Ada L.")
+    await make.customer(email="bob-erase@example.com", name="Bob")
+    body = (
+        b"email,name,external_id,survey_opt_out\n"
+        b"ada.lovelace@example.com,Ada again,,\n"  # 2: taken by Ada
+        b"grace-erase@example.com,Grace,grace-1,\n"  # 3: created
+        b"GRACE-Erase@example.com,Grace again,,\n"  # 4: repeats line 3
+        b"ADA.LOVELACE@example.com,Ada,,maybe\n"  # 5: invalid, with Ada's address
+        b"bob-erase@example.com,Bob again,,\n"  # 6: taken by Bob, who stays
+        b"ada.old@example.com,Ada again,,\n"  # 7: taken by her duplicate, merged into her below
+    )
+    job = (await upload(client, body)).json()
+    done = await finished(client, job["id"])
+    assert (done["created"], done["skipped"], done["failed"]) == (1, 3, 2), done
+    before = _refused((await client.get(f"/v1/imports/{job['id']}/errors")).text)
+    assert before["2"] == ("ada.lovelace@example.com", "a customer with email ada.lovelace@example.com already exists")
+    assert before["5"][0] == "ADA.LOVELACE@example.com"
+    invalid = before["5"][1]
+    assert "survey_opt_out" in invalid
+
+    merged = await client.post(f"/v1/customers/{ada['id']}/merge", json={"duplicate_id": ada_old["id"]})
+    assert merged.status_code == 200, merged.text
+
+    # Hers until then: her data export holds them (those of her address, as with leads).
+    export = (await client.get(f"/v1/customers/{ada['id']}/data-export")).json()
+    assert sorted(row["line"] for row in export["sections"]["import_job_errors"]) == [2, 5]
+
+    assert (await client.delete(f"/v1/customers/{ada['id']}")).status_code == 204
+    errors = await client.get(f"/v1/imports/{job['id']}/errors")
+    assert "ada" not in errors.text.lower(), errors.text
+    after = _refused(errors.text)
+    assert after["2"] == after["7"] == ("", TAKEN_ERASED)
+    assert after["5"] == ("", invalid)
+    assert after["4"] == before["4"] and after["6"] == before["6"]  # not her address: kept
+    assert (await client.delete(f"/v1/customers/{ada['id']}")).status_code == 204  # again: nothing more
+
+    # The customer the import made: the row that repeated her address loses it too.
+    [grace] = (await client.get("/v1/customers", params={"external_id": "grace-1"})).json()["items"]
+    assert (await client.delete(f"/v1/customers/{grace['id']}")).status_code == 204
+    errors = await client.get(f"/v1/imports/{job['id']}/errors")
+    assert "grace" not in errors.text.lower(), errors.text
+    assert _refused(errors.text) == after | {"4": ("", "duplicate of line 3 in this file")}
+
+
+async def test_an_erasure_reaches_the_refused_rows_a_running_job_has_committed(
+    client: httpx.AsyncClient, make: Any, crm_database_url: str, tmp_path: Path
+) -> None:
+    """The chunks a job still running has committed: their refused rows are erased like a
+    finished job's (a row a chunk refuses while the erasure commits is not: see
+    `crm.imports.repository.ImportErrorRepository`)."""
+    ada = await make.customer(email="ada-running@example.com", name="Ada")
+    source = tmp_path / "customers.csv"
+    source.write_bytes(customers_csv(3, "running", extra=["Ada-Running@example.com,Ada again,,"]))
+    url = asyncpg_dsn(crm_database_url)
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            job = await service.create_job(conn, source, filename="customers.csv", chunk_rows=500, created_by="test")
+        job_id = job["id"]
+        # Held as a worker holds the job it runs, so the app's own worker leaves it running.
+        assert await repository.try_lock(conn, job_id)
+        assert await repository.start_job(conn, job_id) is not None
+
+        async def on_chunk(chunk_conn: asyncpg.Connection, result: Any) -> None:
+            assert await repository.record_chunk(chunk_conn, job_id, result.index, result.rows, result.created, result.errors)
+
+        report = await import_customers(lambda: asyncpg.connect(url), source, on_chunk=on_chunk)
+        assert [(e.line, e.email) for e in report.errors] == [(5, "Ada-Running@example.com")]
+        assert (await client.get(f"/v1/imports/{job_id}")).json()["status"] == "running"
+
+        assert (await client.delete(f"/v1/customers/{ada['id']}")).status_code == 204
+        errors = await client.get(f"/v1/imports/{job_id}/errors")
+        assert _refused(errors.text) == {"5": ("", TAKEN_ERASED)}
+        await conn.execute("DELETE FROM import_jobs WHERE id = $1", job_id)
+    finally:
+        await conn.close()
+
+
+async def _alembic(database_url: str, command: str, revision: str) -> None:
+    """`alembic COMMAND REVISION` on the database, as its own process (Alembic's env.py runs its
+    own event loop)."""
+    code = (
+        "import sys; from alembic import command; from cxkit.migrations import alembic_config; from pathlib import Path; "
+        "getattr(command, sys.argv[3])(alembic_config(Path(sys.argv[1]), sys.argv[2]), sys.argv[4])"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, str(ALEMBIC), database_url, command, revision, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+async def test_the_migration_keys_the_refused_rows_already_stored_as_the_service_keys_an_address() -> None:
+    """crm0027 gives the rows stored before it their address's key, made as `address_key`
+    makes it (Python's lower(), which PostgreSQL's does not match beyond ASCII), and goes back."""
+    name = await testing.create_database("crm_imp_keys")
+    url = testing.asyncpg_url(testing.database_dsn(name))
+    try:
+        await _alembic(url, "upgrade", "crm0026")
+        job_id = uuid.uuid4()
+        emails = {2: " Ada@Example.COM", 3: "\u0130nci@example.com", 4: "ZO\u03a3@example.com", 5: None, 6: "not-an-email"}
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            await repository.insert_job(conn, job_id, filename=None, chunk_rows=500, created_by=None)
+            await conn.executemany(
+                "INSERT INTO import_job_errors (job_id, line, email, reason) VALUES ($1, $2, $3, 'refused')",
+                [(job_id, line, email) for line, email in emails.items()],
+            )
+        finally:
+            await conn.close()
+        await _alembic(url, "upgrade", "crm0027")
+        rows = await testing.db_rows(url, "SELECT line, address_key FROM import_job_errors ORDER BY line")
+        assert {r["line"]: r["address_key"] for r in rows} == {
+            line: email.strip().lower() if email is not None else None for line, email in emails.items()
+        }
+        assert rows[1]["address_key"] == "i\u0307nci@example.com" and rows[2]["address_key"] == "zo\u03c2@example.com"
+        await _alembic(url, "downgrade", "crm0026")
+        columns = await testing.db_rows(
+            url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'import_job_errors'"
+        )
+        assert "address_key" not in {c[0] for c in columns}
     finally:
         await testing.drop_database(name)

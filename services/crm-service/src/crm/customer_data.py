@@ -16,6 +16,7 @@ from crm.deals.repository import DealRepository, open_value_query
 from crm.documents.repository import DocumentRepository
 from crm.documents.storage import DocumentStore
 from crm.experience.repository import ExperienceRepository
+from crm.imports.repository import ImportErrorRepository
 from crm.interactions.repository import InteractionRepository
 from crm.leads.repository import LeadRepository
 from crm.tasks.repository import TaskRepository
@@ -35,6 +36,9 @@ def customer_data() -> CustomerDataRegistry[CustomerErasure]:
     registry.register("campaigns", CampaignRepository, tables=["campaign_members"])
     registry.register("leads", LeadRepository, tables=["leads"])
     registry.register("experience", ExperienceRepository, tables=["experience_events"])
+    # Found by the customer's address, not their id: an erasure visits the domains before it
+    # clears the record.
+    registry.register("imports", ImportErrorRepository, tables=["import_job_errors"])
     return registry
 
 
@@ -44,7 +48,8 @@ def _of_customer(table: str, order: str) -> Section:
 
 def export_sections() -> list[Section]:
     """What a data export reads of the other domains: every table the registry names (the
-    leads by the conversion or the customer's address), and each deal's stage history."""
+    leads by the conversion or the customer's address, an import's refused rows by the address),
+    and each deal's stage history."""
     return [
         _of_customer("interactions", "occurred_at, id"),
         _of_customer("customer_interaction_stats", "customer_id"),
@@ -63,6 +68,11 @@ def export_sections() -> list[Section]:
             "OR email_normalized = (SELECT email_normalized FROM customers WHERE id = $1) ORDER BY created_at, id",
         ),
         _of_customer("experience_events", "occurred_at, id"),
+        Section(
+            "import_job_errors",
+            "SELECT * FROM import_job_errors WHERE address_key = (SELECT email_normalized FROM customers WHERE id = $1) "
+            "ORDER BY job_id, line",
+        ),
     ]
 
 

@@ -62,6 +62,10 @@ class RowError:
     reason: str
     # The customer exists already (email or external_id taken): nothing is wrong with the row.
     existing: bool = False
+    # The key (`normalized_email`) of the row's address, by which an erasure finds the row: of
+    # the address as validated when the row got that far (as the customer who holds it is keyed),
+    # else as written. None without an email.
+    key: str | None = None
 
 
 @dataclass
@@ -465,12 +469,12 @@ async def _write_customers(conn: asyncpg.Connection, chunk: _Chunk, keep: list[i
             taken = {row[0] for row in await conn.fetch(_TAKEN_EMAILS, [normalized_email(chunk.emails[i]) for i in unknown])}
             for i in unknown:
                 email = chunk.emails[i]
-                if normalized_email(email) in taken:
-                    errors.append(RowError(chunk.lines[i], chunk.raw_emails[i], _taken("email", email), existing=True))
+                key = normalized_email(email)
+                if key in taken:
+                    errors.append(RowError(chunk.lines[i], chunk.raw_emails[i], _taken("email", email), existing=True, key=key))
                 else:
-                    errors.append(
-                        RowError(chunk.lines[i], chunk.raw_emails[i], f"campaign_id {chunk.campaigns[i]} does not exist")
-                    )
+                    reason = f"campaign_id {chunk.campaigns[i]} does not exist"
+                    errors.append(RowError(chunk.lines[i], chunk.raw_emails[i], reason, key=key))
             refused = set(unknown)
             keep = [i for i in keep if i not in refused]
     await conn.copy_records_to_table(_STAGING, records=[chunk.customers[i] for i in keep], columns=_CUSTOMER_COLUMNS)
@@ -488,12 +492,16 @@ async def _write_customers(conn: asyncpg.Connection, chunk: _Chunk, keep: list[i
                 reason = _taken("email", email) if taken_emails else _taken("external_id", external_id)
             else:
                 reason = _taken("email", email)
-            errors.append(RowError(chunk.lines[i], chunk.raw_emails[i], reason, existing=True))
+            errors.append(RowError(chunk.lines[i], chunk.raw_emails[i], reason, existing=True, key=normalized_email(email)))
     members = [(chunk.campaigns[i], chunk.customers[i][0]) for i in created if chunk.campaigns[i] is not None]
     if members:
         await conn.execute(_ADD_MEMBERS, [m[0] for m in members], [m[1] for m in members], chunk.now)
     await conn.copy_records_to_table("outbox", records=[chunk.events[i] for i in created], columns=_OUTBOX_COLUMNS)
     result.created += len(created)
+
+
+TAKEN_EMAIL = "a customer with email "
+"""How the reason of a row refused for its taken email begins (the address follows)."""
 
 
 def _taken(key: str, value: str) -> str:
@@ -531,10 +539,9 @@ async def import_customers(
         valid: list[tuple[int, str | None, Any]] = []
         for (line, row), result in zip(rows, validator.validate([r for _, r in rows]), strict=True):
             raw_email = row.get("email", "").strip() or None
-            if isinstance(result, ValidationError):
-                errors.append(RowError(line, raw_email, _reason(result)))
-            elif isinstance(result, Exception):
-                errors.append(RowError(line, raw_email, str(result)))
+            if isinstance(result, Exception):
+                reason = _reason(result) if isinstance(result, ValidationError) else str(result)
+                errors.append(RowError(line, raw_email, reason, key=normalized_email(raw_email) if raw_email else None))
             else:
                 keys = [normalized_email(str(result.email))]  # type: ignore[attr-defined]
                 external_id = result.external_id  # type: ignore[attr-defined]
@@ -542,7 +549,7 @@ async def import_customers(
                     keys.append("\x00" + external_id)  # apart from every email (which holds no NUL)
                 repeated = next((first_line[k] for k in keys if k in first_line), None)
                 if repeated is not None:
-                    errors.append(RowError(line, raw_email, f"duplicate of line {repeated} in this file"))
+                    errors.append(RowError(line, raw_email, f"duplicate of line {repeated} in this file", key=keys[0]))
                     continue
                 for key in keys:
                     first_line[key] = line

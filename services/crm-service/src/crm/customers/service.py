@@ -559,14 +559,16 @@ async def erase_customer(
     for target in targets:
         if target.email:
             emails.append(target.email)
+        # The domains first, while the record still holds the address: a domain may find the
+        # customer's rows by it (`crm.customer_data`).
+        erasure = CustomerErasure(customer_id=target.id, erased_at=now)
+        await customer_data.erase(session, erasure)
+        erasures.append(erasure)
         for field in _PERSONAL:
             setattr(target, field, None)
         target.attributes = {}
         target.erased_at = now
         _touch(target)
-        erasure = CustomerErasure(customer_id=target.id, erased_at=now)
-        await customer_data.erase(session, erasure)
-        erasures.append(erasure)
         await erase_platform_traces(
             session,
             target.id,

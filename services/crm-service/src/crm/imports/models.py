@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, Text, Uuid
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, Uuid, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -56,8 +56,15 @@ class ImportJobError(Base):
     """A row the job did not import: its line in the file (the header is line 1) and why."""
 
     __tablename__ = "import_job_errors"
+    __table_args__ = (
+        # The erasure of the address's customer looks for it (`ImportErrorRepository`).
+        Index("ix_import_job_errors_address_key", "address_key", postgresql_where=text("address_key IS NOT NULL")),
+    )
 
     job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("import_jobs.id", ondelete="CASCADE"), primary_key=True)
     line: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
+    # `address_key(email)`, written with the row (`RowError.key`); None without an email, and
+    # once the address's customer was erased (with the email and the address in the reason).
+    address_key: Mapped[str | None] = mapped_column(Text)

@@ -1,5 +1,5 @@
 """Every import-job query (plain asyncpg: the worker and the routes run them on the pool or on
-their own connections)."""
+their own connections), and the erasure of the refused rows (on the erasure's session)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
+from sqlalchemy import case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.customers.csv_import import RowError
+from crm.customers.csv_import import TAKEN_EMAIL, RowError
+from crm.customers.lifecycle import CustomerErasure
+from crm.customers.models import Customer, normalized_email
+from crm.imports.models import ImportJobError
 
 JOB_COLUMNS = (
     "id, status, filename, size_bytes, chunk_rows, total_rows, rows_read, created, skipped, failed, done_chunks, "
@@ -161,8 +166,8 @@ async def record_chunk(
     if errors:
         await conn.copy_records_to_table(
             "import_job_errors",
-            records=[(job_id, e.line, e.email, e.reason) for e in errors],
-            columns=("job_id", "line", "email", "reason"),
+            records=[(job_id, e.line, e.email, e.reason, e.key) for e in errors],
+            columns=("job_id", "line", "email", "reason", "address_key"),
         )
     return True
 
@@ -181,3 +186,55 @@ async def finish_job(
             ignored_columns,
         )
         await conn.execute("DELETE FROM import_job_parts WHERE job_id = $1", job_id)
+
+
+# What an erasure leaves of a refused row's reason: a taken email's without the address, any
+# other with the address as written replaced (no reason the import gives holds it, but a row's
+# reason is stored for as long as the job is kept).
+ERASED_TAKEN_EMAIL = "a customer with this email already exists (the address was erased)"
+ERASED_ADDRESS = "[erased]"
+
+
+class ImportErrorRepository:
+    """The refused rows as customer data (`crm.customer_data`). A row names no customer, only
+    the address written in it: it is personal data of whoever holds that address, found by the
+    address's key (`ImportJobError.address_key`), whatever the reason the row was refused for and
+    the state of its job.
+
+    Not reached: a row refused by a chunk whose transaction commits after the erasure (the row
+    was not visible to it), and one a job still running refuses later, invalid or repeated in the
+    file, with the erased address (a new upload of it: not erased, as a customer created since
+    with the address is not). They go with their job, `CRM_IMPORTS_RETENTION_DAYS` after it ends."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def repoint_customer(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+        """Nothing to move: the rows are found by address, and a row's address stays what it was."""
+
+    async def erase_customer(self, erasure: CustomerErasure) -> None:
+        """The rows written with the customer's address lose it: their email, its key and the
+        address in their reason. Line, reason and counts stay, so the job still adds up. Looks the
+        address up on the customer's record, which the erasure clears after visiting the domains;
+        a merged duplicate's key was freed at the merge, so it is made again from its email."""
+        found = await self.session.execute(
+            select(Customer.email, Customer.email_normalized).where(Customer.id == erasure.customer_id)
+        )
+        customer = found.one_or_none()
+        if customer is None:
+            return
+        keys = {key for key in (customer.email_normalized, customer.email and normalized_email(customer.email)) if key}
+        if not keys:
+            return
+        row = ImportJobError
+        reason = case(
+            (func.starts_with(row.reason, TAKEN_EMAIL), ERASED_TAKEN_EMAIL),
+            (func.strpos(row.reason, row.email) > 0, func.replace(row.reason, row.email, ERASED_ADDRESS)),
+            else_=row.reason,
+        )
+        await self.session.execute(
+            update(row)
+            .where(row.address_key.in_(sorted(keys)))
+            .values(email=None, address_key=None, reason=reason)
+            .execution_options(synchronize_session=False)
+        )
