@@ -11,7 +11,10 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
-from cxkit.http.csv_export import CHUNK_ROWS, _csv_chunks, cell, export_filename, neutralise
+import orjson
+
+from cxkit.http import data_export
+from cxkit.http.csv_export import CHUNK_BYTES, CHUNK_ROWS, _csv_chunks, cell, export_filename, neutralise
 
 
 def test_text_a_spreadsheet_would_run_as_a_formula_gets_a_leading_quote() -> None:
@@ -66,7 +69,7 @@ class _Pool:
         yield self
 
     @contextlib.asynccontextmanager
-    async def transaction(self, readonly: bool = False) -> AsyncIterator[None]:
+    async def transaction(self, readonly: bool = False, isolation: str | None = None) -> AsyncIterator[None]:
         yield
 
     async def execute(self, sql: str) -> None:
@@ -116,3 +119,21 @@ async def test_a_batch_is_bounded_by_bytes_as_well_as_rows() -> None:
 
     chunks, asked = await _chunks([], chunk_rows=CHUNK_ROWS)
     assert chunks == [b"n,text\r\n"]
+
+
+async def test_a_data_export_batch_is_bounded_by_bytes_as_well_as_rows() -> None:
+    """A customer's rows of 14 KiB each (metadata, attributes): fetched a few dozen at a time
+    once their size is seen, not CHUNK_ROWS; the document is the same."""
+    big = [{"n": n, "text": "x" * 14_000} for n in range(400)]
+    small = [{"n": n} for n in range(5_000)]
+    pool = _Pool(big)
+    sections = [data_export.Section("big", "SELECT")]
+    chunks = [c async for c in data_export._chunks(pool, "crm", uuid.UUID(int=1), sections, CHUNK_ROWS)]  # type: ignore[arg-type]
+    assert orjson.loads(b"".join(chunks))["sections"] == {"big": big}
+    assert pool.asked[0] <= 64 and max(pool.asked[1:]) <= 2 * CHUNK_BYTES // 14_000, pool.asked
+    assert max(len(c) for c in chunks) < 2 * CHUNK_BYTES + 14_100
+
+    pool = _Pool(small)
+    chunks = [c async for c in data_export._chunks(pool, "crm", uuid.UUID(int=1), sections, CHUNK_ROWS)]  # type: ignore[arg-type]
+    assert orjson.loads(b"".join(chunks))["sections"] == {"big": small}
+    assert max(pool.asked) == CHUNK_ROWS  # small rows: CHUNK_ROWS a fetch once seen

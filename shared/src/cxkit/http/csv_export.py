@@ -36,7 +36,7 @@ CHUNK_ROWS = 2_000
 CHUNK_BYTES = 512 * 1024
 """About the most CSV one batch holds (in characters): 2,000 rows of ~14 KiB made a batch of
 hundreds of MB (the records, their cells, the CSV text and its bytes, all at once)."""
-_FIRST_ROWS = 64  # the first fetch, before a row's size is known (rows fetched at most double after)
+FIRST_ROWS = 64  # the first fetch, before a row's size is known (rows fetched at most double after)
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -85,6 +85,13 @@ def cell(value: Any) -> Any:
 RowOf = Callable[[asyncpg.Record], Sequence[Any]]
 
 
+def next_fetch(fetched: int, size: int, chunk_rows: int = CHUNK_ROWS, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """How many rows to fetch next, after `fetched` rows made `size` (bytes or characters) of
+    output: about `chunk_bytes` at that size per row, at least 1, at most `chunk_rows` and twice as
+    many as before (the rows ahead may be bigger)."""
+    return max(1, min(chunk_rows, 2 * fetched, chunk_bytes * fetched // max(size, 1)))
+
+
 async def _csv_chunks(
     pool: asyncpg.Pool,
     sql: str,
@@ -109,7 +116,7 @@ async def _csv_chunks(
         # walk a whole index for a term that matches nothing). SET LOCAL ends with the transaction.
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         cursor = await conn.cursor(sql, *args)
-        rows = min(chunk_rows, _FIRST_ROWS)
+        rows = min(chunk_rows, FIRST_ROWS)
         while records := await cursor.fetch(rows):
             written = -buffer.tell()  # the characters these records make (the header is not one of them)
             for record in records:
@@ -120,7 +127,7 @@ async def _csv_chunks(
             written += buffer.tell()
             if buffer.tell():
                 yield take()
-            rows = max(1, min(chunk_rows, 2 * len(records), chunk_bytes * len(records) // max(written, 1)))
+            rows = next_fetch(len(records), written, chunk_rows, chunk_bytes)
     if buffer.tell():  # no rows: the header alone
         yield take()
 

@@ -4,8 +4,9 @@ about one customer, as one JSON document streamed in constant memory.
 The document is `{"service", "customer_id", "generated_at", "sections": {"<table>": [rows]}}`,
 each row with all its columns (times in RFC 3339, amounts as text, JSON columns as JSON). The
 sections are read in one read-only REPEATABLE READ transaction, so they are one consistent
-snapshot, each through a server-side cursor `CHUNK_ROWS` rows at a time (a customer with
-200,000 interactions costs the memory of a chunk), on one connection of the asyncpg pool that
+snapshot, each through a server-side cursor a batch at a time, at most `CHUNK_ROWS` rows and
+about `CHUNK_BYTES` of JSON (`next_fetch`: a customer with 200,000 interactions, or with rows of
+16 KiB of metadata, costs the memory of a batch), on one connection of the asyncpg pool that
 goes back when the download ends or the client leaves."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncpg
 import orjson
 
 from cxkit.db import utcnow
-from cxkit.http.csv_export import CHUNK_ROWS, Download, export_filename
+from cxkit.http.csv_export import CHUNK_ROWS, FIRST_ROWS, Download, export_filename, next_fetch
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -48,10 +49,12 @@ async def _chunks(
             yield (b"," if n else b"") + orjson.dumps(section.name) + b":["
             cursor = await conn.cursor(section.sql, customer_id)
             first = True
-            while records := await cursor.fetch(chunk_rows):
+            fetch = min(chunk_rows, FIRST_ROWS)
+            while records := await cursor.fetch(fetch):
                 rows = b",".join(orjson.dumps(dict(r), default=_default) for r in records)
                 yield rows if first else b"," + rows
                 first = False
+                fetch = next_fetch(len(records), len(rows), chunk_rows)
             yield b"]"
     yield b"}}"
 
