@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -27,6 +30,8 @@ from cxkit.events.payloads import InteractionRecorded
 from cxkit.kafka.client import ensure_topics
 from cxkit.kafka.consumer import Delivery
 from cxkit.testing import wait_for
+
+from .customer_races import erase, merge, sent_during
 
 TOPIC = "cx.interactions.v1"
 
@@ -80,6 +85,10 @@ async def test_interaction_input_is_validated(client: httpx.AsyncClient, make: A
     deep_nul: Any = "nul\x00"
     for _ in range(30):
         deep_nul = {"k": deep_nul}
+    # Past 20 levels the number check used to stop: 2**63 was stored, NaN and Infinity became null.
+    deep_numbers: list[Any] = [2**63, -(2**63), float("nan"), float("inf"), 1e30]
+    for _ in range(25):
+        deep_numbers = [{"k": deep} for deep in deep_numbers]
     bad_bodies = [
         {"type": "call"},
         {"customer_id": cid, "customer_email": customer["email"], "type": "call"},
@@ -91,15 +100,62 @@ async def test_interaction_input_is_validated(client: httpx.AsyncClient, make: A
         {"customer_id": cid, "type": "call", "summary": "nul\x00byte"},
         {"customer_id": cid, "type": "call", "metadata": {"k": "nul\x00"}},
         {"customer_id": cid, "type": "call", "metadata": deep_nul},  # was a 500: the walk stopped at 20 levels
+        *({"customer_id": cid, "type": "call", "metadata": deep} for deep in deep_numbers),
         {"customer_email": "not-an-email", "type": "call"},
         {"customer_id": cid, "type": "call", "currency": "eur"},
     ]
     for body in bad_bodies:
-        r = await client.post("/v1/interactions", json=body)
+        # Written as Python's json writes it: NaN and Infinity as such (JavaScript's JSON.parse would not take them).
+        r = await client.post("/v1/interactions", content=json.dumps(body), headers={"Content-Type": "application/json"})
         assert r.status_code == 422, (body, r.status_code, r.text)
     unknown = await client.post("/v1/interactions", json={"customer_id": str(uuid.uuid4()), "type": "call"})
     assert unknown.status_code == 422 and unknown.json()["errors"][0]["loc"] == ["body", "customer_id"]
     assert (await client.get(f"/v1/interactions/{uuid.uuid4()}")).status_code == 404
+    deep_ok: Any = {"n": 10**18, "f": -1.5}
+    for _ in range(40):
+        deep_ok = {"k": [deep_ok]}
+    kept = await client.post("/v1/interactions", json={"customer_id": cid, "type": "call", "metadata": deep_ok})
+    assert kept.status_code == 201 and kept.json()["metadata"] == deep_ok, kept.text
+
+
+async def test_an_interaction_amount_is_answered_stored_and_announced_in_cents(
+    client: httpx.AsyncClient, make: Any, events: Any
+) -> None:
+    """A JSON number was answered (and replayed, and announced) as sent, `100` or `19.9`, while
+    the row holds `100.00` and `19.90`, what GET answers."""
+    cid = (await make.customer())["id"]
+    for key, sent, cents in (
+        ("c-1", 100, "100.00"),
+        ("c-2", 19.9, "19.90"),
+        ("c-3", "7", "7.00"),
+        ("c-4", "0.5", "0.50"),
+        ("c-5", -0.0, "0.00"),
+    ):
+        body = {"customer_id": cid, "type": "purchase", "amount": sent, "currency": "EUR"}
+        posted = await client.post("/v1/interactions", json=body, headers={"Idempotency-Key": key})
+        assert posted.status_code == 201 and posted.json()["amount"] == cents, posted.text
+        assert (await client.get(posted.headers["Location"])).json() == posted.json()
+        assert (await client.post("/v1/interactions", json=body, headers={"Idempotency-Key": key})).content == posted.content
+    by_email = await client.post(
+        "/v1/interactions",
+        json={
+            "customer_email": "cents@example.com",
+            "type": "purchase",
+            "amount": 5.1,
+            "currency": "EUR",
+            "metadata": {"n": [1]},
+        },
+    )
+    assert by_email.status_code == 201 and by_email.json()["amount"] == "5.10", by_email.text
+    assert (await client.get(by_email.headers["Location"])).json() == by_email.json()
+    assert [e["data"]["amount"] for e in await events("interaction.recorded")] == [
+        "100.00",
+        "19.90",
+        "7.00",
+        "0.50",
+        "0.00",
+        "5.10",
+    ]
 
 
 async def test_interaction_list_filters_by_customer_type_and_time_window(client: httpx.AsyncClient, make: Any) -> None:
@@ -131,6 +187,93 @@ async def test_an_interaction_time_must_be_one_both_services_apply(client: httpx
         assert error["loc"] == ["body", "occurred_at"] and "before 9000-01-01T00:00:00Z" in error["msg"], error
     last = await client.post("/v1/interactions", json={"customer_id": cid, "type": "call", "occurred_at": "8999-12-31T23:59:59Z"})
     assert last.status_code == 201 and last.json()["occurred_at"] == "8999-12-31T23:59:59Z", last.text
+
+
+# --- an erase or a merge meanwhile ----------------------------------------------------------
+# The customer is read as live while an erase or a merge holds its row: the insert used to wait on
+# that lock and go in once it was let go, after the erase (summary kept, the old email announced
+# after `customer.erased`) or on the duplicate for good. Each answers what it answers once the
+# erase or merge is done.
+
+
+async def test_an_interaction_posted_while_its_customer_is_erased_is_refused_as_erased(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any, events: Any
+) -> None:
+    for headers in ({}, {"Idempotency-Key": "erase-race"}):
+        customer = await make.customer()
+        body = {"customer_id": customer["id"], "type": "call", "summary": "Private words", "metadata": {"note": "x"}}
+        post = functools.partial(client.post, "/v1/interactions", json=body, headers=headers)
+        answer = await sent_during(crm_app, erase(crm_app, customer["id"]), post)
+        assert answer.status_code == 422 and answer.json()["errors"][0]["msg"] == "erased", answer.text
+        assert (await client.get("/v1/interactions", params={"customer_id": customer["id"]})).json()["items"] == []
+        assert (await post()).status_code == 422  # what the same request answers afterwards
+    assert await events("interaction.recorded") == []
+
+
+async def test_an_interaction_posted_by_email_while_its_customer_is_erased_makes_a_new_lead(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any, events: Any
+) -> None:
+    customer = await make.customer()
+    body = {"customer_email": customer["email"], "type": "call", "summary": "Private words"}
+    answer = await sent_during(crm_app, erase(crm_app, customer["id"]), lambda: client.post("/v1/interactions", json=body))
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["customer_id"] != customer["id"]
+    assert (await client.get("/v1/interactions", params={"customer_id": customer["id"]})).json()["items"] == []
+    assert (await client.post("/v1/interactions", json=body)).json()["customer_id"] == answer.json()["customer_id"]
+    assert {e["subject"] for e in await events("interaction.recorded")} == {answer.json()["customer_id"]}
+
+
+async def test_an_interaction_posted_while_its_customer_is_merged_lands_on_the_survivor(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any, events: Any
+) -> None:
+    survivor, duplicate = await make.customer(), await make.customer()
+    body = {"customer_id": duplicate["id"], "type": "call", "summary": "Hello"}
+    post = functools.partial(client.post, "/v1/interactions", json=body, headers={"Idempotency-Key": "merge-race"})
+    answer = await sent_during(crm_app, merge(crm_app, survivor["id"], duplicate["id"]), post)
+    assert answer.status_code == 201 and answer.json()["customer_id"] == survivor["id"], answer.text
+    assert (await client.get(answer.headers["Location"])).json() == answer.json()
+    assert (await post()).content == answer.content
+    assert (await client.get("/v1/interactions", params={"customer_id": duplicate["id"]})).json()["items"] == []
+    [recorded] = await events("interaction.recorded")
+    assert recorded["subject"] == survivor["id"] and recorded["data"]["customer_email"] == survivor["email"]
+
+
+async def test_an_interaction_posted_by_email_while_its_customer_is_merged_never_lands_on_the_duplicate(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any
+) -> None:
+    survivor, duplicate = await make.customer(), await make.customer()
+    body = {"customer_email": duplicate["email"], "type": "call"}
+    change = merge(crm_app, survivor["id"], duplicate["id"])
+    answer = await sent_during(crm_app, change, lambda: client.post("/v1/interactions", json=body))
+    assert answer.status_code == 201, answer.text
+    assert (await client.get("/v1/interactions", params={"customer_id": duplicate["id"]})).json()["items"] == []
+    # Where the same request goes now the merge is done (the duplicate gave its address up).
+    assert (await client.post("/v1/interactions", json=body)).json()["customer_id"] == answer.json()["customer_id"]
+
+
+async def test_an_interaction_post_by_id_sends_two_statements(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The customer read, then one statement for the rows (and the key's answer): the check that
+    the customer is still live at the insert rides in that statement."""
+    customer = await make.customer()
+    await make.interaction(customer_id=customer["id"])  # the key's lookup cached, statements prepared
+    pool = crm_app.state.pg_pool
+    sent: list[str] = []
+    execute_with_args = asyncpg.Connection._execute
+
+    async def counted(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        if any(holder._con is self for holder in pool._holders):
+            sent.append(query)
+        return await execute_with_args(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "_execute", counted)
+    for headers in ({}, {"Idempotency-Key": "two-statements"}):
+        sent.clear()
+        r = await client.post("/v1/interactions", json={"customer_id": customer["id"], "type": "call"}, headers=headers)
+        assert r.status_code == 201, r.text
+        assert len(sent) == 2, sent
+        assert sent[0].lstrip().upper().startswith("SELECT") and "INSERT INTO interactions" in sent[1], sent
 
 
 # --- the consumer on the real broker -------------------------------------------------------

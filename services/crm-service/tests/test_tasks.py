@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from typing import Any
 
 import httpx
+import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from crm.tasks import service
 from crm.tasks.models import Task
 from cxkit.testing import bearer
+
+from .customer_races import erase, merge, sent_during
 
 
 async def test_owner_defaults_to_the_customers_owner_and_a_deal_implies_its_customer(
@@ -115,3 +121,68 @@ async def test_deleting_a_task(client: httpx.AsyncClient, make: Any) -> None:
     assert (await client.delete(f"/v1/tasks/{task['id']}", headers={"If-Match": '"9"'})).status_code == 412
     assert (await client.delete(f"/v1/tasks/{task['id']}")).status_code == 204
     assert (await client.get(f"/v1/tasks/{task['id']}")).status_code == 404
+
+
+# --- an erase, a merge or a deal deletion meanwhile ------------------------------------------
+
+
+async def test_a_task_created_while_its_customer_is_erased_is_refused_as_erased(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any
+) -> None:
+    """The customer was read as live while the erase held its row: the task went in once the
+    erase was done, on an erased customer. Now it answers what it answers afterwards."""
+    customer = await make.customer()
+    post = functools.partial(client.post, "/v1/tasks", json={"customer_id": customer["id"], "title": "Call back"})
+    answer = await sent_during(crm_app, erase(crm_app, customer["id"]), post)
+    assert answer.status_code == 422 and answer.json()["errors"][0]["msg"] == "erased", answer.text
+    assert (await client.get("/v1/tasks", params={"customer_id": customer["id"]})).json()["items"] == []
+    assert (await post()).status_code == 422
+
+
+async def test_a_task_created_while_its_customer_is_merged_lands_on_the_survivor(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any
+) -> None:
+    survivor, duplicate = await make.customer(owner="kim"), await make.customer(owner="sam")
+    post = functools.partial(client.post, "/v1/tasks", json={"customer_id": duplicate["id"], "title": "Call back"})
+    answer = await sent_during(crm_app, merge(crm_app, survivor["id"], duplicate["id"]), post)
+    assert answer.status_code == 201, answer.text
+    assert (answer.json()["customer_id"], answer.json()["owner"]) == (survivor["id"], "kim")
+    assert (await client.get("/v1/tasks", params={"customer_id": duplicate["id"]})).json()["items"] == []
+    assert (await post()).json()["customer_id"] == survivor["id"]  # what the same request gives afterwards
+
+
+async def _deal_deleted_once_checked(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deal a task names is deleted (by a DELETE of its own, committed) just after the task
+    write found it: the window between the check and the write, opened wide."""
+    found = service._deal
+
+    async def then_deleted(session: Any, deal_id: uuid.UUID) -> Any:
+        deal = await found(session, deal_id)
+        assert (await client.delete(f"/v1/deals/{deal_id}")).status_code == 204
+        return deal
+
+    monkeypatch.setattr(service, "_deal", then_deleted)
+
+
+async def test_a_task_for_a_deal_deleted_meanwhile_is_refused_as_a_missing_deal(
+    client: httpx.AsyncClient, make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was a 409 `a manual task for None already exists` (every integrity error was taken
+    for the follow-up rule) and, for a PATCH, a 500."""
+    customer = await make.customer()
+    task = await make.task(customer["id"])
+    created_deal, patched_deal = await make.deal(customer["id"]), await make.deal(customer["id"])
+    await _deal_deleted_once_checked(client, monkeypatch)
+    created = await client.post("/v1/tasks", json={"deal_id": created_deal["id"], "title": "Send contract"})
+    patched = await client.patch(f"/v1/tasks/{task['id']}", json={"deal_id": patched_deal["id"]})
+    monkeypatch.undo()
+    for answer, deal in ((created, created_deal), (patched, patched_deal)):
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"] == [
+            {"loc": ["body", "deal_id"], "msg": f"deal {deal['id']} does not exist", "type": "reference"}
+        ]
+    # What the same requests answer now the deals are gone.
+    assert (await client.post("/v1/tasks", json={"deal_id": created_deal["id"], "title": "t"})).json() == created.json()
+    assert (await client.patch(f"/v1/tasks/{task['id']}", json={"deal_id": patched_deal["id"]})).json() == patched.json()
+    assert [t["id"] for t in (await client.get("/v1/tasks")).json()["items"]] == [task["id"]]
+    assert (await client.get(f"/v1/tasks/{task['id']}")).json()["deal_id"] is None

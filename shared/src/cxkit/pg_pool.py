@@ -10,6 +10,7 @@ statement once per connection and caches it.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -309,17 +310,44 @@ class RowInsert:
         return self.table.name, tuple(self.values)
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A condition the rows of `insert_together` go in on, checked by the inserting statement
+    itself: `sql` is a SELECT (its parameters `$1`...`$k`, given in `args`) that answers a row
+    while the condition holds, typically locking the row the new ones reference (`FOR KEY
+    SHARE`, the lock their foreign key check takes anyway) with the state it was read in. A
+    change holding that row (`FOR UPDATE`) makes the statement wait, and under READ COMMITTED
+    the locked row is read again as committed and the condition checked on it: what was read
+    before the statement and changed meanwhile is seen, with no transaction round trips."""
+
+    sql: str
+    args: tuple[Any, ...]
+
+
+class GuardFailed(Exception):
+    """`insert_together`'s guard answered no row: nothing was inserted."""
+
+
 async def insert_together(
-    db: asyncpg.Pool | asyncpg.Connection, rows: Sequence[RowInsert], *, claim: RowInsert | None = None
+    db: asyncpg.Pool | asyncpg.Connection,
+    rows: Sequence[RowInsert],
+    *,
+    claim: RowInsert | None = None,
+    guard: Guard | None = None,
 ) -> bool:
     """Insert `rows` in ONE statement (a statement is atomic by itself: no BEGIN/COMMIT round
     trips). With `claim`, that row goes first with `ON CONFLICT DO NOTHING` and the others are
     inserted only if it was: returns whether it was (always True without a claim). A concurrent
-    statement claiming the same key waits until this one commits, then finds it taken."""
+    statement claiming the same key waits until this one commits, then finds it taken. With
+    `guard`, nothing goes in unless it holds when the statement runs (else `GuardFailed`)."""
     shapes = tuple(r.shape for r in rows)
-    sql = _together_sql(shapes, claim.shape if claim else None, _tables(rows, claim))
-    args = [v for r in ([claim] if claim else []) + list(rows) for v in r.values.values()]
-    return bool(await db.fetchval(sql, *args))
+    sql = _together_sql(shapes, claim.shape if claim else None, _tables(rows, claim), guard.sql if guard else None)
+    args = [*(guard.args if guard else ()), *(v for r in ([claim] if claim else []) + list(rows) for v in r.values.values())]
+    record = await db.fetchrow(sql, *args)
+    assert record is not None
+    if not record[0]:
+        raise GuardFailed
+    return bool(record[1])
 
 
 def _tables(rows: Sequence[RowInsert], claim: RowInsert | None) -> dict[str, Table]:
@@ -330,13 +358,17 @@ _SQL_CACHE: dict[tuple[Any, ...], str] = {}
 
 
 def _together_sql(
-    shapes: tuple[tuple[str, tuple[str, ...]], ...], claim: tuple[str, tuple[str, ...]] | None, tables: dict[str, Table]
+    shapes: tuple[tuple[str, tuple[str, ...]], ...],
+    claim: tuple[str, tuple[str, ...]] | None,
+    tables: dict[str, Table],
+    guard: str | None = None,
 ) -> str:
-    key = (shapes, claim)
+    key = (shapes, claim, guard)
     sql = _SQL_CACHE.get(key)
     if sql is not None:
         return sql
-    n = 0
+    n = _GUARD_PARAMETER.findall(guard or "")
+    n = max(map(int, n), default=0)
 
     def values(table: str, columns: tuple[str, ...]) -> str:
         nonlocal n
@@ -348,18 +380,25 @@ def _together_sql(
 
     parts = []
     gate = ""
+    if guard is not None:
+        parts.append(f"guard AS ({guard})")
+        gate = " WHERE EXISTS (SELECT 1 FROM guard)"
     if claim is not None:
         table, columns = claim
         parts.append(
-            f"claim AS (INSERT INTO {table} ({', '.join(columns)}) VALUES ({values(table, columns)}) "
+            f"claim AS (INSERT INTO {table} ({', '.join(columns)}) SELECT {values(table, columns)}{gate} "
             "ON CONFLICT DO NOTHING RETURNING 1)"
         )
         gate = " WHERE EXISTS (SELECT 1 FROM claim)"
     for i, (table, columns) in enumerate(shapes):
         parts.append(f"w{i} AS (INSERT INTO {table} ({', '.join(columns)}) SELECT {values(table, columns)}{gate})")
+    held = "EXISTS (SELECT 1 FROM guard)" if guard is not None else "true"
     result = "EXISTS (SELECT 1 FROM claim)" if claim is not None else "true"
-    sql = _SQL_CACHE[key] = f"WITH {', '.join(parts)} SELECT {result}"
+    sql = _SQL_CACHE[key] = f"WITH {', '.join(parts)} SELECT {held}, {result}"
     return sql
+
+
+_GUARD_PARAMETER = re.compile(r"\$(\d+)")
 
 
 def _array_type(table: Table, column: str) -> str:

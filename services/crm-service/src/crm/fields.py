@@ -27,15 +27,19 @@ from cxkit.http.params import id_path
 JSON_NUMBER_MIN, JSON_NUMBER_MAX = -(10**18), 10**18
 
 
-def _number_out_of_range(value: Any, depth: int = 0) -> bool:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return not JSON_NUMBER_MIN <= value <= JSON_NUMBER_MAX
-    if depth > 20:
-        return False
-    if isinstance(value, dict):
-        return any(_number_out_of_range(v, depth + 1) for v in value.values())
-    if isinstance(value, list):
-        return any(_number_out_of_range(v, depth + 1) for v in value)
+def _number_out_of_range(value: Any) -> bool:
+    """Whether a number anywhere in `value`, however deep, is outside the bounds (NaN and the
+    infinities are: orjson would write them as null). Walked with a list of its own, so no depth
+    is left unchecked and no depth the JSON parser lets through exhausts Python's stack."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, (int, float)) and not isinstance(item, bool) and not JSON_NUMBER_MIN <= item <= JSON_NUMBER_MAX:
+            return True
     return False
 
 
@@ -116,10 +120,21 @@ JsonValue = TypeAliasType("JsonValue", "bool | _Int64 | _Number | _Text | list[J
 FreeJSON = Annotated[dict[str, Any], AfterValidator(bounded_json), _DocumentedAs(_JsonObject)]
 # numeric(18, 2): at most 16 digits before the point and 2 after.
 MONEY_TEXT = r"^[0-9]{1,16}(\.[0-9]{1,2})?$"
+CENT = Decimal("0.01")
+
+
+def in_cents(value: Decimal) -> Decimal:
+    """An amount as its `numeric(18, 2)` column holds it: `100` and `19.9` are `100.00` and
+    `19.90` (exactly: at most two decimals were accepted), and `-0.0` is `0.00`. Done once, at
+    validation, so the answer to a write, its stored replay, its event and a later read agree."""
+    return abs(value).quantize(CENT)
+
+
 Money = Annotated[
     Decimal,
     BeforeValidator(decimal_text(MONEY_TEXT, "12500.00")),
     Field(ge=0, max_digits=18, decimal_places=2),
+    AfterValidator(in_cents),
     decimal_input_schema({"minimum": 0, "exclusiveMaximum": 1e16, "multipleOf": 0.01}, MONEY_TEXT, "12500.00"),
 ]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR.", examples=["EUR"])]

@@ -19,7 +19,7 @@ from cxkit.db import utcnow
 from cxkit.http.auth import Writer
 from cxkit.http.problems import ProblemError, Unprocessable
 from cxkit.http.responses import ReplayedResponse
-from cxkit.pg_pool import RowInsert, insert_together
+from cxkit.pg_pool import Guard, GuardFailed, RowInsert, insert_together
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 _KEPT_HEADERS = ("etag", "location", "content-type")
@@ -57,7 +57,11 @@ class Idempotency:
         return ReplayedResponse(content=row.response_body, status_code=row.status_code, headers=headers, media_type=media_type)
 
     async def write_rows(
-        self, pool: asyncpg.Pool, prepare: Callable[[asyncpg.Connection], Awaitable[tuple[R, list[RowInsert]]]]
+        self,
+        pool: asyncpg.Pool,
+        prepare: Callable[[asyncpg.Connection], Awaitable[tuple[R, list[RowInsert]]]],
+        *,
+        guard: Callable[[list[RowInsert]], Guard] | None = None,
     ) -> R:
         """`execute` for a hot write that only adds rows, on plain asyncpg (no ORM, no
         transaction round trips). `prepare` reads what it needs and returns the answer and the
@@ -65,24 +69,33 @@ class Idempotency:
         of them are written or, when the key was taken meanwhile, none. Same rules as
         `execute`: a retry gets the first answer, another body with the key is refused, two
         concurrent requests with one key write once. One connection serves it all: each
-        acquisition is a turn in the pool's line, so a second one would double the wait under load."""
+        acquisition is a turn in the pool's line, so a second one would double the wait under load.
+        `guard(rows)`: what `prepare` read that the rows rely on, checked by the same statement
+        (`cxkit.pg_pool.Guard`); when it no longer holds, nothing went in and `prepare` runs again
+        (it then answers as things are now)."""
+        keyed = bool(self.key) and self.model is not None
         async with pool.acquire() as conn:
-            try:
-                response, rows = await prepare(conn)
-            except ProblemError:
-                stored = await self._stored(conn) if self.key and self.model is not None else None
-                if stored is not None:  # a retry of a request that succeeded before keeps its answer
-                    return cast(R, self._replay(stored))
-                raise
-            if not self.key or self.model is None:
-                await insert_together(conn, rows)
-                return response
-            claim = self._claim(response)
-            while not await insert_together(conn, rows, claim=claim):
-                stored = await self._stored(conn)
-                if stored is not None:
-                    return cast(R, self._replay(stored))
-            return response
+            while True:
+                try:
+                    response, rows = await prepare(conn)
+                except ProblemError:
+                    stored = await self._stored(conn) if keyed else None
+                    if stored is not None:  # a retry of a request that succeeded before keeps its answer
+                        return cast(R, self._replay(stored))
+                    raise
+                condition = guard(rows) if guard is not None else None
+                try:
+                    if not keyed:
+                        await insert_together(conn, rows, guard=condition)
+                        return response
+                    claim = self._claim(response)
+                    while not await insert_together(conn, rows, claim=claim, guard=condition):
+                        stored = await self._stored(conn)
+                        if stored is not None:
+                            return cast(R, self._replay(stored))
+                    return response
+                except GuardFailed:
+                    continue  # changed since `prepare` read it: read again
 
     async def write_locked(
         self,

@@ -21,7 +21,7 @@ from cxkit import keyset
 from cxkit.db import insert_new
 from cxkit.http.data_export import Section
 from cxkit.http.pagination import PageParams
-from cxkit.pg_pool import CompiledQuery, UnnestInsert
+from cxkit.pg_pool import CompiledQuery, Guard, UnnestInsert
 from cxkit.repository import Repository
 
 # For a rare search term, the plans left: the trigram index (no walk of an index in the
@@ -157,6 +157,28 @@ class CustomerRepository(Repository[Customer]):
             # The locked read refreshes the row in the session: pending changes go out first.
             await self.session.flush()
         return await super().get(id, for_update=for_update)
+
+    async def lock_for_reference(self, id: uuid.UUID) -> None:
+        """Read the customer a new row of this transaction is about to reference (a task), and
+        its survivor if it was merged, each locked `FOR KEY SHARE` until the transaction ends
+        and refreshed in the session, so `get` then answers them with no query. That lock is
+        the one the new row's foreign key check takes anyway; an erase or a merge locks the row
+        `FOR UPDATE`, so it either committed first and is read as done (READ COMMITTED reads the
+        row again once the lock is granted), or waits for this transaction and then finds the
+        new row to erase or move. As many reads as an unlocked reference costs: one, or two."""
+        await self.session.flush()  # the locked reads refresh rows in the session: pending changes go out first
+        while True:
+            customer = await self._lock_key(id)
+            if customer is None or customer.merged_into_id is None:
+                return
+            survivor = await self._lock_key(customer.merged_into_id)
+            if survivor is None or survivor.merged_into_id is None:
+                return
+            # The survivor was merged meanwhile: the duplicate now points past it (merges are one hop).
+
+    async def _lock_key(self, id: uuid.UUID) -> Customer | None:
+        stmt = select(Customer).filter_by(id=id).with_for_update(key_share=True).execution_options(populate_existing=True)
+        return await self.session.scalar(stmt)
 
     async def get_by_email(self, email: str) -> Customer | None:
         return await self.session.scalar(select(Customer).where(Customer.email_normalized == normalized_email(email)))
@@ -318,6 +340,19 @@ _REFERENCE = (
 async def read_reference(db: asyncpg.Pool | asyncpg.Connection, customer_id: uuid.UUID) -> asyncpg.Record | None:
     """A customer named by id with its survivor, if it was merged: one statement."""
     return await db.fetchrow(_REFERENCE, customer_id)
+
+
+_STILL_LIVE = "SELECT 1 FROM customers WHERE id = $1::uuid AND erased_at IS NULL AND merged_into_id IS NULL FOR KEY SHARE"
+
+
+def still_live(customer_id: uuid.UUID) -> Guard:
+    """The condition a row written for a customer read as live (`read_reference`: neither erased
+    nor merged) goes in on: still so when the inserting statement locks the customer. Read
+    outside any transaction, the customer may be being erased or merged meanwhile (its row held
+    `FOR UPDATE`); the insert's foreign key check would wait and then succeed, keeping what the
+    erasure removes, or leaving the row on the duplicate. Guarded, the insert waits, reads the
+    row as committed and inserts nothing; the caller reads the customer again."""
+    return Guard(_STILL_LIVE, (customer_id,))
 
 
 # The row locked, and the change's author noted (`note_author`) in the same round trip: the

@@ -40,14 +40,14 @@ router = GatedRouter(prefix="/interactions", tags=["interactions"], route_class=
     responses=problem_responses(401, 403, 422),
 )
 async def record_interaction(body: InteractionCreate, request: Request, idem: IdempotencyDep) -> ModelResponse[InteractionRead]:
-    pool = pool_of(request)
     if body.customer_id is not None:
         # The common case (a known customer): one read, then the rows in one statement.
         async def prepare(conn: asyncpg.Connection) -> tuple[ModelResponse[InteractionRead], list[RowInsert]]:
             row, rows = await service.plan_interaction_for_id(conn, body)
-            return json_response(_read(row), 201, headers={"Location": f"/v1/interactions/{row['id']}"}), rows
+            return _created(row), rows
 
-        response = await idem.write_rows(pool, prepare)
+        # Guarded: an erase or a merge of the customer meanwhile makes it read again.
+        response = await idem.write_rows(pool_of(request), prepare, guard=service.guarded)
         wake_relay()
         return response
 
@@ -56,10 +56,7 @@ async def record_interaction(body: InteractionCreate, request: Request, idem: Id
     async with request.app.state.session_factory() as session:
 
         async def operation() -> ModelResponse[InteractionRead]:
-            interaction = await service.record_interaction(session, body)
-            return json_response(
-                InteractionRead.model_validate(interaction), 201, headers={"Location": f"/v1/interactions/{interaction.id}"}
-            )
+            return _created(await service.record_interaction(session, body))
 
         return await idem.execute(session, operation)
 
@@ -149,3 +146,7 @@ async def get_interaction(interaction_id: InteractionIdPath, session: SessionDep
 
 def _read(row: dict[str, Any]) -> InteractionRead:
     return InteractionRead.model_validate({**row, "metadata_": row["metadata"]})
+
+
+def _created(row: dict[str, Any]) -> ModelResponse[InteractionRead]:
+    return json_response(_read(row), 201, headers={"Location": f"/v1/interactions/{row['id']}"})

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.customers import service as customers
-from crm.customers.repository import CustomerRepository
+from crm.customers.repository import CustomerRepository, still_live
 from crm.db import SOURCE, OutboxMessage
 from crm.interactions.models import Interaction
 from crm.interactions.repository import (
@@ -33,7 +34,7 @@ from cxkit.http.pagination import PageParams
 from cxkit.http.problems import NotFound
 from cxkit.kafka.consumer import Delivery, PermanentEventError, storable_json
 from cxkit.kafka.outbox import add_event, outbox_row
-from cxkit.pg_pool import CompiledQuery, RowInsert
+from cxkit.pg_pool import CompiledQuery, Guard, GuardFailed, RowInsert, insert_together
 
 HTTP_SOURCE = "api"
 # An event without `interaction_id` gets one derived from its own id, so a redelivery of
@@ -45,29 +46,39 @@ def interaction_id_for(payload: InteractionRecorded, event_source: str, event_id
     return payload.interaction_id or uuid.uuid5(_EVENT_NAMESPACE, f"{event_source}\n{event_id}")
 
 
-async def record_interaction(session: AsyncSession, data: InteractionCreate) -> Interaction:
-    """Resolve the customer (an unknown email makes a lead-stage one), store the row and
-    publish it on `cx.interactions.v1` through the outbox."""
-    if data.customer_id is not None:
-        customer = await customers.resolve_reference(session, data.customer_id)
-    else:
+async def record_interaction(session: AsyncSession, data: InteractionCreate) -> dict[str, Any]:
+    """Resolve the customer by `customer_email` (an unknown email makes a lead-stage one), store
+    the row and publish it on `cx.interactions.v1` through the outbox. Returns the row. The row
+    goes in only if the customer found is still live then (`still_live`: an erasure blanks the
+    email, a merge frees the duplicate's), else the email is looked up again."""
+    assert data.customer_email is not None
+    while True:
         customer, _ = await customers.find_or_create_by_email(session, str(data.customer_email), source=HTTP_SOURCE)
-    row = _new_row(customer.id, data)
-    interaction = Interaction(**{("metadata_" if k == "metadata" else k): v for k, v in row.items()})
-    repo = InteractionRepository(session)
-    repo.add(interaction)
-    await repo.flush()
+        row = _new_row(customer.id, data)
+        # JSON as text on the session's connection: its codec (SQLAlchemy's) takes it so.
+        stored = RowInsert(Interaction.__table__, {**row, "metadata": orjson.dumps(row["metadata"]).decode()})
+        try:
+            # On the session's connection, in its transaction (begun by the lookup).
+            await insert_together(await session_connection(session), [stored], guard=still_live(customer.id))
+        except GuardFailed:
+            continue  # erased or merged meanwhile
+        break
     add_event(
         session, OutboxMessage, "interaction.recorded", source=SOURCE, subject=customer.id, data=_recorded(row, customer.email)
     )
-    return interaction
+    return row
+
+
+def guarded(rows: list[RowInsert]) -> Guard:
+    """`Idempotency.write_rows`'s guard of `plan_interaction_for_id`'s rows: the customer they
+    were planned for is still live when they go in (`still_live`)."""
+    return still_live(rows[0].values["customer_id"])
 
 
 async def plan_interaction_for_id(conn: asyncpg.Connection, data: InteractionCreate) -> tuple[dict[str, Any], list[RowInsert]]:
-    """`record_interaction` for a body naming `customer_id` (the hot path), on plain asyncpg:
-    resolves the customer (one statement) and returns the new row and the rows to insert
-    together, the interaction and its outbox row (see `Idempotency.write_rows`). The caller
-    wakes the relay once they are in (`cxkit.kafka.outbox.wake_relay`)."""
+    """The new row for a body naming `customer_id` and the rows to insert together, the
+    interaction and its outbox row: resolves the customer in one statement (unknown or erased:
+    422; a merged duplicate: its survivor)."""
     assert data.customer_id is not None
     customer_id, email = await customers.resolve_reference_on(conn, data.customer_id)
     row = _new_row(customer_id, data)

@@ -13,6 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm.customers import service as customers
+from crm.customers.models import Customer
+from crm.customers.repository import CustomerRepository
 from crm.db import SOURCE, OutboxMessage
 from crm.deals.models import Deal
 from crm.deals.repository import DealRepository
@@ -37,16 +39,54 @@ def _body_error(field: str, msg: str) -> Unprocessable:
     return field_problem(["body", field], msg, "reference")
 
 
+def _missing_deal(deal_id: uuid.UUID | None) -> Unprocessable:
+    return _body_error("deal_id", f"deal {deal_id} does not exist")
+
+
 async def _deal(session: AsyncSession, deal_id: uuid.UUID) -> Deal:
     deal = await DealRepository(session).get(deal_id)
     if deal is None:
-        raise _body_error("deal_id", f"deal {deal_id} does not exist")
+        raise _missing_deal(deal_id)
     return deal
+
+
+# The rules a task write can break though its checks passed, by constraint name: its deal was
+# deleted since `_deal` found it, or a concurrent write made the one `followup` task first.
+_DEAL_REFERENCE = "fk_tasks_deal_id_deals"
+_ONE_PER_FOLLOWUP = "uq_tasks_followup_origin_ref"
+
+
+def _broken_rule(exc: IntegrityError) -> str | None:
+    """The name of the constraint a flush broke, as PostgreSQL reported it."""
+    return getattr(getattr(exc.orig, "driver_exception", None), "constraint_name", None)
+
+
+async def _flush_task(session: AsyncSession, task: Task) -> None:
+    """Write the task, answering a broken rule as its check answers."""
+    # Read now: a failed flush expires the task, and its attributes can no longer be loaded.
+    deal_id, origin, origin_ref = task.deal_id, task.origin, task.origin_ref
+    try:
+        await TaskRepository(session).flush()
+    except IntegrityError as exc:
+        rule = _broken_rule(exc)
+        if rule == _DEAL_REFERENCE:
+            raise _missing_deal(deal_id) from None
+        if rule == _ONE_PER_FOLLOWUP:
+            raise Conflict(f"a {origin} task for {origin_ref} already exists") from None
+        raise
+
+
+async def _live_customer(session: AsyncSession, customer_id: uuid.UUID) -> Customer:
+    """The customer a new task names (a merged duplicate's survivor), locked against an erase or
+    a merge until the task is written (`CustomerRepository.lock_for_reference`); refused as
+    `resolve_reference` refuses it."""
+    await CustomerRepository(session).lock_for_reference(customer_id)
+    return await customers.resolve_reference(session, customer_id)
 
 
 async def create_task(session: AsyncSession, data: TaskCreate) -> Task:
     deal = await _deal(session, data.deal_id) if data.deal_id is not None else None
-    customer = await customers.resolve_reference(session, data.customer_id or deal.customer_id)  # type: ignore[union-attr]
+    customer = await _live_customer(session, data.customer_id or deal.customer_id)  # type: ignore[union-attr]
     if deal is not None and deal.customer_id != customer.id:
         raise _body_error("deal_id", "the deal belongs to another customer")
     now = utcnow()
@@ -67,11 +107,7 @@ async def create_task(session: AsyncSession, data: TaskCreate) -> Task:
         updated_at=now,
     )
     TaskRepository(session).add(task)
-    try:
-        await TaskRepository(session).flush()
-    except IntegrityError:
-        # The only unique rule on tasks: one `followup` task per follow-up id.
-        raise Conflict(f"a {task.origin} task for {task.origin_ref} already exists") from None
+    await _flush_task(session, task)
     return task
 
 
@@ -126,7 +162,7 @@ async def update_task(
         return task
     task.version += 1
     task.updated_at = utcnow()
-    await TaskRepository(session).flush()
+    await _flush_task(session, task)
     if completed_now:
         assert task.completed_at is not None
         add_event(
