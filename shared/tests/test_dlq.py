@@ -3,6 +3,7 @@ the dev broker and PostgreSQL, with a real EventConsumer putting them there."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import tracemalloc
 import uuid
@@ -138,6 +139,66 @@ async def test_a_dead_letter_older_than_the_consumers_memory_is_never_sent_again
     assert (old.too_old, old.redrivable, old.summary()["too_old"]) == (True, False, True)
     assert (young.too_old, young.redrivable) == (False, True)
     with pytest.raises(ValueError, match="not applied yet"):
+        await redrive(settings, [old])
+
+
+async def test_a_dead_letter_of_an_event_older_than_the_consumers_memory_is_never_sent_again_however_recent_the_letter(
+    kit_settings: ServiceSettings, sessions: Sessions, consumer: tuple[EventConsumer, Flaky, str]
+) -> None:
+    """A new consumer group reads its topic from the beginning and dead-letters today an event
+    published 60 days ago: the letter is new, but the topic's other consumers forgot that
+    event's id long ago (PROCESSED_EVENTS_RETENTION_DAYS), so sent again it would be applied a
+    second time by them. The consumer keeps the original message's time in the letter
+    (`dlq.original_timestamp`, ms), and the age that counts is the older of it and the event's
+    own `time`; the letter's time only when it has neither (a letter from before the header)."""
+    from aiokafka import AIOKafkaProducer
+
+    running, _, topic = consumer
+    settings = kit_settings.model_copy(update={"processed_events_retention_days": 10})
+    now_ms = int(time.time() * 1000)
+    day_ms = 86_400_000
+    old_event, new_event = customer_event(uuid.uuid4(), 1, "reject"), customer_event(uuid.uuid4(), 1, "reject")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
+    await producer.start()
+    try:
+        # Its envelope says now (an event's `time` may be missing or wrong): only the message's time tells.
+        await producer.send_and_wait(topic, value=old_event, key=b"old", timestamp_ms=now_ms - 60 * day_ms)
+        await producer.send_and_wait(topic, value=new_event, key=b"new", timestamp_ms=now_ms - day_ms)
+        # Letters from before the header, written by hand: their event's `time` is all there is.
+        written = [("time 60 days ago", now_ms - 60 * day_ms), ("time 1 day ago", now_ms - day_ms)]
+        for name, at_ms in written:
+            event_time = dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC)
+            value = customer_event(uuid.uuid4(), 1, name, time=event_time)
+            headers = [("dlq.reason", b"rejected by handler: no"), ("dlq.consumer", running.name.encode())]
+            await producer.send_and_wait(dlq_topic(topic), value=value, key=name.encode(), headers=headers)
+        # A header that is no number is no time: the other two decide.
+        await producer.send_and_wait(
+            dlq_topic(topic),
+            value=customer_event(uuid.uuid4(), 1, "garbled"),
+            key=b"garbled",
+            headers=[
+                ("dlq.reason", b"rejected by handler: no"),
+                ("dlq.consumer", running.name.encode()),
+                ("dlq.original_timestamp", b"soon"),
+            ],
+        )
+    finally:
+        await producer.stop()
+
+    async def dead_lettered() -> bool:
+        return len(await read_topic(settings.kafka_bootstrap_servers, dlq_topic(topic), at_least=5)) >= 5
+
+    await wait_for(dead_lettered, timeout=30, interval=0.2)
+    found = {letter.key: letter for letter in await letters(settings, sessions, {running.name: [topic]})}
+    assert sorted(found) == [b"garbled", b"new", b"old", b"time 1 day ago", b"time 60 days ago"]
+    old = found[b"old"]
+    assert old.at > dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)  # dead-lettered just now...
+    assert (old.too_old, old.redrivable, old.summary()["too_old"]) == (True, False, True)  # ...of a message 60 days old
+    assert old.original_at == dt.datetime.fromtimestamp((now_ms - 60 * day_ms) / 1000, dt.UTC)
+    assert (found[b"new"].too_old, found[b"new"].redrivable) == (False, True)
+    assert (found[b"time 60 days ago"].too_old, found[b"time 1 day ago"].too_old) == (True, False)
+    assert (found[b"garbled"].original_at, found[b"garbled"].too_old) == (None, False)
+    with pytest.raises(ValueError, match="not too old"):
         await redrive(settings, [old])
 
 

@@ -5,7 +5,9 @@ round, by a running relay woken by the commit, or by two relays at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import logging
 import random
 import uuid
 from collections import Counter
@@ -15,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaTimeoutError, RequestTimedOutError
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, RequestTimedOutError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 from sqlalchemy import select, text
@@ -561,3 +563,129 @@ async def test_two_relays_on_one_outbox_take_turns_never_sending_a_row_twice_or_
         await fast.stop()
     assert sum(shares) == len(written) and all(shares)
     await assert_sent_once_in_order(relay_settings, sessions, topic, written)
+
+
+class TooLargeForTheTopic:
+    """A broker that refuses one key's messages for good, as a topic whose `max.message.bytes`
+    is below them does; in batches, the batch holding one fails as a whole, the good messages in
+    it too. Every other message goes through."""
+
+    def __init__(self, producer: AIOKafkaProducer, key: bytes) -> None:
+        self.key = key
+        self.real_send = producer.send
+        self.real_send_batch = producer.send_batch
+        self.real_create_batch = producer.create_batch
+        self.holding: set[int] = set()  # id() of the batches holding a refused message
+        producer.send = self.send  # type: ignore[method-assign]
+        producer.send_batch = self.send_batch  # type: ignore[method-assign]
+        producer.create_batch = self.create_batch  # type: ignore[method-assign]
+
+    @staticmethod
+    def refused() -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_exception(MessageSizeTooLargeError("the message is larger than the topic's max.message.bytes"))
+        future.add_done_callback(lambda f: f.exception())
+        return future
+
+    async def send(self, topic: str, **message: Any) -> asyncio.Future[Any]:
+        return self.refused() if message.get("key") == self.key else await self.real_send(topic, **message)
+
+    def create_batch(self) -> Any:
+        batch = self.real_create_batch()
+        append = batch.append
+
+        def noting(*, key: bytes | None, **record: Any) -> Any:
+            appended = append(key=key, **record)
+            if appended is not None and key == self.key:
+                self.holding.add(id(batch))
+            return appended
+
+        batch.append = noting
+        return batch
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        return self.refused() if id(batch) in self.holding else await self.real_send_batch(batch, topic, partition=partition)
+
+
+def _partition(customer: uuid.UUID) -> int:
+    return partition_for(str(customer).encode(), [0, 1, 2], [])  # the test topics have 3
+
+
+# README.md ("An outbox row that fails for good"): how an operator sets such a row aside.
+SET_ASIDE = (
+    "CREATE TABLE IF NOT EXISTS outbox_set_aside (LIKE outbox)",
+    "WITH moved AS (DELETE FROM outbox WHERE id = {id} AND sent_at IS NULL RETURNING *) "
+    "INSERT INTO outbox_set_aside SELECT * FROM moved",
+)
+
+
+async def test_a_row_that_fails_for_good_is_reported_once_and_in_the_metrics_and_can_be_set_aside(
+    sending: ServiceSettings, sessions: Sessions, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row the broker refuses for good (larger than its topic takes) heads every round and
+    fails it, holding back every row after it; its `attempts` counted each failure, read by no
+    one, and in batches the count went to the batch's first row (here a good row before it on
+    its partition), and the rows acknowledged on other partitions were sent again each round.
+    Now a first row that failed twice goes alone: the good one goes, the bad one is counted as
+    itself and nothing behind it is sent again. At STUCK_AFTER_ATTEMPTS the relay says so once,
+    as an error naming the row and the broker's reason, and `outbox_failed_row_attempts` shows
+    the count; set aside as the README says, the rest goes and the gauge is back to 0."""
+    from cxkit.kafka.outbox import STUCK_AFTER_ATTEMPTS
+    from cxkit.metrics import exposition
+    from cxkit.testing import metric_total
+
+    settings = sending.model_copy(update={"service_name": f"kit-stuck-{uuid.uuid4().hex[:6]}", "outbox_batch_size": 10})
+    huge = uuid.uuid4()
+    customers = (uuid.uuid4() for _ in iter(int, 1))
+    mate = next(c for c in customers if _partition(c) == _partition(huge))  # in the same batch, before it
+    elsewhere = [next(c for c in customers if _partition(c) != _partition(huge)) for _ in range(2)]
+    written = [(mate, 1), (huge, 1), *interleaved(elsewhere, versions=2)]
+    await write_events(sessions, topic, written)
+    relay = OutboxRelay(settings, sessions, Outbox, [topic])
+
+    def attempts_gauge() -> float:
+        return metric_total(exposition()[0].decode(), "outbox_failed_row_attempts", service=settings.service_name)
+
+    def reports() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "cxkit.kafka.outbox" and r.levelno >= logging.ERROR]
+
+    caplog.set_level(logging.WARNING, logger="cxkit.kafka.outbox")
+    rounds = 0
+    try:
+        TooLargeForTheTopic(await relay._ensure_producer(), str(huge).encode())
+        while not reports() and rounds < 40:
+            rounds += 1
+            with contextlib.suppress(MessageSizeTooLargeError):
+                await relay.relay_once()
+        rows = await outbox_rows(sessions)
+        bad = rows[1]
+        assert bad.attempts == STUCK_AFTER_ATTEMPTS and attempts_gauge() == STUCK_AFTER_ATTEMPTS
+        assert rows[0].sent_at is not None and rows[0].attempts <= 2  # the good one went, alone
+        assert [r.sent_at for r in rows[1:]] == [None] * (len(rows) - 1)  # the rest wait behind the bad one
+        [report] = reports()
+        said = report.getMessage() + repr(report.__dict__)
+        assert str(bad.id) in said and str(bad.event_id) in said and "max.message.bytes" in said, said
+
+        for more in range(1, 3):  # still failing: counted, not reported again
+            with pytest.raises(MessageSizeTooLargeError):
+                await relay.relay_once()
+            assert attempts_gauge() == STUCK_AFTER_ATTEMPTS + more
+        assert len(reports()) == 1
+        # The rows behind it went only in the rounds before a row was sent alone (two for the good
+        # row's count in batches, two for the bad one's), not in each of the dozen rounds.
+        copies = Counter(orjson.loads(r.value)["id"] for r in await read_topic(settings.kafka_bootstrap_servers, topic))
+        assert rounds + 2 >= 12 and max(copies[str(r.event_id)] for r in rows[2:]) <= 4, (rounds, copies)
+
+        async with sessions() as session, session.begin():
+            for statement in SET_ASIDE:
+                await session.execute(text(statement.format(id=bad.id)))
+        assert await drain(relay) == len(written) - 2
+        assert attempts_gauge() == 0
+        assert len(reports()) == 1
+    finally:
+        await relay.stop()
+        async with sessions() as session, session.begin():
+            await session.execute(text("DROP TABLE IF EXISTS outbox_set_aside"))
+    left = await outbox_rows(sessions)
+    assert [r.event_id for r in left] == [r.event_id for r in rows if r.id != bad.id]
+    assert all(r.sent_at is not None for r in left)

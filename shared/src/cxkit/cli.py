@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -93,6 +94,25 @@ def unreachable_broker(exc: BaseException) -> str | None:
     return str(exc) if isinstance(exc, KafkaConnectionError) else None
 
 
+def positive_finite(value: float | None) -> float | None:
+    """A typer callback: an option's number must be above 0 and finite (`nan` and `inf` pass
+    click's own range checks, then fail in date arithmetic with a traceback); a usage error
+    (exit code 2) otherwise."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a finite number above 0, not {value}")
+    return value
+
+
+def _hours_ago(hours: float | None) -> dt.datetime | None:
+    """The time `hours` ago; None for no bound (none given, or before any date there is)."""
+    if hours is None:
+        return None
+    try:
+        return utcnow() - dt.timedelta(hours=hours)
+    except OverflowError:
+        return None
+
+
 class _AdminCommands(TyperGroup):
     """A command that cannot reach its database or its broker ends with one line saying so and
     which setting names it (exit code 1), not with a traceback."""
@@ -139,7 +159,12 @@ def build_cli(
         @app.command("outbox-requeue")
         def outbox_requeue(
             since_hours: Annotated[
-                float | None, typer.Option(help="Only events written in the last N hours (default: all still kept).")
+                float | None,
+                typer.Option(
+                    callback=positive_finite,
+                    help="Only events sent in the last N hours, however long ago they were written: the hours the broker "
+                    "lost (default: all still kept, OUTBOX_RETENTION_HOURS).",
+                ),
             ] = None,
         ) -> None:
             """Send already-sent events again: after the broker lost messages (a restored cluster,
@@ -150,8 +175,12 @@ def build_cli(
                 try:
                     async with make_session_factory(engine)() as session:
                         stmt = update(outbox_model).where(outbox_model.sent_at.is_not(None)).values(sent_at=None)
-                        if since_hours is not None:
-                            stmt = stmt.where(outbox_model.created_at >= utcnow() - dt.timedelta(hours=since_hours))
+                        since = _hours_ago(since_hours)
+                        if since is not None:
+                            # By when it was sent (what a broker's loss follows, and what the
+                            # retention deletes by), not when it was written: a backlog written
+                            # before an outage and sent after it is in the hours lost.
+                            stmt = stmt.where(outbox_model.sent_at >= since)
                         count = (await session.execute(stmt)).rowcount
                         await session.commit()
                         return int(count or 0)
@@ -217,7 +246,10 @@ def build_cli(
         scopes: Annotated[str, typer.Option(help="Comma-separated: read,write,admin.")] = "read",
         key: Annotated[str | None, typer.Option(help="Store this exact key (dev set-ups); a new random one otherwise.")] = None,
         expires_in_days: Annotated[
-            float | None, typer.Option(min=0.001, help="Refuse the key after this many days (default: until revoked).")
+            float | None,
+            typer.Option(
+                min=0.001, callback=positive_finite, help="Refuse the key after this many days (default: until revoked)."
+            ),
         ] = None,
     ) -> None:
         """Create an API key and print it once (only its hash is stored). With `--key`, a key
@@ -500,8 +532,8 @@ def _add_dlq_commands(
         console.print(
             f"{tally['found']} dead letter(s): {len(once)} event(s) to send again, {tally['applied']} applied since, {left} "
             f"left (no event to send: malformed, or a repeat of one sent), {tally['too_old']} too old to send again safely "
-            f"(dead-lettered over {settings.processed_events_retention_days - 1} days ago: PROCESSED_EVENTS_RETENTION_DAYS "
-            "less a day)"
+            f"(their event is over {settings.processed_events_retention_days - 1} days old, by when it was first published "
+            "or its `time`, however recently it was dead-lettered: PROCESSED_EVENTS_RETENTION_DAYS less a day)"
         )
         if dry_run or not once:
             return

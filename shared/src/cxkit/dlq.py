@@ -8,8 +8,11 @@ that consumer's processed-events table holds its event id: sent again, or the sa
 delivered anew, and applied. Sending again is safe: every consumer of the topic skips an event
 id it applied already (the other services' consumers included), so only the consumer that
 failed applies it. A message that is no event at all (`malformed`: not JSON, not a CloudEvent)
-has no id to skip by, and is never sent again; nor is a letter older than the consumers'
-memory of applied events (PROCESSED_EVENTS_RETENTION_DAYS less a day: `too_old`)."""
+has no id to skip by, and is never sent again; nor is the letter of an event older than the
+consumers' memory of applied events (PROCESSED_EVENTS_RETENTION_DAYS less a day: `too_old`).
+An event's age is the older of its message's time (`dlq.original_timestamp`) and its own
+`time`, not the letter's: a new consumer group reading its topic from the start dead-letters
+today events the topic's other consumers applied, and forgot, long ago."""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cxkit.db import utcnow
 from cxkit.events.registry import dlq_topic
 from cxkit.kafka.client import make_producer
-from cxkit.kafka.consumer import dlq_reason_kind
+from cxkit.kafka.consumer import ORIGINAL_TIMESTAMP, dlq_reason_kind
 from cxkit.replay import at_end, from_the_start
 from cxkit.settings import ServiceSettings
 
@@ -58,15 +61,26 @@ class DeadLetter:
     headers: tuple[tuple[str, bytes], ...]
     event_id: str | None
     event_type: str | None
+    original_at: dt.datetime | None = None  # when the original was published (`dlq.original_timestamp`)
+    event_time: dt.datetime | None = None  # the event's own `time`, when it has one
     applied: bool = False  # the consumer has applied its event since
-    # Dead-lettered longer ago than the consumers remember the events they applied
-    # (PROCESSED_EVENTS_RETENTION_DAYS less a day): whether it was applied since is unknown, and
-    # sending it again could make the other consumers of its topic apply it a second time.
+    # Its event is older than the consumers remember the events they applied
+    # (PROCESSED_EVENTS_RETENTION_DAYS less a day; see `born`): whether it was applied since is
+    # unknown, and sending it again could make the other consumers of its topic apply it a
+    # second time.
     too_old: bool = False
 
     @property
     def reason_kind(self) -> str:
         return dlq_reason_kind(self.reason)
+
+    @property
+    def born(self) -> dt.datetime:
+        """How old its event is taken to be: the oldest of the original message's time, the
+        event's `time` and the letter's own (the only one a letter from before
+        `dlq.original_timestamp` may have). The topic's other consumers may have applied the
+        event as soon as it was published, however late this consumer dead-lettered it."""
+        return min(t for t in (self.at, self.original_at, self.event_time) if t is not None)
 
     @property
     def place(self) -> str:
@@ -108,16 +122,40 @@ def _int(value: bytes | None) -> int | None:
         return None
 
 
-def _event_of(value: bytes | None) -> tuple[str | None, str | None]:
-    """The event's id and type, when the message is a JSON object holding them (as text)."""
+def _time_of_ms(value: bytes | None) -> dt.datetime | None:
+    """A Kafka timestamp (ms since the epoch, as text); None if it is none."""
+    ms = _int(value)
+    try:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.UTC) if ms is not None and ms >= 0 else None
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _time_of_text(value: object) -> dt.datetime | None:
+    """A CloudEvent `time` (RFC 3339 text), UTC if it names no offset; None if it is none."""
+    if not isinstance(value, str):
+        return None
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+
+
+def _event_of(value: bytes | None) -> tuple[str | None, str | None, dt.datetime | None]:
+    """The event's id, type and time, when the message is a JSON object holding them (as text)."""
     try:
         doc = orjson.loads(value) if value is not None else None
     except orjson.JSONDecodeError:
-        return None, None
+        return None, None, None
     if not isinstance(doc, dict):
-        return None, None
+        return None, None, None
     event_id, event_type = doc.get("id"), doc.get("type")
-    return (event_id if isinstance(event_id, str) and event_id else None), (event_type if isinstance(event_type, str) else None)
+    return (
+        (event_id if isinstance(event_id, str) and event_id else None),
+        (event_type if isinstance(event_type, str) else None),
+        _time_of_text(doc.get("time")),
+    )
 
 
 def dead_letter(record: ConsumerRecord[bytes, bytes]) -> DeadLetter | None:
@@ -131,7 +169,7 @@ def dead_letter(record: ConsumerRecord[bytes, bytes]) -> DeadLetter | None:
             kept.append((name, value))
     if "dlq.consumer" not in dlq:
         return None
-    event_id, event_type = _event_of(record.value)
+    event_id, event_type, event_time = _event_of(record.value)
     return DeadLetter(
         dlq_topic=record.topic,
         partition=record.partition,
@@ -147,6 +185,8 @@ def dead_letter(record: ConsumerRecord[bytes, bytes]) -> DeadLetter | None:
         headers=tuple(kept),
         event_id=event_id,
         event_type=event_type,
+        original_at=_time_of_ms(dlq.get(ORIGINAL_TIMESTAMP)),
+        event_time=event_time,
     )
 
 
@@ -178,7 +218,7 @@ async def read_dead_letters(
                     yield dataclasses.replace(
                         letter,
                         applied=(letter.consumer, letter.event_id) in applied,
-                        too_old=letter.at < remembered_since,
+                        too_old=letter.born < remembered_since,
                     )
             elif not batches and await at_end(reader, partitions):
                 return

@@ -23,8 +23,8 @@ class ServiceSettings(BaseSettings):
             "`make run` points it at its embedded server unless set."
         ),
     )
-    db_pool_size: int = Field(10, description="Connections kept open per process.")
-    db_max_overflow: int = Field(10, description="Extra connections allowed under bursts.")
+    db_pool_size: int = Field(10, ge=1, description="Connections kept open per process.")
+    db_max_overflow: int = Field(10, ge=0, description="Extra connections allowed under bursts.")
     api_key_cache_seconds: float = Field(
         5.0,
         ge=0,
@@ -67,8 +67,8 @@ class ServiceSettings(BaseSettings):
         True, description="Idempotent producer: on for Apache Kafka, off for the dev broker (Tansu)."
     )
     kafka_client_id: str | None = Field(None, description="Kafka client id (defaults to the service name).")
-    kafka_topic_partitions: int = Field(3, description="Partitions for topics this service creates.")
-    kafka_topic_replication: int = Field(1, description="Replication factor for topics this service creates.")
+    kafka_topic_partitions: int = Field(3, ge=1, description="Partitions for topics this service creates.")
+    kafka_topic_replication: int = Field(1, ge=1, description="Replication factor for topics this service creates.")
     kafka_producer_batch_bytes: int = Field(
         256 * 1024,
         ge=1024,
@@ -80,10 +80,15 @@ class ServiceSettings(BaseSettings):
     )
     run_relay: bool = Field(True, description="Run the outbox relay inside the web process.")
     run_consumers: bool = Field(True, description="Run the event consumers inside the web process.")
-    outbox_poll_interval_ms: int = Field(200, description="Relay poll interval when no write woke it.")
-    outbox_batch_size: int = Field(500, description="Outbox rows sent per relay round.")
-    outbox_retention_hours: int = Field(24, description="Sent outbox rows are deleted after this many hours.")
-    idempotency_ttl_hours: int = Field(24, description="How long a write's `Idempotency-Key` answer is kept and replayed.")
+    outbox_poll_interval_ms: int = Field(200, gt=0, description="Relay poll interval when no write woke it.")
+    outbox_batch_size: int = Field(500, ge=1, description="Outbox rows sent per relay round.")
+    outbox_retention_hours: int = Field(
+        24,
+        ge=0,
+        description="Sent outbox rows are deleted after this many hours, counted from when they were sent (0: at the "
+        "next housekeeping round, every 10 minutes); `outbox-requeue` can send again only what is still kept.",
+    )
+    idempotency_ttl_hours: int = Field(24, ge=1, description="How long a write's `Idempotency-Key` answer is kept and replayed.")
     processed_events_retention_days: int = Field(
         35,
         ge=2,
@@ -118,7 +123,7 @@ class ServiceSettings(BaseSettings):
         "(Tansu) holds each join of a group for half of it, so every consumer start waited 5 s: `make run`, the tests "
         "and `make bench` set 3,000 there (`cxkit.dev_broker.DEV_BROKER_SETTINGS`).",
     )
-    consumer_max_records: int = Field(1000, description="Messages fetched per consumer poll (one DB transaction).")
+    consumer_max_records: int = Field(1000, ge=1, description="Messages fetched per consumer poll (one DB transaction).")
     consumer_fetch_max_bytes: int = Field(
         2 * 1024 * 1024,
         ge=1024,

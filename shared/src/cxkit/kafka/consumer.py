@@ -520,6 +520,10 @@ class EventConsumer:
             ("dlq.original_offset", str(record.offset).encode()),
             ("dlq.consumer", self.name.encode()),
         ]
+        if record.timestamp is not None and record.timestamp >= 0:  # -1: a message written without one
+            # When the original was published (ms): `dlq redrive` judges by it whether the topic's
+            # other consumers may have forgotten the event, not by when this consumer got to it.
+            letter.append((ORIGINAL_TIMESTAMP, str(record.timestamp).encode()))
         key, value, headers = dead_letter_message(record, letter)
         try:
             await self._producer.send_and_wait(dlq_topic(record.topic), value=value, key=key, headers=headers)
@@ -549,6 +553,8 @@ KAFKA_MAX_INT32 = 2**31 - 1  # no size Kafka's protocol can state is larger
 # its first bytes) or `all` (no value, key or original headers); `dlq.original_value_bytes` before it.
 TRUNCATED = "dlq.truncated"
 ORIGINAL_VALUE_BYTES = "dlq.original_value_bytes"
+# The original message's own timestamp (ms since the epoch, as Kafka gives it), when it had one.
+ORIGINAL_TIMESTAMP = "dlq.original_timestamp"
 
 Headers = list[tuple[str, bytes]]
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
+from prometheus_client import Gauge
 from pydantic import BaseModel
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,6 +33,25 @@ from cxkit.pg_pool import UnnestInsert
 from cxkit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+# A row whose sending has failed this many times is reported (once, as an error): it is likely to
+# fail for good (larger than its topic's `max.message.bytes`, a topic that refuses it), and every
+# round stops at it, so the rows after it wait (README: "An outbox row that fails for good").
+STUCK_AFTER_ATTEMPTS = 10
+# A round whose first row has failed this many times sends that row alone. In a batch, a message
+# the broker refuses fails its whole partition's batch, and the round is counted against the
+# batch's first row, maybe a good one; alone, a good row goes, and a bad one is counted as itself.
+# Nor are the rows behind a row that keeps failing sent again every round (not being marked).
+ALONE_AFTER_ATTEMPTS = 2
+
+# Set by the relay alone, so kept beside it (the other outbox metrics are in cxkit.metrics).
+OUTBOX_FAILED_ROW_ATTEMPTS = Gauge(
+    "outbox_failed_row_attempts",
+    "Failed send attempts of the outbox row the last relay round stopped at (0 after a round that sent all it took); "
+    f"from {STUCK_AFTER_ATTEMPTS} on, that row is likely to fail for good and holds back the rows after it.",
+    ["service"],
+    multiprocess_mode="mostrecent",
+)
 
 # Set after any commit that wrote an outbox row, so the relay sends at once instead of
 # waiting for its next poll (this keeps write-to-visible latency low).
@@ -224,7 +244,12 @@ class OutboxRelay:
 
     It keeps `outbox_backlog` and `outbox_oldest_unsent_age_seconds` current without a query of
     their own per round: a round that empties the outbox sets both to 0, and they are counted
-    (one indexed statement) at most every `backlog_interval_s` while rows wait or rounds fail."""
+    (one indexed statement) at most every `backlog_interval_s` while rows wait or rounds fail.
+    `outbox_failed_row_attempts` is the `attempts` of the row the last round stopped at (0 after
+    a round that stopped at none), and a row reaching STUCK_AFTER_ATTEMPTS is logged as an error,
+    once: rounds always begin with the lowest unsent ids, so a row that fails for good stops every
+    one of them, and the rows after it wait. From ALONE_AFTER_ATTEMPTS on, a round's first row
+    goes alone, so that the count is the failing row's own and nothing behind it goes again."""
 
     backlog_interval_s = 5.0
 
@@ -242,7 +267,7 @@ class OutboxRelay:
         self.model = outbox_model
         self._table = outbox_model.__tablename__
         self._select_unsent = (
-            f"SELECT id, event_id, event_type, topic, key, value, headers FROM {self._table} WHERE sent_at IS NULL "
+            f"SELECT id, event_id, event_type, topic, key, value, headers, attempts FROM {self._table} WHERE sent_at IS NULL "
             "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
         )
         self.topics = topics
@@ -251,7 +276,9 @@ class OutboxRelay:
         self.connected = False
         self._backlog = OUTBOX_BACKLOG.labels(settings.service_name)
         self._oldest_age = OUTBOX_OLDEST_AGE.labels(settings.service_name)
+        self._failed_row_attempts = OUTBOX_FAILED_ROW_ATTEMPTS.labels(settings.service_name)
         self._backlog_measured = -float("inf")  # time.monotonic() of the last count
+        self._sent_alone = False  # the last round sent a row that had failed before alone
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -293,7 +320,12 @@ class OutboxRelay:
             if not rows:
                 await conn.execute("COMMIT")
                 self._set_backlog(0, None)
+                self._failed_row_attempts.set(0)
                 return 0
+            claimed = len(rows)
+            self._sent_alone = rows[0]["attempts"] >= ALONE_AFTER_ATTEMPTS and claimed > 1
+            if self._sent_alone:
+                rows = rows[:1]
             acked, failure = await self._send(producer, rows)
             finish: list[str] = []
             if acked:
@@ -305,9 +337,10 @@ class OutboxRelay:
                     f"UPDATE {self._table} SET sent_at = clock_timestamp() "
                     f"WHERE id = ANY('{{{','.join(str(i) for i in acked)}}}'::bigint[])"
                 )
+            attempts = 0
             if failure is not None:
-                await conn.execute(
-                    f"UPDATE {self._table} SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                attempts = await conn.fetchval(
+                    f"UPDATE {self._table} SET attempts = attempts + 1, last_error = $2 WHERE id = $1 RETURNING attempts",
                     rows[len(acked)]["id"],
                     str(failure)[:2000],
                 )
@@ -315,13 +348,32 @@ class OutboxRelay:
             await conn.execute("; ".join(finish))
         if self.on_sent is not None:
             self.on_sent.committed()
+        self._failed_row_attempts.set(attempts)
         if failure is not None:
+            if attempts == STUCK_AFTER_ATTEMPTS:  # once per row: its count passes this number once
+                self._report_stuck(rows[len(acked)], attempts, failure)
             raise failure
-        if len(rows) < self.settings.outbox_batch_size:
+        if claimed < self.settings.outbox_batch_size and not self._sent_alone:
             self._set_backlog(0, None)  # all it found is sent (rows committed since wait for the next round)
         else:
             await self.measure_backlog()
         return len(acked)
+
+    def _report_stuck(self, row: Any, attempts: int, failure: BaseException) -> None:
+        log.error(
+            "outbox row failed %d times and every relay round stops at it: the rows after it wait. Fix the cause "
+            "(e.g. the topic's max.message.bytes) or set the row aside (README: An outbox row that fails for good)",
+            attempts,
+            extra={
+                "outbox_table": self._table,
+                "outbox_id": row["id"],
+                "event_id": str(row["event_id"]),
+                "event_type": row["event_type"],
+                "topic": row["topic"],
+                "attempts": attempts,
+                "error": str(failure)[:2000] or repr(failure),
+            },
+        )
 
     async def _send(self, producer: AIOKafkaProducer, rows: list[Any]) -> tuple[list[int], BaseException | None]:
         """Send the rows in order; the ids the broker acknowledged (a prefix of the rows) and
@@ -427,7 +479,7 @@ class OutboxRelay:
                 backoff = 0.2
                 if sent:
                     release_freed_memory()  # what the sent rounds freed (at most once a second)
-                if sent >= self.settings.outbox_batch_size:
+                if sent >= self.settings.outbox_batch_size or self._sent_alone:
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), poll)
