@@ -41,6 +41,14 @@ OUTBOX_OLDEST_AGE = Gauge(
     ["service"],
     multiprocess_mode="mostrecent",
 )
+OUTBOX_FAILED_ROW_ATTEMPTS = Gauge(
+    "outbox_failed_row_attempts",
+    "Failed send attempts of the outbox row the last relay round stopped at (0 after a round that sent all it took); "
+    "from 10 on (cxkit.kafka.outbox.STUCK_AFTER_ATTEMPTS), that row is likely to fail for good and holds back the rows "
+    "after it.",
+    ["service"],
+    multiprocess_mode="mostrecent",
+)
 OUTBOX_SENT = Counter("outbox_sent_total", "Outbox rows the broker acknowledged.", ["topic"])
 OUTBOX_RELAY_ERRORS = Counter("outbox_relay_errors_total", "Failed relay rounds, by what failed.", ["service", "kind"])
 EVENTS_HANDLED = Counter("events_handled_total", "Events applied by a consumer.", ["consumer", "type"])

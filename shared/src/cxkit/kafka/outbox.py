@@ -17,7 +17,6 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
-from prometheus_client import Gauge
 from pydantic import BaseModel
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,7 +27,7 @@ from cxkit.db import session_connection, utcnow
 from cxkit.events import encode_event, new_event, topic_for
 from cxkit.kafka.client import ensure_topics, failure_kind, make_producer, partition_for
 from cxkit.memory import release_freed_memory
-from cxkit.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_RELAY_ERRORS, OUTBOX_SENT
+from cxkit.metrics import OUTBOX_BACKLOG, OUTBOX_FAILED_ROW_ATTEMPTS, OUTBOX_OLDEST_AGE, OUTBOX_RELAY_ERRORS, OUTBOX_SENT
 from cxkit.pg_pool import UnnestInsert
 from cxkit.settings import ServiceSettings
 
@@ -43,15 +42,6 @@ STUCK_AFTER_ATTEMPTS = 10
 # batch's first row, maybe a good one; alone, a good row goes, and a bad one is counted as itself.
 # Nor are the rows behind a row that keeps failing sent again every round (not being marked).
 ALONE_AFTER_ATTEMPTS = 2
-
-# Set by the relay alone, so kept beside it (the other outbox metrics are in cxkit.metrics).
-OUTBOX_FAILED_ROW_ATTEMPTS = Gauge(
-    "outbox_failed_row_attempts",
-    "Failed send attempts of the outbox row the last relay round stopped at (0 after a round that sent all it took); "
-    f"from {STUCK_AFTER_ATTEMPTS} on, that row is likely to fail for good and holds back the rows after it.",
-    ["service"],
-    multiprocess_mode="mostrecent",
-)
 
 # Set after any commit that wrote an outbox row, so the relay sends at once instead of
 # waiting for its next poll (this keeps write-to-visible latency low).
