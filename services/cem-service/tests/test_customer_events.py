@@ -12,13 +12,19 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
+from cem.consumers import crm_customers
 from cem.customer_data import customer_data
+from cem.customers.models import CustomerProfile
 from cem.db import OutboxMessage
 from cem.followups.models import Followup
 from cem.models import Base
+from cem.touchpoints.models import TouchpointInteraction
 from cxkit.events.payloads import (
+    CustomerCreated,
     CustomerErased,
     CustomerMerged,
     CustomerSnapshot,
@@ -152,6 +158,55 @@ async def test_a_chain_of_merges_points_at_the_last_survivor(client: httpx.Async
     assert r.status_code == 308 and r.json()["merged_into"] == str(third)
 
 
+@pytest.mark.parametrize("replaying", [False, True], ids=["live", "replay"])
+async def test_a_chain_of_merges_applied_out_of_order_points_at_the_last_survivor(
+    client: httpx.AsyncClient, make: Any, apply: Any, session_factory: Any, cem_app: FastAPI, replaying: bool
+) -> None:
+    """customer.merged is keyed by the survivor, so second->third may be applied before first->second:
+    the first still points at the third, with its rows, not at the second (a pointer itself)."""
+    first, second, third = [await make.customer() for _ in range(3)]
+    await apply(interaction(first), interaction(second))
+    handlers = crm_customers.projection_handlers(cem_app.state.customer_data) if replaying else None
+    for event in (merged(third, second), merged(second, first)):
+        if handlers is None:
+            await apply(event)
+        else:
+            async with session_factory() as session, session.begin():
+                await handlers["customer.merged"](session, [event])
+
+    async with session_factory() as session:
+        pointers = {r[0]: r[1] for r in (await session.execute(select(CustomerProfile.id, CustomerProfile.merged_into))).all()}
+    assert (pointers[first], pointers[second], pointers[third]) == (third, third, None)
+    assert await count(session_factory, TouchpointInteraction, TouchpointInteraction.customer_id == third) == 2
+    r = await client.get(f"/v1/customers/{first}/experience")
+    assert r.status_code == 308 and r.json()["merged_into"] == str(third)
+    assert len((await client.get(f"/v1/customers/{third}/experience")).json()["touchpoint_history"]) == 2
+
+
+async def test_a_merge_applied_before_the_duplicates_creation_takes_what_was_kept_under_its_address(
+    client: httpx.AsyncClient, make: Any, apply: Any, cem_database_url: str
+) -> None:
+    """The merge makes the duplicate a bare pointer; its customer.created, applied after, still
+    records its address and hands what was kept under it to the survivor, so that erasing the
+    survivor (and the duplicate, as the CRM does) leaves nothing of it."""
+    marker = uuid.uuid4().hex[:10]
+    survivor, duplicate = await make.customer(email=f"b-{marker}@example.com"), uuid.uuid4()
+    address = f"a-{marker}@example.com"
+    r = await client.post("/v1/feedback", json={"email": address.upper(), "channel": "email", "text": f"Before {marker}"})
+    assert r.status_code == 201 and r.json()["customer_id"] is None
+    await apply(interaction(customer_email=address, summary=f"Walked in {marker}"))
+
+    await apply(merged(survivor, duplicate, email=f"b-{marker}@example.com"))
+    await apply(delivery("customer.created", CustomerCreated(**snapshot(duplicate, email=address))))
+    view = (await client.get(f"/v1/customers/{survivor}/experience")).json()
+    assert view["summary"]["feedback"] == 1 and len(view["touchpoint_history"]) == 1
+    # The address left with the duplicate: what comes under it now is kept under it, as after any merge.
+    await client.post("/v1/feedback", json={"email": address, "channel": "email", "text": f"After {marker}"})
+
+    await apply(erased(survivor), erased(duplicate))
+    assert await personal_data_left(cem_database_url, marker) == []
+
+
 async def test_erasure_leaves_no_personal_data_and_keeps_the_anonymous_scores(
     client: httpx.AsyncClient, make: Any, apply: Any, cem_database_url: str, cem_settings: Any, session_factory: Any
 ) -> None:
@@ -216,6 +271,25 @@ async def test_erasure_leaves_no_personal_data_and_keeps_the_anonymous_scores(
     assert later.status_code == 201 and not later.json()["followup_requested"]
     assert await personal_data_left(cem_database_url, marker) == []
     assert (await client.get(f"/v1/customers/{customer}/experience")).json()["summary"]["responses"] == 2
+
+
+async def test_erasure_forgets_the_saved_answer_of_feedback_given_by_address_before_the_crm_announced_them(
+    client: httpx.AsyncClient, make: Any, apply: Any, cem_database_url: str
+) -> None:
+    """Such an answer names no customer, and the address in the case the client wrote it: it is
+    found by the id of the feedback, now the customer's."""
+    marker = uuid.uuid4().hex[:10]
+    email = f"erin-{marker}@example.com"
+    body = {"email": email.upper(), "channel": "email", "text": f"Before {marker}"}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = await client.post("/v1/feedback", headers=key, json=body)
+    assert first.status_code == 201 and first.json()["customer_id"] is None
+    customer = await make.customer(email=email)
+    await apply(erased(customer))
+
+    assert await personal_data_left(cem_database_url, marker) == []
+    again = await client.post("/v1/feedback", headers=key, json=body)
+    assert again.json()["id"] != first.json()["id"]  # the first answer is not replayed: it is gone
 
 
 async def personal_data_left(database_url: str, needle: str) -> list[str]:

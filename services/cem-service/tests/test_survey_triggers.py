@@ -362,3 +362,79 @@ async def test_an_interaction_a_replay_stored_first_still_invites_once_when_the_
     await apply(event)
     assert len(await rows(session_factory, Invitation)) == 1
     assert len(await rows(session_factory, Suppression)) == 0
+
+
+async def test_an_interaction_dated_far_ahead_triggers_as_if_it_happened_now_and_blocks_nothing_later(
+    client: httpx.AsyncClient, make: Any, apply: Any, checkout_nps: dict[str, Any], session_factory: Any, outbox: Any
+) -> None:
+    """The CRM takes an `occurred_at` up to year 9000: a mistyped year must not schedule the survey
+    for then, nor let that invitation suppress every later one as fatigue."""
+    customer = await make.customer()
+    before = dt.datetime.now(dt.UTC)
+    await apply(interaction(customer, occurred_at=dt.datetime(2099, 1, 1, tzinfo=dt.UTC)))
+    (invitation,) = await rows(session_factory, Invitation)
+    assert invitation.sent_at is not None and before <= invitation.send_at <= dt.datetime.now(dt.UTC)
+    assert len(await outbox("survey.invited")) == 1
+    # A month on, the survey invites again: nothing of 2099 holds it back.
+    await backdate_invitations(session_factory, days=31)
+    await apply(interaction(customer))
+    assert len(await rows(session_factory, Invitation)) == 2
+    assert await rows(session_factory, Suppression) == [] and await outbox("survey.throttled") == []
+
+
+async def test_an_interaction_dated_within_the_clock_skew_keeps_its_time(
+    make: Any, apply: Any, checkout_nps: dict[str, Any], session_factory: Any
+) -> None:
+    customer = await make.customer()
+    soon = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(minutes=3)
+    await apply(interaction(customer, occurred_at=soon))
+    (invitation,) = await rows(session_factory, Invitation)
+    assert (invitation.send_at, invitation.sent_at) == (soon, None)  # scheduled for its own time
+
+
+async def test_throttle_and_fatigue_count_invitations_on_both_sides_of_the_new_ones_send_time(
+    client: httpx.AsyncClient, make: Any, apply: Any, checkout_nps: dict[str, Any], session_factory: Any
+) -> None:
+    customer = await make.customer()
+    await apply(interaction(customer))
+    (first,) = await rows(session_factory, Invitation)
+
+    async def schedule_first(ahead: dt.timedelta) -> None:
+        async with session_factory() as session, session.begin():
+            at = dt.datetime.now(dt.UTC) + ahead
+            await session.execute(
+                update(Invitation).where(Invitation.id == first.id).values(send_at=at, sent_at=None, token_hash=None)
+            )
+
+    # Scheduled 10 days ahead: within 30 days of now, so it throttles a purchase now.
+    await schedule_first(dt.timedelta(days=10))
+    await apply(interaction(customer))
+    assert [s.reason for s in await rows(session_factory, Suppression)] == ["survey_throttle"]
+    # Scheduled a year ahead (as an interaction dated in the future once made one): far from now,
+    # it suppresses nothing now.
+    await schedule_first(dt.timedelta(days=365))
+    await apply(interaction(customer))
+    assert len(await rows(session_factory, Suppression)) == 1
+    assert len(await rows(session_factory, Invitation)) == 2
+
+    # The fatigue rule alike, across surveys (CEM_FATIGUE_DAYS: 7).
+    calls = await make.survey("csat", trigger={"interaction_type": "call", "throttle_days": 0})
+    other = await make.customer()
+    await apply(interaction(other))
+    (first,) = await rows(session_factory, Invitation, Invitation.customer_id == other)
+    await schedule_first(dt.timedelta(days=3))
+    await apply(interaction(other, type="call"))
+    assert [s.reason for s in await rows(session_factory, Suppression, Suppression.customer_id == other)] == ["fatigue"]
+    await schedule_first(dt.timedelta(days=365))
+    await apply(interaction(other, type="call"))
+    assert len(await rows(session_factory, Invitation, Invitation.survey_id == uuid.UUID(calls["id"]))) == 1
+
+
+async def test_a_trigger_touchpoint_matches_the_interactions_whatever_its_case(
+    client: httpx.AsyncClient, make: Any, apply: Any, checkout_nps: dict[str, Any]
+) -> None:
+    """An interaction's touchpoint is free text at the CRM; a trigger's is a lower-case key."""
+    customer = await make.customer()
+    await apply(interaction(customer, touchpoint="Checkout"))
+    (invited,) = (await client.get(f"/v1/surveys/{checkout_nps['id']}/invitations")).json()["items"]
+    assert invited["customer_id"] == str(customer)

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from cem.customers.models import CustomerExperienceTotals, CustomerProfile, email_key
@@ -89,15 +89,47 @@ class CustomerProfileRepository(Repository[CustomerProfile]):
         found = await self.by_emails([key])
         return found.get(key)
 
-    async def by_ids(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, CustomerProfile]:
+    async def by_ids(self, ids: Collection[uuid.UUID], *, hold: bool = False) -> dict[uuid.UUID, CustomerProfile]:
+        """The profiles with these ids; with `hold`, each locked as `hold` says."""
         if not ids:
             return {}
-        rows = await self.session.scalars(select(CustomerProfile).where(CustomerProfile.id.in_(set(ids))))
+        stmt = select(CustomerProfile).where(CustomerProfile.id.in_(set(ids)))
+        rows = await self.session.scalars(_held(stmt.order_by(CustomerProfile.id)) if hold else stmt)
         return {p.id: p for p in rows.all()}
 
-    async def by_emails(self, emails_lower: Collection[str]) -> dict[str, CustomerProfile]:
+    async def hold(self, customer_id: uuid.UUID) -> CustomerProfile | None:
+        """The profile, for a write about this customer (feedback, an invitation, an answer, an
+        interaction): locked FOR KEY SHARE until the transaction ends and read as it is once the
+        lock is held. A merge or an erasure locks it FOR UPDATE (`lock`) before it changes the
+        customer's rows: one that began first is waited for, and the write sees its result (the
+        customer erased, or merged into a survivor); one that comes later waits for the write,
+        and then reaches its rows. Writes do not hold each other up."""
+        return await self.session.scalar(_held(select(CustomerProfile).where(CustomerProfile.id == customer_id)))
+
+    async def hold_survivor(self, profile: CustomerProfile | None) -> CustomerProfile | None:
+        """The customer a write about `profile` goes to: the profile, or the survivor it was merged
+        into, held (`hold`). Merges keep pointers flat; a chain is followed all the same."""
+        seen: set[uuid.UUID] = set()
+        while profile is not None and profile.merged_into is not None and profile.id not in seen:
+            seen.add(profile.id)
+            profile = await self.hold(profile.merged_into)
+        return profile
+
+    async def lock(self, customer_id: uuid.UUID) -> CustomerProfile | None:
+        """The profile locked FOR UPDATE, read as it is once the lock is held: what a merge (of
+        the duplicate) or an erasure takes before it changes the customer's rows (see `hold`)."""
+        stmt = (
+            select(CustomerProfile)
+            .where(CustomerProfile.id == customer_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return await self.session.scalar(stmt)
+
+    async def by_emails(self, emails_lower: Collection[str], *, hold: bool = False) -> dict[str, CustomerProfile]:
         """`email_key` -> the customer announced with it (the most recently updated one if
-        several); merged duplicates and erased customers have no email here."""
+        several); merged duplicates and erased customers have no email here. With `hold`, the
+        profiles found are locked as `hold` says (one erased or merged meanwhile is found no more)."""
         if not emails_lower:
             return {}
         stmt = (
@@ -105,6 +137,8 @@ class CustomerProfileRepository(Repository[CustomerProfile]):
             .where(any_of(CustomerProfile.email_lower, set(emails_lower)))
             .order_by(CustomerProfile.crm_updated_at.desc().nulls_last(), CustomerProfile.id)
         )
+        if hold:
+            stmt = _held(stmt)
         found: dict[str, CustomerProfile] = {}
         for profile in (await self.session.scalars(stmt)).all():
             assert profile.email_lower is not None
@@ -134,9 +168,26 @@ class CustomerProfileRepository(Repository[CustomerProfile]):
         conn = await session_connection(self.session)
         return {r[0] for r in await conn.fetch(_SNAPSHOT_UPSERTS[replaying], *columns)}
 
+    async def survivor_of(self, customer_id: uuid.UUID) -> uuid.UUID:
+        """Who a merge into `customer_id` lands on: the customer, or the survivor it was itself
+        merged into (a merge of the survivor applied first: customer.merged is keyed by the
+        survivor, so a chain's events come in any order). Each profile read is held (`hold`), so a
+        merge of it under way is waited for and seen."""
+        seen: set[uuid.UUID] = set()
+        current = customer_id
+        while current not in seen:
+            seen.add(current)
+            stmt = _held(select(CustomerProfile.merged_into).where(CustomerProfile.id == current))
+            merged_into = await self.session.scalar(stmt)
+            if merged_into is None:
+                return current
+            current = merged_into
+        return current
+
     async def mark_merged(self, duplicate_id: uuid.UUID, survivor_id: uuid.UUID, now: dt.datetime) -> None:
         """The duplicate becomes a pointer to the survivor; its email no longer finds anyone. A
-        duplicate that opted out here hands its opt-out to the survivor."""
+        duplicate that opted out here hands its opt-out to the survivor. The survivor is one no
+        merge has made a pointer (`survivor_of`), so pointers stay flat: readers follow one hop."""
         opted_out_at = await self.session.scalar(select(CustomerProfile.opted_out_at).where(CustomerProfile.id == duplicate_id))
         if opted_out_at is not None:
             await self.session.execute(
@@ -157,6 +208,49 @@ class CustomerProfileRepository(Repository[CustomerProfile]):
         await self.session.execute(
             update(CustomerProfile).where(CustomerProfile.merged_into == duplicate_id).values(merged_into=survivor_id)
         )
+
+    async def record_merged_addresses(self, rows: list[dict[str, Any]], *, replaying: bool = False) -> set[str]:
+        """Snapshots (`profile_row`s) of merged duplicates, which `apply_snapshots` leaves alone:
+        each one newer than what the pointer holds records its address on it (`email`, as a merge
+        leaves it), so that the duplicate's erasure finds it; a merge applied before the
+        duplicate's customer.created made a pointer without one. Its `email_lower` is set too, for
+        `announced_customer_with` to lead what was kept under the address to the survivor, until
+        `drop_merged_address_keys` takes it away again. Returns the keys recorded."""
+        newest: dict[uuid.UUID, dict[str, Any]] = {}
+        for row in rows:
+            if row["email_lower"] and (row["id"] not in newest or row["crm_version"] >= newest[row["id"]]["crm_version"]):
+                newest[row["id"]] = row
+        recorded: set[str] = set()
+        for row in newest.values():
+            version = CustomerProfile.crm_version
+            newer = version <= row["crm_version"] if replaying else version < row["crm_version"]
+            result = await self.session.execute(
+                update(CustomerProfile)
+                .where(
+                    CustomerProfile.id == row["id"],
+                    CustomerProfile.merged_into.is_not(None),
+                    CustomerProfile.erased_at.is_(None),
+                    newer,
+                )
+                .values(
+                    email=row["email"], email_lower=row["email_lower"], crm_version=row["crm_version"], synced_at=row["synced_at"]
+                )
+                .returning(CustomerProfile.id)
+                .execution_options(synchronize_session=False)
+            )
+            if result.first() is not None:
+                recorded.add(row["email_lower"])
+        return recorded
+
+    async def drop_merged_address_keys(self, emails_lower: Collection[str]) -> None:
+        """Merged duplicates find nobody by their address (see `record_merged_addresses`)."""
+        if emails_lower:
+            await self.session.execute(
+                update(CustomerProfile)
+                .where(CustomerProfile.merged_into.is_not(None), any_of(CustomerProfile.email_lower, set(emails_lower)))
+                .values(email_lower=None)
+                .execution_options(synchronize_session=False)
+            )
 
     async def erase(self, customer_id: uuid.UUID, erased_at: dt.datetime, now: dt.datetime) -> None:
         """Keep the id and anonymous fields, drop the personal ones; the first erasure time stays."""
@@ -219,18 +313,27 @@ class CustomerProfileRepository(Repository[CustomerProfile]):
 def announced_customer_with(email_lower: Any) -> Any:
     """A correlated subquery: the id of the live customer announced with this email key (a stored
     `email_lower` column, never a lower() of an address in SQL: see `email_key`), for linking rows
-    that were kept under an email until the CRM announced its owner."""
+    that were kept under an email until the CRM announced its owner. A merged duplicate has no
+    key, except while the snapshot that records its address links what was kept under it
+    (`record_merged_addresses`): then the key leads to its survivor (a live customer with the
+    same key first)."""
     return (
-        select(CustomerProfile.id)
-        .where(
-            CustomerProfile.email_lower == email_lower,
-            CustomerProfile.merged_into.is_(None),
-            CustomerProfile.erased_at.is_(None),
+        select(func.coalesce(CustomerProfile.merged_into, CustomerProfile.id))
+        .where(CustomerProfile.email_lower == email_lower, CustomerProfile.erased_at.is_(None))
+        .order_by(
+            CustomerProfile.merged_into.is_not(None),
+            CustomerProfile.crm_updated_at.desc().nulls_last(),
+            CustomerProfile.id,
         )
-        .order_by(CustomerProfile.crm_updated_at.desc().nulls_last(), CustomerProfile.id)
         .limit(1)
         .scalar_subquery()
     )
+
+
+def _held(stmt: Any) -> Any:
+    """`stmt` locking the profiles it reads FOR KEY SHARE, read as they are once locked (see
+    `CustomerProfileRepository.hold`)."""
+    return stmt.with_for_update(read=True, key_share=True).execution_options(populate_existing=True)
 
 
 # Every figure of `customer_experience_totals`, in table order.

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cem.customers.lifecycle import CustomerErasure, link_addresses
-from cem.customers.models import email_key
+from cem.customers.models import CustomerProfile, email_key
 from cem.customers.repository import CustomerProfileRepository, ExperienceTotalsRepository
 from cem.db import WebhookDelivery
 from cem.privacy import PersonalDataRepository
@@ -56,16 +56,25 @@ async def apply_customer_snapshots(
     Only a new address can have rows waiting: whatever came under an address its profile
     already had found the customer when it came (the interactions consumer and the invitation
     routes look the address up under the same lock). A replay links every address it
-    announces, as it rebuilds a copy that may have missed some."""
+    announces, as it rebuilds a copy that may have missed some.
+
+    A snapshot of a merged duplicate changes nothing of the pointer but its address, recorded
+    so that the duplicate's erasure finds it; what was kept under that address goes to the
+    survivor (a merge applied before the duplicate's customer.created leaves such rows)."""
     rows = [profile_row(s) for s in snapshots]
     emails = {row["email_lower"] for row in rows if row["email_lower"]}
     # Taken before the upsert, as the interactions consumer takes it before its lookup: of two
     # concurrent transactions about one address, the later sees the earlier's committed rows.
     await lock_keys(session, "email", emails)
-    new_addresses = await CustomerProfileRepository(session).apply_snapshots(rows, replaying=replaying)
+    profiles = CustomerProfileRepository(session)
+    new_addresses = await profiles.apply_snapshots(rows, replaying=replaying)
     to_link = emails if replaying else new_addresses
     if to_link:
         await link_addresses(customer_data, session, to_link)
+    merged_addresses = await profiles.record_merged_addresses(rows, replaying=replaying)
+    if merged_addresses:
+        await link_addresses(customer_data, session, merged_addresses)
+        await profiles.drop_merged_address_keys(merged_addresses)
 
 
 async def merge_customers(
@@ -79,12 +88,23 @@ async def merge_customers(
     of the duplicate (each registered domain's rows: invitations, answers and scores,
     follow-ups, feedback, interactions, suppressions); the duplicate's profile stays as a
     pointer. Analytics do not change: the same answers, under one customer. Applying it twice
-    changes nothing more."""
+    changes nothing more.
+
+    customer.merged is keyed by the survivor, so a chain's merges come in any order: a survivor
+    merged away itself hands the duplicate on to its own survivor (pointers stay one hop). The
+    duplicate's profile is locked first (`CustomerProfileRepository.lock`): a write about the
+    duplicate under way is waited for and its rows move too; one that comes later waits and
+    then writes for the survivor."""
     if merged.survivor_id == merged.duplicate_id:
         raise PermanentEventError("a customer cannot be merged into itself")
     await apply_customer_snapshots(session, [merged.survivor], customer_data, replaying=replaying)
-    survivor, duplicate = merged.survivor_id, merged.duplicate_id
-    await CustomerProfileRepository(session).mark_merged(duplicate, survivor, utcnow())
+    duplicate = merged.duplicate_id
+    profiles = CustomerProfileRepository(session)
+    await profiles.lock(duplicate)
+    survivor = await profiles.survivor_of(merged.survivor_id)
+    if survivor == duplicate:
+        raise PermanentEventError(f"customer {merged.survivor_id} was merged into {duplicate}, which cannot merge into it")
+    await profiles.mark_merged(duplicate, survivor, utcnow())
     await customer_data.repoint(session, duplicate, survivor)
 
 
@@ -97,18 +117,35 @@ async def erase_customer(
     feedback, interaction summaries and metadata; stored answers of idempotent writes; personal
     fields of their outbox events). Their scores, ratings and sentiment still count,
     anonymously. Scheduled invitations are cancelled and the customer is never invited again.
-    Applying it twice changes nothing more."""
+    Applying it twice changes nothing more.
+
+    The profile is locked first (`CustomerProfileRepository.lock`): a write about the customer
+    under way is waited for, and erased here; one that comes later waits and then finds the
+    customer erased. Stored answers are found by the customer's id and address, and by the ids
+    of their rows kept under an address (`CustomerErasure.unkeyed_ids`): an answer given before
+    the CRM announced them names neither, or the address in another case."""
     customer_id = erased.customer_id
     profiles = CustomerProfileRepository(session)
-    profile = await profiles.get(customer_id)
+    profile = await profiles.lock(customer_id)
     needles = [str(customer_id), *([profile.email] if profile and profile.email else [])]
-    erasure = CustomerErasure(customer_id, profile.email_lower if profile else None, utcnow())
+    erasure = CustomerErasure(customer_id, _address_key(profile), utcnow())
     await profiles.erase(customer_id, erased.erased_at, erasure.at)
     await customer_data.erase(session, erasure)
+    needles += [str(i) for i in erasure.unkeyed_ids]
     personal = PersonalDataRepository(session)
     await personal.forget_answers_mentioning(needles)
     await personal.scrub_events(customer_id, erasure.unkeyed_ids)
     await forget_webhook_deliveries(session, WebhookDelivery, customer_id)
+
+
+def _address_key(profile: CustomerProfile | None) -> str | None:
+    """The key of the address an erasure finds a customer's rows by: a merged duplicate's is its
+    recorded address's (it finds nobody by it, but what came under it after the merge is theirs)."""
+    if profile is None:
+        return None
+    if profile.email_lower is None and profile.merged_into is not None and profile.email:
+        return email_key(profile.email)
+    return profile.email_lower
 
 
 async def apply_deal_changes(session: AsyncSession, changes: list[DealStageChanged]) -> None:

@@ -130,12 +130,13 @@ async def resolve_recipient(
 ) -> tuple[CustomerProfile | None, str | None]:
     """The customer profile behind `customer_id` (422 if unknown; a merged duplicate's survivor)
     or behind `email` (None when the address belongs to nobody we know, or when neither is
-    given), and the email to keep."""
+    given), and the email to keep. The profile is held until the transaction ends
+    (`CustomerProfileRepository.hold`): an erasure or a merge of the customer under way is
+    waited for, and one that comes later waits for this write, so what it writes for them is
+    never missed by either."""
     profiles = CustomerProfileRepository(session)
     if customer_id is not None:
-        profile = await profiles.get(customer_id)
-        if profile is not None and profile.merged_into is not None:
-            profile = await profiles.get(profile.merged_into)
+        profile = await profiles.hold_survivor(await profiles.hold(customer_id))
         if profile is None:
             raise field_problem(
                 ["body", "customer_id"], f"customer {customer_id} is not known here (the CRM has not announced it)"
@@ -147,7 +148,8 @@ async def resolve_recipient(
     # transaction sees the customer, or that one sees what this one keeps under the address
     # (and links it).
     await lock_keys(session, "email", [email_key(email)])
-    return await profiles.get_by_email(email), email
+    key = email_key(email)
+    return (await profiles.by_emails([key], hold=True)).get(key), email
 
 
 def _never_invited(profile: CustomerProfile | None, address: str | None = None, opted_out: Collection[str] = ()) -> str | None:
@@ -243,11 +245,12 @@ async def create_invitations(
     ensure_open_for_answers(survey)
     valid = [item for item in items if not isinstance(item, InvalidItem)]
     profiles = CustomerProfileRepository(session)
-    by_id = await profiles.by_ids({item.customer_id for item in valid if item.customer_id is not None})
-    by_id |= await profiles.by_ids({p.merged_into for p in by_id.values() if p.merged_into is not None} - by_id.keys())
+    # Held as resolve_recipient holds them: an erasure or a merge under way is waited for.
+    by_id = await profiles.by_ids({item.customer_id for item in valid if item.customer_id is not None}, hold=True)
+    by_id |= await profiles.by_ids({p.merged_into for p in by_id.values() if p.merged_into is not None} - by_id.keys(), hold=True)
     emails = {email_key(str(item.email)) for item in valid if item.customer_id is None and item.email is not None}
     await lock_keys(session, "email", emails)  # as resolve_recipient: the customer consumer links what it missed
-    by_email = await profiles.by_emails(emails)
+    by_email = await profiles.by_emails(emails, hold=True)
     touchpoints = await TouchpointRepository(session).existing_keys([item.touchpoint for item in valid if item.touchpoint])
     addresses = [str(item.email) if item.email is not None else None for item in valid]
     opted_out = await _opted_out(session, addresses + [p.email for p in (*by_id.values(), *by_email.values())])

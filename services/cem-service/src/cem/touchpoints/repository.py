@@ -169,7 +169,13 @@ class ProfileRow:
     merged_into: uuid.UUID | None
 
 
-_PROFILES = "SELECT id, email, survey_opt_out, erased_at, merged_into FROM customer_profiles WHERE id = ANY($1::uuid[])"
+# Held as `CustomerProfileRepository.hold` holds one (FOR KEY SHARE, in id order), so that an
+# erasure or a merge of a customer under way is waited for and seen, and one that comes later
+# waits for the poll's rows.
+_PROFILES = (
+    "SELECT id, email, survey_opt_out, erased_at, merged_into FROM customer_profiles WHERE id = ANY($1::uuid[]) "
+    "ORDER BY id FOR KEY SHARE"
+)
 
 # The columns of an interaction batch, in order; `recorded_at` is one value for the batch. Each
 # row's own `id` is a new time-ordered one (`cxkit.ids.new_ids`), as every other table's: a
@@ -194,7 +200,7 @@ _INSERT_BATCH = UnnestInsert(TouchpointInteraction.__table__, BATCH_COLUMNS, per
 
 
 async def profiles_by_ids(conn: asyncpg.Connection, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, ProfileRow]:
-    """The profiles with these ids, in one query."""
+    """The profiles with these ids, held until the transaction ends, in one query."""
     if not ids:
         return {}
     return {row[0]: ProfileRow(*row) for row in await conn.fetch(_PROFILES, list(ids))}

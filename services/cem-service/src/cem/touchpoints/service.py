@@ -115,7 +115,9 @@ def _recipient(
     if payload.customer_id is not None:
         profile = by_id.get(payload.customer_id)
         customer_id = payload.customer_id
-        if profile is not None and profile.merged_into is not None:
+        seen: set[uuid.UUID] = set()
+        while profile is not None and profile.merged_into is not None and customer_id not in seen:
+            seen.add(customer_id)
             customer_id = profile.merged_into
             profile = by_id.get(customer_id)
         return Recipient(customer_id=customer_id, email=None, profile=profile)
@@ -138,7 +140,11 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
     `INSERT ... SELECT FROM unnest(...)`. An interaction already stored is skipped; an erased
     customer's is stored without its summary, metadata or address. Returns the run's
     interactions (each once, in event order), stored now or before: the survey triggers judge
-    each (survey, interaction) pair once by themselves."""
+    each (survey, interaction) pair once by themselves.
+
+    The customers' profiles are held until the transaction ends (`profiles_by_ids`): an erasure
+    or a merge of one under way is waited for and seen (stored without personal data, or for the
+    survivor), and one that comes later waits for these rows and then reaches them."""
     payloads: list[tuple[Delivery, InteractionRecorded]] = [(d, d.payload) for d in deliveries]
     # What the decoder could not judge without writing the JSON (the same rule as the CRM's).
     metadata_json = [storable_json(p.metadata, "metadata", MAX_JSON_BYTES).decode() for _, p in payloads]
@@ -151,9 +157,13 @@ async def record_interactions(session: AsyncSession, deliveries: list[Delivery])
         await profiles_by_ids(conn, {p.customer_id for _, p in payloads if p.customer_id is not None})
     )
     survivors = {p.merged_into for p in by_id.values() if p.merged_into is not None} - set(by_id)
-    if survivors:
-        by_id |= await profiles_by_ids(conn, survivors)
-    by_email: dict[str, ProfileFacts] = dict(await CustomerProfileRepository(session).by_emails(emails)) if emails else {}
+    while survivors:  # one round but for a survivor merged away meanwhile (waited for above)
+        found = await profiles_by_ids(conn, survivors)
+        by_id |= found
+        survivors = {p.merged_into for p in found.values() if p.merged_into is not None} - set(by_id)
+    by_email: dict[str, ProfileFacts] = (
+        dict(await CustomerProfileRepository(session).by_emails(emails, hold=True)) if emails else {}
+    )
     columns: tuple[list[Any], ...] = tuple([] for _ in BATCH_COLUMNS)
     (
         row_ids,

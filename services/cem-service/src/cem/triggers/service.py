@@ -4,9 +4,16 @@ again, and when an invitation is suppressed instead (and why).
 For each candidate, in order: an erased customer or one who opted out is never invited
 (`erased`, `opted_out`); a survey does not invite the same recipient twice within its
 `throttle_days` (`survey_throttle`); nobody gets more than one invitation per
-`CEM_FATIGUE_DAYS` across all surveys (`fatigue`). Scheduled invitations count, and so do sent
-ones cancelled afterwards (they reached the recipient); ones cancelled before they went out do
-not. A suppressed invitation is stored with its reason and announced as `survey.throttled`.
+`CEM_FATIGUE_DAYS` across all surveys (`fatigue`). Both windows reach either side of the new
+invitation's send time: a scheduled invitation counts when it is due within that many days of
+it, before or after. Scheduled invitations count, and so do sent ones cancelled afterwards (they
+reached the recipient); ones cancelled before they went out do not. A suppressed invitation is
+stored with its reason and announced as `survey.throttled`.
+
+A trigger's invitation is due `delay_minutes` after the interaction's `occurred_at`, but never
+counted from a time further ahead than the clock skew (`cem.fields.CLOCK_SKEW`): an interaction
+dated later than that (the CRM takes years up to 9000) counts as happening now, so a mistyped
+year neither schedules the survey for then nor holds back every later one.
 
 A run of candidates is judged against a ledger of the recipients' recent invitations loaded
 with one query, and every decision is added to it at once, so the second of two matching
@@ -26,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cem.config import CEMSettings
 from cem.customers.repository import CustomerProfileRepository
 from cem.db import OutboxMessage
+from cem.fields import CLOCK_SKEW
 from cem.followups.repository import FollowupRepository
 from cem.invitations.models import Invitation
 from cem.invitations.repository import InvitationRepository
@@ -65,11 +73,13 @@ class Ledger:
     def add(self, key: RecipientKey, survey_id: uuid.UUID, at: dt.datetime) -> None:
         self.entries[key].append((survey_id, at))
 
-    def invited_by(self, key: RecipientKey, survey_id: uuid.UUID, after: dt.datetime) -> bool:
-        return any(s == survey_id and t > after for s, t in self.entries.get(key, ()))
+    def invited_by(self, key: RecipientKey, survey_id: uuid.UUID, around: dt.datetime, window: dt.timedelta) -> bool:
+        """Whether the survey invited the recipient (or will) less than `window` before or after `around`."""
+        return any(s == survey_id and abs(t - around) < window for s, t in self.entries.get(key, ()))
 
-    def invited(self, key: RecipientKey, after: dt.datetime) -> bool:
-        return any(t > after for _, t in self.entries.get(key, ()))
+    def invited(self, key: RecipientKey, around: dt.datetime, window: dt.timedelta) -> bool:
+        """Whether any survey invited the recipient (or will) less than `window` before or after `around`."""
+        return any(abs(t - around) < window for _, t in self.entries.get(key, ()))
 
 
 def verdict(candidate: Candidate, send_at: dt.datetime, ledger: Ledger, fatigue_days: int) -> str | None:
@@ -83,15 +93,15 @@ def verdict(candidate: Candidate, send_at: dt.datetime, ledger: Ledger, fatigue_
         return "opted_out"
     throttle = candidate.survey.trigger_throttle_days or 0
     key = candidate.recipient.key
-    if throttle and ledger.invited_by(key, candidate.survey.id, send_at - dt.timedelta(days=throttle)):
+    if throttle and ledger.invited_by(key, candidate.survey.id, send_at, dt.timedelta(days=throttle)):
         return "survey_throttle"
-    if fatigue_days and ledger.invited(key, send_at - dt.timedelta(days=fatigue_days)):
+    if fatigue_days and ledger.invited(key, send_at, dt.timedelta(days=fatigue_days)):
         return "fatigue"
     return None
 
 
 async def load_ledger(session: AsyncSession, recipients: Iterable[Recipient], since: dt.datetime) -> Ledger:
-    """The recipients' invitations due after `since`, in one query."""
+    """The recipients' invitations due after `since` (those due later too, however far ahead), in one query."""
     recipients = list(recipients)
     customer_ids = {r.customer_id for r in recipients if r.customer_id is not None}
     emails = {r.email_lower for r in recipients if r.customer_id is None and r.email_lower}
@@ -190,15 +200,19 @@ async def decide(
 
 
 def _matches(survey: Survey, interaction: StoredInteraction) -> bool:
+    """The trigger's interaction type, and its touchpoint if it names one: a lower-case key, while
+    an interaction's touchpoint is free text at the CRM, so compared whatever its case."""
     return survey.trigger_interaction_type == interaction.type and (
-        survey.trigger_touchpoint is None or survey.trigger_touchpoint == interaction.touchpoint
+        survey.trigger_touchpoint is None
+        or (interaction.touchpoint is not None and survey.trigger_touchpoint.casefold() == interaction.touchpoint.casefold())
     )
 
 
 async def invite_for_interactions(session: AsyncSession, settings: CEMSettings, interactions: list[StoredInteraction]) -> Outcome:
     """Every active survey whose trigger matches an interaction (its type, and its touchpoint
-    when the trigger names one) invites the interaction's customer `delay_minutes` after it,
-    unless a rule suppresses it. Interactions are judged in the order given, each once per
+    when the trigger names one) invites the interaction's customer `delay_minutes` after it
+    (after now, for an interaction dated further ahead than the clock skew), unless a rule
+    suppresses it. Interactions are judged in the order given, each once per
     survey: a pair that already made an invitation or a suppression (a redelivery, or an event
     the live consumer reaches after a replay stored it) is left alone."""
     triggers = TriggerRepository(session)
@@ -212,7 +226,7 @@ async def invite_for_interactions(session: AsyncSession, settings: CEMSettings, 
         Candidate(
             survey=survey,
             recipient=interaction.recipient,
-            due_at=_due(interaction.occurred_at, survey.trigger_delay_minutes or 0),
+            due_at=_due(interaction.occurred_at, survey.trigger_delay_minutes or 0, now),
             origin="trigger",
             touchpoint=survey.touchpoint or interaction.touchpoint,
             interaction_id=interaction.interaction_id,
@@ -228,11 +242,13 @@ async def invite_for_interactions(session: AsyncSession, settings: CEMSettings, 
     return await decide(session, settings, candidates, ledger, now)
 
 
-def _due(occurred_at: dt.datetime, delay_minutes: int) -> dt.datetime:
+def _due(occurred_at: dt.datetime, delay_minutes: int, now: dt.datetime) -> dt.datetime:
+    """`delay_minutes` after the interaction; after now for one dated beyond the clock skew ahead."""
+    start = occurred_at if occurred_at <= now + CLOCK_SKEW else now
     try:
-        return occurred_at + dt.timedelta(minutes=delay_minutes)
+        return start + dt.timedelta(minutes=delay_minutes)
     except OverflowError:
-        return occurred_at
+        return start
 
 
 async def reinvite_recurring(session: AsyncSession, settings: CEMSettings, survey_id: uuid.UUID, limit: int) -> Outcome:
