@@ -8,9 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from crm.campaigns.models import Campaign
+from crm.campaigns.models import Campaign, CampaignMember
+
+from .customer_races import erase, merge, sent_during
 
 
 async def test_members_responses_and_response_rate(client: httpx.AsyncClient, make: Any) -> None:
@@ -140,3 +143,52 @@ async def test_concurrent_renames_to_one_name_keep_names_unique_whatever_the_cas
     assert {a.status_code for a in answers} == {200, 409}, [a.text for a in answers]
     async with session_factory() as session:
         assert await session.scalar(select(func.count()).where(func.lower(Campaign.name) == "autumn")) == 1
+
+
+# --- an erase or a merge of the member meanwhile -------------------------------------------------
+
+
+async def test_a_member_added_while_the_customer_is_merged_is_the_survivor(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any
+) -> None:
+    campaign = await make.campaign()
+    survivor, duplicate = await make.customer(), await make.customer()
+    base = f"/v1/campaigns/{campaign['id']}/members"
+    answer = await sent_during(
+        crm_app, merge(crm_app, survivor["id"], duplicate["id"]), lambda: client.post(base, json={"customer_id": duplicate["id"]})
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["customer_id"] == survivor["id"]
+    assert [m["customer_id"] for m in (await client.get(base)).json()["items"]] == [survivor["id"]]
+
+
+async def test_a_member_added_while_merged_into_a_member_is_not_counted_twice(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any, session_factory: Any
+) -> None:
+    campaign = await make.campaign()
+    survivor, duplicate = await make.customer(), await make.customer()
+    base = f"/v1/campaigns/{campaign['id']}/members"
+    assert (await client.post(base, json={"customer_id": survivor["id"]})).status_code == 201
+    answer = await sent_during(
+        crm_app, merge(crm_app, survivor["id"], duplicate["id"]), lambda: client.post(base, json={"customer_id": duplicate["id"]})
+    )
+    assert answer.status_code == 409, answer.text
+    assert (await client.get(f"/v1/campaigns/{campaign['id']}")).json()["stats"]["members"] == 1
+    async with session_factory() as session:
+        held = await session.scalars(
+            select(CampaignMember.customer_id).where(CampaignMember.campaign_id == uuid.UUID(campaign["id"]))
+        )
+        assert [str(c) for c in held] == [survivor["id"]]
+
+
+async def test_a_member_added_while_the_customer_is_erased_is_refused_as_erased(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any
+) -> None:
+    campaign = await make.campaign()
+    customer = await make.customer()
+    base = f"/v1/campaigns/{campaign['id']}/members"
+    answer = await sent_during(
+        crm_app, erase(crm_app, customer["id"]), lambda: client.post(base, json={"customer_id": customer["id"]})
+    )
+    assert answer.status_code == 422 and answer.json()["errors"][0]["msg"] == "erased", answer.text
+    assert (await client.get(base)).json()["items"] == []

@@ -123,16 +123,38 @@ async def test_customers_without_a_probe_have_none_and_reads_follow_the_usual_ru
     assert (await client.get(f"/v1/customers/{survivor['id']}/duplicates", headers={"Authorization": ""})).status_code == 401
 
 
+async def test_a_short_name_is_still_compared_with_its_namesakes_by_the_name_itself(client: httpx.AsyncClient, make: Any) -> None:
+    """A name of one or two letters has no trigram to look up, but the very same name is still
+    found through the name index when the two share a detail: it was left out (no probe, nothing
+    found), or the namesakes were asked for the email's local part as their name."""
+    wang = await make.customer(name="王伟", email="w@example.cn", phone="+86 138 0013 8000")
+    same_phone = await make.customer(name="王伟", email="wei.wang@example.com", phone="138 0013 8000")
+    await make.customer(name="王伟", email="x@example.com")  # a namesake sharing nothing else
+    found = await look_alikes(client, wang["id"])
+    assert [(c["customer"]["id"], c["reasons"], c["score"]) for c in found] == [
+        (same_phone["id"], ["same_name", "same_phone"], 0.9)
+    ]
+    assert [c["customer"]["id"] for c in await look_alikes(client, same_phone["id"])] == [wang["id"]]
+
+    # A longer address: its local part is what the trigram index is asked for, the name still what namesakes are.
+    li = await make.customer(name="李娜", email="lina.li@example.com", company="Tennis Co")
+    same_company = await make.customer(name="李娜", email="na@example.org", company="tennis  CO")
+    found = await look_alikes(client, li["id"])
+    assert [(c["customer"]["id"], c["reasons"], c["score"]) for c in found] == [
+        (same_company["id"], ["same_name", "same_company"], 0.82)
+    ]
+
+
 async def test_the_look_alikes_are_found_through_the_indexes_in_custom_and_generic_plans(session_factory: Any) -> None:
     """The statement can only be fast at a million customers if the indexes answer both of its
     sources (the search's trigram index, the name index), also once PostgreSQL plans the
     prepared statement for any probe."""
-    kinds = ("uuid", "text", "int", "text", "text", "text", "int")
+    kinds = ("uuid", "text", "int", "text", "text", "text", "int", "text")
     sql = re.sub(r"\$(\d)", lambda m: f"{m[0]}::{kinds[int(m[1]) - 1]}", duplicates.CANDIDATES_SQL)
     async with session_factory() as session:
         await session.execute(text("SET LOCAL enable_seqscan = off"))
         await session.execute(text(f"PREPARE look_alikes AS {sql}"))
-        args = f"'{uuid.uuid4()}', 'Ada Lovelace', 500, '079460018', 'analytical engines', 'ada', 5000"
+        args = f"'{uuid.uuid4()}', 'Ada Lovelace', 500, '079460018', 'analytical engines', 'ada', 5000, 'Ada Lovelace'"
         for mode in ("force_custom_plan", "force_generic_plan"):
             await session.execute(text(f"SET LOCAL plan_cache_mode = {mode}"))
             plan = "\n".join((await session.execute(text(f"EXPLAIN EXECUTE look_alikes({args})"))).scalars())

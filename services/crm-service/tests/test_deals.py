@@ -4,17 +4,24 @@ history, won/lost with a lost reason, `deal.stage_changed` and the customer's op
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from crm.customers import service as customers
+from crm.customers.models import Customer, CustomerChange
+from crm.deals.repository import open_value_query
 from crm.pipelines.models import Pipeline
 from cxkit import keyset
 from cxkit.http.pagination import encode_cursor
 from cxkit.testing import bearer
+
+from .customer_races import erase, merge, sent_during
 
 SPEC_STAGES = [
     ("Qualification", "0.100"),
@@ -266,3 +273,130 @@ async def test_an_amount_cursor_at_the_columns_bounds_pages_on(client: httpx.Asy
         r = await client.get("/v1/deals", params={"sort": sort, "cursor": cursor})
         assert r.status_code == 200, r.text
         assert [d["id"] for d in r.json()["items"]] == expected
+
+
+# --- an erase or a merge of the deal's customer meanwhile ----------------------------------------
+
+
+async def test_a_deal_created_while_its_customer_is_merged_lands_on_the_survivor(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any
+) -> None:
+    """The duplicate was read unlocked while the merge held it: the deal went in on the duplicate
+    once the merge was done, where no list of the survivor's deals nor its open value sees it."""
+    survivor, duplicate = await make.customer(owner="kim"), await make.customer(owner="sam")
+    await make.deal(survivor["id"], amount="100.00")
+    post = functools.partial(
+        client.post, "/v1/deals", json={"customer_id": duplicate["id"], "title": "Upsell", "amount": "50.00"}
+    )
+    answer = await sent_during(crm_app, merge(crm_app, survivor["id"], duplicate["id"]), post)
+    assert answer.status_code == 201, answer.text
+    assert (answer.json()["customer_id"], answer.json()["owner"]) == (survivor["id"], "kim")
+    assert (await client.get("/v1/deals", params={"customer_id": duplicate["id"]})).json()["items"] == []
+    view = (await client.get(f"/v1/customers/{survivor['id']}/view")).json()
+    assert view["open_deal_value"] == "150.00"
+
+
+async def test_a_deal_created_while_its_customer_is_erased_is_refused_as_erased(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any, events: Any
+) -> None:
+    customer = await make.customer()
+    post = functools.partial(client.post, "/v1/deals", json={"customer_id": customer["id"], "title": "Renewal"})
+    answer = await sent_during(crm_app, erase(crm_app, customer["id"]), post)
+    assert answer.status_code == 422 and answer.json()["errors"][0]["msg"] == "erased", answer.text
+    assert (await client.get("/v1/deals", params={"customer_id": customer["id"]})).json()["items"] == []
+    assert [e["data"]["changed"] for e in await events("customer.updated")] == []
+
+
+async def test_a_deal_opened_while_another_write_names_its_customer_neither_waits_nor_deadlocks(
+    client: httpx.AsyncClient, make: Any, session_factory: Any, events: Any
+) -> None:
+    """Both hold the customer's shared reference lock (the one a foreign key takes); each then
+    moves the customer's stage. Asked `FOR UPDATE`, each move waited for the other's shared lock."""
+    customer = await make.customer(lifecycle_stage="lead")
+    async with session_factory() as first:
+        named = await customers.resolve_reference(first, uuid.UUID(customer["id"]))  # a deal being opened
+        post = client.post("/v1/deals", json={"customer_id": customer["id"], "title": "Second"})
+        answer = await asyncio.wait_for(post, timeout=5)
+        assert answer.status_code == 201, answer.text
+        assert await customers.advance_lifecycle(first, named, "opportunity", open_value_query) is False  # moved already
+        await first.commit()
+    moves = [e for e in await events("customer.updated") if e["data"]["changed"] == ["lifecycle_stage"]]
+    assert [e["data"]["lifecycle_stage"] for e in moves] == ["opportunity"]
+
+
+async def test_a_lifecycle_move_leaves_a_merged_or_erased_customer_alone(
+    client: httpx.AsyncClient, make: Any, session_factory: Any, events: Any
+) -> None:
+    """The customer was read before it was merged away or erased (a deal or a conversion
+    under way): its record changes no more, so no new version, history entry or event."""
+    survivor, duplicate, erased = [await make.customer(lifecycle_stage="lead") for _ in range(3)]
+    async with session_factory() as session:
+        read_before = {c["id"]: await session.get(Customer, uuid.UUID(c["id"])) for c in (duplicate, erased)}
+        session.expunge_all()
+    assert (await client.post(f"/v1/customers/{survivor['id']}/merge", json={"duplicate_id": duplicate["id"]})).status_code == 200
+    assert (await client.delete(f"/v1/customers/{erased['id']}")).status_code == 204
+    announced = len(await events())
+    for cid, stale in read_before.items():
+        async with session_factory() as session:
+            before = await session.scalar(select(Customer.version).where(Customer.id == uuid.UUID(cid)))
+            assert await customers.advance_lifecycle(session, stale, "customer", open_value_query) is False
+            await session.commit()
+        async with session_factory() as session:
+            after = await session.get(Customer, uuid.UUID(cid))
+            assert (after.lifecycle_stage, after.version) == ("lead", before)
+            changes = await session.scalars(select(CustomerChange.changes).where(CustomerChange.customer_id == uuid.UUID(cid)))
+            assert not [c for c in changes if "lifecycle_stage" in c]
+    assert len(await events()) == announced
+
+
+async def _until_a_request_waits_on_a_lock(crm_app: FastAPI) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    while not await crm_app.state.pg_pool.fetchval(query):
+        assert asyncio.get_running_loop().time() < deadline, "nothing waited on a lock"
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("racing", ["merge", "erase"])
+@pytest.mark.parametrize("change", ["amount", "won", "delete"])
+async def test_a_deal_change_racing_a_merge_or_erase_of_its_customer_does_not_deadlock(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any, monkeypatch: pytest.MonkeyPatch, change: str, racing: str
+) -> None:
+    """The change holds the deal, then asks for its customer (to move its stage or announce its
+    open value); the merge (or erase) held the customers, then asked for the duplicate's deals
+    (to move them, or blank their titles): each waited for the other, and PostgreSQL cancelled
+    one (a 503). Opened wide: the change goes on to its customer once the other waits on a lock."""
+    survivor, duplicate = await make.customer(), await make.customer(lifecycle_stage="lead")
+    deal = await make.deal(duplicate["id"], amount="100.00")
+    reached = asyncio.Event()
+
+    def paused(step: Any) -> Any:
+        async def then(*args: Any, **kwargs: Any) -> Any:
+            reached.set()
+            await _until_a_request_waits_on_a_lock(crm_app)
+            return await step(*args, **kwargs)
+
+        return then
+
+    for step in ("announce_open_deal_value", "live_customer_or_none"):
+        monkeypatch.setattr(customers, step, paused(getattr(customers, step)))
+    path = f"/v1/deals/{deal['id']}"
+    sent = asyncio.create_task(
+        client.delete(path)
+        if change == "delete"
+        else client.patch(path, json={"amount": "250.00"} if change == "amount" else {"status": "won"})
+    )
+    await asyncio.wait_for(reached.wait(), timeout=10)
+    other = asyncio.create_task(
+        client.post(f"/v1/customers/{survivor['id']}/merge", json={"duplicate_id": duplicate["id"]})
+        if racing == "merge"
+        else client.delete(f"/v1/customers/{duplicate['id']}")
+    )
+    answer, done = await asyncio.wait_for(asyncio.gather(sent, other), timeout=20)
+    assert answer.status_code == (204 if change == "delete" else 200), answer.text
+    assert done.status_code == (200 if racing == "merge" else 204), done.text
+    if racing == "merge":
+        kept = (await client.get("/v1/deals", params={"customer_id": survivor["id"]})).json()["items"]
+        assert [d["id"] for d in kept] == ([] if change == "delete" else [deal["id"]])
+        view = (await client.get(f"/v1/customers/{survivor['id']}/view")).json()
+        assert view["open_deal_value"] == {"amount": "250.00", "won": "0.00", "delete": "0.00"}[change]

@@ -20,6 +20,8 @@ from crm.documents.models import Document
 from cxkit.fields import NO_NUL
 from cxkit.testing import bearer
 
+from .customer_races import erase, merge, sent_during
+
 PDF = b"%PDF-1.4\n" + b"x" * 5000
 
 
@@ -266,3 +268,32 @@ async def test_a_share_link_only_opens_the_document_it_was_signed_for(client: ht
     assert borrowed.headers["content-type"].startswith("application/problem+json")
     forged = dict(link.params) | {"signature": "A" * len(link.params["signature"])}
     assert (await client.get(link.path, params=forged, headers={"Authorization": ""})).status_code == 403
+
+
+# --- an erase or a merge of the document's customer meanwhile ------------------------------------
+
+
+async def test_a_document_uploaded_while_its_customer_is_merged_lands_on_the_survivor(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any
+) -> None:
+    survivor, duplicate = await make.customer(), await make.customer()
+    answer = await sent_during(
+        crm_app, merge(crm_app, survivor["id"], duplicate["id"]), lambda: upload(client, {"customer_id": duplicate["id"]})
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["customer_id"] == survivor["id"]
+    assert (await client.get("/v1/documents", params={"customer_id": duplicate["id"]})).json()["items"] == []
+    listed = (await client.get("/v1/documents", params={"customer_id": survivor["id"]})).json()["items"]
+    assert [d["id"] for d in listed] == [answer.json()["id"]]
+
+
+async def test_a_document_uploaded_while_its_customer_is_erased_is_refused_and_leaves_no_file(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any, crm_settings: CRMSettings
+) -> None:
+    """The erasure deletes the customer's files: one uploaded meanwhile would have stayed."""
+    customer = await make.customer()
+    before = stored_files(crm_settings)
+    answer = await sent_during(crm_app, erase(crm_app, customer["id"]), lambda: upload(client, {"customer_id": customer["id"]}))
+    assert answer.status_code == 422 and answer.json()["errors"][0]["msg"] == "erased", answer.text
+    assert (await client.get("/v1/documents", params={"customer_id": customer["id"]})).json()["items"] == []
+    assert stored_files(crm_settings) == before

@@ -23,6 +23,8 @@ from cxkit.events import InvalidEvent, encode_event
 from cxkit.kafka.consumer import PermanentEventError
 from cxkit.testing import wait_for
 
+from .customer_races import erase, merge, sent_during
+
 T0 = dt.datetime(2026, 11, 1, 10, 0, tzinfo=dt.UTC)
 
 
@@ -228,6 +230,42 @@ async def test_events_for_an_erased_customer_keep_no_words_and_make_no_task(
     (erasure,) = [e for e in entries if e["kind"] == "customer_changed"]
     assert erasure["via"] == "erasure"
     assert all(c["from"] is None and c["to"] is None for c in erasure["changes"] if c["field"] in ("email", "name"))
+
+
+async def test_events_consumed_while_their_customer_is_merged_land_on_the_survivor(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any, cem: Any, apply_cem: Any
+) -> None:
+    """The duplicate was read unlocked while the merge held it: the answer and the follow-up task
+    went in on the duplicate once the merge was done, where the survivor's view never sees them."""
+    survivor = uuid.UUID((await make.customer(owner="sam"))["id"])
+    duplicate = uuid.UUID((await make.customer(owner="lee"))["id"])
+
+    async def consume() -> Any:
+        return await apply_cem(cem.response(duplicate, 3, at=at(0), comment="slow"), cem.followup(duplicate, 3, at=at(0)))
+
+    assert await sent_during(crm_app, merge(crm_app, str(survivor), str(duplicate)), consume) == 2
+    exp = (await view(client, survivor))["experience"]
+    assert (exp["responses"], exp["latest_nps"]["score"], exp["open_followups"]) == (1, 3, 1)
+    assert [(t["customer_id"], t["owner"]) for t in await followup_tasks(client, survivor)] == [(str(survivor), "sam")]
+    assert await followup_tasks(client, duplicate) == []
+
+
+async def test_events_consumed_while_their_customer_is_erased_keep_no_words_and_make_no_task(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any, cem: Any, apply_cem: Any
+) -> None:
+    cid = uuid.UUID((await make.customer())["id"])
+
+    async def consume() -> Any:
+        return await apply_cem(
+            cem.feedback(cid, "my private words", at=at(0)),
+            cem.response(cid, 2, at=at(1), comment="more private words"),
+            cem.followup(cid, 2, at=at(1)),
+        )
+
+    assert await sent_during(crm_app, erase(crm_app, str(cid)), consume) == 3
+    assert await followup_tasks(client, cid) == []
+    exp = (await view(client, cid))["experience"]
+    assert (exp["responses"], exp["latest_nps"]["comment"], exp["last_feedback"]["text"]) == (1, None, None)
 
 
 async def test_values_no_row_can_hold_are_refused_before_anything_is_written(

@@ -12,12 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from crm.config import CRMSettings
 from crm.consumers.cem_feedback import consumer_name, live_handlers, projection_handlers
 from crm.customers.models import Customer
 from crm.experience.models import SURVEY_OPTED_IN, SURVEY_OPTED_OUT, ExperienceEvent
+from crm.experience.service import apply_survey_wishes
 from crm.main import build_consumers
 from cxkit.db import session_connection
 from cxkit.events import CloudEvent, encode_event
@@ -25,6 +27,7 @@ from cxkit.kafka.consumer import Decoded
 from cxkit.testing import wait_for
 
 from .conftest import delivery
+from .customer_races import merge, sent_during
 from .test_experience import timeline
 
 T0 = dt.datetime(2026, 11, 1, 10, 0, tzinfo=dt.UTC)
@@ -187,6 +190,49 @@ async def test_an_opt_out_for_a_merged_duplicate_marks_its_survivor(
     assert await updates_of(events, duplicate) == []
     assert [c["via"] for c in await history(client, duplicate)] == ["merge"]  # the duplicate itself stays as merged
     assert [e["kind"] for e in await timeline(client, survivor, kind=["survey.opted_out"])] == ["survey.opted_out"]
+
+
+async def test_an_opt_out_consumed_while_its_customer_is_merged_marks_the_survivor(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any, cem: Any, opt_out: Any, events: Any
+) -> None:
+    """The wish was resolved to the duplicate (live in the statement's snapshot), whose row, locked
+    once the merge was done, no longer qualified: the survivor kept surveying someone who said no."""
+    survivor = uuid.UUID((await make.customer())["id"])
+    duplicate = uuid.UUID((await make.customer())["id"])
+
+    async def consume() -> Any:
+        return await opt_out(cem.opted_out(duplicate, at=at(0)))
+
+    await sent_during(crm_app, merge(crm_app, str(survivor), str(duplicate)), consume)
+    assert (await customer(client, survivor))["survey_opt_out"] is True
+    assert [u["data"]["survey_opt_out"] for u in await updates_of(events, survivor)][-1] is True
+    assert [e["kind"] for e in await timeline(client, survivor, kind=["survey.opted_out"])] == ["survey.opted_out"]
+
+
+@pytest.mark.parametrize("opted_out", [True, False], ids=["opt-out", "opt-in"])
+async def test_a_survey_wish_applied_while_its_customer_is_merged_reaches_the_survivor(
+    client: httpx.AsyncClient, crm_app: FastAPI, make: Any, cem: Any, session_factory: Any, events: Any, opted_out: bool
+) -> None:
+    """The wishes' own statement (`apply_survey_wishes`), without the events stored before it in
+    the consumer's transaction: it waits on the merge's lock of the duplicate and is then told of
+    the survivor."""
+    survivor = uuid.UUID((await make.customer(survey_opt_out=not opted_out))["id"])
+    duplicate = uuid.UUID((await make.customer(survey_opt_out=not opted_out))["id"])
+    wish = (cem.opted_out if opted_out else cem.opted_in)(duplicate, at=utcnow_plus_an_hour())
+
+    async def apply() -> Any:
+        async with session_factory() as session, session.begin():
+            return await apply_survey_wishes(session, [delivery(wish)], opted_out=opted_out)
+
+    assert await sent_during(crm_app, merge(crm_app, str(survivor), str(duplicate)), apply) == 1
+    assert (await customer(client, survivor))["survey_opt_out"] is opted_out
+    assert [u["data"]["survey_opt_out"] for u in await updates_of(events, survivor)][-1] is opted_out
+    assert await updates_of(events, duplicate) == []
+
+
+def utcnow_plus_an_hour() -> dt.datetime:
+    """A wish newer than any time a customer made now holds."""
+    return dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
 
 
 async def test_a_replay_stores_the_opt_out_but_leaves_the_customer_alone(

@@ -30,7 +30,8 @@ WORD_SIMILARITY = 0.6
 # Phone numbers are the same when their last digits are (+44 20 7946 0018 = 020 7946 0018).
 PHONE_DIGITS = 9
 PHONE_MIN_DIGITS = 7
-# A probe shorter than this (a two-letter name) finds nothing: the email's local part is tried.
+# A probe shorter than this (a two-letter name) has no trigram to look up: the email's local part
+# is tried instead. The name, however short, is still what namesakes are compared by.
 PROBE_MIN = 3
 
 _COLUMNS = ", ".join(f"c.{c.name}" for c in Customer.__table__.columns if c.name != "email_normalized")
@@ -38,24 +39,25 @@ _OFFERABLE = "c.id <> $1 AND c.merged_into_id IS NULL AND c.erased_at IS NULL"
 # Two sources, each bounded, so a name thousands share costs the same as a rare one:
 # - `alike`: customers with a run of words like the probe in their name, email or company,
 #   from the search's trigram index (the first CANDIDATES it yields);
-# - `namesakes`: customers with the very same name who also share the phone ($4), company ($5)
-#   or email local part ($6), from the name index (the first $7 of them); among thousands of
-#   namesakes, these are the ones worth a look.
+# - `namesakes`: customers with the very same name ($8, however short) who also share the phone
+#   ($4), company ($5) or email local part ($6), from the name index (the first $7 of them); among
+#   thousands of namesakes, these are the ones worth a look.
 # A look-alike's name similarity is that of its name or of its email's local part
-# (`ada.lovelace@...`), whichever is closer.
+# (`ada.lovelace@...`) with the probe ($2; null without one), whichever is closer; the very same
+# name is 1 (a short one has no trigram to compare).
 CANDIDATES_SQL = (
     "WITH alike AS ("
     "SELECT c.id FROM customers c WHERE $2 <<% customer_search_text(c.name, c.email_normalized, c.company) "
     f"AND {_OFFERABLE} LIMIT $3"
     "), namesakes AS ("
     "SELECT c.id FROM ("
-    f"SELECT c.id, c.phone, c.company, c.email_normalized FROM customers c WHERE c.name = $2 AND {_OFFERABLE} LIMIT $7"
+    f"SELECT c.id, c.phone, c.company, c.email_normalized FROM customers c WHERE c.name = $8 AND {_OFFERABLE} LIMIT $7"
     ") c WHERE split_part(c.email_normalized, '@', 1) = $6 "
     "OR lower(regexp_replace(btrim(c.company), '\\s+', ' ', 'g')) = $5 "
     "OR right(regexp_replace(c.phone, '\\D', '', 'g'), 9) = $4 "
     "LIMIT $3) "
-    f"SELECT {_COLUMNS}, greatest(similarity(coalesce(c.name, ''), $2), "
-    "similarity(split_part(c.email_normalized, '@', 1), $2)) AS name_similarity "
+    f"SELECT {_COLUMNS}, CASE WHEN c.name = $8 THEN 1 ELSE greatest(similarity(coalesce(c.name, ''), $2), "
+    "similarity(split_part(c.email_normalized, '@', 1), $2)) END AS name_similarity "
     "FROM customers c WHERE c.id IN (SELECT id FROM alike UNION SELECT id FROM namesakes)"
 )
 _THRESHOLD = f"SET LOCAL pg_trgm.strict_word_similarity_threshold = {WORD_SIMILARITY}"
@@ -69,11 +71,15 @@ class Candidate:
 
 
 def probe_of(customer: dict[str, Any]) -> str | None:
-    """What a customer's look-alikes are searched by: their name, else their email's local part
-    (a lead made from an address has no name; a name of one or two letters, "Jo", has no
-    trigram to look up), else nothing."""
-    name = (customer.get("name") or "").strip()
-    return next((probe for probe in (name, local_part(customer.get("email"))) if len(probe) >= PROBE_MIN), None)
+    """What a customer's look-alikes are searched by in the trigram index: their name, else their
+    email's local part (a lead made from an address has no name; a name of one or two letters,
+    "Jo", has no trigram to look up), else nothing (`name_of` still finds namesakes)."""
+    return next((probe for probe in (name_of(customer), local_part(customer.get("email"))) if len(probe) >= PROBE_MIN), None)
+
+
+def name_of(customer: dict[str, Any]) -> str:
+    """The customer's name as namesakes are compared by it ("" for none)."""
+    return (customer.get("name") or "").strip()
 
 
 def local_part(email: str | None) -> str:
@@ -119,12 +125,12 @@ def rank(customer: dict[str, Any], rows: list[asyncpg.Record], limit: int) -> li
 
 
 async def look_alikes(conn: asyncpg.Connection, customer: dict[str, Any], limit: int) -> list[Candidate]:
-    probe = probe_of(customer)
-    if probe is None:
+    probe, name = probe_of(customer), name_of(customer) or None
+    if probe is None and name is None:
         return []
     local = local_part(customer.get("email"))
     args = (phone_key(customer.get("phone")), company_key(customer.get("company")), local if len(local) >= PROBE_MIN else None)
     async with conn.transaction():  # the threshold for this statement only
         await conn.execute(_THRESHOLD)
-        rows = await conn.fetch(CANDIDATES_SQL, customer["id"], probe, CANDIDATES, *args, NAMESAKES_LOOKED_AT)
+        rows = await conn.fetch(CANDIDATES_SQL, customer["id"], probe, CANDIDATES, *args, NAMESAKES_LOOKED_AT, name)
     return rank(customer, rows, limit)

@@ -159,25 +159,47 @@ class CustomerRepository(Repository[Customer]):
         return await super().get(id, for_update=for_update)
 
     async def lock_for_reference(self, id: uuid.UUID) -> None:
-        """Read the customer a new row of this transaction is about to reference (a task), and
-        its survivor if it was merged, each locked `FOR KEY SHARE` until the transaction ends
-        and refreshed in the session, so `get` then answers them with no query. That lock is
-        the one the new row's foreign key check takes anyway; an erase or a merge locks the row
-        `FOR UPDATE`, so it either committed first and is read as done (READ COMMITTED reads the
-        row again once the lock is granted), or waits for this transaction and then finds the
-        new row to erase or move. As many reads as an unlocked reference costs: one, or two."""
+        """Read the customer a new row of this transaction is about to reference (a deal, a task,
+        a document, a membership: `service.resolve_reference`), and its survivor if it was
+        merged, each locked `FOR KEY SHARE` until the transaction ends and refreshed in the
+        session, so `get` then answers them with no query. That lock is the one the new row's
+        foreign key check takes anyway; an erase or a merge locks the row `FOR UPDATE`, so it
+        either committed first and is read as done (READ COMMITTED reads the row again once the
+        lock is granted), or waits for this transaction and then finds the new row to erase or
+        move. Two writes naming one customer do not wait for each other; one that goes on to
+        change the customer takes `lock_for_change`, which a shared lock does not hold up. As
+        many reads as an unlocked reference costs: one, or two."""
         await self.session.flush()  # the locked reads refresh rows in the session: pending changes go out first
         while True:
-            customer = await self._lock_key(id)
+            customer = await self._locked(id, key_share=True)
             if customer is None or customer.merged_into_id is None:
                 return
-            survivor = await self._lock_key(customer.merged_into_id)
+            survivor = await self._locked(customer.merged_into_id, key_share=True)
             if survivor is None or survivor.merged_into_id is None:
                 return
             # The survivor was merged meanwhile: the duplicate now points past it (merges are one hop).
 
-    async def _lock_key(self, id: uuid.UUID) -> Customer | None:
-        stmt = select(Customer).filter_by(id=id).with_for_update(key_share=True).execution_options(populate_existing=True)
+    async def lock_key_share(self, id: uuid.UUID) -> Customer | None:
+        """The customer (merged or not) locked `FOR KEY SHARE` until the transaction ends,
+        refreshed in the session: an erase or a merge of it waits for this transaction."""
+        await self.session.flush()  # the locked read refreshes the row in the session: pending changes go out first
+        return await self._locked(id, key_share=True)
+
+    async def lock_for_change(self, id: uuid.UUID) -> Customer | None:
+        """The customer locked `FOR NO KEY UPDATE` until the transaction ends, refreshed in the
+        session: for a change of its fields that leaves its keys (email, external id) alone, such
+        as a lifecycle move or a new open deal value. It waits for an erase, a merge or another
+        such change (they lock it too) but not for a write that only references it
+        (`lock_for_reference`): a transaction holding that shared lock takes this one without
+        waiting for the others holding it, so two of them cannot deadlock on the way up, as two
+        asking `FOR UPDATE` would."""
+        await self.session.flush()  # the locked read refreshes the row in the session: pending changes go out first
+        return await self._locked(id, key_share=False)
+
+    async def _locked(self, id: uuid.UUID, *, key_share: bool) -> Customer | None:
+        # with_for_update(key_share=True) alone is FOR NO KEY UPDATE; with read=True, FOR KEY SHARE.
+        lock = {"read": True, "key_share": True} if key_share else {"key_share": True}
+        stmt = select(Customer).filter_by(id=id).with_for_update(**lock).execution_options(populate_existing=True)
         return await self.session.scalar(stmt)
 
     async def get_by_email(self, email: str) -> Customer | None:
@@ -205,23 +227,36 @@ class CustomerRepository(Repository[Customer]):
         return {cid: merged for cid, merged in rows}
 
     async def event_targets(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, EventTarget]:
-        """id -> where its events go, for the ids that exist; one query (merges are one hop)."""
+        """id -> where its events go, for the ids that exist: one statement (merges are one hop),
+        or another when a merge committed while it waited. Each customer named and each survivor
+        is locked `FOR KEY SHARE` (in id order) until the transaction ends, the lock the rows
+        written for them take anyway: an erase or a merge holding one `FOR UPDATE` is waited for
+        and its outcome read (READ COMMITTED reads a row again once its lock is granted), so the
+        rows go to the survivor, or keep nothing of an erased customer's words; one that comes
+        after waits for them, and then moves or erases them."""
         if not ids:
             return {}
-        survivor = aliased(Customer)
+        named = aliased(Customer)
+        survivors = select(named.merged_into_id).where(named.id.in_(ids), named.merged_into_id.is_not(None))
         stmt = (
-            select(Customer.id, survivor.id, Customer.erased_at, survivor.erased_at, Customer.owner, survivor.owner)
-            .outerjoin(survivor, survivor.id == Customer.merged_into_id)
-            .where(Customer.id.in_(ids))
+            select(Customer.id, Customer.merged_into_id, Customer.erased_at, Customer.owner)
+            .where(or_(Customer.id.in_(ids), Customer.id.in_(survivors)))
+            .order_by(Customer.id)
+            .with_for_update(read=True, key_share=True)
         )
-        return {
-            cid: EventTarget(
-                customer_id=sid or cid,
-                erased=(s_erased if sid else erased) is not None,
-                owner=s_owner if sid else owner,
-            )
-            for cid, sid, erased, s_erased, owner, s_owner in await self.session.execute(stmt)
-        }
+        while True:
+            locked = {row.id: row for row in await self.session.execute(stmt)}
+            targets: dict[uuid.UUID, EventTarget] = {}
+            for cid in ids:
+                row = locked.get(cid)
+                if row is not None and row.merged_into_id is not None:
+                    row = locked.get(row.merged_into_id)
+                    if row is None or row.merged_into_id is not None:
+                        break  # merged (or its survivor merged on) while this waited: read again
+                if row is not None:
+                    targets[cid] = EventTarget(customer_id=row.id, erased=row.erased_at is not None, owner=row.owner)
+            else:
+                return targets
 
     async def list_page(self, filters: CustomerFilters, sort: keyset.Sort, page: PageParams) -> list[Customer]:
         stmt = select(Customer).where(*matching(filters))
@@ -409,6 +444,7 @@ async def update_customer_row(
 
 
 _OPT_OUT_SETTERS: dict[tuple[OpenDealValue, bool], CompiledQuery] = {}
+_MERGED_AWAY = "SELECT id, merged_into_id FROM customers WHERE id = ANY($1::uuid[]) AND merged_into_id IS NOT NULL"
 
 
 def _set_opt_out_query(open_deal_value: OpenDealValue, opted_out: bool) -> CompiledQuery:
@@ -431,13 +467,15 @@ def _set_opt_out_query(open_deal_value: OpenDealValue, opted_out: bool) -> Compi
         return or_(Customer.survey_opt_out_at.is_(None), Customer.survey_opt_out_at < at)
 
     # Locked in id order (as a batch upsert locks them, so the two cannot deadlock), unless erased
-    # or its flag was asked for at the wish's time or later.
+    # or its flag was asked for at the wish's time or later. FOR NO KEY UPDATE (no key changes):
+    # the consumer's transaction holds these customers FOR KEY SHARE already (`event_targets`),
+    # and two such transactions raising that lock to FOR UPDATE would each wait for the other.
     locked = (
         select(Customer.id, Customer.survey_opt_out.label("was"), wish.c.at)
         .join(wish, wish.c.id == Customer.id)
         .where(Customer.merged_into_id.is_(None), Customer.erased_at.is_(None), asked_before(wish.c.at))
         .order_by(Customer.id)
-        .with_for_update(of=Customer)
+        .with_for_update(of=Customer, key_share=True)
         .cte("locked")
     )
     # A wish the flag already holds only moves its time on: no new version, no history, no event.
@@ -472,7 +510,12 @@ async def set_survey_opt_out(
     (`survey_opt_out_at`), and date it with the wish: one statement. A change bumps the version; a
     flag that is `opted_out` already only gets the newer time. An erased customer and an unknown id
     are left alone. Returns the rows written, as they are now, each with `was` (the flag before)
-    and its sum of open deal amounts (`open_deal_value`)."""
+    and its sum of open deal amounts (`open_deal_value`).
+
+    The statement finds each wish's live record as its snapshot has it. A customer merged away
+    meanwhile (its row held by the merge until it committed) is, once locked, no longer live: its
+    wish is applied again, once, by a statement that sees the survivor (`_MERGED_AWAY`: only when
+    some wish changed nothing, and then only those for records merged into one not written)."""
     if not wishes:
         return []
     key = (open_deal_value, opted_out)
@@ -480,7 +523,18 @@ async def set_survey_opt_out(
     if query is None:
         query = _OPT_OUT_SETTERS[key] = _set_opt_out_query(open_deal_value, opted_out)
     ids, ats = zip(*wishes, strict=True)
-    return await query.fetch(conn, ids=list(ids), ats=list(ats), now=now)
+    rows: list[asyncpg.Record] = await query.fetch(conn, ids=list(ids), ats=list(ats), now=now)
+    written = {row["id"] for row in rows}
+    missed = list({cid for cid in ids if cid not in written})
+    if not missed:
+        return rows
+    # A survivor written already took the wishes of duplicates merged before this call.
+    merged_away = {row["id"] for row in await conn.fetch(_MERGED_AWAY, missed) if row["merged_into_id"] not in written}
+    again = [(cid, at) for cid, at in wishes if cid in merged_away]
+    if not again:
+        return rows
+    ids, ats = zip(*again, strict=True)
+    return rows + await query.fetch(conn, ids=list(ids), ats=list(ats), now=now)
 
 
 _LOCK_BY_KEYS = (

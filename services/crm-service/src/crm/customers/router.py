@@ -296,8 +296,9 @@ async def export_customer_data(customer_id: CustomerIdPath, pool: PgPoolDep, _: 
     "name (or, for a customer without one or with one of one or two letters, their email's local part), found "
     "through the search's trigram index, each "
     "with a `score` and the `reasons` (a similar name, and the same phone, company or email local part). Merged "
-    "duplicates and erased customers are never offered; a customer without a name or email of three letters or more "
-    "has none. A merged duplicate redirects (308) to its survivor's. Needs `read`.",
+    "duplicates and erased customers are never offered. A customer with a name of one or two letters is also compared "
+    "with the customers of the very same name who share their phone, company or email local part; one without a name "
+    "or an email of three letters or more has none. A merged duplicate redirects (308) to its survivor's. Needs `read`.",
     responses=problem_responses(401, 403, 404, 422) | MERGED_AWAY_RESPONSE,
 )
 async def customer_duplicates(

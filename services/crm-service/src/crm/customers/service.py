@@ -233,8 +233,9 @@ async def read_customer(db: asyncpg.Pool | asyncpg.Connection, customer_id: uuid
 
 
 async def live_customer_for_update(session: AsyncSession, customer_id: uuid.UUID) -> Customer:
-    """For writes on the customer itself: locked, neither merged away nor erased."""
-    customer = await CustomerRepository(session).get(customer_id, for_update=True)
+    """For writes on the customer's fields other than its keys (email, external id): locked
+    (`CustomerRepository.lock_for_change`), neither merged away nor erased."""
+    customer = await CustomerRepository(session).lock_for_change(customer_id)
     if customer is None:
         raise NotFound(f"customer {customer_id} does not exist")
     if customer.merged_into_id is not None:
@@ -248,18 +249,32 @@ async def live_customer_for_update(session: AsyncSession, customer_id: uuid.UUID
 
 
 async def live_customer_or_none(session: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
-    """The customer, locked, if it is neither merged away nor erased (for side effects such
-    as a lifecycle move that only apply to a live record)."""
-    customer = await CustomerRepository(session).get(customer_id, for_update=True)
+    """The customer, locked (`CustomerRepository.lock_for_change`), if it is neither merged away
+    nor erased (for side effects such as a lifecycle move that only apply to a live record)."""
+    customer = await CustomerRepository(session).lock_for_change(customer_id)
     if customer is None or customer.merged_into_id is not None or customer.erased_at is not None:
         return None
     return customer
 
 
+async def lock_owner(session: AsyncSession, customer_id: uuid.UUID) -> None:
+    """Before a row of the customer's is locked for a change that may go on to change the
+    customer (its stage, its open deal value: `live_customer_or_none`, `announce_open_deal_value`):
+    the customer locked `FOR KEY SHARE` until the transaction ends. An erase or a merge locks the
+    customer, then its rows; the change then takes its locks in that order too, and the two cannot
+    deadlock (the one waits for the other). Merged or erased, the customer is locked all the same."""
+    await CustomerRepository(session).lock_key_share(customer_id)
+
+
 async def resolve_reference(session: AsyncSession, customer_id: uuid.UUID, field: str = "customer_id") -> Customer:
-    """A customer named in a request body: unknown or erased is a 422; a merged duplicate
-    resolves to its survivor, so stale ids held by clients keep working."""
-    customer = await CustomerRepository(session).get(customer_id)
+    """A customer named in a request body, for a row this transaction goes on to write for it:
+    unknown or erased is a 422; a merged duplicate resolves to its survivor, so stale ids held by
+    clients keep working. Both are locked `FOR KEY SHARE` until the transaction ends
+    (`CustomerRepository.lock_for_reference`), so an erase or a merge running meanwhile is either
+    seen done or waits for the new row (which it then erases or moves): every caller writes."""
+    repo = CustomerRepository(session)
+    await repo.lock_for_reference(customer_id)
+    customer = await repo.get(customer_id)
     if customer is None:
         raise Unprocessable(f"{field} {customer_id} does not exist", errors=[_field_error(field)])
     customer = await _follow_merges(session, customer)
@@ -353,12 +368,15 @@ def _moves_forward(current: str, target: str) -> bool:
 
 async def advance_lifecycle(session: AsyncSession, customer: Customer, target: str, open_deal_value: OpenDealValue) -> bool:
     """Move the customer forward to `target` (never back, never out of `churned`) and
-    announce it. Returns whether it moved."""
+    announce it. Returns whether it moved. A customer merged away or erased (meanwhile: `customer`
+    may have been read before) is left alone: its record no longer changes."""
     if not _moves_forward(customer.lifecycle_stage, target):
         return False
     # Locked (and refreshed) before the version is bumped, so concurrent moves serialise.
-    locked = await CustomerRepository(session).get(customer.id, for_update=True)
-    if locked is None or not _moves_forward(locked.lifecycle_stage, target):
+    locked = await CustomerRepository(session).lock_for_change(customer.id)
+    if locked is None or locked.merged_into_id is not None or locked.erased_at is not None:
+        return False
+    if not _moves_forward(locked.lifecycle_stage, target):
         return False
     customer = locked
     customer.lifecycle_stage = target
@@ -370,7 +388,7 @@ async def advance_lifecycle(session: AsyncSession, customer: Customer, target: s
 async def announce_open_deal_value(session: AsyncSession, customer_id: uuid.UUID, open_deal_value: OpenDealValue) -> None:
     """The customer's open deal value changed without a stage change (an amount was edited,
     a deal deleted): a new version of the customer carries the new sum."""
-    customer = await CustomerRepository(session).get(customer_id, for_update=True)
+    customer = await CustomerRepository(session).lock_for_change(customer_id)
     if customer is None or customer.erased_at is not None or customer.merged_into_id is not None:
         return
     _touch(customer)

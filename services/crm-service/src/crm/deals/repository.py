@@ -118,6 +118,11 @@ class DealRepository(Repository[Deal]):
         """The customer's current sum of open deal amounts."""
         return as_money(await self.session.scalar(open_value_query(customer_id)))
 
+    async def customer_id_of(self, deal_id: uuid.UUID) -> uuid.UUID | None:
+        """The id of the deal's customer as committed now (a statement of its own, never the
+        session's copy: a merge may have moved the deal since it was loaded), or None."""
+        return await self.session.scalar(select(Deal.customer_id).where(Deal.id == deal_id))
+
     async def next_seq(self, deal_id: uuid.UUID) -> int:
         last = await self.session.scalar(select(func.max(DealStageChange.seq)).where(DealStageChange.deal_id == deal_id))
         return int(last or 0) + 1

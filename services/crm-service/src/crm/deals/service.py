@@ -149,10 +149,37 @@ async def get_deal(session: AsyncSession, deal_id: uuid.UUID) -> tuple[Deal, Pip
     return found
 
 
+async def _lock_customer_of(session: AsyncSession, deal_id: uuid.UUID) -> None:
+    """Lock the deal's customer (`customers.lock_owner`) before the deal: an erase or a merge
+    locks the customer, then its deals, and a change of the deal may go on to its customer
+    (`_locked_deal`). The customer a merge that committed meanwhile moved the deal to is the one
+    left locked; once it is locked, no merge moves the deal again before this transaction ends."""
+    repo = DealRepository(session)
+    customer_id = await repo.customer_id_of(deal_id)
+    while customer_id is not None:
+        await customers.lock_owner(session, customer_id)
+        moved_to = await repo.customer_id_of(deal_id)
+        if moved_to == customer_id:
+            return
+        customer_id = moved_to
+
+
+async def _locked_deal(session: AsyncSession, deal_id: uuid.UUID) -> Deal:
+    """The deal locked for a change, after its customer (`_lock_customer_of`; a moving deal's
+    pipeline comes in between, see `update_deal`)."""
+    deal = await DealRepository(session).get(deal_id, for_update=True)
+    if deal is None:
+        raise NotFound(f"deal {deal_id} does not exist")
+    return deal
+
+
 async def update_deal(
     session: AsyncSession, deal_id: uuid.UUID, data: DealUpdate, if_match: str | None, actor: str | None
 ) -> tuple[Deal, PipelineStage]:
     repo = DealRepository(session)
+    # Locks in the order an erase or a merge takes them (the customer, then its deals): this
+    # change may go on to the customer (its stage, its open deal value).
+    await _lock_customer_of(session, deal_id)
     # Set for a move (to `stage`, or to the won/lost stage of `status`): the pipeline it goes to.
     pipeline: Pipeline | None = None
     stages: list[PipelineStage] = []
@@ -163,9 +190,7 @@ async def update_deal(
         if seen is None:
             raise NotFound(f"deal {deal_id} does not exist")
         pipeline, stages = await resolve_pipeline(session, data.pipeline_id or seen.pipeline_id, for_deal=True)
-    deal = await repo.get(deal_id, for_update=True)
-    if deal is None:
-        raise NotFound(f"deal {deal_id} does not exist")
+    deal = await _locked_deal(session, deal_id)
     check_if_match(if_match, deal.version)
     if pipeline is not None and pipeline.id != (data.pipeline_id or deal.pipeline_id):
         # Moved to another pipeline since it was read: that one's stages are the ones to go to.
@@ -219,9 +244,8 @@ async def update_deal(
 
 async def delete_deal(session: AsyncSession, deal_id: uuid.UUID, if_match: str | None) -> None:
     repo = DealRepository(session)
-    deal = await repo.get(deal_id, for_update=True)
-    if deal is None:
-        raise NotFound(f"deal {deal_id} does not exist")
+    await _lock_customer_of(session, deal_id)  # the customer, then the deal (see `update_deal`)
+    deal = await _locked_deal(session, deal_id)
     check_if_match(if_match, deal.version)
     was_open_value = deal.status == "open" and (deal.amount or Decimal(0)) > 0
     customer_id = deal.customer_id

@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm.customers import service as customers
 from crm.customers.models import Customer
-from crm.customers.repository import CustomerRepository
 from crm.db import SOURCE, OutboxMessage
 from crm.deals.models import Deal
 from crm.deals.repository import DealRepository
@@ -78,9 +77,7 @@ async def _flush_task(session: AsyncSession, task: Task) -> None:
 
 async def _live_customer(session: AsyncSession, customer_id: uuid.UUID) -> Customer:
     """The customer a new task names (a merged duplicate's survivor), locked against an erase or
-    a merge until the task is written (`CustomerRepository.lock_for_reference`); refused as
-    `resolve_reference` refuses it."""
-    await CustomerRepository(session).lock_for_reference(customer_id)
+    a merge until the task is written (`resolve_reference` locks it)."""
     return await customers.resolve_reference(session, customer_id)
 
 
