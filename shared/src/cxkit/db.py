@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import orjson
@@ -265,6 +265,25 @@ _LOCK_NAMESPACE = text("SELECT pg_advisory_xact_lock(hashtextextended(:whole, 0)
 # key locks each fill it, and every transaction then fails with "out of shared memory".
 LOCK_KEYS_MAX = 64
 _SHARED_TAKEN = "cxkit.lock_keys.shared"
+
+
+# Row locks by PostgreSQL's names (`SELECT ... FOR <mode>`). SQLAlchemy's flags read otherwise:
+# `with_for_update(key_share=True)` alone is FOR NO KEY UPDATE, not FOR KEY SHARE, which made
+# writes that only reference a row queue behind each other.
+RowLock = Literal["update", "no key update", "share", "key share"]
+_ROW_LOCK_FLAGS: dict[str, dict[str, bool]] = {
+    "update": {},
+    "no key update": {"key_share": True},
+    "share": {"read": True},
+    "key share": {"read": True, "key_share": True},
+}
+
+
+def locking(stmt: Any, mode: RowLock, **options: Any) -> Any:
+    """`stmt` with `FOR <mode>` (`options`: `of=`, `nowait=`, `skip_locked=`). KEY SHARE: the
+    lock a foreign key check takes, for a write that references the row; NO KEY UPDATE: for a
+    change of the row that leaves its keys; UPDATE: for one that may change them, or delete it."""
+    return stmt.with_for_update(**_ROW_LOCK_FLAGS[mode], **options)
 
 
 async def lock_keys(session: AsyncSession, namespace: str, keys: Iterable[str]) -> None:

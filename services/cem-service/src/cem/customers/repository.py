@@ -13,7 +13,7 @@ from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from cem.customers.models import CustomerExperienceTotals, CustomerProfile, email_key
-from cxkit.db import any_of, session_connection
+from cxkit.db import any_of, locking, session_connection
 from cxkit.kept_figures import KeptFigures
 from cxkit.pg_pool import UnnestInsert
 from cxkit.repository import Repository, SessionRepository
@@ -333,7 +333,7 @@ def announced_customer_with(email_lower: Any) -> Any:
 def _held(stmt: Any) -> Any:
     """`stmt` locking the profiles it reads FOR KEY SHARE, read as they are once locked (see
     `CustomerProfileRepository.hold`)."""
-    return stmt.with_for_update(read=True, key_share=True).execution_options(populate_existing=True)
+    return locking(stmt, "key share").execution_options(populate_existing=True)
 
 
 # Every figure of `customer_experience_totals`, in table order.

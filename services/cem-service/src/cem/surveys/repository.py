@@ -11,7 +11,7 @@ from cem.invitations.models import Invitation
 from cem.responses.models import SurveyResponse
 from cem.surveys.models import Survey
 from cxkit import keyset
-from cxkit.db import utcnow
+from cxkit.db import locking, utcnow
 from cxkit.http.pagination import PageParams
 from cxkit.repository import Repository
 
@@ -92,12 +92,8 @@ class SurveyRepository(Repository[Survey]):
         `alone` (`FOR NO KEY UPDATE`): one answer at a time, to count them towards `max_responses`
         and close the survey with the last one; it does not conflict with the shared holds, so an
         answer holding one takes it without waiting for the others to end."""
-        stmt = (
-            select(Survey)
-            .where(Survey.id == survey_id)
-            .with_for_update(read=not alone, key_share=True)
-            .execution_options(populate_existing=True)
-        )
+        stmt = locking(select(Survey).where(Survey.id == survey_id), "no key update" if alone else "key share")
+        stmt = stmt.execution_options(populate_existing=True)
         return await self.session.scalar(stmt)
 
     async def has_responses(self, survey_id: uuid.UUID) -> bool:

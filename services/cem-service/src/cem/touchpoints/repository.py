@@ -18,7 +18,7 @@ from cem.journeys.models import Journey, JourneyStep
 from cem.surveys.models import Survey
 from cem.touchpoints.models import Touchpoint, TouchpointInteraction
 from cxkit import keyset
-from cxkit.db import any_of, next_version
+from cxkit.db import any_of, locking, next_version
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import UnnestInsert
 from cxkit.repository import Repository
@@ -45,7 +45,7 @@ class TouchpointRepository(Repository[Touchpoint]):
         the delete's commit and then finds no row. Updates that keep the key are not held up."""
         if not keys:
             return set()
-        stmt = select(Touchpoint.key).where(Touchpoint.key.in_(set(keys))).with_for_update(read=True, key_share=True)
+        stmt = locking(select(Touchpoint.key).where(Touchpoint.key.in_(set(keys))), "key share")
         return set((await self.session.scalars(stmt)).all())
 
     async def by_keys_or_ids(self, keys: Sequence[str], ids: Sequence[uuid.UUID]) -> list[Touchpoint]:

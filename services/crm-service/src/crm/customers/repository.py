@@ -18,7 +18,7 @@ from sqlalchemy.orm import aliased
 from crm.customers.lifecycle import OpenDealValue
 from crm.customers.models import SEARCH_SEPARATOR, ChangeVia, Customer, CustomerChange, normalized_email, search_text
 from cxkit import keyset
-from cxkit.db import insert_new
+from cxkit.db import insert_new, locking
 from cxkit.http.data_export import Section
 from cxkit.http.pagination import PageParams
 from cxkit.pg_pool import CompiledQuery, Guard, UnnestInsert
@@ -197,9 +197,8 @@ class CustomerRepository(Repository[Customer]):
         return await self._locked(id, key_share=False)
 
     async def _locked(self, id: uuid.UUID, *, key_share: bool) -> Customer | None:
-        # with_for_update(key_share=True) alone is FOR NO KEY UPDATE; with read=True, FOR KEY SHARE.
-        lock = {"read": True, "key_share": True} if key_share else {"key_share": True}
-        stmt = select(Customer).filter_by(id=id).with_for_update(**lock).execution_options(populate_existing=True)
+        stmt = locking(select(Customer).filter_by(id=id), "key share" if key_share else "no key update")
+        stmt = stmt.execution_options(populate_existing=True)
         return await self.session.scalar(stmt)
 
     async def get_by_email(self, email: str) -> Customer | None:
@@ -238,11 +237,11 @@ class CustomerRepository(Repository[Customer]):
             return {}
         named = aliased(Customer)
         survivors = select(named.merged_into_id).where(named.id.in_(ids), named.merged_into_id.is_not(None))
-        stmt = (
+        stmt = locking(
             select(Customer.id, Customer.merged_into_id, Customer.erased_at, Customer.owner)
             .where(or_(Customer.id.in_(ids), Customer.id.in_(survivors)))
-            .order_by(Customer.id)
-            .with_for_update(read=True, key_share=True)
+            .order_by(Customer.id),
+            "key share",
         )
         while True:
             locked = {row.id: row for row in await self.session.execute(stmt)}
@@ -470,14 +469,14 @@ def _set_opt_out_query(open_deal_value: OpenDealValue, opted_out: bool) -> Compi
     # or its flag was asked for at the wish's time or later. FOR NO KEY UPDATE (no key changes):
     # the consumer's transaction holds these customers FOR KEY SHARE already (`event_targets`),
     # and two such transactions raising that lock to FOR UPDATE would each wait for the other.
-    locked = (
+    locked = locking(
         select(Customer.id, Customer.survey_opt_out.label("was"), wish.c.at)
         .join(wish, wish.c.id == Customer.id)
         .where(Customer.merged_into_id.is_(None), Customer.erased_at.is_(None), asked_before(wish.c.at))
-        .order_by(Customer.id)
-        .with_for_update(of=Customer, key_share=True)
-        .cte("locked")
-    )
+        .order_by(Customer.id),
+        "no key update",
+        of=Customer,
+    ).cte("locked")
     # A wish the flag already holds only moves its time on: no new version, no history, no event.
     changes = Customer.survey_opt_out.is_distinct_from(opted_out)
     stmt = (
